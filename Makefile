@@ -1,0 +1,55 @@
+# crowdpack — the two README commands are `make demo` and `make check`.
+# `make` alone builds build/crowdpack.
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD ?= build
+DEMO_DATA ?= demo-data
+DEMO_USERS ?= 1000000
+LISTEN ?= 127.0.0.1:8080
+FUZZ_SECONDS ?= 15
+
+.PHONY: all build deps demo check test asan fuzz bench clean
+
+all: build
+
+build:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+deps:
+	@./scripts/install-deps.sh
+
+# Installs what is missing, builds, writes a demo population and serves it.
+demo: deps build
+	$(BUILD)/crowdpack demo --data $(DEMO_DATA) --users $(DEMO_USERS)
+	@./scripts/demo-banner.sh $(LISTEN)
+	$(BUILD)/crowdpack serve --data $(DEMO_DATA) --listen $(LISTEN)
+
+# Installs what is missing, builds, and runs every test: unit, property,
+# integration and examples; again under ASan+UBSan; then the fuzzers briefly.
+check: deps build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory fuzz
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+asan:
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCP_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --output-on-failure -j $(JOBS) -E '^(example_|integration_test_restart)'
+
+fuzz:
+	@if command -v clang >/dev/null 2>&1; then \
+		cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCP_FUZZ=ON >/dev/null && \
+		cmake --build build-fuzz -j $(JOBS) && \
+		./scripts/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS); \
+	else echo "fuzz: clang not installed, fuzz targets skipped"; fi
+
+bench: deps build
+	$(BUILD)/crowdpack bench
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz

@@ -1,0 +1,365 @@
+/*
+ * crowdpack.h — the public, embeddable C API of crowdpack.
+ *
+ * If a function does not appear in this file, it is not a published API.
+ * Everything here is prefixed cp_. Every function returns a cp_status
+ * (CP_OK == 0) and hands results back through out-parameters. When a
+ * function takes a `cp_error_t *err` it may be NULL; when not NULL it is
+ * filled with the details of a failure (what, where).
+ *
+ * Threading: a cp_db_t may be used from many threads at once. Reads run
+ * concurrently; writes are serialised inside the handle.
+ *
+ * Ownership: strings returned through `char **out` are allocated by the
+ * library and freed by the caller with cp_free(). Pointers passed in are
+ * borrowed for the duration of the call only.
+ */
+#ifndef CROWDPACK_H
+#define CROWDPACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CP_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- status */
+
+/* Frozen numbers: never renumber, only append. */
+typedef enum cp_status {
+    CP_OK = 0,
+    CP_ENOMEM = 1,      /* out of memory */
+    CP_EINVAL = 2,      /* invalid argument or input (bad JSON, bad value) */
+    CP_ENOTFOUND = 3,   /* unknown tag, attribute, crowd, user, key */
+    CP_EEXIST = 4,      /* already exists */
+    CP_ESYNTAX = 5,     /* expression syntax error (line:column in cp_error_t) */
+    CP_ETYPE = 6,       /* value of the wrong type for an attribute */
+    CP_ELOCKED = 7,     /* data directory held for writing by another process */
+    CP_EVERSION = 8,    /* data directory written by an incompatible build */
+    CP_EIO = 9,         /* I/O or storage failure */
+    CP_ELIMIT = 10,     /* an input exceeds a size, depth or length limit */
+    CP_ECYCLE = 11,     /* crowd references would form a cycle */
+    CP_ECONFLICT = 12,  /* operation conflicts with current state (e.g. tag has children) */
+    CP_EAUTH = 13,      /* missing or unknown API key */
+    CP_EPERM = 14,      /* key lacks the role for this operation */
+    CP_EREADONLY = 15,  /* write on a handle opened read-only */
+    CP_EINTERNAL = 16,  /* broken invariant; a bug */
+} cp_status;
+
+/* Static English description of a status. Never NULL. */
+const char *cp_strerror(cp_status st);
+
+/*
+ * Details of a failure. `message` is a complete human sentence naming what
+ * and where ("line 3: attribute \"age\" of user \"u7\": expected int, got
+ * string \"x\""). `line`/`column` are 1-based positions inside an
+ * expression (CP_ESYNTAX, unknown names) or 0. `record` is the 1-based
+ * line of an NDJSON input the error belongs to, or 0. `src_*` say where in
+ * crowdpack's own source the error was raised (for bug reports).
+ */
+typedef struct cp_error {
+    cp_status code;
+    int line;
+    int column;
+    uint64_t record;
+    char message[512];
+    const char *src_file;
+    const char *src_func;
+    int src_line;
+} cp_error_t;
+
+/* Frees memory returned by the library (strings, JSON texts). NULL is fine. */
+void cp_free(void *p);
+
+/* ------------------------------------------------------------ data dir */
+
+typedef struct cp_db cp_db_t;
+
+enum {
+    CP_OPEN_CREATE = 1u << 0,   /* create the data directory if missing */
+    CP_OPEN_READONLY = 1u << 1, /* no writes; does not take the writer lock */
+};
+
+typedef struct cp_open_options {
+    unsigned flags;        /* CP_OPEN_* */
+    uint64_t map_size;     /* LMDB map size in bytes; 0 = default (64 GiB) */
+    int threads;           /* query threads; 0 = number of CPUs */
+} cp_open_options_t;
+
+/*
+ * Opens (or with CP_OPEN_CREATE creates) a data directory and loads its
+ * index into memory. Opening for writing takes an exclusive lock on the
+ * directory: a second writer gets CP_ELOCKED with the holder's pid in the
+ * message. A directory of another format version gets CP_EVERSION.
+ * `opts` may be NULL (defaults: no create, read-write).
+ * On success *out is owned by the caller: close with cp_db_close().
+ */
+cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out,
+                     cp_error_t *err);
+
+/* Closes the handle and frees everything it owns. NULL is fine. */
+void cp_db_close(cp_db_t *db);
+
+/* The data directory format version this build reads and writes. */
+uint32_t cp_format_version(void);
+
+typedef struct cp_db_stats {
+    uint64_t users;          /* live users */
+    uint64_t ordinals;       /* ordinals ever allocated (live + deleted) */
+    uint64_t tags;
+    uint64_t attributes;
+    uint64_t crowds;
+    uint64_t bitmap_bytes;   /* in-memory size of all bitmaps */
+    uint64_t column_bytes;   /* in-memory per-user columns (geo coordinates, enum ids) */
+    uint64_t disk_bytes;     /* size of the LMDB file */
+    uint64_t queries;        /* counts/evaluations served since open */
+    uint64_t writes;         /* committed write batches since open */
+} cp_db_stats_t;
+
+cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out);
+
+/* ---------------------------------------------------------------- tags */
+
+/*
+ * Tags form a tree addressed by slug paths ("interest/finance/consulting").
+ * A slug segment is [a-z0-9_-]+ (ASCII lower case); display names and
+ * descriptions are any UTF-8. A tag's members include its descendants'.
+ */
+
+/* Creates a tag; missing parents are created (name = slug). CP_EEXIST if
+ * the path exists. `name` and `description` may be NULL. */
+cp_status cp_tag_create(cp_db_t *db, const char *path, const char *name,
+                        const char *description, cp_error_t *err);
+
+/*
+ * Renames and/or moves a tag. `new_path` (NULL = keep) gives the tag a new
+ * slug path, moving its whole subtree and keeping its members; the new
+ * parent must exist. `name` / `description`: NULL = keep.
+ */
+cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path,
+                        const char *name, const char *description, cp_error_t *err);
+
+/* Deletes a tag. A tag with children needs `recursive` (else CP_ECONFLICT);
+ * crowds whose expressions reference it make it CP_ECONFLICT too. */
+cp_status cp_tag_delete(cp_db_t *db, const char *path, int recursive, cp_error_t *err);
+
+/* Bulk load {"tags":[{"path":..,"name":..,"description":..}, ...]}: creates
+ * missing tags, updates names/descriptions of existing ones; all or nothing. */
+cp_status cp_taxonomy_load_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
+
+/*
+ * JSON of the tag tree under `root` (NULL or "" = whole tree):
+ * {"tags":[{"path","name","description","level","parent","count","children":N}...]}
+ * in depth-first order; `count` is the member count including descendants.
+ */
+cp_status cp_tags_json(cp_db_t *db, const char *root, char **out, cp_error_t *err);
+
+/* JSON of one tag: {"path","name","description","level","parent","count","direct_count","children":[paths]} */
+cp_status cp_tag_json(cp_db_t *db, const char *path, char **out, cp_error_t *err);
+
+/* ----------------------------------------------------------- attributes */
+
+typedef enum cp_attr_type {
+    CP_ATTR_INT = 1,       /* int64; range-encoded bit-sliced index */
+    CP_ATTR_ENUM = 2,      /* small set of strings; bitmap per value */
+    CP_ATTR_STRING = 3,    /* any string; bitmap per value */
+    CP_ATTR_BOOL = 4,      /* true/false; bitmap per value */
+    CP_ATTR_TIMESTAMP = 5, /* ISO 8601 UTC, seconds; bit-sliced index */
+    CP_ATTR_GEO = 6,       /* [lat, lon]; geohash cells + exact coordinates */
+} cp_attr_type;
+
+/* "int", "enum", ... ; NULL for an unknown value. */
+const char *cp_attr_type_name(cp_attr_type t);
+
+/* Declares an attribute. Names are [a-z_][a-z0-9_]*. Redeclaring with the
+ * same type is a no-op; with another type CP_ECONFLICT. */
+cp_status cp_attr_define(cp_db_t *db, const char *name, cp_attr_type type, cp_error_t *err);
+
+/* Schema load {"attributes":[{"name":"age","type":"int"},...]}; all or nothing. */
+cp_status cp_schema_load_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
+
+/* {"attributes":[{"name","type","count","values":N}]} */
+cp_status cp_schema_json(cp_db_t *db, char **out, cp_error_t *err);
+
+/* ---------------------------------------------------------------- users */
+
+/*
+ * One user as a JSON object (one NDJSON line):
+ *   {"id":"u1","attrs":{"age":31,"gender":"female","loc":[23.02,113.12]},
+ *    "tags":["interest/finance/consulting"]}
+ * Attributes given overwrite (null removes the value); tags given are added.
+ * Unknown attributes and tags, and values of the wrong type, are errors
+ * naming the user, attribute and value; nothing of a bad line is applied.
+ */
+cp_status cp_user_upsert_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
+
+/* Removes tags from a user. Unknown user or tag: CP_ENOTFOUND. */
+cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *paths, size_t n,
+                              cp_error_t *err);
+
+/* Deletes a user completely: every bitmap, column and the id dictionary. */
+cp_status cp_user_delete(cp_db_t *db, const char *id, cp_error_t *err);
+
+/* {"id","ordinal","attrs":{...},"tags":[direct tags],"crowds":[names]} */
+cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err);
+
+typedef struct cp_load_stats {
+    uint64_t lines;         /* lines read (blank lines included) */
+    uint64_t users_created;
+    uint64_t users_updated;
+    uint64_t tags_assigned; /* (user, tag) pairs newly set */
+    uint64_t rejected;      /* bad lines, not applied */
+    uint64_t bytes;         /* bytes consumed */
+} cp_load_stats_t;
+
+/* Called for each rejected line, with its 1-based number in err->record. */
+typedef void (*cp_reject_fn)(void *ud, const cp_error_t *err);
+/* Called now and then during a load with bytes consumed so far. */
+typedef void (*cp_progress_fn)(void *ud, uint64_t bytes_done, uint64_t lines_done);
+
+enum {
+    CP_LOAD_STRICT = 1u << 0, /* the first bad line aborts the load; nothing is applied */
+};
+
+typedef struct cp_load_options {
+    unsigned flags;           /* CP_LOAD_* */
+    cp_reject_fn on_reject;   /* may be NULL */
+    cp_progress_fn on_progress; /* may be NULL */
+    void *ud;
+    uint64_t batch_lines;     /* lines per committed batch; 0 = 50,000 (ignored when STRICT) */
+} cp_load_options_t;
+
+/*
+ * Streams NDJSON users from `in` in constant memory (lines up to 1 MiB).
+ * Without CP_LOAD_STRICT bad lines are reported and skipped and the others
+ * committed in batches; with it, the load is all or nothing (held in
+ * memory until the end, so meant for request bodies, not huge files).
+ * `opts` and `stats` may be NULL.
+ */
+cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
+                         cp_load_stats_t *stats, cp_error_t *err);
+/* Same over a memory buffer. */
+cp_status cp_load_ndjson_buf(cp_db_t *db, const char *buf, size_t len,
+                             const cp_load_options_t *opts, cp_load_stats_t *stats,
+                             cp_error_t *err);
+
+/*
+ * Fast binary batch for generators and importers: no JSON. Build with
+ * cp_batch_begin, add users, then commit (all or nothing) or abort.
+ * cp_batch_user starts a user (created if new); the following tag and attr
+ * calls apply to it. Tag and attribute handles are looked up once.
+ */
+typedef struct cp_batch cp_batch_t;
+cp_status cp_batch_begin(cp_db_t *db, cp_batch_t **out, cp_error_t *err);
+cp_status cp_batch_user(cp_batch_t *b, const char *id, cp_error_t *err);
+cp_status cp_batch_tag(cp_batch_t *b, int32_t tag_handle, cp_error_t *err);
+cp_status cp_batch_int(cp_batch_t *b, int32_t attr_handle, int64_t v, cp_error_t *err);
+cp_status cp_batch_str(cp_batch_t *b, int32_t attr_handle, const char *v, cp_error_t *err);
+cp_status cp_batch_bool(cp_batch_t *b, int32_t attr_handle, int v, cp_error_t *err);
+cp_status cp_batch_geo(cp_batch_t *b, int32_t attr_handle, double lat, double lon, cp_error_t *err);
+cp_status cp_batch_commit(cp_batch_t *b, cp_error_t *err); /* frees b */
+void cp_batch_abort(cp_batch_t *b);                          /* frees b; NULL fine */
+/* Handles for the batch calls; CP_ENOTFOUND for unknown names. */
+cp_status cp_tag_handle(cp_db_t *db, const char *path, int32_t *out, cp_error_t *err);
+cp_status cp_attr_handle(cp_db_t *db, const char *name, int32_t *out, cp_error_t *err);
+
+/* ---------------------------------------------------------- expressions */
+
+/* Limits on expressions (text form length and nesting depth). */
+#define CP_EXPR_MAX_LEN (64 * 1024)
+#define CP_EXPR_MAX_DEPTH 64
+
+/* Parses an expression (text) and returns its JSON tree. Syntax only: names
+ * are not resolved. */
+cp_status cp_expr_to_json(const char *expr, char **json_out, cp_error_t *err);
+/* Parses a JSON tree and returns the canonical text form. */
+cp_status cp_expr_from_json(const char *json, size_t len, char **expr_out, cp_error_t *err);
+
+/* Counts the users matching an expression (text form). Unknown tags,
+ * attributes and crowds are CP_ENOTFOUND with line:column. */
+cp_status cp_count(cp_db_t *db, const char *expr, uint64_t *count, cp_error_t *err);
+/* Same with the JSON tree form. */
+cp_status cp_count_json(cp_db_t *db, const char *json_tree, size_t len, uint64_t *count,
+                        cp_error_t *err);
+
+/* A set of users, detached from the database (a snapshot). */
+typedef struct cp_result cp_result_t;
+
+cp_status cp_eval(cp_db_t *db, const char *expr, cp_result_t **out, cp_error_t *err);
+cp_status cp_eval_json(cp_db_t *db, const char *json_tree, size_t len, cp_result_t **out,
+                       cp_error_t *err);
+uint64_t cp_result_count(const cp_result_t *r);
+void cp_result_free(cp_result_t *r); /* NULL fine */
+
+/*
+ * Iterates a result's user ids in ordinal order. `*id` is valid until the
+ * next call on the same iterator. Returns CP_OK with *id set, or CP_OK with
+ * *id == NULL at the end. Users deleted after the snapshot are skipped.
+ */
+typedef struct cp_iter cp_iter_t;
+cp_status cp_iter_open(cp_db_t *db, const cp_result_t *r, cp_iter_t **out, cp_error_t *err);
+cp_status cp_iter_next(cp_iter_t *it, const char **id, cp_error_t *err);
+void cp_iter_close(cp_iter_t *it); /* NULL fine */
+
+/* ---------------------------------------------------------------- crowds */
+
+typedef enum cp_crowd_kind {
+    CP_CROWD_STATIC = 1,  /* snapshot: members fixed until refreshed */
+    CP_CROWD_DYNAMIC = 2, /* re-evaluated after every write */
+} cp_crowd_kind;
+
+/* Names are [A-Za-z0-9_-]{1,128}. `expr` is the text form. */
+cp_status cp_crowd_create(cp_db_t *db, const char *name, const char *expr, cp_crowd_kind kind,
+                          const char *description, cp_error_t *err);
+cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_tree, size_t len,
+                               cp_crowd_kind kind, const char *description, cp_error_t *err);
+/* Replaces a crowd's expression (cycles: CP_ECYCLE); bumps its version. */
+cp_status cp_crowd_update(cp_db_t *db, const char *name, const char *expr, cp_error_t *err);
+/* Re-evaluates a crowd's expression now; bumps its version. */
+cp_status cp_crowd_refresh(cp_db_t *db, const char *name, cp_error_t *err);
+/* Deletes a crowd; CP_ECONFLICT if other crowds reference it. */
+cp_status cp_crowd_delete(cp_db_t *db, const char *name, cp_error_t *err);
+/* {"crowds":[{name,kind,expression,size,version,created,updated,description}]} */
+cp_status cp_crowds_json(cp_db_t *db, char **out, cp_error_t *err);
+/* {name,kind,expression,tree,size,version,created,updated,description,references} */
+cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *err);
+/* Up to n member ids, uniformly at random (deterministic for a seed):
+ * {"crowd":..,"size":..,"ids":[...]} */
+cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64_t seed,
+                               char **out, cp_error_t *err);
+/* A crowd's members as a result (snapshot). */
+cp_status cp_crowd_members(cp_db_t *db, const char *name, cp_result_t **out, cp_error_t *err);
+
+typedef enum cp_export_format { CP_EXPORT_NDJSON = 1, CP_EXPORT_CSV = 2 } cp_export_format;
+/* Receives export output in pieces; returns non-zero to stop (CP_EIO). */
+typedef int (*cp_write_fn)(void *ud, const char *buf, size_t len);
+/* Streams a crowd's member ids: NDJSON {"id":"..."} lines or CSV with an
+ * "id" header. Constant memory. */
+cp_status cp_crowd_export(cp_db_t *db, const char *name, cp_export_format fmt, cp_write_fn write,
+                          void *ud, cp_error_t *err);
+
+/* -------------------------------------------------------------- API keys */
+
+typedef enum cp_role { CP_ROLE_READ = 1, CP_ROLE_WRITE = 2, CP_ROLE_ADMIN = 3 } cp_role;
+const char *cp_role_name(cp_role r);
+
+/* Creates a key; only its salted hash is stored. *key_out (caller frees)
+ * is shown once. `label` may be NULL. */
+cp_status cp_key_create(cp_db_t *db, cp_role role, const char *label, char **key_out,
+                        cp_error_t *err);
+/* Looks a presented key up (constant-time compare); CP_EAUTH if unknown. */
+cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out);
+/* Number of keys configured. */
+cp_status cp_key_count(cp_db_t *db, uint64_t *n);
+/* {"keys":[{"id","role","label","created"}]} (never the key) */
+cp_status cp_keys_json(cp_db_t *db, char **out, cp_error_t *err);
+cp_status cp_key_revoke(cp_db_t *db, const char *key_id, cp_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CROWDPACK_H */

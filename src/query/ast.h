@@ -1,0 +1,101 @@
+/*
+ * ast.h — the crowd expression tree (DESIGN.md §5), shared by the text
+ * parser, the JSON form, the printer and the planner.
+ *
+ * Text and JSON are two spellings of this one tree; both round-trip
+ * exactly: parse(print(t)) == t and from_json(to_json(t)) == t.
+ *
+ * Memory: every node and string of a tree lives in one arena owned by the
+ * expr_t; expr_free() releases it all.
+ */
+#ifndef CP_QUERY_AST_H
+#define CP_QUERY_AST_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crowdpack.h"
+
+typedef enum expr_kind {
+    EXPR_ALL = 1,   /* all */
+    EXPR_AND,       /* args[0..nargs) */
+    EXPR_OR,        /* args[0..nargs) */
+    EXPR_NOT,       /* args[0] */
+    EXPR_TAG,       /* tag:PATH            -> name */
+    EXPR_CROWD,     /* crowd:NAME          -> name */
+    EXPR_CMP,       /* attr OP value       -> name, op, values[0] */
+    EXPR_BETWEEN,   /* attr BETWEEN a AND b -> name, values[0], values[1] (inclusive) */
+    EXPR_IN,        /* attr IN (v, ...)    -> name, values[0..nvalues) */
+    EXPR_NEAR,      /* near(lat, lon, R unit) -> near */
+    EXPR_DID,       /* did(...) — reserved for event intake; parsed later */
+} expr_kind;
+
+typedef enum expr_op { OP_EQ = 1, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE } expr_op;
+
+typedef enum expr_value_kind {
+    VAL_INT = 1,  /* integer literal */
+    VAL_REAL,     /* number with a fraction or exponent */
+    VAL_STRING,   /* "..." (also used for timestamps: "2024-01-01") */
+    VAL_BOOL,     /* true / false */
+} expr_value_kind;
+
+typedef struct expr_value {
+    expr_value_kind kind;
+    int64_t i;        /* VAL_INT, VAL_BOOL (0/1) */
+    double r;         /* VAL_REAL */
+    const char *s;    /* VAL_STRING, UTF-8, NUL-terminated (arena) */
+    size_t slen;
+} expr_value_t;
+
+typedef enum geo_unit { UNIT_M = 1, UNIT_KM } geo_unit;
+
+typedef struct expr_node expr_node_t;
+struct expr_node {
+    expr_kind kind;
+    int line, column;          /* 1-based position in the text form (0 if from JSON) */
+    const char *name;          /* TAG path, CROWD name, attribute name */
+    expr_op op;                /* EXPR_CMP */
+    expr_value_t *values;      /* EXPR_CMP (1), EXPR_BETWEEN (2), EXPR_IN (n) */
+    size_t nvalues;
+    struct {
+        double lat, lon;
+        double radius;         /* in `unit` as written */
+        geo_unit unit;
+    } near;                    /* EXPR_NEAR */
+    expr_node_t **args;        /* EXPR_AND / EXPR_OR (>= 2), EXPR_NOT (1) */
+    size_t nargs;
+};
+
+typedef struct expr expr_t;   /* a tree and the arena that owns it */
+expr_node_t *expr_root(const expr_t *e);
+void expr_free(expr_t *e);    /* NULL fine */
+
+/*
+ * Parses the text form. Limits: CP_EXPR_MAX_LEN bytes, CP_EXPR_MAX_DEPTH
+ * nesting. Errors: CP_ESYNTAX / CP_ELIMIT with err->line, err->column and a
+ * message saying what was expected ("1:14: expected a value after '=',
+ * found ')'"). Keywords (AND OR NOT BETWEEN IN all true false) are
+ * case-insensitive. On success *out is owned by the caller.
+ */
+cp_status expr_parse(const char *text, size_t len, expr_t **out, cp_error_t *err);
+
+/* Builds the tree from the JSON form (see docs/expressions.md). Same limits
+ * and error conventions (positions are 0; the message names the JSON path,
+ * e.g. "args[1].value: expected a number"). */
+cp_status expr_from_json(const json_t *j, expr_t **out, cp_error_t *err);
+
+/* The JSON form; caller owns the result (json_decref). NULL on ENOMEM. */
+json_t *expr_to_json(const expr_node_t *n);
+
+/* The canonical text form; caller frees with free(). NULL on ENOMEM.
+ * Prints the minimal parentheses for the precedence NOT > AND > OR. */
+char *expr_to_text(const expr_node_t *n);
+
+/* Structural equality (used by round-trip tests). */
+int expr_equal(const expr_node_t *a, const expr_node_t *b);
+
+/* Radius in metres. */
+double expr_near_radius_m(const expr_node_t *n);
+
+#endif /* CP_QUERY_AST_H */

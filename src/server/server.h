@@ -1,0 +1,28 @@
+/*
+ * server.h — the HTTP/JSON API (libmicrohttpd + jansson) over a cp_db_t.
+ * Layering: uses only the public API (include/crowdpack.h) and util/.
+ */
+#ifndef CP_SERVER_H
+#define CP_SERVER_H
+
+#include <stddef.h>
+
+#include "crowdpack.h"
+
+typedef struct cp_server_options {
+    const char *listen;      /* "HOST:PORT"; NULL = "127.0.0.1:8080"; port 0 = any free port */
+    size_t max_body;         /* bytes; 0 = 16 MiB */
+    int threads;             /* HTTP worker threads; 0 = number of CPUs */
+    const char *tls_cert;    /* PEM paths for HTTPS; both NULL = plain HTTP */
+    const char *tls_key;
+    const char *port_file;   /* if set, the bound port is written here once listening */
+} cp_server_options_t;
+
+/*
+ * Serves `db` until SIGINT or SIGTERM, then returns CP_OK. Refuses
+ * (CP_EPERM) to listen on a non-loopback address when no API key is
+ * configured. Prints "listening on http://HOST:PORT" to stderr when ready.
+ */
+cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t *err);
+
+#endif /* CP_SERVER_H */

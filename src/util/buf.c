@@ -1,0 +1,186 @@
+/* buf.c — capped growable buffers, arenas, UTF-8 validation, numbers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "util/util.h"
+
+void cp_buf_init(cp_buf_t *b, size_t max)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max;
+}
+
+void cp_buf_free(cp_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+void cp_buf_reset(cp_buf_t *b) { b->len = 0; }
+
+static cp_status buf_reserve(cp_buf_t *b, size_t n)
+{
+    if (b->max && b->len + n > b->max)
+        return CP_ELIMIT;
+    if (b->len + n + 1 <= b->cap)
+        return CP_OK;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL)
+        return CP_ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    return CP_OK;
+}
+
+cp_status cp_buf_append(cp_buf_t *b, const void *p, size_t n)
+{
+    cp_status st = buf_reserve(b, n);
+    if (st != CP_OK)
+        return st;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return CP_OK;
+}
+
+cp_status cp_buf_printf(cp_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return CP_EINVAL;
+    cp_status st = buf_reserve(b, (size_t)n);
+    if (st != CP_OK)
+        return st;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return CP_OK;
+}
+
+const char *cp_buf_cstr(cp_buf_t *b)
+{
+    if (b->data == NULL && buf_reserve(b, 0) != CP_OK)
+        return "";
+    b->data[b->len] = '\0';
+    return b->data;
+}
+
+struct cp_arena_block {
+    cp_arena_block_t *next;
+    size_t used, size;
+    _Alignas(16) unsigned char mem[];
+};
+
+void cp_arena_init(cp_arena_t *a, size_t max)
+{
+    a->head = NULL;
+    a->total = 0;
+    a->max = max;
+}
+
+void *cp_arena_alloc(cp_arena_t *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (n == 0)
+        n = 16;
+    cp_arena_block_t *b = a->head;
+    if (b == NULL || b->size - b->used < n) {
+        size_t size = n > 8192 ? n : 8192;
+        if (a->max && a->total + size > a->max)
+            return NULL;
+        b = malloc(sizeof *b + size);
+        if (b == NULL)
+            return NULL;
+        b->next = a->head;
+        b->used = 0;
+        b->size = size;
+        a->head = b;
+        a->total += size;
+    }
+    void *p = b->mem + b->used;
+    b->used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+char *cp_arena_strndup(cp_arena_t *a, const char *s, size_t n)
+{
+    char *p = cp_arena_alloc(a, n + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+void cp_arena_free(cp_arena_t *a)
+{
+    cp_arena_block_t *b = a->head;
+    while (b) {
+        cp_arena_block_t *n = b->next;
+        free(b);
+        b = n;
+    }
+    a->head = NULL;
+    a->total = 0;
+}
+
+void cp_arena_reset(cp_arena_t *a) { cp_arena_free(a); }
+
+int cp_utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        unsigned min;
+        uint32_t cp;
+        if ((c & 0xE0) == 0xC0) {
+            n = 1, min = 0x80, cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2, min = 0x800, cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3, min = 0x10000, cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        for (size_t k = 1; k <= n; k++) {
+            if (i + k >= len || (s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+void cp_fmt_double(double v, char *buf, size_t cap)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+}
+
+uint64_t cp_hash64(const void *p, size_t n, uint64_t seed) { return XXH3_64bits_withSeed(p, n, seed); }
