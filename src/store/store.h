@@ -1,0 +1,119 @@
+/*
+ * store.h — durability (DESIGN.md §2, src/store/): a thin wrapper over one
+ * LMDB environment holding a crowdpack data directory.
+ *
+ * Layout of a data directory DIR:
+ *   DIR/data.mdb       the LMDB file (MDB_NOSUBDIR), sparse up to map_size
+ *   DIR/data.mdb-lock  LMDB's reader table
+ *   DIR/LOCK           flock()ed by the one read-write opener; holds its pid
+ *
+ * Named sub-databases (store_db): meta, bitmaps, users by id, users by
+ * ordinal, tags, attributes, attribute values, crowds, API keys.
+ *
+ * Every LMDB failure is mapped to a cp_status with mdb_strerror() text.
+ * MDB_MAP_FULL becomes CP_ELIMIT (the map size is a limit, not a fault).
+ *
+ * Threading: the environment is opened MDB_NOTLS, so a read transaction
+ * is not tied to the thread that began it (iterators may move between
+ * threads). One write transaction at a time; the engine serialises them.
+ */
+#ifndef CP_STORE_H
+#define CP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crowdpack.h"
+
+typedef enum store_db {
+    STORE_META = 0,  /* text key -> value (numbers as 8-byte little endian) */
+    STORE_BITMAPS,   /* text key (t/1, a/2/e, ...) -> CRoaring portable bytes */
+    STORE_UID,       /* user id bytes -> uint32 ordinal (native) */
+    STORE_UORD,      /* uint32 ordinal (MDB_INTEGERKEY) -> user id bytes */
+    STORE_TAGS,      /* uint32 big-endian tag id -> record */
+    STORE_ATTRS,     /* uint32 big-endian attr id -> record */
+    STORE_VALUES,    /* attr id BE + value id BE -> value bytes */
+    STORE_CROWDS,    /* crowd name -> record */
+    STORE_KEYS,      /* key id -> record */
+    STORE_NDBS
+} store_db;
+
+enum {
+    STORE_CREATE = 1u << 0,
+    STORE_READONLY = 1u << 1,
+};
+
+#define STORE_DEFAULT_MAP_SIZE (64ull << 30)
+
+typedef struct store store_t;
+typedef struct store_txn store_txn_t;
+
+/*
+ * Opens the data directory `dir`. Read-write opens take DIR/LOCK first:
+ * CP_ELOCKED naming the holder's pid if another process (or another
+ * handle of this process) holds it. Errors: CP_ENOTFOUND (missing
+ * directory without STORE_CREATE), CP_EINVAL (not a crowdpack data
+ * directory), CP_EVERSION (format_version != `version`).
+ * On creation the meta keys "magic", "format_version" and "created" are
+ * written. *out is owned by the caller: store_close().
+ */
+cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_t version,
+                     store_t **out, cp_error_t *err);
+void store_close(store_t *st); /* NULL fine; releases the lock */
+
+int store_readonly(const store_t *st);
+const char *store_dir(const store_t *st);
+/* Size of data.mdb on disk, 0 if unknown. */
+uint64_t store_disk_bytes(const store_t *st);
+
+/* Begins a transaction (write != 0 for a write transaction). */
+cp_status store_txn_begin(store_t *st, int write, store_txn_t **out, cp_error_t *err);
+/* Commits and frees the transaction (also on failure). */
+cp_status store_txn_commit(store_txn_t *t, cp_error_t *err);
+void store_txn_abort(store_txn_t *t); /* NULL fine; frees */
+
+cp_status store_put(store_txn_t *t, store_db db, const void *k, size_t klen, const void *v,
+                    size_t vlen, cp_error_t *err);
+/*
+ * Reserves `vlen` bytes for key k and returns where to write them
+ * (MDB_RESERVE). *out is valid until the next update in the transaction.
+ */
+cp_status store_reserve(store_txn_t *t, store_db db, const void *k, size_t klen, size_t vlen,
+                        void **out, cp_error_t *err);
+/*
+ * Looks k up. CP_ENOTFOUND when absent (err is NOT filled then: absence is
+ * an answer, not a failure). *v is borrowed until the end of the
+ * transaction or the next update in it.
+ */
+cp_status store_get(store_txn_t *t, store_db db, const void *k, size_t klen, const void **v,
+                    size_t *vlen, cp_error_t *err);
+/* Deletes k; absent keys are fine (CP_OK). */
+cp_status store_del(store_txn_t *t, store_db db, const void *k, size_t klen, cp_error_t *err);
+
+/*
+ * Calls fn for each key starting with `prefix` (plen 0 = every key), in key
+ * order. Pointers are borrowed for the call only. fn returning non-CP_OK
+ * stops the walk and that status is returned. fn must not write to `db`.
+ */
+typedef cp_status (*store_each_fn)(void *ud, const void *k, size_t klen, const void *v,
+                                   size_t vlen, cp_error_t *err);
+cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t plen,
+                     store_each_fn fn, void *ud, cp_error_t *err);
+/* Deletes every key starting with prefix. */
+cp_status store_del_prefix(store_txn_t *t, store_db db, const void *prefix, size_t plen,
+                           cp_error_t *err);
+
+/* Meta numbers: 8-byte little endian. get: CP_ENOTFOUND (silent) if absent. */
+cp_status store_meta_get_u64(store_txn_t *t, const char *key, uint64_t *v, cp_error_t *err);
+cp_status store_meta_put_u64(store_txn_t *t, const char *key, uint64_t v, cp_error_t *err);
+
+/* A cursor over one sub-database for lookups by key during iteration
+ * (cp_iter). Lives inside a transaction. */
+typedef struct store_cursor store_cursor_t;
+cp_status store_cursor_open(store_txn_t *t, store_db db, store_cursor_t **out, cp_error_t *err);
+/* Positions at exactly k: CP_OK with *v, or CP_ENOTFOUND (silent). */
+cp_status store_cursor_seek(store_cursor_t *c, const void *k, size_t klen, const void **v,
+                            size_t *vlen, cp_error_t *err);
+void store_cursor_close(store_cursor_t *c); /* NULL fine */
+
+#endif /* CP_STORE_H */
