@@ -115,7 +115,9 @@ static void random_dst(uint64_t *d, uint64_t *rng)
 {
     int kind = (int)(cp_rand_next(rng) % 3);
     for (uint32_t i = 0; i < W; i++)
-        d[i] = kind == 0 ? cp_rand_next(rng) : kind == 1 ? ~UINT64_C(0) : cp_rand_next(rng) & cp_rand_next(rng);
+        d[i] = kind == 0   ? cp_rand_next(rng)
+               : kind == 1 ? ~UINT64_C(0)
+                           : cp_rand_next(rng) & cp_rand_next(rng);
 }
 
 /* Checks every chunk operation of view `ch` against the naive words `ref`. */
@@ -266,7 +268,8 @@ static void test_find_cursor(void **state)
         memset(present, 0, sizeof present);
         int n = (int)(cp_rand_next(&rng) % 3000);
         for (int i = 0; i < n; i++) {
-            uint16_t k = (uint16_t)(trial % 2 ? cp_rand_next(&rng) % 65536 : cp_rand_next(&rng) % 5000);
+            uint16_t k =
+                (uint16_t)(trial % 2 ? cp_rand_next(&rng) % 65536 : cp_rand_next(&rng) % 5000);
             present[k] = 1;
             roaring_bitmap_add(bm, ((uint32_t)k << 16) | (uint32_t)(cp_rand_next(&rng) & 0xffff));
         }
@@ -398,7 +401,8 @@ static void test_deserialize_safe(void **state)
             memcpy(c, buf, sz);
             int flips = 1 + (int)(cp_rand_next(&rng) % 4);
             for (int f = 0; f < flips; f++) {
-                size_t pos = (i % 2) ? cp_rand_next(&rng) % (sz < 64 ? sz : 64) : cp_rand_next(&rng) % sz;
+                size_t pos =
+                    (i % 2) ? cp_rand_next(&rng) % (sz < 64 ? sz : 64) : cp_rand_next(&rng) % sz;
                 c[pos] = (char)cp_rand_next(&rng);
             }
             roaring_bitmap_t *r = bm_deserialize_safe(c, sz);
@@ -480,10 +484,8 @@ static void test_deserialize_invariants(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_views_all_forms),
-        cmocka_unit_test(test_find_cursor),
-        cmocka_unit_test(test_append_dense),
-        cmocka_unit_test(test_deserialize_safe),
+        cmocka_unit_test(test_views_all_forms),        cmocka_unit_test(test_find_cursor),
+        cmocka_unit_test(test_append_dense),           cmocka_unit_test(test_deserialize_safe),
         cmocka_unit_test(test_deserialize_invariants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

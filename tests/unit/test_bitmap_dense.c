@@ -30,12 +30,24 @@ static void fill_pattern(uint64_t *w, size_t n, int kind, uint64_t *rng)
     for (size_t i = 0; i < n; i++) {
         uint64_t r = cp_rand_next(rng);
         switch (kind) {
-        case 0: w[i] = 0; break;
-        case 1: w[i] = (r % 13 == 0) ? (UINT64_C(1) << (r >> 58)) : 0; break;
-        case 2: w[i] = r; break;
-        case 3: w[i] = r | cp_rand_next(rng); break;
-        case 4: w[i] = ~UINT64_C(0); break;
-        default: w[i] = ((i / 37) & 1) ? ~UINT64_C(0) : (r & 1 ? r : 0); break;
+        case 0:
+            w[i] = 0;
+            break;
+        case 1:
+            w[i] = (r % 13 == 0) ? (UINT64_C(1) << (r >> 58)) : 0;
+            break;
+        case 2:
+            w[i] = r;
+            break;
+        case 3:
+            w[i] = r | cp_rand_next(rng);
+            break;
+        case 4:
+            w[i] = ~UINT64_C(0);
+            break;
+        default:
+            w[i] = ((i / 37) & 1) ? ~UINT64_C(0) : (r & 1 ? r : 0);
+            break;
         }
     }
 }
@@ -134,12 +146,13 @@ static void test_floor5(void **state)
                 size_t n = lens[li];
                 uint64_t want = 0;
                 for (size_t i = 0; i < n; i++) {
-                    uint64_t x = ((s[0][i + off] & s[1][i + off] & s[2][i + off]) & ~s[3][i + off]) |
-                                 s[4][i + off];
+                    uint64_t x =
+                        ((s[0][i + off] & s[1][i + off] & s[2][i + off]) & ~s[3][i + off]) |
+                        s[4][i + off];
                     want += naive_pop(&x, 1);
                 }
-                uint64_t got = dense_floor5(s[0] + off, s[1] + off, s[2] + off, s[3] + off,
-                                            s[4] + off, n);
+                uint64_t got =
+                    dense_floor5(s[0] + off, s[1] + off, s[2] + off, s[3] + off, s[4] + off, n);
                 assert_int_equal(got, want);
             }
         }
