@@ -1,0 +1,619 @@
+/*
+ * parser.c — the text form of crowd expressions (DESIGN.md §5,
+ * docs/expressions.md) to the tree of ast.h.
+ *
+ *   expr    := or
+ *   or      := and { OR and }
+ *   and     := unary { AND unary }
+ *   unary   := NOT unary | primary
+ *   primary := '(' expr ')' | ALL | tag:PATH | crowd:NAME | near | cmp
+ *
+ * Recursive descent whose recursion is bounded: every '(' and NOT counts
+ * one nesting level and the parser refuses to go past CP_EXPR_MAX_DEPTH
+ * before recursing, so the C stack never holds more than a few hundred
+ * frames whatever the input. The tree depth (after flattening) is capped at
+ * the same limit so that every tree the parser builds also passes
+ * expr_from_json and prints back to text within the limit.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "query/expr_int.h"
+
+typedef struct parser {
+    lexer_t lx;
+    expr_t *e;
+    cp_error_t *err;
+    int nest;   /* open '(' plus active NOTs */
+    tok_t prev; /* the last consumed token, for "after 'AND'" */
+} parser_t;
+
+#define TOK (&p->lx.tok)
+
+static cp_status advance(parser_t *p)
+{
+    p->prev = p->lx.tok;
+    return lexer_next(&p->lx, p->err);
+}
+
+/* 1 if t is the word `kw` (any case). */
+static int is_kw(const parser_t *p, const tok_t *t, const char *kw)
+{
+    return t->kind == TOK_WORD && strlen(kw) == t->len &&
+           strncasecmp(p->lx.src + t->off, kw, t->len) == 0;
+}
+
+static int is_keyword_tok(const parser_t *p, const tok_t *t)
+{
+    return t->kind == TOK_WORD && expr__is_keyword(p->lx.src + t->off, t->len);
+}
+
+/* Records "L:C: message" for token position (line, col). */
+static cp_status perr(parser_t *p, cp_status code, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static cp_status perr(parser_t *p, cp_status code, int line, int col, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return CP_ERR_AT(p->err, code, line, col, "%d:%d: %s", line, col, msg);
+}
+
+static cp_status nomem(parser_t *p) { return CP_ERR(p->err, CP_ENOMEM, "out of memory"); }
+
+static void describe(const parser_t *p, const tok_t *t, char *buf, size_t cap)
+{
+    lexer_describe(&p->lx, t, buf, cap);
+}
+
+/* Optimal string alignment distance (edits incl. transpositions), ASCII
+ * case-insensitive; for "did you mean" hints on short words only. */
+static int osa_distance(const char *a, size_t la, const char *b, size_t lb)
+{
+    enum { MAXW = 16 };
+    if (la > MAXW || lb > MAXW)
+        return 99;
+    int d[MAXW + 1][MAXW + 1];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            int ca = a[i - 1] | 0x20, cb = b[j - 1] | 0x20;
+            int cost = ca != cb;
+            int v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v)
+                v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && ca == (b[j - 2] | 0x20) && (a[i - 2] | 0x20) == cb &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    }
+    return d[la][lb];
+}
+
+/*
+ * The error for a place where one of a few keywords (or punctuation) was
+ * expected. `cands` (NULL-terminated) are the keywords valid here, used to
+ * suggest a fix for a misspelt word such as 'ANDD'.
+ */
+static cp_status err_expected_kw(parser_t *p, const char *expected, const char *const *cands)
+{
+    const tok_t *t = TOK;
+    char found[96];
+    if (t->kind == TOK_EOF)
+        return perr(p, CP_ESYNTAX, t->line, t->column, "unexpected end of expression, expected %s",
+                    expected);
+    describe(p, t, found, sizeof found);
+    if (cands != NULL && t->kind == TOK_WORD && !is_keyword_tok(p, t)) {
+        const char *best = NULL;
+        for (size_t i = 0; cands && cands[i]; i++) {
+            size_t kl = strlen(cands[i]);
+            int d = osa_distance(p->lx.src + t->off, t->len, cands[i], kl);
+            if (d <= (kl <= 3 ? 1 : 2)) {
+                best = cands[i];
+                break;
+            }
+        }
+        if (best)
+            return perr(p, CP_ESYNTAX, t->line, t->column,
+                        "unknown keyword %s, expected %s (did you mean %s?)", found, expected,
+                        best);
+        return perr(p, CP_ESYNTAX, t->line, t->column, "unknown keyword %s, expected %s", found,
+                    expected);
+    }
+    return perr(p, CP_ESYNTAX, t->line, t->column, "expected %s, found %s", expected, found);
+}
+
+/* The error for a place where something (not a keyword) was expected:
+ * "expected X after 'Y', found Z". */
+static cp_status err_expected(parser_t *p, const char *expected)
+{
+    const tok_t *t = TOK;
+    char found[96], after[96];
+    describe(p, &p->prev, after, sizeof after);
+    if (t->kind == TOK_EOF)
+        return perr(p, CP_ESYNTAX, t->line, t->column,
+                    "unexpected end of expression, expected %s after %s", expected, after);
+    describe(p, t, found, sizeof found);
+    return perr(p, CP_ESYNTAX, t->line, t->column, "expected %s after %s, found %s", expected,
+                after, found);
+}
+
+static cp_status check_nest(parser_t *p, const tok_t *at)
+{
+    if (p->nest >= CP_EXPR_MAX_DEPTH)
+        return perr(p, CP_ELIMIT, at->line, at->column, "expression nested deeper than %d levels",
+                    CP_EXPR_MAX_DEPTH);
+    p->nest++;
+    return CP_OK;
+}
+
+static cp_status check_depth(parser_t *p, const expr_node_t *n, int depth)
+{
+    if (depth > CP_EXPR_MAX_DEPTH)
+        return perr(p, CP_ELIMIT, n->line, n->column, "expression nested deeper than %d levels",
+                    CP_EXPR_MAX_DEPTH);
+    return CP_OK;
+}
+
+/* ------------------------------------------------------------- values */
+
+static cp_status parse_value(parser_t *p, expr_value_t *v)
+{
+    const tok_t *t = TOK;
+    char found[96];
+    memset(v, 0, sizeof *v);
+    switch (t->kind) {
+    case TOK_INT:
+        if (t->overflow) {
+            describe(p, t, found, sizeof found);
+            return perr(p, CP_EINVAL, t->line, t->column,
+                        "integer %s out of range (-9223372036854775808..9223372036854775807)",
+                        found);
+        }
+        v->kind = VAL_INT;
+        v->i = t->i;
+        break;
+    case TOK_REAL:
+        if (!isfinite(t->r)) {
+            describe(p, t, found, sizeof found);
+            return perr(p, CP_EINVAL, t->line, t->column, "number %s out of range", found);
+        }
+        v->kind = VAL_REAL;
+        v->r = t->r;
+        break;
+    case TOK_STRING:
+        v->kind = VAL_STRING;
+        v->s = t->s;
+        v->slen = t->slen;
+        break;
+    case TOK_WORD:
+        if (is_kw(p, t, "true") || is_kw(p, t, "false")) {
+            v->kind = VAL_BOOL;
+            v->i = is_kw(p, t, "true");
+            break;
+        }
+        if (!is_keyword_tok(p, t)) {
+            char after[96];
+            describe(p, &p->prev, after, sizeof after);
+            describe(p, t, found, sizeof found);
+            return perr(p, CP_ESYNTAX, t->line, t->column,
+                        "expected a value after %s, found %s (strings are quoted: \"%.*s\")",
+                        after, found, (int)(t->len > 32 ? 32 : t->len), p->lx.src + t->off);
+        }
+        return err_expected(p, "a value");
+    default: return err_expected(p, "a value");
+    }
+    return advance(p);
+}
+
+/* Appends to an arena array of values, doubling. */
+static cp_status push_value(parser_t *p, expr_value_t **vals, size_t *n, size_t *cap,
+                            const expr_value_t *v)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4;
+        expr_value_t *nv = cp_arena_alloc(&p->e->arena, nc * sizeof *nv);
+        if (nv == NULL)
+            return nomem(p);
+        if (*n)
+            memcpy(nv, *vals, *n * sizeof *nv);
+        *vals = nv;
+        *cap = nc;
+    }
+    (*vals)[(*n)++] = *v;
+    return CP_OK;
+}
+
+/* ident ( op value | BETWEEN value AND value | IN '(' value {',' value} ')' ) */
+static cp_status parse_cmp(parser_t *p, expr_node_t **out)
+{
+    tok_t id = *TOK;
+    cp_status st;
+    expr_node_t *n = expr__node(p->e, EXPR_CMP, id.line, id.column);
+    if (n == NULL)
+        return nomem(p);
+    n->name = cp_arena_strndup(&p->e->arena, p->lx.src + id.off, id.len);
+    if (n->name == NULL)
+        return nomem(p);
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind == TOK_OP) {
+        n->op = TOK->op;
+        n->values = cp_arena_alloc(&p->e->arena, sizeof *n->values);
+        if (n->values == NULL)
+            return nomem(p);
+        n->nvalues = 1;
+        if ((st = advance(p)) != CP_OK || (st = parse_value(p, &n->values[0])) != CP_OK)
+            return st;
+    } else if (is_kw(p, TOK, "between")) {
+        n->kind = EXPR_BETWEEN;
+        n->values = cp_arena_alloc(&p->e->arena, 2 * sizeof *n->values);
+        if (n->values == NULL)
+            return nomem(p);
+        n->nvalues = 2;
+        if ((st = advance(p)) != CP_OK || (st = parse_value(p, &n->values[0])) != CP_OK)
+            return st;
+        if (!is_kw(p, TOK, "and")) {
+            static const char *const c[] = {"AND", NULL};
+            return err_expected_kw(p, "AND between the bounds of BETWEEN", c);
+        }
+        if ((st = advance(p)) != CP_OK || (st = parse_value(p, &n->values[1])) != CP_OK)
+            return st;
+    } else if (is_kw(p, TOK, "in")) {
+        n->kind = EXPR_IN;
+        if ((st = advance(p)) != CP_OK)
+            return st;
+        if (TOK->kind != TOK_LPAREN)
+            return err_expected(p, "'('");
+        tok_t open = *TOK;
+        size_t cap = 0;
+        if ((st = advance(p)) != CP_OK)
+            return st;
+        for (;;) {
+            expr_value_t v;
+            if ((st = parse_value(p, &v)) != CP_OK ||
+                (st = push_value(p, &n->values, &n->nvalues, &cap, &v)) != CP_OK)
+                return st;
+            if (TOK->kind == TOK_COMMA) {
+                if ((st = advance(p)) != CP_OK)
+                    return st;
+                continue;
+            }
+            if (TOK->kind == TOK_RPAREN)
+                break;
+            char what[96];
+            snprintf(what, sizeof what, "',' or ')' to close the IN list opened at %d:%d",
+                     open.line, open.column);
+            return err_expected_kw(p, what, NULL);
+        }
+        if ((st = advance(p)) != CP_OK)
+            return st;
+    } else {
+        static const char *const c[] = {"BETWEEN", "IN", NULL};
+        char name[96], what[160];
+        describe(p, &id, name, sizeof name);
+        snprintf(what, sizeof what, "a comparison operator, BETWEEN or IN after %s", name);
+        if (is_kw(p, TOK, "not"))
+            return perr(p, CP_ESYNTAX, TOK->line, TOK->column,
+                        "expected %s, found 'NOT' (negate the whole comparison: NOT %.*s ...)",
+                        what, (int)(id.len > 32 ? 32 : id.len), p->lx.src + id.off);
+        return err_expected_kw(p, what, c);
+    }
+    *out = n;
+    return CP_OK;
+}
+
+/* A number inside near(): any numeric literal, as a double. */
+static cp_status near_number(parser_t *p, const char *what, double *out)
+{
+    if (TOK->kind != TOK_INT && TOK->kind != TOK_REAL)
+        return err_expected(p, what);
+    *out = TOK->r;
+    return CP_OK;
+}
+
+static cp_status near_range(parser_t *p, const tok_t *t, const char *what, double v, double lim)
+{
+    if (!(v >= -lim && v <= lim)) {
+        char found[96];
+        lexer_describe(&p->lx, t, found, sizeof found);
+        return perr(p, CP_EINVAL, t->line, t->column, "%s %s out of range [%g, %g]", what, found,
+                    -lim, lim);
+    }
+    return CP_OK;
+}
+
+static cp_status expect_comma(parser_t *p, const char *after_what)
+{
+    if (TOK->kind != TOK_COMMA) {
+        char what[64];
+        snprintf(what, sizeof what, "',' after the %s in near()", after_what);
+        return err_expected_kw(p, what, NULL);
+    }
+    return advance(p);
+}
+
+/* near '(' [ident ','] lat ',' lon ',' radius unit ')'; TOK is the word near. */
+static cp_status parse_near(parser_t *p, expr_node_t **out)
+{
+    tok_t kw = *TOK, t;
+    cp_status st;
+    expr_node_t *n = expr__node(p->e, EXPR_NEAR, kw.line, kw.column);
+    if (n == NULL)
+        return nomem(p);
+    if ((st = advance(p)) != CP_OK) /* now '(' (checked by the caller) */
+        return st;
+    tok_t open = *TOK;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind == TOK_WORD && !is_keyword_tok(p, TOK)) {
+        n->name = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+        if (n->name == NULL)
+            return nomem(p);
+        if ((st = advance(p)) != CP_OK || (st = expect_comma(p, "attribute name")) != CP_OK)
+            return st;
+    }
+    t = *TOK;
+    if ((st = near_number(p, "a latitude (a number or an attribute name)", &n->near.lat)) !=
+            CP_OK ||
+        (st = near_range(p, &t, "latitude", n->near.lat, 90)) != CP_OK ||
+        (st = advance(p)) != CP_OK || (st = expect_comma(p, "latitude")) != CP_OK)
+        return st;
+    t = *TOK;
+    if ((st = near_number(p, "a longitude (a number)", &n->near.lon)) != CP_OK ||
+        (st = near_range(p, &t, "longitude", n->near.lon, 180)) != CP_OK ||
+        (st = advance(p)) != CP_OK || (st = expect_comma(p, "longitude")) != CP_OK)
+        return st;
+    t = *TOK;
+    if ((st = near_number(p, "a radius (a number followed by m or km)", &n->near.radius)) != CP_OK)
+        return st;
+    if (!(n->near.radius > 0) || !isfinite(n->near.radius)) {
+        char found[96];
+        describe(p, &t, found, sizeof found);
+        return perr(p, CP_EINVAL, t.line, t.column,
+                    "radius %s must be a finite number greater than 0", found);
+    }
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (is_kw(p, TOK, "km"))
+        n->near.unit = UNIT_KM;
+    else if (is_kw(p, TOK, "m"))
+        n->near.unit = UNIT_M;
+    else
+        return err_expected(p, "a unit 'm' or 'km'");
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind != TOK_RPAREN) {
+        char what[64];
+        snprintf(what, sizeof what, "')' to close near( at %d:%d", open.line, open.column);
+        return err_expected_kw(p, what, NULL);
+    }
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    *out = n;
+    return CP_OK;
+}
+
+static cp_status parse_or(parser_t *p, expr_node_t **out, int *depth);
+static cp_status parse_unary(parser_t *p, expr_node_t **out, int *depth);
+
+/* Whether the word at TOK is directly followed (blanks allowed) by '('. */
+static int followed_by_paren(const parser_t *p)
+{
+    size_t off = lexer_skip_blank(&p->lx, TOK->off + TOK->len);
+    return off < p->lx.len && p->lx.src[off] == '(';
+}
+
+static cp_status parse_primary(parser_t *p, expr_node_t **out, int *depth)
+{
+    cp_status st;
+    tok_t t = *TOK;
+    *depth = 1;
+    switch (t.kind) {
+    case TOK_LPAREN: {
+        if ((st = check_nest(p, &t)) != CP_OK || (st = advance(p)) != CP_OK ||
+            (st = parse_or(p, out, depth)) != CP_OK)
+            return st;
+        if (TOK->kind != TOK_RPAREN) {
+            char what[64];
+            if (TOK->kind == TOK_EOF)
+                return perr(p, CP_ESYNTAX, TOK->line, TOK->column,
+                            "unexpected end of expression, expected ')' to close '(' at %d:%d",
+                            t.line, t.column);
+            static const char *const c[] = {"AND", "OR", NULL};
+            snprintf(what, sizeof what, "AND, OR or ')' to close '(' at %d:%d", t.line, t.column);
+            return err_expected_kw(p, what, c);
+        }
+        p->nest--;
+        return advance(p);
+    }
+    case TOK_TAG:
+    case TOK_CROWD: {
+        expr_node_t *n =
+            expr__node(p->e, t.kind == TOK_TAG ? EXPR_TAG : EXPR_CROWD, t.line, t.column);
+        if (n == NULL)
+            return nomem(p);
+        n->name = t.s;
+        *out = n;
+        return advance(p);
+    }
+    case TOK_WORD:
+        if (is_kw(p, &t, "all")) {
+            if ((*out = expr__node(p->e, EXPR_ALL, t.line, t.column)) == NULL)
+                return nomem(p);
+            return advance(p);
+        }
+        if (is_keyword_tok(p, &t))
+            break;
+        if (followed_by_paren(p)) {
+            if (is_kw(p, &t, "near"))
+                return parse_near(p, out);
+            if (is_kw(p, &t, "did") || is_kw(p, &t, "within"))
+                return perr(p, CP_ESYNTAX, t.line, t.column, "%.*s() is not supported yet",
+                            (int)t.len, p->lx.src + t.off);
+        }
+        return parse_cmp(p, out);
+    default: break;
+    }
+    return err_expected(p, "an expression");
+}
+
+static cp_status parse_unary(parser_t *p, expr_node_t **out, int *depth)
+{
+    cp_status st;
+    if (!is_kw(p, TOK, "not"))
+        return parse_primary(p, out, depth);
+    tok_t t = *TOK;
+    expr_node_t *n = expr__node(p->e, EXPR_NOT, t.line, t.column);
+    if (n == NULL)
+        return nomem(p);
+    n->args = cp_arena_alloc(&p->e->arena, sizeof *n->args);
+    if (n->args == NULL)
+        return nomem(p);
+    n->nargs = 1;
+    if ((st = check_nest(p, &t)) != CP_OK || (st = advance(p)) != CP_OK ||
+        (st = parse_unary(p, &n->args[0], depth)) != CP_OK)
+        return st;
+    p->nest--;
+    ++*depth;
+    *out = n;
+    return check_depth(p, n, *depth);
+}
+
+/* One level of AND or OR: operands from `sub`, flattened. */
+static cp_status parse_chain(parser_t *p, expr_kind kind, const char *kw,
+                             cp_status (*sub)(parser_t *, expr_node_t **, int *),
+                             expr_node_t **out, int *depth)
+{
+    cp_status st;
+    expr_node_t *first;
+    int d;
+    if ((st = sub(p, &first, &d)) != CP_OK)
+        return st;
+    if (!is_kw(p, TOK, kw)) {
+        *out = first;
+        *depth = d;
+        return CP_OK;
+    }
+    expr_list_t l;
+    expr__list_init(&l, kind);
+    if ((st = expr__list_add(p->e, &l, first, d)) != CP_OK)
+        return nomem(p);
+    while (is_kw(p, TOK, kw)) {
+        expr_node_t *next;
+        if ((st = advance(p)) != CP_OK || (st = sub(p, &next, &d)) != CP_OK)
+            return st;
+        if ((st = expr__list_add(p->e, &l, next, d)) != CP_OK)
+            return nomem(p);
+    }
+    expr_node_t *n = expr__node(p->e, kind, first->line, first->column);
+    if (n == NULL)
+        return nomem(p);
+    n->args = l.items;
+    n->nargs = l.n;
+    *depth = l.max_depth + 1;
+    *out = n;
+    return check_depth(p, n, *depth);
+}
+
+static cp_status parse_and(parser_t *p, expr_node_t **out, int *depth)
+{
+    return parse_chain(p, EXPR_AND, "and", parse_unary, out, depth);
+}
+
+static cp_status parse_or(parser_t *p, expr_node_t **out, int *depth)
+{
+    return parse_chain(p, EXPR_OR, "or", parse_and, out, depth);
+}
+
+/* Offset of the first byte that breaks UTF-8 (len if none). */
+static size_t utf8_bad_offset(const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = 1;
+        while (n < 4 && i + n < len && ((unsigned char)s[i + n] & 0xC0) == 0x80)
+            n++;
+        /* The longest well-formed prefix decides; cp_utf8_valid knows the rules. */
+        size_t k = n;
+        while (k > 0 && !cp_utf8_valid(s + i, k))
+            k--;
+        if (k == 0)
+            return i;
+        i += k;
+    }
+    return len;
+}
+
+cp_status expr_parse(const char *text, size_t len, expr_t **out, cp_error_t *err)
+{
+    cp_status st = CP_OK;
+    parser_t p;
+    expr_t *e = NULL;
+    *out = NULL;
+    cp__error_clear(err);
+    if (text == NULL && len > 0)
+        return CP_ERR(err, CP_EINVAL, "expression text is NULL");
+    if (len > CP_EXPR_MAX_LEN)
+        return CP_ERR(err, CP_ELIMIT, "expression is %zu bytes long, the limit is %d", len,
+                      CP_EXPR_MAX_LEN);
+    size_t bad = utf8_bad_offset(text, len);
+    if (bad < len) {
+        int line = 1, col = 1;
+        for (size_t i = 0; i < bad; i++) {
+            if (text[i] == '\n')
+                line++, col = 1;
+            else if (((unsigned char)text[i] & 0xC0) != 0x80)
+                col++;
+        }
+        return CP_ERR_AT(err, CP_ESYNTAX, line, col, "%d:%d: invalid UTF-8 (byte 0x%02X)", line,
+                         col, (unsigned char)text[bad]);
+    }
+    if ((e = expr__new()) == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    memset(&p, 0, sizeof p);
+    p.e = e;
+    p.err = err;
+    lexer_init(&p.lx, text ? text : "", len, &e->arena);
+    if ((st = lexer_next(&p.lx, err)) != CP_OK)
+        goto out;
+    if (p.lx.tok.kind == TOK_EOF) {
+        st = perr(&p, CP_ESYNTAX, p.lx.tok.line, p.lx.tok.column, "empty expression");
+        goto out;
+    }
+    int depth;
+    if ((st = parse_or(&p, &e->root, &depth)) != CP_OK)
+        goto out;
+    if (p.lx.tok.kind != TOK_EOF) {
+        if (p.lx.tok.kind == TOK_RPAREN)
+            st = perr(&p, CP_ESYNTAX, p.lx.tok.line, p.lx.tok.column,
+                      "unexpected ')' without a matching '('");
+        else {
+            static const char *const c[] = {"AND", "OR", NULL};
+            st = err_expected_kw(&p, "AND, OR or end of expression", c);
+        }
+        goto out;
+    }
+out:
+    if (st != CP_OK) {
+        expr_free(e);
+        return st;
+    }
+    *out = e;
+    return CP_OK;
+}
