@@ -1,0 +1,240 @@
+/* crowd.c — crowd records; see crowd.h. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/crowd.h"
+#include "util/util.h"
+
+cp_status crowd_validate_name(const char *name, cp_error_t *err)
+{
+    if (name == NULL || name[0] == '\0')
+        return CP_ERR(err, CP_EINVAL, "empty crowd name");
+    size_t n = strnlen(name, CROWD_MAX_NAME + 1);
+    if (n > CROWD_MAX_NAME)
+        return CP_ERR(err, CP_ELIMIT, "crowd name is longer than %d bytes", CROWD_MAX_NAME);
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return CP_ERR(err, CP_EINVAL,
+                          "crowd name \"%s\" is not allowed (names are [A-Za-z0-9_-]{1,%d})",
+                          cp_utf8_valid(name, n) ? name : "?", CROWD_MAX_NAME);
+    }
+    return CP_OK;
+}
+
+const char *crowd_kind_name(cp_crowd_kind k)
+{
+    return k == CP_CROWD_STATIC ? "static" : k == CP_CROWD_DYNAMIC ? "dynamic" : NULL;
+}
+
+static void strs_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n && v; i++)
+        free(v[i]);
+    free(v);
+}
+
+void crowd_rec_free(crowd_rec_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->name);
+    free(c->expr);
+    free(c->tree);
+    free(c->description);
+    strs_free(c->crowd_refs, c->ncrowd_refs);
+    strs_free(c->tag_refs, c->ntag_refs);
+    free(c);
+}
+
+void crowd_set_init(crowd_set_t *s)
+{
+    memset(s, 0, sizeof *s);
+    strmap_init(&s->by_name);
+    s->next_id = 1;
+}
+
+void crowd_set_free(crowd_set_t *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        crowd_rec_free(s->items[i]);
+    free(s->items);
+    strmap_free(&s->by_name);
+    memset(s, 0, sizeof *s);
+}
+
+crowd_rec_t *crowd_set_find(const crowd_set_t *s, const char *name)
+{
+    uint32_t i;
+    if (name == NULL || !strmap_get(&s->by_name, name, strlen(name), &i))
+        return NULL;
+    return s->items[i];
+}
+
+cp_status crowd_set_add(crowd_set_t *s, crowd_rec_t *c)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 16;
+        crowd_rec_t **it = realloc(s->items, nc * sizeof *it);
+        if (it == NULL)
+            return CP_ENOMEM;
+        s->items = it;
+        s->cap = nc;
+    }
+    if (strmap_put(&s->by_name, c->name, strlen(c->name), (uint32_t)s->n))
+        return CP_ENOMEM;
+    s->items[s->n++] = c;
+    if (c->id >= s->next_id)
+        s->next_id = c->id + 1;
+    return CP_OK;
+}
+
+void crowd_set_remove(crowd_set_t *s, const char *name)
+{
+    uint32_t idx;
+    if (!strmap_get(&s->by_name, name, strlen(name), &idx))
+        return;
+    crowd_rec_t *c = s->items[idx];
+    strmap_del(&s->by_name, c->name, strlen(c->name));
+    memmove(s->items + idx, s->items + idx + 1, (s->n - idx - 1) * sizeof *s->items);
+    s->n--;
+    /* Indexes after idx moved down by one. Re-putting cannot allocate: the
+     * keys exist already, so only values change. */
+    for (size_t i = idx; i < s->n; i++)
+        strmap_put(&s->by_name, s->items[i]->name, strlen(s->items[i]->name), (uint32_t)i);
+    crowd_rec_free(c);
+}
+
+static json_t *strs_json(char **v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_string(v[i]))) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err)
+{
+    json_t *j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o*,s:o*}", "id",
+                          (json_int_t)c->id, "kind", crowd_kind_name(c->kind), "expression",
+                          c->expr, "tree", c->tree, "description", c->description, "size",
+                          (json_int_t)c->size, "version", (json_int_t)c->version, "created",
+                          (json_int_t)c->created, "updated", (json_int_t)c->updated,
+                          "crowd_refs", strs_json(c->crowd_refs, c->ncrowd_refs), "tag_refs",
+                          strs_json(c->tag_refs, c->ntag_refs));
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory encoding crowd \"%s\"", c->name);
+    cp_status rc = store_put(t, STORE_CROWDS, c->name, strlen(c->name), text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
+cp_status crowd_store_del(store_txn_t *t, const char *name, cp_error_t *err)
+{
+    return store_del(t, STORE_CROWDS, name, strlen(name), err);
+}
+
+static cp_status strs_load(json_t *a, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!json_is_array(a))
+        return CP_EIO;
+    size_t len = json_array_size(a);
+    if (len == 0)
+        return CP_OK;
+    char **v = calloc(len, sizeof *v);
+    if (v == NULL)
+        return CP_ENOMEM;
+    for (size_t i = 0; i < len; i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        if (s == NULL || (v[i] = strdup(s)) == NULL) {
+            strs_free(v, len);
+            return s ? CP_ENOMEM : CP_EIO;
+        }
+    }
+    *out = v;
+    *n = len;
+    return CP_OK;
+}
+
+static cp_status load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl,
+                          cp_error_t *err)
+{
+    crowd_set_t *s = ud;
+    crowd_rec_t *c = NULL;
+    json_error_t je;
+    json_t *j = json_loadb(v, vl, JSON_REJECT_DUPLICATES, &je);
+    json_int_t id = 0, size = 0, version = 0, created = 0, updated = 0;
+    const char *kind = NULL, *expr = NULL, *desc = NULL;
+    json_t *tree = NULL, *crefs = NULL, *trefs = NULL;
+    cp_status rc = CP_OK;
+    char name[CROWD_MAX_NAME + 1];
+    if (kl > CROWD_MAX_NAME)
+        return CP_ERR(err, CP_EIO, "corrupt crowd record key");
+    memcpy(name, k, kl);
+    name[kl] = '\0';
+    if (j == NULL ||
+        json_unpack(j, "{s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:o}", "id", &id, "kind", &kind,
+                    "expression", &expr, "description", &desc, "size", &size, "version",
+                    &version, "created", &created, "updated", &updated, "tree", &tree,
+                    "crowd_refs", &crefs, "tag_refs", &trefs) ||
+        !json_is_string(tree) || id <= 0 || id > UINT32_MAX || crowd_validate_name(name, NULL) ||
+        crowd_set_find(s, name)) {
+        rc = CP_ERR(err, CP_EIO, "corrupt record of crowd \"%s\"", name);
+        goto out;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        goto nomem;
+    c->id = (uint32_t)id;
+    c->kind = strcmp(kind, "dynamic") == 0 ? CP_CROWD_DYNAMIC : CP_CROWD_STATIC;
+    c->size = (uint64_t)size;
+    c->version = (uint64_t)version;
+    c->created = created;
+    c->updated = updated;
+    c->name = strdup(name);
+    c->expr = strdup(expr);
+    c->tree = strdup(json_string_value(tree));
+    c->description = strdup(desc);
+    if (!c->name || !c->expr || !c->tree || !c->description)
+        goto nomem;
+    if ((rc = strs_load(crefs, &c->crowd_refs, &c->ncrowd_refs)) ||
+        (rc = strs_load(trefs, &c->tag_refs, &c->ntag_refs))) {
+        rc = CP_ERR(err, rc, "cannot load crowd \"%s\"", name);
+        goto out;
+    }
+    if (crowd_set_add(s, c))
+        goto nomem;
+    c = NULL;
+    goto out;
+nomem:
+    rc = CP_ERR(err, CP_ENOMEM, "out of memory loading crowds");
+out:
+    crowd_rec_free(c);
+    json_decref(j);
+    return rc;
+}
+
+cp_status crowd_set_load(crowd_set_t *s, store_txn_t *t, cp_error_t *err)
+{
+    cp_status rc = store_each(t, STORE_CROWDS, NULL, 0, load_one, s, err);
+    if (rc)
+        return rc;
+    uint64_t next = 0;
+    rc = store_meta_get_u64(t, "next_crowd_id", &next, err);
+    if (rc == CP_ENOTFOUND)
+        return CP_OK;
+    if (rc == CP_OK && next > s->next_id && next < UINT32_MAX)
+        s->next_id = (uint32_t)next;
+    return rc;
+}

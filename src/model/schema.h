@@ -1,0 +1,76 @@
+/*
+ * schema.h — attributes (id, name, type) and the value dictionaries of
+ * ENUM, STRING and BOOL attributes (value text <-> uint32 value id).
+ *
+ * Attribute ids and value ids start at 1, are allocated in order and are
+ * never reused (bitmap keys a/<attr>/v/<value> depend on them). Value id 0
+ * means "no value" in the index's per-user columns.
+ *
+ * Persistence: STORE_ATTRS big-endian id -> {"name","type","created"};
+ * STORE_VALUES attr id BE + value id BE -> the value's bytes.
+ * Not thread-safe: the engine's lock covers it.
+ */
+#ifndef CP_MODEL_SCHEMA_H
+#define CP_MODEL_SCHEMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crowdpack.h"
+#include "model/strmap.h"
+#include "store/store.h"
+
+#define SCHEMA_MAX_ATTRS 4096u
+#define SCHEMA_MAX_NAME 64
+#define SCHEMA_MAX_VALUE 1024          /* bytes of one string/enum value */
+#define SCHEMA_MAX_ENUM_VALUES 65535u  /* distinct values of an ENUM */
+#define SCHEMA_MAX_STRING_VALUES (1u << 24) /* distinct values of a STRING */
+
+typedef struct schema_attr {
+    uint32_t id;
+    char *name;
+    cp_attr_type type;
+    int64_t created;
+    /* Dictionary (ENUM/STRING/BOOL): values[1..nvalues]. */
+    char **values;
+    uint32_t *value_lens;
+    uint32_t nvalues, capvalues;
+    strmap_t by_value;
+} schema_attr_t;
+
+typedef struct schema {
+    schema_attr_t **attrs; /* by id; attrs[0] unused */
+    uint32_t n;            /* highest id */
+    uint32_t cap;
+    strmap_t by_name;
+} schema_t;
+
+void schema_init(schema_t *s);
+void schema_free(schema_t *s);
+
+/* [a-z_][a-z0-9_]{0,63} */
+cp_status schema_validate_name(const char *name, cp_error_t *err);
+/* "int" -> CP_ATTR_INT ...; 0 if unknown. */
+cp_attr_type schema_type_parse(const char *s);
+/* 1 for types with a value dictionary. */
+int schema_type_has_dict(cp_attr_type t);
+
+schema_attr_t *schema_find(const schema_t *s, const char *name, size_t len);
+schema_attr_t *schema_get(const schema_t *s, uint32_t id);
+
+/*
+ * Defines an attribute and persists it (txn). Same name and type: no-op
+ * (*created_out = 0); another type: CP_ECONFLICT.
+ */
+cp_status schema_define(schema_t *s, store_txn_t *txn, const char *name, cp_attr_type type,
+                        uint32_t *id_out, int *created_out, cp_error_t *err);
+
+/* Value id of v in a's dictionary, 0 if absent. */
+uint32_t schema_value_find(const schema_attr_t *a, const char *v, size_t len);
+/* Finds or adds v (persisting a new entry in txn). Limits per type. */
+cp_status schema_value_intern(schema_attr_t *a, store_txn_t *txn, const char *v, size_t len,
+                              uint32_t *id_out, cp_error_t *err);
+
+cp_status schema_load(schema_t *s, store_txn_t *txn, cp_error_t *err);
+
+#endif /* CP_MODEL_SCHEMA_H */
