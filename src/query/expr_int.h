@@ -89,6 +89,7 @@ typedef struct tok {
     int64_t i;        /* TOK_INT (valid unless `overflow`) */
     int overflow;     /* TOK_INT outside int64 */
     double r;         /* TOK_INT, TOK_REAL: the value as a double (may be inf) */
+    size_t glued;     /* TOK_INT, TOK_REAL: length of letters stuck to it ("10km": 2) */
     const char *s;    /* TOK_STRING / TOK_TAG / TOK_CROWD (arena, NUL-terminated) */
     size_t slen;
 } tok_t;

@@ -313,6 +313,10 @@ static cp_status lex_number(lexer_t *lx, cp_error_t *err)
     t->r = strtod(copy, NULL);
     if (!real)
         t->overflow = !parse_int64(src + start, t->len, &t->i);
+    /* Letters right after a number are legal only as a near() unit; the
+     * parser decides, the lexer measures. */
+    for (size_t q = p; q < lx->len && is_word_char((unsigned char)src[q]); q++)
+        t->glued++;
     lx->pos = p;
     return CP_OK;
 }

@@ -139,14 +139,17 @@ static cp_status err_expected_kw(parser_t *p, const char *expected, const char *
 static cp_status err_expected(parser_t *p, const char *expected)
 {
     const tok_t *t = TOK;
-    char found[96], after[96];
-    describe(p, &p->prev, after, sizeof after);
+    char found[96], after[104] = "";
+    if (p->prev.kind != 0) { /* 0: nothing consumed yet */
+        memcpy(after, " after ", 7);
+        describe(p, &p->prev, after + 7, sizeof after - 7);
+    }
     if (t->kind == TOK_EOF)
         return perr(p, CP_ESYNTAX, t->line, t->column,
-                    "unexpected end of expression, expected %s after %s", expected, after);
+                    "unexpected end of expression, expected %s%s", expected, after);
     describe(p, t, found, sizeof found);
-    return perr(p, CP_ESYNTAX, t->line, t->column, "expected %s after %s, found %s", expected,
-                after, found);
+    return perr(p, CP_ESYNTAX, t->line, t->column, "expected %s%s, found %s", expected, after,
+                found);
 }
 
 static cp_status check_nest(parser_t *p, const tok_t *at)
@@ -168,11 +171,21 @@ static cp_status check_depth(parser_t *p, const expr_node_t *n, int depth)
 
 /* ------------------------------------------------------------- values */
 
+/* "25abc", "0x10": a number with letters stuck to it. */
+static cp_status err_glued(parser_t *p, const tok_t *t)
+{
+    size_t n = t->len + t->glued;
+    return perr(p, CP_ESYNTAX, t->line, t->column, "invalid number '%.*s'", (int)(n > 40 ? 40 : n),
+                p->lx.src + t->off);
+}
+
 static cp_status parse_value(parser_t *p, expr_value_t *v)
 {
     const tok_t *t = TOK;
     char found[96];
     memset(v, 0, sizeof *v);
+    if ((t->kind == TOK_INT || t->kind == TOK_REAL) && t->glued)
+        return err_glued(p, t);
     switch (t->kind) {
     case TOK_INT:
         if (t->overflow) {
@@ -315,10 +328,12 @@ static cp_status parse_cmp(parser_t *p, expr_node_t **out)
 }
 
 /* A number inside near(): any numeric literal, as a double. */
-static cp_status near_number(parser_t *p, const char *what, double *out)
+static cp_status near_number(parser_t *p, const char *what, int unit_ok, double *out)
 {
     if (TOK->kind != TOK_INT && TOK->kind != TOK_REAL)
         return err_expected(p, what);
+    if (TOK->glued && !unit_ok)
+        return err_glued(p, TOK);
     *out = TOK->r;
     return CP_OK;
 }
@@ -365,18 +380,18 @@ static cp_status parse_near(parser_t *p, expr_node_t **out)
             return st;
     }
     t = *TOK;
-    if ((st = near_number(p, "a latitude (a number or an attribute name)", &n->near.lat)) !=
+    if ((st = near_number(p, "a latitude (a number or an attribute name)", 0, &n->near.lat)) !=
             CP_OK ||
         (st = near_range(p, &t, "latitude", n->near.lat, 90)) != CP_OK ||
         (st = advance(p)) != CP_OK || (st = expect_comma(p, "latitude")) != CP_OK)
         return st;
     t = *TOK;
-    if ((st = near_number(p, "a longitude (a number)", &n->near.lon)) != CP_OK ||
+    if ((st = near_number(p, "a longitude (a number)", 0, &n->near.lon)) != CP_OK ||
         (st = near_range(p, &t, "longitude", n->near.lon, 180)) != CP_OK ||
         (st = advance(p)) != CP_OK || (st = expect_comma(p, "longitude")) != CP_OK)
         return st;
     t = *TOK;
-    if ((st = near_number(p, "a radius (a number followed by m or km)", &n->near.radius)) != CP_OK)
+    if ((st = near_number(p, "a radius (a number followed by m or km)", 1, &n->near.radius)) != CP_OK)
         return st;
     if (!(n->near.radius > 0) || !isfinite(n->near.radius)) {
         char found[96];

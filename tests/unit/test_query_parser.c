@@ -1,0 +1,979 @@
+/*
+ * test_query_parser.c — the crowd expression language: text parser, errors,
+ * canonical printer, JSON form, limits and round trips over random trees.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "query/ast.h"
+#include "util/util.h"
+
+/* ------------------------------------------------------------ helpers */
+
+static expr_t *parse_ok(const char *text)
+{
+    expr_t *e = NULL;
+    cp_error_t err;
+    cp_status st = expr_parse(text, strlen(text), &e, &err);
+    if (st != CP_OK) {
+        print_error("parse of <%s> failed: %s\n", text, err.message);
+        fail();
+    }
+    assert_non_null(e);
+    assert_non_null(expr_root(e));
+    return e;
+}
+
+/* Parses `in`, checks the canonical text, and that the canonical text is a
+ * fixed point of parse+print and parses to an equal tree. */
+static void check_print(const char *in, const char *want)
+{
+    expr_t *e = parse_ok(in);
+    char *got = expr_to_text(expr_root(e));
+    assert_non_null(got);
+    if (strcmp(got, want) != 0) {
+        print_error("input <%s>\n  want <%s>\n  got  <%s>\n", in, want, got);
+        fail();
+    }
+    expr_t *e2 = parse_ok(got);
+    assert_true(expr_equal(expr_root(e), expr_root(e2)));
+    char *again = expr_to_text(expr_root(e2));
+    assert_string_equal(again, got);
+    free(again);
+    free(got);
+    expr_free(e2);
+    expr_free(e);
+}
+
+static void check_err_n(const char *in, size_t len, cp_status code, int line, int col,
+                        const char *frag)
+{
+    expr_t *e = (expr_t *)0x1;
+    cp_error_t err;
+    memset(&err, 0x5a, sizeof err);
+    cp_status st = expr_parse(in, len, &e, &err);
+    if (st != code || err.code != code || (line && (err.line != line || err.column != col)) ||
+        strstr(err.message, frag) == NULL) {
+        print_error("input <%.*s>\n  want %d at %d:%d with <%s>\n  got  %d at %d:%d: <%s>\n",
+                    (int)(len > 200 ? 200 : len), in, code, line, col, frag, st, err.line,
+                    err.column, err.message);
+        fail();
+    }
+    assert_null(e);
+    if (line) { /* the message starts with the position */
+        char pre[32];
+        snprintf(pre, sizeof pre, "%d:%d: ", line, col);
+        assert_int_equal(strncmp(err.message, pre, strlen(pre)), 0);
+    }
+}
+
+static void check_err(const char *in, cp_status code, int line, int col, const char *frag)
+{
+    check_err_n(in, strlen(in), code, line, col, frag);
+}
+
+static json_t *load_json(const char *s)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(s, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (j == NULL) {
+        print_error("bad test JSON <%s>: %s\n", s, jerr.text);
+        fail();
+    }
+    return j;
+}
+
+/* ---------------------------------------------------- valid, canonical */
+
+static void test_canonical(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"all", "ALL"},
+        {"  ALL  ", "ALL"},
+        {"tag:interest/finance/consulting", "tag:interest/finance/consulting"},
+        {"TAG:a.b-c_d/9", "tag:a.b-c_d/9"},
+        {"tag:\"with space\"", "tag:\"with space\""},
+        {"tag:'single'", "tag:single"},
+        {"crowd:existing_customers", "crowd:existing_customers"},
+        {"crowd:\"a/b\"", "crowd:\"a/b\""},
+        {"Crowd:x-1", "crowd:x-1"},
+        {"age>=25", "age >= 25"},
+        {"age == 25", "age = 25"},
+        {"age <> 25", "age != 25"},
+        {"age != 25", "age != 25"},
+        {"age<25", "age < 25"},
+        {"age <= 25", "age <= 25"},
+        {"age > -25", "age > -25"},
+        {"score = 25.0", "score = 25.0"},
+        {"score = 2.5e3", "score = 2500.0"},
+        {"score = 1E2", "score = 100.0"},
+        {"score = 1e-7", "score = 1e-07"},
+        {"score = 0.1", "score = 0.1"},
+        {"score = -0.0", "score = -0.0"},
+        {"score = 1e300", "score = 1e+300"},
+        {"flag = true", "flag = TRUE"},
+        {"flag = False", "flag = FALSE"},
+        {"gender = 'female'", "gender = \"female\""},
+        {"s = \"a\\\"b\\\\c\\/d\\n\\t\\r\\b\\f\"", "s = \"a\\\"b\\\\c/d\\n\\t\\r\\b\\f\""},
+        {"s = 'it\\'s'", "s = \"it's\""},
+        {"s = \"\\u00e9\\u4e2d\"", "s = \"é中\""},
+        {"s = \"\\ud83d\\ude00\"", "s = \"😀\""},
+        {"s = \"\\u0001\\u007f\"", "s = \"\\u0001\\u007F\""},
+        {"s = \"\\u0000\"", "s = \"\\u0000\""},
+        {"s = \"\"", "s = \"\""},
+        {"age between 25 and 40", "age BETWEEN 25 AND 40"},
+        {"d BETWEEN \"2024-01-01\" AND \"2024-12-31T23:59:59Z\"",
+         "d BETWEEN \"2024-01-01\" AND \"2024-12-31T23:59:59Z\""},
+        {"gender in ('f','m')", "gender IN (\"f\", \"m\")"},
+        {"x IN (1)", "x IN (1)"},
+        {"x IN (1, 2.5, \"s\", true)", "x IN (1, 2.5, \"s\", TRUE)"},
+        {"near(23.02, 113.12, 10km)", "near(23.02, 113.12, 10km)"},
+        {"near(23.02,113.12,10 km)", "near(23.02, 113.12, 10km)"},
+        {"NEAR(-90, 180, 0.5 M)", "near(-90, 180, 0.5m)"},
+        {"near(loc, 23.02, 113.12, 1500m)", "near(loc, 23.02, 113.12, 1500m)"},
+        {"near(1e1, -1.5e1, 1e3m)", "near(10, -15, 1000m)"},
+        {"a=1 and b=2", "a = 1 AND b = 2"},
+        {"a=1 or b=2", "a = 1 OR b = 2"},
+        {"not a=1", "NOT a = 1"},
+        {"NOT NOT a=1", "NOT NOT a = 1"},
+        {"a=1 AND b=2 OR c=3", "a = 1 AND b = 2 OR c = 3"},
+        {"a=1 OR b=2 AND c=3", "a = 1 OR b = 2 AND c = 3"},
+        {"(a=1 OR b=2) AND c=3", "(a = 1 OR b = 2) AND c = 3"},
+        {"a=1 AND (b=2 OR c=3)", "a = 1 AND (b = 2 OR c = 3)"},
+        {"NOT (a=1 AND b=2)", "NOT (a = 1 AND b = 2)"},
+        {"NOT (a=1 OR b=2)", "NOT (a = 1 OR b = 2)"},
+        {"(NOT a=1) AND b=2", "NOT a = 1 AND b = 2"},
+        {"((((a=1))))", "a = 1"},
+        {"(a=1 AND b=2) AND (c=3 AND d=4)", "a = 1 AND b = 2 AND c = 3 AND d = 4"},
+        {"a=1 OR (b=2 OR (c=3 OR d=4))", "a = 1 OR b = 2 OR c = 3 OR d = 4"},
+        {"(a=1 AND b=2) OR (c=3 AND d=4)", "a = 1 AND b = 2 OR c = 3 AND d = 4"},
+        {"tag:a\nAND\r\n\tage BETWEEN 1 AND 2", "tag:a AND age BETWEEN 1 AND 2"},
+        {"tag:兴趣/金融/理财", "tag:兴趣/金融/理财"},
+        {"tag:\"兴趣 金融\"", "tag:\"兴趣 金融\""},
+        {"tag:\"a\\nb\"", "tag:\"a\\nb\""},
+        {"_x9 = 1", "_x9 = 1"},
+        /* words that are not keywords may be attribute names */
+        {"near = 1 AND did = 2 AND tag = 3 AND crowd IN (4) AND within = 5",
+         "near = 1 AND did = 2 AND tag = 3 AND crowd IN (4) AND within = 5"},
+        {"near(near, 1, 2, 3km)", "near(near, 1, 2, 3km)"},
+        {"x = 9223372036854775807", "x = 9223372036854775807"},
+        {"x = -9223372036854775808", "x = -9223372036854775808"},
+        {"x = 007", "x = 7"},
+        {"tag:interest/finance/consulting\n  AND age BETWEEN 25 AND 40\n  AND gender = "
+         "\"female\"\n  AND near(23.02, 113.12, 10km)\n  AND NOT crowd:existing_customers",
+         "tag:interest/finance/consulting AND age BETWEEN 25 AND 40 AND gender = \"female\" AND "
+         "near(23.02, 113.12, 10km) AND NOT crowd:existing_customers"},
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++)
+        check_print(cases[i][0], cases[i][1]);
+}
+
+/* ------------------------------------------------------- tree shapes */
+
+static void test_precedence_and_flattening(void **state)
+{
+    (void)state;
+    expr_t *e = parse_ok("a=1 OR b=2 AND NOT c=3 OR d=4");
+    expr_node_t *r = expr_root(e);
+    assert_int_equal(r->kind, EXPR_OR);
+    assert_int_equal(r->nargs, 3);
+    assert_int_equal(r->args[0]->kind, EXPR_CMP);
+    assert_string_equal(r->args[0]->name, "a");
+    assert_int_equal(r->args[1]->kind, EXPR_AND);
+    assert_int_equal(r->args[1]->nargs, 2);
+    assert_int_equal(r->args[1]->args[1]->kind, EXPR_NOT);
+    assert_int_equal(r->args[1]->args[1]->nargs, 1);
+    assert_string_equal(r->args[1]->args[1]->args[0]->name, "c");
+    assert_string_equal(r->args[2]->name, "d");
+    expr_free(e);
+
+    /* NOT binds tighter than AND */
+    e = parse_ok("NOT a=1 AND b=2");
+    r = expr_root(e);
+    assert_int_equal(r->kind, EXPR_AND);
+    assert_int_equal(r->args[0]->kind, EXPR_NOT);
+    expr_free(e);
+
+    /* flattening across parentheses on both sides, but not across kinds */
+    e = parse_ok("(a=1 AND (b=2 AND c=3)) AND ((d=4) AND (e=5 OR f=6))");
+    r = expr_root(e);
+    assert_int_equal(r->kind, EXPR_AND);
+    assert_int_equal(r->nargs, 5);
+    const char *names[] = {"a", "b", "c", "d"};
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(r->args[i]->name, names[i]);
+    assert_int_equal(r->args[4]->kind, EXPR_OR);
+    assert_int_equal(r->args[4]->nargs, 2);
+    expr_free(e);
+
+    /* BETWEEN's AND belongs to BETWEEN */
+    e = parse_ok("x BETWEEN 1 AND 2 AND y BETWEEN 3 AND 4");
+    r = expr_root(e);
+    assert_int_equal(r->kind, EXPR_AND);
+    assert_int_equal(r->nargs, 2);
+    assert_int_equal(r->args[0]->kind, EXPR_BETWEEN);
+    assert_int_equal(r->args[1]->values[1].i, 4);
+    expr_free(e);
+
+    /* a long flat chain is one node and no deep recursion */
+    cp_buf_t b;
+    cp_buf_init(&b, 0);
+    for (int i = 0; i < 3000; i++)
+        assert_int_equal(cp_buf_printf(&b, "%sx%d = %d", i ? " OR " : "", i, i), CP_OK);
+    e = parse_ok(cp_buf_cstr(&b));
+    assert_int_equal(expr_root(e)->kind, EXPR_OR);
+    assert_int_equal(expr_root(e)->nargs, 3000);
+    assert_int_equal(expr_root(e)->args[2999]->values[0].i, 2999);
+    char *t = expr_to_text(expr_root(e));
+    assert_string_equal(t, cp_buf_cstr(&b));
+    free(t);
+    expr_free(e);
+    cp_buf_free(&b);
+}
+
+static void test_values_and_positions(void **state)
+{
+    (void)state;
+    expr_t *e = parse_ok("x IN (-12, 3.25, 'a\\u00e9\\ud83d\\ude00', true, FALSE, \"\\u0000z\")");
+    expr_node_t *n = expr_root(e);
+    assert_int_equal(n->kind, EXPR_IN);
+    assert_int_equal(n->nvalues, 6);
+    assert_int_equal(n->values[0].kind, VAL_INT);
+    assert_int_equal(n->values[0].i, -12);
+    assert_int_equal(n->values[1].kind, VAL_REAL);
+    assert_true(n->values[1].r == 3.25);
+    assert_int_equal(n->values[2].kind, VAL_STRING);
+    assert_int_equal(n->values[2].slen, 1 + 2 + 4);
+    assert_memory_equal(n->values[2].s, "a\xC3\xA9\xF0\x9F\x98\x80", 7);
+    assert_int_equal(n->values[3].kind, VAL_BOOL);
+    assert_int_equal(n->values[3].i, 1);
+    assert_int_equal(n->values[4].kind, VAL_BOOL);
+    assert_int_equal(n->values[4].i, 0);
+    assert_int_equal(n->values[5].slen, 2);
+    assert_memory_equal(n->values[5].s, "\0z", 3);
+    expr_free(e);
+
+    e = parse_ok("near(loc, 23.02, 113.12, 10km) OR near(-1, 2, 250 m)");
+    n = expr_root(e)->args[0];
+    assert_int_equal(n->kind, EXPR_NEAR);
+    assert_string_equal(n->name, "loc");
+    assert_true(n->near.lat == 23.02 && n->near.lon == 113.12 && n->near.radius == 10);
+    assert_int_equal(n->near.unit, UNIT_KM);
+    assert_true(expr_near_radius_m(n) == 10000.0);
+    n = expr_root(e)->args[1];
+    assert_null(n->name);
+    assert_int_equal(n->near.unit, UNIT_M);
+    assert_true(expr_near_radius_m(n) == 250.0);
+    expr_free(e);
+
+    /* node positions (line, column in code points) for the planner's errors */
+    e = parse_ok("tag:兴趣 AND\n  (NOT age >= 1 OR crowd:c)");
+    n = expr_root(e);
+    assert_int_equal(n->args[0]->line, 1);
+    assert_int_equal(n->args[0]->column, 1);
+    expr_node_t *o = n->args[1];
+    assert_int_equal(o->kind, EXPR_OR);
+    assert_int_equal(o->args[0]->line, 2);
+    assert_int_equal(o->args[0]->column, 4); /* NOT */
+    assert_int_equal(o->args[0]->args[0]->column, 8);
+    assert_int_equal(o->args[1]->column, 20);
+    expr_free(e);
+}
+
+/* -------------------------------------------------------------- errors */
+
+static void test_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        cp_status code;
+        int line, col;
+        const char *frag;
+    } cases[] = {
+        {"", CP_ESYNTAX, 1, 1, "empty expression"},
+        {"  \n  ", CP_ESYNTAX, 2, 3, "empty expression"},
+        {"age = )", CP_ESYNTAX, 1, 7, "expected a value after '=', found ')'"},
+        {"age >= 25 AND x = )", CP_ESYNTAX, 1, 19, "expected a value after '=', found ')'"},
+        {"(a = 1\n  ", CP_ESYNTAX, 2, 3,
+         "unexpected end of expression, expected ')' to close '(' at 1:1"},
+        {"x = 1 AND\n (y = 2 OR (z = 3)", CP_ESYNTAX, 2, 19,
+         "unexpected end of expression, expected ')' to close '(' at 2:2"},
+        {"(a = 1 b = 2)", CP_ESYNTAX, 1, 8,
+         "unknown keyword 'b', expected AND, OR or ')' to close '(' at 1:1"},
+        {"(a = 1 'x')", CP_ESYNTAX, 1, 8, "expected AND, OR or ')' to close '(' at 1:1, found string 'x'"},
+        {"age >= 25 ANDD x = 1", CP_ESYNTAX, 1, 11, "unknown keyword 'ANDD'"},
+        {"age >= 25 ANDD x = 1", CP_ESYNTAX, 1, 11, "(did you mean AND?)"},
+        {"a = 1 adn b = 2", CP_ESYNTAX, 1, 7, "did you mean AND?"},
+        {"a = 1 ro b = 2", CP_ESYNTAX, 1, 7, "did you mean OR?"},
+        {"age BETWEN 1 AND 2", CP_ESYNTAX, 1, 5, "did you mean BETWEEN?"},
+        {"age BETWEEN 1 ADN 2", CP_ESYNTAX, 1, 15, "expected AND between the bounds of BETWEEN"},
+        {"age BETWEEN 1 OR 2", CP_ESYNTAX, 1, 15, "expected AND between the bounds of BETWEEN, found 'OR'"},
+        {"age BETWEEN 1", CP_ESYNTAX, 1, 14, "unexpected end of expression, expected AND"},
+        {"age", CP_ESYNTAX, 1, 4,
+         "unexpected end of expression, expected a comparison operator, BETWEEN or IN after 'age'"},
+        {"age 25", CP_ESYNTAX, 1, 5, "expected a comparison operator, BETWEEN or IN after 'age', found '25'"},
+        {"age NOT IN (1)", CP_ESYNTAX, 1, 5, "NOT age"},
+        {"a = 1 AND", CP_ESYNTAX, 1, 10, "unexpected end of expression, expected an expression after 'AND'"},
+        {"NOT", CP_ESYNTAX, 1, 4, "expected an expression after 'NOT'"},
+        {"()", CP_ESYNTAX, 1, 2, "expected an expression after '(', found ')'"},
+        {"AND a = 1", CP_ESYNTAX, 1, 1, "expected an expression"},
+        {"a = 1 OR OR b = 1", CP_ESYNTAX, 1, 10, "expected an expression after 'OR', found 'OR'"},
+        {"a = 1)", CP_ESYNTAX, 1, 6, "unexpected ')' without a matching '('"},
+        {"a = 1 ,", CP_ESYNTAX, 1, 7, "expected AND, OR or end of expression, found ','"},
+        {"tag:a tag:b", CP_ESYNTAX, 1, 7, "expected AND, OR or end of expression, found 'tag:b'"},
+        {"gender = female", CP_ESYNTAX, 1, 10, "found 'female' (strings are quoted: \"female\")"},
+        {"gender = AND", CP_ESYNTAX, 1, 10, "expected a value after '=', found 'AND'"},
+        {"gender =", CP_ESYNTAX, 1, 9, "unexpected end of expression, expected a value after '='"},
+        {"x IN 1", CP_ESYNTAX, 1, 6, "expected '(' after 'IN', found '1'"},
+        {"x IN ()", CP_ESYNTAX, 1, 7, "expected a value after '(', found ')'"},
+        {"x IN (1,)", CP_ESYNTAX, 1, 9, "expected a value after ',', found ')'"},
+        {"x IN (1 2)", CP_ESYNTAX, 1, 9, "expected ',' or ')' to close the IN list opened at 1:6, found '2'"},
+        {"x IN (1", CP_ESYNTAX, 1, 8, "unexpected end of expression, expected ',' or ')'"},
+        {"x = 99999999999999999999", CP_EINVAL, 1, 5, "out of range"},
+        {"x = 9223372036854775808", CP_EINVAL, 1, 5, "out of range"},
+        {"x = -9223372036854775809", CP_EINVAL, 1, 5, "out of range"},
+        {"x = 1e999", CP_EINVAL, 1, 5, "number '1e999' out of range"},
+        {"x = 1.", CP_ESYNTAX, 1, 7, "expected a digit after '.'"},
+        {"x = 1.e5", CP_ESYNTAX, 1, 7, "expected a digit after '.'"},
+        {"x = .5", CP_ESYNTAX, 1, 5, "unexpected character '.'"},
+        {"x = +5", CP_ESYNTAX, 1, 5, "unexpected character '+'"},
+        {"x = 1e", CP_ESYNTAX, 1, 5, "invalid number '1e'"},
+        {"x = 0x10", CP_ESYNTAX, 1, 5, "invalid number '0x10'"},
+        {"x = 25abc AND y = 1", CP_ESYNTAX, 1, 5, "invalid number '25abc'"},
+        {"x IN (1, 2.5e3kg)", CP_ESYNTAX, 1, 10, "invalid number '2.5e3kg'"},
+        {"near(1x, 2, 3km)", CP_ESYNTAX, 1, 6, "invalid number '1x'"},
+        {"x ! 1", CP_ESYNTAX, 1, 3, "unexpected character '!' (did you mean '!='?)"},
+        {"x = \"abc", CP_ESYNTAX, 1, 5, "unterminated string"},
+        {"x = 'abc\"", CP_ESYNTAX, 1, 5, "unterminated string"},
+        {"x = \"ab\\\"", CP_ESYNTAX, 1, 5, "unterminated string"},
+        {"x = \"a\\qb\"", CP_ESYNTAX, 1, 7, "invalid escape '\\q' in string"},
+        {"x = \"a\\u12G4\"", CP_ESYNTAX, 1, 7, "invalid \\u escape"},
+        {"x = \"a\\u12\"", CP_ESYNTAX, 1, 7, "invalid \\u escape"},
+        {"x = \"\\ud83d\"", CP_ESYNTAX, 1, 6, "unpaired surrogate \\uD83D"},
+        {"x = \"\\ud83dx\"", CP_ESYNTAX, 1, 6, "unpaired surrogate"},
+        {"x = \"\\ud83d\\u0041\"", CP_ESYNTAX, 1, 6, "unpaired surrogate"},
+        {"x = \"\\ude00\"", CP_ESYNTAX, 1, 6, "unpaired surrogate \\uDE00"},
+        {"x = \"a\nb\"", CP_ESYNTAX, 1, 7, "control character U+000A in string (write \\n)"},
+        {"x = \"a\tb\"", CP_ESYNTAX, 1, 7, "control character U+0009"},
+        {"x = \"é\\x\"", CP_ESYNTAX, 1, 7, "invalid escape '\\x'"}, /* columns in code points */
+        {"tag:兴趣 AND x = )", CP_ESYNTAX, 1, 16, "expected a value after '='"},
+        {"tag:", CP_ESYNTAX, 1, 5, "expected a tag path after 'tag:', found end of expression"},
+        {"tag: a", CP_ESYNTAX, 1, 5, "expected a tag path after 'tag:', found U+0020"},
+        {"tag:(a)", CP_ESYNTAX, 1, 5, "expected a tag path after 'tag:', found '('"},
+        {"tag:\"\"", CP_ESYNTAX, 1, 5, "empty tag path"},
+        {"tag:\"a\\u0000\"", CP_ESYNTAX, 1, 5, "tag path contains \\u0000"},
+        {"crowd:", CP_ESYNTAX, 1, 7, "expected a crowd name after 'crowd:'"},
+        {"crowd:a/b", CP_ESYNTAX, 1, 8, "unexpected character '/'"},
+        {"crowd:''", CP_ESYNTAX, 1, 7, "empty crowd name"},
+        {"foo:bar", CP_ESYNTAX, 1, 1, "unknown prefix 'foo:', expected tag: or crowd:"},
+        {"interest/finance", CP_ESYNTAX, 1, 9, "(tag paths are written tag:PATH)"},
+        {"x = 1 ，y = 2", CP_ESYNTAX, 1, 7, "unexpected character '，' (U+FF0C)"},
+        {"x = 1\x01", CP_ESYNTAX, 1, 6, "unexpected character U+0001"},
+        {"did(purchase, last 90d) >= 2", CP_ESYNTAX, 1, 1, "did() is not supported yet"},
+        {"a = 1 AND DID (x)", CP_ESYNTAX, 1, 11, "DID() is not supported yet"},
+        {"within(shops)", CP_ESYNTAX, 1, 1, "within() is not supported yet"},
+        {"near(23.02, 113.12, 10)", CP_ESYNTAX, 1, 23, "expected a unit 'm' or 'km' after '10', found ')'"},
+        {"near(23.02, 113.12, 10mi)", CP_ESYNTAX, 1, 23, "expected a unit 'm' or 'km' after '10', found 'mi'"},
+        {"near(23.02, 113.12)", CP_ESYNTAX, 1, 19, "expected ',' after the longitude in near()"},
+        {"near(23.02 113.12, 1km)", CP_ESYNTAX, 1, 12, "expected ',' after the latitude in near(), found '113.12'"},
+        {"near(loc 1, 2, 1km)", CP_ESYNTAX, 1, 10, "expected ',' after the attribute name in near()"},
+        {"near(\"x\", 1, 2, 1km)", CP_ESYNTAX, 1, 6, "expected a latitude"},
+        {"near(1, 2, 3km", CP_ESYNTAX, 1, 15, "unexpected end of expression, expected ')' to close near( at 1:5"},
+        {"near(1, 2, 3km 4)", CP_ESYNTAX, 1, 16, "expected ')' to close near( at 1:5, found '4'"},
+        {"near(90.5, 0, 1km)", CP_EINVAL, 1, 6, "latitude '90.5' out of range [-90, 90]"},
+        {"near(-91, 0, 1km)", CP_EINVAL, 1, 6, "latitude '-91' out of range"},
+        {"near(0, 180.0001, 1km)", CP_EINVAL, 1, 9, "longitude '180.0001' out of range [-180, 180]"},
+        {"near(0, 0, 0km)", CP_EINVAL, 1, 12, "radius '0' must be a finite number greater than 0"},
+        {"near(0, 0, -1km)", CP_EINVAL, 1, 12, "greater than 0"},
+        {"near(0, 0, 1e999km)", CP_EINVAL, 1, 12, "finite"},
+        {"near(0, 0, 1e-400km)", CP_EINVAL, 1, 12, "greater than 0"},
+        {"all = 1", CP_ESYNTAX, 1, 5, "expected AND, OR or end of expression, found '='"},
+        {"in = 1", CP_ESYNTAX, 1, 1, "expected an expression, found 'in'"},
+        {"true", CP_ESYNTAX, 1, 1, "expected an expression, found 'true'"},
+        {"x = \"\xff\"", CP_ESYNTAX, 1, 6, "invalid UTF-8 (byte 0xFF)"},
+        {"é\n é\xc3", CP_ESYNTAX, 2, 3, "invalid UTF-8 (byte 0xC3)"},
+        {"x = \"\xed\xa0\x80\"", CP_ESYNTAX, 1, 6, "invalid UTF-8"}, /* encoded surrogate */
+        {"x = \"\xc0\xaf\"", CP_ESYNTAX, 1, 6, "invalid UTF-8"},     /* overlong */
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++)
+        check_err(cases[i].in, cases[i].code, cases[i].line, cases[i].col, cases[i].frag);
+
+    /* a NUL byte inside the text (length-delimited input) */
+    check_err_n("a = 1\0", 6, CP_ESYNTAX, 1, 6, "unexpected character U+0000");
+    /* NULL text */
+    expr_t *e;
+    cp_error_t err;
+    assert_int_equal(expr_parse(NULL, 3, &e, &err), CP_EINVAL);
+    assert_int_equal(expr_parse(NULL, 0, &e, &err), CP_ESYNTAX);
+    /* a NULL error record is fine */
+    assert_int_equal(expr_parse("a =", 3, &e, NULL), CP_ESYNTAX);
+    assert_null(e);
+}
+
+/* -------------------------------------------------------------- limits */
+
+static char *repeat(const char *pre, int n, const char *mid, const char *post, int m)
+{
+    cp_buf_t b;
+    cp_buf_init(&b, 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(cp_buf_printf(&b, "%s", pre), CP_OK);
+    assert_int_equal(cp_buf_printf(&b, "%s", mid), CP_OK);
+    for (int i = 0; i < m; i++)
+        assert_int_equal(cp_buf_printf(&b, "%s", post), CP_OK);
+    cp_buf_cstr(&b);
+    return b.data;
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    /* 64 parentheses: fine (they leave no trace); 65: too deep, at the 65th '(' */
+    char *s = repeat("(", 64, "a = 1", ")", 64);
+    expr_t *e = parse_ok(s);
+    assert_int_equal(expr_root(e)->kind, EXPR_CMP);
+    expr_free(e);
+    free(s);
+    s = repeat("(", 65, "a = 1", ")", 65);
+    check_err(s, CP_ELIMIT, 1, 65, "nested deeper than 64 levels");
+    free(s);
+    /* a million '(' fails fast at the limit, without recursing */
+    s = repeat("(", 60000, "", "", 0);
+    check_err(s, CP_ELIMIT, 1, 65, "nested deeper than 64");
+    free(s);
+    s = repeat("NOT ", 16000, "", "", 0);
+    check_err(s, CP_ELIMIT, 1, 257, "nested deeper than 64");
+    free(s);
+
+    /* tree depth: 63 NOTs over a leaf is 64 levels; 64 NOTs is 65 */
+    s = repeat("NOT ", 63, "a = 1", "", 0);
+    e = parse_ok(s);
+    char *t = expr_to_text(expr_root(e));
+    assert_string_equal(t, s);
+    free(t);
+    /* and the JSON form of the deepest tree reads back */
+    json_t *j = expr_to_json(expr_root(e));
+    expr_t *e2;
+    cp_error_t err;
+    assert_int_equal(expr_from_json(j, &e2, &err), CP_OK);
+    assert_true(expr_equal(expr_root(e), expr_root(e2)));
+    expr_free(e2);
+    json_decref(j);
+    expr_free(e);
+    free(s);
+    s = repeat("NOT ", 64, "a = 1", "", 0);
+    check_err(s, CP_ELIMIT, 0, 0, "nested deeper than 64 levels");
+    free(s);
+
+    /* alternating AND / OR nesting: each parenthesis adds two tree levels */
+    s = repeat("a = 1 OR b = 1 AND (", 31, "c = 1", ")", 31); /* depth 2*31+... */
+    cp_status st = expr_parse(s, strlen(s), &e, &err);
+    assert_int_equal(st, CP_OK); /* 31 * 2 + 1 = 63 levels */
+    expr_free(e);
+    free(s);
+    s = repeat("a = 1 OR b = 1 AND (", 32, "c = 1", ")", 32);
+    check_err(s, CP_ELIMIT, 0, 0, "nested deeper than 64 levels");
+    free(s);
+
+    /* length: CP_EXPR_MAX_LEN bytes parse, one more is CP_ELIMIT */
+    char *big = malloc(CP_EXPR_MAX_LEN + 2);
+    memset(big, ' ', CP_EXPR_MAX_LEN + 1);
+    memcpy(big, "all", 3);
+    e = NULL;
+    assert_int_equal(expr_parse(big, CP_EXPR_MAX_LEN, &e, &err), CP_OK);
+    expr_free(e);
+    assert_int_equal(expr_parse(big, CP_EXPR_MAX_LEN + 1, &e, &err), CP_ELIMIT);
+    assert_non_null(strstr(err.message, "limit"));
+    free(big);
+
+    /* JSON nesting past the limit, even where flattening would shrink it */
+    j = json_pack("{s:b}", "all", 1);
+    for (int i = 0; i < 70; i++)
+        j = json_pack("{s:[o,{s:s}]}", "and", j, "tag", "x");
+    assert_int_equal(expr_from_json(j, &e, &err), CP_ELIMIT);
+    assert_non_null(strstr(err.message, "nested deeper than 64 levels"));
+    assert_non_null(strstr(err.message, "and[0].and[0]"));
+    json_decref(j);
+}
+
+/* --------------------------------------------------------------- JSON */
+
+static void check_json(const char *json, const char *want_text)
+{
+    json_t *j = load_json(json);
+    expr_t *e = NULL;
+    cp_error_t err;
+    if (expr_from_json(j, &e, &err) != CP_OK) {
+        print_error("from_json <%s>: %s\n", json, err.message);
+        fail();
+    }
+    char *t = expr_to_text(expr_root(e));
+    if (strcmp(t, want_text) != 0) {
+        print_error("json <%s>\n  want <%s>\n  got  <%s>\n", json, want_text, t);
+        fail();
+    }
+    expr_t *e2 = parse_ok(t);
+    assert_true(expr_equal(expr_root(e), expr_root(e2)));
+    free(t);
+    expr_free(e2);
+    expr_free(e);
+    json_decref(j);
+}
+
+static void check_json_err(const char *json, cp_status code, const char *frag)
+{
+    json_t *j = load_json(json);
+    expr_t *e = (expr_t *)0x1;
+    cp_error_t err;
+    cp_status st = expr_from_json(j, &e, &err);
+    if (st != code || strstr(err.message, frag) == NULL || err.line != 0) {
+        print_error("json <%s>\n  want %d <%s>\n  got  %d <%s>\n", json, code, frag, st,
+                    err.message);
+        fail();
+    }
+    assert_null(e);
+    json_decref(j);
+}
+
+static void test_json(void **state)
+{
+    (void)state;
+    check_json("{\"all\": true}", "ALL");
+    check_json("{\"and\": [{\"tag\": \"a/b\"}, {\"not\": {\"crowd\": \"c d\"}}]}",
+               "tag:a/b AND NOT crowd:\"c d\"");
+    check_json("{\"and\": [{\"and\": [{\"tag\": \"a\"}, {\"tag\": \"b\"}]}, {\"or\": [{\"tag\": "
+               "\"c\"}, {\"or\": [{\"tag\": \"d\"}, {\"tag\": \"e\"}]}]}]}",
+               "tag:a AND tag:b AND (tag:c OR tag:d OR tag:e)");
+    check_json("{\"attr\": \"age\", \"op\": \">=\", \"value\": 25}", "age >= 25");
+    check_json("{\"attr\": \"age\", \"op\": \"==\", \"value\": 25.0}", "age = 25.0");
+    check_json("{\"attr\": \"age\", \"op\": \"<>\", \"value\": -1.5e-9}", "age != -1.5e-09");
+    check_json("{\"attr\": \"age\", \"between\": [25, 40]}", "age BETWEEN 25 AND 40");
+    check_json("{\"attr\": \"gender\", \"in\": [\"female\", \"male\"]}",
+               "gender IN (\"female\", \"male\")");
+    check_json("{\"attr\": \"vip\", \"op\": \"=\", \"value\": true}", "vip = TRUE");
+    check_json("{\"attr\": \"s\", \"op\": \"=\", \"value\": \"a\\u0000\\\"\\n\\u001f\"}",
+               "s = \"a\\u0000\\\"\\n\\u001F\"");
+    check_json("{\"near\": {\"lat\": 23.02, \"lon\": 113.12, \"radius\": 10, \"unit\": \"km\"}}",
+               "near(23.02, 113.12, 10km)");
+    check_json("{\"near\": {\"attr\": \"loc\", \"lat\": -90, \"lon\": 180, \"radius\": 0.5, "
+               "\"unit\": \"m\"}}",
+               "near(loc, -90, 180, 0.5m)");
+    check_json("{\"tag\": \"兴趣/金融\"}", "tag:兴趣/金融");
+    check_json("{\"crowd\": \"all\"}", "crowd:all");
+
+    /* the JSON form of a parsed tree, exactly */
+    expr_t *e = parse_ok("tag:a AND age BETWEEN 25 AND 40 OR NOT x IN (1, 2.5, \"s\", TRUE) OR "
+                         "near(loc, 1, 2, 3km)");
+    json_t *j = expr_to_json(expr_root(e));
+    char *dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(
+        dump, "{\"or\":[{\"and\":[{\"tag\":\"a\"},{\"attr\":\"age\",\"between\":[25,40]}]},"
+              "{\"not\":{\"attr\":\"x\",\"in\":[1,2.5,\"s\",true]}},"
+              "{\"near\":{\"attr\":\"loc\",\"lat\":1.0,\"lon\":2.0,\"radius\":3.0,\"unit\":\"km\"}}]}");
+    free(dump);
+    json_decref(j);
+    expr_free(e);
+}
+
+static void test_json_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json;
+        cp_status code;
+        const char *frag;
+    } cases[] = {
+        {"[]", CP_EINVAL, "expected an expression object, found an array"},
+        {"null", CP_EINVAL, "found null"},
+        {"{}", CP_EINVAL, "empty object"},
+        {"{\"foo\": 1}", CP_EINVAL, "unknown key 'foo'"},
+        {"{\"all\": false}", CP_EINVAL, "all: expected true"},
+        {"{\"all\": true, \"x\": 1}", CP_EINVAL, "unknown key 'x'"},
+        {"{\"and\": [{\"tag\": \"a\"}]}", CP_EINVAL, "and: expected an array of at least 2"},
+        {"{\"or\": {\"tag\": \"a\"}}", CP_EINVAL, "or: expected an array of at least 2"},
+        {"{\"and\": [{\"tag\": \"a\"}, {\"attr\": \"age\", \"between\": [1]}]}", CP_EINVAL,
+         "and[1].between: expected an array of 2 values"},
+        {"{\"and\": [{\"tag\": \"a\"}, 3]}", CP_EINVAL,
+         "and[1]: expected an expression object, found an integer"},
+        {"{\"not\": {\"tag\": 1}}", CP_EINVAL, "not.tag: expected a tag path, found an integer"},
+        {"{\"not\": [{\"tag\": \"a\"}]}", CP_EINVAL, "not: expected an expression object, found an array"},
+        {"{\"tag\": \"\"}", CP_EINVAL, "tag: expected a tag path, found an empty string"},
+        {"{\"tag\": \"a\\u0000b\"}", CP_EINVAL, "tag: a tag path contains \\u0000"},
+        {"{\"tag\": \"a\", \"crowd\": \"b\"}", CP_EINVAL, "keys 'tag' and 'crowd' cannot be combined"},
+        {"{\"and\": [{\"tag\": \"a\"}, {\"or\": [{\"tag\": \"b\"}, {\"crowd\": \"\"}]}]}",
+         CP_EINVAL, "and[1].or[1].crowd: expected a crowd name, found an empty string"},
+        {"{\"attr\": \"age\", \"op\": \">=\", \"value\": null}", CP_EINVAL,
+         "value: expected a number, string or boolean, found null"},
+        {"{\"attr\": \"age\", \"op\": \"=>\", \"value\": 1}", CP_EINVAL, "op: expected one of"},
+        {"{\"attr\": \"age\", \"op\": 1, \"value\": 1}", CP_EINVAL, "op: expected one of"},
+        {"{\"attr\": \"and\", \"op\": \"=\", \"value\": 1}", CP_EINVAL,
+         "attr: 'and' is not a valid attribute name"},
+        {"{\"attr\": \"9a\", \"op\": \"=\", \"value\": 1}", CP_EINVAL, "not a valid attribute"},
+        {"{\"attr\": \"a-b\", \"op\": \"=\", \"value\": 1}", CP_EINVAL, "not a valid attribute"},
+        {"{\"attr\": 5, \"op\": \"=\", \"value\": 1}", CP_EINVAL, "attr: expected an attribute name"},
+        {"{\"attr\": \"age\", \"op\": \"=\", \"value\": 1, \"x\": 2}", CP_EINVAL, "unknown key 'x'"},
+        {"{\"attr\": \"age\", \"op\": \"=\"}", CP_EINVAL, "\"op\" needs a \"value\""},
+        {"{\"attr\": \"age\", \"value\": 1}", CP_EINVAL, "\"value\" needs an \"op\""},
+        {"{\"attr\": \"age\"}", CP_EINVAL, "needs \"op\" and \"value\", \"between\" or \"in\""},
+        {"{\"attr\": \"age\", \"between\": [1, 2], \"in\": [1]}", CP_EINVAL, "use only one of"},
+        {"{\"attr\": \"age\", \"between\": [1, 2, 3]}", CP_EINVAL, "between: expected an array of 2"},
+        {"{\"attr\": \"age\", \"between\": [1, {}]}", CP_EINVAL, "between[1]: expected a number"},
+        {"{\"attr\": \"x\", \"in\": []}", CP_EINVAL, "in: expected a non-empty array"},
+        {"{\"attr\": \"x\", \"in\": [1, [2]]}", CP_EINVAL,
+         "in[1]: expected a number, string or boolean, found an array"},
+        {"{\"near\": {\"lat\": 91, \"lon\": 0, \"radius\": 1, \"unit\": \"km\"}}", CP_EINVAL,
+         "near.lat: 91 out of range [-90, 90]"},
+        {"{\"near\": {\"lat\": 1, \"lon\": -180.5, \"radius\": 1, \"unit\": \"km\"}}", CP_EINVAL,
+         "near.lon: -180.5 out of range"},
+        {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 0, \"unit\": \"km\"}}", CP_EINVAL,
+         "near.radius: 0 must be a finite number greater than 0"},
+        {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"mi\"}}", CP_EINVAL,
+         "near.unit: expected \"m\" or \"km\""},
+        {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1}}", CP_EINVAL, "near.unit"},
+        {"{\"near\": {\"lat\": 1, \"radius\": 1, \"unit\": \"m\"}}", CP_EINVAL, "near.lon: missing"},
+        {"{\"near\": {\"lat\": \"1\", \"lon\": 0, \"radius\": 1, \"unit\": \"m\"}}", CP_EINVAL,
+         "near.lat: expected a number, found a string"},
+        {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"m\", \"x\": 0}}",
+         CP_EINVAL, "near: unknown key 'x'"},
+        {"{\"near\": {\"attr\": \"not\", \"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"m\"}}",
+         CP_EINVAL, "near.attr: 'not' is not a valid attribute name"},
+        {"{\"near\": [1, 2, 3]}", CP_EINVAL, "near: expected an object"},
+        {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"m\"}, \"attr\": \"loc\"}",
+         CP_EINVAL, "keys 'near' and 'attr' cannot be combined (put \"attr\" inside \"near\")"},
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++)
+        check_json_err(cases[i].json, cases[i].code, cases[i].frag);
+
+    expr_t *e;
+    cp_error_t err;
+    assert_int_equal(expr_from_json(NULL, &e, &err), CP_EINVAL);
+    assert_null(expr_to_json(NULL));
+    assert_null(expr_to_text(NULL));
+}
+
+/* ------------------------------------------- random trees, round trips */
+
+static uint64_t rng;
+
+static uint64_t rnd(uint64_t n) { return cp_rand_next(&rng) % n; }
+
+/* A random string: ASCII letters, quotes, backslashes, control characters,
+ * multi-byte UTF-8 and (when allow_nul) NUL. Never empty when !allow_empty. */
+static json_t *rnd_string(int allow_nul, int allow_empty)
+{
+    static const char *const pieces[] = {"a", "Z", "0", "_", "-", "/", ".", " ",  "\"", "'",
+                                         "\\", "\n", "\t", "\x01", "\x7f", "é", "中", "😀",
+                                         "兴趣", ",", ")", "(", ":", "AND", "\0"};
+    char buf[256];
+    size_t len = 0;
+    size_t n = rnd(8) + (allow_empty ? 0 : 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = rnd(CP_ARRAY_LEN(pieces) - (allow_nul ? 0 : 1));
+        size_t pl = k == CP_ARRAY_LEN(pieces) - 1 ? 1 : strlen(pieces[k]);
+        memcpy(buf + len, pieces[k], pl);
+        len += pl;
+    }
+    return json_stringn(buf, len);
+}
+
+/* Path-like or name-like strings usually, anything sometimes. */
+static json_t *rnd_name(int path)
+{
+    static const char *const tags[] = {"interest/finance/consulting", "a", "a.b-c_d/9", "兴趣/金融",
+                                       "x-1", "_", "9", "vip"};
+    if (rnd(3) == 0)
+        return rnd_string(0, 0);
+    const char *s = tags[rnd(CP_ARRAY_LEN(tags))];
+    if (!path && strchr(s, '/'))
+        s = "segment_a";
+    return json_string(s);
+}
+
+static const char *rnd_attr(void)
+{
+    static const char *const attrs[] = {"age", "gender", "city", "_x", "a1", "near", "did",
+                                        "tag", "crowd", "within", "Score_2", "m", "km"};
+    return attrs[rnd(CP_ARRAY_LEN(attrs))];
+}
+
+static double rnd_real(void)
+{
+    switch (rnd(6)) {
+    case 0: return (double)(int64_t)rnd(1000) - 500; /* integral reals: 25.0 */
+    case 1: return rnd(2) ? -0.0 : 0.0;
+    case 2: return (cp_rand_double(&rng) - 0.5) * 1e6;
+    case 3: return rnd(2) ? 1e300 : 5e-324;
+    default: {
+        double d;
+        do {
+            uint64_t bits = cp_rand_next(&rng);
+            memcpy(&d, &bits, sizeof d);
+        } while (!isfinite(d));
+        return d;
+    }
+    }
+}
+
+static json_t *rnd_value(void)
+{
+    switch (rnd(5)) {
+    case 0: {
+        static const int64_t edge[] = {0, 1, -1, INT64_MAX, INT64_MIN, 25, 40};
+        return json_integer(rnd(2) ? edge[rnd(CP_ARRAY_LEN(edge))] : (int64_t)cp_rand_next(&rng));
+    }
+    case 1: return json_real(rnd_real());
+    case 2: return rnd_string(1, 1);
+    case 3: return json_boolean(rnd(2));
+    default: return json_integer((json_int_t)rnd(100));
+    }
+}
+
+static json_t *rnd_leaf(void)
+{
+    static const char *const ops[] = {"=", "!=", "<", "<=", ">", ">="};
+    switch (rnd(7)) {
+    case 0: return json_pack("{s:b}", "all", 1);
+    case 1: return json_pack("{s:o}", "tag", rnd_name(1));
+    case 2: return json_pack("{s:o}", "crowd", rnd_name(0));
+    case 3:
+        return json_pack("{s:s,s:s,s:o}", "attr", rnd_attr(), "op", ops[rnd(6)], "value",
+                         rnd_value());
+    case 4:
+        return json_pack("{s:s,s:[o,o]}", "attr", rnd_attr(), "between", rnd_value(), rnd_value());
+    case 5: {
+        json_t *a = json_array();
+        size_t n = rnd(4) + 1;
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, rnd_value());
+        return json_pack("{s:s,s:o}", "attr", rnd_attr(), "in", a);
+    }
+    default: {
+        double lat = rnd(8) == 0 ? (rnd(2) ? 90.0 : -90.0) : (cp_rand_double(&rng) - 0.5) * 180;
+        double lon = rnd(8) == 0 ? (rnd(2) ? 180.0 : -180.0) : (cp_rand_double(&rng) - 0.5) * 360;
+        double radius = rnd(2) ? (double)(rnd(5000) + 1) : cp_rand_double(&rng) * 100 + 1e-9;
+        json_t *n = json_pack("{s:f,s:f,s:f,s:s}", "lat", lat, "lon", lon, "radius", radius,
+                              "unit", rnd(2) ? "km" : "m");
+        if (rnd(2))
+            json_object_set_new(n, "attr", json_string(rnd_attr()));
+        return json_pack("{s:o}", "near", n);
+    }
+    }
+}
+
+/* A random JSON tree of at most `depth` levels; and/or nest their own kind
+ * on purpose so the decoder has to flatten. */
+static json_t *rnd_tree(int depth)
+{
+    if (depth <= 1 || rnd(3) == 0)
+        return rnd_leaf();
+    switch (rnd(3)) {
+    case 0: return json_pack("{s:o}", "not", rnd_tree(depth - 1));
+    default: {
+        json_t *a = json_array();
+        size_t n = rnd(3) + 2;
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, rnd_tree(depth - 1));
+        return json_pack("{s:o}", rnd(2) ? "and" : "or", a);
+    }
+    }
+}
+
+/*
+ * An evaluator over the raw JSON (unflattened, as generated) and one over
+ * the tree: a leaf's truth is a hash of its canonical JSON dump. Agreement
+ * for several seeds checks that flattening and the printer's parentheses
+ * keep the meaning, independently of expr_equal.
+ */
+static int leaf_truth(const json_t *leaf, uint64_t seed)
+{
+    char *d = json_dumps(leaf, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    assert_non_null(d);
+    int v = (int)(cp_hash64(d, strlen(d), seed) & 1);
+    free(d);
+    return v;
+}
+
+static int eval_json(const json_t *j, uint64_t seed)
+{
+    const json_t *v;
+    if ((v = json_object_get(j, "and")) != NULL) {
+        int r = 1;
+        for (size_t i = 0; i < json_array_size(v); i++)
+            r &= eval_json(json_array_get(v, i), seed);
+        return r;
+    }
+    if ((v = json_object_get(j, "or")) != NULL) {
+        int r = 0;
+        for (size_t i = 0; i < json_array_size(v); i++)
+            r |= eval_json(json_array_get(v, i), seed);
+        return r;
+    }
+    if ((v = json_object_get(j, "not")) != NULL)
+        return !eval_json(v, seed);
+    return leaf_truth(j, seed);
+}
+
+static int eval_tree(const expr_node_t *n, uint64_t seed)
+{
+    int r;
+    switch (n->kind) {
+    case EXPR_AND:
+        r = 1;
+        for (size_t i = 0; i < n->nargs; i++)
+            r &= eval_tree(n->args[i], seed);
+        return r;
+    case EXPR_OR:
+        r = 0;
+        for (size_t i = 0; i < n->nargs; i++)
+            r |= eval_tree(n->args[i], seed);
+        return r;
+    case EXPR_NOT: return !eval_tree(n->args[0], seed);
+    default: {
+        json_t *j = expr_to_json(n);
+        r = leaf_truth(j, seed);
+        json_decref(j);
+        return r;
+    }
+    }
+}
+
+/* No AND directly under AND, no OR under OR, >= 2 operands. */
+static void check_flat(const expr_node_t *n)
+{
+    if (n->kind == EXPR_AND || n->kind == EXPR_OR) {
+        assert_true(n->nargs >= 2);
+        for (size_t i = 0; i < n->nargs; i++) {
+            assert_int_not_equal(n->args[i]->kind, n->kind);
+            check_flat(n->args[i]);
+        }
+    } else if (n->kind == EXPR_NOT) {
+        assert_int_equal(n->nargs, 1);
+        check_flat(n->args[0]);
+    }
+}
+
+static void round_trip(const json_t *j)
+{
+    expr_t *t = NULL, *t2 = NULL, *t3 = NULL, *t4 = NULL;
+    cp_error_t err;
+    if (expr_from_json(j, &t, &err) != CP_OK) {
+        char *d = json_dumps(j, JSON_COMPACT);
+        print_error("from_json <%s>: %s\n", d, err.message);
+        free(d);
+        fail();
+    }
+    check_flat(expr_root(t));
+    for (uint64_t seed = 1; seed <= 4; seed++)
+        assert_int_equal(eval_json(j, seed), eval_tree(expr_root(t), seed));
+
+    /* text: parse(print(t)) == t and print is a fixed point */
+    char *text = expr_to_text(expr_root(t));
+    assert_non_null(text);
+    if (expr_parse(text, strlen(text), &t2, &err) != CP_OK) {
+        print_error("re-parse of <%s>: %s\n", text, err.message);
+        fail();
+    }
+    if (!expr_equal(expr_root(t), expr_root(t2))) {
+        print_error("text round trip changed the tree: <%s>\n", text);
+        fail();
+    }
+    char *text2 = expr_to_text(expr_root(t2));
+    assert_string_equal(text, text2);
+
+    /* JSON: from_json(to_json(t)) == t, also through serialised text */
+    json_t *j2 = expr_to_json(expr_root(t));
+    assert_non_null(j2);
+    assert_int_equal(expr_from_json(j2, &t3, &err), CP_OK);
+    assert_true(expr_equal(expr_root(t), expr_root(t3)));
+    char *dump = json_dumps(j2, JSON_COMPACT);
+    json_t *j3 = json_loads(dump, JSON_ALLOW_NUL, NULL);
+    assert_non_null(j3);
+    assert_int_equal(expr_from_json(j3, &t4, &err), CP_OK);
+    assert_true(expr_equal(expr_root(t), expr_root(t4)));
+    assert_true(expr_equal(expr_root(t2), expr_root(t4)));
+
+    json_decref(j3);
+    free(dump);
+    json_decref(j2);
+    free(text2);
+    free(text);
+    expr_free(t4);
+    expr_free(t3);
+    expr_free(t2);
+    expr_free(t);
+}
+
+static void test_round_trips(void **state)
+{
+    (void)state;
+    rng = 0x5eed;
+    for (int i = 0; i < 600; i++) {
+        json_t *j = rnd_tree(1 + (int)rnd(7));
+        assert_non_null(j);
+        round_trip(j);
+        json_decref(j);
+    }
+    /* a few deep ones near the limit */
+    for (int i = 0; i < 20; i++) {
+        json_t *j = rnd_leaf();
+        for (int d = 1; d < CP_EXPR_MAX_DEPTH; d++)
+            j = rnd(2) ? json_pack("{s:o}", "not", j)
+                       : json_pack("{s:[o,o]}", d % 2 ? "and" : "or", j, rnd_leaf());
+        round_trip(j);
+        json_decref(j);
+    }
+}
+
+/* expr_equal tells trees apart on every field */
+static void test_equal(void **state)
+{
+    (void)state;
+    static const char *const distinct[] = {
+        "a = 1",        "a = 1.0",       "a = \"1\"",      "a = TRUE",        "a = -0.0",
+        "a = 0.0",      "a != 1",        "b = 1",          "a IN (1)",        "a IN (1, 2)",
+        "a BETWEEN 1 AND 2", "tag:a",    "crowd:a",        "tag:a AND tag:b", "tag:a OR tag:b",
+        "NOT tag:a",    "ALL",           "near(1, 2, 3km)", "near(1, 2, 3m)", "near(x, 1, 2, 3km)",
+        "near(1, 2, 4km)", "a = \"1\\u0000\"", "tag:b AND tag:a",
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(distinct); i++) {
+        expr_t *a = parse_ok(distinct[i]);
+        for (size_t k = 0; k < CP_ARRAY_LEN(distinct); k++) {
+            expr_t *b = parse_ok(distinct[k]);
+            if (expr_equal(expr_root(a), expr_root(b)) != (i == k)) {
+                print_error("expr_equal(<%s>, <%s>) wrong\n", distinct[i], distinct[k]);
+                fail();
+            }
+            expr_free(b);
+        }
+        expr_free(a);
+    }
+    assert_true(expr_equal(NULL, NULL));
+    expr_free(NULL);
+    assert_null(expr_root(NULL));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_canonical),
+        cmocka_unit_test(test_precedence_and_flattening),
+        cmocka_unit_test(test_values_and_positions),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_equal),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
