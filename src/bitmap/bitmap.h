@@ -118,7 +118,7 @@ size_t bsi_size_in_bytes(const bsi_t *b);
  * users of boundary cells exactly by great-circle distance.
  */
 #define GEO_EARTH_RADIUS_M 6371008.8
-#define GEO_CELL_BITS 26 /* geohash cell ~ 2.4 km x 1.2 km... see geo.c */
+#define GEO_CELL_BITS 26 /* 13 lon + 13 lat bits: ~4.9 km x 2.4 km at the equator; see geo.c */
 
 double geo_haversine_m(double lat1, double lon1, double lat2, double lon2);
 /* Interleaved geohash of `bits` bits (<= 52), as an integer. */
@@ -135,7 +135,9 @@ cp_status geo_index_set(geo_index_t *g, uint32_t user, double lat, double lon);
 int geo_index_get(const geo_index_t *g, uint32_t user, double *lat, double *lon);
 void geo_index_clear(geo_index_t *g, uint32_t user);
 const roaring_bitmap_t *geo_index_exists(const geo_index_t *g);
-/* out |= users within radius_m metres of (lat, lon), exact. */
+/* out |= users within radius_m metres of (lat, lon), exact: those with
+ * geo_haversine_m(lat, lon, user_lat, user_lon) <= radius_m. CP_EINVAL on a
+ * bad centre or a negative, infinite or NaN radius. */
 cp_status geo_index_near(const geo_index_t *g, double lat, double lon, double radius_m,
                          roaring_bitmap_t *out);
 size_t geo_index_size_in_bytes(const geo_index_t *g);
