@@ -1,10 +1,97 @@
-/* main.c — placeholder until the CLI lands. */
+/*
+ * main.c — the `crowdpack` command: global options and dispatch to the
+ * command files (cmd_*.c). Exit status: 0 success, 1 failure, 2 usage.
+ */
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
-#include "crowdpack.h"
+#include "cli/cli.h"
 
-int main(void)
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *args;
+    const char *summary;
+} command_t;
+
+static const command_t commands[] = {
+    {"init", cmd_init, "--data DIR [--schema S.json] [--taxonomy T.json]",
+     "create a data directory"},
+    {"load", cmd_load, "--data DIR USERS.ndjson|-", "load users from NDJSON (streaming)"},
+    {"count", cmd_count, "--data DIR 'EXPR'", "count the users matching an expression"},
+    {"eval", cmd_eval, "--data DIR 'EXPR'", "print the ids of the users matching an expression"},
+    {"crowd", cmd_crowd, "COMMAND ...", "audience packs: create, list, show, export ..."},
+    {"tags", cmd_tags, "COMMAND ...", "the tag tree: list, show, create, move ..."},
+    {"attrs", cmd_attrs, "COMMAND ...", "the attribute schema: list, define, load"},
+    {"user", cmd_user, "COMMAND ...", "one user: show, delete, untag"},
+    {"keys", cmd_keys, "COMMAND ...", "API keys: create, list, revoke"},
+    {"expr", cmd_expr, "COMMAND ...", "expressions: parse to JSON, format from JSON"},
+    {"stats", cmd_stats, "--data DIR", "sizes and counters of a data directory"},
+    {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
+    {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},
+    {"bench", cmd_bench, "[--users N[,N...]] [--synthetic]", "measure count latency and load rate"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static void help(FILE *f)
 {
-    printf("crowdpack %s\n", CP_VERSION_STRING);
-    return 0;
+    fprintf(f, "crowdpack %s — audience packs (人群包) with instant counts\n\n"
+               "Usage: crowdpack COMMAND [options]\n\nCommands:\n",
+            CP_VERSION_STRING);
+    for (const command_t *c = commands; c->name; c++) {
+        char left[80];
+        snprintf(left, sizeof left, "%s %s", c->name, c->args);
+        fprintf(f, "  %-50s %s\n", left, c->summary);
+    }
+    fprintf(f, "\nGlobal:\n"
+               "  crowdpack --version                                print the version\n"
+               "  crowdpack help [COMMAND]                           this help, or a command's\n"
+               "\nMost commands work on a data directory (--data DIR, or $CROWDPACK_DATA) or\n"
+               "on a running server (--server URL [--key KEY], or $CROWDPACK_KEY).\n"
+               "Run 'crowdpack COMMAND --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    /* A closed stdout (`crowdpack crowd export x | head`) must end the
+     * command quietly, not kill it mid-write: writes then fail with EPIPE,
+     * which the commands treat as "stop". */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (argc < 2) {
+        help(stderr);
+        return CLI_USAGE;
+    }
+    const char *w = argv[1];
+    if (strcmp(w, "--version") == 0 || strcmp(w, "-V") == 0 || strcmp(w, "version") == 0) {
+        printf("crowdpack %s (data format %u)\n", CP_VERSION_STRING, cp_format_version());
+        return cli_finish_stdout(CLI_OK);
+    }
+    if (strcmp(w, "help") == 0 || strcmp(w, "--help") == 0 || strcmp(w, "-h") == 0) {
+        if (argc > 2) {
+            /* "crowdpack help crowd create" == "crowdpack crowd create --help" */
+            for (const command_t *c = commands; c->name; c++)
+                if (strcmp(c->name, argv[2]) == 0) {
+                    char *sub[4] = {(char *)"--help", NULL, NULL, NULL};
+                    int n = 1;
+                    if (argc > 3) {
+                        sub[0] = argv[3];
+                        sub[1] = (char *)"--help";
+                        n = 2;
+                    }
+                    return cli_finish_stdout(c->fn(n, sub));
+                }
+            fprintf(stderr, "crowdpack: unknown command '%s'\n", argv[2]);
+            return CLI_USAGE;
+        }
+        help(stdout);
+        return cli_finish_stdout(CLI_OK);
+    }
+    for (const command_t *c = commands; c->name; c++)
+        if (strcmp(c->name, w) == 0)
+            return cli_finish_stdout(c->fn(argc - 2, argv + 2));
+
+    fprintf(stderr, "crowdpack: unknown command '%s'\nTry 'crowdpack help'.\n", w);
+    return CLI_USAGE;
 }

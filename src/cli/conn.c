@@ -1,0 +1,56 @@
+/*
+ * conn.c — opening what a command works on: an embedded data directory
+ * (like sqlite3) or a running server (--server URL).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c)
+{
+    memset(c, 0, sizeof *c);
+    const char *server = a->server;
+    const char *data = a->data;
+    if (!server && !data)
+        data = getenv("CROWDPACK_DATA");
+    if (!server && !data && server_ok)
+        server = getenv("CROWDPACK_SERVER");
+    cp_error_t err = {0};
+
+    if (server) {
+        if (!server_ok)
+            return cli_usage_error(a->spec, "'%s' works on a data directory only (--data DIR)",
+                                   a->spec->name);
+        const char *key = a->key ? a->key : getenv("CROWDPACK_KEY");
+        cp_status st = client_open(server, key, &c->http, &err);
+        if (st != CP_OK)
+            return cli_fail(st, &err);
+        return CLI_OK;
+    }
+    if (!data || !*data)
+        return cli_usage_error(a->spec, "no data directory: give --data DIR%s",
+                               server_ok ? " or --server URL" : "");
+
+    cp_open_options_t o = {0};
+    o.flags = mode == OPEN_WRITE ? 0 : CP_OPEN_READONLY;
+    cp_status st = cp_db_open(data, &o, &c->db, &err);
+    if (st != CP_OK) {
+        int rc = cli_fail(st, &err);
+        if (st == CP_ELOCKED)
+            fprintf(stderr, "hint: another crowdpack process is writing to %s; if it is "
+                            "`crowdpack serve`, send commands to it with --server URL\n",
+                    data);
+        return rc;
+    }
+    c->data_dir = data;
+    return CLI_OK;
+}
+
+void cli_conn_close(cli_conn_t *c)
+{
+    cp_db_close(c->db);
+    client_close(c->http);
+    c->db = NULL;
+    c->http = NULL;
+}
