@@ -1,10 +1,490 @@
-/* server.c — placeholder until the HTTP server lands. */
+/*
+ * server.c — cp_server_run: the libmicrohttpd daemon around srv_dispatch.
+ *
+ * We bind the listening socket ourselves (so a busy port is a clear error
+ * and port 0 can be reported), hand it to MHD, and run MHD's internal
+ * epoll thread pool. Request bodies are accumulated per connection up to
+ * max_body; past it the body is discarded as it arrives and the answer is
+ * 413. The calling thread waits on a self-pipe that SIGINT/SIGTERM write to.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "server/server.h"
-#include "util/util.h"
+#include "server/srv.h"
+
+#define SRV_CONN_LIMIT 1024u
+#define SRV_CONN_TIMEOUT_S 60u
+#define SRV_CONN_MEMORY (64u * 1024u) /* request line + headers must fit */
+#define SRV_TLS_FILE_MAX (1u << 20)
+#define SRV_MAX_THREADS 64
+
+/* Per-request state kept by MHD between access handler calls. */
+typedef struct conn_ctx {
+    cp_buf_t body;
+    int too_large;
+    int oom;
+    int route;
+    int status;
+    uint64_t start_ns;
+} conn_ctx_t;
+
+/* ------------------------------------------------------------ signals */
+
+/* A signal handler can only reach a global; one server per process is
+ * the daemon's case, so one pipe. */
+static volatile int g_stop_fd = -1;
+
+static void on_stop_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (g_stop_fd >= 0) {
+        ssize_t w = write(g_stop_fd, &b, 1);
+        CP_UNUSED(w);
+    }
+    errno = saved;
+}
+
+/* --------------------------------------------------------------- MHD glue */
+
+static size_t unescape_noop(void *cls, struct MHD_Connection *c, char *s)
+{
+    CP_UNUSED(cls);
+    CP_UNUSED(c);
+    /* Paths are decoded per segment by the router (a user id may contain
+     * "%2F"), query values by srv_query. */
+    return strlen(s);
+}
+
+static const char *query_lookup(void *ud, const char *key)
+{
+    return MHD_lookup_connection_value((struct MHD_Connection *)ud, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    CP_UNUSED(pos);
+    ssize_t n = srv_stream_read((srv_stream_t *)cls, buf, max);
+    if (n == -1)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return n;
+}
+
+static void stream_free_cb(void *cls) { srv_stream_free((srv_stream_t *)cls); }
+static void free_noop(void *p) { CP_UNUSED(p); }
+
+/* Hands the response to MHD; takes the body or stream out of r. */
+static enum MHD_Result queue(struct MHD_Connection *c, srv_resp_t *r, int close_after)
+{
+    struct MHD_Response *mr;
+    if (r->stream != NULL) {
+        mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader,
+                                               r->stream, stream_free_cb);
+        if (mr != NULL)
+            r->stream = NULL;
+    } else {
+        mr = MHD_create_response_from_buffer_with_free_callback(
+            r->len, r->body, r->body_free != NULL ? r->body_free : free_noop);
+        if (mr != NULL)
+            r->body = NULL;
+    }
+    if (mr == NULL)
+        return MHD_NO;
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (r->allow != NULL)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->disposition != NULL)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_DISPOSITION, r->disposition);
+    if (r->www_authenticate)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"crowdpack\"");
+    if (close_after)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
+    MHD_destroy_response(mr);
+    return ret;
+}
+
+static enum MHD_Result reply_too_large(struct MHD_Connection *c, srv_ctx_t *srv, conn_ctx_t *cc)
+{
+    srv_resp_t r;
+    srv_resp_init(&r);
+    srv_reply_error(&r, 413, "body_too_large",
+                    json_pack("{s:I}", "limit", (json_int_t)srv->max_body),
+                    "request body: larger than the limit of %zu bytes", srv->max_body);
+    cc->status = r.status;
+    enum MHD_Result ret = queue(c, &r, 1);
+    srv_resp_free(&r);
+    return ret;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls)
+{
+    CP_UNUSED(version);
+    srv_ctx_t *srv = cls;
+    conn_ctx_t *cc = *con_cls;
+    if (cc == NULL) {
+        cc = calloc(1, sizeof *cc);
+        if (cc == NULL)
+            return MHD_NO;
+        cc->route = -1;
+        cc->start_ns = cp_mono_ns();
+        cp_buf_init(&cc->body, srv->max_body);
+        *con_cls = cc;
+        /* Refuse a declared oversized body before reading a byte of it. */
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno == ERANGE || n > srv->max_body) {
+                cc->too_large = 1;
+                return reply_too_large(c, srv, cc);
+            }
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        if (!cc->too_large && !cc->oom) {
+            cp_status st = cp_buf_append(&cc->body, upload_data, *upload_data_size);
+            if (st != CP_OK) {
+                /* Keep reading (and dropping) the rest, then answer once. */
+                cc->too_large = st == CP_ELIMIT;
+                cc->oom = st != CP_ELIMIT;
+                cp_buf_free(&cc->body);
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (cc->too_large)
+        return reply_too_large(c, srv, cc);
+
+    srv_req_t req;
+    srv_resp_t resp;
+    srv_req_init(&req);
+    srv_resp_init(&resp);
+    if (cc->oom) {
+        srv_reply_error(&resp, 500, "out_of_memory", NULL,
+                        "request body: out of memory while reading it");
+    } else {
+        req.method = srv_method_parse(method);
+        req.path = url;
+        req.content_type =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        req.authorization =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        req.body = cp_buf_cstr(&cc->body);
+        req.body_len = cc->body.len;
+        req.query = query_lookup;
+        req.query_ud = c;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        req.client_loopback = ci != NULL && srv_sockaddr_is_loopback(ci->client_addr);
+        srv_dispatch(srv, &req, &resp);
+    }
+    cc->route = req.route;
+    cc->status = resp.status;
+    enum MHD_Result ret = queue(c, &resp, 0);
+    srv_resp_free(&resp);
+    srv_req_free(&req);
+    /* The body is no longer needed while the response is sent. */
+    cp_buf_free(&cc->body);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    CP_UNUSED(c);
+    CP_UNUSED(toe);
+    srv_ctx_t *srv = cls;
+    conn_ctx_t *cc = *con_cls;
+    if (cc == NULL)
+        return;
+    if (cc->status != 0)
+        srv_metrics_observe(&srv->metrics, cc->route, cc->status, cp_mono_ns() - cc->start_ns);
+    cp_buf_free(&cc->body);
+    free(cc);
+    *con_cls = NULL;
+}
+
+/* ----------------------------------------------------------------- setup */
+
+static cp_status read_small_file(const char *path, const char *what, char **out, cp_error_t *err)
+{
+    *out = NULL;
+    cp_status st = CP_OK;
+    cp_buf_t b;
+    cp_buf_init(&b, SRV_TLS_FILE_MAX);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return CP_ERR(err, CP_EIO, "cannot open %s \"%s\": %s", what, path, strerror(errno));
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if ((st = cp_buf_append(&b, chunk, n)) != CP_OK) {
+            st = CP_ERR(err, st, "%s \"%s\" is larger than %u bytes", what, path,
+                        SRV_TLS_FILE_MAX);
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        st = CP_ERR(err, CP_EIO, "cannot read %s \"%s\": %s", what, path, strerror(errno));
+        goto out;
+    }
+    cp_buf_cstr(&b);
+    *out = b.data;
+    b.data = NULL;
+out:
+    fclose(f);
+    cp_buf_free(&b);
+    return st;
+}
+
+static cp_status bind_socket(const srv_addr_t *addr, const char *spec, int *fd_out,
+                             uint16_t *port_out, cp_error_t *err)
+{
+    *fd_out = -1;
+    int fd = socket(addr->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return CP_ERR(err, CP_EIO, "cannot create a socket for %s: %s", spec, strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0) {
+        int e = errno;
+        close(fd);
+        return CP_ERR(err, CP_EIO, "cannot listen on %s: %s", spec, strerror(e));
+    }
+    if (listen(fd, 511) != 0) {
+        int e = errno;
+        close(fd);
+        return CP_ERR(err, CP_EIO, "cannot listen on %s: %s", spec, strerror(e));
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    uint16_t port = addr->port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else if (ss.ss_family == AF_INET6)
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    *fd_out = fd;
+    *port_out = port;
+    return CP_OK;
+}
+
+/* Writes the port atomically (temp file + rename) so that a test polling
+ * for the file never reads it half-written. */
+static cp_status write_port_file(const char *path, uint16_t port, cp_error_t *err)
+{
+    size_t n = strlen(path) + 16;
+    char *tmp = malloc(n);
+    if (tmp == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory writing the port file");
+    snprintf(tmp, n, "%s.tmp", path);
+    cp_status st = CP_OK;
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        st = CP_ERR(err, CP_EIO, "cannot write port file \"%s\": %s", tmp, strerror(errno));
+        goto out;
+    }
+    int bad = fprintf(f, "%u\n", (unsigned)port) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        st = CP_ERR(err, CP_EIO, "cannot write port file \"%s\": %s", path, strerror(errno));
+        unlink(tmp);
+    }
+out:
+    free(tmp);
+    return st;
+}
+
+static unsigned pool_size(int requested)
+{
+    long n = requested > 0 ? requested : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    if (n > SRV_MAX_THREADS)
+        n = SRV_MAX_THREADS;
+    return (unsigned)n;
+}
 
 cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t *err)
 {
-    CP_UNUSED(db);
-    CP_UNUSED(opts);
-    return CP_ERR(err, CP_EINTERNAL, "the HTTP server is not built yet");
+    cp_server_options_t o;
+    memset(&o, 0, sizeof o);
+    if (opts != NULL)
+        o = *opts;
+    const char *spec = o.listen != NULL && o.listen[0] != '\0' ? o.listen : "127.0.0.1:8080";
+    srv_ctx_t srv;
+    memset(&srv, 0, sizeof srv);
+    srv_addr_t addr;
+    char *cert = NULL, *key = NULL;
+    int lfd = -1;
+    int pipefd[2] = {-1, -1};
+    struct sigaction old_int, old_term, old_pipe;
+    int signals_set = 0;
+    struct MHD_Daemon *d = NULL;
+    uint16_t port = 0;
+    cp_status st;
+
+    if (db == NULL)
+        return CP_ERR(err, CP_EINVAL, "cp_server_run: no database handle");
+    if ((st = srv_listen_parse(spec, &addr, err)) != CP_OK)
+        return st;
+    uint64_t nkeys = 0;
+    if ((st = cp_key_count(db, &nkeys)) != CP_OK)
+        return CP_ERR(err, st, "cannot read the API keys: %s", cp_strerror(st));
+    if (nkeys == 0 && !srv_sockaddr_is_loopback((const struct sockaddr *)&addr.ss))
+        return CP_ERR(err, CP_EPERM,
+                      "refusing to listen on %s without an API key: anyone who reaches it "
+                      "could read and change every audience. Create a key first with "
+                      "`crowdpack keys create --data DIR --role admin` (then send it as "
+                      "\"Authorization: Bearer KEY\"), or listen on 127.0.0.1",
+                      spec);
+    if ((o.tls_cert != NULL) != (o.tls_key != NULL))
+        return CP_ERR(err, CP_EINVAL, "HTTPS needs both a certificate and a key (got only the %s)",
+                      o.tls_cert != NULL ? "certificate" : "key");
+    int tls = o.tls_cert != NULL;
+    if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return CP_ERR(err, CP_EINVAL, "this build of libmicrohttpd has no TLS support");
+    if (tls) {
+        if ((st = read_small_file(o.tls_cert, "TLS certificate", &cert, err)) != CP_OK)
+            goto out;
+        if ((st = read_small_file(o.tls_key, "TLS key", &key, err)) != CP_OK)
+            goto out;
+    }
+    srv.db = db;
+    srv.max_body = o.max_body != 0 ? o.max_body : SRV_DEFAULT_MAX_BODY;
+    if ((st = srv_metrics_init(&srv.metrics, srv_nroutes)) != CP_OK) {
+        st = CP_ERR(err, st, "out of memory starting the server");
+        goto out;
+    }
+    if ((st = bind_socket(&addr, spec, &lfd, &port, err)) != CP_OK)
+        goto out;
+
+    if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
+        st = CP_ERR(err, CP_EIO, "cannot create the signal pipe: %s", strerror(errno));
+        goto out;
+    }
+    g_stop_fd = pipefd[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, &ign, &old_pipe); /* a client hanging up is not our death */
+    signals_set = 1;
+
+    unsigned threads = pool_size(o.threads);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
+    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+    if (addr.family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (tls)
+        flags |= MHD_USE_TLS;
+    if (getenv("CROWDPACK_HTTP_DEBUG") != NULL)
+        flags |= MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem ops[16];
+    size_t k = 0;
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, lfd, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, SRV_CONN_LIMIT, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, SRV_CONN_TIMEOUT_S, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, &srv};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_noop, NULL};
+    if (threads > 1)
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+    if (tls) {
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
+        ops[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
+    }
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, &srv, MHD_OPTION_ARRAY, ops,
+                         MHD_OPTION_END);
+    if (d == NULL) {
+        st = CP_ERR(err, CP_EIO,
+                    "cannot start the HTTP server on %s%s (set CROWDPACK_HTTP_DEBUG=1 for "
+                    "libmicrohttpd's reason)",
+                    spec, tls ? " with TLS: check the certificate and key" : "");
+        goto out;
+    }
+    lfd = -1; /* MHD owns and closes it */
+
+    if (o.port_file != NULL && (st = write_port_file(o.port_file, port, err)) != CP_OK)
+        goto out;
+    if (addr.family == AF_INET6)
+        fprintf(stderr, "listening on %s://[%s]:%u\n", tls ? "https" : "http", addr.host,
+                (unsigned)port);
+    else
+        fprintf(stderr, "listening on %s://%s:%u\n", tls ? "https" : "http", addr.host,
+                (unsigned)port);
+    fflush(stderr);
+
+    for (;;) {
+        unsigned char b;
+        fd_set rfds;
+        FD_ZERO(&rfds);
+        FD_SET(pipefd[0], &rfds);
+        int rc = select(pipefd[0] + 1, &rfds, NULL, NULL, NULL);
+        if (rc > 0 && read(pipefd[0], &b, 1) == 1) {
+            fprintf(stderr, "%s received, shutting down\n", b == SIGINT ? "SIGINT" : "SIGTERM");
+            break;
+        }
+        if (rc < 0 && errno != EINTR) {
+            st = CP_ERR(err, CP_EIO, "waiting for signals: %s", strerror(errno));
+            goto out;
+        }
+    }
+    st = CP_OK;
+out:
+    if (d != NULL)
+        MHD_stop_daemon(d); /* waits for the worker threads; closes connections */
+    if (lfd >= 0)
+        close(lfd);
+    if (signals_set) {
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGPIPE, &old_pipe, NULL);
+    }
+    g_stop_fd = -1;
+    if (pipefd[0] >= 0)
+        close(pipefd[0]);
+    if (pipefd[1] >= 0)
+        close(pipefd[1]);
+    srv_metrics_free(&srv.metrics);
+    if (key != NULL) {
+        memset(key, 0, strlen(key)); /* private key material */
+        free(key);
+    }
+    free(cert);
+    return st;
 }

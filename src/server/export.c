@@ -1,0 +1,158 @@
+/*
+ * export.c — streams a crowd's members as NDJSON or CSV.
+ *
+ * cp_crowd_export pushes its output through a callback, which would need a
+ * producer thread and a bounded queue to feed libmicrohttpd's pull-style
+ * content reader. The public API also offers a pull iterator over a result
+ * snapshot (cp_crowd_members + cp_iter_*), so the stream pulls ids one at a
+ * time as the socket drains: no thread, no queue, and memory per request is
+ * the snapshot bitmap plus one pending line. The formats are the same as
+ * cp_crowd_export's: NDJSON {"id":"..."} lines; CSV with an "id" header and
+ * RFC 4180 quoting.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/srv.h"
+
+#define EXPORT_MAX_LINE (1u << 20) /* one id, escaped; ids are far shorter */
+
+struct srv_stream {
+    cp_result_t *result;
+    cp_iter_t *it;
+    cp_export_format fmt;
+    cp_buf_t line;   /* the pending formatted line */
+    size_t line_off; /* bytes of `line` already handed out */
+    int header_done;
+    int done;
+};
+
+cp_status srv_json_quote(cp_buf_t *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    cp_status st = cp_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; st == CP_OK && *p; p++) {
+        char esc[7];
+        switch (*p) {
+        case '"': st = cp_buf_append(b, "\\\"", 2); break;
+        case '\\': st = cp_buf_append(b, "\\\\", 2); break;
+        case '\n': st = cp_buf_append(b, "\\n", 2); break;
+        case '\r': st = cp_buf_append(b, "\\r", 2); break;
+        case '\t': st = cp_buf_append(b, "\\t", 2); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f) {
+                memcpy(esc, "\\u00", 4);
+                esc[4] = hex[*p >> 4];
+                esc[5] = hex[*p & 15];
+                st = cp_buf_append(b, esc, 6);
+            } else {
+                st = cp_buf_append(b, p, 1);
+            }
+        }
+    }
+    if (st == CP_OK)
+        st = cp_buf_append(b, "\"", 1);
+    return st;
+}
+
+cp_status srv_csv_field(cp_buf_t *b, const char *s)
+{
+    /* A leading = + - @ would make spreadsheets run the cell as a formula;
+     * quoting does not stop that, but ids are data and must round-trip, so
+     * they are written as they are (documented in docs/api.md). */
+    if (strpbrk(s, ",\"\r\n") == NULL && s[0] != ' ' && (s[0] == '\0' || s[strlen(s) - 1] != ' '))
+        return cp_buf_append(b, s, strlen(s));
+    cp_status st = cp_buf_append(b, "\"", 1);
+    for (const char *p = s; st == CP_OK && *p; p++) {
+        st = *p == '"' ? cp_buf_append(b, "\"\"", 2) : cp_buf_append(b, p, 1);
+    }
+    if (st == CP_OK)
+        st = cp_buf_append(b, "\"", 1);
+    return st;
+}
+
+cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt,
+                          srv_stream_t **out, cp_error_t *err)
+{
+    *out = NULL;
+    srv_stream_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory opening the export of crowd \"%s\"", name);
+    s->fmt = fmt;
+    cp_buf_init(&s->line, EXPORT_MAX_LINE);
+    cp_status st = cp_crowd_members(db, name, &s->result, err);
+    if (st == CP_OK)
+        st = cp_iter_open(db, s->result, &s->it, err);
+    if (st != CP_OK) {
+        srv_stream_free(s);
+        return st;
+    }
+    *out = s;
+    return CP_OK;
+}
+
+/* Formats the next line into s->line; sets s->done at the end. */
+static cp_status next_line(srv_stream_t *s)
+{
+    cp_buf_reset(&s->line);
+    s->line_off = 0;
+    if (s->fmt == CP_EXPORT_CSV && !s->header_done) {
+        s->header_done = 1;
+        return cp_buf_append(&s->line, "id\r\n", 4);
+    }
+    const char *id = NULL;
+    cp_error_t err = {0};
+    cp_status st = cp_iter_next(s->it, &id, &err);
+    if (st != CP_OK)
+        return st;
+    if (id == NULL) {
+        s->done = 1;
+        return CP_OK;
+    }
+    if (s->fmt == CP_EXPORT_CSV) {
+        st = srv_csv_field(&s->line, id);
+        if (st == CP_OK)
+            st = cp_buf_append(&s->line, "\r\n", 2);
+    } else {
+        st = cp_buf_append(&s->line, "{\"id\":", 6);
+        if (st == CP_OK)
+            st = srv_json_quote(&s->line, id);
+        if (st == CP_OK)
+            st = cp_buf_append(&s->line, "}\n", 2);
+    }
+    return st;
+}
+
+ssize_t srv_stream_read(srv_stream_t *s, char *buf, size_t max)
+{
+    size_t n = 0;
+    while (n < max) {
+        if (s->line_off == s->line.len) {
+            if (s->done)
+                break;
+            if (next_line(s) != CP_OK)
+                return -2;
+            if (s->done)
+                break;
+        }
+        size_t k = s->line.len - s->line_off;
+        if (k > max - n)
+            k = max - n;
+        memcpy(buf + n, s->line.data + s->line_off, k);
+        s->line_off += k;
+        n += k;
+    }
+    if (n == 0)
+        return -1;
+    return (ssize_t)n;
+}
+
+void srv_stream_free(srv_stream_t *s)
+{
+    if (s == NULL)
+        return;
+    cp_iter_close(s->it);
+    cp_result_free(s->result);
+    cp_buf_free(&s->line);
+    free(s);
+}

@@ -1,0 +1,94 @@
+/* h_meta.c — health, metrics and API key handlers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/srv.h"
+
+void srv_h_healthz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    CP_UNUSED(srv);
+    CP_UNUSED(req);
+    srv_reply_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void srv_h_metrics(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    CP_UNUSED(req);
+    char *text = NULL;
+    size_t len = 0;
+    cp_status st = srv_metrics_render(&srv->metrics, srv->db, &text, &len);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, NULL, 0);
+        return;
+    }
+    srv_reply_text(resp, 200, text, free);
+    resp->len = len;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+void srv_h_keys_list(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    CP_UNUSED(req);
+    cp_error_t err = {0};
+    char *text = NULL;
+    cp_status st = cp_keys_json(srv->db, &text, &err);
+    if (st != CP_OK) {
+        cp_free(text);
+        srv_reply_cp(resp, st, &err, 0);
+        return;
+    }
+    srv_reply_text(resp, 200, text, cp_free);
+}
+
+void srv_h_keys_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    json_t *body = NULL;
+    const char *role_s, *label;
+    char *key = NULL;
+    cp_error_t err = {0};
+    cp_role role = CP_ROLE_READ;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    if (srv_field_str_req(body, "role", resp, &role_s) != CP_OK ||
+        srv_field_str(body, "label", resp, &label) != CP_OK)
+        goto out;
+    if (strcmp(role_s, "read") == 0) {
+        role = CP_ROLE_READ;
+    } else if (strcmp(role_s, "write") == 0) {
+        role = CP_ROLE_WRITE;
+    } else if (strcmp(role_s, "admin") == 0) {
+        role = CP_ROLE_ADMIN;
+    } else {
+        srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "field", "role"),
+                        "request body: field \"role\": expected read, write or admin, got \"%s\"",
+                        role_s);
+        goto out;
+    }
+    cp_status st = cp_key_create(srv->db, role, label, &key, &err);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, &err, 0);
+        goto out;
+    }
+    json_t *j = json_pack("{s:s,s:s}", "key", key, "role", role_s);
+    if (j != NULL && label != NULL)
+        json_object_set_new(j, "label", json_string(label));
+    srv_reply_json(resp, 201, j);
+out:
+    if (key != NULL) {
+        /* The only copy of the secret outside the response: wipe it. */
+        memset(key, 0, strlen(key));
+        cp_free(key);
+    }
+    json_decref(body);
+}
+
+void srv_h_key_delete(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    cp_error_t err = {0};
+    cp_status st = cp_key_revoke(srv->db, req->params[0], &err);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, &err, 0);
+        return;
+    }
+    srv_reply_json(resp, 200, json_pack("{s:s}", "deleted", req->params[0]));
+}
