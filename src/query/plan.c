@@ -1,0 +1,978 @@
+/*
+ * plan.c — the planner: expression tree (ast.h) -> plan tree (plan_int.h).
+ *
+ * Names are resolved through the resolver, values are checked against the
+ * attribute's type, and the tree is rewritten into the shape the chunked
+ * evaluator runs fastest:
+ *
+ *  - nested ANDs and ORs are flattened;
+ *  - an AND keeps positive terms (sorted by estimated size, smallest first,
+ *    so a chunk is abandoned as early as possible) and negative terms that
+ *    are subtracted from the running result (ANDNOT) — a NOT under an AND
+ *    never becomes a universe complement; NOT (a OR b) under an AND becomes
+ *    two negative terms;
+ *  - a NOT anywhere else is "universe ANDNOT x";
+ *  - comparisons on integers and timestamps are inclusive [lo, hi] ranges
+ *    on the bit-sliced index, IN lists on one attribute are coalesced into
+ *    as few ranges as possible, `!=` is "exists ANDNOT value" (users
+ *    without a value never match a comparison; `NOT a = v` does include
+ *    them);
+ *  - empty sets and `all` are folded away (x AND empty = empty, x OR all =
+ *    all, NOT all = empty, ...).
+ *
+ * The root is an AND that includes the universe, so results never contain
+ * users outside it even if an index bitmap still holds a deleted user.
+ *
+ * Timestamps: a literal is one instant. "2024-01-01" is midnight UTC at
+ * the start of that day, so `t <= "2024-01-01"` does NOT include the rest
+ * of January 1st; write `t < "2024-01-02"` for "up to the end of the day".
+ * Integer literals on a timestamp attribute are seconds since the epoch.
+ *
+ * Estimates are upper bounds: bitmap leaves are exact, ranges are bounded
+ * by the users having a value, an AND by its smallest positive term, an OR
+ * by the sum, a complement by the universe.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "query/plan_int.h"
+
+/* Guard against trees deeper than any parser produces (JSON and text are
+ * limited to CP_EXPR_MAX_DEPTH); keeps the recursion and the evaluator's
+ * buffer stack bounded even for hand-built trees. */
+#define PLAN_MAX_DEPTH (4 * CP_EXPR_MAX_DEPTH)
+
+typedef struct nvec {
+    pnode_t **v;
+    size_t n, cap;
+} nvec_t;
+
+typedef struct builder {
+    plan_t *p;
+    const plan_resolver_t *r;
+    cp_error_t *err;
+    uint64_t ucard; /* universe cardinality */
+} builder_t;
+
+static cp_status nvec_push(nvec_t *v, pnode_t *n)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 8;
+        pnode_t **nv = realloc(v->v, cap * sizeof *nv);
+        if (nv == NULL)
+            return CP_ENOMEM;
+        v->v = nv;
+        v->cap = cap;
+    }
+    v->v[v->n++] = n;
+    return CP_OK;
+}
+
+static void nvec_free(nvec_t *v)
+{
+    free(v->v);
+    v->v = NULL;
+    v->n = v->cap = 0;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
+static pnode_t *node_new(builder_t *b, pnode_kind kind)
+{
+    pnode_t *n = cp_arena_alloc(&b->p->arena, sizeof *n);
+    if (n != NULL) {
+        n->kind = kind;
+        n->slot = -1;
+    }
+    return n;
+}
+
+static cp_status oom(builder_t *b)
+{
+    return CP_ERR(b->err, CP_ENOMEM, "out of memory while planning the expression");
+}
+
+static int is_leaf(const pnode_t *n)
+{
+    return n->kind == PN_ALL || n->kind == PN_BITMAP;
+}
+
+/* ---------------------------------------------------------------- leaves */
+
+static cp_status mk_empty(builder_t *b, pnode_t **out)
+{
+    *out = node_new(b, PN_EMPTY);
+    return *out ? CP_OK : oom(b);
+}
+
+static cp_status mk_all(builder_t *b, pnode_t **out)
+{
+    pnode_t *n = node_new(b, PN_ALL);
+    if (n == NULL)
+        return oom(b);
+    n->bm = b->r->universe;
+    n->est = b->ucard;
+    n->exact = 1;
+    *out = n;
+    return CP_OK;
+}
+
+/* A borrowed (or plan-owned) bitmap; NULL or empty is the empty set. */
+static cp_status mk_bitmap(builder_t *b, const roaring_bitmap_t *bm, pnode_t **out)
+{
+    uint64_t card = bm ? roaring_bitmap_get_cardinality(bm) : 0;
+    if (card == 0)
+        return mk_empty(b, out);
+    if (bm == b->r->universe)
+        return mk_all(b, out);
+    pnode_t *n = node_new(b, PN_BITMAP);
+    if (n == NULL)
+        return oom(b);
+    n->bm = bm;
+    n->est = card;
+    n->exact = 1;
+    *out = n;
+    return CP_OK;
+}
+
+/* Users whose value is in [lo, hi]; a range covering every int64 is the
+ * exists bitmap itself (no BSI work at all). */
+static cp_status mk_range(builder_t *b, const bsi_t *bsi, int64_t lo, int64_t hi, pnode_t **out)
+{
+    if (bsi == NULL || bsi->exists == NULL || lo > hi)
+        return mk_empty(b, out);
+    uint64_t card = roaring_bitmap_get_cardinality(bsi->exists);
+    if (card == 0)
+        return mk_empty(b, out);
+    if (lo == INT64_MIN && hi == INT64_MAX)
+        return mk_bitmap(b, bsi->exists, out);
+    pnode_t *n = node_new(b, PN_RANGE);
+    if (n == NULL)
+        return oom(b);
+    n->bsi = bsi;
+    n->lo = lo;
+    n->hi = hi;
+    n->est = card;
+    *out = n;
+    return CP_OK;
+}
+
+/* ------------------------------------------------------------ AND and OR */
+
+/* Evaluation order inside an AND: smallest estimate first; on ties bitmap
+ * leaves (cheap, and their absence skips a chunk) before ranges before
+ * compound terms. */
+static int kind_rank(const pnode_t *n)
+{
+    return is_leaf(n) ? 0 : n->kind == PN_RANGE ? 1 : 2;
+}
+
+static int cmp_pos(const void *a, const void *b)
+{
+    const pnode_t *x = *(pnode_t *const *)a, *y = *(pnode_t *const *)b;
+    if (x->est != y->est)
+        return x->est < y->est ? -1 : 1;
+    return kind_rank(x) - kind_rank(y);
+}
+
+static int height_of(pnode_t **kids, size_t n)
+{
+    int h = 0;
+    for (size_t i = 0; i < n; i++)
+        if (kids[i]->height > h)
+            h = kids[i]->height;
+    return h + 1;
+}
+
+/* Adds `n` to an AND being assembled, as a positive or a negative term,
+ * splicing what can be spliced:
+ *   pos AND(p.., -n..)    -> p.. positive, n.. negative
+ *   neg OR(a, b, ..)      -> a, b, .. negative (De Morgan)
+ *   neg AND(all, -x)      -> x positive (NOT NOT x) */
+static cp_status and_add(nvec_t *pos, nvec_t *neg, pnode_t *n, int positive)
+{
+    cp_status st = CP_OK;
+    if (n->kind == PN_AND && positive) {
+        for (uint32_t i = 0; i < n->nkids && st == CP_OK; i++)
+            st = nvec_push(i < n->npos ? pos : neg, n->kids[i]);
+        return st;
+    }
+    if (n->kind == PN_AND && !positive && n->npos == 1 && n->nkids == 2 &&
+        n->kids[0]->kind == PN_ALL)
+        return and_add(pos, neg, n->kids[1], 1);
+    if (n->kind == PN_OR && !positive) {
+        for (uint32_t i = 0; i < n->nkids && st == CP_OK; i++)
+            st = and_add(pos, neg, n->kids[i], 0);
+        return st;
+    }
+    return nvec_push(positive ? pos : neg, n);
+}
+
+/* Removes repeated bitmap leaves (x AND x); O(n^2), so only for short
+ * lists. Returns 1 if some leaf is in both lists (x AND NOT x = empty). */
+static int dedupe_leaves(nvec_t *pos, nvec_t *neg)
+{
+    nvec_t *lists[2] = {pos, neg};
+    for (int l = 0; l < 2; l++) {
+        nvec_t *v = lists[l];
+        if (v->n > 64)
+            continue;
+        size_t k = 0;
+        for (size_t i = 0; i < v->n; i++) {
+            int dup = 0;
+            for (size_t j = 0; j < k && !dup; j++)
+                dup = is_leaf(v->v[i]) && is_leaf(v->v[j]) && v->v[i]->bm == v->v[j]->bm;
+            if (!dup)
+                v->v[k++] = v->v[i];
+        }
+        v->n = k;
+    }
+    if (pos->n <= 64 && neg->n <= 64)
+        for (size_t i = 0; i < pos->n; i++)
+            for (size_t j = 0; j < neg->n; j++)
+                if (is_leaf(pos->v[i]) && is_leaf(neg->v[j]) && pos->v[i]->bm == neg->v[j]->bm)
+                    return 1;
+    return 0;
+}
+
+/* Builds (pos[0] AND pos[1] ...) ANDNOT neg[0] ANDNOT neg[1] ... with
+ * folding. Consumes nothing: the vectors stay the caller's. */
+static cp_status mk_and(builder_t *b, nvec_t *pos, nvec_t *neg, pnode_t **out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < pos->n; i++) {
+        if (pos->v[i]->kind == PN_EMPTY)
+            return mk_empty(b, out);
+        if (pos->v[i]->kind != PN_ALL) /* x AND all = x (the root clips) */
+            pos->v[k++] = pos->v[i];
+    }
+    pos->n = k;
+    k = 0;
+    for (size_t i = 0; i < neg->n; i++) {
+        if (neg->v[i]->kind == PN_ALL)
+            return mk_empty(b, out);
+        if (neg->v[i]->kind != PN_EMPTY)
+            neg->v[k++] = neg->v[i];
+    }
+    neg->n = k;
+    if (dedupe_leaves(pos, neg))
+        return mk_empty(b, out);
+    if (pos->n == 0) { /* only negative terms: complement within the universe */
+        pnode_t *all;
+        cp_status st = mk_all(b, &all);
+        if (st == CP_OK && nvec_push(pos, all) != CP_OK)
+            st = oom(b);
+        if (st != CP_OK)
+            return st;
+    }
+    if (pos->n == 1 && neg->n == 0) {
+        *out = pos->v[0];
+        return CP_OK;
+    }
+    qsort(pos->v, pos->n, sizeof *pos->v, cmp_pos);
+
+    pnode_t *n = node_new(b, PN_AND);
+    if (n == NULL)
+        return oom(b);
+    n->nkids = (uint32_t)(pos->n + neg->n);
+    n->npos = (uint32_t)pos->n;
+    n->kids = cp_arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids);
+    if (n->kids == NULL)
+        return oom(b);
+    memcpy(n->kids, pos->v, pos->n * sizeof *n->kids);
+    memcpy(n->kids + pos->n, neg->v, neg->n * sizeof *n->kids);
+    n->height = height_of(n->kids, n->nkids);
+    /* The smallest positive term bounds the result. Negative terms are
+     * not subtracted: a bitmap may still count users outside the universe
+     * (a stale crowd), so "universe - |x|" would not be an upper bound; a
+     * complement is estimated as the whole universe, which is harmless for
+     * ordering because complements never stand as terms of an AND (they
+     * are spliced into it as ANDNOT terms). */
+    n->est = pos->v[0]->est;
+    *out = n;
+    return CP_OK;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+    const pnode_t *x = *(pnode_t *const *)a, *y = *(pnode_t *const *)b;
+    if (x->bsi != y->bsi)
+        return (uintptr_t)x->bsi < (uintptr_t)y->bsi ? -1 : 1;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Coalesces ranges of one BSI that overlap or touch: `age IN (1, 2, 3, 7)`
+ * costs two range evaluations instead of four. */
+static cp_status merge_ranges(builder_t *b, nvec_t *kids)
+{
+    nvec_t ranges = {0};
+    cp_status st = CP_OK;
+    size_t k = 0;
+    for (size_t i = 0; i < kids->n; i++) {
+        if (kids->v[i]->kind == PN_RANGE) {
+            if ((st = nvec_push(&ranges, kids->v[i])) != CP_OK)
+                goto out;
+        } else {
+            kids->v[k++] = kids->v[i];
+        }
+    }
+    kids->n = k;
+    if (ranges.n > 1)
+        qsort(ranges.v, ranges.n, sizeof *ranges.v, cmp_range);
+    for (size_t i = 0; i < ranges.n;) {
+        const bsi_t *bsi = ranges.v[i]->bsi;
+        int64_t lo = ranges.v[i]->lo, hi = ranges.v[i]->hi;
+        size_t j = i + 1;
+        while (j < ranges.n && ranges.v[j]->bsi == bsi &&
+               (hi == INT64_MAX || ranges.v[j]->lo <= hi + 1)) {
+            if (ranges.v[j]->hi > hi)
+                hi = ranges.v[j]->hi;
+            j++;
+        }
+        pnode_t *n = ranges.v[i];
+        if (j > i + 1 && (st = mk_range(b, bsi, lo, hi, &n)) != CP_OK)
+            goto out;
+        if ((st = nvec_push(kids, n)) != CP_OK)
+            goto out;
+        i = j;
+    }
+out:
+    nvec_free(&ranges);
+    return st == CP_ENOMEM ? oom(b) : st;
+}
+
+static cp_status mk_or(builder_t *b, nvec_t *in, pnode_t **out)
+{
+    nvec_t kids = {0};
+    cp_status st = CP_OK;
+    for (size_t i = 0; i < in->n; i++) {
+        pnode_t *c = in->v[i];
+        if (c->kind == PN_ALL) {
+            st = mk_all(b, out);
+            goto out;
+        }
+        if (c->kind == PN_EMPTY)
+            continue;
+        if (c->kind == PN_OR) {
+            for (uint32_t j = 0; j < c->nkids; j++)
+                if ((st = nvec_push(&kids, c->kids[j])) != CP_OK)
+                    goto out;
+        } else if ((st = nvec_push(&kids, c)) != CP_OK) {
+            goto out;
+        }
+    }
+    if ((st = merge_ranges(b, &kids)) != CP_OK)
+        goto out;
+    if (kids.n <= 64) { /* x OR x = x */
+        size_t k = 0;
+        for (size_t i = 0; i < kids.n; i++) {
+            int dup = 0;
+            for (size_t j = 0; j < k && !dup; j++)
+                dup = kids.v[i]->kind == PN_BITMAP && kids.v[j]->kind == PN_BITMAP &&
+                      kids.v[i]->bm == kids.v[j]->bm;
+            if (!dup)
+                kids.v[k++] = kids.v[i];
+        }
+        kids.n = k;
+    }
+    for (size_t i = 0; i < kids.n; i++) {
+        if (kids.v[i]->kind == PN_ALL) { /* a merged range can cover everyone */
+            st = mk_all(b, out);
+            goto out;
+        }
+    }
+    if (kids.n == 0) {
+        st = mk_empty(b, out);
+        goto out;
+    }
+    if (kids.n == 1) {
+        *out = kids.v[0];
+        goto out;
+    }
+    pnode_t *n = node_new(b, PN_OR);
+    if (n == NULL || (n->kids = cp_arena_alloc(&b->p->arena, kids.n * sizeof *n->kids)) == NULL) {
+        st = CP_ENOMEM;
+        goto out;
+    }
+    n->nkids = n->npos = (uint32_t)kids.n;
+    memcpy(n->kids, kids.v, kids.n * sizeof *n->kids);
+    n->height = height_of(n->kids, n->nkids);
+    for (size_t i = 0; i < kids.n; i++)
+        n->est = sat_add(n->est, kids.v[i]->est);
+    if (n->est > b->ucard)
+        n->est = b->ucard;
+    *out = n;
+out:
+    nvec_free(&kids);
+    return st == CP_ENOMEM ? oom(b) : st;
+}
+
+/* NOT x as "universe ANDNOT x" (with the folding of mk_and). */
+static cp_status mk_not(builder_t *b, pnode_t *x, pnode_t **out)
+{
+    nvec_t pos = {0}, neg = {0};
+    cp_status st = and_add(&pos, &neg, x, 0);
+    if (st == CP_OK)
+        st = mk_and(b, &pos, &neg, out);
+    else
+        st = oom(b);
+    nvec_free(&pos);
+    nvec_free(&neg);
+    return st;
+}
+
+/* a ANDNOT x, for `attr != v`. */
+static cp_status mk_andnot(builder_t *b, pnode_t *a, pnode_t *x, pnode_t **out)
+{
+    nvec_t pos = {0}, neg = {0};
+    cp_status st = and_add(&pos, &neg, a, 1);
+    if (st == CP_OK)
+        st = and_add(&pos, &neg, x, 0);
+    if (st == CP_OK)
+        st = mk_and(b, &pos, &neg, out);
+    else
+        st = oom(b);
+    nvec_free(&pos);
+    nvec_free(&neg);
+    return st;
+}
+
+/* ------------------------------------------------------------ messages */
+
+static const char *op_text(expr_op op)
+{
+    switch (op) {
+    case OP_EQ: return "=";
+    case OP_NE: return "!=";
+    case OP_LT: return "<";
+    case OP_LE: return "<=";
+    case OP_GT: return ">";
+    case OP_GE: return ">=";
+    }
+    return "?";
+}
+
+static const char *node_op_text(const expr_node_t *n)
+{
+    return n->kind == EXPR_BETWEEN ? "BETWEEN" : n->kind == EXPR_IN ? "IN" : op_text(n->op);
+}
+
+static const char *type_text(cp_attr_type t)
+{
+    switch (t) {
+    case CP_ATTR_INT: return "int";
+    case CP_ATTR_ENUM: return "enum";
+    case CP_ATTR_STRING: return "string";
+    case CP_ATTR_BOOL: return "bool";
+    case CP_ATTR_TIMESTAMP: return "timestamp";
+    case CP_ATTR_GEO: return "geo";
+    }
+    return "unknown";
+}
+
+/* A literal as the user wrote it, for messages (strings quoted, cut at 64
+ * bytes). */
+static void value_text(const expr_value_t *v, char *buf, size_t cap)
+{
+    switch (v->kind) {
+    case VAL_INT: snprintf(buf, cap, "%lld", (long long)v->i); return;
+    case VAL_REAL: cp_fmt_double(v->r, buf, cap); return;
+    case VAL_BOOL: snprintf(buf, cap, "%s", v->i ? "true" : "false"); return;
+    case VAL_STRING: {
+        size_t len = v->s ? v->slen : 0;
+        snprintf(buf, cap, "\"%.*s%s\"", (int)(len > 64 ? 64 : len), v->s ? v->s : "",
+                 len > 64 ? "..." : "");
+        return;
+    }
+    }
+    snprintf(buf, cap, "(unknown value)");
+}
+
+static cp_status type_error(builder_t *b, const expr_node_t *n, const plan_attr_t *a,
+                            const expr_value_t *v, const char *expected)
+{
+    char vt[96];
+    value_text(v, vt, sizeof vt);
+    return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                     "attribute \"%s\" is %s, got %s in '%s' (expected %s)", n->name,
+                     type_text(a->type), vt, node_op_text(n), expected);
+}
+
+/* --------------------------------------------------------- predicates */
+
+/* Resolves a name through one of the resolver's callbacks, mapping
+ * CP_ENOTFOUND to "unknown <what> \"name\"" at the node's position. */
+static cp_status resolve_set(builder_t *b, const expr_node_t *n, const char *what,
+                             cp_status (*fn)(void *, const char *, const roaring_bitmap_t **),
+                             pnode_t **out)
+{
+    const roaring_bitmap_t *bm = NULL;
+    if (n->name == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "%s without a name", what);
+    cp_status st = fn ? fn(b->r->ctx, n->name, &bm) : CP_ENOTFOUND;
+    if (st == CP_ENOTFOUND)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "unknown %s \"%s\"", what, n->name);
+    if (st != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "%s \"%s\": %s", what, n->name,
+                         cp_strerror(st));
+    return mk_bitmap(b, bm, out);
+}
+
+static cp_status resolve_attr(builder_t *b, const expr_node_t *n, const char *name,
+                              plan_attr_t *a)
+{
+    memset(a, 0, sizeof *a);
+    cp_status st = b->r->attr ? b->r->attr(b->r->ctx, name, a) : CP_ENOTFOUND;
+    if (st == CP_ENOTFOUND && name == NULL)
+        return CP_ERR_AT(b->err, st, n->line, n->column,
+                         "near() without an attribute name needs a default geo attribute, and "
+                         "none is defined");
+    if (st == CP_ENOTFOUND)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "unknown attribute \"%s\"", name);
+    if (st != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "attribute \"%s\": %s",
+                         name ? name : "(default geo)", cp_strerror(st));
+    return CP_OK;
+}
+
+/* An INT or TIMESTAMP literal as int64. */
+static cp_status int_value(builder_t *b, const expr_node_t *n, const plan_attr_t *a,
+                           const expr_value_t *v, int64_t *out)
+{
+    if (v->kind == VAL_INT) {
+        *out = v->i;
+        return CP_OK;
+    }
+    if (a->type == CP_ATTR_TIMESTAMP && v->kind == VAL_STRING) {
+        if (v->s != NULL && cp_time_parse(v->s, v->slen, out) == 0)
+            return CP_OK;
+        return type_error(b, n, a, v,
+                          "an ISO 8601 UTC time such as \"2024-01-01\" or "
+                          "\"2024-01-01T10:20:30Z\", or seconds since the epoch");
+    }
+    return type_error(b, n, a, v,
+                      a->type == CP_ATTR_INT ? "an integer"
+                                             : "a time such as \"2024-01-01\" or epoch seconds");
+}
+
+static const roaring_bitmap_t *exists_of(const plan_attr_t *a)
+{
+    if (a->exists != NULL)
+        return a->exists;
+    return a->bsi ? a->bsi->exists : NULL;
+}
+
+static cp_status plan_numeric(builder_t *b, const expr_node_t *n, const plan_attr_t *a,
+                              pnode_t **out)
+{
+    int64_t v, w;
+    cp_status st;
+    if (n->kind == EXPR_BETWEEN) {
+        if ((st = int_value(b, n, a, &n->values[0], &v)) != CP_OK ||
+            (st = int_value(b, n, a, &n->values[1], &w)) != CP_OK)
+            return st;
+        return mk_range(b, a->bsi, v, w, out); /* v > w: empty, as in SQL */
+    }
+    if (n->kind == EXPR_IN) {
+        nvec_t kids = {0};
+        for (size_t i = 0; i < n->nvalues; i++) {
+            pnode_t *k;
+            if ((st = int_value(b, n, a, &n->values[i], &v)) != CP_OK ||
+                (st = mk_range(b, a->bsi, v, v, &k)) != CP_OK)
+                goto in_out;
+            if (nvec_push(&kids, k) != CP_OK) {
+                st = oom(b);
+                goto in_out;
+            }
+        }
+        st = mk_or(b, &kids, out);
+    in_out:
+        nvec_free(&kids);
+        return st;
+    }
+    if ((st = int_value(b, n, a, &n->values[0], &v)) != CP_OK)
+        return st;
+    switch (n->op) {
+    case OP_EQ: return mk_range(b, a->bsi, v, v, out);
+    case OP_LE: return mk_range(b, a->bsi, INT64_MIN, v, out);
+    case OP_GE: return mk_range(b, a->bsi, v, INT64_MAX, out);
+    case OP_LT:
+        if (v == INT64_MIN)
+            return mk_empty(b, out);
+        return mk_range(b, a->bsi, INT64_MIN, v - 1, out);
+    case OP_GT:
+        if (v == INT64_MAX)
+            return mk_empty(b, out);
+        return mk_range(b, a->bsi, v + 1, INT64_MAX, out);
+    case OP_NE: {
+        pnode_t *ex, *eq;
+        if ((st = mk_bitmap(b, exists_of(a), &ex)) != CP_OK ||
+            (st = mk_range(b, a->bsi, v, v, &eq)) != CP_OK)
+            return st;
+        return mk_andnot(b, ex, eq, out);
+    }
+    }
+    return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "unknown operator %d", (int)n->op);
+}
+
+/* The value bitmap of an ENUM/STRING/BOOL literal. */
+static cp_status plan_value(builder_t *b, const expr_node_t *n, const plan_attr_t *a,
+                            const expr_value_t *v, pnode_t **out)
+{
+    const char *s;
+    size_t len;
+    if (a->type == CP_ATTR_BOOL) {
+        int t;
+        if (v->kind == VAL_BOOL)
+            t = v->i != 0;
+        else if (v->kind == VAL_STRING && v->s && v->slen == 4 && strncasecmp(v->s, "true", 4) == 0)
+            t = 1;
+        else if (v->kind == VAL_STRING && v->s && v->slen == 5 &&
+                 strncasecmp(v->s, "false", 5) == 0)
+            t = 0;
+        else
+            return type_error(b, n, a, v, "true or false");
+        s = t ? "true" : "false";
+        len = t ? 4 : 5;
+    } else {
+        if (v->kind != VAL_STRING || v->s == NULL)
+            return type_error(b, n, a, v, "a string");
+        s = v->s;
+        len = v->slen;
+    }
+    const roaring_bitmap_t *bm = b->r->value ? b->r->value(b->r->ctx, a->handle, s, len) : NULL;
+    return mk_bitmap(b, bm, out);
+}
+
+static cp_status plan_categorical(builder_t *b, const expr_node_t *n, const plan_attr_t *a,
+                                  pnode_t **out)
+{
+    cp_status st;
+    if (n->kind == EXPR_BETWEEN || (n->kind == EXPR_CMP && n->op != OP_EQ && n->op != OP_NE))
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "attribute \"%s\" is %s: operator %s is not supported (use =, != or "
+                         "IN)",
+                         n->name, type_text(a->type), node_op_text(n));
+    if (n->kind == EXPR_IN) {
+        nvec_t kids = {0};
+        for (size_t i = 0; i < n->nvalues; i++) {
+            pnode_t *k;
+            if ((st = plan_value(b, n, a, &n->values[i], &k)) != CP_OK)
+                goto in_out;
+            if (nvec_push(&kids, k) != CP_OK) {
+                st = oom(b);
+                goto in_out;
+            }
+        }
+        st = mk_or(b, &kids, out);
+    in_out:
+        nvec_free(&kids);
+        return st;
+    }
+    pnode_t *eq;
+    if ((st = plan_value(b, n, a, &n->values[0], &eq)) != CP_OK)
+        return st;
+    if (n->op == OP_EQ) {
+        *out = eq;
+        return CP_OK;
+    }
+    pnode_t *ex;
+    if ((st = mk_bitmap(b, exists_of(a), &ex)) != CP_OK)
+        return st;
+    return mk_andnot(b, ex, eq, out);
+}
+
+static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    size_t need = n->kind == EXPR_CMP ? 1 : n->kind == EXPR_BETWEEN ? 2 : 1;
+    if (n->name == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "comparison without an attribute");
+    if (n->nvalues < need || n->values == NULL ||
+        (n->kind != EXPR_IN && n->nvalues != need))
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "'%s' on attribute \"%s\" has %zu values", node_op_text(n), n->name,
+                         n->nvalues);
+    plan_attr_t a;
+    cp_status st = resolve_attr(b, n, n->name, &a);
+    if (st != CP_OK)
+        return st;
+    switch (a.type) {
+    case CP_ATTR_INT:
+    case CP_ATTR_TIMESTAMP: return plan_numeric(b, n, &a, out);
+    case CP_ATTR_ENUM:
+    case CP_ATTR_STRING:
+    case CP_ATTR_BOOL: return plan_categorical(b, n, &a, out);
+    case CP_ATTR_GEO:
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "attribute \"%s\" is geo: operator %s is not supported (use near(lat, "
+                         "lon, radius))",
+                         n->name, node_op_text(n));
+    }
+    return CP_ERR_AT(b->err, CP_EINTERNAL, n->line, n->column,
+                     "attribute \"%s\" has unknown type %d", n->name, (int)a.type);
+}
+
+static cp_status own_bitmap(builder_t *b, roaring_bitmap_t *bm)
+{
+    plan_t *p = b->p;
+    if (p->nowned == p->owned_cap) {
+        size_t cap = p->owned_cap ? p->owned_cap * 2 : 4;
+        roaring_bitmap_t **v = realloc(p->owned, cap * sizeof *v);
+        if (v == NULL)
+            return CP_ENOMEM;
+        p->owned = v;
+        p->owned_cap = cap;
+    }
+    p->owned[p->nowned++] = bm;
+    return CP_OK;
+}
+
+/* near(): evaluated once into a bitmap owned by the plan (geo cells do
+ * not line up with chunks, and the exact distance check is per user). */
+static cp_status plan_near(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    double lat = n->near.lat, lon = n->near.lon, radius = expr_near_radius_m(n);
+    if (!(lat >= -90 && lat <= 90) || !(lon >= -180 && lon <= 180))
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "near(): (%g, %g) is not a latitude in [-90, 90] and a longitude in "
+                         "[-180, 180]",
+                         lat, lon);
+    if (!(radius >= 0) || !isfinite(radius))
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "near(): the radius must be a non-negative distance, got %g m", radius);
+    plan_attr_t a;
+    cp_status st = resolve_attr(b, n, n->name, &a);
+    if (st != CP_OK)
+        return st;
+    if (a.type != CP_ATTR_GEO)
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "near(): attribute \"%s\" is %s, not geo", n->name ? n->name : "",
+                         type_text(a.type));
+    if (a.geo == NULL)
+        return mk_empty(b, out);
+    roaring_bitmap_t *bm = roaring_bitmap_create();
+    if (bm == NULL)
+        return oom(b);
+    if (own_bitmap(b, bm) != CP_OK) {
+        roaring_bitmap_free(bm);
+        return oom(b);
+    }
+    if ((st = geo_index_near(a.geo, lat, lon, radius, bm)) != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "near(%g, %g, %g m): %s", lat, lon,
+                         radius, cp_strerror(st));
+    roaring_bitmap_run_optimize(bm);
+    return mk_bitmap(b, bm, out);
+}
+
+static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **out)
+{
+    cp_status st = CP_OK;
+    if (n == NULL)
+        return CP_ERR(b->err, CP_EINVAL, "missing expression node");
+    if (depth > PLAN_MAX_DEPTH)
+        return CP_ERR_AT(b->err, CP_ELIMIT, n->line, n->column,
+                         "expression nested deeper than %d levels", PLAN_MAX_DEPTH);
+    switch (n->kind) {
+    case EXPR_ALL: return mk_all(b, out);
+    case EXPR_TAG: return resolve_set(b, n, "tag", b->r->tag, out);
+    case EXPR_CROWD: return resolve_set(b, n, "crowd", b->r->crowd, out);
+    case EXPR_CMP:
+    case EXPR_BETWEEN:
+    case EXPR_IN: return plan_compare(b, n, out);
+    case EXPR_NEAR: return plan_near(b, n, out);
+    case EXPR_DID:
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did() is not supported yet");
+    case EXPR_NOT: {
+        pnode_t *x;
+        if (n->nargs != 1 || n->args == NULL)
+            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                             "NOT takes one operand, got %zu", n->nargs);
+        if ((st = build(b, n->args[0], depth + 1, &x)) != CP_OK)
+            return st;
+        return mk_not(b, x, out);
+    }
+    case EXPR_AND:
+    case EXPR_OR: {
+        nvec_t pos = {0}, neg = {0};
+        if (n->nargs == 0 || n->args == NULL)
+            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "%s without operands",
+                             n->kind == EXPR_AND ? "AND" : "OR");
+        for (size_t i = 0; i < n->nargs && st == CP_OK; i++) {
+            const expr_node_t *c = n->args[i];
+            int positive = 1;
+            pnode_t *x;
+            /* NOT under AND: a negative term, never a universe complement. */
+            if (n->kind == EXPR_AND && c && c->kind == EXPR_NOT && c->nargs == 1 && c->args) {
+                c = c->args[0];
+                positive = 0;
+            }
+            if ((st = build(b, c, depth + 1, &x)) != CP_OK)
+                break;
+            if (n->kind == EXPR_OR)
+                st = nvec_push(&pos, x);
+            else
+                st = and_add(&pos, &neg, x, positive);
+            if (st == CP_ENOMEM)
+                st = oom(b);
+        }
+        if (st == CP_OK)
+            st = n->kind == EXPR_AND ? mk_and(b, &pos, &neg, out) : mk_or(b, &pos, out);
+        nvec_free(&pos);
+        nvec_free(&neg);
+        return st;
+    }
+    }
+    return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "unknown expression kind %d",
+                     (int)n->kind);
+}
+
+/* The root: an AND that includes the universe (clipping every result to
+ * the live users), built without folding the universe away. */
+static cp_status make_root(builder_t *b, pnode_t *x, pnode_t **out)
+{
+    if (x->kind == PN_EMPTY) {
+        *out = NULL;
+        return CP_OK;
+    }
+    pnode_t *all;
+    cp_status st = mk_all(b, &all);
+    if (st != CP_OK)
+        return st;
+    pnode_t *n = node_new(b, PN_AND);
+    if (n == NULL)
+        return oom(b);
+    uint32_t npos = 1, nneg = 0;
+    int has_all = x->kind == PN_ALL;
+    if (x->kind == PN_AND) {
+        npos = x->npos;
+        nneg = x->nkids - x->npos;
+        for (uint32_t i = 0; i < x->npos; i++)
+            has_all |= x->kids[i]->kind == PN_ALL;
+    }
+    n->npos = npos + !has_all;
+    n->nkids = n->npos + nneg;
+    if ((n->kids = cp_arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids)) == NULL)
+        return oom(b);
+    if (x->kind == PN_AND) {
+        memcpy(n->kids, x->kids, npos * sizeof *n->kids);
+        memcpy(n->kids + n->npos, x->kids + npos, nneg * sizeof *n->kids);
+    } else {
+        n->kids[0] = x;
+    }
+    if (!has_all)
+        n->kids[npos] = all;
+    qsort(n->kids, n->npos, sizeof *n->kids, cmp_pos);
+    n->height = height_of(n->kids, n->nkids);
+    n->est = x->est < b->ucard ? x->est : b->ucard;
+    *out = n;
+    return CP_OK;
+}
+
+static void count_leaves(pnode_t *n, plan_t *p, int assign)
+{
+    if (is_leaf(n)) {
+        if (assign) {
+            n->slot = p->nleaves;
+            p->leaves[p->nleaves] = n->bm;
+        }
+        p->nleaves++;
+        return;
+    }
+    for (uint32_t i = 0; i < n->nkids; i++)
+        count_leaves(n->kids[i], p, assign);
+}
+
+cp_status plan_build(const expr_node_t *root, const plan_resolver_t *r, plan_t **out,
+                     cp_error_t *err)
+{
+    cp_status st = CP_OK;
+    plan_t *p = NULL;
+    pnode_t *x = NULL;
+    *out = NULL;
+    if (r == NULL || r->universe == NULL)
+        return CP_ERR(err, CP_EINVAL, "plan_build: no resolver or universe");
+    if ((p = calloc(1, sizeof *p)) == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory while planning the expression");
+    cp_arena_init(&p->arena, 0);
+    p->universe = r->universe;
+    builder_t b = {.p = p, .r = r, .err = err, .ucard = roaring_bitmap_get_cardinality(r->universe)};
+    if ((st = build(&b, root, 0, &x)) != CP_OK || (st = make_root(&b, x, &p->root)) != CP_OK)
+        goto out;
+    if (p->root != NULL) {
+        count_leaves(p->root, p, 0);
+        p->leaves = cp_arena_alloc(&p->arena, (size_t)p->nleaves * sizeof *p->leaves);
+        if (p->leaves == NULL) {
+            st = oom(&b);
+            goto out;
+        }
+        p->nleaves = 0;
+        count_leaves(p->root, p, 1);
+        p->height = p->root->height;
+    }
+    *out = p;
+    p = NULL;
+out:
+    plan_free(p);
+    return st;
+}
+
+void plan_free(plan_t *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->nowned; i++)
+        roaring_bitmap_free(p->owned[i]); /* never NULL */
+    free(p->owned);
+    cp_arena_free(&p->arena);
+    free(p);
+}
+
+uint64_t plan_estimate(const plan_t *p)
+{
+    return p && p->root ? p->root->est : 0;
+}
+
+static cp_status describe(const pnode_t *n, cp_buf_t *out)
+{
+    cp_status st = CP_OK;
+    switch (n->kind) {
+    case PN_EMPTY: return cp_buf_printf(out, "empty");
+    case PN_ALL: return cp_buf_printf(out, "all");
+    case PN_BITMAP: return cp_buf_printf(out, "bm%llu", (unsigned long long)n->est);
+    case PN_RANGE:
+        return cp_buf_printf(out, "range[%lld,%lld]", (long long)n->lo, (long long)n->hi);
+    case PN_AND:
+    case PN_OR:
+        st = cp_buf_printf(out, "%s(", n->kind == PN_AND ? "and" : "or");
+        for (uint32_t i = 0; i < n->nkids && st == CP_OK; i++) {
+            if (i > 0)
+                st = cp_buf_printf(out, ", ");
+            if (st == CP_OK && n->kind == PN_AND && i >= n->npos)
+                st = cp_buf_printf(out, "-");
+            if (st == CP_OK)
+                st = describe(n->kids[i], out);
+        }
+        return st == CP_OK ? cp_buf_printf(out, ")") : st;
+    }
+    return CP_EINTERNAL;
+}
+
+char *plan_describe(const plan_t *p)
+{
+    cp_buf_t b;
+    cp_buf_init(&b, 1 << 20);
+    cp_status st = p && p->root ? describe(p->root, &b) : cp_buf_printf(&b, "empty");
+    if (st != CP_OK) {
+        cp_buf_free(&b);
+        return NULL;
+    }
+    const char *s = cp_buf_cstr(&b);
+    char *r = strdup(s);
+    cp_buf_free(&b);
+    return r;
+}
