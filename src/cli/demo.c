@@ -255,6 +255,7 @@ typedef struct demo_model {
     int32_t lifecycle[N_LC];
     int32_t device[N_DEV];
     int32_t attr[N_ATTR];
+    int ts_as_text;              /* timestamps as ISO text (see put_ts) */
 } demo_model_t;
 
 /* -------------------------------------------------------------- helpers */
@@ -545,11 +546,33 @@ static const char *tier_of(int64_t points)
                                    : "none";
 }
 
-/* Timestamps go through the batch as epoch seconds (the int form of a
- * timestamp attribute). */
-static cp_status put_ts(cp_batch_t *b, int32_t h, int64_t secs, cp_error_t *err)
+/*
+ * Timestamps go through the batch as epoch seconds (cp_batch_int: the
+ * binary form of a timestamp attribute). The header does not say so in as
+ * many words, so demo_generate probes once, in a batch it aborts, and falls
+ * back to ISO 8601 text (cp_batch_str) if the engine answers CP_ETYPE.
+ */
+static cp_status put_ts(const demo_model_t *m, cp_batch_t *b, int32_t h, int64_t secs,
+                        cp_error_t *err)
 {
-    return cp_batch_int(b, h, secs, err);
+    char iso[32];
+    if (!m->ts_as_text) return cp_batch_int(b, h, secs, err);
+    cp_time_format(secs, iso, sizeof iso);
+    return cp_batch_str(b, h, iso, err);
+}
+
+static cp_status probe_timestamps(cp_db_t *db, demo_model_t *m, cp_error_t *err)
+{
+    cp_batch_t *b = NULL;
+    cp_error_t perr;
+    cp_status st = cp_batch_begin(db, &b, err);
+    if (st != CP_OK) return st;
+    if ((st = cp_batch_user(b, "u1", err)) == CP_OK) {
+        memset(&perr, 0, sizeof perr);
+        m->ts_as_text = cp_batch_int(b, m->attr[A_REGISTERED], REG_START, &perr) == CP_ETYPE;
+    }
+    cp_batch_abort(b);
+    return st;
 }
 
 static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, uint64_t i,
@@ -636,9 +659,9 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
         (st = cp_batch_geo(b, m->attr[A_LOC], lat, lon, err)) != CP_OK ||
         (st = cp_batch_str(b, m->attr[A_TIER], tier_of(points), err)) != CP_OK ||
         (st = cp_batch_int(b, m->attr[A_POINTS], points, err)) != CP_OK ||
-        (st = put_ts(b, m->attr[A_REGISTERED], registered, err)) != CP_OK ||
+        (st = put_ts(m, b, m->attr[A_REGISTERED], registered, err)) != CP_OK ||
         (st = cp_batch_bool(b, m->attr[A_IS_MEMBER], member, err)) != CP_OK ||
-        (st = put_ts(b, m->attr[A_LAST_ACTIVE], last_active, err)) != CP_OK)
+        (st = put_ts(m, b, m->attr[A_LAST_ACTIVE], last_active, err)) != CP_OK)
         return st;
 
     /* Devices: a phone (iOS heavier in big cities and among the young),
@@ -707,8 +730,9 @@ cp_status demo_generate(cp_db_t *db, const demo_options_t *o, cp_error_t *err)
     if ((st = demo_schema(db, err)) != CP_OK) goto out;
     if ((st = model_build(db, &m, err)) != CP_OK) goto out;
     have_model = 1;
-
     progress_start(&pg, "demo", PROGRESS_ITEMS, total, opts.progress ? -1 : 0);
+    if ((st = probe_timestamps(db, &m, err)) != CP_OK) goto out;
+
     for (uint64_t i = 0; i < total; i += DEMO_BATCH_USERS) {
         uint64_t end = i + DEMO_BATCH_USERS < total ? i + DEMO_BATCH_USERS : total;
         if ((st = cp_batch_begin(db, &b, err)) != CP_OK) goto out;
