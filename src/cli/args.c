@@ -282,7 +282,9 @@ int cli_dispatch(const char *group, const char *summary, const cli_sub_t *subs, 
             }
     }
     FILE *f = help && w ? stdout : stderr;
-    if (!help)
+    if (!w)
+        fprintf(stderr, "crowdpack: '%s' needs a command\n\n", group);
+    else if (!help)
         fprintf(stderr, "crowdpack: unknown command '%s %s'\n\n", group, w);
     fprintf(f, "Usage: crowdpack %s COMMAND [options]\n\n%s\n\nCommands:\n", group, summary);
     for (const cli_sub_t *s = subs; s->name; s++) {

@@ -180,9 +180,6 @@ cp_status client_call_json(cli_client_t *c, const char *method, const char *path
 /* GET streamed into `write` (for exports). */
 cp_status client_stream(cli_client_t *c, const char *path, cp_write_fn write, void *ud,
                         cp_error_t *err);
-/* POST the contents of `in` (streamed) as `ctype`; progress through `progress`. */
-cp_status client_upload(cli_client_t *c, const char *path, const char *ctype, FILE *in,
-                        cp_progress_fn progress, void *ud, char **resp, cp_error_t *err);
 /* URL-escapes one path segment (caller frees with free()). NULL on ENOMEM. */
 char *client_escape(const char *s);
 

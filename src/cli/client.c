@@ -8,7 +8,6 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "util/util.h"
@@ -112,39 +111,28 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
     return n;
 }
 
-typedef struct upload {
-    FILE *in;
-    int64_t size; /* bytes, or -1 when unknown (pipe): chunked */
-    uint64_t done;
-    cp_progress_fn progress;
-    void *ud;
-} upload_t;
-
-static size_t on_read(char *p, size_t sz, size_t nm, void *ud)
-{
-    upload_t *u = ud;
-    size_t n = fread(p, 1, sz * nm, u->in);
-    if (n == 0 && ferror(u->in))
-        return CURL_READFUNC_ABORT;
-    u->done += n;
-    if (u->progress)
-        u->progress(u->ud, u->done, 0);
-    return n;
-}
-
 static cp_status code_from_name(const char *s)
 {
+    /* The server's slugs (src/server/reply.c) and a few plain spellings. */
     static const struct {
         const char *name;
         cp_status st;
     } names[] = {
-        {"nomem", CP_ENOMEM},     {"invalid", CP_EINVAL},    {"bad_request", CP_EINVAL},
-        {"not_found", CP_ENOTFOUND}, {"notfound", CP_ENOTFOUND}, {"exists", CP_EEXIST},
-        {"already_exists", CP_EEXIST}, {"syntax", CP_ESYNTAX}, {"type", CP_ETYPE},
-        {"locked", CP_ELOCKED},   {"version", CP_EVERSION},  {"io", CP_EIO},
-        {"limit", CP_ELIMIT},     {"too_large", CP_ELIMIT},  {"cycle", CP_ECYCLE},
-        {"conflict", CP_ECONFLICT}, {"auth", CP_EAUTH},      {"unauthorized", CP_EAUTH},
-        {"perm", CP_EPERM},       {"forbidden", CP_EPERM},   {"readonly", CP_EREADONLY},
+        {"out_of_memory", CP_ENOMEM},   {"nomem", CP_ENOMEM},
+        {"invalid", CP_EINVAL},         {"bad_request", CP_EINVAL},
+        {"missing_field", CP_EINVAL},   {"unsupported_media_type", CP_EINVAL},
+        {"not_found", CP_ENOTFOUND},    {"unknown_reference", CP_ENOTFOUND},
+        {"exists", CP_EEXIST},          {"syntax_error", CP_ESYNTAX},
+        {"syntax", CP_ESYNTAX},         {"wrong_type", CP_ETYPE},
+        {"type", CP_ETYPE},             {"locked", CP_ELOCKED},
+        {"incompatible_version", CP_EVERSION}, {"version", CP_EVERSION},
+        {"storage_error", CP_EIO},      {"io", CP_EIO},
+        {"too_large", CP_ELIMIT},       {"limit", CP_ELIMIT},
+        {"json_too_deep", CP_ELIMIT},   {"expression_too_long", CP_ELIMIT},
+        {"cycle", CP_ECYCLE},           {"conflict", CP_ECONFLICT},
+        {"unauthorized", CP_EAUTH},     {"auth", CP_EAUTH},
+        {"forbidden", CP_EPERM},        {"perm", CP_EPERM},
+        {"read_only", CP_EREADONLY},    {"readonly", CP_EREADONLY},
         {"internal", CP_EINTERNAL},
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(names); i++)
@@ -185,6 +173,7 @@ static cp_status answer_error(long http, const char *body, size_t len, const cha
     json_t *e = j ? json_object_get(j, "error") : NULL;
     const char *msg = NULL;
     int line = 0, col = 0;
+    uint64_t record = 0;
     if (json_is_object(e)) {
         json_t *code = json_object_get(e, "code");
         if (json_is_string(code)) {
@@ -198,6 +187,7 @@ static cp_status answer_error(long http, const char *body, size_t len, const cha
         msg = json_string_value(json_object_get(e, "message"));
         line = (int)json_integer_value(json_object_get(e, "line"));
         col = (int)json_integer_value(json_object_get(e, "column"));
+        record = (uint64_t)json_integer_value(json_object_get(e, "record"));
     } else if (json_is_string(e)) {
         msg = json_string_value(e);
     }
@@ -206,12 +196,14 @@ static cp_status answer_error(long http, const char *body, size_t len, const cha
     else
         CP_ERR(err, st, "server answered HTTP %ld to %s %s%s%.*s", http, method, path,
                len ? ": " : "", (int)(len > 200 ? 200 : len), body);
+    if (err)
+        err->record = record;
     json_decref(j);
     return st;
 }
 
 static cp_status perform(cli_client_t *c, const char *method, const char *path,
-                         struct curl_slist *hdrs, sink_t *s, upload_t *up, const char *body,
+                         struct curl_slist *hdrs, sink_t *s, const char *body,
                          size_t len, cp_error_t *err)
 {
     CURL *h = c->h;
@@ -232,19 +224,13 @@ static cp_status perform(cli_client_t *c, const char *method, const char *path,
     curl_easy_setopt(h, CURLOPT_USERAGENT, "crowdpack-cli/" CP_VERSION_STRING);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     s->h = h;
-    if (up) {
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(h, CURLOPT_READDATA, up);
-        if (up->size >= 0)
-            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)up->size);
-    } else if (body) {
+    if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
     if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    else if (strcmp(method, "POST") == 0 && !body && !up) {
+    else if (strcmp(method, "POST") == 0 && !body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
     }
@@ -302,7 +288,7 @@ cp_status client_call(cli_client_t *c, const char *method, const char *path, con
     cp_buf_init(&s.body, CLIENT_MAX_ANSWER);
     struct curl_slist *h = headers(c, body ? (ctype ? ctype : "application/json") : NULL, &oom);
     cp_status st = oom ? CP_ERR(err, CP_ENOMEM, "out of memory")
-                       : perform(c, method, path, h, &s, NULL, body, len, err);
+                       : perform(c, method, path, h, &s, body, len, err);
     if (st == CP_OK && resp) {
         *resp = strdup(cp_buf_cstr(&s.body) ? cp_buf_cstr(&s.body) : "");
         if (!*resp)
@@ -336,32 +322,7 @@ cp_status client_stream(cli_client_t *c, const char *path, cp_write_fn write, vo
     s.ud = ud;
     struct curl_slist *h = headers(c, NULL, &oom);
     cp_status st = oom ? CP_ERR(err, CP_ENOMEM, "out of memory")
-                       : perform(c, "GET", path, h, &s, NULL, NULL, 0, err);
-    curl_slist_free_all(h);
-    cp_buf_free(&s.body);
-    return st;
-}
-
-cp_status client_upload(cli_client_t *c, const char *path, const char *ctype, FILE *in,
-                        cp_progress_fn progress, void *ud, char **resp, cp_error_t *err)
-{
-    sink_t s = {0};
-    upload_t up = {in, -1, 0, progress, ud};
-    struct stat sb;
-    if (fstat(fileno(in), &sb) == 0 && S_ISREG(sb.st_mode)) {
-        off_t pos = ftello(in);
-        up.size = (int64_t)sb.st_size - (pos > 0 ? (int64_t)pos : 0);
-    }
-    int oom;
-    cp_buf_init(&s.body, CLIENT_MAX_ANSWER);
-    struct curl_slist *h = headers(c, ctype, &oom);
-    cp_status st = oom ? CP_ERR(err, CP_ENOMEM, "out of memory")
-                       : perform(c, "POST", path, h, &s, &up, NULL, 0, err);
-    if (st == CP_OK && resp) {
-        *resp = strdup(cp_buf_cstr(&s.body) ? cp_buf_cstr(&s.body) : "");
-        if (!*resp)
-            st = CP_ERR(err, CP_ENOMEM, "out of memory");
-    }
+                       : perform(c, "GET", path, h, &s, NULL, 0, err);
     curl_slist_free_all(h);
     cp_buf_free(&s.body);
     return st;

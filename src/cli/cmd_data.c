@@ -154,50 +154,163 @@ static void print_load_summary(const cli_args_t *a, const cp_load_stats_t *s, do
            cli_group(secs > 0 ? (uint64_t)((double)s->lines / secs) : s->lines, rate));
 }
 
-/* --server: POST the file to /v1/users and read the stats it answers. */
+/*
+ * --server: the API loads a request body all or nothing (POST /v1/users
+ * is strict), so the file goes in batches of lines. A batch refused for
+ * one line (the error names its record) is sent again without that line,
+ * which gives the same skip-and-report behaviour as an embedded load.
+ * --strict sends the whole file as one request: all or nothing, within the
+ * server's body limit.
+ */
+#define REMOTE_BATCH_LINES 10000
+#define REMOTE_BATCH_BYTES (4u << 20)
+#define REMOTE_MAX_LINE (1u << 20)
+
+typedef struct rline {
+    size_t off, len;   /* in the batch text */
+    uint64_t lineno;   /* 1-based line of the input */
+    int dropped;
+} rline_t;
+
+typedef struct rbatch {
+    cp_buf_t text;     /* the lines as read, each ending in \n */
+    rline_t *lines;
+    size_t n, cap;
+    cp_buf_t body;     /* the request: the lines not dropped */
+} rbatch_t;
+
+/* The message without a leading "line N: " (N is relative to the batch). */
+static const char *strip_line_prefix(const char *m)
+{
+    if (strncmp(m, "line ", 5) != 0)
+        return m;
+    const char *p = m + 5;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return p[0] == ':' && p[1] == ' ' ? p + 2 : m;
+}
+
+static int send_batch(const cli_args_t *a, cli_conn_t *conn, rbatch_t *b, load_ctx_t *lc,
+                      cp_load_stats_t *s)
+{
+    for (;;) {
+        cp_buf_reset(&b->body);
+        size_t *map = malloc((b->n ? b->n : 1) * sizeof *map), nm = 0;
+        if (!map)
+            return cli_failf("out of memory");
+        for (size_t i = 0; i < b->n; i++) {
+            if (b->lines[i].dropped)
+                continue;
+            map[nm++] = i;
+            if (cp_buf_append(&b->body, b->text.data + b->lines[i].off, b->lines[i].len) != CP_OK) {
+                free(map);
+                return cli_failf("out of memory");
+            }
+        }
+        if (nm == 0) {
+            free(map);
+            return CLI_OK;
+        }
+        char *resp = NULL;
+        cp_error_t err = {0};
+        cp_status st = client_call(conn->http, "POST", "/v1/users", "application/x-ndjson",
+                                   b->body.data, b->body.len, &resp, &err);
+        if (st == CP_OK) {
+            json_t *j = json_loads(resp, 0, NULL);
+            free(resp);
+            free(map);
+            s->users_created += (uint64_t)json_integer_value(json_object_get(j, "created"));
+            s->users_updated += (uint64_t)json_integer_value(json_object_get(j, "updated"));
+            s->tags_assigned += (uint64_t)json_integer_value(json_object_get(j, "tags_assigned"));
+            json_decref(j);
+            return CLI_OK;
+        }
+        int bad_line = err.record > 0 && err.record <= nm &&
+                       (st == CP_EINVAL || st == CP_ETYPE || st == CP_ENOTFOUND ||
+                        st == CP_ELIMIT || st == CP_ESYNTAX);
+        if (!bad_line) {
+            free(map);
+            return cli_fail(st, &err);
+        }
+        rline_t *l = &b->lines[map[err.record - 1]];
+        free(map);
+        l->dropped = 1;
+        s->rejected++;
+        print_reject(lc, l->lineno, strip_line_prefix(err.message));
+        if (cli_has(a, "strict"))
+            return cli_failf("nothing loaded (--strict): line %llu was rejected",
+                             (unsigned long long)l->lineno);
+    }
+}
+
 static int load_remote(const cli_args_t *a, cli_conn_t *conn, FILE *in, load_ctx_t *lc,
                        cp_load_stats_t *s)
 {
-    char *resp = NULL;
-    cp_error_t err = {0};
-    const char *path = cli_has(a, "strict") ? "/v1/users?strict=true" : "/v1/users";
-    cp_status st = client_upload(conn->http, path, "application/x-ndjson", in, on_progress, lc,
-                                 &resp, &err);
+    int strict = cli_has(a, "strict");
+    rbatch_t b = {0};
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = CLI_OK;
+    cp_buf_init(&b.text, 0);
+    cp_buf_init(&b.body, 0);
+    while ((n = getline(&line, &cap, in)) >= 0) {
+        s->lines++;
+        s->bytes += (uint64_t)n;
+        progress_update(&lc->bar, s->bytes, s->lines);
+        size_t len = (size_t)n;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        size_t sp = 0;
+        while (sp < len && (line[sp] == ' ' || line[sp] == '\t'))
+            sp++;
+        if (sp == len)
+            continue; /* blank lines are counted, not sent */
+        if (len > REMOTE_MAX_LINE) {
+            s->rejected++;
+            print_reject(lc, s->lines, "longer than 1 MiB");
+            if (strict) {
+                rc = cli_failf("nothing loaded (--strict): line %llu was rejected",
+                               (unsigned long long)s->lines);
+                goto out;
+            }
+            continue;
+        }
+        if (b.n == b.cap) {
+            size_t nc = b.cap ? b.cap * 2 : 1024;
+            rline_t *nl = realloc(b.lines, nc * sizeof *nl);
+            if (!nl) {
+                rc = cli_failf("out of memory");
+                goto out;
+            }
+            b.lines = nl;
+            b.cap = nc;
+        }
+        b.lines[b.n] = (rline_t){b.text.len, len + 1, s->lines, 0};
+        if (cp_buf_append(&b.text, line, len) != CP_OK || cp_buf_append(&b.text, "\n", 1) != CP_OK) {
+            rc = cli_failf("out of memory");
+            goto out;
+        }
+        b.n++;
+        if (!strict && (b.n >= REMOTE_BATCH_LINES || b.text.len >= REMOTE_BATCH_BYTES)) {
+            if ((rc = send_batch(a, conn, &b, lc, s)) != CLI_OK)
+                goto out;
+            b.n = 0;
+            cp_buf_reset(&b.text);
+        }
+    }
+    if (ferror(in)) {
+        rc = cli_failf("cannot read %s: %s", a->pos[0], strerror(errno));
+        goto out;
+    }
+    rc = send_batch(a, conn, &b, lc, s);
+out:
     progress_finish(&lc->bar);
-    if (st != CP_OK) {
-        if (err.record)
-            return cli_failf("line %llu: %s", (unsigned long long)err.record, err.message);
-        return cli_fail(st, &err);
-    }
-    json_error_t je;
-    json_t *j = json_loads(resp, 0, &je);
-    free(resp);
-    if (!j)
-        return cli_failf("server answered with invalid JSON: %s", je.text);
-#define U(k) (uint64_t) json_integer_value(json_object_get(j, k))
-    s->lines = U("lines");
-    s->users_created = json_object_get(j, "users_created") ? U("users_created") : U("created");
-    s->users_updated = json_object_get(j, "users_updated") ? U("users_updated") : U("updated");
-    s->tags_assigned = U("tags_assigned");
-    s->rejected = U("rejected");
-    s->bytes = U("bytes");
-#undef U
-    /* Rejected lines, if the server lists them: [{"line"|"record", "message"}]. */
-    json_t *errs = json_object_get(j, "errors");
-    if (!errs)
-        errs = json_object_get(j, "rejects");
-    size_t i;
-    json_t *e;
-    json_array_foreach(errs, i, e)
-    {
-        json_t *ln = json_object_get(e, "line");
-        if (!ln)
-            ln = json_object_get(e, "record");
-        const char *m = json_string_value(json_object_get(e, "message"));
-        print_reject(lc, (uint64_t)json_integer_value(ln), m ? m : "rejected");
-    }
-    json_decref(j);
-    return CLI_OK;
+    free(line);
+    free(b.lines);
+    cp_buf_free(&b.text);
+    cp_buf_free(&b.body);
+    return rc;
 }
 
 int cmd_load(int argc, char **argv)

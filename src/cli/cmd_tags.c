@@ -334,7 +334,7 @@ static int json_file_load(const cli_spec_t *spec, int taxonomy, int argc, char *
     if ((rc = cli_conn_open(&a, OPEN_WRITE, 1, &c)) != CLI_OK)
         goto out;
     if (c.http)
-        st = client_call(c.http, taxonomy ? "PUT" : "PUT", taxonomy ? "/v1/taxonomy" : "/v1/attributes",
+        st = client_call(c.http, "POST", taxonomy ? "/v1/taxonomy" : "/v1/attributes",
                          "application/json", text, len, NULL, &err);
     else
         st = taxonomy ? cp_taxonomy_load_json(c.db, text, len, &err)

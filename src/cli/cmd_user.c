@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "util/util.h"
 
 #define CONN_ALL (CONN_DATA | CONN_SERVER | CONN_JSON)
 
@@ -152,9 +153,8 @@ int cmd_user(int argc, char **argv)
 
 /* ---------------------------------------------------------------- keys */
 
-/* Keys are managed on the data directory only: whoever can write the
- * directory is the administrator, and a key's secret never crosses the
- * network except in the request that uses it. */
+/* Keys are managed on the data directory (whoever can write it is the
+ * administrator) or over --server with an admin key. */
 static const cli_opt_t kcreate_opts[] = {
     {"role", 0, OPT_VALUE, "read|write|admin", "what the key may do (required)"},
     {"label", 0, OPT_VALUE, "TEXT", "a note saying whose key it is"},
@@ -164,13 +164,13 @@ static const cli_spec_t kcreate_spec = {
     "keys create", "", "Create an API key and print it (only the key, on stdout; shown once).",
     "Only a salted hash is stored. Once a key exists, the server requires one on every request.\n\n"
     "Example:\n  KEY=$(crowdpack keys create --data ./dmp --role write --label etl)",
-    kcreate_opts, CONN_DATA | CONN_JSON, 0, 0};
+    kcreate_opts, CONN_ALL, 0, 0};
 static const cli_spec_t klist_spec = {"keys list", "", "List API keys (ids, roles, labels; never the keys).",
                                       "Example:\n  crowdpack keys list --data ./dmp", NULL,
-                                      CONN_DATA | CONN_JSON, 0, 0};
+                                      CONN_ALL, 0, 0};
 static const cli_spec_t krevoke_spec = {"keys revoke", "ID", "Revoke an API key by its id.",
                                         "Example:\n  crowdpack keys revoke --data ./dmp k3", NULL,
-                                        CONN_DATA | CONN_JSON, 1, 1};
+                                        CONN_ALL, 1, 1};
 
 static int keys_create(int argc, char **argv)
 {
@@ -190,9 +190,27 @@ static int keys_create(int argc, char **argv)
     cli_conn_t c = {0};
     char *key = NULL;
     cp_error_t err = {0};
-    if ((rc = cli_conn_open(&a, OPEN_WRITE, 0, &c)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_WRITE, 1, &c)) != CLI_OK)
         return rc;
-    cp_status st = cp_key_create(c.db, role, cli_get(&a, "label"), &key, &err);
+    cp_status st;
+    if (c.http) {
+        char *resp = NULL;
+        json_t *b = json_pack("{s:s}", "role", r);
+        if (b && cli_get(&a, "label"))
+            json_object_set_new(b, "label", json_string(cli_get(&a, "label")));
+        st = client_call_json(c.http, "POST", "/v1/keys", b, &resp, &err);
+        if (st == CP_OK) {
+            json_t *j = json_loads(resp, 0, NULL);
+            const char *k = json_string_value(json_object_get(j, "key"));
+            key = k ? strdup(k) : NULL;
+            if (!key)
+                st = CP_ERR(&err, CP_EIO, "server answer has no \"key\"");
+            json_decref(j);
+        }
+        free(resp);
+    } else {
+        st = cp_key_create(c.db, role, cli_get(&a, "label"), &key, &err);
+    }
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
     } else if (a.json) {
@@ -218,9 +236,16 @@ static int keys_list(int argc, char **argv)
     cli_conn_t c = {0};
     char *lib = NULL;
     cp_error_t err = {0};
-    if ((rc = cli_conn_open(&a, OPEN_READ, 0, &c)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &c)) != CLI_OK)
         return rc;
-    cp_status st = cp_keys_json(c.db, &lib, &err);
+    cp_status st;
+    if (c.http) {
+        char *resp = NULL;
+        st = client_call(c.http, "GET", "/v1/keys", NULL, NULL, 0, &resp, &err);
+        lib = resp; /* cp_free is free() */
+    } else {
+        st = cp_keys_json(c.db, &lib, &err);
+    }
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
         goto out;
@@ -269,9 +294,19 @@ static int keys_revoke(int argc, char **argv)
         return rc;
     cli_conn_t c = {0};
     cp_error_t err = {0};
-    if ((rc = cli_conn_open(&a, OPEN_WRITE, 0, &c)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_WRITE, 1, &c)) != CLI_OK)
         return rc;
-    cp_status st = cp_key_revoke(c.db, a.pos[0], &err);
+    cp_status st;
+    if (c.http) {
+        char *e = client_escape(a.pos[0]);
+        char path[512];
+        snprintf(path, sizeof path, "/v1/keys/%s", e ? e : "");
+        st = e && strlen(e) < 400 ? client_call(c.http, "DELETE", path, NULL, NULL, 0, NULL, &err)
+                                  : CP_ERR(&err, CP_EINVAL, "bad key id");
+        free(e);
+    } else {
+        st = cp_key_revoke(c.db, a.pos[0], &err);
+    }
     if (st != CP_OK)
         rc = cli_fail(st, &err);
     else if (a.json) {
