@@ -236,7 +236,7 @@ static const char *const ATTR_NAMES[N_ATTR] = {"age", "gender", "city", "provinc
 /* One interest tag of the tree, as the walk sees it. */
 typedef struct demo_node {
     int32_t handle;      /* engine tag handle */
-    int32_t first_kid;   /* index into model kids[] / kid_cdf[] */
+    int32_t first_kid;   /* index into model kids[] / kid_prob[] / kid_alias[] */
     int32_t nkids;
     int32_t level;       /* 1..4 */
 } demo_node_t;
@@ -244,12 +244,18 @@ typedef struct demo_node {
 typedef struct demo_model {
     demo_node_t *nodes;          /* demo_interest_tags_len */
     int32_t *kids;               /* node indices, grouped per parent */
-    double *kid_cdf[2];          /* per gender, cumulative weights aligned with kids */
+    /* Alias tables (Vose) for O(1) weighted draws: per gender, aligned
+     * with kids[], alias indices relative to the parent's first_kid. */
+    double *kid_prob[2];
+    int32_t *kid_alias[2];
     double *stop;                /* per node: chance the walk stops there */
     int32_t l1[N_L1];            /* node index of each level-1 tag */
-    double l1_cdf[N_PERSONA][2][N_L1];
-    double age_cdf[N_AGES];
-    double *city_cdf;            /* demo_cities_len */
+    double l1_prob[N_PERSONA][2][N_L1];
+    int32_t l1_alias[N_PERSONA][2][N_L1];
+    double age_prob[N_AGES];
+    int32_t age_alias[N_AGES];
+    double *city_prob;           /* demo_cities_len */
+    int32_t *city_alias;
     double *city_sigma_km;       /* scatter around the centre */
     uint8_t *city_tier;          /* 1 = tier-1, 2 = large, 3 = other */
     int32_t lifecycle[N_LC];
@@ -261,19 +267,60 @@ typedef struct demo_model {
 /* -------------------------------------------------------------- helpers */
 
 /* Index of the first cumulative weight > u*total (cdf strictly increasing
- * where weights are positive). */
+ * where weights are positive). For the few tables built per user. */
 static size_t cdf_pick(const double *cdf, size_t n, double u)
 {
     double x = u * cdf[n - 1];
-    size_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (cdf[mid] > x)
-            hi = mid;
+    size_t k = 0;
+    while (k + 1 < n && cdf[k] <= x)
+        k++;
+    return k;
+}
+
+/*
+ * Vose's alias method: after this, a draw is one uniform u in [0,1):
+ * k = floor(u*n), keep k with probability prob[k], else take alias[k].
+ * Binary searches over CDFs were the generator's hot spot (branchy, ~10
+ * per user); this is branch-light and O(1). `w` are non-negative weights
+ * with a positive sum; `scratch` holds 2*n ints.
+ */
+static void alias_build(const double *w, size_t n, double *prob, int32_t *alias, int32_t *scratch)
+{
+    int32_t *small = scratch, *large = scratch + n;
+    size_t ns = 0, nl = 0;
+    double sum = 0;
+    for (size_t k = 0; k < n; k++)
+        sum += w[k];
+    for (size_t k = 0; k < n; k++) {
+        prob[k] = w[k] * (double)n / sum;
+        alias[k] = (int32_t)k;
+        if (prob[k] < 1.0)
+            small[ns++] = (int32_t)k;
         else
-            lo = mid + 1;
+            large[nl++] = (int32_t)k;
     }
-    return lo;
+    while (ns && nl) {
+        int32_t s = small[--ns], l = large[nl - 1];
+        alias[s] = l;
+        prob[l] -= 1.0 - prob[s];
+        if (prob[l] < 1.0) {
+            nl--;
+            small[ns++] = l;
+        }
+    }
+    /* Leftovers are 1 up to rounding. */
+    while (nl)
+        prob[large[--nl]] = 1.0;
+    while (ns)
+        prob[small[--ns]] = 1.0;
+}
+
+static size_t alias_pick(const double *prob, const int32_t *alias, size_t n, double u)
+{
+    double x = u * (double)n;
+    size_t k = (size_t)x;
+    if (k >= n) k = n - 1;
+    return x - (double)k < prob[k] ? k : (size_t)alias[k];
 }
 
 static double gauss(uint64_t *rng)
@@ -359,10 +406,13 @@ static void model_free(demo_model_t *m)
 {
     free(m->nodes);
     free(m->kids);
-    free(m->kid_cdf[0]);
-    free(m->kid_cdf[1]);
+    for (int g = 0; g < 2; g++) {
+        free(m->kid_prob[g]);
+        free(m->kid_alias[g]);
+    }
     free(m->stop);
-    free(m->city_cdf);
+    free(m->city_prob);
+    free(m->city_alias);
     free(m->city_sigma_km);
     free(m->city_tier);
     memset(m, 0, sizeof(*m));
@@ -388,22 +438,31 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
 {
     size_t n = demo_interest_tags_len, nc = demo_cities_len;
     int32_t stack[8];
-    int32_t *parent = NULL, *fill = NULL;
+    int32_t *parent = NULL, *fill = NULL, *scratch = NULL;
+    double *kid_w[2] = {NULL, NULL}, *city_w = NULL;
     cp_status st = CP_OK;
 
     memset(m, 0, sizeof(*m));
     m->nodes = calloc(n, sizeof(*m->nodes));
     m->kids = calloc(n, sizeof(*m->kids));
-    m->kid_cdf[0] = calloc(n, sizeof(double));
-    m->kid_cdf[1] = calloc(n, sizeof(double));
+    for (int g = 0; g < 2; g++) {
+        m->kid_prob[g] = calloc(n, sizeof(double));
+        m->kid_alias[g] = calloc(n, sizeof(int32_t));
+    }
+    kid_w[0] = calloc(n, sizeof(double));
+    kid_w[1] = calloc(n, sizeof(double));
+    scratch = calloc(2 * (n > nc ? n : nc), sizeof(int32_t));
     m->stop = calloc(n, sizeof(double));
-    m->city_cdf = calloc(nc, sizeof(double));
+    m->city_prob = calloc(nc, sizeof(double));
+    m->city_alias = calloc(nc, sizeof(int32_t));
+    city_w = calloc(nc, sizeof(double));
     m->city_sigma_km = calloc(nc, sizeof(double));
     m->city_tier = calloc(nc, 1);
     parent = calloc(n, sizeof(*parent));
     fill = calloc(n, sizeof(*fill));
-    if (!m->nodes || !m->kids || !m->kid_cdf[0] || !m->kid_cdf[1] || !m->stop || !m->city_cdf ||
-        !m->city_sigma_km || !m->city_tier || !parent || !fill) {
+    if (!m->nodes || !m->kids || !m->kid_prob[0] || !m->kid_prob[1] || !m->kid_alias[0] ||
+        !m->kid_alias[1] || !kid_w[0] || !kid_w[1] || !scratch || !m->stop || !m->city_prob ||
+        !m->city_alias || !city_w || !m->city_sigma_km || !m->city_tier || !parent || !fill) {
         st = CP_ERR(err, CP_ENOMEM, "demo: out of memory building the model");
         goto out;
     }
@@ -463,33 +522,40 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
             }
         m->kids[slot] = (int32_t)i;
         for (int g = 0; g < 2; g++)
-            m->kid_cdf[g][slot] = w * bias[g] + (rank ? m->kid_cdf[g][slot - 1] : 0.0);
+            kid_w[g][slot] = w * bias[g];
+    }
+    for (size_t i = 0; i < n; i++) {
+        const demo_node_t *d = &m->nodes[i];
+        if (d->nkids == 0) continue;
+        for (int g = 0; g < 2; g++)
+            alias_build(kid_w[g] + d->first_kid, (size_t)d->nkids, m->kid_prob[g] + d->first_kid,
+                        m->kid_alias[g] + d->first_kid, scratch);
     }
 
     for (int p = 0; p < N_PERSONA; p++)
         for (int g = 0; g < 2; g++) {
-            double acc = 0;
-            for (int k = 0; k < N_L1; k++) {
-                acc += L1_PRIORS[k].weight * PERSONA_MULT[p][k] *
+            double w[N_L1];
+            for (int k = 0; k < N_L1; k++)
+                w[k] = L1_PRIORS[k].weight * PERSONA_MULT[p][k] *
                        (g == G_FEMALE ? L1_PRIORS[k].female : L1_PRIORS[k].male);
-                m->l1_cdf[p][g][k] = acc;
-            }
+            alias_build(w, N_L1, m->l1_prob[p][g], m->l1_alias[p][g], scratch);
         }
-    double acc = 0;
+    double aw[N_AGES];
     for (int a = 0; a < N_AGES; a++)
-        m->age_cdf[a] = acc += age_weight(AGE_MIN + a);
+        aw[a] = age_weight(AGE_MIN + a);
+    alias_build(aw, N_AGES, m->age_prob, m->age_alias, scratch);
 
     uint32_t wmax = 1;
     for (size_t c = 0; c < nc; c++)
         if (demo_cities[c].weight > wmax) wmax = demo_cities[c].weight;
-    acc = 0;
     for (size_t c = 0; c < nc; c++) {
         uint32_t w = demo_cities[c].weight;
-        m->city_cdf[c] = acc += w;
+        city_w[c] = w;
         /* 5 km for a county town, 15 km for Shanghai. */
         m->city_sigma_km[c] = 5.0 + 10.0 * sqrt((double)w / wmax);
         m->city_tier[c] = w >= 2000 ? 1 : w >= 800 ? 2 : 3;
     }
+    alias_build(city_w, nc, m->city_prob, m->city_alias, scratch);
 
     for (int k = 0; k < N_LC; k++)
         if ((st = cp_tag_handle(db, LIFECYCLE_PATHS[k], &m->lifecycle[k], err)) != CP_OK) goto out;
@@ -500,6 +566,10 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
 out:
     free(parent);
     free(fill);
+    free(scratch);
+    free(kid_w[0]);
+    free(kid_w[1]);
+    free(city_w);
     if (st != CP_OK) model_free(m);
     return st;
 }
@@ -529,11 +599,12 @@ static int pick_persona(int age, int g, uint64_t *rng)
 static int32_t draw_interest(const demo_model_t *m, int persona, int g, uint64_t *rng)
 {
     int p = cp_rand_double(rng) < DEMO_PERSONA_SHARE ? persona : P_GENERAL;
-    int32_t node = m->l1[cdf_pick(m->l1_cdf[p][g], N_L1, cp_rand_double(rng))];
+    int32_t node = m->l1[alias_pick(m->l1_prob[p][g], m->l1_alias[p][g], N_L1, cp_rand_double(rng))];
     for (;;) {
         const demo_node_t *d = &m->nodes[node];
         if (d->nkids == 0 || cp_rand_double(rng) < m->stop[node]) return node;
-        size_t k = cdf_pick(m->kid_cdf[g] + d->first_kid, (size_t)d->nkids, cp_rand_double(rng));
+        size_t k = alias_pick(m->kid_prob[g] + d->first_kid, m->kid_alias[g] + d->first_kid,
+                              (size_t)d->nkids, cp_rand_double(rng));
         node = m->kids[d->first_kid + k];
     }
 }
@@ -599,8 +670,8 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
     if ((st = cp_batch_user(b, id, err)) != CP_OK) return st;
 
     int g = cp_rand_double(&rng) < 0.52 ? G_FEMALE : G_MALE;
-    int age = AGE_MIN + (int)cdf_pick(m->age_cdf, N_AGES, cp_rand_double(&rng));
-    size_t c = cdf_pick(m->city_cdf, demo_cities_len, cp_rand_double(&rng));
+    int age = AGE_MIN + (int)alias_pick(m->age_prob, m->age_alias, N_AGES, cp_rand_double(&rng));
+    size_t c = alias_pick(m->city_prob, m->city_alias, demo_cities_len, cp_rand_double(&rng));
     const demo_city_t *city = &demo_cities[c];
 
     /* Scattered around the centre: a 2-D Gaussian, clamped at 3 sigma. */
