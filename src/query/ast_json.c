@@ -191,6 +191,9 @@ static cp_status jvalue(jctx_t *c, const json_t *j, expr_value_t *v)
     case JSON_STRING:
         v->kind = VAL_STRING;
         v->slen = json_string_length(j);
+        /* jansson validates what it parses, not what json_stringn_nocheck built */
+        if (!cp_utf8_valid(json_string_value(j), v->slen))
+            return jerr(c, CP_EINVAL, "invalid UTF-8 in string");
         v->s = cp_arena_strndup(&c->e->arena, json_string_value(j), v->slen);
         return v->s ? CP_OK : jnomem(c);
     case JSON_TRUE:
@@ -247,6 +250,8 @@ static cp_status jname(jctx_t *c, const json_t *o, const char *key, const char *
         return jerr(c, CP_EINVAL, "expected %s, found an empty string", what);
     if (strlen(v) != len)
         return jerr(c, CP_EINVAL, "%s contains \\u0000", what);
+    if (!cp_utf8_valid(v, len))
+        return jerr(c, CP_EINVAL, "%s is not valid UTF-8", what);
     if (strcmp(key, "attr") == 0 && !expr__is_ident(v, len))
         return jerr(c, CP_EINVAL,
                     "'%.64s' is not a valid attribute name (letters, digits and '_', not "

@@ -657,6 +657,16 @@ static void test_json_errors(void **state)
     expr_t *e;
     cp_error_t err;
     assert_int_equal(expr_from_json(NULL, &e, &err), CP_EINVAL);
+    /* strings jansson did not check */
+    json_t *j = json_pack("{s:o}", "tag", json_stringn_nocheck("a\xff", 2));
+    assert_int_equal(expr_from_json(j, &e, &err), CP_EINVAL);
+    assert_non_null(strstr(err.message, "tag: a tag path is not valid UTF-8"));
+    json_decref(j);
+    j = json_pack("{s:s,s:s,s:o}", "attr", "a", "op", "=", "value",
+                  json_stringn_nocheck("\xed\xa0\x80", 3));
+    assert_int_equal(expr_from_json(j, &e, &err), CP_EINVAL);
+    assert_non_null(strstr(err.message, "value: invalid UTF-8 in string"));
+    json_decref(j);
     assert_null(expr_to_json(NULL));
     assert_null(expr_to_text(NULL));
 }
