@@ -47,13 +47,13 @@
 #define DEMO_DEFAULT_USERS 1000000ull
 #define DEMO_DEFAULT_SEED 42ull
 #define DEMO_BATCH_USERS 100000ull
-#define DEMO_MAX_INTEREST 20       /* interest draws per user: 5..20 */
+#define DEMO_MAX_INTEREST 20 /* interest draws per user: 5..20 */
 #define DEMO_MIN_INTEREST 5
-#define DEMO_PERSONA_SHARE 0.75    /* draws from the persona, the rest general */
-#define DEMO_ZIPF_S 1.1            /* sibling popularity: k-th child ~ 1/k^s */
+#define DEMO_PERSONA_SHARE 0.75 /* draws from the persona, the rest general */
+#define DEMO_ZIPF_S 1.1         /* sibling popularity: k-th child ~ 1/k^s */
 
-#define REF_NOW 1767225600ll       /* 2026-01-01T00:00:00Z: the demo's "now" */
-#define REG_START 1514764800ll     /* 2018-01-01T00:00:00Z: first registration */
+#define REF_NOW 1767225600ll   /* 2026-01-01T00:00:00Z: the demo's "now" */
+#define REG_START 1514764800ll /* 2018-01-01T00:00:00Z: first registration */
 #define DAY 86400ll
 
 #define AGE_MIN 16
@@ -74,10 +74,27 @@ enum { G_FEMALE = 0, G_MALE = 1 };
  * per-gender multipliers. demo_model_build checks the order against
  * demo_taxonomy.c, so the two cannot drift apart silently.
  */
+/* clang-format off: hand-aligned tables */
 enum {
-    L1_TRANSPORT, L1_NEWS, L1_APPAREL, L1_EDUCATION, L1_LIFE, L1_FINANCE, L1_BUSINESS,
-    L1_ENTERTAINMENT, L1_PARENTING, L1_TRAVEL, L1_REAL_ESTATE, L1_GAMES, L1_FOOD, L1_HEALTH,
-    L1_SPORTS, L1_BEAUTY, L1_HOME, L1_ELECTRONICS, N_L1
+    L1_TRANSPORT,
+    L1_NEWS,
+    L1_APPAREL,
+    L1_EDUCATION,
+    L1_LIFE,
+    L1_FINANCE,
+    L1_BUSINESS,
+    L1_ENTERTAINMENT,
+    L1_PARENTING,
+    L1_TRAVEL,
+    L1_REAL_ESTATE,
+    L1_GAMES,
+    L1_FOOD,
+    L1_HEALTH,
+    L1_SPORTS,
+    L1_BEAUTY,
+    L1_HOME,
+    L1_ELECTRONICS,
+    N_L1
 };
 
 static const struct l1_prior {
@@ -86,43 +103,52 @@ static const struct l1_prior {
     double female;
     double male;
 } L1_PRIORS[N_L1] = {
-    {"interest/transport", 5.0, 0.6, 1.6},
-    {"interest/news", 5.0, 0.8, 1.3},
-    {"interest/apparel", 8.0, 1.5, 0.6},
-    {"interest/education", 4.0, 1.1, 0.9},
-    {"interest/life_services", 5.5, 1.1, 0.9},
-    {"interest/finance", 5.5, 0.9, 1.2},
-    {"interest/business", 2.0, 0.8, 1.2},
-    {"interest/entertainment", 9.0, 1.1, 0.9},
-    {"interest/parenting", 3.0, 1.6, 0.5},
-    {"interest/travel", 6.0, 1.1, 0.9},
-    {"interest/real_estate", 2.5, 0.9, 1.1},
-    {"interest/games", 5.0, 0.6, 1.6},
-    {"interest/food", 9.0, 1.2, 0.85},
-    {"interest/health", 5.0, 1.1, 0.9},
-    {"interest/sports", 4.0, 0.7, 1.4},
-    {"interest/beauty", 6.0, 2.0, 0.25},
-    {"interest/home", 4.5, 1.3, 0.8},
-    {"interest/electronics", 7.0, 0.7, 1.4},
+    {"interest/transport", 5.0, 0.6, 1.6},     {"interest/news", 5.0, 0.8, 1.3},
+    {"interest/apparel", 8.0, 1.5, 0.6},       {"interest/education", 4.0, 1.1, 0.9},
+    {"interest/life_services", 5.5, 1.1, 0.9}, {"interest/finance", 5.5, 0.9, 1.2},
+    {"interest/business", 2.0, 0.8, 1.2},      {"interest/entertainment", 9.0, 1.1, 0.9},
+    {"interest/parenting", 3.0, 1.6, 0.5},     {"interest/travel", 6.0, 1.1, 0.9},
+    {"interest/real_estate", 2.5, 0.9, 1.1},   {"interest/games", 5.0, 0.6, 1.6},
+    {"interest/food", 9.0, 1.2, 0.85},         {"interest/health", 5.0, 1.1, 0.9},
+    {"interest/sports", 4.0, 0.7, 1.4},        {"interest/beauty", 6.0, 2.0, 0.25},
+    {"interest/home", 4.5, 1.3, 0.8},          {"interest/electronics", 7.0, 0.7, 1.4},
 };
 
 enum {
-    P_GENERAL, P_STUDENT, P_YOUNG_PRO, P_YOUNG_PARENT, P_GAMER, P_FASHION, P_HOMEOWNER,
-    P_AFFLUENT, P_SENIOR, N_PERSONA
+    P_GENERAL,
+    P_STUDENT,
+    P_YOUNG_PRO,
+    P_YOUNG_PARENT,
+    P_GAMER,
+    P_FASHION,
+    P_HOMEOWNER,
+    P_AFFLUENT,
+    P_SENIOR,
+    N_PERSONA
 };
 
 /* Persona multipliers on the level-1 weights (columns in L1_* order). */
 static const double PERSONA_MULT[N_PERSONA][N_L1] = {
-    /*            tra  new  app  edu  lif  fin  bus  ent  par  tvl  rea  gam  foo  hea  spo  bea  hom  ele */
-    [P_GENERAL] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0},
-    [P_STUDENT] = {0.5, 0.6, 1.5, 3.5, 0.6, 0.3, 0.5, 2.2, 0.1, 1.0, 0.15, 2.5, 1.4, 0.5, 1.5, 1.3, 0.3, 1.8},
-    [P_YOUNG_PRO] = {1.2, 1.0, 1.3, 1.2, 1.2, 1.4, 1.6, 1.3, 0.4, 1.6, 0.8, 1.0, 1.5, 0.9, 1.3, 1.3, 1.0, 1.4},
-    [P_YOUNG_PARENT] = {1.1, 0.8, 1.1, 2.5, 1.4, 1.0, 0.7, 0.7, 7.0, 1.0, 1.5, 0.5, 1.1, 1.4, 0.7, 1.0, 2.2, 0.8},
-    [P_GAMER] = {1.2, 0.8, 0.7, 0.7, 0.6, 0.6, 0.5, 1.6, 0.2, 0.6, 0.3, 5.0, 1.0, 0.4, 1.8, 0.3, 0.4, 3.0},
-    [P_FASHION] = {0.5, 0.5, 3.0, 0.8, 1.0, 0.7, 0.6, 1.6, 0.8, 1.5, 0.5, 0.6, 1.4, 1.0, 0.9, 4.0, 1.0, 0.8},
-    [P_HOMEOWNER] = {2.0, 1.4, 0.8, 1.6, 1.3, 2.0, 1.2, 0.7, 0.8, 1.1, 3.0, 0.4, 1.0, 1.3, 0.8, 0.8, 2.5, 0.9},
-    [P_AFFLUENT] = {2.2, 1.3, 1.3, 1.3, 1.0, 4.0, 2.0, 0.8, 0.6, 2.2, 2.2, 0.4, 1.2, 1.3, 1.3, 1.1, 1.3, 1.2},
-    [P_SENIOR] = {0.5, 3.0, 0.6, 0.4, 1.6, 1.4, 0.4, 0.8, 0.6, 1.4, 0.6, 0.3, 1.6, 4.0, 0.8, 0.5, 1.1, 0.5},
+    /*            tra  new  app  edu  lif  fin  bus  ent  par  tvl  rea  gam  foo  hea  spo  bea hom
+       ele */
+    [P_GENERAL] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+                   1.0, 1.0},
+    [P_STUDENT] = {0.5, 0.6, 1.5, 3.5, 0.6, 0.3, 0.5, 2.2, 0.1, 1.0, 0.15, 2.5, 1.4, 0.5, 1.5, 1.3,
+                   0.3, 1.8},
+    [P_YOUNG_PRO] = {1.2, 1.0, 1.3, 1.2, 1.2, 1.4, 1.6, 1.3, 0.4, 1.6, 0.8, 1.0, 1.5, 0.9, 1.3, 1.3,
+                     1.0, 1.4},
+    [P_YOUNG_PARENT] = {1.1, 0.8, 1.1, 2.5, 1.4, 1.0, 0.7, 0.7, 7.0, 1.0, 1.5, 0.5, 1.1, 1.4, 0.7,
+                        1.0, 2.2, 0.8},
+    [P_GAMER] = {1.2, 0.8, 0.7, 0.7, 0.6, 0.6, 0.5, 1.6, 0.2, 0.6, 0.3, 5.0, 1.0, 0.4, 1.8, 0.3,
+                 0.4, 3.0},
+    [P_FASHION] = {0.5, 0.5, 3.0, 0.8, 1.0, 0.7, 0.6, 1.6, 0.8, 1.5, 0.5, 0.6, 1.4, 1.0, 0.9, 4.0,
+                   1.0, 0.8},
+    [P_HOMEOWNER] = {2.0, 1.4, 0.8, 1.6, 1.3, 2.0, 1.2, 0.7, 0.8, 1.1, 3.0, 0.4, 1.0, 1.3, 0.8, 0.8,
+                     2.5, 0.9},
+    [P_AFFLUENT] = {2.2, 1.3, 1.3, 1.3, 1.0, 4.0, 2.0, 0.8, 0.6, 2.2, 2.2, 0.4, 1.2, 1.3, 1.3, 1.1,
+                    1.3, 1.2},
+    [P_SENIOR] = {0.5, 3.0, 0.6, 0.4, 1.6, 1.4, 0.4, 0.8, 0.6, 1.4, 0.6, 0.3, 1.6, 4.0, 0.8, 0.5,
+                  1.1, 0.5},
 };
 
 /* Per-gender multipliers on a tag's weight among its siblings. */
@@ -182,7 +208,8 @@ static const struct extra_tag {
     const char *name;
     const char *description;
 } EXTRA_TAGS[] = {
-    {"interest", "兴趣", "Interest tree: 18 level-1, 124 level-2, 256 level-3 and 313 level-4 tags"},
+    {"interest", "兴趣",
+     "Interest tree: 18 level-1, 124 level-2, 256 level-3 and 313 level-4 tags"},
     {"lifecycle", "生命周期", "Customer lifecycle stage; exactly one per user"},
     {"lifecycle/new", "新客", "Registered in the last 90 days"},
     {"lifecycle/active", "活跃", "Active in the last 30 days"},
@@ -204,64 +231,90 @@ static const struct extra_tag {
 enum { LC_NEW, LC_ACTIVE, LC_DORMANT, LC_CHURNED, N_LC };
 static const char *const LIFECYCLE_PATHS[N_LC] = {"lifecycle/new", "lifecycle/active",
                                                   "lifecycle/dormant", "lifecycle/churned"};
-enum { DEV_IOS, DEV_HARMONY, DEV_XIAOMI, DEV_OPPO, DEV_VIVO, DEV_HONOR, DEV_SAMSUNG, DEV_OTHER,
-       DEV_PC, N_DEV };
-static const char *const DEVICE_PATHS[N_DEV] = {
-    "device/ios", "device/harmonyos", "device/android/xiaomi", "device/android/oppo",
-    "device/android/vivo", "device/android/honor", "device/android/samsung",
-    "device/android/other", "device/pc"};
+enum {
+    DEV_IOS,
+    DEV_HARMONY,
+    DEV_XIAOMI,
+    DEV_OPPO,
+    DEV_VIVO,
+    DEV_HONOR,
+    DEV_SAMSUNG,
+    DEV_OTHER,
+    DEV_PC,
+    N_DEV
+};
+static const char *const DEVICE_PATHS[N_DEV] = {"device/ios",
+                                                "device/harmonyos",
+                                                "device/android/xiaomi",
+                                                "device/android/oppo",
+                                                "device/android/vivo",
+                                                "device/android/honor",
+                                                "device/android/samsung",
+                                                "device/android/other",
+                                                "device/pc"};
 /* Android brand shares, in DEV_XIAOMI..DEV_OTHER order. */
 static const double ANDROID_BRANDS[] = {0.30, 0.22, 0.22, 0.14, 0.04, 0.08};
 
-static const char SCHEMA_JSON[] =
-    "{\"attributes\":["
-    "{\"name\":\"age\",\"type\":\"int\"},"
-    "{\"name\":\"gender\",\"type\":\"enum\"},"
-    "{\"name\":\"city\",\"type\":\"enum\"},"
-    "{\"name\":\"province\",\"type\":\"enum\"},"
-    "{\"name\":\"loc\",\"type\":\"geo\"},"
-    "{\"name\":\"member_tier\",\"type\":\"enum\"},"
-    "{\"name\":\"points\",\"type\":\"int\"},"
-    "{\"name\":\"registered\",\"type\":\"timestamp\"},"
-    "{\"name\":\"is_member\",\"type\":\"bool\"},"
-    "{\"name\":\"last_active\",\"type\":\"timestamp\"}"
-    "]}";
+static const char SCHEMA_JSON[] = "{\"attributes\":["
+                                  "{\"name\":\"age\",\"type\":\"int\"},"
+                                  "{\"name\":\"gender\",\"type\":\"enum\"},"
+                                  "{\"name\":\"city\",\"type\":\"enum\"},"
+                                  "{\"name\":\"province\",\"type\":\"enum\"},"
+                                  "{\"name\":\"loc\",\"type\":\"geo\"},"
+                                  "{\"name\":\"member_tier\",\"type\":\"enum\"},"
+                                  "{\"name\":\"points\",\"type\":\"int\"},"
+                                  "{\"name\":\"registered\",\"type\":\"timestamp\"},"
+                                  "{\"name\":\"is_member\",\"type\":\"bool\"},"
+                                  "{\"name\":\"last_active\",\"type\":\"timestamp\"}"
+                                  "]}";
 
-enum { A_AGE, A_GENDER, A_CITY, A_PROVINCE, A_LOC, A_TIER, A_POINTS, A_REGISTERED, A_IS_MEMBER,
-       A_LAST_ACTIVE, N_ATTR };
-static const char *const ATTR_NAMES[N_ATTR] = {"age", "gender", "city", "province", "loc",
-                                               "member_tier", "points", "registered",
+enum {
+    A_AGE,
+    A_GENDER,
+    A_CITY,
+    A_PROVINCE,
+    A_LOC,
+    A_TIER,
+    A_POINTS,
+    A_REGISTERED,
+    A_IS_MEMBER,
+    A_LAST_ACTIVE,
+    N_ATTR
+};
+static const char *const ATTR_NAMES[N_ATTR] = {"age",       "gender",      "city",   "province",
+                                               "loc",       "member_tier", "points", "registered",
                                                "is_member", "last_active"};
+/* clang-format on */
 
 /* One interest tag of the tree, as the walk sees it. */
 typedef struct demo_node {
-    int32_t handle;      /* engine tag handle */
-    int32_t first_kid;   /* index into model kids[] / kid_prob[] / kid_alias[] */
+    int32_t handle;    /* engine tag handle */
+    int32_t first_kid; /* index into model kids[] / kid_prob[] / kid_alias[] */
     int32_t nkids;
-    int32_t level;       /* 1..4 */
+    int32_t level; /* 1..4 */
 } demo_node_t;
 
 typedef struct demo_model {
-    demo_node_t *nodes;          /* demo_interest_tags_len */
-    int32_t *kids;               /* node indices, grouped per parent */
+    demo_node_t *nodes; /* demo_interest_tags_len */
+    int32_t *kids;      /* node indices, grouped per parent */
     /* Alias tables (Vose) for O(1) weighted draws: per gender, aligned
      * with kids[], alias indices relative to the parent's first_kid. */
     double *kid_prob[2];
     int32_t *kid_alias[2];
-    double *stop;                /* per node: chance the walk stops there */
-    int32_t l1[N_L1];            /* node index of each level-1 tag */
+    double *stop;     /* per node: chance the walk stops there */
+    int32_t l1[N_L1]; /* node index of each level-1 tag */
     double l1_prob[N_PERSONA][2][N_L1];
     int32_t l1_alias[N_PERSONA][2][N_L1];
     double age_prob[N_AGES];
     int32_t age_alias[N_AGES];
-    double *city_prob;           /* demo_cities_len */
+    double *city_prob; /* demo_cities_len */
     int32_t *city_alias;
-    double *city_sigma_km;       /* scatter around the centre */
-    uint8_t *city_tier;          /* 1 = tier-1, 2 = large, 3 = other */
+    double *city_sigma_km; /* scatter around the centre */
+    uint8_t *city_tier;    /* 1 = tier-1, 2 = large, 3 = other */
     int32_t lifecycle[N_LC];
     int32_t device[N_DEV];
     int32_t attr[N_ATTR];
-    int ts_as_text;              /* timestamps as ISO text (see put_ts) */
+    int ts_as_text; /* timestamps as ISO text (see put_ts) */
 } demo_model_t;
 
 /* -------------------------------------------------------------- helpers */
@@ -319,7 +372,8 @@ static size_t alias_pick(const double *prob, const int32_t *alias, size_t n, dou
 {
     double x = u * (double)n;
     size_t k = (size_t)x;
-    if (k >= n) k = n - 1;
+    if (k >= n)
+        k = n - 1;
     return x - (double)k < prob[k] ? k : (size_t)alias[k];
 }
 
@@ -359,12 +413,16 @@ static cp_status tag_row_json(cp_buf_t *b, int first, const char *path, const ch
                               const char *description)
 {
     cp_status st = cp_buf_append(b, first ? "{\"path\":" : ",{\"path\":", first ? 8 : 9);
-    if (st == CP_OK) st = json_str(b, path);
-    if (st == CP_OK) st = cp_buf_append(b, ",\"name\":", 8);
-    if (st == CP_OK) st = json_str(b, name);
+    if (st == CP_OK)
+        st = json_str(b, path);
+    if (st == CP_OK)
+        st = cp_buf_append(b, ",\"name\":", 8);
+    if (st == CP_OK)
+        st = json_str(b, name);
     if (st == CP_OK && description) {
         st = cp_buf_append(b, ",\"description\":", 15);
-        if (st == CP_OK) st = json_str(b, description);
+        if (st == CP_OK)
+            st = json_str(b, description);
     }
     return st == CP_OK ? cp_buf_append(b, "}", 1) : st;
 }
@@ -388,13 +446,15 @@ cp_status demo_schema(cp_db_t *db, cp_error_t *err)
                           EXTRA_TAGS[i].description);
     for (size_t i = 0; st == CP_OK && i < demo_interest_tags_len; i++)
         st = tag_row_json(&b, 0, demo_interest_tags[i].path, demo_interest_tags[i].name, NULL);
-    if (st == CP_OK) st = cp_buf_append(&b, "]}", 2);
+    if (st == CP_OK)
+        st = cp_buf_append(&b, "]}", 2);
     if (st != CP_OK) {
         st = CP_ERR(err, st, "demo taxonomy: cannot build the JSON: %s", cp_strerror(st));
         goto out;
     }
     st = cp_taxonomy_load_json(db, b.data, b.len, err);
-    if (st != CP_OK) cp__error_prefix(err, "demo taxonomy: ");
+    if (st != CP_OK)
+        cp__error_prefix(err, "demo taxonomy: ");
 out:
     cp_buf_free(&b);
     return st;
@@ -483,7 +543,8 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
         stack[level] = (int32_t)i;
         m->nodes[i].level = level;
         parent[i] = level > 1 ? stack[level - 1] : -1;
-        if (level > 1) m->nodes[parent[i]].nkids++;
+        if (level > 1)
+            m->nodes[parent[i]].nkids++;
         if (level == 1) {
             if (nl1 >= N_L1 || strcmp(path, L1_PRIORS[nl1].path) != 0) {
                 st = CP_ERR(err, CP_EINTERNAL, "demo: level-1 tag %d is \"%s\", expected \"%s\"",
@@ -493,7 +554,8 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
             m->l1[nl1++] = (int32_t)i;
         }
         st = cp_tag_handle(db, path, &m->nodes[i].handle, err);
-        if (st != CP_OK) goto out;
+        if (st != CP_OK)
+            goto out;
     }
     if (nl1 != N_L1) {
         st = CP_ERR(err, CP_EINTERNAL, "demo: %d level-1 tags, expected %d", nl1, N_L1);
@@ -510,7 +572,8 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
     /* Children in table order = popularity order; weight 1/k^s by rank,
      * times the per-gender bias of the child. */
     for (size_t i = 0; i < n; i++) {
-        if (parent[i] < 0) continue;
+        if (parent[i] < 0)
+            continue;
         demo_node_t *p = &m->nodes[parent[i]];
         int32_t rank = fill[parent[i]]++;
         int32_t slot = p->first_kid + rank;
@@ -526,7 +589,8 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
     }
     for (size_t i = 0; i < n; i++) {
         const demo_node_t *d = &m->nodes[i];
-        if (d->nkids == 0) continue;
+        if (d->nkids == 0)
+            continue;
         for (int g = 0; g < 2; g++)
             alias_build(kid_w[g] + d->first_kid, (size_t)d->nkids, m->kid_prob[g] + d->first_kid,
                         m->kid_alias[g] + d->first_kid, scratch);
@@ -547,7 +611,8 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
 
     uint32_t wmax = 1;
     for (size_t c = 0; c < nc; c++)
-        if (demo_cities[c].weight > wmax) wmax = demo_cities[c].weight;
+        if (demo_cities[c].weight > wmax)
+            wmax = demo_cities[c].weight;
     for (size_t c = 0; c < nc; c++) {
         uint32_t w = demo_cities[c].weight;
         city_w[c] = w;
@@ -558,11 +623,14 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
     alias_build(city_w, nc, m->city_prob, m->city_alias, scratch);
 
     for (int k = 0; k < N_LC; k++)
-        if ((st = cp_tag_handle(db, LIFECYCLE_PATHS[k], &m->lifecycle[k], err)) != CP_OK) goto out;
+        if ((st = cp_tag_handle(db, LIFECYCLE_PATHS[k], &m->lifecycle[k], err)) != CP_OK)
+            goto out;
     for (int k = 0; k < N_DEV; k++)
-        if ((st = cp_tag_handle(db, DEVICE_PATHS[k], &m->device[k], err)) != CP_OK) goto out;
+        if ((st = cp_tag_handle(db, DEVICE_PATHS[k], &m->device[k], err)) != CP_OK)
+            goto out;
     for (int k = 0; k < N_ATTR; k++)
-        if ((st = cp_attr_handle(db, ATTR_NAMES[k], &m->attr[k], err)) != CP_OK) goto out;
+        if ((st = cp_attr_handle(db, ATTR_NAMES[k], &m->attr[k], err)) != CP_OK)
+            goto out;
 out:
     free(parent);
     free(fill);
@@ -570,7 +638,8 @@ out:
     free(kid_w[0]);
     free(kid_w[1]);
     free(city_w);
-    if (st != CP_OK) model_free(m);
+    if (st != CP_OK)
+        model_free(m);
     return st;
 }
 
@@ -585,7 +654,9 @@ static int pick_persona(int age, int g, uint64_t *rng)
     w[P_YOUNG_PRO] = age >= 22 && age <= 35 ? 4.0 : age <= 45 ? 1.5 : 0.2;
     w[P_YOUNG_PARENT] = age >= 25 && age <= 40 ? (female ? 4.0 : 2.5) : age <= 45 ? 0.8 : 0.0;
     w[P_GAMER] = age <= 35 ? (female ? 0.6 : 3.0) : age <= 45 ? (female ? 0.1 : 0.8) : 0.05;
-    w[P_FASHION] = (age >= 18 && age <= 40) ? (female ? 3.0 : 0.2) : (age <= 55 && female) ? 1.0 : 0.1;
+    w[P_FASHION] = (age >= 18 && age <= 40) ? (female ? 3.0 : 0.2)
+                   : (age <= 55 && female)  ? 1.0
+                                            : 0.1;
     w[P_HOMEOWNER] = age >= 35 && age <= 55 ? 3.0 : age >= 30 ? 1.0 : 0.0;
     w[P_AFFLUENT] = age >= 30 && age <= 60 ? 1.2 : 0.1;
     w[P_SENIOR] = age >= 55 ? 5.0 : age >= 50 ? 1.0 : 0.0;
@@ -599,10 +670,12 @@ static int pick_persona(int age, int g, uint64_t *rng)
 static int32_t draw_interest(const demo_model_t *m, int persona, int g, uint64_t *rng)
 {
     int p = cp_rand_double(rng) < DEMO_PERSONA_SHARE ? persona : P_GENERAL;
-    int32_t node = m->l1[alias_pick(m->l1_prob[p][g], m->l1_alias[p][g], N_L1, cp_rand_double(rng))];
+    int32_t node =
+        m->l1[alias_pick(m->l1_prob[p][g], m->l1_alias[p][g], N_L1, cp_rand_double(rng))];
     for (;;) {
         const demo_node_t *d = &m->nodes[node];
-        if (d->nkids == 0 || cp_rand_double(rng) < m->stop[node]) return node;
+        if (d->nkids == 0 || cp_rand_double(rng) < m->stop[node])
+            return node;
         size_t k = alias_pick(m->kid_prob[g] + d->first_kid, m->kid_alias[g] + d->first_kid,
                               (size_t)d->nkids, cp_rand_double(rng));
         node = m->kids[d->first_kid + k];
@@ -627,7 +700,8 @@ static cp_status put_ts(const demo_model_t *m, cp_batch_t *b, int32_t h, int64_t
                         cp_error_t *err)
 {
     char iso[32];
-    if (!m->ts_as_text) return cp_batch_int(b, h, secs, err);
+    if (!m->ts_as_text)
+        return cp_batch_int(b, h, secs, err);
     cp_time_format(secs, iso, sizeof iso);
     return cp_batch_str(b, h, iso, err);
 }
@@ -637,7 +711,8 @@ static cp_status probe_timestamps(cp_db_t *db, demo_model_t *m, cp_error_t *err)
     cp_batch_t *b = NULL;
     cp_error_t perr;
     cp_status st = cp_batch_begin(db, &b, err);
-    if (st != CP_OK) return st;
+    if (st != CP_OK)
+        return st;
     if ((st = cp_batch_user(b, "u1", err)) == CP_OK) {
         memset(&perr, 0, sizeof perr);
         m->ts_as_text = cp_batch_int(b, m->attr[A_REGISTERED], REG_START, &perr) == CP_ETYPE;
@@ -667,7 +742,8 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
             id[1 + k] = tmp[len - 1 - k];
         id[1 + len] = '\0';
     }
-    if ((st = cp_batch_user(b, id, err)) != CP_OK) return st;
+    if ((st = cp_batch_user(b, id, err)) != CP_OK)
+        return st;
 
     int g = cp_rand_double(&rng) < 0.52 ? G_FEMALE : G_MALE;
     int age = AGE_MIN + (int)alias_pick(m->age_prob, m->age_alias, N_AGES, cp_rand_double(&rng));
@@ -715,8 +791,10 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
     else
         days = 180.0 + (years * 365.25 - 180.0) * cp_rand_double(&rng);
     int64_t last_active = REF_NOW - (int64_t)(days * DAY) - (int64_t)(cp_rand_next(&rng) % DAY);
-    if (last_active < registered) last_active = registered + (int64_t)(cp_rand_next(&rng) % DAY);
-    if (last_active >= REF_NOW) last_active = REF_NOW - 1;
+    if (last_active < registered)
+        last_active = registered + (int64_t)(cp_rand_next(&rng) % DAY);
+    if (last_active >= REF_NOW)
+        last_active = REF_NOW - 1;
     int64_t idle = REF_NOW - last_active;
     int lc = REF_NOW - registered < 90 * DAY ? LC_NEW
              : idle <= 30 * DAY              ? LC_ACTIVE
@@ -724,7 +802,8 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
                                              : LC_CHURNED;
 
     if ((st = cp_batch_int(b, m->attr[A_AGE], age, err)) != CP_OK ||
-        (st = cp_batch_str(b, m->attr[A_GENDER], g == G_FEMALE ? "female" : "male", err)) != CP_OK ||
+        (st = cp_batch_str(b, m->attr[A_GENDER], g == G_FEMALE ? "female" : "male", err)) !=
+            CP_OK ||
         (st = cp_batch_str(b, m->attr[A_CITY], city->slug, err)) != CP_OK ||
         (st = cp_batch_str(b, m->attr[A_PROVINCE], city->province, err)) != CP_OK ||
         (st = cp_batch_geo(b, m->attr[A_LOC], lat, lon, err)) != CP_OK ||
@@ -737,8 +816,13 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
 
     /* Devices: a phone (iOS heavier in big cities and among the young),
      * and sometimes a PC. */
-    double p_ios = 0.22 + (m->city_tier[c] == 1 ? 0.18 : m->city_tier[c] == 2 ? 0.08 : 0.0) +
-                   (age < 30 ? 0.08 : age > 55 ? -0.10 : 0.0);
+    double p_ios = 0.22 +
+                   (m->city_tier[c] == 1   ? 0.18
+                    : m->city_tier[c] == 2 ? 0.08
+                                           : 0.0) +
+                   (age < 30   ? 0.08
+                    : age > 55 ? -0.10
+                               : 0.0);
     double p_harmony = 0.17;
     double ud = cp_rand_double(&rng);
     int dev;
@@ -755,16 +839,20 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
                 break;
             }
     }
-    if ((st = cp_batch_tag(b, m->device[dev], err)) != CP_OK) return st;
-    double p_pc = persona == P_YOUNG_PRO || persona == P_GAMER || persona == P_STUDENT ? 0.55 : 0.25;
+    if ((st = cp_batch_tag(b, m->device[dev], err)) != CP_OK)
+        return st;
+    double p_pc =
+        persona == P_YOUNG_PRO || persona == P_GAMER || persona == P_STUDENT ? 0.55 : 0.25;
     if (cp_rand_double(&rng) < p_pc && (st = cp_batch_tag(b, m->device[DEV_PC], err)) != CP_OK)
         return st;
-    if ((st = cp_batch_tag(b, m->lifecycle[lc], err)) != CP_OK) return st;
+    if ((st = cp_batch_tag(b, m->lifecycle[lc], err)) != CP_OK)
+        return st;
 
     /* Interests: 5-20 distinct tags, most users near the low end. */
     int want = DEMO_MIN_INTEREST +
                (int)((DEMO_MAX_INTEREST - DEMO_MIN_INTEREST + 1) * pow(cp_rand_double(&rng), 1.7));
-    if (want > DEMO_MAX_INTEREST) want = DEMO_MAX_INTEREST;
+    if (want > DEMO_MAX_INTEREST)
+        want = DEMO_MAX_INTEREST;
     int32_t have[DEMO_MAX_INTEREST];
     int nhave = 0;
     for (int tries = 0; nhave < want && tries < 4 * DEMO_MAX_INTEREST; tries++) {
@@ -772,9 +860,11 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
         int dup = 0;
         for (int k = 0; k < nhave && !dup; k++)
             dup = have[k] == node;
-        if (dup) continue;
+        if (dup)
+            continue;
         have[nhave++] = node;
-        if ((st = cp_batch_tag(b, m->nodes[node].handle, err)) != CP_OK) return st;
+        if ((st = cp_batch_tag(b, m->nodes[node].handle, err)) != CP_OK)
+            return st;
     }
     return CP_OK;
 }
@@ -790,7 +880,8 @@ cp_status demo_generate(cp_db_t *db, const demo_options_t *o, cp_error_t *err)
     cp_status st;
     int have_model = 0;
 
-    if (o) opts = *o;
+    if (o)
+        opts = *o;
     uint64_t total = opts.users ? opts.users : DEMO_DEFAULT_USERS;
     uint64_t seed = opts.seed ? opts.seed : DEMO_DEFAULT_SEED;
     if (total > UINT32_MAX) {
@@ -798,27 +889,32 @@ cp_status demo_generate(cp_db_t *db, const demo_options_t *o, cp_error_t *err)
                       (unsigned long long)total, UINT32_MAX);
     }
 
-    if ((st = demo_schema(db, err)) != CP_OK) goto out;
-    if ((st = model_build(db, &m, err)) != CP_OK) goto out;
+    if ((st = demo_schema(db, err)) != CP_OK)
+        goto out;
+    if ((st = model_build(db, &m, err)) != CP_OK)
+        goto out;
     have_model = 1;
     progress_start(&pg, "demo", PROGRESS_ITEMS, total, opts.progress ? -1 : 0);
-    if ((st = probe_timestamps(db, &m, err)) != CP_OK) goto out;
+    if ((st = probe_timestamps(db, &m, err)) != CP_OK)
+        goto out;
 
     for (uint64_t i = 0; i < total; i += DEMO_BATCH_USERS) {
         uint64_t end = i + DEMO_BATCH_USERS < total ? i + DEMO_BATCH_USERS : total;
-        if ((st = cp_batch_begin(db, &b, err)) != CP_OK) goto out;
+        if ((st = cp_batch_begin(db, &b, err)) != CP_OK)
+            goto out;
         for (uint64_t u = i; u < end; u++) {
             if ((st = gen_user(&m, b, seed, u, err)) != CP_OK) {
                 cp__error_prefix(err, "demo: user u%llu: ", (unsigned long long)(u + 1));
                 goto out;
             }
-            if ((u & 4095) == 4095) progress_update(&pg, u + 1, u + 1);
+            if ((u & 4095) == 4095)
+                progress_update(&pg, u + 1, u + 1);
         }
         st = cp_batch_commit(b, err);
         b = NULL; /* commit frees it, whatever the outcome */
         if (st != CP_OK) {
-            cp__error_prefix(err, "demo: committing users %llu-%llu: ",
-                             (unsigned long long)i + 1, (unsigned long long)end);
+            cp__error_prefix(err, "demo: committing users %llu-%llu: ", (unsigned long long)i + 1,
+                             (unsigned long long)end);
             goto out;
         }
         progress_update(&pg, end, end);

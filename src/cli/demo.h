@@ -14,9 +14,9 @@
 #include "crowdpack.h"
 
 typedef struct demo_options {
-    uint64_t users;   /* 0 = 1,000,000 */
-    uint64_t seed;    /* 0 = 42 */
-    int progress;     /* draw a progress bar on stderr */
+    uint64_t users; /* 0 = 1,000,000 */
+    uint64_t seed;  /* 0 = 42 */
+    int progress;   /* draw a progress bar on stderr */
 } demo_options_t;
 
 /* Declares the demo schema and taxonomy in `db` (idempotent). */
