@@ -923,6 +923,216 @@ static void round_trip(const json_t *j)
     expr_free(t);
 }
 
+/*
+ * A second, deliberately untidy printer: random keyword case, random
+ * blanks and newlines, redundant parentheses, operator aliases, single
+ * quotes, \u escapes (with surrogate pairs) for arbitrary characters,
+ * %.17g reals. Whatever it writes must parse to the same tree.
+ */
+static void put(cp_buf_t *b, const char *s) { assert_int_equal(cp_buf_append(b, s, strlen(s)), CP_OK); }
+
+static void noisy_ws(cp_buf_t *b, int needed)
+{
+    static const char *const ws[] = {" ", "  ", "\n", "\t", " \r\n  "};
+    if (needed || rnd(2))
+        put(b, ws[rnd(CP_ARRAY_LEN(ws))]);
+}
+
+static void noisy_kw(cp_buf_t *b, const char *kw)
+{
+    for (; *kw; kw++) {
+        char c = *kw;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+            c = rnd(2) ? (char)(c & ~0x20) : (char)(c | 0x20);
+        assert_int_equal(cp_buf_append(b, &c, 1), CP_OK);
+    }
+}
+
+static void put_u(cp_buf_t *b, uint32_t u)
+{
+    assert_int_equal(cp_buf_printf(b, rnd(2) ? "\\u%04x" : "\\u%04X", (unsigned)u), CP_OK);
+}
+
+static void noisy_string(cp_buf_t *b, const char *s, size_t n)
+{
+    char q = rnd(2) ? '"' : '\'';
+    assert_int_equal(cp_buf_append(b, &q, 1), CP_OK);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+        uint32_t cp = k == 1 ? c : k == 2 ? c & 0x1Fu : k == 3 ? c & 0x0Fu : c & 0x07u;
+        for (size_t m = 1; m < k; m++)
+            cp = (cp << 6) | ((unsigned char)s[i + m] & 0x3Fu);
+        if (c == (unsigned char)q || c == '\\' || ((c == '"' || c == '\'') && rnd(2))) {
+            char esc[2] = {'\\', (char)c};
+            assert_int_equal(cp_buf_append(b, esc, 2), CP_OK);
+        } else if (cp < 0x20 || rnd(4) == 0) {
+            if (cp > 0xFFFF) {
+                put_u(b, 0xD800 + ((cp - 0x10000) >> 10));
+                put_u(b, 0xDC00 + ((cp - 0x10000) & 0x3FF));
+            } else {
+                put_u(b, cp);
+            }
+        } else {
+            assert_int_equal(cp_buf_append(b, s + i, k), CP_OK);
+        }
+        i += k;
+    }
+    assert_int_equal(cp_buf_append(b, &q, 1), CP_OK);
+}
+
+static void noisy_real(cp_buf_t *b, double v, int force_real)
+{
+    char num[64];
+    snprintf(num, sizeof num, "%.17g", v);
+    if (force_real && strpbrk(num, ".e") == NULL)
+        strcat(num, rnd(2) ? ".0" : "e0");
+    put(b, num);
+}
+
+static void noisy_value(cp_buf_t *b, const expr_value_t *v)
+{
+    switch (v->kind) {
+    case VAL_INT: assert_int_equal(cp_buf_printf(b, "%lld", (long long)v->i), CP_OK); break;
+    case VAL_REAL: noisy_real(b, v->r, 1); break;
+    case VAL_STRING: noisy_string(b, v->s, v->slen); break;
+    case VAL_BOOL: noisy_kw(b, v->i ? "true" : "false"); break;
+    }
+}
+
+static int bare_ok(const char *s, int path)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '-' || (path && (c == '.' || c == '/' || c >= 0x80));
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
+{
+    static const char *const ops[][2] = {{"", ""},   {"=", "=="}, {"!=", "<>"}, {"<", "<"},
+                                         {"<=", "<="}, {">", ">"},  {">=", ">="}};
+    int paren = need_paren || rnd(5) == 0;
+    if (paren) {
+        put(b, "(");
+        noisy_ws(b, 0);
+    }
+    switch (n->kind) {
+    case EXPR_ALL: noisy_kw(b, "all"); break;
+    case EXPR_AND:
+    case EXPR_OR:
+        for (size_t i = 0; i < n->nargs; i++) {
+            if (i > 0) {
+                noisy_ws(b, 1);
+                noisy_kw(b, n->kind == EXPR_AND ? "and" : "or");
+                noisy_ws(b, 1);
+            }
+            noisy_node(b, n->args[i], n->kind == EXPR_AND && n->args[i]->kind == EXPR_OR);
+        }
+        break;
+    case EXPR_NOT:
+        noisy_kw(b, "not");
+        noisy_ws(b, 1);
+        noisy_node(b, n->args[0], n->args[0]->kind == EXPR_AND || n->args[0]->kind == EXPR_OR);
+        break;
+    case EXPR_TAG:
+    case EXPR_CROWD:
+        noisy_kw(b, n->kind == EXPR_TAG ? "tag:" : "crowd:");
+        if (bare_ok(n->name, n->kind == EXPR_TAG) && rnd(3))
+            put(b, n->name);
+        else
+            noisy_string(b, n->name, strlen(n->name));
+        break;
+    case EXPR_CMP:
+        put(b, n->name);
+        noisy_ws(b, 0);
+        put(b, ops[n->op][rnd(2)]);
+        noisy_ws(b, 0);
+        noisy_value(b, &n->values[0]);
+        break;
+    case EXPR_BETWEEN:
+        put(b, n->name);
+        noisy_ws(b, 1);
+        noisy_kw(b, "between");
+        noisy_ws(b, 1);
+        noisy_value(b, &n->values[0]);
+        noisy_ws(b, 1);
+        noisy_kw(b, "and");
+        noisy_ws(b, 1);
+        noisy_value(b, &n->values[1]);
+        break;
+    case EXPR_IN:
+        put(b, n->name);
+        noisy_ws(b, 1);
+        noisy_kw(b, "in");
+        noisy_ws(b, 0);
+        put(b, "(");
+        for (size_t i = 0; i < n->nvalues; i++) {
+            if (i > 0)
+                put(b, ",");
+            noisy_ws(b, 0);
+            noisy_value(b, &n->values[i]);
+            noisy_ws(b, 0);
+        }
+        put(b, ")");
+        break;
+    case EXPR_NEAR:
+        noisy_kw(b, "near");
+        noisy_ws(b, 0);
+        put(b, "(");
+        if (n->name) {
+            put(b, n->name);
+            put(b, ",");
+            noisy_ws(b, 0);
+        }
+        noisy_real(b, n->near.lat, 0);
+        put(b, ",");
+        noisy_ws(b, 0);
+        noisy_real(b, n->near.lon, 0);
+        put(b, ",");
+        noisy_ws(b, 0);
+        noisy_real(b, n->near.radius, 0);
+        noisy_ws(b, 0);
+        noisy_kw(b, n->near.unit == UNIT_KM ? "km" : "m");
+        put(b, ")");
+        break;
+    case EXPR_DID: fail();
+    }
+    if (paren) {
+        noisy_ws(b, 0);
+        put(b, ")");
+    }
+}
+
+static void noisy_round_trip(const json_t *j)
+{
+    expr_t *t = NULL, *t2 = NULL;
+    cp_error_t err;
+    assert_int_equal(expr_from_json(j, &t, &err), CP_OK);
+    cp_buf_t b;
+    cp_buf_init(&b, 0);
+    noisy_ws(&b, 0);
+    noisy_node(&b, expr_root(t), 0);
+    noisy_ws(&b, 0);
+    const char *text = cp_buf_cstr(&b);
+    if (expr_parse(text, b.len, &t2, &err) != CP_OK) {
+        print_error("noisy text <%s>: %s\n", text, err.message);
+        fail();
+    }
+    if (!expr_equal(expr_root(t), expr_root(t2))) {
+        char *want = expr_to_text(expr_root(t)), *got = expr_to_text(expr_root(t2));
+        print_error("noisy text <%s>\n  want <%s>\n  got  <%s>\n", text, want, got);
+        fail();
+    }
+    cp_buf_free(&b);
+    expr_free(t2);
+    expr_free(t);
+}
+
 static void test_round_trips(void **state)
 {
     (void)state;
@@ -931,6 +1141,8 @@ static void test_round_trips(void **state)
         json_t *j = rnd_tree(1 + (int)rnd(7));
         assert_non_null(j);
         round_trip(j);
+        for (int k = 0; k < 3; k++)
+            noisy_round_trip(j);
         json_decref(j);
     }
     /* a few deep ones near the limit */
