@@ -285,7 +285,8 @@ static cp_status mk_and(builder_t *b, nvec_t *pos, nvec_t *neg, pnode_t **out)
     if (n->kids == NULL)
         return oom(b);
     memcpy(n->kids, pos->v, pos->n * sizeof *n->kids);
-    memcpy(n->kids + pos->n, neg->v, neg->n * sizeof *n->kids);
+    if (neg->n > 0) /* neg->v may be NULL */
+        memcpy(n->kids + pos->n, neg->v, neg->n * sizeof *n->kids);
     n->height = height_of(n->kids, n->nkids);
     /* The smallest positive term bounds the result. Negative terms are
      * not subtracted: a bitmap may still count users outside the universe

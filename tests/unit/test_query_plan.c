@@ -423,6 +423,7 @@ static const char *const OP_TEXT[] = {"", "=", "!=", "<", "<=", ">", ">="};
 typedef struct gen {
     pop_t *p;
     uint64_t *s;
+    int budget; /* leaves left for this expression (keeps the naive side fast) */
 } gen_t;
 
 static void emit(cp_buf_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -553,7 +554,7 @@ static void gen_leaf(gen_t *g, cp_buf_t *t, uint8_t *res)
         emit(t, "%s %s (", NUM_NAMES[a], kw(g, "IN", "in"));
         for (int i = 0; i < nv; i++) {
             vals[i] = pick_int(g, a);
-            if (i > 0 && rnd(g->s, 3) == 0)
+            if (i > 0 && rnd(g->s, 3) == 0 && vals[i - 1] < INT64_MAX)
                 vals[i] = vals[i - 1] + 1; /* adjacent values coalesce */
             if (i > 0)
                 emit(t, ", ");
@@ -627,8 +628,11 @@ static void gen_leaf(gen_t *g, cp_buf_t *t, uint8_t *res)
         emit(t, "near(%s%s, %s, %s%s)", rnd(g->s, 2) ? "home, " : "", latb, lonb, rb,
              km ? "km" : "m");
         double rm = km ? r * 1000 : r;
+        /* a great circle is at least as long as its latitude difference:
+         * skip the trigonometry for users far north or south */
+        double dlat_max = rm / 6371008.8 * (180.0 / M_PI) * 1.000001 + 1e-9;
         for (uint32_t u = 0; u < n; u++)
-            res[u] = p->live[u] && p->geohas[u] &&
+            res[u] = p->live[u] && p->geohas[u] && fabs(p->lat[u] - lat) <= dlat_max &&
                      naive_distance_m(lat, lon, p->lat[u], p->lon[u]) <= rm;
         return;
     }
@@ -641,7 +645,8 @@ static void gen_expr(gen_t *g, int depth, int force, cp_buf_t *t, uint8_t *res)
 {
     pop_t *p = g->p;
     uint32_t n = p->n;
-    if (depth == 0 || (!force && rnd(g->s, 10) < 3)) {
+    if (depth == 0 || (!force && (g->budget <= 0 || rnd(g->s, 10) < 3))) {
+        g->budget--;
         gen_leaf(g, t, res);
         return;
     }
@@ -649,7 +654,7 @@ static void gen_expr(gen_t *g, int depth, int force, cp_buf_t *t, uint8_t *res)
     uint32_t kind = rnd(g->s, 5); /* 0,1 AND; 2,3 OR; 4 NOT */
     if (kind == 4) {
         emit(t, "%s (", kw(g, "NOT", "not"));
-        gen_expr(g, depth - 1, 0, t, sub);
+        gen_expr(g, depth - 1, force, t, sub);
         emit(t, ")");
         for (uint32_t u = 0; u < n; u++)
             res[u] = p->live[u] && !sub[u];
@@ -664,7 +669,8 @@ static void gen_expr(gen_t *g, int depth, int force, cp_buf_t *t, uint8_t *res)
             if (bare_not)
                 emit(t, "NOT ");
             emit(t, "(");
-            gen_expr(g, depth - 1, 0, t, sub);
+            /* the first operand goes deep, so every tree reaches `depth` */
+            gen_expr(g, depth - 1, force && i == 0, t, sub);
             emit(t, ")");
             for (uint32_t u = 0; u < n; u++) {
                 uint8_t v = bare_not ? (p->live[u] && !sub[u]) : sub[u];
@@ -747,10 +753,11 @@ static void run_population(uint64_t seed, uint32_t n, int cases, eval_engine_t *
     uint8_t *res = xcalloc(n, 1);
     cp_buf_t t;
     cp_buf_init(&t, 0);
-    gen_t g = {p, &s};
+    gen_t g = {p, &s, 0};
     for (int c = 0; c < cases; c++) {
         uint64_t case_seed = s;
         cp_buf_reset(&t);
+        g.budget = 6 + (int)rnd(&s, 14);
         gen_expr(&g, 4 + (int)rnd(&s, 2), 1, &t, res);
         check_case(p, cp_buf_cstr(&t), res, e1, e4, case_seed);
     }
