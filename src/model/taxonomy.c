@@ -527,7 +527,8 @@ cp_status tax_load(taxonomy_t *t, store_txn_t *txn, cp_error_t *err)
     cp_status rc = store_each(txn, STORE_TAGS, NULL, 0, collect_tag, &c, err);
     if (rc)
         goto out;
-    qsort(c.items, c.n, sizeof *c.items, by_level);
+    if (c.n)
+        qsort(c.items, c.n, sizeof *c.items, by_level);
     for (size_t i = 0; i < c.n; i++) {
         json_t *j = c.items[i].j;
         const char *path = json_string_value(json_object_get(j, "path"));

@@ -1,0 +1,379 @@
+/* db.c — opening and closing a database, the write/read protocol of
+ * engine.h, statistics, and the plan resolver over the index. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+
+uint32_t cp_format_version(void) { return CP_FORMAT_VERSION; }
+
+cp_status db_check(cp_db_t *db, cp_error_t *err)
+{
+    if (db == NULL)
+        return CP_ERR(err, CP_EINVAL, "no database handle");
+    if (atomic_load(&db->failed))
+        return CP_ERR(err, CP_EIO, "%s", db->failed_msg);
+    return CP_OK;
+}
+
+cp_status db_read_begin(cp_db_t *db, cp_error_t *err)
+{
+    if (db == NULL)
+        return CP_ERR(err, CP_EINVAL, "no database handle");
+    pthread_rwlock_rdlock(&db->lock);
+    cp_status rc = db_check(db, err);
+    if (rc)
+        pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
+void db_read_end(cp_db_t *db) { pthread_rwlock_unlock(&db->lock); }
+
+cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
+{
+    *txn = NULL;
+    if (db == NULL)
+        return CP_ERR(err, CP_EINVAL, "no database handle");
+    if (db->readonly)
+        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
+    pthread_rwlock_wrlock(&db->lock);
+    cp_status rc = db_check(db, err);
+    if (rc == CP_OK)
+        rc = store_txn_begin(db->st, 1, txn, err);
+    if (rc) {
+        pthread_rwlock_unlock(&db->lock);
+        return rc;
+    }
+    db->data_changed = 0;
+    return CP_OK;
+}
+
+void db_write_abort(cp_db_t *db, store_txn_t *txn)
+{
+    store_txn_abort(txn);
+    db->data_changed = 0;
+    pthread_rwlock_unlock(&db->lock);
+}
+
+cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t *err)
+{
+    store_txn_abort(txn);
+    snprintf(db->failed_msg, sizeof db->failed_msg,
+             "a write to data directory %s failed after changing memory (%s); reopen the data "
+             "directory",
+             store_dir(db->st), cp_strerror(rc));
+    atomic_store(&db->failed, 1);
+    db->data_changed = 0;
+    pthread_rwlock_unlock(&db->lock);
+    if (err && err->message[0])
+        cp__error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
+    else
+        CP_ERR(err, CP_EIO, "%s", db->failed_msg);
+    if (err)
+        err->code = CP_EIO;
+    return CP_EIO;
+}
+
+cp_status db_write_end(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    if (db->data_changed && (rc = crowds_reeval_dynamic(db, txn, err)))
+        return db_write_fail(db, txn, rc, err);
+    if ((rc = index_persist(db->ix, txn, err)) ||
+        (rc = store_meta_put_u64(txn, "next_ordinal", db->next_ordinal, err)) ||
+        (rc = store_meta_put_u64(txn, "next_tag_id", db->tax.next_id, err)) ||
+        (rc = store_meta_put_u64(txn, "next_crowd_id", db->crowds.next_id, err)))
+        return db_write_fail(db, txn, rc, err);
+    rc = store_txn_commit(txn, err);
+    if (rc) {
+        /* The transaction is gone already. */
+        snprintf(db->failed_msg, sizeof db->failed_msg,
+                 "a commit to data directory %s failed (%s); reopen the data directory",
+                 store_dir(db->st), cp_strerror(rc));
+        atomic_store(&db->failed, 1);
+        db->data_changed = 0;
+        pthread_rwlock_unlock(&db->lock);
+        if (err)
+            err->code = CP_EIO;
+        return CP_EIO;
+    }
+    db->data_changed = 0;
+    atomic_fetch_add(&db->writes, 1);
+    pthread_rwlock_unlock(&db->lock);
+    return CP_OK;
+}
+
+/* ------------------------------------------------------------------ open */
+
+cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out,
+                     cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    cp_db_t *db = NULL;
+    store_txn_t *txn = NULL;
+    int lock_init = 0;
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "cp_db_open: out is NULL");
+    *out = NULL;
+    cp_open_options_t o = {0};
+    if (opts)
+        o = *opts;
+    db = calloc(1, sizeof *db);
+    if (db == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory opening %s", dir ? dir : "(null)");
+    if (tax_init(&db->tax)) {
+        free(db);
+        return CP_ERR(err, CP_ENOMEM, "out of memory opening %s", dir ? dir : "(null)");
+    }
+    schema_init(&db->sch);
+    crowd_set_init(&db->crowds);
+    apikey_set_init(&db->keys);
+    if (pthread_rwlock_init(&db->lock, NULL) != 0) {
+        rc = CP_ERR(err, CP_ENOMEM, "cannot create a lock");
+        goto out;
+    }
+    lock_init = 1;
+    unsigned sflags = 0;
+    if (o.flags & CP_OPEN_CREATE)
+        sflags |= STORE_CREATE;
+    if (o.flags & CP_OPEN_READONLY)
+        sflags |= STORE_READONLY;
+    db->readonly = (o.flags & CP_OPEN_READONLY) != 0;
+    if ((rc = store_open(dir, sflags, o.map_size, CP_FORMAT_VERSION, &db->st, err)))
+        goto out;
+    if ((rc = store_txn_begin(db->st, 0, &txn, err)))
+        goto out;
+    if ((rc = tax_load(&db->tax, txn, err)) || (rc = schema_load(&db->sch, txn, err)) ||
+        (rc = crowd_set_load(&db->crowds, txn, err)) || (rc = apikey_load(&db->keys, txn, err)))
+        goto out;
+    uint64_t next = 0;
+    rc = store_meta_get_u64(txn, "next_ordinal", &next, err);
+    if (rc == CP_ENOTFOUND)
+        rc = CP_OK;
+    if (rc)
+        goto out;
+    if (next > (uint64_t)USERS_MAX_ORDINAL + 1) {
+        rc = CP_ERR(err, CP_EIO, "corrupt next_ordinal %llu", (unsigned long long)next);
+        goto out;
+    }
+    db->next_ordinal = (uint32_t)next;
+    if ((rc = index_create(&db->ix))) {
+        rc = CP_ERR(err, rc, "out of memory opening %s", dir);
+        goto out;
+    }
+    if ((rc = index_load(db->ix, &db->tax, &db->sch, txn, err)))
+        goto out;
+    for (size_t i = 0; i < db->crowds.n; i++) {
+        crowd_rec_t *c = db->crowds.items[i];
+        if (index_crowd(db->ix, c->id) == NULL) {
+            rc = CP_ERR(err, CP_EIO, "data directory %s: members of crowd \"%s\" are missing",
+                        dir, c->name);
+            goto out;
+        }
+    }
+    store_txn_abort(txn);
+    txn = NULL;
+    db->ev = eval_engine_create(o.threads);
+    if (db->ev == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "cannot start the query threads");
+        goto out;
+    }
+    *out = db;
+    db = NULL;
+out:
+    store_txn_abort(txn);
+    if (db) {
+        if (!lock_init)
+            pthread_rwlock_init(&db->lock, NULL);
+        cp_db_close(db);
+    }
+    return rc;
+}
+
+void cp_db_close(cp_db_t *db)
+{
+    if (db == NULL)
+        return;
+    eval_engine_free(db->ev);
+    index_free(db->ix);
+    apikey_set_free(&db->keys);
+    crowd_set_free(&db->crowds);
+    schema_free(&db->sch);
+    tax_free(&db->tax);
+    store_close(db->st);
+    pthread_rwlock_destroy(&db->lock);
+    free(db);
+}
+
+cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out)
+{
+    if (out == NULL)
+        return CP_EINVAL;
+    memset(out, 0, sizeof *out);
+    cp_status rc = db_read_begin(db, NULL);
+    if (rc)
+        return rc;
+    out->users = roaring_bitmap_get_cardinality(db->ix->universe);
+    out->ordinals = db->next_ordinal;
+    out->tags = db->tax.count;
+    out->attributes = 0;
+    for (uint32_t i = 1; i <= db->sch.n; i++)
+        out->attributes += schema_get(&db->sch, i) != NULL;
+    out->crowds = db->crowds.n;
+    index_memory(db->ix, &out->bitmap_bytes, &out->column_bytes);
+    out->disk_bytes = store_disk_bytes(db->st);
+    out->queries = atomic_load(&db->queries);
+    out->writes = atomic_load(&db->writes);
+    db_read_end(db);
+    return CP_OK;
+}
+
+/* -------------------------------------------------------------- resolver */
+
+static cp_status r_tag(void *ctx, const char *path, const roaring_bitmap_t **out)
+{
+    cp_db_t *db = ctx;
+    uint32_t id = tax_find(&db->tax, path, strlen(path));
+    const idx_tag_t *t = id ? index_tag(db->ix, id) : NULL;
+    if (t == NULL)
+        return CP_ENOTFOUND;
+    *out = t->eff;
+    return CP_OK;
+}
+
+static cp_status r_crowd(void *ctx, const char *name, const roaring_bitmap_t **out)
+{
+    cp_db_t *db = ctx;
+    const crowd_rec_t *c = crowd_set_find(&db->crowds, name);
+    const roaring_bitmap_t *bm = c ? index_crowd(db->ix, c->id) : NULL;
+    if (bm == NULL)
+        return CP_ENOTFOUND;
+    *out = bm;
+    return CP_OK;
+}
+
+static cp_status r_attr(void *ctx, const char *name, plan_attr_t *out)
+{
+    cp_db_t *db = ctx;
+    const schema_attr_t *a = NULL;
+    if (name == NULL) {
+        /* near() without an attribute: the first geo attribute defined. */
+        for (uint32_t i = 1; i <= db->sch.n && a == NULL; i++) {
+            const schema_attr_t *x = schema_get(&db->sch, i);
+            if (x && x->type == CP_ATTR_GEO)
+                a = x;
+        }
+    } else {
+        a = schema_find(&db->sch, name, strlen(name));
+    }
+    const idx_attr_t *ia = a ? index_attr(db->ix, a->id) : NULL;
+    if (ia == NULL)
+        return CP_ENOTFOUND;
+    memset(out, 0, sizeof *out);
+    out->type = a->type;
+    out->handle = (int32_t)a->id;
+    out->exists = index_attr_exists(db->ix, a->id);
+    out->bsi = ia->bsi;
+    out->geo = ia->geo;
+    return CP_OK;
+}
+
+static const roaring_bitmap_t *r_value(void *ctx, int32_t handle, const char *v, size_t len)
+{
+    cp_db_t *db = ctx;
+    const schema_attr_t *a = schema_get(&db->sch, (uint32_t)handle);
+    if (a == NULL)
+        return NULL;
+    uint32_t vid = schema_value_find(a, v, len);
+    return vid ? index_value_bitmap(db->ix, a->id, vid) : NULL;
+}
+
+void db_resolver(cp_db_t *db, plan_resolver_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->ctx = db;
+    r->universe = db->ix->universe;
+    r->tag = r_tag;
+    r->crowd = r_crowd;
+    r->attr = r_attr;
+    r->value = r_value;
+}
+
+cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,
+                       cp_error_t *err)
+{
+    *out = NULL;
+    plan_resolver_t r;
+    db_resolver(db, &r);
+    plan_t *p = NULL;
+    cp_status rc = plan_build(root, &r, &p, err);
+    if (rc)
+        return rc;
+    roaring_bitmap_t *bm = roaring_bitmap_create();
+    if (bm == NULL) {
+        plan_free(p);
+        return CP_ERR(err, CP_ENOMEM, "out of memory evaluating an expression");
+    }
+    rc = plan_eval(p, db->ev, bm);
+    plan_free(p);
+    if (rc) {
+        index_bm_free(bm);
+        return CP_ERR(err, rc, "evaluating an expression failed: %s", cp_strerror(rc));
+    }
+    atomic_fetch_add(&db->queries, 1);
+    *out = bm;
+    return CP_OK;
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+cp_status json_buf_str(cp_buf_t *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    cp_status rc = cp_buf_append(b, "\"", 1);
+    size_t start = 0;
+    for (size_t i = 0; rc == CP_OK && i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (i > start && (rc = cp_buf_append(b, s + start, i - start)))
+            break;
+        char esc[8];
+        size_t n = 2;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        rc = cp_buf_append(b, esc, n);
+        start = i + 1;
+    }
+    if (rc == CP_OK && len > start)
+        rc = cp_buf_append(b, s + start, len - start);
+    if (rc == CP_OK)
+        rc = cp_buf_append(b, "\"", 1);
+    return rc;
+}
+
+cp_status db_json_out(json_t *j, char **out, cp_error_t *err)
+{
+    *out = NULL;
+    if (j == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");
+    *out = s;
+    return CP_OK;
+}

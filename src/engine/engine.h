@@ -1,0 +1,104 @@
+/*
+ * engine.h — the private side of the public cp_db_t: store + model + index
+ * + query tied together (src/engine/ exists because crowds need the query
+ * layer, which sits above model/ and index/).
+ *
+ * Concurrency: one pthread rwlock per handle. Queries, JSON views, key
+ * checks and exports hold it shared; every write holds it exclusively from
+ * validation to commit. A write is: validate everything (nothing touched),
+ * then apply to memory and to one LMDB write transaction, re-evaluate the
+ * dynamic crowds, persist the dirty bitmaps, commit. If anything fails
+ * after memory was touched, memory and disk have diverged: the handle
+ * enters a failed state and every later call returns CP_EIO ("reopen the
+ * data directory"), which reloads the last committed state.
+ */
+#ifndef CP_ENGINE_H
+#define CP_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "crowdpack.h"
+#include "index/index.h"
+#include "model/apikey.h"
+#include "model/crowd.h"
+#include "model/schema.h"
+#include "model/taxonomy.h"
+#include "model/users.h"
+#include "query/ast.h"
+#include "query/plan.h"
+#include "store/store.h"
+#include "util/util.h"
+
+#define CP_FORMAT_VERSION 1u
+#define CP_LINE_MAX (1u << 20)        /* NDJSON line / JSON document limit */
+#define CP_BODY_MAX (256u << 20)      /* taxonomy/schema JSON documents */
+#define CP_USER_MAX_TAGS 4096         /* tags in one user record */
+#define CP_SAMPLE_MAX 1000000u
+#define CP_DEFAULT_BATCH_LINES 50000u
+
+struct cp_db {
+    store_t *st;
+    int readonly;
+    taxonomy_t tax;
+    schema_t sch;
+    crowd_set_t crowds;
+    apikey_set_t keys;
+    index_t *ix;
+    eval_engine_t *ev;
+    pthread_rwlock_t lock;
+    uint32_t next_ordinal;
+    int data_changed;          /* users/tags/attrs changed in this write */
+    atomic_int failed;
+    char failed_msg[256];
+    atomic_uint_least64_t queries;
+    atomic_uint_least64_t writes;
+};
+
+/* CP_EIO if the handle is in the failed state. */
+cp_status db_check(cp_db_t *db, cp_error_t *err);
+
+/* Exclusive lock + failed/readonly checks + a write transaction. On
+ * success the caller must end with db_write_end or db_write_abort. */
+cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err);
+/*
+ * Re-evaluates dynamic crowds if data changed, persists the dirty index
+ * and the model counters, commits, unlocks. On failure the handle enters
+ * the failed state (memory was touched). `rc` != CP_OK means the
+ * operation itself failed after touching memory: same treatment.
+ */
+cp_status db_write_end(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
+/* Aborts a write that touched nothing in memory; unlocks. */
+void db_write_abort(cp_db_t *db, store_txn_t *txn);
+/* Aborts a write that did touch memory: enters the failed state. The
+ * original error in err is kept (suffixed); returns CP_EIO. */
+cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t *err);
+
+/* Shared lock + failed check. */
+cp_status db_read_begin(cp_db_t *db, cp_error_t *err);
+void db_read_end(cp_db_t *db);
+
+/* The resolver over this database's index (caller holds the lock). */
+void db_resolver(cp_db_t *db, plan_resolver_t *r);
+
+/* Plans and evaluates a parsed tree into a new bitmap (caller holds the
+ * lock). Positions in errors are the tree's. */
+cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,
+                       cp_error_t *err);
+
+/* Re-evaluates every dynamic crowd in dependency order (write lock held). */
+cp_status crowds_reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
+
+/* Parses an expression (text / JSON tree form) with the public limits. */
+cp_status db_parse_text(const char *expr, expr_t **out, cp_error_t *err);
+cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *err);
+
+/* Wraps a bitmap as a result; ownership of bm passes (freed on failure). */
+cp_status cp__result_wrap(roaring_bitmap_t *bm, cp_result_t **out);
+
+/* JSON helpers: appends a JSON string literal (escaped) to a buffer. */
+cp_status json_buf_str(cp_buf_t *b, const char *s, size_t len);
+/* Serialises j (compact) into a malloc'ed string; CP_ENOMEM. */
+cp_status db_json_out(json_t *j, char **out, cp_error_t *err);
+
+#endif /* CP_ENGINE_H */

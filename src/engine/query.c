@@ -1,0 +1,264 @@
+/* query.c — counts, evaluations, results and their iterators, and the
+ * expression text/JSON conversions of the public API. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+
+struct cp_result {
+    roaring_bitmap_t *bm;
+};
+
+struct cp_iter {
+    cp_db_t *db;
+    store_txn_t *txn;
+    store_cursor_t *cur;
+    roaring_uint32_iterator_t it;
+    roaring_bitmap_t *bm; /* owned copy: the result may be freed first */
+    char id[USERS_MAX_ID + 1];
+};
+
+cp_status db_parse_text(const char *expr, expr_t **out, cp_error_t *err)
+{
+    *out = NULL;
+    if (expr == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    size_t len = strnlen(expr, CP_EXPR_MAX_LEN + 1);
+    if (len > CP_EXPR_MAX_LEN)
+        return CP_ERR(err, CP_ELIMIT, "expression longer than %d bytes", CP_EXPR_MAX_LEN);
+    return expr_parse(expr, len, out, err);
+}
+
+cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *err)
+{
+    *out = NULL;
+    if (json == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    if (len > CP_EXPR_MAX_LEN * 8)
+        return CP_ERR(err, CP_ELIMIT, "expression JSON longer than %d bytes", CP_EXPR_MAX_LEN * 8);
+    json_error_t je;
+    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL)
+        return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line,
+                      je.column, je.text);
+    cp_status rc = expr_from_json(j, out, err);
+    json_decref(j);
+    return rc;
+}
+
+static cp_status count_tree(cp_db_t *db, const expr_t *e, uint64_t *count, cp_error_t *err)
+{
+    cp_status rc = db_read_begin(db, err);
+    if (rc)
+        return rc;
+    plan_resolver_t r;
+    db_resolver(db, &r);
+    plan_t *p = NULL;
+    rc = plan_build(expr_root(e), &r, &p, err);
+    if (rc == CP_OK) {
+        rc = plan_count(p, db->ev, count);
+        if (rc)
+            CP_ERR(err, rc, "counting failed: %s", cp_strerror(rc));
+        else
+            atomic_fetch_add(&db->queries, 1);
+    }
+    plan_free(p);
+    db_read_end(db);
+    return rc;
+}
+
+cp_status cp_count(cp_db_t *db, const char *expr, uint64_t *count, cp_error_t *err)
+{
+    if (count == NULL)
+        return CP_ERR(err, CP_EINVAL, "count is NULL");
+    *count = 0;
+    expr_t *e;
+    cp_status rc = db_parse_text(expr, &e, err);
+    if (rc)
+        return rc;
+    rc = count_tree(db, e, count, err);
+    expr_free(e);
+    return rc;
+}
+
+cp_status cp_count_json(cp_db_t *db, const char *json_tree, size_t len, uint64_t *count,
+                        cp_error_t *err)
+{
+    if (count == NULL)
+        return CP_ERR(err, CP_EINVAL, "count is NULL");
+    *count = 0;
+    expr_t *e;
+    cp_status rc = db_parse_json(json_tree, len, &e, err);
+    if (rc)
+        return rc;
+    rc = count_tree(db, e, count, err);
+    expr_free(e);
+    return rc;
+}
+
+static cp_status eval_tree(cp_db_t *db, const expr_t *e, cp_result_t **out, cp_error_t *err)
+{
+    cp_result_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    cp_status rc = db_read_begin(db, err);
+    if (rc == CP_OK) {
+        rc = db_eval_tree(db, expr_root(e), &r->bm, err);
+        db_read_end(db);
+    }
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return CP_OK;
+}
+
+cp_status cp_eval(cp_db_t *db, const char *expr, cp_result_t **out, cp_error_t *err)
+{
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "out is NULL");
+    *out = NULL;
+    expr_t *e;
+    cp_status rc = db_parse_text(expr, &e, err);
+    if (rc)
+        return rc;
+    rc = eval_tree(db, e, out, err);
+    expr_free(e);
+    return rc;
+}
+
+cp_status cp_eval_json(cp_db_t *db, const char *json_tree, size_t len, cp_result_t **out,
+                       cp_error_t *err)
+{
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "out is NULL");
+    *out = NULL;
+    expr_t *e;
+    cp_status rc = db_parse_json(json_tree, len, &e, err);
+    if (rc)
+        return rc;
+    rc = eval_tree(db, e, out, err);
+    expr_free(e);
+    return rc;
+}
+
+uint64_t cp_result_count(const cp_result_t *r)
+{
+    return r && r->bm ? roaring_bitmap_get_cardinality(r->bm) : 0;
+}
+
+void cp_result_free(cp_result_t *r)
+{
+    if (r == NULL)
+        return;
+    index_bm_free(r->bm);
+    free(r);
+}
+
+cp_status cp__result_wrap(roaring_bitmap_t *bm, cp_result_t **out)
+{
+    cp_result_t *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        index_bm_free(bm);
+        return CP_ENOMEM;
+    }
+    r->bm = bm;
+    *out = r;
+    return CP_OK;
+}
+
+cp_status cp_iter_open(cp_db_t *db, const cp_result_t *r, cp_iter_t **out, cp_error_t *err)
+{
+    if (r == NULL || out == NULL)
+        return CP_ERR(err, CP_EINVAL, "result or out is NULL");
+    *out = NULL;
+    cp_status rc = db_check(db, err);
+    if (rc)
+        return rc;
+    cp_iter_t *it = calloc(1, sizeof *it);
+    if (it == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    it->db = db;
+    it->bm = roaring_bitmap_copy(r->bm);
+    if (it->bm == NULL) {
+        free(it);
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    }
+    /* One read transaction for the iterator's life: a consistent view of
+     * the id dictionary without taking the database lock per id. */
+    if ((rc = store_txn_begin(db->st, 0, &it->txn, err)) ||
+        (rc = store_cursor_open(it->txn, STORE_UORD, &it->cur, err))) {
+        cp_iter_close(it);
+        return rc;
+    }
+    roaring_init_iterator(it->bm, &it->it);
+    *out = it;
+    return CP_OK;
+}
+
+cp_status cp_iter_next(cp_iter_t *it, const char **id, cp_error_t *err)
+{
+    if (it == NULL || id == NULL)
+        return CP_ERR(err, CP_EINVAL, "iterator or id is NULL");
+    *id = NULL;
+    while (it->it.has_value) {
+        uint32_t ord = it->it.current_value;
+        roaring_advance_uint32_iterator(&it->it);
+        const void *v;
+        size_t vl;
+        cp_status rc = store_cursor_seek(it->cur, &ord, 4, &v, &vl, err);
+        if (rc == CP_ENOTFOUND)
+            continue; /* deleted since the snapshot */
+        if (rc)
+            return rc;
+        if (vl > USERS_MAX_ID)
+            return CP_ERR(err, CP_EIO, "corrupt id of user ordinal %u", ord);
+        memcpy(it->id, v, vl);
+        it->id[vl] = '\0';
+        *id = it->id;
+        return CP_OK;
+    }
+    return CP_OK;
+}
+
+void cp_iter_close(cp_iter_t *it)
+{
+    if (it == NULL)
+        return;
+    store_cursor_close(it->cur);
+    store_txn_abort(it->txn);
+    index_bm_free(it->bm);
+    free(it);
+}
+
+cp_status cp_expr_to_json(const char *expr, char **json_out, cp_error_t *err)
+{
+    if (json_out == NULL)
+        return CP_ERR(err, CP_EINVAL, "json_out is NULL");
+    *json_out = NULL;
+    expr_t *e;
+    cp_status rc = db_parse_text(expr, &e, err);
+    if (rc)
+        return rc;
+    json_t *j = expr_to_json(expr_root(e));
+    expr_free(e);
+    return db_json_out(j, json_out, err);
+}
+
+cp_status cp_expr_from_json(const char *json, size_t len, char **expr_out, cp_error_t *err)
+{
+    if (expr_out == NULL)
+        return CP_ERR(err, CP_EINVAL, "expr_out is NULL");
+    *expr_out = NULL;
+    expr_t *e;
+    cp_status rc = db_parse_json(json, len, &e, err);
+    if (rc)
+        return rc;
+    char *t = expr_to_text(expr_root(e));
+    expr_free(e);
+    if (t == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    *expr_out = t;
+    return CP_OK;
+}
