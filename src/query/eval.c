@@ -222,7 +222,12 @@ static int eval_and(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
         if ((k->kind == PN_BITMAP || k->kind == PN_ALL) && !leaf_find(x, k, &chunks[k->slot]))
             return 0;
     }
-    const pnode_t *k0 = n->kids[0];
+    /* The first term is loaded into dst, the others applied to it. A full
+     * universe chunk is a no-op term: skip it (unless it is the only one). */
+    uint32_t first = 0;
+    while (first + 1 < n->npos && n->kids[first]->kind == PN_ALL && x->universe_full)
+        first++;
+    const pnode_t *k0 = n->kids[first];
     if (k0->kind == PN_BITMAP || k0->kind == PN_ALL) {
         if (k0->kind == PN_ALL && x->universe_full)
             dense_fill(dst);
@@ -231,7 +236,9 @@ static int eval_and(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
     } else if (!eval_into(x, k0, dst, level)) {
         return 0;
     }
-    for (i = 1; i < n->npos; i++) {
+    for (i = 0; i < n->npos; i++) {
+        if (i == first)
+            continue;
         const pnode_t *k = n->kids[i];
         if (k->kind == PN_ALL) {
             if (!x->universe_full)
@@ -244,7 +251,7 @@ static int eval_and(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
             dense_and(dst, tmp);
         }
     }
-    for (; i < n->nkids; i++) {
+    for (i = n->npos; i < n->nkids; i++) {
         const pnode_t *k = n->kids[i];
         if (k->kind == PN_BITMAP || k->kind == PN_ALL) {
             bm_chunk_t ch;

@@ -117,7 +117,6 @@ static cp_status mk_all(builder_t *b, pnode_t **out)
         return oom(b);
     n->bm = b->r->universe;
     n->est = b->ucard;
-    n->exact = 1;
     *out = n;
     return CP_OK;
 }
@@ -135,7 +134,6 @@ static cp_status mk_bitmap(builder_t *b, const roaring_bitmap_t *bm, pnode_t **o
         return oom(b);
     n->bm = bm;
     n->est = card;
-    n->exact = 1;
     *out = n;
     return CP_OK;
 }
@@ -166,10 +164,16 @@ static cp_status mk_range(builder_t *b, const bsi_t *bsi, int64_t lo, int64_t hi
 
 /* Evaluation order inside an AND: smallest estimate first; on ties bitmap
  * leaves (cheap, and their absence skips a chunk) before ranges before
- * compound terms. */
+ * compound terms, and the universe last: its chunks are mostly full, and
+ * the evaluator skips a full universe chunk entirely. */
 static int kind_rank(const pnode_t *n)
 {
-    return is_leaf(n) ? 0 : n->kind == PN_RANGE ? 1 : 2;
+    switch (n->kind) {
+    case PN_BITMAP: return 0;
+    case PN_RANGE: return 1;
+    case PN_ALL: return 3;
+    default: return 2;
+    }
 }
 
 static int cmp_pos(const void *a, const void *b)
@@ -263,7 +267,7 @@ static cp_status mk_and(builder_t *b, nvec_t *pos, nvec_t *neg, pnode_t **out)
     if (dedupe_leaves(pos, neg))
         return mk_empty(b, out);
     if (pos->n == 0) { /* only negative terms: complement within the universe */
-        pnode_t *all;
+        pnode_t *all = NULL;
         cp_status st = mk_all(b, &all);
         if (st == CP_OK && nvec_push(pos, all) != CP_OK)
             st = oom(b);
@@ -582,7 +586,7 @@ static cp_status plan_numeric(builder_t *b, const expr_node_t *n, const plan_att
     if (n->kind == EXPR_IN) {
         nvec_t kids = {0};
         for (size_t i = 0; i < n->nvalues; i++) {
-            pnode_t *k;
+            pnode_t *k = NULL;
             if ((st = int_value(b, n, a, &n->values[i], &v)) != CP_OK ||
                 (st = mk_range(b, a->bsi, v, v, &k)) != CP_OK)
                 goto in_out;
@@ -611,7 +615,7 @@ static cp_status plan_numeric(builder_t *b, const expr_node_t *n, const plan_att
             return mk_empty(b, out);
         return mk_range(b, a->bsi, v + 1, INT64_MAX, out);
     case OP_NE: {
-        pnode_t *ex, *eq;
+        pnode_t *ex = NULL, *eq = NULL;
         if ((st = mk_bitmap(b, exists_of(a), &ex)) != CP_OK ||
             (st = mk_range(b, a->bsi, v, v, &eq)) != CP_OK)
             return st;
@@ -662,7 +666,7 @@ static cp_status plan_categorical(builder_t *b, const expr_node_t *n, const plan
     if (n->kind == EXPR_IN) {
         nvec_t kids = {0};
         for (size_t i = 0; i < n->nvalues; i++) {
-            pnode_t *k;
+            pnode_t *k = NULL;
             if ((st = plan_value(b, n, a, &n->values[i], &k)) != CP_OK)
                 goto in_out;
             if (nvec_push(&kids, k) != CP_OK) {
@@ -675,14 +679,14 @@ static cp_status plan_categorical(builder_t *b, const expr_node_t *n, const plan
         nvec_free(&kids);
         return st;
     }
-    pnode_t *eq;
+    pnode_t *eq = NULL;
     if ((st = plan_value(b, n, a, &n->values[0], &eq)) != CP_OK)
         return st;
     if (n->op == OP_EQ) {
         *out = eq;
         return CP_OK;
     }
-    pnode_t *ex;
+    pnode_t *ex = NULL;
     if ((st = mk_bitmap(b, exists_of(a), &ex)) != CP_OK)
         return st;
     return mk_andnot(b, ex, eq, out);
@@ -789,7 +793,7 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
     case EXPR_DID:
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did() is not supported yet");
     case EXPR_NOT: {
-        pnode_t *x;
+        pnode_t *x = NULL;
         if (n->nargs != 1 || n->args == NULL)
             return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
                              "NOT takes one operand, got %zu", n->nargs);
@@ -806,7 +810,7 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
         for (size_t i = 0; i < n->nargs && st == CP_OK; i++) {
             const expr_node_t *c = n->args[i];
             int positive = 1;
-            pnode_t *x;
+            pnode_t *x = NULL;
             /* NOT under AND: a negative term, never a universe complement. */
             if (n->kind == EXPR_AND && c && c->kind == EXPR_NOT && c->nargs == 1 && c->args) {
                 c = c->args[0];
@@ -840,7 +844,7 @@ static cp_status make_root(builder_t *b, pnode_t *x, pnode_t **out)
         *out = NULL;
         return CP_OK;
     }
-    pnode_t *all;
+    pnode_t *all = NULL;
     cp_status st = mk_all(b, &all);
     if (st != CP_OK)
         return st;

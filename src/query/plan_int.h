@@ -35,7 +35,6 @@ typedef enum pnode_kind {
 typedef struct pnode pnode_t;
 struct pnode {
     pnode_kind kind;
-    int exact;          /* est is the exact cardinality (bitmap leaves) */
     uint64_t est;       /* upper bound of the size (for ordering) */
     int height;         /* 0 for leaves; buffers needed below this node */
     /* PN_ALL, PN_BITMAP */
