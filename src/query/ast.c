@@ -18,7 +18,10 @@ expr_t *expr__new(void)
     return e;
 }
 
-expr_node_t *expr_root(const expr_t *e) { return e ? e->root : NULL; }
+expr_node_t *expr_root(const expr_t *e)
+{
+    return e ? e->root : NULL;
+}
 
 void expr_free(expr_t *e)
 {
@@ -130,12 +133,18 @@ int expr__is_bare_name(const char *s, size_t len)
 const char *expr__op_text(expr_op op)
 {
     switch (op) {
-    case OP_EQ: return "=";
-    case OP_NE: return "!=";
-    case OP_LT: return "<";
-    case OP_LE: return "<=";
-    case OP_GT: return ">";
-    case OP_GE: return ">=";
+    case OP_EQ:
+        return "=";
+    case OP_NE:
+        return "!=";
+    case OP_LT:
+        return "<";
+    case OP_LE:
+        return "<=";
+    case OP_GT:
+        return ">";
+    case OP_GE:
+        return ">=";
     }
     return "?";
 }
@@ -146,7 +155,10 @@ double expr_near_radius_m(const expr_node_t *n)
 }
 
 /* Doubles are equal when their bits are: -0.0 and 0.0 print differently. */
-static int same_double(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
+static int same_double(double a, double b)
+{
+    return memcmp(&a, &b, sizeof a) == 0;
+}
 
 static int same_name(const char *a, const char *b)
 {
@@ -161,8 +173,10 @@ static int same_value(const expr_value_t *a, const expr_value_t *b)
         return 0;
     switch (a->kind) {
     case VAL_INT:
-    case VAL_BOOL: return a->i == b->i;
-    case VAL_REAL: return same_double(a->r, b->r);
+    case VAL_BOOL:
+        return a->i == b->i;
+    case VAL_REAL:
+        return same_double(a->r, b->r);
     case VAL_STRING:
         return a->slen == b->slen && (a->slen == 0 || memcmp(a->s, b->s, a->slen) == 0);
     }
@@ -178,7 +192,8 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
     if (a->kind != b->kind)
         return 0;
     switch (a->kind) {
-    case EXPR_ALL: return 1;
+    case EXPR_ALL:
+        return 1;
     case EXPR_AND:
     case EXPR_OR:
     case EXPR_NOT:
@@ -189,7 +204,8 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
                 return 0;
         return 1;
     case EXPR_TAG:
-    case EXPR_CROWD: return same_name(a->name, b->name);
+    case EXPR_CROWD:
+        return same_name(a->name, b->name);
     case EXPR_CMP:
     case EXPR_BETWEEN:
     case EXPR_IN:
@@ -205,7 +221,8 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
         return same_name(a->name, b->name) && same_double(a->near.lat, b->near.lat) &&
                same_double(a->near.lon, b->near.lon) &&
                same_double(a->near.radius, b->near.radius) && a->near.unit == b->near.unit;
-    case EXPR_DID: return 0; /* never built yet */
+    case EXPR_DID:
+        return 0; /* never built yet */
     }
     return 0;
 }

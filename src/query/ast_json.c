@@ -19,8 +19,8 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "query/expr_int.h"
@@ -30,10 +30,14 @@
 static json_t *value_to_json(const expr_value_t *v)
 {
     switch (v->kind) {
-    case VAL_INT: return json_integer((json_int_t)v->i);
-    case VAL_REAL: return json_real(v->r);
-    case VAL_STRING: return json_stringn(v->s ? v->s : "", v->slen);
-    case VAL_BOOL: return json_boolean(v->i);
+    case VAL_INT:
+        return json_integer((json_int_t)v->i);
+    case VAL_REAL:
+        return json_real(v->r);
+    case VAL_STRING:
+        return json_stringn(v->s ? v->s : "", v->slen);
+    case VAL_BOOL:
+        return json_boolean(v->i);
     }
     return NULL;
 }
@@ -68,7 +72,8 @@ json_t *expr_to_json(const expr_node_t *n)
     if (n == NULL)
         return NULL;
     switch (n->kind) {
-    case EXPR_ALL: return with(json_object(), "all", json_true());
+    case EXPR_ALL:
+        return with(json_object(), "all", json_true());
     case EXPR_AND:
     case EXPR_OR: {
         json_t *a = json_array();
@@ -81,8 +86,10 @@ json_t *expr_to_json(const expr_node_t *n)
     }
     case EXPR_NOT:
         return with(json_object(), "not", n->nargs == 1 ? expr_to_json(n->args[0]) : NULL);
-    case EXPR_TAG: return with(json_object(), "tag", json_string(n->name));
-    case EXPR_CROWD: return with(json_object(), "crowd", json_string(n->name));
+    case EXPR_TAG:
+        return with(json_object(), "tag", json_string(n->name));
+    case EXPR_CROWD:
+        return with(json_object(), "crowd", json_string(n->name));
     case EXPR_CMP: {
         json_t *o = with(json_object(), "attr", json_string(n->name));
         o = with(o, "op", json_string(expr__op_text(n->op)));
@@ -103,7 +110,8 @@ json_t *expr_to_json(const expr_node_t *n)
         in = with(in, "unit", json_string(n->near.unit == UNIT_KM ? "km" : "m"));
         return with(json_object(), "near", in);
     }
-    case EXPR_DID: return NULL;
+    case EXPR_DID:
+        return NULL;
     }
     return NULL;
 }
@@ -131,7 +139,10 @@ static cp_status jerr(jctx_t *c, cp_status code, const char *fmt, ...)
     return CP_ERR(c->err, code, "%s: %s", c->path, msg);
 }
 
-static cp_status jnomem(jctx_t *c) { return CP_ERR(c->err, CP_ENOMEM, "out of memory"); }
+static cp_status jnomem(jctx_t *c)
+{
+    return CP_ERR(c->err, CP_ENOMEM, "out of memory");
+}
 
 /* Path pushes return the old length to restore. The buffer holds 64 levels
  * of the longest step comfortably; past it the path is cut, not overrun. */
@@ -162,14 +173,22 @@ static void pop(jctx_t *c, size_t old)
 static const char *json_type_name(const json_t *j)
 {
     switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE: return "true";
-    case JSON_FALSE: return "false";
-    case JSON_NULL: return "null";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real number";
+    case JSON_TRUE:
+        return "true";
+    case JSON_FALSE:
+        return "false";
+    case JSON_NULL:
+        return "null";
     }
     return "?";
 }
@@ -333,8 +352,8 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
     static const struct {
         const char *s;
         expr_op op;
-    } ops[] = {{"=", OP_EQ},  {"==", OP_EQ}, {"!=", OP_NE}, {"<>", OP_NE},
-               {"<", OP_LT},  {"<=", OP_LE}, {">", OP_GT},  {">=", OP_GE}};
+    } ops[] = {{"=", OP_EQ}, {"==", OP_EQ}, {"!=", OP_NE}, {"<>", OP_NE},
+               {"<", OP_LT}, {"<=", OP_LE}, {">", OP_GT},  {">=", OP_GE}};
     cp_status st;
     if ((st = jkeys(c, j, keys)) != CP_OK ||
         (st = jname(c, j, "attr", "an attribute name", &n->name)) != CP_OK)
@@ -360,7 +379,8 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
                !(strcmp(ops[i].s, s) == 0 && strlen(s) == json_string_length(o)))
             i++;
         if (s == NULL || i == CP_ARRAY_LEN(ops))
-            return jerr(c, CP_EINVAL, "expected one of \"=\", \"!=\", \"<\", \"<=\", \">\", \">=\"");
+            return jerr(c, CP_EINVAL,
+                        "expected one of \"=\", \"!=\", \"<\", \"<=\", \">\", \">=\"");
         pop(c, old);
         n->kind = EXPR_CMP;
         n->op = ops[i].op;

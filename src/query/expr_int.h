@@ -31,10 +31,10 @@ expr_node_t *expr__node(expr_t *e, expr_kind kind, int line, int column);
  * the final size).
  */
 typedef struct expr_list {
-    expr_kind kind;       /* EXPR_AND or EXPR_OR */
+    expr_kind kind; /* EXPR_AND or EXPR_OR */
     expr_node_t **items;
     size_t n, cap;
-    int max_depth;        /* deepest operand so far */
+    int max_depth; /* deepest operand so far */
 } expr_list_t;
 
 void expr__list_init(expr_list_t *l, expr_kind kind);
@@ -53,13 +53,13 @@ int expr__is_bare_name(const char *s, size_t len);
 /* Path and name characters (ASCII part; bytes >= 0x80 are also path chars). */
 static inline int expr__path_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '/' || c == '-' || c >= 0x80;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '/' || c == '-' || c >= 0x80;
 }
 static inline int expr__name_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
 }
 
 /* The operator's canonical spelling ("=", "!=", "<", "<=", ">", ">="). */
@@ -72,13 +72,13 @@ typedef enum tok_kind {
     TOK_LPAREN,
     TOK_RPAREN,
     TOK_COMMA,
-    TOK_OP,      /* comparison operator: tok.op */
-    TOK_WORD,    /* [A-Za-z_][A-Za-z0-9_]* (keywords included) */
-    TOK_INT,     /* -?digits */
-    TOK_REAL,    /* -?digits(.digits)?([eE][+-]?digits)? with '.' or exponent */
-    TOK_STRING,  /* "..." or '...', unescaped into tok.s / tok.slen */
-    TOK_TAG,     /* tag:PATH, path in tok.s */
-    TOK_CROWD,   /* crowd:NAME, name in tok.s */
+    TOK_OP,     /* comparison operator: tok.op */
+    TOK_WORD,   /* [A-Za-z_][A-Za-z0-9_]* (keywords included) */
+    TOK_INT,    /* -?digits */
+    TOK_REAL,   /* -?digits(.digits)?([eE][+-]?digits)? with '.' or exponent */
+    TOK_STRING, /* "..." or '...', unescaped into tok.s / tok.slen */
+    TOK_TAG,    /* tag:PATH, path in tok.s */
+    TOK_CROWD,  /* crowd:NAME, name in tok.s */
 } tok_kind;
 
 typedef struct tok {
@@ -98,11 +98,11 @@ typedef struct lexer {
     const char *src;
     size_t len, pos;
     int line;
-    size_t line_start;  /* offset of the current line's first byte */
-    size_t col_off;     /* column cache: offset ... */
-    int col;            /* ... and its 1-based column (in code points) */
-    cp_arena_t *arena;  /* for unescaped strings */
-    tok_t tok;          /* the current token */
+    size_t line_start; /* offset of the current line's first byte */
+    size_t col_off;    /* column cache: offset ... */
+    int col;           /* ... and its 1-based column (in code points) */
+    cp_arena_t *arena; /* for unescaped strings */
+    tok_t tok;         /* the current token */
 } lexer_t;
 
 /* Starts lexing src (already checked to be valid UTF-8); does not read a token. */

@@ -27,12 +27,18 @@ static int is_blank(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
 }
-static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
 static int is_word_start(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
-static int is_word_char(unsigned char c) { return is_word_start(c) || is_digit(c); }
+static int is_word_char(unsigned char c)
+{
+    return is_word_start(c) || is_digit(c);
+}
 
 size_t lexer_skip_blank(const lexer_t *lx, size_t off)
 {
@@ -197,12 +203,24 @@ static cp_status lex_string(lexer_t *lx, size_t start, const char **s, size_t *s
         case '"':
         case '\'':
         case '\\':
-        case '/': out[o++] = (char)e; break;
-        case 'n': out[o++] = '\n'; break;
-        case 't': out[o++] = '\t'; break;
-        case 'r': out[o++] = '\r'; break;
-        case 'b': out[o++] = '\b'; break;
-        case 'f': out[o++] = '\f'; break;
+        case '/':
+            out[o++] = (char)e;
+            break;
+        case 'n':
+            out[o++] = '\n';
+            break;
+        case 't':
+            out[o++] = '\t';
+            break;
+        case 'r':
+            out[o++] = '\r';
+            break;
+        case 'b':
+            out[o++] = '\b';
+            break;
+        case 'f':
+            out[o++] = '\f';
+            break;
         case 'u': {
             uint32_t cp, lo;
             if (i + 6 > close || !hex4(src + i + 2, &cp))
@@ -388,9 +406,15 @@ cp_status lexer_next(lexer_t *lx, cp_error_t *err)
     unsigned char c1 = lx->pos + 1 < lx->len ? (unsigned char)src[lx->pos + 1] : 0;
     t->len = 1;
     switch (c) {
-    case '(': t->kind = TOK_LPAREN; break;
-    case ')': t->kind = TOK_RPAREN; break;
-    case ',': t->kind = TOK_COMMA; break;
+    case '(':
+        t->kind = TOK_LPAREN;
+        break;
+    case ')':
+        t->kind = TOK_RPAREN;
+        break;
+    case ',':
+        t->kind = TOK_COMMA;
+        break;
     case '=':
         t->kind = TOK_OP, t->op = OP_EQ;
         t->len = c1 == '=' ? 2 : 1;

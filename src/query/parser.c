@@ -64,7 +64,10 @@ static cp_status perr(parser_t *p, cp_status code, int line, int col, const char
     return CP_ERR_AT(p->err, code, line, col, "%d:%d: %s", line, col, msg);
 }
 
-static cp_status nomem(parser_t *p) { return CP_ERR(p->err, CP_ENOMEM, "out of memory"); }
+static cp_status nomem(parser_t *p)
+{
+    return CP_ERR(p->err, CP_ENOMEM, "out of memory");
+}
 
 static void describe(const parser_t *p, const tok_t *t, char *buf, size_t cap)
 {
@@ -221,11 +224,12 @@ static cp_status parse_value(parser_t *p, expr_value_t *v)
             describe(p, &p->prev, after, sizeof after);
             describe(p, t, found, sizeof found);
             return perr(p, CP_ESYNTAX, t->line, t->column,
-                        "expected a value after %s, found %s (strings are quoted: \"%.*s\")",
-                        after, found, (int)(t->len > 32 ? 32 : t->len), p->lx.src + t->off);
+                        "expected a value after %s, found %s (strings are quoted: \"%.*s\")", after,
+                        found, (int)(t->len > 32 ? 32 : t->len), p->lx.src + t->off);
         }
         return err_expected(p, "a value");
-    default: return err_expected(p, "a value");
+    default:
+        return err_expected(p, "a value");
     }
     return advance(p);
 }
@@ -391,7 +395,8 @@ static cp_status parse_near(parser_t *p, expr_node_t **out)
         (st = advance(p)) != CP_OK || (st = expect_comma(p, "longitude")) != CP_OK)
         return st;
     t = *TOK;
-    if ((st = near_number(p, "a radius (a number followed by m or km)", 1, &n->near.radius)) != CP_OK)
+    if ((st = near_number(p, "a radius (a number followed by m or km)", 1, &n->near.radius)) !=
+        CP_OK)
         return st;
     if (!(n->near.radius > 0) || !isfinite(n->near.radius)) {
         char found[96];
@@ -479,7 +484,8 @@ static cp_status parse_primary(parser_t *p, expr_node_t **out, int *depth)
                             (int)t.len, p->lx.src + t.off);
         }
         return parse_cmp(p, out);
-    default: break;
+    default:
+        break;
     }
     return err_expected(p, "an expression");
 }
@@ -508,8 +514,8 @@ static cp_status parse_unary(parser_t *p, expr_node_t **out, int *depth)
 
 /* One level of AND or OR: operands from `sub`, flattened. */
 static cp_status parse_chain(parser_t *p, expr_kind kind, const char *kw,
-                             cp_status (*sub)(parser_t *, expr_node_t **, int *),
-                             expr_node_t **out, int *depth)
+                             cp_status (*sub)(parser_t *, expr_node_t **, int *), expr_node_t **out,
+                             int *depth)
 {
     cp_status st;
     expr_node_t *first;

@@ -14,7 +14,10 @@
 
 #include "query/expr_int.h"
 
-static cp_status put(cp_buf_t *b, const char *s) { return cp_buf_append(b, s, strlen(s)); }
+static cp_status put(cp_buf_t *b, const char *s)
+{
+    return cp_buf_append(b, s, strlen(s));
+}
 
 /* "..." with JSON-style escapes; bytes >= 0x80 (valid UTF-8) stay as they are. */
 static cp_status put_quoted(cp_buf_t *b, const char *s, size_t n)
@@ -26,13 +29,27 @@ static cp_status put_quoted(cp_buf_t *b, const char *s, size_t n)
         char esc[8];
         const char *e = NULL;
         switch (c) {
-        case '"': e = "\\\""; break;
-        case '\\': e = "\\\\"; break;
-        case '\n': e = "\\n"; break;
-        case '\t': e = "\\t"; break;
-        case '\r': e = "\\r"; break;
-        case '\b': e = "\\b"; break;
-        case '\f': e = "\\f"; break;
+        case '"':
+            e = "\\\"";
+            break;
+        case '\\':
+            e = "\\\\";
+            break;
+        case '\n':
+            e = "\\n";
+            break;
+        case '\t':
+            e = "\\t";
+            break;
+        case '\r':
+            e = "\\r";
+            break;
+        case '\b':
+            e = "\\b";
+            break;
+        case '\f':
+            e = "\\f";
+            break;
         default:
             if (c < 0x20 || c == 0x7F) {
                 snprintf(esc, sizeof esc, "\\u%04X", c);
@@ -64,10 +81,14 @@ static cp_status put_double(cp_buf_t *b, double v, int force_real)
 static cp_status put_value(cp_buf_t *b, const expr_value_t *v)
 {
     switch (v->kind) {
-    case VAL_INT: return cp_buf_printf(b, "%lld", (long long)v->i);
-    case VAL_REAL: return put_double(b, v->r, 1);
-    case VAL_STRING: return put_quoted(b, v->s ? v->s : "", v->slen);
-    case VAL_BOOL: return put(b, v->i ? "TRUE" : "FALSE");
+    case VAL_INT:
+        return cp_buf_printf(b, "%lld", (long long)v->i);
+    case VAL_REAL:
+        return put_double(b, v->r, 1);
+    case VAL_STRING:
+        return put_quoted(b, v->s ? v->s : "", v->slen);
+    case VAL_BOOL:
+        return put(b, v->i ? "TRUE" : "FALSE");
     }
     return CP_EINVAL;
 }
@@ -93,7 +114,8 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
 {
     cp_status st = CP_OK;
     switch (n->kind) {
-    case EXPR_ALL: return put(b, "ALL");
+    case EXPR_ALL:
+        return put(b, "ALL");
     case EXPR_AND:
     case EXPR_OR:
         for (size_t i = 0; i < n->nargs && st == CP_OK; i++) {
@@ -151,7 +173,8 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
             (st = put_double(b, n->near.radius, 0)) != CP_OK)
             return st;
         return put(b, n->near.unit == UNIT_KM ? "km)" : "m)");
-    case EXPR_DID: return CP_EINVAL;
+    case EXPR_DID:
+        return CP_EINVAL;
     }
     return CP_EINVAL;
 }

@@ -310,20 +310,24 @@ static void test_errors(void **state)
          "unexpected end of expression, expected ')' to close '(' at 2:2"},
         {"(a = 1 b = 2)", CP_ESYNTAX, 1, 8,
          "unknown keyword 'b', expected AND, OR or ')' to close '(' at 1:1"},
-        {"(a = 1 'x')", CP_ESYNTAX, 1, 8, "expected AND, OR or ')' to close '(' at 1:1, found string 'x'"},
+        {"(a = 1 'x')", CP_ESYNTAX, 1, 8,
+         "expected AND, OR or ')' to close '(' at 1:1, found string 'x'"},
         {"age >= 25 ANDD x = 1", CP_ESYNTAX, 1, 11, "unknown keyword 'ANDD'"},
         {"age >= 25 ANDD x = 1", CP_ESYNTAX, 1, 11, "(did you mean AND?)"},
         {"a = 1 adn b = 2", CP_ESYNTAX, 1, 7, "did you mean AND?"},
         {"a = 1 ro b = 2", CP_ESYNTAX, 1, 7, "did you mean OR?"},
         {"age BETWEN 1 AND 2", CP_ESYNTAX, 1, 5, "did you mean BETWEEN?"},
         {"age BETWEEN 1 ADN 2", CP_ESYNTAX, 1, 15, "expected AND between the bounds of BETWEEN"},
-        {"age BETWEEN 1 OR 2", CP_ESYNTAX, 1, 15, "expected AND between the bounds of BETWEEN, found 'OR'"},
+        {"age BETWEEN 1 OR 2", CP_ESYNTAX, 1, 15,
+         "expected AND between the bounds of BETWEEN, found 'OR'"},
         {"age BETWEEN 1", CP_ESYNTAX, 1, 14, "unexpected end of expression, expected AND"},
         {"age", CP_ESYNTAX, 1, 4,
          "unexpected end of expression, expected a comparison operator, BETWEEN or IN after 'age'"},
-        {"age 25", CP_ESYNTAX, 1, 5, "expected a comparison operator, BETWEEN or IN after 'age', found '25'"},
+        {"age 25", CP_ESYNTAX, 1, 5,
+         "expected a comparison operator, BETWEEN or IN after 'age', found '25'"},
         {"age NOT IN (1)", CP_ESYNTAX, 1, 5, "NOT age"},
-        {"a = 1 AND", CP_ESYNTAX, 1, 10, "unexpected end of expression, expected an expression after 'AND'"},
+        {"a = 1 AND", CP_ESYNTAX, 1, 10,
+         "unexpected end of expression, expected an expression after 'AND'"},
         {"NOT", CP_ESYNTAX, 1, 4, "expected an expression after 'NOT'"},
         {"()", CP_ESYNTAX, 1, 2, "expected an expression after '(', found ')'"},
         {"AND a = 1", CP_ESYNTAX, 1, 1, "expected an expression"},
@@ -337,7 +341,8 @@ static void test_errors(void **state)
         {"x IN 1", CP_ESYNTAX, 1, 6, "expected '(' after 'IN', found '1'"},
         {"x IN ()", CP_ESYNTAX, 1, 7, "expected a value after '(', found ')'"},
         {"x IN (1,)", CP_ESYNTAX, 1, 9, "expected a value after ',', found ')'"},
-        {"x IN (1 2)", CP_ESYNTAX, 1, 9, "expected ',' or ')' to close the IN list opened at 1:6, found '2'"},
+        {"x IN (1 2)", CP_ESYNTAX, 1, 9,
+         "expected ',' or ')' to close the IN list opened at 1:6, found '2'"},
         {"x IN (1", CP_ESYNTAX, 1, 8, "unexpected end of expression, expected ',' or ')'"},
         {"x = 99999999999999999999", CP_EINVAL, 1, 5, "out of range"},
         {"x = 9223372036854775808", CP_EINVAL, 1, 5, "out of range"},
@@ -382,17 +387,23 @@ static void test_errors(void **state)
         {"did(purchase, last 90d) >= 2", CP_ESYNTAX, 1, 1, "did() is not supported yet"},
         {"a = 1 AND DID (x)", CP_ESYNTAX, 1, 11, "DID() is not supported yet"},
         {"within(shops)", CP_ESYNTAX, 1, 1, "within() is not supported yet"},
-        {"near(23.02, 113.12, 10)", CP_ESYNTAX, 1, 23, "expected a unit 'm' or 'km' after '10', found ')'"},
-        {"near(23.02, 113.12, 10mi)", CP_ESYNTAX, 1, 23, "expected a unit 'm' or 'km' after '10', found 'mi'"},
+        {"near(23.02, 113.12, 10)", CP_ESYNTAX, 1, 23,
+         "expected a unit 'm' or 'km' after '10', found ')'"},
+        {"near(23.02, 113.12, 10mi)", CP_ESYNTAX, 1, 23,
+         "expected a unit 'm' or 'km' after '10', found 'mi'"},
         {"near(23.02, 113.12)", CP_ESYNTAX, 1, 19, "expected ',' after the longitude in near()"},
-        {"near(23.02 113.12, 1km)", CP_ESYNTAX, 1, 12, "expected ',' after the latitude in near(), found '113.12'"},
-        {"near(loc 1, 2, 1km)", CP_ESYNTAX, 1, 10, "expected ',' after the attribute name in near()"},
+        {"near(23.02 113.12, 1km)", CP_ESYNTAX, 1, 12,
+         "expected ',' after the latitude in near(), found '113.12'"},
+        {"near(loc 1, 2, 1km)", CP_ESYNTAX, 1, 10,
+         "expected ',' after the attribute name in near()"},
         {"near(\"x\", 1, 2, 1km)", CP_ESYNTAX, 1, 6, "expected a latitude"},
-        {"near(1, 2, 3km", CP_ESYNTAX, 1, 15, "unexpected end of expression, expected ')' to close near( at 1:5"},
+        {"near(1, 2, 3km", CP_ESYNTAX, 1, 15,
+         "unexpected end of expression, expected ')' to close near( at 1:5"},
         {"near(1, 2, 3km 4)", CP_ESYNTAX, 1, 16, "expected ')' to close near( at 1:5, found '4'"},
         {"near(90.5, 0, 1km)", CP_EINVAL, 1, 6, "latitude '90.5' out of range [-90, 90]"},
         {"near(-91, 0, 1km)", CP_EINVAL, 1, 6, "latitude '-91' out of range"},
-        {"near(0, 180.0001, 1km)", CP_EINVAL, 1, 9, "longitude '180.0001' out of range [-180, 180]"},
+        {"near(0, 180.0001, 1km)", CP_EINVAL, 1, 9,
+         "longitude '180.0001' out of range [-180, 180]"},
         {"near(0, 0, 0km)", CP_EINVAL, 1, 12, "radius '0' must be a finite number greater than 0"},
         {"near(0, 0, -1km)", CP_EINVAL, 1, 12, "greater than 0"},
         {"near(0, 0, 1e999km)", CP_EINVAL, 1, 12, "finite"},
@@ -577,9 +588,10 @@ static void test_json(void **state)
     json_t *j = expr_to_json(expr_root(e));
     char *dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(
-        dump, "{\"or\":[{\"and\":[{\"tag\":\"a\"},{\"attr\":\"age\",\"between\":[25,40]}]},"
-              "{\"not\":{\"attr\":\"x\",\"in\":[1,2.5,\"s\",true]}},"
-              "{\"near\":{\"attr\":\"loc\",\"lat\":1.0,\"lon\":2.0,\"radius\":3.0,\"unit\":\"km\"}}]}");
+        dump,
+        "{\"or\":[{\"and\":[{\"tag\":\"a\"},{\"attr\":\"age\",\"between\":[25,40]}]},"
+        "{\"not\":{\"attr\":\"x\",\"in\":[1,2.5,\"s\",true]}},"
+        "{\"near\":{\"attr\":\"loc\",\"lat\":1.0,\"lon\":2.0,\"radius\":3.0,\"unit\":\"km\"}}]}");
     free(dump);
     json_decref(j);
     expr_free(e);
@@ -606,10 +618,12 @@ static void test_json_errors(void **state)
         {"{\"and\": [{\"tag\": \"a\"}, 3]}", CP_EINVAL,
          "and[1]: expected an expression object, found an integer"},
         {"{\"not\": {\"tag\": 1}}", CP_EINVAL, "not.tag: expected a tag path, found an integer"},
-        {"{\"not\": [{\"tag\": \"a\"}]}", CP_EINVAL, "not: expected an expression object, found an array"},
+        {"{\"not\": [{\"tag\": \"a\"}]}", CP_EINVAL,
+         "not: expected an expression object, found an array"},
         {"{\"tag\": \"\"}", CP_EINVAL, "tag: expected a tag path, found an empty string"},
         {"{\"tag\": \"a\\u0000b\"}", CP_EINVAL, "tag: a tag path contains \\u0000"},
-        {"{\"tag\": \"a\", \"crowd\": \"b\"}", CP_EINVAL, "keys 'tag' and 'crowd' cannot be combined"},
+        {"{\"tag\": \"a\", \"crowd\": \"b\"}", CP_EINVAL,
+         "keys 'tag' and 'crowd' cannot be combined"},
         {"{\"and\": [{\"tag\": \"a\"}, {\"or\": [{\"tag\": \"b\"}, {\"crowd\": \"\"}]}]}",
          CP_EINVAL, "and[1].or[1].crowd: expected a crowd name, found an empty string"},
         {"{\"attr\": \"age\", \"op\": \">=\", \"value\": null}", CP_EINVAL,
@@ -620,13 +634,16 @@ static void test_json_errors(void **state)
          "attr: 'and' is not a valid attribute name"},
         {"{\"attr\": \"9a\", \"op\": \"=\", \"value\": 1}", CP_EINVAL, "not a valid attribute"},
         {"{\"attr\": \"a-b\", \"op\": \"=\", \"value\": 1}", CP_EINVAL, "not a valid attribute"},
-        {"{\"attr\": 5, \"op\": \"=\", \"value\": 1}", CP_EINVAL, "attr: expected an attribute name"},
-        {"{\"attr\": \"age\", \"op\": \"=\", \"value\": 1, \"x\": 2}", CP_EINVAL, "unknown key 'x'"},
+        {"{\"attr\": 5, \"op\": \"=\", \"value\": 1}", CP_EINVAL,
+         "attr: expected an attribute name"},
+        {"{\"attr\": \"age\", \"op\": \"=\", \"value\": 1, \"x\": 2}", CP_EINVAL,
+         "unknown key 'x'"},
         {"{\"attr\": \"age\", \"op\": \"=\"}", CP_EINVAL, "\"op\" needs a \"value\""},
         {"{\"attr\": \"age\", \"value\": 1}", CP_EINVAL, "\"value\" needs an \"op\""},
         {"{\"attr\": \"age\"}", CP_EINVAL, "needs \"op\" and \"value\", \"between\" or \"in\""},
         {"{\"attr\": \"age\", \"between\": [1, 2], \"in\": [1]}", CP_EINVAL, "use only one of"},
-        {"{\"attr\": \"age\", \"between\": [1, 2, 3]}", CP_EINVAL, "between: expected an array of 2"},
+        {"{\"attr\": \"age\", \"between\": [1, 2, 3]}", CP_EINVAL,
+         "between: expected an array of 2"},
         {"{\"attr\": \"age\", \"between\": [1, {}]}", CP_EINVAL, "between[1]: expected a number"},
         {"{\"attr\": \"x\", \"in\": []}", CP_EINVAL, "in: expected a non-empty array"},
         {"{\"attr\": \"x\", \"in\": [1, [2]]}", CP_EINVAL,
@@ -640,7 +657,8 @@ static void test_json_errors(void **state)
         {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"mi\"}}", CP_EINVAL,
          "near.unit: expected \"m\" or \"km\""},
         {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1}}", CP_EINVAL, "near.unit"},
-        {"{\"near\": {\"lat\": 1, \"radius\": 1, \"unit\": \"m\"}}", CP_EINVAL, "near.lon: missing"},
+        {"{\"near\": {\"lat\": 1, \"radius\": 1, \"unit\": \"m\"}}", CP_EINVAL,
+         "near.lon: missing"},
         {"{\"near\": {\"lat\": \"1\", \"lon\": 0, \"radius\": 1, \"unit\": \"m\"}}", CP_EINVAL,
          "near.lat: expected a number, found a string"},
         {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"m\", \"x\": 0}}",
@@ -675,15 +693,18 @@ static void test_json_errors(void **state)
 
 static uint64_t rng;
 
-static uint64_t rnd(uint64_t n) { return cp_rand_next(&rng) % n; }
+static uint64_t rnd(uint64_t n)
+{
+    return cp_rand_next(&rng) % n;
+}
 
 /* A random string: ASCII letters, quotes, backslashes, control characters,
  * multi-byte UTF-8 and (when allow_nul) NUL. Never empty when !allow_empty. */
 static json_t *rnd_string(int allow_nul, int allow_empty)
 {
-    static const char *const pieces[] = {"a", "Z", "0", "_", "-", "/", ".", " ",  "\"", "'",
-                                         "\\", "\n", "\t", "\x01", "\x7f", "é", "中", "😀",
-                                         "兴趣", ",", ")", "(", ":", "AND", "\0"};
+    static const char *const pieces[] = {"a",    "Z",  "0",  "_",  "-",    "/",    ".", " ",  "\"",
+                                         "'",    "\\", "\n", "\t", "\x01", "\x7f", "é", "中", "😀",
+                                         "兴趣", ",",  ")",  "(",  ":",    "AND",  "\0"};
     char buf[256];
     size_t len = 0;
     size_t n = rnd(8) + (allow_empty ? 0 : 1);
@@ -699,8 +720,8 @@ static json_t *rnd_string(int allow_nul, int allow_empty)
 /* Path-like or name-like strings usually, anything sometimes. */
 static json_t *rnd_name(int path)
 {
-    static const char *const tags[] = {"interest/finance/consulting", "a", "a.b-c_d/9", "兴趣/金融",
-                                       "x-1", "_", "9", "vip"};
+    static const char *const tags[] = {
+        "interest/finance/consulting", "a", "a.b-c_d/9", "兴趣/金融", "x-1", "_", "9", "vip"};
     if (rnd(3) == 0)
         return rnd_string(0, 0);
     const char *s = tags[rnd(CP_ARRAY_LEN(tags))];
@@ -711,18 +732,22 @@ static json_t *rnd_name(int path)
 
 static const char *rnd_attr(void)
 {
-    static const char *const attrs[] = {"age", "gender", "city", "_x", "a1", "near", "did",
-                                        "tag", "crowd", "within", "Score_2", "m", "km"};
+    static const char *const attrs[] = {"age", "gender", "city",   "_x",      "a1", "near", "did",
+                                        "tag", "crowd",  "within", "Score_2", "m",  "km"};
     return attrs[rnd(CP_ARRAY_LEN(attrs))];
 }
 
 static double rnd_real(void)
 {
     switch (rnd(6)) {
-    case 0: return (double)(int64_t)rnd(1000) - 500; /* integral reals: 25.0 */
-    case 1: return rnd(2) ? -0.0 : 0.0;
-    case 2: return (cp_rand_double(&rng) - 0.5) * 1e6;
-    case 3: return rnd(2) ? 1e300 : 5e-324;
+    case 0:
+        return (double)(int64_t)rnd(1000) - 500; /* integral reals: 25.0 */
+    case 1:
+        return rnd(2) ? -0.0 : 0.0;
+    case 2:
+        return (cp_rand_double(&rng) - 0.5) * 1e6;
+    case 3:
+        return rnd(2) ? 1e300 : 5e-324;
     default: {
         double d;
         do {
@@ -741,10 +766,14 @@ static json_t *rnd_value(void)
         static const int64_t edge[] = {0, 1, -1, INT64_MAX, INT64_MIN, 25, 40};
         return json_integer(rnd(2) ? edge[rnd(CP_ARRAY_LEN(edge))] : (int64_t)cp_rand_next(&rng));
     }
-    case 1: return json_real(rnd_real());
-    case 2: return rnd_string(1, 1);
-    case 3: return json_boolean(rnd(2));
-    default: return json_integer((json_int_t)rnd(100));
+    case 1:
+        return json_real(rnd_real());
+    case 2:
+        return rnd_string(1, 1);
+    case 3:
+        return json_boolean(rnd(2));
+    default:
+        return json_integer((json_int_t)rnd(100));
     }
 }
 
@@ -752,9 +781,12 @@ static json_t *rnd_leaf(void)
 {
     static const char *const ops[] = {"=", "!=", "<", "<=", ">", ">="};
     switch (rnd(7)) {
-    case 0: return json_pack("{s:b}", "all", 1);
-    case 1: return json_pack("{s:o}", "tag", rnd_name(1));
-    case 2: return json_pack("{s:o}", "crowd", rnd_name(0));
+    case 0:
+        return json_pack("{s:b}", "all", 1);
+    case 1:
+        return json_pack("{s:o}", "tag", rnd_name(1));
+    case 2:
+        return json_pack("{s:o}", "crowd", rnd_name(0));
     case 3:
         return json_pack("{s:s,s:s,s:o}", "attr", rnd_attr(), "op", ops[rnd(6)], "value",
                          rnd_value());
@@ -771,8 +803,8 @@ static json_t *rnd_leaf(void)
         double lat = rnd(8) == 0 ? (rnd(2) ? 90.0 : -90.0) : (cp_rand_double(&rng) - 0.5) * 180;
         double lon = rnd(8) == 0 ? (rnd(2) ? 180.0 : -180.0) : (cp_rand_double(&rng) - 0.5) * 360;
         double radius = rnd(2) ? (double)(rnd(5000) + 1) : cp_rand_double(&rng) * 100 + 1e-9;
-        json_t *n = json_pack("{s:f,s:f,s:f,s:s}", "lat", lat, "lon", lon, "radius", radius,
-                              "unit", rnd(2) ? "km" : "m");
+        json_t *n = json_pack("{s:f,s:f,s:f,s:s}", "lat", lat, "lon", lon, "radius", radius, "unit",
+                              rnd(2) ? "km" : "m");
         if (rnd(2))
             json_object_set_new(n, "attr", json_string(rnd_attr()));
         return json_pack("{s:o}", "near", n);
@@ -787,7 +819,8 @@ static json_t *rnd_tree(int depth)
     if (depth <= 1 || rnd(3) == 0)
         return rnd_leaf();
     switch (rnd(3)) {
-    case 0: return json_pack("{s:o}", "not", rnd_tree(depth - 1));
+    case 0:
+        return json_pack("{s:o}", "not", rnd_tree(depth - 1));
     default: {
         json_t *a = json_array();
         size_t n = rnd(3) + 2;
@@ -847,7 +880,8 @@ static int eval_tree(const expr_node_t *n, uint64_t seed)
         for (size_t i = 0; i < n->nargs; i++)
             r |= eval_tree(n->args[i], seed);
         return r;
-    case EXPR_NOT: return !eval_tree(n->args[0], seed);
+    case EXPR_NOT:
+        return !eval_tree(n->args[0], seed);
     default: {
         json_t *j = expr_to_json(n);
         r = leaf_truth(j, seed);
@@ -929,7 +963,10 @@ static void round_trip(const json_t *j)
  * quotes, \u escapes (with surrogate pairs) for arbitrary characters,
  * %.17g reals. Whatever it writes must parse to the same tree.
  */
-static void put(cp_buf_t *b, const char *s) { assert_int_equal(cp_buf_append(b, s, strlen(s)), CP_OK); }
+static void put(cp_buf_t *b, const char *s)
+{
+    assert_int_equal(cp_buf_append(b, s, strlen(s)), CP_OK);
+}
 
 static void noisy_ws(cp_buf_t *b, int needed)
 {
@@ -993,10 +1030,18 @@ static void noisy_real(cp_buf_t *b, double v, int force_real)
 static void noisy_value(cp_buf_t *b, const expr_value_t *v)
 {
     switch (v->kind) {
-    case VAL_INT: assert_int_equal(cp_buf_printf(b, "%lld", (long long)v->i), CP_OK); break;
-    case VAL_REAL: noisy_real(b, v->r, 1); break;
-    case VAL_STRING: noisy_string(b, v->s, v->slen); break;
-    case VAL_BOOL: noisy_kw(b, v->i ? "true" : "false"); break;
+    case VAL_INT:
+        assert_int_equal(cp_buf_printf(b, "%lld", (long long)v->i), CP_OK);
+        break;
+    case VAL_REAL:
+        noisy_real(b, v->r, 1);
+        break;
+    case VAL_STRING:
+        noisy_string(b, v->s, v->slen);
+        break;
+    case VAL_BOOL:
+        noisy_kw(b, v->i ? "true" : "false");
+        break;
     }
 }
 
@@ -1014,7 +1059,7 @@ static int bare_ok(const char *s, int path)
 
 static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
 {
-    static const char *const ops[][2] = {{"", ""},   {"=", "=="}, {"!=", "<>"}, {"<", "<"},
+    static const char *const ops[][2] = {{"", ""},     {"=", "=="}, {"!=", "<>"}, {"<", "<"},
                                          {"<=", "<="}, {">", ">"},  {">=", ">="}};
     int paren = need_paren || rnd(5) == 0;
     if (paren) {
@@ -1022,7 +1067,9 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         noisy_ws(b, 0);
     }
     switch (n->kind) {
-    case EXPR_ALL: noisy_kw(b, "all"); break;
+    case EXPR_ALL:
+        noisy_kw(b, "all");
+        break;
     case EXPR_AND:
     case EXPR_OR:
         for (size_t i = 0; i < n->nargs; i++) {
@@ -1100,7 +1147,8 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         noisy_kw(b, n->near.unit == UNIT_KM ? "km" : "m");
         put(b, ")");
         break;
-    case EXPR_DID: fail();
+    case EXPR_DID:
+        fail();
     }
     if (paren) {
         noisy_ws(b, 0);
@@ -1161,11 +1209,29 @@ static void test_equal(void **state)
 {
     (void)state;
     static const char *const distinct[] = {
-        "a = 1",        "a = 1.0",       "a = \"1\"",      "a = TRUE",        "a = -0.0",
-        "a = 0.0",      "a != 1",        "b = 1",          "a IN (1)",        "a IN (1, 2)",
-        "a BETWEEN 1 AND 2", "tag:a",    "crowd:a",        "tag:a AND tag:b", "tag:a OR tag:b",
-        "NOT tag:a",    "ALL",           "near(1, 2, 3km)", "near(1, 2, 3m)", "near(x, 1, 2, 3km)",
-        "near(1, 2, 4km)", "a = \"1\\u0000\"", "tag:b AND tag:a",
+        "a = 1",
+        "a = 1.0",
+        "a = \"1\"",
+        "a = TRUE",
+        "a = -0.0",
+        "a = 0.0",
+        "a != 1",
+        "b = 1",
+        "a IN (1)",
+        "a IN (1, 2)",
+        "a BETWEEN 1 AND 2",
+        "tag:a",
+        "crowd:a",
+        "tag:a AND tag:b",
+        "tag:a OR tag:b",
+        "NOT tag:a",
+        "ALL",
+        "near(1, 2, 3km)",
+        "near(1, 2, 3m)",
+        "near(x, 1, 2, 3km)",
+        "near(1, 2, 4km)",
+        "a = \"1\\u0000\"",
+        "tag:b AND tag:a",
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(distinct); i++) {
         expr_t *a = parse_ok(distinct[i]);
