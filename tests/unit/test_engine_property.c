@@ -1,0 +1,542 @@
+/*
+ * test_engine_property.c — end-to-end property test: random populations
+ * (random tag tree; int, enum, bool, timestamp and geo attributes; some
+ * users updated, some deleted, some tags removed) loaded through
+ * cp_load_ndjson_buf, random expressions of depth >= 4 over every
+ * predicate kind counted through cp_count, compared with a naive per-user
+ * evaluator over the plain data written here; then close, reopen and
+ * compare again.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bitmap/bitmap.h"
+#include "crowdpack.h"
+#include "util/util.h"
+
+#define MAX_TAGS 40
+#define NSEG 5
+
+typedef struct user {
+    int alive;
+    int has_age, has_seg, has_vip, has_ts, has_loc;
+    int64_t age, ts;
+    int seg, vip;
+    double lat, lon;
+    uint64_t tags; /* direct tags, bit per tag index */
+} user_t;
+
+typedef struct world {
+    int ntags;
+    char path[MAX_TAGS][128];
+    int parent[MAX_TAGS]; /* -1 = top */
+    uint64_t subtree[MAX_TAGS]; /* bit set of the tag and its descendants */
+    int nusers;
+    user_t *u;
+    uint64_t rng;
+    int ncrowds;
+    uint8_t *crowd[2]; /* naive members of static crowds */
+} world_t;
+
+static const char *SEGS[NSEG] = {"a", "b", "c", "d", "e"};
+static char g_dir[256];
+
+static uint64_t rnd(world_t *w, uint64_t n) { return cp_rand_next(&w->rng) % n; }
+
+static void build_tags(world_t *w)
+{
+    w->ntags = 12 + (int)rnd(w, MAX_TAGS - 12);
+    for (int i = 0; i < w->ntags; i++) {
+        int p = i == 0 || rnd(w, 4) == 0 ? -1 : (int)rnd(w, (uint64_t)i);
+        if (p >= 0 && strlen(w->path[p]) > 90)
+            p = -1;
+        w->parent[i] = p;
+        if (p < 0)
+            snprintf(w->path[i], sizeof w->path[i], "t%d", i);
+        else {
+            char parent[128];
+            memcpy(parent, w->path[p], sizeof parent);
+            int n = snprintf(w->path[i], sizeof w->path[i], "%.100s/t%d", parent, i);
+            assert_true(n > 0 && n < (int)sizeof w->path[i]);
+        }
+    }
+    for (int i = 0; i < w->ntags; i++) {
+        w->subtree[i] = 0;
+        for (int j = 0; j < w->ntags; j++)
+            for (int a = j; a >= 0; a = w->parent[a])
+                if (a == i)
+                    w->subtree[i] |= 1ull << j;
+    }
+}
+
+static void random_attrs(world_t *w, user_t *u, cp_buf_t *b, int allow_null)
+{
+    int first = 1;
+    cp_buf_printf(b, ",\"attrs\":{");
+#define SEP() (first ? (first = 0, "") : ",")
+    if (rnd(w, 10) < 7) {
+        if (allow_null && rnd(w, 5) == 0) {
+            cp_buf_printf(b, "%s\"age\":null", SEP());
+            u->has_age = 0;
+        } else {
+            u->has_age = 1;
+            u->age = (int64_t)rnd(w, 200) - 50;
+            cp_buf_printf(b, "%s\"age\":%lld", SEP(), (long long)u->age);
+        }
+    }
+    if (rnd(w, 10) < 7) {
+        if (allow_null && rnd(w, 5) == 0) {
+            cp_buf_printf(b, "%s\"seg\":null", SEP());
+            u->has_seg = 0;
+        } else {
+            u->has_seg = 1;
+            u->seg = (int)rnd(w, NSEG);
+            cp_buf_printf(b, "%s\"seg\":\"%s\"", SEP(), SEGS[u->seg]);
+        }
+    }
+    if (rnd(w, 10) < 6) {
+        u->has_vip = 1;
+        u->vip = (int)rnd(w, 2);
+        cp_buf_printf(b, "%s\"vip\":%s", SEP(), u->vip ? "true" : "false");
+    }
+    if (rnd(w, 10) < 6) {
+        u->has_ts = 1;
+        u->ts = 1600000000 + (int64_t)rnd(w, 200000000);
+        if (rnd(w, 2)) {
+            char t[40];
+            cp_time_format(u->ts, t, sizeof t);
+            cp_buf_printf(b, "%s\"ts\":\"%s\"", SEP(), t);
+        } else {
+            cp_buf_printf(b, "%s\"ts\":%lld", SEP(), (long long)u->ts);
+        }
+    }
+    if (rnd(w, 10) < 6) {
+        u->has_loc = 1;
+        u->lat = 30 + cp_rand_double(&w->rng) * 2 - 1;
+        u->lon = 120 + cp_rand_double(&w->rng) * 2 - 1;
+        char la[32], lo[32];
+        cp_fmt_double(u->lat, la, sizeof la);
+        cp_fmt_double(u->lon, lo, sizeof lo);
+        cp_buf_printf(b, "%s\"loc\":[%s,%s]", SEP(), la, lo);
+    }
+#undef SEP
+    cp_buf_printf(b, "}");
+}
+
+static void random_tags(world_t *w, user_t *u, cp_buf_t *b)
+{
+    int n = (int)rnd(w, 5);
+    cp_buf_printf(b, ",\"tags\":[");
+    for (int k = 0; k < n; k++) {
+        int t = (int)rnd(w, (uint64_t)w->ntags);
+        u->tags |= 1ull << t;
+        cp_buf_printf(b, "%s\"%s\"", k ? "," : "", w->path[t]);
+    }
+    cp_buf_printf(b, "]");
+}
+
+/* ------------------------------------------------------------ expressions */
+
+typedef struct gen {
+    cp_buf_t text;
+} gen_t;
+
+enum { P_ALL, P_TAG, P_AGE, P_SEG, P_VIP, P_TS, P_NEAR, P_CROWD, P_KINDS };
+
+typedef struct node {
+    int kind; /* 0 pred, 1 and, 2 or, 3 not */
+    int pred;
+    int op; /* 0 = 1 != 2 < 3 <= 4 > 5 >= 6 between 7 in */
+    int64_t a, b, c;
+    int tag;
+    double lat, lon, r;
+    struct node *kid[3];
+    int nkids;
+} node_t;
+
+static const char *OPS[] = {"=", "!=", "<", "<=", ">", ">="};
+
+static node_t *gen_node(world_t *w, int depth, int min_depth)
+{
+    node_t *n = calloc(1, sizeof *n);
+    if (depth < min_depth || (depth < 6 && rnd(w, 3) != 0)) {
+        int k = (int)rnd(w, 3);
+        n->kind = 1 + k;
+        n->nkids = n->kind == 3 ? 1 : 2 + (int)rnd(w, 2);
+        for (int i = 0; i < n->nkids; i++)
+            n->kid[i] = gen_node(w, depth + 1, i == 0 ? min_depth : 0);
+        return n;
+    }
+    n->kind = 0;
+    n->pred = (int)rnd(w, P_KINDS);
+    if (n->pred == P_CROWD && w->ncrowds == 0)
+        n->pred = P_TAG;
+    switch (n->pred) {
+    case P_TAG: n->tag = (int)rnd(w, (uint64_t)w->ntags); break;
+    case P_AGE:
+        n->op = (int)rnd(w, 8);
+        n->a = (int64_t)rnd(w, 220) - 60;
+        n->b = n->a + (int64_t)rnd(w, 80);
+        n->c = (int64_t)rnd(w, 200) - 50;
+        break;
+    case P_SEG:
+        n->op = (int)rnd(w, 3); /* = != in */
+        n->a = (int64_t)rnd(w, NSEG + 1); /* NSEG = a value nobody has */
+        n->b = (int64_t)rnd(w, NSEG);
+        break;
+    case P_VIP: n->op = (int)rnd(w, 2); n->a = (int64_t)rnd(w, 2); break;
+    case P_TS:
+        n->op = (int)rnd(w, 7);
+        n->a = 1600000000 + (int64_t)rnd(w, 200000000);
+        n->b = n->a + (int64_t)rnd(w, 50000000);
+        break;
+    case P_NEAR:
+        n->lat = 30 + cp_rand_double(&w->rng) * 2 - 1;
+        n->lon = 120 + cp_rand_double(&w->rng) * 2 - 1;
+        n->r = 1 + (double)rnd(w, 60);
+        break;
+    case P_CROWD: n->a = (int64_t)rnd(w, (uint64_t)w->ncrowds); break;
+    }
+    return n;
+}
+
+static void node_free(node_t *n)
+{
+    for (int i = 0; i < n->nkids; i++)
+        node_free(n->kid[i]);
+    free(n);
+}
+
+static void ts_text(int64_t s, char *buf, size_t cap) { cp_time_format(s, buf, cap); }
+
+static void print_node(world_t *w, const node_t *n, cp_buf_t *b)
+{
+    char t1[40], t2[40];
+    if (n->kind == 3) {
+        cp_buf_printf(b, "NOT (");
+        print_node(w, n->kid[0], b);
+        cp_buf_printf(b, ")");
+        return;
+    }
+    if (n->kind) {
+        for (int i = 0; i < n->nkids; i++) {
+            if (i)
+                cp_buf_printf(b, n->kind == 1 ? " AND " : " or ");
+            cp_buf_printf(b, "(");
+            print_node(w, n->kid[i], b);
+            cp_buf_printf(b, ")");
+        }
+        return;
+    }
+    switch (n->pred) {
+    case P_ALL: cp_buf_printf(b, "all"); break;
+    case P_TAG: cp_buf_printf(b, "tag:%s", w->path[n->tag]); break;
+    case P_AGE:
+        if (n->op < 6)
+            cp_buf_printf(b, "age %s %lld", OPS[n->op], (long long)n->a);
+        else if (n->op == 6)
+            cp_buf_printf(b, "age BETWEEN %lld AND %lld", (long long)n->a, (long long)n->b);
+        else
+            cp_buf_printf(b, "age IN (%lld, %lld, %lld)", (long long)n->a, (long long)n->b,
+                          (long long)n->c);
+        break;
+    case P_SEG: {
+        const char *va = n->a < NSEG ? SEGS[n->a] : "zz";
+        if (n->op == 0)
+            cp_buf_printf(b, "seg = \"%s\"", va);
+        else if (n->op == 1)
+            cp_buf_printf(b, "seg != \"%s\"", va);
+        else
+            cp_buf_printf(b, "seg IN (\"%s\", \"%s\")", va, SEGS[n->b]);
+        break;
+    }
+    case P_VIP: cp_buf_printf(b, "vip %s %s", n->op ? "!=" : "=", n->a ? "true" : "false"); break;
+    case P_TS:
+        ts_text(n->a, t1, sizeof t1);
+        ts_text(n->b, t2, sizeof t2);
+        if (n->op < 6)
+            cp_buf_printf(b, "ts %s \"%s\"", OPS[n->op], t1);
+        else
+            cp_buf_printf(b, "ts BETWEEN \"%s\" AND \"%s\"", t1, t2);
+        break;
+    case P_NEAR: {
+        char la[32], lo[32];
+        cp_fmt_double(n->lat, la, sizeof la);
+        cp_fmt_double(n->lon, lo, sizeof lo);
+        cp_buf_printf(b, "near(%s, %s, %gkm)", la, lo, n->r);
+        break;
+    }
+    case P_CROWD: cp_buf_printf(b, "crowd:c%lld", (long long)n->a); break;
+    }
+}
+
+static int cmp_op(int op, int64_t v, int64_t a)
+{
+    switch (op) {
+    case 0: return v == a;
+    case 1: return v != a;
+    case 2: return v < a;
+    case 3: return v <= a;
+    case 4: return v > a;
+    case 5: return v >= a;
+    }
+    return 0;
+}
+
+static int eval_node(const world_t *w, const node_t *n, int i)
+{
+    const user_t *u = &w->u[i];
+    if (n->kind == 3)
+        return !eval_node(w, n->kid[0], i);
+    if (n->kind == 1) {
+        for (int k = 0; k < n->nkids; k++)
+            if (!eval_node(w, n->kid[k], i))
+                return 0;
+        return 1;
+    }
+    if (n->kind == 2) {
+        for (int k = 0; k < n->nkids; k++)
+            if (eval_node(w, n->kid[k], i))
+                return 1;
+        return 0;
+    }
+    switch (n->pred) {
+    case P_ALL: return 1;
+    case P_TAG: return (u->tags & w->subtree[n->tag]) != 0;
+    case P_AGE:
+        if (!u->has_age)
+            return 0;
+        if (n->op < 6)
+            return cmp_op(n->op, u->age, n->a);
+        if (n->op == 6)
+            return u->age >= n->a && u->age <= n->b;
+        return u->age == n->a || u->age == n->b || u->age == n->c;
+    case P_SEG:
+        if (!u->has_seg)
+            return 0;
+        if (n->op == 0)
+            return u->seg == n->a;
+        if (n->op == 1)
+            return u->seg != n->a;
+        return u->seg == n->a || u->seg == n->b;
+    case P_VIP:
+        if (!u->has_vip)
+            return 0;
+        return n->op ? u->vip != n->a : u->vip == n->a;
+    case P_TS:
+        if (!u->has_ts)
+            return 0;
+        if (n->op < 6)
+            return cmp_op(n->op, u->ts, n->a);
+        return u->ts >= n->a && u->ts <= n->b;
+    case P_NEAR:
+        return u->has_loc && geo_haversine_m(n->lat, n->lon, u->lat, u->lon) <= n->r * 1000.0;
+    case P_CROWD: return w->crowd[n->a][i];
+    }
+    return 0;
+}
+
+static uint64_t naive_count(const world_t *w, const node_t *n)
+{
+    uint64_t c = 0;
+    for (int i = 0; i < w->nusers; i++)
+        if (w->u[i].alive && eval_node(w, n, i))
+            c++;
+    return c;
+}
+
+/* -------------------------------------------------------------- the test */
+
+static cp_db_t *open_db(unsigned flags)
+{
+    cp_open_options_t o = {.flags = flags, .map_size = 1u << 30, .threads = 2};
+    cp_db_t *db = NULL;
+    cp_error_t err = {0};
+    cp_status rc = cp_db_open(g_dir, &o, &db, &err);
+    if (rc)
+        fprintf(stderr, "open: %s\n", err.message);
+    assert_int_equal(rc, CP_OK);
+    return db;
+}
+
+static void check(cp_db_t *db, world_t *w, node_t **exprs, char **texts, int n)
+{
+    for (int e = 0; e < n; e++) {
+        uint64_t got = 0;
+        cp_error_t err = {0};
+        cp_status rc = cp_count(db, texts[e], &got, &err);
+        if (rc)
+            fprintf(stderr, "count failed: %s\n  %s\n", err.message, texts[e]);
+        assert_int_equal(rc, CP_OK);
+        uint64_t want = naive_count(w, exprs[e]);
+        if (got != want)
+            fprintf(stderr, "mismatch: got %llu want %llu\n  %s\n", (unsigned long long)got,
+                    (unsigned long long)want, texts[e]);
+        assert_int_equal(got, want);
+    }
+}
+
+static void run_world(uint64_t seed, int nusers, int nexprs)
+{
+    world_t w = {0};
+    w.rng = seed;
+    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-engine-prop-%ld", (long)getpid());
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    assert_int_equal(system(cmd), 0);
+    cp_db_t *db = open_db(CP_OPEN_CREATE);
+    cp_error_t err = {0};
+    const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
+                         "{\"name\":\"seg\",\"type\":\"enum\"},{\"name\":\"vip\",\"type\":\"bool\"},"
+                         "{\"name\":\"ts\",\"type\":\"timestamp\"},{\"name\":\"loc\",\"type\":\"geo\"}]}";
+    assert_int_equal(cp_schema_load_json(db, schema, strlen(schema), &err), CP_OK);
+    build_tags(&w);
+    /* Create the tags in a shuffled order through the bulk loader (missing
+     * parents are created on the way). */
+    cp_buf_t b;
+    cp_buf_init(&b, 0);
+    cp_buf_printf(&b, "{\"tags\":[");
+    for (int i = w.ntags - 1; i >= 0; i--)
+        cp_buf_printf(&b, "{\"path\":\"%s\"}%s", w.path[i], i ? "," : "");
+    cp_buf_printf(&b, "]}");
+    assert_int_equal(cp_taxonomy_load_json(db, b.data, b.len, &err), CP_OK);
+
+    /* Population. */
+    w.nusers = nusers;
+    w.u = calloc((size_t)nusers, sizeof *w.u);
+    cp_buf_reset(&b);
+    for (int i = 0; i < nusers; i++) {
+        user_t *u = &w.u[i];
+        u->alive = 1;
+        cp_buf_printf(&b, "{\"id\":\"user-%d\"", i);
+        random_attrs(&w, u, &b, 0);
+        random_tags(&w, u, &b);
+        cp_buf_printf(&b, "}\n");
+    }
+    cp_load_options_t lo = {.batch_lines = (uint64_t)nusers / 3 + 1};
+    cp_load_stats_t st;
+    assert_int_equal(cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err), CP_OK);
+    assert_int_equal(st.users_created, (uint64_t)nusers);
+    assert_int_equal(st.rejected, 0);
+
+    /* Updates: overwrites, nulls, more tags; with a few bad lines that
+     * must leave no trace. */
+    cp_buf_reset(&b);
+    for (int k = 0; k < nusers / 5; k++) {
+        int i = (int)rnd(&w, (uint64_t)nusers);
+        if (rnd(&w, 10) == 0) {
+            cp_buf_printf(&b, "{\"id\":\"user-%d\",\"attrs\":{\"age\":\"x\"},\"tags\":[\"%s\"]}\n",
+                          i, w.path[0]);
+            continue;
+        }
+        cp_buf_printf(&b, "{\"id\":\"user-%d\"", i);
+        random_attrs(&w, &w.u[i], &b, 1);
+        random_tags(&w, &w.u[i], &b);
+        cp_buf_printf(&b, "}\n");
+    }
+    assert_int_equal(cp_load_ndjson_buf(db, b.data, b.len, NULL, &st, &err), CP_OK);
+    assert_int_equal(st.users_created, 0);
+
+    /* Deletions and tag removals (each one commits: keep them few). */
+    int nmut = nusers / 20 + 1 < 150 ? nusers / 20 + 1 : 150;
+    for (int k = 0; k < nmut; k++) {
+        int i = (int)rnd(&w, (uint64_t)nusers);
+        char id[32];
+        snprintf(id, sizeof id, "user-%d", i);
+        cp_status rc = cp_user_delete(db, id, &err);
+        assert_int_equal(rc, w.u[i].alive ? CP_OK : CP_ENOTFOUND);
+        w.u[i].alive = 0;
+    }
+    for (int k = 0; k < nmut; k++) {
+        int i = (int)rnd(&w, (uint64_t)nusers);
+        if (!w.u[i].alive)
+            continue;
+        char id[32];
+        snprintf(id, sizeof id, "user-%d", i);
+        const char *paths[2];
+        int t1 = (int)rnd(&w, (uint64_t)w.ntags), t2 = (int)rnd(&w, (uint64_t)w.ntags);
+        paths[0] = w.path[t1];
+        paths[1] = w.path[t2];
+        assert_int_equal(cp_user_remove_tags(db, id, paths, 2, &err), CP_OK);
+        w.u[i].tags &= ~((1ull << t1) | (1ull << t2));
+    }
+
+    /* Two static crowds from random expressions. */
+    for (int c = 0; c < 2; c++) {
+        node_t *n = gen_node(&w, 0, 3);
+        cp_buf_t t;
+        cp_buf_init(&t, 0);
+        print_node(&w, n, &t);
+        char name[8];
+        snprintf(name, sizeof name, "c%d", c);
+        cp_status rc = cp_crowd_create(db, name, cp_buf_cstr(&t), CP_CROWD_STATIC, NULL, &err);
+        if (rc)
+            fprintf(stderr, "crowd: %s\n", err.message);
+        assert_int_equal(rc, CP_OK);
+        w.crowd[c] = calloc((size_t)nusers, 1);
+        for (int i = 0; i < nusers; i++)
+            w.crowd[c][i] = w.u[i].alive && eval_node(&w, n, i);
+        w.ncrowds = c + 1;
+        node_free(n);
+        cp_buf_free(&t);
+    }
+
+    node_t **exprs = calloc((size_t)nexprs, sizeof *exprs);
+    char **texts = calloc((size_t)nexprs, sizeof *texts);
+    for (int e = 0; e < nexprs; e++) {
+        exprs[e] = gen_node(&w, 0, 4);
+        cp_buf_t t;
+        cp_buf_init(&t, 0);
+        print_node(&w, exprs[e], &t);
+        cp_buf_cstr(&t);
+        texts[e] = t.data;
+    }
+    check(db, &w, exprs, texts, nexprs);
+    cp_db_close(db);
+    db = open_db(0);
+    check(db, &w, exprs, texts, nexprs);
+    cp_db_close(db);
+
+    for (int e = 0; e < nexprs; e++) {
+        node_free(exprs[e]);
+        free(texts[e]);
+    }
+    free(exprs);
+    free(texts);
+    free(w.crowd[0]);
+    free(w.crowd[1]);
+    free(w.u);
+    cp_buf_free(&b);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_small_worlds(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 4; seed++)
+        run_world(seed * 7919, 1500, 150);
+}
+
+static void test_multi_chunk_world(void **state)
+{
+    (void)state;
+    /* Ordinals beyond 65,536: several chunks of the evaluator. */
+    run_world(424242, 140000, 40);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_small_worlds),
+        cmocka_unit_test(test_multi_chunk_world),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
