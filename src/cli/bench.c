@@ -291,24 +291,35 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
         rc = cli_failf("bench: the demo population has only %zu tags", ntags);
         goto out;
     }
-    /* Dense: the five most popular tags. Sparse: the rarest non-empty
-     * level-4 tags (any level if there are none). */
+    /* Dense: the five most popular tags of the shallowest level that has
+     * five tags below 95% of the users (siblings, not an umbrella root and
+     * its children). Sparse: the rarest non-empty tags of the deepest level. */
     qsort(tags, ntags, sizeof *tags, cmp_tag_count_desc);
     const char *d[NDENSE];
-    for (int i = 0; i < NDENSE; i++)
-        d[i] = tags[i].path;
+    int maxlevel = 0, nd = 0;
+    for (size_t i = 0; i < ntags; i++)
+        if (tags[i].level > maxlevel)
+            maxlevel = tags[i].level;
+    for (int lv = 0; lv <= maxlevel && nd < NDENSE; lv++) {
+        nd = 0;
+        for (size_t i = 0; i < ntags && nd < NDENSE; i++)
+            if (tags[i].level == lv && (double)tags[i].count < 0.95 * (double)r->users)
+                d[nd++] = tags[i].path;
+    }
+    if (nd < NDENSE) {
+        nd = 0;
+        for (size_t i = 0; i < NDENSE; i++)
+            d[nd++] = tags[i].path;
+    }
     tag_info_t *rare = calloc(ntags, sizeof *rare);
     size_t nrare = 0;
     if (!rare) {
         rc = cli_failf("out of memory");
         goto out;
     }
-    for (int pass = 0; pass < 2 && nrare < NSPARSE; pass++) {
-        nrare = 0;
-        for (size_t i = 0; i < ntags; i++)
-            if (tags[i].count > 0 && (pass == 1 || tags[i].level == 4))
-                rare[nrare++] = tags[i];
-    }
+    for (size_t i = 0; i < ntags; i++)
+        if (tags[i].count > 0 && tags[i].level == maxlevel)
+            rare[nrare++] = tags[i];
     qsort(rare, nrare, sizeof *rare, cmp_tag_count_asc);
     int nq = 0;
     bquery_t *q = r->q;

@@ -58,7 +58,7 @@ static void print_crowd(const char *json)
                           "description"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         json_t *v = json_object_get(j, keys[i]);
-        if (!v || json_is_null(v))
+        if (!v || json_is_null(v) || (json_is_string(v) && !*json_string_value(v)))
             continue;
         const char *s = strcmp(keys[i], "size") == 0 ? cli_json_count(v, b)
                         : (strcmp(keys[i], "created") == 0 || strcmp(keys[i], "updated") == 0)

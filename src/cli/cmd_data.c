@@ -576,8 +576,7 @@ int cmd_stats(int argc, char **argv)
                (unsigned long long)s.queries, (unsigned long long)s.writes);
         goto out;
     }
-    const char *hdr[] = {"", ""};
-    cli_table_t *t = cli_table_new(2, hdr);
+    cli_table_t *t = cli_table_new(2, NULL);
     char b[32], b2[32], line[96];
     const struct {
         const char *k;
@@ -625,7 +624,7 @@ static const cli_opt_t expr_format_opts[] = {
 static const cli_spec_t expr_format_spec = {
     "expr format", "[JSON]", "Print the canonical text form of a JSON expression tree.",
     "Examples:\n  crowdpack expr format --tree expr.json\n"
-    "  crowdpack expr format '{\"op\":\"tag\",\"path\":\"interest/travel\"}'",
+    "  crowdpack expr format '{\"tag\":\"interest/travel\"}'",
     expr_format_opts, CONN_NONE, 0, 1};
 
 static int expr_parse_cmd(int argc, char **argv)

@@ -41,15 +41,18 @@ static char *tag_url(const char *path, const char *suffix)
     return u;
 }
 
-/* Runs a library call that returns JSON, copying it into a free()-able string. */
-static cp_status dup_lib(cp_status st, char *lib, char **out)
+/* Takes over the JSON text a library call returned (cp_free) as a free()-able
+ * string, so both modes hand the renderers the same kind of string. `lib`
+ * is read after the call has returned. */
+static cp_status dup_lib(cp_status st, char **lib, char **out)
 {
     if (st == CP_OK) {
-        *out = strdup(lib ? lib : "");
+        *out = strdup(*lib ? *lib : "");
         if (!*out)
             st = CP_ENOMEM;
     }
-    cp_free(lib);
+    cp_free(*lib);
+    *lib = NULL;
     return st;
 }
 
@@ -87,7 +90,7 @@ static int tags_list(int argc, char **argv)
                           : client_call(c.http, "GET", url ? url : "/v1/tags", NULL, NULL, 0, &out, &err);
         free(url);
     } else {
-        st = dup_lib(cp_tags_json(c.db, root, &lib, &err), lib, &out);
+        st = dup_lib(cp_tags_json(c.db, root, &lib, &err), &lib, &out);
     }
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
@@ -159,7 +162,7 @@ static int tags_show(int argc, char **argv)
         st = (url = tag_url(a.pos[0], "")) ? client_call(c.http, "GET", url, NULL, NULL, 0, &out, &err)
                                            : CP_ENOMEM;
     else
-        st = dup_lib(cp_tag_json(c.db, a.pos[0], &lib, &err), lib, &out);
+        st = dup_lib(cp_tag_json(c.db, a.pos[0], &lib, &err), &lib, &out);
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
         goto out;
@@ -395,7 +398,7 @@ static int attrs_list(int argc, char **argv)
     if (c.http)
         st = client_call(c.http, "GET", "/v1/attributes", NULL, NULL, 0, &out, &err);
     else
-        st = dup_lib(cp_schema_json(c.db, &lib, &err), lib, &out);
+        st = dup_lib(cp_schema_json(c.db, &lib, &err), &lib, &out);
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
         goto out;
@@ -423,6 +426,9 @@ static int attrs_list(int argc, char **argv)
         {
             char b[4][128];
             json_t *vals = json_object_get(x, "values");
+            /* Only dictionary types (enum, string, bool) have a value count. */
+            if (json_is_integer(vals) && json_integer_value(vals) == 0)
+                vals = NULL;
             const char *row[] = {cli_json_text(json_object_get(x, "name"), b[0], 128),
                                  cli_json_text(json_object_get(x, "type"), b[1], 128),
                                  cli_json_count(json_object_get(x, "count"), b[2]),

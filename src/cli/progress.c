@@ -65,7 +65,10 @@ static void draw(progress_t *p, double now)
         bar[BAR_WIDTH] = 0;
         fmt_amount(p, (double)p->total, total);
         double left = rate > 0 ? (double)(p->total - (p->done < p->total ? p->done : p->total)) / rate : 0;
-        cli_duration(left, eta);
+        if (left < 60)
+            snprintf(eta, sizeof eta, "%ds", (int)(left + 0.5));
+        else
+            cli_duration(left, eta);
         fprintf(stderr, "%s [%s] %5.1f%% %s/%s %s%s ETA %s", p->label, bar, f * 100.0, done, total,
                 rbuf, p->unit == PROGRESS_BYTES ? "/s" : " /s", eta);
     } else {
