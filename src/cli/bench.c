@@ -662,6 +662,7 @@ static void print_run(const brun_t *r)
     const char *row[] = {"hardware floor", cli_group(r->floor_count, cnt), p50, p99, fl};
     cli_table_row(t, row);
     cli_table_print(t, stdout);
+    cli_table_free(t);
     const bquery_t *f = &r->q[r->five];
     double ratio = r->floor_p50 > 0 ? f->p50 / r->floor_p50 : 0;
     printf("ratio 5-term / floor (p50): %.2fx — target <= 2x: %s%s\n", ratio,
