@@ -86,8 +86,8 @@ static int ctype_suffix_json(const char *ct)
 
 int srv_ctype_is_json(const char *ct)
 {
-    if (ct == NULL || ct[strspn(ct, " \t")] == '\0')
-        return 1;
+    if (ct == NULL)
+        return 0;
     return ctype_is(ct, "application/json") || ctype_is(ct, "text/json") || ctype_suffix_json(ct);
 }
 
@@ -102,19 +102,19 @@ int srv_ctype_is_ndjson(const char *ct)
 cp_status srv_body_object(srv_req_t *req, srv_resp_t *resp, json_t **out)
 {
     *out = NULL;
-    if (!srv_ctype_is_json(req->content_type)) {
-        srv_reply_error(resp, 415, "unsupported_media_type", NULL,
-                        "request body: content type \"%s\" is not accepted here; send "
-                        "application/json",
-                        req->content_type);
-        return CP_EINVAL;
-    }
     size_t i = 0;
     while (i < req->body_len && isspace((unsigned char)req->body[i]))
         i++;
     if (i == req->body_len) {
         srv_reply_error(resp, 400, "empty_body", NULL,
                         "request body: expected a JSON object, got an empty body");
+        return CP_EINVAL;
+    }
+    if (!srv_ctype_is_json(req->content_type)) {
+        srv_reply_error(resp, 415, "unsupported_media_type", NULL,
+                        "request body: content type \"%s\" is not accepted here; send "
+                        "application/json",
+                        req->content_type != NULL ? req->content_type : "(none)");
         return CP_EINVAL;
     }
     size_t off = 0;

@@ -7,8 +7,9 @@
  * snapshot (cp_crowd_members + cp_iter_*), so the stream pulls ids one at a
  * time as the socket drains: no thread, no queue, and memory per request is
  * the snapshot bitmap plus one pending line. The formats are the same as
- * cp_crowd_export's: NDJSON {"id":"..."} lines; CSV with an "id" header and
- * RFC 4180 quoting.
+ * cp_crowd_export's, byte for byte (a unit test holds them together):
+ * NDJSON {"id":"..."} lines; CSV with an "id" header, LF line ends, and
+ * RFC 4180 quoting of fields holding a comma, quote, CR or LF.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,7 @@ cp_status srv_json_quote(cp_buf_t *b, const char *s)
         case '\r': st = cp_buf_append(b, "\\r", 2); break;
         case '\t': st = cp_buf_append(b, "\\t", 2); break;
         default:
-            if (*p < 0x20 || *p == 0x7f) {
+            if (*p < 0x20) {
                 memcpy(esc, "\\u00", 4);
                 esc[4] = hex[*p >> 4];
                 esc[5] = hex[*p & 15];
@@ -60,7 +61,7 @@ cp_status srv_csv_field(cp_buf_t *b, const char *s)
     /* A leading = + - @ would make spreadsheets run the cell as a formula;
      * quoting does not stop that, but ids are data and must round-trip, so
      * they are written as they are (documented in docs/api.md). */
-    if (strpbrk(s, ",\"\r\n") == NULL && s[0] != ' ' && (s[0] == '\0' || s[strlen(s) - 1] != ' '))
+    if (strpbrk(s, ",\"\r\n") == NULL)
         return cp_buf_append(b, s, strlen(s));
     cp_status st = cp_buf_append(b, "\"", 1);
     for (const char *p = s; st == CP_OK && *p; p++) {
@@ -98,7 +99,7 @@ static cp_status next_line(srv_stream_t *s)
     s->line_off = 0;
     if (s->fmt == CP_EXPORT_CSV && !s->header_done) {
         s->header_done = 1;
-        return cp_buf_append(&s->line, "id\r\n", 4);
+        return cp_buf_append(&s->line, "id\n", 3);
     }
     const char *id = NULL;
     cp_error_t err = {0};
@@ -112,7 +113,7 @@ static cp_status next_line(srv_stream_t *s)
     if (s->fmt == CP_EXPORT_CSV) {
         st = srv_csv_field(&s->line, id);
         if (st == CP_OK)
-            st = cp_buf_append(&s->line, "\r\n", 2);
+            st = cp_buf_append(&s->line, "\n", 1);
     } else {
         st = cp_buf_append(&s->line, "{\"id\":", 6);
         if (st == CP_OK)

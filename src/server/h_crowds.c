@@ -109,6 +109,8 @@ void srv_h_crowds_estimate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     if (st == CP_OK)
         st = canonical_text(text, tree, &canon, &err);
     if (st != CP_OK) {
+        if (tree != NULL)
+            cp__error_prefix(&err, "request body: field \"tree\": ");
         srv_reply_cp(resp, st, &err, SRV_ERR_BODY_REFS);
         goto out;
     }
@@ -255,6 +257,8 @@ void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         st = cp_crowd_create(srv->db, name, text, kind, desc, &err);
     else
         st = cp_crowd_create_json(srv->db, name, tree, strlen(tree), kind, desc, &err);
+    if (st != CP_OK && tree != NULL)
+        cp__error_prefix(&err, "request body: field \"tree\": ");
     if (st == CP_OK)
         st = cp_crowd_json(srv->db, name, &out_text, &err);
     reply_lib(resp, 201, st, out_text, &err, SRV_ERR_BODY_REFS);
@@ -295,6 +299,7 @@ void srv_h_crowd_update(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     if (text == NULL) {
         st = cp_expr_from_json(tree, strlen(tree), &from_tree, &err);
         if (st != CP_OK) {
+            cp__error_prefix(&err, "request body: field \"tree\": ");
             srv_reply_cp(resp, st, &err, SRV_ERR_BODY_REFS);
             goto out;
         }
@@ -453,6 +458,7 @@ void srv_h_expr_parse(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     } else {
         st = cp_expr_from_json(tree, strlen(tree), &canon, &err);
         if (st != CP_OK) {
+            cp__error_prefix(&err, "request body: field \"tree\": ");
             srv_reply_cp(resp, st, &err, SRV_ERR_BODY_REFS);
             goto out;
         }

@@ -85,7 +85,7 @@ void srv_h_users_load(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
             srv_reply_error(resp, 415, "unsupported_media_type", NULL,
                             "request body: content type \"%s\" is not accepted by POST "
                             "/v1/users; send application/json or application/x-ndjson",
-                            req->content_type);
+                            req->content_type != NULL ? req->content_type : "(none)");
             goto out;
         }
         if (srv_body_object(req, resp, &body) != CP_OK)

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server/srv.h"
 
@@ -128,5 +129,42 @@ int srv_sockaddr_is_loopback(const struct sockaddr *sa)
         if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
             return sin6->sin6_addr.s6_addr[12] == 127;
     }
+    return 0;
+}
+
+int srv_host_is_loopback(const char *host)
+{
+    if (host == NULL)
+        return 0;
+    char h[256];
+    size_t n = strlen(host);
+    if (n == 0 || n >= sizeof h)
+        return 0;
+    if (host[0] == '[') {
+        const char *rb = strchr(host, ']');
+        if (rb == NULL || (rb[1] != '\0' && rb[1] != ':'))
+            return 0;
+        n = (size_t)(rb - host - 1);
+        memcpy(h, host + 1, n);
+    } else {
+        const char *colon = strchr(host, ':');
+        if (colon != NULL && strchr(colon + 1, ':') != NULL)
+            return 0; /* a bare IPv6 address must be bracketed */
+        n = colon != NULL ? (size_t)(colon - host) : n;
+        memcpy(h, host, n);
+    }
+    h[n] = '\0';
+    if (n > 0 && h[n - 1] == '.')
+        h[--n] = '\0';
+    if (strcasecmp(h, "localhost") == 0)
+        return 1;
+    if (n > 10 && strcasecmp(h + n - 10, ".localhost") == 0)
+        return 1; /* RFC 6761: always loopback */
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, h, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, h, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
     return 0;
 }

@@ -165,8 +165,17 @@ void srv_reply_cp_extra(srv_resp_t *r, cp_status st, const cp_error_t *err, unsi
     if (extra == NULL)
         extra = json_object();
     const char *msg = cp_strerror(st);
+    char posmsg[600];
     if (err != NULL && err->code == st && err->message[0] != '\0') {
         msg = err->message;
+        /* Every expression error should read "L:C: what" like the parser's
+         * syntax errors, also when the library left the position to the
+         * fields (unknown names). */
+        int l, c;
+        if (err->line > 0 && sscanf(msg, "%d:%d:", &l, &c) != 2) {
+            snprintf(posmsg, sizeof posmsg, "%d:%d: %s", err->line, err->column, msg);
+            msg = posmsg;
+        }
         if (extra != NULL && err->line > 0) {
             json_object_set_new(extra, "line", json_integer(err->line));
             json_object_set_new(extra, "column", json_integer(err->column));

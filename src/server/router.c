@@ -267,9 +267,20 @@ static int authenticate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         /* No keys: the open mode meant for a laptop. cp_server_run only
          * listens on loopback then, but a key revoked while running could
          * leave a public socket open, so check the peer too. */
-        if (req->client_loopback) {
+        /* The Host check stops DNS rebinding: a web page whose name
+         * resolves to 127.0.0.1 would otherwise drive this API from the
+         * user's browser. Clients without a Host header (HTTP/1.0) pass. */
+        if (req->client_loopback && (req->host == NULL || srv_host_is_loopback(req->host))) {
             req->role = CP_ROLE_ADMIN;
             return 1;
+        }
+        if (req->client_loopback) {
+            srv_reply_error(resp, 401, "unauthorized", NULL,
+                            "no API key is configured and the Host header \"%.100s\" is not a "
+                            "loopback name; use http://127.0.0.1 or http://localhost, or create "
+                            "a key with `crowdpack keys create --data DIR --role admin`",
+                            req->host);
+            return 0;
         }
         srv_reply_error(resp, 401, "unauthorized", NULL,
                         "no API key is configured, so only loopback clients are served; create "
@@ -321,14 +332,18 @@ void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         if (status == 405) {
             srv_reply_error(resp, 405, "method_not_allowed", NULL,
                             "%s %s: method not allowed here (allowed: %s)",
-                            srv_method_name(req->method), req->path, allow);
+                            req->method_name != NULL ? req->method_name
+                                                     : srv_method_name(req->method),
+                            req->path, allow);
             resp->allow = allow;
         } else if (status == 400) {
             srv_reply_error(resp, 400, "invalid", NULL, "URL %s: bad percent-escape in a path "
                             "segment", req->path);
         } else {
             srv_reply_error(resp, 404, "route_not_found", NULL, "no such endpoint: %s %s",
-                            srv_method_name(req->method), req->path);
+                            req->method_name != NULL ? req->method_name
+                                                     : srv_method_name(req->method),
+                            req->path);
         }
         return;
     }

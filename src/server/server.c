@@ -188,6 +188,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                         "request body: out of memory while reading it");
     } else {
         req.method = srv_method_parse(method);
+        req.method_name = method;
+        req.host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
         req.path = url;
         req.content_type =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);

@@ -66,6 +66,8 @@ typedef struct srv_req {
     const char *path;         /* raw path without the query, e.g. "/v1/users/a%2Fb" */
     const char *content_type; /* header or NULL */
     const char *authorization; /* header or NULL */
+    const char *host;          /* Host header or NULL */
+    const char *method_name;   /* as received, for messages; may be NULL */
     const char *body;          /* NUL-terminated; "" when none */
     size_t body_len;
     srv_lookup_fn query;       /* may be NULL: no query arguments */
@@ -149,7 +151,10 @@ int srv_json_too_deep(const char *s, size_t len, int max, int per_line, size_t *
 /* 1-based line and column of byte `offset` of s. */
 void srv_text_position(const char *s, size_t offset, int *line, int *column);
 
-/* 1 if the content type is JSON (absent, application/json, anything+json). */
+/* 1 if the content type is JSON (application/json, text/json, anything+json).
+ * An absent type is not JSON: browsers send bodies without a type, as
+ * text/plain or as forms cross-origin without a CORS preflight, so only
+ * JSON types are taken as a defence against cross-site requests. */
 int srv_ctype_is_json(const char *ct);
 /* 1 if the content type is NDJSON (application/x-ndjson, application/jsonl...). */
 int srv_ctype_is_ndjson(const char *ct);
@@ -195,6 +200,9 @@ typedef struct srv_addr {
  * getaddrinfo). CP_EINVAL naming the problem. */
 cp_status srv_listen_parse(const char *spec, srv_addr_t *out, cp_error_t *err);
 int srv_sockaddr_is_loopback(const struct sockaddr *sa);
+/* 1 if a Host header names the loopback: localhost, *.localhost, 127.x.y.z
+ * or [::1], with or without a port. */
+int srv_host_is_loopback(const char *host);
 
 /* ------------------------------------------------------------- percent */
 
