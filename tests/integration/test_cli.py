@@ -481,6 +481,21 @@ def test_server_and_lock(tmp, data):
     check(rc == 1, "crowd deleted through the server stays deleted", out)
 
 
+def test_bench(tmp):
+    """A tiny bench on both paths: it runs, and its counts agree with the floor."""
+    for extra in ([], ["--synthetic"]):
+        rc, out, err = run("bench", "--users", "3000" if not extra else "200k", "--reps", "3",
+                           "--json", "--dir", tmp, *extra, timeout=300)
+        runs = json.loads(out)["runs"] if rc == 0 else []
+        ok = len(runs) == 1 and runs[0]["count_matches_floor"] and \
+            runs[0]["path"] == ("synthetic" if extra else "engine")
+        five = [q for q in runs[0]["queries"] if q["name"].startswith("5-term")] if ok else []
+        check(ok and five and five[0]["count"] == runs[0]["floor"]["count"] and
+              runs[0]["floor"]["p50_ms"] > 0, "bench %s" % (extra or "engine"), out[-500:] + err)
+    left = [n for n in os.listdir(tmp) if n.startswith("crowdpack-bench-")]
+    check(left == [], "bench removes its data directory", str(left))
+
+
 def main():
     if not os.path.exists(CP):
         print("crowdpack binary not found at %s" % CP)
@@ -496,6 +511,7 @@ def main():
         test_tags(tmp, data)
         test_users_keys_stats(data)
         test_server_and_lock(tmp, data)
+        test_bench(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (PASSED, FAILED))
