@@ -128,6 +128,10 @@ const char *cli_json_time(const struct json_t *v, char *buf, size_t cap);
 /* Parses an answer; prints "crowdpack: WHAT: invalid JSON" and returns NULL on failure. */
 struct json_t *cli_json_parse(const char *text, const char *what);
 
+/* Prints a JSON value compactly on one line of stdout and releases it
+ * (names from the command line are escaped properly this way). */
+void cli_emit_json(struct json_t *j);
+
 /* Reads a whole file ("-" = stdin) up to `max` bytes. Caller frees *out
  * (NUL-terminated). Returns CLI_OK or CLI_FAIL (printed). */
 int cli_read_file(const char *path, size_t max, char **out, size_t *len);

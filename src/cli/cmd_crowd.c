@@ -297,7 +297,7 @@ static int crowd_one(const cli_spec_t *spec, int op, int argc, char **argv)
     }
     if (op == 2) {
         if (a.json)
-            printf("{\"deleted\":\"%s\"}\n", name);
+            cli_emit_json(json_pack("{s:s}", "deleted", name));
         else
             printf("deleted crowd %s\n", name);
     } else if (a.json) {

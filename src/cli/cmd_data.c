@@ -28,7 +28,7 @@ static const cli_spec_t init_spec = {
     "Both files are applied all or nothing. Running init again on an existing directory only\n"
     "loads the given files.\n\nExample:\n  crowdpack init --data ./dmp --schema schema.json "
     "--taxonomy taxonomy.json",
-    init_opts, CONN_DATA, 0, 0};
+    init_opts, CONN_DATA | CONN_JSON, 0, 0};
 
 /* Loads one JSON file through `fn` (schema or taxonomy loader). */
 static int load_json_file(cp_db_t *db, const char *path,
@@ -71,9 +71,10 @@ int cmd_init(int argc, char **argv)
     cp_db_stats_t s = {0};
     cp_db_stats(db, &s);
     if (a.json) {
-        printf("{\"data\":\"%s\",\"format\":%u,\"attributes\":%llu,\"tags\":%llu,\"users\":%llu}\n",
-               dir, cp_format_version(), (unsigned long long)s.attributes,
-               (unsigned long long)s.tags, (unsigned long long)s.users);
+        cli_emit_json(json_pack("{s:s,s:I,s:I,s:I,s:I}", "data", dir, "format",
+                                (json_int_t)cp_format_version(), "attributes",
+                                (json_int_t)s.attributes, "tags", (json_int_t)s.tags, "users",
+                                (json_int_t)s.users));
     } else {
         char b1[32], b2[32], b3[32];
         printf("initialised %s (format %u): %s attributes, %s tags, %s users\n", dir,

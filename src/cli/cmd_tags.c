@@ -292,7 +292,7 @@ static int tags_write(const cli_spec_t *spec, int op, int argc, char **argv)
     }
     const char *what = op == T_CREATE ? "created" : op == T_RENAME ? "updated" : op == T_MOVE ? "moved" : "deleted";
     if (a.json)
-        printf("{\"%s\":\"%s\"%s%s%s}\n", what, path, np ? ",\"to\":\"" : "", np ? np : "", np ? "\"" : "");
+        cli_emit_json(np ? json_pack("{s:s,s:s}", what, path, "to", np) : json_pack("{s:s}", what, path));
     else if (np)
         printf("moved tag %s to %s\n", path, np);
     else
@@ -347,7 +347,7 @@ static int json_file_load(const cli_spec_t *spec, int taxonomy, int argc, char *
         goto out;
     }
     if (a.json)
-        printf("{\"loaded\":\"%s\"}\n", a.pos[0]);
+        cli_emit_json(json_pack("{s:s}", "loaded", a.pos[0]));
     else
         printf("loaded %s from %s\n", taxonomy ? "taxonomy" : "schema", a.pos[0]);
 out:
@@ -477,7 +477,7 @@ static int attrs_define(int argc, char **argv)
     if (st != CP_OK)
         rc = cli_fail(st, &err);
     else if (a.json)
-        printf("{\"defined\":\"%s\",\"type\":\"%s\"}\n", a.pos[0], a.pos[1]);
+        cli_emit_json(json_pack("{s:s,s:s}", "defined", a.pos[0], "type", a.pos[1]));
     else
         printf("defined attribute %s (%s)\n", a.pos[0], a.pos[1]);
     cli_conn_close(&c);

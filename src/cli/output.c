@@ -367,3 +367,15 @@ json_t *cli_json_parse(const char *text, const char *what)
         cli_failf("%s: invalid JSON answer: %s", what, je.text);
     return j;
 }
+
+void cli_emit_json(json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (!s) {
+        cli_failf("out of memory");
+        return;
+    }
+    puts(s);
+    free(s);
+}
