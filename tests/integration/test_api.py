@@ -13,11 +13,14 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -677,6 +680,97 @@ def t_two_writers(data):
           "keys create while serving fails with a locked error: %r" % r.stderr)
 
 
+@section
+def t_concurrency():
+    """Readers and writers at once over the thread pool: every answer right."""
+    errors = []
+    exprs = [(e, len(w)) for e, w in estimates()[1:4]]  # not changed by the writers
+
+    def reader(k):
+        for i in range(40):
+            e, want = exprs[(i + k) % len(exprs)]
+            st, body, _ = call("POST", "/v1/crowds/estimate", {"expression": e})
+            if st != 200 or body.get("count") != want:
+                errors.append(("estimate", e, st, body))
+            st, body, _ = call("GET", "/v1/crowds/fin_young")
+            if st != 200:
+                errors.append(("crowd", st, body))
+
+    def writer(k):
+        for i in range(20):
+            users = [{"id": "cc-%d-%d-%d" % (k, i, j), "attrs": {"city": "zz"}} for j in range(5)]
+            st, body, _ = call("POST", "/v1/users", {"users": users})
+            if st != 200 or body.get("created") != 5:
+                errors.append(("load", st, body))
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+    threads += [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not errors, "concurrent requests all right: %r" % errors[:3])
+    M.load([{"id": "cc-%d-%d-%d" % (k, i, j), "attrs": {"city": "zz"}}
+            for k in range(2) for i in range(20) for j in range(5)])
+    check(count_of('city = "zz"') == 200, "concurrent writes all applied")
+    st, text, _ = call("GET", "/metrics")
+    line = [ln for ln in text.splitlines() if ln.startswith(
+        'crowdpack_http_requests_total{method="POST",route="/v1/crowds/estimate",status="200"}')]
+    check(line and int(line[0].split()[-1]) >= 160, "metrics count estimates: %r" % line)
+    check('route="/v1/crowds/{name}",le="+Inf"}' in text, "metrics histogram by route")
+
+
+@section
+def t_https(tmp):
+    if shutil.which("openssl") is None:
+        print("  (openssl not installed: HTTPS not tested)")
+        return
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                       capture_output=True, timeout=60)
+    if not check(r.returncode == 0, "openssl made a certificate: %r" % r.stderr[-300:]):
+        return
+    d = os.path.join(tmp, "tls")
+    subprocess.run([CP, "init", "--data", d], capture_output=True, timeout=20)
+    pf = os.path.join(tmp, "tls.port")
+    log = open(os.path.join(tmp, "tls.log"), "w+")
+    p = subprocess.Popen([CP, "serve", "--data", d, "--listen", "127.0.0.1:0", "--port-file", pf,
+                          "--tls-cert", cert, "--tls-key", key],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.time() + 20
+        while not os.path.exists(pf) and p.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        log.flush()
+        log.seek(0)
+        out = log.read()
+        if not check(os.path.exists(pf), "TLS server started: %r" % out):
+            return
+        port = int(open(pf).read())
+        check("listening on https://127.0.0.1:%d" % port in out, "https banner: %r" % out)
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        with urllib.request.urlopen("https://127.0.0.1:%d/healthz" % port, context=ctx,
+                                    timeout=20) as resp:
+            check(resp.status == 200 and json.loads(resp.read()) == {"status": "ok"},
+                  "healthz over HTTPS")
+        req = urllib.request.Request("https://127.0.0.1:%d/v1/attributes" % port,
+                                     data=b'{"name":"age","type":"int"}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=ctx, timeout=20) as resp:
+            check(resp.status == 200, "POST over HTTPS")
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=5).read()
+            check(False, "plain HTTP to the TLS port should fail")
+        except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+            check(True, "")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        check(p.wait(timeout=20) == 0, "TLS server exits 0")
+        log.close()
+
+
 KEYS = {}
 
 
@@ -773,9 +867,11 @@ def main():
             t_users()
             t_bad_input()
             t_body_limits()
+            t_concurrency()
             t_two_writers(data)
             t_restart_and_keys(tmp, data)
             t_non_loopback_refused(tmp)
+            t_https(tmp)
         finally:
             if SRV.proc.poll() is None:
                 rc = SRV.stop()
