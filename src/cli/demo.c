@@ -74,7 +74,6 @@ enum { G_FEMALE = 0, G_MALE = 1 };
  * per-gender multipliers. demo_model_build checks the order against
  * demo_taxonomy.c, so the two cannot drift apart silently.
  */
-/* clang-format off: hand-aligned tables */
 enum {
     L1_TRANSPORT,
     L1_NEWS,
@@ -97,22 +96,33 @@ enum {
     N_L1
 };
 
+/* clang-format off */
 static const struct l1_prior {
     const char *path;
     double weight;
     double female;
     double male;
 } L1_PRIORS[N_L1] = {
-    {"interest/transport", 5.0, 0.6, 1.6},     {"interest/news", 5.0, 0.8, 1.3},
-    {"interest/apparel", 8.0, 1.5, 0.6},       {"interest/education", 4.0, 1.1, 0.9},
-    {"interest/life_services", 5.5, 1.1, 0.9}, {"interest/finance", 5.5, 0.9, 1.2},
-    {"interest/business", 2.0, 0.8, 1.2},      {"interest/entertainment", 9.0, 1.1, 0.9},
-    {"interest/parenting", 3.0, 1.6, 0.5},     {"interest/travel", 6.0, 1.1, 0.9},
-    {"interest/real_estate", 2.5, 0.9, 1.1},   {"interest/games", 5.0, 0.6, 1.6},
-    {"interest/food", 9.0, 1.2, 0.85},         {"interest/health", 5.0, 1.1, 0.9},
-    {"interest/sports", 4.0, 0.7, 1.4},        {"interest/beauty", 6.0, 2.0, 0.25},
-    {"interest/home", 4.5, 1.3, 0.8},          {"interest/electronics", 7.0, 0.7, 1.4},
+    {"interest/transport", 5.0, 0.6, 1.6},
+    {"interest/news", 5.0, 0.8, 1.3},
+    {"interest/apparel", 7.0, 1.5, 0.6},
+    {"interest/education", 4.0, 1.1, 0.9},
+    {"interest/life_services", 5.5, 1.1, 0.9},
+    {"interest/finance", 5.5, 0.9, 1.2},
+    {"interest/business", 2.0, 0.8, 1.2},
+    {"interest/entertainment", 8.0, 1.1, 0.9},
+    {"interest/parenting", 3.0, 1.6, 0.5},
+    {"interest/travel", 6.0, 1.1, 0.9},
+    {"interest/real_estate", 2.5, 0.9, 1.1},
+    {"interest/games", 5.0, 0.6, 1.6},
+    {"interest/food", 7.5, 1.2, 0.85},
+    {"interest/health", 5.0, 1.1, 0.9},
+    {"interest/sports", 4.0, 0.7, 1.4},
+    {"interest/beauty", 6.0, 2.0, 0.25},
+    {"interest/home", 4.5, 1.3, 0.8},
+    {"interest/electronics", 7.0, 0.7, 1.4},
 };
+/* clang-format on */
 
 enum {
     P_GENERAL,
@@ -128,28 +138,20 @@ enum {
 };
 
 /* Persona multipliers on the level-1 weights (columns in L1_* order). */
+/* clang-format off */
 static const double PERSONA_MULT[N_PERSONA][N_L1] = {
-    /*            tra  new  app  edu  lif  fin  bus  ent  par  tvl  rea  gam  foo  hea  spo  bea hom
-       ele */
-    [P_GENERAL] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
-                   1.0, 1.0},
-    [P_STUDENT] = {0.5, 0.6, 1.5, 3.5, 0.6, 0.3, 0.5, 2.2, 0.1, 1.0, 0.15, 2.5, 1.4, 0.5, 1.5, 1.3,
-                   0.3, 1.8},
-    [P_YOUNG_PRO] = {1.2, 1.0, 1.3, 1.2, 1.2, 1.4, 1.6, 1.3, 0.4, 1.6, 0.8, 1.0, 1.5, 0.9, 1.3, 1.3,
-                     1.0, 1.4},
-    [P_YOUNG_PARENT] = {1.1, 0.8, 1.1, 2.5, 1.4, 1.0, 0.7, 0.7, 7.0, 1.0, 1.5, 0.5, 1.1, 1.4, 0.7,
-                        1.0, 2.2, 0.8},
-    [P_GAMER] = {1.2, 0.8, 0.7, 0.7, 0.6, 0.6, 0.5, 1.6, 0.2, 0.6, 0.3, 5.0, 1.0, 0.4, 1.8, 0.3,
-                 0.4, 3.0},
-    [P_FASHION] = {0.5, 0.5, 3.0, 0.8, 1.0, 0.7, 0.6, 1.6, 0.8, 1.5, 0.5, 0.6, 1.4, 1.0, 0.9, 4.0,
-                   1.0, 0.8},
-    [P_HOMEOWNER] = {2.0, 1.4, 0.8, 1.6, 1.3, 2.0, 1.2, 0.7, 0.8, 1.1, 3.0, 0.4, 1.0, 1.3, 0.8, 0.8,
-                     2.5, 0.9},
-    [P_AFFLUENT] = {2.2, 1.3, 1.3, 1.3, 1.0, 4.0, 2.0, 0.8, 0.6, 2.2, 2.2, 0.4, 1.2, 1.3, 1.3, 1.1,
-                    1.3, 1.2},
-    [P_SENIOR] = {0.5, 3.0, 0.6, 0.4, 1.6, 1.4, 0.4, 0.8, 0.6, 1.4, 0.6, 0.3, 1.6, 4.0, 0.8, 0.5,
-                  1.1, 0.5},
+    /*                 tra  new  app  edu  lif  fin  bus  ent  par  tvl  rea  gam  foo  hea  spo  bea  hom  ele */
+    [P_GENERAL] =      {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0},
+    [P_STUDENT] =      {0.5, 0.6, 1.5, 3.5, 0.6, 0.3, 0.5, 2.2, 0.1, 1.0, 0.15, 2.5, 1.4, 0.5, 1.5, 1.3, 0.3, 1.8},
+    [P_YOUNG_PRO] =    {1.2, 1.0, 1.3, 1.2, 1.2, 1.4, 1.6, 1.3, 0.4, 1.6, 0.8, 1.0, 1.5, 0.9, 1.3, 1.3, 1.0, 1.4},
+    [P_YOUNG_PARENT] = {1.1, 0.8, 1.1, 2.5, 1.4, 1.0, 0.7, 0.7, 7.0, 1.0, 1.5, 0.5, 1.1, 1.4, 0.7, 1.0, 2.2, 0.8},
+    [P_GAMER] =        {1.2, 0.8, 0.7, 0.7, 0.6, 0.6, 0.5, 1.6, 0.2, 0.6, 0.3, 5.0, 1.0, 0.4, 1.8, 0.3, 0.4, 3.0},
+    [P_FASHION] =      {0.5, 0.5, 3.0, 0.8, 1.0, 0.7, 0.6, 1.6, 0.8, 1.5, 0.5, 0.6, 1.4, 1.0, 0.9, 4.0, 1.0, 0.8},
+    [P_HOMEOWNER] =    {2.0, 1.4, 0.8, 1.6, 1.3, 2.0, 1.2, 0.7, 0.8, 1.1, 3.0, 0.4, 1.0, 1.3, 0.8, 0.8, 2.5, 0.9},
+    [P_AFFLUENT] =     {2.2, 1.3, 1.3, 1.3, 1.0, 4.0, 2.0, 0.8, 0.6, 2.2, 2.2, 0.4, 1.2, 1.3, 1.3, 1.1, 1.3, 1.2},
+    [P_SENIOR] =       {0.5, 3.0, 0.6, 0.4, 1.6, 1.4, 0.4, 0.8, 0.6, 1.4, 0.6, 0.3, 1.6, 4.0, 0.8, 0.5, 1.1, 0.5},
 };
+/* clang-format on */
 
 /* Per-gender multipliers on a tag's weight among its siblings. */
 static const struct node_bias {
@@ -284,14 +286,14 @@ enum {
 static const char *const ATTR_NAMES[N_ATTR] = {"age",       "gender",      "city",   "province",
                                                "loc",       "member_tier", "points", "registered",
                                                "is_member", "last_active"};
-/* clang-format on */
 
 /* One interest tag of the tree, as the walk sees it. */
 typedef struct demo_node {
     int32_t handle;    /* engine tag handle */
     int32_t first_kid; /* index into model kids[] / kid_prob[] / kid_alias[] */
     int32_t nkids;
-    int32_t level; /* 1..4 */
+    int32_t level;  /* 1..4 */
+    int32_t parent; /* node index; -1 for level 1 */
 } demo_node_t;
 
 typedef struct demo_model {
@@ -543,6 +545,7 @@ static cp_status model_build(cp_db_t *db, demo_model_t *m, cp_error_t *err)
         stack[level] = (int32_t)i;
         m->nodes[i].level = level;
         parent[i] = level > 1 ? stack[level - 1] : -1;
+        m->nodes[i].parent = parent[i];
         if (level > 1)
             m->nodes[parent[i]].nkids++;
         if (level == 1) {
@@ -680,6 +683,30 @@ static int32_t draw_interest(const demo_model_t *m, int persona, int g, uint64_t
                               (size_t)d->nkids, cp_rand_double(rng));
         node = m->kids[d->first_kid + k];
     }
+}
+
+/*
+ * A user's direct interest tags form an antichain: no tag next to one of
+ * its ancestors (the engine already counts a user under every ancestor of
+ * a tag, so both would only clutter the user's tag list). Returns 1 if
+ * `b` is a strict descendant of `a` (b replaces a), -1 if b equals a or is
+ * an ancestor of it (b is dropped), 0 if unrelated.
+ */
+static int related(const demo_model_t *m, int32_t a, int32_t b)
+{
+    int32_t la = m->nodes[a].level, lb = m->nodes[b].level;
+    int32_t x = a, y = b;
+    while (lb > la) {
+        y = m->nodes[y].parent;
+        lb--;
+    }
+    while (la > lb) {
+        x = m->nodes[x].parent;
+        la--;
+    }
+    if (x != y)
+        return 0;
+    return m->nodes[b].level > m->nodes[a].level ? 1 : -1;
 }
 
 static const char *tier_of(int64_t points)
@@ -857,15 +884,17 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
     int nhave = 0;
     for (int tries = 0; nhave < want && tries < 4 * DEMO_MAX_INTEREST; tries++) {
         int32_t node = draw_interest(m, persona, g, &rng);
-        int dup = 0;
-        for (int k = 0; k < nhave && !dup; k++)
-            dup = have[k] == node;
-        if (dup)
-            continue;
-        have[nhave++] = node;
-        if ((st = cp_batch_tag(b, m->nodes[node].handle, err)) != CP_OK)
-            return st;
+        int k = 0, rel = 0;
+        for (; k < nhave && !rel; k++)
+            rel = related(m, have[k], node);
+        if (rel > 0)
+            have[k - 1] = node; /* more specific than what we had */
+        else if (rel == 0)
+            have[nhave++] = node;
     }
+    for (int k = 0; k < nhave; k++)
+        if ((st = cp_batch_tag(b, m->nodes[have[k]].handle, err)) != CP_OK)
+            return st;
     return CP_OK;
 }
 

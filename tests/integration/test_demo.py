@@ -218,6 +218,29 @@ def check_demographics(data):
     check(phones == USERS, "exactly one phone per user (%d)" % phones)
 
 
+def check_users(data):
+    """A sample of users, as `user show` sees them (direct tags only)."""
+    for i in range(1, 41):
+        u = json.loads(run("user", "show", "--data", data, "u%d" % i, "--json"))
+        direct = u.get("tags") or []
+        interest = [t for t in direct if t.startswith("interest/")]
+        check(5 <= len(interest) <= 20, "u%d has 5-20 interest tags: %d" % (i, len(interest)))
+        for x in interest:
+            for y in interest:
+                check(x == y or not y.startswith(x + "/"),
+                      "u%d: direct tags %s and its descendant %s" % (i, x, y))
+        check(sum(t.startswith("lifecycle/") for t in direct) == 1, "u%d has one lifecycle tag" % i)
+        phones = [t for t in direct if t.startswith("device/") and t != "device/pc"]
+        check(len(phones) == 1, "u%d has one phone: %s" % (i, phones))
+        attrs = u.get("attrs") or {}
+        for name in ["age", "gender", "city", "province", "loc", "member_tier", "points",
+                     "registered", "is_member", "last_active"]:
+            check(name in attrs, "u%d has %s" % (i, name))
+        if "registered" in attrs and "last_active" in attrs:
+            check(str(attrs["last_active"]) >= str(attrs["registered"]),
+                  "u%d active after registering: %s" % (i, attrs))
+
+
 def share(data, expr, within):
     n = count(data, within)
     return count(data, "(%s) AND (%s)" % (expr, within)) / n if n else 0.0
@@ -264,6 +287,7 @@ def main():
         check_popularity(a, tl)
         check_demographics(a)
         check_correlations(a)
+        check_users(a)
         # The CLI protects existing data: a non-empty directory needs --force.
         p = subprocess.run([CROWDPACK, "demo", "--data", a, "--users", "10"], capture_output=True, text=True)
         check(p.returncode != 0, "demo refuses a non-empty directory without --force")
