@@ -165,7 +165,12 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
         goto out;
     for (size_t i = 0; i < db->crowds.n; i++) {
         crowd_rec_t *c = db->crowds.items[i];
-        if (index_crowd(db->ix, c->id) == NULL) {
+        if (index_crowd(db->ix, c->id) != NULL)
+            continue;
+        /* An empty crowd has no chunks on disk. */
+        roaring_bitmap_t *empty = c->size == 0 ? roaring_bitmap_create() : NULL;
+        if (empty == NULL || index_crowd_set(db->ix, c->id, empty)) {
+            index_bm_free(empty);
             rc = CP_ERR(err, CP_EIO, "data directory %s: members of crowd \"%s\" are missing",
                         dir, c->name);
             goto out;

@@ -9,6 +9,36 @@
 
 #define KEY_MAX 64
 
+/* Dirty chunk sets: a bitmap of chunk numbers (ordinal >> 16), created on
+ * first use. A set that cannot be created would lose a change on disk, so
+ * the failure is remembered and the next index_persist() fails (which puts
+ * the handle into its failed state). */
+#define mark(d, ord) mark_((d), (ord), &ix->mark_failed)
+#define mark_all(d, bm) mark_all_((d), (bm), &ix->mark_failed)
+
+static void mark_(roaring_bitmap_t **d, uint32_t ord, int *failed)
+{
+    if (*d == NULL && (*d = roaring_bitmap_create()) == NULL) {
+        *failed = 1;
+        return;
+    }
+    roaring_bitmap_add(*d, ord >> 16);
+}
+
+/* Marks every chunk in which bm has members. */
+static void mark_all_(roaring_bitmap_t **d, const roaring_bitmap_t *bm, int *failed)
+{
+    if (bm == NULL)
+        return;
+    if (*d == NULL && (*d = roaring_bitmap_create()) == NULL) {
+        *failed = 1;
+        return;
+    }
+    int32_t n = bm_chunk_count(bm);
+    for (int32_t i = 0; i < n; i++)
+        roaring_bitmap_add(*d, bm_chunk_key(bm, i));
+}
+
 cp_status index_create(index_t **out)
 {
     *out = NULL;
@@ -34,7 +64,7 @@ static void attr_release(idx_attr_t *a)
     free(a->vdirty);
     free(a->col);
     geo_index_free(a->geo);
-    index_bm_free(a->geo_dirty);
+    index_bm_free(a->dirty);
     memset(a, 0, sizeof *a);
 }
 
@@ -43,16 +73,20 @@ void index_free(index_t *ix)
     if (ix == NULL)
         return;
     index_bm_free(ix->universe);
+    index_bm_free(ix->universe_dirty);
     for (uint32_t i = 0; i < ix->ntags; i++) {
         index_bm_free(ix->tags[i].direct);
         index_bm_free(ix->tags[i].eff);
+        index_bm_free(ix->tags[i].dirty);
     }
     free(ix->tags);
     for (uint32_t i = 0; i < ix->nattrs; i++)
         attr_release(&ix->attrs[i]);
     free(ix->attrs);
-    for (uint32_t i = 0; i < ix->ncrowds; i++)
+    for (uint32_t i = 0; i < ix->ncrowds; i++) {
         index_bm_free(ix->crowds[i]);
+        index_bm_free(ix->crowd_dirty[i]);
+    }
     free(ix->crowds);
     free(ix->crowd_dirty);
     free(ix);
@@ -102,8 +136,7 @@ cp_status index_attr_add(index_t *ix, uint32_t attr, cp_attr_type type)
         return a->bsi ? CP_OK : CP_ENOMEM;
     case CP_ATTR_GEO:
         a->geo = geo_index_create();
-        a->geo_dirty = roaring_bitmap_create();
-        return a->geo && a->geo_dirty ? CP_OK : CP_ENOMEM;
+        return a->geo ? CP_OK : CP_ENOMEM;
     default:
         a->exists = roaring_bitmap_create();
         return a->exists ? CP_OK : CP_ENOMEM;
@@ -115,11 +148,12 @@ cp_status index_tag_drop(index_t *ix, store_txn_t *txn, uint32_t tag, cp_error_t
     if (tag < ix->ntags) {
         index_bm_free(ix->tags[tag].direct);
         index_bm_free(ix->tags[tag].eff);
+        index_bm_free(ix->tags[tag].dirty);
         memset(&ix->tags[tag], 0, sizeof ix->tags[tag]);
     }
     char key[KEY_MAX];
-    int n = snprintf(key, sizeof key, "t/%u", tag);
-    return store_del(txn, STORE_BITMAPS, key, (size_t)n, err);
+    int n = snprintf(key, sizeof key, "t/%u#", tag);
+    return store_del_prefix(txn, STORE_BITMAPS, key, (size_t)n, err);
 }
 
 const idx_tag_t *index_tag(const index_t *ix, uint32_t tag)
@@ -147,18 +181,18 @@ const roaring_bitmap_t *index_attr_exists(const index_t *ix, uint32_t attr)
 void index_user_add(index_t *ix, uint32_t ord)
 {
     if (roaring_bitmap_add_checked(ix->universe, ord))
-        ix->universe_dirty = 1;
+        mark(&ix->universe_dirty, ord);
 }
 
 void index_user_delete(index_t *ix, const taxonomy_t *tax, uint32_t ord)
 {
     (void)tax;
     if (roaring_bitmap_remove_checked(ix->universe, ord))
-        ix->universe_dirty = 1;
+        mark(&ix->universe_dirty, ord);
     for (uint32_t i = 0; i < ix->ntags; i++) {
         idx_tag_t *t = &ix->tags[i];
         if (t->direct && roaring_bitmap_remove_checked(t->direct, ord))
-            t->dirty = 1;
+            mark(&t->dirty, ord);
         if (t->eff)
             roaring_bitmap_remove(t->eff, ord);
     }
@@ -167,7 +201,7 @@ void index_user_delete(index_t *ix, const taxonomy_t *tax, uint32_t ord)
             index_clear(ix, i, ord);
     for (uint32_t i = 0; i < ix->ncrowds; i++)
         if (ix->crowds[i] && roaring_bitmap_remove_checked(ix->crowds[i], ord))
-            ix->crowd_dirty[i] = 1;
+            mark(&ix->crowd_dirty[i], ord);
 }
 
 int index_tag_assign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_t tag)
@@ -176,7 +210,7 @@ int index_tag_assign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_t 
         return 0;
     if (!roaring_bitmap_add_checked(ix->tags[tag].direct, ord))
         return 0;
-    ix->tags[tag].dirty = 1;
+    mark(&ix->tags[tag].dirty, ord);
     /* Members of a tag include its descendants': walk up the chain until an
      * ancestor already has the user (then all above it have it too). */
     for (uint32_t cur = tag; cur != 0;) {
@@ -196,7 +230,7 @@ int index_tag_unassign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_
         return 0;
     if (!roaring_bitmap_remove_checked(ix->tags[tag].direct, ord))
         return 0;
-    ix->tags[tag].dirty = 1;
+    mark(&ix->tags[tag].dirty, ord);
     /* Recompute the user's effective membership bottom-up along the chain;
      * stop at the first tag that still holds the user for another reason. */
     for (uint32_t cur = tag; cur != 0;) {
@@ -262,8 +296,13 @@ cp_status index_set_int(index_t *ix, uint32_t attr, uint32_t ord, int64_t v)
     idx_attr_t *a = attr_of(ix, attr);
     if (a == NULL || a->bsi == NULL)
         return CP_EINTERNAL;
-    a->dirty = 1;
-    return bsi_set(a->bsi, ord, v);
+    int before = a->bsi->nslices;
+    cp_status rc = bsi_set(a->bsi, ord, v);
+    mark(&a->dirty, ord);
+    /* New slices are sign-extended copies: they differ in every chunk. */
+    if (a->bsi->nslices != before)
+        mark_all(&a->dirty, a->bsi->exists);
+    return rc;
 }
 
 /* The bitmap slot of value vid, created empty if needed; vals and vdirty
@@ -307,10 +346,9 @@ cp_status index_set_value(index_t *ix, uint32_t attr, uint32_t ord, uint32_t vid
     roaring_bitmap_add(a->vals[vid], ord);
     a->vdirty[vid] = 1;
     a->col[ord] = vid;
-    if (old == 0) {
+    if (old == 0)
         roaring_bitmap_add(a->exists, ord);
-        a->dirty = 1;
-    }
+    mark(&a->dirty, ord);
     return CP_OK;
 }
 
@@ -320,10 +358,8 @@ cp_status index_set_geo(index_t *ix, uint32_t attr, uint32_t ord, double lat, do
     if (a == NULL || a->geo == NULL)
         return CP_EINTERNAL;
     cp_status rc = geo_index_set(a->geo, ord, lat, lon);
-    if (rc == CP_OK) {
-        a->dirty = 1;
-        roaring_bitmap_add(a->geo_dirty, ord >> 16);
-    }
+    if (rc == CP_OK)
+        mark(&a->dirty, ord);
     return rc;
 }
 
@@ -335,13 +371,12 @@ void index_clear(index_t *ix, uint32_t attr, uint32_t ord)
     if (a->bsi) {
         if (roaring_bitmap_contains(a->bsi->exists, ord)) {
             bsi_clear(a->bsi, ord);
-            a->dirty = 1;
+            mark(&a->dirty, ord);
         }
     } else if (a->geo) {
         if (roaring_bitmap_contains(geo_index_exists(a->geo), ord)) {
             geo_index_clear(a->geo, ord);
-            a->dirty = 1;
-            roaring_bitmap_add(a->geo_dirty, ord >> 16);
+            mark(&a->dirty, ord);
         }
     } else if (ord < a->capcol && a->col[ord]) {
         uint32_t old = a->col[ord];
@@ -351,7 +386,7 @@ void index_clear(index_t *ix, uint32_t attr, uint32_t ord)
         }
         a->col[ord] = 0;
         roaring_bitmap_remove(a->exists, ord);
-        a->dirty = 1;
+        mark(&a->dirty, ord);
     }
 }
 
@@ -387,16 +422,27 @@ cp_status index_crowd_set(index_t *ix, uint32_t crowd, roaring_bitmap_t *bm)
     if (grow((void **)&ix->crowds, &ix->ncrowds, sizeof *ix->crowds, crowd))
         return CP_ENOMEM;
     if (ix->ncrowds != old) {
-        uint8_t *d = realloc(ix->crowd_dirty, ix->ncrowds);
-        if (d == NULL)
+        roaring_bitmap_t **d = realloc(ix->crowd_dirty, ix->ncrowds * sizeof *d);
+        if (d == NULL) {
+            ix->ncrowds = old; /* crowds grew but stays consistent */
             return CP_ENOMEM;
-        memset(d + old, 0, ix->ncrowds - old);
+        }
+        memset(d + old, 0, (ix->ncrowds - old) * sizeof *d);
         ix->crowd_dirty = d;
     }
     roaring_bitmap_run_optimize(bm);
+    /* Only the chunks where old and new members differ are rewritten. */
+    if (ix->crowds[crowd]) {
+        roaring_bitmap_t *x = roaring_bitmap_xor(ix->crowds[crowd], bm);
+        if (x == NULL)
+            return CP_ENOMEM;
+        mark_all(&ix->crowd_dirty[crowd], x);
+        roaring_bitmap_free(x);
+    } else {
+        mark_all(&ix->crowd_dirty[crowd], bm);
+    }
     index_bm_free(ix->crowds[crowd]);
     ix->crowds[crowd] = bm;
-    ix->crowd_dirty[crowd] = 1;
     return CP_OK;
 }
 
@@ -409,29 +455,59 @@ cp_status index_crowd_drop(index_t *ix, store_txn_t *txn, uint32_t crowd, cp_err
 {
     if (crowd < ix->ncrowds) {
         index_bm_free(ix->crowds[crowd]);
+        index_bm_free(ix->crowd_dirty[crowd]);
         ix->crowds[crowd] = NULL;
-        ix->crowd_dirty[crowd] = 0;
+        ix->crowd_dirty[crowd] = NULL;
     }
     char key[KEY_MAX];
-    int n = snprintf(key, sizeof key, "c/%u", crowd);
-    return store_del(txn, STORE_BITMAPS, key, (size_t)n, err);
+    int n = snprintf(key, sizeof key, "c/%u#", crowd);
+    return store_del_prefix(txn, STORE_BITMAPS, key, (size_t)n, err);
 }
 
 /* ------------------------------------------------------------ persistence */
 
-static cp_status put_bitmap(store_txn_t *txn, const char *key, roaring_bitmap_t *bm,
-                            cp_error_t *err)
+/* "<base>#<chunk as 4 hex digits>": lexical order is chunk order, so a load
+ * appends containers in order. */
+static int chunk_key(char *key, size_t cap, const char *base, uint32_t chunk)
 {
-    roaring_bitmap_run_optimize(bm);
-    size_t n = roaring_bitmap_portable_size_in_bytes(bm);
+    return snprintf(key, cap, "%s#%04x", base, chunk);
+}
+
+/* Writes chunk `chunk` of bm under base (deletes the key when empty). */
+static cp_status put_chunk(store_txn_t *txn, const char *base, const roaring_bitmap_t *bm,
+                           uint32_t chunk, cp_error_t *err)
+{
+    char key[KEY_MAX];
+    int kl = chunk_key(key, sizeof key, base, chunk);
+    uint64_t lo = (uint64_t)chunk << 16;
+    if (bm == NULL || roaring_bitmap_range_cardinality(bm, lo, lo + 65536) == 0)
+        return store_del(txn, STORE_BITMAPS, key, (size_t)kl, err);
+    roaring_bitmap_t *range = roaring_bitmap_from_range(lo, lo + 65536, 1);
+    roaring_bitmap_t *part = range ? roaring_bitmap_and(bm, range) : NULL;
+    index_bm_free(range);
+    if (part == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory writing %s", key);
+    roaring_bitmap_run_optimize(part);
+    size_t n = roaring_bitmap_portable_size_in_bytes(part);
     void *dst = NULL;
-    cp_status rc = store_reserve(txn, STORE_BITMAPS, key, strlen(key), n, &dst, err);
-    if (rc)
-        return rc;
-    size_t w = roaring_bitmap_portable_serialize(bm, dst);
-    if (w != n)
-        return CP_ERR(err, CP_EINTERNAL, "bitmap %s: serialized %zu bytes, expected %zu", key, w,
-                      n);
+    cp_status rc = store_reserve(txn, STORE_BITMAPS, key, (size_t)kl, n, &dst, err);
+    if (rc == CP_OK && roaring_bitmap_portable_serialize(part, dst) != n)
+        rc = CP_ERR(err, CP_EINTERNAL, "bitmap %s: serialized size changed", key);
+    roaring_bitmap_free(part);
+    return rc;
+}
+
+/* Writes the chunks of bm listed in dirty. */
+static cp_status put_dirty(store_txn_t *txn, const char *base, const roaring_bitmap_t *bm,
+                           const roaring_bitmap_t *dirty, cp_error_t *err)
+{
+    roaring_uint32_iterator_t it;
+    roaring_init_iterator(dirty, &it);
+    for (; it.has_value; roaring_advance_uint32_iterator(&it)) {
+        cp_status rc = put_chunk(txn, base, bm, it.current_value, err);
+        if (rc)
+            return rc;
+    }
     return CP_OK;
 }
 
@@ -469,113 +545,103 @@ static cp_status put_geo_chunk(store_txn_t *txn, const idx_attr_t *a, uint32_t a
 
 static cp_status persist_attr(idx_attr_t *a, uint32_t id, store_txn_t *txn, cp_error_t *err)
 {
-    char key[KEY_MAX];
+    char base[KEY_MAX];
     cp_status rc = CP_OK;
-    if (a->bsi && a->dirty) {
-        snprintf(key, sizeof key, "a/%u/e", id);
-        if ((rc = put_bitmap(txn, key, a->bsi->exists, err)))
+    if (a->dirty == NULL || roaring_bitmap_is_empty(a->dirty))
+        return CP_OK;
+    if (a->bsi) {
+        snprintf(base, sizeof base, "a/%u/ns", id);
+        unsigned char ns = (unsigned char)a->bsi->nslices;
+        if ((rc = store_put(txn, STORE_BITMAPS, base, strlen(base), &ns, 1, err)))
             return rc;
-        snprintf(key, sizeof key, "a/%u/sign", id);
-        if ((rc = put_bitmap(txn, key, a->bsi->sign, err)))
+        snprintf(base, sizeof base, "a/%u/e", id);
+        if ((rc = put_dirty(txn, base, a->bsi->exists, a->dirty, err)))
+            return rc;
+        snprintf(base, sizeof base, "a/%u/sign", id);
+        if ((rc = put_dirty(txn, base, a->bsi->sign, a->dirty, err)))
             return rc;
         for (int i = 0; i < a->bsi->nslices; i++) {
-            snprintf(key, sizeof key, "a/%u/s/%d", id, i);
-            if ((rc = put_bitmap(txn, key, a->bsi->slices[i], err)))
+            snprintf(base, sizeof base, "a/%u/s/%d", id, i);
+            if ((rc = put_dirty(txn, base, a->bsi->slices[i], a->dirty, err)))
                 return rc;
         }
-    } else if (a->geo && a->dirty) {
-        roaring_bitmap_t *ex = roaring_bitmap_copy(geo_index_exists(a->geo));
-        if (ex == NULL)
-            return CP_ERR(err, CP_ENOMEM, "out of memory");
-        snprintf(key, sizeof key, "a/%u/e", id);
-        rc = put_bitmap(txn, key, ex, err);
-        index_bm_free(ex);
-        if (rc)
+    } else if (a->geo) {
+        snprintf(base, sizeof base, "a/%u/e", id);
+        if ((rc = put_dirty(txn, base, geo_index_exists(a->geo), a->dirty, err)))
             return rc;
         roaring_uint32_iterator_t it;
-        roaring_init_iterator(a->geo_dirty, &it);
+        roaring_init_iterator(a->dirty, &it);
         for (; it.has_value; roaring_advance_uint32_iterator(&it))
             if ((rc = put_geo_chunk(txn, a, id, it.current_value, err)))
                 return rc;
-        roaring_bitmap_clear(a->geo_dirty);
     } else if (schema_type_has_dict(a->type)) {
-        if (a->dirty) {
-            snprintf(key, sizeof key, "a/%u/e", id);
-            if ((rc = put_bitmap(txn, key, a->exists, err)))
-                return rc;
-        }
+        snprintf(base, sizeof base, "a/%u/e", id);
+        if ((rc = put_dirty(txn, base, a->exists, a->dirty, err)))
+            return rc;
         for (uint32_t v = 1; v < a->capvals; v++) {
-            if (!a->vdirty[v] || a->vals[v] == NULL)
+            if (!a->vdirty[v])
                 continue;
-            snprintf(key, sizeof key, "a/%u/v/%u", id, v);
-            if ((rc = put_bitmap(txn, key, a->vals[v], err)))
+            snprintf(base, sizeof base, "a/%u/v/%u", id, v);
+            if ((rc = put_dirty(txn, base, a->vals[v], a->dirty, err)))
                 return rc;
             a->vdirty[v] = 0;
         }
     }
-    a->dirty = 0;
+    roaring_bitmap_clear(a->dirty);
     return CP_OK;
 }
 
 cp_status index_persist(index_t *ix, store_txn_t *txn, cp_error_t *err)
 {
     cp_status rc;
-    char key[KEY_MAX];
+    char base[KEY_MAX];
+    if (ix->mark_failed)
+        return CP_ERR(err, CP_ENOMEM, "out of memory tracking changed bitmaps");
     if (ix->universe_dirty) {
-        if ((rc = put_bitmap(txn, "u", ix->universe, err)))
+        if ((rc = put_dirty(txn, "u", ix->universe, ix->universe_dirty, err)))
             return rc;
-        ix->universe_dirty = 0;
+        roaring_bitmap_clear(ix->universe_dirty);
     }
     for (uint32_t i = 0; i < ix->ntags; i++) {
         idx_tag_t *t = &ix->tags[i];
-        if (!t->dirty || t->direct == NULL)
+        if (t->dirty == NULL || t->direct == NULL)
             continue;
-        snprintf(key, sizeof key, "t/%u", i);
-        if ((rc = put_bitmap(txn, key, t->direct, err)))
+        snprintf(base, sizeof base, "t/%u", i);
+        if ((rc = put_dirty(txn, base, t->direct, t->dirty, err)))
             return rc;
-        t->dirty = 0;
+        roaring_bitmap_clear(t->dirty);
     }
     for (uint32_t i = 0; i < ix->nattrs; i++)
         if (ix->attrs[i].type && (rc = persist_attr(&ix->attrs[i], i, txn, err)))
             return rc;
     for (uint32_t i = 0; i < ix->ncrowds; i++) {
-        if (!ix->crowd_dirty[i] || ix->crowds[i] == NULL)
+        if (ix->crowd_dirty[i] == NULL || ix->crowds[i] == NULL)
             continue;
-        snprintf(key, sizeof key, "c/%u", i);
-        if ((rc = put_bitmap(txn, key, ix->crowds[i], err)))
+        snprintf(base, sizeof base, "c/%u", i);
+        if ((rc = put_dirty(txn, base, ix->crowds[i], ix->crowd_dirty[i], err)))
             return rc;
-        ix->crowd_dirty[i] = 0;
+        roaring_bitmap_clear(ix->crowd_dirty[i]);
     }
     return CP_OK;
 }
 
 void index_mark_all_dirty(index_t *ix)
 {
-    ix->universe_dirty = 1;
+    mark_all(&ix->universe_dirty, ix->universe);
     for (uint32_t i = 0; i < ix->ntags; i++)
-        ix->tags[i].dirty = ix->tags[i].direct != NULL;
+        if (ix->tags[i].direct)
+            mark_all(&ix->tags[i].dirty, ix->tags[i].direct);
     for (uint32_t i = 0; i < ix->nattrs; i++) {
         idx_attr_t *a = &ix->attrs[i];
         if (!a->type)
             continue;
-        a->dirty = 1;
+        mark_all(&a->dirty, index_attr_exists(ix, i));
         if (a->vdirty)
             memset(a->vdirty, 1, a->capvals);
-        if (a->geo) {
-            const roaring_bitmap_t *ex = geo_index_exists(a->geo);
-            roaring_uint32_iterator_t it;
-            roaring_init_iterator(ex, &it);
-            while (it.has_value) {
-                uint32_t chunk = it.current_value >> 16;
-                roaring_bitmap_add(a->geo_dirty, chunk);
-                if (chunk == 0xFFFF)
-                    break;
-                roaring_move_uint32_iterator_equalorlarger(&it, (chunk + 1) << 16);
-            }
-        }
     }
     for (uint32_t i = 0; i < ix->ncrowds; i++)
-        ix->crowd_dirty[i] = ix->crowds[i] != NULL;
+        if (ix->crowds[i])
+            mark_all(&ix->crowd_dirty[i], ix->crowds[i]);
 }
 
 /* ----------------------------------------------------------------- load */
@@ -633,7 +699,7 @@ static cp_status fill_column(idx_attr_t *a, uint32_t vid)
 static cp_status load_geo_chunk(idx_attr_t *a, uint32_t chunk, const void *v, size_t vl,
                                 const char *key, cp_error_t *err)
 {
-    /* a/<id>/e sorts before col/..., so the exists bitmap is loaded. */
+    /* a/<id>/e#... sorts before col/..., so the exists bitmap is loaded. */
     const roaring_bitmap_t *ex = a->exists;
     uint64_t lo = (uint64_t)chunk << 16, hi = lo + 65536;
     if (ex == NULL || chunk > 0xFFFF || vl % 16 != 0 ||
@@ -656,6 +722,21 @@ static cp_status load_geo_chunk(idx_attr_t *a, uint32_t chunk, const void *v, si
     return CP_OK;
 }
 
+/* Grows a BSI to n slices during a load. New slices start empty: they are
+ * filled from disk only (bsi_ensure_slices would sign-extend them from a
+ * sign bitmap that is not loaded yet). */
+static cp_status load_slices(bsi_t *b, int n)
+{
+    int before = b->nslices;
+    if (n <= before)
+        return CP_OK;
+    if (bsi_ensure_slices(b, n))
+        return CP_ENOMEM;
+    for (int i = before; i < b->nslices; i++)
+        roaring_bitmap_clear(b->slices[i]);
+    return CP_OK;
+}
+
 static cp_status load_one(void *ud, const void *k, size_t kl, const void *v, size_t vl,
                           cp_error_t *err)
 {
@@ -668,75 +749,113 @@ static cp_status load_one(void *ud, const void *k, size_t kl, const void *v, siz
     key[kl] = '\0';
     const char *p = key, *end = key + kl;
     uint32_t id = 0, sub = 0;
+    idx_attr_t *a;
 
     if (eat(&p, end, "col/")) {
-        idx_attr_t *a;
         if (!parse_u32(&p, end, &id) || !eat(&p, end, "/") || !parse_u32(&p, end, &sub) ||
             p != end || (a = attr_of(ix, id)) == NULL || a->geo == NULL)
             return CP_ERR(err, CP_EIO, "unexpected bitmap key %s", key);
         return load_geo_chunk(a, sub, v, vl, key, err);
     }
+    /* a/<id>/ns: the slice count of a bit-sliced index. */
+    {
+        const char *q = key;
+        if (eat(&q, end, "a/") && parse_u32(&q, end, &id) && eat(&q, end, "/ns") && q == end) {
+            if ((a = attr_of(ix, id)) == NULL || a->bsi == NULL || vl != 1 ||
+                *(const unsigned char *)v > BSI_MAX_SLICES)
+                return CP_ERR(err, CP_EIO, "corrupt slice count under key %s", key);
+            if (load_slices(a->bsi, *(const unsigned char *)v))
+                return CP_ERR(err, CP_ENOMEM, "out of memory loading %s", key);
+            return CP_OK;
+        }
+    }
+
+    /* Everything else is one chunk of a bitmap: <base>#<chunk hex>. */
+    const char *hash = memchr(key, '#', kl);
+    uint32_t chunk = 0;
+    if (hash == NULL || end - hash != 5)
+        return CP_ERR(err, CP_EIO, "unexpected bitmap key %s", key);
+    for (const char *h = hash + 1; h < end; h++) {
+        int d = (*h >= '0' && *h <= '9') ? *h - '0' : (*h >= 'a' && *h <= 'f') ? *h - 'a' + 10 : -1;
+        if (d < 0)
+            return CP_ERR(err, CP_EIO, "unexpected bitmap key %s", key);
+        chunk = chunk * 16 + (uint32_t)d;
+    }
+    end = hash;
 
     roaring_bitmap_t *bm = bm_deserialize_safe(v, vl);
     if (bm == NULL)
         return CP_ERR(err, CP_EIO, "corrupt bitmap under key %s (%zu bytes)", key, vl);
+    if (roaring_bitmap_is_empty(bm) || roaring_bitmap_minimum(bm) >> 16 != chunk ||
+        roaring_bitmap_maximum(bm) >> 16 != chunk) {
+        roaring_bitmap_free(bm);
+        return CP_ERR(err, CP_EIO, "bitmap under key %s holds users outside its chunk", key);
+    }
     roaring_bitmap_t **slot = NULL;
+    size_t blen = (size_t)(end - key);
 
-    if (strcmp(key, "u") == 0) {
+    if (blen == 1 && key[0] == 'u') {
         slot = &ix->universe;
     } else if (eat(&p, end, "t/")) {
         if (parse_u32(&p, end, &id) && p == end && tax_get(c->tax, id) && id < ix->ntags)
             slot = &ix->tags[id].direct;
     } else if (eat(&p, end, "c/")) {
         if (parse_u32(&p, end, &id) && p == end && id < 0x7fffffff) {
-            if (index_crowd_set(ix, id, bm)) {
-                index_bm_free(bm);
-                return CP_ERR(err, CP_ENOMEM, "out of memory loading %s", key);
+            if (id >= ix->ncrowds || ix->crowds[id] == NULL) {
+                roaring_bitmap_t *empty = roaring_bitmap_create();
+                if (empty == NULL || index_crowd_set(ix, id, empty)) {
+                    index_bm_free(empty);
+                    roaring_bitmap_free(bm);
+                    return CP_ERR(err, CP_ENOMEM, "out of memory loading %s", key);
+                }
             }
-            ix->crowd_dirty[id] = 0;
-            return CP_OK;
+            slot = &ix->crowds[id];
         }
     } else if (eat(&p, end, "a/")) {
-        idx_attr_t *a;
         if (parse_u32(&p, end, &id) && eat(&p, end, "/") && (a = attr_of(ix, id)) != NULL) {
-            if (strcmp(p, "e") == 0) {
+            if ((size_t)(end - p) == 1 && *p == 'e') {
                 if (a->bsi)
                     slot = &a->bsi->exists;
-                else if (a->geo) {
-                    /* Kept until the coordinate chunks are read. */
-                    slot = &a->exists;
-                } else
-                    slot = &a->exists;
-            } else if (a->bsi && strcmp(p, "sign") == 0) {
+                else
+                    slot = &a->exists; /* geo: kept until the coordinates are read */
+            } else if (a->bsi && (size_t)(end - p) == 4 && memcmp(p, "sign", 4) == 0) {
                 slot = &a->bsi->sign;
             } else if (a->bsi && eat(&p, end, "s/") && parse_u32(&p, end, &sub) && p == end &&
                        sub < BSI_MAX_SLICES) {
-                if (bsi_ensure_slices(a->bsi, (int)sub + 1)) {
-                    index_bm_free(bm);
+                if (load_slices(a->bsi, (int)sub + 1)) {
+                    roaring_bitmap_free(bm);
                     return CP_ERR(err, CP_ENOMEM, "out of memory loading %s", key);
                 }
                 slot = &a->bsi->slices[sub];
-            } else if (a->exists && !a->geo && eat(&p, end, "v/") && parse_u32(&p, end, &sub) &&
-                       p == end && sub > 0) {
+            } else if (schema_type_has_dict(a->type) && eat(&p, end, "v/") &&
+                       parse_u32(&p, end, &sub) && p == end && sub > 0) {
                 const schema_attr_t *sa = schema_get(c->sch, id);
-                if (sa == NULL || sub > sa->nvalues) {
-                    slot = NULL;
-                } else if (value_slot(a, sub) == NULL) {
-                    index_bm_free(bm);
-                    return CP_ERR(err, CP_ENOMEM, "out of memory loading %s", key);
-                } else {
+                if (sa != NULL && sub <= sa->nvalues) {
+                    if (value_slot(a, sub) == NULL) {
+                        roaring_bitmap_free(bm);
+                        return CP_ERR(err, CP_ENOMEM, "out of memory loading %s", key);
+                    }
                     slot = &a->vals[sub];
                 }
             }
         }
     }
     if (slot == NULL) {
-        index_bm_free(bm);
+        roaring_bitmap_free(bm);
         return CP_ERR(err, CP_EIO, "unexpected bitmap key %s (unknown tag, attribute or value)",
                       key);
     }
-    index_bm_free(*slot);
-    *slot = bm;
+    if (*slot == NULL) {
+        *slot = bm;
+        return CP_OK;
+    }
+    if (roaring_bitmap_range_cardinality(*slot, (uint64_t)chunk << 16,
+                                         ((uint64_t)chunk << 16) + 65536) != 0) {
+        roaring_bitmap_free(bm);
+        return CP_ERR(err, CP_EIO, "bitmap chunk %s stored twice", key);
+    }
+    roaring_bitmap_or_inplace(*slot, bm);
+    roaring_bitmap_free(bm);
     return CP_OK;
 }
 
@@ -769,12 +888,12 @@ cp_status index_load(index_t *ix, const taxonomy_t *tax, const schema_t *sch, st
             for (uint32_t v = 1; v < a->capvals; v++)
                 if (a->vals[v] && fill_column(a, v))
                     return CP_ERR(err, CP_ENOMEM, "out of memory loading attribute %u", id);
-        } else if (a->bsi) {
-            for (int i = 0; i < a->bsi->nslices; i++)
-                if (a->bsi->slices[i] == NULL)
-                    return CP_ERR(err, CP_EIO, "attribute %u: slice %d missing", id, i);
         }
     }
+    /* What was just read is what is on disk: nothing is dirty. */
+    for (uint32_t i = 0; i < ix->ncrowds; i++)
+        if (ix->crowd_dirty[i])
+            roaring_bitmap_clear(ix->crowd_dirty[i]);
     if ((rc = index_recompute_effective(ix, tax)))
         return CP_ERR(err, rc, "out of memory computing tag members");
     return CP_OK;

@@ -16,8 +16,13 @@
  *    chunk's present users in ordinal order, 65,536 users per chunk);
  *  - per crowd: its members (c/<crowd id>).
  *
- * Writes mark what they touch dirty; index_persist() writes exactly the
- * dirty keys into the caller's write transaction. Bytes read back are
+ * Every bitmap is stored as one value per 65,536-user chunk, under its key
+ * plus "#" and the chunk number in 4 hex digits ("t/12#0003"); an empty
+ * chunk has no value. Writes mark the chunks they touch dirty and
+ * index_persist() rewrites exactly those, so a single-user write costs a
+ * few small values instead of whole bitmaps. INT/TIMESTAMP attributes also
+ * store their slice count (a/<id>/ns, one byte): a slice may be empty in
+ * every chunk and must still keep its position. Bytes read back are
  * untrusted: every bitmap is validated (bm_deserialize_safe) and a corrupt
  * one is CP_EIO naming its key.
  *
@@ -46,33 +51,33 @@ static inline void index_bm_free(roaring_bitmap_t *bm)
 typedef struct idx_tag {
     roaring_bitmap_t *direct;
     roaring_bitmap_t *eff;
-    int dirty; /* direct changed */
+    roaring_bitmap_t *dirty; /* chunks of direct that changed; NULL = none */
 } idx_tag_t;
 
 typedef struct idx_attr {
     cp_attr_type type; /* 0 = slot unused */
-    int dirty;         /* bsi / exists changed */
+    roaring_bitmap_t *dirty; /* changed chunks (bsi, exists, geo coordinates) */
     bsi_t *bsi;        /* INT, TIMESTAMP */
     roaring_bitmap_t *exists;  /* ENUM, STRING, BOOL (GEO uses the geo index's) */
     roaring_bitmap_t **vals;   /* by value id; NULL = nobody */
-    uint8_t *vdirty;
+    uint8_t *vdirty;   /* values changed (in some of the dirty chunks) */
     uint32_t capvals;
     uint32_t *col;     /* value id by ordinal */
     uint32_t capcol;
     geo_index_t *geo;  /* GEO */
-    roaring_bitmap_t *geo_dirty; /* chunk numbers whose coordinates changed */
 } idx_attr_t;
 
 typedef struct index {
     roaring_bitmap_t *universe;
-    int universe_dirty;
+    roaring_bitmap_t *universe_dirty;
     idx_tag_t *tags; /* by tag id */
     uint32_t ntags;  /* slots */
     idx_attr_t *attrs; /* by attr id */
     uint32_t nattrs;
     roaring_bitmap_t **crowds; /* by crowd id */
-    uint8_t *crowd_dirty;
+    roaring_bitmap_t **crowd_dirty;
     uint32_t ncrowds;
+    int mark_failed; /* a dirty set could not be allocated: persist fails */
 } index_t;
 
 cp_status index_create(index_t **out);

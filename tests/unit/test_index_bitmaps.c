@@ -213,7 +213,7 @@ static void test_persist(void **state)
 
     /* Corrupt one tag bitmap on disk: the load names the key. */
     char key[32];
-    snprintf(key, sizeof key, "t/%u", ids[0]);
+    snprintf(key, sizeof key, "t/%u#0000", ids[0]);
     assert_int_equal(store_txn_begin(st, 1, &txn, &err), CP_OK);
     assert_int_equal(store_put(txn, STORE_BITMAPS, key, strlen(key), "\x3b\x30\x00\x00garbage", 11, &err),
                      CP_OK);
