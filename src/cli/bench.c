@@ -752,6 +752,7 @@ static const cli_opt_t bench_opts[] = {
     {"seed", 0, OPT_VALUE, "S", "random seed (default 42)"},
     {"dir", 0, OPT_VALUE, "DIR", "where the temporary data directory goes (default $TMPDIR or /tmp)"},
     {"keep", 0, OPT_FLAG, NULL, "keep the temporary data directory"},
+    {"json-out", 0, OPT_VALUE, "FILE", "also write the JSON report to FILE (with the table on stdout)"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t bench_spec = {
@@ -820,12 +821,22 @@ int cmd_bench(int argc, char **argv)
         if (!r->count_ok)
             rc = CLI_FAIL;
     }
-    if (a.json) {
+    const char *jpath = cli_get(&a, "json-out");
+    if (a.json || jpath) {
         out = json_pack("{s:s,s:o}", "version", CP_VERSION_STRING, "runs", json_array());
         for (int i = 0; i < nsizes; i++)
             json_array_append_new(json_object_get(out, "runs"), run_json(&runs[i]));
         char *s = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        puts(s ? s : "{}");
+        if (a.json)
+            puts(s ? s : "{}");
+        if (jpath) {
+            FILE *f = fopen(jpath, "w");
+            if (!f || fprintf(f, "%s\n", s ? s : "{}") < 0 || fclose(f) != 0) {
+                rc = cli_failf("cannot write %s: %s", jpath, strerror(errno));
+                free(s);
+                goto out;
+            }
+        }
         free(s);
     }
     if (rc != CLI_OK)
