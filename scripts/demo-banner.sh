@@ -18,7 +18,10 @@ url="http://$addr"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 # The binary `make` just built, as the user would type it from the repo root.
 cp=crowdpack
-[ -x "$here/${BUILD:-build}/crowdpack" ] && cp="${BUILD:-build}/crowdpack"
+case "${BUILD:-build}" in
+    /*) [ -x "$BUILD/crowdpack" ] && cp="$BUILD/crowdpack" ;;
+    *) [ -x "$here/${BUILD:-build}/crowdpack" ] && cp="${BUILD:-build}/crowdpack" ;;
+esac
 docs=""
 for f in "$here"/README.md "$here"/docs/*.md; do
     [ -f "$f" ] && docs="$docs ${f#"$here"/}"
@@ -39,7 +42,7 @@ cat <<EOF
     $cp count --server $url \\
       'tag:interest/finance/investment/funds AND city IN ("shanghai", "hangzhou") AND NOT member_tier = "none"'
     $cp count --server $url \\
-      'near(23.1291, 113.2644, 10km) AND tag:interest/food/beverages/milk_tea AND tag:lifecycle/active'
+      'near(23.1291, 113.2644, 15km) AND tag:interest/food/beverages AND age < 30'
 
   Create an audience pack (人群包) and export it:
 
