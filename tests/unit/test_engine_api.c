@@ -681,6 +681,52 @@ static void test_batch_and_keys(void **state)
     rm_dir(g_dir);
 }
 
+/* A commit that fails after memory changed (here: the map is full) puts
+ * the handle into the failed state; reopening gives the last commit. */
+static void test_failed_state(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-engine-%ld", (long)getpid());
+    rm_dir(g_dir);
+    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 20, .threads = 1};
+    cp_db_t *db = NULL;
+    cp_error_t err = {0};
+    ok(cp_db_open(g_dir, &o, &db, &err), &err);
+    setup_model(db);
+    cp_buf_t b;
+    cp_buf_init(&b, 0);
+    for (int i = 0; i < 20000; i++)
+        cp_buf_printf(&b, "{\"id\":\"user-with-a-longish-id-%06d\",\"attrs\":{\"age\":%d},"
+                          "\"tags\":[\"interest/sports\"]}\n",
+                      i, i % 90);
+    cp_load_options_t lo = {.batch_lines = 500};
+    cp_load_stats_t st;
+    cp_status rc = cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err);
+    assert_int_equal(rc, CP_EIO);
+    assert_non_null(strstr(err.message, "reopen the data directory"));
+    uint64_t committed = st.users_created;
+    assert_true(committed % 500 == 0 && committed < 20000);
+    uint64_t n;
+    assert_int_equal(cp_count(db, "all", &n, &err), CP_EIO);
+    assert_int_equal(cp_tag_create(db, "zz", NULL, NULL, &err), CP_EIO);
+    cp_db_close(db);
+    o.flags = 0;
+    o.map_size = 1u << 28;
+    ok(cp_db_open(g_dir, &o, &db, &err), &err);
+    assert_int_equal(count(db, "all"), committed);
+    assert_int_equal(count(db, "tag:interest"), committed);
+    /* And it takes writes again. */
+    ok(cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err), &err);
+    assert_int_equal(count(db, "all"), 20000);
+    uint64_t young = 0;
+    for (int i = 0; i < 20000; i++)
+        young += i % 90 < 45;
+    assert_int_equal(count(db, "age < 45"), young);
+    cp_buf_free(&b);
+    cp_db_close(db);
+    rm_dir(g_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -688,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_strict_and_stream), cmocka_unit_test(test_tags_ops),
         cmocka_unit_test(test_user_delete), cmocka_unit_test(test_restart),
         cmocka_unit_test(test_crowds), cmocka_unit_test(test_batch_and_keys),
+        cmocka_unit_test(test_failed_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
