@@ -42,21 +42,21 @@
 typedef struct scratch scratch_t;
 struct scratch {
     scratch_t *next;
-    uint64_t *bufs;    /* nbufs * CP_CHUNK_WORDS, 64-byte aligned */
+    uint64_t *bufs; /* nbufs * CP_CHUNK_WORDS, 64-byte aligned */
     int nbufs;
-    uint64_t *bsi;     /* 3 * CP_CHUNK_WORDS for bsi_range_chunk */
-    int32_t *cursors;  /* per leaf slot */
-    bm_chunk_t *chunks;/* per leaf slot: the container found this chunk */
+    uint64_t *bsi;      /* 3 * CP_CHUNK_WORDS for bsi_range_chunk */
+    int32_t *cursors;   /* per leaf slot */
+    bm_chunk_t *chunks; /* per leaf slot: the container found this chunk */
     int32_t nslots;
 };
 
 typedef struct job job_t;
 struct job {
-    job_t *next;                 /* in the engine's queue */
+    job_t *next; /* in the engine's queue */
     const plan_t *p;
-    roaring_bitmap_t **parts;    /* plan_eval: output per range; NULL for counts */
+    roaring_bitmap_t **parts; /* plan_eval: output per range; NULL for counts */
     int32_t nchunks, nranges;
-    int32_t claimed, done;       /* under the engine mutex */
+    int32_t claimed, done; /* under the engine mutex */
     uint64_t counts[EVAL_MAX_THREADS];
     cp_status st[EVAL_MAX_THREADS];
     pthread_cond_t done_cv;
@@ -64,13 +64,13 @@ struct job {
 
 struct eval_engine {
     pthread_mutex_t mu;
-    pthread_cond_t work;         /* a job was queued, or stop */
-    int nthreads;                /* participants per query, the caller included */
+    pthread_cond_t work; /* a job was queued, or stop */
+    int nthreads;        /* participants per query, the caller included */
     int nworkers;
     pthread_t *workers;
     int stop;
-    job_t *queue;                /* jobs with unclaimed ranges */
-    scratch_t *free;             /* idle scratch sets */
+    job_t *queue;    /* jobs with unclaimed ranges */
+    scratch_t *free; /* idle scratch sets */
     size_t nscratch;
     int32_t split_min;
 };
@@ -205,7 +205,8 @@ static int eval_into(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level
     case PN_RANGE:
         bsi_range_chunk(n->bsi, x->key, n->lo, n->hi, dst, x->s->bsi);
         return 1;
-    default: return eval_node(x, n, dst, level);
+    default:
+        return eval_node(x, n, dst, level);
     }
 }
 

@@ -169,10 +169,14 @@ static cp_status mk_range(builder_t *b, const bsi_t *bsi, int64_t lo, int64_t hi
 static int kind_rank(const pnode_t *n)
 {
     switch (n->kind) {
-    case PN_BITMAP: return 0;
-    case PN_RANGE: return 1;
-    case PN_ALL: return 3;
-    default: return 2;
+    case PN_BITMAP:
+        return 0;
+    case PN_RANGE:
+        return 1;
+    case PN_ALL:
+        return 3;
+    default:
+        return 2;
     }
 }
 
@@ -452,12 +456,18 @@ static cp_status mk_andnot(builder_t *b, pnode_t *a, pnode_t *x, pnode_t **out)
 static const char *op_text(expr_op op)
 {
     switch (op) {
-    case OP_EQ: return "=";
-    case OP_NE: return "!=";
-    case OP_LT: return "<";
-    case OP_LE: return "<=";
-    case OP_GT: return ">";
-    case OP_GE: return ">=";
+    case OP_EQ:
+        return "=";
+    case OP_NE:
+        return "!=";
+    case OP_LT:
+        return "<";
+    case OP_LE:
+        return "<=";
+    case OP_GT:
+        return ">";
+    case OP_GE:
+        return ">=";
     }
     return "?";
 }
@@ -470,12 +480,18 @@ static const char *node_op_text(const expr_node_t *n)
 static const char *type_text(cp_attr_type t)
 {
     switch (t) {
-    case CP_ATTR_INT: return "int";
-    case CP_ATTR_ENUM: return "enum";
-    case CP_ATTR_STRING: return "string";
-    case CP_ATTR_BOOL: return "bool";
-    case CP_ATTR_TIMESTAMP: return "timestamp";
-    case CP_ATTR_GEO: return "geo";
+    case CP_ATTR_INT:
+        return "int";
+    case CP_ATTR_ENUM:
+        return "enum";
+    case CP_ATTR_STRING:
+        return "string";
+    case CP_ATTR_BOOL:
+        return "bool";
+    case CP_ATTR_TIMESTAMP:
+        return "timestamp";
+    case CP_ATTR_GEO:
+        return "geo";
     }
     return "unknown";
 }
@@ -485,9 +501,15 @@ static const char *type_text(cp_attr_type t)
 static void value_text(const expr_value_t *v, char *buf, size_t cap)
 {
     switch (v->kind) {
-    case VAL_INT: snprintf(buf, cap, "%lld", (long long)v->i); return;
-    case VAL_REAL: cp_fmt_double(v->r, buf, cap); return;
-    case VAL_BOOL: snprintf(buf, cap, "%s", v->i ? "true" : "false"); return;
+    case VAL_INT:
+        snprintf(buf, cap, "%lld", (long long)v->i);
+        return;
+    case VAL_REAL:
+        cp_fmt_double(v->r, buf, cap);
+        return;
+    case VAL_BOOL:
+        snprintf(buf, cap, "%s", v->i ? "true" : "false");
+        return;
     case VAL_STRING: {
         size_t len = v->s ? v->slen : 0;
         snprintf(buf, cap, "\"%.*s%s\"", (int)(len > 64 ? 64 : len), v->s ? v->s : "",
@@ -528,8 +550,7 @@ static cp_status resolve_set(builder_t *b, const expr_node_t *n, const char *wha
     return mk_bitmap(b, bm, out);
 }
 
-static cp_status resolve_attr(builder_t *b, const expr_node_t *n, const char *name,
-                              plan_attr_t *a)
+static cp_status resolve_attr(builder_t *b, const expr_node_t *n, const char *name, plan_attr_t *a)
 {
     memset(a, 0, sizeof *a);
     cp_status st = b->r->attr ? b->r->attr(b->r->ctx, name, a) : CP_ENOTFOUND;
@@ -603,9 +624,12 @@ static cp_status plan_numeric(builder_t *b, const expr_node_t *n, const plan_att
     if ((st = int_value(b, n, a, &n->values[0], &v)) != CP_OK)
         return st;
     switch (n->op) {
-    case OP_EQ: return mk_range(b, a->bsi, v, v, out);
-    case OP_LE: return mk_range(b, a->bsi, INT64_MIN, v, out);
-    case OP_GE: return mk_range(b, a->bsi, v, INT64_MAX, out);
+    case OP_EQ:
+        return mk_range(b, a->bsi, v, v, out);
+    case OP_LE:
+        return mk_range(b, a->bsi, INT64_MIN, v, out);
+    case OP_GE:
+        return mk_range(b, a->bsi, v, INT64_MAX, out);
     case OP_LT:
         if (v == INT64_MIN)
             return mk_empty(b, out);
@@ -697,8 +721,7 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
     size_t need = n->kind == EXPR_CMP ? 1 : n->kind == EXPR_BETWEEN ? 2 : 1;
     if (n->name == NULL)
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "comparison without an attribute");
-    if (n->nvalues < need || n->values == NULL ||
-        (n->kind != EXPR_IN && n->nvalues != need))
+    if (n->nvalues < need || n->values == NULL || (n->kind != EXPR_IN && n->nvalues != need))
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
                          "'%s' on attribute \"%s\" has %zu values", node_op_text(n), n->name,
                          n->nvalues);
@@ -708,10 +731,12 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
         return st;
     switch (a.type) {
     case CP_ATTR_INT:
-    case CP_ATTR_TIMESTAMP: return plan_numeric(b, n, &a, out);
+    case CP_ATTR_TIMESTAMP:
+        return plan_numeric(b, n, &a, out);
     case CP_ATTR_ENUM:
     case CP_ATTR_STRING:
-    case CP_ATTR_BOOL: return plan_categorical(b, n, &a, out);
+    case CP_ATTR_BOOL:
+        return plan_categorical(b, n, &a, out);
     case CP_ATTR_GEO:
         return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
                          "attribute \"%s\" is geo: operator %s is not supported (use near(lat, "
@@ -768,8 +793,8 @@ static cp_status plan_near(builder_t *b, const expr_node_t *n, pnode_t **out)
         return oom(b);
     }
     if ((st = geo_index_near(a.geo, lat, lon, radius, bm)) != CP_OK)
-        return CP_ERR_AT(b->err, st, n->line, n->column, "near(%g, %g, %g m): %s", lat, lon,
-                         radius, cp_strerror(st));
+        return CP_ERR_AT(b->err, st, n->line, n->column, "near(%g, %g, %g m): %s", lat, lon, radius,
+                         cp_strerror(st));
     roaring_bitmap_run_optimize(bm);
     return mk_bitmap(b, bm, out);
 }
@@ -783,13 +808,18 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
         return CP_ERR_AT(b->err, CP_ELIMIT, n->line, n->column,
                          "expression nested deeper than %d levels", PLAN_MAX_DEPTH);
     switch (n->kind) {
-    case EXPR_ALL: return mk_all(b, out);
-    case EXPR_TAG: return resolve_set(b, n, "tag", b->r->tag, out);
-    case EXPR_CROWD: return resolve_set(b, n, "crowd", b->r->crowd, out);
+    case EXPR_ALL:
+        return mk_all(b, out);
+    case EXPR_TAG:
+        return resolve_set(b, n, "tag", b->r->tag, out);
+    case EXPR_CROWD:
+        return resolve_set(b, n, "crowd", b->r->crowd, out);
     case EXPR_CMP:
     case EXPR_BETWEEN:
-    case EXPR_IN: return plan_compare(b, n, out);
-    case EXPR_NEAR: return plan_near(b, n, out);
+    case EXPR_IN:
+        return plan_compare(b, n, out);
+    case EXPR_NEAR:
+        return plan_near(b, n, out);
     case EXPR_DID:
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did() is not supported yet");
     case EXPR_NOT: {
@@ -905,7 +935,8 @@ cp_status plan_build(const expr_node_t *root, const plan_resolver_t *r, plan_t *
         return CP_ERR(err, CP_ENOMEM, "out of memory while planning the expression");
     cp_arena_init(&p->arena, 0);
     p->universe = r->universe;
-    builder_t b = {.p = p, .r = r, .err = err, .ucard = roaring_bitmap_get_cardinality(r->universe)};
+    builder_t b = {
+        .p = p, .r = r, .err = err, .ucard = roaring_bitmap_get_cardinality(r->universe)};
     if ((st = build(&b, root, 0, &x)) != CP_OK || (st = make_root(&b, x, &p->root)) != CP_OK)
         goto out;
     if (p->root != NULL) {
@@ -946,9 +977,12 @@ static cp_status describe(const pnode_t *n, cp_buf_t *out)
 {
     cp_status st = CP_OK;
     switch (n->kind) {
-    case PN_EMPTY: return cp_buf_printf(out, "empty");
-    case PN_ALL: return cp_buf_printf(out, "all");
-    case PN_BITMAP: return cp_buf_printf(out, "bm%llu", (unsigned long long)n->est);
+    case PN_EMPTY:
+        return cp_buf_printf(out, "empty");
+    case PN_ALL:
+        return cp_buf_printf(out, "all");
+    case PN_BITMAP:
+        return cp_buf_printf(out, "bm%llu", (unsigned long long)n->est);
     case PN_RANGE:
         return cp_buf_printf(out, "range[%lld,%lld]", (long long)n->lo, (long long)n->hi);
     case PN_AND:

@@ -35,11 +35,11 @@ typedef enum pnode_kind {
 typedef struct pnode pnode_t;
 struct pnode {
     pnode_kind kind;
-    uint64_t est;       /* upper bound of the size (for ordering) */
-    int height;         /* 0 for leaves; buffers needed below this node */
+    uint64_t est; /* upper bound of the size (for ordering) */
+    int height;   /* 0 for leaves; buffers needed below this node */
     /* PN_ALL, PN_BITMAP */
     const roaring_bitmap_t *bm;
-    int32_t slot;       /* index of this leaf's cursor in the scratch */
+    int32_t slot; /* index of this leaf's cursor in the scratch */
     /* PN_RANGE */
     const bsi_t *bsi;
     int64_t lo, hi;
@@ -49,13 +49,13 @@ struct pnode {
 };
 
 struct plan {
-    cp_arena_t arena;                  /* every pnode and kid array */
-    pnode_t *root;                     /* NULL = empty result */
+    cp_arena_t arena; /* every pnode and kid array */
+    pnode_t *root;    /* NULL = empty result */
     const roaring_bitmap_t *universe;
-    const roaring_bitmap_t **leaves;   /* slot -> bitmap, for cursor setup */
+    const roaring_bitmap_t **leaves; /* slot -> bitmap, for cursor setup */
     int32_t nleaves;
-    int height;                        /* root height: scratch buffers = height + 1 */
-    roaring_bitmap_t **owned;          /* materialised near() results (malloc) */
+    int height;               /* root height: scratch buffers = height + 1 */
+    roaring_bitmap_t **owned; /* materialised near() results (malloc) */
     size_t nowned, owned_cap;
 };
 

@@ -140,13 +140,17 @@ static roaring_bitmap_t *random_set(uint64_t *s, const pop_t *p, uint8_t *m, int
         int v = 0;
         switch (sh.kind) {
         case 1:
-        case 2: v = cp_rand_double(s) < sh.p; break;
+        case 2:
+            v = cp_rand_double(s) < sh.p;
+            break;
         case 3:
             if (cp_rand_double(s) < sh.p)
                 in_run = !in_run;
             v = in_run;
             break;
-        case 4: v = 1; break;
+        case 4:
+            v = 1;
+            break;
         }
         if (v && (p->live[u] || (dead_too && rnd(s, 2)))) {
             m[u] = 1;
@@ -209,8 +213,8 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
             } else if (a == 1) {
                 uint32_t r = rnd(s, 100);
                 if (r < 3) {
-                    static const int64_t ext[] = {INT64_MIN, INT64_MAX, INT64_MIN + 1,
-                                                  INT64_MAX - 1, 0, -1};
+                    static const int64_t ext[] = {INT64_MIN,     INT64_MAX, INT64_MIN + 1,
+                                                  INT64_MAX - 1, 0,         -1};
                     v = ext[rnd(s, CP_ARRAY_LEN(ext))];
                 } else if (r < 8) {
                     v = (int64_t)cp_rand_next(s);
@@ -409,12 +413,18 @@ static double naive_distance_m(double lat1, double lon1, double lat2, double lon
 static int naive_cmp(expr_op op, int64_t x, int64_t v)
 {
     switch (op) {
-    case OP_EQ: return x == v;
-    case OP_NE: return x != v;
-    case OP_LT: return x < v;
-    case OP_LE: return x <= v;
-    case OP_GT: return x > v;
-    case OP_GE: return x >= v;
+    case OP_EQ:
+        return x == v;
+    case OP_NE:
+        return x != v;
+    case OP_LT:
+        return x < v;
+    case OP_LE:
+        return x <= v;
+    case OP_GT:
+        return x > v;
+    case OP_GE:
+        return x >= v;
     }
     return 0;
 }
@@ -914,8 +924,7 @@ static void test_unknown_names(void **state)
 static void test_type_errors(void **state)
 {
     fixture_t *f = *state;
-    expect_error(f, "age = 30.5", CP_ETYPE, 1, 1,
-                 (const char *[]){"\"age\"", "int", "30.5", NULL});
+    expect_error(f, "age = 30.5", CP_ETYPE, 1, 1, (const char *[]){"\"age\"", "int", "30.5", NULL});
     expect_error(f, "age >= \"x\"", CP_ETYPE, 1, 1, (const char *[]){"\"age\"", "\"x\"", NULL});
     expect_error(f, "age IN (1, 2, true)", CP_ETYPE, 1, 1, (const char *[]){"true", NULL});
     expect_error(f, "gender < \"male\"", CP_ETYPE, 1, 1,
@@ -971,15 +980,12 @@ static void test_timestamps(void **state)
     assert_int_equal(count_of(f, "signup = \"2024-01-01T00:00:00Z\""), c_eq);
     assert_int_equal(count_of(f, "signup = \"2024-01-01T08:00:00+08:00\""), c_eq);
     assert_int_equal(count_of(f, "signup = 1704067200"), c_eq);
-    assert_int_equal(count_of(f, "signup >= \"2024-01-01\""),
-                     naive_count(p, 2, OP_GE, jan1));
+    assert_int_equal(count_of(f, "signup >= \"2024-01-01\""), naive_count(p, 2, OP_GE, jan1));
     /* "up to the end of the day" is written with the next day */
     uint64_t day = 0;
     for (uint32_t u = 0; u < p->n; u++)
-        day += p->live[u] && p->numhas[2][u] && p->num[2][u] >= jan1 &&
-               p->num[2][u] < jan1 + 86400;
-    assert_int_equal(
-        count_of(f, "signup >= \"2024-01-01\" AND signup < \"2024-01-02\""), day);
+        day += p->live[u] && p->numhas[2][u] && p->num[2][u] >= jan1 && p->num[2][u] < jan1 + 86400;
+    assert_int_equal(count_of(f, "signup >= \"2024-01-01\" AND signup < \"2024-01-02\""), day);
     assert_int_equal(count_of(f, "signup BETWEEN \"2024-01-01\" AND \"2024-01-01T23:59:59Z\""),
                      day);
 }
@@ -1011,8 +1017,13 @@ static void test_int64_extremes(void **state)
     for (size_t i = 0; i < CP_ARRAY_LEN(vals); i++) {
         for (int op = OP_EQ; op <= OP_GE; op++) {
             expr_value_t v = {.kind = VAL_INT, .i = vals[i]};
-            expr_node_t n = {.kind = EXPR_CMP, .line = 1, .column = 1, .name = "score",
-                             .op = (expr_op)op, .values = &v, .nvalues = 1};
+            expr_node_t n = {.kind = EXPR_CMP,
+                             .line = 1,
+                             .column = 1,
+                             .name = "score",
+                             .op = (expr_op)op,
+                             .values = &v,
+                             .nvalues = 1};
             assert_int_equal(count_node(f, &n), naive_count(p, 1, (expr_op)op, vals[i]));
         }
     }
@@ -1074,8 +1085,7 @@ static void test_not_semantics(void **state)
     assert_int_equal(count_of(f, "NOT gender = \"female\""), live - fem);
     assert_int_equal(count_of(f, "gender != \"nobody\""), gex);
     assert_int_equal(count_of(f, "gender = \"nobody\""), 0);
-    assert_int_equal(count_of(f, "vip = true"),
-                     roaring_bitmap_get_cardinality(p->catbm[2][1]));
+    assert_int_equal(count_of(f, "vip = true"), roaring_bitmap_get_cardinality(p->catbm[2][1]));
     assert_int_equal(count_of(f, "vip != \"true\""),
                      roaring_bitmap_get_cardinality(p->catbm[2][0]));
 }
