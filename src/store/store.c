@@ -89,7 +89,7 @@ static cp_status lock_take(store_t *st, cp_error_t *err)
     return CP_OK;
 }
 
-/* 1 if the directory holds nothing but our own lock file(s). */
+/* 1 if the directory holds nothing but lock files (ours or LMDB's). */
 static int dir_is_empty(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -98,7 +98,8 @@ static int dir_is_empty(const char *dir)
     struct dirent *e;
     int empty = 1;
     while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "LOCK"))
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "LOCK") ||
+            !strcmp(e->d_name, "data.mdb-lock"))
             continue;
         empty = 0;
         break;
