@@ -123,8 +123,8 @@ cp_status srv_body_object(srv_req_t *req, srv_resp_t *resp, json_t **out)
         srv_text_position(req->body, off, &line, &col);
         srv_reply_error(resp, 400, "json_too_deep",
                         json_pack("{s:i,s:i}", "line", line, "column", col),
-                        "request body: line %d, column %d: JSON nested deeper than %d levels",
-                        line, col, SRV_MAX_JSON_DEPTH);
+                        "request body: line %d, column %d: JSON nested deeper than %d levels", line,
+                        col, SRV_MAX_JSON_DEPTH);
         return CP_ELIMIT;
     }
     json_error_t jerr;
@@ -149,14 +149,21 @@ cp_status srv_body_object(srv_req_t *req, srv_resp_t *resp, json_t **out)
 static const char *json_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "a value";
 }

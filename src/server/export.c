@@ -35,11 +35,21 @@ cp_status srv_json_quote(cp_buf_t *b, const char *s)
     for (const unsigned char *p = (const unsigned char *)s; st == CP_OK && *p; p++) {
         char esc[7];
         switch (*p) {
-        case '"': st = cp_buf_append(b, "\\\"", 2); break;
-        case '\\': st = cp_buf_append(b, "\\\\", 2); break;
-        case '\n': st = cp_buf_append(b, "\\n", 2); break;
-        case '\r': st = cp_buf_append(b, "\\r", 2); break;
-        case '\t': st = cp_buf_append(b, "\\t", 2); break;
+        case '"':
+            st = cp_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            st = cp_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            st = cp_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            st = cp_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            st = cp_buf_append(b, "\\t", 2);
+            break;
         default:
             if (*p < 0x20) {
                 memcpy(esc, "\\u00", 4);
@@ -72,8 +82,8 @@ cp_status srv_csv_field(cp_buf_t *b, const char *s)
     return st;
 }
 
-cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt,
-                          srv_stream_t **out, cp_error_t *err)
+cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, srv_stream_t **out,
+                          cp_error_t *err)
 {
     *out = NULL;
     srv_stream_t *s = calloc(1, sizeof *s);

@@ -6,8 +6,8 @@
 
 #include "server/srv.h"
 
-static void reply_lib(srv_resp_t *resp, int status, cp_status st, char *text,
-                      const cp_error_t *err, unsigned flags)
+static void reply_lib(srv_resp_t *resp, int status, cp_status st, char *text, const cp_error_t *err,
+                      unsigned flags)
 {
     if (st != CP_OK) {
         cp_free(text);
@@ -174,8 +174,10 @@ cp_status srv_setop_expr(const char *op, const char *const *names, size_t n, cha
     }
     if (st != CP_OK) {
         cp_buf_free(&b);
-        return st == CP_ELIMIT ? CP_ERR(err, CP_ELIMIT, "request body: the set operation's "
-                                        "expression is longer than %d bytes", CP_EXPR_MAX_LEN)
+        return st == CP_ELIMIT ? CP_ERR(err, CP_ELIMIT,
+                                        "request body: the set operation's "
+                                        "expression is longer than %d bytes",
+                                        CP_EXPR_MAX_LEN)
                                : CP_ERR(err, st, "out of memory building the expression");
     }
     cp_buf_cstr(&b);
@@ -347,8 +349,8 @@ void srv_h_crowd_delete(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 
 /* Parses an optional unsigned query argument; replies and returns -1 on a
  * bad one. */
-static int query_u64(srv_req_t *req, srv_resp_t *resp, const char *key, uint64_t def,
-                     uint64_t max, uint64_t *out)
+static int query_u64(srv_req_t *req, srv_resp_t *resp, const char *key, uint64_t def, uint64_t max,
+                     uint64_t *out)
 {
     const char *v = NULL;
     cp_error_t err = {0};

@@ -4,8 +4,8 @@
 #include "server/srv.h"
 
 /* Replies with a library JSON text (taken, freed with cp_free) or the error. */
-static void reply_lib(srv_resp_t *resp, int status, cp_status st, char *text,
-                      const cp_error_t *err, unsigned flags)
+static void reply_lib(srv_resp_t *resp, int status, cp_status st, char *text, const cp_error_t *err,
+                      unsigned flags)
 {
     if (st != CP_OK) {
         cp_free(text);

@@ -31,10 +31,10 @@ static cp_status users_to_ndjson(json_t *body, cp_buf_t *out, int *is_array, srv
     json_array_foreach(users, i, u)
     {
         if (!json_is_object(u)) {
-            srv_reply_error(resp, 400, "invalid",
-                            json_pack("{s:I,s:I}", "record", (json_int_t)i + 1, "index",
-                                      (json_int_t)i),
-                            "request body: users[%zu] must be an object", i);
+            srv_reply_error(
+                resp, 400, "invalid",
+                json_pack("{s:I,s:I}", "record", (json_int_t)i + 1, "index", (json_int_t)i),
+                "request body: users[%zu] must be an object", i);
             return CP_EINVAL;
         }
         char *line = json_dumps(u, JSON_COMPACT);
@@ -71,8 +71,7 @@ void srv_h_users_load(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
             int line, col;
             srv_text_position(req->body, off, &line, &col);
             srv_reply_error(resp, 400, "json_too_deep",
-                            json_pack("{s:i,s:i,s:i}", "record", line, "line", line, "column",
-                                      col),
+                            json_pack("{s:i,s:i,s:i}", "record", line, "line", line, "column", col),
                             "request body: line %d, column %d: JSON nested deeper than %d "
                             "levels",
                             line, col, SRV_MAX_JSON_DEPTH);
@@ -116,8 +115,8 @@ void srv_h_users_load(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         goto out;
     }
     srv_reply_json(resp, 200,
-                   json_pack("{s:I,s:I,s:I}", "created", (json_int_t)stats.users_created,
-                             "updated", (json_int_t)stats.users_updated, "tags_assigned",
+                   json_pack("{s:I,s:I,s:I}", "created", (json_int_t)stats.users_created, "updated",
+                             (json_int_t)stats.users_updated, "tags_assigned",
                              (json_int_t)stats.tags_assigned));
 out:
     json_decref(body);
@@ -148,8 +147,8 @@ void srv_h_user_delete(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     srv_reply_json(resp, 200, json_pack("{s:s}", "deleted", req->params[0]));
 }
 
-static void remove_tags(srv_ctx_t *srv, srv_resp_t *resp, const char *id,
-                        const char *const *paths, size_t n)
+static void remove_tags(srv_ctx_t *srv, srv_resp_t *resp, const char *id, const char *const *paths,
+                        size_t n)
 {
     cp_error_t err = {0};
     char *text = NULL;

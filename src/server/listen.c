@@ -15,12 +15,12 @@ static cp_status parse_port(const char *s, const char *spec, uint16_t *out, cp_e
     unsigned long v = 0;
     for (const char *p = s; *p; p++) {
         if (*p < '0' || *p > '9')
-            return CP_ERR(err, CP_EINVAL,
-                          "listen address \"%s\": port \"%s\" is not a number", spec, s);
+            return CP_ERR(err, CP_EINVAL, "listen address \"%s\": port \"%s\" is not a number",
+                          spec, s);
         v = v * 10 + (unsigned long)(*p - '0');
         if (v > 65535)
-            return CP_ERR(err, CP_EINVAL,
-                          "listen address \"%s\": port %s is out of range 0..65535", spec, s);
+            return CP_ERR(err, CP_EINVAL, "listen address \"%s\": port %s is out of range 0..65535",
+                          spec, s);
     }
     *out = (uint16_t)v;
     return CP_OK;
@@ -40,8 +40,8 @@ cp_status srv_listen_parse(const char *spec, srv_addr_t *out, cp_error_t *err)
             return CP_ERR(err, CP_EINVAL, "listen address \"%s\": missing ']' after IPv6 host",
                           spec);
         if (rb[1] != ':')
-            return CP_ERR(err, CP_EINVAL,
-                          "listen address \"%s\": expected \":PORT\" after \"]\"", spec);
+            return CP_ERR(err, CP_EINVAL, "listen address \"%s\": expected \":PORT\" after \"]\"",
+                          spec);
         host = spec + 1;
         hlen = (size_t)(rb - host);
         port = rb + 2;
@@ -89,8 +89,8 @@ cp_status srv_listen_parse(const char *spec, srv_addr_t *out, cp_error_t *err)
         return CP_OK;
     }
     if (spec[0] == '[')
-        return CP_ERR(err, CP_EINVAL, "listen address \"%s\": \"%s\" is not an IPv6 address",
-                      spec, out->host);
+        return CP_ERR(err, CP_EINVAL, "listen address \"%s\": \"%s\" is not an IPv6 address", spec,
+                      out->host);
     /* A name such as "localhost": resolve it, first address wins. */
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
@@ -99,8 +99,8 @@ cp_status srv_listen_parse(const char *spec, srv_addr_t *out, cp_error_t *err)
     hints.ai_flags = AI_PASSIVE | AI_ADDRCONFIG;
     int rc = getaddrinfo(out->host, NULL, &hints, &res);
     if (rc != 0 || res == NULL)
-        return CP_ERR(err, CP_EINVAL, "listen address \"%s\": cannot resolve host \"%s\": %s",
-                      spec, out->host, rc != 0 ? gai_strerror(rc) : "no address");
+        return CP_ERR(err, CP_EINVAL, "listen address \"%s\": cannot resolve host \"%s\": %s", spec,
+                      out->host, rc != 0 ? gai_strerror(rc) : "no address");
     memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
     out->len = res->ai_addrlen;
     out->family = res->ai_family;

@@ -7,8 +7,7 @@
 #include "server/srv.h"
 
 /* Statuses the server answers with; anything else lands in "other". */
-static const int status_codes[] = {200, 201, 400, 401, 403, 404, 405, 409,
-                                   413, 414, 415, 500, 503};
+static const int status_codes[] = {200, 201, 400, 401, 403, 404, 405, 409, 413, 414, 415, 500, 503};
 #define NSTATUS (CP_ARRAY_LEN(status_codes) + 1)
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
@@ -82,10 +81,10 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
     cp_status st = CP_OK;
     *out = NULL;
     *len = 0;
-#define P(...)                                       \
-    do {                                             \
-        if ((st = cp_buf_printf(&b, __VA_ARGS__)))   \
-            goto out;                                \
+#define P(...)                                                                                     \
+    do {                                                                                           \
+        if ((st = cp_buf_printf(&b, __VA_ARGS__)))                                                 \
+            goto out;                                                                              \
     } while (0)
 
     P("# HELP crowdpack_http_requests_total HTTP requests answered, by route and status.\n"
@@ -160,8 +159,8 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
                  offsetof(cp_db_stats_t, column_bytes)},
                 {"crowdpack_disk_bytes", "Size of the LMDB file.", "gauge",
                  offsetof(cp_db_stats_t, disk_bytes)},
-                {"crowdpack_queries_total", "Counts and evaluations served since open.",
-                 "counter", offsetof(cp_db_stats_t, queries)},
+                {"crowdpack_queries_total", "Counts and evaluations served since open.", "counter",
+                 offsetof(cp_db_stats_t, queries)},
                 {"crowdpack_writes_total", "Committed write batches since open.", "counter",
                  offsetof(cp_db_stats_t, writes)},
             };

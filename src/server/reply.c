@@ -109,23 +109,40 @@ void srv_reply_error(srv_resp_t *r, int status, const char *code, json_t *extra,
 int srv_status_http(cp_status st, unsigned flags)
 {
     switch (st) {
-    case CP_OK: return 200;
-    case CP_ENOMEM: return 500;
-    case CP_EINVAL: return 400;
-    case CP_ENOTFOUND: return (flags & SRV_ERR_BODY_REFS) ? 400 : 404;
-    case CP_EEXIST: return 409;
-    case CP_ESYNTAX: return 400;
-    case CP_ETYPE: return 400;
-    case CP_ELOCKED: return 503;
-    case CP_EVERSION: return 503;
-    case CP_EIO: return 503;
-    case CP_ELIMIT: return 413;
-    case CP_ECYCLE: return 409;
-    case CP_ECONFLICT: return 409;
-    case CP_EAUTH: return 401;
-    case CP_EPERM: return 403;
-    case CP_EREADONLY: return 503;
-    case CP_EINTERNAL: return 500;
+    case CP_OK:
+        return 200;
+    case CP_ENOMEM:
+        return 500;
+    case CP_EINVAL:
+        return 400;
+    case CP_ENOTFOUND:
+        return (flags & SRV_ERR_BODY_REFS) ? 400 : 404;
+    case CP_EEXIST:
+        return 409;
+    case CP_ESYNTAX:
+        return 400;
+    case CP_ETYPE:
+        return 400;
+    case CP_ELOCKED:
+        return 503;
+    case CP_EVERSION:
+        return 503;
+    case CP_EIO:
+        return 503;
+    case CP_ELIMIT:
+        return 413;
+    case CP_ECYCLE:
+        return 409;
+    case CP_ECONFLICT:
+        return 409;
+    case CP_EAUTH:
+        return 401;
+    case CP_EPERM:
+        return 403;
+    case CP_EREADONLY:
+        return 503;
+    case CP_EINTERNAL:
+        return 500;
     }
     return 500;
 }
@@ -133,23 +150,40 @@ int srv_status_http(cp_status st, unsigned flags)
 const char *srv_status_slug(cp_status st, unsigned flags)
 {
     switch (st) {
-    case CP_OK: return "ok";
-    case CP_ENOMEM: return "out_of_memory";
-    case CP_EINVAL: return "invalid";
-    case CP_ENOTFOUND: return (flags & SRV_ERR_BODY_REFS) ? "unknown_reference" : "not_found";
-    case CP_EEXIST: return "exists";
-    case CP_ESYNTAX: return "syntax_error";
-    case CP_ETYPE: return "wrong_type";
-    case CP_ELOCKED: return "locked";
-    case CP_EVERSION: return "incompatible_version";
-    case CP_EIO: return "storage_error";
-    case CP_ELIMIT: return "too_large";
-    case CP_ECYCLE: return "cycle";
-    case CP_ECONFLICT: return "conflict";
-    case CP_EAUTH: return "unauthorized";
-    case CP_EPERM: return "forbidden";
-    case CP_EREADONLY: return "read_only";
-    case CP_EINTERNAL: return "internal";
+    case CP_OK:
+        return "ok";
+    case CP_ENOMEM:
+        return "out_of_memory";
+    case CP_EINVAL:
+        return "invalid";
+    case CP_ENOTFOUND:
+        return (flags & SRV_ERR_BODY_REFS) ? "unknown_reference" : "not_found";
+    case CP_EEXIST:
+        return "exists";
+    case CP_ESYNTAX:
+        return "syntax_error";
+    case CP_ETYPE:
+        return "wrong_type";
+    case CP_ELOCKED:
+        return "locked";
+    case CP_EVERSION:
+        return "incompatible_version";
+    case CP_EIO:
+        return "storage_error";
+    case CP_ELIMIT:
+        return "too_large";
+    case CP_ECYCLE:
+        return "cycle";
+    case CP_ECONFLICT:
+        return "conflict";
+    case CP_EAUTH:
+        return "unauthorized";
+    case CP_EPERM:
+        return "forbidden";
+    case CP_EREADONLY:
+        return "read_only";
+    case CP_EINTERNAL:
+        return "internal";
     }
     return "internal";
 }

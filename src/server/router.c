@@ -73,12 +73,18 @@ srv_method srv_method_parse(const char *s)
 const char *srv_method_name(srv_method m)
 {
     switch (m) {
-    case SRV_GET: return "GET";
-    case SRV_POST: return "POST";
-    case SRV_PUT: return "PUT";
-    case SRV_PATCH: return "PATCH";
-    case SRV_DELETE: return "DELETE";
-    case SRV_OTHER: break;
+    case SRV_GET:
+        return "GET";
+    case SRV_POST:
+        return "POST";
+    case SRV_PUT:
+        return "PUT";
+    case SRV_PATCH:
+        return "PATCH";
+    case SRV_DELETE:
+        return "DELETE";
+    case SRV_OTHER:
+        break;
     }
     return "OTHER";
 }
@@ -91,7 +97,10 @@ void srv_req_init(srv_req_t *req)
     cp_arena_init(&req->arena, SRV_REQ_ARENA_MAX);
 }
 
-void srv_req_free(srv_req_t *req) { cp_arena_free(&req->arena); }
+void srv_req_free(srv_req_t *req)
+{
+    cp_arena_free(&req->arena);
+}
 
 static int hexval(char c)
 {
@@ -104,8 +113,7 @@ static int hexval(char c)
     return -1;
 }
 
-cp_status srv_pct_decode(cp_arena_t *a, const char *s, size_t n, const char **out,
-                         cp_error_t *err)
+cp_status srv_pct_decode(cp_arena_t *a, const char *s, size_t n, const char **out, cp_error_t *err)
 {
     *out = NULL;
     char *d = cp_arena_alloc(a, n + 1);
@@ -252,7 +260,10 @@ int srv_route_match(srv_req_t *req, int *status, const char **allow)
 
 /* ------------------------------------------------------------ dispatch */
 
-static int needs_auth(const char *path) { return strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0; }
+static int needs_auth(const char *path)
+{
+    return strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0;
+}
 
 /* Grants req->role or replies 401. Returns 1 when the request may go on. */
 static int authenticate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
@@ -337,8 +348,10 @@ void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
                             req->path, allow);
             resp->allow = allow;
         } else if (status == 400) {
-            srv_reply_error(resp, 400, "invalid", NULL, "URL %s: bad percent-escape in a path "
-                            "segment", req->path);
+            srv_reply_error(resp, 400, "invalid", NULL,
+                            "URL %s: bad percent-escape in a path "
+                            "segment",
+                            req->path);
         } else {
             srv_reply_error(resp, 404, "route_not_found", NULL, "no such endpoint: %s %s",
                             req->method_name != NULL ? req->method_name

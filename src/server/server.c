@@ -83,8 +83,14 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return n;
 }
 
-static void stream_free_cb(void *cls) { srv_stream_free((srv_stream_t *)cls); }
-static void free_noop(void *p) { CP_UNUSED(p); }
+static void stream_free_cb(void *cls)
+{
+    srv_stream_free((srv_stream_t *)cls);
+}
+static void free_noop(void *p)
+{
+    CP_UNUSED(p);
+}
 
 /* Hands the response to MHD; takes the body or stream out of r. */
 static enum MHD_Result queue(struct MHD_Connection *c, srv_resp_t *r, int close_after)
@@ -111,8 +117,7 @@ static enum MHD_Result queue(struct MHD_Connection *c, srv_resp_t *r, int close_
     if (r->disposition != NULL)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_DISPOSITION, r->disposition);
     if (r->www_authenticate)
-        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                "Bearer realm=\"crowdpack\"");
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"crowdpack\"");
     if (close_after)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
@@ -134,9 +139,8 @@ static enum MHD_Result reply_too_large(struct MHD_Connection *c, srv_ctx_t *srv,
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     CP_UNUSED(version);
     srv_ctx_t *srv = cls;
@@ -245,8 +249,7 @@ static cp_status read_small_file(const char *path, const char *what, char **out,
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
         if ((st = cp_buf_append(&b, chunk, n)) != CP_OK) {
-            st = CP_ERR(err, st, "%s \"%s\" is larger than %u bytes", what, path,
-                        SRV_TLS_FILE_MAX);
+            st = CP_ERR(err, st, "%s \"%s\" is larger than %u bytes", what, path, SRV_TLS_FILE_MAX);
             goto out;
         }
     }

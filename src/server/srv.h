@@ -63,23 +63,23 @@ typedef const char *(*srv_lookup_fn)(void *ud, const char *key);
 
 typedef struct srv_req {
     srv_method method;
-    const char *path;         /* raw path without the query, e.g. "/v1/users/a%2Fb" */
-    const char *content_type; /* header or NULL */
+    const char *path;          /* raw path without the query, e.g. "/v1/users/a%2Fb" */
+    const char *content_type;  /* header or NULL */
     const char *authorization; /* header or NULL */
     const char *host;          /* Host header or NULL */
     const char *method_name;   /* as received, for messages; may be NULL */
     const char *body;          /* NUL-terminated; "" when none */
     size_t body_len;
-    srv_lookup_fn query;       /* may be NULL: no query arguments */
+    srv_lookup_fn query; /* may be NULL: no query arguments */
     void *query_ud;
-    int client_loopback;       /* the peer is 127.0.0.0/8 or ::1 */
+    int client_loopback; /* the peer is 127.0.0.0/8 or ::1 */
 
     /* Filled by the router. */
-    int route;                     /* index into srv_routes, -1 unmatched */
+    int route;                          /* index into srv_routes, -1 unmatched */
     const char *params[SRV_MAX_PARAMS]; /* decoded path parameters (arena) */
     int nparams;
-    cp_role role;                  /* role granted to the caller */
-    cp_arena_t arena;              /* per-request scratch; freed by srv_req_free */
+    cp_role role;     /* role granted to the caller */
+    cp_arena_t arena; /* per-request scratch; freed by srv_req_free */
 } srv_req_t;
 
 void srv_req_init(srv_req_t *req);
@@ -101,14 +101,14 @@ void srv_stream_free(srv_stream_t *s); /* NULL fine */
 
 typedef struct srv_resp {
     int status;
-    const char *content_type;   /* static string */
-    char *body;                 /* owned; freed with body_free */
+    const char *content_type; /* static string */
+    char *body;               /* owned; freed with body_free */
     size_t len;
     void (*body_free)(void *);
-    srv_stream_t *stream;       /* owned; when set, body is unused */
-    const char *allow;          /* Allow header for 405 (static) */
-    const char *disposition;    /* Content-Disposition (arena or static) */
-    int www_authenticate;       /* add a WWW-Authenticate challenge (401) */
+    srv_stream_t *stream;    /* owned; when set, body is unused */
+    const char *allow;       /* Allow header for 405 (static) */
+    const char *disposition; /* Content-Disposition (arena or static) */
+    int www_authenticate;    /* add a WWW-Authenticate challenge (401) */
 } srv_resp_t;
 
 void srv_resp_init(srv_resp_t *r);
@@ -121,8 +121,8 @@ void srv_reply_json(srv_resp_t *r, int status, json_t *j);
 
 /* Error body {"error":{"code","message",...}}; `extra` (may be NULL) is an
  * object whose members are merged in (reference taken). */
-void srv_reply_error(srv_resp_t *r, int status, const char *code, json_t *extra,
-                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void srv_reply_error(srv_resp_t *r, int status, const char *code, json_t *extra, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
 
 enum {
     /* ENOTFOUND refers to a name inside the request body (an expression,
@@ -191,9 +191,9 @@ ssize_t srv_base64_decode(const char *in, size_t len, unsigned char *out, size_t
 typedef struct srv_addr {
     struct sockaddr_storage ss;
     socklen_t len;
-    int family;          /* AF_INET or AF_INET6 */
+    int family; /* AF_INET or AF_INET6 */
     uint16_t port;
-    char host[128];      /* as written, without brackets */
+    char host[128]; /* as written, without brackets */
 } srv_addr_t;
 
 /* Parses "HOST:PORT", "[V6]:PORT" (numeric hosts, or names resolved with
@@ -208,8 +208,7 @@ int srv_host_is_loopback(const char *host);
 
 /* Decodes %XX escapes of [s, s+n) into the arena. CP_EINVAL for a bad
  * escape, an embedded NUL or invalid UTF-8. */
-cp_status srv_pct_decode(cp_arena_t *a, const char *s, size_t n, const char **out,
-                         cp_error_t *err);
+cp_status srv_pct_decode(cp_arena_t *a, const char *s, size_t n, const char **out, cp_error_t *err);
 
 /* --------------------------------------------------------------- routes */
 
@@ -220,7 +219,7 @@ typedef struct srv_route {
     srv_method method;
     const char *pattern; /* "/v1/users/{id}", "{x...}" = the rest (slashes kept) */
     srv_handler_fn handler;
-    int role;            /* 0 = open (no auth), else cp_role needed */
+    int role; /* 0 = open (no auth), else cp_role needed */
 } srv_route_t;
 
 extern const srv_route_t srv_routes[];
@@ -242,8 +241,8 @@ void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp);
 
 #define SRV_NBUCKETS 12
 typedef struct srv_metrics {
-    size_t nroutes;          /* routes + 1 for "unmatched" */
-    _Atomic uint64_t *count; /* [nroutes][SRV_NSTATUS] */
+    size_t nroutes;           /* routes + 1 for "unmatched" */
+    _Atomic uint64_t *count;  /* [nroutes][SRV_NSTATUS] */
     _Atomic uint64_t *bucket; /* [nroutes][SRV_NBUCKETS] cumulative at render */
     _Atomic uint64_t *sum_us; /* [nroutes] */
     _Atomic uint64_t *total;  /* [nroutes] */
@@ -267,8 +266,8 @@ struct srv_ctx {
 /* -------------------------------------------------------------- exports */
 
 /* Opens a stream of the members of crowd `name` (a snapshot taken now). */
-cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt,
-                          srv_stream_t **out, cp_error_t *err);
+cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, srv_stream_t **out,
+                          cp_error_t *err);
 /* Appends s as a JSON string literal / a CSV field (quoted when needed). */
 cp_status srv_json_quote(cp_buf_t *b, const char *s);
 cp_status srv_csv_field(cp_buf_t *b, const char *s);

@@ -204,8 +204,9 @@ static void load_all(fixture_t *f)
     reply_t r = POST(f, "/v1/attributes", "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"}]}");
     assert_int_equal(r.status, 200);
     reply_free(&r);
-    r = POST(f, "/v1/taxonomy",
-             "{\"tags\":[{\"path\":\"a\"},{\"path\":\"a/x\"},{\"path\":\"a/y\"},{\"path\":\"b\"}]}");
+    r = POST(
+        f, "/v1/taxonomy",
+        "{\"tags\":[{\"path\":\"a\"},{\"path\":\"a/x\"},{\"path\":\"a/y\"},{\"path\":\"b\"}]}");
     assert_int_equal(r.status, 200);
     reply_free(&r);
     make_users();
@@ -256,7 +257,10 @@ static void test_counts_against_naive(void **state)
         const char *expr;
         int kind; /* which naive predicate */
     } cases[] = {
-        {"all", 0}, {"tag:a", 1}, {"tag:a/x AND age >= 40", 2}, {"NOT tag:a OR age < 25", 3},
+        {"all", 0},
+        {"tag:a", 1},
+        {"tag:a/x AND age >= 40", 2},
+        {"NOT tag:a OR age < 25", 3},
         {"tag:b AND NOT tag:a/y", 4},
     };
     for (size_t c = 0; c < CP_ARRAY_LEN(cases); c++) {
@@ -265,11 +269,21 @@ static void test_counts_against_naive(void **state)
             const user_t *u = &users[i];
             int in = 0;
             switch (cases[c].kind) {
-            case 0: in = 1; break;
-            case 1: in = has_tag(u, "a"); break;
-            case 2: in = has_tag(u, "a/x") && u->age >= 40; break;
-            case 3: in = !has_tag(u, "a") || (u->age >= 0 && u->age < 25); break;
-            case 4: in = has_tag(u, "b") && !has_tag(u, "a/y"); break;
+            case 0:
+                in = 1;
+                break;
+            case 1:
+                in = has_tag(u, "a");
+                break;
+            case 2:
+                in = has_tag(u, "a/x") && u->age >= 40;
+                break;
+            case 3:
+                in = !has_tag(u, "a") || (u->age >= 0 && u->age < 25);
+                break;
+            case 4:
+                in = has_tag(u, "b") && !has_tag(u, "a/y");
+                break;
             }
             want += in;
         }
@@ -352,7 +366,8 @@ static void test_errors(void **state)
     assert_int_equal(r.status, 404);
     assert_string_equal(err_code(&r), "not_found");
     reply_free(&r);
-    r = POST(f, "/v1/users", "{\"users\":[{\"id\":\"n1\"},{\"id\":\"n2\",\"attrs\":{\"age\":\"x\"}}]}");
+    r = POST(f, "/v1/users",
+             "{\"users\":[{\"id\":\"n1\"},{\"id\":\"n2\",\"attrs\":{\"age\":\"x\"}}]}");
     assert_int_equal(r.status, 400);
     e = json_object_get(r.json, "error");
     assert_int_equal(json_integer_value(json_object_get(e, "record")), 2);

@@ -75,9 +75,9 @@ static void test_pct_decode(void **state)
         {"%zz", NULL},
         {"%g0", NULL},
         {"%00", NULL},
-        {"%FF", NULL},        /* not UTF-8 */
-        {"%C0%AF", NULL},     /* overlong '/' */
-        {"%ED%A0%80", NULL},  /* surrogate */
+        {"%FF", NULL},       /* not UTF-8 */
+        {"%C0%AF", NULL},    /* overlong '/' */
+        {"%ED%A0%80", NULL}, /* surrogate */
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++) {
         cp_status st = srv_pct_decode(&a, cases[i].in, strlen(cases[i].in), &out, &err);
@@ -210,8 +210,10 @@ static void pct_encode(const char *s, char *out, size_t cap)
 static void test_route_user_ids_roundtrip(void **state)
 {
     (void)state;
-    static const char *alphabet[] = {"a", "Z", "0", "/", "%", "?", "#", " ", "+", "&", "=",
-                                     ".", "..", "\xC3\xA9", "\xE4\xBA\xBA", "\"", "'", ":"};
+    static const char *alphabet[] = {"a",  "Z", "0",  "/",        "%",
+                                     "?",  "#", " ",  "+",        "&",
+                                     "=",  ".", "..", "\xC3\xA9", "\xE4\xBA\xBA",
+                                     "\"", "'", ":"};
     uint64_t rng = 42;
     char id[128], enc[512], path[700];
     for (int iter = 0; iter < 2000; iter++) {
@@ -296,8 +298,13 @@ static void test_base64(void **state)
     (void)state;
     static const struct {
         const char *in, *out;
-    } v[] = {{"", ""},         {"Zg==", "f"},     {"Zm8=", "fo"},       {"Zm9v", "foo"},
-             {"Zm9vYg==", "foob"}, {"Zm9vYmE=", "fooba"}, {"Zm9vYmFy", "foobar"},
+    } v[] = {{"", ""},
+             {"Zg==", "f"},
+             {"Zm8=", "fo"},
+             {"Zm9v", "foo"},
+             {"Zm9vYg==", "foob"},
+             {"Zm9vYmE=", "fooba"},
+             {"Zm9vYmFy", "foobar"},
              {"Zm9vYg", "foob"}};
     unsigned char out[64];
     for (size_t i = 0; i < CP_ARRAY_LEN(v); i++) {
@@ -472,9 +479,9 @@ static void test_body_object(void **state)
             assert_int_equal(resp.status, cases[i].status);
             json_t *e = json_loadb(resp.body, resp.len, 0, NULL);
             assert_non_null(e);
-            assert_string_equal(json_string_value(json_object_get(json_object_get(e, "error"),
-                                                                  "code")),
-                                cases[i].code);
+            assert_string_equal(
+                json_string_value(json_object_get(json_object_get(e, "error"), "code")),
+                cases[i].code);
             json_decref(e);
         }
         json_decref(j);
@@ -556,8 +563,8 @@ static void test_listen_parse(void **state)
     assert_int_equal(srv_listen_parse(NULL, &a, &err), CP_OK);
     assert_int_equal(a.port, 8080);
 
-    static const char *bad[] = {"nohost", ":80", "1.2.3.4:", "1.2.3.4:99999", "1.2.3.4:8a",
-                                "::1:80", "[::1]80", "[::1", "[zz]:1", "[]:1"};
+    static const char *bad[] = {"nohost", ":80",     "1.2.3.4:", "1.2.3.4:99999", "1.2.3.4:8a",
+                                "::1:80", "[::1]80", "[::1",     "[zz]:1",        "[]:1"};
     for (size_t i = 0; i < CP_ARRAY_LEN(bad); i++) {
         memset(&err, 0, sizeof err);
         if (srv_listen_parse(bad[i], &a, &err) != CP_EINVAL)
@@ -570,12 +577,21 @@ static void test_listen_parse(void **state)
 static void test_host_loopback(void **state)
 {
     (void)state;
-    static const char *yes[] = {"localhost", "LOCALHOST:8080", "localhost.", "app.localhost:1",
-                                "127.0.0.1", "127.0.0.1:8080", "127.9.9.9:80", "[::1]",
-                                "[::1]:8080"};
-    static const char *no[] = {NULL, "", "example.com", "localhost.example.com",
-                               "127.0.0.1.nip.io", "10.0.0.1:80", "[::2]:80", "::1", "[::1",
-                               "[::1]x", "0.0.0.0", "evil-localhost"};
+    static const char *yes[] = {"localhost",       "LOCALHOST:8080", "localhost.",
+                                "app.localhost:1", "127.0.0.1",      "127.0.0.1:8080",
+                                "127.9.9.9:80",    "[::1]",          "[::1]:8080"};
+    static const char *no[] = {NULL,
+                               "",
+                               "example.com",
+                               "localhost.example.com",
+                               "127.0.0.1.nip.io",
+                               "10.0.0.1:80",
+                               "[::2]:80",
+                               "::1",
+                               "[::1",
+                               "[::1]x",
+                               "0.0.0.0",
+                               "evil-localhost"};
     for (size_t i = 0; i < CP_ARRAY_LEN(yes); i++)
         if (!srv_host_is_loopback(yes[i]))
             fail_msg("%s should be loopback", yes[i]);
@@ -787,8 +803,8 @@ static void test_metrics_render(void **state)
     srv_metrics_t m;
     assert_int_equal(srv_metrics_init(&m, srv_nroutes), CP_OK);
     int r = route_index("/v1/tags", SRV_GET);
-    srv_metrics_observe(&m, r, 200, 300000);   /* 0.3 ms */
-    srv_metrics_observe(&m, r, 200, 2000000);  /* 2 ms */
+    srv_metrics_observe(&m, r, 200, 300000);  /* 0.3 ms */
+    srv_metrics_observe(&m, r, 200, 2000000); /* 2 ms */
     srv_metrics_observe(&m, r, 404, 5000000000ull);
     srv_metrics_observe(&m, -1, 404, 1000);
     srv_metrics_observe(&m, r, 418, 1000);
