@@ -1,0 +1,190 @@
+/*
+ * wal.h — the write-ahead log (DESIGN.md §2, src/store/): an append-only,
+ * checksummed sequence of records, each with a log sequence number (LSN),
+ * made durable by group commit. Standalone: depends on util only.
+ *
+ * On disk, DIR/wal/ holds segment files named by the LSN of their first
+ * record, 20 decimal digits: DIR/wal/00000000000000000001.wal. A segment is
+ * a plain sequence of records (no file header), each
+ *
+ *     u32 len | u32 crc | u64 lsn | u8 type | payload[len]     (little endian)
+ *
+ * where crc is CRC32C (Castagnoli) over the 8 LSN bytes, the type byte and
+ * the payload. LSNs start at 1 (or wal_options_t.initial_lsn) and grow by
+ * exactly 1 per record across segments, so the first LSN of every segment
+ * is the last LSN of the one before plus one. A segment is closed when the
+ * next record would take it past segment_bytes (a record larger than that
+ * gets a segment of its own) or on wal_rotate().
+ *
+ * Crash consistency:
+ *  - records reach the file with write(); wal_sync() makes them durable
+ *    with fdatasync() (one call serves every waiting thread: group commit);
+ *  - a segment is fdatasync()ed before the next one is created, and the
+ *    directory is fsync()ed after a segment is created or deleted, so only
+ *    the LAST segment can have a torn tail after a crash;
+ *  - wal_open() reads the last segment and cuts it after the longest valid
+ *    prefix (a partial header or payload, a bad CRC, a length over
+ *    WAL_MAX_RECORD, an LSN out of sequence all end the prefix), reporting
+ *    the bytes cut through the log callback and wal_stats();
+ *  - older segments are read only by wal_replay(), which treats any damage
+ *    in them, or a gap in the LSN sequence, as CP_EIO naming the segment
+ *    and byte offset: a damaged non-last segment is never skipped silently.
+ *
+ * Errors are CP_EIO with the errno text and the file name (never an abort).
+ * After a failed write() or fdatasync() the log is "failed": the state of
+ * the page cache is unknown (an fsync error is reported once), so every
+ * later append/sync/rotate returns CP_EIO; close and reopen (which recovers
+ * the valid prefix) to continue.
+ *
+ * Threading: wal_append, wal_sync, wal_rotate, wal_durable_lsn,
+ * wal_last_lsn and wal_stats may be called from any number of threads at
+ * once. wal_replay and wal_truncate_before may run concurrently with those,
+ * but not with each other; wal_close must be the last call on the handle.
+ * One process at a time: wal_open flock()s DIR/wal (CP_ELOCKED otherwise).
+ */
+#ifndef CP_STORE_WAL_H
+#define CP_STORE_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crowdpack.h"
+
+#define WAL_DEFAULT_SEGMENT_BYTES (64ull << 20)
+#define WAL_MIN_SEGMENT_BYTES 4096ull
+/* Largest payload of one record; larger appends are CP_ELIMIT and larger
+ * lengths read from disk are corruption. */
+#define WAL_MAX_RECORD (64u << 20)
+/* Bytes of framing before each payload. */
+#define WAL_HEADER_BYTES 17u
+
+typedef struct wal wal_t;
+
+typedef enum wal_sync_mode {
+    WAL_SYNC_FDATASYNC = 0, /* default: wal_sync() and segment switches fdatasync */
+    WAL_SYNC_NONE = 1,      /* tests and throwaway data: no fdatasync/fsync at all */
+} wal_sync_mode;
+
+typedef struct wal_options {
+    uint64_t segment_bytes; /* rotate past this size; 0 = WAL_DEFAULT_SEGMENT_BYTES,
+                               else >= WAL_MIN_SEGMENT_BYTES */
+    wal_sync_mode sync;
+    /* LSN of the first record when DIR/wal holds no segment yet (0 = 1).
+     * Lets a data directory that already has state start its log after it.
+     * Ignored when segments exist. */
+    uint64_t initial_lsn;
+    /* Receives one line per notable event (a torn tail cut at open). NULL =
+     * write it to stderr prefixed "crowdpack: ". Called with no lock held. */
+    void (*log)(void *ud, const char *msg);
+    void *log_ud;
+    /* Test hook: called by the group-commit leader after each fdatasync
+     * of a segment (also in WAL_SYNC_NONE mode, where the fdatasync is
+     * skipped), outside the lock. NULL = none. */
+    void (*on_fsync)(void *ud);
+    void *on_fsync_ud;
+} wal_options_t;
+
+typedef struct wal_stats {
+    uint64_t appends;         /* records appended by this handle */
+    uint64_t bytes_appended;  /* their framed bytes */
+    uint64_t sync_calls;      /* wal_sync() calls that had to wait for durability */
+    uint64_t fsyncs;          /* group commits: fdatasync rounds of the active segment */
+    uint64_t segments;        /* segment files now in DIR/wal */
+    uint64_t first_lsn;       /* first LSN of the oldest segment */
+    uint64_t truncated_bytes; /* torn tail cut by wal_open */
+} wal_stats_t;
+
+/*
+ * Opens (creating if needed) the log in `dir`/wal; `dir` must exist.
+ * `opts` may be NULL for defaults. Scans the segment names, reads the last
+ * segment to find the end of the log and truncates a torn or corrupt tail
+ * of it (logged with the byte count). Errors: CP_EIO (with file name and
+ * errno text; also for a stray or misnamed *.wal file), CP_ELOCKED (another
+ * handle has the directory), CP_EINVAL (bad options), CP_ENOMEM.
+ * *out is owned by the caller: wal_close().
+ */
+cp_status wal_open(const char *dir, const wal_options_t *opts, wal_t **out, cp_error_t *err);
+
+/*
+ * Writes out buffered records, fdatasyncs them (sync mode permitting),
+ * closes the files and frees the handle. NULL is fine. Records appended but
+ * not synced are written but not guaranteed durable.
+ */
+void wal_close(wal_t *wal);
+
+/*
+ * Called by wal_replay for each record, in LSN order. `payload` is borrowed:
+ * valid only during the call. A status other than CP_OK stops the replay
+ * and is returned by wal_replay (the callback fills `err`).
+ */
+typedef cp_status (*wal_replay_fn)(void *ud, uint64_t lsn, uint8_t type, const void *payload,
+                                   size_t len, cp_error_t *err);
+
+/*
+ * Calls `fn` for every record with LSN > after_lsn, oldest first, up to the
+ * last LSN at the time of the call (records appended meanwhile are not
+ * visited). CP_EIO for a damaged record or an LSN gap in a segment other
+ * than the active one (naming the segment file and byte offset), and when
+ * records after after_lsn were already deleted by wal_truncate_before.
+ */
+cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
+                     cp_error_t *err);
+
+/*
+ * Appends one record of `len` payload bytes (payload may be NULL when len
+ * is 0; copied before return) and sets *lsn (may be NULL) to its LSN, one
+ * more than the previous record's. The record is written to the segment
+ * file with write() immediately or, if small, at the latest by the next
+ * wal_sync/wal_rotate/wal_close; it is durable only after wal_sync(lsn).
+ * Errors: CP_ELIMIT (len > WAL_MAX_RECORD), CP_EIO (write failed or the log
+ * had failed before), CP_ENOMEM.
+ */
+cp_status wal_append(wal_t *wal, uint8_t type, const void *payload, size_t len, uint64_t *lsn,
+                     cp_error_t *err);
+
+/*
+ * Returns once every record with LSN <= lsn is durable (UINT64_MAX or any
+ * value past the last LSN means "everything appended so far"). Group
+ * commit: if another thread is already syncing, waits for it and returns if
+ * that covered `lsn`; otherwise this thread leads: takes the current last
+ * LSN, writes out what is buffered, fdatasyncs, publishes the durable LSN
+ * and wakes the waiters. CP_EIO if the sync (or an earlier one) failed.
+ */
+cp_status wal_sync(wal_t *wal, uint64_t lsn, cp_error_t *err);
+
+/* Every record <= this LSN is durable (0 if none). */
+uint64_t wal_durable_lsn(wal_t *wal);
+/* LSN of the last record appended (or recovered at open); first LSN - 1 if none. */
+uint64_t wal_last_lsn(wal_t *wal);
+
+/*
+ * Ends the active segment (written out and fdatasynced) and starts a new
+ * one for the next LSN, so a checkpoint at the last LSN can later free the
+ * old segments whole. A no-op when the active segment has no record.
+ * *next_lsn (may be NULL) is the first LSN of the new active segment.
+ */
+cp_status wal_rotate(wal_t *wal, uint64_t *next_lsn, cp_error_t *err);
+
+/*
+ * Deletes every segment all of whose records have LSN <= lsn (the state up
+ * to lsn is safe elsewhere, e.g. checkpointed into LMDB), never the active
+ * segment, then fsyncs the directory. *deleted (may be NULL) = files removed.
+ */
+cp_status wal_truncate_before(wal_t *wal, uint64_t lsn, unsigned *deleted, cp_error_t *err);
+
+void wal_stats(wal_t *wal, wal_stats_t *out);
+
+/* Segment file name of a first LSN: 20 digits + ".wal" (cap >= 25). */
+void wal_segment_name(uint64_t first_lsn, char *buf, size_t cap);
+
+/*
+ * CRC32C (Castagnoli, reflected polynomial 0x82F63B78) of [p, p+n)
+ * continuing from `crc` (0 to start): wal_crc32c(0, "123456789", 9) ==
+ * 0xE3069283. Uses SSE4.2 when the CPU has it, else slice-by-8 tables
+ * computed on first use. Thread-safe. (crc32c.c)
+ */
+uint32_t wal_crc32c(uint32_t crc, const void *p, size_t n);
+/* The portable slice-by-8 implementation, for tests. */
+uint32_t wal__crc32c_sw(uint32_t crc, const void *p, size_t n);
+
+#endif /* CP_STORE_WAL_H */
