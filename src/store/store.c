@@ -18,7 +18,7 @@
 #define STORE_PATH_MAX 4096
 
 static const char *const db_names[STORE_NDBS] = {
-    "meta", "bitmaps", "uid", "uord", "tags", "attrs", "values", "crowds", "keys",
+    "meta", "bitmaps", "uid", "uord", "tags", "attrs", "values", "crowds", "keys", "identity",
 };
 
 struct store {

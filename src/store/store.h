@@ -8,7 +8,7 @@
  *   DIR/LOCK           flock()ed by the one read-write opener; holds its pid
  *
  * Named sub-databases (store_db): meta, bitmaps, users by id, users by
- * ordinal, tags, attributes, attribute values, crowds, API keys.
+ * ordinal, tags, attributes, attribute values, crowds, API keys, identity.
  *
  * Every LMDB failure is mapped to a cp_status with mdb_strerror() text.
  * MDB_MAP_FULL becomes CP_ELIMIT (the map size is a limit, not a fault).
@@ -35,6 +35,7 @@ typedef enum store_db {
     STORE_VALUES,    /* attr id BE + value id BE -> value bytes */
     STORE_CROWDS,    /* crowd name -> record */
     STORE_KEYS,      /* key id -> record */
+    STORE_IDENTITY,  /* OneID graph: one-byte prefixed rows, see model/identity.h */
     STORE_NDBS
 } store_db;
 
