@@ -1,0 +1,1158 @@
+/* behavior.c — the behaviour index: per series, per UTC day, who and how
+ * many times; see behavior.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "index/behavior.h"
+#include "util/util.h"
+
+struct beh_cell {
+    int32_t day;
+    uint8_t nslices; /* slices of (count - 1) */
+    uint8_t dirty;   /* queued in b->dirty */
+    roaring_bitmap_t *exists;
+    roaring_bitmap_t **slices; /* [nslices], NULL when 0 */
+};
+
+typedef struct series {
+    uint8_t *key;
+    uint32_t klen;
+    beh_cell_t *cells; /* sorted by day */
+    uint32_t ncells, cap;
+    roaring_bitmap_t *ever; /* users in some cell (a superset is harmless) */
+} series_t;
+
+typedef struct dirty {
+    uint32_t series;
+    int32_t day;
+} dirty_t;
+
+struct beh {
+    series_t *series;
+    uint32_t nseries, capseries;
+    uint32_t persisted; /* dictionary ids below this are on disk */
+    uint32_t *slots;    /* hash of keys -> id; UINT32_MAX empty */
+    size_t nslots;      /* power of two */
+    dirty_t *dirty;
+    size_t ndirty, capdirty;
+    int failed; /* a dirty mark was lost (ENOMEM): persist fails */
+};
+
+#define EMPTY_SLOT UINT32_MAX
+#define KEY_DICT "beh/s/"
+#define KEY_CELL "beh/d/"
+#define CELL_MAGIC0 'B'
+#define CELL_MAGIC1 'C'
+#define CELL_VERSION 1
+#define ENTRY_VERSION 1
+#define VALUE_MAX ((uint64_t)UINT32_MAX) /* count - 1 saturates here */
+
+static inline void bm_free(roaring_bitmap_t *bm)
+{
+    if (bm) /* CRoaring 0.2.66 does not accept NULL */
+        roaring_bitmap_free(bm);
+}
+
+static void cell_release(beh_cell_t *c)
+{
+    bm_free(c->exists);
+    for (int j = 0; j < c->nslices; j++)
+        bm_free(c->slices[j]);
+    free(c->slices);
+    memset(c, 0, sizeof *c);
+}
+
+cp_status beh_create(beh_t **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? CP_OK : CP_ENOMEM;
+}
+
+void beh_free(beh_t *b)
+{
+    if (b == NULL)
+        return;
+    for (uint32_t s = 0; s < b->nseries; s++) {
+        series_t *se = &b->series[s];
+        for (uint32_t i = 0; i < se->ncells; i++)
+            cell_release(&se->cells[i]);
+        free(se->cells);
+        free(se->key);
+        bm_free(se->ever);
+    }
+    free(b->series);
+    free(b->slots);
+    free(b->dirty);
+    free(b);
+}
+
+int32_t beh_day_of(int64_t secs)
+{
+    int64_t d = secs >= 0 ? secs / 86400 : -((-(secs + 1)) / 86400) - 1;
+    return d < INT32_MIN ? INT32_MIN : d > INT32_MAX ? INT32_MAX : (int32_t)d;
+}
+
+/* ---------------------------------------------------------- dictionary */
+
+/* Bytes compare, shorter first on a common prefix. */
+static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+static int prop_cmp(const void *x, const void *y)
+{
+    const beh_prop_t *a = x, *b = y;
+    return name_cmp(a->name, a->nlen, b->name, b->nlen);
+}
+
+/* Checks props (names non-empty, lengths, distinct) into sorted[] (n <= max). */
+static cp_status props_sorted(const beh_prop_t *props, size_t n, size_t max, beh_prop_t *sorted)
+{
+    if (n > max)
+        return CP_ELIMIT;
+    for (size_t i = 0; i < n; i++) {
+        if (props[i].nlen == 0 || props[i].nlen > BEH_NAME_MAX || props[i].vlen > BEH_NAME_MAX ||
+            props[i].name == NULL || (props[i].vlen > 0 && props[i].value == NULL))
+            return CP_EINVAL;
+        sorted[i] = props[i];
+    }
+    if (n > 1)
+        qsort(sorted, n, sizeof *sorted, prop_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (prop_cmp(&sorted[i - 1], &sorted[i]) == 0)
+            return CP_EINVAL;
+    return CP_OK;
+}
+
+/* The key of an event and props already sorted and checked. */
+static size_t key_encode(const char *event, size_t elen, const beh_prop_t *p, size_t n,
+                         uint8_t *buf)
+{
+    size_t o = 0;
+    buf[o++] = (uint8_t)elen;
+    memcpy(buf + o, event, elen);
+    o += elen;
+    for (size_t i = 0; i < n; i++) {
+        buf[o++] = (uint8_t)p[i].nlen;
+        memcpy(buf + o, p[i].name, p[i].nlen);
+        o += p[i].nlen;
+        buf[o++] = (uint8_t)p[i].vlen;
+        if (p[i].vlen)
+            memcpy(buf + o, p[i].value, p[i].vlen);
+        o += p[i].vlen;
+    }
+    return o;
+}
+
+cp_status beh_series_key(const char *event, size_t elen, const beh_prop_t *props, size_t n,
+                         uint8_t *buf, size_t *len)
+{
+    beh_prop_t sorted[BEH_MAX_FILTERS];
+    if (event == NULL || elen == 0 || elen > BEH_NAME_MAX)
+        return CP_EINVAL;
+    cp_status st = props_sorted(props, n, BEH_MAX_FILTERS, sorted);
+    if (st != CP_OK)
+        return st;
+    *len = key_encode(event, elen, sorted, n, buf);
+    return CP_OK;
+}
+
+/* 1 if key is a canonical series key (for keys read from disk). */
+static int key_valid(const uint8_t *k, size_t len)
+{
+    size_t o = 0;
+    if (len < 2 || k[0] == 0)
+        return 0;
+    o = 1 + (size_t)k[0];
+    const uint8_t *prev = NULL;
+    size_t prevlen = 0, n = 0;
+    while (o < len) {
+        if (++n > BEH_MAX_FILTERS)
+            return 0;
+        size_t nl = k[o++];
+        if (nl == 0 || o + nl + 1 > len)
+            return 0;
+        const uint8_t *name = k + o;
+        if (prev && name_cmp((const char *)prev, prevlen, (const char *)name, nl) >= 0)
+            return 0;
+        prev = name;
+        prevlen = nl;
+        o += nl;
+        size_t vl = k[o++];
+        if (o + vl > len)
+            return 0;
+        o += vl;
+    }
+    return o == len;
+}
+
+static uint64_t key_hash(const uint8_t *k, size_t len)
+{
+    return cp_hash64(k, len, 0x6265687669);
+}
+
+static int series_find(const beh_t *b, const uint8_t *key, size_t klen, uint32_t *id)
+{
+    if (b->nslots == 0)
+        return 0;
+    size_t mask = b->nslots - 1;
+    for (size_t i = (size_t)key_hash(key, klen) & mask;; i = (i + 1) & mask) {
+        uint32_t v = b->slots[i];
+        if (v == EMPTY_SLOT)
+            return 0;
+        const series_t *se = &b->series[v];
+        if (se->klen == klen && memcmp(se->key, key, klen) == 0) {
+            *id = v;
+            return 1;
+        }
+    }
+}
+
+static void slot_put(uint32_t *slots, size_t nslots, const series_t *se, uint32_t id)
+{
+    size_t mask = nslots - 1;
+    size_t i = (size_t)key_hash(se->key, se->klen) & mask;
+    while (slots[i] != EMPTY_SLOT)
+        i = (i + 1) & mask;
+    slots[i] = id;
+}
+
+cp_status beh_series_intern(beh_t *b, const uint8_t *key, size_t klen, uint32_t *id)
+{
+    if (series_find(b, key, klen, id))
+        return CP_OK;
+    if (klen == 0 || klen > BEH_KEY_MAX)
+        return CP_EINVAL;
+    if (b->nseries >= BEH_MAX_SERIES)
+        return CP_ELIMIT;
+    /* Load factor <= 1/2. */
+    if ((size_t)(b->nseries + 1) * 2 > b->nslots) {
+        size_t ns = b->nslots ? b->nslots * 2 : 64;
+        uint32_t *slots = malloc(ns * sizeof *slots);
+        if (slots == NULL)
+            return CP_ENOMEM;
+        memset(slots, 0xFF, ns * sizeof *slots);
+        for (uint32_t s = 0; s < b->nseries; s++)
+            slot_put(slots, ns, &b->series[s], s);
+        free(b->slots);
+        b->slots = slots;
+        b->nslots = ns;
+    }
+    if (b->nseries == b->capseries) {
+        uint32_t cap = b->capseries ? b->capseries * 2 : 16;
+        series_t *v = realloc(b->series, (size_t)cap * sizeof *v);
+        if (v == NULL)
+            return CP_ENOMEM;
+        b->series = v;
+        b->capseries = cap;
+    }
+    series_t *se = &b->series[b->nseries];
+    memset(se, 0, sizeof *se);
+    if ((se->key = malloc(klen)) == NULL)
+        return CP_ENOMEM;
+    memcpy(se->key, key, klen);
+    se->klen = (uint32_t)klen;
+    slot_put(b->slots, b->nslots, se, b->nseries);
+    *id = b->nseries++;
+    return CP_OK;
+}
+
+int beh_series_lookup(const beh_t *b, const uint8_t *key, size_t klen, uint32_t *id)
+{
+    return series_find(b, key, klen, id);
+}
+
+uint32_t beh_series_count(const beh_t *b)
+{
+    return b->nseries;
+}
+
+const uint8_t *beh_series_key_of(const beh_t *b, uint32_t id, size_t *klen)
+{
+    if (id >= b->nseries)
+        return NULL;
+    *klen = b->series[id].klen;
+    return b->series[id].key;
+}
+
+cp_status beh_resolve(const beh_t *b, const char *event, size_t elen, const beh_prop_t *filters,
+                      size_t n, uint32_t *series)
+{
+    uint8_t key[BEH_KEY_MAX];
+    size_t klen;
+    uint32_t id;
+    *series = BEH_NO_SERIES;
+    cp_status st = beh_series_key(event, elen, NULL, 0, key, &klen);
+    if (st != CP_OK)
+        return st;
+    if (!series_find(b, key, klen, &id))
+        return CP_ENOTFOUND;
+    if (n == 0) {
+        *series = id;
+        return CP_OK;
+    }
+    if ((st = beh_series_key(event, elen, filters, n, key, &klen)) != CP_OK)
+        return st;
+    if (series_find(b, key, klen, &id))
+        *series = id;
+    return CP_OK;
+}
+
+/* ---------------------------------------------------------------- cells */
+
+static void mark_dirty(beh_t *b, uint32_t series, int32_t day)
+{
+    if (b->ndirty == b->capdirty) {
+        size_t cap = b->capdirty ? b->capdirty * 2 : 64;
+        dirty_t *v = realloc(b->dirty, cap * sizeof *v);
+        if (v == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->dirty = v;
+        b->capdirty = cap;
+    }
+    b->dirty[b->ndirty++] = (dirty_t){series, day};
+}
+
+static void mark_cell(beh_t *b, uint32_t series, beh_cell_t *c)
+{
+    if (!c->dirty) {
+        c->dirty = 1;
+        mark_dirty(b, series, c->day);
+    }
+}
+
+/* First index of se->cells with day >= day. */
+static uint32_t lower_day(const series_t *se, int32_t day)
+{
+    uint32_t lo = 0, hi = se->ncells;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (se->cells[mid].day < day)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static beh_cell_t *cell_find(const series_t *se, int32_t day)
+{
+    uint32_t i = se->ncells && se->cells[se->ncells - 1].day < day ? se->ncells
+                                                                   : lower_day(se, day);
+    return i < se->ncells && se->cells[i].day == day ? &se->cells[i] : NULL;
+}
+
+/* The cell of `day`, created (empty exists bitmap) if missing. */
+static cp_status cell_get(series_t *se, int32_t day, beh_cell_t **out)
+{
+    uint32_t i = se->ncells && se->cells[se->ncells - 1].day < day ? se->ncells
+                                                                   : lower_day(se, day);
+    if (i < se->ncells && se->cells[i].day == day) {
+        *out = &se->cells[i];
+        return CP_OK;
+    }
+    if (se->ncells == se->cap) {
+        uint32_t cap = se->cap ? se->cap * 2 : 4;
+        beh_cell_t *v = realloc(se->cells, (size_t)cap * sizeof *v);
+        if (v == NULL)
+            return CP_ENOMEM;
+        se->cells = v;
+        se->cap = cap;
+    }
+    roaring_bitmap_t *ex = roaring_bitmap_create();
+    if (ex == NULL)
+        return CP_ENOMEM;
+    memmove(&se->cells[i + 1], &se->cells[i], (size_t)(se->ncells - i) * sizeof *se->cells);
+    se->ncells++;
+    beh_cell_t *c = &se->cells[i];
+    memset(c, 0, sizeof *c);
+    c->day = day;
+    c->exists = ex;
+    *out = c;
+    return CP_OK;
+}
+
+/* count - 1 of a user present in c. */
+static uint64_t cell_value(const beh_cell_t *c, uint32_t user)
+{
+    uint64_t v = 0;
+    for (int j = 0; j < c->nslices; j++)
+        if (roaring_bitmap_contains(c->slices[j], user))
+            v |= (uint64_t)1 << j;
+    return v;
+}
+
+static cp_status cell_grow(beh_cell_t *c, int n)
+{
+    if (n <= c->nslices)
+        return CP_OK;
+    roaring_bitmap_t **v = realloc(c->slices, (size_t)n * sizeof *v);
+    if (v == NULL)
+        return CP_ENOMEM;
+    c->slices = v;
+    while (c->nslices < n) {
+        if ((v[c->nslices] = roaring_bitmap_create()) == NULL)
+            return CP_ENOMEM;
+        c->nslices++;
+    }
+    return CP_OK;
+}
+
+/* Drops empty top slices, so the accumulator bound stays tight. */
+static void cell_trim(beh_cell_t *c)
+{
+    while (c->nslices > 0 && roaring_bitmap_is_empty(c->slices[c->nslices - 1]))
+        roaring_bitmap_free(c->slices[--c->nslices]);
+    if (c->nslices == 0) {
+        free(c->slices);
+        c->slices = NULL;
+    }
+}
+
+static int bitlen(uint64_t v)
+{
+    return v ? 64 - __builtin_clzll(v) : 0;
+}
+
+cp_status beh_record(beh_t *b, uint32_t series, int32_t day, uint32_t user, uint64_t delta)
+{
+    if (delta == 0 || series >= b->nseries)
+        return CP_EINVAL;
+    series_t *se = &b->series[series];
+    beh_cell_t *c;
+    cp_status st;
+    if (se->ever == NULL && (se->ever = roaring_bitmap_create()) == NULL)
+        return CP_ENOMEM;
+    if ((st = cell_get(se, day, &c)) != CP_OK)
+        return st;
+    uint64_t old = 0, nv;
+    if (roaring_bitmap_add_checked(c->exists, user)) {
+        nv = delta - 1;
+    } else {
+        old = cell_value(c, user);
+        nv = old + delta < old ? VALUE_MAX : old + delta;
+    }
+    if (nv > VALUE_MAX)
+        nv = VALUE_MAX;
+    if ((st = cell_grow(c, bitlen(nv))) != CP_OK) {
+        cell_trim(c); /* keep the cell consistent: the user counts its old value */
+        mark_cell(b, series, c);
+        return st;
+    }
+    for (int j = 0; j < c->nslices; j++) {
+        uint64_t bit = (uint64_t)1 << j;
+        if ((nv & bit) && !(old & bit))
+            roaring_bitmap_add(c->slices[j], user);
+        else if (!(nv & bit) && (old & bit))
+            roaring_bitmap_remove(c->slices[j], user);
+    }
+    roaring_bitmap_add(se->ever, user);
+    mark_cell(b, series, c);
+    return CP_OK;
+}
+
+cp_status beh_record_event(beh_t *b, const char *event, size_t elen, const beh_prop_t *props,
+                           size_t n, int32_t day, uint32_t user, uint64_t delta)
+{
+    beh_prop_t sorted[BEH_MAX_PROPS], sub[BEH_MAX_FILTERS];
+    uint8_t key[BEH_KEY_MAX];
+    uint32_t id;
+    cp_status st;
+    if (event == NULL || elen == 0 || elen > BEH_NAME_MAX || delta == 0)
+        return CP_EINVAL;
+    if ((st = props_sorted(props, n, BEH_MAX_PROPS, sorted)) != CP_OK)
+        return st;
+    /* Every subset of at most BEH_MAX_FILTERS properties, the empty one
+     * (the bare event) included. */
+    for (uint32_t mask = 0; mask < (1u << n); mask++) {
+        if (__builtin_popcount(mask) > BEH_MAX_FILTERS)
+            continue;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (mask & (1u << i))
+                sub[k++] = sorted[i];
+        size_t klen = key_encode(event, elen, sub, k, key);
+        if ((st = beh_series_intern(b, key, klen, &id)) != CP_OK ||
+            (st = beh_record(b, id, day, user, delta)) != CP_OK)
+            return st;
+    }
+    return CP_OK;
+}
+
+/* Removes user from cell i of series s; deletes the cell when it empties.
+ * Returns 0 if the user was not there, 1 if removed, 2 if the cell went
+ * (cell i is then the next one). */
+static int cell_remove_user(beh_t *b, uint32_t s, uint32_t i, uint32_t user)
+{
+    series_t *se = &b->series[s];
+    beh_cell_t *c = &se->cells[i];
+    if (!roaring_bitmap_remove_checked(c->exists, user))
+        return 0;
+    for (int j = 0; j < c->nslices; j++)
+        roaring_bitmap_remove(c->slices[j], user);
+    cell_trim(c);
+    if (!roaring_bitmap_is_empty(c->exists)) {
+        mark_cell(b, s, c);
+        return 1;
+    }
+    int32_t day = c->day;
+    int was_dirty = c->dirty;
+    cell_release(c);
+    memmove(&se->cells[i], &se->cells[i + 1], (size_t)(se->ncells - i - 1) * sizeof *c);
+    se->ncells--;
+    if (!was_dirty)
+        mark_dirty(b, s, day); /* the key must go */
+    return 2;
+}
+
+void beh_user_remove(beh_t *b, uint32_t user)
+{
+    for (uint32_t s = 0; s < b->nseries; s++) {
+        series_t *se = &b->series[s];
+        if (se->ever == NULL || !roaring_bitmap_remove_checked(se->ever, user))
+            continue;
+        for (uint32_t i = 0; i < se->ncells;)
+            if (cell_remove_user(b, s, i, user) != 2)
+                i++;
+    }
+}
+
+cp_status beh_user_extract(const beh_t *b, uint32_t user, beh_entry_t **out, size_t *n)
+{
+    beh_entry_t *v = NULL;
+    size_t len = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+    for (uint32_t s = 0; s < b->nseries; s++) {
+        const series_t *se = &b->series[s];
+        if (se->ever == NULL || !roaring_bitmap_contains(se->ever, user))
+            continue;
+        for (uint32_t i = 0; i < se->ncells; i++) {
+            const beh_cell_t *c = &se->cells[i];
+            if (!roaring_bitmap_contains(c->exists, user))
+                continue;
+            if (len == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                beh_entry_t *nv = realloc(v, nc * sizeof *nv);
+                if (nv == NULL) {
+                    free(v);
+                    return CP_ENOMEM;
+                }
+                v = nv;
+                cap = nc;
+            }
+            v[len++] = (beh_entry_t){s, c->day, cell_value(c, user) + 1};
+        }
+    }
+    *out = v;
+    *n = len;
+    return CP_OK;
+}
+
+cp_status beh_user_insert(beh_t *b, uint32_t user, const beh_entry_t *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (e[i].series >= b->nseries || e[i].count == 0)
+            return CP_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        cp_status st = beh_record(b, e[i].series, e[i].day, user, e[i].count);
+        if (st != CP_OK)
+            return st;
+    }
+    return CP_OK;
+}
+
+cp_status beh_user_move(beh_t *b, uint32_t from, uint32_t to)
+{
+    beh_entry_t *e = NULL;
+    size_t n = 0;
+    if (from == to)
+        return CP_OK;
+    cp_status st = beh_user_extract(b, from, &e, &n);
+    if (st != CP_OK)
+        return st;
+    beh_user_remove(b, from);
+    st = beh_user_insert(b, to, e, n);
+    free(e);
+    return st;
+}
+
+static void put_u32le(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_u32be(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static uint32_t get_u32be(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* "BE", version, u32 n, then n x [u32 series][i32 day][u64 count], little endian. */
+#define ENTRY_HEAD 7
+#define ENTRY_SIZE 16
+
+cp_status beh_entries_encode(const beh_entry_t *e, size_t n, uint8_t **out, size_t *len)
+{
+    if (n > UINT32_MAX || n > (SIZE_MAX - ENTRY_HEAD - *len) / ENTRY_SIZE)
+        return CP_ELIMIT;
+    size_t add = ENTRY_HEAD + n * ENTRY_SIZE;
+    uint8_t *p = realloc(*out, *len + add);
+    if (p == NULL)
+        return CP_ENOMEM;
+    *out = p;
+    p += *len;
+    p[0] = 'B';
+    p[1] = 'E';
+    p[2] = ENTRY_VERSION;
+    put_u32le(p + 3, (uint32_t)n);
+    p += ENTRY_HEAD;
+    for (size_t i = 0; i < n; i++, p += ENTRY_SIZE) {
+        put_u32le(p, e[i].series);
+        put_u32le(p + 4, (uint32_t)e[i].day);
+        put_u32le(p + 8, (uint32_t)e[i].count);
+        put_u32le(p + 12, (uint32_t)(e[i].count >> 32));
+    }
+    *len += add;
+    return CP_OK;
+}
+
+cp_status beh_entries_decode(const void *buf, size_t len, beh_entry_t **out, size_t *n)
+{
+    const uint8_t *p = buf;
+    *out = NULL;
+    *n = 0;
+    if (len < ENTRY_HEAD || p[0] != 'B' || p[1] != 'E' || p[2] != ENTRY_VERSION)
+        return CP_EIO;
+    uint32_t cnt = get_u32le(p + 3);
+    if ((len - ENTRY_HEAD) / ENTRY_SIZE != cnt || (len - ENTRY_HEAD) % ENTRY_SIZE != 0)
+        return CP_EIO;
+    if (cnt == 0)
+        return CP_OK;
+    beh_entry_t *v = malloc((size_t)cnt * sizeof *v);
+    if (v == NULL)
+        return CP_ENOMEM;
+    p += ENTRY_HEAD;
+    for (uint32_t i = 0; i < cnt; i++, p += ENTRY_SIZE) {
+        v[i].series = get_u32le(p);
+        v[i].day = (int32_t)get_u32le(p + 4);
+        v[i].count = (uint64_t)get_u32le(p + 8) | (uint64_t)get_u32le(p + 12) << 32;
+        if (v[i].count == 0 || v[i].count > VALUE_MAX + 1) {
+            free(v);
+            return CP_EIO;
+        }
+    }
+    *out = v;
+    *n = cnt;
+    return CP_OK;
+}
+
+size_t beh_retain(beh_t *b, int32_t cutoff)
+{
+    size_t dropped = 0;
+    for (uint32_t s = 0; s < b->nseries; s++) {
+        series_t *se = &b->series[s];
+        uint32_t k = lower_day(se, cutoff);
+        if (k == 0)
+            continue;
+        for (uint32_t i = 0; i < k; i++) {
+            if (!se->cells[i].dirty)
+                mark_dirty(b, s, se->cells[i].day);
+            cell_release(&se->cells[i]);
+        }
+        memmove(se->cells, se->cells + k, (size_t)(se->ncells - k) * sizeof *se->cells);
+        se->ncells -= k;
+        dropped += k;
+        /* `ever` is only a filter for per-user scans; rebuild it tight. */
+        roaring_bitmap_t *ever = roaring_bitmap_create();
+        if (ever != NULL) {
+            for (uint32_t i = 0; i < se->ncells; i++)
+                roaring_bitmap_or_inplace(ever, se->cells[i].exists);
+            bm_free(se->ever);
+            se->ever = ever;
+        }
+    }
+    return dropped;
+}
+
+uint64_t beh_count(const beh_t *b, uint32_t series, int32_t day, uint32_t user)
+{
+    if (series >= b->nseries)
+        return 0;
+    const beh_cell_t *c = cell_find(&b->series[series], day);
+    if (c == NULL || !roaring_bitmap_contains(c->exists, user))
+        return 0;
+    return cell_value(c, user) + 1;
+}
+
+int beh_day_range(const beh_t *b, int32_t *first, int32_t *last)
+{
+    int any = 0;
+    for (uint32_t s = 0; s < b->nseries; s++) {
+        const series_t *se = &b->series[s];
+        if (se->ncells == 0)
+            continue;
+        if (!any || se->cells[0].day < *first)
+            *first = se->cells[0].day;
+        if (!any || se->cells[se->ncells - 1].day > *last)
+            *last = se->cells[se->ncells - 1].day;
+        any = 1;
+    }
+    return any;
+}
+
+/* ---------------------------------------------------------------- query */
+
+void beh_window_init(const beh_t *b, uint32_t series, int32_t d0, int32_t d1, beh_window_t *w)
+{
+    memset(w, 0, sizeof *w);
+    if (series >= b->nseries || d0 > d1)
+        return;
+    const series_t *se = &b->series[series];
+    uint32_t i0 = lower_day(se, d0);
+    uint32_t i1 = d1 == INT32_MAX ? se->ncells : lower_day(se, d1 + 1);
+    if (i0 >= i1)
+        return;
+    w->cells = se->cells + i0;
+    w->ncells = i1 - i0;
+    /* A cell's count is at most 2^nslices, so the window's sum is at most
+     * bound < 2^bitlen(bound) (ncells < 2^32, nslices <= 32: no overflow). */
+    uint64_t bound = 0;
+    for (uint32_t i = 0; i < w->ncells; i++)
+        bound += (uint64_t)1 << w->cells[i].nslices;
+    w->slices = bitlen(bound);
+}
+
+int beh_cmp_zero(beh_cmp op, uint64_t k)
+{
+    switch (op) {
+    case BEH_EQ:
+        return k == 0;
+    case BEH_NE:
+        return k != 0;
+    case BEH_LT:
+        return k > 0;
+    case BEH_LE:
+        return 1;
+    case BEH_GT:
+        return 0;
+    case BEH_GE:
+        return k == 0;
+    }
+    return 0;
+}
+
+uint64_t beh_window_estimate(const beh_window_t *w, beh_cmp op, uint64_t k)
+{
+    if (beh_cmp_zero(op, k))
+        return UINT64_MAX;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < w->ncells; i++) {
+        uint64_t c = roaring_bitmap_get_cardinality(w->cells[i].exists);
+        sum = sum + c < sum ? UINT64_MAX : sum + c;
+    }
+    return sum;
+}
+
+/* Scratch: tmp chunk | touched-word mask (16 words, padded to 64) | acc. */
+#define SCR_TMP 0
+#define SCR_MASK CP_CHUNK_WORDS
+#define SCR_ACC (CP_CHUNK_WORDS + 64)
+
+size_t beh_window_scratch_words(const beh_window_t *w)
+{
+    return SCR_ACC + (size_t)CP_CHUNK_WORDS * (size_t)(w->slices > 0 ? w->slices : 1);
+}
+
+/* Which comparisons are a plain "did it at all" or "did not". */
+static int is_any(beh_cmp op, uint64_t k)
+{
+    return (op == BEH_GE && k == 1) || (op == BEH_GT && k == 0) || (op == BEH_NE && k == 0);
+}
+
+static int is_none(beh_cmp op, uint64_t k)
+{
+    return (op == BEH_EQ && k == 0) || (op == BEH_LT && k == 1) || (op == BEH_LE && k == 0);
+}
+
+/*
+ * acc (word-major: S slices per word) += src << pos, word by word: a carry
+ * ripples up only as far as it goes, so a word costs a few operations
+ * unless its sums are about to cross a power of two.
+ */
+static void ripple_add(uint64_t *acc, int S, const uint64_t *src, int pos, uint64_t *mask)
+{
+    for (uint32_t w = 0; w < CP_CHUNK_WORDS; w++) {
+        uint64_t c = src[w];
+        if (c == 0)
+            continue;
+        mask[w >> 6] |= (uint64_t)1 << (w & 63);
+        uint64_t *a = acc + (size_t)w * (size_t)S;
+        for (int i = pos; c != 0 && i < S; i++) {
+            uint64_t t = a[i] & c;
+            a[i] ^= c;
+            c = t;
+        }
+    }
+}
+
+/* Bits of the word whose S-slice sum a[] satisfies `op k`. */
+static uint64_t cmp_word(const uint64_t *a, int S, beh_cmp op, uint64_t k)
+{
+    uint64_t gt = 0, eq = ~(uint64_t)0;
+    if (S < 64 && (k >> S) != 0) {
+        eq = 0; /* every sum < k */
+    } else {
+        for (int i = S - 1; i >= 0; i--) {
+            uint64_t kb = (k >> i) & 1 ? ~(uint64_t)0 : 0;
+            gt |= eq & a[i] & ~kb;
+            eq &= ~(a[i] ^ kb);
+        }
+    }
+    switch (op) {
+    case BEH_EQ:
+        return eq;
+    case BEH_NE:
+        return ~eq;
+    case BEH_LT:
+        return ~(gt | eq);
+    case BEH_LE:
+        return ~gt;
+    case BEH_GT:
+        return gt;
+    case BEH_GE:
+        return gt | eq;
+    }
+    return 0;
+}
+
+int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k, uint64_t *dst,
+                     uint64_t *scratch)
+{
+    bm_chunk_t ch;
+    int32_t cur;
+    int zero = beh_cmp_zero(op, k);
+    if (is_any(op, k) || is_none(op, k)) {
+        int have = 0;
+        for (uint32_t i = 0; i < w->ncells; i++) {
+            cur = 0;
+            if (!bm_chunk_find(w->cells[i].exists, key, &cur, &ch))
+                continue;
+            if (have)
+                chunk_or(&ch, dst);
+            else
+                chunk_load(&ch, dst);
+            have = 1;
+        }
+        if (is_any(op, k)) {
+            if (!have)
+                dense_zero(dst);
+            return have && dense_any(dst);
+        }
+        if (!have) {
+            dense_fill(dst);
+            return 1;
+        }
+        for (uint32_t i = 0; i < CP_CHUNK_WORDS; i++)
+            dst[i] = ~dst[i];
+        return dense_any(dst);
+    }
+
+    const int S = w->slices;
+    uint64_t *tmp = scratch + SCR_TMP, *mask = scratch + SCR_MASK, *acc = scratch + SCR_ACC;
+    int touched = 0;
+    for (uint32_t i = 0; i < w->ncells; i++) {
+        const beh_cell_t *c = &w->cells[i];
+        cur = 0;
+        if (!bm_chunk_find(c->exists, key, &cur, &ch))
+            continue;
+        touched = 1;
+        chunk_load(&ch, tmp);
+        ripple_add(acc, S, tmp, 0, mask);
+        for (int j = 0; j < c->nslices; j++) {
+            cur = 0;
+            if (!bm_chunk_find(c->slices[j], key, &cur, &ch))
+                continue;
+            chunk_load(&ch, tmp);
+            ripple_add(acc, S, tmp, j, mask);
+        }
+    }
+    uint64_t fill = zero ? ~(uint64_t)0 : 0;
+    if (!touched) {
+        if (zero)
+            dense_fill(dst);
+        else
+            dense_zero(dst);
+        return zero;
+    }
+    uint64_t any = 0;
+    for (uint32_t wd = 0; wd < CP_CHUNK_WORDS; wd++) {
+        if (!(mask[wd >> 6] >> (wd & 63) & 1)) {
+            dst[wd] = fill;
+            any |= fill;
+            continue;
+        }
+        uint64_t *a = acc + (size_t)wd * (size_t)S;
+        dst[wd] = cmp_word(a, S, op, k);
+        any |= dst[wd];
+        memset(a, 0, (size_t)S * sizeof *a); /* leave the scratch zeroed */
+    }
+    memset(mask, 0, 16 * sizeof *mask);
+    dense_zero(tmp);
+    return any != 0;
+}
+
+cp_status beh_window_eval(const beh_window_t *w, beh_cmp op, uint64_t k,
+                          const roaring_bitmap_t *universe, roaring_bitmap_t *out)
+{
+    size_t words = beh_window_scratch_words(w) + CP_CHUNK_WORDS;
+    uint64_t *scratch = aligned_alloc(64, words * sizeof(uint64_t));
+    cp_status st = CP_OK;
+    if (scratch == NULL)
+        return CP_ENOMEM;
+    memset(scratch, 0, words * sizeof(uint64_t));
+    uint64_t *dst = scratch + beh_window_scratch_words(w);
+    int32_t n = bm_chunk_count(universe);
+    for (int32_t i = 0; i < n && st == CP_OK; i++) {
+        bm_chunk_t uch;
+        uint16_t key = bm_chunk_key(universe, i);
+        if (!beh_window_chunk(w, key, op, k, dst, scratch))
+            continue;
+        bm_chunk_at(universe, i, &uch);
+        chunk_and(&uch, dst);
+        st = bm_append_dense(out, key, dst);
+    }
+    free(scratch);
+    return st;
+}
+
+/* ---------------------------------------------------------- persistence */
+
+#define CELL_KEY_LEN 14 /* "beh/d/" + series + day */
+#define DICT_KEY_LEN 10 /* "beh/s/" + id */
+
+static void cell_key(uint8_t *k, uint32_t series, int32_t day)
+{
+    memcpy(k, KEY_CELL, 6);
+    put_u32be(k + 6, series);
+    put_u32be(k + 10, (uint32_t)day ^ 0x80000000u); /* signed order = byte order */
+}
+
+static cp_status put_cell(beh_cell_t *c, uint32_t series, store_txn_t *txn, store_db db,
+                          cp_error_t *err)
+{
+    uint8_t key[CELL_KEY_LEN];
+    size_t sizes[1 + BEH_MAX_SLICES];
+    size_t total = 4;
+    cell_key(key, series, c->day);
+    for (int j = -1; j < c->nslices; j++) {
+        roaring_bitmap_t *bm = j < 0 ? c->exists : c->slices[j];
+        roaring_bitmap_run_optimize(bm);
+        sizes[j + 1] = roaring_bitmap_portable_size_in_bytes(bm);
+        total += 4 + sizes[j + 1];
+    }
+    void *dst = NULL;
+    cp_status rc = store_reserve(txn, db, key, sizeof key, total, &dst, err);
+    if (rc != CP_OK)
+        return rc;
+    uint8_t *p = dst;
+    p[0] = CELL_MAGIC0;
+    p[1] = CELL_MAGIC1;
+    p[2] = CELL_VERSION;
+    p[3] = c->nslices;
+    p += 4;
+    for (int j = -1; j < c->nslices; j++) {
+        roaring_bitmap_t *bm = j < 0 ? c->exists : c->slices[j];
+        put_u32le(p, (uint32_t)sizes[j + 1]);
+        if (roaring_bitmap_portable_serialize(bm, (char *)p + 4) != sizes[j + 1])
+            return CP_ERR(err, CP_EINTERNAL, "behaviour cell %u/%d: serialized size changed",
+                          series, c->day);
+        p += 4 + sizes[j + 1];
+    }
+    return CP_OK;
+}
+
+cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
+{
+    cp_status rc;
+    if (b->failed)
+        return CP_ERR(err, CP_ENOMEM, "behaviour index: a change could not be tracked (out of "
+                                      "memory); reopen the database");
+    for (uint32_t id = b->persisted; id < b->nseries; id++) {
+        uint8_t key[DICT_KEY_LEN];
+        memcpy(key, KEY_DICT, 6);
+        put_u32be(key + 6, id);
+        if ((rc = store_put(txn, db, key, sizeof key, b->series[id].key, b->series[id].klen, err)))
+            return rc;
+    }
+    for (size_t i = 0; i < b->ndirty; i++) {
+        uint32_t s = b->dirty[i].series;
+        int32_t day = b->dirty[i].day;
+        beh_cell_t *c = s < b->nseries ? cell_find(&b->series[s], day) : NULL;
+        if (c == NULL) {
+            uint8_t key[CELL_KEY_LEN];
+            cell_key(key, s, day);
+            rc = store_del(txn, db, key, sizeof key, err);
+        } else {
+            rc = put_cell(c, s, txn, db, err);
+        }
+        if (rc != CP_OK)
+            return rc;
+    }
+    /* Everything is in the transaction: clear the marks. */
+    for (size_t i = 0; i < b->ndirty; i++) {
+        uint32_t s = b->dirty[i].series;
+        beh_cell_t *c = s < b->nseries ? cell_find(&b->series[s], b->dirty[i].day) : NULL;
+        if (c != NULL)
+            c->dirty = 0;
+    }
+    b->ndirty = 0;
+    b->persisted = b->nseries;
+    return CP_OK;
+}
+
+void beh_mark_all_dirty(beh_t *b)
+{
+    b->persisted = 0;
+    for (uint32_t s = 0; s < b->nseries; s++)
+        for (uint32_t i = 0; i < b->series[s].ncells; i++)
+            mark_cell(b, s, &b->series[s].cells[i]);
+}
+
+size_t beh_dirty_count(const beh_t *b)
+{
+    return b->ndirty;
+}
+
+static cp_status load_dict(void *ud, const void *k, size_t kl, const void *v, size_t vl,
+                           cp_error_t *err)
+{
+    beh_t *b = ud;
+    uint32_t id, dup;
+    if (kl != DICT_KEY_LEN || (id = get_u32be((const uint8_t *)k + 6)) != b->nseries)
+        return CP_ERR(err, CP_EIO, "behaviour dictionary: unexpected key of %zu bytes (series %u "
+                                   "expected)",
+                      kl, b->nseries);
+    if (vl > BEH_KEY_MAX || !key_valid(v, vl))
+        return CP_ERR(err, CP_EIO, "behaviour dictionary: corrupt key of series %u", id);
+    if (series_find(b, v, vl, &dup))
+        return CP_ERR(err, CP_EIO, "behaviour dictionary: series %u repeats series %u", id, dup);
+    if (beh_series_intern(b, v, vl, &dup) != CP_OK)
+        return CP_ERR(err, CP_ENOMEM, "out of memory loading the behaviour dictionary");
+    return CP_OK;
+}
+
+/* One cell blob into c (zeroed); on failure c holds what to release. */
+static int parse_cell(const uint8_t *p, size_t len, beh_cell_t *c)
+{
+    if (len < 4 || p[0] != CELL_MAGIC0 || p[1] != CELL_MAGIC1 || p[2] != CELL_VERSION ||
+        p[3] > BEH_MAX_SLICES)
+        return 0;
+    int ns = p[3];
+    size_t o = 4;
+    if (ns > 0 && (c->slices = calloc((size_t)ns, sizeof *c->slices)) == NULL)
+        return 0;
+    for (int j = -1; j < ns; j++) {
+        if (len - o < 4)
+            return 0;
+        size_t n = get_u32le(p + o);
+        o += 4;
+        if (n > len - o)
+            return 0;
+        roaring_bitmap_t *bm = bm_deserialize_safe(p + o, n);
+        if (bm == NULL)
+            return 0;
+        o += n;
+        if (j < 0) {
+            c->exists = bm;
+            if (roaring_bitmap_is_empty(bm))
+                return 0;
+        } else {
+            c->slices[j] = bm;
+            c->nslices = (uint8_t)(j + 1);
+            if (!roaring_bitmap_is_subset(bm, c->exists))
+                return 0;
+        }
+    }
+    return o == len;
+}
+
+static cp_status load_cell(void *ud, const void *k, size_t kl, const void *v, size_t vl,
+                           cp_error_t *err)
+{
+    beh_t *b = ud;
+    const uint8_t *kp = k;
+    if (kl != CELL_KEY_LEN)
+        return CP_ERR(err, CP_EIO, "behaviour index: unexpected key of %zu bytes", kl);
+    uint32_t s = get_u32be(kp + 6);
+    int32_t day = (int32_t)(get_u32be(kp + 10) ^ 0x80000000u);
+    if (s >= b->nseries)
+        return CP_ERR(err, CP_EIO, "behaviour cell of unknown series %u (day %d)", s, day);
+    series_t *se = &b->series[s];
+    if (se->ncells > 0 && se->cells[se->ncells - 1].day >= day)
+        return CP_ERR(err, CP_EIO, "behaviour cell %u/%d out of order", s, day);
+    beh_cell_t c;
+    memset(&c, 0, sizeof c);
+    if (!parse_cell(v, vl, &c)) {
+        cell_release(&c);
+        return CP_ERR(err, CP_EIO, "corrupt behaviour cell %u/%d (%zu bytes)", s, day, vl);
+    }
+    c.day = day;
+    cell_trim(&c);
+    beh_cell_t *slot;
+    if ((se->ever == NULL && (se->ever = roaring_bitmap_create()) == NULL) ||
+        cell_get(se, day, &slot) != CP_OK) {
+        cell_release(&c);
+        return CP_ERR(err, CP_ENOMEM, "out of memory loading behaviour cell %u/%d", s, day);
+    }
+    bm_free(slot->exists);
+    *slot = c;
+    roaring_bitmap_or_inplace(se->ever, c.exists);
+    return CP_OK;
+}
+
+cp_status beh_load(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
+{
+    cp_status rc;
+    if (b->nseries != 0)
+        return CP_ERR(err, CP_EINVAL, "beh_load: the behaviour index is not empty");
+    if ((rc = store_each(txn, db, KEY_DICT, 6, load_dict, b, err)) != CP_OK ||
+        (rc = store_each(txn, db, KEY_CELL, 6, load_cell, b, err)) != CP_OK)
+        return rc;
+    b->persisted = b->nseries;
+    return CP_OK;
+}
+
+void beh_memory(const beh_t *b, uint64_t *bitmap_bytes, uint64_t *cells)
+{
+    uint64_t bytes = 0, n = 0;
+    for (uint32_t s = 0; s < b->nseries; s++) {
+        const series_t *se = &b->series[s];
+        n += se->ncells;
+        if (se->ever)
+            bytes += roaring_bitmap_portable_size_in_bytes(se->ever);
+        for (uint32_t i = 0; i < se->ncells; i++) {
+            bytes += roaring_bitmap_portable_size_in_bytes(se->cells[i].exists);
+            for (int j = 0; j < se->cells[i].nslices; j++)
+                bytes += roaring_bitmap_portable_size_in_bytes(se->cells[i].slices[j]);
+        }
+        bytes += sizeof *se + (uint64_t)se->cap * sizeof(beh_cell_t) + se->klen;
+    }
+    *bitmap_bytes = bytes;
+    *cells = n;
+}
