@@ -30,7 +30,10 @@ static void be16_put(unsigned char *p, uint16_t v)
     p[1] = (unsigned char)v;
 }
 
-static uint16_t be16_get(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static uint16_t be16_get(const unsigned char *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
 
 /* ------------------------------------------------------------ row keys */
 
@@ -254,7 +257,10 @@ static cp_status lindex_cb(void *ud, const void *k, size_t kl, const void *v, si
 
 /* -------------------------------------------------------- lineage codec */
 
-static size_t text_len(const char *s) { return s ? strlen(s) : 0; }
+static size_t text_len(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
 
 static size_t lineage_size(size_t nkeys, char *const *keys, const char *msg, const char *src,
                            size_t snap)
@@ -274,9 +280,8 @@ static void put_text(unsigned char **p, const char *s, size_t len)
 }
 
 static void lineage_encode(unsigned char *p, unsigned flags, int64_t time_ms, int64_t undone_ms,
-                           uint32_t survivor, uint32_t absorbed, size_t nkeys,
-                           char *const *keys, const char *msg, const char *src,
-                           const void *snap, size_t snap_len)
+                           uint32_t survivor, uint32_t absorbed, size_t nkeys, char *const *keys,
+                           const char *msg, const char *src, const void *snap, size_t snap_len)
 {
     *p++ = LINEAGE_VERSION;
     *p++ = (unsigned char)flags;
@@ -336,8 +341,7 @@ static cp_status lineage_decode(uint64_t id, const unsigned char *p, size_t len,
     identity_lineage_t *l = calloc(1, sizeof *l);
     *out = NULL;
     if (l == NULL)
-        return CP_ERR(err, CP_ENOMEM, "out of memory reading lineage %llu",
-                      (unsigned long long)id);
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading lineage %llu", (unsigned long long)id);
     l->il_id = id;
     if (len < 28 || p[0] != LINEAGE_VERSION)
         goto corrupt;
@@ -409,8 +413,7 @@ cp_status identity_lineage_get(store_txn_t *t, uint64_t merge_id, int with_snaps
 
 /* ------------------------------------------------------------- checks */
 
-static cp_status check_keys(const char *const *keys, size_t n, const char *what,
-                            cp_error_t *err)
+static cp_status check_keys(const char *const *keys, size_t n, const char *what, cp_error_t *err)
 {
     if (n > IDENTITY_MAX_EVENT_KEYS)
         return CP_ERR(err, CP_ELIMIT, "%s: %zu identifiers, at most %d", what, n,
@@ -420,8 +423,8 @@ static cp_status check_keys(const char *const *keys, size_t n, const char *what,
             return CP_ERR(err, CP_EINVAL, "%s: identifier %zu is missing", what, i + 1);
         size_t kl = strnlen(keys[i], IDENT_MAX_KEY + 1);
         if (kl > IDENT_MAX_KEY)
-            return CP_ERR(err, CP_ELIMIT, "%s: identifier %zu is longer than %d bytes", what,
-                          i + 1, IDENT_MAX_KEY);
+            return CP_ERR(err, CP_ELIMIT, "%s: identifier %zu is longer than %d bytes", what, i + 1,
+                          IDENT_MAX_KEY);
         cp_status rc = ident_key_check(keys[i], kl, err);
         if (rc) {
             cp__error_prefix(err, "%s: identifier %zu: ", what, i + 1);
@@ -638,12 +641,13 @@ cp_status identity_record_merge(store_txn_t *t, uint32_t survivor, uint32_t abso
                       survivor, absorbed);
     if ((rc = check_keys(info->keys, info->nkeys, "merge", err)))
         return rc;
-    if (text_len(info->message_id) > IDENTITY_MAX_TEXT || text_len(info->source) > IDENTITY_MAX_TEXT)
+    if (text_len(info->message_id) > IDENTITY_MAX_TEXT ||
+        text_len(info->source) > IDENTITY_MAX_TEXT)
         return CP_ERR(err, CP_ELIMIT, "merge: messageId or source longer than %d bytes",
                       IDENTITY_MAX_TEXT);
     if (info->snapshot_len > IDENTITY_MAX_SNAPSHOT || (info->snapshot_len && !info->snapshot))
-        return CP_ERR(err, CP_ELIMIT, "merge: snapshot of %zu bytes (limit %u)",
-                      info->snapshot_len, IDENTITY_MAX_SNAPSHOT);
+        return CP_ERR(err, CP_ELIMIT, "merge: snapshot of %zu bytes (limit %u)", info->snapshot_len,
+                      IDENTITY_MAX_SNAPSHOT);
     uint32_t r, kcs, mcs, kca, mca;
     const uint32_t sides[2] = {survivor, absorbed};
     for (int i = 0; i < 2; i++) {
@@ -661,8 +665,9 @@ cp_status identity_record_merge(store_txn_t *t, uint32_t survivor, uint32_t abso
         return CP_ERR(err, CP_ENOTFOUND, "merge: user ordinal %u has no identifiers",
                       kcs == 0 ? survivor : absorbed);
     if ((uint64_t)kcs + kca > IDENTITY_MAX_USER_KEYS)
-        return CP_ERR(err, CP_ELIMIT, "merge: user ordinal %u would have %llu identifiers (limit %d)",
-                      survivor, (unsigned long long)kcs + kca, IDENTITY_MAX_USER_KEYS);
+        return CP_ERR(err, CP_ELIMIT,
+                      "merge: user ordinal %u would have %llu identifiers (limit %d)", survivor,
+                      (unsigned long long)kcs + kca, IDENTITY_MAX_USER_KEYS);
     if ((uint64_t)mcs + mca + 2 > IDENTITY_MAX_GROUP)
         return CP_ERR(err, CP_ELIMIT, "merge: user ordinal %u would join %llu ordinals (limit %d)",
                       survivor, (unsigned long long)mcs + mca + 2, IDENTITY_MAX_GROUP);
@@ -736,8 +741,7 @@ cp_status identity_canonical(store_txn_t *t, uint32_t ord, uint32_t *root, cp_er
     return root_of(t, ord, root, err);
 }
 
-cp_status identity_group(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t *n,
-                         cp_error_t *err)
+cp_status identity_group(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t *n, cp_error_t *err)
 {
     u32vec g = {0};
     *ords = NULL;
@@ -872,8 +876,9 @@ cp_status identity_unmerge(store_txn_t *t, uint64_t merge_id, int64_t now_ms,
     const void *p;
     size_t n;
     rc = store_get(t, STORE_IDENTITY, k, rk_ord(k, 'p', a), &p, &n, err);
-    if (rc == CP_ENOTFOUND || (rc == CP_OK && (n != 12 || be32_get(p) != s ||
-                                               be64_get((const unsigned char *)p + 4) != merge_id))) {
+    if (rc == CP_ENOTFOUND ||
+        (rc == CP_OK &&
+         (n != 12 || be32_get(p) != s || be64_get((const unsigned char *)p + 4) != merge_id))) {
         rc = CP_ERR(err, CP_EIO,
                     "identity graph: merge %llu is live but ordinal %u does not point at %u "
                     "through it (corrupt)",
@@ -982,8 +987,7 @@ static cp_status own_key_cb(void *ud, const void *k, size_t kl, const void *v, s
     return CP_OK;
 }
 
-cp_status identity_delete(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t *n,
-                          cp_error_t *err)
+cp_status identity_delete(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t *n, cp_error_t *err)
 {
     u32vec g = {0};
     u64vec ids = {0};

@@ -55,11 +55,11 @@
 #include "model/normalize.h"
 #include "store/store.h"
 
-#define IDENTITY_MAX_EVENT_KEYS 32   /* identifiers on one event */
-#define IDENTITY_MAX_USER_KEYS 1000  /* identifiers of one (merged) user */
-#define IDENTITY_MAX_GROUP 256       /* ordinals merged into one user, root included */
-#define IDENTITY_MAX_LINEAGE 1024    /* lineage records touching one ordinal, undone included */
-#define IDENTITY_MAX_TEXT 256        /* bytes of a lineage messageId or source */
+#define IDENTITY_MAX_EVENT_KEYS 32  /* identifiers on one event */
+#define IDENTITY_MAX_USER_KEYS 1000 /* identifiers of one (merged) user */
+#define IDENTITY_MAX_GROUP 256      /* ordinals merged into one user, root included */
+#define IDENTITY_MAX_LINEAGE 1024   /* lineage records touching one ordinal, undone included */
+#define IDENTITY_MAX_TEXT 256       /* bytes of a lineage messageId or source */
 #define IDENTITY_MAX_SNAPSHOT (64u << 20)
 #define IDENTITY_NONE 0xFFFFFFFFu
 
@@ -109,13 +109,13 @@ cp_status identity_attach(store_txn_t *t, uint32_t ord, const char *const *keys,
 
 /* What a merge's lineage records. Every pointer is borrowed for the call. */
 typedef struct identity_merge_info {
-    int64_t time_ms;            /* when; 0 = now */
-    const char *const *keys;    /* the identifiers that caused it (<= 32, may be 0) */
+    int64_t time_ms;         /* when; 0 = now */
+    const char *const *keys; /* the identifiers that caused it (<= 32, may be 0) */
     size_t nkeys;
-    const char *message_id;     /* the event's messageId, NULL = none */
-    const char *source;         /* "identify", "alias", "import:orders.csv:17", NULL = none */
-    const void *snapshot;       /* engine data to restore on unmerge, NULL = none */
-    size_t snapshot_len;        /* <= IDENTITY_MAX_SNAPSHOT */
+    const char *message_id; /* the event's messageId, NULL = none */
+    const char *source;     /* "identify", "alias", "import:orders.csv:17", NULL = none */
+    const void *snapshot;   /* engine data to restore on unmerge, NULL = none */
+    size_t snapshot_len;    /* <= IDENTITY_MAX_SNAPSHOT */
 } identity_merge_info_t;
 
 /*
@@ -140,8 +140,7 @@ cp_status identity_owner(store_txn_t *t, const char *key, size_t klen, uint32_t 
 cp_status identity_canonical(store_txn_t *t, uint32_t ord, uint32_t *root, cp_error_t *err);
 /* Every ordinal of ord's group, root first, then ascending. *ords: caller
  * frees with free(). */
-cp_status identity_group(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t *n,
-                         cp_error_t *err);
+cp_status identity_group(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t *n, cp_error_t *err);
 
 /*
  * Calls fn for each identifier of `ord` (whole_group: of every ordinal of
@@ -162,10 +161,10 @@ typedef struct identity_lineage {
     uint32_t il_survivor;
     uint32_t il_absorbed;
     size_t il_nkeys;
-    char **il_keys;       /* NUL-terminated stored keys */
-    char *il_message_id;  /* "" if none */
-    char *il_source;      /* "" if none */
-    void *il_snapshot;    /* NULL unless asked for and present */
+    char **il_keys;         /* NUL-terminated stored keys */
+    char *il_message_id;    /* "" if none */
+    char *il_source;        /* "" if none */
+    void *il_snapshot;      /* NULL unless asked for and present */
     size_t il_snapshot_len; /* stored length even when not loaded; 0 after undo */
 } identity_lineage_t;
 void identity_lineage_free(identity_lineage_t *l); /* NULL fine */

@@ -9,7 +9,7 @@
 #include "util/util.h"
 
 static const char *const builtin_types[IDENT_NBUILTIN] = {
-    "user_id", "anonymous_id", "phone", "email", "device_id",
+    "user_id", "anonymous_id", "phone",     "email",  "device_id",
     "idfa",    "oaid",         "member_id", "openid", "unionid",
 };
 
@@ -38,7 +38,10 @@ static const char *show(char buf[64], const char *s, size_t len)
     return buf;
 }
 
-static int is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; }
+static int is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
 
 static void trim(const char **s, size_t *len)
 {
@@ -68,8 +71,8 @@ void ident_config_init(ident_config_t *c)
     for (int i = 0; i < IDENT_NBUILTIN; i++)
         strcpy(c->ic_types[i], builtin_types[i]);
     c->ic_ntypes = IDENT_NBUILTIN;
-    c->ic_pii = (1ull << IDENT_PHONE) | (1ull << IDENT_EMAIL) | (1ull << IDENT_IDFA) |
-                (1ull << IDENT_OAID);
+    c->ic_pii =
+        (1ull << IDENT_PHONE) | (1ull << IDENT_EMAIL) | (1ull << IDENT_IDFA) | (1ull << IDENT_OAID);
 }
 
 int ident_type_name_valid(const char *name, size_t len)
@@ -192,8 +195,8 @@ cp_status ident_config_bind(store_txn_t *t, ident_config_t *c, int create, cp_er
             randombytes_buf(c->ic_salt, IDENT_SALT_LEN);
             c->ic_have_salt = 1;
         }
-        if ((rc = store_put(t, STORE_META, META_SALT, strlen(META_SALT), c->ic_salt,
-                            IDENT_SALT_LEN, err)))
+        if ((rc = store_put(t, STORE_META, META_SALT, strlen(META_SALT), c->ic_salt, IDENT_SALT_LEN,
+                            err)))
             return rc;
     } else if (rc) {
         return rc;
@@ -213,9 +216,9 @@ cp_status ident_config_bind(store_txn_t *t, ident_config_t *c, int create, cp_er
     pii_fingerprint(c, want, sizeof want);
     rc = store_get(t, STORE_META, META_PII, strlen(META_PII), &v, &vl, err);
     if (rc == CP_ENOTFOUND)
-        return create ? store_put(t, STORE_META, META_PII, strlen(META_PII), want, strlen(want),
-                                  err)
-                      : CP_OK;
+        return create
+                   ? store_put(t, STORE_META, META_PII, strlen(META_PII), want, strlen(want), err)
+                   : CP_OK;
     if (rc)
         return rc;
     if (vl != strlen(want) || memcmp(v, want, vl) != 0)
@@ -241,7 +244,8 @@ static cp_status phone_digits(const char *s, size_t len, char *d, size_t *nd, in
         char ch = s[i];
         if (ch >= '0' && ch <= '9') {
             if (*nd >= 32)
-                return CP_ERR(err, CP_EINVAL, "phone \"%s\": too long for E.164 (more than 15 digits)",
+                return CP_ERR(err, CP_EINVAL,
+                              "phone \"%s\": too long for E.164 (more than 15 digits)",
                               show(sb, s, len));
             d[(*nd)++] = ch;
         } else if (ch == '+' && *nd == 0 && !*plus) {
@@ -315,8 +319,8 @@ cp_status ident_phone_e164(const char *country, const char *s, size_t len, char 
         ne--;
     }
     if (ne == 0 || e[0] == '0')
-        return CP_ERR(err, CP_EINVAL,
-                      "phone \"%s\": a country calling code cannot start with 0", show(sb, s, len));
+        return CP_ERR(err, CP_EINVAL, "phone \"%s\": a country calling code cannot start with 0",
+                      show(sb, s, len));
     if (ne < 7)
         return CP_ERR(err, CP_EINVAL, "phone \"%s\": too short for E.164", show(sb, s, len));
     if (ne > 15)
@@ -350,7 +354,8 @@ cp_status ident_email_normalize(const char *s, size_t len, char *out, size_t *ou
         unsigned char ch = (unsigned char)s[i];
         if (ch <= 0x20 || ch == 0x7f)
             return CP_ERR(err, CP_EINVAL, "email \"%s\": %s at byte %zu", show(sb, s, len),
-                          ch == ' ' || ch == '\t' ? "contains a space" : "contains a control character",
+                          ch == ' ' || ch == '\t' ? "contains a space"
+                                                  : "contains a control character",
                           i + 1);
         if (ch == '@') {
             at = i;
@@ -450,8 +455,8 @@ cp_status ident_normalize(const ident_config_t *c, int type, const char *value, 
     if (vlen == 0)
         return CP_ERR(err, CP_EINVAL, "%s: empty value", tn);
     if (vlen > IDENT_MAX_VALUE)
-        return CP_ERR(err, CP_ELIMIT, "%s \"%s\": longer than %d bytes", tn,
-                      show(sb, value, vlen), IDENT_MAX_VALUE);
+        return CP_ERR(err, CP_ELIMIT, "%s \"%s\": longer than %d bytes", tn, show(sb, value, vlen),
+                      IDENT_MAX_VALUE);
     if (!cp_utf8_valid(value, vlen))
         return CP_ERR(err, CP_EINVAL, "%s: value is not valid UTF-8", tn);
     switch (type) {
@@ -484,8 +489,7 @@ cp_status ident_key(const ident_config_t *c, const char *type, size_t tlen, cons
     size_t nl = 0;
     int ti = ident_type_find(c, type, tlen);
     if (ti < 0)
-        return CP_ERR(err, CP_ENOTFOUND, "unknown identifier type \"%s\"",
-                      show(sb, type, tlen));
+        return CP_ERR(err, CP_ENOTFOUND, "unknown identifier type \"%s\"", show(sb, type, tlen));
     cp_status rc = ident_normalize(c, ti, value, vlen, norm, &nl, err);
     if (rc)
         goto out;
@@ -523,7 +527,8 @@ cp_status ident_key_from_spec(const ident_config_t *c, const char *spec, size_t 
     char sb[64];
     const char *colon = memchr(spec, ':', len);
     if (colon == NULL)
-        return CP_ERR(err, CP_EINVAL, "identifier \"%s\": expected TYPE:VALUE (e.g. phone:+8613800138000)",
+        return CP_ERR(err, CP_EINVAL,
+                      "identifier \"%s\": expected TYPE:VALUE (e.g. phone:+8613800138000)",
                       show(sb, spec, len));
     return ident_key(c, spec, (size_t)(colon - spec), colon + 1, len - (size_t)(colon - spec) - 1,
                      out, outlen, err);

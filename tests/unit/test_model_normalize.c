@@ -35,8 +35,7 @@ static void run_cases(const ident_config_t *c, const norm_case *cs, size_t n)
         if (rc != cs[i].rc || (rc == CP_OK && (strcmp(out, cs[i].want) || ol != strlen(out))) ||
             (rc != CP_OK && strstr(err.message, cs[i].want) == NULL)) {
             print_error("case %zu: %s \"%s\": got rc %d \"%s\" / \"%s\", want rc %d \"%s\"\n", i,
-                        cs[i].type, cs[i].in, rc, rc ? "" : out, err.message, cs[i].rc,
-                        cs[i].want);
+                        cs[i].type, cs[i].in, rc, rc ? "" : out, err.message, cs[i].rc, cs[i].want);
             fail();
         }
     }
@@ -397,9 +396,9 @@ static void test_bind(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_phones_cn),         cmocka_unit_test(test_phones_other_country),
-        cmocka_unit_test(test_emails),            cmocka_unit_test(test_devices_and_exact),
-        cmocka_unit_test(test_config_types),      cmocka_unit_test(test_keys_and_hashing),
+        cmocka_unit_test(test_phones_cn),    cmocka_unit_test(test_phones_other_country),
+        cmocka_unit_test(test_emails),       cmocka_unit_test(test_devices_and_exact),
+        cmocka_unit_test(test_config_types), cmocka_unit_test(test_keys_and_hashing),
         cmocka_unit_test(test_bind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
