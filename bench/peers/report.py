@@ -42,6 +42,8 @@ def fmt_n(n):
 def fmt_ratio(x):
     if x is None:
         return "—"
+    if x < 0.01:
+        return "1/{:,}".format(int(round(1 / x)))
     if x >= 100:
         return "%.0f×" % x
     if x >= 10:
@@ -304,6 +306,42 @@ def main():
     w("")
     w("The DESIGN target is stated at 100M users; see below for why this run "
       "stops at %s.\n" % fmt_n(run["users"]))
+    losses = []
+    for q in run["queries"]:
+        c = res(q, "crowdpack")
+        for x in [s["name"] for s in run["systems"] if s["name"] != "crowdpack"]:
+            r = res(q, x)
+            if c and c["ran"] and r and r["ran"] and r["p50_us"] > 0 and c["p50_us"] > r["p50_us"]:
+                losses.append("%s: %s is %s faster (%s vs crowdpack %s)" % (
+                    q["name"], x, fmt_ratio(c["p50_us"] / r["p50_us"]), fmt_t(r["p50_us"]),
+                    fmt_t(c["p50_us"])))
+    w("## Where crowdpack is slower, at %s users\n" % fmt_n(run["users"]))
+    if losses:
+        for l in losses:
+            w("- " + l)
+    else:
+        w("Nowhere: crowdpack's p50 is the lowest on every query it shares with a peer.")
+    w("")
+    w("## What was not run, and why\n")
+    scale = 1e8 / run["users"]
+    sysd = {s["name"]: s for s in run["systems"]}
+    def est(name, key):
+        s = sysd.get(name)
+        return fmt_b(int(s[key] * scale)) if s and s[key] else "?"
+    w("- **100M users, every system.** Scaling this run's measurements by %.0f×: "
+      "extracting the population through `cp_user_json` would take ~%.0f min "
+      "(it is the only public call that returns exact coordinates, and its calls "
+      "serialise); Redis would hold ~%s and the harness's dense copy of the "
+      "effective membership (floor, Redis upload) another %s, more than this "
+      "machine's %s together with the rest; PostgreSQL would need ~%s on disk "
+      "and ~%s direct tag rows to COPY and index. Measuring the engine alone at "
+      "100M is `crowdpack bench --synthetic --users 100M` (docs/benchmarks.md).\n" % (
+          scale, run["extract_secs"] * scale / 60, est("redis", "mem_bytes"),
+          est("floor", "mem_bytes"), fmt_b(mem), est("postgresql", "disk_bytes"),
+          fmt_n(int(run["direct_tag_rows"] * scale))))
+    w("- **Redis geo radius**: not comparable (see above).")
+    w("- **Floor attribute range and geo**: the floor is defined on dense tag "
+      "bitmaps only.\n")
     with open(a.doc, "w") as f:
         f.write("\n".join(out) + "\n")
     return 0

@@ -11,6 +11,7 @@
  * dense form here and are skipped. This file is built with -O3
  * -march=native: it measures this machine.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +116,39 @@ static uint64_t count_node(const pop_t *p, const node_t *n, uint64_t *dense_out)
 
 static const char *floor_skip(peer_sys_t *s, const query_t *q)
 {
-    return is_dense(q->expr) ? NULL : "no dense form for attributes or geo";
+    /* TGI: the crowd is materialised outside the timed loop, so any crowd
+     * expression will do; the timed part is dense. */
+    return q->kind == Q_TGI || is_dense(q->expr) ? NULL : "no dense form for attributes or geo";
+}
+
+/* One user against a tree, the slow obvious way: used to materialise a
+ * crowd outside the timed loop (and an independent check of it). */
+static int user_in(const pop_t *p, const node_t *n, uint64_t i)
+{
+    switch (n->k) {
+    case N_ALL:
+        return 1;
+    case N_TAG:
+        return (int)(p->dense[n->tag][i / 64] >> (i % 64) & 1);
+    case N_AGE:
+        return p->age[i] != INT32_MIN && p->age[i] >= n->lo && p->age[i] <= n->hi;
+    case N_NEAR:
+        return !isnan(p->lat[i]) &&
+               peers_haversine_m(n->lat, n->lon, p->lat[i], p->lon[i]) <= n->km * 1000.0;
+    case N_NOT:
+        return !user_in(p, n->kid[0], i);
+    case N_AND:
+        for (int k = 0; k < n->n; k++)
+            if (!user_in(p, n->kid[k], i))
+                return 0;
+        return 1;
+    case N_OR:
+        for (int k = 0; k < n->n; k++)
+            if (user_in(p, n->kid[k], i))
+                return 1;
+        return 0;
+    }
+    return 0;
 }
 
 static int floor_prepare(peer_sys_t *s, const pop_t *p, const query_t *q, char *err, size_t errlen)
@@ -129,7 +162,10 @@ static int floor_prepare(peer_sys_t *s, const pop_t *p, const query_t *q, char *
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    count_node(p, q->expr, c->crowd);
+    memset(c->crowd, 0, pop_words(p) * 8);
+    for (uint64_t i = 0; i < p->n; i++)
+        if (user_in(p, q->expr, i))
+            c->crowd[i / 64] |= 1ull << (i % 64);
     return 0;
 }
 
