@@ -1,0 +1,365 @@
+/* csv.c — the RFC 4180 state machine of csv.h over a zlib or memory
+ * source, with bounded record buffers and per-record error recovery. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "ingest/csv.h"
+#include "util/util.h"
+
+#define IN_BUF (256u * 1024)
+
+enum { S_START, S_UNQUOTED, S_QUOTED, S_QUOTE_SEEN, S_BAD };
+
+struct csv_reader {
+    csv_opts_t o;
+    gzFile gz;
+    int memsrc;     /* input is a caller's buffer (in points into it) */
+    char *in;       /* input buffer */
+    size_t inpos, inlen;
+    int eof;
+    uint64_t consumed; /* uncompressed bytes consumed */
+    uint64_t line;     /* current line (1-based) */
+    uint64_t rec_line; /* line the last record started on */
+    uint64_t rec_end;  /* consumed at the end of the last record */
+    int started;       /* BOM check done */
+    /* the record */
+    char *rec;         /* field bytes, each NUL-terminated */
+    size_t reclen, reccap;
+    size_t *starts;    /* field start offsets in rec */
+    csv_field_t *fields;
+    size_t nfields, capfields;
+};
+
+static cp_status reader_new(const csv_opts_t *o, csv_reader_t **out)
+{
+    csv_reader_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return CP_ENOMEM;
+    if (o)
+        r->o = *o;
+    if (r->o.delim == 0)
+        r->o.delim = ',';
+    if (r->o.max_field == 0)
+        r->o.max_field = CSV_DEFAULT_MAX_FIELD;
+    if (r->o.max_record == 0)
+        r->o.max_record = CSV_DEFAULT_MAX_RECORD;
+    if (r->o.max_fields == 0)
+        r->o.max_fields = CSV_DEFAULT_MAX_FIELDS;
+    r->line = 1;
+    *out = r;
+    return CP_OK;
+}
+
+cp_status csv_open(const char *path, const csv_opts_t *o, csv_reader_t **out, cp_error_t *err)
+{
+    *out = NULL;
+    csv_reader_t *r;
+    if (reader_new(o, &r))
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    errno = 0;
+    r->gz = gzopen(path, "rb");
+    if (r->gz == NULL) {
+        int e = errno;
+        csv_close(r);
+        if (e == ENOENT)
+            return CP_ERR(err, CP_ENOTFOUND, "cannot open %s: %s", path, strerror(e));
+        return CP_ERR(err, CP_EIO, "cannot open %s: %s", path, e ? strerror(e) : "zlib error");
+    }
+    gzbuffer(r->gz, 128u * 1024);
+    r->in = malloc(IN_BUF);
+    if (r->in == NULL) {
+        csv_close(r);
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    }
+    *out = r;
+    return CP_OK;
+}
+
+cp_status csv_open_mem(const char *buf, size_t len, const csv_opts_t *o, csv_reader_t **out,
+                       cp_error_t *err)
+{
+    *out = NULL;
+    csv_reader_t *r;
+    if (reader_new(o, &r))
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    r->memsrc = 1;
+    r->in = (char *)(buf ? buf : "");
+    r->inlen = buf ? len : 0;
+    *out = r;
+    return CP_OK;
+}
+
+void csv_close(csv_reader_t *r)
+{
+    if (r == NULL)
+        return;
+    if (r->gz)
+        gzclose(r->gz);
+    if (!r->memsrc)
+        free(r->in);
+    free(r->rec);
+    free(r->starts);
+    free(r->fields);
+    free(r);
+}
+
+uint64_t csv_line(const csv_reader_t *r) { return r->rec_line; }
+uint64_t csv_offset(const csv_reader_t *r) { return r->rec_end; }
+
+uint64_t csv_raw_offset(const csv_reader_t *r)
+{
+    if (r->gz) {
+        z_off_t off = gzoffset(r->gz);
+        return off > 0 ? (uint64_t)off : 0;
+    }
+    return r->consumed;
+}
+
+/* Refills the input; returns the number of new bytes, 0 at EOF, -1 on error. */
+static int refill(csv_reader_t *r)
+{
+    if (r->memsrc) {
+        r->eof = 1;
+        return 0;
+    }
+    int n = gzread(r->gz, r->in, IN_BUF);
+    if (n < 0)
+        return -1;
+    r->inpos = 0;
+    r->inlen = (size_t)n;
+    if (n == 0)
+        r->eof = 1;
+    return n;
+}
+
+static int bump_rec(csv_reader_t *r, size_t need)
+{
+    if (r->reclen + need <= r->reccap)
+        return 0;
+    size_t nc = r->reccap ? r->reccap * 2 : 4096;
+    while (nc < r->reclen + need)
+        nc *= 2;
+    char *p = realloc(r->rec, nc);
+    if (p == NULL)
+        return -1;
+    r->rec = p;
+    r->reccap = nc;
+    return 0;
+}
+
+static int new_field(csv_reader_t *r)
+{
+    if (r->nfields == r->capfields) {
+        size_t nc = r->capfields ? r->capfields * 2 : 32;
+        size_t *s = realloc(r->starts, nc * sizeof *s);
+        if (s == NULL)
+            return -1;
+        r->starts = s;
+        csv_field_t *f = realloc(r->fields, nc * sizeof *f);
+        if (f == NULL)
+            return -1;
+        r->fields = f;
+        r->capfields = nc;
+    }
+    r->starts[r->nfields++] = r->reclen;
+    return 0;
+}
+
+cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_error_t *err)
+{
+    *fields = NULL;
+    *n = 0;
+    r->reclen = 0;
+    r->nfields = 0;
+    int state = S_START;
+    int any = 0;        /* bytes seen in this record */
+    int closed = 0;     /* the record ended with a newline */
+    cp_status bad = CP_OK;
+    char why[200] = "";
+    uint64_t col = 1, line0 = r->line, bytes = 0;
+    size_t flen = 0; /* bytes of the current field */
+    const char d = r->o.delim;
+#define FAIL(code, ...)                                                                           \
+    do {                                                                                          \
+        if (bad == CP_OK) {                                                                       \
+            bad = (code);                                                                         \
+            snprintf(why, sizeof why, __VA_ARGS__);                                               \
+        }                                                                                         \
+    } while (0)
+    if (new_field(r))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+    for (;;) {
+        if (r->inpos >= r->inlen) {
+            int got = refill(r);
+            if (got < 0) {
+                int errnum;
+                const char *m = r->gz ? gzerror(r->gz, &errnum) : "read error";
+                return CP_ERR(err, CP_EIO, "reading CSV input after line %llu: %s",
+                              (unsigned long long)r->line, m);
+            }
+            if (got == 0)
+                break;
+        }
+        if (!r->started) {
+            r->started = 1;
+            if (r->inlen - r->inpos >= 3 && memcmp(r->in + r->inpos, "\xEF\xBB\xBF", 3) == 0) {
+                r->inpos += 3;
+                r->consumed += 3;
+                continue;
+            }
+        }
+        char c = r->in[r->inpos++];
+        r->consumed++;
+        any = 1;
+        if (++bytes > r->o.max_record)
+            FAIL(CP_ELIMIT, "record longer than %zu bytes", r->o.max_record);
+        if (c == '\n')
+            r->line++;
+        int end_record = 0, end_field = 0, append = 0;
+        switch (state) {
+        case S_START:
+            if (c == '"')
+                state = S_QUOTED;
+            else if (c == d)
+                end_field = 1;
+            else if (c == '\n')
+                end_record = 1;
+            else if (c == '\r')
+                ; /* part of CRLF; a lone CR before text is dropped too */
+            else {
+                state = S_UNQUOTED;
+                append = 1;
+            }
+            break;
+        case S_UNQUOTED:
+            if (c == d)
+                end_field = 1;
+            else if (c == '\n')
+                end_record = 1;
+            else
+                append = 1; /* including a stray quote, taken literally */
+            break;
+        case S_QUOTED:
+            if (c == '"')
+                state = S_QUOTE_SEEN;
+            else
+                append = 1;
+            break;
+        case S_QUOTE_SEEN:
+            if (c == '"') {
+                state = S_QUOTED;
+                append = 1;
+            } else if (c == d) {
+                end_field = 1;
+            } else if (c == '\n') {
+                end_record = 1;
+            } else if (c == '\r') {
+                ;
+            } else {
+                FAIL(CP_EINVAL, "column %llu: text after the closing quote of a quoted field",
+                     (unsigned long long)col);
+                state = S_BAD;
+            }
+            break;
+        case S_BAD:
+            /* Skip to the end of the line. */
+            if (c == '\n')
+                end_record = 1;
+            break;
+        }
+        if (append && bad == CP_OK) {
+            if (++flen > r->o.max_field) {
+                FAIL(CP_ELIMIT, "column %llu: field longer than %zu bytes",
+                     (unsigned long long)col, r->o.max_field);
+            } else if (bump_rec(r, 2)) {
+                return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+            } else {
+                r->rec[r->reclen++] = c;
+            }
+        }
+        if (end_field || end_record) {
+            /* Drop the CR of a CRLF at the end of an unquoted field. */
+            if (state == S_UNQUOTED && r->reclen > r->starts[r->nfields - 1] &&
+                r->rec[r->reclen - 1] == '\r' && end_record)
+                r->reclen--;
+            if (bump_rec(r, 1))
+                return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+            r->rec[r->reclen++] = '\0';
+            flen = 0;
+            if (end_record) {
+                closed = 1;
+                break;
+            }
+            col++;
+            if (r->nfields >= r->o.max_fields)
+                FAIL(CP_ELIMIT, "more than %zu fields in a record", r->o.max_fields);
+            else if (new_field(r))
+                return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+            state = S_START;
+        }
+    }
+    r->rec_line = line0;
+    r->rec_end = r->consumed;
+    if (!any)
+        return CP_OK; /* end of input */
+    if (state == S_QUOTED && r->eof)
+        FAIL(CP_EINVAL, "column %llu: quoted field not closed before the end of the input",
+             (unsigned long long)col);
+    if (!closed) {
+        /* Input ended without a newline: close the last field. */
+        if (state == S_UNQUOTED && r->reclen > r->starts[r->nfields - 1] &&
+            r->rec[r->reclen - 1] == '\r')
+            r->reclen--;
+        if (bump_rec(r, 1))
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+        r->rec[r->reclen++] = '\0';
+    }
+    if (bad) {
+        CP_ERR(err, bad, "line %llu: %s", (unsigned long long)line0, why);
+        if (err)
+            err->record = line0;
+        return bad;
+    }
+    for (size_t i = 0; i < r->nfields; i++) {
+        size_t s = r->starts[i];
+        size_t e = i + 1 < r->nfields ? r->starts[i + 1] - 1 : r->reclen - 1;
+        r->fields[i].p = r->rec + s;
+        r->fields[i].len = e - s;
+        if (!cp_utf8_valid(r->fields[i].p, r->fields[i].len)) {
+            CP_ERR(err, CP_EINVAL, "line %llu: column %zu: invalid UTF-8",
+                   (unsigned long long)line0, i + 1);
+            if (err)
+                err->record = line0;
+            return CP_EINVAL;
+        }
+    }
+    *fields = r->fields;
+    *n = r->nfields;
+    return CP_OK;
+#undef FAIL
+}
+
+cp_status csv_seek(csv_reader_t *r, uint64_t offset, uint64_t line, cp_error_t *err)
+{
+    if (r->consumed != 0)
+        return CP_ERR(err, CP_EINVAL, "csv_seek on a reader that has been read");
+    if (r->memsrc) {
+        if (offset > r->inlen)
+            return CP_ERR(err, CP_EINVAL, "resume offset %llu is past the end of the input",
+                          (unsigned long long)offset);
+        r->inpos = (size_t)offset;
+    } else {
+        z_off_t got = gzseek(r->gz, (z_off_t)offset, SEEK_SET);
+        if (got < 0 || (uint64_t)got != offset)
+            return CP_ERR(err, CP_EIO, "cannot resume at byte %llu of the input (shorter now?)",
+                          (unsigned long long)offset);
+    }
+    r->started = 1;
+    r->consumed = offset;
+    r->rec_end = offset;
+    r->line = line + 1;
+    r->rec_line = line;
+    return CP_OK;
+}

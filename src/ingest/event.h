@@ -1,0 +1,187 @@
+/*
+ * event.h — the normalised event of the intake layer (src/ingest/), and
+ * the parser of Segment HTTP Tracking API payloads into it.
+ *
+ * Every source of events — the Segment-compatible HTTP endpoints, NDJSON
+ * event files, CSV files with a column mapping — ends up as an array of
+ * ingest_event_t, which the engine validates against the schema and
+ * applies under its write lock. Nothing here touches the database:
+ * parsing is pure (bytes in, events or per-event reasons out).
+ *
+ * Segment fields understood (https://segment.com/docs/connections/spec/):
+ *   type            identify, track, page, screen, group, alias (batch items;
+ *                   the single-event endpoints imply it)
+ *   userId          -> identifier user_id (string, or an integer as text)
+ *   anonymousId     -> identifier anonymous_id
+ *   previousId      (alias) the id being aliased: a user_id if known, else an
+ *                   anonymous_id (resolved by the engine)
+ *   traits, context.traits  user traits; identifier-typed keys (email, phone,
+ *                   member_id, openid, unionid, device_id, idfa, oaid and the
+ *                   configured others) become identifiers, the rest traits
+ *   context.device.id -> device_id; context.device.advertisingId -> idfa on
+ *                   iOS (context.os.name or context.device.type), else oaid
+ *   context.externalIds [{id, type}] with a known identifier type
+ *   properties      track/page/screen properties
+ *   event (track), name (page/screen), groupId (group)
+ *   timestamp / originalTimestamp / sentAt / receivedAt  see below
+ *   messageId       deduplication key; when absent a stable one is derived
+ *                   from a hash of the event's canonical JSON ("derived:..."),
+ *                   flagged in message_id_derived
+ *
+ * Event time: the device time is `timestamp` (else `originalTimestamp`).
+ * If `sentAt` (of the event or of the batch) and a receive time are both
+ * known, Segment's clock-skew correction applies:
+ *   ts = timestamp + (receivedAt - sentAt)
+ * and the result is clamped to receivedAt (nothing happens after it is
+ * received). Without sentAt the timestamp is used as is (historical
+ * imports); without any timestamp the event happened when received.
+ *
+ * Limits: INGEST_EVENT_MAX bytes per event (its compact JSON), and the
+ * callers enforce INGEST_BATCH_MAX per request body.
+ */
+#ifndef CP_INGEST_EVENT_H
+#define CP_INGEST_EVENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crowdpack.h"
+#include "util/util.h"
+
+#define INGEST_EVENT_MAX (32u * 1024)      /* bytes of one event (Segment's limit) */
+#define INGEST_BATCH_MAX (500u * 1024)     /* bytes of one batch request body */
+#define INGEST_MAX_IDS 16                  /* identifiers on one event */
+#define INGEST_ID_MAX 256                  /* bytes of one identifier value */
+#define INGEST_TYPE_MAX 32                 /* bytes of an identifier type name */
+#define INGEST_NAME_MAX 200                /* bytes of an event / page name */
+#define INGEST_MSGID_MAX 256               /* bytes of a messageId */
+#define INGEST_MAX_REPORTED 1000           /* per-event reasons kept for a reply */
+
+typedef enum ingest_type {
+    ING_NONE = 0,
+    ING_IDENTIFY = 1,
+    ING_TRACK = 2,
+    ING_PAGE = 3,
+    ING_SCREEN = 4,
+    ING_GROUP = 5,
+    ING_ALIAS = 6,
+} ingest_type;
+
+/* "identify", ... ; NULL for ING_NONE or an unknown value. */
+const char *ingest_type_name(ingest_type t);
+/* The type of a name ("track" -> ING_TRACK); ING_NONE if unknown. */
+ingest_type ingest_type_parse(const char *s, size_t len);
+
+/* One identifier as found on an event, before normalisation. */
+typedef struct ingest_ident {
+    char type[INGEST_TYPE_MAX]; /* "user_id", "email", ... */
+    const char *value;          /* borrowed from the batch */
+    size_t len;
+    const char *field;          /* where it was found ("userId", "traits.email"), static */
+} ingest_ident_t;
+
+/* One property or trait key/value kept as text for the engine. */
+typedef struct ingest_event {
+    ingest_type type;
+    const char *message_id; /* never NULL after parsing */
+    size_t message_id_len;
+    int message_id_derived; /* 1 if derived from the payload's hash */
+    uint64_t message_hash;  /* xxh3 of the messageId: the dedup key */
+    int no_dedup;           /* 1 = not checked against the dedup window */
+    const char *event;      /* behaviour name: track's event, "page", "screen", "group"; NULL otherwise */
+    size_t event_len;
+    const char *name;       /* page/screen name; NULL if none */
+    size_t name_len;
+    const char *group_id;   /* group */
+    size_t group_id_len;
+    const char *previous_id; /* alias */
+    size_t previous_id_len;
+    int64_t ts;             /* event time, seconds since the epoch, UTC */
+    int64_t received_at;    /* seconds; 0 if unknown */
+    ingest_ident_t ids[INGEST_MAX_IDS];
+    size_t nids;
+    const json_t *traits;     /* object or NULL; identifier keys are skipped by consumers via ingest_trait_is_ident */
+    const json_t *ctx_traits; /* context.traits, object or NULL */
+    const json_t *properties; /* object or NULL */
+    const json_t *raw;        /* the event object itself (borrowed) */
+} ingest_event_t;
+
+/* Reason one event of a batch was rejected. */
+typedef struct ingest_reject {
+    size_t index; /* 0-based position in the batch */
+    cp_status code;
+    char reason[256];
+} ingest_reject_t;
+
+/* Events of one request or file chunk. Owns the parsed JSON they borrow. */
+typedef struct ingest_batch {
+    json_t *root;
+    ingest_event_t *events;
+    size_t n, cap;
+    cp_arena_t arena;          /* derived strings */
+    ingest_reject_t *rejects;  /* the first INGEST_MAX_REPORTED */
+    size_t nrejects;           /* stored */
+    size_t rejected;           /* total (may exceed nrejects) */
+} ingest_batch_t;
+
+void ingest_batch_init(ingest_batch_t *b);
+void ingest_batch_free(ingest_batch_t *b); /* NULL fine; frees what the events borrow */
+/* Records a rejected event (kept up to INGEST_MAX_REPORTED, counted always). */
+void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Identifier types that keys of traits are matched against. */
+typedef struct ingest_id_types {
+    const char *const *names; /* NULL = the built-in list */
+    size_t n;
+} ingest_id_types_t;
+
+/* The built-in identifier types (user_id, anonymous_id, phone, email,
+ * device_id, idfa, oaid, member_id, openid, unionid). */
+extern const char *const ingest_builtin_id_types[];
+extern const size_t ingest_builtin_id_types_n;
+
+typedef struct segment_opts {
+    int64_t received_at_ms; /* receive time; 0 = unknown (no skew correction, no default time) */
+    int no_skew_correction; /* 1 = use timestamps as sent */
+    int allow_other_ids;    /* 1 = any identifier will do, not only userId/anonymousId (imports) */
+    int no_dedup;           /* 1 = mark events no_dedup (file imports: resume handles retries) */
+    ingest_id_types_t id_types;
+} segment_opts_t;
+
+/*
+ * Parses a Segment request body into b (initialised by the caller).
+ * `endpoint` is the type of a single-event endpoint (/v1/track ...) or
+ * ING_NONE for /v1/batch (a {"batch":[...]} envelope whose top-level
+ * `context`, `sentAt` and `integrations` apply to every event).
+ *
+ * Returns CP_OK when every event is valid. Whole-body problems (malformed
+ * JSON or invalid UTF-8 with its position, not an object, no batch array,
+ * oversized body) return CP_EINVAL / CP_ELIMIT with err filled and no
+ * events. Bad events are all recorded in b->rejects (index + reason) and
+ * the call returns CP_EINVAL with a summary in err: a batch is valid whole
+ * or not at all.
+ */
+cp_status segment_parse(ingest_type endpoint, const char *body, size_t len,
+                        const segment_opts_t *o, ingest_batch_t *b, cp_error_t *err);
+
+/*
+ * Parses one already-decoded Segment event object (NDJSON import lines,
+ * batch items) and appends it to b. `ctx_default` / `sent_at` come from a
+ * batch envelope (NULL / -1 if none). j is borrowed: it must stay alive as
+ * long as b (b->root or the caller owns it). On a bad event returns
+ * CP_EINVAL with the reason in err and b unchanged.
+ */
+cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx_default,
+                              int64_t sent_at, const segment_opts_t *o, ingest_batch_t *b,
+                              cp_error_t *err);
+
+/* 1 if a trait key names an identifier type of `t` (then it is an
+ * identifier, not a trait). */
+int ingest_trait_is_ident(const ingest_id_types_t *t, const char *key);
+
+/* "2015-07-10T23:00:00Z" etc. -> seconds; -1 if unparseable (cp_time_parse). */
+int ingest_time_parse(const json_t *v, int64_t *secs);
+
+#endif /* CP_INGEST_EVENT_H */

@@ -1,0 +1,143 @@
+/*
+ * mapping.h — column mappings: how the rows of a CSV file become users and
+ * events (docs/intake.md "Import mappings" is the user-facing reference).
+ *
+ * A mapping is a JSON document:
+ *
+ *   {
+ *     "name": "online-retail",
+ *     "delimiter": ",",                   optional, one byte (default ",")
+ *     "header": true,                     first record names the columns (default true)
+ *     "skip_if_empty": ["CustomerID"],    rows with an empty such column are
+ *                                         counted as skipped, not rejected
+ *     "identifiers": [                    at least one; the first non-empty one
+ *       {"column": "CustomerID",          identifies the user, the others are
+ *        "type": "user_id",               merged with it (OneID)
+ *        "transform": "integer"}          optional: "integer" ("17850.0" -> "17850"),
+ *     ],                                  "trim", "lower"
+ *     "traits": [                         user attributes (schema) or unindexed traits
+ *       {"column": "Country", "name": "country", "type": "string"}
+ *     ],
+ *     "event": {                          optional: without it each row is an identify
+ *       "name": "purchase",               constant, or {"column": "Event"}
+ *       "name_when": [{"column": "InvoiceNo", "prefix": "C", "name": "refund"}],
+ *       "timestamp": {"column": "InvoiceDate",
+ *                     "format": "%Y-%m-%d %H:%M:%S"},   or "iso8601", "epoch", "epoch_ms"
+ *       "message_id": {"column": "Id"},   optional; default: file + line (no dedup)
+ *       "properties": [
+ *         {"column": "InvoiceNo", "name": "invoice"},
+ *         {"column": "Quantity", "name": "quantity", "type": "int"},
+ *         {"column": "UnitPrice", "name": "unit_price", "type": "number"},
+ *         {"name": "amount", "type": "number",
+ *          "product": ["Quantity", "UnitPrice"], "round": 2}
+ *       ]
+ *     },
+ *     "attributes": [{"name": "country", "type": "string"}],  declared before the import
+ *     "indexed_properties": ["stock_code"]                     added to the config
+ *   }
+ *
+ * Columns are header names (strings) or 0-based positions (integers).
+ * Value types: "string" (default), "int", "number", "bool" (true/false,
+ * 1/0, yes/no), "timestamp" (with "format"). An empty cell leaves the
+ * property or trait out. A value that does not convert rejects the row,
+ * naming the line, column and value.
+ *
+ * Each row becomes one Segment-shaped JSON event: identify
+ * {"type":"identify","userId"|"anonymousId"|traits.<type>..., "traits"}
+ * or track {"type":"track", ..., "event", "timestamp", "properties",
+ * "context":{"traits":{...}}}, fed to segment_parse_event(): one path for
+ * HTTP, NDJSON and CSV.
+ */
+#ifndef CP_INGEST_MAPPING_H
+#define CP_INGEST_MAPPING_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crowdpack.h"
+#include "ingest/csv.h"
+
+#define MAPPING_MAX_COLS 256
+
+typedef enum map_vtype { MV_STRING = 1, MV_INT, MV_NUMBER, MV_BOOL, MV_TIMESTAMP } map_vtype;
+typedef enum map_xform { MX_NONE = 0, MX_INTEGER, MX_TRIM, MX_LOWER } map_xform;
+typedef enum map_tsfmt { TF_ISO = 1, TF_EPOCH, TF_EPOCH_MS, TF_STRF } map_tsfmt;
+
+typedef struct map_col {
+    char *name;   /* header name, or NULL for a position */
+    int pos;      /* resolved position (-1 until bound) */
+} map_col_t;
+
+typedef struct map_field {
+    char *name;       /* output name (trait, property, identifier type) */
+    map_col_t col;
+    map_vtype type;
+    map_xform xform;
+    map_tsfmt tsfmt;
+    char *strf;       /* TF_STRF */
+    int product;      /* computed: col * col2 */
+    map_col_t col2;
+    int round;        /* decimals for numbers, -1 = none */
+} map_field_t;
+
+typedef struct map_when {
+    map_col_t col;
+    char *prefix;
+    char *name;
+} map_when_t;
+
+typedef struct mapping {
+    char *name;
+    char delim;
+    int header;
+    map_col_t *skip;        /* skip_if_empty */
+    size_t nskip;
+    map_field_t *ids;
+    size_t nids;
+    map_field_t *traits;
+    size_t ntraits;
+    int has_event;
+    char *event_name;       /* constant, or NULL with event_col */
+    map_col_t event_col;
+    map_when_t *when;
+    size_t nwhen;
+    map_field_t ts;         /* ts.col.pos < 0 and no name: no timestamp column */
+    int has_ts;
+    map_col_t msgid_col;
+    int has_msgid;
+    map_field_t *props;
+    size_t nprops;
+    json_t *attributes;     /* [{"name","type"}] (owned), may be NULL */
+    json_t *indexed;        /* ["stock_code"] (owned), may be NULL */
+    int bound;
+} mapping_t;
+
+/* Parses a mapping document. CP_EINVAL naming the field. *out: mapping_free. */
+cp_status mapping_parse(const char *json, size_t len, mapping_t **out, cp_error_t *err);
+/* The built-in mapping of a preset ("online-retail"); CP_ENOTFOUND. */
+cp_status mapping_preset(const char *name, mapping_t **out, cp_error_t *err);
+/* The JSON text of a preset (docs, `import --show-preset`); NULL if unknown. */
+const char *mapping_preset_json(const char *name);
+void mapping_free(mapping_t *m); /* NULL fine */
+
+/* Resolves column names against a header record. CP_EINVAL naming a
+ * missing column. Mappings without names need no header. */
+cp_status mapping_bind(mapping_t *m, const csv_field_t *hdr, size_t n, cp_error_t *err);
+
+typedef enum map_result { MAP_EVENT = 0, MAP_SKIP = 1 } map_result;
+
+/*
+ * One data row into a new Segment-shaped event (*out, caller decrefs).
+ * `msgid_prefix` + line number make the default messageId. MAP_SKIP (CP_OK,
+ * *out NULL) for rows a skip_if_empty column leaves out. CP_EINVAL /
+ * CP_ETYPE naming the column and value for a bad row.
+ */
+cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
+                      const char *msgid_prefix, json_t **out, map_result *res, cp_error_t *err);
+
+/* strptime-like parse of %Y %m %d %H %M %S %y %b (numbers may be unpadded;
+ * other characters match themselves; "%%" a percent). UTC. -1 on failure. */
+int mapping_strftime_parse(const char *fmt, const char *s, size_t len, int64_t *secs);
+
+#endif /* CP_INGEST_MAPPING_H */

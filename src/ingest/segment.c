@@ -1,0 +1,571 @@
+/* segment.c — Segment HTTP Tracking API payloads into ingest_event_t:
+ * envelope and field checks, identifiers, clock-skew correction,
+ * messageIds (given or derived). See event.h for the rules. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ingest/event.h"
+
+const char *const ingest_builtin_id_types[] = {
+    "user_id", "anonymous_id", "phone",  "email",   "device_id",
+    "idfa",    "oaid",         "member_id", "openid", "unionid",
+};
+const size_t ingest_builtin_id_types_n = CP_ARRAY_LEN(ingest_builtin_id_types);
+
+static const char *const type_names[] = {NULL,     "identify", "track", "page",
+                                         "screen", "group",    "alias"};
+
+const char *ingest_type_name(ingest_type t)
+{
+    return (t > ING_NONE && t <= ING_ALIAS) ? type_names[t] : NULL;
+}
+
+ingest_type ingest_type_parse(const char *s, size_t len)
+{
+    for (int t = ING_IDENTIFY; t <= ING_ALIAS; t++)
+        if (strlen(type_names[t]) == len && memcmp(type_names[t], s, len) == 0)
+            return (ingest_type)t;
+    return ING_NONE;
+}
+
+/* ---------------------------------------------------------------- batch */
+
+void ingest_batch_init(ingest_batch_t *b)
+{
+    memset(b, 0, sizeof *b);
+    cp_arena_init(&b->arena, 64u << 20);
+}
+
+void ingest_batch_free(ingest_batch_t *b)
+{
+    if (b == NULL)
+        return;
+    json_decref(b->root);
+    free(b->events);
+    free(b->rejects);
+    cp_arena_free(&b->arena);
+    memset(b, 0, sizeof *b);
+}
+
+void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)
+{
+    b->rejected++;
+    if (b->nrejects >= INGEST_MAX_REPORTED)
+        return;
+    if (b->rejects == NULL) {
+        b->rejects = calloc(INGEST_MAX_REPORTED, sizeof *b->rejects);
+        if (b->rejects == NULL)
+            return;
+    }
+    ingest_reject_t *r = &b->rejects[b->nrejects++];
+    r->index = index;
+    r->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->reason, sizeof r->reason, fmt, ap);
+    va_end(ap);
+}
+
+static cp_status batch_push(ingest_batch_t *b, const ingest_event_t *e)
+{
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 16;
+        ingest_event_t *p = realloc(b->events, nc * sizeof *p);
+        if (p == NULL)
+            return CP_ENOMEM;
+        b->events = p;
+        b->cap = nc;
+    }
+    b->events[b->n++] = *e;
+    return CP_OK;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static const char *kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+int ingest_trait_is_ident(const ingest_id_types_t *t, const char *key)
+{
+    const char *const *names = (t && t->names) ? t->names : ingest_builtin_id_types;
+    size_t n = (t && t->names) ? t->n : ingest_builtin_id_types_n;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+int ingest_time_parse(const json_t *v, int64_t *secs)
+{
+    if (!json_is_string(v))
+        return -1;
+    return cp_time_parse(json_string_value(v), json_string_length(v), secs);
+}
+
+/* 1 if the text has no control characters (and so no NUL). */
+static int printable(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+/*
+ * An id-like field: a string, or an integer turned into text (some SDKs
+ * send numeric user ids). Absent and null give *s = NULL and CP_OK.
+ */
+static cp_status id_text(ingest_batch_t *b, const json_t *v, const char *field, const char **s,
+                         size_t *len, size_t max, cp_error_t *err)
+{
+    *s = NULL;
+    *len = 0;
+    if (v == NULL || json_is_null(v))
+        return CP_OK;
+    if (json_is_integer(v)) {
+        char buf[32];
+        int n = snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+        *s = cp_arena_strndup(&b->arena, buf, (size_t)n);
+        if (*s == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+        *len = (size_t)n;
+        return CP_OK;
+    }
+    if (!json_is_string(v))
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be a string, got %s", field, kind(v));
+    *s = json_string_value(v);
+    *len = json_string_length(v);
+    if (*len == 0)
+        return CP_ERR(err, CP_EINVAL, "\"%s\" is empty", field);
+    if (*len > max)
+        return CP_ERR(err, CP_ELIMIT, "\"%s\" is longer than %zu bytes", field, max);
+    if (!printable(*s, *len))
+        return CP_ERR(err, CP_EINVAL, "\"%s\" contains control characters", field);
+    return CP_OK;
+}
+
+static cp_status add_ident(ingest_event_t *e, const char *type, const char *v, size_t len,
+                           const char *field, cp_error_t *err)
+{
+    if (v == NULL)
+        return CP_OK;
+    for (size_t i = 0; i < e->nids; i++)
+        if (strcmp(e->ids[i].type, type) == 0 && e->ids[i].len == len &&
+            memcmp(e->ids[i].value, v, len) == 0)
+            return CP_OK;
+    if (e->nids >= INGEST_MAX_IDS)
+        return CP_ERR(err, CP_ELIMIT, "more than %d identifiers on one event", INGEST_MAX_IDS);
+    ingest_ident_t *d = &e->ids[e->nids++];
+    snprintf(d->type, sizeof d->type, "%s", type);
+    d->value = v;
+    d->len = len;
+    d->field = field;
+    return CP_OK;
+}
+
+/* Identifier-typed keys of a traits object. `prefix` names the field. */
+static cp_status traits_idents(ingest_batch_t *b, ingest_event_t *e, const json_t *traits,
+                               const char *field, const segment_opts_t *o, cp_error_t *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)traits, k, v)
+    {
+        if (!ingest_trait_is_ident(&o->id_types, k))
+            continue;
+        char fname[80];
+        snprintf(fname, sizeof fname, "%s.%s", field, k);
+        const char *s;
+        size_t len;
+        cp_status rc = id_text(b, v, fname, &s, &len, INGEST_ID_MAX, err);
+        if (rc)
+            return rc;
+        /* `field` must outlive the event: use the static field name. */
+        if ((rc = add_ident(e, k, s, len, field, err)))
+            return rc;
+    }
+    return CP_OK;
+}
+
+static int ci_prefix(const char *s, const char *p)
+{
+    return strncasecmp(s, p, strlen(p)) == 0;
+}
+
+/* context.device.{id,advertisingId}, context.externalIds. */
+static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json_t *ctx,
+                                const segment_opts_t *o, cp_error_t *err)
+{
+    cp_status rc;
+    const json_t *dev = json_object_get(ctx, "device");
+    if (dev && !json_is_null(dev)) {
+        if (!json_is_object(dev))
+            return CP_ERR(err, CP_ETYPE, "\"context.device\" must be an object, got %s",
+                          kind(dev));
+        const char *s;
+        size_t len;
+        if ((rc = id_text(b, json_object_get(dev, "id"), "context.device.id", &s, &len,
+                          INGEST_ID_MAX, err)) ||
+            (rc = add_ident(e, "device_id", s, len, "context.device.id", err)))
+            return rc;
+        if ((rc = id_text(b, json_object_get(dev, "advertisingId"), "context.device.advertisingId",
+                          &s, &len, INGEST_ID_MAX, err)))
+            return rc;
+        if (s) {
+            /* iOS sends the IDFA; elsewhere (Android in China) the OAID. */
+            const json_t *os = json_object_get(ctx, "os");
+            const char *osname = json_string_value(json_object_get(os, "name"));
+            const char *dtype = json_string_value(json_object_get(dev, "type"));
+            int ios = (osname && (ci_prefix(osname, "ios") || ci_prefix(osname, "ipados"))) ||
+                      (dtype && ci_prefix(dtype, "ios"));
+            if ((rc = add_ident(e, ios ? "idfa" : "oaid", s, len, "context.device.advertisingId",
+                                err)))
+                return rc;
+        }
+    }
+    const json_t *ext = json_object_get(ctx, "externalIds");
+    if (ext && !json_is_null(ext)) {
+        if (!json_is_array(ext))
+            return CP_ERR(err, CP_ETYPE, "\"context.externalIds\" must be an array, got %s",
+                          kind(ext));
+        size_t i;
+        json_t *x;
+        json_array_foreach(ext, i, x)
+        {
+            const char *type = json_string_value(json_object_get(x, "type"));
+            if (!json_is_object(x) || type == NULL)
+                return CP_ERR(err, CP_ETYPE,
+                              "\"context.externalIds[%zu]\" must be an object with \"id\" and "
+                              "\"type\"",
+                              i);
+            if (!ingest_trait_is_ident(&o->id_types, type))
+                continue; /* other tools' ids: not ours to merge on */
+            const char *s;
+            size_t len;
+            if ((rc = id_text(b, json_object_get(x, "id"), "context.externalIds[].id", &s, &len,
+                              INGEST_ID_MAX, err)) ||
+                (rc = add_ident(e, type, s, len, "context.externalIds", err)))
+                return rc;
+            if (s == NULL)
+                return CP_ERR(err, CP_EINVAL, "\"context.externalIds[%zu]\" has no \"id\"", i);
+        }
+    }
+    return CP_OK;
+}
+
+/* A timestamp field: absent/null -> 0 (not given), else it must parse. */
+static cp_status time_field(const json_t *j, const char *name, int64_t *out, int *given,
+                            cp_error_t *err)
+{
+    const json_t *v = json_object_get(j, name);
+    *given = 0;
+    if (v == NULL || json_is_null(v))
+        return CP_OK;
+    if (!json_is_string(v))
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be an ISO 8601 string, got %s", name, kind(v));
+    if (ingest_time_parse(v, out) != 0)
+        return CP_ERR(err, CP_EINVAL,
+                      "\"%s\": \"%.64s\" is not an ISO 8601 timestamp (such as "
+                      "\"2024-01-01T10:20:30.000Z\")",
+                      name, json_string_value(v));
+    *given = 1;
+    return CP_OK;
+}
+
+/* A field that must be an object (or absent/null). */
+static cp_status obj_field(const json_t *j, const char *name, const json_t **out, cp_error_t *err)
+{
+    const json_t *v = json_object_get(j, name);
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return CP_OK;
+    if (!json_is_object(v))
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be an object, got %s", name, kind(v));
+    *out = v;
+    return CP_OK;
+}
+
+static cp_status text_field(const json_t *j, const char *name, int required, size_t max,
+                            const char **s, size_t *len, cp_error_t *err)
+{
+    const json_t *v = json_object_get(j, name);
+    *s = NULL;
+    *len = 0;
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            return CP_ERR(err, CP_EINVAL, "missing \"%s\"", name);
+        return CP_OK;
+    }
+    if (!json_is_string(v))
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be a string, got %s", name, kind(v));
+    *s = json_string_value(v);
+    *len = json_string_length(v);
+    if (*len == 0 && required)
+        return CP_ERR(err, CP_EINVAL, "\"%s\" is empty", name);
+    if (*len > max)
+        return CP_ERR(err, CP_ELIMIT, "\"%s\" is longer than %zu bytes", name, max);
+    if (!printable(*s, *len))
+        return CP_ERR(err, CP_EINVAL, "\"%s\" contains control characters", name);
+    if (*len == 0)
+        *s = NULL;
+    return CP_OK;
+}
+
+/* ---------------------------------------------------------------- event */
+
+cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx_default,
+                              int64_t sent_at, const segment_opts_t *o, ingest_batch_t *b,
+                              cp_error_t *err)
+{
+    static const segment_opts_t defaults = {0};
+    if (o == NULL)
+        o = &defaults;
+    ingest_event_t e;
+    memset(&e, 0, sizeof e);
+    e.raw = j;
+    cp_status rc;
+    if (!json_is_object(j))
+        return CP_ERR(err, CP_ETYPE, "an event must be a JSON object, got %s", kind(j));
+    size_t bytes = json_dumpb(j, NULL, 0, JSON_COMPACT);
+    if (bytes > INGEST_EVENT_MAX)
+        return CP_ERR(err, CP_ELIMIT, "event is %zu bytes; the limit is %u bytes per event", bytes,
+                      INGEST_EVENT_MAX);
+
+    /* type */
+    const json_t *jt = json_object_get(j, "type");
+    if (jt && !json_is_null(jt)) {
+        if (!json_is_string(jt))
+            return CP_ERR(err, CP_ETYPE, "\"type\" must be a string, got %s", kind(jt));
+        e.type = ingest_type_parse(json_string_value(jt), json_string_length(jt));
+        if (e.type == ING_NONE)
+            return CP_ERR(err, CP_EINVAL,
+                          "unknown \"type\" \"%.32s\" (expected identify, track, page, screen, "
+                          "group or alias)",
+                          json_string_value(jt));
+        if (endpoint != ING_NONE && e.type != endpoint)
+            return CP_ERR(err, CP_EINVAL, "\"type\" is \"%s\" but the endpoint is /v1/%s",
+                          ingest_type_name(e.type), ingest_type_name(endpoint));
+    } else if (endpoint != ING_NONE) {
+        e.type = endpoint;
+    } else {
+        return CP_ERR(err, CP_EINVAL, "missing \"type\" (a batch item needs one)");
+    }
+
+    /* objects */
+    const json_t *ctx = NULL;
+    if ((rc = obj_field(j, "traits", &e.traits, err)) ||
+        (rc = obj_field(j, "properties", &e.properties, err)) ||
+        (rc = obj_field(j, "context", &ctx, err)))
+        return rc;
+    const json_t *integ;
+    if ((rc = obj_field(j, "integrations", &integ, err)))
+        return rc;
+    if (ctx == NULL)
+        ctx = ctx_default;
+    if (ctx) {
+        const json_t *ct = json_object_get(ctx, "traits");
+        if (ct && !json_is_null(ct)) {
+            if (!json_is_object(ct))
+                return CP_ERR(err, CP_ETYPE, "\"context.traits\" must be an object, got %s",
+                              kind(ct));
+            e.ctx_traits = ct;
+        }
+    }
+
+    /* identifiers */
+    const char *s;
+    size_t len;
+    if ((rc = id_text(b, json_object_get(j, "userId"), "userId", &s, &len, INGEST_ID_MAX, err)) ||
+        (rc = add_ident(&e, "user_id", s, len, "userId", err)))
+        return rc;
+    int has_user = s != NULL;
+    if ((rc = id_text(b, json_object_get(j, "anonymousId"), "anonymousId", &s, &len,
+                      INGEST_ID_MAX, err)) ||
+        (rc = add_ident(&e, "anonymous_id", s, len, "anonymousId", err)))
+        return rc;
+    int has_anon = s != NULL;
+    if ((e.traits && (rc = traits_idents(b, &e, e.traits, "traits", o, err))) ||
+        (e.ctx_traits && (rc = traits_idents(b, &e, e.ctx_traits, "context.traits", o, err))) ||
+        (ctx && (rc = context_idents(b, &e, ctx, o, err))))
+        return rc;
+    if (!has_user && !has_anon && !(o->allow_other_ids && e.nids > 0))
+        return CP_ERR(err, CP_EINVAL, "missing \"userId\" and \"anonymousId\" (one is required)");
+
+    /* per type */
+    switch (e.type) {
+    case ING_TRACK:
+        if ((rc = text_field(j, "event", 1, INGEST_NAME_MAX, &e.event, &e.event_len, err)))
+            return rc;
+        break;
+    case ING_PAGE:
+    case ING_SCREEN:
+        if ((rc = text_field(j, "name", 0, INGEST_NAME_MAX, &e.name, &e.name_len, err)))
+            return rc;
+        e.event = e.type == ING_PAGE ? "page" : "screen";
+        e.event_len = strlen(e.event);
+        break;
+    case ING_GROUP:
+        if ((rc = id_text(b, json_object_get(j, "groupId"), "groupId", &e.group_id,
+                          &e.group_id_len, INGEST_ID_MAX, err)))
+            return rc;
+        if (e.group_id == NULL)
+            return CP_ERR(err, CP_EINVAL, "missing \"groupId\" (group)");
+        e.event = "group";
+        e.event_len = 5;
+        break;
+    case ING_ALIAS:
+        if ((rc = id_text(b, json_object_get(j, "previousId"), "previousId", &e.previous_id,
+                          &e.previous_id_len, INGEST_ID_MAX, err)))
+            return rc;
+        if (e.previous_id == NULL)
+            return CP_ERR(err, CP_EINVAL, "missing \"previousId\" (alias)");
+        if (!has_user)
+            return CP_ERR(err, CP_EINVAL, "missing \"userId\" (alias)");
+        break;
+    default: break;
+    }
+
+    /* time */
+    int64_t ts = 0, ots = 0, sat = 0, rat = 0;
+    int g_ts, g_ots, g_sat, g_rat;
+    if ((rc = time_field(j, "timestamp", &ts, &g_ts, err)) ||
+        (rc = time_field(j, "originalTimestamp", &ots, &g_ots, err)) ||
+        (rc = time_field(j, "sentAt", &sat, &g_sat, err)) ||
+        (rc = time_field(j, "receivedAt", &rat, &g_rat, err)))
+        return rc;
+    if (!g_sat && sent_at >= 0) {
+        sat = sent_at;
+        g_sat = 1;
+    }
+    int64_t recv = o->received_at_ms > 0 ? o->received_at_ms / 1000 : 0;
+    if (g_rat)
+        recv = rat; /* an import of events Segment already received */
+    e.received_at = recv;
+    if (!g_ts && g_ots) {
+        ts = ots;
+        g_ts = 1;
+    }
+    if (!g_ts) {
+        if (recv == 0)
+            return CP_ERR(err, CP_EINVAL, "missing \"timestamp\" (no receive time to default to)");
+        ts = recv;
+    } else if (g_sat && recv && !o->no_skew_correction && !g_rat) {
+        ts += recv - sat;
+        if (ts > recv)
+            ts = recv;
+    }
+    e.ts = ts;
+
+    /* messageId */
+    if ((rc = text_field(j, "messageId", 0, INGEST_MSGID_MAX, &e.message_id, &e.message_id_len,
+                         err)))
+        return rc;
+    if (e.message_id == NULL) {
+        char *canon = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        if (canon == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+        size_t cl = strlen(canon);
+        const char *tn = ingest_type_name(e.type);
+        uint64_t h1 = cp_hash64(canon, cl, 0x5e6d) ^ cp_hash64(tn, strlen(tn), 1);
+        uint64_t h2 = cp_hash64(canon, cl, 0x17a2);
+        free(canon);
+        char buf[64];
+        int n = snprintf(buf, sizeof buf, "derived:%016llx%016llx", (unsigned long long)h1,
+                         (unsigned long long)h2);
+        e.message_id = cp_arena_strndup(&b->arena, buf, (size_t)n);
+        if (e.message_id == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+        e.message_id_len = (size_t)n;
+        e.message_id_derived = 1;
+    }
+    e.no_dedup = o->no_dedup;
+    e.message_hash = cp_hash64(e.message_id, e.message_id_len, 0x6d736764);
+    if (batch_push(b, &e))
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    return CP_OK;
+}
+
+/* ---------------------------------------------------------------- body */
+
+cp_status segment_parse(ingest_type endpoint, const char *body, size_t len,
+                        const segment_opts_t *o, ingest_batch_t *b, cp_error_t *err)
+{
+    size_t max = endpoint == ING_NONE ? INGEST_BATCH_MAX : INGEST_EVENT_MAX;
+    if (body == NULL)
+        return CP_ERR(err, CP_EINVAL, "empty request body");
+    if (len > max)
+        return CP_ERR(err, CP_ELIMIT, "request body is %zu bytes; the limit is %zu bytes%s", len,
+                      max, endpoint == ING_NONE ? " per batch" : " per event");
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL)
+        return CP_ERR(err, CP_EINVAL, "malformed JSON at byte %d (line %d, column %d): %s",
+                      je.position, je.line, je.column, je.text);
+    json_decref(b->root);
+    b->root = root;
+    if (!json_is_object(root))
+        return CP_ERR(err, CP_EINVAL, "the request body must be a JSON object, got %s",
+                      kind(root));
+    cp_error_t ee;
+    if (endpoint != ING_NONE) {
+        memset(&ee, 0, sizeof ee);
+        cp_status rc = segment_parse_event(root, endpoint, NULL, -1, o, b, &ee);
+        if (rc == CP_ENOMEM)
+            return CP_ERR(err, rc, "out of memory");
+        if (rc) {
+            ingest_batch_reject(b, 0, rc, "%s", ee.message);
+            return CP_ERR(err, CP_EINVAL, "invalid %s event: %s", ingest_type_name(endpoint),
+                          ee.message);
+        }
+        return CP_OK;
+    }
+    const json_t *arr = json_object_get(root, "batch");
+    if (arr == NULL)
+        return CP_ERR(err, CP_EINVAL, "missing \"batch\" (an array of events)");
+    if (!json_is_array(arr))
+        return CP_ERR(err, CP_ETYPE, "\"batch\" must be an array, got %s", kind(arr));
+    const json_t *ctx = json_object_get(root, "context");
+    if (ctx && !json_is_null(ctx) && !json_is_object(ctx))
+        return CP_ERR(err, CP_ETYPE, "\"context\" must be an object, got %s", kind(ctx));
+    if (ctx && json_is_null(ctx))
+        ctx = NULL;
+    int64_t sent = -1;
+    int g;
+    memset(&ee, 0, sizeof ee);
+    if (time_field(root, "sentAt", &sent, &g, &ee))
+        return CP_ERR(err, CP_EINVAL, "batch envelope: %s", ee.message);
+    if (!g)
+        sent = -1;
+    size_t i;
+    json_t *item;
+    json_array_foreach(arr, i, item)
+    {
+        memset(&ee, 0, sizeof ee);
+        cp_status rc = segment_parse_event(item, ING_NONE, ctx, sent, o, b, &ee);
+        if (rc == CP_ENOMEM)
+            return CP_ERR(err, rc, "out of memory");
+        if (rc)
+            ingest_batch_reject(b, i, rc, "%s", ee.message);
+    }
+    if (b->rejected) {
+        b->n = 0;
+        return CP_ERR(err, CP_EINVAL, "%zu of %zu events are invalid; nothing was applied",
+                      b->rejected, json_array_size(arr));
+    }
+    return CP_OK;
+}
