@@ -543,7 +543,9 @@ static int run_synthetic(brun_t *r, uint64_t seed, double *times)
         rc = cli_failf("out of memory (eval engine)");
         goto out;
     }
-    plan_resolver_t res = {&s, s.universe, syn_tag, syn_crowd, syn_attr, syn_value};
+    /* Designated: fields the planner adds later (did() ...) stay NULL/0. */
+    plan_resolver_t res = {.ctx = &s, .universe = s.universe, .tag = syn_tag,
+                           .crowd = syn_crowd, .attr = syn_attr, .value = syn_value};
     floor_ctx_t fl = {{w[0], w[1], w[2], w[3], w[4]}, used, times + r->reps, 0};
     bquery_t *q = r->q;
     int nq = 0;
