@@ -470,8 +470,8 @@ cp_status identity_resolve(store_txn_t *t, const char *const *keys, size_t n,
     if (rc)
         return rc;
 
-    uint32_t orig[IDENTITY_MAX_EVENT_KEYS], root[IDENTITY_MAX_EVENT_KEYS];
-    int known[IDENTITY_MAX_EVENT_KEYS];
+    uint32_t orig[IDENTITY_MAX_EVENT_KEYS] = {0}, root[IDENTITY_MAX_EVENT_KEYS] = {0};
+    int known[IDENTITY_MAX_EVENT_KEYS] = {0};
     uint32_t roots[IDENTITY_MAX_EVENT_KEYS];
     size_t nroots = 0, nunknown = 0;
     for (size_t i = 0; i < n; i++) {
