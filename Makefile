@@ -21,8 +21,12 @@ deps:
 
 # Installs what is missing, builds, writes a demo population and serves it.
 demo: deps build
-	$(BUILD)/crowdpack demo --data $(DEMO_DATA) --users $(DEMO_USERS)
-	@./scripts/demo-banner.sh $(LISTEN)
+	@if [ -f $(DEMO_DATA)/data.mdb ]; then \
+		echo "demo: reusing $(DEMO_DATA) (rm -rf $(DEMO_DATA) for a fresh population)"; \
+	else \
+		$(BUILD)/crowdpack demo --data $(DEMO_DATA) --users $(DEMO_USERS); \
+	fi
+	@BUILD=$(BUILD) ./scripts/demo-banner.sh $(LISTEN) $(DEMO_DATA)
 	$(BUILD)/crowdpack serve --data $(DEMO_DATA) --listen $(LISTEN)
 
 # Installs what is missing, builds, and runs every test: unit, property,

@@ -677,7 +677,7 @@ cp_status identity_record_merge(store_txn_t *t, uint32_t survivor, uint32_t abso
     if ((rc = members_get(t, absorbed, &mem, err)))
         goto out;
 
-    uint64_t id;
+    uint64_t id = 0;
     if ((rc = next_merge_id(t, &id, err)))
         goto out;
     int64_t when = info->time_ms ? info->time_ms : cp_now_ms();
