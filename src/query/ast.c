@@ -222,7 +222,19 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
                same_double(a->near.lon, b->near.lon) &&
                same_double(a->near.radius, b->near.radius) && a->near.unit == b->near.unit;
     case EXPR_DID:
-        return 0; /* never built yet */
+        if (!same_name(a->name, b->name) || a->nvalues != b->nvalues || a->op != b->op ||
+            a->did.window != b->did.window || (a->op != 0 && a->did.count != b->did.count))
+            return 0;
+        if (a->did.window == DID_LAST && a->did.last_days != b->did.last_days)
+            return 0;
+        if (a->did.window == DID_BETWEEN &&
+            (a->did.from != b->did.from || a->did.to != b->did.to))
+            return 0;
+        for (size_t i = 0; i < a->nvalues; i++)
+            if (!same_name(a->did.props[i], b->did.props[i]) ||
+                !same_value(&a->values[i], &b->values[i]))
+                return 0;
+        return 1;
     }
     return 0;
 }

@@ -28,8 +28,18 @@ typedef enum expr_kind {
     EXPR_BETWEEN,   /* attr BETWEEN a AND b -> name, values[0], values[1] (inclusive) */
     EXPR_IN,        /* attr IN (v, ...)    -> name, values[0..nvalues) */
     EXPR_NEAR,      /* near(lat, lon, R unit) -> near */
-    EXPR_DID,       /* did(...) — reserved for event intake; parsed later */
+    EXPR_DID,       /* did(EVENT, filters, window) [op COUNT] -> name (the event),
+                     * did.props[i] = values[i] (nvalues filters), did.window,
+                     * op + did.count (op 0: no comparison, "at least once") */
 } expr_kind;
+
+/* did() windows: all time, the last N days up to the as-of day, or
+ * BETWEEN two UTC days (both inclusive). */
+typedef enum expr_did_window { DID_ALL_TIME = 0, DID_LAST, DID_BETWEEN } expr_did_window;
+
+#define EXPR_DID_MAX_FILTERS 8     /* property filters the language accepts in one did() */
+#define EXPR_DID_MAX_DAYS 36600    /* longest `last N` window (about 100 years) */
+#define EXPR_DID_NAME_MAX 255      /* bytes of an event or property name */
 
 typedef enum expr_op { OP_EQ = 1, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE } expr_op;
 
@@ -55,14 +65,21 @@ struct expr_node {
     expr_kind kind;
     int line, column;          /* 1-based position in the text form (0 if from JSON) */
     const char *name;          /* TAG path, CROWD name, attribute name */
-    expr_op op;                /* EXPR_CMP */
-    expr_value_t *values;      /* EXPR_CMP (1), EXPR_BETWEEN (2), EXPR_IN (n) */
+    expr_op op;                /* EXPR_CMP; EXPR_DID (0 = no count comparison) */
+    expr_value_t *values;      /* EXPR_CMP (1), EXPR_BETWEEN (2), EXPR_IN (n), EXPR_DID (filters) */
     size_t nvalues;
     struct {
         double lat, lon;
         double radius;         /* in `unit` as written */
         geo_unit unit;
     } near;                    /* EXPR_NEAR */
+    struct {
+        const char **props;    /* filter property names [nvalues]; values[i] is props[i]'s */
+        expr_did_window window;
+        int32_t last_days;     /* DID_LAST: N (weeks are written back as 7N days) */
+        int32_t from, to;      /* DID_BETWEEN: days since 1970-01-01 UTC, from <= to */
+        int64_t count;         /* compared with `op` when op != 0; >= 0 */
+    } did;                     /* EXPR_DID */
     expr_node_t **args;        /* EXPR_AND / EXPR_OR (>= 2), EXPR_NOT (1) */
     size_t nargs;
 };

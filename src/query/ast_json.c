@@ -8,6 +8,9 @@
  *   {"attr": "age", "between": [25, 40]}
  *   {"attr": "gender", "in": ["female", "male"]}
  *   {"near": {"lat": 23.02, "lon": 113.12, "radius": 10, "unit": "km", "attr": "loc"}}
+ *   {"did": {"event": "purchase", "where": {"stock_code": "85123A"},
+ *            "last_days": 90 | "between": ["2011-01-01", "2011-06-30"],
+ *            "op": ">=", "count": 3}}      (where, window and op + count optional)
  *
  * The decoder is strict (unknown keys, wrong types and missing keys are
  * errors naming the JSON path) and builds exactly the tree the text parser
@@ -110,8 +113,28 @@ json_t *expr_to_json(const expr_node_t *n)
         in = with(in, "unit", json_string(n->near.unit == UNIT_KM ? "km" : "m"));
         return with(json_object(), "near", in);
     }
-    case EXPR_DID:
-        return NULL;
+    case EXPR_DID: {
+        json_t *in = with(json_object(), "event", json_string(n->name));
+        if (n->nvalues > 0) {
+            json_t *w = json_object();
+            for (size_t i = 0; w && i < n->nvalues; i++)
+                w = with(w, n->did.props[i], value_to_json(&n->values[i]));
+            in = with(in, "where", w);
+        }
+        if (n->did.window == DID_LAST) {
+            in = with(in, "last_days", json_integer(n->did.last_days));
+        } else if (n->did.window == DID_BETWEEN) {
+            char a[40], b[40];
+            cp_time_format((int64_t)n->did.from * 86400, a, sizeof a);
+            cp_time_format((int64_t)n->did.to * 86400, b, sizeof b);
+            in = with(in, "between", json_pack("[s#,s#]", a, (int)10, b, (int)10));
+        }
+        if (n->op != 0) {
+            in = with(in, "op", json_string(expr__op_text(n->op)));
+            in = with(in, "count", json_integer((json_int_t)n->did.count));
+        }
+        return with(json_object(), "did", in);
+    }
     }
     return NULL;
 }
@@ -346,14 +369,138 @@ static cp_status jnear(jctx_t *c, const json_t *j, expr_node_t *n)
     return CP_OK;
 }
 
-static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
+/* j["op"] as an operator. */
+static cp_status jop(jctx_t *c, const json_t *j, expr_op *out)
 {
-    static const char *const keys[] = {"attr", "op", "value", "between", "in", NULL};
     static const struct {
         const char *s;
         expr_op op;
     } ops[] = {{"=", OP_EQ}, {"==", OP_EQ}, {"!=", OP_NE}, {"<>", OP_NE},
                {"<", OP_LT}, {"<=", OP_LE}, {">", OP_GT},  {">=", OP_GE}};
+    const json_t *o = json_object_get(j, "op");
+    const char *s = json_string_value(o);
+    size_t old = push_key(c, "op");
+    size_t i = 0;
+    while (s && i < CP_ARRAY_LEN(ops) &&
+           !(strcmp(ops[i].s, s) == 0 && strlen(s) == json_string_length(o)))
+        i++;
+    if (s == NULL || i == CP_ARRAY_LEN(ops))
+        return jerr(c, CP_EINVAL, "expected one of \"=\", \"!=\", \"<\", \"<=\", \">\", \">=\"");
+    pop(c, old);
+    *out = ops[i].op;
+    return CP_OK;
+}
+
+/* A "YYYY-MM-DD" string as days. */
+static cp_status jday(jctx_t *c, const json_t *v, int32_t *day)
+{
+    if (!json_is_string(v) ||
+        expr__parse_day(json_string_value(v), json_string_length(v), day) != 0)
+        return jerr(c, CP_EINVAL, "expected a date \"YYYY-MM-DD\"");
+    return CP_OK;
+}
+
+static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
+{
+    static const char *const keys[] = {"event", "where", "last_days", "between", "op", "count",
+                                       NULL};
+    cp_status st;
+    size_t old = push_key(c, "did");
+    if (!json_is_object(j))
+        return jerr(c, CP_EINVAL, "expected an object {\"event\", ...}");
+    if ((st = jkeys(c, j, keys)) != CP_OK ||
+        (st = jname(c, j, "event", "an event name", &n->name)) != CP_OK)
+        return st;
+    if (strlen(n->name) > EXPR_DID_NAME_MAX) {
+        push_key(c, "event");
+        return jerr(c, CP_ELIMIT, "event name longer than %d bytes", EXPR_DID_NAME_MAX);
+    }
+    const json_t *w = json_object_get(j, "where");
+    if (w != NULL) {
+        size_t o2 = push_key(c, "where");
+        size_t nf = json_is_object(w) ? json_object_size(w) : 0;
+        if (!json_is_object(w))
+            return jerr(c, CP_EINVAL, "expected an object {\"property\": value, ...}");
+        if (nf > EXPR_DID_MAX_FILTERS)
+            return jerr(c, CP_ELIMIT, "more than %d property filters", EXPR_DID_MAX_FILTERS);
+        if (nf > 0) {
+            n->did.props = cp_arena_alloc(&c->e->arena, nf * sizeof *n->did.props);
+            n->values = cp_arena_alloc(&c->e->arena, nf * sizeof *n->values);
+            if (n->did.props == NULL || n->values == NULL)
+                return jnomem(c);
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)w, key, v)
+        {
+            size_t klen = strlen(key);
+            if (!expr__is_ident(key, klen) || klen > EXPR_DID_NAME_MAX)
+                return jerr(c, CP_EINVAL,
+                            "'%.64s' is not a valid property name (letters, digits and '_', "
+                            "not starting with a digit, not a keyword)",
+                            key);
+            size_t o3 = push_key(c, key);
+            expr_value_t *val = &n->values[n->nvalues];
+            if ((st = jvalue(c, v, val)) != CP_OK)
+                return st;
+            if (val->kind == VAL_REAL)
+                return jerr(c, CP_EINVAL, "expected a string, integer or boolean");
+            if (val->kind == VAL_STRING && val->slen > EXPR_DID_NAME_MAX)
+                return jerr(c, CP_ELIMIT, "value longer than %d bytes", EXPR_DID_NAME_MAX);
+            pop(c, o3);
+            if ((n->did.props[n->nvalues] = cp_arena_strndup(&c->e->arena, key, klen)) == NULL)
+                return jnomem(c);
+            n->nvalues++;
+        }
+        pop(c, o2);
+    }
+    const json_t *last = json_object_get(j, "last_days"), *btw = json_object_get(j, "between");
+    if (last != NULL && btw != NULL)
+        return jerr(c, CP_EINVAL, "use only one of \"last_days\" and \"between\"");
+    if (last != NULL) {
+        size_t o2 = push_key(c, "last_days");
+        if (!json_is_integer(last) || json_integer_value(last) < 1 ||
+            json_integer_value(last) > EXPR_DID_MAX_DAYS)
+            return jerr(c, CP_EINVAL, "expected a whole number of days from 1 to %d",
+                        EXPR_DID_MAX_DAYS);
+        n->did.window = DID_LAST;
+        n->did.last_days = (int32_t)json_integer_value(last);
+        pop(c, o2);
+    }
+    if (btw != NULL) {
+        size_t o2 = push_key(c, "between");
+        if (!json_is_array(btw) || json_array_size(btw) != 2)
+            return jerr(c, CP_EINVAL, "expected an array of 2 dates [\"YYYY-MM-DD\", ...]");
+        for (size_t i = 0; i < 2; i++) {
+            size_t o3 = push_index(c, i);
+            if ((st = jday(c, json_array_get(btw, i), i ? &n->did.to : &n->did.from)) != CP_OK)
+                return st;
+            pop(c, o3);
+        }
+        if (n->did.from > n->did.to)
+            return jerr(c, CP_EINVAL, "the window starts after it ends");
+        n->did.window = DID_BETWEEN;
+        pop(c, o2);
+    }
+    const json_t *op = json_object_get(j, "op"), *count = json_object_get(j, "count");
+    if ((op == NULL) != (count == NULL))
+        return jerr(c, CP_EINVAL, "\"op\" and \"count\" go together");
+    if (op != NULL) {
+        if ((st = jop(c, j, &n->op)) != CP_OK)
+            return st;
+        size_t o2 = push_key(c, "count");
+        if (!json_is_integer(count) || json_integer_value(count) < 0)
+            return jerr(c, CP_EINVAL, "expected a whole number >= 0");
+        n->did.count = (int64_t)json_integer_value(count);
+        pop(c, o2);
+    }
+    pop(c, old);
+    return CP_OK;
+}
+
+static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
+{
+    static const char *const keys[] = {"attr", "op", "value", "between", "in", NULL};
     cp_status st;
     if ((st = jkeys(c, j, keys)) != CP_OK ||
         (st = jname(c, j, "attr", "an attribute name", &n->name)) != CP_OK)
@@ -371,19 +518,10 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
         return jerr(c, CP_EINVAL, "use only one of \"op\", \"between\" and \"in\"");
     }
     if (has_op) {
-        const json_t *o = json_object_get(j, "op");
-        const char *s = json_string_value(o);
-        size_t old = push_key(c, "op");
-        size_t i = 0;
-        while (s && i < CP_ARRAY_LEN(ops) &&
-               !(strcmp(ops[i].s, s) == 0 && strlen(s) == json_string_length(o)))
-            i++;
-        if (s == NULL || i == CP_ARRAY_LEN(ops))
-            return jerr(c, CP_EINVAL,
-                        "expected one of \"=\", \"!=\", \"<\", \"<=\", \">\", \">=\"");
-        pop(c, old);
+        if ((st = jop(c, j, &n->op)) != CP_OK)
+            return st;
         n->kind = EXPR_CMP;
-        n->op = ops[i].op;
+        size_t old;
         n->values = cp_arena_alloc(&c->e->arena, sizeof *n->values);
         if (n->values == NULL)
             return jnomem(c);
@@ -402,7 +540,8 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
     return jvalues(c, j, "in", 1, SIZE_MAX, "a non-empty array of values", n);
 }
 
-static const char *const node_kinds[] = {"all", "and", "or", "not", "tag", "crowd", "near", "attr"};
+static const char *const node_kinds[] = {"all",  "and",  "or",   "not", "tag",
+                                         "crowd", "near", "attr", "did"};
 
 /*
  * One node at nesting `depth` (the root is 1). The recursion is bounded by
@@ -438,7 +577,7 @@ static cp_status jnode(jctx_t *c, const json_t *j, int depth, expr_node_t **out,
         }
         return jerr(c, CP_EINVAL,
                     "empty object, expected one of the keys all, and, or, not, tag, crowd, near, "
-                    "attr");
+                    "attr, did");
     }
     if (strcmp(kind, "attr") != 0) {
         const char *const only[] = {kind, NULL};
@@ -505,6 +644,10 @@ static cp_status jnode(jctx_t *c, const json_t *j, int depth, expr_node_t **out,
     if (strcmp(kind, "near") == 0) {
         n->kind = EXPR_NEAR;
         return jnear(c, v, n);
+    }
+    if (strcmp(kind, "did") == 0) {
+        n->kind = EXPR_DID;
+        return jdid(c, v, n);
     }
     return jattr(c, j, n);
 }

@@ -12,6 +12,8 @@
  *    temporary buffer (ranges on a BSI, sub-expressions), checking for an
  *    empty running result before each expensive term;
  *  - an OR loads its first present term and ORs the others in;
+ *  - a did() term sums the counts of its window's days for the chunk
+ *    (beh_window_chunk, with its accumulator in the scratch);
  *  - the count is the sum of the per-chunk popcounts, plan_eval appends
  *    every non-empty chunk to the output bitmap.
  *
@@ -45,6 +47,8 @@ struct scratch {
     uint64_t *bufs; /* nbufs * CP_CHUNK_WORDS, 64-byte aligned */
     int nbufs;
     uint64_t *bsi;      /* 3 * CP_CHUNK_WORDS for bsi_range_chunk */
+    uint64_t *beh;      /* beh_window_chunk scratch (kept zeroed), behwords */
+    size_t behwords;
     int32_t *cursors;   /* per leaf slot */
     bm_chunk_t *chunks; /* per leaf slot: the container found this chunk */
     int32_t nslots;
@@ -83,14 +87,26 @@ static void scratch_free(scratch_t *s)
         return;
     free(s->bufs);
     free(s->bsi);
+    free(s->beh);
     free(s->cursors);
     free(s->chunks);
     free(s);
 }
 
-/* Grows `s` to hold a plan of `nbufs` levels and `nslots` leaves. */
-static cp_status scratch_reserve(scratch_t *s, int nbufs, int32_t nslots)
+/* Grows `s` to hold a plan of `nbufs` levels, `nslots` leaves and did()
+ * terms needing `behwords` words. */
+static cp_status scratch_reserve(scratch_t *s, int nbufs, int32_t nslots, size_t behwords)
 {
+    if (behwords > s->behwords) {
+        /* Zeroed once: beh_window_chunk leaves it zeroed after every call. */
+        uint64_t *w = aligned_alloc(64, behwords * sizeof(uint64_t));
+        if (w == NULL)
+            return CP_ENOMEM;
+        memset(w, 0, behwords * sizeof(uint64_t));
+        free(s->beh);
+        s->beh = w;
+        s->behwords = behwords;
+    }
     if (s->bsi == NULL) {
         s->bsi = aligned_alloc(64, 3 * CP_CHUNK_WORDS * sizeof(uint64_t));
         if (s->bsi == NULL)
@@ -141,7 +157,7 @@ static cp_status scratch_get(eval_engine_t *e, const plan_t *p, scratch_t **out)
             pthread_mutex_unlock(&e->mu);
         }
     }
-    cp_status st = scratch_reserve(s, p->height + 1, p->nleaves);
+    cp_status st = scratch_reserve(s, p->height + 1, p->nleaves, p->beh_words);
     if (st != CP_OK) {
         /* keep what was allocated for the next query */
         if (e != NULL) {
@@ -205,6 +221,8 @@ static int eval_into(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level
     case PN_RANGE:
         bsi_range_chunk(n->bsi, x->key, n->lo, n->hi, dst, x->s->bsi);
         return 1;
+    case PN_DID:
+        return beh_window_chunk(&n->win, x->key, n->cmp, n->k, dst, x->s->beh);
     default:
         return eval_node(x, n, dst, level);
     }

@@ -118,5 +118,14 @@ void lexer_pos(lexer_t *lx, size_t off, int *line, int *column);
 void lexer_describe(const lexer_t *lx, const tok_t *t, char *buf, size_t cap);
 /* Offset of the next non-blank byte at or after `off`. */
 size_t lexer_skip_blank(const lexer_t *lx, size_t off);
+/*
+ * did() dates: if the current token (an integer) begins a bare date
+ * YYYY-MM-DD that no letter, digit, '.' or ':' continues, re-reads those 10
+ * bytes as one token: *found = 1, *day = days since 1970-01-01, and the next
+ * token is read. Otherwise *found = 0 and nothing changes.
+ */
+cp_status lexer_take_date(lexer_t *lx, int *found, int32_t *day, cp_error_t *err);
+/* Days since 1970-01-01 of exactly "YYYY-MM-DD" (10 bytes); -1 if not a date. */
+int expr__parse_day(const char *s, size_t len, int32_t *day);
 
 #endif /* CP_QUERY_EXPR_INT_H */

@@ -487,3 +487,37 @@ cp_status lexer_next(lexer_t *lx, cp_error_t *err)
     lx->pos += t->len;
     return CP_OK;
 }
+
+int expr__parse_day(const char *s, size_t len, int32_t *day)
+{
+    int64_t secs;
+    if (len != 10 || s[4] != '-' || s[7] != '-' || cp_time_parse(s, len, &secs) != 0)
+        return -1;
+    *day = (int32_t)(secs / 86400); /* midnight: exact for negative days too */
+    return 0;
+}
+
+cp_status lexer_take_date(lexer_t *lx, int *found, int32_t *day, cp_error_t *err)
+{
+    const tok_t *t = &lx->tok;
+    const char *s = lx->src + t->off;
+    size_t avail = lx->len - t->off;
+    *found = 0;
+    if (t->kind != TOK_INT || t->len != 4 || avail < 10)
+        return CP_OK;
+    for (size_t i = 0; i < 10; i++) {
+        int want_dash = i == 4 || i == 7;
+        if (want_dash ? s[i] != '-' : !is_digit((unsigned char)s[i]))
+            return CP_OK;
+    }
+    if (avail > 10 && (is_word_char((unsigned char)s[10]) || s[10] == '.' || s[10] == ':'))
+        return CP_OK;
+    if (expr__parse_day(s, 10, day) != 0) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "invalid date '%.10s'", s);
+        return err_at(lx, err, CP_EINVAL, t->off, msg);
+    }
+    *found = 1;
+    lx->pos = t->off + 10;
+    return lexer_next(lx, err);
+}

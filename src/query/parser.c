@@ -6,7 +6,9 @@
  *   or      := and { OR and }
  *   and     := unary { AND unary }
  *   unary   := NOT unary | primary
- *   primary := '(' expr ')' | ALL | tag:PATH | crowd:NAME | near | cmp
+ *   primary := '(' expr ')' | ALL | tag:PATH | crowd:NAME | near | did | cmp
+ *   did     := did '(' EVENT { ',' name '=' value } [ ',' window ] ')' [ op COUNT ]
+ *   window  := last N (d|w) | BETWEEN date AND date      (date: YYYY-MM-DD, bare or quoted)
  *
  * Recursive descent whose recursion is bounded: every '(' and NOT counts
  * one nesting level and the parser refuses to go past CP_EXPR_MAX_DEPTH
@@ -425,6 +427,232 @@ static cp_status parse_near(parser_t *p, expr_node_t **out)
     return CP_OK;
 }
 
+/* ----------------------------------------------------------------- did() */
+
+/* Whether the next non-blank byte after the current token starts a
+ * comparison operator (so `last = 3` is a filter on a property named last). */
+static int followed_by_op(const parser_t *p)
+{
+    size_t off = lexer_skip_blank(&p->lx, TOK->off + TOK->len);
+    if (off >= p->lx.len)
+        return 0;
+    char c = p->lx.src[off];
+    return c == '=' || c == '!' || c == '<' || c == '>';
+}
+
+/* A did() date: bare YYYY-MM-DD or the same quoted. */
+static cp_status parse_day(parser_t *p, const char *what, int32_t *day)
+{
+    int found = 0;
+    cp_status st;
+    tok_t t = *TOK;
+    if (TOK->kind == TOK_STRING) {
+        if (expr__parse_day(TOK->s, TOK->slen, day) != 0) {
+            char found_s[96];
+            describe(p, TOK, found_s, sizeof found_s);
+            return perr(p, CP_EINVAL, TOK->line, TOK->column,
+                        "expected a date YYYY-MM-DD as the %s, found %s", what, found_s);
+        }
+        return advance(p);
+    }
+    if ((st = lexer_take_date(&p->lx, &found, day, p->err)) != CP_OK)
+        return st;
+    if (!found) {
+        char e[80];
+        snprintf(e, sizeof e, "a date YYYY-MM-DD as the %s", what);
+        return err_expected(p, e);
+    }
+    t.len = 10;
+    p->prev = t;
+    return CP_OK;
+}
+
+/* last N d | last N w; TOK is the word last. */
+static cp_status parse_last(parser_t *p, expr_node_t *n)
+{
+    cp_status st;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    tok_t num = *TOK;
+    if (num.kind != TOK_INT || num.overflow || num.i < 1) {
+        if (num.kind == TOK_INT || num.kind == TOK_REAL) {
+            char found[96];
+            describe(p, &num, found, sizeof found);
+            return perr(p, CP_EINVAL, num.line, num.column,
+                        "the window 'last N' needs a whole number of days N >= 1, found %s",
+                        found);
+        }
+        return err_expected(p, "a number of days (last 30d)");
+    }
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    int64_t mult;
+    if (is_kw(p, TOK, "d"))
+        mult = 1;
+    else if (is_kw(p, TOK, "w"))
+        mult = 7;
+    else
+        return err_expected(p, "a unit 'd' (days) or 'w' (weeks)");
+    if (num.i > EXPR_DID_MAX_DAYS / mult)
+        return perr(p, CP_ELIMIT, num.line, num.column,
+                    "the window 'last %lld%s' is longer than %d days", (long long)num.i,
+                    mult == 1 ? "d" : "w", EXPR_DID_MAX_DAYS);
+    n->did.window = DID_LAST;
+    n->did.last_days = (int32_t)(num.i * mult);
+    return advance(p);
+}
+
+/* BETWEEN date AND date; TOK is the word between. */
+static cp_status parse_window_between(parser_t *p, expr_node_t *n)
+{
+    cp_status st;
+    tok_t first;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    first = *TOK;
+    if ((st = parse_day(p, "start of the window", &n->did.from)) != CP_OK)
+        return st;
+    if (!is_kw(p, TOK, "and")) {
+        static const char *const c[] = {"AND", NULL};
+        return err_expected_kw(p, "AND between the dates of BETWEEN", c);
+    }
+    if ((st = advance(p)) != CP_OK || (st = parse_day(p, "end of the window", &n->did.to)) != CP_OK)
+        return st;
+    if (n->did.from > n->did.to)
+        return perr(p, CP_EINVAL, first.line, first.column,
+                    "the window starts after it ends (BETWEEN takes the earlier date first)");
+    n->did.window = DID_BETWEEN;
+    return CP_OK;
+}
+
+/* did '(' EVENT {',' prop '=' value} [',' window] ')' [op COUNT]; TOK is did. */
+static cp_status parse_did(parser_t *p, expr_node_t **out)
+{
+    tok_t kw = *TOK;
+    cp_status st;
+    const char *props[EXPR_DID_MAX_FILTERS];
+    expr_value_t vals[EXPR_DID_MAX_FILTERS];
+    size_t nf = 0;
+    char found[96];
+    expr_node_t *n = expr__node(p->e, EXPR_DID, kw.line, kw.column);
+    if (n == NULL)
+        return nomem(p);
+    if ((st = advance(p)) != CP_OK) /* now '(' (checked by the caller) */
+        return st;
+    tok_t open = *TOK;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind == TOK_WORD && !is_keyword_tok(p, TOK)) {
+        n->name = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+    } else if (TOK->kind == TOK_STRING) {
+        if (TOK->slen == 0 || memchr(TOK->s, '\0', TOK->slen) != NULL)
+            return perr(p, CP_EINVAL, TOK->line, TOK->column,
+                        "an event name must be non-empty and without \\u0000");
+        n->name = TOK->s;
+    } else {
+        return err_expected(p, "an event name (a word or a quoted string)");
+    }
+    if (n->name == NULL)
+        return nomem(p);
+    if (strlen(n->name) > EXPR_DID_NAME_MAX)
+        return perr(p, CP_ELIMIT, TOK->line, TOK->column, "event name longer than %d bytes",
+                    EXPR_DID_NAME_MAX);
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    while (TOK->kind == TOK_COMMA && n->did.window == DID_ALL_TIME) {
+        if ((st = advance(p)) != CP_OK)
+            return st;
+        if (is_kw(p, TOK, "last") && !followed_by_op(p)) {
+            if ((st = parse_last(p, n)) != CP_OK)
+                return st;
+            continue;
+        }
+        if (is_kw(p, TOK, "between")) {
+            if ((st = parse_window_between(p, n)) != CP_OK)
+                return st;
+            continue;
+        }
+        if (TOK->kind != TOK_WORD || is_keyword_tok(p, TOK))
+            return err_expected(p, "a property filter (name = value), 'last N d' or BETWEEN");
+        tok_t name = *TOK;
+        if (nf == EXPR_DID_MAX_FILTERS)
+            return perr(p, CP_ELIMIT, name.line, name.column,
+                        "more than %d property filters in did()", EXPR_DID_MAX_FILTERS);
+        if (name.len > EXPR_DID_NAME_MAX)
+            return perr(p, CP_ELIMIT, name.line, name.column,
+                        "property name longer than %d bytes", EXPR_DID_NAME_MAX);
+        for (size_t i = 0; i < nf; i++)
+            if (strlen(props[i]) == name.len &&
+                memcmp(props[i], p->lx.src + name.off, name.len) == 0)
+                return perr(p, CP_EINVAL, name.line, name.column,
+                            "property \"%s\" is filtered twice in did()", props[i]);
+        if ((props[nf] = cp_arena_strndup(&p->e->arena, p->lx.src + name.off, name.len)) ==
+            NULL)
+            return nomem(p);
+        if ((st = advance(p)) != CP_OK)
+            return st;
+        if (TOK->kind != TOK_OP || TOK->op != OP_EQ) {
+            if (TOK->kind == TOK_OP)
+                return perr(p, CP_ESYNTAX, TOK->line, TOK->column,
+                            "did() filters compare with '=' only (%s = value)", props[nf]);
+            describe(p, &name, found, sizeof found);
+            char what[160];
+            snprintf(what, sizeof what, "'=' after the property %s", found);
+            return err_expected_kw(p, what, NULL);
+        }
+        if ((st = advance(p)) != CP_OK)
+            return st;
+        tok_t vt = *TOK;
+        if ((st = parse_value(p, &vals[nf])) != CP_OK)
+            return st;
+        if (vals[nf].kind == VAL_REAL)
+            return perr(p, CP_EINVAL, vt.line, vt.column,
+                        "did() filter values are strings, integers or booleans, not %.*s",
+                        (int)(vt.len > 32 ? 32 : vt.len), p->lx.src + vt.off);
+        if (vals[nf].kind == VAL_STRING && vals[nf].slen > EXPR_DID_NAME_MAX)
+            return perr(p, CP_ELIMIT, vt.line, vt.column,
+                        "did() filter value longer than %d bytes", EXPR_DID_NAME_MAX);
+        nf++;
+    }
+    if (TOK->kind != TOK_RPAREN) {
+        char what[120];
+        snprintf(what, sizeof what, "%s to close did( at %d:%d",
+                 n->did.window != DID_ALL_TIME ? "')' (the window comes last)" : "',' or ')'",
+                 open.line, open.column);
+        return err_expected_kw(p, what, NULL);
+    }
+    if (nf > 0) {
+        n->did.props = cp_arena_alloc(&p->e->arena, nf * sizeof *n->did.props);
+        n->values = cp_arena_alloc(&p->e->arena, nf * sizeof *n->values);
+        if (n->did.props == NULL || n->values == NULL)
+            return nomem(p);
+        memcpy(n->did.props, props, nf * sizeof *props);
+        memcpy(n->values, vals, nf * sizeof *vals);
+        n->nvalues = nf;
+    }
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind == TOK_OP) {
+        n->op = TOK->op;
+        if ((st = advance(p)) != CP_OK)
+            return st;
+        const tok_t *t = TOK;
+        if (t->kind != TOK_INT || t->glued || t->overflow || t->i < 0) {
+            if (t->kind == TOK_INT || t->kind == TOK_REAL) {
+                describe(p, t, found, sizeof found);
+                return perr(p, CP_EINVAL, t->line, t->column,
+                            "a did() count is a whole number >= 0, found %s", found);
+            }
+            return err_expected(p, "a count (a whole number >= 0)");
+        }
+        n->did.count = t->i;
+        if ((st = advance(p)) != CP_OK)
+            return st;
+    }
+    *out = n;
+    return CP_OK;
+}
+
 static cp_status parse_or(parser_t *p, expr_node_t **out, int *depth);
 static cp_status parse_unary(parser_t *p, expr_node_t **out, int *depth);
 
@@ -479,7 +707,9 @@ static cp_status parse_primary(parser_t *p, expr_node_t **out, int *depth)
         if (followed_by_paren(p)) {
             if (is_kw(p, &t, "near"))
                 return parse_near(p, out);
-            if (is_kw(p, &t, "did") || is_kw(p, &t, "within"))
+            if (is_kw(p, &t, "did"))
+                return parse_did(p, out);
+            if (is_kw(p, &t, "within"))
                 return perr(p, CP_ESYNTAX, t.line, t.column, "%.*s() is not supported yet",
                             (int)t.len, p->lx.src + t.off);
         }

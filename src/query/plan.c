@@ -30,7 +30,8 @@
  *
  * Estimates are upper bounds: bitmap leaves are exact, ranges are bounded
  * by the users having a value, an AND by its smallest positive term, an OR
- * by the sum, a complement by the universe.
+ * by the sum, a complement by the universe; did() by the users in its
+ * window's days (the universe when users who never did it match).
  */
 #include <math.h>
 #include <stdio.h>
@@ -799,6 +800,131 @@ static cp_status plan_near(builder_t *b, const expr_node_t *n, pnode_t **out)
     return mk_bitmap(b, bm, out);
 }
 
+/* The as-of day of the resolver: 0 or INT32_MIN mean today (UTC). */
+static int32_t as_of_day(const plan_resolver_t *r)
+{
+    if (r->as_of_day != 0 && r->as_of_day != INT32_MIN)
+        return r->as_of_day;
+    return beh_day_of(cp_now_ms() / 1000);
+}
+
+/*
+ * did(): resolves the series, turns the window into days [d0, d1] ending
+ * at the as-of day at the latest, and leaves a PN_DID evaluated chunk by
+ * chunk by beh_window_chunk. Sums are compared for every user, 0 for those
+ * who never did it, so `= 0`, `< k`, `<= k` and `!= k` include them (the
+ * root clips to the universe); with no data in the window the node folds
+ * to all or nothing.
+ */
+static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    beh_prop_t f[BEH_MAX_FILTERS];
+    char num[BEH_MAX_FILTERS][24];
+    const beh_t *beh = NULL;
+    uint32_t series = BEH_NO_SERIES;
+    size_t bad = SIZE_MAX;
+    if (n->name == NULL || (n->nvalues > 0 && (n->values == NULL || n->did.props == NULL)))
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did() without an event");
+    if (n->nvalues > BEH_MAX_FILTERS)
+        return CP_ERR_AT(b->err, CP_ELIMIT, n->line, n->column,
+                         "did(%s, ...) filters on %zu properties; at most %d can be combined",
+                         n->name, n->nvalues, BEH_MAX_FILTERS);
+    for (size_t i = 0; i < n->nvalues; i++) {
+        const expr_value_t *v = &n->values[i];
+        f[i].name = n->did.props[i];
+        f[i].nlen = f[i].name ? strlen(f[i].name) : 0;
+        switch (v->kind) {
+        case VAL_STRING:
+            f[i].value = v->s ? v->s : "";
+            f[i].vlen = v->s ? v->slen : 0;
+            break;
+        case VAL_INT:
+            f[i].vlen = (size_t)snprintf(num[i], sizeof num[i], "%lld", (long long)v->i);
+            f[i].value = num[i];
+            break;
+        case VAL_BOOL:
+            f[i].value = v->i ? "true" : "false";
+            f[i].vlen = v->i ? 4 : 5;
+            break;
+        default:
+            return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                             "did(%s): the filter on \"%s\" must be a string, integer or "
+                             "boolean",
+                             n->name, f[i].name ? f[i].name : "");
+        }
+    }
+    cp_status st =
+        b->r->did ? b->r->did(b->r->ctx, n->name, f, n->nvalues, &beh, &series, &bad)
+                  : CP_ENOTFOUND;
+    if (st == CP_ENOTFOUND)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "unknown event \"%s\"", n->name);
+    if (st == CP_EINVAL && bad < n->nvalues)
+        return CP_ERR_AT(b->err, st, n->line, n->column,
+                         "property \"%s\" of event \"%s\" is not indexed, so did() cannot "
+                         "filter on it: add it to the indexed event properties (only events "
+                         "recorded after that are indexed)",
+                         f[bad].name, n->name);
+    if (st != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "did(%s): %s", n->name,
+                         cp_strerror(st));
+    if (beh == NULL)
+        series = BEH_NO_SERIES;
+
+    int64_t as_of = as_of_day(b->r), d0, d1 = as_of;
+    switch (n->did.window) {
+    case DID_ALL_TIME:
+        d0 = INT32_MIN;
+        break;
+    case DID_LAST:
+        if (n->did.last_days < 1)
+            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                             "did(%s): a window of %d days", n->name, (int)n->did.last_days);
+        d0 = as_of - n->did.last_days + 1;
+        break;
+    case DID_BETWEEN:
+        d0 = n->did.from;
+        if (n->did.to < d1)
+            d1 = n->did.to;
+        break;
+    default:
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did(%s): unknown window %d",
+                         n->name, (int)n->did.window);
+    }
+    if (d0 < INT32_MIN)
+        d0 = INT32_MIN;
+
+    beh_cmp cmp = BEH_GE;
+    uint64_t k = 1;
+    if (n->op != 0) {
+        if (n->did.count < 0)
+            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                             "did(%s): a count of %lld", n->name, (long long)n->did.count);
+        static const beh_cmp map[] = {0, BEH_EQ, BEH_NE, BEH_LT, BEH_LE, BEH_GT, BEH_GE};
+        if ((unsigned)n->op >= CP_ARRAY_LEN(map) || map[n->op] == 0)
+            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "unknown operator %d",
+                             (int)n->op);
+        cmp = map[n->op];
+        k = (uint64_t)n->did.count;
+    }
+    pnode_t *x = node_new(b, PN_DID);
+    if (x == NULL)
+        return oom(b);
+    beh_window_init(beh, series, (int32_t)d0, (int32_t)d1, &x->win);
+    int zero = beh_cmp_zero(cmp, k);
+    if (x->win.ncells == 0 || (cmp == BEH_GE && k == 0) || (cmp == BEH_LT && k == 0))
+        return zero ? mk_all(b, out) : mk_empty(b, out);
+    x->cmp = cmp;
+    x->k = k;
+    x->est = beh_window_estimate(&x->win, cmp, k);
+    if (x->est > b->ucard)
+        x->est = b->ucard;
+    size_t words = beh_window_scratch_words(&x->win);
+    if (words > b->p->beh_words)
+        b->p->beh_words = words;
+    *out = x;
+    return CP_OK;
+}
+
 static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **out)
 {
     cp_status st = CP_OK;
@@ -821,7 +947,7 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
     case EXPR_NEAR:
         return plan_near(b, n, out);
     case EXPR_DID:
-        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did() is not supported yet");
+        return plan_did(b, n, out);
     case EXPR_NOT: {
         pnode_t *x = NULL;
         if (n->nargs != 1 || n->args == NULL)
@@ -985,6 +1111,11 @@ static cp_status describe(const pnode_t *n, cp_buf_t *out)
         return cp_buf_printf(out, "bm%llu", (unsigned long long)n->est);
     case PN_RANGE:
         return cp_buf_printf(out, "range[%lld,%lld]", (long long)n->lo, (long long)n->hi);
+    case PN_DID: {
+        static const char *const ops[] = {"?", "=", "!=", "<", "<=", ">", ">="};
+        return cp_buf_printf(out, "did[%u days %s %llu]", n->win.ncells,
+                             ops[(unsigned)n->cmp < 7 ? n->cmp : 0], (unsigned long long)n->k);
+    }
     case PN_AND:
     case PN_OR:
         st = cp_buf_printf(out, "%s(", n->kind == PN_AND ? "and" : "or");

@@ -19,6 +19,7 @@
 
 #include "bitmap/bitmap.h"
 #include "crowdpack.h"
+#include "index/behavior.h"
 #include "query/ast.h"
 
 /* What the resolver knows of one attribute. Pointers are borrowed from the
@@ -44,6 +45,23 @@ typedef struct plan_resolver {
     /* ENUM/STRING/BOOL: users whose value equals v (bool: "true"/"false").
      * NULL when no user has that value (an empty set, not an error). */
     const roaring_bitmap_t *(*value)(void *ctx, int32_t attr_handle, const char *v, size_t len);
+    /*
+     * did(): resolves an event and its property filters to a behaviour
+     * series. Filter values come as text: strings as they are, integers in
+     * decimal, booleans "true" / "false" (what beh_record_event must have
+     * been given). Returns CP_OK with *beh (borrowed, unmodified until the
+     * plan is freed) and *series — BEH_NO_SERIES when the event is known but
+     * nobody ever did that combination; CP_ENOTFOUND for an unknown event;
+     * CP_EINVAL with *bad = i when filters[i] is not an indexed property of
+     * the event. beh_resolve() does all but the indexed-property check.
+     * NULL: every did() is an unknown event.
+     */
+    cp_status (*did)(void *ctx, const char *event, const beh_prop_t *filters, size_t nfilters,
+                     const beh_t **beh, uint32_t *series, size_t *bad);
+    /* The day did() windows end on (`last 30d` = the 30 days up to and
+     * including it; every window is cut there), in days since 1970-01-01
+     * UTC. 0 or INT32_MIN: the current UTC day. */
+    int32_t as_of_day;
 } plan_resolver_t;
 
 typedef struct plan plan_t;
@@ -59,7 +77,8 @@ void eval_engine_free(eval_engine_t *e); /* NULL fine; joins workers */
 /*
  * Resolves and plans `root`. Unknown tags, crowds and attributes are
  * CP_ENOTFOUND, wrong value types CP_ETYPE, both with err->line/column of
- * the offending node and a message naming it. Materialises what cannot be
+ * the offending node and a message naming it; did() on an unknown event is
+ * CP_ENOTFOUND, a filter on a property that is not indexed CP_EINVAL. Materialises what cannot be
  * evaluated chunk-wise (near()) into bitmaps owned by the plan.
  * On success *out is owned by the caller: plan_free().
  */

@@ -30,6 +30,7 @@ typedef enum pnode_kind {
     PN_RANGE,     /* users whose BSI value is in [lo, hi] */
     PN_AND,       /* kids[0..npos) AND ... ANDNOT kids[npos..nkids) */
     PN_OR,        /* kids[0..nkids) */
+    PN_DID,       /* users whose count over a behaviour window satisfies cmp k */
 } pnode_kind;
 
 typedef struct pnode pnode_t;
@@ -43,6 +44,10 @@ struct pnode {
     /* PN_RANGE */
     const bsi_t *bsi;
     int64_t lo, hi;
+    /* PN_DID (may set bits of users outside the universe: the root clips) */
+    beh_window_t win;
+    beh_cmp cmp;
+    uint64_t k;
     /* PN_AND, PN_OR */
     pnode_t **kids;
     uint32_t nkids, npos;
@@ -56,6 +61,7 @@ struct plan {
     int32_t nleaves;
     int height;               /* root height: scratch buffers = height + 1 */
     roaring_bitmap_t **owned; /* materialised near() results (malloc) */
+    size_t beh_words;         /* scratch words of the widest PN_DID (0: none) */
     size_t nowned, owned_cap;
 };
 

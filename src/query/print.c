@@ -95,6 +95,52 @@ static cp_status put_value(cp_buf_t *b, const expr_value_t *v)
 
 static cp_status put_node(cp_buf_t *b, const expr_node_t *n);
 
+/* A day as a bare ISO date (reads back as a date, not as arithmetic). */
+static cp_status put_day(cp_buf_t *b, int32_t day)
+{
+    char t[40];
+    cp_time_format((int64_t)day * 86400, t, sizeof t);
+    return cp_buf_append(b, t, 10);
+}
+
+/* did(EVENT, prop = value, ..., last Nd | BETWEEN d AND d) op COUNT */
+static cp_status put_did(cp_buf_t *b, const expr_node_t *n)
+{
+    cp_status st;
+    if (n->name == NULL || (n->nvalues > 0 && (n->values == NULL || n->did.props == NULL)))
+        return CP_EINVAL;
+    size_t len = strlen(n->name);
+    if ((st = put(b, "did(")) != CP_OK)
+        return st;
+    st = expr__is_ident(n->name, len) ? cp_buf_append(b, n->name, len)
+                                      : put_quoted(b, n->name, len);
+    for (size_t i = 0; i < n->nvalues && st == CP_OK; i++) {
+        if ((st = cp_buf_printf(b, ", %s = ", n->did.props[i])) == CP_OK)
+            st = put_value(b, &n->values[i]);
+    }
+    if (st != CP_OK)
+        return st;
+    switch (n->did.window) {
+    case DID_ALL_TIME:
+        break;
+    case DID_LAST:
+        st = cp_buf_printf(b, ", last %dd", (int)n->did.last_days);
+        break;
+    case DID_BETWEEN:
+        if ((st = put(b, ", BETWEEN ")) == CP_OK && (st = put_day(b, n->did.from)) == CP_OK &&
+            (st = put(b, " AND ")) == CP_OK)
+            st = put_day(b, n->did.to);
+        break;
+    default:
+        return CP_EINVAL;
+    }
+    if (st == CP_OK)
+        st = put(b, ")");
+    if (st == CP_OK && n->op != 0)
+        st = cp_buf_printf(b, " %s %lld", expr__op_text(n->op), (long long)n->did.count);
+    return st;
+}
+
 /* A child of an AND / OR / NOT, in parentheses when it binds looser than
  * (or, unflattened, as loose as) its parent. */
 static cp_status put_child(cp_buf_t *b, const expr_node_t *parent, const expr_node_t *c)
@@ -174,7 +220,7 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
             return st;
         return put(b, n->near.unit == UNIT_KM ? "km)" : "m)");
     case EXPR_DID:
-        return CP_EINVAL;
+        return put_did(b, n);
     }
     return CP_EINVAL;
 }

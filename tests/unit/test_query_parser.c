@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 
@@ -99,6 +100,20 @@ static void test_canonical(void **state)
     static const char *const cases[][2] = {
         {"all", "ALL"},
         {"  ALL  ", "ALL"},
+        {"did(purchase)", "did(purchase)"},
+        {"DID ( purchase ) >= 1", "did(purchase) >= 1"},
+        {"did(purchase, stock_code = '85123A', between 2011-01-01 and \"2011-06-30\") >= 3",
+         "did(purchase, stock_code = \"85123A\", BETWEEN 2011-01-01 AND 2011-06-30) >= 3"},
+        {"did(\"Order Completed\", category = \"x\", brand = 'y', last 30d)=0",
+         "did(\"Order Completed\", category = \"x\", brand = \"y\", last 30d) = 0"},
+        {"did('purchase', n = -5, gift = true, LAST 4 W) <> 2",
+         "did(purchase, n = -5, gift = TRUE, last 28d) != 2"},
+        {"did(x, last = 1, last 1d)", "did(x, last = 1, last 1d)"},
+        {"did(all_time, between '0001-01-01' and 9999-12-31)",
+         "did(all_time, BETWEEN 0001-01-01 AND 9999-12-31)"},
+        {"did(\"and\") < 7 AND NOT did(b, last 90d) <= 0",
+         "did(\"and\") < 7 AND NOT did(b, last 90d) <= 0"},
+        {"did = 2 AND did(x) > 0", "did = 2 AND did(x) > 0"},
         {"tag:interest/finance/consulting", "tag:interest/finance/consulting"},
         {"TAG:a.b-c_d/9", "tag:a.b-c_d/9"},
         {"tag:\"with space\"", "tag:\"with space\""},
@@ -384,8 +399,38 @@ static void test_errors(void **state)
         {"interest/finance", CP_ESYNTAX, 1, 9, "(tag paths are written tag:PATH)"},
         {"x = 1 ，y = 2", CP_ESYNTAX, 1, 7, "unexpected character '，' (U+FF0C)"},
         {"x = 1\x01", CP_ESYNTAX, 1, 6, "unexpected character U+0001"},
-        {"did(purchase, last 90d) >= 2", CP_ESYNTAX, 1, 1, "did() is not supported yet"},
-        {"a = 1 AND DID (x)", CP_ESYNTAX, 1, 11, "DID() is not supported yet"},
+        {"did()", CP_ESYNTAX, 1, 5, "expected an event name (a word or a quoted string)"},
+        {"did(and)", CP_ESYNTAX, 1, 5, "expected an event name"},
+        {"did(\"\")", CP_EINVAL, 1, 5, "an event name must be non-empty"},
+        {"did(x", CP_ESYNTAX, 1, 6, "expected ',' or ')' to close did( at 1:4"},
+        {"did(x, last 30d, a = 1)", CP_ESYNTAX, 1, 16, "')' (the window comes last)"},
+        {"did(x, last 30)", CP_ESYNTAX, 1, 15, "expected a unit 'd' (days) or 'w' (weeks)"},
+        {"did(x, last 30h)", CP_ESYNTAX, 1, 15, "found 'h'"},
+        {"did(x, last 0d)", CP_EINVAL, 1, 13, "N >= 1"},
+        {"did(x, last 1.5d)", CP_EINVAL, 1, 13, "whole number of days"},
+        {"did(x, last 36601d)", CP_ELIMIT, 1, 13, "longer than 36600 days"},
+        {"did(x, last 5229w)", CP_ELIMIT, 1, 13, "longer than 36600 days"},
+        {"did(x, between 2011-01-01)", CP_ESYNTAX, 1, 26, "AND between the dates of BETWEEN"},
+        {"did(x, between 2011-1-01 and 2011-02-01)", CP_ESYNTAX, 1, 16,
+         "expected a date YYYY-MM-DD as the start of the window"},
+        {"did(x, between 2011-02-30 and 2011-03-01)", CP_EINVAL, 1, 16,
+         "invalid date '2011-02-30'"},
+        {"did(x, between 2011-01-01 and '2011-01-01T10:00')", CP_EINVAL, 1, 31,
+         "expected a date YYYY-MM-DD as the end of the window"},
+        {"did(x, between 2011-01-01x and 2011-01-02)", CP_ESYNTAX, 1, 16, "expected a date"},
+        {"did(x, between 2011-06-30 and 2011-01-01)", CP_EINVAL, 1, 16,
+         "the window starts after it ends"},
+        {"did(x, a > 1)", CP_ESYNTAX, 1, 10, "did() filters compare with '=' only"},
+        {"did(x, a)", CP_ESYNTAX, 1, 9, "expected '=' after the property 'a'"},
+        {"did(x, a = 1.5)", CP_EINVAL, 1, 12, "strings, integers or booleans, not 1.5"},
+        {"did(x, a = 1, a = 2)", CP_EINVAL, 1, 15, "property \"a\" is filtered twice"},
+        {"did(x, 5)", CP_ESYNTAX, 1, 8, "expected a property filter (name = value)"},
+        {"did(x) >= -1", CP_EINVAL, 1, 11, "a did() count is a whole number >= 0"},
+        {"did(x) >= 2.5", CP_EINVAL, 1, 11, "whole number"},
+        {"did(x) >= y", CP_ESYNTAX, 1, 11, "expected a count (a whole number >= 0)"},
+        {"did(x) >= 3d", CP_EINVAL, 1, 11, "whole number"},
+        {"did(x, a=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,i=9)", CP_ELIMIT, 1, 40,
+         "more than 8 property filters"},
         {"within(shops)", CP_ESYNTAX, 1, 1, "within() is not supported yet"},
         {"near(23.02, 113.12, 10)", CP_ESYNTAX, 1, 23,
          "expected a unit 'm' or 'km' after '10', found ')'"},
@@ -581,6 +626,33 @@ static void test_json(void **state)
                "near(loc, -90, 180, 0.5m)");
     check_json("{\"tag\": \"兴趣/金融\"}", "tag:兴趣/金融");
     check_json("{\"crowd\": \"all\"}", "crowd:all");
+    check_json("{\"did\": {\"event\": \"purchase\", \"where\": {\"stock_code\": \"85123A\"}, "
+               "\"between\": [\"2011-01-01\",\"2011-06-30\"], \"op\": \">=\", \"count\": 3}}",
+               "did(purchase, stock_code = \"85123A\", BETWEEN 2011-01-01 AND 2011-06-30) >= 3");
+    check_json("{\"did\": {\"event\": \"x\", \"where\": {}}}", "did(x)");
+    check_json("{\"did\": {\"event\": \"Order Completed\", \"last_days\": 90}}",
+               "did(\"Order Completed\", last 90d)");
+    check_json("{\"did\": {\"event\": \"p\", \"where\": {\"b\": 2, \"a\": false}, \"op\": \"<>\", "
+               "\"count\": 0}}",
+               "did(p, b = 2, a = FALSE) != 0");
+
+    /* the JSON form of did(), exactly */
+    {
+        expr_t *d = parse_ok("did(purchase, stock_code = \"85123A\", n = 3, last 2w) < 4 OR "
+                             "did(v, between 1969-12-31 and '1970-01-01')");
+        json_t *jd = expr_to_json(expr_root(d));
+        char *dd = json_dumps(jd, JSON_COMPACT);
+        assert_string_equal(dd, "{\"or\":[{\"did\":{\"event\":\"purchase\",\"where\":{"
+                                "\"stock_code\":\"85123A\",\"n\":3},\"last_days\":14,\"op\":\"<\","
+                                "\"count\":4}},{\"did\":{\"event\":\"v\",\"between\":[\"1969-12-31\","
+                                "\"1970-01-01\"]}}]}");
+        const expr_node_t *n0 = expr_root(d)->args[1];
+        assert_int_equal(n0->did.from, -1);
+        assert_int_equal(n0->did.to, 0);
+        free(dd);
+        json_decref(jd);
+        expr_free(d);
+    }
 
     /* the JSON form of a parsed tree, exactly */
     expr_t *e = parse_ok("tag:a AND age BETWEEN 25 AND 40 OR NOT x IN (1, 2.5, \"s\", TRUE) OR "
@@ -666,6 +738,38 @@ static void test_json_errors(void **state)
         {"{\"near\": {\"attr\": \"not\", \"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"m\"}}",
          CP_EINVAL, "near.attr: 'not' is not a valid attribute name"},
         {"{\"near\": [1, 2, 3]}", CP_EINVAL, "near: expected an object"},
+        {"{\"did\": \"x\"}", CP_EINVAL, "did: expected an object"},
+        {"{\"did\": {}}", CP_EINVAL, "did.event: expected an event name, found nothing"},
+        {"{\"did\": {\"event\": \"\"}}", CP_EINVAL, "did.event: expected an event name, found an"},
+        {"{\"did\": {\"event\": \"x\", \"y\": 1}}", CP_EINVAL, "did: unknown key 'y'"},
+        {"{\"did\": {\"event\": \"x\", \"where\": []}}", CP_EINVAL, "did.where: expected an object"},
+        {"{\"did\": {\"event\": \"x\", \"where\": {\"a b\": 1}}}", CP_EINVAL,
+         "did.where: 'a b' is not a valid property name"},
+        {"{\"did\": {\"event\": \"x\", \"where\": {\"a\": 1.5}}}", CP_EINVAL,
+         "did.where.a: expected a string, integer or boolean"},
+        {"{\"did\": {\"event\": \"x\", \"where\": {\"a\": null}}}", CP_EINVAL,
+         "did.where.a: expected a number, string or boolean"},
+        {"{\"did\": {\"event\": \"x\", \"last_days\": 0}}", CP_EINVAL,
+         "did.last_days: expected a whole number of days from 1 to 36600"},
+        {"{\"did\": {\"event\": \"x\", \"last_days\": \"30d\"}}", CP_EINVAL, "did.last_days"},
+        {"{\"did\": {\"event\": \"x\", \"last_days\": 3, \"between\": [\"2011-01-01\", "
+         "\"2011-01-02\"]}}",
+         CP_EINVAL, "use only one of \"last_days\" and \"between\""},
+        {"{\"did\": {\"event\": \"x\", \"between\": [\"2011-01-01\"]}}", CP_EINVAL,
+         "did.between: expected an array of 2 dates"},
+        {"{\"did\": {\"event\": \"x\", \"between\": [\"2011-01-01\", \"2011-13-01\"]}}", CP_EINVAL,
+         "did.between[1]: expected a date"},
+        {"{\"did\": {\"event\": \"x\", \"between\": [\"2011-01-02\", \"2011-01-01\"]}}", CP_EINVAL,
+         "did.between: the window starts after it ends"},
+        {"{\"did\": {\"event\": \"x\", \"op\": \">=\"}}", CP_EINVAL,
+         "\"op\" and \"count\" go together"},
+        {"{\"did\": {\"event\": \"x\", \"op\": \"=>\", \"count\": 1}}", CP_EINVAL,
+         "did.op: expected one of"},
+        {"{\"did\": {\"event\": \"x\", \"op\": \">\", \"count\": -1}}", CP_EINVAL,
+         "did.count: expected a whole number >= 0"},
+        {"{\"did\": {\"event\": \"x\", \"op\": \">\", \"count\": 1.0}}", CP_EINVAL, "did.count"},
+        {"{\"did\": {\"event\": \"x\"}, \"tag\": \"a\"}", CP_EINVAL,
+         "keys 'tag' and 'did' cannot be combined"},
         {"{\"near\": {\"lat\": 1, \"lon\": 0, \"radius\": 1, \"unit\": \"m\"}, \"attr\": \"loc\"}",
          CP_EINVAL, "keys 'near' and 'attr' cannot be combined (put \"attr\" inside \"near\")"},
     };
@@ -777,10 +881,81 @@ static json_t *rnd_value(void)
     }
 }
 
+/* A random UTC day from 0001-01-01 to 9999-12-31, or near 2011 often. */
+static int64_t rnd_day(void)
+{
+    if (rnd(2))
+        return 14975 + (int64_t)rnd(700) - 200;
+    return -719162 + (int64_t)rnd(719162 + 2932897);
+}
+
+static json_t *day_json(int64_t day)
+{
+    char t[40];
+    cp_time_format(day * 86400, t, sizeof t);
+    return json_stringn(t, 10);
+}
+
+static json_t *rnd_did(void)
+{
+    static const char *const events[] = {"purchase", "Order Completed", "and", "did", "x_1",
+                                         "last",     "between",         "页面"};
+    static const char *const props[] = {"stock_code", "category", "last", "a1", "_", "did"};
+    static const char *const ops[] = {"=", "!=", "<", "<=", ">", ">="};
+    json_t *d = json_object();
+    json_object_set_new(d, "event",
+                        rnd(4) ? json_string(events[rnd(CP_ARRAY_LEN(events))]) : rnd_string(0, 0));
+    size_t nf = rnd(4);
+    if (nf > 0) { /* (an empty "where" is accepted too, but not canonical) */
+        json_t *w = json_object();
+        size_t start = rnd(CP_ARRAY_LEN(props));
+        for (size_t i = 0; i < nf; i++) {
+            json_t *v;
+            switch (rnd(3)) {
+            case 0: {
+                static const int64_t edge[] = {0, -1, 7, INT64_MAX, INT64_MIN};
+                v = json_integer(edge[rnd(CP_ARRAY_LEN(edge))]);
+                break;
+            }
+            case 1:
+                v = rnd_string(1, 1);
+                break;
+            default:
+                v = json_boolean(rnd(2));
+            }
+            json_object_set_new(w, props[(start + i) % CP_ARRAY_LEN(props)], v);
+        }
+        json_object_set_new(d, "where", w);
+    }
+    switch (rnd(3)) {
+    case 0:
+        json_object_set_new(d, "last_days",
+                            json_integer(rnd(3) ? 1 + (int64_t)rnd(120) : 1 + (int64_t)rnd(36600)));
+        break;
+    case 1: {
+        int64_t a = rnd_day(), b = rnd(3) ? a + (int64_t)rnd(200) : a;
+        if (b > 2932896)
+            b = 2932896;
+        json_object_set_new(d, "between", json_pack("[o,o]", day_json(a), day_json(b)));
+        break;
+    }
+    default:
+        break;
+    }
+    if (rnd(2)) {
+        static const int64_t counts[] = {0, 1, 2, 3, 90, INT64_MAX};
+        json_object_set_new(d, "op", json_string(ops[rnd(6)]));
+        json_object_set_new(d, "count", json_integer(counts[rnd(CP_ARRAY_LEN(counts))]));
+    }
+    return json_pack("{s:o}", "did", d);
+}
+
 static json_t *rnd_leaf(void)
 {
     static const char *const ops[] = {"=", "!=", "<", "<=", ">", ">="};
-    switch (rnd(7)) {
+    switch (rnd(8)) {
+    case 7:
+        return rnd_did();
     case 0:
         return json_pack("{s:b}", "all", 1);
     case 1:
@@ -1057,6 +1232,24 @@ static int bare_ok(const char *s, int path)
     return 1;
 }
 
+/* An identifier that is not a keyword (printable bare as a did() event). */
+static int is_ident(const char *s, size_t len)
+{
+    static const char *const kws[] = {"and", "or", "not", "between", "in", "all", "true", "false"};
+    if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_'))
+            return 0;
+    }
+    for (size_t i = 0; i < CP_ARRAY_LEN(kws); i++)
+        if (strlen(kws[i]) == len && strncasecmp(kws[i], s, len) == 0)
+            return 0;
+    return 1;
+}
+
 static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
 {
     static const char *const ops[][2] = {{"", ""},     {"=", "=="}, {"!=", "<>"}, {"<", "<"},
@@ -1147,8 +1340,68 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         noisy_kw(b, n->near.unit == UNIT_KM ? "km" : "m");
         put(b, ")");
         break;
-    case EXPR_DID:
-        fail();
+    case EXPR_DID: {
+        size_t elen = strlen(n->name);
+        noisy_kw(b, "did");
+        noisy_ws(b, 0);
+        put(b, "(");
+        noisy_ws(b, 0);
+        if (is_ident(n->name, elen) && rnd(3))
+            put(b, n->name);
+        else
+            noisy_string(b, n->name, elen);
+        for (size_t i = 0; i < n->nvalues; i++) {
+            noisy_ws(b, 0);
+            put(b, ",");
+            noisy_ws(b, 0);
+            put(b, n->did.props[i]);
+            noisy_ws(b, 0);
+            put(b, rnd(2) ? "=" : "==");
+            noisy_ws(b, 0);
+            noisy_value(b, &n->values[i]);
+        }
+        if (n->did.window != DID_ALL_TIME) {
+            noisy_ws(b, 0);
+            put(b, ",");
+            noisy_ws(b, 0);
+        }
+        if (n->did.window == DID_LAST) {
+            noisy_kw(b, "last");
+            noisy_ws(b, 1);
+            int weeks = n->did.last_days % 7 == 0 && rnd(2);
+            assert_int_equal(
+                cp_buf_printf(b, "%d", (int)(weeks ? n->did.last_days / 7 : n->did.last_days)),
+                CP_OK);
+            if (rnd(3) == 0)
+                noisy_ws(b, 1);
+            noisy_kw(b, weeks ? "w" : "d");
+        } else if (n->did.window == DID_BETWEEN) {
+            char t[40];
+            noisy_kw(b, "between");
+            noisy_ws(b, 1);
+            for (int k = 0; k < 2; k++) {
+                if (k) {
+                    noisy_ws(b, 1);
+                    noisy_kw(b, "and");
+                    noisy_ws(b, 1);
+                }
+                cp_time_format((int64_t)(k ? n->did.to : n->did.from) * 86400, t, sizeof t);
+                if (rnd(2))
+                    noisy_string(b, t, 10);
+                else
+                    assert_int_equal(cp_buf_append(b, t, 10), CP_OK);
+            }
+        }
+        noisy_ws(b, 0);
+        put(b, ")");
+        if (n->op != 0) {
+            noisy_ws(b, 0);
+            put(b, ops[n->op][rnd(2)]);
+            noisy_ws(b, 0);
+            assert_int_equal(cp_buf_printf(b, "%lld", (long long)n->did.count), CP_OK);
+        }
+        break;
+    }
     }
     if (paren) {
         noisy_ws(b, 0);
@@ -1232,6 +1485,22 @@ static void test_equal(void **state)
         "near(1, 2, 4km)",
         "a = \"1\\u0000\"",
         "tag:b AND tag:a",
+        "did(a)",
+        "did(b)",
+        "did(a) >= 1",
+        "did(a) > 1",
+        "did(a) >= 2",
+        "did(a, last 1d)",
+        "did(a, last 2d)",
+        "did(a, BETWEEN 2011-01-01 AND 2011-01-01)",
+        "did(a, BETWEEN 2011-01-01 AND 2011-01-02)",
+        "did(a, BETWEEN 2010-01-01 AND 2011-01-01)",
+        "did(a, x = 1)",
+        "did(a, x = \"1\")",
+        "did(a, y = 1)",
+        "did(a, x = 1, y = 1)",
+        "did(a, y = 1, x = 1)",
+        "did(a, x = TRUE)",
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(distinct); i++) {
         expr_t *a = parse_ok(distinct[i]);

@@ -34,6 +34,7 @@
 #include <math.h>
 #include <pthread.h>
 
+#include "index/behavior.h"
 #include "query/plan_int.h"
 #include "util/util.h"
 
@@ -63,6 +64,25 @@ static const double CENTERS[][2] = {
 
 #define T2020 1577836800LL /* 2020-01-01T00:00:00Z */
 
+/* Behaviour: "purchase" events with indexed properties stock_code,
+ * category (one value is the integer 7) and gift (a boolean), "visit"
+ * events without properties, over the 45 days around the resolver's as-of
+ * day (a few after it, which every window must leave out), one of them a
+ * busy day so that dense chunks get bitset containers. */
+#define AS_OF 15000
+#define BUSY_DAY (AS_OF - 1)
+#define NSTOCK 4
+static const char *const STOCK[NSTOCK] = {"85123A", "22423", "47566", "84879"};
+static const char *const CATEG[3] = {"home", "garden", "7"};
+
+typedef struct bev {
+    uint32_t user;
+    int32_t day;
+    uint8_t visit;             /* 0 purchase, 1 visit */
+    int8_t stock, categ, gift; /* -1: the event lacks the property */
+    uint32_t delta;
+} bev_t;
+
 typedef struct pop {
     uint32_t n;
     uint8_t *live;
@@ -81,6 +101,9 @@ typedef struct pop {
     double *lat, *lon;
     uint8_t *geohas;
     int no_geo_default; /* resolver has no default geo attribute */
+    beh_t *beh;
+    bev_t *ev;
+    size_t nev, capev;
 } pop_t;
 
 static uint32_t rnd(uint64_t *s, uint32_t n)
@@ -276,6 +299,60 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
         p->geohas[u] = 1;
         assert_int_equal(geo_index_set(p->geo, u, lat, lon), CP_OK);
     }
+
+    /* behaviour, per chunk shapes again; deleted users keep theirs. Both
+     * events are known even in populations where nobody did them. */
+    assert_int_equal(beh_create(&p->beh), CP_OK);
+    for (int i = 0; i < 2; i++) {
+        uint8_t key[BEH_KEY_MAX];
+        size_t klen;
+        uint32_t id;
+        const char *ev = i ? "visit" : "purchase";
+        assert_int_equal(beh_series_key(ev, strlen(ev), NULL, 0, key, &klen), CP_OK);
+        assert_int_equal(beh_series_intern(p->beh, key, klen, &id), CP_OK);
+    }
+    shape_t sh = {0, 0};
+    for (uint32_t u = 0; u < n; u++) {
+        if ((u & 0xFFFF) == 0) {
+            sh = random_shape(s);
+            if (sh.kind == 3 || sh.kind == 4)
+                sh = (shape_t){2, 0.7};
+        }
+        if (sh.kind == 0 || cp_rand_double(s) >= sh.p || (!p->live[u] && rnd(s, 2)))
+            continue;
+        int k = 1 + (int)rnd(s, 2);
+        for (int i = 0; i < k; i++) {
+            bev_t e = {u, rnd(s, 10) < 4 ? BUSY_DAY : AS_OF - 40 + (int32_t)rnd(s, 45),
+                       rnd(s, 4) == 0, -1, -1, -1, 1};
+            uint32_t r = rnd(s, 20);
+            e.delta = r < 15 ? 1 : r < 19 ? 2 + rnd(s, 4) : 1000000 + rnd(s, 5);
+            beh_prop_t props[3];
+            char gift[6];
+            size_t np = 0;
+            if (!e.visit) {
+                e.stock = (int8_t)rnd(s, NSTOCK);
+                e.categ = rnd(s, 5) == 0 ? -1 : (int8_t)rnd(s, 3);
+                e.gift = (int8_t)rnd(s, 3) - 1;
+                props[np++] = (beh_prop_t){"stock_code", 10, STOCK[e.stock], strlen(STOCK[e.stock])};
+                if (e.categ >= 0)
+                    props[np++] = (beh_prop_t){"category", 8, CATEG[e.categ],
+                                               strlen(CATEG[e.categ])};
+                if (e.gift >= 0) {
+                    snprintf(gift, sizeof gift, "%s", e.gift ? "true" : "false");
+                    props[np++] = (beh_prop_t){"gift", 4, gift, strlen(gift)};
+                }
+            }
+            const char *ev = e.visit ? "visit" : "purchase";
+            assert_int_equal(beh_record_event(p->beh, ev, strlen(ev), props, np, e.day, u, e.delta),
+                             CP_OK);
+            if (p->nev == p->capev) {
+                p->capev = p->capev ? p->capev * 2 : 1024;
+                p->ev = realloc(p->ev, p->capev * sizeof *p->ev);
+                assert_non_null(p->ev);
+            }
+            p->ev[p->nev++] = e;
+        }
+    }
     return p;
 }
 
@@ -305,6 +382,8 @@ static void pop_free(pop_t *p)
             roaring_bitmap_free(p->catbm[a][v]);
     }
     geo_index_free(p->geo);
+    beh_free(p->beh);
+    free(p->ev);
     free(p->lat);
     free(p->lon);
     free(p->geohas);
@@ -385,6 +464,29 @@ static const roaring_bitmap_t *r_value(void *ctx, int32_t handle, const char *v,
     return NULL;
 }
 
+/* purchase has the indexed properties stock_code, category and gift;
+ * visit has none. */
+static cp_status r_did(void *ctx, const char *event, const beh_prop_t *f, size_t nf,
+                       const beh_t **beh, uint32_t *series, size_t *bad)
+{
+    pop_t *p = ctx;
+    cp_status st = beh_resolve(p->beh, event, strlen(event), NULL, 0, series);
+    if (st != CP_OK)
+        return st;
+    for (size_t i = 0; i < nf; i++) {
+        int ok = strcmp(event, "purchase") == 0 &&
+                 ((f[i].nlen == 10 && memcmp(f[i].name, "stock_code", 10) == 0) ||
+                  (f[i].nlen == 8 && memcmp(f[i].name, "category", 8) == 0) ||
+                  (f[i].nlen == 4 && memcmp(f[i].name, "gift", 4) == 0));
+        if (!ok) {
+            *bad = i;
+            return CP_EINVAL;
+        }
+    }
+    *beh = p->beh;
+    return beh_resolve(p->beh, event, strlen(event), f, nf, series);
+}
+
 static plan_resolver_t resolver_of(pop_t *p)
 {
     plan_resolver_t r = {.ctx = p,
@@ -392,7 +494,9 @@ static plan_resolver_t resolver_of(pop_t *p)
                          .tag = r_tag,
                          .crowd = r_crowd,
                          .attr = r_attr,
-                         .value = r_value};
+                         .value = r_value,
+                         .did = r_did,
+                         .as_of_day = AS_OF};
     return r;
 }
 
@@ -507,12 +611,98 @@ static void emit_num(gen_t *g, cp_buf_t *t, int a, int64_t *v)
     emit(t, "%lld", (long long)*v);
 }
 
+/* did(): text and expected members from the event list. */
+static void gen_did(gen_t *g, cp_buf_t *t, uint8_t *res)
+{
+    pop_t *p = g->p;
+    int visit = rnd(g->s, 4) == 0;
+    int stock = -2, categ = -2, gift = -2; /* -2: no filter; NSTOCK etc.: nobody */
+    emit(t, "did(%s", visit ? (rnd(g->s, 2) ? "visit" : "\"visit\"") : "purchase");
+    int order[3] = {0, 1, 2};
+    for (int i = 2; i > 0; i--) {
+        int j = (int)rnd(g->s, (uint32_t)i + 1), x = order[i];
+        order[i] = order[j];
+        order[j] = x;
+    }
+    for (int i = 0; i < 3 && !visit; i++) {
+        if (rnd(g->s, 100) >= 35)
+            continue;
+        switch (order[i]) {
+        case 0:
+            stock = (int)rnd(g->s, NSTOCK + 1);
+            emit(t, ", stock_code = \"%s\"", stock < NSTOCK ? STOCK[stock] : "nobody");
+            break;
+        case 1:
+            categ = (int)rnd(g->s, 3);
+            if (categ == 2)
+                emit(t, rnd(g->s, 2) ? ", category = 7" : ", category = \"7\"");
+            else
+                emit(t, ", category = '%s'", CATEG[categ]);
+            break;
+        default:
+            gift = (int)rnd(g->s, 2);
+            emit(t, rnd(g->s, 3) ? ", gift = %s" : ", gift = \"%s\"", gift ? "true" : "false");
+        }
+    }
+    int64_t d0 = INT32_MIN, d1 = AS_OF;
+    switch (rnd(g->s, 4)) {
+    case 0:
+        break;
+    case 1: {
+        int n = 1 + (int)rnd(g->s, 45);
+        emit(t, ", last %dd", n);
+        d0 = AS_OF - n + 1;
+        break;
+    }
+    case 2: {
+        int w = 1 + (int)rnd(g->s, 6);
+        emit(t, ", LAST %d w", w);
+        d0 = AS_OF - 7 * w + 1;
+        break;
+    }
+    default: {
+        int64_t a = AS_OF - 45 + (int64_t)rnd(g->s, 52), b = a + (int64_t)rnd(g->s, 30);
+        char ta[40], tb[40];
+        cp_time_format(a * 86400, ta, sizeof ta);
+        cp_time_format(b * 86400, tb, sizeof tb);
+        emit(t, rnd(g->s, 2) ? ", between %.10s and %.10s" : ", BETWEEN '%.10s' AND \"%.10s\"", ta,
+             tb);
+        d0 = a;
+        if (b < d1)
+            d1 = b;
+    }
+    }
+    emit(t, ")");
+    expr_op op = OP_GE;
+    int64_t k = 1;
+    if (rnd(g->s, 5) >= 2) {
+        op = (expr_op)(1 + rnd(g->s, 6));
+        k = rnd(g->s, 10) == 0 ? 1000000 : (int64_t)rnd(g->s, 5);
+        emit(t, " %s %lld", OP_TEXT[op], (long long)k);
+    }
+    uint64_t *sum = xcalloc(p->n, sizeof *sum);
+    for (size_t i = 0; i < p->nev; i++) {
+        const bev_t *e = &p->ev[i];
+        if (e->visit != visit || e->day < d0 || e->day > d1 || (stock != -2 && e->stock != stock) ||
+            (categ != -2 && e->categ != categ) || (gift != -2 && e->gift != gift))
+            continue;
+        sum[e->user] += e->delta;
+    }
+    for (uint32_t u = 0; u < p->n; u++)
+        res[u] = p->live[u] && naive_cmp(op, (int64_t)sum[u], k);
+    free(sum);
+}
+
 static void gen_leaf(gen_t *g, cp_buf_t *t, uint8_t *res)
 {
     pop_t *p = g->p;
     uint32_t n = p->n;
-    uint32_t kind = rnd(g->s, 12);
+    uint32_t kind = rnd(g->s, 14);
     memset(res, 0, n);
+    if (kind >= 12) {
+        gen_did(g, t, res);
+        return;
+    }
     switch (kind) {
     case 0:
         emit(t, "%s", kw(g, "all", "ALL"));
@@ -945,17 +1135,79 @@ static void test_type_errors(void **state)
     expect_error(f, "tag:interest/t0 OR (all AND NOT (gender > \"a\"))", CP_ETYPE, 1, 34, NULL);
 }
 
+/* Users of the fixture whose purchases (any properties) in [d0, d1] sum to op k. */
+static uint64_t naive_did(pop_t *p, int visit, int64_t d0, int64_t d1, expr_op op, int64_t k)
+{
+    uint64_t *sum = xcalloc(p->n, sizeof *sum), c = 0;
+    for (size_t i = 0; i < p->nev; i++)
+        if (p->ev[i].visit == visit && p->ev[i].day >= d0 && p->ev[i].day <= d1)
+            sum[p->ev[i].user] += p->ev[i].delta;
+    for (uint32_t u = 0; u < p->n; u++)
+        c += p->live[u] && naive_cmp(op, (int64_t)sum[u], k);
+    free(sum);
+    return c;
+}
+
 static void test_did(void **state)
 {
     fixture_t *f = *state;
-    expr_node_t did = {.kind = EXPR_DID, .line = 3, .column = 7};
+    pop_t *p = f->p;
+    expect_error(f, "tag:interest/t0 AND did(refund, last 30d)", CP_ENOTFOUND, 1, 21,
+                 (const char *[]){"unknown event \"refund\"", NULL});
+    expect_error(f, "did(purchase, color = \"red\") >= 2", CP_EINVAL, 1, 1,
+                 (const char *[]){"\"color\"", "\"purchase\"", "not indexed",
+                                  "indexed event properties", NULL});
+    expect_error(f, "NOT did(visit, stock_code = \"85123A\")", CP_EINVAL, 1, 5,
+                 (const char *[]){"\"stock_code\"", "\"visit\"", NULL});
+    expect_error(f, "did(purchase, stock_code = 'a', category = 'b', gift = true, x = 1)",
+                 CP_ELIMIT, 1, 1, (const char *[]){"at most 3", NULL});
+    /* a hand-built tree with a real filter value */
+    expr_value_t real = {.kind = VAL_REAL, .r = 1.5};
+    const char *props[] = {"gift"};
+    expr_node_t did = {.kind = EXPR_DID, .line = 3, .column = 7, .name = "purchase",
+                       .values = &real, .nvalues = 1};
+    did.did.props = props;
     cp_error_t err = {0};
-    plan_t *p = NULL;
-    assert_int_equal(plan_build(&did, &f->r, &p, &err), CP_EINVAL);
-    assert_null(p);
-    assert_non_null(strstr(err.message, "did() is not supported yet"));
+    plan_t *pl = NULL;
+    assert_int_equal(plan_build(&did, &f->r, &pl, &err), CP_ETYPE);
+    assert_null(pl);
     assert_int_equal(err.line, 3);
     assert_int_equal(err.column, 7);
+
+    /* counts against the naive sums; users without purchases count 0 */
+    uint64_t live = roaring_bitmap_get_cardinality(p->universe);
+    assert_int_equal(count_of(f, "did(purchase)"), naive_did(p, 0, INT32_MIN, AS_OF, OP_GE, 1));
+    assert_int_equal(count_of(f, "did(purchase) = 0"), naive_did(p, 0, INT32_MIN, AS_OF, OP_EQ, 0));
+    assert_int_equal(count_of(f, "did(purchase) = 0") + count_of(f, "did(purchase)"), live);
+    assert_int_equal(count_of(f, "did(purchase, last 7d) >= 2"),
+                     naive_did(p, 0, AS_OF - 6, AS_OF, OP_GE, 2));
+    assert_int_equal(count_of(f, "did(visit, between 2011-01-01 and 2011-12-31) < 2"),
+                     naive_did(p, 1, 14975, AS_OF, OP_LT, 2)); /* cut at the as-of day */
+    assert_true(naive_did(p, 0, AS_OF + 1, AS_OF + 10, OP_GE, 1) > 0);
+    /* windows without data fold to all or nothing */
+    assert_int_equal(count_of(f, "did(purchase, between 1990-01-01 and 1990-12-31) = 0"), live);
+    assert_int_equal(count_of(f, "did(purchase, between 1990-01-01 and 1990-12-31)"), 0);
+    assert_int_equal(count_of(f, "did(purchase, stock_code = \"nobody\") <= 3"), live);
+    assert_int_equal(count_of(f, "did(purchase) >= 0"), live);
+    assert_int_equal(count_of(f, "did(purchase) < 0"), 0);
+    /* as of today (0): the data lies in 2011, so recent windows are empty */
+    plan_resolver_t today = f->r;
+    today.as_of_day = 0;
+    plan_resolver_t saved = f->r;
+    f->r = today;
+    assert_int_equal(count_of(f, "did(purchase, last 30d)"), 0);
+    assert_int_equal(count_of(f, "did(purchase)"),
+                     naive_did(p, 0, INT32_MIN, INT32_MAX, OP_GE, 1));
+    f->r.did = NULL;
+    expect_error(f, "did(purchase)", CP_ENOTFOUND, 1, 1, (const char *[]){"unknown event", NULL});
+    f->r = saved;
+    /* a plan with did() terms describes them */
+    assert_int_equal(try_plan(f, "did(purchase, last 7d) >= 2 AND tag:interest/t0", &err, &pl),
+                     CP_OK);
+    char *d = plan_describe(pl);
+    assert_non_null(strstr(d, "did[7 days >= 2]"));
+    free(d);
+    plan_free(pl);
 }
 
 /* Counts users of the fixture matching a predicate on numeric attr a. */
