@@ -769,10 +769,9 @@ uint64_t beh_window_estimate(const beh_window_t *w, beh_cmp op, uint64_t k)
     return sum;
 }
 
-/* Scratch: tmp chunk | touched-word mask (16 words, padded to 64) | acc. */
-#define SCR_TMP 0
-#define SCR_MASK CP_CHUNK_WORDS
-#define SCR_ACC (CP_CHUNK_WORDS + 64)
+/* Scratch: one chunk of carries, then the accumulator, slice-major
+ * (slice i of the chunk's sums at acc + i * CP_CHUNK_WORDS). */
+#define SCR_ACC CP_CHUNK_WORDS
 
 size_t beh_window_scratch_words(const beh_window_t *w)
 {
@@ -791,54 +790,28 @@ static int is_none(beh_cmp op, uint64_t k)
 }
 
 /*
- * acc (word-major: S slices per word) += src << pos, word by word: a carry
- * ripples up only as far as it goes, so a word costs a few operations
- * unless its sums are about to cross a power of two.
+ * acc += carry << pos for the 65,536 users of the chunk at once: a
+ * word-level ripple-carry adder, one slice of 1,024 words per step (a
+ * loop the compiler vectorises), stopping at the first slice where no
+ * carry is left. Sparse days stop after a slice or two. Returns the
+ * highest slice written. `carry` is consumed.
  */
-static void ripple_add(uint64_t *acc, int S, const uint64_t *src, int pos, uint64_t *mask)
+static int ripple_add(uint64_t *acc, int S, uint64_t *carry, int pos)
 {
-    for (uint32_t w = 0; w < CP_CHUNK_WORDS; w++) {
-        uint64_t c = src[w];
-        if (c == 0)
-            continue;
-        mask[w >> 6] |= (uint64_t)1 << (w & 63);
-        uint64_t *a = acc + (size_t)w * (size_t)S;
-        for (int i = pos; c != 0 && i < S; i++) {
-            uint64_t t = a[i] & c;
-            a[i] ^= c;
-            c = t;
+    int i = pos;
+    for (; i < S; i++) {
+        uint64_t *a = acc + (size_t)i * CP_CHUNK_WORDS;
+        uint64_t any = 0;
+        for (uint32_t w = 0; w < CP_CHUNK_WORDS; w++) {
+            uint64_t t = a[w] & carry[w];
+            a[w] ^= carry[w];
+            carry[w] = t;
+            any |= t;
         }
+        if (any == 0)
+            return i;
     }
-}
-
-/* Bits of the word whose S-slice sum a[] satisfies `op k`. */
-static uint64_t cmp_word(const uint64_t *a, int S, beh_cmp op, uint64_t k)
-{
-    uint64_t gt = 0, eq = ~(uint64_t)0;
-    if (S < 64 && (k >> S) != 0) {
-        eq = 0; /* every sum < k */
-    } else {
-        for (int i = S - 1; i >= 0; i--) {
-            uint64_t kb = (k >> i) & 1 ? ~(uint64_t)0 : 0;
-            gt |= eq & a[i] & ~kb;
-            eq &= ~(a[i] ^ kb);
-        }
-    }
-    switch (op) {
-    case BEH_EQ:
-        return eq;
-    case BEH_NE:
-        return ~eq;
-    case BEH_LT:
-        return ~(gt | eq);
-    case BEH_LE:
-        return ~gt;
-    case BEH_GT:
-        return gt;
-    case BEH_GE:
-        return gt | eq;
-    }
-    return 0;
+    return S - 1; /* not reached: S bounds every sum of the window */
 }
 
 int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k, uint64_t *dst,
@@ -846,7 +819,6 @@ int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k
 {
     bm_chunk_t ch;
     int32_t cur;
-    int zero = beh_cmp_zero(op, k);
     if (is_any(op, k) || is_none(op, k)) {
         int have = 0;
         for (uint32_t i = 0; i < w->ncells; i++) {
@@ -874,46 +846,79 @@ int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k
     }
 
     const int S = w->slices;
-    uint64_t *tmp = scratch + SCR_TMP, *mask = scratch + SCR_MASK, *acc = scratch + SCR_ACC;
-    int touched = 0;
+    uint64_t *carry = scratch, *acc = scratch + SCR_ACC;
+    int top = -1;
     for (uint32_t i = 0; i < w->ncells; i++) {
         const beh_cell_t *c = &w->cells[i];
         cur = 0;
         if (!bm_chunk_find(c->exists, key, &cur, &ch))
             continue;
-        touched = 1;
-        chunk_load(&ch, tmp);
-        ripple_add(acc, S, tmp, 0, mask);
+        chunk_load(&ch, carry);
+        int t = ripple_add(acc, S, carry, 0);
+        top = t > top ? t : top;
         for (int j = 0; j < c->nslices; j++) {
             cur = 0;
             if (!bm_chunk_find(c->slices[j], key, &cur, &ch))
                 continue;
-            chunk_load(&ch, tmp);
-            ripple_add(acc, S, tmp, j, mask);
+            chunk_load(&ch, carry);
+            t = ripple_add(acc, S, carry, j);
+            top = t > top ? t : top;
         }
     }
-    uint64_t fill = zero ? ~(uint64_t)0 : 0;
-    if (!touched) {
+    if (top < 0) { /* nobody of this chunk: every sum is 0 */
+        int zero = beh_cmp_zero(op, k);
         if (zero)
             dense_fill(dst);
         else
             dense_zero(dst);
         return zero;
     }
-    uint64_t any = 0;
-    for (uint32_t wd = 0; wd < CP_CHUNK_WORDS; wd++) {
-        if (!(mask[wd >> 6] >> (wd & 63) & 1)) {
-            dst[wd] = fill;
-            any |= fill;
-            continue;
+    /* O'Neil's comparison from the top slice down: gt (in dst) and eq (in
+     * carry) per user. Sums are below 2^(top + 1). */
+    uint64_t *gt = dst, *eq = carry;
+    dense_zero(gt);
+    if (top < 63 && (k >> (top + 1)) != 0) {
+        dense_zero(eq); /* every sum < k */
+    } else {
+        dense_fill(eq);
+        for (int i = top; i >= 0; i--) {
+            const uint64_t *a = acc + (size_t)i * CP_CHUNK_WORDS;
+            uint64_t kb = (k >> i) & 1 ? ~(uint64_t)0 : 0;
+            for (uint32_t x = 0; x < CP_CHUNK_WORDS; x++) {
+                gt[x] |= eq[x] & a[x] & ~kb;
+                eq[x] &= ~(a[x] ^ kb);
+            }
         }
-        uint64_t *a = acc + (size_t)wd * (size_t)S;
-        dst[wd] = cmp_word(a, S, op, k);
-        any |= dst[wd];
-        memset(a, 0, (size_t)S * sizeof *a); /* leave the scratch zeroed */
     }
-    memset(mask, 0, 16 * sizeof *mask);
-    dense_zero(tmp);
+    uint64_t any = 0;
+    for (uint32_t x = 0; x < CP_CHUNK_WORDS; x++) {
+        uint64_t g = gt[x], e = eq[x], r = 0;
+        switch (op) {
+        case BEH_EQ:
+            r = e;
+            break;
+        case BEH_NE:
+            r = ~e;
+            break;
+        case BEH_LT:
+            r = ~(g | e);
+            break;
+        case BEH_LE:
+            r = ~g;
+            break;
+        case BEH_GT:
+            r = g;
+            break;
+        case BEH_GE:
+            r = g | e;
+            break;
+        }
+        dst[x] = r;
+        any |= r;
+    }
+    /* leave the scratch zeroed for the next call */
+    memset(acc, 0, (size_t)(top + 1) * CP_CHUNK_WORDS * sizeof *acc);
+    dense_zero(carry);
     return any != 0;
 }
 

@@ -28,10 +28,11 @@
  * sum 0 and take part in the comparison: `= 0`, `< 2`, `!= 3`, `<= k`
  * match users without any such event, so callers must clip results to the
  * live universe (the planner's root does). Evaluation is per 65,536-user
- * chunk into dense words: the cells' bit slices are added into a
- * word-major bit-sliced accumulator with a word-level ripple-carry adder
- * (only words holding users of the chunk are touched), then compared with
- * k by O'Neil's bit-sliced comparison; `>= 1` and `= 0` are a plain OR of
+ * chunk into dense words: each day's exists bitmap (+1) and count slices
+ * (+2^j) are added into a bit-sliced accumulator by a word-level
+ * ripple-carry adder, one 1,024-word slice at a time, stopping where no
+ * carry is left; the sums are then compared with k by O'Neil's bit-sliced
+ * comparison. `>= 1` and `= 0` skip the counts: a plain OR of
  * the days' `exists` chunks.
  *
  * Persistence (store.h), in a sub-database the caller chooses, under keys

@@ -462,6 +462,7 @@ static void test_remove_move_extract(void **state)
         assert_int_equal(n2, n);
         if (n)
             assert_memory_equal(e, e2, n * sizeof *e);
+        free(e2);
         /* truncated bytes are refused */
         assert_int_equal(beh_entries_decode(buf, len - 1, &e2, &n2), CP_EIO);
         free(e2);
