@@ -359,6 +359,132 @@ cp_status cp_key_count(cp_db_t *db, uint64_t *n);
 cp_status cp_keys_json(cp_db_t *db, char **out, cp_error_t *err);
 cp_status cp_key_revoke(cp_db_t *db, const char *key_id, cp_error_t *err);
 
+/* ----------------------------------------------------------- event intake
+ *
+ * Segment-compatible events (docs/intake.md): identify, track, page,
+ * screen, group, alias, one at a time or in a {"batch":[...]} envelope.
+ * A request is validated whole (nothing of an invalid request is applied),
+ * its events are written to the write-ahead log and applied in memory, and
+ * the call returns only once the log record is durable (fsync; concurrent
+ * callers share one). Checkpoints move the applied state into LMDB.
+ * Retries are harmless: events whose messageId was seen within the dedup
+ * window are skipped (counted in `duplicates`).
+ */
+typedef enum cp_event_type {
+    CP_EVENT_BATCH = 0, /* {"batch":[...]} (/v1/batch) */
+    CP_EVENT_IDENTIFY = 1,
+    CP_EVENT_TRACK = 2,
+    CP_EVENT_PAGE = 3,
+    CP_EVENT_SCREEN = 4,
+    CP_EVENT_GROUP = 5,
+    CP_EVENT_ALIAS = 6,
+} cp_event_type;
+
+typedef struct cp_ingest_result {
+    uint64_t events;        /* events in the request */
+    uint64_t applied;       /* applied (events - duplicates) */
+    uint64_t duplicates;    /* skipped: messageId seen within the window */
+    uint64_t users_created;
+    uint64_t merges;        /* identity merges the request caused */
+    uint64_t lsn;           /* its write-ahead log record (0: nothing to log) */
+    /* On CP_EINVAL for bad events: [{"index":i,"reason":"..."},...]
+     * (caller frees with cp_free or cp_ingest_result_clear); else NULL. */
+    char *errors_json;
+} cp_ingest_result_t;
+
+/* Ingests one Segment request body (limits: 32 KB per event, 500 KB per
+ * batch). `res` may be NULL. Durable when CP_OK is returned. */
+cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
+                            cp_ingest_result_t *res, cp_error_t *err);
+void cp_ingest_result_clear(cp_ingest_result_t *res); /* frees errors_json */
+
+/* Moves everything applied so far into LMDB and trims the write-ahead log
+ * (also done periodically and on close). */
+cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err);
+
+/*
+ * Bulk import of a file (plain or gzip): NDJSON Segment events, or CSV with
+ * a column mapping (JSON, docs/intake.md) or a built-in preset
+ * ("online-retail"). Streams in constant memory; bad lines go to on_reject
+ * (err->record = line) and are skipped. Each batch commits with the input
+ * position in the same transaction, so a re-run of the same file (same
+ * path, size and mtime, same first MiB) resumes after the last committed
+ * line without duplicates; a completed file is not imported twice
+ * (stats->already_done) unless CP_IMPORT_RESTART.
+ */
+typedef enum cp_import_format { CP_IMPORT_NDJSON = 1, CP_IMPORT_CSV = 2 } cp_import_format;
+enum { CP_IMPORT_RESTART = 1u << 0 };
+typedef struct cp_import_options {
+    cp_import_format format;
+    const char *mapping_json; /* CSV: a mapping document, or NULL with preset */
+    size_t mapping_len;
+    const char *preset;       /* CSV: "online-retail" */
+    unsigned flags;           /* CP_IMPORT_* */
+    cp_reject_fn on_reject;   /* may be NULL */
+    cp_progress_fn on_progress; /* bytes of the (compressed) file read, lines */
+    void *ud;
+    uint64_t batch_lines;     /* 0 = 50,000 */
+} cp_import_options_t;
+typedef struct cp_import_stats {
+    uint64_t lines;          /* lines (CSV records) read in this run */
+    uint64_t events;         /* events applied */
+    uint64_t skipped;        /* rows the mapping skips (e.g. no CustomerID) */
+    uint64_t rejected;
+    uint64_t duplicates;
+    uint64_t users_created;
+    uint64_t merges;
+    uint64_t resumed_at_line; /* 0: started at the beginning */
+    uint64_t file_bytes;     /* size of the file */
+    int already_done;        /* the file had been imported completely before */
+} cp_import_stats_t;
+cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
+                         cp_import_stats_t *stats, cp_error_t *err);
+
+/* -------------------------------------------------------------- identity
+ * Identifiers are TYPE + VALUE (user_id, anonymous_id, phone, email,
+ * device_id, idfa, oaid, member_id, openid, unionid, configured others);
+ * docs/identity.md has the normalisation, hashing and merge rules.
+ */
+
+/* {"user":{"id","ordinal"},"identifiers":[{"type","value","hashed"}],
+ *  "attrs":{..},"traits":{..},"tags":[..],"crowds":[..],
+ *  "lineage":[{"merge_id","time","survivor","absorbed","identifiers",
+ *  "message_id","source","undone"}]}. CP_ENOTFOUND for an unknown one. */
+cp_status cp_whois_json(cp_db_t *db, const char *type, const char *value, char **out,
+                        cp_error_t *err);
+/* Undoes a merge (docs/identity.md "Unmerge"); *out (may be NULL) gets
+ * {"merge_id","survivor","restored"}. */
+cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err);
+/* Deletes the whole (merged) user an identifier belongs to: bitmaps,
+ * indexes, dictionaries, lineage, the write-ahead log, and compacts the
+ * data file so no byte of the user remains. */
+cp_status cp_user_delete_by_identifier(cp_db_t *db, const char *type, const char *value,
+                                       cp_error_t *err);
+
+/* Unindexed traits and properties seen, with counts and example values:
+ * {"traits":{key:{"count","examples":[..]}},"properties":{key:{"count",
+ *  "indexed","examples"}}} */
+cp_status cp_properties_json(cp_db_t *db, char **out, cp_error_t *err);
+/* Event names with counts: {"events":[{"name","count","users"}]} */
+cp_status cp_events_json(cp_db_t *db, char **out, cp_error_t *err);
+
+/*
+ * Intake configuration, stored in the data directory:
+ * {"identity":{"default_country":"86","hash_pii":true,"types":[{"name",
+ *   "pii"}]},"indexed_properties":["category"],"dedup":{"window_hours":24,
+ *   "max_entries":1000000},"retention_days":0,"checkpoint":{"interval_ms":
+ *   2000,"records":10000},"clock_skew_correction":true}
+ * set replaces the fields given and keeps the others.
+ */
+cp_status cp_intake_config_json(cp_db_t *db, char **out, cp_error_t *err);
+cp_status cp_intake_config_set_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
+
+/* cp_count with did() windows ending on `as_of` ("2011-06-30"; NULL =
+ * today, UTC). */
+cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint64_t *count,
+                         cp_error_t *err);
+
+
 #ifdef __cplusplus
 }
 #endif

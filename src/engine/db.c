@@ -38,6 +38,10 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     pthread_rwlock_wrlock(&db->lock);
     cp_status rc = db_check(db, err);
+    /* Events applied but not checkpointed hold the LMDB write txn: commit
+     * them first, so this write comes after them on disk too. */
+    if (rc == CP_OK && db->pend)
+        rc = intake_checkpoint_locked(db, err);
     if (rc == CP_OK)
         rc = store_txn_begin(db->st, 1, txn, err);
     if (rc) {
@@ -74,33 +78,48 @@ cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t 
     return CP_EIO;
 }
 
-cp_status db_write_end(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
     cp_status rc = CP_OK;
-    if (db->data_changed && (rc = crowds_reeval_dynamic(db, txn, err)))
-        return db_write_fail(db, txn, rc, err);
-    if ((rc = index_persist(db->ix, txn, err)) ||
+    if ((db->data_changed && (rc = crowds_reeval_dynamic(db, txn, err))) ||
+        (rc = index_persist(db->ix, txn, err)) || (rc = intake_persist(db, txn, err)) ||
         (rc = store_meta_put_u64(txn, "next_ordinal", db->next_ordinal, err)) ||
         (rc = store_meta_put_u64(txn, "next_tag_id", db->tax.next_id, err)) ||
-        (rc = store_meta_put_u64(txn, "next_crowd_id", db->crowds.next_id, err)))
-        return db_write_fail(db, txn, rc, err);
+        (rc = store_meta_put_u64(txn, "next_crowd_id", db->crowds.next_id, err))) {
+        store_txn_abort(txn);
+        snprintf(db->failed_msg, sizeof db->failed_msg,
+                 "a write to data directory %s failed after changing memory (%s); reopen the "
+                 "data directory",
+                 store_dir(db->st), cp_strerror(rc));
+        atomic_store(&db->failed, 1);
+        db->data_changed = 0;
+        if (err && err->message[0])
+            cp__error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
+        if (err)
+            err->code = CP_EIO;
+        return CP_EIO;
+    }
     rc = store_txn_commit(txn, err);
+    db->data_changed = 0;
     if (rc) {
         /* The transaction is gone already. */
         snprintf(db->failed_msg, sizeof db->failed_msg,
                  "a commit to data directory %s failed (%s); reopen the data directory",
                  store_dir(db->st), cp_strerror(rc));
         atomic_store(&db->failed, 1);
-        db->data_changed = 0;
-        pthread_rwlock_unlock(&db->lock);
         if (err)
             err->code = CP_EIO;
         return CP_EIO;
     }
-    db->data_changed = 0;
     atomic_fetch_add(&db->writes, 1);
-    pthread_rwlock_unlock(&db->lock);
     return CP_OK;
+}
+
+cp_status db_write_end(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    cp_status rc = db_commit_locked(db, txn, err);
+    pthread_rwlock_unlock(&db->lock);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ open */
@@ -176,6 +195,8 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
             goto out;
         }
     }
+    if ((rc = intake_open(db, txn, err)))
+        goto out;
     store_txn_abort(txn);
     txn = NULL;
     db->ev = eval_engine_create(o.threads);
@@ -183,6 +204,8 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
         rc = CP_ERR(err, CP_ENOMEM, "cannot start the query threads");
         goto out;
     }
+    if ((rc = intake_recover(db, err)))
+        goto out;
     *out = db;
     db = NULL;
 out:
@@ -199,12 +222,14 @@ void cp_db_close(cp_db_t *db)
 {
     if (db == NULL)
         return;
+    intake_close(db);
     eval_engine_free(db->ev);
     index_free(db->ix);
     apikey_set_free(&db->keys);
     crowd_set_free(&db->crowds);
     schema_free(&db->sch);
     tax_free(&db->tax);
+    intake_free(db);
     store_close(db->st);
     pthread_rwlock_destroy(&db->lock);
     free(db);
@@ -293,6 +318,24 @@ static const roaring_bitmap_t *r_value(void *ctx, int32_t handle, const char *v,
     return vid ? index_value_bitmap(db->ix, a->id, vid) : NULL;
 }
 
+static cp_status r_did(void *ctx, const char *event, const beh_prop_t *filters, size_t n,
+                       const beh_t **beh, uint32_t *series, size_t *bad)
+{
+    cp_db_t *db = ctx;
+    for (size_t i = 0; i < n; i++) {
+        int ok = 0;
+        for (size_t k = 0; k < db->cfg.nindexed && !ok; k++)
+            ok = strlen(db->cfg.indexed[k]) == filters[i].nlen &&
+                 memcmp(db->cfg.indexed[k], filters[i].name, filters[i].nlen) == 0;
+        if (!ok) {
+            *bad = i;
+            return CP_EINVAL;
+        }
+    }
+    *beh = db->beh;
+    return beh_resolve(db->beh, event, strlen(event), filters, n, series);
+}
+
 void db_resolver(cp_db_t *db, plan_resolver_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -302,14 +345,22 @@ void db_resolver(cp_db_t *db, plan_resolver_t *r)
     r->crowd = r_crowd;
     r->attr = r_attr;
     r->value = r_value;
+    r->did = db->beh ? r_did : NULL;
 }
 
 cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,
                        cp_error_t *err)
 {
+    return db_eval_tree_as_of(db, root, 0, out, err);
+}
+
+cp_status db_eval_tree_as_of(cp_db_t *db, const expr_node_t *root, int32_t as_of_day,
+                             roaring_bitmap_t **out, cp_error_t *err)
+{
     *out = NULL;
     plan_resolver_t r;
     db_resolver(db, &r);
+    r.as_of_day = as_of_day;
     plan_t *p = NULL;
     cp_status rc = plan_build(root, &r, &p, err);
     if (rc)

@@ -19,15 +19,21 @@
 #include <stdatomic.h>
 
 #include "crowdpack.h"
+#include "index/behavior.h"
 #include "index/index.h"
+#include "ingest/dedup.h"
+#include "ingest/event.h"
 #include "model/apikey.h"
 #include "model/crowd.h"
+#include "model/identity.h"
+#include "model/normalize.h"
 #include "model/schema.h"
 #include "model/taxonomy.h"
 #include "model/users.h"
 #include "query/ast.h"
 #include "query/plan.h"
 #include "store/store.h"
+#include "store/wal.h"
 #include "util/util.h"
 
 #define CP_FORMAT_VERSION 1u
@@ -36,6 +42,19 @@
 #define CP_USER_MAX_TAGS 4096         /* tags in one user record */
 #define CP_SAMPLE_MAX 1000000u
 #define CP_DEFAULT_BATCH_LINES 50000u
+
+/* Intake settings (cp_intake_config_json; meta "intake_config"). */
+#define INTAKE_MAX_INDEXED 64
+typedef struct intake_cfg {
+    char *indexed[INTAKE_MAX_INDEXED]; /* indexed event properties */
+    size_t nindexed;
+    int64_t dedup_window_ms;
+    uint64_t dedup_max;
+    int32_t retention_days;    /* 0 = keep every day */
+    int64_t ckpt_interval_ms;
+    uint64_t ckpt_records;
+    int skew_correction;
+} intake_cfg_t;
 
 struct cp_db {
     store_t *st;
@@ -53,6 +72,27 @@ struct cp_db {
     char failed_msg[256];
     atomic_uint_least64_t queries;
     atomic_uint_least64_t writes;
+    /* ---- event intake (events.c, durable.c) ---- */
+    beh_t *beh;                 /* behaviour index */
+    ident_config_t idc;         /* identifier normalisation and hashing */
+    intake_cfg_t cfg;
+    dedup_t *dedup;
+    wal_t *wal;                 /* NULL when read-only */
+    store_txn_t *pend;          /* write txn of applied, not yet checkpointed events */
+    atomic_int pending;         /* pend != NULL (read without the lock) */
+    uint64_t pend_records;
+    int64_t pend_since_ms;
+    uint64_t applied_lsn;       /* last WAL record applied in memory */
+    uint64_t ckpt_lsn;          /* last WAL record in LMDB */
+    json_t *catalog;            /* {"traits":{},"properties":{},"events":{}} */
+    int catalog_dirty;
+    uint32_t attr_first_seen, attr_last_seen; /* 0 until declared */
+    pthread_t ckpt_thread;
+    int ckpt_started;
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cv;
+    int ckpt_stop;
+    atomic_int iters;           /* open cp_iter (they hold LMDB read txns) */
 };
 
 /* CP_EIO if the handle is in the failed state. */
@@ -73,6 +113,11 @@ void db_write_abort(cp_db_t *db, store_txn_t *txn);
 /* Aborts a write that did touch memory: enters the failed state. The
  * original error in err is kept (suffixed); returns CP_EIO. */
 cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t *err);
+
+/* Persists the dirty state of a write (index, behaviour, dedup, catalog,
+ * counters) and commits txn; the lock stays held. On failure the handle
+ * enters the failed state (the lock stays held too). */
+cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
 
 /* Shared lock + failed check. */
 cp_status db_read_begin(cp_db_t *db, cp_error_t *err);
@@ -100,5 +145,36 @@ cp_status cp__result_wrap(roaring_bitmap_t *bm, cp_result_t **out);
 cp_status json_buf_str(cp_buf_t *b, const char *s, size_t len);
 /* Serialises j (compact) into a malloc'ed string; CP_ENOMEM. */
 cp_status db_json_out(json_t *j, char **out, cp_error_t *err);
+
+/* ---------------------------------------------------------- intake */
+
+/* At open, after the index: behaviour, config, dedup, catalog, identity
+ * config; then (read-write) the WAL with recovery. */
+cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err);
+cp_status intake_recover(cp_db_t *db, cp_error_t *err);
+/* At close: final checkpoint, stops the checkpointer, closes the WAL. */
+void intake_close(cp_db_t *db);
+void intake_free(cp_db_t *db);
+/* Writes the intake state into a write txn (from db_commit_locked). */
+cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
+/* Write lock held: commits the pending events and trims the WAL. */
+cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err);
+/* Checkpoints if events are pending, so LMDB readers see them. */
+cp_status db_flush(cp_db_t *db, cp_error_t *err);
+/* Write lock held: the pending write txn, begun if needed. */
+cp_status intake_txn(cp_db_t *db, store_txn_t **txn, cp_error_t *err);
+/* The canonical ordinal of a user id of the user dictionary (merged users
+ * resolve to their survivor). CP_ENOTFOUND silent. */
+cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
+                         cp_error_t *err);
+/* Deletes every trace of the users `ords` (write lock held, txn open). */
+cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords, size_t n,
+                            cp_error_t *err);
+/* After a deletion committed: trims the WAL whole and compacts data.mdb
+ * (write lock held, no txn open). */
+cp_status intake_scrub(cp_db_t *db, cp_error_t *err);
+/* Plans/evaluates with did() windows ending on as_of_day (0 = today). */
+cp_status db_eval_tree_as_of(cp_db_t *db, const expr_node_t *root, int32_t as_of_day,
+                             roaring_bitmap_t **out, cp_error_t *err);
 
 #endif /* CP_ENGINE_H */

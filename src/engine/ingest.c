@@ -385,7 +385,7 @@ static cp_status apply_user(cp_db_t *db, store_txn_t *txn, const stage_t *s, siz
     const su_t *u = &s->users[i];
     const char *id = s->str.data + u->idoff;
     uint32_t ord;
-    cp_status rc = users_lookup(txn, id, u->idlen, &ord, err);
+    cp_status rc = db_user_lookup(txn, id, u->idlen, &ord, err);
     if (rc == CP_ENOTFOUND) {
         if (db->next_ordinal > USERS_MAX_ORDINAL)
             return CP_ERR(err, CP_ELIMIT, "no user ordinals left");
@@ -861,7 +861,7 @@ cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *pa
     if (rc)
         return rc;
     uint32_t ord;
-    rc = users_lookup(txn, id, strlen(id), &ord, err);
+    rc = db_user_lookup(txn, id, strlen(id), &ord, err);
     if (rc == CP_ENOTFOUND)
         rc = CP_ERR(err, CP_ENOTFOUND, "user \"%.256s\" not found", id);
     for (size_t i = 0; rc == CP_OK && i < n; i++)
@@ -879,28 +879,14 @@ cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *pa
     return db_write_end(db, txn, err);
 }
 
+cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *err);
+
+/* The whole (merged) user, its identifiers and lineage (events.c). */
 cp_status cp_user_delete(cp_db_t *db, const char *id, cp_error_t *err)
 {
     if (id == NULL)
         return CP_ERR(err, CP_EINVAL, "id is NULL");
-    store_txn_t *txn;
-    cp_status rc = db_write_begin(db, &txn, err);
-    if (rc)
-        return rc;
-    uint32_t ord;
-    size_t len = strlen(id);
-    rc = users_lookup(txn, id, len, &ord, err);
-    if (rc) {
-        if (rc == CP_ENOTFOUND)
-            rc = CP_ERR(err, CP_ENOTFOUND, "user \"%.256s\" not found", id);
-        db_write_abort(db, txn);
-        return rc;
-    }
-    index_user_delete(db->ix, &db->tax, ord);
-    db->data_changed = 1;
-    if ((rc = users_remove(txn, id, len, ord, err)))
-        return db_write_fail(db, txn, rc, err);
-    return db_write_end(db, txn, err);
+    return intake_delete_by_id(db, id, err);
 }
 
 cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
@@ -908,15 +894,15 @@ cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
     if (id == NULL || out == NULL)
         return CP_ERR(err, CP_EINVAL, "id or out is NULL");
     *out = NULL;
-    cp_status rc = db_read_begin(db, err);
-    if (rc)
+    cp_status rc = db_flush(db, err);
+    if (rc || (rc = db_read_begin(db, err)))
         return rc;
     store_txn_t *txn = NULL;
     json_t *o = NULL;
     uint32_t ord;
     if ((rc = store_txn_begin(db->st, 0, &txn, err)))
         goto out;
-    rc = users_lookup(txn, id, strlen(id), &ord, err);
+    rc = db_user_lookup(txn, id, strlen(id), &ord, err);
     if (rc == CP_ENOTFOUND)
         rc = CP_ERR(err, CP_ENOTFOUND, "user \"%.256s\" not found", id);
     if (rc)

@@ -15,6 +15,7 @@ struct cp_iter {
     store_cursor_t *cur;
     roaring_uint32_iterator_t it;
     roaring_bitmap_t *bm; /* owned copy: the result may be freed first */
+    int counted; /* in db->iters */
     char id[USERS_MAX_ID + 1];
 };
 
@@ -173,8 +174,9 @@ cp_status cp_iter_open(cp_db_t *db, const cp_result_t *r, cp_iter_t **out, cp_er
     if (r == NULL || out == NULL)
         return CP_ERR(err, CP_EINVAL, "result or out is NULL");
     *out = NULL;
-    cp_status rc = db_check(db, err);
-    if (rc)
+    /* Ids of users created by events are on disk after a checkpoint. */
+    cp_status rc = db_flush(db, err);
+    if (rc || (rc = db_check(db, err)))
         return rc;
     cp_iter_t *it = calloc(1, sizeof *it);
     if (it == NULL)
@@ -193,6 +195,8 @@ cp_status cp_iter_open(cp_db_t *db, const cp_result_t *r, cp_iter_t **out, cp_er
         return rc;
     }
     roaring_init_iterator(it->bm, &it->it);
+    atomic_fetch_add(&db->iters, 1);
+    it->counted = 1;
     *out = it;
     return CP_OK;
 }
@@ -228,6 +232,8 @@ void cp_iter_close(cp_iter_t *it)
         return;
     store_cursor_close(it->cur);
     store_txn_abort(it->txn);
+    if (it->counted)
+        atomic_fetch_sub(&it->db->iters, 1);
     index_bm_free(it->bm);
     free(it);
 }

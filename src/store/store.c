@@ -19,6 +19,7 @@
 
 static const char *const db_names[STORE_NDBS] = {
     "meta", "bitmaps", "uid", "uord", "tags", "attrs", "values", "crowds", "keys", "identity",
+    "intake",
 };
 
 struct store {
@@ -479,4 +480,83 @@ void store_cursor_close(store_cursor_t *c)
         return;
     mdb_cursor_close(c->cur);
     free(c);
+}
+
+/* ------------------------------------------------------------- compact */
+
+/* Opens the environment of st->data_path again after a compaction. */
+static cp_status env_reopen(store_t *st, size_t mapsize, unsigned eflags, cp_error_t *err)
+{
+    int mrc = mdb_env_create(&st->env);
+    if (mrc) {
+        st->env = NULL;
+        return MDB_ERR(err, mrc, "creating the LMDB environment");
+    }
+    if ((mrc = mdb_env_set_maxdbs(st->env, 16)) || (mrc = mdb_env_set_mapsize(st->env, mapsize)) ||
+        (mrc = mdb_env_set_maxreaders(st->env, 1022)) ||
+        (mrc = mdb_env_open(st->env, st->data_path, eflags, 0644))) {
+        mdb_env_close(st->env);
+        st->env = NULL;
+        return MDB_ERR(err, mrc, "reopening the compacted data directory");
+    }
+    MDB_txn *txn;
+    if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)))
+        return MDB_ERR(err, mrc, "beginning a transaction");
+    for (int i = 0; i < STORE_NDBS; i++) {
+        unsigned dflags = MDB_CREATE | (i == STORE_UORD ? MDB_INTEGERKEY : 0);
+        if ((mrc = mdb_dbi_open(txn, db_names[i], dflags, &st->dbi[i]))) {
+            mdb_txn_abort(txn);
+            return MDB_ERR(err, mrc, "opening a sub-database");
+        }
+    }
+    if ((mrc = mdb_txn_commit(txn)))
+        return MDB_ERR(err, mrc, "committing a transaction");
+    return CP_OK;
+}
+
+cp_status store_compact(store_t *st, cp_error_t *err)
+{
+    if (st->readonly)
+        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", st->dir);
+    char tmp[STORE_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.compact", st->data_path);
+    unlink(tmp);
+    MDB_envinfo info;
+    unsigned eflags = 0;
+    int mrc = mdb_env_info(st->env, &info);
+    if (mrc == 0)
+        mrc = mdb_env_get_flags(st->env, &eflags);
+    if (mrc)
+        return MDB_ERR(err, mrc, "reading the environment's settings");
+    /* NOSUBDIR environment: the copy's path is the file itself. */
+    if ((mrc = mdb_env_copy2(st->env, tmp, MDB_CP_COMPACT))) {
+        unlink(tmp);
+        return MDB_ERR(err, mrc, "writing a compacted copy of data.mdb");
+    }
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        return CP_ERR(err, CP_EIO, "cannot sync %s: %s", tmp, strerror(e));
+    }
+    close(fd);
+    mdb_env_close(st->env);
+    st->env = NULL;
+    cp_status rc = CP_OK;
+    if (rename(tmp, st->data_path) != 0) {
+        rc = CP_ERR(err, CP_EIO, "cannot replace %s with its compacted copy: %s", st->data_path,
+                    strerror(errno));
+        unlink(tmp);
+    } else {
+        int dfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)fsync(dfd);
+            close(dfd);
+        }
+    }
+    unsigned keep = eflags & (MDB_NOSUBDIR | MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC);
+    cp_status rc2 = env_reopen(st, info.me_mapsize, keep | MDB_NOSUBDIR | MDB_NOTLS, err);
+    return rc ? rc : rc2;
 }

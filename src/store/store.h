@@ -36,6 +36,8 @@ typedef enum store_db {
     STORE_CROWDS,    /* crowd name -> record */
     STORE_KEYS,      /* key id -> record */
     STORE_IDENTITY,  /* OneID graph: one-byte prefixed rows, see model/identity.h */
+    STORE_INTAKE,    /* event intake: behaviour (beh/), dedup window (dedup/), import
+                        positions (imp/), unindexed traits (ut/), catalog, config */
     STORE_NDBS
 } store_db;
 
@@ -107,6 +109,16 @@ cp_status store_del_prefix(store_txn_t *t, store_db db, const void *prefix, size
 /* Meta numbers: 8-byte little endian. get: CP_ENOTFOUND (silent) if absent. */
 cp_status store_meta_get_u64(store_txn_t *t, const char *key, uint64_t *v, cp_error_t *err);
 cp_status store_meta_put_u64(store_txn_t *t, const char *key, uint64_t v, cp_error_t *err);
+
+/*
+ * Rewrites data.mdb with LMDB's compacting copy (mdb_env_copy2 with
+ * MDB_CP_COMPACT: only live pages, so bytes of deleted records are gone)
+ * into DIR/data.mdb.compact, fsyncs it, renames it over data.mdb and
+ * reopens the environment. No transaction may be open on st (callers
+ * hold their own write lock and make sure of that); on failure the old
+ * file is kept and st stays usable if the reopen succeeded.
+ */
+cp_status store_compact(store_t *st, cp_error_t *err);
 
 /* A cursor over one sub-database for lookups by key during iteration
  * (cp_iter). Lives inside a transaction. */

@@ -1,0 +1,252 @@
+/*
+ * durable.c — how intake survives kill -9 and power loss (docs/intake.md
+ * "Durability"):
+ *
+ *  - an event request is validated, applied in memory and into one
+ *    long-lived LMDB write transaction (db->pend), and appended to the
+ *    write-ahead log, all under the write lock, so WAL order = apply
+ *    order; the caller then waits in wal_sync() (group commit) and only
+ *    then answers;
+ *  - a checkpoint (every interval_ms or `records` requests, before any
+ *    other write, before reads of the on-disk dictionaries, and on close)
+ *    persists the dirty index, behaviour, dedup window and catalog into
+ *    db->pend with meta "wal_lsn" = the last applied LSN, commits it
+ *    (LMDB fsyncs), then rotates the WAL and deletes the segments it
+ *    covers;
+ *  - at open, the LMDB state is exactly the last checkpoint; the WAL
+ *    records after its LSN are replayed through the same apply path (their
+ *    receive times are in the records, so dedup decides the same way), a
+ *    torn tail having been cut by wal_open.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/engine.h"
+
+cp_status intake_txn(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
+{
+    if (db->pend == NULL) {
+        cp_status rc = store_txn_begin(db->st, 1, &db->pend, err);
+        if (rc)
+            return rc;
+        db->pend_records = 0;
+        db->pend_since_ms = cp_now_ms();
+        atomic_store(&db->pending, 1);
+    }
+    *txn = db->pend;
+    return CP_OK;
+}
+
+static cp_status catalog_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    if (!db->catalog_dirty || db->catalog == NULL)
+        return CP_OK;
+    char *s = json_dumps(db->catalog, JSON_COMPACT);
+    if (s == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory saving the catalog");
+    cp_status rc = store_put(txn, STORE_INTAKE, "catalog", 7, s, strlen(s), err);
+    free(s);
+    if (rc == CP_OK)
+        db->catalog_dirty = 0;
+    return rc;
+}
+
+cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    if (db->beh == NULL)
+        return CP_OK;
+    if (db->cfg.retention_days > 0)
+        beh_retain(db->beh, (int32_t)(cp_now_ms() / 86400000) - db->cfg.retention_days + 1);
+    if ((rc = beh_persist(db->beh, txn, STORE_INTAKE, err)) ||
+        (rc = dedup_persist(db->dedup, txn, STORE_INTAKE, err)) ||
+        (rc = catalog_persist(db, txn, err)) ||
+        (rc = store_meta_put_u64(txn, "wal_lsn", db->applied_lsn, err)))
+        return rc;
+    return CP_OK;
+}
+
+cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
+{
+    if (db->pend == NULL)
+        return CP_OK;
+    store_txn_t *txn = db->pend;
+    db->pend = NULL;
+    atomic_store(&db->pending, 0);
+    /* Events of the pending txn changed data: re-evaluate dynamic crowds. */
+    db->data_changed = 1;
+    cp_status rc = db_commit_locked(db, txn, err);
+    if (rc)
+        return rc;
+    db->ckpt_lsn = db->applied_lsn;
+    db->pend_records = 0;
+    if (db->wal && db->ckpt_lsn) {
+        /* A new segment, so the ones the checkpoint covers can go whole. */
+        if ((rc = wal_rotate(db->wal, NULL, err)) ||
+            (rc = wal_truncate_before(db->wal, db->ckpt_lsn, NULL, err)))
+            return rc;
+    }
+    return CP_OK;
+}
+
+cp_status db_flush(cp_db_t *db, cp_error_t *err)
+{
+    if (db == NULL || !atomic_load(&db->pending))
+        return CP_OK;
+    pthread_rwlock_wrlock(&db->lock);
+    cp_status rc = db_check(db, err);
+    if (rc == CP_OK)
+        rc = intake_checkpoint_locked(db, err);
+    pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
+cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err)
+{
+    if (db == NULL)
+        return CP_ERR(err, CP_EINVAL, "no database handle");
+    if (db->readonly)
+        return CP_OK;
+    pthread_rwlock_wrlock(&db->lock);
+    cp_status rc = db_check(db, err);
+    if (rc == CP_OK)
+        rc = intake_checkpoint_locked(db, err);
+    pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------- checkpointer */
+
+static void *ckpt_main(void *arg)
+{
+    cp_db_t *db = arg;
+    pthread_mutex_lock(&db->ckpt_mu);
+    while (!db->ckpt_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&db->ckpt_cv, &db->ckpt_mu, &ts);
+        if (db->ckpt_stop)
+            break;
+        if (!atomic_load(&db->pending) || atomic_load(&db->failed))
+            continue;
+        pthread_mutex_unlock(&db->ckpt_mu);
+        pthread_rwlock_wrlock(&db->lock);
+        if (db->pend && !atomic_load(&db->failed) &&
+            (cp_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
+             db->pend_records >= db->cfg.ckpt_records)) {
+            cp_error_t e = {0};
+            if (intake_checkpoint_locked(db, &e))
+                fprintf(stderr, "crowdpack: checkpoint failed: %s\n", e.message);
+        }
+        pthread_rwlock_unlock(&db->lock);
+        pthread_mutex_lock(&db->ckpt_mu);
+    }
+    pthread_mutex_unlock(&db->ckpt_mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ recovery */
+
+cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint64_t lsn,
+                              cp_error_t *err);
+
+static cp_status replay_one(void *ud, uint64_t lsn, uint8_t type, const void *payload, size_t len,
+                            cp_error_t *err)
+{
+    cp_db_t *db = ud;
+    if (type != 1)
+        return CP_ERR(err, CP_EIO, "write-ahead log record %llu has unknown type %u",
+                      (unsigned long long)lsn, type);
+    pthread_rwlock_wrlock(&db->lock);
+    cp_status rc = intake_apply_record(db, payload, len, lsn, err);
+    pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
+static void wal_log(void *ud, const char *msg)
+{
+    (void)ud;
+    fprintf(stderr, "crowdpack: %s\n", msg);
+}
+
+cp_status intake_recover(cp_db_t *db, cp_error_t *err)
+{
+    if (db->readonly)
+        return CP_OK;
+    cp_status rc;
+    if (!db->idc.ic_have_salt) {
+        /* PII keys need the salt before the first event is validated. */
+        store_txn_t *t = NULL;
+        if ((rc = store_txn_begin(db->st, 1, &t, err)))
+            return rc;
+        if ((rc = ident_config_bind(t, &db->idc, 1, err))) {
+            store_txn_abort(t);
+            return rc;
+        }
+        if ((rc = store_txn_commit(t, err)))
+            return rc;
+    }
+    wal_options_t wo = {0};
+    wo.initial_lsn = db->ckpt_lsn + 1;
+    wo.log = wal_log;
+    const char *ns = getenv("CROWDPACK_WAL_NOSYNC"); /* tests on tmpfs-less CI only */
+    if (ns && ns[0] == '1')
+        wo.sync = WAL_SYNC_NONE;
+    rc = wal_open(store_dir(db->st), &wo, &db->wal, err);
+    if (rc)
+        return rc;
+    uint64_t last = wal_last_lsn(db->wal);
+    if (last > db->ckpt_lsn) {
+        if ((rc = wal_replay(db->wal, db->ckpt_lsn, replay_one, db, err)))
+            return rc;
+        pthread_rwlock_wrlock(&db->lock);
+        rc = intake_checkpoint_locked(db, err);
+        pthread_rwlock_unlock(&db->lock);
+        if (rc)
+            return rc;
+    } else if (last < db->ckpt_lsn) {
+        /* The log is behind the checkpoint (its files were removed): new
+         * records must still get LSNs after the checkpoint. */
+        return CP_ERR(err, CP_EIO,
+                      "write-ahead log in %s/wal ends at %llu, before the checkpoint at %llu",
+                      store_dir(db->st), (unsigned long long)last,
+                      (unsigned long long)db->ckpt_lsn);
+    }
+    db->applied_lsn = wal_last_lsn(db->wal);
+    if (pthread_create(&db->ckpt_thread, NULL, ckpt_main, db) != 0)
+        return CP_ERR(err, CP_ENOMEM, "cannot start the checkpoint thread");
+    db->ckpt_started = 1;
+    return CP_OK;
+}
+
+void intake_close(cp_db_t *db)
+{
+    if (db->ckpt_started) {
+        pthread_mutex_lock(&db->ckpt_mu);
+        db->ckpt_stop = 1;
+        pthread_cond_signal(&db->ckpt_cv);
+        pthread_mutex_unlock(&db->ckpt_mu);
+        pthread_join(db->ckpt_thread, NULL);
+        db->ckpt_started = 0;
+    }
+    if (db->pend) {
+        cp_error_t e = {0};
+        pthread_rwlock_wrlock(&db->lock);
+        if (!atomic_load(&db->failed)) {
+            if (intake_checkpoint_locked(db, &e))
+                fprintf(stderr, "crowdpack: final checkpoint failed: %s\n", e.message);
+        } else {
+            store_txn_abort(db->pend);
+            db->pend = NULL;
+        }
+        pthread_rwlock_unlock(&db->lock);
+    }
+    wal_close(db->wal);
+    db->wal = NULL;
+}

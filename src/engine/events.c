@@ -1,0 +1,1834 @@
+/*
+ * events.c — applying validated events (src/ingest/) to a database:
+ * identifiers -> normalised keys -> identity resolution (merges move the
+ * absorbed user's data into the survivor and keep a snapshot in the
+ * lineage), traits -> attributes per the schema (unknown traits kept per
+ * user and catalogued), track/page/screen/group -> the behaviour index,
+ * first_seen / last_seen, messageId dedup; the intake configuration; whois,
+ * unmerge and deletion by identifier; the catalog views.
+ *
+ * Every write path here holds the write lock. A request is prepared whole
+ * first (keys normalised, traits checked against the schema) so a bad
+ * event rejects the request before anything changes.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "model/codec.h"
+
+#define CATALOG_MAX_KEYS 10000
+#define CATALOG_EXAMPLES 3
+#define TRAITS_MAX_BYTES (64u * 1024) /* unindexed traits kept per user */
+
+/* ---------------------------------------------------------------- config */
+
+static void cfg_clear(intake_cfg_t *c)
+{
+    for (size_t i = 0; i < c->nindexed; i++)
+        free(c->indexed[i]);
+    memset(c, 0, sizeof *c);
+}
+
+static void cfg_defaults(intake_cfg_t *c)
+{
+    cfg_clear(c);
+    c->dedup_window_ms = DEDUP_DEFAULT_WINDOW_MS;
+    c->dedup_max = DEDUP_DEFAULT_MAX_ENTRIES;
+    c->ckpt_interval_ms = 2000;
+    c->ckpt_records = 10000;
+    c->skew_correction = 1;
+}
+
+static json_t *cfg_to_json(const cp_db_t *db)
+{
+    const intake_cfg_t *c = &db->cfg;
+    json_t *types = json_array(), *idx = json_array();
+    for (size_t i = 0; i < db->idc.ic_ntypes; i++)
+        json_array_append_new(types, json_pack("{s:s,s:b}", "name", db->idc.ic_types[i], "pii",
+                                               ident_type_hashed(&db->idc, (int)i) ||
+                                                   ((db->idc.ic_pii >> i) & 1)));
+    for (size_t i = 0; i < c->nindexed; i++)
+        json_array_append_new(idx, json_string(c->indexed[i]));
+    return json_pack("{s:{s:s,s:b,s:o},s:o,s:{s:f,s:I},s:i,s:{s:I,s:I},s:b}", "identity",
+                     "default_country", db->idc.ic_country, "hash_pii", db->idc.ic_hash_pii,
+                     "types", types, "indexed_properties", idx, "dedup", "window_hours",
+                     (double)c->dedup_window_ms / 3600000.0, "max_entries",
+                     (json_int_t)c->dedup_max, "retention_days", (int)c->retention_days,
+                     "checkpoint", "interval_ms", (json_int_t)c->ckpt_interval_ms, "records",
+                     (json_int_t)c->ckpt_records, "clock_skew_correction", c->skew_correction);
+}
+
+/* Applies the fields of j over (c, idc). Validates everything; on failure
+ * c and idc may be half-changed (callers work on copies). */
+static cp_status cfg_apply_json(const json_t *j, intake_cfg_t *c, ident_config_t *idc,
+                                cp_error_t *err)
+{
+    if (!json_is_object(j))
+        return CP_ERR(err, CP_EINVAL, "intake config: expected a JSON object");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)j, k, v)
+    {
+        if (strcmp(k, "identity") && strcmp(k, "indexed_properties") && strcmp(k, "dedup") &&
+            strcmp(k, "retention_days") && strcmp(k, "checkpoint") &&
+            strcmp(k, "clock_skew_correction"))
+            return CP_ERR(err, CP_EINVAL, "intake config: unknown field \"%.64s\"", k);
+    }
+    cp_status rc;
+    const json_t *id = json_object_get(j, "identity");
+    if (id) {
+        const json_t *cc = json_object_get(id, "default_country");
+        if (cc && (!json_is_string(cc) ||
+                   (rc = ident_config_set_country(idc, json_string_value(cc), err))))
+            return json_is_string(cc) ? rc
+                                      : CP_ERR(err, CP_EINVAL,
+                                               "intake config: identity.default_country must be "
+                                               "a string such as \"86\"");
+        const json_t *h = json_object_get(id, "hash_pii");
+        if (h) {
+            if (!json_is_boolean(h))
+                return CP_ERR(err, CP_EINVAL, "intake config: identity.hash_pii must be a bool");
+            idc->ic_hash_pii = json_is_true(h);
+        }
+        const json_t *types = json_object_get(id, "types");
+        if (types) {
+            size_t i;
+            json_t *t;
+            if (!json_is_array(types))
+                return CP_ERR(err, CP_EINVAL, "intake config: identity.types must be an array");
+            json_array_foreach(types, i, t)
+            {
+                const char *name = json_string_value(json_object_get(t, "name"));
+                const json_t *pii = json_object_get(t, "pii");
+                if (name == NULL)
+                    return CP_ERR(err, CP_EINVAL, "intake config: identity.types[%zu] needs a name",
+                                  i);
+                int p = pii ? json_is_true(pii) : 0;
+                if (ident_type_find(idc, name, strlen(name)) < 0) {
+                    if ((rc = ident_config_add_type(idc, name, p, err)))
+                        return rc;
+                } else if (pii && (rc = ident_config_set_pii(idc, name, p, err))) {
+                    return rc;
+                }
+            }
+        }
+    }
+    const json_t *ix = json_object_get(j, "indexed_properties");
+    if (ix) {
+        if (!json_is_array(ix) || json_array_size(ix) > INTAKE_MAX_INDEXED)
+            return CP_ERR(err, CP_EINVAL,
+                          "intake config: indexed_properties must be an array of at most %d names",
+                          INTAKE_MAX_INDEXED);
+        for (size_t i = 0; i < c->nindexed; i++)
+            free(c->indexed[i]);
+        c->nindexed = 0;
+        size_t i;
+        json_t *x;
+        json_array_foreach(ix, i, x)
+        {
+            if (!json_is_string(x) || json_string_length(x) == 0 ||
+                json_string_length(x) > BEH_NAME_MAX)
+                return CP_ERR(err, CP_EINVAL,
+                              "intake config: indexed_properties[%zu] must be a property name", i);
+            if ((c->indexed[c->nindexed] = strdup(json_string_value(x))) == NULL)
+                return CP_ERR(err, CP_ENOMEM, "out of memory");
+            c->nindexed++;
+        }
+    }
+    const json_t *dd = json_object_get(j, "dedup");
+    if (dd) {
+        const json_t *w = json_object_get(dd, "window_hours"), *m = json_object_get(dd, "max_entries");
+        if (w) {
+            if (!json_is_number(w) || json_number_value(w) <= 0 || json_number_value(w) > 24 * 365)
+                return CP_ERR(err, CP_EINVAL,
+                              "intake config: dedup.window_hours must be a number in (0, 8760]");
+            c->dedup_window_ms = (int64_t)(json_number_value(w) * 3600000.0);
+        }
+        if (m) {
+            if (!json_is_integer(m) || json_integer_value(m) < 1 ||
+                json_integer_value(m) > 100000000)
+                return CP_ERR(err, CP_EINVAL,
+                              "intake config: dedup.max_entries must be 1..100000000");
+            c->dedup_max = (uint64_t)json_integer_value(m);
+        }
+    }
+    const json_t *rd = json_object_get(j, "retention_days");
+    if (rd) {
+        if (!json_is_integer(rd) || json_integer_value(rd) < 0 || json_integer_value(rd) > 36600)
+            return CP_ERR(err, CP_EINVAL,
+                          "intake config: retention_days must be 0 (keep all) .. 36600");
+        c->retention_days = (int32_t)json_integer_value(rd);
+    }
+    const json_t *ck = json_object_get(j, "checkpoint");
+    if (ck) {
+        const json_t *iv = json_object_get(ck, "interval_ms"), *rc2 = json_object_get(ck, "records");
+        if (iv) {
+            if (!json_is_integer(iv) || json_integer_value(iv) < 10 ||
+                json_integer_value(iv) > 3600000)
+                return CP_ERR(err, CP_EINVAL,
+                              "intake config: checkpoint.interval_ms must be 10..3600000");
+            c->ckpt_interval_ms = json_integer_value(iv);
+        }
+        if (rc2) {
+            if (!json_is_integer(rc2) || json_integer_value(rc2) < 1)
+                return CP_ERR(err, CP_EINVAL, "intake config: checkpoint.records must be >= 1");
+            c->ckpt_records = (uint64_t)json_integer_value(rc2);
+        }
+    }
+    const json_t *sk = json_object_get(j, "clock_skew_correction");
+    if (sk) {
+        if (!json_is_boolean(sk))
+            return CP_ERR(err, CP_EINVAL, "intake config: clock_skew_correction must be a bool");
+        c->skew_correction = json_is_true(sk);
+    }
+    return CP_OK;
+}
+
+static cp_status cfg_copy(intake_cfg_t *dst, const intake_cfg_t *src)
+{
+    *dst = *src;
+    for (size_t i = 0; i < src->nindexed; i++)
+        if ((dst->indexed[i] = strdup(src->indexed[i])) == NULL) {
+            dst->nindexed = i;
+            return CP_ENOMEM;
+        }
+    return CP_OK;
+}
+
+cp_status cp_intake_config_json(cp_db_t *db, char **out, cp_error_t *err)
+{
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "out is NULL");
+    *out = NULL;
+    cp_status rc = db_read_begin(db, err);
+    if (rc)
+        return rc;
+    json_t *j = cfg_to_json(db);
+    db_read_end(db);
+    return db_json_out(j, out, err);
+}
+
+cp_status cp_intake_config_set_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err)
+{
+    if (json == NULL)
+        return CP_ERR(err, CP_EINVAL, "no JSON given");
+    json_error_t je;
+    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL)
+        return CP_ERR(err, CP_EINVAL, "intake config: malformed JSON at line %d, column %d: %s",
+                      je.line, je.column, je.text);
+    store_txn_t *txn;
+    intake_cfg_t c = {0};
+    cp_status rc = db_write_begin(db, &txn, err);
+    if (rc) {
+        json_decref(j);
+        return rc;
+    }
+    ident_config_t idc = db->idc;
+    if ((rc = cfg_copy(&c, &db->cfg)) || (rc = cfg_apply_json(j, &c, &idc, err)) ||
+        (idc.ic_have_salt && (rc = ident_config_bind(txn, &idc, 1, err)))) {
+        if (rc == CP_ENOMEM)
+            CP_ERR(err, rc, "out of memory");
+        db_write_abort(db, txn);
+        cfg_clear(&c);
+        json_decref(j);
+        return rc;
+    }
+    /* Commit the new settings with everything else. */
+    cfg_clear(&db->cfg);
+    db->cfg = c;
+    db->idc = idc;
+    dedup_configure(db->dedup, c.dedup_window_ms, (size_t)c.dedup_max);
+    json_t *all = cfg_to_json(db);
+    char *s = all ? json_dumps(all, JSON_COMPACT) : NULL;
+    json_decref(all);
+    json_decref(j);
+    if (s == NULL)
+        return db_write_fail(db, txn, CP_ENOMEM, err);
+    rc = store_put(txn, STORE_META, "intake_config", 13, s, strlen(s), err);
+    free(s);
+    if (rc)
+        return db_write_fail(db, txn, rc, err);
+    return db_write_end(db, txn, err);
+}
+
+/* ---------------------------------------------------------------- open */
+
+cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
+{
+    cp_status rc;
+    pthread_mutex_init(&db->ckpt_mu, NULL);
+    pthread_cond_init(&db->ckpt_cv, NULL);
+    cfg_defaults(&db->cfg);
+    ident_config_init(&db->idc);
+    const void *v;
+    size_t vl;
+    rc = store_get(rtxn, STORE_META, "intake_config", 13, &v, &vl, err);
+    if (rc == CP_OK) {
+        json_error_t je;
+        json_t *j = json_loadb(v, vl, 0, &je);
+        if (j == NULL)
+            return CP_ERR(err, CP_EIO, "data directory %s: corrupt intake_config",
+                          store_dir(db->st));
+        rc = cfg_apply_json(j, &db->cfg, &db->idc, err);
+        json_decref(j);
+        if (rc)
+            return rc;
+    } else if (rc != CP_ENOTFOUND) {
+        return rc;
+    }
+    rc = ident_config_bind(rtxn, &db->idc, 0, err);
+    if (rc && rc != CP_ENOTFOUND)
+        return rc;
+    if ((rc = beh_create(&db->beh)))
+        return CP_ERR(err, rc, "out of memory");
+    if ((rc = beh_load(db->beh, rtxn, STORE_INTAKE, err)))
+        return rc;
+    if (dedup_create(db->cfg.dedup_window_ms, (size_t)db->cfg.dedup_max, &db->dedup))
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    if ((rc = dedup_load(db->dedup, rtxn, STORE_INTAKE, cp_now_ms(), err)))
+        return rc;
+    rc = store_get(rtxn, STORE_INTAKE, "catalog", 7, &v, &vl, err);
+    if (rc == CP_OK) {
+        db->catalog = json_loadb(v, vl, 0, NULL);
+        if (!json_is_object(db->catalog))
+            return CP_ERR(err, CP_EIO, "data directory %s: corrupt event catalog",
+                          store_dir(db->st));
+    } else if (rc != CP_ENOTFOUND) {
+        return rc;
+    } else {
+        db->catalog = json_pack("{s:{},s:{},s:{}}", "traits", "properties", "events");
+        if (db->catalog == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+    }
+    uint64_t lsn = 0;
+    rc = store_meta_get_u64(rtxn, "wal_lsn", &lsn, err);
+    if (rc && rc != CP_ENOTFOUND)
+        return rc;
+    db->ckpt_lsn = db->applied_lsn = lsn;
+    const schema_attr_t *a = schema_find(&db->sch, "first_seen", 10);
+    db->attr_first_seen = a && a->type == CP_ATTR_TIMESTAMP ? a->id : 0;
+    a = schema_find(&db->sch, "last_seen", 9);
+    db->attr_last_seen = a && a->type == CP_ATTR_TIMESTAMP ? a->id : 0;
+    return CP_OK;
+}
+
+void intake_free(cp_db_t *db)
+{
+    beh_free(db->beh);
+    db->beh = NULL;
+    dedup_free(db->dedup);
+    db->dedup = NULL;
+    json_decref(db->catalog);
+    db->catalog = NULL;
+    cfg_clear(&db->cfg);
+    if (db->pend) {
+        store_txn_abort(db->pend);
+        db->pend = NULL;
+    }
+}
+
+cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
+                         cp_error_t *err)
+{
+    uint32_t o;
+    cp_status rc = users_lookup(txn, id, len, &o, err);
+    if (rc)
+        return rc;
+    if ((rc = identity_canonical(txn, o, ord, err)) == CP_ENOTFOUND) {
+        *ord = o;
+        rc = CP_OK;
+    }
+    return rc;
+}
+
+/* ----------------------------------------------------------- catalog */
+
+static void catalog_note(cp_db_t *db, const char *kind, const char *key, const json_t *v,
+                         int indexed)
+{
+    json_t *m = json_object_get(db->catalog, kind);
+    json_t *e = json_object_get(m, key);
+    if (e == NULL) {
+        if (json_object_size(m) >= CATALOG_MAX_KEYS) {
+            json_t *o = json_object_get(db->catalog, "other_keys");
+            json_object_set_new(db->catalog, "other_keys",
+                                json_integer(json_integer_value(o) + 1));
+            db->catalog_dirty = 1;
+            return;
+        }
+        e = json_pack("{s:I,s:[]}", "count", (json_int_t)0, "examples");
+        if (e == NULL || json_object_set_new(m, key, e))
+            return;
+    }
+    json_object_set_new(e, "count", json_integer(json_integer_value(json_object_get(e, "count")) + 1));
+    if (indexed)
+        json_object_set_new(e, "indexed", json_true());
+    json_t *ex = json_object_get(e, "examples");
+    if (json_array_size(ex) < CATALOG_EXAMPLES && v && !json_is_null(v)) {
+        json_t *val = NULL;
+        if (json_is_string(v) && json_string_length(v) > 64)
+            val = json_stringn(json_string_value(v), 64);
+        else if (json_is_object(v) || json_is_array(v))
+            val = json_string(json_is_object(v) ? "(object)" : "(array)");
+        else
+            val = json_copy((json_t *)v);
+        size_t i;
+        json_t *x;
+        int dup = 0;
+        json_array_foreach(ex, i, x) dup |= json_equal(x, val);
+        if (!dup)
+            json_array_append(ex, val);
+        json_decref(val);
+    }
+    db->catalog_dirty = 1;
+}
+
+/* ------------------------------------------------------ attribute values */
+
+/* A trait as a value of attribute a; *why gets the reason on failure. */
+typedef struct tval {
+    int kind; /* 0 clear, 1 int, 2 str, 3 geo */
+    int64_t i;
+    char sbuf[64];
+    const char *s;
+    size_t slen;
+    double lat, lon;
+} tval_t;
+
+static int trait_value(const schema_attr_t *a, const json_t *v, tval_t *o, char *why, size_t cap)
+{
+    memset(o, 0, sizeof *o);
+    if (json_is_null(v))
+        return 0;
+    switch (a->type) {
+    case CP_ATTR_INT:
+        o->kind = 1;
+        if (json_is_integer(v)) {
+            o->i = json_integer_value(v);
+            return 0;
+        }
+        if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+            fabs(json_real_value(v)) < 9e15) {
+            o->i = (int64_t)json_real_value(v);
+            return 0;
+        }
+        if (json_is_string(v)) {
+            char *end;
+            long long x = strtoll(json_string_value(v), &end, 10);
+            if (json_string_length(v) && *end == '\0') {
+                o->i = x;
+                return 0;
+            }
+        }
+        snprintf(why, cap, "trait \"%s\" is an int attribute", a->name);
+        return -1;
+    case CP_ATTR_TIMESTAMP:
+        o->kind = 1;
+        if (json_is_integer(v)) {
+            o->i = json_integer_value(v);
+            return 0;
+        }
+        if (json_is_string(v) && cp_time_parse(json_string_value(v), json_string_length(v), &o->i) == 0)
+            return 0;
+        snprintf(why, cap, "trait \"%s\" is a timestamp attribute (ISO 8601 or epoch seconds)",
+                 a->name);
+        return -1;
+    case CP_ATTR_BOOL:
+        o->kind = 2;
+        if (json_is_boolean(v) || (json_is_string(v) && (!strcmp(json_string_value(v), "true") ||
+                                                         !strcmp(json_string_value(v), "false")))) {
+            o->s = json_is_boolean(v) ? (json_is_true(v) ? "true" : "false") : json_string_value(v);
+            o->slen = strlen(o->s);
+            return 0;
+        }
+        snprintf(why, cap, "trait \"%s\" is a bool attribute", a->name);
+        return -1;
+    case CP_ATTR_ENUM:
+    case CP_ATTR_STRING:
+        o->kind = 2;
+        if (json_is_string(v)) {
+            o->s = json_string_value(v);
+            o->slen = json_string_length(v);
+        } else if (json_is_integer(v)) {
+            o->slen = (size_t)snprintf(o->sbuf, sizeof o->sbuf, "%lld",
+                                       (long long)json_integer_value(v));
+            o->s = o->sbuf;
+        } else if (json_is_real(v)) {
+            cp_fmt_double(json_real_value(v), o->sbuf, sizeof o->sbuf);
+            o->s = o->sbuf;
+            o->slen = strlen(o->sbuf);
+        } else if (json_is_boolean(v)) {
+            o->s = json_is_true(v) ? "true" : "false";
+            o->slen = strlen(o->s);
+        } else {
+            snprintf(why, cap, "trait \"%s\" is a string attribute", a->name);
+            return -1;
+        }
+        if (o->slen > SCHEMA_MAX_VALUE || memchr(o->s, '\0', o->slen)) {
+            snprintf(why, cap, "trait \"%s\": value longer than %d bytes or with NUL", a->name,
+                     SCHEMA_MAX_VALUE);
+            return -1;
+        }
+        if (schema_value_find(a, o->s, o->slen) == 0 &&
+            a->nvalues >= (a->type == CP_ATTR_STRING ? SCHEMA_MAX_STRING_VALUES
+                                                     : SCHEMA_MAX_ENUM_VALUES)) {
+            snprintf(why, cap, "trait \"%s\": too many distinct values", a->name);
+            return -1;
+        }
+        return 0;
+    case CP_ATTR_GEO: {
+        o->kind = 3;
+        const json_t *la = NULL, *lo = NULL;
+        if (json_is_array(v) && json_array_size(v) == 2) {
+            la = json_array_get(v, 0);
+            lo = json_array_get(v, 1);
+        } else if (json_is_object(v)) {
+            la = json_object_get(v, "lat");
+            lo = json_object_get(v, "lon");
+        }
+        if (json_is_number(la) && json_is_number(lo)) {
+            o->lat = json_number_value(la);
+            o->lon = json_number_value(lo);
+            if (o->lat >= -90 && o->lat <= 90 && o->lon >= -180 && o->lon <= 180)
+                return 0;
+        }
+        snprintf(why, cap, "trait \"%s\" is a geo attribute ([lat, lon])", a->name);
+        return -1;
+    }
+    }
+    snprintf(why, cap, "trait \"%s\": unsupported attribute type", a->name);
+    return -1;
+}
+
+static cp_status set_value(cp_db_t *db, store_txn_t *txn, const schema_attr_t *a, uint32_t ord,
+                           const tval_t *t, cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    switch (t->kind) {
+    case 0: index_clear(db->ix, a->id, ord); break;
+    case 1: rc = index_set_int(db->ix, a->id, ord, t->i); break;
+    case 3: rc = index_set_geo(db->ix, a->id, ord, t->lat, t->lon); break;
+    case 2: {
+        uint32_t vid;
+        if ((rc = schema_value_intern((schema_attr_t *)a, txn, t->s, t->slen, &vid, err)))
+            return rc;
+        rc = index_set_value(db->ix, a->id, ord, vid);
+        break;
+    }
+    }
+    return rc ? CP_ERR(err, rc, "setting attribute \"%s\": %s", a->name, cp_strerror(rc)) : CP_OK;
+}
+
+/* A user's value of an attribute as JSON (NULL if none). */
+static json_t *attr_json(const cp_db_t *db, const schema_attr_t *a, uint32_t ord, int typed)
+{
+    int64_t x;
+    double lat, lon;
+    switch (a->type) {
+    case CP_ATTR_INT:
+        return index_get_int(db->ix, a->id, ord, &x) ? json_integer(x) : NULL;
+    case CP_ATTR_TIMESTAMP:
+        if (!index_get_int(db->ix, a->id, ord, &x))
+            return NULL;
+        if (!typed)
+            return json_integer(x);
+        char buf[40];
+        cp_time_format(x, buf, sizeof buf);
+        return json_string(buf);
+    case CP_ATTR_GEO:
+        return index_get_geo(db->ix, a->id, ord, &lat, &lon) ? json_pack("[f,f]", lat, lon) : NULL;
+    default: {
+        uint32_t vid = index_get_value(db->ix, a->id, ord);
+        if (vid == 0 || vid > a->nvalues)
+            return NULL;
+        if (a->type == CP_ATTR_BOOL && typed)
+            return json_boolean(strcmp(a->values[vid], "true") == 0);
+        return json_stringn(a->values[vid], a->value_lens[vid]);
+    }
+    }
+}
+
+/* ------------------------------------------------------- per-user traits */
+
+static void ut_key(unsigned char k[7], uint32_t ord)
+{
+    memcpy(k, "ut/", 3);
+    be32_put(k + 3, ord);
+}
+
+/* The user's unindexed traits (new object; empty if none). */
+static cp_status traits_get(store_txn_t *txn, uint32_t ord, json_t **out, cp_error_t *err)
+{
+    unsigned char k[7];
+    ut_key(k, ord);
+    const void *v;
+    size_t vl;
+    *out = NULL;
+    cp_status rc = store_get(txn, STORE_INTAKE, k, 7, &v, &vl, err);
+    if (rc == CP_ENOTFOUND) {
+        *out = json_object();
+        return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory");
+    }
+    if (rc)
+        return rc;
+    *out = json_loadb(v, vl, 0, NULL);
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return CP_ERR(err, CP_EIO, "corrupt traits of user ordinal %u", ord);
+    }
+    return CP_OK;
+}
+
+static cp_status traits_put(store_txn_t *txn, uint32_t ord, json_t *t, cp_error_t *err)
+{
+    unsigned char k[7];
+    ut_key(k, ord);
+    if (json_object_size(t) == 0)
+        return store_del(txn, STORE_INTAKE, k, 7, err);
+    char *s = json_dumps(t, JSON_COMPACT | JSON_SORT_KEYS);
+    if (s == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    size_t n = strlen(s);
+    cp_status rc = n > TRAITS_MAX_BYTES
+                       ? CP_ERR(err, CP_ELIMIT, "unindexed traits of a user exceed %u bytes",
+                                TRAITS_MAX_BYTES)
+                       : store_put(txn, STORE_INTAKE, k, 7, s, n, err);
+    free(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+/* What a user holds of its own: attributes, direct tags, unindexed traits,
+ * behaviour. For merge lineage (and unmerge). */
+static json_t *user_own(cp_db_t *db, store_txn_t *txn, uint32_t ord)
+{
+    json_t *attrs = json_object(), *tags = json_array(), *beh = json_array();
+    json_t *traits = NULL;
+    if (traits_get(txn, ord, &traits, NULL))
+        traits = json_object();
+    for (uint32_t i = 1; i <= db->sch.n; i++) {
+        const schema_attr_t *a = schema_get(&db->sch, i);
+        json_t *v = a ? attr_json(db, a, ord, 0) : NULL;
+        if (v)
+            json_object_set_new(attrs, a->name, v);
+    }
+    for (uint32_t t = 1; t < db->tax.next_id; t++) {
+        const idx_tag_t *it = index_tag(db->ix, t);
+        const tax_tag_t *g = tax_get(&db->tax, t);
+        if (it && g && roaring_bitmap_contains(it->direct, ord))
+            json_array_append_new(tags, json_string(g->path));
+    }
+    beh_entry_t *e = NULL;
+    size_t n = 0;
+    if (beh_user_extract(db->beh, ord, &e, &n) == CP_OK)
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(beh, json_pack("[I,i,I]", (json_int_t)e[i].series,
+                                                 (int)e[i].day, (json_int_t)e[i].count));
+    free(e);
+    return json_pack("{s:o,s:o,s:o,s:o}", "attrs", attrs, "tags", tags, "traits", traits, "beh",
+                     beh);
+}
+
+/* Sets a user's own data from a snapshot side (a restored user). */
+static cp_status user_restore(cp_db_t *db, store_txn_t *txn, uint32_t ord, const json_t *own,
+                              cp_error_t *err)
+{
+    cp_status rc;
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(own, "attrs"), k, v)
+    {
+        const schema_attr_t *a = schema_find(&db->sch, k, strlen(k));
+        tval_t t;
+        char why[128];
+        if (a == NULL || trait_value(a, v, &t, why, sizeof why))
+            continue; /* the attribute was dropped or retyped since */
+        if ((rc = set_value(db, txn, a, ord, &t, err)))
+            return rc;
+    }
+    size_t i;
+    json_array_foreach(json_object_get(own, "tags"), i, v)
+    {
+        uint32_t id = tax_find(&db->tax, json_string_value(v), json_string_length(v));
+        if (id)
+            index_tag_assign(db->ix, &db->tax, ord, id);
+    }
+    json_t *tr = json_object_get(own, "traits");
+    if (json_object_size(tr) && (rc = traits_put(txn, ord, tr, err)))
+        return rc;
+    const json_t *beh = json_object_get(own, "beh");
+    size_t n = json_array_size(beh);
+    if (n) {
+        beh_entry_t *e = calloc(n, sizeof *e);
+        if (e == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+        size_t m = 0;
+        json_array_foreach(beh, i, v)
+        {
+            uint64_t s = (uint64_t)json_integer_value(json_array_get(v, 0));
+            if (s >= beh_series_count(db->beh))
+                continue;
+            e[m].series = (uint32_t)s;
+            e[m].day = (int32_t)json_integer_value(json_array_get(v, 1));
+            e[m].count = (uint64_t)json_integer_value(json_array_get(v, 2));
+            if (e[m].count)
+                m++;
+        }
+        rc = beh_user_insert(db->beh, ord, e, m);
+        free(e);
+        if (rc)
+            return CP_ERR(err, rc, "restoring behaviour: %s", cp_strerror(rc));
+    }
+    return CP_OK;
+}
+
+/* ------------------------------------------------------------ merge */
+
+static int is_seen_attr(const cp_db_t *db, uint32_t id)
+{
+    return id && (id == db->attr_first_seen || id == db->attr_last_seen);
+}
+
+/*
+ * Moves absorbed's data into survivor (survivor's values win where both
+ * have one; first_seen takes the minimum, last_seen the maximum), records
+ * the merge with both sides' own data as the snapshot.
+ */
+static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
+                          const char *const *keys, size_t nkeys, const ingest_event_t *e,
+                          cp_error_t *err)
+{
+    cp_status rc;
+    json_t *snap = json_pack("{s:i,s:o,s:o}", "v", 1, "a", user_own(db, txn, a), "s",
+                             user_own(db, txn, s));
+    char *blob = snap ? json_dumps(snap, JSON_COMPACT) : NULL;
+    json_decref(snap);
+    if (blob == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    identity_merge_info_t info = {0};
+    info.time_ms = e->received_at ? e->received_at * 1000 : cp_now_ms();
+    info.keys = keys;
+    info.nkeys = nkeys;
+    char mid[INGEST_MSGID_MAX + 1];
+    snprintf(mid, sizeof mid, "%.*s", (int)e->message_id_len, e->message_id);
+    info.message_id = mid;
+    info.source = ingest_type_name(e->type);
+    info.snapshot = blob;
+    info.snapshot_len = strlen(blob);
+    uint64_t merge_id;
+    rc = identity_record_merge(txn, s, a, &info, &merge_id, err);
+    free(blob);
+    if (rc)
+        return rc;
+    /* attributes */
+    for (uint32_t i = 1; i <= db->sch.n; i++) {
+        const schema_attr_t *at = schema_get(&db->sch, i);
+        if (at == NULL)
+            continue;
+        if (at->type == CP_ATTR_INT || at->type == CP_ATTR_TIMESTAMP) {
+            int64_t va, vs;
+            if (!index_get_int(db->ix, i, a, &va))
+                continue;
+            int hs = index_get_int(db->ix, i, s, &vs);
+            if (!hs || (i == db->attr_first_seen && va < vs) ||
+                (i == db->attr_last_seen && va > vs))
+                if ((rc = index_set_int(db->ix, i, s, va)))
+                    return CP_ERR(err, rc, "merging attribute \"%s\"", at->name);
+        } else if (at->type == CP_ATTR_GEO) {
+            double la, lo, x, y;
+            if (index_get_geo(db->ix, i, a, &la, &lo) && !index_get_geo(db->ix, i, s, &x, &y))
+                if ((rc = index_set_geo(db->ix, i, s, la, lo)))
+                    return CP_ERR(err, rc, "merging attribute \"%s\"", at->name);
+        } else {
+            uint32_t va = index_get_value(db->ix, i, a);
+            if (va && !index_get_value(db->ix, i, s))
+                if ((rc = index_set_value(db->ix, i, s, va)))
+                    return CP_ERR(err, rc, "merging attribute \"%s\"", at->name);
+        }
+    }
+    (void)is_seen_attr;
+    /* tags */
+    for (uint32_t t = 1; t < db->tax.next_id; t++) {
+        const idx_tag_t *it = index_tag(db->ix, t);
+        if (it && roaring_bitmap_contains(it->direct, a))
+            index_tag_assign(db->ix, &db->tax, s, t);
+    }
+    /* unindexed traits: the survivor's win */
+    json_t *ta = NULL, *ts = NULL;
+    if ((rc = traits_get(txn, a, &ta, err)) || (rc = traits_get(txn, s, &ts, err))) {
+        json_decref(ta);
+        return rc;
+    }
+    if (json_object_size(ta)) {
+        json_object_update_missing(ts, ta);
+        rc = traits_put(txn, s, ts, err);
+        if (rc == CP_OK) {
+            json_object_clear(ta);
+            rc = traits_put(txn, a, ta, err);
+        }
+    }
+    json_decref(ta);
+    json_decref(ts);
+    if (rc)
+        return rc;
+    if ((rc = beh_user_move(db->beh, a, s)))
+        return CP_ERR(err, rc, "merging behaviour: %s", cp_strerror(rc));
+    index_user_delete(db->ix, &db->tax, a);
+    db->data_changed = 1;
+    return CP_OK;
+}
+
+/* ------------------------------------------------------------- prepare */
+
+typedef struct prep {
+    const char *keys[IDENTITY_MAX_EVENT_KEYS];
+    size_t nkeys;
+    const char *prev_user, *prev_anon; /* alias: candidate keys of previousId */
+    char *display;                      /* id in the user dictionary for a new user */
+} prep_t;
+
+typedef struct batch_prep {
+    prep_t *p;
+    cp_arena_t arena;
+} batch_prep_t;
+
+static void bp_free(batch_prep_t *bp)
+{
+    free(bp->p);
+    cp_arena_free(&bp->arena);
+}
+
+static cp_status make_key(cp_db_t *db, cp_arena_t *ar, const char *type, const char *v,
+                          size_t vl, const char **out, cp_error_t *err)
+{
+    char buf[IDENT_MAX_KEY + 1];
+    size_t n;
+    cp_status rc = ident_key(&db->idc, type, strlen(type), v, vl, buf, &n, err);
+    if (rc)
+        return rc;
+    *out = cp_arena_strndup(ar, buf, n);
+    return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory");
+}
+
+static int is_traits_ident(cp_db_t *db, const char *k)
+{
+    return ident_type_find(&db->idc, k, strlen(k)) >= 0;
+}
+
+/* Checks one event against the schema and identity config (lock held). */
+static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_arena_t *ar,
+                            cp_error_t *err)
+{
+    cp_status rc;
+    memset(p, 0, sizeof *p);
+    for (size_t i = 0; i < e->nids; i++) {
+        if (ident_type_find(&db->idc, e->ids[i].type, strlen(e->ids[i].type)) < 0)
+            continue;
+        if ((rc = make_key(db, ar, e->ids[i].type, e->ids[i].value, e->ids[i].len,
+                           &p->keys[p->nkeys], err))) {
+            cp__error_prefix(err, "%s: ", e->ids[i].field);
+            return rc;
+        }
+        p->nkeys++;
+    }
+    if (e->type == ING_ALIAS) {
+        if ((rc = make_key(db, ar, "user_id", e->previous_id, e->previous_id_len, &p->prev_user,
+                           err)) ||
+            (rc = make_key(db, ar, "anonymous_id", e->previous_id, e->previous_id_len,
+                           &p->prev_anon, err)))
+            return rc;
+        if (p->nkeys >= IDENTITY_MAX_EVENT_KEYS)
+            return CP_ERR(err, CP_ELIMIT, "too many identifiers");
+    }
+    if (p->nkeys == 0)
+        return CP_ERR(err, CP_EINVAL, "no identifier of a configured type");
+    /* The id of a new user: its user_id, else its first identifier key. */
+    for (size_t i = 0; i < e->nids; i++)
+        if (!strcmp(e->ids[i].type, "user_id")) {
+            p->display = cp_arena_strndup(ar, e->ids[i].value, e->ids[i].len);
+            break;
+        }
+    if (p->display == NULL)
+        p->display = (char *)p->keys[0];
+    const json_t *objs[2] = {e->traits, e->ctx_traits};
+    for (int w = 0; w < 2; w++) {
+        const char *k;
+        json_t *v;
+        if (objs[w] == NULL)
+            continue;
+        json_object_foreach((json_t *)objs[w], k, v)
+        {
+            if (is_traits_ident(db, k))
+                continue;
+            const schema_attr_t *a = schema_find(&db->sch, k, strlen(k));
+            tval_t t;
+            char why[160];
+            if (a && trait_value(a, v, &t, why, sizeof why))
+                return CP_ERR(err, CP_ETYPE, "%s", why);
+        }
+    }
+    if (e->event) {
+        uint8_t key[BEH_KEY_MAX];
+        size_t kl;
+        if ((rc = beh_series_key(e->event, e->event_len, NULL, 0, key, &kl)))
+            return CP_ERR(err, rc, "event name \"%.64s\" is not usable: too long or empty",
+                          e->event);
+    }
+    return CP_OK;
+}
+
+static cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, cp_error_t *err)
+{
+    memset(bp, 0, sizeof *bp);
+    cp_arena_init(&bp->arena, 256u << 20);
+    bp->p = calloc(b->n ? b->n : 1, sizeof *bp->p);
+    if (bp->p == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < b->n; i++) {
+        cp_error_t ee = {0};
+        cp_status rc = prep_event(db, &b->events[i], &bp->p[i], &bp->arena, &ee);
+        if (rc == CP_ENOMEM)
+            return CP_ERR(err, rc, "out of memory");
+        if (rc)
+            ingest_batch_reject(b, i, rc, "%s", ee.message);
+    }
+    if (b->rejected)
+        return CP_ERR(err, CP_EINVAL, "%zu of %zu events are invalid; nothing was applied",
+                      b->rejected, b->n);
+    return CP_OK;
+}
+
+/* ---------------------------------------------------------------- apply */
+
+typedef struct apply_counts {
+    uint64_t applied, duplicates, created, merges;
+} apply_counts_t;
+
+static cp_status ensure_seen_attrs(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    static const char *const names[2] = {"first_seen", "last_seen"};
+    uint32_t *ids[2] = {&db->attr_first_seen, &db->attr_last_seen};
+    for (int i = 0; i < 2; i++) {
+        if (*ids[i])
+            continue;
+        int created;
+        uint32_t id;
+        cp_status rc = schema_define(&db->sch, txn, names[i], CP_ATTR_TIMESTAMP, &id, &created, err);
+        if (rc == CP_ECONFLICT)
+            continue; /* declared with another type by the user: leave it alone */
+        if (rc)
+            return rc;
+        if (created && (rc = index_attr_add(db->ix, id, CP_ATTR_TIMESTAMP)))
+            return CP_ERR(err, rc, "out of memory");
+        *ids[i] = id;
+    }
+    return CP_OK;
+}
+
+static void prop_text(const json_t *v, char *buf, size_t cap, const char **s, size_t *n)
+{
+    *s = NULL;
+    *n = 0;
+    if (json_is_string(v)) {
+        *s = json_string_value(v);
+        *n = json_string_length(v);
+    } else if (json_is_integer(v)) {
+        *n = (size_t)snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+        *s = buf;
+    } else if (json_is_boolean(v)) {
+        *s = json_is_true(v) ? "true" : "false";
+        *n = strlen(*s);
+    } else if (json_is_real(v)) {
+        cp_fmt_double(json_real_value(v), buf, cap);
+        *s = buf;
+        *n = strlen(buf);
+    }
+    if (*n == 0 || *n > BEH_NAME_MAX)
+        *s = NULL;
+}
+
+static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t *e,
+                             const prep_t *p, int64_t now_ms, apply_counts_t *c, cp_error_t *err)
+{
+    cp_status rc;
+    if (!e->no_dedup) {
+        if (dedup_check(db->dedup, e->message_hash, now_ms)) {
+            c->duplicates++;
+            return CP_OK;
+        }
+        if (dedup_insert(db->dedup, e->message_hash, now_ms))
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+    }
+    if (!db->idc.ic_have_salt && (rc = ident_config_bind(txn, &db->idc, 1, err)))
+        return rc;
+    const char *keys[IDENTITY_MAX_EVENT_KEYS];
+    size_t nk = p->nkeys;
+    memcpy(keys, p->keys, nk * sizeof *keys);
+    if (e->type == ING_ALIAS) {
+        uint32_t o;
+        rc = identity_lookup(txn, p->prev_user, strlen(p->prev_user), &o, err);
+        if (rc && rc != CP_ENOTFOUND)
+            return rc;
+        keys[nk++] = rc == CP_OK ? p->prev_user : p->prev_anon;
+    }
+    /* Users loaded through the user API before they had events: their id
+     * is their user_id. */
+    for (size_t i = 0; i < nk; i++) {
+        if (strncmp(keys[i], "user_id:", 8) != 0)
+            continue;
+        uint32_t o;
+        rc = identity_lookup(txn, keys[i], strlen(keys[i]), &o, err);
+        if (rc != CP_ENOTFOUND) {
+            if (rc)
+                return rc;
+            continue;
+        }
+        if ((rc = db_user_lookup(txn, keys[i] + 8, strlen(keys[i] + 8), &o, err)) == CP_OK) {
+            if ((rc = identity_attach(txn, o, &keys[i], 1, err)))
+                return rc;
+        } else if (rc != CP_ENOTFOUND) {
+            return rc;
+        }
+    }
+    identity_resolution_t r;
+    if ((rc = identity_resolve(txn, keys, nk, &r, err)))
+        return rc;
+    uint32_t ord;
+    if (r.ir_new) {
+        if (db->next_ordinal > USERS_MAX_ORDINAL)
+            return CP_ERR(err, CP_ELIMIT, "no user ordinals left");
+        ord = db->next_ordinal++;
+        uint32_t other;
+        const char *id = p->display;
+        char alt[32];
+        if (users_lookup(txn, id, strlen(id), &other, NULL) == CP_OK) {
+            snprintf(alt, sizeof alt, "#%u", ord);
+            id = alt;
+        }
+        if ((rc = users_add(txn, id, strlen(id), ord, err)) ||
+            (rc = identity_attach(txn, ord, keys, nk, err)))
+            return rc;
+        index_user_add(db->ix, ord);
+        c->created++;
+    } else {
+        for (size_t m = 0; m < r.ir_nmerges; m++) {
+            const char *cause[IDENTITY_MAX_EVENT_KEYS];
+            size_t nc = 0;
+            for (size_t i = 0; i < nk; i++)
+                if (r.ir_merges[m].cause_mask & (1u << i))
+                    cause[nc++] = keys[i];
+            if ((rc = do_merge(db, txn, r.ir_merges[m].survivor, r.ir_merges[m].absorbed, cause,
+                               nc, e, err)))
+                return rc;
+            c->merges++;
+        }
+        if ((rc = identity_attach(txn, r.ir_attach_to, keys, nk, err)))
+            return rc;
+        ord = r.ir_ordinal;
+    }
+    db->data_changed = 1;
+    /* traits */
+    const json_t *objs[2] = {e->ctx_traits, e->traits}; /* traits win over context.traits */
+    json_t *ut = NULL;
+    for (int w = 0; w < 2; w++) {
+        const char *k;
+        json_t *v;
+        if (objs[w] == NULL)
+            continue;
+        json_object_foreach((json_t *)objs[w], k, v)
+        {
+            if (is_traits_ident(db, k))
+                continue;
+            const schema_attr_t *a = schema_find(&db->sch, k, strlen(k));
+            if (a) {
+                tval_t t;
+                char why[160];
+                if (trait_value(a, v, &t, why, sizeof why) == 0 &&
+                    (rc = set_value(db, txn, a, ord, &t, err))) {
+                    json_decref(ut);
+                    return rc;
+                }
+                continue;
+            }
+            if (ut == NULL && (rc = traits_get(txn, ord, &ut, err)))
+                return rc;
+            json_object_set(ut, k, v);
+            catalog_note(db, "traits", k, v, 0);
+        }
+    }
+    if (ut) {
+        rc = traits_put(txn, ord, ut, err);
+        json_decref(ut);
+        if (rc)
+            return rc;
+    }
+    /* behaviour */
+    if (e->event) {
+        beh_prop_t props[BEH_MAX_PROPS];
+        char bufs[BEH_MAX_PROPS][64];
+        size_t np = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)e->properties, k, v)
+        {
+            int indexed = 0;
+            for (size_t i = 0; i < db->cfg.nindexed && !indexed; i++)
+                indexed = !strcmp(db->cfg.indexed[i], k);
+            catalog_note(db, "properties", k, v, indexed);
+            if (!indexed || np >= BEH_MAX_PROPS)
+                continue;
+            const char *s;
+            size_t n;
+            prop_text(v, bufs[np], sizeof bufs[np], &s, &n);
+            if (s == NULL || strlen(k) > BEH_NAME_MAX)
+                continue;
+            props[np++] = (beh_prop_t){k, strlen(k), s, n};
+        }
+        /* page/screen: their name is a property too */
+        if (e->name && np < BEH_MAX_PROPS && e->name_len <= BEH_NAME_MAX) {
+            int indexed = 0;
+            for (size_t i = 0; i < db->cfg.nindexed && !indexed; i++)
+                indexed = !strcmp(db->cfg.indexed[i], "name");
+            if (indexed)
+                props[np++] = (beh_prop_t){"name", 4, e->name, e->name_len};
+        }
+        if (e->group_id && np < BEH_MAX_PROPS)
+            props[np++] = (beh_prop_t){"group_id", 8, e->group_id, e->group_id_len};
+        if ((rc = beh_record_event(db->beh, e->event, e->event_len, props, np, beh_day_of(e->ts),
+                                   ord, 1)))
+            return CP_ERR(err, rc, "recording event \"%.64s\": %s", e->event, cp_strerror(rc));
+        char name[BEH_NAME_MAX + 1];
+        snprintf(name, sizeof name, "%.*s", (int)e->event_len, e->event);
+        json_t *ev = json_object_get(db->catalog, "events");
+        json_object_set_new(ev, name, json_integer(json_integer_value(json_object_get(ev, name)) + 1));
+        db->catalog_dirty = 1;
+    }
+    /* first_seen / last_seen */
+    if ((rc = ensure_seen_attrs(db, txn, err)))
+        return rc;
+    int64_t v;
+    if (db->attr_first_seen && (!index_get_int(db->ix, db->attr_first_seen, ord, &v) || e->ts < v) &&
+        (rc = index_set_int(db->ix, db->attr_first_seen, ord, e->ts)))
+        return CP_ERR(err, rc, "setting first_seen");
+    if (db->attr_last_seen && (!index_get_int(db->ix, db->attr_last_seen, ord, &v) || e->ts > v) &&
+        (rc = index_set_int(db->ix, db->attr_last_seen, ord, e->ts)))
+        return CP_ERR(err, rc, "setting last_seen");
+    c->applied++;
+    return CP_OK;
+}
+
+static cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
+                             const batch_prep_t *bp, int64_t now_ms, apply_counts_t *c,
+                             cp_error_t *err)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        cp_status rc = apply_event(db, txn, &b->events[i], &bp->p[i], now_ms, c, err);
+        if (rc) {
+            cp__error_prefix(err, "event %zu: ", i);
+            return rc;
+        }
+    }
+    return CP_OK;
+}
+
+/* ------------------------------------------------------------ requests */
+
+/* WAL payload: u8 version, u8 endpoint, u8 flags, i64 LE receive time (ms), body. */
+#define REC_HDR 11
+
+static segment_opts_t seg_opts(const cp_db_t *db, int64_t recv_ms)
+{
+    segment_opts_t o = {0};
+    o.received_at_ms = recv_ms;
+    o.no_skew_correction = !db->cfg.skew_correction;
+    o.id_types.names = NULL;
+    return o;
+}
+
+/* Parses and applies one logged request (recovery). Lock held. */
+cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint64_t lsn,
+                              cp_error_t *err)
+{
+    const unsigned char *p = payload;
+    if (len < REC_HDR || p[0] != 1)
+        return CP_ERR(err, CP_EIO, "write-ahead log record %llu is malformed",
+                      (unsigned long long)lsn);
+    int64_t recv = 0;
+    for (int i = 7; i >= 0; i--)
+        recv = (int64_t)(((uint64_t)recv << 8) | p[3 + i]);
+    ingest_batch_t b;
+    ingest_batch_init(&b);
+    segment_opts_t o = seg_opts(db, recv);
+    cp_error_t pe = {0};
+    batch_prep_t bp = {0};
+    store_txn_t *txn;
+    apply_counts_t c = {0};
+    cp_status rc = segment_parse((ingest_type)p[1], (const char *)p + REC_HDR, len - REC_HDR, &o,
+                                 &b, &pe);
+    if (rc == CP_OK)
+        rc = prep_batch(db, &b, &bp, &pe);
+    if (rc) {
+        rc = CP_ERR(err, CP_EIO, "write-ahead log record %llu no longer applies: %s",
+                    (unsigned long long)lsn, pe.message);
+        goto out;
+    }
+    if ((rc = intake_txn(db, &txn, err)) || (rc = apply_batch(db, txn, &b, &bp, recv, &c, err)))
+        goto out;
+    db->applied_lsn = lsn;
+    db->pend_records++;
+out:
+    bp_free(&bp);
+    ingest_batch_free(&b);
+    return rc;
+}
+
+static char *rejects_json(const ingest_batch_t *b)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < b->nrejects; i++)
+        json_array_append_new(a, json_pack("{s:I,s:s}", "index", (json_int_t)b->rejects[i].index,
+                                           "reason", b->rejects[i].reason));
+    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    return s;
+}
+
+void cp_ingest_result_clear(cp_ingest_result_t *res)
+{
+    if (res == NULL)
+        return;
+    free(res->errors_json);
+    memset(res, 0, sizeof *res);
+}
+
+cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
+                            cp_ingest_result_t *res, cp_error_t *err)
+{
+    cp_ingest_result_t dummy;
+    if (res == NULL)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    if (db == NULL)
+        return CP_ERR(err, CP_EINVAL, "no database handle");
+    if ((int)type < 0 || type > CP_EVENT_ALIAS)
+        return CP_ERR(err, CP_EINVAL, "unknown event type %d", (int)type);
+    if (db->readonly)
+        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
+    int64_t recv = cp_now_ms();
+    ingest_batch_t b;
+    ingest_batch_init(&b);
+    batch_prep_t bp = {0};
+    unsigned char *rec = NULL;
+    uint64_t lsn = 0;
+    segment_opts_t o = seg_opts(db, recv);
+    cp_status rc = segment_parse((ingest_type)type, json, len, &o, &b, err);
+    if (rc) {
+        if (b.nrejects)
+            res->errors_json = rejects_json(&b);
+        goto out;
+    }
+    res->events = b.n;
+    /* The log record: the request as received, with its receive time. */
+    rec = malloc(REC_HDR + len);
+    if (rec == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+        goto out;
+    }
+    rec[0] = 1;
+    rec[1] = (unsigned char)type;
+    rec[2] = 0;
+    for (int i = 0; i < 8; i++)
+        rec[3 + i] = (unsigned char)((uint64_t)recv >> (8 * i));
+    memcpy(rec + REC_HDR, json, len);
+
+    pthread_rwlock_wrlock(&db->lock);
+    if ((rc = db_check(db, err))) {
+        pthread_rwlock_unlock(&db->lock);
+        goto out;
+    }
+    if ((rc = prep_batch(db, &b, &bp, err))) {
+        pthread_rwlock_unlock(&db->lock);
+        if (b.nrejects)
+            res->errors_json = rejects_json(&b);
+        goto out;
+    }
+    store_txn_t *txn;
+    if ((rc = intake_txn(db, &txn, err))) {
+        pthread_rwlock_unlock(&db->lock);
+        goto out;
+    }
+    apply_counts_t c = {0};
+    rc = apply_batch(db, txn, &b, &bp, recv, &c, err);
+    if (rc == CP_OK)
+        rc = wal_append(db->wal, 1, rec, REC_HDR + len, &lsn, err);
+    if (rc) {
+        /* Memory and the pending txn hold part of it: fail the handle. */
+        db->pend = NULL;
+        atomic_store(&db->pending, 0);
+        rc = db_write_fail(db, txn, rc, err); /* unlocks */
+        goto out;
+    }
+    db->applied_lsn = lsn;
+    db->pend_records++;
+    pthread_rwlock_unlock(&db->lock);
+    res->applied = c.applied;
+    res->duplicates = c.duplicates;
+    res->users_created = c.created;
+    res->merges = c.merges;
+    res->lsn = lsn;
+    /* Group commit: concurrent requests share one fdatasync. */
+    rc = wal_sync(db->wal, lsn, err);
+out:
+    free(rec);
+    bp_free(&bp);
+    ingest_batch_free(&b);
+    return rc;
+}
+
+/* Imports: applies an already parsed batch into the pending txn (lock
+ * held by the caller, which commits it with its input position). */
+cp_status intake_apply_parsed(cp_db_t *db, ingest_batch_t *b, int64_t now_ms,
+                              uint64_t *applied, uint64_t *dups, uint64_t *created,
+                              uint64_t *merges, cp_error_t *err)
+{
+    batch_prep_t bp = {0};
+    store_txn_t *txn;
+    apply_counts_t c = {0};
+    cp_status rc = prep_batch(db, b, &bp, err);
+    if (rc == CP_OK && (rc = intake_txn(db, &txn, err)) == CP_OK)
+        rc = apply_batch(db, txn, b, &bp, now_ms, &c, err);
+    bp_free(&bp);
+    *applied += c.applied;
+    *dups += c.duplicates;
+    *created += c.created;
+    *merges += c.merges;
+    return rc;
+}
+
+/* Validates one event against the schema/identity config without applying
+ * (imports reject bad lines one by one). Lock held. */
+cp_status intake_check_event(cp_db_t *db, const ingest_event_t *e, cp_error_t *err)
+{
+    cp_arena_t ar;
+    cp_arena_init(&ar, 1u << 20);
+    prep_t p;
+    cp_status rc = prep_event(db, e, &p, &ar, err);
+    cp_arena_free(&ar);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- whois */
+
+static cp_status key_of(cp_db_t *db, const char *type, const char *value, char *key, size_t *klen,
+                        cp_error_t *err)
+{
+    if (type == NULL || value == NULL)
+        return CP_ERR(err, CP_EINVAL, "identifier type or value is NULL");
+    return ident_key(&db->idc, type, strlen(type), value, strlen(value), key, klen, err);
+}
+
+/* The canonical ordinal of an identifier (user_id falls back on the user
+ * dictionary). CP_ENOTFOUND with a message. */
+static cp_status find_user(cp_db_t *db, store_txn_t *txn, const char *type, const char *value,
+                           uint32_t *ord, cp_error_t *err)
+{
+    char key[IDENT_MAX_KEY + 1];
+    size_t kl;
+    cp_status rc = key_of(db, type, value, key, &kl, err);
+    if (rc)
+        return rc;
+    rc = identity_lookup(txn, key, kl, ord, err);
+    if (rc == CP_ENOTFOUND && !strcmp(type, "user_id"))
+        rc = db_user_lookup(txn, value, strlen(value), ord, err);
+    if (rc == CP_ENOTFOUND)
+        return CP_ERR(err, CP_ENOTFOUND, "no user has %s \"%.200s\"", type, value);
+    return rc;
+}
+
+static cp_status whois_key(void *ud, const char *key, size_t klen, uint32_t original,
+                           cp_error_t *err)
+{
+    json_t *arr = ud;
+    const char *colon = memchr(key, ':', klen);
+    if (colon == NULL)
+        return CP_OK;
+    json_t *o = json_pack("{s:s%,s:I}", "type", key, (size_t)(colon - key), "original",
+                          (json_int_t)original);
+    if (o == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    if (ident_key_is_hashed(key, klen))
+        json_object_set_new(o, "hash", json_stringn(colon + 2, klen - (size_t)(colon - key) - 2));
+    else
+        json_object_set_new(o, "value", json_stringn(colon + 1, klen - (size_t)(colon - key) - 1));
+    json_array_append_new(arr, o);
+    return CP_OK;
+}
+
+static json_t *lineage_json(const identity_lineage_t *l)
+{
+    json_t *keys = json_array();
+    for (size_t i = 0; i < l->il_nkeys; i++)
+        json_array_append_new(keys, json_string(l->il_keys[i]));
+    char t[40], u[40];
+    cp_time_format(l->il_time_ms / 1000, t, sizeof t);
+    json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:o,s:s,s:s}", "merge_id", (json_int_t)l->il_id,
+                          "time", t, "survivor", (json_int_t)l->il_survivor, "absorbed",
+                          (json_int_t)l->il_absorbed, "identifiers", keys, "message_id",
+                          l->il_message_id ? l->il_message_id : "", "source",
+                          l->il_source ? l->il_source : "");
+    if (o && l->il_undone_ms) {
+        cp_time_format(l->il_undone_ms / 1000, u, sizeof u);
+        json_object_set_new(o, "undone", json_string(u));
+    }
+    return o;
+}
+
+cp_status cp_whois_json(cp_db_t *db, const char *type, const char *value, char **out,
+                        cp_error_t *err)
+{
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "out is NULL");
+    *out = NULL;
+    cp_status rc = db_flush(db, err);
+    if (rc || (rc = db_read_begin(db, err)))
+        return rc;
+    store_txn_t *txn = NULL;
+    json_t *o = NULL;
+    uint64_t *ids = NULL;
+    size_t nids = 0;
+    uint32_t ord;
+    if ((rc = store_txn_begin(db->st, 0, &txn, err)) ||
+        (rc = find_user(db, txn, type, value, &ord, err)))
+        goto out;
+    const char *id = "";
+    size_t idl = 0;
+    if (users_id_of(txn, ord, &id, &idl, NULL) != CP_OK) {
+        id = "";
+        idl = 0;
+    }
+    json_t *idents = json_array(), *attrs = json_object(), *tags = json_array(),
+           *crowds = json_array(), *lineage = json_array(), *traits = NULL;
+    if ((rc = traits_get(txn, ord, &traits, err)))
+        traits = json_object();
+    rc = CP_OK;
+    o = json_pack("{s:{s:s%,s:I},s:o,s:o,s:o,s:o,s:o,s:o}", "user", "id", id, idl, "ordinal",
+                  (json_int_t)ord, "identifiers", idents, "attrs", attrs, "traits", traits,
+                  "tags", tags, "crowds", crowds, "lineage", lineage);
+    if (o == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = identity_each_key(txn, ord, 1, whois_key, idents, err)))
+        goto out;
+    for (uint32_t i = 1; i <= db->sch.n; i++) {
+        const schema_attr_t *a = schema_get(&db->sch, i);
+        json_t *v = a ? attr_json(db, a, ord, 1) : NULL;
+        if (v)
+            json_object_set_new(attrs, a->name, v);
+    }
+    for (uint32_t t = 1; t < db->tax.next_id; t++) {
+        const idx_tag_t *it = index_tag(db->ix, t);
+        const tax_tag_t *g = tax_get(&db->tax, t);
+        if (it && g && roaring_bitmap_contains(it->direct, ord))
+            json_array_append_new(tags, json_string(g->path));
+    }
+    for (size_t c = 0; c < db->crowds.n; c++) {
+        const crowd_rec_t *cr = db->crowds.items[c];
+        const roaring_bitmap_t *bm = index_crowd(db->ix, cr->id);
+        if (bm && roaring_bitmap_contains(bm, ord))
+            json_array_append_new(crowds, json_string(cr->name));
+    }
+    if ((rc = identity_lineage_list(txn, ord, &ids, &nids, err)))
+        goto out;
+    for (size_t i = 0; i < nids; i++) {
+        identity_lineage_t *l = NULL;
+        if ((rc = identity_lineage_get(txn, ids[i], 0, &l, err)))
+            goto out;
+        json_array_append_new(lineage, lineage_json(l));
+        identity_lineage_free(l);
+    }
+out:
+    free(ids);
+    store_txn_abort(txn);
+    db_read_end(db);
+    if (rc) {
+        json_decref(o);
+        return rc;
+    }
+    return db_json_out(o, out, err);
+}
+
+/* -------------------------------------------------------------- unmerge */
+
+/* Takes back from the survivor what the absorbed side brought (snapshot
+ * side a) unless the survivor had it itself before (side s). */
+static cp_status survivor_strip(cp_db_t *db, store_txn_t *txn, uint32_t s, const json_t *a,
+                                const json_t *sb, cp_error_t *err)
+{
+    cp_status rc;
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(a, "attrs"), k, v)
+    {
+        const schema_attr_t *at = schema_find(&db->sch, k, strlen(k));
+        if (at == NULL)
+            continue;
+        json_t *now = attr_json(db, at, s, 0);
+        const json_t *before = json_object_get(json_object_get(sb, "attrs"), k);
+        int took = now && json_equal(now, v) && !(before && json_equal(before, v));
+        json_decref(now);
+        if (!took)
+            continue;
+        tval_t t;
+        char why[128];
+        if (before && trait_value(at, before, &t, why, sizeof why) == 0)
+            rc = set_value(db, txn, at, s, &t, err);
+        else {
+            index_clear(db->ix, at->id, s);
+            rc = CP_OK;
+        }
+        if (rc)
+            return rc;
+    }
+    size_t i;
+    json_array_foreach(json_object_get(a, "tags"), i, v)
+    {
+        int had = 0;
+        size_t j;
+        json_t *w;
+        json_array_foreach(json_object_get(sb, "tags"), j, w) had |= json_equal(v, w);
+        uint32_t id = tax_find(&db->tax, json_string_value(v), json_string_length(v));
+        if (!had && id)
+            index_tag_unassign(db->ix, &db->tax, s, id);
+    }
+    json_t *tr = NULL;
+    if ((rc = traits_get(txn, s, &tr, err)))
+        return rc;
+    int changed = 0;
+    json_object_foreach(json_object_get(a, "traits"), k, v)
+    {
+        const json_t *before = json_object_get(json_object_get(sb, "traits"), k);
+        if (json_equal(json_object_get(tr, k), v) && !before) {
+            json_object_del(tr, k);
+            changed = 1;
+        }
+    }
+    rc = changed ? traits_put(txn, s, tr, err) : CP_OK;
+    json_decref(tr);
+    if (rc)
+        return rc;
+    /* behaviour: survivor's counts minus the absorbed side's */
+    beh_entry_t *e = NULL;
+    size_t n = 0;
+    if ((rc = beh_user_extract(db->beh, s, &e, &n)))
+        return CP_ERR(err, rc, "out of memory");
+    json_array_foreach(json_object_get(a, "beh"), i, v)
+    {
+        uint32_t se = (uint32_t)json_integer_value(json_array_get(v, 0));
+        int32_t day = (int32_t)json_integer_value(json_array_get(v, 1));
+        uint64_t cnt = (uint64_t)json_integer_value(json_array_get(v, 2));
+        for (size_t x = 0; x < n; x++)
+            if (e[x].series == se && e[x].day == day) {
+                e[x].count = e[x].count > cnt ? e[x].count - cnt : 0;
+                break;
+            }
+    }
+    size_t m = 0;
+    for (size_t x = 0; x < n; x++)
+        if (e[x].count)
+            e[m++] = e[x];
+    beh_user_remove(db->beh, s);
+    rc = m ? beh_user_insert(db->beh, s, e, m) : CP_OK;
+    free(e);
+    return rc ? CP_ERR(err, rc, "restoring behaviour: %s", cp_strerror(rc)) : CP_OK;
+}
+
+cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err)
+{
+    if (out)
+        *out = NULL;
+    store_txn_t *txn;
+    cp_status rc = db_write_begin(db, &txn, err);
+    if (rc)
+        return rc;
+    identity_unmerge_t u;
+    memset(&u, 0, sizeof u);
+    if ((rc = identity_unmerge(txn, merge_id, cp_now_ms(), &u, err))) {
+        db_write_abort(db, txn);
+        return rc;
+    }
+    json_t *snap = NULL;
+    const identity_lineage_t *l = u.iu_lineage;
+    if (l && l->il_snapshot && l->il_snapshot_len)
+        snap = json_loadb(l->il_snapshot, l->il_snapshot_len, 0, NULL);
+    uint32_t a = u.iu_absorbed, s = u.iu_survivor_root;
+    index_user_add(db->ix, a);
+    db->data_changed = 1;
+    if (snap) {
+        if ((rc = survivor_strip(db, txn, s, json_object_get(snap, "a"),
+                                 json_object_get(snap, "s"), err)) ||
+            (rc = user_restore(db, txn, a, json_object_get(snap, "a"), err))) {
+            json_decref(snap);
+            identity_unmerge_free(&u);
+            return db_write_fail(db, txn, rc, err);
+        }
+    }
+    json_decref(snap);
+    if (out) {
+        json_t *j = json_pack("{s:I,s:I,s:I}", "merge_id", (json_int_t)merge_id, "survivor",
+                              (json_int_t)s, "restored", (json_int_t)a);
+        char *str = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        *out = str;
+    }
+    identity_unmerge_free(&u);
+    return db_write_end(db, txn, err);
+}
+
+/* ------------------------------------------------------------- deletion */
+
+cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords, size_t n,
+                            cp_error_t *err)
+{
+    cp_status rc;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t o = ords[i];
+        index_user_delete(db->ix, &db->tax, o);
+        beh_user_remove(db->beh, o);
+        const char *id;
+        size_t idl;
+        rc = users_id_of(txn, o, &id, &idl, err);
+        if (rc == CP_OK) {
+            char buf[USERS_MAX_ID + 1];
+            memcpy(buf, id, idl);
+            if ((rc = users_remove(txn, buf, idl, o, err)))
+                return rc;
+        } else if (rc != CP_ENOTFOUND) {
+            return rc;
+        }
+        /* The catalog's example values must not keep the user's traits. */
+        json_t *tr = NULL;
+        if ((rc = traits_get(txn, o, &tr, err)))
+            return rc;
+        const char *tk;
+        json_t *tv;
+        json_object_foreach(tr, tk, tv)
+        {
+            json_t *ex = json_object_get(json_object_get(json_object_get(db->catalog, "traits"), tk),
+                                         "examples");
+            for (size_t x = json_array_size(ex); x-- > 0;) {
+                json_t *cand = json_array_get(ex, x);
+                int same = json_equal(cand, tv) ||
+                           (json_is_string(cand) && json_is_string(tv) &&
+                            !strncmp(json_string_value(cand), json_string_value(tv),
+                                     json_string_length(cand)));
+                if (same) {
+                    json_array_remove(ex, x);
+                    db->catalog_dirty = 1;
+                }
+            }
+        }
+        json_decref(tr);
+        unsigned char k[7];
+        ut_key(k, o);
+        if ((rc = store_del(txn, STORE_INTAKE, k, 7, err)))
+            return rc;
+    }
+    db->data_changed = 1;
+    return CP_OK;
+}
+
+cp_status intake_scrub(cp_db_t *db, cp_error_t *err)
+{
+    cp_status rc;
+    if (db->wal) {
+        /* Every record is in LMDB now (the write checkpointed first):
+         * drop every segment, the deleted user's events with them. */
+        if ((rc = wal_rotate(db->wal, NULL, err)) ||
+            (rc = wal_truncate_before(db->wal, wal_last_lsn(db->wal), NULL, err)))
+            return rc;
+    }
+    /* Iterators hold read transactions on the environment being replaced. */
+    for (int i = 0; i < 3000 && atomic_load(&db->iters) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&db->iters) > 0)
+        return CP_ERR(err, CP_ECONFLICT,
+                      "the user is deleted, but data.mdb could not be compacted while result "
+                      "iterators are open; close them and delete again to compact");
+    return store_compact(db->st, err);
+}
+
+static cp_status delete_ord(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_error_t *err)
+{
+    uint32_t *ords = NULL;
+    size_t n = 0;
+    cp_status rc = identity_delete(txn, ord, &ords, &n, err);
+    if (rc)
+        return rc;
+    rc = intake_user_purge(db, txn, ords, n, err);
+    free(ords);
+    return rc;
+}
+
+/* Write lock held via db_write_begin: delete, commit, scrub (compact
+ * too when asked), unlock. */
+static cp_status delete_commit(cp_db_t *db, store_txn_t *txn, uint32_t ord, int compact,
+                               cp_error_t *err)
+{
+    cp_status rc = delete_ord(db, txn, ord, err);
+    if (rc)
+        return db_write_fail(db, txn, rc, err);
+    if ((rc = db_commit_locked(db, txn, err))) {
+        pthread_rwlock_unlock(&db->lock);
+        return rc;
+    }
+    if (compact)
+        rc = intake_scrub(db, err);
+    else if (db->wal)
+        rc = wal_rotate(db->wal, NULL, err) ? CP_EIO
+             : wal_truncate_before(db->wal, wal_last_lsn(db->wal), NULL, err);
+    pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
+cp_status cp_user_delete_by_identifier(cp_db_t *db, const char *type, const char *value,
+                                       cp_error_t *err)
+{
+    store_txn_t *txn;
+    cp_status rc = db_write_begin(db, &txn, err);
+    if (rc)
+        return rc;
+    uint32_t ord;
+    if ((rc = find_user(db, txn, type, value, &ord, err))) {
+        db_write_abort(db, txn);
+        return rc;
+    }
+    return delete_commit(db, txn, ord, 1, err);
+}
+
+/* cp_user_delete (ingest.c) by user-dictionary id: the whole merged user. */
+cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *err)
+{
+    store_txn_t *txn;
+    cp_status rc = db_write_begin(db, &txn, err);
+    if (rc)
+        return rc;
+    uint32_t ord;
+    rc = db_user_lookup(txn, id, strlen(id), &ord, err);
+    if (rc) {
+        if (rc == CP_ENOTFOUND)
+            rc = CP_ERR(err, CP_ENOTFOUND, "user \"%.256s\" not found", id);
+        db_write_abort(db, txn);
+        return rc;
+    }
+    return delete_commit(db, txn, ord, 0, err);
+}
+
+/* --------------------------------------------------------------- views */
+
+cp_status cp_properties_json(cp_db_t *db, char **out, cp_error_t *err)
+{
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "out is NULL");
+    *out = NULL;
+    cp_status rc = db_read_begin(db, err);
+    if (rc)
+        return rc;
+    json_t *j = json_pack("{s:O,s:O}", "traits", json_object_get(db->catalog, "traits"),
+                          "properties", json_object_get(db->catalog, "properties"));
+    if (j) {
+        json_t *ix = json_array();
+        for (size_t i = 0; i < db->cfg.nindexed; i++)
+            json_array_append_new(ix, json_string(db->cfg.indexed[i]));
+        json_object_set_new(j, "indexed_properties", ix);
+        const json_t *other = json_object_get(db->catalog, "other_keys");
+        if (other)
+            json_object_set(j, "other_keys", (json_t *)other);
+        /* deep copy: the catalog changes under later writes */
+        json_t *c = json_deep_copy(j);
+        json_decref(j);
+        j = c;
+    }
+    db_read_end(db);
+    return db_json_out(j, out, err);
+}
+
+cp_status cp_events_json(cp_db_t *db, char **out, cp_error_t *err)
+{
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "out is NULL");
+    *out = NULL;
+    cp_status rc = db_read_begin(db, err);
+    if (rc)
+        return rc;
+    json_t *arr = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(db->catalog, "events"), k, v)
+    {
+        uint32_t series;
+        uint64_t users = 0;
+        if (beh_resolve(db->beh, k, strlen(k), NULL, 0, &series) == CP_OK &&
+            series != BEH_NO_SERIES) {
+            beh_window_t w;
+            beh_window_init(db->beh, series, INT32_MIN / 2, INT32_MAX / 2, &w);
+            roaring_bitmap_t *bm = roaring_bitmap_create();
+            if (bm && beh_window_eval(&w, BEH_GE, 1, db->ix->universe, bm) == CP_OK)
+                users = roaring_bitmap_get_cardinality(bm);
+            index_bm_free(bm);
+        }
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "name", k, "count",
+                                             json_integer_value(v), "users", (json_int_t)users));
+    }
+    int32_t first = 0, last = 0;
+    json_t *o = json_pack("{s:o}", "events", arr);
+    if (o && beh_day_range(db->beh, &first, &last)) {
+        char a[40], b[40];
+        cp_time_format((int64_t)first * 86400, a, sizeof a);
+        cp_time_format((int64_t)last * 86400, b, sizeof b);
+        json_object_set_new(o, "first_day", json_stringn(a, 10));
+        json_object_set_new(o, "last_day", json_stringn(b, 10));
+    }
+    db_read_end(db);
+    return db_json_out(o, out, err);
+}
+
+cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint64_t *count,
+                         cp_error_t *err)
+{
+    if (count == NULL)
+        return CP_ERR(err, CP_EINVAL, "count is NULL");
+    int32_t day = 0;
+    if (as_of && *as_of) {
+        int64_t secs;
+        if (cp_time_parse(as_of, strlen(as_of), &secs) != 0)
+            return CP_ERR(err, CP_EINVAL, "as_of \"%.64s\" is not a date such as 2011-06-30",
+                          as_of);
+        day = beh_day_of(secs);
+        if (day == 0)
+            day = INT32_MIN; /* 1970-01-01 itself; 0 would mean today */
+    }
+    expr_t *e;
+    cp_status rc = db_parse_text(expr, &e, err);
+    if (rc)
+        return rc;
+    if ((rc = db_read_begin(db, err))) {
+        expr_free(e);
+        return rc;
+    }
+    roaring_bitmap_t *bm = NULL;
+    rc = db_eval_tree_as_of(db, expr_root(e), day, &bm, err);
+    if (rc == CP_OK)
+        *count = roaring_bitmap_get_cardinality(bm);
+    index_bm_free(bm);
+    db_read_end(db);
+    expr_free(e);
+    return rc;
+}
