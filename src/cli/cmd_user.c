@@ -11,6 +11,8 @@
 
 #define CONN_ALL (CONN_DATA | CONN_SERVER | CONN_JSON)
 
+cp_status cli_user_delete_embedded(cp_db_t *db, const char *id, cp_error_t *err);
+
 static char *user_url(const char *id, const char *suffix)
 {
     char *e = client_escape(id);
@@ -28,8 +30,11 @@ static const cli_spec_t show_spec = {
     "user show", "ID", "Show one user: attributes, direct tags and the crowds it belongs to.",
     "Example:\n  crowdpack user show --data ./dmp u42", NULL, CONN_ALL, 1, 1};
 static const cli_spec_t delete_spec = {
-    "user delete", "ID", "Delete a user completely (every bitmap, column and the id).",
-    "Example:\n  crowdpack user delete --data ./dmp u42", NULL, CONN_ALL, 1, 1};
+    "user delete", "ID|TYPE:VALUE", "Delete a user completely (every bitmap, column and the id).",
+    "By an identifier (TYPE:VALUE) the whole merged user goes, with its identifiers and\n"
+    "lineage, the write-ahead log and the freed pages of data.mdb (compacted).\n"
+    "Example:\n  crowdpack user delete --data ./dmp u42\n"
+    "  crowdpack user delete --data ./dmp email:ann@example.com", NULL, CONN_ALL, 1, 1};
 static const cli_spec_t untag_spec = {
     "user untag", "ID PATH...", "Remove tags from a user.",
     "Example:\n  crowdpack user untag --data ./dmp u42 interest/finance interest/travel", NULL,
@@ -99,7 +104,7 @@ static int user_cmd(const cli_spec_t *spec, int op, int argc, char **argv)
     } else if (op == U_SHOW) {
         st = cp_user_json(c.db, id, &lib, &err);
     } else if (op == U_DELETE) {
-        st = cp_user_delete(c.db, id, &err);
+        st = cli_user_delete_embedded(c.db, id, &err); /* cmd_identity.c: TYPE:VALUE too */
     } else {
         st = cp_user_remove_tags(c.db, id, (const char *const *)&a.pos[1], (size_t)(a.npos - 1), &err);
     }

@@ -8,6 +8,10 @@
 
 #include "cli/cli.h"
 
+int cmd_import(int argc, char **argv);  /* cmd_import.c */
+int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
+int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
+
 typedef struct command {
     const char *name;
     int (*fn)(int argc, char **argv);
@@ -25,6 +29,10 @@ static const command_t commands[] = {
     {"tags", cmd_tags, "COMMAND ...", "the tag tree: list, show, create, move ..."},
     {"attrs", cmd_attrs, "COMMAND ...", "the attribute schema: list, define, load"},
     {"user", cmd_user, "COMMAND ...", "one user: show, delete, untag"},
+    {"import", cmd_import, "--data DIR [--preset P | --mapping M.json | --events] FILE",
+     "import events (NDJSON, CSV + mapping; gzip ok), resumable"},
+    {"whois", cmd_whois, "--data DIR TYPE:VALUE", "a user by any identifier, with lineage"},
+    {"unmerge", cmd_unmerge, "--data DIR MERGE_ID", "undo an identity merge"},
     {"keys", cmd_keys, "COMMAND ...", "API keys: create, list, revoke"},
     {"expr", cmd_expr, "COMMAND ...", "expressions: parse to JSON, format from JSON"},
     {"stats", cmd_stats, "--data DIR", "sizes and counters of a data directory"},

@@ -5,6 +5,23 @@
 
 #include "server/srv.h"
 
+/* h_events.c (declared here to keep srv.h's handler list stable) */
+void srv_h_ev_identify(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_track(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_page(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_screen(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_group(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_alias(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_batch(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_whois(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_unmerge(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_user_delete_ident(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_properties(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_events_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_intake_config_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_intake_config_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_count_as_of(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+
 /*
  * One row per method and pattern. "{name}" matches one non-empty path
  * segment, "{name...}" the non-empty rest of the path (tag paths contain
@@ -25,6 +42,24 @@ const srv_route_t srv_routes[] = {
 
     {SRV_GET, "/v1/attributes", srv_h_attrs_list, CP_ROLE_READ},
     {SRV_POST, "/v1/attributes", srv_h_attrs_create, CP_ROLE_WRITE},
+
+    /* Segment-compatible intake and OneID (h_events.c). */
+    {SRV_POST, "/v1/identify", srv_h_ev_identify, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/track", srv_h_ev_track, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/page", srv_h_ev_page, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/screen", srv_h_ev_screen, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/group", srv_h_ev_group, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/alias", srv_h_ev_alias, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/batch", srv_h_ev_batch, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/import", srv_h_ev_batch, CP_ROLE_WRITE}, /* Segment's alias of /v1/batch */
+    {SRV_GET, "/v1/properties", srv_h_properties, CP_ROLE_READ},
+    {SRV_GET, "/v1/events", srv_h_events_list, CP_ROLE_READ},
+    {SRV_GET, "/v1/intake/config", srv_h_intake_config_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/intake/config", srv_h_intake_config_put, CP_ROLE_ADMIN},
+    {SRV_POST, "/v1/count", srv_h_count_as_of, CP_ROLE_READ},
+    {SRV_GET, "/v1/users/{type}/{value}", srv_h_whois, CP_ROLE_READ},
+    {SRV_DELETE, "/v1/users/{type}/{value}", srv_h_user_delete_ident, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/users/{type}/{value}/unmerge", srv_h_unmerge, CP_ROLE_WRITE},
 
     {SRV_POST, "/v1/users", srv_h_users_load, CP_ROLE_WRITE},
     {SRV_GET, "/v1/users/{id}", srv_h_user_get, CP_ROLE_READ},

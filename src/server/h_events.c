@@ -1,0 +1,198 @@
+/*
+ * h_events.c — the Segment-compatible HTTP Tracking API (POST /v1/identify,
+ * /v1/track, /v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch), whois
+ * / unmerge / delete by identifier, the property catalog and the event
+ * list. Auth is the router's: Segment SDKs send the write key as the HTTP
+ * Basic user name, which maps to an API key with the write role.
+ *
+ * 200 {"success": true} only once the request's events are durable (the
+ * write-ahead log is fsynced; concurrent requests share the fsync). A bad
+ * request is 400 with {"error":{"code","message","events":[{"index",
+ * "reason"}]}} and nothing of it applied; 413 for oversized bodies.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/srv.h"
+
+static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_type t)
+{
+    size_t max = t == CP_EVENT_BATCH ? 500u * 1024 : 32u * 1024;
+    if (req->body_len > max) {
+        srv_reply_error(resp, 413, "too_large", NULL,
+                        "request body is %zu bytes; the limit is %zu bytes %s", req->body_len,
+                        max, t == CP_EVENT_BATCH ? "per batch" : "per event");
+        return;
+    }
+    cp_ingest_result_t r;
+    cp_error_t err = {0};
+    cp_status st = cp_ingest_segment(srv->db, t, req->body, req->body_len, &r, &err);
+    if (st != CP_OK) {
+        json_t *extra = NULL;
+        if (r.errors_json) {
+            json_t *ev = json_loads(r.errors_json, 0, NULL);
+            if (ev)
+                extra = json_pack("{s:o}", "events", ev);
+        }
+        if (st == CP_ELIMIT)
+            srv_reply_error(resp, 413, "too_large", extra, "%s", err.message);
+        else
+            srv_reply_cp_extra(resp, st, &err, 0, extra);
+        json_decref(extra);
+        cp_ingest_result_clear(&r);
+        return;
+    }
+    srv_reply_json(resp, 200,
+                   json_pack("{s:b,s:I,s:I}", "success", 1, "applied", (json_int_t)r.applied,
+                             "duplicates", (json_int_t)r.duplicates));
+    cp_ingest_result_clear(&r);
+}
+
+void srv_h_ev_identify(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_IDENTIFY); }
+void srv_h_ev_track(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_TRACK); }
+void srv_h_ev_page(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_PAGE); }
+void srv_h_ev_screen(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_SCREEN); }
+void srv_h_ev_group(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_GROUP); }
+void srv_h_ev_alias(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_ALIAS); }
+void srv_h_ev_batch(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_BATCH); }
+
+static void reply_text_json(srv_resp_t *resp, cp_status st, const cp_error_t *err, char *out)
+{
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, err, 0);
+        return;
+    }
+    json_t *j = json_loads(out, 0, NULL);
+    cp_free(out);
+    srv_reply_json(resp, 200, j);
+}
+
+/* GET /v1/users/{type}/{value} */
+void srv_h_whois(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    char *out = NULL;
+    cp_error_t err = {0};
+    cp_status st = cp_whois_json(srv->db, req->params[0], req->params[1], &out, &err);
+    reply_text_json(resp, st, &err, out);
+}
+
+/* POST /v1/users/{type}/{value}/unmerge {"merge_id": N} */
+void srv_h_unmerge(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    json_t *body = NULL;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    json_t *mid = json_object_get(body, "merge_id");
+    if (!json_is_integer(mid) || json_integer_value(mid) <= 0) {
+        srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "field", "merge_id"),
+                        "request body: \"merge_id\" must be a positive integer (see the lineage "
+                        "of GET /v1/users/%s/%s)",
+                        req->params[0], req->params[1]);
+        json_decref(body);
+        return;
+    }
+    uint64_t id = (uint64_t)json_integer_value(mid);
+    json_decref(body);
+    /* The merge must concern this user: its lineage lists it. */
+    char *who = NULL;
+    cp_error_t err = {0};
+    cp_status st = cp_whois_json(srv->db, req->params[0], req->params[1], &who, &err);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, &err, 0);
+        return;
+    }
+    json_t *w = json_loads(who, 0, NULL);
+    cp_free(who);
+    int found = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(w, "lineage"), i, x) found |=
+        (uint64_t)json_integer_value(json_object_get(x, "merge_id")) == id;
+    json_decref(w);
+    if (!found) {
+        srv_reply_error(resp, 404, "not_found", NULL,
+                        "merge %llu is not in the lineage of %s:%s", (unsigned long long)id,
+                        req->params[0], req->params[1]);
+        return;
+    }
+    char *out = NULL;
+    st = cp_unmerge(srv->db, id, &out, &err);
+    reply_text_json(resp, st, &err, out);
+}
+
+/* DELETE /v1/users/{type}/{value} */
+void srv_h_user_delete_ident(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    cp_error_t err = {0};
+    cp_status st = cp_user_delete_by_identifier(srv->db, req->params[0], req->params[1], &err);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, &err, 0);
+        return;
+    }
+    srv_reply_json(resp, 200, json_pack("{s:s,s:s}", "deleted_type", req->params[0],
+                                        "deleted_value", req->params[1]));
+}
+
+void srv_h_properties(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    (void)req;
+    char *out = NULL;
+    cp_error_t err = {0};
+    cp_status st = cp_properties_json(srv->db, &out, &err);
+    reply_text_json(resp, st, &err, out);
+}
+
+void srv_h_events_list(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    (void)req;
+    char *out = NULL;
+    cp_error_t err = {0};
+    cp_status st = cp_events_json(srv->db, &out, &err);
+    reply_text_json(resp, st, &err, out);
+}
+
+/* GET/PUT /v1/intake/config */
+void srv_h_intake_config_get(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    (void)req;
+    char *out = NULL;
+    cp_error_t err = {0};
+    cp_status st = cp_intake_config_json(srv->db, &out, &err);
+    reply_text_json(resp, st, &err, out);
+}
+
+void srv_h_intake_config_put(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    cp_error_t err = {0};
+    cp_status st = cp_intake_config_set_json(srv->db, req->body, req->body_len, &err);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, &err, 0);
+        return;
+    }
+    srv_h_intake_config_get(srv, req, resp);
+}
+
+/* POST /v1/count {"expression": TEXT, "as_of": "2011-06-30"} */
+void srv_h_count_as_of(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    json_t *body = NULL;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    const char *expr = json_string_value(json_object_get(body, "expression"));
+    const char *as_of = json_string_value(json_object_get(body, "as_of"));
+    if (expr == NULL) {
+        srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "field", "expression"),
+                        "request body: \"expression\" (text) is required");
+        json_decref(body);
+        return;
+    }
+    uint64_t n = 0;
+    cp_error_t err = {0};
+    cp_status st = cp_count_as_of(srv->db, expr, as_of, &n, &err);
+    if (st != CP_OK)
+        srv_reply_cp(resp, st, &err, 0);
+    else
+        srv_reply_json(resp, 200, json_pack("{s:s,s:s?,s:I}", "expression", expr, "as_of", as_of,
+                                            "count", (json_int_t)n));
+    json_decref(body);
+}
