@@ -33,6 +33,12 @@ void dense_not(uint64_t *dst, const uint64_t *universe); /* dst = universe & ~ds
 uint64_t dense_popcount(const uint64_t *src);
 int dense_any(const uint64_t *src); /* non-zero if any bit set */
 
+/* dst = pos[0] & ... & pos[np-1] & ~(neg[0] | ... | neg[nn-1]), np >= 1,
+ * in one pass for up to 4 positive and 2 negative chunks (fused.c). dst
+ * may not alias a source. */
+void dense_and_fused(uint64_t *dst, const uint64_t *const *pos, int np, const uint64_t *const *neg,
+                     int nn);
+
 /* Over n words (any n), for the hardware-floor benchmark and bulk work:
  * returns popcount(((a & b & c) & ~d) | e). */
 uint64_t dense_floor5(const uint64_t *a, const uint64_t *b, const uint64_t *c, const uint64_t *d,
@@ -64,6 +70,8 @@ void chunk_and(const bm_chunk_t *ch, uint64_t *dst);    /* dst &= ch */
 void chunk_or(const bm_chunk_t *ch, uint64_t *dst);     /* dst |= ch */
 void chunk_andnot(const bm_chunk_t *ch, uint64_t *dst); /* dst &= ~ch */
 uint64_t chunk_cardinality(const bm_chunk_t *ch);
+/* The 1,024 words of a bitset container, or NULL for other kinds. */
+const uint64_t *chunk_bitset_words(const bm_chunk_t *ch);
 
 /*
  * Appends the dense chunk `words` as the container for `key` to `bm`

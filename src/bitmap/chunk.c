@@ -470,3 +470,10 @@ bad:
     roaring_bitmap_free(bm);
     return NULL;
 }
+
+const uint64_t *chunk_bitset_words(const bm_chunk_t *ch)
+{
+    if (ch->type != BITSET_CONTAINER_TYPE_CODE)
+        return NULL;
+    return ((const bitset_container_t *)ch->c)->array;
+}

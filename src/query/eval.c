@@ -228,6 +228,65 @@ static int eval_into(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level
     }
 }
 
+#define FUSE_MAX 8
+
+/*
+ * The dense case in one pass: when every positive term of the AND is a
+ * bitmap leaf whose chunk is a bitset (a full universe chunk counts as
+ * absent), and every negative term is a bitmap leaf whose chunk is a
+ * bitset or absent, dst = AND(positives) & ~OR(negatives) with
+ * dense_and_fused instead of one pass per term. The positive chunks were
+ * already found (in x->s->chunks) by the caller. Returns 0, touching
+ * nothing but cursors of negative leaves, when the AND does not qualify.
+ */
+static int and_fused(const ectx_t *x, const pnode_t *n, uint64_t *dst)
+{
+    const uint64_t *pos[FUSE_MAX], *neg[FUSE_MAX];
+    int np = 0, nn = 0;
+    bm_chunk_t *chunks = x->s->chunks;
+    if (n->nkids > FUSE_MAX)
+        return 0;
+    for (uint32_t i = 0; i < n->npos; i++) {
+        const pnode_t *k = n->kids[i];
+        if (k->kind == PN_ALL && x->universe_full)
+            continue;
+        if (k->kind != PN_BITMAP && k->kind != PN_ALL)
+            return 0;
+        if ((pos[np] = chunk_bitset_words(&chunks[k->slot])) == NULL)
+            return 0;
+        np++;
+    }
+    if (np == 0)
+        return 0;
+    for (uint32_t i = n->npos; i < n->nkids; i++) {
+        const pnode_t *k = n->kids[i];
+        if (k->kind != PN_BITMAP && k->kind != PN_ALL)
+            return 0;
+    }
+    /* Negative leaves are looked up once per chunk either way; keep what
+     * was found so the term-by-term path can reuse it. */
+    for (uint32_t i = n->npos; i < n->nkids; i++) {
+        const pnode_t *k = n->kids[i];
+        bm_chunk_t *ch = &chunks[k->slot];
+        if (!leaf_find(x, k, ch)) {
+            ch->type = 0;
+            continue;
+        }
+        if ((neg[nn] = chunk_bitset_words(ch)) == NULL) {
+            /* A negative array/run chunk: fuse the rest, apply it after. */
+            continue;
+        }
+        nn++;
+    }
+    dense_and_fused(dst, pos, np, neg, nn);
+    for (uint32_t i = n->npos; i < n->nkids; i++) {
+        const bm_chunk_t *ch = &chunks[n->kids[i]->slot];
+        if (ch->type != 0 && chunk_bitset_words(ch) == NULL)
+            chunk_andnot(ch, dst);
+    }
+    return 1;
+}
+
 static int eval_and(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
 {
     bm_chunk_t *chunks = x->s->chunks;
@@ -241,6 +300,8 @@ static int eval_and(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
         if ((k->kind == PN_BITMAP || k->kind == PN_ALL) && !leaf_find(x, k, &chunks[k->slot]))
             return 0;
     }
+    if (and_fused(x, n, dst))
+        return 1;
     /* The first term is loaded into dst, the others applied to it. A full
      * universe chunk is a no-op term: skip it (unless it is the only one). */
     uint32_t first = 0;

@@ -127,6 +127,45 @@ static void test_kernels(void **state)
     free(ref);
 }
 
+/* dense_and_fused against term-by-term naive loops, for every count of
+ * positive (1..7) and negative (0..5) terms and every fill pattern. */
+static void test_and_fused(void **state)
+{
+    (void)state;
+    uint64_t rng = 7;
+    uint64_t *src[12], *dst = chunk_alloc(), *want = chunk_alloc();
+    for (int i = 0; i < 12; i++)
+        src[i] = chunk_alloc();
+    for (int round = 0; round < 40; round++) {
+        for (int i = 0; i < 12; i++)
+            fill_pattern(src[i], W, (int)(cp_rand_next(&rng) % 6), &rng);
+        for (int np = 1; np <= 7; np++) {
+            for (int nn = 0; nn <= 5; nn++) {
+                const uint64_t *pos[7], *neg[5];
+                for (int i = 0; i < np; i++)
+                    pos[i] = src[i];
+                for (int i = 0; i < nn; i++)
+                    neg[i] = src[7 + i];
+                for (size_t w = 0; w < W; w++) {
+                    uint64_t v = ~UINT64_C(0);
+                    for (int i = 0; i < np; i++)
+                        v &= pos[i][w];
+                    for (int i = 0; i < nn; i++)
+                        v &= ~neg[i][w];
+                    want[w] = v;
+                }
+                memset(dst, 0xA5, W * sizeof(uint64_t));
+                dense_and_fused(dst, pos, np, neg, nn);
+                assert_memory_equal(dst, want, W * sizeof(uint64_t));
+            }
+        }
+    }
+    for (int i = 0; i < 12; i++)
+        free(src[i]);
+    free(dst);
+    free(want);
+}
+
 static void test_floor5(void **state)
 {
     (void)state;
@@ -166,6 +205,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_floor5),
+        cmocka_unit_test(test_and_fused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
