@@ -460,7 +460,7 @@ cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_
     if ((rc = file_id(path, (uint64_t)sb.st_size, im.key, sizeof im.key, err)))
         goto out;
     const char *base = strrchr(path, '/');
-    snprintf(im.src, sizeof im.src, "import:%.40s:%s", base ? base + 1 : path, im.key + 4);
+    snprintf(im.src, sizeof im.src, "import:%.40s:%.35s", base ? base + 1 : path, im.key + 4);
     /* Where a previous run of this file stopped. */
     uint64_t off0 = 0, line0 = 0;
     if (!(opts->flags & CP_IMPORT_RESTART)) {
