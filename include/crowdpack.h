@@ -485,6 +485,74 @@ cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint6
                          cp_error_t *err);
 
 
+/* ------------------------------------------------------------- analytics
+ *
+ * Reports over crowds (docs/analytics.md has every field). Each takes a
+ * JSON request and returns a JSON report in *out (caller frees with
+ * cp_free). A set of users in a request is a crowd name ("young") or an
+ * object {"crowd": NAME}, {"expression": TEXT} or {"tree": {...}}.
+ *
+ * k-anonymity: a report cell counting fewer users than the minimum count
+ * shows {"suppressed": true} instead of its count, shares and ratios. The
+ * minimum is the database setting (default 50); a request's "min_count"
+ * may raise it, never lower it. Unknown crowds, tags and attributes are
+ * CP_ENOTFOUND; malformed requests CP_EINVAL naming the field.
+ */
+
+/* {"min_count":N} */
+cp_status cp_analytics_settings_json(cp_db_t *db, char **out, cp_error_t *err);
+/* Sets {"min_count":N} (0 disables suppression). */
+cp_status cp_analytics_settings_set_json(cp_db_t *db, const char *json, size_t len,
+                                         cp_error_t *err);
+
+/*
+ * Insight (洞察): how a crowd differs from a baseline. For every tag (or
+ * those under given roots) and every attribute value or bucket: members in
+ * the crowd, crowd share, baseline share and TGI = crowd share / baseline
+ * share x 100. Request: {"crowd": SET, "baseline": SET (default: all
+ * users), "tags": true|false|ROOT|[ROOTS], "attributes": true|false|[NAMES],
+ * "buckets": {"age": [18,25,30], "signup": "year"}, "sort": "tgi"|"count",
+ * "top": N, "min_count": N}.
+ */
+cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **out,
+                          cp_error_t *err);
+
+/*
+ * Overlap of 2..10 crowds: sizes, every pairwise intersection with
+ * Jaccard and containment both ways, the union, users unique to each
+ * crowd, and for 2 or 3 crowds every Venn region.
+ * Request: {"crowds": [SET, ...], "min_count": N}.
+ */
+cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **out,
+                          cp_error_t *err);
+
+/*
+ * k-means over int/timestamp attributes (z-scored), k-means++ seeding with
+ * a fixed seed (deterministic), Lloyd iterations. Request: {"attributes":
+ * [NAMES], "crowd": SET (default all), "k": K, "root": "cluster/NAME"
+ * (store clusters as tags ROOT/c1..cK; omitted = preview only), "elbow":
+ * [KMIN, KMAX], "seed": S, "max_iterations": N, "sample": N, "min_count": N}.
+ */
+cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **out,
+                          cp_error_t *err);
+
+/*
+ * Member tiers on a points attribute, kept as a database setting:
+ * {"attribute":"points","tiers":[{"name":"silver","min":2000},...]}.
+ * cp_tiers_json returns the setting with counts per tier (CP_ENOTFOUND
+ * when none is set); cp_tiers_set_json validates and stores one.
+ */
+cp_status cp_tiers_json(cp_db_t *db, char **out, cp_error_t *err);
+cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **out,
+                            cp_error_t *err);
+/*
+ * Upgrade nudge: members within N points of their next tier, as an
+ * expression (to save as a crowd) and a count. Request: {"within": N,
+ * "tiers": [target tier names] (default: all)}.
+ */
+cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char **out,
+                              cp_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,17 @@ int cmd_import(int argc, char **argv);  /* cmd_import.c */
 int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
 int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
 
+/* cmd_analytics.c */
+int cmd_insight(int argc, char **argv);
+int cmd_overlap(int argc, char **argv);
+int cmd_cluster(int argc, char **argv);
+int cmd_tiers(int argc, char **argv);
+int cmd_analytics(int argc, char **argv);
+
+int cmd_import(int argc, char **argv);  /* cmd_import.c */
+int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
+int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
+
 typedef struct command {
     const char *name;
     int (*fn)(int argc, char **argv);
@@ -35,6 +46,11 @@ static const command_t commands[] = {
     {"unmerge", cmd_unmerge, "--data DIR MERGE_ID", "undo an identity merge"},
     {"keys", cmd_keys, "COMMAND ...", "API keys: create, list, revoke"},
     {"expr", cmd_expr, "COMMAND ...", "expressions: parse to JSON, format from JSON"},
+    {"insight", cmd_insight, "--data DIR CROWD", "share and TGI of a crowd per tag and attribute"},
+    {"overlap", cmd_overlap, "--data DIR SET SET...", "overlap of 2-10 crowds (Jaccard, Venn)"},
+    {"cluster", cmd_cluster, "--data DIR --attrs A,B --k K", "k-means clusters stored as tags"},
+    {"tiers", cmd_tiers, "COMMAND ...", "member tiers on a points attribute: show, set, nudge"},
+    {"analytics", cmd_analytics, "COMMAND ...", "analytics settings (k-anonymity) and bench"},
     {"stats", cmd_stats, "--data DIR", "sizes and counters of a data directory"},
     {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
     {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},

@@ -80,6 +80,16 @@ const srv_route_t srv_routes[] = {
     {SRV_GET, "/v1/crowds/{name}/export", srv_h_crowd_export, CP_ROLE_READ},
     {SRV_POST, "/v1/expressions/parse", srv_h_expr_parse, CP_ROLE_READ},
 
+    /* Analytics reports only read (clusters check "root" themselves). */
+    {SRV_POST, "/v1/insight", srv_h_insight, CP_ROLE_READ},
+    {SRV_POST, "/v1/overlap", srv_h_overlap, CP_ROLE_READ},
+    {SRV_POST, "/v1/clusters", srv_h_clusters, CP_ROLE_READ},
+    {SRV_GET, "/v1/tiers", srv_h_tiers_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/tiers", srv_h_tiers_put, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/tiers/nudge", srv_h_tiers_nudge, CP_ROLE_READ},
+    {SRV_GET, "/v1/analytics/settings", srv_h_analytics_settings_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/analytics/settings", srv_h_analytics_settings_put, CP_ROLE_ADMIN},
+
     {SRV_GET, "/v1/keys", srv_h_keys_list, CP_ROLE_ADMIN},
     {SRV_POST, "/v1/keys", srv_h_keys_create, CP_ROLE_ADMIN},
     {SRV_DELETE, "/v1/keys/{id}", srv_h_key_delete, CP_ROLE_ADMIN},
@@ -257,6 +267,7 @@ int srv_route_match(srv_req_t *req, int *status, const char **allow)
         {SRV_DELETE, "DELETE"},
         {SRV_GET | SRV_PUT | SRV_PATCH | SRV_DELETE, "GET, HEAD, PUT, PATCH, DELETE"},
         {SRV_POST | SRV_DELETE, "POST, DELETE"},
+        {SRV_GET | SRV_PUT, "GET, HEAD, PUT"},
     };
     *status = 404;
     *allow = NULL;

@@ -303,6 +303,16 @@ void srv_h_crowd_sample(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_export(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_expr_parse(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
+/* h_analytics.c */
+void srv_h_insight(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_overlap(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_clusters(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_tiers_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_tiers_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_tiers_nudge(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_analytics_settings_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_analytics_settings_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+
 void srv_h_keys_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_keys_create(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_key_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);
