@@ -435,6 +435,7 @@ typedef struct near_ctx {
     const geo_index_t *g;
     double lat, lon, radius;
     roaring_bitmap_t *out;
+    roaring_bitmap_t *inside; /* cells wholly inside, OR'ed lazily (see below) */
     uint32_t buf[256]; /* boundary users that passed, added in batches */
     size_t nbuf;
 } near_ctx_t;
@@ -464,7 +465,11 @@ static void visit_cell(near_ctx_t *q, size_t entry)
         return;
     switch (classify(q->lat, q->lon, q->radius, q->g->gi_cell[entry])) {
     case CELL_INSIDE:
-        roaring_bitmap_or_inplace(q->out, bm);
+        /* Cell bitmaps are sparse arrays spread over every chunk: merging
+         * them one by one into the result is quadratic in the result's
+         * arrays (perf: 56% in union_uint16 at 1M users, 50 km). A lazy OR
+         * turns busy chunks into bitsets and defers the cardinalities. */
+        roaring_bitmap_lazy_or_inplace(q->inside, bm, true);
         break;
     case CELL_BOUNDARY:
         roaring_iterate(bm, check_user, q);
@@ -485,6 +490,8 @@ cp_status geo_index_near(const geo_index_t *g, double lat, double lon, double ra
     near_ctx_t q = {.g = g, .lat = lat, .lon = lon, .radius = radius_m, .out = out, .nbuf = 0};
     if (g->gi_n == 0)
         return CP_OK;
+    if ((q.inside = roaring_bitmap_create()) == NULL)
+        return CP_ENOMEM;
 
     /* The bounding box of the spherical cap, padded by the margin. */
     double ang = (radius_m + GEO_MARGIN_M + 1e-9 * radius_m) / GEO_EARTH_RADIUS_M; /* radians */
@@ -529,5 +536,8 @@ cp_status geo_index_near(const geo_index_t *g, double lat, double lon, double ra
     if (scan)
         for (size_t e = 0; e < g->gi_n; e++)
             visit_cell(&q, e);
+    roaring_bitmap_repair_after_lazy(q.inside);
+    roaring_bitmap_or_inplace(out, q.inside);
+    roaring_bitmap_free(q.inside);
     return CP_OK;
 }
