@@ -38,10 +38,6 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     pthread_rwlock_wrlock(&db->lock);
     cp_status rc = db_check(db, err);
-    /* Events applied but not checkpointed hold the LMDB write txn: commit
-     * them first, so this write comes after them on disk too. */
-    if (rc == CP_OK && db->pend)
-        rc = intake_checkpoint_locked(db, err);
     if (rc == CP_OK)
         rc = store_txn_begin(db->st, 1, txn, err);
     if (rc) {

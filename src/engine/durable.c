@@ -2,41 +2,30 @@
  * durable.c — how intake survives kill -9 and power loss (docs/intake.md
  * "Durability"):
  *
- *  - an event request is validated, applied in memory and into one
- *    long-lived LMDB write transaction (db->pend), and appended to the
- *    write-ahead log, all under the write lock, so WAL order = apply
+ *  - an event request is validated, applied in memory and into an LMDB
+ *    write transaction, appended to the write-ahead log, and the
+ *    transaction (dirty index, behaviour, dedup window, catalog and meta
+ *    "wal_lsn" = the record's LSN) committed WITHOUT LMDB's fsync, all
+ *    under the write lock and on one thread (LMDB's writer mutex belongs
+ *    to the thread that began the transaction), so WAL order = apply
  *    order; the caller then waits in wal_sync() (group commit) and only
  *    then answers;
- *  - a checkpoint (every interval_ms or `records` requests, before any
- *    other write, before reads of the on-disk dictionaries, and on close)
- *    persists the dirty index, behaviour, dedup window and catalog into
- *    db->pend with meta "wal_lsn" = the last applied LSN, commits it
- *    (LMDB fsyncs), then rotates the WAL and deletes the segments it
- *    covers;
- *  - at open, the LMDB state is exactly the last checkpoint; the WAL
- *    records after its LSN are replayed through the same apply path (their
- *    receive times are in the records, so dedup decides the same way), a
- *    torn tail having been cut by wal_open.
+ *  - a checkpoint (every interval_ms or `records` requests, and on close)
+ *    re-evaluates the dynamic crowds the events made stale, fsyncs
+ *    data.mdb (mdb_env_sync), then rotates the WAL and deletes the
+ *    segments it covers;
+ *  - at open, LMDB holds every transaction up to some "wal_lsn" (after a
+ *    kill -9 all of them; after a power loss, at least those of the last
+ *    checkpoint, each transaction being atomic); the WAL records after it
+ *    are replayed through the same apply path (their receive times are in
+ *    the records, so dedup decides the same way), a torn tail having been
+ *    cut by wal_open.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "engine/engine.h"
-
-cp_status intake_txn(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
-{
-    if (db->pend == NULL) {
-        cp_status rc = store_txn_begin(db->st, 1, &db->pend, err);
-        if (rc)
-            return rc;
-        db->pend_records = 0;
-        db->pend_since_ms = cp_now_ms();
-        atomic_store(&db->pending, 1);
-    }
-    *txn = db->pend;
-    return CP_OK;
-}
 
 static cp_status catalog_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
@@ -67,21 +56,50 @@ cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     return CP_OK;
 }
 
+cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    if (db->data_changed) {
+        /* Re-evaluating every dynamic crowd per request would dominate
+         * intake: the checkpoint does it. */
+        db->crowds_stale = 1;
+        db->data_changed = 0;
+    }
+    /* A failure to set the flag only costs an fsync. */
+    (void)store_set_nosync(db->st, 1, NULL);
+    cp_status rc = db_commit_locked(db, txn, err);
+    cp_status rc2 = store_set_nosync(db->st, 0, NULL);
+    if (rc == CP_OK && rc2)
+        rc = CP_ERR(err, rc2, "cannot turn LMDB syncing back on");
+    if (rc == CP_OK) {
+        if (!atomic_load(&db->pending))
+            db->pend_since_ms = cp_now_ms();
+        db->pend_records++;
+        atomic_store(&db->pending, 1);
+    }
+    return rc;
+}
+
 cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
 {
-    if (db->pend == NULL)
-        return CP_OK;
-    store_txn_t *txn = db->pend;
-    db->pend = NULL;
-    atomic_store(&db->pending, 0);
-    /* Events of the pending txn changed data: re-evaluate dynamic crowds. */
-    db->data_changed = 1;
-    cp_status rc = db_commit_locked(db, txn, err);
-    if (rc)
+    cp_status rc;
+    if (db->crowds_stale) {
+        store_txn_t *txn = NULL;
+        if ((rc = store_txn_begin(db->st, 1, &txn, err)))
+            return rc;
+        db->data_changed = 1;
+        db->crowds_stale = 0;
+        if ((rc = db_commit_locked(db, txn, err))) /* synced */
+            return rc;
+    } else if (atomic_load(&db->pending) && (rc = store_sync(db->st, err))) {
         return rc;
-    db->ckpt_lsn = db->applied_lsn;
+    }
+    atomic_store(&db->pending, 0);
     db->pend_records = 0;
-    if (db->wal && db->ckpt_lsn) {
+    db->ckpt_lsn = db->applied_lsn;
+    wal_stats_t ws = {0};
+    if (db->wal)
+        wal_stats(db->wal, &ws);
+    if (db->wal && db->ckpt_lsn && ws.first_lsn && ws.first_lsn <= db->ckpt_lsn) {
         /* A new segment, so the ones the checkpoint covers can go whole. */
         if ((rc = wal_rotate(db->wal, NULL, err)) ||
             (rc = wal_truncate_before(db->wal, db->ckpt_lsn, NULL, err)))
@@ -92,11 +110,11 @@ cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
 
 cp_status db_flush(cp_db_t *db, cp_error_t *err)
 {
-    if (db == NULL || !atomic_load(&db->pending))
+    if (db == NULL || db->readonly || !db->crowds_stale)
         return CP_OK;
     pthread_rwlock_wrlock(&db->lock);
     cp_status rc = db_check(db, err);
-    if (rc == CP_OK)
+    if (rc == CP_OK && db->crowds_stale)
         rc = intake_checkpoint_locked(db, err);
     pthread_rwlock_unlock(&db->lock);
     return rc;
@@ -137,7 +155,7 @@ static void *ckpt_main(void *arg)
             continue;
         pthread_mutex_unlock(&db->ckpt_mu);
         pthread_rwlock_wrlock(&db->lock);
-        if (db->pend && !atomic_load(&db->failed) &&
+        if (atomic_load(&db->pending) && !atomic_load(&db->failed) &&
             (cp_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
              db->pend_records >= db->cfg.ckpt_records)) {
             cp_error_t e = {0};
@@ -160,6 +178,8 @@ static cp_status replay_one(void *ud, uint64_t lsn, uint8_t type, const void *pa
                             cp_error_t *err)
 {
     cp_db_t *db = ud;
+    if (type == 2)
+        return CP_OK; /* a no-op filling an LSN gap */
     if (type != 1)
         return CP_ERR(err, CP_EIO, "write-ahead log record %llu has unknown type %u",
                       (unsigned long long)lsn, type);
@@ -203,6 +223,7 @@ cp_status intake_recover(cp_db_t *db, cp_error_t *err)
         return rc;
     uint64_t last = wal_last_lsn(db->wal);
     if (last > db->ckpt_lsn) {
+        db->applied_lsn = db->ckpt_lsn;
         if ((rc = wal_replay(db->wal, db->ckpt_lsn, replay_one, db, err)))
             return rc;
         pthread_rwlock_wrlock(&db->lock);
@@ -211,12 +232,14 @@ cp_status intake_recover(cp_db_t *db, cp_error_t *err)
         if (rc)
             return rc;
     } else if (last < db->ckpt_lsn) {
-        /* The log is behind the checkpoint (its files were removed): new
-         * records must still get LSNs after the checkpoint. */
-        return CP_ERR(err, CP_EIO,
-                      "write-ahead log in %s/wal ends at %llu, before the checkpoint at %llu",
-                      store_dir(db->st), (unsigned long long)last,
-                      (unsigned long long)db->ckpt_lsn);
+        /* data.mdb has records the log lost (a power loss after an
+         * unsynced, unacknowledged append): new records must still get
+         * LSNs after what data.mdb holds, so fill the gap with no-ops. */
+        while (wal_last_lsn(db->wal) < db->ckpt_lsn)
+            if ((rc = wal_append(db->wal, 2, NULL, 0, NULL, err)))
+                return rc;
+        if ((rc = wal_sync(db->wal, UINT64_MAX, err)))
+            return rc;
     }
     db->applied_lsn = wal_last_lsn(db->wal);
     if (pthread_create(&db->ckpt_thread, NULL, ckpt_main, db) != 0)
@@ -235,16 +258,11 @@ void intake_close(cp_db_t *db)
         pthread_join(db->ckpt_thread, NULL);
         db->ckpt_started = 0;
     }
-    if (db->pend) {
+    if (!db->readonly && db->st && (atomic_load(&db->pending) || db->crowds_stale)) {
         cp_error_t e = {0};
         pthread_rwlock_wrlock(&db->lock);
-        if (!atomic_load(&db->failed)) {
-            if (intake_checkpoint_locked(db, &e))
-                fprintf(stderr, "crowdpack: final checkpoint failed: %s\n", e.message);
-        } else {
-            store_txn_abort(db->pend);
-            db->pend = NULL;
-        }
+        if (!atomic_load(&db->failed) && intake_checkpoint_locked(db, &e))
+            fprintf(stderr, "crowdpack: final checkpoint failed: %s\n", e.message);
         pthread_rwlock_unlock(&db->lock);
     }
     wal_close(db->wal);

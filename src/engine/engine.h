@@ -78,8 +78,8 @@ struct cp_db {
     intake_cfg_t cfg;
     dedup_t *dedup;
     wal_t *wal;                 /* NULL when read-only */
-    store_txn_t *pend;          /* write txn of applied, not yet checkpointed events */
-    atomic_int pending;         /* pend != NULL (read without the lock) */
+    atomic_int pending;         /* events committed since the last checkpoint */
+    int crowds_stale;           /* dynamic crowds not re-evaluated since events */
     uint64_t pend_records;
     int64_t pend_since_ms;
     uint64_t applied_lsn;       /* last WAL record applied in memory */
@@ -157,12 +157,16 @@ void intake_close(cp_db_t *db);
 void intake_free(cp_db_t *db);
 /* Writes the intake state into a write txn (from db_commit_locked). */
 cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
-/* Write lock held: commits the pending events and trims the WAL. */
+/* Write lock held: re-evaluates stale dynamic crowds, makes data.mdb
+ * durable (fsync) up to the last applied WAL record and trims the WAL. */
 cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err);
-/* Checkpoints if events are pending, so LMDB readers see them. */
+/* Re-evaluates dynamic crowds left stale by events (before reads that
+ * show crowd membership). */
 cp_status db_flush(cp_db_t *db, cp_error_t *err);
-/* Write lock held: the pending write txn, begun if needed. */
-cp_status intake_txn(cp_db_t *db, store_txn_t **txn, cp_error_t *err);
+/* Write lock held: commits an event write without LMDB's fsync (the WAL
+ * record is the durable copy); dynamic crowds wait for the checkpoint.
+ * On failure the handle enters the failed state. */
+cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
 /* The canonical ordinal of a user id of the user dictionary (merged users
  * resolve to their survivor). CP_ENOTFOUND silent. */
 cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,

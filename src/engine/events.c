@@ -324,10 +324,6 @@ void intake_free(cp_db_t *db)
     json_decref(db->catalog);
     db->catalog = NULL;
     cfg_clear(&db->cfg);
-    if (db->pend) {
-        store_txn_abort(db->pend);
-        db->pend = NULL;
-    }
 }
 
 cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
@@ -1177,10 +1173,14 @@ cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint
                     (unsigned long long)lsn, pe.message);
         goto out;
     }
-    if ((rc = intake_txn(db, &txn, err)) || (rc = apply_batch(db, txn, &b, &bp, recv, &c, err)))
+    if ((rc = store_txn_begin(db->st, 1, &txn, err)))
         goto out;
+    if ((rc = apply_batch(db, txn, &b, &bp, recv, &c, err))) {
+        store_txn_abort(txn);
+        goto out;
+    }
     db->applied_lsn = lsn;
-    db->pend_records++;
+    rc = intake_commit_light(db, txn, err);
 out:
     bp_free(&bp);
     ingest_batch_free(&b);
@@ -1258,7 +1258,7 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
         goto out;
     }
     store_txn_t *txn;
-    if ((rc = intake_txn(db, &txn, err))) {
+    if ((rc = store_txn_begin(db->st, 1, &txn, err))) {
         pthread_rwlock_unlock(&db->lock);
         goto out;
     }
@@ -1267,15 +1267,15 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
     if (rc == CP_OK)
         rc = wal_append(db->wal, 1, rec, REC_HDR + len, &lsn, err);
     if (rc) {
-        /* Memory and the pending txn hold part of it: fail the handle. */
-        db->pend = NULL;
-        atomic_store(&db->pending, 0);
+        /* Memory holds part of it: fail the handle (reopen replays). */
         rc = db_write_fail(db, txn, rc, err); /* unlocks */
         goto out;
     }
     db->applied_lsn = lsn;
-    db->pend_records++;
+    rc = intake_commit_light(db, txn, err);
     pthread_rwlock_unlock(&db->lock);
+    if (rc)
+        goto out;
     res->applied = c.applied;
     res->duplicates = c.duplicates;
     res->users_created = c.created;
@@ -1287,26 +1287,6 @@ out:
     free(rec);
     bp_free(&bp);
     ingest_batch_free(&b);
-    return rc;
-}
-
-/* Imports: applies an already parsed batch into the pending txn (lock
- * held by the caller, which commits it with its input position). */
-cp_status intake_apply_parsed(cp_db_t *db, ingest_batch_t *b, int64_t now_ms,
-                              uint64_t *applied, uint64_t *dups, uint64_t *created,
-                              uint64_t *merges, cp_error_t *err)
-{
-    batch_prep_t bp = {0};
-    store_txn_t *txn;
-    apply_counts_t c = {0};
-    cp_status rc = prep_batch(db, b, &bp, err);
-    if (rc == CP_OK && (rc = intake_txn(db, &txn, err)) == CP_OK)
-        rc = apply_batch(db, txn, b, &bp, now_ms, &c, err);
-    bp_free(&bp);
-    *applied += c.applied;
-    *dups += c.duplicates;
-    *created += c.created;
-    *merges += c.merges;
     return rc;
 }
 
@@ -1836,19 +1816,18 @@ cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint6
 /* ------------------------------------------------------------- imports */
 
 /*
- * Imports: applies a batch of parsed file events into the pending txn,
+ * Imports: applies a batch of parsed file events into txn,
  * checking each on its own: a bad one is reported through on_reject with
  * its line (lines[i]) and skipped, the others applied. Lock held.
  */
-cp_status intake_import_batch(cp_db_t *db, ingest_batch_t *b, const uint64_t *lines,
-                              cp_reject_fn on_reject, void *ud, int64_t now_ms, uint64_t *counts,
-                              cp_error_t *err)
+cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
+                              const uint64_t *lines, cp_reject_fn on_reject, void *ud,
+                              int64_t now_ms, uint64_t *counts, cp_error_t *err)
 {
     cp_arena_t ar;
     cp_arena_init(&ar, 256u << 20);
-    store_txn_t *txn;
     apply_counts_t c = {0};
-    cp_status rc = intake_txn(db, &txn, err);
+    cp_status rc = CP_OK;
     for (size_t i = 0; rc == CP_OK && i < b->n; i++) {
         prep_t p;
         cp_error_t ee = {0};

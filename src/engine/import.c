@@ -22,9 +22,9 @@
 #include "ingest/csv.h"
 #include "ingest/mapping.h"
 
-cp_status intake_import_batch(cp_db_t *db, ingest_batch_t *b, const uint64_t *lines,
-                              cp_reject_fn on_reject, void *ud, int64_t now_ms, uint64_t *counts,
-                              cp_error_t *err);
+cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
+                              const uint64_t *lines, cp_reject_fn on_reject, void *ud,
+                              int64_t now_ms, uint64_t *counts, cp_error_t *err);
 
 #define FIRST_MIB (1u << 20)
 
@@ -133,11 +133,13 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
         return rc;
     }
     uint64_t counts[5] = {0};
-    rc = intake_import_batch(db, &im->b, im->lines, im->o.on_reject, im->o.ud, im->now_ms,
+    store_txn_t *txn = NULL;
+    if ((rc = store_txn_begin(db->st, 1, &txn, im->err))) {
+        pthread_rwlock_unlock(&db->lock);
+        return rc;
+    }
+    rc = intake_import_batch(db, txn, &im->b, im->lines, im->o.on_reject, im->o.ud, im->now_ms,
                              counts, im->err);
-    store_txn_t *txn = db->pend;
-    if (rc == CP_OK && txn == NULL)
-        rc = intake_txn(db, &txn, im->err);
     if (rc == CP_OK) {
         json_t *pos = json_pack("{s:I,s:I,s:b,s:I}", "offset", (json_int_t)offset, "line",
                                 (json_int_t)line, "done", done, "time", (json_int_t)cp_now_ms());
@@ -147,16 +149,11 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
                : CP_ERR(im->err, CP_ENOMEM, "out of memory");
         free(s);
     }
-    if (rc) {
-        if (txn) {
-            db->pend = NULL;
-            atomic_store(&db->pending, 0);
-            return db_write_fail(db, txn, rc, im->err); /* unlocks */
-        }
-        pthread_rwlock_unlock(&db->lock);
-        return rc;
-    }
-    rc = intake_checkpoint_locked(db, im->err);
+    if (rc)
+        return db_write_fail(db, txn, rc, im->err); /* unlocks */
+    /* A batch is a checkpoint: committed with fsync, position included. */
+    db->data_changed = 1;
+    rc = db_commit_locked(db, txn, im->err);
     pthread_rwlock_unlock(&db->lock);
     if (rc)
         return rc;

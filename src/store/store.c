@@ -560,3 +560,15 @@ cp_status store_compact(store_t *st, cp_error_t *err)
     cp_status rc2 = env_reopen(st, info.me_mapsize, keep | MDB_NOSUBDIR | MDB_NOTLS, err);
     return rc ? rc : rc2;
 }
+
+cp_status store_set_nosync(store_t *st, int on, cp_error_t *err)
+{
+    int mrc = mdb_env_set_flags(st->env, MDB_NOSYNC, on ? 1 : 0);
+    return mrc ? MDB_ERR(err, mrc, "setting MDB_NOSYNC") : CP_OK;
+}
+
+cp_status store_sync(store_t *st, cp_error_t *err)
+{
+    int mrc = mdb_env_sync(st->env, 1);
+    return mrc ? MDB_ERR(err, mrc, "syncing data.mdb") : CP_OK;
+}

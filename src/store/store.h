@@ -120,6 +120,16 @@ cp_status store_meta_put_u64(store_txn_t *t, const char *key, uint64_t v, cp_err
  */
 cp_status store_compact(store_t *st, cp_error_t *err);
 
+/*
+ * Commits after store_set_nosync(st, 1) skip LMDB's fsync (MDB_NOSYNC):
+ * for callers whose own write-ahead log is durable, with a later
+ * store_sync() before they rely on the file. The flag is environment-wide:
+ * callers toggle it only while no other commit can run.
+ */
+cp_status store_set_nosync(store_t *st, int on, cp_error_t *err);
+/* Flushes every commit to disk (mdb_env_sync, forced). */
+cp_status store_sync(store_t *st, cp_error_t *err);
+
 /* A cursor over one sub-database for lookups by key during iteration
  * (cp_iter). Lives inside a transaction. */
 typedef struct store_cursor store_cursor_t;
