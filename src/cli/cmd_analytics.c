@@ -911,6 +911,67 @@ static double median_ms(cp_db_t *db, lib_fn fn, const char *req, int reps, int *
     return t[reps / 2];
 }
 
+/*
+ * The counting core on one thread (no JSON), and the memory floor: one
+ * pass reading every byte of the bench tags' containers (summing array
+ * values and bitset words) on one thread — what any exact answer must
+ * at least read.
+ */
+static cp_status core_and_floor(cp_db_t *db, int reps, double *core_ms, double *floor_ms,
+                                uint64_t *bytes)
+{
+    cp_status rc = CP_OK;
+    pthread_rwlock_rdlock(&db->lock);
+    const crowd_rec_t *cr = crowd_set_find(&db->crowds, "insight");
+    const roaring_bitmap_t *crowd = cr ? index_crowd(db->ix, cr->id) : NULL;
+    uint32_t root = tax_find(&db->tax, "bench", 5);
+    const tax_tag_t *g = tax_get(&db->tax, root);
+    ana_cell_t *cells = g ? calloc(g->nchildren + 1, sizeof *cells) : NULL;
+    double t1[64], t2[64];
+    volatile uint64_t sink = 0;
+    if (crowd == NULL || cells == NULL) {
+        rc = CP_ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < g->nchildren; i++)
+        cells[i].bm = db->ix->tags[g->children[i]].eff;
+    for (int r = 0; r < reps && rc == CP_OK; r++) {
+        uint64_t t0 = cp_mono_ns();
+        rc = ana_count_cells(crowd, NULL, db->ix->universe, cells, g->nchildren, 1);
+        t1[r] = (double)(cp_mono_ns() - t0) / 1e6;
+        t0 = cp_mono_ns();
+        uint64_t sum = 0, nb = 0;
+        for (uint32_t i = 0; i < g->nchildren; i++)
+            for (int32_t k = 0; k < bm_chunk_count(cells[i].bm); k++) {
+                bm_chunk_t ch;
+                bm_chunk_at(cells[i].bm, k, &ch);
+                if (ch.type == BITSET_CONTAINER_TYPE_CODE) {
+                    const uint64_t *w = ((const bitset_container_t *)ch.c)->array;
+                    for (uint32_t x = 0; x < CP_CHUNK_WORDS; x++)
+                        sum += w[x];
+                    nb += CP_CHUNK_WORDS * 8;
+                } else if (ch.type == ARRAY_CONTAINER_TYPE_CODE) {
+                    const array_container_t *a = ch.c;
+                    for (int32_t x = 0; x < a->cardinality; x++)
+                        sum += a->array[x];
+                    nb += (uint64_t)a->cardinality * 2;
+                }
+            }
+        t2[r] = (double)(cp_mono_ns() - t0) / 1e6;
+        sink += sum;
+        *bytes = nb;
+    }
+    (void)sink;
+    qsort(t1, (size_t)reps, sizeof t1[0], cmp_double);
+    qsort(t2, (size_t)reps, sizeof t2[0], cmp_double);
+    *core_ms = t1[reps / 2];
+    *floor_ms = t2[reps / 2];
+out:
+    pthread_rwlock_unlock(&db->lock);
+    free(cells);
+    return rc;
+}
+
 static int analytics_bench(int argc, char **argv)
 {
     cli_args_t a;
@@ -1002,7 +1063,8 @@ static int analytics_bench(int argc, char **argv)
     double build = (double)(cp_mono_ns() - t0) / 1e9;
     uint64_t csize = 0;
     ok = ok && cp_count(db, "crowd:insight", &csize, &err) == CP_OK;
-    double ins = 0, ins_tags = 0, ovl = 0;
+    double ins = 0, ins_tags = 0, ovl = 0, core1 = 0, floor1 = 0;
+    uint64_t bytes = 0;
     if (ok) {
         ins_tags = median_ms(db, cp_insight_json,
                              "{\"crowd\":\"insight\",\"tags\":\"bench\",\"attributes\":false}",
@@ -1011,6 +1073,8 @@ static int analytics_bench(int argc, char **argv)
             ins = median_ms(db, cp_insight_json, "{\"crowd\":\"insight\"}", (int)reps, &ok);
         if (ok)
             ovl = median_ms(db, cp_overlap_json, req, (int)reps, &ok);
+        if (ok)
+            ok = core_and_floor(db, (int)reps, &core1, &floor1, &bytes) == CP_OK;
     } else if (err.message[0]) {
         fprintf(stderr, "crowdpack: %s\n", err.message);
     }
@@ -1024,12 +1088,13 @@ static int analytics_bench(int argc, char **argv)
     if (!ok)
         return CLI_FAIL;
     if (a.json) {
-        json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:i,s:i,s:f,s:f,s:f,s:f}", "users",
+        json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:I}", "users",
                               (json_int_t)users, "tags", (json_int_t)ntags, "crowd_size",
                               (json_int_t)csize, "overlap_crowds", (json_int_t)ncrowds,
                               "tag_assignments", (json_int_t)assignments, "reps", (int)reps,
                               "cpus", (int)cpus, "build_s", build, "insight_tags_ms", ins_tags,
-                              "insight_all_ms", ins, "overlap_ms", ovl);
+                              "insight_all_ms", ins, "overlap_ms", ovl, "core_1thread_ms", core1,
+                              "floor_1thread_ms", floor1, "floor_bytes", (json_int_t)bytes);
         cli_emit_json(j);
         return CLI_OK;
     }
@@ -1042,6 +1107,10 @@ static int analytics_bench(int argc, char **argv)
            (unsigned long long)(ntags + ncrowds + 3), ins);
     printf("overlap   %llu crowds                        median %8.2f ms  (target < 50 ms)\n",
            (unsigned long long)ncrowds, ovl);
+    printf("core      counting only, 1 thread            median %8.2f ms\n", core1);
+    printf("floor     reading the %s of tag containers once, 1 thread: %.2f ms "
+           "(core / floor %.2fx)\n",
+           cli_bytes((double)bytes, b1), floor1, floor1 > 0 ? core1 / floor1 : 0);
     return CLI_OK;
 }
 
