@@ -141,7 +141,7 @@ static void test_route_table(void **state)
         {SRV_GET, "/v1", NULL, 404, NULL, NULL},
         {SRV_GET, "/v1/nothing", NULL, 404, NULL, NULL},
         {SRV_GET, "/v1/tagsx", NULL, 404, NULL, NULL},
-        {SRV_GET, "/v1/users/a/b", NULL, 404, NULL, NULL},
+        {SRV_GET, "/v1/users/a/b/c/d", NULL, 404, NULL, NULL},
         {SRV_GET, "/v1/crowds/a/b/c", NULL, 404, NULL, NULL},
         {SRV_PUT, "/v1/tags", NULL, 405, NULL, NULL},
         {SRV_GET, "/v1/users", NULL, 405, NULL, NULL},
