@@ -49,6 +49,7 @@ cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     if (db->cfg.retention_days > 0)
         beh_retain(db->beh, (int32_t)(cp_now_ms() / 86400000) - db->cfg.retention_days + 1);
     if ((rc = beh_persist(db->beh, txn, STORE_INTAKE, err)) ||
+        (db->meas && (rc = meas_persist(db->meas, txn, STORE_INTAKE, err))) ||
         (rc = dedup_persist(db->dedup, txn, STORE_INTAKE, err)) ||
         (rc = catalog_persist(db, txn, err)) ||
         (rc = store_meta_put_u64(txn, "wal_lsn", db->applied_lsn, err)))

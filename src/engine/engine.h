@@ -21,6 +21,7 @@
 #include "crowdpack.h"
 #include "index/behavior.h"
 #include "index/index.h"
+#include "index/measure.h"
 #include "ingest/dedup.h"
 #include "ingest/event.h"
 #include "model/apikey.h"
@@ -74,6 +75,7 @@ struct cp_db {
     atomic_uint_least64_t writes;
     /* ---- event intake (events.c, durable.c) ---- */
     beh_t *beh;                 /* behaviour index */
+    meas_t *meas;               /* event measures per user (index/measure.h; RFM) */
     ident_config_t idc;         /* identifier normalisation and hashing */
     intake_cfg_t cfg;
     dedup_t *dedup;

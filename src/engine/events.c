@@ -286,6 +286,9 @@ cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
         return CP_ERR(err, rc, "out of memory");
     if ((rc = beh_load(db->beh, rtxn, STORE_INTAKE, err)))
         return rc;
+    if ((rc = meas_create(&db->meas)) ||
+        (rc = meas_load(db->meas, rtxn, STORE_INTAKE, err))) /* event measures (RFM) */
+        return rc == CP_ENOMEM ? CP_ERR(err, rc, "out of memory") : rc;
     if (dedup_create(db->cfg.dedup_window_ms, (size_t)db->cfg.dedup_max, &db->dedup))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     if ((rc = dedup_load(db->dedup, rtxn, STORE_INTAKE, cp_now_ms(), err)))
@@ -319,6 +322,8 @@ void intake_free(cp_db_t *db)
 {
     beh_free(db->beh);
     db->beh = NULL;
+    meas_free(db->meas);
+    db->meas = NULL;
     dedup_free(db->dedup);
     db->dedup = NULL;
     json_decref(db->catalog);
@@ -774,6 +779,8 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
         return rc;
     if ((rc = beh_user_move(db->beh, a, s)))
         return CP_ERR(err, rc, "merging behaviour: %s", cp_strerror(rc));
+    if ((rc = meas_user_move(db->meas, a, s))) /* event measures: not split again by unmerge */
+        return CP_ERR(err, rc, "merging event measures: %s", cp_strerror(rc));
     index_user_delete(db->ix, &db->tax, a);
     db->data_changed = 1;
     return CP_OK;
@@ -1103,6 +1110,10 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
         json_t *ev = json_object_get(db->catalog, "events");
         json_object_set_new(ev, name, json_integer(json_integer_value(json_object_get(ev, name)) + 1));
         db->catalog_dirty = 1;
+        /* Event measures (index/measure.h): per-user sums, distinct counts
+         * and first/last times for RFM and AIPL; bad values are skipped. */
+        if ((rc = meas_record_event(db->meas, ord, e->event, e->event_len, e->properties, e->ts)))
+            return CP_ERR(err, rc, "recording event measures: %s", cp_strerror(rc));
     }
     /* first_seen / last_seen */
     if ((rc = ensure_seen_attrs(db, txn, err)))
@@ -1580,6 +1591,7 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
         uint32_t o = ords[i];
         index_user_delete(db->ix, &db->tax, o);
         beh_user_remove(db->beh, o);
+        meas_user_remove(db->meas, o);
         const char *id;
         size_t idl;
         rc = users_id_of(txn, o, &id, &idl, err);
