@@ -5,7 +5,7 @@
 #
 #   bench/peers/run.sh [--users 1000000,10000000] [--quick] [--build-dir DIR]
 #                      [--work DIR] [--doc FILE] [--budget S] [--timeout S]
-#                      [--no-install] [--no-redis] [--no-postgres]
+#                      [--no-install] [--no-redis] [--no-postgres] [--no-sqlite]
 #
 # For each size: `crowdpack demo` writes the population (timed: that is
 # crowdpack's load), Redis and PostgreSQL are started on loopback with
@@ -34,6 +34,7 @@ TIMEOUT=""
 INSTALL=1
 USE_REDIS=1
 USE_PG=1
+USE_SQLITE=1
 SEED=42
 
 while [ $# -gt 0 ]; do
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0; shift ;;
     --no-redis) USE_REDIS=0; shift ;;
     --no-postgres) USE_PG=0; shift ;;
+    --no-sqlite) USE_SQLITE=0; shift ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
     esac
@@ -186,12 +188,14 @@ for N in $(echo "$USERS" | tr ',' ' '); do
     LOAD=$(echo "$t1 - $t0" | bc 2>/dev/null || python3 -c "print($t1-$t0)")
     REDIS_ARGS=""
     PG_ARGS=""
+    LITE_ARGS=""
+    [ "$USE_SQLITE" = 1 ] || LITE_ARGS="--no-sqlite"
     [ "$USE_REDIS" = 1 ] && { start_redis || true; }
     [ "$USE_PG" = 1 ] && { start_pg || true; }
     OUT="$WORK/results-$N.json"
     set +e
     eval "\"$BENCH\" --data \"$DATA\" --out \"$OUT\" --sqlite \"$WORK/peers-$N.sqlite\" \
-        --cp-load-secs $LOAD $REPS $REDIS_ARGS $PG_ARGS"
+        --cp-load-secs $LOAD $REPS $LITE_ARGS $REDIS_ARGS $PG_ARGS"
     rc=$?
     set -e
     stop_servers

@@ -88,6 +88,10 @@ static int pg_load(peer_sys_t *s, const pop_t *p, char *err, size_t errlen)
     pg_ctx_t *c = s->ctx;
     sbuf_t b = {0};
     int rc = -1;
+    /* The statement timeout is for queries; a 10M-user COPY or index build
+     * legitimately takes minutes. */
+    if (pg_exec(c, "SET statement_timeout = 0", err, errlen))
+        goto out;
     if (pg_exec(c,
                 "DROP TABLE IF EXISTS peers_crowd, user_tags, users, tag_closure, tags;"
                 "CREATE TABLE tags(tag_id int PRIMARY KEY, path text NOT NULL, parent int, "
@@ -157,6 +161,10 @@ static int pg_load(peer_sys_t *s, const pop_t *p, char *err, size_t errlen)
                 "CREATE INDEX users_tags ON users USING gin (tags);",
                 err, errlen) ||
         pg_exec(c, "VACUUM ANALYZE", err, errlen))
+        goto out;
+    char set[64];
+    snprintf(set, sizeof set, "SET statement_timeout = %lld", (long long)(c->timeout * 1000));
+    if (pg_exec(c, set, err, errlen))
         goto out;
     rc = 0;
 out:
