@@ -553,6 +553,44 @@ cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **ou
 cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char **out,
                               cp_error_t *err);
 
+/* ------------------------------------------ value models and journeys
+ *
+ * Event measures, RFM, AIPL stages and funnels (docs/analytics.md "Event
+ * measures", "RFM", "AIPL", "Funnels"). JSON in, JSON out (cp_free).
+ */
+
+/*
+ * Event measures: per-user aggregates over events kept by the intake
+ * (sum of a numeric property in fixed point, distinct values, count,
+ * first and last time). cp_measures_json returns the configuration with
+ * the users holding a value; cp_measures_set_json replaces it:
+ * {"measures":[{"name","kind":"sum|count|distinct|first|last","events":[..],
+ * "property","scale"}]}. Unchanged measures keep their values; new or
+ * changed ones accumulate from the events that follow.
+ */
+cp_status cp_measures_json(cp_db_t *db, char **out, cp_error_t *err);
+cp_status cp_measures_set_json(cp_db_t *db, const char *json, size_t len, char **out,
+                               cp_error_t *err);
+
+/*
+ * RFM over the purchase/refund measures: R days since the last purchase
+ * (UTC dates) to the reference date, F distinct purchase invoices, M net
+ * amount in cents; scores 1-5 (1 + floor(5 x share strictly worse));
+ * eight segments as tags rfm/<segment> and int attributes rfm_r, rfm_f,
+ * rfm_m, rfm_r_score, rfm_f_score, rfm_m_score, in one transaction.
+ * Request: {"as_of": "YYYY-MM-DD" (default: the day after the last
+ * event), "store": true|false, "root": "rfm", "detail": true|false,
+ * "measures": {"recency","frequency","monetary"}}.
+ */
+cp_status cp_rfm_json(cp_db_t *db, const char *request, size_t len, char **out,
+                      cp_error_t *err);
+/* The schedule {"every_hours": N (0 = off), "request": {...}, "last_run"}. */
+cp_status cp_rfm_schedule_json(cp_db_t *db, char **out, cp_error_t *err);
+cp_status cp_rfm_schedule_set_json(cp_db_t *db, const char *json, size_t len, char **out,
+                                   cp_error_t *err);
+/* Runs the scheduled RFM if due at now_ms (*ran = 1 when it ran). */
+cp_status cp_rfm_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

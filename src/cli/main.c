@@ -19,6 +19,10 @@ int cmd_cluster(int argc, char **argv);
 int cmd_tiers(int argc, char **argv);
 int cmd_analytics(int argc, char **argv);
 
+/* cmd_value.c */
+int cmd_measures(int argc, char **argv);
+int cmd_rfm(int argc, char **argv);
+
 int cmd_import(int argc, char **argv);  /* cmd_import.c */
 int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
 int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
@@ -51,6 +55,8 @@ static const command_t commands[] = {
     {"cluster", cmd_cluster, "--data DIR --attrs A,B --k K", "k-means clusters stored as tags"},
     {"tiers", cmd_tiers, "COMMAND ...", "member tiers on a points attribute: show, set, nudge"},
     {"analytics", cmd_analytics, "COMMAND ...", "analytics settings (k-anonymity) and bench"},
+    {"measures", cmd_measures, "--data DIR [--set M.json]", "per-user event measures (sums, distinct, last)"},
+    {"rfm", cmd_rfm, "--data DIR [--as-of DATE]", "RFM value segments as tags rfm/... and attributes"},
     {"stats", cmd_stats, "--data DIR", "sizes and counters of a data directory"},
     {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
     {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},

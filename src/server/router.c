@@ -89,6 +89,12 @@ const srv_route_t srv_routes[] = {
     {SRV_POST, "/v1/tiers/nudge", srv_h_tiers_nudge, CP_ROLE_READ},
     {SRV_GET, "/v1/analytics/settings", srv_h_analytics_settings_get, CP_ROLE_READ},
     {SRV_PUT, "/v1/analytics/settings", srv_h_analytics_settings_put, CP_ROLE_ADMIN},
+    /* Value models and journeys (h_value.c): runs that store check the role. */
+    {SRV_GET, "/v1/measures", srv_h_measures_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/measures", srv_h_measures_put, CP_ROLE_ADMIN},
+    {SRV_POST, "/v1/rfm", srv_h_rfm, CP_ROLE_READ},
+    {SRV_GET, "/v1/rfm/schedule", srv_h_rfm_schedule_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/rfm/schedule", srv_h_rfm_schedule_put, CP_ROLE_WRITE},
 
     {SRV_GET, "/v1/keys", srv_h_keys_list, CP_ROLE_ADMIN},
     {SRV_POST, "/v1/keys", srv_h_keys_create, CP_ROLE_ADMIN},

@@ -313,6 +313,13 @@ void srv_h_tiers_nudge(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_analytics_settings_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_analytics_settings_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
+/* h_value.c */
+void srv_h_measures_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_measures_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rfm(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rfm_schedule_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rfm_schedule_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+
 void srv_h_keys_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_keys_create(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_key_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);

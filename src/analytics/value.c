@@ -1,0 +1,123 @@
+/*
+ * value.c — helpers of value.h: tags and int attributes written back by
+ * RFM, AIPL and funnels, and UTC dates.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analytics/value.h"
+
+cp_status val_ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, const char *desc,
+                         uint32_t *id, int *touched, cp_error_t *err)
+{
+    size_t len = strlen(path);
+    cp_status rc = tax_validate_path(path, len, err);
+    if (rc)
+        return rc;
+    char buf[TAX_MAX_PATH + 1];
+    memcpy(buf, path, len + 1);
+    int64_t now = cp_now_ms();
+    for (size_t i = 0; i <= len; i++) {
+        if (i != len && path[i] != '/')
+            continue;
+        buf[i] = '\0';
+        *id = tax_find(&db->tax, buf, i);
+        if (*id == 0) {
+            if (db->tax.count >= TAX_MAX_TAGS)
+                return CP_ERR(err, CP_ELIMIT, "too many tags (limit %u)", TAX_MAX_TAGS);
+            *touched = 1;
+            if ((rc = tax_add(&db->tax, buf, NULL, i == len ? desc : NULL, now, id, err)))
+                return rc;
+            if (index_tag_add(db->ix, *id))
+                return CP_ERR(err, CP_ENOMEM, "out of memory creating tag \"%s\"", buf);
+            if ((rc = tax_store_put(txn, tax_get(&db->tax, *id), err)))
+                return rc;
+        }
+        if (i != len)
+            buf[i] = '/';
+    }
+    return CP_OK;
+}
+
+cp_status val_tag_set_members(cp_db_t *db, uint32_t id, const roaring_bitmap_t *members)
+{
+    const idx_tag_t *t = index_tag(db->ix, id);
+    if (t == NULL)
+        return CP_EINVAL;
+    roaring_bitmap_t *want = roaring_bitmap_and(members, db->ix->universe);
+    roaring_bitmap_t *leave = want && t->direct ? roaring_bitmap_andnot(t->direct, want) : NULL;
+    roaring_bitmap_t *join = want && t->direct ? roaring_bitmap_andnot(want, t->direct)
+                                               : (want ? roaring_bitmap_copy(want) : NULL);
+    cp_status rc = CP_OK;
+    if (want == NULL || join == NULL || (t->direct && leave == NULL)) {
+        rc = CP_ENOMEM;
+        goto out;
+    }
+    roaring_uint32_iterator_t it;
+    if (leave) {
+        roaring_init_iterator(leave, &it);
+        for (; it.has_value; roaring_advance_uint32_iterator(&it))
+            index_tag_unassign(db->ix, &db->tax, it.current_value, id);
+    }
+    roaring_init_iterator(join, &it);
+    for (; it.has_value; roaring_advance_uint32_iterator(&it))
+        index_tag_assign(db->ix, &db->tax, it.current_value, id);
+out:
+    index_bm_free(want);
+    index_bm_free(leave);
+    index_bm_free(join);
+    return rc;
+}
+
+cp_status val_ensure_int_attr(cp_db_t *db, store_txn_t *txn, const char *name, uint32_t *id,
+                              int *touched, cp_error_t *err)
+{
+    const schema_attr_t *a = schema_find(&db->sch, name, strlen(name));
+    if (a) {
+        if (a->type != CP_ATTR_INT)
+            return CP_ERR(err, CP_ECONFLICT,
+                          "attribute \"%s\" exists with another type; it must be an int", name);
+        *id = a->id;
+        return CP_OK;
+    }
+    int created = 0;
+    cp_status rc = schema_define(&db->sch, txn, name, CP_ATTR_INT, id, &created, err);
+    if (rc)
+        return rc;
+    if (created) {
+        *touched = 1;
+        if ((rc = index_attr_add(db->ix, *id, CP_ATTR_INT)))
+            return CP_ERR(err, rc, "out of memory declaring \"%s\"", name);
+    }
+    return CP_OK;
+}
+
+int val_day_parse(const char *s, int32_t *day)
+{
+    int64_t secs;
+    if (s == NULL || cp_time_parse(s, strlen(s), &secs))
+        return -1;
+    int64_t d = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+    *day = (int32_t)d;
+    return 0;
+}
+
+const char *val_day_format(int32_t day, char *buf)
+{
+    char t[48];
+    cp_time_format((int64_t)day * 86400, t, sizeof t);
+    snprintf(buf, 16, "%.10s", t);
+    return buf;
+}
+
+const char *val_user_id(store_txn_t *txn, uint32_t ord, char *buf, size_t cap)
+{
+    const char *id;
+    size_t n;
+    if (txn && users_id_of(txn, ord, &id, &n, NULL) == CP_OK)
+        snprintf(buf, cap, "%.*s", (int)n, id);
+    else
+        snprintf(buf, cap, "#%u", ord);
+    return buf;
+}

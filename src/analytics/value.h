@@ -1,0 +1,40 @@
+/*
+ * value.h — what the value and journey models share (RFM in rfm.c, AIPL
+ * stages and funnels in aipl.c): writing computed memberships back as tags
+ * and int attributes inside one engine write transaction, and UTC dates.
+ *
+ * All functions taking a txn run under the engine's write lock, between
+ * db_write_begin and db_write_end (or db_write_fail once memory changed).
+ */
+#ifndef CP_ANALYTICS_VALUE_H
+#define CP_ANALYTICS_VALUE_H
+
+#include <roaring/roaring.h>
+#include <stdint.h>
+
+#include "analytics/analytics.h"
+
+/* Creates `path` and its missing parents (taxonomy + index + store);
+ * *touched is set when anything was created. CP_EINVAL for a bad path,
+ * CP_ELIMIT past the tag limit. */
+cp_status val_ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, const char *desc,
+                         uint32_t *id, int *touched, cp_error_t *err);
+/* Makes `members` (clipped to live users) the exact direct members of tag
+ * id: users leaving are unassigned, users joining assigned. CP_ENOMEM. */
+cp_status val_tag_set_members(cp_db_t *db, uint32_t id, const roaring_bitmap_t *members);
+/* Declares an int attribute if missing (CP_ECONFLICT if `name` exists
+ * with another type, naming it). */
+cp_status val_ensure_int_attr(cp_db_t *db, store_txn_t *txn, const char *name, uint32_t *id,
+                              int *touched, cp_error_t *err);
+
+/* "YYYY-MM-DD" (or any cp_time_parse form) to days since 1970-01-01 UTC.
+ * 0 on success. */
+int val_day_parse(const char *s, int32_t *day);
+/* Days since the epoch to "YYYY-MM-DD" (buf >= 16). */
+const char *val_day_format(int32_t day, char *buf);
+
+/* The user id of an ordinal for reports ("#ORD" when unknown): into buf
+ * (>= USERS_MAX_ID + 1). */
+const char *val_user_id(store_txn_t *txn, uint32_t ord, char *buf, size_t cap);
+
+#endif /* CP_ANALYTICS_VALUE_H */
