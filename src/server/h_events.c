@@ -37,8 +37,7 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
         if (st == CP_ELIMIT)
             srv_reply_error(resp, 413, "too_large", extra, "%s", err.message);
         else
-            srv_reply_cp_extra(resp, st, &err, 0, extra);
-        json_decref(extra);
+            srv_reply_cp_extra(resp, st, &err, 0, extra); /* takes `extra` */
         cp_ingest_result_clear(&r);
         return;
     }
