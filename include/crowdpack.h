@@ -591,6 +591,30 @@ cp_status cp_rfm_schedule_set_json(cp_db_t *db, const char *json, size_t len, ch
 /* Runs the scheduled RFM if due at now_ms (*ran = 1 when it ran). */
 cp_status cp_rfm_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err);
 
+/*
+ * AIPL stages: rules map events to awareness / interest / purchase /
+ * loyalty (repeat purchases or a bool membership attribute) within a
+ * window; each user's current (highest) stage becomes one of the
+ * exclusive tags aipl/<name>/<stage>. Request: {"name": "default",
+ * "stages": {"awareness": [events], "interest": [...], "purchase": [...],
+ * "loyalty": {"repeat_purchases": 2, "or_attribute": "is_member"}},
+ * "window_days": 90, "as_of": DATE, "filters": {"brand": "x"}, "store"}.
+ */
+cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
+                       cp_error_t *err);
+
+/*
+ * Funnel: users reaching each of an ordered list of steps in order (day
+ * granularity) within a window, step-to-step conversion, optionally by
+ * attribute value / int bucket / child tag; "store" keeps the users of
+ * step k as tag funnel/<name>/step<k>. Request: {"name", "steps": [EVENT
+ * | {"event", "filters"}], "from", "to" | "window_days", "as_of", "crowd":
+ * SET, "breakdown": {"attribute", "buckets"} | {"tag"}, "store",
+ * "min_count"}.
+ */
+cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **out,
+                         cp_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

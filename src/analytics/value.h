@@ -37,4 +37,15 @@ const char *val_day_format(int32_t day, char *buf);
  * (>= USERS_MAX_ID + 1). */
 const char *val_user_id(store_txn_t *txn, uint32_t ord, char *buf, size_t cap);
 
+#define VAL_MAX_FILTERS 3 /* property filters on one event (did()'s limit) */
+
+/*
+ * Validates a filters object {"prop": "value" | int | bool} (NULL = none)
+ * against the indexed event properties; `what` prefixes messages. Fills
+ * props[0..*n) borrowing names and values from f (integers rendered into
+ * store, 64 bytes each). CP_EINVAL naming the property.
+ */
+cp_status val_filters_parse(cp_db_t *db, const json_t *f, const char *what, beh_prop_t *props,
+                            char (*store)[64], size_t *n, cp_error_t *err);
+
 #endif /* CP_ANALYTICS_VALUE_H */

@@ -319,3 +319,309 @@ int cmd_rfm(int argc, char **argv)
     json_decref(j);
     return cli_finish_stdout(CLI_OK);
 }
+
+/* ---------------------------------------------------------------- aipl */
+
+static const cli_opt_t aipl_opts[] = {
+    {"as-of", 0, OPT_VALUE, "DATE", "last day of the window (default today, UTC)"},
+    {"window", 0, OPT_VALUE, "DAYS", "window in days (overrides the rules' window_days)"},
+    {"preview", 0, OPT_FLAG, NULL, "report only: store no tags"},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const cli_spec_t aipl_spec = {
+    "aipl", "RULES.json|'JSON'",
+    "AIPL stages (awareness, interest, purchase, loyalty) as exclusive tags aipl/NAME/STAGE.",
+    "Rules: {\"name\":\"default\",\"stages\":{\"awareness\":[\"exposure\",\"page\"],\n"
+    "\"interest\":[\"click\",\"favorite\",\"add_to_cart\"],\"purchase\":[\"purchase\"],\n"
+    "\"loyalty\":{\"repeat_purchases\":2,\"or_attribute\":\"is_member\"}},\"window_days\":90,\n"
+    "\"filters\":{\"brand\":\"x\"}}. A user's stage is the highest reached in the window.\n\n"
+    "Examples:\n"
+    "  crowdpack aipl --data ./dmp rules.json\n"
+    "  crowdpack count --data ./dmp 'tag:aipl/default/interest'",
+    aipl_opts, CONN_ALL, 1, 1};
+
+static json_t *json_arg(const char *s)
+{
+    if (s[0] == '{')
+        return json_loads(s, 0, NULL);
+    char *text = NULL;
+    size_t len = 0;
+    if (cli_read_file(s, 1u << 20, &text, &len) != CLI_OK)
+        return NULL;
+    json_t *j = json_loadb(text, len, 0, NULL);
+    free(text);
+    return j;
+}
+
+int cmd_aipl(int argc, char **argv)
+{
+    cli_args_t a;
+    int rc = cli_parse(&aipl_spec, argc, argv, &a);
+    if (rc != CLI_OK || a.help)
+        return rc;
+    json_t *req = json_arg(a.pos[0]);
+    if (!json_is_object(req)) {
+        json_decref(req);
+        return cli_failf("%s: not a JSON object of AIPL rules", a.pos[0]);
+    }
+    if (cli_get(&a, "as-of"))
+        json_object_set_new(req, "as_of", json_string(cli_get(&a, "as-of")));
+    if (cli_get(&a, "window")) {
+        uint64_t w;
+        if (cli_parse_u64(cli_get(&a, "window"), &w) != 0) {
+            json_decref(req);
+            return cli_usage_error(&aipl_spec, "--window: expected days");
+        }
+        json_object_set_new(req, "window_days", json_integer((json_int_t)w));
+    }
+    int preview = cli_has(&a, "preview");
+    if (preview)
+        json_object_set_new(req, "store", json_false());
+    char *out = NULL;
+    rc = run(&a, preview ? OPEN_READ : OPEN_WRITE, cp_aipl_json, "POST", "/v1/aipl", req, &out);
+    if (rc != CLI_OK)
+        return rc;
+    if (a.json) {
+        printf("%s\n", out);
+        free(out);
+        return cli_finish_stdout(CLI_OK);
+    }
+    json_t *j = cli_json_parse(out, "aipl");
+    free(out);
+    if (j == NULL)
+        return CLI_FAIL;
+    json_t *w = json_object_get(j, "window");
+    char b1[32], b2[32];
+    printf("AIPL \"%s\" over %s .. %s: %s users in a stage\n\n",
+           json_string_value(json_object_get(j, "name")),
+           json_string_value(json_object_get(w, "from")), json_string_value(json_object_get(w, "to")),
+           cli_json_count(json_object_get(j, "staged_users"), b1));
+    const char *hdr[] = {"stage", "users (current)", "share", "reached"};
+    cli_table_t *t = cli_table_new(4, hdr);
+    for (int i = 1; i < 4; i++)
+        cli_table_right(t, i);
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(j, "stages"), i, s)
+    {
+        char pct[32], r[32];
+        snprintf(pct, sizeof pct, "%.1f%%", json_number_value(json_object_get(s, "share")) * 100);
+        const char *row[] = {json_string_value(json_object_get(s, "tag")),
+                             cli_json_count(json_object_get(s, "users"), b2), pct,
+                             cli_json_count(json_object_get(s, "reached"), r)};
+        cli_table_row(t, row);
+    }
+    cli_table_print(t, stdout);
+    cli_table_free(t);
+    json_t *unk = json_object_get(j, "unknown_events");
+    if (json_array_size(unk)) {
+        printf("\nevents never recorded (left out):");
+        json_t *e;
+        json_array_foreach(unk, i, e) printf(" %s", json_string_value(e));
+        printf("\n");
+    }
+    printf("\n%s\n", json_is_true(json_object_get(j, "stored")) ? "stored" : "previewed (nothing stored)");
+    json_decref(j);
+    return cli_finish_stdout(CLI_OK);
+}
+
+/* -------------------------------------------------------------- funnel */
+
+static const cli_opt_t funnel_opts[] = {
+    {"from", 0, OPT_VALUE, "DATE", "first day of the window"},
+    {"to", 0, OPT_VALUE, "DATE", "last day of the window"},
+    {"days", 0, OPT_VALUE, "N", "window of N days ending at --as-of (default 30)"},
+    {"as-of", 0, OPT_VALUE, "DATE", "last day of a --days window (default today)"},
+    {"crowd", 0, OPT_VALUE, "SET", "only users of this crowd or expression"},
+    {"by", 0, OPT_VALUE, "ATTR[=B1,B2..]", "break down by an attribute (int: bucket bounds)"},
+    {"by-tag", 0, OPT_VALUE, "ROOT", "break down by the child tags of ROOT"},
+    {"name", 0, OPT_VALUE, "NAME", "funnel name (tags funnel/NAME/stepK with --store)"},
+    {"store", 0, OPT_FLAG, NULL, "keep the users of each step as tags"},
+    {"min-count", 0, OPT_VALUE, "N", "raise the minimum count of breakdown cells"},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const cli_spec_t funnel_spec = {
+    "funnel", "STEP STEP...",
+    "Users reaching each step in order within a window, with step-to-step conversion.",
+    "A STEP is an event name, optionally with filters on indexed properties:\n"
+    "'click:campaign=spring'. Order is at day granularity: a step done on the same\n"
+    "UTC day as the previous one counts as in order.\n\n"
+    "Examples:\n"
+    "  crowdpack funnel --data ./dmp exposure click activation registration payment \\\n"
+    "      --from 2024-06-01 --to 2024-06-30 --by gender\n"
+    "  crowdpack funnel --data ./dmp page purchase --days 90 --by age=18,25,35 \\\n"
+    "      --name checkout --store",
+    funnel_opts, CONN_ALL, 1, 16};
+
+/* "event:a=1,b=x" -> {"event":..., "filters":{...}} or a bare string. */
+static json_t *step_json(const char *s)
+{
+    const char *c = strchr(s, ':');
+    if (c == NULL)
+        return json_string(s);
+    json_t *f = json_object();
+    const char *p = c + 1;
+    while (*p) {
+        const char *e = strchr(p, ','), *eq = strchr(p, '=');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (eq == NULL || eq >= p + n) {
+            json_decref(f);
+            return NULL;
+        }
+        char key[256];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+        json_object_set_new(f, key, json_stringn(eq + 1, (size_t)(p + n - eq - 1)));
+        p += n + (e != NULL);
+    }
+    return json_pack("{s:s%,s:o}", "event", s, (size_t)(c - s), "filters", f);
+}
+
+int cmd_funnel(int argc, char **argv)
+{
+    cli_args_t a;
+    int rc = cli_parse(&funnel_spec, argc, argv, &a);
+    if (rc != CLI_OK || a.help)
+        return rc;
+    json_t *req = json_object(), *steps = json_array();
+    json_object_set_new(req, "steps", steps);
+    for (int i = 0; i < a.npos; i++) {
+        json_t *s = step_json(a.pos[i]);
+        if (s == NULL) {
+            json_decref(req);
+            return cli_usage_error(&funnel_spec, "step '%s': expected EVENT or EVENT:prop=value",
+                                   a.pos[i]);
+        }
+        json_array_append_new(steps, s);
+    }
+    static const char *const dates[][2] = {{"from", "from"}, {"to", "to"}, {"as-of", "as_of"}};
+    for (int i = 0; i < 3; i++)
+        if (cli_get(&a, dates[i][0]))
+            json_object_set_new(req, dates[i][1], json_string(cli_get(&a, dates[i][0])));
+    const char *num[][2] = {{"days", "window_days"}, {"min-count", "min_count"}};
+    for (int i = 0; i < 2; i++) {
+        uint64_t v;
+        const char *s = cli_get(&a, num[i][0]);
+        if (s == NULL)
+            continue;
+        if (cli_parse_u64(s, &v) != 0) {
+            json_decref(req);
+            return cli_usage_error(&funnel_spec, "--%s: expected a number", num[i][0]);
+        }
+        json_object_set_new(req, num[i][1], json_integer((json_int_t)v));
+    }
+    if (cli_get(&a, "crowd")) {
+        const char *c = cli_get(&a, "crowd");
+        int name = strspn(c, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+                   strlen(c);
+        json_object_set_new(req, "crowd",
+                            name ? json_string(c) : json_pack("{s:s}", "expression", c));
+    }
+    if (cli_get(&a, "by")) {
+        const char *b = cli_get(&a, "by"), *eq = strchr(b, '=');
+        json_t *bd = json_pack("{s:s%}", "attribute", b, eq ? (size_t)(eq - b) : strlen(b));
+        if (eq) {
+            json_t *bk = json_array();
+            for (const char *p = eq + 1; *p;) {
+                char *end;
+                long long v = strtoll(p, &end, 10);
+                if (end == p || (*end && *end != ',')) {
+                    json_decref(bk);
+                    json_decref(bd);
+                    json_decref(req);
+                    return cli_usage_error(&funnel_spec, "--by %s: bucket bounds are integers", b);
+                }
+                json_array_append_new(bk, json_integer(v));
+                p = *end ? end + 1 : end;
+            }
+            json_object_set_new(bd, "buckets", bk);
+        }
+        json_object_set_new(req, "breakdown", bd);
+    } else if (cli_get(&a, "by-tag")) {
+        json_object_set_new(req, "breakdown", json_pack("{s:s}", "tag", cli_get(&a, "by-tag")));
+    }
+    if (cli_get(&a, "name"))
+        json_object_set_new(req, "name", json_string(cli_get(&a, "name")));
+    int store = cli_has(&a, "store");
+    if (store)
+        json_object_set_new(req, "store", json_true());
+    char *out = NULL;
+    rc = run(&a, store ? OPEN_WRITE : OPEN_READ, cp_funnel_json, "POST", "/v1/funnels", req, &out);
+    if (rc != CLI_OK)
+        return rc;
+    if (a.json) {
+        printf("%s\n", out);
+        free(out);
+        return cli_finish_stdout(CLI_OK);
+    }
+    json_t *j = cli_json_parse(out, "funnel");
+    free(out);
+    if (j == NULL)
+        return CLI_FAIL;
+    json_t *w = json_object_get(j, "window");
+    char b1[32], b2[32], b3[32];
+    printf("Funnel over %s .. %s (order by UTC day), population %s\n\n",
+           json_string_value(json_object_get(w, "from")), json_string_value(json_object_get(w, "to")),
+           cli_json_count(json_object_get(j, "population"), b1));
+    const char *hdr[] = {"step", "event", "users", "conversion", "from first"};
+    cli_table_t *t = cli_table_new(5, hdr);
+    for (int i = 2; i < 5; i++)
+        cli_table_right(t, i);
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(j, "steps"), i, s)
+    {
+        char st[24], ev[300];
+        snprintf(st, sizeof st, "%zu", i + 1);
+        json_t *f = json_object_get(s, "filters");
+        char *fs = f ? json_dumps(f, JSON_COMPACT) : NULL;
+        snprintf(ev, sizeof ev, "%s%s%s", json_string_value(json_object_get(s, "event")),
+                 fs ? " " : "", fs ? fs : "");
+        free(fs);
+        const char *row[] = {st, ev, cli_json_count(json_object_get(s, "users"), b1),
+                             fmt_num(json_object_get(s, "conversion"), b2, "%.3f"),
+                             fmt_num(json_object_get(s, "conversion_from_first"), b3, "%.3f")};
+        cli_table_row(t, row);
+    }
+    cli_table_print(t, stdout);
+    cli_table_free(t);
+    json_t *bd = json_object_get(j, "breakdown");
+    if (bd) {
+        size_t ns = json_array_size(json_object_get(j, "steps"));
+        const char **h = calloc(ns + 2, sizeof *h);
+        char (*names)[32] = calloc(ns, sizeof *names);
+        h[0] = "group";
+        h[1] = "size";
+        for (size_t k = 0; k < ns; k++) {
+            snprintf(names[k], 32, "step %zu", k + 1);
+            h[k + 2] = names[k];
+        }
+        t = cli_table_new((int)ns + 2, h);
+        for (size_t k = 1; k < ns + 2; k++)
+            cli_table_right(t, (int)k);
+        json_t *g;
+        json_array_foreach(json_object_get(bd, "groups"), i, g)
+        {
+            char cells[18][48];
+            const char *row[18];
+            row[0] = json_string_value(json_object_get(g, "group"));
+            row[1] = json_object_get(g, "size") ? cli_json_count(json_object_get(g, "size"), cells[0])
+                                                : "suppressed";
+            for (size_t k = 0; k < ns && k < 16; k++) {
+                json_t *c = json_array_get(json_object_get(g, "steps"), k);
+                if (json_is_true(json_object_get(c, "suppressed")))
+                    snprintf(cells[k + 2], 48, "suppressed");
+                else
+                    cli_json_count(json_object_get(c, "users"), cells[k + 2]);
+                row[k + 2] = cells[k + 2];
+            }
+            cli_table_row(t, row);
+        }
+        printf("\n");
+        cli_table_print(t, stdout);
+        cli_table_free(t);
+        free(h);
+        free(names);
+    }
+    json_decref(j);
+    return cli_finish_stdout(CLI_OK);
+}

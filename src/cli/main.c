@@ -22,6 +22,8 @@ int cmd_analytics(int argc, char **argv);
 /* cmd_value.c */
 int cmd_measures(int argc, char **argv);
 int cmd_rfm(int argc, char **argv);
+int cmd_aipl(int argc, char **argv);
+int cmd_funnel(int argc, char **argv);
 
 int cmd_import(int argc, char **argv);  /* cmd_import.c */
 int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
@@ -57,6 +59,8 @@ static const command_t commands[] = {
     {"analytics", cmd_analytics, "COMMAND ...", "analytics settings (k-anonymity) and bench"},
     {"measures", cmd_measures, "--data DIR [--set M.json]", "per-user event measures (sums, distinct, last)"},
     {"rfm", cmd_rfm, "--data DIR [--as-of DATE]", "RFM value segments as tags rfm/... and attributes"},
+    {"aipl", cmd_aipl, "--data DIR RULES.json", "AIPL stages as exclusive tags aipl/NAME/STAGE"},
+    {"funnel", cmd_funnel, "--data DIR STEP STEP...", "funnel: users reaching steps in order, conversion"},
     {"stats", cmd_stats, "--data DIR", "sizes and counters of a data directory"},
     {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
     {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},

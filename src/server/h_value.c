@@ -83,3 +83,25 @@ void srv_h_measures_put(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     run(srv, req, resp, cp_measures_set_json, NULL, NULL);
 }
+
+void srv_h_aipl(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    run(srv, req, resp, cp_aipl_json, "store", "POST /v1/aipl");
+}
+
+/* Funnels store tags only when asked ("store": true). */
+void srv_h_funnels(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    json_t *body = NULL;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    int writes = json_is_true(json_object_get(body, "store"));
+    json_decref(body);
+    if (writes && (int)req->role < CP_ROLE_WRITE) {
+        srv_reply_error(resp, 403, "forbidden", NULL, "%s",
+                        "POST /v1/funnels with \"store\": true writes tags and needs a key with "
+                        "role \"write\"");
+        return;
+    }
+    run(srv, req, resp, cp_funnel_json, NULL, NULL);
+}

@@ -95,6 +95,8 @@ const srv_route_t srv_routes[] = {
     {SRV_POST, "/v1/rfm", srv_h_rfm, CP_ROLE_READ},
     {SRV_GET, "/v1/rfm/schedule", srv_h_rfm_schedule_get, CP_ROLE_READ},
     {SRV_PUT, "/v1/rfm/schedule", srv_h_rfm_schedule_put, CP_ROLE_WRITE},
+    {SRV_POST, "/v1/aipl", srv_h_aipl, CP_ROLE_READ},
+    {SRV_POST, "/v1/funnels", srv_h_funnels, CP_ROLE_READ},
 
     {SRV_GET, "/v1/keys", srv_h_keys_list, CP_ROLE_ADMIN},
     {SRV_POST, "/v1/keys", srv_h_keys_create, CP_ROLE_ADMIN},

@@ -319,6 +319,8 @@ void srv_h_measures_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rfm(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rfm_schedule_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rfm_schedule_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_aipl(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_funnels(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
 void srv_h_keys_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_keys_create(srv_ctx_t *, srv_req_t *, srv_resp_t *);
