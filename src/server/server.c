@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "server/server.h"
+#include "server/sched.h" /* scheduled RFM (sched.c) */
 #include "server/srv.h"
 
 #define SRV_CONN_LIMIT 1024u
@@ -355,6 +356,7 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
     struct MHD_Daemon *d = NULL;
     uint16_t port = 0;
     cp_status st;
+    srv_sched_t sched = {0}; /* scheduled analytics jobs (sched.c) */
 
     if (db == NULL)
         return CP_ERR(err, CP_EINVAL, "cp_server_run: no database handle");
@@ -443,6 +445,7 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
         goto out;
     }
     lfd = -1; /* MHD owns and closes it */
+    srv_sched_start(&sched, db);
 
     if (o.port_file != NULL && (st = write_port_file(o.port_file, port, err)) != CP_OK)
         goto out;
@@ -471,6 +474,7 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
     }
     st = CP_OK;
 out:
+    srv_sched_stop(&sched);
     if (d != NULL)
         MHD_stop_daemon(d); /* waits for the worker threads; closes connections */
     if (lfd >= 0)

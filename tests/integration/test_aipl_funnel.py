@@ -15,7 +15,8 @@ key) over 30 days of March 2024, with brand and campaign properties
    repeat-purchase and membership loyalty rule, the exclusive tags, events
    never sent reported, a preview storing nothing, a re-run moving users;
  - roles (read keys preview only), bad requests, and the CLI (table and
-   --json) embedded.
+   --json) embedded;
+ - the server's scheduler running a due RFM schedule.
 
 Environment: CROWDPACK = path of the binary. Prints "N passed, M failed".
 """
@@ -217,8 +218,17 @@ def main():
             rc, out, err = run("keys", "create", "--data", data, "--role", role)
             keys[role] = basic(out.strip())
         W, R, A = keys["write"], keys["read"], keys["admin"]
+        rc, out, err = run("rfm", "--data", data, "--schedule", "1")
+        check(rc == 0, "RFM schedule: " + err)
         srv = Server(tmp, data)
         srv.start()
+        # the server's scheduler runs the due RFM about a second after the start
+        deadline, sched = time.time() + 15, {}
+        while time.time() < deadline and "last_run" not in sched:
+            time.sleep(0.2)
+            st, sched = srv.call("GET", "/v1/rfm/schedule", None, R)
+        check(sched.get("every_hours") == 1 and "last_run" in sched,
+              "scheduled RFM ran in the server: %r" % sched)
         st, b = srv.call("PUT", "/v1/intake/config",
                          {"indexed_properties": ["campaign", "brand"]}, A)
         check(st == 200, "intake config %r" % b)
