@@ -12,6 +12,7 @@ struct beh_cell {
     uint8_t dirty;   /* queued in b->dirty */
     roaring_bitmap_t *exists;
     roaring_bitmap_t **slices; /* [nslices], NULL when 0 */
+    roaring_bitmap_t *dchunks; /* 65,536-user chunks changed since the last persist; NULL = none */
 };
 
 typedef struct series {
@@ -22,9 +23,14 @@ typedef struct series {
     roaring_bitmap_t *ever; /* users in some cell (a superset is harmless) */
 } series_t;
 
+/* A cell to write at the next persist: its dirty chunks, or (wipe) every
+ * key of the cell deleted and all of its current chunks written — after
+ * the cell was dropped (it may have been created again since), and after
+ * loading the single-value layout of version 1. */
 typedef struct dirty {
     uint32_t series;
     int32_t day;
+    int wipe;
 } dirty_t;
 
 struct beh {
@@ -43,7 +49,8 @@ struct beh {
 #define KEY_CELL "beh/d/"
 #define CELL_MAGIC0 'B'
 #define CELL_MAGIC1 'C'
-#define CELL_VERSION 1
+#define CELL_VERSION_WHOLE 1 /* one value per cell (read only: rewritten per chunk) */
+#define CELL_VERSION 2       /* one value per 65,536-user chunk of a cell */
 #define ENTRY_VERSION 1
 #define VALUE_MAX ((uint64_t)UINT32_MAX) /* count - 1 saturates here */
 
@@ -59,6 +66,7 @@ static void cell_release(beh_cell_t *c)
     for (int j = 0; j < c->nslices; j++)
         bm_free(c->slices[j]);
     free(c->slices);
+    bm_free(c->dchunks);
     memset(c, 0, sizeof *c);
 }
 
@@ -302,7 +310,7 @@ cp_status beh_resolve(const beh_t *b, const char *event, size_t elen, const beh_
 
 /* ---------------------------------------------------------------- cells */
 
-static void mark_dirty(beh_t *b, uint32_t series, int32_t day)
+static void mark_dirty(beh_t *b, uint32_t series, int32_t day, int wipe)
 {
     if (b->ndirty == b->capdirty) {
         size_t cap = b->capdirty ? b->capdirty * 2 : 64;
@@ -314,14 +322,20 @@ static void mark_dirty(beh_t *b, uint32_t series, int32_t day)
         b->dirty = v;
         b->capdirty = cap;
     }
-    b->dirty[b->ndirty++] = (dirty_t){series, day};
+    b->dirty[b->ndirty++] = (dirty_t){series, day, wipe};
 }
 
-static void mark_cell(beh_t *b, uint32_t series, beh_cell_t *c)
+/* The chunk of `user` in cell c changed. */
+static void mark_cell(beh_t *b, uint32_t series, beh_cell_t *c, uint32_t user)
 {
+    if (c->dchunks == NULL && (c->dchunks = roaring_bitmap_create()) == NULL) {
+        b->failed = 1;
+        return;
+    }
+    roaring_bitmap_add(c->dchunks, user >> 16);
     if (!c->dirty) {
         c->dirty = 1;
-        mark_dirty(b, series, c->day);
+        mark_dirty(b, series, c->day, 0);
     }
 }
 
@@ -440,7 +454,7 @@ cp_status beh_record(beh_t *b, uint32_t series, int32_t day, uint32_t user, uint
         nv = VALUE_MAX;
     if ((st = cell_grow(c, bitlen(nv))) != CP_OK) {
         cell_trim(c); /* keep the cell consistent: the user counts its old value */
-        mark_cell(b, series, c);
+        mark_cell(b, series, c, user);
         return st;
     }
     for (int j = 0; j < c->nslices; j++) {
@@ -451,7 +465,7 @@ cp_status beh_record(beh_t *b, uint32_t series, int32_t day, uint32_t user, uint
             roaring_bitmap_remove(c->slices[j], user);
     }
     roaring_bitmap_add(se->ever, user);
-    mark_cell(b, series, c);
+    mark_cell(b, series, c, user);
     return CP_OK;
 }
 
@@ -496,16 +510,14 @@ static int cell_remove_user(beh_t *b, uint32_t s, uint32_t i, uint32_t user)
         roaring_bitmap_remove(c->slices[j], user);
     cell_trim(c);
     if (!roaring_bitmap_is_empty(c->exists)) {
-        mark_cell(b, s, c);
+        mark_cell(b, s, c, user);
         return 1;
     }
     int32_t day = c->day;
-    int was_dirty = c->dirty;
     cell_release(c);
     memmove(&se->cells[i], &se->cells[i + 1], (size_t)(se->ncells - i - 1) * sizeof *c);
     se->ncells--;
-    if (!was_dirty)
-        mark_dirty(b, s, day); /* the key must go */
+    mark_dirty(b, s, day, 1); /* its keys must go */
     return 2;
 }
 
@@ -671,8 +683,7 @@ size_t beh_retain(beh_t *b, int32_t cutoff)
         if (k == 0)
             continue;
         for (uint32_t i = 0; i < k; i++) {
-            if (!se->cells[i].dirty)
-                mark_dirty(b, s, se->cells[i].day);
+            mark_dirty(b, s, se->cells[i].day, 1);
             cell_release(&se->cells[i]);
         }
         memmove(se->cells, se->cells + k, (size_t)(se->ncells - k) * sizeof *se->cells);
@@ -948,8 +959,9 @@ cp_status beh_window_eval(const beh_window_t *w, beh_cmp op, uint64_t k,
 
 /* ---------------------------------------------------------- persistence */
 
-#define CELL_KEY_LEN 14 /* "beh/d/" + series + day */
-#define DICT_KEY_LEN 10 /* "beh/s/" + id */
+#define CELL_KEY_LEN 14  /* "beh/d/" + series + day: the prefix of a cell's keys */
+#define CHUNK_KEY_LEN 16 /* + chunk u16 BE */
+#define DICT_KEY_LEN 10  /* "beh/s/" + id */
 
 static void cell_key(uint8_t *k, uint32_t series, int32_t day)
 {
@@ -958,38 +970,96 @@ static void cell_key(uint8_t *k, uint32_t series, int32_t day)
     put_u32be(k + 10, (uint32_t)day ^ 0x80000000u); /* signed order = byte order */
 }
 
-static cp_status put_cell(beh_cell_t *c, uint32_t series, store_txn_t *txn, store_db db,
-                          cp_error_t *err)
+/*
+ * Writes chunk `chunk` of cell c (its exists and slice bitmaps restricted
+ * to the chunk's 65,536 users) under its key, or deletes the key when the
+ * chunk is empty. Only the restricted copies are run-optimised: the live
+ * bitmaps keep their containers.
+ */
+static cp_status put_chunk(const beh_cell_t *c, uint32_t series, uint32_t chunk,
+                           store_txn_t *txn, store_db db, cp_error_t *err)
 {
-    uint8_t key[CELL_KEY_LEN];
+    uint8_t key[CHUNK_KEY_LEN];
+    roaring_bitmap_t *part[1 + BEH_MAX_SLICES] = {NULL};
     size_t sizes[1 + BEH_MAX_SLICES];
-    size_t total = 4;
+    cp_status rc = CP_OK;
     cell_key(key, series, c->day);
-    for (int j = -1; j < c->nslices; j++) {
-        roaring_bitmap_t *bm = j < 0 ? c->exists : c->slices[j];
-        roaring_bitmap_run_optimize(bm);
-        sizes[j + 1] = roaring_bitmap_portable_size_in_bytes(bm);
-        total += 4 + sizes[j + 1];
+    key[14] = (uint8_t)(chunk >> 8);
+    key[15] = (uint8_t)chunk;
+    uint64_t lo = (uint64_t)chunk << 16;
+    if (roaring_bitmap_range_cardinality(c->exists, lo, lo + 65536) == 0)
+        return store_del(txn, db, key, sizeof key, err);
+    roaring_bitmap_t *range = roaring_bitmap_from_range(lo, lo + 65536, 1);
+    int ns = 0;
+    size_t total = 4;
+    for (int j = -1; j < c->nslices && range; j++) {
+        roaring_bitmap_t *p = roaring_bitmap_and(j < 0 ? c->exists : c->slices[j], range);
+        if ((part[j + 1] = p) == NULL)
+            break;
+        if (j >= 0 && !roaring_bitmap_is_empty(p))
+            ns = j + 1; /* the top slices may be empty in this chunk */
+    }
+    if (range == NULL || part[c->nslices] == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory writing behaviour cell %u/%d", series, c->day);
+        goto out;
+    }
+    for (int j = 0; j <= ns; j++) {
+        roaring_bitmap_run_optimize(part[j]);
+        sizes[j] = roaring_bitmap_portable_size_in_bytes(part[j]);
+        total += 4 + sizes[j];
     }
     void *dst = NULL;
-    cp_status rc = store_reserve(txn, db, key, sizeof key, total, &dst, err);
-    if (rc != CP_OK)
-        return rc;
+    if ((rc = store_reserve(txn, db, key, sizeof key, total, &dst, err)) != CP_OK)
+        goto out;
     uint8_t *p = dst;
     p[0] = CELL_MAGIC0;
     p[1] = CELL_MAGIC1;
     p[2] = CELL_VERSION;
-    p[3] = c->nslices;
+    p[3] = (uint8_t)ns;
     p += 4;
-    for (int j = -1; j < c->nslices; j++) {
-        roaring_bitmap_t *bm = j < 0 ? c->exists : c->slices[j];
-        put_u32le(p, (uint32_t)sizes[j + 1]);
-        if (roaring_bitmap_portable_serialize(bm, (char *)p + 4) != sizes[j + 1])
-            return CP_ERR(err, CP_EINTERNAL, "behaviour cell %u/%d: serialized size changed",
-                          series, c->day);
-        p += 4 + sizes[j + 1];
+    for (int j = 0; j <= ns; j++) {
+        put_u32le(p, (uint32_t)sizes[j]);
+        if (roaring_bitmap_portable_serialize(part[j], (char *)p + 4) != sizes[j]) {
+            rc = CP_ERR(err, CP_EINTERNAL, "behaviour cell %u/%d: serialized size changed",
+                        series, c->day);
+            goto out;
+        }
+        p += 4 + sizes[j];
     }
-    return CP_OK;
+out:
+    bm_free(range);
+    for (int j = 0; j <= c->nslices; j++)
+        bm_free(part[j]);
+    return rc;
+}
+
+/* One dirty entry: the cell's changed chunks, or all of it (wipe, or the
+ * cell gone). */
+static cp_status persist_entry(beh_t *b, const dirty_t *d, store_txn_t *txn, store_db db,
+                               cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    beh_cell_t *c = d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
+    if (c == NULL || d->wipe) {
+        uint8_t prefix[CELL_KEY_LEN];
+        cell_key(prefix, d->series, d->day);
+        if ((rc = store_del_prefix(txn, db, prefix, sizeof prefix, err)) != CP_OK || c == NULL)
+            return rc;
+    }
+    const roaring_bitmap_t *chunks = d->wipe ? c->exists : c->dchunks;
+    if (chunks == NULL)
+        return CP_OK;
+    if (d->wipe) {
+        int32_t n = bm_chunk_count(c->exists);
+        for (int32_t i = 0; i < n && rc == CP_OK; i++)
+            rc = put_chunk(c, d->series, bm_chunk_key(c->exists, i), txn, db, err);
+        return rc;
+    }
+    roaring_uint32_iterator_t it;
+    roaring_init_iterator(chunks, &it);
+    for (; it.has_value && rc == CP_OK; roaring_advance_uint32_iterator(&it))
+        rc = put_chunk(c, d->series, it.current_value, txn, db, err);
+    return rc;
 }
 
 cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
@@ -1005,26 +1075,20 @@ cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
         if ((rc = store_put(txn, db, key, sizeof key, b->series[id].key, b->series[id].klen, err)))
             return rc;
     }
-    for (size_t i = 0; i < b->ndirty; i++) {
-        uint32_t s = b->dirty[i].series;
-        int32_t day = b->dirty[i].day;
-        beh_cell_t *c = s < b->nseries ? cell_find(&b->series[s], day) : NULL;
-        if (c == NULL) {
-            uint8_t key[CELL_KEY_LEN];
-            cell_key(key, s, day);
-            rc = store_del(txn, db, key, sizeof key, err);
-        } else {
-            rc = put_cell(c, s, txn, db, err);
-        }
-        if (rc != CP_OK)
+    /* A cell may be listed twice (dropped, then created again): the later
+     * entry writes the current chunks again, which is harmless. */
+    for (size_t i = 0; i < b->ndirty; i++)
+        if ((rc = persist_entry(b, &b->dirty[i], txn, db, err)) != CP_OK)
             return rc;
-    }
     /* Everything is in the transaction: clear the marks. */
     for (size_t i = 0; i < b->ndirty; i++) {
         uint32_t s = b->dirty[i].series;
         beh_cell_t *c = s < b->nseries ? cell_find(&b->series[s], b->dirty[i].day) : NULL;
-        if (c != NULL)
+        if (c != NULL) {
             c->dirty = 0;
+            bm_free(c->dchunks);
+            c->dchunks = NULL;
+        }
     }
     b->ndirty = 0;
     b->persisted = b->nseries;
@@ -1035,13 +1099,33 @@ void beh_mark_all_dirty(beh_t *b)
 {
     b->persisted = 0;
     for (uint32_t s = 0; s < b->nseries; s++)
-        for (uint32_t i = 0; i < b->series[s].ncells; i++)
-            mark_cell(b, s, &b->series[s].cells[i]);
+        for (uint32_t i = 0; i < b->series[s].ncells; i++) {
+            beh_cell_t *c = &b->series[s].cells[i];
+            c->dirty = 1;
+            mark_dirty(b, s, c->day, 1);
+        }
 }
 
 size_t beh_dirty_count(const beh_t *b)
 {
     return b->ndirty;
+}
+
+size_t beh_dirty_chunk_count(const beh_t *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->ndirty; i++) {
+        const dirty_t *d = &b->dirty[i];
+        const beh_cell_t *c =
+            d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
+        if (c == NULL)
+            n++; /* a deletion */
+        else if (d->wipe)
+            n += (size_t)bm_chunk_count(c->exists);
+        else if (c->dchunks)
+            n += (size_t)roaring_bitmap_get_cardinality(c->dchunks);
+    }
+    return n;
 }
 
 static cp_status load_dict(void *ud, const void *k, size_t kl, const void *v, size_t vl,
@@ -1062,14 +1146,19 @@ static cp_status load_dict(void *ud, const void *k, size_t kl, const void *v, si
     return CP_OK;
 }
 
-/* One cell blob into c (zeroed); on failure c holds what to release. */
-static int parse_cell(const uint8_t *p, size_t len, beh_cell_t *c)
+/*
+ * One blob into c (zeroed): a whole cell of version 1 (chunk < 0), or the
+ * chunk `chunk` of a cell (version 2: every bitmap within the chunk).
+ * Slices must lie within exists. On failure c holds what to release.
+ */
+static int parse_cell(const uint8_t *p, size_t len, int32_t chunk, beh_cell_t *c)
 {
-    if (len < 4 || p[0] != CELL_MAGIC0 || p[1] != CELL_MAGIC1 || p[2] != CELL_VERSION ||
-        p[3] > BEH_MAX_SLICES)
+    if (len < 4 || p[0] != CELL_MAGIC0 || p[1] != CELL_MAGIC1 ||
+        p[2] != (chunk < 0 ? CELL_VERSION_WHOLE : CELL_VERSION) || p[3] > BEH_MAX_SLICES)
         return 0;
     int ns = p[3];
     size_t o = 4;
+    uint64_t lo = chunk < 0 ? 0 : (uint64_t)chunk << 16;
     if (ns > 0 && (c->slices = calloc((size_t)ns, sizeof *c->slices)) == NULL)
         return 0;
     for (int j = -1; j < ns; j++) {
@@ -1087,6 +1176,9 @@ static int parse_cell(const uint8_t *p, size_t len, beh_cell_t *c)
             c->exists = bm;
             if (roaring_bitmap_is_empty(bm))
                 return 0;
+            if (chunk >= 0 && (roaring_bitmap_minimum(bm) < lo ||
+                               roaring_bitmap_maximum(bm) >= lo + 65536))
+                return 0;
         } else {
             c->slices[j] = bm;
             c->nslices = (uint8_t)(j + 1);
@@ -1102,33 +1194,59 @@ static cp_status load_cell(void *ud, const void *k, size_t kl, const void *v, si
 {
     beh_t *b = ud;
     const uint8_t *kp = k;
-    if (kl != CELL_KEY_LEN)
+    if (kl != CELL_KEY_LEN && kl != CHUNK_KEY_LEN)
         return CP_ERR(err, CP_EIO, "behaviour index: unexpected key of %zu bytes", kl);
     uint32_t s = get_u32be(kp + 6);
     int32_t day = (int32_t)(get_u32be(kp + 10) ^ 0x80000000u);
+    int32_t chunk = kl == CHUNK_KEY_LEN ? (int32_t)((uint32_t)kp[14] << 8 | kp[15]) : -1;
     if (s >= b->nseries)
         return CP_ERR(err, CP_EIO, "behaviour cell of unknown series %u (day %d)", s, day);
     series_t *se = &b->series[s];
-    if (se->ncells > 0 && se->cells[se->ncells - 1].day >= day)
+    beh_cell_t *last = se->ncells > 0 ? &se->cells[se->ncells - 1] : NULL;
+    /* Keys come in (series, day, chunk) order; the chunks of one cell
+     * merge into it. */
+    int merge = last && last->day == day && chunk >= 0;
+    if (last && (last->day > day || (last->day == day && !merge) ||
+                 (merge && roaring_bitmap_maximum(last->exists) >= (uint32_t)chunk << 16)))
         return CP_ERR(err, CP_EIO, "behaviour cell %u/%d out of order", s, day);
     beh_cell_t c;
     memset(&c, 0, sizeof c);
-    if (!parse_cell(v, vl, &c)) {
+    if (!parse_cell(v, vl, chunk, &c)) {
         cell_release(&c);
+        if (chunk >= 0)
+            return CP_ERR(err, CP_EIO, "corrupt behaviour cell %u/%d chunk %d (%zu bytes)", s,
+                          day, chunk, vl);
         return CP_ERR(err, CP_EIO, "corrupt behaviour cell %u/%d (%zu bytes)", s, day, vl);
     }
     c.day = day;
+    if ((se->ever == NULL && (se->ever = roaring_bitmap_create()) == NULL))
+        goto nomem;
+    roaring_bitmap_or_inplace(se->ever, c.exists);
+    if (merge) {
+        if (cell_grow(last, c.nslices) != CP_OK)
+            goto nomem;
+        roaring_bitmap_or_inplace(last->exists, c.exists);
+        for (int j = 0; j < c.nslices; j++)
+            roaring_bitmap_or_inplace(last->slices[j], c.slices[j]);
+        cell_release(&c);
+        cell_trim(last);
+        return CP_OK;
+    }
     cell_trim(&c);
     beh_cell_t *slot;
-    if ((se->ever == NULL && (se->ever = roaring_bitmap_create()) == NULL) ||
-        cell_get(se, day, &slot) != CP_OK) {
-        cell_release(&c);
-        return CP_ERR(err, CP_ENOMEM, "out of memory loading behaviour cell %u/%d", s, day);
-    }
+    if (cell_get(se, day, &slot) != CP_OK)
+        goto nomem;
     bm_free(slot->exists);
     *slot = c;
-    roaring_bitmap_or_inplace(se->ever, c.exists);
+    if (chunk < 0) {
+        /* version 1: rewritten per chunk by the next persist */
+        slot->dirty = 1;
+        mark_dirty(b, s, day, 1);
+    }
     return CP_OK;
+nomem:
+    cell_release(&c);
+    return CP_ERR(err, CP_ENOMEM, "out of memory loading behaviour cell %u/%d", s, day);
 }
 
 cp_status beh_load(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)

@@ -38,14 +38,22 @@
  * Persistence (store.h), in a sub-database the caller chooses, under keys
  * that start with "beh/" (so the engine may share STORE_META):
  *   beh/s/<series id u32 BE>             -> the series key bytes
- *   beh/d/<series u32 BE><day+2^31 u32 BE> -> one cell: "BC", u8 version 1,
- *       u8 nslices, then 1 + nslices times [u32 LE length][CRoaring portable
- *       bytes] (exists, then slices low bit first)
- * Writes mark their cell dirty; beh_persist() rewrites exactly the dirty
- * cells (deleting the keys of cells that became empty or were dropped by
- * retention) and the new dictionary entries. Bytes read back are untrusted:
- * every bitmap is validated (bm_deserialize_safe), slices must lie within
- * `exists`, and anything malformed is CP_EIO naming its key.
+ *   beh/d/<series u32 BE><day+2^31 u32 BE><chunk u16 BE> -> one 65,536-user
+ *       chunk of a cell: "BC", u8 version 2, u8 nslices, then 1 + nslices
+ *       times [u32 LE length][CRoaring portable bytes] (exists, then slices
+ *       low bit first, each restricted to the chunk's users; nslices is the
+ *       chunk's own: top slices empty in it are left out)
+ * Writes mark the chunk of the user they touch dirty (as index.c does for
+ * attribute and tag bitmaps); beh_persist() rewrites exactly the dirty
+ * chunks (deleting the keys of chunks that became empty, and every key of a
+ * cell that went empty or was dropped by retention) and the new dictionary
+ * entries, so a commit costs the chunks it touched, not whole cells (a day
+ * with 10M active users is 153 chunks). Version 1 (one value per cell under
+ * the 14-byte prefix alone) is still read; such cells are rewritten per
+ * chunk by the next persist. Bytes read back are untrusted: every bitmap is
+ * validated (bm_deserialize_safe), a chunk's bitmaps must lie within the
+ * chunk, slices within `exists`, keys in order, and anything malformed is
+ * CP_EIO naming its key.
  *
  * Not thread-safe: the engine's rwlock covers it (queries read it shared,
  * writes take it exclusively). Pointers a window borrows stay valid until
@@ -219,6 +227,9 @@ cp_status beh_load(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err);
 void beh_mark_all_dirty(beh_t *b);
 /* Number of cells waiting for beh_persist (tests, metrics). */
 size_t beh_dirty_count(const beh_t *b);
+/* Number of chunk values the next beh_persist writes or deletes (a cell
+ * that went counts 1). */
+size_t beh_dirty_chunk_count(const beh_t *b);
 
 /* Bitmap bytes and the number of cells. */
 void beh_memory(const beh_t *b, uint64_t *bitmap_bytes, uint64_t *cells);
