@@ -94,6 +94,11 @@ struct cp_db {
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
     int ckpt_stop;
+    /* group apply of concurrent event requests (events.c) */
+    pthread_mutex_t grp_mu;
+    pthread_cond_t grp_cv;
+    struct intake_req *grp_head, *grp_tail; /* waiting, in arrival order */
+    int grp_leader;                         /* a requester is applying a group */
     atomic_int iters;           /* open cp_iter (they hold LMDB read txns) */
 };
 

@@ -261,6 +261,8 @@ cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
     cp_status rc;
     pthread_mutex_init(&db->ckpt_mu, NULL);
     pthread_cond_init(&db->ckpt_cv, NULL);
+    pthread_mutex_init(&db->grp_mu, NULL);
+    pthread_cond_init(&db->grp_cv, NULL);
     cfg_defaults(&db->cfg);
     ident_config_init(&db->idc);
     const void *v;
@@ -1217,6 +1219,128 @@ void cp_ingest_result_clear(cp_ingest_result_t *res)
     memset(res, 0, sizeof *res);
 }
 
+/*
+ * Group apply. Every event request used to take the write lock, apply
+ * itself and commit its own LMDB transaction (dirty attribute and behaviour
+ * chunks, dedup window, catalog, meta) — most of a request's time, spent
+ * once per request while the others queue on the lock. Instead, requests
+ * queue here; one of them (the leader) applies every request waiting, each
+ * validated on its own (a 400 skips only that request) and appended to the
+ * WAL as its own record in apply order, then commits them all in one
+ * transaction whose "wal_lsn" is the last record's: still a state of
+ * data.mdb after a whole number of WAL records, which recovery needs. The
+ * dirty chunks many requests share are written once per group. Each
+ * request then waits for its own record's fsync (wal_sync, itself a group
+ * commit) before it is acknowledged, as before.
+ *
+ * LMDB's write transaction belongs to the thread that began it, so the
+ * leader begins and commits it. Leadership passes on after the leader's
+ * own group, so no requester serves others indefinitely.
+ */
+typedef struct intake_req {
+    struct intake_req *next;
+    ingest_batch_t *b;
+    batch_prep_t *bp;
+    const unsigned char *rec; /* the WAL record */
+    size_t reclen;
+    int64_t recv;
+    apply_counts_t c;
+    uint64_t lsn;
+    cp_status rc;
+    cp_error_t *err; /* the requester's (may be NULL) */
+    int done;        /* set by the leader under grp_mu; the request is the requester's again */
+} intake_req_t;
+
+/* A copy of the handle's failure for the other requests of a group. */
+static cp_status group_fail_each(cp_db_t *db, intake_req_t *list, intake_req_t *except,
+                                 cp_status rc, const cp_error_t *why)
+{
+    for (intake_req_t *r = list; r; r = r->next) {
+        if (r == except || r->rc != CP_OK)
+            continue;
+        r->rc = CP_ERR(r->err, rc, "%s", why && why->message[0] ? why->message : db->failed_msg);
+    }
+    return rc;
+}
+
+/* Write lock taken and released here. */
+static void group_apply(cp_db_t *db, intake_req_t *list)
+{
+    cp_error_t e = {0};
+    store_txn_t *txn = NULL;
+    size_t nvalid = 0;
+    pthread_rwlock_wrlock(&db->lock);
+    cp_status rc = db_check(db, &e);
+    if (rc) {
+        group_fail_each(db, list, NULL, rc, &e);
+        pthread_rwlock_unlock(&db->lock);
+        return;
+    }
+    for (intake_req_t *r = list; r; r = r->next)
+        if ((r->rc = prep_batch(db, r->b, r->bp, r->err)) == CP_OK)
+            nvalid++;
+    if (nvalid == 0) {
+        pthread_rwlock_unlock(&db->lock);
+        return;
+    }
+    if ((rc = store_txn_begin(db->st, 1, &txn, &e))) {
+        group_fail_each(db, list, NULL, rc, &e);
+        pthread_rwlock_unlock(&db->lock);
+        return;
+    }
+    for (intake_req_t *r = list; r; r = r->next) {
+        if (r->rc != CP_OK)
+            continue;
+        rc = apply_batch(db, txn, r->b, r->bp, r->recv, &r->c, r->err);
+        if (rc == CP_OK)
+            rc = wal_append(db->wal, 1, r->rec, r->reclen, &r->lsn, r->err);
+        if (rc) {
+            /* Memory holds part of it: fail the handle (reopen replays). */
+            r->rc = db_write_fail(db, txn, rc, r->err); /* unlocks */
+            group_fail_each(db, list, r, CP_EIO, NULL);
+            return;
+        }
+        db->applied_lsn = r->lsn;
+    }
+    rc = intake_commit_light(db, txn, &e);
+    if (rc == CP_OK)
+        db->pend_records += nvalid - 1; /* checkpoints count requests */
+    pthread_rwlock_unlock(&db->lock);
+    if (rc)
+        group_fail_each(db, list, NULL, rc, &e);
+}
+
+/* Queues req and returns once it was applied (req->rc, req->lsn). */
+static void group_submit(cp_db_t *db, intake_req_t *req)
+{
+    pthread_mutex_lock(&db->grp_mu);
+    if (db->grp_tail)
+        db->grp_tail->next = req;
+    else
+        db->grp_head = req;
+    db->grp_tail = req;
+    while (!req->done && db->grp_leader)
+        pthread_cond_wait(&db->grp_cv, &db->grp_mu);
+    if (!req->done) {
+        /* Lead: apply everything queued, up to and including req. */
+        db->grp_leader = 1;
+        while (!req->done) {
+            intake_req_t *list = db->grp_head;
+            db->grp_head = db->grp_tail = NULL;
+            pthread_mutex_unlock(&db->grp_mu);
+            group_apply(db, list);
+            pthread_mutex_lock(&db->grp_mu);
+            for (intake_req_t *r = list, *next; r; r = next) {
+                next = r->next; /* r belongs to its requester once done */
+                r->done = 1;
+            }
+        }
+        db->grp_leader = 0;
+        pthread_cond_broadcast(&db->grp_cv);
+    }
+    pthread_mutex_unlock(&db->grp_mu);
+}
+
 cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
                             cp_ingest_result_t *res, cp_error_t *err)
 {
@@ -1257,40 +1381,27 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
         rec[3 + i] = (unsigned char)((uint64_t)recv >> (8 * i));
     memcpy(rec + REC_HDR, json, len);
 
-    pthread_rwlock_wrlock(&db->lock);
-    if ((rc = db_check(db, err))) {
-        pthread_rwlock_unlock(&db->lock);
-        goto out;
-    }
-    if ((rc = prep_batch(db, &b, &bp, err))) {
-        pthread_rwlock_unlock(&db->lock);
+    /* Applied with whatever other requests are waiting, in one LMDB
+     * transaction (group_apply). */
+    intake_req_t req = {0};
+    req.b = &b;
+    req.bp = &bp;
+    req.rec = rec;
+    req.reclen = REC_HDR + len;
+    req.recv = recv;
+    req.err = err;
+    group_submit(db, &req);
+    rc = req.rc;
+    if (rc) {
         if (b.nrejects)
             res->errors_json = rejects_json(&b);
         goto out;
     }
-    store_txn_t *txn;
-    if ((rc = store_txn_begin(db->st, 1, &txn, err))) {
-        pthread_rwlock_unlock(&db->lock);
-        goto out;
-    }
-    apply_counts_t c = {0};
-    rc = apply_batch(db, txn, &b, &bp, recv, &c, err);
-    if (rc == CP_OK)
-        rc = wal_append(db->wal, 1, rec, REC_HDR + len, &lsn, err);
-    if (rc) {
-        /* Memory holds part of it: fail the handle (reopen replays). */
-        rc = db_write_fail(db, txn, rc, err); /* unlocks */
-        goto out;
-    }
-    db->applied_lsn = lsn;
-    rc = intake_commit_light(db, txn, err);
-    pthread_rwlock_unlock(&db->lock);
-    if (rc)
-        goto out;
-    res->applied = c.applied;
-    res->duplicates = c.duplicates;
-    res->users_created = c.created;
-    res->merges = c.merges;
+    lsn = req.lsn;
+    res->applied = req.c.applied;
+    res->duplicates = req.c.duplicates;
+    res->users_created = req.c.created;
+    res->merges = req.c.merges;
     res->lsn = lsn;
     /* Group commit: concurrent requests share one fdatasync. */
     rc = wal_sync(db->wal, lsn, err);
