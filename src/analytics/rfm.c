@@ -214,8 +214,11 @@ static cp_status gather(cp_db_t *db, const rfm_req_t *r, int32_t *ref_day, rfm_c
 /* Scores and segments; mean[] gets each dimension's mean score. */
 static cp_status score(rfm_cust_t *c, size_t n, double mean[3])
 {
-    int64_t *s = n ? malloc(n * sizeof *s) : NULL;
-    if (n && s == NULL)
+    mean[0] = mean[1] = mean[2] = 0;
+    if (n == 0)
+        return CP_OK;
+    int64_t *s = malloc(n * sizeof *s);
+    if (s == NULL)
         return CP_ENOMEM;
     uint64_t sum[3] = {0};
     for (int d = 0; d < 3; d++) {
