@@ -721,12 +721,12 @@ void meas_user_remove(meas_t *m, uint32_t user)
 
 cp_status meas_user_move(meas_t *m, uint32_t from, uint32_t to)
 {
-    uint32_t rf;
+    uint32_t rf = 0;
     if (from == to || !rec_of(m, from, &rf))
         return CP_OK;
     if (rec_get(m, to) == NULL) /* may move m->slots: index again below */
         return CP_ENOMEM;
-    uint32_t rt;
+    uint32_t rt = 0;
     rec_of(m, to, &rt);
     rec_of(m, from, &rf);
     for (size_t i = 0; i < m->nd; i++) {
