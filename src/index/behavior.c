@@ -10,9 +10,14 @@ struct beh_cell {
     int32_t day;
     uint8_t nslices; /* slices of (count - 1) */
     uint8_t dirty;   /* queued in b->dirty */
+    /* The 65,536-user chunks changed since the last persist: none (0; or
+     * all, when the cell is queued to be rewritten whole), the one chunk
+     * d1 (1: the common case, no allocation), or those in dchunks (2). */
+    uint8_t nd;
+    uint16_t d1;
     roaring_bitmap_t *exists;
     roaring_bitmap_t **slices; /* [nslices], NULL when 0 */
-    roaring_bitmap_t *dchunks; /* 65,536-user chunks changed since the last persist; NULL = none */
+    roaring_bitmap_t *dchunks; /* nd == 2 */
 };
 
 typedef struct series {
@@ -328,15 +333,35 @@ static void mark_dirty(beh_t *b, uint32_t series, int32_t day, int wipe)
 /* The chunk of `user` in cell c changed. */
 static void mark_cell(beh_t *b, uint32_t series, beh_cell_t *c, uint32_t user)
 {
-    if (c->dchunks == NULL && (c->dchunks = roaring_bitmap_create()) == NULL) {
-        b->failed = 1;
-        return;
-    }
-    roaring_bitmap_add(c->dchunks, user >> 16);
+    uint16_t ch = (uint16_t)(user >> 16);
     if (!c->dirty) {
         c->dirty = 1;
+        c->nd = 1;
+        c->d1 = ch;
         mark_dirty(b, series, c->day, 0);
+        return;
     }
+    if (c->nd == 0 || (c->nd == 1 && c->d1 == ch))
+        return; /* rewritten whole, or that chunk already */
+    if (c->nd == 1) {
+        if ((c->dchunks = roaring_bitmap_create()) == NULL) {
+            b->failed = 1;
+            return;
+        }
+        roaring_bitmap_add(c->dchunks, c->d1);
+        c->nd = 2;
+    }
+    roaring_bitmap_add(c->dchunks, ch);
+}
+
+/* Cell c will be rewritten whole (a wipe entry is queued for it). */
+static void mark_cell_whole(beh_t *b, uint32_t series, beh_cell_t *c)
+{
+    bm_free(c->dchunks);
+    c->dchunks = NULL;
+    c->nd = 0;
+    c->dirty = 1;
+    mark_dirty(b, series, c->day, 1);
 }
 
 /* First index of se->cells with day >= day. */
@@ -973,8 +998,9 @@ static void cell_key(uint8_t *k, uint32_t series, int32_t day)
 /*
  * Writes chunk `chunk` of cell c (its exists and slice bitmaps restricted
  * to the chunk's 65,536 users) under its key, or deletes the key when the
- * chunk is empty. Only the restricted copies are run-optimised: the live
- * bitmaps keep their containers.
+ * chunk is empty. A cell within one chunk is written from its own bitmaps
+ * (run-optimised in place, as whole cells were); otherwise from restricted
+ * copies.
  */
 static cp_status put_chunk(const beh_cell_t *c, uint32_t series, uint32_t chunk,
                            store_txn_t *txn, store_db db, cp_error_t *err)
@@ -987,21 +1013,36 @@ static cp_status put_chunk(const beh_cell_t *c, uint32_t series, uint32_t chunk,
     key[14] = (uint8_t)(chunk >> 8);
     key[15] = (uint8_t)chunk;
     uint64_t lo = (uint64_t)chunk << 16;
-    if (roaring_bitmap_range_cardinality(c->exists, lo, lo + 65536) == 0)
-        return store_del(txn, db, key, sizeof key, err);
-    roaring_bitmap_t *range = roaring_bitmap_from_range(lo, lo + 65536, 1);
-    int ns = 0;
+    roaring_bitmap_t *range = NULL;
+    int ns = 0, whole = 0;
     size_t total = 4;
-    for (int j = -1; j < c->nslices && range; j++) {
-        roaring_bitmap_t *p = roaring_bitmap_and(j < 0 ? c->exists : c->slices[j], range);
-        if ((part[j + 1] = p) == NULL)
-            break;
-        if (j >= 0 && !roaring_bitmap_is_empty(p))
-            ns = j + 1; /* the top slices may be empty in this chunk */
-    }
-    if (range == NULL || part[c->nslices] == NULL) {
-        rc = CP_ERR(err, CP_ENOMEM, "out of memory writing behaviour cell %u/%d", series, c->day);
-        goto out;
+    if (roaring_bitmap_is_empty(c->exists))
+        return store_del(txn, db, key, sizeof key, err);
+    if (roaring_bitmap_minimum(c->exists) >> 16 == chunk &&
+        roaring_bitmap_maximum(c->exists) >> 16 == chunk) {
+        /* The common small cell lies in one chunk: its bitmaps as they are
+         * (slices lie within exists), no copies. */
+        whole = 1;
+        part[0] = c->exists;
+        for (int j = 0; j < c->nslices; j++)
+            if (!roaring_bitmap_is_empty(part[j + 1] = c->slices[j]))
+                ns = j + 1;
+    } else {
+        if (roaring_bitmap_range_cardinality(c->exists, lo, lo + 65536) == 0)
+            return store_del(txn, db, key, sizeof key, err);
+        range = roaring_bitmap_from_range(lo, lo + 65536, 1);
+        for (int j = -1; j < c->nslices && range; j++) {
+            roaring_bitmap_t *p = roaring_bitmap_and(j < 0 ? c->exists : c->slices[j], range);
+            if ((part[j + 1] = p) == NULL)
+                break;
+            if (j >= 0 && !roaring_bitmap_is_empty(p))
+                ns = j + 1; /* the top slices may be empty in this chunk */
+        }
+        if (range == NULL || part[c->nslices] == NULL) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory writing behaviour cell %u/%d", series,
+                        c->day);
+            goto out;
+        }
     }
     for (int j = 0; j <= ns; j++) {
         roaring_bitmap_run_optimize(part[j]);
@@ -1028,7 +1069,7 @@ static cp_status put_chunk(const beh_cell_t *c, uint32_t series, uint32_t chunk,
     }
 out:
     bm_free(range);
-    for (int j = 0; j <= c->nslices; j++)
+    for (int j = 0; j <= c->nslices && !whole; j++)
         bm_free(part[j]);
     return rc;
 }
@@ -1046,17 +1087,18 @@ static cp_status persist_entry(beh_t *b, const dirty_t *d, store_txn_t *txn, sto
         if ((rc = store_del_prefix(txn, db, prefix, sizeof prefix, err)) != CP_OK || c == NULL)
             return rc;
     }
-    const roaring_bitmap_t *chunks = d->wipe ? c->exists : c->dchunks;
-    if (chunks == NULL)
-        return CP_OK;
     if (d->wipe) {
         int32_t n = bm_chunk_count(c->exists);
         for (int32_t i = 0; i < n && rc == CP_OK; i++)
             rc = put_chunk(c, d->series, bm_chunk_key(c->exists, i), txn, db, err);
         return rc;
     }
+    if (c->nd == 1)
+        return put_chunk(c, d->series, c->d1, txn, db, err);
+    if (c->nd == 0)
+        return CP_OK; /* queued whole: a wipe entry writes it */
     roaring_uint32_iterator_t it;
-    roaring_init_iterator(chunks, &it);
+    roaring_init_iterator(c->dchunks, &it);
     for (; it.has_value && rc == CP_OK; roaring_advance_uint32_iterator(&it))
         rc = put_chunk(c, d->series, it.current_value, txn, db, err);
     return rc;
@@ -1086,6 +1128,7 @@ cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
         beh_cell_t *c = s < b->nseries ? cell_find(&b->series[s], b->dirty[i].day) : NULL;
         if (c != NULL) {
             c->dirty = 0;
+            c->nd = 0;
             bm_free(c->dchunks);
             c->dchunks = NULL;
         }
@@ -1099,11 +1142,8 @@ void beh_mark_all_dirty(beh_t *b)
 {
     b->persisted = 0;
     for (uint32_t s = 0; s < b->nseries; s++)
-        for (uint32_t i = 0; i < b->series[s].ncells; i++) {
-            beh_cell_t *c = &b->series[s].cells[i];
-            c->dirty = 1;
-            mark_dirty(b, s, c->day, 1);
-        }
+        for (uint32_t i = 0; i < b->series[s].ncells; i++)
+            mark_cell_whole(b, s, &b->series[s].cells[i]);
 }
 
 size_t beh_dirty_count(const beh_t *b)
@@ -1122,7 +1162,9 @@ size_t beh_dirty_chunk_count(const beh_t *b)
             n++; /* a deletion */
         else if (d->wipe)
             n += (size_t)bm_chunk_count(c->exists);
-        else if (c->dchunks)
+        else if (c->nd == 1)
+            n++;
+        else if (c->nd == 2)
             n += (size_t)roaring_bitmap_get_cardinality(c->dchunks);
     }
     return n;
@@ -1238,11 +1280,8 @@ static cp_status load_cell(void *ud, const void *k, size_t kl, const void *v, si
         goto nomem;
     bm_free(slot->exists);
     *slot = c;
-    if (chunk < 0) {
-        /* version 1: rewritten per chunk by the next persist */
-        slot->dirty = 1;
-        mark_dirty(b, s, day, 1);
-    }
+    if (chunk < 0)
+        mark_cell_whole(b, s, slot); /* version 1: rewritten per chunk by the next persist */
     return CP_OK;
 nomem:
     cell_release(&c);
