@@ -11,7 +11,7 @@
 static const cli_opt_t serve_opts[] = {
     {"listen", 'l', OPT_VALUE, "HOST:PORT", "address to listen on (default 127.0.0.1:8080; port 0 = any)"},
     {"port-file", 0, OPT_VALUE, "FILE", "write the bound port here once listening"},
-    {"threads", 0, OPT_VALUE, "N", "HTTP worker threads (default: one per CPU)"},
+    {"threads", 0, OPT_VALUE, "N", "HTTP worker threads (default: 4 per CPU, at least 8)"},
     {"max-body", 0, OPT_VALUE, "BYTES", "largest request body (default 16M; suffixes k M G)"},
     {"tls-cert", 0, OPT_VALUE, "FILE", "PEM certificate: serve HTTPS (with --tls-key)"},
     {"tls-key", 0, OPT_VALUE, "FILE", "PEM private key for --tls-cert"},

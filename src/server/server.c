@@ -328,9 +328,18 @@ out:
     return st;
 }
 
+/* Default: 4 threads per CPU, at least 8. Event handlers block until
+ * their WAL record is fsynced; with one thread per CPU only two requests
+ * could share a group commit on this 2-core machine (docs/intake.md). */
 static unsigned pool_size(int requested)
 {
-    long n = requested > 0 ? requested : sysconf(_SC_NPROCESSORS_ONLN);
+    long n = requested;
+    if (n <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? 4 * cpus : 8;
+        if (n < 8)
+            n = 8;
+    }
     if (n < 1)
         n = 1;
     if (n > SRV_MAX_THREADS)

@@ -12,7 +12,7 @@
 typedef struct cp_server_options {
     const char *listen;   /* "HOST:PORT"; NULL = "127.0.0.1:8080"; port 0 = any free port */
     size_t max_body;      /* bytes; 0 = 16 MiB */
-    int threads;          /* HTTP worker threads; 0 = number of CPUs */
+    int threads;          /* HTTP worker threads; 0 = 4 per CPU, at least 8 */
     const char *tls_cert; /* PEM paths for HTTPS; both NULL = plain HTTP */
     const char *tls_key;
     const char *port_file; /* if set, the bound port is written here once listening */
