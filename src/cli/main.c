@@ -8,10 +8,6 @@
 
 #include "cli/cli.h"
 
-int cmd_import(int argc, char **argv);  /* cmd_import.c */
-int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
-int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
-
 /* cmd_analytics.c */
 int cmd_insight(int argc, char **argv);
 int cmd_overlap(int argc, char **argv);
