@@ -165,7 +165,8 @@ def merge(loaded):
                 continue
             s = dict(s)
             s["notes"] = (s["notes"] + "; measured in a separate run of this size "
-                          "(the first run's load failed: %s)" % (old["error"] if old else "absent"))
+                          "(the first run's load failed: %s)" % (
+                              old["error"].splitlines()[0][:120] if old else "absent"))
             if old is None:
                 base["systems"].append(s)
             else:

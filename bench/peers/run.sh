@@ -93,7 +93,10 @@ if [ -z "$BUILD" ]; then
     cmake --build "$BUILD" -j 2 --target crowdpack >/dev/null
 fi
 log "building peers-bench"
-cmake -S "$HERE" -B "$WORK/peers-build" -DCROWDPACK_BUILD="$BUILD" >/dev/null
+# A sanitized crowdpack build (make asan) needs a sanitized harness.
+SAN=OFF
+grep -q '^CP_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null && SAN=ON
+cmake -S "$HERE" -B "$WORK/peers-build" -DCROWDPACK_BUILD="$BUILD" -DPEERS_SANITIZE=$SAN >/dev/null
 cmake --build "$WORK/peers-build" -j 2 >/dev/null
 BENCH="$WORK/peers-build/peers-bench"
 CP="$BUILD/crowdpack"
