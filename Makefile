@@ -8,7 +8,7 @@ DEMO_USERS ?= 1000000
 LISTEN ?= 127.0.0.1:8080
 FUZZ_SECONDS ?= 15
 
-.PHONY: all build deps demo check test asan fuzz bench clean
+.PHONY: all build deps demo check test asan fuzz bench bench-peers clean
 
 all: build
 
@@ -54,6 +54,12 @@ fuzz:
 
 bench: deps build
 	$(BUILD)/crowdpack bench
+
+# crowdpack side by side with Redis, PostgreSQL, SQLite and the floor
+# (docs/benchmarks-peers.md); installs the peers from Debian.
+bench-peers: deps build
+	./scripts/install-deps.sh --bench
+	bench/peers/run.sh --build-dir $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -4,11 +4,11 @@
 set -eu
 PKGS="build-essential cmake pkg-config libroaring-dev liblmdb-dev libmicrohttpd-dev \
 libjansson-dev libsodium-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev zlib1g-dev \
-python3 curl"
+python3 curl libsqlite3-dev"
 # Fuzzing needs clang and its runtime; tests skip fuzzing when absent, but
 # install them so `make check` runs the fuzz targets on a fresh machine.
 PKGS="$PKGS clang libclang-rt-14-dev"
-[ "${1:-}" = "--bench" ] && PKGS="$PKGS redis-server libhiredis-dev postgresql sqlite3 gnuplot-nox"
+[ "${1:-}" = "--bench" ] && PKGS="$PKGS redis-server libhiredis-dev postgresql libpq-dev sqlite3 gnuplot-nox"
 
 missing=""
 for p in $PKGS; do
