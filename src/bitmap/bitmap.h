@@ -31,6 +31,7 @@ void dense_or(uint64_t *dst, const uint64_t *src);     /* dst |= src */
 void dense_andnot(uint64_t *dst, const uint64_t *src); /* dst &= ~src */
 void dense_not(uint64_t *dst, const uint64_t *universe); /* dst = universe & ~dst */
 uint64_t dense_popcount(const uint64_t *src);
+uint64_t dense_or_popcount(const uint64_t *a, const uint64_t *b); /* popcount(a | b) */
 int dense_any(const uint64_t *src); /* non-zero if any bit set */
 
 /* dst = pos[0] & ... & pos[np-1] & ~(neg[0] | ... | neg[nn-1]), np >= 1,

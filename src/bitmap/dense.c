@@ -136,6 +136,15 @@ static inline __attribute__((always_inline)) uint64_t floor5_n(const uint64_t *a
     return cnt;
 }
 
+static inline __attribute__((always_inline)) uint64_t or_popcount_n(const uint64_t *a,
+                                                                    const uint64_t *b, size_t n)
+{
+    uint64_t cnt = 0;
+    for (size_t i = 0; i < n; i++)
+        cnt += (uint64_t)__builtin_popcountll(a[i] | b[i]);
+    return cnt;
+}
+
 #define VPOPCNT_TARGET __attribute__((target("avx512f,avx512vpopcntdq"), OPT_O3))
 #define POPCNT_TARGET __attribute__((target("popcnt"), OPT_O3_SCALAR))
 #define BASE_TARGET __attribute__((OPT_O3))
@@ -174,6 +183,21 @@ BASE_TARGET static uint64_t floor5_base(const uint64_t *a, const uint64_t *b, co
     return floor5_n(a, b, c, d, e, n);
 }
 
+VPOPCNT_TARGET static uint64_t or_popcount_vpopcnt(const uint64_t *a, const uint64_t *b)
+{
+    return or_popcount_n(a, b, CP_CHUNK_WORDS);
+}
+
+POPCNT_TARGET static uint64_t or_popcount_popcnt(const uint64_t *a, const uint64_t *b)
+{
+    return or_popcount_n(a, b, CP_CHUNK_WORDS);
+}
+
+BASE_TARGET static uint64_t or_popcount_base(const uint64_t *a, const uint64_t *b)
+{
+    return or_popcount_n(a, b, CP_CHUNK_WORDS);
+}
+
 /* 2 = VPOPCNTQ (with the OS saving AVX-512 state; libgcc checks XCR0),
  * 1 = POPCNT, 0 = baseline. Resolvers run during relocation, before the
  * sanitizer runtimes start, so they must not be instrumented. */
@@ -206,6 +230,20 @@ resolve_floor5(void)
 }
 
 uint64_t dense_popcount(const uint64_t *src) __attribute__((ifunc("resolve_popcount")));
+
+typedef uint64_t (*or_popcount_fn)(const uint64_t *, const uint64_t *);
+
+__attribute__((used, no_sanitize_address, no_sanitize("undefined"))) static or_popcount_fn
+resolve_or_popcount(void)
+{
+    int level = popcount_level();
+    return level == 2 ? or_popcount_vpopcnt : level == 1 ? or_popcount_popcnt : or_popcount_base;
+}
+
+/* popcount(a | b) over one chunk without storing: the last OR of a count
+ * fused into the popcount pass (eval.c). */
+uint64_t dense_or_popcount(const uint64_t *a, const uint64_t *b)
+    __attribute__((ifunc("resolve_or_popcount")));
 
 /* The benchmark's hardware floor: one pass, five streams, no stores. The
  * inputs may have any alignment and length. */

@@ -347,11 +347,15 @@ static int eval_and(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
     return 1;
 }
 
-static int eval_or(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
+/* dst = OR of n's kids except kid `skip` (-1: none). Returns 0 when empty. */
+static int eval_or_except(const ectx_t *x, const pnode_t *n, int64_t skip, uint64_t *dst,
+                          int level)
 {
     uint64_t *tmp = buf_at(x, level + 1);
     int have = 0;
     for (uint32_t i = 0; i < n->nkids; i++) {
+        if ((int64_t)i == skip)
+            continue;
         const pnode_t *k = n->kids[i];
         if (k->kind == PN_BITMAP || k->kind == PN_ALL) {
             bm_chunk_t ch;
@@ -370,6 +374,48 @@ static int eval_or(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
         }
     }
     return have;
+}
+
+static int eval_or(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
+{
+    return eval_or_except(x, n, -1, dst, level);
+}
+
+/*
+ * Counting `... OR E` where E's chunk is a bitset and the universe chunk is
+ * full: OR the other terms into dst and count popcount(dst | E) in one pass
+ * (dense_or_popcount) instead of an OR pass plus a popcount pass. Returns 0
+ * when the chunk does not have that shape (the caller evaluates normally).
+ */
+static int count_or_tail(const ectx_t *x, const pnode_t *root, uint64_t *dst, uint64_t *count)
+{
+    if (!x->universe_full || root->kind != PN_AND || root->nkids != 2 || root->npos != 2)
+        return 0;
+    const pnode_t *o = root->kids[0]->kind == PN_ALL   ? root->kids[1]
+                       : root->kids[1]->kind == PN_ALL ? root->kids[0]
+                                                       : NULL;
+    if (o == NULL || o->kind != PN_OR || o->nkids < 2)
+        return 0;
+    int64_t t = -1;
+    for (int64_t i = (int64_t)o->nkids - 1; i >= 0; i--) {
+        if (o->kids[i]->kind == PN_BITMAP) {
+            t = i;
+            break;
+        }
+    }
+    if (t < 0)
+        return 0;
+    bm_chunk_t ch;
+    if (!leaf_find(x, o->kids[t], &ch))
+        return 0;
+    const uint64_t *w = chunk_bitset_words(&ch);
+    if (w == NULL)
+        return 0;
+    if (eval_or_except(x, o, t, dst, 0))
+        *count += dense_or_popcount(dst, w);
+    else
+        *count += chunk_cardinality(&ch);
+    return 1;
 }
 
 static int eval_node(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
@@ -397,6 +443,8 @@ static cp_status scan(const plan_t *p, scratch_t *s, int32_t begin, int32_t end,
         bm_chunk_at(p->universe, i, &uch);
         x.key = bm_chunk_key(p->universe, i);
         x.universe_full = chunk_cardinality(&uch) == CP_CHUNK_BITS;
+        if (out == NULL && count_or_tail(&x, p->root, dst, &total))
+            continue;
         if (!eval_node(&x, p->root, dst, 0))
             continue;
         if (out != NULL) {

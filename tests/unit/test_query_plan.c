@@ -1455,6 +1455,91 @@ static void test_concurrent_queries(void **state)
     plan_free(p);
 }
 
+/* ---------------------------------------------- dense OR-rooted counts
+ * Counts of `... OR E` over a full universe with bitset chunks take the
+ * fused OR+popcount path (count_or_tail in eval.c), which the random
+ * populations above (universes with holes) rarely reach: check it against
+ * naive word loops and against plan_eval. */
+#define DZ_N 200000u
+static roaring_bitmap_t *dz_bm[5];
+static uint8_t dz_in[5][DZ_N];
+
+static cp_status dz_tag(void *ctx, const char *path, const roaring_bitmap_t **out)
+{
+    (void)ctx;
+    if (path[0] < 'a' || path[0] > 'e' || path[1] != '\0')
+        return CP_ENOTFOUND;
+    *out = dz_bm[path[0] - 'a'];
+    return CP_OK;
+}
+
+static cp_status dz_none(void *ctx, const char *name, const roaring_bitmap_t **out)
+{
+    (void)ctx, (void)name, (void)out;
+    return CP_ENOTFOUND;
+}
+
+static void test_dense_or_counts(void **state)
+{
+    (void)state;
+    static const double dens[5] = {0.6, 0.5, 0.45, 0.3, 0.01};
+    uint64_t rng = 99;
+    for (int t = 0; t < 5; t++) {
+        dz_bm[t] = roaring_bitmap_create();
+        for (uint32_t u = 0; u < DZ_N; u++) {
+            dz_in[t][u] = cp_rand_double(&rng) < dens[t];
+            if (dz_in[t][u])
+                roaring_bitmap_add(dz_bm[t], u);
+        }
+    }
+    roaring_bitmap_t *uni = roaring_bitmap_create();
+    roaring_bitmap_add_range(uni, 0, DZ_N);
+    plan_resolver_t r = {.universe = uni, .tag = dz_tag, .crowd = dz_none};
+    static const struct {
+        const char *q;
+        int (*f)(uint32_t);
+    } cases[] = {
+        {"(tag:a AND tag:b) OR tag:c", NULL},
+        {"tag:a OR tag:c", NULL},
+        {"((tag:a AND tag:b AND tag:c) AND NOT tag:d) OR tag:b", NULL},
+        {"tag:e OR tag:c", NULL},
+        {"tag:c OR tag:e", NULL},
+        {"(tag:a AND NOT tag:b) OR (tag:c AND tag:d) OR tag:d", NULL},
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++) {
+        uint64_t want = 0;
+        for (uint32_t u = 0; u < DZ_N; u++) {
+            int a = dz_in[0][u], b = dz_in[1][u], c = dz_in[2][u], d = dz_in[3][u], e = dz_in[4][u];
+            int v = i == 0   ? ((a && b) || c)
+                    : i == 1 ? (a || c)
+                    : i == 2 ? ((a && b && c && !d) || b)
+                    : i == 3 ? (e || c)
+                    : i == 4 ? (c || e)
+                             : ((a && !b) || (c && d) || d);
+            want += (uint64_t)v;
+        }
+        expr_t *e = NULL;
+        plan_t *p = NULL;
+        cp_error_t err;
+        assert_int_equal(expr_parse(cases[i].q, strlen(cases[i].q), &e, &err), CP_OK);
+        assert_int_equal(plan_build(expr_root(e), &r, &p, &err), CP_OK);
+        uint64_t got = 0;
+        assert_int_equal(plan_count(p, NULL, &got), CP_OK);
+        roaring_bitmap_t *out = roaring_bitmap_create();
+        assert_int_equal(plan_eval(p, NULL, out), CP_OK);
+        if (got != want || roaring_bitmap_get_cardinality(out) != want)
+            fail_msg("%s: count %llu, eval %llu, want %llu", cases[i].q, (unsigned long long)got,
+                     (unsigned long long)roaring_bitmap_get_cardinality(out),
+                     (unsigned long long)want);
+        roaring_bitmap_free(out);
+        plan_free(p);
+        expr_free(e);
+    }
+    for (int t = 0; t < 5; t++)
+        roaring_bitmap_free(dz_bm[t]);
+    roaring_bitmap_free(uni);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1467,6 +1552,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plan_shapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_queries, setup, teardown),
         cmocka_unit_test(test_property),
+        cmocka_unit_test(test_dense_or_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
