@@ -7,6 +7,7 @@ DEMO_DATA ?= demo-data
 DEMO_USERS ?= 1000000
 LISTEN ?= 127.0.0.1:8080
 FUZZ_SECONDS ?= 15
+FUZZ_TARGETS = $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
 
 .PHONY: all build deps demo check test asan fuzz bench bench-peers clean
 
@@ -48,7 +49,7 @@ asan:
 fuzz:
 	@if command -v clang >/dev/null 2>&1; then \
 		cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCP_FUZZ=ON >/dev/null && \
-		cmake --build build-fuzz -j $(JOBS) && \
+		cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS) && \
 		./scripts/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS); \
 	else echo "fuzz: clang not installed, fuzz targets skipped"; fi
 

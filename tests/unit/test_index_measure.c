@@ -265,8 +265,8 @@ static void test_against_naive(void **state)
         "{\"measures\":[{\"name\":\"X\",\"kind\":\"count\",\"events\":[\"a\"]}]}",
         "{\"measures\":[{\"name\":\"x\",\"kind\":\"count\",\"events\":[]}]}",
         "{\"measures\":[{\"name\":\"x\",\"kind\":\"count\",\"events\":[\"a\"],\"scale\":2}]}",
-        "{\"measures\":[{\"name\":\"x\",\"kind\":\"count\",\"events\":[\"a\"]},"
-        "{\"name\":\"x\",\"kind\":\"last\",\"events\":[\"a\"]}]}",
+        ("{\"measures\":[{\"name\":\"x\",\"kind\":\"count\",\"events\":[\"a\"]},"
+         "{\"name\":\"x\",\"kind\":\"last\",\"events\":[\"a\"]}]}"), /* duplicate name */
         "{\"other\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
