@@ -164,6 +164,18 @@ enum {
 int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c);
 void cli_conn_close(cli_conn_t *c);
 
+/* The embedded form of a JSON request: a public-API function taking the
+ * request body (NULL, 0 for none) and returning the answer text. */
+typedef cp_status (*cli_lib_fn)(cp_db_t *, const char *, size_t, char **, cp_error_t *);
+
+/*
+ * Runs one JSON request (`req` stolen; NULL = no body) against the server
+ * (`method` `path`) or, on a data directory, through `fn`. *out is the
+ * answer text (free()). Prints failures; returns CLI_OK or CLI_FAIL.
+ */
+int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
+                const char *path, struct json_t *req, char **out);
+
 /* ------------------------------------------------------------- client */
 
 /* The server side of a connection (libcurl). */

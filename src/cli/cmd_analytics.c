@@ -53,46 +53,6 @@ static json_t *csv_strings(const char *s)
     return a;
 }
 
-typedef cp_status (*lib_fn)(cp_db_t *, const char *, size_t, char **, cp_error_t *);
-
-/*
- * Runs a request (reference stolen) embedded or on the server; *out is
- * the answer text (free()). Prints failures; returns CLI_OK or CLI_FAIL.
- */
-static int run(const cli_args_t *a, int mode, lib_fn fn, const char *method, const char *path,
-               json_t *req, char **out)
-{
-    cli_conn_t c = {0};
-    cp_error_t err = {0};
-    cp_status st;
-    *out = NULL;
-    int rc = cli_conn_open(a, mode, 1, &c);
-    if (rc != CLI_OK) {
-        json_decref(req);
-        return rc;
-    }
-    if (c.http) {
-        st = req ? client_call_json(c.http, method, path, req, out, &err)
-                 : client_call(c.http, method, path, NULL, NULL, 0, out, &err);
-    } else {
-        char *body = req ? json_dumps(req, JSON_COMPACT) : strdup("{}");
-        json_decref(req);
-        char *lib = NULL;
-        st = body ? fn(c.db, body, strlen(body), &lib, &err) : CP_ENOMEM;
-        free(body);
-        if (st == CP_OK) {
-            *out = strdup(lib);
-            if (*out == NULL)
-                st = CP_ENOMEM;
-        }
-        cp_free(lib);
-    }
-    cli_conn_close(&c);
-    if (st != CP_OK)
-        return cli_fail(st, &err);
-    return CLI_OK;
-}
-
 static const char *pct(const json_t *v, char *buf)
 {
     if (!json_is_number(v))
@@ -271,7 +231,7 @@ int cmd_insight(int argc, char **argv)
     if (cli_get(&a, "min-count"))
         json_object_set_new(req, "min_count", json_integer((json_int_t)mc));
     char *out = NULL;
-    if ((rc = run(&a, OPEN_READ, cp_insight_json, "POST", "/v1/insight", req, &out)) != CLI_OK)
+    if ((rc = cli_request(&a, OPEN_READ, cp_insight_json, "POST", "/v1/insight", req, &out)) != CLI_OK)
         return rc;
     if (a.json) {
         cli_print_json(out);
@@ -328,7 +288,7 @@ int cmd_overlap(int argc, char **argv)
     if (cli_get(&a, "min-count"))
         json_object_set_new(req, "min_count", json_integer((json_int_t)mc));
     char *out = NULL;
-    if ((rc = run(&a, OPEN_READ, cp_overlap_json, "POST", "/v1/overlap", req, &out)) != CLI_OK)
+    if ((rc = cli_request(&a, OPEN_READ, cp_overlap_json, "POST", "/v1/overlap", req, &out)) != CLI_OK)
         return rc;
     if (a.json) {
         cli_print_json(out);
@@ -476,7 +436,7 @@ int cmd_cluster(int argc, char **argv)
         json_object_set_new(req, "elbow", json_pack("[I,I]", (json_int_t)lo, (json_int_t)hi));
     }
     char *out = NULL;
-    if ((rc = run(&a, cli_get(&a, "root") ? OPEN_WRITE : OPEN_READ, cp_cluster_json, "POST",
+    if ((rc = cli_request(&a, cli_get(&a, "root") ? OPEN_WRITE : OPEN_READ, cp_cluster_json, "POST",
                   "/v1/clusters", req, &out)) != CLI_OK)
         return rc;
     if (a.json) {
@@ -709,7 +669,7 @@ static int tiers_set(int argc, char **argv)
         req = json_pack("{s:s,s:o}", "attribute", cli_get(&a, "attribute"), "tiers", tiers);
     }
     char *out = NULL;
-    if ((rc = run(&a, OPEN_WRITE, tiers_set_lib, "PUT", "/v1/tiers", req, &out)) != CLI_OK)
+    if ((rc = cli_request(&a, OPEN_WRITE, tiers_set_lib, "PUT", "/v1/tiers", req, &out)) != CLI_OK)
         return rc;
     if (a.json)
         cli_print_json(out);
@@ -747,7 +707,7 @@ static int tiers_nudge(int argc, char **argv)
     if (cli_get(&a, "tier"))
         json_object_set_new(req, "tiers", csv_strings(cli_get(&a, "tier")));
     char *out = NULL;
-    if ((rc = run(&a, OPEN_READ, cp_tiers_nudge_json, "POST", "/v1/tiers/nudge", req, &out)) !=
+    if ((rc = cli_request(&a, OPEN_READ, cp_tiers_nudge_json, "POST", "/v1/tiers/nudge", req, &out)) !=
         CLI_OK)
         return rc;
     if (a.json) {
@@ -824,7 +784,7 @@ static int analytics_settings(int argc, char **argv)
     int set = cli_get(&a, "min-count") != NULL;
     json_t *req = set ? json_pack("{s:I}", "min_count", (json_int_t)mc) : NULL;
     char *out = NULL;
-    if ((rc = run(&a, set ? OPEN_WRITE : OPEN_READ, settings_lib, set ? "PUT" : "GET",
+    if ((rc = cli_request(&a, set ? OPEN_WRITE : OPEN_READ, settings_lib, set ? "PUT" : "GET",
                   "/v1/analytics/settings", req, &out)) != CLI_OK)
         return rc;
     if (a.json) {
@@ -890,7 +850,7 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double median_ms(cp_db_t *db, lib_fn fn, const char *req, int reps, int *ok)
+static double median_ms(cp_db_t *db, cli_lib_fn fn, const char *req, int reps, int *ok)
 {
     double t[64];
     *ok = 1;

@@ -17,39 +17,6 @@ int cmd_rfm(int argc, char **argv);
 int cmd_aipl(int argc, char **argv);
 int cmd_funnel(int argc, char **argv);
 
-typedef cp_status (*lib_fn)(cp_db_t *, const char *, size_t, char **, cp_error_t *);
-
-/* Runs a request (reference stolen; NULL = GET) embedded or on the
- * server; *out is the answer text (free()). */
-static int run(const cli_args_t *a, int mode, lib_fn fn, const char *method, const char *path,
-               json_t *req, char **out)
-{
-    cli_conn_t c = {0};
-    cp_error_t err = {0};
-    cp_status st;
-    *out = NULL;
-    int rc = cli_conn_open(a, mode, 1, &c);
-    if (rc != CLI_OK) {
-        json_decref(req);
-        return rc;
-    }
-    if (c.http) {
-        st = req ? client_call_json(c.http, method, path, req, out, &err)
-                 : client_call(c.http, method, path, NULL, NULL, 0, out, &err);
-    } else {
-        char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-        json_decref(req);
-        char *lib = NULL;
-        st = (body || !req) ? fn(c.db, body, body ? strlen(body) : 0, &lib, &err) : CP_ENOMEM;
-        free(body);
-        if (st == CP_OK && (*out = strdup(lib)) == NULL)
-            st = CP_ENOMEM;
-        cp_free(lib);
-    }
-    cli_conn_close(&c);
-    return st != CP_OK ? cli_fail(st, &err) : CLI_OK;
-}
-
 static const char *fmt_num(const json_t *v, char *buf, const char *f)
 {
     if (!json_is_number(v))
@@ -101,9 +68,9 @@ int cmd_measures(int argc, char **argv)
         free(text);
         if (req == NULL)
             return cli_failf("%s: not a JSON document", file);
-        rc = run(&a, OPEN_WRITE, cp_measures_set_json, "PUT", "/v1/measures", req, &out);
+        rc = cli_request(&a, OPEN_WRITE, cp_measures_set_json, "PUT", "/v1/measures", req, &out);
     } else {
-        rc = run(&a, OPEN_READ, measures_get_lib, "GET", "/v1/measures", NULL, &out);
+        rc = cli_request(&a, OPEN_READ, measures_get_lib, "GET", "/v1/measures", NULL, &out);
     }
     if (rc != CLI_OK)
         return rc;
@@ -283,10 +250,10 @@ int cmd_rfm(int argc, char **argv)
             if (cli_get(&a, "root"))
                 json_object_set_new(json_object_get(req, "request"), "root",
                                     json_string(cli_get(&a, "root")));
-            rc = run(&a, OPEN_WRITE, cp_rfm_schedule_set_json, "PUT", "/v1/rfm/schedule", req,
+            rc = cli_request(&a, OPEN_WRITE, cp_rfm_schedule_set_json, "PUT", "/v1/rfm/schedule", req,
                      &out);
         } else {
-            rc = run(&a, OPEN_READ, rfm_sched_get_lib, "GET", "/v1/rfm/schedule", NULL, &out);
+            rc = cli_request(&a, OPEN_READ, rfm_sched_get_lib, "GET", "/v1/rfm/schedule", NULL, &out);
         }
         if (rc == CLI_OK) {
             cli_print_json(out);
@@ -303,7 +270,7 @@ int cmd_rfm(int argc, char **argv)
     json_object_set_new(req, "store", json_boolean(!preview));
     if (cli_has(&a, "detail"))
         json_object_set_new(req, "detail", json_true());
-    rc = run(&a, preview ? OPEN_READ : OPEN_WRITE, cp_rfm_json, "POST", "/v1/rfm", req, &out);
+    rc = cli_request(&a, preview ? OPEN_READ : OPEN_WRITE, cp_rfm_json, "POST", "/v1/rfm", req, &out);
     if (rc != CLI_OK)
         return rc;
     if (a.json) {
@@ -378,7 +345,7 @@ int cmd_aipl(int argc, char **argv)
     if (preview)
         json_object_set_new(req, "store", json_false());
     char *out = NULL;
-    rc = run(&a, preview ? OPEN_READ : OPEN_WRITE, cp_aipl_json, "POST", "/v1/aipl", req, &out);
+    rc = cli_request(&a, preview ? OPEN_READ : OPEN_WRITE, cp_aipl_json, "POST", "/v1/aipl", req, &out);
     if (rc != CLI_OK)
         return rc;
     if (a.json) {
@@ -545,7 +512,7 @@ int cmd_funnel(int argc, char **argv)
     if (store)
         json_object_set_new(req, "store", json_true());
     char *out = NULL;
-    rc = run(&a, store ? OPEN_WRITE : OPEN_READ, cp_funnel_json, "POST", "/v1/funnels", req, &out);
+    rc = cli_request(&a, store ? OPEN_WRITE : OPEN_READ, cp_funnel_json, "POST", "/v1/funnels", req, &out);
     if (rc != CLI_OK)
         return rc;
     if (a.json) {

@@ -2,6 +2,7 @@
  * conn.c — opening what a command works on: an embedded data directory
  * (like sqlite3) or a running server (--server URL).
  */
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,4 +54,33 @@ void cli_conn_close(cli_conn_t *c)
     client_close(c->http);
     c->db = NULL;
     c->http = NULL;
+}
+
+int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
+                const char *path, json_t *req, char **out)
+{
+    cli_conn_t c = {0};
+    cp_error_t err = {0};
+    cp_status st;
+    *out = NULL;
+    int rc = cli_conn_open(a, mode, 1, &c);
+    if (rc != CLI_OK) {
+        json_decref(req);
+        return rc;
+    }
+    if (c.http) {
+        st = req ? client_call_json(c.http, method, path, req, out, &err)
+                 : client_call(c.http, method, path, NULL, NULL, 0, out, &err);
+    } else {
+        char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+        json_decref(req);
+        char *lib = NULL;
+        st = (body || !req) ? fn(c.db, body, body ? strlen(body) : 0, &lib, &err) : CP_ENOMEM;
+        free(body);
+        if (st == CP_OK && (*out = strdup(lib)) == NULL)
+            st = CP_ENOMEM;
+        cp_free(lib);
+    }
+    cli_conn_close(&c);
+    return st != CP_OK ? cli_fail(st, &err) : CLI_OK;
 }
