@@ -436,6 +436,9 @@ typedef struct cp_import_stats {
     uint64_t resumed_at_line; /* 0: started at the beginning */
     uint64_t file_bytes;     /* size of the file */
     int already_done;        /* the file had been imported completely before */
+    uint64_t beh_updates;    /* behaviour index increments (one per series an event feeds) */
+    uint64_t attr_updates;   /* attribute values written (traits, first_seen, last_seen) */
+    uint64_t meas_updates;   /* event measure values updated */
 } cp_import_stats_t;
 cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
                          cp_import_stats_t *stats, cp_error_t *err);

@@ -47,6 +47,7 @@
 #include <stdint.h>
 
 #include "crowdpack.h"
+#include "model/propval.h"
 #include "util/util.h"
 
 #define INGEST_EVENT_MAX (32u * 1024)      /* bytes of one event (Segment's limit) */
@@ -104,7 +105,14 @@ typedef struct ingest_event {
     const json_t *traits;     /* object or NULL; identifier keys are skipped by consumers via ingest_trait_is_ident */
     const json_t *ctx_traits; /* context.traits, object or NULL */
     const json_t *properties; /* object or NULL */
-    const json_t *raw;        /* the event object itself (borrowed) */
+    const json_t *raw;        /* the event object itself (borrowed); NULL for typed events */
+    /* Typed events (CSV rows through a mapping, mapping_row_event): no JSON;
+     * properties / traits / ctx_traits are NULL and these are used instead.
+     * Borrowed from the batch's arena. */
+    const ev_prop_t *tprops;  /* properties */
+    size_t ntprops;
+    const ev_prop_t *ttraits; /* traits (identify) or context.traits (track) */
+    size_t nttraits;
 } ingest_event_t;
 
 /* Reason one event of a batch was rejected. */
