@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "index/measure.h"
+#include "model/propval.h"
 #include "util/util.h"
 
 #define DIR_CHUNKS 65536u
@@ -32,9 +33,11 @@ typedef struct mdef {
     meas_kind kind;
     char name[MEAS_NAME_MAX + 1];
     char *events[MEAS_MAX_EVENTS];
+    size_t evlen[MEAS_MAX_EVENTS]; /* strlen(events[i]): no strlen per event */
     size_t nevents;
     char *prop; /* sum, distinct */
-    int scale;  /* sum */
+    size_t proplen;
+    int scale; /* sum */
 } mdef_t;
 
 typedef struct slot {
@@ -59,6 +62,16 @@ struct meas {
     roaring_bitmap_t *dirty;
     uint64_t skipped;
     uint64_t set_bytes;
+    /* Bulk imports send runs of one event name and of one user: the
+     * measures listening to the last event name (a bit per definition)
+     * and the last user marked dirty save the scans and bitmap inserts.
+     * Both are forgotten whenever the definitions or the marks change. */
+    char last_event[MEAS_EVENT_MAX];
+    size_t last_elen;
+    uint32_t last_mask;
+    int last_event_ok;
+    uint32_t last_dirty;
+    int last_dirty_ok;
 };
 
 /* ------------------------------------------------------------- config */
@@ -147,6 +160,7 @@ static cp_status def_parse(const json_t *o, size_t i, int with_id, mdef_t *d, cp
                           i, d->name, j);
         if ((d->events[d->nevents] = strdup(json_string_value(e))) == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory");
+        d->evlen[d->nevents] = json_string_length(e);
         d->nevents++;
     }
     int needs_prop = d->kind == MEAS_SUM || d->kind == MEAS_DISTINCT;
@@ -160,6 +174,7 @@ static cp_status def_parse(const json_t *o, size_t i, int with_id, mdef_t *d, cp
                           i, d->name);
         if ((d->prop = strdup(json_string_value(pr))) == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory");
+        d->proplen = json_string_length(pr);
     }
     d->scale = d->kind == MEAS_SUM ? 2 : 0;
     if (sc) {
@@ -473,6 +488,7 @@ cp_status meas_config_set_json(meas_t *m, const json_t *cfg, cp_error_t *err)
     memcpy(m->defs, defs, sizeof defs);
     memset(defs, 0, sizeof defs);
     m->nd = n;
+    m->last_event_ok = 0;
     m->next_id = next;
     m->config_dirty = 1;
     /* Users whose every value was dropped go; the rest are rewritten. */
@@ -589,64 +605,103 @@ static int decimal_fixed(const char *s, size_t n, int scale, int64_t *out)
 
 static const int64_t pow10_tab[MEAS_MAX_SCALE + 1] = {1, 10, 100, 1000, 10000, 100000, 1000000};
 
-/* A JSON number (or numeric string) in fixed point. 0 on success. */
-static int value_fixed(const json_t *v, int scale, int64_t *out)
+int meas_real_fixed_slow(double d, int scale, int64_t *out)
 {
-    if (json_is_integer(v)) {
-        json_int_t x = json_integer_value(v);
-        if (x > INT64_MAX / pow10_tab[scale] || x < -(INT64_MAX / pow10_tab[scale]))
-            return -1;
-        *out = (int64_t)x * pow10_tab[scale];
+    if (scale < 0 || scale > MEAS_MAX_SCALE)
+        return -1;
+    /* The shortest text that reads back as the double is what the sender
+     * wrote (15.3, not 15.2999...): round that exactly. */
+    char buf[40];
+    cp_fmt_double(d, buf, sizeof buf);
+    if (decimal_fixed(buf, strlen(buf), scale, out) == 0)
         return 0;
-    }
-    if (json_is_real(v)) {
-        /* The shortest text that reads back as the double is what the
-         * sender wrote (15.3, not 15.2999...): round that exactly. */
-        char buf[40];
-        double d = json_real_value(v);
-        cp_fmt_double(d, buf, sizeof buf);
-        if (decimal_fixed(buf, strlen(buf), scale, out) == 0)
+    /* Exponent notation (1e-07, 2.5e+20): round the product. */
+    double x = d * (double)pow10_tab[scale];
+    if (!isfinite(x) || fabs(x) >= 9.2e18)
+        return -1;
+    *out = (int64_t)llround(x);
+    return 0;
+}
+
+/*
+ * The same answer as meas_real_fixed_slow without formatting text, for
+ * the common value that has at most `scale` decimals (2.55 at scale 2).
+ * Let p = 10^scale and r = llround(d * p). If |r| < 10^15 and r / p (one
+ * correctly rounded division of exact operands) == d, then d is the double
+ * nearest to the decimal R = r / p, which has at most 15 significant
+ * digits and at most `scale` decimals. %.15g rounds d to R: d lies within
+ * half an ulp of R, and half an ulp (< 1.2e-15 relative) is less than half
+ * the spacing of 15-digit decimals (>= 5e-15 relative), so the slow path's
+ * text is R (its first try reads back), and decimal_fixed of R at `scale`
+ * decimals is exactly r, with nothing to round. R below 1e-4 is printed
+ * with an exponent; the slow path then returns llround(d * p) = r too.
+ * Anything else (more decimals, huge values, NaN) takes the slow path.
+ */
+int meas_real_fixed(double d, int scale, int64_t *out)
+{
+    if (scale < 0 || scale > MEAS_MAX_SCALE)
+        return -1;
+    double p = (double)pow10_tab[scale];
+    double x = d * p;
+    if (x > -1e15 && x < 1e15) { /* false for NaN */
+        int64_t r = (int64_t)llround(x);
+        if (r > -INT64_C(1000000000000000) && r < INT64_C(1000000000000000) &&
+            (double)r / p == d) {
+            *out = r;
             return 0;
-        /* Exponent notation (1e-07, 2.5e+20): round the product. */
-        double x = d * (double)pow10_tab[scale];
-        if (!isfinite(x) || fabs(x) >= 9.2e18)
-            return -1;
-        *out = (int64_t)llround(x);
-        return 0;
+        }
     }
-    if (json_is_string(v))
-        return decimal_fixed(json_string_value(v), json_string_length(v), scale, out);
+    return meas_real_fixed_slow(d, scale, out);
+}
+
+/* A property value in fixed point: integers exactly, reals through
+ * meas_real_fixed, numeric strings through decimal_fixed. 0 on success. */
+static int value_fixed(const ev_prop_t *p, int scale, int64_t *out)
+{
+    switch (p->kind) {
+    case PV_INT:
+        if (p->i > INT64_MAX / pow10_tab[scale] || p->i < -(INT64_MAX / pow10_tab[scale]))
+            return -1;
+        *out = p->i * pow10_tab[scale];
+        return 0;
+    case PV_REAL: return meas_real_fixed(p->d, scale, out);
+    case PV_STR: return decimal_fixed(p->s, p->slen, scale, out);
+    case PV_BOOL:
+    case PV_NONE: break;
+    }
     return -1;
 }
 
-/* The text of a property value for hashing (distinct). 0 on success. */
-static int value_text(const json_t *v, char *buf, size_t cap, const char **s, size_t *n)
+/* A bit per definition listening to `event`. */
+static uint32_t listeners(meas_t *m, const char *event, size_t elen)
 {
-    if (json_is_string(v)) {
-        *s = json_string_value(v);
-        *n = json_string_length(v);
-    } else if (json_is_integer(v)) {
-        *n = (size_t)snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
-        *s = buf;
-    } else if (json_is_real(v)) {
-        cp_fmt_double(json_real_value(v), buf, cap);
-        *s = buf;
-        *n = strlen(buf);
-    } else if (json_is_boolean(v)) {
-        *s = json_is_true(v) ? "true" : "false";
-        *n = strlen(*s);
-    } else {
-        return -1;
+    if (m->last_event_ok && m->last_elen == elen && memcmp(m->last_event, event, elen) == 0)
+        return m->last_mask;
+    uint32_t mask = 0;
+    for (size_t i = 0; i < m->nd; i++) {
+        const mdef_t *d = &m->defs[i];
+        for (size_t j = 0; j < d->nevents; j++)
+            if (d->evlen[j] == elen && memcmp(d->events[j], event, elen) == 0) {
+                mask |= 1u << i;
+                break;
+            }
     }
-    return 0;
+    if (elen <= sizeof m->last_event) { /* longer names listen to nothing: not cached */
+        memcpy(m->last_event, event, elen);
+        m->last_elen = elen;
+        m->last_mask = mask;
+        m->last_event_ok = 1;
+    }
+    return mask;
 }
 
-static int listens(const mdef_t *d, const char *event, size_t elen)
+static void mark_user(meas_t *m, uint32_t user)
 {
-    for (size_t i = 0; i < d->nevents; i++)
-        if (strlen(d->events[i]) == elen && memcmp(d->events[i], event, elen) == 0)
-            return 1;
-    return 0;
+    if (m->last_dirty_ok && m->last_dirty == user)
+        return;
+    roaring_bitmap_add(m->dirty, user);
+    m->last_dirty = user;
+    m->last_dirty_ok = 1;
 }
 
 static int64_t sat_add(int64_t a, int64_t b, uint32_t *flags)
@@ -658,15 +713,16 @@ static int64_t sat_add(int64_t a, int64_t b, uint32_t *flags)
     return a + b;
 }
 
-cp_status meas_record_event(meas_t *m, uint32_t user, const char *event, size_t elen,
-                            const json_t *props, int64_t ts)
+cp_status meas_record(meas_t *m, uint32_t user, const char *event, size_t elen,
+                      const ev_prop_t *props, size_t n, int64_t ts)
 {
+    uint32_t mask = listeners(m, event, elen);
     slot_t *rec = NULL;
-    for (size_t i = 0; i < m->nd; i++) {
+    while (mask) {
+        size_t i = (size_t)__builtin_ctz(mask);
+        mask &= mask - 1;
         const mdef_t *d = &m->defs[i];
-        if (!listens(d, event, elen))
-            continue;
-        const json_t *pv = d->prop ? json_object_get(props, d->prop) : NULL;
+        const ev_prop_t *pv = d->prop ? pv_find(props, n, d->prop, d->proplen) : NULL;
         int64_t x = 0;
         uint64_t h = 0;
         if (d->kind == MEAS_SUM) {
@@ -675,14 +731,14 @@ cp_status meas_record_event(meas_t *m, uint32_t user, const char *event, size_t 
                 continue;
             }
         } else if (d->kind == MEAS_DISTINCT) {
-            char buf[40];
-            const char *s;
-            size_t n;
-            if (pv == NULL || value_text(pv, buf, sizeof buf, &s, &n)) {
+            if (pv == NULL || pv->kind == PV_NONE) {
                 m->skipped++;
                 continue;
             }
-            h = cp_hash64(s, n, HASH_SEED);
+            char buf[PV_TEXT_MAX];
+            const char *txt;
+            size_t tl = pv_text(pv, buf, &txt);
+            h = cp_hash64(txt, tl, HASH_SEED);
         }
         if (rec == NULL && (rec = rec_get(m, user)) == NULL)
             return CP_ENOMEM;
@@ -706,8 +762,24 @@ cp_status meas_record_event(meas_t *m, uint32_t user, const char *event, size_t 
         s->n++;
     }
     if (rec)
-        roaring_bitmap_add(m->dirty, user);
+        mark_user(m, user);
     return CP_OK;
+}
+
+cp_status meas_record_event(meas_t *m, uint32_t user, const char *event, size_t elen,
+                            const json_t *props, int64_t ts)
+{
+    /* Only the properties some measure reads matter: at most one per
+     * definition, looked up in the object as the typed path would. */
+    ev_prop_t pv[MEAS_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < m->nd && props; i++) {
+        const mdef_t *d = &m->defs[i];
+        const json_t *v = d->prop ? json_object_get(props, d->prop) : NULL;
+        if (v != NULL)
+            pv_from_json(d->prop, d->proplen, v, &pv[n++]);
+    }
+    return meas_record(m, user, event, elen, pv, n, ts);
 }
 
 void meas_user_remove(meas_t *m, uint32_t user)
@@ -906,6 +978,7 @@ cp_status meas_persist(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err
         return rc;
     /* Everything is in the transaction: clear the marks. */
     roaring_bitmap_clear(m->dirty);
+    m->last_dirty_ok = 0;
     m->config_dirty = 0;
     return CP_OK;
 }
@@ -1007,6 +1080,7 @@ cp_status meas_load(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err)
             def_clear(&m->defs[i]);
         memcpy(m->defs, defs, sizeof defs);
         m->nd = n;
+        m->last_event_ok = 0;
         m->next_id = 1;
         for (size_t i = 0; i < n; i++)
             if (defs[i].id >= m->next_id)
@@ -1019,5 +1093,6 @@ cp_status meas_load(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err)
     if ((rc = store_each(txn, db, KEY_USER, 7, load_user, &c, err)))
         return rc;
     roaring_bitmap_clear(m->dirty);
+    m->last_dirty_ok = 0;
     return CP_OK;
 }

@@ -63,6 +63,7 @@
 #include <stdint.h>
 
 #include "crowdpack.h"
+#include "model/propval.h"
 #include "store/store.h"
 
 #define MEAS_MAX 32                /* measures in a configuration */
@@ -133,6 +134,16 @@ const char *meas_kind_name(meas_kind k);
  */
 cp_status meas_record_event(meas_t *m, uint32_t user, const char *event, size_t elen,
                             const json_t *props, int64_t ts);
+/*
+ * The typed form of meas_record_event, with the same meaning: props[0..n)
+ * (borrowed for the call; the first of a name counts) as PV_INT for a
+ * JSON integer, PV_REAL for a JSON real, PV_STR for a string, PV_BOOL,
+ * and PV_NONE (or absent) for a missing value. Sums take integers, reals
+ * and numeric strings; distinct sets take any value but PV_NONE, as text
+ * (pv_text). CP_ENOMEM only. The bulk-import path: no JSON per event.
+ */
+cp_status meas_record(meas_t *m, uint32_t user, const char *event, size_t elen,
+                      const ev_prop_t *props, size_t n, int64_t ts);
 /* Removes the user's values (deletion). */
 void meas_user_remove(meas_t *m, uint32_t user);
 /* Identity merge: combines `from` into `to` and removes `from`. CP_ENOMEM. */
@@ -159,5 +170,19 @@ cp_status meas_persist(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err
 cp_status meas_load(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err);
 /* Number of users waiting for meas_persist (tests). */
 size_t meas_dirty_count(const meas_t *m);
+
+/* ------------------------------------------------------------ rounding */
+
+/*
+ * A real in fixed point with `scale` (0..MEAS_MAX_SCALE) decimals, rounded
+ * half away from zero from the shortest decimal text that reads back as d
+ * (what a sum adds for a PV_REAL). 0 on success, -1 for NaN, infinities,
+ * out-of-range values or a bad scale. meas_real_fixed answers values with
+ * at most `scale` decimals without formatting text; meas_real_fixed_slow
+ * always formats (cp_fmt_double) — the reference the fast one is tested
+ * against. Both give the same answer for every double.
+ */
+int meas_real_fixed(double d, int scale, int64_t *out);
+int meas_real_fixed_slow(double d, int scale, int64_t *out);
 
 #endif /* CP_INDEX_MEASURE_H */
