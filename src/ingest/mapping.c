@@ -3,6 +3,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +253,46 @@ static cp_status parse_fields(const json_t *arr, const char *what, int need_name
     return CP_OK;
 }
 
+/*
+ * Output keys: rows become objects (traits, properties) where a later
+ * field of the same name replaces an earlier one. Giving each distinct
+ * name a small number here lets a row do that with an array lookup.
+ * Identifiers other than the userId / anonymousId ones land in the traits
+ * object under their type, so ids and traits share one numbering.
+ */
+static void assign_keys(mapping_t *m)
+{
+    size_t nt = m->nids + m->ntraits, k = 0;
+    for (size_t i = 0; i < nt; i++) {
+        map_field_t *f = i < m->nids ? &m->ids[i] : &m->traits[i - m->nids];
+        f->nlen = strlen(f->name);
+        f->builtin_ident = ingest_trait_is_ident(NULL, f->name);
+        f->id_kind = i >= m->nids ? 0 : !strcmp(f->name, "user_id") ? 1
+                                    : !strcmp(f->name, "anonymous_id") ? 2 : 0;
+        f->key = -1;
+        for (size_t j = 0; j < i && f->key < 0; j++) {
+            const map_field_t *g = j < m->nids ? &m->ids[j] : &m->traits[j - m->nids];
+            if (!strcmp(g->name, f->name))
+                f->key = g->key;
+        }
+        if (f->key < 0)
+            f->key = (int)k++;
+    }
+    m->ntkeys = k;
+    k = 0;
+    for (size_t i = 0; i < m->nprops; i++) {
+        map_field_t *f = &m->props[i];
+        f->nlen = strlen(f->name);
+        f->key = -1;
+        for (size_t j = 0; j < i && f->key < 0; j++)
+            if (!strcmp(m->props[j].name, f->name))
+                f->key = m->props[j].key;
+        if (f->key < 0)
+            f->key = (int)k++;
+    }
+    m->npkeys = k;
+}
+
 cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_t *err)
 {
     *out = NULL;
@@ -422,6 +464,7 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
                                &m->props, &m->nprops, err)))
             goto out;
     }
+    assign_keys(m);
     v = json_object_get(j, "attributes");
     if (v) {
         if (!json_is_array(v)) {
@@ -567,22 +610,70 @@ static const csv_field_t *cell(const map_col_t *c, const csv_field_t *f, size_t 
     return col_ok(c, n) ? &f[c->pos] : &empty;
 }
 
+static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 static void trimmed(const csv_field_t *f, const char **s, size_t *len)
 {
     const char *p = f->p;
     size_t l = f->len;
-    while (l && isspace((unsigned char)*p)) {
+    while (l && is_space((unsigned char)*p)) {
         p++;
         l--;
     }
-    while (l && isspace((unsigned char)p[l - 1]))
+    while (l && is_space((unsigned char)p[l - 1]))
         l--;
     *s = p;
     *len = l;
 }
 
+/* UTF-8 validity with an ASCII fast path (8 bytes at a time): the reader
+ * has usually checked already, so this is mostly a scan for high bits. */
+static int utf8_ok(const char *s, size_t len)
+{
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ull)
+            return cp_utf8_valid(s + i, len - i);
+    }
+    for (; i < len; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return cp_utf8_valid(s + i, len - i);
+    return 1;
+}
+
+static const double pow10_tab[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+                                   1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+                                   1e21, 1e22};
+
+/*
+ * strtod over the whole text. Plain decimals of at most 15 digits take
+ * Clinger's fast path (an exact integer divided by an exact power of ten
+ * rounds correctly, so the result is strtod's); anything else goes to
+ * strtod itself.
+ */
 static int parse_number(const char *s, size_t len, double *out)
 {
+    size_t i = 0;
+    int neg = 0;
+    if (len && (s[0] == '-' || s[0] == '+')) {
+        neg = s[0] == '-';
+        i = 1;
+    }
+    uint64_t mant = 0;
+    int nd = 0, frac = 0, intd = 0;
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++, intd++)
+        mant = mant * 10 + (uint64_t)(s[i] - '0');
+    if (i < len && s[i] == '.') {
+        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++, frac++)
+            mant = mant * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (i == len && intd > 0 && nd <= 15) {
+        double v = (double)mant / pow10_tab[frac];
+        *out = neg ? -v : v;
+        return 0;
+    }
     char buf[64];
     if (len == 0 || len >= sizeof buf)
         return -1;
@@ -597,8 +688,30 @@ static int parse_number(const char *s, size_t len, double *out)
     return 0;
 }
 
+/* strtoll over the whole text; an integral decimal ("6.0", up to 9e15) is
+ * an int too. Plain forms are parsed inline, the rest by the libc. */
 static int parse_int(const char *s, size_t len, long long *out)
 {
+    size_t i = 0;
+    int neg = 0;
+    if (len && (s[0] == '-' || s[0] == '+')) {
+        neg = s[0] == '-';
+        i = 1;
+    }
+    long long v0 = 0;
+    int nd = 0;
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++)
+        v0 = v0 * 10 + (s[i] - '0');
+    if (nd > 0 && nd <= 18 && (i == len || (nd <= 15 && s[i] == '.'))) {
+        size_t k = i;
+        if (k < len)
+            for (k++; k < len && s[k] == '0'; k++)
+                ;
+        if (k == len) {
+            *out = neg ? -v0 : v0;
+            return 0;
+        }
+    }
     char buf[32];
     if (len == 0 || len >= sizeof buf)
         return -1;
@@ -608,7 +721,6 @@ static int parse_int(const char *s, size_t len, long long *out)
     errno = 0;
     long long v = strtoll(buf, &end, 10);
     if (*end == '.') {
-        /* "6.0": an integral decimal is an int */
         double d;
         if (parse_number(s, len, &d) || d != floor(d) || fabs(d) > 9.0e15)
             return -1;
@@ -625,37 +737,186 @@ static double round_to(double v, int r)
 {
     if (r < 0)
         return v;
-    double p = pow(10, r);
+    double p = pow10_tab[r]; /* r is 0..9 (mapping_parse) */
     return round(v * p) / p;
 }
 
-static cp_status bad_value(cp_error_t *err, uint64_t line, const map_field_t *d,
-                           const csv_field_t *c, const char *expects)
+/* Decimal text of v into buf (>= 21 bytes); returns the length. */
+static size_t fmt_i64(int64_t v, char *buf)
 {
-    return CP_ERR(err, CP_ETYPE, "line %llu: column %s%s%d (%s): \"%.64s\" is not %s",
-                  (unsigned long long)line, d->col.name ? "\"" : "",
-                  d->col.name ? d->col.name : "", d->col.pos + 1, d->name ? d->name : "value",
-                  c->p, expects);
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t k = 0;
+    if (v < 0)
+        buf[k++] = '-';
+    while (n)
+        buf[k++] = tmp[--n];
+    buf[k] = '\0';
+    return k;
 }
 
-/* The value of one field as JSON (NULL *out for an empty cell). */
-static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
-                             json_t **out, cp_error_t *err)
+/* "column "Quantity"" or "column 4": how errors name a column. */
+static const char *col_text(const map_col_t *c, char *buf, size_t cap)
 {
-    *out = NULL;
+    if (c->name)
+        snprintf(buf, cap, "\"%.64s\"", c->name);
+    else
+        snprintf(buf, cap, "%d", c->pos + 1);
+    return buf;
+}
+
+static cp_status bad_value(cp_error_t *err, uint64_t line, const map_field_t *d,
+                           const map_col_t *col, const csv_field_t *c, const char *expects)
+{
+    char cb[80];
+    return CP_ERR(err, CP_ETYPE, "line %llu: column %s (%s): \"%.64s\" is not %s",
+                  (unsigned long long)line, col_text(col, cb, sizeof cb),
+                  d->name ? d->name : "value", c->p, expects);
+}
+
+static cp_status bad_utf8(cp_error_t *err, uint64_t line, const map_col_t *c)
+{
+    return CP_ERR(err, CP_EINVAL, "line %llu: column %d: invalid UTF-8", (unsigned long long)line,
+                  c->pos + 1);
+}
+
+/* A timestamp cell (trimmed, non-empty) in the field's format. */
+static int cell_time(const map_field_t *d, const char *s, size_t len, int64_t *secs)
+{
+    if (d->tsfmt == TF_ISO)
+        return cp_time_parse(s, len, secs);
+    if (d->tsfmt == TF_STRF)
+        return mapping_strftime_parse(d->strf, s, len, secs);
+    long long v;
+    if (parse_int(s, len, &v))
+        return -1;
+    *secs = d->tsfmt == TF_EPOCH_MS ? v / 1000 : v;
+    return 0;
+}
+
+/*
+ * The row, converted: what mapping_row used to put into a JSON document,
+ * as typed values that point into the CSV fields (or small inline texts).
+ * Both outputs (the typed event, the JSON document) are made from it.
+ */
+enum { G_COPY = 0, G_LOWER, G_TEXT };
+
+typedef struct rval {
+    const map_field_t *d; /* its name is the key */
+    pv_kind kind;
+    int gen;              /* PV_STR text: G_COPY s, G_LOWER s lower-cased, G_TEXT txt */
+    const char *s;
+    size_t slen;
+    int64_t i;
+    double x;
+    char txt[40]; /* integer transform, timestamp text (cp_time_format needs up to 39) */
+} rval_t;
+
+#define ROW_LOCAL 24
+
+typedef struct row {
+    rval_t uid, anon; /* userId, anonymousId (PV_NONE when absent) */
+    int uid_first;    /* userId came before anonymousId (JSON key order) */
+    rval_t *tv;       /* traits object, in key order */
+    size_t ntv;
+    rval_t *pv; /* properties */
+    size_t npv;
+    int *tslot, *pslot; /* key -> index in tv / pv, -1 none */
+    const char *ev;     /* track: event name */
+    size_t evlen;
+    int has_ts;
+    int64_t ts;
+    const char *msgid;
+    size_t msgid_len;
+    char msgbuf[160];
+    void *heap; /* storage of wide mappings */
+    rval_t local[ROW_LOCAL];
+    int slots[2 * ROW_LOCAL];
+} row_t;
+
+/* ASCII lower-case (the "lower" transform; tolower of the C locale). */
+static int lw(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+static const char *rv_str(const rval_t *v) { return v->gen == G_TEXT ? v->txt : v->s; }
+
+static void row_free(row_t *r) { free(r->heap); }
+
+static cp_status row_init(row_t *r, const mapping_t *m, cp_error_t *err)
+{
+    size_t nv = m->ntkeys + m->npkeys;
+    r->heap = NULL;
+    r->uid.kind = r->anon.kind = PV_NONE;
+    r->uid_first = 0;
+    r->ntv = r->npv = 0;
+    r->ev = NULL;
+    r->evlen = 0;
+    r->has_ts = 0;
+    r->ts = 0;
+    r->msgid = NULL;
+    r->msgid_len = 0;
+    if (nv <= ROW_LOCAL) {
+        r->tv = r->local;
+        r->tslot = r->slots;
+    } else {
+        /* Only mappings with more than ROW_LOCAL output keys get here. */
+        r->heap = malloc(nv * (sizeof(rval_t) + sizeof(int)));
+        if (r->heap == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+        r->tv = r->heap;
+        r->tslot = (int *)(r->tv + nv);
+    }
+    r->pv = r->tv + m->ntkeys;
+    r->pslot = r->tslot + m->ntkeys;
+    for (size_t i = 0; i < nv; i++)
+        r->tslot[i] = -1;
+    return CP_OK;
+}
+
+/* Sets key v->d->key of an object (a later field of the same name replaces
+ * the value in place, as json_object_set does). */
+static void row_set(rval_t *arr, size_t *n, int *slot, const rval_t *v)
+{
+    int k = v->d->key;
+    if (slot[k] < 0)
+        slot[k] = (int)(*n)++;
+    arr[slot[k]] = *v;
+}
+
+/* The value of one field (v->kind PV_NONE for an empty cell). */
+static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
+                             rval_t *v, cp_error_t *err)
+{
+    v->d = d;
+    v->kind = PV_NONE;
+    v->gen = G_COPY;
     if (d->product) {
         const csv_field_t *a = cell(&d->col, f, n), *b = cell(&d->col2, f, n);
         double x, y;
         if (a->len == 0 || b->len == 0)
             return CP_OK;
         if (parse_number(a->p, a->len, &x))
-            return bad_value(err, line, d, a, "a number");
+            return bad_value(err, line, d, &d->col, a, "a number");
         if (parse_number(b->p, b->len, &y))
-            return CP_ERR(err, CP_ETYPE, "line %llu: column %d: \"%.64s\" is not a number",
-                          (unsigned long long)line, d->col2.pos + 1, b->p);
-        double v = round_to(x * y, d->round);
-        *out = d->type == MV_INT ? json_integer((json_int_t)llround(v)) : json_real(v);
-        return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory");
+            return bad_value(err, line, d, &d->col2, b, "a number");
+        double p = round_to(x * y, d->round);
+        if (d->type == MV_INT) {
+            /* beyond int64, llround has no answer */
+            if (!(p > -9.2e18 && p < 9.2e18))
+                return bad_value(err, line, d, &d->col, a, "a factor of a product in range");
+            v->kind = PV_INT;
+            v->i = llround(p);
+        } else {
+            if (!isfinite(p))
+                return bad_value(err, line, d, &d->col, a, "a factor of a product in range");
+            v->kind = PV_REAL;
+            v->x = p;
+        }
+        return CP_OK;
     }
     const csv_field_t *c = cell(&d->col, f, n);
     const char *s;
@@ -667,43 +928,49 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
         return CP_ERR(err, CP_EINVAL, "line %llu: column %d contains a NUL byte",
                       (unsigned long long)line, d->col.pos + 1);
     switch (d->type) {
-    case MV_STRING: {
+    case MV_STRING:
         if (d->xform == MX_INTEGER) {
-            long long v;
-            if (parse_int(s, len, &v))
-                return bad_value(err, line, d, c, "an integer");
-            char buf[32];
-            int k = snprintf(buf, sizeof buf, "%lld", v);
-            *out = json_stringn(buf, (size_t)k);
-        } else if (d->xform == MX_LOWER) {
-            char *low = malloc(len + 1);
-            if (low == NULL)
-                return CP_ERR(err, CP_ENOMEM, "out of memory");
-            for (size_t i = 0; i < len; i++)
-                low[i] = (char)tolower((unsigned char)s[i]);
-            *out = json_stringn(low, len);
-            free(low);
-        } else if (d->xform == MX_TRIM) {
-            *out = json_stringn(s, len);
+            long long iv;
+            if (parse_int(s, len, &iv))
+                return bad_value(err, line, d, &d->col, c, "an integer");
+            v->gen = G_TEXT;
+            v->slen = fmt_i64(iv, v->txt);
         } else {
-            /* Untransformed text keeps its spaces (descriptions do). */
-            *out = json_stringn(c->p, c->len);
+            /* jansson takes only UTF-8; say so instead of losing the value */
+            if (!utf8_ok(c->p, c->len))
+                return bad_utf8(err, line, &d->col);
+            if (d->xform == MX_LOWER) {
+                v->gen = G_LOWER;
+                v->s = s;
+                v->slen = len;
+            } else if (d->xform == MX_TRIM) {
+                v->s = s;
+                v->slen = len;
+            } else {
+                /* Untransformed text keeps its spaces (descriptions do). */
+                v->s = c->p;
+                v->slen = c->len;
+            }
         }
+        v->kind = PV_STR;
         break;
-    }
     case MV_INT: {
-        long long v;
-        if (parse_int(s, len, &v))
-            return bad_value(err, line, d, c, "an integer");
-        *out = json_integer(v);
+        long long iv;
+        if (parse_int(s, len, &iv))
+            return bad_value(err, line, d, &d->col, c, "an integer");
+        v->kind = PV_INT;
+        v->i = iv;
         break;
     }
     case MV_NUMBER: {
-        double v;
-        if (parse_number(s, len, &v))
-            return bad_value(err, line, d, c, "a number");
-        v = round_to(v, d->round);
-        *out = json_real(v);
+        double x;
+        if (parse_number(s, len, &x))
+            return bad_value(err, line, d, &d->col, c, "a number");
+        x = round_to(x, d->round);
+        if (!isfinite(x))
+            return bad_value(err, line, d, &d->col, c, "a number in range once rounded");
+        v->kind = PV_REAL;
+        v->x = x;
         break;
     }
     case MV_BOOL: {
@@ -714,41 +981,33 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
             fl = !t;
         }
         if (!t && !fl)
-            return bad_value(err, line, d, c, "a bool (true/false, yes/no, 1/0)");
-        *out = json_boolean(t);
+            return bad_value(err, line, d, &d->col, c, "a bool (true/false, yes/no, 1/0)");
+        v->kind = PV_BOOL;
+        v->i = t;
         break;
     }
     case MV_TIMESTAMP: {
         int64_t secs;
-        int bad = 0;
-        if (d->tsfmt == TF_ISO) {
-            bad = cp_time_parse(s, len, &secs) != 0;
-        } else if (d->tsfmt == TF_STRF) {
-            bad = mapping_strftime_parse(d->strf, s, len, &secs) != 0;
-        } else {
-            long long v;
-            bad = parse_int(s, len, &v) != 0;
-            secs = d->tsfmt == TF_EPOCH_MS ? v / 1000 : v;
-        }
-        if (bad)
-            return bad_value(err, line, d, c,
+        if (cell_time(d, s, len, &secs))
+            return bad_value(err, line, d, &d->col, c,
                              d->tsfmt == TF_STRF ? "a timestamp in the mapping's format"
                                                  : "a timestamp");
-        char iso[40];
-        cp_time_format(secs, iso, sizeof iso);
-        *out = json_string(iso);
+        cp_time_format(secs, v->txt, sizeof v->txt);
+        v->kind = PV_STR;
+        v->gen = G_TEXT;
+        v->slen = strlen(v->txt);
         break;
     }
     }
-    return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory");
+    return CP_OK;
 }
 
-cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
-                      const char *msgid_prefix, json_t **out, map_result *res, cp_error_t *err)
+/* The mapping half of a row: every conversion and check mapping_row makes. */
+static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
+                           const char *msgid_prefix, row_t *r, map_result *res, cp_error_t *err)
 {
-    *out = NULL;
+    cp_status rc;
     *res = MAP_EVENT;
-    cp_status rc = CP_OK;
     for (size_t i = 0; i < m->nskip; i++) {
         const char *s;
         size_t len;
@@ -758,53 +1017,41 @@ cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64
             return CP_OK;
         }
     }
-    json_t *ev = json_object(), *traits = json_object(), *v = NULL;
-    if (ev == NULL || traits == NULL) {
-        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
-        goto out;
-    }
+    rval_t v;
     int nid = 0;
     for (size_t i = 0; i < m->nids; i++) {
-        if ((rc = field_value(&m->ids[i], f, n, line, &v, err)))
-            goto out;
-        if (v == NULL)
+        const map_field_t *d = &m->ids[i];
+        if ((rc = field_value(d, f, n, line, &v, err)))
+            return rc;
+        if (v.kind == PV_NONE)
             continue;
-        const char *t = m->ids[i].name;
-        const char *key = !strcmp(t, "user_id") ? "userId"
-                          : !strcmp(t, "anonymous_id") ? "anonymousId" : NULL;
-        if (key && json_object_get(ev, key) == NULL)
-            json_object_set_new(ev, key, v);
-        else
-            json_object_set_new(traits, t, v);
-        v = NULL;
+        if (d->id_kind == 1 && r->uid.kind == PV_NONE) {
+            r->uid = v;
+            r->uid_first = r->anon.kind == PV_NONE;
+        } else if (d->id_kind == 2 && r->anon.kind == PV_NONE) {
+            r->anon = v;
+        } else {
+            row_set(r->tv, &r->ntv, r->tslot, &v);
+        }
         nid++;
     }
-    if (nid == 0) {
-        rc = CP_ERR(err, CP_EINVAL, "line %llu: no identifier (every identifier column is empty)",
-                    (unsigned long long)line);
-        goto out;
-    }
+    if (nid == 0)
+        return CP_ERR(err, CP_EINVAL, "line %llu: no identifier (every identifier column is empty)",
+                      (unsigned long long)line);
     for (size_t i = 0; i < m->ntraits; i++) {
         if ((rc = field_value(&m->traits[i], f, n, line, &v, err)))
-            goto out;
-        if (v)
-            json_object_set_new(traits, m->traits[i].name, v);
-        v = NULL;
+            return rc;
+        if (v.kind != PV_NONE)
+            row_set(r->tv, &r->ntv, r->tslot, &v);
     }
-    if (!m->has_event) {
-        json_object_set_new(ev, "type", json_string("identify"));
-        json_object_set(ev, "traits", traits);
-    } else {
-        json_object_set_new(ev, "type", json_string("track"));
+    if (m->has_event) {
         const char *name = m->event_name;
         const csv_field_t *nc = NULL;
         if (name == NULL) {
             nc = cell(&m->event_col, f, n);
-            if (nc->len == 0) {
-                rc = CP_ERR(err, CP_EINVAL, "line %llu: the event name column is empty",
-                            (unsigned long long)line);
-                goto out;
-            }
+            if (nc->len == 0)
+                return CP_ERR(err, CP_EINVAL, "line %llu: the event name column is empty",
+                              (unsigned long long)line);
         }
         for (size_t i = 0; i < m->nwhen; i++) {
             const csv_field_t *c = cell(&m->when[i].col, f, n);
@@ -815,53 +1062,491 @@ cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64
                 break;
             }
         }
-        json_object_set_new(ev, "event", nc ? json_stringn(nc->p, nc->len) : json_string(name));
+        if (nc) {
+            if (!utf8_ok(nc->p, nc->len))
+                return bad_utf8(err, line, &m->event_col);
+            r->ev = nc->p;
+            r->evlen = nc->len;
+        } else {
+            r->ev = name;
+            r->evlen = strlen(name);
+        }
         if (m->has_ts) {
-            if ((rc = field_value(&m->ts, f, n, line, &v, err)))
-                goto out;
-            if (v == NULL) {
-                rc = CP_ERR(err, CP_EINVAL, "line %llu: the timestamp column is empty",
-                            (unsigned long long)line);
-                goto out;
-            }
-            json_object_set_new(ev, "timestamp", v);
-            v = NULL;
+            const csv_field_t *c = cell(&m->ts.col, f, n);
+            const char *s;
+            size_t len;
+            trimmed(c, &s, &len);
+            if (len == 0)
+                return CP_ERR(err, CP_EINVAL, "line %llu: the timestamp column is empty",
+                              (unsigned long long)line);
+            if (memchr(c->p, '\0', c->len))
+                return CP_ERR(err, CP_EINVAL, "line %llu: column %d contains a NUL byte",
+                              (unsigned long long)line, m->ts.col.pos + 1);
+            if (cell_time(&m->ts, s, len, &r->ts))
+                return bad_value(err, line, &m->ts, &m->ts.col, c,
+                                 m->ts.tsfmt == TF_STRF ? "a timestamp in the mapping's format"
+                                                        : "a timestamp");
+            r->has_ts = 1;
         }
-        json_t *props = json_object();
-        if (props == NULL) {
-            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
-            goto out;
-        }
-        json_object_set_new(ev, "properties", props);
         for (size_t i = 0; i < m->nprops; i++) {
             if ((rc = field_value(&m->props[i], f, n, line, &v, err)))
-                goto out;
-            if (v)
-                json_object_set_new(props, m->props[i].name, v);
-            v = NULL;
+                return rc;
+            if (v.kind != PV_NONE)
+                row_set(r->pv, &r->npv, r->pslot, &v);
         }
-        if (json_object_size(traits))
-            json_object_set_new(ev, "context", json_pack("{s:O}", "traits", traits));
     }
     if (m->has_msgid) {
         const csv_field_t *c = cell(&m->msgid_col, f, n);
-        if (c->len == 0) {
-            rc = CP_ERR(err, CP_EINVAL, "line %llu: the message id column is empty",
-                        (unsigned long long)line);
+        if (c->len == 0)
+            return CP_ERR(err, CP_EINVAL, "line %llu: the message id column is empty",
+                          (unsigned long long)line);
+        if (!utf8_ok(c->p, c->len))
+            return bad_utf8(err, line, &m->msgid_col);
+        r->msgid = c->p;
+        r->msgid_len = c->len;
+    } else {
+        /* "<prefix>:<line>", the prefix cut to 120 bytes at a character */
+        const char *p = msgid_prefix ? msgid_prefix : "import";
+        size_t pl = strnlen(p, 120);
+        if (pl == 120)
+            while (pl && ((unsigned char)p[pl] & 0xC0) == 0x80)
+                pl--;
+        if (!utf8_ok(p, pl))
+            return CP_ERR(err, CP_EINVAL, "line %llu: the message id prefix is not UTF-8",
+                          (unsigned long long)line);
+        memcpy(r->msgbuf, p, pl);
+        r->msgbuf[pl] = ':';
+        r->msgid_len = pl + 1 + fmt_i64((int64_t)line, r->msgbuf + pl + 1);
+        r->msgid = r->msgbuf;
+    }
+    return CP_OK;
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static json_t *rv_json(const rval_t *v)
+{
+    switch (v->kind) {
+    case PV_STR:
+        if (v->gen == G_LOWER) {
+            char *low = malloc(v->slen + 1);
+            if (low == NULL)
+                return NULL;
+            for (size_t i = 0; i < v->slen; i++)
+                low[i] = (char)lw((unsigned char)v->s[i]);
+            json_t *j = json_stringn(low, v->slen);
+            free(low);
+            return j;
+        }
+        return json_stringn(rv_str(v), v->slen);
+    case PV_INT: return json_integer((json_int_t)v->i);
+    case PV_REAL: return json_real(v->x);
+    case PV_BOOL: return json_boolean(v->i);
+    case PV_NONE: break;
+    }
+    return NULL;
+}
+
+static int obj_put(json_t *o, const char *k, json_t *v)
+{
+    return v == NULL || json_object_set_new(o, k, v) != 0;
+}
+
+/* The Segment-shaped document of a built row (NULL: no memory). */
+static json_t *row_json(const mapping_t *m, const row_t *r)
+{
+    json_t *ev = json_object(), *traits = json_object(), *props = NULL;
+    int bad = ev == NULL || traits == NULL;
+    const rval_t *first = r->uid_first ? &r->uid : &r->anon;
+    const rval_t *second = r->uid_first ? &r->anon : &r->uid;
+    const char *k1 = r->uid_first ? "userId" : "anonymousId";
+    const char *k2 = r->uid_first ? "anonymousId" : "userId";
+    if (!bad && first->kind != PV_NONE)
+        bad |= obj_put(ev, k1, rv_json(first));
+    if (!bad && second->kind != PV_NONE)
+        bad |= obj_put(ev, k2, rv_json(second));
+    for (size_t i = 0; !bad && i < r->ntv; i++)
+        bad |= obj_put(traits, r->tv[i].d->name, rv_json(&r->tv[i]));
+    if (!bad && !m->has_event) {
+        bad |= obj_put(ev, "type", json_string("identify"));
+        bad |= !bad && json_object_set(ev, "traits", traits) != 0;
+    } else if (!bad) {
+        char iso[40];
+        bad |= obj_put(ev, "type", json_string("track"));
+        bad |= !bad && obj_put(ev, "event", json_stringn(r->ev, r->evlen));
+        if (!bad && r->has_ts) {
+            cp_time_format(r->ts, iso, sizeof iso);
+            bad |= obj_put(ev, "timestamp", json_string(iso));
+        }
+        props = json_object();
+        bad |= !bad && obj_put(ev, "properties", json_incref(props));
+        for (size_t i = 0; !bad && i < r->npv; i++)
+            bad |= obj_put(props, r->pv[i].d->name, rv_json(&r->pv[i]));
+        if (!bad && json_object_size(traits))
+            bad |= obj_put(ev, "context", json_pack("{s:O}", "traits", traits));
+    }
+    if (!bad)
+        bad |= obj_put(ev, "messageId", json_stringn(r->msgid, r->msgid_len));
+    json_decref(traits);
+    json_decref(props);
+    if (bad) {
+        json_decref(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
+                      const char *msgid_prefix, json_t **out, map_result *res, cp_error_t *err)
+{
+    *out = NULL;
+    row_t r;
+    cp_status rc = row_init(&r, m, err);
+    if (rc)
+        return rc;
+    if ((rc = row_build(m, f, n, line, msgid_prefix, &r, res, err)) == CP_OK &&
+        *res == MAP_EVENT) {
+        *out = row_json(m, &r);
+        if (*out == NULL)
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+    }
+    row_free(&r);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- typed */
+
+/* The checks segment_parse_event makes, on a row (event.h). */
+
+static cp_status seg_err(cp_error_t *err, cp_status code, uint64_t line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static cp_status seg_err(cp_error_t *err, cp_status code, uint64_t line, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return CP_ERR(err, code, "line %llu: %s", (unsigned long long)line, msg);
+}
+
+static int printable(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+static int printable_lower(const rval_t *v)
+{
+    return printable(rv_str(v), v->slen); /* lower-casing keeps control bytes as they are */
+}
+
+/* An identifier before it is copied: text (maybe to lower-case). */
+typedef struct idv {
+    const char *s;
+    size_t len;
+    int lower;
+} idv_t;
+
+static int idv_eq(const char *a, int al, const char *b, int bl, size_t len)
+{
+    if (!al && !bl)
+        return memcmp(a, b, len) == 0;
+    for (size_t i = 0; i < len; i++) {
+        int x = al ? lw((unsigned char)a[i]) : (unsigned char)a[i];
+        int y = bl ? lw((unsigned char)b[i]) : (unsigned char)b[i];
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+/* add_ident of segment.c: same type and value once; at most INGEST_MAX_IDS. */
+static cp_status add_id(ingest_event_t *e, idv_t *vals, const char *type, size_t tlen,
+                        const idv_t *v, const char *field, uint64_t line, cp_error_t *err)
+{
+    for (size_t i = 0; i < e->nids; i++)
+        if (strcmp(e->ids[i].type, type) == 0 && vals[i].len == v->len &&
+            idv_eq(vals[i].s, vals[i].lower, v->s, v->lower, v->len))
+            return CP_OK;
+    if (e->nids >= INGEST_MAX_IDS)
+        return seg_err(err, CP_ELIMIT, line, "more than %d identifiers on one event",
+                       INGEST_MAX_IDS);
+    ingest_ident_t *d = &e->ids[e->nids];
+    if (tlen >= sizeof d->type)
+        tlen = sizeof d->type - 1;
+    memcpy(d->type, type, tlen);
+    d->type[tlen] = '\0';
+    d->len = v->len;
+    d->field = field;
+    vals[e->nids++] = *v;
+    return CP_OK;
+}
+
+/* id_text of segment.c on a value already known to be present. */
+static cp_status id_check(const rval_t *v, const char *field, char *ibuf, idv_t *out,
+                          uint64_t line, cp_error_t *err)
+{
+    static const char *const kinds[] = {"null", "a string", "an integer", "a number",
+                                        "a boolean"};
+    if (v->kind == PV_INT) {
+        out->len = fmt_i64(v->i, ibuf);
+        out->s = ibuf;
+        out->lower = 0;
+        return CP_OK;
+    }
+    if (v->kind != PV_STR)
+        return seg_err(err, CP_ETYPE, line, "\"%s\" must be a string, got %s", field,
+                       kinds[v->kind]);
+    out->s = rv_str(v);
+    out->len = v->slen;
+    out->lower = v->gen == G_LOWER;
+    if (v->slen == 0)
+        return seg_err(err, CP_EINVAL, line, "\"%s\" is empty", field);
+    if (v->slen > INGEST_ID_MAX)
+        return seg_err(err, CP_ELIMIT, line, "\"%s\" is longer than %zu bytes", field,
+                       (size_t)INGEST_ID_MAX);
+    if (!printable_lower(v))
+        return seg_err(err, CP_EINVAL, line, "\"%s\" contains control characters", field);
+    return CP_OK;
+}
+
+/* Upper bound of the compact JSON text of a value / a key. */
+static size_t rv_bound(const rval_t *v)
+{
+    switch (v->kind) {
+    case PV_STR: return 2 + 6 * v->slen; /* every byte escaped as \u00XX at worst */
+    case PV_INT: return 20;
+    case PV_REAL: return 32; /* "%.17g" is at most 24 */
+    default: return 5;
+    }
+}
+
+static size_t row_bound(const row_t *r)
+{
+    size_t b = 256; /* braces, "type", "traits", "properties", "context", "timestamp" */
+    b += 16 + rv_bound(&r->uid) + 16 + rv_bound(&r->anon);
+    b += 12 + 6 * r->evlen + 16 + 6 * r->msgid_len;
+    for (size_t i = 0; i < r->ntv; i++)
+        b += 4 + 6 * r->tv[i].d->nlen + rv_bound(&r->tv[i]);
+    for (size_t i = 0; i < r->npv; i++)
+        b += 4 + 6 * r->pv[i].d->nlen + rv_bound(&r->pv[i]);
+    return b;
+}
+
+static int trait_is_ident(const segment_opts_t *o, const map_field_t *d)
+{
+    if (o->id_types.names == NULL)
+        return d->builtin_ident;
+    return ingest_trait_is_ident(&o->id_types, d->name);
+}
+
+/* The earliest and latest times cp_time_parse reads (0001-01-01 .. 9999-12-31):
+ * an event time outside does not survive the JSON path's ISO text. */
+#define TS_MIN (-62135596800ll)
+#define TS_MAX (253402300799ll)
+
+/* Copies n bytes (lower-cased if asked) into the arena block at *p. */
+static const char *put(char **p, const char *s, size_t n, int lower)
+{
+    char *d = *p;
+    if (lower)
+        for (size_t i = 0; i < n; i++)
+            d[i] = (char)lw((unsigned char)s[i]);
+    else if (n)
+        memcpy(d, s, n);
+    d[n] = '\0';
+    *p = d + n + 1;
+    return d;
+}
+
+static void put_prop(char **p, const rval_t *v, ev_prop_t *out)
+{
+    out->name = put(p, v->d->name, v->d->nlen, 0);
+    out->nlen = v->d->nlen;
+    out->kind = v->kind;
+    out->s = NULL;
+    out->slen = 0;
+    out->i = 0;
+    out->d = 0;
+    switch (v->kind) {
+    case PV_STR:
+        out->s = put(p, rv_str(v), v->slen, v->gen == G_LOWER);
+        out->slen = v->slen;
+        break;
+    case PV_INT:
+    case PV_BOOL: out->i = v->i; break;
+    case PV_REAL: out->d = v->x; break;
+    case PV_NONE: break;
+    }
+}
+
+static size_t prop_bytes(const rval_t *v)
+{
+    return v->d->nlen + 1 + (v->kind == PV_STR ? v->slen + 1 : 0);
+}
+
+static cp_status batch_grow(ingest_batch_t *b)
+{
+    if (b->n < b->cap)
+        return CP_OK;
+    /* the policy of segment.c's batch_push */
+    size_t nc = b->cap ? b->cap * 2 : 16;
+    ingest_event_t *p = realloc(b->events, nc * sizeof *p);
+    if (p == NULL)
+        return CP_ENOMEM;
+    b->events = p;
+    b->cap = nc;
+    return CP_OK;
+}
+
+cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
+                            const char *msgid_prefix, const segment_opts_t *o, ingest_batch_t *b,
+                            map_result *res, cp_error_t *err)
+{
+    static const segment_opts_t defaults = {0};
+    if (o == NULL)
+        o = &defaults;
+    row_t r;
+    cp_status rc = row_init(&r, m, err);
+    if (rc)
+        return rc;
+    if ((rc = row_build(m, f, n, line, msgid_prefix, &r, res, err)) || *res == MAP_SKIP)
+        goto out;
+
+    /* The checks of segment_parse_event, in its order. */
+    if (row_bound(&r) > INGEST_EVENT_MAX) {
+        json_t *doc = row_json(m, &r);
+        if (doc == NULL) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
             goto out;
         }
-        json_object_set_new(ev, "messageId", json_stringn(c->p, c->len));
-    } else {
-        char buf[160];
-        snprintf(buf, sizeof buf, "%.120s:%llu", msgid_prefix ? msgid_prefix : "import",
-                 (unsigned long long)line);
-        json_object_set_new(ev, "messageId", json_string(buf));
+        size_t bytes = json_dumpb(doc, NULL, 0, JSON_COMPACT);
+        json_decref(doc);
+        if (bytes > INGEST_EVENT_MAX) {
+            rc = seg_err(err, CP_ELIMIT, line, "event is %zu bytes; the limit is %u bytes per event",
+                         bytes, INGEST_EVENT_MAX);
+            goto out;
+        }
     }
-    *out = ev;
-    ev = NULL;
+    if ((rc = batch_grow(b))) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+        goto out;
+    }
+    ingest_event_t *e = &b->events[b->n];
+    memset(e, 0, offsetof(ingest_event_t, ids));
+    e->nids = 0;
+    e->properties = e->traits = e->ctx_traits = e->raw = NULL;
+    e->type = m->has_event ? ING_TRACK : ING_IDENTIFY;
+    idv_t idv[INGEST_MAX_IDS];
+    char ibuf[INGEST_MAX_IDS + 1][24]; /* integer ids' text, by candidate position */
+    idv_t v;
+    if (r.uid.kind != PV_NONE &&
+        ((rc = id_check(&r.uid, "userId", ibuf[e->nids], &v, line,
+                        err)) ||
+         (rc = add_id(e, idv, "user_id", 7, &v, "userId", line, err))))
+        goto out;
+    if (r.anon.kind != PV_NONE &&
+        ((rc = id_check(&r.anon, "anonymousId", ibuf[e->nids], &v, line, err)) ||
+         (rc = add_id(e, idv, "anonymous_id", 12, &v, "anonymousId", line, err))))
+        goto out;
+    const char *tfield = m->has_event ? "context.traits" : "traits";
+    for (size_t i = 0; i < r.ntv; i++) {
+        const map_field_t *d = r.tv[i].d;
+        if (!trait_is_ident(o, d))
+            continue;
+        char fname[80];
+        snprintf(fname, sizeof fname, "%s.%s", tfield, d->name);
+        if ((rc = id_check(&r.tv[i], fname, ibuf[e->nids], &v,
+                           line, err)) ||
+            (rc = add_id(e, idv, d->name, d->nlen, &v, tfield, line, err)))
+            goto out;
+    }
+    if (r.uid.kind == PV_NONE && r.anon.kind == PV_NONE && !(o->allow_other_ids && e->nids > 0)) {
+        rc = seg_err(err, CP_EINVAL, line,
+                     "missing \"userId\" and \"anonymousId\" (one is required)");
+        goto out;
+    }
+    if (m->has_event) {
+        if (r.evlen > INGEST_NAME_MAX) {
+            rc = seg_err(err, CP_ELIMIT, line, "\"event\" is longer than %zu bytes",
+                         (size_t)INGEST_NAME_MAX);
+            goto out;
+        }
+        if (!printable(r.ev, r.evlen)) {
+            rc = seg_err(err, CP_EINVAL, line, "\"event\" contains control characters");
+            goto out;
+        }
+    }
+    int64_t recv = o->received_at_ms > 0 ? o->received_at_ms / 1000 : 0;
+    if (r.has_ts) {
+        if (r.ts < TS_MIN || r.ts > TS_MAX) {
+            char iso[40];
+            cp_time_format(r.ts, iso, sizeof iso);
+            rc = seg_err(err, CP_EINVAL, line,
+                         "\"timestamp\": \"%.64s\" is not an ISO 8601 timestamp (such as "
+                         "\"2024-01-01T10:20:30.000Z\")",
+                         iso);
+            goto out;
+        }
+        /* No sentAt on a row: the time is used as it is. */
+        e->ts = r.ts;
+    } else if (recv == 0) {
+        rc = seg_err(err, CP_EINVAL, line, "missing \"timestamp\" (no receive time to default to)");
+        goto out;
+    } else {
+        e->ts = recv;
+    }
+    e->received_at = recv;
+    if (r.msgid_len > INGEST_MSGID_MAX) {
+        rc = seg_err(err, CP_ELIMIT, line, "\"messageId\" is longer than %zu bytes",
+                     (size_t)INGEST_MSGID_MAX);
+        goto out;
+    }
+    if (!printable(r.msgid, r.msgid_len)) {
+        rc = seg_err(err, CP_EINVAL, line, "\"messageId\" contains control characters");
+        goto out;
+    }
+
+    /* Valid: one arena block for the typed values and every string. */
+    size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + r.evlen + 1 + r.msgid_len + 1;
+    for (size_t i = 0; i < e->nids; i++)
+        bytes += idv[i].len + 1;
+    for (size_t i = 0; i < r.ntv; i++)
+        bytes += prop_bytes(&r.tv[i]);
+    for (size_t i = 0; i < r.npv; i++)
+        bytes += prop_bytes(&r.pv[i]);
+    ev_prop_t *props = cp_arena_alloc(&b->arena, bytes);
+    if (props == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory (batch arena)");
+        goto out;
+    }
+    ev_prop_t *traits = props + r.npv;
+    char *p = (char *)(traits + r.ntv);
+    for (size_t i = 0; i < r.npv; i++)
+        put_prop(&p, &r.pv[i], &props[i]);
+    for (size_t i = 0; i < r.ntv; i++)
+        put_prop(&p, &r.tv[i], &traits[i]);
+    for (size_t i = 0; i < e->nids; i++)
+        e->ids[i].value = put(&p, idv[i].s, idv[i].len, idv[i].lower);
+    e->tprops = r.npv ? props : NULL;
+    e->ntprops = r.npv;
+    e->ttraits = r.ntv ? traits : NULL;
+    e->nttraits = r.ntv;
+    if (m->has_event) {
+        e->event = put(&p, r.ev, r.evlen, 0);
+        e->event_len = r.evlen;
+    }
+    e->message_id = put(&p, r.msgid, r.msgid_len, 0);
+    e->message_id_len = r.msgid_len;
+    e->message_id_derived = 0;
+    e->message_hash = cp_hash64(e->message_id, e->message_id_len, 0x6d736764);
+    e->no_dedup = o->no_dedup;
+    b->n++;
 out:
-    json_decref(v);
-    json_decref(ev);
-    json_decref(traits);
+    row_free(&r);
     return rc;
 }

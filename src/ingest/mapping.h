@@ -57,6 +57,7 @@
 
 #include "crowdpack.h"
 #include "ingest/csv.h"
+#include "ingest/event.h"
 
 #define MAPPING_MAX_COLS 256
 
@@ -79,6 +80,12 @@ typedef struct map_field {
     int product;      /* computed: col * col2 */
     map_col_t col2;
     int round;        /* decimals for numbers, -1 = none */
+    /* Set by mapping_parse: */
+    int key;          /* output key of the field's object: fields with the same name
+                         (ids' types and traits share one object) share a key */
+    size_t nlen;      /* strlen(name) */
+    int id_kind;      /* identifiers: 1 user_id, 2 anonymous_id, 0 other */
+    int builtin_ident; /* name is a built-in identifier type (ingest_trait_is_ident) */
 } map_field_t;
 
 typedef struct map_when {
@@ -111,6 +118,8 @@ typedef struct mapping {
     json_t *attributes;     /* [{"name","type"}] (owned), may be NULL */
     json_t *indexed;        /* ["stock_code"] (owned), may be NULL */
     int bound;
+    size_t ntkeys;          /* distinct keys of the traits object (ids' types + traits) */
+    size_t npkeys;          /* distinct property names */
 } mapping_t;
 
 /* Parses a mapping document. CP_EINVAL naming the field. *out: mapping_free. */
@@ -135,6 +144,42 @@ typedef enum map_result { MAP_EVENT = 0, MAP_SKIP = 1 } map_result;
  */
 cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
                       const char *msgid_prefix, json_t **out, map_result *res, cp_error_t *err);
+
+/*
+ * One data row straight into a typed event appended to b: no JSON. The
+ * event is exactly what mapping_row() followed by
+ * segment_parse_event(doc, ING_NONE, NULL, -1, o, b, ...) gives (type,
+ * identifiers with their type/value/field, messageId and its hash,
+ * no_dedup, event name, ts, received_at), except that properties, traits,
+ * ctx_traits and raw are NULL and tprops/ttraits hold the typed values in
+ * the mapping's order (a later field of the same name replaces an earlier
+ * one in place, as a JSON object would): PV_STR/PV_INT/PV_REAL/PV_BOOL as
+ * the JSON value would have been; "timestamp" fields are PV_STR ISO 8601
+ * text ("2010-12-01T08:26:00Z"). ttraits are the identify traits or the
+ * track's context.traits, identifier-typed keys included (consumers skip
+ * them with ingest_trait_is_ident, as for JSON).
+ *
+ * Every string the event points to (identifier values, property names and
+ * values, event name, messageId) is copied into b->arena, NUL-terminated:
+ * the fields may be reused by the reader after the call. `o` may be NULL.
+ *
+ * Returns CP_OK with *res MAP_EVENT (one event appended) or MAP_SKIP
+ * (skip_if_empty; nothing appended). A bad row returns CP_EINVAL /
+ * CP_ETYPE / CP_ELIMIT with a message that starts with "line N: " and is
+ * otherwise the text mapping_row or segment_parse_event would give; b is
+ * then unchanged (not even its arena). Deliberate differences from the
+ * JSON path, where it had no proper answer: a cell with invalid UTF-8 is
+ * "line N: column C: invalid UTF-8" (jansson refused the string: the JSON
+ * path failed with "out of memory" or lost the field), and a number that
+ * is not finite after rounding or a product (or an int product beyond
+ * int64) is a bad value instead of "out of memory". The 32 KB event limit
+ * is checked on the exact size of the event's compact JSON (computed only
+ * when a cheap upper bound exceeds it). CP_ENOMEM: no memory, or b->arena
+ * reached its cap (commit the batch and retry the row).
+ */
+cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
+                            const char *msgid_prefix, const segment_opts_t *o, ingest_batch_t *b,
+                            map_result *res, cp_error_t *err);
 
 /* strptime-like parse of %Y %m %d %H %M %S %y %b (numbers may be unpadded;
  * other characters match themselves; "%%" a percent). UTC. -1 on failure. */
