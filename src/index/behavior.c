@@ -47,6 +47,13 @@ struct beh {
     dirty_t *dirty;
     size_t ndirty, capdirty;
     int failed; /* a dirty mark was lost (ENOMEM): persist fails */
+    /* beh_record_many's scratch, kept for the next call (grown, never
+     * shrunk): sort keys and their double buffer, the sorted users, the
+     * users new to a cell, the others and their counts; radix counters. */
+    uint64_t *sk0, *sk1, *srest_n;
+    uint32_t *susers, *sfresh, *srest;
+    size_t scap;
+    size_t *shist;
 };
 
 #define EMPTY_SLOT UINT32_MAX
@@ -75,6 +82,21 @@ static void cell_release(beh_cell_t *c)
     memset(c, 0, sizeof *c);
 }
 
+static void scratch_free(beh_t *b)
+{
+    free(b->sk0);
+    free(b->sk1);
+    free(b->srest_n);
+    free(b->susers);
+    free(b->sfresh);
+    free(b->srest);
+    free(b->shist);
+    b->sk0 = b->sk1 = b->srest_n = NULL;
+    b->susers = b->sfresh = b->srest = NULL;
+    b->shist = NULL;
+    b->scap = 0;
+}
+
 cp_status beh_create(beh_t **out)
 {
     *out = calloc(1, sizeof **out);
@@ -96,6 +118,7 @@ void beh_free(beh_t *b)
     free(b->series);
     free(b->slots);
     free(b->dirty);
+    scratch_free(b);
     free(b);
 }
 
@@ -131,8 +154,13 @@ static cp_status props_sorted(const beh_prop_t *props, size_t n, size_t max, beh
             return CP_EINVAL;
         sorted[i] = props[i];
     }
-    if (n > 1)
-        qsort(sorted, n, sizeof *sorted, prop_cmp);
+    for (size_t i = 1; i < n; i++) { /* n <= BEH_MAX_PROPS: insertion sort */
+        beh_prop_t x = sorted[i];
+        size_t j = i;
+        for (; j > 0 && prop_cmp(&sorted[j - 1], &x) > 0; j--)
+            sorted[j] = sorted[j - 1];
+        sorted[j] = x;
+    }
     for (size_t i = 1; i < n; i++)
         if (prop_cmp(&sorted[i - 1], &sorted[i]) == 0)
             return CP_EINVAL;
@@ -457,6 +485,34 @@ static int bitlen(uint64_t v)
     return v ? 64 - __builtin_clzll(v) : 0;
 }
 
+/* Adds delta (>= 1) to user's count in cell c. The caller has marked
+ * the user's chunk dirty and put the user in the series' `ever`. */
+static cp_status cell_add(beh_cell_t *c, uint32_t user, uint64_t delta)
+{
+    uint64_t old = 0, nv;
+    if (roaring_bitmap_add_checked(c->exists, user)) {
+        nv = delta - 1;
+    } else {
+        old = cell_value(c, user);
+        nv = old + delta < old ? VALUE_MAX : old + delta;
+    }
+    if (nv > VALUE_MAX)
+        nv = VALUE_MAX;
+    cp_status st = cell_grow(c, bitlen(nv));
+    if (st != CP_OK) {
+        cell_trim(c); /* keep the cell consistent: the user counts its old value */
+        return st;
+    }
+    for (int j = 0; j < c->nslices; j++) {
+        uint64_t bit = (uint64_t)1 << j;
+        if ((nv & bit) && !(old & bit))
+            roaring_bitmap_add(c->slices[j], user);
+        else if (!(nv & bit) && (old & bit))
+            roaring_bitmap_remove(c->slices[j], user);
+    }
+    return CP_OK;
+}
+
 cp_status beh_record(beh_t *b, uint32_t series, int32_t day, uint32_t user, uint64_t delta)
 {
     if (delta == 0 || series >= b->nseries)
@@ -468,45 +524,34 @@ cp_status beh_record(beh_t *b, uint32_t series, int32_t day, uint32_t user, uint
         return CP_ENOMEM;
     if ((st = cell_get(se, day, &c)) != CP_OK)
         return st;
-    uint64_t old = 0, nv;
-    if (roaring_bitmap_add_checked(c->exists, user)) {
-        nv = delta - 1;
-    } else {
-        old = cell_value(c, user);
-        nv = old + delta < old ? VALUE_MAX : old + delta;
-    }
-    if (nv > VALUE_MAX)
-        nv = VALUE_MAX;
-    if ((st = cell_grow(c, bitlen(nv))) != CP_OK) {
-        cell_trim(c); /* keep the cell consistent: the user counts its old value */
-        mark_cell(b, series, c, user);
-        return st;
-    }
-    for (int j = 0; j < c->nslices; j++) {
-        uint64_t bit = (uint64_t)1 << j;
-        if ((nv & bit) && !(old & bit))
-            roaring_bitmap_add(c->slices[j], user);
-        else if (!(nv & bit) && (old & bit))
-            roaring_bitmap_remove(c->slices[j], user);
-    }
     roaring_bitmap_add(se->ever, user);
     mark_cell(b, series, c, user);
-    return CP_OK;
+    return cell_add(c, user, delta);
 }
 
-cp_status beh_record_event(beh_t *b, const char *event, size_t elen, const beh_prop_t *props,
-                           size_t n, int32_t day, uint32_t user, uint64_t delta)
+/* The subsets of n properties with at most BEH_MAX_FILTERS members, the
+ * empty one included. */
+static size_t subset_count(size_t n)
+{
+    size_t k = 0;
+    for (uint32_t mask = 0; mask < (1u << n); mask++)
+        k += __builtin_popcount(mask) <= BEH_MAX_FILTERS;
+    return k;
+}
+
+cp_status beh_event_series(beh_t *b, const char *event, size_t elen, const beh_prop_t *props,
+                           size_t n, uint32_t *ids, size_t cap, size_t *nids)
 {
     beh_prop_t sorted[BEH_MAX_PROPS], sub[BEH_MAX_FILTERS];
     uint8_t key[BEH_KEY_MAX];
-    uint32_t id;
     cp_status st;
-    if (event == NULL || elen == 0 || elen > BEH_NAME_MAX || delta == 0)
+    *nids = 0;
+    if (event == NULL || elen == 0 || elen > BEH_NAME_MAX)
         return CP_EINVAL;
     if ((st = props_sorted(props, n, BEH_MAX_PROPS, sorted)) != CP_OK)
         return st;
-    /* Every subset of at most BEH_MAX_FILTERS properties, the empty one
-     * (the bare event) included. */
+    if (cap < subset_count(n))
+        return CP_EINVAL;
     for (uint32_t mask = 0; mask < (1u << n); mask++) {
         if (__builtin_popcount(mask) > BEH_MAX_FILTERS)
             continue;
@@ -515,11 +560,211 @@ cp_status beh_record_event(beh_t *b, const char *event, size_t elen, const beh_p
             if (mask & (1u << i))
                 sub[k++] = sorted[i];
         size_t klen = key_encode(event, elen, sub, k, key);
-        if ((st = beh_series_intern(b, key, klen, &id)) != CP_OK ||
-            (st = beh_record(b, id, day, user, delta)) != CP_OK)
+        if ((st = beh_series_intern(b, key, klen, &ids[*nids])) != CP_OK)
             return st;
+        (*nids)++;
     }
     return CP_OK;
+}
+
+cp_status beh_record_event(beh_t *b, const char *event, size_t elen, const beh_prop_t *props,
+                           size_t n, int32_t day, uint32_t user, uint64_t delta)
+{
+    uint32_t ids[BEH_MAX_EVENT_SERIES];
+    size_t nids = 0;
+    if (delta == 0)
+        return CP_EINVAL;
+    cp_status st = beh_event_series(b, event, elen, props, n, ids, BEH_MAX_EVENT_SERIES, &nids);
+    for (size_t i = 0; i < nids && st == CP_OK; i++)
+        st = beh_record(b, ids[i], day, user, delta);
+    return st;
+}
+
+/* ---------------------------------------------------------- bulk writes */
+
+#define RADIX_BITS 11
+#define RADIX_SIZE (1u << RADIX_BITS)
+#define RADIX_PASSES 6 /* 64 bits of key */
+
+static cp_status scratch_reserve(beh_t *b, size_t n)
+{
+    if (n <= b->scap && b->shist)
+        return CP_OK;
+    scratch_free(b);
+    size_t cap = n < 1024 ? 1024 : n;
+    if (cap > SIZE_MAX / sizeof(uint64_t))
+        return CP_ENOMEM;
+    b->sk0 = malloc(cap * sizeof *b->sk0);
+    b->sk1 = malloc(cap * sizeof *b->sk1);
+    b->srest_n = malloc(cap * sizeof *b->srest_n);
+    b->susers = malloc(cap * sizeof *b->susers);
+    b->sfresh = malloc(cap * sizeof *b->sfresh);
+    b->srest = malloc(cap * sizeof *b->srest);
+    b->shist = malloc((size_t)RADIX_PASSES * RADIX_SIZE * sizeof *b->shist);
+    if (!b->sk0 || !b->sk1 || !b->srest_n || !b->susers || !b->sfresh || !b->srest || !b->shist) {
+        scratch_free(b);
+        return CP_ENOMEM;
+    }
+    b->scap = cap;
+    return CP_OK;
+}
+
+/* Sorts a[0..n) by its low `bits` bits (LSD radix, 11 bits a pass, passes
+ * where every key has the same digit skipped). Returns a or tmp, whichever
+ * holds the result. */
+static uint64_t *radix_sort(uint64_t *a, uint64_t *tmp, size_t n, int bits, size_t *hist)
+{
+    int passes = (bits + RADIX_BITS - 1) / RADIX_BITS;
+    memset(hist, 0, (size_t)passes * RADIX_SIZE * sizeof *hist);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t x = a[i];
+        for (int p = 0; p < passes; p++)
+            hist[(size_t)p * RADIX_SIZE + ((x >> (p * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
+    }
+    uint64_t *src = a, *dst = tmp;
+    for (int p = 0; p < passes; p++) {
+        size_t *h = hist + (size_t)p * RADIX_SIZE;
+        if (h[(src[0] >> (p * RADIX_BITS)) & (RADIX_SIZE - 1)] == n)
+            continue; /* one digit: already in order */
+        size_t sum = 0;
+        for (uint32_t d = 0; d < RADIX_SIZE; d++) {
+            size_t c = h[d];
+            h[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint64_t x = src[i];
+            dst[h[(x >> (p * RADIX_BITS)) & (RADIX_SIZE - 1)]++] = x;
+        }
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    return src;
+}
+
+static int rec_cmp(const void *x, const void *y)
+{
+    const beh_rec_t *a = x, *b = y;
+    if (a->series != b->series)
+        return a->series < b->series ? -1 : 1;
+    if (a->day != b->day)
+        return a->day < b->day ? -1 : 1;
+    return (a->user > b->user) - (a->user < b->user);
+}
+
+/*
+ * One cell's share of a beh_record_many call: users[0..k) sorted, a user
+ * appearing m times adds m. Users new to the cell with one event go in
+ * with one sorted roaring_bitmap_add_many; the others (present already,
+ * or several events: their count slices change) one by one. Every chunk
+ * touched is marked dirty once, before anything changes.
+ */
+static cp_status apply_cell(beh_t *b, uint32_t s, int32_t day, const uint32_t *users, size_t k)
+{
+    series_t *se = &b->series[s];
+    beh_cell_t *c;
+    cp_status st;
+    if (se->ever == NULL && (se->ever = roaring_bitmap_create()) == NULL)
+        return CP_ENOMEM;
+    if ((st = cell_get(se, day, &c)) != CP_OK)
+        return st;
+    int empty = roaring_bitmap_is_empty(c->exists);
+    uint32_t *fresh = b->sfresh, *rest = b->srest;
+    uint64_t *rest_n = b->srest_n;
+    size_t nfresh = 0, nrest = 0;
+    uint32_t chunk = UINT32_MAX;
+    for (size_t i = 0; i < k;) {
+        uint32_t u = users[i];
+        size_t j = i + 1;
+        while (j < k && users[j] == u)
+            j++;
+        if (u >> 16 != chunk) {
+            chunk = u >> 16;
+            mark_cell(b, s, c, u);
+        }
+        if (j - i == 1 && (empty || !roaring_bitmap_contains(c->exists, u))) {
+            fresh[nfresh++] = u;
+        } else {
+            rest[nrest] = u;
+            rest_n[nrest++] = (uint64_t)(j - i);
+        }
+        i = j;
+    }
+    if (nfresh) {
+        roaring_bitmap_add_many(se->ever, nfresh, fresh);
+        roaring_bitmap_add_many(c->exists, nfresh, fresh);
+    }
+    if (nrest)
+        roaring_bitmap_add_many(se->ever, nrest, rest);
+    for (size_t i = 0; i < nrest; i++)
+        if ((st = cell_add(c, rest[i], rest_n[i])) != CP_OK)
+            return st;
+    return CP_OK;
+}
+
+cp_status beh_record_many(beh_t *b, beh_rec_t *recs, size_t n)
+{
+    if (n == 0)
+        return CP_OK;
+    uint32_t smin = UINT32_MAX, smax = 0, umin = UINT32_MAX, umax = 0;
+    int32_t dmin = INT32_MAX, dmax = INT32_MIN;
+    for (size_t i = 0; i < n; i++) {
+        const beh_rec_t *r = &recs[i];
+        if (r->series >= b->nseries)
+            return CP_EINVAL;
+        smin = r->series < smin ? r->series : smin;
+        smax = r->series > smax ? r->series : smax;
+        dmin = r->day < dmin ? r->day : dmin;
+        dmax = r->day > dmax ? r->day : dmax;
+        umin = r->user < umin ? r->user : umin;
+        umax = r->user > umax ? r->user : umax;
+    }
+    cp_status st = scratch_reserve(b, n);
+    if (st != CP_OK)
+        return st;
+    /* (series, day, user) as one 64-bit key of offsets from the minima
+     * when the three ranges fit (they nearly always do: a batch spans a
+     * few days and a few thousand series); otherwise a comparison sort of
+     * the records themselves. */
+    int ub = bitlen(umax - umin), db = bitlen((uint64_t)((int64_t)dmax - dmin)),
+        sb = bitlen(smax - smin);
+    uint32_t *users = b->susers;
+    if (ub + db + sb <= 64) {
+        uint64_t *k = b->sk0;
+        for (size_t i = 0; i < n; i++) {
+            const beh_rec_t *r = &recs[i];
+            uint64_t cellk = (uint64_t)(r->series - smin) << db | (uint64_t)((int64_t)r->day - dmin);
+            k[i] = cellk << ub | (uint64_t)(r->user - umin); /* ub, db <= 32 */
+        }
+        k = radix_sort(k, b->sk1, n, ub + db + sb, b->shist);
+        uint64_t umask = ub == 0 ? 0 : (UINT64_MAX >> (64 - ub));
+        uint64_t dmask = db == 0 ? 0 : (UINT64_MAX >> (64 - db));
+        for (size_t i = 0; i < n; i++)
+            users[i] = (uint32_t)(k[i] & umask) + umin;
+        for (size_t i = 0; i < n && st == CP_OK;) {
+            uint64_t cellk = k[i] >> ub;
+            size_t j = i + 1;
+            while (j < n && k[j] >> ub == cellk)
+                j++;
+            uint32_t s = (uint32_t)(cellk >> db) + smin;
+            int32_t day = (int32_t)((int64_t)dmin + (int64_t)(cellk & dmask));
+            st = apply_cell(b, s, day, users + i, j - i);
+            i = j;
+        }
+        return st;
+    }
+    qsort(recs, n, sizeof *recs, rec_cmp);
+    for (size_t i = 0; i < n; i++)
+        users[i] = recs[i].user;
+    for (size_t i = 0; i < n && st == CP_OK;) {
+        size_t j = i + 1;
+        while (j < n && recs[j].series == recs[i].series && recs[j].day == recs[i].day)
+            j++;
+        st = apply_cell(b, recs[i].series, recs[i].day, users + i, j - i);
+        i = j;
+    }
+    return st;
 }
 
 /* Removes user from cell i of series s; deletes the cell when it empties.

@@ -77,6 +77,8 @@
 #define BEH_MAX_SLICES 32   /* count - 1 in 32 bits: counts up to 2^32 */
 #define BEH_NO_SERIES UINT32_MAX /* a combination that was never recorded */
 #define BEH_MAX_SERIES (UINT32_MAX - 1)
+/* Series one event feeds at most: 1 + C(8,1) + C(8,2) + C(8,3). */
+#define BEH_MAX_EVENT_SERIES 93
 
 typedef struct beh beh_t;
 typedef struct beh_cell beh_cell_t;
@@ -150,6 +152,37 @@ cp_status beh_record(beh_t *b, uint32_t series, int32_t day, uint32_t user, uint
  */
 cp_status beh_record_event(beh_t *b, const char *event, size_t elen, const beh_prop_t *props,
                            size_t n, int32_t day, uint32_t user, uint64_t delta);
+
+/*
+ * The series beh_record_event(b, event, elen, props, n, ...) records:
+ * their ids (interned, created as needed) into ids[0..*nids), the bare
+ * event first. The same validation, before anything is created:
+ * CP_EINVAL (event, names, values, a name twice, or cap below the number
+ * of series, which BEH_MAX_EVENT_SERIES always covers), CP_ELIMIT (more
+ * than BEH_MAX_PROPS props); CP_ENOMEM or CP_ELIMIT (dictionary full)
+ * may leave some series created. Bulk intake resolves an event's series
+ * once and records them with beh_record_many.
+ */
+cp_status beh_event_series(beh_t *b, const char *event, size_t elen, const beh_prop_t *props,
+                           size_t n, uint32_t *ids, size_t cap, size_t *nids);
+
+/* One event of one user in one series on one day (beh_record_many). */
+typedef struct beh_rec {
+    uint32_t series;
+    int32_t day;
+    uint32_t user;
+} beh_rec_t;
+
+/*
+ * The same as beh_record(b, r.series, r.day, r.user, 1) for every record
+ * (so a record repeated k times adds k), in one pass per cell: the records
+ * are sorted by (series, day, user) (a radix sort; recs itself may be
+ * reordered), each cell is found once, users new to it go in with one
+ * sorted insert, and each chunk is marked dirty once. Scratch of about 40
+ * bytes per record is kept in b for the next call. CP_EINVAL (an unknown
+ * series; nothing changes), CP_ENOMEM (some records may be applied).
+ */
+cp_status beh_record_many(beh_t *b, beh_rec_t *recs, size_t n);
 
 /* Removes the user from every cell (deletion). */
 void beh_user_remove(beh_t *b, uint32_t user);
