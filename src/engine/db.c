@@ -58,6 +58,8 @@ void db_write_abort(cp_db_t *db, store_txn_t *txn)
 cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t *err)
 {
     store_txn_abort(txn);
+    acc_discard(db);
+    idcache_clear(db);
     snprintf(db->failed_msg, sizeof db->failed_msg,
              "a write to data directory %s failed after changing memory (%s); reopen the data "
              "directory",

@@ -28,6 +28,8 @@
 #include "model/crowd.h"
 #include "model/identity.h"
 #include "model/normalize.h"
+#include "model/propval.h"
+#include "model/strmap.h"
 #include "model/schema.h"
 #include "model/taxonomy.h"
 #include "model/users.h"
@@ -100,7 +102,38 @@ struct cp_db {
     struct intake_req *grp_head, *grp_tail; /* waiting, in arrival order */
     int grp_leader;                         /* a requester is applying a group */
     atomic_int iters;           /* open cp_iter (they hold LMDB read txns) */
+    /* deferred event updates and the identity cache (acc.c) */
+    struct apply_acc *acc;
+    strmap_t idcache;
+    struct {
+        uint64_t beh, attr, meas; /* updates queued or written (import stats) */
+    } acc_stats;
 };
+
+/* ------------------------------------------- deferred event updates (acc.c) */
+
+#define CATALOG_MAX_KEYS 10000 /* keys per catalog kind; more count as other_keys */
+#define CATALOG_EXAMPLES 3     /* example values kept per key */
+enum { CAT_TRAITS = 0, CAT_PROPERTIES = 1, CAT_EVENTS = 2 };
+
+typedef struct apply_acc apply_acc_t;
+cp_status acc_init(cp_db_t *db); /* CP_ENOMEM */
+void acc_free(cp_db_t *db);
+/* Queues one event's behaviour series for ord on day. CP_ENOMEM. */
+cp_status acc_beh(cp_db_t *db, const uint32_t *series, size_t n, int32_t day, uint32_t ord);
+/* Queues an event time for first_seen / last_seen. CP_ENOMEM. */
+cp_status acc_seen(cp_db_t *db, uint32_t ord, int64_t ts);
+/* Queues a catalog note (kind CAT_*): v typed, raw its JSON if any. */
+cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, const ev_prop_t *v,
+                      const json_t *raw, int indexed);
+/* Applies everything queued: before a merge and at the end of a batch. */
+cp_status acc_flush(cp_db_t *db, cp_error_t *err);
+/* Drops the queue (a failed write: the handle is failed anyway). */
+void acc_discard(cp_db_t *db);
+/* Identifier key -> canonical ordinal, for events whose keys are known. */
+int idcache_get(const cp_db_t *db, const char *key, size_t klen, uint32_t *ord);
+void idcache_put(cp_db_t *db, const char *key, size_t klen, uint32_t ord);
+void idcache_clear(cp_db_t *db); /* after merges, unmerges, deletions, failures */
 
 /* CP_EIO if the handle is in the failed state. */
 cp_status db_check(cp_db_t *db, cp_error_t *err);

@@ -18,8 +18,6 @@
 #include "engine/engine.h"
 #include "model/codec.h"
 
-#define CATALOG_MAX_KEYS 10000
-#define CATALOG_EXAMPLES 3
 #define TRAITS_MAX_BYTES (64u * 1024) /* unindexed traits kept per user */
 
 /* ---------------------------------------------------------------- config */
@@ -284,7 +282,7 @@ cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
     rc = ident_config_bind(rtxn, &db->idc, 0, err);
     if (rc && rc != CP_ENOTFOUND)
         return rc;
-    if ((rc = beh_create(&db->beh)))
+    if ((rc = beh_create(&db->beh)) || (rc = acc_init(db)))
         return CP_ERR(err, rc, "out of memory");
     if ((rc = beh_load(db->beh, rtxn, STORE_INTAKE, err)))
         return rc;
@@ -322,6 +320,7 @@ cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
 
 void intake_free(cp_db_t *db)
 {
+    acc_free(db);
     beh_free(db->beh);
     db->beh = NULL;
     meas_free(db->meas);
@@ -347,48 +346,6 @@ cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t 
     return rc;
 }
 
-/* ----------------------------------------------------------- catalog */
-
-static void catalog_note(cp_db_t *db, const char *kind, const char *key, const json_t *v,
-                         int indexed)
-{
-    json_t *m = json_object_get(db->catalog, kind);
-    json_t *e = json_object_get(m, key);
-    if (e == NULL) {
-        if (json_object_size(m) >= CATALOG_MAX_KEYS) {
-            json_t *o = json_object_get(db->catalog, "other_keys");
-            json_object_set_new(db->catalog, "other_keys",
-                                json_integer(json_integer_value(o) + 1));
-            db->catalog_dirty = 1;
-            return;
-        }
-        e = json_pack("{s:I,s:[]}", "count", (json_int_t)0, "examples");
-        if (e == NULL || json_object_set_new(m, key, e))
-            return;
-    }
-    json_object_set_new(e, "count", json_integer(json_integer_value(json_object_get(e, "count")) + 1));
-    if (indexed)
-        json_object_set_new(e, "indexed", json_true());
-    json_t *ex = json_object_get(e, "examples");
-    if (json_array_size(ex) < CATALOG_EXAMPLES && v && !json_is_null(v)) {
-        json_t *val = NULL;
-        if (json_is_string(v) && json_string_length(v) > 64)
-            val = json_stringn(json_string_value(v), 64);
-        else if (json_is_object(v) || json_is_array(v))
-            val = json_string(json_is_object(v) ? "(object)" : "(array)");
-        else
-            val = json_copy((json_t *)v);
-        size_t i;
-        json_t *x;
-        int dup = 0;
-        json_array_foreach(ex, i, x) dup |= json_equal(x, val);
-        if (!dup)
-            json_array_append(ex, val);
-        json_decref(val);
-    }
-    db->catalog_dirty = 1;
-}
-
 /* ------------------------------------------------------ attribute values */
 
 /* A trait as a value of attribute a; *why gets the reason on failure. */
@@ -401,27 +358,36 @@ typedef struct tval {
     double lat, lon;
 } tval_t;
 
-static int trait_value(const schema_attr_t *a, const json_t *v, tval_t *o, char *why, size_t cap)
+/*
+ * A trait as a value of attribute a; *why gets the reason on failure. v is
+ * the typed value; raw its JSON when it came from JSON (NULL for CSV rows):
+ * a JSON null clears the attribute, and geo values need the JSON ([lat,
+ * lon] or {"lat","lon"}).
+ */
+static int trait_value(const schema_attr_t *a, const ev_prop_t *v, const json_t *raw, tval_t *o,
+                       char *why, size_t cap)
 {
     memset(o, 0, sizeof *o);
-    if (json_is_null(v))
+    if (raw && json_is_null(raw))
         return 0;
+    char num[64];
     switch (a->type) {
     case CP_ATTR_INT:
         o->kind = 1;
-        if (json_is_integer(v)) {
-            o->i = json_integer_value(v);
+        if (v->kind == PV_INT) {
+            o->i = v->i;
             return 0;
         }
-        if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-            fabs(json_real_value(v)) < 9e15) {
-            o->i = (int64_t)json_real_value(v);
+        if (v->kind == PV_REAL && v->d == floor(v->d) && fabs(v->d) < 9e15) {
+            o->i = (int64_t)v->d;
             return 0;
         }
-        if (json_is_string(v)) {
+        if (v->kind == PV_STR && v->slen > 0 && v->slen < sizeof num) {
+            memcpy(num, v->s, v->slen);
+            num[v->slen] = '\0';
             char *end;
-            long long x = strtoll(json_string_value(v), &end, 10);
-            if (json_string_length(v) && *end == '\0') {
+            long long x = strtoll(num, &end, 10);
+            if (*end == '\0') {
                 o->i = x;
                 return 0;
             }
@@ -430,21 +396,21 @@ static int trait_value(const schema_attr_t *a, const json_t *v, tval_t *o, char 
         return -1;
     case CP_ATTR_TIMESTAMP:
         o->kind = 1;
-        if (json_is_integer(v)) {
-            o->i = json_integer_value(v);
+        if (v->kind == PV_INT) {
+            o->i = v->i;
             return 0;
         }
-        if (json_is_string(v) && cp_time_parse(json_string_value(v), json_string_length(v), &o->i) == 0)
+        if (v->kind == PV_STR && cp_time_parse(v->s, v->slen, &o->i) == 0)
             return 0;
         snprintf(why, cap, "trait \"%s\" is a timestamp attribute (ISO 8601 or epoch seconds)",
                  a->name);
         return -1;
     case CP_ATTR_BOOL:
         o->kind = 2;
-        if (json_is_boolean(v) || (json_is_string(v) && (!strcmp(json_string_value(v), "true") ||
-                                                         !strcmp(json_string_value(v), "false")))) {
-            o->s = json_is_boolean(v) ? (json_is_true(v) ? "true" : "false") : json_string_value(v);
-            o->slen = strlen(o->s);
+        if (v->kind == PV_BOOL ||
+            (v->kind == PV_STR && ((v->slen == 4 && !memcmp(v->s, "true", 4)) ||
+                                   (v->slen == 5 && !memcmp(v->s, "false", 5))))) {
+            o->slen = pv_text(v, o->sbuf, &o->s);
             return 0;
         }
         snprintf(why, cap, "trait \"%s\" is a bool attribute", a->name);
@@ -452,24 +418,11 @@ static int trait_value(const schema_attr_t *a, const json_t *v, tval_t *o, char 
     case CP_ATTR_ENUM:
     case CP_ATTR_STRING:
         o->kind = 2;
-        if (json_is_string(v)) {
-            o->s = json_string_value(v);
-            o->slen = json_string_length(v);
-        } else if (json_is_integer(v)) {
-            o->slen = (size_t)snprintf(o->sbuf, sizeof o->sbuf, "%lld",
-                                       (long long)json_integer_value(v));
-            o->s = o->sbuf;
-        } else if (json_is_real(v)) {
-            cp_fmt_double(json_real_value(v), o->sbuf, sizeof o->sbuf);
-            o->s = o->sbuf;
-            o->slen = strlen(o->sbuf);
-        } else if (json_is_boolean(v)) {
-            o->s = json_is_true(v) ? "true" : "false";
-            o->slen = strlen(o->s);
-        } else {
+        if (v->kind == PV_NONE) {
             snprintf(why, cap, "trait \"%s\" is a string attribute", a->name);
             return -1;
         }
+        o->slen = pv_text(v, o->sbuf, &o->s);
         if (o->slen > SCHEMA_MAX_VALUE || memchr(o->s, '\0', o->slen)) {
             snprintf(why, cap, "trait \"%s\": value longer than %d bytes or with NUL", a->name,
                      SCHEMA_MAX_VALUE);
@@ -485,12 +438,12 @@ static int trait_value(const schema_attr_t *a, const json_t *v, tval_t *o, char 
     case CP_ATTR_GEO: {
         o->kind = 3;
         const json_t *la = NULL, *lo = NULL;
-        if (json_is_array(v) && json_array_size(v) == 2) {
-            la = json_array_get(v, 0);
-            lo = json_array_get(v, 1);
-        } else if (json_is_object(v)) {
-            la = json_object_get(v, "lat");
-            lo = json_object_get(v, "lon");
+        if (json_is_array(raw) && json_array_size(raw) == 2) {
+            la = json_array_get(raw, 0);
+            lo = json_array_get(raw, 1);
+        } else if (json_is_object(raw)) {
+            la = json_object_get(raw, "lat");
+            lo = json_object_get(raw, "lon");
         }
         if (json_is_number(la) && json_is_number(lo)) {
             o->lat = json_number_value(la);
@@ -504,6 +457,14 @@ static int trait_value(const schema_attr_t *a, const json_t *v, tval_t *o, char 
     }
     snprintf(why, cap, "trait \"%s\": unsupported attribute type", a->name);
     return -1;
+}
+
+static int trait_value_json(const schema_attr_t *a, const json_t *v, tval_t *o, char *why,
+                            size_t cap)
+{
+    ev_prop_t pv;
+    pv_from_json(a->name, strlen(a->name), v, &pv);
+    return trait_value(a, &pv, v, o, why, cap);
 }
 
 static cp_status set_value(cp_db_t *db, store_txn_t *txn, const schema_attr_t *a, uint32_t ord,
@@ -649,7 +610,7 @@ static cp_status user_restore(cp_db_t *db, store_txn_t *txn, uint32_t ord, const
         const schema_attr_t *a = schema_find(&db->sch, k, strlen(k));
         tval_t t;
         char why[128];
-        if (a == NULL || trait_value(a, v, &t, why, sizeof why))
+        if (a == NULL || trait_value_json(a, v, &t, why, sizeof why))
             continue; /* the attribute was dropped or retyped since */
         if ((rc = set_value(db, txn, a, ord, &t, err)))
             return rc;
@@ -706,7 +667,11 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
                           const char *const *keys, size_t nkeys, const ingest_event_t *e,
                           cp_error_t *err)
 {
-    cp_status rc;
+    /* Queued updates first: the snapshot and the move see all of both. */
+    cp_status rc = acc_flush(db, err);
+    if (rc)
+        return rc;
+    idcache_clear(db);
     json_t *snap = json_pack("{s:i,s:o,s:o}", "v", 1, "a", user_own(db, txn, a), "s",
                              user_own(db, txn, s));
     char *blob = snap ? json_dumps(snap, JSON_COMPACT) : NULL;
@@ -795,6 +760,15 @@ typedef struct prep {
     size_t nkeys;
     const char *prev_user, *prev_anon; /* alias: candidate keys of previousId */
     char *display;                      /* id in the user dictionary for a new user */
+    /* Typed properties and traits (traits in application order: context
+     * traits, then traits, which win); *raw is the JSON of each, NULL for
+     * typed events (CSV rows). Identifier-typed traits are left out. */
+    const ev_prop_t *props;
+    const json_t *const *praw;
+    size_t nprops;
+    const ev_prop_t *traits;
+    const json_t *const *traw;
+    size_t ntraits;
 } prep_t;
 
 typedef struct batch_prep {
@@ -820,9 +794,52 @@ static cp_status make_key(cp_db_t *db, cp_arena_t *ar, const char *type, const c
     return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory");
 }
 
-static int is_traits_ident(cp_db_t *db, const char *k)
+static int is_traits_ident(cp_db_t *db, const char *k, size_t klen)
 {
-    return ident_type_find(&db->idc, k, strlen(k)) >= 0;
+    return ident_type_find(&db->idc, k, klen) >= 0;
+}
+
+/* The typed form of a JSON event's properties and traits, in the arena. */
+static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_arena_t *ar)
+{
+    if (e->properties == NULL && e->traits == NULL && e->ctx_traits == NULL) {
+        p->props = e->tprops;
+        p->nprops = e->ntprops;
+        p->traits = e->ttraits;
+        p->ntraits = e->nttraits;
+        return CP_OK;
+    }
+    size_t np = json_object_size(e->properties);
+    size_t nt = json_object_size(e->traits) + json_object_size(e->ctx_traits);
+    ev_prop_t *pv = cp_arena_alloc(ar, (np + nt + 1) * sizeof *pv);
+    const json_t **raw = cp_arena_alloc(ar, (np + nt + 1) * sizeof *raw);
+    if (pv == NULL || raw == NULL)
+        return CP_ENOMEM;
+    const char *k;
+    json_t *v;
+    size_t n = 0;
+    json_object_foreach((json_t *)e->properties, k, v)
+    {
+        raw[n] = v;
+        pv_from_json(k, strlen(k), v, &pv[n++]);
+    }
+    p->props = pv;
+    p->praw = raw;
+    p->nprops = n;
+    const json_t *objs[2] = {e->ctx_traits, e->traits}; /* traits win over context.traits */
+    for (int w = 0; w < 2; w++)
+        json_object_foreach((json_t *)objs[w], k, v)
+        {
+            size_t kl = strlen(k);
+            if (is_traits_ident(db, k, kl))
+                continue;
+            raw[n] = v;
+            pv_from_json(k, kl, v, &pv[n++]);
+        }
+    p->traits = pv + p->nprops;
+    p->traw = raw + p->nprops;
+    p->ntraits = n - p->nprops;
+    return CP_OK;
 }
 
 /* Checks one event against the schema and identity config (lock held). */
@@ -860,22 +877,17 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
         }
     if (p->display == NULL)
         p->display = (char *)p->keys[0];
-    const json_t *objs[2] = {e->traits, e->ctx_traits};
-    for (int w = 0; w < 2; w++) {
-        const char *k;
-        json_t *v;
-        if (objs[w] == NULL)
+    if (prep_typed(db, e, p, ar))
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < p->ntraits; i++) {
+        const ev_prop_t *t = &p->traits[i];
+        if (p->traw == NULL && is_traits_ident(db, t->name, t->nlen))
             continue;
-        json_object_foreach((json_t *)objs[w], k, v)
-        {
-            if (is_traits_ident(db, k))
-                continue;
-            const schema_attr_t *a = schema_find(&db->sch, k, strlen(k));
-            tval_t t;
-            char why[160];
-            if (a && trait_value(a, v, &t, why, sizeof why))
-                return CP_ERR(err, CP_ETYPE, "%s", why);
-        }
+        const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
+        tval_t tv;
+        char why[160];
+        if (a && trait_value(a, t, p->traw ? p->traw[i] : NULL, &tv, why, sizeof why))
+            return CP_ERR(err, CP_ETYPE, "%s", why);
     }
     if (e->event) {
         uint8_t key[BEH_KEY_MAX];
@@ -935,45 +947,39 @@ static cp_status ensure_seen_attrs(cp_db_t *db, store_txn_t *txn, cp_error_t *er
     return CP_OK;
 }
 
-static void prop_text(const json_t *v, char *buf, size_t cap, const char **s, size_t *n)
+static int is_indexed(const cp_db_t *db, const char *k, size_t klen)
 {
-    *s = NULL;
-    *n = 0;
-    if (json_is_string(v)) {
-        *s = json_string_value(v);
-        *n = json_string_length(v);
-    } else if (json_is_integer(v)) {
-        *n = (size_t)snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
-        *s = buf;
-    } else if (json_is_boolean(v)) {
-        *s = json_is_true(v) ? "true" : "false";
-        *n = strlen(*s);
-    } else if (json_is_real(v)) {
-        cp_fmt_double(json_real_value(v), buf, cap);
-        *s = buf;
-        *n = strlen(buf);
-    }
-    if (*n == 0 || *n > BEH_NAME_MAX)
-        *s = NULL;
+    for (size_t i = 0; i < db->cfg.nindexed; i++)
+        if (strlen(db->cfg.indexed[i]) == klen && !memcmp(db->cfg.indexed[i], k, klen))
+            return 1;
+    return 0;
 }
 
-static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t *e,
-                             const prep_t *p, int64_t now_ms, apply_counts_t *c, cp_error_t *err)
+/*
+ * The user an event belongs to: resolves its keys (creating the user or
+ * merging users as identity_resolve plans), or takes them from the
+ * identity cache when every key is known under one user.
+ */
+static cp_status resolve_user(cp_db_t *db, store_txn_t *txn, const ingest_event_t *e,
+                              const prep_t *p, uint32_t *out, apply_counts_t *c, cp_error_t *err)
 {
     cp_status rc;
-    if (!e->no_dedup) {
-        if (dedup_check(db->dedup, e->message_hash, now_ms)) {
-            c->duplicates++;
-            return CP_OK;
-        }
-        if (dedup_insert(db->dedup, e->message_hash, now_ms))
-            return CP_ERR(err, CP_ENOMEM, "out of memory");
-    }
-    if (!db->idc.ic_have_salt && (rc = ident_config_bind(txn, &db->idc, 1, err)))
-        return rc;
     const char *keys[IDENTITY_MAX_EVENT_KEYS];
     size_t nk = p->nkeys;
     memcpy(keys, p->keys, nk * sizeof *keys);
+    if (e->type != ING_ALIAS) {
+        uint32_t o0 = 0, o;
+        size_t hit = 0;
+        for (; hit < nk; hit++)
+            if (!idcache_get(db, keys[hit], strlen(keys[hit]), &o) || (hit && o != o0))
+                break;
+            else
+                o0 = o;
+        if (hit == nk) {
+            *out = o0;
+            return CP_OK;
+        }
+    }
     if (e->type == ING_ALIAS) {
         uint32_t o;
         rc = identity_lookup(txn, p->prev_user, strlen(p->prev_user), &o, err);
@@ -1036,34 +1042,48 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
             return rc;
         ord = r.ir_ordinal;
     }
-    db->data_changed = 1;
-    /* traits */
-    const json_t *objs[2] = {e->ctx_traits, e->traits}; /* traits win over context.traits */
+    for (size_t i = 0; i < nk; i++)
+        idcache_put(db, keys[i], strlen(keys[i]), ord);
+    *out = ord;
+    return CP_OK;
+}
+
+static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, uint32_t ord,
+                              cp_error_t *err)
+{
+    cp_status rc;
     json_t *ut = NULL;
-    for (int w = 0; w < 2; w++) {
-        const char *k;
-        json_t *v;
-        if (objs[w] == NULL)
+    for (size_t i = 0; i < p->ntraits; i++) {
+        const ev_prop_t *t = &p->traits[i];
+        const json_t *raw = p->traw ? p->traw[i] : NULL;
+        if (raw == NULL && is_traits_ident(db, t->name, t->nlen))
             continue;
-        json_object_foreach((json_t *)objs[w], k, v)
-        {
-            if (is_traits_ident(db, k))
-                continue;
-            const schema_attr_t *a = schema_find(&db->sch, k, strlen(k));
-            if (a) {
-                tval_t t;
-                char why[160];
-                if (trait_value(a, v, &t, why, sizeof why) == 0 &&
-                    (rc = set_value(db, txn, a, ord, &t, err))) {
+        const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
+        if (a) {
+            tval_t tv;
+            char why[160];
+            if (trait_value(a, t, raw, &tv, why, sizeof why) == 0) {
+                if ((rc = set_value(db, txn, a, ord, &tv, err))) {
                     json_decref(ut);
                     return rc;
                 }
-                continue;
+                db->acc_stats.attr++;
             }
-            if (ut == NULL && (rc = traits_get(txn, ord, &ut, err)))
-                return rc;
-            json_object_set(ut, k, v);
-            catalog_note(db, "traits", k, v, 0);
+            continue;
+        }
+        json_t *v = raw ? json_incref((json_t *)raw) : pv_to_json(t);
+        if (v == NULL)
+            continue;
+        if (ut == NULL && (rc = traits_get(txn, ord, &ut, err))) {
+            json_decref(v);
+            return rc;
+        }
+        char name[BEH_NAME_MAX + 1];
+        snprintf(name, sizeof name, "%.*s", (int)t->nlen, t->name);
+        json_object_set_new(ut, name, v);
+        if ((rc = acc_catalog(db, CAT_TRAITS, t->name, t->nlen, t, raw, 0))) {
+            json_decref(ut);
+            return CP_ERR(err, rc, "out of memory");
         }
     }
     if (ut) {
@@ -1072,61 +1092,77 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
         if (rc)
             return rc;
     }
-    /* behaviour */
-    if (e->event) {
-        beh_prop_t props[BEH_MAX_PROPS];
-        char bufs[BEH_MAX_PROPS][64];
-        size_t np = 0;
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)e->properties, k, v)
-        {
-            int indexed = 0;
-            for (size_t i = 0; i < db->cfg.nindexed && !indexed; i++)
-                indexed = !strcmp(db->cfg.indexed[i], k);
-            catalog_note(db, "properties", k, v, indexed);
-            if (!indexed || np >= BEH_MAX_PROPS)
-                continue;
-            const char *s;
-            size_t n;
-            prop_text(v, bufs[np], sizeof bufs[np], &s, &n);
-            if (s == NULL || strlen(k) > BEH_NAME_MAX)
-                continue;
-            props[np++] = (beh_prop_t){k, strlen(k), s, n};
-        }
-        /* page/screen: their name is a property too */
-        if (e->name && np < BEH_MAX_PROPS && e->name_len <= BEH_NAME_MAX) {
-            int indexed = 0;
-            for (size_t i = 0; i < db->cfg.nindexed && !indexed; i++)
-                indexed = !strcmp(db->cfg.indexed[i], "name");
-            if (indexed)
-                props[np++] = (beh_prop_t){"name", 4, e->name, e->name_len};
-        }
-        if (e->group_id && np < BEH_MAX_PROPS)
-            props[np++] = (beh_prop_t){"group_id", 8, e->group_id, e->group_id_len};
-        if ((rc = beh_record_event(db->beh, e->event, e->event_len, props, np, beh_day_of(e->ts),
-                                   ord, 1)))
-            return CP_ERR(err, rc, "recording event \"%.64s\": %s", e->event, cp_strerror(rc));
-        char name[BEH_NAME_MAX + 1];
-        snprintf(name, sizeof name, "%.*s", (int)e->event_len, e->event);
-        json_t *ev = json_object_get(db->catalog, "events");
-        json_object_set_new(ev, name, json_integer(json_integer_value(json_object_get(ev, name)) + 1));
-        db->catalog_dirty = 1;
-        /* Event measures (index/measure.h): per-user sums, distinct counts
-         * and first/last times for RFM and AIPL; bad values are skipped. */
-        if ((rc = meas_record_event(db->meas, ord, e->event, e->event_len, e->properties, e->ts)))
-            return CP_ERR(err, rc, "recording event measures: %s", cp_strerror(rc));
+    return CP_OK;
+}
+
+static cp_status apply_behaviour(cp_db_t *db, const ingest_event_t *e, const prep_t *p,
+                                 uint32_t ord, cp_error_t *err)
+{
+    cp_status rc;
+    beh_prop_t props[BEH_MAX_PROPS];
+    char bufs[BEH_MAX_PROPS][PV_TEXT_MAX];
+    size_t np = 0;
+    for (size_t i = 0; i < p->nprops; i++) {
+        const ev_prop_t *v = &p->props[i];
+        int indexed = is_indexed(db, v->name, v->nlen);
+        if ((rc = acc_catalog(db, CAT_PROPERTIES, v->name, v->nlen, v, p->praw ? p->praw[i] : NULL,
+                              indexed)))
+            return CP_ERR(err, rc, "out of memory");
+        if (!indexed || np >= BEH_MAX_PROPS || v->nlen > BEH_NAME_MAX)
+            continue;
+        const char *s;
+        size_t n = pv_text(v, bufs[np], &s);
+        if (n == 0 || n > BEH_NAME_MAX)
+            continue;
+        props[np++] = (beh_prop_t){v->name, v->nlen, s, n};
     }
-    /* first_seen / last_seen */
+    /* page/screen: their name is a property too */
+    if (e->name && np < BEH_MAX_PROPS && e->name_len <= BEH_NAME_MAX && is_indexed(db, "name", 4))
+        props[np++] = (beh_prop_t){"name", 4, e->name, e->name_len};
+    if (e->group_id && np < BEH_MAX_PROPS)
+        props[np++] = (beh_prop_t){"group_id", 8, e->group_id, e->group_id_len};
+    uint32_t series[BEH_MAX_EVENT_SERIES];
+    size_t ns;
+    if ((rc = beh_event_series(db->beh, e->event, e->event_len, props, np, series,
+                               BEH_MAX_EVENT_SERIES, &ns)) ||
+        (rc = acc_beh(db, series, ns, beh_day_of(e->ts), ord)))
+        return CP_ERR(err, rc, "recording event \"%.64s\": %s", e->event, cp_strerror(rc));
+    if ((rc = acc_catalog(db, CAT_EVENTS, e->event, e->event_len, NULL, NULL, 0)))
+        return CP_ERR(err, rc, "out of memory");
+    /* Event measures (index/measure.h): per-user sums, distinct counts
+     * and first/last times for RFM and AIPL; bad values are skipped. */
+    if ((rc = meas_record(db->meas, ord, e->event, e->event_len, p->props, p->nprops, e->ts)))
+        return CP_ERR(err, rc, "recording event measures: %s", cp_strerror(rc));
+    db->acc_stats.meas++;
+    return CP_OK;
+}
+
+static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t *e,
+                             const prep_t *p, int64_t now_ms, apply_counts_t *c, cp_error_t *err)
+{
+    cp_status rc;
+    if (!e->no_dedup) {
+        if (dedup_check(db->dedup, e->message_hash, now_ms)) {
+            c->duplicates++;
+            return CP_OK;
+        }
+        if (dedup_insert(db->dedup, e->message_hash, now_ms))
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+    }
+    if (!db->idc.ic_have_salt && (rc = ident_config_bind(txn, &db->idc, 1, err)))
+        return rc;
+    uint32_t ord;
+    if ((rc = resolve_user(db, txn, e, p, &ord, c, err)))
+        return rc;
+    db->data_changed = 1;
+    if ((rc = apply_traits(db, txn, p, ord, err)))
+        return rc;
+    if (e->event && (rc = apply_behaviour(db, e, p, ord, err)))
+        return rc;
     if ((rc = ensure_seen_attrs(db, txn, err)))
         return rc;
-    int64_t v;
-    if (db->attr_first_seen && (!index_get_int(db->ix, db->attr_first_seen, ord, &v) || e->ts < v) &&
-        (rc = index_set_int(db->ix, db->attr_first_seen, ord, e->ts)))
-        return CP_ERR(err, rc, "setting first_seen");
-    if (db->attr_last_seen && (!index_get_int(db->ix, db->attr_last_seen, ord, &v) || e->ts > v) &&
-        (rc = index_set_int(db->ix, db->attr_last_seen, ord, e->ts)))
-        return CP_ERR(err, rc, "setting last_seen");
+    if ((db->attr_first_seen || db->attr_last_seen) && (rc = acc_seen(db, ord, e->ts)))
+        return CP_ERR(err, rc, "out of memory");
     c->applied++;
     return CP_OK;
 }
@@ -1188,7 +1224,9 @@ cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint
     }
     if ((rc = store_txn_begin(db->st, 1, &txn, err)))
         goto out;
-    if ((rc = apply_batch(db, txn, &b, &bp, recv, &c, err))) {
+    if ((rc = apply_batch(db, txn, &b, &bp, recv, &c, err)) || (rc = acc_flush(db, err))) {
+        acc_discard(db);
+        idcache_clear(db);
         store_txn_abort(txn);
         goto out;
     }
@@ -1301,6 +1339,11 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
             return;
         }
         db->applied_lsn = r->lsn;
+    }
+    if ((rc = acc_flush(db, &e))) {
+        rc = db_write_fail(db, txn, rc, &e); /* unlocks */
+        group_fail_each(db, list, NULL, rc, &e);
+        return;
     }
     rc = intake_commit_light(db, txn, &e);
     if (rc == CP_OK)
@@ -1588,7 +1631,7 @@ static cp_status survivor_strip(cp_db_t *db, store_txn_t *txn, uint32_t s, const
             continue;
         tval_t t;
         char why[128];
-        if (before && trait_value(at, before, &t, why, sizeof why) == 0)
+        if (before && trait_value_json(at, before, &t, why, sizeof why) == 0)
             rc = set_value(db, txn, at, s, &t, err);
         else {
             index_clear(db->ix, at->id, s);
@@ -1660,6 +1703,7 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
         return rc;
     identity_unmerge_t u;
     memset(&u, 0, sizeof u);
+    idcache_clear(db);
     if ((rc = identity_unmerge(txn, merge_id, cp_now_ms(), &u, err))) {
         db_write_abort(db, txn);
         return rc;
@@ -1698,6 +1742,7 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
                             cp_error_t *err)
 {
     cp_status rc;
+    idcache_clear(db);
     for (size_t i = 0; i < n; i++) {
         uint32_t o = ords[i];
         index_user_delete(db->ix, &db->tax, o);
@@ -1973,6 +2018,8 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
         if (ar.total > (64u << 20))
             cp_arena_reset(&ar);
     }
+    if (rc == CP_OK)
+        rc = acc_flush(db, err);
     cp_arena_free(&ar);
     counts[0] += c.applied;
     counts[1] += c.duplicates;

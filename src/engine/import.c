@@ -36,9 +36,10 @@ typedef struct importer {
     char key[40];  /* imp/<16 hex> */
     char src[96];  /* messageId prefix of CSV rows */
     ingest_batch_t b;
-    json_t **docs; /* events the batch borrows */
-    uint64_t *lines;
-    size_t n, cap;
+    json_t **docs; /* NDJSON documents the batch borrows */
+    size_t ndocs, capdocs;
+    uint64_t *lines; /* line of each event of the batch */
+    size_t n, cap;   /* events in the batch */
     int64_t now_ms;
     segment_opts_t so;
 } importer_t;
@@ -64,30 +65,40 @@ static cp_status file_id(const char *path, uint64_t size, char *key, size_t cap,
 
 static void im_reset(importer_t *im)
 {
-    ingest_batch_free(&im->b);
-    ingest_batch_init(&im->b);
-    for (size_t i = 0; i < im->n; i++)
+    ingest_batch_reset(&im->b);
+    for (size_t i = 0; i < im->ndocs; i++)
         json_decref(im->docs[i]);
+    im->ndocs = 0;
     im->n = 0;
 }
 
+/* Notes the line of the event just appended to the batch, and the
+ * document it borrows (NULL for typed CSV events). */
 static cp_status im_push(importer_t *im, json_t *doc, uint64_t line)
 {
-    if (im->n == im->cap) {
+    if (im->b.n > im->cap) {
         size_t nc = im->cap ? im->cap * 2 : 1024;
-        json_t **d = realloc(im->docs, nc * sizeof *d);
-        if (d == NULL)
-            return CP_ENOMEM;
-        im->docs = d;
+        while (nc < im->b.n)
+            nc *= 2;
         uint64_t *l = realloc(im->lines, nc * sizeof *l);
         if (l == NULL)
             return CP_ENOMEM;
         im->lines = l;
         im->cap = nc;
     }
-    im->docs[im->n] = doc;
     im->lines[im->b.n - 1] = line;
-    im->n++;
+    im->n = im->b.n;
+    if (doc) {
+        if (im->ndocs == im->capdocs) {
+            size_t nc = im->capdocs ? im->capdocs * 2 : 1024;
+            json_t **d = realloc(im->docs, nc * sizeof *d);
+            if (d == NULL)
+                return CP_ENOMEM;
+            im->docs = d;
+            im->capdocs = nc;
+        }
+        im->docs[im->ndocs++] = doc;
+    }
     return CP_OK;
 }
 
@@ -133,6 +144,7 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
         return rc;
     }
     uint64_t counts[5] = {0};
+    uint64_t beh0 = db->acc_stats.beh, attr0 = db->acc_stats.attr, meas0 = db->acc_stats.meas;
     store_txn_t *txn = NULL;
     if ((rc = store_txn_begin(db->st, 1, &txn, im->err))) {
         pthread_rwlock_unlock(&db->lock);
@@ -162,6 +174,9 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
     im->st->users_created += counts[2];
     im->st->rejected += counts[3];
     im->st->merges += counts[4];
+    im->st->beh_updates += db->acc_stats.beh - beh0;
+    im->st->attr_updates += db->acc_stats.attr - attr0;
+    im->st->meas_updates += db->acc_stats.meas - meas0;
     im_reset(im);
     return CP_OK;
 }
@@ -286,15 +301,19 @@ static cp_status import_csv(importer_t *im, const char *path, uint64_t off0, uin
         uint64_t line = csv_line(r);
         if (n == 1 && f[0].len == 0)
             continue; /* blank line */
-        json_t *doc = NULL;
         map_result res;
-        rc = mapping_row(m, f, n, line, im->src, &doc, &res, &e);
+        rc = mapping_row_event(m, f, n, line, im->src, &im->so, &im->b, &res, &e);
+        if (rc == CP_ENOMEM) {
+            rc = CP_ERR(im->err, rc, "out of memory");
+            goto out;
+        }
         if (rc) {
             reject(im, line, &e);
             rc = CP_OK;
         } else if (res == MAP_SKIP) {
             im->st->skipped++;
-        } else if ((rc = im_event(im, doc, line))) {
+        } else if ((rc = im_push(im, NULL, line))) {
+            rc = CP_ERR(im->err, rc, "out of memory");
             goto out;
         }
         if (im->n >= im->o.batch_lines) {

@@ -135,6 +135,9 @@ typedef struct ingest_batch {
 
 void ingest_batch_init(ingest_batch_t *b);
 void ingest_batch_free(ingest_batch_t *b); /* NULL fine; frees what the events borrow */
+/* Empties b for the next batch, keeping its event array: an import reuses
+ * one batch instead of faulting ~1 KiB per event of fresh pages each time. */
+void ingest_batch_reset(ingest_batch_t *b);
 /* Records a rejected event (kept up to INGEST_MAX_REPORTED, counted always). */
 void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -50,6 +50,16 @@ void ingest_batch_free(ingest_batch_t *b)
     memset(b, 0, sizeof *b);
 }
 
+void ingest_batch_reset(ingest_batch_t *b)
+{
+    json_decref(b->root);
+    b->root = NULL;
+    b->n = 0;
+    b->nrejects = 0;
+    b->rejected = 0;
+    cp_arena_free(&b->arena); /* keeps the limit */
+}
+
 void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)
 {
     b->rejected++;
