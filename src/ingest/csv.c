@@ -67,7 +67,7 @@ cp_status csv_open(const char *path, const csv_opts_t *o, csv_reader_t **out, cp
             return CP_ERR(err, CP_ENOTFOUND, "cannot open %s: %s", path, strerror(e));
         return CP_ERR(err, CP_EIO, "cannot open %s: %s", path, e ? strerror(e) : "zlib error");
     }
-    gzbuffer(r->gz, 128u * 1024);
+    gzbuffer(r->gz, 256u * 1024);
     r->in = malloc(IN_BUF);
     if (r->in == NULL) {
         csv_close(r);
@@ -134,6 +134,42 @@ static int refill(csv_reader_t *r)
     return n;
 }
 
+/* Bytes before the first a or b in p[0..n) (n if none), 8 at a time: a
+ * byte equal to a or b is a zero byte of w ^ a or w ^ b, and the lowest
+ * flagged byte of the has-zero test is exact (borrows only run upwards). */
+static inline size_t scan2(const char *p, size_t n, char a, char b)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    const uint64_t ka = ones * (unsigned char)a, kb = ones * (unsigned char)b;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        uint64_t x = w ^ ka, y = w ^ kb;
+        uint64_t t = (((x - ones) & ~x) | ((y - ones) & ~y)) & highs;
+        if (t)
+            return i + ((size_t)__builtin_ctzll(t) >> 3);
+    }
+    for (; i < n; i++)
+        if (p[i] == a || p[i] == b)
+            return i;
+    return n;
+}
+
+static int ascii_only(const char *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= (unsigned char)p[i];
+    return (acc & 0x8080808080808080ull) == 0;
+}
+
 static int bump_rec(csv_reader_t *r, size_t need)
 {
     if (r->reclen + need <= r->reccap)
@@ -149,7 +185,7 @@ static int bump_rec(csv_reader_t *r, size_t need)
     return 0;
 }
 
-static int new_field(csv_reader_t *r)
+static inline int new_field(csv_reader_t *r)
 {
     if (r->nfields == r->capfields) {
         size_t nc = r->capfields ? r->capfields * 2 : 32;
@@ -208,6 +244,51 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
                 r->inpos += 3;
                 r->consumed += 3;
                 continue;
+            }
+        }
+        /* Fast path: a run of ordinary bytes of an unquoted or quoted field
+         * (no delimiter, newline, or quote where it matters) is copied in
+         * one go when it stays within the limits; the byte after it, and
+         * everything near a limit or after an error, goes through the state
+         * machine below one byte at a time. */
+        if (bad == CP_OK) {
+            if (state == S_START) {
+                char c0 = r->in[r->inpos];
+                if (c0 != '"' && c0 != d && c0 != '\n' && c0 != '\r') {
+                    state = S_UNQUOTED; /* the run below appends c0 */
+                    any = 1;
+                }
+            }
+            if (state == S_UNQUOTED || state == S_QUOTED) {
+                const char *p = r->in + r->inpos;
+                size_t avail = r->inlen - r->inpos;
+                size_t run = state == S_UNQUOTED ? scan2(p, avail, d, '\n')
+                                                 : scan2(p, avail, '"', '\n');
+                if (run > 0 && bytes + run <= r->o.max_record && flen + run <= r->o.max_field) {
+                    if (bump_rec(r, run + 1))
+                        return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+                    memcpy(r->rec + r->reclen, p, run);
+                    r->reclen += run;
+                    r->inpos += run;
+                    r->consumed += run;
+                    bytes += run;
+                    flen += run;
+                    /* and the delimiter that usually ends the run (the state
+                     * machine's end_field, inline) */
+                    if (state == S_UNQUOTED && r->inpos < r->inlen && r->in[r->inpos] == d &&
+                        bytes < r->o.max_record && r->nfields < r->o.max_fields) {
+                        r->inpos++;
+                        r->consumed++;
+                        bytes++;
+                        r->rec[r->reclen++] = '\0'; /* bump_rec reserved run + 1 */
+                        flen = 0;
+                        col++;
+                        if (new_field(r))
+                            return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+                        state = S_START;
+                    }
+                    continue;
+                }
             }
         }
         char c = r->in[r->inpos++];
@@ -322,12 +403,14 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
             err->record = line0;
         return bad;
     }
+    /* All ASCII (the usual case) needs no per-field UTF-8 check. */
+    int ascii = ascii_only(r->rec, r->reclen);
     for (size_t i = 0; i < r->nfields; i++) {
         size_t s = r->starts[i];
         size_t e = i + 1 < r->nfields ? r->starts[i + 1] - 1 : r->reclen - 1;
         r->fields[i].p = r->rec + s;
         r->fields[i].len = e - s;
-        if (!cp_utf8_valid(r->fields[i].p, r->fields[i].len)) {
+        if (!ascii && !cp_utf8_valid(r->fields[i].p, r->fields[i].len)) {
             CP_ERR(err, CP_EINVAL, "line %llu: column %zu: invalid UTF-8",
                    (unsigned long long)line0, i + 1);
             if (err)

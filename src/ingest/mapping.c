@@ -698,17 +698,17 @@ static int parse_int(const char *s, size_t len, long long *out)
         neg = s[0] == '-';
         i = 1;
     }
-    long long v0 = 0;
+    uint64_t v0 = 0; /* wraps past 19 digits, unused then */
     int nd = 0;
     for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++)
-        v0 = v0 * 10 + (s[i] - '0');
+        v0 = v0 * 10 + (uint64_t)(s[i] - '0');
     if (nd > 0 && nd <= 18 && (i == len || (nd <= 15 && s[i] == '.'))) {
         size_t k = i;
         if (k < len)
             for (k++; k < len && s[k] == '0'; k++)
                 ;
         if (k == len) {
-            *out = neg ? -v0 : v0;
+            *out = neg ? -(long long)v0 : (long long)v0;
             return 0;
         }
     }
@@ -1002,6 +1002,25 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
     return CP_OK;
 }
 
+/* One trait or property into its object: converted in place when the key
+ * is new (the slot past the end is free), else over the earlier value. */
+static cp_status row_field(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
+                           rval_t *arr, size_t *na, int *slot, cp_error_t *err)
+{
+    int k = slot[d->key];
+    if (k < 0) {
+        cp_status rc = field_value(d, f, n, line, &arr[*na], err);
+        if (rc == CP_OK && arr[*na].kind != PV_NONE)
+            slot[d->key] = (int)(*na)++;
+        return rc;
+    }
+    rval_t v;
+    cp_status rc = field_value(d, f, n, line, &v, err);
+    if (rc == CP_OK && v.kind != PV_NONE)
+        arr[k] = v;
+    return rc;
+}
+
 /* The mapping half of a row: every conversion and check mapping_row makes. */
 static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
                            const char *msgid_prefix, row_t *r, map_result *res, cp_error_t *err)
@@ -1038,12 +1057,9 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
     if (nid == 0)
         return CP_ERR(err, CP_EINVAL, "line %llu: no identifier (every identifier column is empty)",
                       (unsigned long long)line);
-    for (size_t i = 0; i < m->ntraits; i++) {
-        if ((rc = field_value(&m->traits[i], f, n, line, &v, err)))
+    for (size_t i = 0; i < m->ntraits; i++)
+        if ((rc = row_field(&m->traits[i], f, n, line, r->tv, &r->ntv, r->tslot, err)))
             return rc;
-        if (v.kind != PV_NONE)
-            row_set(r->tv, &r->ntv, r->tslot, &v);
-    }
     if (m->has_event) {
         const char *name = m->event_name;
         const csv_field_t *nc = NULL;
@@ -1088,12 +1104,9 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
                                                         : "a timestamp");
             r->has_ts = 1;
         }
-        for (size_t i = 0; i < m->nprops; i++) {
-            if ((rc = field_value(&m->props[i], f, n, line, &v, err)))
+        for (size_t i = 0; i < m->nprops; i++)
+            if ((rc = row_field(&m->props[i], f, n, line, r->pv, &r->npv, r->pslot, err)))
                 return rc;
-            if (v.kind != PV_NONE)
-                row_set(r->pv, &r->npv, r->pslot, &v);
-        }
     }
     if (m->has_msgid) {
         const csv_field_t *c = cell(&m->msgid_col, f, n);

@@ -1,0 +1,331 @@
+/*
+ * test_ingest_csv_scan.c — the CSV reader's fast paths (runs of ordinary
+ * bytes copied at once, inline delimiters, whole-record ASCII check)
+ * against a naive byte-at-a-time reader of the same rules (csv.h), on
+ * random byte soup with tight limits, from memory and through gzip (where
+ * records straddle the input buffer).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+
+#include "ingest/csv.h"
+#include "util/util.h"
+
+/* ------------------------------------------------------------ reference */
+
+typedef struct ref {
+    const char *in;
+    size_t len, pos;
+    uint64_t line;
+    int started;
+    csv_opts_t o;
+} ref_t;
+
+enum { R_START, R_UNQUOTED, R_QUOTED, R_QUOTE_SEEN, R_BAD };
+
+/* One record as "a|b@line#offset\n" or "!line: message#offset\n"; 0 at the end. */
+static int ref_next(ref_t *r, cp_buf_t *out)
+{
+    char *rec = malloc(r->len + 2);
+    size_t reclen = 0, nf = 1, cap = 64;
+    size_t *starts = malloc(cap * sizeof *starts);
+    starts[0] = 0;
+    int state = R_START, any = 0, closed = 0;
+    cp_status bad = CP_OK;
+    char why[200] = "";
+    uint64_t col = 1, line0 = r->line, bytes = 0, flen = 0;
+#define RFAIL(code, ...)                                                                          \
+    do {                                                                                          \
+        if (bad == CP_OK) {                                                                       \
+            bad = (code);                                                                         \
+            snprintf(why, sizeof why, __VA_ARGS__);                                               \
+        }                                                                                         \
+    } while (0)
+    while (r->pos < r->len) {
+        if (!r->started) {
+            r->started = 1;
+            if (r->len - r->pos >= 3 && memcmp(r->in + r->pos, "\xEF\xBB\xBF", 3) == 0) {
+                r->pos += 3;
+                continue;
+            }
+        }
+        char c = r->in[r->pos++];
+        any = 1;
+        if (++bytes > r->o.max_record)
+            RFAIL(CP_ELIMIT, "record longer than %zu bytes", r->o.max_record);
+        if (c == '\n')
+            r->line++;
+        int end_record = 0, end_field = 0, append = 0;
+        switch (state) {
+        case R_START:
+            if (c == '"')
+                state = R_QUOTED;
+            else if (c == r->o.delim)
+                end_field = 1;
+            else if (c == '\n')
+                end_record = 1;
+            else if (c != '\r') {
+                state = R_UNQUOTED;
+                append = 1;
+            }
+            break;
+        case R_UNQUOTED:
+            if (c == r->o.delim)
+                end_field = 1;
+            else if (c == '\n')
+                end_record = 1;
+            else
+                append = 1;
+            break;
+        case R_QUOTED:
+            if (c == '"')
+                state = R_QUOTE_SEEN;
+            else
+                append = 1;
+            break;
+        case R_QUOTE_SEEN:
+            if (c == '"') {
+                state = R_QUOTED;
+                append = 1;
+            } else if (c == r->o.delim) {
+                end_field = 1;
+            } else if (c == '\n') {
+                end_record = 1;
+            } else if (c != '\r') {
+                RFAIL(CP_EINVAL, "column %llu: text after the closing quote of a quoted field",
+                      (unsigned long long)col);
+                state = R_BAD;
+            }
+            break;
+        case R_BAD:
+            if (c == '\n')
+                end_record = 1;
+            break;
+        }
+        if (append && bad == CP_OK) {
+            if (++flen > r->o.max_field)
+                RFAIL(CP_ELIMIT, "column %llu: field longer than %zu bytes",
+                      (unsigned long long)col, r->o.max_field);
+            else
+                rec[reclen++] = c;
+        }
+        if (end_field || end_record) {
+            if (state == R_UNQUOTED && end_record && reclen > starts[nf - 1] &&
+                rec[reclen - 1] == '\r')
+                reclen--;
+            rec[reclen++] = '\0';
+            flen = 0;
+            if (end_record) {
+                closed = 1;
+                break;
+            }
+            col++;
+            if (nf >= r->o.max_fields) {
+                RFAIL(CP_ELIMIT, "more than %zu fields in a record", r->o.max_fields);
+            } else {
+                if (nf == cap)
+                    starts = realloc(starts, (cap *= 2) * sizeof *starts);
+                starts[nf++] = reclen;
+            }
+            state = R_START;
+        }
+    }
+    int ret = 1;
+    if (!any) {
+        ret = 0;
+        goto out;
+    }
+    if (state == R_QUOTED)
+        RFAIL(CP_EINVAL, "column %llu: quoted field not closed before the end of the input",
+              (unsigned long long)col);
+    if (!closed) {
+        if (state == R_UNQUOTED && reclen > starts[nf - 1] && rec[reclen - 1] == '\r')
+            reclen--;
+        rec[reclen++] = '\0';
+    }
+    if (bad) {
+        cp_buf_printf(out, "!%llu: line %llu: %s#%zu\n", (unsigned long long)line0,
+                      (unsigned long long)line0, why, r->pos);
+        goto out;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        size_t e = i + 1 < nf ? starts[i + 1] - 1 : reclen - 1;
+        if (!cp_utf8_valid(rec + starts[i], e - starts[i])) {
+            cp_buf_printf(out, "!%llu: line %llu: column %zu: invalid UTF-8#%zu\n",
+                          (unsigned long long)line0, (unsigned long long)line0, i + 1, r->pos);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < nf; i++) {
+        size_t e = i + 1 < nf ? starts[i + 1] - 1 : reclen - 1;
+        cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)(e - starts[i]), rec + starts[i]);
+    }
+    cp_buf_printf(out, "@%llu#%zu\n", (unsigned long long)line0, r->pos);
+out:
+    free(rec);
+    free(starts);
+    return ret;
+#undef RFAIL
+}
+
+static void ref_all(const char *in, size_t len, const csv_opts_t *o, cp_buf_t *out)
+{
+    ref_t r = {.in = in, .len = len, .line = 1, .o = *o};
+    while (ref_next(&r, out))
+        ;
+}
+
+static void read_all(csv_reader_t *r, cp_buf_t *out)
+{
+    for (;;) {
+        const csv_field_t *f;
+        size_t n;
+        cp_error_t err = {0};
+        cp_status rc = csv_next(r, &f, &n, &err);
+        if (rc == CP_EIO)
+            fail_msg("read error: %s", err.message);
+        if (rc) {
+            cp_buf_printf(out, "!%llu: %s#%llu\n", (unsigned long long)err.record, err.message,
+                          (unsigned long long)csv_offset(r));
+            continue;
+        }
+        if (f == NULL)
+            break;
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(f[i].p[f[i].len], '\0');
+            cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
+        }
+        cp_buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
+                      (unsigned long long)csv_offset(r));
+    }
+}
+
+/* ------------------------------------------------------------ inputs */
+
+static uint64_t rnd = 0xc5a1;
+static unsigned rn(unsigned k) { return (unsigned)(cp_rand_next(&rnd) % k); }
+
+static void soup(cp_buf_t *b, size_t len)
+{
+    static const char *const bits[] = {"a",  "b",  ",",  ",",  ";",  "\"", "\n", "\r\n",
+                                       "\r", " ",  "\xc3\xa9", "\xff", "xyz", "\"\"", "\xe2\x82",
+                                       "hello world", "12.5", "\0"};
+    if (rn(4) == 0)
+        cp_buf_append(b, "\xEF\xBB\xBF", 3);
+    while (b->len < len) {
+        unsigned k = rn(CP_ARRAY_LEN(bits) + 2);
+        if (k >= CP_ARRAY_LEN(bits)) {
+            /* a long plain run: limits, and runs across buffer refills */
+            size_t run = rn(3) ? rn(40) : rn(3000);
+            for (size_t i = 0; i < run; i++)
+                cp_buf_append(b, "q", 1);
+            continue;
+        }
+        const char *s = bits[k];
+        cp_buf_append(b, s, k == CP_ARRAY_LEN(bits) - 1 ? 1 : strlen(s));
+    }
+}
+
+static csv_opts_t random_opts(void)
+{
+    csv_opts_t o = {.delim = rn(4) ? ',' : ';'};
+    o.max_field = rn(3) ? 1 + rn(60) : CSV_DEFAULT_MAX_FIELD;
+    o.max_record = rn(3) ? 1 + rn(300) : CSV_DEFAULT_MAX_RECORD;
+    o.max_fields = rn(3) ? 1 + rn(8) : CSV_DEFAULT_MAX_FIELDS;
+    return o;
+}
+
+static void compare_mem(const char *in, size_t len, const csv_opts_t *o, const char *ctx)
+{
+    cp_buf_t want, got;
+    cp_buf_init(&want, 0);
+    cp_buf_init(&got, 0);
+    ref_all(in, len, o, &want);
+    csv_reader_t *r = NULL;
+    assert_int_equal(csv_open_mem(in, len, o, &r, NULL), CP_OK);
+    read_all(r, &got);
+    csv_close(r);
+    if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got)))
+        fail_msg("%s: reader and reference differ\nwant:\n%.2000s\ngot:\n%.2000s", ctx,
+                 cp_buf_cstr(&want), cp_buf_cstr(&got));
+    cp_buf_free(&want);
+    cp_buf_free(&got);
+}
+
+static void test_random_soup(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3000; i++) {
+        cp_buf_t b;
+        cp_buf_init(&b, 0);
+        soup(&b, rn(400));
+        csv_opts_t o = random_opts();
+        char ctx[64];
+        snprintf(ctx, sizeof ctx, "case %d", i);
+        compare_mem(b.data ? b.data : "", b.len, &o, ctx);
+        cp_buf_free(&b);
+    }
+}
+
+/* Through gzip: several MB, so records straddle the reader's refills. */
+static void test_random_gzip(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        cp_buf_t b;
+        cp_buf_init(&b, 0);
+        soup(&b, 1500000);
+        csv_opts_t o = random_opts();
+        if (round == 0)
+            o = (csv_opts_t){0};
+        o.delim = o.delim ? o.delim : ',';
+        o.max_field = o.max_field ? o.max_field : CSV_DEFAULT_MAX_FIELD;
+        o.max_record = o.max_record ? o.max_record : CSV_DEFAULT_MAX_RECORD;
+        o.max_fields = o.max_fields ? o.max_fields : CSV_DEFAULT_MAX_FIELDS;
+        char path[128];
+        snprintf(path, sizeof path, "/tmp/cp-test-csv-scan-%ld.gz", (long)getpid());
+        gzFile g = gzopen(path, "wb1");
+        assert_non_null(g);
+        assert_int_equal(gzwrite(g, b.data, (unsigned)b.len), (int)b.len);
+        gzclose(g);
+        cp_buf_t want, got;
+        cp_buf_init(&want, 0);
+        cp_buf_init(&got, 0);
+        ref_all(b.data, b.len, &o, &want);
+        csv_reader_t *r = NULL;
+        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+        read_all(r, &got);
+        csv_close(r);
+        unlink(path);
+        if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
+            const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
+            size_t k = 0;
+            while (a[k] && a[k] == c[k])
+                k++;
+            size_t from = k > 200 ? k - 200 : 0;
+            fail_msg("round %d differs at byte %zu:\nwant: %.400s\ngot:  %.400s", round, k,
+                     a + from, c + from);
+        }
+        cp_buf_free(&want);
+        cp_buf_free(&got);
+        cp_buf_free(&b);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_soup),
+        cmocka_unit_test(test_random_gzip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
