@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "bitmap/bitmap.h"
+#include "cli/bench_intake.h"
 #include "cli/cli.h"
 #include "cli/demo.h"
 #include "cli/progress.h"
@@ -760,6 +761,7 @@ static const cli_opt_t bench_opts[] = {
     {"dir", 0, OPT_VALUE, "DIR", "where the temporary data directory goes (default $TMPDIR or /tmp)"},
     {"keep", 0, OPT_FLAG, NULL, "keep the temporary data directory"},
     {"json-out", 0, OPT_VALUE, "FILE", "also write the JSON report to FILE (with the table on stdout)"},
+    {"intake", 0, OPT_FLAG, NULL, "measure intake instead (imports, HTTP): bench --intake --help"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t bench_spec = {
@@ -774,6 +776,9 @@ static const cli_spec_t bench_spec = {
 
 int cmd_bench(int argc, char **argv)
 {
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--intake") == 0)
+            return cmd_bench_intake(argc, argv); /* its own options (bench_intake.c) */
     cli_args_t a;
     int rc = cli_parse(&bench_spec, argc, argv, &a);
     if (rc != CLI_OK || a.help)
