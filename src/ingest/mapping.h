@@ -42,11 +42,14 @@
  * property or trait out. A value that does not convert rejects the row,
  * naming the line, column and value.
  *
- * Each row becomes one Segment-shaped JSON event: identify
+ * Each row means one Segment-shaped event: identify
  * {"type":"identify","userId"|"anonymousId"|traits.<type>..., "traits"}
  * or track {"type":"track", ..., "event", "timestamp", "properties",
- * "context":{"traits":{...}}}, fed to segment_parse_event(): one path for
- * HTTP, NDJSON and CSV.
+ * "context":{"traits":{...}}}, with Segment's rules (segment_parse_event).
+ * Imports take it typed, without JSON (mapping_row_event); mapping_row
+ * builds the same event as a JSON document from the same conversion, so
+ * there is one mapping implementation and the two agree by construction
+ * (tests/unit/test_ingest_mapping.c checks them against the JSON path).
  */
 #ifndef CP_INGEST_MAPPING_H
 #define CP_INGEST_MAPPING_H
