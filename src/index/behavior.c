@@ -491,6 +491,8 @@ static cp_status cell_add(beh_cell_t *c, uint32_t user, uint64_t delta)
 {
     uint64_t old = 0, nv;
     if (roaring_bitmap_add_checked(c->exists, user)) {
+        if (delta == 1)
+            return CP_OK; /* count 1: exists alone */
         nv = delta - 1;
     } else {
         old = cell_value(c, user);
@@ -653,12 +655,25 @@ static int rec_cmp(const void *x, const void *y)
     return (a->user > b->user) - (a->user < b->user);
 }
 
+/* The chunks chunks[0..n) (ascending) of cell c changed: mark_cell for
+ * each, with one sorted insert when the cell tracks a set of chunks. */
+static void mark_cell_chunks(beh_t *b, uint32_t series, beh_cell_t *c, const uint32_t *chunks,
+                             size_t n)
+{
+    size_t i = 0;
+    for (; i < n && c->nd != 2; i++)
+        mark_cell(b, series, c, chunks[i] << 16);
+    if (i < n && c->nd == 2)
+        roaring_bitmap_add_many(c->dchunks, n - i, chunks + i);
+}
+
 /*
  * One cell's share of a beh_record_many call: users[0..k) sorted, a user
- * appearing m times adds m. Users new to the cell with one event go in
- * with one sorted roaring_bitmap_add_many; the others (present already,
- * or several events: their count slices change) one by one. Every chunk
- * touched is marked dirty once, before anything changes.
+ * appearing m times adds m. Into a new (empty) cell the users with one
+ * event go with one sorted roaring_bitmap_add_many; otherwise each user
+ * is one insert-or-find (cell_add), and only users already present or
+ * with several events touch the count slices. Every chunk touched is
+ * marked dirty once, before anything changes.
  */
 static cp_status apply_cell(beh_t *b, uint32_t s, int32_t day, const uint32_t *users, size_t k)
 {
@@ -669,36 +684,39 @@ static cp_status apply_cell(beh_t *b, uint32_t s, int32_t day, const uint32_t *u
         return CP_ENOMEM;
     if ((st = cell_get(se, day, &c)) != CP_OK)
         return st;
-    int empty = roaring_bitmap_is_empty(c->exists);
-    uint32_t *fresh = b->sfresh, *rest = b->srest;
-    uint64_t *rest_n = b->srest_n;
-    size_t nfresh = 0, nrest = 0;
-    uint32_t chunk = UINT32_MAX;
+    /* Runs of equal users: uniq[] with counts; chunks[] the distinct
+     * chunks (in the fresh buffer, free until the add below). */
+    uint32_t *uniq = b->srest, *chunks = b->sfresh;
+    uint64_t *cnt = b->srest_n;
+    size_t nu = 0, nch = 0;
     for (size_t i = 0; i < k;) {
         uint32_t u = users[i];
         size_t j = i + 1;
         while (j < k && users[j] == u)
             j++;
-        if (u >> 16 != chunk) {
-            chunk = u >> 16;
-            mark_cell(b, s, c, u);
-        }
-        if (j - i == 1 && (empty || !roaring_bitmap_contains(c->exists, u))) {
-            fresh[nfresh++] = u;
-        } else {
-            rest[nrest] = u;
-            rest_n[nrest++] = (uint64_t)(j - i);
-        }
+        if (nch == 0 || chunks[nch - 1] != u >> 16)
+            chunks[nch++] = u >> 16;
+        uniq[nu] = u;
+        cnt[nu++] = (uint64_t)(j - i);
         i = j;
     }
-    if (nfresh) {
-        roaring_bitmap_add_many(se->ever, nfresh, fresh);
-        roaring_bitmap_add_many(c->exists, nfresh, fresh);
+    mark_cell_chunks(b, s, c, chunks, nch);
+    roaring_bitmap_add_many(se->ever, nu, uniq);
+    if (!roaring_bitmap_is_empty(c->exists)) {
+        for (size_t i = 0; i < nu; i++)
+            if ((st = cell_add(c, uniq[i], cnt[i])) != CP_OK)
+                return st;
+        return CP_OK;
     }
-    if (nrest)
-        roaring_bitmap_add_many(se->ever, nrest, rest);
-    for (size_t i = 0; i < nrest; i++)
-        if ((st = cell_add(c, rest[i], rest_n[i])) != CP_OK)
+    uint32_t *fresh = b->sfresh;
+    size_t nfresh = 0;
+    for (size_t i = 0; i < nu; i++)
+        if (cnt[i] == 1)
+            fresh[nfresh++] = uniq[i];
+    if (nfresh)
+        roaring_bitmap_add_many(c->exists, nfresh, fresh);
+    for (size_t i = 0; i < nu; i++)
+        if (cnt[i] > 1 && (st = cell_add(c, uniq[i], cnt[i])) != CP_OK)
             return st;
     return CP_OK;
 }

@@ -625,29 +625,34 @@ int meas_real_fixed_slow(double d, int scale, int64_t *out)
 
 /*
  * The same answer as meas_real_fixed_slow without formatting text, for
- * the common value that has at most `scale` decimals (2.55 at scale 2).
- * Let p = 10^scale and r = llround(d * p). If |r| < 10^15 and r / p (one
- * correctly rounded division of exact operands) == d, then d is the double
- * nearest to the decimal R = r / p, which has at most 15 significant
- * digits and at most `scale` decimals. %.15g rounds d to R: d lies within
- * half an ulp of R, and half an ulp (< 1.2e-15 relative) is less than half
- * the spacing of 15-digit decimals (>= 5e-15 relative), so the slow path's
- * text is R (its first try reads back), and decimal_fixed of R at `scale`
- * decimals is exactly r, with nothing to round. R below 1e-4 is printed
- * with an exponent; the slow path then returns llround(d * p) = r too.
- * Anything else (more decimals, huge values, NaN) takes the slow path.
+ * every value not within a hair of a rounding boundary (2.55, and also
+ * 6 * 2.55 = 15.299999999999999, the Online Retail amounts).
+ *
+ * Why it is exact. Let p = 10^scale, x the exact value of d, T the text
+ * the slow path rounds (cp_fmt_double: a decimal that reads back as d,
+ * so |T - x| <= ulp(d) / 2 <= 2^-53 |x|) and y = fl(x * p), so |y - x p|
+ * <= 2^-53 |x p|. Then |T p - y| <= 2^-52 |x p| < 2^-51 |y|. The slow path
+ * rounds T p half away from zero (decimal_fixed), or, when T has an
+ * exponent (|d| < 1e-4), returns llround(y). If the distance from |y| to
+ * the nearest half-integer exceeds 2^-50 |y|, T p, x p and y all lie
+ * strictly between the same two half-integers, so every one of those
+ * roundings is the integer nearest to y, which is what is returned. With
+ * |y| < 1e15 the integer part is exact, T is printed without exponent for
+ * |d| >= 1e-4 and decimal_fixed cannot overflow. Values at or near a half
+ * (0.125, 2.675, whose shortest text is the half itself) and huge ones
+ * take the slow path. The unit test compares both on millions of doubles.
  */
 int meas_real_fixed(double d, int scale, int64_t *out)
 {
     if (scale < 0 || scale > MEAS_MAX_SCALE)
         return -1;
-    double p = (double)pow10_tab[scale];
-    double x = d * p;
-    if (x > -1e15 && x < 1e15) { /* false for NaN */
-        int64_t r = (int64_t)llround(x);
-        if (r > -INT64_C(1000000000000000) && r < INT64_C(1000000000000000) &&
-            (double)r / p == d) {
-            *out = r;
+    double y = d * (double)pow10_tab[scale];
+    double a = fabs(y);
+    if (a < 1e15) { /* false for NaN */
+        double fl = floor(a), fr = a - fl; /* exact: Sterbenz, or fl = 0 */
+        if (fabs(fr - 0.5) > 0x1p-50 * a) {
+            int64_t r = (int64_t)fl + (fr > 0.5);
+            *out = y < 0 ? -r : r;
             return 0;
         }
     }

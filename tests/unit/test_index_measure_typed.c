@@ -5,7 +5,9 @@
  *    meas_real_fixed_slow (format the shortest text, round it) on millions
  *    of doubles: random decimals with 0 to 8 decimals, random bit patterns
  *    (NaN, infinities, subnormals included), exact binary fractions and
- *    decimal halves (0.125, 2.675), negative and huge values, scales 0..6;
+ *    decimal halves (0.125, 2.675) and the doubles a few ulps around
+ *    them, products of quantities and prices, negative and huge values,
+ *    scales 0..6;
  *  - a random event stream recorded through meas_record_event (JSON) into
  *    one index and through meas_record (ev_prop_t built by hand, not by
  *    pv_from_json) into another gives identical values for every user and
@@ -122,6 +124,27 @@ static void test_fixed_fast_matches_slow(void **state)
         buf[o++] = '5';
         buf[o] = 0;
         all_scales(strtod(buf, NULL));
+    }
+    for (int i = 0; i < 60000; i++) {
+        /* products of a quantity and a price (Online Retail's amount):
+         * mostly not the decimal they stand for (6 * 2.55) */
+        double q = (double)(1 + cp_rand_next(&rs) % 1000);
+        double price = (double)(cp_rand_next(&rs) % 100000) / 100.0;
+        all_scales(q * price);
+        all_scales(q * price / 7.0);
+    }
+    for (int i = 0; i < 30000; i++) {
+        /* a few ulps around decimal halves: the fast path's margin */
+        double h = rand_decimal(&rs, 1 + (int)(cp_rand_next(&rs) % 8), 0) +
+                   (double)(2 * (cp_rand_next(&rs) % 500000) + 1) / 1000000.0;
+        double lo = h, hi = h;
+        all_scales(h);
+        for (int k = 0; k < 4; k++) {
+            lo = nextafter(lo, -INFINITY);
+            hi = nextafter(hi, INFINITY);
+            all_scales(lo);
+            all_scales(hi);
+        }
     }
     for (int i = 0; i < 20000; i++) {
         /* big values near and past the fast path's 10^15 bound */
