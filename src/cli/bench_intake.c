@@ -1036,8 +1036,7 @@ static json_t *imports_json(const imp_row_t *rows, int n)
         }
         const cp_import_stats_t *s = &r->st;
         double up = (double)all_updates(s);
-        json_object_update(
-            o, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}",
+        json_t *m = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}",
                          "file", r->file, "file_bytes", (json_int_t)r->file_bytes, "lines",
                          (json_int_t)s->lines, "events", (json_int_t)s->events, "skipped_rows",
                          (json_int_t)s->skipped, "rejected", (json_int_t)s->rejected, "duplicates",
@@ -1047,7 +1046,9 @@ static json_t *imports_json(const imp_row_t *rows, int n)
                          "meas_updates", (json_int_t)s->meas_updates, "wall_seconds", r->wall,
                          "cpu_seconds", r->cpu, "thread_cpu_seconds", r->thread_cpu,
                          "events_per_second_wall", per((double)s->events, r->wall),
-                         "events_per_cpu_second", per((double)s->events, r->cpu)));
+                         "events_per_cpu_second", per((double)s->events, r->cpu));
+        json_object_update(o, m); /* copies references: m is released below */
+        json_decref(m);
         json_object_set_new(o, "beh_updates_per_cpu_second",
                             s->beh_updates ? json_real(per((double)s->beh_updates, r->cpu))
                                            : json_null());
