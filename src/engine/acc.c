@@ -58,6 +58,7 @@ struct apply_acc {
     strmap_t cat; /* key -> index into ents */
     cat_ent_t *ents;
     size_t nents, capents;
+    cp_arena_t scratch; /* acc_scratch() */
 };
 
 static const char *const cat_kind[] = {"traits", "properties", "events"};
@@ -69,7 +70,13 @@ cp_status acc_init(cp_db_t *db)
         return CP_ENOMEM;
     strmap_init(&db->acc->cat);
     strmap_init(&db->idcache);
+    cp_arena_init(&db->acc->scratch, 256u << 20);
     return CP_OK;
+}
+
+cp_arena_t *acc_scratch(cp_db_t *db)
+{
+    return &db->acc->scratch;
 }
 
 static void cat_reset(apply_acc_t *a)
@@ -105,6 +112,7 @@ void acc_free(cp_db_t *db)
         free(a->ents);
         free(a->recs);
         free(a->seen);
+        cp_arena_free(&a->scratch);
         free(a);
     }
     db->acc = NULL;

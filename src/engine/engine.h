@@ -128,6 +128,9 @@ cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, cons
                       const json_t *raw, int indexed);
 /* Applies everything queued: before a merge and at the end of a batch. */
 cp_status acc_flush(cp_db_t *db, cp_error_t *err);
+/* An arena for per-batch scratch (lock held; reset it after use: its
+ * blocks are kept for the next batch). */
+cp_arena_t *acc_scratch(cp_db_t *db);
 /* Drops the queue (a failed write: the handle is failed anyway). */
 void acc_discard(cp_db_t *db);
 /* Identifier key -> canonical ordinal, for events whose keys are known. */

@@ -1992,14 +1992,13 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
                               const uint64_t *lines, cp_reject_fn on_reject, void *ud,
                               int64_t now_ms, uint64_t *counts, cp_error_t *err)
 {
-    cp_arena_t ar;
-    cp_arena_init(&ar, 256u << 20);
+    cp_arena_t *ar = acc_scratch(db);
     apply_counts_t c = {0};
     cp_status rc = CP_OK;
     for (size_t i = 0; rc == CP_OK && i < b->n; i++) {
         prep_t p;
         cp_error_t ee = {0};
-        cp_status pr = prep_event(db, &b->events[i], &p, &ar, &ee);
+        cp_status pr = prep_event(db, &b->events[i], &p, ar, &ee);
         if (pr == CP_ENOMEM) {
             rc = CP_ERR(err, pr, "out of memory");
             break;
@@ -2015,12 +2014,12 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
         rc = apply_event(db, txn, &b->events[i], &p, now_ms, &c, err);
         if (rc)
             cp__error_prefix(err, "line %llu: ", (unsigned long long)lines[i]);
-        if (ar.total > (64u << 20))
-            cp_arena_reset(&ar);
+        if (ar->total > (64u << 20))
+            cp_arena_reset(ar);
     }
     if (rc == CP_OK)
         rc = acc_flush(db, err);
-    cp_arena_free(&ar);
+    cp_arena_reset(ar);
     counts[0] += c.applied;
     counts[1] += c.duplicates;
     counts[2] += c.created;

@@ -316,7 +316,9 @@ static cp_status import_csv(importer_t *im, const char *path, uint64_t off0, uin
             rc = CP_ERR(im->err, rc, "out of memory");
             goto out;
         }
-        if (im->n >= im->o.batch_lines) {
+        /* Long rows could fill the batch's arena (64 MiB) before
+         * batch_lines: commit early instead. */
+        if (im->n >= im->o.batch_lines || im->b.arena.total > (40u << 20)) {
             if ((rc = im_commit(im, csv_offset(r), line, 0)))
                 goto out;
         }

@@ -57,7 +57,7 @@ void ingest_batch_reset(ingest_batch_t *b)
     b->n = 0;
     b->nrejects = 0;
     b->rejected = 0;
-    cp_arena_free(&b->arena); /* keeps the limit */
+    cp_arena_reset(&b->arena); /* keeps its blocks */
 }
 
 void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)

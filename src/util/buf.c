@@ -87,6 +87,7 @@ struct cp_arena_block {
 void cp_arena_init(cp_arena_t *a, size_t max)
 {
     a->head = NULL;
+    a->spare = NULL;
     a->total = 0;
     a->max = max;
 }
@@ -99,11 +100,16 @@ void *cp_arena_alloc(cp_arena_t *a, size_t n)
     cp_arena_block_t *b = a->head;
     if (b == NULL || b->size - b->used < n) {
         size_t size = n > 8192 ? n : 8192;
+        if (a->spare && a->spare->size >= n)
+            size = a->spare->size;
         if (a->max && a->total + size > a->max)
             return NULL;
-        b = malloc(sizeof *b + size);
-        if (b == NULL)
+        if (a->spare && a->spare->size >= n) {
+            b = a->spare;
+            a->spare = b->next;
+        } else if ((b = malloc(sizeof *b + size)) == NULL) {
             return NULL;
+        }
         b->next = a->head;
         b->used = 0;
         b->size = size;
@@ -128,17 +134,27 @@ char *cp_arena_strndup(cp_arena_t *a, const char *s, size_t n)
 
 void cp_arena_free(cp_arena_t *a)
 {
-    cp_arena_block_t *b = a->head;
-    while (b) {
-        cp_arena_block_t *n = b->next;
-        free(b);
-        b = n;
+    cp_arena_block_t *lists[2] = {a->head, a->spare};
+    for (int i = 0; i < 2; i++)
+        for (cp_arena_block_t *b = lists[i], *n; b; b = n) {
+            n = b->next;
+            free(b);
+        }
+    a->head = a->spare = NULL;
+    a->total = 0;
+}
+
+void cp_arena_reset(cp_arena_t *a)
+{
+    for (cp_arena_block_t *b = a->head, *n; b; b = n) {
+        n = b->next;
+        b->used = 0;
+        b->next = a->spare;
+        a->spare = b;
     }
     a->head = NULL;
     a->total = 0;
 }
-
-void cp_arena_reset(cp_arena_t *a) { cp_arena_free(a); }
 
 int cp_utf8_valid(const char *str, size_t len)
 {

@@ -70,10 +70,12 @@ cp_status cp_buf_printf(cp_buf_t *b, const char *fmt, ...) __attribute__((format
 const char *cp_buf_cstr(cp_buf_t *b);
 
 /* ----------------------------------------------------------------- arena */
-/* A bump allocator; everything is freed at once by cp_arena_free/reset. */
+/* A bump allocator; everything is freed at once by cp_arena_free, or
+ * emptied by cp_arena_reset, which keeps the blocks for the next round. */
 typedef struct cp_arena_block cp_arena_block_t;
 typedef struct cp_arena {
     cp_arena_block_t *head;
+    cp_arena_block_t *spare; /* blocks cp_arena_reset kept for reuse */
     size_t total;
     size_t max; /* 0 = unlimited; allocations past it return NULL */
 } cp_arena_t;
