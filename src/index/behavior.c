@@ -673,9 +673,11 @@ static void mark_cell_chunks(beh_t *b, uint32_t series, beh_cell_t *c, const uin
  * event go with one sorted roaring_bitmap_add_many; otherwise each user
  * is one insert-or-find (cell_add), and only users already present or
  * with several events touch the count slices. Every chunk touched is
- * marked dirty once, before anything changes.
+ * marked dirty once, before anything changes. add_ever: put the users in
+ * the series' `ever` (the caller has not done it for the whole batch).
  */
-static cp_status apply_cell(beh_t *b, uint32_t s, int32_t day, const uint32_t *users, size_t k)
+static cp_status apply_cell(beh_t *b, uint32_t s, int32_t day, const uint32_t *users, size_t k,
+                            int add_ever)
 {
     series_t *se = &b->series[s];
     beh_cell_t *c;
@@ -701,7 +703,8 @@ static cp_status apply_cell(beh_t *b, uint32_t s, int32_t day, const uint32_t *u
         i = j;
     }
     mark_cell_chunks(b, s, c, chunks, nch);
-    roaring_bitmap_add_many(se->ever, nu, uniq);
+    if (add_ever)
+        roaring_bitmap_add_many(se->ever, nu, uniq);
     if (!roaring_bitmap_is_empty(c->exists)) {
         for (size_t i = 0; i < nu; i++)
             if ((st = cell_add(c, uniq[i], cnt[i])) != CP_OK)
@@ -749,7 +752,25 @@ cp_status beh_record_many(beh_t *b, beh_rec_t *recs, size_t n)
         sb = bitlen(smax - smin);
     uint32_t *users = b->susers;
     if (ub + db + sb <= 64) {
+        /* First each series' `ever`, once per batch with its users sorted
+         * (one container lookup per run of a chunk, not one per cell), and
+         * before any cell: a superset is harmless if a cell fails below. */
         uint64_t *k = b->sk0;
+        for (size_t i = 0; i < n; i++)
+            k[i] = (uint64_t)(recs[i].series - smin) << ub | (uint64_t)(recs[i].user - umin);
+        k = radix_sort(k, b->sk1, n, ub + sb, b->shist);
+        for (size_t i = 0; i < n;) {
+            uint64_t sk = k[i] >> ub;
+            size_t nu = 0;
+            for (; i < n && k[i] >> ub == sk; i++)
+                if (nu == 0 || users[nu - 1] != (uint32_t)(k[i] & ((UINT64_C(1) << ub) - 1)) + umin)
+                    users[nu++] = (uint32_t)(k[i] & ((UINT64_C(1) << ub) - 1)) + umin;
+            series_t *se = &b->series[(uint32_t)sk + smin];
+            if (se->ever == NULL && (se->ever = roaring_bitmap_create()) == NULL)
+                return CP_ENOMEM;
+            roaring_bitmap_add_many(se->ever, nu, users);
+        }
+        k = b->sk0;
         for (size_t i = 0; i < n; i++) {
             const beh_rec_t *r = &recs[i];
             uint64_t cellk = (uint64_t)(r->series - smin) << db | (uint64_t)((int64_t)r->day - dmin);
@@ -767,7 +788,7 @@ cp_status beh_record_many(beh_t *b, beh_rec_t *recs, size_t n)
                 j++;
             uint32_t s = (uint32_t)(cellk >> db) + smin;
             int32_t day = (int32_t)((int64_t)dmin + (int64_t)(cellk & dmask));
-            st = apply_cell(b, s, day, users + i, j - i);
+            st = apply_cell(b, s, day, users + i, j - i, 0);
             i = j;
         }
         return st;
@@ -779,7 +800,7 @@ cp_status beh_record_many(beh_t *b, beh_rec_t *recs, size_t n)
         size_t j = i + 1;
         while (j < n && recs[j].series == recs[i].series && recs[j].day == recs[i].day)
             j++;
-        st = apply_cell(b, recs[i].series, recs[i].day, users + i, j - i);
+        st = apply_cell(b, recs[i].series, recs[i].day, users + i, j - i, 1);
         i = j;
     }
     return st;
