@@ -941,9 +941,7 @@ static void print_imports(const imp_row_t *rows, int n)
     for (int i = 0; i < n; i++) {
         const imp_row_t *r = &rows[i];
         if (r->skipped) {
-            char why[300];
-            snprintf(why, sizeof why, "skipped: %s", r->skipped);
-            const char *row[] = {r->name, "-", "-", "-", "-", "-", "-", "-", "-", why};
+            const char *row[] = {r->name, "-", "-", "-", "-", "-", "-", "-", "-", "skipped"};
             cli_table_row(t, row);
             continue;
         }
@@ -969,8 +967,10 @@ static void print_imports(const imp_row_t *rows, int n)
     cli_table_free(t);
     for (int i = 0; i < n; i++) {
         const imp_row_t *r = &rows[i];
-        if (r->skipped)
+        if (r->skipped) {
+            printf("  %s: skipped: %s\n", r->name, r->skipped);
             continue;
+        }
         char a[32], b[32], c[32], d[32], e[32], f[32];
         printf("  %s: %s (%s); %s lines, %s skipped, %s rejected, %s duplicates; wall %s events/s; "
                "updates: behaviour %llu, attribute %llu, measure %llu\n",
