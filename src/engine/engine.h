@@ -220,6 +220,26 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
 /* After a deletion committed: trims the WAL whole and compacts data.mdb
  * (write lock held, no txn open). */
 cp_status intake_scrub(cp_db_t *db, cp_error_t *err);
+/* A batch of events prepared whole before any is applied (events.c):
+ * identifier keys normalised, traits checked. */
+typedef struct prep prep_t;
+typedef struct batch_prep {
+    prep_t *p; /* [b->n] */
+    cp_arena_t arena;
+} batch_prep_t;
+typedef struct apply_counts {
+    uint64_t applied, duplicates, created, merges;
+} apply_counts_t;
+/* Prepares every event of b (lock held); CP_EINVAL with b's rejects if any
+ * is invalid. bp is the caller's to bp_free either way. */
+cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, cp_error_t *err);
+void bp_free(batch_prep_t *bp);
+/* Applies a prepared batch in order (write lock held, txn open); counts
+ * into c. On failure memory may hold part of it (the caller fails the
+ * handle). */
+cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const batch_prep_t *bp,
+                      int64_t now_ms, apply_counts_t *c, cp_error_t *err);
+
 /* Plans/evaluates with did() windows ending on as_of_day (0 = today). */
 cp_status db_eval_tree_as_of(cp_db_t *db, const expr_node_t *root, int32_t as_of_day,
                              roaring_bitmap_t **out, cp_error_t *err);
