@@ -203,10 +203,139 @@ static inline int new_field(csv_reader_t *r)
     return 0;
 }
 
+/* Room for `need` fields in r->fields (and r->starts, kept the same size). */
+static int fields_room(csv_reader_t *r, size_t need)
+{
+    if (need <= r->capfields)
+        return 0;
+    size_t nc = r->capfields ? r->capfields * 2 : 32;
+    while (nc < need)
+        nc *= 2;
+    size_t *s = realloc(r->starts, nc * sizeof *s);
+    if (s == NULL)
+        return -1;
+    r->starts = s;
+    csv_field_t *f = realloc(r->fields, nc * sizeof *f);
+    if (f == NULL)
+        return -1;
+    r->fields = f;
+    r->capfields = nc;
+    return 0;
+}
+
+/*
+ * The usual record in one go: its newline is already in the input buffer,
+ * it holds no quote and no CR (but a last one before the newline), and it
+ * is too short to break max_field or max_fields, so the state machine
+ * would only split it at the delimiters. The fields are cut in place: in
+ * the reader's own input buffer (a refill happens only in the next
+ * csv_next call, which ends the fields' lifetime anyway), or in a copy for
+ * a caller's buffer. Returns 1 with the record done (returned, or rejected
+ * for invalid UTF-8 in *rc), 0 when the record needs the state machine
+ * (nothing consumed, nothing written), -1 on ENOMEM.
+ */
+static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_error_t *err,
+                       cp_status *rc)
+{
+    const char *p = r->in + r->inpos;
+    const char *nl = memchr(p, '\n', r->inlen - r->inpos);
+    if (nl == NULL)
+        return 0;
+    size_t k = (size_t)(nl - p); /* bytes before the newline */
+    /* k bytes make at most k + 1 fields of at most k bytes (a final CR
+     * counts towards its field's length before it is dropped) */
+    if (k + 1 > r->o.max_record || k > r->o.max_field || k + 1 > r->o.max_fields)
+        return 0;
+    size_t kk = k && p[k - 1] == '\r' ? k - 1 : k;
+    if (r->o.delim == '\r' || memchr(p, '"', kk) || memchr(p, '\r', kk))
+        return 0;
+    if (fields_room(r, k + 1))
+        return -1;
+    char *base;
+    if (r->memsrc) {
+        r->reclen = 0;
+        if (bump_rec(r, kk + 1))
+            return -1;
+        memcpy(r->rec, p, kk);
+        base = r->rec;
+    } else {
+        base = r->in + r->inpos;
+    }
+    /* Split at the delimiters 8 bytes at a time, with the exact zero-byte
+     * test (no borrow between bytes: ((x & 7f..) + 7f..) sets a byte's high
+     * bit iff its low 7 bits are not all zero), and OR the bytes together
+     * for the ASCII check. */
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7full, highs = 0x8080808080808080ull;
+    const uint64_t kd = 0x0101010101010101ull * (unsigned char)r->o.delim;
+    const char d = r->o.delim;
+    csv_field_t *f = r->fields;
+    size_t nf = 0, start = 0, i = 0;
+    uint64_t acc = 0;
+    for (; i + 8 <= kk; i += 8) {
+        uint64_t w;
+        memcpy(&w, base + i, 8);
+        acc |= w;
+        uint64_t x = w ^ kd;
+        uint64_t t = ~(((x & low7) + low7) | x | low7);
+        while (t) {
+            size_t at = i + ((size_t)__builtin_ctzll(t) >> 3);
+            base[at] = '\0';
+            f[nf].p = base + start;
+            f[nf].len = at - start;
+            nf++;
+            start = at + 1;
+            t &= t - 1;
+        }
+    }
+    for (; i < kk; i++) {
+        acc |= (unsigned char)base[i];
+        if (base[i] == d) {
+            base[i] = '\0';
+            f[nf].p = base + start;
+            f[nf].len = i - start;
+            nf++;
+            start = i + 1;
+        }
+    }
+    base[kk] = '\0';
+    f[nf].p = base + start;
+    f[nf].len = kk - start;
+    nf++;
+    uint64_t line0 = r->line;
+    r->line++;
+    r->inpos += k + 1;
+    r->consumed += k + 1;
+    r->rec_line = line0;
+    r->rec_end = r->consumed;
+    r->nfields = nf;
+    if (acc & highs) {
+        for (size_t j = 0; j < nf; j++)
+            if (!cp_utf8_valid(f[j].p, f[j].len)) {
+                *rc = CP_ERR(err, CP_EINVAL, "line %llu: column %zu: invalid UTF-8",
+                             (unsigned long long)line0, j + 1);
+                if (err)
+                    err->record = line0;
+                return 1;
+            }
+    }
+    *fields = f;
+    *n = nf;
+    *rc = CP_OK;
+    return 1;
+}
+
 cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_error_t *err)
 {
     *fields = NULL;
     *n = 0;
+    if (r->started && r->inpos < r->inlen) {
+        cp_status rc;
+        int got = fast_record(r, fields, n, err, &rc);
+        if (got > 0)
+            return rc;
+        if (got < 0)
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
+    }
     r->reclen = 0;
     r->nfields = 0;
     int state = S_START;

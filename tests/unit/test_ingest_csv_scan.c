@@ -3,7 +3,8 @@
  * bytes copied at once, inline delimiters, whole-record ASCII check)
  * against a naive byte-at-a-time reader of the same rules (csv.h), on
  * random byte soup with tight limits, from memory and through gzip (where
- * records straddle the input buffer).
+ * records straddle the input buffer); and CSV-shaped records for the
+ * whole-record path (fields cut in place between delimiters).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -321,11 +322,110 @@ static void test_random_gzip(void **state)
     }
 }
 
+/* CSV-shaped input: mostly plain records (the reader's whole-record fast
+ * path), with now and then a quote, a CR, a NUL, a high byte, an empty
+ * line, and fields and records sized around tight limits. */
+static void records(cp_buf_t *b, size_t nrec, char d)
+{
+    static const char *const rare[] = {"\"q\"", "\r", "\xc3\xa9", "\xff", "x\"y", "\xe2\x82",
+                                       "\"a\nb\"", "\xf0\x9f\x98\x80"};
+    for (size_t r = 0; r < nrec; r++) {
+        unsigned nf = rn(6) ? 1 + rn(9) : 1;
+        for (unsigned f = 0; f < nf; f++) {
+            if (f)
+                cp_buf_append(b, &d, 1);
+            unsigned len = rn(4) ? rn(12) : rn(70);
+            for (unsigned i = 0; i < len; i++) {
+                char c = (char)('a' + rn(26));
+                cp_buf_append(b, &c, 1);
+            }
+            if (rn(40) == 0) {
+                const char *x = rare[rn(CP_ARRAY_LEN(rare))];
+                cp_buf_append(b, x, strlen(x));
+            }
+            if (rn(200) == 0)
+                cp_buf_append(b, "\0", 1);
+        }
+        if (rn(3) == 0)
+            cp_buf_append(b, "\r", 1);
+        if (rn(50) || r + 1 < nrec) /* sometimes no final newline */
+            cp_buf_append(b, "\n", 1);
+    }
+}
+
+static void test_random_records(void **state)
+{
+    (void)state;
+    static const char delims[] = {',', ',', ';', '\t', '\r', '\xa7'};
+    for (int i = 0; i < 2000; i++) {
+        cp_buf_t b;
+        cp_buf_init(&b, 0);
+        if (rn(8) == 0)
+            cp_buf_append(&b, "\xEF\xBB\xBF", 3);
+        char d = delims[rn(CP_ARRAY_LEN(delims))];
+        records(&b, 1 + rn(40), d);
+        csv_opts_t o = {.delim = d};
+        o.max_field = rn(2) ? 1 + rn(70) : CSV_DEFAULT_MAX_FIELD;
+        o.max_record = rn(2) ? 1 + rn(200) : CSV_DEFAULT_MAX_RECORD;
+        o.max_fields = rn(2) ? 1 + rn(10) : CSV_DEFAULT_MAX_FIELDS;
+        char ctx[64];
+        snprintf(ctx, sizeof ctx, "records %d", i);
+        compare_mem(b.data ? b.data : "", b.len, &o, ctx);
+        cp_buf_free(&b);
+    }
+}
+
+/* The same through gzip, where the fields are cut in the reader's own
+ * input buffer and records straddle its refills. */
+static void test_records_gzip(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        cp_buf_t b;
+        cp_buf_init(&b, 0);
+        char d = round == 2 ? ';' : ',';
+        records(&b, 60000, d);
+        csv_opts_t o = {.delim = d,
+                        .max_field = round ? 40 : CSV_DEFAULT_MAX_FIELD,
+                        .max_record = round ? 150 : CSV_DEFAULT_MAX_RECORD,
+                        .max_fields = round ? 8 : CSV_DEFAULT_MAX_FIELDS};
+        char path[128];
+        snprintf(path, sizeof path, "/tmp/cp-test-csv-rec-%ld.gz", (long)getpid());
+        gzFile g = gzopen(path, "wb1");
+        assert_non_null(g);
+        assert_int_equal(gzwrite(g, b.data, (unsigned)b.len), (int)b.len);
+        gzclose(g);
+        cp_buf_t want, got;
+        cp_buf_init(&want, 0);
+        cp_buf_init(&got, 0);
+        ref_all(b.data, b.len, &o, &want);
+        csv_reader_t *r = NULL;
+        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+        read_all(r, &got);
+        csv_close(r);
+        unlink(path);
+        if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
+            const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
+            size_t k = 0;
+            while (a[k] && a[k] == c[k])
+                k++;
+            size_t from = k > 200 ? k - 200 : 0;
+            fail_msg("round %d differs at byte %zu:\nwant: %.400s\ngot:  %.400s", round, k,
+                     a + from, c + from);
+        }
+        cp_buf_free(&want);
+        cp_buf_free(&got);
+        cp_buf_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_soup),
         cmocka_unit_test(test_random_gzip),
+        cmocka_unit_test(test_random_records),
+        cmocka_unit_test(test_records_gzip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
