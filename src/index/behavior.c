@@ -14,6 +14,7 @@ struct beh_cell {
      * all, when the cell is queued to be rewritten whole), the one chunk
      * d1 (1: the common case, no allocation), or those in dchunks (2). */
     uint8_t nd;
+    uint8_t disk; /* its form on disk at the last persist: DISK_* */
     uint16_t d1;
     roaring_bitmap_t *exists;
     roaring_bitmap_t **slices; /* [nslices], NULL when 0 */
@@ -54,6 +55,9 @@ struct beh {
     uint32_t *susers, *sfresh, *srest;
     size_t scap;
     size_t *shist;
+    /* beh_persist's scratch: the packs to rewrite (pack_id values). */
+    uint64_t *packs;
+    size_t npacks, cappacks;
 };
 
 #define EMPTY_SLOT UINT32_MAX
@@ -63,7 +67,17 @@ struct beh {
 #define CELL_MAGIC1 'C'
 #define CELL_VERSION_WHOLE 1 /* one value per cell (read only: rewritten per chunk) */
 #define CELL_VERSION 2       /* one value per 65,536-user chunk of a cell */
+#define CELL_VERSION_PACK 3  /* small cells of 16 series x 16 days in one value */
 #define ENTRY_VERSION 1
+#define KEY_PACK "beh/p/"
+/* Cells with at most this many users are persisted in packs (version 3):
+ * a put per pack instead of one per cell. Most cells of an import are
+ * this small (Online Retail: ~2.6 users per cell). */
+#define PACK_MAX_USERS 16
+#define PACK_SERIES_BITS 4 /* a pack holds series [16 b, 16 b + 16) ... */
+#define PACK_DAY_BITS 4    /* ... and days [16 w, 16 w + 16) */
+#define PACK_READ_MAX 255  /* users of one packed cell accepted on load */
+enum { DISK_NONE, DISK_CHUNKS, DISK_PACK };
 #define VALUE_MAX ((uint64_t)UINT32_MAX) /* count - 1 saturates here */
 
 static inline void bm_free(roaring_bitmap_t *bm)
@@ -118,6 +132,7 @@ void beh_free(beh_t *b)
     free(b->series);
     free(b->slots);
     free(b->dirty);
+    free(b->packs);
     scratch_free(b);
     free(b);
 }
@@ -1358,20 +1373,154 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- packs
+ *
+ * A pack (version 3) holds every small cell (at most PACK_MAX_USERS users)
+ * of 16 consecutive series and 16 consecutive days that is persisted in
+ * that form, under "beh/p/" + block (series >> 4, u32 BE) + window
+ * (day >> 4 + 2^31, u32 BE): "BC", u8 3, u8 0, u32 LE number of cells,
+ * then per cell in (series, day) order: u8 series - 16 block, u8 day - 16
+ * window, u8 users n (>= 1), u8 flags (bit 0: counts follow), n x u32 LE
+ * users ascending, and with bit 0 n x u32 LE count - 1. A bulk import
+ * writes a pack per (block, window) it touched instead of a put per cell.
+ * A cell is either in its pack or under its chunk keys, never both:
+ * c->disk records which, and a persist moving a cell from one form to the
+ * other deletes the old one.
+ */
+
+static int cell_small(const beh_cell_t *c)
+{
+    uint64_t n = roaring_bitmap_get_cardinality(c->exists);
+    return n > 0 && n <= PACK_MAX_USERS;
+}
+
+/* 1 if c belongs in its pack at the next persist (a small cell already
+ * there, or one being written now; a small cell still under chunk keys
+ * from an older version stays there until it changes). */
+static int cell_in_pack(const beh_cell_t *c)
+{
+    return (c->disk == DISK_PACK || c->dirty) && cell_small(c);
+}
+
+static uint64_t pack_id(uint32_t series, int32_t day)
+{
+    return (uint64_t)(series >> PACK_SERIES_BITS) << 32 |
+           ((uint32_t)(day >> PACK_DAY_BITS) ^ 0x80000000u);
+}
+
+/* Queues the pack of (series, day) for rewriting (CP_ENOMEM). */
+static cp_status pack_queue(beh_t *b, uint32_t series, int32_t day)
+{
+    uint64_t id = pack_id(series, day);
+    if (b->npacks > 0 && b->packs[b->npacks - 1] == id)
+        return CP_OK;
+    if (b->npacks == b->cappacks) {
+        size_t cap = b->cappacks ? b->cappacks * 2 : 64;
+        uint64_t *v = realloc(b->packs, cap * sizeof *v);
+        if (v == NULL)
+            return CP_ENOMEM;
+        b->packs = v;
+        b->cappacks = cap;
+    }
+    b->packs[b->npacks++] = id;
+    return CP_OK;
+}
+
+static int u64_cmp(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
+#define PACK_CELLS (1u << (PACK_SERIES_BITS + PACK_DAY_BITS))
+
+/* The cells that belong in pack `id`, in (series, day) order, into
+ * cells[] and their series into ser[] (PACK_CELLS each). */
+static size_t pack_cells(const beh_t *b, uint64_t id, const beh_cell_t **cells, uint32_t *ser)
+{
+    uint32_t s0 = (uint32_t)(id >> 32) << PACK_SERIES_BITS;
+    int64_t d0 = (int64_t)(int32_t)((uint32_t)id ^ 0x80000000u) * (1 << PACK_DAY_BITS);
+    size_t n = 0;
+    for (uint32_t s = s0; s < b->nseries && s - s0 < (1u << PACK_SERIES_BITS); s++) {
+        const series_t *se = &b->series[s];
+        for (uint32_t i = lower_day(se, (int32_t)d0);
+             i < se->ncells && se->cells[i].day < d0 + (1 << PACK_DAY_BITS); i++)
+            if (cell_in_pack(&se->cells[i])) {
+                cells[n] = &se->cells[i];
+                ser[n++] = s;
+            }
+    }
+    return n;
+}
+
+/* Rewrites pack `id` from the cells in memory (deletes it when none). */
+static cp_status put_pack(const beh_t *b, uint64_t id, store_txn_t *txn, store_db db,
+                          cp_error_t *err)
+{
+    const beh_cell_t *cells[PACK_CELLS];
+    uint32_t ser[PACK_CELLS], cnt[PACK_CELLS];
+    uint8_t key[CELL_KEY_LEN];
+    memcpy(key, KEY_PACK, 6);
+    put_u32be(key + 6, (uint32_t)(id >> 32));
+    put_u32be(key + 10, (uint32_t)id);
+    size_t ncells = pack_cells(b, id, cells, ser), total = 8;
+    if (ncells == 0)
+        return store_del(txn, db, key, sizeof key, err);
+    for (size_t i = 0; i < ncells; i++) {
+        cnt[i] = (uint32_t)roaring_bitmap_get_cardinality(cells[i]->exists);
+        total += 4 + (size_t)cnt[i] * 4 * (cells[i]->nslices ? 2 : 1);
+    }
+    void *dst = NULL;
+    cp_status rc = store_reserve(txn, db, key, sizeof key, total, &dst, err);
+    if (rc != CP_OK)
+        return rc;
+    uint8_t *p = dst;
+    p[0] = CELL_MAGIC0;
+    p[1] = CELL_MAGIC1;
+    p[2] = CELL_VERSION_PACK;
+    p[3] = 0;
+    put_u32le(p + 4, (uint32_t)ncells);
+    p += 8;
+    for (size_t k = 0; k < ncells; k++) {
+        const beh_cell_t *c = cells[k];
+        uint32_t users[PACK_MAX_USERS], n = cnt[k];
+        roaring_bitmap_to_uint32_array(c->exists, users);
+        p[0] = (uint8_t)(ser[k] & ((1u << PACK_SERIES_BITS) - 1));
+        p[1] = (uint8_t)((uint32_t)c->day & ((1u << PACK_DAY_BITS) - 1));
+        p[2] = (uint8_t)n;
+        p[3] = c->nslices ? 1 : 0;
+        p += 4;
+        for (uint32_t i = 0; i < n; i++, p += 4)
+            put_u32le(p, users[i]);
+        if (c->nslices)
+            for (uint32_t i = 0; i < n; i++, p += 4)
+                put_u32le(p, (uint32_t)cell_value(c, users[i]));
+    }
+    return CP_OK;
+}
+
 /* One dirty entry: the cell's changed chunks, or all of it (wipe, or the
- * cell gone). */
+ * cell gone, or its chunk keys not yet on disk); a small cell goes to its
+ * pack instead (queued here, written by beh_persist). */
 static cp_status persist_entry(beh_t *b, const dirty_t *d, store_txn_t *txn, store_db db,
                                cp_error_t *err)
 {
     cp_status rc = CP_OK;
     beh_cell_t *c = d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
-    if (c == NULL || d->wipe) {
-        uint8_t prefix[CELL_KEY_LEN];
-        cell_key(prefix, d->series, d->day);
+    uint8_t prefix[CELL_KEY_LEN];
+    cell_key(prefix, d->series, d->day);
+    int small = c != NULL && cell_small(c);
+    /* The pack is rewritten when the cell is gone, wiped, small, or leaves
+     * it (wherever it was before). */
+    if ((c == NULL || d->wipe || small || c->disk == DISK_PACK) &&
+        pack_queue(b, d->series, d->day) != CP_OK)
+        return CP_ERR(err, CP_ENOMEM, "out of memory persisting the behaviour index");
+    if (c == NULL || d->wipe || (small && c->disk == DISK_CHUNKS))
         if ((rc = store_del_prefix(txn, db, prefix, sizeof prefix, err)) != CP_OK || c == NULL)
             return rc;
-    }
-    if (d->wipe) {
+    if (small)
+        return CP_OK;
+    if (d->wipe || c->disk != DISK_CHUNKS) {
         int32_t n = bm_chunk_count(c->exists);
         for (int32_t i = 0; i < n && rc == CP_OK; i++)
             rc = put_chunk(c, d->series, bm_chunk_key(c->exists, i), txn, db, err);
@@ -1403,14 +1552,23 @@ cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
     }
     /* A cell may be listed twice (dropped, then created again): the later
      * entry writes the current chunks again, which is harmless. */
+    b->npacks = 0;
     for (size_t i = 0; i < b->ndirty; i++)
         if ((rc = persist_entry(b, &b->dirty[i], txn, db, err)) != CP_OK)
             return rc;
+    /* Each pack once, in key order. */
+    qsort(b->packs, b->npacks, sizeof *b->packs, u64_cmp);
+    for (size_t i = 0; i < b->npacks; i++)
+        if ((i == 0 || b->packs[i] != b->packs[i - 1]) &&
+            (rc = put_pack(b, b->packs[i], txn, db, err)) != CP_OK)
+            return rc;
+    b->npacks = 0;
     /* Everything is in the transaction: clear the marks. */
     for (size_t i = 0; i < b->ndirty; i++) {
         uint32_t s = b->dirty[i].series;
         beh_cell_t *c = s < b->nseries ? cell_find(&b->series[s], b->dirty[i].day) : NULL;
         if (c != NULL) {
+            c->disk = cell_small(c) ? DISK_PACK : DISK_CHUNKS;
             c->dirty = 0;
             c->nd = 0;
             bm_free(c->dchunks);
@@ -1442,8 +1600,8 @@ size_t beh_dirty_chunk_count(const beh_t *b)
         const dirty_t *d = &b->dirty[i];
         const beh_cell_t *c =
             d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
-        if (c == NULL)
-            n++; /* a deletion */
+        if (c == NULL || cell_small(c))
+            n++; /* a deletion, or a small cell's pack (shared by up to 256 cells) */
         else if (d->wipe)
             n += (size_t)bm_chunk_count(c->exists);
         else if (c->nd == 1)
@@ -1564,6 +1722,7 @@ static cp_status load_cell(void *ud, const void *k, size_t kl, const void *v, si
         goto nomem;
     bm_free(slot->exists);
     *slot = c;
+    slot->disk = DISK_CHUNKS;
     if (chunk < 0)
         mark_cell_whole(b, s, slot); /* version 1: rewritten per chunk by the next persist */
     return CP_OK;
@@ -1572,13 +1731,95 @@ nomem:
     return CP_ERR(err, CP_ENOMEM, "out of memory loading behaviour cell %u/%d", s, day);
 }
 
+/* One packed cell of n users: creates it (it must not exist yet). */
+static cp_status pack_cell_add(beh_t *b, uint32_t s, int32_t day, const uint8_t *users,
+                               const uint8_t *vals, uint32_t n)
+{
+    series_t *se = &b->series[s];
+    uint32_t u[PACK_READ_MAX];
+    beh_cell_t *c;
+    uint32_t top = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        u[i] = get_u32le(users + 4 * i);
+        if (i > 0 && u[i] <= u[i - 1])
+            return CP_EIO;
+        if (vals)
+            top |= get_u32le(vals + 4 * i);
+    }
+    if (cell_find(se, day) != NULL)
+        return CP_EIO; /* also under chunk keys, or twice */
+    if ((se->ever == NULL && (se->ever = roaring_bitmap_create()) == NULL) ||
+        cell_get(se, day, &c) != CP_OK)
+        return CP_ENOMEM;
+    c->disk = DISK_PACK;
+    roaring_bitmap_add_many(c->exists, n, u);
+    roaring_bitmap_add_many(se->ever, n, u);
+    if (cell_grow(c, bitlen(top)) != CP_OK)
+        return CP_ENOMEM;
+    for (uint32_t i = 0; vals && i < n; i++) {
+        uint32_t v = get_u32le(vals + 4 * i);
+        for (int j = 0; v; j++, v >>= 1)
+            if (v & 1)
+                roaring_bitmap_add(c->slices[j], u[i]);
+    }
+    return CP_OK;
+}
+
+static cp_status load_pack(void *ud, const void *k, size_t kl, const void *v, size_t vl,
+                           cp_error_t *err)
+{
+    beh_t *b = ud;
+    const uint8_t *p = v;
+    if (kl != CELL_KEY_LEN)
+        return CP_ERR(err, CP_EIO, "behaviour index: unexpected pack key of %zu bytes", kl);
+    uint32_t block = get_u32be((const uint8_t *)k + 6);
+    int64_t d0 = (int64_t)(int32_t)(get_u32be((const uint8_t *)k + 10) ^ 0x80000000u) *
+                 (1 << PACK_DAY_BITS);
+    uint64_t s0 = (uint64_t)block << PACK_SERIES_BITS;
+    if (vl < 8 || p[0] != CELL_MAGIC0 || p[1] != CELL_MAGIC1 || p[2] != CELL_VERSION_PACK ||
+        p[3] != 0)
+        goto corrupt;
+    uint32_t ncells = get_u32le(p + 4);
+    size_t o = 8;
+    int prev = -1;
+    for (uint32_t i = 0; i < ncells; i++) {
+        if (vl - o < 4)
+            goto corrupt;
+        int so = p[o], dof = p[o + 1], at = so << PACK_DAY_BITS | dof;
+        uint32_t n = p[o + 2];
+        uint8_t flags = p[o + 3];
+        o += 4;
+        if (so >= (1 << PACK_SERIES_BITS) || dof >= (1 << PACK_DAY_BITS) || at <= prev ||
+            n == 0 || flags > 1 || (vl - o) / 4 < (size_t)n * (flags ? 2 : 1))
+            goto corrupt;
+        prev = at;
+        if (s0 + (uint64_t)so >= b->nseries)
+            return CP_ERR(err, CP_EIO, "behaviour pack %u/%lld: cell of unknown series %llu",
+                          block, (long long)d0, (unsigned long long)(s0 + (uint64_t)so));
+        cp_status rc = pack_cell_add(b, (uint32_t)s0 + (uint32_t)so, (int32_t)(d0 + dof), p + o,
+                                     flags ? p + o + 4 * (size_t)n : NULL, n);
+        if (rc == CP_ENOMEM)
+            return CP_ERR(err, CP_ENOMEM, "out of memory loading behaviour pack %u/%lld", block,
+                          (long long)d0);
+        if (rc != CP_OK)
+            goto corrupt;
+        o += (size_t)n * 4 * (flags ? 2 : 1);
+    }
+    if (o == vl)
+        return CP_OK;
+corrupt:
+    return CP_ERR(err, CP_EIO, "corrupt behaviour pack %u/%lld (%zu bytes)", block,
+                  (long long)d0, vl);
+}
+
 cp_status beh_load(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
 {
     cp_status rc;
     if (b->nseries != 0)
         return CP_ERR(err, CP_EINVAL, "beh_load: the behaviour index is not empty");
     if ((rc = store_each(txn, db, KEY_DICT, 6, load_dict, b, err)) != CP_OK ||
-        (rc = store_each(txn, db, KEY_CELL, 6, load_cell, b, err)) != CP_OK)
+        (rc = store_each(txn, db, KEY_CELL, 6, load_cell, b, err)) != CP_OK ||
+        (rc = store_each(txn, db, KEY_PACK, 6, load_pack, b, err)) != CP_OK)
         return rc;
     b->persisted = b->nseries;
     return CP_OK;
