@@ -100,6 +100,7 @@ void mapping_free(mapping_t *m)
     free(m->props);
     json_decref(m->attributes);
     json_decref(m->indexed);
+    free(m->names);
     free(m);
 }
 
@@ -260,7 +261,7 @@ static cp_status parse_fields(const json_t *arr, const char *what, int need_name
  * Identifiers other than the userId / anonymousId ones land in the traits
  * object under their type, so ids and traits share one numbering.
  */
-static void assign_keys(mapping_t *m)
+static cp_status assign_keys(mapping_t *m, cp_error_t *err)
 {
     size_t nt = m->nids + m->ntraits, k = 0;
     for (size_t i = 0; i < nt; i++) {
@@ -291,6 +292,36 @@ static void assign_keys(mapping_t *m)
             f->key = (int)k++;
     }
     m->npkeys = k;
+    /* mapping_row_event's cheap bound of an event's compact JSON: row_bound
+     * with every value at its widest non-string size (a number's 32, or a
+     * string's 2 quotes, plus 6 bytes per string byte counted per row) */
+    size_t b = 256 + 2 * (16 + 34) + 12 + 16;
+    for (size_t i = 0; i < nt; i++) {
+        const map_field_t *f = i < m->nids ? &m->ids[i] : &m->traits[i - m->nids];
+        b += 4 + 6 * f->nlen + 34;
+    }
+    for (size_t i = 0; i < m->nprops; i++)
+        b += 4 + 6 * m->props[i].nlen + 34;
+    m->bound_fixed = b;
+    /* the names, for one copy per event */
+    size_t total = 0;
+    for (size_t i = 0; i < nt + m->nprops; i++) {
+        map_field_t *f = i < m->nids           ? &m->ids[i]
+                         : i < nt              ? &m->traits[i - m->nids]
+                                               : &m->props[i - nt];
+        f->name_off = total;
+        total += f->nlen + 1;
+    }
+    if ((m->names = malloc(total ? total : 1)) == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    m->names_len = total;
+    for (size_t i = 0; i < nt + m->nprops; i++) {
+        const map_field_t *f = i < m->nids ? &m->ids[i]
+                               : i < nt    ? &m->traits[i - m->nids]
+                                           : &m->props[i - nt];
+        memcpy(m->names + f->name_off, f->name, f->nlen + 1);
+    }
+    return CP_OK;
 }
 
 cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_t *err)
@@ -396,6 +427,7 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
                 rc = CP_ERR(err, CP_ENOMEM, "out of memory");
                 goto out;
             }
+            m->event_name_len = strlen(m->event_name);
         } else if (json_is_object(n)) {
             if ((rc = parse_col(json_object_get(n, "column"), "event.name", &m->event_col, err)))
                 goto out;
@@ -438,6 +470,8 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
                     rc = CP_ERR(err, CP_ENOMEM, "out of memory");
                     goto out;
                 }
+                d->prefix_len = strlen(p);
+                d->name_len = strlen(nm);
             }
         }
         const json_t *ts = json_object_get(ev, "timestamp");
@@ -464,7 +498,8 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
                                &m->props, &m->nprops, err)))
             goto out;
     }
-    assign_keys(m);
+    if ((rc = assign_keys(m, err)))
+        goto out;
     v = json_object_get(j, "attributes");
     if (v) {
         if (!json_is_array(v)) {
@@ -612,10 +647,17 @@ static const csv_field_t *cell(const map_col_t *c, const csv_field_t *f, size_t 
 
 static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
-static void trimmed(const csv_field_t *f, const char **s, size_t *len)
+/* The cell without surrounding white space. Most cells have none: their
+ * first and last bytes say so without a loop. */
+static inline void trimmed(const csv_field_t *f, const char **s, size_t *len)
 {
     const char *p = f->p;
     size_t l = f->len;
+    if (l && !is_space((unsigned char)p[0]) && !is_space((unsigned char)p[l - 1])) {
+        *s = p;
+        *len = l;
+        return;
+    }
     while (l && is_space((unsigned char)*p)) {
         p++;
         l--;
@@ -624,6 +666,68 @@ static void trimmed(const csv_field_t *f, const char **s, size_t *len)
         l--;
     *s = p;
     *len = l;
+}
+
+/* Word-at-a-time scans (8 bytes; the last word overlaps the one before
+ * it instead of a byte loop). */
+#define W_ONES 0x0101010101010101ull
+#define W_HIGHS 0x8080808080808080ull
+#define W_LOW7 0x7f7f7f7f7f7f7f7full
+
+static inline uint64_t load8(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* The high bit of every zero byte of w, exactly (no borrow crosses bytes:
+ * (b & 7f) + 7f sets b's high bit iff its low 7 bits are not all zero). */
+static inline uint64_t zero_bytes(uint64_t w) { return ~(((w & W_LOW7) + W_LOW7) | w | W_LOW7); }
+
+/* Non-zero if some byte of w is NUL or >= 0x80. */
+static inline uint64_t w_nul_or_high(uint64_t w) { return (w & W_HIGHS) | zero_bytes(w); }
+
+/* Non-zero if some byte of w is a control byte (< 0x20 or 0x7f). Exact as a
+ * yes/no: (b - 0x20) & ~b & 0x80 flags every byte below 0x20, and with none
+ * there is no borrow to flag another; bytes >= 0x80 have ~b's bit clear. */
+static inline uint64_t w_control(uint64_t w)
+{
+    return (((w - W_ONES * 0x20) & ~w) | zero_bytes(w ^ (W_ONES * 0x7f))) & W_HIGHS;
+}
+
+/* 1 if s[0..len) is ASCII without NUL bytes: text that needs neither the
+ * NUL nor the UTF-8 check (the slow path decides the others). */
+static int plain_ascii(const char *s, size_t len)
+{
+    if (len < 8) {
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)s[i] - 1u >= 0x7fu)
+                return 0;
+        return 1;
+    }
+    uint64_t bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8)
+        bad |= w_nul_or_high(load8(s + i));
+    return (bad | w_nul_or_high(load8(s + len - 8))) == 0;
+}
+
+/* 1 if s[0..n) has no control bytes (segment.c's test for ids, names,
+ * messageIds). */
+static int printable(const char *s, size_t n)
+{
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+                return 0;
+        return 1;
+    }
+    uint64_t bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        bad |= w_control(load8(s + i));
+    return (bad | w_control(load8(s + n - 8))) == 0;
 }
 
 /* UTF-8 validity with an ASCII fast path (8 bytes at a time): the reader
@@ -648,12 +752,13 @@ static const double pow10_tab[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 
                                    1e21, 1e22};
 
 /*
- * strtod over the whole text. Plain decimals of at most 15 digits take
- * Clinger's fast path (an exact integer divided by an exact power of ten
- * rounds correctly, so the result is strtod's); anything else goes to
- * strtod itself.
+ * Plain decimals ([+-]digits[.digits], at least one integer digit, at most
+ * 15 digits) by Clinger's fast path: an exact integer divided by an exact
+ * power of ten rounds correctly, so the result is strtod's. Returns 1 with
+ * *out set, 0 for anything else (then strtod decides). Accepts only
+ * digits, a sign and a dot: never a text with a NUL byte.
  */
-static int parse_number(const char *s, size_t len, double *out)
+static inline int number_fast(const char *s, size_t len, double *out)
 {
     size_t i = 0;
     int neg = 0;
@@ -662,18 +767,28 @@ static int parse_number(const char *s, size_t len, double *out)
         i = 1;
     }
     uint64_t mant = 0;
-    int nd = 0, frac = 0, intd = 0;
-    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++, intd++)
+    size_t i0 = i;
+    for (; i < len && (unsigned char)(s[i] - '0') <= 9; i++)
         mant = mant * 10 + (uint64_t)(s[i] - '0');
+    size_t intd = i - i0, frac = 0;
     if (i < len && s[i] == '.') {
-        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++, frac++)
+        size_t f0 = ++i;
+        for (; i < len && (unsigned char)(s[i] - '0') <= 9; i++)
             mant = mant * 10 + (uint64_t)(s[i] - '0');
+        frac = i - f0;
     }
-    if (i == len && intd > 0 && nd <= 15) {
-        double v = (double)mant / pow10_tab[frac];
-        *out = neg ? -v : v;
+    if (i != len || intd == 0 || intd + frac > 15)
         return 0;
-    }
+    double v = (double)mant / pow10_tab[frac];
+    *out = neg ? -v : v;
+    return 1;
+}
+
+/* strtod over the whole text (number_fast first). */
+static int parse_number(const char *s, size_t len, double *out)
+{
+    if (number_fast(s, len, out))
+        return 0;
     char buf[64];
     if (len == 0 || len >= sizeof buf)
         return -1;
@@ -688,9 +803,14 @@ static int parse_number(const char *s, size_t len, double *out)
     return 0;
 }
 
-/* strtoll over the whole text; an integral decimal ("6.0", up to 9e15) is
- * an int too. Plain forms are parsed inline, the rest by the libc. */
-static int parse_int(const char *s, size_t len, long long *out)
+/*
+ * Plain integers: [+-] then 1..18 digits, or 1..15 digits followed by a
+ * dot and only zeros ("17850.0"). Returns 1 with *out (and, if `digits`
+ * is not NULL, where the digits start and how many there are), 0 for
+ * anything else (then parse_int decides). Never accepts a NUL byte.
+ */
+static inline int int_fast(const char *s, size_t len, long long *out, const char **digits,
+                           size_t *ndigits)
 {
     size_t i = 0;
     int neg = 0;
@@ -698,20 +818,34 @@ static int parse_int(const char *s, size_t len, long long *out)
         neg = s[0] == '-';
         i = 1;
     }
-    uint64_t v0 = 0; /* wraps past 19 digits, unused then */
-    int nd = 0;
-    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++)
+    uint64_t v0 = 0;
+    size_t i0 = i;
+    for (; i < len && (unsigned char)(s[i] - '0') <= 9; i++)
         v0 = v0 * 10 + (uint64_t)(s[i] - '0');
-    if (nd > 0 && nd <= 18 && (i == len || (nd <= 15 && s[i] == '.'))) {
-        size_t k = i;
-        if (k < len)
-            for (k++; k < len && s[k] == '0'; k++)
-                ;
-        if (k == len) {
-            *out = neg ? -(long long)v0 : (long long)v0;
+    size_t nd = i - i0;
+    if (nd == 0 || nd > 18)
+        return 0;
+    if (i < len) {
+        if (nd > 15 || s[i] != '.')
             return 0;
-        }
+        for (size_t k = i + 1; k < len; k++)
+            if (s[k] != '0')
+                return 0;
     }
+    *out = neg ? -(long long)v0 : (long long)v0;
+    if (digits) {
+        *digits = s + i0;
+        *ndigits = nd;
+    }
+    return 1;
+}
+
+/* strtoll over the whole text; an integral decimal ("6.0", up to 9e15) is
+ * an int too. Plain forms are parsed inline, the rest by the libc. */
+static int parse_int(const char *s, size_t len, long long *out)
+{
+    if (int_fast(s, len, out, NULL, NULL))
+        return 0;
     char buf[32];
     if (len == 0 || len >= sizeof buf)
         return -1;
@@ -741,23 +875,35 @@ static double round_to(double v, int r)
     return round(v * p) / p;
 }
 
-/* Decimal text of v into buf (>= 21 bytes); returns the length. */
+/* Decimal text of v into buf (>= 21 bytes); returns the length. Written
+ * from the end, two digits at a time, once the length is known. */
 static size_t fmt_i64(int64_t v, char *buf)
 {
-    char tmp[24];
-    size_t n = 0;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
+                                "34353637383940414243444546474849505152535455565758596061626364656667"
+                                "6869707172737475767778798081828384858687888990919293949596979899";
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    size_t k = 0;
-    if (v < 0)
-        buf[k++] = '-';
-    while (n)
-        buf[k++] = tmp[--n];
-    buf[k] = '\0';
-    return k;
+    size_t nd = 1;
+    for (uint64_t t = u; t >= 10; t /= 10)
+        nd++;
+    size_t k = v < 0;
+    buf[0] = '-';
+    size_t end = k + nd;
+    buf[end] = '\0';
+    char *q = buf + end;
+    while (u >= 100) {
+        unsigned x = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--q = pairs[x + 1];
+        *--q = pairs[x];
+    }
+    if (u >= 10) {
+        *--q = pairs[u * 2 + 1];
+        *--q = pairs[u * 2];
+    } else {
+        *--q = (char)('0' + u);
+    }
+    return end;
 }
 
 /* "column "Quantity"" or "column 4": how errors name a column. */
@@ -783,6 +929,61 @@ static cp_status bad_utf8(cp_error_t *err, uint64_t line, const map_col_t *c)
 {
     return CP_ERR(err, CP_EINVAL, "line %llu: column %d: invalid UTF-8", (unsigned long long)line,
                   c->pos + 1);
+}
+
+static cp_status nul_byte(cp_error_t *err, uint64_t line, const map_col_t *c)
+{
+    return CP_ERR(err, CP_EINVAL, "line %llu: column %d contains a NUL byte",
+                  (unsigned long long)line, c->pos + 1);
+}
+
+/*
+ * cp_time_parse for the layout of most files, "YYYY-MM-DD HH:MM:SS" (or a
+ * T between, or a final Z), without its general scanner: 1 with *secs
+ * when s is exactly such a text and a valid time (the same checks and the
+ * same value as cp_time_parse), 0 for anything else, which cp_time_parse
+ * then decides. Only digits and separators pass: never a NUL byte.
+ */
+static int iso_fast(const char *s, size_t len, int64_t *secs)
+{
+    static const int before[] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (len != 19 && !(len == 20 && (s[19] == 'Z' || s[19] == 'z')))
+        return 0;
+    if (s[4] != '-' || s[7] != '-' || (s[10] != ' ' && s[10] != 'T' && s[10] != 't') ||
+        s[13] != ':' || s[16] != ':')
+        return 0;
+    /* The digits, 8 bytes at a time: "YYYY-MM-", "DD HH:MM", "HH:MM:SS"
+     * (the last overlaps the second). A byte is a digit iff its high
+     * nibble is 3 and stays 3 when 6 is added (no carry leaves a byte). */
+    const uint64_t m1 = 0x00ffff00ffffffffull, m2 = 0xffff00ffff00ffffull;
+    const uint64_t zeros = 0x3030303030303030ull, nib = 0xf0f0f0f0f0f0f0f0ull;
+    const uint64_t six = 0x0606060606060606ull;
+    uint64_t w1 = load8(s) & m1, w2 = load8(s + 8) & m2, w3 = load8(s + 11) & m2;
+    if ((w1 & nib) != (zeros & m1) || (((w1 + (six & m1)) & nib) != (zeros & m1)) ||
+        (w2 & nib) != (zeros & m2) || (((w2 + (six & m2)) & nib) != (zeros & m2)) ||
+        (w3 & nib) != (zeros & m2) || (((w3 + (six & m2)) & nib) != (zeros & m2)))
+        return 0;
+    w1 -= zeros & m1;
+    w2 -= zeros & m2;
+    w3 -= zeros & m2;
+#define B(w, i) ((int)(((w) >> (8 * (i))) & 0xff))
+    int y = B(w1, 0) * 1000 + B(w1, 1) * 100 + B(w1, 2) * 10 + B(w1, 3);
+    int mo = B(w1, 5) * 10 + B(w1, 6), d = B(w2, 0) * 10 + B(w2, 1);
+    int h = B(w2, 3) * 10 + B(w2, 4), mi = B(w2, 6) * 10 + B(w2, 7);
+    int se = B(w3, 6) * 10 + B(w3, 7);
+#undef B
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 ||
+        mi > 59 || se > 60)
+        return 0;
+    /* days since 1970-01-01: whole years, their leap days, then the year's
+     * days so far (y >= 1, so the divisions below are of positives) */
+    int64_t py = y - 1;
+    int64_t days = 365 * (int64_t)(y - 1970) + (py / 4 - py / 100 + py / 400) - 477 +
+                   before[mo - 1] + (mo > 2 && leap) + d - 1;
+    *secs = days * 86400 + h * 3600 + mi * 60 + se;
+    return 1;
 }
 
 /* A timestamp cell (trimmed, non-empty) in the field's format. */
@@ -924,21 +1125,50 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
     trimmed(c, &s, &len);
     if (len == 0)
         return CP_OK;
-    if (memchr(c->p, '\0', c->len))
-        return CP_ERR(err, CP_EINVAL, "line %llu: column %d contains a NUL byte",
-                      (unsigned long long)line, d->col.pos + 1);
+    /*
+     * A cell with a NUL byte is refused before any conversion. The fast
+     * paths below accept only texts that cannot hold one (digits, plain
+     * ASCII), so the NUL scan runs only where they decline.
+     */
     switch (d->type) {
     case MV_STRING:
         if (d->xform == MX_INTEGER) {
             long long iv;
-            if (parse_int(s, len, &iv))
-                return bad_value(err, line, d, &d->col, c, "an integer");
-            v->gen = G_TEXT;
-            v->slen = fmt_i64(iv, v->txt);
+            const char *dg;
+            size_t nd;
+            if (int_fast(s, len, &iv, &dg, &nd)) {
+                /* The decimal text of iv is its digits without leading
+                 * zeros, signed if negative: point at them. */
+                while (nd > 1 && *dg == '0') {
+                    dg++;
+                    nd--;
+                }
+                if (iv < 0) {
+                    v->gen = G_TEXT;
+                    v->txt[0] = '-';
+                    memcpy(v->txt + 1, dg, nd);
+                    v->txt[nd + 1] = '\0';
+                    v->slen = nd + 1;
+                } else {
+                    v->s = dg;
+                    v->slen = nd;
+                }
+            } else {
+                if (memchr(c->p, '\0', c->len))
+                    return nul_byte(err, line, &d->col);
+                if (parse_int(s, len, &iv))
+                    return bad_value(err, line, d, &d->col, c, "an integer");
+                v->gen = G_TEXT;
+                v->slen = fmt_i64(iv, v->txt);
+            }
         } else {
-            /* jansson takes only UTF-8; say so instead of losing the value */
-            if (!utf8_ok(c->p, c->len))
-                return bad_utf8(err, line, &d->col);
+            if (!plain_ascii(c->p, c->len)) {
+                if (memchr(c->p, '\0', c->len))
+                    return nul_byte(err, line, &d->col);
+                /* jansson takes only UTF-8; say so instead of losing the value */
+                if (!cp_utf8_valid(c->p, c->len))
+                    return bad_utf8(err, line, &d->col);
+            }
             if (d->xform == MX_LOWER) {
                 v->gen = G_LOWER;
                 v->s = s;
@@ -956,16 +1186,24 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
         break;
     case MV_INT: {
         long long iv;
-        if (parse_int(s, len, &iv))
-            return bad_value(err, line, d, &d->col, c, "an integer");
+        if (!int_fast(s, len, &iv, NULL, NULL)) {
+            if (memchr(c->p, '\0', c->len))
+                return nul_byte(err, line, &d->col);
+            if (parse_int(s, len, &iv))
+                return bad_value(err, line, d, &d->col, c, "an integer");
+        }
         v->kind = PV_INT;
         v->i = iv;
         break;
     }
     case MV_NUMBER: {
         double x;
-        if (parse_number(s, len, &x))
-            return bad_value(err, line, d, &d->col, c, "a number");
+        if (!number_fast(s, len, &x)) {
+            if (memchr(c->p, '\0', c->len))
+                return nul_byte(err, line, &d->col);
+            if (parse_number(s, len, &x))
+                return bad_value(err, line, d, &d->col, c, "a number");
+        }
         x = round_to(x, d->round);
         if (!isfinite(x))
             return bad_value(err, line, d, &d->col, c, "a number in range once rounded");
@@ -974,6 +1212,8 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
         break;
     }
     case MV_BOOL: {
+        if (memchr(c->p, '\0', c->len))
+            return nul_byte(err, line, &d->col);
         int t = len == 4 ? !strncasecmp(s, "true", 4) : len == 3 ? !strncasecmp(s, "yes", 3) : 0;
         int fl = len == 5 ? !strncasecmp(s, "false", 5) : len == 2 ? !strncasecmp(s, "no", 2) : 0;
         if (len == 1 && (*s == '1' || *s == '0')) {
@@ -988,10 +1228,14 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
     }
     case MV_TIMESTAMP: {
         int64_t secs;
-        if (cell_time(d, s, len, &secs))
-            return bad_value(err, line, d, &d->col, c,
-                             d->tsfmt == TF_STRF ? "a timestamp in the mapping's format"
-                                                 : "a timestamp");
+        if (d->tsfmt != TF_ISO || !iso_fast(s, len, &secs)) {
+            if (memchr(c->p, '\0', c->len))
+                return nul_byte(err, line, &d->col);
+            if (cell_time(d, s, len, &secs))
+                return bad_value(err, line, d, &d->col, c,
+                                 d->tsfmt == TF_STRF ? "a timestamp in the mapping's format"
+                                                     : "a timestamp");
+        }
         cp_time_format(secs, v->txt, sizeof v->txt);
         v->kind = PV_STR;
         v->gen = G_TEXT;
@@ -1062,6 +1306,7 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
             return rc;
     if (m->has_event) {
         const char *name = m->event_name;
+        size_t namelen = m->event_name_len;
         const csv_field_t *nc = NULL;
         if (name == NULL) {
             nc = cell(&m->event_col, f, n);
@@ -1071,9 +1316,10 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
         }
         for (size_t i = 0; i < m->nwhen; i++) {
             const csv_field_t *c = cell(&m->when[i].col, f, n);
-            size_t pl = strlen(m->when[i].prefix);
+            size_t pl = m->when[i].prefix_len;
             if (c->len >= pl && memcmp(c->p, m->when[i].prefix, pl) == 0) {
                 name = m->when[i].name;
+                namelen = m->when[i].name_len;
                 nc = NULL;
                 break;
             }
@@ -1085,7 +1331,7 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
             r->evlen = nc->len;
         } else {
             r->ev = name;
-            r->evlen = strlen(name);
+            r->evlen = namelen;
         }
         if (m->has_ts) {
             const csv_field_t *c = cell(&m->ts.col, f, n);
@@ -1095,13 +1341,15 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
             if (len == 0)
                 return CP_ERR(err, CP_EINVAL, "line %llu: the timestamp column is empty",
                               (unsigned long long)line);
-            if (memchr(c->p, '\0', c->len))
-                return CP_ERR(err, CP_EINVAL, "line %llu: column %d contains a NUL byte",
-                              (unsigned long long)line, m->ts.col.pos + 1);
-            if (cell_time(&m->ts, s, len, &r->ts))
-                return bad_value(err, line, &m->ts, &m->ts.col, c,
-                                 m->ts.tsfmt == TF_STRF ? "a timestamp in the mapping's format"
-                                                        : "a timestamp");
+            if (m->ts.tsfmt != TF_ISO || !iso_fast(s, len, &r->ts)) {
+                if (memchr(c->p, '\0', c->len))
+                    return nul_byte(err, line, &m->ts.col);
+                if (cell_time(&m->ts, s, len, &r->ts))
+                    return bad_value(err, line, &m->ts, &m->ts.col, c,
+                                     m->ts.tsfmt == TF_STRF
+                                         ? "a timestamp in the mapping's format"
+                                         : "a timestamp");
+            }
             r->has_ts = 1;
         }
         for (size_t i = 0; i < m->nprops; i++)
@@ -1244,14 +1492,6 @@ static cp_status seg_err(cp_error_t *err, cp_status code, uint64_t line, const c
     return CP_ERR(err, code, "line %llu: %s", (unsigned long long)line, msg);
 }
 
-static int printable(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
 static int printable_lower(const rval_t *v)
 {
     return printable(rv_str(v), v->slen); /* lower-casing keeps control bytes as they are */
@@ -1350,6 +1590,22 @@ static size_t row_bound(const row_t *r)
     return b;
 }
 
+/* An upper bound of row_bound: m->bound_fixed covers everything but the
+ * strings' bytes (assign_keys). */
+static size_t quick_bound(const mapping_t *m, const row_t *r)
+{
+    size_t sb = r->evlen + r->msgid_len;
+    if (r->uid.kind == PV_STR)
+        sb += r->uid.slen;
+    if (r->anon.kind == PV_STR)
+        sb += r->anon.slen;
+    for (size_t i = 0; i < r->ntv; i++)
+        sb += r->tv[i].kind == PV_STR ? r->tv[i].slen : 0;
+    for (size_t i = 0; i < r->npv; i++)
+        sb += r->pv[i].kind == PV_STR ? r->pv[i].slen : 0;
+    return m->bound_fixed + 6 * sb;
+}
+
 static int trait_is_ident(const segment_opts_t *o, const map_field_t *d)
 {
     if (o->id_types.names == NULL)
@@ -1376,9 +1632,48 @@ static const char *put(char **p, const char *s, size_t n, int lower)
     return d;
 }
 
-static void put_prop(char **p, const rval_t *v, ev_prop_t *out)
+/*
+ * The record block: when the row's fields lie one after the other, each
+ * NUL-terminated (as csv_next returns them), untransformed string values
+ * are NUL-terminated texts inside it, and one copy of the block into the
+ * arena replaces a copy per value. Used only when the values make up a
+ * good part of it (a wide file mapped for two columns copies those).
+ */
+typedef struct block {
+    uintptr_t lo;    /* first byte, 0 = no block */
+    size_t len;      /* through the last field's NUL */
+    const char *dst; /* its copy */
+} block_t;
+
+static void block_find(const csv_field_t *f, size_t n, block_t *bk)
 {
-    out->name = put(p, v->d->name, v->d->nlen, 0);
+    bk->lo = 0;
+    bk->len = 0;
+    bk->dst = NULL;
+    if (n == 0)
+        return;
+    for (size_t i = 1; i < n; i++)
+        if (f[i].p != f[i - 1].p + f[i - 1].len + 1)
+            return;
+    bk->lo = (uintptr_t)f[0].p;
+    bk->len = (size_t)((uintptr_t)(f[n - 1].p + f[n - 1].len + 1) - bk->lo);
+}
+
+/* 1 if a string value is a NUL-terminated text of the block (then the
+ * block's copy holds it). The fields tile the block, so every byte checked
+ * is readable. */
+static int in_block(const block_t *bk, const rval_t *v)
+{
+    if (v->kind != PV_STR || v->gen != G_COPY)
+        return 0;
+    uintptr_t o = (uintptr_t)v->s - bk->lo;
+    return o < bk->len && v->slen < bk->len - o && v->s[v->slen] == '\0';
+}
+
+static inline void put_prop(char **p, const rval_t *v, const char *names, const block_t *bk,
+                            ev_prop_t *out)
+{
+    out->name = names + v->d->name_off;
     out->nlen = v->d->nlen;
     out->kind = v->kind;
     out->s = NULL;
@@ -1387,7 +1682,10 @@ static void put_prop(char **p, const rval_t *v, ev_prop_t *out)
     out->d = 0;
     switch (v->kind) {
     case PV_STR:
-        out->s = put(p, rv_str(v), v->slen, v->gen == G_LOWER);
+        if (bk->dst && in_block(bk, v))
+            out->s = bk->dst + ((uintptr_t)v->s - bk->lo);
+        else
+            out->s = put(p, rv_str(v), v->slen, v->gen == G_LOWER);
         out->slen = v->slen;
         break;
     case PV_INT:
@@ -1395,11 +1693,6 @@ static void put_prop(char **p, const rval_t *v, ev_prop_t *out)
     case PV_REAL: out->d = v->x; break;
     case PV_NONE: break;
     }
-}
-
-static size_t prop_bytes(const rval_t *v)
-{
-    return v->d->nlen + 1 + (v->kind == PV_STR ? v->slen + 1 : 0);
 }
 
 static cp_status batch_grow(ingest_batch_t *b)
@@ -1430,8 +1723,9 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     if ((rc = row_build(m, f, n, line, msgid_prefix, &r, res, err)) || *res == MAP_SKIP)
         goto out;
 
-    /* The checks of segment_parse_event, in its order. */
-    if (row_bound(&r) > INGEST_EVENT_MAX) {
+    /* The checks of segment_parse_event, in its order. The exact size of
+     * the event's JSON is needed only past a bound that rarely is. */
+    if (quick_bound(m, &r) > INGEST_EVENT_MAX && row_bound(&r) > INGEST_EVENT_MAX) {
         json_t *doc = row_json(m, &r);
         if (doc == NULL) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -1524,14 +1818,29 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         goto out;
     }
 
-    /* Valid: one arena block for the typed values and every string. */
-    size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + r.evlen + 1 + r.msgid_len + 1;
+    /* Valid: one arena block for the typed values and every string: the
+     * names (one copy of m->names), the record block if it pays, the
+     * other strings one by one. */
+    block_t bk;
+    block_find(f, n, &bk);
+    size_t strs = 0, inblk = 0;
+    for (size_t i = 0; i < r.npv + r.ntv; i++) {
+        const rval_t *v = i < r.npv ? &r.pv[i] : &r.tv[i - r.npv];
+        if (v->kind != PV_STR)
+            continue;
+        if (bk.lo && in_block(&bk, v))
+            inblk += v->slen + 1;
+        else
+            strs += v->slen + 1;
+    }
+    if (bk.lo && bk.len > 128 && bk.len > 2 * inblk) {
+        strs += inblk; /* copy those values one by one instead */
+        bk.lo = 0;
+    }
+    size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + m->names_len + (bk.lo ? bk.len : 0) +
+                   strs + r.evlen + 1 + r.msgid_len + 1;
     for (size_t i = 0; i < e->nids; i++)
         bytes += idv[i].len + 1;
-    for (size_t i = 0; i < r.ntv; i++)
-        bytes += prop_bytes(&r.tv[i]);
-    for (size_t i = 0; i < r.npv; i++)
-        bytes += prop_bytes(&r.pv[i]);
     ev_prop_t *props = cp_arena_alloc(&b->arena, bytes);
     if (props == NULL) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory (batch arena)");
@@ -1539,10 +1848,18 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     }
     ev_prop_t *traits = props + r.npv;
     char *p = (char *)(traits + r.ntv);
+    const char *names = p;
+    memcpy(p, m->names, m->names_len);
+    p += m->names_len;
+    if (bk.lo) {
+        memcpy(p, (const char *)bk.lo, bk.len);
+        bk.dst = p;
+        p += bk.len;
+    }
     for (size_t i = 0; i < r.npv; i++)
-        put_prop(&p, &r.pv[i], &props[i]);
+        put_prop(&p, &r.pv[i], names, &bk, &props[i]);
     for (size_t i = 0; i < r.ntv; i++)
-        put_prop(&p, &r.tv[i], &traits[i]);
+        put_prop(&p, &r.tv[i], names, &bk, &traits[i]);
     for (size_t i = 0; i < e->nids; i++)
         e->ids[i].value = put(&p, idv[i].s, idv[i].len, idv[i].lower);
     e->tprops = r.npv ? props : NULL;

@@ -87,6 +87,7 @@ typedef struct map_field {
     int key;          /* output key of the field's object: fields with the same name
                          (ids' types and traits share one object) share a key */
     size_t nlen;      /* strlen(name) */
+    size_t name_off;  /* of name in mapping_t.names (ids, traits, properties) */
     int id_kind;      /* identifiers: 1 user_id, 2 anonymous_id, 0 other */
     int builtin_ident; /* name is a built-in identifier type (ingest_trait_is_ident) */
 } map_field_t;
@@ -95,6 +96,7 @@ typedef struct map_when {
     map_col_t col;
     char *prefix;
     char *name;
+    size_t prefix_len, name_len; /* strlen of each (mapping_parse) */
 } map_when_t;
 
 typedef struct mapping {
@@ -109,6 +111,7 @@ typedef struct mapping {
     size_t ntraits;
     int has_event;
     char *event_name;       /* constant, or NULL with event_col */
+    size_t event_name_len;  /* strlen(event_name) */
     map_col_t event_col;
     map_when_t *when;
     size_t nwhen;
@@ -123,6 +126,11 @@ typedef struct mapping {
     int bound;
     size_t ntkeys;          /* distinct keys of the traits object (ids' types + traits) */
     size_t npkeys;          /* distinct property names */
+    size_t bound_fixed;     /* the part of an event's JSON size bound that does not
+                               depend on the row (mapping_row_event) */
+    char *names;            /* every field name, NUL-terminated, one after the other:
+                               an event copies them with one memcpy (owned) */
+    size_t names_len;
 } mapping_t;
 
 /* Parses a mapping document. CP_EINVAL naming the field. *out: mapping_free. */
