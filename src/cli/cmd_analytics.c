@@ -881,7 +881,7 @@ static cp_status core_and_floor(cp_db_t *db, int reps, double *core_ms, double *
                                 uint64_t *bytes)
 {
     cp_status rc = CP_OK;
-    pthread_rwlock_rdlock(&db->lock);
+    db_lock_rd(db);
     const crowd_rec_t *cr = crowd_set_find(&db->crowds, "insight");
     const roaring_bitmap_t *crowd = cr ? index_crowd(db->ix, cr->id) : NULL;
     uint32_t root = tax_find(&db->tax, "bench", 5);
@@ -975,7 +975,7 @@ static int analytics_bench(int argc, char **argv)
     if (ok) {
         /* Bitmaps go straight into the index under the write lock, marked
          * clean so nothing is persisted: a throwaway directory. */
-        pthread_rwlock_wrlock(&db->lock);
+        db_lock_wr(db);
         roaring_bitmap_t *u = roaring_bitmap_create();
         roaring_bitmap_add_range(u, 0, users);
         index_bm_free(db->ix->universe);

@@ -20,7 +20,7 @@ cp_status db_read_begin(cp_db_t *db, cp_error_t *err)
 {
     if (db == NULL)
         return CP_ERR(err, CP_EINVAL, "no database handle");
-    pthread_rwlock_rdlock(&db->lock);
+    db_lock_rd(db);
     cp_status rc = db_check(db, err);
     if (rc)
         pthread_rwlock_unlock(&db->lock);
@@ -36,7 +36,7 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
         return CP_ERR(err, CP_EINVAL, "no database handle");
     if (db->readonly)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
-    pthread_rwlock_wrlock(&db->lock);
+    db_lock_wr(db);
     cp_status rc = db_check(db, err);
     if (rc == CP_OK)
         rc = store_txn_begin(db->st, 1, txn, err);
@@ -150,6 +150,7 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
         goto out;
     }
     lock_init = 1;
+    intake_writer_init(db);
     unsigned sflags = 0;
     if (o.flags & CP_OPEN_CREATE)
         sflags |= STORE_CREATE;
@@ -220,6 +221,7 @@ void cp_db_close(cp_db_t *db)
 {
     if (db == NULL)
         return;
+    intake_writer_stop(db);
     intake_close(db);
     eval_engine_free(db->ev);
     index_free(db->ix);

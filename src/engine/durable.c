@@ -113,7 +113,7 @@ cp_status db_flush(cp_db_t *db, cp_error_t *err)
 {
     if (db == NULL || db->readonly || !db->crowds_stale)
         return CP_OK;
-    pthread_rwlock_wrlock(&db->lock);
+    db_lock_wr(db);
     cp_status rc = db_check(db, err);
     if (rc == CP_OK && db->crowds_stale)
         rc = intake_checkpoint_locked(db, err);
@@ -127,7 +127,7 @@ cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err)
         return CP_ERR(err, CP_EINVAL, "no database handle");
     if (db->readonly)
         return CP_OK;
-    pthread_rwlock_wrlock(&db->lock);
+    db_lock_wr(db);
     cp_status rc = db_check(db, err);
     if (rc == CP_OK)
         rc = intake_checkpoint_locked(db, err);
@@ -155,7 +155,7 @@ static void *ckpt_main(void *arg)
         if (!atomic_load(&db->pending) || atomic_load(&db->failed))
             continue;
         pthread_mutex_unlock(&db->ckpt_mu);
-        pthread_rwlock_wrlock(&db->lock);
+        db_lock_wr(db);
         if (atomic_load(&db->pending) && !atomic_load(&db->failed) &&
             (cp_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
              db->pend_records >= db->cfg.ckpt_records)) {
@@ -184,7 +184,7 @@ static cp_status replay_one(void *ud, uint64_t lsn, uint8_t type, const void *pa
     if (type != 1)
         return CP_ERR(err, CP_EIO, "write-ahead log record %llu has unknown type %u",
                       (unsigned long long)lsn, type);
-    pthread_rwlock_wrlock(&db->lock);
+    db_lock_wr(db);
     cp_status rc = intake_apply_record(db, payload, len, lsn, err);
     pthread_rwlock_unlock(&db->lock);
     return rc;
@@ -227,7 +227,7 @@ cp_status intake_recover(cp_db_t *db, cp_error_t *err)
         db->applied_lsn = db->ckpt_lsn;
         if ((rc = wal_replay(db->wal, db->ckpt_lsn, replay_one, db, err)))
             return rc;
-        pthread_rwlock_wrlock(&db->lock);
+        db_lock_wr(db);
         rc = intake_checkpoint_locked(db, err);
         pthread_rwlock_unlock(&db->lock);
         if (rc)
@@ -261,7 +261,7 @@ void intake_close(cp_db_t *db)
     }
     if (!db->readonly && db->st && (atomic_load(&db->pending) || db->crowds_stale)) {
         cp_error_t e = {0};
-        pthread_rwlock_wrlock(&db->lock);
+        db_lock_wr(db);
         if (!atomic_load(&db->failed) && intake_checkpoint_locked(db, &e))
             fprintf(stderr, "crowdpack: final checkpoint failed: %s\n", e.message);
         pthread_rwlock_unlock(&db->lock);

@@ -96,11 +96,18 @@ struct cp_db {
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
     int ckpt_stop;
-    /* group apply of concurrent event requests (events.c) */
+    /* the intake writer (intake.c): event requests queue under grp_mu */
     pthread_mutex_t grp_mu;
-    pthread_cond_t grp_cv;
+    pthread_cond_t grp_cv;                  /* requests done; iw_open went 0 */
+    pthread_cond_t iw_cv;                   /* work for the writer */
     struct intake_req *grp_head, *grp_tail; /* waiting, in arrival order */
-    int grp_leader;                         /* a requester is applying a group */
+    pthread_t iw_thread;
+    int iw_started, iw_stop;                /* under grp_mu */
+    store_txn_t *iw_txn;                    /* the writer's open transaction */
+    atomic_int iw_open;                     /* iw_txn != NULL (changed under the write lock) */
+    atomic_int iw_want;                     /* threads waiting for it to commit */
+    int64_t iw_since_ms;                    /* when iw_txn began */
+    uint64_t iw_records, iw_events;         /* applied into iw_txn */
     atomic_int iters;           /* open cp_iter (they hold LMDB read txns) */
     /* deferred event updates and the identity cache (acc.c) */
     struct apply_acc *acc;
@@ -137,6 +144,30 @@ void acc_discard(cp_db_t *db);
 int idcache_get(const cp_db_t *db, const char *key, size_t klen, uint32_t *ord);
 void idcache_put(cp_db_t *db, const char *key, size_t klen, uint32_t ord);
 void idcache_clear(cp_db_t *db); /* after merges, unmerges, deletions, failures */
+/* Catalog note as acc_catalog, for the note at position pos of an event
+ * (rows of an import repeat names by position: looked up once). For
+ * CAT_PROPERTIES *indexed (may be NULL) gets whether the name is an indexed
+ * property (the intake config's list, as of the batch). */
+cp_status acc_catalog_at(cp_db_t *db, int kind, size_t pos, const char *name, size_t nlen,
+                         const ev_prop_t *v, const json_t *raw, int *indexed);
+/*
+ * Identifier key cache of bulk imports: (type, value) -> its key, and the
+ * ordinal that key resolved to while the identity cache is unchanged.
+ * idraw_sync at a point where no key of the cache is in use (it drops
+ * them all if the identity config changed or the cache is full). pos is
+ * the identifier's position in its event (a hint). A slot is valid until
+ * the next idraw_sync; keys returned are NUL-terminated.
+ */
+#define IDRAW_HINTS 16
+void idraw_sync(cp_db_t *db, int full); /* full: compare the whole config */
+int idraw_get(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v, size_t vl,
+              uint32_t *slot);
+/* Adds a key; *slot = UINT32_MAX when not cached (full, oversized). CP_ENOMEM. */
+cp_status idraw_put(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v,
+                    size_t vl, const char *key, size_t klen, uint32_t *slot);
+const char *idraw_key(const cp_db_t *db, uint32_t slot, size_t *klen);
+int idraw_ord(const cp_db_t *db, uint32_t slot, uint32_t *ord);
+void idraw_set_ord(cp_db_t *db, uint32_t slot, uint32_t ord);
 
 /* CP_EIO if the handle is in the failed state. */
 cp_status db_check(cp_db_t *db, cp_error_t *err);
@@ -161,6 +192,17 @@ cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t 
  * counters) and commits txn; the lock stays held. On failure the handle
  * enters the failed state (the lock stays held too). */
 cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
+
+/* The handle's lock, taken with no intake transaction open (the intake
+ * writer is asked to commit first: intake.c). Every lock of db->lock
+ * outside the writer goes through these. Unlock with
+ * pthread_rwlock_unlock. */
+void db_lock_rd(cp_db_t *db);
+void db_lock_wr(cp_db_t *db);
+/* At open (before anything can fail) and at close (before intake_close:
+ * commits and joins the writer; later requests fail). */
+void intake_writer_init(cp_db_t *db);
+void intake_writer_stop(cp_db_t *db);
 
 /* Shared lock + failed check. */
 cp_status db_read_begin(cp_db_t *db, cp_error_t *err);

@@ -138,7 +138,7 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
 {
     cp_db_t *db = im->db;
     cp_status rc;
-    pthread_rwlock_wrlock(&db->lock);
+    db_lock_wr(db);
     if ((rc = db_check(db, im->err))) {
         pthread_rwlock_unlock(&db->lock);
         return rc;
@@ -205,7 +205,7 @@ static cp_status im_prepare_mapping(importer_t *im, const mapping_t *m)
     }
     if (json_array_size(m->indexed)) {
         /* Add to the configured list (keeping what is there). */
-        pthread_rwlock_rdlock(&im->db->lock);
+        db_lock_rd(im->db);
         json_t *list = json_array();
         for (size_t k = 0; k < im->db->cfg.nindexed; k++)
             json_array_append_new(list, json_string(im->db->cfg.indexed[k]));

@@ -4,8 +4,10 @@
  * acknowledged once their write-ahead log record is on disk; recovery
  * replays logged requests the same way.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/engine.h"
 /* ------------------------------------------------------------ requests */
@@ -85,23 +87,35 @@ void cp_ingest_result_clear(cp_ingest_result_t *res)
 }
 
 /*
- * Group apply. Every event request used to take the write lock, apply
- * itself and commit its own LMDB transaction (dirty attribute and behaviour
- * chunks, dedup window, catalog, meta) — most of a request's time, spent
- * once per request while the others queue on the lock. Instead, requests
- * queue here; one of them (the leader) applies every request waiting, each
- * validated on its own (a 400 skips only that request) and appended to the
- * WAL as its own record in apply order, then commits them all in one
- * transaction whose "wal_lsn" is the last record's: still a state of
- * data.mdb after a whole number of WAL records, which recovery needs. The
- * dirty chunks many requests share are written once per group. Each
- * request then waits for its own record's fsync (wal_sync, itself a group
- * commit) before it is acknowledged, as before.
+ * The intake writer. Requests queue here in arrival order; one thread, the
+ * writer, applies whatever is waiting as a group: each request validated
+ * on its own (a 400 skips only that request), applied, and appended to the
+ * WAL as its own record in apply order. Each requester then waits for its
+ * own record's fsync (wal_sync, itself a group commit) before it is
+ * acknowledged: the log is the durable copy.
  *
- * LMDB's write transaction belongs to the thread that began it, so the
- * leader begins and commits it. Leadership passes on after the leader's
- * own group, so no requester serves others indefinitely.
+ * The writer keeps one LMDB write transaction open across groups and
+ * commits it (without LMDB's fsync) only every IW_COMMIT_MS or
+ * IW_COMMIT_EVENTS, or when someone else needs the store. Committing per
+ * group wrote every page the group dirtied — with new users, one B-tree
+ * leaf per identifier at random keys — and serialised every dirty bitmap
+ * chunk and the catalog, once per group; held open, a page dirtied once
+ * absorbs the next groups' inserts. The transaction's "wal_lsn" is set at
+ * commit, so data.mdb still holds a whole number of WAL records, which
+ * recovery needs.
+ *
+ * LMDB ties a write transaction to the thread that began it (and allows one
+ * at a time), so only the writer begins and commits it. Everyone else
+ * takes the handle's lock through db_lock_rd / db_lock_wr, which return
+ * with no intake transaction open: they ask the writer to commit first
+ * (iw_want), so a reader never sees memory ahead of data.mdb and another
+ * writer never waits on LMDB's writer mutex while holding the lock the
+ * intake writer needs. The writer only ever leaves a transaction open
+ * while iw_want is 0.
  */
+#define IW_COMMIT_MS 2000
+#define IW_COMMIT_EVENTS 200000
+
 typedef struct intake_req {
     struct intake_req *next;
     ingest_batch_t *b;
@@ -113,7 +127,7 @@ typedef struct intake_req {
     uint64_t lsn;
     cp_status rc;
     cp_error_t *err; /* the requester's (may be NULL) */
-    int done;        /* set by the leader under grp_mu; the request is the requester's again */
+    int done;        /* set by the writer under grp_mu; the request is the requester's again */
 } intake_req_t;
 
 /* A copy of the handle's failure for the other requests of a group. */
@@ -128,87 +142,226 @@ static cp_status group_fail_each(cp_db_t *db, intake_req_t *list, intake_req_t *
     return rc;
 }
 
-/* Write lock taken and released here. */
+/* The open transaction is gone (committed, aborted or failed): tell the
+ * threads waiting in db_lock_*. Write lock held. */
+static void iw_closed(cp_db_t *db)
+{
+    db->iw_txn = NULL;
+    pthread_mutex_lock(&db->grp_mu);
+    atomic_store(&db->iw_open, 0);
+    pthread_cond_broadcast(&db->grp_cv);
+    pthread_mutex_unlock(&db->grp_mu);
+}
+
+/* Write lock held, transaction open: commits it. */
+static cp_status iw_commit(cp_db_t *db, cp_error_t *err)
+{
+    cp_status rc = intake_commit_light(db, db->iw_txn, err);
+    if (rc == CP_OK && db->iw_records > 1)
+        db->pend_records += db->iw_records - 1; /* checkpoints count requests */
+    db->iw_records = 0;
+    db->iw_events = 0;
+    iw_closed(db);
+    return rc;
+}
+
+/* Applies list (may be NULL: only decides whether to commit). Write lock
+ * taken and released here. Failures after memory changed fail the handle:
+ * reopening replays the log, which holds every acknowledged request. */
 static void group_apply(cp_db_t *db, intake_req_t *list)
 {
     cp_error_t e = {0};
-    store_txn_t *txn = NULL;
     size_t nvalid = 0;
     pthread_rwlock_wrlock(&db->lock);
     cp_status rc = db_check(db, &e);
     if (rc) {
         group_fail_each(db, list, NULL, rc, &e);
+        if (db->iw_txn) {
+            store_txn_abort(db->iw_txn);
+            iw_closed(db);
+        }
         pthread_rwlock_unlock(&db->lock);
         return;
     }
     for (intake_req_t *r = list; r; r = r->next)
         if ((r->rc = prep_batch(db, r->b, r->bp, r->err)) == CP_OK)
             nvalid++;
-    if (nvalid == 0) {
-        pthread_rwlock_unlock(&db->lock);
-        return;
+    if (nvalid && db->iw_txn == NULL) {
+        if ((rc = store_txn_begin(db->st, 1, &db->iw_txn, &e))) {
+            db->iw_txn = NULL;
+            group_fail_each(db, list, NULL, rc, &e);
+            pthread_rwlock_unlock(&db->lock);
+            return;
+        }
+        atomic_store(&db->iw_open, 1);
+        db->iw_since_ms = cp_now_ms();
     }
-    if ((rc = store_txn_begin(db->st, 1, &txn, &e))) {
-        group_fail_each(db, list, NULL, rc, &e);
-        pthread_rwlock_unlock(&db->lock);
-        return;
-    }
-    for (intake_req_t *r = list; r; r = r->next) {
+    for (intake_req_t *r = list; r && nvalid; r = r->next) {
         if (r->rc != CP_OK)
             continue;
-        rc = apply_batch(db, txn, r->b, r->bp, r->recv, &r->c, r->err);
+        rc = apply_batch(db, db->iw_txn, r->b, r->bp, r->recv, &r->c, r->err);
         if (rc == CP_OK)
             rc = wal_append(db->wal, 1, r->rec, r->reclen, &r->lsn, r->err);
         if (rc) {
             /* Memory holds part of it: fail the handle (reopen replays). */
-            r->rc = db_write_fail(db, txn, rc, r->err); /* unlocks */
+            store_txn_t *t = db->iw_txn;
+            iw_closed(db);
+            r->rc = db_write_fail(db, t, rc, r->err); /* unlocks */
             group_fail_each(db, list, r, CP_EIO, NULL);
             return;
         }
         db->applied_lsn = r->lsn;
+        db->iw_records++;
+        db->iw_events += r->b->n;
     }
-    if ((rc = acc_flush(db, &e))) {
-        rc = db_write_fail(db, txn, rc, &e); /* unlocks */
+    /* Readers see memory between groups: the queued updates go in now. */
+    if (nvalid && (rc = acc_flush(db, &e))) {
+        store_txn_t *t = db->iw_txn;
+        iw_closed(db);
+        rc = db_write_fail(db, t, rc, &e); /* unlocks */
         group_fail_each(db, list, NULL, rc, &e);
         return;
     }
-    rc = intake_commit_light(db, txn, &e);
-    if (rc == CP_OK)
-        db->pend_records += nvalid - 1; /* checkpoints count requests */
+    if (db->iw_txn &&
+        (atomic_load(&db->iw_want) || db->iw_stop || db->iw_events >= IW_COMMIT_EVENTS ||
+         cp_now_ms() - db->iw_since_ms >= IW_COMMIT_MS))
+        (void)iw_commit(db, &e); /* a failure fails the handle; the log has everything */
     pthread_rwlock_unlock(&db->lock);
-    if (rc)
-        group_fail_each(db, list, NULL, rc, &e);
 }
 
-/* Queues req and returns once it was applied (req->rc, req->lsn). */
+static void *iw_main(void *arg)
+{
+    cp_db_t *db = arg;
+    pthread_setname_np(pthread_self(), "cp-intake");
+    pthread_mutex_lock(&db->grp_mu);
+    for (;;) {
+        while (db->grp_head == NULL && !db->iw_stop &&
+               !(atomic_load(&db->iw_open) && atomic_load(&db->iw_want))) {
+            if (!atomic_load(&db->iw_open)) {
+                pthread_cond_wait(&db->iw_cv, &db->grp_mu);
+                continue;
+            }
+            int64_t due = db->iw_since_ms + IW_COMMIT_MS;
+            if (cp_now_ms() >= due)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = (int64_t)ts.tv_nsec + (due - cp_now_ms()) * 1000000;
+            ts.tv_sec += (time_t)(ns / 1000000000);
+            ts.tv_nsec = (long)(ns % 1000000000);
+            pthread_cond_timedwait(&db->iw_cv, &db->grp_mu, &ts);
+        }
+        if (db->iw_stop && db->grp_head == NULL && !atomic_load(&db->iw_open))
+            break;
+        intake_req_t *list = db->grp_head;
+        db->grp_head = db->grp_tail = NULL;
+        pthread_mutex_unlock(&db->grp_mu);
+        group_apply(db, list);
+        pthread_mutex_lock(&db->grp_mu);
+        for (intake_req_t *r = list, *next; r; r = next) {
+            next = r->next; /* r belongs to its requester once done */
+            r->done = 1;
+        }
+        pthread_cond_broadcast(&db->grp_cv);
+    }
+    pthread_mutex_unlock(&db->grp_mu);
+    return NULL;
+}
+
+/* Queues req and returns once the writer applied it (req->rc, req->lsn). */
 static void group_submit(cp_db_t *db, intake_req_t *req)
 {
     pthread_mutex_lock(&db->grp_mu);
+    if (!db->iw_started && !db->iw_stop) {
+        if (pthread_create(&db->iw_thread, NULL, iw_main, db) != 0) {
+            pthread_mutex_unlock(&db->grp_mu);
+            req->rc = CP_ERR(req->err, CP_ENOMEM, "cannot start the intake writer thread");
+            return;
+        }
+        db->iw_started = 1;
+    }
+    if (db->iw_stop) {
+        pthread_mutex_unlock(&db->grp_mu);
+        req->rc = CP_ERR(req->err, CP_EIO, "data directory %s is closing", store_dir(db->st));
+        return;
+    }
     if (db->grp_tail)
         db->grp_tail->next = req;
     else
         db->grp_head = req;
     db->grp_tail = req;
-    while (!req->done && db->grp_leader)
+    pthread_cond_signal(&db->iw_cv);
+    while (!req->done)
         pthread_cond_wait(&db->grp_cv, &db->grp_mu);
-    if (!req->done) {
-        /* Lead: apply everything queued, up to and including req. */
-        db->grp_leader = 1;
-        while (!req->done) {
-            intake_req_t *list = db->grp_head;
-            db->grp_head = db->grp_tail = NULL;
-            pthread_mutex_unlock(&db->grp_mu);
-            group_apply(db, list);
-            pthread_mutex_lock(&db->grp_mu);
-            for (intake_req_t *r = list, *next; r; r = next) {
-                next = r->next; /* r belongs to its requester once done */
-                r->done = 1;
-            }
-        }
-        db->grp_leader = 0;
-        pthread_cond_broadcast(&db->grp_cv);
-    }
     pthread_mutex_unlock(&db->grp_mu);
+}
+
+/* Lock not held: waits until the writer has no transaction open, keeping
+ * iw_want raised (*wanting) until the caller holds the lock. */
+static void iw_wait_closed(cp_db_t *db, int *wanting)
+{
+    pthread_mutex_lock(&db->grp_mu);
+    if (!*wanting) {
+        db->iw_want++;
+        *wanting = 1;
+    }
+    pthread_cond_signal(&db->iw_cv);
+    while (atomic_load(&db->iw_open))
+        pthread_cond_wait(&db->grp_cv, &db->grp_mu);
+    pthread_mutex_unlock(&db->grp_mu);
+}
+
+static void iw_unwant(cp_db_t *db)
+{
+    pthread_mutex_lock(&db->grp_mu);
+    db->iw_want--;
+    pthread_mutex_unlock(&db->grp_mu);
+}
+
+void db_lock_rd(cp_db_t *db)
+{
+    int wanting = 0;
+    for (;;) {
+        pthread_rwlock_rdlock(&db->lock);
+        if (!atomic_load(&db->iw_open))
+            break;
+        pthread_rwlock_unlock(&db->lock);
+        iw_wait_closed(db, &wanting);
+    }
+    if (wanting)
+        iw_unwant(db);
+}
+
+void db_lock_wr(cp_db_t *db)
+{
+    int wanting = 0;
+    for (;;) {
+        pthread_rwlock_wrlock(&db->lock);
+        if (!atomic_load(&db->iw_open))
+            break;
+        pthread_rwlock_unlock(&db->lock);
+        iw_wait_closed(db, &wanting);
+    }
+    if (wanting)
+        iw_unwant(db);
+}
+
+void intake_writer_init(cp_db_t *db)
+{
+    pthread_cond_init(&db->iw_cv, NULL);
+}
+
+void intake_writer_stop(cp_db_t *db)
+{
+    pthread_mutex_lock(&db->grp_mu);
+    db->iw_stop = 1;
+    int started = db->iw_started;
+    pthread_cond_signal(&db->iw_cv);
+    pthread_mutex_unlock(&db->grp_mu);
+    if (started) {
+        pthread_join(db->iw_thread, NULL);
+        db->iw_started = 0;
+    }
 }
 
 cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
@@ -251,8 +404,7 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
         rec[3 + i] = (unsigned char)((uint64_t)recv >> (8 * i));
     memcpy(rec + REC_HDR, json, len);
 
-    /* Applied with whatever other requests are waiting, in one LMDB
-     * transaction (group_apply). */
+    /* Applied by the intake writer with whatever else is waiting. */
     intake_req_t req = {0};
     req.b = &b;
     req.bp = &bp;

@@ -227,7 +227,7 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
         rc = MDB_ERR(err, mrc, "configuring the LMDB environment");
         goto out;
     }
-    unsigned eflags = MDB_NOSUBDIR | MDB_NOTLS | (readonly ? MDB_RDONLY : 0);
+    unsigned eflags = MDB_NOSUBDIR | MDB_NOTLS | (readonly ? MDB_RDONLY : MDB_WRITEMAP);
     if ((mrc = mdb_env_open(st->env, st->data_path, eflags, 0644))) {
         if (mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH)
             rc = CP_ERR(err, CP_EINVAL, "%s is not a crowdpack data directory: %s: %s", dir,
