@@ -37,6 +37,7 @@ typedef struct dirty {
     uint32_t series;
     int32_t day;
     int wipe;
+    beh_cell_t *cell; /* beh_persist only: the cell found (cells do not move in it) */
 } dirty_t;
 
 struct beh {
@@ -370,7 +371,7 @@ static void mark_dirty(beh_t *b, uint32_t series, int32_t day, int wipe)
         b->dirty = v;
         b->capdirty = cap;
     }
-    b->dirty[b->ndirty++] = (dirty_t){series, day, wipe};
+    b->dirty[b->ndirty++] = (dirty_t){series, day, wipe, NULL};
 }
 
 /* The chunk of `user` in cell c changed. */
@@ -548,11 +549,20 @@ cp_status beh_record(beh_t *b, uint32_t series, int32_t day, uint32_t user, uint
 
 /* The subsets of n properties with at most BEH_MAX_FILTERS members, the
  * empty one included. */
+/* 1 if mask has at most BEH_MAX_FILTERS (3) bits set: without a popcount
+ * instruction (this build has none) __builtin_popcount is a libgcc call. */
+static int subset_ok(uint32_t mask)
+{
+    for (int i = 0; i < BEH_MAX_FILTERS && mask; i++)
+        mask &= mask - 1;
+    return mask == 0;
+}
+
 static size_t subset_count(size_t n)
 {
     size_t k = 0;
     for (uint32_t mask = 0; mask < (1u << n); mask++)
-        k += __builtin_popcount(mask) <= BEH_MAX_FILTERS;
+        k += subset_ok(mask);
     return k;
 }
 
@@ -570,7 +580,7 @@ cp_status beh_event_series(beh_t *b, const char *event, size_t elen, const beh_p
     if (cap < subset_count(n))
         return CP_EINVAL;
     for (uint32_t mask = 0; mask < (1u << n); mask++) {
-        if (__builtin_popcount(mask) > BEH_MAX_FILTERS)
+        if (!subset_ok(mask))
             continue;
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
@@ -1502,11 +1512,12 @@ static cp_status put_pack(const beh_t *b, uint64_t id, store_txn_t *txn, store_d
 /* One dirty entry: the cell's changed chunks, or all of it (wipe, or the
  * cell gone, or its chunk keys not yet on disk); a small cell goes to its
  * pack instead (queued here, written by beh_persist). */
-static cp_status persist_entry(beh_t *b, const dirty_t *d, store_txn_t *txn, store_db db,
+static cp_status persist_entry(beh_t *b, dirty_t *d, store_txn_t *txn, store_db db,
                                cp_error_t *err)
 {
     cp_status rc = CP_OK;
     beh_cell_t *c = d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
+    d->cell = c;
     uint8_t prefix[CELL_KEY_LEN];
     cell_key(prefix, d->series, d->day);
     int small = c != NULL && cell_small(c);
@@ -1565,8 +1576,7 @@ cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
     b->npacks = 0;
     /* Everything is in the transaction: clear the marks. */
     for (size_t i = 0; i < b->ndirty; i++) {
-        uint32_t s = b->dirty[i].series;
-        beh_cell_t *c = s < b->nseries ? cell_find(&b->series[s], b->dirty[i].day) : NULL;
+        beh_cell_t *c = b->dirty[i].cell;
         if (c != NULL) {
             c->disk = cell_small(c) ? DISK_PACK : DISK_CHUNKS;
             c->dirty = 0;

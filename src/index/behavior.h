@@ -43,6 +43,14 @@
  *       times [u32 LE length][CRoaring portable bytes] (exists, then slices
  *       low bit first, each restricted to the chunk's users; nslices is the
  *       chunk's own: top slices empty in it are left out)
+ *   beh/p/<series >> 4 u32 BE><(day >> 4) + 2^31 u32 BE> -> a pack: every
+ *       small cell (at most 16 users) of those 16 series and 16 days, "BC",
+ *       u8 version 3, u8 0, u32 LE cells, then per cell (in series, day
+ *       order) u8 series & 15, u8 day & 15, u8 users n, u8 flags (bit 0:
+ *       counts follow), n x u32 LE users ascending [, n x u32 LE count - 1]
+ * A cell lies either under its chunk keys or in its pack, never both. A
+ * bulk import writes one value per pack it touched rather than one per
+ * cell (Online Retail: ~2.6 users per cell, ~28 cells per pack write).
  * Writes mark the chunk of the user they touch dirty (as index.c does for
  * attribute and tag bitmaps); beh_persist() rewrites exactly the dirty
  * chunks (deleting the keys of chunks that became empty, and every key of a
