@@ -21,6 +21,17 @@
  * ordinal needs no LMDB look-up and attaches nothing (its keys are already
  * that user's). Anything that changes which ordinal a key resolves to — a
  * merge, an unmerge, a deletion, a failed write — clears it.
+ *
+ * Identifier key cache (bulk imports): raw (type, value) -> its key, so a
+ * customer seen again is not normalised, hashed and copied again, plus the
+ * ordinal the key resolved to, valid while the identity cache is (a
+ * generation bumped by idcache_clear). Keys depend on the identity config
+ * only (ident_key is a pure function of it): the cache keeps a copy and
+ * drops everything when it differs (idraw_sync, between events).
+ *
+ * Catalog notes by position: an import's rows name the same properties in
+ * the same order, so a note remembers, per position, the entry it went to
+ * last time and checks the name against it before any hash look-up.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +42,8 @@
 #endif
 
 #define IDCACHE_MAX (1u << 20) /* keys; cleared when full (~100 MiB at most) */
+#define IDRAW_MAX (1u << 20)   /* identifier key cache entries; cleared when full */
+#define CAT_HINTS 64           /* positions remembered per catalog kind */
 #define SEEN_MIN_CAP 1024
 
 typedef struct seen {
@@ -38,9 +51,19 @@ typedef struct seen {
     int64_t lo, hi;
 } seen_t;
 
+typedef struct idraw {
+    const char *raw; /* type '\0' value (in idar) */
+    uint32_t rawlen;
+    uint32_t klen;
+    const char *key; /* NUL-terminated (in idar) */
+    uint32_t ord;    /* valid when gen == the cache's idgen */
+    uint32_t gen;    /* 0 = no ordinal */
+} idraw_t;
+
 typedef struct cat_ent {
     char *key;  /* the name, NUL-terminated (owned) */
     int kind;
+    int is_idx; /* CAT_PROPERTIES: the name is an indexed property */
     const char *name; /* into key */
     size_t nlen;
     uint64_t count;
@@ -58,7 +81,17 @@ struct apply_acc {
     strmap_t cat; /* key -> index into ents */
     cat_ent_t *ents;
     size_t nents, capents;
+    uint32_t hint[3][CAT_HINTS]; /* per kind and position: entry index + 1 */
     cp_arena_t scratch; /* acc_scratch() */
+    /* identifier key cache */
+    strmap_t raw;     /* type '\0' value -> index into ids */
+    idraw_t *ids;
+    size_t nids, capids;
+    cp_arena_t idar;  /* the keys and raw copies of ids */
+    uint32_t idgen;   /* bumped by idcache_clear: ids' ordinals older are stale */
+    uint32_t idpos[IDRAW_HINTS]; /* per identifier position: last entry + 1 */
+    ident_config_t idc; /* the config the keys were made with */
+    int have_idc;
 };
 
 static const char *const cat_kind[] = {"traits", "properties", "events"};
@@ -71,6 +104,9 @@ cp_status acc_init(cp_db_t *db)
     strmap_init(&db->acc->cat);
     strmap_init(&db->idcache);
     cp_arena_init(&db->acc->scratch, 256u << 20);
+    strmap_init(&db->acc->raw);
+    cp_arena_init(&db->acc->idar, 1u << 30);
+    db->acc->idgen = 1;
     return CP_OK;
 }
 
@@ -113,6 +149,9 @@ void acc_free(cp_db_t *db)
         free(a->recs);
         free(a->seen);
         cp_arena_free(&a->scratch);
+        strmap_free(&a->raw);
+        free(a->ids);
+        cp_arena_free(&a->idar);
         free(a);
     }
     db->acc = NULL;
@@ -253,6 +292,9 @@ static cat_ent_t *cat_ent(cp_db_t *db, int kind, const char *name, size_t nlen)
     memcpy(e->key, name, nlen);
     e->key[nlen] = '\0';
     e->name = e->key;
+    if (kind == CAT_PROPERTIES)
+        for (size_t i = 0; i < db->cfg.nindexed && !e->is_idx; i++)
+            e->is_idx = strlen(db->cfg.indexed[i]) == nlen && !memcmp(db->cfg.indexed[i], name, nlen);
     if (kind != CAT_EVENTS) {
         const json_t *ce = json_object_get(json_object_get(db->catalog, cat_kind[kind]), e->key);
         e->full = json_array_size(json_object_get(ce, "examples")) >= CATALOG_EXAMPLES;
@@ -262,12 +304,9 @@ static cat_ent_t *cat_ent(cp_db_t *db, int kind, const char *name, size_t nlen)
     return e;
 }
 
-cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, const ev_prop_t *v,
-                      const json_t *raw, int indexed)
+static cp_status cat_note(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t *v,
+                          const json_t *raw, int indexed)
 {
-    cat_ent_t *e = cat_ent(db, kind, name, nlen);
-    if (e == NULL)
-        return CP_ENOMEM;
     e->count++;
     e->indexed |= indexed;
     if (e->full || e->nex >= CATALOG_EXAMPLES)
@@ -281,6 +320,41 @@ cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, cons
     else
         e->ex[e->nex++] = val;
     return CP_OK;
+}
+
+cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, const ev_prop_t *v,
+                      const json_t *raw, int indexed)
+{
+    cat_ent_t *e = cat_ent(db, kind, name, nlen);
+    if (e == NULL)
+        return CP_ENOMEM;
+    return cat_note(db, e, kind, v, raw, indexed);
+}
+
+cp_status acc_catalog_at(cp_db_t *db, int kind, size_t pos, const char *name, size_t nlen,
+                         const ev_prop_t *v, const json_t *raw, int *indexed)
+{
+    apply_acc_t *a = db->acc;
+    cat_ent_t *e = NULL;
+    size_t kl = nlen > 1024 ? 1024 : nlen; /* cat_ent's cut */
+    if (pos < CAT_HINTS) {
+        uint32_t h = a->hint[kind][pos];
+        if (h && h <= a->nents) {
+            cat_ent_t *c = &a->ents[h - 1];
+            if (c->kind == kind && c->nlen == kl && memcmp(c->name, name, kl) == 0)
+                e = c;
+        }
+    }
+    if (e == NULL) {
+        if ((e = cat_ent(db, kind, name, nlen)) == NULL)
+            return CP_ENOMEM;
+        if (pos < CAT_HINTS)
+            a->hint[kind][pos] = (uint32_t)(e - a->ents) + 1;
+    }
+    int ix = kind == CAT_PROPERTIES && e->is_idx;
+    if (indexed)
+        *indexed = ix;
+    return cat_note(db, e, kind, v, raw, ix);
 }
 
 /* One key's counts into the catalog JSON: what catalog_note did per event. */
@@ -383,8 +457,138 @@ void idcache_put(cp_db_t *db, const char *key, size_t klen, uint32_t ord)
 
 void idcache_clear(cp_db_t *db)
 {
+    apply_acc_t *a = db->acc;
+    if (a && ++a->idgen == 0) { /* wrapped: no entry may look current */
+        for (size_t i = 0; i < a->nids; i++)
+            a->ids[i].gen = 0;
+        a->idgen = 1;
+    }
     if (db->idcache.used == 0 && db->idcache.tombs == 0)
         return;
     strmap_free(&db->idcache);
     strmap_init(&db->idcache);
+}
+
+/* ------------------------------------------------- identifier key cache */
+
+/* The fields of an identity config that keys depend on. */
+static int idc_same(const ident_config_t *a, const ident_config_t *b)
+{
+    if (a->ic_hash_pii != b->ic_hash_pii || a->ic_pii != b->ic_pii ||
+        a->ic_ntypes != b->ic_ntypes || a->ic_have_salt != b->ic_have_salt ||
+        strcmp(a->ic_country, b->ic_country) != 0 ||
+        memcmp(a->ic_salt, b->ic_salt, IDENT_SALT_LEN) != 0)
+        return 0;
+    for (size_t i = 0; i < a->ic_ntypes; i++)
+        if (strcmp(a->ic_types[i], b->ic_types[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static void idraw_drop(apply_acc_t *a)
+{
+    strmap_free(&a->raw);
+    strmap_init(&a->raw);
+    a->nids = 0;
+    cp_arena_reset(&a->idar);
+    memset(a->idpos, 0, sizeof a->idpos);
+}
+
+void idraw_sync(cp_db_t *db, int full)
+{
+    apply_acc_t *a = db->acc;
+    /* Within a batch the config can only gain its salt (apply_event binds
+     * it): the cheap check; a full one between batches. */
+    if (a->have_idc && a->nids < IDRAW_MAX && a->idc.ic_have_salt == db->idc.ic_have_salt &&
+        (!full || idc_same(&a->idc, &db->idc)))
+        return;
+    idraw_drop(a);
+    a->idc = db->idc;
+    a->have_idc = 1;
+}
+
+static int raw_is(const idraw_t *r, const char *type, size_t tlen, const char *v, size_t vl)
+{
+    return r->rawlen == tlen + 1 + vl && memcmp(r->raw + tlen + 1, v, vl) == 0 &&
+           memcmp(r->raw, type, tlen + 1) == 0;
+}
+
+int idraw_get(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v, size_t vl,
+              uint32_t *slot)
+{
+    apply_acc_t *a = db->acc;
+    if (pos < IDRAW_HINTS && a->idpos[pos]) {
+        uint32_t h = a->idpos[pos] - 1;
+        if (raw_is(&a->ids[h], type, tlen, v, vl)) {
+            *slot = h;
+            return 1;
+        }
+    }
+    char buf[INGEST_TYPE_MAX + 1 + IDENT_MAX_VALUE];
+    if (tlen >= INGEST_TYPE_MAX || vl > IDENT_MAX_VALUE)
+        return 0;
+    memcpy(buf, type, tlen);
+    buf[tlen] = '\0';
+    memcpy(buf + tlen + 1, v, vl);
+    uint32_t h;
+    if (!strmap_get(&a->raw, buf, tlen + 1 + vl, &h))
+        return 0;
+    if (pos < IDRAW_HINTS)
+        a->idpos[pos] = h + 1;
+    *slot = h;
+    return 1;
+}
+
+cp_status idraw_put(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v,
+                    size_t vl, const char *key, size_t klen, uint32_t *slot)
+{
+    apply_acc_t *a = db->acc;
+    *slot = UINT32_MAX;
+    if (tlen >= INGEST_TYPE_MAX || vl > IDENT_MAX_VALUE || a->nids >= IDRAW_MAX)
+        return CP_OK; /* not cached: the caller keeps its own copy */
+    if (a->nids == a->capids) {
+        size_t nc = a->capids ? a->capids * 2 : 1024;
+        idraw_t *n = realloc(a->ids, nc * sizeof *n);
+        if (n == NULL)
+            return CP_ENOMEM;
+        a->ids = n;
+        a->capids = nc;
+    }
+    char *raw = cp_arena_alloc(&a->idar, tlen + 1 + vl + 1 + klen + 1);
+    if (raw == NULL)
+        return CP_ENOMEM;
+    memcpy(raw, type, tlen);
+    memcpy(raw + tlen + 1, v, vl);
+    char *k = raw + tlen + 1 + vl + 1;
+    memcpy(k, key, klen);
+    if (strmap_put(&a->raw, raw, tlen + 1 + vl, (uint32_t)a->nids))
+        return CP_ENOMEM;
+    a->ids[a->nids] = (idraw_t){raw, (uint32_t)(tlen + 1 + vl), (uint32_t)klen, k, 0, 0};
+    *slot = (uint32_t)a->nids++;
+    if (pos < IDRAW_HINTS)
+        a->idpos[pos] = *slot + 1;
+    return CP_OK;
+}
+
+const char *idraw_key(const cp_db_t *db, uint32_t slot, size_t *klen)
+{
+    const idraw_t *r = &db->acc->ids[slot];
+    *klen = r->klen;
+    return r->key;
+}
+
+int idraw_ord(const cp_db_t *db, uint32_t slot, uint32_t *ord)
+{
+    const idraw_t *r = &db->acc->ids[slot];
+    if (r->gen == 0 || r->gen != db->acc->idgen)
+        return 0;
+    *ord = r->ord;
+    return 1;
+}
+
+void idraw_set_ord(cp_db_t *db, uint32_t slot, uint32_t ord)
+{
+    idraw_t *r = &db->acc->ids[slot];
+    r->ord = ord;
+    r->gen = db->acc->idgen;
 }

@@ -12,6 +12,7 @@
  * event rejects the request before anything changes.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -468,7 +469,7 @@ static int trait_value_json(const schema_attr_t *a, const json_t *v, tval_t *o, 
 }
 
 static cp_status set_value(cp_db_t *db, store_txn_t *txn, const schema_attr_t *a, uint32_t ord,
-                           const tval_t *t, cp_error_t *err)
+                           const tval_t *t, uint32_t *vid_out, cp_error_t *err)
 {
     cp_status rc = CP_OK;
     switch (t->kind) {
@@ -480,6 +481,8 @@ static cp_status set_value(cp_db_t *db, store_txn_t *txn, const schema_attr_t *a
         if ((rc = schema_value_intern((schema_attr_t *)a, txn, t->s, t->slen, &vid, err)))
             return rc;
         rc = index_set_value(db->ix, a->id, ord, vid);
+        if (vid_out)
+            *vid_out = vid;
         break;
     }
     }
@@ -612,7 +615,7 @@ static cp_status user_restore(cp_db_t *db, store_txn_t *txn, uint32_t ord, const
         char why[128];
         if (a == NULL || trait_value_json(a, v, &t, why, sizeof why))
             continue; /* the attribute was dropped or retyped since */
-        if ((rc = set_value(db, txn, a, ord, &t, err)))
+        if ((rc = set_value(db, txn, a, ord, &t, NULL, err)))
             return rc;
     }
     size_t i;
@@ -758,8 +761,10 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
 struct prep {
     const char *keys[IDENTITY_MAX_EVENT_KEYS];
     size_t nkeys;
+    int cached; /* bulk imports: slot[] holds every key's cache slot */
     const char *prev_user, *prev_anon; /* alias: candidate keys of previousId */
-    char *display;                      /* id in the user dictionary for a new user */
+    const char *display;                /* id in the user dictionary for a new user */
+    size_t display_len;                 /* (borrowed from the event or a key) */
     /* Typed properties and traits (traits in application order: context
      * traits, then traits, which win); *raw is the JSON of each, NULL for
      * typed events (CSV rows). Identifier-typed traits are left out. */
@@ -769,12 +774,70 @@ struct prep {
     const ev_prop_t *traits;
     const json_t *const *traw;
     size_t ntraits;
+    /* Each key's slot in the identifier key cache (acc.c; UINT32_MAX: not
+     * cached). Last: prep_event clears the fields before it. */
+    uint32_t slot[IDENTITY_MAX_EVENT_KEYS];
 };
 
 void bp_free(batch_prep_t *bp)
 {
     free(bp->p);
     cp_arena_free(&bp->arena);
+}
+
+/*
+ * What a bulk import's rows repeat, event after event, resolved once per
+ * batch (intake_import_batch): per trait position, whether the name is an
+ * identifier type and which attribute it sets, and the dictionary value it
+ * set last; the last event name found usable. The write lock is held for
+ * the whole batch, so identifier types and the intake config cannot change
+ * under it; attributes can only be added (first_seen / last_seen), which
+ * the schema's highest id tells. Names are borrowed from events of the
+ * batch (alive until it ends) and always compared by content.
+ */
+#define HOT_TRAITS 16
+typedef struct hot_trait {
+    const char *name; /* NULL = nothing known */
+    size_t nlen;
+    int is_ident;
+    uint32_t attr;    /* 0 = no attribute of that name */
+    uint32_t vid;     /* STRING/ENUM: value last set from here (0 = none) */
+} hot_trait_t;
+typedef struct hot {
+    uint32_t sch_n;
+    hot_trait_t tr[HOT_TRAITS];
+    const char *event; /* last event name found usable */
+    size_t event_len;
+} hot_t;
+
+/* The memo of trait position i for t (filled if unknown); NULL past the
+ * positions kept. */
+static hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_prop_t *t)
+{
+    if (h == NULL || i >= HOT_TRAITS)
+        return NULL;
+    if (h->sch_n != db->sch.n) { /* an attribute was added: forget what was not one */
+        memset(h->tr, 0, sizeof h->tr);
+        h->sch_n = db->sch.n;
+    }
+    hot_trait_t *m = &h->tr[i];
+    if (m->name && m->nlen == t->nlen && (m->name == t->name || !memcmp(m->name, t->name, t->nlen)))
+        return m;
+    const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
+    *m = (hot_trait_t){t->name, t->nlen, ident_type_find(&db->idc, t->name, t->nlen) >= 0,
+                       a ? a->id : 0, 0};
+    return m;
+}
+
+/* The dictionary id of t's value when it is the one last set from memo m
+ * (then trait_value would accept it and schema_value_intern return it). */
+static uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m, const ev_prop_t *t)
+{
+    if (m == NULL || m->vid == 0 || t->kind != PV_STR || m->vid > a->nvalues ||
+        (a->type != CP_ATTR_STRING && a->type != CP_ATTR_ENUM))
+        return 0;
+    return a->value_lens[m->vid] == t->slen && !memcmp(a->values[m->vid], t->s, t->slen) ? m->vid
+                                                                                         : 0;
 }
 
 static cp_status make_key(cp_db_t *db, cp_arena_t *ar, const char *type, const char *v,
@@ -837,13 +900,57 @@ static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
     return CP_OK;
 }
 
-/* Checks one event against the schema and identity config (lock held). */
+/* The key of identifier i of e through the identifier key cache. */
+static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep_t *p,
+                            cp_arena_t *ar, cp_error_t *err)
+{
+    const ingest_ident_t *id = &e->ids[i];
+    size_t tlen = strnlen(id->type, sizeof id->type), klen;
+    uint32_t slot;
+    if (idraw_get(db, i, id->type, tlen, id->value, id->len, &slot)) {
+        p->keys[p->nkeys] = idraw_key(db, slot, &klen);
+        p->slot[p->nkeys++] = slot;
+        return CP_OK;
+    }
+    if (ident_type_find(&db->idc, id->type, tlen) < 0)
+        return CP_ENOTFOUND; /* not a configured type: skipped */
+    char buf[IDENT_MAX_KEY + 1];
+    cp_status rc = ident_key(&db->idc, id->type, tlen, id->value, id->len, buf, &klen, err);
+    if (rc)
+        return rc;
+    if ((rc = idraw_put(db, i, id->type, tlen, id->value, id->len, buf, klen, &slot)))
+        return CP_ERR(err, rc, "out of memory");
+    if (slot == UINT32_MAX) {
+        p->cached = 0;
+        p->keys[p->nkeys] = cp_arena_strndup(ar, buf, klen);
+        if (p->keys[p->nkeys] == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+    } else {
+        p->keys[p->nkeys] = idraw_key(db, slot, &klen);
+    }
+    p->slot[p->nkeys++] = slot;
+    return CP_OK;
+}
+
+/* Checks one event against the schema and identity config (lock held).
+ * h: the batch memo of a bulk import, or NULL. */
 static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_arena_t *ar,
-                            cp_error_t *err)
+                            hot_t *h, cp_error_t *err)
 {
     cp_status rc;
-    memset(p, 0, sizeof *p);
+    memset(p, 0, offsetof(prep_t, slot));
+    p->cached = h != NULL && e->type != ING_ALIAS;
     for (size_t i = 0; i < e->nids; i++) {
+        if (p->cached) {
+            rc = cached_key(db, e, i, p, ar, err);
+            if (rc == CP_ENOTFOUND)
+                continue;
+            if (rc) {
+                cp__error_prefix(err, "%s: ", e->ids[i].field);
+                return rc;
+            }
+            continue;
+        }
         if (ident_type_find(&db->idc, e->ids[i].type, strlen(e->ids[i].type)) < 0)
             continue;
         if ((rc = make_key(db, ar, e->ids[i].type, e->ids[i].value, e->ids[i].len,
@@ -864,32 +971,44 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
     }
     if (p->nkeys == 0)
         return CP_ERR(err, CP_EINVAL, "no identifier of a configured type");
-    /* The id of a new user: its user_id, else its first identifier key. */
+    /* The id of a new user: its user_id, else its first identifier key
+     * (borrowed: the event and the keys outlive the apply). */
     for (size_t i = 0; i < e->nids; i++)
         if (!strcmp(e->ids[i].type, "user_id")) {
-            p->display = cp_arena_strndup(ar, e->ids[i].value, e->ids[i].len);
+            p->display = e->ids[i].value;
+            p->display_len = e->ids[i].len;
             break;
         }
-    if (p->display == NULL)
-        p->display = (char *)p->keys[0];
+    if (p->display == NULL) {
+        p->display = p->keys[0];
+        p->display_len = strlen(p->keys[0]);
+    }
     if (prep_typed(db, e, p, ar))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     for (size_t i = 0; i < p->ntraits; i++) {
         const ev_prop_t *t = &p->traits[i];
-        if (p->traw == NULL && is_traits_ident(db, t->name, t->nlen))
+        const hot_trait_t *m = hot_trait(db, h, i, t);
+        if (p->traw == NULL && (m ? m->is_ident : is_traits_ident(db, t->name, t->nlen)))
             continue;
-        const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
+        const schema_attr_t *a =
+            m ? schema_get(&db->sch, m->attr) : schema_find(&db->sch, t->name, t->nlen);
         tval_t tv;
         char why[160];
-        if (a && trait_value(a, t, p->traw ? p->traw[i] : NULL, &tv, why, sizeof why))
+        if (a && !(p->traw == NULL && hot_value(a, m, t)) &&
+            trait_value(a, t, p->traw ? p->traw[i] : NULL, &tv, why, sizeof why))
             return CP_ERR(err, CP_ETYPE, "%s", why);
     }
-    if (e->event) {
+    if (e->event && !(h && h->event && h->event_len == e->event_len &&
+                      !memcmp(h->event, e->event, e->event_len))) {
         uint8_t key[BEH_KEY_MAX];
         size_t kl;
         if ((rc = beh_series_key(e->event, e->event_len, NULL, 0, key, &kl)))
             return CP_ERR(err, rc, "event name \"%.64s\" is not usable: too long or empty",
                           e->event);
+        if (h) {
+            h->event = e->event;
+            h->event_len = e->event_len;
+        }
     }
     return CP_OK;
 }
@@ -903,7 +1022,7 @@ cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, cp_error_
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     for (size_t i = 0; i < b->n; i++) {
         cp_error_t ee = {0};
-        cp_status rc = prep_event(db, &b->events[i], &bp->p[i], &bp->arena, &ee);
+        cp_status rc = prep_event(db, &b->events[i], &bp->p[i], &bp->arena, NULL, &ee);
         if (rc == CP_ENOMEM)
             return CP_ERR(err, rc, "out of memory");
         if (rc)
@@ -957,6 +1076,20 @@ static cp_status resolve_user(cp_db_t *db, store_txn_t *txn, const ingest_event_
     cp_status rc;
     const char *keys[IDENTITY_MAX_EVENT_KEYS];
     size_t nk = p->nkeys;
+    if (p->cached) { /* bulk import: ordinals kept beside the keys */
+        uint32_t o0 = 0, o;
+        size_t hit = 0;
+        for (; hit < nk; hit++)
+            if (p->slot[hit] == UINT32_MAX || !idraw_ord(db, p->slot[hit], &o) ||
+                (hit && o != o0))
+                break;
+            else
+                o0 = o;
+        if (hit == nk) {
+            *out = o0;
+            return CP_OK;
+        }
+    }
     memcpy(keys, p->keys, nk * sizeof *keys);
     if (e->type != ING_ALIAS) {
         uint32_t o0 = 0, o;
@@ -1007,12 +1140,14 @@ static cp_status resolve_user(cp_db_t *db, store_txn_t *txn, const ingest_event_
         ord = db->next_ordinal++;
         uint32_t other;
         const char *id = p->display;
+        size_t idl = p->display_len;
         char alt[32];
-        if (users_lookup(txn, id, strlen(id), &other, NULL) == CP_OK) {
+        if (users_lookup(txn, id, idl, &other, NULL) == CP_OK) {
             snprintf(alt, sizeof alt, "#%u", ord);
             id = alt;
+            idl = strlen(alt);
         }
-        if ((rc = users_add(txn, id, strlen(id), ord, err)) ||
+        if ((rc = users_add(txn, id, idl, ord, err)) ||
             (rc = identity_attach(txn, ord, keys, nk, err)))
             return rc;
         index_user_add(db->ix, ord);
@@ -1035,29 +1170,45 @@ static cp_status resolve_user(cp_db_t *db, store_txn_t *txn, const ingest_event_
     }
     for (size_t i = 0; i < nk; i++)
         idcache_put(db, keys[i], strlen(keys[i]), ord);
+    if (p->cached) /* after idcache_put: it may clear (and so outdate) the cache */
+        for (size_t i = 0; i < p->nkeys; i++)
+            if (p->slot[i] != UINT32_MAX)
+                idraw_set_ord(db, p->slot[i], ord);
     *out = ord;
     return CP_OK;
 }
 
 static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, uint32_t ord,
-                              cp_error_t *err)
+                              hot_t *h, cp_error_t *err)
 {
     cp_status rc;
     json_t *ut = NULL;
     for (size_t i = 0; i < p->ntraits; i++) {
         const ev_prop_t *t = &p->traits[i];
         const json_t *raw = p->traw ? p->traw[i] : NULL;
-        if (raw == NULL && is_traits_ident(db, t->name, t->nlen))
+        hot_trait_t *m = hot_trait(db, h, i, t);
+        if (raw == NULL && (m ? m->is_ident : is_traits_ident(db, t->name, t->nlen)))
             continue;
-        const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
+        schema_attr_t *a =
+            m ? schema_get(&db->sch, m->attr) : schema_find(&db->sch, t->name, t->nlen);
         if (a) {
             tval_t tv;
             char why[160];
-            if (trait_value(a, t, raw, &tv, why, sizeof why) == 0) {
-                if ((rc = set_value(db, txn, a, ord, &tv, err))) {
+            uint32_t vid = raw == NULL ? hot_value(a, m, t) : 0;
+            if (vid) { /* the value set from here last time: known good */
+                if ((rc = index_set_value(db->ix, a->id, ord, vid))) {
+                    json_decref(ut);
+                    return CP_ERR(err, rc, "setting attribute \"%s\": %s", a->name,
+                                  cp_strerror(rc));
+                }
+                db->acc_stats.attr++;
+            } else if (trait_value(a, t, raw, &tv, why, sizeof why) == 0) {
+                if ((rc = set_value(db, txn, a, ord, &tv, &vid, err))) {
                     json_decref(ut);
                     return rc;
                 }
+                if (m && raw == NULL && tv.kind == 2)
+                    m->vid = vid;
                 db->acc_stats.attr++;
             }
             continue;
@@ -1072,7 +1223,7 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
         char name[BEH_NAME_MAX + 1];
         snprintf(name, sizeof name, "%.*s", (int)t->nlen, t->name);
         json_object_set_new(ut, name, v);
-        if ((rc = acc_catalog(db, CAT_TRAITS, t->name, t->nlen, t, raw, 0))) {
+        if ((rc = acc_catalog_at(db, CAT_TRAITS, i, t->name, t->nlen, t, raw, NULL))) {
             json_decref(ut);
             return CP_ERR(err, rc, "out of memory");
         }
@@ -1095,9 +1246,9 @@ static cp_status apply_behaviour(cp_db_t *db, const ingest_event_t *e, const pre
     size_t np = 0;
     for (size_t i = 0; i < p->nprops; i++) {
         const ev_prop_t *v = &p->props[i];
-        int indexed = is_indexed(db, v->name, v->nlen);
-        if ((rc = acc_catalog(db, CAT_PROPERTIES, v->name, v->nlen, v, p->praw ? p->praw[i] : NULL,
-                              indexed)))
+        int indexed;
+        if ((rc = acc_catalog_at(db, CAT_PROPERTIES, i, v->name, v->nlen, v,
+                                 p->praw ? p->praw[i] : NULL, &indexed)))
             return CP_ERR(err, rc, "out of memory");
         if (!indexed || np >= BEH_MAX_PROPS || v->nlen > BEH_NAME_MAX)
             continue;
@@ -1118,7 +1269,7 @@ static cp_status apply_behaviour(cp_db_t *db, const ingest_event_t *e, const pre
                                BEH_MAX_EVENT_SERIES, &ns)) ||
         (rc = acc_beh(db, series, ns, beh_day_of(e->ts), ord)))
         return CP_ERR(err, rc, "recording event \"%.64s\": %s", e->event, cp_strerror(rc));
-    if ((rc = acc_catalog(db, CAT_EVENTS, e->event, e->event_len, NULL, NULL, 0)))
+    if ((rc = acc_catalog_at(db, CAT_EVENTS, 0, e->event, e->event_len, NULL, NULL, NULL)))
         return CP_ERR(err, rc, "out of memory");
     /* Event measures (index/measure.h): per-user sums, distinct counts
      * and first/last times for RFM and AIPL; bad values are skipped. */
@@ -1129,7 +1280,8 @@ static cp_status apply_behaviour(cp_db_t *db, const ingest_event_t *e, const pre
 }
 
 static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t *e,
-                             const prep_t *p, int64_t now_ms, apply_counts_t *c, cp_error_t *err)
+                             const prep_t *p, hot_t *h, int64_t now_ms, apply_counts_t *c,
+                             cp_error_t *err)
 {
     cp_status rc;
     if (!e->no_dedup) {
@@ -1146,7 +1298,7 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
     if ((rc = resolve_user(db, txn, e, p, &ord, c, err)))
         return rc;
     db->data_changed = 1;
-    if ((rc = apply_traits(db, txn, p, ord, err)))
+    if ((rc = apply_traits(db, txn, p, ord, h, err)))
         return rc;
     if (e->event && (rc = apply_behaviour(db, e, p, ord, err)))
         return rc;
@@ -1162,7 +1314,7 @@ cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const ba
                       int64_t now_ms, apply_counts_t *c, cp_error_t *err)
 {
     for (size_t i = 0; i < b->n; i++) {
-        cp_status rc = apply_event(db, txn, &b->events[i], &bp->p[i], now_ms, c, err);
+        cp_status rc = apply_event(db, txn, &b->events[i], &bp->p[i], NULL, now_ms, c, err);
         if (rc) {
             cp__error_prefix(err, "event %zu: ", i);
             return rc;
@@ -1178,7 +1330,7 @@ cp_status intake_check_event(cp_db_t *db, const ingest_event_t *e, cp_error_t *e
     cp_arena_t ar;
     cp_arena_init(&ar, 1u << 20);
     prep_t p;
-    cp_status rc = prep_event(db, e, &p, &ar, err);
+    cp_status rc = prep_event(db, e, &p, &ar, NULL, err);
     cp_arena_free(&ar);
     return rc;
 }
@@ -1348,7 +1500,7 @@ static cp_status survivor_strip(cp_db_t *db, store_txn_t *txn, uint32_t s, const
         tval_t t;
         char why[128];
         if (before && trait_value_json(at, before, &t, why, sizeof why) == 0)
-            rc = set_value(db, txn, at, s, &t, err);
+            rc = set_value(db, txn, at, s, &t, NULL, err);
         else {
             index_clear(db->ix, at->id, s);
             rc = CP_OK;
@@ -1711,10 +1863,15 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
     cp_arena_t *ar = acc_scratch(db);
     apply_counts_t c = {0};
     cp_status rc = CP_OK;
+    hot_t hot;
+    memset(&hot, 0, sizeof hot);
+    hot.sch_n = db->sch.n;
+    idraw_sync(db, 1);
     for (size_t i = 0; rc == CP_OK && i < b->n; i++) {
         prep_t p;
         cp_error_t ee = {0};
-        cp_status pr = prep_event(db, &b->events[i], &p, ar, &ee);
+        idraw_sync(db, 0); /* no key of the cache in use here */
+        cp_status pr = prep_event(db, &b->events[i], &p, ar, &hot, &ee);
         if (pr == CP_ENOMEM) {
             rc = CP_ERR(err, pr, "out of memory");
             break;
@@ -1727,7 +1884,7 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
                 on_reject(ud, &ee);
             continue;
         }
-        rc = apply_event(db, txn, &b->events[i], &p, now_ms, &c, err);
+        rc = apply_event(db, txn, &b->events[i], &p, &hot, now_ms, &c, err);
         if (rc)
             cp__error_prefix(err, "line %llu: ", (unsigned long long)lines[i]);
         if (ar->total > (64u << 20))

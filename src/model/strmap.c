@@ -5,6 +5,17 @@
 #include "model/strmap.h"
 #include "util/util.h"
 
+/* The same function as cp_hash64 (XXH3 64, seed 0), inlined: names and
+ * values are short, and the call into the shared library and its dispatch
+ * cost more than hashing them. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+static inline uint64_t key_hash(const char *k, size_t klen)
+{
+    return XXH3_64bits(k, klen);
+}
+
 static char tomb_marker;
 #define STRMAP_TOMB (&tomb_marker)
 
@@ -40,7 +51,7 @@ static long find(const strmap_t *m, const char *k, size_t klen, uint64_t h)
 
 int strmap_get(const strmap_t *m, const char *k, size_t klen, uint32_t *val)
 {
-    long i = find(m, k, klen, cp_hash64(k, klen, 0));
+    long i = find(m, k, klen, key_hash(k, klen));
     if (i < 0)
         return 0;
     if (val)
@@ -75,7 +86,7 @@ static cp_status grow(strmap_t *m)
 
 cp_status strmap_put(strmap_t *m, const char *k, size_t klen, uint32_t val)
 {
-    uint64_t h = cp_hash64(k, klen, 0);
+    uint64_t h = key_hash(k, klen);
     long i = find(m, k, klen, h);
     if (i >= 0) {
         m->slots[i].val = val;
@@ -105,7 +116,7 @@ cp_status strmap_put(strmap_t *m, const char *k, size_t klen, uint32_t val)
 
 void strmap_del(strmap_t *m, const char *k, size_t klen)
 {
-    long i = find(m, k, klen, cp_hash64(k, klen, 0));
+    long i = find(m, k, klen, key_hash(k, klen));
     if (i < 0)
         return;
     free(m->slots[i].key);
