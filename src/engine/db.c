@@ -27,6 +27,18 @@ cp_status db_read_begin(cp_db_t *db, cp_error_t *err)
     return rc;
 }
 
+cp_status db_read_begin_mem(cp_db_t *db, cp_error_t *err)
+{
+    if (db == NULL)
+        return CP_ERR(err, CP_EINVAL, "no database handle");
+    /* Memory is whole between the intake writer's groups: no commit needed. */
+    pthread_rwlock_rdlock(&db->lock);
+    cp_status rc = db_check(db, err);
+    if (rc)
+        pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
 void db_read_end(cp_db_t *db) { pthread_rwlock_unlock(&db->lock); }
 
 cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)

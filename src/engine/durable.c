@@ -72,9 +72,9 @@ cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     if (rc == CP_OK && rc2)
         rc = CP_ERR(err, rc2, "cannot turn LMDB syncing back on");
     if (rc == CP_OK) {
-        if (!atomic_load(&db->pending))
+        /* The intake writer set it when its transaction began. */
+        if (!atomic_load(&db->pending) && !atomic_load(&db->iw_open))
             db->pend_since_ms = cp_now_ms();
-        db->pend_records++;
         atomic_store(&db->pending, 1);
     }
     return rc;
@@ -152,18 +152,25 @@ static void *ckpt_main(void *arg)
         pthread_cond_timedwait(&db->ckpt_cv, &db->ckpt_mu, &ts);
         if (db->ckpt_stop)
             break;
-        if (!atomic_load(&db->pending) || atomic_load(&db->failed))
+        if ((!atomic_load(&db->pending) && !atomic_load(&db->iw_open)) ||
+            atomic_load(&db->failed))
             continue;
         pthread_mutex_unlock(&db->ckpt_mu);
-        db_lock_wr(db);
-        if (atomic_load(&db->pending) && !atomic_load(&db->failed) &&
-            (cp_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
-             db->pend_records >= db->cfg.ckpt_records)) {
+        /* Due? Asked under a plain shared lock: db_lock_* would make the
+         * intake writer commit every tick. */
+        pthread_rwlock_rdlock(&db->lock);
+        int due = cp_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
+                  db->pend_records >= db->cfg.ckpt_records;
+        pthread_rwlock_unlock(&db->lock);
+        if (due)
+            db_lock_wr(db); /* the writer commits first: pending is set */
+        if (due && atomic_load(&db->pending) && !atomic_load(&db->failed)) {
             cp_error_t e = {0};
             if (intake_checkpoint_locked(db, &e))
                 fprintf(stderr, "crowdpack: checkpoint failed: %s\n", e.message);
         }
-        pthread_rwlock_unlock(&db->lock);
+        if (due)
+            pthread_rwlock_unlock(&db->lock);
         pthread_mutex_lock(&db->ckpt_mu);
     }
     pthread_mutex_unlock(&db->ckpt_mu);

@@ -206,6 +206,10 @@ void intake_writer_stop(cp_db_t *db);
 
 /* Shared lock + failed check. */
 cp_status db_read_begin(cp_db_t *db, cp_error_t *err);
+/* The same for reads of memory only (the index, keys, taxonomy): they may
+ * run while the intake writer holds an open transaction, so they must not
+ * read LMDB (which lags memory until the writer commits). */
+cp_status db_read_begin_mem(cp_db_t *db, cp_error_t *err);
 void db_read_end(cp_db_t *db);
 
 /* The resolver over this database's index (caller holds the lock). */

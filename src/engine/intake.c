@@ -60,6 +60,7 @@ cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint
         goto out;
     }
     db->applied_lsn = lsn;
+    db->pend_records++;
     rc = intake_commit_light(db, txn, err);
 out:
     bp_free(&bp);
@@ -157,8 +158,6 @@ static void iw_closed(cp_db_t *db)
 static cp_status iw_commit(cp_db_t *db, cp_error_t *err)
 {
     cp_status rc = intake_commit_light(db, db->iw_txn, err);
-    if (rc == CP_OK && db->iw_records > 1)
-        db->pend_records += db->iw_records - 1; /* checkpoints count requests */
     db->iw_records = 0;
     db->iw_events = 0;
     iw_closed(db);
@@ -193,8 +192,10 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
             pthread_rwlock_unlock(&db->lock);
             return;
         }
-        atomic_store(&db->iw_open, 1);
         db->iw_since_ms = cp_now_ms();
+        if (!atomic_load(&db->pending))
+            db->pend_since_ms = db->iw_since_ms; /* the checkpointer's clock */
+        atomic_store(&db->iw_open, 1);
     }
     for (intake_req_t *r = list; r && nvalid; r = r->next) {
         if (r->rc != CP_OK)
@@ -211,6 +212,7 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
             return;
         }
         db->applied_lsn = r->lsn;
+        db->pend_records++; /* checkpoints count requests */
         db->iw_records++;
         db->iw_events += r->b->n;
     }

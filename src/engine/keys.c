@@ -28,7 +28,7 @@ cp_status cp_key_create(cp_db_t *db, cp_role role, const char *label, char **key
 
 cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out)
 {
-    cp_status rc = db_read_begin(db, NULL);
+    cp_status rc = db_read_begin_mem(db, NULL);
     if (rc)
         return rc;
     rc = apikey_check(&db->keys, key, role_out);
@@ -40,7 +40,7 @@ cp_status cp_key_count(cp_db_t *db, uint64_t *n)
 {
     if (n == NULL)
         return CP_EINVAL;
-    cp_status rc = db_read_begin(db, NULL);
+    cp_status rc = db_read_begin_mem(db, NULL);
     if (rc)
         return rc;
     *n = db->keys.n;

@@ -49,7 +49,7 @@ cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *
 
 static cp_status count_tree(cp_db_t *db, const expr_t *e, uint64_t *count, cp_error_t *err)
 {
-    cp_status rc = db_read_begin(db, err);
+    cp_status rc = db_read_begin_mem(db, err);
     if (rc)
         return rc;
     plan_resolver_t r;
@@ -102,7 +102,7 @@ static cp_status eval_tree(cp_db_t *db, const expr_t *e, cp_result_t **out, cp_e
     cp_result_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
-    cp_status rc = db_read_begin(db, err);
+    cp_status rc = db_read_begin_mem(db, err);
     if (rc == CP_OK) {
         rc = db_eval_tree(db, expr_root(e), &r->bm, err);
         db_read_end(db);

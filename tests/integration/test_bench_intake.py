@@ -82,7 +82,10 @@ def check_import(imp, events, distinct):
         check(close(imp["updates_per_cpu_second"], allu / cpu, 1e-3),
               name + ": all updates per CPU second consistent", imp)
     fl = imp.get("floor", {})
-    check(fl.get("records") == events, name + ": the floor read one record per event", fl)
+    # Small files are read several times, until the CPU clock can time them.
+    passes = fl.get("passes", 0)
+    check(passes >= 1 and fl.get("records") == events * passes,
+          name + ": the floor read one record per event per pass", fl)
     check(fl.get("cpu_seconds", 0) > 0 and fl.get("what") in ("csv_next", "json_loadb"),
           name + ": floor timed", fl)
     if fl.get("cpu_seconds", 0) > 0 and cpu > 0:
