@@ -645,7 +645,8 @@ static const csv_field_t *cell(const map_col_t *c, const csv_field_t *f, size_t 
     return col_ok(c, n) ? &f[c->pos] : &empty;
 }
 
-static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+/* isspace of the C locale: ' ', \t \n \v \f \r (bits 9..13). */
+static inline int is_space(unsigned char c) { return c <= ' ' && ((1ull << c) & 0x100003e00ull); }
 
 /* The cell without surrounding white space. Most cells have none: their
  * first and last bytes say so without a loop. */
@@ -883,8 +884,14 @@ static size_t fmt_i64(int64_t v, char *buf)
                                 "34353637383940414243444546474849505152535455565758596061626364656667"
                                 "6869707172737475767778798081828384858687888990919293949596979899";
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    static const uint64_t p10[] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull,
+                                   10000000ull, 100000000ull, 1000000000ull, 10000000000ull,
+                                   100000000000ull, 1000000000000ull, 10000000000000ull,
+                                   100000000000000ull, 1000000000000000ull,
+                                   10000000000000000ull, 100000000000000000ull,
+                                   1000000000000000000ull, 10000000000000000000ull};
     size_t nd = 1;
-    for (uint64_t t = u; t >= 10; t /= 10)
+    while (nd < 20 && u >= p10[nd])
         nd++;
     size_t k = v < 0;
     buf[0] = '-';
@@ -973,14 +980,15 @@ static int iso_fast(const char *s, size_t len, int64_t *secs)
     int h = B(w2, 3) * 10 + B(w2, 4), mi = B(w2, 6) * 10 + B(w2, 7);
     int se = B(w3, 6) * 10 + B(w3, 7);
 #undef B
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 ||
-        mi > 59 || se > 60)
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 60)
         return 0;
-    /* days since 1970-01-01: whole years, their leap days, then the year's
-     * days so far (y >= 1, so the divisions below are of positives) */
-    int64_t py = y - 1;
-    int64_t days = 365 * (int64_t)(y - 1970) + (py / 4 - py / 100 + py / 400) - 477 +
+    unsigned uy = (unsigned)y, py = uy - 1;
+    int leap = (uy % 4 == 0 && uy % 100 != 0) || uy % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap))
+        return 0;
+    /* days since 1970-01-01: whole years, their leap days (477 before
+     * 1970), then the year's days so far */
+    int64_t days = 365 * ((int64_t)y - 1970) + (int64_t)(py / 4 - py / 100 + py / 400) - 477 +
                    before[mo - 1] + (mo > 2 && leap) + d - 1;
     *secs = days * 86400 + h * 3600 + mi * 60 + se;
     return 1;
@@ -1011,6 +1019,7 @@ typedef struct rval {
     const map_field_t *d; /* its name is the key */
     pv_kind kind;
     int gen;              /* PV_STR text: G_COPY s, G_LOWER s lower-cased, G_TEXT txt */
+    int whole;            /* G_COPY of a whole cell (s, slen are the field's p, len) */
     const char *s;
     size_t slen;
     int64_t i;
@@ -1035,6 +1044,7 @@ typedef struct row {
     const char *msgid;
     size_t msgid_len;
     char msgbuf[160];
+    int msgid_printable; /* 1: msgid is known to have no control bytes */
     void *heap; /* storage of wide mappings */
     rval_t local[ROW_LOCAL];
     int slots[2 * ROW_LOCAL];
@@ -1060,6 +1070,7 @@ static cp_status row_init(row_t *r, const mapping_t *m, cp_error_t *err)
     r->ts = 0;
     r->msgid = NULL;
     r->msgid_len = 0;
+    r->msgid_printable = 0;
     if (nv <= ROW_LOCAL) {
         r->tv = r->local;
         r->tslot = r->slots;
@@ -1089,20 +1100,22 @@ static void row_set(rval_t *arr, size_t *n, int *slot, const rval_t *v)
 }
 
 /* The value of one field (v->kind PV_NONE for an empty cell). */
-static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
-                             rval_t *v, cp_error_t *err)
+static inline __attribute__((always_inline)) cp_status
+field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line, rval_t *v,
+            cp_error_t *err)
 {
     v->d = d;
     v->kind = PV_NONE;
     v->gen = G_COPY;
+    v->whole = 0;
     if (d->product) {
         const csv_field_t *a = cell(&d->col, f, n), *b = cell(&d->col2, f, n);
         double x, y;
         if (a->len == 0 || b->len == 0)
             return CP_OK;
-        if (parse_number(a->p, a->len, &x))
+        if (!number_fast(a->p, a->len, &x) && parse_number(a->p, a->len, &x))
             return bad_value(err, line, d, &d->col, a, "a number");
-        if (parse_number(b->p, b->len, &y))
+        if (!number_fast(b->p, b->len, &y) && parse_number(b->p, b->len, &y))
             return bad_value(err, line, d, &d->col2, b, "a number");
         double p = round_to(x * y, d->round);
         if (d->type == MV_INT) {
@@ -1180,6 +1193,7 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
                 /* Untransformed text keeps its spaces (descriptions do). */
                 v->s = c->p;
                 v->slen = c->len;
+                v->whole = 1;
             }
         }
         v->kind = PV_STR;
@@ -1248,8 +1262,9 @@ static cp_status field_value(const map_field_t *d, const csv_field_t *f, size_t 
 
 /* One trait or property into its object: converted in place when the key
  * is new (the slot past the end is free), else over the earlier value. */
-static cp_status row_field(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
-                           rval_t *arr, size_t *na, int *slot, cp_error_t *err)
+static inline cp_status row_field(const map_field_t *d, const csv_field_t *f, size_t n,
+                                  uint64_t line, rval_t *arr, size_t *na, int *slot,
+                                  cp_error_t *err)
 {
     int k = slot[d->key];
     if (k < 0) {
@@ -1379,6 +1394,8 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
         r->msgbuf[pl] = ':';
         r->msgid_len = pl + 1 + fmt_i64((int64_t)line, r->msgbuf + pl + 1);
         r->msgid = r->msgbuf;
+        /* "<prefix>:<digits>": only the prefix can hold a control byte */
+        r->msgid_printable = printable(p, pl);
     }
     return CP_OK;
 }
@@ -1591,18 +1608,16 @@ static size_t row_bound(const row_t *r)
 }
 
 /* An upper bound of row_bound: m->bound_fixed covers everything but the
- * strings' bytes (assign_keys). */
-static size_t quick_bound(const mapping_t *m, const row_t *r)
+ * strings' bytes (assign_keys); strs are those of the traits and
+ * properties. */
+static size_t quick_bound(const mapping_t *m, const row_t *r, size_t strs)
 {
-    size_t sb = r->evlen + r->msgid_len;
+    /* strs counts a NUL per string: more than needed, still a bound */
+    size_t sb = r->evlen + r->msgid_len + strs;
     if (r->uid.kind == PV_STR)
         sb += r->uid.slen;
     if (r->anon.kind == PV_STR)
         sb += r->anon.slen;
-    for (size_t i = 0; i < r->ntv; i++)
-        sb += r->tv[i].kind == PV_STR ? r->tv[i].slen : 0;
-    for (size_t i = 0; i < r->npv; i++)
-        sb += r->pv[i].kind == PV_STR ? r->pv[i].slen : 0;
     return m->bound_fixed + 6 * sb;
 }
 
@@ -1650,24 +1665,20 @@ static void block_find(const csv_field_t *f, size_t n, block_t *bk)
     bk->lo = 0;
     bk->len = 0;
     bk->dst = NULL;
-    if (n == 0)
+    if (n == 0 || f[0].p[f[0].len] != '\0')
         return;
     for (size_t i = 1; i < n; i++)
-        if (f[i].p != f[i - 1].p + f[i - 1].len + 1)
+        if (f[i].p != f[i - 1].p + f[i - 1].len + 1 || f[i].p[f[i].len] != '\0')
             return;
     bk->lo = (uintptr_t)f[0].p;
     bk->len = (size_t)((uintptr_t)(f[n - 1].p + f[n - 1].len + 1) - bk->lo);
 }
 
-/* 1 if a string value is a NUL-terminated text of the block (then the
- * block's copy holds it). The fields tile the block, so every byte checked
- * is readable. */
-static int in_block(const block_t *bk, const rval_t *v)
+/* 1 if a value is a whole cell: with a block, a NUL-terminated text of it
+ * (then the block's copy holds it). */
+static inline int in_block(const block_t *bk, const rval_t *v)
 {
-    if (v->kind != PV_STR || v->gen != G_COPY)
-        return 0;
-    uintptr_t o = (uintptr_t)v->s - bk->lo;
-    return o < bk->len && v->slen < bk->len - o && v->s[v->slen] == '\0';
+    return bk->lo && v->kind == PV_STR && v->whole;
 }
 
 static inline void put_prop(char **p, const rval_t *v, const char *names, const block_t *bk,
@@ -1723,9 +1734,23 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     if ((rc = row_build(m, f, n, line, msgid_prefix, &r, res, err)) || *res == MAP_SKIP)
         goto out;
 
+    /* The strings' bytes: for the size bound, and for the arena block
+     * (the record block if it pays, the other strings one by one). */
+    block_t bk;
+    block_find(f, n, &bk);
+    size_t strs = 0, inblk = 0;
+    for (size_t i = 0; i < r.npv + r.ntv; i++) {
+        const rval_t *v = i < r.npv ? &r.pv[i] : &r.tv[i - r.npv];
+        if (v->kind != PV_STR)
+            continue;
+        if (in_block(&bk, v))
+            inblk += v->slen + 1;
+        else
+            strs += v->slen + 1;
+    }
     /* The checks of segment_parse_event, in its order. The exact size of
      * the event's JSON is needed only past a bound that rarely is. */
-    if (quick_bound(m, &r) > INGEST_EVENT_MAX && row_bound(&r) > INGEST_EVENT_MAX) {
+    if (quick_bound(m, &r, strs + inblk) > INGEST_EVENT_MAX && row_bound(&r) > INGEST_EVENT_MAX) {
         json_t *doc = row_json(m, &r);
         if (doc == NULL) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -1813,7 +1838,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
                      (size_t)INGEST_MSGID_MAX);
         goto out;
     }
-    if (!printable(r.msgid, r.msgid_len)) {
+    if (!r.msgid_printable && !printable(r.msgid, r.msgid_len)) {
         rc = seg_err(err, CP_EINVAL, line, "\"messageId\" contains control characters");
         goto out;
     }
@@ -1821,18 +1846,6 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     /* Valid: one arena block for the typed values and every string: the
      * names (one copy of m->names), the record block if it pays, the
      * other strings one by one. */
-    block_t bk;
-    block_find(f, n, &bk);
-    size_t strs = 0, inblk = 0;
-    for (size_t i = 0; i < r.npv + r.ntv; i++) {
-        const rval_t *v = i < r.npv ? &r.pv[i] : &r.tv[i - r.npv];
-        if (v->kind != PV_STR)
-            continue;
-        if (bk.lo && in_block(&bk, v))
-            inblk += v->slen + 1;
-        else
-            strs += v->slen + 1;
-    }
     if (bk.lo && bk.len > 128 && bk.len > 2 * inblk) {
         strs += inblk; /* copy those values one by one instead */
         bk.lo = 0;

@@ -384,7 +384,7 @@ static void test_records_gzip(void **state)
         cp_buf_t b;
         cp_buf_init(&b, 0);
         char d = round == 2 ? ';' : ',';
-        records(&b, 60000, d);
+        records(&b, 20000, d);
         csv_opts_t o = {.delim = d,
                         .max_field = round ? 40 : CSV_DEFAULT_MAX_FIELD,
                         .max_record = round ? 150 : CSV_DEFAULT_MAX_RECORD,

@@ -943,9 +943,164 @@ static void test_event_size_limit(void **state)
     mapping_free(m);
 }
 
+/* ------------------------------------------------------------ fast paths */
+
+/*
+ * The conversions' fast paths (plain digits, fixed-layout ISO times, ASCII
+ * text, whole cells copied with the record) against the reference, on
+ * cells just inside and just outside what each accepts, with the row's
+ * fields in separate buffers and cut one after the other in one buffer as
+ * csv_next returns them.
+ */
+static const char *const fp_times[] = {
+    "2010-12-01 08:26:00", "2010-12-01T08:26:00", "2010-12-01t08:26:00", "2010-12-01 08:26:00Z",
+    "2010-12-01 08:26:00z", "2012-02-29 23:59:59", "2011-02-29 00:00:00", "2000-02-29 12:00:00",
+    "1900-02-29 12:00:00", "2011-04-31 10:00:00", "2011-13-01 10:00:00", "2011-00-10 10:00:00",
+    "2011-01-00 10:00:00", "2011-01-01 24:00:00", "2011-01-01 23:60:00", "2011-01-01 23:59:60",
+    "2011-01-01 23:59:61", "0000-01-01 00:00:00", "0001-01-01 00:00:00", "9999-12-31 23:59:59",
+    "1969-12-31 23:59:59", "1970-01-01 00:00:00", "1600-03-01 00:00:00", "2010-12-01 08:26:0x",
+    "2010-12-01 08:26", "2010-12-01 08:26:00.5", "2010-12-01 08:26:00+01:00", "2010-12-01",
+    "2010/12/01 08:26:00", "2010-12-01_08:26:00", "2010-12-01 08-26-00", " 2010-12-01 08:26:00",
+    "2010-12-01 08:26:00 ", "201a-12-01 08:26:00", "2010-1:-01 08:26:00", "2010-12-01 08:26:00ZZ",
+    "2010-12-01 0/:26:00", "2010-12-01 08:26:00Y", "2010-12-01\x01" "08:26:00"};
+static const char *const fp_nums[] = {
+    "6", "-6", "+6", "0", "-0", "+0", "007", "-007", "17850.0", "17850.", "17850.00", "-17850.0",
+    "2.55", "-2.55", ".5", "5.", "1.5e3", "123456789012345", "1234567890123456",
+    "123456789012345678", "1234567890123456789", "9999999999999999999", "999999999999999.0",
+    "9999999999999999.0", "12345678901234.5", "0.000000000000001", "-", "+", ".", "-.", "1-",
+    " 6", "6 ", " 6 ", "\t7\r", "0x1A", "1,5", "--1", "+-1", "1.2.3", "NaN", "inf", "-0.0",
+    "6.0000000000000001", "00000000000000000006"};
+static const char *const fp_text[] = {
+    "", " ", "abc", "A", "ABCDEFG", "ABCDEFGH", "ABCDEFGHI", "United Kingdom", "  padded  ",
+    "WHITE HANGING HEART T-LIGHT HOLDER", "\xc3\xa9t\xc3\xa9", "caf\xc3\xa9 au lait",
+    "bad\xff", "\xe2\x82", "bell\x07", "tab\there", "del\x7f", "12345678\x01", "\x01" "234567",
+    "Mixed Case TEXT"};
+
+static void fp_cell(cp_buf_t *c, int col)
+{
+    const char *s;
+    if (rn(200) == 0) {
+        if (rn(2))
+            cp_buf_append(c, "1\0" "2", 3);
+        else
+            cp_buf_append(c, "ab\0cdefghij", 12);
+        return;
+    }
+    int good = rn(8) != 0; /* mostly from the valid heads of the lists */
+    if (col == 2 || col == 8)
+        s = fp_times[good ? rn(8) : rn(CP_ARRAY_LEN(fp_times))];
+    else if (col == 0 || col == 3 || col == 4)
+        s = rn(16) ? fp_nums[good ? rn(16) : rn(CP_ARRAY_LEN(fp_nums))]
+                   : fp_text[rn(CP_ARRAY_LEN(fp_text))];
+    else
+        s = rn(16) ? fp_text[good ? 2 + rn(10) : rn(CP_ARRAY_LEN(fp_text))]
+                   : fp_nums[rn(CP_ARRAY_LEN(fp_nums))];
+    cp_buf_append(c, s, strlen(s));
+}
+
+static void test_fast_paths(void **state)
+{
+    (void)state;
+    rnd = 0xfa57;
+    static const char *const docs[] = {
+        "{\"header\":false,\"identifiers\":[{\"column\":0,\"type\":\"user_id\",\"transform\":"
+        "\"integer\"}],\"traits\":[{\"column\":1,\"name\":\"country\"}],\"event\":{\"name\":"
+        "\"purchase\",\"name_when\":[{\"column\":5,\"prefix\":\"C\",\"name\":\"refund\"}],"
+        "\"timestamp\":{\"column\":2,\"format\":\"auto\"},\"properties\":["
+        "{\"column\":5,\"name\":\"invoice\"},{\"column\":6,\"name\":\"low\",\"transform\":"
+        "\"lower\"},{\"column\":7,\"name\":\"tr\",\"transform\":\"trim\"},"
+        "{\"column\":3,\"name\":\"quantity\",\"type\":\"int\"},"
+        "{\"column\":4,\"name\":\"unit_price\",\"type\":\"number\"},"
+        "{\"column\":8,\"name\":\"when\",\"type\":\"timestamp\"},"
+        "{\"name\":\"amount\",\"type\":\"number\",\"product\":[3,4],\"round\":2},"
+        "{\"name\":\"n\",\"type\":\"int\",\"product\":[3,4]},"
+        "{\"column\":9,\"name\":\"code\",\"transform\":\"integer\"}]}}",
+        /* identify rows: traits only */
+        "{\"header\":false,\"identifiers\":[{\"column\":5,\"type\":\"user_id\"},{\"column\":"
+        "0,\"type\":\"crm_id\",\"transform\":\"integer\"}],\"traits\":[{\"column\":1,\"name\":"
+        "\"country\"},{\"column\":3,\"name\":\"age\",\"type\":\"int\"},{\"column\":2,\"name\":"
+        "\"joined\",\"type\":\"timestamp\"},{\"column\":6,\"name\":\"country\"}]}",
+    };
+    size_t ok = 0, bad = 0;
+    for (size_t di = 0; di < CP_ARRAY_LEN(docs); di++) {
+        mapping_t *m = parse_bound(docs[di], NULL);
+        for (int ri = 0; ri < 6000; ri++) {
+            enum { NC = 10 };
+            cp_buf_t cells[NC];
+            csv_field_t sep[NC], cut[NC];
+            size_t n = rn(10) ? NC : rn(NC + 1);
+            cp_buf_t rec;
+            cp_buf_init(&rec, 0);
+            size_t off[NC];
+            for (size_t i = 0; i < NC; i++) {
+                cp_buf_init(&cells[i], 0);
+                fp_cell(&cells[i], (int)i);
+                sep[i].p = cp_buf_cstr(&cells[i]);
+                sep[i].len = cells[i].len;
+                off[i] = rec.len;
+                cp_buf_append(&rec, cells[i].data ? cells[i].data : "", cells[i].len);
+                cp_buf_append(&rec, "\0", 1);
+            }
+            if (rn(8) == 0) /* a wide record: the block does not pay */
+                for (int k = 0; k < 300; k++)
+                    cp_buf_append(&rec, "w", 1);
+            for (size_t i = 0; i < NC; i++) {
+                cut[i].p = rec.data + off[i];
+                cut[i].len = sep[i].len;
+            }
+            segment_opts_t o = {.allow_other_ids = 1, .no_dedup = (int)rn(2)};
+            o.received_at_ms = rn(2) ? 1700000000123ll : 0;
+            char ctx[64];
+            snprintf(ctx, sizeof ctx, "fast mapping %zu row %d", di, ri);
+            cp_status rc = compare_row(m, sep, n, (uint64_t)ri + 2, &o, ctx);
+            cp_status rc2 = compare_row(m, cut, n, (uint64_t)ri + 2, &o, ctx);
+            assert_int_equal(rc, rc2);
+            if (rc == CP_OK)
+                ok++;
+            else
+                bad++;
+            cp_buf_free(&rec);
+            for (size_t i = 0; i < NC; i++)
+                cp_buf_free(&cells[i]);
+        }
+        mapping_free(m);
+    }
+    print_message("fast paths: %zu accepted, %zu rejected\n", ok, bad);
+    assert_true(ok > 500);
+    assert_true(bad > 500);
+}
+
+/* Fields one after the other but not NUL-terminated between (a caller's
+ * own splitting): values are copied one by one, each with its NUL. */
+static void test_adjacent_fields_without_nul(void **state)
+{
+    (void)state;
+    mapping_t *m = parse_bound("{\"header\":false,\"identifiers\":[{\"column\":0,\"type\":"
+                               "\"user_id\"}],\"event\":{\"name\":\"e\",\"properties\":[{"
+                               "\"column\":1,\"name\":\"a\"},{\"column\":2,\"name\":\"b\"}]}}",
+                               NULL);
+    char line[] = "u1,alpha,beta";
+    csv_field_t f[3] = {{line, 2}, {line + 3, 5}, {line + 9, 4}};
+    ingest_batch_t b;
+    ingest_batch_init(&b);
+    segment_opts_t o = {.received_at_ms = 1700000000000};
+    map_result res;
+    assert_int_equal(mapping_row_event(m, f, 3, 2, NULL, &o, &b, &res, NULL), CP_OK);
+    assert_int_equal(res, MAP_EVENT);
+    memset(line, 'X', sizeof line - 1);
+    assert_string_equal(b.events[0].ids[0].value, "u1");
+    assert_string_equal(b.events[0].tprops[0].s, "alpha");
+    assert_string_equal(b.events[0].tprops[1].s, "beta");
+    assert_string_equal(b.events[0].tprops[1].name, "b");
+    ingest_batch_free(&b);
+    mapping_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fast_paths),
+        cmocka_unit_test(test_adjacent_fields_without_nul),
         cmocka_unit_test(test_online_retail_event),
         cmocka_unit_test(test_bad_rows),
         cmocka_unit_test(test_event_size_limit),
