@@ -80,6 +80,28 @@ cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     return rc;
 }
 
+/* data.mdb is durable up to lsn: the log before it can go. Serialised by
+ * ckpt_mu (the checkpointer trims without the handle's lock, and
+ * wal_truncate_before must not run twice at once). */
+static cp_status wal_trim(cp_db_t *db, uint64_t lsn, cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    pthread_mutex_lock(&db->ckpt_mu);
+    if (lsn > db->ckpt_lsn)
+        db->ckpt_lsn = lsn;
+    lsn = db->ckpt_lsn;
+    wal_stats_t ws = {0};
+    if (db->wal)
+        wal_stats(db->wal, &ws);
+    if (db->wal && lsn && ws.first_lsn && ws.first_lsn <= lsn) {
+        /* A new segment, so the ones the checkpoint covers can go whole. */
+        if ((rc = wal_rotate(db->wal, NULL, err)) == CP_OK)
+            rc = wal_truncate_before(db->wal, lsn, NULL, err);
+    }
+    pthread_mutex_unlock(&db->ckpt_mu);
+    return rc;
+}
+
 cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
 {
     cp_status rc;
@@ -96,17 +118,7 @@ cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
     }
     atomic_store(&db->pending, 0);
     db->pend_records = 0;
-    db->ckpt_lsn = db->applied_lsn;
-    wal_stats_t ws = {0};
-    if (db->wal)
-        wal_stats(db->wal, &ws);
-    if (db->wal && db->ckpt_lsn && ws.first_lsn && ws.first_lsn <= db->ckpt_lsn) {
-        /* A new segment, so the ones the checkpoint covers can go whole. */
-        if ((rc = wal_rotate(db->wal, NULL, err)) ||
-            (rc = wal_truncate_before(db->wal, db->ckpt_lsn, NULL, err)))
-            return rc;
-    }
-    return CP_OK;
+    return wal_trim(db, db->applied_lsn, err);
 }
 
 cp_status db_flush(cp_db_t *db, cp_error_t *err)
@@ -137,6 +149,52 @@ cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err)
 
 /* ------------------------------------------------------- checkpointer */
 
+/*
+ * A checkpoint as intake_checkpoint_locked, but data.mdb's fsync runs
+ * without the lock, so the intake writer goes on applying (it used to wait
+ * for the whole sync). Under the lock: the writer's transaction committed
+ * (db_lock_wr), stale dynamic crowds re-evaluated and committed, the LSN
+ * noted. Then the sync, which covers every commit made before it began,
+ * that one included; then the log before that LSN can go. Commits made
+ * meanwhile stay pending for the next checkpoint.
+ */
+static cp_status ckpt_background(cp_db_t *db, cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    db_lock_wr(db); /* the writer commits first: pending is set */
+    if (!atomic_load(&db->pending) || atomic_load(&db->failed)) {
+        pthread_rwlock_unlock(&db->lock);
+        return CP_OK;
+    }
+    if (db->crowds_stale) {
+        store_txn_t *txn = NULL;
+        if ((rc = store_txn_begin(db->st, 1, &txn, err))) {
+            pthread_rwlock_unlock(&db->lock);
+            return rc;
+        }
+        db->data_changed = 1;
+        db->crowds_stale = 0;
+        (void)store_set_nosync(db->st, 1, NULL); /* synced below */
+        rc = db_commit_locked(db, txn, err);
+        cp_status rc2 = store_set_nosync(db->st, 0, NULL);
+        if (rc == CP_OK && rc2)
+            rc = CP_ERR(err, rc2, "cannot turn LMDB syncing back on");
+        if (rc) {
+            pthread_rwlock_unlock(&db->lock);
+            return rc;
+        }
+    }
+    uint64_t lsn = db->applied_lsn;
+    atomic_store(&db->pending, 0);
+    db->pend_records = 0;
+    pthread_rwlock_unlock(&db->lock);
+    if ((rc = store_sync(db->st, err))) {
+        atomic_store(&db->pending, 1); /* try again next time */
+        return rc;
+    }
+    return wal_trim(db, lsn, err);
+}
+
 static void *ckpt_main(void *arg)
 {
     cp_db_t *db = arg;
@@ -162,15 +220,9 @@ static void *ckpt_main(void *arg)
         int due = cp_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
                   db->pend_records >= db->cfg.ckpt_records;
         pthread_rwlock_unlock(&db->lock);
-        if (due)
-            db_lock_wr(db); /* the writer commits first: pending is set */
-        if (due && atomic_load(&db->pending) && !atomic_load(&db->failed)) {
-            cp_error_t e = {0};
-            if (intake_checkpoint_locked(db, &e))
-                fprintf(stderr, "crowdpack: checkpoint failed: %s\n", e.message);
-        }
-        if (due)
-            pthread_rwlock_unlock(&db->lock);
+        cp_error_t e = {0};
+        if (due && ckpt_background(db, &e))
+            fprintf(stderr, "crowdpack: checkpoint failed: %s\n", e.message);
         pthread_mutex_lock(&db->ckpt_mu);
     }
     pthread_mutex_unlock(&db->ckpt_mu);
