@@ -6,19 +6,44 @@
 #include "index/behavior.h"
 #include "util/util.h"
 
+/*
+ * A cell has two forms. Small (at most SMALL_MAX users, the common case of
+ * an import: Online Retail has ~2.6 records per cell): a sorted array of
+ * users and their count - 1, inline for up to SMALL_INLINE users, else in
+ * one malloc'ed block of cap users then cap values — a new cell costs no
+ * allocation and no roaring bitmap. Roaring (past SMALL_MAX users):
+ * `exists` and the count slices. A cell is promoted when a user past
+ * SMALL_MAX arrives and demoted when removals bring it back to SMALL_MAX
+ * (or when it loads that small); both forms hold the same content, so
+ * everything written to disk is the same whichever form a cell has.
+ */
+#define SMALL_MAX 16
+#define SMALL_INLINE 2
+
 struct beh_cell {
     int32_t day;
-    uint8_t nslices; /* slices of (count - 1) */
-    uint8_t dirty;   /* queued in b->dirty */
+    /* Roaring: slices of (count - 1). Small: bitlen of the largest
+     * count - 1 (so a count is at most 2^nslices in both forms). */
+    uint8_t nslices;
+    uint8_t dirty; /* queued in b->dirty */
     /* The 65,536-user chunks changed since the last persist: none (0; or
      * all, when the cell is queued to be rewritten whole), the one chunk
      * d1 (1: the common case, no allocation), or those in dchunks (2). */
     uint8_t nd;
     uint8_t disk; /* its form on disk at the last persist: DISK_* */
     uint16_t d1;
-    roaring_bitmap_t *exists;
-    roaring_bitmap_t **slices; /* [nslices], NULL when 0 */
+    uint8_t small;             /* 1: the small form (n, cap, in / heap) */
+    uint8_t n;                 /* small: users */
+    uint8_t cap;               /* small: capacity; SMALL_INLINE: in the cell itself */
     roaring_bitmap_t *dchunks; /* nd == 2 */
+    union {
+        struct { /* roaring form */
+            roaring_bitmap_t *exists;
+            roaring_bitmap_t **slices; /* [nslices], NULL when 0 */
+        };
+        uint32_t in[2 * SMALL_INLINE]; /* small, cap SMALL_INLINE: users, values */
+        uint32_t *heap;                /* small, larger cap: users[cap], values[cap] */
+    };
 };
 
 typedef struct series {
@@ -40,6 +65,23 @@ typedef struct dirty {
     beh_cell_t *cell; /* beh_persist only: the cell found (cells do not move in it) */
 } dirty_t;
 
+/*
+ * beh_event_series' previous call: its event, sorted properties and the
+ * ids it returned (in subset order). Consecutive events of an import
+ * mostly share the event and some values (Online Retail: every row is a
+ * "purchase", only stock_code changes), so every subset whose values are
+ * all unchanged takes its id from here without a key or a hash lookup.
+ * Ids are never reused (series are never removed), so a memo stays true.
+ */
+typedef struct memo {
+    int valid;
+    uint8_t elen, n;
+    uint8_t nlen[BEH_MAX_PROPS], vlen[BEH_MAX_PROPS];
+    char event[BEH_NAME_MAX];
+    char name[BEH_MAX_PROPS][BEH_NAME_MAX], value[BEH_MAX_PROPS][BEH_NAME_MAX];
+    uint32_t ids[BEH_MAX_EVENT_SERIES];
+} memo_t;
+
 struct beh {
     series_t *series;
     uint32_t nseries, capseries;
@@ -59,6 +101,7 @@ struct beh {
     /* beh_persist's scratch: the packs to rewrite (pack_id values). */
     uint64_t *packs;
     size_t npacks, cappacks;
+    memo_t *memo; /* beh_event_series' previous call (NULL until the first) */
 };
 
 #define EMPTY_SLOT UINT32_MAX
@@ -87,12 +130,39 @@ static inline void bm_free(roaring_bitmap_t *bm)
         roaring_bitmap_free(bm);
 }
 
+static inline uint32_t *sm_users(const beh_cell_t *c)
+{
+    return c->cap <= SMALL_INLINE ? (uint32_t *)c->in : c->heap;
+}
+
+static inline uint32_t *sm_vals(const beh_cell_t *c)
+{
+    return sm_users(c) + c->cap;
+}
+
+/* Frees what the cell's form holds (not dchunks) and leaves it an empty
+ * small cell. */
+static void cell_form_release(beh_cell_t *c)
+{
+    if (c->small) {
+        if (c->cap > SMALL_INLINE)
+            free(c->heap);
+    } else {
+        bm_free(c->exists);
+        for (int j = 0; j < c->nslices; j++)
+            bm_free(c->slices[j]);
+        free(c->slices);
+    }
+    memset(c->in, 0, sizeof c->in);
+    c->small = 1;
+    c->n = 0;
+    c->cap = SMALL_INLINE;
+    c->nslices = 0;
+}
+
 static void cell_release(beh_cell_t *c)
 {
-    bm_free(c->exists);
-    for (int j = 0; j < c->nslices; j++)
-        bm_free(c->slices[j]);
-    free(c->slices);
+    cell_form_release(c);
     bm_free(c->dchunks);
     memset(c, 0, sizeof *c);
 }
@@ -134,6 +204,7 @@ void beh_free(beh_t *b)
     free(b->slots);
     free(b->dirty);
     free(b->packs);
+    free(b->memo);
     scratch_free(b);
     free(b);
 }
@@ -429,7 +500,8 @@ static beh_cell_t *cell_find(const series_t *se, int32_t day)
     return i < se->ncells && se->cells[i].day == day ? &se->cells[i] : NULL;
 }
 
-/* The cell of `day`, created (empty exists bitmap) if missing. */
+/* The cell of `day`, created (an empty small cell: no allocation) if
+ * missing. */
 static cp_status cell_get(series_t *se, int32_t day, beh_cell_t **out)
 {
     uint32_t i = se->ncells && se->cells[se->ncells - 1].day < day ? se->ncells
@@ -446,20 +518,101 @@ static cp_status cell_get(series_t *se, int32_t day, beh_cell_t **out)
         se->cells = v;
         se->cap = cap;
     }
-    roaring_bitmap_t *ex = roaring_bitmap_create();
-    if (ex == NULL)
-        return CP_ENOMEM;
     memmove(&se->cells[i + 1], &se->cells[i], (size_t)(se->ncells - i) * sizeof *se->cells);
     se->ncells++;
     beh_cell_t *c = &se->cells[i];
     memset(c, 0, sizeof *c);
     c->day = day;
-    c->exists = ex;
+    c->small = 1;
+    c->cap = SMALL_INLINE;
     *out = c;
     return CP_OK;
 }
 
-/* count - 1 of a user present in c. */
+static int bitlen(uint64_t v)
+{
+    return v ? 64 - __builtin_clzll(v) : 0;
+}
+
+/* Users of the cell. */
+static uint64_t cell_users(const beh_cell_t *c)
+{
+    return c->small ? c->n : roaring_bitmap_get_cardinality(c->exists);
+}
+
+/* First index of the small cell's users >= user. */
+static uint32_t sm_lower(const beh_cell_t *c, uint32_t user)
+{
+    const uint32_t *u = sm_users(c);
+    uint32_t i = 0;
+    while (i < c->n && u[i] < user)
+        i++;
+    return i;
+}
+
+/* Room for need (<= SMALL_MAX) users in a small cell (CP_ENOMEM). */
+static cp_status sm_reserve(beh_cell_t *c, uint32_t need)
+{
+    if (need <= c->cap)
+        return CP_OK;
+    uint32_t cap = need <= 4 ? 4 : need <= 8 ? 8 : SMALL_MAX;
+    uint32_t *v = malloc((size_t)cap * 2 * sizeof *v);
+    if (v == NULL)
+        return CP_ENOMEM;
+    memcpy(v, sm_users(c), c->n * sizeof *v);
+    memcpy(v + cap, sm_vals(c), c->n * sizeof *v);
+    if (c->cap > SMALL_INLINE)
+        free(c->heap);
+    c->heap = v;
+    c->cap = (uint8_t)cap;
+    return CP_OK;
+}
+
+/* nslices of a small cell from its values. */
+static void sm_retop(beh_cell_t *c)
+{
+    const uint32_t *v = sm_vals(c);
+    uint32_t top = 0;
+    for (uint32_t i = 0; i < c->n; i++)
+        top |= v[i];
+    c->nslices = (uint8_t)bitlen(top);
+}
+
+/* A small cell into the roaring form (CP_ENOMEM leaves it small). */
+static cp_status cell_promote(beh_cell_t *c)
+{
+    const uint32_t *u = sm_users(c), *v = sm_vals(c);
+    int ns = c->nslices;
+    roaring_bitmap_t *ex = roaring_bitmap_create(), **sl = NULL;
+    if (ex == NULL)
+        return CP_ENOMEM;
+    if (ns > 0 && (sl = calloc((size_t)ns, sizeof *sl)) == NULL)
+        goto nomem;
+    for (int j = 0; j < ns; j++)
+        if ((sl[j] = roaring_bitmap_create()) == NULL)
+            goto nomem;
+    roaring_bitmap_add_many(ex, c->n, u);
+    for (uint32_t i = 0; i < c->n; i++)
+        for (uint32_t x = v[i], j = 0; x; j++, x >>= 1)
+            if (x & 1)
+                roaring_bitmap_add(sl[j], u[i]);
+    if (c->cap > SMALL_INLINE)
+        free(c->heap);
+    c->small = 0;
+    c->n = 0;
+    c->cap = 0;
+    c->exists = ex;
+    c->slices = sl;
+    return CP_OK;
+nomem:
+    for (int j = 0; sl && j < ns; j++)
+        bm_free(sl[j]);
+    free(sl);
+    bm_free(ex);
+    return CP_ENOMEM;
+}
+
+/* count - 1 of a user present in a roaring cell. */
 static uint64_t cell_value(const beh_cell_t *c, uint32_t user)
 {
     uint64_t v = 0;
@@ -467,6 +620,46 @@ static uint64_t cell_value(const beh_cell_t *c, uint32_t user)
         if (roaring_bitmap_contains(c->slices[j], user))
             v |= (uint64_t)1 << j;
     return v;
+}
+
+/* 1 and *v = count - 1 if the user is in the cell (either form). */
+static int cell_lookup(const beh_cell_t *c, uint32_t user, uint64_t *v)
+{
+    if (c->small) {
+        uint32_t i = sm_lower(c, user);
+        if (i == c->n || sm_users(c)[i] != user)
+            return 0;
+        *v = sm_vals(c)[i];
+        return 1;
+    }
+    if (!roaring_bitmap_contains(c->exists, user))
+        return 0;
+    *v = cell_value(c, user);
+    return 1;
+}
+
+/* A roaring cell of 1 .. SMALL_MAX users into the small form (for the
+ * memory; CP_ENOMEM leaves it as it is, which is harmless). */
+static void cell_demote(beh_cell_t *c)
+{
+    uint64_t n = c->small ? 0 : roaring_bitmap_get_cardinality(c->exists);
+    if (n == 0 || n > SMALL_MAX)
+        return;
+    uint32_t u[SMALL_MAX], v[SMALL_MAX], *heap = NULL;
+    roaring_bitmap_to_uint32_array(c->exists, u);
+    for (uint64_t i = 0; i < n; i++)
+        v[i] = (uint32_t)cell_value(c, u[i]);
+    uint32_t cap = n <= SMALL_INLINE ? SMALL_INLINE : n <= 4 ? 4 : n <= 8 ? 8 : SMALL_MAX;
+    if (cap > SMALL_INLINE && (heap = malloc((size_t)cap * 2 * sizeof *heap)) == NULL)
+        return;
+    cell_form_release(c);
+    if (heap)
+        c->heap = heap;
+    c->cap = (uint8_t)cap;
+    c->n = (uint8_t)n;
+    memcpy(sm_users(c), u, n * sizeof *u);
+    memcpy(sm_vals(c), v, n * sizeof *v);
+    sm_retop(c);
 }
 
 static cp_status cell_grow(beh_cell_t *c, int n)
@@ -496,9 +689,11 @@ static void cell_trim(beh_cell_t *c)
     }
 }
 
-static int bitlen(uint64_t v)
+/* old + delta, saturating at VALUE_MAX. */
+static uint64_t value_add(uint64_t old, uint64_t delta)
 {
-    return v ? 64 - __builtin_clzll(v) : 0;
+    uint64_t nv = old + delta < old ? VALUE_MAX : old + delta;
+    return nv > VALUE_MAX ? VALUE_MAX : nv;
 }
 
 /* Adds delta (>= 1) to user's count in cell c. The caller has marked
@@ -506,17 +701,42 @@ static int bitlen(uint64_t v)
 static cp_status cell_add(beh_cell_t *c, uint32_t user, uint64_t delta)
 {
     uint64_t old = 0, nv;
+    cp_status st;
+    if (c->small) {
+        uint32_t i = sm_lower(c, user);
+        if (i < c->n && sm_users(c)[i] == user) {
+            nv = value_add(sm_vals(c)[i], delta);
+            sm_vals(c)[i] = (uint32_t)nv;
+            if (bitlen(nv) > c->nslices)
+                c->nslices = (uint8_t)bitlen(nv);
+            return CP_OK;
+        }
+        if (c->n < SMALL_MAX) {
+            if ((st = sm_reserve(c, c->n + 1u)) != CP_OK)
+                return st;
+            uint32_t *u = sm_users(c), *v = sm_vals(c);
+            memmove(u + i + 1, u + i, (c->n - i) * sizeof *u);
+            memmove(v + i + 1, v + i, (c->n - i) * sizeof *v);
+            nv = value_add(0, delta - 1);
+            u[i] = user;
+            v[i] = (uint32_t)nv;
+            c->n++;
+            if (bitlen(nv) > c->nslices)
+                c->nslices = (uint8_t)bitlen(nv);
+            return CP_OK;
+        }
+        if ((st = cell_promote(c)) != CP_OK)
+            return st;
+    }
     if (roaring_bitmap_add_checked(c->exists, user)) {
         if (delta == 1)
             return CP_OK; /* count 1: exists alone */
-        nv = delta - 1;
+        nv = value_add(0, delta - 1);
     } else {
         old = cell_value(c, user);
-        nv = old + delta < old ? VALUE_MAX : old + delta;
+        nv = value_add(old, delta);
     }
-    if (nv > VALUE_MAX)
-        nv = VALUE_MAX;
-    cp_status st = cell_grow(c, bitlen(nv));
+    st = cell_grow(c, bitlen(nv));
     if (st != CP_OK) {
         cell_trim(c); /* keep the cell consistent: the user counts its old value */
         return st;
@@ -566,6 +786,27 @@ static size_t subset_count(size_t n)
     return k;
 }
 
+/* Bits i of the properties (sorted) whose name and value equal those of
+ * the memo, or 0 with *same = 0 when the event or the property names
+ * differ (then nothing is reused). */
+static uint32_t memo_unchanged(const memo_t *m, const char *event, size_t elen,
+                               const beh_prop_t *p, size_t n, int *same)
+{
+    uint32_t keep = 0;
+    *same = 0;
+    if (m == NULL || !m->valid || m->elen != elen || m->n != n || memcmp(m->event, event, elen))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (m->nlen[i] != p[i].nlen || memcmp(m->name[i], p[i].name, p[i].nlen))
+            return 0;
+    for (size_t i = 0; i < n; i++)
+        if (m->vlen[i] == p[i].vlen &&
+            (p[i].vlen == 0 || memcmp(m->value[i], p[i].value, p[i].vlen) == 0))
+            keep |= 1u << i;
+    *same = 1;
+    return keep;
+}
+
 cp_status beh_event_series(beh_t *b, const char *event, size_t elen, const beh_prop_t *props,
                            size_t n, uint32_t *ids, size_t cap, size_t *nids)
 {
@@ -579,9 +820,20 @@ cp_status beh_event_series(beh_t *b, const char *event, size_t elen, const beh_p
         return st;
     if (cap < subset_count(n))
         return CP_EINVAL;
+    if (b->memo == NULL && (b->memo = calloc(1, sizeof *b->memo)) == NULL)
+        return CP_ENOMEM;
+    memo_t *m = b->memo;
+    int same;
+    uint32_t keep = memo_unchanged(m, event, elen, sorted, n, &same);
+    m->valid = 0; /* until every id below is known */
     for (uint32_t mask = 0; mask < (1u << n); mask++) {
         if (!subset_ok(mask))
             continue;
+        if (same && (mask & ~keep) == 0) {
+            ids[*nids] = m->ids[*nids];
+            (*nids)++;
+            continue;
+        }
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
             if (mask & (1u << i))
@@ -591,6 +843,23 @@ cp_status beh_event_series(beh_t *b, const char *event, size_t elen, const beh_p
             return st;
         (*nids)++;
     }
+    if (!same) {
+        m->elen = (uint8_t)elen;
+        m->n = (uint8_t)n;
+        memcpy(m->event, event, elen);
+        for (size_t i = 0; i < n; i++) {
+            m->nlen[i] = (uint8_t)sorted[i].nlen;
+            memcpy(m->name[i], sorted[i].name, sorted[i].nlen);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(keep & (1u << i))) {
+            m->vlen[i] = (uint8_t)sorted[i].vlen;
+            if (sorted[i].vlen)
+                memcpy(m->value[i], sorted[i].value, sorted[i].vlen);
+        }
+    memcpy(m->ids, ids, *nids * sizeof *ids);
+    m->valid = 1;
     return CP_OK;
 }
 
@@ -693,6 +962,59 @@ static void mark_cell_chunks(beh_t *b, uint32_t series, beh_cell_t *c, const uin
 }
 
 /*
+ * Merges users[0..nu) (ascending, distinct) with counts cnt[] into the
+ * small cell c, from the back in place. CP_ELIMIT when the cell would pass
+ * SMALL_MAX users (nothing changed: the caller promotes it), CP_ENOMEM.
+ */
+static cp_status sm_merge(beh_cell_t *c, const uint32_t *users, const uint64_t *cnt, size_t nu)
+{
+    if (nu > SMALL_MAX)
+        return CP_ELIMIT;
+    const uint32_t *u = sm_users(c);
+    uint32_t n = c->n, total = n + (uint32_t)nu;
+    for (uint32_t i = 0, j = 0; i < n && j < nu;) {
+        if (u[i] == users[j]) {
+            total--;
+            i++;
+            j++;
+        } else if (u[i] < users[j]) {
+            i++;
+        } else {
+            j++;
+        }
+    }
+    if (total > SMALL_MAX)
+        return CP_ELIMIT;
+    cp_status st = sm_reserve(c, total);
+    if (st != CP_OK)
+        return st;
+    uint32_t *du = sm_users(c), *dv = sm_vals(c), top = 0;
+    size_t i = n, j = nu, o = total;
+    while (j > 0) {
+        o--;
+        if (i > 0 && du[i - 1] > users[j - 1]) {
+            du[o] = du[i - 1];
+            dv[o] = dv[i - 1];
+            i--;
+        } else if (i > 0 && du[i - 1] == users[j - 1]) {
+            du[o] = users[j - 1];
+            dv[o] = (uint32_t)value_add(dv[i - 1], cnt[j - 1]);
+            i--;
+            j--;
+        } else {
+            du[o] = users[j - 1];
+            dv[o] = (uint32_t)value_add(0, cnt[j - 1] - 1);
+            j--;
+        }
+    }
+    c->n = (uint8_t)total;
+    for (uint32_t k = 0; k < total; k++)
+        top |= dv[k];
+    c->nslices = (uint8_t)bitlen(top);
+    return CP_OK;
+}
+
+/*
  * One cell's share of a beh_record_many call: users[0..k) sorted, a user
  * appearing m times adds m. Into a new (empty) cell the users with one
  * event go with one sorted roaring_bitmap_add_many; otherwise each user
@@ -730,6 +1052,12 @@ static cp_status apply_cell(beh_t *b, uint32_t s, int32_t day, const uint32_t *u
     mark_cell_chunks(b, s, c, chunks, nch);
     if (add_ever)
         roaring_bitmap_add_many(se->ever, nu, uniq);
+    if (c->small) {
+        if (sm_merge(c, uniq, cnt, nu) == CP_OK)
+            return CP_OK;
+        if ((st = cell_promote(c)) != CP_OK)
+            return st;
+    }
     if (!roaring_bitmap_is_empty(c->exists)) {
         for (size_t i = 0; i < nu; i++)
             if ((st = cell_add(c, uniq[i], cnt[i])) != CP_OK)
@@ -838,12 +1166,24 @@ static int cell_remove_user(beh_t *b, uint32_t s, uint32_t i, uint32_t user)
 {
     series_t *se = &b->series[s];
     beh_cell_t *c = &se->cells[i];
-    if (!roaring_bitmap_remove_checked(c->exists, user))
-        return 0;
-    for (int j = 0; j < c->nslices; j++)
-        roaring_bitmap_remove(c->slices[j], user);
-    cell_trim(c);
-    if (!roaring_bitmap_is_empty(c->exists)) {
+    if (c->small) {
+        uint32_t k = sm_lower(c, user);
+        uint32_t *u = sm_users(c), *v = sm_vals(c);
+        if (k == c->n || u[k] != user)
+            return 0;
+        memmove(u + k, u + k + 1, (c->n - k - 1) * sizeof *u);
+        memmove(v + k, v + k + 1, (c->n - k - 1) * sizeof *v);
+        c->n--;
+        sm_retop(c);
+    } else {
+        if (!roaring_bitmap_remove_checked(c->exists, user))
+            return 0;
+        for (int j = 0; j < c->nslices; j++)
+            roaring_bitmap_remove(c->slices[j], user);
+        cell_trim(c);
+        cell_demote(c);
+    }
+    if (cell_users(c) > 0) {
         mark_cell(b, s, c, user);
         return 1;
     }
@@ -879,7 +1219,8 @@ cp_status beh_user_extract(const beh_t *b, uint32_t user, beh_entry_t **out, siz
             continue;
         for (uint32_t i = 0; i < se->ncells; i++) {
             const beh_cell_t *c = &se->cells[i];
-            if (!roaring_bitmap_contains(c->exists, user))
+            uint64_t val;
+            if (!cell_lookup(c, user, &val))
                 continue;
             if (len == cap) {
                 size_t nc = cap ? cap * 2 : 16;
@@ -891,7 +1232,7 @@ cp_status beh_user_extract(const beh_t *b, uint32_t user, beh_entry_t **out, siz
                 v = nv;
                 cap = nc;
             }
-            v[len++] = (beh_entry_t){s, c->day, cell_value(c, user) + 1};
+            v[len++] = (beh_entry_t){s, c->day, val + 1};
         }
     }
     *out = v;
@@ -1026,8 +1367,13 @@ size_t beh_retain(beh_t *b, int32_t cutoff)
         /* `ever` is only a filter for per-user scans; rebuild it tight. */
         roaring_bitmap_t *ever = roaring_bitmap_create();
         if (ever != NULL) {
-            for (uint32_t i = 0; i < se->ncells; i++)
-                roaring_bitmap_or_inplace(ever, se->cells[i].exists);
+            for (uint32_t i = 0; i < se->ncells; i++) {
+                const beh_cell_t *c = &se->cells[i];
+                if (c->small)
+                    roaring_bitmap_add_many(ever, c->n, sm_users(c));
+                else
+                    roaring_bitmap_or_inplace(ever, c->exists);
+            }
             bm_free(se->ever);
             se->ever = ever;
         }
@@ -1040,9 +1386,8 @@ uint64_t beh_count(const beh_t *b, uint32_t series, int32_t day, uint32_t user)
     if (series >= b->nseries)
         return 0;
     const beh_cell_t *c = cell_find(&b->series[series], day);
-    if (c == NULL || !roaring_bitmap_contains(c->exists, user))
-        return 0;
-    return cell_value(c, user) + 1;
+    uint64_t v;
+    return c != NULL && cell_lookup(c, user, &v) ? v + 1 : 0;
 }
 
 int beh_day_range(const beh_t *b, int32_t *first, int32_t *last)
@@ -1108,7 +1453,7 @@ uint64_t beh_window_estimate(const beh_window_t *w, beh_cmp op, uint64_t k)
         return UINT64_MAX;
     uint64_t sum = 0;
     for (uint32_t i = 0; i < w->ncells; i++) {
-        uint64_t c = roaring_bitmap_get_cardinality(w->cells[i].exists);
+        uint64_t c = cell_users(&w->cells[i]);
         sum = sum + c < sum ? UINT64_MAX : sum + c;
     }
     return sum;
@@ -1159,16 +1504,63 @@ static int ripple_add(uint64_t *acc, int S, uint64_t *carry, int pos)
     return S - 1; /* not reached: S bounds every sum of the window */
 }
 
+/* The users [*lo, *hi) of a small cell that lie in chunk `key`; 0 if none. */
+static int sm_chunk(const beh_cell_t *c, uint16_t key, uint32_t *lo, uint32_t *hi)
+{
+    const uint32_t *u = sm_users(c);
+    uint32_t i = 0, j;
+    while (i < c->n && u[i] >> 16 < key)
+        i++;
+    for (j = i; j < c->n && u[j] >> 16 == key; j++)
+        ;
+    *lo = i;
+    *hi = j;
+    return j > i;
+}
+
+/*
+ * The sum of one user (bit `low` of the chunk) += count, bit by bit in
+ * the slice-major accumulator: a small cell's few users cost a few word
+ * updates each instead of a ripple over whole slices. Returns the highest
+ * slice written (-1 if none).
+ */
+static int acc_add_user(uint64_t *acc, int S, uint32_t low, uint64_t count)
+{
+    size_t w = low >> 6;
+    uint64_t m = (uint64_t)1 << (low & 63), carry = 0;
+    int top = -1;
+    for (int i = 0; i < S && (count || carry); i++, count >>= 1) {
+        uint64_t *a = &acc[(size_t)i * CP_CHUNK_WORDS + w];
+        uint64_t sum = ((*a & m) != 0) + (count & 1) + carry;
+        *a = sum & 1 ? *a | m : *a & ~m;
+        carry = sum >> 1;
+        top = i;
+    }
+    return top;
+}
+
 int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k, uint64_t *dst,
                      uint64_t *scratch)
 {
+    uint32_t lo, hi;
     bm_chunk_t ch;
     int32_t cur;
     if (is_any(op, k) || is_none(op, k)) {
         int have = 0;
         for (uint32_t i = 0; i < w->ncells; i++) {
+            const beh_cell_t *c = &w->cells[i];
+            if (c->small) {
+                if (!sm_chunk(c, key, &lo, &hi))
+                    continue;
+                if (!have)
+                    dense_zero(dst);
+                have = 1;
+                for (const uint32_t *u = sm_users(c); lo < hi; lo++)
+                    dst[(u[lo] & 0xFFFF) >> 6] |= (uint64_t)1 << (u[lo] & 63);
+                continue;
+            }
             cur = 0;
-            if (!bm_chunk_find(w->cells[i].exists, key, &cur, &ch))
+            if (!bm_chunk_find(c->exists, key, &cur, &ch))
                 continue;
             if (have)
                 chunk_or(&ch, dst);
@@ -1195,6 +1587,16 @@ int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k
     int top = -1;
     for (uint32_t i = 0; i < w->ncells; i++) {
         const beh_cell_t *c = &w->cells[i];
+        if (c->small) {
+            const uint32_t *u = sm_users(c), *v = sm_vals(c);
+            if (!sm_chunk(c, key, &lo, &hi))
+                continue;
+            for (; lo < hi; lo++) {
+                int t = acc_add_user(acc, S, u[lo] & 0xFFFF, (uint64_t)v[lo] + 1);
+                top = t > top ? t : top;
+            }
+            continue;
+        }
         cur = 0;
         if (!bm_chunk_find(c->exists, key, &cur, &ch))
             continue;
@@ -1398,9 +1800,11 @@ out:
  * other deletes the old one.
  */
 
+/* 1 if c is persisted in its pack: by its users, whatever its form in
+ * memory (SMALL_MAX <= PACK_MAX_USERS: every small form with users). */
 static int cell_small(const beh_cell_t *c)
 {
-    uint64_t n = roaring_bitmap_get_cardinality(c->exists);
+    uint64_t n = cell_users(c);
     return n > 0 && n <= PACK_MAX_USERS;
 }
 
@@ -1477,7 +1881,7 @@ static cp_status put_pack(const beh_t *b, uint64_t id, store_txn_t *txn, store_d
     if (ncells == 0)
         return store_del(txn, db, key, sizeof key, err);
     for (size_t i = 0; i < ncells; i++) {
-        cnt[i] = (uint32_t)roaring_bitmap_get_cardinality(cells[i]->exists);
+        cnt[i] = (uint32_t)cell_users(cells[i]);
         total += 4 + (size_t)cnt[i] * 4 * (cells[i]->nslices ? 2 : 1);
     }
     void *dst = NULL;
@@ -1493,8 +1897,12 @@ static cp_status put_pack(const beh_t *b, uint64_t id, store_txn_t *txn, store_d
     p += 8;
     for (size_t k = 0; k < ncells; k++) {
         const beh_cell_t *c = cells[k];
-        uint32_t users[PACK_MAX_USERS], n = cnt[k];
-        roaring_bitmap_to_uint32_array(c->exists, users);
+        uint32_t buf[PACK_MAX_USERS], n = cnt[k];
+        const uint32_t *users = buf;
+        if (c->small)
+            users = sm_users(c);
+        else
+            roaring_bitmap_to_uint32_array(c->exists, buf);
         p[0] = (uint8_t)(ser[k] & ((1u << PACK_SERIES_BITS) - 1));
         p[1] = (uint8_t)((uint32_t)c->day & ((1u << PACK_DAY_BITS) - 1));
         p[2] = (uint8_t)n;
@@ -1504,7 +1912,7 @@ static cp_status put_pack(const beh_t *b, uint64_t id, store_txn_t *txn, store_d
             put_u32le(p, users[i]);
         if (c->nslices)
             for (uint32_t i = 0; i < n; i++, p += 4)
-                put_u32le(p, (uint32_t)cell_value(c, users[i]));
+                put_u32le(p, c->small ? sm_vals(c)[i] : (uint32_t)cell_value(c, users[i]));
     }
     return CP_OK;
 }
@@ -1518,6 +1926,8 @@ static cp_status persist_entry(beh_t *b, dirty_t *d, store_txn_t *txn, store_db 
     cp_status rc = CP_OK;
     beh_cell_t *c = d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
     d->cell = c;
+    if (c != NULL && cell_users(c) == 0)
+        c = NULL; /* left empty by a failed write: nothing of it to keep */
     uint8_t prefix[CELL_KEY_LEN];
     cell_key(prefix, d->series, d->day);
     int small = c != NULL && cell_small(c);
@@ -1610,7 +2020,7 @@ size_t beh_dirty_chunk_count(const beh_t *b)
         const dirty_t *d = &b->dirty[i];
         const beh_cell_t *c =
             d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
-        if (c == NULL || cell_small(c))
+        if (c == NULL || cell_users(c) == 0 || cell_small(c))
             n++; /* a deletion, or a small cell's pack (shared by up to 256 cells) */
         else if (d->wipe)
             n += (size_t)bm_chunk_count(c->exists);
@@ -1700,7 +2110,7 @@ static cp_status load_cell(void *ud, const void *k, size_t kl, const void *v, si
     /* Keys come in (series, day, chunk) order; the chunks of one cell
      * merge into it. */
     int merge = last && last->day == day && chunk >= 0;
-    if (last && (last->day > day || (last->day == day && !merge) ||
+    if (last && (last->day > day || last->small || (last->day == day && !merge) ||
                  (merge && roaring_bitmap_maximum(last->exists) >= (uint32_t)chunk << 16)))
         return CP_ERR(err, CP_EIO, "behaviour cell %u/%d out of order", s, day);
     beh_cell_t c;
@@ -1730,7 +2140,7 @@ static cp_status load_cell(void *ud, const void *k, size_t kl, const void *v, si
     beh_cell_t *slot;
     if (cell_get(se, day, &slot) != CP_OK)
         goto nomem;
-    bm_free(slot->exists);
+    cell_form_release(slot);
     *slot = c;
     slot->disk = DISK_CHUNKS;
     if (chunk < 0)
@@ -1762,8 +2172,20 @@ static cp_status pack_cell_add(beh_t *b, uint32_t s, int32_t day, const uint8_t 
         cell_get(se, day, &c) != CP_OK)
         return CP_ENOMEM;
     c->disk = DISK_PACK;
-    roaring_bitmap_add_many(c->exists, n, u);
     roaring_bitmap_add_many(se->ever, n, u);
+    if (n <= SMALL_MAX) {
+        if (sm_reserve(c, n) != CP_OK)
+            return CP_ENOMEM;
+        memcpy(sm_users(c), u, n * sizeof *u);
+        for (uint32_t i = 0; i < n; i++)
+            sm_vals(c)[i] = vals ? get_u32le(vals + 4 * i) : 0;
+        c->n = (uint8_t)n;
+        c->nslices = (uint8_t)bitlen(top);
+        return CP_OK;
+    }
+    if (cell_promote(c) != CP_OK)
+        return CP_ENOMEM;
+    roaring_bitmap_add_many(c->exists, n, u);
     if (cell_grow(c, bitlen(top)) != CP_OK)
         return CP_ENOMEM;
     for (uint32_t i = 0; vals && i < n; i++) {
@@ -1831,6 +2253,11 @@ cp_status beh_load(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
         (rc = store_each(txn, db, KEY_CELL, 6, load_cell, b, err)) != CP_OK ||
         (rc = store_each(txn, db, KEY_PACK, 6, load_pack, b, err)) != CP_OK)
         return rc;
+    /* Cells under chunk keys that are small take the small form (their
+     * chunks merged first, so not while loading them). */
+    for (uint32_t s = 0; s < b->nseries; s++)
+        for (uint32_t i = 0; i < b->series[s].ncells; i++)
+            cell_demote(&b->series[s].cells[i]);
     b->persisted = b->nseries;
     return CP_OK;
 }
@@ -1844,12 +2271,31 @@ void beh_memory(const beh_t *b, uint64_t *bitmap_bytes, uint64_t *cells)
         if (se->ever)
             bytes += roaring_bitmap_portable_size_in_bytes(se->ever);
         for (uint32_t i = 0; i < se->ncells; i++) {
-            bytes += roaring_bitmap_portable_size_in_bytes(se->cells[i].exists);
-            for (int j = 0; j < se->cells[i].nslices; j++)
-                bytes += roaring_bitmap_portable_size_in_bytes(se->cells[i].slices[j]);
+            const beh_cell_t *c = &se->cells[i];
+            if (c->small) { /* inline ones are in sizeof(beh_cell_t) below */
+                bytes += c->cap > SMALL_INLINE ? (uint64_t)c->cap * 2 * sizeof(uint32_t) : 0;
+                continue;
+            }
+            bytes += roaring_bitmap_portable_size_in_bytes(c->exists);
+            for (int j = 0; j < c->nslices; j++)
+                bytes += roaring_bitmap_portable_size_in_bytes(c->slices[j]);
         }
         bytes += sizeof *se + (uint64_t)se->cap * sizeof(beh_cell_t) + se->klen;
     }
     *bitmap_bytes = bytes;
     *cells = n;
+}
+
+void beh_cell_forms(const beh_t *b, uint64_t *small, uint64_t *roaring)
+{
+    uint64_t ns = 0, nr = 0;
+    for (uint32_t s = 0; s < b->nseries; s++)
+        for (uint32_t i = 0; i < b->series[s].ncells; i++) {
+            if (b->series[s].cells[i].small)
+                ns++;
+            else
+                nr++;
+        }
+    *small = ns;
+    *roaring = nr;
 }

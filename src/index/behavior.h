@@ -20,8 +20,12 @@
  * A *cell* is one (series, day): `exists` (users who did it that day, count
  * >= 1) and a bit-sliced (count - 1) in up to BEH_MAX_SLICES bitmaps that
  * grow as counts grow; a cell where everyone did it once is one bitmap.
- * Cells are kept sparsely (a sorted array of days per series). Counts
- * saturate at 2^32 per (series, day, user).
+ * In memory a cell of at most 16 users is instead a sorted array of users
+ * and counts (inline in the cell for up to 2, else one allocation): most
+ * cells of an import are that small, and creating and freeing a roaring
+ * bitmap each cost more than the whole array. Cells are kept sparsely (a
+ * sorted array of days per series). Counts saturate at 2^32 per (series,
+ * day, user).
  *
  * Queries sum counts over a window of days [d0, d1] per user and compare
  * the sum with k (op in = != < <= > >=). Users who never did it have the
@@ -272,7 +276,10 @@ size_t beh_dirty_count(const beh_t *b);
  * that went counts 1). */
 size_t beh_dirty_chunk_count(const beh_t *b);
 
-/* Bitmap bytes and the number of cells. */
+/* Bitmap bytes (and the small cells' arrays) and the number of cells. */
 void beh_memory(const beh_t *b, uint64_t *bitmap_bytes, uint64_t *cells);
+/* Cells in each in-memory form: small (a sorted array of at most 16 users
+ * and their counts) and roaring (exists + count slices). Tests, metrics. */
+void beh_cell_forms(const beh_t *b, uint64_t *small, uint64_t *roaring);
 
 #endif /* CP_INDEX_BEHAVIOR_H */

@@ -248,7 +248,11 @@ static void test_event_series(void **state)
     for (int round = 0; round < 300; round++) {
         beh_prop_t props[BEH_MAX_PROPS];
         char vals[BEH_MAX_PROPS][8];
-        size_t n = (size_t)(cp_rand_next(&rs) % (BEH_MAX_PROPS + 1));
+        /* runs of rounds with the same event and property names, values
+         * from 3 (so beh_event_series' memo of its previous call is
+         * hit, partly and wholly) */
+        size_t n = round % 13 == 12 ? (size_t)(cp_rand_next(&rs) % (BEH_MAX_PROPS + 1))
+                                    : (size_t)(round / 6) % (BEH_MAX_PROPS + 1);
         for (size_t i = 0; i < n; i++) {
             snprintf(vals[i], sizeof vals[i], "%d", (int)(cp_rand_next(&rs) % 3));
             props[i] = (beh_prop_t){&"abcdefgh"[i], 1, vals[i], strlen(vals[i])};
@@ -259,7 +263,7 @@ static void test_event_series(void **state)
             props[i - 1] = props[j];
             props[j] = t;
         }
-        const char *ev = round % 2 ? "view" : "purchase";
+        const char *ev = round % 11 < 4 ? "view" : "purchase";
         int32_t day = (int32_t)(round % 5) - 2;
         uint32_t user = (uint32_t)round * 977u;
         assert_int_equal(beh_record_event(a, ev, strlen(ev), props, n, day, user, 1), CP_OK);
@@ -275,6 +279,34 @@ static void test_event_series(void **state)
         uint32_t s;
         assert_int_equal(beh_resolve(a, ev, strlen(ev), NULL, 0, &s), CP_OK);
         assert_int_equal(ids[0], s);
+        /* every id is the series of one subset's key (computed here from
+         * the properties), each subset once */
+        int seen[BEH_MAX_EVENT_SERIES] = {0};
+        size_t nsub = 0;
+        for (uint32_t mask = 0; mask < (1u << n); mask++) {
+            beh_prop_t sub[BEH_MAX_FILTERS];
+            size_t k = 0;
+            for (size_t i = 0; i < n && k <= BEH_MAX_FILTERS; i++)
+                if (mask & (1u << i)) {
+                    if (k < BEH_MAX_FILTERS)
+                        sub[k] = props[i];
+                    k++;
+                }
+            if (k > BEH_MAX_FILTERS)
+                continue;
+            uint8_t key[BEH_KEY_MAX];
+            size_t kl;
+            assert_int_equal(beh_series_key(ev, strlen(ev), sub, k, key, &kl), CP_OK);
+            uint32_t want;
+            assert_true(beh_series_lookup(b, key, kl, &want));
+            size_t at = 0;
+            while (at < nids && ids[at] != want)
+                at++;
+            assert_true(at < nids && !seen[at]);
+            seen[at] = 1;
+            nsub++;
+        }
+        assert_int_equal(nsub, nids);
         for (size_t i = 0; i < nids; i++) {
             size_t kl = 0, kb = 0;
             const uint8_t *k = beh_series_key_of(a, ids[i], &kl);

@@ -9,6 +9,9 @@
  *    several pack windows and blocks and users in several chunks; every
  *    round is persisted, and reloaded every other round: counts and
  *    window evaluations (every comparison) equal the model's;
+ *  - cells through every change of in-memory form (small array inline
+ *    or allocated, roaring; promotions by single and bulk records,
+ *    demotions by removals) against the same model;
  *  - the bytes persisted, reloaded and written again whole
  *    (beh_mark_all_dirty) into a fresh store are the same bytes;
  *  - a small cell still under a version 2 chunk key (an older data
@@ -198,6 +201,42 @@ static model_t *model_new(void)
     return m;
 }
 
+static const uint64_t ks[] = {0, 1, 2, 3, 5, 17, SAT, SAT + 1};
+
+/* beh_window_eval of series s over days [d0, d1] with `op k` against the
+ * model's sums, clipped to the users uni. */
+static void check_window(model_t *m, const roaring_bitmap_t *uni, int s, int d0, int d1,
+                         beh_cmp op, uint64_t k)
+{
+    beh_window_t w;
+    beh_window_init(m->b, m->sid[s], D0 + d0, D0 + d1, &w);
+    roaring_bitmap_t *out = roaring_bitmap_create();
+    assert_int_equal(beh_window_eval(&w, op, k, uni, out), CP_OK);
+    for (int u = 0; u < NU; u++) {
+        uint64_t sum = 0;
+        for (int d = d0; d <= d1 && d < ND; d++)
+            sum += m->cnt[s][d][u];
+        int want = op == BEH_EQ   ? sum == k
+                   : op == BEH_NE ? sum != k
+                   : op == BEH_LT ? sum < k
+                   : op == BEH_LE ? sum <= k
+                   : op == BEH_GT ? sum > k
+                                  : sum >= k;
+        if (roaring_bitmap_contains(out, uord(u)) != want)
+            fail_msg("window s%d [%d,%d] op %d k %llu user %d: sum %llu", s, d0, d1, op,
+                     (unsigned long long)k, u, (unsigned long long)sum);
+    }
+    roaring_bitmap_free(out);
+}
+
+static roaring_bitmap_t *all_users(void)
+{
+    roaring_bitmap_t *uni = roaring_bitmap_create();
+    for (int u = 0; u < NU; u++)
+        roaring_bitmap_add(uni, uord(u));
+    return uni;
+}
+
 static void check(model_t *m, uint64_t *rng)
 {
     for (int s = 0; s < NS; s++)
@@ -207,33 +246,11 @@ static void check(model_t *m, uint64_t *rng)
                     fail_msg("count s%d d%d u%d: %llu, model %llu", s, d, u,
                              (unsigned long long)beh_count(m->b, m->sid[s], D0 + d, uord(u)),
                              (unsigned long long)m->cnt[s][d][u]);
-    roaring_bitmap_t *uni = roaring_bitmap_create();
-    for (int u = 0; u < NU; u++)
-        roaring_bitmap_add(uni, uord(u));
-    static const uint64_t ks[] = {0, 1, 2, 3, 5, 17, SAT, SAT + 1};
+    roaring_bitmap_t *uni = all_users();
     for (int q = 0; q < 40; q++) {
         int s = (int)rnd(rng, NS), d0 = (int)rnd(rng, ND), d1 = d0 + (int)rnd(rng, 20);
         beh_cmp op = (beh_cmp)(1 + rnd(rng, 6));
-        uint64_t k = ks[rnd(rng, sizeof ks / sizeof *ks)];
-        beh_window_t w;
-        beh_window_init(m->b, m->sid[s], D0 + d0, D0 + d1, &w);
-        roaring_bitmap_t *out = roaring_bitmap_create();
-        assert_int_equal(beh_window_eval(&w, op, k, uni, out), CP_OK);
-        for (int u = 0; u < NU; u++) {
-            uint64_t sum = 0;
-            for (int d = d0; d <= d1 && d < ND; d++)
-                sum += m->cnt[s][d][u];
-            int want = op == BEH_EQ   ? sum == k
-                       : op == BEH_NE ? sum != k
-                       : op == BEH_LT ? sum < k
-                       : op == BEH_LE ? sum <= k
-                       : op == BEH_GT ? sum > k
-                                      : sum >= k;
-            if (roaring_bitmap_contains(out, uord(u)) != want)
-                fail_msg("window s%d [%d,%d] op %d k %llu user %d: sum %llu", s, d0, d1, op,
-                         (unsigned long long)k, u, (unsigned long long)sum);
-        }
-        roaring_bitmap_free(out);
+        check_window(m, uni, s, d0, d1, op, ks[rnd(rng, sizeof ks / sizeof *ks)]);
     }
     roaring_bitmap_free(uni);
 }
@@ -316,6 +333,139 @@ static void test_pack_rounds(void **state)
         check(m, &rng);
     }
     check_rewrite(st);
+    beh_free(m->b);
+    free(m);
+    drop_store(st, 0);
+}
+
+/* Counts of every cell, then every comparison over windows of series
+ * 0 .. 2 around days 4 .. 7 (where test_small_forms writes). */
+static void check_all(model_t *m, uint64_t *rng)
+{
+    check(m, rng);
+    roaring_bitmap_t *uni = all_users();
+    for (int s = 0; s < 3; s++)
+        for (int d0 = 4; d0 <= 6; d0++)
+            for (int d1 = d0; d1 <= 7; d1 += 2)
+                for (int op = BEH_EQ; op <= BEH_GE; op++)
+                    for (size_t k = 0; k < sizeof ks / sizeof *ks; k++)
+                        check_window(m, uni, s, d0, d1, (beh_cmp)op, ks[k]);
+    roaring_bitmap_free(uni);
+}
+
+static void forms(model_t *m, uint64_t small, uint64_t roaring)
+{
+    uint64_t ns, nr;
+    beh_cell_forms(m->b, &ns, &nr);
+    if (ns != small || nr != roaring)
+        fail_msg("forms: %llu small, %llu roaring; expected %llu, %llu", (unsigned long long)ns,
+                 (unsigned long long)nr, (unsigned long long)small, (unsigned long long)roaring);
+}
+
+static void move(model_t *m, int from, int to)
+{
+    assert_int_equal(beh_user_move(m->b, uord(from), uord(to)), CP_OK);
+    for (int s = 0; s < NS; s++)
+        for (int d = 0; d < ND; d++) {
+            add(m, s, d, to, m->cnt[s][d][from]);
+            m->cnt[s][d][from] = 0;
+        }
+}
+
+static void remove_user(model_t *m, int u)
+{
+    beh_user_remove(m->b, uord(u));
+    for (int s = 0; s < NS; s++)
+        for (int d = 0; d < ND; d++)
+            m->cnt[s][d][u] = 0;
+}
+
+/*
+ * Cells through every change of in-memory form, against the model:
+ * inline (up to 2 users), one array (3 .. 16), promoted by beh_record (a
+ * 17th user) and by beh_record_many (a new cell of 20 users; a batch
+ * taking a small cell past 16), demoted by a removal, a merge that keeps
+ * the cell large, counts saturating in both forms; checked at every
+ * stage, persisted and reloaded (the same bytes written again), retained.
+ */
+static void test_small_forms(void **state)
+{
+    (void)state;
+    uint64_t rng = 0x51a11;
+    model_t *m = model_new();
+    store_t *st = fresh_store(0);
+    rec(m, 0, 5, 0, 1);
+    rec(m, 0, 5, 1, 2);
+    forms(m, 1, 0);
+    rec(m, 0, 5, 0, SAT); /* saturates */
+    rec(m, 0, 5, 0, 1);
+    check_all(m, &rng);
+    for (int u = 2; u < 16; u++)
+        rec(m, 0, 5, u, 1 + (uint64_t)u % 3);
+    rec(m, 0, 5, 7, 1);
+    forms(m, 1, 0);
+    check_all(m, &rng);
+    persist(st, m->b);
+    rec(m, 0, 5, 16, 1); /* the 17th user */
+    forms(m, 0, 1);
+    check_all(m, &rng);
+    remove_user(m, 16); /* back to 16: small again */
+    forms(m, 1, 0);
+    check_all(m, &rng);
+    rec(m, 2, 5, 9, 1);
+    rec(m, 2, 5, 10, 4);
+    persist(st, m->b);
+
+    beh_rec_t recs[64];
+    size_t n = 0;
+    for (int u = 20; u < 40; u++) /* a new cell of 20 users */
+        recs[n++] = (beh_rec_t){m->sid[0], D0 + 6, uord(u)};
+    for (int i = 0; i < 3; i++) { /* 16 + 2 users, repeats */
+        recs[n++] = (beh_rec_t){m->sid[0], D0 + 5, uord(16 + (i & 1))};
+        recs[n++] = (beh_rec_t){m->sid[0], D0 + 5, uord(3)};
+    }
+    for (int i = 0; i < 10; i++) /* a new small cell, repeats */
+        recs[n++] = (beh_rec_t){m->sid[1], D0 + 5, uord(40 + i % 5)};
+    recs[n++] = (beh_rec_t){m->sid[2], D0 + 5, uord(10)}; /* merged into 2 users */
+    recs[n++] = (beh_rec_t){m->sid[2], D0 + 5, uord(11)};
+    recs[n++] = (beh_rec_t){m->sid[2], D0 + 5, uord(2)};
+    recs[n++] = (beh_rec_t){m->sid[2], D0 + 5, uord(2)};
+    for (size_t i = 0; i < n; i++) {
+        int s = recs[i].series == m->sid[0] ? 0 : recs[i].series == m->sid[1] ? 1 : 2;
+        int u = 0;
+        while (uord(u) != recs[i].user)
+            u++;
+        add(m, s, recs[i].day - D0, u, 1);
+    }
+    assert_int_equal(beh_record_many(m->b, recs, n), CP_OK);
+    forms(m, 2, 2);
+    check_all(m, &rng);
+    move(m, 17, 3); /* 17 users: still large */
+    forms(m, 2, 2);
+    check_all(m, &rng);
+    remove_user(m, 16);
+    forms(m, 3, 1);
+    check_all(m, &rng);
+    move(m, 0, 45); /* a saturated count moves into a small cell */
+    check_all(m, &rng);
+    persist(st, m->b);
+    beh_free(m->b);
+    m->b = reload(st);
+    forms(m, 3, 1);
+    check_all(m, &rng);
+    check_rewrite(st);
+    beh_retain(m->b, D0 + 6);
+    for (int s = 0; s < NS; s++)
+        memset(m->cnt[s][5], 0, sizeof m->cnt[s][5]);
+    forms(m, 0, 1);
+    check_all(m, &rng);
+    persist(st, m->b);
+    beh_free(m->b);
+    m->b = reload(st);
+    check_all(m, &rng);
+    uint64_t bytes, cells;
+    beh_memory(m->b, &bytes, &cells);
+    assert_true(cells == 1 && bytes > 0);
     beh_free(m->b);
     free(m);
     drop_store(st, 0);
@@ -446,6 +596,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_rounds),
+        cmocka_unit_test(test_small_forms),
         cmocka_unit_test(test_pack_legacy_and_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
