@@ -83,7 +83,7 @@ struct cp_db {
     dedup_t *dedup;
     wal_t *wal;                 /* NULL when read-only */
     atomic_int pending;         /* events committed since the last checkpoint */
-    int crowds_stale;           /* dynamic crowds not re-evaluated since events */
+    atomic_int crowds_stale;    /* dynamic crowds not re-evaluated since events (read unlocked by db_flush) */
     uint64_t pend_records;
     int64_t pend_since_ms;
     uint64_t applied_lsn;       /* last WAL record applied in memory */
