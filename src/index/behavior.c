@@ -254,21 +254,76 @@ static cp_status props_sorted(const beh_prop_t *props, size_t n, size_t max, beh
     return CP_OK;
 }
 
+/* memcmp(a, b, n) == 0 without a libc call for the short names and values
+ * of events (at most 16 bytes: two overlapping loads per side). */
+static inline int bytes_eq(const void *a, const void *b, size_t n)
+{
+    const uint8_t *x = a, *y = b;
+    if (n >= 8 && n <= 16) {
+        uint64_t p, q, r, t;
+        memcpy(&p, x, 8);
+        memcpy(&q, y, 8);
+        memcpy(&r, x + n - 8, 8);
+        memcpy(&t, y + n - 8, 8);
+        return ((p ^ q) | (r ^ t)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t p, q, r, t;
+        memcpy(&p, x, 4);
+        memcpy(&q, y, 4);
+        memcpy(&r, x + n - 4, 4);
+        memcpy(&t, y + n - 4, 4);
+        return ((p ^ q) | (r ^ t)) == 0;
+    }
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            if (x[i] != y[i])
+                return 0;
+        return 1;
+    }
+    return memcmp(x, y, n) == 0;
+}
+
+/* memcpy(dst, src, n) without a libc call for short names and values
+ * (overlapping moves within [0, n) of both). */
+static inline void bytes_copy(void *dst, const void *src, size_t n)
+{
+    uint8_t *d = dst;
+    const uint8_t *x = src;
+    if (n >= 8 && n <= 16) {
+        uint64_t p, r;
+        memcpy(&p, x, 8);
+        memcpy(&r, x + n - 8, 8);
+        memcpy(d, &p, 8);
+        memcpy(d + n - 8, &r, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t p, r;
+        memcpy(&p, x, 4);
+        memcpy(&r, x + n - 4, 4);
+        memcpy(d, &p, 4);
+        memcpy(d + n - 4, &r, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            d[i] = x[i];
+    } else {
+        memcpy(d, x, n);
+    }
+}
+
 /* The key of an event and props already sorted and checked. */
 static size_t key_encode(const char *event, size_t elen, const beh_prop_t *p, size_t n,
                          uint8_t *buf)
 {
     size_t o = 0;
     buf[o++] = (uint8_t)elen;
-    memcpy(buf + o, event, elen);
+    bytes_copy(buf + o, event, elen);
     o += elen;
     for (size_t i = 0; i < n; i++) {
         buf[o++] = (uint8_t)p[i].nlen;
-        memcpy(buf + o, p[i].name, p[i].nlen);
+        bytes_copy(buf + o, p[i].name, p[i].nlen);
         o += p[i].nlen;
         buf[o++] = (uint8_t)p[i].vlen;
-        if (p[i].vlen)
-            memcpy(buf + o, p[i].value, p[i].vlen);
+        bytes_copy(buf + o, p[i].value, p[i].vlen);
         o += p[i].vlen;
     }
     return o;
@@ -794,14 +849,14 @@ static uint32_t memo_unchanged(const memo_t *m, const char *event, size_t elen,
 {
     uint32_t keep = 0;
     *same = 0;
-    if (m == NULL || !m->valid || m->elen != elen || m->n != n || memcmp(m->event, event, elen))
+    if (m == NULL || !m->valid || m->elen != elen || m->n != n ||
+        !bytes_eq(m->event, event, elen))
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (m->nlen[i] != p[i].nlen || memcmp(m->name[i], p[i].name, p[i].nlen))
+        if (m->nlen[i] != p[i].nlen || !bytes_eq(m->name[i], p[i].name, p[i].nlen))
             return 0;
     for (size_t i = 0; i < n; i++)
-        if (m->vlen[i] == p[i].vlen &&
-            (p[i].vlen == 0 || memcmp(m->value[i], p[i].value, p[i].vlen) == 0))
+        if (m->vlen[i] == p[i].vlen && bytes_eq(m->value[i], p[i].value, p[i].vlen))
             keep |= 1u << i;
     *same = 1;
     return keep;
@@ -846,19 +901,19 @@ cp_status beh_event_series(beh_t *b, const char *event, size_t elen, const beh_p
     if (!same) {
         m->elen = (uint8_t)elen;
         m->n = (uint8_t)n;
-        memcpy(m->event, event, elen);
+        bytes_copy(m->event, event, elen);
         for (size_t i = 0; i < n; i++) {
             m->nlen[i] = (uint8_t)sorted[i].nlen;
-            memcpy(m->name[i], sorted[i].name, sorted[i].nlen);
+            bytes_copy(m->name[i], sorted[i].name, sorted[i].nlen);
         }
     }
     for (size_t i = 0; i < n; i++)
         if (!(keep & (1u << i))) {
             m->vlen[i] = (uint8_t)sorted[i].vlen;
-            if (sorted[i].vlen)
-                memcpy(m->value[i], sorted[i].value, sorted[i].vlen);
+            bytes_copy(m->value[i], sorted[i].value, sorted[i].vlen);
         }
-    memcpy(m->ids, ids, *nids * sizeof *ids);
+    for (size_t i = 0; i < *nids; i++)
+        m->ids[i] = ids[i];
     m->valid = 1;
     return CP_OK;
 }

@@ -247,14 +247,21 @@ static void test_event_series(void **state)
     size_t nids;
     for (int round = 0; round < 300; round++) {
         beh_prop_t props[BEH_MAX_PROPS];
-        char vals[BEH_MAX_PROPS][8];
+        /* values of every length class the memo compares (short, 4 .. 7,
+         * 8 .. 16, longer), pairs differing only at one end */
+        static const char *const pool[] = {
+            "0", "1", "abc1", "abc2", "1bcdef", "2bcdef", "abcdefgh1", "abcdefgh2", "2bcdefgh1",
+            "0123456789abcdef", "0123456789abcdeg", "xxxxxxxxxxxxxxxxxxxx1",
+            "xxxxxxxxxxxxxxxxxxxx2"};
+        const char *vals[BEH_MAX_PROPS];
         /* runs of rounds with the same event and property names, values
          * from 3 (so beh_event_series' memo of its previous call is
          * hit, partly and wholly) */
         size_t n = round % 13 == 12 ? (size_t)(cp_rand_next(&rs) % (BEH_MAX_PROPS + 1))
                                     : (size_t)(round / 6) % (BEH_MAX_PROPS + 1);
         for (size_t i = 0; i < n; i++) {
-            snprintf(vals[i], sizeof vals[i], "%d", (int)(cp_rand_next(&rs) % 3));
+            uint64_t r = cp_rand_next(&rs) % 4;
+            vals[i] = pool[r == 3 ? cp_rand_next(&rs) % (sizeof pool / sizeof *pool) : r];
             props[i] = (beh_prop_t){&"abcdefgh"[i], 1, vals[i], strlen(vals[i])};
         }
         for (size_t i = n; i > 1; i--) { /* any order */
@@ -263,7 +270,9 @@ static void test_event_series(void **state)
             props[i - 1] = props[j];
             props[j] = t;
         }
-        const char *ev = round % 11 < 4 ? "view" : "purchase";
+        const char *ev = round % 11 < 4      ? "view"
+                         : round % 23 == 5 ? "a_rather_long_event_name"
+                                           : "purchase";
         int32_t day = (int32_t)(round % 5) - 2;
         uint32_t user = (uint32_t)round * 977u;
         assert_int_equal(beh_record_event(a, ev, strlen(ev), props, n, day, user, 1), CP_OK);
