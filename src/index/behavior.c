@@ -1984,16 +1984,17 @@ static cp_status persist_entry(beh_t *b, dirty_t *d, store_txn_t *txn, store_db 
     if (c != NULL && cell_users(c) == 0)
         c = NULL; /* left empty by a failed write: nothing of it to keep */
     uint8_t prefix[CELL_KEY_LEN];
-    cell_key(prefix, d->series, d->day);
     int small = c != NULL && cell_small(c);
     /* The pack is rewritten when the cell is gone, wiped, small, or leaves
      * it (wherever it was before). */
     if ((c == NULL || d->wipe || small || c->disk == DISK_PACK) &&
         pack_queue(b, d->series, d->day) != CP_OK)
         return CP_ERR(err, CP_ENOMEM, "out of memory persisting the behaviour index");
-    if (c == NULL || d->wipe || (small && c->disk == DISK_CHUNKS))
+    if (c == NULL || d->wipe || (small && c->disk == DISK_CHUNKS)) {
+        cell_key(prefix, d->series, d->day);
         if ((rc = store_del_prefix(txn, db, prefix, sizeof prefix, err)) != CP_OK || c == NULL)
             return rc;
+    }
     if (small)
         return CP_OK;
     if (d->wipe || c->disk != DISK_CHUNKS) {
