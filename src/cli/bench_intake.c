@@ -30,6 +30,7 @@
  * This file is also the load generator that bench/intake_load.c used to
  * be (one implementation).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -85,6 +86,47 @@ static double cpu_secs(int who)
     if (getrusage(who, &ru) != 0)
         return 0;
     return tv_secs(ru.ru_utime) + tv_secs(ru.ru_stime);
+}
+
+/* CPU seconds (user + sys) of this process's thread named `name` (the
+ * server's intake writer is "cp-intake"); -1 if there is none. */
+static double thread_cpu_secs(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL)
+        return -1;
+    double secs = -1;
+    long tick = sysconf(_SC_CLK_TCK);
+    struct dirent *de;
+    while (secs < 0 && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[64], comm[64] = "", stat[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/comm", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(comm, sizeof comm, f) == NULL)
+            comm[0] = '\0';
+        fclose(f);
+        comm[strcspn(comm, "\n")] = '\0';
+        if (strcmp(comm, name) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", de->d_name);
+        if ((f = fopen(path, "r")) == NULL)
+            continue;
+        size_t n = fread(stat, 1, sizeof stat - 1, f);
+        fclose(f);
+        stat[n] = '\0';
+        /* Fields after the parenthesised name: state is field 3, utime 14, stime 15. */
+        const char *p = strrchr(stat, ')');
+        unsigned long ut = 0, st = 0;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2 &&
+            tick > 0)
+            secs = (double)(ut + st) / (double)tick;
+    }
+    closedir(d);
+    return secs;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -382,6 +424,7 @@ typedef struct http_run {
     double elapsed;
     double p50, p99, max, mean; /* ms */
     double client_cpu, process_cpu;
+    double writer_cpu; /* the intake writer thread's, -1 if not found */
     uint64_t server_events;
     int verified;
     int fsync_n;
@@ -824,7 +867,8 @@ static int run_http(http_run_t *h, const char *tmp, uint64_t users, uint64_t see
         goto out;
     }
 
-    double t0 = progress_now(), c0 = cpu_secs(RUSAGE_SELF);
+    /* The writer starts with the first request (the config PUT is not one). */
+    double t0 = progress_now(), c0 = cpu_secs(RUSAGE_SELF), wc0 = thread_cpu_secs("cp-intake");
     for (int i = 0; i < h->conns; i++) {
         w[i].id = i;
         w[i].port = h->port;
@@ -852,6 +896,8 @@ static int run_http(http_run_t *h, const char *tmp, uint64_t users, uint64_t see
         pthread_join(th[i], NULL);
     h->elapsed = progress_now() - t0;
     h->process_cpu = cpu_secs(RUSAGE_SELF) - c0;
+    double wc1 = thread_cpu_secs("cp-intake");
+    h->writer_cpu = wc1 < 0 ? -1 : wc1 - (wc0 < 0 ? 0 : wc0);
     nth = 0;
     if (rc != CLI_OK)
         goto out;
@@ -1037,6 +1083,11 @@ static void print_http(const http_run_t *h)
            "machine)\n",
            h->events ? server_cpu / (double)h->events * 1e6 : 0, per(server_cpu, h->elapsed),
            h->events ? h->client_cpu / (double)h->events * 1e6 : 0);
+    if (h->writer_cpu >= 0)
+        printf("  of which the intake writer thread (applies every request, one at a time): %.1f "
+               "µs per event, busy %.0f%% of the run\n",
+               h->events ? h->writer_cpu / (double)h->events * 1e6 : 0,
+               100 * per(h->writer_cpu, h->elapsed));
     double fps = per((double)h->fsync_n, h->fsync_secs);
     printf("disk floor: %.0f fdatasync/s (4 KiB appends, p50 %.2f ms, max %.2f ms): %s events/s "
            "needs >= %.0f events per fsync\n",
@@ -1110,6 +1161,9 @@ static json_t *http_json(const http_run_t *h)
         h->events ? server_cpu / (double)h->events * 1e6 : 0.0, "client_cpu_us_per_event",
         h->events ? h->client_cpu / (double)h->events * 1e6 : 0.0, "server_events",
         (json_int_t)h->server_events, "verified", h->verified);
+    if (o && h->writer_cpu >= 0)
+        json_object_set_new(o, "writer_cpu_us_per_event",
+                            json_real(h->events ? h->writer_cpu / (double)h->events * 1e6 : 0));
     if (o && h->errors)
         json_object_set_new(o, "first_error", json_pack("{s:i,s:s}", "status", h->first_status,
                                                         "body", h->first_error));
