@@ -967,10 +967,13 @@ static uint64_t *radix_sort(uint64_t *a, uint64_t *tmp, size_t n, int bits, size
 {
     int passes = (bits + RADIX_BITS - 1) / RADIX_BITS;
     memset(hist, 0, (size_t)passes * RADIX_SIZE * sizeof *hist);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t x = a[i];
-        for (int p = 0; p < passes; p++)
-            hist[(size_t)p * RADIX_SIZE + ((x >> (p * RADIX_BITS)) & (RADIX_SIZE - 1))]++;
+    /* One tight loop per digit (a sequential re-read of a[] is cheaper
+     * than the inner loop over the digits per key). */
+    for (int p = 0; p < passes; p++) {
+        size_t *h = hist + (size_t)p * RADIX_SIZE;
+        int sh = p * RADIX_BITS;
+        for (size_t i = 0; i < n; i++)
+            h[(a[i] >> sh) & (RADIX_SIZE - 1)]++;
     }
     uint64_t *src = a, *dst = tmp;
     for (int p = 0; p < passes; p++) {
