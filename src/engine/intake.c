@@ -320,11 +320,15 @@ static void iw_unwant(cp_db_t *db)
     pthread_mutex_unlock(&db->grp_mu);
 }
 
-void db_lock_rd(cp_db_t *db)
+/* The lock, shared or exclusive, with no intake transaction open. */
+static void lock_quiet(cp_db_t *db, int exclusive)
 {
     int wanting = 0;
     for (;;) {
-        pthread_rwlock_rdlock(&db->lock);
+        if (exclusive)
+            pthread_rwlock_wrlock(&db->lock);
+        else
+            pthread_rwlock_rdlock(&db->lock);
         if (!atomic_load(&db->iw_open))
             break;
         pthread_rwlock_unlock(&db->lock);
@@ -334,19 +338,9 @@ void db_lock_rd(cp_db_t *db)
         iw_unwant(db);
 }
 
-void db_lock_wr(cp_db_t *db)
-{
-    int wanting = 0;
-    for (;;) {
-        pthread_rwlock_wrlock(&db->lock);
-        if (!atomic_load(&db->iw_open))
-            break;
-        pthread_rwlock_unlock(&db->lock);
-        iw_wait_closed(db, &wanting);
-    }
-    if (wanting)
-        iw_unwant(db);
-}
+void db_lock_rd(cp_db_t *db) { lock_quiet(db, 0); }
+
+void db_lock_wr(cp_db_t *db) { lock_quiet(db, 1); }
 
 void intake_writer_init(cp_db_t *db)
 {
