@@ -1017,8 +1017,10 @@ static void print_imports(const imp_row_t *rows, int n)
         }
         char ev[32], us[32], wall[32], cpu[32], eps[32], beh[32], all[32], fl[32], ratio[32];
         double up = (double)all_updates(&r->st);
-        if (per(up, r->cpu) > best)
-            best = per(up, r->cpu);
+        /* The target counts behaviour updates (tag-like assignments), not
+         * the attribute and measure writes that come with them. */
+        if (per((double)r->st.beh_updates, r->cpu) > best)
+            best = per((double)r->st.beh_updates, r->cpu);
         snprintf(ratio, sizeof ratio, "%.1fx", r->floor_cpu > 0 ? r->cpu / r->floor_cpu : 0);
         const char *row[] = {r->name,
                              cli_group(r->st.events, ev),
@@ -1053,10 +1055,12 @@ static void print_imports(const imp_row_t *rows, int n)
     printf("floor = read + parse only over the same file, one core, no apply: CSV records through "
            "csv_next (gunzip included), NDJSON lines through json_loadb; CPU / FLOOR = import CPU "
            "over floor CPU\n");
-    printf("target: >= 1M updates/s per core (DESIGN.md §7): %s\n",
-           best <= 0 ? "n/a (the engine does not report update counts yet)"
+    char bb[32];
+    printf("target: >= 1M behaviour updates/s per core (DESIGN.md §7): %s (best %s/s)\n",
+           best <= 0 ? "n/a (no import reported behaviour updates)"
            : best >= 1e6 ? "met"
-                         : "NOT met");
+                         : "NOT met",
+           rate(best, bb));
 }
 
 static void print_http(const http_run_t *h)

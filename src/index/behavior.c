@@ -2037,7 +2037,8 @@ cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
         if ((rc = persist_entry(b, &b->dirty[i], txn, db, err)) != CP_OK)
             return rc;
     /* Each pack once, in key order. */
-    qsort(b->packs, b->npacks, sizeof *b->packs, u64_cmp);
+    if (b->npacks > 1) /* qsort must not get NULL, even for 0 entries */
+        qsort(b->packs, b->npacks, sizeof *b->packs, u64_cmp);
     for (size_t i = 0; i < b->npacks; i++)
         if ((i == 0 || b->packs[i] != b->packs[i - 1]) &&
             (rc = put_pack(b, b->packs[i], txn, db, err)) != CP_OK)
