@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "ingest/csv.h"
 #include "util/util.h"
@@ -224,6 +227,45 @@ static int fields_room(csv_reader_t *r, size_t need)
 }
 
 /*
+ * 16-byte blocks for fast_record: the bit i of each mask is byte i of the
+ * block. SSE2 (every x86-64) compares 16 bytes at once; other machines
+ * take the same steps a byte at a time.
+ */
+#if defined(__SSE2__)
+typedef __m128i blk_t;
+static inline blk_t blk_load(const char *p) { return _mm_loadu_si128((const __m128i *)p); }
+static inline unsigned blk_eq(blk_t v, char c)
+{
+    return (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c)));
+}
+static inline unsigned blk_high(blk_t v) { return (unsigned)_mm_movemask_epi8(v); }
+#else
+typedef struct {
+    unsigned char b[16];
+} blk_t;
+static inline blk_t blk_load(const char *p)
+{
+    blk_t v;
+    memcpy(v.b, p, 16);
+    return v;
+}
+static inline unsigned blk_eq(blk_t v, char c)
+{
+    unsigned m = 0;
+    for (int i = 0; i < 16; i++)
+        m |= (unsigned)(v.b[i] == (unsigned char)c) << i;
+    return m;
+}
+static inline unsigned blk_high(blk_t v)
+{
+    unsigned m = 0;
+    for (int i = 0; i < 16; i++)
+        m |= (unsigned)(v.b[i] >> 7) << i;
+    return m;
+}
+#endif
+
+/*
  * The usual record in one go: its newline is already in the input buffer,
  * it holds no quote and no CR (but a last one before the newline), and it
  * is too short to break max_field or max_fields, so the state machine
@@ -233,22 +275,61 @@ static int fields_room(csv_reader_t *r, size_t need)
  * a caller's buffer. Returns 1 with the record done (returned, or rejected
  * for invalid UTF-8 in *rc), 0 when the record needs the state machine
  * (nothing consumed, nothing written), -1 on ENOMEM.
+ *
+ * Two passes of 16-byte blocks: the first finds the newline, gives up at
+ * a quote or CR before it and notes high bytes (it writes nothing, so
+ * giving up leaves the input as it was); the second cuts the record at
+ * the delimiters. Blocks are read only inside the input (the last one of
+ * the second pass ends at the record's end, overlapping the one before).
  */
 static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_error_t *err,
                        cp_status *rc)
 {
     const char *p = r->in + r->inpos;
-    const char *nl = memchr(p, '\n', r->inlen - r->inpos);
-    if (nl == NULL)
+    const size_t avail = r->inlen - r->inpos;
+    const char d = r->o.delim;
+    if (d == '\r')
         return 0;
-    size_t k = (size_t)(nl - p); /* bytes before the newline */
-    /* k bytes make at most k + 1 fields of at most k bytes (a final CR
-     * counts towards its field's length before it is dropped) */
+    size_t i = 0, k;
+    unsigned high = 0;
+    for (;;) {
+        if (i + 16 > avail) {
+            for (; i < avail && p[i] != '\n'; i++) {
+                if (p[i] == '"' || (p[i] == '\r' && !(i + 1 < avail && p[i + 1] == '\n')))
+                    return 0;
+                high |= (unsigned char)p[i] >> 7;
+            }
+            if (i == avail)
+                return 0;
+            k = i;
+            break;
+        }
+        blk_t v = blk_load(p + i);
+        unsigned nl = blk_eq(v, '\n'), stop = nl | blk_eq(v, '"') | blk_eq(v, '\r');
+        if (stop == 0) {
+            high |= blk_high(v);
+            i += 16;
+            continue;
+        }
+        unsigned at = (unsigned)__builtin_ctz(stop);
+        high |= blk_high(v) & ((1u << at) - 1);
+        i += at;
+        if ((nl >> at) & 1) {
+            k = i;
+            break;
+        }
+        /* a quote, or a CR: only the one of a CRLF passes */
+        if (p[i] != '\r' || i + 1 >= avail || p[i + 1] != '\n')
+            return 0;
+        k = i + 1;
+        break;
+    }
+    /* k bytes before the newline make at most k + 1 fields of at most k
+     * bytes (a final CR counts towards its field's length before it is
+     * dropped) */
     if (k + 1 > r->o.max_record || k > r->o.max_field || k + 1 > r->o.max_fields)
         return 0;
     size_t kk = k && p[k - 1] == '\r' ? k - 1 : k;
-    if (r->o.delim == '\r' || memchr(p, '"', kk) || memchr(p, '\r', kk))
-        return 0;
     if (fields_room(r, k + 1))
         return -1;
     char *base;
@@ -261,40 +342,34 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
     } else {
         base = r->in + r->inpos;
     }
-    /* Split at the delimiters 8 bytes at a time, with the exact zero-byte
-     * test (no borrow between bytes: ((x & 7f..) + 7f..) sets a byte's high
-     * bit iff its low 7 bits are not all zero), and OR the bytes together
-     * for the ASCII check. */
-    const uint64_t low7 = 0x7f7f7f7f7f7f7f7full, highs = 0x8080808080808080ull;
-    const uint64_t kd = 0x0101010101010101ull * (unsigned char)r->o.delim;
-    const char d = r->o.delim;
     csv_field_t *f = r->fields;
-    size_t nf = 0, start = 0, i = 0;
-    uint64_t acc = 0;
-    for (; i + 8 <= kk; i += 8) {
-        uint64_t w;
-        memcpy(&w, base + i, 8);
-        acc |= w;
-        uint64_t x = w ^ kd;
-        uint64_t t = ~(((x & low7) + low7) | x | low7);
-        while (t) {
-            size_t at = i + ((size_t)__builtin_ctzll(t) >> 3);
+    size_t nf = 0, start = 0;
+    for (i = 0; i + 16 <= kk; i += 16) {
+        for (unsigned m = blk_eq(blk_load(base + i), d); m; m &= m - 1) {
+            size_t at = i + (size_t)__builtin_ctz(m);
             base[at] = '\0';
             f[nf].p = base + start;
             f[nf].len = at - start;
             nf++;
             start = at + 1;
-            t &= t - 1;
         }
     }
-    for (; i < kk; i++) {
-        acc |= (unsigned char)base[i];
-        if (base[i] == d) {
-            base[i] = '\0';
+    if (i < kk) {
+        unsigned m = 0;
+        if (kk >= 16) {
+            /* the block ending at kk; its bytes before i are done */
+            m = blk_eq(blk_load(base + kk - 16), d) >> (16 - (kk - i));
+        } else {
+            for (size_t j = 0; j < kk - i; j++)
+                m |= (unsigned)(base[i + j] == d) << j;
+        }
+        for (; m; m &= m - 1) {
+            size_t at = i + (size_t)__builtin_ctz(m);
+            base[at] = '\0';
             f[nf].p = base + start;
-            f[nf].len = i - start;
+            f[nf].len = at - start;
             nf++;
-            start = i + 1;
+            start = at + 1;
         }
     }
     base[kk] = '\0';
@@ -308,7 +383,7 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
     r->rec_line = line0;
     r->rec_end = r->consumed;
     r->nfields = nf;
-    if (acc & highs) {
+    if (high) {
         for (size_t j = 0; j < nf; j++)
             if (!cp_utf8_valid(f[j].p, f[j].len)) {
                 *rc = CP_ERR(err, CP_EINVAL, "line %llu: column %zu: invalid UTF-8",

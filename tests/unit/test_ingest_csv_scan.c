@@ -419,9 +419,50 @@ static void test_records_gzip(void **state)
     }
 }
 
+/* The whole-record path reads 16-byte blocks: one special byte (a
+ * delimiter, a quote, a CR, a high byte, a CRLF end) at every position of
+ * records of every length around the block size, with the input ending
+ * right after the record or going on. The record comes second: the
+ * reader's first record always takes the state machine (BOM check). */
+static void test_block_edges(void **state)
+{
+    (void)state;
+    static const char *const special[] = {",", "\"", "\r", "\xc3\xa9", "\xff", ",,", "\r\n"};
+    char buf[128], ctx[96];
+    for (size_t len = 0; len <= 50; len++)
+        for (size_t pos = 0; pos <= len; pos++)
+            for (size_t s = 0; s < CP_ARRAY_LEN(special); s++)
+                for (int tail = 0; tail < 4; tail++) {
+                    size_t n = 4;
+                    memcpy(buf, "h,1\n", 4);
+                    for (size_t i = 0; i <= len; i++) {
+                        if (i == pos) {
+                            memcpy(buf + n, special[s], strlen(special[s]));
+                            n += strlen(special[s]);
+                        }
+                        if (i < len)
+                            buf[n++] = (char)('a' + i % 26);
+                    }
+                    const char *end = tail == 0   ? "\n"
+                                      : tail == 1 ? "\r\n"
+                                      : tail == 2 ? "\nx,y\n"
+                                                  : "";
+                    memcpy(buf + n, end, strlen(end));
+                    n += strlen(end);
+                    csv_opts_t o = {.delim = ',',
+                                    .max_field = CSV_DEFAULT_MAX_FIELD,
+                                    .max_record = CSV_DEFAULT_MAX_RECORD,
+                                    .max_fields = CSV_DEFAULT_MAX_FIELDS};
+                    snprintf(ctx, sizeof ctx, "len %zu pos %zu special %zu tail %d", len, pos, s,
+                             tail);
+                    compare_mem(buf, n, &o, ctx);
+                }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_block_edges),
         cmocka_unit_test(test_random_soup),
         cmocka_unit_test(test_random_gzip),
         cmocka_unit_test(test_random_records),
