@@ -239,6 +239,12 @@ static inline unsigned blk_eq(blk_t v, char c)
     return (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c)));
 }
 static inline unsigned blk_high(blk_t v) { return (unsigned)_mm_movemask_epi8(v); }
+/* bytes outside 0x20..0x7e: a signed compare takes the high ones as negative */
+static inline unsigned blk_odd(blk_t v)
+{
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                                    _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+}
 #else
 typedef struct {
     unsigned char b[16];
@@ -263,7 +269,25 @@ static inline unsigned blk_high(blk_t v)
         m |= (unsigned)(v.b[i] >> 7) << i;
     return m;
 }
+static inline unsigned blk_odd(blk_t v)
+{
+    unsigned m = 0;
+    for (int i = 0; i < 16; i++)
+        m |= (unsigned)(v.b[i] < 0x20 || v.b[i] >= 0x7f) << i;
+    return m;
+}
 #endif
+
+static inline int odd_byte(char c) { return (unsigned char)c < 0x20 || (unsigned char)c >= 0x7f; }
+
+/* csv_field_t.plain of a field: printable ASCII only. */
+static int field_plain(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (odd_byte(p[i]))
+            return 0;
+    return 1;
+}
 
 /*
  * The usual record in one go: its newline is already in the input buffer,
@@ -290,14 +314,18 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
     const char d = r->o.delim;
     if (d == '\r')
         return 0;
+    /* odd: bytes that keep a field from being plain (csv_field_t), the
+     * delimiter aside */
+    const int dodd = odd_byte(d);
     size_t i = 0, k;
-    unsigned high = 0;
+    unsigned high = 0, odd = 0;
     for (;;) {
         if (i + 16 > avail) {
             for (; i < avail && p[i] != '\n'; i++) {
                 if (p[i] == '"' || (p[i] == '\r' && !(i + 1 < avail && p[i + 1] == '\n')))
                     return 0;
                 high |= (unsigned char)p[i] >> 7;
+                odd |= odd_byte(p[i]) && p[i] != d;
             }
             if (i == avail)
                 return 0;
@@ -306,13 +334,18 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
         }
         blk_t v = blk_load(p + i);
         unsigned nl = blk_eq(v, '\n'), stop = nl | blk_eq(v, '"') | blk_eq(v, '\r');
+        unsigned o = blk_odd(v);
+        if (dodd)
+            o &= ~blk_eq(v, d);
         if (stop == 0) {
             high |= blk_high(v);
+            odd |= o;
             i += 16;
             continue;
         }
         unsigned at = (unsigned)__builtin_ctz(stop);
         high |= blk_high(v) & ((1u << at) - 1);
+        odd |= o & ((1u << at) - 1);
         i += at;
         if ((nl >> at) & 1) {
             k = i;
@@ -350,6 +383,7 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
             base[at] = '\0';
             f[nf].p = base + start;
             f[nf].len = at - start;
+            f[nf].plain = 1;
             nf++;
             start = at + 1;
         }
@@ -368,6 +402,7 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
             base[at] = '\0';
             f[nf].p = base + start;
             f[nf].len = at - start;
+            f[nf].plain = 1;
             nf++;
             start = at + 1;
         }
@@ -375,7 +410,11 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
     base[kk] = '\0';
     f[nf].p = base + start;
     f[nf].len = kk - start;
+    f[nf].plain = 1;
     nf++;
+    if (odd)
+        for (size_t j = 0; j < nf; j++)
+            f[j].plain = field_plain(f[j].p, f[j].len);
     uint64_t line0 = r->line;
     r->line++;
     r->inpos += k + 1;
@@ -614,6 +653,7 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
         size_t e = i + 1 < r->nfields ? r->starts[i + 1] - 1 : r->reclen - 1;
         r->fields[i].p = r->rec + s;
         r->fields[i].len = e - s;
+        r->fields[i].plain = field_plain(r->fields[i].p, r->fields[i].len);
         if (!ascii && !cp_utf8_valid(r->fields[i].p, r->fields[i].len)) {
             CP_ERR(err, CP_EINVAL, "line %llu: column %zu: invalid UTF-8",
                    (unsigned long long)line0, i + 1);

@@ -41,6 +41,12 @@ typedef struct csv_opts {
 typedef struct csv_field {
     const char *p;
     size_t len;
+    /* 1: the field is known to be printable ASCII (bytes 0x20..0x7e only:
+     * no control byte, no NUL, nothing for a UTF-8 check); 0: not known.
+     * csv_next sets it. Readers of fields (mapping_row_event) skip their
+     * own checks on it, so fields built by hand must say 0 (or the truth):
+     * {p, len} initializers do. */
+    int plain;
 } csv_field_t;
 
 typedef struct csv_reader csv_reader_t;

@@ -63,6 +63,16 @@ cp_status mapping_preset(const char *name, mapping_t **out, cp_error_t *err)
 
 /* ---------------------------------------------------------------- parse */
 
+/* 1 if a name has no control bytes (the test segment.c makes of event
+ * names), known once per mapping for its constant names. */
+static int name_printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
 static void field_free(map_field_t *f)
 {
     free(f->name);
@@ -292,6 +302,7 @@ static cp_status assign_keys(mapping_t *m, cp_error_t *err)
             f->key = (int)k++;
     }
     m->npkeys = k;
+    m->uniq_keys = m->ntkeys == nt && m->npkeys == m->nprops;
     /* mapping_row_event's cheap bound of an event's compact JSON: row_bound
      * with every value at its widest non-string size (a number's 32, or a
      * string's 2 quotes, plus 6 bytes per string byte counted per row) */
@@ -428,6 +439,7 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
                 goto out;
             }
             m->event_name_len = strlen(m->event_name);
+            m->event_name_print = name_printable(m->event_name);
         } else if (json_is_object(n)) {
             if ((rc = parse_col(json_object_get(n, "column"), "event.name", &m->event_col, err)))
                 goto out;
@@ -472,6 +484,7 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
                 }
                 d->prefix_len = strlen(p);
                 d->name_len = strlen(nm);
+                d->name_print = name_printable(nm);
             }
         }
         const json_t *ts = json_object_get(ev, "timestamp");
@@ -641,7 +654,7 @@ static int col_ok(const map_col_t *c, size_t n) { return c->pos >= 0 && (size_t)
 
 static const csv_field_t *cell(const map_col_t *c, const csv_field_t *f, size_t n)
 {
-    static const csv_field_t empty = {"", 0};
+    static const csv_field_t empty = {"", 0, 1};
     return col_ok(c, n) ? &f[c->pos] : &empty;
 }
 
@@ -1020,6 +1033,7 @@ typedef struct rval {
     pv_kind kind;
     int gen;              /* PV_STR text: G_COPY s, G_LOWER s lower-cased, G_TEXT txt */
     int whole;            /* G_COPY of a whole cell (s, slen are the field's p, len) */
+    int print;            /* PV_STR: the text is known to have no control bytes */
     const char *s;
     size_t slen;
     int64_t i;
@@ -1039,6 +1053,7 @@ typedef struct row {
     int *tslot, *pslot; /* key -> index in tv / pv, -1 none */
     const char *ev;     /* track: event name */
     size_t evlen;
+    int ev_printable;   /* 1: ev is known to have no control bytes */
     int has_ts;
     int64_t ts;
     const char *msgid;
@@ -1066,6 +1081,7 @@ static cp_status row_init(row_t *r, const mapping_t *m, cp_error_t *err)
     r->ntv = r->npv = 0;
     r->ev = NULL;
     r->evlen = 0;
+    r->ev_printable = 0;
     r->has_ts = 0;
     r->ts = 0;
     r->msgid = NULL;
@@ -1084,8 +1100,9 @@ static cp_status row_init(row_t *r, const mapping_t *m, cp_error_t *err)
     }
     r->pv = r->tv + m->ntkeys;
     r->pslot = r->tslot + m->ntkeys;
-    for (size_t i = 0; i < nv; i++)
-        r->tslot[i] = -1;
+    if (!m->uniq_keys) /* else values are appended and slots go unused */
+        for (size_t i = 0; i < nv; i++)
+            r->tslot[i] = -1;
     return CP_OK;
 }
 
@@ -1108,6 +1125,7 @@ field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
     v->kind = PV_NONE;
     v->gen = G_COPY;
     v->whole = 0;
+    v->print = 0;
     if (d->product) {
         const csv_field_t *a = cell(&d->col, f, n), *b = cell(&d->col2, f, n);
         double x, y;
@@ -1156,6 +1174,7 @@ field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
                     dg++;
                     nd--;
                 }
+                v->print = 1; /* digits and a sign */
                 if (iv < 0) {
                     v->gen = G_TEXT;
                     v->txt[0] = '-';
@@ -1175,7 +1194,9 @@ field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
                 v->slen = fmt_i64(iv, v->txt);
             }
         } else {
-            if (!plain_ascii(c->p, c->len)) {
+            /* a plain cell (csv.h) is ASCII without NUL bytes */
+            v->print = c->plain;
+            if (!c->plain && !plain_ascii(c->p, c->len)) {
                 if (memchr(c->p, '\0', c->len))
                     return nul_byte(err, line, &d->col);
                 /* jansson takes only UTF-8; say so instead of losing the value */
@@ -1261,11 +1282,18 @@ field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
 }
 
 /* One trait or property into its object: converted in place when the key
- * is new (the slot past the end is free), else over the earlier value. */
-static inline cp_status row_field(const map_field_t *d, const csv_field_t *f, size_t n,
-                                  uint64_t line, rval_t *arr, size_t *na, int *slot,
-                                  cp_error_t *err)
+ * is new (the slot past the end is free), else over the earlier value.
+ * With distinct names (uniq) every key is new: no slot to look at. */
+static inline __attribute__((always_inline)) cp_status
+row_field(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line, rval_t *arr,
+          size_t *na, int *slot, int uniq, cp_error_t *err)
 {
+    if (uniq) {
+        cp_status rc = field_value(d, f, n, line, &arr[*na], err);
+        if (rc == CP_OK && arr[*na].kind != PV_NONE)
+            (*na)++;
+        return rc;
+    }
     int k = slot[d->key];
     if (k < 0) {
         cp_status rc = field_value(d, f, n, line, &arr[*na], err);
@@ -1297,6 +1325,7 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
     }
     rval_t v;
     int nid = 0;
+    const int uniq = m->uniq_keys;
     for (size_t i = 0; i < m->nids; i++) {
         const map_field_t *d = &m->ids[i];
         if ((rc = field_value(d, f, n, line, &v, err)))
@@ -1308,6 +1337,8 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
             r->uid_first = r->anon.kind == PV_NONE;
         } else if (d->id_kind == 2 && r->anon.kind == PV_NONE) {
             r->anon = v;
+        } else if (m->uniq_keys) {
+            r->tv[r->ntv++] = v;
         } else {
             row_set(r->tv, &r->ntv, r->tslot, &v);
         }
@@ -1317,11 +1348,12 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
         return CP_ERR(err, CP_EINVAL, "line %llu: no identifier (every identifier column is empty)",
                       (unsigned long long)line);
     for (size_t i = 0; i < m->ntraits; i++)
-        if ((rc = row_field(&m->traits[i], f, n, line, r->tv, &r->ntv, r->tslot, err)))
+        if ((rc = row_field(&m->traits[i], f, n, line, r->tv, &r->ntv, r->tslot, uniq, err)))
             return rc;
     if (m->has_event) {
         const char *name = m->event_name;
         size_t namelen = m->event_name_len;
+        int name_print = m->event_name_print;
         const csv_field_t *nc = NULL;
         if (name == NULL) {
             nc = cell(&m->event_col, f, n);
@@ -1335,18 +1367,21 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
             if (c->len >= pl && memcmp(c->p, m->when[i].prefix, pl) == 0) {
                 name = m->when[i].name;
                 namelen = m->when[i].name_len;
+                name_print = m->when[i].name_print;
                 nc = NULL;
                 break;
             }
         }
         if (nc) {
-            if (!utf8_ok(nc->p, nc->len))
+            if (!nc->plain && !utf8_ok(nc->p, nc->len))
                 return bad_utf8(err, line, &m->event_col);
             r->ev = nc->p;
             r->evlen = nc->len;
+            r->ev_printable = nc->plain;
         } else {
             r->ev = name;
             r->evlen = namelen;
+            r->ev_printable = name_print;
         }
         if (m->has_ts) {
             const csv_field_t *c = cell(&m->ts.col, f, n);
@@ -1368,7 +1403,8 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
             r->has_ts = 1;
         }
         for (size_t i = 0; i < m->nprops; i++)
-            if ((rc = row_field(&m->props[i], f, n, line, r->pv, &r->npv, r->pslot, err)))
+            if ((rc = row_field(&m->props[i], f, n, line, r->pv, &r->npv, r->pslot, uniq,
+                                err)))
                 return rc;
     }
     if (m->has_msgid) {
@@ -1376,26 +1412,36 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
         if (c->len == 0)
             return CP_ERR(err, CP_EINVAL, "line %llu: the message id column is empty",
                           (unsigned long long)line);
-        if (!utf8_ok(c->p, c->len))
+        if (!c->plain && !utf8_ok(c->p, c->len))
             return bad_utf8(err, line, &m->msgid_col);
         r->msgid = c->p;
         r->msgid_len = c->len;
+        r->msgid_printable = c->plain;
     } else {
         /* "<prefix>:<line>", the prefix cut to 120 bytes at a character */
         const char *p = msgid_prefix ? msgid_prefix : "import";
-        size_t pl = strnlen(p, 120);
-        if (pl == 120)
-            while (pl && ((unsigned char)p[pl] & 0xC0) == 0x80)
-                pl--;
-        if (!utf8_ok(p, pl))
-            return CP_ERR(err, CP_EINVAL, "line %llu: the message id prefix is not UTF-8",
-                          (unsigned long long)line);
+        /* the usual prefix, printable ASCII shorter than 120 bytes, in one
+         * pass; any other the general way */
+        size_t pl = 0;
+        while (pl < 120 && (unsigned char)p[pl] - 0x20u < 0x5fu)
+            pl++;
+        if (pl < 120 && p[pl] == '\0') {
+            r->msgid_printable = 1;
+        } else {
+            pl = strnlen(p, 120);
+            if (pl == 120)
+                while (pl && ((unsigned char)p[pl] & 0xC0) == 0x80)
+                    pl--;
+            if (!utf8_ok(p, pl))
+                return CP_ERR(err, CP_EINVAL, "line %llu: the message id prefix is not UTF-8",
+                              (unsigned long long)line);
+            /* "<prefix>:<digits>": only the prefix can hold a control byte */
+            r->msgid_printable = printable(p, pl);
+        }
         memcpy(r->msgbuf, p, pl);
         r->msgbuf[pl] = ':';
         r->msgid_len = pl + 1 + fmt_i64((int64_t)line, r->msgbuf + pl + 1);
         r->msgid = r->msgbuf;
-        /* "<prefix>:<digits>": only the prefix can hold a control byte */
-        r->msgid_printable = printable(p, pl);
     }
     return CP_OK;
 }
@@ -1579,7 +1625,7 @@ static cp_status id_check(const rval_t *v, const char *field, char *ibuf, idv_t 
     if (v->slen > INGEST_ID_MAX)
         return seg_err(err, CP_ELIMIT, line, "\"%s\" is longer than %zu bytes", field,
                        (size_t)INGEST_ID_MAX);
-    if (!printable_lower(v))
+    if (!v->print && !printable_lower(v))
         return seg_err(err, CP_EINVAL, line, "\"%s\" contains control characters", field);
     return CP_OK;
 }
@@ -1808,7 +1854,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
                          (size_t)INGEST_NAME_MAX);
             goto out;
         }
-        if (!printable(r.ev, r.evlen)) {
+        if (!r.ev_printable && !printable(r.ev, r.evlen)) {
             rc = seg_err(err, CP_EINVAL, line, "\"event\" contains control characters");
             goto out;
         }
@@ -1844,13 +1890,14 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     }
 
     /* Valid: one arena block for the typed values and every string: the
-     * names (one copy of m->names), the record block if it pays, the
-     * other strings one by one. */
+     * record block if it pays, the other strings one by one. Names point
+     * into m->names (mapping.h): a copy per event would only add to the
+     * batch's memory. */
     if (bk.lo && bk.len > 128 && bk.len > 2 * inblk) {
         strs += inblk; /* copy those values one by one instead */
         bk.lo = 0;
     }
-    size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + m->names_len + (bk.lo ? bk.len : 0) +
+    size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + (bk.lo ? bk.len : 0) +
                    strs + r.evlen + 1 + r.msgid_len + 1;
     for (size_t i = 0; i < e->nids; i++)
         bytes += idv[i].len + 1;
@@ -1861,9 +1908,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     }
     ev_prop_t *traits = props + r.npv;
     char *p = (char *)(traits + r.ntv);
-    const char *names = p;
-    memcpy(p, m->names, m->names_len);
-    p += m->names_len;
+    const char *names = m->names;
     if (bk.lo) {
         memcpy(p, (const char *)bk.lo, bk.len);
         bk.dst = p;

@@ -97,6 +97,7 @@ typedef struct map_when {
     char *prefix;
     char *name;
     size_t prefix_len, name_len; /* strlen of each (mapping_parse) */
+    int name_print;              /* name has no control bytes (mapping_parse) */
 } map_when_t;
 
 typedef struct mapping {
@@ -112,6 +113,7 @@ typedef struct mapping {
     int has_event;
     char *event_name;       /* constant, or NULL with event_col */
     size_t event_name_len;  /* strlen(event_name) */
+    int event_name_print;   /* event_name has no control bytes (mapping_parse) */
     map_col_t event_col;
     map_when_t *when;
     size_t nwhen;
@@ -126,10 +128,12 @@ typedef struct mapping {
     int bound;
     size_t ntkeys;          /* distinct keys of the traits object (ids' types + traits) */
     size_t npkeys;          /* distinct property names */
+    int uniq_keys;          /* every output name is distinct (ntkeys == nids + ntraits,
+                               npkeys == nprops): rows need no key -> value slots */
     size_t bound_fixed;     /* the part of an event's JSON size bound that does not
                                depend on the row (mapping_row_event) */
     char *names;            /* every field name, NUL-terminated, one after the other:
-                               an event copies them with one memcpy (owned) */
+                               typed events' names point here (owned) */
     size_t names_len;
 } mapping_t;
 
@@ -170,9 +174,13 @@ cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64
  * track's context.traits, identifier-typed keys included (consumers skip
  * them with ingest_trait_is_ident, as for JSON).
  *
- * Every string the event points to (identifier values, property names and
- * values, event name, messageId) is copied into b->arena, NUL-terminated:
- * the fields may be reused by the reader after the call. `o` may be NULL.
+ * Every string the event points to (identifier values, property values,
+ * event name, messageId) is copied into b->arena, NUL-terminated: the
+ * fields may be reused by the reader after the call. Property and trait
+ * names point into m->names instead: the mapping must outlive the batch's
+ * use of the event (an import frees it after its last commit). Fields
+ * with csv_field_t.plain set are taken as printable ASCII unchecked (an
+ * invalid claim would let control bytes through). `o` may be NULL.
  *
  * Returns CP_OK with *res MAP_EVENT (one event appended) or MAP_SKIP
  * (skip_if_empty; nothing appended). A bad row returns CP_EINVAL /

@@ -366,7 +366,7 @@ static void test_mapping_documents(void **state)
     /* A header without the named column. */
     doc = "{\"identifiers\":[{\"column\":\"Email\",\"type\":\"email\"}]}";
     assert_int_equal(mapping_parse(doc, strlen(doc), &m, &err), CP_OK);
-    csv_field_t hdr[] = {{"Phone", 5}};
+    csv_field_t hdr[] = {{"Phone", 5, 1}};
     assert_int_equal(mapping_bind(m, hdr, 1, &err), CP_EINVAL);
     assert_non_null(strstr(err.message, "\"Email\""));
     mapping_free(m);

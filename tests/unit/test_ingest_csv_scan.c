@@ -203,6 +203,10 @@ static void read_all(csv_reader_t *r, cp_buf_t *out)
             break;
         for (size_t i = 0; i < n; i++) {
             assert_int_equal(f[i].p[f[i].len], '\0');
+            int plain = 1; /* printable ASCII */
+            for (size_t j = 0; j < f[i].len; j++)
+                plain &= (unsigned char)f[i].p[j] >= 0x20 && (unsigned char)f[i].p[j] < 0x7f;
+            assert_int_equal(f[i].plain, plain);
             cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
         }
         cp_buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
@@ -427,8 +431,10 @@ static void test_records_gzip(void **state)
 static void test_block_edges(void **state)
 {
     (void)state;
-    static const char *const special[] = {",", "\"", "\r", "\xc3\xa9", "\xff", ",,", "\r\n"};
+    static const char *const special[] = {",",  "\"", "\r",   "\xc3\xa9", "\xff", ",,",
+                                          "\r\n", "\t", "\x7f", "\x01",     "\t,"};
     char buf[128], ctx[96];
+    for (int tab = 0; tab < 2; tab++)
     for (size_t len = 0; len <= 50; len++)
         for (size_t pos = 0; pos <= len; pos++)
             for (size_t s = 0; s < CP_ARRAY_LEN(special); s++)
@@ -449,12 +455,12 @@ static void test_block_edges(void **state)
                                                   : "";
                     memcpy(buf + n, end, strlen(end));
                     n += strlen(end);
-                    csv_opts_t o = {.delim = ',',
+                    csv_opts_t o = {.delim = tab ? '\t' : ',',
                                     .max_field = CSV_DEFAULT_MAX_FIELD,
                                     .max_record = CSV_DEFAULT_MAX_RECORD,
                                     .max_fields = CSV_DEFAULT_MAX_FIELDS};
-                    snprintf(ctx, sizeof ctx, "len %zu pos %zu special %zu tail %d", len, pos, s,
-                             tail);
+                    snprintf(ctx, sizeof ctx, "len %zu pos %zu special %zu tail %d tab %d", len,
+                             pos, s, tail, tab);
                     compare_mem(buf, n, &o, ctx);
                 }
 }

@@ -36,8 +36,18 @@ static int ref_col_ok(const map_col_t *c, size_t n) { return c->pos >= 0 && (siz
 
 static const csv_field_t *ref_cell(const map_col_t *c, const csv_field_t *f, size_t n)
 {
-    static const csv_field_t empty = {"", 0};
+    static const csv_field_t empty = {"", 0, 0};
     return ref_col_ok(c, n) ? &f[c->pos] : &empty;
+}
+
+/* csv_field_t.plain's truth: printable ASCII only. Rows given to the
+ * typed path say so (or 0, "not known") as the CSV reader would. */
+static int true_plain(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] >= 0x7f)
+            return 0;
+    return 1;
 }
 
 static void ref_trimmed(const csv_field_t *f, const char **s, size_t *len)
@@ -467,7 +477,7 @@ static cp_status compare_row(const mapping_t *m, const csv_field_t *f, size_t n,
     ingest_batch_t *bb = &b2;
     if (line % 2) {
         map_result rr;
-        const csv_field_t one[] = {{"u1", 2}};
+        const csv_field_t one[] = {{"u1", 2, 0}};
         mapping_t *m0 = NULL;
         const char *md = "{\"header\":false,\"identifiers\":[{\"column\":0,\"type\":\"user_id\"}]}";
         assert_int_equal(mapping_parse(md, strlen(md), &m0, NULL), CP_OK);
@@ -732,6 +742,8 @@ static void test_random_rows(void **state)
                 random_cell(&cells[i], (int)i);
                 f[i].p = cp_buf_cstr(&cells[i]);
                 f[i].len = cells[i].len;
+                /* as the CSV reader says it, or "not known" */
+                f[i].plain = (ri + (int)i) % 3 ? true_plain(f[i].p, f[i].len) : 0;
             }
             segment_opts_t o = {0};
             o.allow_other_ids = (int)rn(3) != 0;
@@ -775,7 +787,7 @@ static mapping_t *parse_bound(const char *doc, const char *hdr)
     if (hdr) {
         snprintf(buf, sizeof buf, "%s", hdr);
         for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
-            h[n++] = (csv_field_t){t, strlen(t)};
+            h[n++] = (csv_field_t){t, strlen(t), 0};
     }
     if (mapping_bind(m, hdr ? h : NULL, n, &err))
         fail_msg("%s", err.message);
@@ -789,6 +801,7 @@ static size_t split(char *line, csv_field_t *f)
         char *c = strchr(p, ',');
         f[n].p = p;
         f[n].len = c ? (size_t)(c - p) : strlen(p);
+        f[n].plain = true_plain(f[n].p, f[n].len);
         n++;
         if (!c)
             break;
@@ -803,9 +816,10 @@ static void test_online_retail_event(void **state)
     (void)state;
     mapping_t *m = NULL;
     assert_int_equal(mapping_preset("online-retail", &m, NULL), CP_OK);
-    const csv_field_t hdr[] = {{"InvoiceNo", 9},   {"StockCode", 9},   {"Description", 11},
-                               {"Quantity", 8},    {"InvoiceDate", 11}, {"UnitPrice", 9},
-                               {"CustomerID", 10}, {"Country", 7}};
+    const csv_field_t hdr[] = {{"InvoiceNo", 9, 0},   {"StockCode", 9, 0},
+                               {"Description", 11, 0}, {"Quantity", 8, 0},
+                               {"InvoiceDate", 11, 0}, {"UnitPrice", 9, 0},
+                               {"CustomerID", 10, 0},  {"Country", 7, 0}};
     assert_int_equal(mapping_bind(m, hdr, 8, NULL), CP_OK);
     char line[] = "C536379,85123A,WHITE HANGING HEART T-LIGHT HOLDER,-6,2010-12-01 08:26:00,2.55,"
                   "17850.0,United Kingdom";
@@ -933,7 +947,7 @@ static void test_event_size_limit(void **state)
         memset(a, 'a', len);
         memset(q, '"', len);
         a[len] = q[len] = '\0';
-        csv_field_t f[3] = {{"u", 1}, {a, len}, {q, len / 2}};
+        csv_field_t f[3] = {{"u", 1, 0}, {a, len, 0}, {q, len / 2, 0}};
         compare_row(m, f, 3, 9, &o, "size");
         f[2].p = a;
         compare_row(m, f, 3, 9, &o, "size");
@@ -1037,6 +1051,7 @@ static void test_fast_paths(void **state)
                 fp_cell(&cells[i], (int)i);
                 sep[i].p = cp_buf_cstr(&cells[i]);
                 sep[i].len = cells[i].len;
+                sep[i].plain = (ri + (int)i) % 3 ? true_plain(sep[i].p, sep[i].len) : 0;
                 off[i] = rec.len;
                 cp_buf_append(&rec, cells[i].data ? cells[i].data : "", cells[i].len);
                 cp_buf_append(&rec, "\0", 1);
@@ -1047,6 +1062,7 @@ static void test_fast_paths(void **state)
             for (size_t i = 0; i < NC; i++) {
                 cut[i].p = rec.data + off[i];
                 cut[i].len = sep[i].len;
+                cut[i].plain = sep[i].plain;
             }
             segment_opts_t o = {.allow_other_ids = 1, .no_dedup = (int)rn(2)};
             o.received_at_ms = rn(2) ? 1700000000123ll : 0;
@@ -1080,7 +1096,7 @@ static void test_adjacent_fields_without_nul(void **state)
                                "\"column\":1,\"name\":\"a\"},{\"column\":2,\"name\":\"b\"}]}}",
                                NULL);
     char line[] = "u1,alpha,beta";
-    csv_field_t f[3] = {{line, 2}, {line + 3, 5}, {line + 9, 4}};
+    csv_field_t f[3] = {{line, 2, 0}, {line + 3, 5, 0}, {line + 9, 4, 0}};
     ingest_batch_t b;
     ingest_batch_init(&b);
     segment_opts_t o = {.received_at_ms = 1700000000000};
