@@ -78,6 +78,7 @@ struct apply_acc {
     size_t nrecs, caprecs;
     seen_t *seen;
     size_t seen_cap, seen_n;
+    size_t seen_last; /* slot + 1 of the last acc_seen (rows repeat a customer); 0 = none */
     strmap_t cat; /* key -> index into ents */
     cat_ent_t *ents;
     size_t nents, capents;
@@ -136,6 +137,7 @@ void acc_discard(cp_db_t *db)
     if (a->seen_n)
         memset(a->seen, 0, a->seen_cap * sizeof *a->seen);
     a->seen_n = 0;
+    a->seen_last = 0;
     cat_reset(a);
 }
 
@@ -200,6 +202,7 @@ static int seen_grow(apply_acc_t *a)
         return -1;
     a->seen = s;
     a->seen_cap = nc;
+    a->seen_last = 0;
     for (size_t i = 0; i < oc; i++)
         if (old[i].key)
             a->seen[seen_slot(a, old[i].key)] = old[i];
@@ -210,10 +213,17 @@ static int seen_grow(apply_acc_t *a)
 cp_status acc_seen(cp_db_t *db, uint32_t ord, int64_t ts)
 {
     apply_acc_t *a = db->acc;
-    if ((a->seen_n + 1) * 2 > a->seen_cap && seen_grow(a))
-        return CP_ENOMEM;
     uint32_t key = ord + 1;
-    seen_t *s = &a->seen[seen_slot(a, key)];
+    seen_t *s;
+    if (a->seen_last && a->seen[a->seen_last - 1].key == key) {
+        s = &a->seen[a->seen_last - 1];
+    } else {
+        if ((a->seen_n + 1) * 2 > a->seen_cap && seen_grow(a))
+            return CP_ENOMEM;
+        size_t i = seen_slot(a, key);
+        a->seen_last = i + 1;
+        s = &a->seen[i];
+    }
     if (s->key == 0) {
         *s = (seen_t){key, ts, ts};
         a->seen_n++;
@@ -304,22 +314,27 @@ static cat_ent_t *cat_ent(cp_db_t *db, int kind, const char *name, size_t nlen)
     return e;
 }
 
-static cp_status cat_note(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t *v,
-                          const json_t *raw, int indexed)
+/* An example for e (cat_note's slow part: entries still short of them). */
+static void cat_example(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t *v,
+                        const json_t *raw)
 {
-    e->count++;
-    e->indexed |= indexed;
-    if (e->full || e->nex >= CATALOG_EXAMPLES)
-        return CP_OK;
     json_t *val = example_of(v, raw);
     if (val == NULL)
-        return CP_OK;
+        return;
     const json_t *ce = json_object_get(json_object_get(db->catalog, cat_kind[kind]), e->name);
     if (has_example(json_object_get(ce, "examples"), e->ex, e->nex, val))
         json_decref(val);
     else
         e->ex[e->nex++] = val;
-    return CP_OK;
+}
+
+static inline void cat_note(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t *v,
+                            const json_t *raw, int indexed)
+{
+    e->count++;
+    e->indexed |= indexed;
+    if (!e->full && e->nex < CATALOG_EXAMPLES)
+        cat_example(db, e, kind, v, raw);
 }
 
 cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, const ev_prop_t *v,
@@ -328,33 +343,57 @@ cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, cons
     cat_ent_t *e = cat_ent(db, kind, name, nlen);
     if (e == NULL)
         return CP_ENOMEM;
-    return cat_note(db, e, kind, v, raw, indexed);
+    cat_note(db, e, kind, v, raw, indexed);
+    return CP_OK;
+}
+
+/* The entry of the note at position pos of an event: the one that
+ * position went to last time when the name is the same (cut as cat_ent
+ * cuts it), else the name's, then remembered for pos. NULL on ENOMEM. */
+static inline cat_ent_t *cat_ent_at(cp_db_t *db, int kind, size_t pos, const char *name,
+                                    size_t nlen)
+{
+    apply_acc_t *a = db->acc;
+    size_t kl = nlen > 1024 ? 1024 : nlen;
+    if (pos < CAT_HINTS) {
+        uint32_t h = a->hint[kind][pos];
+        if (h && h <= a->nents) {
+            cat_ent_t *c = &a->ents[h - 1];
+            if (c->kind == kind && c->nlen == kl && acc_eq(c->name, name, kl))
+                return c;
+        }
+    }
+    cat_ent_t *e = cat_ent(db, kind, name, nlen);
+    if (e && pos < CAT_HINTS)
+        a->hint[kind][pos] = (uint32_t)(e - a->ents) + 1;
+    return e;
 }
 
 cp_status acc_catalog_at(cp_db_t *db, int kind, size_t pos, const char *name, size_t nlen,
                          const ev_prop_t *v, const json_t *raw, int *indexed)
 {
-    apply_acc_t *a = db->acc;
-    cat_ent_t *e = NULL;
-    size_t kl = nlen > 1024 ? 1024 : nlen; /* cat_ent's cut */
-    if (pos < CAT_HINTS) {
-        uint32_t h = a->hint[kind][pos];
-        if (h && h <= a->nents) {
-            cat_ent_t *c = &a->ents[h - 1];
-            if (c->kind == kind && c->nlen == kl && memcmp(c->name, name, kl) == 0)
-                e = c;
-        }
-    }
-    if (e == NULL) {
-        if ((e = cat_ent(db, kind, name, nlen)) == NULL)
-            return CP_ENOMEM;
-        if (pos < CAT_HINTS)
-            a->hint[kind][pos] = (uint32_t)(e - a->ents) + 1;
-    }
+    cat_ent_t *e = cat_ent_at(db, kind, pos, name, nlen);
+    if (e == NULL)
+        return CP_ENOMEM;
     int ix = kind == CAT_PROPERTIES && e->is_idx;
     if (indexed)
         *indexed = ix;
-    return cat_note(db, e, kind, v, raw, ix);
+    cat_note(db, e, kind, v, raw, ix);
+    return CP_OK;
+}
+
+cp_status acc_catalog_props(cp_db_t *db, size_t pos, const ev_prop_t *props,
+                            const json_t *const *raw, size_t n, uint8_t *indexed)
+{
+    for (size_t i = 0; i < n; i++) {
+        const ev_prop_t *v = &props[i];
+        cat_ent_t *e = cat_ent_at(db, CAT_PROPERTIES, pos + i, v->name, v->nlen);
+        if (e == NULL)
+            return CP_ENOMEM;
+        indexed[i] = (uint8_t)e->is_idx;
+        cat_note(db, e, CAT_PROPERTIES, v, raw ? raw[i] : NULL, e->is_idx);
+    }
+    return CP_OK;
 }
 
 /* One key's counts into the catalog JSON: what catalog_note did per event. */
@@ -434,6 +473,7 @@ cp_status acc_flush(cp_db_t *db, cp_error_t *err)
             memset(a->seen, 0, a->seen_cap * sizeof *a->seen);
         }
         a->seen_n = 0;
+        a->seen_last = 0;
     }
     for (size_t i = 0; i < a->nents; i++)
         cat_apply(db, &a->ents[i]);
@@ -507,16 +547,20 @@ void idraw_sync(cp_db_t *db, int full)
     a->have_idc = 1;
 }
 
-static int raw_is(const idraw_t *r, const char *type, size_t tlen, const char *v, size_t vl)
+/* type: tlen bytes and a NUL (tlen < INGEST_TYPE_MAX). */
+static inline int raw_is(const idraw_t *r, const char *type, size_t tlen, const char *v,
+                         size_t vl)
 {
-    return r->rawlen == tlen + 1 + vl && memcmp(r->raw + tlen + 1, v, vl) == 0 &&
-           memcmp(r->raw, type, tlen + 1) == 0;
+    return r->rawlen == tlen + 1 + vl && acc_eq(r->raw + tlen + 1, v, vl) &&
+           acc_eq(r->raw, type, tlen + 1);
 }
 
 int idraw_get(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v, size_t vl,
               uint32_t *slot)
 {
     apply_acc_t *a = db->acc;
+    if (tlen >= INGEST_TYPE_MAX || vl > IDENT_MAX_VALUE)
+        return 0; /* never cached (idraw_put) */
     if (pos < IDRAW_HINTS && a->idpos[pos]) {
         uint32_t h = a->idpos[pos] - 1;
         if (raw_is(&a->ids[h], type, tlen, v, vl)) {
@@ -525,8 +569,6 @@ int idraw_get(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char
         }
     }
     char buf[INGEST_TYPE_MAX + 1 + IDENT_MAX_VALUE];
-    if (tlen >= INGEST_TYPE_MAX || vl > IDENT_MAX_VALUE)
-        return 0;
     memcpy(buf, type, tlen);
     buf[tlen] = '\0';
     memcpy(buf + tlen + 1, v, vl);

@@ -812,7 +812,7 @@ typedef struct hot {
 
 /* The memo of trait position i for t (filled if unknown); NULL past the
  * positions kept. */
-static hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_prop_t *t)
+static inline hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_prop_t *t)
 {
     if (h == NULL || i >= HOT_TRAITS)
         return NULL;
@@ -821,7 +821,7 @@ static hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_prop_t *
         h->sch_n = db->sch.n;
     }
     hot_trait_t *m = &h->tr[i];
-    if (m->name && m->nlen == t->nlen && (m->name == t->name || !memcmp(m->name, t->name, t->nlen)))
+    if (m->name && m->nlen == t->nlen && (m->name == t->name || acc_eq(m->name, t->name, t->nlen)))
         return m;
     const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
     *m = (hot_trait_t){t->name, t->nlen, ident_type_find(&db->idc, t->name, t->nlen) >= 0,
@@ -831,13 +831,14 @@ static hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_prop_t *
 
 /* The dictionary id of t's value when it is the one last set from memo m
  * (then trait_value would accept it and schema_value_intern return it). */
-static uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m, const ev_prop_t *t)
+static inline uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m,
+                                 const ev_prop_t *t)
 {
     if (m == NULL || m->vid == 0 || t->kind != PV_STR || m->vid > a->nvalues ||
         (a->type != CP_ATTR_STRING && a->type != CP_ATTR_ENUM))
         return 0;
-    return a->value_lens[m->vid] == t->slen && !memcmp(a->values[m->vid], t->s, t->slen) ? m->vid
-                                                                                         : 0;
+    return a->value_lens[m->vid] == t->slen && acc_eq(a->values[m->vid], t->s, t->slen) ? m->vid
+                                                                                        : 0;
 }
 
 static cp_status make_key(cp_db_t *db, cp_arena_t *ar, const char *type, const char *v,
@@ -938,7 +939,14 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
                             hot_t *h, cp_error_t *err)
 {
     cp_status rc;
-    memset(p, 0, offsetof(prep_t, slot));
+    /* Field by field: keys[] and slot[] are read only below nkeys. */
+    p->nkeys = 0;
+    p->prev_user = p->prev_anon = NULL;
+    p->display = NULL;
+    p->display_len = 0;
+    p->props = p->traits = NULL;
+    p->praw = p->traw = NULL;
+    p->nprops = p->ntraits = 0;
     p->cached = h != NULL && e->type != ING_ALIAS;
     for (size_t i = 0; i < e->nids; i++) {
         if (p->cached) {
@@ -974,7 +982,7 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
     /* The id of a new user: its user_id, else its first identifier key
      * (borrowed: the event and the keys outlive the apply). */
     for (size_t i = 0; i < e->nids; i++)
-        if (!strcmp(e->ids[i].type, "user_id")) {
+        if (!memcmp(e->ids[i].type, "user_id", 8)) { /* with its NUL; type[] has 32 bytes */
             p->display = e->ids[i].value;
             p->display_len = e->ids[i].len;
             break;
@@ -999,7 +1007,7 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
             return CP_ERR(err, CP_ETYPE, "%s", why);
     }
     if (e->event && !(h && h->event && h->event_len == e->event_len &&
-                      !memcmp(h->event, e->event, e->event_len))) {
+                      (h->event == e->event || acc_eq(h->event, e->event, e->event_len)))) {
         uint8_t key[BEH_KEY_MAX];
         size_t kl;
         if ((rc = beh_series_key(e->event, e->event_len, NULL, 0, key, &kl)))
@@ -1196,7 +1204,9 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
             char why[160];
             uint32_t vid = raw == NULL ? hot_value(a, m, t) : 0;
             if (vid) { /* the value set from here last time: known good */
-                if ((rc = index_set_value(db->ix, a->id, ord, vid))) {
+                /* index_set_value would find it unchanged too, at more cost */
+                if (index_get_value(db->ix, a->id, ord) != vid &&
+                    (rc = index_set_value(db->ix, a->id, ord, vid))) {
                     json_decref(ut);
                     return CP_ERR(err, rc, "setting attribute \"%s\": %s", a->name,
                                   cp_strerror(rc));
@@ -1244,19 +1254,21 @@ static cp_status apply_behaviour(cp_db_t *db, const ingest_event_t *e, const pre
     beh_prop_t props[BEH_MAX_PROPS];
     char bufs[BEH_MAX_PROPS][PV_TEXT_MAX];
     size_t np = 0;
-    for (size_t i = 0; i < p->nprops; i++) {
-        const ev_prop_t *v = &p->props[i];
-        int indexed;
-        if ((rc = acc_catalog_at(db, CAT_PROPERTIES, i, v->name, v->nlen, v,
-                                 p->praw ? p->praw[i] : NULL, &indexed)))
+    uint8_t idx[64];
+    for (size_t at = 0; at < p->nprops; at += sizeof idx) { /* catalog notes, 64 at a time */
+        size_t k = p->nprops - at < sizeof idx ? p->nprops - at : sizeof idx;
+        if ((rc = acc_catalog_props(db, at, p->props + at, p->praw ? p->praw + at : NULL, k, idx)))
             return CP_ERR(err, rc, "out of memory");
-        if (!indexed || np >= BEH_MAX_PROPS || v->nlen > BEH_NAME_MAX)
-            continue;
-        const char *s;
-        size_t n = pv_text(v, bufs[np], &s);
-        if (n == 0 || n > BEH_NAME_MAX)
-            continue;
-        props[np++] = (beh_prop_t){v->name, v->nlen, s, n};
+        for (size_t j = 0; j < k; j++) {
+            const ev_prop_t *v = &p->props[at + j];
+            if (!idx[j] || np >= BEH_MAX_PROPS || v->nlen > BEH_NAME_MAX)
+                continue;
+            const char *s;
+            size_t n = pv_text(v, bufs[np], &s);
+            if (n == 0 || n > BEH_NAME_MAX)
+                continue;
+            props[np++] = (beh_prop_t){v->name, v->nlen, s, n};
+        }
     }
     /* page/screen: their name is a property too */
     if (e->name && np < BEH_MAX_PROPS && e->name_len <= BEH_NAME_MAX && is_indexed(db, "name", 4))
@@ -1302,7 +1314,7 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
         return rc;
     if (e->event && (rc = apply_behaviour(db, e, p, ord, err)))
         return rc;
-    if ((rc = ensure_seen_attrs(db, txn, err)))
+    if ((!db->attr_first_seen || !db->attr_last_seen) && (rc = ensure_seen_attrs(db, txn, err)))
         return rc;
     if ((db->attr_first_seen || db->attr_last_seen) && (rc = acc_seen(db, ord, e->ts)))
         return CP_ERR(err, rc, "out of memory");
@@ -1869,7 +1881,8 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
     idraw_sync(db, 1);
     for (size_t i = 0; rc == CP_OK && i < b->n; i++) {
         prep_t p;
-        cp_error_t ee = {0};
+        cp_error_t ee;
+        acc_err_reset(&ee);
         idraw_sync(db, 0); /* no key of the cache in use here */
         cp_status pr = prep_event(db, &b->events[i], &p, ar, &hot, &ee);
         if (pr == CP_ENOMEM) {

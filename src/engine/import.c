@@ -113,7 +113,8 @@ static void reject(importer_t *im, uint64_t line, cp_error_t *e)
 /* Parses one event document (CSV row or NDJSON line) into the batch. */
 static cp_status im_event(importer_t *im, json_t *doc, uint64_t line)
 {
-    cp_error_t e = {0};
+    cp_error_t e;
+    acc_err_reset(&e);
     size_t before = im->b.n;
     cp_status rc = segment_parse_event(doc, ING_NONE, NULL, -1, &im->so, &im->b, &e);
     if (rc == CP_ENOMEM) {
@@ -282,7 +283,8 @@ static cp_status import_csv(importer_t *im, const char *path, uint64_t off0, uin
     im->so.no_dedup = !m->has_msgid;
     uint64_t since = 0;
     for (;;) {
-        cp_error_t e = {0};
+        cp_error_t e;
+        acc_err_reset(&e);
         rc = csv_next(r, &f, &n, &e);
         if (rc == CP_EIO || rc == CP_ENOMEM) {
             if (im->err)
@@ -394,7 +396,8 @@ static cp_status import_ndjson(importer_t *im, const char *path, uint64_t off0, 
             size_t len = line.len;
             if (len && line.data[len - 1] == '\r')
                 len--;
-            cp_error_t e = {0};
+            cp_error_t e;
+            acc_err_reset(&e);
             if (too_long) {
                 CP_ERR(&e, CP_ELIMIT, "line %llu: longer than %u bytes",
                        (unsigned long long)lineno, CP_LINE_MAX);

@@ -229,9 +229,35 @@ static char *whois(cp_db_t *db, const char *type, const char *value)
     return s;
 }
 
+/* A user's attributes (country, first_seen, last_seen) as text, or
+ * "(none)" for an id that is not a user's (deleted). */
+static char *user_attrs(cp_db_t *db, const char *id)
+{
+    char *out = NULL;
+    cp_error_t err = {0};
+    cp_status rc = cp_user_json(db, id, &out, &err);
+    if (rc == CP_ENOTFOUND)
+        return strdup("(none)");
+    ok(rc, &err);
+    json_t *j = json_loads(out, 0, NULL);
+    cp_free(out);
+    assert_non_null(j);
+    char *s = json_dumps(json_object_get(j, "attrs"), JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    return s;
+}
+
 static void compare(cp_db_t *a, cp_db_t *b, const char *when)
 {
     char v[64];
+    for (int k = 0; k < NUIDS; k++) {
+        snprintf(v, sizeof v, "u%d", k);
+        char *x = user_attrs(a, v), *y = user_attrs(b, v);
+        if (strcmp(x, y))
+            fail_msg("%s: attributes of %s differ:\nimport:  %s\nsegment: %s", when, v, x, y);
+        free(x);
+        free(y);
+    }
     for (int k = 0; k < NUIDS + NEMAILS + NPHONES; k++) {
         const char *type = k < NUIDS ? "user_id" : k < NUIDS + NEMAILS ? "email" : "phone";
         if (k < NUIDS)
