@@ -54,6 +54,7 @@ typedef struct seen {
 typedef struct idraw {
     const char *raw; /* type '\0' value (in idar) */
     uint32_t rawlen;
+    uint32_t tlen;   /* of the type */
     uint32_t klen;
     const char *key; /* NUL-terminated (in idar) */
     uint32_t ord;    /* valid when gen == the cache's idgen */
@@ -82,7 +83,7 @@ struct apply_acc {
     strmap_t cat; /* key -> index into ents */
     cat_ent_t *ents;
     size_t nents, capents;
-    uint32_t hint[3][CAT_HINTS]; /* per kind and position: entry index + 1 */
+    uint32_t hint[3][CAT_HINTS]; /* per kind and position: entry index + 1 (of this batch's) */
     cp_arena_t scratch; /* acc_scratch() */
     /* identifier key cache */
     strmap_t raw;     /* type '\0' value -> index into ids */
@@ -126,6 +127,7 @@ static void cat_reset(apply_acc_t *a)
     a->nents = 0;
     strmap_free(&a->cat);
     strmap_init(&a->cat);
+    memset(a->hint, 0, sizeof a->hint); /* entries are reused by index for any kind */
 }
 
 void acc_discard(cp_db_t *db)
@@ -354,12 +356,13 @@ static inline cat_ent_t *cat_ent_at(cp_db_t *db, int kind, size_t pos, const cha
                                     size_t nlen)
 {
     apply_acc_t *a = db->acc;
-    size_t kl = nlen > 1024 ? 1024 : nlen;
+    /* A hint is an entry of this kind (hints are cleared with the entries);
+     * names cut by cat_ent (past 1024 bytes) never match here. */
     if (pos < CAT_HINTS) {
         uint32_t h = a->hint[kind][pos];
-        if (h && h <= a->nents) {
+        if (h) {
             cat_ent_t *c = &a->ents[h - 1];
-            if (c->kind == kind && c->nlen == kl && acc_eq(c->name, name, kl))
+            if (c->nlen == nlen && acc_eq(c->name, name, nlen))
                 return c;
         }
     }
@@ -605,11 +608,29 @@ cp_status idraw_put(cp_db_t *db, size_t pos, const char *type, size_t tlen, cons
     memcpy(k, key, klen);
     if (strmap_put(&a->raw, raw, tlen + 1 + vl, (uint32_t)a->nids))
         return CP_ENOMEM;
-    a->ids[a->nids] = (idraw_t){raw, (uint32_t)(tlen + 1 + vl), (uint32_t)klen, k, 0, 0};
+    a->ids[a->nids] = (idraw_t){raw, (uint32_t)(tlen + 1 + vl), (uint32_t)tlen, (uint32_t)klen,
+                                k, 0, 0};
     *slot = (uint32_t)a->nids++;
     if (pos < IDRAW_HINTS)
         a->idpos[pos] = *slot + 1;
     return CP_OK;
+}
+
+const char *idraw_hint(cp_db_t *db, size_t pos, const char *type, const char *v, size_t vl,
+                       uint32_t *slot)
+{
+    apply_acc_t *a = db->acc;
+    if (pos >= IDRAW_HINTS || a->idpos[pos] == 0)
+        return NULL;
+    uint32_t h = a->idpos[pos] - 1;
+    const idraw_t *r = &a->ids[h];
+    /* the entry's type and its NUL (r->tlen < INGEST_TYPE_MAX): type is
+     * the same string; then the value */
+    if (r->rawlen != r->tlen + 1 + vl || !acc_eq(r->raw, type, r->tlen + 1) ||
+        !acc_eq(r->raw + r->tlen + 1, v, vl))
+        return NULL;
+    *slot = h;
+    return r->key;
 }
 
 const char *idraw_key(const cp_db_t *db, uint32_t slot, size_t *klen)

@@ -218,6 +218,12 @@ int idraw_get(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char
 cp_status idraw_put(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v,
                     size_t vl, const char *key, size_t klen, uint32_t *slot);
 const char *idraw_key(const cp_db_t *db, uint32_t slot, size_t *klen);
+/* idraw_get's first, cheapest step (no type length needed): the key of
+ * the entry identifier position pos found last time when (type, v) is it,
+ * with *slot; else NULL (then ask idraw_get). type: a NUL-terminated
+ * array of INGEST_TYPE_MAX bytes (ingest_ident_t.type). */
+const char *idraw_hint(cp_db_t *db, size_t pos, const char *type, const char *v, size_t vl,
+                       uint32_t *slot);
 int idraw_ord(const cp_db_t *db, uint32_t slot, uint32_t *ord);
 void idraw_set_ord(cp_db_t *db, uint32_t slot, uint32_t ord);
 

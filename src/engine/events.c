@@ -758,6 +758,8 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
 
 /* ------------------------------------------------------------- prepare */
 
+#define HOT_TRAITS 16 /* trait positions of the bulk import memo (hot_t) */
+
 struct prep {
     const char *keys[IDENTITY_MAX_EVENT_KEYS];
     size_t nkeys;
@@ -775,8 +777,12 @@ struct prep {
     const json_t *const *traw;
     size_t ntraits;
     /* Each key's slot in the identifier key cache (acc.c; UINT32_MAX: not
-     * cached). Last: prep_event clears the fields before it. */
+     * cached); valid below nkeys. */
     uint32_t slot[IDENTITY_MAX_EVENT_KEYS];
+    /* Bulk imports (prepared with the batch memo): per typed trait
+     * position below HOT_TRAITS, hot_value's answer for it, which
+     * apply_traits, right after, would get again. */
+    uint32_t tvid[HOT_TRAITS];
 };
 
 void bp_free(batch_prep_t *bp)
@@ -795,7 +801,6 @@ void bp_free(batch_prep_t *bp)
  * the schema's highest id tells. Names are borrowed from events of the
  * batch (alive until it ends) and always compared by content.
  */
-#define HOT_TRAITS 16
 typedef struct hot_trait {
     const char *name; /* NULL = nothing known */
     size_t nlen;
@@ -906,8 +911,14 @@ static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep
                             cp_arena_t *ar, cp_error_t *err)
 {
     const ingest_ident_t *id = &e->ids[i];
-    size_t tlen = strnlen(id->type, sizeof id->type), klen;
     uint32_t slot;
+    const char *hk = idraw_hint(db, i, id->type, id->value, id->len, &slot);
+    if (hk) { /* the same identifier as at this position of the event before */
+        p->keys[p->nkeys] = hk;
+        p->slot[p->nkeys++] = slot;
+        return CP_OK;
+    }
+    size_t tlen = strnlen(id->type, sizeof id->type), klen;
     if (idraw_get(db, i, id->type, tlen, id->value, id->len, &slot)) {
         p->keys[p->nkeys] = idraw_key(db, slot, &klen);
         p->slot[p->nkeys++] = slot;
@@ -1000,10 +1011,14 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
             continue;
         const schema_attr_t *a =
             m ? schema_get(&db->sch, m->attr) : schema_find(&db->sch, t->name, t->nlen);
+        if (a == NULL)
+            continue;
+        uint32_t vid = p->traw == NULL ? hot_value(a, m, t) : 0;
+        if (m)
+            p->tvid[i] = vid;
         tval_t tv;
         char why[160];
-        if (a && !(p->traw == NULL && hot_value(a, m, t)) &&
-            trait_value(a, t, p->traw ? p->traw[i] : NULL, &tv, why, sizeof why))
+        if (!vid && trait_value(a, t, p->traw ? p->traw[i] : NULL, &tv, why, sizeof why))
             return CP_ERR(err, CP_ETYPE, "%s", why);
     }
     if (e->event && !(h && h->event && h->event_len == e->event_len &&
@@ -1191,10 +1206,13 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
 {
     cp_status rc;
     json_t *ut = NULL;
+    /* h: prep_event just filled the memo for these traits, and p->tvid;
+     * both hold while no attribute was added since (hot_trait). */
+    int carried = h && h->sch_n == db->sch.n;
     for (size_t i = 0; i < p->ntraits; i++) {
         const ev_prop_t *t = &p->traits[i];
         const json_t *raw = p->traw ? p->traw[i] : NULL;
-        hot_trait_t *m = hot_trait(db, h, i, t);
+        hot_trait_t *m = carried && i < HOT_TRAITS ? &h->tr[i] : hot_trait(db, h, i, t);
         if (raw == NULL && (m ? m->is_ident : is_traits_ident(db, t->name, t->nlen)))
             continue;
         schema_attr_t *a =
@@ -1202,7 +1220,7 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
         if (a) {
             tval_t tv;
             char why[160];
-            uint32_t vid = raw == NULL ? hot_value(a, m, t) : 0;
+            uint32_t vid = raw != NULL ? 0 : carried && m ? p->tvid[i] : hot_value(a, m, t);
             if (vid) { /* the value set from here last time: known good */
                 /* index_set_value would find it unchanged too, at more cost */
                 if (index_get_value(db->ix, a->id, ord) != vid &&
