@@ -247,6 +247,8 @@ static char *user_attrs(cp_db_t *db, const char *id)
     return s;
 }
 
+static void compare_catalog(cp_db_t *a, cp_db_t *b, const char *when);
+
 static void compare(cp_db_t *a, cp_db_t *b, const char *when)
 {
     char v[64];
@@ -289,6 +291,16 @@ static void compare(cp_db_t *a, cp_db_t *b, const char *when)
             fail_msg("%s: count %s: import %llu, segment %llu", when, exprs[i],
                      (unsigned long long)na, (unsigned long long)nb);
     }
+    compare_catalog(a, b, when);
+    cp_db_stats_t sa, sb;
+    assert_int_equal(cp_db_stats(a, &sa), CP_OK);
+    assert_int_equal(cp_db_stats(b, &sb), CP_OK);
+    assert_int_equal(sa.users, sb.users);
+}
+
+/* The catalog views: properties (counts, examples, indexed) and events. */
+static void compare_catalog(cp_db_t *a, cp_db_t *b, const char *when)
+{
     char *pa = NULL, *pb = NULL;
     cp_error_t err = {0};
     ok(cp_properties_json(a, &pa, &err), &err);
@@ -310,10 +322,6 @@ static void compare(cp_db_t *a, cp_db_t *b, const char *when)
     json_decref(jb);
     cp_free(pa);
     cp_free(pb);
-    cp_db_stats_t sa, sb;
-    assert_int_equal(cp_db_stats(a, &sa), CP_OK);
-    assert_int_equal(cp_db_stats(b, &sb), CP_OK);
-    assert_int_equal(sa.users, sb.users);
 }
 
 /* The same change through both handles. */
@@ -414,10 +422,83 @@ static void test_import_matches_per_event(void **state)
         run(seed);
 }
 
+/* Events with more properties than the catalog keeps positions for (64)
+ * and than one catalog call takes (acc_catalog_props, 64 at a time), the
+ * indexed one past both, in varying order: an NDJSON import (the memo
+ * path) against the same events sent one by one. */
+static void test_many_properties(void **state)
+{
+    (void)state;
+    char da[256], db_[256], f[256];
+    snprintf(da, sizeof da, "/tmp/cp-test-impcache-pa-%ld", (long)getpid());
+    snprintf(db_, sizeof db_, "/tmp/cp-test-impcache-pb-%ld", (long)getpid());
+    snprintf(f, sizeof f, "/tmp/cp-test-impcache-p-%ld.ndjson", (long)getpid());
+    cp_db_t *a = open_db(da), *b = open_db(db_);
+    cp_error_t err = {0};
+    const char *cfg = "{\"indexed_properties\":[\"p66\",\"p3\"]}";
+    ok(cp_intake_config_set_json(a, cfg, strlen(cfg), &err), &err);
+    ok(cp_intake_config_set_json(b, cfg, strlen(cfg), &err), &err);
+    FILE *out = fopen(f, "w");
+    assert_non_null(out);
+    rng_state = 77;
+    unsigned want[2] = {0, 0}; /* users (bits) with p66 = "v1", with p3 = "v2" */
+    for (int ev = 0; ev < 40; ev++) {
+        json_t *props = json_object();
+        int np = 60 + (int)rnd(20), rev = ev % 3 == 0;
+        unsigned u = rnd(6);
+        for (int k = 0; k < np; k++) {
+            int q = rev ? np - 1 - k : k;
+            char name[16], val[16];
+            unsigned x = rnd(4);
+            snprintf(name, sizeof name, "p%d", q);
+            snprintf(val, sizeof val, "v%u", x);
+            int str = rnd(5) != 0;
+            json_object_set_new(props, name, str ? json_string(val) : json_integer(q));
+            if (str && ((q == 66 && x == 1) || (q == 3 && x == 2)))
+                want[q == 3] |= 1u << u;
+        }
+        char uid[16], mid[16];
+        snprintf(uid, sizeof uid, "u%u", u);
+        snprintf(mid, sizeof mid, "m%d", ev);
+        json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:o}", "type", "track", "userId", uid, "event",
+                              "view", "messageId", mid, "properties", props);
+        json_object_set_new(j, "timestamp", json_string("2020-10-01T10:00:00Z"));
+        char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(j);
+        fprintf(out, "%s\n", s);
+        both_send(b, b, s); /* b twice: the second is a duplicate messageId */
+        free(s);
+    }
+    fclose(out);
+    cp_import_options_t o = {.format = CP_IMPORT_NDJSON, .batch_lines = 7};
+    cp_import_stats_t st;
+    ok(cp_import_file(a, f, &o, &st, &err), &err);
+    assert_int_equal(st.rejected, 0);
+    assert_int_equal(st.events, 40);
+    compare_catalog(a, b, "many properties");
+    static const char *const exprs[] = {"did(view, p66 = \"v1\", last 3650d) >= 1",
+                                        "did(view, p3 = \"v2\", last 3650d) >= 1",
+                                        "did(view, p66 = 66, last 3650d) >= 1"};
+    for (size_t i = 0; i < sizeof exprs / sizeof *exprs; i++) {
+        uint64_t na = 0, nb = 0;
+        ok(cp_count(a, exprs[i], &na, &err), &err);
+        ok(cp_count(b, exprs[i], &nb, &err), &err);
+        assert_int_equal(na, nb);
+        if (i < 2) /* against the naive count */
+            assert_int_equal(na, (uint64_t)__builtin_popcount(want[i]));
+    }
+    cp_db_close(a);
+    cp_db_close(b);
+    char cmd[1000];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", da, db_, f);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_import_matches_per_event),
+        cmocka_unit_test(test_many_properties),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
