@@ -270,6 +270,11 @@ out:
 
 /* ------------------------------------------------------------ imports */
 
+/* Online Retail is imported this many times (about a second each); the
+ * run with the median CPU is reported: one run moves ±15 % on this kind
+ * of shared machine. */
+#define RETAIL_RUNS 3
+
 typedef struct imp_row {
     const char *name;
     const char *skipped; /* why not measured, or NULL */
@@ -279,6 +284,8 @@ typedef struct imp_row {
     double wall, cpu, thread_cpu;
     /* the floor: read + parse only, over the same file */
     const char *floor_what;
+    double cpu_runs[RETAIL_RUNS]; /* every run's CPU when the import was repeated */
+    int nruns;
     uint64_t floor_records; /* over all passes */
     int floor_passes;
     double floor_wall, floor_cpu;
@@ -1051,6 +1058,12 @@ static void print_imports(const imp_row_t *rows, int n)
                cli_group(r->st.rejected, d), cli_group(r->st.duplicates, e),
                rate(per((double)r->st.events, r->wall), f), (unsigned long long)r->st.beh_updates,
                (unsigned long long)r->st.attr_updates, (unsigned long long)r->st.meas_updates);
+        if (r->nruns > 1) {
+            printf("  %s: CPU of %d runs", r->name, r->nruns);
+            for (int k = 0; k < r->nruns; k++)
+                printf("%s %s", k ? "," : "", cli_duration(r->cpu_runs[k], a));
+            printf(" (the median is in the table)\n");
+        }
     }
     printf("floor = read + parse only over the same file, one core, no apply: CSV records through "
            "csv_next (gunzip included), NDJSON lines through json_loadb; CPU / FLOOR = import CPU "
@@ -1142,6 +1155,12 @@ static json_t *imports_json(const imp_row_t *rows, int n)
                       per((double)r->floor_records, r->floor_cpu)));
         json_object_set_new(o, "cpu_over_floor",
                             json_real(r->floor_cpu > 0 ? r->cpu / r->floor_cpu : 0));
+        if (r->nruns > 1) {
+            json_t *runs = json_array();
+            for (int k = 0; k < r->nruns; k++)
+                json_array_append_new(runs, json_real(r->cpu_runs[k]));
+            json_object_set_new(o, "cpu_seconds_of_runs", runs); /* the row is the median */
+        }
         json_array_append_new(arr, o);
     }
     return arr;
@@ -1370,8 +1389,24 @@ int cmd_bench_intake(int argc, char **argv)
     if (!rows[0].skipped) {
         cp_import_options_t o = {.format = CP_IMPORT_CSV, .preset = "online-retail",
                                  .on_reject = on_reject, .ud = &rj};
-        if ((rc = floor_csv(&rows[0])) != CLI_OK || (rc = run_import(&rows[0], tmp, &o, NULL)) != CLI_OK)
+        if ((rc = floor_csv(&rows[0])) != CLI_OK)
             goto out;
+        imp_row_t runs[RETAIL_RUNS];
+        for (int i = 0; i < RETAIL_RUNS; i++) {
+            runs[i] = rows[0];
+            if ((rc = run_import(&runs[i], tmp, &o, NULL)) != CLI_OK)
+                goto out;
+        }
+        for (int i = 1; i < RETAIL_RUNS; i++) /* by CPU */
+            for (int j = i; j > 0 && runs[j].cpu < runs[j - 1].cpu; j--) {
+                imp_row_t t = runs[j];
+                runs[j] = runs[j - 1];
+                runs[j - 1] = t;
+            }
+        rows[0] = runs[RETAIL_RUNS / 2];
+        rows[0].nruns = RETAIL_RUNS;
+        for (int i = 0; i < RETAIL_RUNS; i++)
+            rows[0].cpu_runs[i] = runs[i].cpu;
     }
 
     /* 2. synthetic CSV and NDJSON */
