@@ -3,7 +3,7 @@
 # Quiet when everything is present; uses sudo when not root.
 set -eu
 PKGS="build-essential cmake pkg-config libroaring-dev liblmdb-dev libmicrohttpd-dev \
-libjansson-dev libsodium-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev zlib1g-dev \
+libjansson-dev libsodium-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev zlib1g-dev libdeflate-dev \
 python3 curl libsqlite3-dev"
 # Fuzzing needs clang and its runtime; tests skip fuzzing when absent, but
 # install them so `make check` runs the fuzz targets on a fresh machine.

@@ -1,8 +1,13 @@
-/* csv.c — the RFC 4180 state machine of csv.h over a zlib or memory
- * source, with bounded record buffers and per-record error recovery. */
+/* csv.c — the RFC 4180 state machine of csv.h over a zlib, whole-file
+ * libdeflate or memory source, with bounded record buffers and per-record
+ * error recovery. */
 #include <errno.h>
+#include <fcntl.h>
+#include <libdeflate.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -19,6 +24,8 @@ struct csv_reader {
     csv_opts_t o;
     gzFile gz;
     int memsrc;     /* input is a caller's buffer (in points into it) */
+    int owned;      /* ... or a whole gzip file inflated at open (ours to free) */
+    uint64_t rawlen; /* that file's compressed size (for csv_raw_offset) */
     char *in;       /* input buffer */
     size_t inpos, inlen;
     int eof;
@@ -55,12 +62,98 @@ static cp_status reader_new(const csv_opts_t *o, csv_reader_t **out)
     return CP_OK;
 }
 
+/*
+ * A gzip file of moderate size is inflated whole at open with libdeflate,
+ * about twice as fast as zlib's streaming inflate (which was an eighth of
+ * an Online Retail import). The stream holds one member or several; the
+ * last member's trailer gives a first guess of the size. Anything odd — too
+ * large, damaged, truncated, not gzip — returns 0 and is read by zlib as
+ * before, so errors and their texts do not change. Returns 1 when r->in
+ * holds the whole text.
+ */
+#define WHOLE_MAX_IN (256u << 20)  /* compressed bytes */
+#define WHOLE_MAX_OUT (1ull << 30) /* inflated bytes */
+
+static int inflate_whole(csv_reader_t *r, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat sb;
+    unsigned char *in = NULL;
+    char *outb = NULL;
+    int ok = 0;
+    struct libdeflate_decompressor *d = NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 18 ||
+        (uint64_t)sb.st_size > WHOLE_MAX_IN)
+        goto out;
+    size_t inlen = (size_t)sb.st_size;
+    if ((in = malloc(inlen)) == NULL)
+        goto out;
+    for (size_t got = 0; got < inlen;) {
+        ssize_t n = read(fd, in + got, inlen - got);
+        if (n <= 0)
+            goto out;
+        got += (size_t)n;
+    }
+    if (in[0] != 0x1f || in[1] != 0x8b)
+        goto out;
+    size_t cap = (size_t)in[inlen - 4] | (size_t)in[inlen - 3] << 8 |
+                 (size_t)in[inlen - 2] << 16 | (size_t)in[inlen - 1] << 24;
+    cap = cap + 1 < 4096 ? 4096 : cap + 1;
+    if ((d = libdeflate_alloc_decompressor()) == NULL)
+        goto out;
+    size_t inpos = 0, outlen = 0, alloc = 0;
+    while (inpos < inlen) {
+        if (cap > WHOLE_MAX_OUT)
+            goto out;
+        if (alloc < cap) {
+            char *nb = realloc(outb, cap);
+            if (nb == NULL)
+                goto out;
+            outb = nb;
+            alloc = cap;
+        }
+        size_t used = 0, made = 0;
+        enum libdeflate_result res = libdeflate_gzip_decompress_ex(
+            d, in + inpos, inlen - inpos, outb + outlen, cap - outlen, &used, &made);
+        if (res == LIBDEFLATE_INSUFFICIENT_SPACE) {
+            cap *= 2; /* several members, or past 4 GiB: try again, larger */
+            continue;
+        }
+        if (res != LIBDEFLATE_SUCCESS || used == 0)
+            goto out;
+        inpos += used;
+        outlen += made;
+        if (outlen == cap && inpos < inlen)
+            cap *= 2;
+    }
+    r->in = outb;
+    r->inlen = outlen;
+    r->memsrc = 1;
+    r->owned = 1;
+    r->rawlen = inlen;
+    outb = NULL;
+    ok = 1;
+out:
+    if (d)
+        libdeflate_free_decompressor(d);
+    free(in);
+    free(outb);
+    close(fd);
+    return ok;
+}
+
 cp_status csv_open(const char *path, const csv_opts_t *o, csv_reader_t **out, cp_error_t *err)
 {
     *out = NULL;
     csv_reader_t *r;
     if (reader_new(o, &r))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
+    if (!r->o.stream && inflate_whole(r, path)) {
+        *out = r;
+        return CP_OK;
+    }
     errno = 0;
     r->gz = gzopen(path, "rb");
     if (r->gz == NULL) {
@@ -100,7 +193,7 @@ void csv_close(csv_reader_t *r)
         return;
     if (r->gz)
         gzclose(r->gz);
-    if (!r->memsrc)
+    if (!r->memsrc || r->owned)
         free(r->in);
     free(r->rec);
     free(r->starts);
@@ -117,6 +210,9 @@ uint64_t csv_raw_offset(const csv_reader_t *r)
         z_off_t off = gzoffset(r->gz);
         return off > 0 ? (uint64_t)off : 0;
     }
+    if (r->owned) /* the compressed position, in proportion */
+        return r->inlen ? (uint64_t)((double)r->consumed / (double)r->inlen * (double)r->rawlen)
+                        : r->rawlen;
     return r->consumed;
 }
 
@@ -130,6 +226,13 @@ static int refill(csv_reader_t *r)
     int n = gzread(r->gz, r->in, IN_BUF);
     if (n < 0)
         return -1;
+    if (n == 0) {
+        /* A gzip file cut short ends like a whole one unless asked. */
+        int zerr = Z_OK;
+        gzerror(r->gz, &zerr);
+        if (zerr == Z_BUF_ERROR)
+            return -1; /* "unexpected end of file" */
+    }
     r->inpos = 0;
     r->inlen = (size_t)n;
     if (n == 0)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -306,11 +307,21 @@ static void test_random_gzip(void **state)
         cp_buf_init(&want, 0);
         cp_buf_init(&got, 0);
         ref_all(b.data, b.len, &o, &want);
+        /* Inflated whole at open, and streamed through zlib: the same. */
         csv_reader_t *r = NULL;
         assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
         read_all(r, &got);
         csv_close(r);
+        cp_buf_t streamed;
+        cp_buf_init(&streamed, 0);
+        o.stream = 1;
+        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+        read_all(r, &streamed);
+        csv_close(r);
+        o.stream = 0;
         unlink(path);
+        assert_string_equal(cp_buf_cstr(&streamed), cp_buf_cstr(&got));
+        cp_buf_free(&streamed);
         if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
             const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
             size_t k = 0;
@@ -403,11 +414,21 @@ static void test_records_gzip(void **state)
         cp_buf_init(&want, 0);
         cp_buf_init(&got, 0);
         ref_all(b.data, b.len, &o, &want);
+        /* Inflated whole at open, and streamed through zlib: the same. */
         csv_reader_t *r = NULL;
         assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
         read_all(r, &got);
         csv_close(r);
+        cp_buf_t streamed;
+        cp_buf_init(&streamed, 0);
+        o.stream = 1;
+        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+        read_all(r, &streamed);
+        csv_close(r);
+        o.stream = 0;
         unlink(path);
+        assert_string_equal(cp_buf_cstr(&streamed), cp_buf_cstr(&got));
+        cp_buf_free(&streamed);
         if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
             const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
             size_t k = 0;
@@ -465,6 +486,113 @@ static void test_block_edges(void **state)
                 }
 }
 
+/* Every record and the final error of a reader, EIO included. */
+static void read_to_end(csv_reader_t *r, cp_buf_t *out)
+{
+    for (;;) {
+        const csv_field_t *f;
+        size_t n;
+        cp_error_t err = {0};
+        cp_status rc = csv_next(r, &f, &n, &err);
+        if (rc == CP_EIO) {
+            cp_buf_printf(out, "EIO %s\n", err.message);
+            return;
+        }
+        if (rc) {
+            cp_buf_printf(out, "!%s\n", err.message);
+            continue;
+        }
+        if (f == NULL)
+            return;
+        for (size_t i = 0; i < n; i++)
+            cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
+        cp_buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
+                      (unsigned long long)csv_offset(r));
+    }
+}
+
+static void read_file(const char *path, int stream, cp_buf_t *out)
+{
+    csv_opts_t o = {.stream = stream};
+    csv_reader_t *r = NULL;
+    assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+    read_to_end(r, out);
+    csv_close(r);
+}
+
+/* gzip files inflated whole at open against zlib's streaming: several
+ * members (the trailer's size is only the last one's), a truncated file
+ * (whole inflation refuses it; zlib reads up to the damage and reports
+ * it), and resuming at a record's offset. */
+static void test_gzip_whole_vs_stream(void **state)
+{
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/cp-test-csv-whole-%ld.gz", (long)getpid());
+    cp_buf_t a, want, got;
+    cp_buf_init(&a, 0);
+    records(&a, 30000, ',');
+    /* three members */
+    for (int m = 0; m < 3; m++) {
+        gzFile g = gzopen(path, m ? "ab1" : "wb1");
+        assert_non_null(g);
+        size_t from = a.len * (size_t)m / 3, to = a.len * (size_t)(m + 1) / 3;
+        assert_int_equal(gzwrite(g, a.data + from, (unsigned)(to - from)), (int)(to - from));
+        gzclose(g);
+    }
+    cp_buf_init(&want, 0);
+    cp_buf_init(&got, 0);
+    read_file(path, 1, &want);
+    read_file(path, 0, &got);
+    assert_true(want.len > a.len / 2);
+    assert_string_equal(cp_buf_cstr(&got), cp_buf_cstr(&want));
+
+    /* resume after record 1000 of a whole-inflated reader */
+    csv_reader_t *r = NULL;
+    assert_int_equal(csv_open(path, NULL, &r, NULL), CP_OK);
+    const csv_field_t *f;
+    size_t n;
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(csv_next(r, &f, &n, NULL) == CP_EIO, 0);
+    uint64_t off = csv_offset(r), line = csv_line(r);
+    assert_true(csv_raw_offset(r) > 0);
+    csv_close(r);
+    for (int stream = 0; stream < 2; stream++) {
+        csv_opts_t o = {.stream = stream};
+        cp_buf_t rest;
+        cp_buf_init(&rest, 0);
+        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+        assert_int_equal(csv_seek(r, off, line, NULL), CP_OK);
+        read_to_end(r, &rest);
+        csv_close(r);
+        /* the tail of the full read, from the record after the 1000th */
+        const char *full = cp_buf_cstr(&want);
+        char mark[64];
+        snprintf(mark, sizeof mark, "#%llu\n", (unsigned long long)off);
+        const char *at = strstr(full, mark);
+        assert_non_null(at);
+        assert_string_equal(cp_buf_cstr(&rest), at + strlen(mark));
+        cp_buf_free(&rest);
+    }
+
+    /* truncated: the same records and the same error either way */
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(truncate(path, sb.st_size - 1000), 0);
+    cp_buf_free(&want);
+    cp_buf_free(&got);
+    cp_buf_init(&want, 0);
+    cp_buf_init(&got, 0);
+    read_file(path, 1, &want);
+    read_file(path, 0, &got);
+    assert_non_null(strstr(cp_buf_cstr(&want), "EIO "));
+    assert_string_equal(cp_buf_cstr(&got), cp_buf_cstr(&want));
+    unlink(path);
+    cp_buf_free(&want);
+    cp_buf_free(&got);
+    cp_buf_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -473,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_random_gzip),
         cmocka_unit_test(test_random_records),
         cmocka_unit_test(test_records_gzip),
+        cmocka_unit_test(test_gzip_whole_vs_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
