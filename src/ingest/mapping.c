@@ -1591,7 +1591,7 @@ static cp_status add_id(ingest_event_t *e, idv_t *vals, const char *type, size_t
     if (e->nids >= INGEST_MAX_IDS)
         return seg_err(err, CP_ELIMIT, line, "more than %d identifiers on one event",
                        INGEST_MAX_IDS);
-    ingest_ident_t *d = &e->ids[e->nids];
+    ingest_ident_t *d = (ingest_ident_t *)&e->ids[e->nids]; /* the row's buffer */
     if (tlen >= sizeof d->type)
         tlen = sizeof d->type - 1;
     memcpy(d->type, type, tlen);
@@ -1816,6 +1816,8 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     }
     ingest_event_t *e = &b->events[b->n];
     memset(e, 0, offsetof(ingest_event_t, ids));
+    ingest_ident_t idbuf[INGEST_MAX_IDS]; /* copied into the arena below */
+    e->ids = idbuf;
     e->nids = 0;
     e->properties = e->traits = e->ctx_traits = e->raw = NULL;
     e->type = m->has_event ? ING_TRACK : ING_IDENTIFY;
@@ -1897,7 +1899,8 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         strs += inblk; /* copy those values one by one instead */
         bk.lo = 0;
     }
-    size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + (bk.lo ? bk.len : 0) +
+    size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + e->nids * sizeof(ingest_ident_t) +
+                   (bk.lo ? bk.len : 0) +
                    strs + r.evlen + 1 + r.msgid_len + 1;
     for (size_t i = 0; i < e->nids; i++)
         bytes += idv[i].len + 1;
@@ -1907,7 +1910,8 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         goto out;
     }
     ev_prop_t *traits = props + r.npv;
-    char *p = (char *)(traits + r.ntv);
+    ingest_ident_t *ids = (ingest_ident_t *)(traits + r.ntv); /* 8-byte aligned: 56-byte props */
+    char *p = (char *)(ids + e->nids);
     const char *names = m->names;
     if (bk.lo) {
         memcpy(p, (const char *)bk.lo, bk.len);
@@ -1918,8 +1922,11 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         put_prop(&p, &r.pv[i], names, &bk, &props[i]);
     for (size_t i = 0; i < r.ntv; i++)
         put_prop(&p, &r.tv[i], names, &bk, &traits[i]);
-    for (size_t i = 0; i < e->nids; i++)
-        e->ids[i].value = put(&p, idv[i].s, idv[i].len, idv[i].lower);
+    for (size_t i = 0; i < e->nids; i++) {
+        ids[i] = idbuf[i];
+        ids[i].value = put(&p, idv[i].s, idv[i].len, idv[i].lower);
+    }
+    e->ids = e->nids ? ids : NULL;
     e->tprops = r.npv ? props : NULL;
     e->ntprops = r.npv;
     e->ttraits = r.ntv ? traits : NULL;

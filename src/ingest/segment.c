@@ -81,6 +81,11 @@ void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const 
 
 static cp_status batch_push(ingest_batch_t *b, const ingest_event_t *e)
 {
+    ingest_ident_t *ids = NULL;
+    if (e->nids && (ids = cp_arena_alloc(&b->arena, e->nids * sizeof *ids)) == NULL)
+        return CP_ENOMEM;
+    if (e->nids)
+        memcpy(ids, e->ids, e->nids * sizeof *ids);
     if (b->n == b->cap) {
         size_t nc = b->cap ? b->cap * 2 : 16;
         ingest_event_t *p = realloc(b->events, nc * sizeof *p);
@@ -89,7 +94,8 @@ static cp_status batch_push(ingest_batch_t *b, const ingest_event_t *e)
         b->events = p;
         b->cap = nc;
     }
-    b->events[b->n++] = *e;
+    b->events[b->n] = *e;
+    b->events[b->n++].ids = ids;
     return CP_OK;
 }
 
@@ -169,6 +175,8 @@ static cp_status id_text(ingest_batch_t *b, const json_t *v, const char *field, 
     return CP_OK;
 }
 
+/* e->ids is the parser's ingest_ident_t[INGEST_MAX_IDS] until the event is
+ * pushed (batch_push copies the used part into the arena). */
 static cp_status add_ident(ingest_event_t *e, const char *type, const char *v, size_t len,
                            const char *field, cp_error_t *err)
 {
@@ -180,7 +188,7 @@ static cp_status add_ident(ingest_event_t *e, const char *type, const char *v, s
             return CP_OK;
     if (e->nids >= INGEST_MAX_IDS)
         return CP_ERR(err, CP_ELIMIT, "more than %d identifiers on one event", INGEST_MAX_IDS);
-    ingest_ident_t *d = &e->ids[e->nids++];
+    ingest_ident_t *d = (ingest_ident_t *)&e->ids[e->nids++];
     snprintf(d->type, sizeof d->type, "%s", type);
     d->value = v;
     d->len = len;
@@ -384,7 +392,9 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
     if (o == NULL)
         o = &defaults;
     ingest_event_t e;
+    ingest_ident_t ids[INGEST_MAX_IDS];
     memset(&e, 0, sizeof e);
+    e.ids = ids;
     e.raw = j;
     cp_status rc;
     if (!json_is_object(j))
