@@ -98,7 +98,7 @@ struct cp_db {
     int ckpt_stop;
     /* the intake writer (intake.c): event requests queue under grp_mu */
     pthread_mutex_t grp_mu;
-    pthread_cond_t grp_cv;                  /* requests done; iw_open went 0 */
+    pthread_cond_t grp_cv;                  /* iw_open went 0 (requests have their own) */
     pthread_cond_t iw_cv;                   /* work for the writer */
     struct intake_req *grp_head, *grp_tail; /* waiting, in arrival order */
     pthread_t iw_thread;

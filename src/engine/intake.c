@@ -129,6 +129,7 @@ typedef struct intake_req {
     cp_status rc;
     cp_error_t *err; /* the requester's (may be NULL) */
     int done;        /* set by the writer under grp_mu; the request is the requester's again */
+    pthread_cond_t cv; /* its requester waits here: only it is woken */
 } intake_req_t;
 
 /* A copy of the handle's failure for the other requests of a group. */
@@ -263,8 +264,8 @@ static void *iw_main(void *arg)
         for (intake_req_t *r = list, *next; r; r = next) {
             next = r->next; /* r belongs to its requester once done */
             r->done = 1;
+            pthread_cond_signal(&r->cv);
         }
-        pthread_cond_broadcast(&db->grp_cv);
     }
     pthread_mutex_unlock(&db->grp_mu);
     return NULL;
@@ -294,7 +295,7 @@ static void group_submit(cp_db_t *db, intake_req_t *req)
     db->grp_tail = req;
     pthread_cond_signal(&db->iw_cv);
     while (!req->done)
-        pthread_cond_wait(&db->grp_cv, &db->grp_mu);
+        pthread_cond_wait(&req->cv, &db->grp_mu);
     pthread_mutex_unlock(&db->grp_mu);
 }
 
@@ -408,7 +409,9 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
     req.reclen = REC_HDR + len;
     req.recv = recv;
     req.err = err;
+    pthread_cond_init(&req.cv, NULL);
     group_submit(db, &req);
+    pthread_cond_destroy(&req.cv);
     rc = req.rc;
     if (rc) {
         if (b.nrejects)
