@@ -71,8 +71,9 @@ static cp_status reader_new(const csv_opts_t *o, csv_reader_t **out)
  * before, so errors and their texts do not change. Returns 1 when r->in
  * holds the whole text.
  */
-#define WHOLE_MAX_IN (256u << 20)  /* compressed bytes */
-#define WHOLE_MAX_OUT (1ull << 30) /* inflated bytes */
+/* Imports stream in bounded memory: whole inflation only below these. */
+#define WHOLE_MAX_IN (16u << 20)  /* compressed bytes */
+#define WHOLE_MAX_OUT (64u << 20) /* inflated bytes (Online Retail: 45 MB) */
 
 static int inflate_whole(csv_reader_t *r, const char *path)
 {
