@@ -282,6 +282,46 @@ static void test_random_soup(void **state)
     }
 }
 
+/* b gzipped to a file, read inflated whole at open and streamed through
+ * zlib: both the same as the naive reader over b. */
+static void check_gzip(const cp_buf_t *b, const csv_opts_t *opts, int round, const char *tag)
+{
+    csv_opts_t o = *opts;
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/cp-test-csv-%s-%ld.gz", tag, (long)getpid());
+    gzFile g = gzopen(path, "wb1");
+    assert_non_null(g);
+    assert_int_equal(gzwrite(g, b->data, (unsigned)b->len), (int)b->len);
+    gzclose(g);
+    cp_buf_t want, got, streamed;
+    cp_buf_init(&want, 0);
+    cp_buf_init(&got, 0);
+    cp_buf_init(&streamed, 0);
+    ref_all(b->data, b->len, &o, &want);
+    csv_reader_t *r = NULL;
+    assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+    read_all(r, &got);
+    csv_close(r);
+    o.stream = 1;
+    assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
+    read_all(r, &streamed);
+    csv_close(r);
+    unlink(path);
+    assert_string_equal(cp_buf_cstr(&streamed), cp_buf_cstr(&got));
+    if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
+        const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
+        size_t k = 0;
+        while (a[k] && a[k] == c[k])
+            k++;
+        size_t from = k > 200 ? k - 200 : 0;
+        fail_msg("%s round %d differs at byte %zu:\nwant: %.400s\ngot:  %.400s", tag, round, k,
+                 a + from, c + from);
+    }
+    cp_buf_free(&want);
+    cp_buf_free(&got);
+    cp_buf_free(&streamed);
+}
+
 /* Through gzip: several MB, so records straddle the reader's refills. */
 static void test_random_gzip(void **state)
 {
@@ -297,42 +337,7 @@ static void test_random_gzip(void **state)
         o.max_field = o.max_field ? o.max_field : CSV_DEFAULT_MAX_FIELD;
         o.max_record = o.max_record ? o.max_record : CSV_DEFAULT_MAX_RECORD;
         o.max_fields = o.max_fields ? o.max_fields : CSV_DEFAULT_MAX_FIELDS;
-        char path[128];
-        snprintf(path, sizeof path, "/tmp/cp-test-csv-scan-%ld.gz", (long)getpid());
-        gzFile g = gzopen(path, "wb1");
-        assert_non_null(g);
-        assert_int_equal(gzwrite(g, b.data, (unsigned)b.len), (int)b.len);
-        gzclose(g);
-        cp_buf_t want, got;
-        cp_buf_init(&want, 0);
-        cp_buf_init(&got, 0);
-        ref_all(b.data, b.len, &o, &want);
-        /* Inflated whole at open, and streamed through zlib: the same. */
-        csv_reader_t *r = NULL;
-        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
-        read_all(r, &got);
-        csv_close(r);
-        cp_buf_t streamed;
-        cp_buf_init(&streamed, 0);
-        o.stream = 1;
-        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
-        read_all(r, &streamed);
-        csv_close(r);
-        o.stream = 0;
-        unlink(path);
-        assert_string_equal(cp_buf_cstr(&streamed), cp_buf_cstr(&got));
-        cp_buf_free(&streamed);
-        if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
-            const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
-            size_t k = 0;
-            while (a[k] && a[k] == c[k])
-                k++;
-            size_t from = k > 200 ? k - 200 : 0;
-            fail_msg("round %d differs at byte %zu:\nwant: %.400s\ngot:  %.400s", round, k,
-                     a + from, c + from);
-        }
-        cp_buf_free(&want);
-        cp_buf_free(&got);
+        check_gzip(&b, &o, round, "scan");
         cp_buf_free(&b);
     }
 }
@@ -404,42 +409,7 @@ static void test_records_gzip(void **state)
                         .max_field = round ? 40 : CSV_DEFAULT_MAX_FIELD,
                         .max_record = round ? 150 : CSV_DEFAULT_MAX_RECORD,
                         .max_fields = round ? 8 : CSV_DEFAULT_MAX_FIELDS};
-        char path[128];
-        snprintf(path, sizeof path, "/tmp/cp-test-csv-rec-%ld.gz", (long)getpid());
-        gzFile g = gzopen(path, "wb1");
-        assert_non_null(g);
-        assert_int_equal(gzwrite(g, b.data, (unsigned)b.len), (int)b.len);
-        gzclose(g);
-        cp_buf_t want, got;
-        cp_buf_init(&want, 0);
-        cp_buf_init(&got, 0);
-        ref_all(b.data, b.len, &o, &want);
-        /* Inflated whole at open, and streamed through zlib: the same. */
-        csv_reader_t *r = NULL;
-        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
-        read_all(r, &got);
-        csv_close(r);
-        cp_buf_t streamed;
-        cp_buf_init(&streamed, 0);
-        o.stream = 1;
-        assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
-        read_all(r, &streamed);
-        csv_close(r);
-        o.stream = 0;
-        unlink(path);
-        assert_string_equal(cp_buf_cstr(&streamed), cp_buf_cstr(&got));
-        cp_buf_free(&streamed);
-        if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
-            const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
-            size_t k = 0;
-            while (a[k] && a[k] == c[k])
-                k++;
-            size_t from = k > 200 ? k - 200 : 0;
-            fail_msg("round %d differs at byte %zu:\nwant: %.400s\ngot:  %.400s", round, k,
-                     a + from, c + from);
-        }
-        cp_buf_free(&want);
-        cp_buf_free(&got);
+        check_gzip(&b, &o, round, "rec");
         cp_buf_free(&b);
     }
 }
