@@ -362,7 +362,7 @@ static inline cat_ent_t *cat_ent_at(cp_db_t *db, int kind, size_t pos, const cha
         uint32_t h = a->hint[kind][pos];
         if (h) {
             cat_ent_t *c = &a->ents[h - 1];
-            if (c->nlen == nlen && acc_eq(c->name, name, nlen))
+            if (c->nlen == nlen && cp_mem_eq(c->name, name, nlen))
                 return c;
         }
     }
@@ -554,8 +554,8 @@ void idraw_sync(cp_db_t *db, int full)
 static inline int raw_is(const idraw_t *r, const char *type, size_t tlen, const char *v,
                          size_t vl)
 {
-    return r->rawlen == tlen + 1 + vl && acc_eq(r->raw + tlen + 1, v, vl) &&
-           acc_eq(r->raw, type, tlen + 1);
+    return r->rawlen == tlen + 1 + vl && cp_mem_eq(r->raw + tlen + 1, v, vl) &&
+           cp_mem_eq(r->raw, type, tlen + 1);
 }
 
 int idraw_get(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v, size_t vl,
@@ -626,8 +626,8 @@ const char *idraw_hint(cp_db_t *db, size_t pos, const char *type, const char *v,
     const idraw_t *r = &a->ids[h];
     /* the entry's type and its NUL (r->tlen < INGEST_TYPE_MAX): type is
      * the same string; then the value */
-    if (r->rawlen != r->tlen + 1 + vl || !acc_eq(r->raw, type, r->tlen + 1) ||
-        !acc_eq(r->raw + r->tlen + 1, v, vl))
+    if (r->rawlen != r->tlen + 1 + vl || !cp_mem_eq(r->raw, type, r->tlen + 1) ||
+        !cp_mem_eq(r->raw + r->tlen + 1, v, vl))
         return NULL;
     *slot = h;
     return r->key;

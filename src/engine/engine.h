@@ -125,38 +125,6 @@ enum { CAT_TRAITS = 0, CAT_PROPERTIES = 1, CAT_EVENTS = 2 };
 
 typedef struct apply_acc apply_acc_t;
 
-/*
- * a[0..n) == b[0..n): the short names and values events repeat row after
- * row (property names, identifier values, trait values) compared with a
- * few word loads instead of a libc call; longer ones go to memcmp. The
- * builtins need no header and fold to plain loads.
- */
-static inline int acc_eq(const char *a, const char *b, size_t n)
-{
-    if (n >= 8) {
-        if (n > 16)
-            return __builtin_memcmp(a, b, n) == 0;
-        uint64_t x, y, u, v;
-        __builtin_memcpy(&x, a, 8);
-        __builtin_memcpy(&y, b, 8);
-        __builtin_memcpy(&u, a + n - 8, 8);
-        __builtin_memcpy(&v, b + n - 8, 8);
-        return ((x ^ y) | (u ^ v)) == 0;
-    }
-    if (n >= 4) {
-        uint32_t x, y, u, v;
-        __builtin_memcpy(&x, a, 4);
-        __builtin_memcpy(&y, b, 4);
-        __builtin_memcpy(&u, a + n - 4, 4);
-        __builtin_memcpy(&v, b + n - 4, 4);
-        return ((x ^ y) | (u ^ v)) == 0;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (a[i] != b[i])
-            return 0;
-    return 1;
-}
-
 /* The same record as `cp_error_t e = {0}` for every reader (the message
  * up to its NUL): per-row error records of imports, which are used only on
  * a reject, without clearing ~560 bytes per row. */

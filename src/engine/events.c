@@ -826,7 +826,7 @@ static inline hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_p
         h->sch_n = db->sch.n;
     }
     hot_trait_t *m = &h->tr[i];
-    if (m->name && m->nlen == t->nlen && (m->name == t->name || acc_eq(m->name, t->name, t->nlen)))
+    if (m->name && m->nlen == t->nlen && (m->name == t->name || cp_mem_eq(m->name, t->name, t->nlen)))
         return m;
     const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
     *m = (hot_trait_t){t->name, t->nlen, ident_type_find(&db->idc, t->name, t->nlen) >= 0,
@@ -842,7 +842,7 @@ static inline uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m,
     if (m == NULL || m->vid == 0 || t->kind != PV_STR || m->vid > a->nvalues ||
         (a->type != CP_ATTR_STRING && a->type != CP_ATTR_ENUM))
         return 0;
-    return a->value_lens[m->vid] == t->slen && acc_eq(a->values[m->vid], t->s, t->slen) ? m->vid
+    return a->value_lens[m->vid] == t->slen && cp_mem_eq(a->values[m->vid], t->s, t->slen) ? m->vid
                                                                                         : 0;
 }
 
@@ -1022,7 +1022,7 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
             return CP_ERR(err, CP_ETYPE, "%s", why);
     }
     if (e->event && !(h && h->event && h->event_len == e->event_len &&
-                      (h->event == e->event || acc_eq(h->event, e->event, e->event_len)))) {
+                      (h->event == e->event || cp_mem_eq(h->event, e->event, e->event_len)))) {
         uint8_t key[BEH_KEY_MAX];
         size_t kl;
         if ((rc = beh_series_key(e->event, e->event_len, NULL, 0, key, &kl)))

@@ -254,36 +254,6 @@ static cp_status props_sorted(const beh_prop_t *props, size_t n, size_t max, beh
     return CP_OK;
 }
 
-/* memcmp(a, b, n) == 0 without a libc call for the short names and values
- * of events (at most 16 bytes: two overlapping loads per side). */
-static inline int bytes_eq(const void *a, const void *b, size_t n)
-{
-    const uint8_t *x = a, *y = b;
-    if (n >= 8 && n <= 16) {
-        uint64_t p, q, r, t;
-        memcpy(&p, x, 8);
-        memcpy(&q, y, 8);
-        memcpy(&r, x + n - 8, 8);
-        memcpy(&t, y + n - 8, 8);
-        return ((p ^ q) | (r ^ t)) == 0;
-    }
-    if (n >= 4 && n < 8) {
-        uint32_t p, q, r, t;
-        memcpy(&p, x, 4);
-        memcpy(&q, y, 4);
-        memcpy(&r, x + n - 4, 4);
-        memcpy(&t, y + n - 4, 4);
-        return ((p ^ q) | (r ^ t)) == 0;
-    }
-    if (n < 4) {
-        for (size_t i = 0; i < n; i++)
-            if (x[i] != y[i])
-                return 0;
-        return 1;
-    }
-    return memcmp(x, y, n) == 0;
-}
-
 /* memcpy(dst, src, n) without a libc call for short names and values
  * (overlapping moves within [0, n) of both). */
 static inline void bytes_copy(void *dst, const void *src, size_t n)
@@ -850,13 +820,13 @@ static uint32_t memo_unchanged(const memo_t *m, const char *event, size_t elen,
     uint32_t keep = 0;
     *same = 0;
     if (m == NULL || !m->valid || m->elen != elen || m->n != n ||
-        !bytes_eq(m->event, event, elen))
+        !cp_mem_eq(m->event, event, elen))
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (m->nlen[i] != p[i].nlen || !bytes_eq(m->name[i], p[i].name, p[i].nlen))
+        if (m->nlen[i] != p[i].nlen || !cp_mem_eq(m->name[i], p[i].name, p[i].nlen))
             return 0;
     for (size_t i = 0; i < n; i++)
-        if (m->vlen[i] == p[i].vlen && bytes_eq(m->value[i], p[i].value, p[i].vlen))
+        if (m->vlen[i] == p[i].vlen && cp_mem_eq(m->value[i], p[i].value, p[i].vlen))
             keep |= 1u << i;
     *same = 1;
     return keep;
