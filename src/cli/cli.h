@@ -175,6 +175,12 @@ typedef cp_status (*cli_lib_fn)(cp_db_t *, const char *, size_t, char **, cp_err
  */
 int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
                 const char *path, struct json_t *req, char **out);
+/* cli_request for a command that shows the answer: under --json it is
+ * printed as it came and *view stays NULL (the command is done: return the
+ * result); otherwise *view is the parsed answer (json_decref it). */
+int cli_request_view(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
+                     const char *path, struct json_t *req, const char *what,
+                     struct json_t **view);
 
 /* ------------------------------------------------------------- client */
 

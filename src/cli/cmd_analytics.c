@@ -230,18 +230,11 @@ int cmd_insight(int argc, char **argv)
         json_object_set_new(req, "sort", json_string(cli_get(&a, "sort")));
     if (cli_get(&a, "min-count"))
         json_object_set_new(req, "min_count", json_integer((json_int_t)mc));
-    char *out = NULL;
-    if ((rc = cli_request(&a, OPEN_READ, cp_insight_json, "POST", "/v1/insight", req, &out)) != CLI_OK)
+    json_t *j = NULL;
+    rc = cli_request_view(&a, OPEN_READ, cp_insight_json, "POST",
+                          "/v1/insight", req, "insight", &j);
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        cli_print_json(out);
-        free(out);
-        return CLI_OK;
-    }
-    json_t *j = cli_json_parse(out, "insight");
-    free(out);
-    if (!j)
-        return CLI_FAIL;
     char l1[512], l2[512];
     printf("crowd     %s\nbaseline  %s\n", set_label(json_object_get(j, "crowd"), l1, sizeof l1),
            set_label(json_object_get(j, "baseline"), l2, sizeof l2));
@@ -287,18 +280,11 @@ int cmd_overlap(int argc, char **argv)
     json_t *req = json_pack("{s:o}", "crowds", sets);
     if (cli_get(&a, "min-count"))
         json_object_set_new(req, "min_count", json_integer((json_int_t)mc));
-    char *out = NULL;
-    if ((rc = cli_request(&a, OPEN_READ, cp_overlap_json, "POST", "/v1/overlap", req, &out)) != CLI_OK)
+    json_t *j = NULL;
+    rc = cli_request_view(&a, OPEN_READ, cp_overlap_json, "POST",
+                          "/v1/overlap", req, "overlap", &j);
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        cli_print_json(out);
-        free(out);
-        return CLI_OK;
-    }
-    json_t *j = cli_json_parse(out, "overlap");
-    free(out);
-    if (!j)
-        return CLI_FAIL;
     json_t *cr = json_object_get(j, "crowds");
     size_t i;
     json_t *c;
@@ -435,19 +421,11 @@ int cmd_cluster(int argc, char **argv)
         }
         json_object_set_new(req, "elbow", json_pack("[I,I]", (json_int_t)lo, (json_int_t)hi));
     }
-    char *out = NULL;
-    if ((rc = cli_request(&a, cli_get(&a, "root") ? OPEN_WRITE : OPEN_READ, cp_cluster_json, "POST",
-                  "/v1/clusters", req, &out)) != CLI_OK)
+    json_t *j = NULL;
+    rc = cli_request_view(&a, cli_get(&a, "root") ? OPEN_WRITE : OPEN_READ, cp_cluster_json,
+                          "POST", "/v1/clusters", req, "clusters", &j);
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        cli_print_json(out);
-        free(out);
-        return CLI_OK;
-    }
-    json_t *j = cli_json_parse(out, "clusters");
-    free(out);
-    if (!j)
-        return CLI_FAIL;
     char b1[32], b2[32], b3[32];
     printf("population %s users with every attribute (%s excluded), fitted on %s\n",
            cli_json_count(json_object_get(j, "population"), b1),
@@ -706,19 +684,11 @@ static int tiers_nudge(int argc, char **argv)
     json_t *req = json_pack("{s:I}", "within", (json_int_t)w);
     if (cli_get(&a, "tier"))
         json_object_set_new(req, "tiers", csv_strings(cli_get(&a, "tier")));
-    char *out = NULL;
-    if ((rc = cli_request(&a, OPEN_READ, cp_tiers_nudge_json, "POST", "/v1/tiers/nudge", req, &out)) !=
-        CLI_OK)
+    json_t *j = NULL;
+    rc = cli_request_view(&a, OPEN_READ, cp_tiers_nudge_json, "POST",
+                          "/v1/tiers/nudge", req, "nudge", &j);
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        cli_print_json(out);
-        free(out);
-        return CLI_OK;
-    }
-    json_t *j = cli_json_parse(out, "nudge");
-    free(out);
-    if (!j)
-        return CLI_FAIL;
     char b[32];
     json_t *m = json_object_get(j, "members");
     printf("%s members within %lld points of their next tier\n",

@@ -57,7 +57,7 @@ int cmd_measures(int argc, char **argv)
     int rc = cli_parse(&measures_spec, argc, argv, &a);
     if (rc != CLI_OK || a.help)
         return rc;
-    char *out = NULL;
+    json_t *j = NULL;
     const char *file = cli_get(&a, "set");
     if (file) {
         char *text = NULL;
@@ -68,21 +68,14 @@ int cmd_measures(int argc, char **argv)
         free(text);
         if (req == NULL)
             return cli_failf("%s: not a JSON document", file);
-        rc = cli_request(&a, OPEN_WRITE, cp_measures_set_json, "PUT", "/v1/measures", req, &out);
+        rc = cli_request_view(&a, OPEN_WRITE, cp_measures_set_json, "PUT", "/v1/measures", req,
+                              "measures", &j);
     } else {
-        rc = cli_request(&a, OPEN_READ, measures_get_lib, "GET", "/v1/measures", NULL, &out);
+        rc = cli_request_view(&a, OPEN_READ, measures_get_lib, "GET", "/v1/measures", NULL,
+                              "measures", &j);
     }
-    if (rc != CLI_OK)
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        printf("%s\n", out);
-        free(out);
-        return cli_finish_stdout(CLI_OK);
-    }
-    json_t *j = cli_json_parse(out, "measures");
-    free(out);
-    if (j == NULL)
-        return CLI_FAIL;
     const char *hdr[] = {"measure", "kind", "events", "property", "users"};
     cli_table_t *t = cli_table_new(5, hdr);
     cli_table_right(t, 4);
@@ -270,18 +263,11 @@ int cmd_rfm(int argc, char **argv)
     json_object_set_new(req, "store", json_boolean(!preview));
     if (cli_has(&a, "detail"))
         json_object_set_new(req, "detail", json_true());
-    rc = cli_request(&a, preview ? OPEN_READ : OPEN_WRITE, cp_rfm_json, "POST", "/v1/rfm", req, &out);
-    if (rc != CLI_OK)
+    json_t *j = NULL;
+    rc = cli_request_view(&a, preview ? OPEN_READ : OPEN_WRITE, cp_rfm_json, "POST",
+                          "/v1/rfm", req, "rfm", &j);
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        printf("%s\n", out);
-        free(out);
-        return cli_finish_stdout(CLI_OK);
-    }
-    json_t *j = cli_json_parse(out, "rfm");
-    free(out);
-    if (j == NULL)
-        return CLI_FAIL;
     rfm_print(j);
     json_decref(j);
     return cli_finish_stdout(CLI_OK);
@@ -344,19 +330,11 @@ int cmd_aipl(int argc, char **argv)
     int preview = cli_has(&a, "preview");
     if (preview)
         json_object_set_new(req, "store", json_false());
-    char *out = NULL;
-    rc = cli_request(&a, preview ? OPEN_READ : OPEN_WRITE, cp_aipl_json, "POST", "/v1/aipl", req, &out);
-    if (rc != CLI_OK)
+    json_t *j = NULL;
+    rc = cli_request_view(&a, preview ? OPEN_READ : OPEN_WRITE, cp_aipl_json, "POST",
+                          "/v1/aipl", req, "aipl", &j);
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        printf("%s\n", out);
-        free(out);
-        return cli_finish_stdout(CLI_OK);
-    }
-    json_t *j = cli_json_parse(out, "aipl");
-    free(out);
-    if (j == NULL)
-        return CLI_FAIL;
     json_t *w = json_object_get(j, "window");
     char b1[32], b2[32];
     printf("AIPL \"%s\" over %s .. %s: %s users in a stage\n\n",
@@ -511,19 +489,11 @@ int cmd_funnel(int argc, char **argv)
     int store = cli_has(&a, "store");
     if (store)
         json_object_set_new(req, "store", json_true());
-    char *out = NULL;
-    rc = cli_request(&a, store ? OPEN_WRITE : OPEN_READ, cp_funnel_json, "POST", "/v1/funnels", req, &out);
-    if (rc != CLI_OK)
+    json_t *j = NULL;
+    rc = cli_request_view(&a, store ? OPEN_WRITE : OPEN_READ, cp_funnel_json, "POST",
+                          "/v1/funnels", req, "funnel", &j);
+    if (rc != CLI_OK || j == NULL)
         return rc;
-    if (a.json) {
-        printf("%s\n", out);
-        free(out);
-        return cli_finish_stdout(CLI_OK);
-    }
-    json_t *j = cli_json_parse(out, "funnel");
-    free(out);
-    if (j == NULL)
-        return CLI_FAIL;
     json_t *w = json_object_get(j, "window");
     char b1[32], b2[32], b3[32];
     printf("Funnel over %s .. %s (order by UTC day), population %s\n\n",

@@ -84,3 +84,21 @@ int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method
     cli_conn_close(&c);
     return st != CP_OK ? cli_fail(st, &err) : CLI_OK;
 }
+
+int cli_request_view(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
+                     const char *path, json_t *req, const char *what, json_t **view)
+{
+    char *out = NULL;
+    *view = NULL;
+    int rc = cli_request(a, mode, fn, method, path, req, &out);
+    if (rc != CLI_OK)
+        return rc;
+    if (a->json) {
+        cli_print_json(out);
+        free(out);
+        return cli_finish_stdout(CLI_OK);
+    }
+    *view = cli_json_parse(out, what);
+    free(out);
+    return *view ? CLI_OK : CLI_FAIL;
+}
