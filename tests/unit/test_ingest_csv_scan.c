@@ -545,6 +545,37 @@ static void test_gzip_whole_vs_stream(void **state)
         cp_buf_free(&rest);
     }
 
+    /* inflating past the whole-file bound (64 MiB): streamed instead, the
+     * same records */
+    {
+        char big[128];
+        snprintf(big, sizeof big, "/tmp/cp-test-csv-big-%ld.gz", (long)getpid());
+        gzFile g = gzopen(big, "wb9");
+        assert_non_null(g);
+        char line[1024];
+        memset(line, 'x', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (int i = 0; i < 70 * 1024; i++) /* 70 MiB */
+            assert_int_equal(gzwrite(g, line, sizeof line), (int)sizeof line);
+        gzclose(g);
+        csv_reader_t *br = NULL;
+        assert_int_equal(csv_open(big, NULL, &br, NULL), CP_OK);
+        size_t nrec = 0;
+        for (;;) {
+            cp_error_t e = {0};
+            assert_int_equal(csv_next(br, &f, &n, &e), CP_OK);
+            if (f == NULL)
+                break;
+            assert_int_equal(n, 1);
+            assert_int_equal(f[0].len, sizeof line - 1);
+            nrec++;
+        }
+        assert_int_equal(nrec, 70 * 1024);
+        assert_true(csv_raw_offset(br) > 0);
+        csv_close(br);
+        unlink(big);
+    }
+
     /* truncated: the same records and the same error either way */
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
