@@ -48,6 +48,10 @@ typedef enum cp_status {
     CP_EPERM = 14,      /* key lacks the role for this operation */
     CP_EREADONLY = 15,  /* write on a handle opened read-only */
     CP_EINTERNAL = 16,  /* broken invariant; a bug */
+    CP_ENOSPC = 17,     /* storage full: the write was not stored; reads still work
+                           (HTTP 507 "storage_full"); writes resume when space returns */
+    CP_ECORRUPT = 18,   /* damaged data: a checksum, framing or invariant check failed;
+                           the message names the file, key or offset */
 } cp_status;
 
 /* Static English description of a status. Never NULL. */
@@ -121,6 +125,28 @@ typedef struct cp_db_stats {
 } cp_db_stats_t;
 
 cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out);
+
+/*
+ * Health of an open handle, for /healthz, /readyz and metrics. `writable`
+ * is 1 only when a write would be accepted now; otherwise `reason` says
+ * why: "read_only" (opened read-only), "storage_full" (the last write
+ * failed with CP_ENOSPC and space has not returned), "wal_error" (the
+ * write-ahead log failed), "failed" (the handle must be reopened). The
+ * rest are readings taken by the call.
+ */
+typedef struct cp_health {
+    int readable;               /* reads answer (1 unless the handle failed) */
+    int writable;
+    char reason[32];            /* "" when writable */
+    char detail[256];           /* a sentence for operators ("" when writable) */
+    uint64_t wal_bytes;         /* bytes of write-ahead log segments on disk */
+    uint64_t wal_records;       /* records applied but not yet checkpointed */
+    int64_t checkpoint_age_ms;  /* since the last checkpoint (-1: never/unknown) */
+    uint64_t disk_free_bytes;   /* free space for the data directory (statvfs) */
+    uint64_t disk_used_bytes;   /* allocated bytes of data.mdb and the WAL (st_blocks) */
+} cp_health_t;
+
+cp_status cp_db_health(cp_db_t *db, cp_health_t *out);
 
 /* ---------------------------------------------------------------- tags */
 

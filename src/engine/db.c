@@ -1,7 +1,11 @@
 /* db.c — opening and closing a database, the write/read protocol of
  * engine.h, statistics, and the plan resolver over the index. */
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "engine/engine.h"
 
@@ -267,6 +271,70 @@ cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out)
     out->queries = atomic_load(&db->queries);
     out->writes = atomic_load(&db->writes);
     db_read_end(db);
+    return CP_OK;
+}
+
+/* Bytes of the WAL's segment files: apparent and allocated. */
+static void wal_dir_bytes(const char *dir, uint64_t *size, uint64_t *alloc)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/wal", dir);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        struct stat sb;
+        if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &sb, 0) || !S_ISREG(sb.st_mode))
+            continue;
+        *size += (uint64_t)sb.st_size;
+        *alloc += (uint64_t)sb.st_blocks * 512u;
+    }
+    closedir(d);
+}
+
+cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
+{
+    if (db == NULL || out == NULL)
+        return CP_EINVAL;
+    memset(out, 0, sizeof *out);
+    const char *dir = store_dir(db->st);
+    int failed = atomic_load(&db->failed);
+    out->readable = !failed;
+    out->writable = 0;
+    if (failed) {
+        snprintf(out->reason, sizeof out->reason, "failed");
+        snprintf(out->detail, sizeof out->detail, "%s", db->failed_msg);
+    } else if (db->readonly) {
+        snprintf(out->reason, sizeof out->reason, "read_only");
+        snprintf(out->detail, sizeof out->detail, "data directory %s is open read-only", dir);
+    } else if (atomic_load(&db->nospc)) {
+        snprintf(out->reason, sizeof out->reason, "storage_full");
+        snprintf(out->detail, sizeof out->detail, "%s", db->nospc_msg);
+    } else if (db->wal != NULL && wal_failed(db->wal)) {
+        snprintf(out->reason, sizeof out->reason, "wal_error");
+        snprintf(out->detail, sizeof out->detail,
+                 "the write-ahead log in %s/wal failed; writes are refused until a restart", dir);
+    } else {
+        out->writable = 1;
+    }
+    uint64_t wsize = 0, walloc = 0;
+    wal_dir_bytes(dir, &wsize, &walloc);
+    out->wal_bytes = wsize;
+    out->wal_records = db->wal ? wal_last_lsn(db->wal) - db->ckpt_lsn : 0;
+    if (db->wal && wal_last_lsn(db->wal) < db->ckpt_lsn)
+        out->wal_records = 0;
+    int64_t last = atomic_load(&db->last_ckpt_ms);
+    out->checkpoint_age_ms = last ? cp_now_ms() - last : -1;
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) == 0)
+        out->disk_free_bytes = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &sb) == 0)
+        out->disk_used_bytes = (uint64_t)sb.st_blocks * 512u;
+    out->disk_used_bytes += walloc;
     return CP_OK;
 }
 

@@ -118,6 +118,7 @@ cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
     }
     atomic_store(&db->pending, 0);
     db->pend_records = 0;
+    atomic_store(&db->last_ckpt_ms, cp_now_ms());
     return wal_trim(db, db->applied_lsn, err);
 }
 

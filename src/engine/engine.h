@@ -109,6 +109,11 @@ struct cp_db {
     int64_t iw_since_ms;                    /* when iw_txn began */
     uint64_t iw_records, iw_events;         /* applied into iw_txn */
     atomic_int iters;           /* open cp_iter (they hold LMDB read txns) */
+    /* health (cp_db_health): set by the write paths, read unlocked */
+    atomic_int nospc;                       /* last write failed CP_ENOSPC; cleared by a
+                                               write that succeeds */
+    char nospc_msg[256];                    /* its message (written before nospc is set) */
+    atomic_int_least64_t last_ckpt_ms;      /* wall clock of the last checkpoint, 0 = none */
     /* deferred event updates and the identity cache (acc.c) */
     struct apply_acc *acc;
     strmap_t idcache;

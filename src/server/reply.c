@@ -143,6 +143,10 @@ int srv_status_http(cp_status st, unsigned flags)
         return 503;
     case CP_EINTERNAL:
         return 500;
+    case CP_ENOSPC:
+        return 507;
+    case CP_ECORRUPT:
+        return 500;
     }
     return 500;
 }
@@ -184,6 +188,10 @@ const char *srv_status_slug(cp_status st, unsigned flags)
         return "read_only";
     case CP_EINTERNAL:
         return "internal";
+    case CP_ENOSPC:
+        return "storage_full";
+    case CP_ECORRUPT:
+        return "data_damaged";
     }
     return "internal";
 }

@@ -895,3 +895,11 @@ void wal_stats(wal_t *wal, wal_stats_t *out)
     out->first_lsn = wal->wal_segs[0];
     pthread_mutex_unlock(&wal->wal_mu);
 }
+
+int wal_failed(wal_t *wal)
+{
+    pthread_mutex_lock(&wal->wal_mu);
+    int f = wal->wal_failed;
+    pthread_mutex_unlock(&wal->wal_mu);
+    return f;
+}

@@ -173,6 +173,8 @@ cp_status wal_rotate(wal_t *wal, uint64_t *next_lsn, cp_error_t *err);
 cp_status wal_truncate_before(wal_t *wal, uint64_t lsn, unsigned *deleted, cp_error_t *err);
 
 void wal_stats(wal_t *wal, wal_stats_t *out);
+/* 1 once a write or fdatasync failed (sticky until reopened), else 0. */
+int wal_failed(wal_t *wal);
 
 /* Segment file name of a first LSN: 20 digits + ".wal" (cap >= 25). */
 void wal_segment_name(uint64_t first_lsn, char *buf, size_t cap);

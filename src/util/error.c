@@ -25,6 +25,8 @@ const char *cp_strerror(cp_status st)
     case CP_EPERM: return "permission denied";
     case CP_EREADONLY: return "read-only";
     case CP_EINTERNAL: return "internal error";
+    case CP_ENOSPC: return "storage full";
+    case CP_ECORRUPT: return "damaged data";
     }
     return "unknown status";
 }
