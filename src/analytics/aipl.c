@@ -6,7 +6,9 @@
  *   interest   clicked, favourited, carted
  *   purchase   bought
  *   loyalty    bought at least `repeat_purchases` times in the window, or
- *              holds `or_attribute` (a bool attribute, e.g. is_member)
+ *              holds `or_attribute` (a bool attribute, e.g. is_member) —
+ *              with filters, holds it and bought the filtered brand or
+ *              category at least once in the window
  * optionally restricted to one brand or category by property filters
  * applied to every event ("filters": {"brand": "x"}: the properties must
  * be indexed). Each stage is a crowd expression of did() predicates over
@@ -271,8 +273,29 @@ static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, cp_buf_t 
             break;
         rc = did_text(b, e, r->filters, r->nfilters, d0, r->as_of, s == 3 ? r->repeat : 1);
     }
-    if (rc == CP_OK && s == 3 && r->member_attr)
-        rc = cp_buf_printf(b, "%s%s = true", terms ? " OR " : "", r->member_attr);
+    if (rc != CP_OK || s != 3 || r->member_attr == NULL)
+        return rc;
+    if (r->nfilters == 0)
+        return cp_buf_printf(b, "%s%s = true", terms ? " OR " : "", r->member_attr);
+    /* With filters the rules are about one brand or category: membership
+     * alone says nothing about it, so a member is loyal only after buying
+     * it in the window (one purchase instead of repeat_purchases). */
+    size_t n = 0;
+    for (size_t i = 0; i < r->nevents[3] && rc == CP_OK; i++) {
+        uint32_t series;
+        const char *e = r->events[3][i];
+        if (beh_resolve(db->beh, e, strlen(e), NULL, 0, &series) == CP_ENOTFOUND)
+            continue;
+        if (n++)
+            rc = cp_buf_printf(b, " OR ");
+        else
+            rc = cp_buf_printf(b, "%s(%s = true AND (", terms ? " OR " : "", r->member_attr);
+        if (rc)
+            break;
+        rc = did_text(b, e, r->filters, r->nfilters, d0, r->as_of, 1);
+    }
+    if (rc == CP_OK && n)
+        rc = cp_buf_printf(b, "))");
     return rc;
 }
 

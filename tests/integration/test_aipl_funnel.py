@@ -182,7 +182,9 @@ def naive_aipl(users, events, rules, d0, d1):
     reach["loyalty"] = {u for u, c in counts.items() if c >= rep}
     attr = st["loyalty"].get("or_attribute")
     if attr:
-        reach["loyalty"] |= {u["id"] for u in users if u["attrs"].get(attr)}
+        # With a brand filter, a member is loyal only after buying the brand.
+        members = {u["id"] for u in users if u["attrs"].get(attr)}
+        reach["loyalty"] |= (members & set(counts)) if brand else members
     cur = {}
     for s in STAGES:  # later (higher) stages overwrite
         for u in reach[s]:
