@@ -286,7 +286,10 @@ cp_status client_call(cli_client_t *c, const char *method, const char *path, con
     sink_t s = {0};
     int oom;
     cp_buf_init(&s.body, CLIENT_MAX_ANSWER);
-    struct curl_slist *h = headers(c, body ? (ctype ? ctype : "application/json") : NULL, &oom);
+    /* Servers without keys refuse state-changing requests that do not say
+     * JSON (a cross-site defence, docs/api.md), body-less ones too. */
+    int typed = body != NULL || strcmp(method, "GET") != 0;
+    struct curl_slist *h = headers(c, typed ? (ctype ? ctype : "application/json") : NULL, &oom);
     cp_status st = oom ? CP_ERR(err, CP_ENOMEM, "out of memory")
                        : perform(c, method, path, h, &s, body, len, err);
     if (st == CP_OK && resp) {

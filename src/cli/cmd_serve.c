@@ -8,6 +8,54 @@
 #include "cli/cli.h"
 #include "server/server.h"
 
+#define SERVE_MAX_ORIGINS 64
+
+/* --allow-origin may be given many times (the parser keeps the last value
+ * only) and each value may list origins separated by commas: collect them
+ * all from argv. The copies live in `store`, owned by the caller. */
+static int collect_origins(int argc, char **argv, char *store, size_t cap, const char **out,
+                           size_t *n)
+{
+    size_t used = 0;
+    *n = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *v = NULL;
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--allow-origin") == 0 && i + 1 < argc)
+            v = argv[++i];
+        else if (strncmp(argv[i], "--allow-origin=", 15) == 0)
+            v = argv[i] + 15;
+        if (v == NULL)
+            continue;
+        size_t len = strlen(v);
+        if (used + len + 1 > cap)
+            return -1;
+        char *copy = store + used;
+        memcpy(copy, v, len + 1);
+        used += len + 1;
+        for (char *tok = strtok(copy, ", "); tok != NULL; tok = strtok(NULL, ", ")) {
+            if (*n == SERVE_MAX_ORIGINS)
+                return -1;
+            out[(*n)++] = tok;
+        }
+    }
+    return 0;
+}
+
+/* Parses a positive number of seconds for option `name`. */
+static int seconds_opt(const cli_args_t *a, const char *name, unsigned *out)
+{
+    const char *s = cli_get(a, name);
+    uint64_t v;
+    if (s == NULL)
+        return 0;
+    if (cli_parse_u64(s, &v) != 0 || v == 0 || v > 86400)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
 static const cli_opt_t serve_opts[] = {
     {"listen", 'l', OPT_VALUE, "HOST:PORT", "address to listen on (default 127.0.0.1:8080; port 0 = any)"},
     {"port-file", 0, OPT_VALUE, "FILE", "write the bound port here once listening"},
@@ -15,6 +63,17 @@ static const cli_opt_t serve_opts[] = {
     {"max-body", 0, OPT_VALUE, "BYTES", "largest request body (default 16M; suffixes k M G)"},
     {"tls-cert", 0, OPT_VALUE, "FILE", "PEM certificate: serve HTTPS (with --tls-key)"},
     {"tls-key", 0, OPT_VALUE, "FILE", "PEM private key for --tls-cert"},
+    {"allow-origin", 0, OPT_VALUE, "ORIGIN",
+     "let web pages at ORIGIN (https://host[:port]) call the API: CORS answers and "
+     "state-changing requests (repeatable, or comma-separated)"},
+    {"request-timeout", 0, OPT_VALUE, "SECONDS",
+     "cut a connection whose request (headers and body) has not arrived in time (default 30)"},
+    {"stall-timeout", 0, OPT_VALUE, "SECONDS",
+     "cut an export whose reader takes nothing for this long (default 30)"},
+    {"max-connections-per-ip", 0, OPT_VALUE, "N",
+     "open connections per client address (default 128; raise it behind a proxy)"},
+    {"read-only", 0, OPT_FLAG, NULL,
+     "open the data directory read-only: reads only, beside another writer"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t serve_spec = {
@@ -23,7 +82,8 @@ static const cli_spec_t serve_spec = {
     "(crowdpack keys create). Stops cleanly on SIGINT or SIGTERM.\n\nExamples:\n"
     "  crowdpack serve --data ./dmp\n"
     "  crowdpack serve --data ./dmp --listen 127.0.0.1:0 --port-file port.txt\n"
-    "  crowdpack serve --data ./dmp --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem",
+    "  crowdpack serve --data ./dmp --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem\n"
+    "  crowdpack serve --data ./dmp --allow-origin https://dmp.example.com",
     serve_opts, CONN_DATA, 0, 0};
 
 int cmd_serve(int argc, char **argv)
@@ -52,9 +112,29 @@ int cmd_serve(int argc, char **argv)
     }
     if (o.listen && !strchr(o.listen, ':'))
         return cli_usage_error(&serve_spec, "--listen: expected HOST:PORT, got '%s'", o.listen);
+    if (seconds_opt(&a, "request-timeout", &o.request_timeout_s) != 0)
+        return cli_usage_error(&serve_spec, "--request-timeout: expected seconds from 1 to 86400");
+    if (seconds_opt(&a, "stall-timeout", &o.stall_timeout_s) != 0)
+        return cli_usage_error(&serve_spec, "--stall-timeout: expected seconds from 1 to 86400");
+    if (cli_get(&a, "max-connections-per-ip")) {
+        if (cli_parse_u64(cli_get(&a, "max-connections-per-ip"), &v) != 0 || v == 0 ||
+            v > 1000000)
+            return cli_usage_error(&serve_spec,
+                                   "--max-connections-per-ip: expected a number from 1 to 1000000");
+        o.max_conns_per_ip = (unsigned)v;
+    }
+    static char origin_store[8192];
+    static const char *origins[SERVE_MAX_ORIGINS];
+    size_t norigins = 0;
+    if (collect_origins(argc, argv, origin_store, sizeof origin_store, origins, &norigins) != 0)
+        return cli_usage_error(&serve_spec, "--allow-origin: at most %d origins",
+                               SERVE_MAX_ORIGINS);
+    o.allow_origins = origins;
+    o.nallow_origins = norigins;
 
     cli_conn_t c = {0};
-    if ((rc = cli_conn_open(&a, OPEN_WRITE, 0, &c)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, cli_has(&a, "read-only") ? OPEN_READ : OPEN_WRITE, 0, &c)) !=
+        CLI_OK)
         return rc;
     cp_error_t err = {0};
     cp_status st = cp_server_run(c.db, &o, &err);

@@ -1,7 +1,9 @@
 /* body.c — request bodies: content types, the JSON depth pre-scan, parsing. */
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <zlib.h>
 
 #include "server/srv.h"
 
@@ -99,6 +101,27 @@ int srv_ctype_is_ndjson(const char *ct)
            ctype_is(ct, "application/jsonl") || ctype_is(ct, "application/x-jsonlines");
 }
 
+static void reply_malformed(srv_resp_t *resp, const json_error_t *jerr)
+{
+    srv_reply_error(resp, 400, "malformed_json",
+                    json_pack("{s:i,s:i,s:i}", "line", jerr->line, "column", jerr->column,
+                              "position", jerr->position),
+                    "request body: line %d, column %d: malformed JSON: %s", jerr->line,
+                    jerr->column, jerr->text);
+}
+
+int srv_reply_if_malformed(const srv_req_t *req, srv_resp_t *resp)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (j != NULL) {
+        json_decref(j);
+        return 0;
+    }
+    reply_malformed(resp, &jerr);
+    return 1;
+}
+
 cp_status srv_body_object(srv_req_t *req, srv_resp_t *resp, json_t **out)
 {
     *out = NULL;
@@ -130,10 +153,7 @@ cp_status srv_body_object(srv_req_t *req, srv_resp_t *resp, json_t **out)
     json_error_t jerr;
     json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (j == NULL) {
-        srv_reply_error(resp, 400, "malformed_json",
-                        json_pack("{s:i,s:i}", "line", jerr.line, "column", jerr.column),
-                        "request body: line %d, column %d: malformed JSON: %s", jerr.line,
-                        jerr.column, jerr.text);
+        reply_malformed(resp, &jerr);
         return CP_EINVAL;
     }
     if (!json_is_object(j)) {
@@ -201,4 +221,157 @@ cp_status srv_field_str_req(json_t *obj, const char *field, srv_resp_t *resp, co
         return CP_EINVAL;
     }
     return CP_OK;
+}
+
+/* ------------------------------------------------------------ encodings */
+
+/* Codings compare like media types: case-insensitive, blanks trimmed. */
+static int encoding_is(const char *enc, const char *want)
+{
+    return ctype_is(enc, want);
+}
+
+/* A zlib stream starts with CMF/FLG where CM = 8 and the pair is a multiple
+ * of 31 (RFC 1950); anything else under "deflate" is taken as raw deflate,
+ * which some clients send under that name. */
+static int looks_like_zlib(const unsigned char *p, size_t len)
+{
+    return len >= 2 && (p[0] & 0x0f) == 8 && (p[0] >> 4) <= 7 && ((p[0] << 8) | p[1]) % 31 == 0;
+}
+
+cp_status srv_inflate(const char *encoding, const char *in, size_t len, size_t max, char **out,
+                      size_t *out_len, cp_error_t *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    int gzip;
+    if (encoding_is(encoding, "gzip") || encoding_is(encoding, "x-gzip"))
+        gzip = 1;
+    else if (encoding_is(encoding, "deflate"))
+        gzip = 0;
+    else
+        return CP_ERR(err, CP_EINVAL,
+                      "unsupported Content-Encoding \"%.60s\": send gzip, deflate or no "
+                      "encoding",
+                      encoding);
+    const char *name = gzip ? "gzip" : "deflate";
+    int wbits = gzip ? 15 + 16 : looks_like_zlib((const unsigned char *)in, len) ? 15 : -15;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, wbits) != Z_OK)
+        return CP_ERR(err, CP_ENOMEM, "out of memory inflating the %s body", name);
+    cp_status st = CP_OK;
+    /* Grow geometrically, never past max + 1: one byte beyond the bound is
+     * enough to know the body is too large, so a bomb is stopped after
+     * producing at most max + 1 bytes whatever its ratio. */
+    size_t cap = len < max / 4 ? len * 4 + 64 : max + 1;
+    if (cap > max + 1)
+        cap = max + 1;
+    char *buf = malloc(cap + 1);
+    size_t n = 0;
+    if (buf == NULL) {
+        st = CP_ERR(err, CP_ENOMEM, "out of memory inflating the %s body", name);
+        goto out;
+    }
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)(len > UINT32_MAX ? UINT32_MAX : len);
+    for (;;) {
+        if (n == cap) {
+            if (cap == max + 1) {
+                st = CP_ERR(err, CP_ELIMIT,
+                            "%s body: inflates to more than the limit of %zu bytes", name, max);
+                goto out;
+            }
+            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            char *nb = realloc(buf, ncap + 1);
+            if (nb == NULL) {
+                st = CP_ERR(err, CP_ENOMEM, "out of memory inflating the %s body", name);
+                goto out;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        z.next_out = (Bytef *)buf + n;
+        z.avail_out = (uInt)(cap - n);
+        int rc = inflate(&z, Z_NO_FLUSH);
+        n = cap - z.avail_out;
+        if (rc == Z_STREAM_END) {
+            /* gzip allows concatenated members (RFC 1952 2.2); zlib and raw
+             * deflate streams end once. */
+            if (gzip && z.avail_in >= 2 && z.next_in[0] == 0x1f && z.next_in[1] == 0x8b) {
+                inflateReset(&z);
+                continue;
+            }
+            if (z.avail_in != 0) {
+                st = CP_ERR(err, CP_EINVAL,
+                            "%s body: %u unexpected bytes after the end of the compressed data "
+                            "(at byte %zu)",
+                            name, z.avail_in, len - z.avail_in);
+                goto out;
+            }
+            break;
+        }
+        if (rc == Z_OK)
+            continue;
+        if (rc == Z_BUF_ERROR && z.avail_out != 0) {
+            /* No progress with room to write: the input ran out before the
+             * stream's end marker. */
+            st = CP_ERR(err, CP_EINVAL,
+                        "%s body: truncated: the %zu compressed bytes end before the end of the "
+                        "%s stream (%zu bytes inflated so far)",
+                        name, len, name, n);
+            goto out;
+        }
+        if (rc == Z_BUF_ERROR)
+            continue; /* output full: grow and go on */
+        if (rc == Z_MEM_ERROR) {
+            st = CP_ERR(err, CP_ENOMEM, "out of memory inflating the %s body", name);
+            goto out;
+        }
+        st = CP_ERR(err, CP_EINVAL, "%s body: corrupt compressed data at byte %zu: %s", name,
+                    len - z.avail_in, z.msg != NULL ? z.msg : "invalid data");
+        goto out;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *out_len = n;
+    buf = NULL;
+out:
+    inflateEnd(&z);
+    free(buf);
+    return st;
+}
+
+cp_status srv_body_decode(srv_req_t *req, srv_resp_t *resp, size_t max)
+{
+    const char *enc = req->content_encoding;
+    if (enc == NULL)
+        return CP_OK;
+    while (*enc == ' ' || *enc == '\t')
+        enc++;
+    if (*enc == '\0' || encoding_is(enc, "identity"))
+        return CP_OK;
+    char *out = NULL;
+    size_t n = 0;
+    cp_error_t err = {0};
+    cp_status st = srv_inflate(enc, req->body, req->body_len, max, &out, &n, &err);
+    if (st == CP_OK) {
+        free(req->inflated);
+        req->inflated = out;
+        req->body = out;
+        req->body_len = n;
+        return CP_OK;
+    }
+    if (st == CP_ELIMIT)
+        srv_reply_error(resp, 413, "too_large", json_pack("{s:I}", "limit", (json_int_t)max),
+                        "request body: %s", err.message);
+    else if (st == CP_EINVAL && strncmp(err.message, "unsupported", 11) == 0)
+        srv_reply_error(resp, 415, "unsupported_media_type", NULL, "request body: %s",
+                        err.message);
+    else if (st == CP_EINVAL)
+        srv_reply_error(resp, 400, "malformed_compressed_body", NULL, "request body: %s",
+                        err.message);
+    else
+        srv_reply_cp(resp, st, &err, 0);
+    return st;
 }

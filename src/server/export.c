@@ -153,6 +153,14 @@ ssize_t srv_stream_read(srv_stream_t *s, char *buf, size_t max)
         s->line_off += k;
         n += k;
     }
+    if (s->done && s->it != NULL) {
+        /* Every id is formatted: release the snapshot now rather than when
+         * the client has read the last bytes. */
+        cp_iter_close(s->it);
+        cp_result_free(s->result);
+        s->it = NULL;
+        s->result = NULL;
+    }
     if (n == 0)
         return -1;
     return (ssize_t)n;

@@ -365,10 +365,12 @@ static int query_u64(srv_req_t *req, srv_resp_t *resp, const char *key, uint64_t
     uint64_t x = 0;
     int ok = v[0] != '\0';
     for (const char *p = v; ok && *p; p++) {
-        if (*p < '0' || *p > '9' || x > (UINT64_MAX - 9) / 10)
+        uint64_t d = (uint64_t)(*p - '0');
+        /* x * 10 + d <= UINT64_MAX, so the maximum itself parses. */
+        if (*p < '0' || *p > '9' || x > (UINT64_MAX - d) / 10)
             ok = 0;
         else
-            x = x * 10 + (uint64_t)(*p - '0');
+            x = x * 10 + d;
     }
     if (!ok || x > max) {
         srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "parameter", key),

@@ -15,18 +15,51 @@
 
 #include "server/srv.h"
 
+#define EV_EVENT_MAX (32u * 1024)  /* per event, its compact JSON (docs/intake.md) */
+#define EV_BATCH_MAX (500u * 1024) /* per batch body, after decompression */
+
+/*
+ * The 32 KB limit is per event on its compact JSON, so a single event sent
+ * pretty-printed (or with padding) over 32 KB raw is re-encoded compactly
+ * before the engine sees it; only such bodies pay for the extra parse. A
+ * body that is not JSON is passed on as it is, for the engine's message.
+ */
+static char *compact_event(const srv_req_t *req, size_t *len)
+{
+    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, NULL);
+    if (j == NULL)
+        return NULL;
+    char *out = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (out != NULL)
+        *len = strlen(out);
+    return out;
+}
+
 static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_type t)
 {
-    size_t max = t == CP_EVENT_BATCH ? 500u * 1024 : 32u * 1024;
+    size_t max = EV_BATCH_MAX; /* single events: checked per event below */
     if (req->body_len > max) {
-        srv_reply_error(resp, 413, "too_large", NULL,
+        srv_reply_error(resp, 413, "too_large", json_pack("{s:I}", "limit", (json_int_t)max),
                         "request body is %zu bytes; the limit is %zu bytes %s", req->body_len,
-                        max, t == CP_EVENT_BATCH ? "per batch" : "per event");
+                        max, t == CP_EVENT_BATCH ? "per batch" : "per event request");
         return;
     }
+    const char *body = req->body;
+    size_t len = req->body_len;
+    char *compact = NULL;
+    if (t != CP_EVENT_BATCH && len > EV_EVENT_MAX && (compact = compact_event(req, &len)) != NULL)
+        body = compact;
+    else
+        len = req->body_len;
     cp_ingest_result_t r;
     cp_error_t err = {0};
-    cp_status st = cp_ingest_segment(srv->db, t, req->body, req->body_len, &r, &err);
+    cp_status st = cp_ingest_segment(srv->db, t, body, len, &r, &err);
+    free(compact);
+    if (st == CP_EINVAL && r.errors_json == NULL && srv_reply_if_malformed(req, resp)) {
+        cp_ingest_result_clear(&r);
+        return;
+    }
     if (st != CP_OK) {
         json_t *extra = NULL;
         if (r.errors_json) {
@@ -164,6 +197,8 @@ void srv_h_intake_config_put(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     cp_error_t err = {0};
     cp_status st = cp_intake_config_set_json(srv->db, req->body, req->body_len, &err);
+    if (st == CP_EINVAL && srv_reply_if_malformed(req, resp))
+        return;
     if (st != CP_OK) {
         srv_reply_cp(resp, st, &err, 0);
         return;

@@ -1,14 +1,75 @@
 /* h_meta.c — health, metrics and API key handlers. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "server/srv.h"
 
+/*
+ * The readings both probes report. checkpoint_age_seconds is null before
+ * the first checkpoint of this process.
+ */
+static json_t *health_json(const cp_health_t *h, int ok)
+{
+    json_t *j = json_object();
+    if (j == NULL)
+        return NULL;
+    int bad = 0;
+    bad |= json_object_set_new(j, "status", json_string(ok ? "ok" : "unavailable"));
+    if (h->reason[0] != '\0') {
+        bad |= json_object_set_new(j, "reason", json_string(h->reason));
+        bad |= json_object_set_new(j, "message", json_string(h->detail[0] ? h->detail : h->reason));
+    }
+    bad |= json_object_set_new(j, "readable", json_boolean(h->readable));
+    bad |= json_object_set_new(j, "writable", json_boolean(h->writable));
+    bad |= json_object_set_new(j, "wal_bytes", json_integer((json_int_t)h->wal_bytes));
+    bad |= json_object_set_new(j, "wal_records", json_integer((json_int_t)h->wal_records));
+    bad |= json_object_set_new(j, "checkpoint_age_seconds",
+                               h->checkpoint_age_ms < 0
+                                   ? json_null()
+                                   : json_real((double)h->checkpoint_age_ms / 1000.0));
+    bad |= json_object_set_new(j, "disk_free_bytes", json_integer((json_int_t)h->disk_free_bytes));
+    bad |= json_object_set_new(j, "disk_used_bytes", json_integer((json_int_t)h->disk_used_bytes));
+    if (bad) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* Fills *h; a handle that cannot even report is "failed". */
+static void health_read(srv_ctx_t *srv, cp_health_t *h)
+{
+    if (srv->db == NULL || cp_db_health(srv->db, h) != CP_OK) {
+        memset(h, 0, sizeof *h);
+        h->checkpoint_age_ms = -1;
+        snprintf(h->reason, sizeof h->reason, "failed");
+        snprintf(h->detail, sizeof h->detail, "the database handle cannot report its health");
+    }
+}
+
+/* GET /healthz: 200 only when reads and writes both work, else 503 with
+ * the reason (read_only, storage_full, wal_error, failed). */
 void srv_h_healthz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
-    CP_UNUSED(srv);
     CP_UNUSED(req);
-    srv_reply_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+    cp_health_t h;
+    health_read(srv, &h);
+    int ok = h.readable && h.writable;
+    srv_reply_json(resp, ok ? 200 : 503, health_json(&h, ok));
+}
+
+/* GET /readyz: may a load balancer send traffic here? Yes while reads
+ * answer and the server takes writes; also for a server started with
+ * --read-only, whose job is to answer reads. No after a write fault
+ * (storage_full, wal_error) or when the handle failed. */
+void srv_h_readyz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    CP_UNUSED(req);
+    cp_health_t h;
+    health_read(srv, &h);
+    int ok = h.readable && (h.writable || strcmp(h.reason, "read_only") == 0);
+    srv_reply_json(resp, ok ? 200 : 503, health_json(&h, ok));
 }
 
 void srv_h_metrics(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)

@@ -7,7 +7,8 @@
 #include "server/srv.h"
 
 /* Statuses the server answers with; anything else lands in "other". */
-static const int status_codes[] = {200, 201, 400, 401, 403, 404, 405, 409, 413, 414, 415, 500, 503};
+static const int status_codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 408,
+                                   409, 413, 414, 415, 431, 500, 503, 507};
 #define NSTATUS (CP_ARRAY_LEN(status_codes) + 1)
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
@@ -170,6 +171,50 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
                 P("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", g[i].name, g[i].help, g[i].name,
                   g[i].type, g[i].name, (unsigned long long)v);
             }
+        }
+    }
+    P("# HELP crowdpack_http_connections_cut_total Connections cut by the server: "
+      "reason=\"deadline\" (request not received within --request-timeout), "
+      "reason=\"stall\" (a streamed response the client stopped reading).\n"
+      "# TYPE crowdpack_http_connections_cut_total counter\n"
+      "crowdpack_http_connections_cut_total{reason=\"deadline\"} %llu\n"
+      "crowdpack_http_connections_cut_total{reason=\"stall\"} %llu\n",
+      (unsigned long long)atomic_load_explicit(&m->cut_deadline, memory_order_relaxed),
+      (unsigned long long)atomic_load_explicit(&m->cut_stall, memory_order_relaxed));
+
+    if (db != NULL) {
+        cp_health_t h;
+        if (cp_db_health(db, &h) == CP_OK) {
+            static const char *const reasons[] = {"read_only", "storage_full", "wal_error",
+                                                  "failed"};
+            P("# HELP crowdpack_readable 1 when reads answer.\n# TYPE crowdpack_readable gauge\n"
+              "crowdpack_readable %d\n",
+              h.readable ? 1 : 0);
+            P("# HELP crowdpack_writable 1 when a write would be accepted now.\n"
+              "# TYPE crowdpack_writable gauge\ncrowdpack_writable %d\n",
+              h.writable ? 1 : 0);
+            P("# HELP crowdpack_unavailable 1 for the reason writes are refused (see /healthz).\n"
+              "# TYPE crowdpack_unavailable gauge\n");
+            for (size_t i = 0; i < CP_ARRAY_LEN(reasons); i++)
+                P("crowdpack_unavailable{reason=\"%s\"} %d\n", reasons[i],
+                  strcmp(h.reason, reasons[i]) == 0 ? 1 : 0);
+            P("# HELP crowdpack_wal_bytes Bytes of write-ahead log segments on disk.\n"
+              "# TYPE crowdpack_wal_bytes gauge\ncrowdpack_wal_bytes %llu\n",
+              (unsigned long long)h.wal_bytes);
+            P("# HELP crowdpack_wal_records Records applied but not yet checkpointed.\n"
+              "# TYPE crowdpack_wal_records gauge\ncrowdpack_wal_records %llu\n",
+              (unsigned long long)h.wal_records);
+            if (h.checkpoint_age_ms >= 0)
+                P("# HELP crowdpack_checkpoint_age_seconds Time since the last checkpoint.\n"
+                  "# TYPE crowdpack_checkpoint_age_seconds gauge\n"
+                  "crowdpack_checkpoint_age_seconds %lld.%03lld\n",
+                  (long long)(h.checkpoint_age_ms / 1000), (long long)(h.checkpoint_age_ms % 1000));
+            P("# HELP crowdpack_disk_free_bytes Free space for the data directory.\n"
+              "# TYPE crowdpack_disk_free_bytes gauge\ncrowdpack_disk_free_bytes %llu\n",
+              (unsigned long long)h.disk_free_bytes);
+            P("# HELP crowdpack_disk_used_bytes Allocated bytes of data.mdb and the WAL.\n"
+              "# TYPE crowdpack_disk_used_bytes gauge\ncrowdpack_disk_used_bytes %llu\n",
+              (unsigned long long)h.disk_used_bytes);
         }
     }
 #undef P

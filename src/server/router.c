@@ -31,6 +31,7 @@ void srv_h_count_as_of(srv_ctx_t *, srv_req_t *, srv_resp_t *);
  */
 const srv_route_t srv_routes[] = {
     {SRV_GET, "/healthz", srv_h_healthz, 0},
+    {SRV_GET, "/readyz", srv_h_readyz, 0},
     {SRV_GET, "/metrics", srv_h_metrics, 0},
 
     {SRV_GET, "/v1/tags", srv_h_tags_list, CP_ROLE_READ},
@@ -153,6 +154,8 @@ void srv_req_init(srv_req_t *req)
 void srv_req_free(srv_req_t *req)
 {
     cp_arena_free(&req->arena);
+    free(req->inflated);
+    req->inflated = NULL;
 }
 
 static int hexval(char c)
@@ -380,16 +383,35 @@ static const char *role_name(int r)
     return n != NULL ? n : "none";
 }
 
-void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+int srv_dispatch_head(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     req->route = -1;
     if (strlen(req->path) > SRV_MAX_URL_LEN) {
         srv_reply_error(resp, 414, "url_too_long", NULL, "URL: longer than %d bytes",
                         SRV_MAX_URL_LEN);
-        return;
+        return 0;
+    }
+    int allowed_origin = srv_origin_allowed(srv, req->origin);
+    if (allowed_origin)
+        resp->cors_origin = req->origin; /* echoed on every answer, errors too */
+    if (req->method_name != NULL && strcmp(req->method_name, "OPTIONS") == 0 &&
+        req->origin != NULL) {
+        /* A CORS preflight carries no credentials: answer it before auth,
+         * and only for the origins the operator listed. */
+        if (!allowed_origin) {
+            srv_reply_error(resp, 403, "forbidden_origin",
+                            json_pack("{s:s}", "origin", req->origin),
+                            "origin \"%.200s\" is not allowed; list it with `crowdpack serve "
+                            "--allow-origin ORIGIN`",
+                            req->origin);
+            return 0;
+        }
+        srv_reply_text(resp, 204, NULL, NULL);
+        resp->cors_preflight = 1;
+        return 0;
     }
     if (needs_auth(req->path) && !authenticate(srv, req, resp))
-        return;
+        return 0;
     int status;
     const char *allow;
     int idx = srv_route_match(req, &status, &allow);
@@ -412,7 +434,7 @@ void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
                                                      : srv_method_name(req->method),
                             req->path);
         }
-        return;
+        return 0;
     }
     req->route = idx;
     const srv_route_t *rt = &srv_routes[idx];
@@ -421,7 +443,17 @@ void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
                         "%s %s needs a key with role \"%s\"; this key has role \"%s\"",
                         srv_method_name(req->method), rt->pattern, role_name(rt->role),
                         role_name((int)req->role));
-        return;
+        return 0;
     }
-    rt->handler(srv, req, resp);
+    return srv_cross_site_check(srv, req, resp);
+}
+
+void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    if (!srv_dispatch_head(srv, req, resp))
+        return;
+    if (srv_body_decode(req, resp, srv->max_body != 0 ? srv->max_body : SRV_DEFAULT_MAX_BODY) !=
+        CP_OK)
+        return;
+    srv_routes[req->route].handler(srv, req, resp);
 }

@@ -6,17 +6,31 @@
  * epoll thread pool. Request bodies are accumulated per connection up to
  * max_body; past it the body is discarded as it arrives and the answer is
  * 413. The calling thread waits on a self-pipe that SIGINT/SIGTERM write to.
+ *
+ * Slow clients. MHD's own timeout is an idle timeout: a client sending one
+ * byte every few seconds never trips it, and each such connection holds a
+ * slot. So every connection is tracked from accept (NOTIFY_CONNECTION) and
+ * the calling thread, once a second, cuts (shutdown(2), which MHD sees as a
+ * hang-up) a connection whose request has not fully arrived within the
+ * request deadline, and a streaming response whose reader has not been
+ * asked for bytes within the stall limit (the socket took nothing), so the
+ * snapshot the export holds is released. A per-IP limit keeps one address
+ * from taking every slot.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,21 +38,67 @@
 #include "server/sched.h" /* scheduled RFM (sched.c) */
 #include "server/srv.h"
 
-#define SRV_CONN_LIMIT 1024u
-#define SRV_CONN_TIMEOUT_S 60u
+#define SRV_CONN_LIMIT 4096u     /* lowered to what RLIMIT_NOFILE allows */
+#define SRV_CONN_PER_IP 128u     /* default per-address connection limit */
+#define SRV_CONN_TIMEOUT_S 60u   /* MHD's idle timeout */
+#define SRV_REQUEST_TIMEOUT_S 30u
+#define SRV_STALL_TIMEOUT_S 30u
+#define SRV_REAP_INTERVAL_MS 500
 #define SRV_CONN_MEMORY (64u * 1024u) /* request line + headers must fit */
 #define SRV_TLS_FILE_MAX (1u << 20)
 #define SRV_MAX_THREADS 64
+
+/* What a tracked connection is doing, as far as the deadlines go. */
+enum {
+    TRACK_REQUEST = 0, /* reading a request (headers or body), or idle between requests */
+    TRACK_HANDLING,    /* the request has arrived: handler or a buffered response */
+    TRACK_STREAMING,   /* sending a streamed response (an export) */
+};
+
+/* One per TCP connection, from accept to close. The list and the records'
+ * lifetime are guarded by conns_t.mu; phase and clocks are atomics written
+ * by the connection's MHD thread and read by the reaper. */
+typedef struct track {
+    struct track *prev, *next;
+    int fd;
+    _Atomic int phase;
+    _Atomic uint64_t start_ns;    /* start of the current request (or of the idle wait) */
+    _Atomic uint64_t progress_ns; /* streaming: the reader was last asked for bytes */
+    int cut;                      /* the reaper shut it down (guarded by mu) */
+    int outq;                     /* reaper's last reading of the unacknowledged bytes */
+} track_t;
+
+typedef struct conns {
+    pthread_mutex_t mu;
+    track_t *head;
+    uint64_t deadline_ns; /* whole request: headers and body */
+    uint64_t stall_ns;    /* streaming response without progress */
+    srv_metrics_t *metrics; /* counts the cuts */
+} conns_t;
 
 /* Per-request state kept by MHD between access handler calls. */
 typedef struct conn_ctx {
     cp_buf_t body;
     int too_large;
     int oom;
+    int replied; /* a response is queued: never queue a second one */
     int route;
     int status;
     uint64_t start_ns;
+    track_t *track; /* borrowed: the connection's record (NULL if untracked) */
 } conn_ctx_t;
+
+/* The daemon's context: the dispatch context plus the connection table. */
+typedef struct daemon_ctx {
+    srv_ctx_t srv;
+    conns_t conns;
+} daemon_ctx_t;
+
+/* A streamed response with the connection's progress clock. */
+typedef struct stream_ctx {
+    srv_stream_t *stream;
+    track_t *track; /* borrowed; outlives the response (freed at close) */
+} stream_ctx_t;
 
 /* ------------------------------------------------------------ signals */
 
@@ -76,7 +136,10 @@ static const char *query_lookup(void *ud, const char *key)
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     CP_UNUSED(pos);
-    ssize_t n = srv_stream_read((srv_stream_t *)cls, buf, max);
+    stream_ctx_t *sc = cls;
+    if (sc->track != NULL)
+        atomic_store(&sc->track->progress_ns, cp_mono_ns());
+    ssize_t n = srv_stream_read(sc->stream, buf, max);
     if (n == -1)
         return MHD_CONTENT_READER_END_OF_STREAM;
     if (n < 0)
@@ -86,22 +149,41 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 
 static void stream_free_cb(void *cls)
 {
-    srv_stream_free((srv_stream_t *)cls);
+    stream_ctx_t *sc = cls;
+    srv_stream_free(sc->stream);
+    free(sc);
 }
 static void free_noop(void *p)
 {
     CP_UNUSED(p);
 }
 
-/* Hands the response to MHD; takes the body or stream out of r. */
-static enum MHD_Result queue(struct MHD_Connection *c, srv_resp_t *r, int close_after)
+/* Hands the response to MHD; takes the body or stream out of r. At most
+ * one response per request: a second MHD_queue_response would be refused
+ * and, worse, some paths used to write a second status line. */
+static enum MHD_Result queue(struct MHD_Connection *c, conn_ctx_t *cc, srv_resp_t *r,
+                             int close_after)
 {
+    if (cc->replied)
+        return MHD_YES;
     struct MHD_Response *mr;
     if (r->stream != NULL) {
-        mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader,
-                                               r->stream, stream_free_cb);
-        if (mr != NULL)
+        stream_ctx_t *sc = calloc(1, sizeof *sc);
+        if (sc == NULL)
+            return MHD_NO;
+        sc->stream = r->stream;
+        sc->track = cc->track;
+        mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_reader, sc,
+                                               stream_free_cb);
+        if (mr == NULL) {
+            free(sc);
+        } else {
             r->stream = NULL;
+            if (cc->track != NULL) {
+                atomic_store(&cc->track->progress_ns, cp_mono_ns());
+                atomic_store(&cc->track->phase, TRACK_STREAMING);
+            }
+        }
     } else {
         mr = MHD_create_response_from_buffer_with_free_callback(
             r->len, r->body, r->body_free != NULL ? r->body_free : free_noop);
@@ -119,10 +201,23 @@ static enum MHD_Result queue(struct MHD_Connection *c, srv_resp_t *r, int close_
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_DISPOSITION, r->disposition);
     if (r->www_authenticate)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"crowdpack\"");
+    if (r->cors_origin != NULL) {
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, r->cors_origin);
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_VARY, "Origin");
+        if (r->cors_preflight) {
+            MHD_add_response_header(mr, "Access-Control-Allow-Methods",
+                                    "GET, HEAD, POST, PUT, PATCH, DELETE");
+            MHD_add_response_header(mr, "Access-Control-Allow-Headers",
+                                    "Authorization, Content-Type, Content-Encoding");
+            MHD_add_response_header(mr, "Access-Control-Max-Age", "600");
+        }
+    }
     if (close_after)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
+    if (ret == MHD_YES)
+        cc->replied = 1;
     return ret;
 }
 
@@ -134,8 +229,161 @@ static enum MHD_Result reply_too_large(struct MHD_Connection *c, srv_ctx_t *srv,
                     json_pack("{s:I}", "limit", (json_int_t)srv->max_body),
                     "request body: larger than the limit of %zu bytes", srv->max_body);
     cc->status = r.status;
-    enum MHD_Result ret = queue(c, &r, 1);
+    enum MHD_Result ret = queue(c, cc, &r, 1);
     srv_resp_free(&r);
+    return ret;
+}
+
+static enum MHD_Result reply_timeout(struct MHD_Connection *c, daemon_ctx_t *dc, conn_ctx_t *cc)
+{
+    srv_resp_t r;
+    srv_resp_init(&r);
+    srv_reply_error(&r, 408, "request_timeout",
+                    json_pack("{s:I}", "limit_seconds",
+                              (json_int_t)(dc->conns.deadline_ns / 1000000000u)),
+                    "request: headers and body did not arrive within %llu s",
+                    (unsigned long long)(dc->conns.deadline_ns / 1000000000u));
+    cc->status = r.status;
+    cc->too_large = 1; /* drop whatever else arrives */
+    enum MHD_Result ret = queue(c, cc, &r, 1);
+    srv_resp_free(&r);
+    return ret;
+}
+
+/* ------------------------------------------------------ connection table */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    conns_t *cs = &((daemon_ctx_t *)cls)->conns;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        track_t *t = calloc(1, sizeof *t);
+        if (t == NULL || ci == NULL) {
+            free(t); /* untracked: only MHD's idle timeout applies */
+            *socket_context = NULL;
+            return;
+        }
+        t->fd = ci->connect_fd;
+        atomic_store(&t->start_ns, cp_mono_ns());
+        pthread_mutex_lock(&cs->mu);
+        t->next = cs->head;
+        if (cs->head != NULL)
+            cs->head->prev = t;
+        cs->head = t;
+        pthread_mutex_unlock(&cs->mu);
+        *socket_context = t;
+        return;
+    }
+    track_t *t = *socket_context;
+    if (t == NULL)
+        return;
+    /* MHD notifies CLOSED before it closes the socket, so while the reaper
+     * holds mu the fd it shuts down is still this connection's. */
+    pthread_mutex_lock(&cs->mu);
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        cs->head = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    pthread_mutex_unlock(&cs->mu);
+    free(t);
+    *socket_context = NULL;
+}
+
+/*
+ * Whether the client took bytes since the last look. The reader being
+ * asked for more is one sign (stream_reader), but the kernel's send buffer
+ * can hold megabytes, the whole rest of a small export: so the bytes still
+ * unacknowledged in the socket's queue (TIOCOUTQ) going down count too.
+ */
+static int stream_moved(track_t *t, uint64_t now)
+{
+    int q = 0;
+    if (ioctl(t->fd, TIOCOUTQ, &q) != 0)
+        return 0;
+    int moved = q < t->outq || q == 0;
+    t->outq = q;
+    if (moved)
+        atomic_store(&t->progress_ns, now);
+    return moved;
+}
+
+/* Cuts connections past the request deadline or the streaming stall
+ * limit. Runs on the calling thread between signal checks. */
+static void reap_connections(conns_t *cs)
+{
+    uint64_t now = cp_mono_ns();
+    pthread_mutex_lock(&cs->mu);
+    for (track_t *t = cs->head; t != NULL; t = t->next) {
+        if (t->cut)
+            continue;
+        int phase = atomic_load(&t->phase);
+        if (phase == TRACK_REQUEST && cs->deadline_ns != 0 &&
+            now - atomic_load(&t->start_ns) > cs->deadline_ns) {
+            atomic_fetch_add(&cs->metrics->cut_deadline, 1);
+        } else if (phase == TRACK_STREAMING && cs->stall_ns != 0 && !stream_moved(t, now) &&
+                   now - atomic_load(&t->progress_ns) > cs->stall_ns) {
+            atomic_fetch_add(&cs->metrics->cut_stall, 1);
+        } else {
+            continue;
+        }
+        t->cut = 1;
+        shutdown(t->fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&cs->mu);
+}
+
+/* The request's line and headers (borrowed from MHD for the request). */
+static void fill_request(srv_req_t *req, struct MHD_Connection *c, const char *url,
+                         const char *method)
+{
+    req->method = srv_method_parse(method);
+    req->method_name = method;
+    req->host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    req->path = url;
+    req->content_type =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    req->authorization =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    req->origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
+    req->content_encoding =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    req->query = query_lookup;
+    req->query_ud = c;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    req->client_loopback = ci != NULL && srv_sockaddr_is_loopback(ci->client_addr);
+}
+
+/* Runs the header-only checks as soon as the headers are in, when a body
+ * is announced: a refusal is then answered before the body is read (no
+ * interim "100 Continue" before the error) and the connection closed. */
+static enum MHD_Result precheck(struct MHD_Connection *c, srv_ctx_t *srv, conn_ctx_t *cc,
+                                const char *url, const char *method)
+{
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (te == NULL && (cl == NULL || strspn(cl, " 0") == strlen(cl)))
+        return MHD_YES; /* no body: the full dispatch comes at once */
+    srv_req_t req;
+    srv_resp_t resp;
+    srv_req_init(&req);
+    srv_resp_init(&resp);
+    fill_request(&req, c, url, method);
+    enum MHD_Result ret = MHD_YES;
+    if (!srv_dispatch_head(srv, &req, &resp)) {
+        cc->route = req.route;
+        cc->status = resp.status;
+        cc->too_large = 1; /* drop the body if MHD still reads it */
+        ret = queue(c, cc, &resp, 1);
+    }
+    srv_resp_free(&resp);
+    srv_req_free(&req);
     return ret;
 }
 
@@ -144,7 +392,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                                  size_t *upload_data_size, void **con_cls)
 {
     CP_UNUSED(version);
-    srv_ctx_t *srv = cls;
+    daemon_ctx_t *dc = cls;
+    srv_ctx_t *srv = &dc->srv;
     conn_ctx_t *cc = *con_cls;
     if (cc == NULL) {
         cc = calloc(1, sizeof *cc);
@@ -152,6 +401,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             return MHD_NO;
         cc->route = -1;
         cc->start_ns = cp_mono_ns();
+        const union MHD_ConnectionInfo *si =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        cc->track = si != NULL ? (track_t *)si->socket_context : NULL;
         cp_buf_init(&cc->body, srv->max_body);
         *con_cls = cc;
         /* Refuse a declared oversized body before reading a byte of it. */
@@ -166,9 +418,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                 return reply_too_large(c, srv, cc);
             }
         }
-        return MHD_YES;
+        return precheck(c, srv, cc, url, method);
     }
     if (*upload_data_size != 0) {
+        if (!cc->replied && cc->track != NULL && dc->conns.deadline_ns != 0 &&
+            cp_mono_ns() - atomic_load(&cc->track->start_ns) > dc->conns.deadline_ns) {
+            *upload_data_size = 0;
+            return reply_timeout(c, dc, cc);
+        }
         if (!cc->too_large && !cc->oom) {
             cp_status st = cp_buf_append(&cc->body, upload_data, *upload_data_size);
             if (st != CP_OK) {
@@ -181,8 +438,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (cc->replied)
+        return MHD_YES; /* answered early (413, 408); the rest was dropped */
     if (cc->too_large)
         return reply_too_large(c, srv, cc);
+    if (cc->track != NULL)
+        atomic_store(&cc->track->phase, TRACK_HANDLING);
 
     srv_req_t req;
     srv_resp_t resp;
@@ -192,26 +453,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         srv_reply_error(&resp, 500, "out_of_memory", NULL,
                         "request body: out of memory while reading it");
     } else {
-        req.method = srv_method_parse(method);
-        req.method_name = method;
-        req.host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
-        req.path = url;
-        req.content_type =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        req.authorization =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        fill_request(&req, c, url, method);
         req.body = cp_buf_cstr(&cc->body);
         req.body_len = cc->body.len;
-        req.query = query_lookup;
-        req.query_ud = c;
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        req.client_loopback = ci != NULL && srv_sockaddr_is_loopback(ci->client_addr);
         srv_dispatch(srv, &req, &resp);
     }
     cc->route = req.route;
     cc->status = resp.status;
-    enum MHD_Result ret = queue(c, &resp, 0);
+    enum MHD_Result ret = queue(c, cc, &resp, 0);
     srv_resp_free(&resp);
     srv_req_free(&req);
     /* The body is no longer needed while the response is sent. */
@@ -224,10 +473,16 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     CP_UNUSED(c);
     CP_UNUSED(toe);
-    srv_ctx_t *srv = cls;
+    srv_ctx_t *srv = &((daemon_ctx_t *)cls)->srv;
     conn_ctx_t *cc = *con_cls;
     if (cc == NULL)
         return;
+    if (cc->track != NULL) {
+        /* The next request on this keep-alive connection starts its clock
+         * now: idle time counts toward its deadline. */
+        atomic_store(&cc->track->start_ns, cp_mono_ns());
+        atomic_store(&cc->track->phase, TRACK_REQUEST);
+    }
     if (cc->status != 0)
         srv_metrics_observe(&srv->metrics, cc->route, cc->status, cp_mono_ns() - cc->start_ns);
     cp_buf_free(&cc->body);
@@ -328,6 +583,25 @@ out:
     return st;
 }
 
+/* The connection limit, lowered to what the file descriptor limit allows
+ * (raising the soft limit to the hard one first): a limit MHD cannot reach
+ * would make accept fail with EMFILE instead of a clean refusal. */
+static unsigned conn_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* Room for LMDB, the WAL, the listening socket, epoll fds and pipes. */
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > SRV_CONN_LIMIT + 128)
+        return SRV_CONN_LIMIT;
+    return rl.rlim_cur > 256 ? (unsigned)(rl.rlim_cur - 128) : 128;
+}
+
 /* Default: 4 threads per CPU, at least 8. Event handlers block until
  * their WAL record is fsynced; with one thread per CPU only two requests
  * could share a group commit on this 2-core machine (docs/intake.md). */
@@ -354,8 +628,10 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
     if (opts != NULL)
         o = *opts;
     const char *spec = o.listen != NULL && o.listen[0] != '\0' ? o.listen : "127.0.0.1:8080";
-    srv_ctx_t srv;
-    memset(&srv, 0, sizeof srv);
+    daemon_ctx_t dc;
+    memset(&dc, 0, sizeof dc);
+    srv_ctx_t *srv = &dc.srv;
+    pthread_mutex_init(&dc.conns.mu, NULL);
     srv_addr_t addr;
     char *cert = NULL, *key = NULL;
     int lfd = -1;
@@ -393,9 +669,21 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
         if ((st = read_small_file(o.tls_key, "TLS key", &key, err)) != CP_OK)
             goto out;
     }
-    srv.db = db;
-    srv.max_body = o.max_body != 0 ? o.max_body : SRV_DEFAULT_MAX_BODY;
-    if ((st = srv_metrics_init(&srv.metrics, srv_nroutes)) != CP_OK) {
+    for (size_t i = 0; i < o.nallow_origins; i++) {
+        if ((st = srv_origin_parse_check(o.allow_origins[i], err)) != CP_OK)
+            goto out;
+    }
+    srv->db = db;
+    srv->max_body = o.max_body != 0 ? o.max_body : SRV_DEFAULT_MAX_BODY;
+    srv->allow_origins = o.allow_origins;
+    srv->nallow_origins = o.nallow_origins;
+    dc.conns.deadline_ns =
+        (uint64_t)(o.request_timeout_s != 0 ? o.request_timeout_s : SRV_REQUEST_TIMEOUT_S) *
+        1000000000u;
+    dc.conns.stall_ns =
+        (uint64_t)(o.stall_timeout_s != 0 ? o.stall_timeout_s : SRV_STALL_TIMEOUT_S) * 1000000000u;
+    dc.conns.metrics = &srv->metrics;
+    if ((st = srv_metrics_init(&srv->metrics, srv_nroutes)) != CP_OK) {
         st = CP_ERR(err, st, "out of memory starting the server");
         goto out;
     }
@@ -432,10 +720,15 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
     struct MHD_OptionItem ops[16];
     size_t k = 0;
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, lfd, NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, SRV_CONN_LIMIT, NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, conn_limit(), NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                       o.max_conns_per_ip != 0 ? o.max_conns_per_ip
+                                                               : SRV_CONN_PER_IP,
+                                       NULL};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, &dc};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, SRV_CONN_TIMEOUT_S, NULL};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY, NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, &srv};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, &dc};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_noop, NULL};
     if (threads > 1)
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
@@ -444,7 +737,7 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
         ops[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
     }
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, &srv, MHD_OPTION_ARRAY, ops,
+    d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, &dc, MHD_OPTION_ARRAY, ops,
                          MHD_OPTION_END);
     if (d == NULL) {
         st = CP_ERR(err, CP_EIO,
@@ -471,7 +764,9 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
         fd_set rfds;
         FD_ZERO(&rfds);
         FD_SET(pipefd[0], &rfds);
-        int rc = select(pipefd[0] + 1, &rfds, NULL, NULL, NULL);
+        struct timeval tv = {0, SRV_REAP_INTERVAL_MS * 1000};
+        int rc = select(pipefd[0] + 1, &rfds, NULL, NULL, &tv);
+        reap_connections(&dc.conns);
         if (rc > 0 && read(pipefd[0], &b, 1) == 1) {
             fprintf(stderr, "%s received, shutting down\n", b == SIGINT ? "SIGINT" : "SIGTERM");
             break;
@@ -498,7 +793,8 @@ out:
         close(pipefd[0]);
     if (pipefd[1] >= 0)
         close(pipefd[1]);
-    srv_metrics_free(&srv.metrics);
+    srv_metrics_free(&srv->metrics);
+    pthread_mutex_destroy(&dc.conns.mu);
     if (key != NULL) {
         memset(key, 0, strlen(key)); /* private key material */
         free(key);

@@ -16,6 +16,14 @@ typedef struct cp_server_options {
     const char *tls_cert; /* PEM paths for HTTPS; both NULL = plain HTTP */
     const char *tls_key;
     const char *port_file; /* if set, the bound port is written here once listening */
+    /* Origins ("https://app.example.com") whose web pages may call the API:
+     * they get CORS answers and may send state-changing requests. Borrowed
+     * for the server's life; NULL/0 = none. */
+    const char *const *allow_origins;
+    size_t nallow_origins;
+    unsigned request_timeout_s; /* whole request (headers + body); 0 = 30 s */
+    unsigned stall_timeout_s;   /* a streamed response taking nothing; 0 = 30 s */
+    unsigned max_conns_per_ip;  /* open connections per client address; 0 = 128 */
 } cp_server_options_t;
 
 /*

@@ -73,6 +73,9 @@ typedef struct srv_req {
     srv_lookup_fn query; /* may be NULL: no query arguments */
     void *query_ud;
     int client_loopback; /* the peer is 127.0.0.0/8 or ::1 */
+    const char *origin;           /* Origin header or NULL */
+    const char *content_encoding; /* Content-Encoding header or NULL */
+    char *inflated;               /* owned: the decoded body when it came compressed */
 
     /* Filled by the router. */
     int route;                          /* index into srv_routes, -1 unmatched */
@@ -109,6 +112,8 @@ typedef struct srv_resp {
     const char *allow;       /* Allow header for 405 (static) */
     const char *disposition; /* Content-Disposition (arena or static) */
     int www_authenticate;    /* add a WWW-Authenticate challenge (401) */
+    const char *cors_origin; /* allow-listed Origin to echo in CORS headers (borrowed) */
+    int cors_preflight;      /* add the preflight headers (OPTIONS) */
 } srv_resp_t;
 
 void srv_resp_init(srv_resp_t *r);
@@ -166,6 +171,34 @@ int srv_ctype_is_ndjson(const char *ct);
  * *out is NULL. On success *out is a new reference.
  */
 cp_status srv_body_object(srv_req_t *req, srv_resp_t *resp, json_t **out);
+
+/*
+ * Inflates [in, in+len) compressed with `encoding` ("gzip", "x-gzip",
+ * "deflate" as zlib or raw deflate) into *out (malloc'd, NUL-terminated,
+ * caller frees with free()). The bound `max` is applied while inflating: the
+ * output never grows past max bytes, so a zip bomb costs at most max.
+ * CP_ELIMIT when the inflated body is larger than max, CP_EINVAL for an
+ * unknown encoding (message starts "unsupported") or corrupt / truncated
+ * data (naming what and where), CP_ENOMEM.
+ */
+cp_status srv_inflate(const char *encoding, const char *in, size_t len, size_t max, char **out,
+                      size_t *out_len, cp_error_t *err);
+
+/*
+ * Replaces the request body by its decoding when it has a Content-Encoding
+ * (identity is no encoding). On failure the reply is made: 413 too_large past
+ * `max`, 415 for an unknown coding, 400 malformed_compressed_body. The
+ * decoded body is owned by req (freed by srv_req_free).
+ */
+cp_status srv_body_decode(srv_req_t *req, srv_resp_t *resp, size_t max);
+
+/*
+ * For handlers that pass the raw body to the library: after the library
+ * refused it, checks whether it is well-formed JSON at all; if not, replies
+ * 400 malformed_json with line, column and byte position (as
+ * srv_body_object does) and returns 1. Only on error paths: it parses.
+ */
+int srv_reply_if_malformed(const srv_req_t *req, srv_resp_t *resp);
 
 /*
  * Reads an optional string member: absent or null -> *out = NULL, CP_OK;
@@ -236,6 +269,15 @@ int srv_route_match(srv_req_t *req, int *status, const char **allow);
 /* Answers one request: auth, routing, handler. Never fails: errors are
  * replies. */
 void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp);
+/*
+ * The part of srv_dispatch that needs only the request line and headers
+ * (URL, CORS preflight, auth, route, role, cross-site rules). Returns 1
+ * when the request may go on (req->route set), else 0 with the reply made.
+ * The server runs it as soon as the headers are in, so a request that will
+ * be refused is answered before its body is read (no "100 Continue" and
+ * no body read only to be dropped).
+ */
+int srv_dispatch_head(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp);
 
 /* -------------------------------------------------------------- metrics */
 
@@ -246,6 +288,8 @@ typedef struct srv_metrics {
     _Atomic uint64_t *bucket; /* [nroutes][SRV_NBUCKETS] cumulative at render */
     _Atomic uint64_t *sum_us; /* [nroutes] */
     _Atomic uint64_t *total;  /* [nroutes] */
+    _Atomic uint64_t cut_deadline; /* connections cut: request deadline passed */
+    _Atomic uint64_t cut_stall;    /* streamed responses cut: the reader stalled */
 } srv_metrics_t;
 
 cp_status srv_metrics_init(srv_metrics_t *m, size_t nroutes);
@@ -261,7 +305,25 @@ struct srv_ctx {
     cp_db_t *db;
     size_t max_body;
     srv_metrics_t metrics;
+    const char *const *allow_origins; /* borrowed from the options */
+    size_t nallow_origins;
 };
+
+/* --------------------------------------------------------- cross-site */
+
+/* 1 if `origin` is in the allow-list (scheme and host compared
+ * case-insensitively, a trailing slash ignored). */
+int srv_origin_allowed(const srv_ctx_t *srv, const char *origin);
+/* Checks an --allow-origin value: "scheme://host[:port]", no path. */
+cp_status srv_origin_parse_check(const char *origin, cp_error_t *err);
+/*
+ * The cross-site rules for state-changing methods (POST, PUT, PATCH,
+ * DELETE): a foreign Origin is refused (403 forbidden_origin) unless
+ * allow-listed; a request without a Bearer key must say Content-Type JSON
+ * (or NDJSON) or carry a Content-Encoding (415 unsupported_media_type).
+ * Returns 1 when the request may go on, else 0 with the reply made.
+ */
+int srv_cross_site_check(const srv_ctx_t *srv, const srv_req_t *req, srv_resp_t *resp);
 
 /* -------------------------------------------------------------- exports */
 
@@ -275,6 +337,7 @@ cp_status srv_csv_field(cp_buf_t *b, const char *s);
 /* ------------------------------------------------------------- handlers */
 
 void srv_h_healthz(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_readyz(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_metrics(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
 void srv_h_tags_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);

@@ -852,7 +852,9 @@ static void test_dispatch_open(void **state)
         int status;
         const char *needle;
     } cases[] = {
-        {SRV_GET, "/healthz", 200, "{\"status\":\"ok\"}"},
+        /* No database handle: health cannot be read, so not healthy. */
+        {SRV_GET, "/healthz", 503, "\"reason\":\"failed\""},
+        {SRV_GET, "/readyz", 503, "\"status\":\"unavailable\""},
         {SRV_GET, "/metrics", 200, ""},
         {SRV_GET, "/nope", 404, "\"route_not_found\""},
         {SRV_POST, "/healthz", 405, "\"method_not_allowed\""},
