@@ -51,6 +51,11 @@ static size_t dirlen;
 static int logfd = -1;
 static char *paths[MAXFD]; /* recorded path of each tracked descriptor */
 static unsigned char dsync[MAXFD];
+/* The file each was opened on: glibc closes some descriptors without
+ * calling close() (fclose), so a number may be reused by a file we must
+ * not record; the inode tells. */
+static dev_t devs[MAXFD];
+static ino_t inos[MAXFD];
 
 typedef int (*open_fn)(const char *, int, ...);
 typedef int (*openat_fn)(int, const char *, int, ...);
@@ -143,6 +148,11 @@ static void track(int fd, const char *abs, int flags)
     free(paths[fd]);
     paths[fd] = strdup(abs);
     dsync[fd] = (flags & (O_DSYNC | O_SYNC)) != 0;
+    struct stat sb;
+    if (fstat(fd, &sb) == 0) {
+        devs[fd] = sb.st_dev;
+        inos[fd] = sb.st_ino;
+    }
 }
 
 static int do_open(int dirfd, const char *p, int flags, mode_t mode)
@@ -231,13 +241,25 @@ int dup(int fd)
     int n = real_dup(fd);
     if (n >= 0 && fd >= 0 && fd < MAXFD && paths[fd]) {
         pthread_mutex_lock(&mu);
-        track(n, paths[fd], dsync[fd] ? O_DSYNC : 0);
+        track(n, paths[fd], dsync[fd] ? O_DSYNC : 0); /* fstat gives the same inode */
         pthread_mutex_unlock(&mu);
     }
     return n;
 }
 
-static int is_tracked_fd(int fd) { return fd >= 0 && fd < MAXFD && paths[fd] != NULL; }
+static int is_tracked_fd(int fd)
+{
+    if (fd < 0 || fd >= MAXFD || paths[fd] == NULL)
+        return 0;
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && sb.st_dev == devs[fd] && sb.st_ino == inos[fd])
+        return 1;
+    pthread_mutex_lock(&mu);
+    free(paths[fd]);
+    paths[fd] = NULL;
+    pthread_mutex_unlock(&mu);
+    return 0;
+}
 
 /* One record of header and data (a single write). */
 static void rec_write(int fd, off_t off, const struct iovec *iov, int cnt, ssize_t n)
