@@ -54,6 +54,9 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     db_lock_wr(db);
     cp_status rc = db_check(db, err);
+    /* A full disk refuses the write here, before memory changes. */
+    if (rc == CP_OK && (rc = store_ensure_room(db->st, DB_WRITE_ROOM, err)) == CP_ENOSPC)
+        db_note_write(db, rc, err);
     if (rc == CP_OK)
         rc = store_txn_begin(db->st, 1, txn, err);
     if (rc) {
@@ -62,6 +65,20 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
     }
     db->data_changed = 0;
     return CP_OK;
+}
+
+void db_note_write(cp_db_t *db, cp_status rc, const cp_error_t *err)
+{
+    if (rc == CP_OK) {
+        if (atomic_load(&db->nospc))
+            atomic_store(&db->nospc, 0);
+    } else if (rc == CP_ENOSPC) {
+        const char *m = err && err->message[0] ? err->message : "the data directory's disk is full";
+        size_t n = strnlen(m, sizeof db->nospc_msg - 1);
+        memcpy(db->nospc_msg, m, n);
+        db->nospc_msg[n] = '\0';
+        atomic_store(&db->nospc, 1);
+    }
 }
 
 void db_write_abort(cp_db_t *db, store_txn_t *txn)
@@ -132,6 +149,7 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 cp_status db_write_end(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
     cp_status rc = db_commit_locked(db, txn, err);
+    db_note_write(db, rc, err);
     pthread_rwlock_unlock(&db->lock);
     return rc;
 }

@@ -65,10 +65,10 @@ cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
         db->crowds_stale = 1;
         db->data_changed = 0;
     }
-    /* A failure to set the flag only costs an fsync. */
-    (void)store_set_nosync(db->st, 1, NULL);
+    /* A failure to set the flag only costs a sync of the meta page. */
+    (void)store_set_lazy_commit(db->st, 1, NULL);
     cp_status rc = db_commit_locked(db, txn, err);
-    cp_status rc2 = store_set_nosync(db->st, 0, NULL);
+    cp_status rc2 = store_set_lazy_commit(db->st, 0, NULL);
     if (rc == CP_OK && rc2)
         rc = CP_ERR(err, rc2, "cannot turn LMDB syncing back on");
     if (rc == CP_OK) {
@@ -175,9 +175,9 @@ static cp_status ckpt_background(cp_db_t *db, cp_error_t *err)
         }
         db->data_changed = 1;
         db->crowds_stale = 0;
-        (void)store_set_nosync(db->st, 1, NULL); /* synced below */
+        (void)store_set_lazy_commit(db->st, 1, NULL); /* meta synced below */
         rc = db_commit_locked(db, txn, err);
-        cp_status rc2 = store_set_nosync(db->st, 0, NULL);
+        cp_status rc2 = store_set_lazy_commit(db->st, 0, NULL);
         if (rc == CP_OK && rc2)
             rc = CP_ERR(err, rc2, "cannot turn LMDB syncing back on");
         if (rc) {

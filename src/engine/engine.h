@@ -108,6 +108,7 @@ struct cp_db {
     atomic_int iw_want;                     /* threads waiting for it to commit */
     int64_t iw_since_ms;                    /* when iw_txn began */
     uint64_t iw_records, iw_events;         /* applied into iw_txn */
+    uint64_t iw_room;                       /* bytes of data.mdb asked for iw_txn */
     atomic_int iters;           /* open cp_iter (they hold LMDB read txns) */
     /* health (cp_db_health): set by the write paths, read unlocked */
     atomic_int nospc;                       /* last write failed CP_ENOSPC; cleared by a
@@ -223,6 +224,12 @@ cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t 
  * counters) and commits txn; the lock stays held. On failure the handle
  * enters the failed state (the lock stays held too). */
 cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
+
+/* Health after a write (cp_db_health): CP_ENOSPC sets db->nospc with the
+ * message in err (may be NULL), CP_OK clears it, other statuses leave it. */
+void db_note_write(cp_db_t *db, cp_status rc, const cp_error_t *err);
+/* Room in data.mdb asked before an ordinary write transaction begins. */
+#define DB_WRITE_ROOM (4ull << 20)
 
 /* The handle's lock, taken with no intake transaction open (the intake
  * writer is asked to commit first: intake.c). Every lock of db->lock

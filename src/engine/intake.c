@@ -126,6 +126,7 @@ typedef struct intake_req {
     int64_t recv;
     apply_counts_t c;
     uint64_t lsn;
+    uint64_t room;   /* bytes of data.mdb asked for it (request_room) */
     cp_status rc;
     cp_error_t *err; /* the requester's (may be NULL) */
     int done;        /* set by the writer under grp_mu; the request is the requester's again */
@@ -161,7 +162,41 @@ static cp_status iw_commit(cp_db_t *db, cp_error_t *err)
     cp_status rc = intake_commit_light(db, db->iw_txn, err);
     db->iw_records = 0;
     db->iw_events = 0;
+    db->iw_room = 0;
     iw_closed(db);
+    return rc;
+}
+
+/*
+ * Disk space is asked for before a request changes memory, so a full disk
+ * refuses requests (CP_ENOSPC, HTTP 507) instead of failing a commit
+ * whose changes memory already holds. What a request will dirty in
+ * data.mdb is not known in advance: IW_ROOM_PER_EVENT per event plus
+ * twice its bytes is a generous bound for Segment events (a user record, a
+ * few identity rows, bitmap chunks shared with the rest of the group).
+ * The open transaction commits early once its estimate passes IW_ROOM_TXN,
+ * so the room asked for stays bounded.
+ */
+#define IW_ROOM_PER_EVENT 1024u
+#define IW_ROOM_TXN (32ull << 20)
+
+static uint64_t room_estimate(const intake_req_t *r)
+{
+    return 2 * (uint64_t)r->reclen + (uint64_t)r->b->n * IW_ROOM_PER_EVENT + 4096;
+}
+
+/* Room in data.mdb and the WAL for r, or CP_ENOSPC in r->err. Write lock held. */
+static cp_status request_room(cp_db_t *db, intake_req_t *r, uint64_t est)
+{
+    cp_error_t e = {0};
+    cp_status rc = store_ensure_room(db->st, db->iw_room + est, &e);
+    if (rc == CP_OK)
+        rc = wal_reserve(db->wal, r->reclen, &e);
+    if (rc == CP_OK)
+        return CP_OK;
+    db_note_write(db, rc, &e);
+    if (r->err)
+        *r->err = e;
     return rc;
 }
 
@@ -183,9 +218,28 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
         pthread_rwlock_unlock(&db->lock);
         return;
     }
+    uint64_t group_room = 0;
     for (intake_req_t *r = list; r; r = r->next)
-        if ((r->rc = prep_batch(db, r->b, r->bp, r->err)) == CP_OK)
+        if ((r->rc = prep_batch(db, r->b, r->bp, r->err)) == CP_OK) {
             nvalid++;
+            group_room += room_estimate(r);
+        }
+    if (nvalid && db->iw_txn && db->iw_room + group_room > IW_ROOM_TXN)
+        (void)iw_commit(db, &e); /* a failure fails the handle; the log has everything */
+    if (db_check(db, NULL) != CP_OK) {
+        group_fail_each(db, list, NULL, CP_EIO, NULL);
+        pthread_rwlock_unlock(&db->lock);
+        return;
+    }
+    for (intake_req_t *r = list; r; r = r->next) {
+        if (r->rc != CP_OK)
+            continue;
+        uint64_t est = room_estimate(r);
+        if ((r->rc = request_room(db, r, est)) != CP_OK)
+            nvalid--;
+        else
+            r->room = est;
+    }
     if (nvalid && db->iw_txn == NULL) {
         if ((rc = store_txn_begin(db->st, 1, &db->iw_txn, &e))) {
             db->iw_txn = NULL;
@@ -213,6 +267,7 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
             return;
         }
         db->applied_lsn = r->lsn;
+        db->iw_room += r->room;
         db->pend_records++; /* checkpoints count requests */
         db->iw_records++;
         db->iw_events += r->b->n;
@@ -426,6 +481,7 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
     res->lsn = lsn;
     /* Group commit: concurrent requests share one fdatasync. */
     rc = wal_sync(db->wal, lsn, err);
+    db_note_write(db, rc, err);
 out:
     free(rec);
     bp_free(&bp);

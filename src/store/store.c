@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "store/store.h"
@@ -29,6 +30,10 @@ struct store {
     int lock_fd;
     char *dir;
     char *data_path;
+    /* data.mdb is allocated (posix_fallocate) up to this byte offset;
+     * LMDB's pages past its last used page land there, so a commit
+     * finds its blocks already allocated (store_ensure_room). */
+    uint64_t room_end;
 };
 
 struct store_txn {
@@ -51,12 +56,37 @@ static cp_status mdb_status(cp_error_t *err, int rc, const char *what, const cha
                              what);
     if (rc == ENOMEM)
         return cp__error_set(err, CP_ENOMEM, file, func, line, "%s: out of memory", what);
+    if (rc == ENOSPC || rc == EDQUOT)
+        return cp__error_set(err, CP_ENOSPC, file, func, line, "%s: no space left on the device",
+                             what);
     if (rc == MDB_READERS_FULL)
         return cp__error_set(err, CP_ELIMIT, file, func, line, "%s: too many readers: %s", what,
                              mdb_strerror(rc));
     return cp__error_set(err, CP_EIO, file, func, line, "%s: %s", what, mdb_strerror(rc));
 }
 #define MDB_ERR(err, rc, what) mdb_status((err), (rc), (what), __FILE__, __func__, __LINE__)
+
+static void room_init(store_t *st);
+
+/* Free bytes for an unprivileged writer on the file system holding path. */
+static uint64_t free_bytes(const char *path)
+{
+    struct statvfs vfs;
+    if (statvfs(path, &vfs) != 0)
+        return 0;
+    return (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+}
+
+/* CP_ENOSPC naming the file, the bytes wanted and the free space. */
+static cp_status nospc_error(store_t *st, cp_error_t *err, const char *what, uint64_t want,
+                             const char *file, const char *func, int line)
+{
+    return cp__error_set(err, CP_ENOSPC, file, func, line,
+                         "%s: no space left for %s (%llu more bytes wanted, %llu bytes free on "
+                         "the file system of %s); free space and writes resume by themselves",
+                         st->data_path, what, (unsigned long long)want,
+                         (unsigned long long)free_bytes(st->dir), st->dir);
+}
 
 /* Takes DIR/LOCK exclusively without waiting and writes our pid into it. */
 static cp_status lock_take(store_t *st, cp_error_t *err)
@@ -227,7 +257,13 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
         rc = MDB_ERR(err, mrc, "configuring the LMDB environment");
         goto out;
     }
-    unsigned eflags = MDB_NOSUBDIR | MDB_NOTLS | (readonly ? MDB_RDONLY : MDB_WRITEMAP);
+    /* No MDB_WRITEMAP: LMDB then writes pages with pwrite/writev and
+     * makes the file only as long as its pages, so a full disk is an
+     * ENOSPC from a system call (never a SIGBUS from a store into a hole
+     * of a sparse file), the order of writes and syncs is LMDB's own
+     * (meta page after the data it points to; docs/operations.md), and
+     * the writes can be observed by the crash tests. */
+    unsigned eflags = MDB_NOSUBDIR | MDB_NOTLS | (readonly ? MDB_RDONLY : 0);
     if ((mrc = mdb_env_open(st->env, st->data_path, eflags, 0644))) {
         if (mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH)
             rc = CP_ERR(err, CP_EINVAL, "%s is not a crowdpack data directory: %s: %s", dir,
@@ -262,6 +298,8 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
     t = NULL;
     if (rc)
         goto out;
+    if (!readonly)
+        room_init(st);
     *out = st;
     st = NULL;
 out:
@@ -316,8 +354,14 @@ cp_status store_txn_begin(store_t *st, int write, store_txn_t **out, cp_error_t 
 
 cp_status store_txn_commit(store_txn_t *t, cp_error_t *err)
 {
+    store_t *st = t->st;
     int rc = mdb_txn_commit(t->txn);
     free(t);
+    if (rc == ENOSPC || rc == EDQUOT)
+        return CP_ERR(err, CP_ENOSPC,
+                      "%s: no space left to commit a transaction (%llu bytes free on the file "
+                      "system of %s)",
+                      st->data_path, (unsigned long long)free_bytes(st->dir), st->dir);
     return rc ? MDB_ERR(err, rc, "committing a transaction") : CP_OK;
 }
 
@@ -561,14 +605,105 @@ cp_status store_compact(store_t *st, cp_error_t *err)
     return rc ? rc : rc2;
 }
 
-cp_status store_set_nosync(store_t *st, int on, cp_error_t *err)
+cp_status store_set_lazy_commit(store_t *st, int on, cp_error_t *err)
 {
-    int mrc = mdb_env_set_flags(st->env, MDB_NOSYNC, on ? 1 : 0);
-    return mrc ? MDB_ERR(err, mrc, "setting MDB_NOSYNC") : CP_OK;
+    int mrc = mdb_env_set_flags(st->env, MDB_NOMETASYNC, on ? 1 : 0);
+    return mrc ? MDB_ERR(err, mrc, "setting MDB_NOMETASYNC") : CP_OK;
 }
 
 cp_status store_sync(store_t *st, cp_error_t *err)
 {
     int mrc = mdb_env_sync(st->env, 1);
     return mrc ? MDB_ERR(err, mrc, "syncing data.mdb") : CP_OK;
+}
+
+/* ---------------------------------------------------------------- room */
+
+/* Bytes LMDB uses in data.mdb: its pages up to the last committed one. */
+static int used_bytes(store_t *st, uint64_t *used)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    if (mdb_env_info(st->env, &info) || mdb_env_stat(st->env, &ms))
+        return -1;
+    *used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    return 0;
+}
+
+/*
+ * After a read-write open: how far data.mdb is allocated, and the lock
+ * file's blocks. A file that is not sparse is allocated to its length; one
+ * that is (written through a map by older builds) only where LMDB has
+ * pages, so the holes are allocated before they are used. The lock file
+ * is written through LMDB's map of it (reader slots): its blocks are
+ * allocated now, so a reader starting on a full disk cannot SIGBUS.
+ */
+static void room_init(store_t *st)
+{
+    int fd;
+    struct stat sb;
+    uint64_t used = 0;
+    if (mdb_env_get_fd(st->env, &fd) || fstat(fd, &sb) != 0 || used_bytes(st, &used) != 0)
+        return;
+    uint64_t alloc = (uint64_t)sb.st_blocks * 512u;
+    st->room_end = alloc >= (uint64_t)sb.st_size ? (uint64_t)sb.st_size : used;
+    if (st->room_end < used)
+        st->room_end = used;
+
+    char path[STORE_PATH_MAX];
+    snprintf(path, sizeof path, "%s-lock", st->data_path);
+    int lfd = open(path, O_RDWR | O_CLOEXEC);
+    if (lfd < 0)
+        return;
+    if (fstat(lfd, &sb) == 0 && sb.st_size > 0 &&
+        (uint64_t)sb.st_blocks * 512u < (uint64_t)sb.st_size) {
+        int e = posix_fallocate(lfd, 0, sb.st_size);
+        if (e != 0 && e != EOPNOTSUPP && e != EINVAL)
+            fprintf(stderr,
+                    "crowdpack: cannot allocate the blocks of %s (%s); a reader starting "
+                    "while the disk is full may crash\n",
+                    path, strerror(e));
+    }
+    close(lfd);
+}
+
+cp_status store_ensure_room(store_t *st, uint64_t bytes, cp_error_t *err)
+{
+    int fd;
+    uint64_t used = 0;
+    if (st->readonly)
+        return CP_OK;
+    if (mdb_env_get_fd(st->env, &fd) || used_bytes(st, &used) != 0)
+        return CP_ERR(err, CP_EIO, "%s: cannot read the environment's size", st->data_path);
+    uint64_t want = used + bytes;
+    if (want <= st->room_end)
+        return CP_OK;
+    /* Grow in steps (an eighth of the file, within bounds), so a busy
+     * writer calls posix_fallocate rarely; fall back to exactly what is
+     * wanted when the step does not fit. */
+    uint64_t step = used / 8;
+    if (step < STORE_ROOM_STEP_MIN)
+        step = STORE_ROOM_STEP_MIN;
+    if (step > STORE_ROOM_STEP_MAX)
+        step = STORE_ROOM_STEP_MAX;
+    uint64_t from = st->room_end > used ? st->room_end : used;
+    uint64_t to = (want + step + 4095) & ~(uint64_t)4095;
+    int e = posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+    if (e == ENOSPC || e == EDQUOT) {
+        to = (want + 4095) & ~(uint64_t)4095;
+        e = posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+    }
+    if (e == EOPNOTSUPP) {
+        /* A file system without allocation: LMDB's own writes will
+         * report a full disk as ENOSPC at commit. */
+        st->room_end = want;
+        return CP_OK;
+    }
+    if (e == ENOSPC || e == EDQUOT)
+        return nospc_error(st, err, "data.mdb to grow", want - from, __FILE__, __func__, __LINE__);
+    if (e != 0)
+        return CP_ERR(err, CP_EIO, "%s: cannot allocate %llu bytes: %s", st->data_path,
+                      (unsigned long long)(to - from), strerror(e));
+    st->room_end = to;
+    return CP_OK;
 }

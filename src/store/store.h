@@ -3,7 +3,8 @@
  * LMDB environment holding a crowdpack data directory.
  *
  * Layout of a data directory DIR:
- *   DIR/data.mdb       the LMDB file (MDB_NOSUBDIR), sparse up to map_size
+ *   DIR/data.mdb       the LMDB file (MDB_NOSUBDIR): LMDB's pages, then blocks
+ *                      allocated ahead for the next commits (store_ensure_room)
  *   DIR/data.mdb-lock  LMDB's reader table
  *   DIR/LOCK           flock()ed by the one read-write opener; holds its pid
  *
@@ -11,7 +12,8 @@
  * ordinal, tags, attributes, attribute values, crowds, API keys, identity.
  *
  * Every LMDB failure is mapped to a cp_status with mdb_strerror() text.
- * MDB_MAP_FULL becomes CP_ELIMIT (the map size is a limit, not a fault).
+ * MDB_MAP_FULL becomes CP_ELIMIT (the map size is a limit, not a fault);
+ * ENOSPC/EDQUOT become CP_ENOSPC naming the file and the free space.
  *
  * Threading: the environment is opened MDB_NOTLS, so a read transaction
  * is not tied to the thread that began it (iterators may move between
@@ -66,7 +68,8 @@ void store_close(store_t *st); /* NULL fine; releases the lock */
 
 int store_readonly(const store_t *st);
 const char *store_dir(const store_t *st);
-/* Size of data.mdb on disk, 0 if unknown. */
+/* Bytes allocated to data.mdb on disk (its pages and the room allocated
+ * ahead for commits; never the length of a hole), 0 if unknown. */
 uint64_t store_disk_bytes(const store_t *st);
 
 /* Begins a transaction (write != 0 for a write transaction). */
@@ -121,14 +124,29 @@ cp_status store_meta_put_u64(store_txn_t *t, const char *key, uint64_t v, cp_err
 cp_status store_compact(store_t *st, cp_error_t *err);
 
 /*
- * Commits after store_set_nosync(st, 1) skip LMDB's fsync (MDB_NOSYNC):
- * for callers whose own write-ahead log is durable, with a later
- * store_sync() before they rely on the file. The flag is environment-wide:
- * callers toggle it only while no other commit can run.
+ * Commits after store_set_lazy_commit(st, 1) write and fdatasync their
+ * pages but write the meta page without syncing it (MDB_NOMETASYNC): a
+ * power cut may undo the last such commit, never corrupt the file, and
+ * the next commit's sync or store_sync() makes it durable. For callers
+ * whose own write-ahead log holds what the commit holds. The flag is
+ * environment-wide: callers toggle it only while no other commit can run.
  */
-cp_status store_set_nosync(store_t *st, int on, cp_error_t *err);
+cp_status store_set_lazy_commit(store_t *st, int on, cp_error_t *err);
 /* Flushes every commit to disk (mdb_env_sync, forced). */
 cp_status store_sync(store_t *st, cp_error_t *err);
+
+/*
+ * Makes sure data.mdb has at least `bytes` allocated past LMDB's last
+ * committed page (posix_fallocate, grown in steps of STORE_ROOM_STEP_MIN..
+ * STORE_ROOM_STEP_MAX), so a transaction that dirties up to that much
+ * finds its blocks on disk. Call before changing anything that a failed
+ * commit would lose. CP_ENOSPC naming data.mdb, the bytes wanted and the
+ * free space when the file system cannot give them. Callers serialise it
+ * with their commits (the engine's write lock).
+ */
+#define STORE_ROOM_STEP_MIN (1ull << 20)
+#define STORE_ROOM_STEP_MAX (64ull << 20)
+cp_status store_ensure_room(store_t *st, uint64_t bytes, cp_error_t *err);
 
 /* A cursor over one sub-database for lookups by key during iteration
  * (cp_iter). Lives inside a transaction. */

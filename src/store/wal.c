@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ struct wal {
     int wal_failed;        /* sticky: see wal.h */
     char wal_fail_msg[300];
     wal_stats_t wal_st;
+    uint64_t wal_alloc_end; /* active segment: blocks allocated (wal_reserve) up to here */
 };
 
 /* ------------------------------------------------------------ encoding */
@@ -195,10 +197,28 @@ static void active_name(const wal_t *wal, char *buf, size_t cap)
     wal_segment_name(wal->wal_segs[wal->wal_nsegs - 1], buf, cap);
 }
 
+static int is_nospc(int e) { return e == ENOSPC || e == EDQUOT; }
+
+/* CP_ENOSPC naming the segment and the free space; the log stays usable. */
+static cp_status nospc_status(wal_t *wal, cp_error_t *err, const char *what, const char *name)
+{
+    struct statvfs vfs;
+    unsigned long long freeb = 0;
+    if (statvfs(wal->wal_dir, &vfs) == 0)
+        freeb = (unsigned long long)vfs.f_bavail * (unsigned long long)vfs.f_frsize;
+    return CP_ERR(err, CP_ENOSPC,
+                  "wal: no space left to %s %s/%s (%llu bytes free on its file system); free "
+                  "space and writes resume by themselves",
+                  what, wal->wal_dir, name, freeb);
+}
+
 /*
  * Writes `iov` at the end of the active segment. On failure the file is cut
  * back to its last whole record (so a reopen finds no garbage in the middle
- * of later data) and the log fails. Caller holds wal_mu.
+ * of later data). A full disk (ENOSPC, EDQUOT) is CP_ENOSPC and leaves the
+ * log usable: nothing was acknowledged from the cut bytes and the next
+ * write starts at the same offset. Any other error fails the log. Caller
+ * holds wal_mu.
  */
 static cp_status write_locked(wal_t *wal, struct iovec *iov, int iovcnt, size_t total,
                               cp_error_t *err)
@@ -210,19 +230,25 @@ static cp_status write_locked(wal_t *wal, struct iovec *iov, int iovcnt, size_t 
     }
     char name[32];
     active_name(wal, name, sizeof name);
-    if (ftruncate(wal->wal_fd, (off_t)wal->wal_seg_size) == 0)
-        (void)lseek(wal->wal_fd, (off_t)wal->wal_seg_size, SEEK_SET);
+    int cut = ftruncate(wal->wal_fd, (off_t)wal->wal_seg_size) == 0 &&
+              lseek(wal->wal_fd, (off_t)wal->wal_seg_size, SEEK_SET) >= 0;
+    wal->wal_alloc_end = wal->wal_seg_size; /* the cut may free blocks allocated ahead */
+    if (is_nospc(e) && cut)
+        return nospc_status(wal, err, "write", name);
     return wal_fail(wal, err, "wal: write %s/%s: %s", wal->wal_dir, name, strerror(e));
 }
 
+/* Writes the buffered records. On CP_ENOSPC they stay buffered (their
+ * LSNs are taken) and a later flush writes them. */
 static cp_status flush_locked(wal_t *wal, cp_error_t *err)
 {
     if (wal->wal_buf_len == 0)
         return CP_OK;
     struct iovec iov = {wal->wal_buf, wal->wal_buf_len};
-    size_t n = wal->wal_buf_len;
-    wal->wal_buf_len = 0;
-    return write_locked(wal, &iov, 1, n, err);
+    cp_status st = write_locked(wal, &iov, 1, wal->wal_buf_len, err);
+    if (st == CP_OK)
+        wal->wal_buf_len = 0;
+    return st;
 }
 
 static cp_status fsync_dir(wal_t *wal, cp_error_t *err)
@@ -253,8 +279,13 @@ static cp_status create_segment(wal_t *wal, uint64_t first, int *fd, cp_error_t 
     char name[32];
     wal_segment_name(first, name, sizeof name);
     int f = openat(wal->wal_dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (f < 0)
-        return CP_ERR(err, CP_EIO, "wal: create %s/%s: %s", wal->wal_dir, name, strerror(errno));
+    if (f < 0) {
+        int e = errno;
+        cp_status st = CP_ERR(err, CP_EIO, "wal: create %s/%s: %s", wal->wal_dir, name,
+                              strerror(e));
+        errno = e; /* rotate_locked tells a full disk from a failure */
+        return st;
+    }
     cp_status st = fsync_dir(wal, err);
     if (st != CP_OK) {
         close(f);
@@ -287,15 +318,26 @@ static cp_status rotate_locked(wal_t *wal, cp_error_t *err)
     cp_error_t e2 = {0};
     st = push_segment(wal, wal->wal_next_lsn, &e2);
     if (st == CP_OK) {
+        int e = 0;
         st = create_segment(wal, wal->wal_next_lsn, &fd, &e2);
         if (st != CP_OK)
+            e = errno;
+        if (st != CP_OK)
             wal->wal_nsegs--;
+        /* No room for the new file: the active one stays active and
+         * whole, so the log goes on when space returns. */
+        if (st != CP_OK && is_nospc(e)) {
+            char next[32];
+            wal_segment_name(wal->wal_next_lsn, next, sizeof next);
+            return nospc_status(wal, err, "create", next);
+        }
     }
     if (st != CP_OK)
         return wal_fail(wal, err, "%s", e2.message);
     close(wal->wal_fd);
     wal->wal_fd = fd;
     wal->wal_seg_size = 0;
+    wal->wal_alloc_end = 0;
     return CP_OK;
 }
 
@@ -669,6 +711,54 @@ cp_status wal_append(wal_t *wal, uint8_t type, const void *payload, size_t len, 
     wal->wal_st.bytes_appended += framed;
     if (lsn != NULL)
         *lsn = l;
+out:
+    pthread_mutex_unlock(&wal->wal_mu);
+    return st;
+}
+
+/* Allocation ahead of the writes: segments grow in steps of this many bytes. */
+#define WAL_RESERVE_STEP (1u << 20)
+
+cp_status wal_reserve(wal_t *wal, size_t len, cp_error_t *err)
+{
+    cp_status st = CP_OK;
+    size_t framed = WAL_HEADER_BYTES + len;
+    pthread_mutex_lock(&wal->wal_mu);
+    if (wal->wal_failed) {
+        st = failed_status(wal, err);
+        goto out;
+    }
+    /* The segment the record will go to: rotate now if wal_append would. */
+    int has_records = wal->wal_next_lsn > wal->wal_segs[wal->wal_nsegs - 1];
+    if (has_records &&
+        wal->wal_seg_size + wal->wal_buf_len + framed > wal->wal_opt.segment_bytes) {
+        st = rotate_locked(wal, err);
+        if (st != CP_OK)
+            goto out;
+    }
+    uint64_t end = wal->wal_seg_size + wal->wal_buf_len;
+    if (wal->wal_alloc_end < end)
+        wal->wal_alloc_end = end;
+    if (end + framed <= wal->wal_alloc_end)
+        goto out;
+    /* FALLOC_FL_KEEP_SIZE: the blocks are the file's, its length stays the
+     * end of its last record, so recovery reads exactly what was written. */
+    uint64_t want = end + framed - wal->wal_alloc_end;
+    uint64_t step = want > WAL_RESERVE_STEP ? want : WAL_RESERVE_STEP;
+    char name[32];
+    active_name(wal, name, sizeof name);
+    int rc = fallocate(wal->wal_fd, FALLOC_FL_KEEP_SIZE, (off_t)wal->wal_alloc_end, (off_t)step);
+    if (rc != 0 && is_nospc(errno) && step > want) {
+        step = want;
+        rc = fallocate(wal->wal_fd, FALLOC_FL_KEEP_SIZE, (off_t)wal->wal_alloc_end, (off_t)step);
+    }
+    if (rc == 0)
+        wal->wal_alloc_end += step;
+    else if (is_nospc(errno))
+        st = nospc_status(wal, err, "extend", name);
+    else if (errno != EOPNOTSUPP && errno != ENOSYS)
+        st = CP_ERR(err, CP_EIO, "wal: allocate %s/%s: %s", wal->wal_dir, name, strerror(errno));
+    /* else: a file system without fallocate; a full disk shows at write(). */
 out:
     pthread_mutex_unlock(&wal->wal_mu);
     return st;

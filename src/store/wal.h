@@ -34,7 +34,12 @@
  * After a failed write() or fdatasync() the log is "failed": the state of
  * the page cache is unknown (an fsync error is reported once), so every
  * later append/sync/rotate returns CP_EIO; close and reopen (which recovers
- * the valid prefix) to continue.
+ * the valid prefix) to continue. A full disk is not a failure: a write()
+ * or segment creation that gets ENOSPC/EDQUOT returns CP_ENOSPC (naming
+ * the file and the free space), the segment is cut back to its last whole
+ * record, buffered records stay buffered, and the next call tries again.
+ * wal_reserve() lets a caller learn of a full disk before it commits to a
+ * record.
  *
  * Threading: wal_append, wal_sync, wal_rotate, wal_durable_lsn,
  * wal_last_lsn and wal_stats may be called from any number of threads at
@@ -141,6 +146,17 @@ cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
  */
 cp_status wal_append(wal_t *wal, uint8_t type, const void *payload, size_t len, uint64_t *lsn,
                      cp_error_t *err);
+
+/*
+ * Allocates the blocks a record of `len` payload bytes will need in the
+ * segment it will be written to (rotating first if wal_append would), so
+ * that the wal_append of it, by this thread and with no other append in
+ * between, cannot meet a full disk. Blocks are allocated beyond the end of
+ * the file without changing its length (fallocate FALLOC_FL_KEEP_SIZE), in
+ * steps of 1 MiB. CP_ENOSPC (naming the segment and the free space) when
+ * the disk is full; CP_OK without allocating on file systems that cannot.
+ */
+cp_status wal_reserve(wal_t *wal, size_t len, cp_error_t *err);
 
 /*
  * Returns once every record with LSN <= lsn is durable (UINT64_MAX or any
