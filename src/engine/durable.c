@@ -102,10 +102,26 @@ static cp_status wal_trim(cp_db_t *db, uint64_t lsn, cp_error_t *err)
     return rc;
 }
 
+/*
+ * Room for the checkpoint's own commit (dynamic crowds re-evaluated). On a
+ * full disk that commit waits for space (the crowds stay stale, which the
+ * next checkpoint retries) while the sync and the WAL trim still run.
+ */
+#define CKPT_ROOM (1ull << 20)
+
+static int ckpt_room(cp_db_t *db)
+{
+    cp_error_t e = {0};
+    cp_status rc = store_ensure_room(db->st, CKPT_ROOM, &e);
+    if (rc == CP_ENOSPC)
+        db_note_write(db, rc, &e);
+    return rc == CP_OK;
+}
+
 cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
 {
     cp_status rc;
-    if (db->crowds_stale) {
+    if (db->crowds_stale && ckpt_room(db)) {
         store_txn_t *txn = NULL;
         if ((rc = store_txn_begin(db->st, 1, &txn, err)))
             return rc;
@@ -167,7 +183,7 @@ static cp_status ckpt_background(cp_db_t *db, cp_error_t *err)
         pthread_rwlock_unlock(&db->lock);
         return CP_OK;
     }
-    if (db->crowds_stale) {
+    if (db->crowds_stale && ckpt_room(db)) {
         store_txn_t *txn = NULL;
         if ((rc = store_txn_begin(db->st, 1, &txn, err))) {
             pthread_rwlock_unlock(&db->lock);
