@@ -217,6 +217,12 @@ def main():
                   failures)
             rc = srv.stop()
             check(rc == 0, "the restarted server stopped with exit %s" % rc, failures)
+        # stats reports allocated bytes (no 64 GiB sparse length).
+        stats = json.loads(run("stats", "--data", data, "--json").stdout)
+        size = os.stat(os.path.join(data, "data.mdb"))
+        check(0 < stats["disk_bytes"] <= 64 << 20 and size.st_size <= 64 << 20,
+              "data.mdb: stats disk_bytes %d, length %d on a 64 MiB disk"
+              % (stats["disk_bytes"], size.st_size), failures)
         st = os.statvfs(mnt)
         print("test_diskfull: %d batches acknowledged; %d bytes free at the end"
               % (len(acked), st.f_bavail * st.f_frsize))
