@@ -61,6 +61,9 @@ def run(*args, ok=True, timeout=60):
 def start_server(tmp, data, log):
     pf = os.path.join(tmp, "port")
     env = dict(os.environ, LD_PRELOAD=SHIM, CP_CRASH_DIR=data, CP_CRASH_LOG=log)
+    # Sanitizer builds: the recorder is preloaded before the ASan runtime.
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
     errf = open(os.path.join(tmp, "server.log"), "w")
     proc = subprocess.Popen([CP, "serve", "--data", data, "--listen", "127.0.0.1:0",
                              "--port-file", pf, "--threads", "4"],
