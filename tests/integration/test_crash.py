@@ -41,11 +41,11 @@ SHIM = os.environ.get("CP_CRASHLOG") or os.path.join(os.path.dirname(os.path.abs
                                                       "cp_crashlog.so")
 LONG = os.environ.get("CP_CRASH_LONG") == "1"
 REQUESTS = 400 if LONG else 120
-IMAGES = 600 if LONG else 36
+IMAGES = 600 if LONG else 30
 PER_REQUEST = 4           # new users per request
 SECTOR = 512
 SEED = int(os.environ.get("CP_CRASH_SEED", "0")) or random.randrange(1, 1 << 30)
-DEADLINE = time.time() + (3000 if LONG else 50)
+DEADLINE = time.time() + (3000 if LONG else 40)
 
 
 def run(*args, ok=True, timeout=60):
