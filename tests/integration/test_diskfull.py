@@ -37,6 +37,10 @@ def run(*args, ok=True):
     return p
 
 
+class Died(Exception):
+    pass
+
+
 class Server:
     def __init__(self, tmp, data):
         self.tmp, self.data, self.proc = tmp, data, None
@@ -64,10 +68,16 @@ class Server:
     def call(self, method, path, body=None):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            c.request(method, path, body=json.dumps(body) if body is not None else None,
-                      headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            raw = r.read()
+            try:
+                c.request(method, path, body=json.dumps(body) if body is not None else None,
+                          headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                raw = r.read()
+            except (OSError, http.client.HTTPException) as e:
+                time.sleep(0.5)
+                raise Died("%s %s: %s; the server %s" % (
+                    method, path, e, "is alive" if self.proc.poll() is None else
+                    "exited with %d" % self.proc.returncode))
             try:
                 return r.status, json.loads(raw) if raw else None
             except ValueError:
@@ -226,6 +236,8 @@ def main():
         st = os.statvfs(mnt)
         print("test_diskfull: %d batches acknowledged; %d bytes free at the end"
               % (len(acked), st.f_bavail * st.f_frsize))
+    except Died as e:
+        check(False, "no answer: %s" % e, failures)
     finally:
         if srv:
             srv.stop()
