@@ -5,7 +5,10 @@
  *  - an event request is validated, applied in memory and into an LMDB
  *    write transaction, appended to the write-ahead log, and the
  *    transaction (dirty index, behaviour, dedup window, catalog and meta
- *    "wal_lsn" = the record's LSN) committed WITHOUT LMDB's fsync, all
+ *    "wal_lsn" = the record's LSN) committed with MDB_NOMETASYNC (pages
+ *    fdatasynced, the meta page left for the next sync: a power cut loses
+ *    at most that commit, never the file's integrity; MDB_NOSYNC could
+ *    leave a meta page pointing at pages later commits reused), all
  *    under the write lock and on one thread (LMDB's writer mutex belongs
  *    to the thread that began the transaction), so WAL order = apply
  *    order; the caller then waits in wal_sync() (group commit) and only
@@ -16,7 +19,8 @@
  *    segments it covers;
  *  - at open, LMDB holds every transaction up to some "wal_lsn" (after a
  *    kill -9 all of them; after a power loss, at least those of the last
- *    checkpoint, each transaction being atomic); the WAL records after it
+ *    checkpoint, each transaction being atomic; segments are deleted only
+ *    after the sync that covers them, so the log holds the rest); the WAL records after it
  *    are replayed through the same apply path (their receive times are in
  *    the records, so dedup decides the same way), a torn tail having been
  *    cut by wal_open.
@@ -102,10 +106,26 @@ static cp_status wal_trim(cp_db_t *db, uint64_t lsn, cp_error_t *err)
     return rc;
 }
 
+/*
+ * Room for the checkpoint's own commit (dynamic crowds re-evaluated). On a
+ * full disk that commit waits for space (the crowds stay stale, which the
+ * next checkpoint retries) while the sync and the WAL trim still run.
+ */
+#define CKPT_ROOM (1ull << 20)
+
+static int ckpt_room(cp_db_t *db)
+{
+    cp_error_t e = {0};
+    cp_status rc = store_ensure_room(db->st, CKPT_ROOM, &e);
+    if (rc == CP_ENOSPC)
+        db_note_write(db, rc, &e);
+    return rc == CP_OK;
+}
+
 cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
 {
     cp_status rc;
-    if (db->crowds_stale) {
+    if (db->crowds_stale && ckpt_room(db)) {
         store_txn_t *txn = NULL;
         if ((rc = store_txn_begin(db->st, 1, &txn, err)))
             return rc;
@@ -167,7 +187,7 @@ static cp_status ckpt_background(cp_db_t *db, cp_error_t *err)
         pthread_rwlock_unlock(&db->lock);
         return CP_OK;
     }
-    if (db->crowds_stale) {
+    if (db->crowds_stale && ckpt_room(db)) {
         store_txn_t *txn = NULL;
         if ((rc = store_txn_begin(db->st, 1, &txn, err))) {
             pthread_rwlock_unlock(&db->lock);
