@@ -332,6 +332,12 @@ cp_status srv_inflate(const char *encoding, const char *in, size_t len, size_t m
                     len - z.avail_in, z.msg != NULL ? z.msg : "invalid data");
         goto out;
     }
+    if (n > max) {
+        /* The stream ended exactly on the byte past the bound. */
+        st = CP_ERR(err, CP_ELIMIT, "%s body: inflates to more than the limit of %zu bytes", name,
+                    max);
+        goto out;
+    }
     buf[n] = '\0';
     *out = buf;
     *out_len = n;
