@@ -351,8 +351,8 @@ out:
 cp_status srv_body_decode(srv_req_t *req, srv_resp_t *resp, size_t max)
 {
     const char *enc = req->content_encoding;
-    if (enc == NULL)
-        return CP_OK;
+    if (enc == NULL || req->body_len == 0)
+        return CP_OK; /* nothing to decode (a body-less request with the header) */
     while (*enc == ' ' || *enc == '\t')
         enc++;
     if (*enc == '\0' || encoding_is(enc, "identity"))

@@ -199,6 +199,17 @@ static void test_body_decode_replies(void **state)
         srv_req_free(&req);
     }
     free(z);
+
+    /* No body: nothing to decode, whatever the header says. */
+    srv_req_t req;
+    srv_resp_t resp;
+    srv_req_init(&req);
+    srv_resp_init(&resp);
+    req.content_encoding = "gzip";
+    assert_int_equal(srv_body_decode(&req, &resp, 1024), CP_OK);
+    assert_int_equal(req.body_len, 0);
+    srv_resp_free(&resp);
+    srv_req_free(&req);
 }
 
 static void test_origins(void **state)
