@@ -376,7 +376,10 @@ static enum MHD_Result precheck(struct MHD_Connection *c, srv_ctx_t *srv, conn_c
     srv_resp_init(&resp);
     fill_request(&req, c, url, method);
     enum MHD_Result ret = MHD_YES;
-    if (!srv_dispatch_head(srv, &req, &resp)) {
+    unsigned long long declared = cl != NULL ? strtoull(cl, NULL, 10) : 0;
+    if (!srv_dispatch_head(srv, &req, &resp) ||
+        (req.content_encoding == NULL &&
+         srv_intake_declared_too_large(req.route, (size_t)declared, &resp))) {
         cc->route = req.route;
         cc->status = resp.status;
         cc->too_large = 1; /* drop the body if MHD still reads it */

@@ -278,6 +278,12 @@ void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp);
  * no body read only to be dropped).
  */
 int srv_dispatch_head(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp);
+/*
+ * For the Segment endpoints (h_events.c): 1 with a 413 reply when an
+ * uncompressed body declared `declared` bytes long is over their 500 KB
+ * request limit, so it is refused before it is read; else 0.
+ */
+int srv_intake_declared_too_large(int route, size_t declared, srv_resp_t *resp);
 
 /* -------------------------------------------------------------- metrics */
 
