@@ -332,6 +332,12 @@ cp_status srv_inflate(const char *encoding, const char *in, size_t len, size_t m
                     len - z.avail_in, z.msg != NULL ? z.msg : "invalid data");
         goto out;
     }
+    if (n > max) {
+        /* The stream ended exactly on the byte past the bound. */
+        st = CP_ERR(err, CP_ELIMIT, "%s body: inflates to more than the limit of %zu bytes", name,
+                    max);
+        goto out;
+    }
     buf[n] = '\0';
     *out = buf;
     *out_len = n;
@@ -345,8 +351,8 @@ out:
 cp_status srv_body_decode(srv_req_t *req, srv_resp_t *resp, size_t max)
 {
     const char *enc = req->content_encoding;
-    if (enc == NULL)
-        return CP_OK;
+    if (enc == NULL || req->body_len == 0)
+        return CP_OK; /* nothing to decode (a body-less request with the header) */
     while (*enc == ' ' || *enc == '\t')
         enc++;
     if (*enc == '\0' || encoding_is(enc, "identity"))

@@ -15,6 +15,15 @@
 
 #include "server/srv.h"
 
+/* Declared in router.c's table; defined below. */
+void srv_h_ev_identify(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_track(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_page(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_screen(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_group(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_alias(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_batch(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+
 #define EV_EVENT_MAX (32u * 1024)  /* per event, its compact JSON (docs/intake.md) */
 #define EV_BATCH_MAX (500u * 1024) /* per batch body, after decompression */
 
@@ -36,13 +45,31 @@ static char *compact_event(const srv_req_t *req, size_t *len)
     return out;
 }
 
+static void reply_batch_too_large(srv_resp_t *resp, size_t len)
+{
+    srv_reply_error(resp, 413, "too_large", json_pack("{s:I}", "limit", (json_int_t)EV_BATCH_MAX),
+                    "request body is %zu bytes; the limit is %u bytes per request on the "
+                    "Segment endpoints (32 KB per event)",
+                    len, EV_BATCH_MAX);
+}
+
+int srv_intake_declared_too_large(int route, size_t declared, srv_resp_t *resp)
+{
+    if (route < 0 || (size_t)route >= srv_nroutes || declared <= EV_BATCH_MAX)
+        return 0;
+    srv_handler_fn h = srv_routes[route].handler;
+    if (h != srv_h_ev_identify && h != srv_h_ev_track && h != srv_h_ev_page &&
+        h != srv_h_ev_screen && h != srv_h_ev_group && h != srv_h_ev_alias && h != srv_h_ev_batch)
+        return 0;
+    reply_batch_too_large(resp, declared);
+    return 1;
+}
+
 static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_type t)
 {
     size_t max = EV_BATCH_MAX; /* single events: checked per event below */
     if (req->body_len > max) {
-        srv_reply_error(resp, 413, "too_large", json_pack("{s:I}", "limit", (json_int_t)max),
-                        "request body is %zu bytes; the limit is %zu bytes %s", req->body_len,
-                        max, t == CP_EVENT_BATCH ? "per batch" : "per event request");
+        reply_batch_too_large(resp, req->body_len);
         return;
     }
     const char *body = req->body;

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/ioctl.h>
@@ -358,25 +359,34 @@ static void fill_request(srv_req_t *req, struct MHD_Connection *c, const char *u
     req->client_loopback = ci != NULL && srv_sockaddr_is_loopback(ci->client_addr);
 }
 
-/* Runs the header-only checks as soon as the headers are in, when a body
- * is announced: a refusal is then answered before the body is read (no
- * interim "100 Continue" before the error) and the connection closed. */
+/*
+ * A client that sends "Expect: 100-continue" waits for our go-ahead before
+ * sending the body; MHD gives it ("100 Continue") as soon as this first
+ * call returns without a response, so a request refused later carried two
+ * status lines, "100 Continue" and the error. For such clients the checks
+ * that need only the headers run now, and a refusal is the final answer,
+ * as RFC 9110 15.2.1 intends: the body is never sent. Clients that send the
+ * body at once are answered after it is read (and dropped), because closing
+ * on a client still sending makes it see a reset instead of the answer.
+ */
 static enum MHD_Result precheck(struct MHD_Connection *c, srv_ctx_t *srv, conn_ctx_t *cc,
                                 const char *url, const char *method)
 {
     const char *cl =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te =
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    if (te == NULL && (cl == NULL || strspn(cl, " 0") == strlen(cl)))
-        return MHD_YES; /* no body: the full dispatch comes at once */
+    const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    if (expect == NULL || strcasestr(expect, "100-continue") == NULL)
+        return MHD_YES;
     srv_req_t req;
     srv_resp_t resp;
     srv_req_init(&req);
     srv_resp_init(&resp);
     fill_request(&req, c, url, method);
     enum MHD_Result ret = MHD_YES;
-    if (!srv_dispatch_head(srv, &req, &resp)) {
+    unsigned long long declared = cl != NULL ? strtoull(cl, NULL, 10) : 0;
+    if (!srv_dispatch_head(srv, &req, &resp) ||
+        (req.content_encoding == NULL &&
+         srv_intake_declared_too_large(req.route, (size_t)declared, &resp))) {
         cc->route = req.route;
         cc->status = resp.status;
         cc->too_large = 1; /* drop the body if MHD still reads it */

@@ -273,11 +273,18 @@ void srv_dispatch(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp);
  * The part of srv_dispatch that needs only the request line and headers
  * (URL, CORS preflight, auth, route, role, cross-site rules). Returns 1
  * when the request may go on (req->route set), else 0 with the reply made.
- * The server runs it as soon as the headers are in, so a request that will
- * be refused is answered before its body is read (no "100 Continue" and
- * no body read only to be dropped).
+ * For a client that sent "Expect: 100-continue" the server runs it as soon
+ * as the headers are in, so a request that will be refused is answered
+ * without a "100 Continue" first and its body is never sent.
  */
 int srv_dispatch_head(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp);
+/*
+ * For the Segment endpoints (h_events.c): 1 with a 413 reply when an
+ * uncompressed body declared `declared` bytes long is over their 500 KB
+ * request limit, so an "Expect: 100-continue" client is refused before it
+ * sends the body; else 0.
+ */
+int srv_intake_declared_too_large(int route, size_t declared, srv_resp_t *resp);
 
 /* -------------------------------------------------------------- metrics */
 

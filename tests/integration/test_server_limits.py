@@ -562,6 +562,9 @@ def test_single_status_line(srv):
         "400 malformed": b"POST /v1/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                          b"application/json\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n"
                          + b"{" * 2000,
+        "413 intake + Expect": b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                               b"application/json\r\nContent-Length: 600000\r\n"
+                               b"Expect: 100-continue\r\n\r\n",
         "431": b"GET /v1/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70000
                + b"\r\n\r\n",
         "413 chunked": b"POST /v1/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
