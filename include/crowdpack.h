@@ -644,6 +644,38 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
 cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **out,
                          cp_error_t *err);
 
+/* ------------------------------------------------------ damaged files */
+
+/* Receives one line of text (borrowed for the call). */
+typedef void (*cp_line_fn)(void *ud, const char *line);
+
+/*
+ * Checks the data directory `dir` without changing it (docs/operations.md
+ * "Damaged files"): reads every page and value of data.mdb and verifies
+ * the value checksums, then decodes every record and bitmap and
+ * cross-checks them (users by id against users by ordinal, identity rows,
+ * crowd sizes against their members, members of crowds, tags and
+ * attributes against the live users). Runs in child processes, so damage
+ * that crashes liblmdb is reported, not suffered. `problem` (may be NULL)
+ * gets one line per problem; *problems their number. CP_OK when the check
+ * ran (clean or not: see *problems); CP_ENOTFOUND without data.mdb; CP_EIO
+ * when it could not run. May run while a server has the directory open.
+ */
+cp_status cp_db_check(const char *dir, cp_line_fn problem, void *ud, uint64_t *problems,
+                      cp_error_t *err);
+
+/*
+ * The explicit way past a damaged write-ahead log, which cp_db_open
+ * refuses (CP_ECORRUPT): keeps every valid record, appends each damaged
+ * stretch raw to DIR/wal-dropped-<ms>.bin (one text line naming segment,
+ * offset and length before its bytes), turns LSNs without a valid record
+ * into no-ops, recreates a missing DIR/wal, then opens the directory once
+ * so the kept records are applied. `say` (may be NULL) gets what was done,
+ * a line at a time. Takes the writer lock: CP_ELOCKED while a server runs.
+ * Damage inside data.mdb is not repaired (restore a backup).
+ */
+cp_status cp_db_recover(const char *dir, cp_line_fn say, void *ud, cp_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -24,6 +24,8 @@ int cmd_funnel(int argc, char **argv);
 int cmd_import(int argc, char **argv);  /* cmd_import.c */
 int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
 int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
+int cmd_check(int argc, char **argv);   /* cmd_check.c */
+int cmd_recover(int argc, char **argv); /* cmd_check.c */
 
 typedef struct command {
     const char *name;
@@ -58,6 +60,8 @@ static const command_t commands[] = {
     {"aipl", cmd_aipl, "--data DIR RULES.json", "AIPL stages as exclusive tags aipl/NAME/STAGE"},
     {"funnel", cmd_funnel, "--data DIR STEP STEP...", "funnel: users reaching steps in order, conversion"},
     {"stats", cmd_stats, "--data DIR", "sizes and counters of a data directory"},
+    {"check", cmd_check, "--data DIR", "check a data directory for damage (exit 1 if damaged)"},
+    {"recover", cmd_recover, "--data DIR", "go past a damaged write-ahead log, explicitly"},
     {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
     {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},
     {"bench", cmd_bench, "[--users N[,N...]] [--synthetic]", "measure count latency and load rate"},

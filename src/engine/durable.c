@@ -25,6 +25,9 @@
  *    the records, so dedup decides the same way), a torn tail having been
  *    cut by wal_open.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -276,6 +279,54 @@ static void wal_log(void *ud, const char *msg)
     fprintf(stderr, "crowdpack: %s\n", msg);
 }
 
+/* A damaged log stops the open; the message says how to go on. */
+static cp_status wal_refusal(cp_db_t *db, cp_status rc, cp_error_t *err)
+{
+    if (rc != CP_ECORRUPT)
+        return rc;
+    char why[sizeof err->message];
+    snprintf(why, sizeof why, "%s", err->message);
+    return CP_ERR(err, CP_ECORRUPT,
+                  "%s. Refusing to start: restore the log from a backup or run `crowdpack "
+                  "recover --data %s`",
+                  why, store_dir(db->st));
+}
+
+/*
+ * data.mdb says the log held records (its "wal_lsn" is past 0) but DIR/wal
+ * or every segment in it is gone: a deleted log, not a fresh one (the log
+ * always keeps its active segment, even right after a checkpoint). Opening
+ * would create an empty log and forget whatever it held past wal_lsn.
+ */
+static cp_status wal_presence_check(cp_db_t *db, cp_error_t *err)
+{
+    if (db->ckpt_lsn == 0)
+        return CP_OK;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/wal", store_dir(db->st));
+    DIR *d = opendir(path);
+    int segs = 0;
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            size_t n = strlen(de->d_name);
+            if (n > 4 && strcmp(de->d_name + n - 4, ".wal") == 0)
+                segs++;
+        }
+        closedir(d);
+    } else if (errno != ENOENT) {
+        return CP_ERR(err, CP_EIO, "cannot read %s: %s", path, strerror(errno));
+    }
+    if (segs > 0)
+        return CP_OK;
+    cp_status rc = CP_ERR(err, CP_ECORRUPT,
+                          "wal: %s %s, but data.mdb has applied write-ahead log records up to "
+                          "LSN %llu: the acknowledged records logged after it are lost",
+                          path, d == NULL ? "is missing" : "holds no segment",
+                          (unsigned long long)db->ckpt_lsn);
+    return wal_refusal(db, rc, err);
+}
+
 cp_status intake_recover(cp_db_t *db, cp_error_t *err)
 {
     if (db->readonly)
@@ -293,6 +344,8 @@ cp_status intake_recover(cp_db_t *db, cp_error_t *err)
         if ((rc = store_txn_commit(t, err)))
             return rc;
     }
+    if ((rc = wal_presence_check(db, err)))
+        return rc;
     wal_options_t wo = {0};
     wo.initial_lsn = db->ckpt_lsn + 1;
     wo.log = wal_log;
@@ -301,12 +354,27 @@ cp_status intake_recover(cp_db_t *db, cp_error_t *err)
         wo.sync = WAL_SYNC_NONE;
     rc = wal_open(store_dir(db->st), &wo, &db->wal, err);
     if (rc)
-        return rc;
+        return wal_refusal(db, rc, err);
     uint64_t last = wal_last_lsn(db->wal);
+    wal_stats_t ws = {0};
+    wal_stats(db->wal, &ws);
+    if (last < db->ckpt_lsn && last + 1 == ws.active_first_lsn &&
+        ws.active_first_lsn <= db->ckpt_lsn && ws.truncated_bytes == 0) {
+        /* The newest segment is empty although data.mdb applied records
+         * from it: emptied, not torn (a torn one keeps its partial bytes).
+         * What it held after data.mdb's last commit is gone. */
+        rc = CP_ERR(err, CP_ECORRUPT,
+                    "wal: segment %s/wal/%020llu.wal is empty, but data.mdb has applied its "
+                    "records up to LSN %llu: the log was truncated, and the acknowledged "
+                    "records it held after that are lost",
+                    store_dir(db->st), (unsigned long long)ws.active_first_lsn,
+                    (unsigned long long)db->ckpt_lsn);
+        return wal_refusal(db, rc, err);
+    }
     if (last > db->ckpt_lsn) {
         db->applied_lsn = db->ckpt_lsn;
         if ((rc = wal_replay(db->wal, db->ckpt_lsn, replay_one, db, err)))
-            return rc;
+            return wal_refusal(db, rc, err);
         db_lock_wr(db);
         rc = intake_checkpoint_locked(db, err);
         pthread_rwlock_unlock(&db->lock);

@@ -4,15 +4,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store/wal.h" /* wal_crc32c */
 #include "util/util.h"
 
 #define STORE_MAGIC "crowdpack"
@@ -34,16 +38,33 @@ struct store {
      * LMDB's pages past its last used page land there, so a commit
      * finds its blocks already allocated (store_ensure_room). */
     uint64_t room_end;
+    int crc; /* values carry a CRC32C trailer (meta "value_crc"); see "value checksums" */
 };
 
 struct store_txn {
     store_t *st;
     MDB_txn *txn;
+    /* The last store_reserve()d value, sealed (its trailer written) at the
+     * next call on the transaction: the caller writes it in between. */
+    unsigned char *pend;
+    size_t pend_len;
+    store_db pend_db;
+    size_t pend_klen;
+    unsigned char pend_key[512];
 };
 
 struct store_cursor {
     MDB_cursor *cur;
+    store_txn_t *t;
+    store_db db;
 };
+
+static void seal_pending(store_txn_t *t);
+static cp_status value_check(store_txn_t *t, store_db db, const MDB_val *key, MDB_val *val,
+                             cp_error_t *err);
+static cp_status values_format_open(store_t *st, store_txn_t *t, int created, cp_error_t *err);
+static cp_status values_upgrade(store_t *st, store_txn_t *t, cp_error_t *err);
+static cp_status store_preflight(store_t *st, uint64_t map_size, cp_error_t *err);
 
 /* Maps an LMDB (or errno) return to a status with mdb_strerror() text. */
 static cp_status mdb_status(cp_error_t *err, int rc, const char *what, const char *file,
@@ -245,6 +266,8 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
         created = 1;
     }
 
+    if (!created && (rc = store_preflight(st, map_size, err)))
+        goto out;
     int mrc = mdb_env_create(&st->env);
     if (mrc) {
         st->env = NULL;
@@ -292,7 +315,10 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
             goto out;
         }
     }
-    if ((rc = check_meta(st, t, version, created, err)))
+    if ((rc = values_format_open(st, t, created, err)) ||
+        (rc = check_meta(st, t, version, created, err)))
+        goto out;
+    if (!st->crc && !readonly && (rc = values_upgrade(st, t, err)))
         goto out;
     rc = store_txn_commit(t, err);
     t = NULL;
@@ -355,6 +381,7 @@ cp_status store_txn_begin(store_t *st, int write, store_txn_t **out, cp_error_t 
 cp_status store_txn_commit(store_txn_t *t, cp_error_t *err)
 {
     store_t *st = t->st;
+    seal_pending(t);
     int rc = mdb_txn_commit(t->txn);
     free(t);
     if (rc == ENOSPC || rc == EDQUOT)
@@ -373,10 +400,124 @@ void store_txn_abort(store_txn_t *t)
     free(t);
 }
 
+/* ------------------------------------------------------ value checksums */
+
+/*
+ * Every value carries a 4-byte little-endian CRC32C trailer over its key
+ * and its bytes, so bit rot in data.mdb is CP_ECORRUPT naming the
+ * sub-database and the key instead of a wrong answer or a crash in a
+ * decoder. Callers never see the trailer: put/reserve add it, get/each/
+ * cursor check and strip it. Directories written before checksums (no
+ * meta "value_crc") are upgraded in place by the first read-write open;
+ * read-only opens read them unchecked. "value_crc" itself is stored
+ * without a trailer: it says how to read the others.
+ */
+#define STORE_CRC_BYTES 4
+#define STORE_CRC_KEY "value_crc"
+
+static int value_raw(const store_t *st, store_db db, const void *k, size_t klen)
+{
+    return !st->crc || (db == STORE_META && klen == sizeof STORE_CRC_KEY - 1 &&
+                        memcmp(k, STORE_CRC_KEY, klen) == 0);
+}
+
+static uint32_t value_crc(const void *k, size_t klen, const void *v, size_t vlen)
+{
+    return wal_crc32c(wal_crc32c(0, k, klen), v, vlen);
+}
+
+static void put_trailer(unsigned char *p, uint32_t c)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(c >> (8 * i));
+}
+
+static uint32_t get_trailer(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void seal_pending(store_txn_t *t)
+{
+    if (t->pend == NULL)
+        return;
+    put_trailer(t->pend + t->pend_len,
+                value_crc(t->pend_key, t->pend_klen, t->pend, t->pend_len));
+    t->pend = NULL;
+}
+
+/* A key as text for messages: printable bytes as they are, else hex. */
+static void key_text(char *buf, size_t cap, store_db db, const void *k, size_t klen)
+{
+    const unsigned char *p = k;
+    int printable = klen > 0;
+    for (size_t i = 0; i < klen && printable; i++)
+        printable = p[i] >= 0x20 && p[i] < 0x7f;
+    if (db == STORE_UORD && klen == 4) {
+        uint32_t o;
+        memcpy(&o, k, 4);
+        snprintf(buf, cap, "%u", o);
+    } else if (printable) {
+        snprintf(buf, cap, "\"%.*s\"", (int)(klen > 200 ? 200 : klen), (const char *)k);
+    } else {
+        size_t o = 0;
+        buf[0] = '\0';
+        o += (size_t)snprintf(buf, cap, "0x");
+        for (size_t i = 0; i < klen && i < 64 && o + 3 < cap; i++)
+            o += (size_t)snprintf(buf + o, cap - o, "%02x", p[i]);
+    }
+}
+
+static cp_status value_check(store_txn_t *t, store_db db, const MDB_val *key, MDB_val *val,
+                             cp_error_t *err)
+{
+    if (value_raw(t->st, db, key->mv_data, key->mv_size))
+        return CP_OK;
+    char kt[160];
+    if (val->mv_size < STORE_CRC_BYTES) {
+        key_text(kt, sizeof kt, db, key->mv_data, key->mv_size);
+        return CP_ERR(err, CP_ECORRUPT,
+                      "data.mdb in %s is damaged: sub-database \"%s\", key %s: value of %zu "
+                      "bytes has no checksum",
+                      t->st->dir, db_names[db], kt, val->mv_size);
+    }
+    size_t n = val->mv_size - STORE_CRC_BYTES;
+    const unsigned char *v = val->mv_data;
+    if (value_crc(key->mv_data, key->mv_size, v, n) != get_trailer(v + n)) {
+        key_text(kt, sizeof kt, db, key->mv_data, key->mv_size);
+        return CP_ERR(err, CP_ECORRUPT,
+                      "data.mdb in %s is damaged: sub-database \"%s\", key %s: checksum "
+                      "mismatch in its %zu-byte value",
+                      t->st->dir, db_names[db], kt, n);
+    }
+    val->mv_size = n;
+    return CP_OK;
+}
+
 cp_status store_put(store_txn_t *t, store_db db, const void *k, size_t klen, const void *v,
                     size_t vlen, cp_error_t *err)
 {
+    seal_pending(t);
     MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
+    if (!value_raw(t->st, db, k, klen)) {
+        /* Through a copy: v may point into the map (a value read in this
+         * transaction), which the reservation could move. */
+        unsigned char small[1024];
+        unsigned char *buf = vlen + STORE_CRC_BYTES <= sizeof small
+                                 ? small
+                                 : malloc(vlen + STORE_CRC_BYTES);
+        if (buf == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory writing to %s", db_names[db]);
+        if (vlen > 0)
+            memcpy(buf, v, vlen);
+        put_trailer(buf + vlen, value_crc(k, klen, buf, vlen));
+        val.mv_size = vlen + STORE_CRC_BYTES;
+        val.mv_data = buf;
+        int rc = mdb_put(t->txn, t->st->dbi[db], &key, &val, 0);
+        if (buf != small)
+            free(buf);
+        return rc ? MDB_ERR(err, rc, db_names[db]) : CP_OK;
+    }
     int rc = mdb_put(t->txn, t->st->dbi[db], &key, &val, 0);
     return rc ? MDB_ERR(err, rc, db_names[db]) : CP_OK;
 }
@@ -384,10 +525,21 @@ cp_status store_put(store_txn_t *t, store_db db, const void *k, size_t klen, con
 cp_status store_reserve(store_txn_t *t, store_db db, const void *k, size_t klen, size_t vlen,
                         void **out, cp_error_t *err)
 {
-    MDB_val key = {klen, (void *)k}, val = {vlen, NULL};
+    seal_pending(t);
+    int raw = value_raw(t->st, db, k, klen);
+    if (!raw && klen > sizeof t->pend_key)
+        return CP_ERR(err, CP_ELIMIT, "%s: key of %zu bytes is too long", db_names[db], klen);
+    MDB_val key = {klen, (void *)k}, val = {vlen + (raw ? 0 : STORE_CRC_BYTES), NULL};
     int rc = mdb_put(t->txn, t->st->dbi[db], &key, &val, MDB_RESERVE);
     if (rc)
         return MDB_ERR(err, rc, db_names[db]);
+    if (!raw) {
+        t->pend = val.mv_data;
+        t->pend_len = vlen;
+        t->pend_db = db;
+        t->pend_klen = klen;
+        memcpy(t->pend_key, k, klen);
+    }
     *out = val.mv_data;
     return CP_OK;
 }
@@ -395,12 +547,16 @@ cp_status store_reserve(store_txn_t *t, store_db db, const void *k, size_t klen,
 cp_status store_get(store_txn_t *t, store_db db, const void *k, size_t klen, const void **v,
                     size_t *vlen, cp_error_t *err)
 {
+    seal_pending(t);
     MDB_val key = {klen, (void *)k}, val = {0, NULL};
     int rc = mdb_get(t->txn, t->st->dbi[db], &key, &val);
     if (rc == MDB_NOTFOUND)
         return CP_ENOTFOUND;
     if (rc)
         return MDB_ERR(err, rc, db_names[db]);
+    cp_status st = value_check(t, db, &key, &val, err);
+    if (st)
+        return st;
     *v = val.mv_data;
     *vlen = val.mv_size;
     return CP_OK;
@@ -408,6 +564,7 @@ cp_status store_get(store_txn_t *t, store_db db, const void *k, size_t klen, con
 
 cp_status store_del(store_txn_t *t, store_db db, const void *k, size_t klen, cp_error_t *err)
 {
+    seal_pending(t);
     MDB_val key = {klen, (void *)k};
     int rc = mdb_del(t->txn, t->st->dbi[db], &key, NULL);
     if (rc == MDB_NOTFOUND)
@@ -418,6 +575,7 @@ cp_status store_del(store_txn_t *t, store_db db, const void *k, size_t klen, cp_
 cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t plen,
                      store_each_fn fn, void *ud, cp_error_t *err)
 {
+    seal_pending(t);
     MDB_cursor *c = NULL;
     int rc = mdb_cursor_open(t->txn, t->st->dbi[db], &c);
     if (rc)
@@ -428,7 +586,8 @@ cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t ple
     while (rc == 0) {
         if (plen && (key.mv_size < plen || memcmp(key.mv_data, prefix, plen) != 0))
             break;
-        if ((st = fn(ud, key.mv_data, key.mv_size, val.mv_data, val.mv_size, err)))
+        if ((st = value_check(t, db, &key, &val, err)) ||
+            (st = fn(ud, key.mv_data, key.mv_size, val.mv_data, val.mv_size, err)))
             break;
         rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
     }
@@ -441,6 +600,7 @@ cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t ple
 cp_status store_del_prefix(store_txn_t *t, store_db db, const void *prefix, size_t plen,
                            cp_error_t *err)
 {
+    seal_pending(t);
     MDB_cursor *c = NULL;
     int rc = mdb_cursor_open(t->txn, t->st->dbi[db], &c);
     if (rc)
@@ -495,11 +655,14 @@ cp_status store_cursor_open(store_txn_t *t, store_db db, store_cursor_t **out, c
     store_cursor_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory opening a cursor");
+    seal_pending(t);
     int rc = mdb_cursor_open(t->txn, t->st->dbi[db], &c->cur);
     if (rc) {
         free(c);
         return MDB_ERR(err, rc, db_names[db]);
     }
+    c->t = t;
+    c->db = db;
     *out = c;
     return CP_OK;
 }
@@ -513,6 +676,10 @@ cp_status store_cursor_seek(store_cursor_t *c, const void *k, size_t klen, const
         return CP_ENOTFOUND;
     if (rc)
         return MDB_ERR(err, rc, "cursor");
+    seal_pending(c->t);
+    cp_status st = value_check(c->t, c->db, &key, &val, err);
+    if (st)
+        return st;
     *v = val.mv_data;
     *vlen = val.mv_size;
     return CP_OK;
@@ -706,4 +873,340 @@ cp_status store_ensure_room(store_t *st, uint64_t bytes, cp_error_t *err)
                       (unsigned long long)(to - from), strerror(e));
     st->room_end = to;
     return CP_OK;
+}
+/* ------------------------------------------- value format, damage walk */
+
+/* Reads (or, for a new file, writes) the checksum flag. Before check_meta,
+ * which reads meta values and must know whether they carry trailers. */
+static cp_status values_format_open(store_t *st, store_txn_t *t, int created, cp_error_t *err)
+{
+    MDB_val key = {sizeof STORE_CRC_KEY - 1, (void *)STORE_CRC_KEY}, val = {0, NULL};
+    int rc = mdb_get(t->txn, st->dbi[STORE_META], &key, &val);
+    if (rc == 0) {
+        uint64_t v = 0;
+        if (val.mv_size == 8)
+            for (int i = 7; i >= 0; i--)
+                v = v << 8 | ((const unsigned char *)val.mv_data)[i];
+        if (v != 1)
+            return CP_ERR(err, v == 0 ? CP_ECORRUPT : CP_EVERSION,
+                          "data directory %s: meta \"%s\" holds %zu bytes (%llu); this build "
+                          "knows value checksums version 1",
+                          st->dir, STORE_CRC_KEY, val.mv_size, (unsigned long long)v);
+        st->crc = 1;
+        return CP_OK;
+    }
+    if (rc != MDB_NOTFOUND)
+        return MDB_ERR(err, rc, "meta");
+    if (!created)
+        return CP_OK; /* an older directory: upgraded after check_meta if writable */
+    unsigned char one[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    val.mv_size = 8;
+    val.mv_data = one;
+    if ((rc = mdb_put(t->txn, st->dbi[STORE_META], &key, &val, 0)))
+        return MDB_ERR(err, rc, "meta");
+    st->crc = 1;
+    return CP_OK;
+}
+
+/*
+ * Gives every value of a directory written before checksums its trailer,
+ * in the opening transaction (all or nothing), then sets the flag. One
+ * pass over the file; the copy-on-write pages may grow it until LMDB
+ * reuses the old ones.
+ */
+static cp_status values_upgrade(store_t *st, store_txn_t *t, cp_error_t *err)
+{
+    cp_status rs = CP_OK;
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    unsigned char kbuf[512];
+    MDB_cursor *c = NULL;
+    for (int db = 0; db < STORE_NDBS && rs == CP_OK; db++) {
+        int rc = mdb_cursor_open(t->txn, st->dbi[db], &c);
+        if (rc) {
+            rs = MDB_ERR(err, rc, db_names[db]);
+            break;
+        }
+        MDB_val key, val;
+        rc = mdb_cursor_get(c, &key, &val, MDB_FIRST);
+        while (rc == 0) {
+            if (key.mv_size > sizeof kbuf) {
+                rs = CP_ERR(err, CP_ECORRUPT, "data.mdb in %s: a key of %zu bytes in \"%s\"",
+                            st->dir, key.mv_size, db_names[db]);
+                break;
+            }
+            if (val.mv_size + STORE_CRC_BYTES > cap) {
+                size_t nc = (val.mv_size + STORE_CRC_BYTES) * 2;
+                unsigned char *nb = realloc(buf, nc);
+                if (nb == NULL) {
+                    rs = CP_ERR(err, CP_ENOMEM, "out of memory adding checksums to %s", st->dir);
+                    break;
+                }
+                buf = nb;
+                cap = nc;
+            }
+            memcpy(kbuf, key.mv_data, key.mv_size);
+            if (val.mv_size)
+                memcpy(buf, val.mv_data, val.mv_size);
+            put_trailer(buf + val.mv_size, value_crc(kbuf, key.mv_size, buf, val.mv_size));
+            MDB_val k2 = {key.mv_size, kbuf}, v2 = {val.mv_size + STORE_CRC_BYTES, buf};
+            if ((rc = mdb_cursor_put(c, &k2, &v2, MDB_CURRENT)))
+                break;
+            rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+        }
+        if (rs == CP_OK && rc != 0 && rc != MDB_NOTFOUND)
+            rs = MDB_ERR(err, rc, "adding checksums to the values of data.mdb");
+        mdb_cursor_close(c);
+        c = NULL;
+    }
+    free(buf);
+    if (rs != CP_OK)
+        return rs;
+    MDB_val key = {sizeof STORE_CRC_KEY - 1, (void *)STORE_CRC_KEY};
+    unsigned char one[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    MDB_val val = {8, one};
+    int rc = mdb_put(t->txn, st->dbi[STORE_META], &key, &val, 0);
+    if (rc)
+        return MDB_ERR(err, rc, "meta");
+    st->crc = 1;
+    return CP_OK;
+}
+
+/*
+ * The damage walk. liblmdb trusts its file: a damaged meta page, a branch
+ * page pointing at garbage or a zeroed leaf can make it read wild
+ * pointers (SIGSEGV), fail an assertion (SIGABRT) or touch an overflow
+ * page past the end of the file (SIGBUS). So a child process opens the
+ * file on its own and reads every page a reader or writer can reach: the
+ * free list, the main tree, every sub-database and every value byte
+ * (checking the value checksums). The parent only opens what the child
+ * read without dying; a child killed by a signal is a clean CP_ECORRUPT.
+ * The child reports over a pipe, one line at a time: "at NAME" before
+ * each tree, "bad MESSAGE" for each problem.
+ */
+#define WALK_TIMEOUT_S 600
+#define WALK_UNOPENABLE 3 /* the child's exit status when LMDB refused the file */
+
+typedef struct walk_out {
+    int fd;
+    uint64_t problems;
+} walk_out_t;
+
+static void walk_say(walk_out_t *w, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void walk_say(walk_out_t *w, const char *kind, const char *fmt, ...)
+{
+    char line[700];
+    int n = snprintf(line, sizeof line, "%s ", kind);
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof line - 2)
+        n = (int)sizeof line - 2;
+    for (int i = 0; i < n; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[n++] = '\n';
+    for (int o = 0; o < n;) {
+        ssize_t r = write(w->fd, line + o, (size_t)(n - o));
+        if (r <= 0)
+            break;
+        o += (int)r;
+    }
+}
+
+/* Walks one tree; `crc` 1 checks value trailers (sub-databases only). */
+static void walk_tree(walk_out_t *w, MDB_txn *txn, MDB_dbi dbi, const char *name, int crc,
+                      int is_meta, const char *dir)
+{
+    walk_say(w, "at", "%s", name);
+    MDB_cursor *c = NULL;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc) {
+        w->problems++;
+        walk_say(w, "bad", "data.mdb in %s: cannot read %s: %s", dir, name, mdb_strerror(rc));
+        return;
+    }
+    MDB_val key, val;
+    volatile uint32_t sink = 0;
+    uint64_t n = 0;
+    rc = mdb_cursor_get(c, &key, &val, MDB_FIRST);
+    while (rc == 0) {
+        n++;
+        int raw = !crc || (is_meta && key.mv_size == sizeof STORE_CRC_KEY - 1 &&
+                           memcmp(key.mv_data, STORE_CRC_KEY, key.mv_size) == 0);
+        if (raw) {
+            sink ^= wal_crc32c(0, val.mv_data, val.mv_size); /* touch every byte */
+        } else if (val.mv_size < STORE_CRC_BYTES ||
+                   value_crc(key.mv_data, key.mv_size, val.mv_data,
+                             val.mv_size - STORE_CRC_BYTES) !=
+                       get_trailer((const unsigned char *)val.mv_data + val.mv_size -
+                                   STORE_CRC_BYTES)) {
+            char kt[160];
+            int which = 0;
+            for (int i = 0; i < STORE_NDBS; i++)
+                if (strcmp(db_names[i], name) == 0)
+                    which = i;
+            key_text(kt, sizeof kt, (store_db)which, key.mv_data, key.mv_size);
+            w->problems++;
+            walk_say(w, "bad",
+                     "data.mdb in %s is damaged: sub-database \"%s\", key %s: checksum "
+                     "mismatch in its value",
+                     dir, name, kt);
+        }
+        rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        w->problems++;
+        walk_say(w, "bad", "data.mdb in %s is damaged: reading %s after %llu entries: %s", dir,
+                 name, (unsigned long long)n, mdb_strerror(rc));
+    }
+    mdb_cursor_close(c);
+}
+
+/* The child's whole job; returns its exit status. */
+static int walk_child(const char *dir, const char *path, uint64_t map_size, int fd)
+{
+    walk_out_t w = {fd, 0};
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    walk_say(&w, "at", "the meta pages");
+    int rc = mdb_env_create(&env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(env, 16);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(env, map_size ? map_size : STORE_DEFAULT_MAP_SIZE);
+    if (rc == 0)
+        rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOTLS, 0644);
+    if (rc == 0)
+        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        walk_say(&w, "bad",
+                 "%s is not a crowdpack data directory, or its data.mdb is damaged: "
+                 "LMDB cannot open it: %s",
+                 dir, mdb_strerror(rc));
+        return WALK_UNOPENABLE;
+    }
+    walk_tree(&w, txn, 0, "the free list", 0, 0, dir);
+    walk_tree(&w, txn, 1, "the main tree", 0, 0, dir);
+    MDB_dbi dbi[STORE_NDBS];
+    int crc = 0;
+    for (int i = 0; i < STORE_NDBS; i++) {
+        walk_say(&w, "at", "%s", db_names[i]);
+        rc = mdb_dbi_open(txn, db_names[i], i == STORE_UORD ? MDB_INTEGERKEY : 0, &dbi[i]);
+        if (rc) {
+            w.problems++;
+            walk_say(&w, "bad", "data.mdb in %s: sub-database \"%s\": %s", dir, db_names[i],
+                     mdb_strerror(rc));
+            return 1;
+        }
+        if (i == STORE_META) {
+            MDB_val key = {sizeof STORE_CRC_KEY - 1, (void *)STORE_CRC_KEY}, val;
+            crc = mdb_get(txn, dbi[i], &key, &val) == 0;
+        }
+        walk_tree(&w, txn, dbi[i], db_names[i], crc, i == STORE_META, dir);
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return w.problems ? 1 : 0;
+}
+
+cp_status store_verify(const char *dir, uint64_t map_size, store_verify_fn fn, void *ud,
+                       uint64_t *problems, cp_error_t *err)
+{
+    char path[STORE_PATH_MAX];
+    if (strlen(dir) > STORE_PATH_MAX - 32)
+        return CP_ERR(err, CP_ELIMIT, "data directory path is too long");
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (problems)
+        *problems = 0;
+    int pfd[2];
+    if (pipe(pfd) != 0)
+        return CP_ERR(err, CP_EIO, "cannot create a pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return CP_ERR(err, CP_EIO, "cannot fork to check %s: %s", path, strerror(errno));
+    }
+    if (pid == 0) {
+        close(pfd[0]);
+        signal(SIGPIPE, SIG_IGN);
+        alarm(WALK_TIMEOUT_S);
+        _exit(walk_child(dir, path, map_size, pfd[1]));
+    }
+    close(pfd[1]);
+    /* Read the child's lines; remember where it was. */
+    char at[200] = "the start";
+    char first_bad[600] = "";
+    uint64_t bad = 0;
+    FILE *f = fdopen(pfd[0], "r");
+    if (f == NULL) {
+        close(pfd[0]);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return CP_ERR(err, CP_ENOMEM, "out of memory checking %s", path);
+    }
+    char line[800];
+    while (fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "at ", 3) == 0) {
+            snprintf(at, sizeof at, "%.*s", (int)sizeof at - 1, line + 3);
+        } else if (strncmp(line, "bad ", 4) == 0) {
+            if (bad++ == 0)
+                snprintf(first_bad, sizeof first_bad, "%.*s", (int)sizeof first_bad - 1,
+                         line + 4);
+            if (fn)
+                fn(ud, line + 4);
+        }
+    }
+    fclose(f);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return CP_ERR(err, CP_EIO, "cannot wait for the check of %s: %s", path,
+                          strerror(errno));
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        char msg[700];
+        if (sig == SIGALRM)
+            snprintf(msg, sizeof msg,
+                     "data.mdb in %s is damaged: reading %s did not finish in %d s "
+                     "(a loop in its pages?)",
+                     dir, at, WALK_TIMEOUT_S);
+        else
+            snprintf(msg, sizeof msg,
+                     "data.mdb in %s is damaged: liblmdb crashed (signal %d, %s) reading %s",
+                     dir, sig, strsignal(sig), at);
+        bad++;
+        if (first_bad[0] == '\0')
+            snprintf(first_bad, sizeof first_bad, "%.*s", (int)sizeof first_bad - 1, msg);
+        if (fn)
+            fn(ud, msg);
+    } else if (!WIFEXITED(status) || (WEXITSTATUS(status) != 0 && bad == 0)) {
+        bad++;
+        snprintf(first_bad, sizeof first_bad, "data.mdb in %s: the check ended with status %d",
+                 dir, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        if (fn)
+            fn(ud, first_bad);
+    }
+    if (problems)
+        *problems = bad;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == WALK_UNOPENABLE)
+        return CP_ERR(err, CP_EINVAL, "%s", first_bad);
+    if (bad)
+        return CP_ERR(err, CP_ECORRUPT, "%s%s", first_bad,
+                      bad > 1 ? " (and more: run `crowdpack check`)" : "");
+    return CP_OK;
+}
+
+/* Before the environment is opened: the walk above, unless turned off. */
+static cp_status store_preflight(store_t *st, uint64_t map_size, cp_error_t *err)
+{
+    const char *e = getenv("CROWDPACK_OPEN_CHECK");
+    if (e != NULL && strcmp(e, "0") == 0)
+        return CP_OK;
+    return store_verify(st->dir, map_size, NULL, NULL, NULL, err);
 }

@@ -15,6 +15,11 @@
  * MDB_MAP_FULL becomes CP_ELIMIT (the map size is a limit, not a fault);
  * ENOSPC/EDQUOT become CP_ENOSPC naming the file and the free space.
  *
+ * Every value carries a CRC32C of its key and bytes (a 4-byte trailer the
+ * callers never see): get, each and cursor seek return CP_ECORRUPT naming
+ * the sub-database and the key when it does not match. Directories from
+ * before checksums are upgraded by their first read-write open.
+ *
  * Threading: the environment is opened MDB_NOTLS, so a read transaction
  * is not tied to the thread that began it (iterators may move between
  * threads). One write transaction at a time; the engine serialises them.
@@ -156,5 +161,20 @@ cp_status store_cursor_open(store_txn_t *t, store_db db, store_cursor_t **out, c
 cp_status store_cursor_seek(store_cursor_t *c, const void *k, size_t klen, const void **v,
                             size_t *vlen, cp_error_t *err);
 void store_cursor_close(store_cursor_t *c); /* NULL fine */
+
+/*
+ * Reads every page of DIR/data.mdb that LMDB can reach — the free list,
+ * the main tree, every sub-database, every value byte, checking the value
+ * checksums — in a child process, so damage that would crash liblmdb
+ * (SIGSEGV, SIGABRT on its assertions, SIGBUS past the end of the file) is
+ * contained. fn (may be NULL) gets one line per problem found, naming the
+ * sub-database and key or where the child died; *problems (may be NULL)
+ * their number. CP_OK when clean, else CP_ECORRUPT with the first problem;
+ * CP_EIO if the child cannot be started. store_open runs it before opening
+ * an existing file, unless the environment says CROWDPACK_OPEN_CHECK=0.
+ */
+typedef void (*store_verify_fn)(void *ud, const char *problem);
+cp_status store_verify(const char *dir, uint64_t map_size, store_verify_fn fn, void *ud,
+                       uint64_t *problems, cp_error_t *err);
 
 #endif /* CP_STORE_H */

@@ -464,6 +464,170 @@ out:
     return st;
 }
 
+/* ------------------------------------------------------------- damage */
+
+/*
+ * Telling a torn tail from damage. A crash can only tear the end of the
+ * newest segment: the records after the tear were never made durable, so
+ * never acknowledged. Damage anywhere else (a flipped bit, a zeroed page,
+ * a truncated older segment) is followed by records that were. So after
+ * the first invalid record the rest of the file is searched byte by byte
+ * for a well-formed record (length in bounds, CRC right, LSN not below the
+ * one expected): finding one means the log goes on past the damage, and
+ * dropping it would lose acknowledged records silently.
+ */
+
+/* Reads the whole of segment `first` into *buf (caller frees). */
+static cp_status read_segment(wal_t *wal, uint64_t first, unsigned char **buf, size_t *len,
+                              cp_error_t *err)
+{
+    char name[32];
+    wal_segment_name(first, name, sizeof name);
+    *buf = NULL;
+    *len = 0;
+    int fd = openat(wal->wal_dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return CP_ERR(err, CP_EIO, "wal: open %s/%s: %s", wal->wal_dir, name, strerror(errno));
+    cp_status st = CP_OK;
+    struct stat sb;
+    unsigned char *b = NULL;
+    size_t n = 0;
+    if (fstat(fd, &sb) != 0) {
+        st = CP_ERR(err, CP_EIO, "wal: stat %s/%s: %s", wal->wal_dir, name, strerror(errno));
+        goto out;
+    }
+    n = (size_t)sb.st_size;
+    b = malloc(n ? n : 1);
+    if (b == NULL) {
+        st = CP_ERR(err, CP_ENOMEM, "wal: out of memory reading %s/%s", wal->wal_dir, name);
+        goto out;
+    }
+    for (size_t got = 0; got < n;) {
+        ssize_t r = pread(fd, b + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            st = CP_ERR(err, CP_EIO, "wal: read %s/%s: %s", wal->wal_dir, name,
+                        r < 0 ? strerror(errno) : "file shrank");
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    *buf = b;
+    *len = n;
+    b = NULL;
+out:
+    free(b);
+    close(fd);
+    return st;
+}
+
+/* 1 if a whole record with a right CRC starts at b[off] (LSN and payload
+ * length in *lsn, *plen). */
+static int record_at(const unsigned char *b, size_t n, size_t off, uint64_t *lsn, uint32_t *plen)
+{
+    if (off > n || n - off < WAL_HEADER_BYTES)
+        return 0;
+    uint32_t len = get_u32(b + off);
+    if (len > WAL_MAX_RECORD || n - off - WAL_HEADER_BYTES < len)
+        return 0;
+    if (record_crc(b + off, b + off + WAL_HEADER_BYTES, len) != get_u32(b + off + 4))
+        return 0;
+    *lsn = get_u64(b + off + 8);
+    *plen = len;
+    return 1;
+}
+
+/*
+ * Walks b[from, n) and reports each stretch: a valid record (valid = 1,
+ * lsn set) or a run of bytes that holds none (valid = 0). A record counts
+ * when its CRC is right and its LSN is at least `expect` (the LSN owed
+ * next), which then moves past it. Stops early when fn returns non-zero.
+ */
+typedef int (*stretch_fn)(void *ud, int valid, size_t off, size_t len, uint64_t lsn);
+static void walk_stretches(const unsigned char *b, size_t n, size_t from, uint64_t expect,
+                           stretch_fn fn, void *ud)
+{
+    size_t off = from, bad = SIZE_MAX;
+    while (off < n) {
+        uint64_t lsn;
+        uint32_t len;
+        if (record_at(b, n, off, &lsn, &len) && lsn >= expect) {
+            if (bad != SIZE_MAX && fn(ud, 0, bad, off - bad, 0))
+                return;
+            bad = SIZE_MAX;
+            if (fn(ud, 1, off, WAL_HEADER_BYTES + (size_t)len, lsn))
+                return;
+            expect = lsn + 1;
+            off += WAL_HEADER_BYTES + (size_t)len;
+            continue;
+        }
+        if (bad == SIZE_MAX)
+            bad = off;
+        off++;
+    }
+    if (bad != SIZE_MAX)
+        (void)fn(ud, 0, bad, n - bad, 0);
+}
+
+typedef struct survey {
+    uint64_t records;            /* valid records found */
+    uint64_t first_lsn, last_lsn; /* the LSNs of the first and last of them */
+} survey_t;
+
+static int survey_cb(void *ud, int valid, size_t off, size_t len, uint64_t lsn)
+{
+    (void)off;
+    (void)len;
+    survey_t *s = ud;
+    if (valid) {
+        if (s->records++ == 0)
+            s->first_lsn = lsn;
+        s->last_lsn = lsn;
+    }
+    return 0;
+}
+
+/*
+ * Counts the valid records of the log after damage found in segment
+ * segs[i] at byte `off` (the invalid record there itself excluded; `expect`
+ * is the LSN it should have had): the rest of that segment and every
+ * segment after it. Adds to *s.
+ */
+static cp_status survey_after_damage(wal_t *wal, const uint64_t *segs, size_t nsegs, size_t i,
+                                     uint64_t off, uint64_t expect, survey_t *s, cp_error_t *err)
+{
+    for (; i < nsegs; i++) {
+        unsigned char *b = NULL;
+        size_t n = 0;
+        cp_status st = read_segment(wal, segs[i], &b, &n, err);
+        if (st != CP_OK)
+            return st;
+        walk_stretches(b, n, (size_t)off, expect, survey_cb, s);
+        free(b);
+        if (s->records > 0)
+            expect = s->last_lsn + 1;
+        off = 0;
+    }
+    return CP_OK;
+}
+
+/* The refusal: names the segment, the byte offset and what follows. */
+static cp_status damage_refusal(wal_t *wal, const char *name, uint64_t off, const char *why,
+                                const survey_t *s, cp_error_t *err)
+{
+    if (s->records == 0)
+        return CP_ERR(err, CP_ECORRUPT,
+                      "wal: damaged record in %s/%s at byte offset %" PRIu64
+                      " (%s) in a segment before the newest, so it is not a torn tail",
+                      wal->wal_dir, name, off, why);
+    return CP_ERR(err, CP_ECORRUPT,
+                  "wal: damaged record in %s/%s at byte offset %" PRIu64 " (%s); %" PRIu64
+                  " acknowledged records follow it (LSN %" PRIu64 "-%" PRIu64
+                  "), so it is not a torn tail",
+                  wal->wal_dir, name, off, why, s->records, s->first_lsn, s->last_lsn);
+}
+
 /* ---------------------------------------------------------------- open */
 
 static int cmp_u64(const void *a, const void *b)
@@ -518,6 +682,15 @@ static cp_status recover_tail(wal_t *wal, cp_error_t *err)
     cp_status st = scan_segment(wal, first, 0, 0, UINT64_MAX, NULL, NULL, &sc, err);
     if (st != CP_OK)
         return st;
+    if (sc.end < sc.size) {
+        /* Torn tail or damage? Valid records after it say damage. */
+        survey_t sv = {0};
+        st = survey_after_damage(wal, &first, 1, 0, sc.end + 1, first + sc.count, &sv, err);
+        if (st != CP_OK)
+            return st;
+        if (sv.records > 0)
+            return damage_refusal(wal, name, sc.end, sc.why[0] ? sc.why : "garbage", &sv, err);
+    }
     int fd = openat(wal->wal_dirfd, name, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return CP_ERR(err, CP_EIO, "wal: open %s/%s: %s", wal->wal_dir, name, strerror(errno));
@@ -932,7 +1105,7 @@ cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
         goto out;
 
     if (after_lsn + 1 < segs[0]) {
-        st = CP_ERR(err, CP_EIO,
+        st = CP_ERR(err, CP_ECORRUPT,
                     "wal: replay needs the records after LSN %" PRIu64
                     " but %s starts at LSN %" PRIu64 " (older segments were deleted)",
                     after_lsn, wal->wal_dir, segs[0]);
@@ -947,7 +1120,7 @@ cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
         char name[32];
         wal_segment_name(segs[i], name, sizeof name);
         if (segs[i] != expect) {
-            st = CP_ERR(err, CP_EIO,
+            st = CP_ERR(err, CP_ECORRUPT,
                         "wal: LSN gap: %s/%s ends at LSN %" PRIu64 " but the next segment is %s",
                         wal->wal_dir, prev, expect - 1, name);
             goto out;
@@ -961,19 +1134,254 @@ cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
         if (st != CP_OK)
             goto out;
         if (sc.why[0] != '\0') {
-            st = CP_ERR(err, CP_EIO, "wal: corrupt segment %s/%s at offset %" PRIu64 ": %s",
-                        wal->wal_dir, name, sc.end, sc.why);
+            survey_t sv = {0};
+            st = survey_after_damage(wal, segs, nsegs, i, sc.end + 1, segs[i] + sc.count, &sv,
+                                     err);
+            if (st == CP_OK)
+                st = damage_refusal(wal, name, sc.end, sc.why, &sv, err);
             goto out;
         }
         expect = segs[i] + sc.count;
         memcpy(prev, name, sizeof name);
     }
     if (expect <= last)
-        st = CP_ERR(err, CP_EIO,
+        st = CP_ERR(err, CP_ECORRUPT,
                     "wal: %s/%s ends at LSN %" PRIu64 " but the log holds records up to %" PRIu64,
                     wal->wal_dir, prev, expect - 1, last);
 out:
     free(segs);
+    return st;
+}
+
+/* ------------------------------------------------------------- salvage */
+
+typedef struct salvage {
+    wal_t *wal;
+    const char *name;          /* the segment being read */
+    const unsigned char *b;    /* its bytes */
+    unsigned char *outb;       /* its rewritten bytes */
+    size_t outn, outcap;
+    uint64_t next;             /* LSN owed next */
+    const char *side_path;
+    FILE *side;
+    uint8_t noop_type;
+    wal_salvage_report_t *rep;
+    int changed;
+    cp_status st;
+    cp_error_t *err;
+} salvage_t;
+
+static int out_bytes(salvage_t *s, const void *p, size_t n)
+{
+    if (s->outn + n > s->outcap) {
+        size_t cap = s->outcap ? s->outcap : 4096;
+        while (cap < s->outn + n)
+            cap *= 2;
+        unsigned char *q = realloc(s->outb, cap);
+        if (q == NULL) {
+            s->st = CP_ERR(s->err, CP_ENOMEM, "wal: out of memory salvaging %s", s->name);
+            return 1;
+        }
+        s->outb = q;
+        s->outcap = cap;
+    }
+    memcpy(s->outb + s->outn, p, n);
+    s->outn += n;
+    return 0;
+}
+
+/* No-op records for the LSNs up to `upto` the log lacks. */
+static int fill_noops(salvage_t *s, uint64_t upto)
+{
+    for (; s->next <= upto; s->next++) {
+        unsigned char hdr[WAL_HEADER_BYTES];
+        encode_header(hdr, s->next, s->noop_type, NULL, 0);
+        if (out_bytes(s, hdr, sizeof hdr))
+            return 1;
+        s->rep->lsns_lost++;
+        s->changed = 1;
+    }
+    return 0;
+}
+
+static int salvage_cb(void *ud, int valid, size_t off, size_t len, uint64_t lsn)
+{
+    salvage_t *s = ud;
+    if (valid) {
+        if (fill_noops(s, lsn - 1) || out_bytes(s, s->b + off, len))
+            return 1;
+        s->next = lsn + 1;
+        s->rep->records_kept++;
+        return 0;
+    }
+    /* Set the stretch aside, raw, with where it was. */
+    s->changed = 1;
+    s->rep->ranges++;
+    s->rep->bytes_dropped += len;
+    if (s->side == NULL) {
+        s->side = fopen(s->side_path, "ab");
+        if (s->side == NULL) {
+            s->st = CP_ERR(s->err, CP_EIO, "wal: create %s: %s", s->side_path, strerror(errno));
+            return 1;
+        }
+    }
+    fprintf(s->side, "crowdpack-wal-dropped segment %s/%s offset %zu length %zu next-lsn %" PRIu64
+                     "\n",
+            s->wal->wal_dir, s->name, off, len, s->next);
+    if (fwrite(s->b + off, 1, len, s->side) != len || fputc('\n', s->side) == EOF) {
+        s->st = CP_ERR(s->err, CP_EIO, "wal: write %s: %s", s->side_path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/* Replaces segment `name` by s->outb: a temporary file, synced, renamed. */
+static cp_status rewrite_segment(salvage_t *s, const char *name)
+{
+    char tmp[48];
+    snprintf(tmp, sizeof tmp, "%s.salvage", name);
+    wal_t *wal = s->wal;
+    int fd = openat(wal->wal_dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return CP_ERR(s->err, CP_EIO, "wal: create %s/%s: %s", wal->wal_dir, tmp,
+                      strerror(errno));
+    struct iovec iov = {s->outb, s->outn};
+    int e = s->outn ? write_all(fd, &iov, 1) : 0;
+    if (e == 0 && fsync(fd) != 0)
+        e = errno;
+    close(fd);
+    if (e == 0 && renameat(wal->wal_dirfd, tmp, wal->wal_dirfd, name) != 0)
+        e = errno;
+    if (e != 0) {
+        (void)unlinkat(wal->wal_dirfd, tmp, 0);
+        return CP_ERR(s->err, CP_EIO, "wal: rewrite %s/%s: %s", wal->wal_dir, name, strerror(e));
+    }
+    if (fsync(wal->wal_dirfd) != 0)
+        return CP_ERR(s->err, CP_EIO, "wal: fsync directory %s: %s", wal->wal_dir,
+                      strerror(errno));
+    return CP_OK;
+}
+
+cp_status wal_salvage(const char *dir, uint64_t applied, uint8_t noop_type, const char *side_path,
+                      wal_salvage_report_t *rep, cp_error_t *err)
+{
+    cp_status st = CP_OK;
+    wal_t *wal = NULL;
+    unsigned char *b = NULL;
+    salvage_t s = {0};
+    memset(rep, 0, sizeof *rep);
+    wal_options_t o = {0};
+    o.sync = WAL_SYNC_FDATASYNC;
+    /* wal_open refuses a damaged log, so the files are read here directly,
+     * under the same directory lock. */
+    wal = calloc(1, sizeof *wal);
+    if (wal == NULL)
+        return CP_ERR(err, CP_ENOMEM, "wal: out of memory");
+    wal->wal_opt = o;
+    wal->wal_fd = -1;
+    wal->wal_dirfd = -1;
+    pthread_mutex_init(&wal->wal_mu, NULL);
+    pthread_cond_init(&wal->wal_cv, NULL);
+    size_t dl = strlen(dir);
+    wal->wal_dir = malloc(dl + 5);
+    if (wal->wal_dir == NULL) {
+        st = CP_ERR(err, CP_ENOMEM, "wal: out of memory");
+        goto out;
+    }
+    memcpy(wal->wal_dir, dir, dl);
+    memcpy(wal->wal_dir + dl, "/wal", 5);
+    if (mkdir(wal->wal_dir, 0755) == 0)
+        rep->created = 1;
+    else if (errno != EEXIST) {
+        st = CP_ERR(err, CP_EIO, "wal: create directory %s: %s", wal->wal_dir, strerror(errno));
+        goto out;
+    }
+    wal->wal_dirfd = open(wal->wal_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (wal->wal_dirfd < 0) {
+        st = CP_ERR(err, CP_EIO, "wal: open directory %s: %s", wal->wal_dir, strerror(errno));
+        goto out;
+    }
+    if (flock(wal->wal_dirfd, LOCK_EX | LOCK_NB) != 0) {
+        st = CP_ERR(err, CP_ELOCKED, "wal: %s is open in another handle or process",
+                    wal->wal_dir);
+        goto out;
+    }
+    if ((st = list_segments(wal, err)) != CP_OK)
+        goto out;
+    s.wal = wal;
+    s.side_path = side_path;
+    s.noop_type = noop_type;
+    s.rep = rep;
+    s.err = err;
+    if (wal->wal_nsegs == 0 || wal->wal_segs[0] > applied + 1) {
+        /* Missing or deleted segments: a segment at applied + 1, with
+         * no-ops up to the first surviving one. */
+        uint64_t upto = wal->wal_nsegs ? wal->wal_segs[0] - 1 : applied;
+        char name[32];
+        wal_segment_name(applied + 1, name, sizeof name);
+        s.name = name;
+        s.next = applied + 1;
+        if (fill_noops(&s, upto)) {
+            st = s.st;
+            goto out;
+        }
+        if ((st = rewrite_segment(&s, name)) != CP_OK)
+            goto out;
+        rep->segments_rewritten++;
+        s.outn = 0;
+        if ((st = push_segment(wal, applied + 1, err)) != CP_OK)
+            goto out;
+        qsort(wal->wal_segs, wal->wal_nsegs, sizeof *wal->wal_segs, cmp_u64);
+    }
+    for (size_t i = 0; i < wal->wal_nsegs; i++) {
+        uint64_t first = wal->wal_segs[i];
+        char name[32];
+        wal_segment_name(first, name, sizeof name);
+        size_t n = 0;
+        free(b);
+        b = NULL;
+        if ((st = read_segment(wal, first, &b, &n, err)) != CP_OK)
+            goto out;
+        rep->segments++;
+        if (i > 0 && first < s.next) {
+            st = CP_ERR(err, CP_ECORRUPT,
+                        "wal: segment %s/%s starts at LSN %" PRIu64
+                        " but the one before it holds records up to %" PRIu64
+                        ": overlapping segments need a person to decide",
+                        wal->wal_dir, name, first, s.next - 1);
+            goto out;
+        }
+        s.name = name;
+        s.b = b;
+        s.outn = 0;
+        s.changed = 0;
+        if (i == 0 || first > s.next)
+            s.next = first;
+        walk_stretches(b, n, 0, first, salvage_cb, &s);
+        if (s.st != CP_OK) {
+            st = s.st;
+            goto out;
+        }
+        /* An older segment ends where the next begins; the newest at least
+         * at what data.mdb has applied. */
+        uint64_t upto = i + 1 < wal->wal_nsegs ? wal->wal_segs[i + 1] - 1 : applied;
+        if (s.next <= upto && fill_noops(&s, upto)) {
+            st = s.st;
+            goto out;
+        }
+        if (s.changed) {
+            if ((st = rewrite_segment(&s, name)) != CP_OK)
+                goto out;
+            rep->segments_rewritten++;
+        }
+    }
+    rep->last_lsn = s.next - 1;
+out:
+    if (s.side != NULL && fclose(s.side) != 0 && st == CP_OK)
+        st = CP_ERR(err, CP_EIO, "wal: write %s: %s", side_path, strerror(errno));
+    free(s.outb);
+    free(b);
+    wal_close(wal);
     return st;
 }
 
@@ -983,6 +1391,7 @@ void wal_stats(wal_t *wal, wal_stats_t *out)
     *out = wal->wal_st;
     out->segments = wal->wal_nsegs;
     out->first_lsn = wal->wal_segs[0];
+    out->active_first_lsn = wal->wal_segs[wal->wal_nsegs - 1];
     pthread_mutex_unlock(&wal->wal_mu);
 }
 

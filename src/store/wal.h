@@ -25,10 +25,16 @@
  *  - wal_open() reads the last segment and cuts it after the longest valid
  *    prefix (a partial header or payload, a bad CRC, a length over
  *    WAL_MAX_RECORD, an LSN out of sequence all end the prefix), reporting
- *    the bytes cut through the log callback and wal_stats();
+ *    the bytes cut through the log callback and wal_stats() — but only if
+ *    no valid record follows the cut: a valid record after it (found by
+ *    searching the rest of the file byte by byte) means damage, not a torn
+ *    tail, and wal_open refuses with CP_ECORRUPT naming the segment, the
+ *    byte offset and how many records follow;
  *  - older segments are read only by wal_replay(), which treats any damage
- *    in them, or a gap in the LSN sequence, as CP_EIO naming the segment
- *    and byte offset: a damaged non-last segment is never skipped silently.
+ *    in them, or a gap in the LSN sequence, as CP_ECORRUPT naming the
+ *    segment, the byte offset and the records that follow: a damaged
+ *    non-last segment is never skipped silently. wal_salvage() is the
+ *    explicit way past such damage.
  *
  * Errors are CP_EIO with the errno text and the file name (never an abort).
  * After a failed write() or fdatasync() the log is "failed": the state of
@@ -97,6 +103,7 @@ typedef struct wal_stats {
     uint64_t segments;        /* segment files now in DIR/wal */
     uint64_t first_lsn;       /* first LSN of the oldest segment */
     uint64_t truncated_bytes; /* torn tail cut by wal_open */
+    uint64_t active_first_lsn; /* first LSN of the active (newest) segment: its name */
 } wal_stats_t;
 
 /*
@@ -105,7 +112,8 @@ typedef struct wal_stats {
  * segment to find the end of the log and truncates a torn or corrupt tail
  * of it (logged with the byte count). Errors: CP_EIO (with file name and
  * errno text; also for a stray or misnamed *.wal file), CP_ELOCKED (another
- * handle has the directory), CP_EINVAL (bad options), CP_ENOMEM.
+ * handle has the directory), CP_EINVAL (bad options), CP_ENOMEM,
+ * CP_ECORRUPT (damage in the last segment followed by valid records).
  * *out is owned by the caller: wal_close().
  */
 cp_status wal_open(const char *dir, const wal_options_t *opts, wal_t **out, cp_error_t *err);
@@ -128,9 +136,10 @@ typedef cp_status (*wal_replay_fn)(void *ud, uint64_t lsn, uint8_t type, const v
 /*
  * Calls `fn` for every record with LSN > after_lsn, oldest first, up to the
  * last LSN at the time of the call (records appended meanwhile are not
- * visited). CP_EIO for a damaged record or an LSN gap in a segment other
- * than the active one (naming the segment file and byte offset), and when
- * records after after_lsn were already deleted by wal_truncate_before.
+ * visited). CP_ECORRUPT for a damaged record or an LSN gap in a segment
+ * other than the active one (naming the segment file, the byte offset and
+ * how many valid records follow), and when records after after_lsn were
+ * already deleted by wal_truncate_before. CP_EIO for a failed read.
  */
 cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
                      cp_error_t *err);
@@ -187,6 +196,39 @@ cp_status wal_rotate(wal_t *wal, uint64_t *next_lsn, cp_error_t *err);
  * segment, then fsyncs the directory. *deleted (may be NULL) = files removed.
  */
 cp_status wal_truncate_before(wal_t *wal, uint64_t lsn, unsigned *deleted, cp_error_t *err);
+
+/*
+ * What wal_salvage did (every count 0 for a whole log).
+ */
+typedef struct wal_salvage_report {
+    int created;                 /* DIR/wal was missing and was created */
+    uint64_t segments;           /* segment files read */
+    uint64_t segments_rewritten; /* segment files replaced (or created) */
+    uint64_t records_kept;       /* valid records kept */
+    uint64_t ranges;             /* damaged stretches set aside in the side file */
+    uint64_t bytes_dropped;      /* their bytes */
+    uint64_t lsns_lost;          /* LSNs whose records were lost, now no-op records */
+    uint64_t last_lsn;           /* the log's last LSN afterwards */
+} wal_salvage_report_t;
+
+/*
+ * Makes a damaged log in `dir`/wal usable again, explicitly (the
+ * `crowdpack recover` command; never called on a normal open). Every
+ * segment is read whole; every valid record (right CRC, LSN not below the
+ * one owed) is kept, byte for byte; every stretch of bytes that holds no
+ * valid record is appended raw to `side_path`, each after one text line
+ *   crowdpack-wal-dropped segment PATH offset O length L next-lsn N
+ * and the LSNs they held become records of type `noop_type` with no
+ * payload, so the sequence stays whole. The log is made to cover every
+ * LSN after `applied` (what the store already holds): a missing DIR/wal
+ * or deleted segments get no-ops for the LSNs that are gone, and a log
+ * ending before `applied` is filled up to it. Changed segments are
+ * rewritten through a temporary file, fsynced and renamed. Errors:
+ * CP_EIO, CP_ENOMEM, CP_ELOCKED (the log is open), CP_ECORRUPT
+ * (overlapping segments, which a person has to look at).
+ */
+cp_status wal_salvage(const char *dir, uint64_t applied, uint8_t noop_type, const char *side_path,
+                      wal_salvage_report_t *rep, cp_error_t *err);
 
 void wal_stats(wal_t *wal, wal_stats_t *out);
 /* 1 once a write or fdatasync failed (sticky until reopened), else 0. */

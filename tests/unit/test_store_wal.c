@@ -319,7 +319,7 @@ static void test_open_errors(void **state)
     assert_int_equal(lsn, 1000);
     assert_int_equal(wal_append(wal, 1, "def", 3, &lsn, &err), CP_OK);
     uint64_t stop = 1001;
-    assert_int_equal(wal_replay(wal, 0, stop_cb, &stop, &err), CP_EIO); /* before 1000 */
+    assert_int_equal(wal_replay(wal, 0, stop_cb, &stop, &err), CP_ECORRUPT); /* before 1000 */
     assert_int_equal(wal_replay(wal, 999, stop_cb, &stop, &err), CP_ECONFLICT);
     assert_non_null(strstr(err.message, "stop at 1001"));
 
@@ -417,7 +417,7 @@ static void test_rotation_truncate(void **state)
     check_replay(wal, 300, refs, n);
     check_replay(wal, s.first_lsn - 1, refs, n);
     /* Records before the first segment are gone: an error, not a silent skip. */
-    assert_int_equal(wal_replay(wal, 0, check_cb, &(collect_t){0}, &err), CP_EIO);
+    assert_int_equal(wal_replay(wal, 0, check_cb, &(collect_t){0}, &err), CP_ECORRUPT);
     assert_non_null(strstr(err.message, "deleted"));
 
     /* Truncating everything keeps the (empty) active segment. */
@@ -569,15 +569,6 @@ static void test_torn_tail_bit_flips(void **state)
     torn_check(fx, dup, rec + prev_len, fx->n - 1, prev_len);
     free(dup);
 
-    /* Damage in an earlier record of the last segment ends the log there. */
-    size_t recs = fx->n - (fx->last_first - 1); /* records in the last segment */
-    assert_true(recs >= 3);
-    size_t off2 = 0;
-    size_t idx = fx->last_first - 1; /* index of its first record in refs */
-    off2 += WAL_HEADER_BYTES + fx->refs[idx].len; /* second record */
-    memcpy(b, fx->seg, fx->seg_len);
-    b[off2 + WAL_HEADER_BYTES + 3] ^= 0x40;
-    torn_check(fx, b, fx->seg_len, idx + 1, fx->seg_len - off2);
     free(b);
     free(fx->seg);
     rmdir_all(fx->dir);
@@ -585,7 +576,8 @@ static void test_torn_tail_bit_flips(void **state)
 }
 
 /* Damage in a segment other than the last: open succeeds (only the last is
- * read), replay reports CP_EIO with the file and the offset. */
+ * read), replay reports CP_ECORRUPT with the file, the offset and the
+ * records that follow. */
 static void test_middle_corruption(void **state)
 {
     (void)state;
@@ -610,12 +602,15 @@ static void test_middle_corruption(void **state)
     assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
     assert_int_equal(wal_last_lsn(wal), fx->n);
     collect_t c = {fx->refs, fx->n, 1, 0, 0, 0};
-    assert_int_equal(wal_replay(wal, 0, check_cb, &c, &err), CP_EIO);
+    assert_int_equal(wal_replay(wal, 0, check_cb, &c, &err), CP_ECORRUPT);
     assert_non_null(strstr(err.message, name));
     char want[64];
     snprintf(want, sizeof want, "offset %zu", off);
     assert_non_null(strstr(err.message, want));
     assert_non_null(strstr(err.message, "CRC"));
+    snprintf(want, sizeof want, "%zu acknowledged records follow it", fx->n - 2);
+    if (strstr(err.message, want) == NULL)
+        fail_msg("%s: no \"%s\"", err.message, want);
     assert_int_equal(c.seen, 1); /* the record before it was delivered, none after */
     /* Replaying only later segments does not need the damaged one. */
     check_replay(wal, fx->last_first - 1, fx->refs, fx->n);
@@ -630,14 +625,14 @@ static void test_middle_corruption(void **state)
     assert_int_equal(end1, len);
     write_file(p, orig, len - (WAL_HEADER_BYTES + fx->refs[recs1 - 1].len));
     assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
-    assert_int_equal(wal_replay(wal, 0, NULL, NULL, &err), CP_EIO);
+    assert_int_equal(wal_replay(wal, 0, NULL, NULL, &err), CP_ECORRUPT);
     assert_non_null(strstr(err.message, "gap"));
     wal_close(wal);
 
     /* ... or half of it: torn record in a non-last segment. */
     write_file(p, orig, len - 7);
     assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
-    assert_int_equal(wal_replay(wal, 0, NULL, NULL, &err), CP_EIO);
+    assert_int_equal(wal_replay(wal, 0, NULL, NULL, &err), CP_ECORRUPT);
     assert_non_null(strstr(err.message, "partial record payload"));
     assert_non_null(strstr(err.message, name));
     wal_close(wal);
@@ -647,7 +642,7 @@ static void test_middle_corruption(void **state)
     b[3] = 0x7F;
     write_file(p, b, len);
     assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
-    assert_int_equal(wal_replay(wal, 0, NULL, NULL, &err), CP_EIO);
+    assert_int_equal(wal_replay(wal, 0, NULL, NULL, &err), CP_ECORRUPT);
     assert_non_null(strstr(err.message, "over the limit"));
     assert_non_null(strstr(err.message, "offset 0"));
     wal_close(wal);
@@ -658,6 +653,187 @@ static void test_middle_corruption(void **state)
     check_replay(wal, 0, fx->refs, fx->n);
     wal_close(wal);
     free(b);
+    free(orig);
+    free(fx->seg);
+    rmdir_all(fx->dir);
+    free(fx);
+}
+
+/* Replay that records each LSN's type and length (for salvaged logs). */
+typedef struct seen_rec {
+    uint64_t n;
+    uint8_t type[256];
+    size_t len[256];
+} seen_rec_t;
+
+static cp_status seen_cb(void *ud, uint64_t lsn, uint8_t type, const void *payload, size_t len,
+                         cp_error_t *err)
+{
+    (void)payload;
+    (void)err;
+    seen_rec_t *s = ud;
+    if (lsn < 256) {
+        s->type[lsn] = type;
+        s->len[lsn] = len;
+    }
+    s->n++;
+    return CP_OK;
+}
+
+/*
+ * One flipped byte in the middle of the newest segment, valid records
+ * after it: not a torn tail. wal_open refuses (it used to cut the log
+ * there, dropping every acknowledged record after the flip), naming the
+ * segment, the offset and the records that follow; wal_salvage keeps every
+ * valid record, sets the damaged one aside and leaves a no-op in its LSN.
+ */
+static void test_damage_mid_newest_segment(void **state)
+{
+    (void)state;
+    torn_fixture_t *fx = calloc(1, sizeof *fx);
+    torn_build(fx, "midnew");
+    size_t idx = fx->last_first - 1; /* refs index of the newest segment's first record */
+    size_t recs = fx->n - idx;
+    assert_true(recs >= 3);
+    size_t off2 = WAL_HEADER_BYTES + fx->refs[idx].len; /* its second record */
+    unsigned char *b = malloc(fx->seg_len);
+    memcpy(b, fx->seg, fx->seg_len);
+    b[off2 + WAL_HEADER_BYTES + 3] ^= 0x40;
+    char p[400];
+    seg_path(fx->dir, fx->last_first, p, sizeof p);
+    write_file(p, b, fx->seg_len);
+
+    wal_options_t o = opts_none(8192);
+    wal_t *wal = NULL;
+    cp_error_t err = {0};
+    assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_ECORRUPT);
+    assert_null(wal);
+    char name[32], want[512];
+    wal_segment_name(fx->last_first, name, sizeof name);
+    assert_non_null(strstr(err.message, name));
+    snprintf(want, sizeof want, "byte offset %zu", off2);
+    assert_non_null(strstr(err.message, want));
+    snprintf(want, sizeof want, "%zu acknowledged records follow it", recs - 2);
+    if (strstr(err.message, want) == NULL)
+        fail_msg("%s: no \"%s\"", err.message, want);
+    /* Nothing was cut: the file is as it was. */
+    size_t l2 = 0;
+    unsigned char *now = read_file(p, &l2);
+    assert_int_equal(l2, fx->seg_len);
+    free(now);
+
+    /* Zeroed 4 KiB in the middle of the newest segment: the same. */
+    unsigned char *z = malloc(fx->seg_len);
+    memcpy(z, fx->seg, fx->seg_len);
+    assert_true(fx->seg_len > 6000);
+    memset(z + 1000, 0, 4096 < fx->seg_len - 1500 ? 4096 : fx->seg_len - 1500);
+    write_file(p, z, fx->seg_len);
+    assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_ECORRUPT);
+    assert_non_null(strstr(err.message, "acknowledged records follow"));
+    free(z);
+    write_file(p, b, fx->seg_len);
+
+    /* Explicit salvage. */
+    char side[400];
+    snprintf(side, sizeof side, "%s/dropped.bin", fx->dir);
+    wal_salvage_report_t rep;
+    assert_int_equal(wal_salvage(fx->dir, 0, 0xFE, side, &rep, &err), CP_OK);
+    assert_int_equal(rep.ranges, 1);
+    assert_int_equal(rep.lsns_lost, 1);
+    assert_int_equal(rep.records_kept, fx->n - 1);
+    assert_int_equal(rep.bytes_dropped, WAL_HEADER_BYTES + fx->refs[idx + 1].len);
+    assert_int_equal(rep.last_lsn, fx->n);
+    size_t sl = 0;
+    unsigned char *sb = read_file(side, &sl);
+    snprintf(want, sizeof want, "crowdpack-wal-dropped segment %s/wal/%s offset %zu length %zu",
+             fx->dir, name, off2, (size_t)rep.bytes_dropped);
+    assert_true(sl > strlen(want) + rep.bytes_dropped);
+    assert_memory_equal(sb, want, strlen(want));
+    /* The raw bytes follow the line, exactly. */
+    unsigned char *nl = memchr(sb, '\n', sl);
+    assert_non_null(nl);
+    assert_memory_equal(nl + 1, b + off2, rep.bytes_dropped);
+    free(sb);
+
+    assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
+    assert_int_equal(wal_last_lsn(wal), fx->n);
+    seen_rec_t *sr = calloc(1, sizeof *sr);
+    assert_int_equal(wal_replay(wal, 0, seen_cb, sr, &err), CP_OK);
+    assert_int_equal(sr->n, fx->n);
+    for (size_t i = 0; i < fx->n; i++) {
+        uint64_t lsn = fx->refs[i].lsn;
+        if (i == idx + 1) {
+            assert_int_equal(sr->type[lsn], 0xFE);
+            assert_int_equal(sr->len[lsn], 0);
+        } else {
+            assert_int_equal(sr->type[lsn], fx->refs[i].type);
+            assert_int_equal(sr->len[lsn], fx->refs[i].len);
+        }
+    }
+    free(sr);
+    wal_close(wal);
+    /* A second salvage finds nothing to do. */
+    assert_int_equal(wal_salvage(fx->dir, 0, 0xFE, side, &rep, &err), CP_OK);
+    assert_int_equal(rep.ranges + rep.lsns_lost + rep.segments_rewritten, 0);
+    free(b);
+    free(fx->seg);
+    rmdir_all(fx->dir);
+    free(fx);
+}
+
+/* Salvage of an older segment's damage, of deleted segments and of a log
+ * that ends before what the store applied. */
+static void test_salvage_cases(void **state)
+{
+    (void)state;
+    torn_fixture_t *fx = calloc(1, sizeof *fx);
+    torn_build(fx, "salv");
+    char p[400], side[400];
+    seg_path(fx->dir, 1, p, sizeof p);
+    snprintf(side, sizeof side, "%s/dropped.bin", fx->dir);
+    size_t len;
+    unsigned char *orig = read_file(p, &len);
+    /* The first segment loses its last 7 bytes: its last record is gone. */
+    write_file(p, orig, len - 7);
+    wal_options_t o = opts_none(8192);
+    wal_t *wal = NULL;
+    cp_error_t err = {0};
+    wal_salvage_report_t rep;
+    assert_int_equal(wal_salvage(fx->dir, 0, 0xFE, side, &rep, &err), CP_OK);
+    assert_int_equal(rep.ranges, 1);
+    assert_int_equal(rep.lsns_lost, 1);
+    assert_int_equal(rep.records_kept, fx->n - 1);
+    assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
+    seen_rec_t *sr = calloc(1, sizeof *sr);
+    assert_int_equal(wal_replay(wal, 0, seen_cb, sr, &err), CP_OK);
+    assert_int_equal(sr->n, fx->n);
+    wal_close(wal);
+
+    /* Every segment deleted; the store had applied 70 (past the log's 60). */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -f '%s'/wal/*.wal", fx->dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(wal_salvage(fx->dir, 70, 0xFE, side, &rep, &err), CP_OK);
+    assert_int_equal(rep.lsns_lost, 0);
+    assert_int_equal(rep.last_lsn, 70);
+    assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
+    assert_int_equal(wal_last_lsn(wal), 70);
+    wal_close(wal);
+
+    /* A log ending at 10 while the store applied 15: no-ops 11..15. */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'/wal", fx->dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(wal_append(wal, 1, "x", 1, NULL, &err), CP_OK);
+    wal_close(wal);
+    assert_int_equal(wal_salvage(fx->dir, 15, 0xFE, side, &rep, &err), CP_OK);
+    assert_int_equal(rep.lsns_lost, 5);
+    assert_int_equal(rep.records_kept, 10);
+    assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
+    assert_int_equal(wal_last_lsn(wal), 15);
+    wal_close(wal);
+    free(sr);
     free(orig);
     free(fx->seg);
     rmdir_all(fx->dir);
@@ -1059,6 +1235,8 @@ int main(void)
         cmocka_unit_test(test_torn_tail_every_byte),
         cmocka_unit_test(test_torn_tail_bit_flips),
         cmocka_unit_test(test_middle_corruption),
+        cmocka_unit_test(test_damage_mid_newest_segment),
+        cmocka_unit_test(test_salvage_cases),
         cmocka_unit_test(test_concurrent_fdatasync),
         cmocka_unit_test(test_concurrent_rotating),
         cmocka_unit_test(test_group_commit_batches),
