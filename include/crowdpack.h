@@ -122,9 +122,44 @@ typedef struct cp_db_stats {
     uint64_t disk_bytes;     /* size of the LMDB file */
     uint64_t queries;        /* counts/evaluations served since open */
     uint64_t writes;         /* committed write batches since open */
+    uint64_t compact_pending; /* user deletions whose bytes data.mdb still holds in free
+                                 pages, until the background compaction runs (it waits
+                                 for open exports and other processes reading data.mdb) */
+    uint64_t compactions;    /* compactions of data.mdb done since open */
 } cp_db_stats_t;
 
 cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out);
+
+/*
+ * Rewrites data.mdb now with only its live pages (what a deletion leaves
+ * to a background compaction), under the write lock. CP_ECONFLICT while
+ * result iterators (exports) of this handle are open, CP_ELOCKED (naming
+ * the pid) while another process has data.mdb open; nothing changes then.
+ */
+cp_status cp_db_compact(cp_db_t *db, cp_error_t *err);
+
+/*
+ * Backs up the data directory `dir` into `out` (a new or empty directory),
+ * also while a server writes `dir`: a consistent copy of data.mdb (live
+ * pages only) plus the write-ahead log segments holding every write
+ * acknowledged before the call began and not in that copy. `out` is itself
+ * a data directory; opening it replays those segments. `info` may be NULL.
+ */
+typedef struct cp_backup_info {
+    uint64_t data_bytes;   /* bytes of the copied data.mdb */
+    uint64_t wal_segments; /* WAL segments copied */
+    uint64_t wal_bytes;
+    uint64_t wal_lsn;      /* last WAL record the copy of data.mdb holds */
+} cp_backup_info_t;
+cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info,
+                       cp_error_t *err);
+/*
+ * Restores a backup made by cp_db_backup into the data directory `dir`.
+ * Refuses a `dir` holding anything unless `force`, and always one a
+ * process has open for writing (CP_ELOCKED). The restored directory is
+ * opened once (replaying the WAL) before CP_OK.
+ */
+cp_status cp_db_restore(const char *backup, const char *dir, int force, cp_error_t *err);
 
 /*
  * Health of an open handle, for /healthz, /readyz and metrics. `writable`

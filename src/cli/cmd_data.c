@@ -569,12 +569,13 @@ int cmd_stats(int argc, char **argv)
     if (a.json) {
         printf("{\"users\":%llu,\"ordinals\":%llu,\"tags\":%llu,\"attributes\":%llu,"
                "\"crowds\":%llu,\"bitmap_bytes\":%llu,\"column_bytes\":%llu,\"disk_bytes\":%llu,"
-               "\"queries\":%llu,\"writes\":%llu}\n",
+               "\"queries\":%llu,\"writes\":%llu,\"compact_pending\":%llu}\n",
                (unsigned long long)s.users, (unsigned long long)s.ordinals,
                (unsigned long long)s.tags, (unsigned long long)s.attributes,
                (unsigned long long)s.crowds, (unsigned long long)s.bitmap_bytes,
                (unsigned long long)s.column_bytes, (unsigned long long)s.disk_bytes,
-               (unsigned long long)s.queries, (unsigned long long)s.writes);
+               (unsigned long long)s.queries, (unsigned long long)s.writes,
+               (unsigned long long)s.compact_pending);
         goto out;
     }
     cli_table_t *t = cli_table_new(2, NULL);
@@ -588,6 +589,7 @@ int cmd_stats(int argc, char **argv)
         {"tags", s.tags, 0},            {"attributes", s.attributes, 0},
         {"crowds", s.crowds, 0},        {"bitmap memory", s.bitmap_bytes, 1},
         {"column memory", s.column_bytes, 1}, {"disk", s.disk_bytes, 1},
+        {"deletions awaiting compaction", s.compact_pending, 0},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (rows[i].bytes)

@@ -120,7 +120,7 @@ static void topo_visit(cp_db_t *db, const crowd_rec_t *c, uint8_t *mark, const c
     order[(*n)++] = c;
 }
 
-cp_status crowds_reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+static cp_status reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
     size_t total = db->crowds.n, n = 0;
     int any = 0;
@@ -164,6 +164,62 @@ out:
     free(order);
     free(mark);
     return rc;
+}
+
+/*
+ * A crowd's record says how many members it has, but members also leave
+ * outside this file: a deleted user, or one absorbed by a merge, is taken
+ * out of every crowd bitmap by the index (static crowds included), and a
+ * dynamic crowd whose re-evaluation finds the bitmap already equal to its
+ * answer does not rewrite its record. So after every write that changed
+ * data, each record whose size differs from its members is brought back
+ * to them (a new version: the members did change).
+ */
+static cp_status sync_sizes(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    int64_t now = cp_now_ms();
+    for (size_t i = 0; i < db->crowds.n; i++) {
+        crowd_rec_t *c = db->crowds.items[i];
+        const roaring_bitmap_t *bm = index_crowd(db->ix, c->id);
+        uint64_t size = bm ? roaring_bitmap_get_cardinality(bm) : 0;
+        if (size == c->size)
+            continue;
+        c->size = size;
+        c->version++;
+        c->updated = now;
+        cp_status rc = crowd_store_put(txn, c, err);
+        if (rc)
+            return rc;
+    }
+    return CP_OK;
+}
+
+cp_status crowds_reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    cp_status rc = reeval_dynamic(db, txn, err);
+    return rc ? rc : sync_sizes(db, txn, err);
+}
+
+cp_status crowds_load_members(cp_db_t *db, cp_error_t *err)
+{
+    for (size_t i = 0; i < db->crowds.n; i++) {
+        crowd_rec_t *c = db->crowds.items[i];
+        const roaring_bitmap_t *bm = index_crowd(db->ix, c->id);
+        if (bm == NULL) {
+            /* An empty crowd has no chunks on disk. */
+            roaring_bitmap_t *empty = roaring_bitmap_create();
+            if (empty == NULL || index_crowd_set(db->ix, c->id, empty)) {
+                index_bm_free(empty);
+                return CP_ERR(err, CP_ENOMEM, "out of memory loading crowd \"%s\"", c->name);
+            }
+            bm = empty;
+        }
+        /* The members are the truth; a record written before a light
+         * (event) commit took members out may lag them until the next
+         * checkpoint, and a crash in between leaves it so. */
+        c->size = roaring_bitmap_get_cardinality(bm);
+    }
+    return CP_OK;
 }
 
 /* ---------------------------------------------------------------- create */
@@ -450,10 +506,15 @@ cp_status cp_crowd_delete(cp_db_t *db, const char *name, cp_error_t *err)
 
 /* ------------------------------------------------------------------ views */
 
-static json_t *crowd_obj(const crowd_rec_t *c)
+/* The size shown is the members' count, not the record's: between an event
+ * commit that took members out (merges) and the next checkpoint the record
+ * lags them. */
+static json_t *crowd_obj(const cp_db_t *db, const crowd_rec_t *c)
 {
+    const roaring_bitmap_t *bm = index_crowd(db->ix, c->id);
+    uint64_t size = bm ? roaring_bitmap_get_cardinality(bm) : c->size;
     return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "name", c->name, "kind",
-                     crowd_kind_name(c->kind), "expression", c->expr, "size", (json_int_t)c->size,
+                     crowd_kind_name(c->kind), "expression", c->expr, "size", (json_int_t)size,
                      "version", (json_int_t)c->version, "created", (json_int_t)c->created,
                      "updated", (json_int_t)c->updated, "description", c->description);
 }
@@ -468,7 +529,7 @@ cp_status cp_crowds_json(cp_db_t *db, char **out, cp_error_t *err)
         return rc;
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < db->crowds.n; i++) {
-        json_t *o = crowd_obj(db->crowds.items[i]);
+        json_t *o = crowd_obj(db, db->crowds.items[i]);
         if (o == NULL || json_array_append_new(arr, o)) {
             json_decref(arr);
             arr = NULL;
@@ -499,7 +560,7 @@ cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *e
         db_read_end(db);
         return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
     }
-    json_t *o = crowd_obj(c);
+    json_t *o = crowd_obj(db, c);
     json_error_t je;
     json_t *tree = json_loads(c->tree, 0, &je);
     if (o && tree) {

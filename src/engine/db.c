@@ -185,6 +185,7 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
     }
     lock_init = 1;
     intake_writer_init(db);
+    compact_init(db);
     unsigned sflags = 0;
     if (o.flags & CP_OPEN_CREATE)
         sflags |= STORE_CREATE;
@@ -215,19 +216,8 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
     }
     if ((rc = index_load(db->ix, &db->tax, &db->sch, txn, err)))
         goto out;
-    for (size_t i = 0; i < db->crowds.n; i++) {
-        crowd_rec_t *c = db->crowds.items[i];
-        if (index_crowd(db->ix, c->id) != NULL)
-            continue;
-        /* An empty crowd has no chunks on disk. */
-        roaring_bitmap_t *empty = c->size == 0 ? roaring_bitmap_create() : NULL;
-        if (empty == NULL || index_crowd_set(db->ix, c->id, empty)) {
-            index_bm_free(empty);
-            rc = CP_ERR(err, CP_EIO, "data directory %s: members of crowd \"%s\" are missing",
-                        dir, c->name);
-            goto out;
-        }
-    }
+    if ((rc = crowds_load_members(db, err)))
+        goto out;
     if ((rc = intake_open(db, txn, err)))
         goto out;
     store_txn_abort(txn);
@@ -237,7 +227,7 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
         rc = CP_ERR(err, CP_ENOMEM, "cannot start the query threads");
         goto out;
     }
-    if ((rc = intake_recover(db, err)))
+    if ((rc = intake_recover(db, err)) || (rc = compact_open(db, err)))
         goto out;
     *out = db;
     db = NULL;
@@ -255,6 +245,7 @@ void cp_db_close(cp_db_t *db)
 {
     if (db == NULL)
         return;
+    compact_stop(db);
     intake_writer_stop(db);
     intake_close(db);
     eval_engine_free(db->ev);
@@ -265,6 +256,7 @@ void cp_db_close(cp_db_t *db)
     tax_free(&db->tax);
     intake_free(db);
     store_close(db->st);
+    compact_free(db);
     pthread_rwlock_destroy(&db->lock);
     free(db);
 }
@@ -288,6 +280,8 @@ cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out)
     out->disk_bytes = store_disk_bytes(db->st);
     out->queries = atomic_load(&db->queries);
     out->writes = atomic_load(&db->writes);
+    out->compact_pending = atomic_load(&db->compact_pending);
+    out->compactions = atomic_load(&db->compactions);
     db_read_end(db);
     return CP_OK;
 }

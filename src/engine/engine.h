@@ -115,6 +115,14 @@ struct cp_db {
                                                write that succeeds */
     char nospc_msg[256];                    /* its message (written before nospc is set) */
     atomic_int_least64_t last_ckpt_ms;      /* wall clock of the last checkpoint, 0 = none */
+    /* compaction after deletions (compact.c) */
+    atomic_uint_least64_t compact_pending; /* deletions not yet compacted out of data.mdb */
+    atomic_uint_least64_t compactions;     /* compactions done since open */
+    atomic_uint_least64_t del_gen;         /* bumped by each committed deletion */
+    pthread_t cmp_thread;
+    pthread_mutex_t cmp_mu;
+    pthread_cond_t cmp_cv;
+    int cmp_started, cmp_stop, cmp_paused; /* under cmp_mu */
     /* deferred event updates and the identity cache (acc.c) */
     struct apply_acc *acc;
     strmap_t idcache;
@@ -258,8 +266,12 @@ void db_resolver(cp_db_t *db, plan_resolver_t *r);
 cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,
                        cp_error_t *err);
 
-/* Re-evaluates every dynamic crowd in dependency order (write lock held). */
+/* Re-evaluates every dynamic crowd in dependency order, then brings every
+ * crowd record's size back to its members (write lock held). */
 cp_status crowds_reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
+/* At open, after the index: an empty bitmap for each crowd without chunks
+ * on disk (an empty crowd has none), and each size from its members. */
+cp_status crowds_load_members(cp_db_t *db, cp_error_t *err);
 
 /* Parses an expression (text / JSON tree form) with the public limits. */
 cp_status db_parse_text(const char *expr, expr_t **out, cp_error_t *err);
@@ -301,9 +313,22 @@ cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t 
 /* Deletes every trace of the users `ords` (write lock held, txn open). */
 cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords, size_t n,
                             cp_error_t *err);
-/* After a deletion committed: trims the WAL whole and compacts data.mdb
- * (write lock held, no txn open). */
-cp_status intake_scrub(cp_db_t *db, cp_error_t *err);
+/* ---------------------------------------------- compaction (compact.c) */
+
+/* Notes in txn that data.mdb holds bytes of a deletion (meta
+ * "compact_pending"); compact_kick after the commit. */
+cp_status compact_mark(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
+/* Wakes (starting it if needed) the thread that compacts data.mdb once
+ * nothing pins the old file. No lock needed; no-op when nothing pends. */
+void compact_kick(cp_db_t *db);
+/* At open: the mutex and condition (before anything can fail). */
+void compact_init(cp_db_t *db);
+/* At open, after recovery: reads the pending count; read-write handles
+ * also remove a leftover data.mdb.compact and resume the compaction. */
+cp_status compact_open(cp_db_t *db, cp_error_t *err);
+/* At close, first: stops and joins the thread. */
+void compact_stop(cp_db_t *db);
+void compact_free(cp_db_t *db);
 /* A batch of events prepared whole before any is applied (events.c):
  * identifier keys normalised, traits checked. */
 typedef struct prep prep_t;

@@ -1689,28 +1689,6 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
     return CP_OK;
 }
 
-cp_status intake_scrub(cp_db_t *db, cp_error_t *err)
-{
-    cp_status rc;
-    if (db->wal) {
-        /* Every record is in LMDB now (the write checkpointed first):
-         * drop every segment, the deleted user's events with them. */
-        if ((rc = wal_rotate(db->wal, NULL, err)) ||
-            (rc = wal_truncate_before(db->wal, wal_last_lsn(db->wal), NULL, err)))
-            return rc;
-    }
-    /* Iterators hold read transactions on the environment being replaced. */
-    for (int i = 0; i < 3000 && atomic_load(&db->iters) > 0; i++) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    if (atomic_load(&db->iters) > 0)
-        return CP_ERR(err, CP_ECONFLICT,
-                      "the user is deleted, but data.mdb could not be compacted while result "
-                      "iterators are open; close them and delete again to compact");
-    return store_compact(db->st, err);
-}
-
 static cp_status delete_ord(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_error_t *err)
 {
     uint32_t *ords = NULL;
@@ -1723,24 +1701,33 @@ static cp_status delete_ord(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_erro
     return rc;
 }
 
-/* Write lock held via db_write_begin: delete, commit, scrub (compact
- * too when asked), unlock. */
-static cp_status delete_commit(cp_db_t *db, store_txn_t *txn, uint32_t ord, int compact,
-                               cp_error_t *err)
+/*
+ * Write lock held via db_write_begin: deletes, commits (synced: the WAL
+ * can go whole after it), drops every WAL segment (they hold the user's
+ * events), unlocks. The bytes left in data.mdb's free pages are erased by
+ * a compaction in the background (compact.c): the deletion never waits for
+ * readers, and the user is gone from every answer when it returns.
+ */
+static cp_status delete_commit(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_error_t *err)
 {
     cp_status rc = delete_ord(db, txn, ord, err);
+    if (rc == CP_OK)
+        rc = compact_mark(db, txn, err);
     if (rc)
         return db_write_fail(db, txn, rc, err);
     if ((rc = db_commit_locked(db, txn, err))) {
         pthread_rwlock_unlock(&db->lock);
         return rc;
     }
-    if (compact)
-        rc = intake_scrub(db, err);
-    else if (db->wal)
-        rc = wal_rotate(db->wal, NULL, err) ? CP_EIO
-             : wal_truncate_before(db->wal, wal_last_lsn(db->wal), NULL, err);
+    atomic_fetch_add(&db->del_gen, 1);
+    if (db->wal) {
+        /* Every record is in LMDB now: drop every segment, the deleted
+         * user's events with them. */
+        if ((rc = store_sync(db->st, err)) == CP_OK && (rc = wal_rotate(db->wal, NULL, err)) == CP_OK)
+            rc = wal_truncate_before(db->wal, wal_last_lsn(db->wal), NULL, err);
+    }
     pthread_rwlock_unlock(&db->lock);
+    compact_kick(db);
     return rc;
 }
 
@@ -1756,7 +1743,7 @@ cp_status cp_user_delete_by_identifier(cp_db_t *db, const char *type, const char
         db_write_abort(db, txn);
         return rc;
     }
-    return delete_commit(db, txn, ord, 1, err);
+    return delete_commit(db, txn, ord, err);
 }
 
 /* cp_user_delete (ingest.c) by user-dictionary id: the whole merged user. */
@@ -1774,7 +1761,7 @@ cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *err)
         db_write_abort(db, txn);
         return rc;
     }
-    return delete_commit(db, txn, ord, 0, err);
+    return delete_commit(db, txn, ord, err);
 }
 
 /* --------------------------------------------------------------- views */

@@ -16,6 +16,8 @@ struct cp_iter {
     roaring_uint32_iterator_t it;
     roaring_bitmap_t *bm; /* owned copy: the result may be freed first */
     int counted; /* in db->iters */
+    uint64_t del_gen;       /* db->del_gen when `gone` was last brought up to date */
+    roaring_bitmap_t *gone; /* members of bm deleted since the iterator opened */
     char id[USERS_MAX_ID + 1];
 };
 
@@ -195,6 +197,7 @@ cp_status cp_iter_open(cp_db_t *db, const cp_result_t *r, cp_iter_t **out, cp_er
         return rc;
     }
     roaring_init_iterator(it->bm, &it->it);
+    it->del_gen = atomic_load(&db->del_gen);
     atomic_fetch_add(&db->iters, 1);
     it->counted = 1;
     *out = it;
@@ -206,9 +209,27 @@ cp_status cp_iter_next(cp_iter_t *it, const char **id, cp_error_t *err)
     if (it == NULL || id == NULL)
         return CP_ERR(err, CP_EINVAL, "iterator or id is NULL");
     *id = NULL;
+    /* The read transaction is a snapshot: a user deleted after it began is
+     * still in it. A deletion must leave every answer at once, exports in
+     * progress included, so the members deleted since are skipped. */
+    uint64_t gen = atomic_load(&it->db->del_gen);
+    if (gen != it->del_gen) {
+        cp_status rc = db_read_begin_mem(it->db, err);
+        if (rc)
+            return rc;
+        roaring_bitmap_t *gone = roaring_bitmap_andnot(it->bm, it->db->ix->universe);
+        db_read_end(it->db);
+        if (gone == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+        index_bm_free(it->gone);
+        it->gone = gone;
+        it->del_gen = gen;
+    }
     while (it->it.has_value) {
         uint32_t ord = it->it.current_value;
         roaring_advance_uint32_iterator(&it->it);
+        if (it->gone && roaring_bitmap_contains(it->gone, ord))
+            continue;
         const void *v;
         size_t vl;
         cp_status rc = store_cursor_seek(it->cur, &ord, 4, &v, &vl, err);
@@ -235,6 +256,7 @@ void cp_iter_close(cp_iter_t *it)
     if (it->counted)
         atomic_fetch_sub(&it->db->iters, 1);
     index_bm_free(it->bm);
+    index_bm_free(it->gone);
     free(it);
 }
 

@@ -225,11 +225,25 @@ out:
     return rc;
 }
 
+static int by_id(const void *a, const void *b)
+{
+    uint32_t x = (*(crowd_rec_t *const *)a)->id, y = (*(crowd_rec_t *const *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
 cp_status crowd_set_load(crowd_set_t *s, store_txn_t *t, cp_error_t *err)
 {
     cp_status rc = store_each(t, STORE_CROWDS, NULL, 0, load_one, s, err);
     if (rc)
         return rc;
+    /* Records come in name order; ids are given in creation order, which
+     * is the order views list crowds in (the same before and after a
+     * restart). Re-putting existing keys cannot allocate. */
+    if (s->n > 1) {
+        qsort(s->items, s->n, sizeof *s->items, by_id);
+        for (size_t i = 0; i < s->n; i++)
+            strmap_put(&s->by_name, s->items[i]->name, strlen(s->items[i]->name), (uint32_t)i);
+    }
     uint64_t next = 0;
     rc = store_meta_get_u64(t, "next_crowd_id", &next, err);
     if (rc == CP_ENOTFOUND)

@@ -164,6 +164,8 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
                  offsetof(cp_db_stats_t, queries)},
                 {"crowdpack_writes_total", "Committed write batches since open.", "counter",
                  offsetof(cp_db_stats_t, writes)},
+                {"crowdpack_compact_pending", "User deletions whose bytes await compaction.",
+                 "gauge", offsetof(cp_db_stats_t, compact_pending)},
             };
             for (size_t i = 0; i < CP_ARRAY_LEN(g); i++) {
                 uint64_t v;

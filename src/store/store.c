@@ -6,6 +6,8 @@
 #include <lmdb.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,16 @@ struct store {
      * finds its blocks already allocated (store_ensure_room). */
     uint64_t room_end;
     int crc; /* values carry a CRC32C trailer (meta "value_crc"); see "value checksums" */
+    /* store_compact replaces env; store_sync runs outside the engine's
+     * lock (the checkpointer), so the two meet here. */
+    pthread_mutex_t env_mu;
+    int env_mu_init;
+    atomic_int ntxn;     /* open transactions: a compaction needs none */
+    atomic_int swapping; /* a compaction is replacing env (under env_mu) */
+    /* data.mdb-lock held open once a compaction took LMDB's exclusive
+     * lock on it: closing it while the environment is open would drop
+     * the environment's own POSIX lock (store_compact). -1 until then. */
+    int lmdb_lock_fd;
 };
 
 struct store_txn {
@@ -215,6 +227,8 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
     if (st == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory opening %s", dir);
     st->lock_fd = -1;
+    st->lmdb_lock_fd = -1;
+    st->env_mu_init = pthread_mutex_init(&st->env_mu, NULL) == 0;
     st->readonly = readonly;
     st->dir = strdup(dir);
     st->data_path = malloc(strlen(dir) + 16);
@@ -340,6 +354,10 @@ void store_close(store_t *st)
         return;
     if (st->env)
         mdb_env_close(st->env);
+    if (st->lmdb_lock_fd >= 0)
+        close(st->lmdb_lock_fd); /* after the environment: see store_compact */
+    if (st->env_mu_init)
+        pthread_mutex_destroy(&st->env_mu);
     if (st->lock_fd >= 0)
         close(st->lock_fd); /* releases the flock */
     free(st->dir);
@@ -348,6 +366,7 @@ void store_close(store_t *st)
 }
 
 int store_readonly(const store_t *st) { return st->readonly; }
+int store_usable(const store_t *st) { return st->env != NULL; }
 const char *store_dir(const store_t *st) { return st->dir; }
 
 uint64_t store_disk_bytes(const store_t *st)
@@ -368,8 +387,22 @@ cp_status store_txn_begin(store_t *st, int write, store_txn_t **out, cp_error_t 
     store_txn_t *t = calloc(1, sizeof *t);
     if (t == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory beginning a transaction");
-    int rc = mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+    /* Counted before the environment is touched, and the count checked
+     * by a compaction after it raised `swapping` (both sequentially
+     * consistent): either we see it swapping and wait for it, or it sees
+     * our count and leaves the environment alone. A write transaction may
+     * wait for LMDB's writer mutex here, so no lock is held across it. */
+    for (;;) {
+        atomic_fetch_add(&st->ntxn, 1);
+        if (!atomic_load(&st->swapping))
+            break;
+        atomic_fetch_sub(&st->ntxn, 1);
+        pthread_mutex_lock(&st->env_mu); /* held for the whole swap */
+        pthread_mutex_unlock(&st->env_mu);
+    }
+    int rc = st->env ? mdb_txn_begin(st->env, NULL, write ? 0 : MDB_RDONLY, &t->txn) : EINVAL;
     if (rc) {
+        atomic_fetch_sub(&st->ntxn, 1);
         free(t);
         return MDB_ERR(err, rc, "beginning a transaction");
     }
@@ -383,6 +416,7 @@ cp_status store_txn_commit(store_txn_t *t, cp_error_t *err)
     store_t *st = t->st;
     seal_pending(t);
     int rc = mdb_txn_commit(t->txn);
+    atomic_fetch_sub(&t->st->ntxn, 1);
     free(t);
     if (rc == ENOSPC || rc == EDQUOT)
         return CP_ERR(err, CP_ENOSPC,
@@ -397,6 +431,7 @@ void store_txn_abort(store_txn_t *t)
     if (t == NULL)
         return;
     mdb_txn_abort(t->txn);
+    atomic_fetch_sub(&t->st->ntxn, 1);
     free(t);
 }
 
@@ -695,7 +730,8 @@ void store_cursor_close(store_cursor_t *c)
 
 /* ------------------------------------------------------------- compact */
 
-/* Opens the environment of st->data_path again after a compaction. */
+/* Opens the environment of st->data_path again after a compaction, with
+ * the settings and flags it had. */
 static cp_status env_reopen(store_t *st, size_t mapsize, unsigned eflags, cp_error_t *err)
 {
     int mrc = mdb_env_create(&st->env);
@@ -725,6 +761,80 @@ static cp_status env_reopen(store_t *st, size_t mapsize, unsigned eflags, cp_err
     return CP_OK;
 }
 
+/* fsyncs a file or a directory. */
+static int fsync_path(const char *path, int dir)
+{
+    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/*
+ * Puts the compacted copy tmp in place of data.mdb (env_mu held, the
+ * environment open). LMDB keeps the state of an environment shared by all
+ * its processes in data.mdb-lock (the last transaction id, which picks
+ * the meta page readers and the writer start from), and only the first
+ * process to open it initialises that from data.mdb. A copy's meta pages
+ * start again at transaction 1, so if any other process (a read-only
+ * `crowdpack count`, a backup) has the environment open while the file is
+ * swapped, its state no longer matches the file and it, or we after
+ * reopening, could pick the copy's empty meta page. So the swap happens
+ * only while this process holds LMDB's own exclusive lock (byte 0 of the
+ * lock file, which every opener holds shared and waits on): then no one
+ * else has it open, openers wait, and our reopen is the first opener and
+ * initialises the lock file from the new file. The lock file descriptor
+ * stays open until store_close: closing it would drop the reopened
+ * environment's POSIX lock too (those locks are per process and file).
+ */
+static cp_status swap_in(store_t *st, const char *tmp, size_t mapsize, unsigned eflags,
+                         cp_error_t *err)
+{
+    char lpath[STORE_PATH_MAX];
+    snprintf(lpath, sizeof lpath, "%s-lock", st->data_path);
+    atomic_store(&st->swapping, 1);
+    if (atomic_load(&st->ntxn) > 0) {
+        atomic_store(&st->swapping, 0);
+        unlink(tmp);
+        return CP_ERR(err, CP_ECONFLICT,
+                      "data.mdb of %s has %d open transactions; it is compacted when they end",
+                      st->dir, atomic_load(&st->ntxn));
+    }
+    mdb_env_close(st->env);
+    st->env = NULL;
+    cp_status rc = CP_OK;
+    if (st->lmdb_lock_fd < 0)
+        st->lmdb_lock_fd = open(lpath, O_RDWR | O_CLOEXEC);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (st->lmdb_lock_fd < 0) {
+        rc = CP_ERR(err, CP_EIO, "cannot open %s: %s", lpath, strerror(errno));
+    } else if (fcntl(st->lmdb_lock_fd, F_SETLK, &fl) != 0) {
+        struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        long pid = fcntl(st->lmdb_lock_fd, F_GETLK, &q) == 0 && q.l_type != F_UNLCK ? q.l_pid : 0;
+        rc = CP_ERR(err, CP_ELOCKED,
+                    "data.mdb of %s is open in another process (pid %ld); it is compacted when "
+                    "that process closes it",
+                    st->dir, pid);
+    } else if (rename(tmp, st->data_path) != 0) {
+        rc = CP_ERR(err, CP_EIO, "cannot replace %s with its compacted copy: %s", st->data_path,
+                    strerror(errno));
+    } else {
+        (void)fsync_path(st->dir, 1); /* the rename itself: a crash keeps either file whole */
+    }
+    if (rc)
+        unlink(tmp);
+    cp_status rc2 = env_reopen(st, mapsize, eflags, err);
+    if (rc2 == CP_OK)
+        room_init(st); /* the compacted file is allocated only to its length */
+    /* Our reopen holds the lock shared now (LMDB downgraded it). */
+    atomic_store(&st->swapping, 0);
+    return rc ? rc : rc2;
+}
+
 cp_status store_compact(store_t *st, cp_error_t *err)
 {
     if (st->readonly)
@@ -744,32 +854,40 @@ cp_status store_compact(store_t *st, cp_error_t *err)
         unlink(tmp);
         return MDB_ERR(err, mrc, "writing a compacted copy of data.mdb");
     }
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
+    if (fsync_path(tmp, 0) != 0) {
         int e = errno;
-        if (fd >= 0)
-            close(fd);
         unlink(tmp);
         return CP_ERR(err, CP_EIO, "cannot sync %s: %s", tmp, strerror(e));
     }
-    close(fd);
-    mdb_env_close(st->env);
-    st->env = NULL;
-    cp_status rc = CP_OK;
-    if (rename(tmp, st->data_path) != 0) {
-        rc = CP_ERR(err, CP_EIO, "cannot replace %s with its compacted copy: %s", st->data_path,
-                    strerror(errno));
-        unlink(tmp);
-    } else {
-        int dfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
+    pthread_mutex_lock(&st->env_mu);
+    cp_status rc = swap_in(st, tmp, info.me_mapsize, eflags, err);
+    pthread_mutex_unlock(&st->env_mu);
+    return rc;
+}
+
+int store_compact_cleanup(store_t *st)
+{
+    if (st->readonly)
+        return 0;
+    char tmp[STORE_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.compact", st->data_path);
+    return unlink(tmp) == 0;
+}
+
+/* ------------------------------------------------------------- backup */
+
+cp_status store_backup(store_t *st, const char *path, cp_error_t *err)
+{
+    pthread_mutex_lock(&st->env_mu);
+    int mrc = st->env ? mdb_env_copy2(st->env, path, MDB_CP_COMPACT) : EINVAL;
+    pthread_mutex_unlock(&st->env_mu);
+    if (mrc) {
+        unlink(path);
+        return MDB_ERR(err, mrc, "writing a copy of data.mdb");
     }
-    unsigned keep = eflags & (MDB_NOSUBDIR | MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC);
-    cp_status rc2 = env_reopen(st, info.me_mapsize, keep | MDB_NOSUBDIR | MDB_NOTLS, err);
-    return rc ? rc : rc2;
+    if (fsync_path(path, 0) != 0)
+        return CP_ERR(err, CP_EIO, "cannot sync %s: %s", path, strerror(errno));
+    return CP_OK;
 }
 
 cp_status store_set_lazy_commit(store_t *st, int on, cp_error_t *err)
@@ -780,7 +898,9 @@ cp_status store_set_lazy_commit(store_t *st, int on, cp_error_t *err)
 
 cp_status store_sync(store_t *st, cp_error_t *err)
 {
-    int mrc = mdb_env_sync(st->env, 1);
+    pthread_mutex_lock(&st->env_mu);
+    int mrc = st->env ? mdb_env_sync(st->env, 1) : EINVAL;
+    pthread_mutex_unlock(&st->env_mu);
     return mrc ? MDB_ERR(err, mrc, "syncing data.mdb") : CP_OK;
 }
 

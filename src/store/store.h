@@ -72,6 +72,9 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
 void store_close(store_t *st); /* NULL fine; releases the lock */
 
 int store_readonly(const store_t *st);
+/* 0 after a compaction could not reopen the environment (every later
+ * call fails; the handle must be closed). */
+int store_usable(const store_t *st);
 const char *store_dir(const store_t *st);
 /* Bytes allocated to data.mdb on disk (its pages and the room allocated
  * ahead for commits; never the length of a hole), 0 if unknown. */
@@ -125,8 +128,24 @@ cp_status store_meta_put_u64(store_txn_t *t, const char *key, uint64_t v, cp_err
  * reopens the environment. No transaction may be open on st (callers
  * hold their own write lock and make sure of that); on failure the old
  * file is kept and st stays usable if the reopen succeeded.
+ * CP_ELOCKED (naming the pid) when another process has data.mdb open (a
+ * read-only CLI, a backup): the swap would break its view and ours, so
+ * nothing changes and the caller tries again later. CP_ECONFLICT when a
+ * transaction of st is open (an iterator's, say): likewise.
  */
 cp_status store_compact(store_t *st, cp_error_t *err);
+/* Removes DIR/data.mdb.compact left by a compaction that was interrupted
+ * (read-write handles only; nothing else writes that name). 1 if one was
+ * removed. */
+int store_compact_cleanup(store_t *st);
+
+/*
+ * Writes a consistent copy of data.mdb (one read transaction, live pages
+ * only: mdb_env_copy2 with MDB_CP_COMPACT) to the file `path`, which must
+ * not exist, and fsyncs it. Works on read-only handles, so a second
+ * process can copy a directory a server is writing.
+ */
+cp_status store_backup(store_t *st, const char *path, cp_error_t *err);
 
 /*
  * Commits after store_set_lazy_commit(st, 1) write and fdatasync their
