@@ -67,8 +67,8 @@ int srv_intake_declared_too_large(int route, size_t declared, srv_resp_t *resp)
 
 static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_type t)
 {
-    size_t max = EV_BATCH_MAX; /* single events: checked per event below */
-    if (req->body_len > max) {
+    /* Single events too: their 32 KB is checked per event, compact. */
+    if (req->body_len > EV_BATCH_MAX) {
         reply_batch_too_large(resp, req->body_len);
         return;
     }
@@ -77,8 +77,6 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
     char *compact = NULL;
     if (t != CP_EVENT_BATCH && len > EV_EVENT_MAX && (compact = compact_event(req, &len)) != NULL)
         body = compact;
-    else
-        len = req->body_len;
     cp_ingest_result_t r;
     cp_error_t err = {0};
     cp_status st = cp_ingest_segment(srv->db, t, body, len, &r, &err);
