@@ -74,7 +74,8 @@ class Server:
     def call(self, method, path, body=None, timeout=30):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            h = {"Content-Type": "application/json"} if body is not None else {}
+            # Without a key every non-GET must say JSON (cross-site rules).
+            h = {"Content-Type": "application/json"} if body is not None or method != "GET" else {}
             c.request(method, path, body=None if body is None else json.dumps(body), headers=h)
             r = c.getresponse()
             raw = r.read()

@@ -128,8 +128,9 @@ def start_server(tmp, data):
 def api(base, key, method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("Authorization", "Bearer " + key)
-    if data is not None:
+    if key:
+        req.add_header("Authorization", "Bearer " + key)
+    if data is not None or method != "GET":
         req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read() or b"{}")
@@ -140,9 +141,11 @@ TAGS = ["interest/finance/consulting", "interest/finance/stocks", "interest/fina
 CITIES = ["guangzhou", "shenzhen", "shanghai", "beijing"]
 
 
-def seed(base, key, tmp):
+def seed(base, key, tmp, keyless=False):
     """The population the examples assume: tags, typed attributes, users
-    (including u1 and user/1), crowds and events for the value models."""
+    (including u1 and user/1), crowds and events for the value models. The
+    server without keys also gets the crowds that the keyed examples
+    create before its own examples use them."""
     api(base, key, "POST", "/v1/taxonomy", {"tags": [{"path": t} for t in TAGS]})
     api(base, key, "POST", "/v1/attributes", {"attributes": [
         {"name": "age", "type": "int"}, {"name": "gender", "type": "enum"},
@@ -167,9 +170,13 @@ def seed(base, key, tmp):
         for n in range(600, 700):
             f.write(json.dumps({"id": "u%d" % n, "attrs": {"age": 30 + n % 20},
                                 "tags": ["interest/finance/loans"]}) + "\n")
-    for name, expr in [("customers", "vip = true"), ("women", 'gender = "female"'),
-                       ("young_finance", "tag:interest/finance AND age < 40"),
-                       ("loyal", "points >= 5000"), ("vip", "vip = true")]:
+    crowds = [("customers", "vip = true"), ("women", 'gender = "female"'),
+              ("young_finance", "tag:interest/finance AND age < 40"),
+              ("loyal", "points >= 5000"), ("vip", "vip = true")]
+    if keyless:
+        crowds += [("fin_young", "tag:interest/finance AND age < 35"),
+                   ("reach", "crowd:fin_young OR crowd:women")]
+    for name, expr in crowds:
         api(base, key, "POST", "/v1/crowds", {"name": name, "expression": expr})
     # Events for RFM, AIPL and funnels: the last weeks of 2011, as in the
     # Online Retail data the value-model examples are written for.
@@ -212,27 +219,48 @@ SUBSTITUTIONS = [
 
 # ---------------------------------------------------------------- main
 
+def uses_key(cmd):
+    return "$K" in cmd or "$KEY" in cmd or " -u " in cmd
+
+
 def run_file(path):
+    """Runs one file's examples: those that send a key ($K, $KEY, -u)
+    against a server with keys, the others against one without any key
+    (loopback, the documented default), each seeded alike."""
     name = os.path.basename(path)
     found = list(examples(path))
     if not found:
         return
     tmp = tempfile.mkdtemp(prefix="cp-docs-")
-    proc = None
+    procs = []
     try:
-        data = os.path.join(tmp, "dmp")
-        r = run([CP, "init", "--data", data])
-        if not check(r.returncode == 0, "%s: init: %s" % (name, r.stderr)):
-            return
-        r = run([CP, "keys", "create", "--data", data, "--role", "admin", "--label", "docs-admin"])
-        key = (r.stdout.strip().split() or [""])[-1]
-        check(r.returncode == 0 and key.startswith("cpk_"), "%s: key: %r %r" % (name, r.stdout, r.stderr))
-        proc, base = start_server(tmp, data)
-        seed(base, key, tmp)
-        env = dict(os.environ, B=base, KEY=key, K="Authorization: Bearer " + key,
-                   J="Content-Type: application/json")
+        servers = {}
+        key = ""
+        for keyed in (True, False):
+            if not any(uses_key(c) == keyed for _, c, _ in found):
+                continue
+            sub = os.path.join(tmp, "keyed" if keyed else "open")
+            os.mkdir(sub)
+            data = os.path.join(sub, "dmp")
+            r = run([CP, "init", "--data", data])
+            if not check(r.returncode == 0, "%s: init: %s" % (name, r.stderr)):
+                return
+            k = ""
+            if keyed:
+                r = run([CP, "keys", "create", "--data", data, "--role", "admin",
+                         "--label", "docs-admin"])
+                k = key = (r.stdout.strip().split() or [""])[-1]
+                check(r.returncode == 0 and k.startswith("cpk_"),
+                      "%s: key: %r %r" % (name, r.stdout, r.stderr))
+            proc, base = start_server(sub, data)
+            procs.append(proc)
+            seed(base, k, sub, keyless=not keyed)
+            servers[keyed] = (base, sub)
         for line, cmd, expect in found:
             where = "%s:%d" % (name, line)
+            base, cwd = servers[uses_key(cmd)]
+            env = dict(os.environ, B=base, KEY=key, K="Authorization: Bearer " + key,
+                       J="Content-Type: application/json")
             cmd = strip_comment(cmd).replace("localhost:8080", base.replace("http://", ""))
             for rx, fn in SUBSTITUTIONS:
                 if rx.search(cmd):
@@ -240,7 +268,7 @@ def run_file(path):
             piped = "|" in cmd.split("-d", 1)[0] or re.search(r"\|\s*\w+\s*[^']*$", cmd)
             full = cmd if piped else cmd + " -w '\\n%{http_code}'"
             r = subprocess.run(["bash", "-c", full], capture_output=True, text=True,
-                               cwd=tmp, env=env, timeout=60)
+                               cwd=cwd, env=env, timeout=60)
             if not check(r.returncode == 0, "%s: exit %d: %s\n  %s" % (where, r.returncode, cmd, r.stderr)):
                 continue
             if piped:
@@ -272,13 +300,15 @@ def run_file(path):
                     check(set(exp) <= set(got),
                           "%s: documented keys %s missing from %s" % (where, sorted(set(exp) - set(got)), body[:300]))
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
 
 
 def main():
