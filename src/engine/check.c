@@ -443,6 +443,13 @@ cp_status cp_db_recover(const char *dir, cp_line_fn say_fn, void *ud, cp_error_t
                      (unsigned long long)rep.bytes_dropped, (unsigned long long)rep.lsns_lost);
             say_fn(ud, line);
         }
+        if ((rep.ranges + rep.lsns_lost > 0 || rep.created) && rep.last_lsn <= applied) {
+            snprintf(line, sizeof line,
+                     "nothing past LSN %llu survived in the log: records logged after it, if "
+                     "any, are lost",
+                     (unsigned long long)applied);
+            say_fn(ud, line);
+        }
         if (rep.bytes_dropped > 0) {
             snprintf(line, sizeof line,
                      "the dropped bytes, with their segment and offset, are in %s", side);
