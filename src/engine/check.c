@@ -32,6 +32,7 @@ typedef struct chk {
     cp_db_t *db;
     store_txn_t *txn;
     const char *dir;
+    uint64_t live_ids; /* entries of users by ordinal that are live users */
 } chk_t;
 
 static void say(chk_t *c, const char *kind, const char *fmt, ...)
@@ -113,6 +114,19 @@ static cp_status uord_one(void *ud, const void *k, size_t kl, const void *v, siz
     else if (ord >= c->db->next_ordinal)
         say(c, "bad", "users by ordinal: %u is not below next_ordinal %u", ord,
             c->db->next_ordinal);
+    else if (c->db->ix->universe && roaring_bitmap_contains(c->db->ix->universe, ord))
+        c->live_ids++;
+    else if (c->db->ix->universe) {
+        /* Not live: fine only for an ordinal merged into another (its data
+         * lives at the group's root; identity row 'c' names it). */
+        unsigned char ck[5] = {'c', (unsigned char)(ord >> 24), (unsigned char)(ord >> 16),
+                               (unsigned char)(ord >> 8), (unsigned char)ord};
+        const void *r;
+        size_t rl;
+        if (store_get(c->txn, STORE_IDENTITY, ck, 5, &r, &rl, &e) == CP_ENOTFOUND)
+            say(c, "bad", "users by ordinal: %u (\"%.*s\") is neither a live user nor merged",
+                ord, (int)(vl > 100 ? 100 : vl), (const char *)v);
+    }
     return CP_OK;
 }
 
@@ -205,7 +219,7 @@ static void subset_check(chk_t *c, const roaring_bitmap_t *bm, const char *what)
 
 static int check_child(const char *dir, int fd)
 {
-    chk_t c = {fd, 0, NULL, NULL, dir};
+    chk_t c = {fd, 0, NULL, NULL, dir, 0};
     cp_error_t e = {0};
     /* store_verify has just walked the file: no second walk at open. */
     setenv("CROWDPACK_OPEN_CHECK", "0", 1);
@@ -233,6 +247,10 @@ static int check_child(const char *dir, int fd)
     else if (nu.n != no.n)
         say(&c, "bad", "users by id has %llu entries but users by ordinal %llu",
             (unsigned long long)nu.n, (unsigned long long)no.n);
+    uint64_t live = db->ix->universe ? roaring_bitmap_get_cardinality(db->ix->universe) : 0;
+    if (c.live_ids != live)
+        say(&c, "bad", "the universe has %llu live users but %llu of them have an id",
+            (unsigned long long)live, (unsigned long long)c.live_ids);
     say(&c, "at", "identity");
     if (store_each(c.txn, STORE_IDENTITY, NULL, 0, ident_one, &c, &e))
         say(&c, "bad", "%s", e.message);
@@ -423,6 +441,13 @@ cp_status cp_db_recover(const char *dir, cp_line_fn say_fn, void *ud, cp_error_t
                      "%llu LSNs had no valid record and are now no-ops",
                      (unsigned long long)rep.records_kept, (unsigned long long)rep.ranges,
                      (unsigned long long)rep.bytes_dropped, (unsigned long long)rep.lsns_lost);
+            say_fn(ud, line);
+        }
+        if ((rep.ranges + rep.lsns_lost > 0 || rep.created) && rep.last_lsn <= applied) {
+            snprintf(line, sizeof line,
+                     "nothing past LSN %llu survived in the log: records logged after it, if "
+                     "any, are lost",
+                     (unsigned long long)applied);
             say_fn(ud, line);
         }
         if (rep.bytes_dropped > 0) {

@@ -522,18 +522,24 @@ out:
     return st;
 }
 
-/* 1 if a whole record with a right CRC starts at b[off] (LSN and payload
- * length in *lsn, *plen). */
-static int record_at(const unsigned char *b, size_t n, size_t off, uint64_t *lsn, uint32_t *plen)
+/* 1 if a whole record with a right CRC and an LSN >= expect starts at
+ * b[off] (LSN and payload length in *lsn, *plen). The cheap tests come
+ * first: the search calls this at every byte of a damaged stretch, and an
+ * LSN can be at most one per 17 bytes past the one expected. */
+static int record_at(const unsigned char *b, size_t n, size_t off, uint64_t expect,
+                     uint64_t *lsn, uint32_t *plen)
 {
     if (off > n || n - off < WAL_HEADER_BYTES)
         return 0;
     uint32_t len = get_u32(b + off);
     if (len > WAL_MAX_RECORD || n - off - WAL_HEADER_BYTES < len)
         return 0;
+    uint64_t l = get_u64(b + off + 8);
+    if (l < expect || l - expect > (uint64_t)n / WAL_HEADER_BYTES + 1)
+        return 0;
     if (record_crc(b + off, b + off + WAL_HEADER_BYTES, len) != get_u32(b + off + 4))
         return 0;
-    *lsn = get_u64(b + off + 8);
+    *lsn = l;
     *plen = len;
     return 1;
 }
@@ -552,7 +558,7 @@ static void walk_stretches(const unsigned char *b, size_t n, size_t from, uint64
     while (off < n) {
         uint64_t lsn;
         uint32_t len;
-        if (record_at(b, n, off, &lsn, &len) && lsn >= expect) {
+        if (record_at(b, n, off, expect, &lsn, &len)) {
             if (bad != SIZE_MAX && fn(ud, 0, bad, off - bad, 0))
                 return;
             bad = SIZE_MAX;
@@ -603,6 +609,8 @@ static cp_status survey_after_damage(wal_t *wal, const uint64_t *segs, size_t ns
         cp_status st = read_segment(wal, segs[i], &b, &n, err);
         if (st != CP_OK)
             return st;
+        if (off == 0 && segs[i] > expect)
+            expect = segs[i]; /* a later segment: its name is its first LSN */
         walk_stretches(b, n, (size_t)off, expect, survey_cb, s);
         free(b);
         if (s->records > 0)
