@@ -602,6 +602,8 @@ cp_status store_compact(store_t *st, cp_error_t *err)
     }
     unsigned keep = eflags & (MDB_NOSUBDIR | MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC);
     cp_status rc2 = env_reopen(st, info.me_mapsize, keep | MDB_NOSUBDIR | MDB_NOTLS, err);
+    if (rc2 == CP_OK)
+        room_init(st); /* the new file has no space allocated ahead */
     return rc ? rc : rc2;
 }
 
