@@ -126,7 +126,6 @@ typedef struct intake_req {
     int64_t recv;
     apply_counts_t c;
     uint64_t lsn;
-    uint64_t room;   /* bytes of data.mdb asked for it (request_room) */
     cp_status rc;
     cp_error_t *err; /* the requester's (may be NULL) */
     int done;        /* set by the writer under grp_mu; the request is the requester's again */
@@ -159,6 +158,16 @@ static void iw_closed(cp_db_t *db)
 /* Write lock held, transaction open: commits it. */
 static cp_status iw_commit(cp_db_t *db, cp_error_t *err)
 {
+    /* Small records wait in the log's buffer until a wal_sync. LMDB's
+     * "wal_lsn" must not run ahead of what the log's files hold, or a
+     * kill -9 right after this commit leaves a log that looks emptied
+     * (open refuses it as damaged; `crowdpack recover` would be needed
+     * though nothing acknowledged was lost): write them out first. If
+     * that fails (the log failed, or ENOSPC despite the room reserved per
+     * request), commit anyway: the requests waiting on wal_sync get the
+     * error, and the window above is all that is at stake. */
+    if (db->wal)
+        (void)wal_write_out(db->wal, NULL);
     cp_status rc = intake_commit_light(db, db->iw_txn, err);
     db->iw_records = 0;
     db->iw_events = 0;
@@ -224,37 +233,37 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
             nvalid++;
             group_room += room_estimate(r);
         }
-    if (nvalid && db->iw_txn && db->iw_room + group_room > IW_ROOM_TXN)
+    if (nvalid && db->iw_txn && db->iw_room + group_room > IW_ROOM_TXN) {
         (void)iw_commit(db, &e); /* a failure fails the handle; the log has everything */
-    if (db_check(db, NULL) != CP_OK) {
-        group_fail_each(db, list, NULL, CP_EIO, NULL);
-        pthread_rwlock_unlock(&db->lock);
-        return;
-    }
-    for (intake_req_t *r = list; r; r = r->next) {
-        if (r->rc != CP_OK)
-            continue;
-        uint64_t est = room_estimate(r);
-        if ((r->rc = request_room(db, r, est)) != CP_OK)
-            nvalid--;
-        else
-            r->room = est;
-    }
-    if (nvalid && db->iw_txn == NULL) {
-        if ((rc = store_txn_begin(db->st, 1, &db->iw_txn, &e))) {
-            db->iw_txn = NULL;
-            group_fail_each(db, list, NULL, rc, &e);
+        if (db_check(db, NULL) != CP_OK) {
+            group_fail_each(db, list, NULL, CP_EIO, NULL);
             pthread_rwlock_unlock(&db->lock);
             return;
         }
-        db->iw_since_ms = cp_now_ms();
-        if (!atomic_load(&db->pending))
-            db->pend_since_ms = db->iw_since_ms; /* the checkpointer's clock */
-        atomic_store(&db->iw_open, 1);
     }
-    for (intake_req_t *r = list; r && nvalid; r = r->next) {
+    size_t napplied = 0;
+    for (intake_req_t *r = list; r; r = r->next) {
         if (r->rc != CP_OK)
             continue;
+        /* Space is asked for before the request changes memory, after the
+         * requests before it were applied and appended, so the asks add up. */
+        uint64_t est = room_estimate(r);
+        if ((r->rc = request_room(db, r, est)) != CP_OK)
+            continue;
+        if (db->iw_txn == NULL) {
+            /* Nothing of this group is applied yet (the first applied
+             * request begins the transaction). */
+            if ((rc = store_txn_begin(db->st, 1, &db->iw_txn, &e))) {
+                db->iw_txn = NULL;
+                group_fail_each(db, list, NULL, rc, &e);
+                pthread_rwlock_unlock(&db->lock);
+                return;
+            }
+            db->iw_since_ms = cp_now_ms();
+            if (!atomic_load(&db->pending))
+                db->pend_since_ms = db->iw_since_ms; /* the checkpointer's clock */
+            atomic_store(&db->iw_open, 1);
+        }
         rc = apply_batch(db, db->iw_txn, r->b, r->bp, r->recv, &r->c, r->err);
         if (rc == CP_OK)
             rc = wal_append(db->wal, 1, r->rec, r->reclen, &r->lsn, r->err);
@@ -267,13 +276,14 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
             return;
         }
         db->applied_lsn = r->lsn;
-        db->iw_room += r->room;
+        db->iw_room += est;
         db->pend_records++; /* checkpoints count requests */
         db->iw_records++;
         db->iw_events += r->b->n;
+        napplied++;
     }
     /* Readers see memory between groups: the queued updates go in now. */
-    if (nvalid && (rc = acc_flush(db, &e))) {
+    if (napplied && (rc = acc_flush(db, &e))) {
         store_txn_t *t = db->iw_txn;
         iw_closed(db);
         rc = db_write_fail(db, t, rc, &e); /* unlocks */

@@ -1410,3 +1410,15 @@ int wal_failed(wal_t *wal)
     pthread_mutex_unlock(&wal->wal_mu);
     return f;
 }
+
+cp_status wal_write_out(wal_t *wal, cp_error_t *err)
+{
+    pthread_mutex_lock(&wal->wal_mu);
+    cp_status rc = CP_OK;
+    if (wal->wal_failed)
+        rc = CP_ERR(err, CP_EIO, "%s", wal->wal_fail_msg);
+    else
+        rc = flush_locked(wal, err);
+    pthread_mutex_unlock(&wal->wal_mu);
+    return rc;
+}

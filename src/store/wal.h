@@ -234,6 +234,16 @@ void wal_stats(wal_t *wal, wal_stats_t *out);
 /* 1 once a write or fdatasync failed (sticky until reopened), else 0. */
 int wal_failed(wal_t *wal);
 
+/*
+ * Writes buffered records to the segment file with write(), without
+ * fdatasync: after it, a kill -9 cannot lose them (the page cache has
+ * them), only a power cut can. For callers that are about to commit state
+ * derived from those records elsewhere (LMDB's "wal_lsn"), so that state
+ * never runs ahead of the log's file after a process crash. CP_EIO,
+ * CP_ENOSPC (nothing lost: the records stay buffered).
+ */
+cp_status wal_write_out(wal_t *wal, cp_error_t *err);
+
 /* Segment file name of a first LSN: 20 digits + ".wal" (cap >= 25). */
 void wal_segment_name(uint64_t first_lsn, char *buf, size_t cap);
 

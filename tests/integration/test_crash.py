@@ -322,7 +322,11 @@ def count(img, expr):
 
 def verify(img, acked, check):
     """None if the image is a correct state, else what is wrong."""
-    p = run("import", "--data", img, "--events", os.devnull, "--quiet", ok=False, timeout=120)
+    try:
+        p = run("import", "--data", img, "--events", os.devnull, "--quiet", ok=False,
+                timeout=120)
+    except subprocess.TimeoutExpired:
+        return "open (with WAL replay) took over 120 s"
     if p.returncode != 0:
         return "open (with WAL replay) failed: exit %d: %s" % (p.returncode,
                                                                p.stderr.strip()[-400:])
@@ -335,7 +339,7 @@ def verify(img, acked, check):
         have = count(img, "n < %d" % acked) if acked else 0
         with_g = count(img, "g >= 0")
         ids = run("eval", "--data", img, "all").stdout.split()
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
         return "reading failed: %s" % e
     want = acked * PER_REQUEST
     if have != want:
