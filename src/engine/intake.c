@@ -24,7 +24,10 @@ static segment_opts_t seg_opts(const cp_db_t *db, int64_t recv_ms)
     return o;
 }
 
-/* Parses and applies one logged request (recovery). Lock held. */
+/* Parses and applies one logged request (recovery). Lock held. Replays
+ * are lenient: a lenient request's log record is its whole body, and
+ * parsing and preparing it again skips the same rejected events; a strict
+ * request is logged only when nothing of it was rejected. */
 cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint64_t lsn,
                               cp_error_t *err)
 {
