@@ -448,16 +448,48 @@ typedef struct cp_ingest_result {
     uint64_t users_created;
     uint64_t merges;        /* identity merges the request caused */
     uint64_t lsn;           /* its write-ahead log record (0: nothing to log) */
-    /* On CP_EINVAL for bad events: [{"index":i,"reason":"..."},...]
-     * (caller frees with cp_free or cp_ingest_result_clear); else NULL. */
+    /* Rejected events, [{"index":i,"reason":"..."},...]: on CP_EINVAL, and
+     * on CP_OK when some events of a batch were rejected and the others
+     * applied (caller frees with cp_free or cp_ingest_result_clear); else NULL. */
     char *errors_json;
+    uint64_t rejected;      /* events rejected (structural faults); not applied */
+    uint64_t warnings;      /* values not used on applied events */
+    /* [{"index":i,"field":"traits.email","reason":"placeholder"},...] or
+     * NULL: reasons "placeholder", "blocklisted", "invalid" (cannot be
+     * normalised or not text), "type_mismatch" (kept unindexed). Caller
+     * frees (cp_ingest_result_clear). */
+    char *warnings_json;
 } cp_ingest_result_t;
 
 /* Ingests one Segment request body (limits: 32 KB per event, 500 KB per
  * batch). `res` may be NULL. Durable when CP_OK is returned. */
 cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
                             cp_ingest_result_t *res, cp_error_t *err);
-void cp_ingest_result_clear(cp_ingest_result_t *res); /* frees errors_json */
+void cp_ingest_result_clear(cp_ingest_result_t *res); /* frees errors_json, warnings_json */
+
+/*
+ * cp_ingest_segment with flags. Lenient by default: a batch applies its
+ * valid events and lists the rejected ones in res->errors_json (CP_OK
+ * unless none was valid); values that cannot be used (placeholder or
+ * unnormalisable identifiers, traits that do not fit their attribute) are
+ * warnings, the event still applied. CP_INGEST_STRICT: a request with any
+ * rejected event is refused whole (CP_EINVAL, nothing applied); warnings
+ * stay warnings.
+ */
+enum { CP_INGEST_STRICT = 1u << 0 };
+cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json, size_t len,
+                               unsigned flags, cp_ingest_result_t *res, cp_error_t *err);
+
+/* What intake left out since the handle was opened (for /metrics): values
+ * not used, by reason, and events rejected. Never fails on a valid handle. */
+typedef struct cp_intake_counters {
+    uint64_t warn_placeholder;   /* "", "n/a", "null", all-zero ad ids, ... */
+    uint64_t warn_blocklisted;   /* the intake config's identity.blocklist */
+    uint64_t warn_invalid;       /* identifiers that cannot be normalised */
+    uint64_t warn_type_mismatch; /* traits kept unindexed */
+    uint64_t rejected_events;
+} cp_intake_counters_t;
+cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out);
 
 /* Moves everything applied so far into LMDB and trims the write-ahead log
  * (also done periodically and on close). */

@@ -428,6 +428,58 @@ static cp_status r_did(void *ctx, const char *event, const beh_prop_t *filters, 
     return beh_resolve(db->beh, event, strlen(event), filters, n, series);
 }
 
+/* 1 if group g's trait `trait` matches (plan.h: r_group's contract). */
+static int group_matches(const group_rec_t *g, const char *trait, int negate,
+                         const char *const *values, const size_t *lens, size_t n, int *has)
+{
+    const json_t *v = json_object_get(g->traits, trait);
+    char buf[64];
+    const char *s;
+    size_t len;
+    *has = v != NULL && !json_is_null(v);
+    if (!*has || !group_trait_text(v, buf, sizeof buf, &s, &len))
+        return 0;
+    int eq = 0;
+    for (size_t i = 0; i < n && !eq; i++)
+        eq = lens[i] == len && memcmp(values[i], s, len) == 0;
+    return negate ? !eq : eq;
+}
+
+/* Read lock held: the members of a group, or of the groups a trait
+ * selects, as a new bitmap (a scan of the groups: there are few next to
+ * users). */
+static cp_status r_group(void *ctx, const char *name, const char *trait, int negate,
+                         const char *const *values, const size_t *lens, size_t n,
+                         roaring_bitmap_t **out)
+{
+    cp_db_t *db = ctx;
+    *out = NULL;
+    if (trait == NULL) {
+        const group_rec_t *g = group_find(&db->groups, name, strlen(name));
+        if (g == NULL)
+            return CP_ENOTFOUND;
+        *out = roaring_bitmap_copy(g->members);
+        return *out ? CP_OK : CP_ENOMEM;
+    }
+    roaring_bitmap_t *bm = roaring_bitmap_create();
+    if (bm == NULL)
+        return CP_ENOMEM;
+    int any = 0;
+    for (size_t i = 0; i < db->groups.n; i++) {
+        const group_rec_t *g = &db->groups.items[i];
+        int has;
+        if (group_matches(g, trait, negate, values, lens, n, &has))
+            roaring_bitmap_or_inplace(bm, g->members);
+        any |= has;
+    }
+    if (!any) {
+        roaring_bitmap_free(bm);
+        return CP_ENOTFOUND;
+    }
+    *out = bm;
+    return CP_OK;
+}
+
 void db_resolver(cp_db_t *db, plan_resolver_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -438,6 +490,7 @@ void db_resolver(cp_db_t *db, plan_resolver_t *r)
     r->attr = r_attr;
     r->value = r_value;
     r->did = db->beh ? r_did : NULL;
+    r->group = r_group;
 }
 
 cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,

@@ -26,6 +26,7 @@
 #include "ingest/event.h"
 #include "model/apikey.h"
 #include "model/crowd.h"
+#include "model/group.h"
 #include "model/identity.h"
 #include "model/normalize.h"
 #include "model/propval.h"
@@ -48,6 +49,7 @@
 
 /* Intake settings (cp_intake_config_json; meta "intake_config"). */
 #define INTAKE_MAX_INDEXED 64
+#define INTAKE_MAX_BLOCKLIST 256
 typedef struct intake_cfg {
     char *indexed[INTAKE_MAX_INDEXED]; /* indexed event properties */
     size_t nindexed;
@@ -57,6 +59,8 @@ typedef struct intake_cfg {
     int64_t ckpt_interval_ms;
     uint64_t ckpt_records;
     int skew_correction;
+    char *blocklist[INTAKE_MAX_BLOCKLIST]; /* identifier values never used for identity */
+    size_t nblocklist;
 } intake_cfg_t;
 
 struct cp_db {
@@ -89,6 +93,11 @@ struct cp_db {
     uint64_t applied_lsn;       /* last WAL record applied in memory */
     uint64_t ckpt_lsn;          /* last WAL record in LMDB */
     json_t *catalog;            /* {"traits":{},"properties":{},"events":{}} */
+    group_set_t groups;         /* Segment groups: traits and members (model/group.h) */
+    /* intake outcomes since open (cp_intake_counters): warnings by reason
+     * (INGEST_WARN_* order of cp_intake_counters_t), rejected events */
+    atomic_uint_least64_t warn_placeholder, warn_blocklisted, warn_invalid, warn_type;
+    atomic_uint_least64_t rejected_events;
     int catalog_dirty;
     uint32_t attr_first_seen, attr_last_seen; /* 0 until declared */
     pthread_t ckpt_thread;
@@ -339,10 +348,16 @@ typedef struct batch_prep {
 typedef struct apply_counts {
     uint64_t applied, duplicates, created, merges;
 } apply_counts_t;
-/* Prepares every event of b (lock held); CP_EINVAL with b's rejects if any
- * is invalid. bp is the caller's to bp_free either way. */
-cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, cp_error_t *err);
+/* Prepares every event of b (lock held). An event that cannot be applied
+ * (no usable identifier, an unusable event name) is rejected into b and
+ * skipped by apply_batch; values that cannot be used are warnings in b.
+ * CP_EINVAL when every event was rejected, or with `strict` when any was.
+ * bp is the caller's to bp_free either way. */
+cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, int strict,
+                     cp_error_t *err);
 void bp_free(batch_prep_t *bp);
+/* Counts one unused value by its reason (an INGEST_WARN_*; cp_intake_counters). */
+void intake_count_warning(cp_db_t *db, const char *reason);
 /* Applies a prepared batch in order (write lock held, txn open); counts
  * into c. On failure memory may hold part of it (the caller fails the
  * handle). */

@@ -11,6 +11,7 @@
  * first (keys normalised, traits checked against the schema) so a bad
  * event rejects the request before anything changes.
  */
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@ static void cfg_clear(intake_cfg_t *c)
 {
     for (size_t i = 0; i < c->nindexed; i++)
         free(c->indexed[i]);
+    for (size_t i = 0; i < c->nblocklist; i++)
+        free(c->blocklist[i]);
     memset(c, 0, sizeof *c);
 }
 
@@ -50,9 +53,15 @@ static json_t *cfg_to_json(const cp_db_t *db)
                                                    ((db->idc.ic_pii >> i) & 1)));
     for (size_t i = 0; i < c->nindexed; i++)
         json_array_append_new(idx, json_string(c->indexed[i]));
-    return json_pack("{s:{s:s,s:b,s:o},s:o,s:{s:f,s:I},s:i,s:{s:I,s:I},s:b}", "identity",
+    json_t *block = json_array();
+    for (size_t i = 0; block && i < c->nblocklist; i++)
+        if (json_array_append_new(block, json_string(c->blocklist[i])) != 0) {
+            json_decref(block);
+            block = NULL;
+        }
+    return json_pack("{s:{s:s,s:b,s:o,s:o},s:o,s:{s:f,s:I},s:i,s:{s:I,s:I},s:b}", "identity",
                      "default_country", db->idc.ic_country, "hash_pii", db->idc.ic_hash_pii,
-                     "types", types, "indexed_properties", idx, "dedup", "window_hours",
+                     "types", types, "blocklist", block, "indexed_properties", idx, "dedup", "window_hours",
                      (double)c->dedup_window_ms / 3600000.0, "max_entries",
                      (json_int_t)c->dedup_max, "retention_days", (int)c->retention_days,
                      "checkpoint", "interval_ms", (json_int_t)c->ckpt_interval_ms, "records",
@@ -78,6 +87,31 @@ static cp_status cfg_apply_json(const json_t *j, intake_cfg_t *c, ident_config_t
     cp_status rc;
     const json_t *id = json_object_get(j, "identity");
     if (id) {
+        const json_t *bl = json_object_get(id, "blocklist");
+        if (bl) {
+            if (!json_is_array(bl) || json_array_size(bl) > INTAKE_MAX_BLOCKLIST)
+                return CP_ERR(err, CP_EINVAL,
+                              "intake config: identity.blocklist must be an array of at most %d "
+                              "values",
+                              INTAKE_MAX_BLOCKLIST);
+            for (size_t i = 0; i < c->nblocklist; i++)
+                free(c->blocklist[i]);
+            c->nblocklist = 0;
+            size_t i;
+            json_t *x;
+            json_array_foreach(bl, i, x)
+            {
+                if (!json_is_string(x) || json_string_length(x) == 0 ||
+                    json_string_length(x) > IDENT_MAX_VALUE)
+                    return CP_ERR(err, CP_EINVAL,
+                                  "intake config: identity.blocklist[%zu] must be a value of "
+                                  "1..%d bytes",
+                                  i, IDENT_MAX_VALUE);
+                if ((c->blocklist[c->nblocklist] = strdup(json_string_value(x))) == NULL)
+                    return CP_ERR(err, CP_ENOMEM, "out of memory");
+                c->nblocklist++;
+            }
+        }
         const json_t *cc = json_object_get(id, "default_country");
         if (cc && (!json_is_string(cc) ||
                    (rc = ident_config_set_country(idc, json_string_value(cc), err))))
@@ -188,11 +222,17 @@ static cp_status cfg_apply_json(const json_t *j, intake_cfg_t *c, ident_config_t
 static cp_status cfg_copy(intake_cfg_t *dst, const intake_cfg_t *src)
 {
     *dst = *src;
+    dst->nblocklist = 0;
     for (size_t i = 0; i < src->nindexed; i++)
         if ((dst->indexed[i] = strdup(src->indexed[i])) == NULL) {
             dst->nindexed = i;
             return CP_ENOMEM;
         }
+    for (size_t i = 0; i < src->nblocklist; i++) {
+        if ((dst->blocklist[i] = strdup(src->blocklist[i])) == NULL)
+            return CP_ENOMEM;
+        dst->nblocklist = i + 1;
+    }
     return CP_OK;
 }
 
@@ -312,6 +352,9 @@ cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
     if (rc && rc != CP_ENOTFOUND)
         return rc;
     db->ckpt_lsn = db->applied_lsn = lsn;
+    group_set_init(&db->groups);
+    if ((rc = group_set_load(&db->groups, rtxn, err)))
+        return rc;
     const schema_attr_t *a = schema_find(&db->sch, "first_seen", 10);
     db->attr_first_seen = a && a->type == CP_ATTR_TIMESTAMP ? a->id : 0;
     a = schema_find(&db->sch, "last_seen", 9);
@@ -330,6 +373,7 @@ void intake_free(cp_db_t *db)
     db->dedup = NULL;
     json_decref(db->catalog);
     db->catalog = NULL;
+    group_set_free(&db->groups);
     cfg_clear(&db->cfg);
 }
 
@@ -387,8 +431,10 @@ static int trait_value(const schema_attr_t *a, const ev_prop_t *v, const json_t 
             memcpy(num, v->s, v->slen);
             num[v->slen] = '\0';
             char *end;
+            errno = 0;
             long long x = strtoll(num, &end, 10);
-            if (*end == '\0') {
+            /* out of range is a mismatch, never INT64_MAX (strtoll clamps) */
+            if (*end == '\0' && end != num && errno != ERANGE) {
                 o->i = x;
                 return 0;
             }
@@ -751,6 +797,9 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
         return CP_ERR(err, rc, "merging behaviour: %s", cp_strerror(rc));
     if ((rc = meas_user_move(db->meas, a, s))) /* event measures: not split again by unmerge */
         return CP_ERR(err, rc, "merging event measures: %s", cp_strerror(rc));
+    /* group memberships: the survivor is the member now (unmerge keeps them) */
+    if ((rc = group_move_member(&db->groups, txn, a, s, err)))
+        return rc;
     index_user_delete(db->ix, &db->tax, a);
     db->data_changed = 1;
     return CP_OK;
@@ -783,6 +832,7 @@ struct prep {
      * position below HOT_TRAITS, hot_value's answer for it, which
      * apply_traits, right after, would get again. */
     uint32_t tvid[HOT_TRAITS];
+    int skip; /* rejected by prep_event: apply_batch passes over it */
 };
 
 void bp_free(batch_prep_t *bp)
@@ -863,6 +913,55 @@ static int is_traits_ident(cp_db_t *db, const char *k, size_t klen)
     return ident_type_find(&db->idc, k, klen) >= 0;
 }
 
+void intake_count_warning(cp_db_t *db, const char *reason)
+{
+    atomic_uint_least64_t *c = !strcmp(reason, INGEST_WARN_PLACEHOLDER)   ? &db->warn_placeholder
+                               : !strcmp(reason, INGEST_WARN_BLOCKLISTED) ? &db->warn_blocklisted
+                               : !strcmp(reason, INGEST_WARN_TYPE)        ? &db->warn_type
+                                                                          : &db->warn_invalid;
+    atomic_fetch_add(c, 1);
+}
+
+/*
+ * A value of event e that is not used (an identifier or a trait): a
+ * warning in b (requests), or for imports (b NULL) only the counters.
+ * `field` names where it was; identifiers found in a traits object get
+ * their key appended ("traits" + "email" -> "traits.email").
+ */
+static void warn_value(cp_db_t *db, ingest_batch_t *b, const ingest_event_t *e, const char *field,
+                       const char *key, size_t klen, const char *reason)
+{
+    char f[64];
+    if (key)
+        snprintf(f, sizeof f, "%s.%.*s", field, (int)klen, key);
+    else
+        snprintf(f, sizeof f, "%s", field);
+    if (b) {
+        ingest_batch_warn(b, e->index, f, reason);
+        return;
+    }
+    intake_count_warning(db, reason);
+}
+
+/* 0, or the reason (INGEST_WARN_*) why identifier i of e is not used for
+ * identity: a placeholder or a blocklisted value. */
+static const char *id_unusable(const cp_db_t *db, const ingest_ident_t *id)
+{
+    int why = ident_value_unusable(id->value, id->len, (const char *const *)db->cfg.blocklist,
+                                   db->cfg.nblocklist);
+    return why == IDENT_PLACEHOLDER   ? INGEST_WARN_PLACEHOLDER
+           : why == IDENT_BLOCKLISTED ? INGEST_WARN_BLOCKLISTED
+                                      : NULL;
+}
+
+/* The field of identifier id in warnings: "traits" -> "traits.email". */
+static void id_warn(cp_db_t *db, ingest_batch_t *b, const ingest_event_t *e,
+                    const ingest_ident_t *id, const char *reason)
+{
+    int in_traits = !strcmp(id->field, "traits") || !strcmp(id->field, "context.traits");
+    warn_value(db, b, e, id->field, in_traits ? id->type : NULL, strlen(id->type), reason);
+}
+
 /* The typed form of a JSON event's properties and traits, in the arena. */
 static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_arena_t *ar)
 {
@@ -908,7 +1007,7 @@ static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
 
 /* The key of identifier i of e through the identifier key cache. */
 static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep_t *p,
-                            cp_arena_t *ar, cp_error_t *err)
+                            cp_arena_t *ar, const char **unusable, cp_error_t *err)
 {
     const ingest_ident_t *id = &e->ids[i];
     uint32_t slot;
@@ -926,6 +1025,10 @@ static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep
     }
     if (ident_type_find(&db->idc, id->type, tlen) < 0)
         return CP_ENOTFOUND; /* not a configured type: skipped */
+    /* Only values accepted here enter the cache, so its hits above need
+     * no placeholder check. */
+    if ((*unusable = id_unusable(db, id)) != NULL)
+        return CP_ENOTFOUND;
     char buf[IDENT_MAX_KEY + 1];
     cp_status rc = ident_key(&db->idc, id->type, tlen, id->value, id->len, buf, &klen, err);
     if (rc)
@@ -944,10 +1047,16 @@ static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep
     return CP_OK;
 }
 
-/* Checks one event against the schema and identity config (lock held).
- * h: the batch memo of a bulk import, or NULL. */
+/*
+ * Checks one event against the schema and identity config (lock held).
+ * h: the batch memo of a bulk import, or NULL. wb: where warnings go (a
+ * request's batch), NULL for imports (counters only). A value that cannot
+ * be used (an unusable or unnormalisable identifier, a trait that does not
+ * fit its attribute) is a warning, not an error; errors are what makes the
+ * event itself unusable (no identifier left, an unusable event name).
+ */
 static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_arena_t *ar,
-                            hot_t *h, cp_error_t *err)
+                            hot_t *h, ingest_batch_t *wb, cp_error_t *err)
 {
     cp_status rc;
     /* Field by field: keys[] and slot[] are read only below nkeys. */
@@ -958,26 +1067,54 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
     p->props = p->traits = NULL;
     p->praw = p->traw = NULL;
     p->nprops = p->ntraits = 0;
-    p->cached = h != NULL && e->type != ING_ALIAS;
+    p->skip = 0;
+    /* The key cache is by raw value: a locale hint could change a phone's key. */
+    p->cached = h != NULL && e->type != ING_ALIAS && e->phone_cc[0] == '\0';
+    uint32_t used = 0; /* identifiers of e that became keys (bit i: e->ids[i]) */
+    size_t dropped = 0;
     for (size_t i = 0; i < e->nids; i++) {
+        const ingest_ident_t *id = &e->ids[i];
         if (p->cached) {
-            rc = cached_key(db, e, i, p, ar, err);
-            if (rc == CP_ENOTFOUND)
-                continue;
+            const char *why = NULL;
+            rc = cached_key(db, e, i, p, ar, &why, NULL);
+            if (rc == CP_ENOMEM)
+                return CP_ERR(err, rc, "out of memory");
+            if (rc == CP_ENOTFOUND && why == NULL)
+                continue; /* not a configured type */
             if (rc) {
-                cp__error_prefix(err, "%s: ", e->ids[i].field);
-                return rc;
+                id_warn(db, wb, e, id, why ? why : INGEST_WARN_INVALID);
+                dropped++;
+                continue;
             }
+            used |= 1u << i;
             continue;
         }
-        if (ident_type_find(&db->idc, e->ids[i].type, strlen(e->ids[i].type)) < 0)
+        if (ident_type_find(&db->idc, id->type, strlen(id->type)) < 0)
             continue;
-        if ((rc = make_key(db, ar, e->ids[i].type, e->ids[i].value, e->ids[i].len,
-                           &p->keys[p->nkeys], err))) {
-            cp__error_prefix(err, "%s: ", e->ids[i].field);
-            return rc;
+        const char *why = id_unusable(db, id);
+        if (why) {
+            id_warn(db, wb, e, id, why);
+            dropped++;
+            continue;
         }
+        char buf[IDENT_MAX_KEY + 1];
+        size_t kl;
+        cp_error_t ke;
+        rc = ident_key_hint(&db->idc, id->type, strlen(id->type), id->value, id->len,
+                            e->phone_cc, buf, &kl, &ke);
+        if (rc == CP_EINVAL || rc == CP_ELIMIT) {
+            id_warn(db, wb, e, id, INGEST_WARN_INVALID);
+            dropped++;
+            continue;
+        }
+        if (rc) {
+            cp__error_prefix(&ke, "%s: ", id->field);
+            return CP_ERR(err, rc, "%s", ke.message);
+        }
+        if ((p->keys[p->nkeys] = cp_arena_strndup(ar, buf, kl)) == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
         p->nkeys++;
+        used |= 1u << i;
     }
     if (e->type == ING_ALIAS) {
         if ((rc = make_key(db, ar, "user_id", e->previous_id, e->previous_id_len, &p->prev_user,
@@ -989,11 +1126,15 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
             return CP_ERR(err, CP_ELIMIT, "too many identifiers");
     }
     if (p->nkeys == 0)
-        return CP_ERR(err, CP_EINVAL, "no identifier of a configured type");
+        return dropped ? CP_ERR(err, CP_EINVAL,
+                                "no usable identifier (%zu unusable value%s, see warnings)",
+                                dropped, dropped == 1 ? "" : "s")
+                       : CP_ERR(err, CP_EINVAL, "no identifier of a configured type");
     /* The id of a new user: its user_id, else its first identifier key
      * (borrowed: the event and the keys outlive the apply). */
     for (size_t i = 0; i < e->nids; i++)
-        if (!memcmp(e->ids[i].type, "user_id", 8)) { /* with its NUL; type[] has 32 bytes */
+        if ((used >> i & 1) &&
+            !memcmp(e->ids[i].type, "user_id", 8)) { /* with its NUL; type[] has 32 bytes */
             p->display = e->ids[i].value;
             p->display_len = e->ids[i].len;
             break;
@@ -1018,8 +1159,9 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
             p->tvid[i] = vid;
         tval_t tv;
         char why[160];
+        /* kept unindexed by apply_traits, with this warning */
         if (!vid && trait_value(a, t, p->traw ? p->traw[i] : NULL, &tv, why, sizeof why))
-            return CP_ERR(err, CP_ETYPE, "%s", why);
+            warn_value(db, wb, e, "traits", t->name, t->nlen, INGEST_WARN_TYPE);
     }
     if (e->event && !(h && h->event && h->event_len == e->event_len &&
                       (h->event == e->event || cp_mem_eq(h->event, e->event, e->event_len)))) {
@@ -1036,24 +1178,34 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
     return CP_OK;
 }
 
-cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, cp_error_t *err)
+cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, int strict,
+                     cp_error_t *err)
 {
     memset(bp, 0, sizeof *bp);
     cp_arena_init(&bp->arena, 256u << 20);
     bp->p = calloc(b->n ? b->n : 1, sizeof *bp->p);
     if (bp->p == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
+    size_t skipped = 0;
     for (size_t i = 0; i < b->n; i++) {
         cp_error_t ee = {0};
-        cp_status rc = prep_event(db, &b->events[i], &bp->p[i], &bp->arena, NULL, &ee);
+        const ingest_event_t *e = &b->events[i];
+        /* The warnings of an event rejected here go with it. */
+        size_t w0 = b->warned, nw0 = b->nwarnings;
+        cp_status rc = prep_event(db, e, &bp->p[i], &bp->arena, NULL, b, &ee);
         if (rc == CP_ENOMEM)
             return CP_ERR(err, rc, "out of memory");
-        if (rc)
-            ingest_batch_reject(b, i, rc, "%s", ee.message);
+        if (rc) {
+            b->warned = w0;
+            b->nwarnings = nw0;
+            ingest_batch_reject(b, e->index, rc, "%s", ee.message);
+            bp->p[i].skip = 1;
+            skipped++;
+        }
     }
-    if (b->rejected)
+    if (b->rejected && (strict || skipped == b->n))
         return CP_ERR(err, CP_EINVAL, "%zu of %zu events are invalid; nothing was applied",
-                      b->rejected, b->n);
+                      b->rejected, b->n + b->rejected - skipped);
     return CP_OK;
 }
 
@@ -1230,6 +1382,7 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
                                   cp_strerror(rc));
                 }
                 db->acc_stats.attr++;
+                continue;
             } else if (trait_value(a, t, raw, &tv, why, sizeof why) == 0) {
                 if ((rc = set_value(db, txn, a, ord, &tv, &vid, err))) {
                     json_decref(ut);
@@ -1238,8 +1391,10 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
                 if (m && raw == NULL && tv.kind == 2)
                     m->vid = vid;
                 db->acc_stats.attr++;
+                continue;
             }
-            continue;
+            /* Does not fit the attribute (prep_event warned): kept with
+             * the user's unindexed traits, never clamped into the index. */
         }
         json_t *v = raw ? json_incref((json_t *)raw) : pv_to_json(t);
         if (v == NULL)
@@ -1250,8 +1405,11 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
         }
         char name[BEH_NAME_MAX + 1];
         snprintf(name, sizeof name, "%.*s", (int)t->nlen, t->name);
-        json_object_set_new(ut, name, v);
-        if ((rc = acc_catalog_at(db, CAT_TRAITS, i, t->name, t->nlen, t, raw, NULL))) {
+        if (json_object_set_new(ut, name, v) != 0) {
+            json_decref(ut);
+            return CP_ERR(err, CP_ENOMEM, "out of memory");
+        }
+        if (a == NULL && (rc = acc_catalog_at(db, CAT_TRAITS, i, t->name, t->nlen, t, raw, NULL))) {
             json_decref(ut);
             return CP_ERR(err, rc, "out of memory");
         }
@@ -1330,6 +1488,10 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
     db->data_changed = 1;
     if ((rc = apply_traits(db, txn, p, ord, h, err)))
         return rc;
+    if (e->type == ING_GROUP && e->group_id &&
+        (rc = group_join(&db->groups, txn, e->group_id, e->group_id_len, ord, e->group_traits,
+                         err)))
+        return rc;
     if (e->event && (rc = apply_behaviour(db, e, p, ord, err)))
         return rc;
     if ((!db->attr_first_seen || !db->attr_last_seen) && (rc = ensure_seen_attrs(db, txn, err)))
@@ -1344,6 +1506,8 @@ cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const ba
                       int64_t now_ms, apply_counts_t *c, cp_error_t *err)
 {
     for (size_t i = 0; i < b->n; i++) {
+        if (bp->p[i].skip)
+            continue;
         cp_status rc = apply_event(db, txn, &b->events[i], &bp->p[i], NULL, now_ms, c, err);
         if (rc) {
             cp__error_prefix(err, "event %zu: ", i);
@@ -1360,7 +1524,7 @@ cp_status intake_check_event(cp_db_t *db, const ingest_event_t *e, cp_error_t *e
     cp_arena_t ar;
     cp_arena_init(&ar, 1u << 20);
     prep_t p;
-    cp_status rc = prep_event(db, e, &p, &ar, NULL, err);
+    cp_status rc = prep_event(db, e, &p, &ar, NULL, NULL, err);
     cp_arena_free(&ar);
     return rc;
 }
@@ -1682,7 +1846,8 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
         json_decref(tr);
         unsigned char k[7];
         ut_key(k, o);
-        if ((rc = store_del(txn, STORE_INTAKE, k, 7, err)))
+        if ((rc = store_del(txn, STORE_INTAKE, k, 7, err)) ||
+            (rc = group_remove_member(&db->groups, txn, o, err)))
             return rc;
     }
     db->data_changed = 1;
@@ -1889,7 +2054,7 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
         cp_error_t ee;
         acc_err_reset(&ee);
         idraw_sync(db, 0); /* no key of the cache in use here */
-        cp_status pr = prep_event(db, &b->events[i], &p, ar, &hot, &ee);
+        cp_status pr = prep_event(db, &b->events[i], &p, ar, &hot, NULL, &ee);
         if (pr == CP_ENOMEM) {
             rc = CP_ERR(err, pr, "out of memory");
             break;

@@ -24,7 +24,10 @@ static segment_opts_t seg_opts(const cp_db_t *db, int64_t recv_ms)
     return o;
 }
 
-/* Parses and applies one logged request (recovery). Lock held. */
+/* Parses and applies one logged request (recovery). Lock held. Replays
+ * are lenient: a lenient request's log record is its whole body, and
+ * parsing and preparing it again skips the same rejected events; a strict
+ * request is logged only when nothing of it was rejected. */
 cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint64_t lsn,
                               cp_error_t *err)
 {
@@ -45,7 +48,7 @@ cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint
     cp_status rc = segment_parse((ingest_type)p[1], (const char *)p + REC_HDR, len - REC_HDR, &o,
                                  &b, &pe);
     if (rc == CP_OK)
-        rc = prep_batch(db, &b, &bp, &pe);
+        rc = prep_batch(db, &b, &bp, 0, &pe);
     if (rc) {
         rc = CP_ERR(err, CP_EIO, "write-ahead log record %llu no longer applies: %s",
                     (unsigned long long)lsn, pe.message);
@@ -71,9 +74,29 @@ out:
 static char *rejects_json(const ingest_batch_t *b)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < b->nrejects; i++)
-        json_array_append_new(a, json_pack("{s:I,s:s}", "index", (json_int_t)b->rejects[i].index,
-                                           "reason", b->rejects[i].reason));
+    for (size_t i = 0; a && i < b->nrejects; i++)
+        if (json_array_append_new(a, json_pack("{s:I,s:s}", "index",
+                                               (json_int_t)b->rejects[i].index, "reason",
+                                               b->rejects[i].reason)) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    return s;
+}
+
+static char *warnings_json(const ingest_batch_t *b)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < b->nwarnings; i++)
+        if (json_array_append_new(a, json_pack("{s:I,s:s,s:s}", "index",
+                                               (json_int_t)b->warnings[i].index, "field",
+                                               b->warnings[i].field, "reason",
+                                               b->warnings[i].reason)) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
     char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
     json_decref(a);
     return s;
@@ -84,7 +107,38 @@ void cp_ingest_result_clear(cp_ingest_result_t *res)
     if (res == NULL)
         return;
     free(res->errors_json);
+    free(res->warnings_json);
     memset(res, 0, sizeof *res);
+}
+
+cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out)
+{
+    if (db == NULL || out == NULL)
+        return CP_EINVAL;
+    out->warn_placeholder = atomic_load(&db->warn_placeholder);
+    out->warn_blocklisted = atomic_load(&db->warn_blocklisted);
+    out->warn_invalid = atomic_load(&db->warn_invalid);
+    out->warn_type_mismatch = atomic_load(&db->warn_type);
+    out->rejected_events = atomic_load(&db->rejected_events);
+    return CP_OK;
+}
+
+/* The request's outcome into res and the handle's counters. Warnings
+ * past the INGEST_MAX_REPORTED kept are counted as "invalid" (their
+ * reason is not kept). */
+static void report(cp_db_t *db, const ingest_batch_t *b, cp_ingest_result_t *res)
+{
+    res->rejected = b->rejected;
+    res->warnings = b->warned;
+    if (b->nrejects && res->errors_json == NULL)
+        res->errors_json = rejects_json(b);
+    if (b->nwarnings && res->warnings_json == NULL)
+        res->warnings_json = warnings_json(b);
+    atomic_fetch_add(&db->rejected_events, b->rejected);
+    for (size_t i = 0; i < b->nwarnings; i++)
+        intake_count_warning(db, b->warnings[i].reason);
+    for (size_t i = b->nwarnings; i < b->warned; i++)
+        intake_count_warning(db, INGEST_WARN_INVALID);
 }
 
 /*
@@ -128,6 +182,7 @@ typedef struct intake_req {
     uint64_t lsn;
     cp_status rc;
     cp_error_t *err; /* the requester's (may be NULL) */
+    int strict;      /* CP_INGEST_STRICT */
     int done;        /* set by the writer under grp_mu; the request is the requester's again */
     pthread_cond_t cv; /* its requester waits here: only it is woken */
 } intake_req_t;
@@ -229,7 +284,7 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
     }
     uint64_t group_room = 0;
     for (intake_req_t *r = list; r; r = r->next)
-        if ((r->rc = prep_batch(db, r->b, r->bp, r->err)) == CP_OK) {
+        if ((r->rc = prep_batch(db, r->b, r->bp, r->strict, r->err)) == CP_OK) {
             nvalid++;
             group_room += room_estimate(r);
         }
@@ -429,6 +484,12 @@ void intake_writer_stop(cp_db_t *db)
 cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
                             cp_ingest_result_t *res, cp_error_t *err)
 {
+    return cp_ingest_segment_ex(db, type, json, len, 0, res, err);
+}
+
+cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json, size_t len,
+                               unsigned flags, cp_ingest_result_t *res, cp_error_t *err)
+{
     cp_ingest_result_t dummy;
     if (res == NULL)
         res = &dummy;
@@ -446,13 +507,14 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
     unsigned char *rec = NULL;
     uint64_t lsn = 0;
     segment_opts_t o = seg_opts(db, recv);
+    o.strict = (flags & CP_INGEST_STRICT) != 0;
     cp_status rc = segment_parse((ingest_type)type, json, len, &o, &b, err);
     if (rc) {
-        if (b.nrejects)
-            res->errors_json = rejects_json(&b);
+        b.nwarnings = b.warned = 0; /* nothing applied: nothing was left out of it */
+        report(db, &b, res);
         goto out;
     }
-    res->events = b.n;
+    res->events = b.n + b.rejected;
     /* The log record: the request as received, with its receive time. */
     rec = malloc(REC_HDR + len);
     if (rec == NULL) {
@@ -461,7 +523,8 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
     }
     rec[0] = 1;
     rec[1] = (unsigned char)type;
-    rec[2] = 0;
+    rec[2] = (unsigned char)(flags & CP_INGEST_STRICT); /* replays are lenient: see
+                                                          * intake_apply_record */
     for (int i = 0; i < 8; i++)
         rec[3 + i] = (unsigned char)((uint64_t)recv >> (8 * i));
     memcpy(rec + REC_HDR, json, len);
@@ -474,15 +537,18 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
     req.reclen = REC_HDR + len;
     req.recv = recv;
     req.err = err;
+    req.strict = o.strict;
     pthread_cond_init(&req.cv, NULL);
     group_submit(db, &req);
     pthread_cond_destroy(&req.cv);
     rc = req.rc;
     if (rc) {
-        if (b.nrejects)
-            res->errors_json = rejects_json(&b);
+        if (rc == CP_EINVAL)
+            b.nwarnings = b.warned = 0;
+        report(db, &b, res);
         goto out;
     }
+    report(db, &b, res);
     lsn = req.lsn;
     res->applied = req.c.applied;
     res->duplicates = req.c.duplicates;

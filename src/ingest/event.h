@@ -85,11 +85,14 @@ typedef struct ingest_ident {
 /* One property or trait key/value kept as text for the engine. */
 typedef struct ingest_event {
     ingest_type type;
+    uint32_t index;         /* position in its request (batch index), for rejects and warnings */
     const char *message_id; /* never NULL after parsing */
     size_t message_id_len;
     int message_id_derived; /* 1 if derived from the payload's hash */
     uint64_t message_hash;  /* xxh3 of the messageId: the dedup key */
     int no_dedup;           /* 1 = not checked against the dedup window */
+    char phone_cc[4];       /* calling code of context.locale's region ("1"), "" if none:
+                             * a hint for national phone numbers (normalize.h) */
     const char *event;      /* behaviour name: track's event, "page", "screen", "group"; NULL otherwise */
     size_t event_len;
     const char *name;       /* page/screen name; NULL if none */
@@ -105,7 +108,9 @@ typedef struct ingest_event {
      * ~1,100 (a 50,000-row import batch was 55 MB of mostly empty slots). */
     const ingest_ident_t *ids;
     size_t nids;
-    const json_t *traits;     /* object or NULL; identifier keys are skipped by consumers via ingest_trait_is_ident */
+    const json_t *traits;     /* user traits, object or NULL; identifier keys are skipped by
+                               * consumers via ingest_trait_is_ident. NULL for group. */
+    const json_t *group_traits; /* group: the group's traits (never the user's), or NULL */
     const json_t *ctx_traits; /* context.traits, object or NULL */
     const json_t *properties; /* object or NULL */
     const json_t *raw;        /* the event object itself (borrowed); NULL for typed events */
@@ -125,6 +130,23 @@ typedef struct ingest_reject {
     char reason[256];
 } ingest_reject_t;
 
+/*
+ * A value that was not used, on an event that was applied anyway: an
+ * identifier that is a placeholder, blocklisted or cannot be normalised,
+ * a trait that does not fit its attribute's type (kept unindexed).
+ * `reason` is one of INGEST_WARN_* (static strings).
+ */
+typedef struct ingest_warning {
+    size_t index;    /* the event's position in its request */
+    char field[64];  /* "traits.email", "context.device.advertisingId", ... */
+    const char *reason;
+} ingest_warning_t;
+
+#define INGEST_WARN_PLACEHOLDER "placeholder" /* "", "n/a", all-zero ids, ... */
+#define INGEST_WARN_BLOCKLISTED "blocklisted" /* the intake config's blocklist */
+#define INGEST_WARN_INVALID "invalid"         /* cannot be normalised (or not text) */
+#define INGEST_WARN_TYPE "type_mismatch"      /* does not fit the attribute; kept unindexed */
+
 /* Events of one request or file chunk. Owns the parsed JSON they borrow. */
 typedef struct ingest_batch {
     json_t *root;
@@ -134,6 +156,11 @@ typedef struct ingest_batch {
     ingest_reject_t *rejects;  /* the first INGEST_MAX_REPORTED */
     size_t nrejects;           /* stored */
     size_t rejected;           /* total (may exceed nrejects) */
+    ingest_warning_t *warnings; /* the first INGEST_MAX_REPORTED */
+    size_t nwarnings;          /* stored */
+    size_t warned;             /* total (may exceed nwarnings) */
+    json_t *keep;              /* JSON built from the request that events borrow
+                                * (merged contexts); an array or NULL */
 } ingest_batch_t;
 
 void ingest_batch_init(ingest_batch_t *b);
@@ -144,6 +171,10 @@ void ingest_batch_reset(ingest_batch_t *b);
 /* Records a rejected event (kept up to INGEST_MAX_REPORTED, counted always). */
 void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Records a warning for the event at request position `index` (kept up
+ * to INGEST_MAX_REPORTED, counted always). `reason`: an INGEST_WARN_*. */
+void ingest_batch_warn(ingest_batch_t *b, size_t index, const char *field, const char *reason);
 
 /* Identifier types that keys of traits are matched against. */
 typedef struct ingest_id_types {
@@ -161,6 +192,7 @@ typedef struct segment_opts {
     int no_skew_correction; /* 1 = use timestamps as sent */
     int allow_other_ids;    /* 1 = any identifier will do, not only userId/anonymousId (imports) */
     int no_dedup;           /* 1 = mark events no_dedup (file imports: resume handles retries) */
+    int strict;             /* 1 = a batch with any rejected event is refused whole */
     ingest_id_types_t id_types;
 } segment_opts_t;
 
@@ -168,14 +200,21 @@ typedef struct segment_opts {
  * Parses a Segment request body into b (initialised by the caller).
  * `endpoint` is the type of a single-event endpoint (/v1/track ...) or
  * ING_NONE for /v1/batch (a {"batch":[...]} envelope whose top-level
- * `context`, `sentAt` and `integrations` apply to every event).
+ * `context`, `sentAt` and `integrations` apply to every event; the batch's
+ * `context` is merged with each event's, the event's keys winning, one
+ * level deep: context.traits, context.device ... merge key by key).
  *
- * Returns CP_OK when every event is valid. Whole-body problems (malformed
+ * Lenient with values, strict with structure: an event is rejected only
+ * for a structural fault (not an object, unknown type, no userId /
+ * anonymousId, wrong envelope types, oversized, a missing required field);
+ * a bad identifier value (empty, not text, too long) is a warning in
+ * b->warnings and the value is not used. Whole-body problems (malformed
  * JSON or invalid UTF-8 with its position, not an object, no batch array,
  * oversized body) return CP_EINVAL / CP_ELIMIT with err filled and no
- * events. Bad events are all recorded in b->rejects (index + reason) and
- * the call returns CP_EINVAL with a summary in err: a batch is valid whole
- * or not at all.
+ * events. Rejected events are recorded in b->rejects (index + reason) and
+ * left out of b->events; the call returns CP_OK while any event remains,
+ * CP_EINVAL (with a summary in err, and no events) when none does, for a
+ * rejected single event, or, with o->strict, when any event was rejected.
  */
 cp_status segment_parse(ingest_type endpoint, const char *body, size_t len,
                         const segment_opts_t *o, ingest_batch_t *b, cp_error_t *err);

@@ -1770,6 +1770,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
                             const char *msgid_prefix, const segment_opts_t *o, ingest_batch_t *b,
                             map_result *res, cp_error_t *err)
 {
+    size_t warned0 = b->warned, nwarnings0 = b->nwarnings;
     static const segment_opts_t defaults = {0};
     if (o == NULL)
         o = &defaults;
@@ -1819,17 +1820,25 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     ingest_ident_t idbuf[INGEST_MAX_IDS]; /* copied into the arena below */
     e->ids = idbuf;
     e->nids = 0;
-    e->properties = e->traits = e->ctx_traits = e->raw = NULL;
+    e->properties = e->traits = e->ctx_traits = e->group_traits = e->raw = NULL;
+    e->index = (uint32_t)b->n;
     e->type = m->has_event ? ING_TRACK : ING_IDENTIFY;
     idv_t idv[INGEST_MAX_IDS];
     char ibuf[INGEST_MAX_IDS + 1][24]; /* integer ids' text, by candidate position */
     idv_t v;
-    if (r.uid.kind != PV_NONE &&
+    /* envelope_id of segment.c: an empty id is a placeholder, not there. */
+    int has_uid = r.uid.kind != PV_NONE && !(r.uid.kind == PV_STR && r.uid.slen == 0);
+    int has_anon = r.anon.kind != PV_NONE && !(r.anon.kind == PV_STR && r.anon.slen == 0);
+    if (r.uid.kind == PV_STR && r.uid.slen == 0)
+        ingest_batch_warn(b, e->index, "userId", INGEST_WARN_PLACEHOLDER);
+    if (r.anon.kind == PV_STR && r.anon.slen == 0)
+        ingest_batch_warn(b, e->index, "anonymousId", INGEST_WARN_PLACEHOLDER);
+    if (has_uid &&
         ((rc = id_check(&r.uid, "userId", ibuf[e->nids], &v, line,
                         err)) ||
          (rc = add_id(e, idv, "user_id", 7, &v, "userId", line, err))))
         goto out;
-    if (r.anon.kind != PV_NONE &&
+    if (has_anon &&
         ((rc = id_check(&r.anon, "anonymousId", ibuf[e->nids], &v, line, err)) ||
          (rc = add_id(e, idv, "anonymous_id", 12, &v, "anonymousId", line, err))))
         goto out;
@@ -1840,12 +1849,19 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
             continue;
         char fname[80];
         snprintf(fname, sizeof fname, "%s.%s", tfield, d->name);
-        if ((rc = id_check(&r.tv[i], fname, ibuf[e->nids], &v,
-                           line, err)) ||
-            (rc = add_id(e, idv, d->name, d->nlen, &v, tfield, line, err)))
+        if (r.tv[i].kind == PV_NONE)
+            continue; /* null: not known (id_soft of segment.c) */
+        if (id_check(&r.tv[i], fname, ibuf[e->nids], &v, line, NULL) != CP_OK) {
+            /* A bad value is a warning, not the row's fault (id_soft). */
+            int empty = r.tv[i].kind == PV_STR && r.tv[i].slen == 0;
+            ingest_batch_warn(b, e->index, fname,
+                              empty ? INGEST_WARN_PLACEHOLDER : INGEST_WARN_INVALID);
+            continue;
+        }
+        if ((rc = add_id(e, idv, d->name, d->nlen, &v, tfield, line, err)))
             goto out;
     }
-    if (r.uid.kind == PV_NONE && r.anon.kind == PV_NONE && !(o->allow_other_ids && e->nids > 0)) {
+    if (!has_uid && !has_anon && !(o->allow_other_ids && e->nids > 0)) {
         rc = seg_err(err, CP_EINVAL, line,
                      "missing \"userId\" and \"anonymousId\" (one is required)");
         goto out;
@@ -1942,6 +1958,10 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     e->no_dedup = o->no_dedup;
     b->n++;
 out:
+    if (rc) {
+        b->warned = warned0; /* the warnings of a rejected row go with it */
+        b->nwarnings = nwarnings0;
+    }
     row_free(&r);
     return rc;
 }

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "ingest/event.h"
+#include "model/normalize.h"
 
 const char *const ingest_builtin_id_types[] = {
     "user_id", "anonymous_id", "phone",  "email",   "device_id",
@@ -44,8 +45,10 @@ void ingest_batch_free(ingest_batch_t *b)
     if (b == NULL)
         return;
     json_decref(b->root);
+    json_decref(b->keep);
     free(b->events);
     free(b->rejects);
+    free(b->warnings);
     cp_arena_free(&b->arena);
     memset(b, 0, sizeof *b);
 }
@@ -54,9 +57,13 @@ void ingest_batch_reset(ingest_batch_t *b)
 {
     json_decref(b->root);
     b->root = NULL;
+    json_decref(b->keep);
+    b->keep = NULL;
     b->n = 0;
     b->nrejects = 0;
     b->rejected = 0;
+    b->nwarnings = 0;
+    b->warned = 0;
     cp_arena_reset(&b->arena); /* keeps its blocks */
 }
 
@@ -77,6 +84,22 @@ void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const 
     va_start(ap, fmt);
     vsnprintf(r->reason, sizeof r->reason, fmt, ap);
     va_end(ap);
+}
+
+void ingest_batch_warn(ingest_batch_t *b, size_t index, const char *field, const char *reason)
+{
+    b->warned++;
+    if (b->nwarnings >= INGEST_MAX_REPORTED)
+        return;
+    if (b->warnings == NULL) {
+        b->warnings = calloc(INGEST_MAX_REPORTED, sizeof *b->warnings);
+        if (b->warnings == NULL)
+            return;
+    }
+    ingest_warning_t *w = &b->warnings[b->nwarnings++];
+    w->index = index;
+    snprintf(w->field, sizeof w->field, "%s", field);
+    w->reason = reason;
 }
 
 static cp_status batch_push(ingest_batch_t *b, const ingest_event_t *e)
@@ -175,6 +198,28 @@ static cp_status id_text(ingest_batch_t *b, const json_t *v, const char *field, 
     return CP_OK;
 }
 
+/*
+ * An identifier value where a bad value is not the event's fault (traits,
+ * context.device, externalIds): like id_text, but an empty, non-text,
+ * oversized or control-character value is a warning on the event and
+ * *s = NULL (the value is not used); only CP_ENOMEM fails.
+ */
+static cp_status id_soft(ingest_batch_t *b, const ingest_event_t *e, const json_t *v,
+                         const char *field, const char **s, size_t *len, cp_error_t *err)
+{
+    cp_error_t ee = {0};
+    cp_status rc = id_text(b, v, field, s, len, INGEST_ID_MAX, &ee);
+    if (rc == CP_ENOMEM)
+        return CP_ERR(err, rc, "out of memory");
+    if (rc) {
+        int empty = json_is_string(v) && json_string_length(v) == 0;
+        ingest_batch_warn(b, e->index, field, empty ? INGEST_WARN_PLACEHOLDER : INGEST_WARN_INVALID);
+        *s = NULL;
+        *len = 0;
+    }
+    return CP_OK;
+}
+
 /* e->ids is the parser's ingest_ident_t[INGEST_MAX_IDS] until the event is
  * pushed (batch_push copies the used part into the arena). */
 static cp_status add_ident(ingest_event_t *e, const char *type, const char *v, size_t len,
@@ -210,7 +255,9 @@ static cp_status traits_idents(ingest_batch_t *b, ingest_event_t *e, const json_
         snprintf(fname, sizeof fname, "%s.%s", field, k);
         const char *s;
         size_t len;
-        cp_status rc = id_text(b, v, fname, &s, &len, INGEST_ID_MAX, err);
+        if (json_is_null(v))
+            continue; /* Segment's way of saying "not known" */
+        cp_status rc = id_soft(b, e, v, fname, &s, &len, err);
         if (rc)
             return rc;
         /* `field` must outlive the event: use the static field name. */
@@ -237,12 +284,12 @@ static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json
                           kind(dev));
         const char *s;
         size_t len;
-        if ((rc = id_text(b, json_object_get(dev, "id"), "context.device.id", &s, &len,
-                          INGEST_ID_MAX, err)) ||
+        if ((rc = id_soft(b, e, json_object_get(dev, "id"), "context.device.id", &s, &len,
+                          err)) ||
             (rc = add_ident(e, "device_id", s, len, "context.device.id", err)))
             return rc;
-        if ((rc = id_text(b, json_object_get(dev, "advertisingId"), "context.device.advertisingId",
-                          &s, &len, INGEST_ID_MAX, err)))
+        if ((rc = id_soft(b, e, json_object_get(dev, "advertisingId"),
+                          "context.device.advertisingId", &s, &len, err)))
             return rc;
         if (s) {
             /* iOS sends the IDFA; elsewhere (Android in China) the OAID. */
@@ -275,12 +322,12 @@ static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json
                 continue; /* other tools' ids: not ours to merge on */
             const char *s;
             size_t len;
-            if ((rc = id_text(b, json_object_get(x, "id"), "context.externalIds[].id", &s, &len,
-                              INGEST_ID_MAX, err)) ||
+            const json_t *xid = json_object_get(x, "id");
+            if (xid == NULL || json_is_null(xid))
+                return CP_ERR(err, CP_EINVAL, "\"context.externalIds[%zu]\" has no \"id\"", i);
+            if ((rc = id_soft(b, e, xid, "context.externalIds[].id", &s, &len, err)) ||
                 (rc = add_ident(e, type, s, len, "context.externalIds", err)))
                 return rc;
-            if (s == NULL)
-                return CP_ERR(err, CP_EINVAL, "\"context.externalIds[%zu]\" has no \"id\"", i);
         }
     }
     return CP_OK;
@@ -384,9 +431,80 @@ static size_t size_bound(const json_t *v, int depth)
     }
 }
 
+/*
+ * The context an event sees: its own over the batch's, one level deep (the
+ * event's context.traits keys win over the batch's, and so on). A merged
+ * object is kept in b->keep for the events that borrow it. NULL with
+ * *oom = 1 when out of memory.
+ */
+static const json_t *merge_ctx(ingest_batch_t *b, const json_t *batch_ctx, const json_t *ev_ctx,
+                               int *oom)
+{
+    *oom = 0;
+    if (batch_ctx == NULL || ev_ctx == NULL)
+        return ev_ctx ? ev_ctx : batch_ctx;
+    json_t *m = json_copy((json_t *)batch_ctx);
+    const char *k;
+    json_t *v;
+    if (m == NULL)
+        goto nomem;
+    json_object_foreach((json_t *)ev_ctx, k, v)
+    {
+        json_t *was = json_object_get(m, k);
+        if (json_is_object(v) && json_is_object(was)) {
+            json_t *sub = json_copy(was);
+            if (sub == NULL || json_object_update(sub, v) != 0 ||
+                json_object_set_new(m, k, sub) != 0)
+                goto nomem;
+        } else if (json_object_set(m, k, v) != 0) {
+            goto nomem;
+        }
+    }
+    if ((b->keep == NULL && (b->keep = json_array()) == NULL) ||
+        json_array_append_new(b->keep, m) != 0) {
+        m = NULL; /* json_array_append_new took it either way */
+        goto nomem;
+    }
+    return m;
+nomem:
+    json_decref(m);
+    *oom = 1;
+    return NULL;
+}
+
+/* userId / anonymousId: wrong types are the event's fault; an empty string
+ * is a placeholder (a warning; the id is absent). */
+static cp_status envelope_id(ingest_batch_t *b, ingest_event_t *e, const json_t *j,
+                             const char *field, const char *type, const char **s, size_t *len,
+                             cp_error_t *err)
+{
+    const json_t *v = json_object_get(j, field);
+    *s = NULL;
+    *len = 0;
+    if (json_is_string(v) && json_string_length(v) == 0) {
+        ingest_batch_warn(b, e->index, field, INGEST_WARN_PLACEHOLDER);
+        return CP_OK;
+    }
+    cp_status rc = id_text(b, v, field, s, len, INGEST_ID_MAX, err);
+    if (rc == CP_OK)
+        rc = add_ident(e, type, *s, *len, field, err);
+    return rc;
+}
+
+static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *ctx_default,
+                                int64_t sent_at, const segment_opts_t *o, ingest_batch_t *b,
+                                size_t index, cp_error_t *err);
+
 cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx_default,
                               int64_t sent_at, const segment_opts_t *o, ingest_batch_t *b,
                               cp_error_t *err)
+{
+    return parse_event_at(j, endpoint, ctx_default, sent_at, o, b, b->n, err);
+}
+
+static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *ctx_default,
+                                int64_t sent_at, const segment_opts_t *o, ingest_batch_t *b,
+                                size_t index, cp_error_t *err)
 {
     static const segment_opts_t defaults = {0};
     if (o == NULL)
@@ -396,35 +514,43 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
     memset(&e, 0, sizeof e);
     e.ids = ids;
     e.raw = j;
-    cp_status rc;
+    e.index = (uint32_t)index;
+    /* Warnings of an event that is then rejected are dropped with it. */
+    size_t warned0 = b->warned, nwarnings0 = b->nwarnings;
+    cp_status rc = CP_OK;
+#define return_rc(x)                                                                               \
+    do {                                                                                           \
+        rc = (x);                                                                                  \
+        goto out;                                                                                  \
+    } while (0)
     if (!json_is_object(j))
-        return CP_ERR(err, CP_ETYPE, "an event must be a JSON object, got %s", kind(j));
+        return_rc(CP_ERR(err, CP_ETYPE, "an event must be a JSON object, got %s", kind(j)));
     /* The exact compact size only when a cheap upper bound is over. */
     size_t bytes = size_bound(j, 0);
     if (bytes > INGEST_EVENT_MAX)
         bytes = json_dumpb(j, NULL, 0, JSON_COMPACT);
     if (bytes > INGEST_EVENT_MAX)
-        return CP_ERR(err, CP_ELIMIT, "event is %zu bytes; the limit is %u bytes per event", bytes,
-                      INGEST_EVENT_MAX);
+        return_rc(CP_ERR(err, CP_ELIMIT, "event is %zu bytes; the limit is %u bytes per event", bytes,
+                      INGEST_EVENT_MAX));
 
     /* type */
     const json_t *jt = json_object_get(j, "type");
     if (jt && !json_is_null(jt)) {
         if (!json_is_string(jt))
-            return CP_ERR(err, CP_ETYPE, "\"type\" must be a string, got %s", kind(jt));
+            return_rc(CP_ERR(err, CP_ETYPE, "\"type\" must be a string, got %s", kind(jt)));
         e.type = ingest_type_parse(json_string_value(jt), json_string_length(jt));
         if (e.type == ING_NONE)
-            return CP_ERR(err, CP_EINVAL,
+            return_rc(CP_ERR(err, CP_EINVAL,
                           "unknown \"type\" \"%.32s\" (expected identify, track, page, screen, "
                           "group or alias)",
-                          json_string_value(jt));
+                          json_string_value(jt)));
         if (endpoint != ING_NONE && e.type != endpoint)
-            return CP_ERR(err, CP_EINVAL, "\"type\" is \"%s\" but the endpoint is /v1/%s",
-                          ingest_type_name(e.type), ingest_type_name(endpoint));
+            return_rc(CP_ERR(err, CP_EINVAL, "\"type\" is \"%s\" but the endpoint is /v1/%s",
+                          ingest_type_name(e.type), ingest_type_name(endpoint)));
     } else if (endpoint != ING_NONE) {
         e.type = endpoint;
     } else {
-        return CP_ERR(err, CP_EINVAL, "missing \"type\" (a batch item needs one)");
+        return_rc(CP_ERR(err, CP_EINVAL, "missing \"type\" (a batch item needs one)"));
     }
 
     /* objects */
@@ -432,18 +558,28 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
     if ((rc = obj_field(j, "traits", &e.traits, err)) ||
         (rc = obj_field(j, "properties", &e.properties, err)) ||
         (rc = obj_field(j, "context", &ctx, err)))
-        return rc;
+        return_rc(rc);
     const json_t *integ;
     if ((rc = obj_field(j, "integrations", &integ, err)))
-        return rc;
-    if (ctx == NULL)
-        ctx = ctx_default;
+        return_rc(rc);
+    if (e.type == ING_GROUP) { /* Segment: a group's traits describe the group */
+        e.group_traits = e.traits;
+        e.traits = NULL;
+    }
+    int oom;
+    ctx = merge_ctx(b, ctx_default, ctx, &oom);
+    if (oom)
+        return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
     if (ctx) {
+        const json_t *loc = json_object_get(ctx, "locale");
+        if (json_is_string(loc)) /* a hint only: an odd locale gives none */
+            ident_locale_calling_code(json_string_value(loc), json_string_length(loc),
+                                      e.phone_cc);
         const json_t *ct = json_object_get(ctx, "traits");
         if (ct && !json_is_null(ct)) {
             if (!json_is_object(ct))
-                return CP_ERR(err, CP_ETYPE, "\"context.traits\" must be an object, got %s",
-                              kind(ct));
+                return_rc(CP_ERR(err, CP_ETYPE, "\"context.traits\" must be an object, got %s",
+                              kind(ct)));
             e.ctx_traits = ct;
         }
     }
@@ -451,52 +587,49 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
     /* identifiers */
     const char *s;
     size_t len;
-    if ((rc = id_text(b, json_object_get(j, "userId"), "userId", &s, &len, INGEST_ID_MAX, err)) ||
-        (rc = add_ident(&e, "user_id", s, len, "userId", err)))
-        return rc;
+    if ((rc = envelope_id(b, &e, j, "userId", "user_id", &s, &len, err)))
+        return_rc(rc);
     int has_user = s != NULL;
-    if ((rc = id_text(b, json_object_get(j, "anonymousId"), "anonymousId", &s, &len,
-                      INGEST_ID_MAX, err)) ||
-        (rc = add_ident(&e, "anonymous_id", s, len, "anonymousId", err)))
-        return rc;
+    if ((rc = envelope_id(b, &e, j, "anonymousId", "anonymous_id", &s, &len, err)))
+        return_rc(rc);
     int has_anon = s != NULL;
     if ((e.traits && (rc = traits_idents(b, &e, e.traits, "traits", o, err))) ||
         (e.ctx_traits && (rc = traits_idents(b, &e, e.ctx_traits, "context.traits", o, err))) ||
         (ctx && (rc = context_idents(b, &e, ctx, o, err))))
-        return rc;
+        return_rc(rc);
     if (!has_user && !has_anon && !(o->allow_other_ids && e.nids > 0))
-        return CP_ERR(err, CP_EINVAL, "missing \"userId\" and \"anonymousId\" (one is required)");
+        return_rc(CP_ERR(err, CP_EINVAL, "missing \"userId\" and \"anonymousId\" (one is required)"));
 
     /* per type */
     switch (e.type) {
     case ING_TRACK:
         if ((rc = text_field(j, "event", 1, INGEST_NAME_MAX, &e.event, &e.event_len, err)))
-            return rc;
+            return_rc(rc);
         break;
     case ING_PAGE:
     case ING_SCREEN:
         if ((rc = text_field(j, "name", 0, INGEST_NAME_MAX, &e.name, &e.name_len, err)))
-            return rc;
+            return_rc(rc);
         e.event = e.type == ING_PAGE ? "page" : "screen";
         e.event_len = strlen(e.event);
         break;
     case ING_GROUP:
         if ((rc = id_text(b, json_object_get(j, "groupId"), "groupId", &e.group_id,
                           &e.group_id_len, INGEST_ID_MAX, err)))
-            return rc;
+            return_rc(rc);
         if (e.group_id == NULL)
-            return CP_ERR(err, CP_EINVAL, "missing \"groupId\" (group)");
+            return_rc(CP_ERR(err, CP_EINVAL, "missing \"groupId\" (group)"));
         e.event = "group";
         e.event_len = 5;
         break;
     case ING_ALIAS:
         if ((rc = id_text(b, json_object_get(j, "previousId"), "previousId", &e.previous_id,
                           &e.previous_id_len, INGEST_ID_MAX, err)))
-            return rc;
+            return_rc(rc);
         if (e.previous_id == NULL)
-            return CP_ERR(err, CP_EINVAL, "missing \"previousId\" (alias)");
+            return_rc(CP_ERR(err, CP_EINVAL, "missing \"previousId\" (alias)"));
         if (!has_user)
-            return CP_ERR(err, CP_EINVAL, "missing \"userId\" (alias)");
+            return_rc(CP_ERR(err, CP_EINVAL, "missing \"userId\" (alias)"));
         break;
     default: break;
     }
@@ -508,7 +641,7 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
         (rc = time_field(j, "originalTimestamp", &ots, &g_ots, err)) ||
         (rc = time_field(j, "sentAt", &sat, &g_sat, err)) ||
         (rc = time_field(j, "receivedAt", &rat, &g_rat, err)))
-        return rc;
+        return_rc(rc);
     if (!g_sat && sent_at >= 0) {
         sat = sent_at;
         g_sat = 1;
@@ -523,7 +656,7 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
     }
     if (!g_ts) {
         if (recv == 0)
-            return CP_ERR(err, CP_EINVAL, "missing \"timestamp\" (no receive time to default to)");
+            return_rc(CP_ERR(err, CP_EINVAL, "missing \"timestamp\" (no receive time to default to)"));
         ts = recv;
     } else if (g_sat && recv && !o->no_skew_correction && !g_rat) {
         ts += recv - sat;
@@ -535,11 +668,11 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
     /* messageId */
     if ((rc = text_field(j, "messageId", 0, INGEST_MSGID_MAX, &e.message_id, &e.message_id_len,
                          err)))
-        return rc;
+        return_rc(rc);
     if (e.message_id == NULL) {
         char *canon = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         if (canon == NULL)
-            return CP_ERR(err, CP_ENOMEM, "out of memory");
+            return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
         size_t cl = strlen(canon);
         const char *tn = ingest_type_name(e.type);
         uint64_t h1 = cp_hash64(canon, cl, 0x5e6d) ^ cp_hash64(tn, strlen(tn), 1);
@@ -550,15 +683,21 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
                          (unsigned long long)h2);
         e.message_id = cp_arena_strndup(&b->arena, buf, (size_t)n);
         if (e.message_id == NULL)
-            return CP_ERR(err, CP_ENOMEM, "out of memory");
+            return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
         e.message_id_len = (size_t)n;
         e.message_id_derived = 1;
     }
     e.no_dedup = o->no_dedup;
     e.message_hash = cp_hash64(e.message_id, e.message_id_len, 0x6d736764);
     if (batch_push(b, &e))
-        return CP_ERR(err, CP_ENOMEM, "out of memory");
-    return CP_OK;
+        return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
+out:
+    if (rc) {
+        b->warned = warned0;
+        b->nwarnings = nwarnings0;
+    }
+    return rc;
+#undef return_rc
 }
 
 /* ---------------------------------------------------------------- body */
@@ -617,14 +756,17 @@ cp_status segment_parse(ingest_type endpoint, const char *body, size_t len,
     json_array_foreach(arr, i, item)
     {
         memset(&ee, 0, sizeof ee);
-        cp_status rc = segment_parse_event(item, ING_NONE, ctx, sent, o, b, &ee);
+        cp_status rc = parse_event_at(item, ING_NONE, ctx, sent, o, b, i, &ee);
         if (rc == CP_ENOMEM)
             return CP_ERR(err, rc, "out of memory");
         if (rc)
             ingest_batch_reject(b, i, rc, "%s", ee.message);
     }
-    if (b->rejected) {
+    /* Strict: all or nothing. Lenient: the valid events go on, unless
+     * there are none (then the request as a whole failed). */
+    if (b->rejected && (b->n == 0 || (o && o->strict))) {
         b->n = 0;
+        b->nwarnings = b->warned = 0;
         return CP_ERR(err, CP_EINVAL, "%zu of %zu events are invalid; nothing was applied",
                       b->rejected, json_array_size(arr));
     }

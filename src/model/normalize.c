@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "model/normalize.h"
 #include "util/util.h"
@@ -337,6 +338,129 @@ cp_status ident_phone_e164(const char *country, const char *s, size_t len, char 
     return CP_OK;
 }
 
+/* 1 if [d, d+n) is a North American national number: 10 digits whose
+ * area code and exchange both start with 2..9. */
+static int nanp_national(const char *d, size_t n)
+{
+    return n == 10 && d[0] >= '2' && d[0] <= '9' && d[3] >= '2' && d[3] <= '9';
+}
+
+cp_status ident_phone_e164_hint(const char *country, const char *hint, const char *s, size_t len,
+                                char *out, size_t *outlen, cp_error_t *err)
+{
+    cp_status rc = ident_phone_e164(country, s, len, out, outlen, err);
+    if (rc != CP_EINVAL || hint == NULL || hint[0] == '\0' || strcmp(hint, country) == 0)
+        return rc;
+    /* The default country refused it: try the device's country, but only
+     * for a national number (a '+' or 00 number carries its own country,
+     * and its error stands). */
+    char d[40];
+    size_t nd = 0;
+    int plus = 0;
+    const char *t = s;
+    size_t tl = len;
+    trim(&t, &tl);
+    cp_error_t e2 = {0};
+    if (tl == 0 || phone_digits(t, tl, d, &nd, &plus, &e2) != CP_OK || plus ||
+        (nd >= 2 && d[0] == '0' && d[1] == '0'))
+        return rc;
+    if (strcmp(hint, "1") == 0) {
+        /* North America: 10 digits, or 11 with the trunk prefix 1. */
+        const char *nsn = nd == 11 && d[0] == '1' ? d + 1 : d;
+        if (!nanp_national(nsn, nd == 11 && d[0] == '1' ? 10 : nd))
+            return rc;
+        out[0] = '+';
+        out[1] = '1';
+        memcpy(out + 2, nsn, 10);
+        out[12] = '\0';
+        *outlen = 12;
+        cp__error_clear(err);
+        return CP_OK;
+    }
+    if (ident_phone_e164(hint, s, len, out, outlen, &e2) != CP_OK)
+        return rc;
+    cp__error_clear(err);
+    return CP_OK;
+}
+
+/* ---------------------------------------------------- unusable values */
+
+int ident_value_unusable(const char *v, size_t len, const char *const *block, size_t nblock)
+{
+    static const char *const stand_ins[] = {"n/a", "na", "null", "nil", "undefined", "unknown",
+                                            "none", "-", "(null)", "nan"};
+    trim(&v, &len);
+    if (len == 0)
+        return IDENT_PLACEHOLDER;
+    for (size_t i = 0; i < CP_ARRAY_LEN(stand_ins); i++)
+        if (strlen(stand_ins[i]) == len && strncasecmp(stand_ins[i], v, len) == 0)
+            return IDENT_PLACEHOLDER;
+    /* All-zero ids: the IDFA/GAID/OAID of limited ad tracking
+     * ("00000000-0000-0000-0000-000000000000"), and the same shape
+     * elsewhere. Eight zeros at least, so a user id "0" stays usable. */
+    size_t zeros = 0;
+    int only = 1;
+    for (size_t i = 0; i < len && only; i++) {
+        only = v[i] == '0' || v[i] == '-';
+        zeros += v[i] == '0';
+    }
+    if (only && zeros >= 8)
+        return IDENT_PLACEHOLDER;
+    for (size_t i = 0; i < nblock; i++)
+        if (block[i] && strlen(block[i]) == len && strncasecmp(block[i], v, len) == 0)
+            return IDENT_BLOCKLISTED;
+    return IDENT_USABLE;
+}
+
+const char *ident_unusable_reason(int why)
+{
+    return why == IDENT_PLACEHOLDER ? "placeholder" : why == IDENT_BLOCKLISTED ? "blocklisted" : NULL;
+}
+
+/* ISO 3166-1 alpha-2 regions of common locales and their calling codes. */
+static const struct {
+    char region[3];
+    char cc[4];
+} regions[] = {
+    {"AE", "971"}, {"AR", "54"}, {"AT", "43"},  {"AU", "61"},  {"BE", "32"}, {"BR", "55"},
+    {"CA", "1"},   {"CH", "41"}, {"CN", "86"},  {"DE", "49"},  {"DK", "45"}, {"ES", "34"},
+    {"FI", "358"}, {"FR", "33"}, {"GB", "44"},  {"HK", "852"}, {"ID", "62"}, {"IE", "353"},
+    {"IL", "972"}, {"IN", "91"}, {"IT", "39"},  {"JP", "81"},  {"KR", "82"}, {"MO", "853"},
+    {"MX", "52"},  {"MY", "60"}, {"NL", "31"},  {"NO", "47"},  {"NZ", "64"}, {"PH", "63"},
+    {"PL", "48"},  {"PT", "351"}, {"RU", "7"},  {"SA", "966"}, {"SE", "46"}, {"SG", "65"},
+    {"TH", "66"},  {"TR", "90"}, {"TW", "886"}, {"UK", "44"},  {"US", "1"},  {"VN", "84"},
+    {"ZA", "27"},
+};
+
+int ident_locale_calling_code(const char *locale, size_t len, char out[4])
+{
+    out[0] = '\0';
+    if (locale == NULL)
+        return 0;
+    /* "en-US", "en_US", "zh-Hans-CN", "zh_CN.UTF-8", "en-US@posix": the
+     * first two-letter subtag after the language is the region. */
+    size_t i = 0, part = 0;
+    while (i < len && locale[i] != '.' && locale[i] != '@') {
+        size_t start = i;
+        while (i < len && locale[i] != '-' && locale[i] != '_' && locale[i] != '.' &&
+               locale[i] != '@')
+            i++;
+        if (part > 0 && i - start == 2) {
+            char r[3] = {(char)(locale[start] & ~0x20), (char)(locale[start + 1] & ~0x20), 0};
+            for (size_t k = 0; k < CP_ARRAY_LEN(regions); k++)
+                if (memcmp(regions[k].region, r, 2) == 0) {
+                    memcpy(out, regions[k].cc, 4);
+                    return 1;
+                }
+            return 0;
+        }
+        part++;
+        if (i < len && (locale[i] == '-' || locale[i] == '_'))
+            i++;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------- emails */
 
 cp_status ident_email_normalize(const char *s, size_t len, char *out, size_t *outlen,
@@ -445,8 +569,19 @@ static cp_status device_normalize(const ident_config_t *c, int type, const char 
 
 /* ------------------------------------------------------------ generic */
 
+/* ident_normalize with a second country calling code for national phone
+ * numbers that the default country refuses (NULL or "" = none). */
+static cp_status normalize_hint(const ident_config_t *c, int type, const char *value, size_t vlen,
+                                const char *hint, char *out, size_t *outlen, cp_error_t *err);
+
 cp_status ident_normalize(const ident_config_t *c, int type, const char *value, size_t vlen,
                           char *out, size_t *outlen, cp_error_t *err)
+{
+    return normalize_hint(c, type, value, vlen, NULL, out, outlen, err);
+}
+
+static cp_status normalize_hint(const ident_config_t *c, int type, const char *value, size_t vlen,
+                                const char *hint, char *out, size_t *outlen, cp_error_t *err)
 {
     char sb[64];
     if (type < 0 || (size_t)type >= c->ic_ntypes)
@@ -461,7 +596,7 @@ cp_status ident_normalize(const ident_config_t *c, int type, const char *value, 
         return CP_ERR(err, CP_EINVAL, "%s: value is not valid UTF-8", tn);
     switch (type) {
     case IDENT_PHONE:
-        return ident_phone_e164(c->ic_country, value, vlen, out, outlen, err);
+        return ident_phone_e164_hint(c->ic_country, hint, value, vlen, out, outlen, err);
     case IDENT_EMAIL:
         return ident_email_normalize(value, vlen, out, outlen, err);
     case IDENT_DEVICE_ID:
@@ -484,13 +619,20 @@ cp_status ident_normalize(const ident_config_t *c, int type, const char *value, 
 cp_status ident_key(const ident_config_t *c, const char *type, size_t tlen, const char *value,
                     size_t vlen, char *out, size_t *outlen, cp_error_t *err)
 {
+    return ident_key_hint(c, type, tlen, value, vlen, NULL, out, outlen, err);
+}
+
+cp_status ident_key_hint(const ident_config_t *c, const char *type, size_t tlen,
+                         const char *value, size_t vlen, const char *hint, char *out,
+                         size_t *outlen, cp_error_t *err)
+{
     char sb[64];
     char norm[IDENT_MAX_VALUE + 1];
     size_t nl = 0;
     int ti = ident_type_find(c, type, tlen);
     if (ti < 0)
         return CP_ERR(err, CP_ENOTFOUND, "unknown identifier type \"%s\"", show(sb, type, tlen));
-    cp_status rc = ident_normalize(c, ti, value, vlen, norm, &nl, err);
+    cp_status rc = normalize_hint(c, ti, value, vlen, hint, norm, &nl, err);
     if (rc)
         goto out;
     memcpy(out, type, tlen);

@@ -151,6 +151,42 @@ int ident_key_is_hashed(const char *key, size_t len);
  * out: IDENT_MAX_VALUE + 1 bytes. Exposed for tests and the importers. */
 cp_status ident_phone_e164(const char *country, const char *s, size_t len, char *out,
                            size_t *outlen, cp_error_t *err);
+/*
+ * Like ident_phone_e164, with a second calling code `hint` (digits, NULL or
+ * "" for none; the country of the event's locale): a national number the
+ * default country refuses is read as a number of the hint's country
+ * ("415 555 0132" under +86 with hint "1" is "+14155550132"). The default
+ * wins when it accepts the number; a number with its own country code
+ * ('+', 00) never takes the hint.
+ */
+cp_status ident_phone_e164_hint(const char *country, const char *hint, const char *s, size_t len,
+                                char *out, size_t *outlen, cp_error_t *err);
+
+/* ident_key with a phone hint (see ident_phone_e164_hint); hint NULL = none. */
+cp_status ident_key_hint(const ident_config_t *c, const char *type, size_t tlen,
+                         const char *value, size_t vlen, const char *hint, char *out,
+                         size_t *outlen, cp_error_t *err);
+
+/*
+ * Whether an identifier value must not be used for identity, whatever its
+ * type: IDENT_PLACEHOLDER for the stand-ins SDKs and forms send (empty,
+ * "n/a", "na", "null", "nil", "undefined", "unknown", "none", "-",
+ * "(null)", "nan", and all-zero ids such as the
+ * "00000000-0000-0000-0000-000000000000" IDFA/GAID/OAID of limited ad
+ * tracking); IDENT_BLOCKLISTED when it equals one of block[0..nblock)
+ * (the intake config's blocklist); IDENT_USABLE otherwise. Comparisons are
+ * on the trimmed value, ASCII case-insensitive.
+ */
+enum { IDENT_USABLE = 0, IDENT_PLACEHOLDER = 1, IDENT_BLOCKLISTED = 2 };
+int ident_value_unusable(const char *v, size_t len, const char *const *block, size_t nblock);
+/* "placeholder" / "blocklisted" for those answers; NULL for IDENT_USABLE. */
+const char *ident_unusable_reason(int why);
+
+/* The calling code (digits, into out[4]) of a locale's region: "en-US",
+ * "en_US", "zh-Hans-CN", "zh_CN.UTF-8" -> "1" / "86". 0 and "" when the
+ * locale names no region this table knows. */
+int ident_locale_calling_code(const char *locale, size_t len, char out[4]);
+
 /* Email normalisation; out: IDENT_MAX_VALUE + 1 bytes. */
 cp_status ident_email_normalize(const char *s, size_t len, char *out, size_t *outlen,
                                 cp_error_t *err);

@@ -205,7 +205,17 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
         return 1;
     case EXPR_TAG:
     case EXPR_CROWD:
+    case EXPR_GROUP:
         return same_name(a->name, b->name);
+    case EXPR_GROUP_CMP:
+    case EXPR_GROUP_IN:
+        if (!same_name(a->name, b->name) || a->nvalues != b->nvalues ||
+            (a->kind == EXPR_GROUP_CMP && a->op != b->op))
+            return 0;
+        for (size_t i = 0; i < a->nvalues; i++)
+            if (!same_value(&a->values[i], &b->values[i]))
+                return 0;
+        return 1;
     case EXPR_CMP:
     case EXPR_BETWEEN:
     case EXPR_IN:

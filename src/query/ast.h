@@ -31,6 +31,9 @@ typedef enum expr_kind {
     EXPR_DID,       /* did(EVENT, filters, window) [op COUNT] -> name (the event),
                      * did.props[i] = values[i] (nvalues filters), did.window,
                      * op + did.count (op 0: no comparison, "at least once") */
+    EXPR_GROUP,     /* group:ID            -> name (members of the Segment group ID) */
+    EXPR_GROUP_CMP, /* group.TRAIT = v / != v -> name (the trait), op (OP_EQ, OP_NE), values[0] */
+    EXPR_GROUP_IN,  /* group.TRAIT IN (v, ...) -> name, values[0..nvalues) */
 } expr_kind;
 
 /* did() windows: all time, the last N days up to the as-of day, or

@@ -8,6 +8,9 @@
  *   {"attr": "age", "between": [25, 40]}
  *   {"attr": "gender", "in": ["female", "male"]}
  *   {"near": {"lat": 23.02, "lon": 113.12, "radius": 10, "unit": "km", "attr": "loc"}}
+ *   {"group": "acme"}
+ *   {"group_trait": "plan", "op": "=" | "!=", "value": "enterprise"}
+ *   {"group_trait": "plan", "in": ["enterprise", "pro"]}
  *   {"did": {"event": "purchase", "where": {"stock_code": "85123A"},
  *            "last_days": 90 | "between": ["2011-01-01", "2011-06-30"],
  *            "op": ">=", "count": 3}}      (where, window and op + count optional)
@@ -134,6 +137,17 @@ json_t *expr_to_json(const expr_node_t *n)
             in = with(in, "count", json_integer((json_int_t)n->did.count));
         }
         return with(json_object(), "did", in);
+    }
+    case EXPR_GROUP:
+        return with(json_object(), "group", json_string(n->name));
+    case EXPR_GROUP_CMP: {
+        json_t *o = with(json_object(), "group_trait", json_string(n->name));
+        o = with(o, "op", json_string(expr__op_text(n->op)));
+        return with(o, "value", n->nvalues == 1 ? value_to_json(&n->values[0]) : NULL);
+    }
+    case EXPR_GROUP_IN: {
+        json_t *o = with(json_object(), "group_trait", json_string(n->name));
+        return with(o, "in", values_to_json(n));
     }
     }
     return NULL;
@@ -540,8 +554,49 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
     return jvalues(c, j, "in", 1, SIZE_MAX, "a non-empty array of values", n);
 }
 
+/* {"group_trait": ..., "op" + "value" | "in"}: a group trait compared by
+ * equality (ast.h). */
+static cp_status jgroup_trait(jctx_t *c, const json_t *j, expr_node_t *n)
+{
+    static const char *const keys[] = {"group_trait", "op", "value", "in", NULL};
+    cp_status st;
+    if ((st = jkeys(c, j, keys)) != CP_OK ||
+        (st = jname(c, j, "group_trait", "a group trait name", &n->name)) != CP_OK)
+        return st;
+    if (!expr__is_ident(n->name, strlen(n->name))) {
+        push_key(c, "group_trait");
+        return jerr(c, CP_EINVAL,
+                    "'%.64s' is not a valid trait name (letters, digits and '_', not starting "
+                    "with a digit, not a keyword)",
+                    n->name);
+    }
+    int has_op = json_object_get(j, "op") != NULL, has_value = json_object_get(j, "value") != NULL;
+    int has_in = json_object_get(j, "in") != NULL;
+    if (has_op + has_in != 1 || has_value != has_op)
+        return jerr(c, CP_EINVAL, "\"group_trait\" needs \"op\" and \"value\", or \"in\"");
+    if (has_in) {
+        n->kind = EXPR_GROUP_IN;
+        return jvalues(c, j, "in", 1, SIZE_MAX, "a non-empty array of values", n);
+    }
+    n->kind = EXPR_GROUP_CMP;
+    if ((st = jop(c, j, &n->op)) != CP_OK)
+        return st;
+    if (n->op != OP_EQ && n->op != OP_NE) {
+        push_key(c, "op");
+        return jerr(c, CP_EINVAL, "group traits compare with \"=\" or \"!=\"");
+    }
+    if ((n->values = cp_arena_alloc(&c->e->arena, sizeof *n->values)) == NULL)
+        return jnomem(c);
+    n->nvalues = 1;
+    size_t old = push_key(c, "value");
+    if ((st = jvalue(c, json_object_get(j, "value"), &n->values[0])) != CP_OK)
+        return st;
+    pop(c, old);
+    return CP_OK;
+}
+
 static const char *const node_kinds[] = {"all",  "and",  "or",   "not", "tag",
-                                         "crowd", "near", "attr", "did"};
+                                         "crowd", "near", "attr", "did", "group", "group_trait"};
 
 /*
  * One node at nesting `depth` (the root is 1). The recursion is bounded by
@@ -577,9 +632,9 @@ static cp_status jnode(jctx_t *c, const json_t *j, int depth, expr_node_t **out,
         }
         return jerr(c, CP_EINVAL,
                     "empty object, expected one of the keys all, and, or, not, tag, crowd, near, "
-                    "attr, did");
+                    "attr, did, group, group_trait");
     }
-    if (strcmp(kind, "attr") != 0) {
+    if (strcmp(kind, "attr") != 0 && strcmp(kind, "group_trait") != 0) {
         const char *const only[] = {kind, NULL};
         if ((st = jkeys(c, j, only)) != CP_OK)
             return st;
@@ -649,6 +704,12 @@ static cp_status jnode(jctx_t *c, const json_t *j, int depth, expr_node_t **out,
         n->kind = EXPR_DID;
         return jdid(c, v, n);
     }
+    if (strcmp(kind, "group") == 0) {
+        n->kind = EXPR_GROUP;
+        return jname(c, j, "group", "a group id", &n->name);
+    }
+    if (strcmp(kind, "group_trait") == 0)
+        return jgroup_trait(c, j, n);
     return jattr(c, j, n);
 }
 

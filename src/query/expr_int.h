@@ -79,6 +79,8 @@ typedef enum tok_kind {
     TOK_STRING, /* "..." or '...', unescaped into tok.s / tok.slen */
     TOK_TAG,    /* tag:PATH, path in tok.s */
     TOK_CROWD,  /* crowd:NAME, name in tok.s */
+    TOK_GROUP,  /* group:ID, id in tok.s */
+    TOK_GROUP_TRAIT, /* group.TRAIT, trait name in tok.s */
 } tok_kind;
 
 typedef struct tok {

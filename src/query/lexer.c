@@ -343,7 +343,9 @@ static cp_status lex_number(lexer_t *lx, cp_error_t *err)
 static cp_status lex_prefixed(lexer_t *lx, tok_kind kind, cp_error_t *err)
 {
     tok_t *t = &lx->tok;
-    const char *what = kind == TOK_TAG ? "tag path" : "crowd name";
+    const char *what = kind == TOK_TAG ? "tag path" : kind == TOK_GROUP ? "group id" : "crowd name";
+    /* group ids are written like tag paths: bare when they can be, else quoted */
+    int pathlike = kind == TOK_TAG || kind == TOK_GROUP;
     size_t p = lx->pos;
     char msg[160];
     t->kind = kind;
@@ -360,8 +362,8 @@ static cp_status lex_prefixed(lexer_t *lx, tok_kind kind, cp_error_t *err)
             return err_at(lx, err, CP_ESYNTAX, p, msg);
         }
     } else {
-        while (p < lx->len && (kind == TOK_TAG ? expr__path_char((unsigned char)lx->src[p])
-                                               : expr__name_char((unsigned char)lx->src[p])))
+        while (p < lx->len && (pathlike ? expr__path_char((unsigned char)lx->src[p])
+                                        : expr__name_char((unsigned char)lx->src[p])))
             p++;
         if (p == lx->pos) {
             char found[64];
@@ -370,7 +372,7 @@ static cp_status lex_prefixed(lexer_t *lx, tok_kind kind, cp_error_t *err)
             else
                 describe_char(lx, p, found, sizeof found);
             snprintf(msg, sizeof msg, "expected a %s after '%s:', found %s", what,
-                     kind == TOK_TAG ? "tag" : "crowd", found);
+                     kind == TOK_TAG ? "tag" : kind == TOK_GROUP ? "group" : "crowd", found);
             return err_at(lx, err, CP_ESYNTAX, p, msg);
         }
         t->s = cp_arena_strndup(lx->arena, lx->src + lx->pos, p - lx->pos);
@@ -380,6 +382,27 @@ static cp_status lex_prefixed(lexer_t *lx, tok_kind kind, cp_error_t *err)
         lx->pos = p;
     }
     t->len = lx->pos - t->off;
+    return CP_OK;
+}
+
+/* group.TRAIT; `p` is just past the '.'. The trait is an identifier. */
+static cp_status lex_group_trait(lexer_t *lx, size_t p, cp_error_t *err)
+{
+    tok_t *t = &lx->tok;
+    size_t start = p;
+    while (p < lx->len && is_word_char((unsigned char)lx->src[p]))
+        p++;
+    if (p == start || !expr__is_ident(lx->src + start, p - start))
+        return err_at(lx, err, CP_ESYNTAX, start,
+                      "expected a trait name after 'group.' (letters, digits and '_', not "
+                      "starting with a digit)");
+    t->kind = TOK_GROUP_TRAIT;
+    t->s = cp_arena_strndup(lx->arena, lx->src + start, p - start);
+    if (t->s == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    t->slen = p - start;
+    lx->pos = p;
+    t->len = p - t->off;
     return CP_OK;
 }
 
@@ -468,12 +491,19 @@ cp_status lexer_next(lexer_t *lx, cp_error_t *err)
                     lx->pos = p + 1;
                     return lex_prefixed(lx, TOK_CROWD, err);
                 }
+                if (t->len == 5 && strncasecmp(src + lx->pos, "group", 5) == 0) {
+                    lx->pos = p + 1;
+                    return lex_prefixed(lx, TOK_GROUP, err);
+                }
                 char msg[160];
                 int n = utf8_prefix(src + lx->pos, t->len, 32);
-                snprintf(msg, sizeof msg, "unknown prefix '%.*s:', expected tag: or crowd:", n,
+                snprintf(msg, sizeof msg, "unknown prefix '%.*s:', expected tag:, crowd: or group:", n,
                          src + lx->pos);
                 return err_at(lx, err, CP_ESYNTAX, lx->pos, msg);
             }
+            if (p < lx->len && src[p] == '.' && t->len == 5 &&
+                strncasecmp(src + lx->pos, "group", 5) == 0)
+                return lex_group_trait(lx, p + 1, err);
             lx->pos = p;
             return CP_OK;
         } else {

@@ -7,6 +7,7 @@
  *   and     := unary { AND unary }
  *   unary   := NOT unary | primary
  *   primary := '(' expr ')' | ALL | tag:PATH | crowd:NAME | near | did | cmp
+ *            | group:ID | group.TRAIT ( ('=' | '!=') value | IN '(' value {',' value} ')' )
  *   did     := did '(' EVENT { ',' name '=' value } [ ',' window ] ')' [ op COUNT ]
  *   window  := last N (d|w) | BETWEEN date AND date      (date: YYYY-MM-DD, bare or quoted)
  *
@@ -656,6 +657,67 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
 static cp_status parse_or(parser_t *p, expr_node_t **out, int *depth);
 static cp_status parse_unary(parser_t *p, expr_node_t **out, int *depth);
 
+/* group.TRAIT ( '=' value | '!=' value | IN '(' value {',' value} ')' ):
+ * group traits compare by equality only (their values are whatever the
+ * group events sent, not typed attributes). */
+static cp_status parse_group_trait(parser_t *p, expr_node_t **out)
+{
+    tok_t id = *TOK;
+    cp_status st;
+    expr_node_t *n = expr__node(p->e, EXPR_GROUP_CMP, id.line, id.column);
+    if (n == NULL)
+        return nomem(p);
+    n->name = id.s;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind == TOK_OP && (TOK->op == OP_EQ || TOK->op == OP_NE)) {
+        n->op = TOK->op;
+        n->values = cp_arena_alloc(&p->e->arena, sizeof *n->values);
+        if (n->values == NULL)
+            return nomem(p);
+        n->nvalues = 1;
+        if ((st = advance(p)) != CP_OK || (st = parse_value(p, &n->values[0])) != CP_OK)
+            return st;
+        *out = n;
+        return CP_OK;
+    }
+    if (!is_kw(p, TOK, "in")) {
+        static const char *const c[] = {"IN", NULL};
+        char what[128];
+        snprintf(what, sizeof what, "'=', '!=' or IN after group.%s (group traits compare by "
+                 "equality)", id.s);
+        return err_expected_kw(p, what, c);
+    }
+    n->kind = EXPR_GROUP_IN;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind != TOK_LPAREN)
+        return err_expected(p, "'('");
+    tok_t open = *TOK;
+    size_t cap = 0;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    for (;;) {
+        expr_value_t v;
+        if ((st = parse_value(p, &v)) != CP_OK ||
+            (st = push_value(p, &n->values, &n->nvalues, &cap, &v)) != CP_OK)
+            return st;
+        if (TOK->kind == TOK_COMMA) {
+            if ((st = advance(p)) != CP_OK)
+                return st;
+            continue;
+        }
+        if (TOK->kind == TOK_RPAREN)
+            break;
+        char what[96];
+        snprintf(what, sizeof what, "',' or ')' to close the IN list opened at %d:%d", open.line,
+                 open.column);
+        return err_expected_kw(p, what, NULL);
+    }
+    *out = n;
+    return advance(p);
+}
+
 /* Whether the word at TOK is directly followed (blanks allowed) by '('. */
 static int followed_by_paren(const parser_t *p)
 {
@@ -696,6 +758,16 @@ static cp_status parse_primary(parser_t *p, expr_node_t **out, int *depth)
         *out = n;
         return advance(p);
     }
+    case TOK_GROUP: {
+        expr_node_t *n = expr__node(p->e, EXPR_GROUP, t.line, t.column);
+        if (n == NULL)
+            return nomem(p);
+        n->name = t.s;
+        *out = n;
+        return advance(p);
+    }
+    case TOK_GROUP_TRAIT:
+        return parse_group_trait(p, out);
     case TOK_WORD:
         if (is_kw(p, &t, "all")) {
             if ((*out = expr__node(p->e, EXPR_ALL, t.line, t.column)) == NULL)

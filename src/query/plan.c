@@ -800,6 +800,62 @@ static cp_status plan_near(builder_t *b, const expr_node_t *n, pnode_t **out)
     return mk_bitmap(b, bm, out);
 }
 
+/* group:ID and group.TRAIT predicates: materialised by the resolver into
+ * a bitmap the plan owns (groups are few next to users; their members are
+ * not in the chunked index). */
+static cp_status plan_group(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    const char *trait = n->kind == EXPR_GROUP ? NULL : n->name;
+    const char *gid = n->kind == EXPR_GROUP ? n->name : NULL;
+    size_t nv = trait ? n->nvalues : 0;
+    const char **vals = NULL;
+    size_t *lens = NULL;
+    if (n->name == NULL || (trait && nv == 0))
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "group predicate without %s",
+                         n->name == NULL ? "a name" : "a value");
+    if (nv) {
+        vals = cp_arena_alloc(&b->p->arena, nv * sizeof *vals);
+        lens = cp_arena_alloc(&b->p->arena, nv * sizeof *lens);
+        if (vals == NULL || lens == NULL)
+            return oom(b);
+        for (size_t i = 0; i < nv; i++) {
+            const expr_value_t *v = &n->values[i];
+            char buf[64];
+            if (v->kind == VAL_STRING) {
+                vals[i] = v->s ? v->s : "";
+                lens[i] = v->s ? v->slen : 0;
+                continue;
+            }
+            if (v->kind == VAL_INT)
+                snprintf(buf, sizeof buf, "%lld", (long long)v->i);
+            else if (v->kind == VAL_REAL)
+                cp_fmt_double(v->r, buf, sizeof buf);
+            else
+                snprintf(buf, sizeof buf, "%s", v->i ? "true" : "false");
+            lens[i] = strlen(buf);
+            if ((vals[i] = cp_arena_strndup(&b->p->arena, buf, lens[i])) == NULL)
+                return oom(b);
+        }
+    }
+    roaring_bitmap_t *bm = NULL;
+    int negate = n->kind == EXPR_GROUP_CMP && n->op == OP_NE;
+    cp_status st = b->r->group ? b->r->group(b->r->ctx, gid, trait, negate, vals, lens, nv, &bm)
+                               : CP_ENOTFOUND;
+    if (st == CP_ENOTFOUND)
+        return trait ? CP_ERR_AT(b->err, st, n->line, n->column,
+                                 "no group has a trait \"%s\"", trait)
+                     : CP_ERR_AT(b->err, st, n->line, n->column, "unknown group \"%s\"", gid);
+    if (st == CP_ENOMEM)
+        return oom(b);
+    if (st != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "group predicate: %s", cp_strerror(st));
+    if (own_bitmap(b, bm) != CP_OK) {
+        roaring_bitmap_free(bm);
+        return oom(b);
+    }
+    return mk_bitmap(b, bm, out);
+}
+
 /* The as-of day of the resolver: 0 or INT32_MIN mean today (UTC). */
 static int32_t as_of_day(const plan_resolver_t *r)
 {
@@ -948,6 +1004,10 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
         return plan_near(b, n, out);
     case EXPR_DID:
         return plan_did(b, n, out);
+    case EXPR_GROUP:
+    case EXPR_GROUP_CMP:
+    case EXPR_GROUP_IN:
+        return plan_group(b, n, out);
     case EXPR_NOT: {
         pnode_t *x = NULL;
         if (n->nargs != 1 || n->args == NULL)

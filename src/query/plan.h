@@ -62,6 +62,20 @@ typedef struct plan_resolver {
      * including it; every window is cut there), in days since 1970-01-01
      * UTC. 0 or INT32_MIN: the current UTC day. */
     int32_t as_of_day;
+    /*
+     * Segment groups (group:ID, group.TRAIT = / != / IN). trait NULL: the
+     * members of group `name`. trait set: the members of every group whose
+     * trait `trait` equals one of values[0..nvalues) (negate 0), or has the
+     * trait with a value equal to none of them (negate 1). Values and
+     * traits compare as text: strings as they are, integers in decimal,
+     * reals as cp_fmt_double prints them, booleans "true" / "false".
+     * CP_ENOTFOUND for an unknown group, or a trait no group has. *out is a
+     * new bitmap owned by the caller (the plan frees it). NULL: every group
+     * predicate is CP_ENOTFOUND.
+     */
+    cp_status (*group)(void *ctx, const char *name, const char *trait, int negate,
+                       const char *const *values, const size_t *lens, size_t nvalues,
+                       roaring_bitmap_t **out);
 } plan_resolver_t;
 
 typedef struct plan plan_t;

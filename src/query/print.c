@@ -221,6 +221,29 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
         return put(b, n->near.unit == UNIT_KM ? "km)" : "m)");
     case EXPR_DID:
         return put_did(b, n);
+    case EXPR_GROUP: {
+        size_t len = strlen(n->name);
+        if ((st = put(b, "group:")) != CP_OK)
+            return st;
+        return expr__is_bare_path(n->name, len) ? cp_buf_append(b, n->name, len)
+                                                : put_quoted(b, n->name, len);
+    }
+    case EXPR_GROUP_CMP:
+        if (n->nvalues != 1 || (n->op != OP_EQ && n->op != OP_NE))
+            return CP_EINVAL;
+        if ((st = cp_buf_printf(b, "group.%s %s ", n->name, expr__op_text(n->op))) != CP_OK)
+            return st;
+        return put_value(b, &n->values[0]);
+    case EXPR_GROUP_IN:
+        if ((st = cp_buf_printf(b, "group.%s IN (", n->name)) != CP_OK)
+            return st;
+        for (size_t i = 0; i < n->nvalues && st == CP_OK; i++) {
+            if (i > 0)
+                st = put(b, ", ");
+            if (st == CP_OK)
+                st = put_value(b, &n->values[i]);
+        }
+        return st == CP_OK ? put(b, ")") : st;
     }
     return CP_EINVAL;
 }

@@ -6,9 +6,12 @@
  * Basic user name, which maps to an API key with the write role.
  *
  * 200 {"success": true} only once the request's events are durable (the
- * write-ahead log is fsynced; concurrent requests share the fsync). A bad
- * request is 400 with {"error":{"code","message","events":[{"index",
- * "reason"}]}} and nothing of it applied; 413 for oversized bodies.
+ * write-ahead log is fsynced; concurrent requests share the fsync). A batch
+ * applies its valid events: 200 lists the others in "rejected" [{"index",
+ * "reason"}] and unused values in "warnings" [{"index","field","reason"}].
+ * A request with nothing valid (or, with ?strict=1, anything rejected) is
+ * 400 with {"error":{"code","message","events":[{"index","reason"}]}} and
+ * nothing of it applied; 413 for oversized bodies.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +75,16 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
         reply_batch_too_large(resp, req->body_len);
         return;
     }
+    /* ?strict=1: a request with any rejected event is refused whole */
+    const char *strict = NULL;
+    cp_error_t qerr = {0};
+    if (srv_query(req, "strict", &strict, &qerr) != CP_OK) {
+        srv_reply_cp(resp, CP_EINVAL, &qerr, 0);
+        return;
+    }
+    unsigned flags = strict && (!strcmp(strict, "1") || !strcmp(strict, "true"))
+                         ? CP_INGEST_STRICT
+                         : 0;
     const char *body = req->body;
     size_t len = req->body_len;
     char *compact = NULL;
@@ -79,7 +92,7 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
         body = compact;
     cp_ingest_result_t r;
     cp_error_t err = {0};
-    cp_status st = cp_ingest_segment(srv->db, t, body, len, &r, &err);
+    cp_status st = cp_ingest_segment_ex(srv->db, t, body, len, flags, &r, &err);
     free(compact);
     if (st == CP_EINVAL && r.errors_json == NULL && srv_reply_if_malformed(req, resp)) {
         cp_ingest_result_clear(&r);
@@ -99,9 +112,21 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
         cp_ingest_result_clear(&r);
         return;
     }
-    srv_reply_json(resp, 200,
-                   json_pack("{s:b,s:I,s:I}", "success", 1, "applied", (json_int_t)r.applied,
-                             "duplicates", (json_int_t)r.duplicates));
+    /* Lenient batches: the rejected events and the values not used are
+     * listed by the event's index in the request. */
+    json_t *ok = json_pack("{s:b,s:I,s:I}", "success", 1, "applied", (json_int_t)r.applied,
+                           "duplicates", (json_int_t)r.duplicates);
+    json_t *rej = r.errors_json ? json_loads(r.errors_json, 0, NULL) : NULL;
+    json_t *warn = r.warnings_json ? json_loads(r.warnings_json, 0, NULL) : NULL;
+    if (ok == NULL) {
+        json_decref(rej);
+        json_decref(warn);
+    } else if ((rej && json_object_set_new(ok, "rejected", rej) != 0) |
+               (warn && json_object_set_new(ok, "warnings", warn) != 0)) {
+        json_decref(ok); /* set_new took each value either way */
+        ok = NULL;
+    }
+    srv_reply_json(resp, 200, ok); /* NULL: out of memory */
     cp_ingest_result_clear(&r);
 }
 

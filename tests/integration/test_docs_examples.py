@@ -199,6 +199,11 @@ def seed(base, key, tmp, keyless=False):
             batch = []
     if batch:
         api(base, key, "POST", "/v1/batch", {"batch": batch})
+    # Two accounts (Segment groups) for the group predicates.
+    api(base, key, "POST", "/v1/batch", {"batch": [
+        {"type": "group", "userId": "u%d" % n, "groupId": g, "messageId": "g-%d" % n,
+         "traits": {"name": g.title() + " Inc", "plan": plan}}
+        for n, (g, plan) in enumerate([("acme", "enterprise")] * 5 + [("globex", "free")] * 5, 1)]})
 
 
 # ------------------------------------------------------- substitutions

@@ -145,21 +145,30 @@ def http_part(tmp):
                                                "category = \"tea\") AND age = 30",
                                                "as_of": "2024-03-01"}, R)
         check(st == 200 and b.get("count") == 1, "merged behaviour", b)
-        # a bad batch: 400 listing each bad event, nothing applied
+        # a bad batch with ?strict=1: 400 listing each bad event, nothing applied
         bad = {"batch": [{"type": "track", "userId": "z1", "event": "e"},
                          {"type": "track", "event": "e"},
                          {"type": "identify", "userId": "z2", "timestamp": "soon"},
                          {"type": "identify", "userId": "z3", "traits": {"age": "old"}}]}
-        st, b = srv.call("POST", "/v1/batch", bad, W)
+        st, b = srv.call("POST", "/v1/batch?strict=1", bad, W)
         evs = b.get("error", {}).get("events", []) if isinstance(b, dict) else []
-        check(st == 400 and [e["index"] for e in evs] == [1, 2], "400 lists bad events", b)
-        bad["batch"] = [bad["batch"][0], bad["batch"][3]]
-        st, b = srv.call("POST", "/v1/batch", bad, W)
-        evs = b.get("error", {}).get("events", []) if isinstance(b, dict) else []
-        check(st == 400 and evs and evs[0]["index"] == 1 and "int" in evs[0]["reason"],
-              "schema type errors per event", b)
+        check(st == 400 and [e["index"] for e in evs] == [1, 2], "strict: 400 lists bad events", b)
         st, b = srv.call("GET", "/v1/users/user_id/z1", auth=R)
-        check(st == 404, "nothing of a bad batch applied", b)
+        check(st == 404, "strict: nothing of a bad batch applied", b)
+        # lenient (the default): the valid events go in, the others are listed,
+        # a trait that does not fit its attribute is a warning
+        st, b = srv.call("POST", "/v1/batch", bad, W)
+        check(st == 200 and b.get("applied") == 2 and
+              [e["index"] for e in b.get("rejected", [])] == [1, 2] and
+              b.get("warnings") == [{"index": 3, "field": "traits.age",
+                                     "reason": "type_mismatch"}],
+              "lenient: valid events applied, rejected and warnings listed", b)
+        st, b = srv.call("GET", "/v1/users/user_id/z3", auth=R)
+        check(st == 200 and b.get("traits", {}).get("age") == "old" and
+              "age" not in b.get("attrs", {}), "an odd trait is kept unindexed", b)
+        # nothing valid: 400 even when lenient
+        st, b = srv.call("POST", "/v1/batch", {"batch": [bad["batch"][1]]}, W)
+        check(st == 400, "a batch with nothing valid is refused", b)
         st, b = srv.call("POST", "/v1/batch", auth=W, raw=b'{"batch": [}')
         check(st == 400 and "malformed JSON" in json.dumps(b), "malformed JSON", b)
         st, b = srv.call("POST", "/v1/track", auth=W, raw=b'{"userId":"\xff","event":"e"}')

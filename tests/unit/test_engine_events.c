@@ -21,6 +21,7 @@
 #include <libgen.h>
 
 #include "crowdpack.h"
+#include "util/util.h"
 
 static void tmpdir(char *buf, size_t cap, const char *tag)
 {
@@ -69,6 +70,14 @@ static uint64_t count(cp_db_t *db, const char *expr, const char *as_of)
     cp_error_t err = {0};
     ok(cp_count_as_of(db, expr, as_of, &n, &err), &err);
     return n;
+}
+
+static void j_check_rejects(const char *js, size_t n)
+{
+    assert_non_null(js);
+    json_t *j = json_loads(js, 0, NULL);
+    assert_int_equal(json_array_size(j), n);
+    json_decref(j);
 }
 
 static void setup_db(cp_db_t *db)
@@ -163,36 +172,244 @@ static void test_bad_requests_apply_nothing(void **state)
     tmpdir(dir, sizeof dir, "bad");
     cp_db_t *db = open_db(dir);
     setup_db(db);
+    /* one structural fault (no userId/anonymousId) and two odd values */
     const char *batch = "{\"batch\":[{\"type\":\"track\",\"userId\":\"ok\",\"event\":\"e\"},"
                         "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"age\":\"old\"}},"
                         "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"phone\":\"12\"}},"
                         "{\"type\":\"track\",\"event\":\"e\"}]}";
     cp_ingest_result_t r;
     cp_error_t err = {0};
-    assert_int_equal(cp_ingest_segment(db, CP_EVENT_BATCH, batch, strlen(batch), &r, &err),
+    /* strict: all or nothing */
+    assert_int_equal(cp_ingest_segment_ex(db, CP_EVENT_BATCH, batch, strlen(batch),
+                                          CP_INGEST_STRICT, &r, &err),
                      CP_EINVAL);
-    /* Structural reasons come first (the parser); schema/identity reasons
-     * are reported when the structure is fine. */
     assert_non_null(r.errors_json);
     assert_non_null(strstr(r.errors_json, "\"index\":3"));
-    cp_ingest_result_clear(&r);
-    const char *b2 = "{\"batch\":[{\"type\":\"track\",\"userId\":\"ok\",\"event\":\"e\"},"
-                     "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"age\":\"old\"}},"
-                     "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"phone\":\"12\"}}]}";
-    assert_int_equal(cp_ingest_segment(db, CP_EVENT_BATCH, b2, strlen(b2), &r, &err), CP_EINVAL);
-    json_t *j = json_loads(r.errors_json, 0, NULL);
-    assert_int_equal(json_array_size(j), 2);
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "index")), 1);
-    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(j, 0), "reason")),
-                           "int attribute"));
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 1), "index")), 2);
-    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(j, 1), "reason")),
-                           "phone"));
-    json_decref(j);
+    assert_int_equal(r.rejected, 1);
+    assert_null(r.warnings_json);
     cp_ingest_result_clear(&r);
     cp_db_stats_t st;
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 0);
+    /* a request where nothing is valid fails whole, strict or not */
+    const char *none = "{\"batch\":[{\"type\":\"track\",\"event\":\"e\"},"
+                       "{\"type\":\"identify\",\"userId\":\"n/a\"}]}";
+    assert_int_equal(cp_ingest_segment(db, CP_EVENT_BATCH, none, strlen(none), &r, &err),
+                     CP_EINVAL);
+    j_check_rejects(r.errors_json, 2);
+    cp_ingest_result_clear(&r);
+    ok(cp_db_stats(db, &st), &err);
+    assert_int_equal(st.users, 0);
+
+    /* lenient (the default): the valid events go in, the rejected one is
+     * listed, odd values are warnings */
+    ok(cp_ingest_segment(db, CP_EVENT_BATCH, batch, strlen(batch), &r, &err), &err);
+    assert_int_equal(r.events, 4);
+    assert_int_equal(r.applied, 3);
+    assert_int_equal(r.rejected, 1);
+    assert_int_equal(r.warnings, 2);
+    json_t *j = json_loads(r.errors_json, 0, NULL);
+    assert_int_equal(json_array_size(j), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "index")), 3);
+    json_decref(j);
+    j = json_loads(r.warnings_json, 0, NULL);
+    assert_int_equal(json_array_size(j), 2);
+    json_t *w = json_array_get(j, 0);
+    assert_int_equal(json_integer_value(json_object_get(w, "index")), 1);
+    assert_string_equal(json_string_value(json_object_get(w, "field")), "traits.age");
+    assert_string_equal(json_string_value(json_object_get(w, "reason")), "type_mismatch");
+    w = json_array_get(j, 1);
+    assert_int_equal(json_integer_value(json_object_get(w, "index")), 2);
+    assert_string_equal(json_string_value(json_object_get(w, "field")), "traits.phone");
+    assert_string_equal(json_string_value(json_object_get(w, "reason")), "invalid");
+    json_decref(j);
+    cp_ingest_result_clear(&r);
+    ok(cp_db_stats(db, &st), &err);
+    assert_int_equal(st.users, 2);
+    /* the odd age is kept unindexed, never in the index */
+    char *who = NULL;
+    ok(cp_whois_json(db, "user_id", "u", &who, &err), &err);
+    j = json_loads(who, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "traits"), "age")),
+                        "old");
+    assert_null(json_object_get(json_object_get(j, "attrs"), "age"));
+    json_decref(j);
+    cp_free(who);
+    cp_intake_counters_t ic;
+    ok(cp_intake_counters(db, &ic), &err);
+    assert_int_equal(ic.warn_type_mismatch, 1);
+    assert_int_equal(ic.warn_invalid, 1);
+    assert_int_equal(ic.rejected_events, 1 + 1 + 2);
+    cp_db_close(db);
+    rmdir_all(dir);
+}
+
+/*
+ * The reproducer of the lost batch: nine good events and one identify
+ * with odd values (placeholders, a US national phone under the +86
+ * default, a fractional age, the all-zero advertising id, an integer
+ * trait too big for int64): all ten applied, the odd values warned about
+ * and never used for identity.
+ */
+static void test_odd_values_lose_nothing(void **state)
+{
+    (void)state;
+    char dir[256];
+    tmpdir(dir, sizeof dir, "odd");
+    cp_db_t *db = open_db(dir);
+    setup_db(db);
+    cp_error_t err = {0};
+    const char *cfg = "{\"identity\":{\"blocklist\":[\"test@example.com\"]}}";
+    ok(cp_intake_config_set_json(db, cfg, strlen(cfg), &err), &err);
+    cp_buf_t b;
+    cp_buf_init(&b, 0);
+    cp_buf_printf(&b, "{\"batch\":[");
+    for (int i = 0; i < 9; i++)
+        cp_buf_printf(&b, "{\"type\":\"track\",\"userId\":\"g%d\",\"event\":\"buy\","
+                          "\"timestamp\":\"2024-01-02T00:00:00Z\"},", i);
+    cp_buf_printf(&b, "{\"type\":\"identify\",\"anonymousId\":\"anon-1\","
+                      "\"timestamp\":\"2024-01-02T00:00:00Z\","
+                      "\"traits\":{\"email\":\"n/a\",\"phone\":\"unknown\",\"age\":31.5,"
+                      "\"member_id\":\"test@example.com\",\"openid\":\"\"},"
+                      "\"context\":{\"device\":{\"type\":\"ios\","
+                      "\"advertisingId\":\"00000000-0000-0000-0000-000000000000\"}}}]}");
+    cp_ingest_result_t r;
+    ok(cp_ingest_segment(db, CP_EVENT_BATCH, cp_buf_cstr(&b), b.len, &r, &err), &err);
+    assert_int_equal(r.applied, 10);
+    assert_int_equal(r.rejected, 0);
+    assert_null(r.errors_json);
+    assert_int_equal(r.warnings, 6);
+    assert_non_null(strstr(r.warnings_json, "{\"index\":9,\"field\":\"traits.email\","
+                                            "\"reason\":\"placeholder\"}"));
+    assert_non_null(strstr(r.warnings_json, "\"field\":\"traits.member_id\","
+                                            "\"reason\":\"blocklisted\""));
+    assert_non_null(strstr(r.warnings_json, "\"field\":\"context.device.advertisingId\","
+                                            "\"reason\":\"placeholder\""));
+    assert_non_null(strstr(r.warnings_json, "\"field\":\"traits.age\","
+                                            "\"reason\":\"type_mismatch\""));
+    cp_ingest_result_clear(&r);
+    cp_buf_free(&b);
+    assert_int_equal(count(db, "did(buy) >= 1", "2024-01-02"), 9);
+    cp_db_stats_t st;
+    ok(cp_db_stats(db, &st), &err);
+    assert_int_equal(st.users, 10);
+    /* a second person with the same placeholders is not merged into the first */
+    const char *other = "{\"anonymousId\":\"anon-2\",\"timestamp\":\"2024-01-02T00:00:00Z\","
+                        "\"traits\":{\"email\":\"N/A\",\"phone\":\"unknown\"},"
+                        "\"context\":{\"device\":{\"type\":\"ios\",\"advertisingId\":"
+                        "\"00000000-0000-0000-0000-000000000000\"}}}";
+    ok(cp_ingest_segment(db, CP_EVENT_IDENTIFY, other, strlen(other), &r, &err), &err);
+    assert_int_equal(r.merges, 0);
+    cp_ingest_result_clear(&r);
+    ok(cp_db_stats(db, &st), &err);
+    assert_int_equal(st.users, 11);
+
+    /* phones: a US national number under the +86 default becomes +1 with
+     * the locale's hint; without a hint it is a warning, not a loss */
+    const char *us = "{\"userId\":\"us1\",\"timestamp\":\"2024-01-02T00:00:00Z\","
+                     "\"traits\":{\"phone\":\"(415) 555-0132\"},\"context\":{\"locale\":\"en-US\"}}";
+    ok(cp_ingest_segment(db, CP_EVENT_IDENTIFY, us, strlen(us), &r, &err), &err);
+    assert_int_equal(r.warnings, 0);
+    cp_ingest_result_clear(&r);
+    char *who = NULL;
+    ok(cp_whois_json(db, "phone", "+14155550132", &who, &err), &err);
+    assert_non_null(strstr(who, "\"us1\""));
+    cp_free(who);
+    const char *nohint = "{\"userId\":\"us2\",\"timestamp\":\"2024-01-02T00:00:00Z\","
+                         "\"traits\":{\"phone\":\"(415) 555-0199\"}}";
+    ok(cp_ingest_segment(db, CP_EVENT_IDENTIFY, nohint, strlen(nohint), &r, &err), &err);
+    assert_int_equal(r.applied, 1);
+    assert_int_equal(r.warnings, 1);
+    assert_non_null(strstr(r.warnings_json, "\"reason\":\"invalid\""));
+    cp_ingest_result_clear(&r);
+
+    /* an int trait out of int64's range is kept unindexed, never clamped */
+    const char *big = "{\"userId\":\"big\",\"timestamp\":\"2024-01-02T00:00:00Z\","
+                      "\"traits\":{\"age\":\"99999999999999999999999\"}}";
+    ok(cp_ingest_segment(db, CP_EVENT_IDENTIFY, big, strlen(big), &r, &err), &err);
+    assert_int_equal(r.warnings, 1);
+    cp_ingest_result_clear(&r);
+    assert_int_equal(count(db, "age > 1000", NULL), 0);
+    ok(cp_whois_json(db, "user_id", "big", &who, &err), &err);
+    assert_non_null(strstr(who, "\"age\":\"99999999999999999999999\""));
+    cp_free(who);
+
+    /* the same survives recovery from the log (replays are lenient too) */
+    cp_db_close(db);
+    db = open_db(dir);
+    ok(cp_db_stats(db, &st), &err);
+    assert_int_equal(st.users, 14);
+    cp_intake_counters_t ic;
+    ok(cp_intake_counters(db, &ic), &err); /* counters are since open */
+    assert_int_equal(ic.warn_placeholder + ic.warn_invalid + ic.warn_type_mismatch, 0);
+    cp_db_close(db);
+    rmdir_all(dir);
+}
+
+/*
+ * group: the traits are the group's. Two people of account "acme" sent
+ * with the company's billing email stay two people, their names stay
+ * theirs, and expressions select them by group and group trait.
+ */
+static void test_groups_are_entities(void **state)
+{
+    (void)state;
+    char dir[256];
+    tmpdir(dir, sizeof dir, "groups");
+    cp_db_t *db = open_db(dir);
+    setup_db(db);
+    cp_error_t err = {0};
+    const char *batch =
+        "{\"batch\":["
+        "{\"type\":\"identify\",\"userId\":\"alice\",\"traits\":{\"name\":\"Alice\"}},"
+        "{\"type\":\"identify\",\"userId\":\"bob\",\"traits\":{\"name\":\"Bob\"}},"
+        "{\"type\":\"group\",\"userId\":\"alice\",\"groupId\":\"acme\","
+        "\"traits\":{\"name\":\"Acme Inc\",\"email\":\"billing@acme.com\",\"plan\":\"enterprise\"}},"
+        "{\"type\":\"group\",\"userId\":\"bob\",\"groupId\":\"acme\","
+        "\"traits\":{\"name\":\"Acme Inc\",\"email\":\"billing@acme.com\"},"
+        "\"context\":{\"traits\":{\"title\":\"cto\"}}},"
+        "{\"type\":\"group\",\"userId\":\"carol\",\"groupId\":\"globex\","
+        "\"traits\":{\"plan\":\"free\",\"seats\":3}},"
+        "{\"type\":\"group\",\"userId\":\"carol\",\"groupId\":\"initech\","
+        "\"traits\":{\"plan\":\"enterprise\"}}"
+        "]}";
+    cp_ingest_result_t r;
+    ok(cp_ingest_segment(db, CP_EVENT_BATCH, batch, strlen(batch), &r, &err), &err);
+    assert_int_equal(r.applied, 6);
+    assert_int_equal(r.merges, 0);
+    cp_ingest_result_clear(&r);
+    for (int pass = 0; pass < 2; pass++) { /* live, then after reopening */
+        cp_db_stats_t st;
+        ok(cp_db_stats(db, &st), &err);
+        assert_int_equal(st.users, 3);
+        char *who = NULL;
+        ok(cp_whois_json(db, "user_id", "alice", &who, &err), &err);
+        assert_non_null(strstr(who, "\"Alice\""));
+        assert_null(strstr(who, "Acme"));
+        assert_null(strstr(who, "billing"));
+        cp_free(who);
+        ok(cp_whois_json(db, "user_id", "bob", &who, &err), &err);
+        assert_non_null(strstr(who, "\"cto\"")); /* context.traits are the user's */
+        cp_free(who);
+        assert_int_equal(count(db, "group:acme", NULL), 2);
+        assert_int_equal(count(db, "group:globex OR group:initech", NULL), 1);
+        assert_int_equal(count(db, "group.plan = \"enterprise\"", NULL), 3);
+        assert_int_equal(count(db, "group.plan != \"enterprise\"", NULL), 1);
+        assert_int_equal(count(db, "group.plan IN (\"free\", \"trial\")", NULL), 1);
+        assert_int_equal(count(db, "group.seats = 3", NULL), 1);
+        assert_int_equal(count(db, "group:acme AND NOT group.plan = \"enterprise\"", NULL), 0);
+        uint64_t n = 0;
+        assert_int_equal(cp_count_as_of(db, "group:nosuch", NULL, &n, &err), CP_ENOTFOUND);
+        assert_int_equal(cp_count_as_of(db, "group.nosuch = 1", NULL, &n, &err), CP_ENOTFOUND);
+        cp_db_close(db);
+        db = open_db(dir);
+    }
+    /* deletion leaves the group but not the member */
+    ok(cp_user_delete_by_identifier(db, "user_id", "bob", &err), &err);
+    assert_int_equal(count(db, "group:acme", NULL), 1);
+    cp_db_close(db);
+    db = open_db(dir);
+    assert_int_equal(count(db, "group:acme", NULL), 1);
     cp_db_close(db);
     rmdir_all(dir);
 }
@@ -555,6 +772,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_payloads_and_retries),
         cmocka_unit_test(test_bad_requests_apply_nothing),
+        cmocka_unit_test(test_odd_values_lose_nothing),
+        cmocka_unit_test(test_groups_are_entities),
         cmocka_unit_test(test_traits_behaviour_and_catalog),
         cmocka_unit_test(test_merge_unmerge),
         cmocka_unit_test(test_delete_leaves_nothing),

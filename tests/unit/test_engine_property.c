@@ -5,7 +5,8 @@
  * cp_load_ndjson_buf, random expressions of depth >= 4 over every
  * predicate kind counted through cp_count, compared with a naive per-user
  * evaluator over the plain data written here; then close, reopen and
- * compare again.
+ * compare again. Users also join Segment groups through group events
+ * (group:ID, group.plan = / != / IN).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,7 +33,10 @@ typedef struct user {
     int seg, vip;
     double lat, lon;
     uint64_t tags; /* direct tags, bit per tag index */
+    unsigned groups; /* Segment groups joined, bit per group index */
 } user_t;
+
+#define NGROUPS 4 /* groups g0..g3; plans p0..p2 (p2: nobody's) */
 
 typedef struct world {
     int ntags;
@@ -44,6 +48,7 @@ typedef struct world {
     uint64_t rng;
     int ncrowds;
     uint8_t *crowd[2]; /* naive members of static crowds */
+    int gplan[NGROUPS]; /* group g's trait plan is "p<gplan>", -1 = no plan */
 } world_t;
 
 static const char *SEGS[NSEG] = {"a", "b", "c", "d", "e"};
@@ -149,7 +154,7 @@ typedef struct gen {
     cp_buf_t text;
 } gen_t;
 
-enum { P_ALL, P_TAG, P_AGE, P_SEG, P_VIP, P_TS, P_NEAR, P_CROWD, P_KINDS };
+enum { P_ALL, P_TAG, P_AGE, P_SEG, P_VIP, P_TS, P_NEAR, P_CROWD, P_GROUP, P_GPLAN, P_KINDS };
 
 typedef struct node {
     int kind; /* 0 pred, 1 and, 2 or, 3 not */
@@ -204,6 +209,12 @@ static node_t *gen_node(world_t *w, int depth, int min_depth)
         n->r = 1 + (double)rnd(w, 60);
         break;
     case P_CROWD: n->a = (int64_t)rnd(w, (uint64_t)w->ncrowds); break;
+    case P_GROUP: n->a = (int64_t)rnd(w, NGROUPS); break;
+    case P_GPLAN:
+        n->op = (int)rnd(w, 3); /* = != in */
+        n->a = (int64_t)rnd(w, 3);
+        n->b = (int64_t)rnd(w, 3);
+        break;
     }
     return n;
 }
@@ -275,6 +286,14 @@ static void print_node(world_t *w, const node_t *n, cp_buf_t *b)
         break;
     }
     case P_CROWD: cp_buf_printf(b, "crowd:c%lld", (long long)n->a); break;
+    case P_GROUP: cp_buf_printf(b, "group:g%lld", (long long)n->a); break;
+    case P_GPLAN:
+        if (n->op < 2)
+            cp_buf_printf(b, "group.plan %s \"p%lld\"", n->op ? "!=" : "=", (long long)n->a);
+        else
+            cp_buf_printf(b, "group.plan IN (\"p%lld\", \"p%lld\")", (long long)n->a,
+                          (long long)n->b);
+        break;
     }
 }
 
@@ -340,6 +359,17 @@ static int eval_node(const world_t *w, const node_t *n, int i)
     case P_NEAR:
         return u->has_loc && geo_haversine_m(n->lat, n->lon, u->lat, u->lon) <= n->r * 1000.0;
     case P_CROWD: return w->crowd[n->a][i];
+    case P_GROUP: return (u->groups >> n->a) & 1;
+    case P_GPLAN:
+        /* any of the user's groups matches; != needs the trait */
+        for (int g = 0; g < NGROUPS; g++) {
+            int pl = w->gplan[g];
+            if (!((u->groups >> g) & 1) || pl < 0)
+                continue;
+            if (n->op == 0 ? pl == n->a : n->op == 1 ? pl != n->a : pl == n->a || pl == n->b)
+                return 1;
+        }
+        return 0;
     }
     return 0;
 }
@@ -426,6 +456,40 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     assert_int_equal(cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err), CP_OK);
     assert_int_equal(st.users_created, (uint64_t)nusers);
     assert_int_equal(st.rejected, 0);
+
+    /* Segment groups: users 0..3 found one group each (so every group
+     * exists), a third of the others join one or two; g0 always has a plan
+     * (so group.plan is known). Sent as group events, before deletions. */
+    for (int g = 0; g < NGROUPS; g++)
+        w.gplan[g] = g == 0 ? 0 : (int)rnd(&w, 3) - 1;
+    cp_buf_reset(&b);
+    int nev = 0;
+    for (int i = 0; i < nusers; i++) {
+        int joins = i < NGROUPS ? 1 : rnd(&w, 3) == 0 ? 1 + (int)rnd(&w, 2) : 0;
+        for (int k = 0; k < joins; k++) {
+            int g = i < NGROUPS ? i : (int)rnd(&w, NGROUPS);
+            w.u[i].groups |= 1u << g;
+            cp_buf_printf(&b,
+                          "%s{\"type\":\"group\",\"userId\":\"user-%d\",\"groupId\":\"g%d\","
+                          "\"messageId\":\"grp-%d-%d\"",
+                          nev ? "," : "{\"batch\":[", i, g, i, k);
+            if (w.gplan[g] >= 0)
+                cp_buf_printf(&b, ",\"traits\":{\"plan\":\"p%d\",\"email\":\"billing@g%d.com\"}",
+                              w.gplan[g], g);
+            cp_buf_printf(&b, "}");
+            nev++;
+        }
+        if (nev > 0 && (nev >= 1500 || i == nusers - 1)) {
+            cp_buf_printf(&b, "]}");
+            cp_ingest_result_t r;
+            assert_int_equal(cp_ingest_segment(db, CP_EVENT_BATCH, b.data, b.len, &r, &err), CP_OK);
+            assert_int_equal(r.applied, (uint64_t)nev);
+            assert_int_equal(r.merges, 0); /* the groups' billing email merges nobody */
+            cp_ingest_result_clear(&r);
+            cp_buf_reset(&b);
+            nev = 0;
+        }
+    }
 
     /* Updates: overwrites, nulls, more tags; with a few bad lines that
      * must leave no trace. */

@@ -281,10 +281,8 @@ static const struct {
     {"{\"type\":\"alias\",\"userId\":\"u\"}", "previousId"},
     {"{\"type\":\"alias\",\"anonymousId\":\"a\",\"previousId\":\"p\"}", "missing \"userId\""},
     {"{\"type\":\"group\",\"userId\":\"u\"}", "groupId"},
-    {"{\"type\":\"identify\",\"userId\":\"\"}", "empty"},
+    {"{\"type\":\"identify\",\"userId\":\"\"}", "missing \"userId\""},
     {"{\"type\":\"identify\",\"userId\":\"a\\u0001b\"}", "control"},
-    {"{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"email\":{\"a\":1}}}",
-     "traits.email"},
     {"{\"type\":\"identify\",\"userId\":\"u\",\"context\":{\"device\":\"x\"}}", "context.device"},
     {"[1]", "must be a JSON object"},
 };
@@ -303,21 +301,33 @@ static void test_bad_batch_lists_every_event(void **state)
                       bad_events[i].event);
     }
     cp_buf_printf(&body, "{\"type\":\"page\",\"userId\":\"ok\",\"timestamp\":\"2020-01-01\"}]}");
-    ingest_batch_t b;
-    ingest_batch_init(&b);
-    cp_error_t err = {0};
-    assert_int_equal(segment_parse(ING_NONE, body.data, body.len, NULL, &b, &err), CP_EINVAL);
-    assert_non_null(strstr(err.message, "nothing was applied"));
-    assert_int_equal(b.n, 0); /* all or nothing */
-    assert_int_equal(b.rejected, n);
-    assert_int_equal(b.nrejects, n);
-    for (size_t i = 0; i < n; i++) {
-        assert_int_equal(b.rejects[i].index, 2 * i + 1);
-        if (strstr(b.rejects[i].reason, bad_events[i].reason) == NULL)
-            fail_msg("event %zu: reason \"%s\" lacks \"%s\"", i, b.rejects[i].reason,
-                     bad_events[i].reason);
+    for (int strict = 0; strict <= 1; strict++) {
+        ingest_batch_t b;
+        ingest_batch_init(&b);
+        cp_error_t err = {0};
+        segment_opts_t o = {.strict = strict};
+        cp_status rc = segment_parse(ING_NONE, body.data, body.len, &o, &b, &err);
+        if (strict) {
+            assert_int_equal(rc, CP_EINVAL);
+            assert_non_null(strstr(err.message, "nothing was applied"));
+            assert_int_equal(b.n, 0); /* all or nothing */
+        } else {
+            /* the valid events go on, each knowing its place in the request */
+            assert_int_equal(rc, CP_OK);
+            assert_int_equal(b.n, n + 1);
+            for (size_t i = 0; i < b.n; i++)
+                assert_int_equal(b.events[i].index, 2 * i);
+        }
+        assert_int_equal(b.rejected, n);
+        assert_int_equal(b.nrejects, n);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(b.rejects[i].index, 2 * i + 1);
+            if (strstr(b.rejects[i].reason, bad_events[i].reason) == NULL)
+                fail_msg("event %zu: reason \"%s\" lacks \"%s\"", i, b.rejects[i].reason,
+                         bad_events[i].reason);
+        }
+        ingest_batch_free(&b);
     }
-    ingest_batch_free(&b);
     cp_buf_free(&body);
 }
 
@@ -403,6 +413,122 @@ static void test_many_reasons_capped(void **state)
     cp_buf_free(&body);
 }
 
+static const ingest_warning_t *warning_of(const ingest_batch_t *b, size_t index,
+                                          const char *field)
+{
+    for (size_t i = 0; i < b->nwarnings; i++)
+        if (b->warnings[i].index == index && strcmp(b->warnings[i].field, field) == 0)
+            return &b->warnings[i];
+    return NULL;
+}
+
+/* Values that cannot be identifiers are warnings; the event stays. */
+static void test_bad_values_are_warnings(void **state)
+{
+    (void)state;
+    ingest_batch_t b;
+    cp_error_t err;
+    const char *body =
+        "{\"batch\":["
+        "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"timestamp\":\"2020-01-01\"},"
+        "{\"type\":\"identify\",\"userId\":\"u2\",\"timestamp\":\"2020-01-01\","
+        "\"traits\":{\"email\":{\"a\":1},\"phone\":\"\",\"openid\":null,\"age\":31.5},"
+        "\"context\":{\"device\":{\"id\":\"\",\"advertisingId\":true}}},"
+        "{\"type\":\"identify\",\"userId\":\"\",\"anonymousId\":\"a3\",\"timestamp\":\"2020-01-01\"}"
+        "]}";
+    assert_int_equal(parse1(ING_NONE, body, NULL, &b, &err), CP_OK);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(b.rejected, 0);
+    assert_int_equal(b.warned, 5);
+    const ingest_warning_t *w = warning_of(&b, 1, "traits.email");
+    assert_non_null(w);
+    assert_string_equal(w->reason, INGEST_WARN_INVALID);
+    assert_non_null(w = warning_of(&b, 1, "traits.phone"));
+    assert_string_equal(w->reason, INGEST_WARN_PLACEHOLDER);
+    assert_non_null(w = warning_of(&b, 1, "context.device.id"));
+    assert_string_equal(w->reason, INGEST_WARN_PLACEHOLDER);
+    assert_non_null(w = warning_of(&b, 1, "context.device.advertisingId"));
+    assert_string_equal(w->reason, INGEST_WARN_INVALID);
+    assert_non_null(w = warning_of(&b, 2, "userId"));
+    assert_string_equal(w->reason, INGEST_WARN_PLACEHOLDER);
+    /* only the usable identifiers are on the events */
+    assert_int_equal(b.events[1].nids, 1);
+    assert_true(has_ident(&b.events[1], "user_id", "u2"));
+    assert_int_equal(b.events[2].nids, 1);
+    assert_true(has_ident(&b.events[2], "anonymous_id", "a3"));
+    ingest_batch_free(&b);
+    /* a rejected event takes its warnings with it */
+    assert_int_equal(parse1(ING_NONE,
+                            "{\"batch\":[{\"type\":\"identify\",\"userId\":\"\","
+                            "\"traits\":{\"email\":\"\"},\"timestamp\":\"2020-01-01\"},"
+                            "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
+                            "\"timestamp\":\"2020-01-01\"}]}",
+                            NULL, &b, &err),
+                     CP_OK);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.rejected, 1);
+    assert_int_equal(b.warned, 0);
+    ingest_batch_free(&b);
+    /* every event rejected: the request fails whole */
+    assert_int_equal(parse1(ING_NONE, "{\"batch\":[{\"type\":\"track\"}]}", NULL, &b, &err),
+                     CP_EINVAL);
+    assert_int_equal(b.n, 0);
+    ingest_batch_free(&b);
+}
+
+/* group: the traits are the group's; context.traits the user's. */
+static void test_group_traits_belong_to_the_group(void **state)
+{
+    (void)state;
+    ingest_batch_t b;
+    cp_error_t err;
+    assert_int_equal(
+        parse1(ING_GROUP,
+               "{\"userId\":\"u\",\"groupId\":\"acme\",\"timestamp\":\"2020-01-01\","
+               "\"traits\":{\"name\":\"Acme Inc\",\"email\":\"billing@acme.com\"},"
+               "\"context\":{\"traits\":{\"email\":\"u@acme.com\",\"title\":\"cto\"}}}",
+               NULL, &b, &err),
+        CP_OK);
+    const ingest_event_t *e = &b.events[0];
+    assert_null(e->traits);
+    assert_non_null(e->group_traits);
+    assert_string_equal(json_string_value(json_object_get(e->group_traits, "name")), "Acme Inc");
+    assert_memory_equal(e->group_id, "acme", 4);
+    /* the company's billing email is no identifier of the user */
+    assert_false(has_ident(e, "email", "billing@acme.com"));
+    assert_true(has_ident(e, "email", "u@acme.com"));
+    assert_non_null(e->ctx_traits);
+    ingest_batch_free(&b);
+}
+
+/* A batch's context merges with each event's, the event's keys winning. */
+static void test_batch_context_merges(void **state)
+{
+    (void)state;
+    ingest_batch_t b;
+    cp_error_t err;
+    assert_int_equal(
+        parse1(ING_NONE,
+               "{\"context\":{\"locale\":\"en-US\",\"traits\":{\"plan\":\"a\",\"x\":1},"
+               "\"device\":{\"id\":\"d1\"}},\"batch\":["
+               "{\"type\":\"identify\",\"userId\":\"u\",\"timestamp\":\"2020-01-01\","
+               "\"context\":{\"traits\":{\"plan\":\"b\"}}},"
+               "{\"type\":\"identify\",\"userId\":\"v\",\"timestamp\":\"2020-01-01\","
+               "\"context\":{\"locale\":\"zh_CN.UTF-8\"}}]}",
+               NULL, &b, &err),
+        CP_OK);
+    assert_int_equal(b.n, 2);
+    const ingest_event_t *e = &b.events[0];
+    assert_string_equal(json_string_value(json_object_get(e->ctx_traits, "plan")), "b");
+    assert_int_equal(json_integer_value(json_object_get(e->ctx_traits, "x")), 1);
+    assert_true(has_ident(e, "device_id", "d1"));
+    assert_string_equal(e->phone_cc, "1");
+    e = &b.events[1];
+    assert_string_equal(json_string_value(json_object_get(e->ctx_traits, "plan")), "a");
+    assert_string_equal(e->phone_cc, "86");
+    ingest_batch_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +539,9 @@ int main(void)
         cmocka_unit_test(test_bad_batch_lists_every_event),
         cmocka_unit_test(test_whole_body_errors),
         cmocka_unit_test(test_many_reasons_capped),
+        cmocka_unit_test(test_bad_values_are_warnings),
+        cmocka_unit_test(test_group_traits_belong_to_the_group),
+        cmocka_unit_test(test_batch_context_merges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

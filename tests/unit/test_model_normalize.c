@@ -116,6 +116,109 @@ static void test_phones_other_country(void **state)
     assert_string_equal(c.ic_country, "1");
 }
 
+/* The event's locale as a hint for national numbers the default refuses. */
+static void test_phone_hint(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *cc, *hint, *in;
+        cp_status rc;
+        const char *want;
+    } cs[] = {
+        /* a US number under the +86 default: +1 with the en-US hint */
+        {"86", "1", "(415) 555-0132", CP_OK, "+14155550132"},
+        /* ambiguous: also an 11-digit Chinese mobile, and the default wins */
+        {"86", "1", "1 415 555 0132", CP_OK, "+8614155550132"},
+        {"44", "1", "+1 415 555 0132", CP_OK, "+14155550132"},
+        {"86", "1", "415.555.0132", CP_OK, "+14155550132"},
+        /* the default wins when it accepts the number */
+        {"86", "1", "13800138000", CP_OK, "+8613800138000"},
+        /* not a North American number either: the default's error stands */
+        {"86", "1", "1380013800", CP_EINVAL, "national number for +86"},
+        {"86", "1", "015 555 0132", CP_EINVAL, "11 digits after +86"},
+        /* a number with its own country code never takes the hint */
+        {"86", "1", "+86 138 0013 800", CP_EINVAL, "11 digits after +86"},
+        /* without a hint, or the same country: as before */
+        {"86", NULL, "(415) 555-0132", CP_EINVAL, "national number for +86"},
+        {"86", "", "(415) 555-0132", CP_EINVAL, "national number for +86"},
+        {"86", "86", "(415) 555-0132", CP_EINVAL, "national number for +86"},
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(cs); i++) {
+        char out[IDENT_MAX_VALUE + 1];
+        size_t ol = 0;
+        cp_error_t err = {0};
+        cp_status rc = ident_phone_e164_hint(cs[i].cc, cs[i].hint, cs[i].in, strlen(cs[i].in),
+                                             out, &ol, &err);
+        if (rc != cs[i].rc || (rc == CP_OK && (strcmp(out, cs[i].want) || ol != strlen(out))) ||
+            (rc != CP_OK && strstr(err.message, cs[i].want) == NULL)) {
+            print_error("case %zu: \"%s\": rc %d \"%s\" / \"%s\", want %d \"%s\"\n", i, cs[i].in,
+                        rc, rc ? "" : out, err.message, cs[i].rc, cs[i].want);
+            fail();
+        }
+    }
+    /* through ident_key_hint, as the engine calls it */
+    ident_config_t c;
+    ident_config_init(&c);
+    c.ic_hash_pii = 0;
+    char key[IDENT_MAX_KEY + 1];
+    size_t kl;
+    cp_error_t err = {0};
+    assert_int_equal(ident_key_hint(&c, "phone", 5, "(415) 555-0132", 14, "1", key, &kl, &err),
+                     CP_OK);
+    assert_string_equal(key, "phone:+14155550132");
+    assert_int_equal(ident_key_hint(&c, "phone", 5, "(415) 555-0132", 14, NULL, key, &kl, &err),
+                     CP_EINVAL);
+
+    static const struct {
+        const char *locale, *cc;
+    } loc[] = {
+        {"en-US", "1"},      {"en_US", "1"},     {"zh-Hans-CN", "86"}, {"zh_CN.UTF-8", "86"},
+        {"en-us", "1"},      {"en-GB@euro", "44"}, {"zh-TW", "886"},   {"en", ""},
+        {"en-ZZ", ""},       {"", ""},           {"US", ""},           {"es-419", ""},
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(loc); i++) {
+        char cc[4];
+        int found = ident_locale_calling_code(loc[i].locale, strlen(loc[i].locale), cc);
+        if (strcmp(cc, loc[i].cc) != 0 || found != (loc[i].cc[0] != '\0')) {
+            print_error("locale \"%s\": got \"%s\", want \"%s\"\n", loc[i].locale, cc, loc[i].cc);
+            fail();
+        }
+    }
+}
+
+/* Stand-ins that must never become identifiers. */
+static void test_unusable_values(void **state)
+{
+    (void)state;
+    static const char *const placeholders[] = {
+        "", "  ", "n/a", "N/A", "null", "NULL", "undefined", "unknown", "Unknown", "none", "-",
+        " - ", "nil", "(null)", "NaN", "na", "00000000-0000-0000-0000-000000000000",
+        "00000000000000000000000000000000", "00000000",
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(placeholders); i++)
+        if (ident_value_unusable(placeholders[i], strlen(placeholders[i]), NULL, 0) !=
+            IDENT_PLACEHOLDER) {
+            print_error("\"%s\" is a placeholder\n", placeholders[i]);
+            fail();
+        }
+    static const char *const usable[] = {
+        "0", "000", "u1", "nobody@example.com", "13800138000", "unknown1", "n/a2",
+        "00000000-0000-0000-0000-000000000001", "nonexistent",
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(usable); i++)
+        if (ident_value_unusable(usable[i], strlen(usable[i]), NULL, 0) != IDENT_USABLE) {
+            print_error("\"%s\" is usable\n", usable[i]);
+            fail();
+        }
+    const char *const block[] = {"test@example.com", "13900000000"};
+    assert_int_equal(ident_value_unusable(" TEST@example.com ", 18, block, 2), IDENT_BLOCKLISTED);
+    assert_int_equal(ident_value_unusable("13900000000", 11, block, 2), IDENT_BLOCKLISTED);
+    assert_int_equal(ident_value_unusable("test@example.org", 16, block, 2), IDENT_USABLE);
+    assert_string_equal(ident_unusable_reason(IDENT_PLACEHOLDER), "placeholder");
+    assert_string_equal(ident_unusable_reason(IDENT_BLOCKLISTED), "blocklisted");
+    assert_null(ident_unusable_reason(IDENT_USABLE));
+}
+
 static void test_emails(void **state)
 {
     (void)state;
@@ -399,7 +502,8 @@ int main(void)
         cmocka_unit_test(test_phones_cn),    cmocka_unit_test(test_phones_other_country),
         cmocka_unit_test(test_emails),       cmocka_unit_test(test_devices_and_exact),
         cmocka_unit_test(test_config_types), cmocka_unit_test(test_keys_and_hashing),
-        cmocka_unit_test(test_bind),
+        cmocka_unit_test(test_bind),          cmocka_unit_test(test_phone_hint),
+        cmocka_unit_test(test_unusable_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -114,6 +114,13 @@ static void test_canonical(void **state)
         {"did(\"and\") < 7 AND NOT did(b, last 90d) <= 0",
          "did(\"and\") < 7 AND NOT did(b, last 90d) <= 0"},
         {"did = 2 AND did(x) > 0", "did = 2 AND did(x) > 0"},
+        {"group:acme", "group:acme"},
+        {"GROUP:\"Acme Inc\" or group:acme.com/eu", "group:\"Acme Inc\" OR group:acme.com/eu"},
+        {"group.plan = 'enterprise'", "group.plan = \"enterprise\""},
+        {"group.plan <> \"free\" AND NOT group.seats == 3", "group.plan != \"free\" AND NOT group.seats = 3"},
+        {"Group.plan in ('a',\"b\")", "group.plan IN (\"a\", \"b\")"},
+        {"group = 1 AND group.x = TRUE", "group = 1 AND group.x = TRUE"},
+        {"group:兴趣", "group:兴趣"},
         {"tag:interest/finance/consulting", "tag:interest/finance/consulting"},
         {"TAG:a.b-c_d/9", "tag:a.b-c_d/9"},
         {"tag:\"with space\"", "tag:\"with space\""},
@@ -316,6 +323,9 @@ static void test_errors(void **state)
         const char *frag;
     } cases[] = {
         {"", CP_ESYNTAX, 1, 1, "empty expression"},
+        {"group.plan > 1", CP_ESYNTAX, 1, 12, "expected '=', '!=' or IN after group.plan"},
+        {"group.9x = 1", CP_ESYNTAX, 1, 7, "expected a trait name after 'group.'"},
+        {"group:", CP_ESYNTAX, 1, 7, "expected a group id after 'group:'"},
         {"  \n  ", CP_ESYNTAX, 2, 3, "empty expression"},
         {"age = )", CP_ESYNTAX, 1, 7, "expected a value after '=', found ')'"},
         {"age >= 25 AND x = )", CP_ESYNTAX, 1, 19, "expected a value after '=', found ')'"},
@@ -395,7 +405,7 @@ static void test_errors(void **state)
         {"crowd:", CP_ESYNTAX, 1, 7, "expected a crowd name after 'crowd:'"},
         {"crowd:a/b", CP_ESYNTAX, 1, 8, "unexpected character '/'"},
         {"crowd:''", CP_ESYNTAX, 1, 7, "empty crowd name"},
-        {"foo:bar", CP_ESYNTAX, 1, 1, "unknown prefix 'foo:', expected tag: or crowd:"},
+        {"foo:bar", CP_ESYNTAX, 1, 1, "unknown prefix 'foo:', expected tag:, crowd: or group:"},
         {"interest/finance", CP_ESYNTAX, 1, 9, "(tag paths are written tag:PATH)"},
         {"x = 1 ，y = 2", CP_ESYNTAX, 1, 7, "unexpected character '，' (U+FF0C)"},
         {"x = 1\x01", CP_ESYNTAX, 1, 6, "unexpected character U+0001"},
@@ -630,6 +640,10 @@ static void test_json(void **state)
                "\"between\": [\"2011-01-01\",\"2011-06-30\"], \"op\": \">=\", \"count\": 3}}",
                "did(purchase, stock_code = \"85123A\", BETWEEN 2011-01-01 AND 2011-06-30) >= 3");
     check_json("{\"did\": {\"event\": \"x\", \"where\": {}}}", "did(x)");
+    check_json("{\"group\": \"Acme Inc\"}", "group:\"Acme Inc\"");
+    check_json("{\"group_trait\": \"plan\", \"op\": \"=\", \"value\": \"enterprise\"}",
+               "group.plan = \"enterprise\"");
+    check_json("{\"group_trait\": \"seats\", \"in\": [1, 2.5]}", "group.seats IN (1, 2.5)");
     check_json("{\"did\": {\"event\": \"Order Completed\", \"last_days\": 90}}",
                "did(\"Order Completed\", last 90d)");
     check_json("{\"did\": {\"event\": \"p\", \"where\": {\"b\": 2, \"a\": false}, \"op\": \"<>\", "
@@ -681,6 +695,10 @@ static void test_json_errors(void **state)
         {"null", CP_EINVAL, "found null"},
         {"{}", CP_EINVAL, "empty object"},
         {"{\"foo\": 1}", CP_EINVAL, "unknown key 'foo'"},
+        {"{\"group_trait\": \"plan\", \"op\": \">\", \"value\": 1}", CP_EINVAL,
+         "group traits compare with"},
+        {"{\"group_trait\": \"in\", \"in\": [1]}", CP_EINVAL, "not a valid trait name"},
+        {"{\"group_trait\": \"plan\"}", CP_EINVAL, "needs \"op\" and \"value\", or \"in\""},
         {"{\"all\": false}", CP_EINVAL, "all: expected true"},
         {"{\"all\": true, \"x\": 1}", CP_EINVAL, "unknown key 'x'"},
         {"{\"and\": [{\"tag\": \"a\"}]}", CP_EINVAL, "and: expected an array of at least 2"},
@@ -950,9 +968,30 @@ static json_t *rnd_did(void)
     return json_pack("{s:o}", "did", d);
 }
 
+/* group:ID and group.TRAIT = / != / IN leaves */
+static json_t *rnd_group(void)
+{
+    switch (rnd(3)) {
+    case 0:
+        return json_pack("{s:o}", "group", rnd_name(1));
+    case 1:
+        return json_pack("{s:s,s:s,s:o}", "group_trait", rnd_attr(), "op", rnd(2) ? "=" : "!=",
+                         "value", rnd_value());
+    default: {
+        json_t *a = json_array();
+        size_t n = rnd(3) + 1;
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, rnd_value());
+        return json_pack("{s:s,s:o}", "group_trait", rnd_attr(), "in", a);
+    }
+    }
+}
+
 static json_t *rnd_leaf(void)
 {
     static const char *const ops[] = {"=", "!=", "<", "<=", ">", ">="};
+    if (rnd(10) == 0)
+        return rnd_group();
     switch (rnd(8)) {
     case 7:
         return rnd_did();
@@ -1338,6 +1377,35 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         noisy_real(b, n->near.radius, 0);
         noisy_ws(b, 0);
         noisy_kw(b, n->near.unit == UNIT_KM ? "km" : "m");
+        put(b, ")");
+        break;
+    case EXPR_GROUP:
+        noisy_kw(b, "group:");
+        if (bare_ok(n->name, 1) && rnd(3))
+            put(b, n->name);
+        else
+            noisy_string(b, n->name, strlen(n->name));
+        break;
+    case EXPR_GROUP_CMP:
+    case EXPR_GROUP_IN:
+        noisy_kw(b, "group.");
+        put(b, n->name);
+        noisy_ws(b, n->kind == EXPR_GROUP_IN);
+        if (n->kind == EXPR_GROUP_CMP) {
+            put(b, ops[n->op][rnd(2)]);
+            noisy_ws(b, 0);
+            noisy_value(b, &n->values[0]);
+            break;
+        }
+        noisy_kw(b, "in");
+        noisy_ws(b, 0);
+        put(b, "(");
+        for (size_t i = 0; i < n->nvalues; i++) {
+            if (i > 0)
+                put(b, ",");
+            noisy_ws(b, 0);
+            noisy_value(b, &n->values[i]);
+        }
         put(b, ")");
         break;
     case EXPR_DID: {
