@@ -381,7 +381,8 @@ typedef enum cp_crowd_kind {
     CP_CROWD_DYNAMIC = 2, /* re-evaluated after every write */
 } cp_crowd_kind;
 
-/* Names are [A-Za-z0-9_-]{1,128}. `expr` is the text form. */
+/* Names are [A-Za-z0-9_-] and letters of any script (广州理财), 1 to 128
+ * bytes. `expr` is the text form. */
 cp_status cp_crowd_create(cp_db_t *db, const char *name, const char *expr, cp_crowd_kind kind,
                           const char *description, cp_error_t *err);
 cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_tree, size_t len,

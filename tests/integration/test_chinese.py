@@ -257,6 +257,20 @@ def server_checks(tmp, d):
         check(stages.get("awareness") == "认知" and stages.get("loyalty") == "忠诚",
               "AIPL stage names: %s" % raw[:400])
 
+        # Clusters under a Chinese root with Chinese display names.
+        st, raw = call(srv, "POST", "/v1/clusters", {"attributes": ["age"], "k": 2,
+                                                     "root": "客户分群/年龄",
+                                                     "names": ["甲", "乙"]})
+        j = json.loads(raw) if st == 200 else {}
+        check(st == 200 and [c.get("display_name") for c in j.get("clusters", [])] == ["甲", "乙"],
+              "clusters with Chinese names: %s" % raw[:300])
+        st, raw = call(srv, "GET", "/v1/tags/" + q("客户分群") + "/" + q("年龄") + "/c2")
+        check(st == 200 and json.loads(raw)["name"] == "乙", "cluster tag display name: %s"
+              % raw[:200])
+        st, raw = call(srv, "POST", "/v1/clusters", {"attributes": ["age"], "k": 2,
+                                                     "names": ["甲"]})
+        check(st == 400, "names must be k names: %s" % raw[:200])
+
         # The CLI on the server: export | head, tags search.
         p = subprocess.run(["/bin/bash", "-c", "'%s' crowd export --server %s young | head -1 "
                             ">/dev/null; echo ${PIPESTATUS[0]}" % (CP, srv.base)],
