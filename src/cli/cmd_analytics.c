@@ -5,7 +5,8 @@
  * and renders the same JSON answer as tables, or prints it with --json.
  *
  * A set of users on the command line is a crowd name when it looks like
- * one ([A-Za-z0-9_-]+ and letters of any script), otherwise an expression: `young` is the crowd,
+ * one ([A-Za-z0-9_-]+ and letters of any script), otherwise an
+ * expression: `young` is the crowd,
  * 'tag:interest/finance AND age < 30' an expression.
  */
 #include <jansson.h>

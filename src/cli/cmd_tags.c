@@ -214,8 +214,10 @@ static const cli_opt_t create_opts[] = {
 };
 static const cli_spec_t create_spec = {
     "tags create", "PATH", "Create a tag; missing parents are created too.",
-    "Slug segments are [a-z0-9_-]+.\n\nExample:\n"
-    "  crowdpack tags create --data ./dmp interest/finance/consulting --name 融资咨询",
+    "Slug segments are [a-z0-9_-] and lower-case letters of any script (stored NFC).\n\n"
+    "Examples:\n"
+    "  crowdpack tags create --data ./dmp interest/finance/consulting --name 融资咨询\n"
+    "  crowdpack tags create --data ./dmp 兴趣/金融/理财",
     create_opts, CONN_ALL, 1, 1};
 static const cli_opt_t rename_opts[] = {
     {"name", 0, OPT_VALUE, "NAME", "the new display name"},
@@ -668,8 +670,8 @@ static int attrs_show(int argc, char **argv)
     if (c.http) {
         char q[48];
         snprintf(q, sizeof q, "/values?limit=%llu", (unsigned long long)(limit ? limit : 100));
-        st = (url = attr_url(a.pos[0], q)) ? client_call(c.http, "GET", url, NULL, NULL, 0, &out, &err)
-                                           : CP_ENOMEM;
+        url = attr_url(a.pos[0], q);
+        st = url ? client_call(c.http, "GET", url, NULL, NULL, 0, &out, &err) : CP_ENOMEM;
     } else {
         st = dup_lib(cp_attr_values_json(c.db, a.pos[0], (size_t)limit, &lib, &err), &lib, &out);
     }

@@ -381,7 +381,8 @@ static char *display_path(cp_db_t *db, const tax_tag_t *g)
     const tax_tag_t *chain[TAX_MAX_DEPTH + 1];
     int n = 0;
     size_t len = 0;
-    for (const tax_tag_t *x = g; x != NULL && n <= TAX_MAX_DEPTH; x = tax_get(&db->tax, x->parent)) {
+    for (const tax_tag_t *x = g; x != NULL && n <= TAX_MAX_DEPTH;
+         x = tax_get(&db->tax, x->parent)) {
         chain[n++] = x;
         len += strlen(x->name) + 1;
     }
@@ -404,11 +405,12 @@ static json_t *tag_obj(cp_db_t *db, const tax_tag_t *g)
     const tax_tag_t *p = tax_get(&db->tax, g->parent);
     const idx_tag_t *t = index_tag(db->ix, g->id);
     char *dp = display_path(db, g);
-    json_t *o = dp == NULL ? NULL
-                           : json_pack("{s:s,s:s,s:s,s:s,s:i,s:s?,s:I}", "path", g->path, "name",
-                                       g->name, "display_path", dp, "description", g->description,
-                                       "level", g->level, "parent", p ? p->path : NULL, "count",
-                                       (json_int_t)(t ? roaring_bitmap_get_cardinality(t->eff) : 0));
+    json_t *o = dp == NULL
+                    ? NULL
+                    : json_pack("{s:s,s:s,s:s,s:s,s:i,s:s?,s:I}", "path", g->path, "name", g->name,
+                                "display_path", dp, "description", g->description, "level",
+                                g->level, "parent", p ? p->path : NULL, "count",
+                                (json_int_t)(t ? roaring_bitmap_get_cardinality(t->eff) : 0));
     free(dp);
     return o;
 }
@@ -856,10 +858,11 @@ cp_status cp_attr_alias_set(cp_db_t *db, const char *name, const char *alias, co
         old = 0;
     for (uint32_t i = 0; i < a->nalias; i++)
         if (a->alias_vid[i] == old && old != 0) {
-            rc = CP_ERR(err, CP_EINVAL,
-                        "attribute \"%s\": \"%.200s\" is the value other aliases stand for (\"%s\"); "
-                        "remove those aliases first",
-                        a->name, alias, a->alias_text[i]);
+            rc = CP_ERR(
+                err, CP_EINVAL,
+                "attribute \"%s\": \"%.200s\" is the value other aliases stand for (\"%s\"); "
+                "remove those aliases first",
+                a->name, alias, a->alias_text[i]);
             goto abort;
         }
     if ((rc = schema_alias_set(a, txn, alias, al, target, err)))
