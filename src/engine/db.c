@@ -483,8 +483,12 @@ static void suggest_offer(suggest_t *sg, const uint32_t *v, int nv, const char *
     int nc = code_points(cand, cl, c);
     if (nc < 0)
         return;
-    int d = edit_distance(v, nv, c, nc);
     int longest = nv > nc ? nv : nc;
+    /* The length difference bounds the distance from below: most of a
+     * large dictionary is skipped without the quadratic comparison. */
+    if (abs(nv - nc) > 1 + longest / 4)
+        return;
+    int d = edit_distance(v, nv, c, nc);
     if (d > 1 + longest / 4 || d >= longest)
         return;
     for (int i = 0; i < sg->n; i++)
