@@ -290,6 +290,10 @@ def main():
     try:
         d = cli_checks(tmp)
         server_checks(tmp, d)
+        # After the server: the CLI's RFM and AIPL tables name the segments.
+        rc, out, err = run("rfm", "--data", d, "--preview")
+        check(rc == 0 and "重要价值客户" in out and "rfm/important_value" in out,
+              "rfm table shows display names beside tags: " + out + err)
     except Exception as e:  # noqa: BLE001 - report as a failure
         import traceback
         traceback.print_exc()
