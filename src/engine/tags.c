@@ -15,6 +15,11 @@ static size_t crowds_using_tag(cp_db_t *db, const char *path, cp_buf_t *b)
         const crowd_rec_t *c = db->crowds.items[i];
         for (size_t j = 0; j < c->ntag_refs; j++) {
             const char *r = c->tag_refs[j];
+            uint32_t id = 0;
+            /* A crowd written with a display path (tag:金融/理财) uses the
+             * tag it resolves to. */
+            if (tax_find(&db->tax, r, strlen(r)) == 0 && db_tag_resolve(db, r, &id, NULL) == CP_OK)
+                r = tax_get(&db->tax, id)->path;
             if (strncmp(r, path, plen) == 0 && (r[plen] == '\0' || r[plen] == '/')) {
                 if (n < 10)
                     cp_buf_printf(b, "%s\"%s\"", n ? ", " : "", c->name);

@@ -179,6 +179,9 @@ static void test_tags_chinese(void **state)
     ok(cp_crowd_create(db, "广州理财", "tag:金融/理财 OR tag:彩妆", CP_CROWD_STATIC, NULL, &err),
        &err);
     assert_int_equal(count(db, "crowd:广州理财"), 3);
+    /* Its display-path reference protects the tag it resolves to. */
+    assert_int_equal(cp_tag_delete(db, "兴趣/金融/理财", 0, &err), CP_ECONFLICT);
+    assert_non_null(strstr(err.message, "广州理财"));
     /* Untagging a tag takes its descendants too. */
     const char *beauty[] = {"interest/beauty"};
     ok(cp_user_remove_tags(db, "u42", beauty, 1, &err), &err);
