@@ -222,6 +222,21 @@ cp_status cp_tags_json(cp_db_t *db, const char *root, char **out, cp_error_t *er
 /* JSON of one tag: {"path","name","description","level","parent","count","direct_count","children":[paths]} */
 cp_status cp_tag_json(cp_db_t *db, const char *path, char **out, cp_error_t *err);
 
+/*
+ * Tags whose slug path, display name or display path (names of the tag
+ * and its ancestors joined by '/', e.g. 兴趣/金融/理财) contains `q`: a
+ * substring match after NFC, ASCII letters in any case. At most `limit`
+ * (0 or above CP_TAGS_SEARCH_MAX: CP_TAGS_SEARCH_MAX) in depth-first order:
+ * {"q","tags":[tag objects as in cp_tags_json, with "display_path"],
+ *  "matched":N,"truncated":bool}. Caller frees *out with cp_free.
+ * Everywhere a tag path is taken (cp_tag_json, cp_tags_json's root,
+ * tag:PATH in expressions) a display path also finds the tag when no slug
+ * path matches; one naming several tags is CP_EINVAL listing them.
+ */
+#define CP_TAGS_SEARCH_MAX 1000
+cp_status cp_tags_search_json(cp_db_t *db, const char *q, size_t limit, char **out,
+                              cp_error_t *err);
+
 /* ----------------------------------------------------------- attributes */
 
 typedef enum cp_attr_type {
@@ -246,6 +261,32 @@ cp_status cp_schema_load_json(cp_db_t *db, const char *json, size_t len, cp_erro
 /* {"attributes":[{"name","type","count","values":N}]} */
 cp_status cp_schema_json(cp_db_t *db, char **out, cp_error_t *err);
 
+/*
+ * The values of an ENUM, STRING or BOOL attribute with their user counts,
+ * largest first, at most `limit` (0 = 100, capped at 100,000):
+ * {"attribute","type","distinct":N,"users":N (with a value),
+ *  "values":[{"value","count"}],"truncated":bool,
+ *  "aliases":[{"alias","value"}]}. CP_ENOTFOUND for an unknown attribute,
+ * CP_ETYPE for one without a value dictionary. Caller frees with cp_free.
+ */
+cp_status cp_attr_values_json(cp_db_t *db, const char *name, size_t limit, char **out,
+                              cp_error_t *err);
+
+/*
+ * Makes `alias` another spelling of `value` of an ENUM or STRING attribute
+ * (广州 = guangzhou): from now on intake stores it as `value` and
+ * expressions read it as `value`. If `alias` was itself stored as a value,
+ * its users move to `value` and it stops being a value of its own. `value`
+ * must already be a value (CP_ENOTFOUND with suggestions otherwise);
+ * alias == value, or an alias that is the target of other aliases, is
+ * CP_EINVAL. Replacing an existing alias is allowed. Durable.
+ */
+cp_status cp_attr_alias_set(cp_db_t *db, const char *name, const char *alias, const char *value,
+                            cp_error_t *err);
+/* Removes an alias (CP_ENOTFOUND if there is none). Users already stored
+ * under the value keep it. */
+cp_status cp_attr_alias_remove(cp_db_t *db, const char *name, const char *alias, cp_error_t *err);
+
 /* ---------------------------------------------------------------- users */
 
 /*
@@ -258,7 +299,9 @@ cp_status cp_schema_json(cp_db_t *db, char **out, cp_error_t *err);
  */
 cp_status cp_user_upsert_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
 
-/* Removes tags from a user. Unknown user or tag: CP_ENOTFOUND. */
+/* Removes tags from a user: each tag and every tag below it the user holds
+ * directly, so the user no longer matches tag:PATH. Unknown user or tag:
+ * CP_ENOTFOUND. */
 cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *paths, size_t n,
                               cp_error_t *err);
 
@@ -373,7 +416,8 @@ typedef enum cp_crowd_kind {
     CP_CROWD_DYNAMIC = 2, /* re-evaluated after every write */
 } cp_crowd_kind;
 
-/* Names are [A-Za-z0-9_-]{1,128}. `expr` is the text form. */
+/* Names are [A-Za-z0-9_-] and letters of any script (广州理财), 1 to 128
+ * bytes. `expr` is the text form. */
 cp_status cp_crowd_create(cp_db_t *db, const char *name, const char *expr, cp_crowd_kind kind,
                           const char *description, cp_error_t *err);
 cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_tree, size_t len,

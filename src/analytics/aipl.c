@@ -33,6 +33,8 @@
 #define AIPL_EXPR_MAX 16384
 
 static const char *const stage_names[4] = {"awareness", "interest", "purchase", "loyalty"};
+/* Display names of the stage tags, as the AIPL model is named in Chinese. */
+static const char *const stage_display[4] = {"认知", "兴趣", "购买", "忠诚"};
 
 /* Appends s as a JSON string literal (the expression language reads JSON
  * escapes). */
@@ -377,8 +379,8 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
         uint64_t n = roaring_bitmap_get_cardinality(cur[s]);
         snprintf(path, sizeof path, "aipl/%s/%s", r.name, stage_names[s]);
         json_array_append_new(
-            stages, json_pack("{s:s,s:s,s:I,s:f,s:I}", "stage", stage_names[s], "tag", path,
-                              "users", (json_int_t)n, "share",
+            stages, json_pack("{s:s,s:s,s:s,s:I,s:f,s:I}", "stage", stage_names[s], "name",
+                              stage_display[s], "tag", path, "users", (json_int_t)n, "share",
                               staged ? ana_round((double)n / (double)staged) : 0.0, "reached",
                               (json_int_t)roaring_bitmap_get_cardinality(reach[s])));
         if (!r.store)
@@ -388,7 +390,8 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
             "AIPL: aware (exposed or viewed), not yet interested",
             "AIPL: interested (clicked, favourited, carted), not yet a buyer",
             "AIPL: purchased, not yet loyal", "AIPL: loyal (repeat purchases or membership)"};
-        if ((rc = val_ensure_tag(db, txn, path, desc[s], &id, &touched, err)))
+        if ((rc = val_ensure_tag_named(db, txn, path, stage_display[s], desc[s], &id, &touched,
+                                       err)))
             goto out;
         touched = 1;
         if ((rc = val_tag_set_members(db, id, cur[s]))) {

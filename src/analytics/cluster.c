@@ -382,7 +382,7 @@ static cp_status clear_tag(cp_db_t *db, uint32_t id)
 }
 
 static cp_status store_clusters(cp_db_t *db, const char *root, int k, roaring_bitmap_t **bm,
-                                char **desc, cp_error_t *err)
+                                char **desc, const json_t *names, cp_error_t *err)
 {
     store_txn_t *txn;
     cp_status rc = db_write_begin(db, &txn, err);
@@ -423,8 +423,13 @@ static cp_status store_clusters(cp_db_t *db, const char *root, int k, roaring_bi
         if ((rc = ensure_tag(db, txn, path, &id, &touched, err)))
             goto fail;
         touched = 1;
+        /* Display names from "names" (高价值, 沉睡 ...), else the slug: a
+         * new run's clusters mean something else than an old run's. */
+        char slug[16];
+        snprintf(slug, sizeof slug, "c%d", j + 1);
+        const char *nm = names ? json_string_value(json_array_get(names, (size_t)j)) : slug;
         if ((rc = clear_tag(db, id)) ||
-            (rc = tax_set_text(&db->tax, id, NULL, desc[j], err)) ||
+            (rc = tax_set_text(&db->tax, id, nm, desc[j], err)) ||
             (rc = tax_store_put(txn, tax_get(&db->tax, id), err)))
             goto fail;
         roaring_uint32_iterator_t it;
@@ -459,7 +464,8 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                           cp_error_t *err)
 {
     static const char *const fields[] = {"attributes", "crowd", "k", "root", "elbow", "seed",
-                                         "max_iterations", "sample", "min_count", "top", NULL};
+                                         "max_iterations", "sample", "min_count", "top", "names",
+                                         NULL};
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
@@ -531,6 +537,28 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
         if (k == 0) {
             rc = CP_ERR(err, CP_EINVAL, "cluster: \"root\" needs \"k\"");
             goto out;
+        }
+    }
+    /* "names": display names of the k clusters, in any script. */
+    const json_t *names = json_object_get(req, "names");
+    if (names && json_is_null(names))
+        names = NULL;
+    if (names) {
+        if (!json_is_array(names) || k == 0 || json_array_size(names) != k) {
+            rc = CP_ERR(err, CP_EINVAL, "cluster: \"names\" must be an array of k (%llu) names",
+                        (unsigned long long)k);
+            goto out;
+        }
+        for (size_t i = 0; i < k; i++) {
+            const json_t *nv = json_array_get(names, i);
+            char what[48];
+            snprintf(what, sizeof what, "cluster: names[%zu]", i);
+            if (!json_is_string(nv) || json_string_length(nv) == 0) {
+                rc = CP_ERR(err, CP_EINVAL, "%s must be a non-empty string", what);
+                goto out;
+            }
+            if ((rc = tax_validate_text(what, json_string_value(nv), TAX_MAX_NAME, err)))
+                goto out;
         }
     }
     const json_t *av = json_object_get(req, "attributes");
@@ -711,6 +739,9 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
             char name[16];
             snprintf(name, sizeof name, "c%d", j + 1);
             json_object_set_new(o, "name", json_string(name));
+            if (names)
+                json_object_set_new(o, "display_name",
+                                    json_deep_copy(json_array_get(names, (size_t)j)));
             if (root) {
                 char path[TAX_MAX_PATH + 1];
                 snprintf(path, sizeof path, "%s/%s", root, name);
@@ -770,7 +801,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
     db_read_end(db);
     locked = 0;
     if (root) {
-        if ((rc = store_clusters(db, root, (int)k, bms, desc, err)))
+        if ((rc = store_clusters(db, root, (int)k, bms, desc, names, err)))
             goto out;
         json_object_set_new(res, "root", json_string(root));
         json_object_set_new(res, "stored", json_true());

@@ -36,6 +36,12 @@ static const char *const seg_names[8] = {
     "important_value", "important_develop", "important_keep", "important_retain",
     "general_value",   "general_develop",   "general_keep",   "general_retain",
 };
+/* Display names: the eight classes as Chinese marketers name them
+ * (重要价值客户 ... 一般挽留客户), index for index with seg_names. */
+static const char *const seg_display[8] = {
+    "重要价值客户", "重要发展客户", "重要保持客户", "重要挽留客户",
+    "一般价值客户", "一般发展客户", "一般保持客户", "一般挽留客户",
+};
 static const char *const seg_desc[8] = {
     "RFM: recent, frequent, high value",     "RFM: recent, infrequent, high value",
     "RFM: lapsed, frequent, high value",     "RFM: lapsed, infrequent, high value",
@@ -255,7 +261,8 @@ static cp_status store_rfm(cp_db_t *db, store_txn_t *txn, const rfm_req_t *r,
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     for (int s = 0; s < 8; s++) {
         snprintf(path, sizeof path, "%s/%s", r->root, seg_names[s]);
-        if ((rc = val_ensure_tag(db, txn, path, seg_desc[s], &tag[s], touched, err)))
+        if ((rc = val_ensure_tag_named(db, txn, path, seg_display[s], seg_desc[s], &tag[s], touched,
+                                       err)))
             goto out;
         if ((seg[s] = roaring_bitmap_create()) == NULL) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -320,8 +327,8 @@ static json_t *report(const rfm_req_t *r, int32_t ref_day, const rfm_cust_t *c, 
     for (int s = 0; s < 8; s++) {
         char path[TAX_MAX_PATH + 1];
         snprintf(path, sizeof path, "%s/%s", r->root, seg_names[s]);
-        json_t *o = json_pack("{s:s,s:s,s:I,s:f}", "segment", seg_names[s], "tag", path,
-                              "customers", (json_int_t)cnt[s], "share",
+        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f}", "segment", seg_names[s], "name",
+                              seg_display[s], "tag", path, "customers", (json_int_t)cnt[s], "share",
                               n ? ana_round((double)cnt[s] / (double)n) : 0.0);
         if (cnt[s])
             json_object_set_new(

@@ -27,13 +27,20 @@ typedef struct tiers {
     int64_t min[TIERS_MAX];
 } tiers_t;
 
+/* Tier names: [a-z0-9_-] and letters of any script (白银, 黄金), the rule
+ * of tag slugs. */
 static int name_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > TIER_NAME_MAX)
+    if (n == 0 || n > TIER_NAME_MAX || !cp_utf8_valid(s, n))
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
+        size_t w = tax_word_char(s + i, n - i);
+        if (w > 0) {
+            i += w - 1;
+            continue;
+        }
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
             return 0;
     }
@@ -74,8 +81,10 @@ static cp_status tiers_parse(cp_db_t *db, const json_t *j, tiers_t *t, cp_error_
             return rc;
         const json_t *nm = json_object_get(e, "name"), *mn = json_object_get(e, "min");
         if (!json_is_string(nm) || !name_ok(json_string_value(nm)))
-            return CP_ERR(err, CP_EINVAL, "%s: \"name\" must be 1 to %d of [a-z0-9_-]", what,
-                          TIER_NAME_MAX);
+            return CP_ERR(err, CP_EINVAL,
+                          "%s: \"name\" must be 1 to %d bytes of [a-z0-9_-] or letters of any "
+                          "script",
+                          what, TIER_NAME_MAX);
         if (!json_is_integer(mn))
             return CP_ERR(err, CP_EINVAL, "%s: \"min\" must be an integer", what);
         int64_t m = json_integer_value(mn);

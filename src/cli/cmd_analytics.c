@@ -5,7 +5,8 @@
  * and renders the same JSON answer as tables, or prints it with --json.
  *
  * A set of users on the command line is a crowd name when it looks like
- * one ([A-Za-z0-9_-]+), otherwise an expression: `young` is the crowd,
+ * one ([A-Za-z0-9_-]+ and letters of any script), otherwise an
+ * expression: `young` is the crowd,
  * 'tag:interest/finance AND age < 30' an expression.
  */
 #include <jansson.h>
@@ -33,7 +34,7 @@ static json_t *set_spec(const char *s)
     for (size_t i = 0; i < n && name; i++) {
         char c = s[i];
         name = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '-';
+               c == '_' || c == '-' || (unsigned char)c >= 0x80; /* 广州理财 */
     }
     return name ? json_string(s) : json_pack("{s:s}", "expression", s);
 }

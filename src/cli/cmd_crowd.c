@@ -87,7 +87,8 @@ static const cli_opt_t create_opts[] = {
 };
 static const cli_spec_t create_spec = {
     "crowd create", "NAME 'EXPR'", "Create a crowd from an expression and materialise it.",
-    "Names are [A-Za-z0-9_-]{1,128}.\n\nExample:\n"
+    "Names are [A-Za-z0-9_-] and letters of any script (广州理财), up to 128 bytes.\n\n"
+    "Example:\n"
     "  crowdpack crowd create --data ./dmp young_finance \\\n"
     "      'tag:interest/finance AND age BETWEEN 25 AND 40' --description 'campaign 12'",
     create_opts, CONN_ALL, 1, 2};

@@ -35,18 +35,53 @@ static const cli_spec_t import_spec = {
     "a file imported completely is not imported twice (use --restart to force).",
     import_opts, CONN_DATA | CONN_JSON, 1, 1};
 
+#define IMPORT_SHOW_REJECTS 5 /* reasons printed when there is no --rejects file */
+
 typedef struct import_ctx {
     progress_t bar;
     FILE *rejects;
     uint64_t nrejects;
+    /* The first few rejects, so that a rejected line always says why. */
+    uint64_t first_line[IMPORT_SHOW_REJECTS];
+    char first_msg[IMPORT_SHOW_REJECTS][200];
 } import_ctx_t;
 
 static void on_reject(void *ud, const cp_error_t *err)
 {
     import_ctx_t *c = ud;
+    if (c->nrejects < IMPORT_SHOW_REJECTS) {
+        c->first_line[c->nrejects] = err->record;
+        snprintf(c->first_msg[c->nrejects], sizeof c->first_msg[0], "%.199s", err->message);
+    }
     c->nrejects++;
     if (c->rejects)
         fprintf(c->rejects, "%llu\t%s\n", (unsigned long long)err->record, err->message);
+}
+
+/* On stderr: how many lines were rejected and, without a --rejects file,
+ * the reasons of the first few. */
+static void report_rejects(const import_ctx_t *c, const char *rpath)
+{
+    if (c->nrejects == 0)
+        return;
+    char b[32];
+    if (rpath) {
+        fprintf(stderr, "crowdpack: %s line%s rejected (reasons in %s)\n",
+                cli_group(c->nrejects, b), c->nrejects == 1 ? "" : "s", rpath);
+        return;
+    }
+    fprintf(stderr, "crowdpack: %s line%s rejected%s:\n", cli_group(c->nrejects, b),
+            c->nrejects == 1 ? "" : "s", c->nrejects > IMPORT_SHOW_REJECTS ? "; the first" : "");
+    for (uint64_t i = 0; i < c->nrejects && i < IMPORT_SHOW_REJECTS; i++) {
+        /* Messages of the readers already start with "line N: ". */
+        if (strncmp(c->first_msg[i], "line ", 5) == 0)
+            fprintf(stderr, "  %s\n", c->first_msg[i]);
+        else
+            fprintf(stderr, "  line %llu: %s\n", (unsigned long long)c->first_line[i],
+                    c->first_msg[i]);
+    }
+    if (c->nrejects > IMPORT_SHOW_REJECTS)
+        fprintf(stderr, "  ... (--rejects FILE writes every rejected line with its reason)\n");
 }
 
 static void on_progress(void *ud, uint64_t bytes, uint64_t lines)
@@ -116,6 +151,7 @@ int cmd_import(int argc, char **argv)
     progress_finish(&ctx.bar);
     if (ctx.rejects)
         fclose(ctx.rejects);
+    report_rejects(&ctx, rpath);
     if (s != CP_OK) {
         rc = cli_fail(s, &err);
         if (st.events)

@@ -144,7 +144,10 @@ out:
 
 static const cli_spec_t show_spec = {
     "tags show", "PATH", "Show one tag: name, level, parent, counts and children.",
-    "Example:\n  crowdpack tags show --data ./dmp interest/finance", NULL, CONN_ALL, 1, 1};
+    "PATH is a slug path or a display path (names joined by '/'; it may start below the\n"
+    "top level); a display path naming several tags is an error listing them.\n\n"
+    "Examples:\n  crowdpack tags show --data ./dmp interest/finance\n"
+    "  crowdpack tags show --data ./dmp 金融", NULL, CONN_ALL, 1, 1};
 
 static int tags_show(int argc, char **argv)
 {
@@ -176,7 +179,8 @@ static int tags_show(int argc, char **argv)
         rc = CLI_FAIL;
         goto out;
     }
-    const char *keys[] = {"path", "name", "description", "level", "parent", "count", "direct_count"};
+    const char *keys[] = {"path",  "name",   "display_path", "description",
+                          "level", "parent", "count",        "direct_count"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         json_t *v = json_object_get(j, keys[i]);
         char b[128];
@@ -210,8 +214,10 @@ static const cli_opt_t create_opts[] = {
 };
 static const cli_spec_t create_spec = {
     "tags create", "PATH", "Create a tag; missing parents are created too.",
-    "Slug segments are [a-z0-9_-]+.\n\nExample:\n"
-    "  crowdpack tags create --data ./dmp interest/finance/consulting --name 融资咨询",
+    "Slug segments are [a-z0-9_-] and lower-case letters of any script (stored NFC).\n\n"
+    "Examples:\n"
+    "  crowdpack tags create --data ./dmp interest/finance/consulting --name 融资咨询\n"
+    "  crowdpack tags create --data ./dmp 兴趣/金融/理财",
     create_opts, CONN_ALL, 1, 1};
 static const cli_opt_t rename_opts[] = {
     {"name", 0, OPT_VALUE, "NAME", "the new display name"},
@@ -308,6 +314,94 @@ static int tags_rename(int argc, char **argv) { return tags_write(&rename_spec, 
 static int tags_move(int argc, char **argv) { return tags_write(&move_spec, T_MOVE, argc, argv); }
 static int tags_delete(int argc, char **argv) { return tags_write(&delete_spec, T_DELETE, argc, argv); }
 
+/* --------------------------------------------------------- tags search */
+
+static const cli_opt_t search_opts[] = {
+    {"limit", 0, OPT_VALUE, "N", "at most N tags (default and maximum 1000)"},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const cli_spec_t search_spec = {
+    "tags search", "Q",
+    "Find tags whose slug path, display name or display path contains Q.",
+    "Substring match, ASCII letters in any case.\n\nExamples:\n"
+    "  crowdpack tags search --data ./dmp 理财\n  crowdpack tags search --data ./dmp Finance",
+    search_opts, CONN_ALL, 1, 1};
+
+static int tags_search(int argc, char **argv)
+{
+    cli_args_t a;
+    int rc = cli_parse(&search_spec, argc, argv, &a);
+    if (rc != CLI_OK || a.help)
+        return rc;
+    uint64_t limit = 0;
+    if (cli_get(&a, "limit") && (cli_parse_u64(cli_get(&a, "limit"), &limit) || limit == 0 ||
+                                 limit > CP_TAGS_SEARCH_MAX))
+        return cli_usage_error(&search_spec, "--limit: expected 1 to %d", CP_TAGS_SEARCH_MAX);
+    cli_conn_t c = {0};
+    char *out = NULL, *lib = NULL, *url = NULL;
+    cp_error_t err = {0};
+    cp_status st;
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &c)) != CLI_OK)
+        return rc;
+    if (c.http) {
+        char *e = client_escape(a.pos[0]);
+        size_t n = (e ? strlen(e) : 0) + 48;
+        if (e && (url = malloc(n)))
+            snprintf(url, n, "/v1/tags?q=%s&limit=%llu", e,
+                     (unsigned long long)(limit ? limit : CP_TAGS_SEARCH_MAX));
+        free(e);
+        st = url ? client_call(c.http, "GET", url, NULL, NULL, 0, &out, &err) : CP_ENOMEM;
+    } else {
+        st = dup_lib(cp_tags_search_json(c.db, a.pos[0], (size_t)limit, &lib, &err), &lib, &out);
+    }
+    if (st != CP_OK) {
+        rc = cli_fail(st, &err);
+        goto out;
+    }
+    if (a.json) {
+        cli_print_json(out);
+        goto out;
+    }
+    json_t *j = cli_json_parse(out, "tags");
+    if (!j) {
+        rc = CLI_FAIL;
+        goto out;
+    }
+    json_t *tags = json_object_get(j, "tags");
+    if (json_array_size(tags) == 0) {
+        printf("no tag matches \"%s\"\n", a.pos[0]);
+    } else {
+        const char *hdr[] = {"PATH", "NAME", "DISPLAY PATH", "COUNT"};
+        cli_table_t *t = cli_table_new(4, hdr);
+        cli_table_right(t, 3);
+        size_t i;
+        json_t *tg;
+        json_array_foreach(tags, i, tg)
+        {
+            char b[4][256];
+            const char *row[] = {
+                cli_json_text(json_object_get(tg, "path"), b[0], 256),
+                cli_json_text(json_object_get(tg, "name"), b[1], 256),
+                cli_json_text(json_object_get(tg, "display_path"), b[2], 256),
+                cli_json_count(json_object_get(tg, "count"), b[3]),
+            };
+            cli_table_row(t, row);
+        }
+        cli_table_print(t, stdout);
+        cli_table_free(t);
+        if (json_is_true(json_object_get(j, "truncated")))
+            printf("(%lld matches; showing %zu: use --limit or a longer Q)\n",
+                   (long long)json_integer_value(json_object_get(j, "matched")),
+                   json_array_size(tags));
+    }
+    json_decref(j);
+out:
+    free(out);
+    free(url);
+    cli_conn_close(&c);
+    return rc;
+}
+
 /* ---------------------------------------------- tags load / attrs load */
 
 static const cli_spec_t tload_spec = {
@@ -363,7 +457,8 @@ static const cli_sub_t tag_subs[] = {
     {"list", tags_list, &list_spec},       {"show", tags_show, &show_spec},
     {"create", tags_create, &create_spec}, {"rename", tags_rename, &rename_spec},
     {"move", tags_move, &move_spec},       {"delete", tags_delete, &delete_spec},
-    {"load", tags_load, &tload_spec},      {NULL, NULL, NULL},
+    {"load", tags_load, &tload_spec},      {"search", tags_search, &search_spec},
+    {NULL, NULL, NULL},
 };
 
 int cmd_tags(int argc, char **argv)
@@ -484,9 +579,174 @@ static int attrs_define(int argc, char **argv)
     return rc;
 }
 
+/* --------------------------------------------------- attrs show / alias */
+
+static const cli_opt_t ashow_opts[] = {
+    {"limit", 'n', OPT_VALUE, "N", "at most N values, most common first (default 100)"},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const cli_spec_t ashow_spec = {
+    "attrs show", "NAME", "List the values of an enum, string or bool attribute with user counts.",
+    "Most common first, with the attribute's aliases.\n\nExample:\n"
+    "  crowdpack attrs show --data ./dmp city --limit 20",
+    ashow_opts, CONN_ALL, 1, 1};
+static const cli_opt_t alias_opts[] = {
+    {"remove", 0, OPT_FLAG, NULL, "remove the alias ALIAS (no VALUE)"},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const cli_spec_t alias_spec = {
+    "attrs alias", "NAME ALIAS [VALUE]",
+    "Make ALIAS another spelling of VALUE (广州 = guangzhou) for intake and expressions.",
+    "Users already stored under ALIAS move to VALUE. VALUE must be a value seen before.\n\n"
+    "Examples:\n  crowdpack attrs alias --data ./dmp city 广州 guangzhou\n"
+    "  crowdpack attrs alias --data ./dmp city 广州 --remove",
+    alias_opts, CONN_ALL, 2, 3};
+
+/* "/v1/attributes/NAME" + suffix. NULL on ENOMEM. */
+static char *attr_url(const char *name, const char *suffix)
+{
+    char *e = client_escape(name);
+    size_t n = (e ? strlen(e) : 0) + strlen(suffix) + 32;
+    char *u = e ? malloc(n) : NULL;
+    if (u)
+        snprintf(u, n, "/v1/attributes/%s%s", e, suffix);
+    free(e);
+    return u;
+}
+
+static void print_values(json_t *j)
+{
+    char b[4][256];
+    printf("%s (%s): %s distinct values, %s users with a value\n",
+           cli_json_text(json_object_get(j, "attribute"), b[0], 256),
+           cli_json_text(json_object_get(j, "type"), b[1], 256),
+           cli_json_count(json_object_get(j, "distinct"), b[2]),
+           cli_json_count(json_object_get(j, "users"), b[3]));
+    json_t *vals = json_object_get(j, "values");
+    if (json_array_size(vals) > 0) {
+        const char *hdr[] = {"VALUE", "USERS"};
+        cli_table_t *t = cli_table_new(2, hdr);
+        cli_table_right(t, 1);
+        size_t i;
+        json_t *v;
+        json_array_foreach(vals, i, v)
+        {
+            const char *row[] = {cli_json_text(json_object_get(v, "value"), b[0], 256),
+                                 cli_json_count(json_object_get(v, "count"), b[1])};
+            cli_table_row(t, row);
+        }
+        cli_table_print(t, stdout);
+        cli_table_free(t);
+    }
+    if (json_is_true(json_object_get(j, "truncated")))
+        printf("(more values: --limit N shows more)\n");
+    json_t *al = json_object_get(j, "aliases");
+    if (json_array_size(al) > 0) {
+        printf("aliases\n");
+        size_t i;
+        json_t *x;
+        json_array_foreach(al, i, x)
+        printf("  %s = %s\n", cli_json_text(json_object_get(x, "alias"), b[0], 256),
+               cli_json_text(json_object_get(x, "value"), b[1], 256));
+    }
+}
+
+static int attrs_show(int argc, char **argv)
+{
+    cli_args_t a;
+    int rc = cli_parse(&ashow_spec, argc, argv, &a);
+    if (rc != CLI_OK || a.help)
+        return rc;
+    uint64_t limit = 0;
+    if (cli_get(&a, "limit") &&
+        (cli_parse_u64(cli_get(&a, "limit"), &limit) || limit == 0 || limit > 100000))
+        return cli_usage_error(&ashow_spec, "--limit: expected 1 to 100000");
+    cli_conn_t c = {0};
+    char *out = NULL, *lib = NULL, *url = NULL;
+    cp_error_t err = {0};
+    cp_status st;
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &c)) != CLI_OK)
+        return rc;
+    if (c.http) {
+        char q[48];
+        snprintf(q, sizeof q, "/values?limit=%llu", (unsigned long long)(limit ? limit : 100));
+        url = attr_url(a.pos[0], q);
+        st = url ? client_call(c.http, "GET", url, NULL, NULL, 0, &out, &err) : CP_ENOMEM;
+    } else {
+        st = dup_lib(cp_attr_values_json(c.db, a.pos[0], (size_t)limit, &lib, &err), &lib, &out);
+    }
+    if (st != CP_OK) {
+        rc = cli_fail(st, &err);
+        goto out;
+    }
+    if (a.json) {
+        cli_print_json(out);
+        goto out;
+    }
+    json_t *j = cli_json_parse(out, "values");
+    if (!j) {
+        rc = CLI_FAIL;
+        goto out;
+    }
+    print_values(j);
+    json_decref(j);
+out:
+    free(out);
+    free(url);
+    cli_conn_close(&c);
+    return rc;
+}
+
+static int attrs_alias(int argc, char **argv)
+{
+    cli_args_t a;
+    int rc = cli_parse(&alias_spec, argc, argv, &a);
+    if (rc != CLI_OK || a.help)
+        return rc;
+    int remove = cli_has(&a, "remove");
+    if (remove != (a.npos == 2))
+        return cli_usage_error(&alias_spec, remove ? "--remove takes NAME ALIAS, no VALUE"
+                                                   : "expected NAME ALIAS VALUE (or --remove)");
+    cli_conn_t c = {0};
+    char *url = NULL;
+    cp_error_t err = {0};
+    cp_status st;
+    if ((rc = cli_conn_open(&a, OPEN_WRITE, 1, &c)) != CLI_OK)
+        return rc;
+    if (c.http) {
+        json_t *b = json_pack("{s:{s:o}}", "aliases", a.pos[1],
+                              remove ? json_null() : json_string(a.pos[2]));
+        if (b == NULL || (url = attr_url(a.pos[0], "/aliases")) == NULL) {
+            json_decref(b);
+            st = CP_ERR(&err, CP_ENOMEM, "out of memory");
+        } else {
+            st = client_call_json(c.http, "PUT", url, b, NULL, &err); /* takes b */
+        }
+    } else if (remove) {
+        st = cp_attr_alias_remove(c.db, a.pos[0], a.pos[1], &err);
+    } else {
+        st = cp_attr_alias_set(c.db, a.pos[0], a.pos[1], a.pos[2], &err);
+    }
+    if (st != CP_OK)
+        rc = cli_fail(st, &err);
+    else if (a.json)
+        cli_emit_json(remove ? json_pack("{s:s,s:s}", "attribute", a.pos[0], "removed", a.pos[1])
+                             : json_pack("{s:s,s:s,s:s}", "attribute", a.pos[0], "alias", a.pos[1],
+                                         "value", a.pos[2]));
+    else if (remove)
+        printf("%s: removed alias %s\n", a.pos[0], a.pos[1]);
+    else
+        printf("%s: %s is now an alias of %s\n", a.pos[0], a.pos[1], a.pos[2]);
+    free(url);
+    cli_conn_close(&c);
+    return rc;
+}
+
 static const cli_sub_t attr_subs[] = {
     {"list", attrs_list, &alist_spec},
+    {"show", attrs_show, &ashow_spec},
     {"define", attrs_define, &define_spec},
+    {"alias", attrs_alias, &alias_spec},
     {"load", attrs_load, &aload_spec},
     {NULL, NULL, NULL},
 };

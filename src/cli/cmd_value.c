@@ -142,9 +142,11 @@ static void rfm_print(json_t *j)
     char b1[32], b2[32], b3[32], b4[32], b5[32];
     printf("RFM as of %s: %s customers\n\n", json_string_value(json_object_get(j, "as_of")),
            cli_json_count(json_object_get(j, "customers"), b1));
-    const char *hdr[] = {"segment", "customers", "share", "mean R (days)", "mean F", "mean M"};
-    cli_table_t *t = cli_table_new(6, hdr);
-    for (int i = 1; i < 6; i++)
+    /* The tag and, beside it, its display name (重要价值客户 ...). */
+    const char *hdr[] = {"segment", "name", "customers", "share", "mean R (days)", "mean F",
+                         "mean M"};
+    cli_table_t *t = cli_table_new(7, hdr);
+    for (int i = 2; i < 7; i++)
         cli_table_right(t, i);
     size_t i;
     json_t *s;
@@ -156,7 +158,9 @@ static void rfm_print(json_t *j)
         char pct[32];
         snprintf(pct, sizeof pct, "%.1f%%", json_number_value(json_object_get(s, "share")) * 100);
         (void)b2;
+        const char *nm = json_string_value(json_object_get(s, "name"));
         const char *row[] = {json_string_value(json_object_get(s, "tag")),
+                             nm ? nm : "",
                              cli_json_count(json_object_get(s, "customers"), b1),
                              pct,
                              fmt_num(json_object_get(mean, "r"), b3, "%.1f"),
@@ -341,9 +345,9 @@ int cmd_aipl(int argc, char **argv)
            json_string_value(json_object_get(j, "name")),
            json_string_value(json_object_get(w, "from")), json_string_value(json_object_get(w, "to")),
            cli_json_count(json_object_get(j, "staged_users"), b1));
-    const char *hdr[] = {"stage", "users (current)", "share", "reached"};
-    cli_table_t *t = cli_table_new(4, hdr);
-    for (int i = 1; i < 4; i++)
+    const char *hdr[] = {"stage", "name", "users (current)", "share", "reached"};
+    cli_table_t *t = cli_table_new(5, hdr);
+    for (int i = 2; i < 5; i++)
         cli_table_right(t, i);
     size_t i;
     json_t *s;
@@ -351,7 +355,8 @@ int cmd_aipl(int argc, char **argv)
     {
         char pct[32], r[32];
         snprintf(pct, sizeof pct, "%.1f%%", json_number_value(json_object_get(s, "share")) * 100);
-        const char *row[] = {json_string_value(json_object_get(s, "tag")),
+        const char *nm = json_string_value(json_object_get(s, "name"));
+        const char *row[] = {json_string_value(json_object_get(s, "tag")), nm ? nm : "",
                              cli_json_count(json_object_get(s, "users"), b2), pct,
                              cli_json_count(json_object_get(s, "reached"), r)};
         cli_table_row(t, row);

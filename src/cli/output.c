@@ -4,12 +4,18 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+
+/* Reals in JSON with 15 significant digits: 0.201672, not jansson's
+ * default 0.20167199999999999. */
+#define CLI_JSON_REAL JSON_REAL_PRECISION(15)
 
 int cli_failf(const char *fmt, ...)
 {
@@ -249,7 +255,7 @@ void cli_print_json(const char *text)
         fputc('\n', stdout);
         return;
     }
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER | CLI_JSON_REAL);
     json_decref(j);
     fputs(s ? s : text, stdout);
     fputc('\n', stdout);
@@ -304,11 +310,20 @@ out:
     return rc;
 }
 
+/* 1 if standard output is a pipe whose reader has gone: Linux reports
+ * POLLERR on the write end then. The errno of the write that failed is
+ * long gone when the command ends (stdio keeps only the error flag). */
+static int stdout_reader_gone(void)
+{
+    struct pollfd p = {.fd = STDOUT_FILENO, .events = POLLOUT};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+}
+
 int cli_finish_stdout(int rc)
 {
     errno = 0;
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        if (errno == EPIPE)
+        if (errno == EPIPE || stdout_reader_gone())
             return rc; /* the reader went away (`| head`): not our failure */
         cli_failf("cannot write to standard output: %s", strerror(errno ? errno : EIO));
         return rc == CLI_OK ? CLI_FAIL : rc;
@@ -330,7 +345,7 @@ const char *cli_json_text(const json_t *v, char *buf, size_t cap)
     else if (json_is_false(v))
         snprintf(buf, cap, "false");
     else if (json_is_array(v) || json_is_object(v)) {
-        char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | CLI_JSON_REAL);
         snprintf(buf, cap, "%s", s ? s : "");
         free(s);
     }
@@ -370,7 +385,7 @@ json_t *cli_json_parse(const char *text, const char *what)
 
 void cli_emit_json(json_t *j)
 {
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | CLI_JSON_REAL) : NULL;
     json_decref(j);
     if (!s) {
         cli_failf("out of memory");

@@ -269,7 +269,8 @@ static cp_status create_tree(cp_db_t *db, const char *name, const expr_t *e, cp_
         rc = CP_ERR(err, CP_ELIMIT, "too many crowds (limit %u)", CROWD_MAX_COUNT);
         goto abort;
     }
-    if ((rc = db_eval_tree(db, expr_root(e), &bm, err)))
+    if ((rc = db_check_names(db, expr_root(e), err)) ||
+        (rc = db_eval_tree(db, expr_root(e), &bm, err)))
         goto abort;
     c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -381,7 +382,8 @@ cp_status cp_crowd_update(cp_db_t *db, const char *name, const char *expr, cp_er
             goto abort;
         }
     }
-    if ((rc = db_eval_tree(db, expr_root(e), &bm, err)))
+    if ((rc = db_check_names(db, expr_root(e), err)) ||
+        (rc = db_eval_tree(db, expr_root(e), &bm, err)))
         goto abort;
     /* Memory changes from here. */
     free(c->expr);

@@ -355,7 +355,11 @@ cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
 static cp_status r_tag(void *ctx, const char *path, const roaring_bitmap_t **out)
 {
     cp_db_t *db = ctx;
-    uint32_t id = tax_find(&db->tax, path, strlen(path));
+    uint32_t id = 0;
+    /* A slug path, else a display path naming exactly one tag (an
+     * ambiguous one was reported by db_check_names). */
+    if (db_tag_resolve(db, path, &id, NULL) != CP_OK)
+        id = 0;
     const idx_tag_t *t = id ? index_tag(db->ix, id) : NULL;
     if (t == NULL)
         return CP_ENOTFOUND;
@@ -480,6 +484,176 @@ static cp_status r_group(void *ctx, const char *name, const char *trait, int neg
     return CP_OK;
 }
 
+/* ---------------------------------------------------- names and values */
+
+#define SUGGEST_MAX_CP 64         /* longer texts are not compared */
+#define SUGGEST_MAX_SCAN 200000u  /* dictionary entries compared per value */
+
+/* Code points of s (ASCII lower-cased) into cp[]; -1 when longer than
+ * SUGGEST_MAX_CP or not UTF-8. Chinese compares character by character,
+ * not byte by byte, so 深圳 and 深圳市 are one edit apart. */
+static int code_points(const char *s, size_t len, uint32_t *cp)
+{
+    int n = 0;
+    for (size_t i = 0; i < len; n++) {
+        if (n == SUGGEST_MAX_CP)
+            return -1;
+        unsigned char c = (unsigned char)s[i];
+        uint32_t u;
+        size_t w = c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+        if (i + w > len)
+            return -1;
+        u = w == 1 ? c : w == 2 ? c & 0x1f : w == 3 ? c & 0x0f : c & 0x07;
+        for (size_t k = 1; k < w; k++)
+            u = u << 6 | ((unsigned char)s[i + k] & 0x3f);
+        cp[n] = u >= 'A' && u <= 'Z' ? u + 32 : u;
+        i += w;
+    }
+    return n;
+}
+
+/* Levenshtein distance of two code point strings. */
+static int edit_distance(const uint32_t *a, int na, const uint32_t *b, int nb)
+{
+    int row[SUGGEST_MAX_CP + 1];
+    for (int j = 0; j <= nb; j++)
+        row[j] = j;
+    for (int i = 1; i <= na; i++) {
+        int diag = row[0];
+        row[0] = i;
+        for (int j = 1; j <= nb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[nb];
+}
+
+typedef struct suggest {
+    const char *text[3];
+    int dist[3];
+    int n;
+} suggest_t;
+
+static void suggest_offer(suggest_t *sg, const uint32_t *v, int nv, const char *cand, size_t cl)
+{
+    uint32_t c[SUGGEST_MAX_CP];
+    int nc = code_points(cand, cl, c);
+    if (nc < 0)
+        return;
+    int longest = nv > nc ? nv : nc;
+    /* The length difference bounds the distance from below: most of a
+     * large dictionary is skipped without the quadratic comparison. */
+    if (abs(nv - nc) > 1 + longest / 4)
+        return;
+    int d = edit_distance(v, nv, c, nc);
+    if (d > 1 + longest / 4 || d >= longest)
+        return;
+    for (int i = 0; i < sg->n; i++)
+        if (strcmp(sg->text[i], cand) == 0)
+            return;
+    int at = sg->n < 3 ? sg->n++ : 3;
+    while (at > 0 && sg->dist[at - 1] > d) {
+        if (at < 3) {
+            sg->text[at] = sg->text[at - 1];
+            sg->dist[at] = sg->dist[at - 1];
+        }
+        at--;
+    }
+    if (at < 3) {
+        sg->text[at] = cand;
+        sg->dist[at] = d;
+    }
+}
+
+void db_value_suggest(const schema_attr_t *a, const char *v, size_t len, char *buf, size_t cap)
+{
+    suggest_t sg = {0};
+    uint32_t cv[SUGGEST_MAX_CP];
+    int nv = code_points(v, len, cv);
+    buf[0] = '\0';
+    if (nv <= 0)
+        return;
+    uint32_t scan = a->nvalues < SUGGEST_MAX_SCAN ? a->nvalues : SUGGEST_MAX_SCAN;
+    for (uint32_t i = 1; i <= scan; i++)
+        if (schema_alias_find(a, a->values[i], a->value_lens[i]) == 0)
+            suggest_offer(&sg, cv, nv, a->values[i], a->value_lens[i]);
+    for (uint32_t i = 0; i < a->nalias && i < SUGGEST_MAX_SCAN; i++)
+        suggest_offer(&sg, cv, nv, a->alias_text[i], strlen(a->alias_text[i]));
+    if (sg.n == 0)
+        return;
+    size_t off = (size_t)snprintf(buf, cap, "; did you mean ");
+    for (int i = 0; i < sg.n && off < cap; i++)
+        off += (size_t)snprintf(buf + off, cap - off, "%s\"%.60s\"",
+                                i == 0 ? "" : i == sg.n - 1 ? " or " : ", ", sg.text[i]);
+    if (off < cap)
+        snprintf(buf + off, cap - off, "?");
+}
+
+/* The "never seen" check of one ENUM/STRING value in node n. */
+static cp_status check_value(cp_db_t *db, const expr_node_t *n, const schema_attr_t *a,
+                             const expr_value_t *v, cp_error_t *err)
+{
+    if (v->kind != VAL_STRING || v->s == NULL || schema_value_find(a, v->s, v->slen) != 0)
+        return CP_OK; /* wrong types are the planner's to report */
+    char hint[256];
+    db_value_suggest(a, v->s, v->slen, hint, sizeof hint);
+    return CP_ERR_AT(err, CP_ENOTFOUND, n->line, n->column,
+                     "attribute \"%s\" has no value \"%.*s\"%s%s", a->name,
+                     (int)(v->slen > 200 ? 200 : v->slen), v->s, hint,
+                     hint[0] ? "" : " (crowdpack attrs show lists its values)");
+}
+
+cp_status db_check_names(cp_db_t *db, const expr_node_t *n, cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    if (n == NULL)
+        return CP_OK;
+    switch (n->kind) {
+    case EXPR_AND:
+    case EXPR_OR:
+    case EXPR_NOT:
+        for (size_t i = 0; i < n->nargs && rc == CP_OK; i++)
+            rc = db_check_names(db, n->args[i], err);
+        return rc;
+    case EXPR_TAG: {
+        uint32_t id = 0;
+        if (n->name == NULL || tax_find(&db->tax, n->name, strlen(n->name)))
+            return CP_OK;
+        rc = db_tag_resolve(db, n->name, &id, err);
+        if (rc == CP_ENOTFOUND)
+            return CP_OK; /* the planner says "unknown tag" at the same place */
+        if (rc && err) {
+            err->line = n->line;
+            err->column = n->column;
+        }
+        return rc;
+    }
+    case EXPR_CMP:
+    case EXPR_IN: {
+        /* `=` and IN: a value never seen is a typo or another spelling,
+         * never an intended empty set. `!=` is left alone: "everyone with
+         * a city but X" is meaningful even before X is seen. */
+        if (n->name == NULL || (n->kind == EXPR_CMP && n->op != OP_EQ))
+            return CP_OK;
+        const schema_attr_t *a = schema_find(&db->sch, n->name, strlen(n->name));
+        if (a == NULL || (a->type != CP_ATTR_ENUM && a->type != CP_ATTR_STRING))
+            return CP_OK;
+        for (size_t i = 0; i < n->nvalues && rc == CP_OK; i++)
+            rc = check_value(db, n, a, &n->values[i], err);
+        return rc;
+    }
+    default:
+        return CP_OK;
+    }
+}
+
 void db_resolver(cp_db_t *db, plan_resolver_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -571,7 +745,9 @@ cp_status db_json_out(json_t *j, char **out, cp_error_t *err)
     *out = NULL;
     if (j == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");
-    char *s = json_dumps(j, JSON_COMPACT);
+    /* 15 significant digits: reports say 0.201672, not 0.20167199999999999
+     * (jansson's default of 17 shows the binary rounding). */
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(j);
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");

@@ -275,6 +275,23 @@ void db_resolver(cp_db_t *db, plan_resolver_t *r);
 cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,
                        cp_error_t *err);
 
+/* A tag by slug path, or else by display path (tax_find_display): one
+ * match is the tag; none CP_ENOTFOUND; several CP_EINVAL naming them
+ * (caller holds the lock). */
+cp_status db_tag_resolve(cp_db_t *db, const char *path, uint32_t *id, cp_error_t *err);
+
+/* Checks the names of a tree before it is planned, where the planner
+ * alone would answer a silent empty set: a tag display path naming
+ * several tags (CP_EINVAL), and an ENUM/STRING value never seen in `=` or
+ * IN (CP_ENOTFOUND with "did you mean" suggestions); both at the node's
+ * line:column. `!=` accepts any value (docs/expressions.md). Caller holds
+ * the lock. */
+cp_status db_check_names(cp_db_t *db, const expr_node_t *root, cp_error_t *err);
+/* "; did you mean "a", "b" or "c"?" for a value never seen, from the
+ * attribute's values and aliases nearest by code-point edit distance
+ * (ASCII case ignored); "" when none is near. */
+void db_value_suggest(const schema_attr_t *a, const char *v, size_t len, char *buf, size_t cap);
+
 /* Re-evaluates every dynamic crowd in dependency order, then brings every
  * crowd record's size back to its members (write lock held). */
 cp_status crowds_reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err);

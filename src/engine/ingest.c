@@ -851,6 +851,25 @@ out:
 
 /* ------------------------------------------------------- other user ops */
 
+/* A user by its id, or else by the identifier user_id:<id>: the id a CRM
+ * sends (crm-200) names a user whose dictionary id may be another
+ * identifier of the same person (an anonymous id seen first), as whois
+ * finds it. */
+static cp_status user_find(cp_db_t *db, store_txn_t *txn, const char *id, uint32_t *ord,
+                           cp_error_t *err)
+{
+    cp_status rc = db_user_lookup(txn, id, strlen(id), ord, err);
+    if (rc != CP_ENOTFOUND)
+        return rc;
+    char key[IDENT_MAX_KEY + 1];
+    size_t kl = 0;
+    if (ident_key(&db->idc, "user_id", 7, id, strlen(id), key, &kl, NULL) == CP_OK)
+        rc = identity_lookup(txn, key, kl, ord, NULL);
+    if (rc == CP_ENOTFOUND)
+        rc = CP_ERR(err, CP_ENOTFOUND, "user \"%.256s\" not found", id);
+    return rc;
+}
+
 cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *paths, size_t n,
                               cp_error_t *err)
 {
@@ -861,9 +880,7 @@ cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *pa
     if (rc)
         return rc;
     uint32_t ord;
-    rc = db_user_lookup(txn, id, strlen(id), &ord, err);
-    if (rc == CP_ENOTFOUND)
-        rc = CP_ERR(err, CP_ENOTFOUND, "user \"%.256s\" not found", id);
+    rc = user_find(db, txn, id, &ord, err);
     for (size_t i = 0; rc == CP_OK && i < n; i++)
         if (paths[i] == NULL || tax_find(&db->tax, paths[i], strlen(paths[i])) == 0)
             rc = CP_ERR(err, CP_ENOTFOUND, "tag \"%.512s\" not found",
@@ -872,10 +889,22 @@ cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *pa
         db_write_abort(db, txn);
         return rc;
     }
-    for (size_t i = 0; i < n; i++)
-        if (index_tag_unassign(db->ix, &db->tax, ord,
-                               tax_find(&db->tax, paths[i], strlen(paths[i]))))
-            db->data_changed = 1;
+    /* Removing a tag removes the user from it: its descendants too, since
+     * a member of interest/beauty/makeup is a member of interest/beauty. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t *sub = NULL;
+        size_t nsub = 0;
+        if (tax_subtree(&db->tax, tax_find(&db->tax, paths[i], strlen(paths[i])), &sub, &nsub)) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory removing tags of user \"%.256s\"", id);
+            break;
+        }
+        for (size_t k = 0; k < nsub; k++)
+            if (index_tag_unassign(db->ix, &db->tax, ord, sub[k]))
+                db->data_changed = 1;
+        free(sub);
+    }
+    if (rc)
+        return db_write_fail(db, txn, rc, err);
     return db_write_end(db, txn, err);
 }
 
@@ -902,14 +931,18 @@ cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
     uint32_t ord;
     if ((rc = store_txn_begin(db->st, 0, &txn, err)))
         goto out;
-    rc = db_user_lookup(txn, id, strlen(id), &ord, err);
-    if (rc == CP_ENOTFOUND)
-        rc = CP_ERR(err, CP_ENOTFOUND, "user \"%.256s\" not found", id);
-    if (rc)
+    if ((rc = user_find(db, txn, id, &ord, err)))
         goto out;
+    /* The dictionary id, which differs from `id` when found by user_id. */
+    const char *uid = NULL;
+    size_t uidl = 0;
+    if (users_id_of(txn, ord, &uid, &uidl, NULL) != CP_OK || uid == NULL) {
+        uid = id;
+        uidl = strlen(id);
+    }
     json_t *attrs = json_object(), *tags = json_array(), *crowds = json_array();
-    o = json_pack("{s:s,s:I,s:o*,s:o*,s:o*}", "id", id, "ordinal", (json_int_t)ord, "attrs", attrs,
-                  "tags", tags, "crowds", crowds);
+    o = json_pack("{s:s%,s:I,s:o*,s:o*,s:o*}", "id", uid, uidl, "ordinal", (json_int_t)ord,
+                  "attrs", attrs, "tags", tags, "crowds", crowds);
     if (o == NULL || !attrs || !tags || !crowds) {
         json_decref(o);
         o = NULL;

@@ -57,7 +57,9 @@ static cp_status count_tree(cp_db_t *db, const expr_t *e, uint64_t *count, cp_er
     plan_resolver_t r;
     db_resolver(db, &r);
     plan_t *p = NULL;
-    rc = plan_build(expr_root(e), &r, &p, err);
+    rc = db_check_names(db, expr_root(e), err);
+    if (rc == CP_OK)
+        rc = plan_build(expr_root(e), &r, &p, err);
     if (rc == CP_OK) {
         rc = plan_count(p, db->ev, count);
         if (rc)
@@ -106,7 +108,9 @@ static cp_status eval_tree(cp_db_t *db, const expr_t *e, cp_result_t **out, cp_e
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     cp_status rc = db_read_begin_mem(db, err);
     if (rc == CP_OK) {
-        rc = db_eval_tree(db, expr_root(e), &r->bm, err);
+        rc = db_check_names(db, expr_root(e), err);
+        if (rc == CP_OK)
+            rc = db_eval_tree(db, expr_root(e), &r->bm, err);
         db_read_end(db);
     }
     if (rc) {

@@ -1,5 +1,6 @@
 /* tags.c — the public tag and attribute API: create, update, delete, bulk
  * loads, handles and the JSON views. */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,11 @@ static size_t crowds_using_tag(cp_db_t *db, const char *path, cp_buf_t *b)
         const crowd_rec_t *c = db->crowds.items[i];
         for (size_t j = 0; j < c->ntag_refs; j++) {
             const char *r = c->tag_refs[j];
+            uint32_t id = 0;
+            /* A crowd written with a display path (tag:金融/理财) uses the
+             * tag it resolves to. */
+            if (tax_find(&db->tax, r, strlen(r)) == 0 && db_tag_resolve(db, r, &id, NULL) == CP_OK)
+                r = tax_get(&db->tax, id)->path;
             if (strncmp(r, path, plen) == 0 && (r[plen] == '\0' || r[plen] == '/')) {
                 if (n < 10)
                     cp_buf_printf(b, "%s\"%s\"", n ? ", " : "", c->name);
@@ -344,14 +350,148 @@ out:
     return rc;
 }
 
+cp_status db_tag_resolve(cp_db_t *db, const char *path, uint32_t *id, cp_error_t *err)
+{
+    *id = tax_find(&db->tax, path, strlen(path));
+    if (*id)
+        return CP_OK;
+    uint32_t ids[8];
+    size_t n = 0;
+    if (tax_find_display(&db->tax, path, strlen(path), ids, 8, &n))
+        return CP_ERR(err, CP_ENOMEM, "out of memory resolving tag \"%.200s\"", path);
+    if (n == 1) {
+        *id = ids[0];
+        return CP_OK;
+    }
+    if (n == 0)
+        return CP_ERR(err, CP_ENOTFOUND, "tag \"%.200s\" not found", path);
+    char list[320];
+    size_t off = 0;
+    for (size_t i = 0; i < n && i < 8 && off < sizeof list; i++) {
+        int w = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "",
+                         tax_get(&db->tax, ids[i])->path);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    return CP_ERR(err, CP_EINVAL,
+                  "tag \"%.200s\" is ambiguous: it is the display path of %zu tags (%s%s); "
+                  "write the slug path",
+                  path, n, list, n > 8 ? ", ..." : "");
+}
+
+/* The names of a tag and its ancestors joined by '/' (兴趣/金融/理财). */
+static char *display_path(cp_db_t *db, const tax_tag_t *g)
+{
+    const tax_tag_t *chain[TAX_MAX_DEPTH + 1];
+    int n = 0;
+    size_t len = 0;
+    for (const tax_tag_t *x = g; x != NULL && n <= TAX_MAX_DEPTH;
+         x = tax_get(&db->tax, x->parent)) {
+        chain[n++] = x;
+        len += strlen(x->name) + 1;
+    }
+    char *s = malloc(len + 1), *p = s;
+    if (s == NULL)
+        return NULL;
+    for (int i = n; i > 0; i--) {
+        size_t l = strlen(chain[i - 1]->name);
+        memcpy(p, chain[i - 1]->name, l);
+        p += l;
+        if (i > 1)
+            *p++ = '/';
+    }
+    *p = '\0';
+    return s;
+}
+
 static json_t *tag_obj(cp_db_t *db, const tax_tag_t *g)
 {
     const tax_tag_t *p = tax_get(&db->tax, g->parent);
     const idx_tag_t *t = index_tag(db->ix, g->id);
-    return json_pack("{s:s,s:s,s:s,s:i,s:s?,s:I}", "path", g->path, "name", g->name,
-                     "description", g->description, "level", g->level, "parent",
-                     p ? p->path : NULL, "count",
-                     (json_int_t)(t ? roaring_bitmap_get_cardinality(t->eff) : 0));
+    char *dp = display_path(db, g);
+    json_t *o = dp == NULL
+                    ? NULL
+                    : json_pack("{s:s,s:s,s:s,s:s,s:i,s:s?,s:I}", "path", g->path, "name", g->name,
+                                "display_path", dp, "description", g->description, "level",
+                                g->level, "parent", p ? p->path : NULL, "count",
+                                (json_int_t)(t ? roaring_bitmap_get_cardinality(t->eff) : 0));
+    free(dp);
+    return o;
+}
+
+/* 1 if `needle` occurs in `hay`, ASCII letters in any case. */
+static int ci_contains(const char *hay, const char *needle, size_t nl)
+{
+    size_t hl = strlen(hay);
+    for (size_t i = 0; i + nl <= hl; i++) {
+        size_t k = 0;
+        while (k < nl) {
+            unsigned char a = (unsigned char)hay[i + k], b = (unsigned char)needle[k];
+            if (a != b && !(a < 0x80 && b < 0x80 && tolower(a) == tolower(b)))
+                break;
+            k++;
+        }
+        if (k == nl)
+            return 1;
+    }
+    return 0;
+}
+
+cp_status cp_tags_search_json(cp_db_t *db, const char *q, size_t limit, char **out,
+                              cp_error_t *err)
+{
+    if (out == NULL || q == NULL)
+        return CP_ERR(err, CP_EINVAL, "q or out is NULL");
+    *out = NULL;
+    if (limit == 0 || limit > CP_TAGS_SEARCH_MAX)
+        limit = CP_TAGS_SEARCH_MAX;
+    size_t ql = 0;
+    char *nq = tax_nfc(q, strnlen(q, TAX_MAX_PATH + 1), &ql);
+    if (nq == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    cp_status rc = db_read_begin(db, err);
+    if (rc) {
+        free(nq);
+        return rc;
+    }
+    uint32_t *sub = NULL;
+    size_t n = 0, found = 0;
+    json_t *arr = json_array();
+    if (arr == NULL || tax_subtree(&db->tax, 0, &sub, &n)) {
+        json_decref(arr);
+        arr = NULL;
+        n = 0;
+    }
+    for (size_t i = 0; arr && i < n; i++) {
+        const tax_tag_t *g = tax_get(&db->tax, sub[i]);
+        char *dp = display_path(db, g);
+        if (dp == NULL) {
+            json_decref(arr);
+            arr = NULL;
+            break;
+        }
+        int hit = ci_contains(g->path, nq, ql) || ci_contains(g->name, nq, ql) ||
+                  ci_contains(dp, nq, ql);
+        free(dp);
+        if (!hit)
+            continue;
+        if (found++ >= limit)
+            continue; /* counted, not listed */
+        json_t *o = tag_obj(db, g);
+        if (o == NULL || json_object_set_new(o, "children", json_integer(g->nchildren)) ||
+            json_array_append_new(arr, o)) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    free(sub);
+    db_read_end(db);
+    json_t *res = arr ? json_pack("{s:s,s:o,s:I,s:b}", "q", nq, "tags", arr, "matched",
+                                  (json_int_t)found, "truncated", found > limit)
+                      : NULL;
+    free(nq);
+    return db_json_out(res, out, err);
 }
 
 cp_status cp_tags_json(cp_db_t *db, const char *root, char **out, cp_error_t *err)
@@ -363,12 +503,9 @@ cp_status cp_tags_json(cp_db_t *db, const char *root, char **out, cp_error_t *er
     if (rc)
         return rc;
     uint32_t id = 0;
-    if (root && root[0]) {
-        id = tax_find(&db->tax, root, strlen(root));
-        if (id == 0) {
-            db_read_end(db);
-            return CP_ERR(err, CP_ENOTFOUND, "tag \"%s\" not found", root);
-        }
+    if (root && root[0] && (rc = db_tag_resolve(db, root, &id, err))) {
+        db_read_end(db);
+        return rc;
     }
     uint32_t *sub = NULL;
     size_t n = 0;
@@ -401,10 +538,10 @@ cp_status cp_tag_json(cp_db_t *db, const char *path, char **out, cp_error_t *err
     cp_status rc = db_read_begin(db, err);
     if (rc)
         return rc;
-    uint32_t id = tax_find(&db->tax, path, strlen(path));
-    if (id == 0) {
+    uint32_t id = 0;
+    if ((rc = db_tag_resolve(db, path, &id, err))) {
         db_read_end(db);
-        return CP_ERR(err, CP_ENOTFOUND, "tag \"%s\" not found", path);
+        return rc;
     }
     const tax_tag_t *g = tax_get(&db->tax, id);
     json_t *o = tag_obj(db, g);
@@ -433,10 +570,11 @@ cp_status cp_tag_handle(cp_db_t *db, const char *path, int32_t *out, cp_error_t 
     cp_status rc = db_read_begin(db, err);
     if (rc)
         return rc;
-    uint32_t id = tax_find(&db->tax, path, strlen(path));
+    uint32_t id = 0;
+    rc = db_tag_resolve(db, path, &id, err);
     db_read_end(db);
-    if (id == 0)
-        return CP_ERR(err, CP_ENOTFOUND, "tag \"%s\" not found", path);
+    if (rc)
+        return rc;
     *out = (int32_t)id;
     return CP_OK;
 }
@@ -579,4 +717,194 @@ cp_status cp_attr_handle(cp_db_t *db, const char *name, int32_t *out, cp_error_t
         return CP_ERR(err, CP_ENOTFOUND, "attribute \"%s\" not found", name);
     *out = (int32_t)a->id;
     return CP_OK;
+}
+
+/* ---------------------------------------------------- attribute values */
+
+typedef struct val_count {
+    uint32_t vid;
+    uint64_t count;
+} val_count_t;
+
+static int by_count_desc(const void *x, const void *y)
+{
+    const val_count_t *a = x, *b = y;
+    if (a->count != b->count)
+        return a->count < b->count ? 1 : -1;
+    return a->vid < b->vid ? -1 : a->vid > b->vid;
+}
+
+#define ATTR_VALUES_DEFAULT 100
+#define ATTR_VALUES_MAX 100000
+
+/* The dictionary attribute `name` (read or write lock held). */
+static cp_status dict_attr(cp_db_t *db, const char *name, schema_attr_t **out, cp_error_t *err)
+{
+    schema_attr_t *a = name ? schema_find(&db->sch, name, strlen(name)) : NULL;
+    if (a == NULL)
+        return CP_ERR(err, CP_ENOTFOUND, "unknown attribute \"%.64s\"", name ? name : "(null)");
+    if (!schema_type_has_dict(a->type))
+        return CP_ERR(err, CP_ETYPE,
+                      "attribute \"%s\" is %s: only enum, string and bool attributes have a list "
+                      "of values",
+                      a->name, cp_attr_type_name(a->type));
+    *out = a;
+    return CP_OK;
+}
+
+cp_status cp_attr_values_json(cp_db_t *db, const char *name, size_t limit, char **out,
+                              cp_error_t *err)
+{
+    if (out == NULL)
+        return CP_ERR(err, CP_EINVAL, "out is NULL");
+    *out = NULL;
+    if (limit == 0)
+        limit = ATTR_VALUES_DEFAULT;
+    if (limit > ATTR_VALUES_MAX)
+        limit = ATTR_VALUES_MAX;
+    cp_status rc = db_read_begin(db, err);
+    if (rc)
+        return rc;
+    schema_attr_t *a = NULL;
+    val_count_t *vc = NULL;
+    json_t *res = NULL;
+    if ((rc = dict_attr(db, name, &a, err)))
+        goto out;
+    vc = malloc(((size_t)a->nvalues + 1) * sizeof *vc);
+    if (vc == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory listing values of \"%s\"", a->name);
+        goto out;
+    }
+    size_t n = 0;
+    for (uint32_t v = 1; v <= a->nvalues; v++) {
+        /* A spelling made an alias is listed under "aliases", not here. */
+        if (schema_alias_find(a, a->values[v], a->value_lens[v]) != 0)
+            continue;
+        const roaring_bitmap_t *bm = index_value_bitmap(db->ix, a->id, v);
+        vc[n++] = (val_count_t){v, bm ? roaring_bitmap_get_cardinality(bm) : 0};
+    }
+    qsort(vc, n, sizeof *vc, by_count_desc);
+    const roaring_bitmap_t *ex = index_attr_exists(db->ix, a->id);
+    json_t *vals = json_array(), *aliases = json_array();
+    res = json_pack("{s:s,s:s,s:I,s:I,s:o*,s:b,s:o*}", "attribute", a->name, "type",
+                    cp_attr_type_name(a->type), "distinct", (json_int_t)n, "users",
+                    (json_int_t)(ex ? roaring_bitmap_get_cardinality(ex) : 0), "values", vals,
+                    "truncated", n > limit, "aliases", aliases);
+    if (res == NULL || vals == NULL || aliases == NULL)
+        goto nomem;
+    for (size_t i = 0; i < n && i < limit; i++) {
+        json_t *o = json_pack("{s:s%,s:I}", "value", a->values[vc[i].vid],
+                              (size_t)a->value_lens[vc[i].vid], "count", (json_int_t)vc[i].count);
+        if (o == NULL || json_array_append_new(vals, o))
+            goto nomem;
+    }
+    for (uint32_t i = 0; i < a->nalias; i++) {
+        uint32_t t = a->alias_vid[i];
+        json_t *o = json_pack("{s:s,s:s%}", "alias", a->alias_text[i], "value", a->values[t],
+                              (size_t)a->value_lens[t]);
+        if (o == NULL || json_array_append_new(aliases, o))
+            goto nomem;
+    }
+    goto out;
+nomem:
+    json_decref(res);
+    res = NULL;
+    rc = CP_ERR(err, CP_ENOMEM, "out of memory listing values of \"%s\"", a->name);
+out:
+    free(vc);
+    db_read_end(db);
+    if (rc) {
+        json_decref(res);
+        return rc;
+    }
+    return db_json_out(res, out, err);
+}
+
+cp_status cp_attr_alias_set(cp_db_t *db, const char *name, const char *alias, const char *value,
+                            cp_error_t *err)
+{
+    if (alias == NULL || value == NULL)
+        return CP_ERR(err, CP_EINVAL, "alias or value is NULL");
+    store_txn_t *txn;
+    cp_status rc = db_write_begin(db, &txn, err);
+    if (rc)
+        return rc;
+    schema_attr_t *a = NULL;
+    size_t al = strlen(alias), vl = strlen(value);
+    if ((rc = dict_attr(db, name, &a, err)))
+        goto abort;
+    if (a->type == CP_ATTR_BOOL) {
+        rc = CP_ERR(err, CP_ETYPE, "attribute \"%s\" is bool: its values are true and false",
+                    a->name);
+        goto abort;
+    }
+    if (al == vl && memcmp(alias, value, al) == 0) {
+        rc = CP_ERR(err, CP_EINVAL, "attribute \"%s\": \"%s\" cannot be an alias of itself",
+                    a->name, value);
+        goto abort;
+    }
+    /* The target is a value in its own right, not another alias: chains
+     * would make the meaning of a spelling depend on the order of edits. */
+    uint32_t target = 0;
+    if (schema_alias_find(a, value, vl) != 0) {
+        rc = CP_ERR(err, CP_EINVAL, "attribute \"%s\": \"%.200s\" is itself an alias of \"%s\"",
+                    a->name, value, a->values[schema_alias_find(a, value, vl)]);
+        goto abort;
+    }
+    if (strmap_get(&a->by_value, value, vl, &target) == 0 || target == 0) {
+        char hint[256];
+        db_value_suggest(a, value, vl, hint, sizeof hint);
+        rc = CP_ERR(err, CP_ENOTFOUND, "attribute \"%s\" has no value \"%.200s\"%s", a->name, value,
+                    hint);
+        goto abort;
+    }
+    uint32_t old = 0;
+    if (!strmap_get(&a->by_value, alias, al, &old))
+        old = 0;
+    for (uint32_t i = 0; i < a->nalias; i++)
+        if (a->alias_vid[i] == old && old != 0) {
+            rc = CP_ERR(
+                err, CP_EINVAL,
+                "attribute \"%s\": \"%.200s\" is the value other aliases stand for (\"%s\"); "
+                "remove those aliases first",
+                a->name, alias, a->alias_text[i]);
+            goto abort;
+        }
+    if ((rc = schema_alias_set(a, txn, alias, al, target, err)))
+        goto fail;
+    if (old != 0 && old != target) {
+        /* The spelling was stored as a value of its own: its users take
+         * the value it now stands for, so the two never coexist. */
+        uint64_t moved = 0;
+        if ((rc = index_value_move(db->ix, a->id, old, target, &moved))) {
+            rc = CP_ERR(err, rc, "out of memory moving users of \"%.200s\" to \"%s\"", alias,
+                        value);
+            goto fail;
+        }
+        if (moved)
+            db->data_changed = 1;
+    }
+    return db_write_end(db, txn, err);
+fail:
+    return db_write_fail(db, txn, rc, err);
+abort:
+    db_write_abort(db, txn);
+    return rc;
+}
+
+cp_status cp_attr_alias_remove(cp_db_t *db, const char *name, const char *alias, cp_error_t *err)
+{
+    if (alias == NULL)
+        return CP_ERR(err, CP_EINVAL, "alias is NULL");
+    store_txn_t *txn;
+    cp_status rc = db_write_begin(db, &txn, err);
+    if (rc)
+        return rc;
+    schema_attr_t *a = NULL;
+    if ((rc = dict_attr(db, name, &a, err)) ||
+        (rc = schema_alias_remove(a, txn, alias, strlen(alias), err))) {
+        db_write_abort(db, txn);
+        return rc;
+    }
+    return db_write_end(db, txn, err);
 }

@@ -352,6 +352,27 @@ cp_status index_set_value(index_t *ix, uint32_t attr, uint32_t ord, uint32_t vid
     return CP_OK;
 }
 
+cp_status index_value_move(index_t *ix, uint32_t attr, uint32_t from, uint32_t to, uint64_t *moved)
+{
+    *moved = 0;
+    const roaring_bitmap_t *src = index_value_bitmap(ix, attr, from);
+    if (src == NULL || from == to)
+        return CP_OK;
+    /* A copy: index_set_value removes each user from `src` as it goes. */
+    roaring_bitmap_t *users = roaring_bitmap_copy(src);
+    if (users == NULL)
+        return CP_ENOMEM;
+    cp_status rc = CP_OK;
+    roaring_uint32_iterator_t it;
+    roaring_init_iterator(users, &it);
+    for (; it.has_value && rc == CP_OK; roaring_advance_uint32_iterator(&it)) {
+        rc = index_set_value(ix, attr, it.current_value, to);
+        *moved += rc == CP_OK;
+    }
+    roaring_bitmap_free(users);
+    return rc;
+}
+
 cp_status index_set_geo(index_t *ix, uint32_t attr, uint32_t ord, double lat, double lon)
 {
     idx_attr_t *a = attr_of(ix, attr);

@@ -118,6 +118,10 @@ uint32_t index_get_value(const index_t *ix, uint32_t attr, uint32_t ord);
 int index_get_geo(const index_t *ix, uint32_t attr, uint32_t ord, double *lat, double *lon);
 /* Users having value vid (NULL = nobody). */
 const roaring_bitmap_t *index_value_bitmap(const index_t *ix, uint32_t attr, uint32_t vid);
+/* Gives every user holding value `from` the value `to` instead (value
+ * aliases merging two spellings); *moved gets how many. CP_ENOMEM midway
+ * leaves some moved: the caller fails its write. */
+cp_status index_value_move(index_t *ix, uint32_t attr, uint32_t from, uint32_t to, uint64_t *moved);
 
 /* Crowd members: takes ownership of bm. */
 cp_status index_crowd_set(index_t *ix, uint32_t crowd, roaring_bitmap_t *bm);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/crowd.h"
+#include "model/taxonomy.h"
 #include "util/util.h"
 
 cp_status crowd_validate_name(const char *name, cp_error_t *err)
@@ -13,13 +14,22 @@ cp_status crowd_validate_name(const char *name, cp_error_t *err)
     size_t n = strnlen(name, CROWD_MAX_NAME + 1);
     if (n > CROWD_MAX_NAME)
         return CP_ERR(err, CP_ELIMIT, "crowd name is longer than %d bytes", CROWD_MAX_NAME);
+    /* Letters of any script too (广州理财): the same rule as tag slugs,
+     * plus upper-case ASCII, which crowd names always allowed. */
+    int utf8 = cp_utf8_valid(name, n);
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
+        size_t w = utf8 ? tax_word_char(name + i, n - i) : 0;
+        if (w > 0) {
+            i += w - 1;
+            continue;
+        }
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-'))
             return CP_ERR(err, CP_EINVAL,
-                          "crowd name \"%s\" is not allowed (names are [A-Za-z0-9_-]{1,%d})",
-                          cp_utf8_valid(name, n) ? name : "?", CROWD_MAX_NAME);
+                          "crowd name \"%s\" is not allowed (names are letters of any script, "
+                          "digits, '_' and '-', up to %d bytes)",
+                          utf8 ? name : "?", CROWD_MAX_NAME);
     }
     return CP_OK;
 }

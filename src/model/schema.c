@@ -42,6 +42,11 @@ static void attr_free(schema_attr_t *a)
     free(a->values);
     free(a->value_lens);
     strmap_free(&a->by_value);
+    for (uint32_t i = 0; i < a->nalias; i++)
+        free(a->alias_text[i]);
+    free(a->alias_text);
+    free(a->alias_vid);
+    strmap_free(&a->by_alias);
     free(a->name);
     free(a);
 }
@@ -111,6 +116,7 @@ static cp_status attr_insert(schema_t *s, uint32_t id, const char *name, cp_attr
     if (a == NULL)
         return CP_ENOMEM;
     strmap_init(&a->by_value);
+    strmap_init(&a->by_alias);
     a->id = id;
     a->type = type;
     a->created = created;
@@ -169,7 +175,130 @@ cp_status schema_define(schema_t *s, store_txn_t *txn, const char *name, cp_attr
 uint32_t schema_value_find(const schema_attr_t *a, const char *v, size_t len)
 {
     uint32_t id = 0;
+    /* Aliases first: a spelling stored as a value before it was made an
+     * alias now stands for the alias's target. */
+    if (a->nalias && (id = schema_alias_find(a, v, len)) != 0)
+        return id;
     return strmap_get(&a->by_value, v, len, &id) ? id : 0;
+}
+
+uint32_t schema_alias_find(const schema_attr_t *a, const char *v, size_t len)
+{
+    uint32_t i = 0;
+    if (a->nalias == 0 || !strmap_get(&a->by_alias, v, len, &i) || i >= a->nalias)
+        return 0;
+    return a->alias_vid[i];
+}
+
+/* "valias/<attr id>/<spelling>" into buf (cap > SCHEMA_MAX_ALIAS + 32). */
+static void alias_key(char *buf, size_t cap, uint32_t aid, const char *v, size_t len)
+{
+    snprintf(buf, cap, "valias/%u/%.*s", aid, (int)len, v);
+}
+
+/* Adds or retargets an alias in memory only (shared by set and load). */
+static cp_status alias_insert(schema_attr_t *a, const char *v, size_t len, uint32_t vid)
+{
+    uint32_t i = 0;
+    if (strmap_get(&a->by_alias, v, len, &i) && i < a->nalias) {
+        a->alias_vid[i] = vid;
+        return CP_OK;
+    }
+    if (a->nalias == a->capalias) {
+        uint32_t nc = a->capalias ? a->capalias * 2 : 8;
+        char **t = realloc(a->alias_text, nc * sizeof *t);
+        if (t == NULL)
+            return CP_ENOMEM;
+        a->alias_text = t;
+        uint32_t *d = realloc(a->alias_vid, nc * sizeof *d);
+        if (d == NULL)
+            return CP_ENOMEM;
+        a->alias_vid = d;
+        a->capalias = nc;
+    }
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return CP_ENOMEM;
+    memcpy(copy, v, len);
+    copy[len] = '\0';
+    if (strmap_put(&a->by_alias, v, len, a->nalias)) {
+        free(copy);
+        return CP_ENOMEM;
+    }
+    a->alias_text[a->nalias] = copy;
+    a->alias_vid[a->nalias++] = vid;
+    return CP_OK;
+}
+
+cp_status schema_alias_set(schema_attr_t *a, store_txn_t *txn, const char *alias, size_t len,
+                           uint32_t vid, cp_error_t *err)
+{
+    if (len == 0 || len > SCHEMA_MAX_ALIAS || !cp_utf8_valid(alias, len) ||
+        memchr(alias, '\0', len))
+        return CP_ERR(err, CP_EINVAL,
+                      "attribute \"%s\": an alias is 1 to %d bytes of UTF-8 without NUL",
+                      a->name, SCHEMA_MAX_ALIAS);
+    if (vid == 0 || vid > a->nvalues)
+        return CP_ERR(err, CP_EINTERNAL, "attribute \"%s\": alias target %u out of range",
+                      a->name, vid);
+    if (schema_alias_find(a, alias, len) == 0 && a->nalias >= SCHEMA_MAX_ALIASES)
+        return CP_ERR(err, CP_ELIMIT, "attribute \"%s\" has too many aliases (limit %u)",
+                      a->name, SCHEMA_MAX_ALIASES);
+    char key[SCHEMA_MAX_ALIAS + 32];
+    alias_key(key, sizeof key, a->id, alias, len);
+    cp_status rc = store_meta_put_u64(txn, key, vid, err);
+    if (rc)
+        return rc;
+    if (alias_insert(a, alias, len, vid))
+        return CP_ERR(err, CP_ENOMEM, "out of memory adding an alias of \"%s\"", a->name);
+    return CP_OK;
+}
+
+cp_status schema_alias_remove(schema_attr_t *a, store_txn_t *txn, const char *alias, size_t len,
+                              cp_error_t *err)
+{
+    uint32_t i = 0;
+    if (!strmap_get(&a->by_alias, alias, len, &i) || i >= a->nalias)
+        return CP_ERR(err, CP_ENOTFOUND, "attribute \"%s\" has no alias \"%.*s\"", a->name,
+                      (int)(len > 200 ? 200 : len), alias);
+    char key[SCHEMA_MAX_ALIAS + 32];
+    alias_key(key, sizeof key, a->id, alias, len);
+    cp_status rc = store_del(txn, STORE_META, key, strlen(key), err);
+    if (rc)
+        return rc;
+    strmap_del(&a->by_alias, alias, len);
+    free(a->alias_text[i]);
+    uint32_t last = --a->nalias;
+    if (i != last) {
+        /* Swap-remove: the moved alias's map entry gets its new index
+         * (the key exists, so the put replaces without allocating). */
+        a->alias_text[i] = a->alias_text[last];
+        a->alias_vid[i] = a->alias_vid[last];
+        strmap_put(&a->by_alias, a->alias_text[i], strlen(a->alias_text[i]), i);
+    }
+    return CP_OK;
+}
+
+static cp_status load_alias(void *ud, const void *k, size_t kl, const void *v, size_t vl,
+                            cp_error_t *err)
+{
+    schema_t *s = ud;
+    const char *key = k, *end = key + kl, *p = key + 7; /* past "valias/" */
+    uint32_t aid = 0;
+    while (p < end && *p >= '0' && *p <= '9' && aid < SCHEMA_MAX_ATTRS)
+        aid = aid * 10 + (uint32_t)(*p++ - '0');
+    schema_attr_t *a = schema_get(s, aid);
+    uint64_t vid = 0;
+    if (vl == 8)
+        for (int i = 7; i >= 0; i--)
+            vid = vid << 8 | ((const unsigned char *)v)[i];
+    if (a == NULL || p >= end || *p != '/' || p + 1 >= end || vl != 8 || vid == 0 ||
+        vid > a->nvalues || !cp_utf8_valid(p + 1, (size_t)(end - p - 1)))
+        return CP_ERR(err, CP_EIO, "corrupt value alias record \"%.*s\"", (int)(kl > 80 ? 80 : kl),
+                      key);
+    if (alias_insert(a, p + 1, (size_t)(end - p - 1), (uint32_t)vid))
+        return CP_ERR(err, CP_ENOMEM, "out of memory loading value aliases");
+    return CP_OK;
 }
 
 static cp_status value_insert(schema_attr_t *a, uint32_t id, const char *v, size_t len)
@@ -284,6 +413,9 @@ cp_status schema_load(schema_t *s, store_txn_t *txn, cp_error_t *err)
     if (rc)
         return rc;
     rc = store_each(txn, STORE_VALUES, NULL, 0, load_value, s, err);
+    if (rc)
+        return rc;
+    rc = store_each(txn, STORE_META, "valias/", 7, load_alias, s, err);
     if (rc)
         return rc;
     /* Dictionaries must be gapless (ids allocated in order). */

@@ -7,7 +7,8 @@
  * means "no value" in the index's per-user columns.
  *
  * Persistence: STORE_ATTRS big-endian id -> {"name","type","created"};
- * STORE_VALUES attr id BE + value id BE -> the value's bytes.
+ * STORE_VALUES attr id BE + value id BE -> the value's bytes;
+ * STORE_META "valias/<attr id>/<spelling>" -> value id (u64) per alias.
  * Not thread-safe: the engine's lock covers it.
  */
 #ifndef CP_MODEL_SCHEMA_H
@@ -36,6 +37,13 @@ typedef struct schema_attr {
     uint32_t *value_lens;
     uint32_t nvalues, capvalues;
     strmap_t by_value;
+    /* Aliases (ENUM/STRING): other spellings of a value (广州 -> the id of
+     * guangzhou), looked up before the dictionary; by_alias maps the
+     * spelling to its index in alias_text / alias_vid. */
+    char **alias_text;
+    uint32_t *alias_vid;
+    uint32_t nalias, capalias;
+    strmap_t by_alias;
 } schema_attr_t;
 
 typedef struct schema {
@@ -66,11 +74,23 @@ cp_status schema_define(schema_t *s, store_txn_t *txn, const char *name, cp_attr
                         uint32_t *id_out, int *created_out, cp_error_t *err);
 
 /* Value id of v in a's dictionary, 0 if absent. */
+/* The value id of v, through an alias when v is one; 0 if never seen. */
 uint32_t schema_value_find(const schema_attr_t *a, const char *v, size_t len);
 /* Finds or adds v (persisting a new entry in txn). Limits per type. */
 cp_status schema_value_intern(schema_attr_t *a, store_txn_t *txn, const char *v, size_t len,
                               uint32_t *id_out, cp_error_t *err);
 
+#define SCHEMA_MAX_ALIAS 400       /* bytes of one alias (it is part of a store key) */
+#define SCHEMA_MAX_ALIASES 10000u  /* aliases of one attribute */
+/* The value id an alias stands for, or 0 when v is no alias. */
+uint32_t schema_alias_find(const schema_attr_t *a, const char *v, size_t len);
+/* Makes `alias` (valid UTF-8, 1..SCHEMA_MAX_ALIAS bytes) stand for value
+ * id `vid` (existing), replacing an earlier target; stored in txn. */
+cp_status schema_alias_set(schema_attr_t *a, store_txn_t *txn, const char *alias, size_t len,
+                           uint32_t vid, cp_error_t *err);
+/* Removes an alias; CP_ENOTFOUND if there is none. */
+cp_status schema_alias_remove(schema_attr_t *a, store_txn_t *txn, const char *alias, size_t len,
+                              cp_error_t *err);
 cp_status schema_load(schema_t *s, store_txn_t *txn, cp_error_t *err);
 
 #endif /* CP_MODEL_SCHEMA_H */

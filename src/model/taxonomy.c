@@ -2,6 +2,9 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unictype.h>
+#include <uninorm.h>
+#include <unistr.h>
 
 #include "model/codec.h"
 #include "model/taxonomy.h"
@@ -47,6 +50,68 @@ void tax_free(taxonomy_t *t)
     memset(t, 0, sizeof *t);
 }
 
+size_t tax_word_char(const char *s, size_t len)
+{
+    if (len == 0 || (unsigned char)s[0] < 0x80)
+        return 0;
+    ucs4_t uc = 0;
+    int n = u8_mbtouc(&uc, (const uint8_t *)s, len);
+    if (n <= 0 || uc == 0xfffd)
+        return 0;
+    /* Letters of every script except upper- and title-case (slugs have one
+     * case, as [a-z] does in ASCII), combining marks (Devanagari, Thai and
+     * Hangul need them) and digits; never spaces, punctuation or symbols,
+     * which would make a path or name ambiguous to read back. */
+    if (uc_is_general_category(uc, UC_CATEGORY_Lu) || uc_is_general_category(uc, UC_CATEGORY_Lt))
+        return 0;
+    if (uc_is_general_category(uc, UC_CATEGORY_L) || uc_is_general_category(uc, UC_CATEGORY_M) ||
+        uc_is_general_category(uc, UC_CATEGORY_N))
+        return (size_t)n;
+    return 0;
+}
+
+int tax_is_nfc(const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (unsigned char)s[i] < 0x80)
+        i++;
+    if (i == len)
+        return 1; /* ASCII is always NFC */
+    size_t nl = 0;
+    uint8_t *n = u8_normalize(UNINORM_NFC, (const uint8_t *)s, len, NULL, &nl);
+    int same = n != NULL && nl == len && memcmp(n, s, len) == 0;
+    free(n);
+    return same;
+}
+
+char *tax_nfc(const char *s, size_t len, size_t *outlen)
+{
+    size_t nl = 0;
+    char *out = NULL;
+    if (cp_utf8_valid(s, len)) {
+        uint8_t *n = u8_normalize(UNINORM_NFC, (const uint8_t *)s, len, NULL, &nl);
+        if (n != NULL) {
+            out = malloc(nl + 1);
+            if (out != NULL) {
+                memcpy(out, n, nl);
+                out[nl] = '\0';
+            }
+            free(n);
+        }
+    } else {
+        /* Invalid UTF-8 is left for the validator to name. */
+        out = malloc(len + 1);
+        if (out != NULL) {
+            memcpy(out, s, len);
+            out[len] = '\0';
+        }
+        nl = len;
+    }
+    if (out != NULL && outlen != NULL)
+        *outlen = nl;
+    return out;
+}
+
 cp_status tax_validate_path(const char *path, size_t len, cp_error_t *err)
 {
     if (path == NULL || len == 0)
@@ -54,6 +119,7 @@ cp_status tax_validate_path(const char *path, size_t len, cp_error_t *err)
     if (len > TAX_MAX_PATH)
         return CP_ERR(err, CP_ELIMIT, "tag path \"%.64s...\" is longer than %d bytes", path,
                       TAX_MAX_PATH);
+    int utf8 = cp_utf8_valid(path, len);
     int depth = 1;
     size_t seg = 0;
     for (size_t i = 0; i < len; i++) {
@@ -68,21 +134,40 @@ cp_status tax_validate_path(const char *path, size_t len, cp_error_t *err)
                               (int)len, path, TAX_MAX_DEPTH);
             continue;
         }
+        if (c >= 0x80) {
+            size_t w = utf8 ? tax_word_char(path + i, len - i) : 0;
+            if (w == 0) {
+                if (utf8)
+                    return CP_ERR(err, CP_EINVAL,
+                                  "tag path \"%.*s\": the character at byte %zu is not allowed "
+                                  "(segments are lower-case letters of any script, digits, "
+                                  "'_' and '-')",
+                                  (int)len, path, i + 1);
+                return CP_ERR(err, CP_EINVAL,
+                              "tag path: byte 0x%02x at %zu is not valid UTF-8", c, i + 1);
+            }
+            i += w - 1;
+            seg++;
+            continue;
+        }
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
             if (c >= 0x20 && c < 0x7f)
                 return CP_ERR(err, CP_EINVAL,
                               "tag path \"%.*s\": character '%c' at byte %zu is not allowed "
-                              "(segments are [a-z0-9_-]+)",
-                              (int)len, path, c, i + 1);
+                              "(segments are [a-z0-9_-]+ or letters of any script)",
+                              utf8 ? (int)len : 0, path, c, i + 1);
             return CP_ERR(err, CP_EINVAL,
                           "tag path: byte 0x%02x at %zu is not allowed (segments are "
-                          "[a-z0-9_-]+)",
+                          "[a-z0-9_-]+ or letters of any script)",
                           c, i + 1);
         }
         seg++;
     }
     if (seg == 0)
         return CP_ERR(err, CP_EINVAL, "tag path \"%.*s\" has an empty segment", (int)len, path);
+    if (!tax_is_nfc(path, len))
+        return CP_ERR(err, CP_EINVAL, "tag path \"%.*s\" is not in Unicode NFC form", (int)len,
+                      path);
     return CP_OK;
 }
 
@@ -101,7 +186,101 @@ cp_status tax_validate_text(const char *what, const char *s, size_t max, cp_erro
 uint32_t tax_find(const taxonomy_t *t, const char *path, size_t len)
 {
     uint32_t id = 0;
-    return strmap_get(&t->by_path, path, len, &id) ? id : 0;
+    if (strmap_get(&t->by_path, path, len, &id))
+        return id;
+    /* Stored paths are NFC; a decomposed spelling of the same text finds
+     * the same tag. */
+    if (tax_is_nfc(path, len))
+        return 0;
+    size_t nl = 0;
+    char *n = tax_nfc(path, len, &nl);
+    if (n != NULL && !strmap_get(&t->by_path, n, nl, &id))
+        id = 0;
+    free(n);
+    return n != NULL ? id : 0;
+}
+
+/* Compares one path segment with a display name: equal after NFC, ASCII
+ * letters in any case. `name` is stored NFC; `seg` was normalised by the
+ * caller. */
+static int seg_is(const char *seg, size_t sl, const char *name)
+{
+    size_t nl = strlen(name);
+    if (nl != sl)
+        return 0;
+    for (size_t i = 0; i < sl; i++) {
+        unsigned char a = (unsigned char)seg[i], b = (unsigned char)name[i];
+        if (a == b)
+            continue;
+        if (a < 0x80 && b < 0x80 && (a | 0x20) == (b | 0x20) && (a | 0x20) >= 'a' &&
+            (a | 0x20) <= 'z')
+            continue;
+        return 0;
+    }
+    return 1;
+}
+
+/* The last slug segment of a tag. */
+static const char *last_seg(const tax_tag_t *g)
+{
+    const char *s = strrchr(g->path, '/');
+    return s ? s + 1 : g->path;
+}
+
+/* 1 if the segments segs[0..n) match tag `id` and its n-1 ancestors, each
+ * segment by display name or by slug. */
+static int chain_matches(const taxonomy_t *t, uint32_t id, const char *const *segs,
+                         const size_t *lens, size_t n)
+{
+    for (size_t k = n; k > 0; k--) {
+        const tax_tag_t *g = tax_get(t, id);
+        if (g == NULL)
+            return 0;
+        if (!seg_is(segs[k - 1], lens[k - 1], g->name) &&
+            !seg_is(segs[k - 1], lens[k - 1], last_seg(g)))
+            return 0;
+        id = g->parent;
+    }
+    return 1;
+}
+
+cp_status tax_find_display(const taxonomy_t *t, const char *path, size_t len, uint32_t *ids,
+                           size_t cap, size_t *n)
+{
+    *n = 0;
+    cp_status rc = CP_OK;
+    size_t nl = 0;
+    char *norm = tax_nfc(path, len, &nl);
+    if (norm == NULL)
+        return CP_ENOMEM;
+    const char *segs[TAX_MAX_DEPTH];
+    size_t lens[TAX_MAX_DEPTH], nseg = 0, start = 0;
+    for (size_t i = 0; i <= nl; i++) {
+        if (i < nl && norm[i] != '/')
+            continue;
+        if (i == start || nseg == TAX_MAX_DEPTH) {
+            free(norm);
+            return CP_OK; /* an empty segment or too deep: no tag has it */
+        }
+        segs[nseg] = norm + start;
+        lens[nseg++] = i - start;
+        start = i + 1;
+    }
+    /* Every tag whose own name (or slug) is the last segment, checked
+     * upwards; a display path may start at any level ("金融/理财" finds
+     * 兴趣/金融/理财), so a short one can match several tags. */
+    for (uint32_t id = 1; id < t->cap; id++) {
+        const tax_tag_t *g = t->tags[id];
+        if (g == NULL || g->level < (int)nseg)
+            continue;
+        if (!chain_matches(t, id, segs, lens, nseg))
+            continue;
+        if (*n < cap)
+            ids[*n] = id;
+        (*n)++;
+    }
+    free(norm);
+    return rc;
 }
 
 tax_tag_t *tax_get(const taxonomy_t *t, uint32_t id)
@@ -204,32 +383,54 @@ cp_status tax_add(taxonomy_t *t, const char *path, const char *name, const char 
                   int64_t created, uint32_t *id_out, cp_error_t *err)
 {
     cp_status rc;
-    size_t len = strlen(path);
+    char *npath = NULL, *nname = NULL;
+    size_t len = 0;
+    /* Paths and names are kept NFC so that every spelling of the same
+     * text finds the same tag. */
+    npath = tax_nfc(path, strlen(path), &len);
+    nname = name ? tax_nfc(name, strlen(name), NULL) : NULL;
+    if (npath == NULL || (name && nname == NULL)) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory adding tag \"%s\"", path);
+        goto out;
+    }
+    path = npath;
+    name = nname;
     if ((rc = tax_validate_path(path, len, err)))
-        return rc;
+        goto out;
     if ((rc = tax_validate_text("tag name", name, TAX_MAX_NAME, err)))
-        return rc;
+        goto out;
     if ((rc = tax_validate_text("tag description", description, TAX_MAX_DESCRIPTION, err)))
-        return rc;
-    if (name && name[0] == '\0')
-        return CP_ERR(err, CP_EINVAL, "tag \"%s\": empty name", path);
-    if (tax_find(t, path, len))
-        return CP_ERR(err, CP_EEXIST, "tag \"%s\" already exists", path);
+        goto out;
+    if (name && name[0] == '\0') {
+        rc = CP_ERR(err, CP_EINVAL, "tag \"%s\": empty name", path);
+        goto out;
+    }
+    if (tax_find(t, path, len)) {
+        rc = CP_ERR(err, CP_EEXIST, "tag \"%s\" already exists", path);
+        goto out;
+    }
     size_t pl = parent_len(path, len);
     uint32_t parent = 0;
     if (pl) {
         parent = tax_find(t, path, pl);
-        if (parent == 0)
-            return CP_ERR(err, CP_ENOTFOUND, "parent \"%.*s\" of tag \"%s\" does not exist",
-                          (int)pl, path, path);
+        if (parent == 0) {
+            rc = CP_ERR(err, CP_ENOTFOUND, "parent \"%.*s\" of tag \"%s\" does not exist",
+                        (int)pl, path, path);
+            goto out;
+        }
     }
-    if (t->count >= TAX_MAX_TAGS || t->next_id == UINT32_MAX)
-        return CP_ERR(err, CP_ELIMIT, "too many tags (limit %u)", TAX_MAX_TAGS);
+    if (t->count >= TAX_MAX_TAGS || t->next_id == UINT32_MAX) {
+        rc = CP_ERR(err, CP_ELIMIT, "too many tags (limit %u)", TAX_MAX_TAGS);
+        goto out;
+    }
     uint32_t id = t->next_id;
     if ((rc = insert(t, id, parent, path, name, description, created, err)))
-        return rc;
+        goto out;
     *id_out = id;
-    return CP_OK;
+out:
+    free(npath);
+    free(nname);
+    return rc;
 }
 
 cp_status tax_set_text(taxonomy_t *t, uint32_t id, const char *name, const char *description,
@@ -245,7 +446,7 @@ cp_status tax_set_text(taxonomy_t *t, uint32_t id, const char *name, const char 
         return rc;
     if (name && name[0] == '\0')
         return CP_ERR(err, CP_EINVAL, "tag \"%s\": empty name", g->path);
-    char *n = name ? strdup(name) : NULL;
+    char *n = name ? tax_nfc(name, strlen(name), NULL) : NULL;
     char *d = description ? strdup(description) : NULL;
     if ((name && !n) || (description && !d)) {
         free(n);
@@ -338,26 +539,38 @@ cp_status tax_move(taxonomy_t *t, uint32_t id, const char *new_path, uint32_t **
     tax_tag_t *g = tax_get(t, id);
     if (g == NULL)
         return CP_ERR(err, CP_ENOTFOUND, "tag %u not found", id);
-    size_t len = strlen(new_path);
+    size_t len = 0;
+    char *nfc = tax_nfc(new_path, strlen(new_path), &len);
+    if (nfc == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    new_path = nfc;
     if ((rc = tax_validate_path(new_path, len, err)))
-        return rc;
+        goto out;
     if (strcmp(new_path, g->path) == 0)
-        return CP_OK;
-    if (tax_find(t, new_path, len))
-        return CP_ERR(err, CP_EEXIST, "tag \"%s\" already exists", new_path);
+        goto out;
+    if (tax_find(t, new_path, len)) {
+        rc = CP_ERR(err, CP_EEXIST, "tag \"%s\" already exists", new_path);
+        goto out;
+    }
     size_t pl = parent_len(new_path, len);
     uint32_t parent = 0;
     if (pl) {
         parent = tax_find(t, new_path, pl);
-        if (parent == 0)
-            return CP_ERR(err, CP_ENOTFOUND, "new parent \"%.*s\" does not exist", (int)pl,
-                          new_path);
-        if (tax_is_ancestor_or_self(t, id, parent))
-            return CP_ERR(err, CP_EINVAL, "cannot move tag \"%s\" under itself (\"%s\")",
-                          g->path, new_path);
+        if (parent == 0) {
+            rc = CP_ERR(err, CP_ENOTFOUND, "new parent \"%.*s\" does not exist", (int)pl,
+                        new_path);
+            goto out;
+        }
+        if (tax_is_ancestor_or_self(t, id, parent)) {
+            rc = CP_ERR(err, CP_EINVAL, "cannot move tag \"%s\" under itself (\"%s\")",
+                        g->path, new_path);
+            goto out;
+        }
     }
-    if ((rc = tax_subtree(t, id, &sub, &nsub)))
-        return CP_ERR(err, rc, "out of memory");
+    if ((rc = tax_subtree(t, id, &sub, &nsub))) {
+        rc = CP_ERR(err, rc, "out of memory");
+        goto out;
+    }
     const tax_tag_t *np = parent ? tax_get(t, parent) : t->tags[0];
     int shift = np->level + 1 - g->level;
     /* Check limits and build all new paths before changing anything. */
@@ -420,6 +633,7 @@ out:
             free(newp[i]);
     free(newp);
     free(sub);
+    free(nfc);
     return rc;
 }
 

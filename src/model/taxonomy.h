@@ -3,9 +3,12 @@
  *
  * Tag ids are uint32, allocated in creation order and never reused (bitmap
  * keys t/<id> depend on them). Id 0 is the virtual root whose children are
- * the level-1 tags. Paths are slug segments [a-z0-9_-]+ joined by '/', at
- * most TAX_MAX_DEPTH deep and TAX_MAX_PATH bytes; names and descriptions
- * are any UTF-8 within their limits.
+ * the level-1 tags. Paths are slug segments joined by '/', at most
+ * TAX_MAX_DEPTH deep and TAX_MAX_PATH bytes. A segment is [a-z0-9_-] and
+ * letters, marks and digits of any script (兴趣/金融/理财), never upper- or
+ * title-case letters, spaces, punctuation or symbols; paths are stored in
+ * Unicode NFC and lookups normalise what they are given. Names and
+ * descriptions are any UTF-8 within their limits (names stored NFC).
  *
  * Persistence: one JSON record per tag in STORE_TAGS, keyed by the
  * big-endian id: {"parent":N,"path":"..","name":"..","description":"..",
@@ -52,13 +55,34 @@ typedef struct taxonomy {
 cp_status tax_init(taxonomy_t *t);
 void tax_free(taxonomy_t *t);
 
-/* Checks a slug path; the message names the path and what is wrong. */
+/* Byte length of one non-ASCII letter, mark or digit (not upper- or
+ * title-case) at s[0..len), or 0 when s does not start with one. The rule
+ * shared by tag slugs and crowd, tier and cluster names. */
+size_t tax_word_char(const char *s, size_t len);
+/* 1 if s[0..len) is in Unicode NFC (invalid UTF-8 is not). */
+int tax_is_nfc(const char *s, size_t len);
+/* An NFC copy of s[0..len) (invalid UTF-8 copied unchanged, for the
+ * validators to name); caller frees. NULL on ENOMEM. *outlen (may be NULL)
+ * gets its length. */
+char *tax_nfc(const char *s, size_t len, size_t *outlen);
+
+/* Checks a slug path (must be NFC); the message names the path and what
+ * is wrong. */
 cp_status tax_validate_path(const char *path, size_t len, cp_error_t *err);
 /* Name and description: valid UTF-8 within the limits. */
 cp_status tax_validate_text(const char *what, const char *s, size_t max, cp_error_t *err);
 
-/* Id of a path, or 0. */
+/* Id of a path (any normalisation form), or 0. */
 uint32_t tax_find(const taxonomy_t *t, const char *path, size_t len);
+/*
+ * Tags addressed by display path: segments matched, from the last one up,
+ * against the tags' names (or slug segments), NFC and ASCII-case-
+ * insensitively; the first segment may be at any level ("金融/理财" finds
+ * interest/finance/wealth named 兴趣/金融/理财). Up to `cap` ids go to
+ * ids[]; *n gets how many matched (may exceed cap). CP_ENOMEM only.
+ */
+cp_status tax_find_display(const taxonomy_t *t, const char *path, size_t len, uint32_t *ids,
+                           size_t cap, size_t *n);
 /* The tag of an id, or NULL. */
 tax_tag_t *tax_get(const taxonomy_t *t, uint32_t id);
 

@@ -59,7 +59,7 @@ static inline int expr__path_char(unsigned char c)
 static inline int expr__name_char(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-';
+           c == '-' || c >= 0x80; /* crowd:广州理财 */
 }
 
 /* The operator's canonical spelling ("=", "!=", "<", "<=", ">", ">="). */

@@ -1,4 +1,5 @@
 /* h_tags.c — handlers for tags, the taxonomy and attributes. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "server/srv.h"
@@ -35,14 +36,47 @@ static int query_flag(srv_req_t *req, srv_resp_t *resp, const char *key)
     return -1;
 }
 
+/* ?limit=N (1..max); absent = 0 (the library's default). Returns -1 after
+ * replying 400. */
+static long query_limit(srv_req_t *req, srv_resp_t *resp, long max)
+{
+    const char *v = NULL;
+    cp_error_t err = {0};
+    cp_status st = srv_query(req, "limit", &v, &err);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, &err, 0);
+        return -1;
+    }
+    if (v == NULL)
+        return 0;
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    if (end == v || *end != '\0' || n < 1 || n > max) {
+        srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "parameter", "limit"),
+                        "query argument \"limit\": expected an integer from 1 to %ld, got \"%s\"",
+                        max, v);
+        return -1;
+    }
+    return n;
+}
+
 void srv_h_tags_list(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
-    const char *root = NULL;
+    const char *root = NULL, *q = NULL;
     cp_error_t err = {0};
     char *text = NULL;
     cp_status st = srv_query(req, "root", &root, &err);
     if (st == CP_OK)
+        st = srv_query(req, "q", &q, &err);
+    if (st == CP_OK && q != NULL) {
+        /* ?q= searches slugs, names and display paths (substring). */
+        long limit = query_limit(req, resp, CP_TAGS_SEARCH_MAX);
+        if (limit < 0)
+            return;
+        st = cp_tags_search_json(srv->db, q, (size_t)limit, &text, &err);
+    } else if (st == CP_OK) {
         st = cp_tags_json(srv->db, root, &text, &err);
+    }
     reply_lib(resp, 200, st, text, &err, 0);
 }
 
@@ -190,6 +224,58 @@ void srv_h_attrs_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     }
     if (st == CP_OK)
         st = cp_schema_json(srv->db, &text, &err);
+    reply_lib(resp, 200, st, text, &err, 0);
+out:
+    json_decref(body);
+}
+
+void srv_h_attr_values(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    cp_error_t err = {0};
+    char *text = NULL;
+    long limit = query_limit(req, resp, 100000);
+    if (limit < 0)
+        return;
+    cp_status st = cp_attr_values_json(srv->db, req->params[0], (size_t)limit, &text, &err);
+    reply_lib(resp, 200, st, text, &err, 0);
+}
+
+/* PUT /v1/attributes/{name}/aliases {"aliases":{"广州":"guangzhou","穗":null}}:
+ * each alias set (or, with null, removed) in order; the first failure
+ * stops and is the answer (those before it stay applied). */
+void srv_h_attr_aliases_put(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    json_t *body = NULL;
+    cp_error_t err = {0};
+    char *text = NULL;
+    cp_status st = CP_OK;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    json_t *al = json_object_get(body, "aliases");
+    if (!json_is_object(al) || json_object_size(al) == 0) {
+        srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "field", "aliases"),
+                        "request body: field \"aliases\" must be an object of alias -> value "
+                        "(null removes the alias)");
+        goto out;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(al, k, v)
+    {
+        if (json_is_null(v)) {
+            st = cp_attr_alias_remove(srv->db, req->params[0], k, &err);
+        } else if (json_is_string(v)) {
+            st = cp_attr_alias_set(srv->db, req->params[0], k, json_string_value(v), &err);
+        } else {
+            srv_reply_error(resp, 400, "wrong_type", json_pack("{s:s}", "field", "aliases"),
+                            "request body: aliases.%s must be a string value or null", k);
+            goto out;
+        }
+        if (st != CP_OK)
+            break;
+    }
+    if (st == CP_OK)
+        st = cp_attr_values_json(srv->db, req->params[0], 0, &text, &err);
     reply_lib(resp, 200, st, text, &err, 0);
 out:
     json_decref(body);

@@ -59,7 +59,9 @@ void srv_reply_json(srv_resp_t *r, int status, json_t *j)
 {
     char *text = NULL;
     if (j != NULL)
-        text = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+        /* UTF-8 as is (Chinese names readable in any client), and reals
+         * with 15 significant digits: 0.201672, not 0.20167199999999999. */
+        text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(j);
     if (text == NULL) {
         reply_oom(r);

@@ -21,6 +21,8 @@ void srv_h_events_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_intake_config_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_intake_config_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_count_as_of(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_attr_values(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_attr_aliases_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
 /*
  * One row per method and pattern. "{name}" matches one non-empty path
@@ -43,6 +45,8 @@ const srv_route_t srv_routes[] = {
 
     {SRV_GET, "/v1/attributes", srv_h_attrs_list, CP_ROLE_READ},
     {SRV_POST, "/v1/attributes", srv_h_attrs_create, CP_ROLE_WRITE},
+    {SRV_GET, "/v1/attributes/{name}/values", srv_h_attr_values, CP_ROLE_READ},
+    {SRV_PUT, "/v1/attributes/{name}/aliases", srv_h_attr_aliases_put, CP_ROLE_WRITE},
 
     /* Segment-compatible intake and OneID (h_events.c). */
     {SRV_POST, "/v1/identify", srv_h_ev_identify, CP_ROLE_WRITE},

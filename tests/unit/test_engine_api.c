@@ -159,7 +159,13 @@ static void test_load_and_query(void **state)
     assert_int_equal(count(db, "age < 0"), 1);
     assert_int_equal(count(db, "gender = \"female\""), 2);
     assert_int_equal(count(db, "gender != \"female\""), 1);
-    assert_int_equal(count(db, "gender = \"other\""), 0);
+    {
+        /* A value never seen is an error, not a silent zero. */
+        uint64_t none = 0;
+        cp_error_t e2 = {0};
+        assert_int_equal(cp_count(db, "gender = \"other\"", &none, &e2), CP_ENOTFOUND);
+        assert_non_null(strstr(e2.message, "no value \"other\""));
+    }
     assert_int_equal(count(db, "city = \"广州\""), 1);
     assert_int_equal(count(db, "vip = true"), 1);
     assert_int_equal(count(db, "vip = false"), 1);

@@ -79,8 +79,10 @@ static void test_slugs(void **state)
 {
     (void)state;
     cp_error_t err = {0};
-    const char *good[] = {"a", "interest/finance/consulting", "a-b_c/0-9", "x/y"};
-    const char *bad[] = {"", "/a", "a/", "a//b", "A", "a b", "interest/Finance", "金融", "a/./b"};
+    const char *good[] = {"a", "interest/finance/consulting", "a-b_c/0-9", "x/y", "金融",
+                          "兴趣/金融/理财"};
+    const char *bad[] = {"", "/a", "a/", "a//b", "A", "a b", "interest/Finance", "金融 理财",
+                         "a/./b", "\xff"};
     for (size_t i = 0; i < CP_ARRAY_LEN(good); i++)
         assert_int_equal(tax_validate_path(good[i], strlen(good[i]), &err), CP_OK);
     for (size_t i = 0; i < CP_ARRAY_LEN(bad); i++)
@@ -248,6 +250,9 @@ static void test_crowds_keys_users(void **state)
     cp_error_t err = {0};
     assert_int_equal(crowd_validate_name("Vip_2024-a", &err), CP_OK);
     assert_int_equal(crowd_validate_name("a b", &err), CP_EINVAL);
+    assert_int_equal(crowd_validate_name("广州理财", &err), CP_OK);
+    assert_int_equal(crowd_validate_name("广州 理财", &err), CP_EINVAL);
+    assert_int_equal(crowd_validate_name("广州，理财", &err), CP_EINVAL);
     assert_int_equal(crowd_validate_name("", &err), CP_EINVAL);
 
     crowd_set_t cs;
