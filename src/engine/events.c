@@ -1643,7 +1643,8 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
     idcache_clear(db);
     for (size_t i = 0; i < n; i++) {
         uint32_t o = ords[i];
-        index_user_delete(db->ix, &db->tax, o);
+        if ((rc = user_index_drop(db, txn, o, err)))
+            return rc;
         beh_user_remove(db->beh, o);
         meas_user_remove(db->meas, o);
         const char *id;

@@ -556,7 +556,7 @@ cp_status cp_schema_json(cp_db_t *db, char **out, cp_error_t *err)
         json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "name", a->name, "type",
                               cp_attr_type_name(a->type), "count",
                               (json_int_t)(ex ? roaring_bitmap_get_cardinality(ex) : 0), "values",
-                              (json_int_t)a->nvalues);
+                              (json_int_t)schema_value_count(a));
         if (o == NULL || json_array_append_new(arr, o)) {
             json_decref(arr);
             arr = NULL;
