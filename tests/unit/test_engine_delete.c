@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -246,6 +247,86 @@ static void test_pending_survives_restart(void **state)
     /* the leftover went at open; the compaction's own copy is renamed */
     assert_int_equal(access(path, F_OK), -1);
     assert_int_equal(count(db, "all"), 1);
+    cp_db_close(db);
+    rmdir_all(dir);
+}
+
+/* Another process with data.mdb open (a read-only CLI, a backup) holds
+ * the compaction off: swapping the file under it would break its view of
+ * LMDB's shared lock file and ours. Once it exits the compaction runs, and
+ * processes opening the compacted file afterwards (several times over:
+ * LMDB's transaction ids restart in a compacted copy) read and write it
+ * correctly. */
+static void test_compact_waits_for_other_process(void **state)
+{
+    (void)state;
+    char dir[256];
+    tmpdir(dir, sizeof dir, "proc");
+    cp_db_t *db = open_db(dir);
+    cp_error_t err = {0};
+    for (int i = 0; i < 30; i++) {
+        char b[64];
+        snprintf(b, sizeof b, "{\"id\":\"q%02d\",\"tags\":[]}", i);
+        upsert(db, b);
+    }
+    for (int round = 0; round < 3; round++) {
+        int go[2], done[2];
+        assert_int_equal(pipe(go), 0);
+        assert_int_equal(pipe(done), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            cp_open_options_t o = {.flags = CP_OPEN_READONLY, .map_size = 1ull << 27};
+            cp_db_t *r = NULL;
+            char c = 0;
+            if (cp_db_open(dir, &o, &r, NULL))
+                _exit(2);
+            if (write(go[1], "x", 1) != 1 || read(done[0], &c, 1) != 1)
+                _exit(3);
+            uint64_t n = 0;
+            int bad = cp_count(r, "all", &n, NULL) != CP_OK;
+            cp_db_close(r);
+            _exit(bad ? 4 : (int)(n & 0x7f));
+        }
+        char c;
+        assert_int_equal(read(go[0], &c, 1), 1);
+        char id[16];
+        snprintf(id, sizeof id, "q%02d", round);
+        ok(cp_user_delete(db, id, &err), &err);
+        assert_int_equal(cp_db_compact(db, &err), CP_ELOCKED);
+        assert_non_null(strstr(err.message, "another process"));
+        assert_int_equal(write(done[1], "x", 1), 1);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 30); /* opened before the deletion */
+        close(go[0]);
+        close(go[1]);
+        close(done[0]);
+        close(done[1]);
+        ok(cp_db_compact(db, &err), &err);
+        /* writes after the swap land in the compacted file */
+        snprintf(id, sizeof id, "{\"id\":\"n%02d\"}", round);
+        upsert(db, id);
+        assert_int_equal(count(db, "all"), 30);
+        /* a process opening the compacted file sees the latest commit */
+        pid = fork();
+        if (pid == 0) {
+            cp_open_options_t o = {.flags = CP_OPEN_READONLY, .map_size = 1ull << 27};
+            cp_db_t *r = NULL;
+            uint64_t n = 0;
+            if (cp_db_open(dir, &o, &r, NULL) || cp_count(r, "all", &n, NULL))
+                _exit(2);
+            cp_db_close(r);
+            _exit((int)(n & 0x7f));
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 30);
+    }
+    cp_db_close(db);
+    db = open_db(dir);
+    assert_int_equal(count(db, "all"), 30);
     cp_db_close(db);
     rmdir_all(dir);
 }
@@ -621,6 +702,7 @@ int main(void)
         cmocka_unit_test(test_last_member_deleted),
         cmocka_unit_test(test_delete_during_export),
         cmocka_unit_test(test_pending_survives_restart),
+        cmocka_unit_test(test_compact_waits_for_other_process),
         cmocka_unit_test(test_property),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
