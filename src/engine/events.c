@@ -1643,9 +1643,9 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
     idcache_clear(db);
     for (size_t i = 0; i < n; i++) {
         uint32_t o = ords[i];
-        if ((rc = user_index_drop(db, txn, o, err)))
+        if ((rc = user_index_drop(db, txn, o, err)) ||
+            (rc = beh_user_forget(db->beh, o, txn, STORE_INTAKE, err)))
             return rc;
-        beh_user_remove(db->beh, o);
         meas_user_remove(db->meas, o);
         const char *id;
         size_t idl;
