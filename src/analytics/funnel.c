@@ -154,6 +154,8 @@ static cp_status breakdown_groups(cp_db_t *db, const json_t *spec, group_t *g, s
         if (bk)
             return CP_ERR(err, CP_EINVAL, "funnel: \"buckets\" are for int attributes");
         for (uint32_t v = 1; v <= a->nvalues; v++) {
+            if (a->values[v] == NULL)
+                continue; /* removed with the last user holding it */
             char q[2 * SCHEMA_MAX_VALUE + 8];
             if (a->type == CP_ATTR_BOOL)
                 snprintf(q, sizeof q, "%.*s", (int)a->value_lens[v], a->values[v]);

@@ -27,6 +27,7 @@
 #include "engine/engine.h"
 
 #define COMPACT_META "compact_pending"
+#define COMPACT_DELAY_MS 100
 #define COMPACT_RETRY_MIN_MS 50
 #define COMPACT_RETRY_MAX_MS 2000
 
@@ -95,46 +96,55 @@ out:
     return rc;
 }
 
+/* Realtime milliseconds: what pthread_cond_timedwait's deadline counts. */
+static int64_t clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The first attempt waits COMPACT_DELAY_MS after the deletion that made
+ * one pending (a burst of deletions then costs one compaction, not one
+ * each; later kicks do not push it back); busy attempts back off.
+ */
 static void *compact_main(void *arg)
 {
     cp_db_t *db = arg;
-    int64_t wait_ms = 0;
+    int64_t next_ms = 0, backoff = 0; /* next_ms 0: nothing scheduled */
     pthread_mutex_lock(&db->cmp_mu);
     while (!db->cmp_stop) {
         if (atomic_load(&db->compact_pending) == 0 || db->cmp_paused) {
+            next_ms = backoff = 0;
             pthread_cond_wait(&db->cmp_cv, &db->cmp_mu);
-            wait_ms = 0;
             continue;
         }
-        if (wait_ms > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += wait_ms / 1000;
-            ts.tv_nsec += (wait_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            int w = pthread_cond_timedwait(&db->cmp_cv, &db->cmp_mu, &ts);
-            if (w != ETIMEDOUT)
-                continue; /* kicked or stopping: look again */
+        int64_t now = clock_ms();
+        if (next_ms == 0)
+            next_ms = now + COMPACT_DELAY_MS;
+        if (now < next_ms) {
+            struct timespec ts = {.tv_sec = next_ms / 1000, .tv_nsec = (next_ms % 1000) * 1000000L};
+            (void)pthread_cond_timedwait(&db->cmp_cv, &db->cmp_mu, &ts);
+            continue; /* woken early (a kick, stop): look again */
         }
         pthread_mutex_unlock(&db->cmp_mu);
         cp_error_t err = {0};
         cp_status rc = compact_try(db, 0, &err);
         pthread_mutex_lock(&db->cmp_mu);
         if (rc == CP_OK) {
-            wait_ms = 0;
+            next_ms = backoff = 0;
         } else if (rc == CP_ECONFLICT || rc == CP_ELOCKED) {
             /* Readers: back off, they end on their own. */
-            wait_ms = wait_ms ? wait_ms * 2 : COMPACT_RETRY_MIN_MS;
-            if (wait_ms > COMPACT_RETRY_MAX_MS)
-                wait_ms = COMPACT_RETRY_MAX_MS;
+            backoff = backoff ? backoff * 2 : COMPACT_RETRY_MIN_MS;
+            if (backoff > COMPACT_RETRY_MAX_MS)
+                backoff = COMPACT_RETRY_MAX_MS;
+            next_ms = clock_ms() + backoff;
         } else {
             if (!atomic_load(&db->failed))
                 fprintf(stderr, "crowdpack: compacting data.mdb failed (tried again later): %s\n",
                         err.message);
-            wait_ms = COMPACT_RETRY_MAX_MS * 5;
+            next_ms = clock_ms() + COMPACT_RETRY_MAX_MS * 5;
         }
     }
     pthread_mutex_unlock(&db->cmp_mu);

@@ -582,7 +582,7 @@ void db_value_suggest(const schema_attr_t *a, const char *v, size_t len, char *b
         return;
     uint32_t scan = a->nvalues < SUGGEST_MAX_SCAN ? a->nvalues : SUGGEST_MAX_SCAN;
     for (uint32_t i = 1; i <= scan; i++)
-        if (schema_alias_find(a, a->values[i], a->value_lens[i]) == 0)
+        if (a->values[i] != NULL && schema_alias_find(a, a->values[i], a->value_lens[i]) == 0)
             suggest_offer(&sg, cv, nv, a->values[i], a->value_lens[i]);
     for (uint32_t i = 0; i < a->nalias && i < SUGGEST_MAX_SCAN; i++)
         suggest_offer(&sg, cv, nv, a->alias_text[i], strlen(a->alias_text[i]));

@@ -336,6 +336,10 @@ cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
  * resolve to their survivor). CP_ENOTFOUND silent. */
 cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
                          cp_error_t *err);
+/* Takes user ord out of the index (every tag, attribute and crowd) and
+ * removes from the dictionaries the string/enum/bool values no other user
+ * holds (ingest.c; write lock held, txn open). */
+cp_status user_index_drop(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_error_t *err);
 /* Deletes every trace of the users `ords` (write lock held, txn open). */
 cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords, size_t n,
                             cp_error_t *err);

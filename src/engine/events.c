@@ -1807,8 +1807,9 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
     idcache_clear(db);
     for (size_t i = 0; i < n; i++) {
         uint32_t o = ords[i];
-        index_user_delete(db->ix, &db->tax, o);
-        beh_user_remove(db->beh, o);
+        if ((rc = user_index_drop(db, txn, o, err)) ||
+            (rc = beh_user_forget(db->beh, o, txn, STORE_INTAKE, err)))
+            return rc;
         meas_user_remove(db->meas, o);
         const char *id;
         size_t idl;
@@ -1821,34 +1822,27 @@ cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords,
         } else if (rc != CP_ENOTFOUND) {
             return rc;
         }
-        /* The catalog's example values must not keep the user's traits. */
-        json_t *tr = NULL;
-        if ((rc = traits_get(txn, o, &tr, err)))
-            return rc;
-        const char *tk;
-        json_t *tv;
-        json_object_foreach(tr, tk, tv)
-        {
-            json_t *ex = json_object_get(json_object_get(json_object_get(db->catalog, "traits"), tk),
-                                         "examples");
-            for (size_t x = json_array_size(ex); x-- > 0;) {
-                json_t *cand = json_array_get(ex, x);
-                int same = json_equal(cand, tv) ||
-                           (json_is_string(cand) && json_is_string(tv) &&
-                            !strncmp(json_string_value(cand), json_string_value(tv),
-                                     json_string_length(cand)));
-                if (same) {
-                    json_array_remove(ex, x);
-                    db->catalog_dirty = 1;
-                }
-            }
-        }
-        json_decref(tr);
         unsigned char k[7];
         ut_key(k, o);
         if ((rc = store_del(txn, STORE_INTAKE, k, 7, err)) ||
             (rc = group_remove_member(&db->groups, txn, o, err)))
             return rc;
+    }
+    /* The catalog's example values may be anything the user ever sent (a
+     * trait since overwritten, an event property): they are not traced to
+     * users, so every example goes; later events bring new ones. */
+    const char *kinds[] = {"traits", "properties"};
+    for (size_t x = 0; x < 2; x++) {
+        const char *ck;
+        json_t *cv;
+        json_object_foreach(json_object_get(db->catalog, kinds[x]), ck, cv)
+        {
+            json_t *ex = json_object_get(cv, "examples");
+            if (json_array_size(ex)) {
+                json_array_clear(ex);
+                db->catalog_dirty = 1;
+            }
+        }
     }
     db->data_changed = 1;
     return CP_OK;

@@ -694,7 +694,7 @@ cp_status cp_schema_json(cp_db_t *db, char **out, cp_error_t *err)
         json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "name", a->name, "type",
                               cp_attr_type_name(a->type), "count",
                               (json_int_t)(ex ? roaring_bitmap_get_cardinality(ex) : 0), "values",
-                              (json_int_t)a->nvalues);
+                              (json_int_t)schema_value_count(a));
         if (o == NULL || json_array_append_new(arr, o)) {
             json_decref(arr);
             arr = NULL;
@@ -777,8 +777,9 @@ cp_status cp_attr_values_json(cp_db_t *db, const char *name, size_t limit, char 
     }
     size_t n = 0;
     for (uint32_t v = 1; v <= a->nvalues; v++) {
-        /* A spelling made an alias is listed under "aliases", not here. */
-        if (schema_alias_find(a, a->values[v], a->value_lens[v]) != 0)
+        /* A spelling made an alias is listed under "aliases", not here;
+         * a value removed with the last user holding it is gone. */
+        if (a->values[v] == NULL || schema_alias_find(a, a->values[v], a->value_lens[v]) != 0)
             continue;
         const roaring_bitmap_t *bm = index_value_bitmap(db->ix, a->id, v);
         vc[n++] = (val_count_t){v, bm ? roaring_bitmap_get_cardinality(bm) : 0};

@@ -71,7 +71,8 @@ typedef struct dirty {
  * mostly share the event and some values (Online Retail: every row is a
  * "purchase", only stock_code changes), so every subset whose values are
  * all unchanged takes its id from here without a key or a hash lookup.
- * Ids are never reused (series are never removed), so a memo stays true.
+ * Ids are never reused (series are never removed); a series forgotten with
+ * a deleted user (beh_user_forget) invalidates the memo.
  */
 typedef struct memo {
     int valid;
@@ -2328,4 +2329,76 @@ void beh_cell_forms(const beh_t *b, uint64_t *small, uint64_t *roaring)
         }
     *small = ns;
     *roaring = nr;
+}
+
+/* ------------------------------------------------------ deleted users */
+
+/*
+ * The key a forgotten series takes: its event with one property whose name
+ * is a NUL byte (no event can carry one: JSON object keys cannot hold NUL)
+ * and whose value is the series id, so it is unique, valid on load, and
+ * matches no did() filter.
+ */
+static size_t forgotten_key(const series_t *se, uint32_t id, uint8_t *buf)
+{
+    size_t elen = se->key[0], o = 0;
+    buf[o++] = (uint8_t)elen;
+    memcpy(buf + o, se->key + 1, elen);
+    o += elen;
+    buf[o++] = 1;
+    buf[o++] = 0;
+    char digits[16];
+    int n = snprintf(digits, sizeof digits, "%u", (unsigned)id);
+    buf[o++] = (uint8_t)n;
+    memcpy(buf + o, digits, (size_t)n);
+    return o + (size_t)n;
+}
+
+cp_status beh_user_forget(beh_t *b, uint32_t user, store_txn_t *txn, store_db db,
+                          cp_error_t *err)
+{
+    int renamed = 0;
+    for (uint32_t s = 0; s < b->nseries; s++) {
+        series_t *se = &b->series[s];
+        if (se->ever == NULL || !roaring_bitmap_remove_checked(se->ever, user))
+            continue;
+        for (uint32_t i = 0; i < se->ncells;)
+            if (cell_remove_user(b, s, i, user) != 2)
+                i++;
+        /* Only series naming property values (a bare event name is not
+         * something a user sent about themselves), and not forgotten yet. */
+        size_t p = 1u + se->key[0];
+        int forgotten = se->klen > p + 1 && se->key[p] == 1 && se->key[p + 1] == 0;
+        if (se->ncells != 0 || se->klen <= p || forgotten)
+            continue;
+        uint8_t nk[1 + BEH_NAME_MAX + 3 + 16];
+        size_t nl = forgotten_key(se, s, nk);
+        uint8_t *copy = malloc(nl);
+        if (copy == NULL)
+            return CP_ERR(err, CP_ENOMEM, "out of memory forgetting a behaviour series");
+        memcpy(copy, nk, nl);
+        if (s < b->persisted) { /* else the next persist writes the new key */
+            uint8_t dk[DICT_KEY_LEN];
+            memcpy(dk, KEY_DICT, 6);
+            put_u32be(dk + 6, s);
+            cp_status rc = store_put(txn, db, dk, sizeof dk, copy, nl, err);
+            if (rc) {
+                free(copy);
+                return rc;
+            }
+        }
+        free(se->key);
+        se->key = copy;
+        se->klen = (uint32_t)nl;
+        renamed = 1;
+    }
+    if (renamed) {
+        /* Keys moved: rebuild the hash (linear probing has no delete). */
+        memset(b->slots, 0xFF, b->nslots * sizeof *b->slots);
+        for (uint32_t s = 0; s < b->nseries; s++)
+            slot_put(b->slots, b->nslots, &b->series[s], s);
+        if (b->memo)
+            b->memo->valid = 0; /* it may hold a forgotten id */
+    }
+    return CP_OK;
 }

@@ -198,6 +198,16 @@ cp_status beh_record_many(beh_t *b, beh_rec_t *recs, size_t n);
 
 /* Removes the user from every cell (deletion). */
 void beh_user_remove(beh_t *b, uint32_t user);
+/*
+ * beh_user_remove for a deleted user, which also forgets the property
+ * values the user sent: every series carrying property values that the
+ * user leaves without any cell gets a key naming no value (its event, and
+ * a NUL-named property holding the series id, which no did() filter can
+ * match), in memory and, for series already persisted, as its dictionary
+ * row in `db` within txn. Series ids stay (never reused).
+ */
+cp_status beh_user_forget(beh_t *b, uint32_t user, store_txn_t *txn, store_db db,
+                          cp_error_t *err);
 
 /*
  * The user's behaviour as (series, day, count) entries ordered by series

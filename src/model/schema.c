@@ -301,7 +301,8 @@ static cp_status load_alias(void *ud, const void *k, size_t kl, const void *v, s
     return CP_OK;
 }
 
-static cp_status value_insert(schema_attr_t *a, uint32_t id, const char *v, size_t len)
+/* Room for value id `id` in a's arrays (new slots NULL / 0). */
+static cp_status value_grow(schema_attr_t *a, uint32_t id)
 {
     if (id >= a->capvalues) {
         uint32_t nc = a->capvalues ? a->capvalues : 16;
@@ -319,6 +320,13 @@ static cp_status value_insert(schema_attr_t *a, uint32_t id, const char *v, size
         memset(nl + a->capvalues, 0, (nc - a->capvalues) * sizeof *nl);
         a->capvalues = nc;
     }
+    return CP_OK;
+}
+
+static cp_status value_insert(schema_attr_t *a, uint32_t id, const char *v, size_t len)
+{
+    if (value_grow(a, id))
+        return CP_ENOMEM;
     char *copy = malloc(len + 1);
     if (copy == NULL)
         return CP_ENOMEM;
@@ -364,6 +372,37 @@ cp_status schema_value_intern(schema_attr_t *a, store_txn_t *txn, const char *v,
     return CP_OK;
 }
 
+/* A removed value's row: one NUL byte, which no value can hold. It keeps
+ * the id from being given again (bitmap keys name ids) and holds no byte
+ * of the value. */
+#define VALUE_TOMBSTONE "\0"
+#define VALUE_DEAD UINT32_MAX /* value_lens[] of a removed id */
+
+cp_status schema_value_remove(schema_attr_t *a, store_txn_t *txn, uint32_t vid, cp_error_t *err)
+{
+    if (vid == 0 || vid > a->nvalues || a->values[vid] == NULL)
+        return CP_OK;
+    /* A value an alias stands for is the operator's configuration, not
+     * the user's data: it stays. */
+    for (uint32_t i = 0; i < a->nalias; i++)
+        if (a->alias_vid[i] == vid)
+            return CP_OK;
+    unsigned char k[8];
+    be32_put(k, a->id);
+    be32_put(k + 4, vid);
+    cp_status rc = store_put(txn, STORE_VALUES, k, 8, VALUE_TOMBSTONE, 1, err);
+    if (rc)
+        return rc;
+    strmap_del(&a->by_value, a->values[vid], a->value_lens[vid]);
+    free(a->values[vid]);
+    a->values[vid] = NULL;
+    a->value_lens[vid] = VALUE_DEAD;
+    a->ndead++;
+    return CP_OK;
+}
+
+uint32_t schema_value_count(const schema_attr_t *a) { return a->nvalues - a->ndead; }
+
 static cp_status load_attr(void *ud, const void *k, size_t kl, const void *v, size_t vl,
                            cp_error_t *err)
 {
@@ -398,6 +437,17 @@ static cp_status load_value(void *ud, const void *k, size_t kl, const void *v, s
         return CP_ERR(err, CP_EIO, "corrupt attribute value key");
     uint32_t aid = be32_get(k), vid = be32_get((const unsigned char *)k + 4);
     schema_attr_t *a = schema_get(s, aid);
+    if (a != NULL && schema_type_has_dict(a->type) && vid > 0 && vid <= SCHEMA_MAX_STRING_VALUES &&
+        vl == 1 && *(const char *)v == '\0' && !(vid <= a->nvalues && a->values[vid])) {
+        /* a removed value: the id stays taken */
+        if (value_grow(a, vid))
+            return CP_ERR(err, CP_ENOMEM, "out of memory loading attribute values");
+        a->value_lens[vid] = VALUE_DEAD;
+        if (vid > a->nvalues)
+            a->nvalues = vid;
+        a->ndead++;
+        return CP_OK;
+    }
     if (a == NULL || !schema_type_has_dict(a->type) || vid == 0 ||
         vid > SCHEMA_MAX_STRING_VALUES || vl > SCHEMA_MAX_VALUE || !cp_utf8_valid(v, vl) ||
         (vid <= a->nvalues && a->values[vid]))
@@ -424,7 +474,7 @@ cp_status schema_load(schema_t *s, store_txn_t *txn, cp_error_t *err)
         if (a == NULL)
             continue;
         for (uint32_t v = 1; v <= a->nvalues; v++)
-            if (a->values[v] == NULL)
+            if (a->values[v] == NULL && a->value_lens[v] != VALUE_DEAD)
                 return CP_ERR(err, CP_EIO, "attribute \"%s\": value %u missing", a->name, v);
     }
     return CP_OK;

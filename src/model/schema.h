@@ -4,7 +4,8 @@
  *
  * Attribute ids and value ids start at 1, are allocated in order and are
  * never reused (bitmap keys a/<attr>/v/<value> depend on them). Value id 0
- * means "no value" in the index's per-user columns.
+ * means "no value" in the index's per-user columns. A value no user holds
+ * after a deletion is removed (schema_value_remove): its entry is NULL.
  *
  * Persistence: STORE_ATTRS big-endian id -> {"name","type","created"};
  * STORE_VALUES attr id BE + value id BE -> the value's bytes;
@@ -35,7 +36,8 @@ typedef struct schema_attr {
     /* Dictionary (ENUM/STRING/BOOL): values[1..nvalues]. */
     char **values;
     uint32_t *value_lens;
-    uint32_t nvalues, capvalues;
+    uint32_t nvalues, capvalues; /* nvalues: the highest id given */
+    uint32_t ndead;              /* ids of removed values (values[id] NULL) */
     strmap_t by_value;
     /* Aliases (ENUM/STRING): other spellings of a value (广州 -> the id of
      * guangzhou), looked up before the dictionary; by_alias maps the
@@ -91,6 +93,17 @@ cp_status schema_alias_set(schema_attr_t *a, store_txn_t *txn, const char *alias
 /* Removes an alias; CP_ENOTFOUND if there is none. */
 cp_status schema_alias_remove(schema_attr_t *a, store_txn_t *txn, const char *alias, size_t len,
                               cp_error_t *err);
+/*
+ * Removes value vid (no user may hold it any more) from a's dictionary, in
+ * memory and in STORE_VALUES: its text is gone, its id stays taken (a
+ * one-NUL-byte row marks it) and values[vid] is NULL from now on, so
+ * walks over 1..nvalues skip NULL entries. A deleted user's values that
+ * nobody else holds leave this way. Unknown or removed ids: CP_OK.
+ */
+cp_status schema_value_remove(schema_attr_t *a, store_txn_t *txn, uint32_t vid, cp_error_t *err);
+/* Distinct values held by the dictionary (removed ones not counted). */
+uint32_t schema_value_count(const schema_attr_t *a);
+
 cp_status schema_load(schema_t *s, store_txn_t *txn, cp_error_t *err);
 
 #endif /* CP_MODEL_SCHEMA_H */
