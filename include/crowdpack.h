@@ -432,14 +432,22 @@ cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err);
  * Bulk import of a file (plain or gzip): NDJSON Segment events, or CSV with
  * a column mapping (JSON, docs/intake.md) or a built-in preset
  * ("online-retail"). Streams in constant memory; bad lines go to on_reject
- * (err->record = line) and are skipped. Each batch commits with the input
- * position in the same transaction, so a re-run of the same file (same
- * path, size and mtime, same first MiB) resumes after the last committed
- * line without duplicates; a completed file is not imported twice
- * (stats->already_done) unless CP_IMPORT_RESTART.
+ * (err->record = line) and are skipped. Each batch commits with a record of
+ * the content imported so far (a hash of the uncompressed bytes up to
+ * there) in the same transaction. A later run on any file whose
+ * uncompressed content starts with an imported range — the same file
+ * grown by appended rows, a renamed, moved or gzipped copy, an interrupted
+ * run — imports only what follows it (stats->resumed_at_offset); a file
+ * imported whole is not imported again (stats->already_done) unless
+ * CP_IMPORT_RESTART. With CP_IMPORT_DEDUP_ROWS, rows without a message id
+ * get one from their content and ordinal among identical rows,
+ * deduplicated like messageIds within the dedup window (for files that
+ * overlap without being prefixes of one another). An
+ * unterminated last line of a plain file is held back (stats->held_back)
+ * until completed, unless CP_IMPORT_FINAL.
  */
 typedef enum cp_import_format { CP_IMPORT_NDJSON = 1, CP_IMPORT_CSV = 2 } cp_import_format;
-enum { CP_IMPORT_RESTART = 1u << 0 };
+enum { CP_IMPORT_RESTART = 1u << 0, CP_IMPORT_FINAL = 1u << 1, CP_IMPORT_DEDUP_ROWS = 1u << 2 };
 typedef struct cp_import_options {
     cp_import_format format;
     const char *mapping_json; /* CSV: a mapping document, or NULL with preset */
@@ -465,6 +473,8 @@ typedef struct cp_import_stats {
     uint64_t beh_updates;    /* behaviour index increments (one per series an event feeds) */
     uint64_t attr_updates;   /* attribute values written (traits, first_seen, last_seen) */
     uint64_t meas_updates;   /* event measure values updated */
+    uint64_t resumed_at_offset; /* uncompressed bytes recognised as imported before */
+    uint64_t held_back;      /* bytes of an unterminated last line left for later */
 } cp_import_stats_t;
 cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
                          cp_import_stats_t *stats, cp_error_t *err);

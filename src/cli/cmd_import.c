@@ -18,7 +18,10 @@ static const cli_opt_t import_opts[] = {
     {"events", 0, OPT_FLAG, NULL, "the file holds NDJSON Segment events (the default)"},
     {"rejects", 0, OPT_VALUE, "FILE", "write rejected lines (line number and reason) here"},
     {"batch", 0, OPT_VALUE, "N", "rows per committed batch (default 50000)"},
-    {"restart", 0, OPT_FLAG, NULL, "ignore a saved position: import the file from the start"},
+    {"restart", 0, OPT_FLAG, NULL, "ignore what was imported before: import the file from the start"},
+    {"dedup-rows", 0, OPT_FLAG, NULL,
+     "give rows without a message id one from their content, deduplicated in the dedup window"},
+    {"final", 0, OPT_FLAG, NULL, "the file is complete: import a last line without a line break"},
     {"quiet", 'q', OPT_FLAG, NULL, "no progress bar"},
     {NULL, 0, 0, NULL, NULL},
 };
@@ -31,8 +34,11 @@ static const cli_spec_t import_spec = {
     "  crowdpack import --data ./dmp --preset online-retail online_retail.csv.gz\n"
     "  crowdpack import --data ./dmp --mapping orders.json --rejects bad.txt orders.csv\n"
     "  crowdpack import --data ./dmp --events events.ndjson.gz\n"
-    "An interrupted import resumes where it stopped when run again on the same file;\n"
-    "a file imported completely is not imported twice (use --restart to force).",
+    "Files are recognised by content: run again on a file that grew, only the new rows are\n"
+    "imported; a renamed, moved or gzipped copy of an imported file imports nothing; an\n"
+    "interrupted import resumes where it stopped (use --restart to import from the start).\n"
+    "A last line without a line break (a file still being written) waits for the next run\n"
+    "unless --final.",
     import_opts, CONN_DATA | CONN_JSON, 1, 1};
 
 typedef struct import_ctx {
@@ -77,6 +83,10 @@ int cmd_import(int argc, char **argv)
     o.mapping_len = mlen;
     if (cli_has(&a, "restart"))
         o.flags |= CP_IMPORT_RESTART;
+    if (cli_has(&a, "final"))
+        o.flags |= CP_IMPORT_FINAL;
+    if (cli_has(&a, "dedup-rows"))
+        o.flags |= CP_IMPORT_DEDUP_ROWS;
     if (cli_get(&a, "batch") && (cli_parse_u64(cli_get(&a, "batch"), &o.batch_lines) ||
                                  o.batch_lines == 0)) {
         free(mapping);
@@ -125,22 +135,26 @@ int cmd_import(int argc, char **argv)
         goto out;
     }
     if (a.json) {
-        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:f}", "file", path,
+        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:f}", "file", path,
                               "lines", (json_int_t)st.lines, "events", (json_int_t)st.events,
                               "skipped", (json_int_t)st.skipped, "rejected",
                               (json_int_t)st.rejected, "duplicates", (json_int_t)st.duplicates,
                               "users_created", (json_int_t)st.users_created, "merges",
                               (json_int_t)st.merges, "resumed_at_line",
-                              (json_int_t)st.resumed_at_line, "already_done", st.already_done,
+                              (json_int_t)st.resumed_at_line, "resumed_at_byte",
+                              (json_int_t)st.resumed_at_offset, "held_back_bytes",
+                              (json_int_t)st.held_back, "already_done", st.already_done,
                               "seconds", secs);
         cli_emit_json(j);
     } else if (st.already_done) {
-        printf("%s was imported completely before; nothing to do (--restart imports it again)\n",
-               path);
+        printf("%s: its content was imported completely before (%s lines); nothing to do "
+               "(--restart imports it again)\n",
+               path, cli_group(st.resumed_at_line, (char[32]){0}));
     } else {
         char b1[32], b2[32], b3[32], b4[32], b5[32], d[32];
         if (st.resumed_at_line)
-            printf("resumed after line %s\n", cli_group(st.resumed_at_line, b1));
+            printf("the first %s lines were imported before: resumed after them\n",
+                   cli_group(st.resumed_at_line, b1));
         printf("imported %s events from %s lines in %s (%s events/s)\n", cli_group(st.events, b1),
                cli_group(st.lines, b2), cli_duration(secs, d),
                cli_group(secs > 0 ? (uint64_t)((double)st.events / secs) : st.events, b3));
@@ -153,6 +167,10 @@ int cmd_import(int argc, char **argv)
             printf(")\n");
         else
             printf("\n");
+        if (st.held_back)
+            printf("  the last line (%s bytes) has no line break yet: held back until it is "
+                   "complete (--final imports it now)\n",
+                   cli_group(st.held_back, b1));
     }
 out:
     free(mapping);
