@@ -357,6 +357,32 @@ cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *e
  * {"crowd":..,"size":..,"ids":[...]} */
 cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64_t seed,
                                char **out, cp_error_t *err);
+/*
+ * Keeping crowds true (docs/api.md "Crowd refresh, schedule and history").
+ * Dynamic crowds follow every write in dependency order (a refresh of any
+ * crowd reaches the dynamic crowds built on it in the same commit); static
+ * crowds change when refreshed, by hand or on a schedule.
+ *
+ * cp_crowd_settings_json sets any of {"refresh": "daily HH:MM" | null,
+ * "timezone": "Asia/Shanghai" | "+08:00" | null (null: the server's),
+ * "expire_after_days": N (0 = never), "frozen": false (thaws)}: CP_EINVAL
+ * naming the field, CP_ENOTFOUND. A schedule first runs at its next time.
+ * A crowd unused (not evaluated, exported, sampled or referenced) for
+ * expire_after_days is frozen: kept, but not re-evaluated or refreshed on
+ * schedule until refreshed by hand.
+ *
+ * cp_crowd_history_json: {"crowd","kind","size","version","points":
+ * [{"time" (ms),"size","version"}]}: a point per refresh that changed the
+ * crowd (refreshes within a minute share one), the last 400. *out: cp_free.
+ *
+ * cp_crowds_tick runs what is due at now_ms (scheduled refreshes, expiry)
+ * and stores the use marks; *ran (may be NULL) = crowds refreshed or
+ * frozen. The server calls it every minute.
+ */
+cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json, size_t len,
+                                 cp_error_t *err);
+cp_status cp_crowd_history_json(cp_db_t *db, const char *name, char **out, cp_error_t *err);
+cp_status cp_crowds_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err);
 /* A crowd's members as a result (snapshot). */
 cp_status cp_crowd_members(cp_db_t *db, const char *name, cp_result_t **out, cp_error_t *err);
 

@@ -358,6 +358,7 @@ static cp_status r_crowd(void *ctx, const char *name, const roaring_bitmap_t **o
     const roaring_bitmap_t *bm = c ? index_crowd(db->ix, c->id) : NULL;
     if (bm == NULL)
         return CP_ENOTFOUND;
+    crowds_mark_used(c, cp_now_ms()); /* expiry: evaluated counts as used */
     *out = bm;
     return CP_OK;
 }
