@@ -324,6 +324,10 @@ cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
     out->wal_records = db->wal ? wal_last_lsn(db->wal) - db->ckpt_lsn : 0;
     if (db->wal && wal_last_lsn(db->wal) < db->ckpt_lsn)
         out->wal_records = 0;
+    /* Read-only beside a writer: what the writer logged and has not yet
+     * checkpointed into LMDB, which this handle cannot see. */
+    if (db->wal == NULL && db->readonly && wal_peek_count(dir, db->ckpt_lsn, &out->wal_records))
+        out->wal_records = 0;
     int64_t last = atomic_load(&db->last_ckpt_ms);
     out->checkpoint_age_ms = last ? cp_now_ms() - last : -1;
     struct statvfs vfs;

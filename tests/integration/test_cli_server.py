@@ -163,6 +163,18 @@ def test_with_server(tmp):
         check(rc == 0 and "VERSION" in out, "crowd history --data while the server runs", err)
         rc, out, err = run("intake", "config", "--data", data, "--json")
         check(rc == 0 and "category" in out, "intake config --data while the server runs", err)
+        # what a read-only handle cannot see yet, it says
+        post(base, "/v1/track", {"userId": "late", "event": "late_event"})
+        rc, out, err = run("count", "--data", data, "did(late_event) >= 1")
+        check((rc == 0 and out.strip() == "1") or "not checkpointed yet" in err,
+              "--data beside a server: a recent write is seen or the note says why", out + err)
+        seen = False
+        deadline = time.time() + 30
+        while time.time() < deadline and not seen:
+            rc, out, err = run("count", "--data", data, "did(late_event) >= 1")
+            seen = rc == 0 and out.strip() == "1" and "not checkpointed" not in err
+            time.sleep(0.5)
+        check(seen, "after the server's checkpoint --data sees the write")
         rc, out, err = run("intake", "config", "--data", data, "--set", "{}")
         check(rc != 0 and "--server" in err, "a write with --data is refused, with a hint", err)
     finally:
