@@ -132,7 +132,7 @@ int cmd_whois(int argc, char **argv)
     if (!split_spec(a.pos[0], type, sizeof type, &value))
         return cli_usage_error(&whois_spec, "expected TYPE:VALUE, such as user_id:17850");
     cli_conn_t c = {0};
-    if ((rc = cli_conn_open(&a, OPEN_WRITE, 1, &c)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &c)) != CLI_OK)
         return rc;
     char *out = NULL, *path = NULL;
     cp_error_t err = {0};

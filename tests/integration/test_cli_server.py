@@ -161,6 +161,8 @@ def test_with_server(tmp):
         check(rc == 0 and "known" in out, "crowd list --data while the server runs", out + err)
         rc, out, err = run("crowd", "history", "--data", data, "known")
         check(rc == 0 and "VERSION" in out, "crowd history --data while the server runs", err)
+        rc, out, err = run("whois", "--data", data, "user_id:a1")
+        check(rc == 0 and "a1" in out, "whois --data while the server runs", out + err)
         rc, out, err = run("intake", "config", "--data", data, "--json")
         check(rc == 0 and "category" in out, "intake config --data while the server runs", err)
         # what a read-only handle cannot see yet, it says
