@@ -436,6 +436,32 @@ cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *e
  * {"crowd":..,"size":..,"ids":[...]} */
 cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64_t seed,
                                char **out, cp_error_t *err);
+/*
+ * Keeping crowds true (docs/api.md "Crowd refresh, schedule and history").
+ * Dynamic crowds follow every write in dependency order (a refresh of any
+ * crowd reaches the dynamic crowds built on it in the same commit); static
+ * crowds change when refreshed, by hand or on a schedule.
+ *
+ * cp_crowd_settings_json sets any of {"refresh": "daily HH:MM" | null,
+ * "timezone": "Asia/Shanghai" | "+08:00" | null (null: the server's),
+ * "expire_after_days": N (0 = never), "frozen": false (thaws)}: CP_EINVAL
+ * naming the field, CP_ENOTFOUND. A schedule first runs at its next time.
+ * A crowd unused (not evaluated, exported, sampled or referenced) for
+ * expire_after_days is frozen: kept, but not re-evaluated or refreshed on
+ * schedule until refreshed by hand.
+ *
+ * cp_crowd_history_json: {"crowd","kind","size","version","points":
+ * [{"time" (ms),"size","version"}]}: a point per refresh that changed the
+ * crowd (refreshes within a minute share one), the last 400. *out: cp_free.
+ *
+ * cp_crowds_tick runs what is due at now_ms (scheduled refreshes, expiry)
+ * and stores the use marks; *ran (may be NULL) = crowds refreshed or
+ * frozen. The server calls it every minute.
+ */
+cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json, size_t len,
+                                 cp_error_t *err);
+cp_status cp_crowd_history_json(cp_db_t *db, const char *name, char **out, cp_error_t *err);
+cp_status cp_crowds_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err);
 /* A crowd's members as a result (snapshot). */
 cp_status cp_crowd_members(cp_db_t *db, const char *name, cp_result_t **out, cp_error_t *err);
 
@@ -543,14 +569,22 @@ cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err);
  * Bulk import of a file (plain or gzip): NDJSON Segment events, or CSV with
  * a column mapping (JSON, docs/intake.md) or a built-in preset
  * ("online-retail"). Streams in constant memory; bad lines go to on_reject
- * (err->record = line) and are skipped. Each batch commits with the input
- * position in the same transaction, so a re-run of the same file (same
- * path, size and mtime, same first MiB) resumes after the last committed
- * line without duplicates; a completed file is not imported twice
- * (stats->already_done) unless CP_IMPORT_RESTART.
+ * (err->record = line) and are skipped. Each batch commits with a record of
+ * the content imported so far (a hash of the uncompressed bytes up to
+ * there) in the same transaction. A later run on any file whose
+ * uncompressed content starts with an imported range — the same file
+ * grown by appended rows, a renamed, moved or gzipped copy, an interrupted
+ * run — imports only what follows it (stats->resumed_at_offset); a file
+ * imported whole is not imported again (stats->already_done) unless
+ * CP_IMPORT_RESTART. With CP_IMPORT_DEDUP_ROWS, rows without a message id
+ * get one from their content and ordinal among identical rows,
+ * deduplicated like messageIds within the dedup window (for files that
+ * overlap without being prefixes of one another). An
+ * unterminated last line of a plain file is held back (stats->held_back)
+ * until completed, unless CP_IMPORT_FINAL.
  */
 typedef enum cp_import_format { CP_IMPORT_NDJSON = 1, CP_IMPORT_CSV = 2 } cp_import_format;
-enum { CP_IMPORT_RESTART = 1u << 0 };
+enum { CP_IMPORT_RESTART = 1u << 0, CP_IMPORT_FINAL = 1u << 1, CP_IMPORT_DEDUP_ROWS = 1u << 2 };
 typedef struct cp_import_options {
     cp_import_format format;
     const char *mapping_json; /* CSV: a mapping document, or NULL with preset */
@@ -576,6 +610,8 @@ typedef struct cp_import_stats {
     uint64_t beh_updates;    /* behaviour index increments (one per series an event feeds) */
     uint64_t attr_updates;   /* attribute values written (traits, first_seen, last_seen) */
     uint64_t meas_updates;   /* event measure values updated */
+    uint64_t resumed_at_offset; /* uncompressed bytes recognised as imported before */
+    uint64_t held_back;      /* bytes of an unterminated last line left for later */
 } cp_import_stats_t;
 cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
                          cp_import_stats_t *stats, cp_error_t *err);

@@ -480,6 +480,168 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------- history / schedule */
+
+static const cli_spec_t history_spec = {
+    "crowd history", "NAME",
+    "A crowd's size at each refresh that changed it (time, size, version; the last 400).",
+    "Example:\n  crowdpack crowd history --data ./dmp young_finance", NULL, CONN_ALL, 1, 1};
+
+static int crowd_history(int argc, char **argv)
+{
+    cli_args_t a;
+    int rc = cli_parse(&history_spec, argc, argv, &a);
+    if (rc != CLI_OK || a.help)
+        return rc;
+    const char *name = a.pos[0];
+    cli_conn_t c = {0};
+    char *out = NULL, *path = NULL;
+    cp_error_t err = {0};
+    cp_status st;
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &c)) != CLI_OK)
+        return rc;
+    if (c.http) {
+        if ((path = crowd_path(name, "/history")) == NULL) {
+            rc = cli_failf("out of memory");
+            goto out;
+        }
+        st = client_call(c.http, "GET", path, NULL, NULL, 0, &out, &err);
+    } else {
+        char *lib = NULL;
+        st = cp_crowd_history_json(c.db, name, &lib, &err);
+        out = lib ? strdup(lib) : NULL;
+        cp_free(lib);
+    }
+    if (st != CP_OK) {
+        rc = cli_fail(st, &err);
+        goto out;
+    }
+    if (a.json) {
+        cli_print_json(out);
+        goto out;
+    }
+    json_t *j = cli_json_parse(out, "crowd history");
+    static const char *const hdr[] = {"TIME", "SIZE", "VERSION"};
+    cli_table_t *t = j ? cli_table_new(3, hdr) : NULL;
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(j, "points"), i, p)
+    {
+        char b[3][64];
+        const char *cells[3] = {cli_json_time(json_object_get(p, "time"), b[0], 64),
+                                cli_json_count(json_object_get(p, "size"), b[1]),
+                                cli_json_text(json_object_get(p, "version"), b[2], 64)};
+        if (t)
+            cli_table_row(t, cells);
+    }
+    if (t)
+        cli_table_print(t, stdout);
+    cli_table_free(t);
+    json_decref(j);
+out:
+    free(out);
+    free(path);
+    cli_conn_close(&c);
+    return rc;
+}
+
+static const cli_opt_t schedule_opts[] = {
+    {"refresh", 0, OPT_VALUE, "WHEN", "refresh a static crowd daily: 'daily 02:00' ('none' stops)"},
+    {"timezone", 0, OPT_VALUE, "TZ", "the schedule's zone: Asia/Shanghai, +08:00 (default: the server's)"},
+    {"expire-after-days", 0, OPT_VALUE, "N", "freeze the crowd after N days unused (0: never)"},
+    {"thaw", 0, OPT_FLAG, NULL, "unfreeze a frozen crowd"},
+    {NULL, 0, 0, NULL, NULL},
+};
+static const cli_spec_t schedule_spec = {
+    "crowd schedule", "NAME",
+    "Set a crowd's scheduled refresh, time zone and expiry (frozen when unused).",
+    "Examples:\n"
+    "  crowdpack crowd schedule --data ./dmp young_finance --refresh 'daily 02:00' "
+    "--timezone Asia/Shanghai\n"
+    "  crowdpack crowd schedule --data ./dmp young_finance --expire-after-days 90",
+    schedule_opts, CONN_ALL, 1, 1};
+
+static int crowd_schedule(int argc, char **argv)
+{
+    cli_args_t a;
+    int rc = cli_parse(&schedule_spec, argc, argv, &a);
+    if (rc != CLI_OK || a.help)
+        return rc;
+    const char *name = a.pos[0], *when = cli_get(&a, "refresh"), *tz = cli_get(&a, "timezone"),
+               *exp = cli_get(&a, "expire-after-days");
+    json_t *set = json_object();
+    uint64_t days = 0;
+    if (exp && cli_parse_u64(exp, &days)) {
+        json_decref(set);
+        return cli_usage_error(&schedule_spec, "--expire-after-days needs a number of days");
+    }
+    if (when)
+        json_object_set_new(set, "refresh",
+                            strcmp(when, "none") == 0 ? json_null() : json_string(when));
+    if (tz)
+        json_object_set_new(set, "timezone", json_string(tz));
+    if (exp)
+        json_object_set_new(set, "expire_after_days", json_integer((json_int_t)days));
+    if (cli_has(&a, "thaw"))
+        json_object_set_new(set, "frozen", json_false());
+    if (json_object_size(set) == 0) {
+        json_decref(set);
+        return cli_usage_error(&schedule_spec,
+                               "give --refresh, --timezone, --expire-after-days or --thaw");
+    }
+    cli_conn_t c = {0};
+    char *out = NULL, *path = NULL, *body = json_dumps(set, JSON_COMPACT);
+    cp_error_t err = {0};
+    cp_status st;
+    if ((rc = cli_conn_open(&a, OPEN_WRITE, 1, &c)) != CLI_OK) {
+        json_decref(set);
+        free(body);
+        return rc;
+    }
+    if (c.http) {
+        if ((path = crowd_path(name, "/schedule")) == NULL) {
+            json_decref(set);
+            rc = cli_failf("out of memory");
+            goto out;
+        }
+        st = client_call_json(c.http, "PUT", path, set, &out, &err);
+    } else {
+        json_decref(set);
+        if (body == NULL) {
+            rc = cli_failf("out of memory");
+            goto out;
+        }
+        st = cp_crowd_settings_json(c.db, name, body, strlen(body), &err);
+        if (st == CP_OK)
+            st = crowd_get(&c, name, &out, &err);
+    }
+    if (st != CP_OK) {
+        rc = cli_fail(st, &err);
+        goto out;
+    }
+    if (a.json) {
+        cli_print_json(out);
+    } else {
+        json_t *j = cli_json_parse(out, "crowd");
+        const char *r = json_string_value(json_object_get(j, "refresh"));
+        const char *z = json_string_value(json_object_get(j, "timezone"));
+        json_int_t d = json_integer_value(json_object_get(j, "expire_after_days"));
+        printf("crowd %s: refreshed %s%s%s; ", name, r ? r : "by hand only", r ? " " : "",
+               r ? (z ? z : "(server time)") : "");
+        if (d)
+            printf("frozen after %lld days unused\n", (long long)d);
+        else
+            printf("never expires\n");
+        json_decref(j);
+    }
+out:
+    free(out);
+    free(path);
+    free(body);
+    cli_conn_close(&c);
+    return rc;
+}
+
 /* --------------------------------------------------------------- group */
 
 static const cli_sub_t subs[] = {
@@ -487,6 +649,7 @@ static const cli_sub_t subs[] = {
     {"show", crowd_show, &show_spec},         {"refresh", crowd_refresh, &refresh_spec},
     {"update", crowd_update, &update_spec},   {"delete", crowd_delete, &delete_spec},
     {"sample", crowd_sample, &sample_spec},   {"export", crowd_export, &export_spec},
+    {"history", crowd_history, &history_spec}, {"schedule", crowd_schedule, &schedule_spec},
     {NULL, NULL, NULL},
 };
 

@@ -19,13 +19,34 @@ static const cli_spec_t whois_spec = {
     "(and configured others). Phones and emails are normalised and hashed as on intake.\n"
     "Examples:\n  crowdpack whois --data ./dmp user_id:17850\n"
     "  crowdpack whois --data ./dmp phone:13800138000",
-    NULL, CONN_DATA | CONN_JSON, 1, 1};
+    NULL, CONN_DATA | CONN_SERVER | CONN_JSON, 1, 1};
 
+static const cli_opt_t unmerge_opts[] = {
+    {"user", 0, OPT_VALUE, "TYPE:VALUE",
+     "with --server: a user the merge concerns (the server checks its lineage)"},
+    {NULL, 0, 0, NULL, NULL},
+};
 static const cli_spec_t unmerge_spec = {
     "unmerge", "MERGE_ID",
     "Undo an identity merge (its id is in the whois lineage): both users get their own data "
     "back.",
-    "Example:\n  crowdpack unmerge --data ./dmp 17", NULL, CONN_DATA | CONN_JSON, 1, 1};
+    "Examples:\n  crowdpack unmerge --data ./dmp 17\n"
+    "  crowdpack unmerge --server http://127.0.0.1:8080 --user user_id:17850 17",
+    unmerge_opts, CONN_DATA | CONN_SERVER | CONN_JSON, 1, 1};
+
+/* "/v1/users/TYPE/VALUE" + suffix, escaped; NULL on ENOMEM. */
+static char *user_path(const char *type, const char *value, const char *suffix)
+{
+    char *t = client_escape(type), *v = client_escape(value), *p = NULL;
+    if (t && v) {
+        size_t n = strlen(t) + strlen(v) + strlen(suffix) + 16;
+        if ((p = malloc(n)) != NULL)
+            snprintf(p, n, "/v1/users/%s/%s%s", t, v, suffix);
+    }
+    free(t);
+    free(v);
+    return p;
+}
 
 /* Splits TYPE:VALUE; 0 if there is no ':' after a non-empty type. */
 static int split_spec(const char *spec, char *type, size_t cap, const char **value)
@@ -111,18 +132,30 @@ int cmd_whois(int argc, char **argv)
     if (!split_spec(a.pos[0], type, sizeof type, &value))
         return cli_usage_error(&whois_spec, "expected TYPE:VALUE, such as user_id:17850");
     cli_conn_t c = {0};
-    if ((rc = cli_conn_open(&a, OPEN_WRITE, 0, &c)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &c)) != CLI_OK)
         return rc;
-    char *out = NULL;
+    char *out = NULL, *path = NULL;
     cp_error_t err = {0};
-    cp_status st = cp_whois_json(c.db, type, value, &out, &err);
+    cp_status st;
+    if (c.http) {
+        path = user_path(type, value, "");
+        st = path ? client_call(c.http, "GET", path, NULL, NULL, 0, &out, &err) : CP_ENOMEM;
+    } else {
+        char *lib = NULL;
+        st = cp_whois_json(c.db, type, value, &lib, &err);
+        out = lib ? strdup(lib) : NULL;
+        cp_free(lib);
+        if (st == CP_OK && out == NULL)
+            st = CP_ENOMEM;
+    }
     if (st != CP_OK)
         rc = cli_fail(st, &err);
     else if (a.json)
         cli_print_json(out);
     else
         print_whois(out);
-    cp_free(out);
+    free(out);
+    free(path);
     cli_conn_close(&c);
     return rc;
 }
@@ -136,12 +169,36 @@ int cmd_unmerge(int argc, char **argv)
     uint64_t id;
     if (cli_parse_u64(a.pos[0], &id) || id == 0)
         return cli_usage_error(&unmerge_spec, "MERGE_ID must be a positive number");
+    const char *user = cli_get(&a, "user");
+    char type[64];
+    const char *value = NULL;
+    if (user && !split_spec(user, type, sizeof type, &value))
+        return cli_usage_error(&unmerge_spec, "--user expects TYPE:VALUE, such as user_id:17850");
     cli_conn_t c = {0};
-    if ((rc = cli_conn_open(&a, OPEN_WRITE, 0, &c)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_WRITE, 1, &c)) != CLI_OK)
         return rc;
-    char *out = NULL;
+    char *out = NULL, *path = NULL;
     cp_error_t err = {0};
-    cp_status st = cp_unmerge(c.db, id, &out, &err);
+    cp_status st;
+    if (c.http) {
+        if (user == NULL) {
+            cli_conn_close(&c);
+            return cli_usage_error(&unmerge_spec,
+                                   "with --server give --user TYPE:VALUE, a user the merge "
+                                   "concerns (whois shows merges with their ids)");
+        }
+        path = user_path(type, value, "/unmerge");
+        st = path ? client_call_json(c.http, "POST", path,
+                                     json_pack("{s:I}", "merge_id", (json_int_t)id), &out, &err)
+                  : CP_ENOMEM;
+    } else {
+        char *lib = NULL;
+        st = cp_unmerge(c.db, id, &lib, &err);
+        out = lib ? strdup(lib) : NULL;
+        cp_free(lib);
+        if (st == CP_OK && out == NULL)
+            st = CP_ENOMEM;
+    }
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
     } else if (a.json) {
@@ -154,7 +211,8 @@ int cmd_unmerge(int argc, char **argv)
                cli_json_text(json_object_get(j, "survivor"), b2, sizeof b2));
         json_decref(j);
     }
-    cp_free(out);
+    free(out);
+    free(path);
     cli_conn_close(&c);
     return rc;
 }

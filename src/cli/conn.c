@@ -3,10 +3,29 @@
  * (like sqlite3) or a running server (--server URL).
  */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+
+/*
+ * A read-only handle sees what is in LMDB: changes a running server has
+ * logged in its write-ahead log but not yet checkpointed (it does so every
+ * few seconds and at exit) are not there. Replaying them would need the
+ * writer's lock, so the command says what it cannot see instead.
+ */
+static void note_unseen(cp_db_t *db, const char *data)
+{
+    cp_health_t h;
+    if (cp_db_health(db, &h) == CP_OK && h.wal_records > 0)
+        fprintf(stderr,
+                "note: %llu recent change%s logged in %s/wal %s not checkpointed yet and not "
+                "included here (a running server checkpoints within seconds; --server URL "
+                "shows the live state)\n",
+                (unsigned long long)h.wal_records, h.wal_records == 1 ? "" : "s", data,
+                h.wal_records == 1 ? "is" : "are");
+}
 
 int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c)
 {
@@ -45,6 +64,8 @@ int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c)
         return rc;
     }
     c->data_dir = data;
+    if (mode != OPEN_WRITE)
+        note_unseen(c->db, data);
     return CLI_OK;
 }
 

@@ -26,6 +26,7 @@ int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
 int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
 int cmd_check(int argc, char **argv);   /* cmd_check.c */
 int cmd_recover(int argc, char **argv); /* cmd_check.c */
+int cmd_intake(int argc, char **argv);  /* cmd_intake.c */
 
 typedef struct command {
     const char *name;
@@ -48,6 +49,7 @@ static const command_t commands[] = {
      "import events (NDJSON, CSV + mapping; gzip ok), resumable"},
     {"whois", cmd_whois, "--data DIR TYPE:VALUE", "a user by any identifier, with lineage"},
     {"unmerge", cmd_unmerge, "--data DIR MERGE_ID", "undo an identity merge"},
+    {"intake", cmd_intake, "config [--set JSON]", "the intake configuration: identifiers, indexed properties"},
     {"keys", cmd_keys, "COMMAND ...", "API keys: create, list, revoke"},
     {"expr", cmd_expr, "COMMAND ...", "expressions: parse to JSON, format from JSON"},
     {"insight", cmd_insight, "--data DIR CROWD", "share and TGI of a crowd per tag and attribute"},

@@ -106,6 +106,12 @@ static cp_status eval_crowd(cp_db_t *db, const crowd_rec_t *c, roaring_bitmap_t 
     return rc;
 }
 
+cp_status crowds_eval_one(cp_db_t *db, const crowd_rec_t *c, roaring_bitmap_t **out,
+                          cp_error_t *err)
+{
+    return eval_crowd(db, c, out, err);
+}
+
 static void topo_visit(cp_db_t *db, const crowd_rec_t *c, uint8_t *mark, const crowd_rec_t **order,
                        size_t *n, int depth)
 {
@@ -140,7 +146,7 @@ static cp_status reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     int64_t now = cp_now_ms();
     for (size_t i = 0; i < n && rc == CP_OK; i++) {
         crowd_rec_t *c = (crowd_rec_t *)order[i];
-        if (c->kind != CP_CROWD_DYNAMIC)
+        if (c->kind != CP_CROWD_DYNAMIC || c->frozen)
             continue;
         roaring_bitmap_t *bm = NULL;
         if ((rc = eval_crowd(db, c, &bm, err)))
@@ -155,6 +161,10 @@ static cp_status reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
         c->updated = now;
         if (index_crowd_set(db->ix, c->id, bm)) {
             index_bm_free(bm);
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+            break;
+        }
+        if (crowd_history_note(c, now, 1)) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
             break;
         }
@@ -294,6 +304,10 @@ static cp_status create_tree(cp_db_t *db, const char *name, const expr_t *e, cp_
     memset(&crowds, 0, sizeof crowds);
     memset(&tags, 0, sizeof tags);
     if (c->name == NULL || c->description == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+        goto abort;
+    }
+    if (crowd_history_note(c, c->created, 0)) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto abort;
     }
@@ -455,6 +469,11 @@ cp_status cp_crowd_refresh(cp_db_t *db, const char *name, cp_error_t *err)
         index_bm_free(bm);
         return db_write_fail(db, txn, CP_ENOMEM, err);
     }
+    /* A refresh by hand thaws a frozen crowd and counts as a use. */
+    c->frozen = 0;
+    crowds_mark_used(c, c->updated);
+    if (crowd_history_note(c, c->updated, 0))
+        return db_write_fail(db, txn, CP_ENOMEM, err);
     if ((rc = crowd_store_put(txn, c, err)))
         return db_write_fail(db, txn, rc, err);
     db->data_changed = 1;
@@ -515,10 +534,16 @@ static json_t *crowd_obj(const cp_db_t *db, const crowd_rec_t *c)
 {
     const roaring_bitmap_t *bm = index_crowd(db->ix, c->id);
     uint64_t size = bm ? roaring_bitmap_get_cardinality(bm) : c->size;
-    return json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "name", c->name, "kind",
-                     crowd_kind_name(c->kind), "expression", c->expr, "size", (json_int_t)size,
-                     "version", (json_int_t)c->version, "created", (json_int_t)c->created,
-                     "updated", (json_int_t)c->updated, "description", c->description);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "name", c->name, "kind",
+                          crowd_kind_name(c->kind), "expression", c->expr, "size",
+                          (json_int_t)size, "version", (json_int_t)c->version, "created",
+                          (json_int_t)c->created, "updated", (json_int_t)c->updated,
+                          "description", c->description);
+    if (o && crowds_obj_keep(o, c)) {
+        json_decref(o);
+        o = NULL;
+    }
+    return o;
 }
 
 cp_status cp_crowds_json(cp_db_t *db, char **out, cp_error_t *err)
@@ -594,6 +619,8 @@ static cp_status members_copy(cp_db_t *db, const char *name, roaring_bitmap_t **
         rc = CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
     else if ((*out = roaring_bitmap_copy(bm)) == NULL)
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+    else
+        crowds_mark_used(c, cp_now_ms()); /* members, samples, exports: used */
     db_read_end(db);
     return rc;
 }

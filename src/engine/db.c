@@ -336,6 +336,10 @@ cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
     out->wal_records = db->wal ? wal_last_lsn(db->wal) - db->ckpt_lsn : 0;
     if (db->wal && wal_last_lsn(db->wal) < db->ckpt_lsn)
         out->wal_records = 0;
+    /* Read-only beside a writer: what the writer logged and has not yet
+     * checkpointed into LMDB, which this handle cannot see. */
+    if (db->wal == NULL && db->readonly && wal_peek_count(dir, db->ckpt_lsn, &out->wal_records))
+        out->wal_records = 0;
     int64_t last = atomic_load(&db->last_ckpt_ms);
     out->checkpoint_age_ms = last ? cp_now_ms() - last : -1;
     struct statvfs vfs;
@@ -374,6 +378,7 @@ static cp_status r_crowd(void *ctx, const char *name, const roaring_bitmap_t **o
     const roaring_bitmap_t *bm = c ? index_crowd(db->ix, c->id) : NULL;
     if (bm == NULL)
         return CP_ENOTFOUND;
+    crowds_mark_used(c, cp_now_ms()); /* expiry: evaluated counts as used */
     *out = bm;
     return CP_OK;
 }

@@ -298,6 +298,14 @@ cp_status crowds_reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err);
 /* At open, after the index: an empty bitmap for each crowd without chunks
  * on disk (an empty crowd has none), and each size from its members. */
 cp_status crowds_load_members(cp_db_t *db, cp_error_t *err);
+/* Evaluates a crowd's stored expression into a new bitmap (lock held). */
+cp_status crowds_eval_one(cp_db_t *db, const crowd_rec_t *c, roaring_bitmap_t **out,
+                          cp_error_t *err);
+/* crowd_keep.c: notes that a crowd was used now (any lock held; written by
+ * the next tick), and adds its schedule/expiry fields to its JSON view
+ * (non-zero on ENOMEM). */
+void crowds_mark_used(const crowd_rec_t *c, int64_t now_ms);
+int crowds_obj_keep(json_t *o, const crowd_rec_t *c);
 
 /* Parses an expression (text / JSON tree form) with the public limits. */
 cp_status db_parse_text(const char *expr, expr_t **out, cp_error_t *err);

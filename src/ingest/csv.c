@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include <zlib.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -34,6 +35,14 @@ struct csv_reader {
     uint64_t rec_line; /* line the last record started on */
     uint64_t rec_end;  /* consumed at the end of the last record */
     int started;       /* BOM check done */
+    int rec_closed;    /* the last record ended with a line break */
+    /* Prefix hash (csv_hash_start): hs has absorbed bytes [0, hashed); the
+     * bytes [hashed, hashed + pendlen) that a refill took out of `in` wait
+     * in pend, and in[0] is byte hashed + pendlen. */
+    XXH3_state_t *hs;
+    uint64_t hashed;
+    char *pend;
+    size_t pendlen, pendcap;
     /* the record */
     char *rec;         /* field bytes, each NUL-terminated */
     size_t reclen, reccap;
@@ -194,6 +203,9 @@ void csv_close(csv_reader_t *r)
         return;
     if (r->gz)
         gzclose(r->gz);
+    if (r->hs)
+        XXH3_freeState(r->hs);
+    free(r->pend);
     if (!r->memsrc || r->owned)
         free(r->in);
     free(r->rec);
@@ -217,6 +229,117 @@ uint64_t csv_raw_offset(const csv_reader_t *r)
     return r->consumed;
 }
 
+/* The pending bytes may hold one record in progress: a record over this is
+ * rejected anyway (max_record), and skipping it moves the hash on. */
+static size_t pend_cap(const csv_reader_t *r) { return r->o.max_record + 2 * IN_BUF; }
+
+/*
+ * Before a refill overwrites `in`: absorbs the bytes up to the end of the
+ * last record (no digest can be asked for before it any more, csv.h) and
+ * keeps the rest — the start of the record in progress — in pend.
+ */
+static int hash_stash(csv_reader_t *r)
+{
+    uint64_t base = r->consumed - r->inpos; /* offset of in[0] */
+    const char *src = r->in;
+    size_t n = r->inlen;
+    if (r->rec_end > r->hashed) {
+        uint64_t upto = r->rec_end - r->hashed; /* bytes to absorb */
+        size_t fp = upto < r->pendlen ? (size_t)upto : r->pendlen;
+        XXH3_128bits_update(r->hs, r->pend, fp);
+        memmove(r->pend, r->pend + fp, r->pendlen - fp);
+        r->pendlen -= fp;
+        r->hashed += fp;
+        if (r->hashed < r->rec_end) {
+            size_t fb = (size_t)(r->rec_end - r->hashed);
+            if (fb > n)
+                fb = n;
+            XXH3_128bits_update(r->hs, src, fb);
+            r->hashed += fb;
+            src += fb;
+            n -= fb;
+        }
+    } else {
+        /* bytes of `in` not yet pending: those from hashed + pendlen on */
+        size_t skip = (size_t)(r->hashed + r->pendlen - base);
+        src += skip;
+        n -= skip;
+    }
+    if (r->pendlen + n > pend_cap(r)) {
+        /* an overlong line: give up digests inside it */
+        XXH3_128bits_update(r->hs, r->pend, r->pendlen);
+        XXH3_128bits_update(r->hs, src, n);
+        r->hashed += r->pendlen + n;
+        r->pendlen = 0; /* digests before `hashed` are gone (csv_hash_at says) */
+        return 0;
+    }
+    if (r->pendlen + n > r->pendcap) {
+        size_t nc = r->pendcap ? r->pendcap : 65536;
+        while (nc < r->pendlen + n)
+            nc *= 2;
+        char *p = realloc(r->pend, nc);
+        if (p == NULL)
+            return -1;
+        r->pend = p;
+        r->pendcap = nc;
+    }
+    memcpy(r->pend + r->pendlen, src, n);
+    r->pendlen += n;
+    return 0;
+}
+
+cp_status csv_hash_start(csv_reader_t *r, const XXH3_state_t *st, cp_error_t *err)
+{
+    if (r->hs == NULL && (r->hs = XXH3_createState()) == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    if (st)
+        XXH3_copyState(r->hs, st);
+    else
+        XXH3_128bits_reset(r->hs);
+    r->hashed = r->consumed;
+    r->pendlen = 0;
+    if (!r->memsrc && r->inpos < r->inlen)
+        return CP_ERR(err, CP_EINVAL, "csv_hash_start after reading");
+    return CP_OK;
+}
+
+/* Absorbs the bytes [hashed, offset): from pend, then from `in`. */
+static void hash_absorb(csv_reader_t *r, uint64_t offset)
+{
+    if (offset <= r->hashed)
+        return;
+    uint64_t need = offset - r->hashed;
+    size_t fp = need < r->pendlen ? (size_t)need : r->pendlen;
+    XXH3_128bits_update(r->hs, r->pend, fp);
+    memmove(r->pend, r->pend + fp, r->pendlen - fp);
+    r->pendlen -= fp;
+    r->hashed += fp;
+    if (r->hashed < offset) {
+        uint64_t base = r->consumed - r->inpos;
+        XXH3_128bits_update(r->hs, r->in + (size_t)(r->hashed - base),
+                            (size_t)(offset - r->hashed));
+        r->hashed = offset;
+    }
+}
+
+cp_status csv_hash_at(csv_reader_t *r, uint64_t offset, XXH3_state_t *out, cp_error_t *err)
+{
+    if (r->hs == NULL)
+        return CP_ERR(err, CP_EINVAL, "csv_hash_at without csv_hash_start");
+    if (offset < r->hashed || offset > r->consumed)
+        return CP_ERR(err, CP_ELIMIT,
+                      "cannot hash the input up to byte %llu (a line longer than %zu bytes "
+                      "came before)",
+                      (unsigned long long)offset, pend_cap(r));
+    hash_absorb(r, offset);
+    XXH3_copyState(out, r->hs);
+    return CP_OK;
+}
+
+int csv_last_closed(const csv_reader_t *r) { return r->rec_closed; }
+
+int csv_compressed(const csv_reader_t *r) { return r->owned || (r->gz && !gzdirect(r->gz)); }
+
 /* Refills the input; returns the number of new bytes, 0 at EOF, -1 on error. */
 static int refill(csv_reader_t *r)
 {
@@ -224,6 +347,8 @@ static int refill(csv_reader_t *r)
         r->eof = 1;
         return 0;
     }
+    if (r->hs && hash_stash(r) != 0)
+        return -1;
     int n = gzread(r->gz, r->in, IN_BUF);
     if (n < 0)
         return -1;
@@ -469,6 +594,9 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
     size_t kk = k && p[k - 1] == '\r' ? k - 1 : k;
     if (fields_room(r, k + 1))
         return -1;
+    /* the record is cut in the input below: hash its bytes first */
+    if (r->hs && !r->memsrc)
+        hash_absorb(r, r->consumed + k + 1);
     char *base;
     if (r->memsrc) {
         r->reclen = 0;
@@ -525,6 +653,7 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
     r->consumed += k + 1;
     r->rec_line = line0;
     r->rec_end = r->consumed;
+    r->rec_closed = 1;
     r->nfields = nf;
     if (high) {
         for (size_t j = 0; j < nf; j++)
@@ -730,6 +859,7 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
     }
     r->rec_line = line0;
     r->rec_end = r->consumed;
+    r->rec_closed = closed;
     if (!any)
         return CP_OK; /* end of input */
     if (state == S_QUOTED && r->eof)

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <xxhash.h>
+
 #include "crowdpack.h"
 
 #define CSV_DEFAULT_MAX_FIELD (64u * 1024)
@@ -87,5 +89,24 @@ uint64_t csv_raw_offset(const csv_reader_t *r);
  * decompressed up to there (gzseek), plain input seeks.
  */
 cp_status csv_seek(csv_reader_t *r, uint64_t offset, uint64_t line, cp_error_t *err);
+
+/*
+ * Prefix hashing, for imports that recognise a file by the content they
+ * already took from it (src/engine/import.c). csv_hash_start begins an
+ * XXH3-128 over the uncompressed input from the reader's position (right
+ * after open or csv_seek; `st` the state of the bytes before it, or NULL at
+ * the start). csv_hash_at copies into *out the state after the first
+ * `offset` bytes; offsets asked must not go backwards and must lie at or
+ * after the start of the last record returned (csv_offset() of the one
+ * before it) — the reader keeps only that record's bytes, bounded by
+ * max_record. CP_ELIMIT when an overlong line made the bytes go.
+ */
+cp_status csv_hash_start(csv_reader_t *r, const XXH3_state_t *st, cp_error_t *err);
+cp_status csv_hash_at(csv_reader_t *r, uint64_t offset, XXH3_state_t *out, cp_error_t *err);
+/* 1 if the last record returned (or rejected) ended with a line break, 0
+ * if the input ended inside it (a line still being written, perhaps). */
+int csv_last_closed(const csv_reader_t *r);
+/* 1 if the input is gzip (a complete stream: its end is the real end). */
+int csv_compressed(const csv_reader_t *r);
 
 #endif /* CP_INGEST_CSV_H */

@@ -1,5 +1,6 @@
 /* crowd.c — crowd records; see crowd.h. */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,7 +57,43 @@ void crowd_rec_free(crowd_rec_t *c)
     free(c->description);
     strs_free(c->crowd_refs, c->ncrowd_refs);
     strs_free(c->tag_refs, c->ntag_refs);
+    free(c->hist);
+    free(c->refresh);
+    free(c->timezone);
     free(c);
+}
+
+cp_status crowd_history_note(crowd_rec_t *c, int64_t now_ms, int merge)
+{
+    if (merge && c->nhist && now_ms - c->hist[c->nhist - 1].time < CROWD_HISTORY_MERGE_MS &&
+        now_ms >= c->hist[c->nhist - 1].time) {
+        c->hist[c->nhist - 1] = (crowd_point_t){now_ms, c->size, c->version};
+        return CP_OK;
+    }
+    if (c->hist == NULL) {
+        c->hist = malloc(CROWD_HISTORY_MAX * sizeof *c->hist);
+        if (c->hist == NULL)
+            return CP_ENOMEM;
+    }
+    if (c->nhist == CROWD_HISTORY_MAX) {
+        memmove(c->hist, c->hist + 1, (CROWD_HISTORY_MAX - 1) * sizeof *c->hist);
+        c->nhist--;
+    }
+    c->hist[c->nhist++] = (crowd_point_t){now_ms, c->size, c->version};
+    return CP_OK;
+}
+
+cp_status crowd_parse_refresh(const char *text, int *minute, cp_error_t *err)
+{
+    int h = -1, m = -1, used = 0;
+    if (text == NULL || sscanf(text, "daily %2d:%2d%n", &h, &m, &used) != 2 ||
+        text[used] != '\0' || h < 0 || h > 23 || m < 0 || m > 59)
+        return CP_ERR(err, CP_EINVAL,
+                      "refresh schedule \"%.64s\" is not understood (expected \"daily HH:MM\", "
+                      "e.g. \"daily 02:00\")",
+                      text ? text : "");
+    *minute = h * 60 + m;
+    return CP_OK;
 }
 
 void crowd_set_init(crowd_set_t *s)
@@ -130,6 +167,34 @@ static json_t *strs_json(char **v, size_t n)
     return a;
 }
 
+/* The optional fields of keeping a crowd true, added to its record only
+ * when set, so records without them read as before. */
+static int put_extra(json_t *j, const crowd_rec_t *c)
+{
+    int bad = 0;
+    if (c->nhist) {
+        json_t *h = json_array();
+        for (size_t i = 0; h && i < c->nhist; i++)
+            bad |= json_array_append_new(h, json_pack("[I,I,I]", (json_int_t)c->hist[i].time,
+                                                      (json_int_t)c->hist[i].size,
+                                                      (json_int_t)c->hist[i].version));
+        bad |= h == NULL || json_object_set_new(j, "history", h);
+    }
+    if (c->refresh)
+        bad |= json_object_set_new(j, "refresh", json_string(c->refresh));
+    if (c->timezone)
+        bad |= json_object_set_new(j, "timezone", json_string(c->timezone));
+    if (c->last_run)
+        bad |= json_object_set_new(j, "last_run", json_integer(c->last_run));
+    if (c->expire_after_days)
+        bad |= json_object_set_new(j, "expire_after_days", json_integer(c->expire_after_days));
+    if (c->last_used)
+        bad |= json_object_set_new(j, "last_used", json_integer(c->last_used));
+    if (c->frozen)
+        bad |= json_object_set_new(j, "frozen", json_true());
+    return bad;
+}
+
 cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err)
 {
     json_t *j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o*,s:o*}", "id",
@@ -139,13 +204,52 @@ cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err)
                           (json_int_t)c->created, "updated", (json_int_t)c->updated,
                           "crowd_refs", strs_json(c->crowd_refs, c->ncrowd_refs), "tag_refs",
                           strs_json(c->tag_refs, c->ntag_refs));
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j && !put_extra(j, c) ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory encoding crowd \"%s\"", c->name);
     cp_status rc = store_put(t, STORE_CROWDS, c->name, strlen(c->name), text, strlen(text), err);
     free(text);
     return rc;
+}
+
+/* Reads the optional fields (put_extra); CP_EIO when one is malformed. */
+static cp_status load_extra(json_t *j, crowd_rec_t *c)
+{
+    json_t *h = json_object_get(j, "history"), *v;
+    if (h && !json_is_array(h))
+        return CP_EIO;
+    size_t n = json_array_size(h);
+    if (n > CROWD_HISTORY_MAX)
+        n = CROWD_HISTORY_MAX; /* keep the newest */
+    if (n && (c->hist = malloc(CROWD_HISTORY_MAX * sizeof *c->hist)) == NULL)
+        return CP_ENOMEM;
+    size_t skip = json_array_size(h) - n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *p = json_array_get(h, skip + i);
+        json_int_t t = 0, sz = 0, ver = 0;
+        if (json_unpack(p, "[I,I,I]", &t, &sz, &ver) || sz < 0 || ver < 0)
+            return CP_EIO;
+        c->hist[c->nhist++] = (crowd_point_t){t, (uint64_t)sz, (uint64_t)ver};
+    }
+    if ((v = json_object_get(j, "refresh")) != NULL) {
+        if (!json_is_string(v) || crowd_parse_refresh(json_string_value(v), &c->refresh_min, NULL))
+            return CP_EIO;
+        if ((c->refresh = strdup(json_string_value(v))) == NULL)
+            return CP_ENOMEM;
+    }
+    if ((v = json_object_get(j, "timezone")) != NULL) {
+        if (!json_is_string(v))
+            return CP_EIO;
+        if ((c->timezone = strdup(json_string_value(v))) == NULL)
+            return CP_ENOMEM;
+    }
+    c->last_run = json_integer_value(json_object_get(j, "last_run"));
+    c->expire_after_days = (int)json_integer_value(json_object_get(j, "expire_after_days"));
+    c->last_used = json_integer_value(json_object_get(j, "last_used"));
+    c->frozen = json_is_true(json_object_get(j, "frozen"));
+    c->last_used_saved = c->last_used;
+    return CP_OK;
 }
 
 cp_status crowd_store_del(store_txn_t *t, const char *name, cp_error_t *err)
@@ -219,7 +323,7 @@ static cp_status load_one(void *ud, const void *k, size_t kl, const void *v, siz
     if (!c->name || !c->expr || !c->tree || !c->description)
         goto nomem;
     if ((rc = strs_load(crefs, &c->crowd_refs, &c->ncrowd_refs)) ||
-        (rc = strs_load(trefs, &c->tag_refs, &c->ntag_refs))) {
+        (rc = strs_load(trefs, &c->tag_refs, &c->ntag_refs)) || (rc = load_extra(j, c))) {
         rc = CP_ERR(err, rc, "cannot load crowd \"%s\"", name);
         goto out;
     }

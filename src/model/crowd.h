@@ -21,6 +21,14 @@
 #define CROWD_MAX_NAME 128
 #define CROWD_MAX_COUNT 100000u
 #define CROWD_MAX_DESCRIPTION 4096
+#define CROWD_HISTORY_MAX 400     /* size points kept per crowd (the oldest go first) */
+#define CROWD_HISTORY_MERGE_MS 60000 /* refreshes closer than this share one point */
+
+/* A crowd's size at one refresh. */
+typedef struct crowd_point {
+    int64_t time; /* ms */
+    uint64_t size, version;
+} crowd_point_t;
 
 typedef struct crowd_rec {
     uint32_t id;
@@ -35,6 +43,18 @@ typedef struct crowd_rec {
     size_t ncrowd_refs;
     char **tag_refs;
     size_t ntag_refs;
+    /* Keeping crowds true (all optional: absent in records of older
+     * versions, which load with none of them). */
+    crowd_point_t *hist; /* oldest first, at most CROWD_HISTORY_MAX */
+    size_t nhist;
+    char *refresh;       /* schedule of a refresh, "daily HH:MM", or NULL */
+    int refresh_min;     /* its minute of the day */
+    char *timezone;      /* the schedule's zone (IANA name or +HH:MM), NULL = server's */
+    int64_t last_run;    /* ms of the last scheduled refresh */
+    int expire_after_days; /* 0 = never: frozen after this long unused */
+    int64_t last_used;   /* ms: evaluated, exported or referenced (0 = created time) */
+    int frozen;          /* expired: neither re-evaluated nor refreshed on schedule */
+    int64_t last_used_saved; /* last_used as last stored (memory only) */
 } crowd_rec_t;
 
 typedef struct crowd_set {
@@ -56,6 +76,14 @@ crowd_rec_t *crowd_set_find(const crowd_set_t *s, const char *name);
 cp_status crowd_set_add(crowd_set_t *s, crowd_rec_t *c);
 /* Removes and frees. */
 void crowd_set_remove(crowd_set_t *s, const char *name);
+
+/* Notes the crowd's size and version now in its history: a new point, or
+ * with `merge` (automatic re-evaluations, which may follow every write)
+ * the last one replaced when it is younger than CROWD_HISTORY_MERGE_MS.
+ * CP_ENOMEM. */
+cp_status crowd_history_note(crowd_rec_t *c, int64_t now_ms, int merge);
+/* Parses "daily HH:MM" into *minute (0..1439). CP_EINVAL naming the text. */
+cp_status crowd_parse_refresh(const char *text, int *minute, cp_error_t *err);
 
 cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err);
 cp_status crowd_store_del(store_txn_t *t, const char *name, cp_error_t *err);

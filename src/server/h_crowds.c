@@ -215,6 +215,31 @@ static cp_status setop_from_body(json_t *body, srv_resp_t *resp, char **out)
     return st;
 }
 
+/* The schedule fields a create body may carry, applied after the create
+ * (a bad one leaves the crowd created, and says so). */
+static cp_status crowd_create_settings(srv_ctx_t *srv, const char *name, json_t *body,
+                                       cp_error_t *err)
+{
+    static const char *const keys[] = {"refresh", "timezone", "expire_after_days"};
+    json_t *set = json_object();
+    int any = 0;
+    for (size_t i = 0; set && i < 3; i++) {
+        json_t *v = json_object_get(body, keys[i]);
+        if (v && json_object_set(set, keys[i], v) == 0)
+            any = 1;
+    }
+    char *s = any ? json_dumps(set, JSON_COMPACT) : NULL;
+    json_decref(set);
+    if (!any)
+        return CP_OK;
+    cp_status st = s ? cp_crowd_settings_json(srv->db, name, s, strlen(s), err)
+                     : CP_ERR(err, CP_ENOMEM, "out of memory");
+    free(s);
+    if (st)
+        cp__error_prefix(err, "crowd \"%s\" was created, but its schedule was refused: ", name);
+    return st;
+}
+
 void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     json_t *body = NULL;
@@ -261,6 +286,8 @@ void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         st = cp_crowd_create_json(srv->db, name, tree, strlen(tree), kind, desc, &err);
     if (st != CP_OK && tree != NULL)
         cp__error_prefix(&err, "request body: field \"tree\": ");
+    if (st == CP_OK)
+        st = crowd_create_settings(srv, name, body, &err);
     if (st == CP_OK)
         st = cp_crowd_json(srv->db, name, &out_text, &err);
     reply_lib(resp, 201, st, out_text, &err, SRV_ERR_BODY_REFS);
@@ -323,6 +350,34 @@ void srv_h_crowd_update(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 out:
     cp_free(from_tree);
     free(tree);
+    json_decref(body);
+}
+
+/* GET /v1/crowds/{name}/history: the crowd's size at each refresh. */
+void srv_h_crowd_history(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    cp_error_t err = {0};
+    char *text = NULL;
+    cp_status st = cp_crowd_history_json(srv->db, req->params[0], &text, &err);
+    reply_lib(resp, 200, st, text, &err, 0);
+}
+
+/* PUT /v1/crowds/{name}/schedule: {"refresh","timezone","expire_after_days",
+ * "frozen"} (cp_crowd_settings_json); answers the crowd. */
+void srv_h_crowd_schedule(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    json_t *body = NULL;
+    cp_error_t err = {0};
+    char *text = NULL, *s = NULL;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    s = json_dumps(body, JSON_COMPACT);
+    cp_status st = s ? cp_crowd_settings_json(srv->db, req->params[0], s, strlen(s), &err)
+                     : CP_ERR(&err, CP_ENOMEM, "out of memory");
+    if (st == CP_OK)
+        st = cp_crowd_json(srv->db, req->params[0], &text, &err);
+    reply_lib(resp, 200, st, text, &err, 0);
+    free(s);
     json_decref(body);
 }
 

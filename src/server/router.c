@@ -81,6 +81,8 @@ const srv_route_t srv_routes[] = {
     {SRV_PATCH, "/v1/crowds/{name}", srv_h_crowd_update, CP_ROLE_WRITE},
     {SRV_DELETE, "/v1/crowds/{name}", srv_h_crowd_delete, CP_ROLE_WRITE},
     {SRV_POST, "/v1/crowds/{name}/refresh", srv_h_crowd_refresh, CP_ROLE_WRITE},
+    {SRV_GET, "/v1/crowds/{name}/history", srv_h_crowd_history, CP_ROLE_READ},
+    {SRV_PUT, "/v1/crowds/{name}/schedule", srv_h_crowd_schedule, CP_ROLE_WRITE},
     {SRV_GET, "/v1/crowds/{name}/sample", srv_h_crowd_sample, CP_ROLE_READ},
     {SRV_GET, "/v1/crowds/{name}/export", srv_h_crowd_export, CP_ROLE_READ},
     {SRV_POST, "/v1/expressions/parse", srv_h_expr_parse, CP_ROLE_READ},

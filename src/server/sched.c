@@ -1,7 +1,8 @@
 /*
- * sched.c — the server's scheduler thread: runs the scheduled analytics
- * jobs (today the RFM recomputation of cp_rfm_tick, set with PUT
- * /v1/rfm/schedule) while the server runs. It wakes a second after the
+ * sched.c — the server's scheduler thread: runs the scheduled jobs (the
+ * RFM recomputation of cp_rfm_tick, set with PUT /v1/rfm/schedule; crowd
+ * refreshes and expiry of cp_crowds_tick, set with PUT
+ * /v1/crowds/NAME/schedule) while the server runs. It wakes a second after the
  * start and then every SRV_SCHED_TICK_S seconds; each job decides itself
  * whether it is due (its last run is stored with the data, so a restart
  * does not run it again early). Jobs take the engine's write lock like
@@ -20,6 +21,7 @@ static void *sched_main(void *arg)
 {
     srv_sched_t *s = arg;
     char last_msg[sizeof(((cp_error_t *)0)->message)] = "";
+    char last_crowd_msg[sizeof(((cp_error_t *)0)->message)] = "";
     int first = 1;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
@@ -41,6 +43,17 @@ static void *sched_main(void *arg)
         } else if (ran) {
             fprintf(stderr, "scheduled RFM recomputed\n");
             last_msg[0] = '\0';
+        }
+        /* Crowds: scheduled refreshes of static crowds, expiry. */
+        cp_error_t cerr = {0};
+        int nc = 0;
+        st = cp_crowds_tick(s->db, cp_now_ms(), &nc, &cerr);
+        if (st != CP_OK && strcmp(cerr.message, last_crowd_msg) != 0) {
+            fprintf(stderr, "scheduled crowd refresh failed: %s\n", cerr.message);
+            snprintf(last_crowd_msg, sizeof last_crowd_msg, "%s", cerr.message);
+        } else if (st == CP_OK && nc) {
+            fprintf(stderr, "scheduled crowds: %d refreshed or frozen\n", nc);
+            last_crowd_msg[0] = '\0';
         }
         pthread_mutex_lock(&s->mu);
     }

@@ -368,6 +368,8 @@ void srv_h_crowds_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_update(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_refresh(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_crowd_history(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_crowd_schedule(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_sample(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_export(srv_ctx_t *, srv_req_t *, srv_resp_t *);

@@ -1422,3 +1422,49 @@ cp_status wal_write_out(wal_t *wal, cp_error_t *err)
     pthread_mutex_unlock(&wal->wal_mu);
     return rc;
 }
+
+/* -------------------------------------------------------------- peeking */
+
+/*
+ * For read-only openers beside a writer (the CLI's --data while a server
+ * runs): counts the records with an LSN after `after_lsn` by walking the
+ * record headers of every segment, without the lock, without checking
+ * CRCs and without changing anything. A torn or growing tail just ends a
+ * segment's walk. Approximate by nature (the writer moves on meanwhile),
+ * so it is meant for a note, never for a decision.
+ */
+cp_status wal_peek_count(const char *dir, uint64_t after_lsn, uint64_t *n)
+{
+    *n = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/wal", dir);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return errno == ENOENT ? CP_OK : CP_EIO;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t first;
+        if (!parse_segment_name(e->d_name, &first))
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        uint64_t off = 0;
+        unsigned char h[WAL_HEADER_BYTES];
+        while (pread(fd, h, sizeof h, (off_t)off) == (ssize_t)sizeof h) {
+            uint32_t len = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
+                           (uint32_t)h[3] << 24;
+            uint64_t lsn = 0;
+            for (int i = 7; i >= 0; i--)
+                lsn = lsn << 8 | h[8 + i];
+            if (len > WAL_MAX_RECORD || lsn == 0)
+                break;
+            if (lsn > after_lsn)
+                (*n)++;
+            off += WAL_HEADER_BYTES + len;
+        }
+        close(fd);
+    }
+    closedir(d);
+    return CP_OK;
+}

@@ -254,6 +254,9 @@ void wal_segment_name(uint64_t first_lsn, char *buf, size_t cap);
  * computed on first use. Thread-safe. (crc32c.c)
  */
 uint32_t wal_crc32c(uint32_t crc, const void *p, size_t n);
+/* Records after after_lsn in DIR/wal, counted by their headers without the
+ * lock or any change (read-only openers beside a writer; approximate). */
+cp_status wal_peek_count(const char *dir, uint64_t after_lsn, uint64_t *n);
 /* The portable slice-by-8 implementation, for tests. */
 uint32_t wal__crc32c_sw(uint32_t crc, const void *p, size_t n);
 

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""The CLI against a running server, and beside one (src/cli).
+
+Starts the real binary ($CROWDPACK) as a server on a temporary data
+directory and drives it with the CLI: `intake config` get and set (with
+--server, and with --data on another directory, so an NDJSON import needs
+no HTTP call), `whois` and `unmerge` with --server on a merge made by two
+identify events, `crowd history` and `crowd schedule` with --server;
+read-only commands with --data while the server holds the writer lock; a
+write with --data refused with a hint.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+CP = os.environ.get("CROWDPACK", "build/crowdpack")
+PASSED = 0
+FAILED = 0
+
+
+def run(*args, timeout=60):
+    e = dict(os.environ)
+    for k in ("CROWDPACK_DATA", "CROWDPACK_KEY", "CROWDPACK_SERVER"):
+        e.pop(k, None)
+    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=timeout, env=e)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(cond, what, detail=""):
+    global PASSED, FAILED
+    if cond:
+        PASSED += 1
+    else:
+        FAILED += 1
+        print("FAIL: %s %s" % (what, detail), flush=True)
+
+
+def post(base, path, body):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=20) as r:
+        return r.status, json.loads(r.read() or b"{}")
+
+
+def start(tmp, data):
+    pf = os.path.join(tmp, "port")
+    log = open(os.path.join(tmp, "srv.log"), "w+")
+    p = subprocess.Popen([CP, "serve", "--data", data, "--listen", "127.0.0.1:0",
+                          "--port-file", pf, "--threads", "2"],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if os.path.exists(pf) and open(pf).read().strip():
+            return p, log, "http://127.0.0.1:%d" % int(open(pf).read().strip())
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    p.kill()
+    log.seek(0)
+    raise RuntimeError("server did not start: " + log.read())
+
+
+def test_with_server(tmp):
+    data = os.path.join(tmp, "srv")
+    rc, _, err = run("init", "--data", data)
+    check(rc == 0, "init", err)
+    p, log, base = start(tmp, data)
+    try:
+        S = ("--server", base)
+        # intake config over HTTP
+        rc, out, err = run("intake", "config", *S, "--json")
+        check(rc == 0 and "indexed_properties" in json.loads(out), "intake config get --server",
+              err)
+        rc, out, err = run("intake", "config", *S, "--json", "--set",
+                           '{"indexed_properties":["category"]}')
+        check(rc == 0 and "category" in json.loads(out)["indexed_properties"],
+              "intake config set --server", out + err)
+        rc, out, err = run("intake", "config", *S, "--set", "[1]")
+        check(rc == 2, "intake config --set refuses a non-object", err)
+
+        # a merge: two existing users meet on one email
+        post(base, "/v1/identify", {"userId": "a1", "traits": {"email": "x@example.com"}})
+        post(base, "/v1/identify", {"userId": "a2", "traits": {"email": "y@example.com"}})
+        post(base, "/v1/identify", {"userId": "a2", "traits": {"email": "x@example.com"}})
+        rc, out, err = run("whois", *S, "--json", "user_id:a1")
+        check(rc == 0, "whois --server", err)
+        w = json.loads(out) if rc == 0 else {}
+        lineage = w.get("lineage", [])
+        check(len(lineage) == 1, "whois --server shows the merge", out)
+        rc, out, err = run("whois", *S, "user_id:a1")
+        check(rc == 0 and "lineage" in out, "whois --server, text", err)
+        if lineage:
+            mid = str(lineage[0]["merge_id"])
+            rc, out, err = run("unmerge", *S, mid)
+            check(rc == 2 and "--user" in err, "unmerge --server needs --user", err)
+            rc, out, err = run("unmerge", *S, "--user", "user_id:a1", mid)
+            check(rc == 0 and "undid merge" in out, "unmerge --server", out + err)
+            ids = []
+            for who in ("user_id:a1", "user_id:a2"):
+                rc, out, err = run("whois", *S, "--json", who)
+                ids.append(json.loads(out)["user"]["id"] if rc == 0 else None)
+            check(None not in ids and ids[0] != ids[1], "after unmerge a1 and a2 are apart",
+                  str(ids))
+
+        # crowds: history and schedule through the server
+        rc, out, err = run("crowd", "create", *S, "known", "all")
+        check(rc == 0, "crowd create --server", err)
+        rc, out, err = run("crowd", "schedule", *S, "known", "--refresh", "daily 02:00",
+                           "--timezone", "Asia/Shanghai", "--expire-after-days", "90")
+        check(rc == 0 and "Asia/Shanghai" in out, "crowd schedule --server", out + err)
+        rc, out, err = run("crowd", "schedule", *S, "known", "--refresh", "hourly")
+        check(rc == 1 and "daily HH:MM" in err, "crowd schedule: a bad schedule is refused", err)
+        rc, out, err = run("crowd", "history", *S, "--json", "known")
+        h = json.loads(out) if rc == 0 else {}
+        check(rc == 0 and len(h.get("points", [])) == 1, "crowd history --server", out + err)
+
+        # streaming import through the server (batches of /v1/batch)
+        ev = os.path.join(tmp, "srv-ev.ndjson")
+        with open(ev, "w") as f:
+            for i in range(3000):
+                f.write(json.dumps({"type": "track", "userId": "s%d" % (i % 50), "event": "buy",
+                                    "messageId": "m%d" % i,
+                                    "properties": {"pad": "x" * 200},
+                                    "timestamp": "2024-03-01T10:00:00Z"}) + "\n")
+                if i == 1234:
+                    f.write('{"type":"track","event":"buy"}\n')  # no user: rejected
+                    f.write("not json\n")
+        rc, out, err = run("import", *S, "--events", "--json", "-q", ev)
+        st = json.loads(out) if rc == 0 else {}
+        check(rc == 0 and st.get("events") == 3000 and st.get("rejected") == 2,
+              "import --server: every good event once, bad lines rejected", out + err)
+        rc, out, err = run("import", *S, "--events", "--json", "-q", ev)
+        st = json.loads(out) if rc == 0 else {}
+        check(rc == 0 and st.get("events") == 0 and st.get("duplicates") == 3000,
+              "import --server again: all duplicates", out + err)
+        csvp = os.path.join(tmp, "orders.csv")
+        with open(csvp, "w") as f:
+            f.write("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,"
+                    "Country\n")
+            for i in range(120):
+                cust = "" if i % 4 == 0 else "%d.0" % (13000 + i % 9)
+                f.write("%d,A%d,THING,%d,2011-01-%02d 10:00:00,1.50,%s,France\n" %
+                        (540000 + i, i, 1 + i % 3, 1 + i % 28, cust))
+        rc, out, err = run("import", *S, "--preset", "online-retail", "--json", "-q", csvp)
+        st = json.loads(out) if rc == 0 else {}
+        check(rc == 0 and st.get("events") == 90 and st.get("skipped") == 30,
+              "import --server of a CSV through a preset", out + err)
+        rc, out, err = run("count", *S, "did(purchase) >= 1")
+        check(rc == 0 and out.strip() == "9", "the CSV's customers", out + err)
+
+        # beside the server: reads with --data work, writes are refused with a hint
+        rc, out, err = run("count", "--data", data, "all")
+        check(rc == 0, "count --data while the server runs", err)
+        rc, out, err = run("crowd", "list", "--data", data)
+        check(rc == 0 and "known" in out, "crowd list --data while the server runs", out + err)
+        rc, out, err = run("crowd", "history", "--data", data, "known")
+        check(rc == 0 and "VERSION" in out, "crowd history --data while the server runs", err)
+        rc, out, err = run("whois", "--data", data, "user_id:a1")
+        check(rc == 0 and "a1" in out, "whois --data while the server runs", out + err)
+        rc, out, err = run("intake", "config", "--data", data, "--json")
+        check(rc == 0 and "category" in out, "intake config --data while the server runs", err)
+        # what a read-only handle cannot see yet, it says
+        post(base, "/v1/track", {"userId": "late", "event": "late_event"})
+        rc, out, err = run("count", "--data", data, "did(late_event) >= 1")
+        check((rc == 0 and out.strip() == "1") or "not checkpointed yet" in err,
+              "--data beside a server: a recent write is seen or the note says why", out + err)
+        seen = False
+        deadline = time.time() + 30
+        while time.time() < deadline and not seen:
+            rc, out, err = run("count", "--data", data, "did(late_event) >= 1")
+            seen = rc == 0 and out.strip() == "1" and "not checkpointed" not in err
+            time.sleep(0.5)
+        check(seen, "after the server's checkpoint --data sees the write")
+        rc, out, err = run("intake", "config", "--data", data, "--set", "{}")
+        check(rc != 0 and "--server" in err, "a write with --data is refused, with a hint", err)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+
+
+def test_data_only(tmp):
+    """intake config on a data directory: an NDJSON import is set up without HTTP."""
+    data = os.path.join(tmp, "emb")
+    run("init", "--data", data)
+    rc, out, err = run("intake", "config", "--data", data, "--set",
+                       '{"indexed_properties":["category"]}')
+    check(rc == 0 and "category" in out, "intake config --set --data", out + err)
+    ev = os.path.join(tmp, "ev.ndjson")
+    with open(ev, "w") as f:
+        for i in range(6):
+            f.write(json.dumps({"type": "track", "userId": "u%d" % i, "event": "view",
+                                "properties": {"category": "shoes" if i < 4 else "hats"},
+                                "timestamp": "2024-03-01T10:00:00Z"}) + "\n")
+    rc, out, err = run("import", "--data", data, "--events", "-q", ev)
+    check(rc == 0, "import", err)
+    rc, out, err = run("count", "--data", data, 'did(view, category = "shoes") >= 1')
+    check(rc == 0 and out.strip() == "4", "the indexed property is queryable", out + err)
+
+
+def main():
+    if not os.path.exists(CP):
+        print("crowdpack binary not found at %s" % CP)
+        sys.exit(1)
+    tmp = tempfile.mkdtemp(prefix="cp-cli-srv-")
+    try:
+        test_with_server(tmp)
+        test_data_only(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d passed, %d failed" % (PASSED, FAILED))
+    sys.exit(1 if FAILED else 0)
+
+
+if __name__ == "__main__":
+    main()
