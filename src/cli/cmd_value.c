@@ -306,6 +306,18 @@ static json_t *json_arg(const char *s)
     return j;
 }
 
+/* The "warnings" of a report as "note: ..." lines, and where the window
+ * came from when the data chose it. */
+static void print_notes(const json_t *j)
+{
+    size_t i;
+    json_t *w;
+    if (json_is_true(json_object_get(j, "as_of_from_data")))
+        printf("note: no --as-of given: the window ends on the last day of the data\n");
+    json_array_foreach(json_object_get(j, "warnings"), i, w)
+        printf("note: %s\n", json_string_value(w));
+}
+
 int cmd_aipl(int argc, char **argv)
 {
     cli_args_t a;
@@ -366,6 +378,7 @@ int cmd_aipl(int argc, char **argv)
         printf("\n");
     }
     printf("\n%s\n", json_is_true(json_object_get(j, "stored")) ? "stored" : "previewed (nothing stored)");
+    print_notes(j);
     json_decref(j);
     return cli_finish_stdout(CLI_OK);
 }
@@ -559,6 +572,7 @@ int cmd_funnel(int argc, char **argv)
         free(h);
         free(names);
     }
+    print_notes(j);
     json_decref(j);
     return cli_finish_stdout(CLI_OK);
 }

@@ -320,5 +320,9 @@ cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const ba
 /* Plans/evaluates with did() windows ending on as_of_day (0 = today). */
 cp_status db_eval_tree_as_of(cp_db_t *db, const expr_node_t *root, int32_t as_of_day,
                              roaring_bitmap_t **out, cp_error_t *err);
+/* The as-of day of an API "as_of" ("2011-06-30" or an ISO 8601 time, UTC)
+ * as the planner takes it: 0 for NULL or "" (today), INT32_MIN for
+ * 1970-01-01. CP_EINVAL naming the text otherwise. */
+cp_status db_as_of_day(const char *as_of, int32_t *day, cp_error_t *err);
 
 #endif /* CP_ENGINE_H */

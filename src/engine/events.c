@@ -1846,39 +1846,6 @@ cp_status cp_events_json(cp_db_t *db, char **out, cp_error_t *err)
     return db_json_out(o, out, err);
 }
 
-cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint64_t *count,
-                         cp_error_t *err)
-{
-    if (count == NULL)
-        return CP_ERR(err, CP_EINVAL, "count is NULL");
-    int32_t day = 0;
-    if (as_of && *as_of) {
-        int64_t secs;
-        if (cp_time_parse(as_of, strlen(as_of), &secs) != 0)
-            return CP_ERR(err, CP_EINVAL, "as_of \"%.64s\" is not a date such as 2011-06-30",
-                          as_of);
-        day = beh_day_of(secs);
-        if (day == 0)
-            day = INT32_MIN; /* 1970-01-01 itself; 0 would mean today */
-    }
-    expr_t *e;
-    cp_status rc = db_parse_text(expr, &e, err);
-    if (rc)
-        return rc;
-    if ((rc = db_read_begin(db, err))) {
-        expr_free(e);
-        return rc;
-    }
-    roaring_bitmap_t *bm = NULL;
-    rc = db_eval_tree_as_of(db, expr_root(e), day, &bm, err);
-    if (rc == CP_OK)
-        *count = roaring_bitmap_get_cardinality(bm);
-    index_bm_free(bm);
-    db_read_end(db);
-    expr_free(e);
-    return rc;
-}
-
 /* ------------------------------------------------------------- imports */
 
 /*

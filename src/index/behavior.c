@@ -1456,6 +1456,12 @@ void beh_window_init(const beh_t *b, uint32_t series, int32_t d0, int32_t d1, be
     w->slices = bitlen(bound);
 }
 
+void beh_window_days(beh_window_t *w)
+{
+    w->days = 1;
+    w->slices = bitlen(w->ncells); /* at most one per day */
+}
+
 int beh_cmp_zero(beh_cmp op, uint64_t k)
 {
     switch (op) {
@@ -1620,7 +1626,7 @@ int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k
             if (!sm_chunk(c, key, &lo, &hi))
                 continue;
             for (; lo < hi; lo++) {
-                int t = acc_add_user(acc, S, u[lo] & 0xFFFF, (uint64_t)v[lo] + 1);
+                int t = acc_add_user(acc, S, u[lo] & 0xFFFF, w->days ? 1 : (uint64_t)v[lo] + 1);
                 top = t > top ? t : top;
             }
             continue;
@@ -1631,7 +1637,7 @@ int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k
         chunk_load(&ch, carry);
         int t = ripple_add(acc, S, carry, 0);
         top = t > top ? t : top;
-        for (int j = 0; j < c->nslices; j++) {
+        for (int j = 0; j < c->nslices && !w->days; j++) {
             cur = 0;
             if (!bm_chunk_find(c->slices[j], key, &cur, &ch))
                 continue;

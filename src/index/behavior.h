@@ -235,10 +235,14 @@ typedef struct beh_window {
     const beh_cell_t *cells;
     uint32_t ncells;
     int slices; /* accumulator slices: every windowed sum fits */
+    int days;   /* 1: each day counts 1 however many events it had (beh_window_days) */
 } beh_window_t;
 
 /* Fills w (an empty window if series is BEH_NO_SERIES or unknown, or d0 > d1). */
 void beh_window_init(const beh_t *b, uint32_t series, int32_t d0, int32_t d1, beh_window_t *w);
+/* Turns w into a count of active days: the per-user sum is the number of
+ * the window's days with at least one event (did(...) days >= k). */
+void beh_window_days(beh_window_t *w);
 /* 1 if a sum of 0 satisfies `op k` (users who never did it match). */
 int beh_cmp_zero(beh_cmp op, uint64_t k);
 /* Upper bound of the number of users matching (ignores the universe for

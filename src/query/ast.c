@@ -206,9 +206,17 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
     case EXPR_TAG:
     case EXPR_CROWD:
         return same_name(a->name, b->name);
+    case EXPR_HAS:
+    case EXPR_NULL:
+        return same_name(a->name, b->name);
+    case EXPR_WITHIN:
+    case EXPR_OLDER:
+        return same_name(a->name, b->name) && a->rel_days == b->rel_days;
     case EXPR_CMP:
     case EXPR_BETWEEN:
     case EXPR_IN:
+    case EXPR_NOT_IN:
+    case EXPR_PREFIX:
         if (!same_name(a->name, b->name) || a->nvalues != b->nvalues)
             return 0;
         if (a->kind == EXPR_CMP && a->op != b->op)
@@ -223,7 +231,8 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
                same_double(a->near.radius, b->near.radius) && a->near.unit == b->near.unit;
     case EXPR_DID:
         if (!same_name(a->name, b->name) || a->nvalues != b->nvalues || a->op != b->op ||
-            a->did.window != b->did.window || (a->op != 0 && a->did.count != b->did.count))
+            a->did.window != b->did.window || (a->op != 0 && a->did.count != b->did.count) ||
+            a->did.measure != b->did.measure)
             return 0;
         if (a->did.window == DID_LAST && a->did.last_days != b->did.last_days)
             return 0;

@@ -475,7 +475,22 @@ static const char *op_text(expr_op op)
 
 static const char *node_op_text(const expr_node_t *n)
 {
-    return n->kind == EXPR_BETWEEN ? "BETWEEN" : n->kind == EXPR_IN ? "IN" : op_text(n->op);
+    switch (n->kind) {
+    case EXPR_BETWEEN:
+        return "BETWEEN";
+    case EXPR_IN:
+        return "IN";
+    case EXPR_NOT_IN:
+        return "NOT IN";
+    case EXPR_PREFIX:
+        return "STARTS WITH";
+    case EXPR_WITHIN:
+        return "WITHIN LAST";
+    case EXPR_OLDER:
+        return "OLDER THAN";
+    default:
+        return op_text(n->op);
+    }
 }
 
 static const char *type_text(cp_attr_type t)
@@ -722,7 +737,8 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
     size_t need = n->kind == EXPR_CMP ? 1 : n->kind == EXPR_BETWEEN ? 2 : 1;
     if (n->name == NULL)
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "comparison without an attribute");
-    if (n->nvalues < need || n->values == NULL || (n->kind != EXPR_IN && n->nvalues != need))
+    int list = n->kind == EXPR_IN || n->kind == EXPR_NOT_IN;
+    if (n->nvalues < need || n->values == NULL || (!list && n->nvalues != need))
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
                          "'%s' on attribute \"%s\" has %zu values", node_op_text(n), n->name,
                          n->nvalues);
@@ -730,6 +746,20 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
     cp_status st = resolve_attr(b, n, n->name, &a);
     if (st != CP_OK)
         return st;
+    if (n->kind == EXPR_NOT_IN && a.type != CP_ATTR_GEO) {
+        /* exists ANDNOT (the IN list), as `!=` is exists ANDNOT `=` */
+        expr_node_t in = *n;
+        pnode_t *ex = NULL, *any = NULL;
+        in.kind = EXPR_IN;
+        if ((st = mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
+            return st;
+        st = a.type == CP_ATTR_INT || a.type == CP_ATTR_TIMESTAMP ? plan_numeric(b, &in, &a, &any)
+                                                                   : plan_categorical(b, &in, &a,
+                                                                                      &any);
+        if (st != CP_OK)
+            return st;
+        return mk_andnot(b, ex, any, out);
+    }
     switch (a.type) {
     case CP_ATTR_INT:
     case CP_ATTR_TIMESTAMP:
@@ -806,6 +836,91 @@ static int32_t as_of_day(const plan_resolver_t *r)
     if (r->as_of_day != 0 && r->as_of_day != INT32_MIN)
         return r->as_of_day;
     return beh_day_of(cp_now_ms() / 1000);
+}
+
+/* has(attr) and attr IS NULL: the attribute's users with a value, or the
+ * live users without one. */
+static cp_status plan_has(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    plan_attr_t a;
+    pnode_t *ex = NULL;
+    cp_status st;
+    if (n->name == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "has() without an attribute");
+    if ((st = resolve_attr(b, n, n->name, &a)) != CP_OK ||
+        (st = mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
+        return st;
+    if (n->kind == EXPR_HAS) {
+        *out = ex;
+        return CP_OK;
+    }
+    return mk_not(b, ex, out);
+}
+
+/*
+ * STARTS WITH over the value dictionary: the resolver ORs the bitmaps of
+ * the matching values into one bitmap owned by the plan (a prefix may
+ * match thousands of values; one leaf keeps the plan small).
+ */
+static cp_status plan_prefix(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    plan_attr_t a;
+    cp_status st;
+    if (n->name == NULL || n->nvalues != 1 || n->values == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "STARTS WITH without a prefix");
+    if ((st = resolve_attr(b, n, n->name, &a)) != CP_OK)
+        return st;
+    const expr_value_t *v = &n->values[0];
+    if (a.type != CP_ATTR_STRING && a.type != CP_ATTR_ENUM)
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "attribute \"%s\" is %s: STARTS WITH needs a string or enum attribute",
+                         n->name, type_text(a.type));
+    if (v->kind != VAL_STRING || v->s == NULL)
+        return type_error(b, n, &a, v, "a string");
+    if (b->r->prefix == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "STARTS WITH is not supported here");
+    roaring_bitmap_t *bm = roaring_bitmap_create();
+    if (bm == NULL)
+        return oom(b);
+    if (own_bitmap(b, bm) != CP_OK) {
+        roaring_bitmap_free(bm);
+        return oom(b);
+    }
+    if ((st = b->r->prefix(b->r->ctx, a.handle, v->s, v->slen, bm)) != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "%s STARTS WITH: %s", n->name,
+                         cp_strerror(st));
+    roaring_bitmap_run_optimize(bm);
+    return mk_bitmap(b, bm, out);
+}
+
+/*
+ * WITHIN LAST N d / OLDER THAN N d on a timestamp: with D the as-of day,
+ * WITHIN is [start of day D-N+1, end of day D] (the days of did()'s
+ * `last N d`; later timestamps do not count, as events after the as-of
+ * day do not), OLDER is everything before the start of day D-N+1.
+ */
+static cp_status plan_relative(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    plan_attr_t a;
+    cp_status st;
+    if (n->name == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "%s without an attribute",
+                         node_op_text(n));
+    if (n->rel_days < 1 || n->rel_days > EXPR_DID_MAX_DAYS)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "%s %d days: out of range",
+                         node_op_text(n), (int)n->rel_days);
+    if ((st = resolve_attr(b, n, n->name, &a)) != CP_OK)
+        return st;
+    if (a.type != CP_ATTR_TIMESTAMP)
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "attribute \"%s\" is %s: %s needs a timestamp attribute", n->name,
+                         type_text(a.type), node_op_text(n));
+    int64_t day = as_of_day(b->r);
+    int64_t start = (day - n->rel_days + 1) * 86400, end = (day + 1) * 86400 - 1;
+    if (n->kind == EXPR_WITHIN)
+        return mk_range(b, a.bsi, start, end, out);
+    return mk_range(b, a.bsi, INT64_MIN, start - 1, out);
 }
 
 /*
@@ -910,6 +1025,8 @@ static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
     if (x == NULL)
         return oom(b);
     beh_window_init(beh, series, (int32_t)d0, (int32_t)d1, &x->win);
+    if (n->did.measure == DID_MEASURE_DAYS)
+        beh_window_days(&x->win);
     int zero = beh_cmp_zero(cmp, k);
     if (x->win.ncells == 0 || (cmp == BEH_GE && k == 0) || (cmp == BEH_LT && k == 0))
         return zero ? mk_all(b, out) : mk_empty(b, out);
@@ -943,7 +1060,16 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
     case EXPR_CMP:
     case EXPR_BETWEEN:
     case EXPR_IN:
+    case EXPR_NOT_IN:
         return plan_compare(b, n, out);
+    case EXPR_HAS:
+    case EXPR_NULL:
+        return plan_has(b, n, out);
+    case EXPR_PREFIX:
+        return plan_prefix(b, n, out);
+    case EXPR_WITHIN:
+    case EXPR_OLDER:
+        return plan_relative(b, n, out);
     case EXPR_NEAR:
         return plan_near(b, n, out);
     case EXPR_DID:

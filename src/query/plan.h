@@ -62,6 +62,14 @@ typedef struct plan_resolver {
      * including it; every window is cut there), in days since 1970-01-01
      * UTC. 0 or INT32_MIN: the current UTC day. */
     int32_t as_of_day;
+    /*
+     * STARTS WITH: ORs into `out` the users of every value of the
+     * ENUM/STRING attribute whose text begins with the len bytes of
+     * `prefix` (bytes compared as they are, as value() compares). CP_ENOMEM.
+     * NULL: STARTS WITH is not supported by this resolver.
+     */
+    cp_status (*prefix)(void *ctx, int32_t attr_handle, const char *prefix, size_t len,
+                        roaring_bitmap_t *out);
 } plan_resolver_t;
 
 typedef struct plan plan_t;

@@ -171,7 +171,10 @@ static int naive_cmp(beh_cmp op, uint64_t x, uint64_t k)
     return 0;
 }
 
-/* The expected members: universe users whose sum over [d0, d1] op k. */
+/* The expected members: universe users whose sum over [d0, d1] op k
+ * (with g_days: the number of days with a count, beh_window_days). */
+static int g_days;
+
 static roaring_bitmap_t *naive(model_t *m, int s, int32_t d0, int32_t d1, beh_cmp op, uint64_t k)
 {
     roaring_bitmap_t *bm = roaring_bitmap_create();
@@ -183,7 +186,7 @@ static roaring_bitmap_t *naive(model_t *m, int s, int32_t d0, int32_t d1, beh_cm
         uint64_t sum = 0;
         for (int d = 0; d < ND; d++)
             if (DAY0 + d >= d0 && DAY0 + d <= d1)
-                sum += *at(m, s, d, u);
+                sum += g_days ? *at(m, s, d, u) != 0 : *at(m, s, d, u);
         if (naive_cmp(op, sum, k))
             roaring_bitmap_add(bm, m->uord[u]);
     }
@@ -203,6 +206,8 @@ static void check_query(model_t *m, int s, int32_t d0, int32_t d1, beh_cmp op, u
 {
     beh_window_t w;
     beh_window_init(m->b, m->sid[s], d0, d1, &w);
+    if (g_days)
+        beh_window_days(&w);
     roaring_bitmap_t *want = naive(m, s, d0, d1, op, k);
     roaring_bitmap_t *got = roaring_bitmap_create();
     assert_int_equal(beh_window_eval(&w, op, k, m->universe, got), CP_OK);
@@ -268,6 +273,16 @@ static void test_queries(void **state)
             check_query(m, 3, DAY0 + 2, DAY0 + 9, (beh_cmp)op, k);
         }
     random_queries(m, &rng, 150);
+    /* the number of active days (did(...) days op k) */
+    g_days = 1;
+    for (int op = BEH_EQ; op <= BEH_GE; op++)
+        for (uint64_t k = 0; k < 4; k++) {
+            check_query(m, 0, INT32_MIN, INT32_MAX, (beh_cmp)op, k);
+            check_query(m, 3, DAY0 + 2, DAY0 + 9, (beh_cmp)op, k);
+            check_query(m, 1, INT32_MIN, INT32_MAX, (beh_cmp)op, (uint64_t)ND / 3 + k - 1);
+        }
+    random_queries(m, &rng, 60);
+    g_days = 0;
 
     /* the chunk form leaves its scratch zeroed and reports emptiness */
     beh_window_t w;
