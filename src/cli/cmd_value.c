@@ -276,7 +276,7 @@ int cmd_rfm(int argc, char **argv)
 /* ---------------------------------------------------------------- aipl */
 
 static const cli_opt_t aipl_opts[] = {
-    {"as-of", 0, OPT_VALUE, "DATE", "last day of the window (default today, UTC)"},
+    {"as-of", 0, OPT_VALUE, "DATE", "last day of the window (default: the data's last day if past)"},
     {"window", 0, OPT_VALUE, "DAYS", "window in days (overrides the rules' window_days)"},
     {"preview", 0, OPT_FLAG, NULL, "report only: store no tags"},
     {NULL, 0, 0, NULL, NULL},
@@ -389,7 +389,7 @@ static const cli_opt_t funnel_opts[] = {
     {"from", 0, OPT_VALUE, "DATE", "first day of the window"},
     {"to", 0, OPT_VALUE, "DATE", "last day of the window"},
     {"days", 0, OPT_VALUE, "N", "window of N days ending at --as-of (default 30)"},
-    {"as-of", 0, OPT_VALUE, "DATE", "last day of a --days window (default today)"},
+    {"as-of", 0, OPT_VALUE, "DATE", "last day of a --days window (default: the data's last day)"},
     {"crowd", 0, OPT_VALUE, "SET", "only users of this crowd or expression"},
     {"by", 0, OPT_VALUE, "ATTR[=B1,B2..]", "break down by an attribute (int: bucket bounds)"},
     {"by-tag", 0, OPT_VALUE, "ROOT", "break down by the child tags of ROOT"},
