@@ -435,6 +435,30 @@ static cp_status r_did(void *ctx, const char *event, const beh_prop_t *filters, 
     return beh_resolve(db->beh, event, strlen(event), filters, n, series);
 }
 
+static cp_status r_did_sum(void *ctx, const char *event, const char *prop, const beh_t **beh,
+                           uint32_t *pos, uint32_t *neg, int *scale)
+{
+    cp_db_t *db = ctx;
+    uint32_t bare;
+    size_t elen = strlen(event), plen = strlen(prop);
+    cp_status rc = beh_resolve(db->beh, event, elen, NULL, 0, &bare);
+    if (rc)
+        return rc;
+    if (!meas_sum_scale(db->meas, event, elen, prop, plen, scale))
+        return CP_EINVAL;
+    uint32_t *ids[2] = {pos, neg};
+    for (int k = 0; k < 2; k++) {
+        uint8_t key[BEH_KEY_MAX];
+        size_t klen;
+        *ids[k] = BEH_NO_SERIES;
+        if (beh_sum_series_key(event, elen, prop, plen, k, key, &klen) == CP_OK &&
+            !beh_series_lookup(db->beh, key, klen, ids[k]))
+            *ids[k] = BEH_NO_SERIES;
+    }
+    *beh = db->beh;
+    return CP_OK;
+}
+
 void db_resolver(cp_db_t *db, plan_resolver_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -446,6 +470,7 @@ void db_resolver(cp_db_t *db, plan_resolver_t *r)
     r->value = r_value;
     r->did = db->beh ? r_did : NULL;
     r->prefix = r_prefix;
+    r->did_sum = db->beh && db->meas ? r_did_sum : NULL;
 }
 
 cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,

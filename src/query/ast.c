@@ -234,6 +234,10 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
             a->did.window != b->did.window || (a->op != 0 && a->did.count != b->did.count) ||
             a->did.measure != b->did.measure)
             return 0;
+        if (a->did.measure == DID_MEASURE_SUM &&
+            (!same_name(a->did.sum_prop, b->did.sum_prop) ||
+             !same_value(&a->did.sum_value, &b->did.sum_value)))
+            return 0;
         if (a->did.window == DID_LAST && a->did.last_days != b->did.last_days)
             return 0;
         if (a->did.window == DID_BETWEEN &&

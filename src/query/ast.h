@@ -30,7 +30,8 @@ typedef enum expr_kind {
     EXPR_NEAR,      /* near(lat, lon, R unit) -> near */
     EXPR_DID,       /* did(EVENT, filters, window) [op COUNT] -> name (the event),
                      * did.props[i] = values[i] (nvalues filters), did.window,
-                     * op + did.count (op 0: no comparison, "at least once") */
+                     * op + did.count (op 0: no comparison, "at least once"),
+                     * or did.measure's days / sum(did.sum_prop) op did.sum_value */
     EXPR_HAS,       /* has(attr) = attr IS NOT NULL -> name: users having a value */
     EXPR_NULL,      /* attr IS NULL        -> name: live users without a value */
     EXPR_NOT_IN,    /* attr NOT IN (v, ...) -> name, values[0..nvalues): having a value,
@@ -43,9 +44,14 @@ typedef enum expr_kind {
                      * first day of `WITHIN LAST N d` */
 } expr_kind;
 
-/* What a did() compares (did.measure): the number of events, or the
- * number of distinct UTC days with at least one. */
-typedef enum expr_did_measure { DID_MEASURE_COUNT = 0, DID_MEASURE_DAYS } expr_did_measure;
+/* What a did() compares (did.measure): the number of events, the
+ * number of distinct UTC days with at least one, or the sum of a numeric
+ * property (did.sum_prop) compared with did.sum_value. */
+typedef enum expr_did_measure {
+    DID_MEASURE_COUNT = 0,
+    DID_MEASURE_DAYS,
+    DID_MEASURE_SUM,
+} expr_did_measure;
 
 /* did() windows: all time, the last N days up to the as-of day, or
  * BETWEEN two UTC days (both inclusive). */
@@ -93,7 +99,9 @@ struct expr_node {
         int32_t last_days;     /* DID_LAST: N (weeks are written back as 7N days) */
         int32_t from, to;      /* DID_BETWEEN: days since 1970-01-01 UTC, from <= to */
         int64_t count;         /* compared with `op` when op != 0; >= 0 */
-        expr_did_measure measure; /* DID_MEASURE_DAYS needs op != 0 */
+        expr_did_measure measure; /* DID_MEASURE_DAYS and _SUM need op != 0 */
+        const char *sum_prop;     /* DID_MEASURE_SUM: the property summed */
+        expr_value_t sum_value;   /* DID_MEASURE_SUM: VAL_INT or VAL_REAL compared with */
     } did;                     /* EXPR_DID */
     expr_node_t **args;        /* EXPR_AND / EXPR_OR (>= 2), EXPR_NOT (1) */
     size_t nargs;

@@ -151,7 +151,12 @@ json_t *expr_to_json(const expr_node_t *n)
             cp_time_format((int64_t)n->did.to * 86400, b, sizeof b);
             in = with(in, "between", json_pack("[s#,s#]", a, (int)10, b, (int)10));
         }
-        if (n->op != 0) {
+        if (n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
+            in = with(in, "measure", json_string("sum"));
+            in = with(in, "property", json_string(n->did.sum_prop));
+            in = with(in, "op", json_string(expr__op_text(n->op)));
+            in = with(in, "value", value_to_json(&n->did.sum_value));
+        } else if (n->op != 0) {
             in = with(in, "op", json_string(expr__op_text(n->op)));
             in = with(in, "count", json_integer((json_int_t)n->did.count));
         }
@@ -424,10 +429,38 @@ static cp_status jday(jctx_t *c, const json_t *v, int32_t *day)
     return CP_OK;
 }
 
+/* did with "measure": "sum": "property", "op" and "value" (a number). */
+static cp_status jdid_sum(jctx_t *c, const json_t *j, expr_node_t *n, size_t old)
+{
+    cp_status st;
+    if (json_object_get(j, "count"))
+        return jerr(c, CP_EINVAL, "a sum is compared with \"value\", not \"count\"");
+    const json_t *pr = json_object_get(j, "property"), *v = json_object_get(j, "value");
+    size_t o2 = push_key(c, "property");
+    if (!json_is_string(pr) || !expr__is_ident(json_string_value(pr), json_string_length(pr)) ||
+        json_string_length(pr) > EXPR_DID_NAME_MAX)
+        return jerr(c, CP_EINVAL, "expected a property name (letters, digits and '_')");
+    pop(c, o2);
+    if ((n->did.sum_prop = cp_arena_strndup(&c->e->arena, json_string_value(pr),
+                                            json_string_length(pr))) == NULL)
+        return jnomem(c);
+    if ((st = jop(c, j, &n->op)) != CP_OK)
+        return st;
+    o2 = push_key(c, "value");
+    if (!json_is_number(v))
+        return jerr(c, CP_EINVAL, "expected a number");
+    if ((st = jvalue(c, v, &n->did.sum_value)) != CP_OK)
+        return st;
+    pop(c, o2);
+    n->did.measure = DID_MEASURE_SUM;
+    pop(c, old);
+    return CP_OK;
+}
+
 static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
 {
     static const char *const keys[] = {"event", "where", "last_days", "between", "op", "count",
-                                       "measure", NULL};
+                                       "measure", "property", "value", NULL};
     cp_status st;
     size_t old = push_key(c, "did");
     if (!json_is_object(j))
@@ -507,6 +540,12 @@ static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
         pop(c, o2);
     }
     const json_t *op = json_object_get(j, "op"), *count = json_object_get(j, "count");
+    const json_t *m = json_object_get(j, "measure");
+    if (json_is_string(m) && strcmp(json_string_value(m), "sum") == 0 &&
+        json_string_length(m) == 3)
+        return jdid_sum(c, j, n, old);
+    if (json_object_get(j, "property") || json_object_get(j, "value"))
+        return jerr(c, CP_EINVAL, "\"property\" and \"value\" go with \"measure\": \"sum\"");
     if ((op == NULL) != (count == NULL))
         return jerr(c, CP_EINVAL, "\"op\" and \"count\" go together");
     if (op != NULL) {
@@ -518,14 +557,13 @@ static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
         n->did.count = (int64_t)json_integer_value(count);
         pop(c, o2);
     }
-    const json_t *m = json_object_get(j, "measure");
     if (m != NULL) {
         size_t o2 = push_key(c, "measure");
         const char *ms = json_string_value(m);
         if (ms != NULL && strcmp(ms, "days") == 0 && json_string_length(m) == 4)
             n->did.measure = DID_MEASURE_DAYS;
         else if (ms == NULL || strcmp(ms, "count") != 0 || json_string_length(m) != 5)
-            return jerr(c, CP_EINVAL, "expected \"count\" or \"days\"");
+            return jerr(c, CP_EINVAL, "expected \"count\", \"days\" or \"sum\"");
         if (n->did.measure == DID_MEASURE_DAYS && op == NULL)
             return jerr(c, CP_EINVAL, "\"days\" needs \"op\" and \"count\"");
         pop(c, o2);

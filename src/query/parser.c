@@ -623,6 +623,47 @@ static cp_status parse_window_between(parser_t *p, expr_node_t *n)
     return CP_OK;
 }
 
+static int followed_by_paren(const parser_t *p);
+
+/* sum '(' ident ')' op number after did(...); TOK is the word sum. */
+static cp_status parse_did_sum(parser_t *p, expr_node_t *n, expr_node_t **out)
+{
+    cp_status st;
+    tok_t kw = *TOK;
+    if ((st = advance(p)) != CP_OK || (st = advance(p)) != CP_OK) /* sum, '(' */
+        return st;
+    if (TOK->kind != TOK_WORD || is_keyword_tok(p, TOK))
+        return err_expected(p, "a property name in sum()");
+    if (TOK->len > EXPR_DID_NAME_MAX)
+        return perr(p, CP_ELIMIT, TOK->line, TOK->column, "property name longer than %d bytes",
+                    EXPR_DID_NAME_MAX);
+    n->did.sum_prop = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+    if (n->did.sum_prop == NULL)
+        return nomem(p);
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind != TOK_RPAREN) {
+        char what[64];
+        snprintf(what, sizeof what, "')' to close sum( at %d:%d", kw.line, kw.column);
+        return err_expected_kw(p, what, NULL);
+    }
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind != TOK_OP)
+        return err_expected(p, "a comparison operator after sum(...)");
+    n->op = TOK->op;
+    n->did.measure = DID_MEASURE_SUM;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    tok_t vt = *TOK;
+    if (vt.kind != TOK_INT && vt.kind != TOK_REAL)
+        return err_expected(p, "a number to compare the sum with");
+    if ((st = parse_value(p, &n->did.sum_value)) != CP_OK)
+        return st;
+    *out = n;
+    return CP_OK;
+}
+
 /* did '(' EVENT {',' prop '=' value} [',' window] ')' [op COUNT]; TOK is did. */
 static cp_status parse_did(parser_t *p, expr_node_t **out)
 {
@@ -734,6 +775,8 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
         n->did.measure = DID_MEASURE_DAYS;
         if ((st = advance(p)) != CP_OK)
             return st;
+    } else if (is_kw(p, TOK, "sum") && followed_by_paren(p)) {
+        return parse_did_sum(p, n, out);
     }
     if (TOK->kind == TOK_OP) {
         n->op = TOK->op;

@@ -70,6 +70,15 @@ typedef struct plan_resolver {
      */
     cp_status (*prefix)(void *ctx, int32_t attr_handle, const char *prefix, size_t len,
                         roaring_bitmap_t *out);
+    /*
+     * did() sum(prop): the day-sum series of `prop` for `event`
+     * (beh_sum_series_key: *pos the positive parts, *neg the negative,
+     * each BEH_NO_SERIES when never recorded) and the fixed-point scale of
+     * the values. CP_ENOTFOUND for an unknown event, CP_EINVAL when no sum
+     * measure of the event sums `prop`. NULL: sum() is not supported.
+     */
+    cp_status (*did_sum)(void *ctx, const char *event, const char *prop, const beh_t **beh,
+                         uint32_t *pos, uint32_t *neg, int *scale);
 } plan_resolver_t;
 
 typedef struct plan plan_t;

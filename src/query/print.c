@@ -138,6 +138,14 @@ static cp_status put_did(cp_buf_t *b, const expr_node_t *n)
     }
     if (st == CP_OK)
         st = put(b, ")");
+    if (st == CP_OK && n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
+        if (n->did.sum_prop == NULL)
+            return CP_EINVAL;
+        if ((st = cp_buf_printf(b, " sum(%s) %s ", n->did.sum_prop, expr__op_text(n->op))) ==
+            CP_OK)
+            st = put_value(b, &n->did.sum_value);
+        return st;
+    }
     if (st == CP_OK && n->op != 0)
         st = cp_buf_printf(b, "%s %s %lld", n->did.measure == DID_MEASURE_DAYS ? " days" : "",
                            expr__op_text(n->op), (long long)n->did.count);

@@ -101,6 +101,24 @@ def naive_count(lines, as_of, ndays, k=1, days=False):
     return {cid for cid, ds in per.items() if (len(set(ds)) if days else len(ds)) >= k}
 
 
+def naive_sum(lines, as_of, ndays, refunds, op, value):
+    """Customers whose sum of amount (in cents, as the preset computes it:
+    quantity x unit price rounded to 2 decimals) over the purchase (or refund)
+    lines in [as_of-ndays+1, as_of] compares with value; those without any
+    have 0."""
+    d0 = as_of - datetime.timedelta(days=ndays - 1)
+    per = {12000 + c: 0 for c in range(NCUST)}
+    for n, (cid, day, inv, refund) in enumerate(lines):
+        if refund != refunds or day < d0 or day > as_of:
+            continue
+        q = -1 if refund else 1 + n % 5
+        price_cents = 125 + 100 * (n % 7)
+        per[cid] += q * price_cents
+    t = round(value * 100)
+    ops = {">=": lambda a: a >= t, "<": lambda a: a < t, "=": lambda a: a == t}
+    return {cid for cid, v in per.items() if ops[op](v)}
+
+
 def naive_last_purchase(lines):
     last = {}
     for cid, day, inv, refund in lines:
@@ -190,6 +208,10 @@ def main():
         for d in days:
             s = d.isoformat()
             exprs += [
+                ("did(purchase, last 90d) sum(amount) >= 20.5", s,
+                 naive_sum(lines, d, 90, False, ">=", 20.5)),
+                ("did(refund, last 120d) sum(amount) < -3", s,
+                 naive_sum(lines, d, 120, True, "<", -3)),
                 ("did(purchase, last 30d) >= 2", s, naive_count(lines, d, 30, 2)),
                 ("did(purchase, last 90d) days >= 3", s, naive_count(lines, d, 90, 3, True)),
                 ("last_buy WITHIN LAST 60d", s,

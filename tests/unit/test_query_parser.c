@@ -116,6 +116,8 @@ static void test_canonical(void **state)
         {"did = 2 AND did(x) > 0", "did = 2 AND did(x) > 0"},
         {"did(login, last 30d) DAYS>=10", "did(login, last 30d) days >= 10"},
         {"did(x) days = 0 AND days = 1", "did(x) days = 0 AND days = 1"},
+        {"did(purchase, last 90d) SUM ( amount )>=500", "did(purchase, last 90d) sum(amount) >= 500"},
+        {"did(refund) sum(amount) < -3.5 AND sum = 1", "did(refund) sum(amount) < -3.5 AND sum = 1"},
         {"has ( age )", "has(age)"},
         {"age is not null", "has(age)"},
         {"age IS NULL AND has = 1", "age IS NULL AND has = 1"},
@@ -366,6 +368,9 @@ static void test_errors(void **state)
         {"has(age", CP_ESYNTAX, 1, 8, "')' to close has( at 1:1"},
         {"has(1)", CP_ESYNTAX, 1, 5, "expected an attribute name"},
         {"did(x) days", CP_ESYNTAX, 1, 8, "expected AND, OR or end of expression"},
+        {"did(x) sum(amount)", CP_ESYNTAX, 1, 19, "expected a comparison operator after sum"},
+        {"did(x) sum(amount) > \"5\"", CP_ESYNTAX, 1, 22, "expected a number to compare"},
+        {"did(x) sum(1) > 5", CP_ESYNTAX, 1, 12, "expected a property name in sum()"},
         {"age NOT IN 1", CP_ESYNTAX, 1, 12, "expected '('"},
         {"a = 1 AND", CP_ESYNTAX, 1, 10,
          "unexpected end of expression, expected an expression after 'AND'"},
@@ -755,8 +760,16 @@ static void test_json_errors(void **state)
         {"{\"has\": \"a\", \"attr\": \"b\"}", CP_EINVAL, "cannot be combined"},
         {"{\"did\": {\"event\": \"x\", \"measure\": \"days\"}}", CP_EINVAL,
          "did.measure: \"days\" needs \"op\" and \"count\""},
-        {"{\"did\": {\"event\": \"x\", \"measure\": \"sum\"}}", CP_EINVAL,
-         "did.measure: expected \"count\" or \"days\""},
+        {"{\"did\": {\"event\": \"x\", \"measure\": \"avg\"}}", CP_EINVAL,
+         "did.measure: expected \"count\", \"days\" or \"sum\""},
+        {"{\"did\": {\"event\": \"x\", \"measure\": \"sum\", \"property\": \"a\", \"op\": \">\", "
+         "\"value\": \"5\"}}",
+         CP_EINVAL, "did.value: expected a number"},
+        {"{\"did\": {\"event\": \"x\", \"measure\": \"sum\", \"property\": \"a\", \"op\": \">\", "
+         "\"count\": 5}}",
+         CP_EINVAL, "not \"count\""},
+        {"{\"did\": {\"event\": \"x\", \"property\": \"a\"}}", CP_EINVAL,
+         "go with \"measure\": \"sum\""},
         {"{\"attr\": \"age\", \"between\": [1, 2, 3]}", CP_EINVAL,
          "between: expected an array of 2"},
         {"{\"attr\": \"age\", \"between\": [1, {}]}", CP_EINVAL, "between[1]: expected a number"},
@@ -993,6 +1006,12 @@ static json_t *rnd_did(void)
         json_object_set_new(d, "count", json_integer(counts[rnd(CP_ARRAY_LEN(counts))]));
         if (rnd(3) == 0)
             json_object_set_new(d, "measure", json_string("days"));
+    } else if (rnd(3) == 0) {
+        json_object_set_new(d, "measure", json_string("sum"));
+        json_object_set_new(d, "property", json_string(props[rnd(CP_ARRAY_LEN(props))]));
+        json_object_set_new(d, "op", json_string(ops[rnd(6)]));
+        json_object_set_new(d, "value", rnd(2) ? json_integer((json_int_t)rnd(1000) - 500)
+                                                : json_real(rnd_real()));
     }
     return json_pack("{s:o}", "did", d);
 }
@@ -1512,7 +1531,20 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         }
         noisy_ws(b, 0);
         put(b, ")");
-        if (n->op != 0) {
+        if (n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
+            noisy_ws(b, 0);
+            noisy_kw(b, "sum");
+            noisy_ws(b, 0);
+            put(b, "(");
+            noisy_ws(b, 0);
+            put(b, n->did.sum_prop);
+            noisy_ws(b, 0);
+            put(b, ")");
+            noisy_ws(b, 0);
+            put(b, ops[n->op][rnd(2)]);
+            noisy_ws(b, 0);
+            noisy_value(b, &n->did.sum_value);
+        } else if (n->op != 0) {
             noisy_ws(b, 0);
             if (n->did.measure == DID_MEASURE_DAYS) {
                 noisy_kw(b, "days");
@@ -1610,6 +1642,10 @@ static void test_equal(void **state)
         "did(a)",
         "did(b)",
         "did(a) days >= 1",
+        "did(a) sum(x) >= 1",
+        "did(a) sum(x) >= 1.0",
+        "did(a) sum(y) >= 1",
+        "did(a) sum(x) > 1",
         "has(a)",
         "has(b)",
         "a IS NULL",
