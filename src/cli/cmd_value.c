@@ -276,7 +276,7 @@ int cmd_rfm(int argc, char **argv)
 /* ---------------------------------------------------------------- aipl */
 
 static const cli_opt_t aipl_opts[] = {
-    {"as-of", 0, OPT_VALUE, "DATE", "last day of the window (default: the data's last day if past)"},
+    {"as-of", 0, OPT_VALUE, "DATE", "last day of the window (default: the data's last day)"},
     {"window", 0, OPT_VALUE, "DAYS", "window in days (overrides the rules' window_days)"},
     {"preview", 0, OPT_FLAG, NULL, "report only: store no tags"},
     {NULL, 0, 0, NULL, NULL},

@@ -419,7 +419,8 @@ static int eval_node(const world_t *w, const node_t *n, int i)
         if (n->op == 0)
             return u->has_age && u->age != n->a && u->age != n->b;
         if (n->op == 1)
-            return u->has_seg && u->seg != n->b && u->seg != (int)(n->a % NSEG < 0 ? 0 : n->a % NSEG);
+            return u->has_seg && u->seg != n->b &&
+                   u->seg != (int)(n->a % NSEG < 0 ? 0 : n->a % NSEG);
         return u->has_city && u->city != n->c;
     case P_PREFIX: {
         const char *p = PREFIXES[n->a];
