@@ -310,6 +310,49 @@ static void test_queries(void **state)
     model_free(m);
 }
 
+/* beh_window_foreach: the pieces it reports add up to each user's sum. */
+static void sum_piece(void *ctx, uint32_t user, uint64_t count)
+{
+    uint64_t *sums = ctx;
+    sums[user] += count;
+}
+
+static void test_window_foreach(void **state)
+{
+    (void)state;
+    uint64_t rng = 0xf0ea;
+    model_t *m = model_new(&rng);
+    uint64_t *sums = xcalloc(MAXU, sizeof *sums);
+    for (int q = 0; q < 30; q++) {
+        int s = (int)rnd(&rng, NS);
+        int32_t d0 = DAY0 - 2 + (int32_t)rnd(&rng, ND + 2), d1 = d0 + (int32_t)rnd(&rng, ND);
+        beh_window_t w;
+        beh_window_init(m->b, m->sid[s], d0, d1, &w);
+        memset(sums, 0, MAXU * sizeof *sums);
+        beh_window_foreach(&w, sum_piece, sums);
+        for (int u = 0; u < NU; u++) {
+            uint64_t want = 0;
+            for (int d = 0; d < ND; d++)
+                if (DAY0 + d >= d0 && DAY0 + d <= d1)
+                    want += *at(m, s, d, u);
+            if (sums[m->uord[u]] != want)
+                fail_msg("series %d [%d, %d] user %u: %llu, want %llu", s, d0, d1, m->uord[u],
+                         (unsigned long long)sums[m->uord[u]], (unsigned long long)want);
+        }
+    }
+    /* the day-sum series keys: distinct per sign, and never a filter's */
+    uint8_t k1[BEH_KEY_MAX], k2[BEH_KEY_MAX], k3[BEH_KEY_MAX];
+    size_t l1, l2, l3;
+    beh_prop_t amount = {"amount", 6, "x", 1};
+    assert_int_equal(beh_sum_series_key("purchase", 8, "amount", 6, 0, k1, &l1), CP_OK);
+    assert_int_equal(beh_sum_series_key("purchase", 8, "amount", 6, 1, k2, &l2), CP_OK);
+    assert_int_equal(beh_series_key("purchase", 8, &amount, 1, k3, &l3), CP_OK);
+    assert_false(l1 == l2 && memcmp(k1, k2, l1) == 0);
+    assert_false(l1 == l3 && memcmp(k1, k3, l1) == 0);
+    free(sums);
+    model_free(m);
+}
+
 static void test_saturation_and_args(void **state)
 {
     (void)state;
@@ -829,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_saturation_and_args),
         cmocka_unit_test(test_keys_and_events),
         cmocka_unit_test(test_queries),
+        cmocka_unit_test(test_window_foreach),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_remove_move_extract),
         cmocka_unit_test(test_persistence),
