@@ -1273,6 +1273,15 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
  * 2^32 units per user and day saturates (the count series' bound: at scale
  * 2, 42.9 million a day).
  */
+cp_status db_daysum_flush(cp_db_t *db)
+{
+    if (!db->daysum.on)
+        return CP_OK;
+    db->daysum.on = 0;
+    return beh_record(db->beh, db->daysum.series, db->daysum.day, db->daysum.ord,
+                      db->daysum.mag);
+}
+
 static cp_status apply_day_sums(cp_db_t *db, const ingest_event_t *e, const prep_t *p,
                                 uint32_t ord, cp_error_t *err)
 {
@@ -1291,8 +1300,21 @@ static cp_status apply_day_sums(cp_db_t *db, const ingest_event_t *e, const prep
                                           v < 0, key, &klen);
         if (rc == CP_OK)
             rc = beh_series_intern(db->beh, key, klen, &sid);
+        int32_t day = beh_day_of(e->ts);
+        if (rc == CP_OK && db->daysum.on && db->daysum.series == sid && db->daysum.day == day &&
+            db->daysum.ord == ord) {
+            db->daysum.mag = db->daysum.mag + mag < mag ? UINT64_MAX : db->daysum.mag + mag;
+            continue;
+        }
         if (rc == CP_OK)
-            rc = beh_record(db->beh, sid, beh_day_of(e->ts), ord, mag);
+            rc = db_daysum_flush(db);
+        if (rc == CP_OK) {
+            db->daysum.series = sid;
+            db->daysum.day = day;
+            db->daysum.ord = ord;
+            db->daysum.mag = mag;
+            db->daysum.on = 1;
+        }
         if (rc == CP_EINVAL) /* a name too long for a series key: no day sums */
             continue;
         if (rc)
