@@ -659,6 +659,28 @@ cp_status cp_intake_config_set_json(cp_db_t *db, const char *json, size_t len, c
  * today, UTC). */
 cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint64_t *count,
                          cp_error_t *err);
+/*
+ * History: the forms below behave as cp_count_json, cp_eval, cp_eval_json
+ * and cp_crowd_create(_json) with the expression evaluated as of the day
+ * `as_of` ("2011-06-30" or an ISO 8601 time, UTC; NULL or "" = today):
+ * did() windows and WITHIN LAST / OLDER THAN end on that day, so events
+ * dated after it never count. CP_EINVAL for an as_of that is not a date.
+ * Every count and evaluation of this API goes through the same path, so
+ * the same expression and as_of give the same users everywhere.
+ */
+cp_status cp_count_json_as_of(cp_db_t *db, const char *json_tree, size_t len, const char *as_of,
+                              uint64_t *count, cp_error_t *err);
+cp_status cp_eval_as_of(cp_db_t *db, const char *expr, const char *as_of, cp_result_t **out,
+                        cp_error_t *err);
+cp_status cp_eval_json_as_of(cp_db_t *db, const char *json_tree, size_t len, const char *as_of,
+                             cp_result_t **out, cp_error_t *err);
+/* A crowd from exactly one of `expr` (text) and `json_tree` (len bytes),
+ * evaluated as of `as_of`. Static crowds only when as_of is given (a
+ * dynamic crowd follows the current data: CP_EINVAL); the as-of day is
+ * not kept, so cp_crowd_refresh re-evaluates on the current data. */
+cp_status cp_crowd_create_as_of(cp_db_t *db, const char *name, const char *expr,
+                                const char *json_tree, size_t len, cp_crowd_kind kind,
+                                const char *description, const char *as_of, cp_error_t *err);
 
 
 /* ------------------------------------------------------------- analytics

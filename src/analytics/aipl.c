@@ -137,6 +137,7 @@ typedef struct aipl_rules {
     char fstore[AIPL_MAX_FILTERS][64];
     size_t nfilters;
     int32_t window_days, as_of;
+    int as_of_from_data; /* no as_of given: the data's last day */
     int store;
 } aipl_rules_t;
 
@@ -236,11 +237,15 @@ static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp
             return CP_ERR(err, CP_EINVAL, "aipl: \"window_days\" must be 1 to 36600");
         r->window_days = (int32_t)json_integer_value(v);
     }
-    r->as_of = (int32_t)(cp_now_ms() / 86400000);
+    /* Without as_of: the data's own last day for a historical import. */
+    r->as_of = val_default_day(db, &r->as_of_from_data);
     v = json_object_get(req, "as_of");
-    if (v && !json_is_null(v) &&
-        (!json_is_string(v) || val_day_parse(json_string_value(v), &r->as_of)))
-        return CP_ERR(err, CP_EINVAL, "aipl: \"as_of\" must be a date such as \"2024-06-30\"");
+    if (v && !json_is_null(v)) {
+        r->as_of_from_data = 0;
+        if (!json_is_string(v) || val_day_parse(json_string_value(v), &r->as_of))
+            return CP_ERR(err, CP_EINVAL,
+                          "aipl: \"as_of\" must be a date such as \"2024-06-30\"");
+    }
     r->store = 1;
     v = json_object_get(req, "store");
     if (v) {
@@ -308,7 +313,7 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
     *out = NULL;
     uint64_t t0 = cp_mono_ns();
     json_t *req = NULL, *res = NULL, *unknown = json_array(), *stages = json_array(),
-           *exprs = json_object();
+           *exprs = json_object(), *warnings = json_array();
     aipl_rules_t r;
     memset(&r, 0, sizeof r);
     roaring_bitmap_t *reach[4] = {0}, *cur[4] = {0};
@@ -404,7 +409,14 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
                     val_day_format(r.as_of - r.window_days + 1, b0), "to",
                     val_day_format(r.as_of, b1), "staged_users", (json_int_t)staged, "stages",
                     stages, "expressions", exprs, "unknown_events", unknown, "stored", r.store);
-    if (res == NULL) {
+    if (res == NULL || warnings == NULL ||
+        val_window_warn(db, r.as_of - r.window_days + 1, r.as_of, warnings) != CP_OK ||
+        (staged == 0 && json_array_size(warnings) == 0 &&
+         json_array_append_new(warnings,
+                               json_string("no user reached a stage in the window (check the "
+                                           "stage events and filters)"))) ||
+        json_object_set(res, "warnings", warnings) ||
+        (r.as_of_from_data && json_object_set_new(res, "as_of_from_data", json_true()))) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto out;
     }
@@ -439,6 +451,7 @@ out:
     json_decref(res);
     json_decref(req);
     json_decref(unknown);
+    json_decref(warnings);
     json_decref(stages);
     json_decref(exprs);
     return rc;

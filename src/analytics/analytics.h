@@ -94,6 +94,13 @@ cp_status ana_parse_request(const char *json, size_t len, json_t **out, cp_error
  */
 cp_status ana_set_eval_locked(cp_db_t *db, const json_t *spec, const char *what,
                               roaring_bitmap_t **out, json_t **label, cp_error_t *err);
+/* The same with expressions evaluated as of `as_of_day` (days since
+ * 1970-01-01 UTC; 0 = today) unless the spec gives its own "as_of": a
+ * report over a historical window evaluates its crowd on that window's
+ * last day. */
+cp_status ana_set_eval_locked_as_of(cp_db_t *db, const json_t *spec, const char *what,
+                                    int32_t as_of_day, roaring_bitmap_t **out, json_t **label,
+                                    cp_error_t *err);
 
 /* The database's minimum count (setting, default 50): read lock held. */
 cp_status ana_min_count_locked(cp_db_t *db, uint64_t *out, cp_error_t *err);

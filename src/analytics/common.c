@@ -88,16 +88,24 @@ static cp_status crowd_bitmap(cp_db_t *db, const char *name, const char *what,
 cp_status ana_set_eval_locked(cp_db_t *db, const json_t *spec, const char *what,
                               roaring_bitmap_t **out, json_t **label, cp_error_t *err)
 {
+    return ana_set_eval_locked_as_of(db, spec, what, 0, out, label, err);
+}
+
+cp_status ana_set_eval_locked_as_of(cp_db_t *db, const json_t *spec, const char *what,
+                                    int32_t default_day, roaring_bitmap_t **out, json_t **label,
+                                    cp_error_t *err)
+{
     *out = NULL;
     *label = NULL;
     cp_status rc = CP_OK;
     expr_t *e = NULL;
     char *text = NULL;
     const char *name = NULL;
+    int32_t as_of_day = default_day;
     if (json_is_string(spec)) {
         name = json_string_value(spec);
     } else if (json_is_object(spec)) {
-        static const char *const fields[] = {"crowd", "expression", "tree", NULL};
+        static const char *const fields[] = {"crowd", "expression", "tree", "as_of", NULL};
         if ((rc = ana_check_fields(spec, what, fields, err)))
             return rc;
         json_t *c = json_object_get(spec, "crowd"), *x = json_object_get(spec, "expression"),
@@ -105,6 +113,15 @@ cp_status ana_set_eval_locked(cp_db_t *db, const json_t *spec, const char *what,
         if ((c != NULL) + (x != NULL) + (t != NULL) != 1)
             return CP_ERR(err, CP_EINVAL,
                           "%s: give exactly one of \"crowd\", \"expression\" or \"tree\"", what);
+        const json_t *ao = json_object_get(spec, "as_of");
+        if (ao != NULL && (c != NULL || !json_is_string(ao)))
+            return CP_ERR(err, CP_EINVAL,
+                          "%s: \"as_of\" is a date string and goes with an expression or tree",
+                          what);
+        if (ao != NULL && (rc = db_as_of_day(json_string_value(ao), &as_of_day, err))) {
+            cp__error_prefix(err, "%s: ", what);
+            return rc;
+        }
         if (c) {
             if (!json_is_string(c))
                 return CP_ERR(err, CP_EINVAL, "%s: \"crowd\" must be a string", what);
@@ -131,7 +148,7 @@ cp_status ana_set_eval_locked(cp_db_t *db, const json_t *spec, const char *what,
         *label = json_pack("{s:s}", "crowd", name);
     } else {
         roaring_bitmap_t *bm = NULL;
-        rc = db_eval_tree(db, expr_root(e), &bm, err);
+        rc = db_eval_tree_as_of(db, expr_root(e), as_of_day, &bm, err);
         if (rc) {
             cp__error_prefix(err, "%s: ", what);
             goto out;

@@ -180,6 +180,8 @@ typedef struct freq {
     step_t steps[FUNNEL_MAX_STEPS];
     size_t nsteps;
     int32_t d0, d1;
+    int32_t ndays;   /* window_days when the end day is the default */
+    int default_end; /* no "as_of" nor "from"/"to": the end day comes from the data */
     int store;
 } freq_t;
 
@@ -238,7 +240,9 @@ static cp_status parse_window(const json_t *req, freq_t *f, cp_error_t *err)
             return CP_ERR(err, CP_EINVAL, "funnel: \"from\" and \"to\" must be dates (YYYY-MM-DD)");
     } else {
         f->d1 = (int32_t)(cp_now_ms() / 86400000);
-        if (ao && (!json_is_string(ao) || val_day_parse(json_string_value(ao), &f->d1)))
+        f->default_end = ao == NULL || json_is_null(ao);
+        if (!f->default_end &&
+            (!json_is_string(ao) || val_day_parse(json_string_value(ao), &f->d1)))
             return CP_ERR(err, CP_EINVAL, "funnel: \"as_of\" must be a date (YYYY-MM-DD)");
         json_int_t n = 30;
         if (wd) {
@@ -249,6 +253,7 @@ static cp_status parse_window(const json_t *req, freq_t *f, cp_error_t *err)
             n = json_integer_value(wd);
         }
         f->d0 = f->d1 - (int32_t)n + 1;
+        f->ndays = (int32_t)n;
     }
     if (f->d1 < f->d0 || (int64_t)f->d1 - f->d0 >= FUNNEL_MAX_DAYS)
         return CP_ERR(err, CP_EINVAL, "funnel: the window must run forward and span at most %d days",
@@ -292,7 +297,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
     uint64_t t0 = cp_mono_ns();
-    json_t *req = NULL, *res = NULL, *clabel = NULL, *by = NULL;
+    json_t *req = NULL, *res = NULL, *clabel = NULL, *by = NULL, *warnings = NULL;
     freq_t f;
     memset(&f, 0, sizeof f);
     roaring_bitmap_t *pop = NULL, *reached[FUNNEL_MAX_STEPS] = {0};
@@ -329,12 +334,38 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
     if (rc)
         goto out;
     locked = 1;
+    int end_from_data = 0;
+    if (f.default_end) { /* the data's own last day for a historical import */
+        f.d1 = val_default_day(db, &end_from_data);
+        f.d0 = f.d1 - f.ndays + 1;
+    }
     if ((rc = parse_steps(db, req, &f, err)) ||
         (rc = ana_min_count_request(db, req, &min_count, err)))
         goto out;
+    if ((warnings = json_array()) == NULL ||
+        (rc = val_window_warn(db, f.d0, f.d1, warnings)) != CP_OK) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (json_array_size(warnings) == 0) { /* the data is there, but maybe not these steps */
+        for (size_t k = 0; k < f.nsteps; k++) {
+            beh_window_t w;
+            beh_window_init(db->beh, f.steps[k].series, f.d0, f.d1, &w);
+            if (w.ncells > 0)
+                continue;
+            char msg[300];
+            snprintf(msg, sizeof msg, "step %zu (\"%.200s\"%s) has no events in the window",
+                     k + 1, f.steps[k].event, f.steps[k].nf ? " with these filters" : "");
+            if (json_array_append_new(warnings, json_string(msg))) {
+                rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+    }
     const json_t *cw = json_object_get(req, "crowd");
     if (cw && !json_is_null(cw)) {
-        if ((rc = ana_set_eval_locked(db, cw, "funnel: crowd", &pop, &clabel, err)))
+        if ((rc = ana_set_eval_locked_as_of(db, cw, "funnel: crowd", f.d1,
+                                            &pop, &clabel, err)))
             goto out;
     } else if ((pop = roaring_bitmap_copy(db->ix->universe)) == NULL) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -364,7 +395,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
         for (size_t g = 0; g < ngroups; g++) {
             expr_t *e = NULL;
             if ((rc = db_parse_text(groups[g].expr, &e, err)) ||
-                (rc = db_eval_tree(db, expr_root(e), &groups[g].bm, err))) {
+                (rc = db_eval_tree_as_of(db, expr_root(e), f.d1, &groups[g].bm, err))) {
                 cp__error_prefix(err, "funnel: breakdown group \"%.64s\": ", groups[g].label);
                 expr_free(e);
                 goto out;
@@ -413,6 +444,12 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
     }
     if (clabel)
         json_object_set(res, "crowd", clabel);
+    if (json_object_set(res, "warnings", warnings) ||
+        (end_from_data &&
+         json_object_set_new(res, "as_of_from_data", json_true()))) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+        goto out;
+    }
     if (groups) {
         json_t *ga = json_array();
         for (size_t g = 0; g < ngroups; g++) {
@@ -478,5 +515,6 @@ out:
     json_decref(req);
     json_decref(clabel);
     json_decref(by);
+    json_decref(warnings);
     return rc;
 }

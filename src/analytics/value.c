@@ -131,6 +131,35 @@ const char *val_day_format(int32_t day, char *buf)
     return buf;
 }
 
+int32_t val_default_day(cp_db_t *db, int *from_data)
+{
+    int32_t today = (int32_t)(cp_now_ms() / 86400000), first, last;
+    *from_data = 0;
+    if (db->beh && beh_day_range(db->beh, &first, &last) && last < today) {
+        *from_data = 1;
+        return last;
+    }
+    return today;
+}
+
+cp_status val_window_warn(cp_db_t *db, int32_t d0, int32_t d1, json_t *warnings)
+{
+    int32_t first, last;
+    char a[16], b[16], c[16], d[16], msg[320];
+    if (db->beh == NULL || !beh_day_range(db->beh, &first, &last)) {
+        snprintf(msg, sizeof msg, "no events have been recorded, so every count is 0");
+    } else if (last < d0 || first > d1) {
+        snprintf(msg, sizeof msg,
+                 "the window %s .. %s holds no events: the data runs from %s to %s; give "
+                 "\"as_of\" (--as-of) or \"from\"/\"to\" within it",
+                 val_day_format(d0, a), val_day_format(d1, b), val_day_format(first, c),
+                 val_day_format(last, d));
+    } else {
+        return CP_OK;
+    }
+    return json_array_append_new(warnings, json_string(msg)) ? CP_ENOMEM : CP_OK;
+}
+
 const char *val_user_id(store_txn_t *txn, uint32_t ord, char *buf, size_t cap)
 {
     const char *id;

@@ -37,6 +37,22 @@ int val_day_parse(const char *s, int32_t *day);
 /* Days since the epoch to "YYYY-MM-DD" (buf >= 16). */
 const char *val_day_format(int32_t day, char *buf);
 
+/*
+ * The day a report's window ends on when the request names none (lock
+ * held): the last day with events when that is before today — a
+ * historical import, whose reports would otherwise look at empty days, as
+ * RFM takes its reference date from the data — else today (UTC). *from_data
+ * is 1 when the data decided.
+ */
+int32_t val_default_day(cp_db_t *db, int *from_data);
+
+/*
+ * Appends to `warnings` (a JSON array) one sentence when the behaviour
+ * index holds no event in the window [d0, d1], naming the days the data
+ * spans and how to look there (lock held). CP_ENOMEM.
+ */
+cp_status val_window_warn(cp_db_t *db, int32_t d0, int32_t d1, json_t *warnings);
+
 /* The user id of an ordinal for reports ("#ORD" when unknown): into buf
  * (>= USERS_MAX_ID + 1). */
 const char *val_user_id(store_txn_t *txn, uint32_t ord, char *buf, size_t cap);

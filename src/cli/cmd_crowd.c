@@ -83,6 +83,7 @@ static const cli_opt_t create_opts[] = {
     {"dynamic", 0, OPT_FLAG, NULL, "re-evaluate after every write (default: static snapshot)"},
     {"description", 0, OPT_VALUE, "TEXT", "a description"},
     {"tree", 0, OPT_VALUE, "FILE", "the expression as a JSON tree from FILE instead of EXPR"},
+    {"as-of", 0, OPT_VALUE, "DATE", "evaluate as of DATE (static crowds; did() windows end there)"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t create_spec = {
@@ -131,6 +132,8 @@ static int crowd_create(int argc, char **argv)
         json_object_set_new(b, "kind", json_string(kind == CP_CROWD_DYNAMIC ? "dynamic" : "static"));
         if (desc)
             json_object_set_new(b, "description", json_string(desc));
+        if (cli_get(&a, "as-of"))
+            json_object_set_new(b, "as_of", json_string(cli_get(&a, "as-of")));
         st = client_call_json(c.http, "POST", "/v1/crowds", b, &out, &err);
         /* The answer is the crowd; older servers may answer less. */
         if (st == CP_OK && !strstr(out, "\"size\"")) {
@@ -139,8 +142,8 @@ static int crowd_create(int argc, char **argv)
             st = crowd_get(&c, name, &out, &err);
         }
     } else {
-        st = expr ? cp_crowd_create(c.db, name, expr, kind, desc, &err)
-                  : cp_crowd_create_json(c.db, name, tree, tlen, kind, desc, &err);
+        st = cp_crowd_create_as_of(c.db, name, expr, tree, tlen, kind, desc, cli_get(&a, "as-of"),
+                                   &err);
         if (st == CP_OK)
             st = crowd_get(&c, name, &out, &err);
     }

@@ -390,6 +390,7 @@ out:
 
 static const cli_opt_t count_opts[] = {
     {"tree", 0, OPT_VALUE, "FILE", "read the expression as a JSON tree from FILE (- = stdin)"},
+    {"as-of", 0, OPT_VALUE, "DATE", "evaluate as of DATE (did() windows, WITHIN LAST end there)"},
     {"time", 't', OPT_FLAG, NULL, "also print the elapsed time on stderr"},
     {NULL, 0, 0, NULL, NULL},
 };
@@ -449,6 +450,8 @@ int cmd_count(int argc, char **argv)
             }
             json_object_set_new(body, "tree", t);
         }
+        if (cli_get(&a, "as-of"))
+            json_object_set_new(body, "as_of", json_string(cli_get(&a, "as-of")));
         st = client_call_json(conn.http, "POST", "/v1/crowds/estimate", body, &resp, &err);
         if (st == CP_OK) {
             json_t *j = json_loads(resp, 0, NULL);
@@ -460,9 +463,9 @@ int cmd_count(int argc, char **argv)
             json_decref(j);
         }
     } else if (text) {
-        st = cp_count(conn.db, text, &n, &err);
+        st = cp_count_as_of(conn.db, text, cli_get(&a, "as-of"), &n, &err);
     } else {
-        st = cp_count_json(conn.db, tree, tlen, &n, &err);
+        st = cp_count_json_as_of(conn.db, tree, tlen, cli_get(&a, "as-of"), &n, &err);
     }
     double secs = progress_now() - t0;
     if (st != CP_OK) {
@@ -489,6 +492,7 @@ out:
 static const cli_opt_t eval_opts[] = {
     {"tree", 0, OPT_VALUE, "FILE", "read the expression as a JSON tree from FILE (- = stdin)"},
     {"limit", 'n', OPT_VALUE, "N", "print at most N ids"},
+    {"as-of", 0, OPT_VALUE, "DATE", "evaluate as of DATE (did() windows, WITHIN LAST end there)"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t eval_spec = {
@@ -517,7 +521,9 @@ int cmd_eval(int argc, char **argv)
         return rc;
     if ((rc = cli_conn_open(&a, OPEN_READ, 0, &conn)) != CLI_OK)
         goto out;
-    st = text ? cp_eval(conn.db, text, &r, &err) : cp_eval_json(conn.db, tree, tlen, &r, &err);
+    const char *as_of = cli_get(&a, "as-of");
+    st = text ? cp_eval_as_of(conn.db, text, as_of, &r, &err)
+              : cp_eval_json_as_of(conn.db, tree, tlen, as_of, &r, &err);
     if (st != CP_OK) {
         rc = cli_fail_expr(st, &err, text);
         goto out;

@@ -280,7 +280,7 @@ int cmd_rfm(int argc, char **argv)
 /* ---------------------------------------------------------------- aipl */
 
 static const cli_opt_t aipl_opts[] = {
-    {"as-of", 0, OPT_VALUE, "DATE", "last day of the window (default today, UTC)"},
+    {"as-of", 0, OPT_VALUE, "DATE", "last day of the window (default: the data's last day)"},
     {"window", 0, OPT_VALUE, "DAYS", "window in days (overrides the rules' window_days)"},
     {"preview", 0, OPT_FLAG, NULL, "report only: store no tags"},
     {NULL, 0, 0, NULL, NULL},
@@ -308,6 +308,18 @@ static json_t *json_arg(const char *s)
     json_t *j = json_loadb(text, len, 0, NULL);
     free(text);
     return j;
+}
+
+/* The "warnings" of a report as "note: ..." lines, and where the window
+ * came from when the data chose it. */
+static void print_notes(const json_t *j)
+{
+    size_t i;
+    json_t *w;
+    if (json_is_true(json_object_get(j, "as_of_from_data")))
+        printf("note: no --as-of given: the window ends on the last day of the data\n");
+    json_array_foreach(json_object_get(j, "warnings"), i, w)
+        printf("note: %s\n", json_string_value(w));
 }
 
 int cmd_aipl(int argc, char **argv)
@@ -371,6 +383,7 @@ int cmd_aipl(int argc, char **argv)
         printf("\n");
     }
     printf("\n%s\n", json_is_true(json_object_get(j, "stored")) ? "stored" : "previewed (nothing stored)");
+    print_notes(j);
     json_decref(j);
     return cli_finish_stdout(CLI_OK);
 }
@@ -381,7 +394,7 @@ static const cli_opt_t funnel_opts[] = {
     {"from", 0, OPT_VALUE, "DATE", "first day of the window"},
     {"to", 0, OPT_VALUE, "DATE", "last day of the window"},
     {"days", 0, OPT_VALUE, "N", "window of N days ending at --as-of (default 30)"},
-    {"as-of", 0, OPT_VALUE, "DATE", "last day of a --days window (default today)"},
+    {"as-of", 0, OPT_VALUE, "DATE", "last day of a --days window (default: the data's last day)"},
     {"crowd", 0, OPT_VALUE, "SET", "only users of this crowd or expression"},
     {"by", 0, OPT_VALUE, "ATTR[=B1,B2..]", "break down by an attribute (int: bucket bounds)"},
     {"by-tag", 0, OPT_VALUE, "ROOT", "break down by the child tags of ROOT"},
@@ -564,6 +577,7 @@ int cmd_funnel(int argc, char **argv)
         free(h);
         free(names);
     }
+    print_notes(j);
     json_decref(j);
     return cli_finish_stdout(CLI_OK);
 }

@@ -133,6 +133,7 @@ static void cat_reset(apply_acc_t *a)
 void acc_discard(cp_db_t *db)
 {
     apply_acc_t *a = db->acc;
+    db->daysum.on = 0;
     if (a == NULL)
         return;
     a->nrecs = 0;
@@ -438,6 +439,8 @@ cp_status acc_flush(cp_db_t *db, cp_error_t *err)
 {
     apply_acc_t *a = db->acc;
     cp_status rc;
+    if ((rc = db_daysum_flush(db)))
+        return CP_ERR(err, rc, "recording day sums: %s", cp_strerror(rc));
     if (a == NULL)
         return CP_OK;
     if (a->nrecs) {

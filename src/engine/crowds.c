@@ -259,7 +259,7 @@ static cp_status describe(const expr_t *e, char **text, char **tree, strlist_t *
 }
 
 static cp_status create_tree(cp_db_t *db, const char *name, const expr_t *e, cp_crowd_kind kind,
-                             const char *description, cp_error_t *err)
+                             const char *description, int32_t as_of_day, cp_error_t *err)
 {
     char *text = NULL, *tree = NULL;
     strlist_t crowds = {0}, tags = {0};
@@ -280,7 +280,7 @@ static cp_status create_tree(cp_db_t *db, const char *name, const expr_t *e, cp_
         goto abort;
     }
     if ((rc = db_check_names(db, expr_root(e), err)) ||
-        (rc = db_eval_tree(db, expr_root(e), &bm, err)))
+        (rc = db_eval_tree_as_of(db, expr_root(e), as_of_day, &bm, err)))
         goto abort;
     c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -346,7 +346,32 @@ cp_status cp_crowd_create(cp_db_t *db, const char *name, const char *expr, cp_cr
     cp_status rc = db_parse_text(expr, &e, err);
     if (rc)
         return rc;
-    rc = create_tree(db, name, e, kind, description, err);
+    rc = create_tree(db, name, e, kind, description, 0, err);
+    expr_free(e);
+    return rc;
+}
+
+cp_status cp_crowd_create_as_of(cp_db_t *db, const char *name, const char *expr,
+                                const char *json_tree, size_t len, cp_crowd_kind kind,
+                                const char *description, const char *as_of, cp_error_t *err)
+{
+    expr_t *e = NULL;
+    int32_t day;
+    cp_status rc = db_as_of_day(as_of, &day, err);
+    if (rc)
+        return rc;
+    if (day != 0 && kind == CP_CROWD_DYNAMIC)
+        return CP_ERR(err, CP_EINVAL,
+                      "crowd \"%s\": as_of applies to static crowds only (a dynamic crowd is "
+                      "re-evaluated on the current data after every write)",
+                      name ? name : "");
+    if ((expr == NULL) == (json_tree == NULL))
+        return CP_ERR(err, CP_EINVAL, "crowd \"%s\": give the expression as text or as a tree",
+                      name ? name : "");
+    rc = expr ? db_parse_text(expr, &e, err) : db_parse_json(json_tree, len, &e, err);
+    if (rc)
+        return rc;
+    rc = create_tree(db, name, e, kind, description, day, err);
     expr_free(e);
     return rc;
 }
@@ -358,7 +383,7 @@ cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_t
     cp_status rc = db_parse_json(json_tree, len, &e, err);
     if (rc)
         return rc;
-    rc = create_tree(db, name, e, kind, description, err);
+    rc = create_tree(db, name, e, kind, description, 0, err);
     expr_free(e);
     return rc;
 }

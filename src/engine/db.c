@@ -419,6 +419,25 @@ static const roaring_bitmap_t *r_value(void *ctx, int32_t handle, const char *v,
     return vid ? index_value_bitmap(db->ix, a->id, vid) : NULL;
 }
 
+/* STARTS WITH: a scan of the attribute's value dictionary (a memcmp per
+ * value: ~16M values of the largest STRING dictionary take tens of ms). */
+static cp_status r_prefix(void *ctx, int32_t handle, const char *prefix, size_t len,
+                          roaring_bitmap_t *out)
+{
+    cp_db_t *db = ctx;
+    const schema_attr_t *a = schema_get(&db->sch, (uint32_t)handle);
+    if (a == NULL)
+        return CP_OK;
+    for (uint32_t vid = 1; vid <= a->nvalues; vid++) {
+        if (a->value_lens[vid] < len || memcmp(a->values[vid], prefix, len) != 0)
+            continue;
+        const roaring_bitmap_t *bm = index_value_bitmap(db->ix, a->id, vid);
+        if (bm != NULL)
+            roaring_bitmap_or_inplace(out, bm);
+    }
+    return CP_OK;
+}
+
 static cp_status r_did(void *ctx, const char *event, const beh_prop_t *filters, size_t n,
                        const beh_t **beh, uint32_t *series, size_t *bad)
 {
@@ -659,6 +678,30 @@ cp_status db_check_names(cp_db_t *db, const expr_node_t *n, cp_error_t *err)
     }
 }
 
+static cp_status r_did_sum(void *ctx, const char *event, const char *prop, const beh_t **beh,
+                           uint32_t *pos, uint32_t *neg, int *scale)
+{
+    cp_db_t *db = ctx;
+    uint32_t bare;
+    size_t elen = strlen(event), plen = strlen(prop);
+    cp_status rc = beh_resolve(db->beh, event, elen, NULL, 0, &bare);
+    if (rc)
+        return rc;
+    if (!meas_sum_scale(db->meas, event, elen, prop, plen, scale))
+        return CP_EINVAL;
+    uint32_t *ids[2] = {pos, neg};
+    for (int k = 0; k < 2; k++) {
+        uint8_t key[BEH_KEY_MAX];
+        size_t klen;
+        *ids[k] = BEH_NO_SERIES;
+        if (beh_sum_series_key(event, elen, prop, plen, k, key, &klen) == CP_OK &&
+            !beh_series_lookup(db->beh, key, klen, ids[k]))
+            *ids[k] = BEH_NO_SERIES;
+    }
+    *beh = db->beh;
+    return CP_OK;
+}
+
 void db_resolver(cp_db_t *db, plan_resolver_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -670,6 +713,8 @@ void db_resolver(cp_db_t *db, plan_resolver_t *r)
     r->value = r_value;
     r->did = db->beh ? r_did : NULL;
     r->group = r_group;
+    r->prefix = r_prefix;
+    r->did_sum = db->beh && db->meas ? r_did_sum : NULL;
 }
 
 cp_status db_eval_tree(cp_db_t *db, const expr_node_t *root, roaring_bitmap_t **out,

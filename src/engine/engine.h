@@ -134,6 +134,15 @@ struct cp_db {
     int cmp_started, cmp_stop, cmp_paused; /* under cmp_mu */
     /* deferred event updates and the identity cache (acc.c) */
     struct apply_acc *acc;
+    /* did() sum(): the day sum last applied and not yet in the behaviour
+     * index (events.c apply_day_sums); acc_flush adds it, so a run of one
+     * user's lines on one day costs one beh_record. */
+    struct {
+        uint32_t series, ord;
+        int32_t day;
+        uint64_t mag; /* saturates at UINT64_MAX; beh_record saturates lower */
+        int on;
+    } daysum;
     strmap_t idcache;
     struct {
         uint64_t beh, attr, meas; /* updates queued or written (import stats) */
@@ -396,5 +405,12 @@ cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const ba
 /* Plans/evaluates with did() windows ending on as_of_day (0 = today). */
 cp_status db_eval_tree_as_of(cp_db_t *db, const expr_node_t *root, int32_t as_of_day,
                              roaring_bitmap_t **out, cp_error_t *err);
+/* Adds the pending day sum (db->daysum) to the behaviour index; acc_flush
+ * calls it. CP_ENOMEM. */
+cp_status db_daysum_flush(cp_db_t *db);
+/* The as-of day of an API "as_of" ("2011-06-30" or an ISO 8601 time, UTC)
+ * as the planner takes it: 0 for NULL or "" (today), INT32_MIN for
+ * 1970-01-01. CP_EINVAL naming the text otherwise. */
+cp_status db_as_of_day(const char *as_of, int32_t *day, cp_error_t *err);
 
 #endif /* CP_ENGINE_H */

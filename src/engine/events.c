@@ -1423,6 +1423,65 @@ static cp_status apply_traits(cp_db_t *db, store_txn_t *txn, const prep_t *p, ui
     return CP_OK;
 }
 
+/*
+ * did() sum(): the numeric properties that sum measures take from this
+ * event, added per user and day to the behaviour index in fixed point (the
+ * measure's scale), positive and negative parts in two count series
+ * (beh_sum_series_key) so both stay exact unsigned counts. A part beyond
+ * 2^32 units per user and day saturates (the count series' bound: at scale
+ * 2, 42.9 million a day).
+ */
+cp_status db_daysum_flush(cp_db_t *db)
+{
+    if (!db->daysum.on)
+        return CP_OK;
+    db->daysum.on = 0;
+    return beh_record(db->beh, db->daysum.series, db->daysum.day, db->daysum.ord,
+                      db->daysum.mag);
+}
+
+static cp_status apply_day_sums(cp_db_t *db, const ingest_event_t *e, const prep_t *p,
+                                uint32_t ord, cp_error_t *err)
+{
+    meas_sum_value_t sums[8];
+    size_t ns = meas_event_sums(db->meas, e->event, e->event_len, p->props, p->nprops, sums,
+                                CP_ARRAY_LEN(sums));
+    for (size_t i = 0; i < ns; i++) {
+        uint8_t key[BEH_KEY_MAX];
+        size_t klen;
+        uint32_t sid;
+        int64_t v = sums[i].v;
+        if (v == 0)
+            continue;
+        uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        cp_status rc = beh_sum_series_key(e->event, e->event_len, sums[i].prop, sums[i].plen,
+                                          v < 0, key, &klen);
+        if (rc == CP_OK)
+            rc = beh_series_intern(db->beh, key, klen, &sid);
+        int32_t day = beh_day_of(e->ts);
+        if (rc == CP_OK && db->daysum.on && db->daysum.series == sid && db->daysum.day == day &&
+            db->daysum.ord == ord) {
+            db->daysum.mag = db->daysum.mag + mag < mag ? UINT64_MAX : db->daysum.mag + mag;
+            continue;
+        }
+        if (rc == CP_OK)
+            rc = db_daysum_flush(db);
+        if (rc == CP_OK) {
+            db->daysum.series = sid;
+            db->daysum.day = day;
+            db->daysum.ord = ord;
+            db->daysum.mag = mag;
+            db->daysum.on = 1;
+        }
+        if (rc == CP_EINVAL) /* a name too long for a series key: no day sums */
+            continue;
+        if (rc)
+            return CP_ERR(err, rc, "recording the day sum of \"%.64s\": %s", sums[i].prop,
+                          cp_strerror(rc));
+    }
+    return CP_OK;
+}
+
 static cp_status apply_behaviour(cp_db_t *db, const ingest_event_t *e, const prep_t *p,
                                  uint32_t ord, cp_error_t *err)
 {
@@ -1464,7 +1523,7 @@ static cp_status apply_behaviour(cp_db_t *db, const ingest_event_t *e, const pre
     if ((rc = meas_record(db->meas, ord, e->event, e->event_len, p->props, p->nprops, e->ts)))
         return CP_ERR(err, rc, "recording event measures: %s", cp_strerror(rc));
     db->acc_stats.meas++;
-    return CP_OK;
+    return apply_day_sums(db, e, p, ord, err);
 }
 
 static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t *e,
@@ -1990,39 +2049,6 @@ cp_status cp_events_json(cp_db_t *db, char **out, cp_error_t *err)
     }
     db_read_end(db);
     return db_json_out(o, out, err);
-}
-
-cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint64_t *count,
-                         cp_error_t *err)
-{
-    if (count == NULL)
-        return CP_ERR(err, CP_EINVAL, "count is NULL");
-    int32_t day = 0;
-    if (as_of && *as_of) {
-        int64_t secs;
-        if (cp_time_parse(as_of, strlen(as_of), &secs) != 0)
-            return CP_ERR(err, CP_EINVAL, "as_of \"%.64s\" is not a date such as 2011-06-30",
-                          as_of);
-        day = beh_day_of(secs);
-        if (day == 0)
-            day = INT32_MIN; /* 1970-01-01 itself; 0 would mean today */
-    }
-    expr_t *e;
-    cp_status rc = db_parse_text(expr, &e, err);
-    if (rc)
-        return rc;
-    if ((rc = db_read_begin(db, err))) {
-        expr_free(e);
-        return rc;
-    }
-    roaring_bitmap_t *bm = NULL;
-    rc = db_eval_tree_as_of(db, expr_root(e), day, &bm, err);
-    if (rc == CP_OK)
-        *count = roaring_bitmap_get_cardinality(bm);
-    index_bm_free(bm);
-    db_read_end(db);
-    expr_free(e);
-    return rc;
 }
 
 /* ------------------------------------------------------------- imports */

@@ -49,13 +49,36 @@ cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *
     return rc;
 }
 
-static cp_status count_tree(cp_db_t *db, const expr_t *e, uint64_t *count, cp_error_t *err)
+cp_status db_as_of_day(const char *as_of, int32_t *day, cp_error_t *err)
+{
+    *day = 0;
+    if (as_of == NULL || *as_of == '\0')
+        return CP_OK;
+    int64_t secs;
+    size_t len = strnlen(as_of, 64);
+    if (len >= 64 || cp_time_parse(as_of, len, &secs) != 0)
+        return CP_ERR(err, CP_EINVAL, "as_of \"%.64s\" is not a date such as 2011-06-30", as_of);
+    *day = beh_day_of(secs);
+    if (*day == 0)
+        *day = INT32_MIN; /* 1970-01-01 itself; 0 would mean today */
+    return CP_OK;
+}
+
+/*
+ * Every count and evaluation of the public API ends here (cp_count*,
+ * cp_eval*, their _as_of forms, crowd creation): one place where the
+ * as-of day reaches the planner, so no entry point can forget it.
+ * as_of_day as db_as_of_day gives it (0 = today).
+ */
+static cp_status count_tree(cp_db_t *db, const expr_t *e, int32_t as_of_day, uint64_t *count,
+                            cp_error_t *err)
 {
     cp_status rc = db_read_begin_mem(db, err);
     if (rc)
         return rc;
     plan_resolver_t r;
     db_resolver(db, &r);
+    r.as_of_day = as_of_day;
     plan_t *p = NULL;
     rc = db_check_names(db, expr_root(e), err);
     if (rc == CP_OK)
@@ -72,82 +95,115 @@ static cp_status count_tree(cp_db_t *db, const expr_t *e, uint64_t *count, cp_er
     return rc;
 }
 
-cp_status cp_count(cp_db_t *db, const char *expr, uint64_t *count, cp_error_t *err)
+/* The tree of exactly one of `expr` (text) and `json_tree` (len bytes). */
+static cp_status parse_either(const char *expr, const char *json_tree, size_t len, expr_t **out,
+                              cp_error_t *err)
+{
+    if (json_tree != NULL)
+        return db_parse_json(json_tree, len, out, err);
+    return db_parse_text(expr, out, err);
+}
+
+static cp_status count_any(cp_db_t *db, const char *expr, const char *json_tree, size_t len,
+                           const char *as_of, uint64_t *count, cp_error_t *err)
 {
     if (count == NULL)
         return CP_ERR(err, CP_EINVAL, "count is NULL");
     *count = 0;
+    int32_t day;
     expr_t *e;
-    cp_status rc = db_parse_text(expr, &e, err);
-    if (rc)
+    cp_status rc = db_as_of_day(as_of, &day, err);
+    if (rc || (rc = parse_either(expr, json_tree, len, &e, err)))
         return rc;
-    rc = count_tree(db, e, count, err);
+    rc = count_tree(db, e, day, count, err);
     expr_free(e);
     return rc;
+}
+
+cp_status cp_count(cp_db_t *db, const char *expr, uint64_t *count, cp_error_t *err)
+{
+    return count_any(db, expr, NULL, 0, NULL, count, err);
 }
 
 cp_status cp_count_json(cp_db_t *db, const char *json_tree, size_t len, uint64_t *count,
                         cp_error_t *err)
 {
-    if (count == NULL)
-        return CP_ERR(err, CP_EINVAL, "count is NULL");
-    *count = 0;
-    expr_t *e;
-    cp_status rc = db_parse_json(json_tree, len, &e, err);
-    if (rc)
-        return rc;
-    rc = count_tree(db, e, count, err);
-    expr_free(e);
-    return rc;
+    if (json_tree == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    return count_any(db, NULL, json_tree, len, NULL, count, err);
 }
 
-static cp_status eval_tree(cp_db_t *db, const expr_t *e, cp_result_t **out, cp_error_t *err)
+cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint64_t *count,
+                         cp_error_t *err)
 {
-    cp_result_t *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return CP_ERR(err, CP_ENOMEM, "out of memory");
-    cp_status rc = db_read_begin_mem(db, err);
-    if (rc == CP_OK) {
-        rc = db_check_names(db, expr_root(e), err);
-        if (rc == CP_OK)
-            rc = db_eval_tree(db, expr_root(e), &r->bm, err);
-        db_read_end(db);
-    }
-    if (rc) {
-        free(r);
-        return rc;
-    }
-    *out = r;
-    return CP_OK;
+    return count_any(db, expr, NULL, 0, as_of, count, err);
 }
 
-cp_status cp_eval(cp_db_t *db, const char *expr, cp_result_t **out, cp_error_t *err)
+cp_status cp_count_json_as_of(cp_db_t *db, const char *json_tree, size_t len, const char *as_of,
+                              uint64_t *count, cp_error_t *err)
+{
+    if (json_tree == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    return count_any(db, NULL, json_tree, len, as_of, count, err);
+}
+
+static cp_status eval_any(cp_db_t *db, const char *expr, const char *json_tree, size_t len,
+                          const char *as_of, cp_result_t **out, cp_error_t *err)
 {
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
-    expr_t *e;
-    cp_status rc = db_parse_text(expr, &e, err);
-    if (rc)
+    int32_t day;
+    expr_t *e = NULL;
+    cp_result_t *r = NULL;
+    cp_status rc = db_as_of_day(as_of, &day, err);
+    if (rc || (rc = parse_either(expr, json_tree, len, &e, err)))
         return rc;
-    rc = eval_tree(db, e, out, err);
+    if ((r = calloc(1, sizeof *r)) == NULL) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = db_read_begin_mem(db, err)) != CP_OK)
+        goto out;
+    rc = db_check_names(db, expr_root(e), err);
+    if (rc == CP_OK)
+        rc = db_eval_tree_as_of(db, expr_root(e), day, &r->bm, err);
+    db_read_end(db);
+    if (rc == CP_OK) {
+        *out = r;
+        r = NULL;
+    }
+out:
+    free(r);
     expr_free(e);
     return rc;
+}
+
+cp_status cp_eval(cp_db_t *db, const char *expr, cp_result_t **out, cp_error_t *err)
+{
+    return eval_any(db, expr, NULL, 0, NULL, out, err);
 }
 
 cp_status cp_eval_json(cp_db_t *db, const char *json_tree, size_t len, cp_result_t **out,
                        cp_error_t *err)
 {
-    if (out == NULL)
-        return CP_ERR(err, CP_EINVAL, "out is NULL");
-    *out = NULL;
-    expr_t *e;
-    cp_status rc = db_parse_json(json_tree, len, &e, err);
-    if (rc)
-        return rc;
-    rc = eval_tree(db, e, out, err);
-    expr_free(e);
-    return rc;
+    if (json_tree == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    return eval_any(db, NULL, json_tree, len, NULL, out, err);
+}
+
+cp_status cp_eval_as_of(cp_db_t *db, const char *expr, const char *as_of, cp_result_t **out,
+                        cp_error_t *err)
+{
+    return eval_any(db, expr, NULL, 0, as_of, out, err);
+}
+
+cp_status cp_eval_json_as_of(cp_db_t *db, const char *json_tree, size_t len, const char *as_of,
+                             cp_result_t **out, cp_error_t *err)
+{
+    if (json_tree == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    return eval_any(db, NULL, json_tree, len, as_of, out, err);
 }
 
 uint64_t cp_result_count(const cp_result_t *r)

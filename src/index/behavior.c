@@ -1457,6 +1457,42 @@ void beh_window_init(const beh_t *b, uint32_t series, int32_t d0, int32_t d1, be
     w->slices = bitlen(bound);
 }
 
+void beh_window_foreach(const beh_window_t *w,
+                        void (*fn)(void *ctx, uint32_t user, uint64_t count), void *ctx)
+{
+    for (uint32_t i = 0; i < w->ncells; i++) {
+        const beh_cell_t *c = &w->cells[i];
+        if (c->small) {
+            const uint32_t *u = sm_users(c), *v = sm_vals(c);
+            for (uint32_t k = 0; k < c->n; k++)
+                fn(ctx, u[k], (uint64_t)v[k] + 1);
+            continue;
+        }
+        roaring_uint32_iterator_t it;
+        roaring_init_iterator(c->exists, &it);
+        for (; it.has_value; roaring_advance_uint32_iterator(&it))
+            fn(ctx, it.current_value, 1);
+        for (int j = 0; j < c->nslices; j++) {
+            roaring_init_iterator(c->slices[j], &it);
+            for (; it.has_value; roaring_advance_uint32_iterator(&it))
+                fn(ctx, it.current_value, (uint64_t)1 << j);
+        }
+    }
+}
+
+cp_status beh_sum_series_key(const char *event, size_t elen, const char *prop, size_t plen,
+                             int neg, uint8_t *buf, size_t *len)
+{
+    beh_prop_t p = {neg ? "-sum" : "+sum", 4, prop, plen};
+    return beh_series_key(event, elen, &p, 1, buf, len);
+}
+
+void beh_window_days(beh_window_t *w)
+{
+    w->days = 1;
+    w->slices = bitlen(w->ncells); /* at most one per day */
+}
+
 int beh_cmp_zero(beh_cmp op, uint64_t k)
 {
     switch (op) {
@@ -1621,7 +1657,7 @@ int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k
             if (!sm_chunk(c, key, &lo, &hi))
                 continue;
             for (; lo < hi; lo++) {
-                int t = acc_add_user(acc, S, u[lo] & 0xFFFF, (uint64_t)v[lo] + 1);
+                int t = acc_add_user(acc, S, u[lo] & 0xFFFF, w->days ? 1 : (uint64_t)v[lo] + 1);
                 top = t > top ? t : top;
             }
             continue;
@@ -1632,7 +1668,7 @@ int beh_window_chunk(const beh_window_t *w, uint16_t key, beh_cmp op, uint64_t k
         chunk_load(&ch, carry);
         int t = ripple_add(acc, S, carry, 0);
         top = t > top ? t : top;
-        for (int j = 0; j < c->nslices; j++) {
+        for (int j = 0; j < c->nslices && !w->days; j++) {
             cur = 0;
             if (!bm_chunk_find(c->slices[j], key, &cur, &ch))
                 continue;

@@ -245,10 +245,33 @@ typedef struct beh_window {
     const beh_cell_t *cells;
     uint32_t ncells;
     int slices; /* accumulator slices: every windowed sum fits */
+    int days;   /* 1: each day counts 1 however many events it had (beh_window_days) */
 } beh_window_t;
 
 /* Fills w (an empty window if series is BEH_NO_SERIES or unknown, or d0 > d1). */
 void beh_window_init(const beh_t *b, uint32_t series, int32_t d0, int32_t d1, beh_window_t *w);
+/* Turns w into a count of active days: the per-user sum is the number of
+ * the window's days with at least one event (did(...) days >= k). */
+void beh_window_days(beh_window_t *w);
+/*
+ * Calls fn(ctx, user, count) for every user of every cell of the window,
+ * in pieces: a user's count on one day may come in several calls (the
+ * cell's exists bit, then one call per count slice), which add up to it.
+ * For windows read user by user (did() sum(), whose values live in count
+ * series: index/measure.h, beh_sum_series_key). Allocates nothing.
+ */
+void beh_window_foreach(const beh_window_t *w,
+                        void (*fn)(void *ctx, uint32_t user, uint64_t count), void *ctx);
+/*
+ * The series keeping the day sums of a numeric property of an event: the
+ * positive parts (neg = 0) or the magnitudes of the negative parts (neg =
+ * 1), in fixed point, as counts of a series keyed by the event and a
+ * property name that no filter can spell ("+sum" / "-sum") whose value is
+ * the property's name. Errors of beh_series_key.
+ */
+cp_status beh_sum_series_key(const char *event, size_t elen, const char *prop, size_t plen,
+                             int neg, uint8_t *buf, size_t *len);
+
 /* 1 if a sum of 0 satisfies `op k` (users who never did it match). */
 int beh_cmp_zero(beh_cmp op, uint64_t k);
 /* Upper bound of the number of users matching (ignores the universe for

@@ -677,6 +677,55 @@ static int value_fixed(const ev_prop_t *p, int scale, int64_t *out)
     return -1;
 }
 
+int meas_number_fixed(const ev_prop_t *p, int scale, int64_t *out)
+{
+    if (scale < 0 || scale > MEAS_MAX_SCALE)
+        return -1;
+    return value_fixed(p, scale, out);
+}
+
+static int def_listens(const mdef_t *d, const char *event, size_t elen)
+{
+    for (size_t j = 0; j < d->nevents; j++)
+        if (d->evlen[j] == elen && memcmp(d->events[j], event, elen) == 0)
+            return 1;
+    return 0;
+}
+
+size_t meas_event_sums(const meas_t *m, const char *event, size_t elen, const ev_prop_t *props,
+                       size_t n, meas_sum_value_t *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < m->nd && k < cap; i++) {
+        const mdef_t *d = &m->defs[i];
+        if (d->kind != MEAS_SUM || !def_listens(d, event, elen))
+            continue;
+        int seen = 0;
+        for (size_t j = 0; j < k && !seen; j++)
+            seen = out[j].plen == d->proplen && memcmp(out[j].prop, d->prop, d->proplen) == 0;
+        const ev_prop_t *pv = seen ? NULL : pv_find(props, n, d->prop, d->proplen);
+        int64_t x;
+        if (pv == NULL || value_fixed(pv, d->scale, &x))
+            continue;
+        out[k++] = (meas_sum_value_t){d->prop, d->proplen, d->scale, x};
+    }
+    return k;
+}
+
+int meas_sum_scale(const meas_t *m, const char *event, size_t elen, const char *prop,
+                   size_t plen, int *scale)
+{
+    for (size_t i = 0; i < m->nd; i++) {
+        const mdef_t *d = &m->defs[i];
+        if (d->kind == MEAS_SUM && d->proplen == plen && memcmp(d->prop, prop, plen) == 0 &&
+            def_listens(d, event, elen)) {
+            *scale = d->scale;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* A bit per definition listening to `event`. */
 static uint32_t listeners(meas_t *m, const char *event, size_t elen)
 {

@@ -146,6 +146,31 @@ cp_status meas_record(meas_t *m, uint32_t user, const char *event, size_t elen,
                       const ev_prop_t *props, size_t n, int64_t ts);
 /* Removes the user's values (deletion). */
 void meas_user_remove(meas_t *m, uint32_t user);
+
+/* One property value of an event in fixed point (meas_event_sums). */
+typedef struct meas_sum_value {
+    const char *prop; /* borrowed from the configuration */
+    size_t plen;
+    int scale;
+    int64_t v;
+} meas_sum_value_t;
+
+/*
+ * The values the sum measures listening to `event` take from props[0..n)
+ * (the typed event of meas_record), one per distinct property (the first
+ * sum measure of a property sets its scale), into out[0..cap): did()
+ * sum() keeps them per user and day in the behaviour index. Properties
+ * missing or not numeric are left out. Returns the number written.
+ */
+size_t meas_event_sums(const meas_t *m, const char *event, size_t elen, const ev_prop_t *props,
+                       size_t n, meas_sum_value_t *out, size_t cap);
+/* 1 and *scale if a sum measure listening to `event` sums `prop`. */
+int meas_sum_scale(const meas_t *m, const char *event, size_t elen, const char *prop,
+                   size_t plen, int *scale);
+/* The fixed-point form of a number with `scale` decimals, as sums keep
+ * it (integers exactly, reals by meas_real_fixed). 0 on success, -1 out
+ * of range. */
+int meas_number_fixed(const ev_prop_t *p, int scale, int64_t *out);
 /* Identity merge: combines `from` into `to` and removes `from`. CP_ENOMEM. */
 cp_status meas_user_move(meas_t *m, uint32_t from, uint32_t to);
 

@@ -216,9 +216,17 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
             if (!same_value(&a->values[i], &b->values[i]))
                 return 0;
         return 1;
+    case EXPR_HAS:
+    case EXPR_NULL:
+        return same_name(a->name, b->name);
+    case EXPR_WITHIN:
+    case EXPR_OLDER:
+        return same_name(a->name, b->name) && a->rel_days == b->rel_days;
     case EXPR_CMP:
     case EXPR_BETWEEN:
     case EXPR_IN:
+    case EXPR_NOT_IN:
+    case EXPR_PREFIX:
         if (!same_name(a->name, b->name) || a->nvalues != b->nvalues)
             return 0;
         if (a->kind == EXPR_CMP && a->op != b->op)
@@ -233,7 +241,12 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
                same_double(a->near.radius, b->near.radius) && a->near.unit == b->near.unit;
     case EXPR_DID:
         if (!same_name(a->name, b->name) || a->nvalues != b->nvalues || a->op != b->op ||
-            a->did.window != b->did.window || (a->op != 0 && a->did.count != b->did.count))
+            a->did.window != b->did.window || (a->op != 0 && a->did.count != b->did.count) ||
+            a->did.measure != b->did.measure)
+            return 0;
+        if (a->did.measure == DID_MEASURE_SUM &&
+            (!same_name(a->did.sum_prop, b->did.sum_prop) ||
+             !same_value(&a->did.sum_value, &b->did.sum_value)))
             return 0;
         if (a->did.window == DID_LAST && a->did.last_days != b->did.last_days)
             return 0;

@@ -30,11 +30,31 @@ typedef enum expr_kind {
     EXPR_NEAR,      /* near(lat, lon, R unit) -> near */
     EXPR_DID,       /* did(EVENT, filters, window) [op COUNT] -> name (the event),
                      * did.props[i] = values[i] (nvalues filters), did.window,
-                     * op + did.count (op 0: no comparison, "at least once") */
+                     * op + did.count (op 0: no comparison, "at least once"),
+                     * or did.measure's days / sum(did.sum_prop) op did.sum_value */
     EXPR_GROUP,     /* group:ID            -> name (members of the Segment group ID) */
     EXPR_GROUP_CMP, /* group.TRAIT = v / != v -> name (the trait), op (OP_EQ, OP_NE), values[0] */
     EXPR_GROUP_IN,  /* group.TRAIT IN (v, ...) -> name, values[0..nvalues) */
+    EXPR_HAS,       /* has(attr) = attr IS NOT NULL -> name: users having a value */
+    EXPR_NULL,      /* attr IS NULL        -> name: live users without a value */
+    EXPR_NOT_IN,    /* attr NOT IN (v, ...) -> name, values[0..nvalues): having a value,
+                     * none of these (like `!=`, users without a value do not match) */
+    EXPR_PREFIX,    /* attr STARTS WITH "s" -> name, values[0] (a string): a value of the
+                     * attribute's dictionary that begins with s (bytes, case kept) */
+    EXPR_WITHIN,    /* attr WITHIN LAST N d -> name, rel_days: a timestamp in the N UTC
+                     * days up to and including the as-of day */
+    EXPR_OLDER,     /* attr OLDER THAN N d  -> name, rel_days: a timestamp before the
+                     * first day of `WITHIN LAST N d` */
 } expr_kind;
+
+/* What a did() compares (did.measure): the number of events, the
+ * number of distinct UTC days with at least one, or the sum of a numeric
+ * property (did.sum_prop) compared with did.sum_value. */
+typedef enum expr_did_measure {
+    DID_MEASURE_COUNT = 0,
+    DID_MEASURE_DAYS,
+    DID_MEASURE_SUM,
+} expr_did_measure;
 
 /* did() windows: all time, the last N days up to the as-of day, or
  * BETWEEN two UTC days (both inclusive). */
@@ -82,9 +102,13 @@ struct expr_node {
         int32_t last_days;     /* DID_LAST: N (weeks are written back as 7N days) */
         int32_t from, to;      /* DID_BETWEEN: days since 1970-01-01 UTC, from <= to */
         int64_t count;         /* compared with `op` when op != 0; >= 0 */
+        expr_did_measure measure; /* DID_MEASURE_DAYS and _SUM need op != 0 */
+        const char *sum_prop;     /* DID_MEASURE_SUM: the property summed */
+        expr_value_t sum_value;   /* DID_MEASURE_SUM: VAL_INT or VAL_REAL compared with */
     } did;                     /* EXPR_DID */
     expr_node_t **args;        /* EXPR_AND / EXPR_OR (>= 2), EXPR_NOT (1) */
     size_t nargs;
+    int32_t rel_days;          /* EXPR_WITHIN, EXPR_OLDER: N, 1..EXPR_DID_MAX_DAYS */
 };
 
 typedef struct expr expr_t;   /* a tree and the arena that owns it */
@@ -96,7 +120,9 @@ void expr_free(expr_t *e);    /* NULL fine */
  * nesting. Errors: CP_ESYNTAX / CP_ELIMIT with err->line, err->column and a
  * message saying what was expected ("1:14: expected a value after '=',
  * found ')'"). Keywords (AND OR NOT BETWEEN IN all true false) are
- * case-insensitive. On success *out is owned by the caller.
+ * case-insensitive, and so are the words of IS [NOT] NULL, NOT IN, STARTS
+ * WITH, WITHIN LAST, OLDER THAN and did()'s `days` (not reserved: they are
+ * recognised only where they can appear). On success *out is owned by the caller.
  */
 cp_status expr_parse(const char *text, size_t len, expr_t **out, cp_error_t *err);
 

@@ -13,7 +13,12 @@
  *   {"group_trait": "plan", "in": ["enterprise", "pro"]}
  *   {"did": {"event": "purchase", "where": {"stock_code": "85123A"},
  *            "last_days": 90 | "between": ["2011-01-01", "2011-06-30"],
- *            "op": ">=", "count": 3}}      (where, window and op + count optional)
+ *            "op": ">=", "count": 3, "measure": "days"}}
+ *                                  (where, window, op + count and measure optional)
+ *   {"has": "age"}  {"attr": "age", "is_null": true}
+ *   {"attr": "city", "not_in": ["x", "y"]}  {"attr": "city", "starts_with": "shen"}
+ *   {"attr": "last_seen", "within_last_days": 30}
+ *   {"attr": "last_seen", "older_than_days": 90}
  *
  * The decoder is strict (unknown keys, wrong types and missing keys are
  * errors naming the JSON path) and builds exactly the tree the text parser
@@ -102,10 +107,27 @@ json_t *expr_to_json(const expr_node_t *n)
         return with(o, "value", n->nvalues == 1 ? value_to_json(&n->values[0]) : NULL);
     }
     case EXPR_BETWEEN:
-    case EXPR_IN: {
+    case EXPR_IN:
+    case EXPR_NOT_IN: {
         json_t *o = with(json_object(), "attr", json_string(n->name));
-        return with(o, n->kind == EXPR_IN ? "in" : "between", values_to_json(n));
+        return with(o,
+                    n->kind == EXPR_IN       ? "in"
+                    : n->kind == EXPR_NOT_IN ? "not_in"
+                                             : "between",
+                    values_to_json(n));
     }
+    case EXPR_HAS:
+        return with(json_object(), "has", json_string(n->name));
+    case EXPR_NULL:
+        return with(with(json_object(), "attr", json_string(n->name)), "is_null", json_true());
+    case EXPR_PREFIX:
+        return with(with(json_object(), "attr", json_string(n->name)), "starts_with",
+                    n->nvalues == 1 ? value_to_json(&n->values[0]) : NULL);
+    case EXPR_WITHIN:
+    case EXPR_OLDER:
+        return with(with(json_object(), "attr", json_string(n->name)),
+                    n->kind == EXPR_WITHIN ? "within_last_days" : "older_than_days",
+                    json_integer(n->rel_days));
     case EXPR_NEAR: {
         json_t *in = json_object();
         if (n->name)
@@ -132,10 +154,17 @@ json_t *expr_to_json(const expr_node_t *n)
             cp_time_format((int64_t)n->did.to * 86400, b, sizeof b);
             in = with(in, "between", json_pack("[s#,s#]", a, (int)10, b, (int)10));
         }
-        if (n->op != 0) {
+        if (n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
+            in = with(in, "measure", json_string("sum"));
+            in = with(in, "property", json_string(n->did.sum_prop));
+            in = with(in, "op", json_string(expr__op_text(n->op)));
+            in = with(in, "value", value_to_json(&n->did.sum_value));
+        } else if (n->op != 0) {
             in = with(in, "op", json_string(expr__op_text(n->op)));
             in = with(in, "count", json_integer((json_int_t)n->did.count));
         }
+        if (n->did.measure == DID_MEASURE_DAYS)
+            in = with(in, "measure", json_string("days"));
         return with(json_object(), "did", in);
     }
     case EXPR_GROUP:
@@ -414,10 +443,38 @@ static cp_status jday(jctx_t *c, const json_t *v, int32_t *day)
     return CP_OK;
 }
 
+/* did with "measure": "sum": "property", "op" and "value" (a number). */
+static cp_status jdid_sum(jctx_t *c, const json_t *j, expr_node_t *n, size_t old)
+{
+    cp_status st;
+    if (json_object_get(j, "count"))
+        return jerr(c, CP_EINVAL, "a sum is compared with \"value\", not \"count\"");
+    const json_t *pr = json_object_get(j, "property"), *v = json_object_get(j, "value");
+    size_t o2 = push_key(c, "property");
+    if (!json_is_string(pr) || !expr__is_ident(json_string_value(pr), json_string_length(pr)) ||
+        json_string_length(pr) > EXPR_DID_NAME_MAX)
+        return jerr(c, CP_EINVAL, "expected a property name (letters, digits and '_')");
+    pop(c, o2);
+    if ((n->did.sum_prop = cp_arena_strndup(&c->e->arena, json_string_value(pr),
+                                            json_string_length(pr))) == NULL)
+        return jnomem(c);
+    if ((st = jop(c, j, &n->op)) != CP_OK)
+        return st;
+    o2 = push_key(c, "value");
+    if (!json_is_number(v))
+        return jerr(c, CP_EINVAL, "expected a number");
+    if ((st = jvalue(c, v, &n->did.sum_value)) != CP_OK)
+        return st;
+    pop(c, o2);
+    n->did.measure = DID_MEASURE_SUM;
+    pop(c, old);
+    return CP_OK;
+}
+
 static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
 {
     static const char *const keys[] = {"event", "where", "last_days", "between", "op", "count",
-                                       NULL};
+                                       "measure", "property", "value", NULL};
     cp_status st;
     size_t old = push_key(c, "did");
     if (!json_is_object(j))
@@ -497,6 +554,12 @@ static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
         pop(c, o2);
     }
     const json_t *op = json_object_get(j, "op"), *count = json_object_get(j, "count");
+    const json_t *m = json_object_get(j, "measure");
+    if (json_is_string(m) && strcmp(json_string_value(m), "sum") == 0 &&
+        json_string_length(m) == 3)
+        return jdid_sum(c, j, n, old);
+    if (json_object_get(j, "property") || json_object_get(j, "value"))
+        return jerr(c, CP_EINVAL, "\"property\" and \"value\" go with \"measure\": \"sum\"");
     if ((op == NULL) != (count == NULL))
         return jerr(c, CP_EINVAL, "\"op\" and \"count\" go together");
     if (op != NULL) {
@@ -508,28 +571,71 @@ static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
         n->did.count = (int64_t)json_integer_value(count);
         pop(c, o2);
     }
+    if (m != NULL) {
+        size_t o2 = push_key(c, "measure");
+        const char *ms = json_string_value(m);
+        if (ms != NULL && strcmp(ms, "days") == 0 && json_string_length(m) == 4)
+            n->did.measure = DID_MEASURE_DAYS;
+        else if (ms == NULL || strcmp(ms, "count") != 0 || json_string_length(m) != 5)
+            return jerr(c, CP_EINVAL, "expected \"count\", \"days\" or \"sum\"");
+        if (n->did.measure == DID_MEASURE_DAYS && op == NULL)
+            return jerr(c, CP_EINVAL, "\"days\" needs \"op\" and \"count\"");
+        pop(c, o2);
+    }
+    pop(c, old);
+    return CP_OK;
+}
+
+/* A whole number of days 1..EXPR_DID_MAX_DAYS at j[key]. */
+static cp_status jdays(jctx_t *c, const json_t *j, const char *key, int32_t *out)
+{
+    const json_t *v = json_object_get(j, key);
+    size_t old = push_key(c, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > EXPR_DID_MAX_DAYS)
+        return jerr(c, CP_EINVAL, "expected a whole number of days from 1 to %d",
+                    EXPR_DID_MAX_DAYS);
+    *out = (int32_t)json_integer_value(v);
     pop(c, old);
     return CP_OK;
 }
 
 static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
 {
-    static const char *const keys[] = {"attr", "op", "value", "between", "in", NULL};
+    static const char *const keys[] = {"attr",    "op",          "value",           "between",
+                                       "in",      "not_in",      "is_null",         "starts_with",
+                                       "within_last_days", "older_than_days", NULL};
+    /* The keys that say what is tested, exactly one of which is present. */
+    static const char *const tests[] = {"op",          "between",          "in",
+                                        "not_in",      "is_null",          "starts_with",
+                                        "within_last_days", "older_than_days"};
     cp_status st;
     if ((st = jkeys(c, j, keys)) != CP_OK ||
         (st = jname(c, j, "attr", "an attribute name", &n->name)) != CP_OK)
         return st;
-    int has_op = json_object_get(j, "op") != NULL, has_value = json_object_get(j, "value") != NULL;
-    int has_between = json_object_get(j, "between") != NULL;
-    int has_in = json_object_get(j, "in") != NULL;
-    if (has_op + has_between + has_in != 1 || has_value != has_op) {
-        if (has_op + has_between + has_in == 0 && has_value)
+    int has_value = json_object_get(j, "value") != NULL, ntests = 0;
+    const char *test = NULL;
+    for (size_t i = 0; i < CP_ARRAY_LEN(tests); i++)
+        if (json_object_get(j, tests[i]) != NULL) {
+            ntests++;
+            test = tests[i];
+        }
+    int has_op = test != NULL && strcmp(test, "op") == 0;
+    if (ntests != 1 || has_value != has_op) {
+        if (ntests == 0 && has_value)
             return jerr(c, CP_EINVAL, "\"value\" needs an \"op\"");
-        if (has_op + has_between + has_in == 0)
-            return jerr(c, CP_EINVAL, "\"attr\" needs \"op\" and \"value\", \"between\" or \"in\"");
+        if (ntests == 0)
+            return jerr(c, CP_EINVAL,
+                        "\"attr\" needs \"op\" and \"value\", \"between\", \"in\", "
+                        "\"not_in\", \"is_null\", \"starts_with\", \"within_last_days\" or "
+                        "\"older_than_days\"");
         if (has_op && !has_value)
             return jerr(c, CP_EINVAL, "\"op\" needs a \"value\"");
-        return jerr(c, CP_EINVAL, "use only one of \"op\", \"between\" and \"in\"");
+        if (has_value)
+            return jerr(c, CP_EINVAL, "\"value\" goes only with \"op\"");
+        return jerr(c, CP_EINVAL, "use only one of \"op\", \"between\", \"in\", \"not_in\", "
+                                  "\"is_null\", \"starts_with\", \"within_last_days\" and "
+                                  "\"older_than_days\"");
     }
     if (has_op) {
         if ((st = jop(c, j, &n->op)) != CP_OK)
@@ -546,12 +652,40 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
         pop(c, old);
         return CP_OK;
     }
-    if (has_between) {
+    if (strcmp(test, "between") == 0) {
         n->kind = EXPR_BETWEEN;
         return jvalues(c, j, "between", 2, 2, "an array of 2 values", n);
     }
-    n->kind = EXPR_IN;
-    return jvalues(c, j, "in", 1, SIZE_MAX, "a non-empty array of values", n);
+    if (strcmp(test, "in") == 0 || strcmp(test, "not_in") == 0) {
+        n->kind = test[0] == 'i' ? EXPR_IN : EXPR_NOT_IN;
+        return jvalues(c, j, test, 1, SIZE_MAX, "a non-empty array of values", n);
+    }
+    if (strcmp(test, "is_null") == 0) {
+        n->kind = EXPR_NULL;
+        if (!json_is_true(json_object_get(j, "is_null"))) {
+            push_key(c, "is_null");
+            return jerr(c, CP_EINVAL, "expected true (users with a value: {\"has\": \"%s\"})",
+                        n->name);
+        }
+        return CP_OK;
+    }
+    if (strcmp(test, "starts_with") == 0) {
+        n->kind = EXPR_PREFIX;
+        n->values = cp_arena_alloc(&c->e->arena, sizeof *n->values);
+        if (n->values == NULL)
+            return jnomem(c);
+        n->nvalues = 1;
+        size_t old = push_key(c, "starts_with");
+        const json_t *v = json_object_get(j, "starts_with");
+        if (!json_is_string(v))
+            return jerr(c, CP_EINVAL, "expected a string, found %s", json_type_name(v));
+        if ((st = jvalue(c, v, &n->values[0])) != CP_OK)
+            return st;
+        pop(c, old);
+        return CP_OK;
+    }
+    n->kind = strcmp(test, "within_last_days") == 0 ? EXPR_WITHIN : EXPR_OLDER;
+    return jdays(c, j, test, &n->rel_days);
 }
 
 /* {"group_trait": ..., "op" + "value" | "in"}: a group trait compared by
@@ -596,7 +730,7 @@ static cp_status jgroup_trait(jctx_t *c, const json_t *j, expr_node_t *n)
 }
 
 static const char *const node_kinds[] = {"all",  "and",  "or",   "not", "tag",
-                                         "crowd", "near", "attr", "did", "group", "group_trait"};
+                                         "crowd", "near", "attr", "did", "group", "group_trait", "has"};
 
 /*
  * One node at nesting `depth` (the root is 1). The recursion is bounded by
@@ -632,7 +766,7 @@ static cp_status jnode(jctx_t *c, const json_t *j, int depth, expr_node_t **out,
         }
         return jerr(c, CP_EINVAL,
                     "empty object, expected one of the keys all, and, or, not, tag, crowd, near, "
-                    "attr, did, group, group_trait");
+                    "attr, did, group, group_trait, has");
     }
     if (strcmp(kind, "attr") != 0 && strcmp(kind, "group_trait") != 0) {
         const char *const only[] = {kind, NULL};
@@ -710,6 +844,18 @@ static cp_status jnode(jctx_t *c, const json_t *j, int depth, expr_node_t **out,
     }
     if (strcmp(kind, "group_trait") == 0)
         return jgroup_trait(c, j, n);
+    if (strcmp(kind, "has") == 0) {
+        n->kind = EXPR_HAS;
+        /* the same name rule as "attr" (an identifier, not a keyword) */
+        const char *name = json_string_value(v);
+        size_t old = push_key(c, "has");
+        if (name == NULL || !expr__is_ident(name, json_string_length(v)))
+            return jerr(c, CP_EINVAL,
+                        "expected an attribute name (letters, digits and '_', not starting "
+                        "with a digit, not a keyword)");
+        pop(c, old);
+        return jname(c, j, "has", "an attribute name", &n->name);
+    }
     return jattr(c, j, n);
 }
 

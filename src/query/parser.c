@@ -6,9 +6,13 @@
  *   or      := and { OR and }
  *   and     := unary { AND unary }
  *   unary   := NOT unary | primary
- *   primary := '(' expr ')' | ALL | tag:PATH | crowd:NAME | near | did | cmp
+ *   primary := '(' expr ')' | ALL | tag:PATH | crowd:NAME | near | did | has | cmp
  *            | group:ID | group.TRAIT ( ('=' | '!=') value | IN '(' value {',' value} ')' )
- *   did     := did '(' EVENT { ',' name '=' value } [ ',' window ] ')' [ op COUNT ]
+ *   did     := did '(' EVENT { ',' name '=' value } [ ',' window ] ')' [ [days] op COUNT ]
+ *   has     := has '(' ident ')'
+ *   cmp     := ident ( op value | BETWEEN value AND value | IN list | NOT IN list
+ *                    | IS [NOT] NULL | STARTS WITH string | WITHIN LAST N (d|w)
+ *                    | OLDER THAN N (d|w) )
  *   window  := last N (d|w) | BETWEEN date AND date      (date: YYYY-MM-DD, bare or quoted)
  *
  * Recursive descent whose recursion is bounded: every '(' and NOT counts
@@ -255,11 +259,116 @@ static cp_status push_value(parser_t *p, expr_value_t **vals, size_t *n, size_t 
     return CP_OK;
 }
 
-/* ident ( op value | BETWEEN value AND value | IN '(' value {',' value} ')' ) */
+static cp_status parse_ndays(parser_t *p, const char *what, int32_t *days);
+
+/* '(' value {',' value} ')' into n->values; TOK is the '(' expected. */
+static cp_status parse_in_list(parser_t *p, expr_node_t *n)
+{
+    cp_status st;
+    if (TOK->kind != TOK_LPAREN)
+        return err_expected(p, "'('");
+    tok_t open = *TOK;
+    size_t cap = 0;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    for (;;) {
+        expr_value_t v;
+        if ((st = parse_value(p, &v)) != CP_OK ||
+            (st = push_value(p, &n->values, &n->nvalues, &cap, &v)) != CP_OK)
+            return st;
+        if (TOK->kind == TOK_COMMA) {
+            if ((st = advance(p)) != CP_OK)
+                return st;
+            continue;
+        }
+        if (TOK->kind == TOK_RPAREN)
+            break;
+        char what[96];
+        snprintf(what, sizeof what, "',' or ')' to close the IN list opened at %d:%d", open.line,
+                 open.column);
+        return err_expected_kw(p, what, NULL);
+    }
+    return advance(p);
+}
+
+/* The word `kw` (any case) at TOK, consumed; else the error "expected
+ * `what`". */
+static cp_status expect_word(parser_t *p, const char *kw, const char *what)
+{
+    if (!is_kw(p, TOK, kw)) {
+        const char *const c[] = {kw, NULL};
+        return err_expected_kw(p, what, c);
+    }
+    return advance(p);
+}
+
+/*
+ * The predicates written after an attribute name other than an operator:
+ *   IS [NOT] NULL | NOT IN (...) | STARTS WITH "s" | WITHIN LAST N d | OLDER THAN N d
+ * None of these words is reserved (an attribute may be called `last`): they
+ * are recognised only here. TOK is the first word; returns 0 in *matched
+ * when it is none of them.
+ */
+static cp_status parse_cmp_words(parser_t *p, expr_node_t *n, int *matched)
+{
+    cp_status st;
+    *matched = 1;
+    if (is_kw(p, TOK, "is")) {
+        if ((st = advance(p)) != CP_OK)
+            return st;
+        n->kind = EXPR_NULL;
+        if (is_kw(p, TOK, "not")) {
+            n->kind = EXPR_HAS;
+            if ((st = advance(p)) != CP_OK)
+                return st;
+        }
+        return expect_word(p, "null", "NULL after IS / IS NOT");
+    }
+    if (is_kw(p, TOK, "not")) {
+        size_t off = lexer_skip_blank(&p->lx, TOK->off + TOK->len);
+        if (!(off + 2 <= p->lx.len && strncasecmp(p->lx.src + off, "in", 2) == 0 &&
+              (off + 2 == p->lx.len || !expr__name_char((unsigned char)p->lx.src[off + 2])))) {
+            *matched = 0;
+            return CP_OK;
+        }
+        n->kind = EXPR_NOT_IN;
+        if ((st = advance(p)) != CP_OK || (st = advance(p)) != CP_OK) /* NOT, IN */
+            return st;
+        return parse_in_list(p, n);
+    }
+    if (is_kw(p, TOK, "starts")) {
+        n->kind = EXPR_PREFIX;
+        if ((st = advance(p)) != CP_OK ||
+            (st = expect_word(p, "with", "WITH after STARTS")) != CP_OK)
+            return st;
+        if (TOK->kind != TOK_STRING)
+            return err_expected(p, "a quoted prefix (STARTS WITH \"gmail\")");
+        n->values = cp_arena_alloc(&p->e->arena, sizeof *n->values);
+        if (n->values == NULL)
+            return nomem(p);
+        n->nvalues = 1;
+        return parse_value(p, &n->values[0]);
+    }
+    if (is_kw(p, TOK, "within") || is_kw(p, TOK, "older")) {
+        int within = is_kw(p, TOK, "within");
+        n->kind = within ? EXPR_WITHIN : EXPR_OLDER;
+        if ((st = advance(p)) != CP_OK ||
+            (st = expect_word(p, within ? "last" : "than",
+                              within ? "LAST after WITHIN" : "THAN after OLDER")) != CP_OK)
+            return st;
+        return parse_ndays(p, within ? "WITHIN LAST N" : "OLDER THAN N", &n->rel_days);
+    }
+    *matched = 0;
+    return CP_OK;
+}
+
+/* ident ( op value | BETWEEN value AND value | IN '(' value {',' value} ')'
+ *       | IS [NOT] NULL | NOT IN (...) | STARTS WITH s | WITHIN LAST N d | OLDER THAN N d ) */
 static cp_status parse_cmp(parser_t *p, expr_node_t **out)
 {
     tok_t id = *TOK;
     cp_status st;
+    int matched = 0;
     expr_node_t *n = expr__node(p->e, EXPR_CMP, id.line, id.column);
     if (n == NULL)
         return nomem(p);
@@ -292,38 +401,18 @@ static cp_status parse_cmp(parser_t *p, expr_node_t **out)
             return st;
     } else if (is_kw(p, TOK, "in")) {
         n->kind = EXPR_IN;
-        if ((st = advance(p)) != CP_OK)
+        if ((st = advance(p)) != CP_OK || (st = parse_in_list(p, n)) != CP_OK)
             return st;
-        if (TOK->kind != TOK_LPAREN)
-            return err_expected(p, "'('");
-        tok_t open = *TOK;
-        size_t cap = 0;
-        if ((st = advance(p)) != CP_OK)
-            return st;
-        for (;;) {
-            expr_value_t v;
-            if ((st = parse_value(p, &v)) != CP_OK ||
-                (st = push_value(p, &n->values, &n->nvalues, &cap, &v)) != CP_OK)
-                return st;
-            if (TOK->kind == TOK_COMMA) {
-                if ((st = advance(p)) != CP_OK)
-                    return st;
-                continue;
-            }
-            if (TOK->kind == TOK_RPAREN)
-                break;
-            char what[96];
-            snprintf(what, sizeof what, "',' or ')' to close the IN list opened at %d:%d",
-                     open.line, open.column);
-            return err_expected_kw(p, what, NULL);
-        }
-        if ((st = advance(p)) != CP_OK)
-            return st;
-    } else {
-        static const char *const c[] = {"BETWEEN", "IN", NULL};
-        char name[96], what[160];
+    } else if ((st = parse_cmp_words(p, n, &matched)) != CP_OK) {
+        return st;
+    } else if (!matched) {
+        static const char *const c[] = {"BETWEEN", "IN", "IS", "STARTS", "WITHIN", "OLDER", NULL};
+        char name[96], what[200];
         describe(p, &id, name, sizeof name);
-        snprintf(what, sizeof what, "a comparison operator, BETWEEN or IN after %s", name);
+        snprintf(what, sizeof what,
+                 "a comparison operator, BETWEEN, IN, NOT IN, IS NULL, STARTS WITH, WITHIN LAST "
+                 "or OLDER THAN after %s",
+                 name);
         if (is_kw(p, TOK, "not"))
             return perr(p, CP_ESYNTAX, TOK->line, TOK->column,
                         "expected %s, found 'NOT' (negate the whole comparison: NOT %.*s ...)",
@@ -468,20 +557,20 @@ static cp_status parse_day(parser_t *p, const char *what, int32_t *day)
     return CP_OK;
 }
 
-/* last N d | last N w; TOK is the word last. */
-static cp_status parse_last(parser_t *p, expr_node_t *n)
+/*
+ * N d | N w at TOK: a whole number of days 1..EXPR_DID_MAX_DAYS (weeks are
+ * 7N days). `what` names the construct in messages ("the window 'last N'").
+ */
+static cp_status parse_ndays(parser_t *p, const char *what, int32_t *days)
 {
     cp_status st;
-    if ((st = advance(p)) != CP_OK)
-        return st;
     tok_t num = *TOK;
     if (num.kind != TOK_INT || num.overflow || num.i < 1) {
         if (num.kind == TOK_INT || num.kind == TOK_REAL) {
             char found[96];
             describe(p, &num, found, sizeof found);
             return perr(p, CP_EINVAL, num.line, num.column,
-                        "the window 'last N' needs a whole number of days N >= 1, found %s",
-                        found);
+                        "%s needs a whole number of days N >= 1, found %s", what, found);
         }
         return err_expected(p, "a number of days (last 30d)");
     }
@@ -495,12 +584,21 @@ static cp_status parse_last(parser_t *p, expr_node_t *n)
     else
         return err_expected(p, "a unit 'd' (days) or 'w' (weeks)");
     if (num.i > EXPR_DID_MAX_DAYS / mult)
-        return perr(p, CP_ELIMIT, num.line, num.column,
-                    "the window 'last %lld%s' is longer than %d days", (long long)num.i,
-                    mult == 1 ? "d" : "w", EXPR_DID_MAX_DAYS);
-    n->did.window = DID_LAST;
-    n->did.last_days = (int32_t)(num.i * mult);
+        return perr(p, CP_ELIMIT, num.line, num.column, "%s: %lld%s is longer than %d days",
+                    what, (long long)num.i, mult == 1 ? "d" : "w", EXPR_DID_MAX_DAYS);
+    *days = (int32_t)(num.i * mult);
     return advance(p);
+}
+
+/* last N d | last N w; TOK is the word last. */
+static cp_status parse_last(parser_t *p, expr_node_t *n)
+{
+    cp_status st;
+    if ((st = advance(p)) != CP_OK ||
+        (st = parse_ndays(p, "the window 'last N'", &n->did.last_days)) != CP_OK)
+        return st;
+    n->did.window = DID_LAST;
+    return CP_OK;
 }
 
 /* BETWEEN date AND date; TOK is the word between. */
@@ -523,6 +621,47 @@ static cp_status parse_window_between(parser_t *p, expr_node_t *n)
         return perr(p, CP_EINVAL, first.line, first.column,
                     "the window starts after it ends (BETWEEN takes the earlier date first)");
     n->did.window = DID_BETWEEN;
+    return CP_OK;
+}
+
+static int followed_by_paren(const parser_t *p);
+
+/* sum '(' ident ')' op number after did(...); TOK is the word sum. */
+static cp_status parse_did_sum(parser_t *p, expr_node_t *n, expr_node_t **out)
+{
+    cp_status st;
+    tok_t kw = *TOK;
+    if ((st = advance(p)) != CP_OK || (st = advance(p)) != CP_OK) /* sum, '(' */
+        return st;
+    if (TOK->kind != TOK_WORD || is_keyword_tok(p, TOK))
+        return err_expected(p, "a property name in sum()");
+    if (TOK->len > EXPR_DID_NAME_MAX)
+        return perr(p, CP_ELIMIT, TOK->line, TOK->column, "property name longer than %d bytes",
+                    EXPR_DID_NAME_MAX);
+    n->did.sum_prop = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+    if (n->did.sum_prop == NULL)
+        return nomem(p);
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind != TOK_RPAREN) {
+        char what[64];
+        snprintf(what, sizeof what, "')' to close sum( at %d:%d", kw.line, kw.column);
+        return err_expected_kw(p, what, NULL);
+    }
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind != TOK_OP)
+        return err_expected(p, "a comparison operator after sum(...)");
+    n->op = TOK->op;
+    n->did.measure = DID_MEASURE_SUM;
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    tok_t vt = *TOK;
+    if (vt.kind != TOK_INT && vt.kind != TOK_REAL)
+        return err_expected(p, "a number to compare the sum with");
+    if ((st = parse_value(p, &n->did.sum_value)) != CP_OK)
+        return st;
+    *out = n;
     return CP_OK;
 }
 
@@ -633,6 +772,13 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
     }
     if ((st = advance(p)) != CP_OK)
         return st;
+    if (is_kw(p, TOK, "days") && followed_by_op(p)) {
+        n->did.measure = DID_MEASURE_DAYS;
+        if ((st = advance(p)) != CP_OK)
+            return st;
+    } else if (is_kw(p, TOK, "sum") && followed_by_paren(p)) {
+        return parse_did_sum(p, n, out);
+    }
     if (TOK->kind == TOK_OP) {
         n->op = TOK->op;
         if ((st = advance(p)) != CP_OK)
@@ -652,6 +798,32 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
     }
     *out = n;
     return CP_OK;
+}
+
+/* has '(' ident ')'; TOK is the word has. */
+static cp_status parse_has(parser_t *p, expr_node_t **out)
+{
+    tok_t kw = *TOK;
+    cp_status st;
+    expr_node_t *n = expr__node(p->e, EXPR_HAS, kw.line, kw.column);
+    if (n == NULL)
+        return nomem(p);
+    if ((st = advance(p)) != CP_OK || (st = advance(p)) != CP_OK) /* has, '(' */
+        return st;
+    if (TOK->kind != TOK_WORD || is_keyword_tok(p, TOK))
+        return err_expected(p, "an attribute name");
+    n->name = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+    if (n->name == NULL)
+        return nomem(p);
+    if ((st = advance(p)) != CP_OK)
+        return st;
+    if (TOK->kind != TOK_RPAREN) {
+        char what[64];
+        snprintf(what, sizeof what, "')' to close has( at %d:%d", kw.line, kw.column);
+        return err_expected_kw(p, what, NULL);
+    }
+    *out = n;
+    return advance(p);
 }
 
 static cp_status parse_or(parser_t *p, expr_node_t **out, int *depth);
@@ -781,6 +953,8 @@ static cp_status parse_primary(parser_t *p, expr_node_t **out, int *depth)
                 return parse_near(p, out);
             if (is_kw(p, &t, "did"))
                 return parse_did(p, out);
+            if (is_kw(p, &t, "has"))
+                return parse_has(p, out);
             if (is_kw(p, &t, "within"))
                 return perr(p, CP_ESYNTAX, t.line, t.column, "%.*s() is not supported yet",
                             (int)t.len, p->lx.src + t.off);

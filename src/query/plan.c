@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index/measure.h"
 #include "query/plan_int.h"
 
 /* Guard against trees deeper than any parser produces (JSON and text are
@@ -475,7 +476,22 @@ static const char *op_text(expr_op op)
 
 static const char *node_op_text(const expr_node_t *n)
 {
-    return n->kind == EXPR_BETWEEN ? "BETWEEN" : n->kind == EXPR_IN ? "IN" : op_text(n->op);
+    switch (n->kind) {
+    case EXPR_BETWEEN:
+        return "BETWEEN";
+    case EXPR_IN:
+        return "IN";
+    case EXPR_NOT_IN:
+        return "NOT IN";
+    case EXPR_PREFIX:
+        return "STARTS WITH";
+    case EXPR_WITHIN:
+        return "WITHIN LAST";
+    case EXPR_OLDER:
+        return "OLDER THAN";
+    default:
+        return op_text(n->op);
+    }
 }
 
 static const char *type_text(cp_attr_type t)
@@ -722,7 +738,8 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
     size_t need = n->kind == EXPR_CMP ? 1 : n->kind == EXPR_BETWEEN ? 2 : 1;
     if (n->name == NULL)
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "comparison without an attribute");
-    if (n->nvalues < need || n->values == NULL || (n->kind != EXPR_IN && n->nvalues != need))
+    int list = n->kind == EXPR_IN || n->kind == EXPR_NOT_IN;
+    if (n->nvalues < need || n->values == NULL || (!list && n->nvalues != need))
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
                          "'%s' on attribute \"%s\" has %zu values", node_op_text(n), n->name,
                          n->nvalues);
@@ -730,6 +747,20 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
     cp_status st = resolve_attr(b, n, n->name, &a);
     if (st != CP_OK)
         return st;
+    if (n->kind == EXPR_NOT_IN && a.type != CP_ATTR_GEO) {
+        /* exists ANDNOT (the IN list), as `!=` is exists ANDNOT `=` */
+        expr_node_t in = *n;
+        pnode_t *ex = NULL, *any = NULL;
+        in.kind = EXPR_IN;
+        if ((st = mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
+            return st;
+        st = a.type == CP_ATTR_INT || a.type == CP_ATTR_TIMESTAMP ? plan_numeric(b, &in, &a, &any)
+                                                                   : plan_categorical(b, &in, &a,
+                                                                                      &any);
+        if (st != CP_OK)
+            return st;
+        return mk_andnot(b, ex, any, out);
+    }
     switch (a.type) {
     case CP_ATTR_INT:
     case CP_ATTR_TIMESTAMP:
@@ -864,6 +895,91 @@ static int32_t as_of_day(const plan_resolver_t *r)
     return beh_day_of(cp_now_ms() / 1000);
 }
 
+/* has(attr) and attr IS NULL: the attribute's users with a value, or the
+ * live users without one. */
+static cp_status plan_has(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    plan_attr_t a;
+    pnode_t *ex = NULL;
+    cp_status st;
+    if (n->name == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "has() without an attribute");
+    if ((st = resolve_attr(b, n, n->name, &a)) != CP_OK ||
+        (st = mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
+        return st;
+    if (n->kind == EXPR_HAS) {
+        *out = ex;
+        return CP_OK;
+    }
+    return mk_not(b, ex, out);
+}
+
+/*
+ * STARTS WITH over the value dictionary: the resolver ORs the bitmaps of
+ * the matching values into one bitmap owned by the plan (a prefix may
+ * match thousands of values; one leaf keeps the plan small).
+ */
+static cp_status plan_prefix(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    plan_attr_t a;
+    cp_status st;
+    if (n->name == NULL || n->nvalues != 1 || n->values == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "STARTS WITH without a prefix");
+    if ((st = resolve_attr(b, n, n->name, &a)) != CP_OK)
+        return st;
+    const expr_value_t *v = &n->values[0];
+    if (a.type != CP_ATTR_STRING && a.type != CP_ATTR_ENUM)
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "attribute \"%s\" is %s: STARTS WITH needs a string or enum attribute",
+                         n->name, type_text(a.type));
+    if (v->kind != VAL_STRING || v->s == NULL)
+        return type_error(b, n, &a, v, "a string");
+    if (b->r->prefix == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "STARTS WITH is not supported here");
+    roaring_bitmap_t *bm = roaring_bitmap_create();
+    if (bm == NULL)
+        return oom(b);
+    if (own_bitmap(b, bm) != CP_OK) {
+        roaring_bitmap_free(bm);
+        return oom(b);
+    }
+    if ((st = b->r->prefix(b->r->ctx, a.handle, v->s, v->slen, bm)) != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "%s STARTS WITH: %s", n->name,
+                         cp_strerror(st));
+    roaring_bitmap_run_optimize(bm);
+    return mk_bitmap(b, bm, out);
+}
+
+/*
+ * WITHIN LAST N d / OLDER THAN N d on a timestamp: with D the as-of day,
+ * WITHIN is [start of day D-N+1, end of day D] (the days of did()'s
+ * `last N d`; later timestamps do not count, as events after the as-of
+ * day do not), OLDER is everything before the start of day D-N+1.
+ */
+static cp_status plan_relative(builder_t *b, const expr_node_t *n, pnode_t **out)
+{
+    plan_attr_t a;
+    cp_status st;
+    if (n->name == NULL)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "%s without an attribute",
+                         node_op_text(n));
+    if (n->rel_days < 1 || n->rel_days > EXPR_DID_MAX_DAYS)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "%s %d days: out of range",
+                         node_op_text(n), (int)n->rel_days);
+    if ((st = resolve_attr(b, n, n->name, &a)) != CP_OK)
+        return st;
+    if (a.type != CP_ATTR_TIMESTAMP)
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "attribute \"%s\" is %s: %s needs a timestamp attribute", n->name,
+                         type_text(a.type), node_op_text(n));
+    int64_t day = as_of_day(b->r);
+    int64_t start = (day - n->rel_days + 1) * 86400, end = (day + 1) * 86400 - 1;
+    if (n->kind == EXPR_WITHIN)
+        return mk_range(b, a.bsi, start, end, out);
+    return mk_range(b, a.bsi, INT64_MIN, start - 1, out);
+}
+
 /*
  * did(): resolves the series, turns the window into days [d0, d1] ending
  * at the as-of day at the latest, and leaves a PN_DID evaluated chunk by
@@ -872,6 +988,170 @@ static int32_t as_of_day(const plan_resolver_t *r)
  * root clips to the universe); with no data in the window the node folds
  * to all or nothing.
  */
+/* Per-user sums of a did() sum() window, gathered by beh_window_foreach. */
+typedef struct sum_acc {
+    uint64_t *e; /* user << 32 | part index; parts in val */
+    int64_t *val;
+    size_t n, cap;
+    int neg;
+    int oom;
+} sum_acc_t;
+
+static void sum_add(void *ctx, uint32_t user, uint64_t count)
+{
+    sum_acc_t *a = ctx;
+    if (a->oom)
+        return;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 1024;
+        uint64_t *e = realloc(a->e, cap * sizeof *e);
+        if (e == NULL) {
+            a->oom = 1;
+            return;
+        }
+        a->e = e;
+        int64_t *v = realloc(a->val, cap * sizeof *v);
+        if (v == NULL) {
+            a->oom = 1;
+            return;
+        }
+        a->val = v;
+        a->cap = cap;
+    }
+    a->e[a->n] = (uint64_t)user << 32 | (uint32_t)a->n;
+    a->val[a->n] = a->neg ? -(int64_t)count : (int64_t)count; /* count <= 2^32 */
+    a->n++;
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static int sum_cmp(expr_op op, int64_t s, int64_t t)
+{
+    switch (op) {
+    case OP_EQ:
+        return s == t;
+    case OP_NE:
+        return s != t;
+    case OP_LT:
+        return s < t;
+    case OP_LE:
+        return s <= t;
+    case OP_GT:
+        return s > t;
+    case OP_GE:
+        return s >= t;
+    }
+    return 0;
+}
+
+/*
+ * did(EVENT, window) sum(prop) op V: the event's day sums of prop (kept
+ * in fixed point by the behaviour index, index/measure.h) added per user
+ * over the window and compared with V in the same fixed point, so the
+ * comparison is exact. Evaluated once into a bitmap owned by the plan (the
+ * values are signed and wide, which the chunk kernels' bit-sliced counts
+ * are not); users without events in the window have the sum 0 and match
+ * when 0 op V holds.
+ */
+static cp_status plan_did_sum(builder_t *b, const expr_node_t *n, int32_t d0, int32_t d1,
+                              pnode_t **out)
+{
+    const beh_t *beh = NULL;
+    uint32_t series[2];
+    int scale = 0;
+    sum_acc_t acc = {0};
+    cp_status st;
+    if (n->nvalues > 0)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "did(%s, ...) sum(%s): sums take no property filters (only a window)",
+                         n->name, n->did.sum_prop ? n->did.sum_prop : "");
+    if (n->did.sum_prop == NULL || n->op == 0)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did(%s) sum() without a "
+                         "property or a comparison", n->name);
+    st = b->r->did_sum ? b->r->did_sum(b->r->ctx, n->name, n->did.sum_prop, &beh, &series[0],
+                                       &series[1], &scale)
+                       : CP_ENOTFOUND;
+    if (st == CP_ENOTFOUND)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "unknown event \"%s\"", n->name);
+    if (st == CP_EINVAL)
+        return CP_ERR_AT(b->err, st, n->line, n->column,
+                         "did(%s) sum(%s): no sum measure of event \"%s\" sums \"%s\", so its "
+                         "day sums are not kept: add one to the measures (crowdpack measures; "
+                         "only events recorded after that are summed)",
+                         n->name, n->did.sum_prop, n->name, n->did.sum_prop);
+    if (st != CP_OK)
+        return CP_ERR_AT(b->err, st, n->line, n->column, "did(%s) sum(%s): %s", n->name,
+                         n->did.sum_prop, cp_strerror(st));
+    int64_t t;
+    ev_prop_t tv = {0};
+    const expr_value_t *v = &n->did.sum_value;
+    if (v->kind == VAL_INT) {
+        tv.kind = PV_INT;
+        tv.i = v->i;
+    } else if (v->kind == VAL_REAL) {
+        tv.kind = PV_REAL;
+        tv.d = v->r;
+    } else {
+        return CP_ERR_AT(b->err, CP_ETYPE, n->line, n->column,
+                         "did(%s) sum(%s) is compared with a number", n->name, n->did.sum_prop);
+    }
+    if (meas_number_fixed(&tv, scale, &t) != 0)
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "did(%s) sum(%s): the number is out of range", n->name,
+                         n->did.sum_prop);
+    roaring_bitmap_t *bm = roaring_bitmap_create(), *seen = roaring_bitmap_create();
+    if (bm == NULL || seen == NULL || own_bitmap(b, bm) != CP_OK) {
+        if (bm)
+            roaring_bitmap_free(bm);
+        if (seen)
+            roaring_bitmap_free(seen);
+        return oom(b);
+    }
+    for (int k = 0; k < 2 && beh != NULL; k++) {
+        beh_window_t w;
+        beh_window_init(beh, series[k], d0, d1, &w);
+        acc.neg = k;
+        beh_window_foreach(&w, sum_add, &acc);
+    }
+    if (acc.oom) {
+        st = oom(b);
+        goto out;
+    }
+    qsort(acc.e, acc.n, sizeof *acc.e, cmp_u64);
+    for (size_t i = 0; i < acc.n;) {
+        uint32_t user = (uint32_t)(acc.e[i] >> 32);
+        int64_t s = 0; /* |parts| <= 2^32 a day, 36,600 days: no overflow */
+        for (; i < acc.n && (uint32_t)(acc.e[i] >> 32) == user; i++)
+            s += acc.val[(uint32_t)acc.e[i]];
+        roaring_bitmap_add(seen, user);
+        if (sum_cmp(n->op, s, t))
+            roaring_bitmap_add(bm, user);
+    }
+    if (sum_cmp(n->op, 0, t)) { /* everyone else has the sum 0 */
+        roaring_bitmap_t *rest = roaring_bitmap_andnot(b->r->universe, seen);
+        if (rest == NULL) {
+            st = oom(b);
+            goto out;
+        }
+        roaring_bitmap_or_inplace(bm, rest);
+        roaring_bitmap_free(rest);
+    }
+    roaring_bitmap_run_optimize(bm);
+    st = mk_bitmap(b, bm, out);
+out:
+    roaring_bitmap_free(seen);
+    free(acc.e);
+    free(acc.val);
+    return st;
+}
+
+static cp_status plan_did_window(builder_t *b, const expr_node_t *n, const beh_t *beh,
+                                 uint32_t series, pnode_t **out);
+
 static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
 {
     beh_prop_t f[BEH_MAX_FILTERS];
@@ -925,7 +1205,14 @@ static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
                          cp_strerror(st));
     if (beh == NULL)
         series = BEH_NO_SERIES;
+    return plan_did_window(b, n, beh, series, out);
+}
 
+/* The window of a did() as days [d0, d1] (ending at the as-of day at the
+ * latest) and the node that compares it. */
+static cp_status plan_did_window(builder_t *b, const expr_node_t *n, const beh_t *beh,
+                                 uint32_t series, pnode_t **out)
+{
     int64_t as_of = as_of_day(b->r), d0, d1 = as_of;
     switch (n->did.window) {
     case DID_ALL_TIME:
@@ -948,6 +1235,8 @@ static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
     }
     if (d0 < INT32_MIN)
         d0 = INT32_MIN;
+    if (n->did.measure == DID_MEASURE_SUM)
+        return plan_did_sum(b, n, (int32_t)d0, (int32_t)d1, out);
 
     beh_cmp cmp = BEH_GE;
     uint64_t k = 1;
@@ -966,6 +1255,8 @@ static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
     if (x == NULL)
         return oom(b);
     beh_window_init(beh, series, (int32_t)d0, (int32_t)d1, &x->win);
+    if (n->did.measure == DID_MEASURE_DAYS)
+        beh_window_days(&x->win);
     int zero = beh_cmp_zero(cmp, k);
     if (x->win.ncells == 0 || (cmp == BEH_GE && k == 0) || (cmp == BEH_LT && k == 0))
         return zero ? mk_all(b, out) : mk_empty(b, out);
@@ -999,7 +1290,16 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
     case EXPR_CMP:
     case EXPR_BETWEEN:
     case EXPR_IN:
+    case EXPR_NOT_IN:
         return plan_compare(b, n, out);
+    case EXPR_HAS:
+    case EXPR_NULL:
+        return plan_has(b, n, out);
+    case EXPR_PREFIX:
+        return plan_prefix(b, n, out);
+    case EXPR_WITHIN:
+    case EXPR_OLDER:
+        return plan_relative(b, n, out);
     case EXPR_NEAR:
         return plan_near(b, n, out);
     case EXPR_DID:

@@ -76,6 +76,23 @@ typedef struct plan_resolver {
     cp_status (*group)(void *ctx, const char *name, const char *trait, int negate,
                        const char *const *values, const size_t *lens, size_t nvalues,
                        roaring_bitmap_t **out);
+    /*
+     * STARTS WITH: ORs into `out` the users of every value of the
+     * ENUM/STRING attribute whose text begins with the len bytes of
+     * `prefix` (bytes compared as they are, as value() compares). CP_ENOMEM.
+     * NULL: STARTS WITH is not supported by this resolver.
+     */
+    cp_status (*prefix)(void *ctx, int32_t attr_handle, const char *prefix, size_t len,
+                        roaring_bitmap_t *out);
+    /*
+     * did() sum(prop): the day-sum series of `prop` for `event`
+     * (beh_sum_series_key: *pos the positive parts, *neg the negative,
+     * each BEH_NO_SERIES when never recorded) and the fixed-point scale of
+     * the values. CP_ENOTFOUND for an unknown event, CP_EINVAL when no sum
+     * measure of the event sums `prop`. NULL: sum() is not supported.
+     */
+    cp_status (*did_sum)(void *ctx, const char *event, const char *prop, const beh_t **beh,
+                         uint32_t *pos, uint32_t *neg, int *scale);
 } plan_resolver_t;
 
 typedef struct plan plan_t;

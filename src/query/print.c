@@ -2,7 +2,9 @@
  * print.c — the canonical text form of a tree.
  *
  * Canonical means: keywords in upper case (AND OR NOT BETWEEN IN ALL TRUE
- * FALSE), predicate prefixes in lower case (tag: crowd: near), one space
+ * FALSE, and IS NULL, STARTS WITH, WITHIN LAST, OLDER THAN), predicate
+ * prefixes in lower case (tag: crowd: near( did( has( and did()'s days),
+ * `attr IS NOT NULL` as has(attr), one space
  * around binary operators, parentheses only where precedence (NOT > AND >
  * OR) needs them, strings in double quotes, reals always with '.', 'e' or
  * 'E' so that they read back as reals. parse(print(t)) equals t for every
@@ -136,8 +138,17 @@ static cp_status put_did(cp_buf_t *b, const expr_node_t *n)
     }
     if (st == CP_OK)
         st = put(b, ")");
+    if (st == CP_OK && n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
+        if (n->did.sum_prop == NULL)
+            return CP_EINVAL;
+        if ((st = cp_buf_printf(b, " sum(%s) %s ", n->did.sum_prop, expr__op_text(n->op))) ==
+            CP_OK)
+            st = put_value(b, &n->did.sum_value);
+        return st;
+    }
     if (st == CP_OK && n->op != 0)
-        st = cp_buf_printf(b, " %s %lld", expr__op_text(n->op), (long long)n->did.count);
+        st = cp_buf_printf(b, "%s %s %lld", n->did.measure == DID_MEASURE_DAYS ? " days" : "",
+                           expr__op_text(n->op), (long long)n->did.count);
     return st;
 }
 
@@ -199,8 +210,25 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
             (st = put_value(b, &n->values[0])) != CP_OK || (st = put(b, " AND ")) != CP_OK)
             return st;
         return put_value(b, &n->values[1]);
+    case EXPR_HAS:
+        return cp_buf_printf(b, "has(%s)", n->name);
+    case EXPR_NULL:
+        return cp_buf_printf(b, "%s IS NULL", n->name);
+    case EXPR_WITHIN:
+    case EXPR_OLDER:
+        return cp_buf_printf(b, "%s %s %dd", n->name,
+                             n->kind == EXPR_WITHIN ? "WITHIN LAST" : "OLDER THAN",
+                             (int)n->rel_days);
+    case EXPR_PREFIX:
+        if (n->nvalues != 1 || n->values[0].kind != VAL_STRING)
+            return CP_EINVAL;
+        if ((st = cp_buf_printf(b, "%s STARTS WITH ", n->name)) != CP_OK)
+            return st;
+        return put_value(b, &n->values[0]);
     case EXPR_IN:
-        if ((st = cp_buf_printf(b, "%s IN (", n->name)) != CP_OK)
+    case EXPR_NOT_IN:
+        if ((st = cp_buf_printf(b, "%s %sIN (", n->name, n->kind == EXPR_NOT_IN ? "NOT " : "")) !=
+            CP_OK)
             return st;
         for (size_t i = 0; i < n->nvalues && st == CP_OK; i++) {
             if (i > 0)

@@ -100,11 +100,14 @@ void srv_h_crowds_estimate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     uint64_t count = 0;
     if (srv_body_object(req, resp, &body) != CP_OK)
         return;
-    if (body_expression(body, resp, 1, &text, &tree) != CP_OK)
+    const char *as_of = NULL;
+    if (body_expression(body, resp, 1, &text, &tree) != CP_OK ||
+        srv_field_str(body, "as_of", resp, &as_of) != CP_OK)
         goto out;
     uint64_t t0 = cp_mono_ns();
-    cp_status st = text != NULL ? cp_count(srv->db, text, &count, &err)
-                                : cp_count_json(srv->db, tree, strlen(tree), &count, &err);
+    cp_status st = text != NULL
+                       ? cp_count_as_of(srv->db, text, as_of, &count, &err)
+                       : cp_count_json_as_of(srv->db, tree, strlen(tree), as_of, &count, &err);
     uint64_t t1 = cp_mono_ns();
     if (st == CP_OK)
         st = canonical_text(text, tree, &canon, &err);
@@ -115,8 +118,9 @@ void srv_h_crowds_estimate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         goto out;
     }
     srv_reply_json(resp, 200,
-                   json_pack("{s:I,s:f,s:s}", "count", (json_int_t)count, "took_ms",
-                             (double)(t1 - t0) / 1e6, "expression", canon));
+                   json_pack("{s:I,s:f,s:s,s:s?}", "count", (json_int_t)count, "took_ms",
+                             (double)(t1 - t0) / 1e6, "expression", canon, "as_of",
+                             as_of && *as_of ? as_of : NULL));
 out:
     cp_free(canon);
     free(tree);
@@ -250,9 +254,11 @@ void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     cp_status st;
     if (srv_body_object(req, resp, &body) != CP_OK)
         return;
+    const char *as_of = NULL;
     if (srv_field_str_req(body, "name", resp, &name) != CP_OK ||
         srv_field_str(body, "kind", resp, &kind_s) != CP_OK ||
-        srv_field_str(body, "description", resp, &desc) != CP_OK)
+        srv_field_str(body, "description", resp, &desc) != CP_OK ||
+        srv_field_str(body, "as_of", resp, &as_of) != CP_OK)
         goto out;
     if (kind_s != NULL) {
         if (strcmp(kind_s, "static") == 0) {
@@ -280,10 +286,8 @@ void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     } else if (body_expression(body, resp, 1, &text, &tree) != CP_OK) {
         goto out;
     }
-    if (text != NULL)
-        st = cp_crowd_create(srv->db, name, text, kind, desc, &err);
-    else
-        st = cp_crowd_create_json(srv->db, name, tree, strlen(tree), kind, desc, &err);
+    st = cp_crowd_create_as_of(srv->db, name, text, tree, tree ? strlen(tree) : 0, kind, desc,
+                               as_of, &err);
     if (st != CP_OK && tree != NULL)
         cp__error_prefix(&err, "request body: field \"tree\": ");
     if (st == CP_OK)

@@ -3,7 +3,9 @@
  * (random tag tree; int, enum, bool, timestamp and geo attributes; some
  * users updated, some deleted, some tags removed) loaded through
  * cp_load_ndjson_buf, random expressions of depth >= 4 over every
- * predicate kind counted through cp_count, compared with a naive per-user
+ * predicate kind (has()/IS NULL, NOT IN, STARTS WITH and WITHIN LAST /
+ * OLDER THAN included) counted through cp_count and cp_count_as_of (at a
+ * random as-of day, or today), compared with a naive per-user
  * evaluator over the plain data written here; then close, reopen and
  * compare again. Users also join Segment groups through group events
  * (group:ID, group.plan = / != / IN).
@@ -28,9 +30,9 @@
 
 typedef struct user {
     int alive;
-    int has_age, has_seg, has_vip, has_ts, has_loc;
+    int has_age, has_seg, has_vip, has_ts, has_loc, has_city;
     int64_t age, ts;
-    int seg, vip;
+    int seg, vip, city;
     double lat, lon;
     uint64_t tags; /* direct tags, bit per tag index */
     unsigned groups; /* Segment groups joined, bit per group index */
@@ -49,9 +51,16 @@ typedef struct world {
     int ncrowds;
     uint8_t *crowd[2]; /* naive members of static crowds */
     int gplan[NGROUPS]; /* group g's trait plan is "p<gplan>", -1 = no plan */
+    int32_t as_of_day; /* of the count at hand (days since 1970-01-01 UTC) */
 } world_t;
 
 static const char *SEGS[NSEG] = {"a", "b", "c", "d", "e"};
+#define NCITY 7
+static const char *CITIES[NCITY] = {"shenzhen", "shanghai", "shantou", "guangzhou",
+                                    "guang",    "深圳",     "深圳湾"};
+/* STARTS WITH prefixes: some match several values, one a whole value, one none */
+#define NPREFIX 7
+static const char *PREFIXES[NPREFIX] = {"sh", "shen", "guang", "", "x", "深", "shenzhen"};
 static char g_dir[256];
 
 static uint64_t rnd(world_t *w, uint64_t n) { return cp_rand_next(&w->rng) % n; }
@@ -124,6 +133,16 @@ static void random_attrs(world_t *w, user_t *u, cp_buf_t *b, int allow_null)
         }
     }
     if (rnd(w, 10) < 6) {
+        if (allow_null && rnd(w, 4) == 0) {
+            cp_buf_printf(b, "%s\"city\":null", SEP());
+            u->has_city = 0;
+        } else {
+            u->has_city = 1;
+            u->city = (int)rnd(w, NCITY);
+            cp_buf_printf(b, "%s\"city\":\"%s\"", SEP(), CITIES[u->city]);
+        }
+    }
+    if (rnd(w, 10) < 6) {
         u->has_loc = 1;
         u->lat = 30 + cp_rand_double(&w->rng) * 2 - 1;
         u->lon = 120 + cp_rand_double(&w->rng) * 2 - 1;
@@ -154,7 +173,24 @@ typedef struct gen {
     cp_buf_t text;
 } gen_t;
 
-enum { P_ALL, P_TAG, P_AGE, P_SEG, P_VIP, P_TS, P_NEAR, P_CROWD, P_GROUP, P_GPLAN, P_KINDS };
+enum {
+    P_ALL,
+    P_TAG,
+    P_AGE,
+    P_SEG,
+    P_VIP,
+    P_TS,
+    P_NEAR,
+    P_CROWD,
+    P_HAS,    /* has(attr) / attr IS NULL / IS NOT NULL on age, seg, ts, city */
+    P_NOTIN,  /* age, seg or city NOT IN (...) */
+    P_PREFIX, /* city STARTS WITH */
+    P_REL,    /* ts WITHIN LAST N d / OLDER THAN N d */
+    P_GROUP,  /* group:gN */
+    P_GPLAN,  /* group.plan = / != / IN */
+    P_KINDS
+};
+static const char *HAS_ATTRS[4] = {"age", "seg", "ts", "city"};
 
 typedef struct node {
     int kind; /* 0 pred, 1 and, 2 or, 3 not */
@@ -214,6 +250,23 @@ static node_t *gen_node(world_t *w, int depth, int min_depth)
         n->op = (int)rnd(w, 3); /* = != in */
         n->a = (int64_t)rnd(w, 3);
         n->b = (int64_t)rnd(w, 3);
+        break;
+    case P_HAS:
+        n->a = (int64_t)rnd(w, 4); /* attribute */
+        n->op = (int)rnd(w, 3);    /* 0 has() 1 IS NULL 2 IS NOT NULL */
+        break;
+    case P_NOTIN:
+        n->op = (int)rnd(w, 3); /* 0 age 1 seg 2 city */
+        n->a = (int64_t)rnd(w, 220) - 60;
+        n->b = (int64_t)rnd(w, NSEG + 1);
+        n->c = (int64_t)rnd(w, NCITY);
+        if (n->op == 0)
+            n->b = n->a + (int64_t)rnd(w, 5);
+        break;
+    case P_PREFIX: n->a = (int64_t)rnd(w, NPREFIX); break;
+    case P_REL:
+        n->op = (int)rnd(w, 2); /* 0 WITHIN LAST 1 OLDER THAN */
+        n->a = 1 + (int64_t)rnd(w, 1500);
         break;
     }
     return n;
@@ -294,6 +347,25 @@ static void print_node(world_t *w, const node_t *n, cp_buf_t *b)
             cp_buf_printf(b, "group.plan IN (\"p%lld\", \"p%lld\")", (long long)n->a,
                           (long long)n->b);
         break;
+    case P_HAS:
+        if (n->op == 0)
+            cp_buf_printf(b, "has(%s)", HAS_ATTRS[n->a]);
+        else
+            cp_buf_printf(b, "%s IS %sNULL", HAS_ATTRS[n->a], n->op == 2 ? "NOT " : "");
+        break;
+    case P_NOTIN:
+        if (n->op == 0)
+            cp_buf_printf(b, "age NOT IN (%lld, %lld)", (long long)n->a, (long long)n->b);
+        else if (n->op == 1)
+            cp_buf_printf(b, "seg not in (\"%s\", \"%s\")", n->b < NSEG ? SEGS[n->b] : "zz",
+                          SEGS[n->a % NSEG < 0 ? 0 : n->a % NSEG]);
+        else
+            cp_buf_printf(b, "city NOT IN (\"%s\")", CITIES[n->c]);
+        break;
+    case P_PREFIX: cp_buf_printf(b, "city STARTS WITH \"%s\"", PREFIXES[n->a]); break;
+    case P_REL:
+        cp_buf_printf(b, "ts %s %lldd", n->op ? "OLDER THAN" : "within last", (long long)n->a);
+        break;
     }
 }
 
@@ -370,6 +442,29 @@ static int eval_node(const world_t *w, const node_t *n, int i)
                 return 1;
         }
         return 0;
+    case P_HAS: {
+        int has = n->a == 0 ? u->has_age : n->a == 1 ? u->has_seg : n->a == 2 ? u->has_ts
+                                                                               : u->has_city;
+        return n->op == 1 ? !has : has;
+    }
+    case P_NOTIN:
+        if (n->op == 0)
+            return u->has_age && u->age != n->a && u->age != n->b;
+        if (n->op == 1)
+            return u->has_seg && u->seg != n->b &&
+                   u->seg != (int)(n->a % NSEG < 0 ? 0 : n->a % NSEG);
+        return u->has_city && u->city != n->c;
+    case P_PREFIX: {
+        const char *p = PREFIXES[n->a];
+        return u->has_city && strncmp(CITIES[u->city], p, strlen(p)) == 0;
+    }
+    case P_REL: {
+        int64_t start = ((int64_t)w->as_of_day - n->a + 1) * 86400;
+        int64_t end = ((int64_t)w->as_of_day + 1) * 86400 - 1;
+        if (!u->has_ts)
+            return 0;
+        return n->op ? u->ts < start : u->ts >= start && u->ts <= end;
+    }
     }
     return 0;
 }
@@ -402,7 +497,18 @@ static void check(cp_db_t *db, world_t *w, node_t **exprs, char **texts, int n)
     for (int e = 0; e < n; e++) {
         uint64_t got = 0;
         cp_error_t err = {0};
-        cp_status rc = cp_count(db, texts[e], &got, &err);
+        cp_status rc;
+        if (e % 2) {
+            /* a day inside the timestamps' range (2020-09 .. 2027-01) */
+            char day[40];
+            w->as_of_day = 18600 + (int32_t)rnd(w, 2200);
+            cp_time_format((int64_t)w->as_of_day * 86400, day, sizeof day);
+            day[10] = '\0';
+            rc = cp_count_as_of(db, texts[e], day, &got, &err);
+        } else {
+            w->as_of_day = (int32_t)(cp_now_ms() / 86400000);
+            rc = cp_count(db, texts[e], &got, &err);
+        }
         if (rc)
             fprintf(stderr, "count failed: %s\n  %s\n", err.message, texts[e]);
         assert_int_equal(rc, CP_OK);
@@ -426,7 +532,8 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     cp_error_t err = {0};
     const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
                          "{\"name\":\"seg\",\"type\":\"enum\"},{\"name\":\"vip\",\"type\":\"bool\"},"
-                         "{\"name\":\"ts\",\"type\":\"timestamp\"},{\"name\":\"loc\",\"type\":\"geo\"}]}";
+                         "{\"name\":\"ts\",\"type\":\"timestamp\"},{\"name\":\"loc\",\"type\":\"geo\"},"
+                         "{\"name\":\"city\",\"type\":\"string\"}]}";
     assert_int_equal(cp_schema_load_json(db, schema, strlen(schema), &err), CP_OK);
     build_tags(&w);
     /* Create the tags in a shuffled order through the bulk loader (missing
@@ -553,7 +660,8 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
             }
     }
 
-    /* Two static crowds from random expressions. */
+    /* Two static crowds from random expressions (the first evaluated today). */
+    w.as_of_day = (int32_t)(cp_now_ms() / 86400000);
     for (int c = 0; c < 2; c++) {
         node_t *n = gen_node(&w, 0, 3);
         cp_buf_t t;
@@ -561,7 +669,15 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         print_node(&w, n, &t);
         char name[8];
         snprintf(name, sizeof name, "c%d", c);
-        cp_status rc = cp_crowd_create(db, name, cp_buf_cstr(&t), CP_CROWD_STATIC, NULL, &err);
+        /* the second as of a day in the past: crowd creation honours as_of */
+        char day[40] = "";
+        if (c == 1) {
+            w.as_of_day = 18600 + (int32_t)rnd(&w, 2200);
+            cp_time_format((int64_t)w.as_of_day * 86400, day, sizeof day);
+            day[10] = '\0';
+        }
+        cp_status rc = cp_crowd_create_as_of(db, name, cp_buf_cstr(&t), NULL, 0, CP_CROWD_STATIC,
+                                             NULL, day, &err);
         if (rc)
             fprintf(stderr, "crowd: %s\n", err.message);
         assert_int_equal(rc, CP_OK);

@@ -171,7 +171,10 @@ static int naive_cmp(beh_cmp op, uint64_t x, uint64_t k)
     return 0;
 }
 
-/* The expected members: universe users whose sum over [d0, d1] op k. */
+/* The expected members: universe users whose sum over [d0, d1] op k
+ * (with g_days: the number of days with a count, beh_window_days). */
+static int g_days;
+
 static roaring_bitmap_t *naive(model_t *m, int s, int32_t d0, int32_t d1, beh_cmp op, uint64_t k)
 {
     roaring_bitmap_t *bm = roaring_bitmap_create();
@@ -183,7 +186,7 @@ static roaring_bitmap_t *naive(model_t *m, int s, int32_t d0, int32_t d1, beh_cm
         uint64_t sum = 0;
         for (int d = 0; d < ND; d++)
             if (DAY0 + d >= d0 && DAY0 + d <= d1)
-                sum += *at(m, s, d, u);
+                sum += g_days ? *at(m, s, d, u) != 0 : *at(m, s, d, u);
         if (naive_cmp(op, sum, k))
             roaring_bitmap_add(bm, m->uord[u]);
     }
@@ -203,6 +206,8 @@ static void check_query(model_t *m, int s, int32_t d0, int32_t d1, beh_cmp op, u
 {
     beh_window_t w;
     beh_window_init(m->b, m->sid[s], d0, d1, &w);
+    if (g_days)
+        beh_window_days(&w);
     roaring_bitmap_t *want = naive(m, s, d0, d1, op, k);
     roaring_bitmap_t *got = roaring_bitmap_create();
     assert_int_equal(beh_window_eval(&w, op, k, m->universe, got), CP_OK);
@@ -268,6 +273,16 @@ static void test_queries(void **state)
             check_query(m, 3, DAY0 + 2, DAY0 + 9, (beh_cmp)op, k);
         }
     random_queries(m, &rng, 150);
+    /* the number of active days (did(...) days op k) */
+    g_days = 1;
+    for (int op = BEH_EQ; op <= BEH_GE; op++)
+        for (uint64_t k = 0; k < 4; k++) {
+            check_query(m, 0, INT32_MIN, INT32_MAX, (beh_cmp)op, k);
+            check_query(m, 3, DAY0 + 2, DAY0 + 9, (beh_cmp)op, k);
+            check_query(m, 1, INT32_MIN, INT32_MAX, (beh_cmp)op, (uint64_t)ND / 3 + k - 1);
+        }
+    random_queries(m, &rng, 60);
+    g_days = 0;
 
     /* the chunk form leaves its scratch zeroed and reports emptiness */
     beh_window_t w;
@@ -292,6 +307,49 @@ static void test_queries(void **state)
     assert_int_equal(beh_window_eval(&w, BEH_EQ, 0, m->universe, out), CP_OK);
     assert_true(roaring_bitmap_equals(out, m->universe));
     roaring_bitmap_free(out);
+    model_free(m);
+}
+
+/* beh_window_foreach: the pieces it reports add up to each user's sum. */
+static void sum_piece(void *ctx, uint32_t user, uint64_t count)
+{
+    uint64_t *sums = ctx;
+    sums[user] += count;
+}
+
+static void test_window_foreach(void **state)
+{
+    (void)state;
+    uint64_t rng = 0xf0ea;
+    model_t *m = model_new(&rng);
+    uint64_t *sums = xcalloc(MAXU, sizeof *sums);
+    for (int q = 0; q < 30; q++) {
+        int s = (int)rnd(&rng, NS);
+        int32_t d0 = DAY0 - 2 + (int32_t)rnd(&rng, ND + 2), d1 = d0 + (int32_t)rnd(&rng, ND);
+        beh_window_t w;
+        beh_window_init(m->b, m->sid[s], d0, d1, &w);
+        memset(sums, 0, MAXU * sizeof *sums);
+        beh_window_foreach(&w, sum_piece, sums);
+        for (int u = 0; u < NU; u++) {
+            uint64_t want = 0;
+            for (int d = 0; d < ND; d++)
+                if (DAY0 + d >= d0 && DAY0 + d <= d1)
+                    want += *at(m, s, d, u);
+            if (sums[m->uord[u]] != want)
+                fail_msg("series %d [%d, %d] user %u: %llu, want %llu", s, d0, d1, m->uord[u],
+                         (unsigned long long)sums[m->uord[u]], (unsigned long long)want);
+        }
+    }
+    /* the day-sum series keys: distinct per sign, and never a filter's */
+    uint8_t k1[BEH_KEY_MAX], k2[BEH_KEY_MAX], k3[BEH_KEY_MAX];
+    size_t l1, l2, l3;
+    beh_prop_t amount = {"amount", 6, "x", 1};
+    assert_int_equal(beh_sum_series_key("purchase", 8, "amount", 6, 0, k1, &l1), CP_OK);
+    assert_int_equal(beh_sum_series_key("purchase", 8, "amount", 6, 1, k2, &l2), CP_OK);
+    assert_int_equal(beh_series_key("purchase", 8, &amount, 1, k3, &l3), CP_OK);
+    assert_false(l1 == l2 && memcmp(k1, k2, l1) == 0);
+    assert_false(l1 == l3 && memcmp(k1, k3, l1) == 0);
+    free(sums);
     model_free(m);
 }
 
@@ -814,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_saturation_and_args),
         cmocka_unit_test(test_keys_and_events),
         cmocka_unit_test(test_queries),
+        cmocka_unit_test(test_window_foreach),
         cmocka_unit_test(test_retention),
         cmocka_unit_test(test_remove_move_extract),
         cmocka_unit_test(test_persistence),

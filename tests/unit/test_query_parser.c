@@ -121,6 +121,22 @@ static void test_canonical(void **state)
         {"Group.plan in ('a',\"b\")", "group.plan IN (\"a\", \"b\")"},
         {"group = 1 AND group.x = TRUE", "group = 1 AND group.x = TRUE"},
         {"group:兴趣", "group:兴趣"},
+        {"did(login, last 30d) DAYS>=10", "did(login, last 30d) days >= 10"},
+        {"did(x) days = 0 AND days = 1", "did(x) days = 0 AND days = 1"},
+        {"did(purchase, last 90d) SUM ( amount )>=500",
+         "did(purchase, last 90d) sum(amount) >= 500"},
+        {"did(refund) sum(amount) < -3.5 AND sum = 1",
+         "did(refund) sum(amount) < -3.5 AND sum = 1"},
+        {"has ( age )", "has(age)"},
+        {"age is not null", "has(age)"},
+        {"age IS NULL AND has = 1", "age IS NULL AND has = 1"},
+        {"city not in ('a', \"b\")", "city NOT IN (\"a\", \"b\")"},
+        {"NOT city NOT IN (1)", "NOT city NOT IN (1)"},
+        {"email_domain starts with 'gmail'", "email_domain STARTS WITH \"gmail\""},
+        {"last_seen within last 30d", "last_seen WITHIN LAST 30d"},
+        {"last_seen Within Last 2 w", "last_seen WITHIN LAST 14d"},
+        {"last_seen older than 90d OR last WITHIN LAST 1d",
+         "last_seen OLDER THAN 90d OR last WITHIN LAST 1d"},
         {"tag:interest/finance/consulting", "tag:interest/finance/consulting"},
         {"TAG:a.b-c_d/9", "tag:a.b-c_d/9"},
         {"tag:\"with space\"", "tag:\"with space\""},
@@ -347,10 +363,27 @@ static void test_errors(void **state)
          "expected AND between the bounds of BETWEEN, found 'OR'"},
         {"age BETWEEN 1", CP_ESYNTAX, 1, 14, "unexpected end of expression, expected AND"},
         {"age", CP_ESYNTAX, 1, 4,
-         "unexpected end of expression, expected a comparison operator, BETWEEN or IN after 'age'"},
+         "unexpected end of expression, expected a comparison operator, BETWEEN, IN, NOT IN, IS "
+         "NULL, STARTS WITH, WITHIN LAST or OLDER THAN after 'age'"},
         {"age 25", CP_ESYNTAX, 1, 5,
-         "expected a comparison operator, BETWEEN or IN after 'age', found '25'"},
-        {"age NOT IN (1)", CP_ESYNTAX, 1, 5, "NOT age"},
+         "expected a comparison operator, BETWEEN, IN, NOT IN, IS NULL, STARTS WITH, WITHIN LAST "
+         "or OLDER THAN after 'age', found '25'"},
+        {"age NOT = 1", CP_ESYNTAX, 1, 5, "NOT age"},
+        {"age IS 1", CP_ESYNTAX, 1, 8, "expected NULL after IS / IS NOT, found '1'"},
+        {"age IS NOT", CP_ESYNTAX, 1, 11, "expected NULL after IS / IS NOT"},
+        {"city STARTS \"a\"", CP_ESYNTAX, 1, 13, "expected WITH after STARTS"},
+        {"city STARTS WITH 1", CP_ESYNTAX, 1, 18, "expected a quoted prefix"},
+        {"t WITHIN 30d", CP_ESYNTAX, 1, 10, "expected LAST after WITHIN"},
+        {"t WITHIN LAST 0d", CP_EINVAL, 1, 15, "WITHIN LAST N needs a whole number of days"},
+        {"t OLDER THAN 30h", CP_ESYNTAX, 1, 16, "expected a unit 'd' (days) or 'w' (weeks)"},
+        {"t OLDER THAN 6000w", CP_ELIMIT, 1, 14, "longer than 36600 days"},
+        {"has(age", CP_ESYNTAX, 1, 8, "')' to close has( at 1:1"},
+        {"has(1)", CP_ESYNTAX, 1, 5, "expected an attribute name"},
+        {"did(x) days", CP_ESYNTAX, 1, 8, "expected AND, OR or end of expression"},
+        {"did(x) sum(amount)", CP_ESYNTAX, 1, 19, "expected a comparison operator after sum"},
+        {"did(x) sum(amount) > \"5\"", CP_ESYNTAX, 1, 22, "expected a number to compare"},
+        {"did(x) sum(1) > 5", CP_ESYNTAX, 1, 12, "expected a property name in sum()"},
+        {"age NOT IN 1", CP_ESYNTAX, 1, 12, "expected '('"},
         {"a = 1 AND", CP_ESYNTAX, 1, 10,
          "unexpected end of expression, expected an expression after 'AND'"},
         {"NOT", CP_ESYNTAX, 1, 4, "expected an expression after 'NOT'"},
@@ -730,8 +763,34 @@ static void test_json_errors(void **state)
          "unknown key 'x'"},
         {"{\"attr\": \"age\", \"op\": \"=\"}", CP_EINVAL, "\"op\" needs a \"value\""},
         {"{\"attr\": \"age\", \"value\": 1}", CP_EINVAL, "\"value\" needs an \"op\""},
-        {"{\"attr\": \"age\"}", CP_EINVAL, "needs \"op\" and \"value\", \"between\" or \"in\""},
+        {"{\"attr\": \"age\"}", CP_EINVAL,
+         "needs \"op\" and \"value\", \"between\", \"in\", \"not_in\""},
         {"{\"attr\": \"age\", \"between\": [1, 2], \"in\": [1]}", CP_EINVAL, "use only one of"},
+        {"{\"attr\": \"age\", \"is_null\": false}", CP_EINVAL, "is_null: expected true"},
+        {"{\"attr\": \"age\", \"is_null\": true, \"value\": 1}", CP_EINVAL,
+         "\"value\" goes only with \"op\""},
+        {"{\"attr\": \"city\", \"starts_with\": 1}", CP_EINVAL,
+         "starts_with: expected a string, found an integer"},
+        {"{\"attr\": \"t\", \"within_last_days\": 0}", CP_EINVAL,
+         "within_last_days: expected a whole number of days from 1 to 36600"},
+        {"{\"attr\": \"t\", \"older_than_days\": \"9\"}", CP_EINVAL,
+         "older_than_days: expected a whole number of days"},
+        {"{\"attr\": \"t\", \"not_in\": []}", CP_EINVAL, "not_in: expected a non-empty array"},
+        {"{\"has\": \"and\"}", CP_EINVAL, "has: expected an attribute name"},
+        {"{\"has\": 1}", CP_EINVAL, "has: expected an attribute name"},
+        {"{\"has\": \"a\", \"attr\": \"b\"}", CP_EINVAL, "cannot be combined"},
+        {"{\"did\": {\"event\": \"x\", \"measure\": \"days\"}}", CP_EINVAL,
+         "did.measure: \"days\" needs \"op\" and \"count\""},
+        {"{\"did\": {\"event\": \"x\", \"measure\": \"avg\"}}", CP_EINVAL,
+         "did.measure: expected \"count\", \"days\" or \"sum\""},
+        {"{\"did\": {\"event\": \"x\", \"measure\": \"sum\", \"property\": \"a\", \"op\": \">\", "
+         "\"value\": \"5\"}}",
+         CP_EINVAL, "did.value: expected a number"},
+        {"{\"did\": {\"event\": \"x\", \"measure\": \"sum\", \"property\": \"a\", \"op\": \">\", "
+         "\"count\": 5}}",
+         CP_EINVAL, "not \"count\""},
+        {"{\"did\": {\"event\": \"x\", \"property\": \"a\"}}", CP_EINVAL,
+         "go with \"measure\": \"sum\""},
         {"{\"attr\": \"age\", \"between\": [1, 2, 3]}", CP_EINVAL,
          "between: expected an array of 2"},
         {"{\"attr\": \"age\", \"between\": [1, {}]}", CP_EINVAL, "between[1]: expected a number"},
@@ -855,7 +914,9 @@ static json_t *rnd_name(int path)
 static const char *rnd_attr(void)
 {
     static const char *const attrs[] = {"age", "gender", "city",   "_x",      "a1", "near", "did",
-                                        "tag", "crowd",  "within", "Score_2", "m",  "km"};
+                                        "tag", "crowd",  "within", "Score_2", "m",  "km",
+                                        "is",  "null",   "has",    "starts",  "with", "older",
+                                        "than", "last",  "days",   "d"};
     return attrs[rnd(CP_ARRAY_LEN(attrs))];
 }
 
@@ -964,6 +1025,14 @@ static json_t *rnd_did(void)
         static const int64_t counts[] = {0, 1, 2, 3, 90, INT64_MAX};
         json_object_set_new(d, "op", json_string(ops[rnd(6)]));
         json_object_set_new(d, "count", json_integer(counts[rnd(CP_ARRAY_LEN(counts))]));
+        if (rnd(3) == 0)
+            json_object_set_new(d, "measure", json_string("days"));
+    } else if (rnd(3) == 0) {
+        json_object_set_new(d, "measure", json_string("sum"));
+        json_object_set_new(d, "property", json_string(props[rnd(CP_ARRAY_LEN(props))]));
+        json_object_set_new(d, "op", json_string(ops[rnd(6)]));
+        json_object_set_new(d, "value", rnd(2) ? json_integer((json_int_t)rnd(1000) - 500)
+                                                : json_real(rnd_real()));
     }
     return json_pack("{s:o}", "did", d);
 }
@@ -992,9 +1061,27 @@ static json_t *rnd_leaf(void)
     static const char *const ops[] = {"=", "!=", "<", "<=", ">", ">="};
     if (rnd(10) == 0)
         return rnd_group();
-    switch (rnd(8)) {
+    switch (rnd(14)) {
     case 7:
         return rnd_did();
+    case 8: {
+        json_t *a = json_array();
+        size_t n = rnd(4) + 1;
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, rnd_value());
+        return json_pack("{s:s,s:o}", "attr", rnd_attr(), "not_in", a);
+    }
+    case 9:
+        return json_pack("{s:s}", "has", rnd_attr());
+    case 10:
+        return json_pack("{s:s,s:b}", "attr", rnd_attr(), "is_null", 1);
+    case 11:
+        return json_pack("{s:s,s:o}", "attr", rnd_attr(), "starts_with", rnd_string(1, 1));
+    case 12:
+    case 13:
+        return json_pack("{s:s,s:I}", "attr", rnd_attr(),
+                         rnd(2) ? "within_last_days" : "older_than_days",
+                         (json_int_t)(rnd(3) ? 1 + rnd(120) : 1 + rnd(36600)));
     case 0:
         return json_pack("{s:b}", "all", 1);
     case 1:
@@ -1344,9 +1431,62 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         noisy_ws(b, 1);
         noisy_value(b, &n->values[1]);
         break;
-    case EXPR_IN:
+    case EXPR_HAS:
+        if (rnd(2)) {
+            noisy_kw(b, "has");
+            noisy_ws(b, 0);
+            put(b, "(");
+            noisy_ws(b, 0);
+            put(b, n->name);
+            noisy_ws(b, 0);
+            put(b, ")");
+            break;
+        }
+        /* fall through */
+    case EXPR_NULL:
         put(b, n->name);
         noisy_ws(b, 1);
+        noisy_kw(b, "is");
+        noisy_ws(b, 1);
+        if (n->kind == EXPR_HAS) {
+            noisy_kw(b, "not");
+            noisy_ws(b, 1);
+        }
+        noisy_kw(b, "null");
+        break;
+    case EXPR_PREFIX:
+        put(b, n->name);
+        noisy_ws(b, 1);
+        noisy_kw(b, "starts");
+        noisy_ws(b, 1);
+        noisy_kw(b, "with");
+        noisy_ws(b, 0);
+        noisy_value(b, &n->values[0]);
+        break;
+    case EXPR_WITHIN:
+    case EXPR_OLDER: {
+        int weeks = n->rel_days % 7 == 0 && rnd(2);
+        put(b, n->name);
+        noisy_ws(b, 1);
+        noisy_kw(b, n->kind == EXPR_WITHIN ? "within" : "older");
+        noisy_ws(b, 1);
+        noisy_kw(b, n->kind == EXPR_WITHIN ? "last" : "than");
+        noisy_ws(b, 1);
+        assert_int_equal(cp_buf_printf(b, "%d", (int)(weeks ? n->rel_days / 7 : n->rel_days)),
+                         CP_OK);
+        if (rnd(3) == 0)
+            noisy_ws(b, 1);
+        noisy_kw(b, weeks ? "w" : "d");
+        break;
+    }
+    case EXPR_IN:
+    case EXPR_NOT_IN:
+        put(b, n->name);
+        noisy_ws(b, 1);
+        if (n->kind == EXPR_NOT_IN) {
+            noisy_kw(b, "not");
+            noisy_ws(b, 1);
+        }
         noisy_kw(b, "in");
         noisy_ws(b, 0);
         put(b, "(");
@@ -1462,8 +1602,25 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         }
         noisy_ws(b, 0);
         put(b, ")");
-        if (n->op != 0) {
+        if (n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
             noisy_ws(b, 0);
+            noisy_kw(b, "sum");
+            noisy_ws(b, 0);
+            put(b, "(");
+            noisy_ws(b, 0);
+            put(b, n->did.sum_prop);
+            noisy_ws(b, 0);
+            put(b, ")");
+            noisy_ws(b, 0);
+            put(b, ops[n->op][rnd(2)]);
+            noisy_ws(b, 0);
+            noisy_value(b, &n->did.sum_value);
+        } else if (n->op != 0) {
+            noisy_ws(b, 0);
+            if (n->did.measure == DID_MEASURE_DAYS) {
+                noisy_kw(b, "days");
+                noisy_ws(b, 0);
+            }
             put(b, ops[n->op][rnd(2)]);
             noisy_ws(b, 0);
             assert_int_equal(cp_buf_printf(b, "%lld", (long long)n->did.count), CP_OK);
@@ -1555,6 +1712,22 @@ static void test_equal(void **state)
         "tag:b AND tag:a",
         "did(a)",
         "did(b)",
+        "did(a) days >= 1",
+        "did(a) sum(x) >= 1",
+        "did(a) sum(x) >= 1.0",
+        "did(a) sum(y) >= 1",
+        "did(a) sum(x) > 1",
+        "has(a)",
+        "has(b)",
+        "a IS NULL",
+        "a NOT IN (1)",
+        "a NOT IN (1, 2)",
+        "a STARTS WITH \"1\"",
+        "a STARTS WITH \"\"",
+        "a WITHIN LAST 1d",
+        "a WITHIN LAST 2d",
+        "a OLDER THAN 1d",
+        "b OLDER THAN 1d",
         "did(a) >= 1",
         "did(a) > 1",
         "did(a) >= 2",
