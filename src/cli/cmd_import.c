@@ -106,9 +106,10 @@ static void on_progress(void *ud, uint64_t bytes, uint64_t lines)
  * Over HTTP the file is streamed as POST /v1/batch requests of at most
  * SEND_BYTES (the server takes 500 KB) or SEND_EVENTS events: CSV rows are
  * turned into Segment events here by the same mapping code the embedded
- * import uses. A batch the server refuses (one bad event refuses it whole)
- * is sent again one event at a time, so bad rows are skipped and counted
- * as rejected, the others applied. Reruns are deduplicated by the events'
+ * import uses. The server applies a batch's valid events and lists the
+ * rejected ones, counted here with their lines and reasons; a batch it
+ * refuses whole (nothing valid, or an older server) is sent again one
+ * event at a time. Reruns are deduplicated by the events'
  * message ids within the server's dedup window (CSV rows: file name and
  * line); content recognition (resume, copies) is for embedded imports.
  */
@@ -120,12 +121,16 @@ typedef struct sender {
     cli_client_t *http;
     char *body; /* {"batch":[ e, e, ... */
     size_t len, cap, n;
+    uint64_t line[SEND_EVENTS]; /* input line of each event gathered */
     cp_import_stats_t *st;
     import_ctx_t *ctx;
 } sender_t;
 
+/* Posts one batch whose events came from lines[0..events). The server
+ * applies the valid events and lists the others under "rejected" (index
+ * and reason): those count as rejected lines, with their reasons. */
 static cp_status send_body(sender_t *s, const char *body, size_t len, uint64_t events,
-                           cp_error_t *err)
+                           const uint64_t *lines, cp_error_t *err)
 {
     char *resp = NULL;
     cp_status st = client_call(s->http, "POST", "/v1/batch", "application/json", body, len,
@@ -137,6 +142,19 @@ static cp_status send_body(sender_t *s, const char *body, size_t len, uint64_t e
         s->st->duplicates += (uint64_t)json_integer_value(json_object_get(j, "duplicates"));
         if (json_object_get(j, "applied") == NULL)
             s->st->events += events;
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(j, "rejected"), i, r)
+        {
+            json_int_t at = json_integer_value(json_object_get(r, "index"));
+            const char *why = json_string_value(json_object_get(r, "reason"));
+            cp_error_t e = {0};
+            e.record = at >= 0 && (uint64_t)at < events ? lines[at] : 0;
+            snprintf(e.message, sizeof e.message, "line %llu: %s", (unsigned long long)e.record,
+                     why ? why : "rejected by the server");
+            s->st->rejected++;
+            on_reject(s->ctx, &e);
+        }
         json_decref(j);
     }
     free(resp);
@@ -150,7 +168,7 @@ static cp_status send_flush(sender_t *s, cp_error_t *err)
         return CP_OK;
     s->body[s->len] = ']';
     s->body[s->len + 1] = '}';
-    cp_status st = send_body(s, s->body, s->len + 2, s->n, err);
+    cp_status st = send_body(s, s->body, s->len + 2, s->n, s->line, err);
     if (st == CP_EINVAL || st == CP_ETYPE || st == CP_ELIMIT || st == CP_ENOTFOUND) {
         /* one by one: the events are the elements of the array */
         json_t *j = json_loadb(s->body, s->len + 2, 0, NULL);
@@ -163,9 +181,10 @@ static cp_status send_flush(sender_t *s, cp_error_t *err)
             char *txt = one ? json_dumps(one, JSON_COMPACT) : NULL;
             json_decref(one);
             cp_error_t e1 = {0};
-            cp_status s1 = txt ? send_body(s, txt, strlen(txt), 1, &e1) : CP_ENOMEM;
+            cp_status s1 = txt ? send_body(s, txt, strlen(txt), 1, &s->line[i], &e1) : CP_ENOMEM;
             free(txt);
             if (s1 == CP_EINVAL || s1 == CP_ETYPE || s1 == CP_ELIMIT || s1 == CP_ENOTFOUND) {
+                e1.record = s->line[i];
                 s->st->rejected++;
                 on_reject(s->ctx, &e1);
             } else if (s1) {
@@ -183,7 +202,8 @@ static cp_status send_flush(sender_t *s, cp_error_t *err)
 }
 
 /* Adds one event (compact JSON text) to the batch, sending first if full. */
-static cp_status send_add(sender_t *s, const char *ev, size_t len, cp_error_t *err)
+static cp_status send_add(sender_t *s, const char *ev, size_t len, uint64_t line,
+                          cp_error_t *err)
 {
     cp_status st;
     if (s->n && (s->len + len + 3 > SEND_BYTES || s->n >= SEND_EVENTS) &&
@@ -201,7 +221,7 @@ static cp_status send_add(sender_t *s, const char *ev, size_t len, cp_error_t *e
         s->body[s->len++] = ',';
     memcpy(s->body + s->len, ev, len);
     s->len += len;
-    s->n++;
+    s->line[s->n++] = line;
     return CP_OK;
 }
 
@@ -247,7 +267,7 @@ static cp_status send_ndjson(sender_t *s, const char *path, cp_error_t *err)
             continue;
         }
         json_decref(j);
-        st = send_add(s, line, n, err);
+        st = send_add(s, line, n, no, err);
         if (s->ctx->bar.total)
             progress_update(&s->ctx->bar, (uint64_t)gzoffset(g), s->st->lines);
     }
@@ -313,7 +333,7 @@ static cp_status send_csv(sender_t *s, const char *path, const cp_import_options
         }
         char *txt = json_dumps(doc, JSON_COMPACT);
         json_decref(doc);
-        st = txt ? send_add(s, txt, strlen(txt), err) : CP_ENOMEM;
+        st = txt ? send_add(s, txt, strlen(txt), csv_line(r), err) : CP_ENOMEM;
         free(txt);
         if (st)
             break;

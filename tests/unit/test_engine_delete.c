@@ -520,6 +520,21 @@ static uint64_t model_users(const model_t *m)
     return n;
 }
 
+/* count(), where an attribute value that no user holds any more (its
+ * last holder was deleted, so it left the dictionary) answers 0: the
+ * engine refuses such a value as one it has not seen. */
+static uint64_t count_held(cp_db_t *db, const char *expr)
+{
+    uint64_t n = 0;
+    cp_error_t err = {0};
+    cp_status rc = cp_count(db, expr, &n, &err);
+    if (rc == CP_ENOTFOUND && strstr(err.message, "has no value") != NULL)
+        return 0;
+    if (rc)
+        fail_msg("count %s: %s", expr, err.message);
+    return n;
+}
+
 static void check_all(cp_db_t *db, const model_t *m, int step)
 {
     char e[128];
@@ -528,7 +543,7 @@ static void check_all(cp_db_t *db, const model_t *m, int step)
                  (unsigned long long)count(db, "all"), (unsigned long long)model_users(m));
     for (int a = 0; a < n_atoms(m); a++) {
         atom_text(m, a, e, sizeof e);
-        uint64_t got = count(db, e), want = model_count(m, a);
+        uint64_t got = count_held(db, e), want = model_count(m, a);
         if (got != want)
             fail_msg("step %d: count(%s) = %llu, model %llu", step, e, (unsigned long long)got,
                      (unsigned long long)want);
@@ -725,7 +740,14 @@ static void property_run(uint64_t seed, int steps)
             for (int x = 0; x < NU + 2 * NM; x++)
                 m->c[i].member[x] = (unsigned char)in_crowd(m, x, i);
             m->c[i].kind = kind;
-            ok(cp_crowd_create(db, m->c[i].name, buf, (cp_crowd_kind)kind, NULL, &err), &err);
+            cp_status rc = cp_crowd_create(db, m->c[i].name, buf, (cp_crowd_kind)kind, NULL, &err);
+            /* A city nobody holds any more left the dictionary with its
+             * last holder: the engine refuses the value as never seen,
+             * and the crowd is not made. */
+            if (rc == CP_ENOTFOUND && strstr(err.message, "has no value") != NULL)
+                m->nc--;
+            else
+                ok(rc, &err);
         }
         if (getenv("CP_DELETE_TRACE"))
             fprintf(stderr, "step %d op %d: %s\n", step, op, buf);
