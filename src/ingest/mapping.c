@@ -383,11 +383,9 @@ static cp_status parse_tags(const json_t *v, mapping_t *m, cp_error_t *err)
             return rc;
         x = json_object_get(t, "separator");
         if (x) {
-            if (!json_is_string(x) || json_string_length(x) != 1 ||
-                json_string_value(x)[0] == m->delim || json_string_value(x)[0] == '"')
-                return CP_ERR(err, CP_EINVAL,
-                              "mapping: %s.separator must be one character other than the "
-                              "delimiter and '\"'",
+            /* The delimiter too: "10006,10024" is one quoted CSV cell. */
+            if (!json_is_string(x) || json_string_length(x) != 1)
+                return CP_ERR(err, CP_EINVAL, "mapping: %s.separator must be one character",
                               where);
             d->sep = json_string_value(x)[0];
         }

@@ -1188,7 +1188,7 @@ static void test_tags(void **state)
         {"[{\"column\":\"t\",\"dict\":{}}]", "tags[0]: unknown field \"dict\""},
         {"[{\"dictionary\":{}}]", "tags[0]: \"column\" must be"},
         {"[{\"column\":\"t\",\"separator\":\"ab\"}]", "tags[0].separator must be one character"},
-        {"[{\"column\":\"t\",\"separator\":\",\"}]", "tags[0].separator must be one character"},
+        {"[{\"column\":\"t\",\"separator\":5}]", "tags[0].separator must be one character"},
         {"[{\"column\":\"t\",\"unknown\":\"fail\"}]", "tags[0].unknown must be \"skip\""},
         {"[{\"column\":\"t\",\"dictionary\":[]}]", "tags[0].dictionary must be an object"},
         {"[{\"column\":\"t\"},{\"column\":\"t\",\"dictionary\":{\"1\":5}}]",
