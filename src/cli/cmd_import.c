@@ -494,7 +494,7 @@ int cmd_import(int argc, char **argv)
         printf("imported %s events from %s lines in %s (%s events/s)\n", cli_group(st.events, b1),
                cli_group(st.lines, b2), cli_duration(secs, d),
                cli_group(secs > 0 ? (uint64_t)((double)st.events / secs) : st.events, b3));
-        printf("  new users %s, merges %s, skipped %s, duplicates %s, rejected %s%s%s\n",
+        printf("  new users %s, merges %s, skipped %s, duplicates %s, rejected %s%s%s",
                cli_group(st.users_created, b1), cli_group(st.merges, b2),
                cli_group(st.skipped, b3), cli_group(st.duplicates, b4),
                cli_group(st.rejected, b5), rpath && st.rejected ? " (see " : "",
