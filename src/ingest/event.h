@@ -112,7 +112,7 @@ typedef struct ingest_event {
     uint32_t ntags;
     uint32_t ntags_unknown;
     /* [nids] (at most INGEST_MAX_IDS), borrowed from the batch's arena:
-     * a pointer, not an inline array, keeps an event at 208 bytes instead of
+     * a pointer, not an inline array, keeps an event at 232 bytes instead of
      * ~1,100 (a 50,000-row import batch was 55 MB of mostly empty slots). */
     const ingest_ident_t *ids;
     size_t nids;
