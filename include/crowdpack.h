@@ -612,6 +612,8 @@ typedef struct cp_import_stats {
     uint64_t meas_updates;   /* event measure values updated */
     uint64_t resumed_at_offset; /* uncompressed bytes recognised as imported before */
     uint64_t held_back;      /* bytes of an unterminated last line left for later */
+    uint64_t tags_assigned;  /* mapping "tags": memberships added (not already held) */
+    uint64_t tags_unknown;   /* mapping "tags": ids no dictionary knows, paths not in the taxonomy */
 } cp_import_stats_t;
 cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
                          cp_import_stats_t *stats, cp_error_t *err);

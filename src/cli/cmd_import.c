@@ -5,6 +5,7 @@
  * rerun of an interrupted import continues after the last committed batch.
  */
 #include <jansson.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +286,12 @@ static cp_status send_csv(sender_t *s, const char *path, const cp_import_options
                                    : mapping_preset(o->preset, &m, err);
     if (st)
         return st;
+    if (m->ntags) {
+        /* Rows go to the server as Segment events, which carry no tags. */
+        st = CP_ERR(err, CP_EINVAL, "a mapping with \"tags\" imports only with --data (a "
+                                    "local import), not --server");
+        goto out;
+    }
     csv_opts_t co = {.delim = m->delim};
     if ((st = csv_open(path, &co, &r, err)))
         goto out;
@@ -383,6 +390,24 @@ int cmd_import(int argc, char **argv)
     size_t mlen = 0;
     if (mpath && (rc = cli_read_file(mpath, 1u << 20, &mapping, &mlen)) != CLI_OK)
         return rc;
+    if (mapping) {
+        /* tags[].dictionary_file: read relative to the mapping's directory. */
+        char *dir = strdup(mpath), *resolved = NULL;
+        size_t rlen = 0;
+        cp_error_t e = {0};
+        cp_status rs = dir ? mapping_resolve_files(mapping, mlen, dirname(dir), &resolved, &rlen, &e)
+                           : CP_ERR(&e, CP_ENOMEM, "out of memory");
+        free(dir);
+        if (rs) {
+            free(mapping);
+            return cli_fail(rs, &e);
+        }
+        if (resolved) {
+            free(mapping);
+            mapping = resolved;
+            mlen = rlen;
+        }
+    }
     o.mapping_json = mapping;
     o.mapping_len = mlen;
     if (cli_has(&a, "restart"))
@@ -451,6 +476,11 @@ int cmd_import(int argc, char **argv)
                               (json_int_t)st.resumed_at_offset, "held_back_bytes",
                               (json_int_t)st.held_back, "already_done", st.already_done,
                               "seconds", secs);
+        if (j && (json_object_set_new(j, "tags_assigned", json_integer((json_int_t)st.tags_assigned)) ||
+                  json_object_set_new(j, "tags_unknown", json_integer((json_int_t)st.tags_unknown)))) {
+            json_decref(j);
+            j = NULL;
+        }
         cli_emit_json(j);
     } else if (st.already_done) {
         printf("%s: its content was imported completely before (%s lines); nothing to do "
@@ -464,7 +494,7 @@ int cmd_import(int argc, char **argv)
         printf("imported %s events from %s lines in %s (%s events/s)\n", cli_group(st.events, b1),
                cli_group(st.lines, b2), cli_duration(secs, d),
                cli_group(secs > 0 ? (uint64_t)((double)st.events / secs) : st.events, b3));
-        printf("  new users %s, merges %s, skipped %s, duplicates %s, rejected %s%s%s\n",
+        printf("  new users %s, merges %s, skipped %s, duplicates %s, rejected %s%s%s",
                cli_group(st.users_created, b1), cli_group(st.merges, b2),
                cli_group(st.skipped, b3), cli_group(st.duplicates, b4),
                cli_group(st.rejected, b5), rpath && st.rejected ? " (see " : "",
@@ -473,6 +503,10 @@ int cmd_import(int argc, char **argv)
             printf(")\n");
         else
             printf("\n");
+        if (st.tags_assigned || st.tags_unknown)
+            printf("  tags assigned %s, unknown tag ids %s (not in the dictionary or the "
+                   "taxonomy; skipped)\n",
+                   cli_group(st.tags_assigned, b1), cli_group(st.tags_unknown, b2));
         if (st.held_back)
             printf("  the last line (%s bytes) has no line break yet: held back until it is "
                    "complete (--final imports it now)\n",

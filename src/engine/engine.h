@@ -146,6 +146,7 @@ struct cp_db {
     strmap_t idcache;
     struct {
         uint64_t beh, attr, meas; /* updates queued or written (import stats) */
+        uint64_t tags, tags_unknown; /* mapping "tags": assigned, not found (import stats) */
     } acc_stats;
 };
 

@@ -1547,6 +1547,16 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
     db->data_changed = 1;
     if ((rc = apply_traits(db, txn, p, ord, h, err)))
         return rc;
+    /* A mapping's "tags": the taxonomy is not extended by data (a typo in a
+     * dictionary would create tags); paths it lacks are counted. */
+    for (uint32_t k = 0; k < e->ntags; k++) {
+        uint32_t tag = tax_find(&db->tax, e->tags[k], strlen(e->tags[k]));
+        if (tag == 0)
+            db->acc_stats.tags_unknown++;
+        else
+            db->acc_stats.tags += (uint64_t)index_tag_assign(db->ix, &db->tax, ord, tag);
+    }
+    db->acc_stats.tags_unknown += e->ntags_unknown;
     if (e->type == ING_GROUP && e->group_id &&
         (rc = group_join(&db->groups, txn, e->group_id, e->group_id_len, ord, e->group_traits,
                          err)))

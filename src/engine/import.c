@@ -365,6 +365,7 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
     }
     uint64_t counts[5] = {0};
     uint64_t beh0 = db->acc_stats.beh, attr0 = db->acc_stats.attr, meas0 = db->acc_stats.meas;
+    uint64_t tags0 = db->acc_stats.tags, tagsu0 = db->acc_stats.tags_unknown;
     store_txn_t *txn = NULL;
     if ((rc = store_txn_begin(db->st, 1, &txn, im->err))) {
         pthread_rwlock_unlock(&db->lock);
@@ -390,6 +391,8 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
     im->st->beh_updates += db->acc_stats.beh - beh0;
     im->st->attr_updates += db->acc_stats.attr - attr0;
     im->st->meas_updates += db->acc_stats.meas - meas0;
+    im->st->tags_assigned += db->acc_stats.tags - tags0;
+    im->st->tags_unknown += db->acc_stats.tags_unknown - tagsu0;
     im_reset(im);
     return CP_OK;
 }

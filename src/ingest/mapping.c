@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "ingest/mapping.h"
+#include "model/taxonomy.h"
 #include "util/util.h"
 
 /* ---------------------------------------------------------------- presets */
@@ -110,6 +111,11 @@ void mapping_free(mapping_t *m)
     free(m->props);
     json_decref(m->attributes);
     json_decref(m->indexed);
+    for (size_t i = 0; i < m->ntags; i++) {
+        free(m->tags[i].col.name);
+        json_decref(m->tags[i].dict);
+    }
+    free(m->tags);
     free(m->names);
     free(m);
 }
@@ -335,6 +341,82 @@ static cp_status assign_keys(mapping_t *m, cp_error_t *err)
     return CP_OK;
 }
 
+/* "tags": [{"column", "separator", "dictionary", "unknown"}]. Dictionary
+ * values must be valid tag paths; whether they exist is the engine's
+ * question (unknown ones are counted there, not fatal). */
+static cp_status parse_tags(const json_t *v, mapping_t *m, cp_error_t *err)
+{
+    if (!json_is_array(v) || json_array_size(v) > MAPPING_MAX_COLS)
+        return CP_ERR(err, CP_EINVAL, "mapping: \"tags\" must be an array of "
+                                      "{\"column\", \"separator\", \"dictionary\"} objects");
+    if ((m->tags = calloc(json_array_size(v) + 1, sizeof *m->tags)) == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    size_t i;
+    const json_t *t;
+    json_array_foreach(v, i, t)
+    {
+        map_tags_t *d = &m->tags[m->ntags++];
+        d->sep = ',';
+        char where[32];
+        snprintf(where, sizeof where, "tags[%zu]", i);
+        if (!json_is_object(t))
+            return CP_ERR(err, CP_EINVAL, "mapping: %s must be an object with a \"column\"", where);
+        const char *k;
+        const json_t *x;
+        json_object_foreach((json_t *)t, k, x)
+        {
+            if (strcmp(k, "column") && strcmp(k, "separator") && strcmp(k, "dictionary") &&
+                strcmp(k, "unknown")) {
+                if (!strcmp(k, "dictionary_file"))
+                    return CP_ERR(err, CP_EINVAL,
+                                  "mapping: %s.dictionary_file must be read by the caller "
+                                  "(mapping_resolve_files; `crowdpack import --mapping` does)",
+                                  where);
+                return CP_ERR(err, CP_EINVAL,
+                              "mapping: %s: unknown field \"%.64s\" (expected column, "
+                              "separator, dictionary, dictionary_file, unknown)",
+                              where, k);
+            }
+        }
+        cp_status rc = parse_col(json_object_get(t, "column"), where, &d->col, err);
+        if (rc)
+            return rc;
+        x = json_object_get(t, "separator");
+        if (x) {
+            /* The delimiter too: "10006,10024" is one quoted CSV cell. */
+            if (!json_is_string(x) || json_string_length(x) != 1)
+                return CP_ERR(err, CP_EINVAL, "mapping: %s.separator must be one character",
+                              where);
+            d->sep = json_string_value(x)[0];
+        }
+        x = json_object_get(t, "unknown");
+        if (x && !(json_is_string(x) && !strcmp(json_string_value(x), "skip")))
+            return CP_ERR(err, CP_EINVAL,
+                          "mapping: %s.unknown must be \"skip\" (unknown ids are counted, "
+                          "not fatal)",
+                          where);
+        x = json_object_get(t, "dictionary");
+        if (x) {
+            if (!json_is_object(x))
+                return CP_ERR(err, CP_EINVAL,
+                              "mapping: %s.dictionary must be an object of id -> tag path", where);
+            json_object_foreach((json_t *)x, k, t)
+            {
+                const char *path = json_string_value(t);
+                cp_error_t e2;
+                if (path == NULL || strlen(k) > MAPPING_TAG_MAX ||
+                    tax_validate_path(path, strlen(path), &e2))
+                    return CP_ERR(err, CP_EINVAL,
+                                  "mapping: %s.dictionary[\"%.64s\"] must be a tag path "
+                                  "(such as \"interest/finance\")",
+                                  where, k);
+            }
+            d->dict = json_incref((json_t *)x);
+        }
+    }
+    return CP_OK;
+}
+
 cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_t *err)
 {
     *out = NULL;
@@ -360,7 +442,7 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
     static const char *const known[] = {"name",   "delimiter",  "header",
                                         "skip_if_empty", "identifiers", "traits",
                                         "event", "attributes", "indexed_properties",
-                                        "description"};
+                                        "description", "tags"};
     const char *k;
     json_t *v;
     json_object_foreach(j, k, v)
@@ -536,10 +618,99 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
         }
         m->indexed = json_incref(v);
     }
+    v = json_object_get(j, "tags");
+    if (v && (rc = parse_tags(v, m, err)))
+        goto out;
     *out = m;
     m = NULL;
 out:
     mapping_free(m);
+    json_decref(j);
+    return rc;
+}
+
+cp_status mapping_resolve_files(const char *text, size_t len, const char *dir, char **out,
+                                size_t *outlen, cp_error_t *err)
+{
+    *out = NULL;
+    *outlen = 0;
+    cp_status rc = CP_OK;
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *tags = json_object_get(j, "tags");
+    int changed = 0;
+    char *path = NULL;
+    if (!json_is_array(tags))
+        goto out; /* nothing to resolve; mapping_parse judges the rest */
+    size_t i;
+    json_t *t;
+    json_array_foreach(tags, i, t)
+    {
+        const json_t *f = json_object_get(t, "dictionary_file");
+        if (f == NULL)
+            continue;
+        const char *fn = json_string_value(f);
+        if (fn == NULL || *fn == '\0') {
+            rc = CP_ERR(err, CP_EINVAL, "mapping: tags[%zu].dictionary_file must be a file name", i);
+            goto out;
+        }
+        if (json_object_get(t, "dictionary")) {
+            rc = CP_ERR(err, CP_EINVAL,
+                        "mapping: tags[%zu] has both \"dictionary\" and \"dictionary_file\"", i);
+            goto out;
+        }
+        free(path);
+        path = NULL;
+        if (fn[0] == '/' ? (path = strdup(fn)) == NULL
+                         : asprintf(&path, "%s/%s", dir && *dir ? dir : ".", fn) < 0) {
+            path = NULL;
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+            goto out;
+        }
+        FILE *fp = fopen(path, "rb");
+        if (fp == NULL) {
+            rc = CP_ERR(err, CP_EIO, "mapping: tags[%zu].dictionary_file: cannot open %s: %s", i,
+                        path, strerror(errno));
+            goto out;
+        }
+        long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+        rewind(fp);
+        if (size < 0 || (unsigned long)size > MAPPING_DICT_FILE_MAX) {
+            fclose(fp);
+            rc = CP_ERR(err, CP_ELIMIT,
+                        "mapping: tags[%zu].dictionary_file %s is larger than %u bytes", i, path,
+                        MAPPING_DICT_FILE_MAX);
+            goto out;
+        }
+        json_error_t je;
+        json_t *d = json_loadf(fp, JSON_REJECT_DUPLICATES, &je);
+        fclose(fp);
+        if (!json_is_object(d)) {
+            rc = d ? CP_ERR(err, CP_EINVAL,
+                            "mapping: tags[%zu].dictionary_file %s must hold a JSON object of "
+                            "id -> tag path",
+                            i, path)
+                   : CP_ERR(err, CP_EINVAL,
+                            "mapping: tags[%zu].dictionary_file %s: malformed JSON at line %d, "
+                            "column %d: %s",
+                            i, path, je.line, je.column, je.text);
+            json_decref(d);
+            goto out;
+        }
+        if (json_object_set_new(t, "dictionary", d) || json_object_del(t, "dictionary_file")) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+            goto out;
+        }
+        changed = 1;
+    }
+    if (changed) {
+        if ((*out = json_dumps(j, JSON_COMPACT)) == NULL) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+            goto out;
+        }
+        *outlen = strlen(*out);
+    }
+out:
+    free(path);
     json_decref(j);
     return rc;
 }
@@ -585,6 +756,8 @@ cp_status mapping_bind(mapping_t *m, const csv_field_t *hdr, size_t n, cp_error_
         rc = bind_col(&m->ts.col, hdr, n, h, err);
     if (rc == CP_OK && m->has_msgid)
         rc = bind_col(&m->msgid_col, hdr, n, h, err);
+    for (size_t i = 0; rc == CP_OK && i < m->ntags; i++)
+        rc = bind_col(&m->tags[i].col, hdr, n, h, err);
     if (rc == CP_OK)
         m->bound = 1;
     return rc;
@@ -1766,6 +1939,65 @@ static cp_status batch_grow(ingest_batch_t *b)
     return CP_OK;
 }
 
+/* A row's tags (mapping "tags"): paths found, and how many ids no
+ * dictionary knows. `copy[i]` = 1 when paths[i] points into the cell (to
+ * be copied into the arena), 0 when into the mapping's dictionary. */
+typedef struct row_tags {
+    const char *paths[MAPPING_MAX_TAGS];
+    uint16_t lens[MAPPING_MAX_TAGS];
+    uint8_t copy[MAPPING_MAX_TAGS];
+    uint32_t n, unknown;
+    size_t bytes; /* of the paths to copy, NULs included */
+} row_tags_t;
+
+/* Splits the row's tag cells. CP_ELIMIT past MAPPING_MAX_TAGS tags in a row. */
+static cp_status row_tags(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
+                          row_tags_t *t, cp_error_t *err)
+{
+    t->n = t->unknown = 0;
+    t->bytes = 0;
+    for (size_t i = 0; i < m->ntags; i++) {
+        const map_tags_t *d = &m->tags[i];
+        const csv_field_t *c = cell(&d->col, f, n);
+        const char *p = c->p, *end = c->p + c->len;
+        while (p <= end) {
+            const char *q = memchr(p, d->sep, (size_t)(end - p));
+            if (q == NULL)
+                q = end;
+            csv_field_t piece = {.p = p, .len = (size_t)(q - p)};
+            const char *s;
+            size_t len;
+            trimmed(&piece, &s, &len);
+            p = q + 1;
+            if (len == 0)
+                continue; /* empty cells and ",," are fine */
+            if (t->n + t->unknown >= MAPPING_MAX_TAGS)
+                return seg_err(err, CP_ELIMIT, line, "column %s: more than %d tags in one row",
+                               d->col.name ? d->col.name : "(by position)", MAPPING_MAX_TAGS);
+            if (len > MAPPING_TAG_MAX || memchr(s, 0, len)) {
+                t->unknown++;
+                continue;
+            }
+            if (d->dict) {
+                const char *path = json_string_value(json_object_getn(d->dict, s, len));
+                if (path == NULL) {
+                    t->unknown++;
+                    continue;
+                }
+                t->paths[t->n] = path;
+                t->lens[t->n] = (uint16_t)strlen(path);
+                t->copy[t->n++] = 0;
+            } else {
+                t->paths[t->n] = s;
+                t->lens[t->n] = (uint16_t)len;
+                t->copy[t->n++] = 1;
+                t->bytes += len + 1;
+            }
+        }
+    }
+    return CP_OK;
+}
+
 cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
                             const char *msgid_prefix, const segment_opts_t *o, ingest_batch_t *b,
                             map_result *res, cp_error_t *err)
@@ -1775,6 +2007,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     if (o == NULL)
         o = &defaults;
     row_t r;
+    row_tags_t *tg = NULL;
     cp_status rc = row_init(&r, m, err);
     if (rc)
         return rc;
@@ -1907,6 +2140,15 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         goto out;
     }
 
+    if (m->ntags) {
+        if ((tg = malloc(sizeof *tg)) == NULL) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = row_tags(m, f, n, line, tg, err)))
+            goto out;
+    }
+
     /* Valid: one arena block for the typed values and every string: the
      * record block if it pays, the other strings one by one. Names point
      * into m->names (mapping.h): a copy per event would only add to the
@@ -1915,7 +2157,9 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         strs += inblk; /* copy those values one by one instead */
         bk.lo = 0;
     }
+    size_t ntg = tg ? tg->n : 0;
     size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + e->nids * sizeof(ingest_ident_t) +
+                   ntg * sizeof(char *) + (tg ? tg->bytes : 0) +
                    (bk.lo ? bk.len : 0) +
                    strs + r.evlen + 1 + r.msgid_len + 1;
     for (size_t i = 0; i < e->nids; i++)
@@ -1927,7 +2171,8 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     }
     ev_prop_t *traits = props + r.npv;
     ingest_ident_t *ids = (ingest_ident_t *)(traits + r.ntv); /* 8-byte aligned: 56-byte props */
-    char *p = (char *)(ids + e->nids);
+    const char **tpaths = (const char **)(ids + e->nids); /* 8-byte aligned, as ids */
+    char *p = (char *)(tpaths + ntg);
     const char *names = m->names;
     if (bk.lo) {
         memcpy(p, (const char *)bk.lo, bk.len);
@@ -1943,6 +2188,11 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         ids[i].value = put(&p, idv[i].s, idv[i].len, idv[i].lower);
     }
     e->ids = e->nids ? ids : NULL;
+    for (size_t i = 0; i < ntg; i++)
+        tpaths[i] = tg->copy[i] ? put(&p, tg->paths[i], tg->lens[i], 0) : tg->paths[i];
+    e->tags = ntg ? tpaths : NULL;
+    e->ntags = (uint32_t)ntg;
+    e->ntags_unknown = tg ? tg->unknown : 0;
     e->tprops = r.npv ? props : NULL;
     e->ntprops = r.npv;
     e->ttraits = r.ntv ? traits : NULL;
@@ -1962,6 +2212,7 @@ out:
         b->warned = warned0; /* the warnings of a rejected row go with it */
         b->nwarnings = nwarnings0;
     }
+    free(tg);
     row_free(&r);
     return rc;
 }

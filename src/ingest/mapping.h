@@ -33,7 +33,11 @@
  *       ]
  *     },
  *     "attributes": [{"name": "country", "type": "string"}],  declared before the import
- *     "indexed_properties": ["stock_code"]                     added to the config
+ *     "indexed_properties": ["stock_code"],                    added to the config
+ *     "tags": [{"column": "usertag",      a cell of delimited tag ids: each one
+ *               "separator": ",",          the dictionary knows becomes a tag of
+ *               "dictionary": {"10006": "interest/finance"},   the row's user
+ *               "unknown": "skip"}]       (no dictionary: the cells are tag paths)
  *   }
  *
  * Columns are header names (strings) or 0-based positions (integers).
@@ -100,6 +104,16 @@ typedef struct map_when {
     int name_print;              /* name has no control bytes (mapping_parse) */
 } map_when_t;
 
+#define MAPPING_MAX_TAGS 256      /* tags of one row, over all "tags" columns */
+#define MAPPING_TAG_MAX 256       /* bytes of one tag id or path in a cell */
+
+/* "tags": a column of delimited tag ids (through a dictionary) or tag paths. */
+typedef struct map_tags {
+    map_col_t col;
+    char sep;          /* one byte, default ',' */
+    json_t *dict;      /* object id -> tag path (owned), or NULL: cells are paths */
+} map_tags_t;
+
 typedef struct mapping {
     char *name;
     char delim;
@@ -132,6 +146,8 @@ typedef struct mapping {
                                npkeys == nprops): rows need no key -> value slots */
     size_t bound_fixed;     /* the part of an event's JSON size bound that does not
                                depend on the row (mapping_row_event) */
+    map_tags_t *tags;       /* "tags" (owned), [ntags] */
+    size_t ntags;
     char *names;            /* every field name, NUL-terminated, one after the other:
                                typed events' names point here (owned) */
     size_t names_len;
@@ -139,6 +155,17 @@ typedef struct mapping {
 
 /* Parses a mapping document. CP_EINVAL naming the field. *out: mapping_free. */
 cp_status mapping_parse(const char *json, size_t len, mapping_t **out, cp_error_t *err);
+/*
+ * Reads every tags[i].dictionary_file of a mapping document (a JSON object
+ * id -> tag path, at most MAPPING_DICT_FILE_MAX bytes; a relative path is
+ * taken from `dir`, the mapping file's directory, "." if NULL) into
+ * tags[i].dictionary. *out: the resolved document (caller frees), or NULL
+ * when nothing needed resolving (use the text as is). Errors name the
+ * key and the file; malformed mapping JSON is left to mapping_parse.
+ */
+#define MAPPING_DICT_FILE_MAX (16u << 20)
+cp_status mapping_resolve_files(const char *json, size_t len, const char *dir, char **out,
+                                size_t *outlen, cp_error_t *err);
 /* The built-in mapping of a preset ("online-retail"); CP_ENOTFOUND. */
 cp_status mapping_preset(const char *name, mapping_t **out, cp_error_t *err);
 /* The JSON text of a preset (docs, `import --show-preset`); NULL if unknown. */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -1114,10 +1115,155 @@ static void test_adjacent_fields_without_nul(void **state)
     mapping_free(m);
 }
 
+/* "tags": parsing, splitting a cell into dictionary paths / literal paths,
+ * unknown ids counted, the per-row bound, and clear errors for bad keys. */
+static cp_status tag_row(const mapping_t *m, const char *row, ingest_batch_t *b, cp_error_t *err)
+{
+    static char line[8192];
+    snprintf(line, sizeof line, "%s", row);
+    csv_field_t f[16];
+    size_t n = split(line, f);
+    map_result res;
+    segment_opts_t o = {.allow_other_ids = 1, .received_at_ms = 1700000000000};
+    return mapping_row_event(m, f, n, 7, NULL, &o, b, &res, err);
+}
+
+static void test_tags(void **state)
+{
+    (void)state;
+    mapping_t *m = parse_bound("{\"identifiers\":[{\"column\":\"id\",\"type\":\"user_id\"}],"
+                               "\"tags\":[{\"column\":\"usertag\",\"separator\":\"|\","
+                               "\"dictionary\":{\"10006\":\"interest/finance\","
+                               "\"10024\":\"life/pets\"},\"unknown\":\"skip\"},"
+                               "{\"column\":\"paths\",\"separator\":\";\"}]}",
+                               "id,usertag,paths");
+    assert_int_equal(m->ntags, 2);
+    ingest_batch_t b;
+    ingest_batch_init(&b);
+    cp_error_t err = {0};
+    /* spaces trimmed, empty pieces ignored, 99999 and a too-long id unknown */
+    char big[400];
+    memset(big, '7', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char row[600];
+    snprintf(row, sizeof row, "u1,10006| 10024 ||99999|%s|,兴趣/金融 ; a/b;", big);
+    if (tag_row(m, row, &b, &err) != CP_OK)
+        fail_msg("%s", err.message);
+    assert_int_equal(b.n, 1);
+    const ingest_event_t *e = &b.events[0];
+    assert_int_equal(e->ntags, 4);
+    assert_int_equal(e->ntags_unknown, 2);
+    assert_string_equal(e->tags[0], "interest/finance");
+    assert_string_equal(e->tags[1], "life/pets");
+    assert_string_equal(e->tags[2], "兴趣/金融");
+    assert_string_equal(e->tags[3], "a/b");
+    /* empty cells: no tags, nothing unknown */
+    assert_int_equal(tag_row(m, "u2,,", &b, &err), CP_OK);
+    assert_int_equal(b.n, 2);
+    assert_int_equal(b.events[1].ntags, 0);
+    assert_null(b.events[1].tags);
+    assert_int_equal(b.events[1].ntags_unknown, 0);
+    /* more than MAPPING_MAX_TAGS in a row: rejected, the batch unchanged */
+    cp_buf_t c;
+    cp_buf_init(&c, 0);
+    cp_buf_printf(&c, "u3,");
+    for (int i = 0; i <= MAPPING_MAX_TAGS; i++)
+        cp_buf_printf(&c, "%s%d", i ? "|" : "", i);
+    cp_buf_printf(&c, ",");
+    size_t total = b.arena.total;
+    assert_int_equal(tag_row(m, cp_buf_cstr(&c), &b, &err), CP_ELIMIT);
+    assert_non_null(strstr(err.message, "more than 256 tags"));
+    assert_non_null(strstr(err.message, "usertag"));
+    assert_int_equal(b.n, 2);
+    assert_int_equal(b.arena.total, total);
+    cp_buf_free(&c);
+    ingest_batch_free(&b);
+    mapping_free(m);
+
+    static const struct {
+        const char *tags, *want;
+    } bad[] = {
+        {"{}", "\"tags\" must be an array"},
+        {"[5]", "tags[0] must be an object"},
+        {"[{\"column\":\"t\",\"dict\":{}}]", "tags[0]: unknown field \"dict\""},
+        {"[{\"dictionary\":{}}]", "tags[0]: \"column\" must be"},
+        {"[{\"column\":\"t\",\"separator\":\"ab\"}]", "tags[0].separator must be one character"},
+        {"[{\"column\":\"t\",\"separator\":5}]", "tags[0].separator must be one character"},
+        {"[{\"column\":\"t\",\"unknown\":\"fail\"}]", "tags[0].unknown must be \"skip\""},
+        {"[{\"column\":\"t\",\"dictionary\":[]}]", "tags[0].dictionary must be an object"},
+        {"[{\"column\":\"t\"},{\"column\":\"t\",\"dictionary\":{\"1\":5}}]",
+         "tags[1].dictionary[\"1\"] must be a tag path"},
+        {"[{\"column\":\"t\",\"dictionary\":{\"1\":\"Bad Path//\"}}]",
+         "tags[0].dictionary[\"1\"] must be a tag path"},
+        {"[{\"column\":\"t\",\"dictionary_file\":\"d.json\"}]", "tags[0].dictionary_file must be read"},
+    };
+    for (size_t i = 0; i < CP_ARRAY_LEN(bad); i++) {
+        char doc[512];
+        snprintf(doc, sizeof doc,
+                 "{\"identifiers\":[{\"column\":\"id\",\"type\":\"user_id\"}],\"tags\":%s}",
+                 bad[i].tags);
+        mapping_t *x = NULL;
+        cp_error_t e2 = {0};
+        if (mapping_parse(doc, strlen(doc), &x, &e2) != CP_EINVAL ||
+            strstr(e2.message, bad[i].want) == NULL)
+            fail_msg("case %zu: \"%s\", want \"%s\"", i, e2.message, bad[i].want);
+        assert_null(x);
+    }
+}
+
+/* dictionary_file: read relative to the mapping's directory into "dictionary". */
+static void test_tags_dictionary_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cp_tagsdict_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/dict.json", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"10006\": \"interest/finance\"}", fp);
+    fclose(fp);
+    const char *doc = "{\"identifiers\":[{\"column\":0,\"type\":\"user_id\"}],\"header\":false,"
+                      "\"tags\":[{\"column\":1,\"dictionary_file\":\"dict.json\"}]}";
+    char *out = NULL;
+    size_t len = 0;
+    cp_error_t err = {0};
+    assert_int_equal(mapping_resolve_files(doc, strlen(doc), dir, &out, &len, &err), CP_OK);
+    assert_non_null(out);
+    mapping_t *m = NULL;
+    assert_int_equal(mapping_parse(out, len, &m, &err), CP_OK);
+    assert_int_equal(m->ntags, 1);
+    assert_string_equal(json_string_value(json_object_get(m->tags[0].dict, "10006")),
+                        "interest/finance");
+    mapping_free(m);
+    free(out);
+    /* nothing to resolve: NULL, the text is used as is */
+    const char *plain = "{\"identifiers\":[{\"column\":0,\"type\":\"user_id\"}]}";
+    assert_int_equal(mapping_resolve_files(plain, strlen(plain), dir, &out, &len, &err), CP_OK);
+    assert_null(out);
+    /* a missing file names the key and the path */
+    const char *missing = "{\"tags\":[{\"column\":1,\"dictionary_file\":\"nope.json\"}]}";
+    assert_int_equal(mapping_resolve_files(missing, strlen(missing), dir, &out, &len, &err),
+                     CP_EIO);
+    assert_non_null(strstr(err.message, "tags[0].dictionary_file"));
+    assert_non_null(strstr(err.message, "nope.json"));
+    /* not an object */
+    fp = fopen(path, "w");
+    fputs("[1,2]", fp);
+    fclose(fp);
+    const char *arr = "{\"tags\":[{\"column\":1,\"dictionary_file\":\"dict.json\"}]}";
+    assert_int_equal(mapping_resolve_files(arr, strlen(arr), dir, &out, &len, &err), CP_EINVAL);
+    assert_non_null(strstr(err.message, "must hold a JSON object"));
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_paths),
+        cmocka_unit_test(test_tags),
+        cmocka_unit_test(test_tags_dictionary_file),
         cmocka_unit_test(test_adjacent_fields_without_nul),
         cmocka_unit_test(test_online_retail_event),
         cmocka_unit_test(test_bad_rows),
