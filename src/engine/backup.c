@@ -223,6 +223,31 @@ static cp_status wal_copy(const char *dir, const char *out, uint64_t *segments, 
 }
 
 /*
+ * An empty active segment for the record after `lsn`: a log whose records
+ * are all in data.mdb, as a live log is right after a checkpoint. Without
+ * one, a directory whose data.mdb has applied records looks like one whose
+ * log was deleted, and opening it is refused.
+ */
+static cp_status wal_start_empty(const char *out, uint64_t lsn, cp_error_t *err)
+{
+    char name[32], path[4200];
+    wal_segment_name(lsn + 1, name, sizeof name);
+    snprintf(path, sizeof path, "%s/wal", out);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return CP_ERR(err, CP_EIO, "cannot create %s: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/wal/%s", out, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return CP_ERR(err, CP_EIO, "cannot create %s: %s", path, strerror(errno));
+    int bad = fsync(fd) != 0;
+    close(fd);
+    snprintf(path, sizeof path, "%s/wal", out);
+    if (bad || fsync_dir(path) != 0)
+        return CP_ERR(err, CP_EIO, "cannot sync %s: %s", path, strerror(errno));
+    return CP_OK;
+}
+
+/*
  * After both copies: the copy of data.mdb holds every record up to its
  * "wal_lsn"; the copied segments must continue right after it (no gap),
  * and are dropped when they hold nothing newer.
@@ -253,7 +278,7 @@ static cp_status wal_settle(const char *out, cp_backup_info_t *info, cp_error_t 
     uint64_t first = n ? strtoull(names[0], NULL, 10) : 0;
     names_free(names, n);
     if (n == 0)
-        return CP_OK;
+        return lsn ? wal_start_empty(out, lsn, err) : CP_OK;
     wal_options_t wo = {0};
     wo.sync = WAL_SYNC_FDATASYNC;
     if ((rc = wal_open(out, &wo, &w, err)))
@@ -262,7 +287,9 @@ static cp_status wal_settle(const char *out, cp_backup_info_t *info, cp_error_t 
     wal_close(w);
     if (last <= lsn) {
         info->wal_segments = info->wal_bytes = 0;
-        return wal_clear(out, err);
+        if ((rc = wal_clear(out, err)))
+            return rc;
+        return lsn ? wal_start_empty(out, lsn, err) : CP_OK;
     }
     if (first > lsn + 1)
         return CP_ERR(err, CP_EIO,

@@ -226,6 +226,25 @@ def main():
         # --force replaces a stopped data directory.
         p = run("restore", bak, "--data", dst, "--force", ok=False)
         check(p.returncode == 0, "restore --force: %r" % p.stderr)
+
+        # A backup of a quiet directory, every logged record already in
+        # data.mdb (a checkpoint ran): the copied log holds nothing newer,
+        # and the restored directory must still open (an empty log next to
+        # a data.mdb that applied records would look deleted).
+        writer_stop.set()
+        time.sleep(3)  # past the checkpoint interval
+        quiet = os.path.join(tmp, "bak-quiet")
+        p = run("backup", "--data", src, quiet, ok=False)
+        check(p.returncode == 0, "quiet backup: %r" % p.stderr)
+        dst2 = os.path.join(tmp, "dst-quiet")
+        p = run("restore", quiet, "--data", dst2, ok=False)
+        check(p.returncode == 0, "quiet restore: %r" % p.stderr)
+        p = run("count", "--data", dst2, "all", ok=False)
+        check(p.returncode == 0 and p.stdout.strip() != "",
+              "the restored quiet backup opens: %r %r" % (p.stdout, p.stderr))
+        rs2 = Server(tmp, dst2, "dst2")
+        rs2.start()
+        rs2.stop()
     finally:
         writer_stop.set()
         srv.stop()
