@@ -39,24 +39,10 @@ static void say(chk_t *c, const char *kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void say(chk_t *c, const char *kind, const char *fmt, ...)
 {
-    char line[900];
-    int n = snprintf(line, sizeof line, "%s ", kind);
     va_list ap;
     va_start(ap, fmt);
-    n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    cp_fd_line_v(c->fd, kind, fmt, ap);
     va_end(ap);
-    if (n > (int)sizeof line - 2)
-        n = (int)sizeof line - 2;
-    for (int i = 0; i < n; i++)
-        if (line[i] == '\n')
-            line[i] = ' ';
-    line[n++] = '\n';
-    for (int o = 0; o < n;) {
-        ssize_t r = write(c->fd, line + o, (size_t)(n - o));
-        if (r <= 0)
-            break;
-        o += (int)r;
-    }
     if (strcmp(kind, "bad") == 0)
         c->problems++;
 }

@@ -1116,24 +1116,10 @@ static void walk_say(walk_out_t *w, const char *kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void walk_say(walk_out_t *w, const char *kind, const char *fmt, ...)
 {
-    char line[700];
-    int n = snprintf(line, sizeof line, "%s ", kind);
     va_list ap;
     va_start(ap, fmt);
-    n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    cp_fd_line_v(w->fd, kind, fmt, ap);
     va_end(ap);
-    if (n > (int)sizeof line - 2)
-        n = (int)sizeof line - 2;
-    for (int i = 0; i < n; i++)
-        if (line[i] == '\n')
-            line[i] = ' ';
-    line[n++] = '\n';
-    for (int o = 0; o < n;) {
-        ssize_t r = write(w->fd, line + o, (size_t)(n - o));
-        if (r <= 0)
-            break;
-        o += (int)r;
-    }
 }
 
 /* Walks one tree; `crc` 1 checks value trailers (sub-databases only). */

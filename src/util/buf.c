@@ -1,5 +1,6 @@
 /* buf.c — capped growable buffers, arenas, UTF-8 validation, numbers. */
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -210,3 +211,22 @@ void cp_fmt_double(double v, char *buf, size_t cap)
 }
 
 uint64_t cp_hash64(const void *p, size_t n, uint64_t seed) { return XXH3_64bits_withSeed(p, n, seed); }
+
+void cp_fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s ", kind);
+    n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    if (n > (int)sizeof line - 2)
+        n = (int)sizeof line - 2;
+    for (int i = 0; i < n; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[n++] = '\n';
+    for (int o = 0; o < n;) {
+        ssize_t r = write(fd, line + o, (size_t)(n - o));
+        if (r <= 0)
+            break;
+        o += (int)r;
+    }
+}

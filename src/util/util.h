@@ -66,6 +66,15 @@ void cp_buf_free(cp_buf_t *b);
 void cp_buf_reset(cp_buf_t *b);
 cp_status cp_buf_append(cp_buf_t *b, const void *p, size_t n);
 cp_status cp_buf_printf(cp_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Writes "KIND message\n" to fd as one line (newlines in the message become
+ * spaces; cut at 1 KiB), retrying short writes and giving up silently on
+ * errors: how a child process walking damaged files reports to its
+ * parent over a pipe (store_verify, cp_db_check).
+ */
+void cp_fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* NUL-terminates (not counted in len) and returns data. */
 const char *cp_buf_cstr(cp_buf_t *b);
 
