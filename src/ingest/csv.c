@@ -283,7 +283,8 @@ static int hash_stash(csv_reader_t *r)
         r->pend = p;
         r->pendcap = nc;
     }
-    memcpy(r->pend + r->pendlen, src, n);
+    if (n)
+        memcpy(r->pend + r->pendlen, src, n); /* r->pend may be NULL when n is 0 */
     r->pendlen += n;
     return 0;
 }
@@ -310,8 +311,10 @@ static void hash_absorb(csv_reader_t *r, uint64_t offset)
         return;
     uint64_t need = offset - r->hashed;
     size_t fp = need < r->pendlen ? (size_t)need : r->pendlen;
-    XXH3_128bits_update(r->hs, r->pend, fp);
-    memmove(r->pend, r->pend + fp, r->pendlen - fp);
+    if (fp) { /* r->pend is NULL until something is pending */
+        XXH3_128bits_update(r->hs, r->pend, fp);
+        memmove(r->pend, r->pend + fp, r->pendlen - fp);
+    }
     r->pendlen -= fp;
     r->hashed += fp;
     if (r->hashed < offset) {

@@ -1121,7 +1121,8 @@ static cp_status plan_did_sum(builder_t *b, const expr_node_t *n, int32_t d0, in
         st = oom(b);
         goto out;
     }
-    qsort(acc.e, acc.n, sizeof *acc.e, cmp_u64);
+    if (acc.n) /* acc.e is NULL while empty */
+        qsort(acc.e, acc.n, sizeof *acc.e, cmp_u64);
     for (size_t i = 0; i < acc.n;) {
         uint32_t user = (uint32_t)(acc.e[i] >> 32);
         int64_t s = 0; /* |parts| <= 2^32 a day, 36,600 days: no overflow */
