@@ -246,8 +246,10 @@ static int hash_stash(csv_reader_t *r)
     if (r->rec_end > r->hashed) {
         uint64_t upto = r->rec_end - r->hashed; /* bytes to absorb */
         size_t fp = upto < r->pendlen ? (size_t)upto : r->pendlen;
-        XXH3_128bits_update(r->hs, r->pend, fp);
-        memmove(r->pend, r->pend + fp, r->pendlen - fp);
+        if (fp) { /* r->pend is NULL until something is pending */
+            XXH3_128bits_update(r->hs, r->pend, fp);
+            memmove(r->pend, r->pend + fp, r->pendlen - fp);
+        }
         r->pendlen -= fp;
         r->hashed += fp;
         if (r->hashed < r->rec_end) {
