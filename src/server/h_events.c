@@ -121,10 +121,14 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
     if (ok == NULL) {
         json_decref(rej);
         json_decref(warn);
-    } else if ((rej && json_object_set_new(ok, "rejected", rej) != 0) |
-               (warn && json_object_set_new(ok, "warnings", warn) != 0)) {
-        json_decref(ok); /* set_new took each value either way */
-        ok = NULL;
+    } else {
+        /* Both calls run: set_new takes its value either way. */
+        int bad = rej && json_object_set_new(ok, "rejected", rej) != 0;
+        bad |= warn && json_object_set_new(ok, "warnings", warn) != 0;
+        if (bad) {
+            json_decref(ok);
+            ok = NULL;
+        }
     }
     srv_reply_json(resp, 200, ok); /* NULL: out of memory */
     cp_ingest_result_clear(&r);

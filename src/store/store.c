@@ -1110,6 +1110,7 @@ static cp_status values_upgrade(store_t *st, store_txn_t *t, cp_error_t *err)
 typedef struct walk_out {
     int fd;
     uint64_t problems;
+    uint32_t touched; /* CRC of values read without a trailer: makes the walk read every byte */
 } walk_out_t;
 
 static void walk_say(walk_out_t *w, const char *kind, const char *fmt, ...)
@@ -1135,7 +1136,6 @@ static void walk_tree(walk_out_t *w, MDB_txn *txn, MDB_dbi dbi, const char *name
         return;
     }
     MDB_val key, val;
-    volatile uint32_t sink = 0;
     uint64_t n = 0;
     rc = mdb_cursor_get(c, &key, &val, MDB_FIRST);
     while (rc == 0) {
@@ -1143,7 +1143,7 @@ static void walk_tree(walk_out_t *w, MDB_txn *txn, MDB_dbi dbi, const char *name
         int raw = !crc || (is_meta && key.mv_size == sizeof STORE_CRC_KEY - 1 &&
                            memcmp(key.mv_data, STORE_CRC_KEY, key.mv_size) == 0);
         if (raw) {
-            sink ^= wal_crc32c(0, val.mv_data, val.mv_size); /* touch every byte */
+            w->touched ^= wal_crc32c(0, val.mv_data, val.mv_size); /* touch every byte */
         } else if (val.mv_size < STORE_CRC_BYTES ||
                    value_crc(key.mv_data, key.mv_size, val.mv_data,
                              val.mv_size - STORE_CRC_BYTES) !=
@@ -1174,7 +1174,7 @@ static void walk_tree(walk_out_t *w, MDB_txn *txn, MDB_dbi dbi, const char *name
 /* The child's whole job; returns its exit status. */
 static int walk_child(const char *dir, const char *path, uint64_t map_size, int fd)
 {
-    walk_out_t w = {fd, 0};
+    walk_out_t w = {.fd = fd};
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
     walk_say(&w, "at", "the meta pages");
