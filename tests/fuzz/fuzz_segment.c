@@ -3,9 +3,9 @@
  * (src/ingest/segment.c). The first byte picks the endpoint (batch or one
  * of the six event types); the rest is the body. Checks the contract:
  * success means every event has a type, a messageId, its hash, 1..16
- * identifiers with values inside the batch's strings; failure of a batch
- * means no event is left and at least one reason, each with an index inside
- * the batch. Corpus: tests/fuzz/segment/.
+ * identifiers with values inside the batch's strings, and (lenient mode)
+ * every rejected event a reason, or (strict mode) no rejected event;
+ * failure of a batch means no event is left and at least one reason. Corpus: tests/fuzz/segment/.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,10 +31,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ingest_batch_init(&b);
     cp_error_t err = {0};
     segment_opts_t o = {.received_at_ms = 1700000000000ll};
+    o.strict = (data[0] / 7) & 1; /* both modes: partial batches and all-or-nothing */
     cp_status rc = segment_parse(ep, body, len, &o, &b, &err);
     if (rc == CP_OK) {
-        if (b.rejected)
-            die("success with rejects");
+        /* Lenient mode applies the valid events and lists the others. */
+        if (b.rejected && o.strict)
+            die("strict success with rejects");
+        for (size_t i = 0; i < b.nrejects; i++)
+            if (b.rejects[i].reason[0] == '\0')
+                die("empty reason");
         for (size_t i = 0; i < b.n; i++) {
             const ingest_event_t *e = &b.events[i];
             if (e->type < ING_IDENTIFY || e->type > ING_ALIAS)
