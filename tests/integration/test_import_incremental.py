@@ -2,7 +2,7 @@
 """Incremental imports count every row exactly once (src/engine/import.c).
 
 Runs the real binary ($CROWDPACK) on temporary data directories with a slice
-of the Online Retail file (/work/shared/data/online-retail, outside this
+of the Online Retail file (../shared/data/online-retail, outside this
 repository: when it is missing the test says so and generates rows of the
 same shape instead). Scenarios, each with its exact expected event count
 derived here from the rows (a row is an event when its CustomerID is not
@@ -26,7 +26,10 @@ import sys
 import tempfile
 
 CP = os.environ.get("CROWDPACK", "build/crowdpack")
-RETAIL = "/work/shared/data/online-retail/online_retail.csv.gz"
+# ../shared beside the repository, as CI places it (missing: generated rows).
+RETAIL = os.path.join(os.environ.get("CP_SOURCE_DIR") or os.path.join(os.path.dirname(
+    os.path.abspath(__file__)), "..", ".."), "..", "shared", "data", "online-retail",
+    "online_retail.csv.gz")
 PASSED = 0
 FAILED = 0
 
