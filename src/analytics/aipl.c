@@ -38,14 +38,14 @@ static const char *const stage_display[4] = {"认知", "兴趣", "购买", "忠�
 
 /* Appends s as a JSON string literal (the expression language reads JSON
  * escapes). */
-static cp_status quote(cp_buf_t *b, const char *s)
+static cp_status quote(buf_t *b, const char *s)
 {
     json_t *j = json_string(s);
     char *q = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
     json_decref(j);
     if (q == NULL)
         return CP_ENOMEM;
-    cp_status rc = cp_buf_append(b, q, strlen(q));
+    cp_status rc = buf_append(b, q, strlen(q));
     free(q);
     return rc;
 }
@@ -110,20 +110,20 @@ cp_status val_filters_parse(cp_db_t *db, const json_t *f, const char *what, beh_
 }
 
 /* Appends one did(...) >= k predicate. */
-static cp_status did_text(cp_buf_t *b, const char *event, const beh_prop_t *f, size_t nf,
+static cp_status did_text(buf_t *b, const char *event, const beh_prop_t *f, size_t nf,
                           int32_t d0, int32_t d1, uint64_t k)
 {
     char b0[16], b1[16];
-    cp_status rc = cp_buf_printf(b, "did(");
+    cp_status rc = buf_printf(b, "did(");
     if (rc || (rc = quote(b, event)))
         return rc;
     for (size_t i = 0; i < nf; i++) {
         char v[BEH_NAME_MAX + 1];
         snprintf(v, sizeof v, "%.*s", (int)f[i].vlen, f[i].value);
-        if ((rc = cp_buf_printf(b, ", %.*s = ", (int)f[i].nlen, f[i].name)) || (rc = quote(b, v)))
+        if ((rc = buf_printf(b, ", %.*s = ", (int)f[i].nlen, f[i].name)) || (rc = quote(b, v)))
             return rc;
     }
-    return cp_buf_printf(b, ", between %s and %s) >= %llu", val_day_format(d0, b0),
+    return buf_printf(b, ", between %s and %s) >= %llu", val_day_format(d0, b0),
                          val_day_format(d1, b1), (unsigned long long)k);
 }
 
@@ -258,7 +258,7 @@ static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp
 }
 
 /* The expression of one stage into b ("" when nothing can match). */
-static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, cp_buf_t *b,
+static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, buf_t *b,
                             json_t *unknown)
 {
     int32_t d0 = r->as_of - r->window_days + 1;
@@ -276,14 +276,14 @@ static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, cp_buf_t 
                 json_array_append_new(unknown, json_string(e));
             continue;
         }
-        if (terms++ && (rc = cp_buf_printf(b, " OR ")))
+        if (terms++ && (rc = buf_printf(b, " OR ")))
             break;
         rc = did_text(b, e, r->filters, r->nfilters, d0, r->as_of, s == 3 ? r->repeat : 1);
     }
     if (rc != CP_OK || s != 3 || r->member_attr == NULL)
         return rc;
     if (r->nfilters == 0)
-        return cp_buf_printf(b, "%s%s = true", terms ? " OR " : "", r->member_attr);
+        return buf_printf(b, "%s%s = true", terms ? " OR " : "", r->member_attr);
     /* With filters the rules are about one brand or category: membership
      * alone says nothing about it, so a member is loyal only after buying
      * it in the window (one purchase instead of repeat_purchases). */
@@ -294,15 +294,15 @@ static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, cp_buf_t 
         if (beh_resolve(db->beh, e, strlen(e), NULL, 0, &series) == CP_ENOTFOUND)
             continue;
         if (n++)
-            rc = cp_buf_printf(b, " OR ");
+            rc = buf_printf(b, " OR ");
         else
-            rc = cp_buf_printf(b, "%s(%s = true AND (", terms ? " OR " : "", r->member_attr);
+            rc = buf_printf(b, "%s(%s = true AND (", terms ? " OR " : "", r->member_attr);
         if (rc)
             break;
         rc = did_text(b, e, r->filters, r->nfilters, d0, r->as_of, 1);
     }
     if (rc == CP_OK && n)
-        rc = cp_buf_printf(b, "))");
+        rc = buf_printf(b, "))");
     return rc;
 }
 
@@ -311,7 +311,7 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
-    uint64_t t0 = cp_mono_ns();
+    uint64_t t0 = time_mono_ns();
     json_t *req = NULL, *res = NULL, *unknown = json_array(), *stages = json_array(),
            *exprs = json_object(), *warnings = json_array();
     aipl_rules_t r;
@@ -319,8 +319,8 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
     roaring_bitmap_t *reach[4] = {0}, *cur[4] = {0};
     store_txn_t *txn = NULL;
     int locked = 0, touched = 0;
-    cp_buf_t b;
-    cp_buf_init(&b, AIPL_EXPR_MAX);
+    buf_t b;
+    buf_init(&b, AIPL_EXPR_MAX);
     cp_status rc = ana_parse_request(request, len, &req, err);
     if (rc)
         goto out;
@@ -339,13 +339,13 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
     if ((rc = parse_rules(db, req, &r, err)))
         goto out;
     for (int s = 0; s < 4; s++) {
-        cp_buf_reset(&b);
+        buf_reset(&b);
         expr_t *e = NULL;
         if ((rc = stage_expr(db, &r, s, &b, unknown))) {
             rc = CP_ERR(err, rc, "aipl: the %s expression is too long", stage_names[s]);
             goto out;
         }
-        const char *text = b.len ? cp_buf_cstr(&b) : "";
+        const char *text = b.len ? buf_cstr(&b) : "";
         json_object_set_new(exprs, stage_names[s], json_string(text));
         if (b.len == 0) {
             if ((reach[s] = roaring_bitmap_create()) == NULL) {
@@ -356,7 +356,7 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
         }
         if ((rc = db_parse_text(text, &e, err)) ||
             (rc = db_eval_tree_as_of(db, expr_root(e), r.as_of, &reach[s], err))) {
-            cp__error_prefix(err, "aipl: %s: ", stage_names[s]);
+            error_prefix(err, "aipl: %s: ", stage_names[s]);
             expr_free(e);
             goto out;
         }
@@ -439,7 +439,7 @@ out:
     }
     if (rc == CP_OK) {
         json_object_set_new(res, "elapsed_ms",
-                            json_real(ana_round((double)(cp_mono_ns() - t0) / 1e6)));
+                            json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
         rc = db_json_out(res, out, err);
         res = NULL;
     }
@@ -447,7 +447,7 @@ out:
         index_bm_free(reach[s]);
         index_bm_free(cur[s]);
     }
-    cp_buf_free(&b);
+    buf_free(&b);
     json_decref(res);
     json_decref(req);
     json_decref(unknown);

@@ -131,7 +131,7 @@ static void p1_visit(void *ud, uint32_t ord, const double *x)
         p->s1[a] += y;
         p->s2[a] += y * y;
     }
-    if (!p->keep_all && cp_hash64(&ord, sizeof ord, p->c->seed) >= p->keep_below)
+    if (!p->keep_all && hash64(&ord, sizeof ord, p->c->seed) >= p->keep_below)
         return;
     if (p->ns == p->cap) {
         size_t nc = p->cap ? p->cap * 2 : 4096;
@@ -195,7 +195,7 @@ static cp_status kmeans(const double *z, size_t n, int d, int k, uint64_t seed,
     uint64_t st = seed;
     /* k-means++: the first centre uniformly, each next one with probability
      * proportional to the squared distance to the nearest centre so far. */
-    size_t first = (size_t)(cp_rand_double(&st) * (double)n);
+    size_t first = (size_t)(rand_double(&st) * (double)n);
     memcpy(cent, z + first * (size_t)d, (size_t)d * sizeof *cent);
     double total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -205,7 +205,7 @@ static cp_status kmeans(const double *z, size_t n, int d, int k, uint64_t seed,
     for (int j = 1; j < k; j++) {
         size_t pick = 0;
         if (total > 0) {
-            double r = cp_rand_double(&st) * total, acc = 0;
+            double r = rand_double(&st) * total, acc = 0;
             pick = n - 1;
             for (size_t i = 0; i < n; i++) {
                 acc += dmin[i];
@@ -215,7 +215,7 @@ static cp_status kmeans(const double *z, size_t n, int d, int k, uint64_t seed,
                 }
             }
         } else {
-            pick = (size_t)(cp_rand_double(&st) * (double)n); /* all points equal */
+            pick = (size_t)(rand_double(&st) * (double)n); /* all points equal */
         }
         double *cj = cent + (size_t)j * d;
         memcpy(cj, z + pick * (size_t)d, (size_t)d * sizeof *cj);
@@ -341,7 +341,7 @@ static cp_status ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, uin
         return rc;
     char buf[TAX_MAX_PATH + 1];
     memcpy(buf, path, len + 1);
-    int64_t now = cp_now_ms();
+    int64_t now = time_now_ms();
     for (size_t i = 0; i <= len; i++) {
         if (i != len && path[i] != '/')
             continue;
@@ -454,7 +454,7 @@ static json_t *value_json(cp_attr_type t, double v)
 {
     if (t == CP_ATTR_TIMESTAMP) {
         char b[48];
-        cp_time_format((int64_t)llround(v), b, sizeof b);
+        time_format((int64_t)llround(v), b, sizeof b);
         return json_string(b);
     }
     return json_real(ana_round(v));
@@ -469,7 +469,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
-    uint64_t t0 = cp_mono_ns();
+    uint64_t t0 = time_mono_ns();
     cl_t c = {.db = db};
     pass1_t p1 = {.c = &c};
     pass2_t *p2 = NULL;
@@ -531,7 +531,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
         }
         root = json_string_value(rv);
         if ((rc = tax_validate_path(root, strlen(root), err))) {
-            cp__error_prefix(err, "cluster: \"root\": ");
+            error_prefix(err, "cluster: \"root\": ");
             goto out;
         }
         if (k == 0) {
@@ -747,9 +747,9 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                 snprintf(path, sizeof path, "%s/%s", root, name);
                 json_object_set_new(o, "tag", json_string(path));
             }
-            cp_buf_t d;
-            cp_buf_init(&d, TAX_MAX_DESCRIPTION);
-            cp_buf_printf(&d, "k-means cluster %d of %d; centroid:", j + 1, (int)k);
+            buf_t d;
+            buf_init(&d, TAX_MAX_DESCRIPTION);
+            buf_printf(&d, "k-means cluster %d of %d; centroid:", j + 1, (int)k);
             json_t *cj = json_object(), *zj = json_object();
             for (int a = 0; a < c.d; a++) {
                 const schema_attr_t *at = c.at[a].a;
@@ -760,14 +760,14 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                 if (json_is_string(v))
                     snprintf(vb, sizeof vb, "%s", json_string_value(v));
                 else
-                    cp_fmt_double(ana_round(mean), vb, sizeof vb);
-                cp_buf_printf(&d, "%s %s=%s", a ? "," : "", at->name, vb);
+                    fmt_double(ana_round(mean), vb, sizeof vb);
+                buf_printf(&d, "%s %s=%s", a ? "," : "", at->name, vb);
                 json_object_set_new(cj, at->name, v);
                 json_object_set_new(zj, at->name,
                                     json_real(ana_round(cent[(size_t)j * c.d + a])));
             }
-            desc[j] = d.data ? strdup(cp_buf_cstr(&d)) : NULL;
-            cp_buf_free(&d);
+            desc[j] = d.data ? strdup(buf_cstr(&d)) : NULL;
+            buf_free(&d);
             if (desc[j] == NULL) {
                 json_decref(cj);
                 json_decref(zj);
@@ -808,7 +808,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
     } else {
         json_object_set_new(res, "stored", json_false());
     }
-    json_object_set_new(res, "took_ms", json_real(ana_round((double)(cp_mono_ns() - t0) / 1e6)));
+    json_object_set_new(res, "took_ms", json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
     rc = db_json_out(res, out, err);
     res = NULL;
 out:

@@ -44,13 +44,13 @@ cp_status ana_check_fields(const json_t *obj, const char *what, const char *cons
         for (size_t i = 0; allowed[i] && !ok; i++)
             ok = strcmp(allowed[i], k) == 0;
         if (!ok) {
-            cp_buf_t b;
-            cp_buf_init(&b, 1024);
+            buf_t b;
+            buf_init(&b, 1024);
             for (size_t i = 0; allowed[i]; i++)
-                cp_buf_printf(&b, "%s\"%s\"", i ? ", " : "", allowed[i]);
+                buf_printf(&b, "%s\"%s\"", i ? ", " : "", allowed[i]);
             cp_status rc = CP_ERR(err, CP_EINVAL, "%s: unknown field \"%.64s\" (known: %s)", what,
-                                  k, b.data ? cp_buf_cstr(&b) : "");
-            cp_buf_free(&b);
+                                  k, b.data ? buf_cstr(&b) : "");
+            buf_free(&b);
             return rc;
         }
     }
@@ -119,7 +119,7 @@ cp_status ana_set_eval_locked_as_of(cp_db_t *db, const json_t *spec, const char 
                           "%s: \"as_of\" is a date string and goes with an expression or tree",
                           what);
         if (ao != NULL && (rc = db_as_of_day(json_string_value(ao), &as_of_day, err))) {
-            cp__error_prefix(err, "%s: ", what);
+            error_prefix(err, "%s: ", what);
             return rc;
         }
         if (c) {
@@ -134,7 +134,7 @@ cp_status ana_set_eval_locked_as_of(cp_db_t *db, const json_t *spec, const char 
             rc = expr_from_json(t, &e, err);
         }
         if (rc) {
-            cp__error_prefix(err, "%s: ", what);
+            error_prefix(err, "%s: ", what);
             return rc;
         }
     } else {
@@ -150,7 +150,7 @@ cp_status ana_set_eval_locked_as_of(cp_db_t *db, const json_t *spec, const char 
         roaring_bitmap_t *bm = NULL;
         rc = db_eval_tree_as_of(db, expr_root(e), as_of_day, &bm, err);
         if (rc) {
-            cp__error_prefix(err, "%s: ", what);
+            error_prefix(err, "%s: ", what);
             goto out;
         }
         *out = bm;
@@ -349,7 +349,7 @@ const char *ana_value_text(cp_attr_type t, int64_t v, char *buf, size_t cap)
 {
     if (t == CP_ATTR_TIMESTAMP) {
         char ts[48];
-        cp_time_format(v, ts, sizeof ts);
+        time_format(v, ts, sizeof ts);
         snprintf(buf, cap, "\"%s\"", ts);
     } else {
         snprintf(buf, cap, "%lld", (long long)v);

@@ -239,7 +239,7 @@ static cp_status parse_window(const json_t *req, freq_t *f, cp_error_t *err)
             val_day_parse(json_string_value(to), &f->d1))
             return CP_ERR(err, CP_EINVAL, "funnel: \"from\" and \"to\" must be dates (YYYY-MM-DD)");
     } else {
-        f->d1 = (int32_t)(cp_now_ms() / 86400000);
+        f->d1 = (int32_t)(time_now_ms() / 86400000);
         f->default_end = ao == NULL || json_is_null(ao);
         if (!f->default_end &&
             (!json_is_string(ao) || val_day_parse(json_string_value(ao), &f->d1)))
@@ -296,7 +296,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
-    uint64_t t0 = cp_mono_ns();
+    uint64_t t0 = time_mono_ns();
     json_t *req = NULL, *res = NULL, *clabel = NULL, *by = NULL, *warnings = NULL;
     freq_t f;
     memset(&f, 0, sizeof f);
@@ -396,7 +396,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
             expr_t *e = NULL;
             if ((rc = db_parse_text(groups[g].expr, &e, err)) ||
                 (rc = db_eval_tree_as_of(db, expr_root(e), f.d1, &groups[g].bm, err))) {
-                cp__error_prefix(err, "funnel: breakdown group \"%.64s\": ", groups[g].label);
+                error_prefix(err, "funnel: breakdown group \"%.64s\": ", groups[g].label);
                 expr_free(e);
                 goto out;
             }
@@ -498,7 +498,7 @@ out:
     }
     if (rc == CP_OK) {
         json_object_set_new(res, "elapsed_ms",
-                            json_real(ana_round((double)(cp_mono_ns() - t0) / 1e6)));
+                            json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
         rc = db_json_out(res, out, err);
         res = NULL;
     }

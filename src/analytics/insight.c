@@ -172,7 +172,7 @@ static cp_status bounds_given(const schema_attr_t *a, const json_t *spec, bounds
         if (json_is_integer(v)) {
             x = json_integer_value(v);
         } else if (json_is_string(v) && a->type == CP_ATTR_TIMESTAMP &&
-                   cp_time_parse(json_string_value(v), strlen(json_string_value(v)), &x) == 0) {
+                   time_parse(json_string_value(v), strlen(json_string_value(v)), &x) == 0) {
         } else {
             return CP_ERR(err, CP_EINVAL, "insight: \"buckets\".%s[%zu]: expected %s", a->name, i,
                           a->type == CP_ATTR_TIMESTAMP ? "an integer or an ISO 8601 timestamp"
@@ -292,13 +292,13 @@ static cp_status add_ranges(cp_db_t *db, const schema_attr_t *a, const bsi_t *bs
                 snprintf(m.label, sizeof m.label, "%lld-%lld", (long long)yr,
                          (long long)(yr + b->step - 1));
         } else if (a->type == CP_ATTR_TIMESTAMP) {
-            cp_time_format(m.has_lo ? c.lo : c.hi + 1, x, sizeof x);
+            time_format(m.has_lo ? c.lo : c.hi + 1, x, sizeof x);
             if (!m.has_lo)
                 snprintf(m.label, sizeof m.label, "<%s", x);
             else if (!m.has_hi)
                 snprintf(m.label, sizeof m.label, ">=%s", x);
             else {
-                cp_time_format(c.hi + 1, y, sizeof y);
+                time_format(c.hi + 1, y, sizeof y);
                 snprintf(m.label, sizeof m.label, "%s..%s", x, y);
             }
         } else if (!m.has_lo) {
@@ -406,31 +406,31 @@ static cp_status add_attrs(cp_db_t *db, const json_t *spec, const json_t *bucket
 /* The expression text selecting a cell's users (caller frees). */
 static char *cell_expr(cp_db_t *db, const ana_cell_t *c, const meta_t *m)
 {
-    cp_buf_t b;
-    cp_buf_init(&b, 1 << 16);
+    buf_t b;
+    buf_init(&b, 1 << 16);
     char x[48], y[48];
     if (m->kind == CELL_TAG) {
-        cp_buf_printf(&b, "tag:%s", tax_get(&db->tax, m->tag)->path);
+        buf_printf(&b, "tag:%s", tax_get(&db->tax, m->tag)->path);
     } else if (m->kind == CELL_VALUE) {
-        cp_buf_printf(&b, "%s = ", m->attr->name);
+        buf_printf(&b, "%s = ", m->attr->name);
         if (m->attr->type == CP_ATTR_BOOL)
-            cp_buf_append(&b, m->attr->values[m->vid], m->attr->value_lens[m->vid]);
+            buf_append(&b, m->attr->values[m->vid], m->attr->value_lens[m->vid]);
         else
             json_buf_str(&b, m->attr->values[m->vid], m->attr->value_lens[m->vid]);
     } else {
         cp_attr_type t = m->attr->type;
         if (m->has_lo && m->has_hi)
-            cp_buf_printf(&b, "%s BETWEEN %s AND %s", m->attr->name,
+            buf_printf(&b, "%s BETWEEN %s AND %s", m->attr->name,
                           ana_value_text(t, c->lo, x, sizeof x),
                           ana_value_text(t, c->hi, y, sizeof y));
         else if (m->has_lo)
-            cp_buf_printf(&b, "%s >= %s", m->attr->name, ana_value_text(t, c->lo, x, sizeof x));
+            buf_printf(&b, "%s >= %s", m->attr->name, ana_value_text(t, c->lo, x, sizeof x));
         else
-            cp_buf_printf(&b, "%s <= %s", m->attr->name, ana_value_text(t, c->hi, x, sizeof x));
+            buf_printf(&b, "%s <= %s", m->attr->name, ana_value_text(t, c->hi, x, sizeof x));
     }
     if (b.data == NULL)
         return NULL;
-    cp_buf_cstr(&b);
+    buf_cstr(&b);
     return b.data;
 }
 
@@ -583,7 +583,7 @@ cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **o
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
-    uint64_t t0 = cp_mono_ns();
+    uint64_t t0 = time_mono_ns();
     json_t *req = NULL, *clabel = NULL, *blabel = NULL, *skipped = NULL, *res = NULL;
     roaring_bitmap_t *crowd = NULL, *base = NULL;
     cells_t cs = {0};
@@ -701,7 +701,7 @@ cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **o
     skipped = NULL;
     db_read_end(db);
     locked = 0;
-    json_object_set_new(res, "took_ms", json_real(ana_round((double)(cp_mono_ns() - t0) / 1e6)));
+    json_object_set_new(res, "took_ms", json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
     rc = db_json_out(res, out, err);
     res = NULL;
 out:

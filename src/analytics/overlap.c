@@ -134,7 +134,7 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
-    uint64_t t0 = cp_mono_ns();
+    uint64_t t0 = time_mono_ns();
     json_t *req = NULL, *labels[ANA_MAX_OVERLAP] = {0}, *res = NULL;
     roaring_bitmap_t *sets[ANA_MAX_OVERLAP] = {0};
     uint16_t *keys = NULL;
@@ -274,7 +274,7 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
         json_object_set_new(res, "venn", vj);
     }
     json_object_set_new(res, "min_count", json_integer((json_int_t)min_count));
-    json_object_set_new(res, "took_ms", json_real(ana_round((double)(cp_mono_ns() - t0) / 1e6)));
+    json_object_set_new(res, "took_ms", json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
     rc = db_json_out(res, out, err);
     res = NULL;
 out:

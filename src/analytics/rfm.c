@@ -208,7 +208,7 @@ static cp_status gather(cp_db_t *db, const rfm_req_t *r, int32_t *ref_day, rfm_c
     } else if (db->beh && beh_day_range(db->beh, &first, &last)) {
         *ref_day = (last > last_day ? last : last_day) + 1;
     } else {
-        *ref_day = k ? last_day + 1 : (int32_t)(cp_now_ms() / 86400000);
+        *ref_day = k ? last_day + 1 : (int32_t)(time_now_ms() / 86400000);
     }
     for (size_t i = 0; i < k; i++)
         c[i].v[0] = *ref_day - c[i].v[0];
@@ -386,7 +386,7 @@ cp_status cp_rfm_json(cp_db_t *db, const char *request, size_t len, char **out, 
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
-    uint64_t t0 = cp_mono_ns();
+    uint64_t t0 = time_mono_ns();
     json_t *req = NULL, *res = NULL;
     rfm_req_t r = {0};
     rfm_cust_t *c = NULL;
@@ -420,7 +420,7 @@ cp_status cp_rfm_json(cp_db_t *db, const char *request, size_t len, char **out, 
         goto out;
     }
     if (r.store) {
-        int64_t now = cp_now_ms();
+        int64_t now = time_now_ms();
         if ((rc = store_meta_put_u64(txn, RFM_META_LAST, (uint64_t)now, err)))
             goto out;
         locked = 0;
@@ -440,7 +440,7 @@ out:
     }
     if (rc == CP_OK) {
         json_object_set_new(res, "elapsed_ms",
-                            json_real(ana_round((double)(cp_mono_ns() - t0) / 1e6)));
+                            json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
         rc = db_json_out(res, out, err);
         res = NULL;
     }
@@ -478,7 +478,7 @@ cp_status cp_rfm_schedule_json(cp_db_t *db, char **out, cp_error_t *err)
         return CP_ERR(err, CP_EIO, "corrupt RFM schedule setting");
     if (last) {
         char b[48];
-        cp_time_format((int64_t)(last / 1000), b, sizeof b);
+        time_format((int64_t)(last / 1000), b, sizeof b);
         json_object_set_new(j, "last_run", json_string(b));
     }
     return db_json_out(j, out, err);

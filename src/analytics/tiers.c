@@ -32,7 +32,7 @@ typedef struct tiers {
 static int name_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > TIER_NAME_MAX || !cp_utf8_valid(s, n))
+    if (n == 0 || n > TIER_NAME_MAX || !utf8_valid(s, n))
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -267,8 +267,8 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
     json_t *req = NULL, *parts = NULL, *res = NULL;
-    cp_buf_t ex;
-    cp_buf_init(&ex, CP_EXPR_MAX_LEN);
+    buf_t ex;
+    buf_init(&ex, CP_EXPR_MAX_LEN);
     int locked = 0;
     uint64_t within = 0, mc = 0, total = 0;
     tiers_t *t = malloc(sizeof *t);
@@ -332,8 +332,8 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
         }
         total += c;
         char *e = range_expr(t, lo, hi);
-        if (e == NULL || (ex.len && cp_buf_append(&ex, " OR ", 4)) ||
-            cp_buf_append(&ex, e, strlen(e))) {
+        if (e == NULL || (ex.len && buf_append(&ex, " OR ", 4)) ||
+            buf_append(&ex, e, strlen(e))) {
             free(e);
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
             goto out;
@@ -347,7 +347,7 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
         json_array_append_new(parts, o);
     }
     res = json_pack("{s:s,s:I,s:s,s:o,s:o,s:I}", "attribute", t->attr->name, "within",
-                    (json_int_t)within, "expression", ex.len ? cp_buf_cstr(&ex) : "",
+                    (json_int_t)within, "expression", ex.len ? buf_cstr(&ex) : "",
                     "members", count_json(total, mc), "parts", parts, "min_count", (json_int_t)mc);
     parts = NULL;
     if (res == NULL) {
@@ -363,7 +363,7 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
 out:
     if (locked)
         db_read_end(db);
-    cp_buf_free(&ex);
+    buf_free(&ex);
     free(t);
     json_decref(parts);
     json_decref(res);

@@ -23,7 +23,7 @@ cp_status val_ensure_tag_named(cp_db_t *db, store_txn_t *txn, const char *path, 
         return rc;
     char buf[TAX_MAX_PATH + 1];
     memcpy(buf, path, len + 1);
-    int64_t now = cp_now_ms();
+    int64_t now = time_now_ms();
     for (size_t i = 0; i <= len; i++) {
         if (i != len && path[i] != '/')
             continue;
@@ -116,7 +116,7 @@ cp_status val_ensure_int_attr(cp_db_t *db, store_txn_t *txn, const char *name, u
 int val_day_parse(const char *s, int32_t *day)
 {
     int64_t secs;
-    if (s == NULL || cp_time_parse(s, strlen(s), &secs))
+    if (s == NULL || time_parse(s, strlen(s), &secs))
         return -1;
     int64_t d = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
     *day = (int32_t)d;
@@ -126,14 +126,14 @@ int val_day_parse(const char *s, int32_t *day)
 const char *val_day_format(int32_t day, char *buf)
 {
     char t[48];
-    cp_time_format((int64_t)day * 86400, t, sizeof t);
+    time_format((int64_t)day * 86400, t, sizeof t);
     snprintf(buf, 16, "%.10s", t);
     return buf;
 }
 
 int32_t val_default_day(cp_db_t *db, int *from_data)
 {
-    int32_t today = (int32_t)(cp_now_ms() / 86400000), first, last;
+    int32_t today = (int32_t)(time_now_ms() / 86400000), first, last;
     *from_data = 0;
     if (db->beh && beh_day_range(db->beh, &first, &last) && last < today) {
         *from_data = 1;

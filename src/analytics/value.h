@@ -31,7 +31,7 @@ cp_status val_tag_set_members(cp_db_t *db, uint32_t id, const roaring_bitmap_t *
 cp_status val_ensure_int_attr(cp_db_t *db, store_txn_t *txn, const char *name, uint32_t *id,
                               int *touched, cp_error_t *err);
 
-/* "YYYY-MM-DD" (or any cp_time_parse form) to days since 1970-01-01 UTC.
+/* "YYYY-MM-DD" (or any time_parse form) to days since 1970-01-01 UTC.
  * 0 on success. */
 int val_day_parse(const char *s, int32_t *day);
 /* Days since the epoch to "YYYY-MM-DD" (buf >= 16). */

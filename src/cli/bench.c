@@ -471,7 +471,7 @@ static uint64_t random_word(uint64_t *rng, double p)
     uint32_t q = (uint32_t)(p * 65536.0 + 0.5);
     uint64_t w = 0;
     for (int b = 0; b < 16; b++)
-        w = (q >> b) & 1 ? (w | cp_rand_next(rng)) : (w & cp_rand_next(rng));
+        w = (q >> b) & 1 ? (w | rand_next(rng)) : (w & rand_next(rng));
     return w;
 }
 

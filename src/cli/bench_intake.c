@@ -11,7 +11,7 @@
  *     much), 20 event names, an indexed `category` of 200 values, an
  *     `amount`, timestamps over 90 days, imported with a mapping; and the
  *     same events as NDJSON Segment track events (`import --events`);
- *  3. HTTP: the server runs in this process (cp_server_run on a thread,
+ *  3. HTTP: the server runs in this process (server_run on a thread,
  *     127.0.0.1, a free port); C load threads each keep one HTTP/1.1
  *     connection and POST /v1/batch bodies of B events for S seconds with
  *     a write key (Basic auth, as Segment SDKs send it). Only 200 answers
@@ -180,23 +180,23 @@ typedef struct gen_event {
 
 static void gen_next(uint64_t *rng, uint64_t users, gen_event_t *e)
 {
-    double x = cp_rand_double(rng), y = cp_rand_double(rng), z = cp_rand_double(rng);
+    double x = rand_double(rng), y = rand_double(rng), z = rand_double(rng);
     e->user = (uint64_t)(x * x * (double)users);
     if (e->user >= users)
         e->user = users - 1;
     e->name = (int)(y * y * y * NNAMES);
     e->cat = (int)(z * z * NCATS);
-    uint64_t r = cp_rand_next(rng);
+    uint64_t r = rand_next(rng);
     e->cents = (uint32_t)(r % 50000u) + 1u;
     e->ts = BASE_DAY_SECS + (int64_t)((r >> 20) % (uint64_t)(DAYS * 86400));
 }
 
 /* The Segment track event of `e`, without the enclosing braces' context. */
-static cp_status gen_segment(cp_buf_t *b, const gen_event_t *e, const char *msg_prefix, uint64_t seq)
+static cp_status gen_segment(buf_t *b, const gen_event_t *e, const char *msg_prefix, uint64_t seq)
 {
     char ts[40];
-    cp_time_format(e->ts, ts, sizeof ts);
-    return cp_buf_printf(b,
+    time_format(e->ts, ts, sizeof ts);
+    return buf_printf(b,
                          "{\"type\":\"track\",\"userId\":\"u%llu\",\"event\":\"%s\",\"messageId\":"
                          "\"%s%llu\",\"timestamp\":\"%s\",\"properties\":{\"category\":\"c%03d\","
                          "\"amount\":%u.%02u}}",
@@ -224,8 +224,8 @@ static int gen_files(const char *csv_path, const char *nd_path, uint64_t n, uint
     int rc = CLI_OK;
     FILE *fc = fopen(csv_path, "w"), *fn = fopen(nd_path, "w");
     uint64_t *seen = calloc((size_t)(users / 64 + 1), sizeof *seen);
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     if (!fc || !fn) {
         rc = cli_failf("cannot write %s: %s", !fc ? csv_path : nd_path, strerror(errno));
         goto out;
@@ -245,10 +245,10 @@ static int gen_files(const char *csv_path, const char *nd_path, uint64_t n, uint
             (*distinct)++;
         }
         char ts[40];
-        cp_time_format(e.ts, ts, sizeof ts);
+        time_format(e.ts, ts, sizeof ts);
         fprintf(fc, "u%llu,%s,c%03d,%u.%02u,%s\n", (unsigned long long)(e.user + 1),
                 ev_names[e.name], e.cat, e.cents / 100, e.cents % 100, ts);
-        cp_buf_reset(&b);
+        buf_reset(&b);
         if (gen_segment(&b, &e, "m", i + 1) != CP_OK) {
             rc = cli_failf("out of memory");
             goto out;
@@ -263,7 +263,7 @@ out:
         rc = cli_failf("cannot write %s: %s", csv_path, strerror(errno));
     if (fn && fclose(fn) != 0 && rc == CLI_OK)
         rc = cli_failf("cannot write %s: %s", nd_path, strerror(errno));
-    cp_buf_free(&b);
+    buf_free(&b);
     free(seen);
     return rc;
 }
@@ -576,9 +576,9 @@ static void worker_error(worker_t *w, int status, const char *body)
 static void *worker_run(void *arg)
 {
     worker_t *w = arg;
-    cp_buf_t body, hdr;
-    cp_buf_init(&body, 0);
-    cp_buf_init(&hdr, 0);
+    buf_t body, hdr;
+    buf_init(&body, 0);
+    buf_init(&hdr, 0);
     char *resp = malloc(65536);
     char prefix[32];
     snprintf(prefix, sizeof prefix, "h%d-", w->id);
@@ -591,21 +591,21 @@ static void *worker_run(void *arg)
             usleep(10000);
             continue;
         }
-        cp_buf_reset(&body);
-        cp_status st = cp_buf_append(&body, "{\"batch\":[", 10);
+        buf_reset(&body);
+        cp_status st = buf_append(&body, "{\"batch\":[", 10);
         for (int i = 0; i < w->batch && st == CP_OK; i++) {
             gen_event_t e;
             gen_next(&rng, w->users, &e);
             if (i)
-                st = cp_buf_append(&body, ",", 1);
+                st = buf_append(&body, ",", 1);
             if (st == CP_OK)
                 st = gen_segment(&body, &e, prefix, ++seq);
         }
         if (st == CP_OK)
-            st = cp_buf_append(&body, "]}", 2);
-        cp_buf_reset(&hdr);
+            st = buf_append(&body, "]}", 2);
+        buf_reset(&hdr);
         if (st == CP_OK)
-            st = cp_buf_printf(&hdr,
+            st = buf_printf(&hdr,
                                "POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                "Content-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
                                w->auth ? "Authorization: " : "", w->auth ? w->auth : "",
@@ -661,8 +661,8 @@ static void *worker_run(void *arg)
     w->cpu = cpu_secs(RUSAGE_THREAD) - c0;
     if (fd >= 0)
         close(fd);
-    cp_buf_free(&body);
-    cp_buf_free(&hdr);
+    buf_free(&body);
+    buf_free(&hdr);
     free(resp);
     return NULL;
 }
@@ -736,7 +736,7 @@ out:
 
 typedef struct srv_thread {
     cp_db_t *db;
-    cp_server_options_t o;
+    server_options_t o;
     cp_error_t err;
     cp_status st;
     atomic_int done;
@@ -745,7 +745,7 @@ typedef struct srv_thread {
 static void *server_main(void *arg)
 {
     srv_thread_t *s = arg;
-    s->st = cp_server_run(s->db, &s->o, &s->err);
+    s->st = server_run(s->db, &s->o, &s->err);
     atomic_store(&s->done, 1);
     return NULL;
 }
@@ -784,7 +784,7 @@ out:
  * admin key, the server on a thread, `category` indexed through PUT
  * /v1/intake/config, C load threads for S seconds, then the check that the
  * server holds exactly the acknowledged events, then SIGTERM to the
- * server thread (cp_server_run's own shutdown path).
+ * server thread (server_run's own shutdown path).
  */
 static int run_http(http_run_t *h, const char *tmp, uint64_t users, uint64_t seed, int fsyncs)
 {

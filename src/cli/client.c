@@ -86,7 +86,7 @@ char *client_escape(const char *s)
 /* ------------------------------------------------------------ plumbing */
 
 typedef struct sink {
-    cp_buf_t body;        /* the answer when not streaming, or an error body */
+    buf_t body;        /* the answer when not streaming, or an error body */
     cp_write_fn write;    /* streaming target for 2xx answers */
     void *ud;
     CURL *h;
@@ -106,7 +106,7 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
         }
         return n;
     }
-    if (cp_buf_append(&s->body, p, n) != CP_OK)
+    if (buf_append(&s->body, p, n) != CP_OK)
         return 0;
     return n;
 }
@@ -285,7 +285,7 @@ cp_status client_call(cli_client_t *c, const char *method, const char *path, con
 {
     sink_t s = {0};
     int oom;
-    cp_buf_init(&s.body, CLIENT_MAX_ANSWER);
+    buf_init(&s.body, CLIENT_MAX_ANSWER);
     /* Servers without keys refuse state-changing requests that do not say
      * JSON (a cross-site defence, docs/api.md), body-less ones too. */
     int typed = body != NULL || strcmp(method, "GET") != 0;
@@ -293,12 +293,12 @@ cp_status client_call(cli_client_t *c, const char *method, const char *path, con
     cp_status st = oom ? CP_ERR(err, CP_ENOMEM, "out of memory")
                        : perform(c, method, path, h, &s, body, len, err);
     if (st == CP_OK && resp) {
-        *resp = strdup(cp_buf_cstr(&s.body) ? cp_buf_cstr(&s.body) : "");
+        *resp = strdup(buf_cstr(&s.body) ? buf_cstr(&s.body) : "");
         if (!*resp)
             st = CP_ERR(err, CP_ENOMEM, "out of memory");
     }
     curl_slist_free_all(h);
-    cp_buf_free(&s.body);
+    buf_free(&s.body);
     return st;
 }
 
@@ -320,13 +320,13 @@ cp_status client_stream(cli_client_t *c, const char *path, cp_write_fn write, vo
 {
     sink_t s = {0};
     int oom;
-    cp_buf_init(&s.body, 1u << 20);
+    buf_init(&s.body, 1u << 20);
     s.write = write;
     s.ud = ud;
     struct curl_slist *h = headers(c, NULL, &oom);
     cp_status st = oom ? CP_ERR(err, CP_ENOMEM, "out of memory")
                        : perform(c, "GET", path, h, &s, NULL, 0, err);
     curl_slist_free_all(h);
-    cp_buf_free(&s.body);
+    buf_free(&s.body);
     return st;
 }

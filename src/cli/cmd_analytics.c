@@ -806,7 +806,7 @@ static roaring_bitmap_t *random_bitmap(uint32_t n, double density, uint64_t *st,
          * an expected density of d. */
         uint64_t m = (uint64_t)llround(-log1p(-density) * lim);
         for (uint64_t i = 0; i < m; i++) {
-            uint32_t p = (uint32_t)(cp_rand_next(st) % lim);
+            uint32_t p = (uint32_t)(rand_next(st) % lim);
             dense[p >> 6] |= UINT64_C(1) << (p & 63);
         }
         bm_append_dense(bm, (uint16_t)key, dense);
@@ -828,9 +828,9 @@ static double median_ms(cp_db_t *db, cli_lib_fn fn, const char *req, int reps, i
     for (int r = 0; r < reps; r++) {
         char *out = NULL;
         cp_error_t err = {0};
-        uint64_t t0 = cp_mono_ns();
+        uint64_t t0 = time_mono_ns();
         cp_status st = fn(db, req, strlen(req), &out, &err);
-        t[r] = (double)(cp_mono_ns() - t0) / 1e6;
+        t[r] = (double)(time_mono_ns() - t0) / 1e6;
         cp_free(out);
         if (st != CP_OK) {
             fprintf(stderr, "crowdpack: %s\n", err.message);
@@ -867,10 +867,10 @@ static cp_status core_and_floor(cp_db_t *db, int reps, double *core_ms, double *
     for (uint32_t i = 0; i < g->nchildren; i++)
         cells[i].bm = db->ix->tags[g->children[i]].eff;
     for (int r = 0; r < reps && rc == CP_OK; r++) {
-        uint64_t t0 = cp_mono_ns();
+        uint64_t t0 = time_mono_ns();
         rc = ana_count_cells(crowd, NULL, db->ix->universe, cells, g->nchildren, 1);
-        t1[r] = (double)(cp_mono_ns() - t0) / 1e6;
-        t0 = cp_mono_ns();
+        t1[r] = (double)(time_mono_ns() - t0) / 1e6;
+        t0 = time_mono_ns();
         uint64_t sum = 0, nb = 0;
         for (uint32_t i = 0; i < g->nchildren; i++)
             for (int32_t k = 0; k < bm_chunk_count(cells[i].bm); k++) {
@@ -888,7 +888,7 @@ static cp_status core_and_floor(cp_db_t *db, int reps, double *core_ms, double *
                     nb += (uint64_t)a->cardinality * 2;
                 }
             }
-        t2[r] = (double)(cp_mono_ns() - t0) / 1e6;
+        t2[r] = (double)(time_mono_ns() - t0) / 1e6;
         sink += sum;
         *bytes = nb;
     }
@@ -941,7 +941,7 @@ static int analytics_bench(int argc, char **argv)
         snprintf(path, sizeof path, "crowd/ov%llu", (unsigned long long)i);
         ok = cp_tag_create(db, path, NULL, NULL, &err) == CP_OK;
     }
-    uint64_t t0 = cp_mono_ns(), seed = 1;
+    uint64_t t0 = time_mono_ns(), seed = 1;
     uint64_t assignments = 0;
     if (ok) {
         /* Bitmaps go straight into the index under the write lock, marked
@@ -958,11 +958,11 @@ static int analytics_bench(int argc, char **argv)
                 continue;
             double dens;
             if (strncmp(g->path, "bench/", 6) == 0)
-                dens = 0.0005 * exp(cp_rand_double(&seed) * log(0.30 / 0.0005));
+                dens = 0.0005 * exp(rand_double(&seed) * log(0.30 / 0.0005));
             else if (strcmp(g->path, "crowd/insight") == 0)
                 dens = (double)crowd / (double)users;
             else
-                dens = 0.1 + 0.4 * cp_rand_double(&seed);
+                dens = 0.1 + 0.4 * rand_double(&seed);
             roaring_bitmap_t *bm = random_bitmap((uint32_t)users, dens, &seed, dense);
             roaring_bitmap_t *eff = bm ? roaring_bitmap_copy(bm) : NULL;
             if (!eff) {
@@ -991,7 +991,7 @@ static int analytics_bench(int argc, char **argv)
         strcat(req, ex);
     }
     strcat(req, "]}");
-    double build = (double)(cp_mono_ns() - t0) / 1e9;
+    double build = (double)(time_mono_ns() - t0) / 1e9;
     uint64_t csize = 0;
     ok = ok && cp_count(db, "crowd:insight", &csize, &err) == CP_OK;
     double ins = 0, ins_tags = 0, ovl = 0, core1 = 0, floor1 = 0;

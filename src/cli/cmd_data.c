@@ -174,10 +174,10 @@ typedef struct rline {
 } rline_t;
 
 typedef struct rbatch {
-    cp_buf_t text;     /* the lines as read, each ending in \n */
+    buf_t text;     /* the lines as read, each ending in \n */
     rline_t *lines;
     size_t n, cap;
-    cp_buf_t body;     /* the request: the lines not dropped */
+    buf_t body;     /* the request: the lines not dropped */
 } rbatch_t;
 
 /* The message without a leading "line N: " (N is relative to the batch). */
@@ -195,7 +195,7 @@ static int send_batch(const cli_args_t *a, cli_conn_t *conn, rbatch_t *b, load_c
                       cp_load_stats_t *s)
 {
     for (;;) {
-        cp_buf_reset(&b->body);
+        buf_reset(&b->body);
         size_t *map = malloc((b->n ? b->n : 1) * sizeof *map), nm = 0;
         if (!map)
             return cli_failf("out of memory");
@@ -203,7 +203,7 @@ static int send_batch(const cli_args_t *a, cli_conn_t *conn, rbatch_t *b, load_c
             if (b->lines[i].dropped)
                 continue;
             map[nm++] = i;
-            if (cp_buf_append(&b->body, b->text.data + b->lines[i].off, b->lines[i].len) != CP_OK) {
+            if (buf_append(&b->body, b->text.data + b->lines[i].off, b->lines[i].len) != CP_OK) {
                 free(map);
                 return cli_failf("out of memory");
             }
@@ -253,8 +253,8 @@ static int load_remote(const cli_args_t *a, cli_conn_t *conn, FILE *in, load_ctx
     size_t cap = 0;
     ssize_t n;
     int rc = CLI_OK;
-    cp_buf_init(&b.text, 0);
-    cp_buf_init(&b.body, 0);
+    buf_init(&b.text, 0);
+    buf_init(&b.body, 0);
     while ((n = getline(&line, &cap, in)) >= 0) {
         s->lines++;
         s->bytes += (uint64_t)n;
@@ -288,7 +288,7 @@ static int load_remote(const cli_args_t *a, cli_conn_t *conn, FILE *in, load_ctx
             b.cap = nc;
         }
         b.lines[b.n] = (rline_t){b.text.len, len + 1, s->lines, 0};
-        if (cp_buf_append(&b.text, line, len) != CP_OK || cp_buf_append(&b.text, "\n", 1) != CP_OK) {
+        if (buf_append(&b.text, line, len) != CP_OK || buf_append(&b.text, "\n", 1) != CP_OK) {
             rc = cli_failf("out of memory");
             goto out;
         }
@@ -297,7 +297,7 @@ static int load_remote(const cli_args_t *a, cli_conn_t *conn, FILE *in, load_ctx
             if ((rc = send_batch(a, conn, &b, lc, s)) != CLI_OK)
                 goto out;
             b.n = 0;
-            cp_buf_reset(&b.text);
+            buf_reset(&b.text);
         }
     }
     if (ferror(in)) {
@@ -309,8 +309,8 @@ out:
     progress_finish(&lc->bar);
     free(line);
     free(b.lines);
-    cp_buf_free(&b.text);
-    cp_buf_free(&b.body);
+    buf_free(&b.text);
+    buf_free(&b.body);
     return rc;
 }
 

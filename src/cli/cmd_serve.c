@@ -92,7 +92,7 @@ int cmd_serve(int argc, char **argv)
     int rc = cli_parse(&serve_spec, argc, argv, &a);
     if (rc != CLI_OK || a.help)
         return rc;
-    cp_server_options_t o = {0};
+    server_options_t o = {0};
     o.listen = cli_get(&a, "listen");
     o.port_file = cli_get(&a, "port-file");
     o.tls_cert = cli_get(&a, "tls-cert");
@@ -137,7 +137,7 @@ int cmd_serve(int argc, char **argv)
         CLI_OK)
         return rc;
     cp_error_t err = {0};
-    cp_status st = cp_server_run(c.db, &o, &err);
+    cp_status st = server_run(c.db, &o, &err);
     if (st != CP_OK)
         rc = cli_fail(st, &err);
     cli_conn_close(&c);

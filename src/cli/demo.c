@@ -381,84 +381,84 @@ static size_t alias_pick(const double *prob, const int32_t *alias, size_t n, dou
 
 static double gauss(uint64_t *rng)
 {
-    double u1 = 1.0 - cp_rand_double(rng); /* (0, 1] */
-    double u2 = cp_rand_double(rng);
+    double u1 = 1.0 - rand_double(rng); /* (0, 1] */
+    double u2 = rand_double(rng);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 static uint64_t user_stream(uint64_t seed, uint64_t i)
 {
     uint64_t s = seed * 0x9E3779B97F4A7C15ull ^ (i + 1) * 0xD1B54A32D192ED03ull;
-    (void)cp_rand_next(&s);
+    (void)rand_next(&s);
     return s;
 }
 
 /* Appends s as a JSON string literal (quotes included). */
-static cp_status json_str(cp_buf_t *b, const char *s)
+static cp_status json_str(buf_t *b, const char *s)
 {
-    cp_status st = cp_buf_append(b, "\"", 1);
+    cp_status st = buf_append(b, "\"", 1);
     for (const char *p = s; st == CP_OK && *p; p++) {
         unsigned char c = (unsigned char)*p;
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
-            st = cp_buf_append(b, esc, 2);
+            st = buf_append(b, esc, 2);
         } else if (c < 0x20) {
-            st = cp_buf_printf(b, "\\u%04x", c);
+            st = buf_printf(b, "\\u%04x", c);
         } else {
-            st = cp_buf_append(b, p, 1);
+            st = buf_append(b, p, 1);
         }
     }
-    return st == CP_OK ? cp_buf_append(b, "\"", 1) : st;
+    return st == CP_OK ? buf_append(b, "\"", 1) : st;
 }
 
-static cp_status tag_row_json(cp_buf_t *b, int first, const char *path, const char *name,
+static cp_status tag_row_json(buf_t *b, int first, const char *path, const char *name,
                               const char *description)
 {
-    cp_status st = cp_buf_append(b, first ? "{\"path\":" : ",{\"path\":", first ? 8 : 9);
+    cp_status st = buf_append(b, first ? "{\"path\":" : ",{\"path\":", first ? 8 : 9);
     if (st == CP_OK)
         st = json_str(b, path);
     if (st == CP_OK)
-        st = cp_buf_append(b, ",\"name\":", 8);
+        st = buf_append(b, ",\"name\":", 8);
     if (st == CP_OK)
         st = json_str(b, name);
     if (st == CP_OK && description) {
-        st = cp_buf_append(b, ",\"description\":", 15);
+        st = buf_append(b, ",\"description\":", 15);
         if (st == CP_OK)
             st = json_str(b, description);
     }
-    return st == CP_OK ? cp_buf_append(b, "}", 1) : st;
+    return st == CP_OK ? buf_append(b, "}", 1) : st;
 }
 
 /* ------------------------------------------------------------ schema */
 
 cp_status demo_schema(cp_db_t *db, cp_error_t *err)
 {
-    cp_buf_t b;
+    buf_t b;
     cp_status st;
 
-    cp_buf_init(&b, 0);
+    buf_init(&b, 0);
     st = cp_schema_load_json(db, SCHEMA_JSON, sizeof(SCHEMA_JSON) - 1, err);
     if (st != CP_OK) {
-        cp__error_prefix(err, "demo schema: ");
+        error_prefix(err, "demo schema: ");
         goto out;
     }
-    st = cp_buf_append(&b, "{\"tags\":[", 9);
+    st = buf_append(&b, "{\"tags\":[", 9);
     for (size_t i = 0; st == CP_OK && i < CP_ARRAY_LEN(EXTRA_TAGS); i++)
         st = tag_row_json(&b, i == 0, EXTRA_TAGS[i].path, EXTRA_TAGS[i].name,
                           EXTRA_TAGS[i].description);
     for (size_t i = 0; st == CP_OK && i < demo_interest_tags_len; i++)
         st = tag_row_json(&b, 0, demo_interest_tags[i].path, demo_interest_tags[i].name, NULL);
     if (st == CP_OK)
-        st = cp_buf_append(&b, "]}", 2);
+        st = buf_append(&b, "]}", 2);
     if (st != CP_OK) {
         st = CP_ERR(err, st, "demo taxonomy: cannot build the JSON: %s", cp_strerror(st));
         goto out;
     }
     st = cp_taxonomy_load_json(db, b.data, b.len, err);
     if (st != CP_OK)
-        cp__error_prefix(err, "demo taxonomy: ");
+        error_prefix(err, "demo taxonomy: ");
 out:
-    cp_buf_free(&b);
+    buf_free(&b);
     return st;
 }
 
@@ -666,21 +666,21 @@ static int pick_persona(int age, int g, uint64_t *rng)
     double cdf[N_PERSONA], acc = 0;
     for (int p = 0; p < N_PERSONA; p++)
         cdf[p] = acc += w[p];
-    return (int)cdf_pick(cdf, N_PERSONA, cp_rand_double(rng));
+    return (int)cdf_pick(cdf, N_PERSONA, rand_double(rng));
 }
 
 /* One interest draw: a level-1 tag, then down the tree. Returns a node. */
 static int32_t draw_interest(const demo_model_t *m, int persona, int g, uint64_t *rng)
 {
-    int p = cp_rand_double(rng) < DEMO_PERSONA_SHARE ? persona : P_GENERAL;
+    int p = rand_double(rng) < DEMO_PERSONA_SHARE ? persona : P_GENERAL;
     int32_t node =
-        m->l1[alias_pick(m->l1_prob[p][g], m->l1_alias[p][g], N_L1, cp_rand_double(rng))];
+        m->l1[alias_pick(m->l1_prob[p][g], m->l1_alias[p][g], N_L1, rand_double(rng))];
     for (;;) {
         const demo_node_t *d = &m->nodes[node];
-        if (d->nkids == 0 || cp_rand_double(rng) < m->stop[node])
+        if (d->nkids == 0 || rand_double(rng) < m->stop[node])
             return node;
         size_t k = alias_pick(m->kid_prob[g] + d->first_kid, m->kid_alias[g] + d->first_kid,
-                              (size_t)d->nkids, cp_rand_double(rng));
+                              (size_t)d->nkids, rand_double(rng));
         node = m->kids[d->first_kid + k];
     }
 }
@@ -729,7 +729,7 @@ static cp_status put_ts(const demo_model_t *m, cp_batch_t *b, int32_t h, int64_t
     char iso[32];
     if (!m->ts_as_text)
         return cp_batch_int(b, h, secs, err);
-    cp_time_format(secs, iso, sizeof iso);
+    time_format(secs, iso, sizeof iso);
     return cp_batch_str(b, h, iso, err);
 }
 
@@ -772,9 +772,9 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
     if ((st = cp_batch_user(b, id, err)) != CP_OK)
         return st;
 
-    int g = cp_rand_double(&rng) < 0.52 ? G_FEMALE : G_MALE;
-    int age = AGE_MIN + (int)alias_pick(m->age_prob, m->age_alias, N_AGES, cp_rand_double(&rng));
-    size_t c = alias_pick(m->city_prob, m->city_alias, demo_cities_len, cp_rand_double(&rng));
+    int g = rand_double(&rng) < 0.52 ? G_FEMALE : G_MALE;
+    int age = AGE_MIN + (int)alias_pick(m->age_prob, m->age_alias, N_AGES, rand_double(&rng));
+    size_t c = alias_pick(m->city_prob, m->city_alias, demo_cities_len, rand_double(&rng));
     const demo_city_t *city = &demo_cities[c];
 
     /* Scattered around the centre: a 2-D Gaussian, clamped at 3 sigma. */
@@ -792,14 +792,14 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
 
     /* Registration over 2018-2025, more of it recent (the user base grows). */
     int64_t span = REF_NOW - REG_START;
-    int64_t registered = REG_START + (int64_t)((double)span * pow(cp_rand_double(&rng), 0.7));
+    int64_t registered = REG_START + (int64_t)((double)span * pow(rand_double(&rng), 0.7));
     double years = (double)(REF_NOW - registered) / (365.25 * DAY);
 
     /* Loyalty: members have log-normal points growing with tenure; the tier
      * is a function of points, so `member_tier` and `points` agree. */
     double p_member = 0.40 + (persona == P_AFFLUENT ? 0.2 : 0.0) +
                       (persona == P_STUDENT ? -0.15 : 0.0) + (years > 3 ? 0.1 : 0.0);
-    int member = cp_rand_double(&rng) < p_member;
+    int member = rand_double(&rng) < p_member;
     int64_t points = 0;
     if (member) {
         double median = 700.0 * (1.0 + 0.25 * years) * (age >= 35 ? 1.3 : 1.0) *
@@ -809,17 +809,17 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
     }
 
     /* Activity: members come back more often. */
-    double u = cp_rand_double(&rng), pa = member ? 0.70 : 0.50, pd = member ? 0.20 : 0.28;
+    double u = rand_double(&rng), pa = member ? 0.70 : 0.50, pd = member ? 0.20 : 0.28;
     double days;
     if (u < pa)
-        days = 30.0 * pow(cp_rand_double(&rng), 2.0);
+        days = 30.0 * pow(rand_double(&rng), 2.0);
     else if (u < pa + pd)
-        days = 30.0 + 150.0 * cp_rand_double(&rng);
+        days = 30.0 + 150.0 * rand_double(&rng);
     else
-        days = 180.0 + (years * 365.25 - 180.0) * cp_rand_double(&rng);
-    int64_t last_active = REF_NOW - (int64_t)(days * DAY) - (int64_t)(cp_rand_next(&rng) % DAY);
+        days = 180.0 + (years * 365.25 - 180.0) * rand_double(&rng);
+    int64_t last_active = REF_NOW - (int64_t)(days * DAY) - (int64_t)(rand_next(&rng) % DAY);
     if (last_active < registered)
-        last_active = registered + (int64_t)(cp_rand_next(&rng) % DAY);
+        last_active = registered + (int64_t)(rand_next(&rng) % DAY);
     if (last_active >= REF_NOW)
         last_active = REF_NOW - 1;
     int64_t idle = REF_NOW - last_active;
@@ -851,14 +851,14 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
                     : age > 55 ? -0.10
                                : 0.0);
     double p_harmony = 0.17;
-    double ud = cp_rand_double(&rng);
+    double ud = rand_double(&rng);
     int dev;
     if (ud < p_ios)
         dev = DEV_IOS;
     else if (ud < p_ios + p_harmony)
         dev = DEV_HARMONY;
     else {
-        double ub = cp_rand_double(&rng), accb = 0;
+        double ub = rand_double(&rng), accb = 0;
         dev = DEV_OTHER;
         for (int k = 0; k < (int)CP_ARRAY_LEN(ANDROID_BRANDS); k++)
             if (ub < (accb += ANDROID_BRANDS[k])) {
@@ -870,14 +870,14 @@ static cp_status gen_user(const demo_model_t *m, cp_batch_t *b, uint64_t seed, u
         return st;
     double p_pc =
         persona == P_YOUNG_PRO || persona == P_GAMER || persona == P_STUDENT ? 0.55 : 0.25;
-    if (cp_rand_double(&rng) < p_pc && (st = cp_batch_tag(b, m->device[DEV_PC], err)) != CP_OK)
+    if (rand_double(&rng) < p_pc && (st = cp_batch_tag(b, m->device[DEV_PC], err)) != CP_OK)
         return st;
     if ((st = cp_batch_tag(b, m->lifecycle[lc], err)) != CP_OK)
         return st;
 
     /* Interests: 5-20 distinct tags, most users near the low end. */
     int want = DEMO_MIN_INTEREST +
-               (int)((DEMO_MAX_INTEREST - DEMO_MIN_INTEREST + 1) * pow(cp_rand_double(&rng), 1.7));
+               (int)((DEMO_MAX_INTEREST - DEMO_MIN_INTEREST + 1) * pow(rand_double(&rng), 1.7));
     if (want > DEMO_MAX_INTEREST)
         want = DEMO_MAX_INTEREST;
     int32_t have[DEMO_MAX_INTEREST];
@@ -941,7 +941,7 @@ cp_status demo_generate(cp_db_t *db, const demo_options_t *o, cp_error_t *err)
             goto out;
         for (uint64_t u = i; u < end; u++) {
             if ((st = gen_user(&m, b, seed, u, err)) != CP_OK) {
-                cp__error_prefix(err, "demo: user u%llu: ", (unsigned long long)(u + 1));
+                error_prefix(err, "demo: user u%llu: ", (unsigned long long)(u + 1));
                 goto out;
             }
             if ((u & 4095) == 4095)
@@ -951,7 +951,7 @@ cp_status demo_generate(cp_db_t *db, const demo_options_t *o, cp_error_t *err)
         st = cp_batch_commit(b, err);
         b = NULL; /* commit frees it, whatever the outcome */
         if (st != CP_OK) {
-            cp__error_prefix(err, "demo: committing users %llu-%llu: ", (unsigned long long)i + 1,
+            error_prefix(err, "demo: committing users %llu-%llu: ", (unsigned long long)i + 1,
                              (unsigned long long)end);
             goto out;
         }

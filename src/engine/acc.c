@@ -84,12 +84,12 @@ struct apply_acc {
     cat_ent_t *ents;
     size_t nents, capents;
     uint32_t hint[3][CAT_HINTS]; /* per kind and position: entry index + 1 (of this batch's) */
-    cp_arena_t scratch; /* acc_scratch() */
+    arena_t scratch; /* acc_scratch() */
     /* identifier key cache */
     strmap_t raw;     /* type '\0' value -> index into ids */
     idraw_t *ids;
     size_t nids, capids;
-    cp_arena_t idar;  /* the keys and raw copies of ids */
+    arena_t idar;  /* the keys and raw copies of ids */
     uint32_t idgen;   /* bumped by idcache_clear: ids' ordinals older are stale */
     uint32_t idpos[IDRAW_HINTS]; /* per identifier position: last entry + 1 */
     ident_config_t idc; /* the config the keys were made with */
@@ -105,14 +105,14 @@ cp_status acc_init(cp_db_t *db)
         return CP_ENOMEM;
     strmap_init(&db->acc->cat);
     strmap_init(&db->idcache);
-    cp_arena_init(&db->acc->scratch, 256u << 20);
+    arena_init(&db->acc->scratch, 256u << 20);
     strmap_init(&db->acc->raw);
-    cp_arena_init(&db->acc->idar, 1u << 30);
+    arena_init(&db->acc->idar, 1u << 30);
     db->acc->idgen = 1;
     return CP_OK;
 }
 
-cp_arena_t *acc_scratch(cp_db_t *db)
+arena_t *acc_scratch(cp_db_t *db)
 {
     return &db->acc->scratch;
 }
@@ -153,10 +153,10 @@ void acc_free(cp_db_t *db)
         free(a->ents);
         free(a->recs);
         free(a->seen);
-        cp_arena_free(&a->scratch);
+        arena_free(&a->scratch);
         strmap_free(&a->raw);
         free(a->ids);
-        cp_arena_free(&a->idar);
+        arena_free(&a->idar);
         free(a);
     }
     db->acc = NULL;
@@ -363,7 +363,7 @@ static inline cat_ent_t *cat_ent_at(cp_db_t *db, int kind, size_t pos, const cha
         uint32_t h = a->hint[kind][pos];
         if (h) {
             cat_ent_t *c = &a->ents[h - 1];
-            if (c->nlen == nlen && cp_mem_eq(c->name, name, nlen))
+            if (c->nlen == nlen && mem_eq(c->name, name, nlen))
                 return c;
         }
     }
@@ -536,7 +536,7 @@ static void idraw_drop(apply_acc_t *a)
     strmap_free(&a->raw);
     strmap_init(&a->raw);
     a->nids = 0;
-    cp_arena_reset(&a->idar);
+    arena_reset(&a->idar);
     memset(a->idpos, 0, sizeof a->idpos);
 }
 
@@ -557,8 +557,8 @@ void idraw_sync(cp_db_t *db, int full)
 static inline int raw_is(const idraw_t *r, const char *type, size_t tlen, const char *v,
                          size_t vl)
 {
-    return r->rawlen == tlen + 1 + vl && cp_mem_eq(r->raw + tlen + 1, v, vl) &&
-           cp_mem_eq(r->raw, type, tlen + 1);
+    return r->rawlen == tlen + 1 + vl && mem_eq(r->raw + tlen + 1, v, vl) &&
+           mem_eq(r->raw, type, tlen + 1);
 }
 
 int idraw_get(cp_db_t *db, size_t pos, const char *type, size_t tlen, const char *v, size_t vl,
@@ -602,7 +602,7 @@ cp_status idraw_put(cp_db_t *db, size_t pos, const char *type, size_t tlen, cons
         a->ids = n;
         a->capids = nc;
     }
-    char *raw = cp_arena_alloc(&a->idar, tlen + 1 + vl + 1 + klen + 1);
+    char *raw = arena_alloc(&a->idar, tlen + 1 + vl + 1 + klen + 1);
     if (raw == NULL)
         return CP_ENOMEM;
     memcpy(raw, type, tlen);
@@ -629,8 +629,8 @@ const char *idraw_hint(cp_db_t *db, size_t pos, const char *type, const char *v,
     const idraw_t *r = &a->ids[h];
     /* the entry's type and its NUL (r->tlen < INGEST_TYPE_MAX): type is
      * the same string; then the value */
-    if (r->rawlen != r->tlen + 1 + vl || !cp_mem_eq(r->raw, type, r->tlen + 1) ||
-        !cp_mem_eq(r->raw + r->tlen + 1, v, vl))
+    if (r->rawlen != r->tlen + 1 + vl || !mem_eq(r->raw, type, r->tlen + 1) ||
+        !mem_eq(r->raw + r->tlen + 1, v, vl))
         return NULL;
     *slot = h;
     return r->key;

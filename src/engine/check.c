@@ -41,7 +41,7 @@ static void say(chk_t *c, const char *kind, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    cp_fd_line_v(c->fd, kind, fmt, ap);
+    fd_line_v(c->fd, kind, fmt, ap);
     va_end(ap);
     if (strcmp(kind, "bad") == 0)
         c->problems++;
@@ -402,7 +402,7 @@ cp_status cp_db_recover(const char *dir, cp_line_fn say_fn, void *ud, cp_error_t
     if (rc)
         goto out;
     char side[4200];
-    snprintf(side, sizeof side, "%s/wal-dropped-%lld.bin", dir, (long long)cp_now_ms());
+    snprintf(side, sizeof side, "%s/wal-dropped-%lld.bin", dir, (long long)time_now_ms());
     wal_salvage_report_t rep;
     if ((rc = wal_salvage(dir, applied, WAL_REC_NOOP, side, &rep, err)))
         goto out;

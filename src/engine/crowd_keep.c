@@ -176,7 +176,7 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
             rc = CP_ERR(err, CP_EINVAL, "crowd settings: timezone must be a string or null");
             goto out;
         }
-        if ((rc = zone_offset(json_string_value(z), cp_now_ms() / 1000, &off, err)))
+        if ((rc = zone_offset(json_string_value(z), time_now_ms() / 1000, &off, err)))
             goto out;
     }
     if (x && (!json_is_integer(x) || json_integer_value(x) < 0 ||
@@ -203,7 +203,7 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
         rc = CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
         goto out;
     }
-    int64_t now = cp_now_ms();
+    int64_t now = time_now_ms();
     if (r) {
         free(c->refresh);
         c->refresh = refresh;
@@ -348,7 +348,7 @@ cp_status cp_crowds_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err)
         if (c->refresh && !c->frozen) {
             int64_t at;
             if ((rc = run_today(c, now_ms, &at, err))) {
-                cp__error_prefix(err, "crowd \"%s\": ", c->name);
+                error_prefix(err, "crowd \"%s\": ", c->name);
                 break;
             }
             if (now_ms >= at && c->last_run < at) {

@@ -102,7 +102,7 @@ static cp_status eval_crowd(cp_db_t *db, const crowd_rec_t *c, roaring_bitmap_t 
         rc = db_eval_tree(db, expr_root(e), out, err);
     expr_free(e);
     if (rc)
-        cp__error_prefix(err, "crowd \"%s\": ", c->name);
+        error_prefix(err, "crowd \"%s\": ", c->name);
     return rc;
 }
 
@@ -143,7 +143,7 @@ static cp_status reeval_dynamic(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     }
     for (size_t i = 0; i < total; i++)
         topo_visit(db, db->crowds.items[i], mark, order, &n, 0);
-    int64_t now = cp_now_ms();
+    int64_t now = time_now_ms();
     for (size_t i = 0; i < n && rc == CP_OK; i++) {
         crowd_rec_t *c = (crowd_rec_t *)order[i];
         if (c->kind != CP_CROWD_DYNAMIC || c->frozen)
@@ -187,7 +187,7 @@ out:
  */
 static cp_status sync_sizes(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
-    int64_t now = cp_now_ms();
+    int64_t now = time_now_ms();
     for (size_t i = 0; i < db->crowds.n; i++) {
         crowd_rec_t *c = db->crowds.items[i];
         const roaring_bitmap_t *bm = index_crowd(db->ix, c->id);
@@ -296,7 +296,7 @@ static cp_status create_tree(cp_db_t *db, const char *name, const expr_t *e, cp_
     text = tree = NULL;
     c->size = roaring_bitmap_get_cardinality(bm);
     c->version = 1;
-    c->created = c->updated = cp_now_ms();
+    c->created = c->updated = time_now_ms();
     c->crowd_refs = crowds.v;
     c->ncrowd_refs = crowds.n;
     c->tag_refs = tags.v;
@@ -444,7 +444,7 @@ cp_status cp_crowd_update(cp_db_t *db, const char *name, const char *expr, cp_er
     memset(&tags, 0, sizeof tags);
     c->size = roaring_bitmap_get_cardinality(bm);
     c->version++;
-    c->updated = cp_now_ms();
+    c->updated = time_now_ms();
     if (index_crowd_set(db->ix, c->id, bm)) {
         rc = db_write_fail(db, txn, CP_ENOMEM, err);
         goto out;
@@ -489,7 +489,7 @@ cp_status cp_crowd_refresh(cp_db_t *db, const char *name, cp_error_t *err)
     }
     c->size = roaring_bitmap_get_cardinality(bm);
     c->version++;
-    c->updated = cp_now_ms();
+    c->updated = time_now_ms();
     if (index_crowd_set(db->ix, c->id, bm)) {
         index_bm_free(bm);
         return db_write_fail(db, txn, CP_ENOMEM, err);
@@ -518,27 +518,27 @@ cp_status cp_crowd_delete(cp_db_t *db, const char *name, cp_error_t *err)
         db_write_abort(db, txn);
         return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
     }
-    cp_buf_t b;
-    cp_buf_init(&b, 4096);
+    buf_t b;
+    buf_init(&b, 4096);
     size_t nref = 0;
     for (size_t i = 0; i < db->crowds.n; i++) {
         const crowd_rec_t *o = db->crowds.items[i];
         for (size_t j = 0; j < o->ncrowd_refs; j++)
             if (strcmp(o->crowd_refs[j], name) == 0) {
                 if (nref < 10)
-                    cp_buf_printf(&b, "%s\"%s\"", nref ? ", " : "", o->name);
+                    buf_printf(&b, "%s\"%s\"", nref ? ", " : "", o->name);
                 nref++;
                 break;
             }
     }
     if (nref) {
         rc = CP_ERR(err, CP_ECONFLICT, "crowd \"%s\" is referenced by crowd%s %s%s", name,
-                    nref > 1 ? "s" : "", cp_buf_cstr(&b), nref > 10 ? " and more" : "");
-        cp_buf_free(&b);
+                    nref > 1 ? "s" : "", buf_cstr(&b), nref > 10 ? " and more" : "");
+        buf_free(&b);
         db_write_abort(db, txn);
         return rc;
     }
-    cp_buf_free(&b);
+    buf_free(&b);
     uint32_t id = c->id;
     if ((rc = crowd_store_del(txn, name, err))) {
         db_write_abort(db, txn);
@@ -645,7 +645,7 @@ static cp_status members_copy(cp_db_t *db, const char *name, roaring_bitmap_t **
     else if ((*out = roaring_bitmap_copy(bm)) == NULL)
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
     else
-        crowds_mark_used(c, cp_now_ms()); /* members, samples, exports: used */
+        crowds_mark_used(c, time_now_ms()); /* members, samples, exports: used */
     db_read_end(db);
     return rc;
 }
@@ -659,7 +659,7 @@ cp_status cp_crowd_members(cp_db_t *db, const char *name, cp_result_t **out, cp_
     cp_status rc = members_copy(db, name, &bm, err);
     if (rc)
         return rc;
-    if (cp__result_wrap(bm, out))
+    if (result_wrap(bm, out))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     return CP_OK;
 }
@@ -674,8 +674,8 @@ cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64
         return CP_ERR(err, CP_ELIMIT, "sample of %llu ids is over the limit of %u",
                       (unsigned long long)n, CP_SAMPLE_MAX);
     roaring_bitmap_t *bm = NULL, *ranks = NULL;
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     cp_iter_t *it = NULL;
     cp_status rc = members_copy(db, name, &bm, err);
     if (rc)
@@ -688,7 +688,7 @@ cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64
         ranks = roaring_bitmap_create();
         uint64_t state = seed;
         for (uint64_t j = size - n; ranks && j < size; j++) {
-            uint64_t t = cp_rand_next(&state) % (j + 1);
+            uint64_t t = rand_next(&state) % (j + 1);
             if (!roaring_bitmap_add_checked(ranks, (uint32_t)t))
                 roaring_bitmap_add(ranks, (uint32_t)j);
         }
@@ -708,7 +708,7 @@ cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64
         index_bm_free(bm);
         bm = pick;
     }
-    if ((rc = cp__result_wrap(bm, &res))) {
+    if ((rc = result_wrap(bm, &res))) {
         bm = NULL;
         rc = CP_ERR(err, rc, "out of memory");
         goto out;
@@ -716,22 +716,22 @@ cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64
     bm = NULL;
     if ((rc = cp_iter_open(db, res, &it, err)))
         goto out;
-    cp_status w = cp_buf_printf(&b, "{\"crowd\":");
+    cp_status w = buf_printf(&b, "{\"crowd\":");
     w = w ? w : json_buf_str(&b, name, strlen(name));
-    w = w ? w : cp_buf_printf(&b, ",\"size\":%llu,\"ids\":[", (unsigned long long)size);
+    w = w ? w : buf_printf(&b, ",\"size\":%llu,\"ids\":[", (unsigned long long)size);
     const char *id;
     int first = 1;
     while (w == CP_OK && (rc = cp_iter_next(it, &id, err)) == CP_OK && id) {
         if (!first)
-            w = cp_buf_append(&b, ",", 1);
+            w = buf_append(&b, ",", 1);
         first = 0;
         w = w ? w : json_buf_str(&b, id, strlen(id));
     }
-    w = w ? w : cp_buf_append(&b, "]}", 2);
+    w = w ? w : buf_append(&b, "]}", 2);
     if (rc == CP_OK && w)
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
     if (rc == CP_OK) {
-        cp_buf_cstr(&b);
+        buf_cstr(&b);
         *out = b.data;
         b.data = NULL;
     }
@@ -740,19 +740,19 @@ out:
     cp_result_free(res);
     index_bm_free(bm);
     index_bm_free(ranks);
-    cp_buf_free(&b);
+    buf_free(&b);
     return rc;
 }
 
 /* CSV needs quotes around ids holding separators, quotes or line breaks. */
-static cp_status csv_field(cp_buf_t *b, const char *s, size_t len)
+static cp_status csv_field(buf_t *b, const char *s, size_t len)
 {
     if (strcspn(s, ",\"\r\n") == len)
-        return cp_buf_append(b, s, len);
-    cp_status rc = cp_buf_append(b, "\"", 1);
+        return buf_append(b, s, len);
+    cp_status rc = buf_append(b, "\"", 1);
     for (size_t i = 0; rc == CP_OK && i < len; i++)
-        rc = s[i] == '"' ? cp_buf_append(b, "\"\"", 2) : cp_buf_append(b, s + i, 1);
-    return rc ? rc : cp_buf_append(b, "\"", 1);
+        rc = s[i] == '"' ? buf_append(b, "\"\"", 2) : buf_append(b, s + i, 1);
+    return rc ? rc : buf_append(b, "\"", 1);
 }
 
 cp_status cp_crowd_export(cp_db_t *db, const char *name, cp_export_format fmt, cp_write_fn write,
@@ -764,26 +764,26 @@ cp_status cp_crowd_export(cp_db_t *db, const char *name, cp_export_format fmt, c
         return CP_ERR(err, CP_EINVAL, "unknown export format %d", (int)fmt);
     cp_result_t *res = NULL;
     cp_iter_t *it = NULL;
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     cp_status rc = cp_crowd_members(db, name, &res, err);
     if (rc)
         return rc;
     if ((rc = cp_iter_open(db, res, &it, err)))
         goto out;
     if (fmt == CP_EXPORT_CSV)
-        cp_buf_append(&b, "id\n", 3);
+        buf_append(&b, "id\n", 3);
     const char *id;
     while ((rc = cp_iter_next(it, &id, err)) == CP_OK && id) {
         size_t len = strlen(id);
         cp_status w;
         if (fmt == CP_EXPORT_NDJSON) {
-            w = cp_buf_append(&b, "{\"id\":", 6);
+            w = buf_append(&b, "{\"id\":", 6);
             w = w ? w : json_buf_str(&b, id, len);
-            w = w ? w : cp_buf_append(&b, "}\n", 2);
+            w = w ? w : buf_append(&b, "}\n", 2);
         } else {
             w = csv_field(&b, id, len);
-            w = w ? w : cp_buf_append(&b, "\n", 1);
+            w = w ? w : buf_append(&b, "\n", 1);
         }
         if (w) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -795,7 +795,7 @@ cp_status cp_crowd_export(cp_db_t *db, const char *name, cp_export_format fmt, c
                 rc = CP_ERR(err, CP_EIO, "export of crowd \"%s\" stopped by the writer", name);
                 break;
             }
-            cp_buf_reset(&b);
+            buf_reset(&b);
         }
     }
     if (rc == CP_OK && b.len && write(ud, b.data, b.len) != 0)
@@ -803,6 +803,6 @@ cp_status cp_crowd_export(cp_db_t *db, const char *name, cp_export_format fmt, c
 out:
     cp_iter_close(it);
     cp_result_free(res);
-    cp_buf_free(&b);
+    buf_free(&b);
     return rc;
 }

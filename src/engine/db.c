@@ -101,7 +101,7 @@ cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t 
     db->data_changed = 0;
     pthread_rwlock_unlock(&db->lock);
     if (err && err->message[0])
-        cp__error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
+        error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
     else
         CP_ERR(err, CP_EIO, "%s", db->failed_msg);
     if (err)
@@ -125,7 +125,7 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
         atomic_store(&db->failed, 1);
         db->data_changed = 0;
         if (err && err->message[0])
-            cp__error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
+            error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
         if (err)
             err->code = CP_EIO;
         return CP_EIO;
@@ -341,7 +341,7 @@ cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
     if (db->wal == NULL && db->readonly && wal_peek_count(dir, db->ckpt_lsn, &out->wal_records))
         out->wal_records = 0;
     int64_t last = atomic_load(&db->last_ckpt_ms);
-    out->checkpoint_age_ms = last ? cp_now_ms() - last : -1;
+    out->checkpoint_age_ms = last ? time_now_ms() - last : -1;
     struct statvfs vfs;
     if (statvfs(dir, &vfs) == 0)
         out->disk_free_bytes = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
@@ -378,7 +378,7 @@ static cp_status r_crowd(void *ctx, const char *name, const roaring_bitmap_t **o
     const roaring_bitmap_t *bm = c ? index_crowd(db->ix, c->id) : NULL;
     if (bm == NULL)
         return CP_ENOTFOUND;
-    crowds_mark_used(c, cp_now_ms()); /* expiry: evaluated counts as used */
+    crowds_mark_used(c, time_now_ms()); /* expiry: evaluated counts as used */
     *out = bm;
     return CP_OK;
 }
@@ -752,16 +752,16 @@ cp_status db_eval_tree_as_of(cp_db_t *db, const expr_node_t *root, int32_t as_of
 
 /* ------------------------------------------------------------------ JSON */
 
-cp_status json_buf_str(cp_buf_t *b, const char *s, size_t len)
+cp_status json_buf_str(buf_t *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    cp_status rc = cp_buf_append(b, "\"", 1);
+    cp_status rc = buf_append(b, "\"", 1);
     size_t start = 0;
     for (size_t i = 0; rc == CP_OK && i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        if (i > start && (rc = cp_buf_append(b, s + start, i - start)))
+        if (i > start && (rc = buf_append(b, s + start, i - start)))
             break;
         char esc[8];
         size_t n = 2;
@@ -780,13 +780,13 @@ cp_status json_buf_str(cp_buf_t *b, const char *s, size_t len)
             esc[5] = hex[c & 15];
             n = 6;
         }
-        rc = cp_buf_append(b, esc, n);
+        rc = buf_append(b, esc, n);
         start = i + 1;
     }
     if (rc == CP_OK && len > start)
-        rc = cp_buf_append(b, s + start, len - start);
+        rc = buf_append(b, s + start, len - start);
     if (rc == CP_OK)
-        rc = cp_buf_append(b, "\"", 1);
+        rc = buf_append(b, "\"", 1);
     return rc;
 }
 

@@ -54,7 +54,7 @@ cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     if (db->beh == NULL)
         return CP_OK;
     if (db->cfg.retention_days > 0)
-        beh_retain(db->beh, (int32_t)(cp_now_ms() / 86400000) - db->cfg.retention_days + 1);
+        beh_retain(db->beh, (int32_t)(time_now_ms() / 86400000) - db->cfg.retention_days + 1);
     if ((rc = beh_persist(db->beh, txn, STORE_INTAKE, err)) ||
         (db->meas && (rc = meas_persist(db->meas, txn, STORE_INTAKE, err))) ||
         (rc = dedup_persist(db->dedup, txn, STORE_INTAKE, err)) ||
@@ -81,7 +81,7 @@ cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     if (rc == CP_OK) {
         /* The intake writer set it when its transaction began. */
         if (!atomic_load(&db->pending) && !atomic_load(&db->iw_open))
-            db->pend_since_ms = cp_now_ms();
+            db->pend_since_ms = time_now_ms();
         atomic_store(&db->pending, 1);
     }
     return rc;
@@ -141,7 +141,7 @@ cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
     }
     atomic_store(&db->pending, 0);
     db->pend_records = 0;
-    atomic_store(&db->last_ckpt_ms, cp_now_ms());
+    atomic_store(&db->last_ckpt_ms, time_now_ms());
     return wal_trim(db, db->applied_lsn, err);
 }
 
@@ -241,7 +241,7 @@ static void *ckpt_main(void *arg)
         /* Due? Asked under a plain shared lock: db_lock_* would make the
          * intake writer commit every tick. */
         pthread_rwlock_rdlock(&db->lock);
-        int due = cp_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
+        int due = time_now_ms() - db->pend_since_ms >= db->cfg.ckpt_interval_ms ||
                   db->pend_records >= db->cfg.ckpt_records;
         pthread_rwlock_unlock(&db->lock);
         cp_error_t e = {0};

@@ -184,7 +184,7 @@ cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, cons
 cp_status acc_flush(cp_db_t *db, cp_error_t *err);
 /* An arena for per-batch scratch (lock held; reset it after use: its
  * blocks are kept for the next batch). */
-cp_arena_t *acc_scratch(cp_db_t *db);
+arena_t *acc_scratch(cp_db_t *db);
 /* Drops the queue (a failed write: the handle is failed anyway). */
 void acc_discard(cp_db_t *db);
 /* Identifier key -> canonical ordinal, for events whose keys are known. */
@@ -322,10 +322,10 @@ cp_status db_parse_text(const char *expr, expr_t **out, cp_error_t *err);
 cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *err);
 
 /* Wraps a bitmap as a result; ownership of bm passes (freed on failure). */
-cp_status cp__result_wrap(roaring_bitmap_t *bm, cp_result_t **out);
+cp_status result_wrap(roaring_bitmap_t *bm, cp_result_t **out);
 
 /* JSON helpers: appends a JSON string literal (escaped) to a buffer. */
-cp_status json_buf_str(cp_buf_t *b, const char *s, size_t len);
+cp_status json_buf_str(buf_t *b, const char *s, size_t len);
 /* Serialises j (compact) into a malloc'ed string; CP_ENOMEM. */
 cp_status db_json_out(json_t *j, char **out, cp_error_t *err);
 
@@ -382,7 +382,7 @@ void compact_free(cp_db_t *db);
 typedef struct prep prep_t;
 typedef struct batch_prep {
     prep_t *p; /* [b->n] */
-    cp_arena_t arena;
+    arena_t arena;
 } batch_prep_t;
 typedef struct apply_counts {
     uint64_t applied, duplicates, created, merges;

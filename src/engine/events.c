@@ -332,7 +332,7 @@ cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
         return rc == CP_ENOMEM ? CP_ERR(err, rc, "out of memory") : rc;
     if (dedup_create(db->cfg.dedup_window_ms, (size_t)db->cfg.dedup_max, &db->dedup))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
-    if ((rc = dedup_load(db->dedup, rtxn, STORE_INTAKE, cp_now_ms(), err)))
+    if ((rc = dedup_load(db->dedup, rtxn, STORE_INTAKE, time_now_ms(), err)))
         return rc;
     rc = store_get(rtxn, STORE_INTAKE, "catalog", 7, &v, &vl, err);
     if (rc == CP_OK) {
@@ -447,7 +447,7 @@ static int trait_value(const schema_attr_t *a, const ev_prop_t *v, const json_t 
             o->i = v->i;
             return 0;
         }
-        if (v->kind == PV_STR && cp_time_parse(v->s, v->slen, &o->i) == 0)
+        if (v->kind == PV_STR && time_parse(v->s, v->slen, &o->i) == 0)
             return 0;
         snprintf(why, cap, "trait \"%s\" is a timestamp attribute (ISO 8601 or epoch seconds)",
                  a->name);
@@ -549,7 +549,7 @@ static json_t *attr_json(const cp_db_t *db, const schema_attr_t *a, uint32_t ord
         if (!typed)
             return json_integer(x);
         char buf[40];
-        cp_time_format(x, buf, sizeof buf);
+        time_format(x, buf, sizeof buf);
         return json_string(buf);
     case CP_ATTR_GEO:
         return index_get_geo(db->ix, a->id, ord, &lat, &lon) ? json_pack("[f,f]", lat, lon) : NULL;
@@ -728,7 +728,7 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
     if (blob == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     identity_merge_info_t info = {0};
-    info.time_ms = e->received_at ? e->received_at * 1000 : cp_now_ms();
+    info.time_ms = e->received_at ? e->received_at * 1000 : time_now_ms();
     info.keys = keys;
     info.nkeys = nkeys;
     char mid[INGEST_MSGID_MAX + 1];
@@ -838,7 +838,7 @@ struct prep {
 void bp_free(batch_prep_t *bp)
 {
     free(bp->p);
-    cp_arena_free(&bp->arena);
+    arena_free(&bp->arena);
 }
 
 /*
@@ -876,7 +876,7 @@ static inline hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_p
         h->sch_n = db->sch.n;
     }
     hot_trait_t *m = &h->tr[i];
-    if (m->name && m->nlen == t->nlen && (m->name == t->name || cp_mem_eq(m->name, t->name, t->nlen)))
+    if (m->name && m->nlen == t->nlen && (m->name == t->name || mem_eq(m->name, t->name, t->nlen)))
         return m;
     const schema_attr_t *a = schema_find(&db->sch, t->name, t->nlen);
     *m = (hot_trait_t){t->name, t->nlen, ident_type_find(&db->idc, t->name, t->nlen) >= 0,
@@ -892,11 +892,11 @@ static inline uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m,
     if (m == NULL || m->vid == 0 || t->kind != PV_STR || m->vid > a->nvalues ||
         (a->type != CP_ATTR_STRING && a->type != CP_ATTR_ENUM))
         return 0;
-    return a->value_lens[m->vid] == t->slen && cp_mem_eq(a->values[m->vid], t->s, t->slen) ? m->vid
+    return a->value_lens[m->vid] == t->slen && mem_eq(a->values[m->vid], t->s, t->slen) ? m->vid
                                                                                         : 0;
 }
 
-static cp_status make_key(cp_db_t *db, cp_arena_t *ar, const char *type, const char *v,
+static cp_status make_key(cp_db_t *db, arena_t *ar, const char *type, const char *v,
                           size_t vl, const char **out, cp_error_t *err)
 {
     char buf[IDENT_MAX_KEY + 1];
@@ -904,7 +904,7 @@ static cp_status make_key(cp_db_t *db, cp_arena_t *ar, const char *type, const c
     cp_status rc = ident_key(&db->idc, type, strlen(type), v, vl, buf, &n, err);
     if (rc)
         return rc;
-    *out = cp_arena_strndup(ar, buf, n);
+    *out = arena_strndup(ar, buf, n);
     return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory");
 }
 
@@ -963,7 +963,7 @@ static void id_warn(cp_db_t *db, ingest_batch_t *b, const ingest_event_t *e,
 }
 
 /* The typed form of a JSON event's properties and traits, in the arena. */
-static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_arena_t *ar)
+static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, arena_t *ar)
 {
     if (e->properties == NULL && e->traits == NULL && e->ctx_traits == NULL) {
         p->props = e->tprops;
@@ -974,8 +974,8 @@ static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
     }
     size_t np = json_object_size(e->properties);
     size_t nt = json_object_size(e->traits) + json_object_size(e->ctx_traits);
-    ev_prop_t *pv = cp_arena_alloc(ar, (np + nt + 1) * sizeof *pv);
-    const json_t **raw = cp_arena_alloc(ar, (np + nt + 1) * sizeof *raw);
+    ev_prop_t *pv = arena_alloc(ar, (np + nt + 1) * sizeof *pv);
+    const json_t **raw = arena_alloc(ar, (np + nt + 1) * sizeof *raw);
     if (pv == NULL || raw == NULL)
         return CP_ENOMEM;
     const char *k;
@@ -1007,7 +1007,7 @@ static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
 
 /* The key of identifier i of e through the identifier key cache. */
 static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep_t *p,
-                            cp_arena_t *ar, const char **unusable, cp_error_t *err)
+                            arena_t *ar, const char **unusable, cp_error_t *err)
 {
     const ingest_ident_t *id = &e->ids[i];
     uint32_t slot;
@@ -1037,7 +1037,7 @@ static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep
         return CP_ERR(err, rc, "out of memory");
     if (slot == UINT32_MAX) {
         p->cached = 0;
-        p->keys[p->nkeys] = cp_arena_strndup(ar, buf, klen);
+        p->keys[p->nkeys] = arena_strndup(ar, buf, klen);
         if (p->keys[p->nkeys] == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory");
     } else {
@@ -1055,7 +1055,7 @@ static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep
  * fit its attribute) is a warning, not an error; errors are what makes the
  * event itself unusable (no identifier left, an unusable event name).
  */
-static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_arena_t *ar,
+static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, arena_t *ar,
                             hot_t *h, ingest_batch_t *wb, cp_error_t *err)
 {
     cp_status rc;
@@ -1108,10 +1108,10 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
             continue;
         }
         if (rc) {
-            cp__error_prefix(&ke, "%s: ", id->field);
+            error_prefix(&ke, "%s: ", id->field);
             return CP_ERR(err, rc, "%s", ke.message);
         }
-        if ((p->keys[p->nkeys] = cp_arena_strndup(ar, buf, kl)) == NULL)
+        if ((p->keys[p->nkeys] = arena_strndup(ar, buf, kl)) == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory");
         p->nkeys++;
         used |= 1u << i;
@@ -1164,7 +1164,7 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, cp_
             warn_value(db, wb, e, "traits", t->name, t->nlen, INGEST_WARN_TYPE);
     }
     if (e->event && !(h && h->event && h->event_len == e->event_len &&
-                      (h->event == e->event || cp_mem_eq(h->event, e->event, e->event_len)))) {
+                      (h->event == e->event || mem_eq(h->event, e->event, e->event_len)))) {
         uint8_t key[BEH_KEY_MAX];
         size_t kl;
         if ((rc = beh_series_key(e->event, e->event_len, NULL, 0, key, &kl)))
@@ -1182,7 +1182,7 @@ cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, int stric
                      cp_error_t *err)
 {
     memset(bp, 0, sizeof *bp);
-    cp_arena_init(&bp->arena, 256u << 20);
+    arena_init(&bp->arena, 256u << 20);
     bp->p = calloc(b->n ? b->n : 1, sizeof *bp->p);
     if (bp->p == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -1579,7 +1579,7 @@ cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const ba
             continue;
         cp_status rc = apply_event(db, txn, &b->events[i], &bp->p[i], NULL, now_ms, c, err);
         if (rc) {
-            cp__error_prefix(err, "event %zu: ", i);
+            error_prefix(err, "event %zu: ", i);
             return rc;
         }
     }
@@ -1590,11 +1590,11 @@ cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const ba
  * (imports reject bad lines one by one). Lock held. */
 cp_status intake_check_event(cp_db_t *db, const ingest_event_t *e, cp_error_t *err)
 {
-    cp_arena_t ar;
-    cp_arena_init(&ar, 1u << 20);
+    arena_t ar;
+    arena_init(&ar, 1u << 20);
     prep_t p;
     cp_status rc = prep_event(db, e, &p, &ar, NULL, NULL, err);
-    cp_arena_free(&ar);
+    arena_free(&ar);
     return rc;
 }
 
@@ -1651,14 +1651,14 @@ static json_t *lineage_json(const identity_lineage_t *l)
     for (size_t i = 0; i < l->il_nkeys; i++)
         json_array_append_new(keys, json_string(l->il_keys[i]));
     char t[40], u[40];
-    cp_time_format(l->il_time_ms / 1000, t, sizeof t);
+    time_format(l->il_time_ms / 1000, t, sizeof t);
     json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:o,s:s,s:s}", "merge_id", (json_int_t)l->il_id,
                           "time", t, "survivor", (json_int_t)l->il_survivor, "absorbed",
                           (json_int_t)l->il_absorbed, "identifiers", keys, "message_id",
                           l->il_message_id ? l->il_message_id : "", "source",
                           l->il_source ? l->il_source : "");
     if (o && l->il_undone_ms) {
-        cp_time_format(l->il_undone_ms / 1000, u, sizeof u);
+        time_format(l->il_undone_ms / 1000, u, sizeof u);
         json_object_set_new(o, "undone", json_string(u));
     }
     return o;
@@ -1835,7 +1835,7 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
     identity_unmerge_t u;
     memset(&u, 0, sizeof u);
     idcache_clear(db);
-    if ((rc = identity_unmerge(txn, merge_id, cp_now_ms(), &u, err))) {
+    if ((rc = identity_unmerge(txn, merge_id, time_now_ms(), &u, err))) {
         db_write_abort(db, txn);
         return rc;
     }
@@ -2052,8 +2052,8 @@ cp_status cp_events_json(cp_db_t *db, char **out, cp_error_t *err)
     json_t *o = json_pack("{s:o}", "events", arr);
     if (o && beh_day_range(db->beh, &first, &last)) {
         char a[40], b[40];
-        cp_time_format((int64_t)first * 86400, a, sizeof a);
-        cp_time_format((int64_t)last * 86400, b, sizeof b);
+        time_format((int64_t)first * 86400, a, sizeof a);
+        time_format((int64_t)last * 86400, b, sizeof b);
         json_object_set_new(o, "first_day", json_stringn(a, 10));
         json_object_set_new(o, "last_day", json_stringn(b, 10));
     }
@@ -2072,7 +2072,7 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
                               const uint64_t *lines, cp_reject_fn on_reject, void *ud,
                               int64_t now_ms, uint64_t *counts, cp_error_t *err)
 {
-    cp_arena_t *ar = acc_scratch(db);
+    arena_t *ar = acc_scratch(db);
     apply_counts_t c = {0};
     cp_status rc = CP_OK;
     hot_t hot;
@@ -2090,7 +2090,7 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
             break;
         }
         if (pr) {
-            cp__error_prefix(&ee, "line %llu: ", (unsigned long long)lines[i]);
+            error_prefix(&ee, "line %llu: ", (unsigned long long)lines[i]);
             ee.record = lines[i];
             counts[3]++;
             if (on_reject)
@@ -2099,13 +2099,13 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
         }
         rc = apply_event(db, txn, &b->events[i], &p, &hot, now_ms, &c, err);
         if (rc)
-            cp__error_prefix(err, "line %llu: ", (unsigned long long)lines[i]);
+            error_prefix(err, "line %llu: ", (unsigned long long)lines[i]);
         if (ar->total > (64u << 20))
-            cp_arena_reset(ar);
+            arena_reset(ar);
     }
     if (rc == CP_OK)
         rc = acc_flush(db, err);
-    cp_arena_reset(ar);
+    arena_reset(ar);
     counts[0] += c.applied;
     counts[1] += c.duplicates;
     counts[2] += c.created;

@@ -126,7 +126,7 @@ static cp_status file_id(const char *path, uint64_t size, char *key, size_t cap,
     }
     size_t got = fread(buf, 1, FIRST_MIB, f);
     fclose(f);
-    uint64_t h = cp_hash64(buf, got, size);
+    uint64_t h = hash64(buf, got, size);
     free(buf);
     snprintf(key, cap, "imp/%016llx", (unsigned long long)h);
     return CP_OK;
@@ -214,13 +214,13 @@ static cp_status im_row_id(importer_t *im, XXH128_hash_t content, uint64_t k)
     char buf[40];
     int n = snprintf(buf, sizeof buf, "row:%016llx%016llx", (unsigned long long)id.high64,
                      (unsigned long long)id.low64);
-    char *s = cp_arena_strndup(&im->b.arena, buf, (size_t)n);
+    char *s = arena_strndup(&im->b.arena, buf, (size_t)n);
     if (s == NULL)
         return CP_ENOMEM;
     ev->message_id = s;
     ev->message_id_len = (size_t)n;
     ev->message_id_derived = 1;
-    ev->message_hash = cp_hash64(s, (size_t)n, 0x6d736764);
+    ev->message_hash = hash64(s, (size_t)n, 0x6d736764);
     ev->no_dedup = 0;
     return CP_OK;
 }
@@ -303,7 +303,7 @@ static cp_status im_event(importer_t *im, json_t *doc, uint64_t line, XXH128_has
         return CP_ERR(im->err, rc, "out of memory");
     }
     if (rc) {
-        cp__error_prefix(&e, "line %llu: ", (unsigned long long)line);
+        error_prefix(&e, "line %llu: ", (unsigned long long)line);
         reject(im, line, &e);
         json_decref(doc);
         return CP_OK;
@@ -340,7 +340,7 @@ static cp_status im_record(importer_t *im, store_txn_t *txn, uint64_t offset, ui
     snprintf(anchor, sizeof anchor, "%016llx", (unsigned long long)anchor_of(im, offset));
     json_t *pos = json_pack("{s:I,s:I,s:s,s:b,s:I,s:s}", "len", (json_int_t)offset, "line",
                             (json_int_t)line, "anchor", anchor, "done", done, "time",
-                            (json_int_t)cp_now_ms(), "name", im->name);
+                            (json_int_t)time_now_ms(), "name", im->name);
     char *txt = pos ? json_dumps(pos, JSON_COMPACT) : NULL;
     json_decref(pos);
     rc = txt ? store_put(txn, STORE_INTAKE, key, strlen(key), txt, strlen(txt), im->err)
@@ -498,8 +498,8 @@ static cp_status ndjson_ordinals(importer_t *im, const char *path, uint64_t off0
         return CP_ERR(im->err, CP_EIO, "cannot open %s: %s", path, strerror(errno));
     gzbuffer(g, 128u * 1024);
     cp_status rc = CP_OK;
-    cp_buf_t line;
-    cp_buf_init(&line, CP_LINE_MAX);
+    buf_t line;
+    buf_init(&line, CP_LINE_MAX);
     uint64_t off = 0;
     int too_long = 0;
     while (off < off0) {
@@ -508,7 +508,7 @@ static cp_status ndjson_ordinals(importer_t *im, const char *path, uint64_t off0
             break;
         off++;
         if (c != '\n') {
-            if (!too_long && cp_buf_append(&line, (char[]){(char)c}, 1) != CP_OK)
+            if (!too_long && buf_append(&line, (char[]){(char)c}, 1) != CP_OK)
                 too_long = 1;
             continue;
         }
@@ -520,10 +520,10 @@ static cp_status ndjson_ordinals(importer_t *im, const char *path, uint64_t off0
             blank = line.data[i] == ' ' || line.data[i] == '\t';
         if (!too_long && !blank)
             im_ordinal(im, XXH3_128bits(line.data, len), off);
-        cp_buf_reset(&line);
+        buf_reset(&line);
         too_long = 0;
     }
-    cp_buf_free(&line);
+    buf_free(&line);
     gzclose(g);
     return rc;
 }
@@ -675,8 +675,8 @@ static cp_status import_ndjson(importer_t *im, const char *path, uint64_t off0, 
     if (g == NULL)
         return CP_ERR(im->err, CP_EIO, "cannot open %s: %s", path, strerror(errno));
     gzbuffer(g, 128u * 1024);
-    cp_buf_t line;
-    cp_buf_init(&line, CP_LINE_MAX);
+    buf_t line;
+    buf_init(&line, CP_LINE_MAX);
     char *chunk = malloc(65536);
     if (chunk == NULL) {
         gzclose(g);
@@ -722,10 +722,10 @@ static cp_status import_ndjson(importer_t *im, const char *path, uint64_t off0, 
         while (pos < (size_t)got || (eof && (line.len || too_long))) {
             const char *nl = eof ? NULL : memchr(chunk + pos, '\n', (size_t)got - pos);
             size_t take = eof ? 0 : nl ? (size_t)(nl - (chunk + pos)) : (size_t)got - pos;
-            if (!too_long && take && cp_buf_append(&line, chunk + pos, take) != CP_OK) {
+            if (!too_long && take && buf_append(&line, chunk + pos, take) != CP_OK) {
                 too_long = 1;
                 XXH3_128bits_update(im->hs, line.data, line.len);
-                cp_buf_reset(&line);
+                buf_reset(&line);
             }
             if (too_long)
                 XXH3_128bits_update(im->hs, chunk + pos, take);
@@ -773,7 +773,7 @@ static cp_status import_ndjson(importer_t *im, const char *path, uint64_t off0, 
                     }
                 }
             }
-            cp_buf_reset(&line);
+            buf_reset(&line);
             too_long = 0;
             if (im->n >= im->o.batch_lines) {
                 XXH3_copyState(im->tmp, im->hs);
@@ -797,7 +797,7 @@ static cp_status import_ndjson(importer_t *im, const char *path, uint64_t off0, 
         im->o.on_progress(im->o.ud, im->st->file_bytes, im->st->lines);
 out:
     free(chunk);
-    cp_buf_free(&line);
+    buf_free(&line);
     gzclose(g);
     return rc;
 }
@@ -1006,7 +1006,7 @@ cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_
         im.o.batch_lines = CP_DEFAULT_BATCH_LINES;
     im.st = stats;
     im.err = err;
-    im.now_ms = cp_now_ms();
+    im.now_ms = time_now_ms();
     stats->file_bytes = (uint64_t)sb.st_size;
     ingest_batch_init(&im.b);
     im.so.received_at_ms = im.now_ms;

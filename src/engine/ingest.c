@@ -35,7 +35,7 @@ typedef struct su {
 } su_t;
 
 typedef struct stage {
-    cp_buf_t str; /* ids and string values */
+    buf_t str; /* ids and string values */
     sv_t *svs;
     size_t nsv, capsv;
     uint32_t *tags;
@@ -49,12 +49,12 @@ typedef struct stage {
 static void stage_init(stage_t *s)
 {
     memset(s, 0, sizeof *s);
-    cp_buf_init(&s->str, STAGE_MAX_BYTES);
+    buf_init(&s->str, STAGE_MAX_BYTES);
 }
 
 static void stage_free(stage_t *s)
 {
-    cp_buf_free(&s->str);
+    buf_free(&s->str);
     free(s->svs);
     free(s->tags);
     free(s->users);
@@ -63,7 +63,7 @@ static void stage_free(stage_t *s)
 
 static void stage_reset(stage_t *s)
 {
-    cp_buf_reset(&s->str);
+    buf_reset(&s->str);
     s->nsv = s->ntag = s->nusers = 0;
 }
 
@@ -105,7 +105,7 @@ static cp_status stage_user(stage_t *s, const char *id, size_t len)
     su_t *u = &s->users[s->nusers];
     u->idoff = s->str.len;
     u->idlen = (uint32_t)len;
-    cp_status rc = cp_buf_append(&s->str, id, len);
+    cp_status rc = buf_append(&s->str, id, len);
     if (rc)
         return rc;
     u->first_sv = s->nsv;
@@ -125,7 +125,7 @@ static cp_status stage_sv(stage_t *s, const sv_t *v, const char *str, size_t sle
     if (str) {
         d->soff = s->str.len;
         d->slen = (uint32_t)slen;
-        cp_status rc = cp_buf_append(&s->str, str, slen);
+        cp_status rc = buf_append(&s->str, str, slen);
         if (rc)
             return rc;
     }
@@ -206,7 +206,7 @@ static cp_status stage_attr(stage_t *s, const schema_attr_t *a, const json_t *v,
         if (json_is_integer(v)) {
             sv.i = json_integer_value(v);
         } else if (!json_is_string(v) ||
-                   cp_time_parse(json_string_value(v), json_string_length(v), &sv.i) != 0) {
+                   time_parse(json_string_value(v), json_string_length(v), &sv.i) != 0) {
             return type_err(err, uid, a, v,
                             "a timestamp (ISO 8601 such as \"2024-01-01T10:20:30Z\", or epoch "
                             "seconds)");
@@ -288,7 +288,7 @@ static cp_status stage_json(cp_db_t *db, stage_t *s, const char *text, size_t le
     {
         if (strcmp(k, "id") && strcmp(k, "attrs") && strcmp(k, "tags")) {
             rc = CP_ERR(err, CP_EINVAL, "unknown field \"%.64s\" (expected id, attrs, tags)",
-                        cp_utf8_valid(k, strlen(k)) ? k : "?");
+                        utf8_valid(k, strlen(k)) ? k : "?");
             goto out;
         }
     }
@@ -324,7 +324,7 @@ static cp_status stage_json(cp_db_t *db, stage_t *s, const char *text, size_t le
             const schema_attr_t *a = schema_find(&db->sch, k, strlen(k));
             if (a == NULL) {
                 rc = CP_ERR(err, CP_ENOTFOUND, "user \"%s\": unknown attribute \"%.64s\"", uid,
-                            cp_utf8_valid(k, strlen(k)) ? k : "?");
+                            utf8_valid(k, strlen(k)) ? k : "?");
                 goto out;
             }
             if ((rc = stage_attr(s, a, v, uid, err)))
@@ -507,7 +507,7 @@ static cp_status ld_line(loader_t *ld, const char *line, size_t len, size_t cons
     else
         rc = stage_json(ld->db, &ld->stage, line, len, &le);
     if (rc) {
-        cp__error_prefix(&le, "line %llu: ", (unsigned long long)lineno);
+        error_prefix(&le, "line %llu: ", (unsigned long long)lineno);
         le.record = lineno;
         if (rc == CP_ENOMEM || ld->strict) {
             if (ld->err) {
@@ -623,11 +623,11 @@ cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     loader_t ld;
     ld_init(&ld, db, opts, err);
-    cp_buf_t line;
-    cp_buf_init(&line, CP_LINE_MAX);
+    buf_t line;
+    buf_init(&line, CP_LINE_MAX);
     char *chunk = malloc(65536);
     if (chunk == NULL) {
-        cp_buf_free(&line);
+        buf_free(&line);
         return ld_finish(&ld, CP_ERR(err, CP_ENOMEM, "out of memory"), stats);
     }
     int too_long = 0;
@@ -639,10 +639,10 @@ cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
             const char *nl = memchr(chunk + pos, '\n', got - pos);
             size_t n = nl ? (size_t)(nl - (chunk + pos)) : got - pos;
             raw += n;
-            if (!too_long && cp_buf_append(&line, chunk + pos, n) != CP_OK) {
+            if (!too_long && buf_append(&line, chunk + pos, n) != CP_OK) {
                 /* Over the limit (or no memory): skip to the newline. */
                 too_long = 1;
-                cp_buf_reset(&line);
+                buf_reset(&line);
             }
             pos += n;
             if (nl) {
@@ -650,7 +650,7 @@ cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
                 if (content && line.data[content - 1] == '\r')
                     content--;
                 rc = ld_line(&ld, line.data ? line.data : "", content, raw + 1, too_long);
-                cp_buf_reset(&line);
+                buf_reset(&line);
                 too_long = 0;
                 raw = 0;
                 pos++;
@@ -667,7 +667,7 @@ cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
         rc = ld_line(&ld, line.data ? line.data : "", content, raw, too_long);
     }
     free(chunk);
-    cp_buf_free(&line);
+    buf_free(&line);
     return ld_finish(&ld, rc, stats);
 }
 
@@ -780,7 +780,7 @@ cp_status cp_batch_str(cp_batch_t *b, int32_t h, const char *v, cp_error_t *err)
         int64_t secs;
         cp_attr_type t2;
         if (batch_attr(b, h, CP_ATTR_TIMESTAMP, CP_ATTR_TIMESTAMP, "", &t2, NULL) == CP_OK) {
-            if (cp_time_parse(v, strlen(v), &secs) != 0)
+            if (time_parse(v, strlen(v), &secs) != 0)
                 return CP_ERR(err, CP_ETYPE, "\"%.64s\" is not an ISO 8601 timestamp", v);
             return cp_batch_int(b, h, secs, err);
         }
@@ -790,7 +790,7 @@ cp_status cp_batch_str(cp_batch_t *b, int32_t h, const char *v, cp_error_t *err)
     size_t len = strnlen(v, SCHEMA_MAX_VALUE + 1);
     if (len > SCHEMA_MAX_VALUE)
         return CP_ERR(err, CP_ELIMIT, "value longer than %d bytes", SCHEMA_MAX_VALUE);
-    if (!cp_utf8_valid(v, len))
+    if (!utf8_valid(v, len))
         return CP_ERR(err, CP_EINVAL, "value is not valid UTF-8");
     sv_t sv = {.attr = (uint32_t)h, .kind = SV_STR};
     return stage_sv(&b->stage, &sv, v, len) ? CP_ERR(err, CP_ENOMEM, "out of memory") : CP_OK;
@@ -987,7 +987,7 @@ cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
         case CP_ATTR_TIMESTAMP:
             if (index_get_int(db->ix, i, ord, &x)) {
                 char buf[40];
-                cp_time_format(x, buf, sizeof buf);
+                time_format(x, buf, sizeof buf);
                 v = json_string(buf);
             }
             break;

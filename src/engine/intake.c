@@ -314,7 +314,7 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
                 pthread_rwlock_unlock(&db->lock);
                 return;
             }
-            db->iw_since_ms = cp_now_ms();
+            db->iw_since_ms = time_now_ms();
             if (!atomic_load(&db->pending))
                 db->pend_since_ms = db->iw_since_ms; /* the checkpointer's clock */
             atomic_store(&db->iw_open, 1);
@@ -347,7 +347,7 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
     }
     if (db->iw_txn &&
         (atomic_load(&db->iw_want) || db->iw_stop || db->iw_events >= IW_COMMIT_EVENTS ||
-         cp_now_ms() - db->iw_since_ms >= IW_COMMIT_MS))
+         time_now_ms() - db->iw_since_ms >= IW_COMMIT_MS))
         (void)iw_commit(db, &e); /* a failure fails the handle; the log has everything */
     pthread_rwlock_unlock(&db->lock);
 }
@@ -365,11 +365,11 @@ static void *iw_main(void *arg)
                 continue;
             }
             int64_t due = db->iw_since_ms + IW_COMMIT_MS;
-            if (cp_now_ms() >= due)
+            if (time_now_ms() >= due)
                 break;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = (int64_t)ts.tv_nsec + (due - cp_now_ms()) * 1000000;
+            int64_t ns = (int64_t)ts.tv_nsec + (due - time_now_ms()) * 1000000;
             ts.tv_sec += (time_t)(ns / 1000000000);
             ts.tv_nsec = (long)(ns % 1000000000);
             pthread_cond_timedwait(&db->iw_cv, &db->grp_mu, &ts);
@@ -500,7 +500,7 @@ cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json
         return CP_ERR(err, CP_EINVAL, "unknown event type %d", (int)type);
     if (db->readonly)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
-    int64_t recv = cp_now_ms();
+    int64_t recv = time_now_ms();
     ingest_batch_t b;
     ingest_batch_init(&b);
     batch_prep_t bp = {0};

@@ -56,7 +56,7 @@ cp_status db_as_of_day(const char *as_of, int32_t *day, cp_error_t *err)
         return CP_OK;
     int64_t secs;
     size_t len = strnlen(as_of, 64);
-    if (len >= 64 || cp_time_parse(as_of, len, &secs) != 0)
+    if (len >= 64 || time_parse(as_of, len, &secs) != 0)
         return CP_ERR(err, CP_EINVAL, "as_of \"%.64s\" is not a date such as 2011-06-30", as_of);
     *day = beh_day_of(secs);
     if (*day == 0)
@@ -219,7 +219,7 @@ void cp_result_free(cp_result_t *r)
     free(r);
 }
 
-cp_status cp__result_wrap(roaring_bitmap_t *bm, cp_result_t **out)
+cp_status result_wrap(roaring_bitmap_t *bm, cp_result_t **out)
 {
     cp_result_t *r = calloc(1, sizeof *r);
     if (r == NULL) {

@@ -8,7 +8,7 @@
 
 /* Names of crowds whose expression references `path` or a tag below it, as
  * a ", "-separated list in b. Returns the number of such crowds. */
-static size_t crowds_using_tag(cp_db_t *db, const char *path, cp_buf_t *b)
+static size_t crowds_using_tag(cp_db_t *db, const char *path, buf_t *b)
 {
     size_t plen = strlen(path), n = 0;
     for (size_t i = 0; i < db->crowds.n; i++) {
@@ -22,14 +22,14 @@ static size_t crowds_using_tag(cp_db_t *db, const char *path, cp_buf_t *b)
                 r = tax_get(&db->tax, id)->path;
             if (strncmp(r, path, plen) == 0 && (r[plen] == '\0' || r[plen] == '/')) {
                 if (n < 10)
-                    cp_buf_printf(b, "%s\"%s\"", n ? ", " : "", c->name);
+                    buf_printf(b, "%s\"%s\"", n ? ", " : "", c->name);
                 n++;
                 break;
             }
         }
     }
     if (n > 10)
-        cp_buf_printf(b, " and %zu more", n - 10);
+        buf_printf(b, " and %zu more", n - 10);
     return n;
 }
 
@@ -56,7 +56,7 @@ static cp_status create_with_parents(cp_db_t *db, store_txn_t *txn, const char *
         return CP_ERR(err, CP_ELIMIT, "too many tags (limit %u)", TAX_MAX_TAGS);
     char buf[TAX_MAX_PATH + 1];
     memcpy(buf, path, len + 1);
-    int64_t now = cp_now_ms();
+    int64_t now = time_now_ms();
     uint32_t id = 0;
     for (size_t i = 0; i <= len; i++) {
         if (i != len && path[i] != '/')
@@ -111,8 +111,8 @@ cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path, con
                         const char *description, cp_error_t *err)
 {
     store_txn_t *txn;
-    cp_buf_t b;
-    cp_buf_init(&b, 4096);
+    buf_t b;
+    buf_init(&b, 4096);
     if (path == NULL)
         return CP_ERR(err, CP_EINVAL, "no tag path");
     cp_status rc = db_write_begin(db, &txn, err);
@@ -137,7 +137,7 @@ cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path, con
         if (crowds_using_tag(db, path, &b)) {
             rc = CP_ERR(err, CP_ECONFLICT,
                         "tag \"%s\" cannot be moved: crowds %s reference it or a tag below it",
-                        path, cp_buf_cstr(&b));
+                        path, buf_cstr(&b));
             goto abort;
         }
         uint32_t *changed = NULL;
@@ -167,10 +167,10 @@ cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path, con
         if ((rc = tax_store_put(txn, tax_get(&db->tax, id), err)))
             return db_write_fail(db, txn, rc, err);
     }
-    cp_buf_free(&b);
+    buf_free(&b);
     return db_write_end(db, txn, err);
 abort:
-    cp_buf_free(&b);
+    buf_free(&b);
     db_write_abort(db, txn);
     return rc;
 }
@@ -178,8 +178,8 @@ abort:
 cp_status cp_tag_delete(cp_db_t *db, const char *path, int recursive, cp_error_t *err)
 {
     store_txn_t *txn;
-    cp_buf_t b;
-    cp_buf_init(&b, 4096);
+    buf_t b;
+    buf_init(&b, 4096);
     uint32_t *sub = NULL;
     size_t nsub = 0;
     if (path == NULL)
@@ -202,7 +202,7 @@ cp_status cp_tag_delete(cp_db_t *db, const char *path, int recursive, cp_error_t
     if (crowds_using_tag(db, path, &b)) {
         rc = CP_ERR(err, CP_ECONFLICT,
                     "tag \"%s\" cannot be deleted: crowds %s reference it or a tag below it", path,
-                    cp_buf_cstr(&b));
+                    buf_cstr(&b));
         goto abort;
     }
     if (tax_subtree(&db->tax, id, &sub, &nsub)) {
@@ -222,10 +222,10 @@ cp_status cp_tag_delete(cp_db_t *db, const char *path, int recursive, cp_error_t
         rc = CP_ERR(err, CP_ENOMEM, "out of memory recomputing tag members");
     if (rc)
         return db_write_fail(db, txn, rc, err);
-    cp_buf_free(&b);
+    buf_free(&b);
     return db_write_end(db, txn, err);
 abort:
-    cp_buf_free(&b);
+    buf_free(&b);
     db_write_abort(db, txn);
     return rc;
 }
@@ -304,7 +304,7 @@ cp_status cp_taxonomy_load_json(cp_db_t *db, const char *json, size_t len, cp_er
         if ((rc = tax_validate_path(path, strlen(path), err)) ||
             (rc = tax_validate_text("tag name", name, TAX_MAX_NAME, err)) ||
             (rc = tax_validate_text("tag description", desc, TAX_MAX_DESCRIPTION, err))) {
-            cp__error_prefix(err, "tags[%zu]: ", i);
+            error_prefix(err, "tags[%zu]: ", i);
             goto out;
         }
         if (name && name[0] == '\0') {
@@ -335,7 +335,7 @@ cp_status cp_taxonomy_load_json(cp_db_t *db, const char *json, size_t len, cp_er
             rc = create_with_parents(db, txn, path, name, desc, &touched, &id, err);
         }
         if (rc)
-            cp__error_prefix(err, "tags[%zu]: ", i);
+            error_prefix(err, "tags[%zu]: ", i);
     }
     if (rc) {
         if (touched)
@@ -632,7 +632,7 @@ cp_status cp_schema_load_json(cp_db_t *db, const char *json, size_t len, cp_erro
             break;
         }
         if ((rc = schema_validate_name(name, err))) {
-            cp__error_prefix(err, "attributes[%zu]: ", i);
+            error_prefix(err, "attributes[%zu]: ", i);
             break;
         }
         const schema_attr_t *a = schema_find(&db->sch, name, strlen(name));

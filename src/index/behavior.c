@@ -344,7 +344,7 @@ static int key_valid(const uint8_t *k, size_t len)
 
 static uint64_t key_hash(const uint8_t *k, size_t len)
 {
-    return cp_hash64(k, len, 0x6265687669);
+    return hash64(k, len, 0x6265687669);
 }
 
 static int series_find(const beh_t *b, const uint8_t *key, size_t klen, uint32_t *id)
@@ -821,13 +821,13 @@ static uint32_t memo_unchanged(const memo_t *m, const char *event, size_t elen,
     uint32_t keep = 0;
     *same = 0;
     if (m == NULL || !m->valid || m->elen != elen || m->n != n ||
-        !cp_mem_eq(m->event, event, elen))
+        !mem_eq(m->event, event, elen))
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (m->nlen[i] != p[i].nlen || !cp_mem_eq(m->name[i], p[i].name, p[i].nlen))
+        if (m->nlen[i] != p[i].nlen || !mem_eq(m->name[i], p[i].name, p[i].nlen))
             return 0;
     for (size_t i = 0; i < n; i++)
-        if (m->vlen[i] == p[i].vlen && cp_mem_eq(m->value[i], p[i].value, p[i].vlen))
+        if (m->vlen[i] == p[i].vlen && mem_eq(m->value[i], p[i].value, p[i].vlen))
             keep |= 1u << i;
     *same = 1;
     return keep;

@@ -612,7 +612,7 @@ int meas_real_fixed_slow(double d, int scale, int64_t *out)
     /* The shortest text that reads back as the double is what the sender
      * wrote (15.3, not 15.2999...): round that exactly. */
     char buf[40];
-    cp_fmt_double(d, buf, sizeof buf);
+    fmt_double(d, buf, sizeof buf);
     if (decimal_fixed(buf, strlen(buf), scale, out) == 0)
         return 0;
     /* Exponent notation (1e-07, 2.5e+20): round the product. */
@@ -629,7 +629,7 @@ int meas_real_fixed_slow(double d, int scale, int64_t *out)
  * 6 * 2.55 = 15.299999999999999, the Online Retail amounts).
  *
  * Why it is exact. Let p = 10^scale, x the exact value of d, T the text
- * the slow path rounds (cp_fmt_double: a decimal that reads back as d,
+ * the slow path rounds (fmt_double: a decimal that reads back as d,
  * so |T - x| <= ulp(d) / 2 <= 2^-53 |x|) and y = fl(x * p), so |y - x p|
  * <= 2^-53 |x p|. Then |T p - y| <= 2^-52 |x p| < 2^-51 |y|. The slow path
  * rounds T p half away from zero (decimal_fixed), or, when T has an
@@ -792,7 +792,7 @@ cp_status meas_record(meas_t *m, uint32_t user, const char *event, size_t elen,
             char buf[PV_TEXT_MAX];
             const char *txt;
             size_t tl = pv_text(pv, buf, &txt);
-            h = cp_hash64(txt, tl, HASH_SEED);
+            h = hash64(txt, tl, HASH_SEED);
         }
         if (rec == NULL && (rec = rec_get(m, user)) == NULL)
             return CP_ENOMEM;
@@ -953,12 +953,12 @@ static void user_key(uint8_t k[KEY_USER_LEN], uint32_t user)
 }
 
 /* One record's bytes into b. */
-static cp_status rec_encode(const meas_t *m, const slot_t *rec, cp_buf_t *b)
+static cp_status rec_encode(const meas_t *m, const slot_t *rec, buf_t *b)
 {
     uint8_t hdr[4] = {REC_MAGIC0, REC_MAGIC1, REC_VERSION, 0};
     for (size_t i = 0; i < m->nd; i++)
         hdr[3] += rec[i].n > 0;
-    if (cp_buf_append(b, hdr, 4))
+    if (buf_append(b, hdr, 4))
         return CP_ENOMEM;
     for (size_t i = 0; i < m->nd; i++) {
         const slot_t *s = &rec[i];
@@ -970,22 +970,22 @@ static cp_status rec_encode(const meas_t *m, const slot_t *rec, cp_buf_t *b)
         x[2] = (uint8_t)m->defs[i].kind;
         x[3] = (uint8_t)s->flags;
         put_le64(x + 4, (uint64_t)s->v);
-        if (cp_buf_append(b, x, 12))
+        if (buf_append(b, x, 12))
             return CP_ENOMEM;
         put_le64(x, s->n);
-        if (cp_buf_append(b, x, 8))
+        if (buf_append(b, x, 8))
             return CP_ENOMEM;
         if (m->defs[i].kind != MEAS_DISTINCT)
             continue;
         uint32_t k = (uint32_t)s->v;
         uint8_t kb[4] = {(uint8_t)k, (uint8_t)(k >> 8), (uint8_t)(k >> 16), (uint8_t)(k >> 24)};
-        if (cp_buf_append(b, kb, 4))
+        if (buf_append(b, kb, 4))
             return CP_ENOMEM;
         for (uint32_t j = 0; j < s->cap; j++) {
             if (s->set[j] == 0)
                 continue;
             put_le64(x, s->set[j]);
-            if (cp_buf_append(b, x, 8))
+            if (buf_append(b, x, 8))
                 return CP_ENOMEM;
         }
     }
@@ -995,8 +995,8 @@ static cp_status rec_encode(const meas_t *m, const slot_t *rec, cp_buf_t *b)
 cp_status meas_persist(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err)
 {
     cp_status rc = CP_OK;
-    cp_buf_t b;
-    cp_buf_init(&b, 64u << 20);
+    buf_t b;
+    buf_init(&b, 64u << 20);
     if (m->config_dirty) {
         json_t *j = config_json(m, 1);
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -1027,7 +1027,7 @@ cp_status meas_persist(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err
         if (rc)
             break;
     }
-    cp_buf_free(&b);
+    buf_free(&b);
     if (rc)
         return rc;
     /* Everything is in the transaction: clear the marks. */

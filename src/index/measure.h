@@ -204,7 +204,7 @@ size_t meas_dirty_count(const meas_t *m);
  * (what a sum adds for a PV_REAL). 0 on success, -1 for NaN, infinities,
  * out-of-range values or a bad scale. meas_real_fixed answers values with
  * at most `scale` decimals without formatting text; meas_real_fixed_slow
- * always formats (cp_fmt_double) — the reference the fast one is tested
+ * always formats (fmt_double) — the reference the fast one is tested
  * against. Both give the same answer for every double.
  */
 int meas_real_fixed(double d, int scale, int64_t *out);

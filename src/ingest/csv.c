@@ -662,7 +662,7 @@ static int fast_record(csv_reader_t *r, const csv_field_t **fields, size_t *n, c
     r->nfields = nf;
     if (high) {
         for (size_t j = 0; j < nf; j++)
-            if (!cp_utf8_valid(f[j].p, f[j].len)) {
+            if (!utf8_valid(f[j].p, f[j].len)) {
                 *rc = CP_ERR(err, CP_EINVAL, "line %llu: column %zu: invalid UTF-8",
                              (unsigned long long)line0, j + 1);
                 if (err)
@@ -893,7 +893,7 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
         r->fields[i].p = r->rec + s;
         r->fields[i].len = e - s;
         r->fields[i].plain = field_plain(r->fields[i].p, r->fields[i].len);
-        if (!ascii && !cp_utf8_valid(r->fields[i].p, r->fields[i].len)) {
+        if (!ascii && !utf8_valid(r->fields[i].p, r->fields[i].len)) {
             CP_ERR(err, CP_EINVAL, "line %llu: column %zu: invalid UTF-8",
                    (unsigned long long)line0, i + 1);
             if (err)

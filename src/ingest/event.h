@@ -160,7 +160,7 @@ typedef struct ingest_batch {
     json_t *root;
     ingest_event_t *events;
     size_t n, cap;
-    cp_arena_t arena;          /* derived strings */
+    arena_t arena;          /* derived strings */
     ingest_reject_t *rejects;  /* the first INGEST_MAX_REPORTED */
     size_t nrejects;           /* stored */
     size_t rejected;           /* total (may exceed nrejects) */
@@ -242,7 +242,7 @@ cp_status segment_parse_event(json_t *j, ingest_type endpoint, const json_t *ctx
  * identifier, not a trait). */
 int ingest_trait_is_ident(const ingest_id_types_t *t, const char *key);
 
-/* "2015-07-10T23:00:00Z" etc. -> seconds; -1 if unparseable (cp_time_parse). */
+/* "2015-07-10T23:00:00Z" etc. -> seconds; -1 if unparseable (time_parse). */
 int ingest_time_parse(const json_t *v, int64_t *secs);
 
 #endif /* CP_INGEST_EVENT_H */

@@ -820,7 +820,7 @@ int mapping_strftime_parse(const char *fmt, const char *s, size_t len, int64_t *
         return -1;
     char iso[40];
     int n = snprintf(iso, sizeof iso, "%04d-%02d-%02dT%02d:%02d:%02dZ", Y, M, D, h, mi, se);
-    return cp_time_parse(iso, (size_t)n, secs);
+    return time_parse(iso, (size_t)n, secs);
 }
 
 static int col_ok(const map_col_t *c, size_t n) { return c->pos >= 0 && (size_t)c->pos < n; }
@@ -926,11 +926,11 @@ static int utf8_ok(const char *s, size_t len)
         uint64_t w;
         memcpy(&w, s + i, 8);
         if (w & 0x8080808080808080ull)
-            return cp_utf8_valid(s + i, len - i);
+            return utf8_valid(s + i, len - i);
     }
     for (; i < len; i++)
         if ((unsigned char)s[i] >= 0x80)
-            return cp_utf8_valid(s + i, len - i);
+            return utf8_valid(s + i, len - i);
     return 1;
 }
 
@@ -1131,10 +1131,10 @@ static cp_status nul_byte(cp_error_t *err, uint64_t line, const map_col_t *c)
 }
 
 /*
- * cp_time_parse for the layout of most files, "YYYY-MM-DD HH:MM:SS" (or a
+ * time_parse for the layout of most files, "YYYY-MM-DD HH:MM:SS" (or a
  * T between, or a final Z), without its general scanner: 1 with *secs
  * when s is exactly such a text and a valid time (the same checks and the
- * same value as cp_time_parse), 0 for anything else, which cp_time_parse
+ * same value as time_parse), 0 for anything else, which time_parse
  * then decides. Only digits and separators pass: never a NUL byte.
  */
 static int iso_fast(const char *s, size_t len, int64_t *secs)
@@ -1184,7 +1184,7 @@ static int iso_fast(const char *s, size_t len, int64_t *secs)
 static int cell_time(const map_field_t *d, const char *s, size_t len, int64_t *secs)
 {
     if (d->tsfmt == TF_ISO)
-        return cp_time_parse(s, len, secs);
+        return time_parse(s, len, secs);
     if (d->tsfmt == TF_STRF)
         return mapping_strftime_parse(d->strf, s, len, secs);
     long long v;
@@ -1211,7 +1211,7 @@ typedef struct rval {
     size_t slen;
     int64_t i;
     double x;
-    char txt[40]; /* integer transform, timestamp text (cp_time_format needs up to 39) */
+    char txt[40]; /* integer transform, timestamp text (time_format needs up to 39) */
 } rval_t;
 
 #define ROW_LOCAL 24
@@ -1373,7 +1373,7 @@ field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
                 if (memchr(c->p, '\0', c->len))
                     return nul_byte(err, line, &d->col);
                 /* jansson takes only UTF-8; say so instead of losing the value */
-                if (!cp_utf8_valid(c->p, c->len))
+                if (!utf8_valid(c->p, c->len))
                     return bad_utf8(err, line, &d->col);
             }
             if (d->xform == MX_LOWER) {
@@ -1444,7 +1444,7 @@ field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line,
                                  d->tsfmt == TF_STRF ? "a timestamp in the mapping's format"
                                                      : "a timestamp");
         }
-        cp_time_format(secs, v->txt, sizeof v->txt);
+        time_format(secs, v->txt, sizeof v->txt);
         v->kind = PV_STR;
         v->gen = G_TEXT;
         v->slen = strlen(v->txt);
@@ -1672,7 +1672,7 @@ static json_t *row_json(const mapping_t *m, const row_t *r)
         bad |= obj_put(ev, "type", json_string("track"));
         bad |= !bad && obj_put(ev, "event", json_stringn(r->ev, r->evlen));
         if (!bad && r->has_ts) {
-            cp_time_format(r->ts, iso, sizeof iso);
+            time_format(r->ts, iso, sizeof iso);
             bad |= obj_put(ev, "timestamp", json_string(iso));
         }
         props = json_object();
@@ -1847,7 +1847,7 @@ static int trait_is_ident(const segment_opts_t *o, const map_field_t *d)
     return ingest_trait_is_ident(&o->id_types, d->name);
 }
 
-/* The earliest and latest times cp_time_parse reads (0001-01-01 .. 9999-12-31):
+/* The earliest and latest times time_parse reads (0001-01-01 .. 9999-12-31):
  * an event time outside does not survive the JSON path's ISO text. */
 #define TS_MIN (-62135596800ll)
 #define TS_MAX (253402300799ll)
@@ -2114,7 +2114,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     if (r.has_ts) {
         if (r.ts < TS_MIN || r.ts > TS_MAX) {
             char iso[40];
-            cp_time_format(r.ts, iso, sizeof iso);
+            time_format(r.ts, iso, sizeof iso);
             rc = seg_err(err, CP_EINVAL, line,
                          "\"timestamp\": \"%.64s\" is not an ISO 8601 timestamp (such as "
                          "\"2024-01-01T10:20:30.000Z\")",
@@ -2164,7 +2164,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
                    strs + r.evlen + 1 + r.msgid_len + 1;
     for (size_t i = 0; i < e->nids; i++)
         bytes += idv[i].len + 1;
-    ev_prop_t *props = cp_arena_alloc(&b->arena, bytes);
+    ev_prop_t *props = arena_alloc(&b->arena, bytes);
     if (props == NULL) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory (batch arena)");
         goto out;
@@ -2204,7 +2204,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     e->message_id = put(&p, r.msgid, r.msgid_len, 0);
     e->message_id_len = r.msgid_len;
     e->message_id_derived = 0;
-    e->message_hash = cp_hash64(e->message_id, e->message_id_len, 0x6d736764);
+    e->message_hash = hash64(e->message_id, e->message_id_len, 0x6d736764);
     e->no_dedup = o->no_dedup;
     b->n++;
 out:

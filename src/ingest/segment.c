@@ -37,7 +37,7 @@ ingest_type ingest_type_parse(const char *s, size_t len)
 void ingest_batch_init(ingest_batch_t *b)
 {
     memset(b, 0, sizeof *b);
-    cp_arena_init(&b->arena, 64u << 20);
+    arena_init(&b->arena, 64u << 20);
 }
 
 void ingest_batch_free(ingest_batch_t *b)
@@ -49,7 +49,7 @@ void ingest_batch_free(ingest_batch_t *b)
     free(b->events);
     free(b->rejects);
     free(b->warnings);
-    cp_arena_free(&b->arena);
+    arena_free(&b->arena);
     memset(b, 0, sizeof *b);
 }
 
@@ -64,7 +64,7 @@ void ingest_batch_reset(ingest_batch_t *b)
     b->rejected = 0;
     b->nwarnings = 0;
     b->warned = 0;
-    cp_arena_reset(&b->arena); /* keeps its blocks */
+    arena_reset(&b->arena); /* keeps its blocks */
 }
 
 void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)
@@ -105,7 +105,7 @@ void ingest_batch_warn(ingest_batch_t *b, size_t index, const char *field, const
 static cp_status batch_push(ingest_batch_t *b, const ingest_event_t *e)
 {
     ingest_ident_t *ids = NULL;
-    if (e->nids && (ids = cp_arena_alloc(&b->arena, e->nids * sizeof *ids)) == NULL)
+    if (e->nids && (ids = arena_alloc(&b->arena, e->nids * sizeof *ids)) == NULL)
         return CP_ENOMEM;
     if (e->nids)
         memcpy(ids, e->ids, e->nids * sizeof *ids);
@@ -153,7 +153,7 @@ int ingest_time_parse(const json_t *v, int64_t *secs)
 {
     if (!json_is_string(v))
         return -1;
-    return cp_time_parse(json_string_value(v), json_string_length(v), secs);
+    return time_parse(json_string_value(v), json_string_length(v), secs);
 }
 
 /* 1 if the text has no control characters (and so no NUL). */
@@ -179,7 +179,7 @@ static cp_status id_text(ingest_batch_t *b, const json_t *v, const char *field, 
     if (json_is_integer(v)) {
         char buf[32];
         int n = snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
-        *s = cp_arena_strndup(&b->arena, buf, (size_t)n);
+        *s = arena_strndup(&b->arena, buf, (size_t)n);
         if (*s == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory");
         *len = (size_t)n;
@@ -675,20 +675,20 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
             return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
         size_t cl = strlen(canon);
         const char *tn = ingest_type_name(e.type);
-        uint64_t h1 = cp_hash64(canon, cl, 0x5e6d) ^ cp_hash64(tn, strlen(tn), 1);
-        uint64_t h2 = cp_hash64(canon, cl, 0x17a2);
+        uint64_t h1 = hash64(canon, cl, 0x5e6d) ^ hash64(tn, strlen(tn), 1);
+        uint64_t h2 = hash64(canon, cl, 0x17a2);
         free(canon);
         char buf[64];
         int n = snprintf(buf, sizeof buf, "derived:%016llx%016llx", (unsigned long long)h1,
                          (unsigned long long)h2);
-        e.message_id = cp_arena_strndup(&b->arena, buf, (size_t)n);
+        e.message_id = arena_strndup(&b->arena, buf, (size_t)n);
         if (e.message_id == NULL)
             return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
         e.message_id_len = (size_t)n;
         e.message_id_derived = 1;
     }
     e.no_dedup = o->no_dedup;
-    e.message_hash = cp_hash64(e.message_id, e.message_id_len, 0x6d736764);
+    e.message_hash = hash64(e.message_id, e.message_id_len, 0x6d736764);
     if (batch_push(b, &e))
         return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
 out:

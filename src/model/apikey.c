@@ -80,7 +80,7 @@ cp_status apikey_create(apikey_set_t *s, store_txn_t *t, cp_role role, const cha
     if (cp_role_name(role) == NULL)
         return CP_ERR(err, CP_EINVAL, "unknown role %d", (int)role);
     if (label && (strnlen(label, APIKEY_MAX_LABEL + 1) > APIKEY_MAX_LABEL ||
-                  !cp_utf8_valid(label, strlen(label))))
+                  !utf8_valid(label, strlen(label))))
         return CP_ERR(err, CP_EINVAL, "key label must be valid UTF-8 of at most %d bytes",
                       APIKEY_MAX_LABEL);
     if (s->n >= APIKEY_MAX_KEYS)
@@ -95,7 +95,7 @@ cp_status apikey_create(apikey_set_t *s, store_txn_t *t, cp_role role, const cha
     sodium_bin2hex(k.id, sizeof k.id, idb, sizeof idb);
     secret_hash(k.salt, secret, k.hash);
     k.role = role;
-    k.created = cp_now_ms();
+    k.created = time_now_ms();
     k.label = strdup(label ? label : "");
     size_t klen = 4 + APIKEY_ID_HEX + 1 + 2 * APIKEY_SECRET_BYTES;
     char *text = malloc(klen + 1);

@@ -17,7 +17,7 @@ cp_status crowd_validate_name(const char *name, cp_error_t *err)
         return CP_ERR(err, CP_ELIMIT, "crowd name is longer than %d bytes", CROWD_MAX_NAME);
     /* Letters of any script too (广州理财): the same rule as tag slugs,
      * plus upper-case ASCII, which crowd names always allowed. */
-    int utf8 = cp_utf8_valid(name, n);
+    int utf8 = utf8_valid(name, n);
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
         size_t w = utf8 ? tax_word_char(name + i, n - i) : 0;

@@ -255,7 +255,7 @@ int group_trait_text(const json_t *v, char *buf, size_t cap, const char **out, s
         *out = buf;
         return 1;
     case JSON_REAL:
-        cp_fmt_double(json_real_value(v), buf, cap);
+        fmt_double(json_real_value(v), buf, cap);
         *out = buf;
         *len = strlen(buf);
         return 1;

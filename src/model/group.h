@@ -76,7 +76,7 @@ cp_status group_remove_member(group_set_t *s, store_txn_t *txn, uint32_t ord, cp
 
 /*
  * The text a trait value is compared as in expressions: a string as is,
- * an integer in decimal, a real as cp_fmt_double prints it, true / false.
+ * an integer in decimal, a real as fmt_double prints it, true / false.
  * 0 for other values (objects, arrays, null), which match nothing.
  * buf holds at least 64 bytes; *out may point into the value itself.
  */

@@ -427,7 +427,7 @@ static cp_status check_keys(const char *const *keys, size_t n, const char *what,
                           IDENT_MAX_KEY);
         cp_status rc = ident_key_check(keys[i], kl, err);
         if (rc) {
-            cp__error_prefix(err, "%s: identifier %zu: ", what, i + 1);
+            error_prefix(err, "%s: identifier %zu: ", what, i + 1);
             return rc;
         }
     }
@@ -680,7 +680,7 @@ cp_status identity_record_merge(store_txn_t *t, uint32_t survivor, uint32_t abso
     uint64_t id = 0;
     if ((rc = next_merge_id(t, &id, err)))
         goto out;
-    int64_t when = info->time_ms ? info->time_ms : cp_now_ms();
+    int64_t when = info->time_ms ? info->time_ms : time_now_ms();
     char *const *ks = (char *const *)info->keys;
     size_t sz = lineage_size(info->nkeys, ks, info->message_id, info->source, info->snapshot_len);
     unsigned char k[13];
@@ -939,7 +939,7 @@ cp_status identity_unmerge(store_txn_t *t, uint64_t merge_id, int64_t now_ms,
         goto out;
 
     /* Mark the record undone, without its snapshot (handed back below). */
-    int64_t when = now_ms ? now_ms : cp_now_ms();
+    int64_t when = now_ms ? now_ms : time_now_ms();
     size_t sz = lineage_size(l->il_nkeys, l->il_keys, l->il_message_id, l->il_source, 0);
     void *dst;
     if ((rc = store_reserve(t, STORE_IDENTITY, k, rk_lineage(k, merge_id), sz, &dst, err)))
@@ -981,8 +981,8 @@ static cp_status own_key_cb(void *ud, const void *k, size_t kl, const void *v, s
         return CP_ERR(err, CP_EIO, "identity graph: identifier row of %zu bytes", kl);
     unsigned char len[2];
     be16_put(len, (uint16_t)(kl - 5));
-    cp_buf_t *b = ud;
-    if (cp_buf_append(b, len, 2) || cp_buf_append(b, (const char *)k + 5, kl - 5))
+    buf_t *b = ud;
+    if (buf_append(b, len, 2) || buf_append(b, (const char *)k + 5, kl - 5))
         return CP_ERR(err, CP_ENOMEM, "out of memory deleting a user's identifiers");
     return CP_OK;
 }
@@ -991,8 +991,8 @@ cp_status identity_delete(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t 
 {
     u32vec g = {0};
     u64vec ids = {0};
-    cp_buf_t keys;
-    cp_buf_init(&keys, 0);
+    buf_t keys;
+    buf_init(&keys, 0);
     identity_lineage_t *l = NULL;
     unsigned char k[5 + IDENT_MAX_KEY];
     *ords = NULL;
@@ -1019,7 +1019,7 @@ cp_status identity_delete(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t 
     }
     for (size_t i = 0; i < g.n; i++) {
         uint32_t x = g.v[i];
-        cp_buf_reset(&keys);
+        buf_reset(&keys);
         if ((rc = store_each(t, STORE_IDENTITY, k, rk_ord(k, 'i', x), own_key_cb, &keys, err)))
             goto out;
         for (size_t o = 0; o + 2 <= keys.len;) {
@@ -1042,7 +1042,7 @@ cp_status identity_delete(store_txn_t *t, uint32_t ord, uint32_t **ords, size_t 
     g.v = NULL;
 out:
     identity_lineage_free(l);
-    cp_buf_free(&keys);
+    buf_free(&keys);
     free(g.v);
     free(ids.v);
     return rc;

@@ -34,7 +34,7 @@ static const char *show(char buf[64], const char *s, size_t len)
         o += 3;
     }
     buf[o] = '\0';
-    if (!cp_utf8_valid(buf, o))
+    if (!utf8_valid(buf, o))
         return "(invalid UTF-8)";
     return buf;
 }
@@ -374,12 +374,12 @@ cp_status ident_phone_e164_hint(const char *country, const char *hint, const cha
         memcpy(out + 2, nsn, 10);
         out[12] = '\0';
         *outlen = 12;
-        cp__error_clear(err);
+        error_clear(err);
         return CP_OK;
     }
     if (ident_phone_e164(hint, s, len, out, outlen, &e2) != CP_OK)
         return rc;
-    cp__error_clear(err);
+    error_clear(err);
     return CP_OK;
 }
 
@@ -592,7 +592,7 @@ static cp_status normalize_hint(const ident_config_t *c, int type, const char *v
     if (vlen > IDENT_MAX_VALUE)
         return CP_ERR(err, CP_ELIMIT, "%s \"%s\": longer than %d bytes", tn, show(sb, value, vlen),
                       IDENT_MAX_VALUE);
-    if (!cp_utf8_valid(value, vlen))
+    if (!utf8_valid(value, vlen))
         return CP_ERR(err, CP_EINVAL, "%s: value is not valid UTF-8", tn);
     switch (type) {
     case IDENT_PHONE:
@@ -689,7 +689,7 @@ cp_status ident_key_check(const char *key, size_t len, cp_error_t *err)
     if (vl > IDENT_MAX_VALUE)
         return CP_ERR(err, CP_ELIMIT, "identifier key \"%s\": value longer than %d bytes",
                       show(sb, key, len), IDENT_MAX_VALUE);
-    if (!cp_utf8_valid(colon + 1, vl) || has_control(colon + 1, vl))
+    if (!utf8_valid(colon + 1, vl) || has_control(colon + 1, vl))
         return CP_ERR(err, CP_EINVAL,
                       "identifier key \"%s\": value is not UTF-8 without control characters",
                       show(sb, key, len));

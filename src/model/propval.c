@@ -18,7 +18,7 @@ size_t pv_text(const ev_prop_t *p, char *buf, const char **s)
         *s = buf;
         return (size_t)snprintf(buf, PV_TEXT_MAX, "%" PRId64, p->i);
     case PV_REAL:
-        cp_fmt_double(p->d, buf, PV_TEXT_MAX);
+        fmt_double(p->d, buf, PV_TEXT_MAX);
         *s = buf;
         return strlen(buf);
     case PV_BOOL:

@@ -37,7 +37,7 @@ typedef struct ev_prop {
 /*
  * The text the indexes use for a value (behaviour series, distinct sets):
  * strings as they are, integers in decimal, reals in the shortest form that
- * reads back (cp_fmt_double), booleans "true" / "false". Points *s at the
+ * reads back (fmt_double), booleans "true" / "false". Points *s at the
  * string or at buf (PV_TEXT_MAX bytes). Returns the length; 0 with *s NULL
  * for PV_NONE.
  */

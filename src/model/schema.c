@@ -82,7 +82,7 @@ cp_status schema_validate_name(const char *name, cp_error_t *err)
         if (!ok)
             return CP_ERR(err, CP_EINVAL,
                           "attribute name \"%s\" is not allowed (names are [a-z_][a-z0-9_]*)",
-                          cp_utf8_valid(name, n) ? name : "?");
+                          utf8_valid(name, n) ? name : "?");
     }
     return CP_OK;
 }
@@ -151,7 +151,7 @@ cp_status schema_define(schema_t *s, store_txn_t *txn, const char *name, cp_attr
     }
     if (s->n >= SCHEMA_MAX_ATTRS)
         return CP_ERR(err, CP_ELIMIT, "too many attributes (limit %u)", SCHEMA_MAX_ATTRS);
-    int64_t now = cp_now_ms();
+    int64_t now = time_now_ms();
     json_t *j = json_pack("{s:s,s:s,s:I}", "name", name, "type", cp_attr_type_name(type),
                           "created", (json_int_t)now);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -233,7 +233,7 @@ static cp_status alias_insert(schema_attr_t *a, const char *v, size_t len, uint3
 cp_status schema_alias_set(schema_attr_t *a, store_txn_t *txn, const char *alias, size_t len,
                            uint32_t vid, cp_error_t *err)
 {
-    if (len == 0 || len > SCHEMA_MAX_ALIAS || !cp_utf8_valid(alias, len) ||
+    if (len == 0 || len > SCHEMA_MAX_ALIAS || !utf8_valid(alias, len) ||
         memchr(alias, '\0', len))
         return CP_ERR(err, CP_EINVAL,
                       "attribute \"%s\": an alias is 1 to %d bytes of UTF-8 without NUL",
@@ -293,7 +293,7 @@ static cp_status load_alias(void *ud, const void *k, size_t kl, const void *v, s
         for (int i = 7; i >= 0; i--)
             vid = vid << 8 | ((const unsigned char *)v)[i];
     if (a == NULL || p >= end || *p != '/' || p + 1 >= end || vl != 8 || vid == 0 ||
-        vid > a->nvalues || !cp_utf8_valid(p + 1, (size_t)(end - p - 1)))
+        vid > a->nvalues || !utf8_valid(p + 1, (size_t)(end - p - 1)))
         return CP_ERR(err, CP_EIO, "corrupt value alias record \"%.*s\"", (int)(kl > 80 ? 80 : kl),
                       key);
     if (alias_insert(a, p + 1, (size_t)(end - p - 1), (uint32_t)vid))
@@ -449,7 +449,7 @@ static cp_status load_value(void *ud, const void *k, size_t kl, const void *v, s
         return CP_OK;
     }
     if (a == NULL || !schema_type_has_dict(a->type) || vid == 0 ||
-        vid > SCHEMA_MAX_STRING_VALUES || vl > SCHEMA_MAX_VALUE || !cp_utf8_valid(v, vl) ||
+        vid > SCHEMA_MAX_STRING_VALUES || vl > SCHEMA_MAX_VALUE || !utf8_valid(v, vl) ||
         (vid <= a->nvalues && a->values[vid]))
         return CP_ERR(err, CP_EIO, "corrupt value %u of attribute %u", vid, aid);
     if (value_insert(a, vid, v, vl))

@@ -5,7 +5,7 @@
 #include "model/strmap.h"
 #include "util/util.h"
 
-/* The same function as cp_hash64 (XXH3 64, seed 0), inlined: names and
+/* The same function as hash64 (XXH3 64, seed 0), inlined: names and
  * values are short, and the call into the shared library and its dispatch
  * cost more than hashing them. */
 #define XXH_INLINE_ALL

@@ -88,7 +88,7 @@ char *tax_nfc(const char *s, size_t len, size_t *outlen)
 {
     size_t nl = 0;
     char *out = NULL;
-    if (cp_utf8_valid(s, len)) {
+    if (utf8_valid(s, len)) {
         uint8_t *n = u8_normalize(UNINORM_NFC, (const uint8_t *)s, len, NULL, &nl);
         if (n != NULL) {
             out = malloc(nl + 1);
@@ -119,7 +119,7 @@ cp_status tax_validate_path(const char *path, size_t len, cp_error_t *err)
     if (len > TAX_MAX_PATH)
         return CP_ERR(err, CP_ELIMIT, "tag path \"%.64s...\" is longer than %d bytes", path,
                       TAX_MAX_PATH);
-    int utf8 = cp_utf8_valid(path, len);
+    int utf8 = utf8_valid(path, len);
     int depth = 1;
     size_t seg = 0;
     for (size_t i = 0; i < len; i++) {
@@ -178,7 +178,7 @@ cp_status tax_validate_text(const char *what, const char *s, size_t max, cp_erro
     size_t n = strnlen(s, max + 1);
     if (n > max)
         return CP_ERR(err, CP_ELIMIT, "%s is longer than %zu bytes", what, max);
-    if (!cp_utf8_valid(s, n))
+    if (!utf8_valid(s, n))
         return CP_ERR(err, CP_EINVAL, "%s is not valid UTF-8", what);
     return CP_OK;
 }

@@ -10,8 +10,8 @@ cp_status users_validate_id(const char *id, size_t len, cp_error_t *err)
         return CP_ERR(err, CP_EINVAL, "empty user id");
     if (len > USERS_MAX_ID)
         return CP_ERR(err, CP_ELIMIT, "user id \"%.32s...\" is longer than %d bytes",
-                      cp_utf8_valid(id, 32) ? id : "?", USERS_MAX_ID);
-    if (!cp_utf8_valid(id, len))
+                      utf8_valid(id, 32) ? id : "?", USERS_MAX_ID);
+    if (!utf8_valid(id, len))
         return CP_ERR(err, CP_EINVAL, "user id is not valid UTF-8");
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f)

@@ -14,7 +14,7 @@ expr_t *expr__new(void)
     expr_t *e = calloc(1, sizeof *e);
     if (e == NULL)
         return NULL;
-    cp_arena_init(&e->arena, 0);
+    arena_init(&e->arena, 0);
     return e;
 }
 
@@ -27,13 +27,13 @@ void expr_free(expr_t *e)
 {
     if (e == NULL)
         return;
-    cp_arena_free(&e->arena);
+    arena_free(&e->arena);
     free(e);
 }
 
 expr_node_t *expr__node(expr_t *e, expr_kind kind, int line, int column)
 {
-    expr_node_t *n = cp_arena_alloc(&e->arena, sizeof *n);
+    expr_node_t *n = arena_alloc(&e->arena, sizeof *n);
     if (n == NULL)
         return NULL;
     n->kind = kind;
@@ -52,7 +52,7 @@ static cp_status list_push(expr_t *e, expr_list_t *l, expr_node_t *n)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
-        expr_node_t **items = cp_arena_alloc(&e->arena, cap * sizeof *items);
+        expr_node_t **items = arena_alloc(&e->arena, cap * sizeof *items);
         if (items == NULL)
             return CP_ENOMEM;
         if (l->n)

@@ -150,8 +150,8 @@ json_t *expr_to_json(const expr_node_t *n)
             in = with(in, "last_days", json_integer(n->did.last_days));
         } else if (n->did.window == DID_BETWEEN) {
             char a[40], b[40];
-            cp_time_format((int64_t)n->did.from * 86400, a, sizeof a);
-            cp_time_format((int64_t)n->did.to * 86400, b, sizeof b);
+            time_format((int64_t)n->did.from * 86400, a, sizeof a);
+            time_format((int64_t)n->did.to * 86400, b, sizeof b);
             in = with(in, "between", json_pack("[s#,s#]", a, (int)10, b, (int)10));
         }
         if (n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
@@ -277,9 +277,9 @@ static cp_status jvalue(jctx_t *c, const json_t *j, expr_value_t *v)
         v->kind = VAL_STRING;
         v->slen = json_string_length(j);
         /* jansson validates what it parses, not what json_stringn_nocheck built */
-        if (!cp_utf8_valid(json_string_value(j), v->slen))
+        if (!utf8_valid(json_string_value(j), v->slen))
             return jerr(c, CP_EINVAL, "invalid UTF-8 in string");
-        v->s = cp_arena_strndup(&c->e->arena, json_string_value(j), v->slen);
+        v->s = arena_strndup(&c->e->arena, json_string_value(j), v->slen);
         return v->s ? CP_OK : jnomem(c);
     case JSON_TRUE:
     case JSON_FALSE:
@@ -304,7 +304,7 @@ static cp_status jvalues(jctx_t *c, const json_t *o, const char *key, size_t min
         st = jerr(c, CP_EINVAL, "expected %s", expected);
         goto out;
     }
-    n->values = cp_arena_alloc(&c->e->arena, len * sizeof *n->values);
+    n->values = arena_alloc(&c->e->arena, len * sizeof *n->values);
     if (n->values == NULL) {
         st = jnomem(c);
         goto out;
@@ -335,14 +335,14 @@ static cp_status jname(jctx_t *c, const json_t *o, const char *key, const char *
         return jerr(c, CP_EINVAL, "expected %s, found an empty string", what);
     if (strlen(v) != len)
         return jerr(c, CP_EINVAL, "%s contains \\u0000", what);
-    if (!cp_utf8_valid(v, len))
+    if (!utf8_valid(v, len))
         return jerr(c, CP_EINVAL, "%s is not valid UTF-8", what);
     if (strcmp(key, "attr") == 0 && !expr__is_ident(v, len))
         return jerr(c, CP_EINVAL,
                     "'%.64s' is not a valid attribute name (letters, digits and '_', not "
                     "starting with a digit, not a keyword)",
                     v);
-    *out = cp_arena_strndup(&c->e->arena, v, len);
+    *out = arena_strndup(&c->e->arena, v, len);
     if (*out == NULL)
         return jnomem(c);
     pop(c, old);
@@ -455,7 +455,7 @@ static cp_status jdid_sum(jctx_t *c, const json_t *j, expr_node_t *n, size_t old
         json_string_length(pr) > EXPR_DID_NAME_MAX)
         return jerr(c, CP_EINVAL, "expected a property name (letters, digits and '_')");
     pop(c, o2);
-    if ((n->did.sum_prop = cp_arena_strndup(&c->e->arena, json_string_value(pr),
+    if ((n->did.sum_prop = arena_strndup(&c->e->arena, json_string_value(pr),
                                             json_string_length(pr))) == NULL)
         return jnomem(c);
     if ((st = jop(c, j, &n->op)) != CP_OK)
@@ -495,8 +495,8 @@ static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
         if (nf > EXPR_DID_MAX_FILTERS)
             return jerr(c, CP_ELIMIT, "more than %d property filters", EXPR_DID_MAX_FILTERS);
         if (nf > 0) {
-            n->did.props = cp_arena_alloc(&c->e->arena, nf * sizeof *n->did.props);
-            n->values = cp_arena_alloc(&c->e->arena, nf * sizeof *n->values);
+            n->did.props = arena_alloc(&c->e->arena, nf * sizeof *n->did.props);
+            n->values = arena_alloc(&c->e->arena, nf * sizeof *n->values);
             if (n->did.props == NULL || n->values == NULL)
                 return jnomem(c);
         }
@@ -519,7 +519,7 @@ static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
             if (val->kind == VAL_STRING && val->slen > EXPR_DID_NAME_MAX)
                 return jerr(c, CP_ELIMIT, "value longer than %d bytes", EXPR_DID_NAME_MAX);
             pop(c, o3);
-            if ((n->did.props[n->nvalues] = cp_arena_strndup(&c->e->arena, key, klen)) == NULL)
+            if ((n->did.props[n->nvalues] = arena_strndup(&c->e->arena, key, klen)) == NULL)
                 return jnomem(c);
             n->nvalues++;
         }
@@ -642,7 +642,7 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
             return st;
         n->kind = EXPR_CMP;
         size_t old;
-        n->values = cp_arena_alloc(&c->e->arena, sizeof *n->values);
+        n->values = arena_alloc(&c->e->arena, sizeof *n->values);
         if (n->values == NULL)
             return jnomem(c);
         n->nvalues = 1;
@@ -671,7 +671,7 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
     }
     if (strcmp(test, "starts_with") == 0) {
         n->kind = EXPR_PREFIX;
-        n->values = cp_arena_alloc(&c->e->arena, sizeof *n->values);
+        n->values = arena_alloc(&c->e->arena, sizeof *n->values);
         if (n->values == NULL)
             return jnomem(c);
         n->nvalues = 1;
@@ -719,7 +719,7 @@ static cp_status jgroup_trait(jctx_t *c, const json_t *j, expr_node_t *n)
         push_key(c, "op");
         return jerr(c, CP_EINVAL, "group traits compare with \"=\" or \"!=\"");
     }
-    if ((n->values = cp_arena_alloc(&c->e->arena, sizeof *n->values)) == NULL)
+    if ((n->values = arena_alloc(&c->e->arena, sizeof *n->values)) == NULL)
         return jnomem(c);
     n->nvalues = 1;
     size_t old = push_key(c, "value");
@@ -810,7 +810,7 @@ static cp_status jnode(jctx_t *c, const json_t *j, int depth, expr_node_t **out,
     }
     if (strcmp(kind, "not") == 0) {
         n->kind = EXPR_NOT;
-        n->args = cp_arena_alloc(&c->e->arena, sizeof *n->args);
+        n->args = arena_alloc(&c->e->arena, sizeof *n->args);
         if (n->args == NULL)
             return jnomem(c);
         n->nargs = 1;
@@ -866,7 +866,7 @@ cp_status expr_from_json(const json_t *j, expr_t **out, cp_error_t *err)
     expr_t *e = NULL;
     int depth;
     *out = NULL;
-    cp__error_clear(err);
+    error_clear(err);
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "no JSON expression");
     /* The path buffer is big; keep it off the stack of server threads. */

@@ -13,7 +13,7 @@
 
 /* The tree and the arena that owns every node, array and string of it. */
 struct expr {
-    cp_arena_t arena;
+    arena_t arena;
     expr_node_t *root;
 };
 
@@ -103,12 +103,12 @@ typedef struct lexer {
     size_t line_start; /* offset of the current line's first byte */
     size_t col_off;    /* column cache: offset ... */
     int col;           /* ... and its 1-based column (in code points) */
-    cp_arena_t *arena; /* for unescaped strings */
+    arena_t *arena; /* for unescaped strings */
     tok_t tok;         /* the current token */
 } lexer_t;
 
 /* Starts lexing src (already checked to be valid UTF-8); does not read a token. */
-void lexer_init(lexer_t *lx, const char *src, size_t len, cp_arena_t *arena);
+void lexer_init(lexer_t *lx, const char *src, size_t len, arena_t *arena);
 /* Reads the next token into lx->tok. CP_ESYNTAX / CP_EINVAL / CP_ENOMEM with
  * a positioned message. */
 cp_status lexer_next(lexer_t *lx, cp_error_t *err);

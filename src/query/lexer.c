@@ -13,7 +13,7 @@
 
 #include "query/expr_int.h"
 
-void lexer_init(lexer_t *lx, const char *src, size_t len, cp_arena_t *arena)
+void lexer_init(lexer_t *lx, const char *src, size_t len, arena_t *arena)
 {
     memset(lx, 0, sizeof *lx);
     lx->src = src;
@@ -181,7 +181,7 @@ static cp_status lex_string(lexer_t *lx, size_t start, const char **s, size_t *s
     if (close >= lx->len)
         return err_at(lx, err, CP_ESYNTAX, start, "unterminated string");
     /* Escapes only shrink: the raw span bounds the decoded size. */
-    char *out = cp_arena_alloc(lx->arena, close - start);
+    char *out = arena_alloc(lx->arena, close - start);
     if (out == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     size_t o = 0;
@@ -321,7 +321,7 @@ static cp_status lex_number(lexer_t *lx, cp_error_t *err)
     char small[64];
     char *copy = small;
     if (t->len >= sizeof small) {
-        copy = cp_arena_strndup(lx->arena, src + start, t->len);
+        copy = arena_strndup(lx->arena, src + start, t->len);
         if (copy == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory");
     } else {
@@ -375,7 +375,7 @@ static cp_status lex_prefixed(lexer_t *lx, tok_kind kind, cp_error_t *err)
                      kind == TOK_TAG ? "tag" : kind == TOK_GROUP ? "group" : "crowd", found);
             return err_at(lx, err, CP_ESYNTAX, p, msg);
         }
-        t->s = cp_arena_strndup(lx->arena, lx->src + lx->pos, p - lx->pos);
+        t->s = arena_strndup(lx->arena, lx->src + lx->pos, p - lx->pos);
         if (t->s == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory");
         t->slen = p - lx->pos;
@@ -397,7 +397,7 @@ static cp_status lex_group_trait(lexer_t *lx, size_t p, cp_error_t *err)
                       "expected a trait name after 'group.' (letters, digits and '_', not "
                       "starting with a digit)");
     t->kind = TOK_GROUP_TRAIT;
-    t->s = cp_arena_strndup(lx->arena, lx->src + start, p - start);
+    t->s = arena_strndup(lx->arena, lx->src + start, p - start);
     if (t->s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     t->slen = p - start;
@@ -521,7 +521,7 @@ cp_status lexer_next(lexer_t *lx, cp_error_t *err)
 int expr__parse_day(const char *s, size_t len, int32_t *day)
 {
     int64_t secs;
-    if (len != 10 || s[4] != '-' || s[7] != '-' || cp_time_parse(s, len, &secs) != 0)
+    if (len != 10 || s[4] != '-' || s[7] != '-' || time_parse(s, len, &secs) != 0)
         return -1;
     *day = (int32_t)(secs / 86400); /* midnight: exact for negative days too */
     return 0;

@@ -247,7 +247,7 @@ static cp_status push_value(parser_t *p, expr_value_t **vals, size_t *n, size_t 
 {
     if (*n == *cap) {
         size_t nc = *cap ? *cap * 2 : 4;
-        expr_value_t *nv = cp_arena_alloc(&p->e->arena, nc * sizeof *nv);
+        expr_value_t *nv = arena_alloc(&p->e->arena, nc * sizeof *nv);
         if (nv == NULL)
             return nomem(p);
         if (*n)
@@ -343,7 +343,7 @@ static cp_status parse_cmp_words(parser_t *p, expr_node_t *n, int *matched)
             return st;
         if (TOK->kind != TOK_STRING)
             return err_expected(p, "a quoted prefix (STARTS WITH \"gmail\")");
-        n->values = cp_arena_alloc(&p->e->arena, sizeof *n->values);
+        n->values = arena_alloc(&p->e->arena, sizeof *n->values);
         if (n->values == NULL)
             return nomem(p);
         n->nvalues = 1;
@@ -372,14 +372,14 @@ static cp_status parse_cmp(parser_t *p, expr_node_t **out)
     expr_node_t *n = expr__node(p->e, EXPR_CMP, id.line, id.column);
     if (n == NULL)
         return nomem(p);
-    n->name = cp_arena_strndup(&p->e->arena, p->lx.src + id.off, id.len);
+    n->name = arena_strndup(&p->e->arena, p->lx.src + id.off, id.len);
     if (n->name == NULL)
         return nomem(p);
     if ((st = advance(p)) != CP_OK)
         return st;
     if (TOK->kind == TOK_OP) {
         n->op = TOK->op;
-        n->values = cp_arena_alloc(&p->e->arena, sizeof *n->values);
+        n->values = arena_alloc(&p->e->arena, sizeof *n->values);
         if (n->values == NULL)
             return nomem(p);
         n->nvalues = 1;
@@ -387,7 +387,7 @@ static cp_status parse_cmp(parser_t *p, expr_node_t **out)
             return st;
     } else if (is_kw(p, TOK, "between")) {
         n->kind = EXPR_BETWEEN;
-        n->values = cp_arena_alloc(&p->e->arena, 2 * sizeof *n->values);
+        n->values = arena_alloc(&p->e->arena, 2 * sizeof *n->values);
         if (n->values == NULL)
             return nomem(p);
         n->nvalues = 2;
@@ -469,7 +469,7 @@ static cp_status parse_near(parser_t *p, expr_node_t **out)
     if ((st = advance(p)) != CP_OK)
         return st;
     if (TOK->kind == TOK_WORD && !is_keyword_tok(p, TOK)) {
-        n->name = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+        n->name = arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
         if (n->name == NULL)
             return nomem(p);
         if ((st = advance(p)) != CP_OK || (st = expect_comma(p, "attribute name")) != CP_OK)
@@ -638,7 +638,7 @@ static cp_status parse_did_sum(parser_t *p, expr_node_t *n, expr_node_t **out)
     if (TOK->len > EXPR_DID_NAME_MAX)
         return perr(p, CP_ELIMIT, TOK->line, TOK->column, "property name longer than %d bytes",
                     EXPR_DID_NAME_MAX);
-    n->did.sum_prop = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+    n->did.sum_prop = arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
     if (n->did.sum_prop == NULL)
         return nomem(p);
     if ((st = advance(p)) != CP_OK)
@@ -683,7 +683,7 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
     if ((st = advance(p)) != CP_OK)
         return st;
     if (TOK->kind == TOK_WORD && !is_keyword_tok(p, TOK)) {
-        n->name = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+        n->name = arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
     } else if (TOK->kind == TOK_STRING) {
         if (TOK->slen == 0 || memchr(TOK->s, '\0', TOK->slen) != NULL)
             return perr(p, CP_EINVAL, TOK->line, TOK->column,
@@ -726,7 +726,7 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
                 memcmp(props[i], p->lx.src + name.off, name.len) == 0)
                 return perr(p, CP_EINVAL, name.line, name.column,
                             "property \"%s\" is filtered twice in did()", props[i]);
-        if ((props[nf] = cp_arena_strndup(&p->e->arena, p->lx.src + name.off, name.len)) ==
+        if ((props[nf] = arena_strndup(&p->e->arena, p->lx.src + name.off, name.len)) ==
             NULL)
             return nomem(p);
         if ((st = advance(p)) != CP_OK)
@@ -762,8 +762,8 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
         return err_expected_kw(p, what, NULL);
     }
     if (nf > 0) {
-        n->did.props = cp_arena_alloc(&p->e->arena, nf * sizeof *n->did.props);
-        n->values = cp_arena_alloc(&p->e->arena, nf * sizeof *n->values);
+        n->did.props = arena_alloc(&p->e->arena, nf * sizeof *n->did.props);
+        n->values = arena_alloc(&p->e->arena, nf * sizeof *n->values);
         if (n->did.props == NULL || n->values == NULL)
             return nomem(p);
         memcpy(n->did.props, props, nf * sizeof *props);
@@ -812,7 +812,7 @@ static cp_status parse_has(parser_t *p, expr_node_t **out)
         return st;
     if (TOK->kind != TOK_WORD || is_keyword_tok(p, TOK))
         return err_expected(p, "an attribute name");
-    n->name = cp_arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
+    n->name = arena_strndup(&p->e->arena, p->lx.src + TOK->off, TOK->len);
     if (n->name == NULL)
         return nomem(p);
     if ((st = advance(p)) != CP_OK)
@@ -844,7 +844,7 @@ static cp_status parse_group_trait(parser_t *p, expr_node_t **out)
         return st;
     if (TOK->kind == TOK_OP && (TOK->op == OP_EQ || TOK->op == OP_NE)) {
         n->op = TOK->op;
-        n->values = cp_arena_alloc(&p->e->arena, sizeof *n->values);
+        n->values = arena_alloc(&p->e->arena, sizeof *n->values);
         if (n->values == NULL)
             return nomem(p);
         n->nvalues = 1;
@@ -975,7 +975,7 @@ static cp_status parse_unary(parser_t *p, expr_node_t **out, int *depth)
     expr_node_t *n = expr__node(p->e, EXPR_NOT, t.line, t.column);
     if (n == NULL)
         return nomem(p);
-    n->args = cp_arena_alloc(&p->e->arena, sizeof *n->args);
+    n->args = arena_alloc(&p->e->arena, sizeof *n->args);
     if (n->args == NULL)
         return nomem(p);
     n->nargs = 1;
@@ -1046,9 +1046,9 @@ static size_t utf8_bad_offset(const char *s, size_t len)
         size_t n = 1;
         while (n < 4 && i + n < len && ((unsigned char)s[i + n] & 0xC0) == 0x80)
             n++;
-        /* The longest well-formed prefix decides; cp_utf8_valid knows the rules. */
+        /* The longest well-formed prefix decides; utf8_valid knows the rules. */
         size_t k = n;
-        while (k > 0 && !cp_utf8_valid(s + i, k))
+        while (k > 0 && !utf8_valid(s + i, k))
             k--;
         if (k == 0)
             return i;
@@ -1063,7 +1063,7 @@ cp_status expr_parse(const char *text, size_t len, expr_t **out, cp_error_t *err
     parser_t p;
     expr_t *e = NULL;
     *out = NULL;
-    cp__error_clear(err);
+    error_clear(err);
     if (text == NULL && len > 0)
         return CP_ERR(err, CP_EINVAL, "expression text is NULL");
     if (len > CP_EXPR_MAX_LEN)

@@ -86,7 +86,7 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
 
 static pnode_t *node_new(builder_t *b, pnode_kind kind)
 {
-    pnode_t *n = cp_arena_alloc(&b->p->arena, sizeof *n);
+    pnode_t *n = arena_alloc(&b->p->arena, sizeof *n);
     if (n != NULL) {
         n->kind = kind;
         n->slot = -1;
@@ -291,7 +291,7 @@ static cp_status mk_and(builder_t *b, nvec_t *pos, nvec_t *neg, pnode_t **out)
         return oom(b);
     n->nkids = (uint32_t)(pos->n + neg->n);
     n->npos = (uint32_t)pos->n;
-    n->kids = cp_arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids);
+    n->kids = arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids);
     if (n->kids == NULL)
         return oom(b);
     memcpy(n->kids, pos->v, pos->n * sizeof *n->kids);
@@ -406,7 +406,7 @@ static cp_status mk_or(builder_t *b, nvec_t *in, pnode_t **out)
         goto out;
     }
     pnode_t *n = node_new(b, PN_OR);
-    if (n == NULL || (n->kids = cp_arena_alloc(&b->p->arena, kids.n * sizeof *n->kids)) == NULL) {
+    if (n == NULL || (n->kids = arena_alloc(&b->p->arena, kids.n * sizeof *n->kids)) == NULL) {
         st = CP_ENOMEM;
         goto out;
     }
@@ -522,7 +522,7 @@ static void value_text(const expr_value_t *v, char *buf, size_t cap)
         snprintf(buf, cap, "%lld", (long long)v->i);
         return;
     case VAL_REAL:
-        cp_fmt_double(v->r, buf, cap);
+        fmt_double(v->r, buf, cap);
         return;
     case VAL_BOOL:
         snprintf(buf, cap, "%s", v->i ? "true" : "false");
@@ -592,7 +592,7 @@ static cp_status int_value(builder_t *b, const expr_node_t *n, const plan_attr_t
         return CP_OK;
     }
     if (a->type == CP_ATTR_TIMESTAMP && v->kind == VAL_STRING) {
-        if (v->s != NULL && cp_time_parse(v->s, v->slen, out) == 0)
+        if (v->s != NULL && time_parse(v->s, v->slen, out) == 0)
             return CP_OK;
         return type_error(b, n, a, v,
                           "an ISO 8601 UTC time such as \"2024-01-01\" or "
@@ -845,8 +845,8 @@ static cp_status plan_group(builder_t *b, const expr_node_t *n, pnode_t **out)
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "group predicate without %s",
                          n->name == NULL ? "a name" : "a value");
     if (nv) {
-        vals = cp_arena_alloc(&b->p->arena, nv * sizeof *vals);
-        lens = cp_arena_alloc(&b->p->arena, nv * sizeof *lens);
+        vals = arena_alloc(&b->p->arena, nv * sizeof *vals);
+        lens = arena_alloc(&b->p->arena, nv * sizeof *lens);
         if (vals == NULL || lens == NULL)
             return oom(b);
         for (size_t i = 0; i < nv; i++) {
@@ -860,11 +860,11 @@ static cp_status plan_group(builder_t *b, const expr_node_t *n, pnode_t **out)
             if (v->kind == VAL_INT)
                 snprintf(buf, sizeof buf, "%lld", (long long)v->i);
             else if (v->kind == VAL_REAL)
-                cp_fmt_double(v->r, buf, sizeof buf);
+                fmt_double(v->r, buf, sizeof buf);
             else
                 snprintf(buf, sizeof buf, "%s", v->i ? "true" : "false");
             lens[i] = strlen(buf);
-            if ((vals[i] = cp_arena_strndup(&b->p->arena, buf, lens[i])) == NULL)
+            if ((vals[i] = arena_strndup(&b->p->arena, buf, lens[i])) == NULL)
                 return oom(b);
         }
     }
@@ -892,7 +892,7 @@ static int32_t as_of_day(const plan_resolver_t *r)
 {
     if (r->as_of_day != 0 && r->as_of_day != INT32_MIN)
         return r->as_of_day;
-    return beh_day_of(cp_now_ms() / 1000);
+    return beh_day_of(time_now_ms() / 1000);
 }
 
 /* has(attr) and attr IS NULL: the attribute's users with a value, or the
@@ -1378,7 +1378,7 @@ static cp_status make_root(builder_t *b, pnode_t *x, pnode_t **out)
     }
     n->npos = npos + !has_all;
     n->nkids = n->npos + nneg;
-    if ((n->kids = cp_arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids)) == NULL)
+    if ((n->kids = arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids)) == NULL)
         return oom(b);
     if (x->kind == PN_AND) {
         memcpy(n->kids, x->kids, npos * sizeof *n->kids);
@@ -1420,7 +1420,7 @@ cp_status plan_build(const expr_node_t *root, const plan_resolver_t *r, plan_t *
         return CP_ERR(err, CP_EINVAL, "plan_build: no resolver or universe");
     if ((p = calloc(1, sizeof *p)) == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory while planning the expression");
-    cp_arena_init(&p->arena, 0);
+    arena_init(&p->arena, 0);
     p->universe = r->universe;
     builder_t b = {
         .p = p, .r = r, .err = err, .ucard = roaring_bitmap_get_cardinality(r->universe)};
@@ -1428,7 +1428,7 @@ cp_status plan_build(const expr_node_t *root, const plan_resolver_t *r, plan_t *
         goto out;
     if (p->root != NULL) {
         count_leaves(p->root, p, 0);
-        p->leaves = cp_arena_alloc(&p->arena, (size_t)p->nleaves * sizeof *p->leaves);
+        p->leaves = arena_alloc(&p->arena, (size_t)p->nleaves * sizeof *p->leaves);
         if (p->leaves == NULL) {
             st = oom(&b);
             goto out;
@@ -1451,7 +1451,7 @@ void plan_free(plan_t *p)
     for (size_t i = 0; i < p->nowned; i++)
         roaring_bitmap_free(p->owned[i]); /* never NULL */
     free(p->owned);
-    cp_arena_free(&p->arena);
+    arena_free(&p->arena);
     free(p);
 }
 
@@ -1460,50 +1460,50 @@ uint64_t plan_estimate(const plan_t *p)
     return p && p->root ? p->root->est : 0;
 }
 
-static cp_status describe(const pnode_t *n, cp_buf_t *out)
+static cp_status describe(const pnode_t *n, buf_t *out)
 {
     cp_status st = CP_OK;
     switch (n->kind) {
     case PN_EMPTY:
-        return cp_buf_printf(out, "empty");
+        return buf_printf(out, "empty");
     case PN_ALL:
-        return cp_buf_printf(out, "all");
+        return buf_printf(out, "all");
     case PN_BITMAP:
-        return cp_buf_printf(out, "bm%llu", (unsigned long long)n->est);
+        return buf_printf(out, "bm%llu", (unsigned long long)n->est);
     case PN_RANGE:
-        return cp_buf_printf(out, "range[%lld,%lld]", (long long)n->lo, (long long)n->hi);
+        return buf_printf(out, "range[%lld,%lld]", (long long)n->lo, (long long)n->hi);
     case PN_DID: {
         static const char *const ops[] = {"?", "=", "!=", "<", "<=", ">", ">="};
-        return cp_buf_printf(out, "did[%u days %s %llu]", n->win.ncells,
+        return buf_printf(out, "did[%u days %s %llu]", n->win.ncells,
                              ops[(unsigned)n->cmp < 7 ? n->cmp : 0], (unsigned long long)n->k);
     }
     case PN_AND:
     case PN_OR:
-        st = cp_buf_printf(out, "%s(", n->kind == PN_AND ? "and" : "or");
+        st = buf_printf(out, "%s(", n->kind == PN_AND ? "and" : "or");
         for (uint32_t i = 0; i < n->nkids && st == CP_OK; i++) {
             if (i > 0)
-                st = cp_buf_printf(out, ", ");
+                st = buf_printf(out, ", ");
             if (st == CP_OK && n->kind == PN_AND && i >= n->npos)
-                st = cp_buf_printf(out, "-");
+                st = buf_printf(out, "-");
             if (st == CP_OK)
                 st = describe(n->kids[i], out);
         }
-        return st == CP_OK ? cp_buf_printf(out, ")") : st;
+        return st == CP_OK ? buf_printf(out, ")") : st;
     }
     return CP_EINTERNAL;
 }
 
 char *plan_describe(const plan_t *p)
 {
-    cp_buf_t b;
-    cp_buf_init(&b, 1 << 20);
-    cp_status st = p && p->root ? describe(p->root, &b) : cp_buf_printf(&b, "empty");
+    buf_t b;
+    buf_init(&b, 1 << 20);
+    cp_status st = p && p->root ? describe(p->root, &b) : buf_printf(&b, "empty");
     if (st != CP_OK) {
-        cp_buf_free(&b);
+        buf_free(&b);
         return NULL;
     }
-    const char *s = cp_buf_cstr(&b);
+    const char *s = buf_cstr(&b);
     char *r = strdup(s);
-    cp_buf_free(&b);
+    buf_free(&b);
     return r;
 }

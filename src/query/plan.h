@@ -68,7 +68,7 @@ typedef struct plan_resolver {
      * trait `trait` equals one of values[0..nvalues) (negate 0), or has the
      * trait with a value equal to none of them (negate 1). Values and
      * traits compare as text: strings as they are, integers in decimal,
-     * reals as cp_fmt_double prints them, booleans "true" / "false".
+     * reals as fmt_double prints them, booleans "true" / "false".
      * CP_ENOTFOUND for an unknown group, or a trait no group has. *out is a
      * new bitmap owned by the caller (the plan frees it). NULL: every group
      * predicate is CP_ENOTFOUND.

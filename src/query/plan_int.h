@@ -54,7 +54,7 @@ struct pnode {
 };
 
 struct plan {
-    cp_arena_t arena; /* every pnode and kid array */
+    arena_t arena; /* every pnode and kid array */
     pnode_t *root;    /* NULL = empty result */
     const roaring_bitmap_t *universe;
     const roaring_bitmap_t **leaves; /* slot -> bitmap, for cursor setup */

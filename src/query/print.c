@@ -16,15 +16,15 @@
 
 #include "query/expr_int.h"
 
-static cp_status put(cp_buf_t *b, const char *s)
+static cp_status put(buf_t *b, const char *s)
 {
-    return cp_buf_append(b, s, strlen(s));
+    return buf_append(b, s, strlen(s));
 }
 
 /* "..." with JSON-style escapes; bytes >= 0x80 (valid UTF-8) stay as they are. */
-static cp_status put_quoted(cp_buf_t *b, const char *s, size_t n)
+static cp_status put_quoted(buf_t *b, const char *s, size_t n)
 {
-    cp_status st = cp_buf_append(b, "\"", 1);
+    cp_status st = buf_append(b, "\"", 1);
     size_t run = 0; /* start of the pending run of plain bytes */
     for (size_t i = 0; i < n && st == CP_OK; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -60,31 +60,31 @@ static cp_status put_quoted(cp_buf_t *b, const char *s, size_t n)
         }
         if (e == NULL)
             continue;
-        if ((st = cp_buf_append(b, s + run, i - run)) == CP_OK)
+        if ((st = buf_append(b, s + run, i - run)) == CP_OK)
             st = put(b, e);
         run = i + 1;
     }
     if (st == CP_OK)
-        st = cp_buf_append(b, s + run, n - run);
+        st = buf_append(b, s + run, n - run);
     if (st == CP_OK)
-        st = cp_buf_append(b, "\"", 1);
+        st = buf_append(b, "\"", 1);
     return st;
 }
 
-static cp_status put_double(cp_buf_t *b, double v, int force_real)
+static cp_status put_double(buf_t *b, double v, int force_real)
 {
     char num[64];
-    cp_fmt_double(v, num, sizeof num);
+    fmt_double(v, num, sizeof num);
     if (force_real && strpbrk(num, ".eEn") == NULL) /* 'n': inf/nan, never in a valid tree */
         strcat(num, ".0");
     return put(b, num);
 }
 
-static cp_status put_value(cp_buf_t *b, const expr_value_t *v)
+static cp_status put_value(buf_t *b, const expr_value_t *v)
 {
     switch (v->kind) {
     case VAL_INT:
-        return cp_buf_printf(b, "%lld", (long long)v->i);
+        return buf_printf(b, "%lld", (long long)v->i);
     case VAL_REAL:
         return put_double(b, v->r, 1);
     case VAL_STRING:
@@ -95,18 +95,18 @@ static cp_status put_value(cp_buf_t *b, const expr_value_t *v)
     return CP_EINVAL;
 }
 
-static cp_status put_node(cp_buf_t *b, const expr_node_t *n);
+static cp_status put_node(buf_t *b, const expr_node_t *n);
 
 /* A day as a bare ISO date (reads back as a date, not as arithmetic). */
-static cp_status put_day(cp_buf_t *b, int32_t day)
+static cp_status put_day(buf_t *b, int32_t day)
 {
     char t[40];
-    cp_time_format((int64_t)day * 86400, t, sizeof t);
-    return cp_buf_append(b, t, 10);
+    time_format((int64_t)day * 86400, t, sizeof t);
+    return buf_append(b, t, 10);
 }
 
 /* did(EVENT, prop = value, ..., last Nd | BETWEEN d AND d) op COUNT */
-static cp_status put_did(cp_buf_t *b, const expr_node_t *n)
+static cp_status put_did(buf_t *b, const expr_node_t *n)
 {
     cp_status st;
     if (n->name == NULL || (n->nvalues > 0 && (n->values == NULL || n->did.props == NULL)))
@@ -114,10 +114,10 @@ static cp_status put_did(cp_buf_t *b, const expr_node_t *n)
     size_t len = strlen(n->name);
     if ((st = put(b, "did(")) != CP_OK)
         return st;
-    st = expr__is_ident(n->name, len) ? cp_buf_append(b, n->name, len)
+    st = expr__is_ident(n->name, len) ? buf_append(b, n->name, len)
                                       : put_quoted(b, n->name, len);
     for (size_t i = 0; i < n->nvalues && st == CP_OK; i++) {
-        if ((st = cp_buf_printf(b, ", %s = ", n->did.props[i])) == CP_OK)
+        if ((st = buf_printf(b, ", %s = ", n->did.props[i])) == CP_OK)
             st = put_value(b, &n->values[i]);
     }
     if (st != CP_OK)
@@ -126,7 +126,7 @@ static cp_status put_did(cp_buf_t *b, const expr_node_t *n)
     case DID_ALL_TIME:
         break;
     case DID_LAST:
-        st = cp_buf_printf(b, ", last %dd", (int)n->did.last_days);
+        st = buf_printf(b, ", last %dd", (int)n->did.last_days);
         break;
     case DID_BETWEEN:
         if ((st = put(b, ", BETWEEN ")) == CP_OK && (st = put_day(b, n->did.from)) == CP_OK &&
@@ -141,33 +141,33 @@ static cp_status put_did(cp_buf_t *b, const expr_node_t *n)
     if (st == CP_OK && n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
         if (n->did.sum_prop == NULL)
             return CP_EINVAL;
-        if ((st = cp_buf_printf(b, " sum(%s) %s ", n->did.sum_prop, expr__op_text(n->op))) ==
+        if ((st = buf_printf(b, " sum(%s) %s ", n->did.sum_prop, expr__op_text(n->op))) ==
             CP_OK)
             st = put_value(b, &n->did.sum_value);
         return st;
     }
     if (st == CP_OK && n->op != 0)
-        st = cp_buf_printf(b, "%s %s %lld", n->did.measure == DID_MEASURE_DAYS ? " days" : "",
+        st = buf_printf(b, "%s %s %lld", n->did.measure == DID_MEASURE_DAYS ? " days" : "",
                            expr__op_text(n->op), (long long)n->did.count);
     return st;
 }
 
 /* A child of an AND / OR / NOT, in parentheses when it binds looser than
  * (or, unflattened, as loose as) its parent. */
-static cp_status put_child(cp_buf_t *b, const expr_node_t *parent, const expr_node_t *c)
+static cp_status put_child(buf_t *b, const expr_node_t *parent, const expr_node_t *c)
 {
     int paren = c->kind == EXPR_OR || (c->kind == EXPR_AND && parent->kind != EXPR_OR);
     cp_status st = CP_OK;
     if (paren)
-        st = cp_buf_append(b, "(", 1);
+        st = buf_append(b, "(", 1);
     if (st == CP_OK)
         st = put_node(b, c);
     if (st == CP_OK && paren)
-        st = cp_buf_append(b, ")", 1);
+        st = buf_append(b, ")", 1);
     return st;
 }
 
-static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
+static cp_status put_node(buf_t *b, const expr_node_t *n)
 {
     cp_status st = CP_OK;
     switch (n->kind) {
@@ -195,39 +195,39 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
                                        : expr__is_bare_name(n->name, len);
         if ((st = put(b, n->kind == EXPR_TAG ? "tag:" : "crowd:")) != CP_OK)
             return st;
-        return bare ? cp_buf_append(b, n->name, len) : put_quoted(b, n->name, len);
+        return bare ? buf_append(b, n->name, len) : put_quoted(b, n->name, len);
     }
     case EXPR_CMP:
         if (n->nvalues != 1)
             return CP_EINVAL;
-        if ((st = cp_buf_printf(b, "%s %s ", n->name, expr__op_text(n->op))) != CP_OK)
+        if ((st = buf_printf(b, "%s %s ", n->name, expr__op_text(n->op))) != CP_OK)
             return st;
         return put_value(b, &n->values[0]);
     case EXPR_BETWEEN:
         if (n->nvalues != 2)
             return CP_EINVAL;
-        if ((st = cp_buf_printf(b, "%s BETWEEN ", n->name)) != CP_OK ||
+        if ((st = buf_printf(b, "%s BETWEEN ", n->name)) != CP_OK ||
             (st = put_value(b, &n->values[0])) != CP_OK || (st = put(b, " AND ")) != CP_OK)
             return st;
         return put_value(b, &n->values[1]);
     case EXPR_HAS:
-        return cp_buf_printf(b, "has(%s)", n->name);
+        return buf_printf(b, "has(%s)", n->name);
     case EXPR_NULL:
-        return cp_buf_printf(b, "%s IS NULL", n->name);
+        return buf_printf(b, "%s IS NULL", n->name);
     case EXPR_WITHIN:
     case EXPR_OLDER:
-        return cp_buf_printf(b, "%s %s %dd", n->name,
+        return buf_printf(b, "%s %s %dd", n->name,
                              n->kind == EXPR_WITHIN ? "WITHIN LAST" : "OLDER THAN",
                              (int)n->rel_days);
     case EXPR_PREFIX:
         if (n->nvalues != 1 || n->values[0].kind != VAL_STRING)
             return CP_EINVAL;
-        if ((st = cp_buf_printf(b, "%s STARTS WITH ", n->name)) != CP_OK)
+        if ((st = buf_printf(b, "%s STARTS WITH ", n->name)) != CP_OK)
             return st;
         return put_value(b, &n->values[0]);
     case EXPR_IN:
     case EXPR_NOT_IN:
-        if ((st = cp_buf_printf(b, "%s %sIN (", n->name, n->kind == EXPR_NOT_IN ? "NOT " : "")) !=
+        if ((st = buf_printf(b, "%s %sIN (", n->name, n->kind == EXPR_NOT_IN ? "NOT " : "")) !=
             CP_OK)
             return st;
         for (size_t i = 0; i < n->nvalues && st == CP_OK; i++) {
@@ -240,7 +240,7 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
     case EXPR_NEAR:
         if ((st = put(b, "near(")) != CP_OK)
             return st;
-        if (n->name && (st = cp_buf_printf(b, "%s, ", n->name)) != CP_OK)
+        if (n->name && (st = buf_printf(b, "%s, ", n->name)) != CP_OK)
             return st;
         if ((st = put_double(b, n->near.lat, 0)) != CP_OK || (st = put(b, ", ")) != CP_OK ||
             (st = put_double(b, n->near.lon, 0)) != CP_OK || (st = put(b, ", ")) != CP_OK ||
@@ -253,17 +253,17 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
         size_t len = strlen(n->name);
         if ((st = put(b, "group:")) != CP_OK)
             return st;
-        return expr__is_bare_path(n->name, len) ? cp_buf_append(b, n->name, len)
+        return expr__is_bare_path(n->name, len) ? buf_append(b, n->name, len)
                                                 : put_quoted(b, n->name, len);
     }
     case EXPR_GROUP_CMP:
         if (n->nvalues != 1 || (n->op != OP_EQ && n->op != OP_NE))
             return CP_EINVAL;
-        if ((st = cp_buf_printf(b, "group.%s %s ", n->name, expr__op_text(n->op))) != CP_OK)
+        if ((st = buf_printf(b, "group.%s %s ", n->name, expr__op_text(n->op))) != CP_OK)
             return st;
         return put_value(b, &n->values[0]);
     case EXPR_GROUP_IN:
-        if ((st = cp_buf_printf(b, "group.%s IN (", n->name)) != CP_OK)
+        if ((st = buf_printf(b, "group.%s IN (", n->name)) != CP_OK)
             return st;
         for (size_t i = 0; i < n->nvalues && st == CP_OK; i++) {
             if (i > 0)
@@ -278,10 +278,10 @@ static cp_status put_node(cp_buf_t *b, const expr_node_t *n)
 
 char *expr_to_text(const expr_node_t *n)
 {
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
-    if (n == NULL || put_node(&b, n) != CP_OK || (cp_buf_cstr(&b), b.data == NULL)) {
-        cp_buf_free(&b);
+    buf_t b;
+    buf_init(&b, 0);
+    if (n == NULL || put_node(&b, n) != CP_OK || (buf_cstr(&b), b.data == NULL)) {
+        buf_free(&b);
         return NULL;
     }
     return b.data;

@@ -22,63 +22,63 @@ struct srv_stream {
     cp_result_t *result;
     cp_iter_t *it;
     cp_export_format fmt;
-    cp_buf_t line;   /* the pending formatted line */
+    buf_t line;   /* the pending formatted line */
     size_t line_off; /* bytes of `line` already handed out */
     int header_done;
     int done;
 };
 
-cp_status srv_json_quote(cp_buf_t *b, const char *s)
+cp_status srv_json_quote(buf_t *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    cp_status st = cp_buf_append(b, "\"", 1);
+    cp_status st = buf_append(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; st == CP_OK && *p; p++) {
         char esc[7];
         switch (*p) {
         case '"':
-            st = cp_buf_append(b, "\\\"", 2);
+            st = buf_append(b, "\\\"", 2);
             break;
         case '\\':
-            st = cp_buf_append(b, "\\\\", 2);
+            st = buf_append(b, "\\\\", 2);
             break;
         case '\n':
-            st = cp_buf_append(b, "\\n", 2);
+            st = buf_append(b, "\\n", 2);
             break;
         case '\r':
-            st = cp_buf_append(b, "\\r", 2);
+            st = buf_append(b, "\\r", 2);
             break;
         case '\t':
-            st = cp_buf_append(b, "\\t", 2);
+            st = buf_append(b, "\\t", 2);
             break;
         default:
             if (*p < 0x20) {
                 memcpy(esc, "\\u00", 4);
                 esc[4] = hex[*p >> 4];
                 esc[5] = hex[*p & 15];
-                st = cp_buf_append(b, esc, 6);
+                st = buf_append(b, esc, 6);
             } else {
-                st = cp_buf_append(b, p, 1);
+                st = buf_append(b, p, 1);
             }
         }
     }
     if (st == CP_OK)
-        st = cp_buf_append(b, "\"", 1);
+        st = buf_append(b, "\"", 1);
     return st;
 }
 
-cp_status srv_csv_field(cp_buf_t *b, const char *s)
+cp_status srv_csv_field(buf_t *b, const char *s)
 {
     /* A leading = + - @ would make spreadsheets run the cell as a formula;
      * quoting does not stop that, but ids are data and must round-trip, so
      * they are written as they are (documented in docs/api.md). */
     if (strpbrk(s, ",\"\r\n") == NULL)
-        return cp_buf_append(b, s, strlen(s));
-    cp_status st = cp_buf_append(b, "\"", 1);
+        return buf_append(b, s, strlen(s));
+    cp_status st = buf_append(b, "\"", 1);
     for (const char *p = s; st == CP_OK && *p; p++) {
-        st = *p == '"' ? cp_buf_append(b, "\"\"", 2) : cp_buf_append(b, p, 1);
+        st = *p == '"' ? buf_append(b, "\"\"", 2) : buf_append(b, p, 1);
     }
     if (st == CP_OK)
-        st = cp_buf_append(b, "\"", 1);
+        st = buf_append(b, "\"", 1);
     return st;
 }
 
@@ -90,7 +90,7 @@ cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, s
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory opening the export of crowd \"%s\"", name);
     s->fmt = fmt;
-    cp_buf_init(&s->line, EXPORT_MAX_LINE);
+    buf_init(&s->line, EXPORT_MAX_LINE);
     cp_status st = cp_crowd_members(db, name, &s->result, err);
     if (st == CP_OK)
         st = cp_iter_open(db, s->result, &s->it, err);
@@ -105,11 +105,11 @@ cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, s
 /* Formats the next line into s->line; sets s->done at the end. */
 static cp_status next_line(srv_stream_t *s)
 {
-    cp_buf_reset(&s->line);
+    buf_reset(&s->line);
     s->line_off = 0;
     if (s->fmt == CP_EXPORT_CSV && !s->header_done) {
         s->header_done = 1;
-        return cp_buf_append(&s->line, "id\n", 3);
+        return buf_append(&s->line, "id\n", 3);
     }
     const char *id = NULL;
     cp_error_t err = {0};
@@ -123,13 +123,13 @@ static cp_status next_line(srv_stream_t *s)
     if (s->fmt == CP_EXPORT_CSV) {
         st = srv_csv_field(&s->line, id);
         if (st == CP_OK)
-            st = cp_buf_append(&s->line, "\n", 1);
+            st = buf_append(&s->line, "\n", 1);
     } else {
-        st = cp_buf_append(&s->line, "{\"id\":", 6);
+        st = buf_append(&s->line, "{\"id\":", 6);
         if (st == CP_OK)
             st = srv_json_quote(&s->line, id);
         if (st == CP_OK)
-            st = cp_buf_append(&s->line, "}\n", 2);
+            st = buf_append(&s->line, "}\n", 2);
     }
     return st;
 }
@@ -172,6 +172,6 @@ void srv_stream_free(srv_stream_t *s)
         return;
     cp_iter_close(s->it);
     cp_result_free(s->result);
-    cp_buf_free(&s->line);
+    buf_free(&s->line);
     free(s);
 }

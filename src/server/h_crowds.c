@@ -104,16 +104,16 @@ void srv_h_crowds_estimate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     if (body_expression(body, resp, 1, &text, &tree) != CP_OK ||
         srv_field_str(body, "as_of", resp, &as_of) != CP_OK)
         goto out;
-    uint64_t t0 = cp_mono_ns();
+    uint64_t t0 = time_mono_ns();
     cp_status st = text != NULL
                        ? cp_count_as_of(srv->db, text, as_of, &count, &err)
                        : cp_count_json_as_of(srv->db, tree, strlen(tree), as_of, &count, &err);
-    uint64_t t1 = cp_mono_ns();
+    uint64_t t1 = time_mono_ns();
     if (st == CP_OK)
         st = canonical_text(text, tree, &canon, &err);
     if (st != CP_OK) {
         if (tree != NULL)
-            cp__error_prefix(&err, "request body: field \"tree\": ");
+            error_prefix(&err, "request body: field \"tree\": ");
         srv_reply_cp(resp, st, &err, SRV_ERR_BODY_REFS);
         goto out;
     }
@@ -160,31 +160,31 @@ cp_status srv_setop_expr(const char *op, const char *const *names, size_t n, cha
     if (n == 0)
         return CP_ERR(err, CP_EINVAL,
                       "request body: field \"crowds\" must name at least one crowd");
-    cp_buf_t b;
-    cp_buf_init(&b, CP_EXPR_MAX_LEN);
+    buf_t b;
+    buf_init(&b, CP_EXPR_MAX_LEN);
     cp_status st = CP_OK;
     for (size_t i = 0; i < n && st == CP_OK; i++) {
         if (names[i] == NULL || !crowd_name_ok(names[i])) {
-            cp_buf_free(&b);
+            buf_free(&b);
             return CP_ERR(err, CP_EINVAL,
                           "request body: crowds[%zu]: \"%s\" is not a crowd name "
                           "([A-Za-z0-9_-], 1 to 128 characters)",
                           i, names[i] != NULL ? names[i] : "(null)");
         }
         if (i > 0)
-            st = cp_buf_append(&b, join, strlen(join));
+            st = buf_append(&b, join, strlen(join));
         if (st == CP_OK)
-            st = cp_buf_printf(&b, "crowd:%s", names[i]);
+            st = buf_printf(&b, "crowd:%s", names[i]);
     }
     if (st != CP_OK) {
-        cp_buf_free(&b);
+        buf_free(&b);
         return st == CP_ELIMIT ? CP_ERR(err, CP_ELIMIT,
                                         "request body: the set operation's "
                                         "expression is longer than %d bytes",
                                         CP_EXPR_MAX_LEN)
                                : CP_ERR(err, st, "out of memory building the expression");
     }
-    cp_buf_cstr(&b);
+    buf_cstr(&b);
     *out = b.data;
     return CP_OK;
 }
@@ -240,7 +240,7 @@ static cp_status crowd_create_settings(srv_ctx_t *srv, const char *name, json_t 
                      : CP_ERR(err, CP_ENOMEM, "out of memory");
     free(s);
     if (st)
-        cp__error_prefix(err, "crowd \"%s\" was created, but its schedule was refused: ", name);
+        error_prefix(err, "crowd \"%s\" was created, but its schedule was refused: ", name);
     return st;
 }
 
@@ -289,7 +289,7 @@ void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     st = cp_crowd_create_as_of(srv->db, name, text, tree, tree ? strlen(tree) : 0, kind, desc,
                                as_of, &err);
     if (st != CP_OK && tree != NULL)
-        cp__error_prefix(&err, "request body: field \"tree\": ");
+        error_prefix(&err, "request body: field \"tree\": ");
     if (st == CP_OK)
         st = crowd_create_settings(srv, name, body, &err);
     if (st == CP_OK)
@@ -332,7 +332,7 @@ void srv_h_crowd_update(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     if (text == NULL) {
         st = cp_expr_from_json(tree, strlen(tree), &from_tree, &err);
         if (st != CP_OK) {
-            cp__error_prefix(&err, "request body: field \"tree\": ");
+            error_prefix(&err, "request body: field \"tree\": ");
             srv_reply_cp(resp, st, &err, SRV_ERR_BODY_REFS);
             goto out;
         }
@@ -481,7 +481,7 @@ void srv_h_crowd_export(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     resp->stream = stream;
     resp->content_type = fmt == CP_EXPORT_CSV ? "text/csv; charset=utf-8" : "application/x-ndjson";
     size_t cap = strlen(req->params[0]) + 64;
-    char *disp = cp_arena_alloc(&req->arena, cap);
+    char *disp = arena_alloc(&req->arena, cap);
     if (disp != NULL) {
         snprintf(disp, cap, "attachment; filename=\"%s.%s\"", req->params[0],
                  fmt == CP_EXPORT_CSV ? "csv" : "ndjson");
@@ -521,7 +521,7 @@ void srv_h_expr_parse(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     } else {
         st = cp_expr_from_json(tree, strlen(tree), &canon, &err);
         if (st != CP_OK) {
-            cp__error_prefix(&err, "request body: field \"tree\": ");
+            error_prefix(&err, "request body: field \"tree\": ");
             srv_reply_cp(resp, st, &err, SRV_ERR_BODY_REFS);
             goto out;
         }

@@ -9,7 +9,7 @@
  * line per user, so that every body form goes through the same strict
  * loader and line N of the error is element N of the array.
  */
-static cp_status users_to_ndjson(json_t *body, cp_buf_t *out, int *is_array, srv_resp_t *resp)
+static cp_status users_to_ndjson(json_t *body, buf_t *out, int *is_array, srv_resp_t *resp)
 {
     json_t *users = json_object_get(body, "users");
     *is_array = users != NULL;
@@ -17,7 +17,7 @@ static cp_status users_to_ndjson(json_t *body, cp_buf_t *out, int *is_array, srv
         char *line = json_dumps(body, JSON_COMPACT);
         if (line == NULL)
             return CP_ENOMEM;
-        cp_status st = cp_buf_append(out, line, strlen(line));
+        cp_status st = buf_append(out, line, strlen(line));
         free(line);
         return st;
     }
@@ -40,10 +40,10 @@ static cp_status users_to_ndjson(json_t *body, cp_buf_t *out, int *is_array, srv
         char *line = json_dumps(u, JSON_COMPACT);
         if (line == NULL)
             return CP_ENOMEM;
-        cp_status st = cp_buf_append(out, line, strlen(line));
+        cp_status st = buf_append(out, line, strlen(line));
         free(line);
         if (st == CP_OK)
-            st = cp_buf_append(out, "\n", 1);
+            st = buf_append(out, "\n", 1);
         if (st != CP_OK)
             return st;
     }
@@ -53,8 +53,8 @@ static cp_status users_to_ndjson(json_t *body, cp_buf_t *out, int *is_array, srv
 void srv_h_users_load(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     json_t *body = NULL;
-    cp_buf_t nd;
-    cp_buf_init(&nd, 0);
+    buf_t nd;
+    buf_init(&nd, 0);
     cp_error_t err = {0};
     cp_load_stats_t stats;
     memset(&stats, 0, sizeof stats);
@@ -96,7 +96,7 @@ void srv_h_users_load(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
             srv_reply_cp(resp, st, NULL, 0);
             goto out;
         }
-        data = cp_buf_cstr(&nd);
+        data = buf_cstr(&nd);
         len = nd.len;
     }
 
@@ -120,7 +120,7 @@ void srv_h_users_load(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
                              (json_int_t)stats.tags_assigned));
 out:
     json_decref(body);
-    cp_buf_free(&nd);
+    buf_free(&nd);
 }
 
 void srv_h_user_get(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)

@@ -77,14 +77,14 @@ static void route_label(const srv_metrics_t *m, size_t r, const char **method, c
 
 cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *len)
 {
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     cp_status st = CP_OK;
     *out = NULL;
     *len = 0;
 #define P(...)                                                                                     \
     do {                                                                                           \
-        if ((st = cp_buf_printf(&b, __VA_ARGS__)))                                                 \
+        if ((st = buf_printf(&b, __VA_ARGS__)))                                                 \
             goto out;                                                                              \
     } while (0)
 
@@ -121,7 +121,7 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
             cum += atomic_load_explicit(&m->bucket[r * SRV_NBUCKETS + k], memory_order_relaxed);
             if (k < SRV_NBUCKETS - 1) {
                 char le[32];
-                cp_fmt_double(bucket_le[k], le, sizeof le);
+                fmt_double(bucket_le[k], le, sizeof le);
                 P("crowdpack_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\","
                   "le=\"%s\"} %llu\n",
                   method, pat, le, (unsigned long long)cum);
@@ -220,11 +220,11 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
         }
     }
 #undef P
-    cp_buf_cstr(&b);
+    buf_cstr(&b);
     *out = b.data;
     *len = b.len;
     b.data = NULL;
 out:
-    cp_buf_free(&b);
+    buf_free(&b);
     return st;
 }

@@ -154,12 +154,12 @@ void srv_req_init(srv_req_t *req)
     memset(req, 0, sizeof *req);
     req->route = -1;
     req->body = "";
-    cp_arena_init(&req->arena, SRV_REQ_ARENA_MAX);
+    arena_init(&req->arena, SRV_REQ_ARENA_MAX);
 }
 
 void srv_req_free(srv_req_t *req)
 {
-    cp_arena_free(&req->arena);
+    arena_free(&req->arena);
     free(req->inflated);
     req->inflated = NULL;
 }
@@ -175,10 +175,10 @@ static int hexval(char c)
     return -1;
 }
 
-cp_status srv_pct_decode(cp_arena_t *a, const char *s, size_t n, const char **out, cp_error_t *err)
+cp_status srv_pct_decode(arena_t *a, const char *s, size_t n, const char **out, cp_error_t *err)
 {
     *out = NULL;
-    char *d = cp_arena_alloc(a, n + 1);
+    char *d = arena_alloc(a, n + 1);
     if (d == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory decoding the URL");
     size_t o = 0;
@@ -199,7 +199,7 @@ cp_status srv_pct_decode(cp_arena_t *a, const char *s, size_t n, const char **ou
         i += 2;
     }
     d[o] = '\0';
-    if (!cp_utf8_valid(d, o))
+    if (!utf8_valid(d, o))
         return CP_ERR(err, CP_EINVAL, "URL: \"%.*s\" does not decode to valid UTF-8",
                       (int)(n > 200 ? 200 : n), s);
     *out = d;
@@ -216,7 +216,7 @@ cp_status srv_query(srv_req_t *req, const char *key, const char **out, cp_error_
         return CP_OK;
     cp_status st = srv_pct_decode(&req->arena, raw, strlen(raw), out, err);
     if (st != CP_OK)
-        cp__error_prefix(err, "query argument \"%s\": ", key);
+        error_prefix(err, "query argument \"%s\": ", key);
     return st;
 }
 
@@ -338,7 +338,7 @@ static int authenticate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         return 0;
     }
     if (nkeys == 0) {
-        /* No keys: the open mode meant for a laptop. cp_server_run only
+        /* No keys: the open mode meant for a laptop. server_run only
          * listens on loopback then, but a key revoked while running could
          * leave a public socket open, so check the peer too. */
         /* The Host check stops DNS rebinding: a web page whose name

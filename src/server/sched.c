@@ -36,7 +36,7 @@ static void *sched_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         cp_error_t err = {0};
         int ran = 0;
-        cp_status st = cp_rfm_tick(s->db, cp_now_ms(), &ran, &err);
+        cp_status st = cp_rfm_tick(s->db, time_now_ms(), &ran, &err);
         if (st != CP_OK && strcmp(err.message, last_msg) != 0) {
             fprintf(stderr, "scheduled RFM failed: %s\n", err.message);
             snprintf(last_msg, sizeof last_msg, "%s", err.message);
@@ -47,7 +47,7 @@ static void *sched_main(void *arg)
         /* Crowds: scheduled refreshes of static crowds, expiry. */
         cp_error_t cerr = {0};
         int nc = 0;
-        st = cp_crowds_tick(s->db, cp_now_ms(), &nc, &cerr);
+        st = cp_crowds_tick(s->db, time_now_ms(), &nc, &cerr);
         if (st != CP_OK && strcmp(cerr.message, last_crowd_msg) != 0) {
             fprintf(stderr, "scheduled crowd refresh failed: %s\n", cerr.message);
             snprintf(last_crowd_msg, sizeof last_crowd_msg, "%s", cerr.message);

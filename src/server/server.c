@@ -1,5 +1,5 @@
 /*
- * server.c — cp_server_run: the libmicrohttpd daemon around srv_dispatch.
+ * server.c — server_run: the libmicrohttpd daemon around srv_dispatch.
  *
  * We bind the listening socket ourselves (so a busy port is a clear error
  * and port 0 can be reported), hand it to MHD, and run MHD's internal
@@ -79,7 +79,7 @@ typedef struct conns {
 
 /* Per-request state kept by MHD between access handler calls. */
 typedef struct conn_ctx {
-    cp_buf_t body;
+    buf_t body;
     int too_large;
     int oom;
     int replied; /* a response is queued: never queue a second one */
@@ -139,7 +139,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     CP_UNUSED(pos);
     stream_ctx_t *sc = cls;
     if (sc->track != NULL)
-        atomic_store(&sc->track->progress_ns, cp_mono_ns());
+        atomic_store(&sc->track->progress_ns, time_mono_ns());
     ssize_t n = srv_stream_read(sc->stream, buf, max);
     if (n == -1)
         return MHD_CONTENT_READER_END_OF_STREAM;
@@ -181,7 +181,7 @@ static enum MHD_Result queue(struct MHD_Connection *c, conn_ctx_t *cc, srv_resp_
         } else {
             r->stream = NULL;
             if (cc->track != NULL) {
-                atomic_store(&cc->track->progress_ns, cp_mono_ns());
+                atomic_store(&cc->track->progress_ns, time_mono_ns());
                 atomic_store(&cc->track->phase, TRACK_STREAMING);
             }
         }
@@ -267,7 +267,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
             return;
         }
         t->fd = ci->connect_fd;
-        atomic_store(&t->start_ns, cp_mono_ns());
+        atomic_store(&t->start_ns, time_mono_ns());
         pthread_mutex_lock(&cs->mu);
         t->next = cs->head;
         if (cs->head != NULL)
@@ -316,7 +316,7 @@ static int stream_moved(track_t *t, uint64_t now)
  * limit. Runs on the calling thread between signal checks. */
 static void reap_connections(conns_t *cs)
 {
-    uint64_t now = cp_mono_ns();
+    uint64_t now = time_mono_ns();
     pthread_mutex_lock(&cs->mu);
     for (track_t *t = cs->head; t != NULL; t = t->next) {
         if (t->cut)
@@ -410,11 +410,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (cc == NULL)
             return MHD_NO;
         cc->route = -1;
-        cc->start_ns = cp_mono_ns();
+        cc->start_ns = time_mono_ns();
         const union MHD_ConnectionInfo *si =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         cc->track = si != NULL ? (track_t *)si->socket_context : NULL;
-        cp_buf_init(&cc->body, srv->max_body);
+        buf_init(&cc->body, srv->max_body);
         *con_cls = cc;
         /* Refuse a declared oversized body before reading a byte of it. */
         const char *cl =
@@ -432,17 +432,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     }
     if (*upload_data_size != 0) {
         if (!cc->replied && cc->track != NULL && dc->conns.deadline_ns != 0 &&
-            cp_mono_ns() - atomic_load(&cc->track->start_ns) > dc->conns.deadline_ns) {
+            time_mono_ns() - atomic_load(&cc->track->start_ns) > dc->conns.deadline_ns) {
             *upload_data_size = 0;
             return reply_timeout(c, dc, cc);
         }
         if (!cc->too_large && !cc->oom) {
-            cp_status st = cp_buf_append(&cc->body, upload_data, *upload_data_size);
+            cp_status st = buf_append(&cc->body, upload_data, *upload_data_size);
             if (st != CP_OK) {
                 /* Keep reading (and dropping) the rest, then answer once. */
                 cc->too_large = st == CP_ELIMIT;
                 cc->oom = st != CP_ELIMIT;
-                cp_buf_free(&cc->body);
+                buf_free(&cc->body);
             }
         }
         *upload_data_size = 0;
@@ -464,7 +464,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                         "request body: out of memory while reading it");
     } else {
         fill_request(&req, c, url, method);
-        req.body = cp_buf_cstr(&cc->body);
+        req.body = buf_cstr(&cc->body);
         req.body_len = cc->body.len;
         srv_dispatch(srv, &req, &resp);
     }
@@ -474,7 +474,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     srv_resp_free(&resp);
     srv_req_free(&req);
     /* The body is no longer needed while the response is sent. */
-    cp_buf_free(&cc->body);
+    buf_free(&cc->body);
     return ret;
 }
 
@@ -490,12 +490,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (cc->track != NULL) {
         /* The next request on this keep-alive connection starts its clock
          * now: idle time counts toward its deadline. */
-        atomic_store(&cc->track->start_ns, cp_mono_ns());
+        atomic_store(&cc->track->start_ns, time_mono_ns());
         atomic_store(&cc->track->phase, TRACK_REQUEST);
     }
     if (cc->status != 0)
-        srv_metrics_observe(&srv->metrics, cc->route, cc->status, cp_mono_ns() - cc->start_ns);
-    cp_buf_free(&cc->body);
+        srv_metrics_observe(&srv->metrics, cc->route, cc->status, time_mono_ns() - cc->start_ns);
+    buf_free(&cc->body);
     free(cc);
     *con_cls = NULL;
 }
@@ -506,15 +506,15 @@ static cp_status read_small_file(const char *path, const char *what, char **out,
 {
     *out = NULL;
     cp_status st = CP_OK;
-    cp_buf_t b;
-    cp_buf_init(&b, SRV_TLS_FILE_MAX);
+    buf_t b;
+    buf_init(&b, SRV_TLS_FILE_MAX);
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return CP_ERR(err, CP_EIO, "cannot open %s \"%s\": %s", what, path, strerror(errno));
     char chunk[4096];
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if ((st = cp_buf_append(&b, chunk, n)) != CP_OK) {
+        if ((st = buf_append(&b, chunk, n)) != CP_OK) {
             st = CP_ERR(err, st, "%s \"%s\" is larger than %u bytes", what, path, SRV_TLS_FILE_MAX);
             goto out;
         }
@@ -523,12 +523,12 @@ static cp_status read_small_file(const char *path, const char *what, char **out,
         st = CP_ERR(err, CP_EIO, "cannot read %s \"%s\": %s", what, path, strerror(errno));
         goto out;
     }
-    cp_buf_cstr(&b);
+    buf_cstr(&b);
     *out = b.data;
     b.data = NULL;
 out:
     fclose(f);
-    cp_buf_free(&b);
+    buf_free(&b);
     return st;
 }
 
@@ -631,9 +631,9 @@ static unsigned pool_size(int requested)
     return (unsigned)n;
 }
 
-cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t *err)
+cp_status server_run(cp_db_t *db, const server_options_t *opts, cp_error_t *err)
 {
-    cp_server_options_t o;
+    server_options_t o;
     memset(&o, 0, sizeof o);
     if (opts != NULL)
         o = *opts;
@@ -654,7 +654,7 @@ cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t
     srv_sched_t sched = {0}; /* scheduled analytics jobs (sched.c) */
 
     if (db == NULL)
-        return CP_ERR(err, CP_EINVAL, "cp_server_run: no database handle");
+        return CP_ERR(err, CP_EINVAL, "server_run: no database handle");
     if ((st = srv_listen_parse(spec, &addr, err)) != CP_OK)
         return st;
     uint64_t nkeys = 0;

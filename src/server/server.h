@@ -9,7 +9,7 @@
 
 #include "crowdpack.h"
 
-typedef struct cp_server_options {
+typedef struct server_options {
     const char *listen;   /* "HOST:PORT"; NULL = "127.0.0.1:8080"; port 0 = any free port */
     size_t max_body;      /* bytes; 0 = 16 MiB */
     int threads;          /* HTTP worker threads; 0 = 4 per CPU, at least 8 */
@@ -24,13 +24,13 @@ typedef struct cp_server_options {
     unsigned request_timeout_s; /* whole request (headers + body); 0 = 30 s */
     unsigned stall_timeout_s;   /* a streamed response taking nothing; 0 = 30 s */
     unsigned max_conns_per_ip;  /* open connections per client address; 0 = 128 */
-} cp_server_options_t;
+} server_options_t;
 
 /*
  * Serves `db` until SIGINT or SIGTERM, then returns CP_OK. Refuses
  * (CP_EPERM) to listen on a non-loopback address when no API key is
  * configured. Prints "listening on http://HOST:PORT" to stderr when ready.
  */
-cp_status cp_server_run(cp_db_t *db, const cp_server_options_t *opts, cp_error_t *err);
+cp_status server_run(cp_db_t *db, const server_options_t *opts, cp_error_t *err);
 
 #endif /* CP_SERVER_H */

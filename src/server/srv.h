@@ -82,7 +82,7 @@ typedef struct srv_req {
     const char *params[SRV_MAX_PARAMS]; /* decoded path parameters (arena) */
     int nparams;
     cp_role role;     /* role granted to the caller */
-    cp_arena_t arena; /* per-request scratch; freed by srv_req_free */
+    arena_t arena; /* per-request scratch; freed by srv_req_free */
 } srv_req_t;
 
 void srv_req_init(srv_req_t *req);
@@ -241,7 +241,7 @@ int srv_host_is_loopback(const char *host);
 
 /* Decodes %XX escapes of [s, s+n) into the arena. CP_EINVAL for a bad
  * escape, an embedded NUL or invalid UTF-8. */
-cp_status srv_pct_decode(cp_arena_t *a, const char *s, size_t n, const char **out, cp_error_t *err);
+cp_status srv_pct_decode(arena_t *a, const char *s, size_t n, const char **out, cp_error_t *err);
 
 /* --------------------------------------------------------------- routes */
 
@@ -338,8 +338,8 @@ int srv_cross_site_check(const srv_ctx_t *srv, const srv_req_t *req, srv_resp_t 
 cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, srv_stream_t **out,
                           cp_error_t *err);
 /* Appends s as a JSON string literal / a CSV field (quoted when needed). */
-cp_status srv_json_quote(cp_buf_t *b, const char *s);
-cp_status srv_csv_field(cp_buf_t *b, const char *s);
+cp_status srv_json_quote(buf_t *b, const char *s);
+cp_status srv_csv_field(buf_t *b, const char *s);
 
 /* ------------------------------------------------------------- handlers */
 

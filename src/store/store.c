@@ -83,19 +83,19 @@ static cp_status mdb_status(cp_error_t *err, int rc, const char *what, const cha
                             const char *func, int line)
 {
     if (rc == MDB_MAP_FULL)
-        return cp__error_set(err, CP_ELIMIT, file, func, line,
+        return error_set(err, CP_ELIMIT, file, func, line,
                              "%s: data directory is full (LMDB map size reached); reopen with a "
                              "larger map_size",
                              what);
     if (rc == ENOMEM)
-        return cp__error_set(err, CP_ENOMEM, file, func, line, "%s: out of memory", what);
+        return error_set(err, CP_ENOMEM, file, func, line, "%s: out of memory", what);
     if (rc == ENOSPC || rc == EDQUOT)
-        return cp__error_set(err, CP_ENOSPC, file, func, line, "%s: no space left on the device",
+        return error_set(err, CP_ENOSPC, file, func, line, "%s: no space left on the device",
                              what);
     if (rc == MDB_READERS_FULL)
-        return cp__error_set(err, CP_ELIMIT, file, func, line, "%s: too many readers: %s", what,
+        return error_set(err, CP_ELIMIT, file, func, line, "%s: too many readers: %s", what,
                              mdb_strerror(rc));
-    return cp__error_set(err, CP_EIO, file, func, line, "%s: %s", what, mdb_strerror(rc));
+    return error_set(err, CP_EIO, file, func, line, "%s: %s", what, mdb_strerror(rc));
 }
 #define MDB_ERR(err, rc, what) mdb_status((err), (rc), (what), __FILE__, __func__, __LINE__)
 
@@ -114,7 +114,7 @@ static uint64_t free_bytes(const char *path)
 static cp_status nospc_error(store_t *st, cp_error_t *err, const char *what, uint64_t want,
                              const char *file, const char *func, int line)
 {
-    return cp__error_set(err, CP_ENOSPC, file, func, line,
+    return error_set(err, CP_ENOSPC, file, func, line,
                          "%s: no space left for %s (%llu more bytes wanted, %llu bytes free on "
                          "the file system of %s); free space and writes resume by themselves",
                          st->data_path, what, (unsigned long long)want,
@@ -188,7 +188,7 @@ static cp_status check_meta(store_t *st, store_txn_t *t, uint32_t version, int c
             return rc;
         if ((rc = store_meta_put_u64(t, "format_version", version, err)))
             return rc;
-        return store_meta_put_u64(t, "created", (uint64_t)cp_now_ms(), err);
+        return store_meta_put_u64(t, "created", (uint64_t)time_now_ms(), err);
     }
     if (rc)
         return rc;
@@ -1119,7 +1119,7 @@ static void walk_say(walk_out_t *w, const char *kind, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    cp_fd_line_v(w->fd, kind, fmt, ap);
+    fd_line_v(w->fd, kind, fmt, ap);
     va_end(ap);
 }
 

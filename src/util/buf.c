@@ -7,7 +7,7 @@
 
 #include "util/util.h"
 
-void cp_buf_init(cp_buf_t *b, size_t max)
+void buf_init(buf_t *b, size_t max)
 {
     b->data = NULL;
     b->len = 0;
@@ -15,16 +15,16 @@ void cp_buf_init(cp_buf_t *b, size_t max)
     b->max = max;
 }
 
-void cp_buf_free(cp_buf_t *b)
+void buf_free(buf_t *b)
 {
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
 }
 
-void cp_buf_reset(cp_buf_t *b) { b->len = 0; }
+void buf_reset(buf_t *b) { b->len = 0; }
 
-static cp_status buf_reserve(cp_buf_t *b, size_t n)
+static cp_status buf_reserve(buf_t *b, size_t n)
 {
     if (b->max && b->len + n > b->max)
         return CP_ELIMIT;
@@ -41,7 +41,7 @@ static cp_status buf_reserve(cp_buf_t *b, size_t n)
     return CP_OK;
 }
 
-cp_status cp_buf_append(cp_buf_t *b, const void *p, size_t n)
+cp_status buf_append(buf_t *b, const void *p, size_t n)
 {
     cp_status st = buf_reserve(b, n);
     if (st != CP_OK)
@@ -53,7 +53,7 @@ cp_status cp_buf_append(cp_buf_t *b, const void *p, size_t n)
     return CP_OK;
 }
 
-cp_status cp_buf_printf(cp_buf_t *b, const char *fmt, ...)
+cp_status buf_printf(buf_t *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -71,7 +71,7 @@ cp_status cp_buf_printf(cp_buf_t *b, const char *fmt, ...)
     return CP_OK;
 }
 
-const char *cp_buf_cstr(cp_buf_t *b)
+const char *buf_cstr(buf_t *b)
 {
     if (b->data == NULL && buf_reserve(b, 0) != CP_OK)
         return "";
@@ -79,13 +79,13 @@ const char *cp_buf_cstr(cp_buf_t *b)
     return b->data;
 }
 
-struct cp_arena_block {
-    cp_arena_block_t *next;
+struct arena_block {
+    arena_block_t *next;
     size_t used, size;
     _Alignas(16) unsigned char mem[];
 };
 
-void cp_arena_init(cp_arena_t *a, size_t max)
+void arena_init(arena_t *a, size_t max)
 {
     a->head = NULL;
     a->spare = NULL;
@@ -93,12 +93,12 @@ void cp_arena_init(cp_arena_t *a, size_t max)
     a->max = max;
 }
 
-void *cp_arena_alloc(cp_arena_t *a, size_t n)
+void *arena_alloc(arena_t *a, size_t n)
 {
     n = (n + 15) & ~(size_t)15;
     if (n == 0)
         n = 16;
-    cp_arena_block_t *b = a->head;
+    arena_block_t *b = a->head;
     if (b == NULL || b->size - b->used < n) {
         size_t size = n > 8192 ? n : 8192;
         if (a->spare && a->spare->size >= n)
@@ -123,9 +123,9 @@ void *cp_arena_alloc(cp_arena_t *a, size_t n)
     return p;
 }
 
-char *cp_arena_strndup(cp_arena_t *a, const char *s, size_t n)
+char *arena_strndup(arena_t *a, const char *s, size_t n)
 {
-    char *p = cp_arena_alloc(a, n + 1);
+    char *p = arena_alloc(a, n + 1);
     if (p == NULL)
         return NULL;
     memcpy(p, s, n);
@@ -133,11 +133,11 @@ char *cp_arena_strndup(cp_arena_t *a, const char *s, size_t n)
     return p;
 }
 
-void cp_arena_free(cp_arena_t *a)
+void arena_free(arena_t *a)
 {
-    cp_arena_block_t *lists[2] = {a->head, a->spare};
+    arena_block_t *lists[2] = {a->head, a->spare};
     for (int i = 0; i < 2; i++)
-        for (cp_arena_block_t *b = lists[i], *n; b; b = n) {
+        for (arena_block_t *b = lists[i], *n; b; b = n) {
             n = b->next;
             free(b);
         }
@@ -145,9 +145,9 @@ void cp_arena_free(cp_arena_t *a)
     a->total = 0;
 }
 
-void cp_arena_reset(cp_arena_t *a)
+void arena_reset(arena_t *a)
 {
-    for (cp_arena_block_t *b = a->head, *n; b; b = n) {
+    for (arena_block_t *b = a->head, *n; b; b = n) {
         n = b->next;
         b->used = 0;
         b->next = a->spare;
@@ -157,7 +157,7 @@ void cp_arena_reset(cp_arena_t *a)
     a->total = 0;
 }
 
-int cp_utf8_valid(const char *str, size_t len)
+int utf8_valid(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
@@ -201,7 +201,7 @@ int cp_utf8_valid(const char *str, size_t len)
     return 1;
 }
 
-void cp_fmt_double(double v, char *buf, size_t cap)
+void fmt_double(double v, char *buf, size_t cap)
 {
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(buf, cap, "%.*g", prec, v);
@@ -210,9 +210,9 @@ void cp_fmt_double(double v, char *buf, size_t cap)
     }
 }
 
-uint64_t cp_hash64(const void *p, size_t n, uint64_t seed) { return XXH3_64bits_withSeed(p, n, seed); }
+uint64_t hash64(const void *p, size_t n, uint64_t seed) { return XXH3_64bits_withSeed(p, n, seed); }
 
-void cp_fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
+void fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
 {
     char line[1024];
     int n = snprintf(line, sizeof line, "%s ", kind);

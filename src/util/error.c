@@ -43,7 +43,7 @@ static void error_fill(cp_error_t *err, cp_status code, const char *file, const 
     vsnprintf(err->message, sizeof err->message, fmt, ap);
 }
 
-cp_status cp__error_set(cp_error_t *err, cp_status code, const char *file, const char *func,
+cp_status error_set(cp_error_t *err, cp_status code, const char *file, const char *func,
                         int line, const char *fmt, ...)
 {
     if (err == NULL)
@@ -57,7 +57,7 @@ cp_status cp__error_set(cp_error_t *err, cp_status code, const char *file, const
     return code;
 }
 
-cp_status cp__error_set_at(cp_error_t *err, cp_status code, int eline, int ecol, const char *file,
+cp_status error_set_at(cp_error_t *err, cp_status code, int eline, int ecol, const char *file,
                            const char *func, int line, const char *fmt, ...)
 {
     if (err == NULL)
@@ -71,7 +71,7 @@ cp_status cp__error_set_at(cp_error_t *err, cp_status code, int eline, int ecol,
     return code;
 }
 
-void cp__error_prefix(cp_error_t *err, const char *fmt, ...)
+void error_prefix(cp_error_t *err, const char *fmt, ...)
 {
     if (err == NULL)
         return;
@@ -92,7 +92,7 @@ void cp__error_prefix(cp_error_t *err, const char *fmt, ...)
     err->message[n + rest] = '\0';
 }
 
-void cp__error_clear(cp_error_t *err)
+void error_clear(cp_error_t *err)
 {
     if (err != NULL)
         memset(err, 0, sizeof *err);

@@ -4,14 +4,14 @@
 
 #include "util/util.h"
 
-int64_t cp_now_ms(void)
+int64_t time_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-uint64_t cp_mono_ns(void)
+uint64_t time_mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -60,7 +60,7 @@ static int digits(const char *s, size_t len, size_t at, int n, int *out)
 
 static int leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 
-int cp_time_parse(const char *s, size_t len, int64_t *secs)
+int time_parse(const char *s, size_t len, int64_t *secs)
 {
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int y, mo, d, h = 0, mi = 0, se = 0;
@@ -124,7 +124,7 @@ int cp_time_parse(const char *s, size_t len, int64_t *secs)
     return 0;
 }
 
-void cp_time_format(int64_t secs, char *buf, size_t cap)
+void time_format(int64_t secs, char *buf, size_t cap)
 {
     int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
     int64_t rem = secs - days * 86400;

@@ -19,53 +19,53 @@
  * write `return CP_ERR(err, CP_EINVAL, "bad %s", x);`. The message is
  * printf-formatted; file, function and line of the call are kept.
  */
-#define CP_ERR(err, code, ...) cp__error_set((err), (code), __FILE__, __func__, __LINE__, __VA_ARGS__)
+#define CP_ERR(err, code, ...) error_set((err), (code), __FILE__, __func__, __LINE__, __VA_ARGS__)
 /* Same with an expression position (1-based line and column). */
 #define CP_ERR_AT(err, code, line, col, ...) \
-    cp__error_set_at((err), (code), (line), (col), __FILE__, __func__, __LINE__, __VA_ARGS__)
+    error_set_at((err), (code), (line), (col), __FILE__, __func__, __LINE__, __VA_ARGS__)
 
-cp_status cp__error_set(cp_error_t *err, cp_status code, const char *file, const char *func,
+cp_status error_set(cp_error_t *err, cp_status code, const char *file, const char *func,
                         int line, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-cp_status cp__error_set_at(cp_error_t *err, cp_status code, int eline, int ecol, const char *file,
+cp_status error_set_at(cp_error_t *err, cp_status code, int eline, int ecol, const char *file,
                            const char *func, int line, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
 /* Prefixes err->message with printf text (e.g. "line 7: "). */
-void cp__error_prefix(cp_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void cp__error_clear(cp_error_t *err);
+void error_prefix(cp_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void error_clear(cp_error_t *err);
 
 /* ------------------------------------------------------------------ time */
 /* Wall clock, milliseconds since the epoch. */
-int64_t cp_now_ms(void);
+int64_t time_now_ms(void);
 /* Monotonic clock, nanoseconds. */
-uint64_t cp_mono_ns(void);
+uint64_t time_mono_ns(void);
 /*
  * Parses ISO 8601 in UTC: "2024-01-01", "2024-01-01T10:20:30",
  * "2024-01-01T10:20:30Z", "2024-01-01T10:20:30.123+08:00", "... 10:20:30".
  * Fractional seconds are truncated. Returns 0 and seconds since the epoch,
  * or -1 if the text is not such a timestamp (or out of range 0001..9999).
  */
-int cp_time_parse(const char *s, size_t len, int64_t *secs);
+int time_parse(const char *s, size_t len, int64_t *secs);
 /* Formats seconds since the epoch as "YYYY-MM-DDTHH:MM:SSZ" into buf (>= 32). */
-void cp_time_format(int64_t secs, char *buf, size_t cap);
+void time_format(int64_t secs, char *buf, size_t cap);
 
 /* ------------------------------------------------------------------ UTF-8 */
 /* 1 if [s, s+len) is valid UTF-8 (no overlongs, no surrogates). */
-int cp_utf8_valid(const char *s, size_t len);
+int utf8_valid(const char *s, size_t len);
 
 /* ---------------------------------------------------------------- buffers */
 /* A growable byte buffer with a hard cap (curl's dynbuf). */
-typedef struct cp_buf {
+typedef struct buf {
     char *data;
     size_t len;
     size_t cap;
     size_t max; /* appends past this fail with CP_ELIMIT; 0 = unlimited */
-} cp_buf_t;
+} buf_t;
 
-void cp_buf_init(cp_buf_t *b, size_t max);
-void cp_buf_free(cp_buf_t *b);
-void cp_buf_reset(cp_buf_t *b);
-cp_status cp_buf_append(cp_buf_t *b, const void *p, size_t n);
-cp_status cp_buf_printf(cp_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_init(buf_t *b, size_t max);
+void buf_free(buf_t *b);
+void buf_reset(buf_t *b);
+cp_status buf_append(buf_t *b, const void *p, size_t n);
+cp_status buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
  * Writes "KIND message\n" to fd as one line (newlines in the message become
@@ -73,35 +73,35 @@ cp_status cp_buf_printf(cp_buf_t *b, const char *fmt, ...) __attribute__((format
  * errors: how a child process walking damaged files reports to its
  * parent over a pipe (store_verify, cp_db_check).
  */
-void cp_fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
+void fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 /* NUL-terminates (not counted in len) and returns data. */
-const char *cp_buf_cstr(cp_buf_t *b);
+const char *buf_cstr(buf_t *b);
 
 /* ----------------------------------------------------------------- arena */
-/* A bump allocator; everything is freed at once by cp_arena_free, or
- * emptied by cp_arena_reset, which keeps the blocks for the next round. */
-typedef struct cp_arena_block cp_arena_block_t;
-typedef struct cp_arena {
-    cp_arena_block_t *head;
-    cp_arena_block_t *spare; /* blocks cp_arena_reset kept for reuse */
+/* A bump allocator; everything is freed at once by arena_free, or
+ * emptied by arena_reset, which keeps the blocks for the next round. */
+typedef struct arena_block arena_block_t;
+typedef struct arena {
+    arena_block_t *head;
+    arena_block_t *spare; /* blocks arena_reset kept for reuse */
     size_t total;
     size_t max; /* 0 = unlimited; allocations past it return NULL */
-} cp_arena_t;
+} arena_t;
 
-void cp_arena_init(cp_arena_t *a, size_t max);
-void *cp_arena_alloc(cp_arena_t *a, size_t n); /* 16-byte aligned, zeroed; NULL on ENOMEM/limit */
-char *cp_arena_strndup(cp_arena_t *a, const char *s, size_t n);
-void cp_arena_reset(cp_arena_t *a);
-void cp_arena_free(cp_arena_t *a);
+void arena_init(arena_t *a, size_t max);
+void *arena_alloc(arena_t *a, size_t n); /* 16-byte aligned, zeroed; NULL on ENOMEM/limit */
+char *arena_strndup(arena_t *a, const char *s, size_t n);
+void arena_reset(arena_t *a);
+void arena_free(arena_t *a);
 
 /* ------------------------------------------------------------------ misc */
 /* Shortest "%.{15,16,17}g" text that parses back to exactly v. */
-void cp_fmt_double(double v, char *buf, size_t cap);
+void fmt_double(double v, char *buf, size_t cap);
 /* 64-bit hash (xxh3). */
-uint64_t cp_hash64(const void *p, size_t n, uint64_t seed);
+uint64_t hash64(const void *p, size_t n, uint64_t seed);
 /* splitmix64 step: a small deterministic PRNG for generators and tests. */
-static inline uint64_t cp_rand_next(uint64_t *state)
+static inline uint64_t rand_next(uint64_t *state)
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -114,7 +114,7 @@ static inline uint64_t cp_rand_next(uint64_t *state)
  * libc call; longer ones go to memcmp. The builtins need no header and fold
  * to plain loads.
  */
-static inline int cp_mem_eq(const void *a, const void *b, size_t n)
+static inline int mem_eq(const void *a, const void *b, size_t n)
 {
     const unsigned char *x = a, *y = b;
     if (n >= 8) {
@@ -141,9 +141,9 @@ static inline int cp_mem_eq(const void *a, const void *b, size_t n)
     return 1;
 }
 /* Uniform double in [0, 1). */
-static inline double cp_rand_double(uint64_t *state)
+static inline double rand_double(uint64_t *state)
 {
-    return (double)(cp_rand_next(state) >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(rand_next(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 #endif /* CP_UTIL_H */

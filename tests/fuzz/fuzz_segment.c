@@ -46,13 +46,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 die("bad type");
             if (e->message_id == NULL || e->message_id_len == 0)
                 die("no messageId");
-            if (e->message_hash != cp_hash64(e->message_id, e->message_id_len, 0x6d736764))
+            if (e->message_hash != hash64(e->message_id, e->message_id_len, 0x6d736764))
                 die("messageId hash mismatch");
             if (e->nids == 0 || e->nids > INGEST_MAX_IDS)
                 die("identifier count");
             for (size_t k = 0; k < e->nids; k++)
                 if (e->ids[k].len == 0 || e->ids[k].len > INGEST_ID_MAX ||
-                    !cp_utf8_valid(e->ids[k].value, e->ids[k].len))
+                    !utf8_valid(e->ids[k].value, e->ids[k].len))
                     die("bad identifier value");
             if (e->type == ING_TRACK && (e->event == NULL || e->event_len == 0))
                 die("track without event");

@@ -129,24 +129,24 @@ static int setup(void **state)
         if (b == NULL)
             ok(cp_batch_begin(g_db, &b, &err), &err);
         user_t *u = &U[i];
-        uint64_t r = cp_rand_next(&st);
-        u->age = r % 10 == 0 ? -1 : (int)(cp_rand_next(&st) % 80) + ((i >= 70000) ? 10 : 0);
-        u->gender = (int)(cp_rand_next(&st) % 3);
-        u->points = r % 7 == 0 ? -1 : (int)(cp_rand_next(&st) % 30000);
+        uint64_t r = rand_next(&st);
+        u->age = r % 10 == 0 ? -1 : (int)(rand_next(&st) % 80) + ((i >= 70000) ? 10 : 0);
+        u->gender = (int)(rand_next(&st) % 3);
+        u->points = r % 7 == 0 ? -1 : (int)(rand_next(&st) % 30000);
         /* three blobs far apart; every 13th user lacks px */
-        int blob = (int)(cp_rand_next(&st) % 3);
-        u->x = i % 13 == 0 ? INT32_MIN : blob * 1000 + (int)(cp_rand_next(&st) % 50);
-        u->y = blob * -500 + (int)(cp_rand_next(&st) % 40);
-        u->seen = 1500000000 + (int64_t)(cp_rand_next(&st) % (6 * 31536000ull));
+        int blob = (int)(rand_next(&st) % 3);
+        u->x = i % 13 == 0 ? INT32_MIN : blob * 1000 + (int)(rand_next(&st) % 50);
+        u->y = blob * -500 + (int)(rand_next(&st) % 40);
+        u->seen = 1500000000 + (int64_t)(rand_next(&st) % (6 * 31536000ull));
         /* tag densities differ by tag and by chunk */
         u->direct = 0;
-        if (cp_rand_next(&st) % 4 == 0)
+        if (rand_next(&st) % 4 == 0)
             u->direct |= 2;
-        if (cp_rand_next(&st) % (i < 65536 ? 9 : 3) == 0)
+        if (rand_next(&st) % (i < 65536 ? 9 : 3) == 0)
             u->direct |= 4;
-        if (cp_rand_next(&st) % 50 == 0)
+        if (rand_next(&st) % 50 == 0)
             u->direct |= 8;
-        if ((u->direct & 4) && cp_rand_next(&st) % 2 == 0)
+        if ((u->direct & 4) && rand_next(&st) % 2 == 0)
             u->direct |= 16;
         char id[32];
         snprintf(id, sizeof id, "u%d", i);
@@ -679,13 +679,13 @@ static void test_count_cells_core(void **state)
     const uint32_t N = 5 * 65536;
     for (uint32_t u = 0; u < N; u++) {
         roaring_bitmap_add(uni, u);
-        if (cp_rand_next(&st) % 3 == 0)
+        if (rand_next(&st) % 3 == 0)
             roaring_bitmap_add(crowd, u);
-        if (cp_rand_next(&st) % 2 == 0)
+        if (rand_next(&st) % 2 == 0)
             roaring_bitmap_add(base, u);
-        if (cp_rand_next(&st) % 100 == 0)
+        if (rand_next(&st) % 100 == 0)
             roaring_bitmap_add(cells[0], u); /* arrays */
-        if (cp_rand_next(&st) % 2 == 0)
+        if (rand_next(&st) % 2 == 0)
             roaring_bitmap_add(cells[1], u); /* bitsets */
         if ((u / 1000) % 3 == 0)
             roaring_bitmap_add(cells[2], u); /* runs */

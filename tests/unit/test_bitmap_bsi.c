@@ -40,14 +40,14 @@ static void naive_free(naive_t *n)
 
 static int64_t random_value(uint64_t *rng)
 {
-    uint64_t r = cp_rand_next(rng);
+    uint64_t r = rand_next(rng);
     switch (r % 10) {
     case 0:
         return INT64_MIN + (int64_t)(r >> 60);
     case 1:
         return INT64_MAX - (int64_t)(r >> 60);
     case 2:
-        return (int64_t)cp_rand_next(rng); /* any 64-bit */
+        return (int64_t)rand_next(rng); /* any 64-bit */
     case 3:
         return -(int64_t)(r >> 40);
     case 4:
@@ -63,7 +63,7 @@ static int64_t random_value(uint64_t *rng)
 
 static uint32_t random_user(uint64_t *rng)
 {
-    uint64_t r = cp_rand_next(rng);
+    uint64_t r = rand_next(rng);
     switch (r % 4) {
     case 0:
         return (uint32_t)((r >> 8) % 70000); /* dense: chunk 0/1 */
@@ -103,14 +103,14 @@ static void check_range(const bsi_t *b, const naive_t *n, int64_t lo, int64_t hi
 
 static int64_t pick_bound(const naive_t *n, uint64_t *rng)
 {
-    uint64_t r = cp_rand_next(rng);
+    uint64_t r = rand_next(rng);
     if (r % 3 == 0) {
         /* an existing value, maybe +-1 */
         for (int tries = 0; tries < 1000; tries++) {
-            uint32_t u = (uint32_t)(cp_rand_next(rng) % MAXU);
+            uint32_t u = (uint32_t)(rand_next(rng) % MAXU);
             if (n->has[u]) {
                 int64_t v = n->val[u];
-                int d = (int)(cp_rand_next(rng) % 3) - 1;
+                int d = (int)(rand_next(rng) % 3) - 1;
                 if (d < 0 && v > INT64_MIN)
                     return v - 1;
                 if (d > 0 && v < INT64_MAX)
@@ -135,7 +135,7 @@ static void check_random_ranges(const bsi_t *b, const naive_t *n, uint64_t *rng,
     check_range(b, n, INT64_MAX, INT64_MIN);
     for (int i = 0; i < count; i++) {
         int64_t lo = pick_bound(n, rng), hi = pick_bound(n, rng);
-        if (cp_rand_next(rng) % 8 != 0 && lo > hi) {
+        if (rand_next(rng) % 8 != 0 && lo > hi) {
             int64_t t = lo;
             lo = hi;
             hi = t;
@@ -202,7 +202,7 @@ static void test_small_values_and_clamping(void **state)
     bsi_t *b = bsi_create();
     for (int i = 0; i < 5000; i++) {
         uint32_t u = random_user(&rng);
-        int64_t v = (int64_t)(cp_rand_next(&rng) % 41) - 20;
+        int64_t v = (int64_t)(rand_next(&rng) % 41) - 20;
         assert_int_equal(bsi_set(b, u, v), CP_OK);
         n.has[u] = 1;
         n.val[u] = v;

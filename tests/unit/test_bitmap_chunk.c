@@ -63,13 +63,13 @@ static void make_chunk(uint64_t *w, int kind, uint64_t *rng)
         break;
     case K_SPARSE:
         for (int i = 0; i < 200; i++)
-            set_bit(w, (uint32_t)(cp_rand_next(rng) % NBITS));
+            set_bit(w, (uint32_t)(rand_next(rng) % NBITS));
         break;
     case K_ARRAY_MAX:
     case K_BITSET_MIN: {
         uint32_t want = kind == K_ARRAY_MAX ? 4096 : 4097, have = 0;
         while (have < want) {
-            uint32_t i = (uint32_t)(cp_rand_next(rng) % NBITS);
+            uint32_t i = (uint32_t)(rand_next(rng) % NBITS);
             if (!bit(w, i)) {
                 set_bit(w, i);
                 have++;
@@ -79,14 +79,14 @@ static void make_chunk(uint64_t *w, int kind, uint64_t *rng)
     }
     case K_DENSE:
         for (uint32_t i = 0; i < W; i++)
-            w[i] = cp_rand_next(rng);
+            w[i] = rand_next(rng);
         break;
     case K_RUNS:
     case K_RUNS_EDGES: {
-        int nr = 1 + (int)(cp_rand_next(rng) % 20);
+        int nr = 1 + (int)(rand_next(rng) % 20);
         for (int r = 0; r < nr; r++) {
-            uint32_t s = (uint32_t)(cp_rand_next(rng) % NBITS);
-            uint32_t len = 1 + (uint32_t)(cp_rand_next(rng) % 3000);
+            uint32_t s = (uint32_t)(rand_next(rng) % NBITS);
+            uint32_t len = 1 + (uint32_t)(rand_next(rng) % 3000);
             for (uint32_t i = s; i < s + len && i < NBITS; i++)
                 set_bit(w, i);
         }
@@ -113,11 +113,11 @@ static void add_chunk(roaring_bitmap_t *bm, uint16_t key, const uint64_t *w)
 
 static void random_dst(uint64_t *d, uint64_t *rng)
 {
-    int kind = (int)(cp_rand_next(rng) % 3);
+    int kind = (int)(rand_next(rng) % 3);
     for (uint32_t i = 0; i < W; i++)
-        d[i] = kind == 0   ? cp_rand_next(rng)
+        d[i] = kind == 0   ? rand_next(rng)
                : kind == 1 ? ~UINT64_C(0)
-                           : cp_rand_next(rng) & cp_rand_next(rng);
+                           : rand_next(rng) & rand_next(rng);
 }
 
 /* Checks every chunk operation of view `ch` against the naive words `ref`. */
@@ -266,12 +266,12 @@ static void test_find_cursor(void **state)
         roaring_bitmap_t *bm = roaring_bitmap_create();
         static uint8_t present[65536];
         memset(present, 0, sizeof present);
-        int n = (int)(cp_rand_next(&rng) % 3000);
+        int n = (int)(rand_next(&rng) % 3000);
         for (int i = 0; i < n; i++) {
             uint16_t k =
-                (uint16_t)(trial % 2 ? cp_rand_next(&rng) % 65536 : cp_rand_next(&rng) % 5000);
+                (uint16_t)(trial % 2 ? rand_next(&rng) % 65536 : rand_next(&rng) % 5000);
             present[k] = 1;
-            roaring_bitmap_add(bm, ((uint32_t)k << 16) | (uint32_t)(cp_rand_next(&rng) & 0xffff));
+            roaring_bitmap_add(bm, ((uint32_t)k << 16) | (uint32_t)(rand_next(&rng) & 0xffff));
         }
         int32_t cursor = 0;
         uint32_t key = 0;
@@ -282,14 +282,14 @@ static void test_find_cursor(void **state)
             assert_true(cursor >= 0 && cursor <= bm_chunk_count(bm));
             if (got)
                 assert_int_equal(bm_chunk_key(bm, cursor), key);
-            key += 1 + (uint32_t)(cp_rand_next(&rng) % (trial % 3 == 0 ? 3 : 700));
+            key += 1 + (uint32_t)(rand_next(&rng) % (trial % 3 == 0 ? 3 : 700));
         }
         /* Non-monotone lookups still answer correctly. */
         for (int i = 0; i < 200; i++) {
             bm_chunk_t ch;
-            uint16_t k = (uint16_t)(cp_rand_next(&rng) % 65536);
+            uint16_t k = (uint16_t)(rand_next(&rng) % 65536);
             if (i % 2)
-                cursor = (int32_t)(cp_rand_next(&rng) % (uint64_t)(bm_chunk_count(bm) + 3)) - 1;
+                cursor = (int32_t)(rand_next(&rng) % (uint64_t)(bm_chunk_count(bm) + 3)) - 1;
             assert_int_equal(bm_chunk_find(bm, k, &cursor, &ch), present[k]);
         }
         roaring_bitmap_free(bm);
@@ -306,7 +306,7 @@ static void test_append_dense(void **state)
         roaring_bitmap_t *want = roaring_bitmap_create();
         uint16_t key = (uint16_t)round;
         for (int i = 0; i < 40; i++) {
-            int kind = (int)(cp_rand_next(&rng) % K_COUNT);
+            int kind = (int)(rand_next(&rng) % K_COUNT);
             make_chunk(w, kind, &rng);
             uint32_t before = (uint32_t)bm_chunk_count(bm);
             assert_int_equal(bm_append_dense(bm, key, w), CP_OK);
@@ -321,7 +321,7 @@ static void test_append_dense(void **state)
                 chunk_load(&ch, back);
                 assert_memory_equal(back, w, W * 8);
             }
-            key = (uint16_t)(key + 1 + cp_rand_next(&rng) % 1500);
+            key = (uint16_t)(key + 1 + rand_next(&rng) % 1500);
             if (key < (uint16_t)round + 40u) /* wrapped */
                 break;
         }
@@ -399,11 +399,11 @@ static void test_deserialize_safe(void **state)
         char *c = malloc(sz);
         for (int i = 0; i < 3000; i++) {
             memcpy(c, buf, sz);
-            int flips = 1 + (int)(cp_rand_next(&rng) % 4);
+            int flips = 1 + (int)(rand_next(&rng) % 4);
             for (int f = 0; f < flips; f++) {
                 size_t pos =
-                    (i % 2) ? cp_rand_next(&rng) % (sz < 64 ? sz : 64) : cp_rand_next(&rng) % sz;
-                c[pos] = (char)cp_rand_next(&rng);
+                    (i % 2) ? rand_next(&rng) % (sz < 64 ? sz : 64) : rand_next(&rng) % sz;
+                c[pos] = (char)rand_next(&rng);
             }
             roaring_bitmap_t *r = bm_deserialize_safe(c, sz);
             if (r) {

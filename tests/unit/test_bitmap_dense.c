@@ -28,7 +28,7 @@ static uint64_t *chunk_alloc(void)
 static void fill_pattern(uint64_t *w, size_t n, int kind, uint64_t *rng)
 {
     for (size_t i = 0; i < n; i++) {
-        uint64_t r = cp_rand_next(rng);
+        uint64_t r = rand_next(rng);
         switch (kind) {
         case 0:
             w[i] = 0;
@@ -40,7 +40,7 @@ static void fill_pattern(uint64_t *w, size_t n, int kind, uint64_t *rng)
             w[i] = r;
             break;
         case 3:
-            w[i] = r | cp_rand_next(rng);
+            w[i] = r | rand_next(rng);
             break;
         case 4:
             w[i] = ~UINT64_C(0);
@@ -138,7 +138,7 @@ static void test_and_fused(void **state)
         src[i] = chunk_alloc();
     for (int round = 0; round < 40; round++) {
         for (int i = 0; i < 12; i++)
-            fill_pattern(src[i], W, (int)(cp_rand_next(&rng) % 6), &rng);
+            fill_pattern(src[i], W, (int)(rand_next(&rng) % 6), &rng);
         for (int np = 1; np <= 7; np++) {
             for (int nn = 0; nn <= 5; nn++) {
                 const uint64_t *pos[7], *neg[5];

@@ -57,12 +57,12 @@ static void test_geohash(void **state)
     /* A point lies in the bounds of its cell, for any precision. */
     uint64_t rng = 3;
     for (int i = 0; i < 20000; i++) {
-        double lat = cp_rand_double(&rng) * 180 - 90, lon = cp_rand_double(&rng) * 360 - 180;
+        double lat = rand_double(&rng) * 180 - 90, lon = rand_double(&rng) * 360 - 180;
         if (i % 50 == 0)
             lat = (i % 100 == 0) ? 90 : -90;
         if (i % 70 == 0)
             lon = (i % 140 == 0) ? 180 : -180;
-        int bits = 1 + (int)(cp_rand_next(&rng) % 52);
+        int bits = 1 + (int)(rand_next(&rng) % 52);
         double la0, la1, lo0, lo1;
         geo_cell_bounds(geo_hash(lat, lon, bits), bits, &la0, &la1, &lo0, &lo1);
         assert_true(lat >= la0 && (lat < la1 || (lat == 90 && la1 == 90)));
@@ -87,8 +87,8 @@ typedef struct pts {
  * antimeridian, anywhere. */
 static void random_point(uint64_t *rng, double *lat, double *lon)
 {
-    double u = cp_rand_double(rng), v = cp_rand_double(rng);
-    switch (cp_rand_next(rng) % 6) {
+    double u = rand_double(rng), v = rand_double(rng);
+    switch (rand_next(rng) % 6) {
     case 0: /* Guangzhou-ish, within ~30 km */
         *lat = 23.02 + (u - 0.5) * 0.5;
         *lon = 113.12 + (v - 0.5) * 0.5;
@@ -144,14 +144,14 @@ static void random_queries(const geo_index_t *g, const pts_t *p, uint64_t *rng, 
         if (i % 4 == 0) { /* centred exactly on a user */
             uint32_t u;
             do
-                u = (uint32_t)(cp_rand_next(rng) % NUSERS);
+                u = (uint32_t)(rand_next(rng) % NUSERS);
             while (!p->has[u]);
             lat = p->lat[u];
             lon = p->lon[u];
         } else {
             random_point(rng, &lat, &lon);
         }
-        double r = radii[cp_rand_next(rng) % CP_ARRAY_LEN(radii)] * (0.5 + cp_rand_double(rng));
+        double r = radii[rand_next(rng) % CP_ARRAY_LEN(radii)] * (0.5 + rand_double(rng));
         check_query(g, p, lat, lon, r);
     }
 }
@@ -165,7 +165,7 @@ static void test_index_near(void **state)
     assert_non_null(g);
 
     for (uint32_t u = 0; u < NUSERS; u++) {
-        if (cp_rand_next(&rng) % 5 == 0)
+        if (rand_next(&rng) % 5 == 0)
             continue; /* gaps in ordinals */
         random_point(&rng, &p->lat[u], &p->lon[u]);
         assert_int_equal(geo_index_set(g, u, p->lat[u], p->lon[u]), CP_OK);
@@ -176,7 +176,7 @@ static void test_index_near(void **state)
 
     /* Overwrites (often to another cell) and clears. */
     for (int i = 0; i < 5000; i++) {
-        uint32_t u = (uint32_t)(cp_rand_next(&rng) % NUSERS);
+        uint32_t u = (uint32_t)(rand_next(&rng) % NUSERS);
         if (i % 4 == 0) {
             geo_index_clear(g, u);
             p->has[u] = 0;

@@ -699,10 +699,10 @@ static void test_failed_state(void **state)
     cp_error_t err = {0};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
     setup_model(db);
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     for (int i = 0; i < 20000; i++)
-        cp_buf_printf(&b, "{\"id\":\"user-with-a-longish-id-%06d\",\"attrs\":{\"age\":%d},"
+        buf_printf(&b, "{\"id\":\"user-with-a-longish-id-%06d\",\"attrs\":{\"age\":%d},"
                           "\"tags\":[\"interest/sports\"]}\n",
                       i, i % 90);
     cp_load_options_t lo = {.batch_lines = 500};
@@ -728,7 +728,7 @@ static void test_failed_state(void **state)
     for (int i = 0; i < 20000; i++)
         young += i % 90 < 45;
     assert_int_equal(count(db, "age < 45"), young);
-    cp_buf_free(&b);
+    buf_free(&b);
     cp_db_close(db);
     rm_dir(g_dir);
 }

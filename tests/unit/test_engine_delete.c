@@ -387,7 +387,7 @@ static void test_event_property_values_forgotten(void **state)
 
 /* ------------------------------------------------- the property test */
 
-static uint64_t cp_rand_next(uint64_t *s) /* splitmix64 */
+static uint64_t rand_next(uint64_t *s) /* splitmix64 */
 {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -570,18 +570,18 @@ static void random_user_json(model_t *m, int x, char *buf, size_t cap, uint64_t 
     if (!p->live)
         m->born[x] = m->next_born++;
     p->live = 1;
-    p->age = (int)(cp_rand_next(rs) % 70);
-    int c = (int)(cp_rand_next(rs) % 5);
+    p->age = (int)(rand_next(rs) % 70);
+    int c = (int)(rand_next(rs) % 5);
     if (c < 3)
         snprintf(p->city, sizeof p->city, "%s", CITY[c]);
     else if (c == 3)
-        snprintf(p->city, sizeof p->city, "own-%02d-%u", x, (unsigned)(cp_rand_next(rs) % 1000));
+        snprintf(p->city, sizeof p->city, "own-%02d-%u", x, (unsigned)(rand_next(rs) % 1000));
     else
         p->city[0] = '\0';
     if (p->city[0] && dict_find(m, p->city) < 0)
         memcpy(m->dict[m->ndict++], p->city, sizeof p->city);
-    p->level = (int)(cp_rand_next(rs) % 3) - 1;
-    unsigned add = (unsigned)(cp_rand_next(rs) % (1u << NT));
+    p->level = (int)(rand_next(rs) % 3) - 1;
+    unsigned add = (unsigned)(rand_next(rs) % (1u << NT));
     p->tags |= add;
     int n = snprintf(buf, cap, "{\"id\":\"p%02d\",\"attrs\":{\"age\":%d", x, p->age);
     if (p->city[0])
@@ -623,13 +623,13 @@ static void property_run(uint64_t seed, int steps)
     char buf[512], e1[128], e2[128];
     for (int step = 0; step < steps; step++) {
         buf[0] = '\0';
-        int op = (int)(cp_rand_next(&rs) % 10);
+        int op = (int)(rand_next(&rs) % 10);
         if (op <= 2) { /* upsert an upserted user */
-            int x = (int)(cp_rand_next(&rs) % NU);
+            int x = (int)(rand_next(&rs) % NU);
             random_user_json(m, x, buf, sizeof buf, &rs);
             upsert(db, buf);
         } else if (op == 3) { /* delete an upserted user */
-            int x = (int)(cp_rand_next(&rs) % NU);
+            int x = (int)(rand_next(&rs) % NU);
             snprintf(buf, sizeof buf, "p%02d", x);
             cp_status rc = cp_user_delete(db, buf, &err);
             assert_int_equal(rc, m->u[x].live ? CP_OK : CP_ENOTFOUND);
@@ -646,19 +646,19 @@ static void property_run(uint64_t seed, int steps)
             if (d >= 0)
                 memcpy(m->dict[d], m->dict[--m->ndict], sizeof m->dict[d]);
         } else if (op == 4) { /* an event user */
-            int k = (int)(cp_rand_next(&rs) % NM);
+            int k = (int)(rand_next(&rs) % NM);
             person_t *p = &m->u[NU + k];
             if (!p->live && !m->merged[k])
                 m->born[NU + k] = m->next_born++;
             p->live = 1;
-            p->age = (int)(cp_rand_next(&rs) % 70);
+            p->age = (int)(rand_next(&rs) % 70);
             snprintf(buf, sizeof buf, "{\"userId\":\"m%02d\",\"traits\":{\"age\":%d}}", k, p->age);
             event(db, CP_EVENT_IDENTIFY, buf);
         } else if (op == 5) { /* an anonymous user (no age of the m side: merges are exact) */
-            int k = (int)(cp_rand_next(&rs) % NM);
+            int k = (int)(rand_next(&rs) % NM);
             if (m->merged[k])
                 continue;
-            int age = m->u[NU + k].live ? -1 : (int)(cp_rand_next(&rs) % 70);
+            int age = m->u[NU + k].live ? -1 : (int)(rand_next(&rs) % 70);
             if (!m->anon_live[k] || age >= 0) /* no traits: a known user keeps its age */
                 m->anon_age[k] = age;
             if (!m->anon_live[k])
@@ -671,7 +671,7 @@ static void property_run(uint64_t seed, int steps)
                 snprintf(buf, sizeof buf, "{\"anonymousId\":\"an%02d\"}", k);
             event(db, CP_EVENT_IDENTIFY, buf);
         } else if (op == 6) { /* merge an%02d into m%02d */
-            int k = (int)(cp_rand_next(&rs) % NM);
+            int k = (int)(rand_next(&rs) % NM);
             /* the m side has an age, the anonymous side none: exact */
             if (!m->u[NU + k].live || m->merged[k] || (m->anon_live[k] && m->anon_age[k] >= 0))
                 continue;
@@ -699,8 +699,8 @@ static void property_run(uint64_t seed, int steps)
             if (anon_survives)
                 m->born[NU + k] = m->born[NU + NM + k];
         } else if (op == 7) { /* delete an event user, by either identifier */
-            int k = (int)(cp_rand_next(&rs) % NM);
-            int by_anon = (int)(cp_rand_next(&rs) % 2);
+            int k = (int)(rand_next(&rs) % NM);
+            int by_anon = (int)(rand_next(&rs) % 2);
             int exists = by_anon ? (m->anon_live[k] || (m->merged[k] && m->u[NU + k].live))
                                  : m->u[NU + k].live;
             snprintf(buf, sizeof buf, "%s%02d", by_anon ? "an" : "m", k);
@@ -726,9 +726,9 @@ static void property_run(uint64_t seed, int steps)
             int i = m->nc;
             snprintf(m->c[i].name, sizeof m->c[i].name, "c%d", i);
             m->c[i].kind = op == 8 ? CP_CROWD_STATIC : CP_CROWD_DYNAMIC;
-            m->c[i].a = (int)(cp_rand_next(&rs) % (uint64_t)n_atoms(m));
-            m->c[i].b = (int)(cp_rand_next(&rs) % (uint64_t)n_atoms(m));
-            m->c[i].op = (int)(cp_rand_next(&rs) % 3);
+            m->c[i].a = (int)(rand_next(&rs) % (uint64_t)n_atoms(m));
+            m->c[i].b = (int)(rand_next(&rs) % (uint64_t)n_atoms(m));
+            m->c[i].op = (int)(rand_next(&rs) % 3);
             atom_text(m, m->c[i].a, e1, sizeof e1);
             atom_text(m, m->c[i].b, e2, sizeof e2);
             snprintf(buf, sizeof buf, "(%s) %s (%s)", e1,

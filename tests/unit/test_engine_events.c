@@ -261,20 +261,20 @@ static void test_odd_values_lose_nothing(void **state)
     cp_error_t err = {0};
     const char *cfg = "{\"identity\":{\"blocklist\":[\"test@example.com\"]}}";
     ok(cp_intake_config_set_json(db, cfg, strlen(cfg), &err), &err);
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
-    cp_buf_printf(&b, "{\"batch\":[");
+    buf_t b;
+    buf_init(&b, 0);
+    buf_printf(&b, "{\"batch\":[");
     for (int i = 0; i < 9; i++)
-        cp_buf_printf(&b, "{\"type\":\"track\",\"userId\":\"g%d\",\"event\":\"buy\","
+        buf_printf(&b, "{\"type\":\"track\",\"userId\":\"g%d\",\"event\":\"buy\","
                           "\"timestamp\":\"2024-01-02T00:00:00Z\"},", i);
-    cp_buf_printf(&b, "{\"type\":\"identify\",\"anonymousId\":\"anon-1\","
+    buf_printf(&b, "{\"type\":\"identify\",\"anonymousId\":\"anon-1\","
                       "\"timestamp\":\"2024-01-02T00:00:00Z\","
                       "\"traits\":{\"email\":\"n/a\",\"phone\":\"unknown\",\"age\":31.5,"
                       "\"member_id\":\"test@example.com\",\"openid\":\"\"},"
                       "\"context\":{\"device\":{\"type\":\"ios\","
                       "\"advertisingId\":\"00000000-0000-0000-0000-000000000000\"}}}]}");
     cp_ingest_result_t r;
-    ok(cp_ingest_segment(db, CP_EVENT_BATCH, cp_buf_cstr(&b), b.len, &r, &err), &err);
+    ok(cp_ingest_segment(db, CP_EVENT_BATCH, buf_cstr(&b), b.len, &r, &err), &err);
     assert_int_equal(r.applied, 10);
     assert_int_equal(r.rejected, 0);
     assert_null(r.errors_json);
@@ -288,7 +288,7 @@ static void test_odd_values_lose_nothing(void **state)
     assert_non_null(strstr(r.warnings_json, "\"field\":\"traits.age\","
                                             "\"reason\":\"type_mismatch\""));
     cp_ingest_result_clear(&r);
-    cp_buf_free(&b);
+    buf_free(&b);
     assert_int_equal(count(db, "did(buy) >= 1", "2024-01-02"), 9);
     cp_db_stats_t st;
     ok(cp_db_stats(db, &st), &err);

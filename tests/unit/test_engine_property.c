@@ -63,7 +63,7 @@ static const char *CITIES[NCITY] = {"shenzhen", "shanghai", "shantou", "guangzho
 static const char *PREFIXES[NPREFIX] = {"sh", "shen", "guang", "", "x", "深", "shenzhen"};
 static char g_dir[256];
 
-static uint64_t rnd(world_t *w, uint64_t n) { return cp_rand_next(&w->rng) % n; }
+static uint64_t rnd(world_t *w, uint64_t n) { return rand_next(&w->rng) % n; }
 
 static void build_tags(world_t *w)
 {
@@ -91,86 +91,86 @@ static void build_tags(world_t *w)
     }
 }
 
-static void random_attrs(world_t *w, user_t *u, cp_buf_t *b, int allow_null)
+static void random_attrs(world_t *w, user_t *u, buf_t *b, int allow_null)
 {
     int first = 1;
-    cp_buf_printf(b, ",\"attrs\":{");
+    buf_printf(b, ",\"attrs\":{");
 #define SEP() (first ? (first = 0, "") : ",")
     if (rnd(w, 10) < 7) {
         if (allow_null && rnd(w, 5) == 0) {
-            cp_buf_printf(b, "%s\"age\":null", SEP());
+            buf_printf(b, "%s\"age\":null", SEP());
             u->has_age = 0;
         } else {
             u->has_age = 1;
             u->age = (int64_t)rnd(w, 200) - 50;
-            cp_buf_printf(b, "%s\"age\":%lld", SEP(), (long long)u->age);
+            buf_printf(b, "%s\"age\":%lld", SEP(), (long long)u->age);
         }
     }
     if (rnd(w, 10) < 7) {
         if (allow_null && rnd(w, 5) == 0) {
-            cp_buf_printf(b, "%s\"seg\":null", SEP());
+            buf_printf(b, "%s\"seg\":null", SEP());
             u->has_seg = 0;
         } else {
             u->has_seg = 1;
             u->seg = (int)rnd(w, NSEG);
-            cp_buf_printf(b, "%s\"seg\":\"%s\"", SEP(), SEGS[u->seg]);
+            buf_printf(b, "%s\"seg\":\"%s\"", SEP(), SEGS[u->seg]);
         }
     }
     if (rnd(w, 10) < 6) {
         u->has_vip = 1;
         u->vip = (int)rnd(w, 2);
-        cp_buf_printf(b, "%s\"vip\":%s", SEP(), u->vip ? "true" : "false");
+        buf_printf(b, "%s\"vip\":%s", SEP(), u->vip ? "true" : "false");
     }
     if (rnd(w, 10) < 6) {
         u->has_ts = 1;
         u->ts = 1600000000 + (int64_t)rnd(w, 200000000);
         if (rnd(w, 2)) {
             char t[40];
-            cp_time_format(u->ts, t, sizeof t);
-            cp_buf_printf(b, "%s\"ts\":\"%s\"", SEP(), t);
+            time_format(u->ts, t, sizeof t);
+            buf_printf(b, "%s\"ts\":\"%s\"", SEP(), t);
         } else {
-            cp_buf_printf(b, "%s\"ts\":%lld", SEP(), (long long)u->ts);
+            buf_printf(b, "%s\"ts\":%lld", SEP(), (long long)u->ts);
         }
     }
     if (rnd(w, 10) < 6) {
         if (allow_null && rnd(w, 4) == 0) {
-            cp_buf_printf(b, "%s\"city\":null", SEP());
+            buf_printf(b, "%s\"city\":null", SEP());
             u->has_city = 0;
         } else {
             u->has_city = 1;
             u->city = (int)rnd(w, NCITY);
-            cp_buf_printf(b, "%s\"city\":\"%s\"", SEP(), CITIES[u->city]);
+            buf_printf(b, "%s\"city\":\"%s\"", SEP(), CITIES[u->city]);
         }
     }
     if (rnd(w, 10) < 6) {
         u->has_loc = 1;
-        u->lat = 30 + cp_rand_double(&w->rng) * 2 - 1;
-        u->lon = 120 + cp_rand_double(&w->rng) * 2 - 1;
+        u->lat = 30 + rand_double(&w->rng) * 2 - 1;
+        u->lon = 120 + rand_double(&w->rng) * 2 - 1;
         char la[32], lo[32];
-        cp_fmt_double(u->lat, la, sizeof la);
-        cp_fmt_double(u->lon, lo, sizeof lo);
-        cp_buf_printf(b, "%s\"loc\":[%s,%s]", SEP(), la, lo);
+        fmt_double(u->lat, la, sizeof la);
+        fmt_double(u->lon, lo, sizeof lo);
+        buf_printf(b, "%s\"loc\":[%s,%s]", SEP(), la, lo);
     }
 #undef SEP
-    cp_buf_printf(b, "}");
+    buf_printf(b, "}");
 }
 
-static void random_tags(world_t *w, user_t *u, cp_buf_t *b)
+static void random_tags(world_t *w, user_t *u, buf_t *b)
 {
     int n = (int)rnd(w, 5);
-    cp_buf_printf(b, ",\"tags\":[");
+    buf_printf(b, ",\"tags\":[");
     for (int k = 0; k < n; k++) {
         int t = (int)rnd(w, (uint64_t)w->ntags);
         u->tags |= 1ull << t;
-        cp_buf_printf(b, "%s\"%s\"", k ? "," : "", w->path[t]);
+        buf_printf(b, "%s\"%s\"", k ? "," : "", w->path[t]);
     }
-    cp_buf_printf(b, "]");
+    buf_printf(b, "]");
 }
 
 /* ------------------------------------------------------------ expressions */
 
 typedef struct gen {
-    cp_buf_t text;
+    buf_t text;
 } gen_t;
 
 enum {
@@ -240,8 +240,8 @@ static node_t *gen_node(world_t *w, int depth, int min_depth)
         n->b = n->a + (int64_t)rnd(w, 50000000);
         break;
     case P_NEAR:
-        n->lat = 30 + cp_rand_double(&w->rng) * 2 - 1;
-        n->lon = 120 + cp_rand_double(&w->rng) * 2 - 1;
+        n->lat = 30 + rand_double(&w->rng) * 2 - 1;
+        n->lon = 120 + rand_double(&w->rng) * 2 - 1;
         n->r = 1 + (double)rnd(w, 60);
         break;
     case P_CROWD: n->a = (int64_t)rnd(w, (uint64_t)w->ncrowds); break;
@@ -279,92 +279,92 @@ static void node_free(node_t *n)
     free(n);
 }
 
-static void ts_text(int64_t s, char *buf, size_t cap) { cp_time_format(s, buf, cap); }
+static void ts_text(int64_t s, char *buf, size_t cap) { time_format(s, buf, cap); }
 
-static void print_node(world_t *w, const node_t *n, cp_buf_t *b)
+static void print_node(world_t *w, const node_t *n, buf_t *b)
 {
     char t1[40], t2[40];
     if (n->kind == 3) {
-        cp_buf_printf(b, "NOT (");
+        buf_printf(b, "NOT (");
         print_node(w, n->kid[0], b);
-        cp_buf_printf(b, ")");
+        buf_printf(b, ")");
         return;
     }
     if (n->kind) {
         for (int i = 0; i < n->nkids; i++) {
             if (i)
-                cp_buf_printf(b, n->kind == 1 ? " AND " : " or ");
-            cp_buf_printf(b, "(");
+                buf_printf(b, n->kind == 1 ? " AND " : " or ");
+            buf_printf(b, "(");
             print_node(w, n->kid[i], b);
-            cp_buf_printf(b, ")");
+            buf_printf(b, ")");
         }
         return;
     }
     switch (n->pred) {
-    case P_ALL: cp_buf_printf(b, "all"); break;
-    case P_TAG: cp_buf_printf(b, "tag:%s", w->path[n->tag]); break;
+    case P_ALL: buf_printf(b, "all"); break;
+    case P_TAG: buf_printf(b, "tag:%s", w->path[n->tag]); break;
     case P_AGE:
         if (n->op < 6)
-            cp_buf_printf(b, "age %s %lld", OPS[n->op], (long long)n->a);
+            buf_printf(b, "age %s %lld", OPS[n->op], (long long)n->a);
         else if (n->op == 6)
-            cp_buf_printf(b, "age BETWEEN %lld AND %lld", (long long)n->a, (long long)n->b);
+            buf_printf(b, "age BETWEEN %lld AND %lld", (long long)n->a, (long long)n->b);
         else
-            cp_buf_printf(b, "age IN (%lld, %lld, %lld)", (long long)n->a, (long long)n->b,
+            buf_printf(b, "age IN (%lld, %lld, %lld)", (long long)n->a, (long long)n->b,
                           (long long)n->c);
         break;
     case P_SEG: {
         const char *va = n->a < NSEG ? SEGS[n->a] : "zz";
         if (n->op == 0)
-            cp_buf_printf(b, "seg = \"%s\"", va);
+            buf_printf(b, "seg = \"%s\"", va);
         else if (n->op == 1)
-            cp_buf_printf(b, "seg != \"%s\"", va);
+            buf_printf(b, "seg != \"%s\"", va);
         else
-            cp_buf_printf(b, "seg IN (\"%s\", \"%s\")", va, SEGS[n->b]);
+            buf_printf(b, "seg IN (\"%s\", \"%s\")", va, SEGS[n->b]);
         break;
     }
-    case P_VIP: cp_buf_printf(b, "vip %s %s", n->op ? "!=" : "=", n->a ? "true" : "false"); break;
+    case P_VIP: buf_printf(b, "vip %s %s", n->op ? "!=" : "=", n->a ? "true" : "false"); break;
     case P_TS:
         ts_text(n->a, t1, sizeof t1);
         ts_text(n->b, t2, sizeof t2);
         if (n->op < 6)
-            cp_buf_printf(b, "ts %s \"%s\"", OPS[n->op], t1);
+            buf_printf(b, "ts %s \"%s\"", OPS[n->op], t1);
         else
-            cp_buf_printf(b, "ts BETWEEN \"%s\" AND \"%s\"", t1, t2);
+            buf_printf(b, "ts BETWEEN \"%s\" AND \"%s\"", t1, t2);
         break;
     case P_NEAR: {
         char la[32], lo[32];
-        cp_fmt_double(n->lat, la, sizeof la);
-        cp_fmt_double(n->lon, lo, sizeof lo);
-        cp_buf_printf(b, "near(%s, %s, %gkm)", la, lo, n->r);
+        fmt_double(n->lat, la, sizeof la);
+        fmt_double(n->lon, lo, sizeof lo);
+        buf_printf(b, "near(%s, %s, %gkm)", la, lo, n->r);
         break;
     }
-    case P_CROWD: cp_buf_printf(b, "crowd:c%lld", (long long)n->a); break;
-    case P_GROUP: cp_buf_printf(b, "group:g%lld", (long long)n->a); break;
+    case P_CROWD: buf_printf(b, "crowd:c%lld", (long long)n->a); break;
+    case P_GROUP: buf_printf(b, "group:g%lld", (long long)n->a); break;
     case P_GPLAN:
         if (n->op < 2)
-            cp_buf_printf(b, "group.plan %s \"p%lld\"", n->op ? "!=" : "=", (long long)n->a);
+            buf_printf(b, "group.plan %s \"p%lld\"", n->op ? "!=" : "=", (long long)n->a);
         else
-            cp_buf_printf(b, "group.plan IN (\"p%lld\", \"p%lld\")", (long long)n->a,
+            buf_printf(b, "group.plan IN (\"p%lld\", \"p%lld\")", (long long)n->a,
                           (long long)n->b);
         break;
     case P_HAS:
         if (n->op == 0)
-            cp_buf_printf(b, "has(%s)", HAS_ATTRS[n->a]);
+            buf_printf(b, "has(%s)", HAS_ATTRS[n->a]);
         else
-            cp_buf_printf(b, "%s IS %sNULL", HAS_ATTRS[n->a], n->op == 2 ? "NOT " : "");
+            buf_printf(b, "%s IS %sNULL", HAS_ATTRS[n->a], n->op == 2 ? "NOT " : "");
         break;
     case P_NOTIN:
         if (n->op == 0)
-            cp_buf_printf(b, "age NOT IN (%lld, %lld)", (long long)n->a, (long long)n->b);
+            buf_printf(b, "age NOT IN (%lld, %lld)", (long long)n->a, (long long)n->b);
         else if (n->op == 1)
-            cp_buf_printf(b, "seg not in (\"%s\", \"%s\")", n->b < NSEG ? SEGS[n->b] : "zz",
+            buf_printf(b, "seg not in (\"%s\", \"%s\")", n->b < NSEG ? SEGS[n->b] : "zz",
                           SEGS[n->a % NSEG < 0 ? 0 : n->a % NSEG]);
         else
-            cp_buf_printf(b, "city NOT IN (\"%s\")", CITIES[n->c]);
+            buf_printf(b, "city NOT IN (\"%s\")", CITIES[n->c]);
         break;
-    case P_PREFIX: cp_buf_printf(b, "city STARTS WITH \"%s\"", PREFIXES[n->a]); break;
+    case P_PREFIX: buf_printf(b, "city STARTS WITH \"%s\"", PREFIXES[n->a]); break;
     case P_REL:
-        cp_buf_printf(b, "ts %s %lldd", n->op ? "OLDER THAN" : "within last", (long long)n->a);
+        buf_printf(b, "ts %s %lldd", n->op ? "OLDER THAN" : "within last", (long long)n->a);
         break;
     }
 }
@@ -502,11 +502,11 @@ static void check(cp_db_t *db, world_t *w, node_t **exprs, char **texts, int n)
             /* a day inside the timestamps' range (2020-09 .. 2027-01) */
             char day[40];
             w->as_of_day = 18600 + (int32_t)rnd(w, 2200);
-            cp_time_format((int64_t)w->as_of_day * 86400, day, sizeof day);
+            time_format((int64_t)w->as_of_day * 86400, day, sizeof day);
             day[10] = '\0';
             rc = cp_count_as_of(db, texts[e], day, &got, &err);
         } else {
-            w->as_of_day = (int32_t)(cp_now_ms() / 86400000);
+            w->as_of_day = (int32_t)(time_now_ms() / 86400000);
             rc = cp_count(db, texts[e], &got, &err);
         }
         if (rc)
@@ -538,12 +538,12 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     build_tags(&w);
     /* Create the tags in a shuffled order through the bulk loader (missing
      * parents are created on the way). */
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
-    cp_buf_printf(&b, "{\"tags\":[");
+    buf_t b;
+    buf_init(&b, 0);
+    buf_printf(&b, "{\"tags\":[");
     for (int i = w.ntags - 1; i >= 0; i--)
-        cp_buf_printf(&b, "{\"path\":\"%s\"}%s", w.path[i], i ? "," : "");
-    cp_buf_printf(&b, "]}");
+        buf_printf(&b, "{\"path\":\"%s\"}%s", w.path[i], i ? "," : "");
+    buf_printf(&b, "]}");
     assert_int_equal(cp_taxonomy_load_json(db, b.data, b.len, &err), CP_OK);
 
     /* Every seg value, and "zz", seen once by a user deleted at once: a
@@ -571,14 +571,14 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     /* Population. */
     w.nusers = nusers;
     w.u = calloc((size_t)nusers, sizeof *w.u);
-    cp_buf_reset(&b);
+    buf_reset(&b);
     for (int i = 0; i < nusers; i++) {
         user_t *u = &w.u[i];
         u->alive = 1;
-        cp_buf_printf(&b, "{\"id\":\"user-%d\"", i);
+        buf_printf(&b, "{\"id\":\"user-%d\"", i);
         random_attrs(&w, u, &b, 0);
         random_tags(&w, u, &b);
-        cp_buf_printf(&b, "}\n");
+        buf_printf(&b, "}\n");
     }
     cp_load_options_t lo = {.batch_lines = (uint64_t)nusers / 3 + 1};
     cp_load_stats_t st;
@@ -591,49 +591,49 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
      * (so group.plan is known). Sent as group events, before deletions. */
     for (int g = 0; g < NGROUPS; g++)
         w.gplan[g] = g == 0 ? 0 : (int)rnd(&w, 3) - 1;
-    cp_buf_reset(&b);
+    buf_reset(&b);
     int nev = 0;
     for (int i = 0; i < nusers; i++) {
         int joins = i < NGROUPS ? 1 : rnd(&w, 3) == 0 ? 1 + (int)rnd(&w, 2) : 0;
         for (int k = 0; k < joins; k++) {
             int g = i < NGROUPS ? i : (int)rnd(&w, NGROUPS);
             w.u[i].groups |= 1u << g;
-            cp_buf_printf(&b,
+            buf_printf(&b,
                           "%s{\"type\":\"group\",\"userId\":\"user-%d\",\"groupId\":\"g%d\","
                           "\"messageId\":\"grp-%d-%d\"",
                           nev ? "," : "{\"batch\":[", i, g, i, k);
             if (w.gplan[g] >= 0)
-                cp_buf_printf(&b, ",\"traits\":{\"plan\":\"p%d\",\"email\":\"billing@g%d.com\"}",
+                buf_printf(&b, ",\"traits\":{\"plan\":\"p%d\",\"email\":\"billing@g%d.com\"}",
                               w.gplan[g], g);
-            cp_buf_printf(&b, "}");
+            buf_printf(&b, "}");
             nev++;
         }
         if (nev > 0 && (nev >= 1500 || i == nusers - 1)) {
-            cp_buf_printf(&b, "]}");
+            buf_printf(&b, "]}");
             cp_ingest_result_t r;
             assert_int_equal(cp_ingest_segment(db, CP_EVENT_BATCH, b.data, b.len, &r, &err), CP_OK);
             assert_int_equal(r.applied, (uint64_t)nev);
             assert_int_equal(r.merges, 0); /* the groups' billing email merges nobody */
             cp_ingest_result_clear(&r);
-            cp_buf_reset(&b);
+            buf_reset(&b);
             nev = 0;
         }
     }
 
     /* Updates: overwrites, nulls, more tags; with a few bad lines that
      * must leave no trace. */
-    cp_buf_reset(&b);
+    buf_reset(&b);
     for (int k = 0; k < nusers / 5; k++) {
         int i = (int)rnd(&w, (uint64_t)nusers);
         if (rnd(&w, 10) == 0) {
-            cp_buf_printf(&b, "{\"id\":\"user-%d\",\"attrs\":{\"age\":\"x\"},\"tags\":[\"%s\"]}\n",
+            buf_printf(&b, "{\"id\":\"user-%d\",\"attrs\":{\"age\":\"x\"},\"tags\":[\"%s\"]}\n",
                           i, w.path[0]);
             continue;
         }
-        cp_buf_printf(&b, "{\"id\":\"user-%d\"", i);
+        buf_printf(&b, "{\"id\":\"user-%d\"", i);
         random_attrs(&w, &w.u[i], &b, 1);
         random_tags(&w, &w.u[i], &b);
-        cp_buf_printf(&b, "}\n");
+        buf_printf(&b, "}\n");
     }
     assert_int_equal(cp_load_ndjson_buf(db, b.data, b.len, NULL, &st, &err), CP_OK);
     assert_int_equal(st.users_created, 0);
@@ -670,11 +670,11 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     }
 
     /* Two static crowds from random expressions (the first evaluated today). */
-    w.as_of_day = (int32_t)(cp_now_ms() / 86400000);
+    w.as_of_day = (int32_t)(time_now_ms() / 86400000);
     for (int c = 0; c < 2; c++) {
         node_t *n = gen_node(&w, 0, 3);
-        cp_buf_t t;
-        cp_buf_init(&t, 0);
+        buf_t t;
+        buf_init(&t, 0);
         print_node(&w, n, &t);
         char name[8];
         snprintf(name, sizeof name, "c%d", c);
@@ -682,10 +682,10 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         char day[40] = "";
         if (c == 1) {
             w.as_of_day = 18600 + (int32_t)rnd(&w, 2200);
-            cp_time_format((int64_t)w.as_of_day * 86400, day, sizeof day);
+            time_format((int64_t)w.as_of_day * 86400, day, sizeof day);
             day[10] = '\0';
         }
-        cp_status rc = cp_crowd_create_as_of(db, name, cp_buf_cstr(&t), NULL, 0, CP_CROWD_STATIC,
+        cp_status rc = cp_crowd_create_as_of(db, name, buf_cstr(&t), NULL, 0, CP_CROWD_STATIC,
                                              NULL, day, &err);
         if (rc)
             fprintf(stderr, "crowd: %s\n", err.message);
@@ -695,17 +695,17 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
             w.crowd[c][i] = w.u[i].alive && eval_node(&w, n, i);
         w.ncrowds = c + 1;
         node_free(n);
-        cp_buf_free(&t);
+        buf_free(&t);
     }
 
     node_t **exprs = calloc((size_t)nexprs, sizeof *exprs);
     char **texts = calloc((size_t)nexprs, sizeof *texts);
     for (int e = 0; e < nexprs; e++) {
         exprs[e] = gen_node(&w, 0, 4);
-        cp_buf_t t;
-        cp_buf_init(&t, 0);
+        buf_t t;
+        buf_init(&t, 0);
         print_node(&w, exprs[e], &t);
-        cp_buf_cstr(&t);
+        buf_cstr(&t);
         texts[e] = t.data;
     }
     check(db, &w, exprs, texts, nexprs);
@@ -723,7 +723,7 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     free(w.crowd[0]);
     free(w.crowd[1]);
     free(w.u);
-    cp_buf_free(&b);
+    buf_free(&b);
     assert_int_equal(system(cmd), 0);
 }
 

@@ -54,7 +54,7 @@ static uint64_t *at(model_t *m, int s, int d, int u)
 
 static uint32_t rnd(uint64_t *s, uint32_t n)
 {
-    return (uint32_t)(cp_rand_next(s) % n);
+    return (uint32_t)(rand_next(s) % n);
 }
 
 static void *xcalloc(size_t n, size_t sz)

@@ -257,15 +257,15 @@ static void test_event_series(void **state)
         /* runs of rounds with the same event and property names, values
          * from 3 (so beh_event_series' memo of its previous call is
          * hit, partly and wholly) */
-        size_t n = round % 13 == 12 ? (size_t)(cp_rand_next(&rs) % (BEH_MAX_PROPS + 1))
+        size_t n = round % 13 == 12 ? (size_t)(rand_next(&rs) % (BEH_MAX_PROPS + 1))
                                     : (size_t)(round / 6) % (BEH_MAX_PROPS + 1);
         for (size_t i = 0; i < n; i++) {
-            uint64_t r = cp_rand_next(&rs) % 4;
-            vals[i] = pool[r == 3 ? cp_rand_next(&rs) % (sizeof pool / sizeof *pool) : r];
+            uint64_t r = rand_next(&rs) % 4;
+            vals[i] = pool[r == 3 ? rand_next(&rs) % (sizeof pool / sizeof *pool) : r];
             props[i] = (beh_prop_t){&"abcdefgh"[i], 1, vals[i], strlen(vals[i])};
         }
         for (size_t i = n; i > 1; i--) { /* any order */
-            size_t j = (size_t)(cp_rand_next(&rs) % i);
+            size_t j = (size_t)(rand_next(&rs) % i);
             beh_prop_t t = props[i - 1];
             props[i - 1] = props[j];
             props[j] = t;
@@ -364,7 +364,7 @@ static void test_event_series(void **state)
  * across batches) spread over several chunks, or anyone. */
 static uint32_t pick_user(uint64_t *rs, int pool)
 {
-    uint32_t i = (uint32_t)(cp_rand_next(rs) % (uint64_t)pool);
+    uint32_t i = (uint32_t)(rand_next(rs) % (uint64_t)pool);
     return (i % 5) * 65536u * 3 + i * 7u;
 }
 
@@ -384,22 +384,22 @@ static void test_many_against_loop(void **state)
     for (int round = 0; round < 8; round++) {
         /* Some users already have counts in some cells. */
         for (int i = 0; i < 300; i++) {
-            uint32_t s = (uint32_t)(cp_rand_next(&rs) % 60), u = pick_user(&rs, 3000);
-            int32_t d = (int32_t)(cp_rand_next(&rs) % 12) - 4;
-            uint64_t delta = 1 + cp_rand_next(&rs) % (i % 10 == 0 ? 100000 : 5);
+            uint32_t s = (uint32_t)(rand_next(&rs) % 60), u = pick_user(&rs, 3000);
+            int32_t d = (int32_t)(rand_next(&rs) % 12) - 4;
+            uint64_t delta = 1 + rand_next(&rs) % (i % 10 == 0 ? 100000 : 5);
             assert_int_equal(beh_record(a, s, d, u, delta), CP_OK);
             assert_int_equal(beh_record(b, s, d, u, delta), CP_OK);
             uset_add(&users, u);
         }
-        size_t n = (size_t)(cp_rand_next(&rs) % N) + 1;
+        size_t n = (size_t)(rand_next(&rs) % N) + 1;
         int pool = round % 2 ? 3000 : 400000; /* repeats, or mostly distinct */
         for (size_t i = 0; i < n; i++) {
-            if (i > 0 && cp_rand_next(&rs) % 4 == 0) {
-                recs[i] = recs[cp_rand_next(&rs) % i]; /* a duplicate */
+            if (i > 0 && rand_next(&rs) % 4 == 0) {
+                recs[i] = recs[rand_next(&rs) % i]; /* a duplicate */
                 continue;
             }
-            recs[i].series = (uint32_t)(cp_rand_next(&rs) % (round < 4 ? 8 : 60));
-            recs[i].day = (int32_t)(cp_rand_next(&rs) % 12) - 4;
+            recs[i].series = (uint32_t)(rand_next(&rs) % (round < 4 ? 8 : 60));
+            recs[i].day = (int32_t)(rand_next(&rs) % 12) - 4;
             recs[i].user = pick_user(&rs, pool);
             uset_add(&users, recs[i].user);
         }
@@ -456,7 +456,7 @@ static void test_many_repeats_and_saturation(void **state)
     /* shuffle */
     uint64_t rs = 0x5a7;
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(cp_rand_next(&rs) % i);
+        size_t j = (size_t)(rand_next(&rs) % i);
         beh_rec_t t = recs[i - 1];
         recs[i - 1] = recs[j];
         recs[j] = t;
@@ -497,15 +497,15 @@ static void test_many_wide_ranges(void **state)
         size_t n = 5000;
         beh_rec_t recs[5000];
         for (size_t i = 0; i < n; i++) {
-            if (i > 0 && cp_rand_next(&rs) % 3 == 0) {
-                recs[i] = recs[cp_rand_next(&rs) % i];
+            if (i > 0 && rand_next(&rs) % 3 == 0) {
+                recs[i] = recs[rand_next(&rs) % i];
                 continue;
             }
-            recs[i].series = (uint32_t)(cp_rand_next(&rs) % 300);
-            recs[i].day = days[cp_rand_next(&rs) % 7];
-            recs[i].user = cp_rand_next(&rs) % 4 == 0 ? edge[cp_rand_next(&rs) % 6]
-                                                      : (uint32_t)cp_rand_next(&rs) % 64 * 67108864u +
-                                                            (uint32_t)(cp_rand_next(&rs) % 50);
+            recs[i].series = (uint32_t)(rand_next(&rs) % 300);
+            recs[i].day = days[rand_next(&rs) % 7];
+            recs[i].user = rand_next(&rs) % 4 == 0 ? edge[rand_next(&rs) % 6]
+                                                      : (uint32_t)rand_next(&rs) % 64 * 67108864u +
+                                                            (uint32_t)(rand_next(&rs) % 50);
             uset_add(&users, recs[i].user);
         }
         if (round == 3) { /* only the extremes of one cell: ub = 32, fits */

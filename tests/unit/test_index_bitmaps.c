@@ -45,10 +45,10 @@ static void build_tree(taxonomy_t *t, index_t *ix, uint64_t *rng, uint32_t *ids)
     cp_error_t err = {0};
     for (int i = 0; i < NT; i++) {
         char path[256];
-        if (i == 0 || cp_rand_next(rng) % 4 == 0) {
+        if (i == 0 || rand_next(rng) % 4 == 0) {
             snprintf(path, sizeof path, "t%d", i);
         } else {
-            const tax_tag_t *p = tax_get(t, ids[cp_rand_next(rng) % (uint64_t)i]);
+            const tax_tag_t *p = tax_get(t, ids[rand_next(rng) % (uint64_t)i]);
             if (p->level >= 6)
                 snprintf(path, sizeof path, "t%d", i);
             else
@@ -89,10 +89,10 @@ static void test_effective(void **state)
     build_tree(&t, ix, &rng, ids);
     for (int round = 0; round < 20; round++) {
         for (int k = 0; k < 400; k++) {
-            uint32_t user = (uint32_t)(cp_rand_next(&rng) % 300);
-            uint32_t tag = ids[cp_rand_next(&rng) % NT];
+            uint32_t user = (uint32_t)(rand_next(&rng) % 300);
+            uint32_t tag = ids[rand_next(&rng) % NT];
             int had = roaring_bitmap_contains(index_tag(ix, tag)->direct, user);
-            if (cp_rand_next(&rng) % 3 == 0)
+            if (rand_next(&rng) % 3 == 0)
                 assert_int_equal(index_tag_unassign(ix, &t, user, tag), had);
             else
                 assert_int_equal(index_tag_assign(ix, &t, user, tag), !had);
@@ -167,11 +167,11 @@ static void test_persist(void **state)
     assert_int_equal(index_attr_add(ix, a_enum, CP_ATTR_ENUM), CP_OK);
     assert_int_equal(index_attr_add(ix, a_geo, CP_ATTR_GEO), CP_OK);
     /* Users over three chunks. */
-    for (uint32_t u = 0; u < 200000; u += 1 + (uint32_t)(cp_rand_next(&rng) % 40)) {
+    for (uint32_t u = 0; u < 200000; u += 1 + (uint32_t)(rand_next(&rng) % 40)) {
         index_user_add(ix, u);
-        index_tag_assign(ix, &t, u, ids[cp_rand_next(&rng) % NT]);
+        index_tag_assign(ix, &t, u, ids[rand_next(&rng) % NT]);
         if (u % 3)
-            assert_int_equal(index_set_int(ix, a_int, u, (int64_t)(cp_rand_next(&rng) % 2000) - 1000),
+            assert_int_equal(index_set_int(ix, a_int, u, (int64_t)(rand_next(&rng) % 2000) - 1000),
                              CP_OK);
         if (u % 5)
             assert_int_equal(index_set_value(ix, a_enum, u, vid[u % 3]), CP_OK);

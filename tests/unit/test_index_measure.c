@@ -78,14 +78,14 @@ static void check_all(meas_t *m, naive_t *nv, const uint8_t *live)
 static void feed(meas_t *m, naive_t *nv, uint64_t *rs, int events)
 {
     for (int i = 0; i < events; i++) {
-        int u = (int)(cp_rand_next(rs) % NU);
-        int kind = (int)(cp_rand_next(rs) % 10);
+        int u = (int)(rand_next(rs) % NU);
+        int kind = (int)(rand_next(rs) % 10);
         const char *ev = kind < 6 ? "purchase" : kind < 8 ? "refund" : "view";
-        int64_t cents = (int64_t)(cp_rand_next(rs) % 100000) - (kind >= 6 && kind < 8 ? 100000 : 0);
-        int inv = (int)(cp_rand_next(rs) % NINV);
-        int64_t ts = 1300000000 + (int64_t)(cp_rand_next(rs) % 100000000);
+        int64_t cents = (int64_t)(rand_next(rs) % 100000) - (kind >= 6 && kind < 8 ? 100000 : 0);
+        int inv = (int)(rand_next(rs) % NINV);
+        int64_t ts = 1300000000 + (int64_t)(rand_next(rs) % 100000000);
         json_t *p = json_object();
-        int form = (int)(cp_rand_next(rs) % 5);
+        int form = (int)(rand_next(rs) % 5);
         char buf[64];
         int counted = 1;
         if (form == 0) {
@@ -102,7 +102,7 @@ static void feed(meas_t *m, naive_t *nv, uint64_t *rs, int events)
         } else {
             counted = 0; /* missing */
         }
-        if (cp_rand_next(rs) % 2)
+        if (rand_next(rs) % 2)
             json_object_set_new(p, "invoice", json_integer(1000 + inv));
         else {
             snprintf(buf, sizeof buf, "%d", 1000 + inv);

@@ -53,12 +53,12 @@ static double rand_decimal(uint64_t *rs, int ip, int dec)
     uint64_t lim = 1;
     for (int i = 0; i < ip; i++)
         lim *= 10;
-    uint64_t whole = cp_rand_next(rs) % lim;
+    uint64_t whole = rand_next(rs) % lim;
     int o = snprintf(buf, sizeof buf, "%llu", (unsigned long long)whole);
     if (dec > 0) {
         buf[o++] = '.';
         for (int i = 0; i < dec; i++)
-            buf[o++] = (char)('0' + cp_rand_next(rs) % 10);
+            buf[o++] = (char)('0' + rand_next(rs) % 10);
         buf[o] = 0;
     }
     return strtod(buf, NULL);
@@ -99,28 +99,28 @@ static void test_fixed_fast_matches_slow(void **state)
 
     for (int i = 0; i < 100000; i++) {
         /* random decimals, 0..8 decimals, 0..13 integer digits */
-        all_scales(rand_decimal(&rs, (int)(cp_rand_next(&rs) % 14), (int)(cp_rand_next(&rs) % 9)));
+        all_scales(rand_decimal(&rs, (int)(rand_next(&rs) % 14), (int)(rand_next(&rs) % 9)));
     }
     for (int i = 0; i < 60000; i++) {
         /* random bit patterns: every exponent, NaN, infinities, subnormals */
-        uint64_t bits = cp_rand_next(&rs);
+        uint64_t bits = rand_next(&rs);
         double d;
         memcpy(&d, &bits, sizeof d);
         all_scales(d);
     }
     for (int i = 0; i < 60000; i++) {
         /* exact binary fractions (k / 2^m): ties at a scale's last digit */
-        int m = 1 + (int)(cp_rand_next(&rs) % 12);
-        double d = (double)(cp_rand_next(&rs) % 100000000) / (double)(1u << m);
+        int m = 1 + (int)(rand_next(&rs) % 12);
+        double d = (double)(rand_next(&rs) % 100000000) / (double)(1u << m);
         all_scales(d);
     }
     for (int i = 0; i < 60000; i++) {
         /* decimal halves: digits then a final 5 one place past a scale */
-        int dec = 1 + (int)(cp_rand_next(&rs) % 7);
+        int dec = 1 + (int)(rand_next(&rs) % 7);
         char buf[64];
-        int o = snprintf(buf, sizeof buf, "%llu.", (unsigned long long)(cp_rand_next(&rs) % 100000));
+        int o = snprintf(buf, sizeof buf, "%llu.", (unsigned long long)(rand_next(&rs) % 100000));
         for (int j = 0; j < dec - 1; j++)
-            buf[o++] = (char)('0' + cp_rand_next(&rs) % 10);
+            buf[o++] = (char)('0' + rand_next(&rs) % 10);
         buf[o++] = '5';
         buf[o] = 0;
         all_scales(strtod(buf, NULL));
@@ -128,15 +128,15 @@ static void test_fixed_fast_matches_slow(void **state)
     for (int i = 0; i < 60000; i++) {
         /* products of a quantity and a price (Online Retail's amount):
          * mostly not the decimal they stand for (6 * 2.55) */
-        double q = (double)(1 + cp_rand_next(&rs) % 1000);
-        double price = (double)(cp_rand_next(&rs) % 100000) / 100.0;
+        double q = (double)(1 + rand_next(&rs) % 1000);
+        double price = (double)(rand_next(&rs) % 100000) / 100.0;
         all_scales(q * price);
         all_scales(q * price / 7.0);
     }
     for (int i = 0; i < 30000; i++) {
         /* a few ulps around decimal halves: the fast path's margin */
-        double h = rand_decimal(&rs, 1 + (int)(cp_rand_next(&rs) % 8), 0) +
-                   (double)(2 * (cp_rand_next(&rs) % 500000) + 1) / 1000000.0;
+        double h = rand_decimal(&rs, 1 + (int)(rand_next(&rs) % 8), 0) +
+                   (double)(2 * (rand_next(&rs) % 500000) + 1) / 1000000.0;
         double lo = h, hi = h;
         all_scales(h);
         for (int k = 0; k < 4; k++) {
@@ -148,7 +148,7 @@ static void test_fixed_fast_matches_slow(void **state)
     }
     for (int i = 0; i < 20000; i++) {
         /* big values near and past the fast path's 10^15 bound */
-        double d = ldexp(cp_rand_double(&rs) + 0.5, 40 + (int)(cp_rand_next(&rs) % 26));
+        double d = ldexp(rand_double(&rs) + 0.5, 40 + (int)(rand_next(&rs) % 26));
         all_scales(d);
         all_scales(floor(d));
         all_scales(nextafter(d, INFINITY));
@@ -182,13 +182,13 @@ static void rand_value(uint64_t *rs, const char *name, json_t *obj, ev_prop_t *p
     memset(p, 0, sizeof *p);
     p->name = name;
     p->nlen = strlen(name);
-    int form = (int)(cp_rand_next(rs) % 9);
+    int form = (int)(rand_next(rs) % 9);
     json_t *v = NULL;
     switch (form) {
     case 0:
     case 1: { /* a real with 0..4 decimals (the common case) */
-        double d = rand_decimal(rs, 1 + (int)(cp_rand_next(rs) % 6), (int)(cp_rand_next(rs) % 5));
-        if (cp_rand_next(rs) % 4 == 0)
+        double d = rand_decimal(rs, 1 + (int)(rand_next(rs) % 6), (int)(rand_next(rs) % 5));
+        if (rand_next(rs) % 4 == 0)
             d = -d;
         p->kind = PV_REAL;
         p->d = d;
@@ -196,24 +196,24 @@ static void rand_value(uint64_t *rs, const char *name, json_t *obj, ev_prop_t *p
         break;
     }
     case 2: { /* any real, halves and many decimals included */
-        double d = (cp_rand_double(rs) - 0.3) * pow(10.0, (double)(cp_rand_next(rs) % 12));
+        double d = (rand_double(rs) - 0.3) * pow(10.0, (double)(rand_next(rs) % 12));
         p->kind = PV_REAL;
         p->d = d;
         v = json_real(d);
         break;
     }
     case 3: {
-        int64_t x = (int64_t)(cp_rand_next(rs) % 2000) - 500;
-        if (cp_rand_next(rs) % 50 == 0)
-            x = INT64_MAX - (int64_t)(cp_rand_next(rs) % 10); /* overflows at scale > 0 */
+        int64_t x = (int64_t)(rand_next(rs) % 2000) - 500;
+        if (rand_next(rs) % 50 == 0)
+            x = INT64_MAX - (int64_t)(rand_next(rs) % 10); /* overflows at scale > 0 */
         p->kind = PV_INT;
         p->i = x;
         v = json_integer((json_int_t)x);
         break;
     }
     case 4: { /* a numeric string */
-        snprintf(sbuf, 40, "%lld.%03d", (long long)(cp_rand_next(rs) % 1000) - 300,
-                 (int)(cp_rand_next(rs) % 1000));
+        snprintf(sbuf, 40, "%lld.%03d", (long long)(rand_next(rs) % 1000) - 300,
+                 (int)(rand_next(rs) % 1000));
         p->kind = PV_STR;
         p->s = sbuf;
         p->slen = strlen(sbuf);
@@ -221,7 +221,7 @@ static void rand_value(uint64_t *rs, const char *name, json_t *obj, ev_prop_t *p
         break;
     }
     case 5: { /* a string that is no number (sums skip it, distinct counts it) */
-        snprintf(sbuf, 40, "inv-%d", (int)(cp_rand_next(rs) % 30));
+        snprintf(sbuf, 40, "inv-%d", (int)(rand_next(rs) % 30));
         p->kind = PV_STR;
         p->s = sbuf;
         p->slen = strlen(sbuf);
@@ -230,7 +230,7 @@ static void rand_value(uint64_t *rs, const char *name, json_t *obj, ev_prop_t *p
     }
     case 6:
         p->kind = PV_BOOL;
-        p->i = (int64_t)(cp_rand_next(rs) % 2);
+        p->i = (int64_t)(rand_next(rs) % 2);
         v = json_boolean(p->i);
         break;
     case 7:
@@ -261,35 +261,35 @@ static void test_json_and_typed_agree(void **state)
     static const char *names[] = {"amount", "quantity", "invoice", "color", "amount2"};
     uint64_t rs = 0x7e57ed;
     for (int i = 0; i < 60000; i++) {
-        uint32_t user = (uint32_t)(cp_rand_next(&rs) % NU) * 40503u; /* several chunks */
+        uint32_t user = (uint32_t)(rand_next(&rs) % NU) * 40503u; /* several chunks */
         if (i % 7 != 0 && i > 0)
-            user = (uint32_t)(cp_rand_next(&rs) % 3) * 40503u; /* runs of a few users */
-        const char *ev = events[cp_rand_next(&rs) % 6];
-        int64_t ts = 1300000000 + (int64_t)(cp_rand_next(&rs) % 100000000) - 50000000;
+            user = (uint32_t)(rand_next(&rs) % 3) * 40503u; /* runs of a few users */
+        const char *ev = events[rand_next(&rs) % 6];
+        int64_t ts = 1300000000 + (int64_t)(rand_next(&rs) % 100000000) - 50000000;
         json_t *obj = json_object();
         ev_prop_t props[8];
         char sbuf[8][40];
         size_t n = 0;
-        int np = (int)(cp_rand_next(&rs) % 6), used = 0;
+        int np = (int)(rand_next(&rs) % 6), used = 0;
         for (int k = 0; k < np; k++) {
-            int which = (int)(cp_rand_next(&rs) % 5);
+            int which = (int)(rand_next(&rs) % 5);
             const char *name = names[which];
             if (used & (1 << which))
                 continue; /* JSON objects have one value per name */
             used |= 1 << which;
             ev_prop_t p;
             rand_value(&rs, name, obj, &p, sbuf[n]);
-            if (p.kind != PV_NONE || cp_rand_next(&rs) % 2)
+            if (p.kind != PV_NONE || rand_next(&rs) % 2)
                 props[n++] = p; /* a PV_NONE is the same as absent */
         }
         /* Shuffle: order must not matter. */
         for (size_t k = n; k > 1; k--) {
-            size_t j = (size_t)(cp_rand_next(&rs) % k);
+            size_t j = (size_t)(rand_next(&rs) % k);
             ev_prop_t t = props[k - 1];
             props[k - 1] = props[j];
             props[j] = t;
         }
-        const json_t *jp = np == 0 && cp_rand_next(&rs) % 2 ? NULL : obj;
+        const json_t *jp = np == 0 && rand_next(&rs) % 2 ? NULL : obj;
         assert_int_equal(meas_record_event(mj, user, ev, strlen(ev), jp, ts), CP_OK);
         assert_int_equal(meas_record(mt, user, ev, strlen(ev), props, n, ts), CP_OK);
         json_decref(obj);

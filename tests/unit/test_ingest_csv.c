@@ -22,7 +22,7 @@
 
 /* Reads every record of a buffer; returns them as "a|b|c\n" lines, and bad
  * records as "!<line>: <message>\n". */
-static void read_all(csv_reader_t *r, cp_buf_t *out)
+static void read_all(csv_reader_t *r, buf_t *out)
 {
     for (;;) {
         const csv_field_t *f;
@@ -32,16 +32,16 @@ static void read_all(csv_reader_t *r, cp_buf_t *out)
         if (rc == CP_EIO)
             fail_msg("read error: %s", err.message);
         if (rc) {
-            cp_buf_printf(out, "!%llu: %s\n", (unsigned long long)err.record, err.message);
+            buf_printf(out, "!%llu: %s\n", (unsigned long long)err.record, err.message);
             continue;
         }
         if (f == NULL)
             break;
         for (size_t i = 0; i < n; i++) {
             assert_int_equal(f[i].p[f[i].len], '\0');
-            cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
+            buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
         }
-        cp_buf_printf(out, "@%llu\n", (unsigned long long)csv_line(r));
+        buf_printf(out, "@%llu\n", (unsigned long long)csv_line(r));
     }
 }
 
@@ -49,13 +49,13 @@ static void expect(const char *in, size_t len, const csv_opts_t *o, const char *
 {
     csv_reader_t *r = NULL;
     assert_int_equal(csv_open_mem(in, len, o, &r, NULL), CP_OK);
-    cp_buf_t out;
-    cp_buf_init(&out, 0);
+    buf_t out;
+    buf_init(&out, 0);
     read_all(r, &out);
-    const char *got = cp_buf_cstr(&out);
+    const char *got = buf_cstr(&out);
     if (strcmp(got, want) != 0)
         fail_msg("input:\n%.*s\ngot:\n%s\nwant:\n%s", (int)len, in, got, want);
-    cp_buf_free(&out);
+    buf_free(&out);
     csv_close(r);
 }
 #define EXPECT(in, want) expect((in), sizeof(in) - 1, NULL, (want))
@@ -94,20 +94,20 @@ static void test_roundtrip_random(void **state)
     uint64_t seed = 42;
     static const char alphabet[] = "ab,\"\n\r x\xc3\xa9;";
     for (int round = 0; round < 200; round++) {
-        cp_buf_t in, want;
-        cp_buf_init(&in, 0);
-        cp_buf_init(&want, 0);
-        int nrec = 1 + (int)(cp_rand_next(&seed) % 20);
+        buf_t in, want;
+        buf_init(&in, 0);
+        buf_init(&want, 0);
+        int nrec = 1 + (int)(rand_next(&seed) % 20);
         uint64_t line = 1;
         for (int r = 0; r < nrec; r++) {
-            int nf = 1 + (int)(cp_rand_next(&seed) % 5);
+            int nf = 1 + (int)(rand_next(&seed) % 5);
             uint64_t start = line;
             for (int f = 0; f < nf; f++) {
                 char field[32];
-                int len = (int)(cp_rand_next(&seed) % 8);
+                int len = (int)(rand_next(&seed) % 8);
                 int k = 0;
                 for (int i = 0; i < len; i++) {
-                    char c = alphabet[cp_rand_next(&seed) % (sizeof alphabet - 1)];
+                    char c = alphabet[rand_next(&seed) % (sizeof alphabet - 1)];
                     if ((unsigned char)c == 0xc3) {
                         field[k++] = (char)0xc3;
                         field[k++] = (char)0xa9;
@@ -119,34 +119,34 @@ static void test_roundtrip_random(void **state)
                 }
                 field[k] = '\0';
                 int quote = strpbrk(field, ",\"\n\r") != NULL || (k == 0 && nf == 1) ||
-                            cp_rand_next(&seed) % 4 == 0;
+                            rand_next(&seed) % 4 == 0;
                 if (f)
-                    cp_buf_append(&in, ",", 1);
+                    buf_append(&in, ",", 1);
                 if (quote) {
-                    cp_buf_append(&in, "\"", 1);
+                    buf_append(&in, "\"", 1);
                     for (int i = 0; i < k; i++) {
                         if (field[i] == '"')
-                            cp_buf_append(&in, "\"", 1);
+                            buf_append(&in, "\"", 1);
                         if (field[i] == '\n')
                             line++;
-                        cp_buf_append(&in, &field[i], 1);
+                        buf_append(&in, &field[i], 1);
                     }
-                    cp_buf_append(&in, "\"", 1);
+                    buf_append(&in, "\"", 1);
                 } else {
-                    cp_buf_append(&in, field, (size_t)k);
+                    buf_append(&in, field, (size_t)k);
                 }
-                cp_buf_printf(&want, "%s%s", f ? "|" : "", field);
+                buf_printf(&want, "%s%s", f ? "|" : "", field);
             }
-            if (cp_rand_next(&seed) % 2)
-                cp_buf_append(&in, "\r\n", 2);
+            if (rand_next(&seed) % 2)
+                buf_append(&in, "\r\n", 2);
             else
-                cp_buf_append(&in, "\n", 1);
+                buf_append(&in, "\n", 1);
             line++;
-            cp_buf_printf(&want, "@%llu\n", (unsigned long long)start);
+            buf_printf(&want, "@%llu\n", (unsigned long long)start);
         }
-        expect(in.data, in.len, NULL, cp_buf_cstr(&want));
-        cp_buf_free(&in);
-        cp_buf_free(&want);
+        expect(in.data, in.len, NULL, buf_cstr(&want));
+        buf_free(&in);
+        buf_free(&want);
     }
 }
 

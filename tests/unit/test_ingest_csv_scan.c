@@ -35,7 +35,7 @@ typedef struct ref {
 enum { R_START, R_UNQUOTED, R_QUOTED, R_QUOTE_SEEN, R_BAD };
 
 /* One record as "a|b@line#offset\n" or "!line: message#offset\n"; 0 at the end. */
-static int ref_next(ref_t *r, cp_buf_t *out)
+static int ref_next(ref_t *r, buf_t *out)
 {
     char *rec = malloc(r->len + 2);
     size_t reclen = 0, nf = 1, cap = 64;
@@ -155,23 +155,23 @@ static int ref_next(ref_t *r, cp_buf_t *out)
         rec[reclen++] = '\0';
     }
     if (bad) {
-        cp_buf_printf(out, "!%llu: line %llu: %s#%zu\n", (unsigned long long)line0,
+        buf_printf(out, "!%llu: line %llu: %s#%zu\n", (unsigned long long)line0,
                       (unsigned long long)line0, why, r->pos);
         goto out;
     }
     for (size_t i = 0; i < nf; i++) {
         size_t e = i + 1 < nf ? starts[i + 1] - 1 : reclen - 1;
-        if (!cp_utf8_valid(rec + starts[i], e - starts[i])) {
-            cp_buf_printf(out, "!%llu: line %llu: column %zu: invalid UTF-8#%zu\n",
+        if (!utf8_valid(rec + starts[i], e - starts[i])) {
+            buf_printf(out, "!%llu: line %llu: column %zu: invalid UTF-8#%zu\n",
                           (unsigned long long)line0, (unsigned long long)line0, i + 1, r->pos);
             goto out;
         }
     }
     for (size_t i = 0; i < nf; i++) {
         size_t e = i + 1 < nf ? starts[i + 1] - 1 : reclen - 1;
-        cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)(e - starts[i]), rec + starts[i]);
+        buf_printf(out, "%s%.*s", i ? "|" : "", (int)(e - starts[i]), rec + starts[i]);
     }
-    cp_buf_printf(out, "@%llu#%zu\n", (unsigned long long)line0, r->pos);
+    buf_printf(out, "@%llu#%zu\n", (unsigned long long)line0, r->pos);
 out:
     free(rec);
     free(starts);
@@ -179,14 +179,14 @@ out:
 #undef RFAIL
 }
 
-static void ref_all(const char *in, size_t len, const csv_opts_t *o, cp_buf_t *out)
+static void ref_all(const char *in, size_t len, const csv_opts_t *o, buf_t *out)
 {
     ref_t r = {.in = in, .len = len, .line = 1, .o = *o};
     while (ref_next(&r, out))
         ;
 }
 
-static void read_all(csv_reader_t *r, cp_buf_t *out)
+static void read_all(csv_reader_t *r, buf_t *out)
 {
     for (;;) {
         const csv_field_t *f;
@@ -196,7 +196,7 @@ static void read_all(csv_reader_t *r, cp_buf_t *out)
         if (rc == CP_EIO)
             fail_msg("read error: %s", err.message);
         if (rc) {
-            cp_buf_printf(out, "!%llu: %s#%llu\n", (unsigned long long)err.record, err.message,
+            buf_printf(out, "!%llu: %s#%llu\n", (unsigned long long)err.record, err.message,
                           (unsigned long long)csv_offset(r));
             continue;
         }
@@ -208,9 +208,9 @@ static void read_all(csv_reader_t *r, cp_buf_t *out)
             for (size_t j = 0; j < f[i].len; j++)
                 plain &= (unsigned char)f[i].p[j] >= 0x20 && (unsigned char)f[i].p[j] < 0x7f;
             assert_int_equal(f[i].plain, plain);
-            cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
+            buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
         }
-        cp_buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
+        buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
                       (unsigned long long)csv_offset(r));
     }
 }
@@ -218,26 +218,26 @@ static void read_all(csv_reader_t *r, cp_buf_t *out)
 /* ------------------------------------------------------------ inputs */
 
 static uint64_t rnd = 0xc5a1;
-static unsigned rn(unsigned k) { return (unsigned)(cp_rand_next(&rnd) % k); }
+static unsigned rn(unsigned k) { return (unsigned)(rand_next(&rnd) % k); }
 
-static void soup(cp_buf_t *b, size_t len)
+static void soup(buf_t *b, size_t len)
 {
     static const char *const bits[] = {"a",  "b",  ",",  ",",  ";",  "\"", "\n", "\r\n",
                                        "\r", " ",  "\xc3\xa9", "\xff", "xyz", "\"\"", "\xe2\x82",
                                        "hello world", "12.5", "\0"};
     if (rn(4) == 0)
-        cp_buf_append(b, "\xEF\xBB\xBF", 3);
+        buf_append(b, "\xEF\xBB\xBF", 3);
     while (b->len < len) {
         unsigned k = rn(CP_ARRAY_LEN(bits) + 2);
         if (k >= CP_ARRAY_LEN(bits)) {
             /* a long plain run: limits, and runs across buffer refills */
             size_t run = rn(3) ? rn(40) : rn(3000);
             for (size_t i = 0; i < run; i++)
-                cp_buf_append(b, "q", 1);
+                buf_append(b, "q", 1);
             continue;
         }
         const char *s = bits[k];
-        cp_buf_append(b, s, k == CP_ARRAY_LEN(bits) - 1 ? 1 : strlen(s));
+        buf_append(b, s, k == CP_ARRAY_LEN(bits) - 1 ? 1 : strlen(s));
     }
 }
 
@@ -252,39 +252,39 @@ static csv_opts_t random_opts(void)
 
 static void compare_mem(const char *in, size_t len, const csv_opts_t *o, const char *ctx)
 {
-    cp_buf_t want, got;
-    cp_buf_init(&want, 0);
-    cp_buf_init(&got, 0);
+    buf_t want, got;
+    buf_init(&want, 0);
+    buf_init(&got, 0);
     ref_all(in, len, o, &want);
     csv_reader_t *r = NULL;
     assert_int_equal(csv_open_mem(in, len, o, &r, NULL), CP_OK);
     read_all(r, &got);
     csv_close(r);
-    if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got)))
+    if (strcmp(buf_cstr(&want), buf_cstr(&got)))
         fail_msg("%s: reader and reference differ\nwant:\n%.2000s\ngot:\n%.2000s", ctx,
-                 cp_buf_cstr(&want), cp_buf_cstr(&got));
-    cp_buf_free(&want);
-    cp_buf_free(&got);
+                 buf_cstr(&want), buf_cstr(&got));
+    buf_free(&want);
+    buf_free(&got);
 }
 
 static void test_random_soup(void **state)
 {
     (void)state;
     for (int i = 0; i < 3000; i++) {
-        cp_buf_t b;
-        cp_buf_init(&b, 0);
+        buf_t b;
+        buf_init(&b, 0);
         soup(&b, rn(400));
         csv_opts_t o = random_opts();
         char ctx[64];
         snprintf(ctx, sizeof ctx, "case %d", i);
         compare_mem(b.data ? b.data : "", b.len, &o, ctx);
-        cp_buf_free(&b);
+        buf_free(&b);
     }
 }
 
 /* b gzipped to a file, read inflated whole at open and streamed through
  * zlib: both the same as the naive reader over b. */
-static void check_gzip(const cp_buf_t *b, const csv_opts_t *opts, int round, const char *tag)
+static void check_gzip(const buf_t *b, const csv_opts_t *opts, int round, const char *tag)
 {
     csv_opts_t o = *opts;
     char path[128];
@@ -293,10 +293,10 @@ static void check_gzip(const cp_buf_t *b, const csv_opts_t *opts, int round, con
     assert_non_null(g);
     assert_int_equal(gzwrite(g, b->data, (unsigned)b->len), (int)b->len);
     gzclose(g);
-    cp_buf_t want, got, streamed;
-    cp_buf_init(&want, 0);
-    cp_buf_init(&got, 0);
-    cp_buf_init(&streamed, 0);
+    buf_t want, got, streamed;
+    buf_init(&want, 0);
+    buf_init(&got, 0);
+    buf_init(&streamed, 0);
     ref_all(b->data, b->len, &o, &want);
     csv_reader_t *r = NULL;
     assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
@@ -307,9 +307,9 @@ static void check_gzip(const cp_buf_t *b, const csv_opts_t *opts, int round, con
     read_all(r, &streamed);
     csv_close(r);
     unlink(path);
-    assert_string_equal(cp_buf_cstr(&streamed), cp_buf_cstr(&got));
-    if (strcmp(cp_buf_cstr(&want), cp_buf_cstr(&got))) {
-        const char *a = cp_buf_cstr(&want), *c = cp_buf_cstr(&got);
+    assert_string_equal(buf_cstr(&streamed), buf_cstr(&got));
+    if (strcmp(buf_cstr(&want), buf_cstr(&got))) {
+        const char *a = buf_cstr(&want), *c = buf_cstr(&got);
         size_t k = 0;
         while (a[k] && a[k] == c[k])
             k++;
@@ -317,9 +317,9 @@ static void check_gzip(const cp_buf_t *b, const csv_opts_t *opts, int round, con
         fail_msg("%s round %d differs at byte %zu:\nwant: %.400s\ngot:  %.400s", tag, round, k,
                  a + from, c + from);
     }
-    cp_buf_free(&want);
-    cp_buf_free(&got);
-    cp_buf_free(&streamed);
+    buf_free(&want);
+    buf_free(&got);
+    buf_free(&streamed);
 }
 
 /* Through gzip: several MB, so records straddle the reader's refills. */
@@ -327,8 +327,8 @@ static void test_random_gzip(void **state)
 {
     (void)state;
     for (int round = 0; round < 3; round++) {
-        cp_buf_t b;
-        cp_buf_init(&b, 0);
+        buf_t b;
+        buf_init(&b, 0);
         soup(&b, 1500000);
         csv_opts_t o = random_opts();
         if (round == 0)
@@ -338,14 +338,14 @@ static void test_random_gzip(void **state)
         o.max_record = o.max_record ? o.max_record : CSV_DEFAULT_MAX_RECORD;
         o.max_fields = o.max_fields ? o.max_fields : CSV_DEFAULT_MAX_FIELDS;
         check_gzip(&b, &o, round, "scan");
-        cp_buf_free(&b);
+        buf_free(&b);
     }
 }
 
 /* CSV-shaped input: mostly plain records (the reader's whole-record fast
  * path), with now and then a quote, a CR, a NUL, a high byte, an empty
  * line, and fields and records sized around tight limits. */
-static void records(cp_buf_t *b, size_t nrec, char d)
+static void records(buf_t *b, size_t nrec, char d)
 {
     static const char *const rare[] = {"\"q\"", "\r", "\xc3\xa9", "\xff", "x\"y", "\xe2\x82",
                                        "\"a\nb\"", "\xf0\x9f\x98\x80"};
@@ -353,23 +353,23 @@ static void records(cp_buf_t *b, size_t nrec, char d)
         unsigned nf = rn(6) ? 1 + rn(9) : 1;
         for (unsigned f = 0; f < nf; f++) {
             if (f)
-                cp_buf_append(b, &d, 1);
+                buf_append(b, &d, 1);
             unsigned len = rn(4) ? rn(12) : rn(70);
             for (unsigned i = 0; i < len; i++) {
                 char c = (char)('a' + rn(26));
-                cp_buf_append(b, &c, 1);
+                buf_append(b, &c, 1);
             }
             if (rn(40) == 0) {
                 const char *x = rare[rn(CP_ARRAY_LEN(rare))];
-                cp_buf_append(b, x, strlen(x));
+                buf_append(b, x, strlen(x));
             }
             if (rn(200) == 0)
-                cp_buf_append(b, "\0", 1);
+                buf_append(b, "\0", 1);
         }
         if (rn(3) == 0)
-            cp_buf_append(b, "\r", 1);
+            buf_append(b, "\r", 1);
         if (rn(50) || r + 1 < nrec) /* sometimes no final newline */
-            cp_buf_append(b, "\n", 1);
+            buf_append(b, "\n", 1);
     }
 }
 
@@ -378,10 +378,10 @@ static void test_random_records(void **state)
     (void)state;
     static const char delims[] = {',', ',', ';', '\t', '\r', '\xa7'};
     for (int i = 0; i < 2000; i++) {
-        cp_buf_t b;
-        cp_buf_init(&b, 0);
+        buf_t b;
+        buf_init(&b, 0);
         if (rn(8) == 0)
-            cp_buf_append(&b, "\xEF\xBB\xBF", 3);
+            buf_append(&b, "\xEF\xBB\xBF", 3);
         char d = delims[rn(CP_ARRAY_LEN(delims))];
         records(&b, 1 + rn(40), d);
         csv_opts_t o = {.delim = d};
@@ -391,7 +391,7 @@ static void test_random_records(void **state)
         char ctx[64];
         snprintf(ctx, sizeof ctx, "records %d", i);
         compare_mem(b.data ? b.data : "", b.len, &o, ctx);
-        cp_buf_free(&b);
+        buf_free(&b);
     }
 }
 
@@ -401,8 +401,8 @@ static void test_records_gzip(void **state)
 {
     (void)state;
     for (int round = 0; round < 3; round++) {
-        cp_buf_t b;
-        cp_buf_init(&b, 0);
+        buf_t b;
+        buf_init(&b, 0);
         char d = round == 2 ? ';' : ',';
         records(&b, 20000, d);
         csv_opts_t o = {.delim = d,
@@ -410,7 +410,7 @@ static void test_records_gzip(void **state)
                         .max_record = round ? 150 : CSV_DEFAULT_MAX_RECORD,
                         .max_fields = round ? 8 : CSV_DEFAULT_MAX_FIELDS};
         check_gzip(&b, &o, round, "rec");
-        cp_buf_free(&b);
+        buf_free(&b);
     }
 }
 
@@ -457,7 +457,7 @@ static void test_block_edges(void **state)
 }
 
 /* Every record and the final error of a reader, EIO included. */
-static void read_to_end(csv_reader_t *r, cp_buf_t *out)
+static void read_to_end(csv_reader_t *r, buf_t *out)
 {
     for (;;) {
         const csv_field_t *f;
@@ -465,23 +465,23 @@ static void read_to_end(csv_reader_t *r, cp_buf_t *out)
         cp_error_t err = {0};
         cp_status rc = csv_next(r, &f, &n, &err);
         if (rc == CP_EIO) {
-            cp_buf_printf(out, "EIO %s\n", err.message);
+            buf_printf(out, "EIO %s\n", err.message);
             return;
         }
         if (rc) {
-            cp_buf_printf(out, "!%s\n", err.message);
+            buf_printf(out, "!%s\n", err.message);
             continue;
         }
         if (f == NULL)
             return;
         for (size_t i = 0; i < n; i++)
-            cp_buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
-        cp_buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
+            buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
+        buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
                       (unsigned long long)csv_offset(r));
     }
 }
 
-static void read_file(const char *path, int stream, cp_buf_t *out)
+static void read_file(const char *path, int stream, buf_t *out)
 {
     csv_opts_t o = {.stream = stream};
     csv_reader_t *r = NULL;
@@ -499,8 +499,8 @@ static void test_gzip_whole_vs_stream(void **state)
     (void)state;
     char path[128];
     snprintf(path, sizeof path, "/tmp/cp-test-csv-whole-%ld.gz", (long)getpid());
-    cp_buf_t a, want, got;
-    cp_buf_init(&a, 0);
+    buf_t a, want, got;
+    buf_init(&a, 0);
     records(&a, 30000, ',');
     /* three members */
     for (int m = 0; m < 3; m++) {
@@ -510,12 +510,12 @@ static void test_gzip_whole_vs_stream(void **state)
         assert_int_equal(gzwrite(g, a.data + from, (unsigned)(to - from)), (int)(to - from));
         gzclose(g);
     }
-    cp_buf_init(&want, 0);
-    cp_buf_init(&got, 0);
+    buf_init(&want, 0);
+    buf_init(&got, 0);
     read_file(path, 1, &want);
     read_file(path, 0, &got);
     assert_true(want.len > a.len / 2);
-    assert_string_equal(cp_buf_cstr(&got), cp_buf_cstr(&want));
+    assert_string_equal(buf_cstr(&got), buf_cstr(&want));
 
     /* resume after record 1000 of a whole-inflated reader */
     csv_reader_t *r = NULL;
@@ -529,20 +529,20 @@ static void test_gzip_whole_vs_stream(void **state)
     csv_close(r);
     for (int stream = 0; stream < 2; stream++) {
         csv_opts_t o = {.stream = stream};
-        cp_buf_t rest;
-        cp_buf_init(&rest, 0);
+        buf_t rest;
+        buf_init(&rest, 0);
         assert_int_equal(csv_open(path, &o, &r, NULL), CP_OK);
         assert_int_equal(csv_seek(r, off, line, NULL), CP_OK);
         read_to_end(r, &rest);
         csv_close(r);
         /* the tail of the full read, from the record after the 1000th */
-        const char *full = cp_buf_cstr(&want);
+        const char *full = buf_cstr(&want);
         char mark[64];
         snprintf(mark, sizeof mark, "#%llu\n", (unsigned long long)off);
         const char *at = strstr(full, mark);
         assert_non_null(at);
-        assert_string_equal(cp_buf_cstr(&rest), at + strlen(mark));
-        cp_buf_free(&rest);
+        assert_string_equal(buf_cstr(&rest), at + strlen(mark));
+        buf_free(&rest);
     }
 
     /* inflating past the whole-file bound (64 MiB): streamed instead, the
@@ -580,18 +580,18 @@ static void test_gzip_whole_vs_stream(void **state)
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(truncate(path, sb.st_size - 1000), 0);
-    cp_buf_free(&want);
-    cp_buf_free(&got);
-    cp_buf_init(&want, 0);
-    cp_buf_init(&got, 0);
+    buf_free(&want);
+    buf_free(&got);
+    buf_init(&want, 0);
+    buf_init(&got, 0);
     read_file(path, 1, &want);
     read_file(path, 0, &got);
-    assert_non_null(strstr(cp_buf_cstr(&want), "EIO "));
-    assert_string_equal(cp_buf_cstr(&got), cp_buf_cstr(&want));
+    assert_non_null(strstr(buf_cstr(&want), "EIO "));
+    assert_string_equal(buf_cstr(&got), buf_cstr(&want));
     unlink(path);
-    cp_buf_free(&want);
-    cp_buf_free(&got);
-    cp_buf_free(&a);
+    buf_free(&want);
+    buf_free(&got);
+    buf_free(&a);
 }
 
 int main(void)

@@ -66,8 +66,8 @@ static void run_random(size_t max, int64_t window, uint64_t seed, int steps)
     uint64_t st = seed;
     size_t keyspace = max * 3 + 7;
     for (int i = 0; i < steps; i++) {
-        now += (int64_t)(cp_rand_next(&st) % 50);
-        uint64_t h = cp_rand_next(&st) % keyspace + 1;
+        now += (int64_t)(rand_next(&st) % 50);
+        uint64_t h = rand_next(&st) % keyspace + 1;
         int a = dedup_check(d, h, now), b = ref_seen(&r, h, now, window);
         if (a != b)
             fail_msg("step %d: key %llu at %lld: dedup %d, reference %d", i,

@@ -290,17 +290,17 @@ static const struct {
 static void test_bad_batch_lists_every_event(void **state)
 {
     (void)state;
-    cp_buf_t body;
-    cp_buf_init(&body, 0);
-    cp_buf_printf(&body, "{\"batch\":[");
+    buf_t body;
+    buf_init(&body, 0);
+    buf_printf(&body, "{\"batch\":[");
     size_t n = CP_ARRAY_LEN(bad_events);
     for (size_t i = 0; i < n; i++) {
         /* a good event between every bad one */
-        cp_buf_printf(&body, "{\"type\":\"track\",\"userId\":\"ok\",\"event\":\"e\","
+        buf_printf(&body, "{\"type\":\"track\",\"userId\":\"ok\",\"event\":\"e\","
                              "\"timestamp\":\"2020-01-01\"},%s,",
                       bad_events[i].event);
     }
-    cp_buf_printf(&body, "{\"type\":\"page\",\"userId\":\"ok\",\"timestamp\":\"2020-01-01\"}]}");
+    buf_printf(&body, "{\"type\":\"page\",\"userId\":\"ok\",\"timestamp\":\"2020-01-01\"}]}");
     for (int strict = 0; strict <= 1; strict++) {
         ingest_batch_t b;
         ingest_batch_init(&b);
@@ -328,7 +328,7 @@ static void test_bad_batch_lists_every_event(void **state)
         }
         ingest_batch_free(&b);
     }
-    cp_buf_free(&body);
+    buf_free(&body);
 }
 
 static void test_whole_body_errors(void **state)
@@ -366,9 +366,9 @@ static void test_whole_body_errors(void **state)
     char *pad = malloc(big + 1);
     memset(pad, 'x', big);
     pad[big] = '\0';
-    cp_buf_t body;
-    cp_buf_init(&body, 0);
-    cp_buf_printf(&body, "{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
+    buf_t body;
+    buf_init(&body, 0);
+    buf_printf(&body, "{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
                          "\"properties\":{\"p\":\"%s\"}}]}",
                   pad);
     ingest_batch_init(&b);
@@ -379,30 +379,30 @@ static void test_whole_body_errors(void **state)
     ingest_batch_init(&b);
     assert_int_equal(segment_parse(ING_TRACK, body.data, body.len, NULL, &b, &err), CP_ELIMIT);
     ingest_batch_free(&b);
-    cp_buf_reset(&body);
-    cp_buf_printf(&body, "{\"batch\":[");
+    buf_reset(&body);
+    buf_printf(&body, "{\"batch\":[");
     for (int i = 0; i < 20; i++)
-        cp_buf_printf(&body, "%s{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
+        buf_printf(&body, "%s{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
                              "\"properties\":{\"p\":\"%.30000s\"}}",
                       i ? "," : "", pad);
-    cp_buf_printf(&body, "]}");
+    buf_printf(&body, "]}");
     ingest_batch_init(&b);
     assert_int_equal(segment_parse(ING_NONE, body.data, body.len, NULL, &b, &err), CP_ELIMIT);
     assert_non_null(strstr(err.message, "512000"));
     ingest_batch_free(&b);
-    cp_buf_free(&body);
+    buf_free(&body);
     free(pad);
 }
 
 static void test_many_reasons_capped(void **state)
 {
     (void)state;
-    cp_buf_t body;
-    cp_buf_init(&body, 0);
-    cp_buf_printf(&body, "{\"batch\":[");
+    buf_t body;
+    buf_init(&body, 0);
+    buf_printf(&body, "{\"batch\":[");
     for (int i = 0; i < INGEST_MAX_REPORTED + 500; i++)
-        cp_buf_printf(&body, "%s{\"type\":\"track\"}", i ? "," : "");
-    cp_buf_printf(&body, "]}");
+        buf_printf(&body, "%s{\"type\":\"track\"}", i ? "," : "");
+    buf_printf(&body, "]}");
     ingest_batch_t b;
     ingest_batch_init(&b);
     cp_error_t err = {0};
@@ -410,7 +410,7 @@ static void test_many_reasons_capped(void **state)
     assert_int_equal(b.rejected, INGEST_MAX_REPORTED + 500);
     assert_int_equal(b.nrejects, INGEST_MAX_REPORTED);
     ingest_batch_free(&b);
-    cp_buf_free(&body);
+    buf_free(&body);
 }
 
 static const ingest_warning_t *warning_of(const ingest_batch_t *b, size_t index,

@@ -52,9 +52,9 @@ static void test_strmap(void **state)
     uint64_t rng = 7;
     char k[32];
     for (int round = 0; round < 20000; round++) {
-        int i = (int)(cp_rand_next(&rng) % N);
+        int i = (int)(rand_next(&rng) % N);
         int n = snprintf(k, sizeof k, "key-%d", i);
-        if (cp_rand_next(&rng) % 3 == 0) {
+        if (rand_next(&rng) % 3 == 0) {
             strmap_del(&m, k, (size_t)n);
             live[i] = 0;
         } else {

@@ -733,14 +733,14 @@ static void test_random_vs_naive(void **state)
     }
     uint64_t rng = 20240611;
     for (int step = 0; step < 400; step++) {
-        uint64_t what = cp_rand_next(&rng) % 100;
+        uint64_t what = rand_next(&rng) % 100;
         if (what < 75) {
             /* An event with 1..4 keys: predict, then apply. */
-            size_t n = 1 + cp_rand_next(&rng) % 4;
+            size_t n = 1 + rand_next(&rng) % 4;
             const char *ev[4];
             int ki[4];
             for (size_t i = 0; i < n; i++) {
-                ki[i] = (int)(cp_rand_next(&rng) % NK);
+                ki[i] = (int)(rand_next(&rng) % NK);
                 ev[i] = keys[ki[i]];
             }
             uint32_t roots[4], origs[4];
@@ -801,7 +801,7 @@ static void test_random_vs_naive(void **state)
                     live[nl++] = i;
             if (nl == 0)
                 continue;
-            size_t i = live[cp_rand_next(&rng) % nl];
+            size_t i = live[rand_next(&rng) % nl];
             identity_unmerge_t u;
             assert_int_equal(identity_unmerge(e.t, i + 1, 0, &u, &err), CP_OK);
             assert_int_equal(u.iu_absorbed, md.m[i].a);
@@ -810,7 +810,7 @@ static void test_random_vs_naive(void **state)
             md.m[i].live = 0;
         } else if (what < 95) {
             /* Delete the user of a random known key. */
-            int k = (int)(cp_rand_next(&rng) % NK);
+            int k = (int)(rand_next(&rng) % NK);
             if (md.orig[k] < 0)
                 continue;
             uint32_t root = m_root(&md, (uint32_t)md.orig[k]);

@@ -263,19 +263,19 @@ static void test_precedence_and_flattening(void **state)
     expr_free(e);
 
     /* a long flat chain is one node and no deep recursion */
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     for (int i = 0; i < 3000; i++)
-        assert_int_equal(cp_buf_printf(&b, "%sx%d = %d", i ? " OR " : "", i, i), CP_OK);
-    e = parse_ok(cp_buf_cstr(&b));
+        assert_int_equal(buf_printf(&b, "%sx%d = %d", i ? " OR " : "", i, i), CP_OK);
+    e = parse_ok(buf_cstr(&b));
     assert_int_equal(expr_root(e)->kind, EXPR_OR);
     assert_int_equal(expr_root(e)->nargs, 3000);
     assert_int_equal(expr_root(e)->args[2999]->values[0].i, 2999);
     char *t = expr_to_text(expr_root(e));
-    assert_string_equal(t, cp_buf_cstr(&b));
+    assert_string_equal(t, buf_cstr(&b));
     free(t);
     expr_free(e);
-    cp_buf_free(&b);
+    buf_free(&b);
 }
 
 static void test_values_and_positions(void **state)
@@ -523,14 +523,14 @@ static void test_errors(void **state)
 
 static char *repeat(const char *pre, int n, const char *mid, const char *post, int m)
 {
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     for (int i = 0; i < n; i++)
-        assert_int_equal(cp_buf_printf(&b, "%s", pre), CP_OK);
-    assert_int_equal(cp_buf_printf(&b, "%s", mid), CP_OK);
+        assert_int_equal(buf_printf(&b, "%s", pre), CP_OK);
+    assert_int_equal(buf_printf(&b, "%s", mid), CP_OK);
     for (int i = 0; i < m; i++)
-        assert_int_equal(cp_buf_printf(&b, "%s", post), CP_OK);
-    cp_buf_cstr(&b);
+        assert_int_equal(buf_printf(&b, "%s", post), CP_OK);
+    buf_cstr(&b);
     return b.data;
 }
 
@@ -876,7 +876,7 @@ static uint64_t rng;
 
 static uint64_t rnd(uint64_t n)
 {
-    return cp_rand_next(&rng) % n;
+    return rand_next(&rng) % n;
 }
 
 /* A random string: ASCII letters, quotes, backslashes, control characters,
@@ -928,13 +928,13 @@ static double rnd_real(void)
     case 1:
         return rnd(2) ? -0.0 : 0.0;
     case 2:
-        return (cp_rand_double(&rng) - 0.5) * 1e6;
+        return (rand_double(&rng) - 0.5) * 1e6;
     case 3:
         return rnd(2) ? 1e300 : 5e-324;
     default: {
         double d;
         do {
-            uint64_t bits = cp_rand_next(&rng);
+            uint64_t bits = rand_next(&rng);
             memcpy(&d, &bits, sizeof d);
         } while (!isfinite(d));
         return d;
@@ -947,7 +947,7 @@ static json_t *rnd_value(void)
     switch (rnd(5)) {
     case 0: {
         static const int64_t edge[] = {0, 1, -1, INT64_MAX, INT64_MIN, 25, 40};
-        return json_integer(rnd(2) ? edge[rnd(CP_ARRAY_LEN(edge))] : (int64_t)cp_rand_next(&rng));
+        return json_integer(rnd(2) ? edge[rnd(CP_ARRAY_LEN(edge))] : (int64_t)rand_next(&rng));
     }
     case 1:
         return json_real(rnd_real());
@@ -971,7 +971,7 @@ static int64_t rnd_day(void)
 static json_t *day_json(int64_t day)
 {
     char t[40];
-    cp_time_format(day * 86400, t, sizeof t);
+    time_format(day * 86400, t, sizeof t);
     return json_stringn(t, 10);
 }
 
@@ -1101,9 +1101,9 @@ static json_t *rnd_leaf(void)
         return json_pack("{s:s,s:o}", "attr", rnd_attr(), "in", a);
     }
     default: {
-        double lat = rnd(8) == 0 ? (rnd(2) ? 90.0 : -90.0) : (cp_rand_double(&rng) - 0.5) * 180;
-        double lon = rnd(8) == 0 ? (rnd(2) ? 180.0 : -180.0) : (cp_rand_double(&rng) - 0.5) * 360;
-        double radius = rnd(2) ? (double)(rnd(5000) + 1) : cp_rand_double(&rng) * 100 + 1e-9;
+        double lat = rnd(8) == 0 ? (rnd(2) ? 90.0 : -90.0) : (rand_double(&rng) - 0.5) * 180;
+        double lon = rnd(8) == 0 ? (rnd(2) ? 180.0 : -180.0) : (rand_double(&rng) - 0.5) * 360;
+        double radius = rnd(2) ? (double)(rnd(5000) + 1) : rand_double(&rng) * 100 + 1e-9;
         json_t *n = json_pack("{s:f,s:f,s:f,s:s}", "lat", lat, "lon", lon, "radius", radius, "unit",
                               rnd(2) ? "km" : "m");
         if (rnd(2))
@@ -1142,7 +1142,7 @@ static int leaf_truth(const json_t *leaf, uint64_t seed)
 {
     char *d = json_dumps(leaf, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     assert_non_null(d);
-    int v = (int)(cp_hash64(d, strlen(d), seed) & 1);
+    int v = (int)(hash64(d, strlen(d), seed) & 1);
     free(d);
     return v;
 }
@@ -1264,37 +1264,37 @@ static void round_trip(const json_t *j)
  * quotes, \u escapes (with surrogate pairs) for arbitrary characters,
  * %.17g reals. Whatever it writes must parse to the same tree.
  */
-static void put(cp_buf_t *b, const char *s)
+static void put(buf_t *b, const char *s)
 {
-    assert_int_equal(cp_buf_append(b, s, strlen(s)), CP_OK);
+    assert_int_equal(buf_append(b, s, strlen(s)), CP_OK);
 }
 
-static void noisy_ws(cp_buf_t *b, int needed)
+static void noisy_ws(buf_t *b, int needed)
 {
     static const char *const ws[] = {" ", "  ", "\n", "\t", " \r\n  "};
     if (needed || rnd(2))
         put(b, ws[rnd(CP_ARRAY_LEN(ws))]);
 }
 
-static void noisy_kw(cp_buf_t *b, const char *kw)
+static void noisy_kw(buf_t *b, const char *kw)
 {
     for (; *kw; kw++) {
         char c = *kw;
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
             c = rnd(2) ? (char)(c & ~0x20) : (char)(c | 0x20);
-        assert_int_equal(cp_buf_append(b, &c, 1), CP_OK);
+        assert_int_equal(buf_append(b, &c, 1), CP_OK);
     }
 }
 
-static void put_u(cp_buf_t *b, uint32_t u)
+static void put_u(buf_t *b, uint32_t u)
 {
-    assert_int_equal(cp_buf_printf(b, rnd(2) ? "\\u%04x" : "\\u%04X", (unsigned)u), CP_OK);
+    assert_int_equal(buf_printf(b, rnd(2) ? "\\u%04x" : "\\u%04X", (unsigned)u), CP_OK);
 }
 
-static void noisy_string(cp_buf_t *b, const char *s, size_t n)
+static void noisy_string(buf_t *b, const char *s, size_t n)
 {
     char q = rnd(2) ? '"' : '\'';
-    assert_int_equal(cp_buf_append(b, &q, 1), CP_OK);
+    assert_int_equal(buf_append(b, &q, 1), CP_OK);
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
         size_t k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
@@ -1303,7 +1303,7 @@ static void noisy_string(cp_buf_t *b, const char *s, size_t n)
             cp = (cp << 6) | ((unsigned char)s[i + m] & 0x3Fu);
         if (c == (unsigned char)q || c == '\\' || ((c == '"' || c == '\'') && rnd(2))) {
             char esc[2] = {'\\', (char)c};
-            assert_int_equal(cp_buf_append(b, esc, 2), CP_OK);
+            assert_int_equal(buf_append(b, esc, 2), CP_OK);
         } else if (cp < 0x20 || rnd(4) == 0) {
             if (cp > 0xFFFF) {
                 put_u(b, 0xD800 + ((cp - 0x10000) >> 10));
@@ -1312,14 +1312,14 @@ static void noisy_string(cp_buf_t *b, const char *s, size_t n)
                 put_u(b, cp);
             }
         } else {
-            assert_int_equal(cp_buf_append(b, s + i, k), CP_OK);
+            assert_int_equal(buf_append(b, s + i, k), CP_OK);
         }
         i += k;
     }
-    assert_int_equal(cp_buf_append(b, &q, 1), CP_OK);
+    assert_int_equal(buf_append(b, &q, 1), CP_OK);
 }
 
-static void noisy_real(cp_buf_t *b, double v, int force_real)
+static void noisy_real(buf_t *b, double v, int force_real)
 {
     char num[64];
     snprintf(num, sizeof num, "%.17g", v);
@@ -1328,11 +1328,11 @@ static void noisy_real(cp_buf_t *b, double v, int force_real)
     put(b, num);
 }
 
-static void noisy_value(cp_buf_t *b, const expr_value_t *v)
+static void noisy_value(buf_t *b, const expr_value_t *v)
 {
     switch (v->kind) {
     case VAL_INT:
-        assert_int_equal(cp_buf_printf(b, "%lld", (long long)v->i), CP_OK);
+        assert_int_equal(buf_printf(b, "%lld", (long long)v->i), CP_OK);
         break;
     case VAL_REAL:
         noisy_real(b, v->r, 1);
@@ -1376,7 +1376,7 @@ static int is_ident(const char *s, size_t len)
     return 1;
 }
 
-static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
+static void noisy_node(buf_t *b, const expr_node_t *n, int need_paren)
 {
     static const char *const ops[][2] = {{"", ""},     {"=", "=="}, {"!=", "<>"}, {"<", "<"},
                                          {"<=", "<="}, {">", ">"},  {">=", ">="}};
@@ -1472,7 +1472,7 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
         noisy_ws(b, 1);
         noisy_kw(b, n->kind == EXPR_WITHIN ? "last" : "than");
         noisy_ws(b, 1);
-        assert_int_equal(cp_buf_printf(b, "%d", (int)(weeks ? n->rel_days / 7 : n->rel_days)),
+        assert_int_equal(buf_printf(b, "%d", (int)(weeks ? n->rel_days / 7 : n->rel_days)),
                          CP_OK);
         if (rnd(3) == 0)
             noisy_ws(b, 1);
@@ -1578,7 +1578,7 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
             noisy_ws(b, 1);
             int weeks = n->did.last_days % 7 == 0 && rnd(2);
             assert_int_equal(
-                cp_buf_printf(b, "%d", (int)(weeks ? n->did.last_days / 7 : n->did.last_days)),
+                buf_printf(b, "%d", (int)(weeks ? n->did.last_days / 7 : n->did.last_days)),
                 CP_OK);
             if (rnd(3) == 0)
                 noisy_ws(b, 1);
@@ -1593,11 +1593,11 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
                     noisy_kw(b, "and");
                     noisy_ws(b, 1);
                 }
-                cp_time_format((int64_t)(k ? n->did.to : n->did.from) * 86400, t, sizeof t);
+                time_format((int64_t)(k ? n->did.to : n->did.from) * 86400, t, sizeof t);
                 if (rnd(2))
                     noisy_string(b, t, 10);
                 else
-                    assert_int_equal(cp_buf_append(b, t, 10), CP_OK);
+                    assert_int_equal(buf_append(b, t, 10), CP_OK);
             }
         }
         noisy_ws(b, 0);
@@ -1623,7 +1623,7 @@ static void noisy_node(cp_buf_t *b, const expr_node_t *n, int need_paren)
             }
             put(b, ops[n->op][rnd(2)]);
             noisy_ws(b, 0);
-            assert_int_equal(cp_buf_printf(b, "%lld", (long long)n->did.count), CP_OK);
+            assert_int_equal(buf_printf(b, "%lld", (long long)n->did.count), CP_OK);
         }
         break;
     }
@@ -1639,12 +1639,12 @@ static void noisy_round_trip(const json_t *j)
     expr_t *t = NULL, *t2 = NULL;
     cp_error_t err;
     assert_int_equal(expr_from_json(j, &t, &err), CP_OK);
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     noisy_ws(&b, 0);
     noisy_node(&b, expr_root(t), 0);
     noisy_ws(&b, 0);
-    const char *text = cp_buf_cstr(&b);
+    const char *text = buf_cstr(&b);
     if (expr_parse(text, b.len, &t2, &err) != CP_OK) {
         print_error("noisy text <%s>: %s\n", text, err.message);
         fail();
@@ -1654,7 +1654,7 @@ static void noisy_round_trip(const json_t *j)
         print_error("noisy text <%s>\n  want <%s>\n  got  <%s>\n", text, want, got);
         fail();
     }
-    cp_buf_free(&b);
+    buf_free(&b);
     expr_free(t2);
     expr_free(t);
 }

@@ -108,12 +108,12 @@ typedef struct pop {
 
 static uint32_t rnd(uint64_t *s, uint32_t n)
 {
-    return n ? (uint32_t)(cp_rand_next(s) % n) : 0;
+    return n ? (uint32_t)(rand_next(s) % n) : 0;
 }
 
 static double rndd(uint64_t *s, double lo, double hi)
 {
-    return lo + (hi - lo) * cp_rand_double(s);
+    return lo + (hi - lo) * rand_double(s);
 }
 
 static void *xcalloc(size_t n, size_t sz)
@@ -164,10 +164,10 @@ static roaring_bitmap_t *random_set(uint64_t *s, const pop_t *p, uint8_t *m, int
         switch (sh.kind) {
         case 1:
         case 2:
-            v = cp_rand_double(s) < sh.p;
+            v = rand_double(s) < sh.p;
             break;
         case 3:
-            if (cp_rand_double(s) < sh.p)
+            if (rand_double(s) < sh.p)
                 in_run = !in_run;
             v = in_run;
             break;
@@ -195,9 +195,9 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
     for (uint32_t u = 0; u < n; u++) {
         if ((u & 0xFFFF) == 0)
             dead_chunk = n > 65536 && rnd(s, 8) == 0;
-        if (cp_rand_double(s) < 0.001)
+        if (rand_double(s) < 0.001)
             in_hole = !in_hole;
-        p->live[u] = !dead_chunk && !in_hole && cp_rand_double(s) > 0.05;
+        p->live[u] = !dead_chunk && !in_hole && rand_double(s) > 0.05;
         if (p->live[u])
             roaring_bitmap_add(p->universe, u);
     }
@@ -228,7 +228,7 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
         p->num[a] = xcalloc(n, sizeof(int64_t));
         p->numhas[a] = xcalloc(n, 1);
         for (uint32_t u = 0; u < n; u++) {
-            if (!p->live[u] || cp_rand_double(s) < 0.2)
+            if (!p->live[u] || rand_double(s) < 0.2)
                 continue;
             int64_t v;
             if (a == 0) {
@@ -240,7 +240,7 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
                                                   INT64_MAX - 1, 0,         -1};
                     v = ext[rnd(s, CP_ARRAY_LEN(ext))];
                 } else if (r < 8) {
-                    v = (int64_t)cp_rand_next(s);
+                    v = (int64_t)rand_next(s);
                 } else {
                     v = (int64_t)rnd(s, 2001) - 1000;
                 }
@@ -262,7 +262,7 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
             p->catbm[a][v] = roaring_bitmap_create();
         for (uint32_t u = 0; u < n; u++) {
             p->cat[a][u] = -1;
-            if (!p->live[u] || cp_rand_double(s) < 0.25)
+            if (!p->live[u] || rand_double(s) < 0.25)
                 continue;
             /* skewed: the last value of each attribute is rare */
             int v = (int)rnd(s, (uint32_t)CAT_NV[a]);
@@ -281,7 +281,7 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
     p->lon = xcalloc(n, sizeof(double));
     p->geohas = xcalloc(n, 1);
     for (uint32_t u = 0; u < n; u++) {
-        if (!p->live[u] || cp_rand_double(s) < 0.25)
+        if (!p->live[u] || rand_double(s) < 0.25)
             continue;
         double lat, lon;
         if (rnd(s, 10) == 0) {
@@ -318,7 +318,7 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
             if (sh.kind == 3 || sh.kind == 4)
                 sh = (shape_t){2, 0.7};
         }
-        if (sh.kind == 0 || cp_rand_double(s) >= sh.p || (!p->live[u] && rnd(s, 2)))
+        if (sh.kind == 0 || rand_double(s) >= sh.p || (!p->live[u] && rnd(s, 2)))
             continue;
         int k = 1 + (int)rnd(s, 2);
         for (int i = 0; i < k; i++) {
@@ -543,8 +543,8 @@ typedef struct gen {
     int budget; /* leaves left for this expression (keeps the naive side fast) */
 } gen_t;
 
-static void emit(cp_buf_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void emit(cp_buf_t *t, const char *fmt, ...)
+static void emit(buf_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(buf_t *t, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -552,7 +552,7 @@ static void emit(cp_buf_t *t, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     assert_true(n >= 0 && (size_t)n < sizeof tmp);
-    assert_int_equal(cp_buf_append(t, tmp, (size_t)n), CP_OK);
+    assert_int_equal(buf_append(t, tmp, (size_t)n), CP_OK);
 }
 
 static const char *kw(gen_t *g, const char *upper, const char *lower)
@@ -591,17 +591,17 @@ static int64_t pick_int(gen_t *g, int a)
 }
 
 /* Writes value v of numeric attribute a (timestamps as text or epoch). */
-static void emit_num(gen_t *g, cp_buf_t *t, int a, int64_t *v)
+static void emit_num(gen_t *g, buf_t *t, int a, int64_t *v)
 {
     if (a == 2) {
         char buf[40];
         uint32_t r = rnd(g->s, 3);
         if (r == 0) { /* a date: midnight UTC */
             *v -= ((*v % 86400) + 86400) % 86400;
-            cp_time_format(*v, buf, sizeof buf);
+            time_format(*v, buf, sizeof buf);
             emit(t, "\"%.10s\"", buf);
         } else if (r == 1) {
-            cp_time_format(*v, buf, sizeof buf);
+            time_format(*v, buf, sizeof buf);
             emit(t, "\"%s\"", buf);
         } else {
             emit(t, "%lld", (long long)*v);
@@ -612,7 +612,7 @@ static void emit_num(gen_t *g, cp_buf_t *t, int a, int64_t *v)
 }
 
 /* did(): text and expected members from the event list. */
-static void gen_did(gen_t *g, cp_buf_t *t, uint8_t *res)
+static void gen_did(gen_t *g, buf_t *t, uint8_t *res)
 {
     pop_t *p = g->p;
     int visit = rnd(g->s, 4) == 0;
@@ -663,8 +663,8 @@ static void gen_did(gen_t *g, cp_buf_t *t, uint8_t *res)
     default: {
         int64_t a = AS_OF - 45 + (int64_t)rnd(g->s, 52), b = a + (int64_t)rnd(g->s, 30);
         char ta[40], tb[40];
-        cp_time_format(a * 86400, ta, sizeof ta);
-        cp_time_format(b * 86400, tb, sizeof tb);
+        time_format(a * 86400, ta, sizeof ta);
+        time_format(b * 86400, tb, sizeof tb);
         emit(t, rnd(g->s, 2) ? ", between %.10s and %.10s" : ", BETWEEN '%.10s' AND \"%.10s\"", ta,
              tb);
         d0 = a;
@@ -693,7 +693,7 @@ static void gen_did(gen_t *g, cp_buf_t *t, uint8_t *res)
     free(sum);
 }
 
-static void gen_leaf(gen_t *g, cp_buf_t *t, uint8_t *res)
+static void gen_leaf(gen_t *g, buf_t *t, uint8_t *res)
 {
     pop_t *p = g->p;
     uint32_t n = p->n;
@@ -823,11 +823,11 @@ static void gen_leaf(gen_t *g, cp_buf_t *t, uint8_t *res)
         double r = radii[rnd(g->s, CP_ARRAY_LEN(radii))] * rndd(g->s, 0.5, 1.5);
         int km = rnd(g->s, 2);
         char latb[32], lonb[32], rb[32];
-        cp_fmt_double(lat, latb, sizeof latb);
-        cp_fmt_double(lon, lonb, sizeof lonb);
+        fmt_double(lat, latb, sizeof latb);
+        fmt_double(lon, lonb, sizeof lonb);
         /* the radius as written must be the radius we check */
         r = km ? round(r / 10) / 100 : round(r);
-        cp_fmt_double(r, rb, sizeof rb);
+        fmt_double(r, rb, sizeof rb);
         emit(t, "near(%s%s, %s, %s%s)", rnd(g->s, 2) ? "home, " : "", latb, lonb, rb,
              km ? "km" : "m");
         double rm = km ? r * 1000 : r;
@@ -844,7 +844,7 @@ static void gen_leaf(gen_t *g, cp_buf_t *t, uint8_t *res)
 
 /* Generates an expression of nesting `depth` (>= 1 means a compound at
  * the top), writes its text to t and its expected members to res. */
-static void gen_expr(gen_t *g, int depth, int force, cp_buf_t *t, uint8_t *res)
+static void gen_expr(gen_t *g, int depth, int force, buf_t *t, uint8_t *res)
 {
     pop_t *p = g->p;
     uint32_t n = p->n;
@@ -959,17 +959,17 @@ static void run_population(uint64_t seed, uint32_t n, int cases, eval_engine_t *
         cases = 1;
     pop_t *p = pop_new(&s, n);
     uint8_t *res = xcalloc(n, 1);
-    cp_buf_t t;
-    cp_buf_init(&t, 0);
+    buf_t t;
+    buf_init(&t, 0);
     gen_t g = {p, &s, 0};
     for (int c = 0; c < cases; c++) {
         uint64_t case_seed = s;
-        cp_buf_reset(&t);
+        buf_reset(&t);
         g.budget = 6 + (int)rnd(&s, 14);
         gen_expr(&g, 4 + (int)rnd(&s, 2), 1, &t, res);
-        check_case(p, cp_buf_cstr(&t), res, e1, e4, case_seed);
+        check_case(p, buf_cstr(&t), res, e1, e4, case_seed);
     }
-    cp_buf_free(&t);
+    buf_free(&t);
     free(res);
     pop_free(p);
 }
@@ -1487,7 +1487,7 @@ static void test_dense_or_counts(void **state)
     for (int t = 0; t < 5; t++) {
         dz_bm[t] = roaring_bitmap_create();
         for (uint32_t u = 0; u < DZ_N; u++) {
-            dz_in[t][u] = cp_rand_double(&rng) < dens[t];
+            dz_in[t][u] = rand_double(&rng) < dens[t];
             if (dz_in[t][u])
                 roaring_bitmap_add(dz_bm[t], u);
         }

@@ -95,14 +95,14 @@ static reply_t call(fixture_t *f, srv_method m, const char *path, const char *ct
     srv_dispatch(&f->ctx, &req, &resp);
     out.status = resp.status;
     if (resp.stream != NULL) {
-        cp_buf_t b;
-        cp_buf_init(&b, 0);
+        buf_t b;
+        buf_init(&b, 0);
         char piece[4096];
         ssize_t n;
         while ((n = srv_stream_read(resp.stream, piece, sizeof piece)) > 0)
-            assert_int_equal(cp_buf_append(&b, piece, (size_t)n), CP_OK);
+            assert_int_equal(buf_append(&b, piece, (size_t)n), CP_OK);
         assert_int_equal(n, -1);
-        cp_buf_cstr(&b);
+        buf_cstr(&b);
         out.text = b.data;
         out.len = b.len;
     } else {
@@ -182,8 +182,8 @@ static void make_users(void)
     for (int i = 0; i < NUSERS; i++) {
         /* some ids need escaping in JSON, CSV and URLs */
         snprintf(users[i].id, sizeof users[i].id, i % 17 == 3 ? "u,\"%d\"/x" : "u%d", i);
-        users[i].age = cp_rand_next(&rng) % 10 == 0 ? -1 : (int)(18 + cp_rand_next(&rng) % 50);
-        users[i].tag_mask = (int)(cp_rand_next(&rng) % 16);
+        users[i].age = rand_next(&rng) % 10 == 0 ? -1 : (int)(18 + rand_next(&rng) % 50);
+        users[i].tag_mask = (int)(rand_next(&rng) % 16);
     }
 }
 
@@ -212,8 +212,8 @@ static void load_all(fixture_t *f)
     make_users();
     /* First half as NDJSON, second half as {"users":[...]}. */
     json_t *arr = json_array();
-    cp_buf_t nd;
-    cp_buf_init(&nd, 0);
+    buf_t nd;
+    buf_init(&nd, 0);
     for (int i = 0; i < NUSERS; i++) {
         json_t *tags = json_array();
         for (size_t t = 0; t < CP_ARRAY_LEN(TAGS); t++)
@@ -225,14 +225,14 @@ static void load_all(fixture_t *f)
         json_t *u = json_pack("{s:s,s:o,s:o}", "id", users[i].id, "attrs", attrs, "tags", tags);
         if (i < NUSERS / 2) {
             char *line = json_dumps(u, JSON_COMPACT);
-            cp_buf_printf(&nd, "%s\n", line);
+            buf_printf(&nd, "%s\n", line);
             free(line);
             json_decref(u);
         } else {
             json_array_append_new(arr, u);
         }
     }
-    r = call(f, SRV_POST, "/v1/users", "application/x-ndjson", cp_buf_cstr(&nd), NULL, 1);
+    r = call(f, SRV_POST, "/v1/users", "application/x-ndjson", buf_cstr(&nd), NULL, 1);
     assert_int_equal(r.status, 200);
     assert_int_equal(jint(&r, "created"), NUSERS / 2);
     reply_free(&r);
@@ -244,7 +244,7 @@ static void load_all(fixture_t *f)
     reply_free(&r);
     free(body);
     json_decref(wrap);
-    cp_buf_free(&nd);
+    buf_free(&nd);
 }
 
 /* ------------------------------------------------------------- tests */
@@ -299,7 +299,7 @@ static void test_counts_against_naive(void **state)
 
 static int collect(void *ud, const char *buf, size_t len)
 {
-    return cp_buf_append(ud, buf, len) != CP_OK;
+    return buf_append(ud, buf, len) != CP_OK;
 }
 
 static void test_export_matches_library(void **state)
@@ -311,8 +311,8 @@ static void test_export_matches_library(void **state)
     reply_free(&r);
     static const cp_export_format fmts[] = {CP_EXPORT_NDJSON, CP_EXPORT_CSV};
     for (size_t k = 0; k < 2; k++) {
-        cp_buf_t lib;
-        cp_buf_init(&lib, 0);
+        buf_t lib;
+        buf_init(&lib, 0);
         cp_error_t err = {0};
         assert_int_equal(cp_crowd_export(f->db, "ax", fmts[k], collect, &lib, &err), CP_OK);
         /* Through the handler... */
@@ -326,21 +326,21 @@ static void test_export_matches_library(void **state)
         for (size_t piece = 1; piece <= 7; piece++) {
             srv_stream_t *s = NULL;
             assert_int_equal(srv_export_open(f->db, "ax", fmts[k], &s, &err), CP_OK);
-            cp_buf_t got;
-            cp_buf_init(&got, 0);
+            buf_t got;
+            buf_init(&got, 0);
             char buf[8];
             ssize_t n;
             while ((n = srv_stream_read(s, buf, piece)) > 0) {
                 assert_true((size_t)n <= piece);
-                cp_buf_append(&got, buf, (size_t)n);
+                buf_append(&got, buf, (size_t)n);
             }
             assert_int_equal(n, -1);
             assert_int_equal(got.len, lib.len);
             assert_memory_equal(got.data, lib.data, lib.len);
-            cp_buf_free(&got);
+            buf_free(&got);
             srv_stream_free(s);
         }
-        cp_buf_free(&lib);
+        buf_free(&lib);
     }
     r = GET(f, "/v1/crowds/nope/export");
     assert_int_equal(r.status, 404);

@@ -56,8 +56,8 @@ static match_t do_match(srv_method m, const char *path)
 static void test_pct_decode(void **state)
 {
     (void)state;
-    cp_arena_t a;
-    cp_arena_init(&a, 0);
+    arena_t a;
+    arena_init(&a, 0);
     const char *out;
     cp_error_t err = {0};
     static const struct {
@@ -89,7 +89,7 @@ static void test_pct_decode(void **state)
             assert_string_equal(out, cases[i].want);
         }
     }
-    cp_arena_free(&a);
+    arena_free(&a);
 }
 
 /* ----------------------------------------------------------- routing */
@@ -217,10 +217,10 @@ static void test_route_user_ids_roundtrip(void **state)
     uint64_t rng = 42;
     char id[128], enc[512], path[700];
     for (int iter = 0; iter < 2000; iter++) {
-        size_t n = 1 + cp_rand_next(&rng) % 12;
+        size_t n = 1 + rand_next(&rng) % 12;
         id[0] = '\0';
         for (size_t i = 0; i < n; i++)
-            strcat(id, alphabet[cp_rand_next(&rng) % CP_ARRAY_LEN(alphabet)]);
+            strcat(id, alphabet[rand_next(&rng) % CP_ARRAY_LEN(alphabet)]);
         pct_encode(id, enc, sizeof enc);
         snprintf(path, sizeof path, "/v1/users/%s", enc);
         match_t r = do_match(SRV_GET, path);
@@ -372,11 +372,11 @@ static void test_json_depth_random(void **state)
     uint64_t rng = 7;
     char s[64];
     for (int iter = 0; iter < 20000; iter++) {
-        size_t n = cp_rand_next(&rng) % sizeof s;
+        size_t n = rand_next(&rng) % sizeof s;
         for (size_t i = 0; i < n; i++)
-            s[i] = alpha[cp_rand_next(&rng) % (sizeof alpha - 1)];
-        int per_line = (int)(cp_rand_next(&rng) & 1);
-        int max = (int)(cp_rand_next(&rng) % 5);
+            s[i] = alpha[rand_next(&rng) % (sizeof alpha - 1)];
+        int per_line = (int)(rand_next(&rng) & 1);
+        int max = (int)(rand_next(&rng) % 5);
         /* Reference: explicit tokenizer into a list of structural chars. */
         int depth = 0, in_str = 0, want = 0;
         size_t want_off = 0;
@@ -727,24 +727,24 @@ static void test_json_quote_roundtrip(void **state)
     uint64_t rng = 3;
     for (int iter = 0; iter < 3000; iter++) {
         char s[40];
-        size_t n = cp_rand_next(&rng) % (sizeof s - 1);
+        size_t n = rand_next(&rng) % (sizeof s - 1);
         for (size_t i = 0; i < n; i++)
-            s[i] = (char)(1 + cp_rand_next(&rng) % 127); /* ASCII incl. controls */
+            s[i] = (char)(1 + rand_next(&rng) % 127); /* ASCII incl. controls */
         s[n] = '\0';
-        cp_buf_t b;
-        cp_buf_init(&b, 0);
+        buf_t b;
+        buf_init(&b, 0);
         assert_int_equal(srv_json_quote(&b, s), CP_OK);
         json_t *j = json_loadb(b.data, b.len, JSON_DECODE_ANY, NULL);
         assert_non_null(j);
         assert_string_equal(json_string_value(j), s);
         json_decref(j);
-        cp_buf_free(&b);
+        buf_free(&b);
     }
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     assert_int_equal(srv_json_quote(&b, "\xE4\xBA\xBA"), CP_OK); /* UTF-8 kept as is */
     assert_memory_equal(b.data, "\"\xE4\xBA\xBA\"", 5);
-    cp_buf_free(&b);
+    buf_free(&b);
 }
 
 /* Naive CSV reader for one field (RFC 4180). */
@@ -780,18 +780,18 @@ static void test_csv_field(void **state)
     uint64_t rng = 5;
     for (int iter = 0; iter < 3000; iter++) {
         char s[20], back[64];
-        size_t n = cp_rand_next(&rng) % (sizeof s - 1);
+        size_t n = rand_next(&rng) % (sizeof s - 1);
         for (size_t i = 0; i < n; i++)
-            s[i] = alpha[cp_rand_next(&rng) % (sizeof alpha - 1)];
+            s[i] = alpha[rand_next(&rng) % (sizeof alpha - 1)];
         s[n] = '\0';
-        cp_buf_t b;
-        cp_buf_init(&b, 0);
+        buf_t b;
+        buf_init(&b, 0);
         assert_int_equal(srv_csv_field(&b, s), CP_OK);
-        cp_buf_cstr(&b);
+        buf_cstr(&b);
         size_t used = csv_read_field(b.data, back);
         assert_int_equal(used, b.len);
         assert_string_equal(back, s);
-        cp_buf_free(&b);
+        buf_free(&b);
     }
 }
 

@@ -133,9 +133,9 @@ static cp_status collect(void *ud, const void *k, size_t kl, const void *v, size
 {
     (void)v;
     (void)err;
-    cp_buf_t *b = ud;
-    cp_buf_append(b, k, kl);
-    cp_buf_printf(b, "=%zu;", vl);
+    buf_t *b = ud;
+    buf_append(b, k, kl);
+    buf_printf(b, "=%zu;", vl);
     return CP_OK;
 }
 
@@ -180,18 +180,18 @@ static void test_blobs(void **state)
     assert_int_equal(store_meta_get_u64(t, "next_ordinal", &x, &err), CP_OK);
     assert_true(x == 0x1122334455667788ull);
 
-    cp_buf_t b;
-    cp_buf_init(&b, 0);
+    buf_t b;
+    buf_init(&b, 0);
     assert_int_equal(store_each(t, STORE_BITMAPS, "t/", 2, collect, &b, &err), CP_OK);
-    assert_string_equal(cp_buf_cstr(&b), "t/1=3;t/2=300000;t/3=5;");
+    assert_string_equal(buf_cstr(&b), "t/1=3;t/2=300000;t/3=5;");
     assert_int_equal(store_del_prefix(t, STORE_BITMAPS, "t/", 2, &err), CP_OK);
-    cp_buf_reset(&b);
+    buf_reset(&b);
     assert_int_equal(store_each(t, STORE_BITMAPS, NULL, 0, collect, &b, &err), CP_OK);
-    assert_string_equal(cp_buf_cstr(&b), "u=0;");
+    assert_string_equal(buf_cstr(&b), "u=0;");
     assert_int_equal(store_del(t, STORE_BITMAPS, "u", 1, &err), CP_OK);
     assert_int_equal(store_del(t, STORE_BITMAPS, "u", 1, &err), CP_OK);
     assert_int_equal(store_get(t, STORE_BITMAPS, "u", 1, &v, &vl, &err), CP_ENOTFOUND);
-    cp_buf_free(&b);
+    buf_free(&b);
 
     store_cursor_t *c = NULL;
     assert_int_equal(store_cursor_open(t, STORE_UORD, &c, &err), CP_OK);

@@ -64,7 +64,7 @@ static void fill_payload(unsigned char *p, size_t len, uint64_t key)
     uint64_t s = key * 0x9E3779B97F4A7C15ull + 12345;
     for (size_t i = 0; i < len; i++) {
         if ((i & 7) == 0)
-            s = cp_rand_next(&s) ^ i;
+            s = rand_next(&s) ^ i;
         p[i] = (unsigned char)(s >> (8 * (i & 7)));
     }
 }
@@ -248,8 +248,8 @@ static void test_roundtrip(void **state)
     for (size_t i = 0; i < CP_ARRAY_LEN(sizes); i++)
         append_ref(wal, refs, &n, (uint8_t)i, sizes[i], n + 1000);
     for (int i = 0; i < 300; i++) {
-        size_t len = cp_rand_next(&rng) % (i % 10 == 0 ? 70000 : 300);
-        append_ref(wal, refs, &n, (uint8_t)(cp_rand_next(&rng) & 0xFF), len, n + 1000);
+        size_t len = rand_next(&rng) % (i % 10 == 0 ? 70000 : 300);
+        append_ref(wal, refs, &n, (uint8_t)(rand_next(&rng) & 0xFF), len, n + 1000);
     }
     assert_int_equal(refs[0].lsn, 1);
     assert_int_equal(wal_last_lsn(wal), n);
@@ -367,7 +367,7 @@ static void test_rotation_truncate(void **state)
     size_t n = 0;
     uint64_t rng = 9;
     for (int i = 0; i < 600; i++)
-        append_ref(wal, refs, &n, (uint8_t)i, cp_rand_next(&rng) % 500, i);
+        append_ref(wal, refs, &n, (uint8_t)i, rand_next(&rng) % 500, i);
     append_ref(wal, refs, &n, 1, 10000, 5000); /* bigger than a segment: its own segment */
     append_ref(wal, refs, &n, 2, 10, 5001);
     wal_stats_t s;
@@ -847,7 +847,7 @@ static void test_salvage_cases(void **state)
     unsigned char *g = malloc(glen);
     uint64_t seed = 99;
     for (size_t i = 0; i < glen; i += 8) {
-        uint64_t r = cp_rand_next(&seed);
+        uint64_t r = rand_next(&seed);
         memcpy(g + i, &r, 8);
     }
     FILE *f = fopen(p, "ab");
@@ -1194,11 +1194,11 @@ static void test_crash_kill9(void **state)
         }
         close(pfd[1]);
         /* Let it run 20-300 ms, reading what it reports meanwhile. */
-        uint64_t until = cp_mono_ns() + (20 + cp_rand_next(&rng) % 280) * 1000000ull;
+        uint64_t until = time_mono_ns() + (20 + rand_next(&rng) % 280) * 1000000ull;
         int fl = fcntl(pfd[0], F_GETFL);
         fcntl(pfd[0], F_SETFL, fl | O_NONBLOCK);
         crash_msg_t m;
-        while (cp_mono_ns() < until) {
+        while (time_mono_ns() < until) {
             ssize_t r = read(pfd[0], &m, sizeof m);
             if (r == (ssize_t)sizeof m && nacked < cap)
                 acked[nacked++] = m;
