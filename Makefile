@@ -9,7 +9,7 @@ LISTEN ?= 127.0.0.1:8080
 FUZZ_SECONDS ?= 15
 FUZZ_TARGETS = $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
 
-.PHONY: all build deps demo check test asan fuzz bench bench-peers clean
+.PHONY: all build deps demo check test asan fuzz bench bench-peers clean format format-check
 
 all: build
 
@@ -32,7 +32,7 @@ demo: deps build
 
 # Installs what is missing, builds, and runs every test: unit, property,
 # integration and examples; again under ASan+UBSan; then the fuzzers briefly.
-check: deps build
+check: deps format-check build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory fuzz
@@ -61,6 +61,18 @@ bench: deps build
 bench-peers: deps build
 	./scripts/install-deps.sh --bench
 	bench/peers/run.sh --build-dir $(BUILD)
+
+# The C sources in .clang-format's style (clang-format 14, Debian's).
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+CLANG_FORMAT ?= $(shell command -v clang-format-14 || command -v clang-format)
+
+format:
+	@$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check: deps
+	@if [ -z "$(CLANG_FORMAT)" ]; then echo "format-check: clang-format not installed" >&2; exit 1; fi
+	@bad=$$($(CLANG_FORMAT) --dry-run $(FORMAT_FILES) 2>&1 | sed -n 's/^\([^:]*\):[0-9]*:[0-9]*: warning: code should be clang-formatted.*/\1/p' | sort -u); \
+	if [ -n "$$bad" ]; then echo "format-check: not formatted (run make format):" $$bad >&2; exit 1; fi
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -42,10 +42,9 @@ static void expect_count(cp_db_t *db, const char *expr, uint64_t want)
     }
 }
 
-static const char schema[] =
-    "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
-    "{\"name\":\"gender\",\"type\":\"enum\"},"
-    "{\"name\":\"loc\",\"type\":\"geo\"}]}";
+static const char schema[] = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
+                             "{\"name\":\"gender\",\"type\":\"enum\"},"
+                             "{\"name\":\"loc\",\"type\":\"geo\"}]}";
 
 /* Six users: Guangzhou (23.13, 113.26) and Foshan (23.02, 113.12) are about
  * 19 km apart; Beijing and Shanghai are far from both. */
@@ -96,11 +95,11 @@ int main(int argc, char **argv)
 
     /* Counts, checked against what the six users above must give. */
     expect_count(db, "all", 6);
-    expect_count(db, "tag:interest/finance", 4);              /* u1 u2 u4 u6 */
-    expect_count(db, "tag:interest/finance AND tag:interest/travel", 2); /* u2 u4 */
-    expect_count(db, "age BETWEEN 25 AND 40", 4);             /* u1 u2 u5 u6 */
+    expect_count(db, "tag:interest/finance", 4);                            /* u1 u2 u4 u6 */
+    expect_count(db, "tag:interest/finance AND tag:interest/travel", 2);    /* u2 u4 */
+    expect_count(db, "age BETWEEN 25 AND 40", 4);                           /* u1 u2 u5 u6 */
     expect_count(db, "gender = \"female\" AND NOT tag:interest/travel", 2); /* u1 u6 */
-    expect_count(db, "near(23.13, 113.26, 30km)", 3);         /* u1 u2 u6 */
+    expect_count(db, "near(23.13, 113.26, 30km)", 3);                       /* u1 u2 u6 */
     expect_count(db, "tag:interest/finance AND age BETWEEN 25 AND 40 AND near(23.13, 113.26, 30km)",
                  3);
 
@@ -139,8 +138,8 @@ int main(int argc, char **argv)
         failures++;
 
     /* A crowd (audience pack): a named, materialised expression. */
-    check(cp_crowd_create(db, "young_finance", "tag:interest/finance AND age < 30",
-                          CP_CROWD_STATIC, "finance fans under 30", &err),
+    check(cp_crowd_create(db, "young_finance", "tag:interest/finance AND age < 30", CP_CROWD_STATIC,
+                          "finance fans under 30", &err),
           &err, "crowd");
     expect_count(db, "crowd:young_finance", 2); /* u1 u4 */
     char *json = NULL;

@@ -32,26 +32,26 @@ extern "C" {
 /* Frozen numbers: never renumber, only append. */
 typedef enum cp_status {
     CP_OK = 0,
-    CP_ENOMEM = 1,      /* out of memory */
-    CP_EINVAL = 2,      /* invalid argument or input (bad JSON, bad value) */
-    CP_ENOTFOUND = 3,   /* unknown tag, attribute, crowd, user, key */
-    CP_EEXIST = 4,      /* already exists */
-    CP_ESYNTAX = 5,     /* expression syntax error (line:column in cp_error_t) */
-    CP_ETYPE = 6,       /* value of the wrong type for an attribute */
-    CP_ELOCKED = 7,     /* data directory held for writing by another process */
-    CP_EVERSION = 8,    /* data directory written by an incompatible build */
-    CP_EIO = 9,         /* I/O or storage failure */
-    CP_ELIMIT = 10,     /* an input exceeds a size, depth or length limit */
-    CP_ECYCLE = 11,     /* crowd references would form a cycle */
-    CP_ECONFLICT = 12,  /* operation conflicts with current state (e.g. tag has children) */
-    CP_EAUTH = 13,      /* missing or unknown API key */
-    CP_EPERM = 14,      /* key lacks the role for this operation */
-    CP_EREADONLY = 15,  /* write on a handle opened read-only */
-    CP_EINTERNAL = 16,  /* broken invariant; a bug */
-    CP_ENOSPC = 17,     /* storage full: the write was not stored; reads still work
-                           (HTTP 507 "storage_full"); writes resume when space returns */
-    CP_ECORRUPT = 18,   /* damaged data: a checksum, framing or invariant check failed;
-                           the message names the file, key or offset */
+    CP_ENOMEM = 1,     /* out of memory */
+    CP_EINVAL = 2,     /* invalid argument or input (bad JSON, bad value) */
+    CP_ENOTFOUND = 3,  /* unknown tag, attribute, crowd, user, key */
+    CP_EEXIST = 4,     /* already exists */
+    CP_ESYNTAX = 5,    /* expression syntax error (line:column in cp_error_t) */
+    CP_ETYPE = 6,      /* value of the wrong type for an attribute */
+    CP_ELOCKED = 7,    /* data directory held for writing by another process */
+    CP_EVERSION = 8,   /* data directory written by an incompatible build */
+    CP_EIO = 9,        /* I/O or storage failure */
+    CP_ELIMIT = 10,    /* an input exceeds a size, depth or length limit */
+    CP_ECYCLE = 11,    /* crowd references would form a cycle */
+    CP_ECONFLICT = 12, /* operation conflicts with current state (e.g. tag has children) */
+    CP_EAUTH = 13,     /* missing or unknown API key */
+    CP_EPERM = 14,     /* key lacks the role for this operation */
+    CP_EREADONLY = 15, /* write on a handle opened read-only */
+    CP_EINTERNAL = 16, /* broken invariant; a bug */
+    CP_ENOSPC = 17,    /* storage full: the write was not stored; reads still work
+                          (HTTP 507 "storage_full"); writes resume when space returns */
+    CP_ECORRUPT = 18,  /* damaged data: a checksum, framing or invariant check failed;
+                          the message names the file, key or offset */
 } cp_status;
 
 /* Static English description of a status. Never NULL. */
@@ -89,9 +89,9 @@ enum {
 };
 
 typedef struct cp_open_options {
-    unsigned flags;        /* CP_OPEN_* */
-    uint64_t map_size;     /* LMDB map size in bytes; 0 = default (64 GiB) */
-    int threads;           /* query threads; 0 = number of CPUs */
+    unsigned flags;    /* CP_OPEN_* */
+    uint64_t map_size; /* LMDB map size in bytes; 0 = default (64 GiB) */
+    int threads;       /* query threads; 0 = number of CPUs */
 } cp_open_options_t;
 
 /*
@@ -112,20 +112,20 @@ void cp_db_close(cp_db_t *db);
 uint32_t cp_format_version(void);
 
 typedef struct cp_db_stats {
-    uint64_t users;          /* live users */
-    uint64_t ordinals;       /* ordinals ever allocated (live + deleted) */
+    uint64_t users;    /* live users */
+    uint64_t ordinals; /* ordinals ever allocated (live + deleted) */
     uint64_t tags;
     uint64_t attributes;
     uint64_t crowds;
-    uint64_t bitmap_bytes;   /* in-memory size of all bitmaps */
-    uint64_t column_bytes;   /* in-memory per-user columns (geo coordinates, enum ids) */
-    uint64_t disk_bytes;     /* size of the LMDB file */
-    uint64_t queries;        /* counts/evaluations served since open */
-    uint64_t writes;         /* committed write batches since open */
+    uint64_t bitmap_bytes;    /* in-memory size of all bitmaps */
+    uint64_t column_bytes;    /* in-memory per-user columns (geo coordinates, enum ids) */
+    uint64_t disk_bytes;      /* size of the LMDB file */
+    uint64_t queries;         /* counts/evaluations served since open */
+    uint64_t writes;          /* committed write batches since open */
     uint64_t compact_pending; /* user deletions whose bytes data.mdb still holds in free
                                  pages, until the background compaction runs (it waits
                                  for open exports and other processes reading data.mdb) */
-    uint64_t compactions;    /* compactions of data.mdb done since open */
+    uint64_t compactions;     /* compactions of data.mdb done since open */
 } cp_db_stats_t;
 
 cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out);
@@ -149,10 +149,9 @@ typedef struct cp_backup_info {
     uint64_t data_bytes;   /* bytes of the copied data.mdb */
     uint64_t wal_segments; /* WAL segments copied */
     uint64_t wal_bytes;
-    uint64_t wal_lsn;      /* last WAL record the copy of data.mdb holds */
+    uint64_t wal_lsn; /* last WAL record the copy of data.mdb holds */
 } cp_backup_info_t;
-cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info,
-                       cp_error_t *err);
+cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info, cp_error_t *err);
 /*
  * Restores a backup made by cp_db_backup into the data directory `dir`.
  * Refuses a `dir` holding anything unless `force`, and always one a
@@ -170,15 +169,15 @@ cp_status cp_db_restore(const char *backup, const char *dir, int force, cp_error
  * rest are readings taken by the call.
  */
 typedef struct cp_health {
-    int readable;               /* reads answer (1 unless the handle failed) */
+    int readable; /* reads answer (1 unless the handle failed) */
     int writable;
-    char reason[32];            /* "" when writable */
-    char detail[256];           /* a sentence for operators ("" when writable) */
-    uint64_t wal_bytes;         /* bytes of write-ahead log segments on disk */
-    uint64_t wal_records;       /* records applied but not yet checkpointed */
-    int64_t checkpoint_age_ms;  /* since the last checkpoint (-1: never/unknown) */
-    uint64_t disk_free_bytes;   /* free space for the data directory (statvfs) */
-    uint64_t disk_used_bytes;   /* allocated bytes of data.mdb and the WAL (st_blocks) */
+    char reason[32];           /* "" when writable */
+    char detail[256];          /* a sentence for operators ("" when writable) */
+    uint64_t wal_bytes;        /* bytes of write-ahead log segments on disk */
+    uint64_t wal_records;      /* records applied but not yet checkpointed */
+    int64_t checkpoint_age_ms; /* since the last checkpoint (-1: never/unknown) */
+    uint64_t disk_free_bytes;  /* free space for the data directory (statvfs) */
+    uint64_t disk_used_bytes;  /* allocated bytes of data.mdb and the WAL (st_blocks) */
 } cp_health_t;
 
 cp_status cp_db_health(cp_db_t *db, cp_health_t *out);
@@ -193,16 +192,16 @@ cp_status cp_db_health(cp_db_t *db, cp_health_t *out);
 
 /* Creates a tag; missing parents are created (name = slug). CP_EEXIST if
  * the path exists. `name` and `description` may be NULL. */
-cp_status cp_tag_create(cp_db_t *db, const char *path, const char *name,
-                        const char *description, cp_error_t *err);
+cp_status cp_tag_create(cp_db_t *db, const char *path, const char *name, const char *description,
+                        cp_error_t *err);
 
 /*
  * Renames and/or moves a tag. `new_path` (NULL = keep) gives the tag a new
  * slug path, moving its whole subtree and keeping its members; the new
  * parent must exist. `name` / `description`: NULL = keep.
  */
-cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path,
-                        const char *name, const char *description, cp_error_t *err);
+cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path, const char *name,
+                        const char *description, cp_error_t *err);
 
 /* Deletes a tag. A tag with children needs `recursive` (else CP_ECONFLICT);
  * crowds whose expressions reference it make it CP_ECONFLICT too. */
@@ -219,7 +218,8 @@ cp_status cp_taxonomy_load_json(cp_db_t *db, const char *json, size_t len, cp_er
  */
 cp_status cp_tags_json(cp_db_t *db, const char *root, char **out, cp_error_t *err);
 
-/* JSON of one tag: {"path","name","description","level","parent","count","direct_count","children":[paths]} */
+/* JSON of one tag:
+ * {"path","name","description","level","parent","count","direct_count","children":[paths]} */
 cp_status cp_tag_json(cp_db_t *db, const char *path, char **out, cp_error_t *err);
 
 /*
@@ -312,7 +312,7 @@ cp_status cp_user_delete(cp_db_t *db, const char *id, cp_error_t *err);
 cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err);
 
 typedef struct cp_load_stats {
-    uint64_t lines;         /* lines read (blank lines included) */
+    uint64_t lines; /* lines read (blank lines included) */
     uint64_t users_created;
     uint64_t users_updated;
     uint64_t tags_assigned; /* (user, tag) pairs newly set */
@@ -330,11 +330,11 @@ enum {
 };
 
 typedef struct cp_load_options {
-    unsigned flags;           /* CP_LOAD_* */
-    cp_reject_fn on_reject;   /* may be NULL */
+    unsigned flags;             /* CP_LOAD_* */
+    cp_reject_fn on_reject;     /* may be NULL */
     cp_progress_fn on_progress; /* may be NULL */
     void *ud;
-    uint64_t batch_lines;     /* lines per committed batch; 0 = 50,000 (ignored when STRICT) */
+    uint64_t batch_lines; /* lines per committed batch; 0 = 50,000 (ignored when STRICT) */
 } cp_load_options_t;
 
 /*
@@ -366,7 +366,7 @@ cp_status cp_batch_str(cp_batch_t *b, int32_t attr_handle, const char *v, cp_err
 cp_status cp_batch_bool(cp_batch_t *b, int32_t attr_handle, int v, cp_error_t *err);
 cp_status cp_batch_geo(cp_batch_t *b, int32_t attr_handle, double lat, double lon, cp_error_t *err);
 cp_status cp_batch_commit(cp_batch_t *b, cp_error_t *err); /* frees b */
-void cp_batch_abort(cp_batch_t *b);                          /* frees b; NULL fine */
+void cp_batch_abort(cp_batch_t *b);                        /* frees b; NULL fine */
 /* Handles for the batch calls; CP_ENOTFOUND for unknown names. */
 cp_status cp_tag_handle(cp_db_t *db, const char *path, int32_t *out, cp_error_t *err);
 cp_status cp_attr_handle(cp_db_t *db, const char *name, int32_t *out, cp_error_t *err);
@@ -434,8 +434,8 @@ cp_status cp_crowds_json(cp_db_t *db, char **out, cp_error_t *err);
 cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *err);
 /* Up to n member ids, uniformly at random (deterministic for a seed):
  * {"crowd":..,"size":..,"ids":[...]} */
-cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64_t seed,
-                               char **out, cp_error_t *err);
+cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64_t seed, char **out,
+                               cp_error_t *err);
 /*
  * Keeping crowds true (docs/api.md "Crowd refresh, schedule and history").
  * Dynamic crowds follow every write in dependency order (a refresh of any
@@ -512,18 +512,18 @@ typedef enum cp_event_type {
 } cp_event_type;
 
 typedef struct cp_ingest_result {
-    uint64_t events;        /* events in the request */
-    uint64_t applied;       /* applied (events - duplicates) */
-    uint64_t duplicates;    /* skipped: messageId seen within the window */
+    uint64_t events;     /* events in the request */
+    uint64_t applied;    /* applied (events - duplicates) */
+    uint64_t duplicates; /* skipped: messageId seen within the window */
     uint64_t users_created;
-    uint64_t merges;        /* identity merges the request caused */
-    uint64_t lsn;           /* its write-ahead log record (0: nothing to log) */
+    uint64_t merges; /* identity merges the request caused */
+    uint64_t lsn;    /* its write-ahead log record (0: nothing to log) */
     /* Rejected events, [{"index":i,"reason":"..."},...]: on CP_EINVAL, and
      * on CP_OK when some events of a batch were rejected and the others
      * applied (caller frees with cp_free or cp_ingest_result_clear); else NULL. */
     char *errors_json;
-    uint64_t rejected;      /* events rejected (structural faults); not applied */
-    uint64_t warnings;      /* values not used on applied events */
+    uint64_t rejected; /* events rejected (structural faults); not applied */
+    uint64_t warnings; /* values not used on applied events */
     /* [{"index":i,"field":"traits.email","reason":"placeholder"},...] or
      * NULL: reasons "placeholder", "blocklisted", "invalid" (cannot be
      * normalised or not text), "type_mismatch" (kept unindexed). Caller
@@ -589,31 +589,31 @@ typedef struct cp_import_options {
     cp_import_format format;
     const char *mapping_json; /* CSV: a mapping document, or NULL with preset */
     size_t mapping_len;
-    const char *preset;       /* CSV: "online-retail" */
-    unsigned flags;           /* CP_IMPORT_* */
-    cp_reject_fn on_reject;   /* may be NULL */
+    const char *preset;         /* CSV: "online-retail" */
+    unsigned flags;             /* CP_IMPORT_* */
+    cp_reject_fn on_reject;     /* may be NULL */
     cp_progress_fn on_progress; /* bytes of the (compressed) file read, lines */
     void *ud;
-    uint64_t batch_lines;     /* 0 = 50,000 */
+    uint64_t batch_lines; /* 0 = 50,000 */
 } cp_import_options_t;
 typedef struct cp_import_stats {
-    uint64_t lines;          /* lines (CSV records) read in this run */
-    uint64_t events;         /* events applied */
-    uint64_t skipped;        /* rows the mapping skips (e.g. no CustomerID) */
+    uint64_t lines;   /* lines (CSV records) read in this run */
+    uint64_t events;  /* events applied */
+    uint64_t skipped; /* rows the mapping skips (e.g. no CustomerID) */
     uint64_t rejected;
     uint64_t duplicates;
     uint64_t users_created;
     uint64_t merges;
-    uint64_t resumed_at_line; /* 0: started at the beginning */
-    uint64_t file_bytes;     /* size of the file */
-    int already_done;        /* the file had been imported completely before */
-    uint64_t beh_updates;    /* behaviour index increments (one per series an event feeds) */
-    uint64_t attr_updates;   /* attribute values written (traits, first_seen, last_seen) */
-    uint64_t meas_updates;   /* event measure values updated */
+    uint64_t resumed_at_line;   /* 0: started at the beginning */
+    uint64_t file_bytes;        /* size of the file */
+    int already_done;           /* the file had been imported completely before */
+    uint64_t beh_updates;       /* behaviour index increments (one per series an event feeds) */
+    uint64_t attr_updates;      /* attribute values written (traits, first_seen, last_seen) */
+    uint64_t meas_updates;      /* event measure values updated */
     uint64_t resumed_at_offset; /* uncompressed bytes recognised as imported before */
-    uint64_t held_back;      /* bytes of an unterminated last line left for later */
-    uint64_t tags_assigned;  /* mapping "tags": memberships added (not already held) */
-    uint64_t tags_unknown;   /* mapping "tags": ids no dictionary knows, paths not in the taxonomy */
+    uint64_t held_back;         /* bytes of an unterminated last line left for later */
+    uint64_t tags_assigned;     /* mapping "tags": memberships added (not already held) */
+    uint64_t tags_unknown; /* mapping "tags": ids no dictionary knows, paths not in the taxonomy */
 } cp_import_stats_t;
 cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
                          cp_import_stats_t *stats, cp_error_t *err);
@@ -684,7 +684,6 @@ cp_status cp_crowd_create_as_of(cp_db_t *db, const char *name, const char *expr,
                                 const char *json_tree, size_t len, cp_crowd_kind kind,
                                 const char *description, const char *as_of, cp_error_t *err);
 
-
 /* ------------------------------------------------------------- analytics
  *
  * Reports over crowds (docs/analytics.md has every field). Each takes a
@@ -743,8 +742,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
  * when none is set); cp_tiers_set_json validates and stores one.
  */
 cp_status cp_tiers_json(cp_db_t *db, char **out, cp_error_t *err);
-cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **out,
-                            cp_error_t *err);
+cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **out, cp_error_t *err);
 /*
  * Upgrade nudge: members within N points of their next tier, as an
  * expression (to save as a crowd) and a count. Request: {"within": N,
@@ -782,8 +780,7 @@ cp_status cp_measures_set_json(cp_db_t *db, const char *json, size_t len, char *
  * event), "store": true|false, "root": "rfm", "detail": true|false,
  * "measures": {"recency","frequency","monetary"}}.
  */
-cp_status cp_rfm_json(cp_db_t *db, const char *request, size_t len, char **out,
-                      cp_error_t *err);
+cp_status cp_rfm_json(cp_db_t *db, const char *request, size_t len, char **out, cp_error_t *err);
 /* The schedule {"every_hours": N (0 = off), "request": {...}, "last_run"}. */
 cp_status cp_rfm_schedule_json(cp_db_t *db, char **out, cp_error_t *err);
 cp_status cp_rfm_schedule_set_json(cp_db_t *db, const char *json, size_t len, char **out,
@@ -800,8 +797,7 @@ cp_status cp_rfm_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err);
  * "loyalty": {"repeat_purchases": 2, "or_attribute": "is_member"}},
  * "window_days": 90, "as_of": DATE, "filters": {"brand": "x"}, "store"}.
  */
-cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
-                       cp_error_t *err);
+cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out, cp_error_t *err);
 
 /*
  * Funnel: users reaching each of an ordered list of steps in order (day
@@ -812,8 +808,7 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
  * SET, "breakdown": {"attribute", "buckets"} | {"tag"}, "store",
  * "min_count"}.
  */
-cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **out,
-                         cp_error_t *err);
+cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **out, cp_error_t *err);
 
 /* ------------------------------------------------------ damaged files */
 

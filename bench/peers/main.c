@@ -276,13 +276,14 @@ int main(int argc, char **argv)
             }
             *r = best;
             if (r->ran)
-                fprintf(stderr, "peers-bench: %-10s %-20s p50 %10.3f ms  p99 %10.3f ms  (%d reps%s%s) -> %llu\n",
+                fprintf(stderr,
+                        "peers-bench: %-10s %-20s p50 %10.3f ms  p99 %10.3f ms  (%d reps%s%s) -> "
+                        "%llu\n",
                         S->name, q->name, r->p50 * 1e3, r->p99 * 1e3, r->reps,
                         r->variant[0] ? ", " : "", r->variant, (unsigned long long)r->ans.count);
         }
         if (!res[qi][0].ran) {
-            fprintf(stderr, "peers-bench: crowdpack failed on %s: %s\n", q->name,
-                    res[qi][0].error);
+            fprintf(stderr, "peers-bench: crowdpack failed on %s: %s\n", q->name, res[qi][0].error);
             mismatches++;
         }
     }
@@ -295,7 +296,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "peers-bench: cannot write %s\n", o.out);
         goto out;
     }
-    fprintf(f, "{\"users\": %llu, \"tags\": %d, \"direct_tag_rows\": %llu, \"extract_secs\": %.3f,\n",
+    fprintf(f,
+            "{\"users\": %llu, \"tags\": %d, \"direct_tag_rows\": %llu, \"extract_secs\": %.3f,\n",
             (unsigned long long)pop.n, pop.ntags, (unsigned long long)pop.toff[pop.n],
             pop.extract_secs);
     fprintf(f, " \"budget_secs\": %.1f, \"max_reps\": %d, \"timeout_secs\": %.0f,\n", o.budget,
@@ -327,8 +329,9 @@ int main(int argc, char **argv)
             qres_t *r = &res[qi][s];
             fprintf(f, "%s\n    ", s ? "," : "");
             json_str(f, sys[s].name);
-            fprintf(f, ": {\"ran\": %s, \"match\": %s, \"p50_us\": %.3f, \"p99_us\": %.3f, "
-                       "\"reps\": %d, \"count\": %llu, \"variant\": ",
+            fprintf(f,
+                    ": {\"ran\": %s, \"match\": %s, \"p50_us\": %.3f, \"p99_us\": %.3f, "
+                    "\"reps\": %d, \"count\": %llu, \"variant\": ",
                     r->ran ? "true" : "false", r->match ? "true" : "false", r->p50 * 1e6,
                     r->p99 * 1e6, r->reps, (unsigned long long)r->ans.count);
             json_str(f, r->variant);

@@ -43,12 +43,12 @@ typedef struct pop_enum {
 typedef struct pop {
     uint64_t n;
     int ntags;
-    char **path;        /* [ntags] slug paths */
-    int *parent;        /* [ntags] parent tag id or -1 */
-    int *level;         /* [ntags] 1-based */
-    uint64_t *count;    /* [ntags] effective members (crowdpack's count) */
-    int **desc;         /* [ntags] descendant-or-self ids */
-    int *ndesc;         /* [ntags] */
+    char **path;     /* [ntags] slug paths */
+    int *parent;     /* [ntags] parent tag id or -1 */
+    int *level;      /* [ntags] 1-based */
+    uint64_t *count; /* [ntags] effective members (crowdpack's count) */
+    int **desc;      /* [ntags] descendant-or-self ids */
+    int *ndesc;      /* [ntags] */
     /* per user (index K-1); missing values: age/points INT32_MIN, enums -1,
      * lat NaN */
     int32_t *age;
@@ -56,16 +56,19 @@ typedef struct pop {
     int16_t *gender, *city, *tier;
     int8_t *is_member;
     double *lat, *lon;
-    uint64_t *toff;     /* [n+1] CSR offsets into tagv */
-    uint16_t *tagv;     /* direct tag ids */
+    uint64_t *toff; /* [n+1] CSR offsets into tagv */
+    uint16_t *tagv; /* direct tag ids */
     pop_enum_t genders, cities, tiers;
     /* effective membership: ntags dense bitmaps of words() words each */
     uint64_t **dense;
-    uint64_t *all;      /* every user */
+    uint64_t *all; /* every user */
     double extract_secs;
 } pop_t;
 
-static inline uint64_t pop_words(const pop_t *p) { return (p->n + 63) / 64; }
+static inline uint64_t pop_words(const pop_t *p)
+{
+    return (p->n + 63) / 64;
+}
 
 /* Reads the population from an open data directory (threads > 1 splits
  * the per-user reads). Fills err with a sentence on failure. */
@@ -81,9 +84,9 @@ typedef enum { N_ALL, N_TAG, N_AND, N_OR, N_NOT, N_AGE, N_NEAR } node_kind;
 
 typedef struct node {
     node_kind k;
-    int tag;              /* N_TAG */
-    int64_t lo, hi;       /* N_AGE: lo <= age <= hi */
-    double lat, lon, km;  /* N_NEAR */
+    int tag;             /* N_TAG */
+    int64_t lo, hi;      /* N_AGE: lo <= age <= hi */
+    double lat, lon, km; /* N_NEAR */
     int n;
     struct node *kid[NODE_MAX_KIDS];
 } node_t;
@@ -91,11 +94,11 @@ typedef struct node {
 typedef enum { Q_COUNT, Q_TGI, Q_EXPORT } query_kind;
 
 typedef struct query {
-    const char *name;     /* "one tag", ... */
-    const char *slug;     /* "one_tag" */
+    const char *name; /* "one tag", ... */
+    const char *slug; /* "one_tag" */
     query_kind kind;
-    node_t *expr;         /* Q_COUNT / Q_EXPORT: the set; Q_TGI: the crowd */
-    char text[1024];      /* crowdpack expression text of expr */
+    node_t *expr;    /* Q_COUNT / Q_EXPORT: the set; Q_TGI: the crowd */
+    char text[1024]; /* crowdpack expression text of expr */
 } query_t;
 
 #define MAX_QUERIES 12
@@ -180,14 +183,14 @@ typedef struct peer_sys {
 } peer_sys_t;
 
 typedef struct sys_options {
-    const char *data_dir;     /* crowdpack */
+    const char *data_dir; /* crowdpack */
     int cp_threads;
-    const char *redis_addr;   /* host:port or NULL */
+    const char *redis_addr; /* host:port or NULL */
     int redis_pid;
-    const char *pg_conninfo;  /* or NULL */
+    const char *pg_conninfo; /* or NULL */
     int pg_pid;
-    const char *sqlite_path;  /* database file */
-    double timeout_secs;      /* per single run of a SQL query */
+    const char *sqlite_path; /* database file */
+    double timeout_secs;     /* per single run of a SQL query */
 } sys_options_t;
 
 int sys_crowdpack_init(peer_sys_t *s, const sys_options_t *o, cp_db_t *db);
@@ -201,7 +204,7 @@ int sys_pg_init(peer_sys_t *s, const sys_options_t *o, char *err, size_t errlen)
 /* ---------------------------------------------------------------- util */
 
 double peers_now(void);
-uint64_t peers_pss_tree(int pid);   /* PSS of a process and its children, bytes */
+uint64_t peers_pss_tree(int pid); /* PSS of a process and its children, bytes */
 uint64_t peers_dir_bytes(const char *dir);
 uint64_t peers_file_bytes(const char *path);
 /* Descendant-or-self tag ids of `tag` as "1,2,3" into buf. */

@@ -81,7 +81,7 @@ typedef struct reader {
     uint64_t from, to; /* K range [from, to) */
     uint16_t *tags;    /* direct tags of users in range, CSR via cnt */
     uint64_t ntags, captags;
-    uint32_t *cnt;     /* per user in range */
+    uint32_t *cnt; /* per user in range */
     char err[600];
 } reader_t;
 

@@ -66,8 +66,7 @@ void sql_pred(const pop_t *p, const node_t *n, int dialect, int variant, sbuf_t 
                       "cos(%.17g::float8) * cos(u.lat * %.17g) * "
                       "sin((u.lon - %.17g) * %.17g / 2) * sin((u.lon - %.17g) * %.17g / 2)))) "
                       "<= %.17g",
-                      PEERS_EARTH_RADIUS_M, DEG, p1, DEG, p1, p1, DEG, n->lon, DEG, n->lon, DEG,
-                      r);
+                      PEERS_EARTH_RADIUS_M, DEG, p1, DEG, p1, p1, DEG, n->lon, DEG, n->lon, DEG, r);
         }
         return;
     }

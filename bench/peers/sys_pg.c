@@ -181,7 +181,8 @@ static int pg_prepare(peer_sys_t *s, const pop_t *p, const query_t *q, char *err
     sb_printf(&b, "DROP TABLE IF EXISTS peers_crowd; CREATE TABLE peers_crowd AS "
                   "SELECT u.user_id FROM users u WHERE ");
     sql_pred(p, q->expr, SQL_PG, SQLV_REL, &b);
-    sb_printf(&b, "; ALTER TABLE peers_crowd ADD PRIMARY KEY (user_id); VACUUM ANALYZE peers_crowd");
+    sb_printf(&b,
+              "; ALTER TABLE peers_crowd ADD PRIMARY KEY (user_id); VACUUM ANALYZE peers_crowd");
     int rc = 0;
     /* VACUUM cannot run inside the implicit transaction of a multi-statement
      * string: split at the last statement. */
@@ -290,8 +291,7 @@ int sys_pg_init(peer_sys_t *s, const sys_options_t *o, char *err, size_t errlen)
         return -1;
     }
     char set[256];
-    snprintf(set, sizeof set,
-             "SET statement_timeout = %lld; SET client_min_messages = warning",
+    snprintf(set, sizeof set, "SET statement_timeout = %lld; SET client_min_messages = warning",
              (long long)(o->timeout_secs * 1000));
     if (pg_exec(c, set, err, errlen))
         return -1;

@@ -113,10 +113,22 @@ out:
     return rc;
 }
 
-static int v_gender(const pop_t *p, uint64_t i) { return p->gender[i]; }
-static int v_city(const pop_t *p, uint64_t i) { return p->city[i]; }
-static int v_tier(const pop_t *p, uint64_t i) { return p->tier[i]; }
-static int v_member(const pop_t *p, uint64_t i) { return p->is_member[i]; }
+static int v_gender(const pop_t *p, uint64_t i)
+{
+    return p->gender[i];
+}
+static int v_city(const pop_t *p, uint64_t i)
+{
+    return p->city[i];
+}
+static int v_tier(const pop_t *p, uint64_t i)
+{
+    return p->tier[i];
+}
+static int v_member(const pop_t *p, uint64_t i)
+{
+    return p->is_member[i];
+}
 static int g_age_lo;
 static int v_age(const pop_t *p, uint64_t i)
 {

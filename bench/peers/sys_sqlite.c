@@ -30,10 +30,9 @@ static void hav_fn(sqlite3_context *ctx, int argc, sqlite3_value **v)
             sqlite3_result_null(ctx);
             return;
         }
-    sqlite3_result_double(ctx, peers_haversine_m(sqlite3_value_double(v[0]),
-                                                 sqlite3_value_double(v[1]),
-                                                 sqlite3_value_double(v[2]),
-                                                 sqlite3_value_double(v[3])));
+    sqlite3_result_double(
+        ctx, peers_haversine_m(sqlite3_value_double(v[0]), sqlite3_value_double(v[1]),
+                               sqlite3_value_double(v[2]), sqlite3_value_double(v[3])));
     (void)argc;
 }
 

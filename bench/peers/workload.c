@@ -9,14 +9,14 @@
  * translate them into its own language: crowdpack text, Redis BITOP
  * pipelines, SQL, or dense word loops.
  */
+#include <dirent.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <dirent.h>
-#include <stdarg.h>
 
 #include "peers.h"
 
@@ -80,8 +80,8 @@ void node_text(const pop_t *p, const node_t *n, char *buf, size_t len)
         for (int i = 0; i < n->n && used < len; i++) {
             char sub[1024];
             node_text(p, n->kid[i], sub, sizeof sub);
-            int k = snprintf(buf + used, len - used, "%s(%s)", i ? (n->k == N_AND ? " AND " : " OR ") : "",
-                             sub);
+            int k = snprintf(buf + used, len - used, "%s(%s)",
+                             i ? (n->k == N_AND ? " AND " : " OR ") : "", sub);
             used += (size_t)(k > 0 ? k : 0);
         }
         return;
@@ -149,7 +149,8 @@ int workload_build(const pop_t *p, workload_t *w, char *err, size_t errlen)
     notd->kid[0] = tag(w, d[3]);
     node_t *and2[2] = {abc, notd};
     node_t *or2[2] = {op(w, N_AND, 2, and2), tag(w, d[4])};
-    q[w->nq++] = (query_t){.name = "5-term AND/OR/NOT", .slug = "five", .expr = op(w, N_OR, 2, or2)};
+    q[w->nq++] =
+        (query_t){.name = "5-term AND/OR/NOT", .slug = "five", .expr = op(w, N_OR, 2, or2)};
     for (int i = 0; i < 3; i++)
         k[i] = tag(w, rare[i]);
     node_t *sp[2] = {op(w, N_OR, 3, k), tag(w, d[0])};
@@ -161,9 +162,13 @@ int workload_build(const pop_t *p, workload_t *w, char *err, size_t errlen)
     near->km = 50;
     q[w->nq++] = (query_t){.name = "geo radius", .slug = "geo", .expr = near};
     node_t *crowd[2] = {tag(w, d[1]), age(w, 25, 40)};
-    q[w->nq++] = (query_t){.name = "share+TGI, all tags", .slug = "tgi", .kind = Q_TGI,
+    q[w->nq++] = (query_t){.name = "share+TGI, all tags",
+                           .slug = "tgi",
+                           .kind = Q_TGI,
                            .expr = op(w, N_AND, 2, crowd)};
-    q[w->nq++] = (query_t){.name = "export ~1M ids", .slug = "export", .kind = Q_EXPORT,
+    q[w->nq++] = (query_t){.name = "export ~1M ids",
+                           .slug = "export",
+                           .kind = Q_EXPORT,
                            .expr = exp_tag >= 0 ? tag(w, exp_tag) : mk(w, N_ALL)};
     for (int i = 0; i < w->nq; i++)
         node_text(p, q[i].expr, q[i].text, sizeof q[i].text);

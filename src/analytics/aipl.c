@@ -98,7 +98,8 @@ cp_status val_filters_parse(cp_db_t *db, const json_t *f, const char *what, beh_
             len = strlen(s);
         } else {
             return CP_ERR(err, CP_EINVAL,
-                          "%s: filter \"%.64s\" must be a string, an integer or a boolean", what, k);
+                          "%s: filter \"%.64s\" must be a string, an integer or a boolean", what,
+                          k);
         }
         if (len == 0 || len > BEH_NAME_MAX)
             return CP_ERR(err, CP_EINVAL, "%s: filter \"%.64s\" has an empty or too long value",
@@ -110,8 +111,8 @@ cp_status val_filters_parse(cp_db_t *db, const json_t *f, const char *what, beh_
 }
 
 /* Appends one did(...) >= k predicate. */
-static cp_status did_text(buf_t *b, const char *event, const beh_prop_t *f, size_t nf,
-                          int32_t d0, int32_t d1, uint64_t k)
+static cp_status did_text(buf_t *b, const char *event, const beh_prop_t *f, size_t nf, int32_t d0,
+                          int32_t d1, uint64_t k)
 {
     char b0[16], b1[16];
     cp_status rc = buf_printf(b, "did(");
@@ -124,7 +125,7 @@ static cp_status did_text(buf_t *b, const char *event, const beh_prop_t *f, size
             return rc;
     }
     return buf_printf(b, ", between %s and %s) >= %llu", val_day_format(d0, b0),
-                         val_day_format(d1, b1), (unsigned long long)k);
+                      val_day_format(d1, b1), (unsigned long long)k);
 }
 
 typedef struct aipl_rules {
@@ -162,8 +163,8 @@ static cp_status events_list(const json_t *a, const char *what, const char **out
 
 static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp_error_t *err)
 {
-    static const char *const fields[] = {"name", "stages", "window_days", "as_of", "filters",
-                                         "store", NULL};
+    static const char *const fields[] = {"name",    "stages", "window_days", "as_of",
+                                         "filters", "store",  NULL};
     static const char *const sfields[] = {"awareness", "interest", "purchase", "loyalty", NULL};
     static const char *const lfields[] = {"repeat_purchases", "or_attribute", "events", NULL};
     cp_status rc = ana_check_fields(req, "aipl", fields, err);
@@ -172,8 +173,8 @@ static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp
     const json_t *v = json_object_get(req, "name");
     r->name = "default";
     if (v) {
-        if (!json_is_string(v) || tax_validate_path(json_string_value(v), json_string_length(v),
-                                                    NULL) ||
+        if (!json_is_string(v) ||
+            tax_validate_path(json_string_value(v), json_string_length(v), NULL) ||
             strchr(json_string_value(v), '/') || json_string_length(v) > 64)
             return CP_ERR(err, CP_EINVAL,
                           "aipl: \"name\" must be one tag path segment such as \"brand_x\"");
@@ -195,7 +196,8 @@ static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp
     const json_t *lo = json_object_get(st, "loyalty");
     r->repeat = 2;
     if (lo) {
-        if (!json_is_object(lo) || (rc = ana_check_fields(lo, "aipl: stages.loyalty", lfields, err)))
+        if (!json_is_object(lo) ||
+            (rc = ana_check_fields(lo, "aipl: stages.loyalty", lfields, err)))
             return rc ? rc
                       : CP_ERR(err, CP_EINVAL,
                                "aipl: stages.loyalty must be {\"repeat_purchases\": N, "
@@ -207,14 +209,15 @@ static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp
         if (rp)
             r->repeat = (uint64_t)json_integer_value(rp);
         const json_t *ev = json_object_get(lo, "events");
-        if (ev && (rc = events_list(ev, "stages.loyalty.events", r->events[3], &r->nevents[3], err)))
+        if (ev &&
+            (rc = events_list(ev, "stages.loyalty.events", r->events[3], &r->nevents[3], err)))
             return rc;
         const json_t *oa = json_object_get(lo, "or_attribute");
         if (oa && !json_is_null(oa)) {
             const schema_attr_t *a =
-                json_is_string(oa) ? schema_find(&db->sch, json_string_value(oa),
-                                                 json_string_length(oa))
-                                   : NULL;
+                json_is_string(oa)
+                    ? schema_find(&db->sch, json_string_value(oa), json_string_length(oa))
+                    : NULL;
             if (a == NULL)
                 return CP_ERR(err, CP_ENOTFOUND, "aipl: or_attribute: unknown attribute \"%.64s\"",
                               json_is_string(oa) ? json_string_value(oa) : "");
@@ -243,8 +246,7 @@ static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp
     if (v && !json_is_null(v)) {
         r->as_of_from_data = 0;
         if (!json_is_string(v) || val_day_parse(json_string_value(v), &r->as_of))
-            return CP_ERR(err, CP_EINVAL,
-                          "aipl: \"as_of\" must be a date such as \"2024-06-30\"");
+            return CP_ERR(err, CP_EINVAL, "aipl: \"as_of\" must be a date such as \"2024-06-30\"");
     }
     r->store = 1;
     v = json_object_get(req, "store");
@@ -258,8 +260,7 @@ static cp_status parse_rules(cp_db_t *db, const json_t *req, aipl_rules_t *r, cp
 }
 
 /* The expression of one stage into b ("" when nothing can match). */
-static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, buf_t *b,
-                            json_t *unknown)
+static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, buf_t *b, json_t *unknown)
 {
     int32_t d0 = r->as_of - r->window_days + 1;
     size_t terms = 0;

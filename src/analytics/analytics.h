@@ -31,11 +31,12 @@
 
 #define ANA_DEFAULT_MIN_COUNT 50u
 #define ANA_MAX_MIN_COUNT 1000000000u
-#define ANA_MAX_OVERLAP 10          /* crowds in one overlap report */
-#define ANA_MAX_CELLS 200000u       /* cells of one insight report */
-#define ANA_MAX_BUCKETS 256u        /* buckets of one int/timestamp attribute */
-#define ANA_MAX_STRING_VALUES 1000u /* string attributes with more values are skipped by default */
-#define ANA_REQUEST_MAX (1u << 20)  /* bytes of a JSON request */
+#define ANA_MAX_OVERLAP 10    /* crowds in one overlap report */
+#define ANA_MAX_CELLS 200000u /* cells of one insight report */
+#define ANA_MAX_BUCKETS 256u  /* buckets of one int/timestamp attribute */
+/* String attributes with more values than this are skipped by default. */
+#define ANA_MAX_STRING_VALUES 1000u
+#define ANA_REQUEST_MAX (1u << 20) /* bytes of a JSON request */
 #define ANA_MAX_THREADS 16
 
 /* ----------------------------------------------------------- kernels */

@@ -73,8 +73,8 @@ static void chunk_values(cl_t *c, uint16_t key, const uint64_t *pd)
                 continue;
             chunk_load(&ch, sd);
             dense_and(sd, pd);
-            uint64_t bits = s < 0 ? (b->nslices < 64 ? ~UINT64_C(0) << b->nslices : 0)
-                                  : UINT64_C(1) << s;
+            uint64_t bits =
+                s < 0 ? (b->nslices < 64 ? ~UINT64_C(0) << b->nslices : 0) : UINT64_C(1) << s;
             for (uint32_t w = 0; w < CP_CHUNK_WORDS; w++)
                 for (uint64_t x = sd[w]; x; x &= x - 1)
                     v[w * 64 + (uint32_t)__builtin_ctzll(x)] |= (int64_t)bits;
@@ -178,8 +178,8 @@ static int nearest(const double *x, const double *cent, int k, int d, double *be
  * the inertia (sum of squared distances) and iterations through *iters.
  * CP_ENOMEM only.
  */
-static cp_status kmeans(const double *z, size_t n, int d, int k, uint64_t seed,
-                        unsigned max_iter, double *cent, double *inertia, unsigned *iters)
+static cp_status kmeans(const double *z, size_t n, int d, int k, uint64_t seed, unsigned max_iter,
+                        double *cent, double *inertia, unsigned *iters)
 {
     double *dmin = malloc(n * sizeof *dmin);
     int *asg = malloc(n * sizeof *asg);
@@ -428,8 +428,7 @@ static cp_status store_clusters(cp_db_t *db, const char *root, int k, roaring_bi
         char slug[16];
         snprintf(slug, sizeof slug, "c%d", j + 1);
         const char *nm = names ? json_string_value(json_array_get(names, (size_t)j)) : slug;
-        if ((rc = clear_tag(db, id)) ||
-            (rc = tax_set_text(&db->tax, id, nm, desc[j], err)) ||
+        if ((rc = clear_tag(db, id)) || (rc = tax_set_text(&db->tax, id, nm, desc[j], err)) ||
             (rc = tax_store_put(txn, tax_get(&db->tax, id), err)))
             goto fail;
         roaring_uint32_iterator_t it;
@@ -460,12 +459,11 @@ static json_t *value_json(cp_attr_type t, double v)
     return json_real(ana_round(v));
 }
 
-cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **out,
-                          cp_error_t *err)
+cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **out, cp_error_t *err)
 {
-    static const char *const fields[] = {"attributes", "crowd", "k", "root", "elbow", "seed",
-                                         "max_iterations", "sample", "min_count", "top", "names",
-                                         NULL};
+    static const char *const fields[] = {
+        "attributes",     "crowd",  "k",         "root", "elbow", "seed",
+        "max_iterations", "sample", "min_count", "top",  "names", NULL};
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
@@ -516,7 +514,8 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
         kmax = (uint64_t)b;
     }
     if (k == 0 && kmax == 0) {
-        rc = CP_ERR(err, CP_EINVAL, "cluster: give \"k\" (clusters to make) or \"elbow\": [KMIN, KMAX]");
+        rc = CP_ERR(err, CP_EINVAL,
+                    "cluster: give \"k\" (clusters to make) or \"elbow\": [KMIN, KMAX]");
         goto out;
     }
     if (sample < 100) {
@@ -526,7 +525,8 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
     const json_t *rv = json_object_get(req, "root");
     if (rv && !json_is_null(rv)) {
         if (!json_is_string(rv)) {
-            rc = CP_ERR(err, CP_EINVAL, "cluster: \"root\" must be a tag path such as \"cluster/value\"");
+            rc = CP_ERR(err, CP_EINVAL,
+                        "cluster: \"root\" must be a tag path such as \"cluster/value\"");
             goto out;
         }
         root = json_string_value(rv);
@@ -563,8 +563,9 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
     }
     const json_t *av = json_object_get(req, "attributes");
     if (!json_is_array(av) || json_array_size(av) == 0 || json_array_size(av) > CL_MAX_ATTRS) {
-        rc = CP_ERR(err, CP_EINVAL, "cluster: \"attributes\" must name 1 to %d int or timestamp "
-                                    "attributes",
+        rc = CP_ERR(err, CP_EINVAL,
+                    "cluster: \"attributes\" must name 1 to %d int or timestamp "
+                    "attributes",
                     CL_MAX_ATTRS);
         goto out;
     }
@@ -584,13 +585,14 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
         const char *name = json_is_string(n) ? json_string_value(n) : "";
         const schema_attr_t *a = schema_find(&db->sch, name, strlen(name));
         if (a == NULL) {
-            rc = CP_ERR(err, CP_ENOTFOUND, "cluster: \"attributes\"[%zu]: unknown attribute \"%.64s\"",
-                        i, name);
+            rc = CP_ERR(err, CP_ENOTFOUND,
+                        "cluster: \"attributes\"[%zu]: unknown attribute \"%.64s\"", i, name);
             goto out;
         }
         if (a->type != CP_ATTR_INT && a->type != CP_ATTR_TIMESTAMP) {
-            rc = CP_ERR(err, CP_ETYPE, "cluster: attribute \"%s\" is %s; k-means needs int or "
-                                       "timestamp attributes",
+            rc = CP_ERR(err, CP_ETYPE,
+                        "cluster: attribute \"%s\" is %s; k-means needs int or "
+                        "timestamp attributes",
                         a->name, cp_attr_type_name(a->type));
             goto out;
         }
@@ -633,16 +635,18 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
     }
     /* Pass 1 */
     p1.keep_all = c.npop <= sample;
-    p1.keep_below = p1.keep_all ? UINT64_MAX
-                                : (uint64_t)((double)sample / (double)c.npop * 18446744073709551615.0);
+    p1.keep_below = p1.keep_all
+                        ? UINT64_MAX
+                        : (uint64_t)((double)sample / (double)c.npop * 18446744073709551615.0);
     visit_all(&c, p1_visit, &p1);
     if (p1.oom) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory sampling");
         goto out;
     }
     if (p1.ns < need) {
-        rc = CP_ERR(err, CP_EINVAL, "cluster: the sample holds %zu users, fewer than k = %llu; "
-                                    "raise \"sample\"",
+        rc = CP_ERR(err, CP_EINVAL,
+                    "cluster: the sample holds %zu users, fewer than k = %llu; "
+                    "raise \"sample\"",
                     p1.ns, (unsigned long long)need);
         goto out;
     }
@@ -667,8 +671,8 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
 
     json_t *attrs = json_array();
     for (int a = 0; a < c.d; a++)
-        json_array_append_new(attrs, json_pack("{s:s,s:s,s:o,s:f}", "name", c.at[a].a->name,
-                                               "type", cp_attr_type_name(c.at[a].a->type), "mean",
+        json_array_append_new(attrs, json_pack("{s:s,s:s,s:o,s:f}", "name", c.at[a].a->name, "type",
+                                               cp_attr_type_name(c.at[a].a->type), "mean",
                                                value_json(c.at[a].a->type, c.at[a].mean), "sd",
                                                ana_round(c.at[a].sd)));
     json_object_set_new(clabel, "size", json_integer((json_int_t)crowd_size));
@@ -691,8 +695,8 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                 rc = CP_ERR(err, CP_ENOMEM, "out of memory");
                 goto out;
             }
-            json_array_append_new(el, json_pack("{s:I,s:f,s:f,s:i}", "k", (json_int_t)kk,
-                                                "inertia", ana_round(in), "inertia_per_user",
+            json_array_append_new(el, json_pack("{s:I,s:f,s:f,s:i}", "k", (json_int_t)kk, "inertia",
+                                                ana_round(in), "inertia_per_user",
                                                 ana_round(in / (double)p1.ns), "iterations", its));
         }
     }
@@ -763,8 +767,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                     fmt_double(ana_round(mean), vb, sizeof vb);
                 buf_printf(&d, "%s %s=%s", a ? "," : "", at->name, vb);
                 json_object_set_new(cj, at->name, v);
-                json_object_set_new(zj, at->name,
-                                    json_real(ana_round(cent[(size_t)j * c.d + a])));
+                json_object_set_new(zj, at->name, json_real(ana_round(cent[(size_t)j * c.d + a])));
             }
             desc[j] = d.data ? strdup(buf_cstr(&d)) : NULL;
             buf_free(&d);

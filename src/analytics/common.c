@@ -63,8 +63,7 @@ cp_status ana_get_uint(const json_t *obj, const char *field, uint64_t max, uint6
     json_t *v = json_object_get(obj, field);
     if (v == NULL || json_is_null(v))
         return CP_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) > max)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
         return CP_ERR(err, CP_EINVAL, "field \"%s\": expected an integer from 0 to %llu", field,
                       (unsigned long long)max);
     *out = (uint64_t)json_integer_value(v);
@@ -238,8 +237,7 @@ cp_status cp_analytics_settings_json(cp_db_t *db, char **out, cp_error_t *err)
     return db_json_out(json_pack("{s:I}", "min_count", (json_int_t)mc), out, err);
 }
 
-cp_status cp_analytics_settings_set_json(cp_db_t *db, const char *json, size_t len,
-                                         cp_error_t *err)
+cp_status cp_analytics_settings_set_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err)
 {
     json_t *req = NULL;
     cp_status rc = ana_parse_request(json, len, &req, err);
@@ -274,8 +272,8 @@ cp_status ana_bsi_minmax(const bsi_t *b, const roaring_bitmap_t *among, int *fou
     *found = 0;
     *min = *max = 0;
     cp_status rc = CP_OK;
-    roaring_bitmap_t *ex = among ? roaring_bitmap_and(b->exists, among)
-                                 : roaring_bitmap_copy(b->exists);
+    roaring_bitmap_t *ex =
+        among ? roaring_bitmap_and(b->exists, among) : roaring_bitmap_copy(b->exists);
     roaring_bitmap_t *cand = NULL, *t = NULL;
     if (ex == NULL)
         return CP_ENOMEM;

@@ -256,7 +256,8 @@ static cp_status parse_window(const json_t *req, freq_t *f, cp_error_t *err)
         f->ndays = (int32_t)n;
     }
     if (f->d1 < f->d0 || (int64_t)f->d1 - f->d0 >= FUNNEL_MAX_DAYS)
-        return CP_ERR(err, CP_EINVAL, "funnel: the window must run forward and span at most %d days",
+        return CP_ERR(err, CP_EINVAL,
+                      "funnel: the window must run forward and span at most %d days",
                       FUNNEL_MAX_DAYS);
     return CP_OK;
 }
@@ -287,12 +288,11 @@ static cp_status sweep(cp_db_t *db, const freq_t *f, const roaring_bitmap_t *pop
     return rc;
 }
 
-cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **out,
-                         cp_error_t *err)
+cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **out, cp_error_t *err)
 {
-    static const char *const fields[] = {"name",  "steps", "from",      "to",    "window_days",
-                                         "as_of", "crowd", "breakdown", "store", "min_count",
-                                         NULL};
+    static const char *const fields[] = {"name",        "steps",     "from",  "to",
+                                         "window_days", "as_of",     "crowd", "breakdown",
+                                         "store",       "min_count", NULL};
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
@@ -354,8 +354,8 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
             if (w.ncells > 0)
                 continue;
             char msg[300];
-            snprintf(msg, sizeof msg, "step %zu (\"%.200s\"%s) has no events in the window",
-                     k + 1, f.steps[k].event, f.steps[k].nf ? " with these filters" : "");
+            snprintf(msg, sizeof msg, "step %zu (\"%.200s\"%s) has no events in the window", k + 1,
+                     f.steps[k].event, f.steps[k].nf ? " with these filters" : "");
             if (json_array_append_new(warnings, json_string(msg))) {
                 rc = CP_ERR(err, CP_ENOMEM, "out of memory");
                 goto out;
@@ -364,8 +364,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
     }
     const json_t *cw = json_object_get(req, "crowd");
     if (cw && !json_is_null(cw)) {
-        if ((rc = ana_set_eval_locked_as_of(db, cw, "funnel: crowd", f.d1,
-                                            &pop, &clabel, err)))
+        if ((rc = ana_set_eval_locked_as_of(db, cw, "funnel: crowd", f.d1, &pop, &clabel, err)))
             goto out;
     } else if ((pop = roaring_bitmap_copy(db->ix->universe)) == NULL) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -410,10 +409,10 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
     for (size_t k = 0; k < f.nsteps; k++) {
         uint64_t n = roaring_bitmap_get_cardinality(reached[k]);
         uint64_t prev = k ? roaring_bitmap_get_cardinality(reached[k - 1]) : npop;
-        json_t *o = json_pack("{s:I,s:s,s:I,s:o,s:o}", "step", (json_int_t)(k + 1), "event",
-                              f.steps[k].event, "users", (json_int_t)n, "conversion",
-                              conv(n, prev), "conversion_from_first",
-                              conv(n, roaring_bitmap_get_cardinality(reached[0])));
+        json_t *o =
+            json_pack("{s:I,s:s,s:I,s:o,s:o}", "step", (json_int_t)(k + 1), "event",
+                      f.steps[k].event, "users", (json_int_t)n, "conversion", conv(n, prev),
+                      "conversion_from_first", conv(n, roaring_bitmap_get_cardinality(reached[0])));
         if (f.steps[k].filters)
             json_object_set(o, "filters", (json_t *)f.steps[k].filters);
         if (f.store) {
@@ -445,8 +444,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
     if (clabel)
         json_object_set(res, "crowd", clabel);
     if (json_object_set(res, "warnings", warnings) ||
-        (end_from_data &&
-         json_object_set_new(res, "as_of_from_data", json_true()))) {
+        (end_from_data && json_object_set_new(res, "as_of_from_data", json_true()))) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto out;
     }
@@ -478,8 +476,9 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
                 json_object_set_new(go, "size", json_integer((json_int_t)size));
             json_array_append_new(ga, go);
         }
-        json_object_set_new(res, "breakdown", json_pack("{s:O,s:o,s:I}", "by", by, "groups", ga,
-                                                        "min_count", (json_int_t)min_count));
+        json_object_set_new(
+            res, "breakdown",
+            json_pack("{s:O,s:o,s:I}", "by", by, "groups", ga, "min_count", (json_int_t)min_count));
     }
     if (f.store) {
         db->data_changed = 1;

@@ -27,11 +27,11 @@ enum { CELL_TAG = 1, CELL_VALUE = 2, CELL_RANGE = 3 };
 
 typedef struct meta {
     int kind;
-    uint32_t tag;            /* CELL_TAG */
+    uint32_t tag;              /* CELL_TAG */
     const schema_attr_t *attr; /* CELL_VALUE, CELL_RANGE */
-    uint32_t vid;            /* CELL_VALUE */
-    int has_lo, has_hi;      /* CELL_RANGE: open ends */
-    char label[112];         /* CELL_RANGE */
+    uint32_t vid;              /* CELL_VALUE */
+    int has_lo, has_hi;        /* CELL_RANGE: open ends */
+    char label[112];           /* CELL_RANGE */
 } meta_t;
 
 typedef struct cells {
@@ -50,7 +50,8 @@ static void cells_free(cells_t *cs)
 static cp_status cells_push(cells_t *cs, ana_cell_t c, meta_t m, cp_error_t *err)
 {
     if (cs->n >= ANA_MAX_CELLS)
-        return CP_ERR(err, CP_ELIMIT, "insight: more than %u cells; narrow \"tags\" or \"attributes\"",
+        return CP_ERR(err, CP_ELIMIT,
+                      "insight: more than %u cells; narrow \"tags\" or \"attributes\"",
                       ANA_MAX_CELLS);
     if (cs->n == cs->cap) {
         size_t nc = cs->cap ? cs->cap * 2 : 256;
@@ -132,8 +133,8 @@ static cp_status add_tags(cp_db_t *db, const json_t *spec, cells_t *cs, cp_error
 typedef struct bounds {
     int64_t lo[ANA_MAX_BUCKETS + 1]; /* ascending lower bounds */
     size_t n;
-    int years;   /* timestamp year buckets: label as years */
-    int step;    /* years per bucket */
+    int years; /* timestamp year buckets: label as years */
+    int step;  /* years per bucket */
 } bounds_t;
 
 /* Seconds of 1 January of `year` (proleptic Gregorian, UTC). */
@@ -317,8 +318,8 @@ out:
     return rc;
 }
 
-static cp_status add_attr(cp_db_t *db, const schema_attr_t *a, int explicit_,
-                          const json_t *buckets, cells_t *cs, json_t *skipped, cp_error_t *err)
+static cp_status add_attr(cp_db_t *db, const schema_attr_t *a, int explicit_, const json_t *buckets,
+                          cells_t *cs, json_t *skipped, cp_error_t *err)
 {
     const idx_attr_t *ia = index_attr(db->ix, a->id);
     if (ia == NULL)
@@ -339,10 +340,9 @@ static cp_status add_attr(cp_db_t *db, const schema_attr_t *a, int explicit_,
                       "insight: \"buckets\".%s: only int and timestamp attributes have buckets",
                       a->name);
     if (a->type == CP_ATTR_STRING && a->nvalues > ANA_MAX_STRING_VALUES && !explicit_) {
-        json_array_append_new(skipped,
-                              json_pack("{s:s,s:s}", "attribute", a->name, "reason",
-                                        "more than 1000 distinct values; name it in "
-                                        "\"attributes\" to include it"));
+        json_array_append_new(skipped, json_pack("{s:s,s:s}", "attribute", a->name, "reason",
+                                                 "more than 1000 distinct values; name it in "
+                                                 "\"attributes\" to include it"));
         return CP_OK;
     }
     for (uint32_t v = 1; v <= a->nvalues; v++) {
@@ -371,8 +371,8 @@ static cp_status add_attrs(cp_db_t *db, const json_t *spec, const json_t *bucket
         {
             (void)v;
             if (!schema_find(&db->sch, k, strlen(k)))
-                return CP_ERR(err, CP_ENOTFOUND, "insight: \"buckets\": unknown attribute \"%.64s\"",
-                              k);
+                return CP_ERR(err, CP_ENOTFOUND,
+                              "insight: \"buckets\": unknown attribute \"%.64s\"", k);
         }
     }
     if (spec != NULL && json_is_false(spec))
@@ -421,8 +421,8 @@ static char *cell_expr(cp_db_t *db, const ana_cell_t *c, const meta_t *m)
         cp_attr_type t = m->attr->type;
         if (m->has_lo && m->has_hi)
             buf_printf(&b, "%s BETWEEN %s AND %s", m->attr->name,
-                          ana_value_text(t, c->lo, x, sizeof x),
-                          ana_value_text(t, c->hi, y, sizeof y));
+                       ana_value_text(t, c->lo, x, sizeof x),
+                       ana_value_text(t, c->hi, y, sizeof y));
         else if (m->has_lo)
             buf_printf(&b, "%s >= %s", m->attr->name, ana_value_text(t, c->lo, x, sizeof x));
         else
@@ -436,7 +436,7 @@ static char *cell_expr(cp_db_t *db, const ana_cell_t *c, const meta_t *m)
 
 typedef struct ranked {
     size_t i;
-    int shown;  /* not suppressed */
+    int shown; /* not suppressed */
     int has_tgi;
     double tgi;
     uint64_t members;
@@ -493,8 +493,8 @@ static json_t *cell_json(cp_db_t *db, const cells_t *cs, size_t i, uint64_t csiz
         json_object_set_new(o, "kind", json_string("attribute"));
         json_object_set_new(o, "attribute", json_string(m->attr->name));
         if (m->kind == CELL_VALUE) {
-            json_object_set_new(o, "value", json_stringn(m->attr->values[m->vid],
-                                                         m->attr->value_lens[m->vid]));
+            json_object_set_new(o, "value",
+                                json_stringn(m->attr->values[m->vid], m->attr->value_lens[m->vid]));
         } else {
             json_object_set_new(o, "value", json_string(m->label));
             json_object_set_new(o, "min", m->has_lo ? json_integer(c->lo) : json_null());
@@ -527,10 +527,9 @@ static void rank_cells(const cells_t *cs, uint64_t csize, uint64_t bsize, uint64
         r[i].i = i;
         r[i].members = c->n_crowd;
         r[i].shown = c->n_crowd >= min_count && c->n_base >= min_count;
-        double tgi = csize && bsize && c->n_base
-                         ? ((double)c->n_crowd / (double)csize) / ((double)c->n_base / (double)bsize) *
-                               100.0
-                         : NAN;
+        double tgi = csize && bsize && c->n_base ? ((double)c->n_crowd / (double)csize) /
+                                                       ((double)c->n_base / (double)bsize) * 100.0
+                                                 : NAN;
         r[i].has_tgi = r[i].shown && isfinite(tgi);
         r[i].tgi = r[i].has_tgi ? ana_round(tgi) : 0;
         if (!r[i].shown)
@@ -575,11 +574,10 @@ out:
     return rc;
 }
 
-cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **out,
-                          cp_error_t *err)
+cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **out, cp_error_t *err)
 {
-    static const char *const fields[] = {"crowd", "baseline", "tags", "attributes", "buckets",
-                                         "sort", "top", "min_count", NULL};
+    static const char *const fields[] = {"crowd", "baseline", "tags",      "attributes", "buckets",
+                                         "sort",  "top",      "min_count", NULL};
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");
     *out = NULL;
@@ -609,8 +607,9 @@ cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **o
     }
     const json_t *cspec = json_object_get(req, "crowd");
     if (cspec == NULL) {
-        rc = CP_ERR(err, CP_EINVAL, "insight: field \"crowd\" is required (a crowd name or "
-                                    "{\"expression\": TEXT})");
+        rc = CP_ERR(err, CP_EINVAL,
+                    "insight: field \"crowd\" is required (a crowd name or "
+                    "{\"expression\": TEXT})");
         goto out;
     }
     if ((rc = db_read_begin(db, err)))

@@ -42,8 +42,8 @@ and_count_vpopcnt(const uint64_t *a, const uint64_t *b)
     return and_count_n(a, b);
 }
 
-__attribute__((target("popcnt"), OPT_O3_SCALAR)) static uint64_t
-and_count_popcnt(const uint64_t *a, const uint64_t *b)
+__attribute__((target("popcnt"), OPT_O3_SCALAR)) static uint64_t and_count_popcnt(const uint64_t *a,
+                                                                                  const uint64_t *b)
 {
     return and_count_n(a, b);
 }
@@ -84,8 +84,7 @@ static uint64_t range_count(const uint64_t *d, uint32_t start, uint32_t last)
     return cnt + (uint64_t)__builtin_popcountll(d[w1] & m1);
 }
 
-__attribute__((OPT_O3)) static uint64_t array_count(const uint16_t *v, int32_t n,
-                                                    const uint64_t *d)
+__attribute__((OPT_O3)) static uint64_t array_count(const uint16_t *v, int32_t n, const uint64_t *d)
 {
     /* Four independent sums so the loads of the bit tests overlap. */
     uint64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
@@ -163,10 +162,10 @@ int ana_threads_for(uint32_t chunks)
 typedef struct win {
     const uint16_t *keys; /* this window's keys */
     uint32_t nkeys;
-    const int32_t *slot;  /* by key: index into the dense arrays, or -1 */
-    const uint64_t *cd, *bd; /* crowd / baseline dense chunks by slot (bd NULL: none) */
+    const int32_t *slot;            /* by key: index into the dense arrays, or -1 */
+    const uint64_t *cd, *bd;        /* crowd / baseline dense chunks by slot (bd NULL: none) */
     const uint8_t *have_c, *have_b; /* the set has that chunk */
-    int base_bitmaps; /* bitmap cells count the baseline too (one was given) */
+    int base_bitmaps;               /* bitmap cells count the baseline too (one was given) */
 } win_t;
 
 typedef struct job {
@@ -315,8 +314,13 @@ cp_status ana_count_cells(const roaring_bitmap_t *crowd, const roaring_bitmap_t 
         load_window(crowd, keys + w0, wn, cd, have_c);
         if (need_b)
             load_window(bset, keys + w0, wn, bd, have_b);
-        win_t w = {.keys = keys + w0, .nkeys = wn, .slot = slot, .cd = cd,
-                   .bd = baseline || has_bsi ? bd : NULL, .have_c = have_c, .have_b = have_b,
+        win_t w = {.keys = keys + w0,
+                   .nkeys = wn,
+                   .slot = slot,
+                   .cd = cd,
+                   .bd = baseline || has_bsi ? bd : NULL,
+                   .have_c = have_c,
+                   .have_b = have_b,
                    .base_bitmaps = baseline != NULL};
         /* BSI cells count the baseline even without an explicit one; bitmap
          * cells then take theirs from their cardinality below. */

@@ -127,8 +127,7 @@ static json_t *ratio(uint64_t num, uint64_t den)
     return den ? json_real(ana_round((double)num / (double)den)) : json_null();
 }
 
-cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **out,
-                          cp_error_t *err)
+cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **out, cp_error_t *err)
 {
     static const char *const fields[] = {"crowds", "min_count", NULL};
     if (out == NULL)
@@ -149,8 +148,9 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
         goto out;
     const json_t *cr = json_object_get(req, "crowds");
     if (!json_is_array(cr)) {
-        rc = CP_ERR(err, CP_EINVAL, "overlap: field \"crowds\" (an array of 2 to %d crowds) is "
-                                    "required",
+        rc = CP_ERR(err, CP_EINVAL,
+                    "overlap: field \"crowds\" (an array of 2 to %d crowds) is "
+                    "required",
                     ANA_MAX_OVERLAP);
         goto out;
     }
@@ -168,8 +168,8 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
     for (n = 0; n < (int)json_array_size(cr); n++) {
         char what[32];
         snprintf(what, sizeof what, "crowds[%d]", n);
-        if ((rc = ana_set_eval_locked(db, json_array_get(cr, (size_t)n), what, &sets[n],
-                                      &labels[n], err)))
+        if ((rc = ana_set_eval_locked(db, json_array_get(cr, (size_t)n), what, &sets[n], &labels[n],
+                                      err)))
             goto out;
     }
     uint32_t nk = 0;
@@ -231,9 +231,9 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
         json_object_set_new(o, "index", json_integer(i));
         json_object_set_new(o, "size", json_integer((json_int_t)size[i]));
         put_count(o, "unique", sum.unique[i], min_count);
-        json_object_set_new(o, "unique_share", sum.unique[i] >= min_count
-                                                   ? ratio(sum.unique[i], size[i])
-                                                   : json_null());
+        json_object_set_new(o, "unique_share",
+                            sum.unique[i] >= min_count ? ratio(sum.unique[i], size[i])
+                                                       : json_null());
         json_array_append_new(cj, o);
     }
     int p = 0;

@@ -43,17 +43,17 @@ static const char *const seg_display[8] = {
     "一般价值客户", "一般发展客户", "一般保持客户", "一般挽留客户",
 };
 static const char *const seg_desc[8] = {
-    "RFM: recent, frequent, high value",     "RFM: recent, infrequent, high value",
-    "RFM: lapsed, frequent, high value",     "RFM: lapsed, infrequent, high value",
-    "RFM: recent, frequent, low value",      "RFM: recent, infrequent, low value",
-    "RFM: lapsed, frequent, low value",      "RFM: lapsed, infrequent, low value",
+    "RFM: recent, frequent, high value", "RFM: recent, infrequent, high value",
+    "RFM: lapsed, frequent, high value", "RFM: lapsed, infrequent, high value",
+    "RFM: recent, frequent, low value",  "RFM: recent, infrequent, low value",
+    "RFM: lapsed, frequent, low value",  "RFM: lapsed, infrequent, low value",
 };
 static const char *const attr_names[6] = {"rfm_r",       "rfm_f",       "rfm_m",
                                           "rfm_r_score", "rfm_f_score", "rfm_m_score"};
 
 typedef struct rfm_cust {
     uint32_t ord;
-    int64_t v[3];    /* R days, F invoices, M cents */
+    int64_t v[3]; /* R days, F invoices, M cents */
     int score[3];
     int seg;
 } rfm_cust_t;
@@ -250,8 +250,8 @@ static cp_status score(rfm_cust_t *c, size_t n, double mean[3])
 }
 
 /* Writes tags and attributes (write lock, txn open). */
-static cp_status store_rfm(cp_db_t *db, store_txn_t *txn, const rfm_req_t *r,
-                           const rfm_cust_t *c, size_t n, int *touched, cp_error_t *err)
+static cp_status store_rfm(cp_db_t *db, store_txn_t *txn, const rfm_req_t *r, const rfm_cust_t *c,
+                           size_t n, int *touched, cp_error_t *err)
 {
     cp_status rc = CP_OK;
     roaring_bitmap_t *seg[8] = {0}, *cust = roaring_bitmap_create();
@@ -331,11 +331,11 @@ static json_t *report(const rfm_req_t *r, int32_t ref_day, const rfm_cust_t *c, 
                               seg_display[s], "tag", path, "customers", (json_int_t)cnt[s], "share",
                               n ? ana_round((double)cnt[s] / (double)n) : 0.0);
         if (cnt[s])
-            json_object_set_new(
-                o, "mean",
-                json_pack("{s:f,s:f,s:f}", "r", ana_round(sums[s][0] / (double)cnt[s]), "f",
-                          ana_round(sums[s][1] / (double)cnt[s]), "m_cents",
-                          ana_round(sums[s][2] / (double)cnt[s])));
+            json_object_set_new(o, "mean",
+                                json_pack("{s:f,s:f,s:f}", "r",
+                                          ana_round(sums[s][0] / (double)cnt[s]), "f",
+                                          ana_round(sums[s][1] / (double)cnt[s]), "m_cents",
+                                          ana_round(sums[s][2] / (double)cnt[s])));
         json_array_append_new(segs, o);
     }
     /* Per dimension and score: the range of values it covers. */
@@ -362,19 +362,19 @@ static json_t *report(const rfm_req_t *r, int32_t ref_day, const rfm_cust_t *c, 
     }
     json_t *o = json_pack("{s:s,s:I,s:o,s:o,s:b,s:{s:s,s:s,s:s}}", "as_of",
                           val_day_format(ref_day, b), "customers", (json_int_t)n, "segments", segs,
-                          "dimensions", dims, "stored", r->store, "measures", "recency",
-                          r->meas[0], "frequency", r->meas[1], "monetary", r->meas[2]);
+                          "dimensions", dims, "stored", r->store, "measures", "recency", r->meas[0],
+                          "frequency", r->meas[1], "monetary", r->meas[2]);
     if (o && r->detail) {
         json_t *rows = json_array();
         for (size_t i = 0; i < n && i < RFM_MAX_DETAIL; i++) {
             char id[USERS_MAX_ID + 8];
-            json_array_append_new(
-                rows, json_pack("{s:s,s:I,s:I,s:I,s:i,s:i,s:i,s:s}", "user",
-                                val_user_id(txn, c[i].ord, id, sizeof id), "r",
-                                (json_int_t)c[i].v[0], "f", (json_int_t)c[i].v[1], "m",
-                                (json_int_t)c[i].v[2], "r_score", c[i].score[0], "f_score",
-                                c[i].score[1], "m_score", c[i].score[2], "segment",
-                                seg_names[c[i].seg]));
+            json_array_append_new(rows,
+                                  json_pack("{s:s,s:I,s:I,s:I,s:i,s:i,s:i,s:s}", "user",
+                                            val_user_id(txn, c[i].ord, id, sizeof id), "r",
+                                            (json_int_t)c[i].v[0], "f", (json_int_t)c[i].v[1], "m",
+                                            (json_int_t)c[i].v[2], "r_score", c[i].score[0],
+                                            "f_score", c[i].score[1], "m_score", c[i].score[2],
+                                            "segment", seg_names[c[i].seg]));
         }
         json_object_set_new(o, "users", rows);
     }

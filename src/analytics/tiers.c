@@ -58,14 +58,15 @@ static cp_status tiers_parse(cp_db_t *db, const json_t *j, tiers_t *t, cp_error_
         return rc;
     const json_t *a = json_object_get(j, "attribute"), *arr = json_object_get(j, "tiers");
     if (!json_is_string(a))
-        return CP_ERR(err, CP_EINVAL, "tiers: field \"attribute\" (the points attribute) is required");
+        return CP_ERR(err, CP_EINVAL,
+                      "tiers: field \"attribute\" (the points attribute) is required");
     const char *an = json_string_value(a);
     t->attr = schema_find(&db->sch, an, strlen(an));
     if (t->attr == NULL)
         return CP_ERR(err, CP_ENOTFOUND, "tiers: unknown attribute \"%.64s\"", an);
     if (t->attr->type != CP_ATTR_INT)
-        return CP_ERR(err, CP_ETYPE, "tiers: attribute \"%s\" is %s; points must be an int",
-                      an, cp_attr_type_name(t->attr->type));
+        return CP_ERR(err, CP_ETYPE, "tiers: attribute \"%s\" is %s; points must be an int", an,
+                      cp_attr_type_name(t->attr->type));
     const idx_attr_t *ia = index_attr(db->ix, t->attr->id);
     t->bsi = ia ? ia->bsi : NULL;
     if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > TIERS_MAX)
@@ -127,8 +128,8 @@ static char *range_expr(const tiers_t *t, int64_t lo, int64_t hi)
 {
     char *s = NULL;
     int r = hi == INT64_MAX ? asprintf(&s, "%s >= %lld", t->attr->name, (long long)lo)
-                            : asprintf(&s, "%s BETWEEN %lld AND %lld", t->attr->name,
-                                       (long long)lo, (long long)hi);
+                            : asprintf(&s, "%s BETWEEN %lld AND %lld", t->attr->name, (long long)lo,
+                                       (long long)hi);
     return r < 0 ? NULL : s;
 }
 
@@ -149,10 +150,10 @@ static cp_status tiers_report(cp_db_t *db, const tiers_t *t, json_t **out, cp_er
         if ((rc = range_count(t, t->min[i], hi, &c)))
             goto fail;
         char *ex = range_expr(t, t->min[i], hi);
-        json_t *o = json_pack("{s:s,s:I,s:o,s:o,s:s?}", "name", t->name[i], "min",
-                              (json_int_t)t->min[i], "max",
-                              hi == INT64_MAX ? json_null() : json_integer(hi), "members",
-                              count_json(c, mc), "expression", ex);
+        json_t *o =
+            json_pack("{s:s,s:I,s:o,s:o,s:s?}", "name", t->name[i], "min", (json_int_t)t->min[i],
+                      "max", hi == INT64_MAX ? json_null() : json_integer(hi), "members",
+                      count_json(c, mc), "expression", ex);
         free(ex);
         if (c < mc)
             json_object_set_new(o, "suppressed", json_true());
@@ -209,8 +210,7 @@ cp_status cp_tiers_json(cp_db_t *db, char **out, cp_error_t *err)
     return db_json_out(rep, out, err);
 }
 
-cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **out,
-                            cp_error_t *err)
+cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **out, cp_error_t *err)
 {
     if (out)
         *out = NULL;
@@ -233,17 +233,17 @@ cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **ou
     }
     canon = json_pack("{s:s,s:[]}", "attribute", t->attr->name, "tiers");
     for (size_t i = 0; canon && i < t->n; i++)
-        json_array_append_new(json_object_get(canon, "tiers"),
-                              json_pack("{s:s,s:I}", "name", t->name[i], "min",
-                                        (json_int_t)t->min[i]));
+        json_array_append_new(
+            json_object_get(canon, "tiers"),
+            json_pack("{s:s,s:I}", "name", t->name[i], "min", (json_int_t)t->min[i]));
     text = canon ? json_dumps(canon, JSON_COMPACT) : NULL;
     if (text == NULL) {
         db_write_abort(db, txn);
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = store_put(txn, STORE_META, ANA_META_TIERS, strlen(ANA_META_TIERS), text,
-                        strlen(text), err))) {
+    if ((rc = store_put(txn, STORE_META, ANA_META_TIERS, strlen(ANA_META_TIERS), text, strlen(text),
+                        err))) {
         db_write_abort(db, txn);
         goto out;
     }
@@ -299,7 +299,8 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
         for (size_t i = 0; i < json_array_size(want); i++) {
             const json_t *w = json_array_get(want, i);
             size_t k = 0;
-            while (k < t->n && !(json_is_string(w) && strcmp(t->name[k], json_string_value(w)) == 0))
+            while (k < t->n &&
+                   !(json_is_string(w) && strcmp(t->name[k], json_string_value(w)) == 0))
                 k++;
             if (k == t->n) {
                 rc = CP_ERR(err, CP_ENOTFOUND, "nudge: \"tiers\"[%zu]: no tier named \"%.64s\"", i,
@@ -332,8 +333,7 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
         }
         total += c;
         char *e = range_expr(t, lo, hi);
-        if (e == NULL || (ex.len && buf_append(&ex, " OR ", 4)) ||
-            buf_append(&ex, e, strlen(e))) {
+        if (e == NULL || (ex.len && buf_append(&ex, " OR ", 4)) || buf_append(&ex, e, strlen(e))) {
             free(e);
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
             goto out;
@@ -347,8 +347,8 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
         json_array_append_new(parts, o);
     }
     res = json_pack("{s:s,s:I,s:s,s:o,s:o,s:I}", "attribute", t->attr->name, "within",
-                    (json_int_t)within, "expression", ex.len ? buf_cstr(&ex) : "",
-                    "members", count_json(total, mc), "parts", parts, "min_count", (json_int_t)mc);
+                    (json_int_t)within, "expression", ex.len ? buf_cstr(&ex) : "", "members",
+                    count_json(total, mc), "parts", parts, "min_count", (json_int_t)mc);
     parts = NULL;
     if (res == NULL) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");

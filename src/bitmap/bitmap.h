@@ -26,13 +26,13 @@
 void dense_zero(uint64_t *dst);
 void dense_fill(uint64_t *dst);
 void dense_copy(uint64_t *dst, const uint64_t *src);
-void dense_and(uint64_t *dst, const uint64_t *src);    /* dst &= src */
-void dense_or(uint64_t *dst, const uint64_t *src);     /* dst |= src */
-void dense_andnot(uint64_t *dst, const uint64_t *src); /* dst &= ~src */
+void dense_and(uint64_t *dst, const uint64_t *src);      /* dst &= src */
+void dense_or(uint64_t *dst, const uint64_t *src);       /* dst |= src */
+void dense_andnot(uint64_t *dst, const uint64_t *src);   /* dst &= ~src */
 void dense_not(uint64_t *dst, const uint64_t *universe); /* dst = universe & ~dst */
 uint64_t dense_popcount(const uint64_t *src);
 uint64_t dense_or_popcount(const uint64_t *a, const uint64_t *b); /* popcount(a | b) */
-int dense_any(const uint64_t *src); /* non-zero if any bit set */
+int dense_any(const uint64_t *src);                               /* non-zero if any bit set */
 
 /* dst = pos[0] & ... & pos[np-1] & ~(neg[0] | ... | neg[nn-1]), np >= 1,
  * in one pass for up to 4 positive and 2 negative chunks (fused.c). dst
@@ -49,8 +49,8 @@ uint64_t dense_floor5(const uint64_t *a, const uint64_t *b, const uint64_t *c, c
  * A view of one CRoaring container (shared containers unwrapped), read in
  * place without copying. Valid while the bitmap is not modified. */
 typedef struct bm_chunk {
-    uint8_t type;    /* BITSET/ARRAY/RUN_CONTAINER_TYPE_CODE; 0 = empty/absent */
-    const void *c;   /* the container */
+    uint8_t type;  /* BITSET/ARRAY/RUN_CONTAINER_TYPE_CODE; 0 = empty/absent */
+    const void *c; /* the container */
 } bm_chunk_t;
 
 /*
@@ -101,9 +101,9 @@ typedef struct bsi {
     roaring_bitmap_t *slices[BSI_MAX_SLICES];
 } bsi_t;
 
-bsi_t *bsi_create(void);             /* NULL on ENOMEM */
-void bsi_free(bsi_t *b);             /* NULL fine */
-cp_status bsi_set(bsi_t *b, uint32_t user, int64_t v); /* overwrites */
+bsi_t *bsi_create(void);                                /* NULL on ENOMEM */
+void bsi_free(bsi_t *b);                                /* NULL fine */
+cp_status bsi_set(bsi_t *b, uint32_t user, int64_t v);  /* overwrites */
 int bsi_get(const bsi_t *b, uint32_t user, int64_t *v); /* 1 if the user has a value */
 void bsi_clear(bsi_t *b, uint32_t user);
 /* Grows the slice count to n (for loading from storage). */
@@ -154,8 +154,7 @@ size_t geo_index_size_in_bytes(const geo_index_t *g);
 /* For persistence: walk cells; the bitmap is owned by the index. */
 size_t geo_index_cell_count(const geo_index_t *g);
 /* i in [0, cell_count); order unspecified but stable between writes. */
-void geo_index_cell_at(const geo_index_t *g, size_t i, uint64_t *cell,
-                       const roaring_bitmap_t **bm);
+void geo_index_cell_at(const geo_index_t *g, size_t i, uint64_t *cell, const roaring_bitmap_t **bm);
 /* Cell of a point (the key under which the user is stored). */
 uint64_t geo_index_cell_of(double lat, double lon);
 

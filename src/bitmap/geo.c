@@ -436,7 +436,7 @@ typedef struct near_ctx {
     double lat, lon, radius;
     roaring_bitmap_t *out;
     roaring_bitmap_t *inside; /* cells wholly inside, OR'ed lazily (see below) */
-    uint32_t buf[256]; /* boundary users that passed, added in batches */
+    uint32_t buf[256];        /* boundary users that passed, added in batches */
     size_t nbuf;
 } near_ctx_t;
 

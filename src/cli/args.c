@@ -13,8 +13,8 @@
 
 static const cli_opt_t conn_data = {"data", 'd', OPT_VALUE, "DIR",
                                     "data directory (default: $CROWDPACK_DATA)"};
-static const cli_opt_t conn_server = {"server", 0, OPT_VALUE, "URL",
-                                      "talk to a running server instead (e.g. http://127.0.0.1:8080)"};
+static const cli_opt_t conn_server = {
+    "server", 0, OPT_VALUE, "URL", "talk to a running server instead (e.g. http://127.0.0.1:8080)"};
 static const cli_opt_t conn_key = {"key", 0, OPT_VALUE, "KEY",
                                    "API key for --server (default: $CROWDPACK_KEY)"};
 static const cli_opt_t conn_json = {"json", 0, OPT_FLAG, NULL, "machine-readable JSON output"};
@@ -73,8 +73,14 @@ int cli_usage_error(const cli_spec_t *s, const char *fmt, ...)
 
 /* Finds an option by long name; index into the spec, or a negative code
  * for the connection options. */
-enum { FOUND_NONE = -100, FOUND_DATA = -1, FOUND_SERVER = -2, FOUND_KEY = -3, FOUND_JSON = -4,
-       FOUND_HELP = -5 };
+enum {
+    FOUND_NONE = -100,
+    FOUND_DATA = -1,
+    FOUND_SERVER = -2,
+    FOUND_KEY = -3,
+    FOUND_JSON = -4,
+    FOUND_HELP = -5
+};
 
 static int find_long(const cli_spec_t *s, const char *name, size_t len)
 {
@@ -118,11 +124,21 @@ static int takes_value(const cli_spec_t *s, int idx)
 static void store(cli_args_t *a, int idx, const char *v)
 {
     switch (idx) {
-    case FOUND_DATA: a->data = v; break;
-    case FOUND_SERVER: a->server = v; break;
-    case FOUND_KEY: a->key = v; break;
-    case FOUND_JSON: a->json = 1; break;
-    case FOUND_HELP: a->help = 1; break;
+    case FOUND_DATA:
+        a->data = v;
+        break;
+    case FOUND_SERVER:
+        a->server = v;
+        break;
+    case FOUND_KEY:
+        a->key = v;
+        break;
+    case FOUND_JSON:
+        a->json = 1;
+        break;
+    case FOUND_HELP:
+        a->help = 1;
+        break;
     default:
         a->val[idx] = v;
         a->count[idx]++;
@@ -198,7 +214,8 @@ int cli_parse(const cli_spec_t *s, int argc, char **argv, cli_args_t *a)
         return CLI_OK;
     }
     if (a->npos < s->min_pos)
-        return cli_usage_error(s, "missing argument%s: expected %s", s->min_pos - a->npos > 1 ? "s" : "",
+        return cli_usage_error(s, "missing argument%s: expected %s",
+                               s->min_pos - a->npos > 1 ? "s" : "",
                                s->args ? s->args : "more arguments");
     if (s->max_pos >= 0 && a->npos > s->max_pos)
         return cli_usage_error(s, "unexpected argument '%s'", a->pos[s->max_pos]);
@@ -264,7 +281,8 @@ int cli_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-int cli_dispatch(const char *group, const char *summary, const cli_sub_t *subs, int argc, char **argv)
+int cli_dispatch(const char *group, const char *summary, const cli_sub_t *subs, int argc,
+                 char **argv)
 {
     const char *w = argc > 0 ? argv[0] : NULL;
     int help = !w || strcmp(w, "help") == 0 || strcmp(w, "--help") == 0 || strcmp(w, "-h") == 0;

@@ -189,7 +189,8 @@ static int list_tags(cp_db_t *db, tag_info_t **out, size_t *n, uint64_t *assignm
     *assignments = 0;
     for (size_t i = 0; i < nt; i++) {
         json_t *x = json_array_get(tags, i);
-        snprintf(t[i].path, sizeof t[i].path, "%s", json_string_value(json_object_get(x, "path")) ?: "");
+        snprintf(t[i].path, sizeof t[i].path, "%s",
+                 json_string_value(json_object_get(x, "path")) ?: "");
         t[i].count = (uint64_t)json_integer_value(json_object_get(x, "count"));
         t[i].level = (int)json_integer_value(json_object_get(x, "level"));
         char *one = NULL;
@@ -274,7 +275,8 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
     const char *tmp = basedir ? basedir : getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/crowdpack-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(dir))
-        return cli_failf("cannot create a directory under %s: %s", tmp ? tmp : "/tmp", strerror(errno));
+        return cli_failf("cannot create a directory under %s: %s", tmp ? tmp : "/tmp",
+                         strerror(errno));
     int rc = CLI_OK;
     cp_db_t *db = NULL;
     cp_error_t err = {0};
@@ -338,12 +340,13 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
     snprintf(q[nq++].expr, sizeof q->expr, "tag:%s AND tag:%s AND tag:%s", d[0], d[1], d[2]);
     r->five = nq;
     q[nq].name = "5-term AND/OR/NOT";
-    snprintf(q[nq++].expr, sizeof q->expr, "((tag:%s AND tag:%s AND tag:%s) AND NOT tag:%s) OR tag:%s",
-             d[0], d[1], d[2], d[3], d[4]);
+    snprintf(q[nq++].expr, sizeof q->expr,
+             "((tag:%s AND tag:%s AND tag:%s) AND NOT tag:%s) OR tag:%s", d[0], d[1], d[2], d[3],
+             d[4]);
     q[nq].name = "sparse tags";
     if (nrare >= NSPARSE)
-        snprintf(q[nq].expr, sizeof q->expr, "(tag:%s OR tag:%s OR tag:%s) AND tag:%s", rare[0].path,
-                 rare[1].path, rare[2].path, d[0]);
+        snprintf(q[nq].expr, sizeof q->expr, "(tag:%s OR tag:%s OR tag:%s) AND tag:%s",
+                 rare[0].path, rare[1].path, rare[2].path, d[0]);
     else
         q[nq].skipped = "fewer than 3 non-empty tags";
     nq++;
@@ -482,10 +485,18 @@ static uint64_t ref_count(int query, uint64_t *const w[NSYN], size_t n)
     for (size_t i = 0; i < n; i++) {
         uint64_t x;
         switch (query) {
-        case 0: x = w[0][i]; break;
-        case 1: x = w[0][i] & w[1][i] & w[2][i]; break;
-        case 2: x = ((w[0][i] & w[1][i] & w[2][i]) & ~w[3][i]) | w[4][i]; break;
-        default: x = (w[5][i] | w[6][i] | w[7][i]) & w[0][i]; break;
+        case 0:
+            x = w[0][i];
+            break;
+        case 1:
+            x = w[0][i] & w[1][i] & w[2][i];
+            break;
+        case 2:
+            x = ((w[0][i] & w[1][i] & w[2][i]) & ~w[3][i]) | w[4][i];
+            break;
+        default:
+            x = (w[5][i] | w[6][i] | w[7][i]) & w[0][i];
+            break;
         }
         c += (uint64_t)__builtin_popcountll(x);
     }
@@ -545,8 +556,12 @@ static int run_synthetic(brun_t *r, uint64_t seed, double *times)
         goto out;
     }
     /* Designated: fields the planner adds later (did() ...) stay NULL/0. */
-    plan_resolver_t res = {.ctx = &s, .universe = s.universe, .tag = syn_tag,
-                           .crowd = syn_crowd, .attr = syn_attr, .value = syn_value};
+    plan_resolver_t res = {.ctx = &s,
+                           .universe = s.universe,
+                           .tag = syn_tag,
+                           .crowd = syn_crowd,
+                           .attr = syn_attr,
+                           .value = syn_value};
     floor_ctx_t fl = {{w[0], w[1], w[2], w[3], w[4]}, used, times + r->reps, 0};
     bquery_t *q = r->q;
     int nq = 0;
@@ -557,8 +572,9 @@ static int run_synthetic(brun_t *r, uint64_t seed, double *times)
              s.path[2]);
     r->five = nq;
     q[nq].name = "5-term AND/OR/NOT";
-    snprintf(q[nq++].expr, sizeof q->expr, "((tag:%s AND tag:%s AND tag:%s) AND NOT tag:%s) OR tag:%s",
-             s.path[0], s.path[1], s.path[2], s.path[3], s.path[4]);
+    snprintf(q[nq++].expr, sizeof q->expr,
+             "((tag:%s AND tag:%s AND tag:%s) AND NOT tag:%s) OR tag:%s", s.path[0], s.path[1],
+             s.path[2], s.path[3], s.path[4]);
     q[nq].name = "sparse tags";
     snprintf(q[nq++].expr, sizeof q->expr, "(tag:%s OR tag:%s OR tag:%s) AND tag:%s", s.path[5],
              s.path[6], s.path[7], s.path[0]);
@@ -692,16 +708,18 @@ static void print_run(const brun_t *r)
     cli_table_free(t);
     const bquery_t *f = &r->q[r->five];
     double ratio = r->floor_p50 > 0 ? f->p50 / r->floor_p50 : 0;
-    printf("ratio 5-term / floor (p50): %.2fx — target <= 2x: %s%s\n", ratio,
-           ratio <= 2.0 ? "met" : "NOT met",
-           ratio > 2.0 && r->users < 50000000
-               ? " (the target is stated at 100M users; at this size fixed per-query costs weigh more)"
-               : "");
+    printf(
+        "ratio 5-term / floor (p50): %.2fx — target <= 2x: %s%s\n", ratio,
+        ratio <= 2.0 ? "met" : "NOT met",
+        ratio > 2.0 && r->users < 50000000
+            ? " (the target is stated at 100M users; at this size fixed per-query costs weigh more)"
+            : "");
     if (!r->count_ok)
         printf("COUNT MISMATCH: crowdpack %llu vs floor %llu\n", (unsigned long long)f->count,
                (unsigned long long)r->floor_count);
     double per = 1e6 / (double)r->users;
-    printf("memory per 1M users: bitmaps %s + columns %s = %s; process RSS %s (peak %s) for %s users\n",
+    printf("memory per 1M users: bitmaps %s + columns %s = %s; process RSS %s (peak %s) for %s "
+           "users\n",
            cli_bytes((double)r->bitmap_bytes * per, a), cli_bytes((double)r->column_bytes * per, b),
            cli_bytes((double)(r->bitmap_bytes + r->column_bytes) * per, c),
            cli_bytes((double)r->rss, d), cli_bytes((double)r->hwm, e), cli_group(r->users, fl));
@@ -725,8 +743,8 @@ static json_t *run_json(const brun_t *r)
     }
     const bquery_t *f = &r->q[r->five];
     json_t *j = json_pack(
-        "{s:I,s:s,s:s,s:i,s:i,s:o,s:{s:I,s:f,s:f,s:I},s:f,s:b,s:{s:I,s:I,s:f,s:I,s:I}}",
-        "users", (json_int_t)r->users, "path", r->synthetic ? "synthetic" : "engine", "measured",
+        "{s:I,s:s,s:s,s:i,s:i,s:o,s:{s:I,s:f,s:f,s:I},s:f,s:b,s:{s:I,s:I,s:f,s:I,s:I}}", "users",
+        (json_int_t)r->users, "path", r->synthetic ? "synthetic" : "engine", "measured",
         r->synthetic ? "plan_build+plan_count (no parsing)" : "cp_count (parsing included)",
         "threads", r->threads, "reps", r->reps, "queries", qs, "floor", "count",
         (json_int_t)r->floor_count, "p50_ms", r->floor_p50 * 1e3, "p99_ms", r->floor_p99 * 1e3,
@@ -739,13 +757,14 @@ static json_t *run_json(const brun_t *r)
     if (j && !r->synthetic) {
         double ls = r->load_secs > 0 ? r->load_secs : 1e-9;
         json_object_set_new(j, "load",
-                            json_pack("{s:f,s:f,s:I,s:f}", "seconds", r->load_secs, "users_per_second",
-                                      (double)r->users / ls, "tag_assignments",
+                            json_pack("{s:f,s:f,s:I,s:f}", "seconds", r->load_secs,
+                                      "users_per_second", (double)r->users / ls, "tag_assignments",
                                       (json_int_t)r->tag_assignments, "assignments_per_second",
                                       (double)r->tag_assignments / ls));
     } else if (j) {
-        json_object_set_new(j, "build", json_pack("{s:f,s:I}", "seconds", r->load_secs,
-                                                  "memberships", (json_int_t)r->tag_assignments));
+        json_object_set_new(j, "build",
+                            json_pack("{s:f,s:I}", "seconds", r->load_secs, "memberships",
+                                      (json_int_t)r->tag_assignments));
     }
     return j;
 }
@@ -756,23 +775,31 @@ static const cli_opt_t bench_opts[] = {
     {"users", 'n', OPT_VALUE, "N[,N...]", "population sizes (default 1M; suffixes k M G)"},
     {"reps", 'r', OPT_VALUE, "R", "timed repetitions per query (default 200)"},
     {"synthetic", 0, OPT_FLAG, NULL, "build bitmaps directly and time the planner+evaluator"},
-    {"threads", 0, OPT_VALUE, "T", "query threads (default 1, like the one-core floor; 0 = all CPUs)"},
+    {"threads", 0, OPT_VALUE, "T",
+     "query threads (default 1, like the one-core floor; 0 = all CPUs)"},
     {"seed", 0, OPT_VALUE, "S", "random seed (default 42)"},
-    {"dir", 0, OPT_VALUE, "DIR", "where the temporary data directory goes (default $TMPDIR or /tmp)"},
+    {"dir", 0, OPT_VALUE, "DIR",
+     "where the temporary data directory goes (default $TMPDIR or /tmp)"},
     {"keep", 0, OPT_FLAG, NULL, "keep the temporary data directory"},
-    {"json-out", 0, OPT_VALUE, "FILE", "also write the JSON report to FILE (with the table on stdout)"},
+    {"json-out", 0, OPT_VALUE, "FILE",
+     "also write the JSON report to FILE (with the table on stdout)"},
     {"intake", 0, OPT_FLAG, NULL, "measure intake instead (imports, HTTP): bench --intake --help"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t bench_spec = {
-    "bench", "", "Measure load rate, count latency (p50/p99), memory and the hardware floor.",
+    "bench",
+    "",
+    "Measure load rate, count latency (p50/p99), memory and the hardware floor.",
     "The engine path generates the demo population into a temporary data directory and counts\n"
     "through cp_count. --synthetic builds bitmaps directly (for 10M-100M users) and times the\n"
     "planner and evaluator. Both time dense_floor5 over the same five dense tags in the same run\n"
     "and report crowdpack/floor for the 5-term query; the counts must agree.\n\nExamples:\n"
     "  crowdpack bench\n  crowdpack bench --users 100k,1M --reps 100 --json\n"
     "  crowdpack bench --synthetic --users 10M,100M",
-    bench_opts, CONN_JSON, 0, 0};
+    bench_opts,
+    CONN_JSON,
+    0,
+    0};
 
 int cmd_bench(int argc, char **argv)
 {
@@ -788,18 +815,21 @@ int cmd_bench(int argc, char **argv)
     const char *us = cli_get(&a, "users") ? cli_get(&a, "users") : "1M";
     char list[256];
     snprintf(list, sizeof list, "%s", us);
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         if (nsizes == MAX_RUNS)
             return cli_usage_error(&bench_spec, "--users: at most %d sizes", MAX_RUNS);
         if (cli_parse_u64(tok, &sizes[nsizes]) != 0 || sizes[nsizes] < 1000 ||
             sizes[nsizes] > 4000000000ull)
-            return cli_usage_error(&bench_spec, "--users: expected sizes from 1000 to 4G, got '%s'", tok);
+            return cli_usage_error(&bench_spec, "--users: expected sizes from 1000 to 4G, got '%s'",
+                                   tok);
         nsizes++;
     }
-    if (cli_get(&a, "reps") && (cli_parse_u64(cli_get(&a, "reps"), &reps) != 0 || reps < 1 ||
-                                reps > MAX_REPS))
+    if (cli_get(&a, "reps") &&
+        (cli_parse_u64(cli_get(&a, "reps"), &reps) != 0 || reps < 1 || reps > MAX_REPS))
         return cli_usage_error(&bench_spec, "--reps: expected 1 to %d", MAX_REPS);
-    if (cli_get(&a, "threads") && (cli_parse_u64(cli_get(&a, "threads"), &threads) != 0 || threads > 256))
+    if (cli_get(&a, "threads") &&
+        (cli_parse_u64(cli_get(&a, "threads"), &threads) != 0 || threads > 256))
         return cli_usage_error(&bench_spec, "--threads: expected 0 to 256");
     if (cli_get(&a, "seed") && cli_parse_u64(cli_get(&a, "seed"), &seed) != 0)
         return cli_usage_error(&bench_spec, "--seed: expected a number");

@@ -62,14 +62,13 @@
 #define BASE_DAY_SECS INT64_C(1711929600) /* 2024-04-01T00:00:00Z */
 #define MAX_BATCH 2000                    /* 2,000 x ~180 B stays under the 500 KB batch limit */
 #define MAX_CONNS 256
-#define RESP_CAP (4u << 20)               /* largest answer read (GET /v1/events) */
-#define LAT_MAX (4u * 1000 * 1000)        /* latency samples kept per worker (~1 h at 1k req/s) */
+#define RESP_CAP (4u << 20)        /* largest answer read (GET /v1/events) */
+#define LAT_MAX (4u * 1000 * 1000) /* latency samples kept per worker (~1 h at 1k req/s) */
 
 static const char *const ev_names[NNAMES] = {
-    "view",          "page_view", "click",    "search",      "add_to_cart",
-    "favorite",      "share",     "like",     "comment",     "purchase",
-    "checkout",      "remove_from_cart",      "coupon_claim", "coupon_use", "login",
-    "signup",        "review",    "subscribe", "refund",     "logout",
+    "view",  "page_view", "click",    "search",    "add_to_cart",      "favorite",     "share",
+    "like",  "comment",   "purchase", "checkout",  "remove_from_cart", "coupon_claim", "coupon_use",
+    "login", "signup",    "review",   "subscribe", "refund",           "logout",
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -121,7 +120,8 @@ static double thread_cpu_secs(const char *name)
         /* Fields after the parenthesised name: state is field 3, utime 14, stime 15. */
         const char *p = strrchr(stat, ')');
         unsigned long ut = 0, st = 0;
-        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2 &&
+        if (p &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2 &&
             tick > 0)
             secs = (double)(ut + st) / (double)tick;
     }
@@ -197,11 +197,11 @@ static cp_status gen_segment(buf_t *b, const gen_event_t *e, const char *msg_pre
     char ts[40];
     time_format(e->ts, ts, sizeof ts);
     return buf_printf(b,
-                         "{\"type\":\"track\",\"userId\":\"u%llu\",\"event\":\"%s\",\"messageId\":"
-                         "\"%s%llu\",\"timestamp\":\"%s\",\"properties\":{\"category\":\"c%03d\","
-                         "\"amount\":%u.%02u}}",
-                         (unsigned long long)(e->user + 1), ev_names[e->name], msg_prefix,
-                         (unsigned long long)seq, ts, e->cat, e->cents / 100, e->cents % 100);
+                      "{\"type\":\"track\",\"userId\":\"u%llu\",\"event\":\"%s\",\"messageId\":"
+                      "\"%s%llu\",\"timestamp\":\"%s\",\"properties\":{\"category\":\"c%03d\","
+                      "\"amount\":%u.%02u}}",
+                      (unsigned long long)(e->user + 1), ev_names[e->name], msg_prefix,
+                      (unsigned long long)seq, ts, e->cat, e->cents / 100, e->cents % 100);
 }
 
 static const char synth_mapping[] =
@@ -553,7 +553,8 @@ static int http_once(uint16_t port, const char *method, const char *path, const 
     int status = -1;
     size_t rl;
     int closing;
-    if (send_all(fd, hdr, (size_t)hl, blen > 0) == 0 && send_all(fd, body ? body : "", blen, 0) == 0)
+    if (send_all(fd, hdr, (size_t)hl, blen > 0) == 0 &&
+        send_all(fd, body ? body : "", blen, 0) == 0)
         status = http_read(fd, resp, cap, rbody, &rl, &closing);
     close(fd);
     return status;
@@ -565,9 +566,10 @@ static void worker_error(worker_t *w, int status, const char *body)
     if (w->first_status == 0) {
         w->first_status = status;
         snprintf(w->first_error, sizeof w->first_error, "%s",
-                 status == -1 ? "connection closed or read error"
+                 status == -1   ? "connection closed or read error"
                  : status == -2 ? "malformed or oversized answer"
-                 : body ? body : "");
+                 : body         ? body
+                                : "");
     }
 }
 
@@ -606,10 +608,10 @@ static void *worker_run(void *arg)
         buf_reset(&hdr);
         if (st == CP_OK)
             st = buf_printf(&hdr,
-                               "POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                               "Content-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
-                               w->auth ? "Authorization: " : "", w->auth ? w->auth : "",
-                               w->auth ? "\r\n" : "", body.len);
+                            "POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            "Content-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
+                            w->auth ? "Authorization: " : "", w->auth ? w->auth : "",
+                            w->auth ? "\r\n" : "", body.len);
         if (st != CP_OK) {
             worker_error(w, -2, "out of memory building a request");
             break;
@@ -777,7 +779,6 @@ out:
     free(resp);
     return rc;
 }
-
 
 /*
  * The HTTP run: fsync probe, a fresh data directory with a write and an
@@ -1008,9 +1009,16 @@ static void print_imports(const imp_row_t *rows, int n)
 {
     printf("\n== Bulk import: cp_import_file into a fresh data directory (single-threaded; per "
            "core = per CPU second of the process, user + sys) ==\n");
-    const char *hdr[] = {"IMPORT",          "EVENTS",        "USERS",          "WALL",
-                         "CPU",             "EVENTS/S/CORE", "BEH UPD/S/CORE", "ALL UPD/S/CORE",
-                         "FLOOR REC/S/CORE", "CPU / FLOOR"};
+    const char *hdr[] = {"IMPORT",
+                         "EVENTS",
+                         "USERS",
+                         "WALL",
+                         "CPU",
+                         "EVENTS/S/CORE",
+                         "BEH UPD/S/CORE",
+                         "ALL UPD/S/CORE",
+                         "FLOOR REC/S/CORE",
+                         "CPU / FLOOR"};
     cli_table_t *t = cli_table_new(10, hdr);
     for (int c = 1; c < 10; c++)
         cli_table_right(t, c);
@@ -1053,11 +1061,11 @@ static void print_imports(const imp_row_t *rows, int n)
         char a[32], b[32], c[32], d[32], e[32], f[32];
         printf("  %s: %s (%s); %s lines, %s skipped, %s rejected, %s duplicates; wall %s events/s; "
                "updates: behaviour %llu, attribute %llu, measure %llu\n",
-               r->name, r->file, cli_bytes((double)r->file_bytes, a),
-               cli_group(r->st.lines, b), cli_group(r->st.skipped, c),
-               cli_group(r->st.rejected, d), cli_group(r->st.duplicates, e),
-               rate(per((double)r->st.events, r->wall), f), (unsigned long long)r->st.beh_updates,
-               (unsigned long long)r->st.attr_updates, (unsigned long long)r->st.meas_updates);
+               r->name, r->file, cli_bytes((double)r->file_bytes, a), cli_group(r->st.lines, b),
+               cli_group(r->st.skipped, c), cli_group(r->st.rejected, d),
+               cli_group(r->st.duplicates, e), rate(per((double)r->st.events, r->wall), f),
+               (unsigned long long)r->st.beh_updates, (unsigned long long)r->st.attr_updates,
+               (unsigned long long)r->st.meas_updates);
         if (r->nruns > 1) {
             printf("  %s: CPU of %d runs", r->name, r->nruns);
             for (int k = 0; k < r->nruns; k++)
@@ -1070,7 +1078,7 @@ static void print_imports(const imp_row_t *rows, int n)
            "over floor CPU\n");
     char bb[32];
     printf("target: >= 1M behaviour updates/s per core (DESIGN.md §7): %s (best %s/s)\n",
-           best <= 0 ? "n/a (no import reported behaviour updates)"
+           best <= 0     ? "n/a (no import reported behaviour updates)"
            : best >= 1e6 ? "met"
                          : "NOT met",
            rate(best, bb));
@@ -1081,8 +1089,8 @@ static void print_http(const http_run_t *h)
     char a[32], b[32], c[32];
     printf("\n== HTTP batch intake: in-process server on 127.0.0.1:%u, %s HTTP threads; a 200 "
            "means fsynced (write-ahead log) ==\n",
-           (unsigned)h->port, h->server_threads > 0 ? cli_group((uint64_t)h->server_threads, a)
-                                                   : "default");
+           (unsigned)h->port,
+           h->server_threads > 0 ? cli_group((uint64_t)h->server_threads, a) : "default");
     printf("load: %d connections (keep-alive, one thread each) x %d events per POST /v1/batch, "
            "%.1f s, %s\n",
            h->conns, h->batch, h->elapsed,
@@ -1128,17 +1136,17 @@ static json_t *imports_json(const imp_row_t *rows, int n)
         }
         const cp_import_stats_t *s = &r->st;
         double up = (double)all_updates(s);
-        json_t *m = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}",
-                         "file", r->file, "file_bytes", (json_int_t)r->file_bytes, "lines",
-                         (json_int_t)s->lines, "events", (json_int_t)s->events, "skipped_rows",
-                         (json_int_t)s->skipped, "rejected", (json_int_t)s->rejected, "duplicates",
-                         (json_int_t)s->duplicates, "users_created", (json_int_t)s->users_created,
-                         "merges", (json_int_t)s->merges, "beh_updates",
-                         (json_int_t)s->beh_updates, "attr_updates", (json_int_t)s->attr_updates,
-                         "meas_updates", (json_int_t)s->meas_updates, "wall_seconds", r->wall,
-                         "cpu_seconds", r->cpu, "thread_cpu_seconds", r->thread_cpu,
-                         "events_per_second_wall", per((double)s->events, r->wall),
-                         "events_per_cpu_second", per((double)s->events, r->cpu));
+        json_t *m = json_pack(
+            "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "file",
+            r->file, "file_bytes", (json_int_t)r->file_bytes, "lines", (json_int_t)s->lines,
+            "events", (json_int_t)s->events, "skipped_rows", (json_int_t)s->skipped, "rejected",
+            (json_int_t)s->rejected, "duplicates", (json_int_t)s->duplicates, "users_created",
+            (json_int_t)s->users_created, "merges", (json_int_t)s->merges, "beh_updates",
+            (json_int_t)s->beh_updates, "attr_updates", (json_int_t)s->attr_updates, "meas_updates",
+            (json_int_t)s->meas_updates, "wall_seconds", r->wall, "cpu_seconds", r->cpu,
+            "thread_cpu_seconds", r->thread_cpu, "events_per_second_wall",
+            per((double)s->events, r->wall), "events_per_cpu_second",
+            per((double)s->events, r->cpu));
         json_object_update(o, m); /* copies references: m is released below */
         json_decref(m);
         json_object_set_new(o, "beh_updates_per_cpu_second",
@@ -1146,13 +1154,12 @@ static json_t *imports_json(const imp_row_t *rows, int n)
                                            : json_null());
         json_object_set_new(o, "updates_per_cpu_second",
                             up > 0 ? json_real(per(up, r->cpu)) : json_null());
-        json_object_set_new(
-            o, "floor",
-            json_pack("{s:s,s:I,s:i,s:f,s:f,s:f}", "what", r->floor_what, "records",
-                      (json_int_t)r->floor_records, "passes", r->floor_passes, "wall_seconds",
-                      r->floor_wall, "cpu_seconds",
-                      r->floor_cpu, "records_per_cpu_second",
-                      per((double)r->floor_records, r->floor_cpu)));
+        json_object_set_new(o, "floor",
+                            json_pack("{s:s,s:I,s:i,s:f,s:f,s:f}", "what", r->floor_what, "records",
+                                      (json_int_t)r->floor_records, "passes", r->floor_passes,
+                                      "wall_seconds", r->floor_wall, "cpu_seconds", r->floor_cpu,
+                                      "records_per_cpu_second",
+                                      per((double)r->floor_records, r->floor_cpu)));
         json_object_set_new(o, "cpu_over_floor",
                             json_real(r->floor_cpu > 0 ? r->cpu / r->floor_cpu : 0));
         if (r->nruns > 1) {
@@ -1174,13 +1181,13 @@ static json_t *http_json(const http_run_t *h)
     json_t *o = json_pack(
         "{s:i,s:i,s:i,s:f,s:i,s:b,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:{s:f,s:f,s:f,s:f},"
         "s:f,s:f,s:I,s:b}",
-        "connections", h->conns, "batch", h->batch, "server_threads", h->server_threads,
-        "seconds", h->elapsed, "port", (int)h->port, "auth", h->auth, "requests",
-        (json_int_t)h->requests, "events", (json_int_t)h->events, "applied",
-        (json_int_t)h->applied, "errors", (json_int_t)h->errors, "unknown_outcome",
-        (json_int_t)h->unknown, "events_per_second", per((double)h->events, h->elapsed),
-        "requests_per_second", per((double)h->requests, h->elapsed), "ack_latency_ms", "p50",
-        h->p50, "p99", h->p99, "max", h->max, "mean", h->mean, "server_cpu_us_per_event",
+        "connections", h->conns, "batch", h->batch, "server_threads", h->server_threads, "seconds",
+        h->elapsed, "port", (int)h->port, "auth", h->auth, "requests", (json_int_t)h->requests,
+        "events", (json_int_t)h->events, "applied", (json_int_t)h->applied, "errors",
+        (json_int_t)h->errors, "unknown_outcome", (json_int_t)h->unknown, "events_per_second",
+        per((double)h->events, h->elapsed), "requests_per_second",
+        per((double)h->requests, h->elapsed), "ack_latency_ms", "p50", h->p50, "p99", h->p99, "max",
+        h->max, "mean", h->mean, "server_cpu_us_per_event",
         h->events ? server_cpu / (double)h->events * 1e6 : 0.0, "client_cpu_us_per_event",
         h->events ? h->client_cpu / (double)h->events * 1e6 : 0.0, "server_events",
         (json_int_t)h->server_events, "verified", h->verified);
@@ -1188,8 +1195,9 @@ static json_t *http_json(const http_run_t *h)
         json_object_set_new(o, "writer_cpu_us_per_event",
                             json_real(h->events ? h->writer_cpu / (double)h->events * 1e6 : 0));
     if (o && h->errors)
-        json_object_set_new(o, "first_error", json_pack("{s:i,s:s}", "status", h->first_status,
-                                                        "body", h->first_error));
+        json_object_set_new(
+            o, "first_error",
+            json_pack("{s:i,s:s}", "status", h->first_status, "body", h->first_error));
     double fps = per((double)h->fsync_n, h->fsync_secs);
     if (o)
         json_object_set_new(o, "fsync",
@@ -1210,9 +1218,10 @@ static const cli_opt_t intake_opts[] = {
     {"batch", 'b', OPT_VALUE, "B", "events per POST /v1/batch (default 100, at most 2000)"},
     {"seconds", 's', OPT_VALUE, "S", "HTTP load duration (default 10)"},
     {"server-threads", 0, OPT_VALUE, "T", "HTTP server threads (default: the server's default)"},
-    {"online-retail", 0, OPT_VALUE, "FILE", "the Online Retail file, or 'off' (default: found "
-                                            "via $CP_ONLINE_RETAIL, $CP_SHARED_DATA or "
-                                            "../shared/data)"},
+    {"online-retail", 0, OPT_VALUE, "FILE",
+     "the Online Retail file, or 'off' (default: found "
+     "via $CP_ONLINE_RETAIL, $CP_SHARED_DATA or "
+     "../shared/data)"},
     {"skip", 0, OPT_VALUE, "LIST", "parts to leave out: retail,csv,ndjson,http"},
     {"no-auth", 0, OPT_FLAG, NULL, "HTTP without an API key (the loopback open mode)"},
     {"fsyncs", 0, OPT_VALUE, "N", "fdatasync calls for the disk floor (default 200, <= 3 s)"},
@@ -1223,7 +1232,8 @@ static const cli_opt_t intake_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t intake_spec = {
-    "bench --intake", "",
+    "bench --intake",
+    "",
     "Measure intake: bulk import rates per core and HTTP batch events/s with fsync before ack.",
     "Imports Online Retail (when found), a synthetic CSV of N events over U users and the same\n"
     "events as NDJSON, each into a fresh data directory, and reports events and index updates\n"
@@ -1234,7 +1244,10 @@ static const cli_spec_t intake_spec = {
     "  crowdpack bench --intake\n"
     "  crowdpack bench --intake --events 200k --users 50k --seconds 5 --json\n"
     "  crowdpack bench --intake --skip retail,ndjson --connections 16 --batch 200",
-    intake_opts, CONN_JSON, 0, 0};
+    intake_opts,
+    CONN_JSON,
+    0,
+    0};
 
 static int in_list(const char *list, const char *word)
 {
@@ -1341,8 +1354,10 @@ int cmd_bench_intake(int argc, char **argv)
             for (size_t i = 0; i < 4; i++)
                 ok |= len == strlen(parts[i]) && strncmp(p, parts[i], len) == 0;
             if (!ok)
-                return cli_usage_error(&intake_spec, "--skip: unknown part '%.*s' (retail, csv, "
-                                                     "ndjson, http)", (int)len, p);
+                return cli_usage_error(&intake_spec,
+                                       "--skip: unknown part '%.*s' (retail, csv, "
+                                       "ndjson, http)",
+                                       (int)len, p);
             p += len + (e ? 1 : 0);
         }
     const char *retail_opt = cli_get(&a, "online-retail");
@@ -1387,8 +1402,8 @@ int cmd_bench_intake(int argc, char **argv)
 
     /* 1. Online Retail */
     if (!rows[0].skipped) {
-        cp_import_options_t o = {.format = CP_IMPORT_CSV, .preset = "online-retail",
-                                 .on_reject = on_reject, .ud = &rj};
+        cp_import_options_t o = {
+            .format = CP_IMPORT_CSV, .preset = "online-retail", .on_reject = on_reject, .ud = &rj};
         if ((rc = floor_csv(&rows[0])) != CLI_OK)
             goto out;
         imp_row_t runs[RETAIL_RUNS];
@@ -1425,24 +1440,29 @@ int cmd_bench_intake(int argc, char **argv)
         cfg.gen_secs = progress_now() - t0;
     }
     if (want_csv) {
-        cp_import_options_t o = {.format = CP_IMPORT_CSV, .mapping_json = synth_mapping,
-                                 .mapping_len = strlen(synth_mapping), .on_reject = on_reject,
+        cp_import_options_t o = {.format = CP_IMPORT_CSV,
+                                 .mapping_json = synth_mapping,
+                                 .mapping_len = strlen(synth_mapping),
+                                 .on_reject = on_reject,
                                  .ud = &rj};
-        if ((rc = floor_csv(&rows[1])) != CLI_OK || (rc = run_import(&rows[1], tmp, &o, NULL)) != CLI_OK)
+        if ((rc = floor_csv(&rows[1])) != CLI_OK ||
+            (rc = run_import(&rows[1], tmp, &o, NULL)) != CLI_OK)
             goto out;
     }
     if (want_nd) {
         cp_import_options_t o = {.format = CP_IMPORT_NDJSON, .on_reject = on_reject, .ud = &rj};
         if ((rc = floor_ndjson(&rows[2])) != CLI_OK ||
-            (rc = run_import(&rows[2], tmp, &o, "{\"indexed_properties\":[\"category\"]}")) != CLI_OK)
+            (rc = run_import(&rows[2], tmp, &o, "{\"indexed_properties\":[\"category\"]}")) !=
+                CLI_OK)
             goto out;
     }
     if (!a.json) {
         if (want_csv || want_nd)
-            printf("synthetic data: %llu events over %llu users (%llu distinct, zipf-ish), %d event "
-                   "names, category of %d values (indexed), amount, %d days; generated in %.1f s\n",
-                   (unsigned long long)cfg.events, (unsigned long long)cfg.users,
-                   (unsigned long long)cfg.distinct, NNAMES, NCATS, DAYS, cfg.gen_secs);
+            printf(
+                "synthetic data: %llu events over %llu users (%llu distinct, zipf-ish), %d event "
+                "names, category of %d values (indexed), amount, %d days; generated in %.1f s\n",
+                (unsigned long long)cfg.events, (unsigned long long)cfg.users,
+                (unsigned long long)cfg.distinct, NNAMES, NCATS, DAYS, cfg.gen_secs);
         print_imports(rows, 3);
         fflush(stdout);
     }

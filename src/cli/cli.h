@@ -42,13 +42,13 @@ enum {
 };
 
 typedef struct cli_spec {
-    const char *name;    /* "crowd create" */
-    const char *args;    /* "NAME 'EXPR'" */
-    const char *summary; /* one line */
-    const char *details; /* more text for --help, or NULL */
+    const char *name;      /* "crowd create" */
+    const char *args;      /* "NAME 'EXPR'" */
+    const char *summary;   /* one line */
+    const char *details;   /* more text for --help, or NULL */
     const cli_opt_t *opts; /* terminated by an entry with lng == NULL; may be NULL */
-    unsigned conn;       /* CONN_* */
-    int min_pos, max_pos; /* positional argument counts; max -1 = any */
+    unsigned conn;         /* CONN_* */
+    int min_pos, max_pos;  /* positional argument counts; max -1 = any */
 } cli_spec_t;
 
 #define CLI_MAX_OPTS 32
@@ -81,7 +81,8 @@ int cli_has(const cli_args_t *a, const char *lng);
 /* Prints the usage of `spec` to `f`. */
 void cli_usage(const cli_spec_t *spec, FILE *f);
 /* Prints "crowdpack: msg" plus "Try 'crowdpack NAME --help'." to stderr; returns CLI_USAGE. */
-int cli_usage_error(const cli_spec_t *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const cli_spec_t *spec, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Parses an unsigned decimal with optional _ or , separators and k/M/G
  * suffixes (10M = 10,000,000). Returns 0 on success. */
@@ -146,13 +147,13 @@ int cli_finish_stdout(int rc);
 typedef struct cli_client cli_client_t; /* client.c */
 
 typedef struct cli_conn {
-    cp_db_t *db;          /* embedded, or NULL */
-    cli_client_t *http;   /* server, or NULL */
+    cp_db_t *db;        /* embedded, or NULL */
+    cli_client_t *http; /* server, or NULL */
     const char *data_dir;
 } cli_conn_t;
 
 enum {
-    OPEN_READ = 0,  /* read-only: no writer lock, so it works beside a running writer */
+    OPEN_READ = 0, /* read-only: no writer lock, so it works beside a running writer */
     OPEN_WRITE = 1,
 };
 
@@ -173,14 +174,13 @@ typedef cp_status (*cli_lib_fn)(cp_db_t *, const char *, size_t, char **, cp_err
  * (`method` `path`) or, on a data directory, through `fn`. *out is the
  * answer text (free()). Prints failures; returns CLI_OK or CLI_FAIL.
  */
-int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
-                const char *path, struct json_t *req, char **out);
+int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method, const char *path,
+                struct json_t *req, char **out);
 /* cli_request for a command that shows the answer: under --json it is
  * printed as it came and *view stays NULL (the command is done: return the
  * result); otherwise *view is the parsed answer (json_decref it). */
 int cli_request_view(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
-                     const char *path, struct json_t *req, const char *what,
-                     struct json_t **view);
+                     const char *path, struct json_t *req, const char *what, struct json_t **view);
 
 /* ------------------------------------------------------------- client */
 

@@ -16,7 +16,7 @@
 
 struct cli_client {
     CURL *h;
-    char *base; /* without a trailing slash */
+    char *base;              /* without a trailing slash */
     struct curl_slist *auth; /* "Authorization: Bearer KEY" or NULL */
 };
 
@@ -25,7 +25,8 @@ cp_status client_open(const char *url, const char *key, cli_client_t **out, cp_e
     cli_client_t *c = NULL;
     cp_status st = CP_OK;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        st = CP_ERR(err, CP_EINVAL, "--server: expected an http:// or https:// URL, got \"%s\"", url);
+        st = CP_ERR(err, CP_EINVAL, "--server: expected an http:// or https:// URL, got \"%s\"",
+                    url);
         goto out;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -87,10 +88,10 @@ char *client_escape(const char *s)
 
 typedef struct sink {
     buf_t body;        /* the answer when not streaming, or an error body */
-    cp_write_fn write;    /* streaming target for 2xx answers */
+    cp_write_fn write; /* streaming target for 2xx answers */
     void *ud;
     CURL *h;
-    int stopped;          /* the streaming target refused more */
+    int stopped; /* the streaming target refused more */
 } sink_t;
 
 static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
@@ -118,21 +119,36 @@ static cp_status code_from_name(const char *s)
         const char *name;
         cp_status st;
     } names[] = {
-        {"out_of_memory", CP_ENOMEM},   {"nomem", CP_ENOMEM},
-        {"invalid", CP_EINVAL},         {"bad_request", CP_EINVAL},
-        {"missing_field", CP_EINVAL},   {"unsupported_media_type", CP_EINVAL},
-        {"not_found", CP_ENOTFOUND},    {"unknown_reference", CP_ENOTFOUND},
-        {"exists", CP_EEXIST},          {"syntax_error", CP_ESYNTAX},
-        {"syntax", CP_ESYNTAX},         {"wrong_type", CP_ETYPE},
-        {"type", CP_ETYPE},             {"locked", CP_ELOCKED},
-        {"incompatible_version", CP_EVERSION}, {"version", CP_EVERSION},
-        {"storage_error", CP_EIO},      {"io", CP_EIO},
-        {"too_large", CP_ELIMIT},       {"limit", CP_ELIMIT},
-        {"json_too_deep", CP_ELIMIT},   {"expression_too_long", CP_ELIMIT},
-        {"cycle", CP_ECYCLE},           {"conflict", CP_ECONFLICT},
-        {"unauthorized", CP_EAUTH},     {"auth", CP_EAUTH},
-        {"forbidden", CP_EPERM},        {"perm", CP_EPERM},
-        {"read_only", CP_EREADONLY},    {"readonly", CP_EREADONLY},
+        {"out_of_memory", CP_ENOMEM},
+        {"nomem", CP_ENOMEM},
+        {"invalid", CP_EINVAL},
+        {"bad_request", CP_EINVAL},
+        {"missing_field", CP_EINVAL},
+        {"unsupported_media_type", CP_EINVAL},
+        {"not_found", CP_ENOTFOUND},
+        {"unknown_reference", CP_ENOTFOUND},
+        {"exists", CP_EEXIST},
+        {"syntax_error", CP_ESYNTAX},
+        {"syntax", CP_ESYNTAX},
+        {"wrong_type", CP_ETYPE},
+        {"type", CP_ETYPE},
+        {"locked", CP_ELOCKED},
+        {"incompatible_version", CP_EVERSION},
+        {"version", CP_EVERSION},
+        {"storage_error", CP_EIO},
+        {"io", CP_EIO},
+        {"too_large", CP_ELIMIT},
+        {"limit", CP_ELIMIT},
+        {"json_too_deep", CP_ELIMIT},
+        {"expression_too_long", CP_ELIMIT},
+        {"cycle", CP_ECYCLE},
+        {"conflict", CP_ECONFLICT},
+        {"unauthorized", CP_EAUTH},
+        {"auth", CP_EAUTH},
+        {"forbidden", CP_EPERM},
+        {"perm", CP_EPERM},
+        {"read_only", CP_EREADONLY},
+        {"readonly", CP_EREADONLY},
         {"internal", CP_EINTERNAL},
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(names); i++)
@@ -151,15 +167,24 @@ static cp_status code_from_name(const char *s)
 static cp_status code_from_http(long http)
 {
     switch (http) {
-    case 400: return CP_EINVAL;
-    case 401: return CP_EAUTH;
-    case 403: return CP_EPERM;
-    case 404: return CP_ENOTFOUND;
-    case 409: return CP_ECONFLICT;
-    case 413: return CP_ELIMIT;
-    case 423: return CP_ELOCKED;
-    case 503: return CP_EIO;
-    default: return http >= 500 ? CP_EINTERNAL : CP_EINVAL;
+    case 400:
+        return CP_EINVAL;
+    case 401:
+        return CP_EAUTH;
+    case 403:
+        return CP_EPERM;
+    case 404:
+        return CP_ENOTFOUND;
+    case 409:
+        return CP_ECONFLICT;
+    case 413:
+        return CP_ELIMIT;
+    case 423:
+        return CP_ELOCKED;
+    case 503:
+        return CP_EIO;
+    default:
+        return http >= 500 ? CP_EINTERNAL : CP_EINVAL;
     }
 }
 
@@ -203,8 +228,8 @@ static cp_status answer_error(long http, const char *body, size_t len, const cha
 }
 
 static cp_status perform(cli_client_t *c, const char *method, const char *path,
-                         struct curl_slist *hdrs, sink_t *s, const char *body,
-                         size_t len, cp_error_t *err)
+                         struct curl_slist *hdrs, sink_t *s, const char *body, size_t len,
+                         cp_error_t *err)
 {
     CURL *h = c->h;
     cp_status st = CP_OK;
@@ -309,8 +334,8 @@ cp_status client_call_json(cli_client_t *c, const char *method, const char *path
     json_decref(body);
     if (body && !text)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
-    cp_status st = client_call(c, method, path, "application/json", text, text ? strlen(text) : 0,
-                               resp, err);
+    cp_status st =
+        client_call(c, method, path, "application/json", text, text ? strlen(text) : 0, resp, err);
     free(text);
     return st;
 }

@@ -103,11 +103,10 @@ static void cells_table(const char *title, json_t *cells, size_t limit)
             cli_table_row(t, row);
             continue;
         }
-        const char *row[] = {cell_name(c, n, sizeof n),
-                             cli_json_count(json_object_get(c, "members"), m),
-                             pct(json_object_get(c, "crowd_share"), s1),
-                             pct(json_object_get(c, "baseline_share"), s2),
-                             num(json_object_get(c, "tgi"), g)};
+        const char *row[] = {
+            cell_name(c, n, sizeof n), cli_json_count(json_object_get(c, "members"), m),
+            pct(json_object_get(c, "crowd_share"), s1),
+            pct(json_object_get(c, "baseline_share"), s2), num(json_object_get(c, "tgi"), g)};
         cli_table_row(t, row);
     }
     cli_table_print(t, stdout);
@@ -129,7 +128,8 @@ static const char *set_label(const json_t *o, char *buf, size_t cap)
 /* --------------------------------------------------------------- insight */
 
 static const cli_opt_t insight_opts[] = {
-    {"baseline", 'b', OPT_VALUE, "SET", "compare with this crowd or expression (default: all users)"},
+    {"baseline", 'b', OPT_VALUE, "SET",
+     "compare with this crowd or expression (default: all users)"},
     {"tags", 0, OPT_VALUE, "ROOTS", "only tags under these roots (comma-separated)"},
     {"no-tags", 0, OPT_FLAG, NULL, "leave tags out"},
     {"attrs", 0, OPT_VALUE, "NAMES", "only these attributes (comma-separated)"},
@@ -142,7 +142,8 @@ static const cli_opt_t insight_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t insight_spec = {
-    "insight", "CROWD|'EXPR'",
+    "insight",
+    "CROWD|'EXPR'",
     "Share and TGI of a crowd against all users (or a baseline), per tag and attribute value.",
     "TGI = crowd share / baseline share x 100. Cells counting fewer users than the\n"
     "minimum count (default 50; `crowdpack analytics settings`) show \"suppressed\".\n\n"
@@ -150,7 +151,10 @@ static const cli_spec_t insight_spec = {
     "  crowdpack insight --data ./dmp young_finance\n"
     "  crowdpack insight --data ./dmp 'tag:interest/finance' --baseline 'age >= 18' \\\n"
     "      --tags interest --buckets 'age=18,25,35,50' --sort count",
-    insight_opts, CONN_ALL, 1, 1};
+    insight_opts,
+    CONN_ALL,
+    1,
+    1};
 
 static int parse_count_opt(const cli_args_t *a, const char *name, uint64_t *v)
 {
@@ -232,8 +236,8 @@ int cmd_insight(int argc, char **argv)
     if (cli_get(&a, "min-count"))
         json_object_set_new(req, "min_count", json_integer((json_int_t)mc));
     json_t *j = NULL;
-    rc = cli_request_view(&a, OPEN_READ, cp_insight_json, "POST",
-                          "/v1/insight", req, "insight", &j);
+    rc =
+        cli_request_view(&a, OPEN_READ, cp_insight_json, "POST", "/v1/insight", req, "insight", &j);
     if (rc != CLI_OK || j == NULL)
         return rc;
     char l1[512], l2[512];
@@ -246,8 +250,7 @@ int cmd_insight(int argc, char **argv)
     cells_table("Over-indexed (TGI > 100)", json_object_get(j, "top_over"), 0);
     cells_table("Under-indexed (TGI < 100)", json_object_get(j, "top_under"), 0);
     char title[64];
-    snprintf(title, sizeof title, "All cells by %s",
-             json_string_value(json_object_get(j, "sort")));
+    snprintf(title, sizeof title, "All cells by %s", json_string_value(json_object_get(j, "sort")));
     cells_table(title, json_object_get(j, "cells"), (size_t)limit);
     json_decref(j);
     return CLI_OK;
@@ -260,11 +263,15 @@ static const cli_opt_t overlap_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t overlap_spec = {
-    "overlap", "SET SET [SET...]",
+    "overlap",
+    "SET SET [SET...]",
     "Overlap of 2 to 10 crowds: pairwise intersections, Jaccard, containment, Venn regions.",
     "Each SET is a crowd name or a quoted expression.\n\nExample:\n"
     "  crowdpack overlap --data ./dmp young_finance loyal 'tag:interest/sports'",
-    overlap_opts, CONN_ALL, 2, 10};
+    overlap_opts,
+    CONN_ALL,
+    2,
+    10};
 
 int cmd_overlap(int argc, char **argv)
 {
@@ -282,8 +289,8 @@ int cmd_overlap(int argc, char **argv)
     if (cli_get(&a, "min-count"))
         json_object_set_new(req, "min_count", json_integer((json_int_t)mc));
     json_t *j = NULL;
-    rc = cli_request_view(&a, OPEN_READ, cp_overlap_json, "POST",
-                          "/v1/overlap", req, "overlap", &j);
+    rc =
+        cli_request_view(&a, OPEN_READ, cp_overlap_json, "POST", "/v1/overlap", req, "overlap", &j);
     if (rc != CLI_OK || j == NULL)
         return rc;
     json_t *cr = json_object_get(j, "crowds");
@@ -300,7 +307,8 @@ int cmd_overlap(int argc, char **argv)
         {
             snprintf(b4, sizeof b4, "%zu", i + 1);
             const char *nm = json_string_value(json_object_get(c, "crowd"));
-            snprintf(l, sizeof l, "%s", nm ? nm : json_string_value(json_object_get(c, "expression")));
+            snprintf(l, sizeof l, "%s",
+                     nm ? nm : json_string_value(json_object_get(c, "expression")));
             json_t *u = json_object_get(c, "unique");
             const char *row[] = {b4, l, cli_json_count(json_object_get(c, "size"), b1),
                                  json_is_null(u) ? "suppressed" : cli_json_count(u, b2),
@@ -313,7 +321,8 @@ int cmd_overlap(int argc, char **argv)
     json_t *uv = json_object_get(j, "union");
     printf("union: %s\n\n", json_is_null(uv) ? "suppressed" : cli_json_count(uv, b1));
     {
-        const char *hdr[] = {"pair", "intersection", "jaccard", "share of A in B", "share of B in A"};
+        const char *hdr[] = {"pair", "intersection", "jaccard", "share of A in B",
+                             "share of B in A"};
         cli_table_t *t = cli_table_new(5, hdr);
         for (int k = 1; k < 5; k++)
             cli_table_right(t, k);
@@ -329,8 +338,8 @@ int cmd_overlap(int argc, char **argv)
                 continue;
             }
             snprintf(jac, sizeof jac, "%.4f", json_number_value(json_object_get(c, "jaccard")));
-            const char *row[] = {pair, cli_json_count(json_object_get(c, "intersection"), b1),
-                                 jac, pct(json_object_get(c, "a_in_b"), b2),
+            const char *row[] = {pair, cli_json_count(json_object_get(c, "intersection"), b1), jac,
+                                 pct(json_object_get(c, "a_in_b"), b2),
                                  pct(json_object_get(c, "b_in_a"), b3)};
             cli_table_row(t, row);
         }
@@ -351,7 +360,8 @@ int cmd_overlap(int argc, char **argv)
             json_array_foreach(json_object_get(c, "in"), k, x)
             {
                 char s[32];
-                snprintf(s, sizeof s, "%s%lld", k ? " & " : "", (long long)json_integer_value(x) + 1);
+                snprintf(s, sizeof s, "%s%lld", k ? " & " : "",
+                         (long long)json_integer_value(x) + 1);
                 strncat(reg, s, sizeof reg - strlen(reg) - 1);
             }
             json_t *n = json_object_get(c, "count");
@@ -379,14 +389,18 @@ static const cli_opt_t cluster_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t cluster_spec = {
-    "cluster", "",
+    "cluster",
+    "",
     "k-means over numeric attributes (z-scored, k-means++ with a fixed seed).",
     "Users missing any chosen attribute are excluded (counted in the report).\n\n"
     "Examples:\n"
     "  crowdpack cluster --data ./dmp --attrs recency,frequency,monetary --k 4 \\\n"
     "      --root cluster/value\n"
     "  crowdpack cluster --data ./dmp --attrs age,points --elbow 2-8",
-    cluster_opts, CONN_ALL, 0, 0};
+    cluster_opts,
+    CONN_ALL,
+    0,
+    0};
 
 int cmd_cluster(int argc, char **argv)
 {
@@ -423,8 +437,8 @@ int cmd_cluster(int argc, char **argv)
         json_object_set_new(req, "elbow", json_pack("[I,I]", (json_int_t)lo, (json_int_t)hi));
     }
     json_t *j = NULL;
-    rc = cli_request_view(&a, cli_get(&a, "root") ? OPEN_WRITE : OPEN_READ, cp_cluster_json,
-                          "POST", "/v1/clusters", req, "clusters", &j);
+    rc = cli_request_view(&a, cli_get(&a, "root") ? OPEN_WRITE : OPEN_READ, cp_cluster_json, "POST",
+                          "/v1/clusters", req, "clusters", &j);
     if (rc != CLI_OK || j == NULL)
         return rc;
     char b1[32], b2[32], b3[32];
@@ -485,8 +499,9 @@ int cmd_cluster(int argc, char **argv)
             {
                 char x[128], vb[64];
                 snprintf(x, sizeof x, "%s%s=%s", cen[0] ? " " : "", k,
-                         json_is_string(v) ? json_string_value(v)
-                                           : (snprintf(vb, sizeof vb, "%.2f", json_number_value(v)), vb));
+                         json_is_string(v)
+                             ? json_string_value(v)
+                             : (snprintf(vb, sizeof vb, "%.2f", json_number_value(v)), vb));
                 strncat(cen, x, sizeof cen - strlen(cen) - 1);
             }
             size_t ti;
@@ -553,9 +568,14 @@ static void print_tiers(const char *text)
     json_decref(j);
 }
 
-static const cli_spec_t tshow_spec = {"tiers show", "", "Member tiers with counts.",
-                                      "Example:\n  crowdpack tiers show --data ./dmp", NULL,
-                                      CONN_ALL, 0, 0};
+static const cli_spec_t tshow_spec = {"tiers show",
+                                      "",
+                                      "Member tiers with counts.",
+                                      "Example:\n  crowdpack tiers show --data ./dmp",
+                                      NULL,
+                                      CONN_ALL,
+                                      0,
+                                      0};
 
 static cp_status tiers_get_lib(cp_db_t *db, const char *b, size_t n, char **out, cp_error_t *err)
 {
@@ -602,10 +622,15 @@ static const cli_opt_t tset_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t tset_spec = {
-    "tiers set", "[NAME=MIN ...]", "Set the member tiers (a database setting).",
+    "tiers set",
+    "[NAME=MIN ...]",
+    "Set the member tiers (a database setting).",
     "Example:\n  crowdpack tiers set --data ./dmp --attribute points \\\n"
     "      silver=2000 gold=6000 platinum=20000",
-    tset_opts, CONN_ALL, 0, 32};
+    tset_opts,
+    CONN_ALL,
+    0,
+    32};
 
 static cp_status tiers_set_lib(cp_db_t *db, const char *b, size_t n, char **out, cp_error_t *err)
 {
@@ -631,7 +656,8 @@ static int tiers_set(int argc, char **argv)
             return cli_failf("%s:%d:%d: %s", cli_get(&a, "file"), je.line, je.column, je.text);
     } else {
         if (!cli_get(&a, "attribute") || a.npos == 0)
-            return cli_usage_error(&tset_spec, "give --attribute NAME and NAME=MIN tiers, or --file");
+            return cli_usage_error(&tset_spec,
+                                   "give --attribute NAME and NAME=MIN tiers, or --file");
         json_t *tiers = json_array();
         for (int i = 0; i < a.npos; i++) {
             const char *eq = strchr(a.pos[i], '=');
@@ -664,12 +690,17 @@ static const cli_opt_t tnudge_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t tnudge_spec = {
-    "tiers nudge", "", "Members within N points of their next tier, as an expression.",
+    "tiers nudge",
+    "",
+    "Members within N points of their next tier, as an expression.",
     "Save the answer as a crowd to target an upgrade campaign:\n"
     "  crowdpack tiers nudge --data ./dmp --within 2000\n"
     "  crowdpack crowd create --data ./dmp near_upgrade \"$(crowdpack tiers nudge --data ./dmp \\\n"
     "      --within 2000 --json | jq -r .expression)\"",
-    tnudge_opts, CONN_ALL, 0, 0};
+    tnudge_opts,
+    CONN_ALL,
+    0,
+    0};
 
 static int tiers_nudge(int argc, char **argv)
 {
@@ -686,8 +717,8 @@ static int tiers_nudge(int argc, char **argv)
     if (cli_get(&a, "tier"))
         json_object_set_new(req, "tiers", csv_strings(cli_get(&a, "tier")));
     json_t *j = NULL;
-    rc = cli_request_view(&a, OPEN_READ, cp_tiers_nudge_json, "POST",
-                          "/v1/tiers/nudge", req, "nudge", &j);
+    rc = cli_request_view(&a, OPEN_READ, cp_tiers_nudge_json, "POST", "/v1/tiers/nudge", req,
+                          "nudge", &j);
     if (rc != CLI_OK || j == NULL)
         return rc;
     char b[32];
@@ -718,7 +749,8 @@ static const cli_sub_t tier_subs[] = {
 
 int cmd_tiers(int argc, char **argv)
 {
-    return cli_dispatch("tiers", "Member tiers (会员等级) on a points attribute, and upgrade nudges.",
+    return cli_dispatch("tiers",
+                        "Member tiers (会员等级) on a points attribute, and upgrade nudges.",
                         tier_subs, argc, argv);
 }
 
@@ -729,9 +761,14 @@ static const cli_opt_t settings_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t settings_spec = {
-    "analytics settings", "", "Show or set the analytics settings (k-anonymity minimum count).",
-    "Example:\n  crowdpack analytics settings --data ./dmp --min-count 100", settings_opts,
-    CONN_ALL, 0, 0};
+    "analytics settings",
+    "",
+    "Show or set the analytics settings (k-anonymity minimum count).",
+    "Example:\n  crowdpack analytics settings --data ./dmp --min-count 100",
+    settings_opts,
+    CONN_ALL,
+    0,
+    0};
 
 static cp_status settings_lib(cp_db_t *db, const char *b, size_t n, char **out, cp_error_t *err)
 {
@@ -756,7 +793,7 @@ static int analytics_settings(int argc, char **argv)
     json_t *req = set ? json_pack("{s:I}", "min_count", (json_int_t)mc) : NULL;
     char *out = NULL;
     if ((rc = cli_request(&a, set ? OPEN_WRITE : OPEN_READ, settings_lib, set ? "PUT" : "GET",
-                  "/v1/analytics/settings", req, &out)) != CLI_OK)
+                          "/v1/analytics/settings", req, &out)) != CLI_OK)
         return rc;
     if (a.json) {
         cli_print_json(out);
@@ -782,7 +819,8 @@ static const cli_opt_t bench_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t bench_spec = {
-    "analytics bench", "",
+    "analytics bench",
+    "",
     "Time insight (crowd x tags) and overlap (10 crowds) through the public API.",
     "Builds a synthetic population in a temporary data directory: tag bitmaps are\n"
     "set directly in the index (loading 10M users through the engine would take\n"
@@ -791,7 +829,10 @@ static const cli_spec_t bench_spec = {
     "size. Every timed call is the public cp_insight_json / cp_overlap_json, JSON\n"
     "parsing and rendering included.\n\n"
     "Example:\n  crowdpack analytics bench --users 10M --tags 1000 --crowd 1M",
-    bench_opts, CONN_JSON, 0, 0};
+    bench_opts,
+    CONN_JSON,
+    0,
+    0};
 
 /* A random bitmap over [0, n) with about density * n members. */
 static roaring_bitmap_t *random_bitmap(uint32_t n, double density, uint64_t *st, uint64_t *dense)
@@ -980,7 +1021,8 @@ static int analytics_bench(int argc, char **argv)
         ok = ok && index_recompute_effective(db->ix, &db->tax) == CP_OK;
         pthread_rwlock_unlock(&db->lock);
     }
-    ok = ok && cp_crowd_create(db, "insight", "tag:crowd/insight", CP_CROWD_STATIC, NULL, &err) == CP_OK;
+    ok = ok &&
+         cp_crowd_create(db, "insight", "tag:crowd/insight", CP_CROWD_STATIC, NULL, &err) == CP_OK;
     char req[1024] = "{\"crowds\":[";
     for (uint64_t i = 0; ok && i < ncrowds; i++) {
         char name[32], ex[64];
@@ -1022,8 +1064,8 @@ static int analytics_bench(int argc, char **argv)
         json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:I}", "users",
                               (json_int_t)users, "tags", (json_int_t)ntags, "crowd_size",
                               (json_int_t)csize, "overlap_crowds", (json_int_t)ncrowds,
-                              "tag_assignments", (json_int_t)assignments, "reps", (int)reps,
-                              "cpus", (int)cpus, "build_s", build, "insight_tags_ms", ins_tags,
+                              "tag_assignments", (json_int_t)assignments, "reps", (int)reps, "cpus",
+                              (int)cpus, "build_s", build, "insight_tags_ms", ins_tags,
                               "insight_all_ms", ins, "overlap_ms", ovl, "core_1thread_ms", core1,
                               "floor_1thread_ms", floor1, "floor_bytes", (json_int_t)bytes);
         cli_emit_json(j);
@@ -1053,6 +1095,7 @@ static const cli_sub_t analytics_subs[] = {
 
 int cmd_analytics(int argc, char **argv)
 {
-    return cli_dispatch("analytics", "Analytics settings (k-anonymity) and the analytics benchmark.",
+    return cli_dispatch("analytics",
+                        "Analytics settings (k-anonymity) and the analytics benchmark.",
                         analytics_subs, argc, argv);
 }

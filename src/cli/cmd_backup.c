@@ -11,13 +11,17 @@ static const char *data_dir(const cli_args_t *a)
 }
 
 static const cli_spec_t backup_spec = {
-    "backup", "OUT",
+    "backup",
+    "OUT",
     "Back up a data directory into OUT (a new or empty directory), also while a server writes "
     "it.",
     "OUT gets a consistent copy of data.mdb (live pages only) and the write-ahead log segments\n"
     "holding every write acknowledged before the backup began; it is itself a data directory.\n"
     "Example:\n  crowdpack backup --data ./dmp /backups/dmp-2024-06-01",
-    NULL, CONN_DATA | CONN_JSON, 1, 1};
+    NULL,
+    CONN_DATA | CONN_JSON,
+    1,
+    1};
 
 int cmd_backup(int argc, char **argv)
 {
@@ -36,13 +40,12 @@ int cmd_backup(int argc, char **argv)
     if (a.json)
         printf("{\"out\":\"%s\",\"data_bytes\":%llu,\"wal_segments\":%llu,\"wal_bytes\":%llu,"
                "\"wal_lsn\":%llu}\n",
-               a.pos[0], (unsigned long long)info.data_bytes,
-               (unsigned long long)info.wal_segments, (unsigned long long)info.wal_bytes,
-               (unsigned long long)info.wal_lsn);
+               a.pos[0], (unsigned long long)info.data_bytes, (unsigned long long)info.wal_segments,
+               (unsigned long long)info.wal_bytes, (unsigned long long)info.wal_lsn);
     else
         printf("backed up %s into %s: data.mdb %llu bytes, %llu WAL segments (%llu bytes)\n", dir,
-               a.pos[0], (unsigned long long)info.data_bytes,
-               (unsigned long long)info.wal_segments, (unsigned long long)info.wal_bytes);
+               a.pos[0], (unsigned long long)info.data_bytes, (unsigned long long)info.wal_segments,
+               (unsigned long long)info.wal_bytes);
     return CLI_OK;
 }
 
@@ -51,12 +54,16 @@ static const cli_opt_t restore_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t restore_spec = {
-    "restore", "BACKUP",
+    "restore",
+    "BACKUP",
     "Restore a backup made by 'crowdpack backup' into the data directory --data.",
     "The target must be empty (or hold a data directory and --force be given) and no server\n"
     "may run on it. The restored directory is opened once, replaying the backed-up log.\n"
     "Example:\n  crowdpack restore /backups/dmp-2024-06-01 --data ./dmp-restored",
-    restore_opts, CONN_DATA, 1, 1};
+    restore_opts,
+    CONN_DATA,
+    1,
+    1};
 
 int cmd_restore(int argc, char **argv)
 {
@@ -76,11 +83,15 @@ int cmd_restore(int argc, char **argv)
 }
 
 static const cli_spec_t compact_spec = {
-    "compact", "",
+    "compact",
+    "",
     "Rewrite data.mdb with only its live pages now (what deletions leave to the background).",
     "Needs the directory for writing (no server running on it).\n"
     "Example:\n  crowdpack compact --data ./dmp",
-    NULL, CONN_DATA, 0, 0};
+    NULL,
+    CONN_DATA,
+    0,
+    0};
 
 int cmd_compact(int argc, char **argv)
 {

@@ -9,24 +9,32 @@
 #include "cli/cli.h"
 
 static const cli_spec_t check_spec = {
-    "check", "",
+    "check",
+    "",
     "Check a data directory: every page, value checksum, record and bitmap, and the counts "
     "that must agree.",
     "Prints one line per problem and exits 1 if there is any, 0 when the directory is whole.\n"
     "Runs in child processes: damage that would crash LMDB is reported, not suffered.\n"
     "Safe while a server has the directory open.\n\n"
     "Example:\n  crowdpack check --data ./dmp",
-    NULL, CONN_DATA, 0, 0};
+    NULL,
+    CONN_DATA,
+    0,
+    0};
 
 static const cli_spec_t recover_spec = {
-    "recover", "",
+    "recover",
+    "",
     "Go past a damaged write-ahead log: keep its valid records, set the damaged bytes aside.",
     "Needed when `serve` (or any writer) refuses to start because of a damaged or missing\n"
     "write-ahead log. Keeps every valid record, writes each dropped stretch with its segment\n"
     "and offset to DIR/wal-dropped-<ms>.bin, then applies the kept records. The server must\n"
     "be stopped. Damage inside data.mdb is not repaired: restore a backup.\n\n"
     "Example:\n  crowdpack recover --data ./dmp",
-    NULL, CONN_DATA, 0, 0};
+    NULL,
+    CONN_DATA,
+    0,
+    0};
 
 static const char *data_dir(const cli_args_t *a)
 {

@@ -54,8 +54,8 @@ static void print_crowd(const char *json)
     if (!j)
         return;
     char b[64];
-    const char *keys[] = {"name", "kind", "expression", "size", "version", "created", "updated",
-                          "description"};
+    const char *keys[] = {"name",    "kind",    "expression", "size",
+                          "version", "created", "updated",    "description"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         json_t *v = json_object_get(j, keys[i]);
         if (!v || json_is_null(v) || (json_is_string(v) && !*json_string_value(v)))
@@ -87,12 +87,17 @@ static const cli_opt_t create_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t create_spec = {
-    "crowd create", "NAME 'EXPR'", "Create a crowd from an expression and materialise it.",
+    "crowd create",
+    "NAME 'EXPR'",
+    "Create a crowd from an expression and materialise it.",
     "Names are [A-Za-z0-9_-] and letters of any script (广州理财), up to 128 bytes.\n\n"
     "Example:\n"
     "  crowdpack crowd create --data ./dmp young_finance \\\n"
     "      'tag:interest/finance AND age BETWEEN 25 AND 40' --description 'campaign 12'",
-    create_opts, CONN_ALL, 1, 2};
+    create_opts,
+    CONN_ALL,
+    1,
+    2};
 
 static int crowd_create(int argc, char **argv)
 {
@@ -129,7 +134,8 @@ static int crowd_create(int argc, char **argv)
             }
             json_object_set_new(b, "tree", t);
         }
-        json_object_set_new(b, "kind", json_string(kind == CP_CROWD_DYNAMIC ? "dynamic" : "static"));
+        json_object_set_new(b, "kind",
+                            json_string(kind == CP_CROWD_DYNAMIC ? "dynamic" : "static"));
         if (desc)
             json_object_set_new(b, "description", json_string(desc));
         if (cli_get(&a, "as-of"))
@@ -170,9 +176,14 @@ out:
 
 /* --------------------------------------------------------------- list */
 
-static const cli_spec_t list_spec = {"crowd list", "", "List crowds with their sizes.",
-                                     "Example:\n  crowdpack crowd list --data ./dmp", NULL,
-                                     CONN_ALL, 0, 0};
+static const cli_spec_t list_spec = {"crowd list",
+                                     "",
+                                     "List crowds with their sizes.",
+                                     "Example:\n  crowdpack crowd list --data ./dmp",
+                                     NULL,
+                                     CONN_ALL,
+                                     0,
+                                     0};
 
 static int crowd_list(int argc, char **argv)
 {
@@ -238,20 +249,41 @@ out:
 
 /* --------------------------------------------- show / refresh / delete */
 
-static const cli_spec_t show_spec = {"crowd show", "NAME",
+static const cli_spec_t show_spec = {"crowd show",
+                                     "NAME",
                                      "Show a crowd: expression, size, version, references.",
                                      "Example:\n  crowdpack crowd show --data ./dmp young_finance",
-                                     NULL, CONN_ALL, 1, 1};
+                                     NULL,
+                                     CONN_ALL,
+                                     1,
+                                     1};
 static const cli_spec_t refresh_spec = {
-    "crowd refresh", "NAME", "Re-evaluate a crowd's expression now (bumps its version).",
-    "Example:\n  crowdpack crowd refresh --data ./dmp young_finance", NULL, CONN_ALL, 1, 1};
+    "crowd refresh",
+    "NAME",
+    "Re-evaluate a crowd's expression now (bumps its version).",
+    "Example:\n  crowdpack crowd refresh --data ./dmp young_finance",
+    NULL,
+    CONN_ALL,
+    1,
+    1};
 static const cli_spec_t delete_spec = {
-    "crowd delete", "NAME", "Delete a crowd (refused while other crowds reference it).",
-    "Example:\n  crowdpack crowd delete --data ./dmp young_finance", NULL, CONN_ALL, 1, 1};
-static const cli_spec_t update_spec = {
-    "crowd update", "NAME 'EXPR'", "Replace a crowd's expression (bumps its version).",
-    "Example:\n  crowdpack crowd update --data ./dmp young_finance 'tag:interest/finance AND age < 30'",
-    NULL, CONN_ALL, 2, 2};
+    "crowd delete",
+    "NAME",
+    "Delete a crowd (refused while other crowds reference it).",
+    "Example:\n  crowdpack crowd delete --data ./dmp young_finance",
+    NULL,
+    CONN_ALL,
+    1,
+    1};
+static const cli_spec_t update_spec = {"crowd update",
+                                       "NAME 'EXPR'",
+                                       "Replace a crowd's expression (bumps its version).",
+                                       "Example:\n  crowdpack crowd update --data ./dmp "
+                                       "young_finance 'tag:interest/finance AND age < 30'",
+                                       NULL,
+                                       CONN_ALL,
+                                       2,
+                                       2};
 
 /* One crowd operation (0 show, 1 refresh, 2 delete, 3 update). */
 static int crowd_one(const cli_spec_t *spec, int op, int argc, char **argv)
@@ -323,10 +355,22 @@ out:
     return rc;
 }
 
-static int crowd_show(int argc, char **argv) { return crowd_one(&show_spec, 0, argc, argv); }
-static int crowd_refresh(int argc, char **argv) { return crowd_one(&refresh_spec, 1, argc, argv); }
-static int crowd_delete(int argc, char **argv) { return crowd_one(&delete_spec, 2, argc, argv); }
-static int crowd_update(int argc, char **argv) { return crowd_one(&update_spec, 3, argc, argv); }
+static int crowd_show(int argc, char **argv)
+{
+    return crowd_one(&show_spec, 0, argc, argv);
+}
+static int crowd_refresh(int argc, char **argv)
+{
+    return crowd_one(&refresh_spec, 1, argc, argv);
+}
+static int crowd_delete(int argc, char **argv)
+{
+    return crowd_one(&delete_spec, 2, argc, argv);
+}
+static int crowd_update(int argc, char **argv)
+{
+    return crowd_one(&update_spec, 3, argc, argv);
+}
 
 /* ------------------------------------------------------------- sample */
 
@@ -336,9 +380,14 @@ static const cli_opt_t sample_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t sample_spec = {
-    "crowd sample", "NAME", "Print up to N member ids of a crowd, uniformly at random.",
-    "Example:\n  crowdpack crowd sample --data ./dmp young_finance -n 5 --seed 7", sample_opts,
-    CONN_ALL, 1, 1};
+    "crowd sample",
+    "NAME",
+    "Print up to N member ids of a crowd, uniformly at random.",
+    "Example:\n  crowdpack crowd sample --data ./dmp young_finance -n 5 --seed 7",
+    sample_opts,
+    CONN_ALL,
+    1,
+    1};
 
 static int crowd_sample(int argc, char **argv)
 {
@@ -405,15 +454,20 @@ static const cli_opt_t export_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t export_spec = {
-    "crowd export", "NAME", "Stream a crowd's member ids as NDJSON {\"id\":...} lines or CSV.",
+    "crowd export",
+    "NAME",
+    "Stream a crowd's member ids as NDJSON {\"id\":...} lines or CSV.",
     "Constant memory, any size. A closed standard output (| head) ends it quietly.\n\n"
     "Examples:\n  crowdpack crowd export --data ./dmp young_finance --format csv -o ids.csv\n"
     "  crowdpack crowd export --data ./dmp young_finance | head",
-    export_opts, CONN_DATA | CONN_SERVER, 1, 1};
+    export_opts,
+    CONN_DATA | CONN_SERVER,
+    1,
+    1};
 
 typedef struct export_ctx {
     FILE *f;
-    int err;    /* errno of a failed write */
+    int err; /* errno of a failed write */
 } export_ctx_t;
 
 static int export_write(void *ud, const char *buf, size_t len)
@@ -486,9 +540,14 @@ out:
 /* ------------------------------------------------- history / schedule */
 
 static const cli_spec_t history_spec = {
-    "crowd history", "NAME",
+    "crowd history",
+    "NAME",
     "A crowd's size at each refresh that changed it (time, size, version; the last 400).",
-    "Example:\n  crowdpack crowd history --data ./dmp young_finance", NULL, CONN_ALL, 1, 1};
+    "Example:\n  crowdpack crowd history --data ./dmp young_finance",
+    NULL,
+    CONN_ALL,
+    1,
+    1};
 
 static int crowd_history(int argc, char **argv)
 {
@@ -550,19 +609,24 @@ out:
 
 static const cli_opt_t schedule_opts[] = {
     {"refresh", 0, OPT_VALUE, "WHEN", "refresh a static crowd daily: 'daily 02:00' ('none' stops)"},
-    {"timezone", 0, OPT_VALUE, "TZ", "the schedule's zone: Asia/Shanghai, +08:00 (default: the server's)"},
+    {"timezone", 0, OPT_VALUE, "TZ",
+     "the schedule's zone: Asia/Shanghai, +08:00 (default: the server's)"},
     {"expire-after-days", 0, OPT_VALUE, "N", "freeze the crowd after N days unused (0: never)"},
     {"thaw", 0, OPT_FLAG, NULL, "unfreeze a frozen crowd"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t schedule_spec = {
-    "crowd schedule", "NAME",
+    "crowd schedule",
+    "NAME",
     "Set a crowd's scheduled refresh, time zone and expiry (frozen when unused).",
     "Examples:\n"
     "  crowdpack crowd schedule --data ./dmp young_finance --refresh 'daily 02:00' "
     "--timezone Asia/Shanghai\n"
     "  crowdpack crowd schedule --data ./dmp young_finance --expire-after-days 90",
-    schedule_opts, CONN_ALL, 1, 1};
+    schedule_opts,
+    CONN_ALL,
+    1,
+    1};
 
 static int crowd_schedule(int argc, char **argv)
 {
@@ -648,16 +712,22 @@ out:
 /* --------------------------------------------------------------- group */
 
 static const cli_sub_t subs[] = {
-    {"create", crowd_create, &create_spec},   {"list", crowd_list, &list_spec},
-    {"show", crowd_show, &show_spec},         {"refresh", crowd_refresh, &refresh_spec},
-    {"update", crowd_update, &update_spec},   {"delete", crowd_delete, &delete_spec},
-    {"sample", crowd_sample, &sample_spec},   {"export", crowd_export, &export_spec},
-    {"history", crowd_history, &history_spec}, {"schedule", crowd_schedule, &schedule_spec},
+    {"create", crowd_create, &create_spec},
+    {"list", crowd_list, &list_spec},
+    {"show", crowd_show, &show_spec},
+    {"refresh", crowd_refresh, &refresh_spec},
+    {"update", crowd_update, &update_spec},
+    {"delete", crowd_delete, &delete_spec},
+    {"sample", crowd_sample, &sample_spec},
+    {"export", crowd_export, &export_spec},
+    {"history", crowd_history, &history_spec},
+    {"schedule", crowd_schedule, &schedule_spec},
     {NULL, NULL, NULL},
 };
 
 int cmd_crowd(int argc, char **argv)
 {
-    return cli_dispatch("crowd", "Audience packs (人群包): named expressions with materialised members.",
+    return cli_dispatch("crowd",
+                        "Audience packs (人群包): named expressions with materialised members.",
                         subs, argc, argv);
 }

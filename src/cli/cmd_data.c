@@ -23,12 +23,17 @@ static const cli_opt_t init_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t init_spec = {
-    "init", "", "Create a data directory (or open an existing one) and optionally load a schema "
-                "and a taxonomy into it.",
+    "init",
+    "",
+    "Create a data directory (or open an existing one) and optionally load a schema "
+    "and a taxonomy into it.",
     "Both files are applied all or nothing. Running init again on an existing directory only\n"
     "loads the given files.\n\nExample:\n  crowdpack init --data ./dmp --schema schema.json "
     "--taxonomy taxonomy.json",
-    init_opts, CONN_DATA | CONN_JSON, 0, 0};
+    init_opts,
+    CONN_DATA | CONN_JSON,
+    0,
+    0};
 
 /* Loads one JSON file through `fn` (schema or taxonomy loader). */
 static int load_json_file(cp_db_t *db, const char *path,
@@ -90,13 +95,15 @@ out:
 
 static const cli_opt_t load_opts[] = {
     {"strict", 0, OPT_FLAG, NULL, "all or nothing: the first bad line aborts the load"},
-    {"rejects", 0, OPT_VALUE, "FILE", "write rejected lines' numbers and reasons here (not stderr)"},
+    {"rejects", 0, OPT_VALUE, "FILE",
+     "write rejected lines' numbers and reasons here (not stderr)"},
     {"batch", 0, OPT_VALUE, "LINES", "lines per committed batch (default 50,000)"},
     {"quiet", 'q', OPT_FLAG, NULL, "no progress bar and no summary"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t load_spec = {
-    "load", "USERS.ndjson|-",
+    "load",
+    "USERS.ndjson|-",
     "Load users from NDJSON, one {\"id\",\"attrs\",\"tags\"} object per line, streaming.",
     "Bad lines are reported with their line number and skipped (unless --strict); the others\n"
     "are committed in batches. A progress bar is drawn on stderr when it is a terminal.\n"
@@ -104,11 +111,14 @@ static const cli_spec_t load_spec = {
     "  crowdpack load --data ./dmp users.ndjson\n"
     "  zcat users.ndjson.gz | crowdpack load --data ./dmp --rejects bad.txt -\n"
     "  crowdpack load --server http://127.0.0.1:8080 --key $KEY users.ndjson",
-    load_opts, CONN_DATA | CONN_SERVER | CONN_JSON, 1, 1};
+    load_opts,
+    CONN_DATA | CONN_SERVER | CONN_JSON,
+    1,
+    1};
 
 typedef struct load_ctx {
     progress_t bar;
-    FILE *rejects;     /* stderr or the --rejects file */
+    FILE *rejects; /* stderr or the --rejects file */
     uint64_t nrejects;
 } load_ctx_t;
 
@@ -168,16 +178,16 @@ static void print_load_summary(const cli_args_t *a, const cp_load_stats_t *s, do
 #define REMOTE_MAX_LINE (1u << 20)
 
 typedef struct rline {
-    size_t off, len;   /* in the batch text */
-    uint64_t lineno;   /* 1-based line of the input */
+    size_t off, len; /* in the batch text */
+    uint64_t lineno; /* 1-based line of the input */
     int dropped;
 } rline_t;
 
 typedef struct rbatch {
-    buf_t text;     /* the lines as read, each ending in \n */
+    buf_t text; /* the lines as read, each ending in \n */
     rline_t *lines;
     size_t n, cap;
-    buf_t body;     /* the request: the lines not dropped */
+    buf_t body; /* the request: the lines not dropped */
 } rbatch_t;
 
 /* The message without a leading "line N: " (N is relative to the batch). */
@@ -395,11 +405,16 @@ static const cli_opt_t count_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t count_spec = {
-    "count", "'EXPR'", "Count the users matching a crowd expression. Prints only the number.",
+    "count",
+    "'EXPR'",
+    "Count the users matching a crowd expression. Prints only the number.",
     "Examples:\n  crowdpack count --data ./dmp 'tag:interest/finance AND age BETWEEN 25 AND 40'\n"
     "  crowdpack count --data ./dmp --tree expr.json\n"
     "  crowdpack count --server http://127.0.0.1:8080 'near(23.13, 113.26, 50km)'",
-    count_opts, CONN_DATA | CONN_SERVER | CONN_JSON, 0, 1};
+    count_opts,
+    CONN_DATA | CONN_SERVER | CONN_JSON,
+    0,
+    1};
 
 /* The expression of count/eval: positional text or --tree JSON. */
 static int expr_input(const cli_args_t *a, const cli_spec_t *spec, const char **text, char **tree,
@@ -496,9 +511,14 @@ static const cli_opt_t eval_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t eval_spec = {
-    "eval", "'EXPR'", "Print the ids of the users matching an expression, one per line.",
+    "eval",
+    "'EXPR'",
+    "Print the ids of the users matching an expression, one per line.",
     "Example:\n  crowdpack eval --data ./dmp -n 10 'tag:interest/travel AND gender = \"female\"'",
-    eval_opts, CONN_DATA, 0, 1};
+    eval_opts,
+    CONN_DATA,
+    0,
+    1};
 
 int cmd_eval(int argc, char **argv)
 {
@@ -553,9 +573,14 @@ out:
 
 /* -------------------------------------------------------------- stats */
 
-static const cli_spec_t stats_spec = {
-    "stats", "", "Show sizes and counters of a data directory.",
-    "Example:\n  crowdpack stats --data ./dmp --json", NULL, CONN_DATA | CONN_JSON, 0, 0};
+static const cli_spec_t stats_spec = {"stats",
+                                      "",
+                                      "Show sizes and counters of a data directory.",
+                                      "Example:\n  crowdpack stats --data ./dmp --json",
+                                      NULL,
+                                      CONN_DATA | CONN_JSON,
+                                      0,
+                                      0};
 
 int cmd_stats(int argc, char **argv)
 {
@@ -591,10 +616,14 @@ int cmd_stats(int argc, char **argv)
         uint64_t v;
         int bytes;
     } rows[] = {
-        {"users", s.users, 0},          {"ordinals", s.ordinals, 0},
-        {"tags", s.tags, 0},            {"attributes", s.attributes, 0},
-        {"crowds", s.crowds, 0},        {"bitmap memory", s.bitmap_bytes, 1},
-        {"column memory", s.column_bytes, 1}, {"disk", s.disk_bytes, 1},
+        {"users", s.users, 0},
+        {"ordinals", s.ordinals, 0},
+        {"tags", s.tags, 0},
+        {"attributes", s.attributes, 0},
+        {"crowds", s.crowds, 0},
+        {"bitmap memory", s.bitmap_bytes, 1},
+        {"column memory", s.column_bytes, 1},
+        {"disk", s.disk_bytes, 1},
         {"deletions awaiting compaction", s.compact_pending, 0},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -623,18 +652,28 @@ out:
 /* --------------------------------------------------------------- expr */
 
 static const cli_spec_t expr_parse_spec = {
-    "expr parse", "'EXPR'", "Parse an expression and print its JSON tree (names are not resolved).",
-    "Example:\n  crowdpack expr parse 'tag:interest/travel AND NOT age < 18'", NULL, CONN_NONE, 1,
+    "expr parse",
+    "'EXPR'",
+    "Parse an expression and print its JSON tree (names are not resolved).",
+    "Example:\n  crowdpack expr parse 'tag:interest/travel AND NOT age < 18'",
+    NULL,
+    CONN_NONE,
+    1,
     1};
 static const cli_opt_t expr_format_opts[] = {
     {"tree", 0, OPT_VALUE, "FILE", "the JSON tree to format (- = stdin)"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t expr_format_spec = {
-    "expr format", "[JSON]", "Print the canonical text form of a JSON expression tree.",
+    "expr format",
+    "[JSON]",
+    "Print the canonical text form of a JSON expression tree.",
     "Examples:\n  crowdpack expr format --tree expr.json\n"
     "  crowdpack expr format '{\"tag\":\"interest/travel\"}'",
-    expr_format_opts, CONN_NONE, 0, 1};
+    expr_format_opts,
+    CONN_NONE,
+    0,
+    1};
 
 static int expr_parse_cmd(int argc, char **argv)
 {

@@ -23,12 +23,17 @@ static const cli_opt_t demo_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t demo_spec = {
-    "demo", "", "Generate a demo population into a fresh data directory (default ./demo-data).",
+    "demo",
+    "",
+    "Generate a demo population into a fresh data directory (default ./demo-data).",
     "The seed taxonomy (18/124/256/313 tags at levels 1-4), correlated interests, ages,\n"
     "gender, 300+ Chinese cities with real coordinates, member tier and points.\n"
     "A non-empty DIR is refused unless --force, which deletes it first.\n\nExamples:\n"
     "  crowdpack demo\n  crowdpack demo --data /tmp/dmp --users 100k --seed 7 --force",
-    demo_opts, CONN_DATA | CONN_JSON, 0, 0};
+    demo_opts,
+    CONN_DATA | CONN_JSON,
+    0,
+    0};
 
 /* 1 = missing, 0 = empty directory, -1 = not empty (or not a directory). */
 static int dir_state(const char *dir)
@@ -101,13 +106,14 @@ int cmd_demo(int argc, char **argv)
         return cli_usage_error(&demo_spec, "--users: expected a number from 1 to 4G, got '%s'",
                                cli_get(&a, "users"));
     if (cli_get(&a, "seed") && cli_parse_u64(cli_get(&a, "seed"), &o.seed) != 0)
-        return cli_usage_error(&demo_spec, "--seed: expected a number, got '%s'", cli_get(&a, "seed"));
+        return cli_usage_error(&demo_spec, "--seed: expected a number, got '%s'",
+                               cli_get(&a, "seed"));
 
     int state = dir_state(dir);
     if (state < 0) {
         if (!cli_has(&a, "force"))
-            return cli_failf("%s exists and is not empty; use --force to replace it, or another --data",
-                             dir);
+            return cli_failf(
+                "%s exists and is not empty; use --force to replace it, or another --data", dir);
         if ((rc = remove_tree(dir)) != CLI_OK)
             return rc;
     }
@@ -132,11 +138,11 @@ int cmd_demo(int argc, char **argv)
     uint64_t disk = dir_bytes(dir);
     double rate = secs > 0 ? (double)s.users / secs : 0;
     if (a.json) {
-        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:I}", "data", dir, "users",
-                              (json_int_t)s.users, "tags", (json_int_t)s.tags, "attributes",
-                              (json_int_t)s.attributes, "seconds", secs, "users_per_second", rate,
-                              "disk_bytes", (json_int_t)disk, "bitmap_bytes",
-                              (json_int_t)s.bitmap_bytes, "column_bytes", (json_int_t)s.column_bytes);
+        json_t *j = json_pack(
+            "{s:s,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:I}", "data", dir, "users", (json_int_t)s.users,
+            "tags", (json_int_t)s.tags, "attributes", (json_int_t)s.attributes, "seconds", secs,
+            "users_per_second", rate, "disk_bytes", (json_int_t)disk, "bitmap_bytes",
+            (json_int_t)s.bitmap_bytes, "column_bytes", (json_int_t)s.column_bytes);
         char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
         puts(txt ? txt : "{}");
         free(txt);

@@ -12,14 +12,18 @@
 #include "cli/cli.h"
 
 static const cli_spec_t whois_spec = {
-    "whois", "TYPE:VALUE",
+    "whois",
+    "TYPE:VALUE",
     "Show the user an identifier belongs to: its identifiers, attributes, traits, tags, crowds "
     "and merge lineage.",
     "Types: user_id anonymous_id phone email device_id idfa oaid member_id openid unionid\n"
     "(and configured others). Phones and emails are normalised and hashed as on intake.\n"
     "Examples:\n  crowdpack whois --data ./dmp user_id:17850\n"
     "  crowdpack whois --data ./dmp phone:13800138000",
-    NULL, CONN_DATA | CONN_SERVER | CONN_JSON, 1, 1};
+    NULL,
+    CONN_DATA | CONN_SERVER | CONN_JSON,
+    1,
+    1};
 
 static const cli_opt_t unmerge_opts[] = {
     {"user", 0, OPT_VALUE, "TYPE:VALUE",
@@ -27,12 +31,16 @@ static const cli_opt_t unmerge_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t unmerge_spec = {
-    "unmerge", "MERGE_ID",
+    "unmerge",
+    "MERGE_ID",
     "Undo an identity merge (its id is in the whois lineage): both users get their own data "
     "back.",
     "Examples:\n  crowdpack unmerge --data ./dmp 17\n"
     "  crowdpack unmerge --server http://127.0.0.1:8080 --user user_id:17850 17",
-    unmerge_opts, CONN_DATA | CONN_SERVER | CONN_JSON, 1, 1};
+    unmerge_opts,
+    CONN_DATA | CONN_SERVER | CONN_JSON,
+    1,
+    1};
 
 /* "/v1/users/TYPE/VALUE" + suffix, escaped; NULL on ENOMEM. */
 static char *user_path(const char *type, const char *value, const char *suffix)
@@ -75,8 +83,8 @@ static void print_whois(const char *text)
     json_array_foreach(json_object_get(j, "identifiers"), i, x)
     {
         json_t *h = json_object_get(x, "hash");
-        printf("  %-14s %s%s\n", json_string_value(json_object_get(x, "type")),
-               h ? "#" : "", cli_json_text(h ? h : json_object_get(x, "value"), b, sizeof b));
+        printf("  %-14s %s%s\n", json_string_value(json_object_get(x, "type")), h ? "#" : "",
+               cli_json_text(h ? h : json_object_get(x, "value"), b, sizeof b));
     }
     const char *objs[] = {"attrs", "traits"};
     for (int k = 0; k < 2; k++) {
@@ -221,9 +229,9 @@ int cmd_unmerge(int argc, char **argv)
  * type deletes by identifier (with the full scrub); others by user id. */
 cp_status cli_user_delete_embedded(cp_db_t *db, const char *id, cp_error_t *err)
 {
-    static const char *const types[] = {"user_id", "anonymous_id", "phone",  "email",
-                                        "device_id", "idfa",       "oaid",   "member_id",
-                                        "openid",  "unionid"};
+    static const char *const types[] = {"user_id",   "anonymous_id", "phone", "email",
+                                        "device_id", "idfa",         "oaid",  "member_id",
+                                        "openid",    "unionid"};
     char type[64];
     const char *value;
     if (split_spec(id, type, sizeof type, &value))

@@ -23,7 +23,8 @@ static const cli_opt_t import_opts[] = {
     {"events", 0, OPT_FLAG, NULL, "the file holds NDJSON Segment events (the default)"},
     {"rejects", 0, OPT_VALUE, "FILE", "write rejected lines (line number and reason) here"},
     {"batch", 0, OPT_VALUE, "N", "rows per committed batch (default 50000)"},
-    {"restart", 0, OPT_FLAG, NULL, "ignore what was imported before: import the file from the start"},
+    {"restart", 0, OPT_FLAG, NULL,
+     "ignore what was imported before: import the file from the start"},
     {"dedup-rows", 0, OPT_FLAG, NULL,
      "give rows without a message id one from their content, deduplicated in the dedup window"},
     {"final", 0, OPT_FLAG, NULL, "the file is complete: import a last line without a line break"},
@@ -32,7 +33,8 @@ static const cli_opt_t import_opts[] = {
 };
 
 static const cli_spec_t import_spec = {
-    "import", "FILE",
+    "import",
+    "FILE",
     "Import events from a file (plain or .gz): NDJSON Segment events, or CSV through a column "
     "mapping or a preset.",
     "Examples:\n"
@@ -44,7 +46,10 @@ static const cli_spec_t import_spec = {
     "interrupted import resumes where it stopped (use --restart to import from the start).\n"
     "A last line without a line break (a file still being written) waits for the next run\n"
     "unless --final.",
-    import_opts, CONN_DATA | CONN_SERVER | CONN_JSON, 1, 1};
+    import_opts,
+    CONN_DATA | CONN_SERVER | CONN_JSON,
+    1,
+    1};
 
 #define IMPORT_SHOW_REJECTS 5 /* reasons printed when there is no --rejects file */
 
@@ -134,8 +139,8 @@ static cp_status send_body(sender_t *s, const char *body, size_t len, uint64_t e
                            const uint64_t *lines, cp_error_t *err)
 {
     char *resp = NULL;
-    cp_status st = client_call(s->http, "POST", "/v1/batch", "application/json", body, len,
-                               &resp, err);
+    cp_status st =
+        client_call(s->http, "POST", "/v1/batch", "application/json", body, len, &resp, err);
     if (st == CP_OK) {
         json_t *j = json_loads(resp ? resp : "{}", 0, NULL);
         json_int_t ap = json_integer_value(json_object_get(j, "applied"));
@@ -203,12 +208,10 @@ static cp_status send_flush(sender_t *s, cp_error_t *err)
 }
 
 /* Adds one event (compact JSON text) to the batch, sending first if full. */
-static cp_status send_add(sender_t *s, const char *ev, size_t len, uint64_t line,
-                          cp_error_t *err)
+static cp_status send_add(sender_t *s, const char *ev, size_t len, uint64_t line, cp_error_t *err)
 {
     cp_status st;
-    if (s->n && (s->len + len + 3 > SEND_BYTES || s->n >= SEND_EVENTS) &&
-        (st = send_flush(s, err)))
+    if (s->n && (s->len + len + 3 > SEND_BYTES || s->n >= SEND_EVENTS) && (st = send_flush(s, err)))
         return st;
     if (s->len + len + 3 > s->cap) {
         size_t nc = s->len + len + 3 + SEND_BYTES;
@@ -288,8 +291,9 @@ static cp_status send_csv(sender_t *s, const char *path, const cp_import_options
         return st;
     if (m->ntags) {
         /* Rows go to the server as Segment events, which carry no tags. */
-        st = CP_ERR(err, CP_EINVAL, "a mapping with \"tags\" imports only with --data (a "
-                                    "local import), not --server");
+        st = CP_ERR(err, CP_EINVAL,
+                    "a mapping with \"tags\" imports only with --data (a "
+                    "local import), not --server");
         goto out;
     }
     csv_opts_t co = {.delim = m->delim};
@@ -364,8 +368,8 @@ static cp_status import_server(cli_client_t *http, const char *path, const cp_im
     if ((s.body = malloc(s.cap)) == NULL)
         return CP_ENOMEM;
     s.len = (size_t)sprintf(s.body, "{\"batch\":[");
-    cp_status st = o->format == CP_IMPORT_CSV ? send_csv(&s, path, o, err)
-                                              : send_ndjson(&s, path, err);
+    cp_status st =
+        o->format == CP_IMPORT_CSV ? send_csv(&s, path, o, err) : send_ndjson(&s, path, err);
     if (st == CP_ENOTFOUND && err && !err->message[0])
         snprintf(err->message, sizeof err->message, "cannot open %s", path);
     free(s.body);
@@ -395,8 +399,9 @@ int cmd_import(int argc, char **argv)
         char *dir = strdup(mpath), *resolved = NULL;
         size_t rlen = 0;
         cp_error_t e = {0};
-        cp_status rs = dir ? mapping_resolve_files(mapping, mlen, dirname(dir), &resolved, &rlen, &e)
-                           : CP_ERR(&e, CP_ENOMEM, "out of memory");
+        cp_status rs =
+            dir ? mapping_resolve_files(mapping, mlen, dirname(dir), &resolved, &rlen, &e)
+                : CP_ERR(&e, CP_ENOMEM, "out of memory");
         free(dir);
         if (rs) {
             free(mapping);
@@ -416,8 +421,8 @@ int cmd_import(int argc, char **argv)
         o.flags |= CP_IMPORT_FINAL;
     if (cli_has(&a, "dedup-rows"))
         o.flags |= CP_IMPORT_DEDUP_ROWS;
-    if (cli_get(&a, "batch") && (cli_parse_u64(cli_get(&a, "batch"), &o.batch_lines) ||
-                                 o.batch_lines == 0)) {
+    if (cli_get(&a, "batch") &&
+        (cli_parse_u64(cli_get(&a, "batch"), &o.batch_lines) || o.batch_lines == 0)) {
         free(mapping);
         return cli_usage_error(&import_spec, "--batch needs a positive number");
     }
@@ -460,24 +465,24 @@ int cmd_import(int argc, char **argv)
     if (s != CP_OK) {
         rc = cli_fail(s, &err);
         if (st.events)
-            fprintf(stderr, "crowdpack: %llu events were committed before the failure; run the "
-                            "same command again to resume\n",
+            fprintf(stderr,
+                    "crowdpack: %llu events were committed before the failure; run the "
+                    "same command again to resume\n",
                     (unsigned long long)st.events);
         goto out;
     }
     if (a.json) {
-        json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:f}", "file", path,
-                              "lines", (json_int_t)st.lines, "events", (json_int_t)st.events,
-                              "skipped", (json_int_t)st.skipped, "rejected",
-                              (json_int_t)st.rejected, "duplicates", (json_int_t)st.duplicates,
-                              "users_created", (json_int_t)st.users_created, "merges",
-                              (json_int_t)st.merges, "resumed_at_line",
-                              (json_int_t)st.resumed_at_line, "resumed_at_byte",
-                              (json_int_t)st.resumed_at_offset, "held_back_bytes",
-                              (json_int_t)st.held_back, "already_done", st.already_done,
-                              "seconds", secs);
-        if (j && (json_object_set_new(j, "tags_assigned", json_integer((json_int_t)st.tags_assigned)) ||
-                  json_object_set_new(j, "tags_unknown", json_integer((json_int_t)st.tags_unknown)))) {
+        json_t *j = json_pack(
+            "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:f}", "file", path, "lines",
+            (json_int_t)st.lines, "events", (json_int_t)st.events, "skipped",
+            (json_int_t)st.skipped, "rejected", (json_int_t)st.rejected, "duplicates",
+            (json_int_t)st.duplicates, "users_created", (json_int_t)st.users_created, "merges",
+            (json_int_t)st.merges, "resumed_at_line", (json_int_t)st.resumed_at_line,
+            "resumed_at_byte", (json_int_t)st.resumed_at_offset, "held_back_bytes",
+            (json_int_t)st.held_back, "already_done", st.already_done, "seconds", secs);
+        if (j &&
+            (json_object_set_new(j, "tags_assigned", json_integer((json_int_t)st.tags_assigned)) ||
+             json_object_set_new(j, "tags_unknown", json_integer((json_int_t)st.tags_unknown)))) {
             json_decref(j);
             j = NULL;
         }
@@ -495,10 +500,9 @@ int cmd_import(int argc, char **argv)
                cli_group(st.lines, b2), cli_duration(secs, d),
                cli_group(secs > 0 ? (uint64_t)((double)st.events / secs) : st.events, b3));
         printf("  new users %s, merges %s, skipped %s, duplicates %s, rejected %s%s%s",
-               cli_group(st.users_created, b1), cli_group(st.merges, b2),
-               cli_group(st.skipped, b3), cli_group(st.duplicates, b4),
-               cli_group(st.rejected, b5), rpath && st.rejected ? " (see " : "",
-               rpath && st.rejected ? rpath : "");
+               cli_group(st.users_created, b1), cli_group(st.merges, b2), cli_group(st.skipped, b3),
+               cli_group(st.duplicates, b4), cli_group(st.rejected, b5),
+               rpath && st.rejected ? " (see " : "", rpath && st.rejected ? rpath : "");
         if (rpath && st.rejected)
             printf(")\n");
         else

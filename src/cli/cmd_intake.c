@@ -19,14 +19,18 @@ static const cli_opt_t config_opts[] = {
 };
 
 static const cli_spec_t config_spec = {
-    "intake config", "",
+    "intake config",
+    "",
     "Show or change the intake configuration: identifier types, indexed event properties, "
     "dedup window, retention.",
     "Examples:\n"
     "  crowdpack intake config --data ./dmp\n"
     "  crowdpack intake config --data ./dmp --set '{\"indexed_properties\":[\"category\"]}'\n"
     "  crowdpack intake config --server http://127.0.0.1:8080 --key $ADMIN --set @intake.json",
-    config_opts, CONN_DATA | CONN_SERVER | CONN_JSON, 0, 0};
+    config_opts,
+    CONN_DATA | CONN_SERVER | CONN_JSON,
+    0,
+    0};
 
 static cp_status lib_get(cp_db_t *db, const char *body, size_t len, char **out, cp_error_t *err)
 {
@@ -70,8 +74,8 @@ static int intake_config(int argc, char **argv)
         }
     }
     char *out = NULL;
-    rc = cli_request(&a, set ? OPEN_WRITE : OPEN_READ, set ? lib_set : lib_get,
-                     set ? "PUT" : "GET", "/v1/intake/config", req, &out);
+    rc = cli_request(&a, set ? OPEN_WRITE : OPEN_READ, set ? lib_set : lib_get, set ? "PUT" : "GET",
+                     "/v1/intake/config", req, &out);
     if (rc != CLI_OK)
         return rc;
     if (set && !a.json)

@@ -57,7 +57,8 @@ static int seconds_opt(const cli_args_t *a, const char *name, unsigned *out)
 }
 
 static const cli_opt_t serve_opts[] = {
-    {"listen", 'l', OPT_VALUE, "HOST:PORT", "address to listen on (default 127.0.0.1:8080; port 0 = any)"},
+    {"listen", 'l', OPT_VALUE, "HOST:PORT",
+     "address to listen on (default 127.0.0.1:8080; port 0 = any)"},
     {"port-file", 0, OPT_VALUE, "FILE", "write the bound port here once listening"},
     {"threads", 0, OPT_VALUE, "N", "HTTP worker threads (default: 4 per CPU, at least 8)"},
     {"max-body", 0, OPT_VALUE, "BYTES", "largest request body (default 16M; suffixes k M G)"},
@@ -77,14 +78,19 @@ static const cli_opt_t serve_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t serve_spec = {
-    "serve", "", "Serve the HTTP/JSON API (/v1/...) over a data directory.",
+    "serve",
+    "",
+    "Serve the HTTP/JSON API (/v1/...) over a data directory.",
     "Listens on loopback by default. Listening on another address needs an API key to exist\n"
     "(crowdpack keys create). Stops cleanly on SIGINT or SIGTERM.\n\nExamples:\n"
     "  crowdpack serve --data ./dmp\n"
     "  crowdpack serve --data ./dmp --listen 127.0.0.1:0 --port-file port.txt\n"
     "  crowdpack serve --data ./dmp --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem\n"
     "  crowdpack serve --data ./dmp --allow-origin https://dmp.example.com",
-    serve_opts, CONN_DATA, 0, 0};
+    serve_opts,
+    CONN_DATA,
+    0,
+    0};
 
 int cmd_serve(int argc, char **argv)
 {
@@ -117,8 +123,7 @@ int cmd_serve(int argc, char **argv)
     if (seconds_opt(&a, "stall-timeout", &o.stall_timeout_s) != 0)
         return cli_usage_error(&serve_spec, "--stall-timeout: expected seconds from 1 to 86400");
     if (cli_get(&a, "max-connections-per-ip")) {
-        if (cli_parse_u64(cli_get(&a, "max-connections-per-ip"), &v) != 0 || v == 0 ||
-            v > 1000000)
+        if (cli_parse_u64(cli_get(&a, "max-connections-per-ip"), &v) != 0 || v == 0 || v > 1000000)
             return cli_usage_error(&serve_spec,
                                    "--max-connections-per-ip: expected a number from 1 to 1000000");
         o.max_conns_per_ip = (unsigned)v;

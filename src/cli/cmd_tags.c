@@ -59,10 +59,15 @@ static cp_status dup_lib(cp_status st, char **lib, char **out)
 /* ---------------------------------------------------------- tags list */
 
 static const cli_spec_t list_spec = {
-    "tags list", "[ROOT]", "List the tag tree (or the subtree under ROOT) with member counts.",
+    "tags list",
+    "[ROOT]",
+    "List the tag tree (or the subtree under ROOT) with member counts.",
     "Counts include the members of descendant tags.\n\nExamples:\n"
     "  crowdpack tags list --data ./dmp\n  crowdpack tags list --data ./dmp interest/finance",
-    NULL, CONN_ALL, 0, 1};
+    NULL,
+    CONN_ALL,
+    0,
+    1};
 
 static int tags_list(int argc, char **argv)
 {
@@ -86,8 +91,9 @@ static int tags_list(int argc, char **argv)
                 snprintf(url, n, "/v1/tags?root=%s", e);
             free(e);
         }
-        st = root && !url ? CP_ENOMEM
-                          : client_call(c.http, "GET", url ? url : "/v1/tags", NULL, NULL, 0, &out, &err);
+        st = root && !url
+                 ? CP_ENOMEM
+                 : client_call(c.http, "GET", url ? url : "/v1/tags", NULL, NULL, 0, &out, &err);
         free(url);
     } else {
         st = dup_lib(cp_tags_json(c.db, root, &lib, &err), &lib, &out);
@@ -143,11 +149,17 @@ out:
 /* ---------------------------------------------------------- tags show */
 
 static const cli_spec_t show_spec = {
-    "tags show", "PATH", "Show one tag: name, level, parent, counts and children.",
+    "tags show",
+    "PATH",
+    "Show one tag: name, level, parent, counts and children.",
     "PATH is a slug path or a display path (names joined by '/'; it may start below the\n"
     "top level); a display path naming several tags is an error listing them.\n\n"
     "Examples:\n  crowdpack tags show --data ./dmp interest/finance\n"
-    "  crowdpack tags show --data ./dmp 金融", NULL, CONN_ALL, 1, 1};
+    "  crowdpack tags show --data ./dmp 金融",
+    NULL,
+    CONN_ALL,
+    1,
+    1};
 
 static int tags_show(int argc, char **argv)
 {
@@ -162,8 +174,9 @@ static int tags_show(int argc, char **argv)
     if ((rc = cli_conn_open(&a, OPEN_READ, 1, &c)) != CLI_OK)
         return rc;
     if (c.http)
-        st = (url = tag_url(a.pos[0], "")) ? client_call(c.http, "GET", url, NULL, NULL, 0, &out, &err)
-                                           : CP_ENOMEM;
+        st = (url = tag_url(a.pos[0], ""))
+                 ? client_call(c.http, "GET", url, NULL, NULL, 0, &out, &err)
+                 : CP_ENOMEM;
     else
         st = dup_lib(cp_tag_json(c.db, a.pos[0], &lib, &err), &lib, &out);
     if (st != CP_OK) {
@@ -186,7 +199,8 @@ static int tags_show(int argc, char **argv)
         char b[128];
         if (!v || json_is_null(v) || (json_is_string(v) && !*json_string_value(v)))
             continue;
-        printf("%-13s %s\n", keys[i], json_is_integer(v) ? cli_json_count(v, b) : cli_json_text(v, b, sizeof b));
+        printf("%-13s %s\n", keys[i],
+               json_is_integer(v) ? cli_json_count(v, b) : cli_json_text(v, b, sizeof b));
     }
     json_t *ch = json_object_get(j, "children");
     if (json_array_size(ch) > 0) {
@@ -213,35 +227,55 @@ static const cli_opt_t create_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t create_spec = {
-    "tags create", "PATH", "Create a tag; missing parents are created too.",
+    "tags create",
+    "PATH",
+    "Create a tag; missing parents are created too.",
     "Slug segments are [a-z0-9_-] and lower-case letters of any script (stored NFC).\n\n"
     "Examples:\n"
     "  crowdpack tags create --data ./dmp interest/finance/consulting --name 融资咨询\n"
     "  crowdpack tags create --data ./dmp 兴趣/金融/理财",
-    create_opts, CONN_ALL, 1, 1};
+    create_opts,
+    CONN_ALL,
+    1,
+    1};
 static const cli_opt_t rename_opts[] = {
     {"name", 0, OPT_VALUE, "NAME", "the new display name"},
     {"description", 0, OPT_VALUE, "TEXT", "the new description"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t rename_spec = {
-    "tags rename", "PATH", "Change a tag's display name and/or description (not its path).",
-    "Example:\n  crowdpack tags rename --data ./dmp interest/finance --name 金融", rename_opts,
-    CONN_ALL, 1, 1};
+    "tags rename",
+    "PATH",
+    "Change a tag's display name and/or description (not its path).",
+    "Example:\n  crowdpack tags rename --data ./dmp interest/finance --name 金融",
+    rename_opts,
+    CONN_ALL,
+    1,
+    1};
 static const cli_spec_t move_spec = {
-    "tags move", "PATH NEWPATH", "Give a tag a new path, moving its subtree and keeping members.",
+    "tags move",
+    "PATH NEWPATH",
+    "Give a tag a new path, moving its subtree and keeping members.",
     "The new parent must exist.\n\nExample:\n"
     "  crowdpack tags move --data ./dmp interest/fin interest/finance",
-    NULL, CONN_ALL, 2, 2};
+    NULL,
+    CONN_ALL,
+    2,
+    2};
 static const cli_opt_t delete_opts[] = {
     {"recursive", 'r', OPT_FLAG, NULL, "also delete the tag's descendants"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t delete_spec = {
-    "tags delete", "PATH", "Delete a tag (refused while crowds reference it).",
+    "tags delete",
+    "PATH",
+    "Delete a tag (refused while crowds reference it).",
     "A tag with children needs --recursive.\n\nExample:\n"
     "  crowdpack tags delete --data ./dmp interest/finance --recursive",
-    delete_opts, CONN_ALL, 1, 1};
+    delete_opts,
+    CONN_ALL,
+    1,
+    1};
 
 enum { T_CREATE, T_RENAME, T_MOVE, T_DELETE };
 
@@ -296,9 +330,13 @@ static int tags_write(const cli_spec_t *spec, int op, int argc, char **argv)
         rc = cli_fail(st, &err);
         goto out;
     }
-    const char *what = op == T_CREATE ? "created" : op == T_RENAME ? "updated" : op == T_MOVE ? "moved" : "deleted";
+    const char *what = op == T_CREATE   ? "created"
+                       : op == T_RENAME ? "updated"
+                       : op == T_MOVE   ? "moved"
+                                        : "deleted";
     if (a.json)
-        cli_emit_json(np ? json_pack("{s:s,s:s}", what, path, "to", np) : json_pack("{s:s}", what, path));
+        cli_emit_json(np ? json_pack("{s:s,s:s}", what, path, "to", np)
+                         : json_pack("{s:s}", what, path));
     else if (np)
         printf("moved tag %s to %s\n", path, np);
     else
@@ -309,10 +347,22 @@ out:
     return rc;
 }
 
-static int tags_create(int argc, char **argv) { return tags_write(&create_spec, T_CREATE, argc, argv); }
-static int tags_rename(int argc, char **argv) { return tags_write(&rename_spec, T_RENAME, argc, argv); }
-static int tags_move(int argc, char **argv) { return tags_write(&move_spec, T_MOVE, argc, argv); }
-static int tags_delete(int argc, char **argv) { return tags_write(&delete_spec, T_DELETE, argc, argv); }
+static int tags_create(int argc, char **argv)
+{
+    return tags_write(&create_spec, T_CREATE, argc, argv);
+}
+static int tags_rename(int argc, char **argv)
+{
+    return tags_write(&rename_spec, T_RENAME, argc, argv);
+}
+static int tags_move(int argc, char **argv)
+{
+    return tags_write(&move_spec, T_MOVE, argc, argv);
+}
+static int tags_delete(int argc, char **argv)
+{
+    return tags_write(&delete_spec, T_DELETE, argc, argv);
+}
 
 /* --------------------------------------------------------- tags search */
 
@@ -321,11 +371,15 @@ static const cli_opt_t search_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t search_spec = {
-    "tags search", "Q",
+    "tags search",
+    "Q",
     "Find tags whose slug path, display name or display path contains Q.",
     "Substring match, ASCII letters in any case.\n\nExamples:\n"
     "  crowdpack tags search --data ./dmp 理财\n  crowdpack tags search --data ./dmp Finance",
-    search_opts, CONN_ALL, 1, 1};
+    search_opts,
+    CONN_ALL,
+    1,
+    1};
 
 static int tags_search(int argc, char **argv)
 {
@@ -334,8 +388,8 @@ static int tags_search(int argc, char **argv)
     if (rc != CLI_OK || a.help)
         return rc;
     uint64_t limit = 0;
-    if (cli_get(&a, "limit") && (cli_parse_u64(cli_get(&a, "limit"), &limit) || limit == 0 ||
-                                 limit > CP_TAGS_SEARCH_MAX))
+    if (cli_get(&a, "limit") &&
+        (cli_parse_u64(cli_get(&a, "limit"), &limit) || limit == 0 || limit > CP_TAGS_SEARCH_MAX))
         return cli_usage_error(&search_spec, "--limit: expected 1 to %d", CP_TAGS_SEARCH_MAX);
     cli_conn_t c = {0};
     char *out = NULL, *lib = NULL, *url = NULL;
@@ -405,15 +459,26 @@ out:
 /* ---------------------------------------------- tags load / attrs load */
 
 static const cli_spec_t tload_spec = {
-    "tags load", "T.json", "Load a taxonomy: creates missing tags, updates names; all or nothing.",
-    "The file is {\"tags\":[{\"path\":\"interest/finance\",\"name\":\"金融\",\"description\":\"...\"}]}.\n\n"
+    "tags load",
+    "T.json",
+    "Load a taxonomy: creates missing tags, updates names; all or nothing.",
+    "The file is "
+    "{\"tags\":[{\"path\":\"interest/finance\",\"name\":\"金融\",\"description\":\"...\"}]}.\n\n"
     "Example:\n  crowdpack tags load --data ./dmp taxonomy.json",
-    NULL, CONN_ALL, 1, 1};
+    NULL,
+    CONN_ALL,
+    1,
+    1};
 static const cli_spec_t aload_spec = {
-    "attrs load", "S.json", "Load an attribute schema; all or nothing.",
+    "attrs load",
+    "S.json",
+    "Load an attribute schema; all or nothing.",
     "The file is {\"attributes\":[{\"name\":\"age\",\"type\":\"int\"}, ...]}.\n\n"
     "Example:\n  crowdpack attrs load --data ./dmp schema.json",
-    NULL, CONN_ALL, 1, 1};
+    NULL,
+    CONN_ALL,
+    1,
+    1};
 
 static int json_file_load(const cli_spec_t *spec, int taxonomy, int argc, char **argv)
 {
@@ -450,33 +515,54 @@ out:
     return rc;
 }
 
-static int tags_load(int argc, char **argv) { return json_file_load(&tload_spec, 1, argc, argv); }
-static int attrs_load(int argc, char **argv) { return json_file_load(&aload_spec, 0, argc, argv); }
+static int tags_load(int argc, char **argv)
+{
+    return json_file_load(&tload_spec, 1, argc, argv);
+}
+static int attrs_load(int argc, char **argv)
+{
+    return json_file_load(&aload_spec, 0, argc, argv);
+}
 
 static const cli_sub_t tag_subs[] = {
-    {"list", tags_list, &list_spec},       {"show", tags_show, &show_spec},
-    {"create", tags_create, &create_spec}, {"rename", tags_rename, &rename_spec},
-    {"move", tags_move, &move_spec},       {"delete", tags_delete, &delete_spec},
-    {"load", tags_load, &tload_spec},      {"search", tags_search, &search_spec},
+    {"list", tags_list, &list_spec},
+    {"show", tags_show, &show_spec},
+    {"create", tags_create, &create_spec},
+    {"rename", tags_rename, &rename_spec},
+    {"move", tags_move, &move_spec},
+    {"delete", tags_delete, &delete_spec},
+    {"load", tags_load, &tload_spec},
+    {"search", tags_search, &search_spec},
     {NULL, NULL, NULL},
 };
 
 int cmd_tags(int argc, char **argv)
 {
-    return cli_dispatch("tags", "The tag tree, addressed by slug paths (interest/finance/consulting).",
+    return cli_dispatch("tags",
+                        "The tag tree, addressed by slug paths (interest/finance/consulting).",
                         tag_subs, argc, argv);
 }
 
 /* --------------------------------------------------------------- attrs */
 
-static const cli_spec_t alist_spec = {"attrs list", "", "List attributes with their types and counts.",
-                                      "Example:\n  crowdpack attrs list --data ./dmp", NULL, CONN_ALL,
-                                      0, 0};
+static const cli_spec_t alist_spec = {"attrs list",
+                                      "",
+                                      "List attributes with their types and counts.",
+                                      "Example:\n  crowdpack attrs list --data ./dmp",
+                                      NULL,
+                                      CONN_ALL,
+                                      0,
+                                      0};
 static const cli_spec_t define_spec = {
-    "attrs define", "NAME TYPE", "Declare an attribute. TYPE: int enum string bool timestamp geo.",
+    "attrs define",
+    "NAME TYPE",
+    "Declare an attribute. TYPE: int enum string bool timestamp geo.",
     "Names are [a-z_][a-z0-9_]*. Declaring again with the same type does nothing.\n\nExample:\n"
     "  crowdpack attrs define --data ./dmp age int\n  crowdpack attrs define --data ./dmp loc geo",
-    NULL, CONN_ALL, 2, 2};
+    NULL,
+    CONN_ALL,
+    2,
+    2};
 
 static int attrs_list(int argc, char **argv)
 {
@@ -553,9 +639,9 @@ static int attrs_define(int argc, char **argv)
             type = (cp_attr_type)t;
     }
     if (!type)
-        return cli_usage_error(&define_spec,
-                               "unknown type '%s' (expected int, enum, string, bool, timestamp or geo)",
-                               a.pos[1]);
+        return cli_usage_error(
+            &define_spec, "unknown type '%s' (expected int, enum, string, bool, timestamp or geo)",
+            a.pos[1]);
     cli_conn_t c = {0};
     cp_error_t err = {0};
     cp_status st;
@@ -586,21 +672,30 @@ static const cli_opt_t ashow_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t ashow_spec = {
-    "attrs show", "NAME", "List the values of an enum, string or bool attribute with user counts.",
+    "attrs show",
+    "NAME",
+    "List the values of an enum, string or bool attribute with user counts.",
     "Most common first, with the attribute's aliases.\n\nExample:\n"
     "  crowdpack attrs show --data ./dmp city --limit 20",
-    ashow_opts, CONN_ALL, 1, 1};
+    ashow_opts,
+    CONN_ALL,
+    1,
+    1};
 static const cli_opt_t alias_opts[] = {
     {"remove", 0, OPT_FLAG, NULL, "remove the alias ALIAS (no VALUE)"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t alias_spec = {
-    "attrs alias", "NAME ALIAS [VALUE]",
+    "attrs alias",
+    "NAME ALIAS [VALUE]",
     "Make ALIAS another spelling of VALUE (广州 = guangzhou) for intake and expressions.",
     "Users already stored under ALIAS move to VALUE. VALUE must be a value seen before.\n\n"
     "Examples:\n  crowdpack attrs alias --data ./dmp city 广州 guangzhou\n"
     "  crowdpack attrs alias --data ./dmp city 广州 --remove",
-    alias_opts, CONN_ALL, 2, 3};
+    alias_opts,
+    CONN_ALL,
+    2,
+    3};
 
 /* "/v1/attributes/NAME" + suffix. NULL on ENOMEM. */
 static char *attr_url(const char *name, const char *suffix)
@@ -646,8 +741,8 @@ static void print_values(json_t *j)
         size_t i;
         json_t *x;
         json_array_foreach(al, i, x)
-        printf("  %s = %s\n", cli_json_text(json_object_get(x, "alias"), b[0], 256),
-               cli_json_text(json_object_get(x, "value"), b[1], 256));
+            printf("  %s = %s\n", cli_json_text(json_object_get(x, "alias"), b[0], 256),
+                   cli_json_text(json_object_get(x, "value"), b[1], 256));
     }
 }
 
@@ -743,16 +838,14 @@ static int attrs_alias(int argc, char **argv)
 }
 
 static const cli_sub_t attr_subs[] = {
-    {"list", attrs_list, &alist_spec},
-    {"show", attrs_show, &ashow_spec},
-    {"define", attrs_define, &define_spec},
-    {"alias", attrs_alias, &alias_spec},
-    {"load", attrs_load, &aload_spec},
-    {NULL, NULL, NULL},
+    {"list", attrs_list, &alist_spec},      {"show", attrs_show, &ashow_spec},
+    {"define", attrs_define, &define_spec}, {"alias", attrs_alias, &alias_spec},
+    {"load", attrs_load, &aload_spec},      {NULL, NULL, NULL},
 };
 
 int cmd_attrs(int argc, char **argv)
 {
-    return cli_dispatch("attrs", "The attribute schema: typed per-user values (age, gender, loc ...).",
+    return cli_dispatch("attrs",
+                        "The attribute schema: typed per-user values (age, gender, loc ...).",
                         attr_subs, argc, argv);
 }

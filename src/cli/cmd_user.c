@@ -27,18 +27,35 @@ static char *user_url(const char *id, const char *suffix)
 }
 
 static const cli_spec_t show_spec = {
-    "user show", "ID", "Show one user: attributes, direct tags and the crowds it belongs to.",
-    "Example:\n  crowdpack user show --data ./dmp u42", NULL, CONN_ALL, 1, 1};
+    "user show",
+    "ID",
+    "Show one user: attributes, direct tags and the crowds it belongs to.",
+    "Example:\n  crowdpack user show --data ./dmp u42",
+    NULL,
+    CONN_ALL,
+    1,
+    1};
 static const cli_spec_t delete_spec = {
-    "user delete", "ID|TYPE:VALUE", "Delete a user completely (every bitmap, column and the id).",
+    "user delete",
+    "ID|TYPE:VALUE",
+    "Delete a user completely (every bitmap, column and the id).",
     "By an identifier (TYPE:VALUE) the whole merged user goes, with its identifiers and\n"
     "lineage, the write-ahead log and the freed pages of data.mdb (compacted).\n"
     "Example:\n  crowdpack user delete --data ./dmp u42\n"
-    "  crowdpack user delete --data ./dmp email:ann@example.com", NULL, CONN_ALL, 1, 1};
+    "  crowdpack user delete --data ./dmp email:ann@example.com",
+    NULL,
+    CONN_ALL,
+    1,
+    1};
 static const cli_spec_t untag_spec = {
-    "user untag", "ID PATH...", "Remove tags from a user.",
-    "Example:\n  crowdpack user untag --data ./dmp u42 interest/finance interest/travel", NULL,
-    CONN_ALL, 2, -1};
+    "user untag",
+    "ID PATH...",
+    "Remove tags from a user.",
+    "Example:\n  crowdpack user untag --data ./dmp u42 interest/finance interest/travel",
+    NULL,
+    CONN_ALL,
+    2,
+    -1};
 
 static void print_user(const char *text)
 {
@@ -106,7 +123,8 @@ static int user_cmd(const cli_spec_t *spec, int op, int argc, char **argv)
     } else if (op == U_DELETE) {
         st = cli_user_delete_embedded(c.db, id, &err); /* cmd_identity.c: TYPE:VALUE too */
     } else {
-        st = cp_user_remove_tags(c.db, id, (const char *const *)&a.pos[1], (size_t)(a.npos - 1), &err);
+        st = cp_user_remove_tags(c.db, id, (const char *const *)&a.pos[1], (size_t)(a.npos - 1),
+                                 &err);
     }
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
@@ -139,9 +157,18 @@ out:
     return rc;
 }
 
-static int user_show(int argc, char **argv) { return user_cmd(&show_spec, U_SHOW, argc, argv); }
-static int user_delete(int argc, char **argv) { return user_cmd(&delete_spec, U_DELETE, argc, argv); }
-static int user_untag(int argc, char **argv) { return user_cmd(&untag_spec, U_UNTAG, argc, argv); }
+static int user_show(int argc, char **argv)
+{
+    return user_cmd(&show_spec, U_SHOW, argc, argv);
+}
+static int user_delete(int argc, char **argv)
+{
+    return user_cmd(&delete_spec, U_DELETE, argc, argv);
+}
+static int user_untag(int argc, char **argv)
+{
+    return user_cmd(&untag_spec, U_UNTAG, argc, argv);
+}
 
 static const cli_sub_t user_subs[] = {
     {"show", user_show, &show_spec},
@@ -152,8 +179,8 @@ static const cli_sub_t user_subs[] = {
 
 int cmd_user(int argc, char **argv)
 {
-    return cli_dispatch("user", "One user by id: show, delete (completely), untag.", user_subs, argc,
-                        argv);
+    return cli_dispatch("user", "One user by id: show, delete (completely), untag.", user_subs,
+                        argc, argv);
 }
 
 /* ---------------------------------------------------------------- keys */
@@ -166,16 +193,31 @@ static const cli_opt_t kcreate_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t kcreate_spec = {
-    "keys create", "", "Create an API key and print it (only the key, on stdout; shown once).",
+    "keys create",
+    "",
+    "Create an API key and print it (only the key, on stdout; shown once).",
     "Only a salted hash is stored. Once a key exists, the server requires one on every request.\n\n"
     "Example:\n  KEY=$(crowdpack keys create --data ./dmp --role write --label etl)",
-    kcreate_opts, CONN_ALL, 0, 0};
-static const cli_spec_t klist_spec = {"keys list", "", "List API keys (ids, roles, labels; never the keys).",
-                                      "Example:\n  crowdpack keys list --data ./dmp", NULL,
-                                      CONN_ALL, 0, 0};
-static const cli_spec_t krevoke_spec = {"keys revoke", "ID", "Revoke an API key by its id.",
-                                        "Example:\n  crowdpack keys revoke --data ./dmp k3", NULL,
-                                        CONN_ALL, 1, 1};
+    kcreate_opts,
+    CONN_ALL,
+    0,
+    0};
+static const cli_spec_t klist_spec = {"keys list",
+                                      "",
+                                      "List API keys (ids, roles, labels; never the keys).",
+                                      "Example:\n  crowdpack keys list --data ./dmp",
+                                      NULL,
+                                      CONN_ALL,
+                                      0,
+                                      0};
+static const cli_spec_t krevoke_spec = {"keys revoke",
+                                        "ID",
+                                        "Revoke an API key by its id.",
+                                        "Example:\n  crowdpack keys revoke --data ./dmp k3",
+                                        NULL,
+                                        CONN_ALL,
+                                        1,
+                                        1};
 
 static int keys_create(int argc, char **argv)
 {

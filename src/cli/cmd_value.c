@@ -32,7 +32,8 @@ static const cli_opt_t measures_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t measures_spec = {
-    "measures", "",
+    "measures",
+    "",
     "Show or set the event measures (per-user sums, distinct counts, first/last times).",
     "A measure aggregates, per user, the events the intake applies. Defaults:\n"
     "net_amount (sum of amount over purchase and refund, cents), invoices (distinct\n"
@@ -41,10 +42,12 @@ static const cli_spec_t measures_spec = {
     "Examples:\n"
     "  crowdpack measures --data ./dmp\n"
     "  crowdpack measures --data ./dmp --set measures.json",
-    measures_opts, CONN_ALL, 0, 0};
+    measures_opts,
+    CONN_ALL,
+    0,
+    0};
 
-static cp_status measures_get_lib(cp_db_t *db, const char *b, size_t n, char **out,
-                                  cp_error_t *err)
+static cp_status measures_get_lib(cp_db_t *db, const char *b, size_t n, char **out, cp_error_t *err)
 {
     (void)b;
     (void)n;
@@ -115,7 +118,8 @@ static const cli_opt_t rfm_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t rfm_spec = {
-    "rfm", "",
+    "rfm",
+    "",
     "RFM value model: eight customer segments as tags rfm/..., values and scores as attributes.",
     "R = days from the last purchase to the reference date, F = distinct purchase\n"
     "invoices, M = net amount (refunds subtract), from the event measures. Scores\n"
@@ -127,7 +131,10 @@ static const cli_spec_t rfm_spec = {
     "  crowdpack rfm --data ./dmp --as-of 2011-12-10 --preview\n"
     "  crowdpack count --data ./dmp 'tag:rfm/important_value AND rfm_m >= 100000'\n"
     "  crowdpack rfm --server http://127.0.0.1:8080 --schedule 24",
-    rfm_opts, CONN_ALL, 0, 0};
+    rfm_opts,
+    CONN_ALL,
+    0,
+    0};
 
 static cp_status rfm_sched_get_lib(cp_db_t *db, const char *b, size_t n, char **out,
                                    cp_error_t *err)
@@ -143,8 +150,8 @@ static void rfm_print(json_t *j)
     printf("RFM as of %s: %s customers\n\n", json_string_value(json_object_get(j, "as_of")),
            cli_json_count(json_object_get(j, "customers"), b1));
     /* The tag and, beside it, its display name (重要价值客户 ...). */
-    const char *hdr[] = {"segment", "name", "customers", "share", "mean R (days)", "mean F",
-                         "mean M"};
+    const char *hdr[] = {"segment",       "name",   "customers", "share",
+                         "mean R (days)", "mean F", "mean M"};
     cli_table_t *t = cli_table_new(7, hdr);
     for (int i = 2; i < 7; i++)
         cli_table_right(t, i);
@@ -194,9 +201,15 @@ static void rfm_print(json_t *j)
             else
                 snprintf(cells[k], sizeof cells[k], "%lld..%lld", lo, hi);
         }
-        const char *row[] = {d == 0 ? "R (days)" : d == 1 ? "F (invoices)" : "M (amount)",
+        const char *row[] = {d == 0   ? "R (days)"
+                             : d == 1 ? "F (invoices)"
+                                      : "M (amount)",
                              fmt_num(json_object_get(dim, "mean_score"), b1, "%.2f"),
-                             cells[0], cells[1], cells[2], cells[3], cells[4]};
+                             cells[0],
+                             cells[1],
+                             cells[2],
+                             cells[3],
+                             cells[4]};
         cli_table_row(t, row);
     }
     cli_table_print(t, stdout);
@@ -214,12 +227,14 @@ static void rfm_print(json_t *j)
             char r[32], f[32], m[32], rs[8], fs[8], ms[8];
             snprintf(r, sizeof r, "%lld", (long long)json_integer_value(json_object_get(u, "r")));
             snprintf(f, sizeof f, "%lld", (long long)json_integer_value(json_object_get(u, "f")));
-            snprintf(m, sizeof m, "%.2f", (double)json_integer_value(json_object_get(u, "m")) / 100);
+            snprintf(m, sizeof m, "%.2f",
+                     (double)json_integer_value(json_object_get(u, "m")) / 100);
             snprintf(rs, sizeof rs, "%d", (int)json_integer_value(json_object_get(u, "r_score")));
             snprintf(fs, sizeof fs, "%d", (int)json_integer_value(json_object_get(u, "f_score")));
             snprintf(ms, sizeof ms, "%d", (int)json_integer_value(json_object_get(u, "m_score")));
-            const char *row[] = {json_string_value(json_object_get(u, "user")), r, f, m, rs, fs,
-                                 ms, json_string_value(json_object_get(u, "segment"))};
+            const char *row[] = {
+                json_string_value(json_object_get(u, "user")),   r, f, m, rs, fs, ms,
+                json_string_value(json_object_get(u, "segment"))};
             cli_table_row(t, row);
         }
         cli_table_print(t, stdout);
@@ -247,10 +262,11 @@ int cmd_rfm(int argc, char **argv)
             if (cli_get(&a, "root"))
                 json_object_set_new(json_object_get(req, "request"), "root",
                                     json_string(cli_get(&a, "root")));
-            rc = cli_request(&a, OPEN_WRITE, cp_rfm_schedule_set_json, "PUT", "/v1/rfm/schedule", req,
-                     &out);
+            rc = cli_request(&a, OPEN_WRITE, cp_rfm_schedule_set_json, "PUT", "/v1/rfm/schedule",
+                             req, &out);
         } else {
-            rc = cli_request(&a, OPEN_READ, rfm_sched_get_lib, "GET", "/v1/rfm/schedule", NULL, &out);
+            rc = cli_request(&a, OPEN_READ, rfm_sched_get_lib, "GET", "/v1/rfm/schedule", NULL,
+                             &out);
         }
         if (rc == CLI_OK) {
             cli_print_json(out);
@@ -268,8 +284,8 @@ int cmd_rfm(int argc, char **argv)
     if (cli_has(&a, "detail"))
         json_object_set_new(req, "detail", json_true());
     json_t *j = NULL;
-    rc = cli_request_view(&a, preview ? OPEN_READ : OPEN_WRITE, cp_rfm_json, "POST",
-                          "/v1/rfm", req, "rfm", &j);
+    rc = cli_request_view(&a, preview ? OPEN_READ : OPEN_WRITE, cp_rfm_json, "POST", "/v1/rfm", req,
+                          "rfm", &j);
     if (rc != CLI_OK || j == NULL)
         return rc;
     rfm_print(j);
@@ -286,7 +302,8 @@ static const cli_opt_t aipl_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t aipl_spec = {
-    "aipl", "RULES.json|'JSON'",
+    "aipl",
+    "RULES.json|'JSON'",
     "AIPL stages (awareness, interest, purchase, loyalty) as exclusive tags aipl/NAME/STAGE.",
     "Rules: {\"name\":\"default\",\"stages\":{\"awareness\":[\"exposure\",\"page\"],\n"
     "\"interest\":[\"click\",\"favorite\",\"add_to_cart\"],\"purchase\":[\"purchase\"],\n"
@@ -295,7 +312,10 @@ static const cli_spec_t aipl_spec = {
     "Examples:\n"
     "  crowdpack aipl --data ./dmp rules.json\n"
     "  crowdpack count --data ./dmp 'tag:aipl/default/interest'",
-    aipl_opts, CONN_ALL, 1, 1};
+    aipl_opts,
+    CONN_ALL,
+    1,
+    1};
 
 static json_t *json_arg(const char *s)
 {
@@ -347,15 +367,16 @@ int cmd_aipl(int argc, char **argv)
     if (preview)
         json_object_set_new(req, "store", json_false());
     json_t *j = NULL;
-    rc = cli_request_view(&a, preview ? OPEN_READ : OPEN_WRITE, cp_aipl_json, "POST",
-                          "/v1/aipl", req, "aipl", &j);
+    rc = cli_request_view(&a, preview ? OPEN_READ : OPEN_WRITE, cp_aipl_json, "POST", "/v1/aipl",
+                          req, "aipl", &j);
     if (rc != CLI_OK || j == NULL)
         return rc;
     json_t *w = json_object_get(j, "window");
     char b1[32], b2[32];
     printf("AIPL \"%s\" over %s .. %s: %s users in a stage\n\n",
            json_string_value(json_object_get(j, "name")),
-           json_string_value(json_object_get(w, "from")), json_string_value(json_object_get(w, "to")),
+           json_string_value(json_object_get(w, "from")),
+           json_string_value(json_object_get(w, "to")),
            cli_json_count(json_object_get(j, "staged_users"), b1));
     const char *hdr[] = {"stage", "name", "users (current)", "share", "reached"};
     cli_table_t *t = cli_table_new(5, hdr);
@@ -382,7 +403,8 @@ int cmd_aipl(int argc, char **argv)
         json_array_foreach(unk, i, e) printf(" %s", json_string_value(e));
         printf("\n");
     }
-    printf("\n%s\n", json_is_true(json_object_get(j, "stored")) ? "stored" : "previewed (nothing stored)");
+    printf("\n%s\n",
+           json_is_true(json_object_get(j, "stored")) ? "stored" : "previewed (nothing stored)");
     print_notes(j);
     json_decref(j);
     return cli_finish_stdout(CLI_OK);
@@ -404,7 +426,8 @@ static const cli_opt_t funnel_opts[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t funnel_spec = {
-    "funnel", "STEP STEP...",
+    "funnel",
+    "STEP STEP...",
     "Users reaching each step in order within a window, with step-to-step conversion.",
     "A STEP is an event name, optionally with filters on indexed properties:\n"
     "'click:campaign=spring'. Order is at day granularity: a step done on the same\n"
@@ -414,7 +437,10 @@ static const cli_spec_t funnel_spec = {
     "      --from 2024-06-01 --to 2024-06-30 --by gender\n"
     "  crowdpack funnel --data ./dmp page purchase --days 90 --by age=18,25,35 \\\n"
     "      --name checkout --store",
-    funnel_opts, CONN_ALL, 1, 16};
+    funnel_opts,
+    CONN_ALL,
+    1,
+    16};
 
 /* "event:a=1,b=x" -> {"event":..., "filters":{...}} or a bare string. */
 static json_t *step_json(const char *s)
@@ -508,14 +534,15 @@ int cmd_funnel(int argc, char **argv)
     if (store)
         json_object_set_new(req, "store", json_true());
     json_t *j = NULL;
-    rc = cli_request_view(&a, store ? OPEN_WRITE : OPEN_READ, cp_funnel_json, "POST",
-                          "/v1/funnels", req, "funnel", &j);
+    rc = cli_request_view(&a, store ? OPEN_WRITE : OPEN_READ, cp_funnel_json, "POST", "/v1/funnels",
+                          req, "funnel", &j);
     if (rc != CLI_OK || j == NULL)
         return rc;
     json_t *w = json_object_get(j, "window");
     char b1[32], b2[32], b3[32];
     printf("Funnel over %s .. %s (order by UTC day), population %s\n\n",
-           json_string_value(json_object_get(w, "from")), json_string_value(json_object_get(w, "to")),
+           json_string_value(json_object_get(w, "from")),
+           json_string_value(json_object_get(w, "to")),
            cli_json_count(json_object_get(j, "population"), b1));
     const char *hdr[] = {"step", "event", "users", "conversion", "from first"};
     cli_table_t *t = cli_table_new(5, hdr);
@@ -543,7 +570,7 @@ int cmd_funnel(int argc, char **argv)
     if (bd) {
         size_t ns = json_array_size(json_object_get(j, "steps"));
         const char **h = calloc(ns + 2, sizeof *h);
-        char (*names)[32] = calloc(ns, sizeof *names);
+        char(*names)[32] = calloc(ns, sizeof *names);
         h[0] = "group";
         h[1] = "size";
         for (size_t k = 0; k < ns; k++) {
@@ -559,8 +586,9 @@ int cmd_funnel(int argc, char **argv)
             char cells[18][48];
             const char *row[18];
             row[0] = json_string_value(json_object_get(g, "group"));
-            row[1] = json_object_get(g, "size") ? cli_json_count(json_object_get(g, "size"), cells[0])
-                                                : "suppressed";
+            row[1] = json_object_get(g, "size")
+                         ? cli_json_count(json_object_get(g, "size"), cells[0])
+                         : "suppressed";
             for (size_t k = 0; k < ns && k < 16; k++) {
                 json_t *c = json_array_get(json_object_get(g, "steps"), k);
                 if (json_is_true(json_object_get(c, "suppressed")))

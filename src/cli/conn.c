@@ -58,8 +58,9 @@ int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c)
     if (st != CP_OK) {
         int rc = cli_fail(st, &err);
         if (st == CP_ELOCKED)
-            fprintf(stderr, "hint: another crowdpack process is writing to %s; if it is "
-                            "`crowdpack serve`, send commands to it with --server URL\n",
+            fprintf(stderr,
+                    "hint: another crowdpack process is writing to %s; if it is "
+                    "`crowdpack serve`, send commands to it with --server URL\n",
                     data);
         return rc;
     }
@@ -77,8 +78,8 @@ void cli_conn_close(cli_conn_t *c)
     c->http = NULL;
 }
 
-int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method,
-                const char *path, json_t *req, char **out)
+int cli_request(const cli_args_t *a, int mode, cli_lib_fn fn, const char *method, const char *path,
+                json_t *req, char **out)
 {
     cli_conn_t c = {0};
     cp_error_t err = {0};

@@ -673,8 +673,7 @@ static int pick_persona(int age, int g, uint64_t *rng)
 static int32_t draw_interest(const demo_model_t *m, int persona, int g, uint64_t *rng)
 {
     int p = rand_double(rng) < DEMO_PERSONA_SHARE ? persona : P_GENERAL;
-    int32_t node =
-        m->l1[alias_pick(m->l1_prob[p][g], m->l1_alias[p][g], N_L1, rand_double(rng))];
+    int32_t node = m->l1[alias_pick(m->l1_prob[p][g], m->l1_alias[p][g], N_L1, rand_double(rng))];
     for (;;) {
         const demo_node_t *d = &m->nodes[node];
         if (d->nkids == 0 || rand_double(rng) < m->stop[node])
@@ -952,7 +951,7 @@ cp_status demo_generate(cp_db_t *db, const demo_options_t *o, cp_error_t *err)
         b = NULL; /* commit frees it, whatever the outcome */
         if (st != CP_OK) {
             error_prefix(err, "demo: committing users %llu-%llu: ", (unsigned long long)i + 1,
-                             (unsigned long long)end);
+                         (unsigned long long)end);
             goto out;
         }
         stage_secs += t1 - t0;

@@ -49,7 +49,8 @@ static const command_t commands[] = {
      "import events (NDJSON, CSV + mapping; gzip ok), resumable"},
     {"whois", cmd_whois, "--data DIR TYPE:VALUE", "a user by any identifier, with lineage"},
     {"unmerge", cmd_unmerge, "--data DIR MERGE_ID", "undo an identity merge"},
-    {"intake", cmd_intake, "config [--set JSON]", "the intake configuration: identifiers, indexed properties"},
+    {"intake", cmd_intake, "config [--set JSON]",
+     "the intake configuration: identifiers, indexed properties"},
     {"keys", cmd_keys, "COMMAND ...", "API keys: create, list, revoke"},
     {"expr", cmd_expr, "COMMAND ...", "expressions: parse to JSON, format from JSON"},
     {"insight", cmd_insight, "--data DIR CROWD", "share and TGI of a crowd per tag and attribute"},
@@ -57,15 +58,19 @@ static const command_t commands[] = {
     {"cluster", cmd_cluster, "--data DIR --attrs A,B --k K", "k-means clusters stored as tags"},
     {"tiers", cmd_tiers, "COMMAND ...", "member tiers on a points attribute: show, set, nudge"},
     {"analytics", cmd_analytics, "COMMAND ...", "analytics settings (k-anonymity) and bench"},
-    {"measures", cmd_measures, "--data DIR [--set M.json]", "per-user event measures (sums, distinct, last)"},
-    {"rfm", cmd_rfm, "--data DIR [--as-of DATE]", "RFM value segments as tags rfm/... and attributes"},
+    {"measures", cmd_measures, "--data DIR [--set M.json]",
+     "per-user event measures (sums, distinct, last)"},
+    {"rfm", cmd_rfm, "--data DIR [--as-of DATE]",
+     "RFM value segments as tags rfm/... and attributes"},
     {"aipl", cmd_aipl, "--data DIR RULES.json", "AIPL stages as exclusive tags aipl/NAME/STAGE"},
-    {"funnel", cmd_funnel, "--data DIR STEP STEP...", "funnel: users reaching steps in order, conversion"},
+    {"funnel", cmd_funnel, "--data DIR STEP STEP...",
+     "funnel: users reaching steps in order, conversion"},
     {"stats", cmd_stats, "--data DIR", "sizes and counters of a data directory"},
     {"check", cmd_check, "--data DIR", "check a data directory for damage (exit 1 if damaged)"},
     {"recover", cmd_recover, "--data DIR", "go past a damaged write-ahead log, explicitly"},
     {"backup", cmd_backup, "--data DIR OUT", "back up a data directory (also while serving)"},
-    {"restore", cmd_restore, "BACKUP --data DIR [--force]", "restore a backup into a data directory"},
+    {"restore", cmd_restore, "BACKUP --data DIR [--force]",
+     "restore a backup into a data directory"},
     {"compact", cmd_compact, "--data DIR", "rewrite data.mdb with only its live pages"},
     {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
     {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},
@@ -75,8 +80,9 @@ static const command_t commands[] = {
 
 static void help(FILE *f)
 {
-    fprintf(f, "crowdpack %s — audience packs (人群包) with instant counts\n\n"
-               "Usage: crowdpack COMMAND [options]\n\nCommands:\n",
+    fprintf(f,
+            "crowdpack %s — audience packs (人群包) with instant counts\n\n"
+            "Usage: crowdpack COMMAND [options]\n\nCommands:\n",
             CP_VERSION_STRING);
     for (const command_t *c = commands; c->name; c++) {
         char left[80];

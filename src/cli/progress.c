@@ -64,7 +64,8 @@ static void draw(progress_t *p, double now)
             bar[i] = i < fill ? '#' : '-';
         bar[BAR_WIDTH] = 0;
         fmt_amount(p, (double)p->total, total);
-        double left = rate > 0 ? (double)(p->total - (p->done < p->total ? p->done : p->total)) / rate : 0;
+        double left =
+            rate > 0 ? (double)(p->total - (p->done < p->total ? p->done : p->total)) / rate : 0;
         if (left < 60)
             snprintf(eta, sizeof eta, "%ds", (int)(left + 0.5));
         else
@@ -72,7 +73,8 @@ static void draw(progress_t *p, double now)
         fprintf(stderr, "%s [%s] %5.1f%% %s/%s %s%s ETA %s", p->label, bar, f * 100.0, done, total,
                 rbuf, p->unit == PROGRESS_BYTES ? "/s" : " /s", eta);
     } else {
-        fprintf(stderr, "%s %s %s%s", p->label, done, rbuf, p->unit == PROGRESS_BYTES ? "/s" : " /s");
+        fprintf(stderr, "%s %s %s%s", p->label, done, rbuf,
+                p->unit == PROGRESS_BYTES ? "/s" : " /s");
     }
     if (p->unit == PROGRESS_BYTES && p->items > 0)
         fprintf(stderr, " (%s %s)", cli_group(p->items, items), p->item);

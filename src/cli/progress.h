@@ -14,16 +14,16 @@ typedef enum progress_unit {
 } progress_unit;
 
 typedef struct progress {
-    int enabled;        /* drawing (stderr is a tty and not disabled) */
+    int enabled; /* drawing (stderr is a tty and not disabled) */
     progress_unit unit;
-    const char *label;  /* "loading", borrowed */
-    const char *item;   /* "users" / "lines" for the secondary counter; borrowed */
-    uint64_t total;     /* 0 = unknown (no bar, no ETA) */
+    const char *label; /* "loading", borrowed */
+    const char *item;  /* "users" / "lines" for the secondary counter; borrowed */
+    uint64_t total;    /* 0 = unknown (no bar, no ETA) */
     uint64_t done;
-    uint64_t items;     /* secondary counter (lines when unit is bytes) */
-    double start;       /* monotonic seconds */
+    uint64_t items; /* secondary counter (lines when unit is bytes) */
+    double start;   /* monotonic seconds */
     double last_draw;
-    int drawn;          /* something is on the line */
+    int drawn; /* something is on the line */
 } progress_t;
 
 /* Starts a bar; `enable` < 0 = auto (isatty(2)), 0 = never, 1 = always. */

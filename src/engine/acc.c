@@ -54,7 +54,7 @@ typedef struct seen {
 typedef struct idraw {
     const char *raw; /* type '\0' value (in idar) */
     uint32_t rawlen;
-    uint32_t tlen;   /* of the type */
+    uint32_t tlen; /* of the type */
     uint32_t klen;
     const char *key; /* NUL-terminated (in idar) */
     uint32_t ord;    /* valid when gen == the cache's idgen */
@@ -62,15 +62,15 @@ typedef struct idraw {
 } idraw_t;
 
 typedef struct cat_ent {
-    char *key;  /* the name, NUL-terminated (owned) */
+    char *key; /* the name, NUL-terminated (owned) */
     int kind;
-    int is_idx; /* CAT_PROPERTIES: the name is an indexed property */
+    int is_idx;       /* CAT_PROPERTIES: the name is an indexed property */
     const char *name; /* into key */
     size_t nlen;
     uint64_t count;
     int indexed;
-    int nex;    /* candidates below */
-    int full;   /* the catalog has enough examples already */
+    int nex;  /* candidates below */
+    int full; /* the catalog has enough examples already */
     json_t *ex[CATALOG_EXAMPLES];
 } cat_ent_t;
 
@@ -80,19 +80,19 @@ struct apply_acc {
     seen_t *seen;
     size_t seen_cap, seen_n;
     size_t seen_last; /* slot + 1 of the last acc_seen (rows repeat a customer); 0 = none */
-    strmap_t cat; /* key -> index into ents */
+    strmap_t cat;     /* key -> index into ents */
     cat_ent_t *ents;
     size_t nents, capents;
     uint32_t hint[3][CAT_HINTS]; /* per kind and position: entry index + 1 (of this batch's) */
-    arena_t scratch; /* acc_scratch() */
+    arena_t scratch;             /* acc_scratch() */
     /* identifier key cache */
-    strmap_t raw;     /* type '\0' value -> index into ids */
+    strmap_t raw; /* type '\0' value -> index into ids */
     idraw_t *ids;
     size_t nids, capids;
-    arena_t idar;  /* the keys and raw copies of ids */
-    uint32_t idgen;   /* bumped by idcache_clear: ids' ordinals older are stale */
+    arena_t idar;                /* the keys and raw copies of ids */
+    uint32_t idgen;              /* bumped by idcache_clear: ids' ordinals older are stale */
     uint32_t idpos[IDRAW_HINTS]; /* per identifier position: last entry + 1 */
-    ident_config_t idc; /* the config the keys were made with */
+    ident_config_t idc;          /* the config the keys were made with */
     int have_idc;
 };
 
@@ -307,7 +307,8 @@ static cat_ent_t *cat_ent(cp_db_t *db, int kind, const char *name, size_t nlen)
     e->name = e->key;
     if (kind == CAT_PROPERTIES)
         for (size_t i = 0; i < db->cfg.nindexed && !e->is_idx; i++)
-            e->is_idx = strlen(db->cfg.indexed[i]) == nlen && !memcmp(db->cfg.indexed[i], name, nlen);
+            e->is_idx =
+                strlen(db->cfg.indexed[i]) == nlen && !memcmp(db->cfg.indexed[i], name, nlen);
     if (kind != CAT_EVENTS) {
         const json_t *ce = json_object_get(json_object_get(db->catalog, cat_kind[kind]), e->key);
         e->full = json_array_size(json_object_get(ce, "examples")) >= CATALOG_EXAMPLES;
@@ -318,8 +319,7 @@ static cat_ent_t *cat_ent(cp_db_t *db, int kind, const char *name, size_t nlen)
 }
 
 /* An example for e (cat_note's slow part: entries still short of them). */
-static void cat_example(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t *v,
-                        const json_t *raw)
+static void cat_example(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t *v, const json_t *raw)
 {
     json_t *val = example_of(v, raw);
     if (val == NULL)
@@ -406,9 +406,9 @@ static void cat_apply(cp_db_t *db, cat_ent_t *c)
     json_t *m = json_object_get(db->catalog, cat_kind[c->kind]);
     db->catalog_dirty = 1;
     if (c->kind == CAT_EVENTS) {
-        json_object_set_new(m, c->name,
-                            json_integer(json_integer_value(json_object_get(m, c->name)) +
-                                         (json_int_t)c->count));
+        json_object_set_new(
+            m, c->name,
+            json_integer(json_integer_value(json_object_get(m, c->name)) + (json_int_t)c->count));
         return;
     }
     json_t *e = json_object_get(m, c->name);
@@ -423,8 +423,9 @@ static void cat_apply(cp_db_t *db, cat_ent_t *c)
         if (e == NULL || json_object_set_new(m, c->name, e))
             return;
     }
-    json_object_set_new(e, "count", json_integer(json_integer_value(json_object_get(e, "count")) +
-                                                 (json_int_t)c->count));
+    json_object_set_new(
+        e, "count",
+        json_integer(json_integer_value(json_object_get(e, "count")) + (json_int_t)c->count));
     if (c->indexed)
         json_object_set_new(e, "indexed", json_true());
     json_t *ex = json_object_get(e, "examples");
@@ -554,8 +555,7 @@ void idraw_sync(cp_db_t *db, int full)
 }
 
 /* type: tlen bytes and a NUL (tlen < INGEST_TYPE_MAX). */
-static inline int raw_is(const idraw_t *r, const char *type, size_t tlen, const char *v,
-                         size_t vl)
+static inline int raw_is(const idraw_t *r, const char *type, size_t tlen, const char *v, size_t vl)
 {
     return r->rawlen == tlen + 1 + vl && mem_eq(r->raw + tlen + 1, v, vl) &&
            mem_eq(r->raw, type, tlen + 1);
@@ -611,8 +611,8 @@ cp_status idraw_put(cp_db_t *db, size_t pos, const char *type, size_t tlen, cons
     memcpy(k, key, klen);
     if (strmap_put(&a->raw, raw, tlen + 1 + vl, (uint32_t)a->nids))
         return CP_ENOMEM;
-    a->ids[a->nids] = (idraw_t){raw, (uint32_t)(tlen + 1 + vl), (uint32_t)tlen, (uint32_t)klen,
-                                k, 0, 0};
+    a->ids[a->nids] =
+        (idraw_t){raw, (uint32_t)(tlen + 1 + vl), (uint32_t)tlen, (uint32_t)klen, k, 0, 0};
     *slot = (uint32_t)a->nids++;
     if (pos < IDRAW_HINTS)
         a->idpos[pos] = *slot + 1;

@@ -27,7 +27,7 @@
 /* ---------------------------------------------------------- the child */
 
 typedef struct chk {
-    int fd;          /* the pipe to the parent */
+    int fd; /* the pipe to the parent */
     uint64_t problems;
     cp_db_t *db;
     store_txn_t *txn;
@@ -110,8 +110,8 @@ static cp_status uord_one(void *ud, const void *k, size_t kl, const void *v, siz
         const void *r;
         size_t rl;
         if (store_get(c->txn, STORE_IDENTITY, ck, 5, &r, &rl, &e) == CP_ENOTFOUND)
-            say(c, "bad", "users by ordinal: %u (\"%.*s\") is neither a live user nor merged",
-                ord, (int)(vl > 100 ? 100 : vl), (const char *)v);
+            say(c, "bad", "users by ordinal: %u (\"%.*s\") is neither a live user nor merged", ord,
+                (int)(vl > 100 ? 100 : vl), (const char *)v);
     }
     return CP_OK;
 }
@@ -199,8 +199,7 @@ static void subset_check(chk_t *c, const roaring_bitmap_t *bm, const char *what)
         return;
     uint64_t out = roaring_bitmap_andnot_cardinality(bm, u);
     if (out > 0)
-        say(c, "bad", "%s has %llu members that are not live users", what,
-            (unsigned long long)out);
+        say(c, "bad", "%s has %llu members that are not live users", what, (unsigned long long)out);
 }
 
 static int check_child(const char *dir, int fd)
@@ -334,16 +333,15 @@ static cp_status run_child(const char *dir, relay_t *r, cp_error_t *err)
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            return CP_ERR(err, CP_EIO, "cannot wait for the check of %s: %s", dir,
-                          strerror(errno));
+            return CP_ERR(err, CP_EIO, "cannot wait for the check of %s: %s", dir, strerror(errno));
     char msg[400];
     if (WIFSIGNALED(status)) {
-        snprintf(msg, sizeof msg, "the check crashed (signal %d, %s) while at %s",
-                 WTERMSIG(status), strsignal(WTERMSIG(status)), at);
+        snprintf(msg, sizeof msg, "the check crashed (signal %d, %s) while at %s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), at);
         relay_line(r, msg);
     } else if (WEXITSTATUS(status) != 0 && said == 0) {
-        snprintf(msg, sizeof msg, "the check ended with status %d while at %s",
-                 WEXITSTATUS(status), at);
+        snprintf(msg, sizeof msg, "the check ended with status %d while at %s", WEXITSTATUS(status),
+                 at);
         relay_line(r, msg);
     }
     return CP_OK;

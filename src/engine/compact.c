@@ -174,8 +174,9 @@ void compact_kick(cp_db_t *db)
 cp_status compact_open(cp_db_t *db, cp_error_t *err)
 {
     if (!db->readonly && store_compact_cleanup(db->st))
-        fprintf(stderr, "crowdpack: removed %s/data.mdb.compact left by an interrupted "
-                        "compaction\n",
+        fprintf(stderr,
+                "crowdpack: removed %s/data.mdb.compact left by an interrupted "
+                "compaction\n",
                 store_dir(db->st));
     store_txn_t *txn = NULL;
     cp_status rc = store_txn_begin(db->st, 0, &txn, err);
@@ -214,8 +215,7 @@ cp_status cp_db_compact(cp_db_t *db, cp_error_t *err)
     if (db == NULL)
         return CP_ERR(err, CP_EINVAL, "no database handle");
     if (db->readonly)
-        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only",
-                      store_dir(db->st));
+        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     /* Hold the thread off so the answer is this attempt's. */
     pthread_mutex_lock(&db->cmp_mu);
     db->cmp_paused++;

@@ -179,9 +179,9 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
         if ((rc = zone_offset(json_string_value(z), time_now_ms() / 1000, &off, err)))
             goto out;
     }
-    if (x && (!json_is_integer(x) || json_integer_value(x) < 0 ||
-              json_integer_value(x) > 36500)) {
-        rc = CP_ERR(err, CP_EINVAL, "crowd settings: expire_after_days must be 0..36500 (0: never)");
+    if (x && (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > 36500)) {
+        rc =
+            CP_ERR(err, CP_EINVAL, "crowd settings: expire_after_days must be 0..36500 (0: never)");
         goto out;
     }
     if (fz && !json_is_false(fz)) {
@@ -253,14 +253,13 @@ cp_status cp_crowd_history_json(cp_db_t *db, const char *name, char **out, cp_er
     json_t *pts = json_array();
     int bad = pts == NULL;
     for (size_t i = 0; !bad && i < c->nhist; i++)
-        bad |= json_array_append_new(pts, json_pack("{s:I,s:I,s:I}", "time",
-                                                    (json_int_t)c->hist[i].time, "size",
-                                                    (json_int_t)c->hist[i].size, "version",
-                                                    (json_int_t)c->hist[i].version));
+        bad |= json_array_append_new(
+            pts, json_pack("{s:I,s:I,s:I}", "time", (json_int_t)c->hist[i].time, "size",
+                           (json_int_t)c->hist[i].size, "version", (json_int_t)c->hist[i].version));
     json_t *o = bad ? NULL
                     : json_pack("{s:s,s:s,s:I,s:I,s:o}", "crowd", c->name, "kind",
-                                crowd_kind_name(c->kind), "size", (json_int_t)c->size,
-                                "version", (json_int_t)c->version, "points", pts);
+                                crowd_kind_name(c->kind), "size", (json_int_t)c->size, "version",
+                                (json_int_t)c->version, "points", pts);
     if (o == NULL && !bad)
         pts = NULL; /* json_pack took it */
     if (bad)
@@ -275,8 +274,8 @@ int crowds_obj_keep(json_t *o, const crowd_rec_t *c)
     int bad = 0;
     if (c->refresh) {
         bad |= json_object_set_new(o, "refresh", json_string(c->refresh));
-        bad |= json_object_set_new(o, "timezone", c->timezone ? json_string(c->timezone)
-                                                              : json_null());
+        bad |= json_object_set_new(o, "timezone",
+                                   c->timezone ? json_string(c->timezone) : json_null());
         bad |= json_object_set_new(o, "last_scheduled_refresh", json_integer(c->last_run));
     }
     if (c->expire_after_days)

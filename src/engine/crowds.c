@@ -560,10 +560,9 @@ static json_t *crowd_obj(const cp_db_t *db, const crowd_rec_t *c)
     const roaring_bitmap_t *bm = index_crowd(db->ix, c->id);
     uint64_t size = bm ? roaring_bitmap_get_cardinality(bm) : c->size;
     json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "name", c->name, "kind",
-                          crowd_kind_name(c->kind), "expression", c->expr, "size",
-                          (json_int_t)size, "version", (json_int_t)c->version, "created",
-                          (json_int_t)c->created, "updated", (json_int_t)c->updated,
-                          "description", c->description);
+                          crowd_kind_name(c->kind), "expression", c->expr, "size", (json_int_t)size,
+                          "version", (json_int_t)c->version, "created", (json_int_t)c->created,
+                          "updated", (json_int_t)c->updated, "description", c->description);
     if (o && crowds_obj_keep(o, c)) {
         json_decref(o);
         o = NULL;
@@ -664,8 +663,8 @@ cp_status cp_crowd_members(cp_db_t *db, const char *name, cp_result_t **out, cp_
     return CP_OK;
 }
 
-cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64_t seed,
-                               char **out, cp_error_t *err)
+cp_status cp_crowd_sample_json(cp_db_t *db, const char *name, uint64_t n, uint64_t seed, char **out,
+                               cp_error_t *err)
 {
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "out is NULL");

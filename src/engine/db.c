@@ -9,7 +9,10 @@
 
 #include "engine/engine.h"
 
-uint32_t cp_format_version(void) { return CP_FORMAT_VERSION; }
+uint32_t cp_format_version(void)
+{
+    return CP_FORMAT_VERSION;
+}
 
 cp_status db_check(cp_db_t *db, cp_error_t *err)
 {
@@ -43,7 +46,10 @@ cp_status db_read_begin_mem(cp_db_t *db, cp_error_t *err)
     return rc;
 }
 
-void db_read_end(cp_db_t *db) { pthread_rwlock_unlock(&db->lock); }
+void db_read_end(cp_db_t *db)
+{
+    pthread_rwlock_unlock(&db->lock);
+}
 
 cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
 {
@@ -156,8 +162,7 @@ cp_status db_write_end(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 
 /* ------------------------------------------------------------------ open */
 
-cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out,
-                     cp_error_t *err)
+cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out, cp_error_t *err)
 {
     cp_status rc = CP_OK;
     cp_db_t *db = NULL;
@@ -510,8 +515,8 @@ static cp_status r_group(void *ctx, const char *name, const char *trait, int neg
 
 /* ---------------------------------------------------- names and values */
 
-#define SUGGEST_MAX_CP 64         /* longer texts are not compared */
-#define SUGGEST_MAX_SCAN 200000u  /* dictionary entries compared per value */
+#define SUGGEST_MAX_CP 64        /* longer texts are not compared */
+#define SUGGEST_MAX_SCAN 200000u /* dictionary entries compared per value */
 
 /* Code points of s (ASCII lower-cased) into cp[]; -1 when longer than
  * SUGGEST_MAX_CP or not UTF-8. Chinese compares character by character,
@@ -615,7 +620,10 @@ void db_value_suggest(const schema_attr_t *a, const char *v, size_t len, char *b
     size_t off = (size_t)snprintf(buf, cap, "; did you mean ");
     for (int i = 0; i < sg.n && off < cap; i++)
         off += (size_t)snprintf(buf + off, cap - off, "%s\"%.60s\"",
-                                i == 0 ? "" : i == sg.n - 1 ? " or " : ", ", sg.text[i]);
+                                i == 0          ? ""
+                                : i == sg.n - 1 ? " or "
+                                                : ", ",
+                                sg.text[i]);
     if (off < cap)
         snprintf(buf + off, cap - off, "?");
 }
@@ -767,11 +775,21 @@ cp_status json_buf_str(buf_t *b, const char *s, size_t len)
         size_t n = 2;
         esc[0] = '\\';
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';

@@ -234,8 +234,7 @@ static void *ckpt_main(void *arg)
         pthread_cond_timedwait(&db->ckpt_cv, &db->ckpt_mu, &ts);
         if (db->ckpt_stop)
             break;
-        if ((!atomic_load(&db->pending) && !atomic_load(&db->iw_open)) ||
-            atomic_load(&db->failed))
+        if ((!atomic_load(&db->pending) && !atomic_load(&db->iw_open)) || atomic_load(&db->failed))
             continue;
         pthread_mutex_unlock(&db->ckpt_mu);
         /* Due? Asked under a plain shared lock: db_lock_* would make the

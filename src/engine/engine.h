@@ -30,8 +30,8 @@
 #include "model/identity.h"
 #include "model/normalize.h"
 #include "model/propval.h"
-#include "model/strmap.h"
 #include "model/schema.h"
+#include "model/strmap.h"
 #include "model/taxonomy.h"
 #include "model/users.h"
 #include "query/ast.h"
@@ -41,9 +41,9 @@
 #include "util/util.h"
 
 #define CP_FORMAT_VERSION 1u
-#define CP_LINE_MAX (1u << 20)        /* NDJSON line / JSON document limit */
-#define CP_BODY_MAX (256u << 20)      /* taxonomy/schema JSON documents */
-#define CP_USER_MAX_TAGS 4096         /* tags in one user record */
+#define CP_LINE_MAX (1u << 20)   /* NDJSON line / JSON document limit */
+#define CP_BODY_MAX (256u << 20) /* taxonomy/schema JSON documents */
+#define CP_USER_MAX_TAGS 4096    /* tags in one user record */
 #define CP_SAMPLE_MAX 1000000u
 #define CP_DEFAULT_BATCH_LINES 50000u
 
@@ -55,7 +55,7 @@ typedef struct intake_cfg {
     size_t nindexed;
     int64_t dedup_window_ms;
     uint64_t dedup_max;
-    int32_t retention_days;    /* 0 = keep every day */
+    int32_t retention_days; /* 0 = keep every day */
     int64_t ckpt_interval_ms;
     uint64_t ckpt_records;
     int skew_correction;
@@ -74,26 +74,27 @@ struct cp_db {
     eval_engine_t *ev;
     pthread_rwlock_t lock;
     uint32_t next_ordinal;
-    int data_changed;          /* users/tags/attrs changed in this write */
+    int data_changed; /* users/tags/attrs changed in this write */
     atomic_int failed;
     char failed_msg[256];
     atomic_uint_least64_t queries;
     atomic_uint_least64_t writes;
     /* ---- event intake (events.c, durable.c) ---- */
-    beh_t *beh;                 /* behaviour index */
-    meas_t *meas;               /* event measures per user (index/measure.h; RFM) */
-    ident_config_t idc;         /* identifier normalisation and hashing */
+    beh_t *beh;         /* behaviour index */
+    meas_t *meas;       /* event measures per user (index/measure.h; RFM) */
+    ident_config_t idc; /* identifier normalisation and hashing */
     intake_cfg_t cfg;
     dedup_t *dedup;
-    wal_t *wal;                 /* NULL when read-only */
-    atomic_int pending;         /* events committed since the last checkpoint */
-    atomic_int crowds_stale;    /* dynamic crowds not re-evaluated since events (read unlocked by db_flush) */
+    wal_t *wal;         /* NULL when read-only */
+    atomic_int pending; /* events committed since the last checkpoint */
+    atomic_int
+        crowds_stale; /* dynamic crowds not re-evaluated since events (read unlocked by db_flush) */
     uint64_t pend_records;
     int64_t pend_since_ms;
-    uint64_t applied_lsn;       /* last WAL record applied in memory */
-    uint64_t ckpt_lsn;          /* last WAL record in LMDB */
-    json_t *catalog;            /* {"traits":{},"properties":{},"events":{}} */
-    group_set_t groups;         /* Segment groups: traits and members (model/group.h) */
+    uint64_t applied_lsn; /* last WAL record applied in memory */
+    uint64_t ckpt_lsn;    /* last WAL record in LMDB */
+    json_t *catalog;      /* {"traits":{},"properties":{},"events":{}} */
+    group_set_t groups;   /* Segment groups: traits and members (model/group.h) */
     /* intake outcomes since open (cp_intake_counters): warnings by reason
      * (INGEST_WARN_* order of cp_intake_counters_t), rejected events */
     atomic_uint_least64_t warn_placeholder, warn_blocklisted, warn_invalid, warn_type;
@@ -111,19 +112,19 @@ struct cp_db {
     pthread_cond_t iw_cv;                   /* work for the writer */
     struct intake_req *grp_head, *grp_tail; /* waiting, in arrival order */
     pthread_t iw_thread;
-    int iw_started, iw_stop;                /* under grp_mu */
-    store_txn_t *iw_txn;                    /* the writer's open transaction */
-    atomic_int iw_open;                     /* iw_txn != NULL (changed under the write lock) */
-    atomic_int iw_want;                     /* threads waiting for it to commit */
-    int64_t iw_since_ms;                    /* when iw_txn began */
-    uint64_t iw_records, iw_events;         /* applied into iw_txn */
-    uint64_t iw_room;                       /* bytes of data.mdb asked for iw_txn */
-    atomic_int iters;           /* open cp_iter (they hold LMDB read txns) */
+    int iw_started, iw_stop;        /* under grp_mu */
+    store_txn_t *iw_txn;            /* the writer's open transaction */
+    atomic_int iw_open;             /* iw_txn != NULL (changed under the write lock) */
+    atomic_int iw_want;             /* threads waiting for it to commit */
+    int64_t iw_since_ms;            /* when iw_txn began */
+    uint64_t iw_records, iw_events; /* applied into iw_txn */
+    uint64_t iw_room;               /* bytes of data.mdb asked for iw_txn */
+    atomic_int iters;               /* open cp_iter (they hold LMDB read txns) */
     /* health (cp_db_health): set by the write paths, read unlocked */
-    atomic_int nospc;                       /* last write failed CP_ENOSPC; cleared by a
-                                               write that succeeds */
-    char nospc_msg[256];                    /* its message (written before nospc is set) */
-    atomic_int_least64_t last_ckpt_ms;      /* wall clock of the last checkpoint, 0 = none */
+    atomic_int nospc;                  /* last write failed CP_ENOSPC; cleared by a
+                                          write that succeeds */
+    char nospc_msg[256];               /* its message (written before nospc is set) */
+    atomic_int_least64_t last_ckpt_ms; /* wall clock of the last checkpoint, 0 = none */
     /* compaction after deletions (compact.c) */
     atomic_uint_least64_t compact_pending; /* deletions not yet compacted out of data.mdb */
     atomic_uint_least64_t compactions;     /* compactions done since open */
@@ -145,7 +146,7 @@ struct cp_db {
     } daysum;
     strmap_t idcache;
     struct {
-        uint64_t beh, attr, meas; /* updates queued or written (import stats) */
+        uint64_t beh, attr, meas;    /* updates queued or written (import stats) */
         uint64_t tags, tags_unknown; /* mapping "tags": assigned, not found (import stats) */
     } acc_stats;
 };
@@ -392,8 +393,7 @@ typedef struct apply_counts {
  * skipped by apply_batch; values that cannot be used are warnings in b.
  * CP_EINVAL when every event was rejected, or with `strict` when any was.
  * bp is the caller's to bp_free either way. */
-cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, int strict,
-                     cp_error_t *err);
+cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, int strict, cp_error_t *err);
 void bp_free(batch_prep_t *bp);
 /* Counts one unused value by its reason (an INGEST_WARN_*; cp_intake_counters). */
 void intake_count_warning(cp_db_t *db, const char *reason);

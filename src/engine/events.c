@@ -48,9 +48,9 @@ static json_t *cfg_to_json(const cp_db_t *db)
     const intake_cfg_t *c = &db->cfg;
     json_t *types = json_array(), *idx = json_array();
     for (size_t i = 0; i < db->idc.ic_ntypes; i++)
-        json_array_append_new(types, json_pack("{s:s,s:b}", "name", db->idc.ic_types[i], "pii",
-                                               ident_type_hashed(&db->idc, (int)i) ||
-                                                   ((db->idc.ic_pii >> i) & 1)));
+        json_array_append_new(
+            types, json_pack("{s:s,s:b}", "name", db->idc.ic_types[i], "pii",
+                             ident_type_hashed(&db->idc, (int)i) || ((db->idc.ic_pii >> i) & 1)));
     for (size_t i = 0; i < c->nindexed; i++)
         json_array_append_new(idx, json_string(c->indexed[i]));
     json_t *block = json_array();
@@ -61,8 +61,8 @@ static json_t *cfg_to_json(const cp_db_t *db)
         }
     return json_pack("{s:{s:s,s:b,s:o,s:o},s:o,s:{s:f,s:I},s:i,s:{s:I,s:I},s:b}", "identity",
                      "default_country", db->idc.ic_country, "hash_pii", db->idc.ic_hash_pii,
-                     "types", types, "blocklist", block, "indexed_properties", idx, "dedup", "window_hours",
-                     (double)c->dedup_window_ms / 3600000.0, "max_entries",
+                     "types", types, "blocklist", block, "indexed_properties", idx, "dedup",
+                     "window_hours", (double)c->dedup_window_ms / 3600000.0, "max_entries",
                      (json_int_t)c->dedup_max, "retention_days", (int)c->retention_days,
                      "checkpoint", "interval_ms", (json_int_t)c->ckpt_interval_ms, "records",
                      (json_int_t)c->ckpt_records, "clock_skew_correction", c->skew_correction);
@@ -172,7 +172,8 @@ static cp_status cfg_apply_json(const json_t *j, intake_cfg_t *c, ident_config_t
     }
     const json_t *dd = json_object_get(j, "dedup");
     if (dd) {
-        const json_t *w = json_object_get(dd, "window_hours"), *m = json_object_get(dd, "max_entries");
+        const json_t *w = json_object_get(dd, "window_hours"),
+                     *m = json_object_get(dd, "max_entries");
         if (w) {
             if (!json_is_number(w) || json_number_value(w) <= 0 || json_number_value(w) > 24 * 365)
                 return CP_ERR(err, CP_EINVAL,
@@ -196,7 +197,8 @@ static cp_status cfg_apply_json(const json_t *j, intake_cfg_t *c, ident_config_t
     }
     const json_t *ck = json_object_get(j, "checkpoint");
     if (ck) {
-        const json_t *iv = json_object_get(ck, "interval_ms"), *rc2 = json_object_get(ck, "records");
+        const json_t *iv = json_object_get(ck, "interval_ms"),
+                     *rc2 = json_object_get(ck, "records");
         if (iv) {
             if (!json_is_integer(iv) || json_integer_value(iv) < 10 ||
                 json_integer_value(iv) > 3600000)
@@ -476,8 +478,8 @@ static int trait_value(const schema_attr_t *a, const ev_prop_t *v, const json_t 
             return -1;
         }
         if (schema_value_find(a, o->s, o->slen) == 0 &&
-            a->nvalues >= (a->type == CP_ATTR_STRING ? SCHEMA_MAX_STRING_VALUES
-                                                     : SCHEMA_MAX_ENUM_VALUES)) {
+            a->nvalues >=
+                (a->type == CP_ATTR_STRING ? SCHEMA_MAX_STRING_VALUES : SCHEMA_MAX_ENUM_VALUES)) {
             snprintf(why, cap, "trait \"%s\": too many distinct values", a->name);
             return -1;
         }
@@ -519,9 +521,15 @@ static cp_status set_value(cp_db_t *db, store_txn_t *txn, const schema_attr_t *a
 {
     cp_status rc = CP_OK;
     switch (t->kind) {
-    case 0: index_clear(db->ix, a->id, ord); break;
-    case 1: rc = index_set_int(db->ix, a->id, ord, t->i); break;
-    case 3: rc = index_set_geo(db->ix, a->id, ord, t->lat, t->lon); break;
+    case 0:
+        index_clear(db->ix, a->id, ord);
+        break;
+    case 1:
+        rc = index_set_int(db->ix, a->id, ord, t->i);
+        break;
+    case 3:
+        rc = index_set_geo(db->ix, a->id, ord, t->lat, t->lon);
+        break;
     case 2: {
         uint32_t vid;
         if ((rc = schema_value_intern((schema_attr_t *)a, txn, t->s, t->slen, &vid, err)))
@@ -606,10 +614,10 @@ static cp_status traits_put(store_txn_t *txn, uint32_t ord, json_t *t, cp_error_
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     size_t n = strlen(s);
-    cp_status rc = n > TRAITS_MAX_BYTES
-                       ? CP_ERR(err, CP_ELIMIT, "unindexed traits of a user exceed %u bytes",
-                                TRAITS_MAX_BYTES)
-                       : store_put(txn, STORE_INTAKE, k, 7, s, n, err);
+    cp_status rc =
+        n > TRAITS_MAX_BYTES
+            ? CP_ERR(err, CP_ELIMIT, "unindexed traits of a user exceed %u bytes", TRAITS_MAX_BYTES)
+            : store_put(txn, STORE_INTAKE, k, 7, s, n, err);
     free(s);
     return rc;
 }
@@ -640,8 +648,8 @@ static json_t *user_own(cp_db_t *db, store_txn_t *txn, uint32_t ord)
     size_t n = 0;
     if (beh_user_extract(db->beh, ord, &e, &n) == CP_OK)
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(beh, json_pack("[I,i,I]", (json_int_t)e[i].series,
-                                                 (int)e[i].day, (json_int_t)e[i].count));
+            json_array_append_new(beh, json_pack("[I,i,I]", (json_int_t)e[i].series, (int)e[i].day,
+                                                 (json_int_t)e[i].count));
     free(e);
     return json_pack("{s:o,s:o,s:o,s:o}", "attrs", attrs, "tags", tags, "traits", traits, "beh",
                      beh);
@@ -721,8 +729,8 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
     if (rc)
         return rc;
     idcache_clear(db);
-    json_t *snap = json_pack("{s:i,s:o,s:o}", "v", 1, "a", user_own(db, txn, a), "s",
-                             user_own(db, txn, s));
+    json_t *snap =
+        json_pack("{s:i,s:o,s:o}", "v", 1, "a", user_own(db, txn, a), "s", user_own(db, txn, s));
     char *blob = snap ? json_dumps(snap, JSON_COMPACT) : NULL;
     json_decref(snap);
     if (blob == NULL)
@@ -812,10 +820,10 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
 struct prep {
     const char *keys[IDENTITY_MAX_EVENT_KEYS];
     size_t nkeys;
-    int cached; /* bulk imports: slot[] holds every key's cache slot */
+    int cached;                        /* bulk imports: slot[] holds every key's cache slot */
     const char *prev_user, *prev_anon; /* alias: candidate keys of previousId */
-    const char *display;                /* id in the user dictionary for a new user */
-    size_t display_len;                 /* (borrowed from the event or a key) */
+    const char *display;               /* id in the user dictionary for a new user */
+    size_t display_len;                /* (borrowed from the event or a key) */
     /* Typed properties and traits (traits in application order: context
      * traits, then traits, which win); *raw is the JSON of each, NULL for
      * typed events (CSV rows). Identifier-typed traits are left out. */
@@ -855,8 +863,8 @@ typedef struct hot_trait {
     const char *name; /* NULL = nothing known */
     size_t nlen;
     int is_ident;
-    uint32_t attr;    /* 0 = no attribute of that name */
-    uint32_t vid;     /* STRING/ENUM: value last set from here (0 = none) */
+    uint32_t attr; /* 0 = no attribute of that name */
+    uint32_t vid;  /* STRING/ENUM: value last set from here (0 = none) */
 } hot_trait_t;
 typedef struct hot {
     uint32_t sch_n;
@@ -886,8 +894,7 @@ static inline hot_trait_t *hot_trait(cp_db_t *db, hot_t *h, size_t i, const ev_p
 
 /* The dictionary id of t's value when it is the one last set from memo m
  * (then trait_value would accept it and schema_value_intern return it). */
-static inline uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m,
-                                 const ev_prop_t *t)
+static inline uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m, const ev_prop_t *t)
 {
     if (m == NULL || m->vid == 0 || t->kind != PV_STR || m->vid > a->nvalues ||
         (a->type != CP_ATTR_STRING && a->type != CP_ATTR_ENUM))
@@ -896,8 +903,8 @@ static inline uint32_t hot_value(const schema_attr_t *a, const hot_trait_t *m,
                                                                                         : 0;
 }
 
-static cp_status make_key(cp_db_t *db, arena_t *ar, const char *type, const char *v,
-                          size_t vl, const char **out, cp_error_t *err)
+static cp_status make_key(cp_db_t *db, arena_t *ar, const char *type, const char *v, size_t vl,
+                          const char **out, cp_error_t *err)
 {
     char buf[IDENT_MAX_KEY + 1];
     size_t n;
@@ -1006,8 +1013,8 @@ static cp_status prep_typed(cp_db_t *db, const ingest_event_t *e, prep_t *p, are
 }
 
 /* The key of identifier i of e through the identifier key cache. */
-static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep_t *p,
-                            arena_t *ar, const char **unusable, cp_error_t *err)
+static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep_t *p, arena_t *ar,
+                            const char **unusable, cp_error_t *err)
 {
     const ingest_ident_t *id = &e->ids[i];
     uint32_t slot;
@@ -1055,8 +1062,8 @@ static cp_status cached_key(cp_db_t *db, const ingest_event_t *e, size_t i, prep
  * fit its attribute) is a warning, not an error; errors are what makes the
  * event itself unusable (no identifier left, an unusable event name).
  */
-static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, arena_t *ar,
-                            hot_t *h, ingest_batch_t *wb, cp_error_t *err)
+static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, arena_t *ar, hot_t *h,
+                            ingest_batch_t *wb, cp_error_t *err)
 {
     cp_status rc;
     /* Field by field: keys[] and slot[] are read only below nkeys. */
@@ -1100,8 +1107,8 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, are
         char buf[IDENT_MAX_KEY + 1];
         size_t kl;
         cp_error_t ke;
-        rc = ident_key_hint(&db->idc, id->type, strlen(id->type), id->value, id->len,
-                            e->phone_cc, buf, &kl, &ke);
+        rc = ident_key_hint(&db->idc, id->type, strlen(id->type), id->value, id->len, e->phone_cc,
+                            buf, &kl, &ke);
         if (rc == CP_EINVAL || rc == CP_ELIMIT) {
             id_warn(db, wb, e, id, INGEST_WARN_INVALID);
             dropped++;
@@ -1178,8 +1185,7 @@ static cp_status prep_event(cp_db_t *db, const ingest_event_t *e, prep_t *p, are
     return CP_OK;
 }
 
-cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, int strict,
-                     cp_error_t *err)
+cp_status prep_batch(cp_db_t *db, ingest_batch_t *b, batch_prep_t *bp, int strict, cp_error_t *err)
 {
     memset(bp, 0, sizeof *bp);
     arena_init(&bp->arena, 256u << 20);
@@ -1220,7 +1226,8 @@ static cp_status ensure_seen_attrs(cp_db_t *db, store_txn_t *txn, cp_error_t *er
             continue;
         int created;
         uint32_t id;
-        cp_status rc = schema_define(&db->sch, txn, names[i], CP_ATTR_TIMESTAMP, &id, &created, err);
+        cp_status rc =
+            schema_define(&db->sch, txn, names[i], CP_ATTR_TIMESTAMP, &id, &created, err);
         if (rc == CP_ECONFLICT)
             continue; /* declared with another type by the user: leave it alone */
         if (rc)
@@ -1255,8 +1262,7 @@ static cp_status resolve_user(cp_db_t *db, store_txn_t *txn, const ingest_event_
         uint32_t o0 = 0, o;
         size_t hit = 0;
         for (; hit < nk; hit++)
-            if (p->slot[hit] == UINT32_MAX || !idraw_ord(db, p->slot[hit], &o) ||
-                (hit && o != o0))
+            if (p->slot[hit] == UINT32_MAX || !idraw_ord(db, p->slot[hit], &o) || (hit && o != o0))
                 break;
             else
                 o0 = o;
@@ -1334,8 +1340,8 @@ static cp_status resolve_user(cp_db_t *db, store_txn_t *txn, const ingest_event_
             for (size_t i = 0; i < nk; i++)
                 if (r.ir_merges[m].cause_mask & (1u << i))
                     cause[nc++] = keys[i];
-            if ((rc = do_merge(db, txn, r.ir_merges[m].survivor, r.ir_merges[m].absorbed, cause,
-                               nc, e, err)))
+            if ((rc = do_merge(db, txn, r.ir_merges[m].survivor, r.ir_merges[m].absorbed, cause, nc,
+                               e, err)))
                 return rc;
             c->merges++;
         }
@@ -1436,12 +1442,11 @@ cp_status db_daysum_flush(cp_db_t *db)
     if (!db->daysum.on)
         return CP_OK;
     db->daysum.on = 0;
-    return beh_record(db->beh, db->daysum.series, db->daysum.day, db->daysum.ord,
-                      db->daysum.mag);
+    return beh_record(db->beh, db->daysum.series, db->daysum.day, db->daysum.ord, db->daysum.mag);
 }
 
-static cp_status apply_day_sums(cp_db_t *db, const ingest_event_t *e, const prep_t *p,
-                                uint32_t ord, cp_error_t *err)
+static cp_status apply_day_sums(cp_db_t *db, const ingest_event_t *e, const prep_t *p, uint32_t ord,
+                                cp_error_t *err)
 {
     meas_sum_value_t sums[8];
     size_t ns = meas_event_sums(db->meas, e->event, e->event_len, p->props, p->nprops, sums,
@@ -1454,8 +1459,8 @@ static cp_status apply_day_sums(cp_db_t *db, const ingest_event_t *e, const prep
         if (v == 0)
             continue;
         uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-        cp_status rc = beh_sum_series_key(e->event, e->event_len, sums[i].prop, sums[i].plen,
-                                          v < 0, key, &klen);
+        cp_status rc = beh_sum_series_key(e->event, e->event_len, sums[i].prop, sums[i].plen, v < 0,
+                                          key, &klen);
         if (rc == CP_OK)
             rc = beh_series_intern(db->beh, key, klen, &sid);
         int32_t day = beh_day_of(e->ts);
@@ -1558,8 +1563,8 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
     }
     db->acc_stats.tags_unknown += e->ntags_unknown;
     if (e->type == ING_GROUP && e->group_id &&
-        (rc = group_join(&db->groups, txn, e->group_id, e->group_id_len, ord, e->group_traits,
-                         err)))
+        (rc =
+             group_join(&db->groups, txn, e->group_id, e->group_id_len, ord, e->group_traits, err)))
         return rc;
     if (e->event && (rc = apply_behaviour(db, e, p, ord, err)))
         return rc;
@@ -1652,11 +1657,11 @@ static json_t *lineage_json(const identity_lineage_t *l)
         json_array_append_new(keys, json_string(l->il_keys[i]));
     char t[40], u[40];
     time_format(l->il_time_ms / 1000, t, sizeof t);
-    json_t *o = json_pack("{s:I,s:s,s:I,s:I,s:o,s:s,s:s}", "merge_id", (json_int_t)l->il_id,
-                          "time", t, "survivor", (json_int_t)l->il_survivor, "absorbed",
-                          (json_int_t)l->il_absorbed, "identifiers", keys, "message_id",
-                          l->il_message_id ? l->il_message_id : "", "source",
-                          l->il_source ? l->il_source : "");
+    json_t *o =
+        json_pack("{s:I,s:s,s:I,s:I,s:o,s:s,s:s}", "merge_id", (json_int_t)l->il_id, "time", t,
+                  "survivor", (json_int_t)l->il_survivor, "absorbed", (json_int_t)l->il_absorbed,
+                  "identifiers", keys, "message_id", l->il_message_id ? l->il_message_id : "",
+                  "source", l->il_source ? l->il_source : "");
     if (o && l->il_undone_ms) {
         time_format(l->il_undone_ms / 1000, u, sizeof u);
         json_object_set_new(o, "undone", json_string(u));
@@ -1693,8 +1698,8 @@ cp_status cp_whois_json(cp_db_t *db, const char *type, const char *value, char *
         traits = json_object();
     rc = CP_OK;
     o = json_pack("{s:{s:s%,s:I},s:o,s:o,s:o,s:o,s:o,s:o}", "user", "id", id, idl, "ordinal",
-                  (json_int_t)ord, "identifiers", idents, "attrs", attrs, "traits", traits,
-                  "tags", tags, "crowds", crowds, "lineage", lineage);
+                  (json_int_t)ord, "identifiers", idents, "attrs", attrs, "traits", traits, "tags",
+                  tags, "crowds", crowds, "lineage", lineage);
     if (o == NULL) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto out;
@@ -1847,8 +1852,8 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
     index_user_add(db->ix, a);
     db->data_changed = 1;
     if (snap) {
-        if ((rc = survivor_strip(db, txn, s, json_object_get(snap, "a"),
-                                 json_object_get(snap, "s"), err)) ||
+        if ((rc = survivor_strip(db, txn, s, json_object_get(snap, "a"), json_object_get(snap, "s"),
+                                 err)) ||
             (rc = user_restore(db, txn, a, json_object_get(snap, "a"), err))) {
             json_decref(snap);
             identity_unmerge_free(&u);
@@ -1951,7 +1956,8 @@ static cp_status delete_commit(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_e
     if (db->wal) {
         /* Every record is in LMDB now: drop every segment, the deleted
          * user's events with them. */
-        if ((rc = store_sync(db->st, err)) == CP_OK && (rc = wal_rotate(db->wal, NULL, err)) == CP_OK)
+        if ((rc = store_sync(db->st, err)) == CP_OK &&
+            (rc = wal_rotate(db->wal, NULL, err)) == CP_OK)
             rc = wal_truncate_before(db->wal, wal_last_lsn(db->wal), NULL, err);
     }
     pthread_rwlock_unlock(&db->lock);

@@ -89,8 +89,8 @@ typedef struct importer {
     cp_import_options_t o;
     cp_import_stats_t *st;
     cp_error_t *err;
-    char key[40];  /* legacy "imp/<16 hex>" of this file (size + first MiB) */
-    char src[96];  /* messageId prefix of CSV rows (replaced by row ids) */
+    char key[40]; /* legacy "imp/<16 hex>" of this file (size + first MiB) */
+    char src[96]; /* messageId prefix of CSV rows (replaced by row ids) */
     ingest_batch_t b;
     json_t **docs; /* NDJSON documents the batch borrows */
     size_t ndocs, capdocs;
@@ -99,13 +99,13 @@ typedef struct importer {
     int64_t now_ms;
     segment_opts_t so;
     /* content recognition */
-    char *head;          /* the first HEAD_BYTES uncompressed bytes (fewer if shorter) */
+    char *head; /* the first HEAD_BYTES uncompressed bytes (fewer if shorter) */
     size_t headlen;
-    char name[64];       /* the file's base name, for the record */
-    char start_key[40];  /* the record this run resumed from: kept */
-    char prev_key[40];   /* this run's last intermediate record: replaced */
-    XXH3_state_t *hs;    /* prefix hash state at the resume point (then NDJSON's) */
-    XXH3_state_t *tmp;   /* scratch state for digests */
+    char name[64];      /* the file's base name, for the record */
+    char start_key[40]; /* the record this run resumed from: kept */
+    char prev_key[40];  /* this run's last intermediate record: replaced */
+    XXH3_state_t *hs;   /* prefix hash state at the resume point (then NDJSON's) */
+    XXH3_state_t *tmp;  /* scratch state for digests */
     uint64_t mapping_seed;
     ordmap_t ord;
     int row_ids;        /* rows without ids get content ids, deduplicated */
@@ -227,8 +227,7 @@ static cp_status im_row_id(importer_t *im, XXH128_hash_t content, uint64_t k)
 
 /* The content hash of a CSV row: its cells as parsed (quoting undone), each
  * followed by a NUL, under the mapping's seed. */
-static XXH128_hash_t row_content(importer_t *im, const csv_field_t *f, size_t n,
-                                 XXH3_state_t *st)
+static XXH128_hash_t row_content(importer_t *im, const csv_field_t *f, size_t n, XXH3_state_t *st)
 {
     /* cells cut in place lie one after the other, NUL between: one call */
     int contiguous = 1;
@@ -408,7 +407,8 @@ static cp_status im_prepare_mapping(importer_t *im, const mapping_t *m)
         const char *name = json_string_value(json_object_get(a, "name"));
         const char *type = json_string_value(json_object_get(a, "type"));
         cp_attr_type t = 0;
-        static const char *const names[] = {NULL, "int", "enum", "string", "bool", "timestamp", "geo"};
+        static const char *const names[] = {NULL,   "int",       "enum", "string",
+                                            "bool", "timestamp", "geo"};
         for (int k = 1; k <= 6 && type; k++)
             if (!strcmp(type, names[k]))
                 t = (cp_attr_type)k;
@@ -461,8 +461,8 @@ static cp_status im_prepare_mapping(importer_t *im, const mapping_t *m)
  * the id of the earlier row, which the dedup would drop). One more read of
  * that part.
  */
-static cp_status csv_ordinals(importer_t *im, const char *path, const csv_opts_t *co,
-                              int header, uint64_t off0)
+static cp_status csv_ordinals(importer_t *im, const char *path, const csv_opts_t *co, int header,
+                              uint64_t off0)
 {
     csv_reader_t *r = NULL;
     cp_status rc = csv_open(path, co, &r, im->err);
@@ -640,8 +640,7 @@ static cp_status import_csv(importer_t *im, const char *path, uint64_t off0, uin
             rc = CP_OK;
         } else if (res == MAP_SKIP) {
             im->st->skipped++;
-        } else if ((im->row_ids && im_row_id(im, content, k)) ||
-                   im_push(im, NULL, line)) {
+        } else if ((im->row_ids && im_row_id(im, content, k)) || im_push(im, NULL, line)) {
             rc = CP_ERR(im->err, CP_ENOMEM, "out of memory");
             goto out;
         }
@@ -748,8 +747,8 @@ static cp_status import_ndjson(importer_t *im, const char *path, uint64_t off0, 
             cp_error_t e;
             acc_err_reset(&e);
             if (too_long) {
-                CP_ERR(&e, CP_ELIMIT, "line %llu: longer than %u bytes",
-                       (unsigned long long)lineno, CP_LINE_MAX);
+                CP_ERR(&e, CP_ELIMIT, "line %llu: longer than %u bytes", (unsigned long long)lineno,
+                       CP_LINE_MAX);
                 reject(im, lineno, &e);
             } else if (len) {
                 int blank = 1;
@@ -872,8 +871,8 @@ static cp_status im_recognise(importer_t *im, const char *path, range_t *best)
     memset(best, 0, sizeof *best);
     if ((rc = db_flush(db, err)) || (rc = store_txn_begin(db->st, 0, &t, err)))
         goto out;
-    if ((rc = store_each(t, STORE_INTAKE, RANGE_PREFIX, sizeof RANGE_PREFIX - 1, range_collect,
-                         &rs, err)))
+    if ((rc = store_each(t, STORE_INTAKE, RANGE_PREFIX, sizeof RANGE_PREFIX - 1, range_collect, &rs,
+                         err)))
         goto out;
     /* A position of the format before range records (size + first MiB of
      * this very file): trusted as it was, to the byte it names. */

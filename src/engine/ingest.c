@@ -161,20 +161,27 @@ static void value_text(const json_t *v, char *buf, size_t cap)
 static const char *json_kind(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "a value";
 }
 
-static cp_status type_err(cp_error_t *err, const char *uid, const schema_attr_t *a,
-                          const json_t *v, const char *expects)
+static cp_status type_err(cp_error_t *err, const char *uid, const schema_attr_t *a, const json_t *v,
+                          const char *expects)
 {
     char t[80];
     value_text(v, t, sizeof t);
@@ -223,16 +230,17 @@ static cp_status stage_attr(stage_t *s, const schema_attr_t *a, const json_t *v,
     case CP_ATTR_ENUM:
     case CP_ATTR_STRING:
         if (!json_is_string(v))
-            return type_err(err, uid, a, v, a->type == CP_ATTR_ENUM ? "an enum string" : "a string");
+            return type_err(err, uid, a, v,
+                            a->type == CP_ATTR_ENUM ? "an enum string" : "a string");
         str = json_string_value(v);
         slen = json_string_length(v);
         if (slen > SCHEMA_MAX_VALUE)
             return CP_ERR(err, CP_ELIMIT,
-                          "user \"%s\": attribute \"%s\": value longer than %d bytes", uid,
-                          a->name, SCHEMA_MAX_VALUE);
+                          "user \"%s\": attribute \"%s\": value longer than %d bytes", uid, a->name,
+                          SCHEMA_MAX_VALUE);
         if (memchr(str, '\0', slen))
-            return CP_ERR(err, CP_EINVAL, "user \"%s\": attribute \"%s\": value contains NUL",
-                          uid, a->name);
+            return CP_ERR(err, CP_EINVAL, "user \"%s\": attribute \"%s\": value contains NUL", uid,
+                          a->name);
         if (schema_value_find(a, str, slen) == 0) {
             uint32_t max =
                 a->type == CP_ATTR_STRING ? SCHEMA_MAX_STRING_VALUES : SCHEMA_MAX_ENUM_VALUES;
@@ -267,8 +275,7 @@ static cp_status stage_attr(stage_t *s, const schema_attr_t *a, const json_t *v,
  * exactly as before and err names the user, attribute and value.
  * The caller holds the database lock (reads schema and taxonomy).
  */
-static cp_status stage_json(cp_db_t *db, stage_t *s, const char *text, size_t len,
-                            cp_error_t *err)
+static cp_status stage_json(cp_db_t *db, stage_t *s, const char *text, size_t len, cp_error_t *err)
 {
     stage_mark_t mark = stage_mark(s);
     json_error_t je;
@@ -403,9 +410,15 @@ static cp_status apply_user(cp_db_t *db, store_txn_t *txn, const stage_t *s, siz
     for (size_t k = 0; k < u->nsv; k++) {
         const sv_t *v = &s->svs[u->first_sv + k];
         switch (v->kind) {
-        case SV_CLEAR: index_clear(db->ix, v->attr, ord); break;
-        case SV_INT: rc = index_set_int(db->ix, v->attr, ord, v->i); break;
-        case SV_GEO: rc = index_set_geo(db->ix, v->attr, ord, v->lat, v->lon); break;
+        case SV_CLEAR:
+            index_clear(db->ix, v->attr, ord);
+            break;
+        case SV_INT:
+            rc = index_set_int(db->ix, v->attr, ord, v->i);
+            break;
+        case SV_GEO:
+            rc = index_set_geo(db->ix, v->attr, ord, v->lat, v->lon);
+            break;
         case SV_STR: {
             schema_attr_t *a = schema_get(&db->sch, v->attr);
             uint32_t vid;
@@ -580,8 +593,7 @@ static cp_status ld_finish(loader_t *ld, cp_status rc, cp_load_stats_t *stats)
 }
 
 cp_status cp_load_ndjson_buf(cp_db_t *db, const char *buf, size_t len,
-                             const cp_load_options_t *opts, cp_load_stats_t *stats,
-                             cp_error_t *err)
+                             const cp_load_options_t *opts, cp_load_stats_t *stats, cp_error_t *err)
 {
     if (stats)
         memset(stats, 0, sizeof *stats);
@@ -964,8 +976,8 @@ cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
         uidl = strlen(id);
     }
     json_t *attrs = json_object(), *tags = json_array(), *crowds = json_array();
-    o = json_pack("{s:s%,s:I,s:o*,s:o*,s:o*}", "id", uid, uidl, "ordinal", (json_int_t)ord,
-                  "attrs", attrs, "tags", tags, "crowds", crowds);
+    o = json_pack("{s:s%,s:I,s:o*,s:o*,s:o*}", "id", uid, uidl, "ordinal", (json_int_t)ord, "attrs",
+                  attrs, "tags", tags, "crowds", crowds);
     if (o == NULL || !attrs || !tags || !crowds) {
         json_decref(o);
         o = NULL;

@@ -45,8 +45,8 @@ cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint
     batch_prep_t bp = {0};
     store_txn_t *txn;
     apply_counts_t c = {0};
-    cp_status rc = segment_parse((ingest_type)p[1], (const char *)p + REC_HDR, len - REC_HDR, &o,
-                                 &b, &pe);
+    cp_status rc =
+        segment_parse((ingest_type)p[1], (const char *)p + REC_HDR, len - REC_HDR, &o, &b, &pe);
     if (rc == CP_OK)
         rc = prep_batch(db, &b, &bp, 0, &pe);
     if (rc) {
@@ -75,9 +75,9 @@ static char *rejects_json(const ingest_batch_t *b)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < b->nrejects; i++)
-        if (json_array_append_new(a, json_pack("{s:I,s:s}", "index",
-                                               (json_int_t)b->rejects[i].index, "reason",
-                                               b->rejects[i].reason)) != 0) {
+        if (json_array_append_new(a,
+                                  json_pack("{s:I,s:s}", "index", (json_int_t)b->rejects[i].index,
+                                            "reason", b->rejects[i].reason)) != 0) {
             json_decref(a);
             a = NULL;
         }
@@ -90,10 +90,9 @@ static char *warnings_json(const ingest_batch_t *b)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < b->nwarnings; i++)
-        if (json_array_append_new(a, json_pack("{s:I,s:s,s:s}", "index",
-                                               (json_int_t)b->warnings[i].index, "field",
-                                               b->warnings[i].field, "reason",
-                                               b->warnings[i].reason)) != 0) {
+        if (json_array_append_new(
+                a, json_pack("{s:I,s:s,s:s}", "index", (json_int_t)b->warnings[i].index, "field",
+                             b->warnings[i].field, "reason", b->warnings[i].reason)) != 0) {
             json_decref(a);
             a = NULL;
         }
@@ -181,9 +180,9 @@ typedef struct intake_req {
     apply_counts_t c;
     uint64_t lsn;
     cp_status rc;
-    cp_error_t *err; /* the requester's (may be NULL) */
-    int strict;      /* CP_INGEST_STRICT */
-    int done;        /* set by the writer under grp_mu; the request is the requester's again */
+    cp_error_t *err;   /* the requester's (may be NULL) */
+    int strict;        /* CP_INGEST_STRICT */
+    int done;          /* set by the writer under grp_mu; the request is the requester's again */
     pthread_cond_t cv; /* its requester waits here: only it is woken */
 } intake_req_t;
 
@@ -459,9 +458,15 @@ static void lock_quiet(cp_db_t *db, int exclusive)
         iw_unwant(db);
 }
 
-void db_lock_rd(cp_db_t *db) { lock_quiet(db, 0); }
+void db_lock_rd(cp_db_t *db)
+{
+    lock_quiet(db, 0);
+}
 
-void db_lock_wr(cp_db_t *db) { lock_quiet(db, 1); }
+void db_lock_wr(cp_db_t *db)
+{
+    lock_quiet(db, 1);
+}
 
 void intake_writer_init(cp_db_t *db)
 {
@@ -524,7 +529,7 @@ cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json
     rec[0] = 1;
     rec[1] = (unsigned char)type;
     rec[2] = (unsigned char)(flags & CP_INGEST_STRICT); /* replays are lenient: see
-                                                          * intake_apply_record */
+                                                         * intake_apply_record */
     for (int i = 0; i < 8; i++)
         rec[3 + i] = (unsigned char)((uint64_t)recv >> (8 * i));
     memcpy(rec + REC_HDR, json, len);
@@ -564,4 +569,3 @@ out:
     ingest_batch_free(&b);
     return rc;
 }
-

@@ -14,8 +14,8 @@ struct cp_iter {
     store_txn_t *txn;
     store_cursor_t *cur;
     roaring_uint32_iterator_t it;
-    roaring_bitmap_t *bm; /* owned copy: the result may be freed first */
-    int counted; /* in db->iters */
+    roaring_bitmap_t *bm;   /* owned copy: the result may be freed first */
+    int counted;            /* in db->iters */
     uint64_t del_gen;       /* db->del_gen when `gone` was last brought up to date */
     roaring_bitmap_t *gone; /* members of bm deleted since the iterator opened */
     char id[USERS_MAX_ID + 1];
@@ -42,8 +42,8 @@ cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *
     json_error_t je;
     json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (j == NULL)
-        return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line,
-                      je.column, je.text);
+        return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line, je.column,
+                      je.text);
     cp_status rc = expr_from_json(j, out, err);
     json_decref(j);
     return rc;

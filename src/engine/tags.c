@@ -241,8 +241,8 @@ static cp_status parse_doc(const char *json, size_t len, const char *key, json_t
     json_error_t je;
     json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (j == NULL)
-        return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line,
-                      je.column, je.text);
+        return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line, je.column,
+                      je.text);
     json_t *a = json_object_get(j, key);
     if (!json_is_object(j) || !json_is_array(a)) {
         json_decref(j);
@@ -438,8 +438,7 @@ static int ci_contains(const char *hay, const char *needle, size_t nl)
     return 0;
 }
 
-cp_status cp_tags_search_json(cp_db_t *db, const char *q, size_t limit, char **out,
-                              cp_error_t *err)
+cp_status cp_tags_search_json(cp_db_t *db, const char *q, size_t limit, char **out, cp_error_t *err)
 {
     if (out == NULL || q == NULL)
         return CP_ERR(err, CP_EINVAL, "q or out is NULL");
@@ -471,8 +470,8 @@ cp_status cp_tags_search_json(cp_db_t *db, const char *q, size_t limit, char **o
             arr = NULL;
             break;
         }
-        int hit = ci_contains(g->path, nq, ql) || ci_contains(g->name, nq, ql) ||
-                  ci_contains(dp, nq, ql);
+        int hit =
+            ci_contains(g->path, nq, ql) || ci_contains(g->name, nq, ql) || ci_contains(dp, nq, ql);
         free(dp);
         if (!hit)
             continue;
@@ -691,10 +690,10 @@ cp_status cp_schema_json(cp_db_t *db, char **out, cp_error_t *err)
         if (a == NULL)
             continue;
         const roaring_bitmap_t *ex = index_attr_exists(db->ix, i);
-        json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "name", a->name, "type",
-                              cp_attr_type_name(a->type), "count",
-                              (json_int_t)(ex ? roaring_bitmap_get_cardinality(ex) : 0), "values",
-                              (json_int_t)schema_value_count(a));
+        json_t *o =
+            json_pack("{s:s,s:s,s:I,s:I}", "name", a->name, "type", cp_attr_type_name(a->type),
+                      "count", (json_int_t)(ex ? roaring_bitmap_get_cardinality(ex) : 0), "values",
+                      (json_int_t)schema_value_count(a));
         if (o == NULL || json_array_append_new(arr, o)) {
             json_decref(arr);
             arr = NULL;
@@ -878,8 +877,8 @@ cp_status cp_attr_alias_set(cp_db_t *db, const char *name, const char *alias, co
          * the value it now stands for, so the two never coexist. */
         uint64_t moved = 0;
         if ((rc = index_value_move(db->ix, a->id, old, target, &moved))) {
-            rc = CP_ERR(err, rc, "out of memory moving users of \"%.200s\" to \"%s\"", alias,
-                        value);
+            rc =
+                CP_ERR(err, rc, "out of memory moving users of \"%.200s\" to \"%s\"", alias, value);
             goto fail;
         }
         if (moved)

@@ -521,8 +521,8 @@ static uint32_t lower_day(const series_t *se, int32_t day)
 
 static beh_cell_t *cell_find(const series_t *se, int32_t day)
 {
-    uint32_t i = se->ncells && se->cells[se->ncells - 1].day < day ? se->ncells
-                                                                   : lower_day(se, day);
+    uint32_t i =
+        se->ncells && se->cells[se->ncells - 1].day < day ? se->ncells : lower_day(se, day);
     return i < se->ncells && se->cells[i].day == day ? &se->cells[i] : NULL;
 }
 
@@ -530,8 +530,8 @@ static beh_cell_t *cell_find(const series_t *se, int32_t day)
  * missing. */
 static cp_status cell_get(series_t *se, int32_t day, beh_cell_t **out)
 {
-    uint32_t i = se->ncells && se->cells[se->ncells - 1].day < day ? se->ncells
-                                                                   : lower_day(se, day);
+    uint32_t i =
+        se->ncells && se->cells[se->ncells - 1].day < day ? se->ncells : lower_day(se, day);
     if (i < se->ncells && se->cells[i].day == day) {
         *out = &se->cells[i];
         return CP_OK;
@@ -815,13 +815,12 @@ static size_t subset_count(size_t n)
 /* Bits i of the properties (sorted) whose name and value equal those of
  * the memo, or 0 with *same = 0 when the event or the property names
  * differ (then nothing is reused). */
-static uint32_t memo_unchanged(const memo_t *m, const char *event, size_t elen,
-                               const beh_prop_t *p, size_t n, int *same)
+static uint32_t memo_unchanged(const memo_t *m, const char *event, size_t elen, const beh_prop_t *p,
+                               size_t n, int *same)
 {
     uint32_t keep = 0;
     *same = 0;
-    if (m == NULL || !m->valid || m->elen != elen || m->n != n ||
-        !mem_eq(m->event, event, elen))
+    if (m == NULL || !m->valid || m->elen != elen || m->n != n || !mem_eq(m->event, event, elen))
         return 0;
     for (size_t i = 0; i < n; i++)
         if (m->nlen[i] != p[i].nlen || !mem_eq(m->name[i], p[i].name, p[i].nlen))
@@ -1155,7 +1154,8 @@ cp_status beh_record_many(beh_t *b, beh_rec_t *recs, size_t n)
         k = b->sk0;
         for (size_t i = 0; i < n; i++) {
             const beh_rec_t *r = &recs[i];
-            uint64_t cellk = (uint64_t)(r->series - smin) << db | (uint64_t)((int64_t)r->day - dmin);
+            uint64_t cellk =
+                (uint64_t)(r->series - smin) << db | (uint64_t)((int64_t)r->day - dmin);
             k[i] = cellk << ub | (uint64_t)(r->user - umin); /* ub, db <= 32 */
         }
         k = radix_sort(k, b->sk1, n, ub + db + sb, b->shist);
@@ -1457,8 +1457,8 @@ void beh_window_init(const beh_t *b, uint32_t series, int32_t d0, int32_t d1, be
     w->slices = bitlen(bound);
 }
 
-void beh_window_foreach(const beh_window_t *w,
-                        void (*fn)(void *ctx, uint32_t user, uint64_t count), void *ctx)
+void beh_window_foreach(const beh_window_t *w, void (*fn)(void *ctx, uint32_t user, uint64_t count),
+                        void *ctx)
 {
     for (uint32_t i = 0; i < w->ncells; i++) {
         const beh_cell_t *c = &w->cells[i];
@@ -1480,8 +1480,8 @@ void beh_window_foreach(const beh_window_t *w,
     }
 }
 
-cp_status beh_sum_series_key(const char *event, size_t elen, const char *prop, size_t plen,
-                             int neg, uint8_t *buf, size_t *len)
+cp_status beh_sum_series_key(const char *event, size_t elen, const char *prop, size_t plen, int neg,
+                             uint8_t *buf, size_t *len)
 {
     beh_prop_t p = {neg ? "-sum" : "+sum", 4, prop, plen};
     return beh_series_key(event, elen, &p, 1, buf, len);
@@ -1778,8 +1778,8 @@ static void cell_key(uint8_t *k, uint32_t series, int32_t day)
  * (run-optimised in place, as whole cells were); otherwise from restricted
  * copies.
  */
-static cp_status put_chunk(const beh_cell_t *c, uint32_t series, uint32_t chunk,
-                           store_txn_t *txn, store_db db, cp_error_t *err)
+static cp_status put_chunk(const beh_cell_t *c, uint32_t series, uint32_t chunk, store_txn_t *txn,
+                           store_db db, cp_error_t *err)
 {
     uint8_t key[CHUNK_KEY_LEN];
     roaring_bitmap_t *part[1 + BEH_MAX_SLICES] = {NULL};
@@ -1837,8 +1837,8 @@ static cp_status put_chunk(const beh_cell_t *c, uint32_t series, uint32_t chunk,
     for (int j = 0; j <= ns; j++) {
         put_u32le(p, (uint32_t)sizes[j]);
         if (roaring_bitmap_portable_serialize(part[j], (char *)p + 4) != sizes[j]) {
-            rc = CP_ERR(err, CP_EINTERNAL, "behaviour cell %u/%d: serialized size changed",
-                        series, c->day);
+            rc = CP_ERR(err, CP_EINTERNAL, "behaviour cell %u/%d: serialized size changed", series,
+                        c->day);
             goto out;
         }
         p += 4 + sizes[j];
@@ -1985,8 +1985,7 @@ static cp_status put_pack(const beh_t *b, uint64_t id, store_txn_t *txn, store_d
 /* One dirty entry: the cell's changed chunks, or all of it (wipe, or the
  * cell gone, or its chunk keys not yet on disk); a small cell goes to its
  * pack instead (queued here, written by beh_persist). */
-static cp_status persist_entry(beh_t *b, dirty_t *d, store_txn_t *txn, store_db db,
-                               cp_error_t *err)
+static cp_status persist_entry(beh_t *b, dirty_t *d, store_txn_t *txn, store_db db, cp_error_t *err)
 {
     cp_status rc = CP_OK;
     beh_cell_t *c = d->series < b->nseries ? cell_find(&b->series[d->series], d->day) : NULL;
@@ -2028,8 +2027,9 @@ cp_status beh_persist(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
 {
     cp_status rc;
     if (b->failed)
-        return CP_ERR(err, CP_ENOMEM, "behaviour index: a change could not be tracked (out of "
-                                      "memory); reopen the database");
+        return CP_ERR(err, CP_ENOMEM,
+                      "behaviour index: a change could not be tracked (out of "
+                      "memory); reopen the database");
     for (uint32_t id = b->persisted; id < b->nseries; id++) {
         uint8_t key[DICT_KEY_LEN];
         memcpy(key, KEY_DICT, 6);
@@ -2105,8 +2105,9 @@ static cp_status load_dict(void *ud, const void *k, size_t kl, const void *v, si
     beh_t *b = ud;
     uint32_t id, dup;
     if (kl != DICT_KEY_LEN || (id = get_u32be((const uint8_t *)k + 6)) != b->nseries)
-        return CP_ERR(err, CP_EIO, "behaviour dictionary: unexpected key of %zu bytes (series %u "
-                                   "expected)",
+        return CP_ERR(err, CP_EIO,
+                      "behaviour dictionary: unexpected key of %zu bytes (series %u "
+                      "expected)",
                       kl, b->nseries);
     if (vl > BEH_KEY_MAX || !key_valid(v, vl))
         return CP_ERR(err, CP_EIO, "behaviour dictionary: corrupt key of series %u", id);
@@ -2147,8 +2148,8 @@ static int parse_cell(const uint8_t *p, size_t len, int32_t chunk, beh_cell_t *c
             c->exists = bm;
             if (roaring_bitmap_is_empty(bm))
                 return 0;
-            if (chunk >= 0 && (roaring_bitmap_minimum(bm) < lo ||
-                               roaring_bitmap_maximum(bm) >= lo + 65536))
+            if (chunk >= 0 &&
+                (roaring_bitmap_minimum(bm) < lo || roaring_bitmap_maximum(bm) >= lo + 65536))
                 return 0;
         } else {
             c->slices[j] = bm;
@@ -2185,8 +2186,8 @@ static cp_status load_cell(void *ud, const void *k, size_t kl, const void *v, si
     if (!parse_cell(v, vl, chunk, &c)) {
         cell_release(&c);
         if (chunk >= 0)
-            return CP_ERR(err, CP_EIO, "corrupt behaviour cell %u/%d chunk %d (%zu bytes)", s,
-                          day, chunk, vl);
+            return CP_ERR(err, CP_EIO, "corrupt behaviour cell %u/%d chunk %d (%zu bytes)", s, day,
+                          chunk, vl);
         return CP_ERR(err, CP_EIO, "corrupt behaviour cell %u/%d (%zu bytes)", s, day, vl);
     }
     c.day = day;
@@ -2272,8 +2273,8 @@ static cp_status load_pack(void *ud, const void *k, size_t kl, const void *v, si
     if (kl != CELL_KEY_LEN)
         return CP_ERR(err, CP_EIO, "behaviour index: unexpected pack key of %zu bytes", kl);
     uint32_t block = get_u32be((const uint8_t *)k + 6);
-    int64_t d0 = (int64_t)(int32_t)(get_u32be((const uint8_t *)k + 10) ^ 0x80000000u) *
-                 (1 << PACK_DAY_BITS);
+    int64_t d0 =
+        (int64_t)(int32_t)(get_u32be((const uint8_t *)k + 10) ^ 0x80000000u) * (1 << PACK_DAY_BITS);
     uint64_t s0 = (uint64_t)block << PACK_SERIES_BITS;
     if (vl < 8 || p[0] != CELL_MAGIC0 || p[1] != CELL_MAGIC1 || p[2] != CELL_VERSION_PACK ||
         p[3] != 0)
@@ -2288,13 +2289,13 @@ static cp_status load_pack(void *ud, const void *k, size_t kl, const void *v, si
         uint32_t n = p[o + 2];
         uint8_t flags = p[o + 3];
         o += 4;
-        if (so >= (1 << PACK_SERIES_BITS) || dof >= (1 << PACK_DAY_BITS) || at <= prev ||
-            n == 0 || flags > 1 || (vl - o) / 4 < (size_t)n * (flags ? 2 : 1))
+        if (so >= (1 << PACK_SERIES_BITS) || dof >= (1 << PACK_DAY_BITS) || at <= prev || n == 0 ||
+            flags > 1 || (vl - o) / 4 < (size_t)n * (flags ? 2 : 1))
             goto corrupt;
         prev = at;
         if (s0 + (uint64_t)so >= b->nseries)
-            return CP_ERR(err, CP_EIO, "behaviour pack %u/%lld: cell of unknown series %llu",
-                          block, (long long)d0, (unsigned long long)(s0 + (uint64_t)so));
+            return CP_ERR(err, CP_EIO, "behaviour pack %u/%lld: cell of unknown series %llu", block,
+                          (long long)d0, (unsigned long long)(s0 + (uint64_t)so));
         cp_status rc = pack_cell_add(b, (uint32_t)s0 + (uint32_t)so, (int32_t)(d0 + dof), p + o,
                                      flags ? p + o + 4 * (size_t)n : NULL, n);
         if (rc == CP_ENOMEM)
@@ -2307,8 +2308,8 @@ static cp_status load_pack(void *ud, const void *k, size_t kl, const void *v, si
     if (o == vl)
         return CP_OK;
 corrupt:
-    return CP_ERR(err, CP_EIO, "corrupt behaviour pack %u/%lld (%zu bytes)", block,
-                  (long long)d0, vl);
+    return CP_ERR(err, CP_EIO, "corrupt behaviour pack %u/%lld (%zu bytes)", block, (long long)d0,
+                  vl);
 }
 
 cp_status beh_load(beh_t *b, store_txn_t *txn, store_db db, cp_error_t *err)
@@ -2390,8 +2391,7 @@ static size_t forgotten_key(const series_t *se, uint32_t id, uint8_t *buf)
     return o + (size_t)n;
 }
 
-cp_status beh_user_forget(beh_t *b, uint32_t user, store_txn_t *txn, store_db db,
-                          cp_error_t *err)
+cp_status beh_user_forget(beh_t *b, uint32_t user, store_txn_t *txn, store_db db, cp_error_t *err)
 {
     int renamed = 0;
     for (uint32_t s = 0; s < b->nseries; s++) {

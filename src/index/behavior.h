@@ -82,11 +82,11 @@
 #include "crowdpack.h"
 #include "store/store.h"
 
-#define BEH_MAX_FILTERS 3   /* properties in one series (combination) */
-#define BEH_MAX_PROPS 8     /* indexed properties one beh_record_event() takes */
-#define BEH_NAME_MAX 255    /* bytes of an event name, property name or value */
-#define BEH_KEY_MAX 2048    /* bytes of a canonical series key (bound of the above) */
-#define BEH_MAX_SLICES 32   /* count - 1 in 32 bits: counts up to 2^32 */
+#define BEH_MAX_FILTERS 3        /* properties in one series (combination) */
+#define BEH_MAX_PROPS 8          /* indexed properties one beh_record_event() takes */
+#define BEH_NAME_MAX 255         /* bytes of an event name, property name or value */
+#define BEH_KEY_MAX 2048         /* bytes of a canonical series key (bound of the above) */
+#define BEH_MAX_SLICES 32        /* count - 1 in 32 bits: counts up to 2^32 */
 #define BEH_NO_SERIES UINT32_MAX /* a combination that was never recorded */
 #define BEH_MAX_SERIES (UINT32_MAX - 1)
 /* Series one event feeds at most: 1 + C(8,1) + C(8,2) + C(8,3). */
@@ -206,8 +206,7 @@ void beh_user_remove(beh_t *b, uint32_t user);
  * match), in memory and, for series already persisted, as its dictionary
  * row in `db` within txn. Series ids stay (never reused).
  */
-cp_status beh_user_forget(beh_t *b, uint32_t user, store_txn_t *txn, store_db db,
-                          cp_error_t *err);
+cp_status beh_user_forget(beh_t *b, uint32_t user, store_txn_t *txn, store_db db, cp_error_t *err);
 
 /*
  * The user's behaviour as (series, day, count) entries ordered by series
@@ -260,8 +259,8 @@ void beh_window_days(beh_window_t *w);
  * For windows read user by user (did() sum(), whose values live in count
  * series: index/measure.h, beh_sum_series_key). Allocates nothing.
  */
-void beh_window_foreach(const beh_window_t *w,
-                        void (*fn)(void *ctx, uint32_t user, uint64_t count), void *ctx);
+void beh_window_foreach(const beh_window_t *w, void (*fn)(void *ctx, uint32_t user, uint64_t count),
+                        void *ctx);
 /*
  * The series keeping the day sums of a numeric property of an event: the
  * positive parts (neg = 0) or the magnitudes of the negative parts (neg =
@@ -269,8 +268,8 @@ void beh_window_foreach(const beh_window_t *w,
  * property name that no filter can spell ("+sum" / "-sum") whose value is
  * the property's name. Errors of beh_series_key.
  */
-cp_status beh_sum_series_key(const char *event, size_t elen, const char *prop, size_t plen,
-                             int neg, uint8_t *buf, size_t *len);
+cp_status beh_sum_series_key(const char *event, size_t elen, const char *prop, size_t plen, int neg,
+                             uint8_t *buf, size_t *len);
 
 /* 1 if a sum of 0 satisfies `op k` (users who never did it match). */
 int beh_cmp_zero(beh_cmp op, uint64_t k);

@@ -241,7 +241,8 @@ int index_tag_unassign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_
         int keep = roaring_bitmap_contains(t->direct, ord);
         for (uint32_t c = 0; !keep && c < g->nchildren; c++) {
             uint32_t ch = g->children[c];
-            keep = ch < ix->ntags && ix->tags[ch].eff && roaring_bitmap_contains(ix->tags[ch].eff, ord);
+            keep = ch < ix->ntags && ix->tags[ch].eff &&
+                   roaring_bitmap_contains(ix->tags[ch].eff, ord);
         }
         if (keep)
             break;
@@ -533,8 +534,8 @@ static cp_status put_dirty(store_txn_t *txn, const char *base, const roaring_bit
 }
 
 /* The coordinates of the present users of one chunk, in ordinal order. */
-static cp_status put_geo_chunk(store_txn_t *txn, const idx_attr_t *a, uint32_t attr,
-                               uint32_t chunk, cp_error_t *err)
+static cp_status put_geo_chunk(store_txn_t *txn, const idx_attr_t *a, uint32_t attr, uint32_t chunk,
+                               cp_error_t *err)
 {
     char key[KEY_MAX];
     snprintf(key, sizeof key, "col/%u/%u", attr, chunk);

@@ -55,23 +55,23 @@ typedef struct idx_tag {
 } idx_tag_t;
 
 typedef struct idx_attr {
-    cp_attr_type type; /* 0 = slot unused */
-    roaring_bitmap_t *dirty; /* changed chunks (bsi, exists, geo coordinates) */
-    bsi_t *bsi;        /* INT, TIMESTAMP */
-    roaring_bitmap_t *exists;  /* ENUM, STRING, BOOL (GEO uses the geo index's) */
-    roaring_bitmap_t **vals;   /* by value id; NULL = nobody */
-    uint8_t *vdirty;   /* values changed (in some of the dirty chunks) */
+    cp_attr_type type;        /* 0 = slot unused */
+    roaring_bitmap_t *dirty;  /* changed chunks (bsi, exists, geo coordinates) */
+    bsi_t *bsi;               /* INT, TIMESTAMP */
+    roaring_bitmap_t *exists; /* ENUM, STRING, BOOL (GEO uses the geo index's) */
+    roaring_bitmap_t **vals;  /* by value id; NULL = nobody */
+    uint8_t *vdirty;          /* values changed (in some of the dirty chunks) */
     uint32_t capvals;
-    uint32_t *col;     /* value id by ordinal */
+    uint32_t *col; /* value id by ordinal */
     uint32_t capcol;
-    geo_index_t *geo;  /* GEO */
+    geo_index_t *geo; /* GEO */
 } idx_attr_t;
 
 typedef struct index {
     roaring_bitmap_t *universe;
     roaring_bitmap_t *universe_dirty;
-    idx_tag_t *tags; /* by tag id */
-    uint32_t ntags;  /* slots */
+    idx_tag_t *tags;   /* by tag id */
+    uint32_t ntags;    /* slots */
     idx_attr_t *attrs; /* by attr id */
     uint32_t nattrs;
     roaring_bitmap_t **crowds; /* by crowd id */

@@ -25,7 +25,7 @@
 #define REC_VERSION 1
 #define KEY_CONFIG "meas/config"
 #define KEY_USER "meas/u/"
-#define KEY_USER_LEN 11 /* "meas/u/" + u32 BE */
+#define KEY_USER_LEN 11                /* "meas/u/" + u32 BE */
 #define HASH_SEED UINT64_C(0x6d656173) /* "meas" */
 
 typedef struct mdef {
@@ -87,11 +87,16 @@ static void def_clear(mdef_t *d)
 const char *meas_kind_name(meas_kind k)
 {
     switch (k) {
-    case MEAS_SUM: return "sum";
-    case MEAS_COUNT: return "count";
-    case MEAS_DISTINCT: return "distinct";
-    case MEAS_FIRST: return "first";
-    case MEAS_LAST: return "last";
+    case MEAS_SUM:
+        return "sum";
+    case MEAS_COUNT:
+        return "count";
+    case MEAS_DISTINCT:
+        return "distinct";
+    case MEAS_FIRST:
+        return "first";
+    case MEAS_LAST:
+        return "last";
     }
     return "?";
 }
@@ -148,8 +153,8 @@ static cp_status def_parse(const json_t *o, size_t i, int with_id, mdef_t *d, cp
                       "measures[%zu] (%s).kind: expected sum, count, distinct, first or last", i,
                       d->name);
     if (!json_is_array(ev) || json_array_size(ev) == 0 || json_array_size(ev) > MEAS_MAX_EVENTS)
-        return CP_ERR(err, CP_EINVAL, "measures[%zu] (%s).events: expected 1 to %d event names",
-                      i, d->name, MEAS_MAX_EVENTS);
+        return CP_ERR(err, CP_EINVAL, "measures[%zu] (%s).events: expected 1 to %d event names", i,
+                      d->name, MEAS_MAX_EVENTS);
     size_t j;
     json_t *e;
     json_array_foreach(ev, j, e)
@@ -648,7 +653,7 @@ int meas_real_fixed(double d, int scale, int64_t *out)
         return -1;
     double y = d * (double)pow10_tab[scale];
     double a = fabs(y);
-    if (a < 1e15) { /* false for NaN */
+    if (a < 1e15) {                        /* false for NaN */
         double fl = floor(a), fr = a - fl; /* exact: Sterbenz, or fl = 0 */
         if (fabs(fr - 0.5) > 0x1p-50 * a) {
             int64_t r = (int64_t)fl + (fr > 0.5);
@@ -669,10 +674,13 @@ static int value_fixed(const ev_prop_t *p, int scale, int64_t *out)
             return -1;
         *out = p->i * pow10_tab[scale];
         return 0;
-    case PV_REAL: return meas_real_fixed(p->d, scale, out);
-    case PV_STR: return decimal_fixed(p->s, p->slen, scale, out);
+    case PV_REAL:
+        return meas_real_fixed(p->d, scale, out);
+    case PV_STR:
+        return decimal_fixed(p->s, p->slen, scale, out);
     case PV_BOOL:
-    case PV_NONE: break;
+    case PV_NONE:
+        break;
     }
     return -1;
 }
@@ -712,8 +720,8 @@ size_t meas_event_sums(const meas_t *m, const char *event, size_t elen, const ev
     return k;
 }
 
-int meas_sum_scale(const meas_t *m, const char *event, size_t elen, const char *prop,
-                   size_t plen, int *scale)
+int meas_sum_scale(const meas_t *m, const char *event, size_t elen, const char *prop, size_t plen,
+                   int *scale)
 {
     for (size_t i = 0; i < m->nd; i++) {
         const mdef_t *d = &m->defs[i];
@@ -798,8 +806,12 @@ cp_status meas_record(meas_t *m, uint32_t user, const char *event, size_t elen,
             return CP_ENOMEM;
         slot_t *s = &rec[i];
         switch (d->kind) {
-        case MEAS_SUM: s->v = sat_add(s->v, x, &s->flags); break;
-        case MEAS_COUNT: s->v = (int64_t)(s->n + 1); break;
+        case MEAS_SUM:
+            s->v = sat_add(s->v, x, &s->flags);
+            break;
+        case MEAS_COUNT:
+            s->v = (int64_t)(s->n + 1);
+            break;
         case MEAS_DISTINCT:
             if (set_insert(m, s, h) < 0)
                 return CP_ENOMEM;
@@ -860,8 +872,12 @@ cp_status meas_user_move(meas_t *m, uint32_t from, uint32_t to)
         if (a->n == 0)
             continue;
         switch (m->defs[i].kind) {
-        case MEAS_SUM: b->v = sat_add(b->v, a->v, &b->flags); break;
-        case MEAS_COUNT: b->v = (int64_t)(b->n + a->n); break;
+        case MEAS_SUM:
+            b->v = sat_add(b->v, a->v, &b->flags);
+            break;
+        case MEAS_COUNT:
+            b->v = (int64_t)(b->n + a->n);
+            break;
         case MEAS_DISTINCT:
             for (uint32_t j = 0; j < a->cap; j++)
                 if (a->set[j] && set_insert(m, b, a->set[j]) < 0)

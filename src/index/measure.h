@@ -66,24 +66,24 @@
 #include "model/propval.h"
 #include "store/store.h"
 
-#define MEAS_MAX 32                /* measures in a configuration */
-#define MEAS_MAX_EVENTS 16         /* events one measure listens to */
-#define MEAS_NAME_MAX 64           /* bytes of a measure name */
-#define MEAS_EVENT_MAX 255         /* bytes of an event or property name */
-#define MEAS_MAX_SCALE 6           /* decimals of a sum */
-#define MEAS_DISTINCT_MAX 65536u   /* values of one user's distinct set */
+#define MEAS_MAX 32              /* measures in a configuration */
+#define MEAS_MAX_EVENTS 16       /* events one measure listens to */
+#define MEAS_NAME_MAX 64         /* bytes of a measure name */
+#define MEAS_EVENT_MAX 255       /* bytes of an event or property name */
+#define MEAS_MAX_SCALE 6         /* decimals of a sum */
+#define MEAS_DISTINCT_MAX 65536u /* values of one user's distinct set */
 
 #define MEAS_FLAG_SATURATED 1u /* a distinct set or a sum hit its bound */
 
 /* The default configuration: what RFM and AIPL read. */
-#define MEAS_DEFAULT_JSON                                                                      \
-    "{\"measures\":["                                                                          \
-    "{\"name\":\"net_amount\",\"kind\":\"sum\",\"events\":[\"purchase\",\"refund\"],"           \
-    "\"property\":\"amount\",\"scale\":2},"                                                     \
-    "{\"name\":\"invoices\",\"kind\":\"distinct\",\"events\":[\"purchase\"],"                  \
-    "\"property\":\"invoice\"},"                                                                \
-    "{\"name\":\"purchases\",\"kind\":\"count\",\"events\":[\"purchase\"]},"                   \
-    "{\"name\":\"first_purchase\",\"kind\":\"first\",\"events\":[\"purchase\"]},"              \
+#define MEAS_DEFAULT_JSON                                                                          \
+    "{\"measures\":["                                                                              \
+    "{\"name\":\"net_amount\",\"kind\":\"sum\",\"events\":[\"purchase\",\"refund\"],"              \
+    "\"property\":\"amount\",\"scale\":2},"                                                        \
+    "{\"name\":\"invoices\",\"kind\":\"distinct\",\"events\":[\"purchase\"],"                      \
+    "\"property\":\"invoice\"},"                                                                   \
+    "{\"name\":\"purchases\",\"kind\":\"count\",\"events\":[\"purchase\"]},"                       \
+    "{\"name\":\"first_purchase\",\"kind\":\"first\",\"events\":[\"purchase\"]},"                  \
     "{\"name\":\"last_purchase\",\"kind\":\"last\",\"events\":[\"purchase\"]}]}"
 
 typedef enum meas_kind {
@@ -165,8 +165,8 @@ typedef struct meas_sum_value {
 size_t meas_event_sums(const meas_t *m, const char *event, size_t elen, const ev_prop_t *props,
                        size_t n, meas_sum_value_t *out, size_t cap);
 /* 1 and *scale if a sum measure listening to `event` sums `prop`. */
-int meas_sum_scale(const meas_t *m, const char *event, size_t elen, const char *prop,
-                   size_t plen, int *scale);
+int meas_sum_scale(const meas_t *m, const char *event, size_t elen, const char *prop, size_t plen,
+                   int *scale);
 /* The fixed-point form of a number with `scale` decimals, as sums keep
  * it (integers exactly, reals by meas_real_fixed). 0 on success, -1 out
  * of range. */

@@ -24,10 +24,10 @@ enum { S_START, S_UNQUOTED, S_QUOTED, S_QUOTE_SEEN, S_BAD };
 struct csv_reader {
     csv_opts_t o;
     gzFile gz;
-    int memsrc;     /* input is a caller's buffer (in points into it) */
-    int owned;      /* ... or a whole gzip file inflated at open (ours to free) */
+    int memsrc;      /* input is a caller's buffer (in points into it) */
+    int owned;       /* ... or a whole gzip file inflated at open (ours to free) */
     uint64_t rawlen; /* that file's compressed size (for csv_raw_offset) */
-    char *in;       /* input buffer */
+    char *in;        /* input buffer */
     size_t inpos, inlen;
     int eof;
     uint64_t consumed; /* uncompressed bytes consumed */
@@ -44,9 +44,9 @@ struct csv_reader {
     char *pend;
     size_t pendlen, pendcap;
     /* the record */
-    char *rec;         /* field bytes, each NUL-terminated */
+    char *rec; /* field bytes, each NUL-terminated */
     size_t reclen, reccap;
-    size_t *starts;    /* field start offsets in rec */
+    size_t *starts; /* field start offsets in rec */
     csv_field_t *fields;
     size_t nfields, capfields;
 };
@@ -108,8 +108,8 @@ static int inflate_whole(csv_reader_t *r, const char *path)
     }
     if (in[0] != 0x1f || in[1] != 0x8b)
         goto out;
-    size_t cap = (size_t)in[inlen - 4] | (size_t)in[inlen - 3] << 8 |
-                 (size_t)in[inlen - 2] << 16 | (size_t)in[inlen - 1] << 24;
+    size_t cap = (size_t)in[inlen - 4] | (size_t)in[inlen - 3] << 8 | (size_t)in[inlen - 2] << 16 |
+                 (size_t)in[inlen - 1] << 24;
     cap = cap + 1 < 4096 ? 4096 : cap + 1;
     if ((d = libdeflate_alloc_decompressor()) == NULL)
         goto out;
@@ -214,8 +214,14 @@ void csv_close(csv_reader_t *r)
     free(r);
 }
 
-uint64_t csv_line(const csv_reader_t *r) { return r->rec_line; }
-uint64_t csv_offset(const csv_reader_t *r) { return r->rec_end; }
+uint64_t csv_line(const csv_reader_t *r)
+{
+    return r->rec_line;
+}
+uint64_t csv_offset(const csv_reader_t *r)
+{
+    return r->rec_end;
+}
 
 uint64_t csv_raw_offset(const csv_reader_t *r)
 {
@@ -231,7 +237,10 @@ uint64_t csv_raw_offset(const csv_reader_t *r)
 
 /* The pending bytes may hold one record in progress: a record over this is
  * rejected anyway (max_record), and skipping it moves the hash on. */
-static size_t pend_cap(const csv_reader_t *r) { return r->o.max_record + 2 * IN_BUF; }
+static size_t pend_cap(const csv_reader_t *r)
+{
+    return r->o.max_record + 2 * IN_BUF;
+}
 
 /*
  * Before a refill overwrites `in`: absorbs the bytes up to the end of the
@@ -341,9 +350,15 @@ cp_status csv_hash_at(csv_reader_t *r, uint64_t offset, XXH3_state_t *out, cp_er
     return CP_OK;
 }
 
-int csv_last_closed(const csv_reader_t *r) { return r->rec_closed; }
+int csv_last_closed(const csv_reader_t *r)
+{
+    return r->rec_closed;
+}
 
-int csv_compressed(const csv_reader_t *r) { return r->owned || (r->gz && !gzdirect(r->gz)); }
+int csv_compressed(const csv_reader_t *r)
+{
+    return r->owned || (r->gz && !gzdirect(r->gz));
+}
 
 /* Refills the input; returns the number of new bytes, 0 at EOF, -1 on error. */
 static int refill(csv_reader_t *r)
@@ -467,12 +482,18 @@ static int fields_room(csv_reader_t *r, size_t need)
  */
 #if defined(__SSE2__)
 typedef __m128i blk_t;
-static inline blk_t blk_load(const char *p) { return _mm_loadu_si128((const __m128i *)p); }
+static inline blk_t blk_load(const char *p)
+{
+    return _mm_loadu_si128((const __m128i *)p);
+}
 static inline unsigned blk_eq(blk_t v, char c)
 {
     return (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c)));
 }
-static inline unsigned blk_high(blk_t v) { return (unsigned)_mm_movemask_epi8(v); }
+static inline unsigned blk_high(blk_t v)
+{
+    return (unsigned)_mm_movemask_epi8(v);
+}
 /* bytes outside 0x20..0x7e: a signed compare takes the high ones as negative */
 static inline unsigned blk_odd(blk_t v)
 {
@@ -512,7 +533,10 @@ static inline unsigned blk_odd(blk_t v)
 }
 #endif
 
-static inline int odd_byte(char c) { return (unsigned char)c < 0x20 || (unsigned char)c >= 0x7f; }
+static inline int odd_byte(char c)
+{
+    return (unsigned char)c < 0x20 || (unsigned char)c >= 0x7f;
+}
 
 /* csv_field_t.plain of a field: printable ASCII only. */
 static int field_plain(const char *p, size_t n)
@@ -691,19 +715,19 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
     r->reclen = 0;
     r->nfields = 0;
     int state = S_START;
-    int any = 0;        /* bytes seen in this record */
-    int closed = 0;     /* the record ended with a newline */
+    int any = 0;    /* bytes seen in this record */
+    int closed = 0; /* the record ended with a newline */
     cp_status bad = CP_OK;
     char why[200] = "";
     uint64_t col = 1, line0 = r->line, bytes = 0;
     size_t flen = 0; /* bytes of the current field */
     const char d = r->o.delim;
-#define FAIL(code, ...)                                                                           \
-    do {                                                                                          \
-        if (bad == CP_OK) {                                                                       \
-            bad = (code);                                                                         \
-            snprintf(why, sizeof why, __VA_ARGS__);                                               \
-        }                                                                                         \
+#define FAIL(code, ...)                                                                            \
+    do {                                                                                           \
+        if (bad == CP_OK) {                                                                        \
+            bad = (code);                                                                          \
+            snprintf(why, sizeof why, __VA_ARGS__);                                                \
+        }                                                                                          \
     } while (0)
     if (new_field(r))
         return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
@@ -743,8 +767,8 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
             if (state == S_UNQUOTED || state == S_QUOTED) {
                 const char *p = r->in + r->inpos;
                 size_t avail = r->inlen - r->inpos;
-                size_t run = state == S_UNQUOTED ? scan2(p, avail, d, '\n')
-                                                 : scan2(p, avail, '"', '\n');
+                size_t run =
+                    state == S_UNQUOTED ? scan2(p, avail, d, '\n') : scan2(p, avail, '"', '\n');
                 if (run > 0 && bytes + run <= r->o.max_record && flen + run <= r->o.max_field) {
                     if (bump_rec(r, run + 1))
                         return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
@@ -833,8 +857,8 @@ cp_status csv_next(csv_reader_t *r, const csv_field_t **fields, size_t *n, cp_er
         }
         if (append && bad == CP_OK) {
             if (++flen > r->o.max_field) {
-                FAIL(CP_ELIMIT, "column %llu: field longer than %zu bytes",
-                     (unsigned long long)col, r->o.max_field);
+                FAIL(CP_ELIMIT, "column %llu: field longer than %zu bytes", (unsigned long long)col,
+                     r->o.max_field);
             } else if (bump_rec(r, 2)) {
                 return CP_ERR(err, CP_ENOMEM, "out of memory reading CSV");
             } else {

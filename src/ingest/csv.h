@@ -32,10 +32,10 @@
 #define CSV_DEFAULT_MAX_FIELDS 1024u
 
 typedef struct csv_opts {
-    char delim;         /* 0 = ',' */
-    size_t max_field;   /* 0 = CSV_DEFAULT_MAX_FIELD */
-    size_t max_record;  /* 0 = CSV_DEFAULT_MAX_RECORD */
-    size_t max_fields;  /* 0 = CSV_DEFAULT_MAX_FIELDS */
+    char delim;        /* 0 = ',' */
+    size_t max_field;  /* 0 = CSV_DEFAULT_MAX_FIELD */
+    size_t max_record; /* 0 = CSV_DEFAULT_MAX_RECORD */
+    size_t max_fields; /* 0 = CSV_DEFAULT_MAX_FIELDS */
     /* 1 = read a gzip file through zlib's streaming inflate even when it is
      * small enough to be inflated whole at open (the default: faster; the
      * same records, offsets and errors). */

@@ -32,7 +32,10 @@ struct dedup {
 #define PLEN 6
 #define KEY_LEN (PLEN + 16)
 
-static uint64_t fix(uint64_t h) { return h ? h : 1; }
+static uint64_t fix(uint64_t h)
+{
+    return h ? h : 1;
+}
 
 static size_t slot_of(const dedup_t *d, uint64_t h)
 {

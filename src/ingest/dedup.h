@@ -42,12 +42,12 @@
 typedef struct dedup dedup_t;
 
 typedef struct dedup_stats {
-    uint64_t entries;    /* keys held */
-    uint64_t hits;       /* dedup_check answers "seen" */
+    uint64_t entries; /* keys held */
+    uint64_t hits;    /* dedup_check answers "seen" */
     uint64_t inserts;
-    uint64_t expired;    /* forgotten because they left the window */
-    uint64_t evicted;    /* forgotten early because of max_entries */
-    uint64_t bytes;      /* memory held */
+    uint64_t expired; /* forgotten because they left the window */
+    uint64_t evicted; /* forgotten early because of max_entries */
+    uint64_t bytes;   /* memory held */
 } dedup_stats_t;
 
 /* window_ms <= 0: default; max_entries 0: default. CP_ENOMEM. */

@@ -50,14 +50,14 @@
 #include "model/propval.h"
 #include "util/util.h"
 
-#define INGEST_EVENT_MAX (32u * 1024)      /* bytes of one event (Segment's limit) */
-#define INGEST_BATCH_MAX (500u * 1024)     /* bytes of one batch request body */
-#define INGEST_MAX_IDS 16                  /* identifiers on one event */
-#define INGEST_ID_MAX 256                  /* bytes of one identifier value */
-#define INGEST_TYPE_MAX 32                 /* bytes of an identifier type name */
-#define INGEST_NAME_MAX 200                /* bytes of an event / page name */
-#define INGEST_MSGID_MAX 256               /* bytes of a messageId */
-#define INGEST_MAX_REPORTED 1000           /* per-event reasons kept for a reply */
+#define INGEST_EVENT_MAX (32u * 1024)  /* bytes of one event (Segment's limit) */
+#define INGEST_BATCH_MAX (500u * 1024) /* bytes of one batch request body */
+#define INGEST_MAX_IDS 16              /* identifiers on one event */
+#define INGEST_ID_MAX 256              /* bytes of one identifier value */
+#define INGEST_TYPE_MAX 32             /* bytes of an identifier type name */
+#define INGEST_NAME_MAX 200            /* bytes of an event / page name */
+#define INGEST_MSGID_MAX 256           /* bytes of a messageId */
+#define INGEST_MAX_REPORTED 1000       /* per-event reasons kept for a reply */
 
 typedef enum ingest_type {
     ING_NONE = 0,
@@ -79,7 +79,7 @@ typedef struct ingest_ident {
     char type[INGEST_TYPE_MAX]; /* "user_id", "email", ... */
     const char *value;          /* borrowed from the batch */
     size_t len;
-    const char *field;          /* where it was found ("userId", "traits.email"), static */
+    const char *field; /* where it was found ("userId", "traits.email"), static */
 } ingest_ident_t;
 
 /* One property or trait key/value kept as text for the engine. */
@@ -93,16 +93,17 @@ typedef struct ingest_event {
     int no_dedup;           /* 1 = not checked against the dedup window */
     char phone_cc[4];       /* calling code of context.locale's region ("1"), "" if none:
                              * a hint for national phone numbers (normalize.h) */
-    const char *event;      /* behaviour name: track's event, "page", "screen", "group"; NULL otherwise */
+    const char
+        *event; /* behaviour name: track's event, "page", "screen", "group"; NULL otherwise */
     size_t event_len;
-    const char *name;       /* page/screen name; NULL if none */
+    const char *name; /* page/screen name; NULL if none */
     size_t name_len;
-    const char *group_id;   /* group */
+    const char *group_id; /* group */
     size_t group_id_len;
     const char *previous_id; /* alias */
     size_t previous_id_len;
-    int64_t ts;             /* event time, seconds since the epoch, UTC */
-    int64_t received_at;    /* seconds; 0 if unknown */
+    int64_t ts;          /* event time, seconds since the epoch, UTC */
+    int64_t received_at; /* seconds; 0 if unknown */
     /* Tags for the event's user (CSV rows through a mapping's "tags"): [ntags]
      * tag paths, NUL-terminated, borrowed from the batch's arena or the
      * mapping's dictionary; the engine assigns those in the taxonomy and
@@ -116,16 +117,16 @@ typedef struct ingest_event {
      * ~1,100 (a 50,000-row import batch was 55 MB of mostly empty slots). */
     const ingest_ident_t *ids;
     size_t nids;
-    const json_t *traits;     /* user traits, object or NULL; identifier keys are skipped by
-                               * consumers via ingest_trait_is_ident. NULL for group. */
+    const json_t *traits;       /* user traits, object or NULL; identifier keys are skipped by
+                                 * consumers via ingest_trait_is_ident. NULL for group. */
     const json_t *group_traits; /* group: the group's traits (never the user's), or NULL */
-    const json_t *ctx_traits; /* context.traits, object or NULL */
-    const json_t *properties; /* object or NULL */
-    const json_t *raw;        /* the event object itself (borrowed); NULL for typed events */
+    const json_t *ctx_traits;   /* context.traits, object or NULL */
+    const json_t *properties;   /* object or NULL */
+    const json_t *raw;          /* the event object itself (borrowed); NULL for typed events */
     /* Typed events (CSV rows through a mapping, mapping_row_event): no JSON;
      * properties / traits / ctx_traits are NULL and these are used instead.
      * Borrowed from the batch's arena. */
-    const ev_prop_t *tprops;  /* properties */
+    const ev_prop_t *tprops; /* properties */
     size_t ntprops;
     const ev_prop_t *ttraits; /* traits (identify) or context.traits (track) */
     size_t nttraits;
@@ -145,8 +146,8 @@ typedef struct ingest_reject {
  * `reason` is one of INGEST_WARN_* (static strings).
  */
 typedef struct ingest_warning {
-    size_t index;    /* the event's position in its request */
-    char field[64];  /* "traits.email", "context.device.advertisingId", ... */
+    size_t index;   /* the event's position in its request */
+    char field[64]; /* "traits.email", "context.device.advertisingId", ... */
     const char *reason;
 } ingest_warning_t;
 
@@ -160,15 +161,15 @@ typedef struct ingest_batch {
     json_t *root;
     ingest_event_t *events;
     size_t n, cap;
-    arena_t arena;          /* derived strings */
-    ingest_reject_t *rejects;  /* the first INGEST_MAX_REPORTED */
-    size_t nrejects;           /* stored */
-    size_t rejected;           /* total (may exceed nrejects) */
+    arena_t arena;              /* derived strings */
+    ingest_reject_t *rejects;   /* the first INGEST_MAX_REPORTED */
+    size_t nrejects;            /* stored */
+    size_t rejected;            /* total (may exceed nrejects) */
     ingest_warning_t *warnings; /* the first INGEST_MAX_REPORTED */
-    size_t nwarnings;          /* stored */
-    size_t warned;             /* total (may exceed nwarnings) */
-    json_t *keep;              /* JSON built from the request that events borrow
-                                * (merged contexts); an array or NULL */
+    size_t nwarnings;           /* stored */
+    size_t warned;              /* total (may exceed nwarnings) */
+    json_t *keep;               /* JSON built from the request that events borrow
+                                 * (merged contexts); an array or NULL */
 } ingest_batch_t;
 
 void ingest_batch_init(ingest_batch_t *b);
@@ -224,8 +225,8 @@ typedef struct segment_opts {
  * CP_EINVAL (with a summary in err, and no events) when none does, for a
  * rejected single event, or, with o->strict, when any event was rejected.
  */
-cp_status segment_parse(ingest_type endpoint, const char *body, size_t len,
-                        const segment_opts_t *o, ingest_batch_t *b, cp_error_t *err);
+cp_status segment_parse(ingest_type endpoint, const char *body, size_t len, const segment_opts_t *o,
+                        ingest_batch_t *b, cp_error_t *err);
 
 /*
  * Parses one already-decoded Segment event object (NDJSON import lines,

@@ -284,8 +284,10 @@ static cp_status assign_keys(mapping_t *m, cp_error_t *err)
         map_field_t *f = i < m->nids ? &m->ids[i] : &m->traits[i - m->nids];
         f->nlen = strlen(f->name);
         f->builtin_ident = ingest_trait_is_ident(NULL, f->name);
-        f->id_kind = i >= m->nids ? 0 : !strcmp(f->name, "user_id") ? 1
-                                    : !strcmp(f->name, "anonymous_id") ? 2 : 0;
+        f->id_kind = i >= m->nids                       ? 0
+                     : !strcmp(f->name, "user_id")      ? 1
+                     : !strcmp(f->name, "anonymous_id") ? 2
+                                                        : 0;
         f->key = -1;
         for (size_t j = 0; j < i && f->key < 0; j++) {
             const map_field_t *g = j < m->nids ? &m->ids[j] : &m->traits[j - m->nids];
@@ -323,9 +325,9 @@ static cp_status assign_keys(mapping_t *m, cp_error_t *err)
     /* the names, for one copy per event */
     size_t total = 0;
     for (size_t i = 0; i < nt + m->nprops; i++) {
-        map_field_t *f = i < m->nids           ? &m->ids[i]
-                         : i < nt              ? &m->traits[i - m->nids]
-                                               : &m->props[i - nt];
+        map_field_t *f = i < m->nids ? &m->ids[i]
+                         : i < nt    ? &m->traits[i - m->nids]
+                                     : &m->props[i - nt];
         f->name_off = total;
         total += f->nlen + 1;
     }
@@ -347,8 +349,9 @@ static cp_status assign_keys(mapping_t *m, cp_error_t *err)
 static cp_status parse_tags(const json_t *v, mapping_t *m, cp_error_t *err)
 {
     if (!json_is_array(v) || json_array_size(v) > MAPPING_MAX_COLS)
-        return CP_ERR(err, CP_EINVAL, "mapping: \"tags\" must be an array of "
-                                      "{\"column\", \"separator\", \"dictionary\"} objects");
+        return CP_ERR(err, CP_EINVAL,
+                      "mapping: \"tags\" must be an array of "
+                      "{\"column\", \"separator\", \"dictionary\"} objects");
     if ((m->tags = calloc(json_array_size(v) + 1, sizeof *m->tags)) == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     size_t i;
@@ -385,8 +388,7 @@ static cp_status parse_tags(const json_t *v, mapping_t *m, cp_error_t *err)
         if (x) {
             /* The delimiter too: "10006,10024" is one quoted CSV cell. */
             if (!json_is_string(x) || json_string_length(x) != 1)
-                return CP_ERR(err, CP_EINVAL, "mapping: %s.separator must be one character",
-                              where);
+                return CP_ERR(err, CP_EINVAL, "mapping: %s.separator must be one character", where);
             d->sep = json_string_value(x)[0];
         }
         x = json_object_get(t, "unknown");
@@ -424,8 +426,8 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
     cp_status rc = CP_OK;
     json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (j == NULL)
-        return CP_ERR(err, CP_EINVAL, "mapping: malformed JSON at line %d, column %d: %s",
-                      je.line, je.column, je.text);
+        return CP_ERR(err, CP_EINVAL, "mapping: malformed JSON at line %d, column %d: %s", je.line,
+                      je.column, je.text);
     mapping_t *m = calloc(1, sizeof *m);
     if (m == NULL) {
         json_decref(j);
@@ -439,10 +441,10 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
         rc = CP_ERR(err, CP_EINVAL, "mapping: expected a JSON object");
         goto out;
     }
-    static const char *const known[] = {"name",   "delimiter",  "header",
+    static const char *const known[] = {"name",          "delimiter",   "header",
                                         "skip_if_empty", "identifiers", "traits",
-                                        "event", "attributes", "indexed_properties",
-                                        "description", "tags"};
+                                        "event",         "attributes",  "indexed_properties",
+                                        "description",   "tags"};
     const char *k;
     json_t *v;
     json_object_foreach(j, k, v)
@@ -555,8 +557,7 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
                                 i);
                     goto out;
                 }
-                if ((rc = parse_col(json_object_get(x, "column"), "event.name_when", &d->col,
-                                    err)))
+                if ((rc = parse_col(json_object_get(x, "column"), "event.name_when", &d->col, err)))
                     goto out;
                 d->prefix = strdup(p);
                 d->name = strdup(nm);
@@ -650,7 +651,8 @@ cp_status mapping_resolve_files(const char *text, size_t len, const char *dir, c
             continue;
         const char *fn = json_string_value(f);
         if (fn == NULL || *fn == '\0') {
-            rc = CP_ERR(err, CP_EINVAL, "mapping: tags[%zu].dictionary_file must be a file name", i);
+            rc =
+                CP_ERR(err, CP_EINVAL, "mapping: tags[%zu].dictionary_file must be a file name", i);
             goto out;
         }
         if (json_object_get(t, "dictionary")) {
@@ -717,8 +719,7 @@ out:
 
 /* ---------------------------------------------------------------- bind */
 
-static cp_status bind_col(map_col_t *c, const csv_field_t *h, size_t n, int header,
-                          cp_error_t *err)
+static cp_status bind_col(map_col_t *c, const csv_field_t *h, size_t n, int header, cp_error_t *err)
 {
     if (c->name == NULL)
         return CP_OK;
@@ -806,14 +807,29 @@ int mapping_strftime_parse(const char *fmt, const char *s, size_t len, int64_t *
         if (nd == 0)
             return -1;
         switch (*f) {
-        case 'Y': Y = v; break;
-        case 'y': Y = v < 70 ? 2000 + v : 1900 + v; break;
-        case 'm': M = v; break;
-        case 'd': D = v; break;
-        case 'H': h = v; break;
-        case 'M': mi = v; break;
-        case 'S': se = v; break;
-        default: return -1;
+        case 'Y':
+            Y = v;
+            break;
+        case 'y':
+            Y = v < 70 ? 2000 + v : 1900 + v;
+            break;
+        case 'm':
+            M = v;
+            break;
+        case 'd':
+            D = v;
+            break;
+        case 'H':
+            h = v;
+            break;
+        case 'M':
+            mi = v;
+            break;
+        case 'S':
+            se = v;
+            break;
+        default:
+            return -1;
         }
     }
     if (p != len || Y < 0)
@@ -823,7 +839,10 @@ int mapping_strftime_parse(const char *fmt, const char *s, size_t len, int64_t *
     return time_parse(iso, (size_t)n, secs);
 }
 
-static int col_ok(const map_col_t *c, size_t n) { return c->pos >= 0 && (size_t)c->pos < n; }
+static int col_ok(const map_col_t *c, size_t n)
+{
+    return c->pos >= 0 && (size_t)c->pos < n;
+}
 
 static const csv_field_t *cell(const map_col_t *c, const csv_field_t *f, size_t n)
 {
@@ -832,7 +851,10 @@ static const csv_field_t *cell(const map_col_t *c, const csv_field_t *f, size_t 
 }
 
 /* isspace of the C locale: ' ', \t \n \v \f \r (bits 9..13). */
-static inline int is_space(unsigned char c) { return c <= ' ' && ((1ull << c) & 0x100003e00ull); }
+static inline int is_space(unsigned char c)
+{
+    return c <= ' ' && ((1ull << c) & 0x100003e00ull);
+}
 
 /* The cell without surrounding white space. Most cells have none: their
  * first and last bytes say so without a loop. */
@@ -870,10 +892,16 @@ static inline uint64_t load8(const char *p)
 
 /* The high bit of every zero byte of w, exactly (no borrow crosses bytes:
  * (b & 7f) + 7f sets b's high bit iff its low 7 bits are not all zero). */
-static inline uint64_t zero_bytes(uint64_t w) { return ~(((w & W_LOW7) + W_LOW7) | w | W_LOW7); }
+static inline uint64_t zero_bytes(uint64_t w)
+{
+    return ~(((w & W_LOW7) + W_LOW7) | w | W_LOW7);
+}
 
 /* Non-zero if some byte of w is NUL or >= 0x80. */
-static inline uint64_t w_nul_or_high(uint64_t w) { return (w & W_HIGHS) | zero_bytes(w); }
+static inline uint64_t w_nul_or_high(uint64_t w)
+{
+    return (w & W_HIGHS) | zero_bytes(w);
+}
 
 /* Non-zero if some byte of w is a control byte (< 0x20 or 0x7f). Exact as a
  * yes/no: (b - 0x20) & ~b & 0x80 flags every byte below 0x20, and with none
@@ -934,9 +962,9 @@ static int utf8_ok(const char *s, size_t len)
     return 1;
 }
 
-static const double pow10_tab[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
-                                   1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
-                                   1e21, 1e22};
+static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /*
  * Plain decimals ([+-]digits[.digits], at least one integer digit, at most
@@ -1066,16 +1094,31 @@ static double round_to(double v, int r)
  * from the end, two digits at a time, once the length is known. */
 static size_t fmt_i64(int64_t v, char *buf)
 {
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
-                                "34353637383940414243444546474849505152535455565758596061626364656667"
-                                "6869707172737475767778798081828384858687888990919293949596979899";
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233"
+        "34353637383940414243444546474849505152535455565758596061626364656667"
+        "6869707172737475767778798081828384858687888990919293949596979899";
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    static const uint64_t p10[] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull,
-                                   10000000ull, 100000000ull, 1000000000ull, 10000000000ull,
-                                   100000000000ull, 1000000000000ull, 10000000000000ull,
-                                   100000000000000ull, 1000000000000000ull,
-                                   10000000000000000ull, 100000000000000000ull,
-                                   1000000000000000000ull, 10000000000000000000ull};
+    static const uint64_t p10[] = {1ull,
+                                   10ull,
+                                   100ull,
+                                   1000ull,
+                                   10000ull,
+                                   100000ull,
+                                   1000000ull,
+                                   10000000ull,
+                                   100000000ull,
+                                   1000000000ull,
+                                   10000000000ull,
+                                   100000000000ull,
+                                   1000000000000ull,
+                                   10000000000000ull,
+                                   100000000000000ull,
+                                   1000000000000000ull,
+                                   10000000000000000ull,
+                                   100000000000000000ull,
+                                   1000000000000000000ull,
+                                   10000000000000000000ull};
     size_t nd = 1;
     while (nd < 20 && u >= p10[nd])
         nd++;
@@ -1204,9 +1247,9 @@ enum { G_COPY = 0, G_LOWER, G_TEXT };
 typedef struct rval {
     const map_field_t *d; /* its name is the key */
     pv_kind kind;
-    int gen;              /* PV_STR text: G_COPY s, G_LOWER s lower-cased, G_TEXT txt */
-    int whole;            /* G_COPY of a whole cell (s, slen are the field's p, len) */
-    int print;            /* PV_STR: the text is known to have no control bytes */
+    int gen;   /* PV_STR text: G_COPY s, G_LOWER s lower-cased, G_TEXT txt */
+    int whole; /* G_COPY of a whole cell (s, slen are the field's p, len) */
+    int print; /* PV_STR: the text is known to have no control bytes */
     const char *s;
     size_t slen;
     int64_t i;
@@ -1226,24 +1269,33 @@ typedef struct row {
     int *tslot, *pslot; /* key -> index in tv / pv, -1 none */
     const char *ev;     /* track: event name */
     size_t evlen;
-    int ev_printable;   /* 1: ev is known to have no control bytes */
+    int ev_printable; /* 1: ev is known to have no control bytes */
     int has_ts;
     int64_t ts;
     const char *msgid;
     size_t msgid_len;
     char msgbuf[160];
     int msgid_printable; /* 1: msgid is known to have no control bytes */
-    void *heap; /* storage of wide mappings */
+    void *heap;          /* storage of wide mappings */
     rval_t local[ROW_LOCAL];
     int slots[2 * ROW_LOCAL];
 } row_t;
 
 /* ASCII lower-case (the "lower" transform; tolower of the C locale). */
-static int lw(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+static int lw(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
 
-static const char *rv_str(const rval_t *v) { return v->gen == G_TEXT ? v->txt : v->s; }
+static const char *rv_str(const rval_t *v)
+{
+    return v->gen == G_TEXT ? v->txt : v->s;
+}
 
-static void row_free(row_t *r) { free(r->heap); }
+static void row_free(row_t *r)
+{
+    free(r->heap);
+}
 
 static cp_status row_init(row_t *r, const mapping_t *m, cp_error_t *err)
 {
@@ -1290,9 +1342,10 @@ static void row_set(rval_t *arr, size_t *n, int *slot, const rval_t *v)
 }
 
 /* The value of one field (v->kind PV_NONE for an empty cell). */
-static inline __attribute__((always_inline)) cp_status
-field_value(const map_field_t *d, const csv_field_t *f, size_t n, uint64_t line, rval_t *v,
-            cp_error_t *err)
+static inline __attribute__((always_inline)) cp_status field_value(const map_field_t *d,
+                                                                   const csv_field_t *f, size_t n,
+                                                                   uint64_t line, rval_t *v,
+                                                                   cp_error_t *err)
 {
     v->d = d;
     v->kind = PV_NONE;
@@ -1569,15 +1622,13 @@ static cp_status row_build(const mapping_t *m, const csv_field_t *f, size_t n, u
                     return nul_byte(err, line, &m->ts.col);
                 if (cell_time(&m->ts, s, len, &r->ts))
                     return bad_value(err, line, &m->ts, &m->ts.col, c,
-                                     m->ts.tsfmt == TF_STRF
-                                         ? "a timestamp in the mapping's format"
-                                         : "a timestamp");
+                                     m->ts.tsfmt == TF_STRF ? "a timestamp in the mapping's format"
+                                                            : "a timestamp");
             }
             r->has_ts = 1;
         }
         for (size_t i = 0; i < m->nprops; i++)
-            if ((rc = row_field(&m->props[i], f, n, line, r->pv, &r->npv, r->pslot, uniq,
-                                err)))
+            if ((rc = row_field(&m->props[i], f, n, line, r->pv, &r->npv, r->pslot, uniq, err)))
                 return rc;
     }
     if (m->has_msgid) {
@@ -1636,10 +1687,14 @@ static json_t *rv_json(const rval_t *v)
             return j;
         }
         return json_stringn(rv_str(v), v->slen);
-    case PV_INT: return json_integer((json_int_t)v->i);
-    case PV_REAL: return json_real(v->x);
-    case PV_BOOL: return json_boolean(v->i);
-    case PV_NONE: break;
+    case PV_INT:
+        return json_integer((json_int_t)v->i);
+    case PV_REAL:
+        return json_real(v->x);
+    case PV_BOOL:
+        return json_boolean(v->i);
+    case PV_NONE:
+        break;
     }
     return NULL;
 }
@@ -1701,8 +1756,7 @@ cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64
     cp_status rc = row_init(&r, m, err);
     if (rc)
         return rc;
-    if ((rc = row_build(m, f, n, line, msgid_prefix, &r, res, err)) == CP_OK &&
-        *res == MAP_EVENT) {
+    if ((rc = row_build(m, f, n, line, msgid_prefix, &r, res, err)) == CP_OK && *res == MAP_EVENT) {
         *out = row_json(m, &r);
         if (*out == NULL)
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -1776,11 +1830,10 @@ static cp_status add_id(ingest_event_t *e, idv_t *vals, const char *type, size_t
 }
 
 /* id_text of segment.c on a value already known to be present. */
-static cp_status id_check(const rval_t *v, const char *field, char *ibuf, idv_t *out,
-                          uint64_t line, cp_error_t *err)
+static cp_status id_check(const rval_t *v, const char *field, char *ibuf, idv_t *out, uint64_t line,
+                          cp_error_t *err)
 {
-    static const char *const kinds[] = {"null", "a string", "an integer", "a number",
-                                        "a boolean"};
+    static const char *const kinds[] = {"null", "a string", "an integer", "a number", "a boolean"};
     if (v->kind == PV_INT) {
         out->len = fmt_i64(v->i, ibuf);
         out->s = ibuf;
@@ -1807,10 +1860,14 @@ static cp_status id_check(const rval_t *v, const char *field, char *ibuf, idv_t 
 static size_t rv_bound(const rval_t *v)
 {
     switch (v->kind) {
-    case PV_STR: return 2 + 6 * v->slen; /* every byte escaped as \u00XX at worst */
-    case PV_INT: return 20;
-    case PV_REAL: return 32; /* "%.17g" is at most 24 */
-    default: return 5;
+    case PV_STR:
+        return 2 + 6 * v->slen; /* every byte escaped as \u00XX at worst */
+    case PV_INT:
+        return 20;
+    case PV_REAL:
+        return 32; /* "%.17g" is at most 24 */
+    default:
+        return 5;
     }
 }
 
@@ -1919,9 +1976,14 @@ static inline void put_prop(char **p, const rval_t *v, const char *names, const 
         out->slen = v->slen;
         break;
     case PV_INT:
-    case PV_BOOL: out->i = v->i; break;
-    case PV_REAL: out->d = v->x; break;
-    case PV_NONE: break;
+    case PV_BOOL:
+        out->i = v->i;
+        break;
+    case PV_REAL:
+        out->d = v->x;
+        break;
+    case PV_NONE:
+        break;
     }
 }
 
@@ -2039,8 +2101,9 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         size_t bytes = json_dumpb(doc, NULL, 0, JSON_COMPACT);
         json_decref(doc);
         if (bytes > INGEST_EVENT_MAX) {
-            rc = seg_err(err, CP_ELIMIT, line, "event is %zu bytes; the limit is %u bytes per event",
-                         bytes, INGEST_EVENT_MAX);
+            rc =
+                seg_err(err, CP_ELIMIT, line, "event is %zu bytes; the limit is %u bytes per event",
+                        bytes, INGEST_EVENT_MAX);
             goto out;
         }
     }
@@ -2066,14 +2129,11 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
         ingest_batch_warn(b, e->index, "userId", INGEST_WARN_PLACEHOLDER);
     if (r.anon.kind == PV_STR && r.anon.slen == 0)
         ingest_batch_warn(b, e->index, "anonymousId", INGEST_WARN_PLACEHOLDER);
-    if (has_uid &&
-        ((rc = id_check(&r.uid, "userId", ibuf[e->nids], &v, line,
-                        err)) ||
-         (rc = add_id(e, idv, "user_id", 7, &v, "userId", line, err))))
+    if (has_uid && ((rc = id_check(&r.uid, "userId", ibuf[e->nids], &v, line, err)) ||
+                    (rc = add_id(e, idv, "user_id", 7, &v, "userId", line, err))))
         goto out;
-    if (has_anon &&
-        ((rc = id_check(&r.anon, "anonymousId", ibuf[e->nids], &v, line, err)) ||
-         (rc = add_id(e, idv, "anonymous_id", 12, &v, "anonymousId", line, err))))
+    if (has_anon && ((rc = id_check(&r.anon, "anonymousId", ibuf[e->nids], &v, line, err)) ||
+                     (rc = add_id(e, idv, "anonymous_id", 12, &v, "anonymousId", line, err))))
         goto out;
     const char *tfield = m->has_event ? "context.traits" : "traits";
     for (size_t i = 0; i < r.ntv; i++) {
@@ -2159,9 +2219,8 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     }
     size_t ntg = tg ? tg->n : 0;
     size_t bytes = (r.npv + r.ntv) * sizeof(ev_prop_t) + e->nids * sizeof(ingest_ident_t) +
-                   ntg * sizeof(char *) + (tg ? tg->bytes : 0) +
-                   (bk.lo ? bk.len : 0) +
-                   strs + r.evlen + 1 + r.msgid_len + 1;
+                   ntg * sizeof(char *) + (tg ? tg->bytes : 0) + (bk.lo ? bk.len : 0) + strs +
+                   r.evlen + 1 + r.msgid_len + 1;
     for (size_t i = 0; i < e->nids; i++)
         bytes += idv[i].len + 1;
     ev_prop_t *props = arena_alloc(&b->arena, bytes);
@@ -2171,7 +2230,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
     }
     ev_prop_t *traits = props + r.npv;
     ingest_ident_t *ids = (ingest_ident_t *)(traits + r.ntv); /* 8-byte aligned: 56-byte props */
-    const char **tpaths = (const char **)(ids + e->nids); /* 8-byte aligned, as ids */
+    const char **tpaths = (const char **)(ids + e->nids);     /* 8-byte aligned, as ids */
     char *p = (char *)(tpaths + ntg);
     const char *names = m->names;
     if (bk.lo) {

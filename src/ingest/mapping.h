@@ -73,26 +73,26 @@ typedef enum map_xform { MX_NONE = 0, MX_INTEGER, MX_TRIM, MX_LOWER } map_xform;
 typedef enum map_tsfmt { TF_ISO = 1, TF_EPOCH, TF_EPOCH_MS, TF_STRF } map_tsfmt;
 
 typedef struct map_col {
-    char *name;   /* header name, or NULL for a position */
-    int pos;      /* resolved position (-1 until bound) */
+    char *name; /* header name, or NULL for a position */
+    int pos;    /* resolved position (-1 until bound) */
 } map_col_t;
 
 typedef struct map_field {
-    char *name;       /* output name (trait, property, identifier type) */
+    char *name; /* output name (trait, property, identifier type) */
     map_col_t col;
     map_vtype type;
     map_xform xform;
     map_tsfmt tsfmt;
-    char *strf;       /* TF_STRF */
-    int product;      /* computed: col * col2 */
+    char *strf;  /* TF_STRF */
+    int product; /* computed: col * col2 */
     map_col_t col2;
-    int round;        /* decimals for numbers, -1 = none */
+    int round; /* decimals for numbers, -1 = none */
     /* Set by mapping_parse: */
-    int key;          /* output key of the field's object: fields with the same name
-                         (ids' types and traits share one object) share a key */
-    size_t nlen;      /* strlen(name) */
-    size_t name_off;  /* of name in mapping_t.names (ids, traits, properties) */
-    int id_kind;      /* identifiers: 1 user_id, 2 anonymous_id, 0 other */
+    int key;           /* output key of the field's object: fields with the same name
+                          (ids' types and traits share one object) share a key */
+    size_t nlen;       /* strlen(name) */
+    size_t name_off;   /* of name in mapping_t.names (ids, traits, properties) */
+    int id_kind;       /* identifiers: 1 user_id, 2 anonymous_id, 0 other */
     int builtin_ident; /* name is a built-in identifier type (ingest_trait_is_ident) */
 } map_field_t;
 
@@ -104,52 +104,52 @@ typedef struct map_when {
     int name_print;              /* name has no control bytes (mapping_parse) */
 } map_when_t;
 
-#define MAPPING_MAX_TAGS 256      /* tags of one row, over all "tags" columns */
-#define MAPPING_TAG_MAX 256       /* bytes of one tag id or path in a cell */
+#define MAPPING_MAX_TAGS 256 /* tags of one row, over all "tags" columns */
+#define MAPPING_TAG_MAX 256  /* bytes of one tag id or path in a cell */
 
 /* "tags": a column of delimited tag ids (through a dictionary) or tag paths. */
 typedef struct map_tags {
     map_col_t col;
-    char sep;          /* one byte, default ',' */
-    json_t *dict;      /* object id -> tag path (owned), or NULL: cells are paths */
+    char sep;     /* one byte, default ',' */
+    json_t *dict; /* object id -> tag path (owned), or NULL: cells are paths */
 } map_tags_t;
 
 typedef struct mapping {
     char *name;
     char delim;
     int header;
-    map_col_t *skip;        /* skip_if_empty */
+    map_col_t *skip; /* skip_if_empty */
     size_t nskip;
     map_field_t *ids;
     size_t nids;
     map_field_t *traits;
     size_t ntraits;
     int has_event;
-    char *event_name;       /* constant, or NULL with event_col */
-    size_t event_name_len;  /* strlen(event_name) */
-    int event_name_print;   /* event_name has no control bytes (mapping_parse) */
+    char *event_name;      /* constant, or NULL with event_col */
+    size_t event_name_len; /* strlen(event_name) */
+    int event_name_print;  /* event_name has no control bytes (mapping_parse) */
     map_col_t event_col;
     map_when_t *when;
     size_t nwhen;
-    map_field_t ts;         /* ts.col.pos < 0 and no name: no timestamp column */
+    map_field_t ts; /* ts.col.pos < 0 and no name: no timestamp column */
     int has_ts;
     map_col_t msgid_col;
     int has_msgid;
     map_field_t *props;
     size_t nprops;
-    json_t *attributes;     /* [{"name","type"}] (owned), may be NULL */
-    json_t *indexed;        /* ["stock_code"] (owned), may be NULL */
+    json_t *attributes; /* [{"name","type"}] (owned), may be NULL */
+    json_t *indexed;    /* ["stock_code"] (owned), may be NULL */
     int bound;
-    size_t ntkeys;          /* distinct keys of the traits object (ids' types + traits) */
-    size_t npkeys;          /* distinct property names */
-    int uniq_keys;          /* every output name is distinct (ntkeys == nids + ntraits,
-                               npkeys == nprops): rows need no key -> value slots */
-    size_t bound_fixed;     /* the part of an event's JSON size bound that does not
-                               depend on the row (mapping_row_event) */
-    map_tags_t *tags;       /* "tags" (owned), [ntags] */
+    size_t ntkeys;      /* distinct keys of the traits object (ids' types + traits) */
+    size_t npkeys;      /* distinct property names */
+    int uniq_keys;      /* every output name is distinct (ntkeys == nids + ntraits,
+                           npkeys == nprops): rows need no key -> value slots */
+    size_t bound_fixed; /* the part of an event's JSON size bound that does not
+                           depend on the row (mapping_row_event) */
+    map_tags_t *tags;   /* "tags" (owned), [ntags] */
     size_t ntags;
-    char *names;            /* every field name, NUL-terminated, one after the other:
-                               typed events' names point here (owned) */
+    char *names; /* every field name, NUL-terminated, one after the other:
+                    typed events' names point here (owned) */
     size_t names_len;
 } mapping_t;
 

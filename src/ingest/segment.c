@@ -11,7 +11,7 @@
 #include "model/normalize.h"
 
 const char *const ingest_builtin_id_types[] = {
-    "user_id", "anonymous_id", "phone",  "email",   "device_id",
+    "user_id", "anonymous_id", "phone",     "email",  "device_id",
     "idfa",    "oaid",         "member_id", "openid", "unionid",
 };
 const size_t ingest_builtin_id_types_n = CP_ARRAY_LEN(ingest_builtin_id_types);
@@ -127,14 +127,21 @@ static cp_status batch_push(ingest_batch_t *b, const ingest_event_t *e)
 static const char *kind(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "a value";
 }
@@ -213,7 +220,8 @@ static cp_status id_soft(ingest_batch_t *b, const ingest_event_t *e, const json_
         return CP_ERR(err, rc, "out of memory");
     if (rc) {
         int empty = json_is_string(v) && json_string_length(v) == 0;
-        ingest_batch_warn(b, e->index, field, empty ? INGEST_WARN_PLACEHOLDER : INGEST_WARN_INVALID);
+        ingest_batch_warn(b, e->index, field,
+                          empty ? INGEST_WARN_PLACEHOLDER : INGEST_WARN_INVALID);
         *s = NULL;
         *len = 0;
     }
@@ -280,12 +288,10 @@ static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json
     const json_t *dev = json_object_get(ctx, "device");
     if (dev && !json_is_null(dev)) {
         if (!json_is_object(dev))
-            return CP_ERR(err, CP_ETYPE, "\"context.device\" must be an object, got %s",
-                          kind(dev));
+            return CP_ERR(err, CP_ETYPE, "\"context.device\" must be an object, got %s", kind(dev));
         const char *s;
         size_t len;
-        if ((rc = id_soft(b, e, json_object_get(dev, "id"), "context.device.id", &s, &len,
-                          err)) ||
+        if ((rc = id_soft(b, e, json_object_get(dev, "id"), "context.device.id", &s, &len, err)) ||
             (rc = add_ident(e, "device_id", s, len, "context.device.id", err)))
             return rc;
         if ((rc = id_soft(b, e, json_object_get(dev, "advertisingId"),
@@ -424,10 +430,13 @@ static size_t size_bound(const json_t *v, int depth)
             n += sub + 1;
         }
         return n;
-    case JSON_STRING: return 2 + 6 * json_string_length(v);
+    case JSON_STRING:
+        return 2 + 6 * json_string_length(v);
     case JSON_INTEGER:
-    case JSON_REAL: return 24;
-    default: return 5;
+    case JSON_REAL:
+        return 24;
+    default:
+        return 5;
     }
 }
 
@@ -530,8 +539,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     if (bytes > INGEST_EVENT_MAX)
         bytes = json_dumpb(j, NULL, 0, JSON_COMPACT);
     if (bytes > INGEST_EVENT_MAX)
-        return_rc(CP_ERR(err, CP_ELIMIT, "event is %zu bytes; the limit is %u bytes per event", bytes,
-                      INGEST_EVENT_MAX));
+        return_rc(CP_ERR(err, CP_ELIMIT, "event is %zu bytes; the limit is %u bytes per event",
+                         bytes, INGEST_EVENT_MAX));
 
     /* type */
     const json_t *jt = json_object_get(j, "type");
@@ -541,12 +550,12 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         e.type = ingest_type_parse(json_string_value(jt), json_string_length(jt));
         if (e.type == ING_NONE)
             return_rc(CP_ERR(err, CP_EINVAL,
-                          "unknown \"type\" \"%.32s\" (expected identify, track, page, screen, "
-                          "group or alias)",
-                          json_string_value(jt)));
+                             "unknown \"type\" \"%.32s\" (expected identify, track, page, screen, "
+                             "group or alias)",
+                             json_string_value(jt)));
         if (endpoint != ING_NONE && e.type != endpoint)
             return_rc(CP_ERR(err, CP_EINVAL, "\"type\" is \"%s\" but the endpoint is /v1/%s",
-                          ingest_type_name(e.type), ingest_type_name(endpoint)));
+                             ingest_type_name(e.type), ingest_type_name(endpoint)));
     } else if (endpoint != ING_NONE) {
         e.type = endpoint;
     } else {
@@ -573,13 +582,12 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     if (ctx) {
         const json_t *loc = json_object_get(ctx, "locale");
         if (json_is_string(loc)) /* a hint only: an odd locale gives none */
-            ident_locale_calling_code(json_string_value(loc), json_string_length(loc),
-                                      e.phone_cc);
+            ident_locale_calling_code(json_string_value(loc), json_string_length(loc), e.phone_cc);
         const json_t *ct = json_object_get(ctx, "traits");
         if (ct && !json_is_null(ct)) {
             if (!json_is_object(ct))
                 return_rc(CP_ERR(err, CP_ETYPE, "\"context.traits\" must be an object, got %s",
-                              kind(ct)));
+                                 kind(ct)));
             e.ctx_traits = ct;
         }
     }
@@ -598,7 +606,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         (ctx && (rc = context_idents(b, &e, ctx, o, err))))
         return_rc(rc);
     if (!has_user && !has_anon && !(o->allow_other_ids && e.nids > 0))
-        return_rc(CP_ERR(err, CP_EINVAL, "missing \"userId\" and \"anonymousId\" (one is required)"));
+        return_rc(
+            CP_ERR(err, CP_EINVAL, "missing \"userId\" and \"anonymousId\" (one is required)"));
 
     /* per type */
     switch (e.type) {
@@ -614,8 +623,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         e.event_len = strlen(e.event);
         break;
     case ING_GROUP:
-        if ((rc = id_text(b, json_object_get(j, "groupId"), "groupId", &e.group_id,
-                          &e.group_id_len, INGEST_ID_MAX, err)))
+        if ((rc = id_text(b, json_object_get(j, "groupId"), "groupId", &e.group_id, &e.group_id_len,
+                          INGEST_ID_MAX, err)))
             return_rc(rc);
         if (e.group_id == NULL)
             return_rc(CP_ERR(err, CP_EINVAL, "missing \"groupId\" (group)"));
@@ -631,7 +640,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         if (!has_user)
             return_rc(CP_ERR(err, CP_EINVAL, "missing \"userId\" (alias)"));
         break;
-    default: break;
+    default:
+        break;
     }
 
     /* time */
@@ -656,7 +666,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     }
     if (!g_ts) {
         if (recv == 0)
-            return_rc(CP_ERR(err, CP_EINVAL, "missing \"timestamp\" (no receive time to default to)"));
+            return_rc(
+                CP_ERR(err, CP_EINVAL, "missing \"timestamp\" (no receive time to default to)"));
         ts = recv;
     } else if (g_sat && recv && !o->no_skew_correction && !g_rat) {
         ts += recv - sat;
@@ -702,8 +713,8 @@ out:
 
 /* ---------------------------------------------------------------- body */
 
-cp_status segment_parse(ingest_type endpoint, const char *body, size_t len,
-                        const segment_opts_t *o, ingest_batch_t *b, cp_error_t *err)
+cp_status segment_parse(ingest_type endpoint, const char *body, size_t len, const segment_opts_t *o,
+                        ingest_batch_t *b, cp_error_t *err)
 {
     size_t max = endpoint == ING_NONE ? INGEST_BATCH_MAX : INGEST_EVENT_MAX;
     if (body == NULL)
@@ -719,8 +730,7 @@ cp_status segment_parse(ingest_type endpoint, const char *body, size_t len,
     json_decref(b->root);
     b->root = root;
     if (!json_is_object(root))
-        return CP_ERR(err, CP_EINVAL, "the request body must be a JSON object, got %s",
-                      kind(root));
+        return CP_ERR(err, CP_EINVAL, "the request body must be a JSON object, got %s", kind(root));
     cp_error_t ee;
     if (endpoint != ING_NONE) {
         memset(&ee, 0, sizeof ee);

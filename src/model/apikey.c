@@ -10,9 +10,12 @@
 const char *cp_role_name(cp_role r)
 {
     switch (r) {
-    case CP_ROLE_READ: return "read";
-    case CP_ROLE_WRITE: return "write";
-    case CP_ROLE_ADMIN: return "admin";
+    case CP_ROLE_READ:
+        return "read";
+    case CP_ROLE_WRITE:
+        return "write";
+    case CP_ROLE_ADMIN:
+        return "admin";
     }
     return NULL;
 }
@@ -25,7 +28,10 @@ static cp_role role_parse(const char *s)
     return (cp_role)0;
 }
 
-void apikey_set_init(apikey_set_t *s) { memset(s, 0, sizeof *s); }
+void apikey_set_init(apikey_set_t *s)
+{
+    memset(s, 0, sizeof *s);
+}
 
 void apikey_set_free(apikey_set_t *s)
 {
@@ -62,8 +68,8 @@ static cp_status key_put(store_txn_t *t, const apikey_t *k, cp_error_t *err)
     char salt[33], hash[65];
     sodium_bin2hex(salt, sizeof salt, k->salt, sizeof k->salt);
     sodium_bin2hex(hash, sizeof hash, k->hash, sizeof k->hash);
-    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s}", "role", cp_role_name(k->role), "label",
-                          k->label, "created", (json_int_t)k->created, "salt", salt, "hash", hash);
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s}", "role", cp_role_name(k->role), "label", k->label,
+                          "created", (json_int_t)k->created, "salt", salt, "hash", hash);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
@@ -180,8 +186,8 @@ static cp_status load_one(void *ud, const void *kp, size_t kl, const void *v, si
     size_t sb = 0, hb = 0;
     cp_status rc = CP_OK;
     if (kl != APIKEY_ID_HEX || j == NULL ||
-        json_unpack(j, "{s:s,s:s,s:I,s:s,s:s}", "role", &role, "label", &label, "created",
-                    &created, "salt", &salt, "hash", &hash) ||
+        json_unpack(j, "{s:s,s:s,s:I,s:s,s:s}", "role", &role, "label", &label, "created", &created,
+                    "salt", &salt, "hash", &hash) ||
         !role_parse(role) ||
         sodium_hex2bin(k.salt, sizeof k.salt, salt, strlen(salt), NULL, &sb, NULL) ||
         sb != sizeof k.salt ||

@@ -86,8 +86,8 @@ cp_status crowd_history_note(crowd_rec_t *c, int64_t now_ms, int merge)
 cp_status crowd_parse_refresh(const char *text, int *minute, cp_error_t *err)
 {
     int h = -1, m = -1, used = 0;
-    if (text == NULL || sscanf(text, "daily %2d:%2d%n", &h, &m, &used) != 2 ||
-        text[used] != '\0' || h < 0 || h > 23 || m < 0 || m > 59)
+    if (text == NULL || sscanf(text, "daily %2d:%2d%n", &h, &m, &used) != 2 || text[used] != '\0' ||
+        h < 0 || h > 23 || m < 0 || m > 59)
         return CP_ERR(err, CP_EINVAL,
                       "refresh schedule \"%.64s\" is not understood (expected \"daily HH:MM\", "
                       "e.g. \"daily 02:00\")",
@@ -197,13 +197,12 @@ static int put_extra(json_t *j, const crowd_rec_t *c)
 
 cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err)
 {
-    json_t *j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o*,s:o*}", "id",
-                          (json_int_t)c->id, "kind", crowd_kind_name(c->kind), "expression",
-                          c->expr, "tree", c->tree, "description", c->description, "size",
-                          (json_int_t)c->size, "version", (json_int_t)c->version, "created",
-                          (json_int_t)c->created, "updated", (json_int_t)c->updated,
-                          "crowd_refs", strs_json(c->crowd_refs, c->ncrowd_refs), "tag_refs",
-                          strs_json(c->tag_refs, c->ntag_refs));
+    json_t *j = json_pack(
+        "{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o*,s:o*}", "id", (json_int_t)c->id, "kind",
+        crowd_kind_name(c->kind), "expression", c->expr, "tree", c->tree, "description",
+        c->description, "size", (json_int_t)c->size, "version", (json_int_t)c->version, "created",
+        (json_int_t)c->created, "updated", (json_int_t)c->updated, "crowd_refs",
+        strs_json(c->crowd_refs, c->ncrowd_refs), "tag_refs", strs_json(c->tag_refs, c->ntag_refs));
     char *text = j && !put_extra(j, c) ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
@@ -299,9 +298,9 @@ static cp_status load_one(void *ud, const void *k, size_t kl, const void *v, siz
     name[kl] = '\0';
     if (j == NULL ||
         json_unpack(j, "{s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:o}", "id", &id, "kind", &kind,
-                    "expression", &expr, "description", &desc, "size", &size, "version",
-                    &version, "created", &created, "updated", &updated, "tree", &tree,
-                    "crowd_refs", &crefs, "tag_refs", &trefs) ||
+                    "expression", &expr, "description", &desc, "size", &size, "version", &version,
+                    "created", &created, "updated", &updated, "tree", &tree, "crowd_refs", &crefs,
+                    "tag_refs", &trefs) ||
         !json_is_string(tree) || id <= 0 || id > UINT32_MAX || crowd_validate_name(name, NULL) ||
         crowd_set_find(s, name)) {
         rc = CP_ERR(err, CP_EIO, "corrupt record of crowd \"%s\"", name);

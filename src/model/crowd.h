@@ -21,7 +21,7 @@
 #define CROWD_MAX_NAME 128
 #define CROWD_MAX_COUNT 100000u
 #define CROWD_MAX_DESCRIPTION 4096
-#define CROWD_HISTORY_MAX 400     /* size points kept per crowd (the oldest go first) */
+#define CROWD_HISTORY_MAX 400        /* size points kept per crowd (the oldest go first) */
 #define CROWD_HISTORY_MERGE_MS 60000 /* refreshes closer than this share one point */
 
 /* A crowd's size at one refresh. */
@@ -47,20 +47,20 @@ typedef struct crowd_rec {
      * versions, which load with none of them). */
     crowd_point_t *hist; /* oldest first, at most CROWD_HISTORY_MAX */
     size_t nhist;
-    char *refresh;       /* schedule of a refresh, "daily HH:MM", or NULL */
-    int refresh_min;     /* its minute of the day */
-    char *timezone;      /* the schedule's zone (IANA name or +HH:MM), NULL = server's */
-    int64_t last_run;    /* ms of the last scheduled refresh */
-    int expire_after_days; /* 0 = never: frozen after this long unused */
-    int64_t last_used;   /* ms: evaluated, exported or referenced (0 = created time) */
-    int frozen;          /* expired: neither re-evaluated nor refreshed on schedule */
+    char *refresh;           /* schedule of a refresh, "daily HH:MM", or NULL */
+    int refresh_min;         /* its minute of the day */
+    char *timezone;          /* the schedule's zone (IANA name or +HH:MM), NULL = server's */
+    int64_t last_run;        /* ms of the last scheduled refresh */
+    int expire_after_days;   /* 0 = never: frozen after this long unused */
+    int64_t last_used;       /* ms: evaluated, exported or referenced (0 = created time) */
+    int frozen;              /* expired: neither re-evaluated nor refreshed on schedule */
     int64_t last_used_saved; /* last_used as last stored (memory only) */
 } crowd_rec_t;
 
 typedef struct crowd_set {
     crowd_rec_t **items; /* in creation order */
     size_t n, cap;
-    strmap_t by_name;    /* name -> index in items */
+    strmap_t by_name; /* name -> index in items */
     uint32_t next_id;
 } crowd_set_t;
 

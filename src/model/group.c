@@ -182,8 +182,10 @@ cp_status group_join(group_set_t *s, store_txn_t *txn, const char *id, size_t le
         size_t bytes = json_dumpb(merged, NULL, 0, JSON_COMPACT);
         if (bytes > GROUP_MAX_TRAITS_BYTES) {
             json_decref(merged);
-            return CP_ERR(err, CP_ELIMIT, "traits of group \"%s\" would take %zu bytes; the "
-                          "limit is %d", g->id, bytes, GROUP_MAX_TRAITS_BYTES);
+            return CP_ERR(err, CP_ELIMIT,
+                          "traits of group \"%s\" would take %zu bytes; the "
+                          "limit is %d",
+                          g->id, bytes, GROUP_MAX_TRAITS_BYTES);
         }
         if (!json_equal(merged, g->traits)) {
             json_decref(g->traits);

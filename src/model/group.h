@@ -34,7 +34,7 @@
 #define GROUP_MAX_GROUPS 1000000u    /* groups in one database */
 
 typedef struct group_rec {
-    char *id;                  /* owned, NUL-terminated */
+    char *id; /* owned, NUL-terminated */
     size_t idlen;
     json_t *traits;            /* owned object, never NULL */
     roaring_bitmap_t *members; /* owned, never NULL */

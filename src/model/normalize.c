@@ -387,8 +387,8 @@ cp_status ident_phone_e164_hint(const char *country, const char *hint, const cha
 
 int ident_value_unusable(const char *v, size_t len, const char *const *block, size_t nblock)
 {
-    static const char *const stand_ins[] = {"n/a", "na", "null", "nil", "undefined", "unknown",
-                                            "none", "-", "(null)", "nan"};
+    static const char *const stand_ins[] = {"n/a",     "na",   "null", "nil",    "undefined",
+                                            "unknown", "none", "-",    "(null)", "nan"};
     trim(&v, &len);
     if (len == 0)
         return IDENT_PLACEHOLDER;
@@ -414,7 +414,9 @@ int ident_value_unusable(const char *v, size_t len, const char *const *block, si
 
 const char *ident_unusable_reason(int why)
 {
-    return why == IDENT_PLACEHOLDER ? "placeholder" : why == IDENT_BLOCKLISTED ? "blocklisted" : NULL;
+    return why == IDENT_PLACEHOLDER   ? "placeholder"
+           : why == IDENT_BLOCKLISTED ? "blocklisted"
+                                      : NULL;
 }
 
 /* ISO 3166-1 alpha-2 regions of common locales and their calling codes. */
@@ -422,13 +424,13 @@ static const struct {
     char region[3];
     char cc[4];
 } regions[] = {
-    {"AE", "971"}, {"AR", "54"}, {"AT", "43"},  {"AU", "61"},  {"BE", "32"}, {"BR", "55"},
-    {"CA", "1"},   {"CH", "41"}, {"CN", "86"},  {"DE", "49"},  {"DK", "45"}, {"ES", "34"},
-    {"FI", "358"}, {"FR", "33"}, {"GB", "44"},  {"HK", "852"}, {"ID", "62"}, {"IE", "353"},
-    {"IL", "972"}, {"IN", "91"}, {"IT", "39"},  {"JP", "81"},  {"KR", "82"}, {"MO", "853"},
-    {"MX", "52"},  {"MY", "60"}, {"NL", "31"},  {"NO", "47"},  {"NZ", "64"}, {"PH", "63"},
-    {"PL", "48"},  {"PT", "351"}, {"RU", "7"},  {"SA", "966"}, {"SE", "46"}, {"SG", "65"},
-    {"TH", "66"},  {"TR", "90"}, {"TW", "886"}, {"UK", "44"},  {"US", "1"},  {"VN", "84"},
+    {"AE", "971"}, {"AR", "54"},  {"AT", "43"},  {"AU", "61"},  {"BE", "32"}, {"BR", "55"},
+    {"CA", "1"},   {"CH", "41"},  {"CN", "86"},  {"DE", "49"},  {"DK", "45"}, {"ES", "34"},
+    {"FI", "358"}, {"FR", "33"},  {"GB", "44"},  {"HK", "852"}, {"ID", "62"}, {"IE", "353"},
+    {"IL", "972"}, {"IN", "91"},  {"IT", "39"},  {"JP", "81"},  {"KR", "82"}, {"MO", "853"},
+    {"MX", "52"},  {"MY", "60"},  {"NL", "31"},  {"NO", "47"},  {"NZ", "64"}, {"PH", "63"},
+    {"PL", "48"},  {"PT", "351"}, {"RU", "7"},   {"SA", "966"}, {"SE", "46"}, {"SG", "65"},
+    {"TH", "66"},  {"TR", "90"},  {"TW", "886"}, {"UK", "44"},  {"US", "1"},  {"VN", "84"},
     {"ZA", "27"},
 };
 
@@ -622,9 +624,8 @@ cp_status ident_key(const ident_config_t *c, const char *type, size_t tlen, cons
     return ident_key_hint(c, type, tlen, value, vlen, NULL, out, outlen, err);
 }
 
-cp_status ident_key_hint(const ident_config_t *c, const char *type, size_t tlen,
-                         const char *value, size_t vlen, const char *hint, char *out,
-                         size_t *outlen, cp_error_t *err)
+cp_status ident_key_hint(const ident_config_t *c, const char *type, size_t tlen, const char *value,
+                         size_t vlen, const char *hint, char *out, size_t *outlen, cp_error_t *err)
 {
     char sb[64];
     char norm[IDENT_MAX_VALUE + 1];

@@ -163,9 +163,8 @@ cp_status ident_phone_e164_hint(const char *country, const char *hint, const cha
                                 char *out, size_t *outlen, cp_error_t *err);
 
 /* ident_key with a phone hint (see ident_phone_e164_hint); hint NULL = none. */
-cp_status ident_key_hint(const ident_config_t *c, const char *type, size_t tlen,
-                         const char *value, size_t vlen, const char *hint, char *out,
-                         size_t *outlen, cp_error_t *err);
+cp_status ident_key_hint(const ident_config_t *c, const char *type, size_t tlen, const char *value,
+                         size_t vlen, const char *hint, char *out, size_t *outlen, cp_error_t *err);
 
 /*
  * Whether an identifier value must not be used for identity, whatever its

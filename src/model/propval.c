@@ -55,11 +55,16 @@ void pv_from_json(const char *name, size_t nlen, const json_t *v, ev_prop_t *out
 json_t *pv_to_json(const ev_prop_t *p)
 {
     switch (p->kind) {
-    case PV_STR: return json_stringn(p->s, p->slen);
-    case PV_INT: return json_integer((json_int_t)p->i);
-    case PV_REAL: return json_real(p->d);
-    case PV_BOOL: return json_boolean(p->i);
-    case PV_NONE: break;
+    case PV_STR:
+        return json_stringn(p->s, p->slen);
+    case PV_INT:
+        return json_integer((json_int_t)p->i);
+    case PV_REAL:
+        return json_real(p->d);
+    case PV_BOOL:
+        return json_boolean(p->i);
+    case PV_NONE:
+        break;
     }
     return NULL;
 }

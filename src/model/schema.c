@@ -10,12 +10,18 @@
 const char *cp_attr_type_name(cp_attr_type t)
 {
     switch (t) {
-    case CP_ATTR_INT: return "int";
-    case CP_ATTR_ENUM: return "enum";
-    case CP_ATTR_STRING: return "string";
-    case CP_ATTR_BOOL: return "bool";
-    case CP_ATTR_TIMESTAMP: return "timestamp";
-    case CP_ATTR_GEO: return "geo";
+    case CP_ATTR_INT:
+        return "int";
+    case CP_ATTR_ENUM:
+        return "enum";
+    case CP_ATTR_STRING:
+        return "string";
+    case CP_ATTR_BOOL:
+        return "bool";
+    case CP_ATTR_TIMESTAMP:
+        return "timestamp";
+    case CP_ATTR_GEO:
+        return "geo";
     }
     return NULL;
 }
@@ -74,8 +80,8 @@ cp_status schema_validate_name(const char *name, cp_error_t *err)
         return CP_ERR(err, CP_EINVAL, "empty attribute name");
     size_t n = strnlen(name, SCHEMA_MAX_NAME + 1);
     if (n > SCHEMA_MAX_NAME)
-        return CP_ERR(err, CP_ELIMIT, "attribute name \"%.64s...\" is longer than %d bytes",
-                      name, SCHEMA_MAX_NAME);
+        return CP_ERR(err, CP_ELIMIT, "attribute name \"%.64s...\" is longer than %d bytes", name,
+                      SCHEMA_MAX_NAME);
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
         int ok = (c >= 'a' && c <= 'z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
@@ -152,8 +158,8 @@ cp_status schema_define(schema_t *s, store_txn_t *txn, const char *name, cp_attr
     if (s->n >= SCHEMA_MAX_ATTRS)
         return CP_ERR(err, CP_ELIMIT, "too many attributes (limit %u)", SCHEMA_MAX_ATTRS);
     int64_t now = time_now_ms();
-    json_t *j = json_pack("{s:s,s:s,s:I}", "name", name, "type", cp_attr_type_name(type),
-                          "created", (json_int_t)now);
+    json_t *j = json_pack("{s:s,s:s,s:I}", "name", name, "type", cp_attr_type_name(type), "created",
+                          (json_int_t)now);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
@@ -233,17 +239,16 @@ static cp_status alias_insert(schema_attr_t *a, const char *v, size_t len, uint3
 cp_status schema_alias_set(schema_attr_t *a, store_txn_t *txn, const char *alias, size_t len,
                            uint32_t vid, cp_error_t *err)
 {
-    if (len == 0 || len > SCHEMA_MAX_ALIAS || !utf8_valid(alias, len) ||
-        memchr(alias, '\0', len))
+    if (len == 0 || len > SCHEMA_MAX_ALIAS || !utf8_valid(alias, len) || memchr(alias, '\0', len))
         return CP_ERR(err, CP_EINVAL,
-                      "attribute \"%s\": an alias is 1 to %d bytes of UTF-8 without NUL",
-                      a->name, SCHEMA_MAX_ALIAS);
+                      "attribute \"%s\": an alias is 1 to %d bytes of UTF-8 without NUL", a->name,
+                      SCHEMA_MAX_ALIAS);
     if (vid == 0 || vid > a->nvalues)
-        return CP_ERR(err, CP_EINTERNAL, "attribute \"%s\": alias target %u out of range",
-                      a->name, vid);
+        return CP_ERR(err, CP_EINTERNAL, "attribute \"%s\": alias target %u out of range", a->name,
+                      vid);
     if (schema_alias_find(a, alias, len) == 0 && a->nalias >= SCHEMA_MAX_ALIASES)
-        return CP_ERR(err, CP_ELIMIT, "attribute \"%s\" has too many aliases (limit %u)",
-                      a->name, SCHEMA_MAX_ALIASES);
+        return CP_ERR(err, CP_ELIMIT, "attribute \"%s\" has too many aliases (limit %u)", a->name,
+                      SCHEMA_MAX_ALIASES);
     char key[SCHEMA_MAX_ALIAS + 32];
     alias_key(key, sizeof key, a->id, alias, len);
     cp_status rc = store_meta_put_u64(txn, key, vid, err);
@@ -401,7 +406,10 @@ cp_status schema_value_remove(schema_attr_t *a, store_txn_t *txn, uint32_t vid, 
     return CP_OK;
 }
 
-uint32_t schema_value_count(const schema_attr_t *a) { return a->nvalues - a->ndead; }
+uint32_t schema_value_count(const schema_attr_t *a)
+{
+    return a->nvalues - a->ndead;
+}
 
 static cp_status load_attr(void *ud, const void *k, size_t kl, const void *v, size_t vl,
                            cp_error_t *err)
@@ -448,9 +456,8 @@ static cp_status load_value(void *ud, const void *k, size_t kl, const void *v, s
         a->ndead++;
         return CP_OK;
     }
-    if (a == NULL || !schema_type_has_dict(a->type) || vid == 0 ||
-        vid > SCHEMA_MAX_STRING_VALUES || vl > SCHEMA_MAX_VALUE || !utf8_valid(v, vl) ||
-        (vid <= a->nvalues && a->values[vid]))
+    if (a == NULL || !schema_type_has_dict(a->type) || vid == 0 || vid > SCHEMA_MAX_STRING_VALUES ||
+        vl > SCHEMA_MAX_VALUE || !utf8_valid(v, vl) || (vid <= a->nvalues && a->values[vid]))
         return CP_ERR(err, CP_EIO, "corrupt value %u of attribute %u", vid, aid);
     if (value_insert(a, vid, v, vl))
         return CP_ERR(err, CP_ENOMEM, "out of memory loading attribute values");

@@ -24,8 +24,8 @@
 
 #define SCHEMA_MAX_ATTRS 4096u
 #define SCHEMA_MAX_NAME 64
-#define SCHEMA_MAX_VALUE 1024          /* bytes of one string/enum value */
-#define SCHEMA_MAX_ENUM_VALUES 65535u  /* distinct values of an ENUM */
+#define SCHEMA_MAX_VALUE 1024               /* bytes of one string/enum value */
+#define SCHEMA_MAX_ENUM_VALUES 65535u       /* distinct values of an ENUM */
 #define SCHEMA_MAX_STRING_VALUES (1u << 24) /* distinct values of a STRING */
 
 typedef struct schema_attr {
@@ -82,8 +82,8 @@ uint32_t schema_value_find(const schema_attr_t *a, const char *v, size_t len);
 cp_status schema_value_intern(schema_attr_t *a, store_txn_t *txn, const char *v, size_t len,
                               uint32_t *id_out, cp_error_t *err);
 
-#define SCHEMA_MAX_ALIAS 400       /* bytes of one alias (it is part of a store key) */
-#define SCHEMA_MAX_ALIASES 10000u  /* aliases of one attribute */
+#define SCHEMA_MAX_ALIAS 400      /* bytes of one alias (it is part of a store key) */
+#define SCHEMA_MAX_ALIASES 10000u /* aliases of one attribute */
 /* The value id an alias stands for, or 0 when v is no alias. */
 uint32_t schema_alias_find(const schema_attr_t *a, const char *v, size_t len);
 /* Makes `alias` (valid UTF-8, 1..SCHEMA_MAX_ALIAS bytes) stand for value

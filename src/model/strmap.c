@@ -19,7 +19,10 @@ static inline uint64_t key_hash(const char *k, size_t klen)
 static char tomb_marker;
 #define STRMAP_TOMB (&tomb_marker)
 
-void strmap_init(strmap_t *m) { memset(m, 0, sizeof *m); }
+void strmap_init(strmap_t *m)
+{
+    memset(m, 0, sizeof *m);
+}
 
 void strmap_free(strmap_t *m)
 {

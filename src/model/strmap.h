@@ -13,7 +13,7 @@
 #include "crowdpack.h"
 
 typedef struct strmap_slot {
-    char *key;     /* NULL = empty; STRMAP_TOMB = deleted */
+    char *key; /* NULL = empty; STRMAP_TOMB = deleted */
     uint32_t klen;
     uint32_t val;
     uint64_t hash;

@@ -126,8 +126,8 @@ cp_status tax_validate_path(const char *path, size_t len, cp_error_t *err)
         unsigned char c = (unsigned char)path[i];
         if (c == '/') {
             if (seg == 0)
-                return CP_ERR(err, CP_EINVAL, "tag path \"%.*s\" has an empty segment",
-                              (int)len, path);
+                return CP_ERR(err, CP_EINVAL, "tag path \"%.*s\" has an empty segment", (int)len,
+                              path);
             seg = 0;
             if (++depth > TAX_MAX_DEPTH)
                 return CP_ERR(err, CP_ELIMIT, "tag path \"%.*s\" is deeper than %d levels",
@@ -143,8 +143,8 @@ cp_status tax_validate_path(const char *path, size_t len, cp_error_t *err)
                                   "(segments are lower-case letters of any script, digits, "
                                   "'_' and '-')",
                                   (int)len, path, i + 1);
-                return CP_ERR(err, CP_EINVAL,
-                              "tag path: byte 0x%02x at %zu is not valid UTF-8", c, i + 1);
+                return CP_ERR(err, CP_EINVAL, "tag path: byte 0x%02x at %zu is not valid UTF-8", c,
+                              i + 1);
             }
             i += w - 1;
             seg++;
@@ -340,8 +340,7 @@ static size_t parent_len(const char *path, size_t len)
 
 /* Inserts a tag with a known id and parent (shared by add and load). */
 static cp_status insert(taxonomy_t *t, uint32_t id, uint32_t parent, const char *path,
-                        const char *name, const char *description, int64_t created,
-                        cp_error_t *err)
+                        const char *name, const char *description, int64_t created, cp_error_t *err)
 {
     tax_tag_t *g = NULL;
     tax_tag_t *p = parent ? tax_get(t, parent) : t->tags[0];
@@ -414,8 +413,8 @@ cp_status tax_add(taxonomy_t *t, const char *path, const char *name, const char 
     if (pl) {
         parent = tax_find(t, path, pl);
         if (parent == 0) {
-            rc = CP_ERR(err, CP_ENOTFOUND, "parent \"%.*s\" of tag \"%s\" does not exist",
-                        (int)pl, path, path);
+            rc = CP_ERR(err, CP_ENOTFOUND, "parent \"%.*s\" of tag \"%s\" does not exist", (int)pl,
+                        path, path);
             goto out;
         }
     }
@@ -557,13 +556,12 @@ cp_status tax_move(taxonomy_t *t, uint32_t id, const char *new_path, uint32_t **
     if (pl) {
         parent = tax_find(t, new_path, pl);
         if (parent == 0) {
-            rc = CP_ERR(err, CP_ENOTFOUND, "new parent \"%.*s\" does not exist", (int)pl,
-                        new_path);
+            rc = CP_ERR(err, CP_ENOTFOUND, "new parent \"%.*s\" does not exist", (int)pl, new_path);
             goto out;
         }
         if (tax_is_ancestor_or_self(t, id, parent)) {
-            rc = CP_ERR(err, CP_EINVAL, "cannot move tag \"%s\" under itself (\"%s\")",
-                        g->path, new_path);
+            rc = CP_ERR(err, CP_EINVAL, "cannot move tag \"%s\" under itself (\"%s\")", g->path,
+                        new_path);
             goto out;
         }
     }
@@ -589,8 +587,8 @@ cp_status tax_move(taxonomy_t *t, uint32_t id, const char *new_path, uint32_t **
             goto out;
         }
         if (d->level + shift > TAX_MAX_DEPTH) {
-            rc = CP_ERR(err, CP_ELIMIT, "moving would make \"%s\" deeper than %d levels",
-                        d->path, TAX_MAX_DEPTH);
+            rc = CP_ERR(err, CP_ELIMIT, "moving would make \"%s\" deeper than %d levels", d->path,
+                        TAX_MAX_DEPTH);
             goto out;
         }
         newp[i] = malloc(dl + 1);
@@ -656,9 +654,9 @@ cp_status tax_remove(taxonomy_t *t, uint32_t id, cp_error_t *err)
 
 cp_status tax_store_put(store_txn_t *txn, const tax_tag_t *g, cp_error_t *err)
 {
-    json_t *j = json_pack("{s:I,s:s,s:s,s:s,s:I}", "parent", (json_int_t)g->parent, "path",
-                          g->path, "name", g->name, "description", g->description, "created",
-                          (json_int_t)g->created);
+    json_t *j =
+        json_pack("{s:I,s:s,s:s,s:s,s:I}", "parent", (json_int_t)g->parent, "path", g->path, "name",
+                  g->name, "description", g->description, "created", (json_int_t)g->created);
     if (j == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory encoding tag \"%s\"", g->path);
     char *s = json_dumps(j, JSON_COMPACT);

@@ -20,8 +20,7 @@ cp_status users_validate_id(const char *id, size_t len, cp_error_t *err)
     return CP_OK;
 }
 
-cp_status users_lookup(store_txn_t *t, const char *id, size_t len, uint32_t *ord,
-                       cp_error_t *err)
+cp_status users_lookup(store_txn_t *t, const char *id, size_t len, uint32_t *ord, cp_error_t *err)
 {
     const void *v;
     size_t vl;
@@ -42,8 +41,7 @@ cp_status users_add(store_txn_t *t, const char *id, size_t len, uint32_t ord, cp
     return store_put(t, STORE_UORD, &ord, 4, id, len, err);
 }
 
-cp_status users_remove(store_txn_t *t, const char *id, size_t len, uint32_t ord,
-                       cp_error_t *err)
+cp_status users_remove(store_txn_t *t, const char *id, size_t len, uint32_t ord, cp_error_t *err)
 {
     cp_status rc = store_del(t, STORE_UID, id, len, err);
     if (rc)
@@ -51,8 +49,7 @@ cp_status users_remove(store_txn_t *t, const char *id, size_t len, uint32_t ord,
     return store_del(t, STORE_UORD, &ord, 4, err);
 }
 
-cp_status users_id_of(store_txn_t *t, uint32_t ord, const char **id, size_t *len,
-                      cp_error_t *err)
+cp_status users_id_of(store_txn_t *t, uint32_t ord, const char **id, size_t *len, cp_error_t *err)
 {
     const void *v;
     size_t vl;

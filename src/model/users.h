@@ -21,13 +21,10 @@
 /* 1..256 bytes, valid UTF-8, no control characters. */
 cp_status users_validate_id(const char *id, size_t len, cp_error_t *err);
 /* CP_ENOTFOUND (silent) when unknown. */
-cp_status users_lookup(store_txn_t *t, const char *id, size_t len, uint32_t *ord,
-                       cp_error_t *err);
+cp_status users_lookup(store_txn_t *t, const char *id, size_t len, uint32_t *ord, cp_error_t *err);
 cp_status users_add(store_txn_t *t, const char *id, size_t len, uint32_t ord, cp_error_t *err);
-cp_status users_remove(store_txn_t *t, const char *id, size_t len, uint32_t ord,
-                       cp_error_t *err);
+cp_status users_remove(store_txn_t *t, const char *id, size_t len, uint32_t ord, cp_error_t *err);
 /* The id of an ordinal, borrowed for the transaction. CP_ENOTFOUND silent. */
-cp_status users_id_of(store_txn_t *t, uint32_t ord, const char **id, size_t *len,
-                      cp_error_t *err);
+cp_status users_id_of(store_txn_t *t, uint32_t ord, const char **id, size_t *len, cp_error_t *err);
 
 #endif /* CP_MODEL_USERS_H */

@@ -250,8 +250,7 @@ int expr_equal(const expr_node_t *a, const expr_node_t *b)
             return 0;
         if (a->did.window == DID_LAST && a->did.last_days != b->did.last_days)
             return 0;
-        if (a->did.window == DID_BETWEEN &&
-            (a->did.from != b->did.from || a->did.to != b->did.to))
+        if (a->did.window == DID_BETWEEN && (a->did.from != b->did.from || a->did.to != b->did.to))
             return 0;
         for (size_t i = 0; i < a->nvalues; i++)
             if (!same_name(a->did.props[i], b->did.props[i]) ||

@@ -60,24 +60,24 @@ typedef enum expr_did_measure {
  * BETWEEN two UTC days (both inclusive). */
 typedef enum expr_did_window { DID_ALL_TIME = 0, DID_LAST, DID_BETWEEN } expr_did_window;
 
-#define EXPR_DID_MAX_FILTERS 8     /* property filters the language accepts in one did() */
-#define EXPR_DID_MAX_DAYS 36600    /* longest `last N` window (about 100 years) */
-#define EXPR_DID_NAME_MAX 255      /* bytes of an event or property name */
+#define EXPR_DID_MAX_FILTERS 8  /* property filters the language accepts in one did() */
+#define EXPR_DID_MAX_DAYS 36600 /* longest `last N` window (about 100 years) */
+#define EXPR_DID_NAME_MAX 255   /* bytes of an event or property name */
 
 typedef enum expr_op { OP_EQ = 1, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE } expr_op;
 
 typedef enum expr_value_kind {
-    VAL_INT = 1,  /* integer literal */
-    VAL_REAL,     /* number with a fraction or exponent */
-    VAL_STRING,   /* "..." (also used for timestamps: "2024-01-01") */
-    VAL_BOOL,     /* true / false */
+    VAL_INT = 1, /* integer literal */
+    VAL_REAL,    /* number with a fraction or exponent */
+    VAL_STRING,  /* "..." (also used for timestamps: "2024-01-01") */
+    VAL_BOOL,    /* true / false */
 } expr_value_kind;
 
 typedef struct expr_value {
     expr_value_kind kind;
-    int64_t i;        /* VAL_INT, VAL_BOOL (0/1) */
-    double r;         /* VAL_REAL */
-    const char *s;    /* VAL_STRING, UTF-8, NUL-terminated (arena) */
+    int64_t i;     /* VAL_INT, VAL_BOOL (0/1) */
+    double r;      /* VAL_REAL */
+    const char *s; /* VAL_STRING, UTF-8, NUL-terminated (arena) */
     size_t slen;
 } expr_value_t;
 
@@ -86,34 +86,34 @@ typedef enum geo_unit { UNIT_M = 1, UNIT_KM } geo_unit;
 typedef struct expr_node expr_node_t;
 struct expr_node {
     expr_kind kind;
-    int line, column;          /* 1-based position in the text form (0 if from JSON) */
-    const char *name;          /* TAG path, CROWD name, attribute name */
-    expr_op op;                /* EXPR_CMP; EXPR_DID (0 = no count comparison) */
-    expr_value_t *values;      /* EXPR_CMP (1), EXPR_BETWEEN (2), EXPR_IN (n), EXPR_DID (filters) */
+    int line, column;     /* 1-based position in the text form (0 if from JSON) */
+    const char *name;     /* TAG path, CROWD name, attribute name */
+    expr_op op;           /* EXPR_CMP; EXPR_DID (0 = no count comparison) */
+    expr_value_t *values; /* EXPR_CMP (1), EXPR_BETWEEN (2), EXPR_IN (n), EXPR_DID (filters) */
     size_t nvalues;
     struct {
         double lat, lon;
-        double radius;         /* in `unit` as written */
+        double radius; /* in `unit` as written */
         geo_unit unit;
-    } near;                    /* EXPR_NEAR */
+    } near; /* EXPR_NEAR */
     struct {
-        const char **props;    /* filter property names [nvalues]; values[i] is props[i]'s */
+        const char **props; /* filter property names [nvalues]; values[i] is props[i]'s */
         expr_did_window window;
-        int32_t last_days;     /* DID_LAST: N (weeks are written back as 7N days) */
-        int32_t from, to;      /* DID_BETWEEN: days since 1970-01-01 UTC, from <= to */
-        int64_t count;         /* compared with `op` when op != 0; >= 0 */
+        int32_t last_days;        /* DID_LAST: N (weeks are written back as 7N days) */
+        int32_t from, to;         /* DID_BETWEEN: days since 1970-01-01 UTC, from <= to */
+        int64_t count;            /* compared with `op` when op != 0; >= 0 */
         expr_did_measure measure; /* DID_MEASURE_DAYS and _SUM need op != 0 */
         const char *sum_prop;     /* DID_MEASURE_SUM: the property summed */
         expr_value_t sum_value;   /* DID_MEASURE_SUM: VAL_INT or VAL_REAL compared with */
-    } did;                     /* EXPR_DID */
-    expr_node_t **args;        /* EXPR_AND / EXPR_OR (>= 2), EXPR_NOT (1) */
+    } did;                        /* EXPR_DID */
+    expr_node_t **args;           /* EXPR_AND / EXPR_OR (>= 2), EXPR_NOT (1) */
     size_t nargs;
-    int32_t rel_days;          /* EXPR_WITHIN, EXPR_OLDER: N, 1..EXPR_DID_MAX_DAYS */
+    int32_t rel_days; /* EXPR_WITHIN, EXPR_OLDER: N, 1..EXPR_DID_MAX_DAYS */
 };
 
-typedef struct expr expr_t;   /* a tree and the arena that owns it */
+typedef struct expr expr_t; /* a tree and the arena that owns it */
 expr_node_t *expr_root(const expr_t *e);
-void expr_free(expr_t *e);    /* NULL fine */
+void expr_free(expr_t *e); /* NULL fine */
 
 /*
  * Parses the text form. Limits: CP_EXPR_MAX_LEN bytes, CP_EXPR_MAX_DEPTH

@@ -455,8 +455,8 @@ static cp_status jdid_sum(jctx_t *c, const json_t *j, expr_node_t *n, size_t old
         json_string_length(pr) > EXPR_DID_NAME_MAX)
         return jerr(c, CP_EINVAL, "expected a property name (letters, digits and '_')");
     pop(c, o2);
-    if ((n->did.sum_prop = arena_strndup(&c->e->arena, json_string_value(pr),
-                                            json_string_length(pr))) == NULL)
+    if ((n->did.sum_prop =
+             arena_strndup(&c->e->arena, json_string_value(pr), json_string_length(pr))) == NULL)
         return jnomem(c);
     if ((st = jop(c, j, &n->op)) != CP_OK)
         return st;
@@ -473,8 +473,8 @@ static cp_status jdid_sum(jctx_t *c, const json_t *j, expr_node_t *n, size_t old
 
 static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
 {
-    static const char *const keys[] = {"event", "where", "last_days", "between", "op", "count",
-                                       "measure", "property", "value", NULL};
+    static const char *const keys[] = {"event", "where",   "last_days", "between", "op",
+                                       "count", "measure", "property",  "value",   NULL};
     cp_status st;
     size_t old = push_key(c, "did");
     if (!json_is_object(j))
@@ -555,8 +555,7 @@ static cp_status jdid(jctx_t *c, const json_t *j, expr_node_t *n)
     }
     const json_t *op = json_object_get(j, "op"), *count = json_object_get(j, "count");
     const json_t *m = json_object_get(j, "measure");
-    if (json_is_string(m) && strcmp(json_string_value(m), "sum") == 0 &&
-        json_string_length(m) == 3)
+    if (json_is_string(m) && strcmp(json_string_value(m), "sum") == 0 && json_string_length(m) == 3)
         return jdid_sum(c, j, n, old);
     if (json_object_get(j, "property") || json_object_get(j, "value"))
         return jerr(c, CP_EINVAL, "\"property\" and \"value\" go with \"measure\": \"sum\"");
@@ -602,13 +601,19 @@ static cp_status jdays(jctx_t *c, const json_t *j, const char *key, int32_t *out
 
 static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
 {
-    static const char *const keys[] = {"attr",    "op",          "value",           "between",
-                                       "in",      "not_in",      "is_null",         "starts_with",
-                                       "within_last_days", "older_than_days", NULL};
+    static const char *const keys[] = {
+        "attr",   "op",      "value",       "between",          "in",
+        "not_in", "is_null", "starts_with", "within_last_days", "older_than_days",
+        NULL};
     /* The keys that say what is tested, exactly one of which is present. */
-    static const char *const tests[] = {"op",          "between",          "in",
-                                        "not_in",      "is_null",          "starts_with",
-                                        "within_last_days", "older_than_days"};
+    static const char *const tests[] = {"op",
+                                        "between",
+                                        "in",
+                                        "not_in",
+                                        "is_null",
+                                        "starts_with",
+                                        "within_last_days",
+                                        "older_than_days"};
     cp_status st;
     if ((st = jkeys(c, j, keys)) != CP_OK ||
         (st = jname(c, j, "attr", "an attribute name", &n->name)) != CP_OK)
@@ -633,9 +638,10 @@ static cp_status jattr(jctx_t *c, const json_t *j, expr_node_t *n)
             return jerr(c, CP_EINVAL, "\"op\" needs a \"value\"");
         if (has_value)
             return jerr(c, CP_EINVAL, "\"value\" goes only with \"op\"");
-        return jerr(c, CP_EINVAL, "use only one of \"op\", \"between\", \"in\", \"not_in\", "
-                                  "\"is_null\", \"starts_with\", \"within_last_days\" and "
-                                  "\"older_than_days\"");
+        return jerr(c, CP_EINVAL,
+                    "use only one of \"op\", \"between\", \"in\", \"not_in\", "
+                    "\"is_null\", \"starts_with\", \"within_last_days\" and "
+                    "\"older_than_days\"");
     }
     if (has_op) {
         if ((st = jop(c, j, &n->op)) != CP_OK)
@@ -729,8 +735,8 @@ static cp_status jgroup_trait(jctx_t *c, const json_t *j, expr_node_t *n)
     return CP_OK;
 }
 
-static const char *const node_kinds[] = {"all",  "and",  "or",   "not", "tag",
-                                         "crowd", "near", "attr", "did", "group", "group_trait", "has"};
+static const char *const node_kinds[] = {"all",  "and",  "or",  "not",   "tag",         "crowd",
+                                         "near", "attr", "did", "group", "group_trait", "has"};
 
 /*
  * One node at nesting `depth` (the root is 1). The recursion is bounded by

@@ -46,8 +46,8 @@ struct scratch {
     scratch_t *next;
     uint64_t *bufs; /* nbufs * CP_CHUNK_WORDS, 64-byte aligned */
     int nbufs;
-    uint64_t *bsi;      /* 3 * CP_CHUNK_WORDS for bsi_range_chunk */
-    uint64_t *beh;      /* beh_window_chunk scratch (kept zeroed), behwords */
+    uint64_t *bsi; /* 3 * CP_CHUNK_WORDS for bsi_range_chunk */
+    uint64_t *beh; /* beh_window_chunk scratch (kept zeroed), behwords */
     size_t behwords;
     int32_t *cursors;   /* per leaf slot */
     bm_chunk_t *chunks; /* per leaf slot: the container found this chunk */
@@ -348,8 +348,7 @@ static int eval_and(const ectx_t *x, const pnode_t *n, uint64_t *dst, int level)
 }
 
 /* dst = OR of n's kids except kid `skip` (-1: none). Returns 0 when empty. */
-static int eval_or_except(const ectx_t *x, const pnode_t *n, int64_t skip, uint64_t *dst,
-                          int level)
+static int eval_or_except(const ectx_t *x, const pnode_t *n, int64_t skip, uint64_t *dst, int level)
 {
     uint64_t *tmp = buf_at(x, level + 1);
     int have = 0;

@@ -72,14 +72,14 @@ typedef enum tok_kind {
     TOK_LPAREN,
     TOK_RPAREN,
     TOK_COMMA,
-    TOK_OP,     /* comparison operator: tok.op */
-    TOK_WORD,   /* [A-Za-z_][A-Za-z0-9_]* (keywords included) */
-    TOK_INT,    /* -?digits */
-    TOK_REAL,   /* -?digits(.digits)?([eE][+-]?digits)? with '.' or exponent */
-    TOK_STRING, /* "..." or '...', unescaped into tok.s / tok.slen */
-    TOK_TAG,    /* tag:PATH, path in tok.s */
-    TOK_CROWD,  /* crowd:NAME, name in tok.s */
-    TOK_GROUP,  /* group:ID, id in tok.s */
+    TOK_OP,          /* comparison operator: tok.op */
+    TOK_WORD,        /* [A-Za-z_][A-Za-z0-9_]* (keywords included) */
+    TOK_INT,         /* -?digits */
+    TOK_REAL,        /* -?digits(.digits)?([eE][+-]?digits)? with '.' or exponent */
+    TOK_STRING,      /* "..." or '...', unescaped into tok.s / tok.slen */
+    TOK_TAG,         /* tag:PATH, path in tok.s */
+    TOK_CROWD,       /* crowd:NAME, name in tok.s */
+    TOK_GROUP,       /* group:ID, id in tok.s */
     TOK_GROUP_TRAIT, /* group.TRAIT, trait name in tok.s */
 } tok_kind;
 
@@ -103,7 +103,7 @@ typedef struct lexer {
     size_t line_start; /* offset of the current line's first byte */
     size_t col_off;    /* column cache: offset ... */
     int col;           /* ... and its 1-based column (in code points) */
-    arena_t *arena; /* for unescaped strings */
+    arena_t *arena;    /* for unescaped strings */
     tok_t tok;         /* the current token */
 } lexer_t;
 

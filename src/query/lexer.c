@@ -372,7 +372,10 @@ static cp_status lex_prefixed(lexer_t *lx, tok_kind kind, cp_error_t *err)
             else
                 describe_char(lx, p, found, sizeof found);
             snprintf(msg, sizeof msg, "expected a %s after '%s:', found %s", what,
-                     kind == TOK_TAG ? "tag" : kind == TOK_GROUP ? "group" : "crowd", found);
+                     kind == TOK_TAG     ? "tag"
+                     : kind == TOK_GROUP ? "group"
+                                         : "crowd",
+                     found);
             return err_at(lx, err, CP_ESYNTAX, p, msg);
         }
         t->s = arena_strndup(lx->arena, lx->src + lx->pos, p - lx->pos);
@@ -497,7 +500,8 @@ cp_status lexer_next(lexer_t *lx, cp_error_t *err)
                 }
                 char msg[160];
                 int n = utf8_prefix(src + lx->pos, t->len, 32);
-                snprintf(msg, sizeof msg, "unknown prefix '%.*s:', expected tag:, crowd: or group:", n,
+                snprintf(msg, sizeof msg,
+                         "unknown prefix '%.*s:', expected tag:, crowd: or group:", n,
                          src + lx->pos);
                 return err_at(lx, err, CP_ESYNTAX, lx->pos, msg);
             }

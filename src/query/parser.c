@@ -584,8 +584,8 @@ static cp_status parse_ndays(parser_t *p, const char *what, int32_t *days)
     else
         return err_expected(p, "a unit 'd' (days) or 'w' (weeks)");
     if (num.i > EXPR_DID_MAX_DAYS / mult)
-        return perr(p, CP_ELIMIT, num.line, num.column, "%s: %lld%s is longer than %d days",
-                    what, (long long)num.i, mult == 1 ? "d" : "w", EXPR_DID_MAX_DAYS);
+        return perr(p, CP_ELIMIT, num.line, num.column, "%s: %lld%s is longer than %d days", what,
+                    (long long)num.i, mult == 1 ? "d" : "w", EXPR_DID_MAX_DAYS);
     *days = (int32_t)(num.i * mult);
     return advance(p);
 }
@@ -719,15 +719,14 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
             return perr(p, CP_ELIMIT, name.line, name.column,
                         "more than %d property filters in did()", EXPR_DID_MAX_FILTERS);
         if (name.len > EXPR_DID_NAME_MAX)
-            return perr(p, CP_ELIMIT, name.line, name.column,
-                        "property name longer than %d bytes", EXPR_DID_NAME_MAX);
+            return perr(p, CP_ELIMIT, name.line, name.column, "property name longer than %d bytes",
+                        EXPR_DID_NAME_MAX);
         for (size_t i = 0; i < nf; i++)
             if (strlen(props[i]) == name.len &&
                 memcmp(props[i], p->lx.src + name.off, name.len) == 0)
                 return perr(p, CP_EINVAL, name.line, name.column,
                             "property \"%s\" is filtered twice in did()", props[i]);
-        if ((props[nf] = arena_strndup(&p->e->arena, p->lx.src + name.off, name.len)) ==
-            NULL)
+        if ((props[nf] = arena_strndup(&p->e->arena, p->lx.src + name.off, name.len)) == NULL)
             return nomem(p);
         if ((st = advance(p)) != CP_OK)
             return st;
@@ -750,8 +749,8 @@ static cp_status parse_did(parser_t *p, expr_node_t **out)
                         "did() filter values are strings, integers or booleans, not %.*s",
                         (int)(vt.len > 32 ? 32 : vt.len), p->lx.src + vt.off);
         if (vals[nf].kind == VAL_STRING && vals[nf].slen > EXPR_DID_NAME_MAX)
-            return perr(p, CP_ELIMIT, vt.line, vt.column,
-                        "did() filter value longer than %d bytes", EXPR_DID_NAME_MAX);
+            return perr(p, CP_ELIMIT, vt.line, vt.column, "did() filter value longer than %d bytes",
+                        EXPR_DID_NAME_MAX);
         nf++;
     }
     if (TOK->kind != TOK_RPAREN) {
@@ -856,8 +855,10 @@ static cp_status parse_group_trait(parser_t *p, expr_node_t **out)
     if (!is_kw(p, TOK, "in")) {
         static const char *const c[] = {"IN", NULL};
         char what[128];
-        snprintf(what, sizeof what, "'=', '!=' or IN after group.%s (group traits compare by "
-                 "equality)", id.s);
+        snprintf(what, sizeof what,
+                 "'=', '!=' or IN after group.%s (group traits compare by "
+                 "equality)",
+                 id.s);
         return err_expected_kw(p, what, c);
     }
     n->kind = EXPR_GROUP_IN;

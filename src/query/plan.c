@@ -754,9 +754,9 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
         in.kind = EXPR_IN;
         if ((st = mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
             return st;
-        st = a.type == CP_ATTR_INT || a.type == CP_ATTR_TIMESTAMP ? plan_numeric(b, &in, &a, &any)
-                                                                   : plan_categorical(b, &in, &a,
-                                                                                      &any);
+        st = a.type == CP_ATTR_INT || a.type == CP_ATTR_TIMESTAMP
+                 ? plan_numeric(b, &in, &a, &any)
+                 : plan_categorical(b, &in, &a, &any);
         if (st != CP_OK)
             return st;
         return mk_andnot(b, ex, any, out);
@@ -873,9 +873,9 @@ static cp_status plan_group(builder_t *b, const expr_node_t *n, pnode_t **out)
     cp_status st = b->r->group ? b->r->group(b->r->ctx, gid, trait, negate, vals, lens, nv, &bm)
                                : CP_ENOTFOUND;
     if (st == CP_ENOTFOUND)
-        return trait ? CP_ERR_AT(b->err, st, n->line, n->column,
-                                 "no group has a trait \"%s\"", trait)
-                     : CP_ERR_AT(b->err, st, n->line, n->column, "unknown group \"%s\"", gid);
+        return trait
+                   ? CP_ERR_AT(b->err, st, n->line, n->column, "no group has a trait \"%s\"", trait)
+                   : CP_ERR_AT(b->err, st, n->line, n->column, "unknown group \"%s\"", gid);
     if (st == CP_ENOMEM)
         return oom(b);
     if (st != CP_OK)
@@ -1070,8 +1070,10 @@ static cp_status plan_did_sum(builder_t *b, const expr_node_t *n, int32_t d0, in
                          "did(%s, ...) sum(%s): sums take no property filters (only a window)",
                          n->name, n->did.sum_prop ? n->did.sum_prop : "");
     if (n->did.sum_prop == NULL || n->op == 0)
-        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did(%s) sum() without a "
-                         "property or a comparison", n->name);
+        return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
+                         "did(%s) sum() without a "
+                         "property or a comparison",
+                         n->name);
     st = b->r->did_sum ? b->r->did_sum(b->r->ctx, n->name, n->did.sum_prop, &beh, &series[0],
                                        &series[1], &scale)
                        : CP_ENOTFOUND;
@@ -1101,8 +1103,7 @@ static cp_status plan_did_sum(builder_t *b, const expr_node_t *n, int32_t d0, in
     }
     if (meas_number_fixed(&tv, scale, &t) != 0)
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
-                         "did(%s) sum(%s): the number is out of range", n->name,
-                         n->did.sum_prop);
+                         "did(%s) sum(%s): the number is out of range", n->name, n->did.sum_prop);
     roaring_bitmap_t *bm = roaring_bitmap_create(), *seen = roaring_bitmap_create();
     if (bm == NULL || seen == NULL || own_bitmap(b, bm) != CP_OK) {
         if (bm)
@@ -1190,9 +1191,8 @@ static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
                              n->name, f[i].name ? f[i].name : "");
         }
     }
-    cp_status st =
-        b->r->did ? b->r->did(b->r->ctx, n->name, f, n->nvalues, &beh, &series, &bad)
-                  : CP_ENOTFOUND;
+    cp_status st = b->r->did ? b->r->did(b->r->ctx, n->name, f, n->nvalues, &beh, &series, &bad)
+                             : CP_ENOTFOUND;
     if (st == CP_ENOTFOUND)
         return CP_ERR_AT(b->err, st, n->line, n->column, "unknown event \"%s\"", n->name);
     if (st == CP_EINVAL && bad < n->nvalues)
@@ -1202,8 +1202,7 @@ static cp_status plan_did(builder_t *b, const expr_node_t *n, pnode_t **out)
                          "recorded after that are indexed)",
                          f[bad].name, n->name);
     if (st != CP_OK)
-        return CP_ERR_AT(b->err, st, n->line, n->column, "did(%s): %s", n->name,
-                         cp_strerror(st));
+        return CP_ERR_AT(b->err, st, n->line, n->column, "did(%s): %s", n->name, cp_strerror(st));
     if (beh == NULL)
         series = BEH_NO_SERIES;
     return plan_did_window(b, n, beh, series, out);
@@ -1221,8 +1220,8 @@ static cp_status plan_did_window(builder_t *b, const expr_node_t *n, const beh_t
         break;
     case DID_LAST:
         if (n->did.last_days < 1)
-            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
-                             "did(%s): a window of %d days", n->name, (int)n->did.last_days);
+            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did(%s): a window of %d days",
+                             n->name, (int)n->did.last_days);
         d0 = as_of - n->did.last_days + 1;
         break;
     case DID_BETWEEN:
@@ -1243,8 +1242,8 @@ static cp_status plan_did_window(builder_t *b, const expr_node_t *n, const beh_t
     uint64_t k = 1;
     if (n->op != 0) {
         if (n->did.count < 0)
-            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column,
-                             "did(%s): a count of %lld", n->name, (long long)n->did.count);
+            return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "did(%s): a count of %lld",
+                             n->name, (long long)n->did.count);
         static const beh_cmp map[] = {0, BEH_EQ, BEH_NE, BEH_LT, BEH_LE, BEH_GT, BEH_GE};
         if ((unsigned)n->op >= CP_ARRAY_LEN(map) || map[n->op] == 0)
             return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "unknown operator %d",
@@ -1475,7 +1474,7 @@ static cp_status describe(const pnode_t *n, buf_t *out)
     case PN_DID: {
         static const char *const ops[] = {"?", "=", "!=", "<", "<=", ">", ">="};
         return buf_printf(out, "did[%u days %s %llu]", n->win.ncells,
-                             ops[(unsigned)n->cmp < 7 ? n->cmp : 0], (unsigned long long)n->k);
+                          ops[(unsigned)n->cmp < 7 ? n->cmp : 0], (unsigned long long)n->k);
     }
     case PN_AND:
     case PN_OR:

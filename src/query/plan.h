@@ -26,10 +26,10 @@
  * index and must stay valid (unmodified) until the plan is freed. */
 typedef struct plan_attr {
     cp_attr_type type;
-    int32_t handle;                  /* passed back to value() */
-    const roaring_bitmap_t *exists;  /* users having a value */
-    const bsi_t *bsi;                /* INT, TIMESTAMP */
-    const geo_index_t *geo;          /* GEO */
+    int32_t handle;                 /* passed back to value() */
+    const roaring_bitmap_t *exists; /* users having a value */
+    const bsi_t *bsi;               /* INT, TIMESTAMP */
+    const geo_index_t *geo;         /* GEO */
 } plan_attr_t;
 
 typedef struct plan_resolver {

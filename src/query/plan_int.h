@@ -55,7 +55,7 @@ struct pnode {
 
 struct plan {
     arena_t arena; /* every pnode and kid array */
-    pnode_t *root;    /* NULL = empty result */
+    pnode_t *root; /* NULL = empty result */
     const roaring_bitmap_t *universe;
     const roaring_bitmap_t **leaves; /* slot -> bitmap, for cursor setup */
     int32_t nleaves;

@@ -114,8 +114,7 @@ static cp_status put_did(buf_t *b, const expr_node_t *n)
     size_t len = strlen(n->name);
     if ((st = put(b, "did(")) != CP_OK)
         return st;
-    st = expr__is_ident(n->name, len) ? buf_append(b, n->name, len)
-                                      : put_quoted(b, n->name, len);
+    st = expr__is_ident(n->name, len) ? buf_append(b, n->name, len) : put_quoted(b, n->name, len);
     for (size_t i = 0; i < n->nvalues && st == CP_OK; i++) {
         if ((st = buf_printf(b, ", %s = ", n->did.props[i])) == CP_OK)
             st = put_value(b, &n->values[i]);
@@ -141,14 +140,13 @@ static cp_status put_did(buf_t *b, const expr_node_t *n)
     if (st == CP_OK && n->op != 0 && n->did.measure == DID_MEASURE_SUM) {
         if (n->did.sum_prop == NULL)
             return CP_EINVAL;
-        if ((st = buf_printf(b, " sum(%s) %s ", n->did.sum_prop, expr__op_text(n->op))) ==
-            CP_OK)
+        if ((st = buf_printf(b, " sum(%s) %s ", n->did.sum_prop, expr__op_text(n->op))) == CP_OK)
             st = put_value(b, &n->did.sum_value);
         return st;
     }
     if (st == CP_OK && n->op != 0)
         st = buf_printf(b, "%s %s %lld", n->did.measure == DID_MEASURE_DAYS ? " days" : "",
-                           expr__op_text(n->op), (long long)n->did.count);
+                        expr__op_text(n->op), (long long)n->did.count);
     return st;
 }
 
@@ -217,8 +215,7 @@ static cp_status put_node(buf_t *b, const expr_node_t *n)
     case EXPR_WITHIN:
     case EXPR_OLDER:
         return buf_printf(b, "%s %s %dd", n->name,
-                             n->kind == EXPR_WITHIN ? "WITHIN LAST" : "OLDER THAN",
-                             (int)n->rel_days);
+                          n->kind == EXPR_WITHIN ? "WITHIN LAST" : "OLDER THAN", (int)n->rel_days);
     case EXPR_PREFIX:
         if (n->nvalues != 1 || n->values[0].kind != VAL_STRING)
             return CP_EINVAL;

@@ -278,8 +278,8 @@ cp_status srv_inflate(const char *encoding, const char *in, size_t len, size_t m
     for (;;) {
         if (n == cap) {
             if (cap == max + 1) {
-                st = CP_ERR(err, CP_ELIMIT,
-                            "%s body: inflates to more than the limit of %zu bytes", name, max);
+                st = CP_ERR(err, CP_ELIMIT, "%s body: inflates to more than the limit of %zu bytes",
+                            name, max);
                 goto out;
             }
             size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
@@ -372,8 +372,7 @@ cp_status srv_body_decode(srv_req_t *req, srv_resp_t *resp, size_t max)
         srv_reply_error(resp, 413, "too_large", json_pack("{s:I}", "limit", (json_int_t)max),
                         "request body: %s", err.message);
     else if (st == CP_EINVAL && strncmp(err.message, "unsupported", 11) == 0)
-        srv_reply_error(resp, 415, "unsupported_media_type", NULL, "request body: %s",
-                        err.message);
+        srv_reply_error(resp, 415, "unsupported_media_type", NULL, "request body: %s", err.message);
     else if (st == CP_EINVAL)
         srv_reply_error(resp, 400, "malformed_compressed_body", NULL, "request body: %s",
                         err.message);

@@ -83,13 +83,11 @@ int srv_cross_site_check(const srv_ctx_t *srv, const srv_req_t *req, srv_resp_t 
     if (req->method == SRV_GET)
         return 1;
     if (req->origin != NULL && !srv_origin_allowed(srv, req->origin)) {
-        srv_reply_error(resp, 403, "forbidden_origin",
-                        json_pack("{s:s}", "origin", req->origin),
+        srv_reply_error(resp, 403, "forbidden_origin", json_pack("{s:s}", "origin", req->origin),
                         "%s %s from a web page at origin \"%.200s\" is refused: state-changing "
                         "requests from browsers are served only for origins the operator lists "
                         "with `crowdpack serve --allow-origin ORIGIN`",
-                        req->method_name != NULL ? req->method_name
-                                                 : srv_method_name(req->method),
+                        req->method_name != NULL ? req->method_name : srv_method_name(req->method),
                         req->path, req->origin);
         return 0;
     }

@@ -22,7 +22,7 @@ struct srv_stream {
     cp_result_t *result;
     cp_iter_t *it;
     cp_export_format fmt;
-    buf_t line;   /* the pending formatted line */
+    buf_t line;      /* the pending formatted line */
     size_t line_off; /* bytes of `line` already handed out */
     int header_done;
     int done;

@@ -82,9 +82,8 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
         srv_reply_cp(resp, CP_EINVAL, &qerr, 0);
         return;
     }
-    unsigned flags = strict && (!strcmp(strict, "1") || !strcmp(strict, "true"))
-                         ? CP_INGEST_STRICT
-                         : 0;
+    unsigned flags =
+        strict && (!strcmp(strict, "1") || !strcmp(strict, "true")) ? CP_INGEST_STRICT : 0;
     const char *body = req->body;
     size_t len = req->body_len;
     char *compact = NULL;
@@ -134,13 +133,34 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
     cp_ingest_result_clear(&r);
 }
 
-void srv_h_ev_identify(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_IDENTIFY); }
-void srv_h_ev_track(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_TRACK); }
-void srv_h_ev_page(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_PAGE); }
-void srv_h_ev_screen(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_SCREEN); }
-void srv_h_ev_group(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_GROUP); }
-void srv_h_ev_alias(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_ALIAS); }
-void srv_h_ev_batch(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r) { ingest(s, q, r, CP_EVENT_BATCH); }
+void srv_h_ev_identify(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r)
+{
+    ingest(s, q, r, CP_EVENT_IDENTIFY);
+}
+void srv_h_ev_track(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r)
+{
+    ingest(s, q, r, CP_EVENT_TRACK);
+}
+void srv_h_ev_page(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r)
+{
+    ingest(s, q, r, CP_EVENT_PAGE);
+}
+void srv_h_ev_screen(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r)
+{
+    ingest(s, q, r, CP_EVENT_SCREEN);
+}
+void srv_h_ev_group(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r)
+{
+    ingest(s, q, r, CP_EVENT_GROUP);
+}
+void srv_h_ev_alias(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r)
+{
+    ingest(s, q, r, CP_EVENT_ALIAS);
+}
+void srv_h_ev_batch(srv_ctx_t *s, srv_req_t *q, srv_resp_t *r)
+{
+    ingest(s, q, r, CP_EVENT_BATCH);
+}
 
 static void reply_text_json(srv_resp_t *resp, cp_status st, const cp_error_t *err, char *out)
 {
@@ -196,9 +216,8 @@ void srv_h_unmerge(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         (uint64_t)json_integer_value(json_object_get(x, "merge_id")) == id;
     json_decref(w);
     if (!found) {
-        srv_reply_error(resp, 404, "not_found", NULL,
-                        "merge %llu is not in the lineage of %s:%s", (unsigned long long)id,
-                        req->params[0], req->params[1]);
+        srv_reply_error(resp, 404, "not_found", NULL, "merge %llu is not in the lineage of %s:%s",
+                        (unsigned long long)id, req->params[0], req->params[1]);
         return;
     }
     char *out = NULL;
@@ -215,8 +234,9 @@ void srv_h_user_delete_ident(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         srv_reply_cp(resp, st, &err, 0);
         return;
     }
-    srv_reply_json(resp, 200, json_pack("{s:s,s:s}", "deleted_type", req->params[0],
-                                        "deleted_value", req->params[1]));
+    srv_reply_json(
+        resp, 200,
+        json_pack("{s:s,s:s}", "deleted_type", req->params[0], "deleted_value", req->params[1]));
 }
 
 void srv_h_properties(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
@@ -280,7 +300,8 @@ void srv_h_count_as_of(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     if (st != CP_OK)
         srv_reply_cp(resp, st, &err, 0);
     else
-        srv_reply_json(resp, 200, json_pack("{s:s,s:s?,s:I}", "expression", expr, "as_of", as_of,
-                                            "count", (json_int_t)n));
+        srv_reply_json(resp, 200,
+                       json_pack("{s:s,s:s?,s:I}", "expression", expr, "as_of", as_of, "count",
+                                 (json_int_t)n));
     json_decref(body);
 }

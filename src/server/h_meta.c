@@ -24,10 +24,9 @@ static json_t *health_json(const cp_health_t *h, int ok)
     bad |= json_object_set_new(j, "writable", json_boolean(h->writable));
     bad |= json_object_set_new(j, "wal_bytes", json_integer((json_int_t)h->wal_bytes));
     bad |= json_object_set_new(j, "wal_records", json_integer((json_int_t)h->wal_records));
-    bad |= json_object_set_new(j, "checkpoint_age_seconds",
-                               h->checkpoint_age_ms < 0
-                                   ? json_null()
-                                   : json_real((double)h->checkpoint_age_ms / 1000.0));
+    bad |= json_object_set_new(
+        j, "checkpoint_age_seconds",
+        h->checkpoint_age_ms < 0 ? json_null() : json_real((double)h->checkpoint_age_ms / 1000.0));
     bad |= json_object_set_new(j, "disk_free_bytes", json_integer((json_int_t)h->disk_free_bytes));
     bad |= json_object_set_new(j, "disk_used_bytes", json_integer((json_int_t)h->disk_used_bytes));
     if (bad) {

@@ -44,7 +44,8 @@ static void run(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, value_fn fn,
     srv_reply_text(resp, 200, out, cp_free);
 }
 
-static void run_get(srv_resp_t *resp, cp_db_t *db, cp_status (*fn)(cp_db_t *, char **, cp_error_t *))
+static void run_get(srv_resp_t *resp, cp_db_t *db,
+                    cp_status (*fn)(cp_db_t *, char **, cp_error_t *))
 {
     char *out = NULL;
     cp_error_t err = {0};

@@ -84,7 +84,7 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
     *len = 0;
 #define P(...)                                                                                     \
     do {                                                                                           \
-        if ((st = buf_printf(&b, __VA_ARGS__)))                                                 \
+        if ((st = buf_printf(&b, __VA_ARGS__)))                                                    \
             goto out;                                                                              \
     } while (0)
 

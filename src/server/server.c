@@ -28,20 +28,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/select.h>
-#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/select.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "server/server.h"
 #include "server/sched.h" /* scheduled RFM (sched.c) */
+#include "server/server.h"
 #include "server/srv.h"
 
-#define SRV_CONN_LIMIT 4096u     /* lowered to what RLIMIT_NOFILE allows */
-#define SRV_CONN_PER_IP 128u     /* default per-address connection limit */
-#define SRV_CONN_TIMEOUT_S 60u   /* MHD's idle timeout */
+#define SRV_CONN_LIMIT 4096u   /* lowered to what RLIMIT_NOFILE allows */
+#define SRV_CONN_PER_IP 128u   /* default per-address connection limit */
+#define SRV_CONN_TIMEOUT_S 60u /* MHD's idle timeout */
 #define SRV_REQUEST_TIMEOUT_S 30u
 #define SRV_STALL_TIMEOUT_S 30u
 #define SRV_REAP_INTERVAL_MS 500
@@ -72,8 +72,8 @@ typedef struct track {
 typedef struct conns {
     pthread_mutex_t mu;
     track_t *head;
-    uint64_t deadline_ns; /* whole request: headers and body */
-    uint64_t stall_ns;    /* streaming response without progress */
+    uint64_t deadline_ns;   /* whole request: headers and body */
+    uint64_t stall_ns;      /* streaming response without progress */
     srv_metrics_t *metrics; /* counts the cuts */
 } conns_t;
 
@@ -239,11 +239,11 @@ static enum MHD_Result reply_timeout(struct MHD_Connection *c, daemon_ctx_t *dc,
 {
     srv_resp_t r;
     srv_resp_init(&r);
-    srv_reply_error(&r, 408, "request_timeout",
-                    json_pack("{s:I}", "limit_seconds",
-                              (json_int_t)(dc->conns.deadline_ns / 1000000000u)),
-                    "request: headers and body did not arrive within %llu s",
-                    (unsigned long long)(dc->conns.deadline_ns / 1000000000u));
+    srv_reply_error(
+        &r, 408, "request_timeout",
+        json_pack("{s:I}", "limit_seconds", (json_int_t)(dc->conns.deadline_ns / 1000000000u)),
+        "request: headers and body did not arrive within %llu s",
+        (unsigned long long)(dc->conns.deadline_ns / 1000000000u));
     cc->status = r.status;
     cc->too_large = 1; /* drop whatever else arrives */
     enum MHD_Result ret = queue(c, cc, &r, 1);
@@ -731,10 +731,9 @@ cp_status server_run(cp_db_t *db, const server_options_t *opts, cp_error_t *err)
     size_t k = 0;
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, lfd, NULL};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, conn_limit(), NULL};
-    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                                       o.max_conns_per_ip != 0 ? o.max_conns_per_ip
-                                                               : SRV_CONN_PER_IP,
-                                       NULL};
+    ops[k++] = (struct MHD_OptionItem){
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        o.max_conns_per_ip != 0 ? o.max_conns_per_ip : SRV_CONN_PER_IP, NULL};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, &dc};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, SRV_CONN_TIMEOUT_S, NULL};
     ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY, NULL};

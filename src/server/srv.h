@@ -72,7 +72,7 @@ typedef struct srv_req {
     size_t body_len;
     srv_lookup_fn query; /* may be NULL: no query arguments */
     void *query_ud;
-    int client_loopback; /* the peer is 127.0.0.0/8 or ::1 */
+    int client_loopback;          /* the peer is 127.0.0.0/8 or ::1 */
     const char *origin;           /* Origin header or NULL */
     const char *content_encoding; /* Content-Encoding header or NULL */
     char *inflated;               /* owned: the decoded body when it came compressed */
@@ -81,7 +81,7 @@ typedef struct srv_req {
     int route;                          /* index into srv_routes, -1 unmatched */
     const char *params[SRV_MAX_PARAMS]; /* decoded path parameters (arena) */
     int nparams;
-    cp_role role;     /* role granted to the caller */
+    cp_role role;  /* role granted to the caller */
     arena_t arena; /* per-request scratch; freed by srv_req_free */
 } srv_req_t;
 
@@ -290,11 +290,11 @@ int srv_intake_declared_too_large(int route, size_t declared, srv_resp_t *resp);
 
 #define SRV_NBUCKETS 12
 typedef struct srv_metrics {
-    size_t nroutes;           /* routes + 1 for "unmatched" */
-    _Atomic uint64_t *count;  /* [nroutes][SRV_NSTATUS] */
-    _Atomic uint64_t *bucket; /* [nroutes][SRV_NBUCKETS] cumulative at render */
-    _Atomic uint64_t *sum_us; /* [nroutes] */
-    _Atomic uint64_t *total;  /* [nroutes] */
+    size_t nroutes;                /* routes + 1 for "unmatched" */
+    _Atomic uint64_t *count;       /* [nroutes][SRV_NSTATUS] */
+    _Atomic uint64_t *bucket;      /* [nroutes][SRV_NBUCKETS] cumulative at render */
+    _Atomic uint64_t *sum_us;      /* [nroutes] */
+    _Atomic uint64_t *total;       /* [nroutes] */
     _Atomic uint64_t cut_deadline; /* connections cut: request deadline passed */
     _Atomic uint64_t cut_stall;    /* streamed responses cut: the reader stalled */
 } srv_metrics_t;

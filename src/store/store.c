@@ -4,9 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +25,8 @@
 #define STORE_PATH_MAX 4096
 
 static const char *const db_names[STORE_NDBS] = {
-    "meta", "bitmaps", "uid", "uord", "tags", "attrs", "values", "crowds", "keys", "identity",
-    "intake",
+    "meta",   "bitmaps", "uid",  "uord",     "tags",   "attrs",
+    "values", "crowds",  "keys", "identity", "intake",
 };
 
 struct store {
@@ -84,17 +84,16 @@ static cp_status mdb_status(cp_error_t *err, int rc, const char *what, const cha
 {
     if (rc == MDB_MAP_FULL)
         return error_set(err, CP_ELIMIT, file, func, line,
-                             "%s: data directory is full (LMDB map size reached); reopen with a "
-                             "larger map_size",
-                             what);
+                         "%s: data directory is full (LMDB map size reached); reopen with a "
+                         "larger map_size",
+                         what);
     if (rc == ENOMEM)
         return error_set(err, CP_ENOMEM, file, func, line, "%s: out of memory", what);
     if (rc == ENOSPC || rc == EDQUOT)
-        return error_set(err, CP_ENOSPC, file, func, line, "%s: no space left on the device",
-                             what);
+        return error_set(err, CP_ENOSPC, file, func, line, "%s: no space left on the device", what);
     if (rc == MDB_READERS_FULL)
         return error_set(err, CP_ELIMIT, file, func, line, "%s: too many readers: %s", what,
-                             mdb_strerror(rc));
+                         mdb_strerror(rc));
     return error_set(err, CP_EIO, file, func, line, "%s: %s", what, mdb_strerror(rc));
 }
 #define MDB_ERR(err, rc, what) mdb_status((err), (rc), (what), __FILE__, __func__, __LINE__)
@@ -115,10 +114,10 @@ static cp_status nospc_error(store_t *st, cp_error_t *err, const char *what, uin
                              const char *file, const char *func, int line)
 {
     return error_set(err, CP_ENOSPC, file, func, line,
-                         "%s: no space left for %s (%llu more bytes wanted, %llu bytes free on "
-                         "the file system of %s); free space and writes resume by themselves",
-                         st->data_path, what, (unsigned long long)want,
-                         (unsigned long long)free_bytes(st->dir), st->dir);
+                     "%s: no space left for %s (%llu more bytes wanted, %llu bytes free on "
+                     "the file system of %s); free space and writes resume by themselves",
+                     st->data_path, what, (unsigned long long)want,
+                     (unsigned long long)free_bytes(st->dir), st->dir);
 }
 
 /* Takes DIR/LOCK exclusively without waiting and writes our pid into it. */
@@ -193,8 +192,7 @@ static cp_status check_meta(store_t *st, store_txn_t *t, uint32_t version, int c
     if (rc)
         return rc;
     if (vl != strlen(STORE_MAGIC) || memcmp(v, STORE_MAGIC, vl) != 0)
-        return CP_ERR(err, CP_EINVAL, "%s is not a crowdpack data directory (bad magic)",
-                      st->dir);
+        return CP_ERR(err, CP_EINVAL, "%s is not a crowdpack data directory (bad magic)", st->dir);
     uint64_t have = 0;
     rc = store_meta_get_u64(t, "format_version", &have, err);
     if (rc == CP_ENOTFOUND)
@@ -249,8 +247,7 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
             goto out;
         }
         if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-            rc = CP_ERR(err, CP_EIO, "cannot create data directory %s: %s", dir,
-                        strerror(errno));
+            rc = CP_ERR(err, CP_EIO, "cannot create data directory %s: %s", dir, strerror(errno));
             goto out;
         }
     } else if (!S_ISDIR(sb.st_mode)) {
@@ -264,10 +261,9 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
     if (stat(st->data_path, &sb) != 0) {
         if (!(flags & STORE_CREATE) || readonly) {
             rc = dir_is_empty(dir)
-                     ? CP_ERR(err, CP_ENOTFOUND, "data directory %s holds no data (data.mdb)",
-                              dir)
-                     : CP_ERR(err, CP_EINVAL,
-                              "%s is not a crowdpack data directory (no data.mdb)", dir);
+                     ? CP_ERR(err, CP_ENOTFOUND, "data directory %s holds no data (data.mdb)", dir)
+                     : CP_ERR(err, CP_EINVAL, "%s is not a crowdpack data directory (no data.mdb)",
+                              dir);
             goto out;
         }
         if (!dir_is_empty(dir)) {
@@ -365,9 +361,18 @@ void store_close(store_t *st)
     free(st);
 }
 
-int store_readonly(const store_t *st) { return st->readonly; }
-int store_usable(const store_t *st) { return st->env != NULL; }
-const char *store_dir(const store_t *st) { return st->dir; }
+int store_readonly(const store_t *st)
+{
+    return st->readonly;
+}
+int store_usable(const store_t *st)
+{
+    return st->env != NULL;
+}
+const char *store_dir(const store_t *st)
+{
+    return st->dir;
+}
 
 uint64_t store_disk_bytes(const store_t *st)
 {
@@ -476,8 +481,7 @@ static void seal_pending(store_txn_t *t)
 {
     if (t->pend == NULL)
         return;
-    put_trailer(t->pend + t->pend_len,
-                value_crc(t->pend_key, t->pend_klen, t->pend, t->pend_len));
+    put_trailer(t->pend + t->pend_len, value_crc(t->pend_key, t->pend_klen, t->pend, t->pend_len));
     t->pend = NULL;
 }
 
@@ -538,9 +542,8 @@ cp_status store_put(store_txn_t *t, store_db db, const void *k, size_t klen, con
         /* Through a copy: v may point into the map (a value read in this
          * transaction), which the reservation could move. */
         unsigned char small[1024];
-        unsigned char *buf = vlen + STORE_CRC_BYTES <= sizeof small
-                                 ? small
-                                 : malloc(vlen + STORE_CRC_BYTES);
+        unsigned char *buf =
+            vlen + STORE_CRC_BYTES <= sizeof small ? small : malloc(vlen + STORE_CRC_BYTES);
         if (buf == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory writing to %s", db_names[db]);
         if (vlen > 0)
@@ -607,8 +610,8 @@ cp_status store_del(store_txn_t *t, store_db db, const void *k, size_t klen, cp_
     return rc ? MDB_ERR(err, rc, db_names[db]) : CP_OK;
 }
 
-cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t plen,
-                     store_each_fn fn, void *ud, cp_error_t *err)
+cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t plen, store_each_fn fn,
+                     void *ud, cp_error_t *err)
 {
     seal_pending(t);
     MDB_cursor *c = NULL;
@@ -1262,8 +1265,7 @@ cp_status store_verify(const char *dir, uint64_t map_size, store_verify_fn fn, v
             snprintf(at, sizeof at, "%.*s", (int)sizeof at - 1, line + 3);
         } else if (strncmp(line, "bad ", 4) == 0) {
             if (bad++ == 0)
-                snprintf(first_bad, sizeof first_bad, "%.*s", (int)sizeof first_bad - 1,
-                         line + 4);
+                snprintf(first_bad, sizeof first_bad, "%.*s", (int)sizeof first_bad - 1, line + 4);
             if (fn)
                 fn(ud, line + 4);
         }
@@ -1284,8 +1286,8 @@ cp_status store_verify(const char *dir, uint64_t map_size, store_verify_fn fn, v
                      dir, at, WALK_TIMEOUT_S);
         else
             snprintf(msg, sizeof msg,
-                     "data.mdb in %s is damaged: liblmdb crashed (signal %d, %s) reading %s",
-                     dir, sig, strsignal(sig), at);
+                     "data.mdb in %s is damaged: liblmdb crashed (signal %d, %s) reading %s", dir,
+                     sig, strsignal(sig), at);
         bad++;
         if (first_bad[0] == '\0')
             snprintf(first_bad, sizeof first_bad, "%.*s", (int)sizeof first_bad - 1, msg);
@@ -1293,8 +1295,8 @@ cp_status store_verify(const char *dir, uint64_t map_size, store_verify_fn fn, v
             fn(ud, msg);
     } else if (!WIFEXITED(status) || (WEXITSTATUS(status) != 0 && bad == 0)) {
         bad++;
-        snprintf(first_bad, sizeof first_bad, "data.mdb in %s: the check ended with status %d",
-                 dir, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        snprintf(first_bad, sizeof first_bad, "data.mdb in %s: the check ended with status %d", dir,
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         if (fn)
             fn(ud, first_bad);
     }

@@ -33,18 +33,18 @@
 #include "crowdpack.h"
 
 typedef enum store_db {
-    STORE_META = 0,  /* text key -> value (numbers as 8-byte little endian) */
-    STORE_BITMAPS,   /* text key (t/1, a/2/e, ...) -> CRoaring portable bytes */
-    STORE_UID,       /* user id bytes -> uint32 ordinal (native) */
-    STORE_UORD,      /* uint32 ordinal (MDB_INTEGERKEY) -> user id bytes */
-    STORE_TAGS,      /* uint32 big-endian tag id -> record */
-    STORE_ATTRS,     /* uint32 big-endian attr id -> record */
-    STORE_VALUES,    /* attr id BE + value id BE -> value bytes */
-    STORE_CROWDS,    /* crowd name -> record */
-    STORE_KEYS,      /* key id -> record */
-    STORE_IDENTITY,  /* OneID graph: one-byte prefixed rows, see model/identity.h */
-    STORE_INTAKE,    /* event intake: behaviour (beh/), dedup window (dedup/), import
-                        positions (imp/), unindexed traits (ut/), catalog, config */
+    STORE_META = 0, /* text key -> value (numbers as 8-byte little endian) */
+    STORE_BITMAPS,  /* text key (t/1, a/2/e, ...) -> CRoaring portable bytes */
+    STORE_UID,      /* user id bytes -> uint32 ordinal (native) */
+    STORE_UORD,     /* uint32 ordinal (MDB_INTEGERKEY) -> user id bytes */
+    STORE_TAGS,     /* uint32 big-endian tag id -> record */
+    STORE_ATTRS,    /* uint32 big-endian attr id -> record */
+    STORE_VALUES,   /* attr id BE + value id BE -> value bytes */
+    STORE_CROWDS,   /* crowd name -> record */
+    STORE_KEYS,     /* key id -> record */
+    STORE_IDENTITY, /* OneID graph: one-byte prefixed rows, see model/identity.h */
+    STORE_INTAKE,   /* event intake: behaviour (beh/), dedup window (dedup/), import
+                       positions (imp/), unindexed traits (ut/), catalog, config */
     STORE_NDBS
 } store_db;
 
@@ -109,10 +109,10 @@ cp_status store_del(store_txn_t *t, store_db db, const void *k, size_t klen, cp_
  * order. Pointers are borrowed for the call only. fn returning non-CP_OK
  * stops the walk and that status is returned. fn must not write to `db`.
  */
-typedef cp_status (*store_each_fn)(void *ud, const void *k, size_t klen, const void *v,
-                                   size_t vlen, cp_error_t *err);
-cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t plen,
-                     store_each_fn fn, void *ud, cp_error_t *err);
+typedef cp_status (*store_each_fn)(void *ud, const void *k, size_t klen, const void *v, size_t vlen,
+                                   cp_error_t *err);
+cp_status store_each(store_txn_t *t, store_db db, const void *prefix, size_t plen, store_each_fn fn,
+                     void *ud, cp_error_t *err);
 /* Deletes every key starting with prefix. */
 cp_status store_del_prefix(store_txn_t *t, store_db db, const void *prefix, size_t plen,
                            cp_error_t *err);

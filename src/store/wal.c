@@ -36,8 +36,8 @@
 #define WAL_NAME_LEN (WAL_NAME_DIGITS + 4)
 
 struct wal {
-    char *wal_dir;       /* DIR/wal */
-    int wal_dirfd;       /* O_DIRECTORY, flock()ed for the life of the handle */
+    char *wal_dir; /* DIR/wal */
+    int wal_dirfd; /* O_DIRECTORY, flock()ed for the life of the handle */
     wal_options_t wal_opt;
     pthread_mutex_t wal_mu;
     pthread_cond_t wal_cv; /* signalled when a sync round ends or the log fails */
@@ -45,14 +45,14 @@ struct wal {
     /* Guarded by wal_mu. */
     uint64_t *wal_segs; /* first LSN of each segment, ascending; the last is active */
     size_t wal_nsegs, wal_segcap;
-    int wal_fd;            /* the active segment, positioned at its end */
-    uint64_t wal_seg_size; /* bytes of the active segment already written to the file */
-    uint64_t wal_next_lsn; /* LSN the next append gets */
-    uint64_t wal_durable;  /* every record <= this is durable */
+    int wal_fd;             /* the active segment, positioned at its end */
+    uint64_t wal_seg_size;  /* bytes of the active segment already written to the file */
+    uint64_t wal_next_lsn;  /* LSN the next append gets */
+    uint64_t wal_durable;   /* every record <= this is durable */
     unsigned char *wal_buf; /* encoded records not yet written */
     size_t wal_buf_len;
-    int wal_syncing;       /* a group-commit leader is in fdatasync */
-    int wal_failed;        /* sticky: see wal.h */
+    int wal_syncing; /* a group-commit leader is in fdatasync */
+    int wal_failed;  /* sticky: see wal.h */
     char wal_fail_msg[300];
     wal_stats_t wal_st;
     uint64_t wal_alloc_end; /* active segment: blocks allocated (wal_reserve) up to here */
@@ -164,7 +164,10 @@ static cp_status failed_status(wal_t *wal, cp_error_t *err)
                   wal->wal_fail_msg);
 }
 
-static int sync_enabled(const wal_t *wal) { return wal->wal_opt.sync == WAL_SYNC_FDATASYNC; }
+static int sync_enabled(const wal_t *wal)
+{
+    return wal->wal_opt.sync == WAL_SYNC_FDATASYNC;
+}
 
 /* write() all of iov, retrying short writes and EINTR. 0 or an errno. */
 static int write_all(int fd, struct iovec *iov, int iovcnt)
@@ -197,7 +200,10 @@ static void active_name(const wal_t *wal, char *buf, size_t cap)
     wal_segment_name(wal->wal_segs[wal->wal_nsegs - 1], buf, cap);
 }
 
-static int is_nospc(int e) { return e == ENOSPC || e == EDQUOT; }
+static int is_nospc(int e)
+{
+    return e == ENOSPC || e == EDQUOT;
+}
 
 /* CP_ENOSPC naming the segment and the free space; the log stays usable. */
 static cp_status nospc_status(wal_t *wal, cp_error_t *err, const char *what, const char *name)
@@ -281,8 +287,8 @@ static cp_status create_segment(wal_t *wal, uint64_t first, int *fd, cp_error_t 
     int f = openat(wal->wal_dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (f < 0) {
         int e = errno;
-        cp_status st = CP_ERR(err, CP_EIO, "wal: create %s/%s: %s", wal->wal_dir, name,
-                              strerror(e));
+        cp_status st =
+            CP_ERR(err, CP_EIO, "wal: create %s/%s: %s", wal->wal_dir, name, strerror(e));
         errno = e; /* rotate_locked tells a full disk from a failure */
         return st;
     }
@@ -344,10 +350,10 @@ static cp_status rotate_locked(wal_t *wal, cp_error_t *err)
 /* ------------------------------------------------------------- reading */
 
 typedef struct seg_scan {
-    uint64_t end;      /* byte offset after the last valid record */
-    uint64_t count;    /* valid records read */
-    uint64_t size;     /* file size seen */
-    char why[160];     /* empty: the file ended at `end` (or stop reached); else what ended it */
+    uint64_t end;   /* byte offset after the last valid record */
+    uint64_t count; /* valid records read */
+    uint64_t size;  /* file size seen */
+    char why[160];  /* empty: the file ended at `end` (or stop reached); else what ended it */
 } seg_scan_t;
 
 /*
@@ -394,25 +400,24 @@ static cp_status scan_segment(wal_t *wal, uint64_t first, uint64_t after, uint64
         size_t got = fread(hdr, 1, sizeof hdr, f);
         if (got < sizeof hdr) {
             if (ferror(f)) {
-                st = CP_ERR(err, CP_EIO, "wal: read %s/%s: %s", wal->wal_dir, name,
-                            strerror(errno));
+                st =
+                    CP_ERR(err, CP_EIO, "wal: read %s/%s: %s", wal->wal_dir, name, strerror(errno));
                 goto out;
             }
             if (got > 0)
-                snprintf(out->why, sizeof out->why, "partial record header (%zu of %u bytes)",
-                         got, WAL_HEADER_BYTES);
+                snprintf(out->why, sizeof out->why, "partial record header (%zu of %u bytes)", got,
+                         WAL_HEADER_BYTES);
             break;
         }
         uint32_t len = get_u32(hdr);
         uint64_t lsn = get_u64(hdr + 8);
         if (len > WAL_MAX_RECORD) {
-            snprintf(out->why, sizeof out->why, "record length %" PRIu32 " over the limit %u",
-                     len, WAL_MAX_RECORD);
+            snprintf(out->why, sizeof out->why, "record length %" PRIu32 " over the limit %u", len,
+                     WAL_MAX_RECORD);
             break;
         }
-        uint64_t avail = out->size >= out->end + WAL_HEADER_BYTES
-                             ? out->size - out->end - WAL_HEADER_BYTES
-                             : 0;
+        uint64_t avail =
+            out->size >= out->end + WAL_HEADER_BYTES ? out->size - out->end - WAL_HEADER_BYTES : 0;
         if ((uint64_t)len > avail) {
             snprintf(out->why, sizeof out->why,
                      "partial record payload (%" PRIu64 " of %" PRIu32 " bytes)", avail, len);
@@ -432,8 +437,8 @@ static cp_status scan_segment(wal_t *wal, uint64_t first, uint64_t after, uint64
         }
         if (len > 0 && fread(payload, 1, len, f) != len) {
             if (ferror(f)) {
-                st = CP_ERR(err, CP_EIO, "wal: read %s/%s: %s", wal->wal_dir, name,
-                            strerror(errno));
+                st =
+                    CP_ERR(err, CP_EIO, "wal: read %s/%s: %s", wal->wal_dir, name, strerror(errno));
                 goto out;
             }
             snprintf(out->why, sizeof out->why, "partial record payload (file shrank)");
@@ -526,8 +531,8 @@ out:
  * b[off] (LSN and payload length in *lsn, *plen). The cheap tests come
  * first: the search calls this at every byte of a damaged stretch, and an
  * LSN can be at most one per 17 bytes past the one expected. */
-static int record_at(const unsigned char *b, size_t n, size_t off, uint64_t expect,
-                     uint64_t *lsn, uint32_t *plen)
+static int record_at(const unsigned char *b, size_t n, size_t off, uint64_t expect, uint64_t *lsn,
+                     uint32_t *plen)
 {
     if (off > n || n - off < WAL_HEADER_BYTES)
         return 0;
@@ -577,7 +582,7 @@ static void walk_stretches(const unsigned char *b, size_t n, size_t from, uint64
 }
 
 typedef struct survey {
-    uint64_t records;            /* valid records found */
+    uint64_t records;             /* valid records found */
     uint64_t first_lsn, last_lsn; /* the LSNs of the first and last of them */
 } survey_t;
 
@@ -704,8 +709,8 @@ static cp_status recover_tail(wal_t *wal, cp_error_t *err)
         return CP_ERR(err, CP_EIO, "wal: open %s/%s: %s", wal->wal_dir, name, strerror(errno));
     if (sc.end < sc.size) {
         if (ftruncate(fd, (off_t)sc.end) != 0) {
-            st = CP_ERR(err, CP_EIO, "wal: truncate %s/%s: %s", wal->wal_dir, name,
-                        strerror(errno));
+            st =
+                CP_ERR(err, CP_EIO, "wal: truncate %s/%s: %s", wal->wal_dir, name, strerror(errno));
             close(fd);
             return st;
         }
@@ -858,8 +863,7 @@ cp_status wal_append(wal_t *wal, uint8_t type, const void *payload, size_t len, 
         goto out;
     }
     int has_records = wal->wal_next_lsn > wal->wal_segs[wal->wal_nsegs - 1];
-    if (has_records &&
-        wal->wal_seg_size + wal->wal_buf_len + framed > wal->wal_opt.segment_bytes) {
+    if (has_records && wal->wal_seg_size + wal->wal_buf_len + framed > wal->wal_opt.segment_bytes) {
         st = rotate_locked(wal, err);
         if (st != CP_OK)
             goto out;
@@ -911,8 +915,7 @@ cp_status wal_reserve(wal_t *wal, size_t len, cp_error_t *err)
     }
     /* The segment the record will go to: rotate now if wal_append would. */
     int has_records = wal->wal_next_lsn > wal->wal_segs[wal->wal_nsegs - 1];
-    if (has_records &&
-        wal->wal_seg_size + wal->wal_buf_len + framed > wal->wal_opt.segment_bytes) {
+    if (has_records && wal->wal_seg_size + wal->wal_buf_len + framed > wal->wal_opt.segment_bytes) {
         st = rotate_locked(wal, err);
         if (st != CP_OK)
             goto out;
@@ -976,8 +979,7 @@ cp_status wal_sync(wal_t *wal, uint64_t lsn, cp_error_t *err)
         if (sync_enabled(wal)) {
             fd = dup(wal->wal_fd);
             if (fd < 0) {
-                st = wal_fail(wal, err, "wal: dup %s/%s: %s", wal->wal_dir, name,
-                              strerror(errno));
+                st = wal_fail(wal, err, "wal: dup %s/%s: %s", wal->wal_dir, name, strerror(errno));
                 break;
             }
         }
@@ -1068,8 +1070,7 @@ cp_status wal_truncate_before(wal_t *wal, uint64_t lsn, unsigned *deleted, cp_er
         char name[32];
         wal_segment_name(doomed[i], name, sizeof name);
         if (unlinkat(wal->wal_dirfd, name, 0) != 0 && errno != ENOENT) {
-            st = CP_ERR(err, CP_EIO, "wal: delete %s/%s: %s", wal->wal_dir, name,
-                        strerror(errno));
+            st = CP_ERR(err, CP_EIO, "wal: delete %s/%s: %s", wal->wal_dir, name, strerror(errno));
             goto out;
         }
         st = fsync_dir(wal, err);
@@ -1085,8 +1086,7 @@ out:
 
 /* -------------------------------------------------------------- replay */
 
-cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
-                     cp_error_t *err)
+cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud, cp_error_t *err)
 {
     cp_status st = CP_OK;
     uint64_t *segs = NULL;
@@ -1143,8 +1143,7 @@ cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
             goto out;
         if (sc.why[0] != '\0') {
             survey_t sv = {0};
-            st = survey_after_damage(wal, segs, nsegs, i, sc.end + 1, segs[i] + sc.count, &sv,
-                                     err);
+            st = survey_after_damage(wal, segs, nsegs, i, sc.end + 1, segs[i] + sc.count, &sv, err);
             if (st == CP_OK)
                 st = damage_refusal(wal, name, sc.end, sc.why, &sv, err);
             goto out;
@@ -1165,11 +1164,11 @@ out:
 
 typedef struct salvage {
     wal_t *wal;
-    const char *name;          /* the segment being read */
-    const unsigned char *b;    /* its bytes */
-    unsigned char *outb;       /* its rewritten bytes */
+    const char *name;       /* the segment being read */
+    const unsigned char *b; /* its bytes */
+    unsigned char *outb;    /* its rewritten bytes */
     size_t outn, outcap;
-    uint64_t next;             /* LSN owed next */
+    uint64_t next; /* LSN owed next */
     const char *side_path;
     FILE *side;
     uint8_t noop_type;
@@ -1233,8 +1232,8 @@ static int salvage_cb(void *ud, int valid, size_t off, size_t len, uint64_t lsn)
             return 1;
         }
     }
-    fprintf(s->side, "crowdpack-wal-dropped segment %s/%s offset %zu length %zu next-lsn %" PRIu64
-                     "\n",
+    fprintf(s->side,
+            "crowdpack-wal-dropped segment %s/%s offset %zu length %zu next-lsn %" PRIu64 "\n",
             s->wal->wal_dir, s->name, off, len, s->next);
     if (fwrite(s->b + off, 1, len, s->side) != len || fputc('\n', s->side) == EOF) {
         s->st = CP_ERR(s->err, CP_EIO, "wal: write %s: %s", s->side_path, strerror(errno));
@@ -1251,8 +1250,7 @@ static cp_status rewrite_segment(salvage_t *s, const char *name)
     wal_t *wal = s->wal;
     int fd = openat(wal->wal_dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return CP_ERR(s->err, CP_EIO, "wal: create %s/%s: %s", wal->wal_dir, tmp,
-                      strerror(errno));
+        return CP_ERR(s->err, CP_EIO, "wal: create %s/%s: %s", wal->wal_dir, tmp, strerror(errno));
     struct iovec iov = {s->outb, s->outn};
     int e = s->outn ? write_all(fd, &iov, 1) : 0;
     if (e == 0 && fsync(fd) != 0)
@@ -1265,8 +1263,7 @@ static cp_status rewrite_segment(salvage_t *s, const char *name)
         return CP_ERR(s->err, CP_EIO, "wal: rewrite %s/%s: %s", wal->wal_dir, name, strerror(e));
     }
     if (fsync(wal->wal_dirfd) != 0)
-        return CP_ERR(s->err, CP_EIO, "wal: fsync directory %s: %s", wal->wal_dir,
-                      strerror(errno));
+        return CP_ERR(s->err, CP_EIO, "wal: fsync directory %s: %s", wal->wal_dir, strerror(errno));
     return CP_OK;
 }
 
@@ -1310,8 +1307,7 @@ cp_status wal_salvage(const char *dir, uint64_t applied, uint8_t noop_type, cons
         goto out;
     }
     if (flock(wal->wal_dirfd, LOCK_EX | LOCK_NB) != 0) {
-        st = CP_ERR(err, CP_ELOCKED, "wal: %s is open in another handle or process",
-                    wal->wal_dir);
+        st = CP_ERR(err, CP_ELOCKED, "wal: %s is open in another handle or process", wal->wal_dir);
         goto out;
     }
     if ((st = list_segments(wal, err)) != CP_OK)
@@ -1452,8 +1448,8 @@ cp_status wal_peek_count(const char *dir, uint64_t after_lsn, uint64_t *n)
         uint64_t off = 0;
         unsigned char h[WAL_HEADER_BYTES];
         while (pread(fd, h, sizeof h, (off_t)off) == (ssize_t)sizeof h) {
-            uint32_t len = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
-                           (uint32_t)h[3] << 24;
+            uint32_t len =
+                (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
             uint64_t lsn = 0;
             for (int i = 7; i >= 0; i--)
                 lsn = lsn << 8 | h[8 + i];

@@ -96,13 +96,13 @@ typedef struct wal_options {
 } wal_options_t;
 
 typedef struct wal_stats {
-    uint64_t appends;         /* records appended by this handle */
-    uint64_t bytes_appended;  /* their framed bytes */
-    uint64_t sync_calls;      /* wal_sync() calls that had to wait for durability */
-    uint64_t fsyncs;          /* group commits: fdatasync rounds of the active segment */
-    uint64_t segments;        /* segment files now in DIR/wal */
-    uint64_t first_lsn;       /* first LSN of the oldest segment */
-    uint64_t truncated_bytes; /* torn tail cut by wal_open */
+    uint64_t appends;          /* records appended by this handle */
+    uint64_t bytes_appended;   /* their framed bytes */
+    uint64_t sync_calls;       /* wal_sync() calls that had to wait for durability */
+    uint64_t fsyncs;           /* group commits: fdatasync rounds of the active segment */
+    uint64_t segments;         /* segment files now in DIR/wal */
+    uint64_t first_lsn;        /* first LSN of the oldest segment */
+    uint64_t truncated_bytes;  /* torn tail cut by wal_open */
     uint64_t active_first_lsn; /* first LSN of the active (newest) segment: its name */
 } wal_stats_t;
 
@@ -141,8 +141,7 @@ typedef cp_status (*wal_replay_fn)(void *ud, uint64_t lsn, uint8_t type, const v
  * how many valid records follow), and when records after after_lsn were
  * already deleted by wal_truncate_before. CP_EIO for a failed read.
  */
-cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
-                     cp_error_t *err);
+cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud, cp_error_t *err);
 
 /*
  * Appends one record of `len` payload bytes (payload may be NULL when len

@@ -1,8 +1,8 @@
 /* buf.c — capped growable buffers, arenas, UTF-8 validation, numbers. */
 #include <stdio.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "util/util.h"
@@ -22,7 +22,10 @@ void buf_free(buf_t *b)
     b->len = b->cap = 0;
 }
 
-void buf_reset(buf_t *b) { b->len = 0; }
+void buf_reset(buf_t *b)
+{
+    b->len = 0;
+}
 
 static cp_status buf_reserve(buf_t *b, size_t n)
 {
@@ -210,7 +213,10 @@ void fmt_double(double v, char *buf, size_t cap)
     }
 }
 
-uint64_t hash64(const void *p, size_t n, uint64_t seed) { return XXH3_64bits_withSeed(p, n, seed); }
+uint64_t hash64(const void *p, size_t n, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(p, n, seed);
+}
 
 void fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
 {

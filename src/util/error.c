@@ -8,30 +8,52 @@
 const char *cp_strerror(cp_status st)
 {
     switch (st) {
-    case CP_OK: return "ok";
-    case CP_ENOMEM: return "out of memory";
-    case CP_EINVAL: return "invalid input";
-    case CP_ENOTFOUND: return "not found";
-    case CP_EEXIST: return "already exists";
-    case CP_ESYNTAX: return "syntax error";
-    case CP_ETYPE: return "wrong type";
-    case CP_ELOCKED: return "data directory locked by another process";
-    case CP_EVERSION: return "incompatible data directory format";
-    case CP_EIO: return "I/O error";
-    case CP_ELIMIT: return "limit exceeded";
-    case CP_ECYCLE: return "reference cycle";
-    case CP_ECONFLICT: return "conflict";
-    case CP_EAUTH: return "authentication required";
-    case CP_EPERM: return "permission denied";
-    case CP_EREADONLY: return "read-only";
-    case CP_EINTERNAL: return "internal error";
-    case CP_ENOSPC: return "storage full";
-    case CP_ECORRUPT: return "damaged data";
+    case CP_OK:
+        return "ok";
+    case CP_ENOMEM:
+        return "out of memory";
+    case CP_EINVAL:
+        return "invalid input";
+    case CP_ENOTFOUND:
+        return "not found";
+    case CP_EEXIST:
+        return "already exists";
+    case CP_ESYNTAX:
+        return "syntax error";
+    case CP_ETYPE:
+        return "wrong type";
+    case CP_ELOCKED:
+        return "data directory locked by another process";
+    case CP_EVERSION:
+        return "incompatible data directory format";
+    case CP_EIO:
+        return "I/O error";
+    case CP_ELIMIT:
+        return "limit exceeded";
+    case CP_ECYCLE:
+        return "reference cycle";
+    case CP_ECONFLICT:
+        return "conflict";
+    case CP_EAUTH:
+        return "authentication required";
+    case CP_EPERM:
+        return "permission denied";
+    case CP_EREADONLY:
+        return "read-only";
+    case CP_EINTERNAL:
+        return "internal error";
+    case CP_ENOSPC:
+        return "storage full";
+    case CP_ECORRUPT:
+        return "damaged data";
     }
     return "unknown status";
 }
 
-void cp_free(void *p) { free(p); }
+void cp_free(void *p)
+{
+    free(p);
+}
 
 static void error_fill(cp_error_t *err, cp_status code, const char *file, const char *func,
                        int line, const char *fmt, va_list ap)
@@ -43,8 +65,8 @@ static void error_fill(cp_error_t *err, cp_status code, const char *file, const 
     vsnprintf(err->message, sizeof err->message, fmt, ap);
 }
 
-cp_status error_set(cp_error_t *err, cp_status code, const char *file, const char *func,
-                        int line, const char *fmt, ...)
+cp_status error_set(cp_error_t *err, cp_status code, const char *file, const char *func, int line,
+                    const char *fmt, ...)
 {
     if (err == NULL)
         return code;
@@ -58,7 +80,7 @@ cp_status error_set(cp_error_t *err, cp_status code, const char *file, const cha
 }
 
 cp_status error_set_at(cp_error_t *err, cp_status code, int eline, int ecol, const char *file,
-                           const char *func, int line, const char *fmt, ...)
+                       const char *func, int line, const char *fmt, ...)
 {
     if (err == NULL)
         return code;

@@ -58,7 +58,10 @@ static int digits(const char *s, size_t len, size_t at, int n, int *out)
     return 0;
 }
 
-static int leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+static int leap(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
 
 int time_parse(const char *s, size_t len, int64_t *secs)
 {
@@ -119,8 +122,8 @@ int time_parse(const char *s, size_t len, int64_t *secs)
     }
     if (p != len)
         return -1;
-    *secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
-            offset;
+    *secs =
+        days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - offset;
     return 0;
 }
 

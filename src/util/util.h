@@ -21,13 +21,13 @@
  */
 #define CP_ERR(err, code, ...) error_set((err), (code), __FILE__, __func__, __LINE__, __VA_ARGS__)
 /* Same with an expression position (1-based line and column). */
-#define CP_ERR_AT(err, code, line, col, ...) \
+#define CP_ERR_AT(err, code, line, col, ...)                                                       \
     error_set_at((err), (code), (line), (col), __FILE__, __func__, __LINE__, __VA_ARGS__)
 
-cp_status error_set(cp_error_t *err, cp_status code, const char *file, const char *func,
-                        int line, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+cp_status error_set(cp_error_t *err, cp_status code, const char *file, const char *func, int line,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 cp_status error_set_at(cp_error_t *err, cp_status code, int eline, int ecol, const char *file,
-                           const char *func, int line, const char *fmt, ...)
+                       const char *func, int line, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
 /* Prefixes err->message with printf text (e.g. "line 7: "). */
 void error_prefix(cp_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

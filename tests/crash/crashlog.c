@@ -60,10 +60,10 @@ static ino_t inos[MAXFD];
 typedef int (*open_fn)(const char *, int, ...);
 typedef int (*openat_fn)(int, const char *, int, ...);
 
-#define REAL(name) \
-    static __typeof__(&name) real_##name; \
-    if (real_##name == NULL) \
-        real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
+#define REAL(name)                                                                                 \
+    static __typeof__(&name) real_##name;                                                          \
+    if (real_##name == NULL)                                                                       \
+    real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
 
 static void init(void)
 {
@@ -218,10 +218,22 @@ int openat64(int d, const char *p, int flags, ...)
     va_end(ap);
     return do_open(d, p, flags, m);
 }
-int __open_2(const char *p, int flags) { return do_open(AT_FDCWD, p, flags, 0); }
-int __open64_2(const char *p, int flags) { return do_open(AT_FDCWD, p, flags, 0); }
-int __openat_2(int d, const char *p, int flags) { return do_open(d, p, flags, 0); }
-int __openat64_2(int d, const char *p, int flags) { return do_open(d, p, flags, 0); }
+int __open_2(const char *p, int flags)
+{
+    return do_open(AT_FDCWD, p, flags, 0);
+}
+int __open64_2(const char *p, int flags)
+{
+    return do_open(AT_FDCWD, p, flags, 0);
+}
+int __openat_2(int d, const char *p, int flags)
+{
+    return do_open(d, p, flags, 0);
+}
+int __openat64_2(int d, const char *p, int flags)
+{
+    return do_open(d, p, flags, 0);
+}
 
 int close(int fd)
 {
@@ -298,7 +310,10 @@ ssize_t pwrite(int fd, const void *b, size_t n, off_t off)
     errno = e;
     return r;
 }
-ssize_t pwrite64(int fd, const void *b, size_t n, off_t off) { return pwrite(fd, b, n, off); }
+ssize_t pwrite64(int fd, const void *b, size_t n, off_t off)
+{
+    return pwrite(fd, b, n, off);
+}
 
 ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
@@ -399,7 +414,10 @@ int ftruncate(int fd, off_t len)
     errno = e;
     return r;
 }
-int ftruncate64(int fd, off_t len) { return ftruncate(fd, len); }
+int ftruncate64(int fd, off_t len)
+{
+    return ftruncate(fd, len);
+}
 
 int posix_fallocate(int fd, off_t off, off_t len)
 {
@@ -415,7 +433,10 @@ int posix_fallocate(int fd, off_t off, off_t len)
     pthread_mutex_unlock(&mu);
     return r;
 }
-int posix_fallocate64(int fd, off_t off, off_t len) { return posix_fallocate(fd, off, len); }
+int posix_fallocate64(int fd, off_t off, off_t len)
+{
+    return posix_fallocate(fd, off, len);
+}
 
 static void rec_path(char op, int dirfd, const char *p)
 {

@@ -32,10 +32,11 @@ static void setup(void)
         fprintf(stderr, "fuzz_ndjson: %s\n", err.message);
         abort();
     }
-    const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
-                         "{\"name\":\"g\",\"type\":\"enum\"},{\"name\":\"s\",\"type\":\"string\"},"
-                         "{\"name\":\"b\",\"type\":\"bool\"},{\"name\":\"t\",\"type\":\"timestamp\"},"
-                         "{\"name\":\"loc\",\"type\":\"geo\"}]}";
+    const char *schema =
+        "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
+        "{\"name\":\"g\",\"type\":\"enum\"},{\"name\":\"s\",\"type\":\"string\"},"
+        "{\"name\":\"b\",\"type\":\"bool\"},{\"name\":\"t\",\"type\":\"timestamp\"},"
+        "{\"name\":\"loc\",\"type\":\"geo\"}]}";
     const char *tags = "{\"tags\":[{\"path\":\"a/b/c\"},{\"path\":\"a/d\"},{\"path\":\"x\"}]}";
     if (cp_schema_load_json(g_db, schema, strlen(schema), &err) != CP_OK ||
         cp_taxonomy_load_json(g_db, tags, strlen(tags), &err) != CP_OK ||

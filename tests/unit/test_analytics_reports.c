@@ -24,11 +24,11 @@ static const char *const TAGS[] = {"a", "a/x", "a/y", "b", "b/z"};
 #define NT 5
 
 typedef struct user {
-    int age;      /* -1 = none */
-    int gender;   /* 0 f, 1 m, 2 none */
-    int points;   /* -1 = none */
-    int x, y;     /* cluster coordinates; x = INT32_MIN: none */
-    int64_t seen; /* timestamp */
+    int age;         /* -1 = none */
+    int gender;      /* 0 f, 1 m, 2 none */
+    int points;      /* -1 = none */
+    int x, y;        /* cluster coordinates; x = INT32_MIN: none */
+    int64_t seen;    /* timestamp */
     unsigned direct; /* bits over TAGS: 1 = a/x, 2 = a/y, 3 = b, 4 = b/z */
 } user_t;
 
@@ -56,9 +56,18 @@ static int has_tag(const user_t *u, int t)
 }
 
 /* Crowds used below, as predicates. */
-static int in_crowd_a(const user_t *u) { return has_tag(u, 0); }
-static int in_old(const user_t *u) { return u->age >= 40; }
-static int in_f(const user_t *u) { return u->gender == 0; }
+static int in_crowd_a(const user_t *u)
+{
+    return has_tag(u, 0);
+}
+static int in_old(const user_t *u)
+{
+    return u->age >= 40;
+}
+static int in_f(const user_t *u)
+{
+    return u->gender == 0;
+}
 
 static json_t *call(cp_status (*fn)(cp_db_t *, const char *, size_t, char **, cp_error_t *),
                     const char *req)
@@ -275,8 +284,8 @@ static void test_insight_naive(void **state)
         if (pass == 0)
             check_cell(find_cell(cells, NULL, "gender", "m"), nc, nb, csize, bsize);
         else
-            assert_true(json_is_null(json_object_get(find_cell(cells, NULL, "gender", "m"),
-                                                     "tgi")));
+            assert_true(
+                json_is_null(json_object_get(find_cell(cells, NULL, "gender", "m"), "tgi")));
         /* timestamp by year: 2018 */
         nc = nb = 0;
         for (int i = 0; i < NU; i++) {
@@ -319,9 +328,9 @@ static void test_insight_buckets_and_suppression(void **state)
 {
     (void)state;
     set_min_count(0);
-    json_t *r = call(cp_insight_json,
-                     "{\"crowd\":\"old\",\"tags\":[\"b\"],\"attributes\":[\"points\"],"
-                     "\"buckets\":{\"points\":[1000,20000]},\"min_count\":9000}");
+    json_t *r =
+        call(cp_insight_json, "{\"crowd\":\"old\",\"tags\":[\"b\"],\"attributes\":[\"points\"],"
+                              "\"buckets\":{\"points\":[1000,20000]},\"min_count\":9000}");
     json_t *cells = json_object_get(r, "cells");
     assert_int_equal(json_integer_value(json_object_get(r, "min_count")), 9000);
     /* tags b and b/z, points <1000, 1000-19999, 20000+ */
@@ -367,25 +376,24 @@ static void test_insight_bad_input(void **state)
     assert_int_equal(call_err(cp_insight_json, "{\"crowd\":\"nope\"}", &err), CP_ENOTFOUND);
     assert_non_null(strstr(err.message, "nope"));
     assert_int_equal(call_err(cp_insight_json, "{}", &err), CP_EINVAL);
-    assert_int_equal(call_err(cp_insight_json, "{\"crowd\":\"old\",\"baseline\":{\"crowd\":\"x\"}}",
-                              &err),
-                     CP_ENOTFOUND);
-    assert_int_equal(call_err(cp_insight_json,
-                              "{\"crowd\":\"old\",\"buckets\":{\"age\":[30,20]}}", &err),
-                     CP_EINVAL);
+    assert_int_equal(
+        call_err(cp_insight_json, "{\"crowd\":\"old\",\"baseline\":{\"crowd\":\"x\"}}", &err),
+        CP_ENOTFOUND);
+    assert_int_equal(
+        call_err(cp_insight_json, "{\"crowd\":\"old\",\"buckets\":{\"age\":[30,20]}}", &err),
+        CP_EINVAL);
     assert_non_null(strstr(err.message, "ascending"));
-    assert_int_equal(call_err(cp_insight_json,
-                              "{\"crowd\":\"old\",\"buckets\":{\"gender\":[1]}}", &err),
-                     CP_EINVAL);
-    assert_int_equal(call_err(cp_insight_json,
-                              "{\"crowd\":\"old\",\"buckets\":{\"nosuch\":[1]}}", &err),
-                     CP_ENOTFOUND);
+    assert_int_equal(
+        call_err(cp_insight_json, "{\"crowd\":\"old\",\"buckets\":{\"gender\":[1]}}", &err),
+        CP_EINVAL);
+    assert_int_equal(
+        call_err(cp_insight_json, "{\"crowd\":\"old\",\"buckets\":{\"nosuch\":[1]}}", &err),
+        CP_ENOTFOUND);
     assert_int_equal(call_err(cp_insight_json, "{\"crowd\":\"old\",\"tags\":\"zz\"}", &err),
                      CP_ENOTFOUND);
     assert_int_equal(call_err(cp_insight_json, "{\"crowd\":\"old\",\"sort\":\"x\"}", &err),
                      CP_EINVAL);
-    assert_int_equal(call_err(cp_insight_json, "{\"crowd\":\"old\",\"bogus\":1}", &err),
-                     CP_EINVAL);
+    assert_int_equal(call_err(cp_insight_json, "{\"crowd\":\"old\",\"bogus\":1}", &err), CP_EINVAL);
     assert_non_null(strstr(err.message, "bogus"));
     assert_int_equal(call_err(cp_insight_json, "{\"crowd\":{\"expression\":\"age >\"}}", &err),
                      CP_ESYNTAX);
@@ -446,8 +454,8 @@ static void test_overlap_naive(void **state)
     char req[2048] = "{\"crowds\":[";
     for (int c = 0; c < 10; c++) {
         char e[128];
-        snprintf(e, sizeof e, "%s{\"expression\":\"age BETWEEN %d AND %d\"}", c ? "," : "",
-                 c * 8, c * 8 + 20);
+        snprintf(e, sizeof e, "%s{\"expression\":\"age BETWEEN %d AND %d\"}", c ? "," : "", c * 8,
+                 c * 8 + 20);
         strcat(req, e);
     }
     strcat(req, "]}");
@@ -583,9 +591,9 @@ static void test_cluster(void **state)
                      CP_ETYPE);
     assert_int_equal(call_err(cp_cluster_json, "{\"attributes\":[\"nosuch\"],\"k\":2}", &err),
                      CP_ENOTFOUND);
-    assert_int_equal(call_err(cp_cluster_json,
-                              "{\"attributes\":[\"px\"],\"k\":2,\"crowd\":\"ghost\"}", &err),
-                     CP_ENOTFOUND);
+    assert_int_equal(
+        call_err(cp_cluster_json, "{\"attributes\":[\"px\"],\"k\":2,\"crowd\":\"ghost\"}", &err),
+        CP_ENOTFOUND);
     assert_int_equal(call_err(cp_cluster_json,
                               "{\"attributes\":[\"px\"],\"k\":3,\"crowd\":{\"expression\":"
                               "\"px = 5 AND px = 6\"}}",
@@ -643,11 +651,13 @@ static void test_tiers(void **state)
     json_decref(r);
 
     const char *bad[] = {
-        "{\"attribute\":\"points\",\"tiers\":[{\"name\":\"a\",\"min\":5},{\"name\":\"b\",\"min\":5}]}",
+        "{\"attribute\":\"points\",\"tiers\":[{\"name\":\"a\",\"min\":5},{\"name\":\"b\",\"min\":5}"
+        "]}",
         "{\"attribute\":\"points\",\"tiers\":[]}",
         "{\"attribute\":\"points\",\"tiers\":[{\"name\":\"A B\",\"min\":5}]}",
         "{\"attribute\":\"points\",\"tiers\":[{\"name\":\"a\",\"min\":\"5\"}]}",
-        "{\"attribute\":\"points\",\"tiers\":[{\"name\":\"a\",\"min\":1},{\"name\":\"a\",\"min\":2}]}",
+        "{\"attribute\":\"points\",\"tiers\":[{\"name\":\"a\",\"min\":1},{\"name\":\"a\",\"min\":2}"
+        "]}",
         "{\"tiers\":[{\"name\":\"a\",\"min\":1}]}",
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(bad); i++) {

@@ -268,8 +268,7 @@ static void test_find_cursor(void **state)
         memset(present, 0, sizeof present);
         int n = (int)(rand_next(&rng) % 3000);
         for (int i = 0; i < n; i++) {
-            uint16_t k =
-                (uint16_t)(trial % 2 ? rand_next(&rng) % 65536 : rand_next(&rng) % 5000);
+            uint16_t k = (uint16_t)(trial % 2 ? rand_next(&rng) % 65536 : rand_next(&rng) % 5000);
             present[k] = 1;
             roaring_bitmap_add(bm, ((uint32_t)k << 16) | (uint32_t)(rand_next(&rng) & 0xffff));
         }
@@ -401,8 +400,7 @@ static void test_deserialize_safe(void **state)
             memcpy(c, buf, sz);
             int flips = 1 + (int)(rand_next(&rng) % 4);
             for (int f = 0; f < flips; f++) {
-                size_t pos =
-                    (i % 2) ? rand_next(&rng) % (sz < 64 ? sz : 64) : rand_next(&rng) % sz;
+                size_t pos = (i % 2) ? rand_next(&rng) % (sz < 64 ? sz : 64) : rand_next(&rng) % sz;
                 c[pos] = (char)rand_next(&rng);
             }
             roaring_bitmap_t *r = bm_deserialize_safe(c, sz);

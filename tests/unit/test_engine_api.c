@@ -104,14 +104,14 @@ static const char *USERS =
     "\"tags\":[\"interest/sports\",\"life/parent\"]}\n"
     "\n"
     "{\"id\":\"u3\",\"attrs\":{\"age\":\"abc\"},\"tags\":[\"interest/sports\"]}\n" /* line 4 bad */
-    "{\"id\":\"u4\",\"attrs\":{\"age\":20},\"tags\":[\"interest/nope\"]}\n"       /* line 5 bad */
+    "{\"id\":\"u4\",\"attrs\":{\"age\":20},\"tags\":[\"interest/nope\"]}\n"        /* line 5 bad */
     "{\"id\":\"u5\",\"attrs\":{\"age\":25,\"gender\":\"female\",\"loc\":[23.1,113.2]},"
     "\"tags\":[\"interest/finance/loans\"]}\r\n"
-    "not json\n" /* line 7 bad */
-    "{\"id\":\"u6\",\"attrs\":{\"age\":3.5}}\n" /* line 8 bad: strict ints */
-    "{\"id\":\"u7\",\"attrs\":{\"nope\":1}}\n"  /* line 9 bad */
-    "{\"id\":\"u8\",\"attrs\":{\"loc\":[91,0]}}\n" /* line 10 bad */
-    "{\"id\":\"u9\",\"tags\":[\"life\"],\"extra\":1}\n" /* line 11 bad */
+    "not json\n"                                                   /* line 7 bad */
+    "{\"id\":\"u6\",\"attrs\":{\"age\":3.5}}\n"                    /* line 8 bad: strict ints */
+    "{\"id\":\"u7\",\"attrs\":{\"nope\":1}}\n"                     /* line 9 bad */
+    "{\"id\":\"u8\",\"attrs\":{\"loc\":[91,0]}}\n"                 /* line 10 bad */
+    "{\"id\":\"u9\",\"tags\":[\"life\"],\"extra\":1}\n"            /* line 11 bad */
     "{\"id\":\"u10\",\"attrs\":{\"age\":-5},\"tags\":[\"life\"]}"; /* line 12, no newline */
 
 static void load_users(cp_db_t *db, rejects_t *r, cp_load_stats_t *st)
@@ -138,7 +138,8 @@ static void test_load_and_query(void **state)
     uint64_t want[] = {4, 5, 7, 8, 9, 10, 11};
     for (int i = 0; i < 7; i++)
         assert_int_equal(r.lines[i], want[i]);
-    assert_non_null(strstr(r.msgs[0], "line 4: user \"u3\": attribute \"age\" expects int, got \"abc\""));
+    assert_non_null(
+        strstr(r.msgs[0], "line 4: user \"u3\": attribute \"age\" expects int, got \"abc\""));
     assert_non_null(strstr(r.msgs[1], "unknown tag \"interest/nope\""));
     assert_non_null(strstr(r.msgs[3], "got 3.5"));
     assert_non_null(strstr(r.msgs[4], "unknown attribute \"nope\""));
@@ -184,7 +185,8 @@ static void test_load_and_query(void **state)
     assert_int_equal(cp_count(db, "age = ", &n, &err), CP_ESYNTAX);
 
     /* JSON tree form. */
-    const char *tree = "{\"and\":[{\"tag\":\"interest\"},{\"attr\":\"age\",\"op\":\">\",\"value\":30}]}";
+    const char *tree =
+        "{\"and\":[{\"tag\":\"interest\"},{\"attr\":\"age\",\"op\":\">\",\"value\":30}]}";
     ok(cp_count_json(db, tree, strlen(tree), &n, &err), &err);
     assert_int_equal(n, 2); /* u1 (31), u2 (45) */
 
@@ -702,9 +704,10 @@ static void test_failed_state(void **state)
     buf_t b;
     buf_init(&b, 0);
     for (int i = 0; i < 20000; i++)
-        buf_printf(&b, "{\"id\":\"user-with-a-longish-id-%06d\",\"attrs\":{\"age\":%d},"
-                          "\"tags\":[\"interest/sports\"]}\n",
-                      i, i % 90);
+        buf_printf(&b,
+                   "{\"id\":\"user-with-a-longish-id-%06d\",\"attrs\":{\"age\":%d},"
+                   "\"tags\":[\"interest/sports\"]}\n",
+                   i, i % 90);
     cp_load_options_t lo = {.batch_lines = 500};
     cp_load_stats_t st;
     cp_status rc = cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err);
@@ -736,10 +739,14 @@ static void test_failed_state(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_open_errors), cmocka_unit_test(test_load_and_query),
-        cmocka_unit_test(test_strict_and_stream), cmocka_unit_test(test_tags_ops),
-        cmocka_unit_test(test_user_delete), cmocka_unit_test(test_restart),
-        cmocka_unit_test(test_crowds), cmocka_unit_test(test_batch_and_keys),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_load_and_query),
+        cmocka_unit_test(test_strict_and_stream),
+        cmocka_unit_test(test_tags_ops),
+        cmocka_unit_test(test_user_delete),
+        cmocka_unit_test(test_restart),
+        cmocka_unit_test(test_crowds),
+        cmocka_unit_test(test_batch_and_keys),
         cmocka_unit_test(test_failed_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

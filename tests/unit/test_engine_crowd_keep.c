@@ -137,8 +137,7 @@ static void test_cascade_and_history(void **state)
     h = history(db, "top");
     assert_true(json_array_size(h) >= 1);
     assert_int_equal(
-        json_integer_value(json_object_get(json_array_get(h, json_array_size(h) - 1), "size")),
-        10);
+        json_integer_value(json_object_get(json_array_get(h, json_array_size(h) - 1), "size")), 10);
     json_decref(h);
     cp_db_close(db);
 
@@ -224,7 +223,7 @@ static void test_schedule_and_expiry(void **state)
     ok(cp_crowd_refresh(db, "base", &err), &err);
     assert_int_equal(num(db, "mid", "size"), num(db, "base", "size") + 4);
     assert_int_equal(num(db, "top", "size"), size); /* frozen: not re-evaluated */
-    ok(cp_crowd_refresh(db, "top", &err), &err);   /* by hand: thawed */
+    ok(cp_crowd_refresh(db, "top", &err), &err);    /* by hand: thawed */
     assert_false(frozen(db, "top"));
     assert_int_equal(num(db, "top", "size"), num(db, "base", "size"));
     /* Used (evaluated by a count) keeps it alive. */

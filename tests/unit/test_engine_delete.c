@@ -395,9 +395,9 @@ static uint64_t rand_next(uint64_t *s) /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-#define NU 40     /* upserted users p00..p39 */
-#define NM 16     /* event users: userId m00.., anonymousId an00.. */
-#define NC 10     /* crowds at most */
+#define NU 40 /* upserted users p00..p39 */
+#define NM 16 /* event users: userId m00.., anonymousId an00.. */
+#define NC 10 /* crowds at most */
 #define NT 4
 
 static const char *const TAG[NT] = {"t/a", "t/a/b", "t/c", "t/d"};
@@ -406,23 +406,23 @@ static const char *const LEVEL[] = {"gold", "silver"};
 
 typedef struct person {
     int live;
-    int age;         /* -1: none */
-    char city[32];   /* "": none */
-    int level;       /* -1: none */
-    unsigned tags;   /* direct tags, bit i = TAG[i] */
+    int age;       /* -1: none */
+    char city[32]; /* "": none */
+    int level;     /* -1: none */
+    unsigned tags; /* direct tags, bit i = TAG[i] */
 } person_t;
 
 /* Users: 0..NU-1 upserted (p%02d), NU..NU+NM-1 event users (m%02d, whose
  * anonymous side an%02d is merged into them when `merged`). */
 typedef struct model {
     person_t u[NU + NM];
-    int anon_live[NM];  /* an%02d exists as a user of its own */
+    int anon_live[NM]; /* an%02d exists as a user of its own */
     int anon_age[NM];
-    int merged[NM];     /* an%02d merged into m%02d */
+    int merged[NM]; /* an%02d merged into m%02d */
     struct {
         char name[16];
-        int kind;       /* CP_CROWD_* */
-        int a, b, op;   /* atoms and operator (0 AND, 1 OR, 2 AND NOT) */
+        int kind;                          /* CP_CROWD_* */
+        int a, b, op;                      /* atoms and operator (0 AND, 1 OR, 2 AND NOT) */
         unsigned char member[NU + 2 * NM]; /* static: members frozen at creation */
     } c[NC];
     int nc;
@@ -443,7 +443,10 @@ static int dict_find(const model_t *m, const char *v)
 
 /* Atoms: 0..NT-1 tag (with descendants), NT+0 age > 40, NT+1 city =
  * shanghai, NT+2 level = gold, NT+3+i crowd i. */
-static int n_atoms(const model_t *m) { return NT + 3 + m->nc; }
+static int n_atoms(const model_t *m)
+{
+    return NT + 3 + m->nc;
+}
 
 static void atom_text(const model_t *m, int a, char *buf, size_t cap)
 {
@@ -665,8 +668,8 @@ static void property_run(uint64_t seed, int steps)
                 m->born[NU + NM + k] = m->next_born++;
             m->anon_live[k] = 1;
             if (age >= 0)
-                snprintf(buf, sizeof buf, "{\"anonymousId\":\"an%02d\",\"traits\":{\"age\":%d}}",
-                         k, age);
+                snprintf(buf, sizeof buf, "{\"anonymousId\":\"an%02d\",\"traits\":{\"age\":%d}}", k,
+                         age);
             else
                 snprintf(buf, sizeof buf, "{\"anonymousId\":\"an%02d\"}", k);
             event(db, CP_EVENT_IDENTIFY, buf);
@@ -704,8 +707,8 @@ static void property_run(uint64_t seed, int steps)
             int exists = by_anon ? (m->anon_live[k] || (m->merged[k] && m->u[NU + k].live))
                                  : m->u[NU + k].live;
             snprintf(buf, sizeof buf, "%s%02d", by_anon ? "an" : "m", k);
-            cp_status rc = cp_user_delete_by_identifier(db, by_anon ? "anonymous_id" : "user_id",
-                                                        buf, &err);
+            cp_status rc =
+                cp_user_delete_by_identifier(db, by_anon ? "anonymous_id" : "user_id", buf, &err);
             assert_int_equal(rc, exists ? CP_OK : CP_ENOTFOUND);
             if (exists) {
                 if (m->merged[k] || !by_anon) {
@@ -732,7 +735,10 @@ static void property_run(uint64_t seed, int steps)
             atom_text(m, m->c[i].a, e1, sizeof e1);
             atom_text(m, m->c[i].b, e2, sizeof e2);
             snprintf(buf, sizeof buf, "(%s) %s (%s)", e1,
-                     m->c[i].op == 0 ? "AND" : m->c[i].op == 1 ? "OR" : "AND NOT", e2);
+                     m->c[i].op == 0   ? "AND"
+                     : m->c[i].op == 1 ? "OR"
+                                       : "AND NOT",
+                     e2);
             /* static: the members at creation (evaluated as a dynamic one) */
             int kind = m->c[i].kind;
             m->c[i].kind = CP_CROWD_DYNAMIC;

@@ -5,7 +5,6 @@
  * events from the write-ahead log after the process dies without closing. */
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -180,9 +180,9 @@ static void test_bad_requests_apply_nothing(void **state)
     cp_ingest_result_t r;
     cp_error_t err = {0};
     /* strict: all or nothing */
-    assert_int_equal(cp_ingest_segment_ex(db, CP_EVENT_BATCH, batch, strlen(batch),
-                                          CP_INGEST_STRICT, &r, &err),
-                     CP_EINVAL);
+    assert_int_equal(
+        cp_ingest_segment_ex(db, CP_EVENT_BATCH, batch, strlen(batch), CP_INGEST_STRICT, &r, &err),
+        CP_EINVAL);
     assert_non_null(r.errors_json);
     assert_non_null(strstr(r.errors_json, "\"index\":3"));
     assert_int_equal(r.rejected, 1);
@@ -265,14 +265,16 @@ static void test_odd_values_lose_nothing(void **state)
     buf_init(&b, 0);
     buf_printf(&b, "{\"batch\":[");
     for (int i = 0; i < 9; i++)
-        buf_printf(&b, "{\"type\":\"track\",\"userId\":\"g%d\",\"event\":\"buy\","
-                          "\"timestamp\":\"2024-01-02T00:00:00Z\"},", i);
+        buf_printf(&b,
+                   "{\"type\":\"track\",\"userId\":\"g%d\",\"event\":\"buy\","
+                   "\"timestamp\":\"2024-01-02T00:00:00Z\"},",
+                   i);
     buf_printf(&b, "{\"type\":\"identify\",\"anonymousId\":\"anon-1\","
-                      "\"timestamp\":\"2024-01-02T00:00:00Z\","
-                      "\"traits\":{\"email\":\"n/a\",\"phone\":\"unknown\",\"age\":31.5,"
-                      "\"member_id\":\"test@example.com\",\"openid\":\"\"},"
-                      "\"context\":{\"device\":{\"type\":\"ios\","
-                      "\"advertisingId\":\"00000000-0000-0000-0000-000000000000\"}}}]}");
+                   "\"timestamp\":\"2024-01-02T00:00:00Z\","
+                   "\"traits\":{\"email\":\"n/a\",\"phone\":\"unknown\",\"age\":31.5,"
+                   "\"member_id\":\"test@example.com\",\"openid\":\"\"},"
+                   "\"context\":{\"device\":{\"type\":\"ios\","
+                   "\"advertisingId\":\"00000000-0000-0000-0000-000000000000\"}}}]}");
     cp_ingest_result_t r;
     ok(cp_ingest_segment(db, CP_EVENT_BATCH, buf_cstr(&b), b.len, &r, &err), &err);
     assert_int_equal(r.applied, 10);
@@ -306,8 +308,9 @@ static void test_odd_values_lose_nothing(void **state)
 
     /* phones: a US national number under the +86 default becomes +1 with
      * the locale's hint; without a hint it is a warning, not a loss */
-    const char *us = "{\"userId\":\"us1\",\"timestamp\":\"2024-01-02T00:00:00Z\","
-                     "\"traits\":{\"phone\":\"(415) 555-0132\"},\"context\":{\"locale\":\"en-US\"}}";
+    const char *us =
+        "{\"userId\":\"us1\",\"timestamp\":\"2024-01-02T00:00:00Z\","
+        "\"traits\":{\"phone\":\"(415) 555-0132\"},\"context\":{\"locale\":\"en-US\"}}";
     ok(cp_ingest_segment(db, CP_EVENT_IDENTIFY, us, strlen(us), &r, &err), &err);
     assert_int_equal(r.warnings, 0);
     cp_ingest_result_clear(&r);
@@ -364,7 +367,8 @@ static void test_groups_are_entities(void **state)
         "{\"type\":\"identify\",\"userId\":\"alice\",\"traits\":{\"name\":\"Alice\"}},"
         "{\"type\":\"identify\",\"userId\":\"bob\",\"traits\":{\"name\":\"Bob\"}},"
         "{\"type\":\"group\",\"userId\":\"alice\",\"groupId\":\"acme\","
-        "\"traits\":{\"name\":\"Acme Inc\",\"email\":\"billing@acme.com\",\"plan\":\"enterprise\"}},"
+        "\"traits\":{\"name\":\"Acme "
+        "Inc\",\"email\":\"billing@acme.com\",\"plan\":\"enterprise\"}},"
         "{\"type\":\"group\",\"userId\":\"bob\",\"groupId\":\"acme\","
         "\"traits\":{\"name\":\"Acme Inc\",\"email\":\"billing@acme.com\"},"
         "\"context\":{\"traits\":{\"title\":\"cto\"}}},"
@@ -458,8 +462,9 @@ static void test_traits_behaviour_and_catalog(void **state)
     /* first_seen / last_seen */
     assert_int_equal(count(db, "first_seen < \"2024-03-02\" AND last_seen >= \"2024-03-05\"", NULL),
                      2);
-    assert_int_equal(count(db, "first_seen < \"2024-03-02\" AND last_seen >= \"2024-03-05\" AND "
-                               "age = 31",
+    assert_int_equal(count(db,
+                           "first_seen < \"2024-03-02\" AND last_seen >= \"2024-03-05\" AND "
+                           "age = 31",
                            NULL),
                      1);
     /* unknown traits and properties are kept and listed */
@@ -519,7 +524,8 @@ static void test_merge_unmerge(void **state)
          "{\"anonymousId\":\"anon-1\",\"event\":\"purchase\",\"properties\":{\"sku\":\"x\"},"
          "\"messageId\":\"a-2\",\"timestamp\":\"2024-05-01T00:00:00Z\"}");
     send(db, CP_EVENT_IDENTIFY,
-         "{\"anonymousId\":\"anon-1\",\"traits\":{\"age\":20},\"timestamp\":\"2024-05-01T00:00:00Z\"}");
+         "{\"anonymousId\":\"anon-1\",\"traits\":{\"age\":20},\"timestamp\":\"2024-05-01T00:00:"
+         "00Z\"}");
     /* user B: a member with a phone, 1 purchase, a tag through the user API */
     send(db, CP_EVENT_IDENTIFY,
          "{\"userId\":\"member-7\",\"traits\":{\"phone\":\"138 0013 8000\",\"country\":\"CN\"},"
@@ -550,7 +556,8 @@ static void test_merge_unmerge(void **state)
     assert_int_equal(json_array_size(lin), 1);
     assert_string_equal(json_string_value(json_object_get(json_array_get(lin, 0), "message_id")),
                         "login-1");
-    uint64_t mid = (uint64_t)json_integer_value(json_object_get(json_array_get(lin, 0), "merge_id"));
+    uint64_t mid =
+        (uint64_t)json_integer_value(json_object_get(json_array_get(lin, 0), "merge_id"));
     assert_int_equal(json_array_size(json_object_get(j, "identifiers")), 3);
     json_decref(j);
     cp_free(s);
@@ -640,8 +647,8 @@ static int dir_contains(const char *dir, const void *needle, size_t n)
         struct stat sb;
         if (stat(path, &sb) != 0)
             continue;
-        found = S_ISDIR(sb.st_mode) ? dir_contains(path, needle, n)
-                                    : file_contains(path, needle, n);
+        found =
+            S_ISDIR(sb.st_mode) ? dir_contains(path, needle, n) : file_contains(path, needle, n);
     }
     closedir(d);
     return found;
@@ -670,7 +677,8 @@ static void test_delete_leaves_nothing(void **state)
          "\"2024-01-02T00:00:00Z\"}");
     /* a bystander */
     send(db, CP_EVENT_IDENTIFY,
-         "{\"userId\":\"bystander-1\",\"traits\":{\"age\":40},\"timestamp\":\"2024-01-01T00:00:00Z\"}");
+         "{\"userId\":\"bystander-1\",\"traits\":{\"age\":40},\"timestamp\":\"2024-01-01T00:00:"
+         "00Z\"}");
     ok(cp_checkpoint(db, &err), &err);
     char *s = NULL;
     ok(cp_whois_json(db, "user_id", "victim-user-8271", &s, &err), &err);
@@ -701,7 +709,7 @@ static void test_delete_leaves_nothing(void **state)
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 1);
     assert_int_equal(count(db, "did(view)", "2024-01-31"), 0);
-    const char *needles[] = {"victim-user-8271", "victim-anon-5512", "victim-device-7730",
+    const char *needles[] = {"victim-user-8271", "victim-anon-5512",          "victim-device-7730",
                              "victim-nick-3391", "victim.person@example.org", hashed};
     for (size_t k = 0; k < (sizeof needles / sizeof needles[0]); k++)
         if (dir_contains(dir, needles[k], strlen(needles[k])))

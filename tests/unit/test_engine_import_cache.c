@@ -161,8 +161,10 @@ static void send_rows(cp_db_t *db, const row_t *r, size_t n, size_t base)
 
 static void import_rows(cp_db_t *db, const char *path, uint64_t batch)
 {
-    cp_import_options_t o = {.format = CP_IMPORT_CSV, .mapping_json = mapping,
-                             .mapping_len = strlen(mapping), .batch_lines = batch};
+    cp_import_options_t o = {.format = CP_IMPORT_CSV,
+                             .mapping_json = mapping,
+                             .mapping_len = strlen(mapping),
+                             .batch_lines = batch};
     cp_import_stats_t st;
     cp_error_t err = {0};
     ok(cp_import_file(db, path, &o, &st, &err), &err);
@@ -219,9 +221,9 @@ static char *whois(cp_db_t *db, const char *type, const char *value)
         {
             const char *h = strstr(json_string_value(key), ":#");
             if (h)
-                json_array_set_new(json_object_get(x, "identifiers"), k,
-                                   json_stringn(json_string_value(key),
-                                                (size_t)(h - json_string_value(key)) + 2));
+                json_array_set_new(
+                    json_object_get(x, "identifiers"), k,
+                    json_stringn(json_string_value(key), (size_t)(h - json_string_value(key)) + 2));
         }
     }
     char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);

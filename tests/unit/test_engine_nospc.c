@@ -55,8 +55,10 @@ static int teardown(void **state)
 static cp_status identify(cp_db_t *db, int i, cp_error_t *err)
 {
     static char body[NOTE_BYTES + 200];
-    int n = snprintf(body, sizeof body, "{\"userId\":\"u%d\",\"messageId\":\"m%d\",\"traits\":"
-                                        "{\"k\":%d,\"note\":\"", i, i, i);
+    int n = snprintf(body, sizeof body,
+                     "{\"userId\":\"u%d\",\"messageId\":\"m%d\",\"traits\":"
+                     "{\"k\":%d,\"note\":\"",
+                     i, i, i);
     for (int j = 0; j < NOTE_BYTES; j++)
         body[n++] = (char)('a' + (i * 7 + j * 13) % 26);
     n += snprintf(body + n, sizeof body - (size_t)n, "\"}}");

@@ -34,7 +34,7 @@ typedef struct user {
     int64_t age, ts;
     int seg, vip, city;
     double lat, lon;
-    uint64_t tags; /* direct tags, bit per tag index */
+    uint64_t tags;   /* direct tags, bit per tag index */
     unsigned groups; /* Segment groups joined, bit per group index */
 } user_t;
 
@@ -43,15 +43,15 @@ typedef struct user {
 typedef struct world {
     int ntags;
     char path[MAX_TAGS][128];
-    int parent[MAX_TAGS]; /* -1 = top */
+    int parent[MAX_TAGS];       /* -1 = top */
     uint64_t subtree[MAX_TAGS]; /* bit set of the tag and its descendants */
     int nusers;
     user_t *u;
     uint64_t rng;
     int ncrowds;
-    uint8_t *crowd[2]; /* naive members of static crowds */
+    uint8_t *crowd[2];  /* naive members of static crowds */
     int gplan[NGROUPS]; /* group g's trait plan is "p<gplan>", -1 = no plan */
-    int32_t as_of_day; /* of the count at hand (days since 1970-01-01 UTC) */
+    int32_t as_of_day;  /* of the count at hand (days since 1970-01-01 UTC) */
 } world_t;
 
 static const char *SEGS[NSEG] = {"a", "b", "c", "d", "e"};
@@ -63,7 +63,10 @@ static const char *CITIES[NCITY] = {"shenzhen", "shanghai", "shantou", "guangzho
 static const char *PREFIXES[NPREFIX] = {"sh", "shen", "guang", "", "x", "深", "shenzhen"};
 static char g_dir[256];
 
-static uint64_t rnd(world_t *w, uint64_t n) { return rand_next(&w->rng) % n; }
+static uint64_t rnd(world_t *w, uint64_t n)
+{
+    return rand_next(&w->rng) % n;
+}
 
 static void build_tags(world_t *w)
 {
@@ -221,7 +224,9 @@ static node_t *gen_node(world_t *w, int depth, int min_depth)
     if (n->pred == P_CROWD && w->ncrowds == 0)
         n->pred = P_TAG;
     switch (n->pred) {
-    case P_TAG: n->tag = (int)rnd(w, (uint64_t)w->ntags); break;
+    case P_TAG:
+        n->tag = (int)rnd(w, (uint64_t)w->ntags);
+        break;
     case P_AGE:
         n->op = (int)rnd(w, 8);
         n->a = (int64_t)rnd(w, 220) - 60;
@@ -229,11 +234,14 @@ static node_t *gen_node(world_t *w, int depth, int min_depth)
         n->c = (int64_t)rnd(w, 200) - 50;
         break;
     case P_SEG:
-        n->op = (int)rnd(w, 3); /* = != in */
+        n->op = (int)rnd(w, 3);           /* = != in */
         n->a = (int64_t)rnd(w, NSEG + 1); /* NSEG = a value nobody has */
         n->b = (int64_t)rnd(w, NSEG);
         break;
-    case P_VIP: n->op = (int)rnd(w, 2); n->a = (int64_t)rnd(w, 2); break;
+    case P_VIP:
+        n->op = (int)rnd(w, 2);
+        n->a = (int64_t)rnd(w, 2);
+        break;
     case P_TS:
         n->op = (int)rnd(w, 7);
         n->a = 1600000000 + (int64_t)rnd(w, 200000000);
@@ -244,8 +252,12 @@ static node_t *gen_node(world_t *w, int depth, int min_depth)
         n->lon = 120 + rand_double(&w->rng) * 2 - 1;
         n->r = 1 + (double)rnd(w, 60);
         break;
-    case P_CROWD: n->a = (int64_t)rnd(w, (uint64_t)w->ncrowds); break;
-    case P_GROUP: n->a = (int64_t)rnd(w, NGROUPS); break;
+    case P_CROWD:
+        n->a = (int64_t)rnd(w, (uint64_t)w->ncrowds);
+        break;
+    case P_GROUP:
+        n->a = (int64_t)rnd(w, NGROUPS);
+        break;
     case P_GPLAN:
         n->op = (int)rnd(w, 3); /* = != in */
         n->a = (int64_t)rnd(w, 3);
@@ -263,7 +275,9 @@ static node_t *gen_node(world_t *w, int depth, int min_depth)
         if (n->op == 0)
             n->b = n->a + (int64_t)rnd(w, 5);
         break;
-    case P_PREFIX: n->a = (int64_t)rnd(w, NPREFIX); break;
+    case P_PREFIX:
+        n->a = (int64_t)rnd(w, NPREFIX);
+        break;
     case P_REL:
         n->op = (int)rnd(w, 2); /* 0 WITHIN LAST 1 OLDER THAN */
         n->a = 1 + (int64_t)rnd(w, 1500);
@@ -279,7 +293,10 @@ static void node_free(node_t *n)
     free(n);
 }
 
-static void ts_text(int64_t s, char *buf, size_t cap) { time_format(s, buf, cap); }
+static void ts_text(int64_t s, char *buf, size_t cap)
+{
+    time_format(s, buf, cap);
+}
 
 static void print_node(world_t *w, const node_t *n, buf_t *b)
 {
@@ -301,8 +318,12 @@ static void print_node(world_t *w, const node_t *n, buf_t *b)
         return;
     }
     switch (n->pred) {
-    case P_ALL: buf_printf(b, "all"); break;
-    case P_TAG: buf_printf(b, "tag:%s", w->path[n->tag]); break;
+    case P_ALL:
+        buf_printf(b, "all");
+        break;
+    case P_TAG:
+        buf_printf(b, "tag:%s", w->path[n->tag]);
+        break;
     case P_AGE:
         if (n->op < 6)
             buf_printf(b, "age %s %lld", OPS[n->op], (long long)n->a);
@@ -310,7 +331,7 @@ static void print_node(world_t *w, const node_t *n, buf_t *b)
             buf_printf(b, "age BETWEEN %lld AND %lld", (long long)n->a, (long long)n->b);
         else
             buf_printf(b, "age IN (%lld, %lld, %lld)", (long long)n->a, (long long)n->b,
-                          (long long)n->c);
+                       (long long)n->c);
         break;
     case P_SEG: {
         const char *va = n->a < NSEG ? SEGS[n->a] : "zz";
@@ -322,7 +343,9 @@ static void print_node(world_t *w, const node_t *n, buf_t *b)
             buf_printf(b, "seg IN (\"%s\", \"%s\")", va, SEGS[n->b]);
         break;
     }
-    case P_VIP: buf_printf(b, "vip %s %s", n->op ? "!=" : "=", n->a ? "true" : "false"); break;
+    case P_VIP:
+        buf_printf(b, "vip %s %s", n->op ? "!=" : "=", n->a ? "true" : "false");
+        break;
     case P_TS:
         ts_text(n->a, t1, sizeof t1);
         ts_text(n->b, t2, sizeof t2);
@@ -338,14 +361,17 @@ static void print_node(world_t *w, const node_t *n, buf_t *b)
         buf_printf(b, "near(%s, %s, %gkm)", la, lo, n->r);
         break;
     }
-    case P_CROWD: buf_printf(b, "crowd:c%lld", (long long)n->a); break;
-    case P_GROUP: buf_printf(b, "group:g%lld", (long long)n->a); break;
+    case P_CROWD:
+        buf_printf(b, "crowd:c%lld", (long long)n->a);
+        break;
+    case P_GROUP:
+        buf_printf(b, "group:g%lld", (long long)n->a);
+        break;
     case P_GPLAN:
         if (n->op < 2)
             buf_printf(b, "group.plan %s \"p%lld\"", n->op ? "!=" : "=", (long long)n->a);
         else
-            buf_printf(b, "group.plan IN (\"p%lld\", \"p%lld\")", (long long)n->a,
-                          (long long)n->b);
+            buf_printf(b, "group.plan IN (\"p%lld\", \"p%lld\")", (long long)n->a, (long long)n->b);
         break;
     case P_HAS:
         if (n->op == 0)
@@ -358,11 +384,13 @@ static void print_node(world_t *w, const node_t *n, buf_t *b)
             buf_printf(b, "age NOT IN (%lld, %lld)", (long long)n->a, (long long)n->b);
         else if (n->op == 1)
             buf_printf(b, "seg not in (\"%s\", \"%s\")", n->b < NSEG ? SEGS[n->b] : "zz",
-                          SEGS[n->a % NSEG < 0 ? 0 : n->a % NSEG]);
+                       SEGS[n->a % NSEG < 0 ? 0 : n->a % NSEG]);
         else
             buf_printf(b, "city NOT IN (\"%s\")", CITIES[n->c]);
         break;
-    case P_PREFIX: buf_printf(b, "city STARTS WITH \"%s\"", PREFIXES[n->a]); break;
+    case P_PREFIX:
+        buf_printf(b, "city STARTS WITH \"%s\"", PREFIXES[n->a]);
+        break;
     case P_REL:
         buf_printf(b, "ts %s %lldd", n->op ? "OLDER THAN" : "within last", (long long)n->a);
         break;
@@ -372,12 +400,18 @@ static void print_node(world_t *w, const node_t *n, buf_t *b)
 static int cmp_op(int op, int64_t v, int64_t a)
 {
     switch (op) {
-    case 0: return v == a;
-    case 1: return v != a;
-    case 2: return v < a;
-    case 3: return v <= a;
-    case 4: return v > a;
-    case 5: return v >= a;
+    case 0:
+        return v == a;
+    case 1:
+        return v != a;
+    case 2:
+        return v < a;
+    case 3:
+        return v <= a;
+    case 4:
+        return v > a;
+    case 5:
+        return v >= a;
     }
     return 0;
 }
@@ -400,8 +434,10 @@ static int eval_node(const world_t *w, const node_t *n, int i)
         return 0;
     }
     switch (n->pred) {
-    case P_ALL: return 1;
-    case P_TAG: return (u->tags & w->subtree[n->tag]) != 0;
+    case P_ALL:
+        return 1;
+    case P_TAG:
+        return (u->tags & w->subtree[n->tag]) != 0;
     case P_AGE:
         if (!u->has_age)
             return 0;
@@ -430,8 +466,10 @@ static int eval_node(const world_t *w, const node_t *n, int i)
         return u->ts >= n->a && u->ts <= n->b;
     case P_NEAR:
         return u->has_loc && geo_haversine_m(n->lat, n->lon, u->lat, u->lon) <= n->r * 1000.0;
-    case P_CROWD: return w->crowd[n->a][i];
-    case P_GROUP: return (u->groups >> n->a) & 1;
+    case P_CROWD:
+        return w->crowd[n->a][i];
+    case P_GROUP:
+        return (u->groups >> n->a) & 1;
     case P_GPLAN:
         /* any of the user's groups matches; != needs the trait */
         for (int g = 0; g < NGROUPS; g++) {
@@ -443,8 +481,10 @@ static int eval_node(const world_t *w, const node_t *n, int i)
         }
         return 0;
     case P_HAS: {
-        int has = n->a == 0 ? u->has_age : n->a == 1 ? u->has_seg : n->a == 2 ? u->has_ts
-                                                                               : u->has_city;
+        int has = n->a == 0   ? u->has_age
+                  : n->a == 1 ? u->has_seg
+                  : n->a == 2 ? u->has_ts
+                              : u->has_city;
         return n->op == 1 ? !has : has;
     }
     case P_NOTIN:
@@ -530,10 +570,11 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     assert_int_equal(system(cmd), 0);
     cp_db_t *db = open_db(CP_OPEN_CREATE);
     cp_error_t err = {0};
-    const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
-                         "{\"name\":\"seg\",\"type\":\"enum\"},{\"name\":\"vip\",\"type\":\"bool\"},"
-                         "{\"name\":\"ts\",\"type\":\"timestamp\"},{\"name\":\"loc\",\"type\":\"geo\"},"
-                         "{\"name\":\"city\",\"type\":\"string\"}]}";
+    const char *schema =
+        "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
+        "{\"name\":\"seg\",\"type\":\"enum\"},{\"name\":\"vip\",\"type\":\"bool\"},"
+        "{\"name\":\"ts\",\"type\":\"timestamp\"},{\"name\":\"loc\",\"type\":\"geo\"},"
+        "{\"name\":\"city\",\"type\":\"string\"}]}";
     assert_int_equal(cp_schema_load_json(db, schema, strlen(schema), &err), CP_OK);
     build_tags(&w);
     /* Create the tags in a shuffled order through the bulk loader (missing
@@ -599,12 +640,12 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
             int g = i < NGROUPS ? i : (int)rnd(&w, NGROUPS);
             w.u[i].groups |= 1u << g;
             buf_printf(&b,
-                          "%s{\"type\":\"group\",\"userId\":\"user-%d\",\"groupId\":\"g%d\","
-                          "\"messageId\":\"grp-%d-%d\"",
-                          nev ? "," : "{\"batch\":[", i, g, i, k);
+                       "%s{\"type\":\"group\",\"userId\":\"user-%d\",\"groupId\":\"g%d\","
+                       "\"messageId\":\"grp-%d-%d\"",
+                       nev ? "," : "{\"batch\":[", i, g, i, k);
             if (w.gplan[g] >= 0)
                 buf_printf(&b, ",\"traits\":{\"plan\":\"p%d\",\"email\":\"billing@g%d.com\"}",
-                              w.gplan[g], g);
+                           w.gplan[g], g);
             buf_printf(&b, "}");
             nev++;
         }
@@ -626,8 +667,8 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     for (int k = 0; k < nusers / 5; k++) {
         int i = (int)rnd(&w, (uint64_t)nusers);
         if (rnd(&w, 10) == 0) {
-            buf_printf(&b, "{\"id\":\"user-%d\",\"attrs\":{\"age\":\"x\"},\"tags\":[\"%s\"]}\n",
-                          i, w.path[0]);
+            buf_printf(&b, "{\"id\":\"user-%d\",\"attrs\":{\"age\":\"x\"},\"tags\":[\"%s\"]}\n", i,
+                       w.path[0]);
             continue;
         }
         buf_printf(&b, "{\"id\":\"user-%d\"", i);
@@ -685,8 +726,8 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
             time_format((int64_t)w.as_of_day * 86400, day, sizeof day);
             day[10] = '\0';
         }
-        cp_status rc = cp_crowd_create_as_of(db, name, buf_cstr(&t), NULL, 0, CP_CROWD_STATIC,
-                                             NULL, day, &err);
+        cp_status rc = cp_crowd_create_as_of(db, name, buf_cstr(&t), NULL, 0, CP_CROWD_STATIC, NULL,
+                                             day, &err);
         if (rc)
             fprintf(stderr, "crowd: %s\n", err.message);
         assert_int_equal(rc, CP_OK);

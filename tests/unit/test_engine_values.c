@@ -62,7 +62,8 @@ static cp_db_t *seeded(void)
                       "{\"path\":\"industry/finance\",\"name\":\"金融\"}]}";
     ok(cp_taxonomy_load_json(db, tax, strlen(tax), &err), &err);
     const char *users =
-        "{\"id\":\"u1\",\"attrs\":{\"city\":\"shenzhen\",\"age\":30},\"tags\":[\"兴趣/金融/理财\"]}\n"
+        "{\"id\":\"u1\",\"attrs\":{\"city\":\"shenzhen\",\"age\":30},\"tags\":[\"兴趣/金融/"
+        "理财\"]}\n"
         "{\"id\":\"u2\",\"attrs\":{\"city\":\"guangzhou\",\"note\":\"hello\"},"
         "\"tags\":[\"interest/beauty/makeup\"]}\n"
         "{\"id\":\"u3\",\"attrs\":{\"city\":\"广州\"},\"tags\":[\"industry/finance\"]}\n"

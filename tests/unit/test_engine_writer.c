@@ -56,11 +56,11 @@ static void *send_main(void *arg)
     for (int b = 0; b < BATCHES; b++) {
         size_t n = (size_t)snprintf(body, sizeof body, "{\"batch\":[");
         for (int i = 0; i < PER_BATCH; i++)
-            n += (size_t)snprintf(body + n, sizeof body - n,
-                                  "%s{\"type\":\"track\",\"event\":\"buy\",\"userId\":\"s%d-%d\","
-                                  "\"messageId\":\"m%d-%d-%d\",\"timestamp\":\"2024-01-0%dT10:00:00Z\"}",
-                                  i ? "," : "", s->id, b * PER_BATCH / 2 + i / 2, s->id, b, i,
-                                  1 + b % 5);
+            n += (size_t)snprintf(
+                body + n, sizeof body - n,
+                "%s{\"type\":\"track\",\"event\":\"buy\",\"userId\":\"s%d-%d\","
+                "\"messageId\":\"m%d-%d-%d\",\"timestamp\":\"2024-01-0%dT10:00:00Z\"}",
+                i ? "," : "", s->id, b * PER_BATCH / 2 + i / 2, s->id, b, i, 1 + b % 5);
         n += (size_t)snprintf(body + n, sizeof body - n, "]}");
         cp_ingest_result_t r;
         cp_error_t err = {0};

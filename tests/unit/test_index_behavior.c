@@ -29,9 +29,9 @@
 #include "index/behavior.h"
 #include "util/util.h"
 
-#define NS 5       /* series */
-#define ND 24      /* days */
-#define DAY0 (-4)  /* first day */
+#define NS 5      /* series */
+#define ND 24     /* days */
+#define DAY0 (-4) /* first day */
 #define NDENSE 7000
 #define NSCAT 3000
 #define NU (NDENSE + NSCAT)
@@ -223,8 +223,9 @@ static void check_query(model_t *m, int s, int32_t d0, int32_t d1, beh_cmp op, u
 
 static uint64_t pick_k(uint64_t *rng)
 {
-    static const uint64_t ks[] = {0, 1, 2, 3, 4, 5, 7, 12, 100, 5000, SAT, SAT + 1,
-                                  3 * SAT, UINT64_MAX, ((uint64_t)1 << 63) + 1};
+    static const uint64_t ks[] = {0,   1,       2,       3,          4,
+                                  5,   7,       12,      100,        5000,
+                                  SAT, SAT + 1, 3 * SAT, UINT64_MAX, ((uint64_t)1 << 63) + 1};
     return ks[rnd(rng, CP_ARRAY_LEN(ks))];
 }
 
@@ -410,8 +411,8 @@ static void test_keys_and_events(void **state)
     uint32_t s;
     assert_int_equal(beh_resolve(b, "purchase", 8, NULL, 0, &s), CP_ENOTFOUND);
     /* 3 indexed properties: 8 series; 4: 1 + 4 + 6 + 4 = 15 */
-    beh_prop_t three[3] = {{"stock_code", 10, "85123A", 6}, {"category", 8, "x", 1},
-                           {"brand", 5, "y", 1}};
+    beh_prop_t three[3] = {
+        {"stock_code", 10, "85123A", 6}, {"category", 8, "x", 1}, {"brand", 5, "y", 1}};
     assert_int_equal(beh_record_event(b, "purchase", 8, three, 3, 100, 42, 2), CP_OK);
     assert_int_equal(beh_series_count(b), 8);
     assert_int_equal(beh_record_event(b, "view", 4, four, 4, 100, 42, 1), CP_OK);
@@ -731,9 +732,15 @@ static void test_persistence(void **state)
     }
     uint8_t dkey[10] = {'b', 'e', 'h', '/', 's', '/', 0, 0, 0, 0};
     dkey[9] = 0;
-    put_raw(st, dkey, sizeof dkey, "\x03" "ab", 3); /* length byte past the end */
+    put_raw(st, dkey, sizeof dkey,
+            "\x03"
+            "ab",
+            3); /* length byte past the end */
     expect_corrupt(st, "corrupt key of series 0");
-    put_raw(st, dkey, sizeof dkey, "\x01x\x01z\x00\x01" "a\x00", 8); /* names out of order */
+    put_raw(st, dkey, sizeof dkey,
+            "\x01x\x01z\x00\x01"
+            "a\x00",
+            8); /* names out of order */
     expect_corrupt(st, "corrupt key of series 0");
     put_raw(st, dkey, sizeof dkey, "\x08purchase", 9); /* the original */
     assert_int_equal(m->sid[0], 0);

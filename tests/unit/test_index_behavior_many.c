@@ -249,10 +249,19 @@ static void test_event_series(void **state)
         beh_prop_t props[BEH_MAX_PROPS];
         /* values of every length class the memo compares (short, 4 .. 7,
          * 8 .. 16, longer), pairs differing only at one end */
-        static const char *const pool[] = {
-            "0", "1", "abc1", "abc2", "1bcdef", "2bcdef", "abcdefgh1", "abcdefgh2", "2bcdefgh1",
-            "0123456789abcdef", "0123456789abcdeg", "xxxxxxxxxxxxxxxxxxxx1",
-            "xxxxxxxxxxxxxxxxxxxx2"};
+        static const char *const pool[] = {"0",
+                                           "1",
+                                           "abc1",
+                                           "abc2",
+                                           "1bcdef",
+                                           "2bcdef",
+                                           "abcdefgh1",
+                                           "abcdefgh2",
+                                           "2bcdefgh1",
+                                           "0123456789abcdef",
+                                           "0123456789abcdeg",
+                                           "xxxxxxxxxxxxxxxxxxxx1",
+                                           "xxxxxxxxxxxxxxxxxxxx2"};
         const char *vals[BEH_MAX_PROPS];
         /* runs of rounds with the same event and property names, values
          * from 3 (so beh_event_series' memo of its previous call is
@@ -270,15 +279,14 @@ static void test_event_series(void **state)
             props[i - 1] = props[j];
             props[j] = t;
         }
-        const char *ev = round % 11 < 4      ? "view"
+        const char *ev = round % 11 < 4    ? "view"
                          : round % 23 == 5 ? "a_rather_long_event_name"
                                            : "purchase";
         int32_t day = (int32_t)(round % 5) - 2;
         uint32_t user = (uint32_t)round * 977u;
         assert_int_equal(beh_record_event(a, ev, strlen(ev), props, n, day, user, 1), CP_OK);
-        assert_int_equal(beh_event_series(b, ev, strlen(ev), props, n, ids,
-                                          BEH_MAX_EVENT_SERIES, &nids),
-                         CP_OK);
+        assert_int_equal(
+            beh_event_series(b, ev, strlen(ev), props, n, ids, BEH_MAX_EVENT_SERIES, &nids), CP_OK);
         size_t expect = 1 + n + n * (n - (n > 0)) / 2 + (n >= 3 ? n * (n - 1) * (n - 2) / 6 : 0);
         assert_int_equal(nids, expect);
         for (size_t i = 0; i < nids; i++)
@@ -504,8 +512,8 @@ static void test_many_wide_ranges(void **state)
             recs[i].series = (uint32_t)(rand_next(&rs) % 300);
             recs[i].day = days[rand_next(&rs) % 7];
             recs[i].user = rand_next(&rs) % 4 == 0 ? edge[rand_next(&rs) % 6]
-                                                      : (uint32_t)rand_next(&rs) % 64 * 67108864u +
-                                                            (uint32_t)(rand_next(&rs) % 50);
+                                                   : (uint32_t)rand_next(&rs) % 64 * 67108864u +
+                                                         (uint32_t)(rand_next(&rs) % 50);
             uset_add(&users, recs[i].user);
         }
         if (round == 3) { /* only the extremes of one cell: ub = 32, fits */

@@ -35,9 +35,9 @@
 #include "index/behavior.h"
 #include "util/util.h"
 
-#define NS 40  /* series: 3 pack blocks */
-#define ND 50  /* days D0 .. D0 + 49: 4 pack windows, negative ones included */
-#define NU 48  /* users spread over 3 chunks */
+#define NS 40 /* series: 3 pack blocks */
+#define ND 50 /* days D0 .. D0 + 49: 4 pack windows, negative ones included */
+#define NU 48 /* users spread over 3 chunks */
 #define D0 (-20)
 #define SAT ((uint64_t)1 << 32)
 
@@ -205,8 +205,8 @@ static const uint64_t ks[] = {0, 1, 2, 3, 5, 17, SAT, SAT + 1};
 
 /* beh_window_eval of series s over days [d0, d1] with `op k` against the
  * model's sums, clipped to the users uni. */
-static void check_window(model_t *m, const roaring_bitmap_t *uni, int s, int d0, int d1,
-                         beh_cmp op, uint64_t k)
+static void check_window(model_t *m, const roaring_bitmap_t *uni, int s, int d0, int d1, beh_cmp op,
+                         uint64_t k)
 {
     beh_window_t w;
     beh_window_init(m->b, m->sid[s], D0 + d0, D0 + d1, &w);
@@ -565,7 +565,7 @@ static void test_pack_legacy_and_corrupt(void **state)
     beh_free(b);
     /* hand-made packs: header, order of users, trailing bytes, series */
     uint8_t p[64] = {'B', 'C', 3, 0, 1, 0, 0, 0, /* one cell */
-                     3, 1, 2, 0, 9, 0, 0, 0, 8, 0, 0, 0};
+                     3,   1,   2, 0, 9, 0, 0, 0, 8, 0, 0, 0};
     put_raw(st, pk, sizeof pk, p, 20);
     expect_corrupt(st, "corrupt behaviour pack 0/-32");
     p[12] = 7; /* users 7, 8: fine */

@@ -161,8 +161,8 @@ static void test_persist(void **state)
     assert_int_equal(schema_define(&s, txn, "g", CP_ATTR_GEO, &a_geo, &created, &err), CP_OK);
     const char *vals[3] = {"x", "y", "z"};
     for (int i = 0; i < 3; i++)
-        assert_int_equal(schema_value_intern(schema_get(&s, a_enum), txn, vals[i], 1, &vid[i], &err),
-                         CP_OK);
+        assert_int_equal(
+            schema_value_intern(schema_get(&s, a_enum), txn, vals[i], 1, &vid[i], &err), CP_OK);
     assert_int_equal(index_attr_add(ix, a_int, CP_ATTR_INT), CP_OK);
     assert_int_equal(index_attr_add(ix, a_enum, CP_ATTR_ENUM), CP_OK);
     assert_int_equal(index_attr_add(ix, a_geo, CP_ATTR_GEO), CP_OK);
@@ -192,7 +192,8 @@ static void test_persist(void **state)
     store_txn_abort(txn);
     assert_true(roaring_bitmap_equals(ix->universe, ix2->universe));
     for (int i = 0; i < NT; i++) {
-        assert_true(roaring_bitmap_equals(index_tag(ix, ids[i])->direct, index_tag(ix2, ids[i])->direct));
+        assert_true(
+            roaring_bitmap_equals(index_tag(ix, ids[i])->direct, index_tag(ix2, ids[i])->direct));
         assert_true(roaring_bitmap_equals(index_tag(ix, ids[i])->eff, index_tag(ix2, ids[i])->eff));
     }
     roaring_uint32_iterator_t it;
@@ -215,8 +216,9 @@ static void test_persist(void **state)
     char key[32];
     snprintf(key, sizeof key, "t/%u#0000", ids[0]);
     assert_int_equal(store_txn_begin(st, 1, &txn, &err), CP_OK);
-    assert_int_equal(store_put(txn, STORE_BITMAPS, key, strlen(key), "\x3b\x30\x00\x00garbage", 11, &err),
-                     CP_OK);
+    assert_int_equal(
+        store_put(txn, STORE_BITMAPS, key, strlen(key), "\x3b\x30\x00\x00garbage", 11, &err),
+        CP_OK);
     assert_int_equal(store_txn_commit(txn, &err), CP_OK);
     assert_int_equal(index_create(&ix2), CP_OK);
     assert_int_equal(store_txn_begin(st, 0, &txn, &err), CP_OK);

@@ -27,7 +27,7 @@
 #define NINV 40
 
 typedef struct naive {
-    int64_t sum;      /* cents over purchase + refund */
+    int64_t sum; /* cents over purchase + refund */
     uint64_t nsum;
     uint8_t inv[NINV]; /* purchase invoices seen */
     uint64_t purchases;
@@ -294,10 +294,9 @@ static void test_rounding_and_saturation(void **state)
         const char *json;
         int64_t cents;
     } cases[] = {
-        {"{\"amount\":15.3}", 1530},    {"{\"amount\":2.675}", 268}, /* text 2.675: half up */
-        {"{\"amount\":\"-0.005\"}", -1}, {"{\"amount\":1e-07}", 0},
-        {"{\"amount\":12}", 1200},      {"{\"amount\":\"7\"}", 700},
-        {"{\"amount\":0.1}", 10},
+        {"{\"amount\":15.3}", 1530},     {"{\"amount\":2.675}", 268}, /* text 2.675: half up */
+        {"{\"amount\":\"-0.005\"}", -1}, {"{\"amount\":1e-07}", 0},   {"{\"amount\":12}", 1200},
+        {"{\"amount\":\"7\"}", 700},     {"{\"amount\":0.1}", 10},
     };
     int64_t want = 0;
     int is = meas_find(m, "net_amount", NULL, NULL);

@@ -88,12 +88,41 @@ static void test_fixed_fast_matches_slow(void **state)
     assert_int_equal(meas_real_fixed(1.5, 7, &v), -1);
     assert_int_equal(meas_real_fixed(1.5, -1, &v), -1);
 
-    const double fixed[] = {0.0,    -0.0,     0.5,      1.5,       2.5,      0.125,   0.375,
-                            2.675,  1.005,    1.015,    1.025,     0.045,    1e-4,    1e-5,
-                            5e-5,   1e-6,     5e-7,     1e-7,      0.1,      0.2,     0.3,
-                            1e14,   1e15,     1e15 - 1, 999999999999999.9,   9.2e18,  9.3e18,
-                            1e19,   1e22,     4503599627370496.5,  9007199254740993.0, 0.1 + 0.2,
-                            123456.7890125,   5e-324,   2.2250738585072014e-308};
+    const double fixed[] = {0.0,
+                            -0.0,
+                            0.5,
+                            1.5,
+                            2.5,
+                            0.125,
+                            0.375,
+                            2.675,
+                            1.005,
+                            1.015,
+                            1.025,
+                            0.045,
+                            1e-4,
+                            1e-5,
+                            5e-5,
+                            1e-6,
+                            5e-7,
+                            1e-7,
+                            0.1,
+                            0.2,
+                            0.3,
+                            1e14,
+                            1e15,
+                            1e15 - 1,
+                            999999999999999.9,
+                            9.2e18,
+                            9.3e18,
+                            1e19,
+                            1e22,
+                            4503599627370496.5,
+                            9007199254740993.0,
+                            0.1 + 0.2,
+                            123456.7890125,
+                            5e-324,
+                            2.2250738585072014e-308};
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         all_scales(fixed[i]);
 
@@ -158,22 +187,22 @@ static void test_fixed_fast_matches_slow(void **state)
 /* ------------------------------------------------ JSON vs typed events */
 
 #define NU 400
-#define CONFIG                                                                                 \
-    "{\"measures\":["                                                                          \
-    "{\"name\":\"net\",\"kind\":\"sum\",\"events\":[\"purchase\",\"refund\"],"                  \
-    "\"property\":\"amount\",\"scale\":2},"                                                     \
-    "{\"name\":\"net0\",\"kind\":\"sum\",\"events\":[\"purchase\"],\"property\":\"amount\","  \
-    "\"scale\":0},"                                                                             \
-    "{\"name\":\"net6\",\"kind\":\"sum\",\"events\":[\"refund\",\"purchase\"],"                 \
-    "\"property\":\"amount\",\"scale\":6},"                                                     \
-    "{\"name\":\"qty\",\"kind\":\"sum\",\"events\":[\"purchase\"],\"property\":\"quantity\","  \
-    "\"scale\":0},"                                                                             \
-    "{\"name\":\"invoices\",\"kind\":\"distinct\",\"events\":[\"purchase\"],"                  \
-    "\"property\":\"invoice\"},"                                                                \
-    "{\"name\":\"amounts\",\"kind\":\"distinct\",\"events\":[\"purchase\",\"view\"],"          \
-    "\"property\":\"amount\"},"                                                                 \
-    "{\"name\":\"n\",\"kind\":\"count\",\"events\":[\"purchase\",\"view\"]},"                  \
-    "{\"name\":\"first\",\"kind\":\"first\",\"events\":[\"purchase\"]},"                       \
+#define CONFIG                                                                                     \
+    "{\"measures\":["                                                                              \
+    "{\"name\":\"net\",\"kind\":\"sum\",\"events\":[\"purchase\",\"refund\"],"                     \
+    "\"property\":\"amount\",\"scale\":2},"                                                        \
+    "{\"name\":\"net0\",\"kind\":\"sum\",\"events\":[\"purchase\"],\"property\":\"amount\","       \
+    "\"scale\":0},"                                                                                \
+    "{\"name\":\"net6\",\"kind\":\"sum\",\"events\":[\"refund\",\"purchase\"],"                    \
+    "\"property\":\"amount\",\"scale\":6},"                                                        \
+    "{\"name\":\"qty\",\"kind\":\"sum\",\"events\":[\"purchase\"],\"property\":\"quantity\","      \
+    "\"scale\":0},"                                                                                \
+    "{\"name\":\"invoices\",\"kind\":\"distinct\",\"events\":[\"purchase\"],"                      \
+    "\"property\":\"invoice\"},"                                                                   \
+    "{\"name\":\"amounts\",\"kind\":\"distinct\",\"events\":[\"purchase\",\"view\"],"              \
+    "\"property\":\"amount\"},"                                                                    \
+    "{\"name\":\"n\",\"kind\":\"count\",\"events\":[\"purchase\",\"view\"]},"                      \
+    "{\"name\":\"first\",\"kind\":\"first\",\"events\":[\"purchase\"]},"                           \
     "{\"name\":\"last\",\"kind\":\"last\",\"events\":[\"view\",\"refund\"]}]}"
 
 /* One random value under `name`, as JSON (set into obj) and typed. */

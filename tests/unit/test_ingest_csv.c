@@ -64,12 +64,12 @@ static void test_rfc4180(void **state)
 {
     (void)state;
     EXPECT("a,b,c\n1,2,3\n", "a|b|c@1\n1|2|3@2\n");
-    EXPECT("a,b\r\n1,2\r\n", "a|b@1\n1|2@2\n");                 /* CRLF */
-    EXPECT("\xEF\xBB\xBFh1,h2\nx,y", "h1|h2@1\nx|y@2\n");      /* BOM, no final newline */
+    EXPECT("a,b\r\n1,2\r\n", "a|b@1\n1|2@2\n");                   /* CRLF */
+    EXPECT("\xEF\xBB\xBFh1,h2\nx,y", "h1|h2@1\nx|y@2\n");         /* BOM, no final newline */
     EXPECT("\"a,b\",\"say \"\"hi\"\"\"\n", "a,b|say \"hi\"@1\n"); /* quotes */
     EXPECT("\"line1\nline2\",x\nnext,1\n", "line1\nline2|x@1\nnext|1@3\n"); /* embedded newline */
     EXPECT("\"crlf\r\ninside\",x\r\n", "crlf\r\ninside|x@1\n");
-    EXPECT(",,\n", "||@1\n");                                   /* empty fields */
+    EXPECT(",,\n", "||@1\n"); /* empty fields */
     EXPECT("\"\",\"\"\n", "|@1\n");
     EXPECT("7\" FRAME,x\n", "7\" FRAME|x@1\n"); /* a stray quote is literal */
     EXPECT("", "");
@@ -206,8 +206,7 @@ static void retail_path(char *out, size_t cap)
 {
     char here[1024];
     snprintf(here, sizeof here, "%s", __FILE__);
-    snprintf(out, cap, "%s/../../../shared/data/online-retail/online_retail.csv.gz",
-             dirname(here));
+    snprintf(out, cap, "%s/../../../shared/data/online-retail/online_retail.csv.gz", dirname(here));
 }
 
 static json_t *row(const mapping_t *m, const char *line, uint64_t lineno, map_result *res,
@@ -267,9 +266,9 @@ static void test_online_retail_preset_rows(void **state)
     assert_true(json_real_value(json_object_get(p, "unit_price")) == 2.55);
     assert_true(json_real_value(json_object_get(p, "amount")) == 15.3);
     json_t *ctx = json_object_get(ev, "context");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(ctx, "traits"),
-                                                          "country")),
-                        "United Kingdom");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(ctx, "traits"), "country")),
+        "United Kingdom");
     /* The Segment parser takes it as is. */
     ingest_batch_t b;
     ingest_batch_init(&b);
@@ -281,15 +280,16 @@ static void test_online_retail_preset_rows(void **state)
     json_decref(ev);
 
     /* Cancellations are refunds (negative quantities stay negative). */
-    ev = row(m, "C536379,D,Discount,-1,2010-12-01 09:41:00,27.5,14527.0,United Kingdom\n", 3,
-             &res, &err);
+    ev = row(m, "C536379,D,Discount,-1,2010-12-01 09:41:00,27.5,14527.0,United Kingdom\n", 3, &res,
+             &err);
     assert_string_equal(json_string_value(json_object_get(ev, "event")), "refund");
     p = json_object_get(ev, "properties");
     assert_true(json_real_value(json_object_get(p, "amount")) == -27.5);
     json_decref(ev);
     /* No CustomerID: skipped, not rejected. */
-    ev = row(m, "536544,90214D,\"LETTER \"\"D\"\" BLING KEY RING\",1,2010-12-01 14:32:00,0.85,,"
-                "United Kingdom\n",
+    ev = row(m,
+             "536544,90214D,\"LETTER \"\"D\"\" BLING KEY RING\",1,2010-12-01 14:32:00,0.85,,"
+             "United Kingdom\n",
              4, &res, &err);
     assert_null(ev);
     assert_int_equal(res, MAP_SKIP);
@@ -442,12 +442,9 @@ static void test_online_retail_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc4180),
-        cmocka_unit_test(test_roundtrip_random),
-        cmocka_unit_test(test_gzip_and_resume),
-        cmocka_unit_test(test_online_retail_preset_rows),
-        cmocka_unit_test(test_mapping_documents),
-        cmocka_unit_test(test_online_retail_file),
+        cmocka_unit_test(test_rfc4180),           cmocka_unit_test(test_roundtrip_random),
+        cmocka_unit_test(test_gzip_and_resume),   cmocka_unit_test(test_online_retail_preset_rows),
+        cmocka_unit_test(test_mapping_documents), cmocka_unit_test(test_online_retail_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

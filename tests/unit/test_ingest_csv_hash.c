@@ -109,8 +109,8 @@ static void test_prefix_hash(void **state)
     write_file(plain, t, n, 0);
     write_file(gz, t, n, 1);
     check_reader(plain, 0, t, n, 0, 0, NULL);
-    check_reader(gz, 0, t, n, 0, 0, NULL);  /* inflated whole */
-    check_reader(gz, 1, t, n, 0, 0, NULL);  /* streamed */
+    check_reader(gz, 0, t, n, 0, 0, NULL); /* inflated whole */
+    check_reader(gz, 1, t, n, 0, 0, NULL); /* streamed */
     /* Resumed at a record end with the state of the bytes before it. */
     size_t at = 0;
     uint64_t lines = 0;

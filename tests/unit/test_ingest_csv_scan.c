@@ -45,12 +45,12 @@ static int ref_next(ref_t *r, buf_t *out)
     cp_status bad = CP_OK;
     char why[200] = "";
     uint64_t col = 1, line0 = r->line, bytes = 0, flen = 0;
-#define RFAIL(code, ...)                                                                          \
-    do {                                                                                          \
-        if (bad == CP_OK) {                                                                       \
-            bad = (code);                                                                         \
-            snprintf(why, sizeof why, __VA_ARGS__);                                               \
-        }                                                                                         \
+#define RFAIL(code, ...)                                                                           \
+    do {                                                                                           \
+        if (bad == CP_OK) {                                                                        \
+            bad = (code);                                                                          \
+            snprintf(why, sizeof why, __VA_ARGS__);                                                \
+        }                                                                                          \
     } while (0)
     while (r->pos < r->len) {
         if (!r->started) {
@@ -156,14 +156,14 @@ static int ref_next(ref_t *r, buf_t *out)
     }
     if (bad) {
         buf_printf(out, "!%llu: line %llu: %s#%zu\n", (unsigned long long)line0,
-                      (unsigned long long)line0, why, r->pos);
+                   (unsigned long long)line0, why, r->pos);
         goto out;
     }
     for (size_t i = 0; i < nf; i++) {
         size_t e = i + 1 < nf ? starts[i + 1] - 1 : reclen - 1;
         if (!utf8_valid(rec + starts[i], e - starts[i])) {
             buf_printf(out, "!%llu: line %llu: column %zu: invalid UTF-8#%zu\n",
-                          (unsigned long long)line0, (unsigned long long)line0, i + 1, r->pos);
+                       (unsigned long long)line0, (unsigned long long)line0, i + 1, r->pos);
             goto out;
         }
     }
@@ -197,7 +197,7 @@ static void read_all(csv_reader_t *r, buf_t *out)
             fail_msg("read error: %s", err.message);
         if (rc) {
             buf_printf(out, "!%llu: %s#%llu\n", (unsigned long long)err.record, err.message,
-                          (unsigned long long)csv_offset(r));
+                       (unsigned long long)csv_offset(r));
             continue;
         }
         if (f == NULL)
@@ -211,20 +211,23 @@ static void read_all(csv_reader_t *r, buf_t *out)
             buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
         }
         buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
-                      (unsigned long long)csv_offset(r));
+                   (unsigned long long)csv_offset(r));
     }
 }
 
 /* ------------------------------------------------------------ inputs */
 
 static uint64_t rnd = 0xc5a1;
-static unsigned rn(unsigned k) { return (unsigned)(rand_next(&rnd) % k); }
+static unsigned rn(unsigned k)
+{
+    return (unsigned)(rand_next(&rnd) % k);
+}
 
 static void soup(buf_t *b, size_t len)
 {
-    static const char *const bits[] = {"a",  "b",  ",",  ",",  ";",  "\"", "\n", "\r\n",
-                                       "\r", " ",  "\xc3\xa9", "\xff", "xyz", "\"\"", "\xe2\x82",
-                                       "hello world", "12.5", "\0"};
+    static const char *const bits[] = {"a",   "b",    ",",        ",",           ";",        "\"",
+                                       "\n",  "\r\n", "\r",       " ",           "\xc3\xa9", "\xff",
+                                       "xyz", "\"\"", "\xe2\x82", "hello world", "12.5",     "\0"};
     if (rn(4) == 0)
         buf_append(b, "\xEF\xBB\xBF", 3);
     while (b->len < len) {
@@ -347,8 +350,8 @@ static void test_random_gzip(void **state)
  * line, and fields and records sized around tight limits. */
 static void records(buf_t *b, size_t nrec, char d)
 {
-    static const char *const rare[] = {"\"q\"", "\r", "\xc3\xa9", "\xff", "x\"y", "\xe2\x82",
-                                       "\"a\nb\"", "\xf0\x9f\x98\x80"};
+    static const char *const rare[] = {"\"q\"", "\r",       "\xc3\xa9", "\xff",
+                                       "x\"y",  "\xe2\x82", "\"a\nb\"", "\xf0\x9f\x98\x80"};
     for (size_t r = 0; r < nrec; r++) {
         unsigned nf = rn(6) ? 1 + rn(9) : 1;
         for (unsigned f = 0; f < nf; f++) {
@@ -422,38 +425,38 @@ static void test_records_gzip(void **state)
 static void test_block_edges(void **state)
 {
     (void)state;
-    static const char *const special[] = {",",  "\"", "\r",   "\xc3\xa9", "\xff", ",,",
+    static const char *const special[] = {",",    "\"", "\r",   "\xc3\xa9", "\xff", ",,",
                                           "\r\n", "\t", "\x7f", "\x01",     "\t,"};
     char buf[128], ctx[96];
     for (int tab = 0; tab < 2; tab++)
-    for (size_t len = 0; len <= 50; len++)
-        for (size_t pos = 0; pos <= len; pos++)
-            for (size_t s = 0; s < CP_ARRAY_LEN(special); s++)
-                for (int tail = 0; tail < 4; tail++) {
-                    size_t n = 4;
-                    memcpy(buf, "h,1\n", 4);
-                    for (size_t i = 0; i <= len; i++) {
-                        if (i == pos) {
-                            memcpy(buf + n, special[s], strlen(special[s]));
-                            n += strlen(special[s]);
+        for (size_t len = 0; len <= 50; len++)
+            for (size_t pos = 0; pos <= len; pos++)
+                for (size_t s = 0; s < CP_ARRAY_LEN(special); s++)
+                    for (int tail = 0; tail < 4; tail++) {
+                        size_t n = 4;
+                        memcpy(buf, "h,1\n", 4);
+                        for (size_t i = 0; i <= len; i++) {
+                            if (i == pos) {
+                                memcpy(buf + n, special[s], strlen(special[s]));
+                                n += strlen(special[s]);
+                            }
+                            if (i < len)
+                                buf[n++] = (char)('a' + i % 26);
                         }
-                        if (i < len)
-                            buf[n++] = (char)('a' + i % 26);
+                        const char *end = tail == 0   ? "\n"
+                                          : tail == 1 ? "\r\n"
+                                          : tail == 2 ? "\nx,y\n"
+                                                      : "";
+                        memcpy(buf + n, end, strlen(end));
+                        n += strlen(end);
+                        csv_opts_t o = {.delim = tab ? '\t' : ',',
+                                        .max_field = CSV_DEFAULT_MAX_FIELD,
+                                        .max_record = CSV_DEFAULT_MAX_RECORD,
+                                        .max_fields = CSV_DEFAULT_MAX_FIELDS};
+                        snprintf(ctx, sizeof ctx, "len %zu pos %zu special %zu tail %d tab %d", len,
+                                 pos, s, tail, tab);
+                        compare_mem(buf, n, &o, ctx);
                     }
-                    const char *end = tail == 0   ? "\n"
-                                      : tail == 1 ? "\r\n"
-                                      : tail == 2 ? "\nx,y\n"
-                                                  : "";
-                    memcpy(buf + n, end, strlen(end));
-                    n += strlen(end);
-                    csv_opts_t o = {.delim = tab ? '\t' : ',',
-                                    .max_field = CSV_DEFAULT_MAX_FIELD,
-                                    .max_record = CSV_DEFAULT_MAX_RECORD,
-                                    .max_fields = CSV_DEFAULT_MAX_FIELDS};
-                    snprintf(ctx, sizeof ctx, "len %zu pos %zu special %zu tail %d tab %d", len,
-                             pos, s, tail, tab);
-                    compare_mem(buf, n, &o, ctx);
-                }
 }
 
 /* Every record and the final error of a reader, EIO included. */
@@ -477,7 +480,7 @@ static void read_to_end(csv_reader_t *r, buf_t *out)
         for (size_t i = 0; i < n; i++)
             buf_printf(out, "%s%.*s", i ? "|" : "", (int)f[i].len, f[i].p);
         buf_printf(out, "@%llu#%llu\n", (unsigned long long)csv_line(r),
-                      (unsigned long long)csv_offset(r));
+                   (unsigned long long)csv_offset(r));
     }
 }
 
@@ -597,12 +600,9 @@ static void test_gzip_whole_vs_stream(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_block_edges),
-        cmocka_unit_test(test_random_soup),
-        cmocka_unit_test(test_random_gzip),
-        cmocka_unit_test(test_random_records),
-        cmocka_unit_test(test_records_gzip),
-        cmocka_unit_test(test_gzip_whole_vs_stream),
+        cmocka_unit_test(test_block_edges),  cmocka_unit_test(test_random_soup),
+        cmocka_unit_test(test_random_gzip),  cmocka_unit_test(test_random_records),
+        cmocka_unit_test(test_records_gzip), cmocka_unit_test(test_gzip_whole_vs_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

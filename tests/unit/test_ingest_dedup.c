@@ -70,8 +70,8 @@ static void run_random(size_t max, int64_t window, uint64_t seed, int steps)
         uint64_t h = rand_next(&st) % keyspace + 1;
         int a = dedup_check(d, h, now), b = ref_seen(&r, h, now, window);
         if (a != b)
-            fail_msg("step %d: key %llu at %lld: dedup %d, reference %d", i,
-                     (unsigned long long)h, (long long)now, a, b);
+            fail_msg("step %d: key %llu at %lld: dedup %d, reference %d", i, (unsigned long long)h,
+                     (long long)now, a, b);
         if (!a) {
             assert_int_equal(dedup_insert(d, h, now), CP_OK);
             ref_insert(&r, h, now, window, max);

@@ -33,7 +33,10 @@
  * `column "Name"` or `column 4`.
  */
 
-static int ref_col_ok(const map_col_t *c, size_t n) { return c->pos >= 0 && (size_t)c->pos < n; }
+static int ref_col_ok(const map_col_t *c, size_t n)
+{
+    return c->pos >= 0 && (size_t)c->pos < n;
+}
 
 static const csv_field_t *ref_cell(const map_col_t *c, const csv_field_t *f, size_t n)
 {
@@ -238,9 +241,9 @@ static cp_status ref_field_value(const map_field_t *d, const csv_field_t *f, siz
     return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory");
 }
 
-static cp_status ref_mapping_row(const mapping_t *m, const csv_field_t *f, size_t n,
-                                 uint64_t line, const char *msgid_prefix, json_t **out,
-                                 map_result *res, cp_error_t *err)
+static cp_status ref_mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64_t line,
+                                 const char *msgid_prefix, json_t **out, map_result *res,
+                                 cp_error_t *err)
 {
     *out = NULL;
     *res = MAP_EVENT;
@@ -513,7 +516,10 @@ static cp_status compare_row(const mapping_t *m, const csv_field_t *f, size_t n,
 #define NCOLS 10
 
 static uint64_t rnd;
-static unsigned rn(unsigned k) { return (unsigned)(rand_next(&rnd) % k); }
+static unsigned rn(unsigned k)
+{
+    return (unsigned)(rand_next(&rnd) % k);
+}
 
 /* Kinds of column text: a field mostly reads a column of its kind. */
 enum { K_INT, K_NUM, K_TEXT, K_ISO, K_BOOL, K_EPOCH, K_EPOCH_MS, K_DMY, K_N };
@@ -535,11 +541,11 @@ static void add_field(buf_t *d, int header, int ident, int prop)
 {
     static const char *const idtypes[] = {"user_id", "user_id", "anonymous_id", "email",
                                           "phone",   "crm_id",  "member_id"};
-    static const char *const names[] = {"country", "email", "vip",  "age", "score",
+    static const char *const names[] = {"country", "email", "vip",     "age", "score",
                                         "joined",  "phone", "user_id", "n"};
     static const char *const types[] = {"string", "int", "number", "bool", "timestamp"};
-    static const char *const fmts[] = {"iso8601", "epoch", "epoch_ms", "%Y-%m-%d %H:%M:%S",
-                                       "%d/%m/%Y", "auto"};
+    static const char *const fmts[] = {"iso8601",           "epoch",    "epoch_ms",
+                                       "%Y-%m-%d %H:%M:%S", "%d/%m/%Y", "auto"};
     static const int fmt_kind[] = {K_ISO, K_EPOCH, K_EPOCH_MS, K_ISO, K_DMY, K_ISO};
     static const int type_kind[] = {K_TEXT, K_INT, K_NUM, K_BOOL, K_ISO};
     static const char *const xf[] = {"integer", "trim", "lower"};
@@ -620,14 +626,14 @@ static char *random_mapping(int header)
                 buf_printf(&d, "%s{\"column\":", i ? "," : "");
                 add_col(&d, header, K_TEXT);
                 buf_printf(&d, ",\"prefix\":\"%s\",\"name\":\"%s\"", rn(2) ? "C" : "1",
-                              rn(2) ? "refund" : "x");
+                           rn(2) ? "refund" : "x");
                 buf_printf(&d, "}");
             }
             buf_printf(&d, "]");
         }
         if (rn(5)) {
-            static const char *const fmts[] = {"iso8601", "epoch", "epoch_ms",
-                                               "%Y-%m-%d %H:%M:%S", "%d/%m/%Y"};
+            static const char *const fmts[] = {"iso8601", "epoch", "epoch_ms", "%Y-%m-%d %H:%M:%S",
+                                               "%d/%m/%Y"};
             static const int kinds[] = {K_ISO, K_EPOCH, K_EPOCH_MS, K_ISO, K_DMY};
             unsigned fi = rn(CP_ARRAY_LEN(fmts));
             buf_printf(&d, ",\"timestamp\":{\"column\":");
@@ -670,15 +676,60 @@ static void random_cell(buf_t *c, int col)
         buf_append(c, s, strlen(s));
         return;
     }
-    static const char *const pool[] = {
-        "", "", "  ", "17850", "17850.0", "-3", "6", "6.5", "2.55", "0.1", "abc", "yes", "TRUE",
-        "no", "0", "1", "1e400", "1e300", "-1e300", "9999999999999999999", "12345678901234567",
-        "123456789012345.0", "+7", "0x1A", "2010-12-01 08:26:00", "2011-01-02T03:04:05Z",
-        "2011-01-02T03:04:05.5+08:00", "0001-01-01T00:00:00+01:00", "1291191960",
-        "1291191960123", "-62135596801", "253402300800", "99999999999999", "01/12/2010",
-        "31/02/2011", "A@B.COM ", "  x  ", "C536379", "C", "1C", "bell\x07", "tab\tx", "\xc3\xa9t\xc3\xa9",
-        "caf\xc3\x89", "Ab\xc3\x89Z", "x\x7f", "  12  ", " 6.0 ", "NaN", "inf", "-0", "1.",
-        ".5", "5e-324"};
+    static const char *const pool[] = {"",
+                                       "",
+                                       "  ",
+                                       "17850",
+                                       "17850.0",
+                                       "-3",
+                                       "6",
+                                       "6.5",
+                                       "2.55",
+                                       "0.1",
+                                       "abc",
+                                       "yes",
+                                       "TRUE",
+                                       "no",
+                                       "0",
+                                       "1",
+                                       "1e400",
+                                       "1e300",
+                                       "-1e300",
+                                       "9999999999999999999",
+                                       "12345678901234567",
+                                       "123456789012345.0",
+                                       "+7",
+                                       "0x1A",
+                                       "2010-12-01 08:26:00",
+                                       "2011-01-02T03:04:05Z",
+                                       "2011-01-02T03:04:05.5+08:00",
+                                       "0001-01-01T00:00:00+01:00",
+                                       "1291191960",
+                                       "1291191960123",
+                                       "-62135596801",
+                                       "253402300800",
+                                       "99999999999999",
+                                       "01/12/2010",
+                                       "31/02/2011",
+                                       "A@B.COM ",
+                                       "  x  ",
+                                       "C536379",
+                                       "C",
+                                       "1C",
+                                       "bell\x07",
+                                       "tab\tx",
+                                       "\xc3\xa9t\xc3\xa9",
+                                       "caf\xc3\x89",
+                                       "Ab\xc3\x89Z",
+                                       "x\x7f",
+                                       "  12  ",
+                                       " 6.0 ",
+                                       "NaN",
+                                       "inf",
+                                       "-0",
+                                       "1.",
+                                       ".5",
+                                       "5e-324"};
     unsigned k = rn(30);
     if (k == 0) {
         /* long values: identifier (256), event name (200) and event (32 KB) limits */
@@ -817,10 +868,9 @@ static void test_online_retail_event(void **state)
     (void)state;
     mapping_t *m = NULL;
     assert_int_equal(mapping_preset("online-retail", &m, NULL), CP_OK);
-    const csv_field_t hdr[] = {{"InvoiceNo", 9, 0},   {"StockCode", 9, 0},
-                               {"Description", 11, 0}, {"Quantity", 8, 0},
-                               {"InvoiceDate", 11, 0}, {"UnitPrice", 9, 0},
-                               {"CustomerID", 10, 0},  {"Country", 7, 0}};
+    const csv_field_t hdr[] = {
+        {"InvoiceNo", 9, 0},    {"StockCode", 9, 0}, {"Description", 11, 0}, {"Quantity", 8, 0},
+        {"InvoiceDate", 11, 0}, {"UnitPrice", 9, 0}, {"CustomerID", 10, 0},  {"Country", 7, 0}};
     assert_int_equal(mapping_bind(m, hdr, 8, NULL), CP_OK);
     char line[] = "C536379,85123A,WHITE HANGING HEART T-LIGHT HOLDER,-6,2010-12-01 08:26:00,2.55,"
                   "17850.0,United Kingdom";
@@ -969,36 +1019,122 @@ static void test_event_size_limit(void **state)
  * fields in separate buffers and cut one after the other in one buffer as
  * csv_next returns them.
  */
-static const char *const fp_times[] = {
-    "2010-12-01 08:26:00", "2010-12-01T08:26:00", "2010-12-01t08:26:00", "2010-12-01 08:26:00Z",
-    "2010-12-01 08:26:00z", "2012-02-29 23:59:59", "2011-02-29 00:00:00", "2000-02-29 12:00:00",
-    "1900-02-29 12:00:00", "2011-04-31 10:00:00", "2011-13-01 10:00:00", "2011-00-10 10:00:00",
-    "2011-01-00 10:00:00", "2011-01-01 24:00:00", "2011-01-01 23:60:00", "2011-01-01 23:59:60",
-    "2011-01-01 23:59:61", "0000-01-01 00:00:00", "0001-01-01 00:00:00", "9999-12-31 23:59:59",
-    "1969-12-31 23:59:59", "1970-01-01 00:00:00", "1600-03-01 00:00:00", "2010-12-01 08:26:0x",
-    "2010-12-01 08:26", "2010-12-01 08:26:00.5", "2010-12-01 08:26:00+01:00", "2010-12-01",
-    "2010/12/01 08:26:00", "2010-12-01_08:26:00", "2010-12-01 08-26-00", " 2010-12-01 08:26:00",
-    "2010-12-01 08:26:00 ", "201a-12-01 08:26:00", "2010-1:-01 08:26:00", "2010-12-01 08:26:00ZZ",
-    "2010-12-01 0/:26:00", "2010-12-01 08:26:00Y", "2010-12-01\x01" "08:26:00"};
-static const char *const fp_nums[] = {
-    "6", "-6", "+6", "0", "-0", "+0", "007", "-007", "17850.0", "17850.", "17850.00", "-17850.0",
-    "2.55", "-2.55", ".5", "5.", "1.5e3", "123456789012345", "1234567890123456",
-    "123456789012345678", "1234567890123456789", "9999999999999999999", "999999999999999.0",
-    "9999999999999999.0", "12345678901234.5", "0.000000000000001", "-", "+", ".", "-.", "1-",
-    " 6", "6 ", " 6 ", "\t7\r", "0x1A", "1,5", "--1", "+-1", "1.2.3", "NaN", "inf", "-0.0",
-    "6.0000000000000001", "00000000000000000006"};
-static const char *const fp_text[] = {
-    "", " ", "abc", "A", "ABCDEFG", "ABCDEFGH", "ABCDEFGHI", "United Kingdom", "  padded  ",
-    "WHITE HANGING HEART T-LIGHT HOLDER", "\xc3\xa9t\xc3\xa9", "caf\xc3\xa9 au lait",
-    "bad\xff", "\xe2\x82", "bell\x07", "tab\there", "del\x7f", "12345678\x01", "\x01" "234567",
-    "Mixed Case TEXT"};
+static const char *const fp_times[] = {"2010-12-01 08:26:00",
+                                       "2010-12-01T08:26:00",
+                                       "2010-12-01t08:26:00",
+                                       "2010-12-01 08:26:00Z",
+                                       "2010-12-01 08:26:00z",
+                                       "2012-02-29 23:59:59",
+                                       "2011-02-29 00:00:00",
+                                       "2000-02-29 12:00:00",
+                                       "1900-02-29 12:00:00",
+                                       "2011-04-31 10:00:00",
+                                       "2011-13-01 10:00:00",
+                                       "2011-00-10 10:00:00",
+                                       "2011-01-00 10:00:00",
+                                       "2011-01-01 24:00:00",
+                                       "2011-01-01 23:60:00",
+                                       "2011-01-01 23:59:60",
+                                       "2011-01-01 23:59:61",
+                                       "0000-01-01 00:00:00",
+                                       "0001-01-01 00:00:00",
+                                       "9999-12-31 23:59:59",
+                                       "1969-12-31 23:59:59",
+                                       "1970-01-01 00:00:00",
+                                       "1600-03-01 00:00:00",
+                                       "2010-12-01 08:26:0x",
+                                       "2010-12-01 08:26",
+                                       "2010-12-01 08:26:00.5",
+                                       "2010-12-01 08:26:00+01:00",
+                                       "2010-12-01",
+                                       "2010/12/01 08:26:00",
+                                       "2010-12-01_08:26:00",
+                                       "2010-12-01 08-26-00",
+                                       " 2010-12-01 08:26:00",
+                                       "2010-12-01 08:26:00 ",
+                                       "201a-12-01 08:26:00",
+                                       "2010-1:-01 08:26:00",
+                                       "2010-12-01 08:26:00ZZ",
+                                       "2010-12-01 0/:26:00",
+                                       "2010-12-01 08:26:00Y",
+                                       "2010-12-01\x01"
+                                       "08:26:00"};
+static const char *const fp_nums[] = {"6",
+                                      "-6",
+                                      "+6",
+                                      "0",
+                                      "-0",
+                                      "+0",
+                                      "007",
+                                      "-007",
+                                      "17850.0",
+                                      "17850.",
+                                      "17850.00",
+                                      "-17850.0",
+                                      "2.55",
+                                      "-2.55",
+                                      ".5",
+                                      "5.",
+                                      "1.5e3",
+                                      "123456789012345",
+                                      "1234567890123456",
+                                      "123456789012345678",
+                                      "1234567890123456789",
+                                      "9999999999999999999",
+                                      "999999999999999.0",
+                                      "9999999999999999.0",
+                                      "12345678901234.5",
+                                      "0.000000000000001",
+                                      "-",
+                                      "+",
+                                      ".",
+                                      "-.",
+                                      "1-",
+                                      " 6",
+                                      "6 ",
+                                      " 6 ",
+                                      "\t7\r",
+                                      "0x1A",
+                                      "1,5",
+                                      "--1",
+                                      "+-1",
+                                      "1.2.3",
+                                      "NaN",
+                                      "inf",
+                                      "-0.0",
+                                      "6.0000000000000001",
+                                      "00000000000000000006"};
+static const char *const fp_text[] = {"",
+                                      " ",
+                                      "abc",
+                                      "A",
+                                      "ABCDEFG",
+                                      "ABCDEFGH",
+                                      "ABCDEFGHI",
+                                      "United Kingdom",
+                                      "  padded  ",
+                                      "WHITE HANGING HEART T-LIGHT HOLDER",
+                                      "\xc3\xa9t\xc3\xa9",
+                                      "caf\xc3\xa9 au lait",
+                                      "bad\xff",
+                                      "\xe2\x82",
+                                      "bell\x07",
+                                      "tab\there",
+                                      "del\x7f",
+                                      "12345678\x01",
+                                      "\x01"
+                                      "234567",
+                                      "Mixed Case TEXT"};
 
 static void fp_cell(buf_t *c, int col)
 {
     const char *s;
     if (rn(200) == 0) {
         if (rn(2))
-            buf_append(c, "1\0" "2", 3);
+            buf_append(c,
+                       "1\0"
+                       "2",
+                       3);
         else
             buf_append(c, "ab\0cdefghij", 12);
         return;
@@ -1195,7 +1331,8 @@ static void test_tags(void **state)
          "tags[1].dictionary[\"1\"] must be a tag path"},
         {"[{\"column\":\"t\",\"dictionary\":{\"1\":\"Bad Path//\"}}]",
          "tags[0].dictionary[\"1\"] must be a tag path"},
-        {"[{\"column\":\"t\",\"dictionary_file\":\"d.json\"}]", "tags[0].dictionary_file must be read"},
+        {"[{\"column\":\"t\",\"dictionary_file\":\"d.json\"}]",
+         "tags[0].dictionary_file must be read"},
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(bad); i++) {
         char doc[512];

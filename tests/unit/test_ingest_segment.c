@@ -118,12 +118,13 @@ static void test_identifiers(void **state)
     (void)state;
     ingest_batch_t b;
     cp_error_t err;
-    const char *j = "{\"userId\":\"u1\",\"anonymousId\":\"a1\",\"traits\":{\"email\":\"X@Y.com\","
-                    "\"phone\":13800000000,\"age\":31,\"member_id\":\"m7\"},"
-                    "\"context\":{\"device\":{\"id\":\"dev1\",\"advertisingId\":\"AAAA\"},"
-                    "\"os\":{\"name\":\"iOS\"},\"externalIds\":[{\"id\":\"o1\",\"type\":\"openid\"},"
-                    "{\"id\":\"zz\",\"type\":\"hubspot\"}],\"traits\":{\"unionid\":\"un1\"}},"
-                    "\"timestamp\":\"2024-03-01T10:00:00Z\",\"messageId\":\"m-1\"}";
+    const char *j =
+        "{\"userId\":\"u1\",\"anonymousId\":\"a1\",\"traits\":{\"email\":\"X@Y.com\","
+        "\"phone\":13800000000,\"age\":31,\"member_id\":\"m7\"},"
+        "\"context\":{\"device\":{\"id\":\"dev1\",\"advertisingId\":\"AAAA\"},"
+        "\"os\":{\"name\":\"iOS\"},\"externalIds\":[{\"id\":\"o1\",\"type\":\"openid\"},"
+        "{\"id\":\"zz\",\"type\":\"hubspot\"}],\"traits\":{\"unionid\":\"un1\"}},"
+        "\"timestamp\":\"2024-03-01T10:00:00Z\",\"messageId\":\"m-1\"}";
     assert_int_equal(parse1(ING_IDENTIFY, j, NULL, &b, &err), CP_OK);
     const ingest_event_t *e = &b.events[0];
     assert_int_equal(e->type, ING_IDENTIFY);
@@ -153,8 +154,9 @@ static void test_identifiers(void **state)
 
     /* Imports may identify by another identifier only. */
     j = "{\"type\":\"identify\",\"traits\":{\"phone\":\"138\"},\"timestamp\":\"2024-03-01\"}";
-    assert_int_equal(parse1(ING_NONE, "{\"batch\":[{\"type\":\"identify\",\"traits\":{\"phone\":"
-                                       "\"138\"},\"timestamp\":\"2024-03-01\"}]}",
+    assert_int_equal(parse1(ING_NONE,
+                            "{\"batch\":[{\"type\":\"identify\",\"traits\":{\"phone\":"
+                            "\"138\"},\"timestamp\":\"2024-03-01\"}]}",
                             NULL, &b, &err),
                      CP_EINVAL);
     assert_non_null(strstr(b.rejects[0].reason, "userId"));
@@ -240,21 +242,24 @@ static void test_message_ids(void **state)
     assert_string_not_equal(id1, id3);
     assert_true(h1 != h3);
     /* Same payload on another endpoint: another event. */
-    assert_int_equal(parse1(ING_PAGE, "{\"userId\":\"u\",\"event\":\"e\",\"timestamp\":"
-                                      "\"2020-01-01T00:00:00Z\"}",
+    assert_int_equal(parse1(ING_PAGE,
+                            "{\"userId\":\"u\",\"event\":\"e\",\"timestamp\":"
+                            "\"2020-01-01T00:00:00Z\"}",
                             NULL, &b, &err),
                      CP_OK);
     assert_true(b.events[0].message_hash != h1);
     ingest_batch_free(&b);
     /* Given ids hash the same whatever else differs. */
-    assert_int_equal(parse1(ING_TRACK, "{\"userId\":\"u\",\"event\":\"e\",\"messageId\":\"abc\","
-                                       "\"timestamp\":\"2020-01-01T00:00:00Z\"}",
+    assert_int_equal(parse1(ING_TRACK,
+                            "{\"userId\":\"u\",\"event\":\"e\",\"messageId\":\"abc\","
+                            "\"timestamp\":\"2020-01-01T00:00:00Z\"}",
                             NULL, &b, &err),
                      CP_OK);
     h1 = b.events[0].message_hash;
     ingest_batch_free(&b);
-    assert_int_equal(parse1(ING_TRACK, "{\"userId\":\"v\",\"event\":\"f\",\"messageId\":\"abc\","
-                                       "\"timestamp\":\"2021-01-01T00:00:00Z\"}",
+    assert_int_equal(parse1(ING_TRACK,
+                            "{\"userId\":\"v\",\"event\":\"f\",\"messageId\":\"abc\","
+                            "\"timestamp\":\"2021-01-01T00:00:00Z\"}",
                             NULL, &b, &err),
                      CP_OK);
     assert_true(b.events[0].message_hash == h1);
@@ -296,9 +301,10 @@ static void test_bad_batch_lists_every_event(void **state)
     size_t n = CP_ARRAY_LEN(bad_events);
     for (size_t i = 0; i < n; i++) {
         /* a good event between every bad one */
-        buf_printf(&body, "{\"type\":\"track\",\"userId\":\"ok\",\"event\":\"e\","
-                             "\"timestamp\":\"2020-01-01\"},%s,",
-                      bad_events[i].event);
+        buf_printf(&body,
+                   "{\"type\":\"track\",\"userId\":\"ok\",\"event\":\"e\","
+                   "\"timestamp\":\"2020-01-01\"},%s,",
+                   bad_events[i].event);
     }
     buf_printf(&body, "{\"type\":\"page\",\"userId\":\"ok\",\"timestamp\":\"2020-01-01\"}]}");
     for (int strict = 0; strict <= 1; strict++) {
@@ -368,9 +374,10 @@ static void test_whole_body_errors(void **state)
     pad[big] = '\0';
     buf_t body;
     buf_init(&body, 0);
-    buf_printf(&body, "{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
-                         "\"properties\":{\"p\":\"%s\"}}]}",
-                  pad);
+    buf_printf(&body,
+               "{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
+               "\"properties\":{\"p\":\"%s\"}}]}",
+               pad);
     ingest_batch_init(&b);
     assert_int_equal(segment_parse(ING_NONE, body.data, body.len, NULL, &b, &err), CP_EINVAL);
     assert_int_equal(b.rejects[0].code, CP_ELIMIT);
@@ -382,9 +389,10 @@ static void test_whole_body_errors(void **state)
     buf_reset(&body);
     buf_printf(&body, "{\"batch\":[");
     for (int i = 0; i < 20; i++)
-        buf_printf(&body, "%s{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
-                             "\"properties\":{\"p\":\"%.30000s\"}}",
-                      i ? "," : "", pad);
+        buf_printf(&body,
+                   "%s{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\","
+                   "\"properties\":{\"p\":\"%.30000s\"}}",
+                   i ? "," : "", pad);
     buf_printf(&body, "]}");
     ingest_batch_init(&b);
     assert_int_equal(segment_parse(ING_NONE, body.data, body.len, NULL, &b, &err), CP_ELIMIT);
@@ -413,8 +421,7 @@ static void test_many_reasons_capped(void **state)
     buf_free(&body);
 }
 
-static const ingest_warning_t *warning_of(const ingest_batch_t *b, size_t index,
-                                          const char *field)
+static const ingest_warning_t *warning_of(const ingest_batch_t *b, size_t index, const char *field)
 {
     for (size_t i = 0; i < b->nwarnings; i++)
         if (b->warnings[i].index == index && strcmp(b->warnings[i].field, field) == 0)
@@ -434,7 +441,8 @@ static void test_bad_values_are_warnings(void **state)
         "{\"type\":\"identify\",\"userId\":\"u2\",\"timestamp\":\"2020-01-01\","
         "\"traits\":{\"email\":{\"a\":1},\"phone\":\"\",\"openid\":null,\"age\":31.5},"
         "\"context\":{\"device\":{\"id\":\"\",\"advertisingId\":true}}},"
-        "{\"type\":\"identify\",\"userId\":\"\",\"anonymousId\":\"a3\",\"timestamp\":\"2020-01-01\"}"
+        "{\"type\":\"identify\",\"userId\":\"\",\"anonymousId\":\"a3\",\"timestamp\":\"2020-01-"
+        "01\"}"
         "]}";
     assert_int_equal(parse1(ING_NONE, body, NULL, &b, &err), CP_OK);
     assert_int_equal(b.n, 3);

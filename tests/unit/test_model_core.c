@@ -79,10 +79,10 @@ static void test_slugs(void **state)
 {
     (void)state;
     cp_error_t err = {0};
-    const char *good[] = {"a", "interest/finance/consulting", "a-b_c/0-9", "x/y", "金融",
-                          "兴趣/金融/理财"};
-    const char *bad[] = {"", "/a", "a/", "a//b", "A", "a b", "interest/Finance", "金融 理财",
-                         "a/./b", "\xff"};
+    const char *good[] = {
+        "a", "interest/finance/consulting", "a-b_c/0-9", "x/y", "金融", "兴趣/金融/理财"};
+    const char *bad[] = {"",          "/a",    "a/",  "a//b", "A", "a b", "interest/Finance",
+                         "金融 理财", "a/./b", "\xff"};
     for (size_t i = 0; i < CP_ARRAY_LEN(good); i++)
         assert_int_equal(tax_validate_path(good[i], strlen(good[i]), &err), CP_OK);
     for (size_t i = 0; i < CP_ARRAY_LEN(bad); i++)
@@ -362,8 +362,10 @@ static void test_crowds_keys_users(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strmap),   cmocka_unit_test(test_slugs),
-        cmocka_unit_test(test_taxonomy), cmocka_unit_test(test_schema),
+        cmocka_unit_test(test_strmap),
+        cmocka_unit_test(test_slugs),
+        cmocka_unit_test(test_taxonomy),
+        cmocka_unit_test(test_schema),
         cmocka_unit_test(test_crowds_keys_users),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -147,8 +147,8 @@ static void test_phone_hint(void **state)
         char out[IDENT_MAX_VALUE + 1];
         size_t ol = 0;
         cp_error_t err = {0};
-        cp_status rc = ident_phone_e164_hint(cs[i].cc, cs[i].hint, cs[i].in, strlen(cs[i].in),
-                                             out, &ol, &err);
+        cp_status rc =
+            ident_phone_e164_hint(cs[i].cc, cs[i].hint, cs[i].in, strlen(cs[i].in), out, &ol, &err);
         if (rc != cs[i].rc || (rc == CP_OK && (strcmp(out, cs[i].want) || ol != strlen(out))) ||
             (rc != CP_OK && strstr(err.message, cs[i].want) == NULL)) {
             print_error("case %zu: \"%s\": rc %d \"%s\" / \"%s\", want %d \"%s\"\n", i, cs[i].in,
@@ -172,9 +172,12 @@ static void test_phone_hint(void **state)
     static const struct {
         const char *locale, *cc;
     } loc[] = {
-        {"en-US", "1"},      {"en_US", "1"},     {"zh-Hans-CN", "86"}, {"zh_CN.UTF-8", "86"},
-        {"en-us", "1"},      {"en-GB@euro", "44"}, {"zh-TW", "886"},   {"en", ""},
-        {"en-ZZ", ""},       {"", ""},           {"US", ""},           {"es-419", ""},
+        {"en-US", "1"},       {"en_US", "1"},
+        {"zh-Hans-CN", "86"}, {"zh_CN.UTF-8", "86"},
+        {"en-us", "1"},       {"en-GB@euro", "44"},
+        {"zh-TW", "886"},     {"en", ""},
+        {"en-ZZ", ""},        {"", ""},
+        {"US", ""},           {"es-419", ""},
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(loc); i++) {
         char cc[4];
@@ -191,9 +194,25 @@ static void test_unusable_values(void **state)
 {
     (void)state;
     static const char *const placeholders[] = {
-        "", "  ", "n/a", "N/A", "null", "NULL", "undefined", "unknown", "Unknown", "none", "-",
-        " - ", "nil", "(null)", "NaN", "na", "00000000-0000-0000-0000-000000000000",
-        "00000000000000000000000000000000", "00000000",
+        "",
+        "  ",
+        "n/a",
+        "N/A",
+        "null",
+        "NULL",
+        "undefined",
+        "unknown",
+        "Unknown",
+        "none",
+        "-",
+        " - ",
+        "nil",
+        "(null)",
+        "NaN",
+        "na",
+        "00000000-0000-0000-0000-000000000000",
+        "00000000000000000000000000000000",
+        "00000000",
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(placeholders); i++)
         if (ident_value_unusable(placeholders[i], strlen(placeholders[i]), NULL, 0) !=
@@ -202,8 +221,9 @@ static void test_unusable_values(void **state)
             fail();
         }
     static const char *const usable[] = {
-        "0", "000", "u1", "nobody@example.com", "13800138000", "unknown1", "n/a2",
-        "00000000-0000-0000-0000-000000000001", "nonexistent",
+        "0",           "000",      "u1",   "nobody@example.com",
+        "13800138000", "unknown1", "n/a2", "00000000-0000-0000-0000-000000000001",
+        "nonexistent",
     };
     for (size_t i = 0; i < CP_ARRAY_LEN(usable); i++)
         if (ident_value_unusable(usable[i], strlen(usable[i]), NULL, 0) != IDENT_USABLE) {
@@ -499,10 +519,14 @@ static void test_bind(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_phones_cn),    cmocka_unit_test(test_phones_other_country),
-        cmocka_unit_test(test_emails),       cmocka_unit_test(test_devices_and_exact),
-        cmocka_unit_test(test_config_types), cmocka_unit_test(test_keys_and_hashing),
-        cmocka_unit_test(test_bind),          cmocka_unit_test(test_phone_hint),
+        cmocka_unit_test(test_phones_cn),
+        cmocka_unit_test(test_phones_other_country),
+        cmocka_unit_test(test_emails),
+        cmocka_unit_test(test_devices_and_exact),
+        cmocka_unit_test(test_config_types),
+        cmocka_unit_test(test_keys_and_hashing),
+        cmocka_unit_test(test_bind),
+        cmocka_unit_test(test_phone_hint),
         cmocka_unit_test(test_unusable_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

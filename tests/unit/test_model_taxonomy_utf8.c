@@ -30,8 +30,8 @@ static void test_path_rule(void **state)
     for (size_t i = 0; i < CP_ARRAY_LEN(good); i++)
         assert_int_equal(tax_validate_path(good[i], strlen(good[i]), &err), CP_OK);
     /* Upper case (É), a full-width comma, an ideographic space, NFD. */
-    const char *bad[] = {"caf\xc3\x89", "金融，理财", "金融\xe3\x80\x80理财", CAFE_NFD, "金融/",
-                         "a\xe9"};
+    const char *bad[] = {"caf\xc3\x89", "金融，理财", "金融\xe3\x80\x80理财",
+                         CAFE_NFD,      "金融/",      "a\xe9"};
     for (size_t i = 0; i < CP_ARRAY_LEN(bad); i++)
         assert_int_equal(tax_validate_path(bad[i], strlen(bad[i]), &err), CP_EINVAL);
     assert_int_equal(tax_validate_path(CAFE_NFD, strlen(CAFE_NFD), &err), CP_EINVAL);
@@ -62,8 +62,11 @@ static void test_nfc_and_display(void **state)
     assert_int_equal(tax_add(&t, "industry", "行业", NULL, 0, &hy, &err), CP_OK);
     assert_int_equal(tax_add(&t, "industry/finance", "金融", NULL, 0, &hj, &err), CP_OK);
     /* Added in NFD, stored NFC, found in either form. */
-    assert_int_equal(tax_add(&t, "interest/" CAFE_NFD, "Caf" "\xc3\xa9" " Lovers", NULL, 0, &cafe,
-                             &err),
+    assert_int_equal(tax_add(&t, "interest/" CAFE_NFD,
+                             "Caf"
+                             "\xc3\xa9"
+                             " Lovers",
+                             NULL, 0, &cafe, &err),
                      CP_OK);
     assert_string_equal(tax_get(&t, cafe)->path, "interest/" CAFE_NFC);
     assert_int_equal(tax_find(&t, "interest/" CAFE_NFD, strlen("interest/" CAFE_NFD)), cafe);
@@ -92,9 +95,9 @@ static void test_nfc_and_display(void **state)
     assert_int_equal(tax_find_display(&t, "兴趣//理财", strlen("兴趣//理财"), ids, 4, &n), CP_OK);
     assert_int_equal(n, 0);
     /* A display name given in NFD matches the NFC name. */
-    assert_int_equal(tax_find_display(&t, "cafe\xcc\x81 lovers", strlen("cafe\xcc\x81 lovers"), ids,
-                                      4, &n),
-                     CP_OK);
+    assert_int_equal(
+        tax_find_display(&t, "cafe\xcc\x81 lovers", strlen("cafe\xcc\x81 lovers"), ids, 4, &n),
+        CP_OK);
     assert_int_equal(n, 1);
     assert_int_equal(ids[0], cafe);
     /* Moving to a Chinese slug path keeps it findable. */

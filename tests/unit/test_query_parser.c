@@ -117,7 +117,8 @@ static void test_canonical(void **state)
         {"group:acme", "group:acme"},
         {"GROUP:\"Acme Inc\" or group:acme.com/eu", "group:\"Acme Inc\" OR group:acme.com/eu"},
         {"group.plan = 'enterprise'", "group.plan = \"enterprise\""},
-        {"group.plan <> \"free\" AND NOT group.seats == 3", "group.plan != \"free\" AND NOT group.seats = 3"},
+        {"group.plan <> \"free\" AND NOT group.seats == 3",
+         "group.plan != \"free\" AND NOT group.seats = 3"},
         {"Group.plan in ('a',\"b\")", "group.plan IN (\"a\", \"b\")"},
         {"group = 1 AND group.x = TRUE", "group = 1 AND group.x = TRUE"},
         {"group:兴趣", "group:兴趣"},
@@ -689,10 +690,11 @@ static void test_json(void **state)
                              "did(v, between 1969-12-31 and '1970-01-01')");
         json_t *jd = expr_to_json(expr_root(d));
         char *dd = json_dumps(jd, JSON_COMPACT);
-        assert_string_equal(dd, "{\"or\":[{\"did\":{\"event\":\"purchase\",\"where\":{"
-                                "\"stock_code\":\"85123A\",\"n\":3},\"last_days\":14,\"op\":\"<\","
-                                "\"count\":4}},{\"did\":{\"event\":\"v\",\"between\":[\"1969-12-31\","
-                                "\"1970-01-01\"]}}]}");
+        assert_string_equal(dd,
+                            "{\"or\":[{\"did\":{\"event\":\"purchase\",\"where\":{"
+                            "\"stock_code\":\"85123A\",\"n\":3},\"last_days\":14,\"op\":\"<\","
+                            "\"count\":4}},{\"did\":{\"event\":\"v\",\"between\":[\"1969-12-31\","
+                            "\"1970-01-01\"]}}]}");
         const expr_node_t *n0 = expr_root(d)->args[1];
         assert_int_equal(n0->did.from, -1);
         assert_int_equal(n0->did.to, 0);
@@ -819,7 +821,8 @@ static void test_json_errors(void **state)
         {"{\"did\": {}}", CP_EINVAL, "did.event: expected an event name, found nothing"},
         {"{\"did\": {\"event\": \"\"}}", CP_EINVAL, "did.event: expected an event name, found an"},
         {"{\"did\": {\"event\": \"x\", \"y\": 1}}", CP_EINVAL, "did: unknown key 'y'"},
-        {"{\"did\": {\"event\": \"x\", \"where\": []}}", CP_EINVAL, "did.where: expected an object"},
+        {"{\"did\": {\"event\": \"x\", \"where\": []}}", CP_EINVAL,
+         "did.where: expected an object"},
         {"{\"did\": {\"event\": \"x\", \"where\": {\"a b\": 1}}}", CP_EINVAL,
          "did.where: 'a b' is not a valid property name"},
         {"{\"did\": {\"event\": \"x\", \"where\": {\"a\": 1.5}}}", CP_EINVAL,
@@ -913,10 +916,10 @@ static json_t *rnd_name(int path)
 
 static const char *rnd_attr(void)
 {
-    static const char *const attrs[] = {"age", "gender", "city",   "_x",      "a1", "near", "did",
-                                        "tag", "crowd",  "within", "Score_2", "m",  "km",
-                                        "is",  "null",   "has",    "starts",  "with", "older",
-                                        "than", "last",  "days",   "d"};
+    static const char *const attrs[] = {"age",   "gender", "city",  "_x",     "a1",      "near",
+                                        "did",   "tag",    "crowd", "within", "Score_2", "m",
+                                        "km",    "is",     "null",  "has",    "starts",  "with",
+                                        "older", "than",   "last",  "days",   "d"};
     return attrs[rnd(CP_ARRAY_LEN(attrs))];
 }
 
@@ -1031,8 +1034,8 @@ static json_t *rnd_did(void)
         json_object_set_new(d, "measure", json_string("sum"));
         json_object_set_new(d, "property", json_string(props[rnd(CP_ARRAY_LEN(props))]));
         json_object_set_new(d, "op", json_string(ops[rnd(6)]));
-        json_object_set_new(d, "value", rnd(2) ? json_integer((json_int_t)rnd(1000) - 500)
-                                                : json_real(rnd_real()));
+        json_object_set_new(
+            d, "value", rnd(2) ? json_integer((json_int_t)rnd(1000) - 500) : json_real(rnd_real()));
     }
     return json_pack("{s:o}", "did", d);
 }
@@ -1044,8 +1047,8 @@ static json_t *rnd_group(void)
     case 0:
         return json_pack("{s:o}", "group", rnd_name(1));
     case 1:
-        return json_pack("{s:s,s:s,s:o}", "group_trait", rnd_attr(), "op", rnd(2) ? "=" : "!=",
-                         "value", rnd_value());
+        return json_pack("{s:s,s:s,s:o}", "group_trait", rnd_attr(), "op",
+                         rnd(2) ? "=" : "!=", "value", rnd_value());
     default: {
         json_t *a = json_array();
         size_t n = rnd(3) + 1;
@@ -1472,8 +1475,7 @@ static void noisy_node(buf_t *b, const expr_node_t *n, int need_paren)
         noisy_ws(b, 1);
         noisy_kw(b, n->kind == EXPR_WITHIN ? "last" : "than");
         noisy_ws(b, 1);
-        assert_int_equal(buf_printf(b, "%d", (int)(weeks ? n->rel_days / 7 : n->rel_days)),
-                         CP_OK);
+        assert_int_equal(buf_printf(b, "%d", (int)(weeks ? n->rel_days / 7 : n->rel_days)), CP_OK);
         if (rnd(3) == 0)
             noisy_ws(b, 1);
         noisy_kw(b, weeks ? "w" : "d");
@@ -1578,8 +1580,7 @@ static void noisy_node(buf_t *b, const expr_node_t *n, int need_paren)
             noisy_ws(b, 1);
             int weeks = n->did.last_days % 7 == 0 && rnd(2);
             assert_int_equal(
-                buf_printf(b, "%d", (int)(weeks ? n->did.last_days / 7 : n->did.last_days)),
-                CP_OK);
+                buf_printf(b, "%d", (int)(weeks ? n->did.last_days / 7 : n->did.last_days)), CP_OK);
             if (rnd(3) == 0)
                 noisy_ws(b, 1);
             noisy_kw(b, weeks ? "w" : "d");

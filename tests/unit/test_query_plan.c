@@ -322,8 +322,13 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
             continue;
         int k = 1 + (int)rnd(s, 2);
         for (int i = 0; i < k; i++) {
-            bev_t e = {u, rnd(s, 10) < 4 ? BUSY_DAY : AS_OF - 40 + (int32_t)rnd(s, 45),
-                       rnd(s, 4) == 0, -1, -1, -1, 1};
+            bev_t e = {u,
+                       rnd(s, 10) < 4 ? BUSY_DAY : AS_OF - 40 + (int32_t)rnd(s, 45),
+                       rnd(s, 4) == 0,
+                       -1,
+                       -1,
+                       -1,
+                       1};
             uint32_t r = rnd(s, 20);
             e.delta = r < 15 ? 1 : r < 19 ? 2 + rnd(s, 4) : 1000000 + rnd(s, 5);
             beh_prop_t props[3];
@@ -333,10 +338,11 @@ static pop_t *pop_new(uint64_t *s, uint32_t n)
                 e.stock = (int8_t)rnd(s, NSTOCK);
                 e.categ = rnd(s, 5) == 0 ? -1 : (int8_t)rnd(s, 3);
                 e.gift = (int8_t)rnd(s, 3) - 1;
-                props[np++] = (beh_prop_t){"stock_code", 10, STOCK[e.stock], strlen(STOCK[e.stock])};
+                props[np++] =
+                    (beh_prop_t){"stock_code", 10, STOCK[e.stock], strlen(STOCK[e.stock])};
                 if (e.categ >= 0)
-                    props[np++] = (beh_prop_t){"category", 8, CATEG[e.categ],
-                                               strlen(CATEG[e.categ])};
+                    props[np++] =
+                        (beh_prop_t){"category", 8, CATEG[e.categ], strlen(CATEG[e.categ])};
                 if (e.gift >= 0) {
                     snprintf(gift, sizeof gift, "%s", e.gift ? "true" : "false");
                     props[np++] = (beh_prop_t){"gift", 4, gift, strlen(gift)};
@@ -1164,8 +1170,12 @@ static void test_did(void **state)
     /* a hand-built tree with a real filter value */
     expr_value_t real = {.kind = VAL_REAL, .r = 1.5};
     const char *props[] = {"gift"};
-    expr_node_t did = {.kind = EXPR_DID, .line = 3, .column = 7, .name = "purchase",
-                       .values = &real, .nvalues = 1};
+    expr_node_t did = {.kind = EXPR_DID,
+                       .line = 3,
+                       .column = 7,
+                       .name = "purchase",
+                       .values = &real,
+                       .nvalues = 1};
     did.did.props = props;
     cp_error_t err = {0};
     plan_t *pl = NULL;
@@ -1196,8 +1206,7 @@ static void test_did(void **state)
     plan_resolver_t saved = f->r;
     f->r = today;
     assert_int_equal(count_of(f, "did(purchase, last 30d)"), 0);
-    assert_int_equal(count_of(f, "did(purchase)"),
-                     naive_did(p, 0, INT32_MIN, INT32_MAX, OP_GE, 1));
+    assert_int_equal(count_of(f, "did(purchase)"), naive_did(p, 0, INT32_MIN, INT32_MAX, OP_GE, 1));
     f->r.did = NULL;
     expect_error(f, "did(purchase)", CP_ENOTFOUND, 1, 1, (const char *[]){"unknown event", NULL});
     f->r = saved;

@@ -35,7 +35,8 @@ static unsigned char *squeeze(const void *in, size_t len, int wbits, size_t *out
     return out;
 }
 
-static const char *const DOC = "{\"userId\":\"u1\",\"traits\":{\"city\":\"\xe6\xb7\xb1\xe5\x9c\xb3\"}}";
+static const char *const DOC =
+    "{\"userId\":\"u1\",\"traits\":{\"city\":\"\xe6\xb7\xb1\xe5\x9c\xb3\"}}";
 
 static void test_inflate_formats(void **state)
 {
@@ -97,8 +98,7 @@ static void test_inflate_bound(void **state)
     char *out = NULL;
     size_t n = 0;
     cp_error_t err = {0};
-    assert_int_equal(srv_inflate("gzip", (const char *)z, zl, 1u << 20, &out, &n, &err),
-                     CP_ELIMIT);
+    assert_int_equal(srv_inflate("gzip", (const char *)z, zl, 1u << 20, &out, &n, &err), CP_ELIMIT);
     assert_null(out);
     assert_non_null(strstr(err.message, "1048576"));
     free(z);
@@ -130,8 +130,7 @@ static void test_inflate_damage(void **state)
         assert_null(out);
         assert_true(err.message[0] != '\0');
     }
-    assert_int_equal(srv_inflate("gzip", (const char *)z, zl / 2, 1024, &out, &n, &err),
-                     CP_EINVAL);
+    assert_int_equal(srv_inflate("gzip", (const char *)z, zl / 2, 1024, &out, &n, &err), CP_EINVAL);
     assert_non_null(strstr(err.message, "truncated"));
     /* Trailing junk after the stream. */
     unsigned char *junk = malloc(zl + 4);
@@ -249,7 +248,7 @@ static void test_cross_site_rules(void **state)
     static const struct {
         srv_method m;
         const char *ctype, *enc, *auth, *origin;
-        int ok;  /* 1 allowed */
+        int ok; /* 1 allowed */
         int status;
     } cases[] = {
         {SRV_GET, NULL, NULL, NULL, "https://evil.example", 1, 0},
@@ -291,8 +290,9 @@ static void test_cross_site_rules(void **state)
             fail_msg("case %zu: got %d", i, ok);
         if (!ok) {
             assert_int_equal(resp.status, cases[i].status);
-            assert_non_null(strstr(resp.body, cases[i].status == 403 ? "\"forbidden_origin\""
-                                                                     : "\"unsupported_media_type\""));
+            assert_non_null(strstr(resp.body, cases[i].status == 403
+                                                  ? "\"forbidden_origin\""
+                                                  : "\"unsupported_media_type\""));
         }
         srv_resp_free(&resp);
         srv_req_free(&req);

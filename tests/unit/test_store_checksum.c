@@ -268,11 +268,11 @@ static void make_legacy(const char *dir)
     assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
     assert_int_equal(mdb_env_open(env, path, MDB_NOSUBDIR, 0644), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    const char *names[] = {"meta", "bitmaps", "uid", "uord", "tags", "attrs", "values",
-                           "crowds", "keys", "identity", "intake"};
+    const char *names[] = {"meta",   "bitmaps", "uid",  "uord",     "tags",  "attrs",
+                           "values", "crowds",  "keys", "identity", "intake"};
     for (int i = 0; i < 11; i++) {
-        assert_int_equal(mdb_dbi_open(txn, names[i], MDB_CREATE | (i == 3 ? MDB_INTEGERKEY : 0),
-                                      &dbi), 0);
+        assert_int_equal(
+            mdb_dbi_open(txn, names[i], MDB_CREATE | (i == 3 ? MDB_INTEGERKEY : 0), &dbi), 0);
         if (i == 0) {
             unsigned char ver[8] = {1, 0, 0, 0, 0, 0, 0, 0};
             MDB_val k = {5, "magic"}, v = {9, "crowdpack"};

@@ -228,8 +228,10 @@ static void test_map_full(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_missing_and_create), cmocka_unit_test(test_not_crowdpack),
-        cmocka_unit_test(test_lock),               cmocka_unit_test(test_blobs),
+        cmocka_unit_test(test_missing_and_create),
+        cmocka_unit_test(test_not_crowdpack),
+        cmocka_unit_test(test_lock),
+        cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_map_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -81,8 +81,8 @@ typedef struct collect {
     ref_t *refs; /* expected, indexed by lsn - base */
     size_t nrefs;
     uint64_t base;
-    uint64_t seen;     /* records visited */
-    uint64_t last;     /* last LSN visited */
+    uint64_t seen; /* records visited */
+    uint64_t last; /* last LSN visited */
     int mismatch;
 } collect_t;
 
@@ -112,8 +112,7 @@ static cp_status check_cb(void *ud, uint64_t lsn, uint8_t type, const void *payl
     return CP_OK;
 }
 
-static void append_ref(wal_t *wal, ref_t *refs, size_t *n, uint8_t type, size_t len,
-                       uint64_t key)
+static void append_ref(wal_t *wal, ref_t *refs, size_t *n, uint8_t type, size_t len, uint64_t key)
 {
     unsigned char *p = malloc(len ? len : 1);
     fill_payload(p, len, key);
@@ -240,8 +239,8 @@ static void test_roundtrip(void **state)
     assert_int_equal(wal_durable_lsn(wal), 0);
     check_replay(wal, 0, NULL, 0);
 
-    size_t sizes[] = {0, 1, 2, 7, 8, 9, 16, 100, 4095, 4096, 16383, 16384, 16400, 65536,
-                      100000, 1u << 20};
+    size_t sizes[] = {0,    1,    2,     7,     8,     9,     16,     100,
+                      4095, 4096, 16383, 16384, 16400, 65536, 100000, 1u << 20};
     ref_t refs[400];
     size_t n = 0;
     uint64_t rng = 42;
@@ -449,7 +448,7 @@ typedef struct torn_fixture {
     uint64_t last_first; /* first LSN of the last segment */
     unsigned char *seg;  /* its intact contents */
     size_t seg_len;
-    size_t last_off;     /* offset of the last record in it */
+    size_t last_off; /* offset of the last record in it */
 } torn_fixture_t;
 
 static void torn_build(torn_fixture_t *fx, const char *tag)
