@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 #include "store/wal.h"
 
 /* ---------------------------------------------------------- the child */

@@ -49,13 +49,9 @@
 #include <xxhash.h>
 #include <zlib.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 #include "ingest/csv.h"
 #include "ingest/mapping.h"
-
-cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
-                              const uint64_t *lines, cp_reject_fn on_reject, void *ud,
-                              int64_t now_ms, uint64_t *counts, cp_error_t *err);
 
 #define FIRST_MIB (1u << 20)
 #define HEAD_BYTES (64u * 1024) /* the anchor: a record's first bytes */
