@@ -192,6 +192,8 @@ static int put_extra(json_t *j, const crowd_rec_t *c)
         bad |= json_object_set_new(j, "last_used", json_integer(c->last_used));
     if (c->frozen)
         bad |= json_object_set_new(j, "frozen", json_true());
+    if (c->as_of_day)
+        bad |= json_object_set_new(j, "as_of_day", json_integer(c->as_of_day));
     return bad;
 }
 
@@ -248,6 +250,12 @@ static cp_status load_extra(json_t *j, crowd_rec_t *c)
     c->last_used = json_integer_value(json_object_get(j, "last_used"));
     c->frozen = json_is_true(json_object_get(j, "frozen"));
     c->last_used_saved = c->last_used;
+    if ((v = json_object_get(j, "as_of_day")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) == 0 ||
+            json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX)
+            return CP_EIO;
+        c->as_of_day = (int32_t)json_integer_value(v);
+    }
     return CP_OK;
 }
 
