@@ -38,10 +38,19 @@ typedef struct trace {
 
 static char g_plain[128], g_gz[128], g_raw[128];
 
+static void paths_remove(void)
+{
+    unlink(g_plain);
+    unlink(g_gz);
+    unlink(g_raw);
+}
+
+/* Three scratch files per process, removed at exit. */
 static void paths_init(void)
 {
     if (g_plain[0])
         return;
+    atexit(paths_remove);
     const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(g_plain, sizeof g_plain, "%s/cp-fuzz-csv-%ld.csv", base, (long)getpid());
     snprintf(g_gz, sizeof g_gz, "%s/cp-fuzz-csv-%ld.csv.gz", base, (long)getpid());
