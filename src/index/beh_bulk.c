@@ -6,8 +6,6 @@
 
 #include "index/beh_int.h"
 
-/* ---------------------------------------------------------- bulk writes */
-
 #define RADIX_BITS 11
 #define RADIX_SIZE (1u << RADIX_BITS)
 #define RADIX_PASSES 6 /* 64 bits of key */

@@ -8,8 +8,6 @@
 
 #define EMPTY_SLOT UINT32_MAX
 
-/* ---------------------------------------------------------- dictionary */
-
 /* Bytes compare, shorter first on a common prefix. */
 static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
 {
@@ -246,8 +244,6 @@ cp_status beh_resolve(const beh_t *b, const char *event, size_t elen, const beh_
     return CP_OK;
 }
 
-/* The subsets of n properties with at most BEH_MAX_FILTERS members, the
- * empty one included. */
 /* 1 if mask has at most BEH_MAX_FILTERS (3) bits set: without a popcount
  * instruction (this build has none) __builtin_popcount is a libgcc call. */
 static int subset_ok(uint32_t mask)
@@ -257,6 +253,8 @@ static int subset_ok(uint32_t mask)
     return mask == 0;
 }
 
+/* The subsets of n properties with at most BEH_MAX_FILTERS members, the
+ * empty one included. */
 static size_t subset_count(size_t n)
 {
     size_t k = 0;

@@ -6,8 +6,6 @@
 
 #include "index/beh_int.h"
 
-/* ---------------------------------------------------------- persistence */
-
 #define CELL_KEY_LEN 14  /* "beh/d/" + series + day: the prefix of a cell's keys */
 #define CHUNK_KEY_LEN 16 /* + chunk u16 BE */
 

@@ -6,8 +6,6 @@
 
 #include "index/beh_int.h"
 
-/* ---------------------------------------------------------------- query */
-
 void beh_window_init(const beh_t *b, uint32_t series, int32_t d0, int32_t d1, beh_window_t *w)
 {
     memset(w, 0, sizeof *w);
