@@ -11,66 +11,21 @@ write with --data refused with a hint.
 """
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 
-CP = os.environ.get("CROWDPACK", "build/crowdpack")
-PASSED = 0
-FAILED = 0
-
-
-def run(*args, timeout=60):
-    e = dict(os.environ)
-    for k in ("CROWDPACK_DATA", "CROWDPACK_KEY", "CROWDPACK_SERVER"):
-        e.pop(k, None)
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=timeout, env=e)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(cond, what, detail=""):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL: %s %s" % (what, detail), flush=True)
-
-
-def post(base, path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=20) as r:
-        return r.status, json.loads(r.read() or b"{}")
-
-
-def start(tmp, data):
-    pf = os.path.join(tmp, "port")
-    log = open(os.path.join(tmp, "srv.log"), "w+")
-    p = subprocess.Popen([CP, "serve", "--data", data, "--listen", "127.0.0.1:0",
-                          "--port-file", pf, "--threads", "2"],
-                         stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if os.path.exists(pf) and open(pf).read().strip():
-            return p, log, "http://127.0.0.1:%d" % int(open(pf).read().strip())
-        if p.poll() is not None:
-            break
-        time.sleep(0.05)
-    p.kill()
-    log.seek(0)
-    raise RuntimeError("server did not start: " + log.read())
+from harness import OK, Server, check, main, run, tempdir
 
 
 def test_with_server(tmp):
     data = os.path.join(tmp, "srv")
     rc, _, err = run("init", "--data", data)
     check(rc == 0, "init", err)
-    p, log, base = start(tmp, data)
+    srv = Server(tmp, data, threads=2).start()
+    base = srv.base
+
+    def post(base, path, body):
+        return srv.call("POST", path, body, timeout=20, expect=OK)
+
     try:
         S = ("--server", base)
         # intake config over HTTP
@@ -180,13 +135,7 @@ def test_with_server(tmp):
         rc, out, err = run("intake", "config", "--data", data, "--set", "{}")
         check(rc != 0 and "--server" in err, "a write with --data is refused, with a hint", err)
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
+        srv.stop()
 
 
 def test_data_only(tmp):
@@ -208,19 +157,11 @@ def test_data_only(tmp):
     check(rc == 0 and out.strip() == "4", "the indexed property is queryable", out + err)
 
 
-def main():
-    if not os.path.exists(CP):
-        print("crowdpack binary not found at %s" % CP)
-        sys.exit(1)
-    tmp = tempfile.mkdtemp(prefix="cp-cli-srv-")
-    try:
-        test_with_server(tmp)
-        test_data_only(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    sys.exit(1 if FAILED else 0)
+def test():
+    tmp = tempdir("cp-cli-srv-")
+    test_with_server(tmp)
+    test_data_only(tmp)
 
 
 if __name__ == "__main__":
-    main()
+    main(test)
