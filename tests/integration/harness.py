@@ -116,7 +116,7 @@ def shared(rel, what, env=None):
 def _skip_line():
     parts = "; ".join(w for w, _ in _missing)
     paths = ", ".join(sorted(set(p for _, p in _missing)))
-    return "SKIP: %s: not run: %s is missing (public data beside the repository, " \
+    return "SKIP: not run: %s (missing %s: public data beside the repository, " \
         "see README.md \"Test data\")" % (parts, paths)
 
 
