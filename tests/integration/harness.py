@@ -1,24 +1,26 @@
 """harness.py: what every integration test shares (python3 stdlib only).
 
-A test imports it (`import harness as h`, or `from harness import ...`) and
-gets:
+A test imports it (`from harness import ...`), puts its body in a function
+and ends with `main(test)`, which runs it, cleans up and exits. It gets:
 
 - CP, SRC, SHARED: the binary under test (env CROWDPACK, else build/crowdpack
   of CP_SOURCE_DIR), the source tree, and ../shared/data beside it (the public
   data sets of the README's "Test data"; env CP_SHARED_DATA overrides).
 - check(cond, what, detail) and check_eq(got, want, what): count a pass or
-  print one FAIL line saying what differed; finish() prints
-  "N passed, M failed" and gives the exit status.
+  print one FAIL line saying what differed; fail(what); section(fn) runs a
+  part, timed, an exception counting as one failure; main() prints
+  "N passed, M failed" and exits 1 on any failure.
 - run(*args): one CLI call of the binary, returning (rc, out, err) that is
   also a CompletedProcess (.returncode, .stdout, .stderr); must(*args) raises
-  when the command fails.
+  when the command fails; new_key(data, role) creates a key.
 - Server(tmp, data, *args): `crowdpack serve` on a free loopback port (port 0
   and --port-file, so no race for the port); start() waits until it listens,
   stop() sends SIGTERM and, after a grace period, SIGKILL. Every server still
   running when the test ends (pass, fail, exception, SIGTERM from ctest) is
   stopped the same way.
-- Server.call(): one HTTP request; JSON in and out, raw bytes, gzip, Bearer
-  keys and Basic auth (basic(key)).
+- Server.call() and request(port, ...): one HTTP request; JSON in and out,
+  raw bytes, gzip, Bearer keys and Basic auth (basic(key)); expect=OK raises
+  on any answer but 2xx.
 - tempdir(prefix): a temporary directory removed when the test ends (kept for
   inspection when asked to and something failed).
 - Skips: shared(rel, what) returns a file of ../shared/data or, when it is
@@ -36,7 +38,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -127,11 +128,10 @@ def skip(why):
     sys.exit(SKIP_CODE)
 
 
-def finish(quiet=False):
+def finish():
     """Prints the tally (and the SKIP line) and returns the exit status:
     1 on any failure, SKIP_CODE when a part was skipped, else 0."""
-    if not quiet:
-        print("%d passed, %d failed" % (PASSED, FAILED), flush=True)
+    print("%d passed, %d failed" % (PASSED, FAILED), flush=True)
     if _missing:
         print(_skip_line(), flush=True)
     if FAILED:
@@ -215,14 +215,6 @@ def new_key(data, role, *extra):
 def basic(key):
     """The Authorization value of HTTP Basic with the key as user name."""
     return "Basic " + base64.b64encode((key + ":").encode()).decode()
-
-
-def free_port():
-    """A loopback TCP port free at the time of the call (for helpers other
-    than the server, which takes port 0 and reports its own)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StartError(RuntimeError):
