@@ -146,19 +146,19 @@ def test():
     p = harness.run("bench", "--help", timeout=60)
     check(p.returncode == 0 and "--intake" in p.stdout, "bench --help mentions --intake", p.stdout)
 
-    RETAIL = None
+    retail = None
     if os.environ.get("CP_BENCH_INTAKE_RETAIL") == "1":
-        RETAIL = shared("online-retail/online_retail.csv.gz", "the Online Retail bench",
+        retail = shared("online-retail/online_retail.csv.gz", "the Online Retail bench",
                         env="CP_ONLINE_RETAIL")
-    if RETAIL:
-        rc, out, err = run("--online-retail", RETAIL, "--skip", "csv,ndjson,http", "--json")
+    if retail:
+        rc, out, err = run("--online-retail", retail, "--skip", "csv,ndjson,http", "--json")
         check(rc == 0, "Online Retail bench exits 0", err)
         r = json.loads(out)["imports"][0] if rc == 0 else {}
         check(r.get("events") == 406829 and r.get("users_created") == 4372 and
               r.get("skipped_rows") == 135080 and r.get("rejected") == 0,
               "Online Retail: 406,829 events, 4,372 users, 135,080 rows without a customer", r)
         check(r.get("floor", {}).get("records") == 541909, "Online Retail floor: 541,909 records", r)
-    elif RETAIL is None and os.environ.get("CP_BENCH_INTAKE_RETAIL") != "1":
+    elif retail is None and os.environ.get("CP_BENCH_INTAKE_RETAIL") != "1":
         print("Online Retail part not asked for (CP_BENCH_INTAKE_RETAIL=1 runs it)")
 
 

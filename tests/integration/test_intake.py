@@ -185,9 +185,9 @@ def walk(d):
             yield os.path.join(root, f)
 
 
-def retail_reference(RETAIL):
+def retail_reference(retail):
     """Naive scan: per customer, purchase lines of 85123A in H1 2011."""
-    rows = list(csv.reader(io.TextIOWrapper(gzip.open(RETAIL), encoding="utf-8")))[1:]
+    rows = list(csv.reader(io.TextIOWrapper(gzip.open(retail), encoding="utf-8")))[1:]
     per = collections.Counter()
     refunds = set()
     for r in rows:
@@ -205,23 +205,23 @@ def retail_reference(RETAIL):
 def import_part(tmp):
     data = os.path.join(tmp, "retail")
     run("init", "--data", data)
-    RETAIL = shared("online-retail/online_retail.csv.gz", "the Online Retail import")
-    if RETAIL:
-        retail_import(data, RETAIL)
+    retail = shared("online-retail/online_retail.csv.gz", "the Online Retail import")
+    if retail:
+        retail_import(data, retail)
     ndjson_import(tmp, data)
 
 
-def retail_import(data, RETAIL):
-    ref3, refunders, customers, nocust = retail_reference(RETAIL)
+def retail_import(data, retail):
+    ref3, refunders, customers, nocust = retail_reference(retail)
     # Interrupted import: kill it after a few batches, then run it again.
     p = subprocess.Popen([CP, "import", "--data", data, "--preset", "online-retail", "-q",
-                          "--batch", "20000", RETAIL], stdout=subprocess.PIPE,
+                          "--batch", "20000", retail], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     time.sleep(4)
     p.send_signal(signal.SIGKILL)
     p.wait()
     rc, out, err = run("import", "--data", data, "--preset", "online-retail", "-q", "--json",
-                       "--batch", "20000", RETAIL)
+                       "--batch", "20000", retail)
     st = json.loads(out) if rc == 0 else {}
     check(rc == 0, "import rerun", err)
     print("  resumed at line %s" % st.get("resumed_at_line"))
@@ -236,7 +236,7 @@ def retail_import(data, RETAIL):
     rc, out, _ = run("count", "--data", data, 'country = "United Kingdom" AND did(purchase)')
     check(rc == 0 and int(out.strip() or 0) > 3000, "country attribute", out)
     # a completed file is not imported twice
-    rc, out, _ = run("import", "--data", data, "--preset", "online-retail", "-q", "--json", RETAIL)
+    rc, out, _ = run("import", "--data", data, "--preset", "online-retail", "-q", "--json", retail)
     check(rc == 0 and json.loads(out).get("already_done") is True, "completed import not repeated",
           out)
     rc, out, _ = run("whois", "--data", data, "--json", "user_id:17850")

@@ -86,17 +86,17 @@ def reference(path):
 
 
 def test():
-    DATA = shared("online-retail/online_retail.csv.gz", "RFM on Online Retail",
+    retail = shared("online-retail/online_retail.csv.gz", "RFM on Online Retail",
                   env="CP_ONLINE_RETAIL")
-    if DATA is None:
+    if retail is None:
         return
     tmp = tempdir("cp-rfm-")
     d = os.path.join(tmp, "dmp")
     rc, out, err = run("init", "--data", d)
     check(rc == 0, "init: " + err)
-    rc, out, err = run("import", "--data", d, "--preset", "online-retail", DATA)
+    rc, out, err = run("import", "--data", d, "--preset", "online-retail", retail)
     check(rc == 0, "import: " + err)
-    ref_day, exp = reference(DATA)
+    ref_day, exp = reference(retail)
     ref_date = (datetime.date(1970, 1, 1) + datetime.timedelta(days=ref_day)).isoformat()
     check(ref_date == "2011-12-10", "reference date from the data: " + ref_date)
 
