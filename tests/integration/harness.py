@@ -398,6 +398,46 @@ def request(port, method, path, body=None, raw=None, key=None, auth=None, header
     return rep
 
 
+# ------------------------------------------------------------- data files
+
+def file_contains(path, nb):
+    """Whether the bytes nb are in the file, reading only its allocated
+    extents (data.mdb is sparse up to its map size)."""
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        off = 0
+        while off < size:
+            try:
+                start = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                return False
+            try:
+                end = os.lseek(fd, start, os.SEEK_HOLE)
+            except OSError:
+                end = size
+            pos = start
+            while pos < end:
+                n = min(end - pos, 8 << 20)
+                os.lseek(fd, max(start, pos - len(nb)), os.SEEK_SET)
+                chunk = os.read(fd, n + (pos - max(start, pos - len(nb))))
+                if nb in chunk:
+                    return True
+                pos += n
+            off = end
+    return False
+
+
+def files_containing(d, nb):
+    """The files under directory d that hold the bytes nb."""
+    found = []
+    for root, _, files in os.walk(d):
+        for f in files:
+            if file_contains(os.path.join(root, f), nb):
+                found.append(os.path.join(root, f))
+    return found
+
+
 # ---------------------------------------------------------------- temp dirs
 
 def tempdir(prefix="cp-test-", keep_on_failure=False):

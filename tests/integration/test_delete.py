@@ -15,7 +15,7 @@ import http.client
 import os
 import time
 
-from harness import Server, check, main, must, run, tempdir
+from harness import Server, check, files_containing, main, must, run, tempdir
 
 
 def count(data, expr):
@@ -58,40 +58,8 @@ def reproducer(tmp):
         check(p.returncode == 0, "crowd delete: %r" % p.stderr)
 
 
-def file_contains(path, nb):
-    """Reads only the allocated extents (data.mdb is sparse up to its map size)."""
-    with open(path, "rb") as fh:
-        fd = fh.fileno()
-        size = os.fstat(fd).st_size
-        off = 0
-        while off < size:
-            try:
-                start = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                return False
-            try:
-                end = os.lseek(fd, start, os.SEEK_HOLE)
-            except OSError:
-                end = size
-            pos = start
-            while pos < end:
-                n = min(end - pos, 8 << 20)
-                os.lseek(fd, max(start, pos - len(nb)), os.SEEK_SET)
-                chunk = os.read(fd, n + (pos - max(start, pos - len(nb))))
-                if nb in chunk:
-                    return True
-                pos += n
-            off = end
-    return False
-
-
 def dir_contains(d, needle):
-    nb = needle.encode()
-    for root, _, files in os.walk(d):
-        for f in files:
-            if file_contains(os.path.join(root, f), nb):
-                return os.path.join(root, f)
-    return None
+    return (files_containing(d, needle.encode()) or [None])[0]
 
 
 def pending(srv):

@@ -24,7 +24,8 @@ import subprocess
 import time
 
 import harness
-from harness import CP, Server, basic, check, main, section, shared, tempdir
+from harness import (CP, Server, basic, check, files_containing, main, section, shared,
+                     tempdir)
 
 
 def run(*args, timeout=600):
@@ -157,32 +158,8 @@ def http_part(tmp):
         srv.stop()
     # nothing of u1 in any file of the data directory
     for needle in (b"U1@x.org", b"u1@x.org"):
-        found = [f for f in walk(data) if file_contains(f, needle)]
+        found = files_containing(data, needle)
         check(not found, "no trace of %r" % needle, found)
-
-
-def file_contains(path, needle):
-    """Reads only the allocated extents: data.mdb is sparse up to its map size."""
-    with open(path, "rb") as fh:
-        fd, off = fh.fileno(), 0
-        size = os.fstat(fd).st_size
-        while off < size:
-            try:
-                start = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                return False
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            os.lseek(fd, start, os.SEEK_SET)
-            if needle in os.read(fd, end - start):
-                return True
-            off = end
-    return False
-
-
-def walk(d):
-    for root, _, files in os.walk(d):
-        for f in files:
-            yield os.path.join(root, f)
 
 
 def retail_reference(retail):
