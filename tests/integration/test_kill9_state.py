@@ -17,21 +17,15 @@ the server holds exactly the state the sequence of writes defines:
 
 CP_KILL9_CYCLES (default 4) sets the number of kill/restart cycles.
 """
-import base64
-import http.client
-import json
 import os
 import random
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
+import harness
+from harness import CP, Server, basic, check, fail, main, request, tempdir
+
 CYCLES = int(os.environ.get("CP_KILL9_CYCLES", "4"))
 USERS = 16
 GROUPS = 5
@@ -39,60 +33,9 @@ CITIES = ["guangzhou", "shenzhen", "beijing", "shanghai"]
 DAY = "2024-06-01"
 
 
-def run(*args):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=120)
-    if p.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(args), p.stderr))
-    return p.stdout
-
-
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data, self.proc = tmp, data, None
-
-    def start(self):
-        pf = os.path.join(self.tmp, "port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        self.log = open(os.path.join(self.tmp, "server.log"), "a")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf],
-            stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.port = int(open(pf).read().strip())
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited with %d (see %s/server.log)"
-                                   % (self.proc.returncode, self.tmp))
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.log.close()
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self.log.close()
-
-
 def call(port, auth, method, path, body=None, timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request(method, path, body=None if body is None else json.dumps(body),
-                  headers={"Authorization": auth, "Content-Type": "application/json"})
-        r = c.getresponse()
-        raw = r.read()
-        try:
-            return r.status, json.loads(raw) if raw else None
-        except ValueError:
-            return r.status, raw
-    finally:
-        c.close()
+    r = request(port, method, path, body, auth=auth, timeout=timeout)
+    return r.status, r.body
 
 
 class Model:
@@ -148,127 +91,119 @@ def ok_status(label, st):
     return st == 200 or st == 201 or (label == "crowd" and st == 409)
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-kill9-state-")
+def test():
+    tmp = tempdir("cp-kill9-state-", keep_on_failure=True)
     data = os.path.join(tmp, "data")
     failures = []
-    try:
-        run("init", "--data", data)
-        run("attrs", "define", "--data", data, "city", "enum")
-        admin = run("keys", "create", "--data", data, "--role", "admin").strip().split()[-1]
-        auth = "Basic " + base64.b64encode((admin + ":").encode()).decode()
-        srv = Server(tmp, data)
+    harness.must("init", "--data", data)
+    harness.must("attrs", "define", "--data", data, "city", "enum")
+    admin = harness.must("keys", "create", "--data", data, "--role",
+                         "admin").stdout.strip().split()[-1]
+    auth = basic(admin)
+    srv = Server(tmp, data)
+    srv.start()
+    # Every user has a city, so the aliases have values to stand for.
+    batch = [{"type": "identify", "userId": "u%d" % u,
+              "traits": {"city": CITIES[u % len(CITIES)]}, "messageId": "id-%d" % u,
+              "timestamp": DAY + "T00:00:00Z"} for u in range(USERS)]
+    st, ans = call(srv.port, auth, "POST", "/v1/batch", {"batch": batch})
+    assert st == 200, ans
+    model = Model()
+    rng = random.Random(int(os.environ.get("CP_KILL9_SEED", "11")))
+    counter = [0]
+    inflight = [None]
+    acked = [0]
+
+    def sender(port, stop):
+        while not stop.is_set():
+            counter[0] += 1
+            op = make_op(rng, counter[0], model)
+            inflight[0] = op
+            label, method, path, body, apply = op
+            try:
+                st, ans = call(port, auth, method, path, body, timeout=5)
+            except Exception:  # noqa: BLE001 - the server was killed
+                return
+            if not ok_status(label, st):
+                failures.append("%s %s: HTTP %d %r" % (method, path, st, ans))
+                return
+            apply(model, ans if isinstance(ans, dict) else {})
+            inflight[0] = None
+            acked[0] += 1
+
+    for cycle in range(CYCLES):
+        stop = threading.Event()
+        t = threading.Thread(target=sender, args=(srv.port, stop))
+        t.start()
+        time.sleep(rng.uniform(0.1, 0.8))
+        srv.kill9()
+        stop.set()
+        t.join(timeout=30)
+        chk = subprocess.run([CP, "check", "--data", data], capture_output=True,
+                               text=True, timeout=120)
+        if chk.returncode != 0:
+            failures.append("cycle %d: crowdpack check failed: %s%s"
+                            % (cycle, chk.stdout[-400:], chk.stderr[-400:]))
         srv.start()
-        # Every user has a city, so the aliases have values to stand for.
-        batch = [{"type": "identify", "userId": "u%d" % u,
-                  "traits": {"city": CITIES[u % len(CITIES)]}, "messageId": "id-%d" % u,
-                  "timestamp": DAY + "T00:00:00Z"} for u in range(USERS)]
-        st, ans = call(srv.port, auth, "POST", "/v1/batch", {"batch": batch})
-        assert st == 200, ans
-        model = Model()
-        rng = random.Random(int(os.environ.get("CP_KILL9_SEED", "11")))
-        counter = [0]
-        inflight = [None]
-        acked = [0]
-
-        def sender(port, stop):
-            while not stop.is_set():
-                counter[0] += 1
-                op = make_op(rng, counter[0], model)
-                inflight[0] = op
-                label, method, path, body, apply = op
-                try:
-                    st, ans = call(port, auth, method, path, body, timeout=5)
-                except Exception:  # noqa: BLE001 - the server was killed
-                    return
-                if not ok_status(label, st):
-                    failures.append("%s %s: HTTP %d %r" % (method, path, st, ans))
-                    return
+        if inflight[0] is not None:  # the client's retry of the unanswered write
+            label, method, path, body, apply = inflight[0]
+            st, ans = call(srv.port, auth, method, path, body)
+            if not ok_status(label, st):
+                failures.append("retry %s %s: HTTP %d %r" % (method, path, st, ans))
+            else:
                 apply(model, ans if isinstance(ans, dict) else {})
-                inflight[0] = None
                 acked[0] += 1
+            inflight[0] = None
 
-        for cycle in range(CYCLES):
-            stop = threading.Event()
-            t = threading.Thread(target=sender, args=(srv.port, stop))
-            t.start()
-            time.sleep(rng.uniform(0.1, 0.8))
-            srv.kill9()
-            stop.set()
-            t.join(timeout=30)
-            check = subprocess.run([CP, "check", "--data", data], capture_output=True,
-                                   text=True, timeout=120)
-            if check.returncode != 0:
-                failures.append("cycle %d: crowdpack check failed: %s%s"
-                                % (cycle, check.stdout[-400:], check.stderr[-400:]))
-            srv.start()
-            if inflight[0] is not None:  # the client's retry of the unanswered write
-                label, method, path, body, apply = inflight[0]
-                st, ans = call(srv.port, auth, method, path, body)
-                if not ok_status(label, st):
-                    failures.append("retry %s %s: HTTP %d %r" % (method, path, st, ans))
-                else:
-                    apply(model, ans if isinstance(ans, dict) else {})
-                    acked[0] += 1
-                inflight[0] = None
+    def count(expr):
+        st, ans = call(srv.port, auth, "POST", "/v1/count", {"expression": expr})
+        return ans.get("count") if st == 200 else (st, ans)
 
-        def count(expr):
-            st, ans = call(srv.port, auth, "POST", "/v1/count", {"expression": expr})
-            return ans.get("count") if st == 200 else (st, ans)
-
-        for g in range(GROUPS):
-            if not model.members[g]:
-                continue
-            got = count("group:g%d" % g)
-            if got != len(model.members[g]):
-                failures.append("group:g%d counts %r, expected %d"
-                                % (g, got, len(model.members[g])))
-        for p in ("p0", "p1", "p2"):
-            want = set()
-            for g, plan in model.plan.items():
-                if plan == p:
-                    want |= model.members[g]
-            if not want:
-                continue
-            got = count('group.plan = "%s"' % p)
-            if got != len(want):
-                failures.append('group.plan = "%s" counts %r, expected %d' % (p, got, len(want)))
-        st, ans = call(srv.port, auth, "GET", "/v1/attributes/city/values")
-        have = {a["alias"]: a["value"] for a in (ans or {}).get("aliases", [])}
-        if have != model.aliases:
-            failures.append("aliases %r, expected %r" % (have, model.aliases))
-        for name, version in sorted(model.crowds.items()):
-            st, c = call(srv.port, auth, "GET", "/v1/crowds/" + name)
-            if st != 200:
-                failures.append("crowd %s: HTTP %d %r" % (name, st, c))
-                continue
-            if c.get("refresh") != "daily 02:00" or c.get("timezone") != "Asia/Shanghai" \
-                    or c.get("expire_after_days") != 30:
-                failures.append("crowd %s lost its schedule: %r" % (name, c))
-            if c.get("version", 0) < version:
-                failures.append("crowd %s: version %r, a refresh to %d was acknowledged"
-                                % (name, c.get("version"), version))
-            st, h = call(srv.port, auth, "GET", "/v1/crowds/%s/history" % name)
-            versions = {p.get("version") for p in (h or {}).get("points", [])}
-            if version and version not in versions:
-                failures.append("crowd %s: history %r lacks acknowledged version %d"
-                                % (name, sorted(versions), version))
-        srv.stop()
-        print("%d cycles, %d writes acknowledged (%d groups, %d aliases, %d crowds)"
-              % (CYCLES, acked[0], sum(1 for g in model.members.values() if g),
-                 len(model.aliases), len(model.crowds)))
-    except Exception as e:  # noqa: BLE001
-        failures.append("raised %r" % (e,))
-        import traceback
-        traceback.print_exc()
-    if failures:
-        for f in failures:
-            print("FAIL:", f, file=sys.stderr)
-        print("kept %s for inspection" % tmp, file=sys.stderr)
-        sys.exit(1)
-    shutil.rmtree(tmp, ignore_errors=True)
-    print("kill -9 state test passed")
+    for g in range(GROUPS):
+        if not model.members[g]:
+            continue
+        got = count("group:g%d" % g)
+        if got != len(model.members[g]):
+            failures.append("group:g%d counts %r, expected %d"
+                            % (g, got, len(model.members[g])))
+    for p in ("p0", "p1", "p2"):
+        want = set()
+        for g, plan in model.plan.items():
+            if plan == p:
+                want |= model.members[g]
+        if not want:
+            continue
+        got = count('group.plan = "%s"' % p)
+        if got != len(want):
+            failures.append('group.plan = "%s" counts %r, expected %d' % (p, got, len(want)))
+    st, ans = call(srv.port, auth, "GET", "/v1/attributes/city/values")
+    have = {a["alias"]: a["value"] for a in (ans or {}).get("aliases", [])}
+    if have != model.aliases:
+        failures.append("aliases %r, expected %r" % (have, model.aliases))
+    for name, version in sorted(model.crowds.items()):
+        st, c = call(srv.port, auth, "GET", "/v1/crowds/" + name)
+        if st != 200:
+            failures.append("crowd %s: HTTP %d %r" % (name, st, c))
+            continue
+        if c.get("refresh") != "daily 02:00" or c.get("timezone") != "Asia/Shanghai" \
+                or c.get("expire_after_days") != 30:
+            failures.append("crowd %s lost its schedule: %r" % (name, c))
+        if c.get("version", 0) < version:
+            failures.append("crowd %s: version %r, a refresh to %d was acknowledged"
+                            % (name, c.get("version"), version))
+        st, h = call(srv.port, auth, "GET", "/v1/crowds/%s/history" % name)
+        versions = {p.get("version") for p in (h or {}).get("points", [])}
+        if version and version not in versions:
+            failures.append("crowd %s: history %r lacks acknowledged version %d"
+                            % (name, sorted(versions), version))
+    srv.stop()
+    print("%d cycles, %d writes acknowledged (%d groups, %d aliases, %d crowds)"
+          % (CYCLES, acked[0], sum(1 for g in model.members.values() if g),
+             len(model.aliases), len(model.crowds)))
+    for f in failures:
+        fail(f)
+    check(not failures, "every acknowledged write survived %d kills" % CYCLES)
 
 
 if __name__ == "__main__":
-    main()
+    main(test)
