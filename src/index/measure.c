@@ -524,6 +524,8 @@ out:
 
 static json_t *config_json(const meas_t *m, int with_id)
 {
+    /* Every result is checked: this text is stored, and a field lost to
+     * a failed allocation would make the next open call it corrupt. */
     json_t *a = json_array();
     json_t *o = json_pack("{s:o}", "measures", a);
     if (o == NULL)
@@ -531,8 +533,14 @@ static json_t *config_json(const meas_t *m, int with_id)
     for (size_t i = 0; i < m->nd; i++) {
         const mdef_t *d = &m->defs[i];
         json_t *ev = json_array();
-        for (size_t j = 0; j < d->nevents; j++)
-            json_array_append_new(ev, json_string(d->events[j]));
+        int bad = ev == NULL;
+        for (size_t j = 0; !bad && j < d->nevents; j++)
+            bad = json_array_append_new(ev, json_string(d->events[j])) != 0;
+        if (bad) {
+            json_decref(ev);
+            json_decref(o);
+            return NULL;
+        }
         json_t *x = json_pack("{s:s,s:s,s:o}", "name", d->name, "kind", meas_kind_name(d->kind),
                               "events", ev);
         if (x == NULL) {
@@ -540,18 +548,23 @@ static json_t *config_json(const meas_t *m, int with_id)
             return NULL;
         }
         if (d->prop)
-            json_object_set_new(x, "property", json_string(d->prop));
+            bad |= json_object_set_new(x, "property", json_string(d->prop)) != 0;
         if (d->kind == MEAS_SUM)
-            json_object_set_new(x, "scale", json_integer(d->scale));
+            bad |= json_object_set_new(x, "scale", json_integer(d->scale)) != 0;
         if (with_id) {
-            json_object_set_new(x, "id", json_integer(d->id));
+            bad |= json_object_set_new(x, "id", json_integer(d->id)) != 0;
         } else {
             uint64_t users = 0;
             for (uint32_t r = 0; r < m->nrec; r++)
                 users += rec_slots(m, r)[i].n > 0;
-            json_object_set_new(x, "users", json_integer((json_int_t)users));
+            bad |= json_object_set_new(x, "users", json_integer((json_int_t)users)) != 0;
         }
-        json_array_append_new(a, x);
+        if (bad || json_array_append_new(a, x) != 0) {
+            if (bad)
+                json_decref(x);
+            json_decref(o);
+            return NULL;
+        }
     }
     return o;
 }
