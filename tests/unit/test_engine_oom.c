@@ -22,7 +22,9 @@
  * A run takes about half a second (the check forks), and the scenario
  * makes about 400 allocations, so by default every 7th N is tried (under a
  * minute); CP_OOM_STEP=1 tries them all. CP_OOM_FIRST / CP_OOM_LAST /
- * CP_OOM_STEP (environment) pick a range of N, e.g. to debug one case; CP_OOM_TRACE=1 prints each run, 2 also the
+ * CP_OOM_STEP (environment) pick a range of N, e.g. to debug one case;
+ * CP_OOM_JANSSON_ALL=1 fails allocations inside json_load and json_dumps
+ * too; CP_OOM_TRACE=1 prints each run, 2 also the
  * stack of the failed allocation (link with -rdynamic for names, or feed
  * the addresses to addr2line). */
 #include <setjmp.h>
@@ -108,9 +110,11 @@ char *__wrap_strndup(const char *s, size_t n)
  * Every other jansson allocation (building objects and arrays) can fail. */
 static int g_in_jansson;
 
+static int g_jansson_all; /* CP_OOM_JANSSON_ALL=1: fail inside those too */
+
 static void *json_counted_malloc(size_t n)
 {
-    return !g_in_jansson && inject() ? NULL : __real_malloc(n);
+    return (!g_in_jansson || g_jansson_all) && inject() ? NULL : __real_malloc(n);
 }
 
 json_t *__real_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *e);
@@ -167,12 +171,12 @@ size_t __wrap_json_dumpb(const json_t *j, char *buf, size_t size, size_t flags)
 /* ------------------------------------------------------ the scenario */
 
 typedef struct run {
-    int handle_failed;    /* cp_db_health said "failed" after the step */
-    const char *step;     /* the step that failed, or NULL */
-    cp_status rc;         /* its status */
-    char message[512];    /* its message */
-    int ingested, crowd;  /* acknowledged writes */
-    uint64_t exported;    /* bytes the export wrote */
+    int handle_failed;   /* cp_db_health said "failed" after the step */
+    const char *step;    /* the step that failed, or NULL */
+    cp_status rc;        /* its status */
+    char message[512];   /* its message */
+    int ingested, crowd; /* acknowledged writes */
+    uint64_t exported;   /* bytes the export wrote */
 } run_t;
 
 static int count_bytes(void *ud, const char *buf, size_t len)
@@ -188,7 +192,7 @@ static int count_bytes(void *ud, const char *buf, size_t len)
         if (rc_ != CP_OK) {                                                                        \
             r->step = (name);                                                                      \
             r->rc = rc_;                                                                           \
-            snprintf(r->message, sizeof r->message, "%s", err.message);                           \
+            snprintf(r->message, sizeof r->message, "%s", err.message);                            \
             goto out;                                                                              \
         }                                                                                          \
     } while (0)
@@ -354,6 +358,7 @@ static void test_every_allocation_fails_once(void **state)
          step = env_long("CP_OOM_STEP", 7);
     int trace = (int)env_long("CP_OOM_TRACE", 0);
     g_trace = trace;
+    g_jansson_all = env_long("CP_OOM_JANSSON_ALL", 0) != 0;
     void *warm[1];
     (void)backtrace(warm, 1); /* loads libgcc now, not inside a failing malloc */
     long failures = 0, runs = 0, n;
