@@ -94,15 +94,29 @@ static void test_utf8_random(void **state)
 {
     (void)state;
     static const char *pieces[] = {
-        "a",        "abcdefgh",     "0123456789abcdef",
-        "\xc2\x80", "\xdf\xbf",     "\xe0\xa0\x80",
-        "中",       "\xed\x9f\xbf", "\xef\xbf\xbf",
-        "\xf0\x90\x80\x80",         "\xf4\x8f\xbf\xbf",
-        "\xc0\x80", /* overlong */  "\xc1\xbf",
-        "\xe0\x9f\xbf", /* overlong */
-        "\xed\xa0\x80", /* surrogate */
+        "a",
+        "abcdefgh",
+        "0123456789abcdef",
+        "\xc2\x80",
+        "\xdf\xbf",
+        "\xe0\xa0\x80",
+        "中",
+        "\xed\x9f\xbf",
+        "\xef\xbf\xbf",
+        "\xf0\x90\x80\x80",
+        "\xf4\x8f\xbf\xbf",
+        "\xc0\x80",
+        /* overlong */ "\xc1\xbf",
+        "\xe0\x9f\xbf",     /* overlong */
+        "\xed\xa0\x80",     /* surrogate */
         "\xf4\x90\x80\x80", /* past U+10FFFF */
-        "\xf5\x80\x80\x80", "\xff", "\x80", "\xbf", "\xc2", "\xe4\xb8", "\xf0\x90\x80",
+        "\xf5\x80\x80\x80",
+        "\xff",
+        "\x80",
+        "\xbf",
+        "\xc2",
+        "\xe4\xb8",
+        "\xf0\x90\x80",
     };
     uint64_t rng = 99;
     unsigned char s[96];
@@ -223,8 +237,10 @@ static void test_fmt_double(void **state)
     assert_string_equal(buf, "1.2345678901234568e+17");
     fmt_double(INFINITY, buf, sizeof buf);
     assert_string_equal(buf, "inf");
-    double specials[] = {0.0, -0.0, 1.0, -1.5, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
-                         0.1 + 0.2, 100.0, 1e15, 1e16, 1e17, 9007199254740993.0, NAN, -INFINITY};
+    double specials[] = {
+        0.0,       -0.0,  1.0,  -1.5, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+        0.1 + 0.2, 100.0, 1e15, 1e16, 1e17,   9007199254740993.0,      NAN,
+        -INFINITY};
     for (size_t i = 0; i < CP_ARRAY_LEN(specials); i++)
         check_double(specials[i]);
     uint64_t rng = 5;
