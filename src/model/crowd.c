@@ -199,12 +199,21 @@ static int put_extra(json_t *j, const crowd_rec_t *c)
 
 cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err)
 {
-    json_t *j = json_pack(
-        "{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o*,s:o*}", "id", (json_int_t)c->id, "kind",
-        crowd_kind_name(c->kind), "expression", c->expr, "tree", c->tree, "description",
-        c->description, "size", (json_int_t)c->size, "version", (json_int_t)c->version, "created",
-        (json_int_t)c->created, "updated", (json_int_t)c->updated, "crowd_refs",
-        strs_json(c->crowd_refs, c->ncrowd_refs), "tag_refs", strs_json(c->tag_refs, c->ntag_refs));
+    /* The reference lists are built first: given to json_pack as "o*", a
+     * list lost to a failed allocation would silently drop its key, and the
+     * record would read back as corrupt. */
+    json_t *j = NULL, *crefs = strs_json(c->crowd_refs, c->ncrowd_refs),
+           *trefs = strs_json(c->tag_refs, c->ntag_refs);
+    if (crefs != NULL && trefs != NULL)
+        j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:o}", "id", (json_int_t)c->id,
+                      "kind", crowd_kind_name(c->kind), "expression", c->expr, "tree", c->tree,
+                      "description", c->description, "size", (json_int_t)c->size, "version",
+                      (json_int_t)c->version, "created", (json_int_t)c->created, "updated",
+                      (json_int_t)c->updated, "crowd_refs", crefs, "tag_refs", trefs);
+    else {
+        json_decref(crefs);
+        json_decref(trefs);
+    }
     char *text = j && !put_extra(j, c) ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
