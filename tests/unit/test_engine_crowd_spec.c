@@ -149,10 +149,8 @@ static void test_as_of_stays(void **state)
     buy(db, "a", "2024-06-01");
     buy(db, "b", "2024-06-10");
     cp_error_t err = {0};
-    cp_crowd_spec_t spec = {.size = sizeof spec,
-                            .name = "early",
-                            .expression = "did(buy) >= 1",
-                            .as_of = "2024-06-05"};
+    cp_crowd_spec_t spec = {
+        .size = sizeof spec, .name = "early", .expression = "did(buy) >= 1", .as_of = "2024-06-05"};
     ok(cp_crowd_create_spec(db, &spec, &err), &err);
     json_t *v = view(db, "early");
     assert_int_equal(json_integer_value(json_object_get(v, "size")), 1);
