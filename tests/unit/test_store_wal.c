@@ -31,7 +31,9 @@ static void tmpdir(char *buf, size_t cap, const char *tag)
 {
     snprintf(buf, cap, "/tmp/cp-test-wal-%s-%ld", tag, (long)getpid());
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
+    /* A truncated command could remove the wrong directory: refuse it. */
+    int n = snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
+    assert_true(n > 0 && (size_t)n < sizeof cmd);
     assert_int_equal(system(cmd), 0);
 }
 
