@@ -29,13 +29,6 @@
 
 #define DAY_MS (86400ll * 1000)
 
-void crowds_mark_used(const crowd_rec_t *c, int64_t now_ms)
-{
-    /* under a read lock other readers may mark at once: a relaxed store of
-     * a time is all it takes (any of the racing times will do) */
-    __atomic_store_n(&((crowd_rec_t *)c)->last_used, now_ms, __ATOMIC_RELAXED);
-}
-
 /* ------------------------------------------------------------ time zones */
 
 static uint32_t be32(const unsigned char *p)

@@ -340,16 +340,6 @@ static inline void cat_note(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t
         cat_example(db, e, kind, v, raw);
 }
 
-cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, const ev_prop_t *v,
-                      const json_t *raw, int indexed)
-{
-    cat_ent_t *e = cat_ent(db, kind, name, nlen);
-    if (e == NULL)
-        return CP_ENOMEM;
-    cat_note(db, e, kind, v, raw, indexed);
-    return CP_OK;
-}
-
 /* The entry of the note at position pos of an event: the one that
  * position went to last time when the name is the same (cut as cat_ent
  * cuts it), else the name's, then remembered for pos. NULL on ENOMEM. */

@@ -17,20 +17,6 @@
 #include "engine/engine_int.h"
 #include "model/codec.h"
 
-cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
-                         cp_error_t *err)
-{
-    uint32_t o;
-    cp_status rc = users_lookup(txn, id, len, &o, err);
-    if (rc)
-        return rc;
-    if ((rc = identity_canonical(txn, o, ord, err)) == CP_ENOTFOUND) {
-        *ord = o;
-        rc = CP_OK;
-    }
-    return rc;
-}
-
 /* ---------------------------------------------------------------- stage */
 
 enum { SV_CLEAR = 1, SV_INT, SV_STR, SV_GEO };
