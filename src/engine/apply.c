@@ -101,7 +101,12 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
         return rc;
     }
     if (json_object_size(ta)) {
-        json_object_update_missing(ts, ta);
+        if (json_object_update_missing(ts, ta)) {
+            json_decref(ta);
+            json_decref(ts);
+            return CP_ERR(err, CP_ENOMEM, "out of memory merging the traits of user %u into %u",
+                          (unsigned)a, (unsigned)s);
+        }
         rc = traits_put(txn, s, ts, err);
         if (rc == CP_OK) {
             json_object_clear(ta);

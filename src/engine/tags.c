@@ -527,15 +527,19 @@ cp_status cp_tag_json(cp_db_t *db, const char *path, char **out, cp_error_t *err
     const tax_tag_t *g = tax_get(&db->tax, id);
     json_t *o = tag_obj(db, g);
     json_t *kids = json_array();
+    int bad = kids == NULL;
     for (uint32_t i = 0; kids && i < g->nchildren; i++)
-        json_array_append_new(kids, json_string(tax_get(&db->tax, g->children[i])->path));
+        bad |= json_array_append_new(kids, json_string(tax_get(&db->tax, g->children[i])->path));
     const idx_tag_t *t = index_tag(db->ix, id);
-    if (o && kids) {
-        json_object_set_new(o, "direct_count",
-                            json_integer((json_int_t)roaring_bitmap_get_cardinality(t->direct)));
-        json_object_set_new(o, "children", kids);
-        kids = NULL;
+    if (o && !bad &&
+        !json_object_set_new(o, "direct_count",
+                             json_integer((json_int_t)roaring_bitmap_get_cardinality(t->direct)))) {
+        bad = json_object_set_new(o, "children", kids);
+        kids = NULL; /* taken, even on failure */
     } else {
+        bad = 1;
+    }
+    if (bad) { /* db_json_out answers CP_ENOMEM */
         json_decref(o);
         o = NULL;
     }
