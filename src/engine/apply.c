@@ -149,7 +149,7 @@ struct prep {
     const ev_prop_t *traits;
     const json_t *const *traw;
     size_t ntraits;
-    /* Each key's slot in the identifier key cache (acc.c; UINT32_MAX: not
+    /* Each key's slot in the identifier key cache (deferred.c; UINT32_MAX: not
      * cached); valid below nkeys. */
     uint32_t slot[IDENTITY_MAX_EVENT_KEYS];
     /* Bulk imports (prepared with the batch memo): per typed trait

@@ -40,8 +40,8 @@ cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err)
 
 /*
  * A checkpoint as intake_checkpoint_locked, but data.mdb's fsync runs
- * without the lock, so the intake writer goes on applying (it used to wait
- * for the whole sync). Under the lock: the writer's transaction committed
+ * without the lock, so the intake writer goes on applying instead of
+ * waiting for the whole sync. Under the lock: the writer's transaction committed
  * (db_lock_wr), stale dynamic crowds re-evaluated and committed, the LSN
  * noted. Then the sync, which covers every commit made before it began,
  * that one included; then the log before that LSN can go. Commits made

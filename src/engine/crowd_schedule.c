@@ -1,5 +1,5 @@
 /*
- * crowd_keep.c — keeping crowds true: size history, scheduled refreshes of
+ * crowd_schedule.c — keeping crowds true: size history, scheduled refreshes of
  * static crowds and expiry of crowds nobody uses (docs/api.md "Crowd
  * refresh, schedule and history").
  *

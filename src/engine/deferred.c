@@ -1,13 +1,14 @@
 /*
- * acc.c — the deferred part of applying events, and the identity cache.
+ * deferred.c — the deferred part of applying events (the acc_* queue), and
+ * the identity caches.
  *
- * Applying an event one at a time used to cost ~7 µs: a behaviour
- * increment per series (a cell look-up and a roaring insert each), a BSI
- * read and write for first_seen and again for last_seen, JSON object
- * updates of the catalog per property, and LMDB look-ups to resolve the
- * identifiers. Most of that commutes: counts add, first/last take a
- * minimum/maximum, catalog counts add. So apply_event() (events.c) only
- * resolves the user and queues the rest here; acc_flush() applies the
+ * Applied one event at a time, an event costs a behaviour increment per
+ * series (a cell look-up and a roaring insert each), a BSI read and write
+ * for first_seen and again for last_seen, JSON object updates of the
+ * catalog per property, and LMDB look-ups to resolve the identifiers. Most
+ * of that commutes: counts add, first/last take a minimum/maximum, catalog
+ * counts add. So apply_event() (apply.c) only resolves the user and queues
+ * the rest here; acc_flush() applies the
  * queue per batch — behaviour sorted per cell (beh_record_many), one BSI
  * read/write per user and attribute, one catalog update per key.
  *
@@ -37,9 +38,6 @@
 #include <string.h>
 
 #include "engine/engine_int.h"
-
-#ifndef BEH_MAX_EVENT_SERIES /* TEMPORARY until index/behavior.h has the bulk API */
-#endif
 
 #define IDCACHE_MAX (1u << 20) /* keys; cleared when full (~100 MiB at most) */
 #define IDRAW_MAX (1u << 20)   /* identifier key cache entries; cleared when full */

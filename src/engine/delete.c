@@ -160,7 +160,7 @@ static cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *er
     return delete_commit(db, txn, ord, err);
 }
 
-/* The whole (merged) user, its identifiers and lineage (events.c). */
+/* The whole (merged) user, its identifiers and lineage. */
 cp_status cp_user_delete(cp_db_t *db, const char *id, cp_error_t *err)
 {
     if (id == NULL)

@@ -41,8 +41,8 @@ cp_status crowds_load_members(cp_db_t *db, cp_error_t *err);
 /* Evaluates a crowd's stored expression into a new bitmap (lock held). */
 cp_status crowds_eval_one(cp_db_t *db, const crowd_rec_t *c, roaring_bitmap_t **out,
                           cp_error_t *err);
-/* crowd_keep.c: notes that a crowd was used now (any lock held; written by
- * the next tick), and adds its schedule/expiry fields to its JSON view
+/* eval.c: notes that a crowd was used now (any lock held; written by
+ * the next tick); crowd_schedule.c: adds its schedule/expiry fields to its JSON view
  * (non-zero on ENOMEM). */
 void crowds_mark_used(const crowd_rec_t *c, int64_t now_ms);
 int crowds_obj_keep(json_t *o, const crowd_rec_t *c);
@@ -127,7 +127,7 @@ cp_status db_daysum_flush(cp_db_t *db);
 
 /* ----------------------------------------------- applying events (apply.c) */
 
-/* A batch of events prepared whole before any is applied (events.c):
+/* A batch of events prepared whole before any is applied (apply.c):
  * identifier keys normalised, traits checked. */
 typedef struct prep prep_t;
 typedef struct batch_prep {
