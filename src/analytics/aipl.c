@@ -396,8 +396,7 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
             "AIPL: aware (exposed or viewed), not yet interested",
             "AIPL: interested (clicked, favourited, carted), not yet a buyer",
             "AIPL: purchased, not yet loyal", "AIPL: loyal (repeat purchases or membership)"};
-        if ((rc = val_ensure_tag_named(db, txn, path, stage_display[s], desc[s], &id, &touched,
-                                       err)))
+        if ((rc = db_ensure_tag(db, txn, path, stage_display[s], desc[s], &id, &touched, err)))
             goto out;
         touched = 1;
         if ((rc = val_tag_set_members(db, id, cur[s]))) {

@@ -331,39 +331,6 @@ static void p2_visit(void *ud, uint32_t ord, const double *x)
 
 /* ------------------------------------------------------------ storage */
 
-/* Creates `path` (and missing parents) inside the write transaction. */
-static cp_status ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, uint32_t *id,
-                            int *touched, cp_error_t *err)
-{
-    size_t len = strlen(path);
-    cp_status rc = tax_validate_path(path, len, err);
-    if (rc)
-        return rc;
-    char buf[TAX_MAX_PATH + 1];
-    memcpy(buf, path, len + 1);
-    int64_t now = time_now_ms();
-    for (size_t i = 0; i <= len; i++) {
-        if (i != len && path[i] != '/')
-            continue;
-        buf[i] = '\0';
-        *id = tax_find(&db->tax, buf, i);
-        if (*id == 0) {
-            if (db->tax.count >= TAX_MAX_TAGS)
-                return CP_ERR(err, CP_ELIMIT, "too many tags (limit %u)", TAX_MAX_TAGS);
-            *touched = 1;
-            if ((rc = tax_add(&db->tax, buf, NULL, NULL, now, id, err)))
-                return rc;
-            if (index_tag_add(db->ix, *id))
-                return CP_ERR(err, CP_ENOMEM, "out of memory creating tag \"%s\"", buf);
-            if ((rc = tax_store_put(txn, tax_get(&db->tax, *id), err)))
-                return rc;
-        }
-        if (i != len)
-            buf[i] = '/';
-    }
-    return CP_OK;
-}
-
 /* Removes every direct member of a tag. */
 static cp_status clear_tag(cp_db_t *db, uint32_t id)
 {
@@ -395,7 +362,7 @@ static cp_status store_clusters(cp_db_t *db, const char *root, int k, roaring_bi
         db_write_abort(db, txn);
         return CP_ERR(err, CP_ELIMIT, "cluster root \"%.64s...\" is too long", root);
     }
-    if ((rc = ensure_tag(db, txn, root, &rid, &touched, err)))
+    if ((rc = db_ensure_tag(db, txn, root, NULL, NULL, &rid, &touched, err)))
         goto fail;
     /* Old clusters under the root beyond k are emptied, not deleted:
      * crowds may reference them. */
@@ -420,7 +387,7 @@ static cp_status store_clusters(cp_db_t *db, const char *root, int k, roaring_bi
     for (int j = 0; j < k; j++) {
         snprintf(path, sizeof path, "%s/c%d", root, j + 1);
         uint32_t id;
-        if ((rc = ensure_tag(db, txn, path, &id, &touched, err)))
+        if ((rc = db_ensure_tag(db, txn, path, NULL, NULL, &id, &touched, err)))
             goto fail;
         touched = 1;
         /* Display names from "names" (高价值, 沉睡 ...), else the slug: a

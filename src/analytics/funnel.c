@@ -419,8 +419,8 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
             uint32_t id;
             snprintf(path, sizeof path, "funnel/%s/step%zu", f.name, k + 1);
             json_object_set_new(o, "tag", json_string(path));
-            if ((rc = val_ensure_tag(db, txn, path, "funnel step reached in order", &id, &touched,
-                                     err)) == CP_OK) {
+            if ((rc = db_ensure_tag(db, txn, path, NULL, "funnel step reached in order", &id,
+                                    &touched, err)) == CP_OK) {
                 touched = 1;
                 if ((rc = val_tag_set_members(db, id, reached[k])))
                     rc = CP_ERR(err, rc, "out of memory setting funnel tags");

@@ -261,8 +261,7 @@ static cp_status store_rfm(cp_db_t *db, store_txn_t *txn, const rfm_req_t *r, co
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     for (int s = 0; s < 8; s++) {
         snprintf(path, sizeof path, "%s/%s", r->root, seg_names[s]);
-        if ((rc = val_ensure_tag_named(db, txn, path, seg_display[s], seg_desc[s], &tag[s], touched,
-                                       err)))
+        if ((rc = db_ensure_tag(db, txn, path, seg_display[s], seg_desc[s], &tag[s], touched, err)))
             goto out;
         if ((seg[s] = roaring_bitmap_create()) == NULL) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");

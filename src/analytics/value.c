@@ -1,64 +1,12 @@
 /*
- * value.c — helpers of value.h: tags and int attributes written back by
- * RFM, AIPL and funnels, and UTC dates.
+ * value.c — helpers of value.h: tag members and int attributes written
+ * back by RFM, AIPL and funnels, and UTC dates.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "analytics/value.h"
-
-cp_status val_ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, const char *desc,
-                         uint32_t *id, int *touched, cp_error_t *err)
-{
-    return val_ensure_tag_named(db, txn, path, NULL, desc, id, touched, err);
-}
-
-cp_status val_ensure_tag_named(cp_db_t *db, store_txn_t *txn, const char *path, const char *name,
-                               const char *desc, uint32_t *id, int *touched, cp_error_t *err)
-{
-    size_t len = strlen(path);
-    cp_status rc = tax_validate_path(path, len, err);
-    if (rc)
-        return rc;
-    char buf[TAX_MAX_PATH + 1];
-    memcpy(buf, path, len + 1);
-    int64_t now = time_now_ms();
-    for (size_t i = 0; i <= len; i++) {
-        if (i != len && path[i] != '/')
-            continue;
-        buf[i] = '\0';
-        *id = tax_find(&db->tax, buf, i);
-        if (*id == 0) {
-            if (db->tax.count >= TAX_MAX_TAGS)
-                return CP_ERR(err, CP_ELIMIT, "too many tags (limit %u)", TAX_MAX_TAGS);
-            *touched = 1;
-            if ((rc = tax_add(&db->tax, buf, i == len ? name : NULL, i == len ? desc : NULL, now,
-                              id, err)))
-                return rc;
-            if (index_tag_add(db->ix, *id))
-                return CP_ERR(err, CP_ENOMEM, "out of memory creating tag \"%s\"", buf);
-            if ((rc = tax_store_put(txn, tax_get(&db->tax, *id), err)))
-                return rc;
-        } else if (i == len && name != NULL) {
-            /* A tag made before it had a display name still carries its
-             * slug as name: give it the name, but never overwrite one a
-             * user chose. */
-            tax_tag_t *g = tax_get(&db->tax, *id);
-            const char *slug = strrchr(g->path, '/');
-            slug = slug ? slug + 1 : g->path;
-            if (strcmp(g->name, slug) == 0 && strcmp(g->name, name) != 0) {
-                *touched = 1;
-                if ((rc = tax_set_text(&db->tax, *id, name, NULL, err)) ||
-                    (rc = tax_store_put(txn, g, err)))
-                    return rc;
-            }
-        }
-        if (i != len)
-            buf[i] = '/';
-    }
-    return CP_OK;
-}
 
 cp_status val_tag_set_members(cp_db_t *db, uint32_t id, const roaring_bitmap_t *members)
 {

@@ -14,15 +14,6 @@
 
 #include "analytics/analytics.h"
 
-/* Creates `path` and its missing parents (taxonomy + index + store);
- * *touched is set when anything was created. CP_EINVAL for a bad path,
- * CP_ELIMIT past the tag limit. */
-cp_status val_ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, const char *desc,
-                         uint32_t *id, int *touched, cp_error_t *err);
-/* The same, giving the last tag a display name (NULL = its slug). A tag
- * that exists with its slug as name gets `name`; a name a user set stays. */
-cp_status val_ensure_tag_named(cp_db_t *db, store_txn_t *txn, const char *path, const char *name,
-                               const char *desc, uint32_t *id, int *touched, cp_error_t *err);
 /* Makes `members` (clipped to live users) the exact direct members of tag
  * id: users leaving are unassigned, users joining assigned. CP_ENOMEM. */
 cp_status val_tag_set_members(cp_db_t *db, uint32_t id, const roaring_bitmap_t *members);

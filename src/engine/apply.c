@@ -101,7 +101,12 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
         return rc;
     }
     if (json_object_size(ta)) {
-        json_object_update_missing(ts, ta);
+        if (json_object_update_missing(ts, ta)) {
+            json_decref(ta);
+            json_decref(ts);
+            return CP_ERR(err, CP_ENOMEM, "out of memory merging the traits of user %u into %u",
+                          (unsigned)a, (unsigned)s);
+        }
         rc = traits_put(txn, s, ts, err);
         if (rc == CP_OK) {
             json_object_clear(ta);
@@ -144,7 +149,7 @@ struct prep {
     const ev_prop_t *traits;
     const json_t *const *traw;
     size_t ntraits;
-    /* Each key's slot in the identifier key cache (acc.c; UINT32_MAX: not
+    /* Each key's slot in the identifier key cache (deferred.c; UINT32_MAX: not
      * cached); valid below nkeys. */
     uint32_t slot[IDENTITY_MAX_EVENT_KEYS];
     /* Bulk imports (prepared with the batch memo): per typed trait
@@ -886,18 +891,6 @@ cp_status apply_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b, const ba
     return CP_OK;
 }
 
-/* Validates one event against the schema/identity config without applying
- * (imports reject bad lines one by one). Lock held. */
-cp_status intake_check_event(cp_db_t *db, const ingest_event_t *e, cp_error_t *err)
-{
-    arena_t ar;
-    arena_init(&ar, 1u << 20);
-    prep_t p;
-    cp_status rc = prep_event(db, e, &p, &ar, NULL, NULL, err);
-    arena_free(&ar);
-    return rc;
-}
-
 /* ------------------------------------------------------------- imports */
 
 /*
@@ -947,5 +940,19 @@ cp_status intake_import_batch(cp_db_t *db, store_txn_t *txn, ingest_batch_t *b,
     counts[1] += c.duplicates;
     counts[2] += c.created;
     counts[4] += c.merges;
+    return rc;
+}
+
+cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
+                         cp_error_t *err)
+{
+    uint32_t o;
+    cp_status rc = users_lookup(txn, id, len, &o, err);
+    if (rc)
+        return rc;
+    if ((rc = identity_canonical(txn, o, ord, err)) == CP_ENOTFOUND) {
+        *ord = o;
+        rc = CP_OK;
+    }
     return rc;
 }

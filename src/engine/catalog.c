@@ -21,17 +21,18 @@ cp_status cp_properties_json(cp_db_t *db, char **out, cp_error_t *err)
     json_t *j = json_pack("{s:O,s:O}", "traits", json_object_get(db->catalog, "traits"),
                           "properties", json_object_get(db->catalog, "properties"));
     if (j) {
+        int bad = 0;
         json_t *ix = json_array();
         for (size_t i = 0; i < db->cfg.nindexed; i++)
-            json_array_append_new(ix, json_string(db->cfg.indexed[i]));
-        json_object_set_new(j, "indexed_properties", ix);
+            bad |= json_array_append_new(ix, json_string(db->cfg.indexed[i]));
+        bad |= json_object_set_new(j, "indexed_properties", ix);
         const json_t *other = json_object_get(db->catalog, "other_keys");
         if (other)
-            json_object_set(j, "other_keys", (json_t *)other);
+            bad |= json_object_set(j, "other_keys", (json_t *)other);
         /* deep copy: the catalog changes under later writes */
-        json_t *c = json_deep_copy(j);
+        json_t *c = bad ? NULL : json_deep_copy(j);
         json_decref(j);
-        j = c;
+        j = c; /* NULL: db_json_out answers CP_ENOMEM */
     }
     db_read_end(db);
     return db_json_out(j, out, err);
@@ -46,6 +47,7 @@ cp_status cp_events_json(cp_db_t *db, char **out, cp_error_t *err)
     if (rc)
         return rc;
     json_t *arr = json_array();
+    int bad = 0;
     const char *k;
     json_t *v;
     json_object_foreach(json_object_get(db->catalog, "events"), k, v)
@@ -61,17 +63,23 @@ cp_status cp_events_json(cp_db_t *db, char **out, cp_error_t *err)
                 users = roaring_bitmap_get_cardinality(bm);
             index_bm_free(bm);
         }
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "name", k, "count",
-                                             json_integer_value(v), "users", (json_int_t)users));
+        bad |= json_array_append_new(arr,
+                                     json_pack("{s:s,s:I,s:I}", "name", k, "count",
+                                               json_integer_value(v), "users", (json_int_t)users));
     }
     int32_t first = 0, last = 0;
-    json_t *o = json_pack("{s:o}", "events", arr);
+    json_t *o = bad ? NULL : json_pack("{s:o}", "events", arr);
+    if (bad)
+        json_decref(arr);
     if (o && beh_day_range(db->beh, &first, &last)) {
         char a[40], b[40];
         time_format((int64_t)first * 86400, a, sizeof a);
         time_format((int64_t)last * 86400, b, sizeof b);
-        json_object_set_new(o, "first_day", json_stringn(a, 10));
-        json_object_set_new(o, "last_day", json_stringn(b, 10));
+        if (json_object_set_new(o, "first_day", json_stringn(a, 10)) ||
+            json_object_set_new(o, "last_day", json_stringn(b, 10))) {
+            json_decref(o);
+            o = NULL; /* db_json_out answers CP_ENOMEM */
+        }
     }
     db_read_end(db);
     return db_json_out(o, out, err);

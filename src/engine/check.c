@@ -382,7 +382,7 @@ cp_status cp_db_check(const char *dir, cp_line_fn problem, void *ud, uint64_t *p
 
 /* ------------------------------------------------------------- recover */
 
-/* The no-op record of durable.c: fills an LSN whose record is lost. */
+/* The no-op record of recovery (open.c): fills an LSN whose record is lost. */
 #define WAL_REC_NOOP 2
 
 cp_status cp_db_recover(const char *dir, cp_line_fn say_fn, void *ud, cp_error_t *err)

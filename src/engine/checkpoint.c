@@ -40,8 +40,8 @@ cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err)
 
 /*
  * A checkpoint as intake_checkpoint_locked, but data.mdb's fsync runs
- * without the lock, so the intake writer goes on applying (it used to wait
- * for the whole sync). Under the lock: the writer's transaction committed
+ * without the lock, so the intake writer goes on applying instead of
+ * waiting for the whole sync. Under the lock: the writer's transaction committed
  * (db_lock_wr), stale dynamic crowds re-evaluated and committed, the LSN
  * noted. Then the sync, which covers every commit made before it began,
  * that one included; then the log before that LSN can go. Commits made
@@ -87,8 +87,8 @@ static cp_status ckpt_background(cp_db_t *db, cp_error_t *err)
 void *ckpt_main(void *arg)
 {
     cp_db_t *db = arg;
-    pthread_mutex_lock(&db->ckpt_mu);
-    while (!db->ckpt_stop) {
+    pthread_mutex_lock(&db->ckpt.mu);
+    while (!db->ckpt.stop) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 100 * 1000000L;
@@ -96,12 +96,12 @@ void *ckpt_main(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&db->ckpt_cv, &db->ckpt_mu, &ts);
-        if (db->ckpt_stop)
+        pthread_cond_timedwait(&db->ckpt.cv, &db->ckpt.mu, &ts);
+        if (db->ckpt.stop)
             break;
-        if ((!atomic_load(&db->pending) && !atomic_load(&db->iw_open)) || atomic_load(&db->failed))
+        if ((!atomic_load(&db->pending) && !atomic_load(&db->iw.open)) || atomic_load(&db->failed))
             continue;
-        pthread_mutex_unlock(&db->ckpt_mu);
+        pthread_mutex_unlock(&db->ckpt.mu);
         /* Due? Asked under a plain shared lock: db_lock_* would make the
          * intake writer commit every tick. */
         pthread_rwlock_rdlock(&db->lock);
@@ -111,8 +111,8 @@ void *ckpt_main(void *arg)
         cp_error_t e = {0};
         if (due && ckpt_background(db, &e))
             fprintf(stderr, "crowdpack: checkpoint failed: %s\n", e.message);
-        pthread_mutex_lock(&db->ckpt_mu);
+        pthread_mutex_lock(&db->ckpt.mu);
     }
-    pthread_mutex_unlock(&db->ckpt_mu);
+    pthread_mutex_unlock(&db->ckpt.mu);
     return NULL;
 }

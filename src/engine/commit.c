@@ -36,6 +36,37 @@
 
 #include "engine/engine_int.h"
 
+static cp_status catalog_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    if (!db->catalog_dirty || db->catalog == NULL)
+        return CP_OK;
+    char *s = json_dumps(db->catalog, JSON_COMPACT);
+    if (s == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory saving the catalog");
+    cp_status rc = store_put(txn, STORE_INTAKE, "catalog", 7, s, strlen(s), err);
+    free(s);
+    if (rc == CP_OK)
+        db->catalog_dirty = 0;
+    return rc;
+}
+
+/* Writes the intake state into a write txn (from db_commit_locked). */
+static cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    cp_status rc = CP_OK;
+    if (db->beh == NULL)
+        return CP_OK;
+    if (db->cfg.retention_days > 0)
+        beh_retain(db->beh, (int32_t)(time_now_ms() / 86400000) - db->cfg.retention_days + 1);
+    if ((rc = beh_persist(db->beh, txn, STORE_INTAKE, err)) ||
+        (db->meas && (rc = meas_persist(db->meas, txn, STORE_INTAKE, err))) ||
+        (rc = dedup_persist(db->dedup, txn, STORE_INTAKE, err)) ||
+        (rc = catalog_persist(db, txn, err)) ||
+        (rc = store_meta_put_u64(txn, "wal_lsn", db->applied_lsn, err)))
+        return rc;
+    return CP_OK;
+}
+
 cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
     cp_status rc = CP_OK;
@@ -73,36 +104,6 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     return CP_OK;
 }
 
-static cp_status catalog_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
-{
-    if (!db->catalog_dirty || db->catalog == NULL)
-        return CP_OK;
-    char *s = json_dumps(db->catalog, JSON_COMPACT);
-    if (s == NULL)
-        return CP_ERR(err, CP_ENOMEM, "out of memory saving the catalog");
-    cp_status rc = store_put(txn, STORE_INTAKE, "catalog", 7, s, strlen(s), err);
-    free(s);
-    if (rc == CP_OK)
-        db->catalog_dirty = 0;
-    return rc;
-}
-
-cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
-{
-    cp_status rc = CP_OK;
-    if (db->beh == NULL)
-        return CP_OK;
-    if (db->cfg.retention_days > 0)
-        beh_retain(db->beh, (int32_t)(time_now_ms() / 86400000) - db->cfg.retention_days + 1);
-    if ((rc = beh_persist(db->beh, txn, STORE_INTAKE, err)) ||
-        (db->meas && (rc = meas_persist(db->meas, txn, STORE_INTAKE, err))) ||
-        (rc = dedup_persist(db->dedup, txn, STORE_INTAKE, err)) ||
-        (rc = catalog_persist(db, txn, err)) ||
-        (rc = store_meta_put_u64(txn, "wal_lsn", db->applied_lsn, err)))
-        return rc;
-    return CP_OK;
-}
-
 cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
     if (db->data_changed) {
@@ -119,7 +120,7 @@ cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
         rc = CP_ERR(err, rc2, "cannot turn LMDB syncing back on");
     if (rc == CP_OK) {
         /* The intake writer set it when its transaction began. */
-        if (!atomic_load(&db->pending) && !atomic_load(&db->iw_open))
+        if (!atomic_load(&db->pending) && !atomic_load(&db->iw.open))
             db->pend_since_ms = time_now_ms();
         atomic_store(&db->pending, 1);
     }
@@ -127,12 +128,12 @@ cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 }
 
 /* data.mdb is durable up to lsn: the log before it can go. Serialised by
- * ckpt_mu (the checkpointer trims without the handle's lock, and
+ * ckpt.mu (the checkpointer trims without the handle's lock, and
  * wal_truncate_before must not run twice at once). */
 cp_status wal_trim(cp_db_t *db, uint64_t lsn, cp_error_t *err)
 {
     cp_status rc = CP_OK;
-    pthread_mutex_lock(&db->ckpt_mu);
+    pthread_mutex_lock(&db->ckpt.mu);
     if (lsn > db->ckpt_lsn)
         db->ckpt_lsn = lsn;
     lsn = db->ckpt_lsn;
@@ -144,7 +145,7 @@ cp_status wal_trim(cp_db_t *db, uint64_t lsn, cp_error_t *err)
         if ((rc = wal_rotate(db->wal, NULL, err)) == CP_OK)
             rc = wal_truncate_before(db->wal, lsn, NULL, err);
     }
-    pthread_mutex_unlock(&db->ckpt_mu);
+    pthread_mutex_unlock(&db->ckpt.mu);
     return rc;
 }
 
@@ -182,4 +183,18 @@ cp_status intake_checkpoint_locked(cp_db_t *db, cp_error_t *err)
     db->pend_records = 0;
     atomic_store(&db->last_ckpt_ms, time_now_ms());
     return wal_trim(db, db->applied_lsn, err);
+}
+
+void db_note_write(cp_db_t *db, cp_status rc, const cp_error_t *err)
+{
+    if (rc == CP_OK) {
+        if (atomic_load(&db->nospc))
+            atomic_store(&db->nospc, 0);
+    } else if (rc == CP_ENOSPC) {
+        const char *m = err && err->message[0] ? err->message : "the data directory's disk is full";
+        size_t n = strnlen(m, sizeof db->nospc_msg - 1);
+        memcpy(db->nospc_msg, m, n);
+        db->nospc_msg[n] = '\0';
+        atomic_store(&db->nospc, 1);
+    }
 }

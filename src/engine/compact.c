@@ -113,11 +113,11 @@ static void *compact_main(void *arg)
 {
     cp_db_t *db = arg;
     int64_t next_ms = 0, backoff = 0; /* next_ms 0: nothing scheduled */
-    pthread_mutex_lock(&db->cmp_mu);
-    while (!db->cmp_stop) {
-        if (atomic_load(&db->compact_pending) == 0 || db->cmp_paused) {
+    pthread_mutex_lock(&db->cmp.mu);
+    while (!db->cmp.stop) {
+        if (atomic_load(&db->compact_pending) == 0 || db->cmp.paused) {
             next_ms = backoff = 0;
-            pthread_cond_wait(&db->cmp_cv, &db->cmp_mu);
+            pthread_cond_wait(&db->cmp.cv, &db->cmp.mu);
             continue;
         }
         int64_t now = clock_ms();
@@ -125,13 +125,13 @@ static void *compact_main(void *arg)
             next_ms = now + COMPACT_DELAY_MS;
         if (now < next_ms) {
             struct timespec ts = {.tv_sec = next_ms / 1000, .tv_nsec = (next_ms % 1000) * 1000000L};
-            (void)pthread_cond_timedwait(&db->cmp_cv, &db->cmp_mu, &ts);
+            (void)pthread_cond_timedwait(&db->cmp.cv, &db->cmp.mu, &ts);
             continue; /* woken early (a kick, stop): look again */
         }
-        pthread_mutex_unlock(&db->cmp_mu);
+        pthread_mutex_unlock(&db->cmp.mu);
         cp_error_t err = {0};
         cp_status rc = compact_try(db, 0, &err);
-        pthread_mutex_lock(&db->cmp_mu);
+        pthread_mutex_lock(&db->cmp.mu);
         if (rc == CP_OK) {
             next_ms = backoff = 0;
         } else if (rc == CP_ECONFLICT || rc == CP_ELOCKED) {
@@ -147,28 +147,28 @@ static void *compact_main(void *arg)
             next_ms = clock_ms() + COMPACT_RETRY_MAX_MS * 5;
         }
     }
-    pthread_mutex_unlock(&db->cmp_mu);
+    pthread_mutex_unlock(&db->cmp.mu);
     return NULL;
 }
 
 void compact_init(cp_db_t *db)
 {
-    pthread_mutex_init(&db->cmp_mu, NULL);
-    pthread_cond_init(&db->cmp_cv, NULL);
+    pthread_mutex_init(&db->cmp.mu, NULL);
+    pthread_cond_init(&db->cmp.cv, NULL);
 }
 
 void compact_kick(cp_db_t *db)
 {
     if (db->readonly || atomic_load(&db->compact_pending) == 0)
         return;
-    pthread_mutex_lock(&db->cmp_mu);
-    if (!db->cmp_started && !db->cmp_stop) {
+    pthread_mutex_lock(&db->cmp.mu);
+    if (!db->cmp.started && !db->cmp.stop) {
         /* Without the thread the flag stays set: the next open retries. */
-        if (pthread_create(&db->cmp_thread, NULL, compact_main, db) == 0)
-            db->cmp_started = 1;
+        if (pthread_create(&db->cmp.thread, NULL, compact_main, db) == 0)
+            db->cmp.started = 1;
     }
-    pthread_cond_signal(&db->cmp_cv);
-    pthread_mutex_unlock(&db->cmp_mu);
+    pthread_cond_signal(&db->cmp.cv);
+    pthread_mutex_unlock(&db->cmp.mu);
 }
 
 cp_status compact_open(cp_db_t *db, cp_error_t *err)
@@ -194,20 +194,20 @@ cp_status compact_open(cp_db_t *db, cp_error_t *err)
 
 void compact_stop(cp_db_t *db)
 {
-    pthread_mutex_lock(&db->cmp_mu);
-    db->cmp_stop = 1;
-    int started = db->cmp_started;
-    pthread_cond_broadcast(&db->cmp_cv);
-    pthread_mutex_unlock(&db->cmp_mu);
+    pthread_mutex_lock(&db->cmp.mu);
+    db->cmp.stop = 1;
+    int started = db->cmp.started;
+    pthread_cond_broadcast(&db->cmp.cv);
+    pthread_mutex_unlock(&db->cmp.mu);
     if (started)
-        pthread_join(db->cmp_thread, NULL);
-    db->cmp_started = 0;
+        pthread_join(db->cmp.thread, NULL);
+    db->cmp.started = 0;
 }
 
 void compact_free(cp_db_t *db)
 {
-    pthread_mutex_destroy(&db->cmp_mu);
-    pthread_cond_destroy(&db->cmp_cv);
+    pthread_mutex_destroy(&db->cmp.mu);
+    pthread_cond_destroy(&db->cmp.cv);
 }
 
 cp_status cp_db_compact(cp_db_t *db, cp_error_t *err)
@@ -217,13 +217,13 @@ cp_status cp_db_compact(cp_db_t *db, cp_error_t *err)
     if (db->readonly)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     /* Hold the thread off so the answer is this attempt's. */
-    pthread_mutex_lock(&db->cmp_mu);
-    db->cmp_paused++;
-    pthread_mutex_unlock(&db->cmp_mu);
+    pthread_mutex_lock(&db->cmp.mu);
+    db->cmp.paused++;
+    pthread_mutex_unlock(&db->cmp.mu);
     cp_status rc = compact_try(db, 1, err);
-    pthread_mutex_lock(&db->cmp_mu);
-    db->cmp_paused--;
-    pthread_cond_signal(&db->cmp_cv);
-    pthread_mutex_unlock(&db->cmp_mu);
+    pthread_mutex_lock(&db->cmp.mu);
+    db->cmp.paused--;
+    pthread_cond_signal(&db->cmp.cv);
+    pthread_mutex_unlock(&db->cmp.mu);
     return rc;
 }

@@ -33,19 +33,22 @@ void cfg_defaults(intake_cfg_t *c)
 static json_t *cfg_to_json(const cp_db_t *db)
 {
     const intake_cfg_t *c = &db->cfg;
-    json_t *types = json_array(), *idx = json_array();
+    json_t *types = json_array(), *idx = json_array(), *block = json_array();
+    int bad = 0;
     for (size_t i = 0; i < db->idc.ic_ntypes; i++)
-        json_array_append_new(
+        bad |= json_array_append_new(
             types, json_pack("{s:s,s:b}", "name", db->idc.ic_types[i], "pii",
                              ident_type_hashed(&db->idc, (int)i) || ((db->idc.ic_pii >> i) & 1)));
     for (size_t i = 0; i < c->nindexed; i++)
-        json_array_append_new(idx, json_string(c->indexed[i]));
-    json_t *block = json_array();
-    for (size_t i = 0; block && i < c->nblocklist; i++)
-        if (json_array_append_new(block, json_string(c->blocklist[i])) != 0) {
-            json_decref(block);
-            block = NULL;
-        }
+        bad |= json_array_append_new(idx, json_string(c->indexed[i]));
+    for (size_t i = 0; i < c->nblocklist; i++)
+        bad |= json_array_append_new(block, json_string(c->blocklist[i]));
+    if (bad) { /* a missing entry would be stored as the configuration */
+        json_decref(types);
+        json_decref(idx);
+        json_decref(block);
+        return NULL;
+    }
     return json_pack("{s:{s:s,s:b,s:o,s:o},s:o,s:{s:f,s:I},s:i,s:{s:I,s:I},s:b}", "identity",
                      "default_country", db->idc.ic_country, "hash_pii", db->idc.ic_hash_pii,
                      "types", types, "blocklist", block, "indexed_properties", idx, "dedup",

@@ -1,5 +1,5 @@
 /*
- * crowd_keep.c — keeping crowds true: size history, scheduled refreshes of
+ * crowd_schedule.c — keeping crowds true: size history, scheduled refreshes of
  * static crowds and expiry of crowds nobody uses (docs/api.md "Crowd
  * refresh, schedule and history").
  *
@@ -28,13 +28,6 @@
 #include "engine/engine_int.h"
 
 #define DAY_MS (86400ll * 1000)
-
-void crowds_mark_used(const crowd_rec_t *c, int64_t now_ms)
-{
-    /* under a read lock other readers may mark at once: a relaxed store of
-     * a time is all it takes (any of the racing times will do) */
-    __atomic_store_n(&((crowd_rec_t *)c)->last_used, now_ms, __ATOMIC_RELAXED);
-}
 
 /* ------------------------------------------------------------ time zones */
 

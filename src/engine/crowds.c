@@ -480,7 +480,10 @@ static json_t *strs(char **v, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++)
-        json_array_append_new(a, json_string(v[i]));
+        if (json_array_append_new(a, json_string(v[i]))) {
+            json_decref(a);
+            return NULL; /* the caller's set fails on it */
+        }
     return a;
 }
 
@@ -501,9 +504,12 @@ cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *e
     json_error_t je;
     json_t *tree = json_loads(c->tree, 0, &je);
     if (o && tree) {
-        json_object_set_new(o, "tree", tree);
-        json_object_set_new(o, "references", strs(c->crowd_refs, c->ncrowd_refs));
-        json_object_set_new(o, "tags", strs(c->tag_refs, c->ntag_refs));
+        if (json_object_set_new(o, "tree", tree) ||
+            json_object_set_new(o, "references", strs(c->crowd_refs, c->ncrowd_refs)) ||
+            json_object_set_new(o, "tags", strs(c->tag_refs, c->ntag_refs))) {
+            json_decref(o);
+            o = NULL; /* db_json_out answers CP_ENOMEM */
+        }
     } else {
         json_decref(tree);
         json_decref(o);

@@ -1,13 +1,14 @@
 /*
- * acc.c — the deferred part of applying events, and the identity cache.
+ * deferred.c — the deferred part of applying events (the acc_* queue), and
+ * the identity caches.
  *
- * Applying an event one at a time used to cost ~7 µs: a behaviour
- * increment per series (a cell look-up and a roaring insert each), a BSI
- * read and write for first_seen and again for last_seen, JSON object
- * updates of the catalog per property, and LMDB look-ups to resolve the
- * identifiers. Most of that commutes: counts add, first/last take a
- * minimum/maximum, catalog counts add. So apply_event() (events.c) only
- * resolves the user and queues the rest here; acc_flush() applies the
+ * Applied one event at a time, an event costs a behaviour increment per
+ * series (a cell look-up and a roaring insert each), a BSI read and write
+ * for first_seen and again for last_seen, JSON object updates of the
+ * catalog per property, and LMDB look-ups to resolve the identifiers. Most
+ * of that commutes: counts add, first/last take a minimum/maximum, catalog
+ * counts add. So apply_event() (apply.c) only resolves the user and queues
+ * the rest here; acc_flush() applies the
  * queue per batch — behaviour sorted per cell (beh_record_many), one BSI
  * read/write per user and attribute, one catalog update per key.
  *
@@ -37,9 +38,6 @@
 #include <string.h>
 
 #include "engine/engine_int.h"
-
-#ifndef BEH_MAX_EVENT_SERIES /* TEMPORARY until index/behavior.h has the bulk API */
-#endif
 
 #define IDCACHE_MAX (1u << 20) /* keys; cleared when full (~100 MiB at most) */
 #define IDRAW_MAX (1u << 20)   /* identifier key cache entries; cleared when full */
@@ -340,16 +338,6 @@ static inline void cat_note(cp_db_t *db, cat_ent_t *e, int kind, const ev_prop_t
         cat_example(db, e, kind, v, raw);
 }
 
-cp_status acc_catalog(cp_db_t *db, int kind, const char *name, size_t nlen, const ev_prop_t *v,
-                      const json_t *raw, int indexed)
-{
-    cat_ent_t *e = cat_ent(db, kind, name, nlen);
-    if (e == NULL)
-        return CP_ENOMEM;
-    cat_note(db, e, kind, v, raw, indexed);
-    return CP_OK;
-}
-
 /* The entry of the note at position pos of an event: the one that
  * position went to last time when the name is the same (cut as cat_ent
  * cuts it), else the name's, then remembered for pos. NULL on ENOMEM. */
@@ -400,41 +388,40 @@ cp_status acc_catalog_props(cp_db_t *db, size_t pos, const ev_prop_t *props,
     return CP_OK;
 }
 
-/* One key's counts into the catalog JSON: what catalog_note did per event. */
-static void cat_apply(cp_db_t *db, cat_ent_t *c)
+/* One key's counts into the catalog JSON: what catalog_note did per event.
+ * Non-zero when jansson ran out of memory (the catalog may then hold part
+ * of the batch: acc_flush fails, and so does the write). */
+static int cat_apply(cp_db_t *db, cat_ent_t *c)
 {
     json_t *m = json_object_get(db->catalog, cat_kind[c->kind]);
     db->catalog_dirty = 1;
-    if (c->kind == CAT_EVENTS) {
-        json_object_set_new(
+    if (c->kind == CAT_EVENTS)
+        return json_object_set_new(
             m, c->name,
             json_integer(json_integer_value(json_object_get(m, c->name)) + (json_int_t)c->count));
-        return;
-    }
     json_t *e = json_object_get(m, c->name);
     if (e == NULL) {
         if (json_object_size(m) >= CATALOG_MAX_KEYS) {
             json_t *o = json_object_get(db->catalog, "other_keys");
-            json_object_set_new(db->catalog, "other_keys",
-                                json_integer(json_integer_value(o) + (json_int_t)c->count));
-            return;
+            return json_object_set_new(db->catalog, "other_keys",
+                                       json_integer(json_integer_value(o) + (json_int_t)c->count));
         }
         e = json_pack("{s:I,s:[]}", "count", (json_int_t)0, "examples");
         if (e == NULL || json_object_set_new(m, c->name, e))
-            return;
+            return -1;
     }
-    json_object_set_new(
-        e, "count",
-        json_integer(json_integer_value(json_object_get(e, "count")) + (json_int_t)c->count));
-    if (c->indexed)
-        json_object_set_new(e, "indexed", json_true());
+    if (json_object_set_new(
+            e, "count",
+            json_integer(json_integer_value(json_object_get(e, "count")) + (json_int_t)c->count)))
+        return -1;
+    if (c->indexed && json_object_set_new(e, "indexed", json_true()))
+        return -1;
     json_t *ex = json_object_get(e, "examples");
     for (int k = 0; k < c->nex && json_array_size(ex) < CATALOG_EXAMPLES; k++)
-        if (!has_example(ex, NULL, 0, c->ex[k]))
-            json_array_append(ex, c->ex[k]);
+        if (!has_example(ex, NULL, 0, c->ex[k]) && json_array_append(ex, c->ex[k]))
+            return -1;
+    return 0;
 }
-
-/* ---------------------------------------------------------------- flush */
 
 cp_status acc_flush(cp_db_t *db, cp_error_t *err)
 {
@@ -483,7 +470,8 @@ cp_status acc_flush(cp_db_t *db, cp_error_t *err)
         a->seen_last = 0;
     }
     for (size_t i = 0; i < a->nents; i++)
-        cat_apply(db, &a->ents[i]);
+        if (cat_apply(db, &a->ents[i]))
+            return CP_ERR(err, CP_ENOMEM, "out of memory updating the event catalog");
     cat_reset(a);
     return CP_OK;
 }

@@ -9,10 +9,35 @@
 #include "engine/engine_int.h"
 #include "model/codec.h"
 
-/* ------------------------------------------------------------- deletion */
+/* Takes user ord out of the index (every tag, attribute and crowd) and
+ * removes from the dictionaries the string/enum/bool values no other user
+ * holds (write lock held, txn open). */
+static cp_status user_index_drop(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_error_t *err)
+{
+    /* The user's dictionary values first: after the index forgets the
+     * user, the columns no longer say which they were. */
+    uint32_t held[SCHEMA_MAX_ATTRS + 1];
+    for (uint32_t i = 1; i <= db->sch.n && i <= SCHEMA_MAX_ATTRS; i++) {
+        const schema_attr_t *a = schema_get(&db->sch, i);
+        held[i] = a && schema_type_has_dict(a->type) ? index_get_value(db->ix, i, ord) : 0;
+    }
+    index_user_delete(db->ix, &db->tax, ord);
+    for (uint32_t i = 1; i <= db->sch.n && i <= SCHEMA_MAX_ATTRS; i++) {
+        if (held[i] == 0)
+            continue;
+        const roaring_bitmap_t *bm = index_value_bitmap(db->ix, i, held[i]);
+        if (bm != NULL && !roaring_bitmap_is_empty(bm))
+            continue; /* someone else holds it */
+        cp_status rc = schema_value_remove(schema_get(&db->sch, i), txn, held[i], err);
+        if (rc)
+            return rc;
+    }
+    return CP_OK;
+}
 
-cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords, size_t n,
-                            cp_error_t *err)
+/* Deletes every trace of the users `ords` (write lock held, txn open). */
+static cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t *ords, size_t n,
+                                   cp_error_t *err)
 {
     cp_status rc;
     idcache_clear(db);
@@ -117,8 +142,8 @@ cp_status cp_user_delete_by_identifier(cp_db_t *db, const char *type, const char
     return delete_commit(db, txn, ord, err);
 }
 
-/* cp_user_delete (ingest.c) by user-dictionary id: the whole merged user. */
-cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *err)
+/* cp_user_delete by user-dictionary id: the whole merged user. */
+static cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *err)
 {
     store_txn_t *txn;
     cp_status rc = db_write_begin(db, &txn, err);
@@ -135,30 +160,7 @@ cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *err)
     return delete_commit(db, txn, ord, err);
 }
 
-cp_status user_index_drop(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_error_t *err)
-{
-    /* The user's dictionary values first: after the index forgets the
-     * user, the columns no longer say which they were. */
-    uint32_t held[SCHEMA_MAX_ATTRS + 1];
-    for (uint32_t i = 1; i <= db->sch.n && i <= SCHEMA_MAX_ATTRS; i++) {
-        const schema_attr_t *a = schema_get(&db->sch, i);
-        held[i] = a && schema_type_has_dict(a->type) ? index_get_value(db->ix, i, ord) : 0;
-    }
-    index_user_delete(db->ix, &db->tax, ord);
-    for (uint32_t i = 1; i <= db->sch.n && i <= SCHEMA_MAX_ATTRS; i++) {
-        if (held[i] == 0)
-            continue;
-        const roaring_bitmap_t *bm = index_value_bitmap(db->ix, i, held[i]);
-        if (bm != NULL && !roaring_bitmap_is_empty(bm))
-            continue; /* someone else holds it */
-        cp_status rc = schema_value_remove(schema_get(&db->sch, i), txn, held[i], err);
-        if (rc)
-            return rc;
-    }
-    return CP_OK;
-}
-
-/* The whole (merged) user, its identifiers and lineage (events.c). */
+/* The whole (merged) user, its identifiers and lineage. */
 cp_status cp_user_delete(cp_db_t *db, const char *id, cp_error_t *err)
 {
     if (id == NULL)

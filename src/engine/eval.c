@@ -31,6 +31,13 @@ static cp_status r_tag(void *ctx, const char *path, const roaring_bitmap_t **out
     return CP_OK;
 }
 
+void crowds_mark_used(const crowd_rec_t *c, int64_t now_ms)
+{
+    /* under a read lock other readers may mark at once: a relaxed store of
+     * a time is all it takes (any of the racing times will do) */
+    __atomic_store_n(&((crowd_rec_t *)c)->last_used, now_ms, __ATOMIC_RELAXED);
+}
+
 static cp_status r_crowd(void *ctx, const char *name, const roaring_bitmap_t **out)
 {
     cp_db_t *db = ctx;

@@ -430,9 +430,14 @@ static cp_status im_prepare_mapping(importer_t *im, const mapping_t *m)
         /* Add to the configured list (keeping what is there). */
         db_lock_rd(im->db);
         json_t *list = json_array();
+        int bad = list == NULL;
         for (size_t k = 0; k < im->db->cfg.nindexed; k++)
-            json_array_append_new(list, json_string(im->db->cfg.indexed[k]));
+            bad |= json_array_append_new(list, json_string(im->db->cfg.indexed[k]));
         pthread_rwlock_unlock(&im->db->lock);
+        if (bad) { /* a partial list would drop configured properties */
+            json_decref(list);
+            return CP_ERR(im->err, CP_ENOMEM, "out of memory reading the indexed properties");
+        }
         int added = 0;
         json_array_foreach(m->indexed, i, a)
         {
@@ -441,7 +446,11 @@ static cp_status im_prepare_mapping(importer_t *im, const mapping_t *m)
             int have = 0;
             json_array_foreach(list, k, x) have |= json_equal(x, a);
             if (!have) {
-                json_array_append(list, a);
+                if (json_array_append(list, a)) {
+                    json_decref(list);
+                    return CP_ERR(im->err, CP_ENOMEM,
+                                  "out of memory adding the mapping's indexed properties");
+                }
                 added = 1;
             }
         }

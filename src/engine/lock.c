@@ -75,20 +75,6 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
     return CP_OK;
 }
 
-void db_note_write(cp_db_t *db, cp_status rc, const cp_error_t *err)
-{
-    if (rc == CP_OK) {
-        if (atomic_load(&db->nospc))
-            atomic_store(&db->nospc, 0);
-    } else if (rc == CP_ENOSPC) {
-        const char *m = err && err->message[0] ? err->message : "the data directory's disk is full";
-        size_t n = strnlen(m, sizeof db->nospc_msg - 1);
-        memcpy(db->nospc_msg, m, n);
-        db->nospc_msg[n] = '\0';
-        atomic_store(&db->nospc, 1);
-    }
-}
-
 void db_write_abort(cp_db_t *db, store_txn_t *txn)
 {
     store_txn_abort(txn);
@@ -134,13 +120,13 @@ static void lock_quiet(cp_db_t *db, int exclusive)
             pthread_rwlock_wrlock(&db->lock);
         else
             pthread_rwlock_rdlock(&db->lock);
-        if (!atomic_load(&db->iw_open))
+        if (!atomic_load(&db->iw.open))
             break;
         pthread_rwlock_unlock(&db->lock);
-        iw_wait_closed(db, &wanting);
+        db->writer_wait(db, &wanting);
     }
     if (wanting)
-        iw_unwant(db);
+        db->writer_unwant(db);
 }
 
 void db_lock_rd(cp_db_t *db)

@@ -48,19 +48,31 @@ static cp_status whois_key(void *ud, const char *key, size_t klen, uint32_t orig
                           (json_int_t)original);
     if (o == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
+    int bad;
     if (ident_key_is_hashed(key, klen))
-        json_object_set_new(o, "hash", json_stringn(colon + 2, klen - (size_t)(colon - key) - 2));
+        bad = json_object_set_new(o, "hash",
+                                  json_stringn(colon + 2, klen - (size_t)(colon - key) - 2));
     else
-        json_object_set_new(o, "value", json_stringn(colon + 1, klen - (size_t)(colon - key) - 1));
-    json_array_append_new(arr, o);
+        bad = json_object_set_new(o, "value",
+                                  json_stringn(colon + 1, klen - (size_t)(colon - key) - 1));
+    if (bad) {
+        json_decref(o);
+        return CP_ERR(err, CP_ENOMEM, "out of memory listing identifiers");
+    }
+    if (json_array_append_new(arr, o))
+        return CP_ERR(err, CP_ENOMEM, "out of memory listing identifiers");
     return CP_OK;
 }
 
+/* One merge of the lineage as JSON; NULL when out of memory. */
 static json_t *lineage_json(const identity_lineage_t *l)
 {
     json_t *keys = json_array();
-    for (size_t i = 0; i < l->il_nkeys; i++)
-        json_array_append_new(keys, json_string(l->il_keys[i]));
+    for (size_t i = 0; keys && i < l->il_nkeys; i++)
+        if (json_array_append_new(keys, json_string(l->il_keys[i]))) {
+            json_decref(keys);
+            return NULL;
+        }
     char t[40], u[40];
     time_format(l->il_time_ms / 1000, t, sizeof t);
     json_t *o =
@@ -70,7 +82,10 @@ static json_t *lineage_json(const identity_lineage_t *l)
                   "source", l->il_source ? l->il_source : "");
     if (o && l->il_undone_ms) {
         time_format(l->il_undone_ms / 1000, u, sizeof u);
-        json_object_set_new(o, "undone", json_string(u));
+        if (json_object_set_new(o, "undone", json_string(u))) {
+            json_decref(o);
+            return NULL;
+        }
     }
     return o;
 }
@@ -112,23 +127,28 @@ cp_status cp_whois_json(cp_db_t *db, const char *type, const char *value, char *
     }
     if ((rc = identity_each_key(txn, ord, 1, whois_key, idents, err)))
         goto out;
+    int bad = 0;
     for (uint32_t i = 1; i <= db->sch.n; i++) {
         const schema_attr_t *a = schema_get(&db->sch, i);
         json_t *v = a ? attr_json(db, a, ord, 1) : NULL;
         if (v)
-            json_object_set_new(attrs, a->name, v);
+            bad |= json_object_set_new(attrs, a->name, v);
     }
     for (uint32_t t = 1; t < db->tax.next_id; t++) {
         const idx_tag_t *it = index_tag(db->ix, t);
         const tax_tag_t *g = tax_get(&db->tax, t);
         if (it && g && roaring_bitmap_contains(it->direct, ord))
-            json_array_append_new(tags, json_string(g->path));
+            bad |= json_array_append_new(tags, json_string(g->path));
     }
     for (size_t c = 0; c < db->crowds.n; c++) {
         const crowd_rec_t *cr = db->crowds.items[c];
         const roaring_bitmap_t *bm = index_crowd(db->ix, cr->id);
         if (bm && roaring_bitmap_contains(bm, ord))
-            json_array_append_new(crowds, json_string(cr->name));
+            bad |= json_array_append_new(crowds, json_string(cr->name));
+    }
+    if (bad) {
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory building the whois answer");
+        goto out;
     }
     if ((rc = identity_lineage_list(txn, ord, &ids, &nids, err)))
         goto out;
@@ -136,8 +156,12 @@ cp_status cp_whois_json(cp_db_t *db, const char *type, const char *value, char *
         identity_lineage_t *l = NULL;
         if ((rc = identity_lineage_get(txn, ids[i], 0, &l, err)))
             goto out;
-        json_array_append_new(lineage, lineage_json(l));
+        bad = json_array_append_new(lineage, lineage_json(l));
         identity_lineage_free(l);
+        if (bad) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory building the whois answer");
+            goto out;
+        }
     }
 out:
     free(ids);

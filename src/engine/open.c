@@ -19,13 +19,15 @@
 
 /* ---------------------------------------------------------------- open */
 
-cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
+/* At open, after the index: behaviour, config, dedup, catalog, identity
+ * config (recovery comes later: intake_recover). */
+static cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
 {
     cp_status rc;
-    pthread_mutex_init(&db->ckpt_mu, NULL);
-    pthread_cond_init(&db->ckpt_cv, NULL);
-    pthread_mutex_init(&db->grp_mu, NULL);
-    pthread_cond_init(&db->grp_cv, NULL);
+    pthread_mutex_init(&db->ckpt.mu, NULL);
+    pthread_cond_init(&db->ckpt.cv, NULL);
+    pthread_mutex_init(&db->iw.mu, NULL);
+    pthread_cond_init(&db->iw.closed_cv, NULL);
     cfg_defaults(&db->cfg);
     ident_config_init(&db->idc);
     const void *v;
@@ -86,7 +88,8 @@ cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
     return CP_OK;
 }
 
-void intake_free(cp_db_t *db)
+/* At close, last: frees what intake_open loaded. */
+static void intake_free(cp_db_t *db)
 {
     acc_free(db);
     beh_free(db->beh);
@@ -101,13 +104,175 @@ void intake_free(cp_db_t *db)
     cfg_clear(&db->cfg);
 }
 
+static cp_status replay_one(void *ud, uint64_t lsn, uint8_t type, const void *payload, size_t len,
+                            cp_error_t *err)
+{
+    cp_db_t *db = ud;
+    if (type == 2)
+        return CP_OK; /* a no-op filling an LSN gap */
+    if (type != 1)
+        return CP_ERR(err, CP_EIO, "write-ahead log record %llu has unknown type %u",
+                      (unsigned long long)lsn, type);
+    db_lock_wr(db);
+    cp_status rc = intake_apply_record(db, payload, len, lsn, err);
+    pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
+static void wal_log(void *ud, const char *msg)
+{
+    (void)ud;
+    fprintf(stderr, "crowdpack: %s\n", msg);
+}
+
+/* A damaged log stops the open; the message says how to go on. */
+static cp_status wal_refusal(cp_db_t *db, cp_status rc, cp_error_t *err)
+{
+    if (rc != CP_ECORRUPT)
+        return rc;
+    char why[sizeof err->message];
+    snprintf(why, sizeof why, "%s", err->message);
+    return CP_ERR(err, CP_ECORRUPT,
+                  "%s. Refusing to start: restore the log from a backup or run `crowdpack "
+                  "recover --data %s`",
+                  why, store_dir(db->st));
+}
+
+/*
+ * data.mdb says the log held records (its "wal_lsn" is past 0) but DIR/wal
+ * or every segment in it is gone: a deleted log, not a fresh one (the log
+ * always keeps its active segment, even right after a checkpoint). Opening
+ * would create an empty log and forget whatever it held past wal_lsn.
+ */
+static cp_status wal_presence_check(cp_db_t *db, cp_error_t *err)
+{
+    if (db->ckpt_lsn == 0)
+        return CP_OK;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/wal", store_dir(db->st));
+    DIR *d = opendir(path);
+    int segs = 0;
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            size_t n = strlen(de->d_name);
+            if (n > 4 && strcmp(de->d_name + n - 4, ".wal") == 0)
+                segs++;
+        }
+        closedir(d);
+    } else if (errno != ENOENT) {
+        return CP_ERR(err, CP_EIO, "cannot read %s: %s", path, strerror(errno));
+    }
+    if (segs > 0)
+        return CP_OK;
+    cp_status rc = CP_ERR(err, CP_ECORRUPT,
+                          "wal: %s %s, but data.mdb has applied write-ahead log records up to "
+                          "LSN %llu: the acknowledged records logged after it are lost",
+                          path, d == NULL ? "is missing" : "holds no segment",
+                          (unsigned long long)db->ckpt_lsn);
+    return wal_refusal(db, rc, err);
+}
+
+/* At open, read-write only: binds the PII salt, opens the WAL and replays
+ * what data.mdb lacks, then starts the checkpointer. */
+static cp_status intake_recover(cp_db_t *db, cp_error_t *err)
+{
+    if (db->readonly)
+        return CP_OK;
+    cp_status rc;
+    if (!db->idc.ic_have_salt) {
+        /* PII keys need the salt before the first event is validated. */
+        store_txn_t *t = NULL;
+        if ((rc = store_txn_begin(db->st, 1, &t, err)))
+            return rc;
+        if ((rc = ident_config_bind(t, &db->idc, 1, err))) {
+            store_txn_abort(t);
+            return rc;
+        }
+        if ((rc = store_txn_commit(t, err)))
+            return rc;
+    }
+    if ((rc = wal_presence_check(db, err)))
+        return rc;
+    wal_options_t wo = {0};
+    wo.initial_lsn = db->ckpt_lsn + 1;
+    wo.log = wal_log;
+    const char *ns = getenv("CROWDPACK_WAL_NOSYNC"); /* tests on tmpfs-less CI only */
+    if (ns && ns[0] == '1')
+        wo.sync = WAL_SYNC_NONE;
+    rc = wal_open(store_dir(db->st), &wo, &db->wal, err);
+    if (rc)
+        return wal_refusal(db, rc, err);
+    uint64_t last = wal_last_lsn(db->wal);
+    wal_stats_t ws = {0};
+    wal_stats(db->wal, &ws);
+    if (last < db->ckpt_lsn && last + 1 == ws.active_first_lsn &&
+        ws.active_first_lsn <= db->ckpt_lsn && ws.truncated_bytes == 0) {
+        /* The newest segment is empty although data.mdb applied records
+         * from it: emptied, not torn (a torn one keeps its partial bytes).
+         * What it held after data.mdb's last commit is gone. */
+        rc = CP_ERR(err, CP_ECORRUPT,
+                    "wal: segment %s/wal/%020llu.wal is empty, but data.mdb has applied its "
+                    "records up to LSN %llu: the log was truncated, and the acknowledged "
+                    "records it held after that are lost",
+                    store_dir(db->st), (unsigned long long)ws.active_first_lsn,
+                    (unsigned long long)db->ckpt_lsn);
+        return wal_refusal(db, rc, err);
+    }
+    if (last > db->ckpt_lsn) {
+        db->applied_lsn = db->ckpt_lsn;
+        if ((rc = wal_replay(db->wal, db->ckpt_lsn, replay_one, db, err)))
+            return wal_refusal(db, rc, err);
+        db_lock_wr(db);
+        rc = intake_checkpoint_locked(db, err);
+        pthread_rwlock_unlock(&db->lock);
+        if (rc)
+            return rc;
+    } else if (last < db->ckpt_lsn) {
+        /* data.mdb has records the log lost (a power loss after an
+         * unsynced, unacknowledged append): new records must still get
+         * LSNs after what data.mdb holds, so fill the gap with no-ops. */
+        while (wal_last_lsn(db->wal) < db->ckpt_lsn)
+            if ((rc = wal_append(db->wal, 2, NULL, 0, NULL, err)))
+                return rc;
+        if ((rc = wal_sync(db->wal, UINT64_MAX, err)))
+            return rc;
+    }
+    db->applied_lsn = wal_last_lsn(db->wal);
+    if (pthread_create(&db->ckpt.thread, NULL, ckpt_main, db) != 0)
+        return CP_ERR(err, CP_ENOMEM, "cannot start the checkpoint thread");
+    db->ckpt.started = 1;
+    return CP_OK;
+}
+
+/* At close: stops the checkpointer, final checkpoint, closes the WAL. */
+static void intake_close(cp_db_t *db)
+{
+    if (db->ckpt.started) {
+        pthread_mutex_lock(&db->ckpt.mu);
+        db->ckpt.stop = 1;
+        pthread_cond_signal(&db->ckpt.cv);
+        pthread_mutex_unlock(&db->ckpt.mu);
+        pthread_join(db->ckpt.thread, NULL);
+        db->ckpt.started = 0;
+    }
+    if (!db->readonly && db->st && (atomic_load(&db->pending) || db->crowds_stale)) {
+        cp_error_t e = {0};
+        db_lock_wr(db);
+        if (!atomic_load(&db->failed) && intake_checkpoint_locked(db, &e))
+            fprintf(stderr, "crowdpack: final checkpoint failed: %s\n", e.message);
+        pthread_rwlock_unlock(&db->lock);
+    }
+    wal_close(db->wal);
+    db->wal = NULL;
+}
+
 uint32_t cp_format_version(void)
 {
     return CP_FORMAT_VERSION;
 }
 
 /* ------------------------------------------------------------------ open */
-
 cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out, cp_error_t *err)
 {
     cp_status rc = CP_OK;
@@ -303,164 +468,4 @@ cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
         out->disk_used_bytes = (uint64_t)sb.st_blocks * 512u;
     out->disk_used_bytes += walloc;
     return CP_OK;
-}
-
-static cp_status replay_one(void *ud, uint64_t lsn, uint8_t type, const void *payload, size_t len,
-                            cp_error_t *err)
-{
-    cp_db_t *db = ud;
-    if (type == 2)
-        return CP_OK; /* a no-op filling an LSN gap */
-    if (type != 1)
-        return CP_ERR(err, CP_EIO, "write-ahead log record %llu has unknown type %u",
-                      (unsigned long long)lsn, type);
-    db_lock_wr(db);
-    cp_status rc = intake_apply_record(db, payload, len, lsn, err);
-    pthread_rwlock_unlock(&db->lock);
-    return rc;
-}
-
-static void wal_log(void *ud, const char *msg)
-{
-    (void)ud;
-    fprintf(stderr, "crowdpack: %s\n", msg);
-}
-
-/* A damaged log stops the open; the message says how to go on. */
-static cp_status wal_refusal(cp_db_t *db, cp_status rc, cp_error_t *err)
-{
-    if (rc != CP_ECORRUPT)
-        return rc;
-    char why[sizeof err->message];
-    snprintf(why, sizeof why, "%s", err->message);
-    return CP_ERR(err, CP_ECORRUPT,
-                  "%s. Refusing to start: restore the log from a backup or run `crowdpack "
-                  "recover --data %s`",
-                  why, store_dir(db->st));
-}
-
-/*
- * data.mdb says the log held records (its "wal_lsn" is past 0) but DIR/wal
- * or every segment in it is gone: a deleted log, not a fresh one (the log
- * always keeps its active segment, even right after a checkpoint). Opening
- * would create an empty log and forget whatever it held past wal_lsn.
- */
-static cp_status wal_presence_check(cp_db_t *db, cp_error_t *err)
-{
-    if (db->ckpt_lsn == 0)
-        return CP_OK;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/wal", store_dir(db->st));
-    DIR *d = opendir(path);
-    int segs = 0;
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            size_t n = strlen(de->d_name);
-            if (n > 4 && strcmp(de->d_name + n - 4, ".wal") == 0)
-                segs++;
-        }
-        closedir(d);
-    } else if (errno != ENOENT) {
-        return CP_ERR(err, CP_EIO, "cannot read %s: %s", path, strerror(errno));
-    }
-    if (segs > 0)
-        return CP_OK;
-    cp_status rc = CP_ERR(err, CP_ECORRUPT,
-                          "wal: %s %s, but data.mdb has applied write-ahead log records up to "
-                          "LSN %llu: the acknowledged records logged after it are lost",
-                          path, d == NULL ? "is missing" : "holds no segment",
-                          (unsigned long long)db->ckpt_lsn);
-    return wal_refusal(db, rc, err);
-}
-
-cp_status intake_recover(cp_db_t *db, cp_error_t *err)
-{
-    if (db->readonly)
-        return CP_OK;
-    cp_status rc;
-    if (!db->idc.ic_have_salt) {
-        /* PII keys need the salt before the first event is validated. */
-        store_txn_t *t = NULL;
-        if ((rc = store_txn_begin(db->st, 1, &t, err)))
-            return rc;
-        if ((rc = ident_config_bind(t, &db->idc, 1, err))) {
-            store_txn_abort(t);
-            return rc;
-        }
-        if ((rc = store_txn_commit(t, err)))
-            return rc;
-    }
-    if ((rc = wal_presence_check(db, err)))
-        return rc;
-    wal_options_t wo = {0};
-    wo.initial_lsn = db->ckpt_lsn + 1;
-    wo.log = wal_log;
-    const char *ns = getenv("CROWDPACK_WAL_NOSYNC"); /* tests on tmpfs-less CI only */
-    if (ns && ns[0] == '1')
-        wo.sync = WAL_SYNC_NONE;
-    rc = wal_open(store_dir(db->st), &wo, &db->wal, err);
-    if (rc)
-        return wal_refusal(db, rc, err);
-    uint64_t last = wal_last_lsn(db->wal);
-    wal_stats_t ws = {0};
-    wal_stats(db->wal, &ws);
-    if (last < db->ckpt_lsn && last + 1 == ws.active_first_lsn &&
-        ws.active_first_lsn <= db->ckpt_lsn && ws.truncated_bytes == 0) {
-        /* The newest segment is empty although data.mdb applied records
-         * from it: emptied, not torn (a torn one keeps its partial bytes).
-         * What it held after data.mdb's last commit is gone. */
-        rc = CP_ERR(err, CP_ECORRUPT,
-                    "wal: segment %s/wal/%020llu.wal is empty, but data.mdb has applied its "
-                    "records up to LSN %llu: the log was truncated, and the acknowledged "
-                    "records it held after that are lost",
-                    store_dir(db->st), (unsigned long long)ws.active_first_lsn,
-                    (unsigned long long)db->ckpt_lsn);
-        return wal_refusal(db, rc, err);
-    }
-    if (last > db->ckpt_lsn) {
-        db->applied_lsn = db->ckpt_lsn;
-        if ((rc = wal_replay(db->wal, db->ckpt_lsn, replay_one, db, err)))
-            return wal_refusal(db, rc, err);
-        db_lock_wr(db);
-        rc = intake_checkpoint_locked(db, err);
-        pthread_rwlock_unlock(&db->lock);
-        if (rc)
-            return rc;
-    } else if (last < db->ckpt_lsn) {
-        /* data.mdb has records the log lost (a power loss after an
-         * unsynced, unacknowledged append): new records must still get
-         * LSNs after what data.mdb holds, so fill the gap with no-ops. */
-        while (wal_last_lsn(db->wal) < db->ckpt_lsn)
-            if ((rc = wal_append(db->wal, 2, NULL, 0, NULL, err)))
-                return rc;
-        if ((rc = wal_sync(db->wal, UINT64_MAX, err)))
-            return rc;
-    }
-    db->applied_lsn = wal_last_lsn(db->wal);
-    if (pthread_create(&db->ckpt_thread, NULL, ckpt_main, db) != 0)
-        return CP_ERR(err, CP_ENOMEM, "cannot start the checkpoint thread");
-    db->ckpt_started = 1;
-    return CP_OK;
-}
-
-void intake_close(cp_db_t *db)
-{
-    if (db->ckpt_started) {
-        pthread_mutex_lock(&db->ckpt_mu);
-        db->ckpt_stop = 1;
-        pthread_cond_signal(&db->ckpt_cv);
-        pthread_mutex_unlock(&db->ckpt_mu);
-        pthread_join(db->ckpt_thread, NULL);
-        db->ckpt_started = 0;
-    }
-    if (!db->readonly && db->st && (atomic_load(&db->pending) || db->crowds_stale)) {
-        cp_error_t e = {0};
-        db_lock_wr(db);
-        if (!atomic_load(&db->failed) && intake_checkpoint_locked(db, &e))
-            fprintf(stderr, "crowdpack: final checkpoint failed: %s\n", e.message);
-        pthread_rwlock_unlock(&db->lock);
-    }
-    wal_close(db->wal);
-    db->wal = NULL;
 }

@@ -33,12 +33,11 @@ static size_t crowds_using_tag(cp_db_t *db, const char *path, buf_t *b)
     return n;
 }
 
-/* Creates path and its missing parents, persisting each; validation of the
- * whole path happens before anything changes. *touched says whether memory
- * changed (then a failure is fatal for the handle). */
-static cp_status create_with_parents(cp_db_t *db, store_txn_t *txn, const char *path,
-                                     const char *name, const char *description, int *touched,
-                                     uint32_t *id_out, cp_error_t *err)
+/* The one "create a tag path with its parents" of the tree (engine.h): the
+ * tag API here, and analytics writing back RFM, AIPL, funnel and cluster
+ * tags. */
+cp_status db_ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, const char *name,
+                        const char *description, uint32_t *id_out, int *touched, cp_error_t *err)
 {
     cp_status rc;
     size_t len = strlen(path);
@@ -73,6 +72,19 @@ static cp_status create_with_parents(cp_db_t *db, store_txn_t *txn, const char *
                 return CP_ERR(err, CP_ENOMEM, "out of memory creating tag \"%s\"", buf);
             if ((rc = tax_store_put(txn, tax_get(&db->tax, id), err)))
                 return rc;
+        } else if (i == len && name != NULL) {
+            /* A tag made before it had a display name still carries its
+             * slug as name: give it the name, but never overwrite one a
+             * user chose. */
+            tax_tag_t *g = tax_get(&db->tax, id);
+            const char *slug = strrchr(g->path, '/');
+            slug = slug ? slug + 1 : g->path;
+            if (strcmp(g->name, slug) == 0 && strcmp(g->name, name) != 0) {
+                *touched = 1;
+                if ((rc = tax_set_text(&db->tax, id, name, NULL, err)) ||
+                    (rc = tax_store_put(txn, g, err)))
+                    return rc;
+            }
         }
         if (i != len)
             buf[i] = '/';
@@ -96,7 +108,7 @@ cp_status cp_tag_create(cp_db_t *db, const char *path, const char *name, const c
     }
     int touched = 0;
     uint32_t id;
-    rc = create_with_parents(db, txn, path, name, description, &touched, &id, err);
+    rc = db_ensure_tag(db, txn, path, name, description, &id, &touched, err);
     if (rc) {
         if (!touched) {
             db_write_abort(db, txn);
@@ -332,7 +344,7 @@ cp_status cp_taxonomy_load_json(cp_db_t *db, const char *json, size_t len, cp_er
                     rc = tax_store_put(txn, tax_get(&db->tax, id), err);
             }
         } else {
-            rc = create_with_parents(db, txn, path, name, desc, &touched, &id, err);
+            rc = db_ensure_tag(db, txn, path, name, desc, &id, &touched, err);
         }
         if (rc)
             error_prefix(err, "tags[%zu]: ", i);
@@ -515,15 +527,19 @@ cp_status cp_tag_json(cp_db_t *db, const char *path, char **out, cp_error_t *err
     const tax_tag_t *g = tax_get(&db->tax, id);
     json_t *o = tag_obj(db, g);
     json_t *kids = json_array();
+    int bad = kids == NULL;
     for (uint32_t i = 0; kids && i < g->nchildren; i++)
-        json_array_append_new(kids, json_string(tax_get(&db->tax, g->children[i])->path));
+        bad |= json_array_append_new(kids, json_string(tax_get(&db->tax, g->children[i])->path));
     const idx_tag_t *t = index_tag(db->ix, id);
-    if (o && kids) {
-        json_object_set_new(o, "direct_count",
-                            json_integer((json_int_t)roaring_bitmap_get_cardinality(t->direct)));
-        json_object_set_new(o, "children", kids);
-        kids = NULL;
+    if (o && !bad &&
+        !json_object_set_new(o, "direct_count",
+                             json_integer((json_int_t)roaring_bitmap_get_cardinality(t->direct)))) {
+        bad = json_object_set_new(o, "children", kids);
+        kids = NULL; /* taken, even on failure */
     } else {
+        bad = 1;
+    }
+    if (bad) { /* db_json_out answers CP_ENOMEM */
         json_decref(o);
         o = NULL;
     }

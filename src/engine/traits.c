@@ -235,32 +235,40 @@ cp_status traits_put(store_txn_t *txn, uint32_t ord, json_t *t, cp_error_t *err)
 /* ------------------------------------------------------------ snapshots */
 
 /* What a user holds of its own: attributes, direct tags, unindexed traits,
- * behaviour. For merge lineage (and unmerge). */
+ * behaviour. For merge lineage (and unmerge). NULL when out of memory. */
 json_t *user_own(cp_db_t *db, store_txn_t *txn, uint32_t ord)
 {
     json_t *attrs = json_object(), *tags = json_array(), *beh = json_array();
     json_t *traits = NULL;
+    int bad = 0;
     if (traits_get(txn, ord, &traits, NULL))
         traits = json_object();
     for (uint32_t i = 1; i <= db->sch.n; i++) {
         const schema_attr_t *a = schema_get(&db->sch, i);
         json_t *v = a ? attr_json(db, a, ord, 0) : NULL;
         if (v)
-            json_object_set_new(attrs, a->name, v);
+            bad |= json_object_set_new(attrs, a->name, v);
     }
     for (uint32_t t = 1; t < db->tax.next_id; t++) {
         const idx_tag_t *it = index_tag(db->ix, t);
         const tax_tag_t *g = tax_get(&db->tax, t);
         if (it && g && roaring_bitmap_contains(it->direct, ord))
-            json_array_append_new(tags, json_string(g->path));
+            bad |= json_array_append_new(tags, json_string(g->path));
     }
     beh_entry_t *e = NULL;
     size_t n = 0;
     if (beh_user_extract(db->beh, ord, &e, &n) == CP_OK)
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(beh, json_pack("[I,i,I]", (json_int_t)e[i].series, (int)e[i].day,
-                                                 (json_int_t)e[i].count));
+            bad |= json_array_append_new(beh, json_pack("[I,i,I]", (json_int_t)e[i].series,
+                                                        (int)e[i].day, (json_int_t)e[i].count));
     free(e);
+    if (bad) { /* a snapshot missing part of the user could not undo the merge */
+        json_decref(attrs);
+        json_decref(tags);
+        json_decref(traits);
+        json_decref(beh);
+        return NULL;
+    }
     return json_pack("{s:o,s:o,s:o,s:o}", "attrs", attrs, "tags", tags, "traits", traits, "beh",
                      beh);
 }

@@ -17,20 +17,6 @@
 #include "engine/engine_int.h"
 #include "model/codec.h"
 
-cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
-                         cp_error_t *err)
-{
-    uint32_t o;
-    cp_status rc = users_lookup(txn, id, len, &o, err);
-    if (rc)
-        return rc;
-    if ((rc = identity_canonical(txn, o, ord, err)) == CP_ENOTFOUND) {
-        *ord = o;
-        rc = CP_OK;
-    }
-    return rc;
-}
-
 /* ---------------------------------------------------------------- stage */
 
 enum { SV_CLEAR = 1, SV_INT, SV_STR, SV_GEO };
@@ -968,6 +954,7 @@ cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto out;
     }
+    int bad = 0;
     for (uint32_t i = 1; i <= db->sch.n; i++) {
         const schema_attr_t *a = schema_get(&db->sch, i);
         if (a == NULL)
@@ -1002,20 +989,22 @@ cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
         }
         }
         if (v)
-            json_object_set_new(attrs, a->name, v);
+            bad |= json_object_set_new(attrs, a->name, v);
     }
     for (uint32_t t = 1; t < db->tax.next_id; t++) {
         const idx_tag_t *it = index_tag(db->ix, t);
         const tax_tag_t *g = tax_get(&db->tax, t);
         if (it && g && roaring_bitmap_contains(it->direct, ord))
-            json_array_append_new(tags, json_string(g->path));
+            bad |= json_array_append_new(tags, json_string(g->path));
     }
     for (size_t c = 0; c < db->crowds.n; c++) {
         const crowd_rec_t *cr = db->crowds.items[c];
         const roaring_bitmap_t *bm = index_crowd(db->ix, cr->id);
         if (bm && roaring_bitmap_contains(bm, ord))
-            json_array_append_new(crowds, json_string(cr->name));
+            bad |= json_array_append_new(crowds, json_string(cr->name));
     }
+    if (bad)
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory building user \"%s\"", id);
 out:
     store_txn_abort(txn);
     db_read_end(db);

@@ -32,10 +32,10 @@
  * at a time), so only the writer begins and commits it. Everyone else
  * takes the handle's lock through db_lock_rd / db_lock_wr, which return
  * with no intake transaction open: they ask the writer to commit first
- * (iw_want), so a reader never sees memory ahead of data.mdb and another
+ * (iw.want), so a reader never sees memory ahead of data.mdb and another
  * writer never waits on LMDB's writer mutex while holding the lock the
  * intake writer needs. The writer only ever leaves a transaction open
- * while iw_want is 0.
+ * while iw.want is 0.
  */
 #define IW_COMMIT_MS 2000
 #define IW_COMMIT_EVENTS 200000
@@ -56,11 +56,11 @@ static cp_status group_fail_each(cp_db_t *db, intake_req_t *list, intake_req_t *
  * threads waiting in db_lock_*. Write lock held. */
 static void iw_closed(cp_db_t *db)
 {
-    db->iw_txn = NULL;
-    pthread_mutex_lock(&db->grp_mu);
-    atomic_store(&db->iw_open, 0);
-    pthread_cond_broadcast(&db->grp_cv);
-    pthread_mutex_unlock(&db->grp_mu);
+    db->iw.txn = NULL;
+    pthread_mutex_lock(&db->iw.mu);
+    atomic_store(&db->iw.open, 0);
+    pthread_cond_broadcast(&db->iw.closed_cv);
+    pthread_mutex_unlock(&db->iw.mu);
 }
 
 /* Write lock held, transaction open: commits it. */
@@ -76,10 +76,10 @@ static cp_status iw_commit(cp_db_t *db, cp_error_t *err)
      * error, and the window above is all that is at stake. */
     if (db->wal)
         (void)wal_write_out(db->wal, NULL);
-    cp_status rc = intake_commit_light(db, db->iw_txn, err);
-    db->iw_records = 0;
-    db->iw_events = 0;
-    db->iw_room = 0;
+    cp_status rc = intake_commit_light(db, db->iw.txn, err);
+    db->iw.records = 0;
+    db->iw.events = 0;
+    db->iw.room = 0;
     iw_closed(db);
     return rc;
 }
@@ -106,7 +106,7 @@ static uint64_t room_estimate(const intake_req_t *r)
 static cp_status request_room(cp_db_t *db, intake_req_t *r, uint64_t est)
 {
     cp_error_t e = {0};
-    cp_status rc = store_ensure_room(db->st, db->iw_room + est, &e);
+    cp_status rc = store_ensure_room(db->st, db->iw.room + est, &e);
     if (rc == CP_OK)
         rc = wal_reserve(db->wal, r->reclen, &e);
     if (rc == CP_OK)
@@ -128,8 +128,8 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
     cp_status rc = db_check(db, &e);
     if (rc) {
         group_fail_each(db, list, NULL, rc, &e);
-        if (db->iw_txn) {
-            store_txn_abort(db->iw_txn);
+        if (db->iw.txn) {
+            store_txn_abort(db->iw.txn);
             iw_closed(db);
         }
         pthread_rwlock_unlock(&db->lock);
@@ -141,7 +141,7 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
             nvalid++;
             group_room += room_estimate(r);
         }
-    if (nvalid && db->iw_txn && db->iw_room + group_room > IW_ROOM_TXN) {
+    if (nvalid && db->iw.txn && db->iw.room + group_room > IW_ROOM_TXN) {
         (void)iw_commit(db, &e); /* a failure fails the handle; the log has everything */
         if (db_check(db, NULL) != CP_OK) {
             group_fail_each(db, list, NULL, CP_EIO, NULL);
@@ -158,49 +158,49 @@ static void group_apply(cp_db_t *db, intake_req_t *list)
         uint64_t est = room_estimate(r);
         if ((r->rc = request_room(db, r, est)) != CP_OK)
             continue;
-        if (db->iw_txn == NULL) {
+        if (db->iw.txn == NULL) {
             /* Nothing of this group is applied yet (the first applied
              * request begins the transaction). */
-            if ((rc = store_txn_begin(db->st, 1, &db->iw_txn, &e))) {
-                db->iw_txn = NULL;
+            if ((rc = store_txn_begin(db->st, 1, &db->iw.txn, &e))) {
+                db->iw.txn = NULL;
                 group_fail_each(db, list, NULL, rc, &e);
                 pthread_rwlock_unlock(&db->lock);
                 return;
             }
-            db->iw_since_ms = time_now_ms();
+            db->iw.since_ms = time_now_ms();
             if (!atomic_load(&db->pending))
-                db->pend_since_ms = db->iw_since_ms; /* the checkpointer's clock */
-            atomic_store(&db->iw_open, 1);
+                db->pend_since_ms = db->iw.since_ms; /* the checkpointer's clock */
+            atomic_store(&db->iw.open, 1);
         }
-        rc = apply_batch(db, db->iw_txn, r->b, r->bp, r->recv, &r->c, r->err);
+        rc = apply_batch(db, db->iw.txn, r->b, r->bp, r->recv, &r->c, r->err);
         if (rc == CP_OK)
             rc = wal_append(db->wal, 1, r->rec, r->reclen, &r->lsn, r->err);
         if (rc) {
             /* Memory holds part of it: fail the handle (reopen replays). */
-            store_txn_t *t = db->iw_txn;
+            store_txn_t *t = db->iw.txn;
             iw_closed(db);
             r->rc = db_write_fail(db, t, rc, r->err); /* unlocks */
             group_fail_each(db, list, r, CP_EIO, NULL);
             return;
         }
         db->applied_lsn = r->lsn;
-        db->iw_room += est;
+        db->iw.room += est;
         db->pend_records++; /* checkpoints count requests */
-        db->iw_records++;
-        db->iw_events += r->b->n;
+        db->iw.records++;
+        db->iw.events += r->b->n;
         napplied++;
     }
     /* Readers see memory between groups: the queued updates go in now. */
     if (napplied && (rc = acc_flush(db, &e))) {
-        store_txn_t *t = db->iw_txn;
+        store_txn_t *t = db->iw.txn;
         iw_closed(db);
         rc = db_write_fail(db, t, rc, &e); /* unlocks */
         group_fail_each(db, list, NULL, rc, &e);
         return;
     }
-    if (db->iw_txn &&
-        (atomic_load(&db->iw_want) || db->iw_stop || db->iw_events >= IW_COMMIT_EVENTS ||
-         time_now_ms() - db->iw_since_ms >= IW_COMMIT_MS))
+    if (db->iw.txn &&
+        (atomic_load(&db->iw.want) || db->iw.stop || db->iw.events >= IW_COMMIT_EVENTS ||
+         time_now_ms() - db->iw.since_ms >= IW_COMMIT_MS))
         (void)iw_commit(db, &e); /* a failure fails the handle; the log has everything */
     pthread_rwlock_unlock(&db->lock);
 }
@@ -209,15 +209,15 @@ static void *iw_main(void *arg)
 {
     cp_db_t *db = arg;
     pthread_setname_np(pthread_self(), "cp-intake");
-    pthread_mutex_lock(&db->grp_mu);
+    pthread_mutex_lock(&db->iw.mu);
     for (;;) {
-        while (db->grp_head == NULL && !db->iw_stop &&
-               !(atomic_load(&db->iw_open) && atomic_load(&db->iw_want))) {
-            if (!atomic_load(&db->iw_open)) {
-                pthread_cond_wait(&db->iw_cv, &db->grp_mu);
+        while (db->iw.head == NULL && !db->iw.stop &&
+               !(atomic_load(&db->iw.open) && atomic_load(&db->iw.want))) {
+            if (!atomic_load(&db->iw.open)) {
+                pthread_cond_wait(&db->iw.cv, &db->iw.mu);
                 continue;
             }
-            int64_t due = db->iw_since_ms + IW_COMMIT_MS;
+            int64_t due = db->iw.since_ms + IW_COMMIT_MS;
             if (time_now_ms() >= due)
                 break;
             struct timespec ts;
@@ -225,89 +225,91 @@ static void *iw_main(void *arg)
             int64_t ns = (int64_t)ts.tv_nsec + (due - time_now_ms()) * 1000000;
             ts.tv_sec += (time_t)(ns / 1000000000);
             ts.tv_nsec = (long)(ns % 1000000000);
-            pthread_cond_timedwait(&db->iw_cv, &db->grp_mu, &ts);
+            pthread_cond_timedwait(&db->iw.cv, &db->iw.mu, &ts);
         }
-        if (db->iw_stop && db->grp_head == NULL && !atomic_load(&db->iw_open))
+        if (db->iw.stop && db->iw.head == NULL && !atomic_load(&db->iw.open))
             break;
-        intake_req_t *list = db->grp_head;
-        db->grp_head = db->grp_tail = NULL;
-        pthread_mutex_unlock(&db->grp_mu);
+        intake_req_t *list = db->iw.head;
+        db->iw.head = db->iw.tail = NULL;
+        pthread_mutex_unlock(&db->iw.mu);
         group_apply(db, list);
-        pthread_mutex_lock(&db->grp_mu);
+        pthread_mutex_lock(&db->iw.mu);
         for (intake_req_t *r = list, *next; r; r = next) {
             next = r->next; /* r belongs to its requester once done */
             r->done = 1;
             pthread_cond_signal(&r->cv);
         }
     }
-    pthread_mutex_unlock(&db->grp_mu);
+    pthread_mutex_unlock(&db->iw.mu);
     return NULL;
 }
 
 /* Queues req and returns once the writer applied it (req->rc, req->lsn). */
 void group_submit(cp_db_t *db, intake_req_t *req)
 {
-    pthread_mutex_lock(&db->grp_mu);
-    if (!db->iw_started && !db->iw_stop) {
-        if (pthread_create(&db->iw_thread, NULL, iw_main, db) != 0) {
-            pthread_mutex_unlock(&db->grp_mu);
+    pthread_mutex_lock(&db->iw.mu);
+    if (!db->iw.started && !db->iw.stop) {
+        if (pthread_create(&db->iw.thread, NULL, iw_main, db) != 0) {
+            pthread_mutex_unlock(&db->iw.mu);
             req->rc = CP_ERR(req->err, CP_ENOMEM, "cannot start the intake writer thread");
             return;
         }
-        db->iw_started = 1;
+        db->iw.started = 1;
     }
-    if (db->iw_stop) {
-        pthread_mutex_unlock(&db->grp_mu);
+    if (db->iw.stop) {
+        pthread_mutex_unlock(&db->iw.mu);
         req->rc = CP_ERR(req->err, CP_EIO, "data directory %s is closing", store_dir(db->st));
         return;
     }
-    if (db->grp_tail)
-        db->grp_tail->next = req;
+    if (db->iw.tail)
+        db->iw.tail->next = req;
     else
-        db->grp_head = req;
-    db->grp_tail = req;
-    pthread_cond_signal(&db->iw_cv);
+        db->iw.head = req;
+    db->iw.tail = req;
+    pthread_cond_signal(&db->iw.cv);
     while (!req->done)
-        pthread_cond_wait(&req->cv, &db->grp_mu);
-    pthread_mutex_unlock(&db->grp_mu);
+        pthread_cond_wait(&req->cv, &db->iw.mu);
+    pthread_mutex_unlock(&db->iw.mu);
 }
 
 /* Lock not held: waits until the writer has no transaction open, keeping
- * iw_want raised (*wanting) until the caller holds the lock. */
-void iw_wait_closed(cp_db_t *db, int *wanting)
+ * iw.want raised (*wanting) until the caller holds the lock. */
+static void iw_wait_closed(cp_db_t *db, int *wanting)
 {
-    pthread_mutex_lock(&db->grp_mu);
+    pthread_mutex_lock(&db->iw.mu);
     if (!*wanting) {
-        db->iw_want++;
+        db->iw.want++;
         *wanting = 1;
     }
-    pthread_cond_signal(&db->iw_cv);
-    while (atomic_load(&db->iw_open))
-        pthread_cond_wait(&db->grp_cv, &db->grp_mu);
-    pthread_mutex_unlock(&db->grp_mu);
+    pthread_cond_signal(&db->iw.cv);
+    while (atomic_load(&db->iw.open))
+        pthread_cond_wait(&db->iw.closed_cv, &db->iw.mu);
+    pthread_mutex_unlock(&db->iw.mu);
 }
 
-void iw_unwant(cp_db_t *db)
+static void iw_unwant(cp_db_t *db)
 {
-    pthread_mutex_lock(&db->grp_mu);
-    db->iw_want--;
-    pthread_mutex_unlock(&db->grp_mu);
+    pthread_mutex_lock(&db->iw.mu);
+    db->iw.want--;
+    pthread_mutex_unlock(&db->iw.mu);
 }
 
 void intake_writer_init(cp_db_t *db)
 {
-    pthread_cond_init(&db->iw_cv, NULL);
+    pthread_cond_init(&db->iw.cv, NULL);
+    db->writer_wait = iw_wait_closed;
+    db->writer_unwant = iw_unwant;
 }
 
 void intake_writer_stop(cp_db_t *db)
 {
-    pthread_mutex_lock(&db->grp_mu);
-    db->iw_stop = 1;
-    int started = db->iw_started;
-    pthread_cond_signal(&db->iw_cv);
-    pthread_mutex_unlock(&db->grp_mu);
+    pthread_mutex_lock(&db->iw.mu);
+    db->iw.stop = 1;
+    int started = db->iw.started;
+    pthread_cond_signal(&db->iw.cv);
+    pthread_mutex_unlock(&db->iw.mu);
     if (started) {
-        pthread_join(db->iw_thread, NULL);
-        db->iw_started = 0;
+        pthread_join(db->iw.thread, NULL);
+        db->iw.started = 0;
     }
 }

@@ -1,5 +1,5 @@
 /*
- * test_engine_crowd_keep.c — keeping crowds true (src/engine/crowd_keep.c):
+ * test_engine_crowd_keep.c — keeping crowds true (src/engine/crowd_schedule.c):
  * a refresh reaches the dynamic crowds built on it (in dependency order,
  * through two levels) while static dependents stay snapshots; size
  * history points (create, refresh, automatic re-evaluation; survive a

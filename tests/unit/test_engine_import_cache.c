@@ -1,5 +1,5 @@
 /* test_engine_import_cache.c — bulk imports take shortcuts the per-event
- * path does not (events.c / acc.c): identifier keys and their ordinals
+ * path does not (apply.c / deferred.c): identifier keys and their ordinals
  * cached per raw value, catalog notes by position, trait and value memos.
  * Property test: random CSV files imported with cp_import_file must leave
  * the same users, identities, merges, attributes, traits, behaviour and

@@ -1,4 +1,4 @@
-/* test_engine_writer.c — the intake writer (src/engine/intake.c) keeps an
+/* test_engine_writer.c — the intake writer (src/engine/writer.c) keeps an
  * LMDB transaction open across groups of requests. These tests run senders,
  * readers, checkpoints and other writers at once and check that nothing
  * deadlocks, that a sender reads its own acknowledged write (whois reads
