@@ -8,6 +8,7 @@
 #include <sys/statvfs.h>
 
 #include "engine/engine.h"
+#include "engine/feed.h"
 
 uint32_t cp_format_version(void)
 {
@@ -58,6 +59,7 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
         return CP_ERR(err, CP_EINVAL, "no database handle");
     if (db->readonly)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
+    feed_wait_room(db);
     db_lock_wr(db);
     cp_status rc = db_check(db, err);
     /* A full disk refuses the write here, before memory changes. */
@@ -91,6 +93,7 @@ void db_write_abort(cp_db_t *db, store_txn_t *txn)
 {
     store_txn_abort(txn);
     db->data_changed = 0;
+    feed_discard(db);
     pthread_rwlock_unlock(&db->lock);
 }
 
@@ -105,6 +108,7 @@ cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t 
              store_dir(db->st), cp_strerror(rc));
     atomic_store(&db->failed, 1);
     db->data_changed = 0;
+    feed_discard(db);
     pthread_rwlock_unlock(&db->lock);
     if (err && err->message[0])
         error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
@@ -130,6 +134,7 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
                  store_dir(db->st), cp_strerror(rc));
         atomic_store(&db->failed, 1);
         db->data_changed = 0;
+        feed_discard(db);
         if (err && err->message[0])
             error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
         if (err)
@@ -139,6 +144,7 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     rc = store_txn_commit(txn, err);
     db->data_changed = 0;
     if (rc) {
+        feed_discard(db);
         /* The transaction is gone already. */
         snprintf(db->failed_msg, sizeof db->failed_msg,
                  "a commit to data directory %s failed (%s); reopen the data directory",
@@ -148,7 +154,7 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
             err->code = CP_EIO;
         return CP_EIO;
     }
-    atomic_fetch_add(&db->writes, 1);
+    feed_commit(db, atomic_fetch_add(&db->writes, 1) + 1);
     return CP_OK;
 }
 
@@ -253,6 +259,7 @@ void cp_db_close(cp_db_t *db)
     compact_stop(db);
     intake_writer_stop(db);
     intake_close(db);
+    feed_close(db);
     eval_engine_free(db->ev);
     index_free(db->ix);
     apikey_set_free(&db->keys);

@@ -135,6 +135,7 @@ struct cp_db {
     int cmp_started, cmp_stop, cmp_paused; /* under cmp_mu */
     /* deferred event updates and the identity cache (acc.c) */
     struct apply_acc *acc;
+    _Atomic(struct feed *) feed; /* change feed (feed.c); NULL until a subscription */
     /* did() sum(): the day sum last applied and not yet in the behaviour
      * index (events.c apply_day_sums); acc_flush adds it, so a run of one
      * user's lines on one day costs one beh_record. */

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/feed.h"
 #include "model/codec.h"
 
 #define TRAITS_MAX_BYTES (64u * 1024) /* unindexed traits kept per user */
@@ -1549,6 +1550,7 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
     uint32_t ord;
     if ((rc = resolve_user(db, txn, e, p, &ord, c, err)))
         return rc;
+    feed_note_event(db, e, ord);
     db->data_changed = 1;
     if ((rc = apply_traits(db, txn, p, ord, h, err)))
         return rc;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "engine/feed.h"
 /* ------------------------------------------------------------ requests */
 
 /* WAL payload: u8 version, u8 endpoint, u8 flags, i64 LE receive time (ms), body. */
@@ -495,6 +496,7 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
 cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json, size_t len,
                                unsigned flags, cp_ingest_result_t *res, cp_error_t *err)
 {
+    feed_wait_room(db);
     cp_ingest_result_t dummy;
     if (res == NULL)
         res = &dummy;

@@ -37,6 +37,7 @@
 
 #include "bitmap/bitmap.h"
 #include "crowdpack.h"
+#include "index/change.h"
 #include "model/schema.h"
 #include "model/taxonomy.h"
 #include "store/store.h"
@@ -78,6 +79,7 @@ typedef struct index {
     roaring_bitmap_t **crowd_dirty;
     uint32_t ncrowds;
     int mark_failed; /* a dirty set could not be allocated: persist fails */
+    ixchg_t chg;     /* what the current write changed (index/change.h) */
 } index_t;
 
 cp_status index_create(index_t **out);
