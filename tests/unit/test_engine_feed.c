@@ -35,8 +35,8 @@ struct cp_result {
 
 static const char *TAGS[NTAGS] = {"a", "a/b", "a/c", "a/b/d", "e", "e/f"};
 static const char *CROWDS[NCROWDS] = {"young", "ab", "st", "nested"};
-static const char *CROWD_EXPR[NCROWDS] = {"age < 30", "tag:a/b OR tag:e/f",
-                                          "tag:a AND age >= 20", "crowd:young AND NOT tag:e"};
+static const char *CROWD_EXPR[NCROWDS] = {"age < 30", "tag:a/b OR tag:e/f", "tag:a AND age >= 20",
+                                          "crowd:young AND NOT tag:e"};
 static const cp_crowd_kind CROWD_KIND[NCROWDS] = {CP_CROWD_DYNAMIC, CP_CROWD_DYNAMIC,
                                                   CP_CROWD_STATIC, CP_CROWD_DYNAMIC};
 
@@ -244,8 +244,9 @@ static void random_write(model_t *m, uint64_t *rng, char *what, size_t cap)
     switch (op) {
     case 0:
     case 1: /* a user with an age and one or two tags */
-        snprintf(buf, sizeof buf, "{\"id\":\"u%d\",\"attrs\":{\"age\":%d},\"tags\":[\"%s\",\"%s\"]}",
-                 k, 15 + (int)(rand_next(rng) % 40), TAGS[rand_next(rng) % NTAGS],
+        snprintf(buf, sizeof buf,
+                 "{\"id\":\"u%d\",\"attrs\":{\"age\":%d},\"tags\":[\"%s\",\"%s\"]}", k,
+                 15 + (int)(rand_next(rng) % 40), TAGS[rand_next(rng) % NTAGS],
                  TAGS[rand_next(rng) % NTAGS]);
         snprintf(what, cap, "upsert %s", buf);
         rc = cp_user_upsert_json(db, buf, strlen(buf), &err);
