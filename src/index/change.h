@@ -39,7 +39,8 @@ typedef struct ixchg_set {
 
 typedef struct ixchg {
     int data;   /* users, tag members or attribute values changed */
-    int crowds; /* crowd members changed (set, refreshed, dropped) */
+    int crowds; /* members of an existing crowd replaced (a refresh): the
+                 * crowds built on it are stale */
     int record; /* keep before-images (a change feed listens) */
     int lost;   /* an image could not be kept (out of memory): the diff of
                  * this write is incomplete, and says so */

@@ -493,7 +493,10 @@ cp_status index_crowd_set(index_t *ix, uint32_t crowd, roaring_bitmap_t *bm)
     } else {
         mark_all(&ix->crowd_dirty[crowd], bm);
     }
-    ix->chg.crowds = 1;
+    /* A new crowd is referenced by none yet: only a replaced one makes
+     * the dynamic crowds built on it stale. */
+    if (ix->crowds[crowd])
+        ix->chg.crowds = 1;
     if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
         index_bm_free(ix->crowds[crowd]);
     ix->crowds[crowd] = bm;
@@ -508,7 +511,7 @@ const roaring_bitmap_t *index_crowd(const index_t *ix, uint32_t crowd)
 cp_status index_crowd_drop(index_t *ix, store_txn_t *txn, uint32_t crowd, cp_error_t *err)
 {
     if (crowd < ix->ncrowds) {
-        ix->chg.crowds = 1;
+        /* No dirtiness: a crowd others reference cannot be dropped. */
         if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
             index_bm_free(ix->crowds[crowd]);
         index_bm_free(ix->crowd_dirty[crowd]);
