@@ -11,7 +11,10 @@
  * cost memory per user and crowd (100M entries at 1M users in 100 crowds
  * each) and a second structure to keep true. `crowdpack bench --membership`
  * measures the choice at 1M users and 1,000 crowds against a floor (the
- * same probes over plain dense bit arrays).
+ * same probes over plain dense bit arrays). The probes go through the
+ * index's container directory (index/member_dir.h), one contiguous row per
+ * chunk of users, rather than through each bitmap's own structures; direct
+ * tags, asked for rarely, use the bitmaps.
  *
  * Reads run under db_read_begin_mem: they never make the intake writer
  * commit (a lookup per bid request would otherwise commit LMDB at bid
@@ -21,6 +24,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "index/member_dir.h"
 
 /* The ordinal of an identifier: the identity cache (memory: current with
  * the events applied) and else data.mdb's identity rows, then the user
@@ -136,7 +140,12 @@ static cp_status lookup_locked(cp_db_t *db, uint32_t ord, cp_membership_t *m, cp
     if (!roaring_bitmap_contains(ix->universe, ord))
         return CP_ERR(err, CP_ENOTFOUND, "no live user has ordinal %u", ord);
     size_t n = 0;
-    if (!(m->flags & CP_MEMBER_NO_CROWDS)) {
+    int want_c = !(m->flags & CP_MEMBER_NO_CROWDS), want_t = !(m->flags & CP_MEMBER_NO_TAGS);
+    if (!(m->flags & CP_MEMBER_DIRECT_TAGS) &&
+        member_dir_lookup(db->ix, ord, want_c, m->crowds, m->crowds_cap, &m->ncrowds, want_t,
+                          m->tags, m->tags_cap, &m->ntags))
+        goto done;
+    if (want_c) {
         /* By id: ix->crowds is indexed by crowd id, so the answer comes
          * out ascending with no sort. */
         for (uint32_t c = 0; c < ix->ncrowds; c++) {
@@ -149,7 +158,7 @@ static cp_status lookup_locked(cp_db_t *db, uint32_t ord, cp_membership_t *m, cp
         }
         m->ncrowds = n;
     }
-    if (!(m->flags & CP_MEMBER_NO_TAGS)) {
+    if (want_t) {
         int direct = (m->flags & CP_MEMBER_DIRECT_TAGS) != 0;
         n = 0;
         for (uint32_t t = 1; t < ix->ntags; t++) {
@@ -163,6 +172,7 @@ static cp_status lookup_locked(cp_db_t *db, uint32_t ord, cp_membership_t *m, cp
         }
         m->ntags = n;
     }
+done:
     if (m->ncrowds > m->crowds_cap || m->ntags > m->tags_cap)
         return CP_ERR(err, CP_ELIMIT,
                       "user %u is in %zu crowds and %zu tags; the arrays hold %zu and %zu", ord,

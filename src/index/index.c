@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "index/index.h"
+#include "index/member_dir.h"
 #include "util/util.h"
 
 #define KEY_MAX 64
@@ -50,6 +51,7 @@ cp_status index_create(index_t **out)
         free(ix);
         return CP_ENOMEM;
     }
+    pthread_mutex_init(&ix->mdir_mu, NULL);
     *out = ix;
     return CP_OK;
 }
@@ -90,6 +92,8 @@ void index_free(index_t *ix)
     free(ix->crowds);
     free(ix->crowd_dirty);
     ixchg_free(&ix->chg);
+    member_dir_free(ix);
+    pthread_mutex_destroy(&ix->mdir_mu);
     free(ix);
 }
 
@@ -114,6 +118,7 @@ cp_status index_tag_add(index_t *ix, uint32_t tag)
 {
     if (grow((void **)&ix->tags, &ix->ntags, sizeof *ix->tags, tag))
         return CP_ENOMEM;
+    ix->gen++;
     idx_tag_t *t = &ix->tags[tag];
     if (t->direct == NULL)
         t->direct = roaring_bitmap_create();
@@ -148,6 +153,7 @@ cp_status index_tag_drop(index_t *ix, store_txn_t *txn, uint32_t tag, cp_error_t
 {
     if (tag < ix->ntags) {
         ix->chg.data = 1;
+        ix->gen++;
         if (ixchg_touch(&ix->chg, &ix->chg.tags, tag, ix->tags[tag].eff, 1))
             ix->tags[tag].eff = NULL; /* the before-image now */
         index_bm_free(ix->tags[tag].direct);
@@ -193,6 +199,7 @@ void index_user_add(index_t *ix, uint32_t ord)
 void index_user_delete(index_t *ix, const taxonomy_t *tax, uint32_t ord)
 {
     (void)tax;
+    ix->gen++;
     if (roaring_bitmap_remove_checked(ix->universe, ord)) {
         mark(&ix->universe_dirty, ord);
         ix->chg.data = 1;
@@ -227,6 +234,7 @@ int index_tag_assign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_t 
         return 0;
     mark(&ix->tags[tag].dirty, ord);
     ix->chg.data = 1;
+    ix->gen++;
     /* Members of a tag include its descendants': walk up the chain until an
      * ancestor already has the user (then all above it have it too). */
     for (uint32_t cur = tag; cur != 0;) {
@@ -251,6 +259,7 @@ int index_tag_unassign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_
         return 0;
     mark(&ix->tags[tag].dirty, ord);
     ix->chg.data = 1;
+    ix->gen++;
     /* Recompute the user's effective membership bottom-up along the chain;
      * stop at the first tag that still holds the user for another reason. */
     for (uint32_t cur = tag; cur != 0;) {
@@ -280,6 +289,7 @@ cp_status index_recompute_effective(index_t *ix, const taxonomy_t *tax)
     if (tax_subtree(tax, 0, &order, &n))
         return CP_ENOMEM;
     ix->chg.data = 1;
+    ix->gen++;
     /* Reverse pre-order visits children before their parents. */
     for (size_t i = n; i > 0; i--) {
         uint32_t id = order[i - 1];
@@ -497,6 +507,7 @@ cp_status index_crowd_set(index_t *ix, uint32_t crowd, roaring_bitmap_t *bm)
      * the dynamic crowds built on it stale. */
     if (ix->crowds[crowd])
         ix->chg.crowds = 1;
+    ix->gen++;
     if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
         index_bm_free(ix->crowds[crowd]);
     ix->crowds[crowd] = bm;
@@ -512,6 +523,7 @@ cp_status index_crowd_drop(index_t *ix, store_txn_t *txn, uint32_t crowd, cp_err
 {
     if (crowd < ix->ncrowds) {
         /* No dirtiness: a crowd others reference cannot be dropped. */
+        ix->gen++;
         if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
             index_bm_free(ix->crowds[crowd]);
         index_bm_free(ix->crowd_dirty[crowd]);

@@ -302,6 +302,17 @@ static void test_contract(void **state)
     m.tags_cap = 0;
     assert_int_equal(cp_member_lookup(db, "user_id", "nobody", &m, &err), CP_ENOTFOUND);
     assert_int_equal(cp_member_lookup_ord(db, 12345, &m, NULL), CP_ENOTFOUND);
+    /* A write is seen by the next lookup (the directory follows the index). */
+    const char *xy[1] = {"x/y"};
+    ok(cp_user_remove_tags(db, "a", xy, 1, &err), &err);
+    m.flags = 0;
+    m.crowds_cap = 2;
+    ok(cp_member_lookup(db, "user_id", "a", &m, &err), &err);
+    assert_int_equal(m.ntags, 0);
+    assert_int_equal(m.ncrowds, 1); /* the static crowd keeps its members */
+    uint32_t ys = 0;
+    ok(cp_crowd_id(db, "ys", &ys, &err), &err);
+    assert_int_equal(two[0], ys);
     uint32_t ord = 0;
     ok(cp_user_ordinal(db, "user_id", "a", &ord, &err), &err);
     ok(cp_user_delete(db, "a", &err), &err);
