@@ -1,5 +1,5 @@
 /*
- * aipl.c — AIPL stages (issue 5 item 4, docs/analytics.md "AIPL").
+ * aipl.c — AIPL stages (docs/analytics.md "AIPL").
  *
  * Rules map events to the four stages of Alibaba's consumer journey:
  *   awareness  exposed or viewed      (any of its events in the window)
@@ -422,7 +422,6 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
         goto out;
     }
     if (r.store) {
-        db->data_changed = 1;
         locked = 0;
         if ((rc = db_write_end(db, txn, err)))
             goto out;

@@ -1,5 +1,5 @@
 /*
- * rfm.c — the RFM value model (issue 5 item 3, docs/analytics.md "RFM").
+ * rfm.c — the RFM value model (docs/analytics.md "RFM").
  *
  * Inputs are three event measures (index/measure.h), by default those the
  * intake keeps for every purchase and refund:
@@ -304,7 +304,6 @@ static cp_status store_rfm(cp_db_t *db, store_txn_t *txn, const rfm_req_t *r, co
             index_clear(db->ix, attr[a], it.current_value);
         roaring_bitmap_free(gone);
     }
-    db->data_changed = 1;
 out:
     for (int s = 0; s < 8; s++)
         index_bm_free(seg[s]);

@@ -74,7 +74,8 @@ struct cp_db {
     eval_engine_t *ev;
     pthread_rwlock_t lock;
     uint32_t next_ordinal;
-    int data_changed; /* users/tags/attrs changed in this write */
+    int data_changed; /* re-evaluate dynamic crowds at this commit whatever changed (a
+                         checkpoint); changes themselves are recorded by the index */
     atomic_int failed;
     char failed_msg[256];
     atomic_uint_least64_t queries;

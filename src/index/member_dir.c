@@ -104,8 +104,8 @@ static mdir_t *current(index_t *ix)
 }
 
 int member_dir_lookup(index_t *ix, uint32_t ord, int want_crowds, uint32_t *crowds,
-                      size_t crowds_cap, size_t *nc, int want_tags, uint32_t *tags,
-                      size_t tags_cap, size_t *nt)
+                      size_t crowds_cap, size_t *nc, int want_tags, uint32_t *tags, size_t tags_cap,
+                      size_t *nt)
 {
     mdir_t *d = current(ix);
     if (d == NULL)

@@ -31,8 +31,8 @@
  * when the directory answered, 0 when it could not be used or built (the
  * caller asks the bitmaps). Shared lock held. */
 int member_dir_lookup(index_t *ix, uint32_t ord, int want_crowds, uint32_t *crowds,
-                      size_t crowds_cap, size_t *nc, int want_tags, uint32_t *tags,
-                      size_t tags_cap, size_t *nt);
+                      size_t crowds_cap, size_t *nc, int want_tags, uint32_t *tags, size_t tags_cap,
+                      size_t *nt);
 /* Frees replaced directories (write lock held, or at close). */
 void member_dir_reclaim(index_t *ix);
 /* Frees everything (index_free). */
