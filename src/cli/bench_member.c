@@ -345,7 +345,7 @@ int cmd_bench_membership(int argc, char **argv)
         printf("  a user is in %.1f crowds and %.1f tags on average (%zu lookups)\n", avg_c, avg_t,
                n);
         printf("  %-28s %9s %9s %9s %9s\n", "", "p50", "p99", "max", "mean");
-        printf("  %-28s %7.1fus %7.1fus %7.1fus %7.1fus\n", "lookup (roaring, locked)", sl.p50,
+        printf("  %-28s %7.1fus %7.1fus %7.1fus %7.1fus\n", "lookup (cp_member_lookup_ord)", sl.p50,
                sl.p99, sl.max, sl.mean);
         printf("  %-28s %7.1fus %7.1fus %7.1fus %7.1fus\n", "floor (dense bits, no lock)", sf.p50,
                sf.p99, sf.max, sf.mean);
