@@ -866,6 +866,178 @@ cp_status cp_db_check(const char *dir, cp_line_fn problem, void *ud, uint64_t *p
  */
 cp_status cp_db_recover(const char *dir, cp_line_fn say, void *ud, cp_error_t *err);
 
+/* ------------------------------------------- membership and change feed
+ *
+ * What activation needs from the engine (docs/embedding.md): a typed,
+ * allocation-free "which crowds and tags is this user in", and a feed of
+ * what each commit changed, for bidders, webhooks and journeys that live
+ * above the engine without the engine knowing them.
+ *
+ * Ids: crowds and tags are named by their ids here (a crowd's id never
+ * changes and is never reused; a tag's id is its cp_tag_handle). Users by
+ * their ordinal: dense, never reused (cp_user_ordinal).
+ *
+ * Commits: every committed write of a handle has a sequence number, 1, 2,
+ * 3, ... since the handle was opened (not kept across opens). Events sent
+ * to cp_ingest_segment are committed in groups by the intake writer, at
+ * most 2 s after being applied, and dynamic crowds follow events at the
+ * next checkpoint (the intake config's checkpoint.interval_ms), not at
+ * every commit.
+ */
+
+/* The ordinal of the user an identifier (TYPE + VALUE, as cp_whois_json)
+ * belongs to, merges followed. CP_ENOTFOUND for an unknown identifier or
+ * a deleted user, CP_EINVAL for a value that cannot be normalised. The
+ * identifier is resolved as of the last commit of data.mdb (see
+ * cp_member_lookup). */
+cp_status cp_user_ordinal(cp_db_t *db, const char *type, const char *value, uint32_t *ord,
+                          cp_error_t *err);
+
+/* Crowd id of a name; CP_ENOTFOUND. */
+cp_status cp_crowd_id(cp_db_t *db, const char *name, uint32_t *id, cp_error_t *err);
+/* The name of crowd `id` / the slug path of tag `id`, NUL-terminated into
+ * buf[cap]: CP_ENOTFOUND for an unknown id, CP_ELIMIT (buf holds "") when
+ * cap is too small (names are at most 128 bytes, paths 1,024). */
+cp_status cp_crowd_name(cp_db_t *db, uint32_t id, char *buf, size_t cap, cp_error_t *err);
+cp_status cp_tag_path(cp_db_t *db, uint32_t id, char *buf, size_t cap, cp_error_t *err);
+
+enum {
+    CP_MEMBER_DIRECT_TAGS = 1u << 0, /* tags given to the user directly, not
+                                        those held through a descendant */
+    CP_MEMBER_NO_CROWDS = 1u << 1,   /* skip crowds (crowds, crowds_cap ignored) */
+    CP_MEMBER_NO_TAGS = 1u << 2,     /* skip tags */
+};
+
+/*
+ * The caller's side of a membership lookup. The caller sets `size` to
+ * sizeof(cp_membership_t) (later versions append fields and read only
+ * those `size` covers), `flags`, and gives arrays of its own (`crowds` of
+ * `crowds_cap` ids, `tags` of `tags_cap`; NULL when the cap is 0). The
+ * library fills the rest.
+ */
+typedef struct cp_membership {
+    size_t size;
+    unsigned flags;    /* CP_MEMBER_* */
+    uint32_t *crowds;  /* in: caller's array; out: ids of the user's crowds, ascending */
+    size_t crowds_cap; /* in */
+    size_t ncrowds;    /* out: the user's crowds, all of them (may exceed crowds_cap) */
+    uint32_t *tags;    /* in: caller's array; out: tag ids (tag:PATH matches), ascending */
+    size_t tags_cap;   /* in */
+    size_t ntags;      /* out: may exceed tags_cap */
+    uint32_t user;     /* out: the user's ordinal */
+    uint64_t commit;   /* out: the answer includes every commit up to this one
+                          (cp_commit_info_t.seq), and may include events
+                          applied in memory since (they commit within 2 s) */
+    int crowds_stale;  /* out: 1 when events were applied since dynamic crowds
+                          were last re-evaluated (they follow at the next
+                          checkpoint; cp_checkpoint forces one) */
+} cp_membership_t;
+
+/*
+ * Which crowds and tags user `ord` is in, from the in-memory index, under
+ * the handle's shared lock (concurrent with other reads, never waiting on
+ * the intake writer's commit): no allocation, no I/O. Crowd membership is
+ * the crowds' materialised members: static crowds as of their last
+ * refresh, dynamic ones as of their last re-evaluation (see crowds_stale).
+ * Errors: CP_EINVAL (NULL db or m, size too small, an array NULL with a
+ * non-zero cap), CP_ENOTFOUND for an ordinal that is not a live user,
+ * CP_ELIMIT when a list did not fit its array (the first cap ids are
+ * there and ncrowds/ntags say how many there are: retry with more room),
+ * CP_EIO on a failed handle.
+ */
+cp_status cp_member_lookup_ord(cp_db_t *db, uint32_t ord, cp_membership_t *m, cp_error_t *err);
+/* The same for the user an identifier belongs to (cp_user_ordinal first;
+ * that step reads data.mdb in a read transaction). */
+cp_status cp_member_lookup(cp_db_t *db, const char *type, const char *value, cp_membership_t *m,
+                           cp_error_t *err);
+
+/* One tag or crowd whose members a commit changed. Users are ordinals,
+ * ascending; entered and left are disjoint. */
+typedef enum cp_change_kind { CP_CHANGE_CROWD = 1, CP_CHANGE_TAG = 2 } cp_change_kind;
+typedef struct cp_change {
+    cp_change_kind kind;
+    uint32_t id;             /* crowd id or tag id */
+    const char *name;        /* crowd name or tag slug path; NULL when the commit
+                                deleted it (then every member is in `left`) */
+    const uint32_t *entered; /* users now in it who were not before the commit */
+    size_t nentered;
+    const uint32_t *left; /* users in it before the commit who are not now */
+    size_t nleft;
+} cp_change_t;
+
+/* One event applied by a commit, in apply order. */
+typedef struct cp_feed_event {
+    cp_event_type type; /* CP_EVENT_IDENTIFY ... CP_EVENT_ALIAS */
+    uint32_t user;      /* ordinal of the user it was applied to (after merges) */
+    int64_t time_ms;    /* the event's time (its timestamp, UTC) */
+    const char *name;   /* track: the event name; page/screen: "page"/"screen";
+                           group: "group"; NULL for identify and alias */
+} cp_feed_event_t;
+
+/*
+ * What one commit changed. Everything pointed to is borrowed for the
+ * duration of the callback only. A tag's members are those matching
+ * tag:PATH (its descendants' included); a crowd's, its materialised
+ * members. Entered/left is the exact difference between the members
+ * before and after the commit, whatever the write (users, events,
+ * merges, deletions, tag moves, crowd refreshes).
+ */
+typedef struct cp_commit_info {
+    size_t size;                   /* sizeof(cp_commit_info_t) of the library */
+    uint64_t seq;                  /* commit number since open: 1, 2, ... with no gaps */
+    int64_t time_ms;               /* wall clock at the commit */
+    const cp_change_t *changes;    /* crowds first (ascending id), then tags */
+    size_t nchanges;               /* only the kinds subscribed to */
+    const cp_feed_event_t *events; /* only with CP_FEED_EVENTS */
+    size_t nevents;
+    int incomplete; /* memory ran out while recording this commit: some changes
+                       are missing; re-read the members you follow */
+} cp_commit_info_t;
+
+typedef void (*cp_commit_fn)(void *ctx, const cp_commit_info_t *c);
+
+enum {
+    CP_FEED_CROWDS = 1u << 0, /* crowd entries and exits */
+    CP_FEED_TAGS = 1u << 1,   /* tag entries and exits */
+    CP_FEED_EVENTS = 1u << 2, /* events applied */
+    CP_FEED_ALL = 7u,
+};
+
+/*
+ * Subscribes fn(ctx, commit) to every commit of the handle made after the
+ * call returns, in the spirit of sqlite3_update_hook; *id (may be NULL)
+ * names the subscription for cp_db_unsubscribe. `what` is a CP_FEED_* mask
+ * (0 = CP_FEED_ALL). Up to 64 subscriptions.
+ *
+ * Thread and locks: callbacks run on one feed thread of the handle
+ * (started by the first subscription), one at a time, never holding the
+ * handle's lock: they may call any API of the handle, reads and writes
+ * (a write's own commit is delivered after the current one).
+ * Order: every subscriber sees every commit once, in commit order (seq
+ * without gaps), each commit to every subscriber before the next commit.
+ * Slow callbacks: commits wait in memory for the feed thread; past 1,024
+ * commits or 256 MiB waiting, new writes (cp_* writes and event requests,
+ * not the feed thread's own) wait before they begin until the feed
+ * catches up: a slow subscriber slows writers, it never loses a commit.
+ * Not durable: a feed starts empty at each open (after a restart,
+ * re-read what you follow).
+ * Cost when nobody subscribes: nothing is recorded. While subscribed, a
+ * write copies the members of each tag it changes once (and keeps each
+ * replaced crowd bitmap) until its commit is built.
+ * Errors: CP_EINVAL (NULL fn, unknown bits), CP_ELIMIT (64 subscriptions),
+ * CP_ENOMEM, CP_EIO on a failed handle.
+ */
+cp_status cp_db_subscribe(cp_db_t *db, cp_commit_fn fn, void *ctx, unsigned what, uint64_t *id,
+                          cp_error_t *err);
+/* Ends a subscription: when it returns, fn is not running (unless called
+ * from fn itself, which then finishes) and is never called again.
+ * CP_ENOTFOUND for an unknown id. */
+cp_status cp_db_unsubscribe(cp_db_t *db, uint64_t id, cp_error_t *err);
+/* Waits until every commit made before the call has been delivered to
+ * every subscriber. CP_ECONFLICT when called from a callback (it would
+ * wait for itself). */
+cp_status cp_feed_flush(cp_db_t *db, cp_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -421,7 +421,6 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
         goto out;
     }
     if (r.store) {
-        db->data_changed = 1;
         locked = 0;
         if ((rc = db_write_end(db, txn, err)))
             goto out;

@@ -404,7 +404,6 @@ static cp_status store_clusters(cp_db_t *db, const char *root, int k, roaring_bi
             if (roaring_bitmap_contains(db->ix->universe, it.current_value))
                 index_tag_assign(db->ix, &db->tax, it.current_value, id);
     }
-    db->data_changed = 1;
     return db_write_end(db, txn, err);
 fail:
     if (!touched) {

@@ -481,7 +481,6 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
             json_pack("{s:O,s:o,s:I}", "by", by, "groups", ga, "min_count", (json_int_t)min_count));
     }
     if (f.store) {
-        db->data_changed = 1;
         locked = 0;
         if ((rc = db_write_end(db, txn, err)))
             goto out;

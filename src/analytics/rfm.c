@@ -303,7 +303,6 @@ static cp_status store_rfm(cp_db_t *db, store_txn_t *txn, const rfm_req_t *r, co
             index_clear(db->ix, attr[a], it.current_value);
         roaring_bitmap_free(gone);
     }
-    db->data_changed = 1;
 out:
     for (int s = 0; s < 8; s++)
         index_bm_free(seg[s]);

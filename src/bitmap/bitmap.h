@@ -71,6 +71,8 @@ void chunk_and(const bm_chunk_t *ch, uint64_t *dst);    /* dst &= ch */
 void chunk_or(const bm_chunk_t *ch, uint64_t *dst);     /* dst |= ch */
 void chunk_andnot(const bm_chunk_t *ch, uint64_t *dst); /* dst &= ~ch */
 uint64_t chunk_cardinality(const bm_chunk_t *ch);
+/* Whether the chunk holds the user whose low 16 bits are `low` (absent: 0). */
+int chunk_contains(const bm_chunk_t *ch, uint16_t low);
 /* The 1,024 words of a bitset container, or NULL for other kinds. */
 const uint64_t *chunk_bitset_words(const bm_chunk_t *ch);
 

@@ -94,6 +94,11 @@ int bm_chunk_find(const roaring_bitmap_t *bm, uint16_t key, int32_t *cursor, bm_
     return 0;
 }
 
+int chunk_contains(const bm_chunk_t *ch, uint16_t low)
+{
+    return ch->type && container_contains(ch->c, low, ch->type);
+}
+
 /* ------------------------------------------------------ word helpers */
 
 /* Words [w0, w1) of dst set to v. */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "engine/engine_int.h"
+#include "engine/feed.h"
 #include "model/codec.h"
 
 /* ------------------------------------------------------------ merge */
@@ -125,7 +126,6 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
     if ((rc = group_move_member(&db->groups, txn, a, s, err)))
         return rc;
     index_user_delete(db->ix, &db->tax, a);
-    db->data_changed = 1;
     return CP_OK;
 }
 
@@ -849,7 +849,7 @@ static cp_status apply_event(cp_db_t *db, store_txn_t *txn, const ingest_event_t
     uint32_t ord;
     if ((rc = resolve_user(db, txn, e, p, &ord, c, err)))
         return rc;
-    db->data_changed = 1;
+    feed_note_event(db, e, ord);
     if ((rc = apply_traits(db, txn, p, ord, h, err)))
         return rc;
     /* A mapping's "tags": the taxonomy is not extended by data (a typo in a

@@ -309,8 +309,6 @@ cp_status cp_attr_alias_set(cp_db_t *db, const char *name, const char *alias, co
                 CP_ERR(err, rc, "out of memory moving users of \"%.200s\" to \"%s\"", alias, value);
             goto fail;
         }
-        if (moved)
-            db->data_changed = 1;
     }
     return db_write_end(db, txn, err);
 fail:

@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "engine/engine_int.h"
+#include "engine/feed.h"
 
 static cp_status catalog_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
@@ -67,10 +68,25 @@ static cp_status intake_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     return CP_OK;
 }
 
-cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+/*
+ * Whether the write changed what dynamic crowds are evaluated over. Not
+ * set by hand at each write path: the index records changes of users, tag
+ * members, attribute values and replaced crowd members (index/change.h),
+ * and the behaviour index and event measures keep dirty marks until this
+ * commit persists them. db->data_changed asks for a re-evaluation
+ * regardless (a checkpoint catching up with crowds left stale by events).
+ */
+static int write_changed_data(const cp_db_t *db)
+{
+    return db->data_changed || db->ix->chg.data || db->ix->chg.crowds ||
+           (db->beh && beh_dirty_count(db->beh)) || (db->meas && meas_dirty_count(db->meas));
+}
+
+/* db_commit_locked, with the dynamic crowds re-evaluated when `reeval`. */
+static cp_status commit_locked(cp_db_t *db, store_txn_t *txn, int reeval, cp_error_t *err)
 {
     cp_status rc = CP_OK;
-    if ((db->data_changed && (rc = crowds_reeval_dynamic(db, txn, err))) ||
+    if ((reeval && (rc = crowds_reeval_dynamic(db, txn, err))) ||
         (rc = index_persist(db->ix, txn, err)) || (rc = intake_persist(db, txn, err)) ||
         (rc = store_meta_put_u64(txn, "next_ordinal", db->next_ordinal, err)) ||
         (rc = store_meta_put_u64(txn, "next_tag_id", db->tax.next_id, err)) ||
@@ -82,6 +98,7 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
                  store_dir(db->st), cp_strerror(rc));
         atomic_store(&db->failed, 1);
         db->data_changed = 0;
+        feed_discard(db);
         if (err && err->message[0])
             error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
         if (err)
@@ -91,6 +108,7 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
     rc = store_txn_commit(txn, err);
     db->data_changed = 0;
     if (rc) {
+        feed_discard(db);
         /* The transaction is gone already. */
         snprintf(db->failed_msg, sizeof db->failed_msg,
                  "a commit to data directory %s failed (%s); reopen the data directory",
@@ -100,21 +118,27 @@ cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
             err->code = CP_EIO;
         return CP_EIO;
     }
-    atomic_fetch_add(&db->writes, 1);
+    /* The change feed's record of this commit (it clears the index's
+     * record of the write either way). */
+    feed_commit(db, atomic_fetch_add(&db->writes, 1) + 1);
     return CP_OK;
+}
+
+cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
+{
+    return commit_locked(db, txn, write_changed_data(db), err);
 }
 
 cp_status intake_commit_light(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
-    if (db->data_changed) {
-        /* Re-evaluating every dynamic crowd per request would dominate
-         * intake: the checkpoint does it. */
+    /* Re-evaluating every dynamic crowd per request would dominate
+     * intake: the checkpoint does it. */
+    if (write_changed_data(db))
         db->crowds_stale = 1;
-        db->data_changed = 0;
-    }
+    db->data_changed = 0;
     /* A failure to set the flag only costs a sync of the meta page. */
     (void)store_set_lazy_commit(db->st, 1, NULL);
-    cp_status rc = db_commit_locked(db, txn, err);
+    cp_status rc = commit_locked(db, txn, 0, err);
     cp_status rc2 = store_set_lazy_commit(db->st, 0, NULL);
     if (rc == CP_OK && rc2)
         rc = CP_ERR(err, rc2, "cannot turn LMDB syncing back on");

@@ -331,7 +331,6 @@ static cp_status refresh_one(cp_db_t *db, store_txn_t *txn, crowd_rec_t *c, int6
     }
     if (crowd_history_note(c, now, 0))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
-    db->data_changed = 1; /* dynamic crowds built on it follow at the commit */
     return CP_OK;
 }
 

@@ -340,7 +340,6 @@ cp_status cp_crowd_update(cp_db_t *db, const char *name, const char *expr, cp_er
         rc = db_write_fail(db, txn, rc, err);
         goto out;
     }
-    db->data_changed = 1; /* dynamic crowds built on this one follow */
     rc = db_write_end(db, txn, err);
     goto out;
 abort:
@@ -387,7 +386,6 @@ cp_status cp_crowd_refresh(cp_db_t *db, const char *name, cp_error_t *err)
         return db_write_fail(db, txn, CP_ENOMEM, err);
     if ((rc = crowd_store_put(txn, c, err)))
         return db_write_fail(db, txn, rc, err);
-    db->data_changed = 1;
     return db_write_end(db, txn, err);
 }
 

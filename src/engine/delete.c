@@ -80,7 +80,6 @@ static cp_status intake_user_purge(cp_db_t *db, store_txn_t *txn, const uint32_t
             }
         }
     }
-    db->data_changed = 1;
     return CP_OK;
 }
 

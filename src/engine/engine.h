@@ -68,7 +68,8 @@ struct cp_db {
     eval_engine_t *ev;
     pthread_rwlock_t lock;
     uint32_t next_ordinal;
-    int data_changed; /* users/tags/attrs changed in this write */
+    int data_changed; /* re-evaluate dynamic crowds at this commit whatever changed (a
+                         checkpoint); changes themselves are recorded by the index */
     atomic_int failed;
     char failed_msg[256];
     atomic_uint_least64_t queries;
@@ -143,6 +144,7 @@ struct cp_db {
     } cmp;
     /* deferred event updates and the identity cache (deferred.c) */
     struct apply_acc *acc;
+    _Atomic(struct feed *) feed; /* change feed (feed.c); NULL until a subscription */
     /* did() sum(): the day sum last applied and not yet in the behaviour
      * index (apply.c apply_day_sums); acc_flush adds it, so a run of one
      * user's lines on one day costs one beh_record. */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "engine/engine_int.h"
+#include "engine/feed.h"
 /* ------------------------------------------------------------ requests */
 
 /* WAL payload: u8 version, u8 endpoint, u8 flags, i64 LE receive time (ms), body. */
@@ -150,6 +151,7 @@ cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json
                                unsigned flags, cp_ingest_result_t *res, cp_error_t *err)
 {
     cp_ingest_result_t dummy;
+    feed_wait_room(db); /* a slow change feed holds new requests back */
     if (res == NULL)
         res = &dummy;
     memset(res, 0, sizeof *res);

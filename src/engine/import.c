@@ -384,7 +384,6 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
     if (rc)
         return db_write_fail(db, txn, rc, im->err); /* unlocks */
     /* A batch is a checkpoint: committed with fsync, position included. */
-    db->data_changed = 1;
     rc = db_commit_locked(db, txn, im->err);
     pthread_rwlock_unlock(&db->lock);
     if (rc)

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "engine/engine_int.h"
+#include "engine/feed.h"
 
 cp_status db_check(cp_db_t *db, cp_error_t *err)
 {
@@ -60,6 +61,7 @@ cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
         return CP_ERR(err, CP_EINVAL, "no database handle");
     if (db->readonly)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
+    feed_wait_room(db);
     db_lock_wr(db);
     cp_status rc = db_check(db, err);
     /* A full disk refuses the write here, before memory changes. */
@@ -79,6 +81,7 @@ void db_write_abort(cp_db_t *db, store_txn_t *txn)
 {
     store_txn_abort(txn);
     db->data_changed = 0;
+    feed_discard(db);
     pthread_rwlock_unlock(&db->lock);
 }
 
@@ -93,6 +96,7 @@ cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t 
              store_dir(db->st), cp_strerror(rc));
     atomic_store(&db->failed, 1);
     db->data_changed = 0;
+    feed_discard(db);
     pthread_rwlock_unlock(&db->lock);
     if (err && err->message[0])
         error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));

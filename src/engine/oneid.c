@@ -280,7 +280,6 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
         snap = json_loadb(l->il_snapshot, l->il_snapshot_len, 0, NULL);
     uint32_t a = u.iu_absorbed, s = u.iu_survivor_root;
     index_user_add(db->ix, a);
-    db->data_changed = 1;
     if (snap) {
         if ((rc = survivor_strip(db, txn, s, json_object_get(snap, "a"), json_object_get(snap, "s"),
                                  err)) ||

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "engine/engine_int.h"
+#include "engine/feed.h"
 #include "model/codec.h"
 
 /* ---------------------------------------------------------------- open */
@@ -345,6 +346,7 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
     }
     if ((rc = intake_recover(db, err)) || (rc = compact_open(db, err)))
         goto out;
+    ixchg_clear(&db->ix->chg); /* loading is no change for the first write */
     *out = db;
     db = NULL;
 out:
@@ -364,6 +366,7 @@ void cp_db_close(cp_db_t *db)
     compact_stop(db);
     intake_writer_stop(db);
     intake_close(db);
+    feed_close(db);
     eval_engine_free(db->ev);
     index_free(db->ix);
     apikey_set_free(&db->keys);

@@ -166,7 +166,6 @@ cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path, con
         free(changed);
         if (rc == CP_OK && index_recompute_effective(db->ix, &db->tax))
             rc = CP_ERR(err, CP_ENOMEM, "out of memory recomputing tag members");
-        db->data_changed = 1;
         if (rc)
             return db_write_fail(db, txn, rc, err);
     }
@@ -229,7 +228,6 @@ cp_status cp_tag_delete(cp_db_t *db, const char *path, int recursive, cp_error_t
             break;
     }
     free(sub);
-    db->data_changed = 1;
     if (rc == CP_OK && index_recompute_effective(db->ix, &db->tax))
         rc = CP_ERR(err, CP_ENOMEM, "out of memory recomputing tag members");
     if (rc)

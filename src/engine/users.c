@@ -409,7 +409,6 @@ static cp_status apply_user(cp_db_t *db, store_txn_t *txn, const stage_t *s, siz
     } else {
         as->updated++;
     }
-    db->data_changed = 1;
     for (size_t k = 0; k < u->nsv; k++) {
         const sv_t *v = &s->svs[u->first_sv + k];
         switch (v->kind) {
@@ -914,8 +913,7 @@ cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *pa
             break;
         }
         for (size_t k = 0; k < nsub; k++)
-            if (index_tag_unassign(db->ix, &db->tax, ord, sub[k]))
-                db->data_changed = 1;
+            (void)index_tag_unassign(db->ix, &db->tax, ord, sub[k]);
         free(sub);
     }
     if (rc)

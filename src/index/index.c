@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "index/index.h"
+#include "index/member_dir.h"
 #include "util/util.h"
 
 #define KEY_MAX 64
@@ -50,6 +51,7 @@ cp_status index_create(index_t **out)
         free(ix);
         return CP_ENOMEM;
     }
+    pthread_mutex_init(&ix->mdir_mu, NULL);
     *out = ix;
     return CP_OK;
 }
@@ -89,6 +91,9 @@ void index_free(index_t *ix)
     }
     free(ix->crowds);
     free(ix->crowd_dirty);
+    ixchg_free(&ix->chg);
+    member_dir_free(ix);
+    pthread_mutex_destroy(&ix->mdir_mu);
     free(ix);
 }
 
@@ -113,6 +118,7 @@ cp_status index_tag_add(index_t *ix, uint32_t tag)
 {
     if (grow((void **)&ix->tags, &ix->ntags, sizeof *ix->tags, tag))
         return CP_ENOMEM;
+    ix->gen++;
     idx_tag_t *t = &ix->tags[tag];
     if (t->direct == NULL)
         t->direct = roaring_bitmap_create();
@@ -146,6 +152,10 @@ cp_status index_attr_add(index_t *ix, uint32_t attr, cp_attr_type type)
 cp_status index_tag_drop(index_t *ix, store_txn_t *txn, uint32_t tag, cp_error_t *err)
 {
     if (tag < ix->ntags) {
+        ix->chg.data = 1;
+        ix->gen++;
+        if (ixchg_touch(&ix->chg, &ix->chg.tags, tag, ix->tags[tag].eff, 1))
+            ix->tags[tag].eff = NULL; /* the before-image now */
         index_bm_free(ix->tags[tag].direct);
         index_bm_free(ix->tags[tag].eff);
         index_bm_free(ix->tags[tag].dirty);
@@ -180,28 +190,40 @@ const roaring_bitmap_t *index_attr_exists(const index_t *ix, uint32_t attr)
 
 void index_user_add(index_t *ix, uint32_t ord)
 {
-    if (roaring_bitmap_add_checked(ix->universe, ord))
+    if (roaring_bitmap_add_checked(ix->universe, ord)) {
         mark(&ix->universe_dirty, ord);
+        ix->chg.data = 1;
+    }
 }
 
 void index_user_delete(index_t *ix, const taxonomy_t *tax, uint32_t ord)
 {
     (void)tax;
-    if (roaring_bitmap_remove_checked(ix->universe, ord))
+    ix->gen++;
+    if (roaring_bitmap_remove_checked(ix->universe, ord)) {
         mark(&ix->universe_dirty, ord);
+        ix->chg.data = 1;
+    }
     for (uint32_t i = 0; i < ix->ntags; i++) {
         idx_tag_t *t = &ix->tags[i];
         if (t->direct && roaring_bitmap_remove_checked(t->direct, ord))
             mark(&t->dirty, ord);
+        if (t->eff && ix->chg.record && roaring_bitmap_contains(t->eff, ord))
+            ixchg_touch(&ix->chg, &ix->chg.tags, i, t->eff, 0);
         if (t->eff)
             roaring_bitmap_remove(t->eff, ord);
     }
     for (uint32_t i = 0; i < ix->nattrs; i++)
         if (ix->attrs[i].type)
             index_clear(ix, i, ord);
-    for (uint32_t i = 0; i < ix->ncrowds; i++)
-        if (ix->crowds[i] && roaring_bitmap_remove_checked(ix->crowds[i], ord))
-            mark(&ix->crowd_dirty[i], ord);
+    for (uint32_t i = 0; i < ix->ncrowds; i++) {
+        if (ix->crowds[i] == NULL || !roaring_bitmap_contains(ix->crowds[i], ord))
+            continue;
+        ixchg_touch(&ix->chg, &ix->chg.crowd, i, ix->crowds[i], 0);
+        roaring_bitmap_remove(ix->crowds[i], ord);
+        mark(&ix->crowd_dirty[i], ord);
+        ix->chg.crowds = 1;
+    }
 }
 
 int index_tag_assign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_t tag)
@@ -211,12 +233,17 @@ int index_tag_assign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_t 
     if (!roaring_bitmap_add_checked(ix->tags[tag].direct, ord))
         return 0;
     mark(&ix->tags[tag].dirty, ord);
+    ix->chg.data = 1;
+    ix->gen++;
     /* Members of a tag include its descendants': walk up the chain until an
      * ancestor already has the user (then all above it have it too). */
     for (uint32_t cur = tag; cur != 0;) {
         if (cur >= ix->ntags || ix->tags[cur].eff == NULL)
             break;
-        if (!roaring_bitmap_add_checked(ix->tags[cur].eff, ord))
+        roaring_bitmap_t *eff = ix->tags[cur].eff;
+        if (ix->chg.record && !roaring_bitmap_contains(eff, ord))
+            ixchg_touch(&ix->chg, &ix->chg.tags, cur, eff, 0);
+        if (!roaring_bitmap_add_checked(eff, ord))
             break;
         const tax_tag_t *g = tax_get(tax, cur);
         cur = g ? g->parent : 0;
@@ -231,6 +258,8 @@ int index_tag_unassign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_
     if (!roaring_bitmap_remove_checked(ix->tags[tag].direct, ord))
         return 0;
     mark(&ix->tags[tag].dirty, ord);
+    ix->chg.data = 1;
+    ix->gen++;
     /* Recompute the user's effective membership bottom-up along the chain;
      * stop at the first tag that still holds the user for another reason. */
     for (uint32_t cur = tag; cur != 0;) {
@@ -246,6 +275,7 @@ int index_tag_unassign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_
         }
         if (keep)
             break;
+        ixchg_touch(&ix->chg, &ix->chg.tags, cur, t->eff, 0);
         roaring_bitmap_remove(t->eff, ord);
         cur = g->parent;
     }
@@ -258,6 +288,8 @@ cp_status index_recompute_effective(index_t *ix, const taxonomy_t *tax)
     size_t n = 0;
     if (tax_subtree(tax, 0, &order, &n))
         return CP_ENOMEM;
+    ix->chg.data = 1;
+    ix->gen++;
     /* Reverse pre-order visits children before their parents. */
     for (size_t i = n; i > 0; i--) {
         uint32_t id = order[i - 1];
@@ -280,7 +312,8 @@ cp_status index_recompute_effective(index_t *ix, const taxonomy_t *tax)
                 roaring_bitmap_or_inplace(eff, ix->tags[ch].eff);
         }
         roaring_bitmap_run_optimize(eff);
-        index_bm_free(t->eff);
+        if (!ixchg_touch(&ix->chg, &ix->chg.tags, id, t->eff, 1))
+            index_bm_free(t->eff);
         t->eff = eff;
     }
     free(order);
@@ -300,6 +333,7 @@ cp_status index_set_int(index_t *ix, uint32_t attr, uint32_t ord, int64_t v)
     int before = a->bsi->nslices;
     cp_status rc = bsi_set(a->bsi, ord, v);
     mark(&a->dirty, ord);
+    ix->chg.data = 1;
     /* New slices are sign-extended copies: they differ in every chunk. */
     if (a->bsi->nslices != before)
         mark_all(&a->dirty, a->bsi->exists);
@@ -350,6 +384,7 @@ cp_status index_set_value(index_t *ix, uint32_t attr, uint32_t ord, uint32_t vid
     if (old == 0)
         roaring_bitmap_add(a->exists, ord);
     mark(&a->dirty, ord);
+    ix->chg.data = 1;
     return CP_OK;
 }
 
@@ -380,8 +415,10 @@ cp_status index_set_geo(index_t *ix, uint32_t attr, uint32_t ord, double lat, do
     if (a == NULL || a->geo == NULL)
         return CP_EINTERNAL;
     cp_status rc = geo_index_set(a->geo, ord, lat, lon);
-    if (rc == CP_OK)
+    if (rc == CP_OK) {
         mark(&a->dirty, ord);
+        ix->chg.data = 1;
+    }
     return rc;
 }
 
@@ -394,11 +431,13 @@ void index_clear(index_t *ix, uint32_t attr, uint32_t ord)
         if (roaring_bitmap_contains(a->bsi->exists, ord)) {
             bsi_clear(a->bsi, ord);
             mark(&a->dirty, ord);
+            ix->chg.data = 1;
         }
     } else if (a->geo) {
         if (roaring_bitmap_contains(geo_index_exists(a->geo), ord)) {
             geo_index_clear(a->geo, ord);
             mark(&a->dirty, ord);
+            ix->chg.data = 1;
         }
     } else if (ord < a->capcol && a->col[ord]) {
         uint32_t old = a->col[ord];
@@ -409,6 +448,7 @@ void index_clear(index_t *ix, uint32_t attr, uint32_t ord)
         a->col[ord] = 0;
         roaring_bitmap_remove(a->exists, ord);
         mark(&a->dirty, ord);
+        ix->chg.data = 1;
     }
 }
 
@@ -463,7 +503,13 @@ cp_status index_crowd_set(index_t *ix, uint32_t crowd, roaring_bitmap_t *bm)
     } else {
         mark_all(&ix->crowd_dirty[crowd], bm);
     }
-    index_bm_free(ix->crowds[crowd]);
+    /* A new crowd is referenced by none yet: only a replaced one makes
+     * the dynamic crowds built on it stale. */
+    if (ix->crowds[crowd])
+        ix->chg.crowds = 1;
+    ix->gen++;
+    if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
+        index_bm_free(ix->crowds[crowd]);
     ix->crowds[crowd] = bm;
     return CP_OK;
 }
@@ -476,7 +522,10 @@ const roaring_bitmap_t *index_crowd(const index_t *ix, uint32_t crowd)
 cp_status index_crowd_drop(index_t *ix, store_txn_t *txn, uint32_t crowd, cp_error_t *err)
 {
     if (crowd < ix->ncrowds) {
-        index_bm_free(ix->crowds[crowd]);
+        /* No dirtiness: a crowd others reference cannot be dropped. */
+        ix->gen++;
+        if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
+            index_bm_free(ix->crowds[crowd]);
         index_bm_free(ix->crowd_dirty[crowd]);
         ix->crowds[crowd] = NULL;
         ix->crowd_dirty[crowd] = NULL;

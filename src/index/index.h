@@ -31,12 +31,15 @@
 #ifndef CP_INDEX_H
 #define CP_INDEX_H
 
+#include <pthread.h>
 #include <roaring/roaring.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "bitmap/bitmap.h"
 #include "crowdpack.h"
+#include "index/change.h"
 #include "model/schema.h"
 #include "model/taxonomy.h"
 #include "store/store.h"
@@ -77,7 +80,11 @@ typedef struct index {
     roaring_bitmap_t **crowds; /* by crowd id */
     roaring_bitmap_t **crowd_dirty;
     uint32_t ncrowds;
-    int mark_failed; /* a dirty set could not be allocated: persist fails */
+    int mark_failed;             /* a dirty set could not be allocated: persist fails */
+    ixchg_t chg;                 /* what the current write changed (index/change.h) */
+    uint64_t gen;                /* bumped by every change of a tag's or crowd's bitmaps */
+    _Atomic(struct mdir *) mdir; /* membership lookups' directory (index/member_dir.h) */
+    pthread_mutex_t mdir_mu;     /* its builders */
 } index_t;
 
 cp_status index_create(index_t **out);
