@@ -696,6 +696,18 @@ cp_status cp_count_as_of(cp_db_t *db, const char *expr, const char *as_of, uint6
  */
 cp_status cp_count_json_as_of(cp_db_t *db, const char *json_tree, size_t len, const char *as_of,
                               uint64_t *count, cp_error_t *err);
+
+/*
+ * What an expression that parses and evaluates may still have wrong, for
+ * showing beside its count: {"warnings":[{"code","line","column",
+ * "message"}]} (empty array when none). Today: `!=` on a value the
+ * attribute never had ("unknown_value", with "did you mean" suggestions),
+ * which matches every user with a value. (`=` and IN on such a value are
+ * errors of the count itself.) Give exactly one of `expr` (text) and
+ * `json_tree` (`len` bytes). *out: cp_free. Errors: the parse's; CP_ENOMEM.
+ */
+cp_status cp_expr_warnings_json(cp_db_t *db, const char *expr, const char *json_tree, size_t len,
+                                char **out, cp_error_t *err);
 cp_status cp_eval_as_of(cp_db_t *db, const char *expr, const char *as_of, cp_result_t **out,
                         cp_error_t *err);
 cp_status cp_eval_json_as_of(cp_db_t *db, const char *json_tree, size_t len, const char *as_of,

@@ -348,6 +348,61 @@ cp_status db_check_names(cp_db_t *db, const expr_node_t *n, cp_error_t *err)
     }
 }
 
+/* `!=` on a value the attribute never had matches everyone with a value:
+ * maybe meant, maybe a typo, so it is a warning, not an error. */
+static int warn_values(cp_db_t *db, const expr_node_t *n, json_t *arr)
+{
+    int bad = 0;
+    if (n == NULL)
+        return 0;
+    for (size_t i = 0; i < n->nargs && !bad; i++)
+        bad = warn_values(db, n->args[i], arr);
+    if (bad || n->kind != EXPR_CMP || n->op != OP_NE || n->name == NULL)
+        return bad;
+    const schema_attr_t *a = schema_find(&db->sch, n->name, strlen(n->name));
+    if (a == NULL || (a->type != CP_ATTR_ENUM && a->type != CP_ATTR_STRING))
+        return 0;
+    for (size_t i = 0; i < n->nvalues && !bad; i++) {
+        const expr_value_t *v = &n->values[i];
+        if (v->kind != VAL_STRING || v->s == NULL || schema_value_find(a, v->s, v->slen) != 0)
+            continue;
+        char hint[256], msg[700];
+        db_value_suggest(a, v->s, v->slen, hint, sizeof hint);
+        snprintf(
+            msg, sizeof msg,
+            "attribute \"%s\" has no value \"%.*s\"%s — `!=` on it matches every user with a %s",
+            a->name, (int)(v->slen > 200 ? 200 : v->slen), v->s, hint, a->name);
+        bad = json_array_append_new(arr,
+                                    json_pack("{s:s,s:i,s:i,s:s}", "code", "unknown_value", "line",
+                                              n->line, "column", n->column, "message", msg));
+    }
+    return bad;
+}
+
+cp_status cp_expr_warnings_json(cp_db_t *db, const char *expr, const char *json_tree, size_t len,
+                                char **out, cp_error_t *err)
+{
+    if (out == NULL || (expr == NULL) == (json_tree == NULL))
+        return CP_ERR(err, CP_EINVAL, "give out and exactly one of the text and the tree");
+    *out = NULL;
+    expr_t *e = NULL;
+    cp_status rc = expr ? db_parse_text(expr, &e, err) : db_parse_json(json_tree, len, &e, err);
+    if (rc)
+        return rc;
+    if ((rc = db_read_begin(db, err))) {
+        expr_free(e);
+        return rc;
+    }
+    json_t *arr = json_array();
+    if (arr != NULL && warn_values(db, expr_root(e), arr)) {
+        json_decref(arr);
+        arr = NULL;
+    }
+    db_read_end(db);
+    expr_free(e);
+    return db_json_out(arr ? json_pack("{s:o}", "warnings", arr) : NULL, out, err);
+}
+
 static cp_status r_did_sum(void *ctx, const char *event, const char *prop, const beh_t **beh,
                            uint32_t *pos, uint32_t *neg, int *scale)
 {

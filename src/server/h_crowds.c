@@ -91,6 +91,24 @@ static cp_status canonical_text(const char *text, const char *tree_json, char **
     return st;
 }
 
+json_t *srv_with_warnings(cp_db_t *db, const char *text, const char *tree, json_t *answer)
+{
+    char *w = NULL;
+    cp_error_t err = {0};
+    if (answer == NULL ||
+        cp_expr_warnings_json(db, text, tree, tree ? strlen(tree) : 0, &w, &err) != CP_OK)
+        return answer; /* the count stands; warnings are advice */
+    json_t *j = json_loads(w, 0, NULL);
+    json_t *arr = json_object_get(j, "warnings");
+    if (json_array_size(arr) > 0 && json_object_set(answer, "warnings", arr) != 0) {
+        json_decref(answer);
+        answer = NULL;
+    }
+    json_decref(j);
+    cp_free(w);
+    return answer;
+}
+
 void srv_h_crowds_estimate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     json_t *body = NULL;
@@ -118,9 +136,10 @@ void srv_h_crowds_estimate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         goto out;
     }
     srv_reply_json(resp, 200,
-                   json_pack("{s:I,s:f,s:s,s:s?}", "count", (json_int_t)count, "took_ms",
-                             (double)(t1 - t0) / 1e6, "expression", canon, "as_of",
-                             as_of && *as_of ? as_of : NULL));
+                   srv_with_warnings(srv->db, text, tree,
+                                     json_pack("{s:I,s:f,s:s,s:s?}", "count", (json_int_t)count,
+                                               "took_ms", (double)(t1 - t0) / 1e6, "expression",
+                                               canon, "as_of", as_of && *as_of ? as_of : NULL)));
 out:
     cp_free(canon);
     free(tree);

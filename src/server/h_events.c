@@ -292,7 +292,8 @@ void srv_h_count_as_of(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         srv_reply_cp(resp, st, &err, 0);
     else
         srv_reply_json(resp, 200,
-                       json_pack("{s:s,s:s?,s:I}", "expression", expr, "as_of", as_of, "count",
-                                 (json_int_t)n));
+                       srv_with_warnings(srv->db, expr, NULL,
+                                         json_pack("{s:s,s:s?,s:I}", "expression", expr, "as_of",
+                                                   as_of, "count", (json_int_t)n)));
     json_decref(body);
 }

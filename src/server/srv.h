@@ -335,6 +335,10 @@ int srv_cross_site_check(const srv_ctx_t *srv, const srv_req_t *req, srv_resp_t 
 /* -------------------------------------------------------------- exports */
 
 /* Opens a stream of the members of crowd `name` (a snapshot taken now). */
+/* Adds {"warnings": [...]} of cp_expr_warnings_json to a count answer
+ * (taken) when there are any; NULL on ENOMEM. */
+json_t *srv_with_warnings(cp_db_t *db, const char *text, const char *tree, json_t *answer);
+
 /* Plain text ids, one per line (beside cp_export_format's values). */
 #define SRV_FORMAT_TEXT 100
 /* A stream over `result` (taken: freed with the stream, also on error) in

@@ -96,8 +96,19 @@ static void test_never_seen(void **state)
     assert_int_equal(cp_count(db, "city = \"深圳\"", &n, &err), CP_ENOTFOUND);
     assert_null(strstr(err.message, "did you mean"));
     assert_int_equal(cp_count(db, "note = \"hellp\"", &n, &err), CP_ENOTFOUND);
-    /* `!=` accepts a value never seen. */
+    /* `!=` accepts a value never seen, with a warning beside the count. */
     assert_int_equal(count(db, "city != \"深圳\""), 4);
+    char *w = NULL;
+    ok(cp_expr_warnings_json(db, "age > 1 AND city != \"Shenzhen\"", NULL, 0, &w, &err), &err);
+    assert_non_null(strstr(w, "\"code\":\"unknown_value\""));
+    assert_non_null(strstr(w, "\"column\":13"));
+    assert_non_null(strstr(w, "did you mean \\\"shenzhen\\\""));
+    cp_free(w);
+    const char *tree = "{\"attr\":\"city\",\"op\":\"!=\",\"value\":\"shenzhen\"}";
+    ok(cp_expr_warnings_json(db, NULL, tree, strlen(tree), &w, &err), &err);
+    assert_string_equal(w, "{\"warnings\":[]}");
+    cp_free(w);
+    assert_int_equal(cp_expr_warnings_json(db, "city !=", NULL, 0, &w, &err), CP_ESYNTAX);
     /* Crowds are checked too; evaluation as well. */
     assert_int_equal(cp_crowd_create(db, "typo", "city = \"shenzen\"", CP_CROWD_STATIC, NULL, &err),
                      CP_ENOTFOUND);
