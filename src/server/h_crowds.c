@@ -226,18 +226,21 @@ static cp_status crowd_create_settings(srv_ctx_t *srv, const char *name, json_t 
 {
     static const char *const keys[] = {"refresh", "timezone", "expire_after_days"};
     json_t *set = json_object();
-    int any = 0;
+    int any = 0, bad = set == NULL;
     for (size_t i = 0; set && i < 3; i++) {
         json_t *v = json_object_get(body, keys[i]);
-        if (v && json_object_set(set, keys[i], v) == 0)
-            any = 1;
+        if (v == NULL)
+            continue;
+        any = 1;
+        /* A field lost here would leave a setting silently unapplied. */
+        bad |= json_object_set(set, keys[i], v);
     }
-    char *s = any ? json_dumps(set, JSON_COMPACT) : NULL;
+    char *s = any && !bad ? json_dumps(set, JSON_COMPACT) : NULL;
     json_decref(set);
-    if (!any)
+    if (!any && !bad)
         return CP_OK;
     cp_status st = s ? cp_crowd_settings_json(srv->db, name, s, strlen(s), err)
-                     : CP_ERR(err, CP_ENOMEM, "out of memory");
+                     : CP_ERR(err, CP_ENOMEM, "out of memory reading the crowd's schedule fields");
     free(s);
     if (st)
         error_prefix(err, "crowd \"%s\" was created, but its schedule was refused: ", name);

@@ -130,8 +130,10 @@ void srv_h_keys_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         goto out;
     }
     json_t *j = json_pack("{s:s,s:s}", "key", key, "role", role_s);
-    if (j != NULL && label != NULL)
-        json_object_set_new(j, "label", json_string(label));
+    if (j != NULL && label != NULL && json_object_set_new(j, "label", json_string(label))) {
+        json_decref(j);
+        j = NULL; /* srv_reply_json: 500 out_of_memory, not a body without the label */
+    }
     srv_reply_json(resp, 201, j);
 out:
     if (key != NULL) {
