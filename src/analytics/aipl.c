@@ -1,5 +1,5 @@
 /*
- * aipl.c — AIPL stages (issue 5 item 4, docs/analytics.md "AIPL").
+ * aipl.c — AIPL stages (docs/analytics.md "AIPL").
  *
  * Rules map events to the four stages of Alibaba's consumer journey:
  *   awareness  exposed or viewed      (any of its events in the window)

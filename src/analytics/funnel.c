@@ -1,5 +1,5 @@
 /*
- * funnel.c — funnel reports (issue 5 item 4, docs/analytics.md "Funnels").
+ * funnel.c — funnel reports (docs/analytics.md "Funnels").
  *
  * A funnel is an ordered list of steps (an event, optionally with up to
  * three filters on indexed properties) and a window of UTC days. A user

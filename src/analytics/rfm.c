@@ -1,5 +1,5 @@
 /*
- * rfm.c — the RFM value model (issue 5 item 3, docs/analytics.md "RFM").
+ * rfm.c — the RFM value model (docs/analytics.md "RFM").
  *
  * Inputs are three event measures (index/measure.h), by default those the
  * intake keeps for every purchase and refund:

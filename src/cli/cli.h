@@ -199,9 +199,10 @@ cp_status client_call(cli_client_t *c, const char *method, const char *path, con
 /* Like client_call with a JSON body built from a jansson object (stolen). */
 cp_status client_call_json(cli_client_t *c, const char *method, const char *path,
                            struct json_t *body, char **resp, cp_error_t *err);
-/* GET streamed into `write` (for exports). */
-cp_status client_stream(cli_client_t *c, const char *path, cp_write_fn write, void *ud,
-                        cp_error_t *err);
+/* `method` on `path` with an optional JSON body, the answer streamed into
+ * `write` (exports, eval). */
+cp_status client_stream(cli_client_t *c, const char *method, const char *path, const char *body,
+                        size_t len, cp_write_fn write, void *ud, cp_error_t *err);
 /* URL-escapes one path segment (caller frees with free()). NULL on ENOMEM. */
 char *client_escape(const char *s);
 

@@ -340,17 +340,17 @@ cp_status client_call_json(cli_client_t *c, const char *method, const char *path
     return st;
 }
 
-cp_status client_stream(cli_client_t *c, const char *path, cp_write_fn write, void *ud,
-                        cp_error_t *err)
+cp_status client_stream(cli_client_t *c, const char *method, const char *path, const char *body,
+                        size_t len, cp_write_fn write, void *ud, cp_error_t *err)
 {
     sink_t s = {0};
     int oom;
     buf_init(&s.body, 1u << 20);
     s.write = write;
     s.ud = ud;
-    struct curl_slist *h = headers(c, NULL, &oom);
+    struct curl_slist *h = headers(c, body ? "application/json" : NULL, &oom);
     cp_status st = oom ? CP_ERR(err, CP_ENOMEM, "out of memory")
-                       : perform(c, "GET", path, h, &s, NULL, 0, err);
+                       : perform(c, method, path, h, &s, body, len, err);
     curl_slist_free_all(h);
     buf_free(&s.body);
     return st;

@@ -514,7 +514,7 @@ static int crowd_export(int argc, char **argv)
             rc = cli_failf("out of memory");
             goto out;
         }
-        st = client_stream(c.http, path, export_write, &x, &err);
+        st = client_stream(c.http, "GET", path, NULL, 0, export_write, &x, &err);
     } else {
         st = cp_crowd_export(c.db, a.pos[0], ef, export_write, &x, &err);
     }

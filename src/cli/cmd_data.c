@@ -433,6 +433,36 @@ static int expr_input(const cli_args_t *a, const cli_spec_t *spec, const char **
     return CLI_OK;
 }
 
+/* The JSON request body of an expression given as text or as a tree file,
+ * with --as-of: {"expression"|"tree", "as_of"}. Prints errors. */
+static int expr_body(const cli_args_t *a, const char *text, const char *tree, size_t tlen,
+                     json_t **out)
+{
+    json_t *body = json_object(), *t = NULL;
+    *out = NULL;
+    if (body == NULL)
+        return cli_failf("out of memory");
+    if (text) {
+        t = json_string(text);
+    } else {
+        json_error_t je;
+        t = json_loadb(tree, tlen, 0, &je);
+        if (!t) {
+            json_decref(body);
+            return cli_failf("%s:%d:%d: %s", cli_get(a, "tree"), je.line, je.column, je.text);
+        }
+    }
+    int bad = json_object_set_new(body, text ? "expression" : "tree", t);
+    if (cli_get(a, "as-of"))
+        bad |= json_object_set_new(body, "as_of", json_string(cli_get(a, "as-of")));
+    if (bad) {
+        json_decref(body);
+        return cli_failf("out of memory");
+    }
+    *out = body;
+    return CLI_OK;
+}
+
 int cmd_count(int argc, char **argv)
 {
     cli_args_t a;
@@ -452,21 +482,9 @@ int cmd_count(int argc, char **argv)
         goto out;
     double t0 = progress_now();
     if (conn.http) {
-        json_t *body = json_object();
-        if (text) {
-            json_object_set_new(body, "expression", json_string(text));
-        } else {
-            json_error_t je;
-            json_t *t = json_loadb(tree, tlen, 0, &je);
-            if (!t) {
-                json_decref(body);
-                rc = cli_failf("%s:%d:%d: %s", cli_get(&a, "tree"), je.line, je.column, je.text);
-                goto out;
-            }
-            json_object_set_new(body, "tree", t);
-        }
-        if (cli_get(&a, "as-of"))
-            json_object_set_new(body, "as_of", json_string(cli_get(&a, "as-of")));
+        json_t *body = NULL;
+        if ((rc = expr_body(&a, text, tree, tlen, &body)) != CLI_OK)
+            goto out;
         st = client_call_json(conn.http, "POST", "/v1/crowds/estimate", body, &resp, &err);
         if (st == CP_OK) {
             json_t *j = json_loads(resp, 0, NULL);
@@ -514,11 +532,40 @@ static const cli_spec_t eval_spec = {
     "eval",
     "'EXPR'",
     "Print the ids of the users matching an expression, one per line.",
-    "Example:\n  crowdpack eval --data ./dmp -n 10 'tag:interest/travel AND gender = \"female\"'",
+    "Examples:\n  crowdpack eval --data ./dmp -n 10 'tag:interest/travel AND gender = \"female\"'\n"
+    "  crowdpack eval --server http://127.0.0.1:8080 'tag:interest/travel' > ids.txt",
     eval_opts,
-    CONN_DATA,
+    CONN_DATA | CONN_SERVER,
     0,
     1};
+
+/* eval --server: POST /v1/eval in plain text, streamed to stdout. */
+static int eval_write(void *ud, const char *buf, size_t len)
+{
+    CP_UNUSED(ud);
+    return fwrite(buf, 1, len, stdout) == len ? 0 : -1;
+}
+
+static int eval_server(const cli_args_t *a, cli_conn_t *conn, const char *text, const char *tree,
+                       size_t tlen, uint64_t limit)
+{
+    json_t *body = NULL;
+    cp_error_t err = {0};
+    int rc = expr_body(a, text, tree, tlen, &body);
+    if (rc != CLI_OK)
+        return rc;
+    int bad = json_object_set_new(body, "format", json_string("text"));
+    if (limit != UINT64_MAX)
+        bad |= json_object_set_new(body, "limit", json_integer((json_int_t)limit));
+    char *req = bad ? NULL : json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (req == NULL)
+        return cli_failf("out of memory");
+    cp_status st =
+        client_stream(conn->http, "POST", "/v1/eval", req, strlen(req), eval_write, NULL, &err);
+    free(req);
+    return st == CP_OK ? CLI_OK : cli_fail_expr(st, &err, text);
+}
 
 int cmd_eval(int argc, char **argv)
 {
@@ -539,8 +586,12 @@ int cmd_eval(int argc, char **argv)
     cp_status st;
     if ((rc = expr_input(&a, &eval_spec, &text, &tree, &tlen)) != CLI_OK)
         return rc;
-    if ((rc = cli_conn_open(&a, OPEN_READ, 0, &conn)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &conn)) != CLI_OK)
         goto out;
+    if (conn.http) {
+        rc = eval_server(&a, &conn, text, tree, tlen, limit);
+        goto out;
+    }
     const char *as_of = cli_get(&a, "as-of");
     st = text ? cp_eval_as_of(conn.db, text, as_of, &r, &err)
               : cp_eval_json_as_of(conn.db, tree, tlen, as_of, &r, &err);
@@ -576,11 +627,52 @@ out:
 static const cli_spec_t stats_spec = {"stats",
                                       "",
                                       "Show sizes and counters of a data directory.",
-                                      "Example:\n  crowdpack stats --data ./dmp --json",
+                                      "Examples:\n  crowdpack stats --data ./dmp --json\n"
+                                      "  crowdpack stats --server http://127.0.0.1:8080",
                                       NULL,
-                                      CONN_DATA | CONN_JSON,
+                                      CONN_DATA | CONN_SERVER | CONN_JSON,
                                       0,
                                       0};
+
+/* stats --server: GET /v1/stats into the same struct. */
+static cp_status stats_server(cli_conn_t *conn, cp_db_stats_t *s)
+{
+    char *resp = NULL;
+    cp_error_t err = {0};
+    cp_status st = client_call(conn->http, "GET", "/v1/stats", NULL, NULL, 0, &resp, &err);
+    if (st != CP_OK) {
+        cli_fail(st, &err);
+        return st;
+    }
+    json_t *j = json_loads(resp, 0, NULL);
+    free(resp);
+    const struct {
+        const char *k;
+        uint64_t *v;
+    } f[] = {{"users", &s->users},
+             {"ordinals", &s->ordinals},
+             {"tags", &s->tags},
+             {"attributes", &s->attributes},
+             {"crowds", &s->crowds},
+             {"bitmap_bytes", &s->bitmap_bytes},
+             {"column_bytes", &s->column_bytes},
+             {"disk_bytes", &s->disk_bytes},
+             {"queries", &s->queries},
+             {"writes", &s->writes},
+             {"compact_pending", &s->compact_pending},
+             {"compactions", &s->compactions}};
+    for (size_t i = 0; i < CP_ARRAY_LEN(f); i++) {
+        json_t *v = json_object_get(j, f[i].k);
+        if (!json_is_integer(v)) {
+            json_decref(j);
+            cli_failf("the server's /v1/stats answer has no integer \"%s\"", f[i].k);
+            return CP_EIO;
+        }
+        *f[i].v = (uint64_t)json_integer_value(v);
+    }
+    json_decref(j);
+    return CP_OK;
+}
 
 int cmd_stats(int argc, char **argv)
 {
@@ -589,12 +681,12 @@ int cmd_stats(int argc, char **argv)
     if (rc != CLI_OK || a.help)
         return rc;
     cli_conn_t conn = {0};
-    if ((rc = cli_conn_open(&a, OPEN_READ, 0, &conn)) != CLI_OK)
+    if ((rc = cli_conn_open(&a, OPEN_READ, 1, &conn)) != CLI_OK)
         return rc;
     cp_db_stats_t s = {0};
-    cp_status st = cp_db_stats(conn.db, &s);
+    cp_status st = conn.http ? stats_server(&conn, &s) : cp_db_stats(conn.db, &s);
     if (st != CP_OK) {
-        rc = cli_fail(st, NULL);
+        rc = conn.http ? CLI_FAIL : cli_fail(st, NULL);
         goto out;
     }
     if (a.json) {

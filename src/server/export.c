@@ -1,5 +1,6 @@
 /*
- * export.c — streams a crowd's members as NDJSON or CSV.
+ * export.c — streams a crowd's members, or the users an expression
+ * matches, as NDJSON, CSV or plain text.
  *
  * cp_crowd_export pushes its output through a callback, which would need a
  * producer thread and a bounded queue to feed libmicrohttpd's pull-style
@@ -9,7 +10,8 @@
  * the snapshot bitmap plus one pending line. The formats are the same as
  * cp_crowd_export's, byte for byte (a unit test holds them together):
  * NDJSON {"id":"..."} lines; CSV with an "id" header, LF line ends, and
- * RFC 4180 quoting of fields holding a comma, quote, CR or LF.
+ * RFC 4180 quoting of fields holding a comma, quote, CR or LF. Plain text
+ * (for `crowdpack eval --server`) is one raw id per line, as the CLI prints.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +23,8 @@
 struct srv_stream {
     cp_result_t *result;
     cp_iter_t *it;
-    cp_export_format fmt;
+    int fmt;         /* cp_export_format or SRV_FORMAT_TEXT */
+    uint64_t left;   /* ids still to send (the limit) */
     buf_t line;      /* the pending formatted line */
     size_t line_off; /* bytes of `line` already handed out */
     int header_done;
@@ -82,24 +85,37 @@ cp_status srv_csv_field(buf_t *b, const char *s)
     return st;
 }
 
-cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, srv_stream_t **out,
-                          cp_error_t *err)
+cp_status srv_result_stream_open(cp_db_t *db, cp_result_t *result, int fmt, uint64_t limit,
+                                 srv_stream_t **out, cp_error_t *err)
 {
     *out = NULL;
     srv_stream_t *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return CP_ERR(err, CP_ENOMEM, "out of memory opening the export of crowd \"%s\"", name);
+    if (s == NULL) {
+        cp_result_free(result);
+        return CP_ERR(err, CP_ENOMEM, "out of memory opening an id stream");
+    }
     s->fmt = fmt;
+    s->left = limit;
+    s->result = result;
     buf_init(&s->line, EXPORT_MAX_LINE);
-    cp_status st = cp_crowd_members(db, name, &s->result, err);
-    if (st == CP_OK)
-        st = cp_iter_open(db, s->result, &s->it, err);
+    cp_status st = cp_iter_open(db, s->result, &s->it, err);
     if (st != CP_OK) {
         srv_stream_free(s);
         return st;
     }
     *out = s;
     return CP_OK;
+}
+
+cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, srv_stream_t **out,
+                          cp_error_t *err)
+{
+    cp_result_t *r = NULL;
+    *out = NULL;
+    cp_status st = cp_crowd_members(db, name, &r, err);
+    if (st != CP_OK)
+        return st;
+    return srv_result_stream_open(db, r, (int)fmt, UINT64_MAX, out, err);
 }
 
 /* Formats the next line into s->line; sets s->done at the end. */
@@ -113,14 +129,19 @@ static cp_status next_line(srv_stream_t *s)
     }
     const char *id = NULL;
     cp_error_t err = {0};
-    cp_status st = cp_iter_next(s->it, &id, &err);
+    cp_status st = s->left > 0 ? cp_iter_next(s->it, &id, &err) : CP_OK;
     if (st != CP_OK)
         return st;
     if (id == NULL) {
         s->done = 1;
         return CP_OK;
     }
-    if (s->fmt == CP_EXPORT_CSV) {
+    s->left--;
+    if (s->fmt == SRV_FORMAT_TEXT) {
+        st = buf_append(&s->line, id, strlen(id));
+        if (st == CP_OK)
+            st = buf_append(&s->line, "\n", 1);
+    } else if (s->fmt == CP_EXPORT_CSV) {
         st = srv_csv_field(&s->line, id);
         if (st == CP_OK)
             st = buf_append(&s->line, "\n", 1);

@@ -492,6 +492,71 @@ void srv_h_crowd_export(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     }
 }
 
+/* POST /v1/eval: the ids of the users an expression matches, streamed from
+ * one snapshot: {"expression" | "tree", "as_of", "limit", "format"} with
+ * format ndjson (default, as crowd exports), csv or text (one raw id per
+ * line, as `crowdpack eval` prints). */
+void srv_h_eval(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    json_t *body = NULL;
+    const char *text, *as_of = NULL, *format = NULL;
+    char *tree = NULL;
+    cp_error_t err = {0};
+    cp_result_t *r = NULL;
+    uint64_t limit = UINT64_MAX;
+    int fmt = CP_EXPORT_NDJSON;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    if (body_expression(body, resp, 1, &text, &tree) != CP_OK ||
+        srv_field_str(body, "as_of", resp, &as_of) != CP_OK ||
+        srv_field_str(body, "format", resp, &format) != CP_OK)
+        goto out;
+    json_t *lim = json_object_get(body, "limit");
+    if (lim != NULL && !json_is_null(lim)) {
+        if (!json_is_integer(lim) || json_integer_value(lim) < 0) {
+            srv_reply_error(resp, 400, "wrong_type", json_pack("{s:s}", "field", "limit"),
+                            "request body: field \"limit\" must be a non-negative integer");
+            goto out;
+        }
+        limit = (uint64_t)json_integer_value(lim);
+    }
+    if (format == NULL || strcmp(format, "ndjson") == 0) {
+        fmt = CP_EXPORT_NDJSON;
+    } else if (strcmp(format, "csv") == 0) {
+        fmt = CP_EXPORT_CSV;
+    } else if (strcmp(format, "text") == 0) {
+        fmt = SRV_FORMAT_TEXT;
+    } else {
+        srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "field", "format"),
+                        "request body: field \"format\": expected ndjson, csv or text, got "
+                        "\"%s\"",
+                        format);
+        goto out;
+    }
+    cp_status st = text != NULL ? cp_eval_as_of(srv->db, text, as_of, &r, &err)
+                                : cp_eval_json_as_of(srv->db, tree, strlen(tree), as_of, &r, &err);
+    if (st != CP_OK) {
+        if (tree != NULL)
+            error_prefix(&err, "request body: field \"tree\": ");
+        srv_reply_cp(resp, st, &err, SRV_ERR_BODY_REFS);
+        goto out;
+    }
+    srv_stream_t *stream = NULL;
+    st = srv_result_stream_open(srv->db, r, fmt, limit, &stream, &err);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, &err, 0);
+        goto out;
+    }
+    resp->status = 200;
+    resp->stream = stream;
+    resp->content_type = fmt == CP_EXPORT_CSV      ? "text/csv; charset=utf-8"
+                         : fmt == CP_EXPORT_NDJSON ? "application/x-ndjson"
+                                                   : "text/plain; charset=utf-8";
+out:
+    free(tree);
+    json_decref(body);
+}
+
 void srv_h_expr_parse(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(srv);

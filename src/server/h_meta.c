@@ -1,4 +1,4 @@
-/* h_meta.c — health, metrics and API key handlers. */
+/* h_meta.c — health, metrics, statistics and API key handlers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +84,28 @@ void srv_h_metrics(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     srv_reply_text(resp, 200, text, free);
     resp->len = len;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* GET /v1/stats: sizes and counters of the data directory, the fields of
+ * cp_db_stats_t (what `crowdpack stats --json` prints). */
+void srv_h_stats(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    CP_UNUSED(req);
+    cp_db_stats_t s = {0};
+    cp_status st = cp_db_stats(srv->db, &s);
+    if (st != CP_OK) {
+        srv_reply_cp(resp, st, NULL, 0);
+        return;
+    }
+    srv_reply_json(resp, 200,
+                   json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "users",
+                             (json_int_t)s.users, "ordinals", (json_int_t)s.ordinals, "tags",
+                             (json_int_t)s.tags, "attributes", (json_int_t)s.attributes, "crowds",
+                             (json_int_t)s.crowds, "bitmap_bytes", (json_int_t)s.bitmap_bytes,
+                             "column_bytes", (json_int_t)s.column_bytes, "disk_bytes",
+                             (json_int_t)s.disk_bytes, "queries", (json_int_t)s.queries, "writes",
+                             (json_int_t)s.writes, "compact_pending", (json_int_t)s.compact_pending,
+                             "compactions", (json_int_t)s.compactions));
 }
 
 void srv_h_keys_list(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)

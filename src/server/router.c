@@ -62,6 +62,8 @@ const srv_route_t srv_routes[] = {
     {SRV_GET, "/v1/intake/config", srv_h_intake_config_get, CP_ROLE_READ},
     {SRV_PUT, "/v1/intake/config", srv_h_intake_config_put, CP_ROLE_ADMIN},
     {SRV_POST, "/v1/count", srv_h_count_as_of, CP_ROLE_READ},
+    {SRV_POST, "/v1/eval", srv_h_eval, CP_ROLE_READ},
+    {SRV_GET, "/v1/stats", srv_h_stats, CP_ROLE_READ},
     {SRV_GET, "/v1/users/{type}/{value}", srv_h_whois, CP_ROLE_READ},
     {SRV_DELETE, "/v1/users/{type}/{value}", srv_h_user_delete_ident, CP_ROLE_WRITE},
     {SRV_POST, "/v1/users/{type}/{value}/unmerge", srv_h_unmerge, CP_ROLE_WRITE},

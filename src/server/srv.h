@@ -335,6 +335,12 @@ int srv_cross_site_check(const srv_ctx_t *srv, const srv_req_t *req, srv_resp_t 
 /* -------------------------------------------------------------- exports */
 
 /* Opens a stream of the members of crowd `name` (a snapshot taken now). */
+/* Plain text ids, one per line (beside cp_export_format's values). */
+#define SRV_FORMAT_TEXT 100
+/* A stream over `result` (taken: freed with the stream, also on error) in
+ * format `fmt` (cp_export_format or SRV_FORMAT_TEXT), at most `limit` ids. */
+cp_status srv_result_stream_open(cp_db_t *db, cp_result_t *result, int fmt, uint64_t limit,
+                                 srv_stream_t **out, cp_error_t *err);
 cp_status srv_export_open(cp_db_t *db, const char *name, cp_export_format fmt, srv_stream_t **out,
                           cp_error_t *err);
 /* Appends s as a JSON string literal / a CSV field (quoted when needed). */
@@ -344,6 +350,7 @@ cp_status srv_csv_field(buf_t *b, const char *s);
 /* ------------------------------------------------------------- handlers */
 
 void srv_h_healthz(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_stats(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_readyz(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_metrics(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
@@ -373,6 +380,7 @@ void srv_h_crowd_schedule(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_sample(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_export(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_eval(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_expr_parse(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
 /* h_analytics.c */

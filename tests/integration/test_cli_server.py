@@ -7,7 +7,9 @@ directory and drives it with the CLI: `intake config` get and set (with
 no HTTP call), `whois` and `unmerge` with --server on a merge made by two
 identify events, `crowd history` and `crowd schedule` with --server;
 read-only commands with --data while the server holds the writer lock; a
-write with --data refused with a hint.
+write with --data refused with a hint; `eval` and `stats` with --server
+agree with --data; and every command's help offers --server except the
+documented few that work on a directory itself.
 """
 import json
 import os
@@ -208,6 +210,92 @@ def test_data_only(tmp):
     check(rc == 0 and out.strip() == "4", "the indexed property is queryable", out + err)
 
 
+# Commands that need the data directory itself (or no data at all): the
+# server cannot init, check, recover, back up, restore, compact, serve or
+# generate its own directory, and `expr` and the benches touch no data.
+DATA_ONLY = {"init", "check", "recover", "backup", "restore", "compact", "serve", "demo",
+             "bench", "analytics bench", "expr parse", "expr format"}
+
+
+def commands():
+    """Every command and subcommand the CLI's help lists."""
+    rc, out, err = run("--help")
+    names = []
+    for line in out.splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and "Usage" not in line:
+            word = line.split()[0]
+            if word.startswith("crowdpack"):
+                continue
+            names.append(word)
+    result = []
+    for n in names:
+        rc, out, err = run(n, "--help")
+        subs = []
+        if "Commands:" in out:
+            part = out.split("Commands:", 1)[1]
+            for line in part.splitlines()[1:]:
+                if not line.strip():
+                    break
+                subs.append(n + " " + line.split()[0])
+        if n == "intake":
+            subs = ["intake config"]
+        result.extend(subs or [n])
+    return result
+
+
+def test_every_command(tmp):
+    cmds = commands()
+    check(len(cmds) >= 45, "the help lists the commands", repr(cmds))
+    for c in cmds:
+        rc, out, err = run(*(c.split() + ["--help"]))
+        has = "--server" in out
+        if c in DATA_ONLY:
+            check(not has or c in ("backup",), "%s works on a directory only" % c, out[:200])
+        else:
+            check(has, "%s offers --server" % c, (out + err)[:300])
+
+
+def test_eval_stats(tmp):
+    tmp = os.path.join(tmp, "eval")  # its own port file
+    os.mkdir(tmp)
+    data = os.path.join(tmp, "ev")
+    rc, out, err = run("demo", "--data", data, "--users", "3000", "--seed", "5")
+    check(rc == 0, "demo", err)
+    p, log, base = start(tmp, data)
+    try:
+        S = ("--server", base)
+        expr = 'tag:interest/food AND NOT gender = "male"'
+        rc, local, err = run("eval", "--data", data, expr)
+        check(rc == 0 and local.count("\n") > 100, "eval --data beside the server", err)
+        rc, remote, err = run("eval", *S, expr)
+        check(rc == 0 and remote == local, "eval --server prints the same ids",
+              "%d vs %d lines %s" % (remote.count("\n"), local.count("\n"), err))
+        rc, out, err = run("eval", *S, "-n", "7", expr)
+        check(rc == 0 and out.splitlines() == local.splitlines()[:7], "eval --server -n 7", out + err)
+        rc, out, err = run("eval", *S, "tag:no/such")
+        check(rc == 1 and "unknown tag" in err, "eval --server of an unknown tag fails clearly", err)
+        rc, out, err = run("eval", *S, "--as-of", "2024-01-01", "did(purchase) >= 1")
+        check(rc in (0, 1), "eval --server --as-of answers", err)
+        req = urllib.request.Request(
+            base + "/v1/eval", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"expression": expr, "limit": 3, "format": "csv"}).encode())
+        with urllib.request.urlopen(req, timeout=20) as r:
+            text = r.read().decode()
+        check(text.splitlines() == ["id"] + local.splitlines()[:3], "POST /v1/eval csv", text)
+        rc, out, err = run("stats", *S, "--json")
+        srv = json.loads(out) if rc == 0 else {}
+        rc, out, err = run("stats", "--data", data, "--json")
+        loc = json.loads(out) if rc == 0 else {}
+        check(srv.get("users") == loc.get("users") == 3000 and srv.get("tags") == loc.get("tags"),
+              "stats --server agrees with --data", "%r %r" % (srv, loc))
+        rc, out, err = run("stats", *S)
+        check(rc == 0 and "users" in out and "3,000" in out, "stats --server, text", out + err)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        log.close()
+
+
 def main():
     if not os.path.exists(CP):
         print("crowdpack binary not found at %s" % CP)
@@ -216,6 +304,8 @@ def main():
     try:
         test_with_server(tmp)
         test_data_only(tmp)
+        test_every_command(tmp)
+        test_eval_stats(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (PASSED, FAILED))
