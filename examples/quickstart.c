@@ -74,7 +74,7 @@ int main(int argc, char **argv)
 
     cp_error_t err = {0};
     cp_db_t *db = NULL;
-    cp_open_options_t opts = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t opts = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     check(cp_db_open(dir, &opts, &db, &err), &err, "open");
     printf("data directory %s (format %u)\n", dir, cp_format_version());
 
@@ -85,7 +85,7 @@ int main(int argc, char **argv)
     check(cp_tag_create(db, "interest/travel", "旅游", "trips and hotels", &err), &err, "tag");
 
     /* Load users; a bad line would be reported through on_reject. */
-    cp_load_stats_t ls = {0};
+    cp_load_stats_t ls = CP_LOAD_STATS_INIT;
     check(cp_load_ndjson_buf(db, users, sizeof users - 1, NULL, &ls, &err), &err, "load");
     printf("loaded %llu users, %llu tag assignments, %llu rejected\n",
            (unsigned long long)ls.users_created, (unsigned long long)ls.tags_assigned,

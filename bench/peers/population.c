@@ -264,7 +264,7 @@ out:
 int pop_extract(cp_db_t *db, int threads, pop_t *p, char *err, size_t errlen)
 {
     double t0 = peers_now();
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     reader_t *rd = NULL;
     pthread_t *tid = NULL;
     int rc = -1, started = 0;

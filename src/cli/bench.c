@@ -283,7 +283,8 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
     tag_info_t *tags = NULL;
     size_t ntags = 0;
     floor_ctx_t fl = {0};
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE, .threads = r->threads};
+    cp_open_options_t oo = {
+        .size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE, .threads = r->threads};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
@@ -362,7 +363,7 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
     r->nq = nq;
 
     /* The floor over the same members, measured with the 5-term query. */
-    cp_db_stats_t s = {0};
+    cp_db_stats_t s = CP_DB_STATS_INIT;
     cp_db_stats(db, &s);
     r->bitmap_bytes = s.bitmap_bytes;
     r->column_bytes = s.column_bytes;

@@ -395,7 +395,7 @@ static int run_import(imp_row_t *r, const char *tmp, const cp_import_options_t *
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     int rc = CLI_OK;
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t oo = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
     if (st == CP_OK && config)
         st = cp_intake_config_set_json(db, config, strlen(config), &err);
@@ -405,6 +405,7 @@ static int run_import(imp_row_t *r, const char *tmp, const cp_import_options_t *
     }
     r->file_bytes = file_size(r->file);
     memset(&r->st, 0, sizeof r->st);
+    r->st.size = sizeof r->st;
     double t0 = progress_now(), c0 = cpu_secs(RUSAGE_SELF), tc0 = cpu_secs(RUSAGE_THREAD);
     st = cp_import_file(db, r->file, o, &r->st, &err);
     r->wall = progress_now() - t0;
@@ -811,7 +812,7 @@ static int run_http(http_run_t *h, const char *tmp, uint64_t users, uint64_t see
     }
     if ((rc = measure_fsync(h, tmp, fsyncs)) != CLI_OK)
         goto out;
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t oo = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
     if (st == CP_OK && h->auth) {
         /* A write key for the load (Basic, like an SDK); an admin key for
@@ -1402,8 +1403,11 @@ int cmd_bench_intake(int argc, char **argv)
 
     /* 1. Online Retail */
     if (!rows[0].skipped) {
-        cp_import_options_t o = {
-            .format = CP_IMPORT_CSV, .preset = "online-retail", .on_reject = on_reject, .ud = &rj};
+        cp_import_options_t o = {.size = sizeof(cp_import_options_t),
+                                 .format = CP_IMPORT_CSV,
+                                 .preset = "online-retail",
+                                 .on_reject = on_reject,
+                                 .ud = &rj};
         if ((rc = floor_csv(&rows[0])) != CLI_OK)
             goto out;
         imp_row_t runs[RETAIL_RUNS];
@@ -1440,7 +1444,8 @@ int cmd_bench_intake(int argc, char **argv)
         cfg.gen_secs = progress_now() - t0;
     }
     if (want_csv) {
-        cp_import_options_t o = {.format = CP_IMPORT_CSV,
+        cp_import_options_t o = {.size = sizeof(cp_import_options_t),
+                                 .format = CP_IMPORT_CSV,
                                  .mapping_json = synth_mapping,
                                  .mapping_len = strlen(synth_mapping),
                                  .on_reject = on_reject,
@@ -1450,7 +1455,10 @@ int cmd_bench_intake(int argc, char **argv)
             goto out;
     }
     if (want_nd) {
-        cp_import_options_t o = {.format = CP_IMPORT_NDJSON, .on_reject = on_reject, .ud = &rj};
+        cp_import_options_t o = {.size = sizeof(cp_import_options_t),
+                                 .format = CP_IMPORT_NDJSON,
+                                 .on_reject = on_reject,
+                                 .ud = &rj};
         if ((rc = floor_ndjson(&rows[2])) != CLI_OK ||
             (rc = run_import(&rows[2], tmp, &o, "{\"indexed_properties\":[\"category\"]}")) !=
                 CLI_OK)

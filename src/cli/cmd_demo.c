@@ -117,7 +117,7 @@ int cmd_demo(int argc, char **argv)
         if ((rc = remove_tree(dir)) != CLI_OK)
             return rc;
     }
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t oo = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
@@ -132,7 +132,7 @@ int cmd_demo(int argc, char **argv)
         cp_db_close(db);
         return rc;
     }
-    cp_db_stats_t s = {0};
+    cp_db_stats_t s = CP_DB_STATS_INIT;
     cp_db_stats(db, &s);
     cp_db_close(db); /* everything on disk before measuring it */
     uint64_t disk = dir_bytes(dir);

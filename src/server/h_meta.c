@@ -52,7 +52,7 @@ static void health_read(srv_ctx_t *srv, cp_health_t *h)
 void srv_h_healthz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(req);
-    cp_health_t h;
+    cp_health_t h = CP_HEALTH_INIT;
     health_read(srv, &h);
     int ok = h.readable && h.writable;
     srv_reply_json(resp, ok ? 200 : 503, health_json(&h, ok));
@@ -65,7 +65,7 @@ void srv_h_healthz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 void srv_h_readyz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(req);
-    cp_health_t h;
+    cp_health_t h = CP_HEALTH_INIT;
     health_read(srv, &h);
     int ok = h.readable && (h.writable || strcmp(h.reason, "read_only") == 0);
     srv_reply_json(resp, ok ? 200 : 503, health_json(&h, ok));
@@ -91,7 +91,7 @@ void srv_h_metrics(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 void srv_h_stats(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(req);
-    cp_db_stats_t s = {0};
+    cp_db_stats_t s = CP_DB_STATS_INIT;
     cp_status st = cp_db_stats(srv->db, &s);
     if (st != CP_OK) {
         srv_reply_cp(resp, st, NULL, 0);

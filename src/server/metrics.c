@@ -139,8 +139,7 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
     }
 
     if (db != NULL) {
-        cp_db_stats_t s;
-        memset(&s, 0, sizeof s);
+        cp_db_stats_t s = CP_DB_STATS_INIT;
         if (cp_db_stats(db, &s) == CP_OK) {
             static const struct {
                 const char *name, *help, *type;
@@ -185,7 +184,7 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
       (unsigned long long)atomic_load_explicit(&m->cut_stall, memory_order_relaxed));
 
     if (db != NULL) {
-        cp_health_t h;
+        cp_health_t h = CP_HEALTH_INIT;
         if (cp_db_health(db, &h) == CP_OK) {
             static const char *const reasons[] = {"read_only", "storage_full", "wal_error",
                                                   "failed"};

@@ -114,7 +114,10 @@ static int setup(void **state)
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     assert_int_equal(system(cmd), 0);
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 30, .threads = 2};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1u << 30,
+                           .threads = 2};
     cp_error_t err = {0};
     ok(cp_db_open(g_dir, &o, &g_db, &err), &err);
     const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"

@@ -28,7 +28,8 @@ static void rm_dir(const char *d)
 
 static cp_db_t *open_db(unsigned flags)
 {
-    cp_open_options_t o = {.flags = flags, .map_size = 1u << 28, .threads = 2};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = flags, .map_size = 1u << 28, .threads = 2};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     cp_status rc = cp_db_open(g_dir, &o, &db, &err);
@@ -117,7 +118,8 @@ static const char *USERS =
 static void load_users(cp_db_t *db, rejects_t *r, cp_load_stats_t *st)
 {
     cp_error_t err = {0};
-    cp_load_options_t o = {.on_reject = on_reject, .ud = r, .batch_lines = 3};
+    cp_load_options_t o = {
+        .size = sizeof(cp_load_options_t), .on_reject = on_reject, .ud = r, .batch_lines = 3};
     ok(cp_load_ndjson_buf(db, USERS, strlen(USERS), &o, st, &err), &err);
 }
 
@@ -127,7 +129,7 @@ static void test_load_and_query(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     assert_int_equal(st.lines, 12);
     assert_int_equal(st.rejected, 7);
@@ -231,7 +233,7 @@ static void test_load_and_query(void **state)
     cp_iter_close(it);
     cp_result_free(res);
 
-    cp_db_stats_t s;
+    cp_db_stats_t s = CP_DB_STATS_INIT;
     ok(cp_db_stats(db, &s), &err);
     assert_int_equal(s.users, 4);
     assert_int_equal(s.ordinals, 4);
@@ -248,8 +250,8 @@ static void test_strict_and_stream(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     cp_error_t err = {0};
-    cp_load_options_t o = {.flags = CP_LOAD_STRICT};
-    cp_load_stats_t st;
+    cp_load_options_t o = {.size = sizeof(cp_load_options_t), .flags = CP_LOAD_STRICT};
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     assert_int_equal(cp_load_ndjson_buf(db, USERS, strlen(USERS), &o, &st, &err), CP_ETYPE);
     assert_int_equal(err.record, 4);
     assert_non_null(strstr(err.message, "line 4:"));
@@ -270,7 +272,7 @@ static void test_strict_and_stream(void **state)
     fputs("{\"id\":\"s2\",\"attrs\":{\"age\":1}}", f);
     rewind(f);
     rejects_t r = {0};
-    cp_load_options_t o2 = {.on_reject = on_reject, .ud = &r};
+    cp_load_options_t o2 = {.size = sizeof(cp_load_options_t), .on_reject = on_reject, .ud = &r};
     ok(cp_load_ndjson(db, f, &o2, &st, &err), &err);
     fclose(f);
     assert_int_equal(st.lines, 3);
@@ -289,7 +291,7 @@ static void test_tags_ops(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     cp_error_t err = {0};
     /* Remove tags. */
@@ -337,7 +339,7 @@ static void test_tags_ops(void **state)
     assert_int_equal(count(db, "tag:life"), 2);
     assert_int_equal(cp_tag_delete(db, "x", 0, &err), CP_ECONFLICT);
     ok(cp_tag_delete(db, "x", 1, &err), &err);
-    cp_db_stats_t s;
+    cp_db_stats_t s = CP_DB_STATS_INIT;
     cp_db_stats(db, &s);
     assert_int_equal(s.tags, 6);
     cp_db_close(db);
@@ -394,7 +396,7 @@ static void test_user_delete(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     cp_error_t err = {0};
     ok(cp_crowd_create(db, "everyone", "all", CP_CROWD_STATIC, NULL, &err), &err);
@@ -440,7 +442,7 @@ static void test_restart(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     uint64_t before[CP_ARRAY_LEN(EXPRS)];
     for (size_t i = 0; i < CP_ARRAY_LEN(EXPRS); i++)
@@ -513,7 +515,7 @@ static void test_crowds(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     cp_error_t err = {0};
     ok(cp_crowd_create(db, "fin_static", "tag:interest/finance", CP_CROWD_STATIC, NULL, &err),
@@ -696,7 +698,10 @@ static void test_failed_state(void **state)
     (void)state;
     snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-engine-%ld", (long)getpid());
     rm_dir(g_dir);
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 20, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1u << 20,
+                           .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
@@ -708,8 +713,8 @@ static void test_failed_state(void **state)
                    "{\"id\":\"user-with-a-longish-id-%06d\",\"attrs\":{\"age\":%d},"
                    "\"tags\":[\"interest/sports\"]}\n",
                    i, i % 90);
-    cp_load_options_t lo = {.batch_lines = 500};
-    cp_load_stats_t st;
+    cp_load_options_t lo = {.size = sizeof(cp_load_options_t), .batch_lines = 500};
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     cp_status rc = cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err);
     assert_int_equal(rc, CP_EIO);
     assert_non_null(strstr(err.message, "reopen the data directory"));

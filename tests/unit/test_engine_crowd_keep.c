@@ -28,7 +28,8 @@ static char g_dir[256];
 
 static cp_db_t *open_db(unsigned flags)
 {
-    cp_open_options_t o = {.flags = flags, .map_size = 1u << 28, .threads = 1};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = flags, .map_size = 1u << 28, .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     cp_status rc = cp_db_open(g_dir, &o, &db, &err);

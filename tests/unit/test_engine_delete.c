@@ -37,7 +37,10 @@ static void rmdir_all(const char *dir)
 
 static cp_db_t *open_db(const char *dir)
 {
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1ull << 27,
+                           .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     if (cp_db_open(dir, &o, &db, &err))
@@ -78,7 +81,7 @@ static void event(cp_db_t *db, cp_event_type t, const char *body)
     snprintf(json, sizeof json, "{\"messageId\":\"msg-%u-%ld\",%s", seq++, (long)getpid(),
              body + 1);
     cp_error_t err = {0};
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_status rc = cp_ingest_segment(db, t, json, strlen(json), &r, &err);
     if (rc)
         fail_msg("event %s: %s %s", json, err.message, r.errors_json ? r.errors_json : "");
@@ -177,7 +180,7 @@ static void test_delete_during_export(void **state)
     assert_string_equal(id, "x00");
     ok(cp_user_delete(db, "x10", &err), &err);
     ok(cp_user_delete(db, "x49", &err), &err);
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 48);
     assert_true(st.compact_pending >= 1);
@@ -236,7 +239,7 @@ static void test_pending_survives_restart(void **state)
     fputs("gone-3321 leftover of a compaction killed half-way", f);
     fclose(f);
     db = open_db(dir);
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     for (int i = 0; i < 500; i++) {
         ok(cp_db_stats(db, &st), &err);
         if (st.compact_pending == 0)
@@ -276,7 +279,9 @@ static void test_compact_waits_for_other_process(void **state)
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-            cp_open_options_t o = {.flags = CP_OPEN_READONLY, .map_size = 1ull << 27};
+            cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                                   .flags = CP_OPEN_READONLY,
+                                   .map_size = 1ull << 27};
             cp_db_t *r = NULL;
             char c = 0;
             if (cp_db_open(dir, &o, &r, NULL))
@@ -312,7 +317,9 @@ static void test_compact_waits_for_other_process(void **state)
         /* a process opening the compacted file sees the latest commit */
         pid = fork();
         if (pid == 0) {
-            cp_open_options_t o = {.flags = CP_OPEN_READONLY, .map_size = 1ull << 27};
+            cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                                   .flags = CP_OPEN_READONLY,
+                                   .map_size = 1ull << 27};
             cp_db_t *r = NULL;
             uint64_t n = 0;
             if (cp_db_open(dir, &o, &r, NULL) || cp_count(r, "all", &n, NULL))
@@ -761,7 +768,7 @@ static void property_run(uint64_t seed, int steps)
         db = open_db(dir);
         check_all(db, m, step);
     }
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     ok(cp_db_stats(db, &st), &err);
     cp_db_close(db);
     free(m);

@@ -40,7 +40,10 @@ static void rmdir_all(const char *dir)
 
 static cp_db_t *open_db(const char *dir)
 {
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1ull << 28, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1ull << 28,
+                           .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     if (cp_db_open(dir, &o, &db, &err))
@@ -56,7 +59,7 @@ static void ok(cp_status rc, const cp_error_t *err)
 
 static cp_ingest_result_t send(cp_db_t *db, cp_event_type t, const char *json)
 {
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_error_t err = {0};
     cp_status rc = cp_ingest_segment(db, t, json, strlen(json), &r, &err);
     if (rc)
@@ -177,7 +180,7 @@ static void test_bad_requests_apply_nothing(void **state)
                         "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"age\":\"old\"}},"
                         "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"phone\":\"12\"}},"
                         "{\"type\":\"track\",\"event\":\"e\"}]}";
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_error_t err = {0};
     /* strict: all or nothing */
     assert_int_equal(
@@ -188,7 +191,7 @@ static void test_bad_requests_apply_nothing(void **state)
     assert_int_equal(r.rejected, 1);
     assert_null(r.warnings_json);
     cp_ingest_result_clear(&r);
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 0);
     /* a request where nothing is valid fails whole, strict or not */
@@ -235,7 +238,7 @@ static void test_bad_requests_apply_nothing(void **state)
     assert_null(json_object_get(json_object_get(j, "attrs"), "age"));
     json_decref(j);
     cp_free(who);
-    cp_intake_counters_t ic;
+    cp_intake_counters_t ic = CP_INTAKE_COUNTERS_INIT;
     ok(cp_intake_counters(db, &ic), &err);
     assert_int_equal(ic.warn_type_mismatch, 1);
     assert_int_equal(ic.warn_invalid, 1);
@@ -275,7 +278,7 @@ static void test_odd_values_lose_nothing(void **state)
                    "\"member_id\":\"test@example.com\",\"openid\":\"\"},"
                    "\"context\":{\"device\":{\"type\":\"ios\","
                    "\"advertisingId\":\"00000000-0000-0000-0000-000000000000\"}}}]}");
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     ok(cp_ingest_segment(db, CP_EVENT_BATCH, buf_cstr(&b), b.len, &r, &err), &err);
     assert_int_equal(r.applied, 10);
     assert_int_equal(r.rejected, 0);
@@ -292,7 +295,7 @@ static void test_odd_values_lose_nothing(void **state)
     cp_ingest_result_clear(&r);
     buf_free(&b);
     assert_int_equal(count(db, "did(buy) >= 1", "2024-01-02"), 9);
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 10);
     /* a second person with the same placeholders is not merged into the first */
@@ -342,7 +345,7 @@ static void test_odd_values_lose_nothing(void **state)
     db = open_db(dir);
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 14);
-    cp_intake_counters_t ic;
+    cp_intake_counters_t ic = CP_INTAKE_COUNTERS_INIT;
     ok(cp_intake_counters(db, &ic), &err); /* counters are since open */
     assert_int_equal(ic.warn_placeholder + ic.warn_invalid + ic.warn_type_mismatch, 0);
     cp_db_close(db);
@@ -377,13 +380,13 @@ static void test_groups_are_entities(void **state)
         "{\"type\":\"group\",\"userId\":\"carol\",\"groupId\":\"initech\","
         "\"traits\":{\"plan\":\"enterprise\"}}"
         "]}";
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     ok(cp_ingest_segment(db, CP_EVENT_BATCH, batch, strlen(batch), &r, &err), &err);
     assert_int_equal(r.applied, 6);
     assert_int_equal(r.merges, 0);
     cp_ingest_result_clear(&r);
     for (int pass = 0; pass < 2; pass++) { /* live, then after reopening */
-        cp_db_stats_t st;
+        cp_db_stats_t st = CP_DB_STATS_INIT;
         ok(cp_db_stats(db, &st), &err);
         assert_int_equal(st.users, 3);
         char *who = NULL;
@@ -535,7 +538,7 @@ static void test_merge_unmerge(void **state)
          "\"timestamp\":\"2024-05-02T00:00:00Z\"}");
     const char *u = "{\"id\":\"member-7\",\"tags\":[\"vip\"]}";
     ok(cp_user_upsert_json(db, u, strlen(u), &err), &err);
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 2);
     assert_int_equal(count(db, "did(purchase, sku = \"x\") >= 3", "2024-05-31"), 0);
@@ -705,7 +708,7 @@ static void test_delete_leaves_nothing(void **state)
     assert_int_equal(cp_whois_json(db, "user_id", "victim-user-8271", &s, &err), CP_ENOTFOUND);
     assert_int_equal(cp_whois_json(db, "anonymous_id", "victim-device-7730", &s, &err),
                      CP_ENOTFOUND);
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     ok(cp_db_stats(db, &st), &err);
     assert_int_equal(st.users, 1);
     assert_int_equal(count(db, "did(view)", "2024-01-31"), 0);
@@ -741,7 +744,8 @@ static void test_recovery_after_crash(void **state)
     pid_t pid = fork();
     if (pid == 0) {
         cp_db_t *c = NULL;
-        cp_open_options_t o = {.flags = 0, .map_size = 1ull << 28, .threads = 1};
+        cp_open_options_t o = {
+            .size = sizeof(cp_open_options_t), .flags = 0, .map_size = 1ull << 28, .threads = 1};
         if (cp_db_open(dir, &o, &c, NULL))
             _exit(2);
         for (int i = 0; i < n; i++) {

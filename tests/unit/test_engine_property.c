@@ -522,7 +522,8 @@ static uint64_t naive_count(const world_t *w, const node_t *n)
 
 static cp_db_t *open_db(unsigned flags)
 {
-    cp_open_options_t o = {.flags = flags, .map_size = 1u << 30, .threads = 2};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = flags, .map_size = 1u << 30, .threads = 2};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     cp_status rc = cp_db_open(g_dir, &o, &db, &err);
@@ -596,7 +597,7 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
                        "{\"id\":\"dict\",\"attrs\":{\"seg\":\"d\"}}\n"
                        "{\"id\":\"dict\",\"attrs\":{\"seg\":\"e\"}}\n"
                        "{\"id\":\"dict\",\"attrs\":{\"seg\":\"zz\"}}\n";
-    cp_load_stats_t seeded;
+    cp_load_stats_t seeded = CP_LOAD_STATS_INIT;
     assert_int_equal(cp_load_ndjson_buf(db, dict, strlen(dict), NULL, &seeded, &err), CP_OK);
     /* A deletion removes the values nobody else holds (issue: deletion
      * leaves nothing) unless an alias stands for them: one each keeps
@@ -621,8 +622,9 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         random_tags(&w, u, &b);
         buf_printf(&b, "}\n");
     }
-    cp_load_options_t lo = {.batch_lines = (uint64_t)nusers / 3 + 1};
-    cp_load_stats_t st;
+    cp_load_options_t lo = {.size = sizeof(cp_load_options_t),
+                            .batch_lines = (uint64_t)nusers / 3 + 1};
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     assert_int_equal(cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err), CP_OK);
     assert_int_equal(st.users_created, (uint64_t)nusers);
     assert_int_equal(st.rejected, 0);
@@ -651,7 +653,7 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         }
         if (nev > 0 && (nev >= 1500 || i == nusers - 1)) {
             buf_printf(&b, "]}");
-            cp_ingest_result_t r;
+            cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
             assert_int_equal(cp_ingest_segment(db, CP_EVENT_BATCH, b.data, b.len, &r, &err), CP_OK);
             assert_int_equal(r.applied, (uint64_t)nev);
             assert_int_equal(r.merges, 0); /* the groups' billing email merges nobody */

@@ -45,7 +45,10 @@ static cp_db_t *seeded(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-values-%ld", (long)getpid());
     rm_dir();
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 28, .threads = 2};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1u << 28,
+                           .threads = 2};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
@@ -69,8 +72,8 @@ static cp_db_t *seeded(void)
         "{\"id\":\"u3\",\"attrs\":{\"city\":\"广州\"},\"tags\":[\"industry/finance\"]}\n"
         "{\"id\":\"u42\",\"attrs\":{\"city\":\"shenzhen\"},"
         "\"tags\":[\"interest/beauty\",\"interest/beauty/makeup\"]}\n";
-    cp_load_options_t lo = {0};
-    cp_load_stats_t st;
+    cp_load_options_t lo = CP_LOAD_OPTIONS_INIT;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     ok(cp_load_ndjson_buf(db, users, strlen(users), &lo, &st, &err), &err);
     assert_int_equal(st.rejected, 0);
     return db;
@@ -133,13 +136,13 @@ static void test_aliases(void **state)
     cp_free(j);
     /* Intake stores the alias as its value. */
     const char *more = "{\"id\":\"u9\",\"attrs\":{\"city\":\"广州\"}}\n";
-    cp_load_options_t lo = {0};
-    cp_load_stats_t st;
+    cp_load_options_t lo = CP_LOAD_OPTIONS_INIT;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     ok(cp_load_ndjson_buf(db, more, strlen(more), &lo, &st, &err), &err);
     assert_int_equal(count(db, "city = \"guangzhou\""), 3);
     /* Survives a restart. */
     cp_db_close(db);
-    cp_open_options_t o = {.map_size = 1u << 28, .threads = 2};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t), .map_size = 1u << 28, .threads = 2};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
     assert_int_equal(count(db, "city = \"广州\""), 3);
     ok(cp_attr_alias_remove(db, "city", "广州", &err), &err);

@@ -26,7 +26,10 @@ static char g_dir[256];
 
 static cp_db_t *open_db(void)
 {
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1ull << 28, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1ull << 28,
+                           .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     if (cp_db_open(g_dir, &o, &db, &err))
@@ -62,7 +65,7 @@ static void *send_main(void *arg)
                 "\"messageId\":\"m%d-%d-%d\",\"timestamp\":\"2024-01-0%dT10:00:00Z\"}",
                 i ? "," : "", s->id, b * PER_BATCH / 2 + i / 2, s->id, b, i, 1 + b % 5);
         n += (size_t)snprintf(body + n, sizeof body - n, "]}");
-        cp_ingest_result_t r;
+        cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
         cp_error_t err = {0};
         if (cp_ingest_segment(s->db, CP_EVENT_BATCH, body, n, &r, &err) != CP_OK) {
             note(s, "ingest", &err);
@@ -137,7 +140,7 @@ static void test_senders_readers_checkpoints(void **state)
     /* One event first, so "buy" is a known event for the side's counts. */
     const char *seed = "{\"type\":\"track\",\"event\":\"buy\",\"userId\":\"seed\","
                        "\"timestamp\":\"2024-01-01T00:00:00Z\"}";
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_error_t e0 = {0};
     if (cp_ingest_segment(db, CP_EVENT_TRACK, seed, strlen(seed), &r, &e0))
         fail_msg("seed: %s", e0.message);
@@ -180,7 +183,7 @@ static void test_close_with_open_transaction(void **state)
     const char *body = "{\"batch\":[{\"type\":\"track\",\"event\":\"open\",\"userId\":\"close-1\","
                        "\"timestamp\":\"2024-02-01T00:00:00Z\"}]}";
     for (int i = 0; i < 3; i++) {
-        cp_ingest_result_t r;
+        cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
         cp_error_t err = {0};
         char b[512];
         snprintf(b, sizeof b, "%.*s,\"messageId\":\"c%d\"}]}", (int)(strlen(body) - 3), body, i);

@@ -139,7 +139,8 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/cp-test-server-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     strcat(f->dir, "/data");
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .threads = 1};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE, .threads = 1};
     cp_error_t err = {0};
     if (cp_db_open(f->dir, &o, &f->db, &err) != CP_OK)
         fail_msg("cp_db_open: %s", err.message);
