@@ -24,7 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 
 #define BK_PATH_MAX 4096
 #define BK_MAX_SEGMENTS 100000

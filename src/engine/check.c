@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 #include "store/wal.h"
 
 /* ---------------------------------------------------------- the child */
@@ -251,6 +251,13 @@ static int check_child(const char *dir, int fd)
         char what[300];
         snprintf(what, sizeof what, "crowd \"%.200s\"", cr->name);
         subset_check(&c, m, what);
+    }
+    say(&c, "at", "groups");
+    for (size_t i = 0; i < db->groups.n; i++) {
+        const group_rec_t *g = &db->groups.items[i];
+        char what[300];
+        snprintf(what, sizeof what, "group \"%.200s\"", g->id);
+        subset_check(&c, g->members, what);
     }
     say(&c, "at", "tags");
     for (uint32_t id = 1; id < db->tax.next_id && id < db->ix->ntags; id++) {

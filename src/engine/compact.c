@@ -24,7 +24,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 
 #define COMPACT_META "compact_pending"
 #define COMPACT_DELAY_MS 100

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 
 cp_status cp_key_create(cp_db_t *db, cp_role role, const char *label, char **key_out,
                         cp_error_t *err)

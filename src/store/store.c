@@ -423,7 +423,9 @@ cp_status store_txn_commit(store_txn_t *t, cp_error_t *err)
     int rc = mdb_txn_commit(t->txn);
     atomic_fetch_sub(&t->st->ntxn, 1);
     free(t);
-    if (rc == ENOSPC || rc == EDQUOT)
+    /* LMDB reports a short write as EIO; with the file system (nearly)
+     * full that is a full disk, not damage. */
+    if (rc == ENOSPC || rc == EDQUOT || (rc == EIO && free_bytes(st->dir) < STORE_ROOM_STEP_MIN))
         return CP_ERR(err, CP_ENOSPC,
                       "%s: no space left to commit a transaction (%llu bytes free on the file "
                       "system of %s)",

@@ -36,7 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 
 #ifndef BEH_MAX_EVENT_SERIES /* TEMPORARY until index/behavior.h has the bulk API */
 #endif
@@ -657,4 +657,20 @@ void idraw_set_ord(cp_db_t *db, uint32_t slot, uint32_t ord)
     idraw_t *r = &db->acc->ids[slot];
     r->ord = ord;
     r->gen = db->acc->idgen;
+}
+
+/*
+ * did() sum(): the numeric properties that sum measures take from this
+ * event, added per user and day to the behaviour index in fixed point (the
+ * measure's scale), positive and negative parts in two count series
+ * (beh_sum_series_key) so both stay exact unsigned counts. A part beyond
+ * 2^32 units per user and day saturates (the count series' bound: at scale
+ * 2, 42.9 million a day).
+ */
+cp_status db_daysum_flush(cp_db_t *db)
+{
+    if (!db->daysum.on)
+        return CP_OK;
+    db->daysum.on = 0;
+    return beh_record(db->beh, db->daysum.series, db->daysum.day, db->daysum.ord, db->daysum.mag);
 }

@@ -1,5 +1,5 @@
 /*
- * ingest.c — every user write: upsert of one JSON user, NDJSON loads
+ * users.c — every user write: upsert of one JSON user, NDJSON loads
  * (streamed or strict), the binary batch API, tag removal, deletion, and
  * the user JSON view.
  *
@@ -8,11 +8,28 @@
  * then *applied* to the index and the write transaction. A bad line
  * therefore never leaves a trace.
  */
+#include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
+#include "model/codec.h"
+
+cp_status db_user_lookup(store_txn_t *txn, const char *id, size_t len, uint32_t *ord,
+                         cp_error_t *err)
+{
+    uint32_t o;
+    cp_status rc = users_lookup(txn, id, len, &o, err);
+    if (rc)
+        return rc;
+    if ((rc = identity_canonical(txn, o, ord, err)) == CP_ENOTFOUND) {
+        *ord = o;
+        rc = CP_OK;
+    }
+    return rc;
+}
 
 /* ---------------------------------------------------------------- stage */
 
@@ -918,39 +935,6 @@ cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *pa
     if (rc)
         return db_write_fail(db, txn, rc, err);
     return db_write_end(db, txn, err);
-}
-
-cp_status intake_delete_by_id(cp_db_t *db, const char *id, cp_error_t *err);
-
-cp_status user_index_drop(cp_db_t *db, store_txn_t *txn, uint32_t ord, cp_error_t *err)
-{
-    /* The user's dictionary values first: after the index forgets the
-     * user, the columns no longer say which they were. */
-    uint32_t held[SCHEMA_MAX_ATTRS + 1];
-    for (uint32_t i = 1; i <= db->sch.n && i <= SCHEMA_MAX_ATTRS; i++) {
-        const schema_attr_t *a = schema_get(&db->sch, i);
-        held[i] = a && schema_type_has_dict(a->type) ? index_get_value(db->ix, i, ord) : 0;
-    }
-    index_user_delete(db->ix, &db->tax, ord);
-    for (uint32_t i = 1; i <= db->sch.n && i <= SCHEMA_MAX_ATTRS; i++) {
-        if (held[i] == 0)
-            continue;
-        const roaring_bitmap_t *bm = index_value_bitmap(db->ix, i, held[i]);
-        if (bm != NULL && !roaring_bitmap_is_empty(bm))
-            continue; /* someone else holds it */
-        cp_status rc = schema_value_remove(schema_get(&db->sch, i), txn, held[i], err);
-        if (rc)
-            return rc;
-    }
-    return CP_OK;
-}
-
-/* The whole (merged) user, its identifiers and lineage (events.c). */
-cp_status cp_user_delete(cp_db_t *db, const char *id, cp_error_t *err)
-{
-    if (id == NULL)
-        return CP_ERR(err, CP_EINVAL, "id is NULL");
-    return intake_delete_by_id(db, id, err);
 }
 
 cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)

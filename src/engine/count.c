@@ -1,9 +1,9 @@
-/* query.c — counts, evaluations, results and their iterators, and the
+/* count.c — counts, evaluations, results and their iterators, and the
  * expression text/JSON conversions of the public API. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 
 struct cp_result {
     roaring_bitmap_t *bm;
@@ -20,49 +20,6 @@ struct cp_iter {
     roaring_bitmap_t *gone; /* members of bm deleted since the iterator opened */
     char id[USERS_MAX_ID + 1];
 };
-
-cp_status db_parse_text(const char *expr, expr_t **out, cp_error_t *err)
-{
-    *out = NULL;
-    if (expr == NULL)
-        return CP_ERR(err, CP_EINVAL, "no expression given");
-    size_t len = strnlen(expr, CP_EXPR_MAX_LEN + 1);
-    if (len > CP_EXPR_MAX_LEN)
-        return CP_ERR(err, CP_ELIMIT, "expression longer than %d bytes", CP_EXPR_MAX_LEN);
-    return expr_parse(expr, len, out, err);
-}
-
-cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *err)
-{
-    *out = NULL;
-    if (json == NULL)
-        return CP_ERR(err, CP_EINVAL, "no expression given");
-    if (len > CP_EXPR_MAX_LEN * 8)
-        return CP_ERR(err, CP_ELIMIT, "expression JSON longer than %d bytes", CP_EXPR_MAX_LEN * 8);
-    json_error_t je;
-    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
-    if (j == NULL)
-        return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line, je.column,
-                      je.text);
-    cp_status rc = expr_from_json(j, out, err);
-    json_decref(j);
-    return rc;
-}
-
-cp_status db_as_of_day(const char *as_of, int32_t *day, cp_error_t *err)
-{
-    *day = 0;
-    if (as_of == NULL || *as_of == '\0')
-        return CP_OK;
-    int64_t secs;
-    size_t len = strnlen(as_of, 64);
-    if (len >= 64 || time_parse(as_of, len, &secs) != 0)
-        return CP_ERR(err, CP_EINVAL, "as_of \"%.64s\" is not a date such as 2011-06-30", as_of);
-    *day = beh_day_of(secs);
-    if (*day == 0)
-        *day = INT32_MIN; /* 1970-01-01 itself; 0 would mean today */
-    return CP_OK;
-}
 
 /*
  * Every count and evaluation of the public API ends here (cp_count*,

@@ -1,5 +1,10 @@
-/* db.c — opening and closing a database, the write/read protocol of
- * engine.h, statistics, and the plan resolver over the index. */
+/*
+ * eval.c — evaluating expressions over the index: the planner's resolver
+ * (tags, crowds, attributes, values, did(), groups), the name checks that
+ * turn a silent empty set into an error with suggestions, parsing with the
+ * public limits, and as-of days.
+ */
+#include <ctype.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,357 +12,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-#include "engine/engine.h"
-
-uint32_t cp_format_version(void)
-{
-    return CP_FORMAT_VERSION;
-}
-
-cp_status db_check(cp_db_t *db, cp_error_t *err)
-{
-    if (db == NULL)
-        return CP_ERR(err, CP_EINVAL, "no database handle");
-    if (atomic_load(&db->failed))
-        return CP_ERR(err, CP_EIO, "%s", db->failed_msg);
-    return CP_OK;
-}
-
-cp_status db_read_begin(cp_db_t *db, cp_error_t *err)
-{
-    if (db == NULL)
-        return CP_ERR(err, CP_EINVAL, "no database handle");
-    db_lock_rd(db);
-    cp_status rc = db_check(db, err);
-    if (rc)
-        pthread_rwlock_unlock(&db->lock);
-    return rc;
-}
-
-cp_status db_read_begin_mem(cp_db_t *db, cp_error_t *err)
-{
-    if (db == NULL)
-        return CP_ERR(err, CP_EINVAL, "no database handle");
-    /* Memory is whole between the intake writer's groups: no commit needed. */
-    pthread_rwlock_rdlock(&db->lock);
-    cp_status rc = db_check(db, err);
-    if (rc)
-        pthread_rwlock_unlock(&db->lock);
-    return rc;
-}
-
-void db_read_end(cp_db_t *db)
-{
-    pthread_rwlock_unlock(&db->lock);
-}
-
-cp_status db_write_begin(cp_db_t *db, store_txn_t **txn, cp_error_t *err)
-{
-    *txn = NULL;
-    if (db == NULL)
-        return CP_ERR(err, CP_EINVAL, "no database handle");
-    if (db->readonly)
-        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
-    db_lock_wr(db);
-    cp_status rc = db_check(db, err);
-    /* A full disk refuses the write here, before memory changes. */
-    if (rc == CP_OK && (rc = store_ensure_room(db->st, DB_WRITE_ROOM, err)) == CP_ENOSPC)
-        db_note_write(db, rc, err);
-    if (rc == CP_OK)
-        rc = store_txn_begin(db->st, 1, txn, err);
-    if (rc) {
-        pthread_rwlock_unlock(&db->lock);
-        return rc;
-    }
-    db->data_changed = 0;
-    return CP_OK;
-}
-
-void db_note_write(cp_db_t *db, cp_status rc, const cp_error_t *err)
-{
-    if (rc == CP_OK) {
-        if (atomic_load(&db->nospc))
-            atomic_store(&db->nospc, 0);
-    } else if (rc == CP_ENOSPC) {
-        const char *m = err && err->message[0] ? err->message : "the data directory's disk is full";
-        size_t n = strnlen(m, sizeof db->nospc_msg - 1);
-        memcpy(db->nospc_msg, m, n);
-        db->nospc_msg[n] = '\0';
-        atomic_store(&db->nospc, 1);
-    }
-}
-
-void db_write_abort(cp_db_t *db, store_txn_t *txn)
-{
-    store_txn_abort(txn);
-    db->data_changed = 0;
-    pthread_rwlock_unlock(&db->lock);
-}
-
-cp_status db_write_fail(cp_db_t *db, store_txn_t *txn, cp_status rc, cp_error_t *err)
-{
-    store_txn_abort(txn);
-    acc_discard(db);
-    idcache_clear(db);
-    snprintf(db->failed_msg, sizeof db->failed_msg,
-             "a write to data directory %s failed after changing memory (%s); reopen the data "
-             "directory",
-             store_dir(db->st), cp_strerror(rc));
-    atomic_store(&db->failed, 1);
-    db->data_changed = 0;
-    pthread_rwlock_unlock(&db->lock);
-    if (err && err->message[0])
-        error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
-    else
-        CP_ERR(err, CP_EIO, "%s", db->failed_msg);
-    if (err)
-        err->code = CP_EIO;
-    return CP_EIO;
-}
-
-cp_status db_commit_locked(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
-{
-    cp_status rc = CP_OK;
-    if ((db->data_changed && (rc = crowds_reeval_dynamic(db, txn, err))) ||
-        (rc = index_persist(db->ix, txn, err)) || (rc = intake_persist(db, txn, err)) ||
-        (rc = store_meta_put_u64(txn, "next_ordinal", db->next_ordinal, err)) ||
-        (rc = store_meta_put_u64(txn, "next_tag_id", db->tax.next_id, err)) ||
-        (rc = store_meta_put_u64(txn, "next_crowd_id", db->crowds.next_id, err))) {
-        store_txn_abort(txn);
-        snprintf(db->failed_msg, sizeof db->failed_msg,
-                 "a write to data directory %s failed after changing memory (%s); reopen the "
-                 "data directory",
-                 store_dir(db->st), cp_strerror(rc));
-        atomic_store(&db->failed, 1);
-        db->data_changed = 0;
-        if (err && err->message[0])
-            error_prefix(err, "%s; reopen the data directory: ", cp_strerror(rc));
-        if (err)
-            err->code = CP_EIO;
-        return CP_EIO;
-    }
-    rc = store_txn_commit(txn, err);
-    db->data_changed = 0;
-    if (rc) {
-        /* The transaction is gone already. */
-        snprintf(db->failed_msg, sizeof db->failed_msg,
-                 "a commit to data directory %s failed (%s); reopen the data directory",
-                 store_dir(db->st), cp_strerror(rc));
-        atomic_store(&db->failed, 1);
-        if (err)
-            err->code = CP_EIO;
-        return CP_EIO;
-    }
-    atomic_fetch_add(&db->writes, 1);
-    return CP_OK;
-}
-
-cp_status db_write_end(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
-{
-    cp_status rc = db_commit_locked(db, txn, err);
-    db_note_write(db, rc, err);
-    pthread_rwlock_unlock(&db->lock);
-    return rc;
-}
-
-/* ------------------------------------------------------------------ open */
-
-cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out, cp_error_t *err)
-{
-    cp_status rc = CP_OK;
-    cp_db_t *db = NULL;
-    store_txn_t *txn = NULL;
-    int lock_init = 0;
-    if (out == NULL)
-        return CP_ERR(err, CP_EINVAL, "cp_db_open: out is NULL");
-    *out = NULL;
-    cp_open_options_t o = {0};
-    if (opts)
-        o = *opts;
-    db = calloc(1, sizeof *db);
-    if (db == NULL)
-        return CP_ERR(err, CP_ENOMEM, "out of memory opening %s", dir ? dir : "(null)");
-    if (tax_init(&db->tax)) {
-        free(db);
-        return CP_ERR(err, CP_ENOMEM, "out of memory opening %s", dir ? dir : "(null)");
-    }
-    schema_init(&db->sch);
-    crowd_set_init(&db->crowds);
-    apikey_set_init(&db->keys);
-    if (pthread_rwlock_init(&db->lock, NULL) != 0) {
-        rc = CP_ERR(err, CP_ENOMEM, "cannot create a lock");
-        goto out;
-    }
-    lock_init = 1;
-    intake_writer_init(db);
-    compact_init(db);
-    unsigned sflags = 0;
-    if (o.flags & CP_OPEN_CREATE)
-        sflags |= STORE_CREATE;
-    if (o.flags & CP_OPEN_READONLY)
-        sflags |= STORE_READONLY;
-    db->readonly = (o.flags & CP_OPEN_READONLY) != 0;
-    if ((rc = store_open(dir, sflags, o.map_size, CP_FORMAT_VERSION, &db->st, err)))
-        goto out;
-    if ((rc = store_txn_begin(db->st, 0, &txn, err)))
-        goto out;
-    if ((rc = tax_load(&db->tax, txn, err)) || (rc = schema_load(&db->sch, txn, err)) ||
-        (rc = crowd_set_load(&db->crowds, txn, err)) || (rc = apikey_load(&db->keys, txn, err)))
-        goto out;
-    uint64_t next = 0;
-    rc = store_meta_get_u64(txn, "next_ordinal", &next, err);
-    if (rc == CP_ENOTFOUND)
-        rc = CP_OK;
-    if (rc)
-        goto out;
-    if (next > (uint64_t)USERS_MAX_ORDINAL + 1) {
-        rc = CP_ERR(err, CP_EIO, "corrupt next_ordinal %llu", (unsigned long long)next);
-        goto out;
-    }
-    db->next_ordinal = (uint32_t)next;
-    if ((rc = index_create(&db->ix))) {
-        rc = CP_ERR(err, rc, "out of memory opening %s", dir);
-        goto out;
-    }
-    if ((rc = index_load(db->ix, &db->tax, &db->sch, txn, err)))
-        goto out;
-    if ((rc = crowds_load_members(db, err)))
-        goto out;
-    if ((rc = intake_open(db, txn, err)))
-        goto out;
-    store_txn_abort(txn);
-    txn = NULL;
-    db->ev = eval_engine_create(o.threads);
-    if (db->ev == NULL) {
-        rc = CP_ERR(err, CP_ENOMEM, "cannot start the query threads");
-        goto out;
-    }
-    if ((rc = intake_recover(db, err)) || (rc = compact_open(db, err)))
-        goto out;
-    *out = db;
-    db = NULL;
-out:
-    store_txn_abort(txn);
-    if (db) {
-        if (!lock_init)
-            pthread_rwlock_init(&db->lock, NULL);
-        cp_db_close(db);
-    }
-    return rc;
-}
-
-void cp_db_close(cp_db_t *db)
-{
-    if (db == NULL)
-        return;
-    compact_stop(db);
-    intake_writer_stop(db);
-    intake_close(db);
-    eval_engine_free(db->ev);
-    index_free(db->ix);
-    apikey_set_free(&db->keys);
-    crowd_set_free(&db->crowds);
-    schema_free(&db->sch);
-    tax_free(&db->tax);
-    intake_free(db);
-    store_close(db->st);
-    compact_free(db);
-    pthread_rwlock_destroy(&db->lock);
-    free(db);
-}
-
-cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out)
-{
-    if (out == NULL)
-        return CP_EINVAL;
-    memset(out, 0, sizeof *out);
-    cp_status rc = db_read_begin(db, NULL);
-    if (rc)
-        return rc;
-    out->users = roaring_bitmap_get_cardinality(db->ix->universe);
-    out->ordinals = db->next_ordinal;
-    out->tags = db->tax.count;
-    out->attributes = 0;
-    for (uint32_t i = 1; i <= db->sch.n; i++)
-        out->attributes += schema_get(&db->sch, i) != NULL;
-    out->crowds = db->crowds.n;
-    index_memory(db->ix, &out->bitmap_bytes, &out->column_bytes);
-    out->disk_bytes = store_disk_bytes(db->st);
-    out->queries = atomic_load(&db->queries);
-    out->writes = atomic_load(&db->writes);
-    out->compact_pending = atomic_load(&db->compact_pending);
-    out->compactions = atomic_load(&db->compactions);
-    db_read_end(db);
-    return CP_OK;
-}
-
-/* Bytes of the WAL's segment files: apparent and allocated. */
-static void wal_dir_bytes(const char *dir, uint64_t *size, uint64_t *alloc)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/wal", dir);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        struct stat sb;
-        if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &sb, 0) || !S_ISREG(sb.st_mode))
-            continue;
-        *size += (uint64_t)sb.st_size;
-        *alloc += (uint64_t)sb.st_blocks * 512u;
-    }
-    closedir(d);
-}
-
-cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
-{
-    if (db == NULL || out == NULL)
-        return CP_EINVAL;
-    memset(out, 0, sizeof *out);
-    const char *dir = store_dir(db->st);
-    int failed = atomic_load(&db->failed);
-    out->readable = !failed;
-    out->writable = 0;
-    if (failed) {
-        snprintf(out->reason, sizeof out->reason, "failed");
-        snprintf(out->detail, sizeof out->detail, "%s", db->failed_msg);
-    } else if (db->readonly) {
-        snprintf(out->reason, sizeof out->reason, "read_only");
-        snprintf(out->detail, sizeof out->detail, "data directory %s is open read-only", dir);
-    } else if (atomic_load(&db->nospc)) {
-        snprintf(out->reason, sizeof out->reason, "storage_full");
-        snprintf(out->detail, sizeof out->detail, "%s", db->nospc_msg);
-    } else if (db->wal != NULL && wal_failed(db->wal)) {
-        snprintf(out->reason, sizeof out->reason, "wal_error");
-        snprintf(out->detail, sizeof out->detail,
-                 "the write-ahead log in %s/wal failed; writes are refused until a restart", dir);
-    } else {
-        out->writable = 1;
-    }
-    uint64_t wsize = 0, walloc = 0;
-    wal_dir_bytes(dir, &wsize, &walloc);
-    out->wal_bytes = wsize;
-    out->wal_records = db->wal ? wal_last_lsn(db->wal) - db->ckpt_lsn : 0;
-    if (db->wal && wal_last_lsn(db->wal) < db->ckpt_lsn)
-        out->wal_records = 0;
-    /* Read-only beside a writer: what the writer logged and has not yet
-     * checkpointed into LMDB, which this handle cannot see. */
-    if (db->wal == NULL && db->readonly && wal_peek_count(dir, db->ckpt_lsn, &out->wal_records))
-        out->wal_records = 0;
-    int64_t last = atomic_load(&db->last_ckpt_ms);
-    out->checkpoint_age_ms = last ? time_now_ms() - last : -1;
-    struct statvfs vfs;
-    if (statvfs(dir, &vfs) == 0)
-        out->disk_free_bytes = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
-    char path[4096];
-    struct stat sb;
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
-    if (stat(path, &sb) == 0)
-        out->disk_used_bytes = (uint64_t)sb.st_blocks * 512u;
-    out->disk_used_bytes += walloc;
-    return CP_OK;
-}
+#include "engine/engine_int.h"
 
 /* -------------------------------------------------------------- resolver */
 
@@ -758,67 +413,75 @@ cp_status db_eval_tree_as_of(cp_db_t *db, const expr_node_t *root, int32_t as_of
     return CP_OK;
 }
 
-/* ------------------------------------------------------------------ JSON */
-
-cp_status json_buf_str(buf_t *b, const char *s, size_t len)
+cp_status db_tag_resolve(cp_db_t *db, const char *path, uint32_t *id, cp_error_t *err)
 {
-    static const char hex[] = "0123456789abcdef";
-    cp_status rc = buf_append(b, "\"", 1);
-    size_t start = 0;
-    for (size_t i = 0; rc == CP_OK && i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        if (i > start && (rc = buf_append(b, s + start, i - start)))
-            break;
-        char esc[8];
-        size_t n = 2;
-        esc[0] = '\\';
-        switch (c) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            n = 6;
-        }
-        rc = buf_append(b, esc, n);
-        start = i + 1;
+    *id = tax_find(&db->tax, path, strlen(path));
+    if (*id)
+        return CP_OK;
+    uint32_t ids[8];
+    size_t n = 0;
+    if (tax_find_display(&db->tax, path, strlen(path), ids, 8, &n))
+        return CP_ERR(err, CP_ENOMEM, "out of memory resolving tag \"%.200s\"", path);
+    if (n == 1) {
+        *id = ids[0];
+        return CP_OK;
     }
-    if (rc == CP_OK && len > start)
-        rc = buf_append(b, s + start, len - start);
-    if (rc == CP_OK)
-        rc = buf_append(b, "\"", 1);
+    if (n == 0)
+        return CP_ERR(err, CP_ENOTFOUND, "tag \"%.200s\" not found", path);
+    char list[320];
+    size_t off = 0;
+    for (size_t i = 0; i < n && i < 8 && off < sizeof list; i++) {
+        int w = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "",
+                         tax_get(&db->tax, ids[i])->path);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    return CP_ERR(err, CP_EINVAL,
+                  "tag \"%.200s\" is ambiguous: it is the display path of %zu tags (%s%s); "
+                  "write the slug path",
+                  path, n, list, n > 8 ? ", ..." : "");
+}
+
+cp_status db_parse_text(const char *expr, expr_t **out, cp_error_t *err)
+{
+    *out = NULL;
+    if (expr == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    size_t len = strnlen(expr, CP_EXPR_MAX_LEN + 1);
+    if (len > CP_EXPR_MAX_LEN)
+        return CP_ERR(err, CP_ELIMIT, "expression longer than %d bytes", CP_EXPR_MAX_LEN);
+    return expr_parse(expr, len, out, err);
+}
+
+cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *err)
+{
+    *out = NULL;
+    if (json == NULL)
+        return CP_ERR(err, CP_EINVAL, "no expression given");
+    if (len > CP_EXPR_MAX_LEN * 8)
+        return CP_ERR(err, CP_ELIMIT, "expression JSON longer than %d bytes", CP_EXPR_MAX_LEN * 8);
+    json_error_t je;
+    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL)
+        return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line, je.column,
+                      je.text);
+    cp_status rc = expr_from_json(j, out, err);
+    json_decref(j);
     return rc;
 }
 
-cp_status db_json_out(json_t *j, char **out, cp_error_t *err)
+cp_status db_as_of_day(const char *as_of, int32_t *day, cp_error_t *err)
 {
-    *out = NULL;
-    if (j == NULL)
-        return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");
-    /* 15 significant digits: reports say 0.201672, not 0.20167199999999999
-     * (jansson's default of 17 shows the binary rounding). */
-    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
-    json_decref(j);
-    if (s == NULL)
-        return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");
-    *out = s;
+    *day = 0;
+    if (as_of == NULL || *as_of == '\0')
+        return CP_OK;
+    int64_t secs;
+    size_t len = strnlen(as_of, 64);
+    if (len >= 64 || time_parse(as_of, len, &secs) != 0)
+        return CP_ERR(err, CP_EINVAL, "as_of \"%.64s\" is not a date such as 2011-06-30", as_of);
+    *day = beh_day_of(secs);
+    if (*day == 0)
+        *day = INT32_MIN; /* 1970-01-01 itself; 0 would mean today */
     return CP_OK;
 }

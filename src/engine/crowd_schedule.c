@@ -25,7 +25,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/engine.h"
+#include "engine/engine_int.h"
 
 #define DAY_MS (86400ll * 1000)
 

@@ -1,144 +1,14 @@
 /*
- * intake.c — event requests: the Segment endpoints' requests are parsed on
- * the caller's thread, applied in arrival order by one intake writer and
- * acknowledged once their write-ahead log record is on disk; recovery
- * replays logged requests the same way.
+ * writer.c — the intake writer: one thread applies queued event requests
+ * in arrival order, in groups sharing one LMDB transaction, and commits it
+ * when asked (a lock taker is waiting), when it is large or old enough.
  */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "engine/engine.h"
-/* ------------------------------------------------------------ requests */
-
-/* WAL payload: u8 version, u8 endpoint, u8 flags, i64 LE receive time (ms), body. */
-#define REC_HDR 11
-
-static segment_opts_t seg_opts(const cp_db_t *db, int64_t recv_ms)
-{
-    segment_opts_t o = {0};
-    o.received_at_ms = recv_ms;
-    o.no_skew_correction = !db->cfg.skew_correction;
-    o.id_types.names = NULL;
-    return o;
-}
-
-/* Parses and applies one logged request (recovery). Lock held. Replays
- * are lenient: a lenient request's log record is its whole body, and
- * parsing and preparing it again skips the same rejected events; a strict
- * request is logged only when nothing of it was rejected. */
-cp_status intake_apply_record(cp_db_t *db, const void *payload, size_t len, uint64_t lsn,
-                              cp_error_t *err)
-{
-    const unsigned char *p = payload;
-    if (len < REC_HDR || p[0] != 1)
-        return CP_ERR(err, CP_EIO, "write-ahead log record %llu is malformed",
-                      (unsigned long long)lsn);
-    int64_t recv = 0;
-    for (int i = 7; i >= 0; i--)
-        recv = (int64_t)(((uint64_t)recv << 8) | p[3 + i]);
-    ingest_batch_t b;
-    ingest_batch_init(&b);
-    segment_opts_t o = seg_opts(db, recv);
-    cp_error_t pe = {0};
-    batch_prep_t bp = {0};
-    store_txn_t *txn;
-    apply_counts_t c = {0};
-    cp_status rc =
-        segment_parse((ingest_type)p[1], (const char *)p + REC_HDR, len - REC_HDR, &o, &b, &pe);
-    if (rc == CP_OK)
-        rc = prep_batch(db, &b, &bp, 0, &pe);
-    if (rc) {
-        rc = CP_ERR(err, CP_EIO, "write-ahead log record %llu no longer applies: %s",
-                    (unsigned long long)lsn, pe.message);
-        goto out;
-    }
-    if ((rc = store_txn_begin(db->st, 1, &txn, err)))
-        goto out;
-    if ((rc = apply_batch(db, txn, &b, &bp, recv, &c, err)) || (rc = acc_flush(db, err))) {
-        acc_discard(db);
-        idcache_clear(db);
-        store_txn_abort(txn);
-        goto out;
-    }
-    db->applied_lsn = lsn;
-    db->pend_records++;
-    rc = intake_commit_light(db, txn, err);
-out:
-    bp_free(&bp);
-    ingest_batch_free(&b);
-    return rc;
-}
-
-static char *rejects_json(const ingest_batch_t *b)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < b->nrejects; i++)
-        if (json_array_append_new(a,
-                                  json_pack("{s:I,s:s}", "index", (json_int_t)b->rejects[i].index,
-                                            "reason", b->rejects[i].reason)) != 0) {
-            json_decref(a);
-            a = NULL;
-        }
-    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
-    json_decref(a);
-    return s;
-}
-
-static char *warnings_json(const ingest_batch_t *b)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < b->nwarnings; i++)
-        if (json_array_append_new(
-                a, json_pack("{s:I,s:s,s:s}", "index", (json_int_t)b->warnings[i].index, "field",
-                             b->warnings[i].field, "reason", b->warnings[i].reason)) != 0) {
-            json_decref(a);
-            a = NULL;
-        }
-    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
-    json_decref(a);
-    return s;
-}
-
-void cp_ingest_result_clear(cp_ingest_result_t *res)
-{
-    if (res == NULL)
-        return;
-    free(res->errors_json);
-    free(res->warnings_json);
-    memset(res, 0, sizeof *res);
-}
-
-cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out)
-{
-    if (db == NULL || out == NULL)
-        return CP_EINVAL;
-    out->warn_placeholder = atomic_load(&db->warn_placeholder);
-    out->warn_blocklisted = atomic_load(&db->warn_blocklisted);
-    out->warn_invalid = atomic_load(&db->warn_invalid);
-    out->warn_type_mismatch = atomic_load(&db->warn_type);
-    out->rejected_events = atomic_load(&db->rejected_events);
-    return CP_OK;
-}
-
-/* The request's outcome into res and the handle's counters. Warnings
- * past the INGEST_MAX_REPORTED kept are counted as "invalid" (their
- * reason is not kept). */
-static void report(cp_db_t *db, const ingest_batch_t *b, cp_ingest_result_t *res)
-{
-    res->rejected = b->rejected;
-    res->warnings = b->warned;
-    if (b->nrejects && res->errors_json == NULL)
-        res->errors_json = rejects_json(b);
-    if (b->nwarnings && res->warnings_json == NULL)
-        res->warnings_json = warnings_json(b);
-    atomic_fetch_add(&db->rejected_events, b->rejected);
-    for (size_t i = 0; i < b->nwarnings; i++)
-        intake_count_warning(db, b->warnings[i].reason);
-    for (size_t i = b->nwarnings; i < b->warned; i++)
-        intake_count_warning(db, INGEST_WARN_INVALID);
-}
+#include "engine/engine_int.h"
 
 /*
  * The intake writer. Requests queue here in arrival order; one thread, the
@@ -169,22 +39,6 @@ static void report(cp_db_t *db, const ingest_batch_t *b, cp_ingest_result_t *res
  */
 #define IW_COMMIT_MS 2000
 #define IW_COMMIT_EVENTS 200000
-
-typedef struct intake_req {
-    struct intake_req *next;
-    ingest_batch_t *b;
-    batch_prep_t *bp;
-    const unsigned char *rec; /* the WAL record */
-    size_t reclen;
-    int64_t recv;
-    apply_counts_t c;
-    uint64_t lsn;
-    cp_status rc;
-    cp_error_t *err;   /* the requester's (may be NULL) */
-    int strict;        /* CP_INGEST_STRICT */
-    int done;          /* set by the writer under grp_mu; the request is the requester's again */
-    pthread_cond_t cv; /* its requester waits here: only it is woken */
-} intake_req_t;
 
 /* A copy of the handle's failure for the other requests of a group. */
 static cp_status group_fail_each(cp_db_t *db, intake_req_t *list, intake_req_t *except,
@@ -391,7 +245,7 @@ static void *iw_main(void *arg)
 }
 
 /* Queues req and returns once the writer applied it (req->rc, req->lsn). */
-static void group_submit(cp_db_t *db, intake_req_t *req)
+void group_submit(cp_db_t *db, intake_req_t *req)
 {
     pthread_mutex_lock(&db->grp_mu);
     if (!db->iw_started && !db->iw_stop) {
@@ -420,7 +274,7 @@ static void group_submit(cp_db_t *db, intake_req_t *req)
 
 /* Lock not held: waits until the writer has no transaction open, keeping
  * iw_want raised (*wanting) until the caller holds the lock. */
-static void iw_wait_closed(cp_db_t *db, int *wanting)
+void iw_wait_closed(cp_db_t *db, int *wanting)
 {
     pthread_mutex_lock(&db->grp_mu);
     if (!*wanting) {
@@ -433,39 +287,11 @@ static void iw_wait_closed(cp_db_t *db, int *wanting)
     pthread_mutex_unlock(&db->grp_mu);
 }
 
-static void iw_unwant(cp_db_t *db)
+void iw_unwant(cp_db_t *db)
 {
     pthread_mutex_lock(&db->grp_mu);
     db->iw_want--;
     pthread_mutex_unlock(&db->grp_mu);
-}
-
-/* The lock, shared or exclusive, with no intake transaction open. */
-static void lock_quiet(cp_db_t *db, int exclusive)
-{
-    int wanting = 0;
-    for (;;) {
-        if (exclusive)
-            pthread_rwlock_wrlock(&db->lock);
-        else
-            pthread_rwlock_rdlock(&db->lock);
-        if (!atomic_load(&db->iw_open))
-            break;
-        pthread_rwlock_unlock(&db->lock);
-        iw_wait_closed(db, &wanting);
-    }
-    if (wanting)
-        iw_unwant(db);
-}
-
-void db_lock_rd(cp_db_t *db)
-{
-    lock_quiet(db, 0);
-}
-
-void db_lock_wr(cp_db_t *db)
-{
-    lock_quiet(db, 1);
 }
 
 void intake_writer_init(cp_db_t *db)
@@ -484,88 +310,4 @@ void intake_writer_stop(cp_db_t *db)
         pthread_join(db->iw_thread, NULL);
         db->iw_started = 0;
     }
-}
-
-cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
-                            cp_ingest_result_t *res, cp_error_t *err)
-{
-    return cp_ingest_segment_ex(db, type, json, len, 0, res, err);
-}
-
-cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json, size_t len,
-                               unsigned flags, cp_ingest_result_t *res, cp_error_t *err)
-{
-    cp_ingest_result_t dummy;
-    if (res == NULL)
-        res = &dummy;
-    memset(res, 0, sizeof *res);
-    if (db == NULL)
-        return CP_ERR(err, CP_EINVAL, "no database handle");
-    if ((int)type < 0 || type > CP_EVENT_ALIAS)
-        return CP_ERR(err, CP_EINVAL, "unknown event type %d", (int)type);
-    if (db->readonly)
-        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
-    int64_t recv = time_now_ms();
-    ingest_batch_t b;
-    ingest_batch_init(&b);
-    batch_prep_t bp = {0};
-    unsigned char *rec = NULL;
-    uint64_t lsn = 0;
-    segment_opts_t o = seg_opts(db, recv);
-    o.strict = (flags & CP_INGEST_STRICT) != 0;
-    cp_status rc = segment_parse((ingest_type)type, json, len, &o, &b, err);
-    if (rc) {
-        b.nwarnings = b.warned = 0; /* nothing applied: nothing was left out of it */
-        report(db, &b, res);
-        goto out;
-    }
-    res->events = b.n + b.rejected;
-    /* The log record: the request as received, with its receive time. */
-    rec = malloc(REC_HDR + len);
-    if (rec == NULL) {
-        rc = CP_ERR(err, CP_ENOMEM, "out of memory");
-        goto out;
-    }
-    rec[0] = 1;
-    rec[1] = (unsigned char)type;
-    rec[2] = (unsigned char)(flags & CP_INGEST_STRICT); /* replays are lenient: see
-                                                         * intake_apply_record */
-    for (int i = 0; i < 8; i++)
-        rec[3 + i] = (unsigned char)((uint64_t)recv >> (8 * i));
-    memcpy(rec + REC_HDR, json, len);
-
-    /* Applied by the intake writer with whatever else is waiting. */
-    intake_req_t req = {0};
-    req.b = &b;
-    req.bp = &bp;
-    req.rec = rec;
-    req.reclen = REC_HDR + len;
-    req.recv = recv;
-    req.err = err;
-    req.strict = o.strict;
-    pthread_cond_init(&req.cv, NULL);
-    group_submit(db, &req);
-    pthread_cond_destroy(&req.cv);
-    rc = req.rc;
-    if (rc) {
-        if (rc == CP_EINVAL)
-            b.nwarnings = b.warned = 0;
-        report(db, &b, res);
-        goto out;
-    }
-    report(db, &b, res);
-    lsn = req.lsn;
-    res->applied = req.c.applied;
-    res->duplicates = req.c.duplicates;
-    res->users_created = req.c.created;
-    res->merges = req.c.merges;
-    res->lsn = lsn;
-    /* Group commit: concurrent requests share one fdatasync. */
-    rc = wal_sync(db->wal, lsn, err);
-    db_note_write(db, rc, err);
-out:
-    free(rec);
-    bp_free(&bp);
-    ingest_batch_free(&b);
-    return rc;
 }
