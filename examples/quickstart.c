@@ -74,9 +74,12 @@ int main(int argc, char **argv)
 
     cp_error_t err = {0};
     cp_db_t *db = NULL;
-    cp_open_options_t opts = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
+    /* Option and stats structs carry their size: start from their _INIT. */
+    cp_open_options_t opts = CP_OPEN_OPTIONS_INIT;
+    opts.flags = CP_OPEN_CREATE;
     check(cp_db_open(dir, &opts, &db, &err), &err, "open");
-    printf("data directory %s (format %u)\n", dir, cp_format_version());
+    printf("crowdpack %s, data directory %s (format %u)\n", cp_libversion(), dir,
+           cp_format_version());
 
     /* Schema and tags. A tag's members include its descendants' members. */
     check(cp_schema_load_json(db, schema, sizeof schema - 1, &err), &err, "schema");
@@ -147,12 +150,14 @@ int main(int argc, char **argv)
     printf("crowd: %s\n", json);
     cp_free(json);
 
-    cp_db_close(db);
+    /* Every iterator is closed: the close succeeds (with one open it would
+     * be CP_ECONFLICT, closing nothing). */
+    check(cp_db_close(db, &err), &err, "close");
 
     /* Reopen: everything is durable. */
     check(cp_db_open(dir, NULL, &db, &err), &err, "reopen");
     expect_count(db, "crowd:young_finance OR tag:interest/travel", 4); /* u1 u4 u2 u3 */
-    cp_db_close(db);
+    check(cp_db_close(db, &err), &err, "close");
 
     if (failures) {
         fprintf(stderr, "quickstart: %d check(s) failed\n", failures);

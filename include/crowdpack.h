@@ -7,9 +7,9 @@
  * Return values. Every function that can fail returns a cp_status (CP_OK
  * == 0) and hands its results back through out-parameters, and takes a
  * `cp_error_t *err` last. `err` may be NULL; when not NULL it is filled on
- * failure with the details (what, where) and left untouched on success.
- * On failure an out-parameter is set to NULL / 0 (pointers) or left
- * unspecified (counts, structs) unless the function says otherwise.
+ * failure with the details (what, where); after CP_OK its contents are
+ * unspecified. On failure, pointer out-parameters are set to NULL;
+ * counts and structs are unspecified unless the function says otherwise.
  * The exceptions, which cannot fail, are exactly:
  *   - destructors, which accept NULL and return nothing: cp_free,
  *     cp_result_free, cp_iter_close, cp_batch_abort, cp_ingest_result_clear;
@@ -140,10 +140,9 @@ typedef struct cp_open_options {
     uint64_t map_size; /* LMDB map size in bytes; 0 = default (64 GiB) */
     int threads;       /* query threads; 0 = number of CPUs */
 } cp_open_options_t;
-#define CP_OPEN_OPTIONS_INIT                                                                       \
-    {                                                                                              \
-        .size = sizeof(cp_open_options_t)                                                          \
-    }
+/* clang-format off */
+#define CP_OPEN_OPTIONS_INIT {.size = sizeof(cp_open_options_t)}
+/* clang-format on */
 
 /*
  * Opens (or with CP_OPEN_CREATE creates) a data directory and loads its
@@ -161,8 +160,16 @@ typedef struct cp_open_options {
 cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out,
                      cp_error_t *err);
 
-/* Closes the handle and frees everything it owns. NULL is fine. */
-void cp_db_close(cp_db_t *db);
+/*
+ * Checkpoints, stops the handle's threads, closes the data directory and
+ * frees everything the handle owns; CP_OK for NULL. With a result
+ * iterator (cp_iter_t) of the handle still open it is CP_ECONFLICT
+ * (naming how many) and nothing is closed or freed: the handle stays
+ * usable; close the iterators and call again. Results (cp_result_t) may
+ * outlive the handle. Must not run while another thread uses the handle;
+ * after CP_OK the handle is gone.
+ */
+cp_status cp_db_close(cp_db_t *db, cp_error_t *err);
 
 /* The data directory format version this build reads and writes. Pure
  * accessor: cannot fail. */
@@ -185,15 +192,14 @@ typedef struct cp_db_stats {
                                  for open exports and other processes reading data.mdb) */
     uint64_t compactions;     /* compactions of data.mdb done since open */
 } cp_db_stats_t;
-#define CP_DB_STATS_INIT                                                                           \
-    {                                                                                              \
-        .size = sizeof(cp_db_stats_t)                                                              \
-    }
+/* clang-format off */
+#define CP_DB_STATS_INIT {.size = sizeof(cp_db_stats_t)}
+/* clang-format on */
 
 /* Fills *out (its .size set: CP_DB_STATS_INIT) with a reading taken under
  * the read lock. CP_EINVAL for a NULL or wrongly sized *out, CP_EIO for a
  * failed handle. Thread-safe. */
-cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out);
+cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out, cp_error_t *err);
 
 /*
  * Rewrites data.mdb now with only its live pages (what a deletion leaves
@@ -209,9 +215,10 @@ cp_status cp_db_compact(cp_db_t *db, cp_error_t *err);
  * pages only) plus the write-ahead log segments holding every write
  * acknowledged before the call began and not in that copy. `out` is itself
  * a data directory; opening it replays those segments. `info` may be NULL;
- * else its .size must be set (CP_BACKUP_INFO_INIT). Errors: CP_ENOTFOUND
- * (no data.mdb in `dir`), CP_EEXIST (`out` not empty), CP_EIO. Takes no
- * handle: safe from any thread, and beside a process that has `dir` open.
+ * else its .size must be set (CP_BACKUP_INFO_INIT). Errors: CP_EEXIST
+ * (`out` not empty), CP_ENOTFOUND or CP_EIO (`dir` is not a data
+ * directory, or copying failed), CP_ENOSPC. Takes no handle: safe from any
+ * thread, and beside a process that has `dir` open.
  */
 typedef struct cp_backup_info {
     size_t size;           /* sizeof(cp_backup_info_t): CP_BACKUP_INFO_INIT sets it */
@@ -220,10 +227,9 @@ typedef struct cp_backup_info {
     uint64_t wal_bytes;
     uint64_t wal_lsn; /* last WAL record the copy of data.mdb holds */
 } cp_backup_info_t;
-#define CP_BACKUP_INFO_INIT                                                                        \
-    {                                                                                              \
-        .size = sizeof(cp_backup_info_t)                                                           \
-    }
+/* clang-format off */
+#define CP_BACKUP_INFO_INIT {.size = sizeof(cp_backup_info_t)}
+/* clang-format on */
 cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info, cp_error_t *err);
 /*
  * Restores a backup made by cp_db_backup into the data directory `dir`.
@@ -256,12 +262,11 @@ typedef struct cp_health {
     uint64_t disk_free_bytes;  /* free space for the data directory (statvfs) */
     uint64_t disk_used_bytes;  /* allocated bytes of data.mdb and the WAL (st_blocks) */
 } cp_health_t;
-#define CP_HEALTH_INIT                                                                             \
-    {                                                                                              \
-        .size = sizeof(cp_health_t)                                                                \
-    }
+/* clang-format off */
+#define CP_HEALTH_INIT {.size = sizeof(cp_health_t)}
+/* clang-format on */
 
-cp_status cp_db_health(cp_db_t *db, cp_health_t *out);
+cp_status cp_db_health(cp_db_t *db, cp_health_t *out, cp_error_t *err);
 
 /* ---------------------------------------------------------------- tags */
 
@@ -414,10 +419,9 @@ typedef struct cp_load_stats {
     uint64_t rejected;      /* bad lines, not applied */
     uint64_t bytes;         /* bytes consumed */
 } cp_load_stats_t;
-#define CP_LOAD_STATS_INIT                                                                         \
-    {                                                                                              \
-        .size = sizeof(cp_load_stats_t)                                                            \
-    }
+/* clang-format off */
+#define CP_LOAD_STATS_INIT {.size = sizeof(cp_load_stats_t)}
+/* clang-format on */
 
 /* Called for each rejected line, with its 1-based number in err->record.
  * `err` is borrowed for the call. Called on the loading thread; must not
@@ -439,10 +443,9 @@ typedef struct cp_load_options {
     void *ud;
     uint64_t batch_lines; /* lines per committed batch; 0 = 50,000 (ignored when STRICT) */
 } cp_load_options_t;
-#define CP_LOAD_OPTIONS_INIT                                                                       \
-    {                                                                                              \
-        .size = sizeof(cp_load_options_t)                                                          \
-    }
+/* clang-format off */
+#define CP_LOAD_OPTIONS_INIT {.size = sizeof(cp_load_options_t)}
+/* clang-format on */
 
 /*
  * Streams NDJSON users from `in` in constant memory (lines up to 1 MiB).
@@ -631,10 +634,14 @@ const char *cp_role_name(cp_role r);
  * be NULL. CP_EINVAL for a bad role or label. */
 cp_status cp_key_create(cp_db_t *db, cp_role role, const char *label, char **key_out,
                         cp_error_t *err);
-/* Looks a presented key up (constant-time compare); CP_EAUTH if unknown. */
-cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out);
-/* Number of keys configured. */
-cp_status cp_key_count(cp_db_t *db, uint64_t *n);
+/* Looks a presented key up (constant-time compare): CP_OK with its role
+ * in *role_out (may be NULL), or CP_EAUTH for a malformed, unknown or
+ * revoked key (NULL included; the message does not say which). `key` is
+ * borrowed. Thread-safe; never touches the disk. */
+cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out, cp_error_t *err);
+/* Number of keys configured into *n (0: the server runs without auth).
+ * CP_EINVAL for a NULL handle or n. */
+cp_status cp_key_count(cp_db_t *db, uint64_t *n, cp_error_t *err);
 /* {"keys":[{"id","role","label","created"}]} (never the key) */
 cp_status cp_keys_json(cp_db_t *db, char **out, cp_error_t *err);
 /* Revokes a key by its id (from cp_keys_json); CP_ENOTFOUND if none. */
@@ -681,10 +688,9 @@ typedef struct cp_ingest_result {
      * frees (cp_ingest_result_clear). */
     char *warnings_json;
 } cp_ingest_result_t;
-#define CP_INGEST_RESULT_INIT                                                                      \
-    {                                                                                              \
-        .size = sizeof(cp_ingest_result_t)                                                         \
-    }
+/* clang-format off */
+#define CP_INGEST_RESULT_INIT {.size = sizeof(cp_ingest_result_t)}
+/* clang-format on */
 
 /* Ingests one Segment request body (limits: 32 KB per event, 500 KB per
  * batch: CP_ELIMIT). `res` may be NULL; else its .size must be set
@@ -694,8 +700,8 @@ typedef struct cp_ingest_result {
  * write. */
 cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
                             cp_ingest_result_t *res, cp_error_t *err);
-/* Frees errors_json and warnings_json and sets them to NULL (the counts
- * and .size stay). Destructor: NULL fine, cannot fail. */
+/* Frees errors_json and warnings_json and zeroes the struct but its .size
+ * (ready for the next call). Destructor: NULL fine, cannot fail. */
 void cp_ingest_result_clear(cp_ingest_result_t *res);
 
 /*
@@ -723,11 +729,10 @@ typedef struct cp_intake_counters {
     uint64_t warn_type_mismatch; /* traits kept unindexed */
     uint64_t rejected_events;
 } cp_intake_counters_t;
-#define CP_INTAKE_COUNTERS_INIT                                                                    \
-    {                                                                                              \
-        .size = sizeof(cp_intake_counters_t)                                                       \
-    }
-cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out);
+/* clang-format off */
+#define CP_INTAKE_COUNTERS_INIT {.size = sizeof(cp_intake_counters_t)}
+/* clang-format on */
+cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out, cp_error_t *err);
 
 /* Moves everything applied so far into LMDB and trims the write-ahead log
  * (also done periodically and on close). CP_ENOSPC when the disk is full
@@ -766,10 +771,9 @@ typedef struct cp_import_options {
     void *ud;
     uint64_t batch_lines; /* 0 = 50,000 */
 } cp_import_options_t;
-#define CP_IMPORT_OPTIONS_INIT                                                                     \
-    {                                                                                              \
-        .size = sizeof(cp_import_options_t)                                                        \
-    }
+/* clang-format off */
+#define CP_IMPORT_OPTIONS_INIT {.size = sizeof(cp_import_options_t)}
+/* clang-format on */
 typedef struct cp_import_stats {
     size_t size;      /* sizeof(cp_import_stats_t): CP_IMPORT_STATS_INIT sets it */
     uint64_t lines;   /* lines (CSV records) read in this run */
@@ -790,10 +794,9 @@ typedef struct cp_import_stats {
     uint64_t tags_assigned;     /* mapping "tags": memberships added (not already held) */
     uint64_t tags_unknown; /* mapping "tags": ids no dictionary knows, paths not in the taxonomy */
 } cp_import_stats_t;
-#define CP_IMPORT_STATS_INIT                                                                       \
-    {                                                                                              \
-        .size = sizeof(cp_import_stats_t)                                                          \
-    }
+/* clang-format off */
+#define CP_IMPORT_STATS_INIT {.size = sizeof(cp_import_stats_t)}
+/* clang-format on */
 /* `opts` is required (its .size set: CP_IMPORT_OPTIONS_INIT); `stats` may
  * be NULL, else its .size set (CP_IMPORT_STATS_INIT) and it is filled also
  * on failure. Errors: CP_ENOTFOUND (no such file, unknown preset),

@@ -354,6 +354,6 @@ out:
             sys[s].close(&sys[s]);
     free(samples);
     pop_free(&pop);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     return rc;
 }

@@ -364,7 +364,7 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
 
     /* The floor over the same members, measured with the 5-term query. */
     cp_db_stats_t s = CP_DB_STATS_INIT;
-    cp_db_stats(db, &s);
+    cp_db_stats(db, &s, NULL);
     r->bitmap_bytes = s.bitmap_bytes;
     r->column_bytes = s.column_bytes;
     read_rss(&r->rss, &r->hwm); /* before the floor's arrays exist */
@@ -409,7 +409,7 @@ out:
     for (int i = 0; i < NDENSE; i++)
         free(fl.w[i]);
     free(tags);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     if (!keep)
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     else

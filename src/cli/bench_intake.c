@@ -414,7 +414,7 @@ static int run_import(imp_row_t *r, const char *tmp, const cp_import_options_t *
     if (st != CP_OK)
         rc = cli_fail(st, &err);
 out:
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_tree(dir);
     return rc;
 }
@@ -959,7 +959,7 @@ out:
         if (srv.st != CP_OK && rc == CLI_OK)
             rc = cli_fail(srv.st, &srv.err);
     }
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_tree(dir);
     unlink(portf);
     for (int i = 0; w && i < h->conns; i++)

@@ -1052,7 +1052,7 @@ static int analytics_bench(int argc, char **argv)
         fprintf(stderr, "crowdpack: %s\n", err.message);
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     free(dense);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -108,7 +108,7 @@ int cmd_compact(int argc, char **argv)
     cp_status st = cp_db_open(dir, &o, &db, &err);
     if (st == CP_OK)
         st = cp_db_compact(db, &err);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     if (st != CP_OK)
         return cli_fail(st, &err);
     printf("compacted %s\n", dir);

@@ -74,7 +74,7 @@ int cmd_init(int argc, char **argv)
     if (tax && (rc = load_json_file(db, tax, cp_taxonomy_load_json)) != CLI_OK)
         goto out;
     cp_db_stats_t s = CP_DB_STATS_INIT;
-    cp_db_stats(db, &s);
+    cp_db_stats(db, &s, NULL);
     if (a.json) {
         cli_emit_json(json_pack("{s:s,s:I,s:I,s:I,s:I}", "data", dir, "format",
                                 (json_int_t)cp_format_version(), "attributes",
@@ -87,7 +87,7 @@ int cmd_init(int argc, char **argv)
                cli_group(s.users, b3));
     }
 out:
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     return rc;
 }
 
@@ -684,9 +684,10 @@ int cmd_stats(int argc, char **argv)
     if ((rc = cli_conn_open(&a, OPEN_READ, 1, &conn)) != CLI_OK)
         return rc;
     cp_db_stats_t s = CP_DB_STATS_INIT;
-    cp_status st = conn.http ? stats_server(&conn, &s) : cp_db_stats(conn.db, &s);
+    cp_error_t err = {0};
+    cp_status st = conn.http ? stats_server(&conn, &s) : cp_db_stats(conn.db, &s, &err);
     if (st != CP_OK) {
-        rc = conn.http ? CLI_FAIL : cli_fail(st, NULL);
+        rc = conn.http ? CLI_FAIL : cli_fail(st, &err);
         goto out;
     }
     if (a.json) {

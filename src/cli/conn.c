@@ -18,7 +18,7 @@
 static void note_unseen(cp_db_t *db, const char *data)
 {
     cp_health_t h = CP_HEALTH_INIT;
-    if (cp_db_health(db, &h) == CP_OK && h.wal_records > 0)
+    if (cp_db_health(db, &h, NULL) == CP_OK && h.wal_records > 0)
         fprintf(stderr,
                 "note: %llu recent change%s logged in %s/wal %s not checkpointed yet and not "
                 "included here (a running server checkpoints within seconds; --server URL "
@@ -72,7 +72,7 @@ int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c)
 
 void cli_conn_close(cli_conn_t *c)
 {
-    cp_db_close(c->db);
+    cp_db_close(c->db, NULL);
     client_close(c->http);
     c->db = NULL;
     c->http = NULL;

@@ -39,7 +39,7 @@ static json_t *health_json(const cp_health_t *h, int ok)
 /* Fills *h; a handle that cannot even report is "failed". */
 static void health_read(srv_ctx_t *srv, cp_health_t *h)
 {
-    if (srv->db == NULL || cp_db_health(srv->db, h) != CP_OK) {
+    if (srv->db == NULL || cp_db_health(srv->db, h, NULL) != CP_OK) {
         memset(h, 0, sizeof *h);
         h->checkpoint_age_ms = -1;
         snprintf(h->reason, sizeof h->reason, "failed");
@@ -92,9 +92,10 @@ void srv_h_stats(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(req);
     cp_db_stats_t s = CP_DB_STATS_INIT;
-    cp_status st = cp_db_stats(srv->db, &s);
+    cp_error_t err = {0};
+    cp_status st = cp_db_stats(srv->db, &s, &err);
     if (st != CP_OK) {
-        srv_reply_cp(resp, st, NULL, 0);
+        srv_reply_cp(resp, st, &err, 0);
         return;
     }
     srv_reply_json(resp, 200,

@@ -59,7 +59,7 @@ static void on_reject(void *ud, const cp_error_t *e)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (g_db == NULL || ++g_inputs % 4096 == 0) {
-        cp_db_close(g_db);
+        cp_db_close(g_db, NULL);
         g_db = NULL;
         setup();
     }

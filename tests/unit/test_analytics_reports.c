@@ -193,7 +193,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    cp_db_close(g_db);
+    cp_db_close(g_db, NULL);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     return system(cmd);

@@ -299,8 +299,8 @@ static void compare(cp_db_t *a, cp_db_t *b, const char *when)
     }
     compare_catalog(a, b, when);
     cp_db_stats_t sa = CP_DB_STATS_INIT, sb = CP_DB_STATS_INIT;
-    assert_int_equal(cp_db_stats(a, &sa), CP_OK);
-    assert_int_equal(cp_db_stats(b, &sb), CP_OK);
+    assert_int_equal(cp_db_stats(a, &sa, NULL), CP_OK);
+    assert_int_equal(cp_db_stats(b, &sb, NULL), CP_OK);
     assert_int_equal(sa.users, sb.users);
 }
 
@@ -412,8 +412,8 @@ static void run(uint64_t seed)
     send_rows(b, r2, n2, n1);
     compare(a, b, "after the second import");
 
-    cp_db_close(a);
-    cp_db_close(b);
+    cp_db_close(a, NULL);
+    cp_db_close(b, NULL);
     free(r1);
     free(r2);
     char cmd[1200];
@@ -494,8 +494,8 @@ static void test_many_properties(void **state)
         if (i < 2) /* against the naive count */
             assert_int_equal(na, (uint64_t)__builtin_popcount(want[i]));
     }
-    cp_db_close(a);
-    cp_db_close(b);
+    cp_db_close(a, NULL);
+    cp_db_close(b, NULL);
     char cmd[1000];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", da, db_, f);
     assert_int_equal(system(cmd), 0);

@@ -752,10 +752,10 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         texts[e] = t.data;
     }
     check(db, &w, exprs, texts, nexprs);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(0);
     check(db, &w, exprs, texts, nexprs);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     for (int e = 0; e < nexprs; e++) {
         node_free(exprs[e]);

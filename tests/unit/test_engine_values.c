@@ -107,7 +107,7 @@ static void test_never_seen(void **state)
                      CP_ENOTFOUND);
     cp_result_t *r = NULL;
     assert_int_equal(cp_eval(db, "city = \"shenzen\"", &r, &err), CP_ENOTFOUND);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir();
 }
 
@@ -141,14 +141,14 @@ static void test_aliases(void **state)
     ok(cp_load_ndjson_buf(db, more, strlen(more), &lo, &st, &err), &err);
     assert_int_equal(count(db, "city = \"guangzhou\""), 3);
     /* Survives a restart. */
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     cp_open_options_t o = {.size = sizeof(cp_open_options_t), .map_size = 1u << 28, .threads = 2};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
     assert_int_equal(count(db, "city = \"广州\""), 3);
     ok(cp_attr_alias_remove(db, "city", "广州", &err), &err);
     assert_int_equal(cp_attr_alias_remove(db, "city", "广州", &err), CP_ENOTFOUND);
     assert_int_equal(count(db, "city = \"guangzhou\""), 3);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir();
 }
 
@@ -190,7 +190,7 @@ static void test_tags_chinese(void **state)
     const char *beauty[] = {"interest/beauty"};
     ok(cp_user_remove_tags(db, "u42", beauty, 1, &err), &err);
     assert_int_equal(count(db, "tag:interest/beauty"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir();
 }
 

@@ -164,14 +164,14 @@ static void test_senders_readers_checkpoints(void **state)
     uint64_t users = (uint64_t)SENDERS * BATCHES * PER_BATCH / 2;
     assert_int_equal(count(db, "did(buy) >= 1"), users + 1);
     assert_int_equal(count(db, "did(buy) = 2"), users);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db();
     assert_int_equal(count(db, "did(buy) = 2"), users);
     char *json = NULL;
     cp_error_t err = {0};
     assert_int_equal(cp_whois_json(db, "user_id", "s3-0", &json, &err), CP_OK);
     free(json);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 /* Close right after acknowledged writes (the writer holds an open
@@ -191,10 +191,10 @@ static void test_close_with_open_transaction(void **state)
             fail_msg("ingest: %s", err.message);
         cp_ingest_result_clear(&r);
     }
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db();
     assert_int_equal(count(db, "did(open) = 3"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 static int setup(void **state)

@@ -155,7 +155,7 @@ static int teardown(void **state)
 {
     fixture_t *f = *state;
     srv_metrics_free(&f->ctx.metrics);
-    cp_db_close(f->db);
+    cp_db_close(f->db, NULL);
     char cmd[600];
     *strrchr(f->dir, '/') = '\0';
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
