@@ -9,7 +9,8 @@ LISTEN ?= 127.0.0.1:8080
 FUZZ_SECONDS ?= 15
 FUZZ_TARGETS = $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
 
-.PHONY: all build deps demo check test asan fuzz bench bench-peers clean format format-check
+.PHONY: all build deps demo check test asan fuzz bench bench-peers clean format format-check \
+	install release-build clang-build
 
 all: build
 
@@ -32,10 +33,33 @@ demo: deps build
 
 # Installs what is missing, builds, and runs every test: unit, property,
 # integration and examples; again under ASan+UBSan; then the fuzzers briefly.
+# Also compiles (without running the tests again) a Release (-O3) and a
+# clang RelWithDebInfo build, both -Werror: optimisers warn differently.
 check: deps format-check build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory release-build
+	@$(MAKE) --no-print-directory clang-build
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory fuzz
+
+# Installs build/'s crowdpack, libcrowdpack.so, crowdpack.h and crowdpack.pc
+# under PREFIX (README.md, "Embedding").
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Everything, tests included, compiled -O3 -Werror (cc, gcc on Debian) into build-release.
+release-build:
+	@cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build build-release -j $(JOBS)
+
+# Everything compiled with clang -O2 -Werror into build-clang (the fuzz step
+# covers clang Debug).
+clang-build:
+	@if command -v clang >/dev/null 2>&1; then \
+		cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && \
+		cmake --build build-clang -j $(JOBS); \
+	else echo "clang-build: clang not installed, skipped"; fi
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -75,4 +99,4 @@ format-check: deps
 	if [ -n "$$bad" ]; then echo "format-check: not formatted (run make format):" $$bad >&2; exit 1; fi
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-fuzz build-release build-clang

@@ -1,7 +1,11 @@
 /*
  * quickstart.c — crowdpack's public C API in one page.
  *
- *   cc quickstart.c -lcrowdpack ... && ./quickstart /tmp/qs
+ *   cc quickstart.c $(pkg-config --cflags --libs crowdpack) -o quickstart
+ *   ./quickstart /tmp/qs
+ *
+ * (README.md, "Building, installing, embedding": after `make install`, or
+ * against a build tree with PKG_CONFIG_PATH=build.)
  *
  * Creates a fresh data directory under the directory given as argv[1],
  * declares a schema, creates tags, loads six users from NDJSON in memory,

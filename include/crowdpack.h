@@ -566,6 +566,30 @@ cp_status cp_crowd_create(cp_db_t *db, const char *name, const char *expr, cp_cr
                           const char *description, cp_error_t *err);
 cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_tree, size_t len,
                                cp_crowd_kind kind, const char *description, cp_error_t *err);
+/*
+ * Creates a crowd from a specification in ONE commit: the crowd, its
+ * members, its as-of day and its schedule and expiry (`settings`, the
+ * object cp_crowd_settings_json takes) exist together or not at all; a
+ * crash or a bad setting never leaves a crowd without what was asked for.
+ * Set `size` to sizeof(cp_crowd_spec_t) (later versions may append fields).
+ * Exactly one of `expression` (text) and `tree` (JSON, `tree_len` bytes).
+ * `kind` 0 = static. `as_of` (static crowds only) evaluates as of that day,
+ * now and at every later refresh; the crowd's view shows it. Errors: those
+ * of cp_crowd_create and of cp_crowd_settings_json; nothing is written then.
+ */
+typedef struct cp_crowd_spec {
+    size_t size;
+    const char *name;
+    const char *expression;
+    const char *tree;
+    size_t tree_len;
+    cp_crowd_kind kind;
+    const char *description; /* may be NULL */
+    const char *as_of;       /* NULL or "": current data */
+    const char *settings;    /* NULL: none */
+    size_t settings_len;
+} cp_crowd_spec_t;
+cp_status cp_crowd_create_spec(cp_db_t *db, const cp_crowd_spec_t *spec, cp_error_t *err);
 /* Replaces a crowd's expression (cycles: CP_ECYCLE); bumps its version. */
 cp_status cp_crowd_update(cp_db_t *db, const char *name, const char *expr, cp_error_t *err);
 /* Re-evaluates a crowd's expression now; bumps its version. */

@@ -2,7 +2,8 @@
  * bench_intake.h — `crowdpack bench --intake`: bulk import rates (Online
  * Retail, a synthetic CSV and the same events as NDJSON) and HTTP batch
  * intake with fsync before the acknowledgement, measured against an
- * in-process server by a loopback load generator (bench_intake.c).
+ * in-process server by a loopback load generator (bench_intake.c, with
+ * bench_gen.c and bench_http.c).
  */
 #ifndef CP_CLI_BENCH_INTAKE_H
 #define CP_CLI_BENCH_INTAKE_H

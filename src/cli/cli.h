@@ -226,6 +226,30 @@ int cmd_serve(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
+/* cmd_analytics.c */
+int cmd_insight(int argc, char **argv);
+int cmd_overlap(int argc, char **argv);
+int cmd_cluster(int argc, char **argv);
+int cmd_tiers(int argc, char **argv);
+int cmd_analytics(int argc, char **argv);
+
+/* cmd_value.c */
+int cmd_measures(int argc, char **argv);
+int cmd_rfm(int argc, char **argv);
+int cmd_aipl(int argc, char **argv);
+int cmd_funnel(int argc, char **argv);
+
+int cmd_import(int argc, char **argv);  /* cmd_import.c */
+int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
+int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
+int cmd_check(int argc, char **argv);   /* cmd_check.c */
+int cmd_recover(int argc, char **argv); /* cmd_check.c */
+int cmd_intake(int argc, char **argv);  /* cmd_intake.c */
+
+/* `user delete ID` on a data directory (cmd_identity.c): an ID of the form
+ * TYPE:VALUE with a known identifier type deletes by identifier. */
+cp_status cli_user_delete_embedded(cp_db_t *db, const char *id, cp_error_t *err);
+
 /* A group of subcommands ("crowd create", "crowd list" ...). */
 typedef struct cli_sub {
     const char *name;

@@ -1,8 +1,8 @@
 /*
  * cmd_identity.c — OneID on the command line: `crowdpack whois TYPE:VALUE`
  * (identifiers, attributes, traits, tags, crowds, lineage) and `crowdpack
- * unmerge MERGE_ID`; `crowdpack user delete TYPE:VALUE` comes through
- * cli_user_delete_spec() from cmd_user.c.
+ * unmerge MERGE_ID`; and cli_user_delete_embedded(), through which
+ * `crowdpack user delete` (cmd_user.c) deletes by TYPE:VALUE.
  */
 #include <jansson.h>
 #include <stdio.h>

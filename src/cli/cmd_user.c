@@ -11,8 +11,6 @@
 
 #define CONN_ALL (CONN_DATA | CONN_SERVER | CONN_JSON)
 
-cp_status cli_user_delete_embedded(cp_db_t *db, const char *id, cp_error_t *err);
-
 static char *user_url(const char *id, const char *suffix)
 {
     char *e = client_escape(id);

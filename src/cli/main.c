@@ -8,26 +8,6 @@
 
 #include "cli/cli.h"
 
-/* cmd_analytics.c */
-int cmd_insight(int argc, char **argv);
-int cmd_overlap(int argc, char **argv);
-int cmd_cluster(int argc, char **argv);
-int cmd_tiers(int argc, char **argv);
-int cmd_analytics(int argc, char **argv);
-
-/* cmd_value.c */
-int cmd_measures(int argc, char **argv);
-int cmd_rfm(int argc, char **argv);
-int cmd_aipl(int argc, char **argv);
-int cmd_funnel(int argc, char **argv);
-
-int cmd_import(int argc, char **argv);  /* cmd_import.c */
-int cmd_whois(int argc, char **argv);   /* cmd_identity.c */
-int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
-int cmd_check(int argc, char **argv);   /* cmd_check.c */
-int cmd_recover(int argc, char **argv); /* cmd_check.c */
-int cmd_intake(int argc, char **argv);  /* cmd_intake.c */
-
 typedef struct command {
     const char *name;
     int (*fn)(int argc, char **argv);

@@ -12,8 +12,9 @@ cp_status eval_crowd(cp_db_t *db, const crowd_rec_t *c, roaring_bitmap_t **out, 
 {
     expr_t *e = NULL;
     cp_status rc = db_parse_text(c->expr, &e, err);
+    /* A crowd made as of a day stays a view of that day. */
     if (rc == CP_OK)
-        rc = db_eval_tree(db, expr_root(e), out, err);
+        rc = db_eval_tree_as_of(db, expr_root(e), c->as_of_day, out, err);
     expr_free(e);
     if (rc)
         error_prefix(err, "crowd \"%s\": ", c->name);

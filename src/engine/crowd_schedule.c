@@ -135,11 +135,16 @@ static cp_status run_today(const crowd_rec_t *c, int64_t now_ms, int64_t *at, cp
 
 /* --------------------------------------------------------------- settings */
 
-cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json, size_t len,
-                                 cp_error_t *err)
+void crowd_settings_free(crowd_settings_t *s)
 {
-    if (name == NULL || json == NULL)
-        return CP_ERR(err, CP_EINVAL, "name or settings is NULL");
+    free(s->refresh);
+    free(s->tz);
+    memset(s, 0, sizeof *s);
+}
+
+cp_status crowd_settings_parse(const char *json, size_t len, crowd_settings_t *s, cp_error_t *err)
+{
+    memset(s, 0, sizeof *s);
     json_error_t je;
     json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(j)) {
@@ -149,8 +154,6 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
     const char *k;
     json_t *v;
     cp_status rc = CP_OK;
-    char *refresh = NULL, *tz = NULL;
-    int minute = 0;
     json_object_foreach(j, k, v)
     {
         if (strcmp(k, "refresh") && strcmp(k, "timezone") && strcmp(k, "expire_after_days") &&
@@ -165,7 +168,7 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
     json_t *r = json_object_get(j, "refresh"), *z = json_object_get(j, "timezone"),
            *x = json_object_get(j, "expire_after_days"), *fz = json_object_get(j, "frozen");
     if (r && !json_is_null(r) &&
-        (!json_is_string(r) || (rc = crowd_parse_refresh(json_string_value(r), &minute, err)))) {
+        (!json_is_string(r) || (rc = crowd_parse_refresh(json_string_value(r), &s->minute, err)))) {
         if (!rc)
             rc = CP_ERR(err, CP_EINVAL, "crowd settings: refresh must be \"daily HH:MM\" or null");
         goto out;
@@ -189,11 +192,54 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
                     "crowd settings: frozen can only be set to false (crowds freeze by expiry)");
         goto out;
     }
-    if ((r && json_is_string(r) && (refresh = strdup(json_string_value(r))) == NULL) ||
-        (z && json_is_string(z) && (tz = strdup(json_string_value(z))) == NULL)) {
+    s->set_refresh = r != NULL;
+    s->set_tz = z != NULL;
+    s->set_expire = x != NULL;
+    s->expire_after_days = x ? (int)json_integer_value(x) : 0;
+    s->thaw = fz != NULL || x != NULL;
+    if ((r && json_is_string(r) && (s->refresh = strdup(json_string_value(r))) == NULL) ||
+        (z && json_is_string(z) && (s->tz = strdup(json_string_value(z))) == NULL))
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
-        goto out;
+out:
+    if (rc)
+        crowd_settings_free(s);
+    if (rc && rc != CP_ENOMEM && err && strncmp(err->message, "crowd settings", 14) != 0)
+        error_prefix(err, "crowd settings: ");
+    json_decref(j);
+    return rc;
+}
+
+void crowd_settings_apply(crowd_rec_t *c, crowd_settings_t *s, int64_t now)
+{
+    if (s->set_refresh) {
+        free(c->refresh);
+        c->refresh = s->refresh;
+        s->refresh = NULL;
+        c->refresh_min = s->minute;
+        c->last_run = now; /* the first run is the next one due, not at once */
     }
+    if (s->set_tz) {
+        free(c->timezone);
+        c->timezone = s->tz;
+        s->tz = NULL;
+    }
+    if (s->set_expire)
+        c->expire_after_days = s->expire_after_days;
+    if (s->thaw) {
+        c->frozen = 0;
+        crowds_mark_used(c, now);
+    }
+}
+
+cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json, size_t len,
+                                 cp_error_t *err)
+{
+    if (name == NULL || json == NULL)
+        return CP_ERR(err, CP_EINVAL, "name or settings is NULL");
+    crowd_settings_t set;
+    cp_status rc = crowd_settings_parse(json, len, &set, err);
+    if (rc)
+        return rc;
     store_txn_t *txn;
     if ((rc = db_write_begin(db, &txn, err)))
         goto out;
@@ -203,35 +249,13 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
         rc = CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
         goto out;
     }
-    int64_t now = time_now_ms();
-    if (r) {
-        free(c->refresh);
-        c->refresh = refresh;
-        refresh = NULL;
-        c->refresh_min = minute;
-        c->last_run = now; /* the first run is the next one due, not at once */
-    }
-    if (z) {
-        free(c->timezone);
-        c->timezone = tz;
-        tz = NULL;
-    }
-    if (x)
-        c->expire_after_days = (int)json_integer_value(x);
-    if (fz || x) {
-        c->frozen = 0;
-        crowds_mark_used(c, now);
-    }
+    crowd_settings_apply(c, &set, time_now_ms());
     if ((rc = crowd_store_put(txn, c, err)))
-        goto fail;
-    rc = db_write_end(db, txn, err);
-    goto out;
-fail:
-    rc = db_write_fail(db, txn, rc, err);
+        rc = db_write_fail(db, txn, rc, err);
+    else
+        rc = db_write_end(db, txn, err);
 out:
-    free(refresh);
-    free(tz);
-    json_decref(j);
+    crowd_settings_free(&set);
     return rc;
 }
 
@@ -272,6 +296,15 @@ cp_status cp_crowd_history_json(cp_db_t *db, const char *name, char **out, cp_er
 int crowds_obj_keep(json_t *o, const crowd_rec_t *c)
 {
     int bad = 0;
+    if (c->as_of_day) {
+        /* INT32_MIN stands for day 0, 1970-01-01 (db_as_of_day) */
+        time_t t = (time_t)(c->as_of_day == INT32_MIN ? 0 : c->as_of_day) * 86400;
+        struct tm tm;
+        char day[32];
+        gmtime_r(&t, &tm);
+        strftime(day, sizeof day, "%Y-%m-%d", &tm);
+        bad |= json_object_set_new(o, "as_of", json_string(day));
+    }
     if (c->refresh) {
         bad |= json_object_set_new(o, "refresh", json_string(c->refresh));
         bad |= json_object_set_new(o, "timezone",

@@ -117,7 +117,8 @@ static cp_status describe(const expr_t *e, char **text, char **tree, strlist_t *
 }
 
 static cp_status create_tree(cp_db_t *db, const char *name, const expr_t *e, cp_crowd_kind kind,
-                             const char *description, int32_t as_of_day, cp_error_t *err)
+                             const char *description, int32_t as_of_day, crowd_settings_t *set,
+                             cp_error_t *err)
 {
     char *text = NULL, *tree = NULL;
     strlist_t crowds = {0}, tags = {0};
@@ -155,6 +156,9 @@ static cp_status create_tree(cp_db_t *db, const char *name, const expr_t *e, cp_
     c->size = roaring_bitmap_get_cardinality(bm);
     c->version = 1;
     c->created = c->updated = time_now_ms();
+    c->as_of_day = as_of_day;
+    if (set != NULL)
+        crowd_settings_apply(c, set, c->created);
     c->crowd_refs = crowds.v;
     c->ncrowd_refs = crowds.n;
     c->tag_refs = tags.v;
@@ -204,8 +208,42 @@ cp_status cp_crowd_create(cp_db_t *db, const char *name, const char *expr, cp_cr
     cp_status rc = db_parse_text(expr, &e, err);
     if (rc)
         return rc;
-    rc = create_tree(db, name, e, kind, description, 0, err);
+    rc = create_tree(db, name, e, kind, description, 0, NULL, err);
     expr_free(e);
+    return rc;
+}
+
+cp_status cp_crowd_create_spec(cp_db_t *db, const cp_crowd_spec_t *spec, cp_error_t *err)
+{
+    if (spec == NULL || spec->size < sizeof(cp_crowd_spec_t))
+        return CP_ERR(err, CP_EINVAL, "crowd spec: NULL or size %zu, expected %zu",
+                      spec ? spec->size : 0, sizeof(cp_crowd_spec_t));
+    const char *name = spec->name ? spec->name : "";
+    cp_crowd_kind kind = spec->kind ? spec->kind : CP_CROWD_STATIC;
+    expr_t *e = NULL;
+    int32_t day;
+    crowd_settings_t set = {0};
+    cp_status rc = db_as_of_day(spec->as_of, &day, err);
+    if (rc)
+        return rc;
+    if (day != 0 && kind == CP_CROWD_DYNAMIC)
+        return CP_ERR(err, CP_EINVAL,
+                      "crowd \"%s\": as_of applies to static crowds only (a dynamic crowd is "
+                      "re-evaluated on the current data after every write)",
+                      name);
+    if ((spec->expression == NULL) == (spec->tree == NULL))
+        return CP_ERR(err, CP_EINVAL, "crowd \"%s\": give the expression as text or as a tree",
+                      name);
+    if (spec->settings != NULL &&
+        (rc = crowd_settings_parse(spec->settings, spec->settings_len, &set, err)))
+        return rc;
+    rc = spec->expression ? db_parse_text(spec->expression, &e, err)
+                          : db_parse_json(spec->tree, spec->tree_len, &e, err);
+    if (rc == CP_OK)
+        rc = create_tree(db, spec->name, e, kind, spec->description, day,
+                         spec->settings ? &set : NULL, err);
+    expr_free(e);
+    crowd_settings_free(&set);
     return rc;
 }
 
@@ -213,25 +251,15 @@ cp_status cp_crowd_create_as_of(cp_db_t *db, const char *name, const char *expr,
                                 const char *json_tree, size_t len, cp_crowd_kind kind,
                                 const char *description, const char *as_of, cp_error_t *err)
 {
-    expr_t *e = NULL;
-    int32_t day;
-    cp_status rc = db_as_of_day(as_of, &day, err);
-    if (rc)
-        return rc;
-    if (day != 0 && kind == CP_CROWD_DYNAMIC)
-        return CP_ERR(err, CP_EINVAL,
-                      "crowd \"%s\": as_of applies to static crowds only (a dynamic crowd is "
-                      "re-evaluated on the current data after every write)",
-                      name ? name : "");
-    if ((expr == NULL) == (json_tree == NULL))
-        return CP_ERR(err, CP_EINVAL, "crowd \"%s\": give the expression as text or as a tree",
-                      name ? name : "");
-    rc = expr ? db_parse_text(expr, &e, err) : db_parse_json(json_tree, len, &e, err);
-    if (rc)
-        return rc;
-    rc = create_tree(db, name, e, kind, description, day, err);
-    expr_free(e);
-    return rc;
+    cp_crowd_spec_t spec = {.size = sizeof spec,
+                            .name = name,
+                            .expression = expr,
+                            .tree = json_tree,
+                            .tree_len = len,
+                            .kind = kind,
+                            .description = description,
+                            .as_of = as_of};
+    return cp_crowd_create_spec(db, &spec, err);
 }
 
 cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_tree, size_t len,
@@ -241,7 +269,7 @@ cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_t
     cp_status rc = db_parse_json(json_tree, len, &e, err);
     if (rc)
         return rc;
-    rc = create_tree(db, name, e, kind, description, 0, err);
+    rc = create_tree(db, name, e, kind, description, 0, NULL, err);
     expr_free(e);
     return rc;
 }

@@ -82,4 +82,19 @@ void group_submit(cp_db_t *db, intake_req_t *req);
 void iw_wait_closed(cp_db_t *db, int *wanting);
 void iw_unwant(cp_db_t *db);
 
+/* A crowd's schedule and expiry settings (cp_crowd_settings_json's
+ * object), parsed and checked before any write, applied to a record in
+ * memory: the create path stores them in the crowd's first record. */
+typedef struct crowd_settings {
+    int set_refresh, set_tz, set_expire, thaw;
+    char *refresh; /* owned until applied; NULL = stop refreshing */
+    int minute;
+    char *tz; /* owned until applied; NULL = the server's zone */
+    int expire_after_days;
+} crowd_settings_t;
+cp_status crowd_settings_parse(const char *json, size_t len, crowd_settings_t *s, cp_error_t *err);
+/* Moves the strings into c; s then holds nothing to free. */
+void crowd_settings_apply(crowd_rec_t *c, crowd_settings_t *s, int64_t now);
+void crowd_settings_free(crowd_settings_t *s);
+
 #endif /* CP_ENGINE_INT_H */

@@ -1,6 +1,7 @@
 /*
- * behavior.h — the behaviour index (DESIGN.md §4 "Behaviour", issue 3 item 6):
- * per series, per UTC day, which users did it and how many times.
+ * behavior.h — the behaviour index (DESIGN.md §4 "Behaviour"): per series,
+ * per UTC day, which users did it and how many times. Implemented by
+ * src/index/beh_*.c; beh_int.h says which file holds what.
  *
  * A *series* is an event name alone ("purchase"), or an event name plus one
  * or more indexed property values ("purchase" + stock_code=85123A, or

@@ -522,38 +522,53 @@ out:
     return rc;
 }
 
+/*
+ * The configuration as JSON, or NULL when an allocation fails: never a
+ * document missing a field, which meas_persist would store as a different
+ * configuration. Every set and append is checked (they take their value's
+ * reference even when they fail, so nothing leaks).
+ */
 static json_t *config_json(const meas_t *m, int with_id)
 {
-    json_t *a = json_array();
-    json_t *o = json_pack("{s:o}", "measures", a);
-    if (o == NULL)
-        return NULL;
+    json_t *o = json_object(), *a = json_array();
+    if (json_object_set_new(o, "measures", a) != 0)
+        goto fail;
     for (size_t i = 0; i < m->nd; i++) {
         const mdef_t *d = &m->defs[i];
-        json_t *ev = json_array();
-        for (size_t j = 0; j < d->nevents; j++)
-            json_array_append_new(ev, json_string(d->events[j]));
-        json_t *x = json_pack("{s:s,s:s,s:o}", "name", d->name, "kind", meas_kind_name(d->kind),
-                              "events", ev);
-        if (x == NULL) {
-            json_decref(o);
-            return NULL;
+        json_t *x = json_object(), *ev = json_array();
+        if (json_array_append_new(a, x) != 0) {
+            json_decref(ev);
+            goto fail;
         }
-        if (d->prop)
-            json_object_set_new(x, "property", json_string(d->prop));
-        if (d->kind == MEAS_SUM)
-            json_object_set_new(x, "scale", json_integer(d->scale));
+        if (json_object_set_new(x, "name", json_string(d->name)) != 0 ||
+            json_object_set_new(x, "kind", json_string(meas_kind_name(d->kind))) != 0) {
+            json_decref(ev);
+            goto fail;
+        }
+        if (json_object_set_new(x, "events", ev) != 0)
+            goto fail;
+        for (size_t j = 0; j < d->nevents; j++)
+            if (json_array_append_new(ev, json_string(d->events[j])) != 0)
+                goto fail;
+        if (d->prop && json_object_set_new(x, "property", json_string(d->prop)) != 0)
+            goto fail;
+        if (d->kind == MEAS_SUM && json_object_set_new(x, "scale", json_integer(d->scale)) != 0)
+            goto fail;
         if (with_id) {
-            json_object_set_new(x, "id", json_integer(d->id));
+            if (json_object_set_new(x, "id", json_integer(d->id)) != 0)
+                goto fail;
         } else {
             uint64_t users = 0;
             for (uint32_t r = 0; r < m->nrec; r++)
                 users += rec_slots(m, r)[i].n > 0;
-            json_object_set_new(x, "users", json_integer((json_int_t)users));
+            if (json_object_set_new(x, "users", json_integer((json_int_t)users)) != 0)
+                goto fail;
         }
-        json_array_append_new(a, x);
     }
     return o;
+fail:
+    json_decref(o);
+    return NULL;
 }
 
 json_t *meas_config_json(const meas_t *m)

@@ -1,8 +1,8 @@
 /*
  * measure.h — event measures: per user, configurable aggregates over the
- * events intake applies (issue 5: RFM needs net amounts, distinct invoices
- * and last purchase times, which the behaviour index — counts per day —
- * cannot give).
+ * events intake applies: what the behaviour index (counts per day) cannot
+ * give, such as the net amounts, distinct invoices and last purchase times
+ * RFM needs.
  *
  * A *measure* has a name, a kind, the events it listens to and (for sum
  * and distinct) one property:

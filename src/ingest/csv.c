@@ -73,12 +73,12 @@ static cp_status reader_new(const csv_opts_t *o, csv_reader_t **out)
 
 /*
  * A gzip file of moderate size is inflated whole at open with libdeflate,
- * about twice as fast as zlib's streaming inflate (which was an eighth of
- * an Online Retail import). The stream holds one member or several; the
+ * about twice as fast as zlib's streaming inflate (which takes an eighth
+ * of an Online Retail import). The stream holds one member or several; the
  * last member's trailer gives a first guess of the size. Anything odd — too
- * large, damaged, truncated, not gzip — returns 0 and is read by zlib as
- * before, so errors and their texts do not change. Returns 1 when r->in
- * holds the whole text.
+ * large, damaged, truncated, not gzip — returns 0 and is left to zlib's
+ * stream, so a damaged file fails with the same errors and texts either
+ * way. Returns 1 when r->in holds the whole text.
  */
 /* Imports stream in bounded memory: whole inflation only below these. */
 #define WHOLE_MAX_IN (16u << 20)  /* compressed bytes */

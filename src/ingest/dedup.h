@@ -1,6 +1,6 @@
 /*
- * dedup.h — messageId deduplication with a time window and bounded memory
- * (issue 3 item 3: "a retried batch changes nothing").
+ * dedup.h — messageId deduplication with a time window and bounded memory:
+ * a retried batch changes nothing.
  *
  * Keys are 64-bit hashes of messageIds (ingest_event_t.message_hash; with
  * at most a few million live entries a false "seen" has a probability

@@ -82,7 +82,7 @@ typedef struct ingest_ident {
     const char *field; /* where it was found ("userId", "traits.email"), static */
 } ingest_ident_t;
 
-/* One property or trait key/value kept as text for the engine. */
+/* One event of any source, parsed and checked: what the engine applies. */
 typedef struct ingest_event {
     ingest_type type;
     uint32_t index;         /* position in its request (batch index), for rejects and warnings */
@@ -112,9 +112,10 @@ typedef struct ingest_event {
     const char *const *tags;
     uint32_t ntags;
     uint32_t ntags_unknown;
-    /* [nids] (at most INGEST_MAX_IDS), borrowed from the batch's arena:
-     * a pointer, not an inline array, keeps an event at 232 bytes instead of
-     * ~1,100 (a 50,000-row import batch was 55 MB of mostly empty slots). */
+    /* [nids] (at most INGEST_MAX_IDS), borrowed from the batch's arena.
+     * A pointer, not an inline array: an event is 232 bytes, where inline
+     * slots would make it ~1,100 (55 MB of mostly empty slots for a
+     * 50,000-row import batch). */
     const ingest_ident_t *ids;
     size_t nids;
     const json_t *traits;       /* user traits, object or NULL; identifier keys are skipped by
@@ -187,14 +188,9 @@ void ingest_batch_warn(ingest_batch_t *b, size_t index, const char *field, const
 
 /* Identifier types that keys of traits are matched against. */
 typedef struct ingest_id_types {
-    const char *const *names; /* NULL = the built-in list */
+    const char *const *names; /* NULL = the built-in list (ident_builtin_types, normalize.h) */
     size_t n;
 } ingest_id_types_t;
-
-/* The built-in identifier types (user_id, anonymous_id, phone, email,
- * device_id, idfa, oaid, member_id, openid, unionid). */
-extern const char *const ingest_builtin_id_types[];
-extern const size_t ingest_builtin_id_types_n;
 
 typedef struct segment_opts {
     int64_t received_at_ms; /* receive time; 0 = unknown (no skew correction, no default time) */

@@ -213,12 +213,11 @@ cp_status mapping_row(const mapping_t *m, const csv_field_t *f, size_t n, uint64
  * (skip_if_empty; nothing appended). A bad row returns CP_EINVAL /
  * CP_ETYPE / CP_ELIMIT with a message that starts with "line N: " and is
  * otherwise the text mapping_row or segment_parse_event would give; b is
- * then unchanged (not even its arena). Deliberate differences from the
- * JSON path, where it had no proper answer: a cell with invalid UTF-8 is
- * "line N: column C: invalid UTF-8" (jansson refused the string: the JSON
- * path failed with "out of memory" or lost the field), and a number that
- * is not finite after rounding or a product (or an int product beyond
- * int64) is a bad value instead of "out of memory". The 32 KB event limit
+ * then unchanged (not even its arena). Both make the row from one
+ * conversion, which refuses what JSON cannot carry: a cell with invalid
+ * UTF-8 is "line N: column C: invalid UTF-8", and a number that is not
+ * finite after rounding or a product (or an int product beyond int64) is
+ * a bad value. The 32 KB event limit
  * is checked on the exact size of the event's compact JSON (computed only
  * when a cheap upper bound exceeds it). CP_ENOMEM: no memory, or b->arena
  * reached its cap (commit the batch and retry the row).

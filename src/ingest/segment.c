@@ -8,121 +8,27 @@
 #include <strings.h>
 
 #include "ingest/event.h"
+#include "ingest/ingest_int.h"
+#include "ingest/rules.h"
 #include "model/normalize.h"
 
-const char *const ingest_builtin_id_types[] = {
-    "user_id", "anonymous_id", "phone",     "email",  "device_id",
-    "idfa",    "oaid",         "member_id", "openid", "unionid",
-};
-const size_t ingest_builtin_id_types_n = CP_ARRAY_LEN(ingest_builtin_id_types);
+/* ---------------------------------------------------------------- helpers */
 
-static const char *const type_names[] = {NULL,     "identify", "track", "page",
-                                         "screen", "group",    "alias"};
-
-const char *ingest_type_name(ingest_type t)
-{
-    return (t > ING_NONE && t <= ING_ALIAS) ? type_names[t] : NULL;
-}
-
-ingest_type ingest_type_parse(const char *s, size_t len)
-{
-    for (int t = ING_IDENTIFY; t <= ING_ALIAS; t++)
-        if (strlen(type_names[t]) == len && memcmp(type_names[t], s, len) == 0)
-            return (ingest_type)t;
-    return ING_NONE;
-}
-
-/* ---------------------------------------------------------------- batch */
-
-void ingest_batch_init(ingest_batch_t *b)
-{
-    memset(b, 0, sizeof *b);
-    arena_init(&b->arena, 64u << 20);
-}
-
-void ingest_batch_free(ingest_batch_t *b)
-{
-    if (b == NULL)
-        return;
-    json_decref(b->root);
-    json_decref(b->keep);
-    free(b->events);
-    free(b->rejects);
-    free(b->warnings);
-    arena_free(&b->arena);
-    memset(b, 0, sizeof *b);
-}
-
-void ingest_batch_reset(ingest_batch_t *b)
-{
-    json_decref(b->root);
-    b->root = NULL;
-    json_decref(b->keep);
-    b->keep = NULL;
-    b->n = 0;
-    b->nrejects = 0;
-    b->rejected = 0;
-    b->nwarnings = 0;
-    b->warned = 0;
-    arena_reset(&b->arena); /* keeps its blocks */
-}
-
-void ingest_batch_reject(ingest_batch_t *b, size_t index, cp_status code, const char *fmt, ...)
-{
-    b->rejected++;
-    if (b->nrejects >= INGEST_MAX_REPORTED)
-        return;
-    if (b->rejects == NULL) {
-        b->rejects = calloc(INGEST_MAX_REPORTED, sizeof *b->rejects);
-        if (b->rejects == NULL)
-            return;
-    }
-    ingest_reject_t *r = &b->rejects[b->nrejects++];
-    r->index = index;
-    r->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->reason, sizeof r->reason, fmt, ap);
-    va_end(ap);
-}
-
-void ingest_batch_warn(ingest_batch_t *b, size_t index, const char *field, const char *reason)
-{
-    b->warned++;
-    if (b->nwarnings >= INGEST_MAX_REPORTED)
-        return;
-    if (b->warnings == NULL) {
-        b->warnings = calloc(INGEST_MAX_REPORTED, sizeof *b->warnings);
-        if (b->warnings == NULL)
-            return;
-    }
-    ingest_warning_t *w = &b->warnings[b->nwarnings++];
-    w->index = index;
-    snprintf(w->field, sizeof w->field, "%s", field);
-    w->reason = reason;
-}
-
-static cp_status batch_push(ingest_batch_t *b, const ingest_event_t *e)
+/* Appends e to b, its identifiers copied from the parser's array into the
+ * batch's arena. */
+static cp_status push_event(ingest_batch_t *b, const ingest_event_t *e)
 {
     ingest_ident_t *ids = NULL;
     if (e->nids && (ids = arena_alloc(&b->arena, e->nids * sizeof *ids)) == NULL)
         return CP_ENOMEM;
     if (e->nids)
         memcpy(ids, e->ids, e->nids * sizeof *ids);
-    if (b->n == b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 16;
-        ingest_event_t *p = realloc(b->events, nc * sizeof *p);
-        if (p == NULL)
-            return CP_ENOMEM;
-        b->events = p;
-        b->cap = nc;
-    }
+    if (ingest_batch_grow(b))
+        return CP_ENOMEM;
     b->events[b->n] = *e;
     b->events[b->n++].ids = ids;
     return CP_OK;
 }
-
-/* ---------------------------------------------------------------- helpers */
 
 static const char *kind(const json_t *v)
 {
@@ -146,41 +52,18 @@ static const char *kind(const json_t *v)
     return "a value";
 }
 
-int ingest_trait_is_ident(const ingest_id_types_t *t, const char *key)
-{
-    const char *const *names = (t && t->names) ? t->names : ingest_builtin_id_types;
-    size_t n = (t && t->names) ? t->n : ingest_builtin_id_types_n;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(names[i], key) == 0)
-            return 1;
-    return 0;
-}
-
-int ingest_time_parse(const json_t *v, int64_t *secs)
-{
-    if (!json_is_string(v))
-        return -1;
-    return time_parse(json_string_value(v), json_string_length(v), secs);
-}
-
-/* 1 if the text has no control characters (and so no NUL). */
-static int printable(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
 /*
- * An id-like field: a string, or an integer turned into text (some SDKs
- * send numeric user ids). Absent and null give *s = NULL and CP_OK.
+ * An id-like JSON value as text: a string, or an integer written in
+ * decimal (some SDKs send numeric user ids). Absent and null give
+ * *s = NULL; any other JSON type gives *not_text naming it. Only CP_ENOMEM
+ * fails: what the value means is for the rules (rules.h).
  */
-static cp_status id_text(ingest_batch_t *b, const json_t *v, const char *field, const char **s,
-                         size_t *len, size_t max, cp_error_t *err)
+static cp_status id_json(ingest_batch_t *b, const json_t *v, const char **s, size_t *len,
+                         const char **not_text, cp_error_t *err)
 {
     *s = NULL;
     *len = 0;
+    *not_text = NULL;
     if (v == NULL || json_is_null(v))
         return CP_OK;
     if (json_is_integer(v)) {
@@ -192,61 +75,58 @@ static cp_status id_text(ingest_batch_t *b, const json_t *v, const char *field, 
         *len = (size_t)n;
         return CP_OK;
     }
-    if (!json_is_string(v))
-        return CP_ERR(err, CP_ETYPE, "\"%s\" must be a string, got %s", field, kind(v));
+    if (!json_is_string(v)) {
+        *not_text = kind(v);
+        return CP_OK;
+    }
     *s = json_string_value(v);
     *len = json_string_length(v);
-    if (*len == 0)
-        return CP_ERR(err, CP_EINVAL, "\"%s\" is empty", field);
-    if (*len > max)
-        return CP_ERR(err, CP_ELIMIT, "\"%s\" is longer than %zu bytes", field, max);
-    if (!printable(*s, *len))
-        return CP_ERR(err, CP_EINVAL, "\"%s\" contains control characters", field);
+    return CP_OK;
+}
+
+/* groupId, previousId: ids their event type requires, so any fault in
+ * one rejects the event. *s = NULL when absent. */
+static cp_status id_required(ingest_batch_t *b, const json_t *v, const char *field, const char **s,
+                             size_t *len, cp_error_t *err)
+{
+    const char *not_text;
+    cp_status rc = id_json(b, v, s, len, &not_text, err);
+    if (rc)
+        return rc;
+    if (not_text)
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be a string, got %s", field, not_text);
+    if (*s && (rc = rule_text(field, *s, *len, INGEST_ID_MAX, 0, 0, err)))
+        return rc;
     return CP_OK;
 }
 
 /*
- * An identifier value where a bad value is not the event's fault (traits,
- * context.device, externalIds): like id_text, but an empty, non-text,
- * oversized or control-character value is a warning on the event and
- * *s = NULL (the value is not used); only CP_ENOMEM fails.
+ * Identifier v of e, found at `field` (named so in warnings and errors):
+ * added to e as `type` when the rules take it (rules.h: where it was found
+ * decides whether a bad value is a warning or rejects the event).
+ * `idfield` is the static name the identifier keeps (the event outlives
+ * `field`). *used (may be NULL) says whether it was added.
  */
-static cp_status id_soft(ingest_batch_t *b, const ingest_event_t *e, const json_t *v,
-                         const char *field, const char **s, size_t *len, cp_error_t *err)
+static cp_status ident(ingest_batch_t *b, ingest_event_t *e, const json_t *v, rule_id_where where,
+                       const char *field, const char *type, const char *idfield, int *used,
+                       cp_error_t *err)
 {
-    cp_error_t ee = {0};
-    cp_status rc = id_text(b, v, field, s, len, INGEST_ID_MAX, &ee);
-    if (rc == CP_ENOMEM)
-        return CP_ERR(err, rc, "out of memory");
-    if (rc) {
-        int empty = json_is_string(v) && json_string_length(v) == 0;
-        ingest_batch_warn(b, e->index, field,
-                          empty ? INGEST_WARN_PLACEHOLDER : INGEST_WARN_INVALID);
-        *s = NULL;
-        *len = 0;
-    }
-    return CP_OK;
-}
-
-/* e->ids is the parser's ingest_ident_t[INGEST_MAX_IDS] until the event is
- * pushed (batch_push copies the used part into the arena). */
-static cp_status add_ident(ingest_event_t *e, const char *type, const char *v, size_t len,
-                           const char *field, cp_error_t *err)
-{
-    if (v == NULL)
-        return CP_OK;
-    for (size_t i = 0; i < e->nids; i++)
-        if (strcmp(e->ids[i].type, type) == 0 && e->ids[i].len == len &&
-            memcmp(e->ids[i].value, v, len) == 0)
-            return CP_OK;
-    if (e->nids >= INGEST_MAX_IDS)
-        return CP_ERR(err, CP_ELIMIT, "more than %d identifiers on one event", INGEST_MAX_IDS);
-    ingest_ident_t *d = (ingest_ident_t *)&e->ids[e->nids++];
-    snprintf(d->type, sizeof d->type, "%s", type);
-    d->value = v;
-    d->len = len;
-    d->field = field;
-    return CP_OK;
+    const char *s, *not_text;
+    size_t len;
+    int use = 0;
+    if (used)
+        *used = 0;
+    cp_status rc = id_json(b, v, &s, &len, &not_text, err);
+    if (rc || (s == NULL && not_text == NULL))
+        return rc;
+    if ((rc = rule_id_value(b, e->index, where, field, s, len, not_text, 0, &use, err)) || !use)
+        return rc;
+    if (used)
+        *used = 1;
+    /* e->ids is the parser's ingest_ident_t[INGEST_MAX_IDS] until the
+     * event is pushed (push_event copies the used part into the arena). */
+    return rule_id_add((ingest_ident_t *)e->ids, &e->nids, type, strlen(type), s, len, idfield,
+                       err);
 }
 
 /* Identifier-typed keys of a traits object. `prefix` names the field. */
@@ -261,15 +141,10 @@ static cp_status traits_idents(ingest_batch_t *b, ingest_event_t *e, const json_
             continue;
         char fname[80];
         snprintf(fname, sizeof fname, "%s.%s", field, k);
-        const char *s;
-        size_t len;
-        if (json_is_null(v))
-            continue; /* Segment's way of saying "not known" */
-        cp_status rc = id_soft(b, e, v, fname, &s, &len, err);
+        /* null is Segment's way of saying "not known": absent. `field`
+         * must outlive the event: the identifier keeps the static name. */
+        cp_status rc = ident(b, e, v, RULE_ID_ELSEWHERE, fname, k, field, NULL, err);
         if (rc)
-            return rc;
-        /* `field` must outlive the event: use the static field name. */
-        if ((rc = add_ident(e, k, s, len, field, err)))
             return rc;
     }
     return CP_OK;
@@ -289,25 +164,19 @@ static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json
     if (dev && !json_is_null(dev)) {
         if (!json_is_object(dev))
             return CP_ERR(err, CP_ETYPE, "\"context.device\" must be an object, got %s", kind(dev));
-        const char *s;
-        size_t len;
-        if ((rc = id_soft(b, e, json_object_get(dev, "id"), "context.device.id", &s, &len, err)) ||
-            (rc = add_ident(e, "device_id", s, len, "context.device.id", err)))
+        if ((rc = ident(b, e, json_object_get(dev, "id"), RULE_ID_ELSEWHERE, "context.device.id",
+                        "device_id", "context.device.id", NULL, err)))
             return rc;
-        if ((rc = id_soft(b, e, json_object_get(dev, "advertisingId"),
-                          "context.device.advertisingId", &s, &len, err)))
+        /* iOS sends the IDFA; elsewhere (Android in China) the OAID. */
+        const json_t *os = json_object_get(ctx, "os");
+        const char *osname = json_string_value(json_object_get(os, "name"));
+        const char *dtype = json_string_value(json_object_get(dev, "type"));
+        int ios = (osname && (ci_prefix(osname, "ios") || ci_prefix(osname, "ipados"))) ||
+                  (dtype && ci_prefix(dtype, "ios"));
+        if ((rc = ident(b, e, json_object_get(dev, "advertisingId"), RULE_ID_ELSEWHERE,
+                        "context.device.advertisingId", ios ? "idfa" : "oaid",
+                        "context.device.advertisingId", NULL, err)))
             return rc;
-        if (s) {
-            /* iOS sends the IDFA; elsewhere (Android in China) the OAID. */
-            const json_t *os = json_object_get(ctx, "os");
-            const char *osname = json_string_value(json_object_get(os, "name"));
-            const char *dtype = json_string_value(json_object_get(dev, "type"));
-            int ios = (osname && (ci_prefix(osname, "ios") || ci_prefix(osname, "ipados"))) ||
-                      (dtype && ci_prefix(dtype, "ios"));
-            if ((rc = add_ident(e, ios ? "idfa" : "oaid", s, len, "context.device.advertisingId",
-                                err)))
-                return rc;
-        }
     }
     const json_t *ext = json_object_get(ctx, "externalIds");
     if (ext && !json_is_null(ext)) {
@@ -326,13 +195,11 @@ static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json
                               i);
             if (!ingest_trait_is_ident(&o->id_types, type))
                 continue; /* other tools' ids: not ours to merge on */
-            const char *s;
-            size_t len;
             const json_t *xid = json_object_get(x, "id");
             if (xid == NULL || json_is_null(xid))
                 return CP_ERR(err, CP_EINVAL, "\"context.externalIds[%zu]\" has no \"id\"", i);
-            if ((rc = id_soft(b, e, xid, "context.externalIds[].id", &s, &len, err)) ||
-                (rc = add_ident(e, type, s, len, "context.externalIds", err)))
+            if ((rc = ident(b, e, xid, RULE_ID_ELSEWHERE, "context.externalIds[].id", type,
+                            "context.externalIds", NULL, err)))
                 return rc;
         }
     }
@@ -350,10 +217,7 @@ static cp_status time_field(const json_t *j, const char *name, int64_t *out, int
     if (!json_is_string(v))
         return CP_ERR(err, CP_ETYPE, "\"%s\" must be an ISO 8601 string, got %s", name, kind(v));
     if (ingest_time_parse(v, out) != 0)
-        return CP_ERR(err, CP_EINVAL,
-                      "\"%s\": \"%.64s\" is not an ISO 8601 timestamp (such as "
-                      "\"2024-01-01T10:20:30.000Z\")",
-                      name, json_string_value(v));
+        return rule_time_bad(name, json_string_value(v), err);
     *given = 1;
     return CP_OK;
 }
@@ -386,12 +250,9 @@ static cp_status text_field(const json_t *j, const char *name, int required, siz
         return CP_ERR(err, CP_ETYPE, "\"%s\" must be a string, got %s", name, kind(v));
     *s = json_string_value(v);
     *len = json_string_length(v);
-    if (*len == 0 && required)
-        return CP_ERR(err, CP_EINVAL, "\"%s\" is empty", name);
-    if (*len > max)
-        return CP_ERR(err, CP_ELIMIT, "\"%s\" is longer than %zu bytes", name, max);
-    if (!printable(*s, *len))
-        return CP_ERR(err, CP_EINVAL, "\"%s\" contains control characters", name);
+    cp_status rc = rule_text(name, *s, *len, max, !required, 0, err);
+    if (rc)
+        return rc;
     if (*len == 0)
         *s = NULL;
     return CP_OK;
@@ -462,8 +323,11 @@ static const json_t *merge_ctx(ingest_batch_t *b, const json_t *batch_ctx, const
         json_t *was = json_object_get(m, k);
         if (json_is_object(v) && json_is_object(was)) {
             json_t *sub = json_copy(was);
-            if (sub == NULL || json_object_update(sub, v) != 0 ||
-                json_object_set_new(m, k, sub) != 0)
+            if (sub == NULL || json_object_update(sub, v) != 0) {
+                json_decref(sub);
+                goto nomem;
+            }
+            if (json_object_set_new(m, k, sub) != 0) /* takes sub either way */
                 goto nomem;
         } else if (json_object_set(m, k, v) != 0) {
             goto nomem;
@@ -479,25 +343,6 @@ nomem:
     json_decref(m);
     *oom = 1;
     return NULL;
-}
-
-/* userId / anonymousId: wrong types are the event's fault; an empty string
- * is a placeholder (a warning; the id is absent). */
-static cp_status envelope_id(ingest_batch_t *b, ingest_event_t *e, const json_t *j,
-                             const char *field, const char *type, const char **s, size_t *len,
-                             cp_error_t *err)
-{
-    const json_t *v = json_object_get(j, field);
-    *s = NULL;
-    *len = 0;
-    if (json_is_string(v) && json_string_length(v) == 0) {
-        ingest_batch_warn(b, e->index, field, INGEST_WARN_PLACEHOLDER);
-        return CP_OK;
-    }
-    cp_status rc = id_text(b, v, field, s, len, INGEST_ID_MAX, err);
-    if (rc == CP_OK)
-        rc = add_ident(e, type, *s, *len, field, err);
-    return rc;
 }
 
 static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *ctx_default,
@@ -524,8 +369,7 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     e.ids = ids;
     e.raw = j;
     e.index = (uint32_t)index;
-    /* Warnings of an event that is then rejected are dropped with it. */
-    size_t warned0 = b->warned, nwarnings0 = b->nwarnings;
+    rule_warn_mark_t mark = rule_warn_mark(b);
     cp_status rc = CP_OK;
 #define return_rc(x)                                                                               \
     do {                                                                                           \
@@ -538,9 +382,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     size_t bytes = size_bound(j, 0);
     if (bytes > INGEST_EVENT_MAX)
         bytes = json_dumpb(j, NULL, 0, JSON_COMPACT);
-    if (bytes > INGEST_EVENT_MAX)
-        return_rc(CP_ERR(err, CP_ELIMIT, "event is %zu bytes; the limit is %u bytes per event",
-                         bytes, INGEST_EVENT_MAX));
+    if ((rc = rule_event_size(bytes, err)))
+        return_rc(rc);
 
     /* type */
     const json_t *jt = json_object_get(j, "type");
@@ -593,21 +436,18 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     }
 
     /* identifiers */
-    const char *s;
-    size_t len;
-    if ((rc = envelope_id(b, &e, j, "userId", "user_id", &s, &len, err)))
+    int has_user, has_anon;
+    if ((rc = ident(b, &e, json_object_get(j, "userId"), RULE_ID_ENVELOPE, "userId", "user_id",
+                    "userId", &has_user, err)) ||
+        (rc = ident(b, &e, json_object_get(j, "anonymousId"), RULE_ID_ENVELOPE, "anonymousId",
+                    "anonymous_id", "anonymousId", &has_anon, err)))
         return_rc(rc);
-    int has_user = s != NULL;
-    if ((rc = envelope_id(b, &e, j, "anonymousId", "anonymous_id", &s, &len, err)))
-        return_rc(rc);
-    int has_anon = s != NULL;
     if ((e.traits && (rc = traits_idents(b, &e, e.traits, "traits", o, err))) ||
         (e.ctx_traits && (rc = traits_idents(b, &e, e.ctx_traits, "context.traits", o, err))) ||
         (ctx && (rc = context_idents(b, &e, ctx, o, err))))
         return_rc(rc);
-    if (!has_user && !has_anon && !(o->allow_other_ids && e.nids > 0))
-        return_rc(
-            CP_ERR(err, CP_EINVAL, "missing \"userId\" and \"anonymousId\" (one is required)"));
+    if ((rc = rule_id_required(has_user, has_anon, e.nids, o, err)))
+        return_rc(rc);
 
     /* per type */
     switch (e.type) {
@@ -623,8 +463,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         e.event_len = strlen(e.event);
         break;
     case ING_GROUP:
-        if ((rc = id_text(b, json_object_get(j, "groupId"), "groupId", &e.group_id, &e.group_id_len,
-                          INGEST_ID_MAX, err)))
+        if ((rc = id_required(b, json_object_get(j, "groupId"), "groupId", &e.group_id,
+                              &e.group_id_len, err)))
             return_rc(rc);
         if (e.group_id == NULL)
             return_rc(CP_ERR(err, CP_EINVAL, "missing \"groupId\" (group)"));
@@ -632,8 +472,8 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         e.event_len = 5;
         break;
     case ING_ALIAS:
-        if ((rc = id_text(b, json_object_get(j, "previousId"), "previousId", &e.previous_id,
-                          &e.previous_id_len, INGEST_ID_MAX, err)))
+        if ((rc = id_required(b, json_object_get(j, "previousId"), "previousId", &e.previous_id,
+                              &e.previous_id_len, err)))
             return_rc(rc);
         if (e.previous_id == NULL)
             return_rc(CP_ERR(err, CP_EINVAL, "missing \"previousId\" (alias)"));
@@ -664,17 +504,10 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         ts = ots;
         g_ts = 1;
     }
-    if (!g_ts) {
-        if (recv == 0)
-            return_rc(
-                CP_ERR(err, CP_EINVAL, "missing \"timestamp\" (no receive time to default to)"));
-        ts = recv;
-    } else if (g_sat && recv && !o->no_skew_correction && !g_rat) {
-        ts += recv - sat;
-        if (ts > recv)
-            ts = recv;
-    }
-    e.ts = ts;
+    /* An imported receivedAt was corrected by whoever received it. */
+    if ((rc = rule_event_time(g_ts, ts, g_sat, sat, recv, o->no_skew_correction || g_rat, &e.ts,
+                              err)))
+        return_rc(rc);
 
     /* messageId */
     if ((rc = text_field(j, "messageId", 0, INGEST_MSGID_MAX, &e.message_id, &e.message_id_len,
@@ -699,13 +532,12 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         e.message_id_derived = 1;
     }
     e.no_dedup = o->no_dedup;
-    e.message_hash = hash64(e.message_id, e.message_id_len, 0x6d736764);
-    if (batch_push(b, &e))
+    e.message_hash = rule_message_hash(e.message_id, e.message_id_len);
+    if (push_event(b, &e))
         return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
 out:
     if (rc) {
-        b->warned = warned0;
-        b->nwarnings = nwarnings0;
+        rule_warn_drop(b, mark); /* the warnings of a rejected event go with it */
     }
     return rc;
 #undef return_rc

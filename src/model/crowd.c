@@ -192,17 +192,28 @@ static int put_extra(json_t *j, const crowd_rec_t *c)
         bad |= json_object_set_new(j, "last_used", json_integer(c->last_used));
     if (c->frozen)
         bad |= json_object_set_new(j, "frozen", json_true());
+    if (c->as_of_day)
+        bad |= json_object_set_new(j, "as_of_day", json_integer(c->as_of_day));
     return bad;
 }
 
 cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err)
 {
-    json_t *j = json_pack(
-        "{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o*,s:o*}", "id", (json_int_t)c->id, "kind",
-        crowd_kind_name(c->kind), "expression", c->expr, "tree", c->tree, "description",
-        c->description, "size", (json_int_t)c->size, "version", (json_int_t)c->version, "created",
-        (json_int_t)c->created, "updated", (json_int_t)c->updated, "crowd_refs",
-        strs_json(c->crowd_refs, c->ncrowd_refs), "tag_refs", strs_json(c->tag_refs, c->ntag_refs));
+    /* The reference lists are built first: given to json_pack as "o*", a
+     * list lost to a failed allocation would silently drop its key, and the
+     * record would read back as corrupt. */
+    json_t *j = NULL, *crefs = strs_json(c->crowd_refs, c->ncrowd_refs),
+           *trefs = strs_json(c->tag_refs, c->ntag_refs);
+    if (crefs != NULL && trefs != NULL)
+        j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:o}", "id", (json_int_t)c->id,
+                      "kind", crowd_kind_name(c->kind), "expression", c->expr, "tree", c->tree,
+                      "description", c->description, "size", (json_int_t)c->size, "version",
+                      (json_int_t)c->version, "created", (json_int_t)c->created, "updated",
+                      (json_int_t)c->updated, "crowd_refs", crefs, "tag_refs", trefs);
+    else {
+        json_decref(crefs);
+        json_decref(trefs);
+    }
     char *text = j && !put_extra(j, c) ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
@@ -248,6 +259,12 @@ static cp_status load_extra(json_t *j, crowd_rec_t *c)
     c->last_used = json_integer_value(json_object_get(j, "last_used"));
     c->frozen = json_is_true(json_object_get(j, "frozen"));
     c->last_used_saved = c->last_used;
+    if ((v = json_object_get(j, "as_of_day")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) == 0 ||
+            json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX)
+            return CP_EIO;
+        c->as_of_day = (int32_t)json_integer_value(v);
+    }
     return CP_OK;
 }
 

@@ -55,6 +55,8 @@ typedef struct crowd_rec {
     int64_t last_used;       /* ms: evaluated, exported or referenced (0 = created time) */
     int frozen;              /* expired: neither re-evaluated nor refreshed on schedule */
     int64_t last_used_saved; /* last_used as last stored (memory only) */
+    int32_t as_of_day;       /* a static crowd made as of this day (days since 1970-01-01,
+                                UTC) is evaluated as of it at every refresh; 0 = current data */
 } crowd_rec_t;
 
 typedef struct crowd_set {

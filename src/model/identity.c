@@ -144,6 +144,8 @@ static cp_status get_u32(store_txn_t *t, const unsigned char *k, size_t kl, uint
 {
     const void *p;
     size_t n;
+    /* Written on every path, so no caller reads an unset value after an error. */
+    *v = IDENTITY_NONE;
     cp_status rc = store_get(t, STORE_IDENTITY, k, kl, &p, &n, err);
     if (rc)
         return rc;

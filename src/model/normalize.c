@@ -7,9 +7,10 @@
 #include <strings.h>
 
 #include "model/normalize.h"
+#include "util/text.h"
 #include "util/util.h"
 
-static const char *const builtin_types[IDENT_NBUILTIN] = {
+const char *const ident_builtin_types[IDENT_NBUILTIN] = {
     "user_id", "anonymous_id", "phone",     "email",  "device_id",
     "idfa",    "oaid",         "member_id", "openid", "unionid",
 };
@@ -39,29 +40,6 @@ static const char *show(char buf[64], const char *s, size_t len)
     return buf;
 }
 
-static int is_space(char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
-}
-
-static void trim(const char **s, size_t *len)
-{
-    while (*len > 0 && is_space((*s)[0])) {
-        (*s)++;
-        (*len)--;
-    }
-    while (*len > 0 && is_space((*s)[*len - 1]))
-        (*len)--;
-}
-
-static int has_control(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return 1;
-    return 0;
-}
-
 /* ------------------------------------------------------------- config */
 
 void ident_config_init(ident_config_t *c)
@@ -70,7 +48,7 @@ void ident_config_init(ident_config_t *c)
     strcpy(c->ic_country, "86");
     c->ic_hash_pii = 1;
     for (int i = 0; i < IDENT_NBUILTIN; i++)
-        strcpy(c->ic_types[i], builtin_types[i]);
+        strcpy(c->ic_types[i], ident_builtin_types[i]);
     c->ic_ntypes = IDENT_NBUILTIN;
     c->ic_pii =
         (1ull << IDENT_PHONE) | (1ull << IDENT_EMAIL) | (1ull << IDENT_IDFA) | (1ull << IDENT_OAID);
@@ -277,7 +255,7 @@ cp_status ident_phone_e164(const char *country, const char *s, size_t len, char 
     char e[64]; /* E.164 digits, without '+' */
     size_t nd = 0, ne = 0;
     int plus = 0;
-    trim(&s, &len);
+    text_trim(&s, &len);
     if (len == 0)
         return CP_ERR(err, CP_EINVAL, "phone: empty value");
     cp_status rc = phone_digits(s, len, d, &nd, &plus, err);
@@ -359,7 +337,7 @@ cp_status ident_phone_e164_hint(const char *country, const char *hint, const cha
     int plus = 0;
     const char *t = s;
     size_t tl = len;
-    trim(&t, &tl);
+    text_trim(&t, &tl);
     cp_error_t e2 = {0};
     if (tl == 0 || phone_digits(t, tl, d, &nd, &plus, &e2) != CP_OK || plus ||
         (nd >= 2 && d[0] == '0' && d[1] == '0'))
@@ -389,7 +367,7 @@ int ident_value_unusable(const char *v, size_t len, const char *const *block, si
 {
     static const char *const stand_ins[] = {"n/a",     "na",   "null", "nil",    "undefined",
                                             "unknown", "none", "-",    "(null)", "nan"};
-    trim(&v, &len);
+    text_trim(&v, &len);
     if (len == 0)
         return IDENT_PLACEHOLDER;
     for (size_t i = 0; i < CP_ARRAY_LEN(stand_ins); i++)
@@ -469,7 +447,7 @@ cp_status ident_email_normalize(const char *s, size_t len, char *out, size_t *ou
                                 cp_error_t *err)
 {
     char sb[64];
-    trim(&s, &len);
+    text_trim(&s, &len);
     if (len == 0)
         return CP_ERR(err, CP_EINVAL, "email: empty value");
     if (len > IDENT_MAX_EMAIL)
@@ -533,10 +511,10 @@ static cp_status device_normalize(const ident_config_t *c, int type, const char 
 {
     char sb[64];
     const char *tn = c->ic_types[type];
-    trim(&s, &len);
+    text_trim(&s, &len);
     if (len == 0)
         return CP_ERR(err, CP_EINVAL, "%s: empty value", tn);
-    if (has_control(s, len))
+    if (text_has_control(s, len))
         return CP_ERR(err, CP_EINVAL, "%s \"%s\": contains a control character", tn,
                       show(sb, s, len));
     if (type == IDENT_IDFA || type == IDENT_OAID) {
@@ -609,7 +587,7 @@ static cp_status normalize_hint(const ident_config_t *c, int type, const char *v
         break;
     }
     /* Exact types: user_id must stay byte-identical to the API's user id. */
-    if (has_control(value, vlen))
+    if (text_has_control(value, vlen))
         return CP_ERR(err, CP_EINVAL, "%s \"%s\": contains a control character", tn,
                       show(sb, value, vlen));
     memcpy(out, value, vlen);
@@ -690,7 +668,7 @@ cp_status ident_key_check(const char *key, size_t len, cp_error_t *err)
     if (vl > IDENT_MAX_VALUE)
         return CP_ERR(err, CP_ELIMIT, "identifier key \"%s\": value longer than %d bytes",
                       show(sb, key, len), IDENT_MAX_VALUE);
-    if (!utf8_valid(colon + 1, vl) || has_control(colon + 1, vl))
+    if (!utf8_valid(colon + 1, vl) || text_has_control(colon + 1, vl))
         return CP_ERR(err, CP_EINVAL,
                       "identifier key \"%s\": value is not UTF-8 without control characters",
                       show(sb, key, len));

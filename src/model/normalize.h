@@ -63,6 +63,9 @@ enum {
     IDENT_NBUILTIN
 };
 
+/* The names of the built-in types, in that order ("user_id", ...). */
+extern const char *const ident_builtin_types[IDENT_NBUILTIN];
+
 /*
  * What a data directory's identifiers are normalised and hashed with.
  * ident_config_init() fills the defaults; ident_config_bind() loads (or

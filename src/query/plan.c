@@ -2,8 +2,9 @@
  * plan.c — the planner: expression tree (ast.h) -> plan tree (plan_int.h).
  *
  * Names are resolved through the resolver, values are checked against the
- * attribute's type, and the tree is rewritten into the shape the chunked
- * evaluator runs fastest:
+ * attribute's type, and each predicate is lowered to plan nodes; the node
+ * constructors (plan_node.c) apply the structural rules as they build, so
+ * the tree comes out in the shape the chunked evaluator runs fastest:
  *
  *  - nested ANDs and ORs are flattened;
  *  - an AND keeps positive terms (sorted by estimated size, smallest first,
@@ -32,6 +33,7 @@
  * by the users having a value, an AND by its smallest positive term, an OR
  * by the sum, a complement by the universe; did() by the users in its
  * window's days (the universe when users who never did it match).
+
  */
 #include <math.h>
 #include <stdio.h>
@@ -39,419 +41,12 @@
 #include <string.h>
 
 #include "index/measure.h"
-#include "query/plan_int.h"
+#include "query/plan_node.h"
 
 /* Guard against trees deeper than any parser produces (JSON and text are
  * limited to CP_EXPR_MAX_DEPTH); keeps the recursion and the evaluator's
  * buffer stack bounded even for hand-built trees. */
 #define PLAN_MAX_DEPTH (4 * CP_EXPR_MAX_DEPTH)
-
-typedef struct nvec {
-    pnode_t **v;
-    size_t n, cap;
-} nvec_t;
-
-typedef struct builder {
-    plan_t *p;
-    const plan_resolver_t *r;
-    cp_error_t *err;
-    uint64_t ucard; /* universe cardinality */
-} builder_t;
-
-static cp_status nvec_push(nvec_t *v, pnode_t *n)
-{
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 8;
-        pnode_t **nv = realloc(v->v, cap * sizeof *nv);
-        if (nv == NULL)
-            return CP_ENOMEM;
-        v->v = nv;
-        v->cap = cap;
-    }
-    v->v[v->n++] = n;
-    return CP_OK;
-}
-
-static void nvec_free(nvec_t *v)
-{
-    free(v->v);
-    v->v = NULL;
-    v->n = v->cap = 0;
-}
-
-static uint64_t sat_add(uint64_t a, uint64_t b)
-{
-    return a + b < a ? UINT64_MAX : a + b;
-}
-
-static pnode_t *node_new(builder_t *b, pnode_kind kind)
-{
-    pnode_t *n = arena_alloc(&b->p->arena, sizeof *n);
-    if (n != NULL) {
-        n->kind = kind;
-        n->slot = -1;
-    }
-    return n;
-}
-
-static cp_status oom(builder_t *b)
-{
-    return CP_ERR(b->err, CP_ENOMEM, "out of memory while planning the expression");
-}
-
-static int is_leaf(const pnode_t *n)
-{
-    return n->kind == PN_ALL || n->kind == PN_BITMAP;
-}
-
-/* ---------------------------------------------------------------- leaves */
-
-static cp_status mk_empty(builder_t *b, pnode_t **out)
-{
-    *out = node_new(b, PN_EMPTY);
-    return *out ? CP_OK : oom(b);
-}
-
-static cp_status mk_all(builder_t *b, pnode_t **out)
-{
-    pnode_t *n = node_new(b, PN_ALL);
-    if (n == NULL)
-        return oom(b);
-    n->bm = b->r->universe;
-    n->est = b->ucard;
-    *out = n;
-    return CP_OK;
-}
-
-/* A borrowed (or plan-owned) bitmap; NULL or empty is the empty set. */
-static cp_status mk_bitmap(builder_t *b, const roaring_bitmap_t *bm, pnode_t **out)
-{
-    uint64_t card = bm ? roaring_bitmap_get_cardinality(bm) : 0;
-    if (card == 0)
-        return mk_empty(b, out);
-    if (bm == b->r->universe)
-        return mk_all(b, out);
-    pnode_t *n = node_new(b, PN_BITMAP);
-    if (n == NULL)
-        return oom(b);
-    n->bm = bm;
-    n->est = card;
-    *out = n;
-    return CP_OK;
-}
-
-/* Users whose value is in [lo, hi]; a range covering every int64 is the
- * exists bitmap itself (no BSI work at all). */
-static cp_status mk_range(builder_t *b, const bsi_t *bsi, int64_t lo, int64_t hi, pnode_t **out)
-{
-    if (bsi == NULL || bsi->exists == NULL || lo > hi)
-        return mk_empty(b, out);
-    uint64_t card = roaring_bitmap_get_cardinality(bsi->exists);
-    if (card == 0)
-        return mk_empty(b, out);
-    if (lo == INT64_MIN && hi == INT64_MAX)
-        return mk_bitmap(b, bsi->exists, out);
-    pnode_t *n = node_new(b, PN_RANGE);
-    if (n == NULL)
-        return oom(b);
-    n->bsi = bsi;
-    n->lo = lo;
-    n->hi = hi;
-    n->est = card;
-    *out = n;
-    return CP_OK;
-}
-
-/* ------------------------------------------------------------ AND and OR */
-
-/* Evaluation order inside an AND: smallest estimate first; on ties bitmap
- * leaves (cheap, and their absence skips a chunk) before ranges before
- * compound terms, and the universe last: its chunks are mostly full, and
- * the evaluator skips a full universe chunk entirely. */
-static int kind_rank(const pnode_t *n)
-{
-    switch (n->kind) {
-    case PN_BITMAP:
-        return 0;
-    case PN_RANGE:
-        return 1;
-    case PN_ALL:
-        return 3;
-    default:
-        return 2;
-    }
-}
-
-static int cmp_pos(const void *a, const void *b)
-{
-    const pnode_t *x = *(pnode_t *const *)a, *y = *(pnode_t *const *)b;
-    if (x->est != y->est)
-        return x->est < y->est ? -1 : 1;
-    return kind_rank(x) - kind_rank(y);
-}
-
-static int height_of(pnode_t **kids, size_t n)
-{
-    int h = 0;
-    for (size_t i = 0; i < n; i++)
-        if (kids[i]->height > h)
-            h = kids[i]->height;
-    return h + 1;
-}
-
-/* Adds `n` to an AND being assembled, as a positive or a negative term,
- * splicing what can be spliced:
- *   pos AND(p.., -n..)    -> p.. positive, n.. negative
- *   neg OR(a, b, ..)      -> a, b, .. negative (De Morgan)
- *   neg AND(all, -x)      -> x positive (NOT NOT x) */
-static cp_status and_add(nvec_t *pos, nvec_t *neg, pnode_t *n, int positive)
-{
-    cp_status st = CP_OK;
-    if (n->kind == PN_AND && positive) {
-        for (uint32_t i = 0; i < n->nkids && st == CP_OK; i++)
-            st = nvec_push(i < n->npos ? pos : neg, n->kids[i]);
-        return st;
-    }
-    if (n->kind == PN_AND && !positive && n->npos == 1 && n->nkids == 2 &&
-        n->kids[0]->kind == PN_ALL)
-        return and_add(pos, neg, n->kids[1], 1);
-    if (n->kind == PN_OR && !positive) {
-        for (uint32_t i = 0; i < n->nkids && st == CP_OK; i++)
-            st = and_add(pos, neg, n->kids[i], 0);
-        return st;
-    }
-    return nvec_push(positive ? pos : neg, n);
-}
-
-/* Removes repeated bitmap leaves (x AND x); O(n^2), so only for short
- * lists. Returns 1 if some leaf is in both lists (x AND NOT x = empty). */
-static int dedupe_leaves(nvec_t *pos, nvec_t *neg)
-{
-    nvec_t *lists[2] = {pos, neg};
-    for (int l = 0; l < 2; l++) {
-        nvec_t *v = lists[l];
-        if (v->n > 64)
-            continue;
-        size_t k = 0;
-        for (size_t i = 0; i < v->n; i++) {
-            int dup = 0;
-            for (size_t j = 0; j < k && !dup; j++)
-                dup = is_leaf(v->v[i]) && is_leaf(v->v[j]) && v->v[i]->bm == v->v[j]->bm;
-            if (!dup)
-                v->v[k++] = v->v[i];
-        }
-        v->n = k;
-    }
-    if (pos->n <= 64 && neg->n <= 64)
-        for (size_t i = 0; i < pos->n; i++)
-            for (size_t j = 0; j < neg->n; j++)
-                if (is_leaf(pos->v[i]) && is_leaf(neg->v[j]) && pos->v[i]->bm == neg->v[j]->bm)
-                    return 1;
-    return 0;
-}
-
-/* Builds (pos[0] AND pos[1] ...) ANDNOT neg[0] ANDNOT neg[1] ... with
- * folding. Consumes nothing: the vectors stay the caller's. */
-static cp_status mk_and(builder_t *b, nvec_t *pos, nvec_t *neg, pnode_t **out)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < pos->n; i++) {
-        if (pos->v[i]->kind == PN_EMPTY)
-            return mk_empty(b, out);
-        if (pos->v[i]->kind != PN_ALL) /* x AND all = x (the root clips) */
-            pos->v[k++] = pos->v[i];
-    }
-    pos->n = k;
-    k = 0;
-    for (size_t i = 0; i < neg->n; i++) {
-        if (neg->v[i]->kind == PN_ALL)
-            return mk_empty(b, out);
-        if (neg->v[i]->kind != PN_EMPTY)
-            neg->v[k++] = neg->v[i];
-    }
-    neg->n = k;
-    if (dedupe_leaves(pos, neg))
-        return mk_empty(b, out);
-    if (pos->n == 0) { /* only negative terms: complement within the universe */
-        pnode_t *all = NULL;
-        cp_status st = mk_all(b, &all);
-        if (st == CP_OK && nvec_push(pos, all) != CP_OK)
-            st = oom(b);
-        if (st != CP_OK)
-            return st;
-    }
-    if (pos->n == 1 && neg->n == 0) {
-        *out = pos->v[0];
-        return CP_OK;
-    }
-    qsort(pos->v, pos->n, sizeof *pos->v, cmp_pos);
-
-    pnode_t *n = node_new(b, PN_AND);
-    if (n == NULL)
-        return oom(b);
-    n->nkids = (uint32_t)(pos->n + neg->n);
-    n->npos = (uint32_t)pos->n;
-    n->kids = arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids);
-    if (n->kids == NULL)
-        return oom(b);
-    memcpy(n->kids, pos->v, pos->n * sizeof *n->kids);
-    if (neg->n > 0) /* neg->v may be NULL */
-        memcpy(n->kids + pos->n, neg->v, neg->n * sizeof *n->kids);
-    n->height = height_of(n->kids, n->nkids);
-    /* The smallest positive term bounds the result. Negative terms are
-     * not subtracted: a bitmap may still count users outside the universe
-     * (a stale crowd), so "universe - |x|" would not be an upper bound; a
-     * complement is estimated as the whole universe, which is harmless for
-     * ordering because complements never stand as terms of an AND (they
-     * are spliced into it as ANDNOT terms). */
-    n->est = pos->v[0]->est;
-    *out = n;
-    return CP_OK;
-}
-
-static int cmp_range(const void *a, const void *b)
-{
-    const pnode_t *x = *(pnode_t *const *)a, *y = *(pnode_t *const *)b;
-    if (x->bsi != y->bsi)
-        return (uintptr_t)x->bsi < (uintptr_t)y->bsi ? -1 : 1;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
-/* Coalesces ranges of one BSI that overlap or touch: `age IN (1, 2, 3, 7)`
- * costs two range evaluations instead of four. */
-static cp_status merge_ranges(builder_t *b, nvec_t *kids)
-{
-    nvec_t ranges = {0};
-    cp_status st = CP_OK;
-    size_t k = 0;
-    for (size_t i = 0; i < kids->n; i++) {
-        if (kids->v[i]->kind == PN_RANGE) {
-            if ((st = nvec_push(&ranges, kids->v[i])) != CP_OK)
-                goto out;
-        } else {
-            kids->v[k++] = kids->v[i];
-        }
-    }
-    kids->n = k;
-    if (ranges.n > 1)
-        qsort(ranges.v, ranges.n, sizeof *ranges.v, cmp_range);
-    for (size_t i = 0; i < ranges.n;) {
-        const bsi_t *bsi = ranges.v[i]->bsi;
-        int64_t lo = ranges.v[i]->lo, hi = ranges.v[i]->hi;
-        size_t j = i + 1;
-        while (j < ranges.n && ranges.v[j]->bsi == bsi &&
-               (hi == INT64_MAX || ranges.v[j]->lo <= hi + 1)) {
-            if (ranges.v[j]->hi > hi)
-                hi = ranges.v[j]->hi;
-            j++;
-        }
-        pnode_t *n = ranges.v[i];
-        if (j > i + 1 && (st = mk_range(b, bsi, lo, hi, &n)) != CP_OK)
-            goto out;
-        if ((st = nvec_push(kids, n)) != CP_OK)
-            goto out;
-        i = j;
-    }
-out:
-    nvec_free(&ranges);
-    return st == CP_ENOMEM ? oom(b) : st;
-}
-
-static cp_status mk_or(builder_t *b, nvec_t *in, pnode_t **out)
-{
-    nvec_t kids = {0};
-    cp_status st = CP_OK;
-    for (size_t i = 0; i < in->n; i++) {
-        pnode_t *c = in->v[i];
-        if (c->kind == PN_ALL) {
-            st = mk_all(b, out);
-            goto out;
-        }
-        if (c->kind == PN_EMPTY)
-            continue;
-        if (c->kind == PN_OR) {
-            for (uint32_t j = 0; j < c->nkids; j++)
-                if ((st = nvec_push(&kids, c->kids[j])) != CP_OK)
-                    goto out;
-        } else if ((st = nvec_push(&kids, c)) != CP_OK) {
-            goto out;
-        }
-    }
-    if ((st = merge_ranges(b, &kids)) != CP_OK)
-        goto out;
-    if (kids.n <= 64) { /* x OR x = x */
-        size_t k = 0;
-        for (size_t i = 0; i < kids.n; i++) {
-            int dup = 0;
-            for (size_t j = 0; j < k && !dup; j++)
-                dup = kids.v[i]->kind == PN_BITMAP && kids.v[j]->kind == PN_BITMAP &&
-                      kids.v[i]->bm == kids.v[j]->bm;
-            if (!dup)
-                kids.v[k++] = kids.v[i];
-        }
-        kids.n = k;
-    }
-    for (size_t i = 0; i < kids.n; i++) {
-        if (kids.v[i]->kind == PN_ALL) { /* a merged range can cover everyone */
-            st = mk_all(b, out);
-            goto out;
-        }
-    }
-    if (kids.n == 0) {
-        st = mk_empty(b, out);
-        goto out;
-    }
-    if (kids.n == 1) {
-        *out = kids.v[0];
-        goto out;
-    }
-    pnode_t *n = node_new(b, PN_OR);
-    if (n == NULL || (n->kids = arena_alloc(&b->p->arena, kids.n * sizeof *n->kids)) == NULL) {
-        st = CP_ENOMEM;
-        goto out;
-    }
-    n->nkids = n->npos = (uint32_t)kids.n;
-    memcpy(n->kids, kids.v, kids.n * sizeof *n->kids);
-    n->height = height_of(n->kids, n->nkids);
-    for (size_t i = 0; i < kids.n; i++)
-        n->est = sat_add(n->est, kids.v[i]->est);
-    if (n->est > b->ucard)
-        n->est = b->ucard;
-    *out = n;
-out:
-    nvec_free(&kids);
-    return st == CP_ENOMEM ? oom(b) : st;
-}
-
-/* NOT x as "universe ANDNOT x" (with the folding of mk_and). */
-static cp_status mk_not(builder_t *b, pnode_t *x, pnode_t **out)
-{
-    nvec_t pos = {0}, neg = {0};
-    cp_status st = and_add(&pos, &neg, x, 0);
-    if (st == CP_OK)
-        st = mk_and(b, &pos, &neg, out);
-    else
-        st = oom(b);
-    nvec_free(&pos);
-    nvec_free(&neg);
-    return st;
-}
-
-/* a ANDNOT x, for `attr != v`. */
-static cp_status mk_andnot(builder_t *b, pnode_t *a, pnode_t *x, pnode_t **out)
-{
-    nvec_t pos = {0}, neg = {0};
-    cp_status st = and_add(&pos, &neg, a, 1);
-    if (st == CP_OK)
-        st = and_add(&pos, &neg, x, 0);
-    if (st == CP_OK)
-        st = mk_and(b, &pos, &neg, out);
-    else
-        st = oom(b);
-    nvec_free(&pos);
-    nvec_free(&neg);
-    return st;
-}
 
 /* ------------------------------------------------------------ messages */
 
@@ -564,7 +159,7 @@ static cp_status resolve_set(builder_t *b, const expr_node_t *n, const char *wha
     if (st != CP_OK)
         return CP_ERR_AT(b->err, st, n->line, n->column, "%s \"%s\": %s", what, n->name,
                          cp_strerror(st));
-    return mk_bitmap(b, bm, out);
+    return plan__mk_bitmap(b, bm, out);
 }
 
 static cp_status resolve_attr(builder_t *b, const expr_node_t *n, const char *name, plan_attr_t *a)
@@ -619,48 +214,48 @@ static cp_status plan_numeric(builder_t *b, const expr_node_t *n, const plan_att
         if ((st = int_value(b, n, a, &n->values[0], &v)) != CP_OK ||
             (st = int_value(b, n, a, &n->values[1], &w)) != CP_OK)
             return st;
-        return mk_range(b, a->bsi, v, w, out); /* v > w: empty, as in SQL */
+        return plan__mk_range(b, a->bsi, v, w, out); /* v > w: empty, as in SQL */
     }
     if (n->kind == EXPR_IN) {
         nvec_t kids = {0};
         for (size_t i = 0; i < n->nvalues; i++) {
             pnode_t *k = NULL;
             if ((st = int_value(b, n, a, &n->values[i], &v)) != CP_OK ||
-                (st = mk_range(b, a->bsi, v, v, &k)) != CP_OK)
+                (st = plan__mk_range(b, a->bsi, v, v, &k)) != CP_OK)
                 goto in_out;
-            if (nvec_push(&kids, k) != CP_OK) {
-                st = oom(b);
+            if (plan__nvec_push(&kids, k) != CP_OK) {
+                st = plan__oom(b);
                 goto in_out;
             }
         }
-        st = mk_or(b, &kids, out);
+        st = plan__mk_or(b, &kids, out);
     in_out:
-        nvec_free(&kids);
+        plan__nvec_free(&kids);
         return st;
     }
     if ((st = int_value(b, n, a, &n->values[0], &v)) != CP_OK)
         return st;
     switch (n->op) {
     case OP_EQ:
-        return mk_range(b, a->bsi, v, v, out);
+        return plan__mk_range(b, a->bsi, v, v, out);
     case OP_LE:
-        return mk_range(b, a->bsi, INT64_MIN, v, out);
+        return plan__mk_range(b, a->bsi, INT64_MIN, v, out);
     case OP_GE:
-        return mk_range(b, a->bsi, v, INT64_MAX, out);
+        return plan__mk_range(b, a->bsi, v, INT64_MAX, out);
     case OP_LT:
         if (v == INT64_MIN)
-            return mk_empty(b, out);
-        return mk_range(b, a->bsi, INT64_MIN, v - 1, out);
+            return plan__mk_empty(b, out);
+        return plan__mk_range(b, a->bsi, INT64_MIN, v - 1, out);
     case OP_GT:
         if (v == INT64_MAX)
-            return mk_empty(b, out);
-        return mk_range(b, a->bsi, v + 1, INT64_MAX, out);
+            return plan__mk_empty(b, out);
+        return plan__mk_range(b, a->bsi, v + 1, INT64_MAX, out);
     case OP_NE: {
         pnode_t *ex = NULL, *eq = NULL;
-        if ((st = mk_bitmap(b, exists_of(a), &ex)) != CP_OK ||
-            (st = mk_range(b, a->bsi, v, v, &eq)) != CP_OK)
+        if ((st = plan__mk_bitmap(b, exists_of(a), &ex)) != CP_OK ||
+            (st = plan__mk_range(b, a->bsi, v, v, &eq)) != CP_OK)
             return st;
-        return mk_andnot(b, ex, eq, out);
+        return plan__mk_andnot(b, ex, eq, out);
     }
     }
     return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "unknown operator %d", (int)n->op);
@@ -692,7 +287,7 @@ static cp_status plan_value(builder_t *b, const expr_node_t *n, const plan_attr_
         len = v->slen;
     }
     const roaring_bitmap_t *bm = b->r->value ? b->r->value(b->r->ctx, a->handle, s, len) : NULL;
-    return mk_bitmap(b, bm, out);
+    return plan__mk_bitmap(b, bm, out);
 }
 
 static cp_status plan_categorical(builder_t *b, const expr_node_t *n, const plan_attr_t *a,
@@ -710,14 +305,14 @@ static cp_status plan_categorical(builder_t *b, const expr_node_t *n, const plan
             pnode_t *k = NULL;
             if ((st = plan_value(b, n, a, &n->values[i], &k)) != CP_OK)
                 goto in_out;
-            if (nvec_push(&kids, k) != CP_OK) {
-                st = oom(b);
+            if (plan__nvec_push(&kids, k) != CP_OK) {
+                st = plan__oom(b);
                 goto in_out;
             }
         }
-        st = mk_or(b, &kids, out);
+        st = plan__mk_or(b, &kids, out);
     in_out:
-        nvec_free(&kids);
+        plan__nvec_free(&kids);
         return st;
     }
     pnode_t *eq = NULL;
@@ -728,9 +323,9 @@ static cp_status plan_categorical(builder_t *b, const expr_node_t *n, const plan
         return CP_OK;
     }
     pnode_t *ex = NULL;
-    if ((st = mk_bitmap(b, exists_of(a), &ex)) != CP_OK)
+    if ((st = plan__mk_bitmap(b, exists_of(a), &ex)) != CP_OK)
         return st;
-    return mk_andnot(b, ex, eq, out);
+    return plan__mk_andnot(b, ex, eq, out);
 }
 
 static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
@@ -752,14 +347,14 @@ static cp_status plan_compare(builder_t *b, const expr_node_t *n, pnode_t **out)
         expr_node_t in = *n;
         pnode_t *ex = NULL, *any = NULL;
         in.kind = EXPR_IN;
-        if ((st = mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
+        if ((st = plan__mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
             return st;
         st = a.type == CP_ATTR_INT || a.type == CP_ATTR_TIMESTAMP
                  ? plan_numeric(b, &in, &a, &any)
                  : plan_categorical(b, &in, &a, &any);
         if (st != CP_OK)
             return st;
-        return mk_andnot(b, ex, any, out);
+        return plan__mk_andnot(b, ex, any, out);
     }
     switch (a.type) {
     case CP_ATTR_INT:
@@ -816,19 +411,19 @@ static cp_status plan_near(builder_t *b, const expr_node_t *n, pnode_t **out)
                          "near(): attribute \"%s\" is %s, not geo", n->name ? n->name : "",
                          type_text(a.type));
     if (a.geo == NULL)
-        return mk_empty(b, out);
+        return plan__mk_empty(b, out);
     roaring_bitmap_t *bm = roaring_bitmap_create();
     if (bm == NULL)
-        return oom(b);
+        return plan__oom(b);
     if (own_bitmap(b, bm) != CP_OK) {
         roaring_bitmap_free(bm);
-        return oom(b);
+        return plan__oom(b);
     }
     if ((st = geo_index_near(a.geo, lat, lon, radius, bm)) != CP_OK)
         return CP_ERR_AT(b->err, st, n->line, n->column, "near(%g, %g, %g m): %s", lat, lon, radius,
                          cp_strerror(st));
     roaring_bitmap_run_optimize(bm);
-    return mk_bitmap(b, bm, out);
+    return plan__mk_bitmap(b, bm, out);
 }
 
 /* group:ID and group.TRAIT predicates: materialised by the resolver into
@@ -848,7 +443,7 @@ static cp_status plan_group(builder_t *b, const expr_node_t *n, pnode_t **out)
         vals = arena_alloc(&b->p->arena, nv * sizeof *vals);
         lens = arena_alloc(&b->p->arena, nv * sizeof *lens);
         if (vals == NULL || lens == NULL)
-            return oom(b);
+            return plan__oom(b);
         for (size_t i = 0; i < nv; i++) {
             const expr_value_t *v = &n->values[i];
             char buf[64];
@@ -865,7 +460,7 @@ static cp_status plan_group(builder_t *b, const expr_node_t *n, pnode_t **out)
                 snprintf(buf, sizeof buf, "%s", v->i ? "true" : "false");
             lens[i] = strlen(buf);
             if ((vals[i] = arena_strndup(&b->p->arena, buf, lens[i])) == NULL)
-                return oom(b);
+                return plan__oom(b);
         }
     }
     roaring_bitmap_t *bm = NULL;
@@ -877,14 +472,14 @@ static cp_status plan_group(builder_t *b, const expr_node_t *n, pnode_t **out)
                    ? CP_ERR_AT(b->err, st, n->line, n->column, "no group has a trait \"%s\"", trait)
                    : CP_ERR_AT(b->err, st, n->line, n->column, "unknown group \"%s\"", gid);
     if (st == CP_ENOMEM)
-        return oom(b);
+        return plan__oom(b);
     if (st != CP_OK)
         return CP_ERR_AT(b->err, st, n->line, n->column, "group predicate: %s", cp_strerror(st));
     if (own_bitmap(b, bm) != CP_OK) {
         roaring_bitmap_free(bm);
-        return oom(b);
+        return plan__oom(b);
     }
-    return mk_bitmap(b, bm, out);
+    return plan__mk_bitmap(b, bm, out);
 }
 
 /* The as-of day of the resolver: 0 or INT32_MIN mean today (UTC). */
@@ -905,13 +500,13 @@ static cp_status plan_has(builder_t *b, const expr_node_t *n, pnode_t **out)
     if (n->name == NULL)
         return CP_ERR_AT(b->err, CP_EINVAL, n->line, n->column, "has() without an attribute");
     if ((st = resolve_attr(b, n, n->name, &a)) != CP_OK ||
-        (st = mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
+        (st = plan__mk_bitmap(b, exists_of(&a), &ex)) != CP_OK)
         return st;
     if (n->kind == EXPR_HAS) {
         *out = ex;
         return CP_OK;
     }
-    return mk_not(b, ex, out);
+    return plan__mk_not(b, ex, out);
 }
 
 /*
@@ -939,16 +534,16 @@ static cp_status plan_prefix(builder_t *b, const expr_node_t *n, pnode_t **out)
                          "STARTS WITH is not supported here");
     roaring_bitmap_t *bm = roaring_bitmap_create();
     if (bm == NULL)
-        return oom(b);
+        return plan__oom(b);
     if (own_bitmap(b, bm) != CP_OK) {
         roaring_bitmap_free(bm);
-        return oom(b);
+        return plan__oom(b);
     }
     if ((st = b->r->prefix(b->r->ctx, a.handle, v->s, v->slen, bm)) != CP_OK)
         return CP_ERR_AT(b->err, st, n->line, n->column, "%s STARTS WITH: %s", n->name,
                          cp_strerror(st));
     roaring_bitmap_run_optimize(bm);
-    return mk_bitmap(b, bm, out);
+    return plan__mk_bitmap(b, bm, out);
 }
 
 /*
@@ -976,8 +571,8 @@ static cp_status plan_relative(builder_t *b, const expr_node_t *n, pnode_t **out
     int64_t day = as_of_day(b->r);
     int64_t start = (day - n->rel_days + 1) * 86400, end = (day + 1) * 86400 - 1;
     if (n->kind == EXPR_WITHIN)
-        return mk_range(b, a.bsi, start, end, out);
-    return mk_range(b, a.bsi, INT64_MIN, start - 1, out);
+        return plan__mk_range(b, a.bsi, start, end, out);
+    return plan__mk_range(b, a.bsi, INT64_MIN, start - 1, out);
 }
 
 /*
@@ -1110,7 +705,7 @@ static cp_status plan_did_sum(builder_t *b, const expr_node_t *n, int32_t d0, in
             roaring_bitmap_free(bm);
         if (seen)
             roaring_bitmap_free(seen);
-        return oom(b);
+        return plan__oom(b);
     }
     for (int k = 0; k < 2 && beh != NULL; k++) {
         beh_window_t w;
@@ -1119,7 +714,7 @@ static cp_status plan_did_sum(builder_t *b, const expr_node_t *n, int32_t d0, in
         beh_window_foreach(&w, sum_add, &acc);
     }
     if (acc.oom) {
-        st = oom(b);
+        st = plan__oom(b);
         goto out;
     }
     if (acc.n) /* acc.e is NULL while empty */
@@ -1136,14 +731,14 @@ static cp_status plan_did_sum(builder_t *b, const expr_node_t *n, int32_t d0, in
     if (sum_cmp(n->op, 0, t)) { /* everyone else has the sum 0 */
         roaring_bitmap_t *rest = roaring_bitmap_andnot(b->r->universe, seen);
         if (rest == NULL) {
-            st = oom(b);
+            st = plan__oom(b);
             goto out;
         }
         roaring_bitmap_or_inplace(bm, rest);
         roaring_bitmap_free(rest);
     }
     roaring_bitmap_run_optimize(bm);
-    st = mk_bitmap(b, bm, out);
+    st = plan__mk_bitmap(b, bm, out);
 out:
     roaring_bitmap_free(seen);
     free(acc.e);
@@ -1251,15 +846,15 @@ static cp_status plan_did_window(builder_t *b, const expr_node_t *n, const beh_t
         cmp = map[n->op];
         k = (uint64_t)n->did.count;
     }
-    pnode_t *x = node_new(b, PN_DID);
+    pnode_t *x = plan__node_new(b, PN_DID);
     if (x == NULL)
-        return oom(b);
+        return plan__oom(b);
     beh_window_init(beh, series, (int32_t)d0, (int32_t)d1, &x->win);
     if (n->did.measure == DID_MEASURE_DAYS)
         beh_window_days(&x->win);
     int zero = beh_cmp_zero(cmp, k);
     if (x->win.ncells == 0 || (cmp == BEH_GE && k == 0) || (cmp == BEH_LT && k == 0))
-        return zero ? mk_all(b, out) : mk_empty(b, out);
+        return zero ? plan__mk_all(b, out) : plan__mk_empty(b, out);
     x->cmp = cmp;
     x->k = k;
     x->est = beh_window_estimate(&x->win, cmp, k);
@@ -1282,7 +877,7 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
                          "expression nested deeper than %d levels", PLAN_MAX_DEPTH);
     switch (n->kind) {
     case EXPR_ALL:
-        return mk_all(b, out);
+        return plan__mk_all(b, out);
     case EXPR_TAG:
         return resolve_set(b, n, "tag", b->r->tag, out);
     case EXPR_CROWD:
@@ -1315,7 +910,7 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
                              "NOT takes one operand, got %zu", n->nargs);
         if ((st = build(b, n->args[0], depth + 1, &x)) != CP_OK)
             return st;
-        return mk_not(b, x, out);
+        return plan__mk_not(b, x, out);
     }
     case EXPR_AND:
     case EXPR_OR: {
@@ -1335,16 +930,16 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
             if ((st = build(b, c, depth + 1, &x)) != CP_OK)
                 break;
             if (n->kind == EXPR_OR)
-                st = nvec_push(&pos, x);
+                st = plan__nvec_push(&pos, x);
             else
-                st = and_add(&pos, &neg, x, positive);
+                st = plan__and_add(&pos, &neg, x, positive);
             if (st == CP_ENOMEM)
-                st = oom(b);
+                st = plan__oom(b);
         }
         if (st == CP_OK)
-            st = n->kind == EXPR_AND ? mk_and(b, &pos, &neg, out) : mk_or(b, &pos, out);
-        nvec_free(&pos);
-        nvec_free(&neg);
+            st = n->kind == EXPR_AND ? plan__mk_and(b, &pos, &neg, out) : plan__mk_or(b, &pos, out);
+        plan__nvec_free(&pos);
+        plan__nvec_free(&neg);
         return st;
     }
     }
@@ -1352,51 +947,9 @@ static cp_status build(builder_t *b, const expr_node_t *n, int depth, pnode_t **
                      (int)n->kind);
 }
 
-/* The root: an AND that includes the universe (clipping every result to
- * the live users), built without folding the universe away. */
-static cp_status make_root(builder_t *b, pnode_t *x, pnode_t **out)
-{
-    if (x->kind == PN_EMPTY) {
-        *out = NULL;
-        return CP_OK;
-    }
-    pnode_t *all = NULL;
-    cp_status st = mk_all(b, &all);
-    if (st != CP_OK)
-        return st;
-    pnode_t *n = node_new(b, PN_AND);
-    if (n == NULL)
-        return oom(b);
-    uint32_t npos = 1, nneg = 0;
-    int has_all = x->kind == PN_ALL;
-    if (x->kind == PN_AND) {
-        npos = x->npos;
-        nneg = x->nkids - x->npos;
-        for (uint32_t i = 0; i < x->npos; i++)
-            has_all |= x->kids[i]->kind == PN_ALL;
-    }
-    n->npos = npos + !has_all;
-    n->nkids = n->npos + nneg;
-    if ((n->kids = arena_alloc(&b->p->arena, n->nkids * sizeof *n->kids)) == NULL)
-        return oom(b);
-    if (x->kind == PN_AND) {
-        memcpy(n->kids, x->kids, npos * sizeof *n->kids);
-        memcpy(n->kids + n->npos, x->kids + npos, nneg * sizeof *n->kids);
-    } else {
-        n->kids[0] = x;
-    }
-    if (!has_all)
-        n->kids[npos] = all;
-    qsort(n->kids, n->npos, sizeof *n->kids, cmp_pos);
-    n->height = height_of(n->kids, n->nkids);
-    n->est = x->est < b->ucard ? x->est : b->ucard;
-    *out = n;
-    return CP_OK;
-}
-
 static void count_leaves(pnode_t *n, plan_t *p, int assign)
 {
-    if (is_leaf(n)) {
+    if (plan__is_leaf(n)) {
         if (assign) {
             n->slot = p->nleaves;
             p->leaves[p->nleaves] = n->bm;
@@ -1423,13 +976,13 @@ cp_status plan_build(const expr_node_t *root, const plan_resolver_t *r, plan_t *
     p->universe = r->universe;
     builder_t b = {
         .p = p, .r = r, .err = err, .ucard = roaring_bitmap_get_cardinality(r->universe)};
-    if ((st = build(&b, root, 0, &x)) != CP_OK || (st = make_root(&b, x, &p->root)) != CP_OK)
+    if ((st = build(&b, root, 0, &x)) != CP_OK || (st = plan__make_root(&b, x, &p->root)) != CP_OK)
         goto out;
     if (p->root != NULL) {
         count_leaves(p->root, p, 0);
         p->leaves = arena_alloc(&p->arena, (size_t)p->nleaves * sizeof *p->leaves);
         if (p->leaves == NULL) {
-            st = oom(&b);
+            st = plan__oom(&b);
             goto out;
         }
         p->nleaves = 0;
@@ -1457,52 +1010,4 @@ void plan_free(plan_t *p)
 uint64_t plan_estimate(const plan_t *p)
 {
     return p && p->root ? p->root->est : 0;
-}
-
-static cp_status describe(const pnode_t *n, buf_t *out)
-{
-    cp_status st = CP_OK;
-    switch (n->kind) {
-    case PN_EMPTY:
-        return buf_printf(out, "empty");
-    case PN_ALL:
-        return buf_printf(out, "all");
-    case PN_BITMAP:
-        return buf_printf(out, "bm%llu", (unsigned long long)n->est);
-    case PN_RANGE:
-        return buf_printf(out, "range[%lld,%lld]", (long long)n->lo, (long long)n->hi);
-    case PN_DID: {
-        static const char *const ops[] = {"?", "=", "!=", "<", "<=", ">", ">="};
-        return buf_printf(out, "did[%u days %s %llu]", n->win.ncells,
-                          ops[(unsigned)n->cmp < 7 ? n->cmp : 0], (unsigned long long)n->k);
-    }
-    case PN_AND:
-    case PN_OR:
-        st = buf_printf(out, "%s(", n->kind == PN_AND ? "and" : "or");
-        for (uint32_t i = 0; i < n->nkids && st == CP_OK; i++) {
-            if (i > 0)
-                st = buf_printf(out, ", ");
-            if (st == CP_OK && n->kind == PN_AND && i >= n->npos)
-                st = buf_printf(out, "-");
-            if (st == CP_OK)
-                st = describe(n->kids[i], out);
-        }
-        return st == CP_OK ? buf_printf(out, ")") : st;
-    }
-    return CP_EINTERNAL;
-}
-
-char *plan_describe(const plan_t *p)
-{
-    buf_t b;
-    buf_init(&b, 1 << 20);
-    cp_status st = p && p->root ? describe(p->root, &b) : buf_printf(&b, "empty");
-    if (st != CP_OK) {
-        buf_free(&b);
-        return NULL;
-    }
-    const char *s = buf_cstr(&b);
-    char *r = strdup(s);
-    buf_free(&b);
-    return r;
 }

@@ -1,6 +1,7 @@
 /*
- * plan_int.h — the private side of plan.h, shared by plan.c (the planner)
- * and eval.c (the chunked evaluator), and by the planner's tests.
+ * plan_int.h — the private side of plan.h, shared by plan.c and
+ * plan_node.c (the planner) and eval.c (the chunked evaluator), and by the
+ * planner's tests.
  *
  * A plan is a tree of pnode_t built in the plan's arena. After
  * plan_build() it is immutable, so any number of threads may evaluate it

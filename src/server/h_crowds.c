@@ -219,32 +219,26 @@ static cp_status setop_from_body(json_t *body, srv_resp_t *resp, char **out)
     return st;
 }
 
-/* The schedule fields a create body may carry, applied after the create
- * (a bad one leaves the crowd created, and says so). */
-static cp_status crowd_create_settings(srv_ctx_t *srv, const char *name, json_t *body,
-                                       cp_error_t *err)
+/* The schedule fields a create body may carry, as the settings object of
+ * cp_crowd_create_spec (stored in the crowd's first commit). *out NULL
+ * when there are none; else free(). */
+static cp_status crowd_create_settings(json_t *body, char **out, cp_error_t *err)
 {
     static const char *const keys[] = {"refresh", "timezone", "expire_after_days"};
     json_t *set = json_object();
     int any = 0, bad = set == NULL;
-    for (size_t i = 0; set && i < 3; i++) {
+    *out = NULL;
+    for (size_t i = 0; !bad && i < 3; i++) {
         json_t *v = json_object_get(body, keys[i]);
-        if (v == NULL)
-            continue;
-        any = 1;
-        /* A field lost here would leave a setting silently unapplied. */
-        bad |= json_object_set(set, keys[i], v);
+        if (v != NULL) {
+            bad |= json_object_set(set, keys[i], v);
+            any = 1;
+        }
     }
-    char *s = any && !bad ? json_dumps(set, JSON_COMPACT) : NULL;
+    if (!bad && any)
+        bad = (*out = json_dumps(set, JSON_COMPACT)) == NULL;
     json_decref(set);
-    if (!any && !bad)
-        return CP_OK;
-    cp_status st = s ? cp_crowd_settings_json(srv->db, name, s, strlen(s), err)
-                     : CP_ERR(err, CP_ENOMEM, "out of memory reading the crowd's schedule fields");
-    free(s);
-    if (st)
-        error_prefix(err, "crowd \"%s\" was created, but its schedule was refused: ", name);
-    return st;
+    return bad ? CP_ERR(err, CP_ENOMEM, "out of memory") : CP_OK;
 }
 
 void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
@@ -289,12 +283,26 @@ void srv_h_crowds_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     } else if (body_expression(body, resp, 1, &text, &tree) != CP_OK) {
         goto out;
     }
-    st = cp_crowd_create_as_of(srv->db, name, text, tree, tree ? strlen(tree) : 0, kind, desc,
-                               as_of, &err);
-    if (st != CP_OK && tree != NULL)
-        error_prefix(&err, "request body: field \"tree\": ");
-    if (st == CP_OK)
-        st = crowd_create_settings(srv, name, body, &err);
+    char *settings = NULL;
+    st = crowd_create_settings(body, &settings, &err);
+    if (st == CP_OK) {
+        cp_crowd_spec_t spec = {.size = sizeof spec,
+                                .name = name,
+                                .expression = text,
+                                .tree = tree,
+                                .tree_len = tree ? strlen(tree) : 0,
+                                .kind = kind,
+                                .description = desc,
+                                .as_of = as_of,
+                                .settings = settings,
+                                .settings_len = settings ? strlen(settings) : 0};
+        st = cp_crowd_create_spec(srv->db, &spec, &err);
+        if (st != CP_OK && tree != NULL && strncmp(err.message, "crowd settings", 14) != 0)
+            error_prefix(&err, "request body: field \"tree\": ");
+        else if (st != CP_OK && strncmp(err.message, "crowd settings", 14) == 0)
+            error_prefix(&err, "request body: ");
+    }
+    free(settings);
     if (st == CP_OK)
         st = cp_crowd_json(srv->db, name, &out_text, &err);
     reply_lib(resp, 201, st, out_text, &err, SRV_ERR_BODY_REFS);

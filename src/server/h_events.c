@@ -18,15 +18,6 @@
 
 #include "server/srv.h"
 
-/* Declared in router.c's table; defined below. */
-void srv_h_ev_identify(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_track(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_page(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_screen(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_group(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_alias(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_batch(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-
 #define EV_EVENT_MAX (32u * 1024)  /* per event, its compact JSON (docs/intake.md) */
 #define EV_BATCH_MAX (500u * 1024) /* per batch body, after decompression */
 

@@ -5,25 +5,6 @@
 
 #include "server/srv.h"
 
-/* h_events.c (declared here to keep srv.h's handler list stable) */
-void srv_h_ev_identify(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_track(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_page(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_screen(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_group(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_alias(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_ev_batch(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_whois(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_unmerge(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_user_delete_ident(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_properties(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_events_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_intake_config_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_intake_config_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_count_as_of(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_attr_values(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-void srv_h_attr_aliases_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
-
 /*
  * One row per method and pattern. "{name}" matches one non-empty path
  * segment, "{name...}" the non-empty rest of the path (tag paths contain

@@ -406,6 +406,27 @@ void srv_h_keys_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_keys_create(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_key_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
+/* h_events.c */
+void srv_h_ev_identify(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_track(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_page(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_screen(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_group(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_alias(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_ev_batch(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_whois(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_unmerge(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_user_delete_ident(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_properties(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_events_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_intake_config_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_intake_config_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_count_as_of(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+
+/* h_tags.c (attribute values and aliases) */
+void srv_h_attr_values(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_attr_aliases_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+
 /* Builds the expression text of a set operation over crowds:
  * union -> "crowd:a OR crowd:b", intersect -> AND, difference -> "crowd:a
  * AND NOT crowd:b AND NOT crowd:c". Names are checked against the crowd

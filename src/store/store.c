@@ -340,6 +340,12 @@ cp_status store_open(const char *dir, unsigned flags, uint64_t map_size, uint32_
     st = NULL;
 out:
     store_txn_abort(t);
+    /* A data.mdb this call created but could not finish (its first
+     * transaction failed: out of memory, a full disk) has no meta record,
+     * so every later open would call the directory damaged. The directory
+     * was empty and is still locked by us: remove it, leaving it as found. */
+    if (rc != CP_OK && created && st != NULL && st->env != NULL)
+        unlink(st->data_path);
     store_close(st);
     return rc;
 }

@@ -1151,6 +1151,19 @@ cp_status wal_replay(wal_t *wal, uint64_t after_lsn, wal_replay_fn fn, void *ud,
         expect = segs[i] + sc.count;
         memcpy(prev, name, sizeof name);
     }
+    /* The records ran out before the segments did: only an empty active
+     * segment, named for the next LSN, may be left. Any other (a stray or
+     * overlapping segment that wal_open, reading only the last one, did
+     * not see) is damage, and an append would give its LSNs a second
+     * record. */
+    if (expect > last && i < nsegs && !(i == nsegs - 1 && segs[i] == expect)) {
+        char name[32];
+        wal_segment_name(segs[i], name, sizeof name);
+        st = CP_ERR(err, CP_ECORRUPT,
+                    "wal: LSN gap: %s/%s ends at LSN %" PRIu64 " but the next segment is %s",
+                    wal->wal_dir, prev, expect - 1, name);
+        goto out;
+    }
     if (expect <= last)
         st = CP_ERR(err, CP_ECORRUPT,
                     "wal: %s/%s ends at LSN %" PRIu64 " but the log holds records up to %" PRIu64,

@@ -29,6 +29,10 @@ void buf_reset(buf_t *b)
 
 static cp_status buf_reserve(buf_t *b, size_t n)
 {
+    /* n may come from a length field on disk: a sum that wraps would pass
+     * both checks below and the doubling would never end. */
+    if (n >= SIZE_MAX / 2 - b->len)
+        return b->max ? CP_ELIMIT : CP_ENOMEM;
     if (b->max && b->len + n > b->max)
         return CP_ELIMIT;
     if (b->len + n + 1 <= b->cap)
@@ -98,6 +102,10 @@ void arena_init(arena_t *a, size_t max)
 
 void *arena_alloc(arena_t *a, size_t n)
 {
+    /* Rounding up or adding the block header must not wrap a huge n into a
+     * small allocation. */
+    if (n > SIZE_MAX / 2)
+        return NULL;
     n = (n + 15) & ~(size_t)15;
     if (n == 0)
         n = 16;
@@ -128,6 +136,8 @@ void *arena_alloc(arena_t *a, size_t n)
 
 char *arena_strndup(arena_t *a, const char *s, size_t n)
 {
+    if (n >= SIZE_MAX / 2)
+        return NULL;
     char *p = arena_alloc(a, n + 1);
     if (p == NULL)
         return NULL;

@@ -12,35 +12,10 @@ import json
 import math
 import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
-PASSED = 0
-FAILED = 0
+from harness import Server, check, main, run, tempdir
+
 MIN = 5  # the k-anonymity minimum set for the test
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
-
-
-def run(*args):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=120)
-    return p.returncode, p.stdout, p.stderr
 
 
 # ------------------------------------------------------------------ data
@@ -117,56 +92,11 @@ def cell_key(c):
 
 # ---------------------------------------------------------------- server
 
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data = tmp, data
-
-    def start(self):
-        pf = os.path.join(self.tmp, "port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        self.log = open(os.path.join(self.tmp, "srv.log"), "w+")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf,
-             "--threads", "2"], stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.base = "http://127.0.0.1:%d" % int(open(pf).read().strip())
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited")
-            time.sleep(0.02)
-        raise RuntimeError("no port file")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
 SRV = None
 
 
 def call(method, path, body=None, key=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(SRV.base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if key:
-        req.add_header("Authorization", "Bearer " + key)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read().decode())
-    except urllib.error.HTTPError as e:
-        text = e.read().decode()
-        try:
-            return e.code, json.loads(text)
-        except ValueError:
-            return e.code, text
+    return SRV.call(method, path, body, key=key)
 
 
 # ----------------------------------------------------------------- tests
@@ -380,50 +310,45 @@ def test_cli(data, users):
 ADMIN = None
 
 
-def main():
+def test():
     global SRV, ADMIN
-    tmp = tempfile.mkdtemp(prefix="cp-analytics-")
+    tmp = tempdir("cp-analytics-")
+    data = os.path.join(tmp, "data")
+    users = make_users()
+    schema = {"attributes": [{"name": "age", "type": "int"},
+                             {"name": "gender", "type": "enum"},
+                             {"name": "points", "type": "int"},
+                             {"name": "vip", "type": "bool"},
+                             {"name": "px", "type": "int"}, {"name": "py", "type": "int"}]}
+    tax = {"tags": [{"path": t} for t in TAGS]}
+    for name, doc in [("schema.json", schema), ("tax.json", tax)]:
+        with open(os.path.join(tmp, name), "w") as f:
+            json.dump(doc, f)
+    with open(os.path.join(tmp, "users.ndjson"), "w") as f:
+        for u in users:
+            f.write(json.dumps(u) + "\n")
+    rc, out, err = run("init", "--data", data, "--schema", os.path.join(tmp, "schema.json"),
+                       "--taxonomy", os.path.join(tmp, "tax.json"))
+    check(rc == 0, "init " + err)
+    rc, out, err = run("load", "--data", data, os.path.join(tmp, "users.ndjson"))
+    check(rc == 0, "load " + err)
+    SRV = Server(tmp, data, threads=2)
+    SRV.start()
     try:
-        data = os.path.join(tmp, "data")
-        users = make_users()
-        schema = {"attributes": [{"name": "age", "type": "int"},
-                                 {"name": "gender", "type": "enum"},
-                                 {"name": "points", "type": "int"},
-                                 {"name": "vip", "type": "bool"},
-                                 {"name": "px", "type": "int"}, {"name": "py", "type": "int"}]}
-        tax = {"tags": [{"path": t} for t in TAGS]}
-        for name, doc in [("schema.json", schema), ("tax.json", tax)]:
-            with open(os.path.join(tmp, name), "w") as f:
-                json.dump(doc, f)
-        with open(os.path.join(tmp, "users.ndjson"), "w") as f:
-            for u in users:
-                f.write(json.dumps(u) + "\n")
-        rc, out, err = run("init", "--data", data, "--schema", os.path.join(tmp, "schema.json"),
-                           "--taxonomy", os.path.join(tmp, "tax.json"))
-        check(rc == 0, "init " + err)
-        rc, out, err = run("load", "--data", data, os.path.join(tmp, "users.ndjson"))
-        check(rc == 0, "load " + err)
-        SRV = Server(tmp, data)
-        SRV.start()
-        try:
-            test_insight(users)
-            test_overlap(users)
-            test_tiers(users)
-            test_clusters(users)
-        finally:
-            SRV.stop()
-        read, ADMIN = test_roles(data)
-        SRV.start()
-        try:
-            test_roles_live(read, ADMIN)
-            test_cli(data, users)
-        finally:
-            SRV.stop()
+        test_insight(users)
+        test_overlap(users)
+        test_tiers(users)
+        test_clusters(users)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    return 1 if FAILED else 0
+        SRV.stop()
+    read, ADMIN = test_roles(data)
+    SRV.start()
+    try:
+        test_roles_live(read, ADMIN)
+        test_cli(data, users)
+    finally:
+        SRV.stop()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

@@ -14,126 +14,37 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
+import harness
+from harness import check, main, run, section, tempdir
+
 MAX_BODY = 1 << 20  # --max-body for the server under test
-
-PASSED = 0
-FAILED = 0
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
-
-
-def section(fn):
-    """Runs one part of the test; an exception counts as one failure."""
-    def run(*a, **kw):
-        global FAILED
-        t0 = time.time()
-        try:
-            fn(*a, **kw)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            FAILED += 1
-            import traceback
-            traceback.print_exc()
-            print("FAIL: %s raised %r" % (fn.__name__, e), file=sys.stderr, flush=True)
-        print("  %-28s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
-    return run
 
 
 # ----------------------------------------------------------------- server
 
-class Server:
-    def __init__(self, tmp, data, name="srv"):
-        self.tmp, self.data, self.name = tmp, data, name
-        self.proc = None
-        self.base = None
-
-    def start(self):
-        pf = os.path.join(self.tmp, self.name + ".port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        self.log = open(os.path.join(self.tmp, self.name + ".log"), "w+")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0",
-             "--port-file", pf, "--max-body", str(MAX_BODY), "--threads", "2"],
-            stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if os.path.exists(pf):
-                port = int(open(pf).read().strip())
-                self.port = port
-                self.base = "http://127.0.0.1:%d" % port
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited with %d: %s" % (self.proc.returncode,
-                                                                  self.stderr()))
-            time.sleep(0.02)
-        raise RuntimeError("server did not write its port file: " + self.stderr())
-
-    def stderr(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
+def Server(tmp, data, name="srv", *extra):
+    return harness.Server(tmp, data, "--max-body", MAX_BODY, *extra, name=name, threads=2)
 
 
 SRV = None
 
 
 def call(method, path, body=None, raw=None, ctype=None, key=None, auth=None, headers=None):
-    """Returns (status, parsed JSON or text, headers)."""
-    data = raw if raw is not None else (
-        json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(SRV.base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", ctype or "application/json")
-    elif method != "GET" and not (headers and "Content-Type" in headers):
-        # Without keys, state-changing requests must say JSON even without
-        # a body (the cross-site rule, docs/api.md).
-        req.add_header("Content-Type", "application/json")
-    if key is not None:
-        req.add_header("Authorization", "Bearer " + key)
-    if auth is not None:
-        req.add_header("Authorization", auth)
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            status, text, headers = r.status, r.read(), r.headers
-    except urllib.error.HTTPError as e:
-        status, text, headers = e.code, e.read(), e.headers
-    ct = headers.get("Content-Type", "")
-    if ct.startswith("application/json"):
-        return status, json.loads(text), headers
-    return status, text.decode("utf-8"), headers
+    """Returns (status, parsed JSON (a JSON answer) or text, headers)."""
+    kw = {"ctype": ctype} if ctype else {}
+    r = SRV.call(method, path, body, raw=raw, key=key, auth=auth, headers=headers, timeout=30,
+                 **kw)
+    if r.headers.get("Content-Type", "").startswith("application/json"):
+        return r.status, json.loads(r.raw), r.headers
+    return r.status, r.raw.decode("utf-8"), r.headers
 
 
 def err_of(resp):
@@ -681,12 +592,10 @@ def t_body_limits():
 
 @section
 def t_two_writers(data):
-    r = subprocess.run([CP, "serve", "--data", data, "--listen", "127.0.0.1:0"],
-                       capture_output=True, text=True, timeout=20)
+    r = run("serve", "--data", data, "--listen", "127.0.0.1:0", timeout=20)
     check(r.returncode != 0 and "lock" in r.stderr.lower(),
           "second serve fails with a locked error: rc=%d %r" % (r.returncode, r.stderr))
-    r = subprocess.run([CP, "keys", "create", "--data", data, "--role", "read"],
-                       capture_output=True, text=True, timeout=20)
+    r = run("keys", "create", "--data", data, "--role", "read", timeout=20)
     check(r.returncode != 0 and "lock" in r.stderr.lower(),
           "keys create while serving fails with a locked error: %r" % r.stderr)
 
@@ -743,22 +652,18 @@ def t_https(tmp):
     if not check(r.returncode == 0, "openssl made a certificate: %r" % r.stderr[-300:]):
         return
     d = os.path.join(tmp, "tls")
-    subprocess.run([CP, "init", "--data", d], capture_output=True, timeout=20)
-    pf = os.path.join(tmp, "tls.port")
-    log = open(os.path.join(tmp, "tls.log"), "w+")
-    p = subprocess.Popen([CP, "serve", "--data", d, "--listen", "127.0.0.1:0", "--port-file", pf,
-                          "--tls-cert", cert, "--tls-key", key],
-                         stdout=subprocess.DEVNULL, stderr=log)
+    run("init", "--data", d, timeout=20)
+    srv = harness.Server(tmp, d, "--tls-cert", cert, "--tls-key", key, name="tls", timeout=20)
     try:
-        deadline = time.time() + 20
-        while not os.path.exists(pf) and p.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        log.flush()
-        log.seek(0)
-        out = log.read()
-        if not check(os.path.exists(pf), "TLS server started: %r" % out):
+        try:
+            srv.start()
+            why = ""
+        except RuntimeError as e:
+            why = str(e)
+        out = srv.stderr()
+        if not check(not why, "TLS server started: %r" % (why or out)):
             return
-        port = int(open(pf).read())
+        port = srv.port
         check("listening on https://127.0.0.1:%d" % port in out, "https banner: %r" % out)
         ctx = ssl.create_default_context(cafile=cert)
         ctx.check_hostname = False
@@ -777,9 +682,8 @@ def t_https(tmp):
         except (urllib.error.URLError, ConnectionError, OSError, ValueError):
             check(True, "")
     finally:
-        p.send_signal(signal.SIGTERM)
-        check(p.wait(timeout=20) == 0, "TLS server exits 0")
-        log.close()
+        if srv.proc is not None:
+            check(srv.stop(grace=20) == 0, "TLS server exits 0")
 
 
 KEYS = {}
@@ -793,8 +697,8 @@ def t_restart_and_keys(tmp, data):
     before = {e: count_of(e) for e in exprs}
     st, crowd_before, _ = call("GET", "/v1/crowds/fin_young")
     check(SRV.stop() == 0, "server exits 0 on SIGTERM")
-    r = subprocess.run([CP, "keys", "create", "--data", data, "--role", "admin",
-                        "--label", "test admin"], capture_output=True, text=True, timeout=20)
+    r = run("keys", "create", "--data", data, "--role", "admin", "--label", "test admin",
+            timeout=20)
     check(r.returncode == 0 and r.stdout.strip(), "keys create: %r" % (r.stderr,))
     admin = r.stdout.strip().splitlines()[-1].strip()
     KEYS["admin"] = admin
@@ -844,52 +748,45 @@ def t_restart_and_keys(tmp, data):
 @section
 def t_non_loopback_refused(tmp):
     d = os.path.join(tmp, "open")
-    r = subprocess.run([CP, "init", "--data", d], capture_output=True, text=True, timeout=20)
+    r = run("init", "--data", d, timeout=20)
     check(r.returncode == 0, "init second dir: %r" % r.stderr)
-    r = subprocess.run([CP, "serve", "--data", d, "--listen", "0.0.0.0:0"],
-                       capture_output=True, text=True, timeout=20)
+    r = run("serve", "--data", d, "--listen", "0.0.0.0:0", timeout=20)
     check(r.returncode != 0 and "key" in r.stderr.lower(),
           "no keys + public address refused: rc=%d %r" % (r.returncode, r.stderr))
 
 
-def main():
+def test():
     global SRV
     t0 = time.time()
-    if not os.path.exists(CP):
-        print("crowdpack binary not found at %s (set CROWDPACK)" % CP, file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="cp-api-") as tmp:
-        data = os.path.join(tmp, "data")
-        r = subprocess.run([CP, "init", "--data", data], capture_output=True, text=True,
-                           timeout=30)
-        if not check(r.returncode == 0, "init: %r" % r.stderr):
-            print("%d passed, %d failed" % (PASSED, FAILED))
-            return 1
-        SRV = Server(tmp, data)
-        SRV.start()
-        try:
-            t_health()
-            t_schema_taxonomy()
-            t_load_users()
-            t_estimates()
-            t_expressions_tree()
-            t_crowds()
-            t_tags_semantics()
-            t_users()
-            t_bad_input()
-            t_body_limits()
-            t_concurrency()
-            t_two_writers(data)
-            t_restart_and_keys(tmp, data)
-            t_non_loopback_refused(tmp)
-            t_https(tmp)
-        finally:
-            if SRV.proc.poll() is None:
-                rc = SRV.stop()
-                check(rc == 0, "final stop exits 0 (rc=%d)" % rc)
-    print("%d passed, %d failed (%.1fs)" % (PASSED, FAILED, time.time() - t0))
-    return 0 if FAILED == 0 else 1
+    tmp = tempdir("cp-api-")
+    data = os.path.join(tmp, "data")
+    r = run("init", "--data", data, timeout=30)
+    if not check(r.returncode == 0, "init: %r" % r.stderr):
+        return
+    SRV = Server(tmp, data)
+    SRV.start()
+    try:
+        t_health()
+        t_schema_taxonomy()
+        t_load_users()
+        t_estimates()
+        t_expressions_tree()
+        t_crowds()
+        t_tags_semantics()
+        t_users()
+        t_bad_input()
+        t_body_limits()
+        t_concurrency()
+        t_two_writers(data)
+        t_restart_and_keys(tmp, data)
+        t_non_loopback_refused(tmp)
+        t_https(tmp)
+    finally:
+        if SRV.proc.poll() is None:
+            rc = SRV.stop()
+            check(rc == 0, "final stop exits 0 (rc=%d)" % rc)
+    print("(%.1fs)" % (time.time() - t0))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

@@ -12,80 +12,12 @@ prefix of what the writer sent that holds every write acknowledged before
 the backup began. Also: restore refuses a non-empty target without --force
 and a target a server has open.
 """
-import http.client
-import json
 import os
 import random
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-
-
-def run(*args, ok=True):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=120)
-    if ok and p.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(args), p.stderr))
-    return p
-
-
-class Server:
-    def __init__(self, tmp, data, name):
-        self.tmp, self.data, self.name, self.proc = tmp, data, name, None
-
-    def start(self):
-        pf = os.path.join(self.tmp, self.name + ".port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        self.log = open(os.path.join(self.tmp, self.name + ".log"), "a")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf],
-            stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.port = int(open(pf).read().strip())
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited with %d" % self.proc.returncode)
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-        if self.proc:
-            self.log.close()
-        self.proc = None
-
-    def call(self, method, path, body=None, timeout=30):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            # Without a key every non-GET must say JSON (cross-site rules).
-            h = {"Content-Type": "application/json"} if body is not None or method != "GET" else {}
-            c.request(method, path, body=None if body is None else json.dumps(body), headers=h)
-            r = c.getresponse()
-            raw = r.read()
-            try:
-                return r.status, json.loads(raw) if raw else None
-            except ValueError:
-                return r.status, raw
-        finally:
-            c.close()
-
+from harness import Server, check, main, must, run, tempdir
 
 TAGS = ["interest/finance", "interest/finance/loans", "interest/sports", "life/pets", "county/new"]
 CITIES = ["shanghai", "北京", "guangzhou", "chengdu"]
@@ -142,8 +74,9 @@ def answers(srv, crowds):
     for c in (b or {}).get("crowds", []):
         out["crowd " + c["name"]] = (c["kind"], c["expression"], c["size"])
     for name in crowds:
-        st, b = srv.call("GET", "/v1/crowds/%s/export?format=csv" % name)
-        ids = sorted(x for x in (b.decode() if isinstance(b, bytes) else "").split("\n")[1:] if x)
+        r = srv.call("GET", "/v1/crowds/%s/export?format=csv" % name)
+        st = r.status
+        ids = sorted(x for x in r.raw.decode().split("\n")[1:] if x)
         out["members " + name] = (st, ids)
     for uid in ["u%03d" % i for i in range(0, 400, 37)] + ["e05", "e07", "e12"]:
         st, b = srv.call("GET", "/v1/users/" + uid)
@@ -157,19 +90,19 @@ def answers(srv, crowds):
     return out
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-backup-")
+def test():
+    tmp = tempdir("cp-backup-", keep_on_failure=True)
     rnd = random.Random(20240601)
     src, bak, dst = (os.path.join(tmp, n) for n in ("src", "bak", "dst"))
-    srv = Server(tmp, src, "src")
+    srv = Server(tmp, src, name="src")
     writer_stop = threading.Event()
     acked = []
     try:
-        run("init", "--data", src)
+        must("init", "--data", src)
         for name, typ in (("age", "int"), ("city", "string"), ("level", "enum"), ("w", "int")):
-            run("attrs", "define", "--data", src, name, typ)
+            must("attrs", "define", "--data", src, name, typ)
         for t in TAGS:
-            run("tags", "create", "--data", src, t, *(["--name", "县城新客"] if "county" in t else []))
+            must("tags", "create", "--data", src, t, *(["--name", "县城新客"] if "county" in t else []))
         srv.start()
         crowds = seed(srv, rnd)
         before = answers(srv, crowds)
@@ -187,7 +120,7 @@ def main():
         th.start()
         time.sleep(0.3)
         t_start = time.time()
-        p = run("backup", "--data", src, bak, "--json", ok=False)
+        p = run("backup", "--data", src, bak, "--json")
         writer_stop.set()
         th.join()
         check(p.returncode == 0, "backup while serving: %r" % p.stderr)
@@ -197,16 +130,16 @@ def main():
         # Refusals.
         os.makedirs(dst)
         open(os.path.join(dst, "note.txt"), "w").write("x")
-        p = run("restore", bak, "--data", dst, ok=False)
+        p = run("restore", bak, "--data", dst)
         check(p.returncode != 0 and "not empty" in p.stderr, "non-empty target: %r" % p.stderr)
-        p = run("restore", bak, "--data", src, "--force", ok=False)
+        p = run("restore", bak, "--data", src, "--force")
         check(p.returncode != 0 and "another process" in p.stderr,
               "target a server has open: %r" % p.stderr)
         os.unlink(os.path.join(dst, "note.txt"))
 
-        p = run("restore", bak, "--data", dst, ok=False)
+        p = run("restore", bak, "--data", dst)
         check(p.returncode == 0, "restore: %r" % p.stderr)
-        rs = Server(tmp, dst, "dst")
+        rs = Server(tmp, dst, name="dst")
         rs.start()
         try:
             after = answers(rs, crowds)
@@ -224,7 +157,7 @@ def main():
                   % (k, before[k], after.get(k)))
         check(len(before) > 30, "compared %d answers" % len(before))
         # --force replaces a stopped data directory.
-        p = run("restore", bak, "--data", dst, "--force", ok=False)
+        p = run("restore", bak, "--data", dst, "--force")
         check(p.returncode == 0, "restore --force: %r" % p.stderr)
 
         # A backup of a quiet directory, every logged record already in
@@ -234,30 +167,21 @@ def main():
         writer_stop.set()
         time.sleep(3)  # past the checkpoint interval
         quiet = os.path.join(tmp, "bak-quiet")
-        p = run("backup", "--data", src, quiet, ok=False)
+        p = run("backup", "--data", src, quiet)
         check(p.returncode == 0, "quiet backup: %r" % p.stderr)
         dst2 = os.path.join(tmp, "dst-quiet")
-        p = run("restore", quiet, "--data", dst2, ok=False)
+        p = run("restore", quiet, "--data", dst2)
         check(p.returncode == 0, "quiet restore: %r" % p.stderr)
-        p = run("count", "--data", dst2, "all", ok=False)
+        p = run("count", "--data", dst2, "all")
         check(p.returncode == 0 and p.stdout.strip() != "",
               "the restored quiet backup opens: %r %r" % (p.stdout, p.stderr))
-        rs2 = Server(tmp, dst2, "dst2")
+        rs2 = Server(tmp, dst2, name="dst2")
         rs2.start()
         rs2.stop()
     finally:
         writer_stop.set()
         srv.stop()
-        if failures:
-            print("kept", tmp, file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d failures" % len(failures), file=sys.stderr)
-        return 1
-    print("ok")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

@@ -12,7 +12,7 @@ reported; the HTTP run acknowledged requests x batch events, the answers'
 "applied" add up to them, the server's event count equals them and there
 were no errors; latency percentiles are ordered. Usage errors exit 2.
 Online Retail is imported only with CP_BENCH_INTAKE_RETAIL=1 (about 10-20
-s) when the file is present.
+s); then a missing file is reported on one SKIP line (exit 77).
 
 Environment: CROWDPACK (binary), CP_SOURCE_DIR (repo root). Prints
 "N passed, M failed"; exits 0 only when every check passes.
@@ -20,31 +20,13 @@ Environment: CROWDPACK (binary), CP_SOURCE_DIR (repo root). Prints
 import json
 import math
 import os
-import subprocess
-import sys
 
-SRC = os.environ.get("CP_SOURCE_DIR", ".")
-CP = os.environ.get("CROWDPACK") or os.path.join(SRC, "build", "crowdpack")
-RETAIL = os.environ.get("CP_ONLINE_RETAIL") or os.path.join(
-    SRC, "..", "shared", "data", "online-retail", "online_retail.csv.gz")
-PASSED = 0
-FAILED = 0
-
-
-def check(cond, what, detail=""):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, str(detail)[:800], file=sys.stderr, flush=True)
-    return cond
+import harness
+from harness import check, main, shared
 
 
 def run(*args, timeout=600):
-    p = subprocess.run([CP, "bench", "--intake"] + list(args), capture_output=True, text=True,
-                       timeout=timeout)
-    return p.returncode, p.stdout, p.stderr
+    return harness.run("bench", "--intake", *args, timeout=timeout)
 
 
 def close(a, b, rel=1e-6):
@@ -93,10 +75,7 @@ def check_import(imp, events, distinct):
               name + ": CPU / floor consistent", imp)
 
 
-def main():
-    if not os.path.exists(CP):
-        print("crowdpack binary not found:", CP, file=sys.stderr)
-        return 1
+def test():
     events, users, batch, conns = 20000, 5000, 50, 2
     rc, out, err = run("--events", str(events), "--users", str(users), "--seconds", "2",
                        "--connections", str(conns), "--batch", str(batch), "--fsyncs", "20",
@@ -164,23 +143,24 @@ def main():
     for bad in (["--batch", "0"], ["--batch", "5000"], ["--skip", "nope"], ["--connections", "x"]):
         rc, _, err = run(*bad)
         check(rc == 2, "usage error exits 2: " + " ".join(bad), err)
-    p = subprocess.run([CP, "bench", "--help"], capture_output=True, text=True, timeout=60)
+    p = harness.run("bench", "--help", timeout=60)
     check(p.returncode == 0 and "--intake" in p.stdout, "bench --help mentions --intake", p.stdout)
 
-    if os.environ.get("CP_BENCH_INTAKE_RETAIL") == "1" and os.path.exists(RETAIL):
-        rc, out, err = run("--online-retail", RETAIL, "--skip", "csv,ndjson,http", "--json")
+    retail = None
+    if os.environ.get("CP_BENCH_INTAKE_RETAIL") == "1":
+        retail = shared("online-retail/online_retail.csv.gz", "the Online Retail bench",
+                        env="CP_ONLINE_RETAIL")
+    if retail:
+        rc, out, err = run("--online-retail", retail, "--skip", "csv,ndjson,http", "--json")
         check(rc == 0, "Online Retail bench exits 0", err)
         r = json.loads(out)["imports"][0] if rc == 0 else {}
         check(r.get("events") == 406829 and r.get("users_created") == 4372 and
               r.get("skipped_rows") == 135080 and r.get("rejected") == 0,
               "Online Retail: 406,829 events, 4,372 users, 135,080 rows without a customer", r)
         check(r.get("floor", {}).get("records") == 541909, "Online Retail floor: 541,909 records", r)
-    else:
-        print("Online Retail part skipped (CP_BENCH_INTAKE_RETAIL=1 runs it)")
-
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    return 0 if FAILED == 0 else 1
+    elif retail is None and os.environ.get("CP_BENCH_INTAKE_RETAIL") != "1":
+        print("Online Retail part not asked for (CP_BENCH_INTAKE_RETAIL=1 runs it)")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

@@ -18,36 +18,10 @@ Exits 0 only when every check passes.
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
-
-PASSED = 0
-FAILED = 0
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
-
-
-def run(*args, stdin=None, timeout=60):
-    p = subprocess.run([CP] + list(args), input=stdin, capture_output=True, timeout=timeout)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+from harness import CP, Server, check, main, run, tempdir
 
 
 def cli_checks(tmp):
@@ -143,47 +117,9 @@ def cli_checks(tmp):
     return d
 
 
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data = tmp, data
-
-    def start(self):
-        pf = os.path.join(self.tmp, "port")
-        self.log = open(os.path.join(self.tmp, "srv.log"), "w+")
-        self.proc = subprocess.Popen([CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0",
-                                      "--port-file", pf, "--threads", "2"],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.base = "http://127.0.0.1:%s" % open(pf).read().strip()
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited")
-            time.sleep(0.05)
-        raise RuntimeError("no port file")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 def call(srv, method, path, body=None):
-    data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
-    req = urllib.request.Request(srv.base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-            return r.status, raw
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    r = srv.call(method, path, body, ensure_ascii=False)
+    return r.status, r.raw
 
 
 def q(s):
@@ -191,7 +127,7 @@ def q(s):
 
 
 def server_checks(tmp, d):
-    srv = Server(tmp, d)
+    srv = Server(tmp, d, threads=2)
     srv.start()
     try:
         st, raw = call(srv, "GET", "/v1/tags?q=" + q("理财"))
@@ -285,24 +221,15 @@ def server_checks(tmp, d):
         srv.stop()
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-chinese-")
-    try:
-        d = cli_checks(tmp)
-        server_checks(tmp, d)
-        # After the server: the CLI's RFM and AIPL tables name the segments.
-        rc, out, err = run("rfm", "--data", d, "--preview")
-        check(rc == 0 and "重要价值客户" in out and "rfm/important_value" in out,
-              "rfm table shows display names beside tags: " + out + err)
-    except Exception as e:  # noqa: BLE001 - report as a failure
-        import traceback
-        traceback.print_exc()
-        check(False, "raised %r" % e)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    return 1 if FAILED else 0
+def test():
+    tmp = tempdir("cp-chinese-")
+    d = cli_checks(tmp)
+    server_checks(tmp, d)
+    # After the server: the CLI's RFM and AIPL tables name the segments.
+    rc, out, err = run("rfm", "--data", d, "--preview")
+    check(rc == 0 and "重要价值客户" in out and "rfm/important_value" in out,
+          "rfm table shows display names beside tags: " + out + err)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

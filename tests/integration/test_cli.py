@@ -10,36 +10,9 @@ naive evaluator in this file, not copied from crowdpack's output.
 """
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
 
-CP = os.environ.get("CROWDPACK", "build/crowdpack")
-PASSED = 0
-FAILED = 0
-
-
-def run(*args, stdin=None, env=None, timeout=120):
-    e = dict(os.environ)
-    e.pop("CROWDPACK_DATA", None)
-    e.pop("CROWDPACK_KEY", None)
-    if env:
-        e.update(env)
-    p = subprocess.run([CP] + list(args), input=stdin, capture_output=True, text=True,
-                       timeout=timeout, env=e)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(cond, what, detail=""):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL: %s %s" % (what, detail), flush=True)
+from harness import CP, Server, check, main, run, tempdir
 
 
 # ----------------------------------------------------------------- the data
@@ -413,21 +386,17 @@ def test_server_and_lock(tmp, data):
         rc, out, _ = count(data, expr)
         check(out == "%d\n" % naive(pred), "count after edits: " + expr, out)
 
-    pf = os.path.join(tmp, "port")
-    srv = subprocess.Popen([CP, "serve", "--data", data, "--listen", "127.0.0.1:0", "--port-file", pf],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    srv = Server(tmp, data)
     try:
-        for _ in range(200):
-            if os.path.exists(pf) and open(pf).read().strip():
-                break
-            if srv.poll() is not None:
-                break
-            time.sleep(0.05)
-        port = open(pf).read().strip() if os.path.exists(pf) else ""
-        check(port.isdigit(), "serve writes the port file", srv.stderr.read() if srv.poll() is not None else "")
-        if not port.isdigit():
+        try:
+            srv.start()
+            started = ""
+        except RuntimeError as e:
+            started = str(e)
+        check(not started, "serve writes the port file", started)
+        if started:
             return
-        url = "http://127.0.0.1:%s" % port
+        url = srv.base
 
         # A second writer on the same directory gets a clear error.
         rc, out, err = run("crowd", "create", "--data", data, "x2", "all")
@@ -463,13 +432,8 @@ def test_server_and_lock(tmp, data):
         rc, out, err = run("crowd", "delete", "--server", url, "srv")
         check(rc == 0, "crowd delete --server", err)
     finally:
-        srv.send_signal(signal.SIGTERM)
-        try:
-            srv.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
-    check(srv.returncode == 0, "serve exits 0 on SIGTERM", str(srv.returncode))
+        rc = srv.stop(grace=30)
+    check(rc == 0, "serve exits 0 on SIGTERM", str(rc))
 
     # Restart: what the server wrote is there, and two reopens agree.
     for expr, pred in EXPRS:
@@ -496,27 +460,19 @@ def test_bench(tmp):
     check(left == [], "bench removes its data directory", str(left))
 
 
-def main():
-    if not os.path.exists(CP):
-        print("crowdpack binary not found at %s" % CP)
-        sys.exit(1)
-    tmp = tempfile.mkdtemp(prefix="cp-cli-")
+def test():
+    tmp = tempdir("cp-cli-")
     data = os.path.join(tmp, "data")
-    try:
-        test_help(data)
-        test_usage_errors(data)
-        test_init_and_load(tmp, data)
-        test_count(data)
-        test_crowds(tmp, data)
-        test_tags(tmp, data)
-        test_users_keys_stats(data)
-        test_server_and_lock(tmp, data)
-        test_bench(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    sys.exit(1 if FAILED else 0)
+    test_help(data)
+    test_usage_errors(data)
+    test_init_and_load(tmp, data)
+    test_count(data)
+    test_crowds(tmp, data)
+    test_tags(tmp, data)
+    test_users_keys_stats(data)
+    test_server_and_lock(tmp, data)
+    test_bench(tmp)
 
 
 if __name__ == "__main__":
-    main()
+    main(test)

@@ -24,19 +24,14 @@ binary has it, and hold every event acknowledged before the cut.
 CP_CRASH_LONG=1 runs the long version (more requests, many more images).
 Exits 0 when every image passes.
 """
-import http.client
-import json
 import os
 import random
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
+from harness import CP, Server, fail, main, must, request, run, tempdir
+
 SHIM = os.environ.get("CP_CRASHLOG") or os.path.join(os.path.dirname(os.path.abspath(CP)),
                                                       "cp_crashlog.so")
 LONG = os.environ.get("CP_CRASH_LONG") == "1"
@@ -48,51 +43,24 @@ SEED = int(os.environ.get("CP_CRASH_SEED", "0")) or random.randrange(1, 1 << 30)
 DEADLINE = time.time() + (3000 if LONG else 40)
 
 
-def run(*args, ok=True, timeout=60):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=timeout)
-    if ok and p.returncode != 0:
-        raise RuntimeError("crowdpack %s: exit %d: %s" % (" ".join(args), p.returncode,
-                                                          p.stderr.strip()))
-    return p
-
-
 # ------------------------------------------------------------------ workload
 
 def start_server(tmp, data, log):
-    pf = os.path.join(tmp, "port")
-    env = dict(os.environ, LD_PRELOAD=SHIM, CP_CRASH_DIR=data, CP_CRASH_LOG=log)
+    env = dict(LD_PRELOAD=SHIM, CP_CRASH_DIR=data, CP_CRASH_LOG=log)
     # Sanitizer builds: the recorder is preloaded before the ASan runtime.
     asan = os.environ.get("ASAN_OPTIONS", "")
     env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
-    errf = open(os.path.join(tmp, "server.log"), "w")
-    proc = subprocess.Popen([CP, "serve", "--data", data, "--listen", "127.0.0.1:0",
-                             "--port-file", pf, "--threads", "4"],
-                            stdout=subprocess.DEVNULL, stderr=errf, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if os.path.exists(pf) and open(pf).read().strip():
-            return proc, int(open(pf).read().strip())
-        if proc.poll() is not None:
-            raise RuntimeError("server exited with %d: %s" % (
-                proc.returncode, open(os.path.join(tmp, "server.log")).read()))
-        time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    return Server(tmp, data, threads=4, env=env).start()
 
 
 def call(port, method, path, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        data = json.dumps(body) if body is not None else None
-        c.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    r = request(port, method, path, body, timeout=30, ctype="application/json")
+    return r.status, r.raw
 
 
 def workload(tmp, data, log, rng):
-    proc, port = start_server(tmp, data, log)
+    srv = start_server(tmp, data, log)
+    port = srv.port
     ack = os.open(log, os.O_WRONLY | os.O_APPEND)
     try:
         st, body = call(port, "PUT", "/v1/intake/config",
@@ -124,8 +92,7 @@ def workload(tmp, data, log, rng):
                     raise RuntimeError("GET /v1/users: %d %s" % (st, body))
     finally:
         os.close(ack)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        srv.kill9()
 
 
 # ------------------------------------------------------------- the record
@@ -312,18 +279,18 @@ def image(model, rng, dest):
 # ---------------------------------------------------------------- checking
 
 def has_check():
-    p = run("check", "--help", ok=False)
+    p = run("check", "--help")
     return p.returncode == 0 and "check" in (p.stdout + p.stderr)
 
 
 def count(img, expr):
-    return int(run("count", "--data", img, expr).stdout.strip().split()[0])
+    return int(must("count", "--data", img, expr).stdout.strip().split()[0])
 
 
 def verify(img, acked, check):
     """None if the image is a correct state, else what is wrong."""
     try:
-        p = run("import", "--data", img, "--events", os.devnull, "--quiet", ok=False,
+        p = run("import", "--data", img, "--events", os.devnull, "--quiet",
                 timeout=120)
     except subprocess.TimeoutExpired:
         return "open (with WAL replay) took over 120 s"
@@ -332,13 +299,13 @@ def verify(img, acked, check):
                                                                p.stderr.strip()[-400:])
     try:
         if check:
-            p = run("check", "--data", img, ok=False, timeout=120)
+            p = run("check", "--data", img, timeout=120)
             if p.returncode != 0:
                 return "crowdpack check failed: %s" % (p.stdout + p.stderr).strip()[-400:]
         total = count(img, "all")
         have = count(img, "n < %d" % acked) if acked else 0
         with_g = count(img, "g >= 0")
-        ids = run("eval", "--data", img, "all").stdout.split()
+        ids = must("eval", "--data", img, "all").stdout.split()
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
         return "reading failed: %s" % e
     want = acked * PER_REQUEST
@@ -353,79 +320,75 @@ def verify(img, acked, check):
     return None
 
 
-def main():
+def test():
     if not os.path.exists(SHIM):
-        print("test_crash: the write recorder %s is not built" % SHIM)
-        return 1
+        fail("test_crash: the write recorder %s is not built" % SHIM)
+        return
     rng = random.Random(SEED)
-    tmp = tempfile.mkdtemp(prefix="cp-crash-")
+    tmp = tempdir("cp-crash-", keep_on_failure=True)
     failures = []
-    try:
-        data = os.path.join(tmp, "data")
-        log = os.path.join(tmp, "record")
-        run("init", "--data", data)
-        run("attrs", "define", "--data", data, "n", "int")
-        run("attrs", "define", "--data", data, "g", "int")
-        os.sync()
-        base = {}
-        for root, _, files in os.walk(data):
-            for name in files:
-                full = os.path.join(root, name)
-                base[os.path.relpath(full, data)] = open(full, "rb").read()
-        t0 = time.time()
-        workload(tmp, data, log, rng)
-        ops = parse(log, data)
-        nsync = sum(1 for o in ops if o[0] in "FD")
-        print("test_crash: seed %d; %d requests recorded as %d operations (%d syncs) in %.1f s"
-              % (SEED, REQUESTS, len(ops), nsync, time.time() - t0))
+    data = os.path.join(tmp, "data")
+    log = os.path.join(tmp, "record")
+    must("init", "--data", data)
+    must("attrs", "define", "--data", data, "n", "int")
+    must("attrs", "define", "--data", data, "g", "int")
+    os.sync()
+    base = {}
+    for root, _, files in os.walk(data):
+        for name in files:
+            full = os.path.join(root, name)
+            base[os.path.relpath(full, data)] = open(full, "rb").read()
+    t0 = time.time()
+    workload(tmp, data, log, rng)
+    ops = parse(log, data)
+    nsync = sum(1 for o in ops if o[0] in "FD")
+    print("test_crash: seed %d; %d requests recorded as %d operations (%d syncs) in %.1f s"
+          % (SEED, REQUESTS, len(ops), nsync, time.time() - t0))
 
-        # Crash points: half anywhere, half just before a sync (the most
-        # unsynced data) of data.mdb.
-        before_sync = [i for i, o in enumerate(ops) if o[0] == "F" and o[1] == "data.mdb"]
-        points = set()
-        while len(points) < IMAGES:
-            if before_sync and rng.random() < 0.5:
-                points.add(rng.choice(before_sync))
+    # Crash points: half anywhere, half just before a sync (the most
+    # unsynced data) of data.mdb.
+    before_sync = [i for i, o in enumerate(ops) if o[0] == "F" and o[1] == "data.mdb"]
+    points = set()
+    while len(points) < IMAGES:
+        if before_sync and rng.random() < 0.5:
+            points.add(rng.choice(before_sync))
+        else:
+            points.add(rng.randrange(len(ops) + 1))
+    points = sorted(points)
+    check = has_check()
+    model = Model(base)
+    done = 0
+    pi = 0
+    for i in range(len(ops) + 1):
+        while pi < len(points) and points[pi] == i:
+            if time.time() > DEADLINE:
+                break
+            img = os.path.join(tmp, "img%d" % i)
+            image(model, rng, img)
+            why = verify(img, model.acked, check)
+            done += 1
+            if why:
+                failures.append((i, model.acked, why))
+                keep = os.path.join(tmp, "failed%d" % i)
+                os.rename(img, keep)
             else:
-                points.add(rng.randrange(len(ops) + 1))
-        points = sorted(points)
-        check = has_check()
-        model = Model(base)
-        done = 0
-        pi = 0
-        for i in range(len(ops) + 1):
-            while pi < len(points) and points[pi] == i:
-                if time.time() > DEADLINE:
-                    break
-                img = os.path.join(tmp, "img%d" % i)
-                image(model, rng, img)
-                why = verify(img, model.acked, check)
-                done += 1
-                if why:
-                    failures.append((i, model.acked, why))
-                    keep = os.path.join(tmp, "failed%d" % i)
-                    os.rename(img, keep)
-                else:
-                    shutil.rmtree(img)
-                pi += 1
-            if i < len(ops):
-                model.step(ops[i])
-        print("test_crash: %d post-crash images checked%s, %d failed"
-              % (done, " (with crowdpack check)" if check else "", len(failures)))
-        for i, acked, why in failures[:10]:
-            print("  cut after operation %d (%d requests acknowledged): %s" % (i, acked, why))
-        if failures:
-            print("test_crash: FAILED (seed %d; images kept in %s)" % (SEED, tmp))
-            return 1
-        if done < min(IMAGES, 10):
-            print("test_crash: FAILED: only %d images checked before the deadline" % done)
-            return 1
-        print("test_crash: ok")
-        return 0
-    finally:
-        if not failures:
-            shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(img)
+            pi += 1
+        if i < len(ops):
+            model.step(ops[i])
+    print("test_crash: %d post-crash images checked%s, %d failed"
+          % (done, " (with crowdpack check)" if check else "", len(failures)))
+    for i, acked, why in failures[:10]:
+        print("  cut after operation %d (%d requests acknowledged): %s" % (i, acked, why))
+    if failures:
+        fail("test_crash: %d post-crash images wrong (seed %d; images kept in %s)"
+             % (len(failures), SEED, tmp))
+        return
+    if done < min(IMAGES, 10):
+        fail("test_crash: only %d images checked before the deadline" % done)
+        return
+    print("test_crash: ok")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

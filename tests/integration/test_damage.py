@@ -19,88 +19,17 @@ time `count`, `eval`, `check` and `serve` startup run on it. Accepted: a clean
 error (non-zero exit, a message, no signal) or the undamaged answer. Short
 run by default (bounded well under 60 s); CP_DAMAGE_LONG=1 runs hundreds.
 """
-import base64
-import http.client
-import json
 import os
 import random
 import shutil
 import signal
 import struct
-import subprocess
-import sys
-import tempfile
 import time
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
+from harness import Server, basic, fail, main, must, run, tempdir
+
 LONG = os.environ.get("CP_DAMAGE_LONG") == "1"
 DAY = "2024-06-01"
-failures = []
-
-
-def run(*args, check=True, timeout=120):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(args), p.stderr))
-    return p
-
-
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data, self.proc, self.port = tmp, data, None, None
-
-    def start(self, timeout=30):
-        """Starts; returns None when listening, else (exit status, stderr)."""
-        pf = os.path.join(self.tmp, "port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        errf = os.path.join(self.tmp, "server.err")
-        self.err = open(errf, "w")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf,
-             "--threads", "2"], stdout=subprocess.DEVNULL, stderr=self.err)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.port = int(open(pf).read().strip())
-                return None
-            if self.proc.poll() is not None:
-                self.err.close()
-                return self.proc.returncode, open(errf).read()
-            time.sleep(0.02)
-        self.proc.kill()
-        self.proc.wait()
-        raise RuntimeError("server did not start in %d s" % timeout)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.err.close()
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.err.close()
-
-    def call(self, method, path, body, auth):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            c.request(method, path, body=json.dumps(body),
-                      headers={"Authorization": auth, "Content-Type": "application/json"})
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
-
-
-def basic(key):
-    return "Basic " + base64.b64encode((key + ":").encode()).decode()
 
 
 def copy_dir(src, dst):
@@ -126,50 +55,50 @@ def newest_segment(data):
 
 def tick_count(tmp, data, admin, n):
     """1 if user u0 has exactly n tick events (asked of a fresh server)."""
-    srv = Server(tmp, data)
-    bad = srv.start()
+    srv = Server(tmp, data, threads=2)
+    bad = srv.try_start()
     if bad:
         return "server did not start: %r" % (bad,)
     try:
         st, body = srv.call("POST", "/v1/count",
-                            {"expression": "k = 0 AND did(tick) = %d" % n, "as_of": DAY}, admin)
-        return json.loads(body).get("count") if st == 200 else body
+                            {"expression": "k = 0 AND did(tick) = %d" % n, "as_of": DAY}, auth=admin)
+        return body.get("count") if st == 200 else body
     finally:
         srv.stop()
 
 
 def expect_refusal(tmp, data, what, needles):
-    srv = Server(tmp, data)
-    bad = srv.start()
+    srv = Server(tmp, data, threads=2)
+    bad = srv.try_start()
     if bad is None:
         srv.stop()
-        failures.append("%s: serve started on a damaged log" % what)
+        fail("%s: serve started on a damaged log" % what)
         return
     code, err = bad
     if code <= 0:
-        failures.append("%s: serve died by signal %d" % (what, -code))
+        fail("%s: serve died by signal %d" % (what, -code))
     for n in needles:
         if n not in err:
-            failures.append("%s: refusal %r lacks %r" % (what, err.strip(), n))
+            fail("%s: refusal %r lacks %r" % (what, err.strip(), n))
 
 
 def part_wal(tmp):
     data = os.path.join(tmp, "wal-data")
-    run("init", "--data", data)
-    run("attrs", "define", "--data", data, "k", "int")
-    key = run("keys", "create", "--data", data, "--role", "write").stdout.strip().split()[-1]
-    admin = basic(run("keys", "create", "--data", data, "--role",
+    must("init", "--data", data)
+    must("attrs", "define", "--data", data, "k", "int")
+    key = must("keys", "create", "--data", data, "--role", "write").stdout.strip().split()[-1]
+    admin = basic(must("keys", "create", "--data", data, "--role",
                       "admin").stdout.strip().split()[-1])
     auth = basic(key)
-    srv = Server(tmp, data)
-    assert srv.start() is None
+    srv = Server(tmp, data, threads=2)
+    assert srv.try_start() is None
     # No checkpoint during the test: the events stay in the log.
     st, b = srv.call("PUT", "/v1/intake/config",
-                     {"checkpoint": {"interval_ms": 3600000, "records": 100000000}}, admin)
+                     {"checkpoint": {"interval_ms": 3600000, "records": 100000000}}, auth=admin)
     assert st == 200, b
     st, b = srv.call("POST", "/v1/identify", {"userId": "u0", "traits": {"k": 0},
                                                "messageId": "id-0",
-                                               "timestamp": DAY + "T00:00:00Z"}, auth)
+                                               "timestamp": DAY + "T00:00:00Z"}, auth=auth)
     assert st == 200, b
 
     def batches(lo, hi):
@@ -177,7 +106,7 @@ def part_wal(tmp):
             events = [{"type": "track", "userId": "u0", "event": "tick",
                        "messageId": "b%d-e%d" % (i, j), "timestamp": DAY + "T12:00:00Z"}
                       for j in range(100)]
-            st, b = srv.call("POST", "/v1/batch", {"batch": events}, auth)
+            st, b = srv.call("POST", "/v1/batch", {"batch": events}, auth=auth)
             assert st == 200, b
 
     batches(0, 10)
@@ -203,32 +132,32 @@ def part_wal(tmp):
                                                "acknowledged records follow it",
                                                "crowdpack recover"])
     if os.path.getsize(seg) != size:
-        failures.append("flipped byte: the refusal changed the segment")
-    p = run("recover", "--data", data, check=False)
+        fail("flipped byte: the refusal changed the segment")
+    p = run("recover", "--data", data)
     side = [f for f in os.listdir(data) if f.startswith("wal-dropped-")]
     if p.returncode != 0 or not side or "wal-dropped-" not in p.stdout:
-        failures.append("recover after a flip: exit %d, side files %r: %s %s"
+        fail("recover after a flip: exit %d, side files %r: %s %s"
                         % (p.returncode, side, p.stdout, p.stderr))
     else:
         raw = open(os.path.join(data, side[0]), "rb").read()
         if not raw.startswith(b"crowdpack-wal-dropped segment "):
-            failures.append("side file starts %r" % raw[:60])
+            fail("side file starts %r" % raw[:60])
     got = tick_count(tmp, data, admin, 1900)  # all but the damaged batch of 100
     if got != 1:
-        failures.append("after recover: u0 should have 1900 tick events: %r" % (got,))
+        fail("after recover: u0 should have 1900 tick events: %r" % (got,))
 
     # 2. The newest segment truncated to 0 bytes.
     restore()
     with open(newest_segment(data), "r+b") as f:
         f.truncate(0)
     expect_refusal(tmp, data, "emptied segment", ["is empty", "data.mdb has applied"])
-    p = run("recover", "--data", data, check=False)
+    p = run("recover", "--data", data)
     if p.returncode != 0:
-        failures.append("recover after emptying: %s" % p.stderr)
-    srv = Server(tmp, data)
-    bad = srv.start()
+        fail("recover after emptying: %s" % p.stderr)
+    srv = Server(tmp, data, threads=2)
+    bad = srv.try_start()
     if bad:
-        failures.append("after recover of an emptied segment: %r" % (bad,))
+        fail("after recover of an emptied segment: %r" % (bad,))
     else:
         srv.stop()
 
@@ -236,14 +165,14 @@ def part_wal(tmp):
     restore()
     shutil.rmtree(os.path.join(data, "wal"))
     expect_refusal(tmp, data, "deleted wal/", ["is missing", "data.mdb has applied"])
-    p = run("recover", "--data", data, check=False)
+    p = run("recover", "--data", data)
     if p.returncode != 0 or "was missing" not in p.stdout:
-        failures.append("recover after deleting wal/: %s %s" % (p.stdout, p.stderr))
+        fail("recover after deleting wal/: %s %s" % (p.stdout, p.stderr))
     # Undamaged, the pristine copy replays every event.
     restore()
     got = tick_count(tmp, data, admin, 2000)
     if got != 1:
-        failures.append("pristine log: u0 should have 2000 tick events: %r" % (got,))
+        fail("pristine log: u0 should have 2000 tick events: %r" % (got,))
 
 
 def used_pages(path):
@@ -257,14 +186,14 @@ def used_pages(path):
 
 def part_mdb(tmp):
     src = os.path.join(tmp, "demo")
-    run("demo", "--data", src, "--users", "20000", timeout=300)
+    must("demo", "--data", src, "--users", "20000", timeout=300)
     npages = used_pages(os.path.join(src, "data.mdb"))
     image = open(os.path.join(src, "data.mdb"), "rb").read(npages * 4096)
     expr = "age BETWEEN 25 AND 40 AND gender = \"female\""
-    want_count = run("count", "--data", src, "all").stdout
-    want_eval = run("eval", "--data", src, expr).stdout
-    if run("check", "--data", src, check=False).returncode != 0:
-        failures.append("check fails on the undamaged demo directory")
+    want_count = must("count", "--data", src, "all").stdout
+    want_eval = must("eval", "--data", src, expr).stdout
+    if run("check", "--data", src).returncode != 0:
+        fail("check fails on the undamaged demo directory")
     rng = random.Random(int(os.environ.get("CP_DAMAGE_SEED", "7")))
     iters = 300 if LONG else 20
     budget = time.time() + (3600 if LONG else 20)
@@ -292,59 +221,49 @@ def part_mdb(tmp):
                 ("eval", ["eval", "--data", work, expr], want_eval),
                 ("check", ["check", "--data", work], None)]
         for name, args, want in runs:
-            p = run(*args, check=False, timeout=120)
+            p = run(*args, timeout=120)
             if p.returncode < 0:
-                failures.append("%s: %s died by signal %d: %s" % (what, name, -p.returncode,
+                fail("%s: %s died by signal %d: %s" % (what, name, -p.returncode,
                                                                    p.stderr[-300:]))
                 outcome = "signal"
             elif p.returncode == 0:
                 outcome = "answer"
                 if want is not None and p.stdout != want:
-                    failures.append("%s: %s answered %r instead of %r"
+                    fail("%s: %s answered %r instead of %r"
                                     % (what, name, p.stdout[:80], want[:80]))
                     outcome = "WRONG"
             else:
                 outcome = "error"
                 if not p.stderr.strip():
-                    failures.append("%s: %s failed without a message" % (what, name))
+                    fail("%s: %s failed without a message" % (what, name))
             tally[(name, outcome)] = tally.get((name, outcome), 0) + 1
         if LONG or it % 3 == 0:
-            srv = Server(tmp, work)
-            bad = srv.start(timeout=60)
+            srv = Server(tmp, work, threads=2)
+            bad = srv.try_start(timeout=60)
             if bad is None:
                 srv.stop()
                 if srv.proc.returncode < 0 and srv.proc.returncode != -signal.SIGTERM:
-                    failures.append("%s: serve died by signal %d" % (what, -srv.proc.returncode))
+                    fail("%s: serve died by signal %d" % (what, -srv.proc.returncode))
                 tally[("serve", "started")] = tally.get(("serve", "started"), 0) + 1
             else:
                 code, err = bad
                 if code < 0:
-                    failures.append("%s: serve died by signal %d at startup" % (what, -code))
+                    fail("%s: serve died by signal %d at startup" % (what, -code))
                 elif not err.strip():
-                    failures.append("%s: serve exited %d without a message" % (what, code))
+                    fail("%s: serve exited %d without a message" % (what, code))
                 tally[("serve", "refused")] = tally.get(("serve", "refused"), 0) + 1
         done += 1
     print("%d damaged copies: %s" % (done, ", ".join("%s %s: %d" % (k[0], k[1], v)
                                                    for k, v in sorted(tally.items()))))
     if done < 5:
-        failures.append("only %d damaged copies tried" % done)
+        fail("only %d damaged copies tried" % done)
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-damage-")
-    try:
-        part_wal(tmp)
-        part_mdb(tmp)
-    except Exception as e:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        failures.append("raised %r" % (e,))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for f in failures:
-        print("FAIL:", f, file=sys.stderr)
-    return 1 if failures else 0
+def test():
+    tmp = tempdir("cp-damage-")
+    part_wal(tmp)
+    part_mdb(tmp)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

@@ -12,88 +12,22 @@
    attribute values) is left in any file of the data directory.
 """
 import http.client
-import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-
-
-def run(*args, ok=True):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=120)
-    if ok and p.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(args), p.stderr))
-    return p
-
-
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data, self.proc = tmp, data, None
-
-    def start(self):
-        pf = os.path.join(self.tmp, "port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        self.log = open(os.path.join(self.tmp, "server.log"), "a")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf],
-            stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.port = int(open(pf).read().strip())
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited with %d" % self.proc.returncode)
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-        if self.proc:
-            self.log.close()
-        self.proc = None
-
-    def call(self, method, path, body=None, timeout=30):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            # Without a key every non-GET must say JSON (cross-site rules).
-            h = {"Content-Type": "application/json"} if body is not None or method != "GET" else {}
-            c.request(method, path, body=None if body is None else json.dumps(body), headers=h)
-            r = c.getresponse()
-            raw = r.read()
-            try:
-                return r.status, json.loads(raw) if raw else None
-            except ValueError:
-                return r.status, raw
-        finally:
-            c.close()
+from harness import Server, check, files_containing, main, must, run, tempdir
 
 
 def count(data, expr):
-    p = run("count", "--data", data, expr, ok=False)
+    p = run("count", "--data", data, expr)
     return p.returncode, p.stdout.strip(), p.stderr.strip()
 
 
 def reproducer(tmp):
     for members in (1, 2):
         data = os.path.join(tmp, "brick%d" % members)
-        run("init", "--data", data)
-        run("attrs", "define", "--data", data, "age", "int")
+        must("init", "--data", data)
+        must("attrs", "define", "--data", data, "age", "int")
         srv = Server(tmp, data)
         srv.start()
         try:
@@ -113,51 +47,19 @@ def reproducer(tmp):
         rc, out, errs = count(data, "all")
         check(rc == 0 and out.split()[0] == str(members - 1),
               "count after restart (%d members): rc %d %r %r" % (members, rc, out, errs))
-        p = run("crowd", "list", "--data", data, "--json", ok=False)
+        p = run("crowd", "list", "--data", data, "--json")
         check(p.returncode == 0 and '"size":%d' % (members - 1) in p.stdout.replace(" ", ""),
               "crowd list after restart: %r %r" % (p.stdout, p.stderr))
         srv.start()
         st, b = srv.call("GET", "/v1/crowds/c")
         check(st == 200 and b.get("size") == members - 1, "size after restart: %r" % (b,))
         srv.stop()
-        p = run("crowd", "delete", "--data", data, "c", ok=False)
+        p = run("crowd", "delete", "--data", data, "c")
         check(p.returncode == 0, "crowd delete: %r" % p.stderr)
 
 
-def file_contains(path, nb):
-    """Reads only the allocated extents (data.mdb is sparse up to its map size)."""
-    with open(path, "rb") as fh:
-        fd = fh.fileno()
-        size = os.fstat(fd).st_size
-        off = 0
-        while off < size:
-            try:
-                start = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                return False
-            try:
-                end = os.lseek(fd, start, os.SEEK_HOLE)
-            except OSError:
-                end = size
-            pos = start
-            while pos < end:
-                n = min(end - pos, 8 << 20)
-                os.lseek(fd, max(start, pos - len(nb)), os.SEEK_SET)
-                chunk = os.read(fd, n + (pos - max(start, pos - len(nb))))
-                if nb in chunk:
-                    return True
-                pos += n
-            off = end
-    return False
-
-
 def dir_contains(d, needle):
-    nb = needle.encode()
-    for root, _, files in os.walk(d):
-        for f in files:
-            if file_contains(os.path.join(root, f), nb):
-                return os.path.join(root, f)
-    return None
+    return (files_containing(d, needle.encode()) or [None])[0]
 
 
 def pending(srv):
@@ -171,10 +73,10 @@ def pending(srv):
 
 def during_export(tmp):
     data = os.path.join(tmp, "export")
-    run("init", "--data", data)
-    run("attrs", "define", "--data", data, "age", "int")
-    run("attrs", "define", "--data", data, "city", "string")
-    run("attrs", "define", "--data", data, "level", "enum")
+    must("init", "--data", data)
+    must("attrs", "define", "--data", data, "age", "int")
+    must("attrs", "define", "--data", data, "city", "string")
+    must("attrs", "define", "--data", data, "level", "enum")
     srv = Server(tmp, data)
     srv.start()
     try:
@@ -230,7 +132,7 @@ def during_export(tmp):
                    "victim-cat-7310", "victim-note-2288"):
         where = dir_contains(data, needle)
         check(where is None, "\"%s\" is still in %s" % (needle, where))
-    p = run("stats", "--data", data, "--json", ok=False)
+    p = run("stats", "--data", data, "--json")
     check(p.returncode == 0, "stats: %r" % p.stderr)
     # A leftover of an interrupted compaction is removed at open.
     open(os.path.join(data, "data.mdb.compact"), "wb").write(b"victim-user-6612" * 100)
@@ -240,22 +142,11 @@ def during_export(tmp):
           "data.mdb.compact left after open")
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-delete-")
-    try:
-        reproducer(tmp)
-        during_export(tmp)
-    finally:
-        if failures:
-            print("kept", tmp, file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d failures" % len(failures), file=sys.stderr)
-        return 1
-    print("ok")
-    return 0
+def test():
+    tmp = tempdir("cp-delete-", keep_on_failure=True)
+    reproducer(tmp)
+    during_export(tmp)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

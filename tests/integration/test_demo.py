@@ -21,30 +21,16 @@ Python 3 standard library only.
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 
-CROWDPACK = os.environ.get("CROWDPACK", "crowdpack")
+import harness
+from harness import check, main
+
 USERS = 20000
 SEED = 7
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-
 
 def run(*args, timeout=600):
-    p = subprocess.run([CROWDPACK, *args], capture_output=True, text=True, timeout=timeout)
-    if p.returncode != 0:
-        raise RuntimeError("crowdpack %s: exit %d\nstdout: %s\nstderr: %s"
-                           % (" ".join(args), p.returncode, p.stdout, p.stderr))
-    return p.stdout
+    return harness.must(*args, timeout=timeout).stdout
 
 
 def demo(data, seed):
@@ -265,40 +251,32 @@ def check_correlations(data):
           "milk-powder buyers over-index on education")
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-demo-test-")
-    try:
-        a, b, c = (os.path.join(tmp, x) for x in "abc")
-        demo(a, SEED)
-        demo(b, SEED)
-        demo(c, SEED + 1)
-        same, differ = 0, 0
-        for e in DETERMINISM:
-            ca, cb, cc = count(a, e), count(b, e), count(c, e)
-            check(ca == cb, "same seed, same count for %r: %d vs %d" % (e, ca, cb))
-            same += ca == cb
-            differ += ca != cc
-        check(differ >= len(DETERMINISM) // 2,
-              "another seed changes most counts (%d of %d differ)" % (differ, len(DETERMINISM)))
-        ta, tb = tags(a), tags(b)
-        check([(t["path"], t["count"]) for t in ta] == [(t["path"], t["count"]) for t in tb],
-              "same seed, same tag counts for all %d tags" % len(ta))
-        tl = check_taxonomy(a)
-        check_popularity(a, tl)
-        check_demographics(a)
-        check_correlations(a)
-        check_users(a)
-        # The CLI protects existing data: a non-empty directory needs --force.
-        p = subprocess.run([CROWDPACK, "demo", "--data", a, "--users", "10"], capture_output=True, text=True)
-        check(p.returncode != 0, "demo refuses a non-empty directory without --force")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d check(s) failed" % len(failures), file=sys.stderr)
-        return 1
-    print("test_demo: all checks passed")
-    return 0
+def test():
+    tmp = harness.tempdir("cp-demo-test-")
+    a, b, c = (os.path.join(tmp, x) for x in "abc")
+    demo(a, SEED)
+    demo(b, SEED)
+    demo(c, SEED + 1)
+    same, differ = 0, 0
+    for e in DETERMINISM:
+        ca, cb, cc = count(a, e), count(b, e), count(c, e)
+        check(ca == cb, "same seed, same count for %r: %d vs %d" % (e, ca, cb))
+        same += ca == cb
+        differ += ca != cc
+    check(differ >= len(DETERMINISM) // 2,
+          "another seed changes most counts (%d of %d differ)" % (differ, len(DETERMINISM)))
+    ta, tb = tags(a), tags(b)
+    check([(t["path"], t["count"]) for t in ta] == [(t["path"], t["count"]) for t in tb],
+          "same seed, same tag counts for all %d tags" % len(ta))
+    tl = check_taxonomy(a)
+    check_popularity(a, tl)
+    check_demographics(a)
+    check_correlations(a)
+    check_users(a)
+    # The CLI protects existing data: a non-empty directory needs --force.
+    p = harness.run("demo", "--data", a, "--users", "10")
+    check(p.returncode != 0, "demo refuses a non-empty directory without --force")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

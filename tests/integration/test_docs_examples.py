@@ -22,28 +22,11 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 
-SRC = os.environ.get("CP_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
-CP = os.environ.get("CROWDPACK") or os.path.join(SRC, "build", "crowdpack")
+from harness import OK, SRC, Server, check, main, run, skip, tempdir
+
 DOCS = os.path.join(SRC, "docs")
-
-PASSED = 0
-FAILED = 0
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
-
 
 # ----------------------------------------------------------- extraction
 
@@ -104,36 +87,9 @@ def strip_comment(cmd):
 
 # --------------------------------------------------------------- server
 
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kw)
-
-
-def start_server(tmp, data):
-    pf = os.path.join(tmp, "port")
-    log = open(os.path.join(tmp, "server.log"), "w+")
-    proc = subprocess.Popen([CP, "serve", "--data", data, "--listen", "127.0.0.1:0",
-                             "--port-file", pf, "--threads", "2"],
-                            stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if os.path.exists(pf) and open(pf).read().strip():
-            return proc, "http://127.0.0.1:%s" % open(pf).read().strip()
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    log.seek(0)
-    raise RuntimeError("server did not start: " + log.read())
-
-
-def api(base, key, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if key:
-        req.add_header("Authorization", "Bearer " + key)
-    if data is not None or method != "GET":
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read() or b"{}")
+def api(srv, key, method, path, body=None):
+    """A request the examples' setting needs; any answer but 2xx raises."""
+    return srv.call(method, path, body, key=key or None, expect=OK).body or {}
 
 
 TAGS = ["interest/finance/consulting", "interest/finance/stocks", "interest/finance/loans",
@@ -141,13 +97,13 @@ TAGS = ["interest/finance/consulting", "interest/finance/stocks", "interest/fina
 CITIES = ["guangzhou", "shenzhen", "shanghai", "beijing"]
 
 
-def seed(base, key, tmp, keyless=False):
+def seed(srv, key, tmp, keyless=False):
     """The population the examples assume: tags, typed attributes, users
     (including u1 and user/1), crowds and events for the value models. The
     server without keys also gets the crowds that the keyed examples
     create before its own examples use them."""
-    api(base, key, "POST", "/v1/taxonomy", {"tags": [{"path": t} for t in TAGS]})
-    api(base, key, "POST", "/v1/attributes", {"attributes": [
+    api(srv, key, "POST", "/v1/taxonomy", {"tags": [{"path": t} for t in TAGS]})
+    api(srv, key, "POST", "/v1/attributes", {"attributes": [
         {"name": "age", "type": "int"}, {"name": "gender", "type": "enum"},
         {"name": "vip", "type": "bool"}, {"name": "points", "type": "int"},
         {"name": "is_member", "type": "bool"}, {"name": "city", "type": "enum"},
@@ -165,7 +121,7 @@ def seed(base, key, tmp, keyless=False):
             "is_member": rnd.random() < 0.4, "city": rnd.choice(CITIES),
             "loc": [23.0 + rnd.random(), 113.0 + rnd.random()]},
             "tags": tags})
-    api(base, key, "POST", "/v1/users", {"users": users})
+    api(srv, key, "POST", "/v1/users", {"users": users})
     with open(os.path.join(tmp, "users.ndjson"), "w") as f:
         for n in range(600, 700):
             f.write(json.dumps({"id": "u%d" % n, "attrs": {"age": 30 + n % 20},
@@ -177,10 +133,10 @@ def seed(base, key, tmp, keyless=False):
         crowds += [("fin_young", "tag:interest/finance AND age < 35"),
                    ("reach", "crowd:fin_young OR crowd:women")]
     for name, expr in crowds:
-        api(base, key, "POST", "/v1/crowds", {"name": name, "expression": expr})
+        api(srv, key, "POST", "/v1/crowds", {"name": name, "expression": expr})
     # Events for RFM, AIPL and funnels: the last weeks of 2011, as in the
     # Online Retail data the value-model examples are written for.
-    api(base, key, "PUT", "/v1/intake/config", {"indexed_properties": ["brand"]})
+    api(srv, key, "PUT", "/v1/intake/config", {"indexed_properties": ["brand"]})
     now = 1323043200  # 2011-12-05
     batch = []
     for n in range(1, 400):
@@ -195,12 +151,12 @@ def seed(base, key, tmp, keyless=False):
                               "properties": {"brand": rnd.choice(["acme", "other"]),
                                              "revenue": rnd.randint(10, 500)}})
         if len(batch) > 400:
-            api(base, key, "POST", "/v1/batch", {"batch": batch})
+            api(srv, key, "POST", "/v1/batch", {"batch": batch})
             batch = []
     if batch:
-        api(base, key, "POST", "/v1/batch", {"batch": batch})
+        api(srv, key, "POST", "/v1/batch", {"batch": batch})
     # Two accounts (Segment groups) for the group predicates.
-    api(base, key, "POST", "/v1/batch", {"batch": [
+    api(srv, key, "POST", "/v1/batch", {"batch": [
         {"type": "group", "userId": "u%d" % n, "groupId": g, "messageId": "g-%d" % n,
          "traits": {"name": g.title() + " Inc", "plan": plan}}
         for n, (g, plan) in enumerate([("acme", "enterprise")] * 5 + [("globex", "free")] * 5, 1)]})
@@ -208,9 +164,9 @@ def seed(base, key, tmp, keyless=False):
 
 # ------------------------------------------------------- substitutions
 
-def sub_key_id(base, key, cmd):
+def sub_key_id(srv, key, cmd):
     """A literal key id in a revoke example: the id of the last key created."""
-    keys = api(base, key, "GET", "/v1/keys")["keys"]
+    keys = api(srv, key, "GET", "/v1/keys")["keys"]
     others = [k for k in keys if k.get("label") != "docs-admin"]
     if others:
         cmd = re.sub(r"/v1/keys/[0-9a-f]{16}", "/v1/keys/" + others[-1]["id"], cmd)
@@ -236,7 +192,7 @@ def run_file(path):
     found = list(examples(path))
     if not found:
         return
-    tmp = tempfile.mkdtemp(prefix="cp-docs-")
+    tmp = tempdir("cp-docs-")
     procs = []
     try:
         servers = {}
@@ -247,29 +203,30 @@ def run_file(path):
             sub = os.path.join(tmp, "keyed" if keyed else "open")
             os.mkdir(sub)
             data = os.path.join(sub, "dmp")
-            r = run([CP, "init", "--data", data])
+            r = run("init", "--data", data)
             if not check(r.returncode == 0, "%s: init: %s" % (name, r.stderr)):
                 return
             k = ""
             if keyed:
-                r = run([CP, "keys", "create", "--data", data, "--role", "admin",
-                         "--label", "docs-admin"])
+                r = run("keys", "create", "--data", data, "--role", "admin",
+                        "--label", "docs-admin")
                 k = key = (r.stdout.strip().split() or [""])[-1]
                 check(r.returncode == 0 and k.startswith("cpk_"),
                       "%s: key: %r %r" % (name, r.stdout, r.stderr))
-            proc, base = start_server(sub, data)
-            procs.append(proc)
-            seed(base, k, sub, keyless=not keyed)
-            servers[keyed] = (base, sub)
+            srv = Server(sub, data, threads=2).start()
+            procs.append(srv)
+            seed(srv, k, sub, keyless=not keyed)
+            servers[keyed] = (srv, sub)
         for line, cmd, expect in found:
             where = "%s:%d" % (name, line)
-            base, cwd = servers[uses_key(cmd)]
+            srv, cwd = servers[uses_key(cmd)]
+            base = srv.base
             env = dict(os.environ, B=base, KEY=key, K="Authorization: Bearer " + key,
                        J="Content-Type: application/json")
             cmd = strip_comment(cmd).replace("localhost:8080", base.replace("http://", ""))
             for rx, fn in SUBSTITUTIONS:
                 if rx.search(cmd):
-                    cmd = fn(base, key, cmd)
+                    cmd = fn(srv, key, cmd)
             piped = "|" in cmd.split("-d", 1)[0] or re.search(r"\|\s*\w+\s*[^']*$", cmd)
             full = cmd if piped else cmd + " -w '\\n%{http_code}'"
             r = subprocess.run(["bash", "-c", full], capture_output=True, text=True,
@@ -305,27 +262,20 @@ def run_file(path):
                     check(set(exp) <= set(got),
                           "%s: documented keys %s missing from %s" % (where, sorted(set(exp) - set(got)), body[:300]))
     finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for srv in procs:
+            srv.stop(grace=20)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 
 
-def main():
+def test():
     if shutil.which("curl") is None:
-        print("SKIP: curl is not installed (scripts/install-deps.sh installs it)")
-        return 0
+        skip("curl is not installed (scripts/install-deps.sh installs it)")
     for f in sorted(os.listdir(DOCS)):
         if f.endswith(".md"):
             run_file(os.path.join(DOCS, f))
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    return 1 if FAILED else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

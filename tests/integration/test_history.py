@@ -20,40 +20,16 @@ data they must answer 0 with a warning, shown as a `note:` line by the CLI.
 
 Environment: CROWDPACK = path of the binary. Prints "N passed, M failed".
 """
-import base64
 import datetime
-import http.client
 import json
 import os
 import random
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
-PASSED = 0
-FAILED = 0
+from harness import Server, basic, check, main, run, tempdir
+
 FIRST = datetime.date(2011, 1, 4)
 LAST = datetime.date(2011, 12, 9)
 NCUST = 60
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
-
-
-def run(*args):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=120)
-    return p.returncode, p.stdout, p.stderr
 
 
 def make_lines(seed=2011):
@@ -127,201 +103,151 @@ def naive_last_purchase(lines):
     return last
 
 
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data, self.proc = tmp, data, None
+def test():
+    tmp = tempdir("cp-history-")
+    data = os.path.join(tmp, "data")
+    lines = make_lines()
+    csv_path = os.path.join(tmp, "retail_2011.csv")
+    write_csv(csv_path, lines)
+    schema = os.path.join(tmp, "schema.json")
+    with open(schema, "w") as f:
+        json.dump({"attributes": [{"name": "last_buy", "type": "timestamp"}]}, f)
+    rc, out, err = run("init", "--data", data, "--schema", schema)
+    check(rc == 0, "init " + err)
+    rc, out, err = run("import", "--data", data, "--preset", "online-retail", csv_path)
+    check(rc == 0, "import " + err)
+    # a timestamp attribute for WITHIN LAST / OLDER THAN: each customer's last purchase
+    last = naive_last_purchase(lines)
+    users = os.path.join(tmp, "users.ndjson")
+    with open(users, "w") as f:
+        for cid, day in sorted(last.items()):
+            f.write(json.dumps({"id": str(cid),
+                                "attrs": {"last_buy": day.isoformat() + "T12:00:00Z"}})
+                    + "\n")
+    rc, out, err = run("load", "--data", data, users)
+    check(rc == 0, "load " + err)
 
-    def start(self):
-        pf = os.path.join(self.tmp, "port")
-        self.log = open(os.path.join(self.tmp, "server.log"), "a")
-        self.proc = subprocess.Popen([CP, "serve", "--data", self.data, "--listen",
-                                      "127.0.0.1:0", "--port-file", pf],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.port = int(open(pf).read().strip())
-                return
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
+    def cli_count(expr, as_of=None, *conn):
+        args = ["count"] + (list(conn) or ["--data", data])
+        if as_of:
+            args += ["--as-of", as_of]
+        rc, out, err = run(*(args + [expr]))
+        check(rc == 0, "count %s as of %s: %s" % (expr, as_of, err))
+        return int(out.strip()) if rc == 0 else -1
 
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-            self.log.close()
+    days = [datetime.date(2011, 3, 31), datetime.date(2011, 6, 30), LAST]
+    exprs = []
+    for d in days:
+        s = d.isoformat()
+        exprs += [
+            ("did(purchase, last 90d) sum(amount) >= 20.5", s,
+             naive_sum(lines, d, 90, False, ">=", 20.5)),
+            ("did(refund, last 120d) sum(amount) < -3", s,
+             naive_sum(lines, d, 120, True, "<", -3)),
+            ("did(purchase, last 30d) >= 2", s, naive_count(lines, d, 30, 2)),
+            ("did(purchase, last 90d) days >= 3", s, naive_count(lines, d, 90, 3, True)),
+            ("last_buy WITHIN LAST 60d", s,
+             {c for c, l in last.items() if d - datetime.timedelta(days=59) <= l <= d}),
+            ("last_buy OLDER THAN 60d", s,
+             {c for c, l in last.items() if l < d - datetime.timedelta(days=59)}),
+        ]
+    check(any(len(w) > 0 for _, _, w in exprs), "the data gives non-empty answers")
+    for i, (expr, s, want) in enumerate(exprs):
+        got = cli_count(expr, s)
+        check(got == len(want), "count --as-of %s '%s': %d, want %d" % (s, expr, got,
+                                                                        len(want)))
+        rc, out, err = run("eval", "--data", data, "--as-of", s, expr)
+        ids = {int(x) for x in out.split()} if rc == 0 else None
+        check(ids == want, "eval --as-of %s '%s': %r, want %r" % (s, expr, ids, want))
+        if i % 2 == 0:
+            name = "h%d" % i
+            rc, out, err = run("crowd", "create", "--data", data, "--as-of", s, "--json",
+                               name, expr)
+            size = json.loads(out).get("size") if rc == 0 else None
+            check(size == len(want), "crowd create --as-of %s '%s': %r (%s)"
+                  % (s, expr, size, err))
+    # without as_of: today, 15 years after the data
+    check(cli_count("did(purchase, last 30d) >= 2") == 0, "count without --as-of is 0")
+    rc, out, err = run("count", "--data", data, "--as-of", "yesterday", "ALL")
+    check(rc != 0 and "as_of" in err, "a bad --as-of is refused: " + err)
+    rc, out, err = run("crowd", "create", "--data", data, "--as-of", "2011-06-30",
+                       "--dynamic", "hdyn", "did(purchase)")
+    check(rc != 0 and "static" in err, "a dynamic crowd refuses --as-of: " + err)
 
-    def call(self, method, path, body, auth):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        c.request(method, path, body=json.dumps(body) if body is not None else None,
-                  headers={"Authorization": auth, "Content-Type": "application/json"})
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        try:
-            return r.status, json.loads(data)
-        except ValueError:
-            return r.status, data
+    # ------------------------------------------------------- funnels
+    rc, out, err = run("funnel", "--data", data, "purchase", "purchase", "--days", "90",
+                       "--json")
+    rep = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and rep.get("window", {}).get("to") == LAST.isoformat(),
+          "funnel window ends on the data's last day: %r %s" % (rep.get("window"), err))
+    check(rep.get("as_of_from_data") is True and rep.get("warnings") == [],
+          "funnel says the data chose the day: %r" % rep)
+    want = len(naive_count(lines, LAST, 90))
+    check(rep.get("steps") and rep["steps"][0]["users"] == want,
+          "funnel step 1: %r, want %d" % (rep.get("steps"), want))
+    rc, out, err = run("funnel", "--data", data, "purchase", "--as-of", "2024-06-30")
+    check(rc == 0 and "note: the window 2024-06-01 .. 2024-06-30 holds no events" in out
+          and "2011-12-09" in out, "funnel on an empty window warns: %s %s" % (out, err))
+    rc, out, err = run("funnel", "--data", data, "purchase", "--as-of", "2024-06-30",
+                       "--json")
+    rep = json.loads(out) if rc == 0 else {}
+    check(rep.get("steps", [{}])[0].get("users") == 0 and len(rep.get("warnings", [])) == 1,
+          "funnel JSON warnings: %r" % rep.get("warnings"))
+    rc, out, err = run("funnel", "--data", data, "purchase", "gift", "--from", "2011-06-01",
+                       "--to", "2011-06-30", "--json")
+    check(rc != 0 or "gift" in out, "unknown step event: %s %s" % (out, err))
 
+    # ----------------------------------------------------------- AIPL
+    rules = json.dumps({"name": "hist", "window_days": 60,
+                        "stages": {"interest": ["refund"], "purchase": ["purchase"],
+                                   "loyalty": {"repeat_purchases": 3}}})
+    rc, out, err = run("aipl", "--data", data, "--preview", "--json", rules)
+    rep = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and rep.get("window", {}).get("to") == LAST.isoformat()
+          and rep.get("staged_users", 0) > 0,
+          "AIPL on the data's last day: %r %s" % (rep, err))
+    check(rep.get("staged_users") == len(naive_count(lines, LAST, 60)
+                                         | {cid for cid, d, i, r in lines
+                                            if r and d > LAST - datetime.timedelta(60)}),
+          "AIPL staged users: %r" % rep.get("staged_users"))
+    rc, out, err = run("aipl", "--data", data, "--preview", "--as-of", "2024-06-30", rules)
+    check(rc == 0 and "note: the window" in out and "holds no events" in out,
+          "AIPL on an empty window warns: %s %s" % (out, err))
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-history-")
-    srv = None
-    try:
-        data = os.path.join(tmp, "data")
-        lines = make_lines()
-        csv_path = os.path.join(tmp, "retail_2011.csv")
-        write_csv(csv_path, lines)
-        schema = os.path.join(tmp, "schema.json")
-        with open(schema, "w") as f:
-            json.dump({"attributes": [{"name": "last_buy", "type": "timestamp"}]}, f)
-        rc, out, err = run("init", "--data", data, "--schema", schema)
-        check(rc == 0, "init " + err)
-        rc, out, err = run("import", "--data", data, "--preset", "online-retail", csv_path)
-        check(rc == 0, "import " + err)
-        # a timestamp attribute for WITHIN LAST / OLDER THAN: each customer's last purchase
-        last = naive_last_purchase(lines)
-        users = os.path.join(tmp, "users.ndjson")
-        with open(users, "w") as f:
-            for cid, day in sorted(last.items()):
-                f.write(json.dumps({"id": str(cid),
-                                    "attrs": {"last_buy": day.isoformat() + "T12:00:00Z"}})
-                        + "\n")
-        rc, out, err = run("load", "--data", data, users)
-        check(rc == 0, "load " + err)
-
-        def cli_count(expr, as_of=None, *conn):
-            args = ["count"] + (list(conn) or ["--data", data])
-            if as_of:
-                args += ["--as-of", as_of]
-            rc, out, err = run(*(args + [expr]))
-            check(rc == 0, "count %s as of %s: %s" % (expr, as_of, err))
-            return int(out.strip()) if rc == 0 else -1
-
-        days = [datetime.date(2011, 3, 31), datetime.date(2011, 6, 30), LAST]
-        exprs = []
-        for d in days:
-            s = d.isoformat()
-            exprs += [
-                ("did(purchase, last 90d) sum(amount) >= 20.5", s,
-                 naive_sum(lines, d, 90, False, ">=", 20.5)),
-                ("did(refund, last 120d) sum(amount) < -3", s,
-                 naive_sum(lines, d, 120, True, "<", -3)),
-                ("did(purchase, last 30d) >= 2", s, naive_count(lines, d, 30, 2)),
-                ("did(purchase, last 90d) days >= 3", s, naive_count(lines, d, 90, 3, True)),
-                ("last_buy WITHIN LAST 60d", s,
-                 {c for c, l in last.items() if d - datetime.timedelta(days=59) <= l <= d}),
-                ("last_buy OLDER THAN 60d", s,
-                 {c for c, l in last.items() if l < d - datetime.timedelta(days=59)}),
-            ]
-        check(any(len(w) > 0 for _, _, w in exprs), "the data gives non-empty answers")
-        for i, (expr, s, want) in enumerate(exprs):
-            got = cli_count(expr, s)
-            check(got == len(want), "count --as-of %s '%s': %d, want %d" % (s, expr, got,
-                                                                            len(want)))
-            rc, out, err = run("eval", "--data", data, "--as-of", s, expr)
-            ids = {int(x) for x in out.split()} if rc == 0 else None
-            check(ids == want, "eval --as-of %s '%s': %r, want %r" % (s, expr, ids, want))
-            if i % 2 == 0:
-                name = "h%d" % i
-                rc, out, err = run("crowd", "create", "--data", data, "--as-of", s, "--json",
-                                   name, expr)
-                size = json.loads(out).get("size") if rc == 0 else None
-                check(size == len(want), "crowd create --as-of %s '%s': %r (%s)"
-                      % (s, expr, size, err))
-        # without as_of: today, 15 years after the data
-        check(cli_count("did(purchase, last 30d) >= 2") == 0, "count without --as-of is 0")
-        rc, out, err = run("count", "--data", data, "--as-of", "yesterday", "ALL")
-        check(rc != 0 and "as_of" in err, "a bad --as-of is refused: " + err)
-        rc, out, err = run("crowd", "create", "--data", data, "--as-of", "2011-06-30",
-                           "--dynamic", "hdyn", "did(purchase)")
-        check(rc != 0 and "static" in err, "a dynamic crowd refuses --as-of: " + err)
-
-        # ------------------------------------------------------- funnels
-        rc, out, err = run("funnel", "--data", data, "purchase", "purchase", "--days", "90",
-                           "--json")
-        rep = json.loads(out) if rc == 0 else {}
-        check(rc == 0 and rep.get("window", {}).get("to") == LAST.isoformat(),
-              "funnel window ends on the data's last day: %r %s" % (rep.get("window"), err))
-        check(rep.get("as_of_from_data") is True and rep.get("warnings") == [],
-              "funnel says the data chose the day: %r" % rep)
-        want = len(naive_count(lines, LAST, 90))
-        check(rep.get("steps") and rep["steps"][0]["users"] == want,
-              "funnel step 1: %r, want %d" % (rep.get("steps"), want))
-        rc, out, err = run("funnel", "--data", data, "purchase", "--as-of", "2024-06-30")
-        check(rc == 0 and "note: the window 2024-06-01 .. 2024-06-30 holds no events" in out
-              and "2011-12-09" in out, "funnel on an empty window warns: %s %s" % (out, err))
-        rc, out, err = run("funnel", "--data", data, "purchase", "--as-of", "2024-06-30",
-                           "--json")
-        rep = json.loads(out) if rc == 0 else {}
-        check(rep.get("steps", [{}])[0].get("users") == 0 and len(rep.get("warnings", [])) == 1,
-              "funnel JSON warnings: %r" % rep.get("warnings"))
-        rc, out, err = run("funnel", "--data", data, "purchase", "gift", "--from", "2011-06-01",
-                           "--to", "2011-06-30", "--json")
-        check(rc != 0 or "gift" in out, "unknown step event: %s %s" % (out, err))
-
-        # ----------------------------------------------------------- AIPL
-        rules = json.dumps({"name": "hist", "window_days": 60,
-                            "stages": {"interest": ["refund"], "purchase": ["purchase"],
-                                       "loyalty": {"repeat_purchases": 3}}})
-        rc, out, err = run("aipl", "--data", data, "--preview", "--json", rules)
-        rep = json.loads(out) if rc == 0 else {}
-        check(rc == 0 and rep.get("window", {}).get("to") == LAST.isoformat()
-              and rep.get("staged_users", 0) > 0,
-              "AIPL on the data's last day: %r %s" % (rep, err))
-        check(rep.get("staged_users") == len(naive_count(lines, LAST, 60)
-                                             | {cid for cid, d, i, r in lines
-                                                if r and d > LAST - datetime.timedelta(60)}),
-              "AIPL staged users: %r" % rep.get("staged_users"))
-        rc, out, err = run("aipl", "--data", data, "--preview", "--as-of", "2024-06-30", rules)
-        check(rc == 0 and "note: the window" in out and "holds no events" in out,
-              "AIPL on an empty window warns: %s %s" % (out, err))
-
-        # --------------------------------------------------------- server
-        rc, out, err = run("keys", "create", "--data", data, "--role", "admin")
-        raw_key = out.strip()
-        key = "Basic " + base64.b64encode((raw_key + ":").encode()).decode()
-        srv = Server(tmp, data)
-        srv.start()
-        url = "http://127.0.0.1:%d" % srv.port
-        for i, (expr, s, want) in enumerate(exprs):
-            st, b = srv.call("POST", "/v1/count", {"expression": expr, "as_of": s}, key)
-            check(st == 200 and b.get("count") == len(want), "/v1/count %s %s: %r"
-                  % (expr, s, b))
-            st, b = srv.call("POST", "/v1/crowds/estimate", {"expression": expr, "as_of": s},
-                             key)
-            check(st == 200 and b.get("count") == len(want), "/v1/crowds/estimate %s %s: %r"
-                  % (expr, s, b))
-            rc, tree, err = run("expr", "parse", expr) if i % 4 == 0 else (1, "", "")
-            check(i % 4 != 0 or rc == 0, "expr parse: " + err)
-            if rc == 0:
-                st, b = srv.call("POST", "/v1/crowds/estimate",
-                                 {"tree": json.loads(tree), "as_of": s}, key)
-                check(st == 200 and b.get("count") == len(want), "estimate tree %r" % b)
-            if i % 4 == 1:
-                st, b = srv.call("POST", "/v1/crowds", {"name": "s%d" % i, "expression": expr,
-                                                        "as_of": s}, key)
-                check(st == 201 and b.get("size") == len(want), "POST /v1/crowds as_of: %r" % b)
-        for expr, s, want in exprs[:4]:
-            got = cli_count(expr, s, "--server", url, "--key", raw_key)
-            check(got == len(want), "count --server --as-of %s '%s': %d, want %d"
-                  % (s, expr, got, len(want)))
-        st, b = srv.call("POST", "/v1/crowds/estimate", {"expression": exprs[0][0]}, key)
-        check(st == 200 and b.get("count") == 0, "estimate without as_of is today: %r" % b)
-        st, b = srv.call("POST", "/v1/crowds/estimate", {"expression": "ALL", "as_of": "x"}, key)
-        check(st == 400, "estimate with a bad as_of: %r" % b)
-    finally:
-        if srv:
-            srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    return 1 if FAILED else 0
+    # --------------------------------------------------------- server
+    rc, out, err = run("keys", "create", "--data", data, "--role", "admin")
+    raw_key = out.strip()
+    key = basic(raw_key)
+    srv = Server(tmp, data)
+    srv.start()
+    url = "http://127.0.0.1:%d" % srv.port
+    for i, (expr, s, want) in enumerate(exprs):
+        st, b = srv.call("POST", "/v1/count", {"expression": expr, "as_of": s}, auth=key)
+        check(st == 200 and b.get("count") == len(want), "/v1/count %s %s: %r"
+              % (expr, s, b))
+        st, b = srv.call("POST", "/v1/crowds/estimate", {"expression": expr, "as_of": s},
+                         auth=key)
+        check(st == 200 and b.get("count") == len(want), "/v1/crowds/estimate %s %s: %r"
+              % (expr, s, b))
+        rc, tree, err = run("expr", "parse", expr) if i % 4 == 0 else (1, "", "")
+        check(i % 4 != 0 or rc == 0, "expr parse: " + err)
+        if rc == 0:
+            st, b = srv.call("POST", "/v1/crowds/estimate",
+                             {"tree": json.loads(tree), "as_of": s}, auth=key)
+            check(st == 200 and b.get("count") == len(want), "estimate tree %r" % b)
+        if i % 4 == 1:
+            st, b = srv.call("POST", "/v1/crowds", {"name": "s%d" % i, "expression": expr,
+                                                    "as_of": s}, auth=key)
+            check(st == 201 and b.get("size") == len(want), "POST /v1/crowds as_of: %r" % b)
+    for expr, s, want in exprs[:4]:
+        got = cli_count(expr, s, "--server", url, "--key", raw_key)
+        check(got == len(want), "count --server --as-of %s '%s': %d, want %d"
+              % (s, expr, got, len(want)))
+    st, b = srv.call("POST", "/v1/crowds/estimate", {"expression": exprs[0][0]}, auth=key)
+    check(st == 200 and b.get("count") == 0, "estimate without as_of is today: %r" % b)
+    st, b = srv.call("POST", "/v1/crowds/estimate", {"expression": "ALL", "as_of": "x"}, auth=key)
+    check(st == 400, "estimate with a bad as_of: %r" % b)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

@@ -13,196 +13,134 @@ maybe-applied batches add nothing.
 CP_KILL9_CYCLES (default 3) sets the number of kill/restart cycles; the long
 run is CP_KILL9_CYCLES=300. Exits 0 when every check passes.
 """
-import base64
-import http.client
-import json
 import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
+import harness
+from harness import Server, basic, fail, main, request, tempdir
+
 CYCLES = int(os.environ.get("CP_KILL9_CYCLES", "3"))
 USERS = 12
 DAY = "2024-06-01"
 
 
 def run(*args):
-    p = subprocess.run([CP] + list(args), capture_output=True, text=True, timeout=120)
-    if p.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(args), p.stderr))
-    return p.stdout
-
-
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data, self.proc = tmp, data, None
-
-    def start(self):
-        pf = os.path.join(self.tmp, "port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        self.log = open(os.path.join(self.tmp, "server.log"), "a")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf,
-             "--threads", "4"], stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.port = int(open(pf).read().strip())
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited with %d (see %s/server.log)"
-                                   % (self.proc.returncode, self.tmp))
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.log.close()
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self.log.close()
+    return harness.must(*args).stdout
 
 
 def post(port, auth, path, body, timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request("POST", path, body=json.dumps(body),
-                  headers={"Authorization": auth, "Content-Type": "application/json"})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    return request(port, "POST", path, body, auth=auth, timeout=timeout)
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-kill9-")
+def test():
+    tmp = tempdir("cp-kill9-", keep_on_failure=True)
     data = os.path.join(tmp, "data")
-    failures = []
-    try:
-        run("init", "--data", data)
-        run("attrs", "define", "--data", data, "k", "int")
-        key = run("keys", "create", "--data", data, "--role", "write").strip().split()[-1]
-        admin = run("keys", "create", "--data", data, "--role", "admin").strip().split()[-1]
-        auth = "Basic " + base64.b64encode((key + ":").encode()).decode()
-        aauth = "Basic " + base64.b64encode((admin + ":").encode()).decode()
-        srv = Server(tmp, data)
-        srv.start()
-        # Users carry an attribute k so each one can be counted on its own.
-        for k in range(USERS):
-            st, body = post(srv.port, auth, "/v1/identify",
-                            {"userId": "u%d" % k, "traits": {"k": k},
-                             "messageId": "id-%d" % k, "timestamp": DAY + "T00:00:00Z"})
-            assert st == 200, body
-        sent = {}        # batch id -> (events per user)
-        acked = set()
-        pending = {}     # batch id -> body (sent, not acknowledged)
-        lock = threading.Lock()
-        rng = random.Random(int(os.environ.get("CP_KILL9_SEED", "9")))
-        counter = [0]
+    run("init", "--data", data)
+    run("attrs", "define", "--data", data, "k", "int")
+    key = run("keys", "create", "--data", data, "--role", "write").strip().split()[-1]
+    admin = run("keys", "create", "--data", data, "--role", "admin").strip().split()[-1]
+    auth = basic(key)
+    aauth = basic(admin)
+    srv = Server(tmp, data, threads=4)
+    srv.start()
+    # Users carry an attribute k so each one can be counted on its own.
+    for k in range(USERS):
+        st, body = post(srv.port, auth, "/v1/identify",
+                        {"userId": "u%d" % k, "traits": {"k": k},
+                         "messageId": "id-%d" % k, "timestamp": DAY + "T00:00:00Z"})
+        assert st == 200, body
+    sent = {}        # batch id -> (events per user)
+    acked = set()
+    pending = {}     # batch id -> body (sent, not acknowledged)
+    lock = threading.Lock()
+    rng = random.Random(int(os.environ.get("CP_KILL9_SEED", "9")))
+    counter = [0]
 
-        def make_batch():
+    def make_batch():
+        with lock:
+            counter[0] += 1
+            bid = counter[0]
+        per = [0] * USERS
+        events = []
+        for i in range(rng.randint(1, 40)):
+            k = rng.randrange(USERS)
+            per[k] += 1
+            events.append({"type": "track", "userId": "u%d" % k, "event": "tick",
+                           "messageId": "b%d-e%d" % (bid, i),
+                           "timestamp": DAY + "T12:00:00Z"})
+        return bid, {"batch": events}, per
+
+    def sender(port, stop):
+        while not stop.is_set():
+            bid, body, per = make_batch()
             with lock:
-                counter[0] += 1
-                bid = counter[0]
-            per = [0] * USERS
-            events = []
-            for i in range(rng.randint(1, 40)):
-                k = rng.randrange(USERS)
-                per[k] += 1
-                events.append({"type": "track", "userId": "u%d" % k, "event": "tick",
-                               "messageId": "b%d-e%d" % (bid, i),
-                               "timestamp": DAY + "T12:00:00Z"})
-            return bid, {"batch": events}, per
-
-        def sender(port, stop):
-            while not stop.is_set():
-                bid, body, per = make_batch()
-                with lock:
-                    sent[bid] = per
-                    pending[bid] = body
-                try:
-                    st, _ = post(port, auth, "/v1/batch", body, timeout=5)
-                except Exception:  # noqa: BLE001 - the server was killed
-                    return
-                if st == 200:
-                    with lock:
-                        acked.add(bid)
-                        pending.pop(bid, None)
-                        # now and then a retry of something acknowledged
-                    if rng.random() < 0.05:
-                        try:
-                            post(port, auth, "/v1/batch", body, timeout=5)
-                        except Exception:  # noqa: BLE001
-                            return
-                else:
-                    failures.append("batch %d: HTTP %d" % (bid, st))
-                    return
-
-        for cycle in range(CYCLES):
-            stop = threading.Event()
-            threads = [threading.Thread(target=sender, args=(srv.port, stop)) for _ in range(2)]
-            for t in threads:
-                t.start()
-            time.sleep(rng.uniform(0.05, 1.0))
-            srv.kill9()
-            stop.set()
-            for t in threads:
-                t.join(timeout=30)
-            srv.start()
-            # Retry what was not acknowledged (it may or may not be applied).
-            with lock:
-                retry = list(pending.items())
-            for bid, body in retry:
-                st, b = post(srv.port, auth, "/v1/batch", body)
-                if st != 200:
-                    failures.append("retry of batch %d: HTTP %d %s" % (bid, st, b[:200]))
-                    continue
+                sent[bid] = per
+                pending[bid] = body
+            try:
+                st, _ = post(port, auth, "/v1/batch", body, timeout=5)
+            except Exception:  # noqa: BLE001 - the server was killed
+                return
+            if st == 200:
                 with lock:
                     acked.add(bid)
                     pending.pop(bid, None)
-            if CYCLES >= 20 and cycle % 20 == 0:
-                print("cycle %d: %d batches acknowledged" % (cycle, len(acked)), flush=True)
-        expect = [0] * USERS
-        for bid in acked:
-            for k in range(USERS):
-                expect[k] += sent[bid][k]
+                    # now and then a retry of something acknowledged
+                if rng.random() < 0.05:
+                    try:
+                        post(port, auth, "/v1/batch", body, timeout=5)
+                    except Exception:  # noqa: BLE001
+                        return
+            else:
+                fail("batch %d: HTTP %d" % (bid, st))
+                return
+
+    for cycle in range(CYCLES):
+        stop = threading.Event()
+        threads = [threading.Thread(target=sender, args=(srv.port, stop)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.05, 1.0))
+        srv.kill9()
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        srv.start()
+        # Retry what was not acknowledged (it may or may not be applied).
+        with lock:
+            retry = list(pending.items())
+        for bid, body in retry:
+            st, b = post(srv.port, auth, "/v1/batch", body)
+            if st != 200:
+                fail("retry of batch %d: HTTP %d %s" % (bid, st, str(b)[:200]))
+                continue
+            with lock:
+                acked.add(bid)
+                pending.pop(bid, None)
+        if CYCLES >= 20 and cycle % 20 == 0:
+            print("cycle %d: %d batches acknowledged" % (cycle, len(acked)), flush=True)
+    expect = [0] * USERS
+    for bid in acked:
         for k in range(USERS):
-            st, body = post(srv.port, aauth, "/v1/count",
-                            {"expression": "k = %d AND did(tick) = %d" % (k, expect[k]),
-                             "as_of": DAY})
-            got = json.loads(body).get("count") if st == 200 else None
-            if got != 1:
-                st2, body2 = post(srv.port, aauth, "/v1/count",
-                                  {"expression": "k = %d AND did(tick) > %d" % (k, expect[k]),
-                                   "as_of": DAY})
-                failures.append("user u%d: expected exactly %d tick events (count %r; more: %s)"
-                                % (k, expect[k], got, body2))
-        srv.stop()
-        print("%d cycles, %d batches acknowledged, %d events" %
-              (CYCLES, len(acked), sum(expect)))
-    except Exception as e:  # noqa: BLE001
-        failures.append("raised %r" % (e,))
-        import traceback
-        traceback.print_exc()
-    if failures:
-        for f in failures:
-            print("FAIL:", f, file=sys.stderr)
-        print("kept %s for inspection" % tmp, file=sys.stderr)
-        sys.exit(1)
-    shutil.rmtree(tmp, ignore_errors=True)
-    print("kill -9 test passed")
+            expect[k] += sent[bid][k]
+    for k in range(USERS):
+        st, body = post(srv.port, aauth, "/v1/count",
+                        {"expression": "k = %d AND did(tick) = %d" % (k, expect[k]),
+                         "as_of": DAY})
+        got = body.get("count") if st == 200 else None
+        if got != 1:
+            st2, body2 = post(srv.port, aauth, "/v1/count",
+                              {"expression": "k = %d AND did(tick) > %d" % (k, expect[k]),
+                               "as_of": DAY})
+            fail("user u%d: expected exactly %d tick events (count %r; more: %s)"
+                            % (k, expect[k], got, body2))
+    srv.stop()
+    print("%d cycles, %d batches acknowledged, %d events" %
+          (CYCLES, len(acked), sum(expect)))
+    if not harness.failed():
+        print("kill -9 test passed")
 
 
 if __name__ == "__main__":
-    main()
+    main(test)

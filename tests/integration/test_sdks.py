@@ -19,104 +19,22 @@ with its defaults, and a gzip probe checks the server inflates first.
 
 Environment: CROWDPACK = path of the binary (default: build/crowdpack).
 """
-import base64
 import gzip
-import hashlib
 import http.server
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 
-SRC = os.environ.get("CP_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
-CP = os.environ.get("CROWDPACK") or os.path.join(SRC, "build", "crowdpack")
+import harness
+from harness import Server, check, main, must, new_key, skip, tempdir
+
 SDK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdk")
-
-PASSED = 0
-FAILED = 0
-
-
-def check(cond, what, detail=None):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, "" if detail is None else repr(detail)[:600], file=sys.stderr,
-              flush=True)
-    return cond
-
-
-def skip(why):
-    print("SKIPPED: test_sdks: %s" % why, flush=True)
-    sys.exit(0)
-
-
-# ------------------------------------------------------------------ server
-
-class Server:
-    def __init__(self, tmp, data):
-        self.tmp, self.data = tmp, data
-
-    def start(self):
-        pf = os.path.join(self.tmp, "port")
-        self.log = open(os.path.join(self.tmp, "server.log"), "w+")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf,
-             "--threads", "2"], stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if os.path.exists(pf) and open(pf).read().strip():
-                self.base = "http://127.0.0.1:%d" % int(open(pf).read().strip())
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise RuntimeError("server did not start: " + self.stderr())
-
-    def stderr(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def call(base, method, path, body=None, key=None, raw=None, headers=None):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if data is not None and not (headers and "Content-Type" in headers):
-        req.add_header("Content-Type", "application/json")
-    if key:
-        req.add_header("Authorization", "Bearer " + key)
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read().decode()
-            return r.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as e:
-        text = e.read().decode()
-        try:
-            return e.code, json.loads(text)
-        except ValueError:
-            return e.code, text
-
 
 # ------------------------------------------------------------------- proxy
 
@@ -252,46 +170,41 @@ def drive(work, which, host, key):
           r.stdout + r.stderr)
 
 
-def server_inflates_gzip(base, key):
+def server_inflates_gzip(srv, key):
     """Probe: does the server take a gzip body (Content-Encoding: gzip)?"""
     body = gzip.compress(json.dumps({"batch": [
         {"type": "track", "userId": "gzip-probe", "event": "probe",
          "messageId": "gzip-probe-1"}]}).encode())
-    st, _ = call(base, "POST", "/v1/batch", raw=body, key=key,
-                 headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    st, _ = srv.call("POST", "/v1/batch", raw=body, key=key,
+                     headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     return st == 200
 
 
-def main():
-    if not os.path.exists(CP):
-        print("crowdpack binary not found at %s" % CP, file=sys.stderr)
-        return 1
-    tmp = tempfile.mkdtemp(prefix="cp-sdks-")
+def test():
+    tmp = tempdir("cp-sdks-")
     srv = None
     proxies = []
     try:
         work = install_sdks(tmp)
         data = os.path.join(tmp, "data")
-        subprocess.run([CP, "init", "--data", data], check=True, capture_output=True, timeout=30)
+        must("init", "--data", data, timeout=30)
         keys = {}
         for role in ("write", "admin"):
-            r = subprocess.run([CP, "keys", "create", "--data", data, "--role", role],
-                               capture_output=True, text=True, timeout=30, check=True)
-            keys[role] = r.stdout.strip().splitlines()[-1].strip()
-        srv = Server(tmp, data)
+            keys[role] = new_key(data, role)
+        srv = Server(tmp, data, threads=2)
         srv.start()
         admin = keys["admin"]
 
         def count(expr):
-            st, j = call(srv.base, "POST", "/v1/count", {"expression": expr}, key=admin)
+            st, j = srv.call("POST", "/v1/count", {"expression": expr}, key=admin)
             check(st == 200, "count %s" % expr, j)
             return j.get("count") if isinstance(j, dict) else None
 
         def whois(t, v):
-            st, j = call(srv.base, "GET", "/v1/users/%s/%s" % (t, v), key=admin)
+            st, j = srv.call("GET", "/v1/users/%s/%s" % (t, v), key=admin)
             return j if st == 200 else None
 
-        check(server_inflates_gzip(srv.base, keys["write"]),
+        check(server_inflates_gzip(srv, keys["write"]),
               "the server takes a gzip body (RudderStack's default)")
         for which in ("seg", "rs"):
             px = Proxy(srv.base)
@@ -346,10 +259,8 @@ def main():
                   n1["user"]["ordinal"] != n2["user"]["ordinal"],
                   "%s: two people with placeholder values stay two" % p, (n1, n2))
             px.close()
-        print("%d passed, %d failed" % (PASSED, FAILED), flush=True)
-        if FAILED and srv:
+        if harness.failed() and srv:
             print(srv.stderr()[-3000:], file=sys.stderr)
-        return 1 if FAILED else 0
     finally:
         for px in proxies:
             try:
@@ -358,8 +269,7 @@ def main():
                 pass
         if srv:
             srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

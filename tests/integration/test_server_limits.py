@@ -15,107 +15,30 @@ import json
 import os
 import resource
 import selectors
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import zlib
 
-CP = os.environ.get("CROWDPACK") or os.path.join(
-    os.environ.get("CP_SOURCE_DIR", "."), "build", "crowdpack")
+import harness
+from harness import check, main, must, section, tempdir
+
 MAX_BODY = 1 << 20
 
-PASSED = 0
-FAILED = 0
 
 
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, file=sys.stderr, flush=True)
-    return cond
+class Server(harness.Server):
+    """The server under test with --max-body MAX_BODY; call() sends exactly
+    the headers given (no Content-Type added) and returns (status, body,
+    headers)."""
 
-
-def section(fn):
-    def run(*a, **kw):
-        global FAILED
-        t0 = time.time()
-        try:
-            fn(*a, **kw)
-        except Exception as e:  # noqa: BLE001 - report and go on
-            FAILED += 1
-            import traceback
-            traceback.print_exc()
-            print("FAIL: %s raised %r" % (fn.__name__, e), file=sys.stderr, flush=True)
-        print("  %-28s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
-    return run
-
-
-class Server:
     def __init__(self, tmp, data, name, *extra):
-        self.tmp, self.data, self.name, self.extra = tmp, data, name, list(extra)
-        self.proc = None
-
-    def start(self):
-        pf = os.path.join(self.tmp, self.name + ".port")
-        if os.path.exists(pf):
-            os.unlink(pf)
-        self.log = open(os.path.join(self.tmp, self.name + ".log"), "w+")
-        self.proc = subprocess.Popen(
-            [CP, "serve", "--data", self.data, "--listen", "127.0.0.1:0", "--port-file", pf,
-             "--max-body", str(MAX_BODY), "--threads", "2"] + self.extra,
-            stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if os.path.exists(pf):
-                self.port = int(open(pf).read().strip())
-                self.base = "http://127.0.0.1:%d" % self.port
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited: " + self.stderr())
-            time.sleep(0.02)
-        raise RuntimeError("server did not start: " + self.stderr())
-
-    def stderr(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-        self.log.close()
+        harness.Server.__init__(self, tmp, data, "--max-body", MAX_BODY, *extra, name=name,
+                                threads=2, json_type=False)
 
     def call(self, method, path, raw=None, body=None, headers=None, timeout=30):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
-                                            else None)
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                status, text, hdrs = r.status, r.read(), r.headers
-        except urllib.error.HTTPError as e:
-            status, text, hdrs = e.code, e.read(), e.headers
-        try:
-            return status, json.loads(text), hdrs
-        except ValueError:
-            return status, text.decode("utf-8", "replace"), hdrs
+        r = harness.Server.call(self, method, path, body, raw=raw, headers=headers,
+                                timeout=timeout)
+        return r.status, r.body, r.headers
 
 
 JSON = {"Content-Type": "application/json"}
@@ -281,9 +204,8 @@ def test_cross_site(srv):
 def test_cross_site_keys(tmp):
     """With keys, a Bearer key is enough; Basic (which browsers replay) is not."""
     data = os.path.join(tmp, "keyed")
-    subprocess.run([CP, "init", "--data", data], check=True, capture_output=True)
-    out = subprocess.run([CP, "keys", "create", "--data", data, "--role", "admin", "--json"],
-                         check=True, capture_output=True, text=True).stdout
+    must("init", "--data", data)
+    out = must("keys", "create", "--data", data, "--role", "admin", "--json").stdout
     key = json.loads(out)["key"]
     srv = Server(tmp, data, "keyed").start()
     try:
@@ -618,33 +540,24 @@ def test_small_items(srv):
           "malformed intake config: %r %r" % (st, b))
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="cp-limits-")
-    srv = None
-    try:
-        data = os.path.join(tmp, "data")
-        subprocess.run([CP, "init", "--data", data], check=True, capture_output=True)
-        srv = Server(tmp, data, "main", "--allow-origin", "https://app.example",
-                     "--allow-origin=https://other.example").start()
-        test_compression(srv)
-        test_cross_site(srv)
-        test_single_status_line(srv)
-        test_small_items(srv)
-        test_health(tmp, srv)
-        srv.stop()
-        srv = None
-        test_cross_site_keys(tmp)
-        test_stalled_export(tmp, data)
-        test_slow_body_408(tmp, data)
-        test_per_ip_limit(tmp, data)
-        test_trickle(tmp, data)
-    finally:
-        if srv is not None:
-            srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    return 0 if FAILED == 0 else 1
+def test():
+    tmp = tempdir("cp-limits-")
+    data = os.path.join(tmp, "data")
+    must("init", "--data", data)
+    srv = Server(tmp, data, "main", "--allow-origin", "https://app.example",
+                 "--allow-origin=https://other.example").start()
+    test_compression(srv)
+    test_cross_site(srv)
+    test_single_status_line(srv)
+    test_small_items(srv)
+    test_health(tmp, srv)
+    srv.stop()
+    test_cross_site_keys(tmp)
+    test_stalled_export(tmp, data)
+    test_slow_body_408(tmp, data)
+    test_per_ip_limit(tmp, data)
+    test_trickle(tmp, data)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(test)

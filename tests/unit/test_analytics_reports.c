@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <jansson.h>
 
 #include "analytics/analytics.h"
@@ -110,10 +112,7 @@ static void set_min_count(unsigned n)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-analytics-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir, sizeof g_dir, "analytics");
     cp_open_options_t o = {.size = sizeof(cp_open_options_t),
                            .flags = CP_OPEN_CREATE,
                            .map_size = 1u << 30,
@@ -194,9 +193,8 @@ static int teardown(void **state)
 {
     (void)state;
     cp_db_close(g_db, NULL);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd);
+    test_rmtree(g_dir);
+    return 0;
 }
 
 /* Finds a cell of a report by tag path or attribute + value label. */

@@ -15,34 +15,28 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "engine/engine.h"
 
 static char g_dir[256];
 
 static void rm_dir(const char *d)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(d);
 }
 
 static cp_db_t *open_db(unsigned flags)
 {
-    cp_open_options_t o = {
-        .size = sizeof(cp_open_options_t), .flags = flags, .map_size = 1u << 28, .threads = 2};
-    cp_db_t *db = NULL;
-    cp_error_t err = {0};
-    cp_status rc = cp_db_open(g_dir, &o, &db, &err);
-    if (rc)
-        fprintf(stderr, "open: %s\n", err.message);
-    assert_int_equal(rc, CP_OK);
-    return db;
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = flags,
+                                                    .map_size = 1u << 28,
+                                                    .threads = 2});
 }
 
 static cp_db_t *fresh(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-engine-%ld", (long)getpid());
-    rm_dir(g_dir);
+    test_tmpdir(g_dir, sizeof g_dir, "engine");
     return open_db(CP_OPEN_CREATE);
 }
 
@@ -462,8 +456,8 @@ static void test_restart(void **state)
 static void test_open_errors(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-engine-%ld", (long)getpid());
-    rm_dir(g_dir);
+    test_tmpdir(g_dir, sizeof g_dir, "engine");
+    rm_dir(g_dir); /* a directory that does not exist yet */
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     assert_int_equal(cp_db_open(g_dir, NULL, &db, &err), CP_ENOTFOUND);
@@ -696,8 +690,7 @@ static void test_batch_and_keys(void **state)
 static void test_failed_state(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-engine-%ld", (long)getpid());
-    rm_dir(g_dir);
+    test_tmpdir(g_dir, sizeof g_dir, "engine");
     cp_open_options_t o = {.size = sizeof(cp_open_options_t),
                            .flags = CP_OPEN_CREATE,
                            .map_size = 1u << 20,

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <jansson.h>
 
 #include "crowdpack.h"
@@ -28,15 +30,10 @@ static char g_dir[256];
 
 static cp_db_t *open_db(unsigned flags)
 {
-    cp_open_options_t o = {
-        .size = sizeof(cp_open_options_t), .flags = flags, .map_size = 1u << 28, .threads = 1};
-    cp_db_t *db = NULL;
-    cp_error_t err = {0};
-    cp_status rc = cp_db_open(g_dir, &o, &db, &err);
-    if (rc)
-        fprintf(stderr, "open: %s\n", err.message);
-    assert_int_equal(rc, CP_OK);
-    return db;
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = flags,
+                                                    .map_size = 1u << 28,
+                                                    .threads = 1});
 }
 
 static void ok(cp_status rc, const cp_error_t *err)
@@ -103,10 +100,7 @@ static void settings(cp_db_t *db, const char *name, const char *json)
 static void test_cascade_and_history(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-crowdkeep-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir, sizeof g_dir, "crowdkeep");
     cp_db_t *db = open_db(CP_OPEN_CREATE);
     cp_error_t err = {0};
     const char *tax = "{\"tags\":[{\"path\":\"a\"},{\"path\":\"b\"}]}";
@@ -235,9 +229,7 @@ static void test_schedule_and_expiry(void **state)
     ok(cp_crowds_tick(db, t0 + 1, &ran, &err), &err);
     assert_true(num(db, "top", "last_used") > t0);
     cp_db_close(db, NULL);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir);
 }
 
 int main(void)

@@ -16,36 +16,18 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <jansson.h>
 
 #include "crowdpack.h"
 
-static void tmpdir(char *buf, size_t cap, const char *tag)
-{
-    snprintf(buf, cap, "/tmp/cp-test-delete-%s-%ld", tag, (long)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void rmdir_all(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-}
-
 static cp_db_t *open_db(const char *dir)
 {
-    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
-                           .flags = CP_OPEN_CREATE,
-                           .map_size = 1ull << 27,
-                           .threads = 1};
-    cp_db_t *db = NULL;
-    cp_error_t err = {0};
-    if (cp_db_open(dir, &o, &db, &err))
-        fail_msg("open %s: %s", dir, err.message);
-    return db;
+    return test_open_db(dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                  .flags = CP_OPEN_CREATE,
+                                                  .map_size = 1ull << 27,
+                                                  .threads = 1});
 }
 
 static void ok(cp_status rc, const cp_error_t *err)
@@ -132,7 +114,7 @@ static void test_last_member_deleted(void **state)
     for (int members = 1; members <= 2; members++) {
         for (int kind = CP_CROWD_STATIC; kind <= CP_CROWD_DYNAMIC; kind++) {
             char dir[256];
-            tmpdir(dir, sizeof dir, "last");
+            test_tmpdir(dir, sizeof dir, "last");
             cp_db_t *db = open_db(dir);
             cp_error_t err = {0};
             ok(cp_attr_define(db, "age", CP_ATTR_INT, &err), &err);
@@ -151,7 +133,7 @@ static void test_last_member_deleted(void **state)
             assert_int_equal(count(db, "crowd:c"), (uint64_t)(members - 1));
             ok(cp_crowd_delete(db, "c", &err), &err);
             cp_db_close(db, NULL);
-            rmdir_all(dir);
+            test_rmtree(dir);
         }
     }
 }
@@ -163,7 +145,7 @@ static void test_delete_during_export(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "export");
+    test_tmpdir(dir, sizeof dir, "export");
     cp_db_t *db = open_db(dir);
     cp_error_t err = {0};
     for (int i = 0; i < 50; i++) {
@@ -209,7 +191,7 @@ static void test_delete_during_export(void **state)
     assert_int_equal(st.compact_pending, 0);
     assert_int_equal(count(db, "all"), 48);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* A pending compaction survives a restart: the next open finishes it, and
@@ -218,7 +200,7 @@ static void test_pending_survives_restart(void **state)
 {
     (void)state;
     char dir[256], path[300];
-    tmpdir(dir, sizeof dir, "pending");
+    test_tmpdir(dir, sizeof dir, "pending");
     cp_db_t *db = open_db(dir);
     cp_error_t err = {0};
     upsert(db, "{\"id\":\"keep\"}");
@@ -251,7 +233,7 @@ static void test_pending_survives_restart(void **state)
     assert_int_equal(access(path, F_OK), -1);
     assert_int_equal(count(db, "all"), 1);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* Another process with data.mdb open (a read-only CLI, a backup) holds
@@ -264,7 +246,7 @@ static void test_compact_waits_for_other_process(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "proc");
+    test_tmpdir(dir, sizeof dir, "proc");
     cp_db_t *db = open_db(dir);
     cp_error_t err = {0};
     for (int i = 0; i < 30; i++) {
@@ -335,7 +317,7 @@ static void test_compact_waits_for_other_process(void **state)
     db = open_db(dir);
     assert_int_equal(count(db, "all"), 30);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static uint64_t count_as_of(cp_db_t *db, const char *expr)
@@ -355,7 +337,7 @@ static void test_event_property_values_forgotten(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "beh");
+    test_tmpdir(dir, sizeof dir, "beh");
     cp_db_t *db = open_db(dir);
     cp_error_t err = {0};
     const char *cfg = "{\"indexed_properties\":[\"category\"]}";
@@ -389,7 +371,7 @@ static void test_event_property_values_forgotten(void **state)
     assert_int_equal(count_as_of(db, "did(view, category = \"only-v-55\") >= 1"), 1);
     assert_int_equal(count_as_of(db, "did(view) >= 1"), 2);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* ------------------------------------------------- the property test */
@@ -615,7 +597,7 @@ static void random_user_json(model_t *m, int x, char *buf, size_t cap, uint64_t 
 static void property_run(uint64_t seed, int steps)
 {
     char dir[256];
-    tmpdir(dir, sizeof dir, "prop");
+    test_tmpdir(dir, sizeof dir, "prop");
     cp_db_t *db = open_db(dir);
     cp_error_t err = {0};
     ok(cp_attr_define(db, "age", CP_ATTR_INT, &err), &err);
@@ -772,7 +754,7 @@ static void property_run(uint64_t seed, int steps)
     ok(cp_db_stats(db, &st, &err), &err);
     cp_db_close(db, NULL);
     free(m);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_property(void **state)

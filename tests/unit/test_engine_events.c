@@ -17,38 +17,19 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <jansson.h>
-#include <libgen.h>
 
 #include "crowdpack.h"
 #include "util/util.h"
 
-static void tmpdir(char *buf, size_t cap, const char *tag)
-{
-    snprintf(buf, cap, "/tmp/cp-test-events-%s-%ld", tag, (long)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void rmdir_all(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-}
-
 static cp_db_t *open_db(const char *dir)
 {
-    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
-                           .flags = CP_OPEN_CREATE,
-                           .map_size = 1ull << 28,
-                           .threads = 1};
-    cp_db_t *db = NULL;
-    cp_error_t err = {0};
-    if (cp_db_open(dir, &o, &db, &err))
-        fail_msg("open %s: %s", dir, err.message);
-    return db;
+    return test_open_db(dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                  .flags = CP_OPEN_CREATE,
+                                                  .map_size = 1ull << 28,
+                                                  .threads = 1});
 }
 
 static void ok(cp_status rc, const cp_error_t *err)
@@ -93,31 +74,16 @@ static void setup_db(cp_db_t *db)
     ok(cp_tag_create(db, "vip", NULL, NULL, &err), &err);
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static void test_shared_payloads_and_retries(void **state)
 {
     (void)state;
+    char sdir[1200];
+    if (!test_shared_data("segment-events", sdir, sizeof sdir))
+        skip();
     char dir[256];
-    tmpdir(dir, sizeof dir, "shared");
+    test_tmpdir(dir, sizeof dir, "shared");
     cp_db_t *db = open_db(dir);
     setup_db(db);
-    char here[1024], sdir[1200];
-    snprintf(here, sizeof here, "%s", __FILE__);
-    snprintf(sdir, sizeof sdir, "%s/../../../shared/data/segment-events", dirname(here));
     DIR *d = opendir(sdir);
     assert_non_null(d);
     struct dirent *e;
@@ -128,7 +94,7 @@ static void test_shared_payloads_and_retries(void **state)
         char path[2800];
         snprintf(path, sizeof path, "%s/%s", sdir, e->d_name);
         size_t len;
-        char *body = slurp(path, &len);
+        char *body = test_read_file(path, &len);
         cp_ingest_result_t r = send(db, CP_EVENT_BATCH, body);
         applied += r.applied;
         dups += r.duplicates;
@@ -165,14 +131,14 @@ static void test_shared_payloads_and_retries(void **state)
     assert_int_equal(r.duplicates, 2);
     assert_int_equal(count(db, "did(buy) = 2", "2024-01-02"), 1);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_bad_requests_apply_nothing(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "bad");
+    test_tmpdir(dir, sizeof dir, "bad");
     cp_db_t *db = open_db(dir);
     setup_db(db);
     /* one structural fault (no userId/anonymousId) and two odd values */
@@ -244,7 +210,7 @@ static void test_bad_requests_apply_nothing(void **state)
     assert_int_equal(ic.warn_invalid, 1);
     assert_int_equal(ic.rejected_events, 1 + 1 + 2);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /*
@@ -258,7 +224,7 @@ static void test_odd_values_lose_nothing(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "odd");
+    test_tmpdir(dir, sizeof dir, "odd");
     cp_db_t *db = open_db(dir);
     setup_db(db);
     cp_error_t err = {0};
@@ -349,7 +315,7 @@ static void test_odd_values_lose_nothing(void **state)
     ok(cp_intake_counters(db, &ic, &err), &err); /* counters are since open */
     assert_int_equal(ic.warn_placeholder + ic.warn_invalid + ic.warn_type_mismatch, 0);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /*
@@ -361,7 +327,7 @@ static void test_groups_are_entities(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "groups");
+    test_tmpdir(dir, sizeof dir, "groups");
     cp_db_t *db = open_db(dir);
     setup_db(db);
     cp_error_t err = {0};
@@ -418,14 +384,14 @@ static void test_groups_are_entities(void **state)
     db = open_db(dir);
     assert_int_equal(count(db, "group:acme", NULL), 1);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_traits_behaviour_and_catalog(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "traits");
+    test_tmpdir(dir, sizeof dir, "traits");
     cp_db_t *db = open_db(dir);
     setup_db(db);
     send(db, CP_EVENT_IDENTIFY,
@@ -508,14 +474,14 @@ static void test_traits_behaviour_and_catalog(void **state)
     assert_non_null(strstr(s, "\"age\":31"));
     cp_free(s);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_merge_unmerge(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "merge");
+    test_tmpdir(dir, sizeof dir, "merge");
     cp_db_t *db = open_db(dir);
     setup_db(db);
     cp_error_t err = {0};
@@ -594,7 +560,7 @@ static void test_merge_unmerge(void **state)
     ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 2);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* 1 if the file holds the bytes; reads only its allocated extents
@@ -661,7 +627,7 @@ static void test_delete_leaves_nothing(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "delete");
+    test_tmpdir(dir, sizeof dir, "delete");
     cp_db_t *db = open_db(dir);
     setup_db(db);
     cp_error_t err = {0};
@@ -724,7 +690,7 @@ static void test_delete_leaves_nothing(void **state)
     for (size_t k = 0; k < (sizeof needles / sizeof needles[0]); k++)
         assert_false(dir_contains(dir, needles[k], strlen(needles[k])));
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* The child acknowledges events and dies without closing (no checkpoint):
@@ -733,7 +699,7 @@ static void test_recovery_after_crash(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "crash");
+    test_tmpdir(dir, sizeof dir, "crash");
     cp_db_t *db = open_db(dir);
     setup_db(db);
     cp_error_t err = {0};
@@ -776,7 +742,7 @@ static void test_recovery_after_crash(void **state)
     db = open_db(dir);
     assert_int_equal(count(db, "did(tick) = 10", "2024-06-01"), 5);
     cp_db_close(db, NULL);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 int main(void)

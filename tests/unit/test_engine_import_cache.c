@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <jansson.h>
 
 #include "crowdpack.h"
@@ -47,17 +49,10 @@ static void ok(cp_status rc, const cp_error_t *err)
 
 static cp_db_t *open_db(const char *dir)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
-                           .flags = CP_OPEN_CREATE,
-                           .map_size = 1ull << 28,
-                           .threads = 1};
-    cp_db_t *db = NULL;
-    cp_error_t err = {0};
-    ok(cp_db_open(dir, &o, &db, &err), &err);
-    return db;
+    return test_open_db(dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                  .flags = CP_OPEN_CREATE,
+                                                  .map_size = 1ull << 28,
+                                                  .threads = 1});
 }
 
 static const char mapping[] =
@@ -363,11 +358,12 @@ static uint64_t last_merge_id(cp_db_t *db, const char *uid)
 
 static void run(uint64_t seed)
 {
-    char da[256], db_[256], f1[256], f2[256];
-    snprintf(da, sizeof da, "/tmp/cp-test-impcache-a-%ld", (long)getpid());
-    snprintf(db_, sizeof db_, "/tmp/cp-test-impcache-b-%ld", (long)getpid());
-    snprintf(f1, sizeof f1, "/tmp/cp-test-impcache-1-%ld.csv", (long)getpid());
-    snprintf(f2, sizeof f2, "/tmp/cp-test-impcache-2-%ld.csv", (long)getpid());
+    char da[256], db_[256], fdir[256], f1[300], f2[300];
+    test_tmpdir(da, sizeof da, "impcache-a");
+    test_tmpdir(db_, sizeof db_, "impcache-b");
+    test_tmpdir(fdir, sizeof fdir, "impcache-files");
+    snprintf(f1, sizeof f1, "%s/1.csv", fdir);
+    snprintf(f2, sizeof f2, "%s/2.csv", fdir);
     rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
     cp_db_t *a = open_db(da), *b = open_db(db_);
     cp_error_t err = {0};
@@ -416,9 +412,9 @@ static void run(uint64_t seed)
     cp_db_close(b, NULL);
     free(r1);
     free(r2);
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s'", da, db_, f1, f2);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(da);
+    test_rmtree(db_);
+    test_rmtree(fdir);
 }
 
 static void test_import_matches_per_event(void **state)
@@ -435,10 +431,11 @@ static void test_import_matches_per_event(void **state)
 static void test_many_properties(void **state)
 {
     (void)state;
-    char da[256], db_[256], f[256];
-    snprintf(da, sizeof da, "/tmp/cp-test-impcache-pa-%ld", (long)getpid());
-    snprintf(db_, sizeof db_, "/tmp/cp-test-impcache-pb-%ld", (long)getpid());
-    snprintf(f, sizeof f, "/tmp/cp-test-impcache-p-%ld.ndjson", (long)getpid());
+    char da[256], db_[256], fdir[256], f[300];
+    test_tmpdir(da, sizeof da, "impcache-pa");
+    test_tmpdir(db_, sizeof db_, "impcache-pb");
+    test_tmpdir(fdir, sizeof fdir, "impcache-files");
+    snprintf(f, sizeof f, "%s/p.ndjson", fdir);
     cp_db_t *a = open_db(da), *b = open_db(db_);
     cp_error_t err = {0};
     const char *cfg = "{\"indexed_properties\":[\"p66\",\"p3\"]}";
@@ -496,9 +493,9 @@ static void test_many_properties(void **state)
     }
     cp_db_close(a, NULL);
     cp_db_close(b, NULL);
-    char cmd[1000];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", da, db_, f);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(da);
+    test_rmtree(db_);
+    test_rmtree(fdir);
 }
 
 int main(void)

@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "crowdpack.h"
 
 #define EVENTS 40000
@@ -30,12 +32,11 @@ static int setup(void **state)
     (void)state;
     if (geteuid() != 0)
         return 0;
-    snprintf(root, sizeof root, "/tmp/cp-test-import-nospc-%ld", (long)getpid());
+    test_tmpdir(root, sizeof root, "import-nospc");
     snprintf(mnt, sizeof mnt, "%s/mnt", root);
     snprintf(data, sizeof data, "%s/data", mnt);
     snprintf(events, sizeof events, "%s/events.ndjson", root);
     snprintf(ref, sizeof ref, "%s/ref", root);
-    mkdir(root, 0755);
     mkdir(mnt, 0755);
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=24m") != 0) {
         rmdir(mnt);
@@ -51,9 +52,8 @@ static int teardown(void **state)
     if (root[0] == '\0')
         return 0;
     umount(mnt);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    return system(cmd) == 0 ? 0 : -1;
+    test_rmtree(root);
+    return 0;
 }
 
 /* Segment track events with padding, so the import needs ~10 MiB. */

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "crowdpack.h"
 
 #define NOTE_BYTES 30000
@@ -27,10 +29,9 @@ static int setup(void **state)
     (void)state;
     if (geteuid() != 0)
         return 0;
-    snprintf(root, sizeof root, "/tmp/cp-test-nospc-%ld", (long)getpid());
+    test_tmpdir(root, sizeof root, "nospc");
     snprintf(mnt, sizeof mnt, "%s/mnt", root);
     snprintf(data, sizeof data, "%s/data", mnt);
-    mkdir(root, 0755);
     mkdir(mnt, 0755);
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=16m") != 0) {
         rmdir(mnt);
@@ -46,9 +47,8 @@ static int teardown(void **state)
     if (root[0] == '\0')
         return 0;
     umount(mnt);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    return system(cmd) == 0 ? 0 : -1;
+    test_rmtree(root);
+    return 0;
 }
 
 /* One identify with a NOTE_BYTES trait; returns its status. */

@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "bitmap/bitmap.h"
 #include "crowdpack.h"
 #include "util/util.h"
@@ -522,15 +524,10 @@ static uint64_t naive_count(const world_t *w, const node_t *n)
 
 static cp_db_t *open_db(unsigned flags)
 {
-    cp_open_options_t o = {
-        .size = sizeof(cp_open_options_t), .flags = flags, .map_size = 1u << 30, .threads = 2};
-    cp_db_t *db = NULL;
-    cp_error_t err = {0};
-    cp_status rc = cp_db_open(g_dir, &o, &db, &err);
-    if (rc)
-        fprintf(stderr, "open: %s\n", err.message);
-    assert_int_equal(rc, CP_OK);
-    return db;
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = flags,
+                                                    .map_size = 1u << 30,
+                                                    .threads = 2});
 }
 
 static void check(cp_db_t *db, world_t *w, node_t **exprs, char **texts, int n)
@@ -565,10 +562,7 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
 {
     world_t w = {0};
     w.rng = seed;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-engine-prop-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir, sizeof g_dir, "engine-prop");
     cp_db_t *db = open_db(CP_OPEN_CREATE);
     cp_error_t err = {0};
     const char *schema =
@@ -767,7 +761,7 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
     free(w.crowd[1]);
     free(w.u);
     buf_free(&b);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir);
 }
 
 static void test_small_worlds(void **state)

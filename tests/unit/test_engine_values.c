@@ -15,15 +15,15 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "crowdpack.h"
 
 static char g_dir[256];
 
 static void rm_dir(void)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir);
 }
 
 static void ok(cp_status rc, const cp_error_t *err)
@@ -43,8 +43,7 @@ static uint64_t count(cp_db_t *db, const char *expr)
 
 static cp_db_t *seeded(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-values-%ld", (long)getpid());
-    rm_dir();
+    test_tmpdir(g_dir, sizeof g_dir, "values");
     cp_open_options_t o = {.size = sizeof(cp_open_options_t),
                            .flags = CP_OPEN_CREATE,
                            .map_size = 1u << 28,

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "crowdpack.h"
 
 #define SENDERS 4
@@ -26,15 +28,10 @@ static char g_dir[256];
 
 static cp_db_t *open_db(void)
 {
-    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
-                           .flags = CP_OPEN_CREATE,
-                           .map_size = 1ull << 28,
-                           .threads = 1};
-    cp_db_t *db = NULL;
-    cp_error_t err = {0};
-    if (cp_db_open(g_dir, &o, &db, &err))
-        fail_msg("open %s: %s", g_dir, err.message);
-    return db;
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = CP_OPEN_CREATE,
+                                                    .map_size = 1ull << 28,
+                                                    .threads = 1});
 }
 
 typedef struct sender {
@@ -200,17 +197,22 @@ static void test_close_with_open_transaction(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-writer-%ld", (long)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd);
+    test_tmpdir(g_dir, sizeof g_dir, "writer");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    test_rmtree(g_dir);
+    return 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_senders_readers_checkpoints, setup, setup),
-        cmocka_unit_test_setup_teardown(test_close_with_open_transaction, setup, setup),
+        cmocka_unit_test_setup_teardown(test_senders_readers_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_with_open_transaction, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

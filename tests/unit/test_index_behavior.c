@@ -26,6 +26,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "index/behavior.h"
 #include "util/util.h"
 
@@ -554,10 +556,7 @@ static char g_dir[256];
 
 static store_t *fresh_store(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-behavior-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir, sizeof g_dir, "behavior");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(g_dir, STORE_CREATE, 1u << 28, 1, &st, &err), CP_OK);
@@ -567,9 +566,7 @@ static store_t *fresh_store(void)
 static void drop_store(store_t *st)
 {
     store_close(st);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir);
 }
 
 static void persist(store_t *st, beh_t *b)

@@ -28,6 +28,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "index/behavior.h"
 #include "util/util.h"
 
@@ -37,11 +39,7 @@ static char g_dir[2][256];
 
 static store_t *fresh_store(int which)
 {
-    snprintf(g_dir[which], sizeof g_dir[which], "/tmp/cp-test-behmany-%ld-%d", (long)getpid(),
-             which);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir[which]);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir[which], sizeof g_dir[which], which ? "behmany-1" : "behmany-0");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(g_dir[which], STORE_CREATE, 1u << 29, 1, &st, &err), CP_OK);
@@ -51,9 +49,7 @@ static store_t *fresh_store(int which)
 static void drop_store(store_t *st, int which)
 {
     store_close(st);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir[which]);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir[which]);
 }
 
 static void persist(store_t *st, beh_t *b)

@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "index/index.h"
 #include "util/util.h"
 
@@ -22,10 +24,7 @@ static char g_dir[256];
 
 static store_t *fresh_store(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-index-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir, sizeof g_dir, "index");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(g_dir, STORE_CREATE, 1u << 28, 1, &st, &err), CP_OK);
@@ -35,9 +34,7 @@ static store_t *fresh_store(void)
 static void drop_store(store_t *st)
 {
     store_close(st);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir);
 }
 
 static void build_tree(taxonomy_t *t, index_t *ix, uint64_t *rng, uint32_t *ids)

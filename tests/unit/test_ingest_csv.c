@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <libgen.h>
+
+#include "cp_test.h"
 #include <zlib.h>
 
 #include "ingest/csv.h"
@@ -202,13 +203,6 @@ static void test_gzip_and_resume(void **state)
 
 /* ----------------------------------------------------------- mappings */
 
-static void retail_path(char *out, size_t cap)
-{
-    char here[1024];
-    snprintf(here, sizeof here, "%s", __FILE__);
-    snprintf(out, cap, "%s/../../../shared/data/online-retail/online_retail.csv.gz", dirname(here));
-}
-
 static json_t *row(const mapping_t *m, const char *line, uint64_t lineno, map_result *res,
                    cp_error_t *err)
 {
@@ -384,8 +378,7 @@ static void test_online_retail_file(void **state)
 {
     (void)state;
     char path[1200];
-    retail_path(path, sizeof path);
-    if (access(path, R_OK) != 0)
+    if (!test_shared_data("online-retail/online_retail.csv.gz", path, sizeof path))
         skip();
     csv_reader_t *r = NULL;
     cp_error_t err = {0};

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "ingest/dedup.h"
 #include "util/util.h"
 
@@ -119,14 +121,6 @@ static void test_window_and_bound(void **state)
     dedup_free(d);
 }
 
-static void tmpdir(char *buf, size_t cap)
-{
-    snprintf(buf, cap, "/tmp/cp-test-dedup-%ld", (long)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
-    assert_int_equal(system(cmd), 0);
-}
-
 static cp_status count_key(void *ud, const void *k, size_t kl, const void *v, size_t vl,
                            cp_error_t *e)
 {
@@ -162,7 +156,7 @@ static void test_persistence(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir);
+    test_tmpdir(dir, sizeof dir, "dedup");
     store_t *st = NULL;
     cp_error_t err = {0};
     if (store_open(dir, STORE_CREATE, 1u << 26, 1, &st, &err))
@@ -200,9 +194,7 @@ static void test_persistence(void **state)
     assert_int_equal(stored_keys(st), 0);
     dedup_free(d);
     store_close(st);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(dir);
 }
 
 int main(void)

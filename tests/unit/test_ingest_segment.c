@@ -10,40 +10,18 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <dirent.h>
-#include <libgen.h>
 
 #include "ingest/event.h"
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-static void data_dir(char *out, size_t cap)
-{
-    char here[1024];
-    snprintf(here, sizeof here, "%s", __FILE__);
-    /* tests/unit/ -> repo -> ../shared/data/segment-events */
-    snprintf(out, cap, "%s/../../../shared/data/segment-events", dirname(here));
-}
 
 static void test_shared_payloads_accepted(void **state)
 {
     (void)state;
     char dir[1200];
-    data_dir(dir, sizeof dir);
+    if (!test_shared_data("segment-events", dir, sizeof dir))
+        skip();
     DIR *d = opendir(dir);
     assert_non_null(d);
     struct dirent *e;
@@ -55,7 +33,7 @@ static void test_shared_payloads_accepted(void **state)
         char path[1600];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         size_t len;
-        char *body = slurp(path, &len);
+        char *body = test_read_file(path, &len);
         ingest_batch_t b;
         ingest_batch_init(&b);
         cp_error_t err = {0};

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "model/apikey.h"
 #include "model/crowd.h"
 #include "model/schema.h"
@@ -24,10 +26,7 @@ static char g_dir[256];
 
 static store_t *fresh_store(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-model-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir, sizeof g_dir, "model");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(g_dir, STORE_CREATE, 1u << 26, 1, &st, &err), CP_OK);
@@ -37,9 +36,7 @@ static store_t *fresh_store(void)
 static void drop_store(store_t *st)
 {
     store_close(st);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir);
 }
 
 static void test_strmap(void **state)

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <lmdb.h>
 
 #include "model/codec.h"
@@ -26,10 +28,7 @@ typedef struct env {
 
 static void env_open(env *e, const char *tag)
 {
-    snprintf(e->dir, sizeof e->dir, "/tmp/cp-test-identity-%s-%ld", tag, (long)getpid());
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(e->dir, sizeof e->dir, tag);
     cp_error_t err = {0};
     assert_int_equal(store_open(e->dir, STORE_CREATE, 1u << 28, 1, &e->st, &err), CP_OK);
     assert_int_equal(store_txn_begin(e->st, 1, &e->t, &err), CP_OK);
@@ -46,9 +45,7 @@ static void env_close(env *e)
 {
     store_txn_abort(e->t);
     store_close(e->st);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(e->dir);
 }
 
 /* What the engine does with one event, without the data side: resolve,

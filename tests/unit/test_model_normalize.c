@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "cp_test.h"
 #include <sodium.h>
 
 #include "model/normalize.h"
@@ -461,10 +463,7 @@ static void test_bind(void **state)
 {
     (void)state;
     char dir[256];
-    snprintf(dir, sizeof dir, "/tmp/cp-test-normalize-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(dir, sizeof dir, "normalize");
     store_t *st = NULL;
     store_txn_t *t = NULL;
     cp_error_t err = {0};
@@ -513,7 +512,7 @@ static void test_bind(void **state)
     assert_int_equal(ident_config_bind(t, &c, 1, &err), CP_OK);
     store_txn_abort(t);
     store_close(st);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(dir);
 }
 
 int main(void)

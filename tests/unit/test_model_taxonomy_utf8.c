@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "model/crowd.h"
 #include "model/schema.h"
 #include "model/taxonomy.h"
@@ -126,10 +128,7 @@ static char g_dir[256];
 static void test_value_aliases(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-utf8-%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    test_tmpdir(g_dir, sizeof g_dir, "utf8");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(g_dir, STORE_CREATE, 1u << 26, 1, &st, &err), CP_OK);
@@ -174,7 +173,7 @@ static void test_value_aliases(void **state)
     schema_free(&s2);
     schema_free(&s);
     store_close(st);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(g_dir);
 }
 
 int main(void)

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "server/srv.h"
 
 typedef struct fixture {
@@ -136,8 +138,7 @@ static json_int_t jint(const reply_t *r, const char *k)
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/cp-test-server-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    test_tmpdir(f->dir, sizeof f->dir, "server");
     strcat(f->dir, "/data");
     cp_open_options_t o = {
         .size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE, .threads = 1};
@@ -156,10 +157,8 @@ static int teardown(void **state)
     fixture_t *f = *state;
     srv_metrics_free(&f->ctx.metrics);
     cp_db_close(f->db, NULL);
-    char cmd[600];
     *strrchr(f->dir, '/') = '\0';
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(f->dir);
     free(f);
     return 0;
 }

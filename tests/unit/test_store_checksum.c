@@ -14,27 +14,14 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include <lmdb.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "store/store.h"
 #include "util/util.h"
-
-static void tmpdir(char *buf, size_t cap, const char *tag)
-{
-    snprintf(buf, cap, "/tmp/cp-test-crc-%s-%ld", tag, (long)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void rmdir_all(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-}
 
 #define MAP (1ull << 26)
 
@@ -114,7 +101,7 @@ static void test_roundtrip(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "rt");
+    test_tmpdir(dir, sizeof dir, "rt");
     store_t *st = NULL;
     store_txn_t *t = NULL;
     cp_error_t err = {0};
@@ -173,7 +160,7 @@ static void test_roundtrip(void **state)
     assert_int_equal(store_verify(dir, MAP, NULL, NULL, &problems, &err), CP_OK);
     assert_int_equal(problems, 0);
     free(bv);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 typedef struct lines {
@@ -192,7 +179,7 @@ static void test_bit_rot(void **state)
 {
     (void)state;
     char dir[256], path[300];
-    tmpdir(dir, sizeof dir, "rot");
+    test_tmpdir(dir, sizeof dir, "rot");
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     store_t *st = NULL;
     store_txn_t *t = NULL;
@@ -251,13 +238,13 @@ static void test_bit_rot(void **state)
     cp_status rc = store_open(dir, STORE_READONLY, MAP, 1, &st, &err);
     assert_true(rc == CP_EINVAL || rc == CP_ECORRUPT);
     assert_null(st);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* A directory as builds before checksums wrote it: raw LMDB values. */
 static void make_legacy(const char *dir)
 {
-    assert_int_equal(mkdir(dir, 0755), 0);
+    /* dir: made empty by test_tmpdir */
     char path[300];
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     MDB_env *env;
@@ -297,7 +284,7 @@ static void test_legacy_upgrade(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "legacy");
+    test_tmpdir(dir, sizeof dir, "legacy");
     make_legacy(dir);
     store_t *st = NULL;
     store_txn_t *t = NULL;
@@ -331,7 +318,7 @@ static void test_legacy_upgrade(void **state)
     poke(path, off + 2, 0x01);
     assert_int_equal(store_open(dir, STORE_READONLY, MAP, 1, &st, &err), CP_ECORRUPT);
     assert_non_null(strstr(err.message, "t/123#0000"));
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 int main(void)

@@ -13,29 +13,17 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include "store/store.h"
 #include "util/util.h"
-
-static void tmpdir(char *buf, size_t cap, const char *tag)
-{
-    snprintf(buf, cap, "/tmp/cp-test-store-%s-%ld", tag, (long)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void rmdir_all(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-}
 
 static void test_missing_and_create(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "create");
+    test_tmpdir(dir, sizeof dir, "create");
+    test_rmtree(dir); /* a directory that does not exist yet */
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(dir, 0, 0, 1, &st, &err), CP_ENOTFOUND);
@@ -58,15 +46,14 @@ static void test_missing_and_create(void **state)
     assert_non_null(strstr(err.message, "format version 1"));
     assert_non_null(strstr(err.message, "reads version 2"));
     assert_null(st);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_not_crowdpack(void **state)
 {
     (void)state;
     char dir[256], path[300];
-    tmpdir(dir, sizeof dir, "foreign");
-    assert_int_equal(mkdir(dir, 0755), 0);
+    test_tmpdir(dir, sizeof dir, "foreign");
     snprintf(path, sizeof path, "%s/hello.txt", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -85,14 +72,14 @@ static void test_not_crowdpack(void **state)
     fclose(f);
     assert_int_equal(store_open(dir, 0, 1u << 24, 1, &st, &err), CP_EINVAL);
     assert_null(st);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_lock(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "lock");
+    test_tmpdir(dir, sizeof dir, "lock");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(dir, STORE_CREATE, 1u << 24, 1, &st, &err), CP_OK);
@@ -125,7 +112,7 @@ static void test_lock(void **state)
     store_close(st);
     assert_int_equal(store_open(dir, 0, 1u << 24, 1, &st, &err), CP_OK);
     store_close(st);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static cp_status collect(void *ud, const void *k, size_t kl, const void *v, size_t vl,
@@ -143,7 +130,7 @@ static void test_blobs(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "blobs");
+    test_tmpdir(dir, sizeof dir, "blobs");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(dir, STORE_CREATE, 1u << 26, 1, &st, &err), CP_OK);
@@ -203,14 +190,14 @@ static void test_blobs(void **state)
     store_txn_abort(t);
     assert_true(store_disk_bytes(st) > 0);
     store_close(st);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_map_full(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "full");
+    test_tmpdir(dir, sizeof dir, "full");
     store_t *st = NULL;
     cp_error_t err = {0};
     assert_int_equal(store_open(dir, STORE_CREATE, 1u << 20, 1, &st, &err), CP_OK);
@@ -222,7 +209,7 @@ static void test_map_full(void **state)
     assert_non_null(strstr(err.message, "map_size"));
     store_txn_abort(t);
     store_close(st);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 int main(void)

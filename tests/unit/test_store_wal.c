@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,21 +28,6 @@
 #include "util/util.h"
 
 /* ------------------------------------------------------------- helpers */
-
-static void tmpdir(char *buf, size_t cap, const char *tag)
-{
-    snprintf(buf, cap, "/tmp/cp-test-wal-%s-%ld", tag, (long)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", buf, buf);
-    assert_int_equal(system(cmd), 0);
-}
-
-static void rmdir_all(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-}
 
 static void quiet_log(void *ud, const char *msg)
 {
@@ -162,20 +149,6 @@ static void seg_path(const char *dir, uint64_t first, char *buf, size_t cap)
     snprintf(buf, cap, "%s/wal/%s", dir, name);
 }
 
-static unsigned char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)n + 1);
-    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static void write_file(const char *path, const unsigned char *b, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -230,7 +203,7 @@ static void test_roundtrip(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "rt");
+    test_tmpdir(dir, sizeof dir, "rt");
     wal_options_t o = opts_none(0);
     wal_t *wal = NULL;
     cp_error_t err = {0};
@@ -287,7 +260,7 @@ static void test_roundtrip(void **state)
     assert_int_equal(s.first_lsn, 1);
     assert_int_equal(s.segments, 1);
     wal_close(wal);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static cp_status stop_cb(void *ud, uint64_t lsn, uint8_t type, const void *payload, size_t len,
@@ -303,7 +276,7 @@ static void test_open_errors(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "errs");
+    test_tmpdir(dir, sizeof dir, "errs");
     wal_options_t o = opts_none(100);
     wal_t *wal = NULL, *w2 = NULL;
     cp_error_t err = {0};
@@ -348,7 +321,7 @@ static void test_open_errors(void **state)
     /* Missing parent directory. */
     assert_int_equal(wal_open("/nonexistent/cp-wal", &o, &wal, &err), CP_EIO);
     assert_non_null(strstr(err.message, "/nonexistent/cp-wal"));
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* ------------------------------------------------ rotation, truncation */
@@ -357,7 +330,7 @@ static void test_rotation_truncate(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "rot");
+    test_tmpdir(dir, sizeof dir, "rot");
     wal_options_t o = opts_none(4096);
     wal_t *wal = NULL;
     cp_error_t err = {0};
@@ -435,7 +408,7 @@ static void test_rotation_truncate(void **state)
     check_replay(wal, n - 1, refs, n);
     wal_close(wal);
     free(refs);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* ----------------------------------------------------------- torn tails */
@@ -453,7 +426,7 @@ typedef struct torn_fixture {
 
 static void torn_build(torn_fixture_t *fx, const char *tag)
 {
-    tmpdir(fx->dir, sizeof fx->dir, tag);
+    test_tmpdir(fx->dir, sizeof fx->dir, tag);
     wal_options_t o = opts_none(8192);
     wal_t *wal = NULL;
     cp_error_t err = {0};
@@ -476,7 +449,7 @@ static void torn_build(torn_fixture_t *fx, const char *tag)
     fx->last_first = lf;
     char p[400];
     seg_path(fx->dir, lf, p, sizeof p);
-    fx->seg = read_file(p, &fx->seg_len);
+    fx->seg = (unsigned char *)test_read_file(p, &fx->seg_len);
     fx->last_off = fx->seg_len - (WAL_HEADER_BYTES + fx->refs[fx->n - 1].len);
 }
 
@@ -532,7 +505,7 @@ static void test_torn_tail_every_byte(void **state)
     torn_check(fx, fx->seg, 5, fx->last_first - 1, 5);
     free(z);
     free(fx->seg);
-    rmdir_all(fx->dir);
+    test_rmtree(fx->dir);
     free(fx);
 }
 
@@ -570,7 +543,7 @@ static void test_torn_tail_bit_flips(void **state)
 
     free(b);
     free(fx->seg);
-    rmdir_all(fx->dir);
+    test_rmtree(fx->dir);
     free(fx);
 }
 
@@ -585,7 +558,7 @@ static void test_middle_corruption(void **state)
     char p[400];
     seg_path(fx->dir, 1, p, sizeof p);
     size_t len;
-    unsigned char *orig = read_file(p, &len);
+    unsigned char *orig = (unsigned char *)test_read_file(p, &len);
     unsigned char *b = malloc(len);
     wal_options_t o = opts_none(8192);
     wal_t *wal = NULL;
@@ -654,7 +627,7 @@ static void test_middle_corruption(void **state)
     free(b);
     free(orig);
     free(fx->seg);
-    rmdir_all(fx->dir);
+    test_rmtree(fx->dir);
     free(fx);
 }
 
@@ -717,7 +690,7 @@ static void test_damage_mid_newest_segment(void **state)
         fail_msg("%s: no \"%s\"", err.message, want);
     /* Nothing was cut: the file is as it was. */
     size_t l2 = 0;
-    unsigned char *now = read_file(p, &l2);
+    unsigned char *now = (unsigned char *)test_read_file(p, &l2);
     assert_int_equal(l2, fx->seg_len);
     free(now);
 
@@ -743,7 +716,7 @@ static void test_damage_mid_newest_segment(void **state)
     assert_int_equal(rep.bytes_dropped, WAL_HEADER_BYTES + fx->refs[idx + 1].len);
     assert_int_equal(rep.last_lsn, fx->n);
     size_t sl = 0;
-    unsigned char *sb = read_file(side, &sl);
+    unsigned char *sb = (unsigned char *)test_read_file(side, &sl);
     snprintf(want, sizeof want, "crowdpack-wal-dropped segment %s/wal/%s offset %zu length %zu",
              fx->dir, name, off2, (size_t)rep.bytes_dropped);
     assert_true(sl > strlen(want) + rep.bytes_dropped);
@@ -776,7 +749,7 @@ static void test_damage_mid_newest_segment(void **state)
     assert_int_equal(rep.ranges + rep.lsns_lost + rep.segments_rewritten, 0);
     free(b);
     free(fx->seg);
-    rmdir_all(fx->dir);
+    test_rmtree(fx->dir);
     free(fx);
 }
 
@@ -791,7 +764,7 @@ static void test_salvage_cases(void **state)
     seg_path(fx->dir, 1, p, sizeof p);
     snprintf(side, sizeof side, "%s/dropped.bin", fx->dir);
     size_t len;
-    unsigned char *orig = read_file(p, &len);
+    unsigned char *orig = (unsigned char *)test_read_file(p, &len);
     /* The first segment loses its last 7 bytes: its last record is gone. */
     write_file(p, orig, len - 7);
     wal_options_t o = opts_none(8192);
@@ -809,9 +782,16 @@ static void test_salvage_cases(void **state)
     wal_close(wal);
 
     /* Every segment deleted; the store had applied 70 (past the log's 60). */
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -f '%s'/wal/*.wal", fx->dir);
-    assert_int_equal(system(cmd), 0);
+    char wdir[600];
+    snprintf(wdir, sizeof wdir, "%s/wal", fx->dir);
+    DIR *wd = opendir(wdir);
+    assert_non_null(wd);
+    for (struct dirent *e; (e = readdir(wd)) != NULL;) {
+        size_t nl = strlen(e->d_name);
+        if (nl > 4 && strcmp(e->d_name + nl - 4, ".wal") == 0)
+            assert_int_equal(unlinkat(dirfd(wd), e->d_name, 0), 0);
+    }
+    closedir(wd);
     assert_int_equal(wal_salvage(fx->dir, 70, 0xFE, side, &rep, &err), CP_OK);
     assert_int_equal(rep.lsns_lost, 0);
     assert_int_equal(rep.last_lsn, 70);
@@ -820,8 +800,7 @@ static void test_salvage_cases(void **state)
     wal_close(wal);
 
     /* A log ending at 10 while the store applied 15: no-ops 11..15. */
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'/wal", fx->dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(wdir);
     assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
     for (int i = 0; i < 10; i++)
         assert_int_equal(wal_append(wal, 1, "x", 1, NULL, &err), CP_OK);
@@ -835,8 +814,7 @@ static void test_salvage_cases(void **state)
     /* 8 MiB of random bytes after the log's records: a torn tail (no valid
      * record in it), found in linear time — the byte-by-byte search tests
      * length and LSN before it computes a CRC. */
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'/wal", fx->dir);
-    assert_int_equal(system(cmd), 0);
+    test_rmtree(wdir);
     assert_int_equal(wal_open(fx->dir, &o, &wal, &err), CP_OK);
     for (int i = 0; i < 3; i++)
         assert_int_equal(wal_append(wal, 1, "abc", 3, NULL, &err), CP_OK);
@@ -862,7 +840,7 @@ static void test_salvage_cases(void **state)
     free(sr);
     free(orig);
     free(fx->seg);
-    rmdir_all(fx->dir);
+    test_rmtree(fx->dir);
     free(fx);
 }
 
@@ -947,7 +925,7 @@ static cp_status conc_cb(void *ud, uint64_t lsn, uint8_t type, const void *paylo
 static void run_concurrent(const char *tag, wal_sync_mode mode, uint64_t seg)
 {
     char dir[256];
-    tmpdir(dir, sizeof dir, tag);
+    test_tmpdir(dir, sizeof dir, tag);
     wal_options_t o = {0};
     o.sync = mode;
     o.segment_bytes = seg;
@@ -993,7 +971,7 @@ static void run_concurrent(const char *tag, wal_sync_mode mode, uint64_t seg)
     wal_close(wal);
     free(lsn_of);
     free(cs);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 static void test_concurrent_fdatasync(void **state)
@@ -1040,7 +1018,7 @@ static void test_group_commit_batches(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "gc");
+    test_tmpdir(dir, sizeof dir, "gc");
     int hook_calls = 0;
     wal_options_t o = {0};
     o.sync = WAL_SYNC_FDATASYNC;
@@ -1077,7 +1055,7 @@ static void test_group_commit_batches(void **state)
     wal_stats(wal, &s);
     assert_int_equal(s.fsyncs, before);
     wal_close(wal);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 /* --------------------------------------------------------------- crash */
@@ -1175,7 +1153,7 @@ static void test_crash_kill9(void **state)
 {
     (void)state;
     char dir[256];
-    tmpdir(dir, sizeof dir, "crash");
+    test_tmpdir(dir, sizeof dir, "crash");
     uint64_t rng = (uint64_t)time(NULL) ^ (uint64_t)getpid();
     uint64_t cap = 1u << 22;
     crash_msg_t *acked = malloc(sizeof *acked * cap);
@@ -1248,7 +1226,7 @@ static void test_crash_kill9(void **state)
     print_message("crash test: %zu acknowledged records checked over 15 kills\n", nacked);
     free(acked);
     free(v.present);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 int main(void)

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
+
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,9 +30,8 @@ static int setup(void **state)
     root[0] = '\0';
     if (geteuid() != 0)
         return 0;
-    snprintf(root, sizeof root, "/tmp/cp-test-walnospc-%ld", (long)getpid());
+    test_tmpdir(root, sizeof root, "walnospc");
     snprintf(mnt, sizeof mnt, "%s/mnt", root);
-    mkdir(root, 0755);
     mkdir(mnt, 0755);
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
         rmdir(mnt);
@@ -46,9 +47,8 @@ static int teardown(void **state)
     if (root[0] == '\0')
         return 0;
     umount(mnt);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    return system(cmd) == 0 ? 0 : -1;
+    test_rmtree(root);
+    return 0;
 }
 
 static void quiet_log(void *ud, const char *msg)
