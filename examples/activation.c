@@ -49,7 +49,8 @@ int main(int argc, char **argv)
     mkdir(argc > 1 ? argv[1] : "/tmp/crowdpack-activation", 0755);
     cp_error_t err = {0};
     cp_db_t *db = NULL;
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
+    o.flags = CP_OPEN_CREATE;
     check(cp_db_open(dir, &o, &db, &err), &err, "open");
     check(cp_attr_define(db, "age", CP_ATTR_INT, &err), &err, "attribute");
     check(cp_tag_create(db, "interest/finance", "金融", NULL, &err), &err, "tag");
@@ -77,7 +78,7 @@ int main(int argc, char **argv)
                (unsigned long long)m.commit);
     }
     check(cp_db_unsubscribe(db, sub, &err), &err, "unsubscribe");
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     /* interest, interest/finance and the crowd */
     if (entries != 3 || m.ncrowds != 1 || m.ntags != 2) {
         fprintf(stderr, "activation: expected 3 entries, 1 crowd, 2 tags; got %d, %zu, %zu\n",

@@ -78,9 +78,12 @@ int main(int argc, char **argv)
 
     cp_error_t err = {0};
     cp_db_t *db = NULL;
-    cp_open_options_t opts = {.flags = CP_OPEN_CREATE};
+    /* Option and stats structs carry their size: start from their _INIT. */
+    cp_open_options_t opts = CP_OPEN_OPTIONS_INIT;
+    opts.flags = CP_OPEN_CREATE;
     check(cp_db_open(dir, &opts, &db, &err), &err, "open");
-    printf("data directory %s (format %u)\n", dir, cp_format_version());
+    printf("crowdpack %s, data directory %s (format %u)\n", cp_libversion(), dir,
+           cp_format_version());
 
     /* Schema and tags. A tag's members include its descendants' members. */
     check(cp_schema_load_json(db, schema, sizeof schema - 1, &err), &err, "schema");
@@ -89,7 +92,7 @@ int main(int argc, char **argv)
     check(cp_tag_create(db, "interest/travel", "旅游", "trips and hotels", &err), &err, "tag");
 
     /* Load users; a bad line would be reported through on_reject. */
-    cp_load_stats_t ls = {0};
+    cp_load_stats_t ls = CP_LOAD_STATS_INIT;
     check(cp_load_ndjson_buf(db, users, sizeof users - 1, NULL, &ls, &err), &err, "load");
     printf("loaded %llu users, %llu tag assignments, %llu rejected\n",
            (unsigned long long)ls.users_created, (unsigned long long)ls.tags_assigned,
@@ -151,12 +154,14 @@ int main(int argc, char **argv)
     printf("crowd: %s\n", json);
     cp_free(json);
 
-    cp_db_close(db);
+    /* Every iterator is closed: the close succeeds (with one open it would
+     * be CP_ECONFLICT, closing nothing). */
+    check(cp_db_close(db, &err), &err, "close");
 
     /* Reopen: everything is durable. */
     check(cp_db_open(dir, NULL, &db, &err), &err, "reopen");
     expect_count(db, "crowd:young_finance OR tag:interest/travel", 4); /* u1 u4 u2 u3 */
-    cp_db_close(db);
+    check(cp_db_close(db, &err), &err, "close");
 
     if (failures) {
         fprintf(stderr, "quickstart: %d check(s) failed\n", failures);

@@ -2,17 +2,54 @@
  * crowdpack.h — the public, embeddable C API of crowdpack.
  *
  * If a function does not appear in this file, it is not a published API.
- * Everything here is prefixed cp_. Every function returns a cp_status
- * (CP_OK == 0) and hands results back through out-parameters. When a
- * function takes a `cp_error_t *err` it may be NULL; when not NULL it is
- * filled with the details of a failure (what, where).
+ * Everything here is prefixed cp_.
  *
- * Threading: a cp_db_t may be used from many threads at once. Reads run
- * concurrently; writes are serialised inside the handle.
+ * Return values. Every function that can fail returns a cp_status (CP_OK
+ * == 0) and hands its results back through out-parameters, and takes a
+ * `cp_error_t *err` last. `err` may be NULL; when not NULL it is filled on
+ * failure with the details (what, where); after CP_OK its contents are
+ * unspecified. On failure, pointer out-parameters are set to NULL;
+ * counts and structs are unspecified unless the function says otherwise.
+ * The exceptions, which cannot fail, are exactly:
+ *   - destructors, which accept NULL and return nothing: cp_free,
+ *     cp_result_free, cp_iter_close, cp_batch_abort, cp_ingest_result_clear;
+ *   - pure accessors, which return their value directly: cp_strerror,
+ *     cp_libversion, cp_format_version, cp_attr_type_name, cp_role_name,
+ *     cp_result_count.
+ * Statuses not listed under a function are still possible in general:
+ * CP_EINVAL for a NULL handle or out-parameter, CP_ENOMEM, CP_EIO (and
+ * CP_ECORRUPT, CP_ENOSPC for writes) from storage, CP_EREADONLY for a
+ * write on a read-only handle, CP_EINTERNAL for a bug.
  *
- * Ownership: strings returned through `char **out` are allocated by the
- * library and freed by the caller with cp_free(). Pointers passed in are
- * borrowed for the duration of the call only.
+ * Threading. A cp_db_t may be used from many threads at once: reads run
+ * concurrently, writes are serialised inside the handle. The objects a
+ * handle gives out (cp_result_t, cp_iter_t, cp_batch_t) belong to one
+ * thread at a time: do not call into the same object from two threads at
+ * once. cp_db_close must not run while another thread uses the handle.
+ * Functions without a handle (cp_expr_to_json, cp_db_backup, ...) are safe
+ * from any thread. The library keeps no global state.
+ *
+ * Ownership. Strings and JSON texts returned through `char **out` are
+ * allocated by the library, NUL-terminated, and freed by the caller with
+ * cp_free(). Objects returned through `T **out` are freed with their own
+ * destructor, named where they are made. Pointers passed in are borrowed
+ * for the duration of the call only; the library keeps no pointer to
+ * caller memory after a call returns (callbacks and their `ud` only during
+ * the call that takes them). `const char *` returned directly (cp_strerror,
+ * cp_libversion, the *_name functions) are static: never freed.
+ *
+ * Extensible structs. A struct that may gain fields begins with
+ * `size_t size`, which the caller sets to the sizeof the struct it was
+ * compiled with: write `cp_db_stats_t s = CP_DB_STATS_INIT;` (or set
+ * `.size = sizeof s` yourself). Any size of this or an earlier version of
+ * the struct is accepted: an input struct (options) is read up to its
+ * size, missing fields taken as 0; an output struct (stats) is written up
+ * to its size only. A larger size (a caller built with a newer header) is
+ * accepted when every byte past the library's own struct is zero in an
+ * input struct (else CP_EINVAL: the caller asks for something this library
+ * cannot do); in an output struct those bytes are set to zero. A size of 0
+ * or below the first version is CP_EINVAL. New fields are only appended,
+ * 8-byte aligned, so an old size never cuts one.
  */
 #ifndef CROWDPACK_H
 #define CROWDPACK_H
@@ -25,7 +62,13 @@
 extern "C" {
 #endif
 
+/* The version of this header. cp_libversion() gives the version of the
+ * library actually linked, which may differ (a shared library upgraded
+ * under a program): compare the two to detect it. */
 #define CP_VERSION_STRING "0.1.0"
+
+/* The library's version, "MAJOR.MINOR.PATCH" (static; never NULL). */
+const char *cp_libversion(void);
 
 /* ---------------------------------------------------------------- status */
 
@@ -54,7 +97,8 @@ typedef enum cp_status {
                           the message names the file, key or offset */
 } cp_status;
 
-/* Static English description of a status. Never NULL. */
+/* Static English description of a status (never NULL; "unknown status"
+ * for a number outside the enum). Thread-safe; cannot fail. */
 const char *cp_strerror(cp_status st);
 
 /*
@@ -76,7 +120,9 @@ typedef struct cp_error {
     int src_line;
 } cp_error_t;
 
-/* Frees memory returned by the library (strings, JSON texts). NULL is fine. */
+/* Frees memory returned by the library through `char **` (strings, JSON
+ * texts, keys). NULL is fine. Not for objects with their own destructor
+ * (cp_result_free, cp_iter_close, cp_batch_abort, cp_db_close). */
 void cp_free(void *p);
 
 /* ------------------------------------------------------------ data dir */
@@ -89,29 +135,48 @@ enum {
 };
 
 typedef struct cp_open_options {
+    size_t size;       /* sizeof(cp_open_options_t): CP_OPEN_OPTIONS_INIT sets it */
     unsigned flags;    /* CP_OPEN_* */
     uint64_t map_size; /* LMDB map size in bytes; 0 = default (64 GiB) */
     int threads;       /* query threads; 0 = number of CPUs */
 } cp_open_options_t;
+/* clang-format off */
+#define CP_OPEN_OPTIONS_INIT {.size = sizeof(cp_open_options_t)}
+/* clang-format on */
 
 /*
  * Opens (or with CP_OPEN_CREATE creates) a data directory and loads its
- * index into memory. Opening for writing takes an exclusive lock on the
- * directory: a second writer gets CP_ELOCKED with the holder's pid in the
- * message. A directory of another format version gets CP_EVERSION.
- * `opts` may be NULL (defaults: no create, read-write).
- * On success *out is owned by the caller: close with cp_db_close().
+ * index into memory, replaying the write-ahead log. `opts` may be NULL
+ * (defaults: no create, read-write); its .size must be set
+ * (CP_OPEN_OPTIONS_INIT). Errors: CP_ENOTFOUND (no directory and no
+ * CP_OPEN_CREATE), CP_ELOCKED (another process holds the writer lock;
+ * the message names its pid), CP_EVERSION (another format version),
+ * CP_ECORRUPT (a damaged write-ahead log: see cp_db_recover), CP_EIO,
+ * CP_EINVAL (bad options). On success *out is owned by the caller and
+ * must be closed with cp_db_close(); on failure *out is NULL. Safe to
+ * call from any thread; one directory is opened for writing once per
+ * process (a second handle gets CP_ELOCKED).
  */
 cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **out,
                      cp_error_t *err);
 
-/* Closes the handle and frees everything it owns. NULL is fine. */
-void cp_db_close(cp_db_t *db);
+/*
+ * Checkpoints, stops the handle's threads, closes the data directory and
+ * frees everything the handle owns; CP_OK for NULL. With a result
+ * iterator (cp_iter_t) of the handle still open it is CP_ECONFLICT
+ * (naming how many) and nothing is closed or freed: the handle stays
+ * usable; close the iterators and call again. Results (cp_result_t) may
+ * outlive the handle. Must not run while another thread uses the handle;
+ * after CP_OK the handle is gone.
+ */
+cp_status cp_db_close(cp_db_t *db, cp_error_t *err);
 
-/* The data directory format version this build reads and writes. */
+/* The data directory format version this build reads and writes. Pure
+ * accessor: cannot fail. */
 uint32_t cp_format_version(void);
 
 typedef struct cp_db_stats {
+    size_t size;       /* sizeof(cp_db_stats_t): CP_DB_STATS_INIT sets it */
     uint64_t users;    /* live users */
     uint64_t ordinals; /* ordinals ever allocated (live + deleted) */
     uint64_t tags;
@@ -127,8 +192,14 @@ typedef struct cp_db_stats {
                                  for open exports and other processes reading data.mdb) */
     uint64_t compactions;     /* compactions of data.mdb done since open */
 } cp_db_stats_t;
+/* clang-format off */
+#define CP_DB_STATS_INIT {.size = sizeof(cp_db_stats_t)}
+/* clang-format on */
 
-cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out);
+/* Fills *out (its .size set: CP_DB_STATS_INIT) with a reading taken under
+ * the read lock. CP_EINVAL for a NULL or wrongly sized *out, CP_EIO for a
+ * failed handle. Thread-safe. */
+cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out, cp_error_t *err);
 
 /*
  * Rewrites data.mdb now with only its live pages (what a deletion leaves
@@ -143,20 +214,28 @@ cp_status cp_db_compact(cp_db_t *db, cp_error_t *err);
  * also while a server writes `dir`: a consistent copy of data.mdb (live
  * pages only) plus the write-ahead log segments holding every write
  * acknowledged before the call began and not in that copy. `out` is itself
- * a data directory; opening it replays those segments. `info` may be NULL.
+ * a data directory; opening it replays those segments. `info` may be NULL;
+ * else its .size must be set (CP_BACKUP_INFO_INIT). Errors: CP_EEXIST
+ * (`out` not empty), CP_ENOTFOUND or CP_EIO (`dir` is not a data
+ * directory, or copying failed), CP_ENOSPC. Takes no handle: safe from any
+ * thread, and beside a process that has `dir` open.
  */
 typedef struct cp_backup_info {
+    size_t size;           /* sizeof(cp_backup_info_t): CP_BACKUP_INFO_INIT sets it */
     uint64_t data_bytes;   /* bytes of the copied data.mdb */
     uint64_t wal_segments; /* WAL segments copied */
     uint64_t wal_bytes;
     uint64_t wal_lsn; /* last WAL record the copy of data.mdb holds */
 } cp_backup_info_t;
+/* clang-format off */
+#define CP_BACKUP_INFO_INIT {.size = sizeof(cp_backup_info_t)}
+/* clang-format on */
 cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info, cp_error_t *err);
 /*
  * Restores a backup made by cp_db_backup into the data directory `dir`.
- * Refuses a `dir` holding anything unless `force`, and always one a
- * process has open for writing (CP_ELOCKED). The restored directory is
- * opened once (replaying the WAL) before CP_OK.
+ * Refuses a `dir` holding anything unless `force` (CP_EEXIST), and always
+ * one a process has open for writing (CP_ELOCKED). The restored directory
+ * is opened once (replaying the WAL) before CP_OK. Takes no handle.
  */
 cp_status cp_db_restore(const char *backup, const char *dir, int force, cp_error_t *err);
 
@@ -166,9 +245,13 @@ cp_status cp_db_restore(const char *backup, const char *dir, int force, cp_error
  * why: "read_only" (opened read-only), "storage_full" (the last write
  * failed with CP_ENOSPC and space has not returned), "wal_error" (the
  * write-ahead log failed), "failed" (the handle must be reopened). The
- * rest are readings taken by the call.
+ * rest are readings taken by the call. A failed handle still answers
+ * (CP_OK, readable 0): only a NULL handle or a NULL or wrongly sized *out
+ * (.size: CP_HEALTH_INIT) is an error (CP_EINVAL). Thread-safe; takes no
+ * lock, so it answers while a long write runs.
  */
 typedef struct cp_health {
+    size_t size;  /* sizeof(cp_health_t): CP_HEALTH_INIT sets it */
     int readable; /* reads answer (1 unless the handle failed) */
     int writable;
     char reason[32];           /* "" when writable */
@@ -179,8 +262,11 @@ typedef struct cp_health {
     uint64_t disk_free_bytes;  /* free space for the data directory (statvfs) */
     uint64_t disk_used_bytes;  /* allocated bytes of data.mdb and the WAL (st_blocks) */
 } cp_health_t;
+/* clang-format off */
+#define CP_HEALTH_INIT {.size = sizeof(cp_health_t)}
+/* clang-format on */
 
-cp_status cp_db_health(cp_db_t *db, cp_health_t *out);
+cp_status cp_db_health(cp_db_t *db, cp_health_t *out, cp_error_t *err);
 
 /* ---------------------------------------------------------------- tags */
 
@@ -188,6 +274,8 @@ cp_status cp_db_health(cp_db_t *db, cp_health_t *out);
  * Tags form a tree addressed by slug paths ("interest/finance/consulting").
  * A slug segment is [a-z0-9_-]+ (ASCII lower case); display names and
  * descriptions are any UTF-8. A tag's members include its descendants'.
+ * A bad path, name or description is CP_EINVAL naming it; an unknown
+ * path CP_ENOTFOUND. Writes are durable when CP_OK is returned.
  */
 
 /* Creates a tag; missing parents are created (name = slug). CP_EEXIST if
@@ -208,13 +296,17 @@ cp_status cp_tag_update(cp_db_t *db, const char *path, const char *new_path, con
 cp_status cp_tag_delete(cp_db_t *db, const char *path, int recursive, cp_error_t *err);
 
 /* Bulk load {"tags":[{"path":..,"name":..,"description":..}, ...]}: creates
- * missing tags, updates names/descriptions of existing ones; all or nothing. */
+ * missing tags, updates names/descriptions of existing ones; all or nothing
+ * (CP_EINVAL naming the first bad entry, nothing applied). `json` is `len`
+ * bytes, borrowed (need not be NUL-terminated). */
 cp_status cp_taxonomy_load_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
 
 /*
  * JSON of the tag tree under `root` (NULL or "" = whole tree):
  * {"tags":[{"path","name","description","level","parent","count","children":N}...]}
  * in depth-first order; `count` is the member count including descendants.
+ * CP_ENOTFOUND for an unknown root. *out: caller frees with cp_free (as
+ * for every `char **out` of this header).
  */
 cp_status cp_tags_json(cp_db_t *db, const char *root, char **out, cp_error_t *err);
 
@@ -248,14 +340,17 @@ typedef enum cp_attr_type {
     CP_ATTR_GEO = 6,       /* [lat, lon]; geohash cells + exact coordinates */
 } cp_attr_type;
 
-/* "int", "enum", ... ; NULL for an unknown value. */
+/* "int", "enum", ... (static); NULL for an unknown value. Pure accessor:
+ * cannot fail. */
 const char *cp_attr_type_name(cp_attr_type t);
 
-/* Declares an attribute. Names are [a-z_][a-z0-9_]*. Redeclaring with the
- * same type is a no-op; with another type CP_ECONFLICT. */
+/* Declares an attribute. Names are [a-z_][a-z0-9_]* (else CP_EINVAL).
+ * Redeclaring with the same type is a no-op; with another type
+ * CP_ECONFLICT. Durable. */
 cp_status cp_attr_define(cp_db_t *db, const char *name, cp_attr_type type, cp_error_t *err);
 
-/* Schema load {"attributes":[{"name":"age","type":"int"},...]}; all or nothing. */
+/* Schema load {"attributes":[{"name":"age","type":"int"},...]}; all or
+ * nothing (CP_EINVAL or CP_ECONFLICT naming the entry, nothing applied). */
 cp_status cp_schema_load_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
 
 /* {"attributes":[{"name","type","count","values":N}]} */
@@ -300,18 +395,23 @@ cp_status cp_attr_alias_remove(cp_db_t *db, const char *name, const char *alias,
 cp_status cp_user_upsert_json(cp_db_t *db, const char *json, size_t len, cp_error_t *err);
 
 /* Removes tags from a user: each tag and every tag below it the user holds
- * directly, so the user no longer matches tag:PATH. Unknown user or tag:
- * CP_ENOTFOUND. */
+ * directly, so the user no longer matches tag:PATH. `paths` is an array
+ * of `n` borrowed strings. Unknown user or tag: CP_ENOTFOUND (nothing
+ * removed). */
 cp_status cp_user_remove_tags(cp_db_t *db, const char *id, const char *const *paths, size_t n,
                               cp_error_t *err);
 
-/* Deletes a user completely: every bitmap, column and the id dictionary. */
+/* Deletes a user completely: every bitmap, column and the id dictionary.
+ * CP_ENOTFOUND for an unknown id. Open iterators skip the user from now
+ * on. */
 cp_status cp_user_delete(cp_db_t *db, const char *id, cp_error_t *err);
 
-/* {"id","ordinal","attrs":{...},"tags":[direct tags],"crowds":[names]} */
+/* {"id","ordinal","attrs":{...},"tags":[direct tags],"crowds":[names]};
+ * CP_ENOTFOUND for an unknown id. */
 cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err);
 
 typedef struct cp_load_stats {
+    size_t size;    /* sizeof(cp_load_stats_t): CP_LOAD_STATS_INIT sets it */
     uint64_t lines; /* lines read (blank lines included) */
     uint64_t users_created;
     uint64_t users_updated;
@@ -319,10 +419,16 @@ typedef struct cp_load_stats {
     uint64_t rejected;      /* bad lines, not applied */
     uint64_t bytes;         /* bytes consumed */
 } cp_load_stats_t;
+/* clang-format off */
+#define CP_LOAD_STATS_INIT {.size = sizeof(cp_load_stats_t)}
+/* clang-format on */
 
-/* Called for each rejected line, with its 1-based number in err->record. */
+/* Called for each rejected line, with its 1-based number in err->record.
+ * `err` is borrowed for the call. Called on the loading thread; must not
+ * call back into the same handle. */
 typedef void (*cp_reject_fn)(void *ud, const cp_error_t *err);
-/* Called now and then during a load with bytes consumed so far. */
+/* Called now and then during a load with bytes consumed so far (same
+ * rules as cp_reject_fn). */
 typedef void (*cp_progress_fn)(void *ud, uint64_t bytes_done, uint64_t lines_done);
 
 enum {
@@ -330,19 +436,28 @@ enum {
 };
 
 typedef struct cp_load_options {
+    size_t size;                /* sizeof(cp_load_options_t): CP_LOAD_OPTIONS_INIT sets it */
     unsigned flags;             /* CP_LOAD_* */
     cp_reject_fn on_reject;     /* may be NULL */
     cp_progress_fn on_progress; /* may be NULL */
     void *ud;
     uint64_t batch_lines; /* lines per committed batch; 0 = 50,000 (ignored when STRICT) */
 } cp_load_options_t;
+/* clang-format off */
+#define CP_LOAD_OPTIONS_INIT {.size = sizeof(cp_load_options_t)}
+/* clang-format on */
 
 /*
  * Streams NDJSON users from `in` in constant memory (lines up to 1 MiB).
  * Without CP_LOAD_STRICT bad lines are reported and skipped and the others
  * committed in batches; with it, the load is all or nothing (held in
  * memory until the end, so meant for request bodies, not huge files).
- * `opts` and `stats` may be NULL.
+ * `opts` and `stats` may be NULL; when given, their .size must be set
+ * (CP_LOAD_OPTIONS_INIT, CP_LOAD_STATS_INIT). *stats is filled also on
+ * failure (what was read and committed before it). Errors: CP_EINVAL
+ * (with CP_LOAD_STRICT: the first bad line, err->record its number),
+ * CP_ELIMIT (a line over 1 MiB), CP_EIO (reading `in`). `in` is read, not
+ * closed.
  */
 cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
                          cp_load_stats_t *stats, cp_error_t *err);
@@ -355,7 +470,14 @@ cp_status cp_load_ndjson_buf(cp_db_t *db, const char *buf, size_t len,
  * Fast binary batch for generators and importers: no JSON. Build with
  * cp_batch_begin, add users, then commit (all or nothing) or abort.
  * cp_batch_user starts a user (created if new); the following tag and attr
- * calls apply to it. Tag and attribute handles are looked up once.
+ * calls apply to it (CP_EINVAL before any cp_batch_user; CP_ETYPE for a
+ * value of the wrong type; CP_ENOTFOUND for an unknown handle). Tag and
+ * attribute handles are looked up once (cp_tag_handle, cp_attr_handle)
+ * and stay valid while the tag or attribute exists. The batch is held in
+ * memory until commit. *out of cp_batch_begin is owned by the caller and
+ * freed by exactly one of cp_batch_commit (whatever it returns) or
+ * cp_batch_abort. One thread at a time per batch; the handle must
+ * outlive it.
  */
 typedef struct cp_batch cp_batch_t;
 cp_status cp_batch_begin(cp_db_t *db, cp_batch_t **out, cp_error_t *err);
@@ -367,7 +489,8 @@ cp_status cp_batch_bool(cp_batch_t *b, int32_t attr_handle, int v, cp_error_t *e
 cp_status cp_batch_geo(cp_batch_t *b, int32_t attr_handle, double lat, double lon, cp_error_t *err);
 cp_status cp_batch_commit(cp_batch_t *b, cp_error_t *err); /* frees b */
 void cp_batch_abort(cp_batch_t *b);                        /* frees b; NULL fine */
-/* Handles for the batch calls; CP_ENOTFOUND for unknown names. */
+/* Handles for the batch calls; CP_ENOTFOUND for unknown names. A handle
+ * is a number (no ownership), valid while its tag or attribute exists. */
 cp_status cp_tag_handle(cp_db_t *db, const char *path, int32_t *out, cp_error_t *err);
 cp_status cp_attr_handle(cp_db_t *db, const char *name, int32_t *out, cp_error_t *err);
 
@@ -378,9 +501,11 @@ cp_status cp_attr_handle(cp_db_t *db, const char *name, int32_t *out, cp_error_t
 #define CP_EXPR_MAX_DEPTH 64
 
 /* Parses an expression (text) and returns its JSON tree. Syntax only: names
- * are not resolved. */
+ * are not resolved. CP_ESYNTAX with line:column in err, CP_ELIMIT past
+ * CP_EXPR_MAX_LEN or CP_EXPR_MAX_DEPTH. Takes no handle. */
 cp_status cp_expr_to_json(const char *expr, char **json_out, cp_error_t *err);
-/* Parses a JSON tree and returns the canonical text form. */
+/* Parses a JSON tree (`len` bytes) and returns the canonical text form.
+ * CP_EINVAL for a malformed tree. Takes no handle. */
 cp_status cp_expr_from_json(const char *json, size_t len, char **expr_out, cp_error_t *err);
 
 /* Counts the users matching an expression (text form). Unknown tags,
@@ -390,19 +515,36 @@ cp_status cp_count(cp_db_t *db, const char *expr, uint64_t *count, cp_error_t *e
 cp_status cp_count_json(cp_db_t *db, const char *json_tree, size_t len, uint64_t *count,
                         cp_error_t *err);
 
-/* A set of users, detached from the database (a snapshot). */
+/* A set of users, detached from the database (a snapshot): later writes
+ * do not change it, and it may outlive its handle (only cp_iter_open
+ * needs the handle). */
 typedef struct cp_result cp_result_t;
 
+/* Evaluates an expression into a new result (errors as cp_count). *out is
+ * owned by the caller: free with cp_result_free. */
 cp_status cp_eval(cp_db_t *db, const char *expr, cp_result_t **out, cp_error_t *err);
 cp_status cp_eval_json(cp_db_t *db, const char *json_tree, size_t len, cp_result_t **out,
                        cp_error_t *err);
+/* Users in the result. Pure accessor: cannot fail (0 for NULL). */
 uint64_t cp_result_count(const cp_result_t *r);
 void cp_result_free(cp_result_t *r); /* NULL fine */
 
 /*
  * Iterates a result's user ids in ordinal order. `*id` is valid until the
- * next call on the same iterator. Returns CP_OK with *id set, or CP_OK with
- * *id == NULL at the end. Users deleted after the snapshot are skipped.
+ * next call on the same iterator (or its close). Returns CP_OK with *id
+ * set, or CP_OK with *id == NULL at the end. Users deleted after the
+ * snapshot are skipped.
+ *
+ * Lifetime: cp_iter_open copies the result (the result may be freed at
+ * once) and holds an LMDB read transaction on the handle until
+ * cp_iter_close. That transaction pins the snapshot of data.mdb it began
+ * on: pages freed by later writes cannot be reused while it is open, so
+ * data.mdb grows under a long-lived iterator and deleted users' bytes stay
+ * on disk; cp_db_compact answers CP_ECONFLICT and background compaction
+ * waits. Close iterators promptly. Every iterator must be closed before
+ * its handle: cp_db_close with one open is CP_ECONFLICT and closes
+ * nothing. *out is owned by the caller (cp_iter_close, NULL fine); one
+ * thread at a time per iterator.
  */
 typedef struct cp_iter cp_iter_t;
 cp_status cp_iter_open(cp_db_t *db, const cp_result_t *r, cp_iter_t **out, cp_error_t *err);
@@ -417,7 +559,9 @@ typedef enum cp_crowd_kind {
 } cp_crowd_kind;
 
 /* Names are [A-Za-z0-9_-] and letters of any script (广州理财), 1 to 128
- * bytes. `expr` is the text form. */
+ * bytes (else CP_EINVAL). `expr` is the text form; `description` may be
+ * NULL. CP_EEXIST for a taken name, CP_ECYCLE when the expression would
+ * reference the crowd itself, errors of cp_count for the expression. */
 cp_status cp_crowd_create(cp_db_t *db, const char *name, const char *expr, cp_crowd_kind kind,
                           const char *description, cp_error_t *err);
 cp_status cp_crowd_create_json(cp_db_t *db, const char *name, const char *json_tree, size_t len,
@@ -450,7 +594,8 @@ cp_status cp_crowd_create_spec(cp_db_t *db, const cp_crowd_spec_t *spec, cp_erro
 cp_status cp_crowd_update(cp_db_t *db, const char *name, const char *expr, cp_error_t *err);
 /* Re-evaluates a crowd's expression now; bumps its version. */
 cp_status cp_crowd_refresh(cp_db_t *db, const char *name, cp_error_t *err);
-/* Deletes a crowd; CP_ECONFLICT if other crowds reference it. */
+/* Deletes a crowd; CP_ENOTFOUND for an unknown one, CP_ECONFLICT if other
+ * crowds reference it (their names in the message). */
 cp_status cp_crowd_delete(cp_db_t *db, const char *name, cp_error_t *err);
 /* {"crowds":[{name,kind,expression,size,version,created,updated,description}]} */
 cp_status cp_crowds_json(cp_db_t *db, char **out, cp_error_t *err);
@@ -486,32 +631,44 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
                                  cp_error_t *err);
 cp_status cp_crowd_history_json(cp_db_t *db, const char *name, char **out, cp_error_t *err);
 cp_status cp_crowds_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err);
-/* A crowd's members as a result (snapshot). */
+/* A crowd's members as a result (snapshot); *out: cp_result_free.
+ * CP_ENOTFOUND for an unknown crowd. */
 cp_status cp_crowd_members(cp_db_t *db, const char *name, cp_result_t **out, cp_error_t *err);
 
 typedef enum cp_export_format { CP_EXPORT_NDJSON = 1, CP_EXPORT_CSV = 2 } cp_export_format;
-/* Receives export output in pieces; returns non-zero to stop (CP_EIO). */
+/* Receives export output in pieces (`buf` borrowed for the call); returns
+ * non-zero to stop, which makes the export CP_EIO. Must not call back into
+ * the same handle to write (the export holds an iterator: see cp_iter_t). */
 typedef int (*cp_write_fn)(void *ud, const char *buf, size_t len);
 /* Streams a crowd's member ids: NDJSON {"id":"..."} lines or CSV with an
- * "id" header. Constant memory. */
+ * "id" header. Constant memory. CP_ENOTFOUND for an unknown crowd. Holds
+ * an iterator (an LMDB read transaction) for the whole call. */
 cp_status cp_crowd_export(cp_db_t *db, const char *name, cp_export_format fmt, cp_write_fn write,
                           void *ud, cp_error_t *err);
 
 /* -------------------------------------------------------------- API keys */
 
 typedef enum cp_role { CP_ROLE_READ = 1, CP_ROLE_WRITE = 2, CP_ROLE_ADMIN = 3 } cp_role;
+/* "read", "write", "admin" (static); NULL for another value. Pure
+ * accessor: cannot fail. */
 const char *cp_role_name(cp_role r);
 
-/* Creates a key; only its salted hash is stored. *key_out (caller frees)
- * is shown once. `label` may be NULL. */
+/* Creates a key; only its salted hash is stored. *key_out (caller frees
+ * with cp_free; wipe it first, it is a secret) is shown once. `label` may
+ * be NULL. CP_EINVAL for a bad role or label. */
 cp_status cp_key_create(cp_db_t *db, cp_role role, const char *label, char **key_out,
                         cp_error_t *err);
-/* Looks a presented key up (constant-time compare); CP_EAUTH if unknown. */
-cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out);
-/* Number of keys configured. */
-cp_status cp_key_count(cp_db_t *db, uint64_t *n);
+/* Looks a presented key up (constant-time compare): CP_OK with its role
+ * in *role_out (may be NULL), or CP_EAUTH for a malformed, unknown or
+ * revoked key (NULL included; the message does not say which). `key` is
+ * borrowed. Thread-safe; never touches the disk. */
+cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out, cp_error_t *err);
+/* Number of keys configured into *n (0: the server runs without auth).
+ * CP_EINVAL for a NULL handle or n. */
+cp_status cp_key_count(cp_db_t *db, uint64_t *n, cp_error_t *err);
 /* {"keys":[{"id","role","label","created"}]} (never the key) */
 cp_status cp_keys_json(cp_db_t *db, char **out, cp_error_t *err);
+/* Revokes a key by its id (from cp_keys_json); CP_ENOTFOUND if none. */
 cp_status cp_key_revoke(cp_db_t *db, const char *key_id, cp_error_t *err);
 
 /* ----------------------------------------------------------- event intake
@@ -536,6 +693,7 @@ typedef enum cp_event_type {
 } cp_event_type;
 
 typedef struct cp_ingest_result {
+    size_t size;         /* sizeof(cp_ingest_result_t): CP_INGEST_RESULT_INIT sets it */
     uint64_t events;     /* events in the request */
     uint64_t applied;    /* applied (events - duplicates) */
     uint64_t duplicates; /* skipped: messageId seen within the window */
@@ -554,12 +712,21 @@ typedef struct cp_ingest_result {
      * frees (cp_ingest_result_clear). */
     char *warnings_json;
 } cp_ingest_result_t;
+/* clang-format off */
+#define CP_INGEST_RESULT_INIT {.size = sizeof(cp_ingest_result_t)}
+/* clang-format on */
 
 /* Ingests one Segment request body (limits: 32 KB per event, 500 KB per
- * batch). `res` may be NULL. Durable when CP_OK is returned. */
+ * batch: CP_ELIMIT). `res` may be NULL; else its .size must be set
+ * (CP_INGEST_RESULT_INIT) and, on CP_OK and CP_EINVAL, it owns the texts
+ * it points to until cp_ingest_result_clear. Durable when CP_OK is
+ * returned. Thread-safe: concurrent callers are grouped into one log
+ * write. */
 cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
                             cp_ingest_result_t *res, cp_error_t *err);
-void cp_ingest_result_clear(cp_ingest_result_t *res); /* frees errors_json, warnings_json */
+/* Frees errors_json and warnings_json and zeroes the struct but its .size
+ * (ready for the next call). Destructor: NULL fine, cannot fail. */
+void cp_ingest_result_clear(cp_ingest_result_t *res);
 
 /*
  * cp_ingest_segment with flags. Lenient by default: a batch applies its
@@ -575,18 +742,25 @@ cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json
                                unsigned flags, cp_ingest_result_t *res, cp_error_t *err);
 
 /* What intake left out since the handle was opened (for /metrics): values
- * not used, by reason, and events rejected. Never fails on a valid handle. */
+ * not used, by reason, and events rejected. Fails only for a NULL handle
+ * or a NULL or wrongly sized *out (.size: CP_INTAKE_COUNTERS_INIT):
+ * CP_EINVAL. Thread-safe (atomic counters, no lock). */
 typedef struct cp_intake_counters {
+    size_t size;                 /* sizeof(cp_intake_counters_t): CP_INTAKE_COUNTERS_INIT sets it */
     uint64_t warn_placeholder;   /* "", "n/a", "null", all-zero ad ids, ... */
     uint64_t warn_blocklisted;   /* the intake config's identity.blocklist */
     uint64_t warn_invalid;       /* identifiers that cannot be normalised */
     uint64_t warn_type_mismatch; /* traits kept unindexed */
     uint64_t rejected_events;
 } cp_intake_counters_t;
-cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out);
+/* clang-format off */
+#define CP_INTAKE_COUNTERS_INIT {.size = sizeof(cp_intake_counters_t)}
+/* clang-format on */
+cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out, cp_error_t *err);
 
 /* Moves everything applied so far into LMDB and trims the write-ahead log
- * (also done periodically and on close). */
+ * (also done periodically and on close). CP_ENOSPC when the disk is full
+ * (nothing lost: the log still holds the writes), CP_EIO. */
 cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err);
 
 /*
@@ -610,6 +784,7 @@ cp_status cp_checkpoint(cp_db_t *db, cp_error_t *err);
 typedef enum cp_import_format { CP_IMPORT_NDJSON = 1, CP_IMPORT_CSV = 2 } cp_import_format;
 enum { CP_IMPORT_RESTART = 1u << 0, CP_IMPORT_FINAL = 1u << 1, CP_IMPORT_DEDUP_ROWS = 1u << 2 };
 typedef struct cp_import_options {
+    size_t size; /* sizeof(cp_import_options_t): CP_IMPORT_OPTIONS_INIT sets it */
     cp_import_format format;
     const char *mapping_json; /* CSV: a mapping document, or NULL with preset */
     size_t mapping_len;
@@ -620,7 +795,11 @@ typedef struct cp_import_options {
     void *ud;
     uint64_t batch_lines; /* 0 = 50,000 */
 } cp_import_options_t;
+/* clang-format off */
+#define CP_IMPORT_OPTIONS_INIT {.size = sizeof(cp_import_options_t)}
+/* clang-format on */
 typedef struct cp_import_stats {
+    size_t size;      /* sizeof(cp_import_stats_t): CP_IMPORT_STATS_INIT sets it */
     uint64_t lines;   /* lines (CSV records) read in this run */
     uint64_t events;  /* events applied */
     uint64_t skipped; /* rows the mapping skips (e.g. no CustomerID) */
@@ -639,6 +818,15 @@ typedef struct cp_import_stats {
     uint64_t tags_assigned;     /* mapping "tags": memberships added (not already held) */
     uint64_t tags_unknown; /* mapping "tags": ids no dictionary knows, paths not in the taxonomy */
 } cp_import_stats_t;
+/* clang-format off */
+#define CP_IMPORT_STATS_INIT {.size = sizeof(cp_import_stats_t)}
+/* clang-format on */
+/* `opts` is required (its .size set: CP_IMPORT_OPTIONS_INIT); `stats` may
+ * be NULL, else its .size set (CP_IMPORT_STATS_INIT) and it is filled also
+ * on failure. Errors: CP_ENOTFOUND (no such file, unknown preset),
+ * CP_EINVAL (bad mapping, naming the field), CP_EIO (reading the file or a
+ * damaged gzip stream), and those of the writes. Callbacks run on the
+ * calling thread and must not call back into the handle. */
 cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
                          cp_import_stats_t *stats, cp_error_t *err);
 

@@ -168,7 +168,7 @@ int main(int argc, char **argv)
     memset(syserr, 0, sizeof syserr);
     if (parse_args(argc, argv, &o))
         return 1;
-    cp_open_options_t oo = {.threads = o.so.cp_threads};
+    cp_open_options_t oo = {.size = sizeof(cp_open_options_t), .threads = o.so.cp_threads};
     if (cp_db_open(o.data, &oo, &db, &e) != CP_OK) {
         fprintf(stderr, "peers-bench: %s: %s\n", o.data, e.message);
         return 1;
@@ -354,6 +354,6 @@ out:
             sys[s].close(&sys[s]);
     free(samples);
     pop_free(&pop);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     return rc;
 }

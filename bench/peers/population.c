@@ -264,12 +264,12 @@ out:
 int pop_extract(cp_db_t *db, int threads, pop_t *p, char *err, size_t errlen)
 {
     double t0 = peers_now();
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     reader_t *rd = NULL;
     pthread_t *tid = NULL;
     int rc = -1, started = 0;
     memset(p, 0, sizeof *p);
-    if (cp_db_stats(db, &st) != CP_OK || st.users == 0 || st.users != st.ordinals) {
+    if (cp_db_stats(db, &st, NULL) != CP_OK || st.users == 0 || st.users != st.ordinals) {
         snprintf(err, errlen, "the data directory has no users, or deleted ones (not a demo)");
         return -1;
     }

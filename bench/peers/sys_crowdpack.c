@@ -104,8 +104,8 @@ out:
 static void cp_measure(peer_sys_t *s, const pop_t *p)
 {
     cp_ctx_t *c = s->ctx;
-    cp_db_stats_t st;
-    if (cp_db_stats(c->db, &st) == CP_OK) {
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    if (cp_db_stats(c->db, &st, NULL) == CP_OK) {
         s->mem_bytes = st.bitmap_bytes + st.column_bytes;
         s->disk_bytes = st.disk_bytes;
     }

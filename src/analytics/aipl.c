@@ -273,8 +273,8 @@ static cp_status stage_expr(cp_db_t *db, const aipl_rules_t *r, int s, buf_t *b,
             json_t *x;
             int seen = 0;
             json_array_foreach(unknown, j, x) seen |= !strcmp(json_string_value(x), e);
-            if (!seen)
-                json_array_append_new(unknown, json_string(e));
+            if (!seen && json_array_append_new(unknown, json_string(e)))
+                return CP_ENOMEM;
             continue;
         }
         if (terms++ && (rc = buf_printf(b, " OR ")))
@@ -320,6 +320,7 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
     roaring_bitmap_t *reach[4] = {0}, *cur[4] = {0};
     store_txn_t *txn = NULL;
     int locked = 0, touched = 0;
+    int bad = 0; /* a report field could not be added: out of memory */
     buf_t b;
     buf_init(&b, AIPL_EXPR_MAX);
     cp_status rc = ana_parse_request(request, len, &req, err);
@@ -343,11 +344,15 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
         buf_reset(&b);
         expr_t *e = NULL;
         if ((rc = stage_expr(db, &r, s, &b, unknown))) {
-            rc = CP_ERR(err, rc, "aipl: the %s expression is too long", stage_names[s]);
+            if (rc == CP_ENOMEM)
+                rc = CP_ERR(err, rc, "aipl: out of memory building the %s expression",
+                            stage_names[s]);
+            else
+                rc = CP_ERR(err, rc, "aipl: the %s expression is too long", stage_names[s]);
             goto out;
         }
         const char *text = b.len ? buf_cstr(&b) : "";
-        json_object_set_new(exprs, stage_names[s], json_string(text));
+        bad |= json_object_set_new(exprs, stage_names[s], json_string(text));
         if (b.len == 0) {
             if ((reach[s] = roaring_bitmap_create()) == NULL) {
                 rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -384,7 +389,7 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
     for (int s = 0; s < 4; s++) {
         uint64_t n = roaring_bitmap_get_cardinality(cur[s]);
         snprintf(path, sizeof path, "aipl/%s/%s", r.name, stage_names[s]);
-        json_array_append_new(
+        bad |= json_array_append_new(
             stages, json_pack("{s:s,s:s,s:s,s:I,s:f,s:I}", "stage", stage_names[s], "name",
                               stage_display[s], "tag", path, "users", (json_int_t)n, "share",
                               staged ? ana_round((double)n / (double)staged) : 0.0, "reached",
@@ -409,7 +414,9 @@ cp_status cp_aipl_json(cp_db_t *db, const char *request, size_t len, char **out,
                     val_day_format(r.as_of - r.window_days + 1, b0), "to",
                     val_day_format(r.as_of, b1), "staged_users", (json_int_t)staged, "stages",
                     stages, "expressions", exprs, "unknown_events", unknown, "stored", r.store);
-    if (res == NULL || warnings == NULL ||
+    /* Checked before the commit: a report that lost a field must not say
+     * CP_OK, and the tags are stored only with a whole report. */
+    if (bad || res == NULL || warnings == NULL ||
         val_window_warn(db, r.as_of - r.window_days + 1, r.as_of, warnings) != CP_OK ||
         (staged == 0 && json_array_size(warnings) == 0 &&
          json_array_append_new(warnings,
@@ -437,9 +444,11 @@ out:
             rc = db_write_end(db, txn, err);
     }
     if (rc == CP_OK) {
-        json_object_set_new(res, "elapsed_ms",
-                            json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
-        rc = db_json_out(res, out, err);
+        if (json_object_set_new(res, "elapsed_ms",
+                                json_real(ana_round((double)(time_mono_ns() - t0) / 1e6))))
+            rc = CP_ERR(err, CP_ENOMEM, "aipl: out of memory building the report");
+        else
+            rc = db_json_out(res, out, err);
         res = NULL;
     }
     for (int s = 0; s < 4; s++) {

@@ -442,6 +442,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
     char *desc[CL_MAX_K] = {0};
     double *z = NULL, *cent = NULL;
     int locked = 0;
+    int bad = 0; /* a report field could not be added: out of memory */
     uint64_t k = 0, seed = 42, max_iter = CL_DEFAULT_ITER, sample = CL_DEFAULT_SAMPLE,
              min_count = 0, top = 5, kmin = 0, kmax = 0;
     const char *root = NULL;
@@ -637,23 +638,28 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
 
     json_t *attrs = json_array();
     for (int a = 0; a < c.d; a++)
-        json_array_append_new(attrs, json_pack("{s:s,s:s,s:o,s:f}", "name", c.at[a].a->name, "type",
+        bad |= json_array_append_new(attrs,
+                                     json_pack("{s:s,s:s,s:o,s:f}", "name", c.at[a].a->name, "type",
                                                cp_attr_type_name(c.at[a].a->type), "mean",
                                                value_json(c.at[a].a->type, c.at[a].mean), "sd",
                                                ana_round(c.at[a].sd)));
-    json_object_set_new(clabel, "size", json_integer((json_int_t)crowd_size));
-    json_object_set_new(res, "crowd", clabel);
+    bad |= json_object_set_new(clabel, "size", json_integer((json_int_t)crowd_size));
+    bad |= json_object_set_new(res, "crowd", clabel);
     clabel = NULL;
-    json_object_set_new(res, "attributes", attrs);
-    json_object_set_new(res, "population", json_integer((json_int_t)c.npop));
-    json_object_set_new(res, "excluded", json_integer((json_int_t)(crowd_size - c.npop)));
-    json_object_set_new(res, "sample", json_integer((json_int_t)p1.ns));
-    json_object_set_new(res, "seed", json_integer((json_int_t)seed));
-    json_object_set_new(res, "min_count", json_integer((json_int_t)min_count));
+    bad |= json_object_set_new(res, "attributes", attrs);
+    bad |= json_object_set_new(res, "population", json_integer((json_int_t)c.npop));
+    bad |= json_object_set_new(res, "excluded", json_integer((json_int_t)(crowd_size - c.npop)));
+    bad |= json_object_set_new(res, "sample", json_integer((json_int_t)p1.ns));
+    bad |= json_object_set_new(res, "seed", json_integer((json_int_t)seed));
+    bad |= json_object_set_new(res, "min_count", json_integer((json_int_t)min_count));
 
     if (kmax) {
         json_t *el = json_array();
-        json_object_set_new(res, "elbow", el);
+        /* Checked at once: a failed set frees `el`, which is filled below. */
+        if (json_object_set_new(res, "elbow", el)) {
+            rc = CP_ERR(err, CP_ENOMEM, "cluster: out of memory building the report");
+            goto out;
+        }
         for (uint64_t kk = kmin; kk <= kmax; kk++) {
             double in;
             unsigned its;
@@ -661,9 +667,10 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                 rc = CP_ERR(err, CP_ENOMEM, "out of memory");
                 goto out;
             }
-            json_array_append_new(el, json_pack("{s:I,s:f,s:f,s:i}", "k", (json_int_t)kk, "inertia",
-                                                ana_round(in), "inertia_per_user",
-                                                ana_round(in / (double)p1.ns), "iterations", its));
+            bad |= json_array_append_new(el, json_pack("{s:I,s:f,s:f,s:i}", "k", (json_int_t)kk,
+                                                       "inertia", ana_round(in), "inertia_per_user",
+                                                       ana_round(in / (double)p1.ns), "iterations",
+                                                       its));
         }
     }
     if (k) {
@@ -699,23 +706,26 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
             goto out;
         }
         json_t *cl = json_array();
-        json_object_set_new(res, "k", json_integer((json_int_t)k));
-        json_object_set_new(res, "iterations", json_integer(its));
-        json_object_set_new(res, "inertia", json_real(ana_round(p2->inertia)));
-        json_object_set_new(res, "sample_inertia", json_real(ana_round(in)));
-        json_object_set_new(res, "clusters", cl);
+        bad |= json_object_set_new(res, "k", json_integer((json_int_t)k));
+        bad |= json_object_set_new(res, "iterations", json_integer(its));
+        bad |= json_object_set_new(res, "inertia", json_real(ana_round(p2->inertia)));
+        bad |= json_object_set_new(res, "sample_inertia", json_real(ana_round(in)));
+        if (json_object_set_new(res, "clusters", cl)) {
+            rc = CP_ERR(err, CP_ENOMEM, "cluster: out of memory building the report");
+            goto out;
+        }
         for (int j = 0; j < (int)k; j++) {
             json_t *o = json_object();
             char name[16];
             snprintf(name, sizeof name, "c%d", j + 1);
-            json_object_set_new(o, "name", json_string(name));
+            bad |= json_object_set_new(o, "name", json_string(name));
             if (names)
-                json_object_set_new(o, "display_name",
-                                    json_deep_copy(json_array_get(names, (size_t)j)));
+                bad |= json_object_set_new(o, "display_name",
+                                           json_deep_copy(json_array_get(names, (size_t)j)));
             if (root) {
                 char path[TAX_MAX_PATH + 1];
                 snprintf(path, sizeof path, "%s/%s", root, name);
-                json_object_set_new(o, "tag", json_string(path));
+                bad |= json_object_set_new(o, "tag", json_string(path));
             }
             buf_t d;
             buf_init(&d, TAX_MAX_DESCRIPTION);
@@ -732,8 +742,9 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                 else
                     fmt_double(ana_round(mean), vb, sizeof vb);
                 buf_printf(&d, "%s %s=%s", a ? "," : "", at->name, vb);
-                json_object_set_new(cj, at->name, v);
-                json_object_set_new(zj, at->name, json_real(ana_round(cent[(size_t)j * c.d + a])));
+                bad |= json_object_set_new(cj, at->name, v);
+                bad |= json_object_set_new(zj, at->name,
+                                           json_real(ana_round(cent[(size_t)j * c.d + a])));
             }
             desc[j] = d.data ? strdup(buf_cstr(&d)) : NULL;
             buf_free(&d);
@@ -747,7 +758,7 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
             if (p2->size[j] < min_count) {
                 json_decref(cj);
                 json_decref(zj);
-                json_object_set_new(o, "suppressed", json_true());
+                bad |= json_object_set_new(o, "suppressed", json_true());
             } else {
                 json_t *tt = NULL;
                 if ((rc = ana_top_tags_locked(db, bms[j], c.pop, min_count, (size_t)top, &tt,
@@ -757,27 +768,37 @@ cp_status cp_cluster_json(cp_db_t *db, const char *request, size_t len, char **o
                     json_decref(o);
                     goto out;
                 }
-                json_object_set_new(o, "size", json_integer((json_int_t)p2->size[j]));
-                json_object_set_new(o, "share",
-                                    json_real(ana_round((double)p2->size[j] / (double)c.npop)));
-                json_object_set_new(o, "centroid", cj);
-                json_object_set_new(o, "centroid_z", zj);
-                json_object_set_new(o, "top_tags", tt);
+                bad |= json_object_set_new(o, "size", json_integer((json_int_t)p2->size[j]));
+                bad |= json_object_set_new(
+                    o, "share", json_real(ana_round((double)p2->size[j] / (double)c.npop)));
+                bad |= json_object_set_new(o, "centroid", cj);
+                bad |= json_object_set_new(o, "centroid_z", zj);
+                bad |= json_object_set_new(o, "top_tags", tt);
             }
-            json_array_append_new(cl, o);
+            bad |= json_array_append_new(cl, o);
         }
     }
     db_read_end(db);
     locked = 0;
+    /* A report that lost a field must not store clusters and say CP_OK. */
+    if (bad) {
+        rc = CP_ERR(err, CP_ENOMEM, "cluster: out of memory building the report");
+        goto out;
+    }
     if (root) {
         if ((rc = store_clusters(db, root, (int)k, bms, desc, names, err)))
             goto out;
-        json_object_set_new(res, "root", json_string(root));
-        json_object_set_new(res, "stored", json_true());
+        bad |= json_object_set_new(res, "root", json_string(root));
+        bad |= json_object_set_new(res, "stored", json_true());
     } else {
-        json_object_set_new(res, "stored", json_false());
+        bad |= json_object_set_new(res, "stored", json_false());
     }
-    json_object_set_new(res, "took_ms", json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
+    bad |= json_object_set_new(res, "took_ms",
+                               json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
+    if (bad) {
+        rc = CP_ERR(err, CP_ENOMEM, "cluster: out of memory building the report");
+        goto out;
+    }
     rc = db_json_out(res, out, err);
     res = NULL;
 out:

@@ -305,6 +305,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
     size_t ngroups = 0;
     store_txn_t *txn = NULL;
     int locked = 0, touched = 0;
+    int bad = 0; /* a report field could not be added: out of memory */
     uint64_t min_count = 0;
     cp_status rc = ana_parse_request(request, len, &req, err);
     if (rc || (rc = ana_check_fields(req, "funnel", fields, err)))
@@ -414,11 +415,11 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
                       f.steps[k].event, "users", (json_int_t)n, "conversion", conv(n, prev),
                       "conversion_from_first", conv(n, roaring_bitmap_get_cardinality(reached[0])));
         if (f.steps[k].filters)
-            json_object_set(o, "filters", (json_t *)f.steps[k].filters);
+            bad |= json_object_set(o, "filters", (json_t *)f.steps[k].filters);
         if (f.store) {
             uint32_t id;
             snprintf(path, sizeof path, "funnel/%s/step%zu", f.name, k + 1);
-            json_object_set_new(o, "tag", json_string(path));
+            bad |= json_object_set_new(o, "tag", json_string(path));
             if ((rc = db_ensure_tag(db, txn, path, NULL, "funnel step reached in order", &id,
                                     &touched, err)) == CP_OK) {
                 touched = 1;
@@ -431,7 +432,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
                 goto out;
             }
         }
-        json_array_append_new(steps, o);
+        bad |= json_array_append_new(steps, o);
     }
     char b0[16], b1[16];
     res = json_pack("{s:s?,s:{s:s,s:s},s:s,s:I,s:o,s:b}", "name", f.name, "window", "from",
@@ -442,7 +443,7 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
         goto out;
     }
     if (clabel)
-        json_object_set(res, "crowd", clabel);
+        bad |= json_object_set(res, "crowd", clabel);
     if (json_object_set(res, "warnings", warnings) ||
         (end_from_data && json_object_set_new(res, "as_of_from_data", json_true()))) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -465,20 +466,25 @@ cp_status cp_funnel_json(cp_db_t *db, const char *request, size_t len, char **ou
                     o = json_pack("{s:I,s:I,s:o,s:o}", "step", (json_int_t)(k + 1), "users",
                                   (json_int_t)n, "conversion", conv(n, prev),
                                   "conversion_from_first", conv(n, first));
-                json_array_append_new(gs, o);
+                bad |= json_array_append_new(gs, o);
                 prev = n;
             }
             json_t *go = json_pack("{s:s,s:s,s:o}", "group", groups[g].label, "expression",
                                    groups[g].expr, "steps", gs);
             if (size > 0 && size < min_count)
-                json_object_set_new(go, "suppressed", json_true());
+                bad |= json_object_set_new(go, "suppressed", json_true());
             else
-                json_object_set_new(go, "size", json_integer((json_int_t)size));
-            json_array_append_new(ga, go);
+                bad |= json_object_set_new(go, "size", json_integer((json_int_t)size));
+            bad |= json_array_append_new(ga, go);
         }
-        json_object_set_new(
+        bad |= json_object_set_new(
             res, "breakdown",
             json_pack("{s:O,s:o,s:I}", "by", by, "groups", ga, "min_count", (json_int_t)min_count));
+    }
+    /* Checked before the commit: the tags are stored only with a whole report. */
+    if (bad) {
+        rc = CP_ERR(err, CP_ENOMEM, "funnel: out of memory building the report");
+        goto out;
     }
     if (f.store) {
         locked = 0;
@@ -495,9 +501,11 @@ out:
             db_write_abort(db, txn);
     }
     if (rc == CP_OK) {
-        json_object_set_new(res, "elapsed_ms",
-                            json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
-        rc = db_json_out(res, out, err);
+        if (json_object_set_new(res, "elapsed_ms",
+                                json_real(ana_round((double)(time_mono_ns() - t0) / 1e6))))
+            rc = CP_ERR(err, CP_ENOMEM, "funnel: out of memory building the report");
+        else
+            rc = db_json_out(res, out, err);
         res = NULL;
     }
     for (size_t k = 0; k < FUNNEL_MAX_STEPS; k++)

@@ -340,9 +340,10 @@ static cp_status add_attr(cp_db_t *db, const schema_attr_t *a, int explicit_, co
                       "insight: \"buckets\".%s: only int and timestamp attributes have buckets",
                       a->name);
     if (a->type == CP_ATTR_STRING && a->nvalues > ANA_MAX_STRING_VALUES && !explicit_) {
-        json_array_append_new(skipped, json_pack("{s:s,s:s}", "attribute", a->name, "reason",
-                                                 "more than 1000 distinct values; name it in "
-                                                 "\"attributes\" to include it"));
+        if (json_array_append_new(skipped, json_pack("{s:s,s:s}", "attribute", a->name, "reason",
+                                                     "more than 1000 distinct values; name it in "
+                                                     "\"attributes\" to include it")))
+            return CP_ERR(err, CP_ENOMEM, "insight: out of memory building the report");
         return CP_OK;
     }
     for (uint32_t v = 1; v <= a->nvalues; v++) {
@@ -482,40 +483,49 @@ static json_t *cell_json(cp_db_t *db, const cells_t *cs, size_t i, uint64_t csiz
     const ana_cell_t *c = &cs->c[i];
     const meta_t *m = &cs->m[i];
     json_t *o = json_object();
+    int bad = 0; /* a field could not be added: out of memory */
     if (o == NULL)
         return NULL;
     if (m->kind == CELL_TAG) {
         const tax_tag_t *g = tax_get(&db->tax, m->tag);
-        json_object_set_new(o, "kind", json_string("tag"));
-        json_object_set_new(o, "tag", json_string(g->path));
-        json_object_set_new(o, "name", json_string(g->name));
+        bad |= json_object_set_new(o, "kind", json_string("tag"));
+        bad |= json_object_set_new(o, "tag", json_string(g->path));
+        bad |= json_object_set_new(o, "name", json_string(g->name));
     } else {
-        json_object_set_new(o, "kind", json_string("attribute"));
-        json_object_set_new(o, "attribute", json_string(m->attr->name));
+        bad |= json_object_set_new(o, "kind", json_string("attribute"));
+        bad |= json_object_set_new(o, "attribute", json_string(m->attr->name));
         if (m->kind == CELL_VALUE) {
-            json_object_set_new(o, "value",
-                                json_stringn(m->attr->values[m->vid], m->attr->value_lens[m->vid]));
+            bad |= json_object_set_new(
+                o, "value", json_stringn(m->attr->values[m->vid], m->attr->value_lens[m->vid]));
         } else {
-            json_object_set_new(o, "value", json_string(m->label));
-            json_object_set_new(o, "min", m->has_lo ? json_integer(c->lo) : json_null());
-            json_object_set_new(o, "max", m->has_hi ? json_integer(c->hi) : json_null());
+            bad |= json_object_set_new(o, "value", json_string(m->label));
+            bad |= json_object_set_new(o, "min", m->has_lo ? json_integer(c->lo) : json_null());
+            bad |= json_object_set_new(o, "max", m->has_hi ? json_integer(c->hi) : json_null());
         }
     }
     char *ex = cell_expr(db, c, m);
-    json_object_set_new(o, "expression", ex ? json_string(ex) : json_null());
+    bad |= json_object_set_new(o, "expression", ex ? json_string(ex) : json_null());
     free(ex);
     if (c->n_crowd < min_count || c->n_base < min_count) {
-        json_object_set_new(o, "suppressed", json_true());
-        return o;
+        bad |= json_object_set_new(o, "suppressed", json_true());
+        goto done;
     }
     double cs_ = csize ? (double)c->n_crowd / (double)csize : NAN;
     double bs = bsize ? (double)c->n_base / (double)bsize : NAN;
-    json_object_set_new(o, "members", json_integer((json_int_t)c->n_crowd));
-    json_object_set_new(o, "crowd_share", isfinite(cs_) ? json_real(ana_round(cs_)) : json_null());
-    json_object_set_new(o, "baseline_members", json_integer((json_int_t)c->n_base));
-    json_object_set_new(o, "baseline_share", isfinite(bs) ? json_real(ana_round(bs)) : json_null());
+    bad |= json_object_set_new(o, "members", json_integer((json_int_t)c->n_crowd));
+    bad |= json_object_set_new(o, "crowd_share",
+                               isfinite(cs_) ? json_real(ana_round(cs_)) : json_null());
+    bad |= json_object_set_new(o, "baseline_members", json_integer((json_int_t)c->n_base));
+    bad |= json_object_set_new(o, "baseline_share",
+                               isfinite(bs) ? json_real(ana_round(bs)) : json_null());
     double tgi = cs_ / bs * 100.0;
-    json_object_set_new(o, "tgi", isfinite(tgi) ? json_real(ana_round(tgi)) : json_null());
+    bad |= json_object_set_new(o, "tgi", isfinite(tgi) ? json_real(ana_round(tgi)) : json_null());
+done:
+    /* A cell missing a field is no cell: NULL makes the caller's append fail. */
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -564,9 +574,15 @@ cp_status ana_top_tags_locked(cp_db_t *db, const roaring_bitmap_t *crowd,
     }
     rank_cells(&cs, csize, bsize, min_count, r);
     qsort(r, cs.n, sizeof *r, by_tgi_desc);
+    int bad = 0; /* a cell could not be added: out of memory */
     for (size_t i = 0; i < cs.n && json_array_size(arr) < top; i++)
         if (r[i].has_tgi && r[i].tgi > 100)
-            json_array_append_new(arr, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
+            bad |= json_array_append_new(arr, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
+    if (bad) {
+        json_decref(arr);
+        rc = CP_ERR(err, CP_ENOMEM, "out of memory building the top tags");
+        goto out;
+    }
     *out = arr;
 out:
     free(r);
@@ -587,6 +603,7 @@ cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **o
     cells_t cs = {0};
     ranked_t *r = NULL;
     int locked = 0;
+    int bad = 0; /* a report field could not be added: out of memory */
     uint64_t top = 10, min_count = 0;
     cp_status rc = ana_parse_request(request, len, &req, err);
     if (rc)
@@ -672,7 +689,7 @@ cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **o
     qsort(r, cs.n, sizeof *r, by_tgi_desc);
     for (size_t i = 0; i < cs.n && json_array_size(over) < top; i++)
         if (r[i].has_tgi && r[i].tgi > 100)
-            json_array_append_new(over, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
+            bad |= json_array_append_new(over, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
     /* Under-indexed: the shown cells with a TGI below 100, lowest first. */
     size_t nt = 0;
     while (nt < cs.n && r[nt].has_tgi)
@@ -680,27 +697,33 @@ cp_status cp_insight_json(cp_db_t *db, const char *request, size_t len, char **o
     qsort(r, nt, sizeof *r, by_tgi_asc);
     for (size_t i = 0; i < nt && json_array_size(under) < top; i++)
         if (r[i].tgi < 100)
-            json_array_append_new(under, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
+            bad |=
+                json_array_append_new(under, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
     qsort(r, cs.n, sizeof *r, by_count ? by_count_desc : by_tgi_desc);
     for (size_t i = 0; i < cs.n; i++)
-        json_array_append_new(cells, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
-    json_object_set_new(clabel, "size", json_integer((json_int_t)csize));
-    json_object_set_new(blabel, "size", json_integer((json_int_t)bsize));
-    json_object_set_new(res, "crowd", clabel);
-    json_object_set_new(res, "baseline", blabel);
+        bad |= json_array_append_new(cells, cell_json(db, &cs, r[i].i, csize, bsize, min_count));
+    bad |= json_object_set_new(clabel, "size", json_integer((json_int_t)csize));
+    bad |= json_object_set_new(blabel, "size", json_integer((json_int_t)bsize));
+    bad |= json_object_set_new(res, "crowd", clabel);
+    bad |= json_object_set_new(res, "baseline", blabel);
     clabel = blabel = NULL;
-    json_object_set_new(res, "min_count", json_integer((json_int_t)min_count));
-    json_object_set_new(res, "sort", json_string(by_count ? "count" : "tgi"));
-    json_object_set_new(res, "cells_total", json_integer((json_int_t)cs.n));
-    json_object_set_new(res, "suppressed", json_integer((json_int_t)nsup));
-    json_object_set_new(res, "top_over", over);
-    json_object_set_new(res, "top_under", under);
-    json_object_set_new(res, "cells", cells);
-    json_object_set_new(res, "skipped", skipped);
+    bad |= json_object_set_new(res, "min_count", json_integer((json_int_t)min_count));
+    bad |= json_object_set_new(res, "sort", json_string(by_count ? "count" : "tgi"));
+    bad |= json_object_set_new(res, "cells_total", json_integer((json_int_t)cs.n));
+    bad |= json_object_set_new(res, "suppressed", json_integer((json_int_t)nsup));
+    bad |= json_object_set_new(res, "top_over", over);
+    bad |= json_object_set_new(res, "top_under", under);
+    bad |= json_object_set_new(res, "cells", cells);
+    bad |= json_object_set_new(res, "skipped", skipped);
     skipped = NULL;
     db_read_end(db);
     locked = 0;
-    json_object_set_new(res, "took_ms", json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
+    bad |= json_object_set_new(res, "took_ms",
+                               json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
+    if (bad) {
+        rc = CP_ERR(err, CP_ENOMEM, "insight: out of memory building the report");
+        goto out;
+    }
     rc = db_json_out(res, out, err);
     res = NULL;
 out:

@@ -17,8 +17,12 @@ cp_status cp_measures_json(cp_db_t *db, char **out, cp_error_t *err)
     if (rc)
         return rc;
     json_t *j = db->meas ? meas_config_json(db->meas) : json_pack("{s:[]}", "measures");
-    if (j && db->meas)
-        json_object_set_new(j, "skipped_values", json_integer((json_int_t)meas_skipped(db->meas)));
+    if (j && db->meas &&
+        json_object_set_new(j, "skipped_values",
+                            json_integer((json_int_t)meas_skipped(db->meas)))) {
+        json_decref(j);
+        j = NULL; /* db_json_out: CP_ENOMEM */
+    }
     db_read_end(db);
     return db_json_out(j, out, err);
 }

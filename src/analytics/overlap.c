@@ -113,13 +113,13 @@ static uint16_t *all_keys(roaring_bitmap_t *const *sets, int n, uint32_t *nk)
     return k;
 }
 
-/* A count under the minimum shows as suppressed. */
-static void put_count(json_t *o, const char *key, uint64_t v, uint64_t min_count)
+/* A count under the minimum shows as suppressed. Non-zero when the field
+ * could not be added (out of memory). */
+static int put_count(json_t *o, const char *key, uint64_t v, uint64_t min_count)
 {
     if (v < min_count)
-        json_object_set_new(o, key, json_null());
-    else
-        json_object_set_new(o, key, json_integer((json_int_t)v));
+        return json_object_set_new(o, key, json_null());
+    return json_object_set_new(o, key, json_integer((json_int_t)v));
 }
 
 static json_t *ratio(uint64_t num, uint64_t den)
@@ -140,6 +140,7 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
     ojob_t *jobs = NULL;
     pthread_t tids[ANA_MAX_THREADS];
     int n = 0, locked = 0, threads = 1;
+    int bad = 0; /* a report field could not be added: out of memory */
     uint64_t min_count = 0;
     cp_status rc = ana_parse_request(request, len, &req, err);
     if (rc)
@@ -228,13 +229,13 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
     for (int i = 0; i < n; i++) {
         json_t *o = labels[i];
         labels[i] = NULL;
-        json_object_set_new(o, "index", json_integer(i));
-        json_object_set_new(o, "size", json_integer((json_int_t)size[i]));
-        put_count(o, "unique", sum.unique[i], min_count);
-        json_object_set_new(o, "unique_share",
-                            sum.unique[i] >= min_count ? ratio(sum.unique[i], size[i])
-                                                       : json_null());
-        json_array_append_new(cj, o);
+        bad |= json_object_set_new(o, "index", json_integer(i));
+        bad |= json_object_set_new(o, "size", json_integer((json_int_t)size[i]));
+        bad |= put_count(o, "unique", sum.unique[i], min_count);
+        bad |= json_object_set_new(o, "unique_share",
+                                   sum.unique[i] >= min_count ? ratio(sum.unique[i], size[i])
+                                                              : json_null());
+        bad |= json_array_append_new(cj, o);
     }
     int p = 0;
     for (int a = 0; a < n; a++)
@@ -243,38 +244,43 @@ cp_status cp_overlap_json(cp_db_t *db, const char *request, size_t len, char **o
             uint64_t u = size[a] + size[b] - x;
             json_t *o = json_pack("{s:i,s:i}", "a", a, "b", b);
             if (x < min_count) {
-                json_object_set_new(o, "suppressed", json_true());
+                bad |= json_object_set_new(o, "suppressed", json_true());
             } else {
-                json_object_set_new(o, "intersection", json_integer((json_int_t)x));
-                json_object_set_new(o, "union", json_integer((json_int_t)u));
-                json_object_set_new(o, "jaccard", ratio(x, u));
+                bad |= json_object_set_new(o, "intersection", json_integer((json_int_t)x));
+                bad |= json_object_set_new(o, "union", json_integer((json_int_t)u));
+                bad |= json_object_set_new(o, "jaccard", ratio(x, u));
                 /* containment: share of a that is also in b, and back */
-                json_object_set_new(o, "a_in_b", ratio(x, size[a]));
-                json_object_set_new(o, "b_in_a", ratio(x, size[b]));
+                bad |= json_object_set_new(o, "a_in_b", ratio(x, size[a]));
+                bad |= json_object_set_new(o, "b_in_a", ratio(x, size[b]));
             }
-            json_array_append_new(pj, o);
+            bad |= json_array_append_new(pj, o);
         }
-    json_object_set_new(res, "crowds", cj);
-    json_object_set_new(res, "pairs", pj);
-    put_count(res, "union", sum.uni, min_count);
+    bad |= json_object_set_new(res, "crowds", cj);
+    bad |= json_object_set_new(res, "pairs", pj);
+    bad |= put_count(res, "union", sum.uni, min_count);
     if (n <= 3) {
         json_t *vj = json_array();
         for (int m = 1; m < (1 << n); m++) {
             json_t *in = json_array();
             for (int i = 0; i < n; i++)
                 if (m & (1 << i))
-                    json_array_append_new(in, json_integer(i));
+                    bad |= json_array_append_new(in, json_integer(i));
             json_t *o = json_pack("{s:o}", "in", in);
             if (sum.region[m] < min_count)
-                json_object_set_new(o, "suppressed", json_true());
+                bad |= json_object_set_new(o, "suppressed", json_true());
             else
-                json_object_set_new(o, "count", json_integer((json_int_t)sum.region[m]));
-            json_array_append_new(vj, o);
+                bad |= json_object_set_new(o, "count", json_integer((json_int_t)sum.region[m]));
+            bad |= json_array_append_new(vj, o);
         }
-        json_object_set_new(res, "venn", vj);
+        bad |= json_object_set_new(res, "venn", vj);
     }
-    json_object_set_new(res, "min_count", json_integer((json_int_t)min_count));
-    json_object_set_new(res, "took_ms", json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
+    bad |= json_object_set_new(res, "min_count", json_integer((json_int_t)min_count));
+    bad |= json_object_set_new(res, "took_ms",
+                               json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
+    if (bad) {
+        rc = CP_ERR(err, CP_ENOMEM, "overlap: out of memory building the report");
+        goto out;
+    }
     rc = db_json_out(res, out, err);
     res = NULL;
 out:

@@ -315,6 +315,7 @@ static json_t *report(const rfm_req_t *r, int32_t ref_day, const rfm_cust_t *c, 
 {
     char b[16];
     json_t *segs = json_array(), *dims = json_object();
+    int bad = 0; /* a field could not be added: out of memory */
     uint64_t cnt[8] = {0};
     double sums[8][3] = {{0}};
     for (size_t i = 0; i < n; i++) {
@@ -329,12 +330,12 @@ static json_t *report(const rfm_req_t *r, int32_t ref_day, const rfm_cust_t *c, 
                               seg_display[s], "tag", path, "customers", (json_int_t)cnt[s], "share",
                               n ? ana_round((double)cnt[s] / (double)n) : 0.0);
         if (cnt[s])
-            json_object_set_new(o, "mean",
-                                json_pack("{s:f,s:f,s:f}", "r",
-                                          ana_round(sums[s][0] / (double)cnt[s]), "f",
-                                          ana_round(sums[s][1] / (double)cnt[s]), "m_cents",
-                                          ana_round(sums[s][2] / (double)cnt[s])));
-        json_array_append_new(segs, o);
+            bad |= json_object_set_new(o, "mean",
+                                       json_pack("{s:f,s:f,s:f}", "r",
+                                                 ana_round(sums[s][0] / (double)cnt[s]), "f",
+                                                 ana_round(sums[s][1] / (double)cnt[s]), "m_cents",
+                                                 ana_round(sums[s][2] / (double)cnt[s])));
+        bad |= json_array_append_new(segs, o);
     }
     /* Per dimension and score: the range of values it covers. */
     static const char *const dn[3] = {"r", "f", "m"};
@@ -352,11 +353,11 @@ static json_t *report(const rfm_req_t *r, int32_t ref_day, const rfm_cust_t *c, 
         json_t *sc = json_array();
         for (int s = 1; s <= 5; s++)
             if (k[s])
-                json_array_append_new(sc, json_pack("{s:i,s:I,s:I,s:I}", "score", s, "customers",
-                                                    (json_int_t)k[s], "min", (json_int_t)lo[s],
-                                                    "max", (json_int_t)hi[s]));
-        json_object_set_new(dims, dn[d],
-                            json_pack("{s:f,s:o}", "mean_score", ana_round(mean[d]), "scores", sc));
+                bad |= json_array_append_new(
+                    sc, json_pack("{s:i,s:I,s:I,s:I}", "score", s, "customers", (json_int_t)k[s],
+                                  "min", (json_int_t)lo[s], "max", (json_int_t)hi[s]));
+        bad |= json_object_set_new(
+            dims, dn[d], json_pack("{s:f,s:o}", "mean_score", ana_round(mean[d]), "scores", sc));
     }
     json_t *o = json_pack("{s:s,s:I,s:o,s:o,s:b,s:{s:s,s:s,s:s}}", "as_of",
                           val_day_format(ref_day, b), "customers", (json_int_t)n, "segments", segs,
@@ -366,15 +367,20 @@ static json_t *report(const rfm_req_t *r, int32_t ref_day, const rfm_cust_t *c, 
         json_t *rows = json_array();
         for (size_t i = 0; i < n && i < RFM_MAX_DETAIL; i++) {
             char id[USERS_MAX_ID + 8];
-            json_array_append_new(rows,
-                                  json_pack("{s:s,s:I,s:I,s:I,s:i,s:i,s:i,s:s}", "user",
-                                            val_user_id(txn, c[i].ord, id, sizeof id), "r",
-                                            (json_int_t)c[i].v[0], "f", (json_int_t)c[i].v[1], "m",
-                                            (json_int_t)c[i].v[2], "r_score", c[i].score[0],
-                                            "f_score", c[i].score[1], "m_score", c[i].score[2],
-                                            "segment", seg_names[c[i].seg]));
+            bad |= json_array_append_new(
+                rows,
+                json_pack("{s:s,s:I,s:I,s:I,s:i,s:i,s:i,s:s}", "user",
+                          val_user_id(txn, c[i].ord, id, sizeof id), "r", (json_int_t)c[i].v[0],
+                          "f", (json_int_t)c[i].v[1], "m", (json_int_t)c[i].v[2], "r_score",
+                          c[i].score[0], "f_score", c[i].score[1], "m_score", c[i].score[2],
+                          "segment", seg_names[c[i].seg]));
         }
-        json_object_set_new(o, "users", rows);
+        bad |= json_object_set_new(o, "users", rows);
+    }
+    if (bad) {
+        /* A report that lost a field is no report: the caller says CP_ENOMEM. */
+        json_decref(o);
+        return NULL;
     }
     return o;
 }
@@ -437,9 +443,11 @@ out:
         }
     }
     if (rc == CP_OK) {
-        json_object_set_new(res, "elapsed_ms",
-                            json_real(ana_round((double)(time_mono_ns() - t0) / 1e6)));
-        rc = db_json_out(res, out, err);
+        if (json_object_set_new(res, "elapsed_ms",
+                                json_real(ana_round((double)(time_mono_ns() - t0) / 1e6))))
+            rc = CP_ERR(err, CP_ENOMEM, "rfm: out of memory building the report");
+        else
+            rc = db_json_out(res, out, err);
         res = NULL;
     }
     json_decref(res);
@@ -477,7 +485,10 @@ cp_status cp_rfm_schedule_json(cp_db_t *db, char **out, cp_error_t *err)
     if (last) {
         char b[48];
         time_format((int64_t)(last / 1000), b, sizeof b);
-        json_object_set_new(j, "last_run", json_string(b));
+        if (json_object_set_new(j, "last_run", json_string(b))) {
+            json_decref(j);
+            return CP_ERR(err, CP_ENOMEM, "rfm: out of memory building the schedule");
+        }
     }
     return db_json_out(j, out, err);
 }

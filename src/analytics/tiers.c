@@ -141,6 +141,7 @@ static cp_status tiers_report(cp_db_t *db, const tiers_t *t, json_t **out, cp_er
     if (rc)
         return rc;
     json_t *arr = json_array();
+    int bad = 0; /* a field could not be added: out of memory */
     uint64_t with = t->bsi ? roaring_bitmap_get_cardinality(t->bsi->exists) : 0, below = 0;
     if ((rc = range_count(t, INT64_MIN, t->min[0] - 1, &below)))
         goto fail;
@@ -156,8 +157,12 @@ static cp_status tiers_report(cp_db_t *db, const tiers_t *t, json_t **out, cp_er
                       count_json(c, mc), "expression", ex);
         free(ex);
         if (c < mc)
-            json_object_set_new(o, "suppressed", json_true());
-        json_array_append_new(arr, o);
+            bad |= json_object_set_new(o, "suppressed", json_true());
+        bad |= json_array_append_new(arr, o);
+    }
+    if (bad) {
+        json_decref(arr);
+        return CP_ERR(err, CP_ENOMEM, "tiers: out of memory building the report");
     }
     *out = json_pack("{s:s,s:o,s:o,s:o,s:I}", "attribute", t->attr->name, "tiers", arr,
                      "members_with_points", count_json(with, mc), "below_first_tier",
@@ -232,11 +237,12 @@ cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **ou
         goto out;
     }
     canon = json_pack("{s:s,s:[]}", "attribute", t->attr->name, "tiers");
+    int bad = 0; /* a tier could not be added: the setting would lose it */
     for (size_t i = 0; canon && i < t->n; i++)
-        json_array_append_new(
+        bad |= json_array_append_new(
             json_object_get(canon, "tiers"),
             json_pack("{s:s,s:I}", "name", t->name[i], "min", (json_int_t)t->min[i]));
-    text = canon ? json_dumps(canon, JSON_COMPACT) : NULL;
+    text = canon && !bad ? json_dumps(canon, JSON_COMPACT) : NULL;
     if (text == NULL) {
         db_write_abort(db, txn);
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -270,6 +276,7 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
     buf_t ex;
     buf_init(&ex, CP_EXPR_MAX_LEN);
     int locked = 0;
+    int bad = 0; /* a part could not be added: out of memory */
     uint64_t within = 0, mc = 0, total = 0;
     tiers_t *t = malloc(sizeof *t);
     if (t == NULL)
@@ -343,8 +350,12 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
                               (json_int_t)hi, "expression", e, "members", count_json(c, mc));
         free(e);
         if (c < mc)
-            json_object_set_new(o, "suppressed", json_true());
-        json_array_append_new(parts, o);
+            bad |= json_object_set_new(o, "suppressed", json_true());
+        bad |= json_array_append_new(parts, o);
+    }
+    if (bad) {
+        rc = CP_ERR(err, CP_ENOMEM, "tiers: out of memory building the nudge report");
+        goto out;
     }
     res = json_pack("{s:s,s:I,s:s,s:o,s:o,s:I}", "attribute", t->attr->name, "within",
                     (json_int_t)within, "expression", ex.len ? buf_cstr(&ex) : "", "members",
@@ -354,8 +365,10 @@ cp_status cp_tiers_nudge_json(cp_db_t *db, const char *request, size_t len, char
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto out;
     }
-    if (total < mc)
-        json_object_set_new(res, "suppressed", json_true());
+    if (total < mc && json_object_set_new(res, "suppressed", json_true())) {
+        rc = CP_ERR(err, CP_ENOMEM, "tiers: out of memory building the nudge report");
+        goto out;
+    }
     db_read_end(db);
     locked = 0;
     rc = db_json_out(res, out, err);

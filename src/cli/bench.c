@@ -284,7 +284,8 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
     tag_info_t *tags = NULL;
     size_t ntags = 0;
     floor_ctx_t fl = {0};
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE, .threads = r->threads};
+    cp_open_options_t oo = {
+        .size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE, .threads = r->threads};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
@@ -363,8 +364,8 @@ static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, d
     r->nq = nq;
 
     /* The floor over the same members, measured with the 5-term query. */
-    cp_db_stats_t s = {0};
-    cp_db_stats(db, &s);
+    cp_db_stats_t s = CP_DB_STATS_INIT;
+    cp_db_stats(db, &s, NULL);
     r->bitmap_bytes = s.bitmap_bytes;
     r->column_bytes = s.column_bytes;
     read_rss(&r->rss, &r->hwm); /* before the floor's arrays exist */
@@ -409,7 +410,7 @@ out:
     for (int i = 0; i < NDENSE; i++)
         free(fl.w[i]);
     free(tags);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     if (!keep)
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     else

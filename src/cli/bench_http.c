@@ -459,7 +459,7 @@ int bench_http_run(http_run_t *h, const char *tmp, uint64_t users, uint64_t seed
     }
     if ((rc = measure_fsync(h, tmp, fsyncs)) != CLI_OK)
         goto out;
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t oo = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
     if (st == CP_OK && h->auth) {
         /* A write key for the load (Basic, like an SDK); an admin key for
@@ -607,7 +607,7 @@ out:
         if (srv.st != CP_OK && rc == CLI_OK)
             rc = cli_fail(srv.st, &srv.err);
     }
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     bench_rm_tree(dir);
     unlink(portf);
     for (int i = 0; w && i < h->conns; i++)

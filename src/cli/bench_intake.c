@@ -209,7 +209,7 @@ static int run_import(imp_row_t *r, const char *tmp, const cp_import_options_t *
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     int rc = CLI_OK;
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t oo = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
     if (st == CP_OK && config)
         st = cp_intake_config_set_json(db, config, strlen(config), &err);
@@ -219,6 +219,7 @@ static int run_import(imp_row_t *r, const char *tmp, const cp_import_options_t *
     }
     r->file_bytes = file_size(r->file);
     memset(&r->st, 0, sizeof r->st);
+    r->st.size = sizeof r->st;
     double t0 = progress_now(), c0 = bench_cpu_secs(RUSAGE_SELF),
            tc0 = bench_cpu_secs(RUSAGE_THREAD);
     st = cp_import_file(db, r->file, o, &r->st, &err);
@@ -228,7 +229,7 @@ static int run_import(imp_row_t *r, const char *tmp, const cp_import_options_t *
     if (st != CP_OK)
         rc = cli_fail(st, &err);
 out:
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     bench_rm_tree(dir);
     return rc;
 }
@@ -661,8 +662,11 @@ int cmd_bench_intake(int argc, char **argv)
 
     /* 1. Online Retail */
     if (!rows[0].skipped) {
-        cp_import_options_t o = {
-            .format = CP_IMPORT_CSV, .preset = "online-retail", .on_reject = on_reject, .ud = &rj};
+        cp_import_options_t o = {.size = sizeof(cp_import_options_t),
+                                 .format = CP_IMPORT_CSV,
+                                 .preset = "online-retail",
+                                 .on_reject = on_reject,
+                                 .ud = &rj};
         if ((rc = floor_csv(&rows[0])) != CLI_OK)
             goto out;
         imp_row_t runs[RETAIL_RUNS];
@@ -699,7 +703,8 @@ int cmd_bench_intake(int argc, char **argv)
         cfg.gen_secs = progress_now() - t0;
     }
     if (want_csv) {
-        cp_import_options_t o = {.format = CP_IMPORT_CSV,
+        cp_import_options_t o = {.size = sizeof(cp_import_options_t),
+                                 .format = CP_IMPORT_CSV,
                                  .mapping_json = bench_synth_mapping,
                                  .mapping_len = strlen(bench_synth_mapping),
                                  .on_reject = on_reject,
@@ -709,7 +714,10 @@ int cmd_bench_intake(int argc, char **argv)
             goto out;
     }
     if (want_nd) {
-        cp_import_options_t o = {.format = CP_IMPORT_NDJSON, .on_reject = on_reject, .ud = &rj};
+        cp_import_options_t o = {.size = sizeof(cp_import_options_t),
+                                 .format = CP_IMPORT_NDJSON,
+                                 .on_reject = on_reject,
+                                 .ud = &rj};
         if ((rc = floor_ndjson(&rows[2])) != CLI_OK ||
             (rc = run_import(&rows[2], tmp, &o, "{\"indexed_properties\":[\"category\"]}")) !=
                 CLI_OK)

@@ -252,7 +252,9 @@ int cmd_bench_membership(int argc, char **argv)
         rc = cli_failf("out of memory");
         goto out;
     }
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE, .threads = 1};
+    cp_open_options_t oo = CP_OPEN_OPTIONS_INIT;
+    oo.flags = CP_OPEN_CREATE;
+    oo.threads = 1;
     cp_status st = cp_db_open(dir, &oo, &db, &err);
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
@@ -279,8 +281,8 @@ int cmd_bench_membership(int argc, char **argv)
         }
     }
     double crowds_s = (double)(time_mono_ns() - t0) / 1e9;
-    cp_db_stats_t ds;
-    if ((st = cp_db_stats(db, &ds)) != CP_OK) {
+    cp_db_stats_t ds = CP_DB_STATS_INIT;
+    if ((st = cp_db_stats(db, &ds, NULL)) != CP_OK) {
         rc = cli_fail(st, NULL);
         goto out;
     }
@@ -360,7 +362,7 @@ out:
     for (size_t i = 0; paths && i < npaths; i++)
         free(paths[i]);
     free(paths);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     if (!cli_has(&a, "keep"))
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     else

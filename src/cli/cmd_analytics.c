@@ -964,7 +964,7 @@ static int analytics_bench(int argc, char **argv)
         return cli_failf("cannot create a temporary directory");
     cp_db_t *db = NULL;
     cp_error_t err = {0};
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     uint64_t *dense = ana_dense_alloc(1);
     cp_status st = dense ? cp_db_open(dir, &o, &db, &err) : CP_ENOMEM;
     int ok = st == CP_OK;
@@ -1052,7 +1052,7 @@ static int analytics_bench(int argc, char **argv)
         fprintf(stderr, "crowdpack: %s\n", err.message);
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     free(dense);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -33,7 +33,7 @@ int cmd_backup(int argc, char **argv)
     if (dir == NULL)
         return cli_usage_error(&backup_spec, "no data directory: give --data DIR");
     cp_error_t err = {0};
-    cp_backup_info_t info;
+    cp_backup_info_t info = CP_BACKUP_INFO_INIT;
     cp_status st = cp_db_backup(dir, a.pos[0], &info, &err);
     if (st != CP_OK)
         return cli_fail(st, &err);
@@ -104,11 +104,11 @@ int cmd_compact(int argc, char **argv)
         return cli_usage_error(&compact_spec, "no data directory: give --data DIR");
     cp_error_t err = {0};
     cp_db_t *db = NULL;
-    cp_open_options_t o = {0};
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
     cp_status st = cp_db_open(dir, &o, &db, &err);
     if (st == CP_OK)
         st = cp_db_compact(db, &err);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     if (st != CP_OK)
         return cli_fail(st, &err);
     printf("compacted %s\n", dir);

@@ -62,7 +62,7 @@ int cmd_init(int argc, char **argv)
     if (!dir)
         return cli_usage_error(&init_spec, "init needs --data DIR");
 
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     cp_status st = cp_db_open(dir, &o, &db, &err);
@@ -73,8 +73,8 @@ int cmd_init(int argc, char **argv)
         goto out;
     if (tax && (rc = load_json_file(db, tax, cp_taxonomy_load_json)) != CLI_OK)
         goto out;
-    cp_db_stats_t s = {0};
-    cp_db_stats(db, &s);
+    cp_db_stats_t s = CP_DB_STATS_INIT;
+    cp_db_stats(db, &s, NULL);
     if (a.json) {
         cli_emit_json(json_pack("{s:s,s:I,s:I,s:I,s:I}", "data", dir, "format",
                                 (json_int_t)cp_format_version(), "attributes",
@@ -87,7 +87,7 @@ int cmd_init(int argc, char **argv)
                cli_group(s.users, b3));
     }
 out:
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     return rc;
 }
 
@@ -338,7 +338,7 @@ int cmd_load(int argc, char **argv)
     FILE *in = NULL;
     load_ctx_t lc = {.rejects = stderr};
     cli_conn_t conn = {0};
-    cp_load_stats_t s = {0};
+    cp_load_stats_t s = CP_LOAD_STATS_INIT;
     uint64_t total = 0;
 
     if (strcmp(path, "-") == 0) {
@@ -363,7 +363,7 @@ int cmd_load(int argc, char **argv)
         if (rc != CLI_OK)
             goto out;
     } else {
-        cp_load_options_t o = {0};
+        cp_load_options_t o = CP_LOAD_OPTIONS_INIT;
         o.flags = cli_has(&a, "strict") ? CP_LOAD_STRICT : 0;
         o.on_reject = on_reject;
         o.on_progress = on_progress;
@@ -683,10 +683,11 @@ int cmd_stats(int argc, char **argv)
     cli_conn_t conn = {0};
     if ((rc = cli_conn_open(&a, OPEN_READ, 1, &conn)) != CLI_OK)
         return rc;
-    cp_db_stats_t s = {0};
-    cp_status st = conn.http ? stats_server(&conn, &s) : cp_db_stats(conn.db, &s);
+    cp_db_stats_t s = CP_DB_STATS_INIT;
+    cp_error_t err = {0};
+    cp_status st = conn.http ? stats_server(&conn, &s) : cp_db_stats(conn.db, &s, &err);
     if (st != CP_OK) {
-        rc = conn.http ? CLI_FAIL : cli_fail(st, NULL);
+        rc = conn.http ? CLI_FAIL : cli_fail(st, &err);
         goto out;
     }
     if (a.json) {

@@ -117,7 +117,7 @@ int cmd_demo(int argc, char **argv)
         if ((rc = remove_tree(dir)) != CLI_OK)
             return rc;
     }
-    cp_open_options_t oo = {.flags = CP_OPEN_CREATE};
+    cp_open_options_t oo = {.size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     cp_status st = cp_db_open(dir, &oo, &db, &err);
@@ -129,12 +129,12 @@ int cmd_demo(int argc, char **argv)
     double secs = progress_now() - t0;
     if (st != CP_OK) {
         rc = cli_fail(st, &err);
-        cp_db_close(db);
+        cp_db_close(db, NULL);
         return rc;
     }
-    cp_db_stats_t s = {0};
-    cp_db_stats(db, &s);
-    cp_db_close(db); /* everything on disk before measuring it */
+    cp_db_stats_t s = CP_DB_STATS_INIT;
+    cp_db_stats(db, &s, NULL);
+    cp_db_close(db, NULL); /* everything on disk before measuring it */
     uint64_t disk = dir_bytes(dir);
     double rate = secs > 0 ? (double)s.users / secs : 0;
     if (a.json) {

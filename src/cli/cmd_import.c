@@ -387,7 +387,7 @@ int cmd_import(int argc, char **argv)
         return cli_usage_error(&import_spec, "--preset and --mapping exclude each other");
     if ((preset || mpath) && cli_has(&a, "events"))
         return cli_usage_error(&import_spec, "--events is for NDJSON files, not CSV mappings");
-    cp_import_options_t o = {0};
+    cp_import_options_t o = CP_IMPORT_OPTIONS_INIT;
     o.format = (preset || mpath) ? CP_IMPORT_CSV : CP_IMPORT_NDJSON;
     o.preset = preset;
     char *mapping = NULL;
@@ -453,7 +453,7 @@ int cmd_import(int argc, char **argv)
     }
     progress_start(&ctx.bar, "importing", PROGRESS_BYTES, total, cli_has(&a, "quiet") ? 0 : -1);
     ctx.bar.item = "lines";
-    cp_import_stats_t st;
+    cp_import_stats_t st = CP_IMPORT_STATS_INIT;
     cp_error_t err = {0};
     cp_status s = c.http ? import_server(c.http, path, &o, &ctx, &st, &err)
                          : cp_import_file(c.db, path, &o, &st, &err);

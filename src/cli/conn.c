@@ -17,8 +17,8 @@
  */
 static void note_unseen(cp_db_t *db, const char *data)
 {
-    cp_health_t h;
-    if (cp_db_health(db, &h) == CP_OK && h.wal_records > 0)
+    cp_health_t h = CP_HEALTH_INIT;
+    if (cp_db_health(db, &h, NULL) == CP_OK && h.wal_records > 0)
         fprintf(stderr,
                 "note: %llu recent change%s logged in %s/wal %s not checkpointed yet and not "
                 "included here (a running server checkpoints within seconds; --server URL "
@@ -52,7 +52,7 @@ int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c)
         return cli_usage_error(a->spec, "no data directory: give --data DIR%s",
                                server_ok ? " or --server URL" : "");
 
-    cp_open_options_t o = {0};
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
     o.flags = mode == OPEN_WRITE ? 0 : CP_OPEN_READONLY;
     cp_status st = cp_db_open(data, &o, &c->db, &err);
     if (st != CP_OK) {
@@ -72,7 +72,7 @@ int cli_conn_open(const cli_args_t *a, int mode, int server_ok, cli_conn_t *c)
 
 void cli_conn_close(cli_conn_t *c)
 {
-    cp_db_close(c->db);
+    cp_db_close(c->db, NULL);
     client_close(c->http);
     c->db = NULL;
     c->http = NULL;

@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     }
     const char *w = argv[1];
     if (strcmp(w, "--version") == 0 || strcmp(w, "-V") == 0 || strcmp(w, "version") == 0) {
-        printf("crowdpack %s (data format %u)\n", CP_VERSION_STRING, cp_format_version());
+        printf("crowdpack %s (data format %u)\n", cp_libversion(), cp_format_version());
         return cli_finish_stdout(CLI_OK);
     }
     if (strcmp(w, "help") == 0 || strcmp(w, "--help") == 0 || strcmp(w, "-h") == 0) {

@@ -299,12 +299,9 @@ static cp_status wal_settle(const char *out, cp_backup_info_t *info, cp_error_t 
     return CP_OK;
 }
 
-cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info, cp_error_t *err)
+static cp_status backup_run(const char *dir, const char *out, cp_backup_info_t *info,
+                            cp_error_t *err)
 {
-    cp_backup_info_t local;
-    if (info == NULL)
-        info = &local;
-    memset(info, 0, sizeof *info);
     if (dir == NULL || out == NULL)
         return CP_ERR(err, CP_EINVAL, "backup: no data directory or no output directory given");
     if (strlen(dir) > BK_PATH_MAX - 64 || strlen(out) > BK_PATH_MAX - 64)
@@ -336,6 +333,19 @@ cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info,
     (void)fsync_dir(out);
 out:
     store_close(st);
+    return rc;
+}
+
+cp_status cp_db_backup(const char *dir, const char *out, cp_backup_info_t *info, cp_error_t *err)
+{
+    cp_status rc;
+    if (info && (rc = sized_out_check(info, CP_SIZE_THROUGH(cp_backup_info_t, wal_lsn),
+                                      "cp_backup_info_t", err)))
+        return rc;
+    cp_backup_info_t full = {0};
+    rc = backup_run(dir, out, &full, err);
+    if (info)
+        sized_out(info, &full, sizeof full);
     return rc;
 }
 
@@ -416,10 +426,10 @@ cp_status cp_db_restore(const char *backup, const char *dir, int force, cp_error
     lock = -1;
     /* Open once: replays the copied log and proves the result opens. */
     cp_db_t *db = NULL;
-    cp_open_options_t o = {0};
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
     if ((rc = cp_db_open(dir, &o, &db, err)) == CP_OK)
         rc = cp_checkpoint(db, err);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 out:
     if (lock >= 0)
         close(lock);

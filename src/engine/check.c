@@ -209,7 +209,7 @@ static int check_child(const char *dir, int fd)
     /* store_verify has just walked the file: no second walk at open. */
     setenv("CROWDPACK_OPEN_CHECK", "0", 1);
     say(&c, "at", "opening (decoding every record and bitmap)");
-    cp_open_options_t o = {0};
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
     o.flags = CP_OPEN_READONLY;
     o.threads = 1;
     if (cp_db_open(dir, &o, &c.db, &e)) {
@@ -219,7 +219,7 @@ static int check_child(const char *dir, int fd)
     cp_db_t *db = c.db;
     if (store_txn_begin(db->st, 0, &c.txn, &e)) {
         say(&c, "bad", "%s", e.message);
-        cp_db_close(db);
+        cp_db_close(db, NULL);
         return 1;
     }
     say(&c, "at", "users");
@@ -278,7 +278,7 @@ static int check_child(const char *dir, int fd)
         subset_check(&c, index_attr_exists(db->ix, id), what);
     }
     store_txn_abort(c.txn);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     return c.problems ? 1 : 0;
 }
 
@@ -453,7 +453,7 @@ cp_status cp_db_recover(const char *dir, cp_line_fn say_fn, void *ud, cp_error_t
     cp_db_t *db = NULL;
     if ((rc = cp_db_open(dir, NULL, &db, err)))
         goto out;
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     if (say_fn)
         say_fn(ud, "the data directory opens again; the kept records are applied");
 out:

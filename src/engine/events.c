@@ -104,22 +104,31 @@ static char *warnings_json(const ingest_batch_t *b)
 
 void cp_ingest_result_clear(cp_ingest_result_t *res)
 {
-    if (res == NULL)
+    /* Every size since the first holds both texts; a smaller one was
+     * refused by cp_ingest_segment_ex, so it never holds any. */
+    if (res == NULL || res->size < CP_SIZE_THROUGH(cp_ingest_result_t, warnings_json))
         return;
     free(res->errors_json);
     free(res->warnings_json);
-    memset(res, 0, sizeof *res);
+    cp_ingest_result_t empty = {0};
+    sized_out(res, &empty, sizeof empty);
 }
 
-cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out)
+cp_status cp_intake_counters(cp_db_t *db, cp_intake_counters_t *out, cp_error_t *err)
 {
     if (db == NULL || out == NULL)
-        return CP_EINVAL;
-    out->warn_placeholder = atomic_load(&db->warn_placeholder);
-    out->warn_blocklisted = atomic_load(&db->warn_blocklisted);
-    out->warn_invalid = atomic_load(&db->warn_invalid);
-    out->warn_type_mismatch = atomic_load(&db->warn_type);
-    out->rejected_events = atomic_load(&db->rejected_events);
+        return CP_ERR(err, CP_EINVAL, "cp_intake_counters: no handle or out is NULL");
+    cp_status rc = sized_out_check(out, CP_SIZE_THROUGH(cp_intake_counters_t, rejected_events),
+                                   "cp_intake_counters_t", err);
+    if (rc)
+        return rc;
+    cp_intake_counters_t c = {0};
+    c.warn_placeholder = atomic_load(&db->warn_placeholder);
+    c.warn_blocklisted = atomic_load(&db->warn_blocklisted);
+    c.warn_invalid = atomic_load(&db->warn_invalid);
+    c.warn_type_mismatch = atomic_load(&db->warn_type);
+    c.rejected_events = atomic_load(&db->rejected_events);
+    sized_out(out, &c, sizeof c);
     return CP_OK;
 }
 
@@ -147,16 +156,33 @@ cp_status cp_ingest_segment(cp_db_t *db, cp_event_type type, const char *json, s
     return cp_ingest_segment_ex(db, type, json, len, 0, res, err);
 }
 
+static cp_status ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
+                                unsigned flags, cp_ingest_result_t *res, cp_error_t *err);
+
+/* The caller's result may be of an older, smaller size: the request runs
+ * on a whole one and what the caller's holds is copied back. */
 cp_status cp_ingest_segment_ex(cp_db_t *db, cp_event_type type, const char *json, size_t len,
                                unsigned flags, cp_ingest_result_t *res, cp_error_t *err)
 {
-    cp_ingest_result_t dummy;
-    feed_wait_room(db); /* a slow change feed holds new requests back */
-    if (res == NULL)
-        res = &dummy;
-    memset(res, 0, sizeof *res);
+    cp_status rc;
+    if (res && (rc = sized_out_check(res, CP_SIZE_THROUGH(cp_ingest_result_t, warnings_json),
+                                     "cp_ingest_result_t", err)))
+        return rc;
+    cp_ingest_result_t full = CP_INGEST_RESULT_INIT;
+    rc = ingest_segment(db, type, json, len, flags, &full, err);
+    if (res)
+        sized_out(res, &full, sizeof full);
+    else
+        cp_ingest_result_clear(&full);
+    return rc;
+}
+
+static cp_status ingest_segment(cp_db_t *db, cp_event_type type, const char *json, size_t len,
+                                unsigned flags, cp_ingest_result_t *res, cp_error_t *err)
+{
     if (db == NULL)
         return CP_ERR(err, CP_EINVAL, "no database handle");
+    feed_wait_room(db); /* a slow change feed holds new requests back */
     if ((int)type < 0 || type > CP_EVENT_ALIAS)
         return CP_ERR(err, CP_EINVAL, "unknown event type %d", (int)type);
     if (db->readonly)

@@ -990,8 +990,40 @@ out:
     return rc;
 }
 
+static cp_status import_run(cp_db_t *db, const char *path, const cp_import_options_t *opts,
+                            cp_import_stats_t *stats, cp_error_t *err);
+
+/* Options and stats of any known size. Stats the caller's size can hold
+ * whole are filled in place, as the import runs (its callbacks may read
+ * them); an older, smaller struct gets a copy at the end. */
 cp_status cp_import_file(cp_db_t *db, const char *path, const cp_import_options_t *opts,
                          cp_import_stats_t *stats, cp_error_t *err)
+{
+    cp_import_options_t o;
+    cp_status rc;
+    if (opts == NULL)
+        return CP_ERR(err, CP_EINVAL, "path or options is NULL");
+    if ((rc = sized_in(&o, sizeof o, opts, CP_SIZE_THROUGH(cp_import_options_t, batch_lines),
+                       "cp_import_options_t", err)))
+        return rc;
+    if (stats && (rc = sized_out_check(stats, CP_SIZE_THROUGH(cp_import_stats_t, tags_unknown),
+                                       "cp_import_stats_t", err)))
+        return rc;
+    cp_import_stats_t full = {0};
+    size_t n = stats ? stats->size : 0;
+    int direct = n >= sizeof full;
+    rc = import_run(db, path, &o, direct ? stats : &full, err);
+    if (direct) {
+        stats->size = n;
+        memset((unsigned char *)stats + sizeof full, 0, n - sizeof full);
+    } else if (stats) {
+        sized_out(stats, &full, sizeof full);
+    }
+    return rc;
+}
+
+static cp_status import_run(cp_db_t *db, const char *path, const cp_import_options_t *opts,
+                            cp_import_stats_t *stats, cp_error_t *err)
 {
     cp_import_stats_t dummy;
     if (stats == NULL)

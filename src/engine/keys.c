@@ -26,21 +26,24 @@ cp_status cp_key_create(cp_db_t *db, cp_role role, const char *label, char **key
     return rc;
 }
 
-cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out)
+cp_status cp_key_check(cp_db_t *db, const char *key, cp_role *role_out, cp_error_t *err)
 {
-    cp_status rc = db_read_begin_mem(db, NULL);
+    cp_status rc = db_read_begin_mem(db, err);
     if (rc)
         return rc;
     rc = apikey_check(&db->keys, key, role_out);
     db_read_end(db);
-    return rc;
+    /* Which check failed is not said: the message must not help guessing. */
+    if (rc == CP_EAUTH)
+        return CP_ERR(err, CP_EAUTH, "unknown or revoked API key");
+    return rc ? CP_ERR(err, rc, "checking an API key: %s", cp_strerror(rc)) : CP_OK;
 }
 
-cp_status cp_key_count(cp_db_t *db, uint64_t *n)
+cp_status cp_key_count(cp_db_t *db, uint64_t *n, cp_error_t *err)
 {
     if (n == NULL)
-        return CP_EINVAL;
-    cp_status rc = db_read_begin_mem(db, NULL);
+        return CP_ERR(err, CP_EINVAL, "cp_key_count: n is NULL");
+    cp_status rc = db_read_begin_mem(db, err);
     if (rc)
         return rc;
     *n = db->keys.n;

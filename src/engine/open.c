@@ -284,8 +284,9 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
         return CP_ERR(err, CP_EINVAL, "cp_db_open: out is NULL");
     *out = NULL;
     cp_open_options_t o = {0};
-    if (opts)
-        o = *opts;
+    if (opts && (rc = sized_in(&o, sizeof o, opts, CP_SIZE_THROUGH(cp_open_options_t, threads),
+                               "cp_open_options_t", err)))
+        return rc;
     db = calloc(1, sizeof *db);
     if (db == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory opening %s", dir ? dir : "(null)");
@@ -354,15 +355,24 @@ out:
     if (db) {
         if (!lock_init)
             pthread_rwlock_init(&db->lock, NULL);
-        cp_db_close(db);
+        cp_db_close(db, NULL);
     }
     return rc;
 }
 
-void cp_db_close(cp_db_t *db)
+/* The handle's iterators hold read transactions and point at it: freeing
+ * it under them would leave each a dangling handle (the use after free
+ * this check exists for). The caller closes them and calls again. */
+cp_status cp_db_close(cp_db_t *db, cp_error_t *err)
 {
     if (db == NULL)
-        return;
+        return CP_OK;
+    int iters = atomic_load(&db->iters);
+    if (iters > 0)
+        return CP_ERR(err, CP_ECONFLICT,
+                      "cannot close the database %s: %d result iterator%s still open "
+                      "(cp_iter_close them first); nothing was closed",
+                      store_dir(db->st), iters, iters == 1 ? " is" : "s are");
     compact_stop(db);
     intake_writer_stop(db);
     intake_close(db);
@@ -378,30 +388,33 @@ void cp_db_close(cp_db_t *db)
     compact_free(db);
     pthread_rwlock_destroy(&db->lock);
     free(db);
+    return CP_OK;
 }
 
-cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out)
+cp_status cp_db_stats(cp_db_t *db, cp_db_stats_t *out, cp_error_t *err)
 {
     if (out == NULL)
-        return CP_EINVAL;
-    memset(out, 0, sizeof *out);
-    cp_status rc = db_read_begin(db, NULL);
-    if (rc)
+        return CP_ERR(err, CP_EINVAL, "cp_db_stats: out is NULL");
+    cp_status rc =
+        sized_out_check(out, CP_SIZE_THROUGH(cp_db_stats_t, compactions), "cp_db_stats_t", err);
+    if (rc || (rc = db_read_begin(db, err)))
         return rc;
-    out->users = roaring_bitmap_get_cardinality(db->ix->universe);
-    out->ordinals = db->next_ordinal;
-    out->tags = db->tax.count;
-    out->attributes = 0;
+    cp_db_stats_t s = {0};
+    s.users = roaring_bitmap_get_cardinality(db->ix->universe);
+    s.ordinals = db->next_ordinal;
+    s.tags = db->tax.count;
+    s.attributes = 0;
     for (uint32_t i = 1; i <= db->sch.n; i++)
-        out->attributes += schema_get(&db->sch, i) != NULL;
-    out->crowds = db->crowds.n;
-    index_memory(db->ix, &out->bitmap_bytes, &out->column_bytes);
-    out->disk_bytes = store_disk_bytes(db->st);
-    out->queries = atomic_load(&db->queries);
-    out->writes = atomic_load(&db->writes);
-    out->compact_pending = atomic_load(&db->compact_pending);
-    out->compactions = atomic_load(&db->compactions);
+        s.attributes += schema_get(&db->sch, i) != NULL;
+    s.crowds = db->crowds.n;
+    index_memory(db->ix, &s.bitmap_bytes, &s.column_bytes);
+    s.disk_bytes = store_disk_bytes(db->st);
+    s.queries = atomic_load(&db->queries);
+    s.writes = atomic_load(&db->writes);
+    s.compact_pending = atomic_load(&db->compact_pending);
+    s.compactions = atomic_load(&db->compactions);
     db_read_end(db);
+    sized_out(out, &s, sizeof s);
     return CP_OK;
 }
 
@@ -424,51 +437,56 @@ static void wal_dir_bytes(const char *dir, uint64_t *size, uint64_t *alloc)
     closedir(d);
 }
 
-cp_status cp_db_health(cp_db_t *db, cp_health_t *out)
+cp_status cp_db_health(cp_db_t *db, cp_health_t *out, cp_error_t *err)
 {
     if (db == NULL || out == NULL)
-        return CP_EINVAL;
-    memset(out, 0, sizeof *out);
+        return CP_ERR(err, CP_EINVAL, "cp_db_health: no handle or out is NULL");
+    cp_status rc =
+        sized_out_check(out, CP_SIZE_THROUGH(cp_health_t, disk_used_bytes), "cp_health_t", err);
+    if (rc)
+        return rc;
+    cp_health_t h = {0};
     const char *dir = store_dir(db->st);
     int failed = atomic_load(&db->failed);
-    out->readable = !failed;
-    out->writable = 0;
+    h.readable = !failed;
+    h.writable = 0;
     if (failed) {
-        snprintf(out->reason, sizeof out->reason, "failed");
-        snprintf(out->detail, sizeof out->detail, "%s", db->failed_msg);
+        snprintf(h.reason, sizeof h.reason, "failed");
+        snprintf(h.detail, sizeof h.detail, "%s", db->failed_msg);
     } else if (db->readonly) {
-        snprintf(out->reason, sizeof out->reason, "read_only");
-        snprintf(out->detail, sizeof out->detail, "data directory %s is open read-only", dir);
+        snprintf(h.reason, sizeof h.reason, "read_only");
+        snprintf(h.detail, sizeof h.detail, "data directory %s is open read-only", dir);
     } else if (atomic_load(&db->nospc)) {
-        snprintf(out->reason, sizeof out->reason, "storage_full");
-        snprintf(out->detail, sizeof out->detail, "%s", db->nospc_msg);
+        snprintf(h.reason, sizeof h.reason, "storage_full");
+        snprintf(h.detail, sizeof h.detail, "%s", db->nospc_msg);
     } else if (db->wal != NULL && wal_failed(db->wal)) {
-        snprintf(out->reason, sizeof out->reason, "wal_error");
-        snprintf(out->detail, sizeof out->detail,
+        snprintf(h.reason, sizeof h.reason, "wal_error");
+        snprintf(h.detail, sizeof h.detail,
                  "the write-ahead log in %s/wal failed; writes are refused until a restart", dir);
     } else {
-        out->writable = 1;
+        h.writable = 1;
     }
     uint64_t wsize = 0, walloc = 0;
     wal_dir_bytes(dir, &wsize, &walloc);
-    out->wal_bytes = wsize;
-    out->wal_records = db->wal ? wal_last_lsn(db->wal) - db->ckpt_lsn : 0;
+    h.wal_bytes = wsize;
+    h.wal_records = db->wal ? wal_last_lsn(db->wal) - db->ckpt_lsn : 0;
     if (db->wal && wal_last_lsn(db->wal) < db->ckpt_lsn)
-        out->wal_records = 0;
+        h.wal_records = 0;
     /* Read-only beside a writer: what the writer logged and has not yet
      * checkpointed into LMDB, which this handle cannot see. */
-    if (db->wal == NULL && db->readonly && wal_peek_count(dir, db->ckpt_lsn, &out->wal_records))
-        out->wal_records = 0;
+    if (db->wal == NULL && db->readonly && wal_peek_count(dir, db->ckpt_lsn, &h.wal_records))
+        h.wal_records = 0;
     int64_t last = atomic_load(&db->last_ckpt_ms);
-    out->checkpoint_age_ms = last ? time_now_ms() - last : -1;
+    h.checkpoint_age_ms = last ? time_now_ms() - last : -1;
     struct statvfs vfs;
     if (statvfs(dir, &vfs) == 0)
-        out->disk_free_bytes = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+        h.disk_free_bytes = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
     char path[4096];
     struct stat sb;
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     if (stat(path, &sb) == 0)
-        out->disk_used_bytes = (uint64_t)sb.st_blocks * 512u;
-    out->disk_used_bytes += walloc;
+        h.disk_used_bytes = (uint64_t)sb.st_blocks * 512u;
+    h.disk_used_bytes += walloc;
+    sized_out(out, &h, sizeof h);
     return CP_OK;
 }

@@ -549,16 +549,20 @@ static cp_status ld_line(loader_t *ld, const char *line, size_t len, size_t cons
     return CP_OK;
 }
 
-static void ld_init(loader_t *ld, cp_db_t *db, const cp_load_options_t *opts, cp_error_t *err)
+static cp_status ld_init(loader_t *ld, cp_db_t *db, const cp_load_options_t *opts, cp_error_t *err)
 {
     memset(ld, 0, sizeof *ld);
     ld->db = db;
-    if (opts)
-        ld->o = *opts;
+    cp_status rc;
+    if (opts &&
+        (rc = sized_in(&ld->o, sizeof ld->o, opts, CP_SIZE_THROUGH(cp_load_options_t, batch_lines),
+                       "cp_load_options_t", err)))
+        return rc;
     ld->err = err;
     ld->strict = (ld->o.flags & CP_LOAD_STRICT) != 0;
     ld->batch_lines = ld->o.batch_lines ? ld->o.batch_lines : CP_DEFAULT_BATCH_LINES;
     stage_init(&ld->stage);
+    return CP_OK;
 }
 
 /* Ends a load: in strict mode applies everything staged; commits. */
@@ -590,24 +594,30 @@ static cp_status ld_finish(loader_t *ld, cp_status rc, cp_load_stats_t *stats)
     }
     stage_free(&ld->stage);
     if (stats)
-        *stats = ld->st;
+        sized_out(stats, &ld->st, sizeof ld->st);
     return rc;
 }
 
 cp_status cp_load_ndjson_buf(cp_db_t *db, const char *buf, size_t len,
                              const cp_load_options_t *opts, cp_load_stats_t *stats, cp_error_t *err)
 {
-    if (stats)
-        memset(stats, 0, sizeof *stats);
+    cp_status rc;
+    if (stats) {
+        cp_load_stats_t zero = {0};
+        if ((rc = sized_out_check(stats, CP_SIZE_THROUGH(cp_load_stats_t, bytes), "cp_load_stats_t",
+                                  err)))
+            return rc;
+        sized_out(stats, &zero, sizeof zero);
+    }
     if (buf == NULL && len)
         return CP_ERR(err, CP_EINVAL, "no buffer given");
-    cp_status rc = db_check(db, err);
-    if (rc)
+    if ((rc = db_check(db, err)))
         return rc;
     if (db->readonly)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     loader_t ld;
-    ld_init(&ld, db, opts, err);
+    if ((rc = ld_init(&ld, db, opts, err)))
+        return rc;
     size_t pos = 0;
     while (rc == CP_OK && pos < len) {
         const char *nl = memchr(buf + pos, '\n', len - pos);
@@ -626,17 +636,23 @@ cp_status cp_load_ndjson_buf(cp_db_t *db, const char *buf, size_t len,
 cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
                          cp_load_stats_t *stats, cp_error_t *err)
 {
-    if (stats)
-        memset(stats, 0, sizeof *stats);
+    cp_status rc;
+    if (stats) {
+        cp_load_stats_t zero = {0};
+        if ((rc = sized_out_check(stats, CP_SIZE_THROUGH(cp_load_stats_t, bytes), "cp_load_stats_t",
+                                  err)))
+            return rc;
+        sized_out(stats, &zero, sizeof zero);
+    }
     if (in == NULL)
         return CP_ERR(err, CP_EINVAL, "no input stream given");
-    cp_status rc = db_check(db, err);
-    if (rc)
+    if ((rc = db_check(db, err)))
         return rc;
     if (db->readonly)
         return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     loader_t ld;
-    ld_init(&ld, db, opts, err);
+    if ((rc = ld_init(&ld, db, opts, err)))
+        return rc;
     buf_t line;
     buf_init(&line, CP_LINE_MAX);
     char *chunk = malloc(65536);

@@ -80,7 +80,7 @@ static void ingest(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp, cp_event_ty
     char *compact = NULL;
     if (t != CP_EVENT_BATCH && len > EV_EVENT_MAX && (compact = compact_event(req, &len)) != NULL)
         body = compact;
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_error_t err = {0};
     cp_status st = cp_ingest_segment_ex(srv->db, t, body, len, flags, &r, &err);
     free(compact);

@@ -39,7 +39,7 @@ static json_t *health_json(const cp_health_t *h, int ok)
 /* Fills *h; a handle that cannot even report is "failed". */
 static void health_read(srv_ctx_t *srv, cp_health_t *h)
 {
-    if (srv->db == NULL || cp_db_health(srv->db, h) != CP_OK) {
+    if (srv->db == NULL || cp_db_health(srv->db, h, NULL) != CP_OK) {
         memset(h, 0, sizeof *h);
         h->checkpoint_age_ms = -1;
         snprintf(h->reason, sizeof h->reason, "failed");
@@ -52,7 +52,7 @@ static void health_read(srv_ctx_t *srv, cp_health_t *h)
 void srv_h_healthz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(req);
-    cp_health_t h;
+    cp_health_t h = CP_HEALTH_INIT;
     health_read(srv, &h);
     int ok = h.readable && h.writable;
     srv_reply_json(resp, ok ? 200 : 503, health_json(&h, ok));
@@ -65,7 +65,7 @@ void srv_h_healthz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 void srv_h_readyz(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(req);
-    cp_health_t h;
+    cp_health_t h = CP_HEALTH_INIT;
     health_read(srv, &h);
     int ok = h.readable && (h.writable || strcmp(h.reason, "read_only") == 0);
     srv_reply_json(resp, ok ? 200 : 503, health_json(&h, ok));
@@ -91,10 +91,11 @@ void srv_h_metrics(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 void srv_h_stats(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     CP_UNUSED(req);
-    cp_db_stats_t s = {0};
-    cp_status st = cp_db_stats(srv->db, &s);
+    cp_db_stats_t s = CP_DB_STATS_INIT;
+    cp_error_t err = {0};
+    cp_status st = cp_db_stats(srv->db, &s, &err);
     if (st != CP_OK) {
-        srv_reply_cp(resp, st, NULL, 0);
+        srv_reply_cp(resp, st, &err, 0);
         return;
     }
     srv_reply_json(resp, 200,
@@ -152,8 +153,10 @@ void srv_h_keys_create(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         goto out;
     }
     json_t *j = json_pack("{s:s,s:s}", "key", key, "role", role_s);
-    if (j != NULL && label != NULL)
-        json_object_set_new(j, "label", json_string(label));
+    if (j != NULL && label != NULL && json_object_set_new(j, "label", json_string(label))) {
+        json_decref(j);
+        j = NULL; /* srv_reply_json: 500 out_of_memory, not a body without the label */
+    }
     srv_reply_json(resp, 201, j);
 out:
     if (key != NULL) {

@@ -56,13 +56,11 @@ void srv_h_users_load(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     buf_t nd;
     buf_init(&nd, 0);
     cp_error_t err = {0};
-    cp_load_stats_t stats;
-    memset(&stats, 0, sizeof stats);
+    cp_load_stats_t stats = CP_LOAD_STATS_INIT;
     const char *data;
     size_t len;
     int is_array = 0;
-    cp_load_options_t lo;
-    memset(&lo, 0, sizeof lo);
+    cp_load_options_t lo = CP_LOAD_OPTIONS_INIT;
     lo.flags = CP_LOAD_STRICT;
 
     if (srv_ctype_is_ndjson(req->content_type)) {

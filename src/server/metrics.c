@@ -139,9 +139,8 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
     }
 
     if (db != NULL) {
-        cp_db_stats_t s;
-        memset(&s, 0, sizeof s);
-        if (cp_db_stats(db, &s) == CP_OK) {
+        cp_db_stats_t s = CP_DB_STATS_INIT;
+        if (cp_db_stats(db, &s, NULL) == CP_OK) {
             static const struct {
                 const char *name, *help, *type;
                 size_t off;
@@ -185,8 +184,8 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
       (unsigned long long)atomic_load_explicit(&m->cut_stall, memory_order_relaxed));
 
     if (db != NULL) {
-        cp_health_t h;
-        if (cp_db_health(db, &h) == CP_OK) {
+        cp_health_t h = CP_HEALTH_INIT;
+        if (cp_db_health(db, &h, NULL) == CP_OK) {
             static const char *const reasons[] = {"read_only", "storage_full", "wal_error",
                                                   "failed"};
             P("# HELP crowdpack_readable 1 when reads answer.\n# TYPE crowdpack_readable gauge\n"

@@ -82,16 +82,17 @@ static void reply_error_v(srv_resp_t *r, int status, const char *code, json_t *e
     json_t *m = json_string(msg);
     if (m == NULL)
         m = json_string("(message not valid UTF-8)");
-    if (inner == NULL || m == NULL || json_object_set_new(inner, "code", json_string(code)) ||
-        json_object_set_new(inner, "message", m)) {
+    /* Every step checked: an error body that lost its code, message or
+     * position would mislead; the static out-of-memory body does not. */
+    int bad = inner == NULL || m == NULL || json_object_set_new(inner, "code", json_string(code)) ||
+              json_object_set(inner, "message", m) ||
+              (extra != NULL && json_object_update(inner, extra));
+    json_decref(m);
+    json_decref(extra);
+    if (bad) {
         json_decref(inner);
-        json_decref(extra);
         reply_oom(r);
         return;
-    }
-    if (extra != NULL) {
-        json_object_update(inner, extra);
-        json_decref(extra);
     }
     json_t *outer = json_pack("{s:o}", "error", inner);
     srv_reply_json(r, status, outer);
@@ -206,9 +207,12 @@ void srv_reply_cp(srv_resp_t *r, cp_status st, const cp_error_t *err, unsigned f
 void srv_reply_cp_extra(srv_resp_t *r, cp_status st, const cp_error_t *err, unsigned flags,
                         json_t *extra)
 {
-    if (extra == NULL)
-        extra = json_object();
+    if (extra == NULL && (extra = json_object()) == NULL) {
+        reply_oom(r);
+        return;
+    }
     const char *msg = cp_strerror(st);
+    int bad = 0; /* a field of the error body could not be added */
     char posmsg[600];
     if (err != NULL && err->code == st && err->message[0] != '\0') {
         msg = err->message;
@@ -220,12 +224,17 @@ void srv_reply_cp_extra(srv_resp_t *r, cp_status st, const cp_error_t *err, unsi
             snprintf(posmsg, sizeof posmsg, "%d:%d: %s", err->line, err->column, msg);
             msg = posmsg;
         }
-        if (extra != NULL && err->line > 0) {
-            json_object_set_new(extra, "line", json_integer(err->line));
-            json_object_set_new(extra, "column", json_integer(err->column));
+        if (err->line > 0) {
+            bad |= json_object_set_new(extra, "line", json_integer(err->line));
+            bad |= json_object_set_new(extra, "column", json_integer(err->column));
         }
-        if (extra != NULL && err->record > 0)
-            json_object_set_new(extra, "record", json_integer((json_int_t)err->record));
+        if (err->record > 0)
+            bad |= json_object_set_new(extra, "record", json_integer((json_int_t)err->record));
+    }
+    if (bad) {
+        json_decref(extra);
+        reply_oom(r);
+        return;
     }
     srv_reply_error(r, srv_status_http(st, flags), srv_status_slug(st, flags), extra, "%s", msg);
 }

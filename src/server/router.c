@@ -315,9 +315,10 @@ static int needs_auth(const char *path)
 static int authenticate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     uint64_t nkeys = 0;
-    cp_status st = cp_key_count(srv->db, &nkeys);
+    cp_error_t err = {0};
+    cp_status st = cp_key_count(srv->db, &nkeys, &err);
     if (st != CP_OK) {
-        srv_reply_cp(resp, st, NULL, 0);
+        srv_reply_cp(resp, st, &err, 0);
         return 0;
     }
     if (nkeys == 0) {
@@ -354,12 +355,12 @@ static int authenticate(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         return 0;
     }
     cp_role role = 0;
-    st = cp_key_check(srv->db, key, &role);
+    st = cp_key_check(srv->db, key, &role, &err);
     if (st != CP_OK) {
         if (st == CP_EAUTH || st == CP_ENOTFOUND)
             srv_reply_error(resp, 401, "unauthorized", NULL, "unknown or revoked API key");
         else
-            srv_reply_cp(resp, st, NULL, 0);
+            srv_reply_cp(resp, st, &err, 0);
         return 0;
     }
     req->role = role;

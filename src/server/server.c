@@ -658,8 +658,8 @@ cp_status server_run(cp_db_t *db, const server_options_t *opts, cp_error_t *err)
     if ((st = srv_listen_parse(spec, &addr, err)) != CP_OK)
         return st;
     uint64_t nkeys = 0;
-    if ((st = cp_key_count(db, &nkeys)) != CP_OK)
-        return CP_ERR(err, st, "cannot read the API keys: %s", cp_strerror(st));
+    if ((st = cp_key_count(db, &nkeys, err)) != CP_OK)
+        return st;
     if (nkeys == 0 && !srv_sockaddr_is_loopback((const struct sockaddr *)&addr.ss))
         return CP_ERR(err, CP_EPERM,
                       "refusing to listen on %s without an API key: anyone who reaches it "

@@ -33,6 +33,28 @@ cp_status error_set_at(cp_error_t *err, cp_status code, int eline, int ecol, con
 void error_prefix(cp_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void error_clear(cp_error_t *err);
 
+/*
+ * Extensible structs of crowdpack.h (first member `size_t size`; the
+ * rules are in crowdpack.h's header comment). `known` is sizeof the
+ * library's struct, `min` the size of its first version: use
+ * CP_SIZE_THROUGH(type, last field of the first version), never sizeof,
+ * so the minimum stays put when fields are appended. `what` names the
+ * struct in the message ("cp_open_options_t").
+ *
+ * sized_in: copies the caller's input struct `src` into `dst` (`known`
+ * bytes, zeroed first; fields past src->size stay 0 = default); CP_EINVAL
+ * for a size below `min` or a non-zero byte past `known`.
+ * sized_out_check: CP_EINVAL when the caller's output struct `dst` is
+ * smaller than `min` (nothing written).
+ * sized_out: copies the library's filled struct `full` into `dst` up to
+ * dst->size, zeroes what lies past `known`, keeps dst->size.
+ */
+#define CP_SIZE_THROUGH(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+cp_status sized_in(void *dst, size_t known, const void *src, size_t min, const char *what,
+                   cp_error_t *err);
+cp_status sized_out_check(const void *dst, size_t min, const char *what, cp_error_t *err);
+void sized_out(void *dst, const void *full, size_t known);
+
 /* ------------------------------------------------------------------ time */
 /* Wall clock, milliseconds since the epoch. */
 int64_t time_now_ms(void);

@@ -26,7 +26,10 @@ static void setup(void)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0)
         abort();
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 30, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1u << 30,
+                           .threads = 1};
     cp_error_t err = {0};
     if (cp_db_open(g_dir, &o, &g_db, &err) != CP_OK) {
         fprintf(stderr, "fuzz_ndjson: %s\n", err.message);
@@ -56,19 +59,20 @@ static void on_reject(void *ud, const cp_error_t *e)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (g_db == NULL || ++g_inputs % 4096 == 0) {
-        cp_db_close(g_db);
+        cp_db_close(g_db, NULL);
         g_db = NULL;
         setup();
     }
     unsigned mode = size ? data[0] : 0;
-    cp_load_options_t o = {.flags = (mode & 1) ? CP_LOAD_STRICT : 0,
+    cp_load_options_t o = {.size = sizeof(cp_load_options_t),
+                           .flags = (mode & 1) ? CP_LOAD_STRICT : 0,
                            .on_reject = on_reject,
                            .batch_lines = 1 + (mode >> 1) % 8};
     uint64_t before = 0, after = 0;
     cp_error_t err = {0};
     if (cp_count(g_db, "all OR tag:a", &before, &err) != CP_OK)
         abort();
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     cp_status rc = cp_load_ndjson_buf(g_db, (const char *)data + (size ? 1 : 0),
                                       size ? size - 1 : 0, &o, &st, &err);
     if (rc == CP_EIO || rc == CP_EINTERNAL) {

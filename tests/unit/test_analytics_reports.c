@@ -113,7 +113,10 @@ static int setup(void **state)
 {
     (void)state;
     test_tmpdir(g_dir, sizeof g_dir, "analytics");
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 30, .threads = 2};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1u << 30,
+                           .threads = 2};
     cp_error_t err = {0};
     ok(cp_db_open(g_dir, &o, &g_db, &err), &err);
     const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"},"
@@ -189,7 +192,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    cp_db_close(g_db);
+    cp_db_close(g_db, NULL);
     test_rmtree(g_dir);
     return 0;
 }

@@ -28,8 +28,10 @@ static void rm_dir(const char *d)
 
 static cp_db_t *open_db(unsigned flags)
 {
-    return test_open_db(g_dir,
-                        &(cp_open_options_t){.flags = flags, .map_size = 1u << 28, .threads = 2});
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = flags,
+                                                    .map_size = 1u << 28,
+                                                    .threads = 2});
 }
 
 static cp_db_t *fresh(void)
@@ -110,7 +112,8 @@ static const char *USERS =
 static void load_users(cp_db_t *db, rejects_t *r, cp_load_stats_t *st)
 {
     cp_error_t err = {0};
-    cp_load_options_t o = {.on_reject = on_reject, .ud = r, .batch_lines = 3};
+    cp_load_options_t o = {
+        .size = sizeof(cp_load_options_t), .on_reject = on_reject, .ud = r, .batch_lines = 3};
     ok(cp_load_ndjson_buf(db, USERS, strlen(USERS), &o, st, &err), &err);
 }
 
@@ -120,7 +123,7 @@ static void test_load_and_query(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     assert_int_equal(st.lines, 12);
     assert_int_equal(st.rejected, 7);
@@ -224,14 +227,14 @@ static void test_load_and_query(void **state)
     cp_iter_close(it);
     cp_result_free(res);
 
-    cp_db_stats_t s;
-    ok(cp_db_stats(db, &s), &err);
+    cp_db_stats_t s = CP_DB_STATS_INIT;
+    ok(cp_db_stats(db, &s, &err), &err);
     assert_int_equal(s.users, 4);
     assert_int_equal(s.ordinals, 4);
     assert_int_equal(s.tags, 7);
     assert_int_equal(s.attributes, 6);
     assert_true(s.bitmap_bytes > 0);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 
@@ -241,8 +244,8 @@ static void test_strict_and_stream(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     cp_error_t err = {0};
-    cp_load_options_t o = {.flags = CP_LOAD_STRICT};
-    cp_load_stats_t st;
+    cp_load_options_t o = {.size = sizeof(cp_load_options_t), .flags = CP_LOAD_STRICT};
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     assert_int_equal(cp_load_ndjson_buf(db, USERS, strlen(USERS), &o, &st, &err), CP_ETYPE);
     assert_int_equal(err.record, 4);
     assert_non_null(strstr(err.message, "line 4:"));
@@ -263,7 +266,7 @@ static void test_strict_and_stream(void **state)
     fputs("{\"id\":\"s2\",\"attrs\":{\"age\":1}}", f);
     rewind(f);
     rejects_t r = {0};
-    cp_load_options_t o2 = {.on_reject = on_reject, .ud = &r};
+    cp_load_options_t o2 = {.size = sizeof(cp_load_options_t), .on_reject = on_reject, .ud = &r};
     ok(cp_load_ndjson(db, f, &o2, &st, &err), &err);
     fclose(f);
     assert_int_equal(st.lines, 3);
@@ -272,7 +275,7 @@ static void test_strict_and_stream(void **state)
     assert_non_null(strstr(r.msgs[0], "longer than"));
     assert_int_equal(count(db, "all"), 4);
     assert_int_equal(count(db, "age = 1"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 
@@ -282,7 +285,7 @@ static void test_tags_ops(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     cp_error_t err = {0};
     /* Remove tags. */
@@ -330,10 +333,10 @@ static void test_tags_ops(void **state)
     assert_int_equal(count(db, "tag:life"), 2);
     assert_int_equal(cp_tag_delete(db, "x", 0, &err), CP_ECONFLICT);
     ok(cp_tag_delete(db, "x", 1, &err), &err);
-    cp_db_stats_t s;
-    cp_db_stats(db, &s);
+    cp_db_stats_t s = CP_DB_STATS_INIT;
+    cp_db_stats(db, &s, NULL);
     assert_int_equal(s.tags, 6);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     /* Everything survives a restart. */
     db = open_db(0);
@@ -341,7 +344,7 @@ static void test_tags_ops(void **state)
     assert_int_equal(count(db, "tag:interest/finance"), 1);
     assert_int_equal(cp_count(db, "tag:x", &n, &err), CP_ENOTFOUND);
     assert_int_equal(cp_count(db, "tag:life/sports", &n, &err), CP_ENOTFOUND);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 
@@ -387,7 +390,7 @@ static void test_user_delete(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     cp_error_t err = {0};
     ok(cp_crowd_create(db, "everyone", "all", CP_CROWD_STATIC, NULL, &err), &err);
@@ -403,7 +406,7 @@ static void test_user_delete(void **state)
     assert_int_equal(cp_user_delete(db, "u1", &err), CP_ENOTFOUND);
     assert_int_equal(cp_user_json(db, "u1", &j, &err), CP_ENOTFOUND);
     assert_int_equal(count(db, "crowd:everyone"), 3);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(0);
     assert_false(contains_any(db->ix, 0));
     assert_int_equal(count(db, "all"), 3);
@@ -413,7 +416,7 @@ static void test_user_delete(void **state)
     ok(cp_user_json(db, "u1", &j, &err), &err);
     assert_non_null(strstr(j, "\"ordinal\":4"));
     cp_free(j);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 
@@ -433,20 +436,20 @@ static void test_restart(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     uint64_t before[CP_ARRAY_LEN(EXPRS)];
     for (size_t i = 0; i < CP_ARRAY_LEN(EXPRS); i++)
         before[i] = count(db, EXPRS[i]);
     cp_error_t err = {0};
     ok(cp_crowd_create(db, "c1", EXPRS[3], CP_CROWD_STATIC, "desc", &err), &err);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(CP_OPEN_READONLY);
     for (size_t i = 0; i < CP_ARRAY_LEN(EXPRS); i++)
         assert_int_equal(count(db, EXPRS[i]), before[i]);
     assert_int_equal(count(db, "crowd:c1"), before[3]);
     assert_int_equal(cp_tag_create(db, "q", NULL, NULL, &err), CP_EREADONLY);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 
@@ -469,7 +472,7 @@ static void test_open_errors(void **state)
     int status;
     waitpid(pid, &status, 0);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     /* Bump the format version behind its back. */
     store_t *st = NULL;
     store_txn_t *t = NULL;
@@ -506,7 +509,7 @@ static void test_crowds(void **state)
     cp_db_t *db = fresh();
     setup_model(db);
     rejects_t r = {0};
-    cp_load_stats_t st;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     load_users(db, &r, &st);
     cp_error_t err = {0};
     ok(cp_crowd_create(db, "fin_static", "tag:interest/finance", CP_CROWD_STATIC, NULL, &err),
@@ -586,12 +589,12 @@ static void test_crowds(void **state)
     ok(cp_crowd_delete(db, "fin_or_parent", &err), &err);
     ok(cp_crowd_delete(db, "fin_dyn", &err), &err);
     assert_int_equal(cp_crowd_delete(db, "fin_dyn", &err), CP_ENOTFOUND);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(0);
     assert_int_equal(count(db, "crowd:fin_static"), 3);
     uint64_t n;
     assert_int_equal(cp_count(db, "crowd:fin_dyn", &n, &err), CP_ENOTFOUND);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 
@@ -645,26 +648,26 @@ static void test_batch_and_keys(void **state)
     ok(cp_key_create(db, CP_ROLE_WRITE, "ci", &k1, &err), &err);
     ok(cp_key_create(db, CP_ROLE_ADMIN, NULL, &k2, &err), &err);
     uint64_t nk;
-    ok(cp_key_count(db, &nk), &err);
+    ok(cp_key_count(db, &nk, &err), &err);
     assert_int_equal(nk, 2);
     cp_role role;
-    ok(cp_key_check(db, k1, &role), &err);
+    ok(cp_key_check(db, k1, &role, &err), &err);
     assert_int_equal(role, CP_ROLE_WRITE);
-    assert_int_equal(cp_key_check(db, "cpk_nope", &role), CP_EAUTH);
+    assert_int_equal(cp_key_check(db, "cpk_nope", &role, NULL), CP_EAUTH);
     char *j = NULL;
     ok(cp_keys_json(db, &j, &err), &err);
     assert_null(strstr(j, k1 + 21)); /* never the secret */
     assert_non_null(strstr(j, "\"role\":\"write\""));
     cp_free(j);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(0);
-    ok(cp_key_check(db, k2, &role), &err);
+    ok(cp_key_check(db, k2, &role, &err), &err);
     assert_int_equal(role, CP_ROLE_ADMIN);
     char id[17];
     memcpy(id, k1 + 4, 16);
     id[16] = '\0';
     ok(cp_key_revoke(db, id, &err), &err);
-    assert_int_equal(cp_key_check(db, k1, &role), CP_EAUTH);
+    assert_int_equal(cp_key_check(db, k1, &role, NULL), CP_EAUTH);
     assert_int_equal(cp_key_revoke(db, id, &err), CP_ENOTFOUND);
     assert_string_equal(cp_role_name(CP_ROLE_READ), "read");
     assert_string_equal(cp_attr_type_name(CP_ATTR_GEO), "geo");
@@ -678,7 +681,7 @@ static void test_batch_and_keys(void **state)
     assert_string_equal(tx, "tag:a AND age > 3");
     cp_free(jt);
     cp_free(tx);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 
@@ -688,7 +691,10 @@ static void test_failed_state(void **state)
 {
     (void)state;
     test_tmpdir(g_dir, sizeof g_dir, "engine");
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 20, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1u << 20,
+                           .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
@@ -700,8 +706,8 @@ static void test_failed_state(void **state)
                    "{\"id\":\"user-with-a-longish-id-%06d\",\"attrs\":{\"age\":%d},"
                    "\"tags\":[\"interest/sports\"]}\n",
                    i, i % 90);
-    cp_load_options_t lo = {.batch_lines = 500};
-    cp_load_stats_t st;
+    cp_load_options_t lo = {.size = sizeof(cp_load_options_t), .batch_lines = 500};
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     cp_status rc = cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err);
     assert_int_equal(rc, CP_EIO);
     assert_non_null(strstr(err.message, "reopen the data directory"));
@@ -710,7 +716,7 @@ static void test_failed_state(void **state)
     uint64_t n;
     assert_int_equal(cp_count(db, "all", &n, &err), CP_EIO);
     assert_int_equal(cp_tag_create(db, "zz", NULL, NULL, &err), CP_EIO);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     o.flags = 0;
     o.map_size = 1u << 28;
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
@@ -724,7 +730,7 @@ static void test_failed_state(void **state)
         young += i % 90 < 45;
     assert_int_equal(count(db, "age < 45"), young);
     buf_free(&b);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir(g_dir);
 }
 

@@ -30,8 +30,10 @@ static char g_dir[256];
 
 static cp_db_t *open_db(unsigned flags)
 {
-    return test_open_db(g_dir,
-                        &(cp_open_options_t){.flags = flags, .map_size = 1u << 28, .threads = 1});
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = flags,
+                                                    .map_size = 1u << 28,
+                                                    .threads = 1});
 }
 
 static void ok(cp_status rc, const cp_error_t *err)
@@ -132,12 +134,12 @@ static void test_cascade_and_history(void **state)
     assert_int_equal(
         json_integer_value(json_object_get(json_array_get(h, json_array_size(h) - 1), "size")), 10);
     json_decref(h);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     /* History and settings survive a reopen. */
     db = open_db(0);
     settings(db, "base", "{\"refresh\":\"daily 02:00\",\"timezone\":\"+08:00\"}");
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(0);
     h = history(db, "base");
     assert_int_equal(json_array_size(h), 2);
@@ -157,7 +159,7 @@ static void test_cascade_and_history(void **state)
     }
     cp_error_t e = {0};
     assert_int_equal(cp_crowd_settings_json(db, "nope", "{}", 2, &e), CP_ENOTFOUND);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 /* The next instant after t whose UTC clock reads hh:mm. */
@@ -226,7 +228,7 @@ static void test_schedule_and_expiry(void **state)
     ok(cp_count(db, "crowd:top", &n, &err), &err);
     ok(cp_crowds_tick(db, t0 + 1, &ran, &err), &err);
     assert_true(num(db, "top", "last_used") > t0);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(g_dir);
 }
 

@@ -25,7 +25,8 @@ static char g_dir[256];
 
 static cp_db_t *open_db(unsigned flags)
 {
-    cp_open_options_t o = {.flags = flags, .map_size = 1u << 28, .threads = 1};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = flags, .map_size = 1u << 28, .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     cp_status rc = cp_db_open(g_dir, &o, &db, &err);
@@ -110,7 +111,7 @@ static void test_settings_in_one_commit(void **state)
     spec.settings_len = strlen(good);
     memset(&err, 0, sizeof err);
     ok(cp_crowd_create_spec(db, &spec, &err), &err);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     /* The first record holds the schedule: a reopen finds it. */
     db = open_db(0);
@@ -139,7 +140,7 @@ static void test_settings_in_one_commit(void **state)
                            .as_of = "2024-06-01"};
     assert_int_equal(cp_crowd_create_spec(db, &dyn, &err), CP_EINVAL);
     assert_int_equal(exists(db, "x1") + exists(db, "x2") + exists(db, "x3"), 0);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 static void test_as_of_stays(void **state)
@@ -166,7 +167,7 @@ static void test_as_of_stays(void **state)
     assert_int_equal(json_integer_value(json_object_get(v, "size")), 2);
     assert_int_equal(json_integer_value(json_object_get(v, "version")), 2);
     json_decref(v);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     db = open_db(0);
     ok(cp_crowd_refresh(db, "early", &err), &err);
@@ -177,7 +178,7 @@ static void test_as_of_stays(void **state)
     uint64_t n = 0;
     ok(cp_count(db, "crowd:early", &n, &err), &err);
     assert_int_equal(n, 2);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 int main(void)

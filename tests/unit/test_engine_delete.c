@@ -24,8 +24,10 @@
 
 static cp_db_t *open_db(const char *dir)
 {
-    return test_open_db(
-        dir, &(cp_open_options_t){.flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1});
+    return test_open_db(dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                  .flags = CP_OPEN_CREATE,
+                                                  .map_size = 1ull << 27,
+                                                  .threads = 1});
 }
 
 static void ok(cp_status rc, const cp_error_t *err)
@@ -61,7 +63,7 @@ static void event(cp_db_t *db, cp_event_type t, const char *body)
     snprintf(json, sizeof json, "{\"messageId\":\"msg-%u-%ld\",%s", seq++, (long)getpid(),
              body + 1);
     cp_error_t err = {0};
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_status rc = cp_ingest_segment(db, t, json, strlen(json), &r, &err);
     if (rc)
         fail_msg("event %s: %s %s", json, err.message, r.errors_json ? r.errors_json : "");
@@ -124,13 +126,13 @@ static void test_last_member_deleted(void **state)
             ok(cp_crowd_create(db, "c", "age > 40", (cp_crowd_kind)kind, NULL, &err), &err);
             ok(cp_user_delete_by_identifier(db, "user_id", "a0", &err), &err);
             assert_int_equal(crowd_size(db, "c"), members - 1);
-            cp_db_close(db);
+            cp_db_close(db, NULL);
             db = open_db(dir);
             assert_int_equal(count(db, "all"), (uint64_t)(members - 1));
             assert_int_equal(crowd_size(db, "c"), members - 1);
             assert_int_equal(count(db, "crowd:c"), (uint64_t)(members - 1));
             ok(cp_crowd_delete(db, "c", &err), &err);
-            cp_db_close(db);
+            cp_db_close(db, NULL);
             test_rmtree(dir);
         }
     }
@@ -160,8 +162,8 @@ static void test_delete_during_export(void **state)
     assert_string_equal(id, "x00");
     ok(cp_user_delete(db, "x10", &err), &err);
     ok(cp_user_delete(db, "x49", &err), &err);
-    cp_db_stats_t st;
-    ok(cp_db_stats(db, &st), &err);
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 48);
     assert_true(st.compact_pending >= 1);
     assert_int_equal(cp_db_compact(db, &err), CP_ECONFLICT); /* the iterator pins it */
@@ -176,19 +178,19 @@ static void test_delete_during_export(void **state)
     cp_result_free(r);
     /* the background thread compacts now; wait for it (bounded) */
     for (int i = 0; i < 500; i++) {
-        ok(cp_db_stats(db, &st), &err);
+        ok(cp_db_stats(db, &st, &err), &err);
         if (st.compact_pending == 0)
             break;
         usleep(20000);
     }
     assert_int_equal(st.compact_pending, 0);
     assert_true(st.compactions >= 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.compact_pending, 0);
     assert_int_equal(count(db, "all"), 48);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -212,16 +214,16 @@ static void test_pending_survives_restart(void **state)
      * stop the handle before the thread can run by closing at once. */
     cp_iter_close(it);
     cp_result_free(r);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     snprintf(path, sizeof path, "%s/data.mdb.compact", dir);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     fputs("gone-3321 leftover of a compaction killed half-way", f);
     fclose(f);
     db = open_db(dir);
-    cp_db_stats_t st;
+    cp_db_stats_t st = CP_DB_STATS_INIT;
     for (int i = 0; i < 500; i++) {
-        ok(cp_db_stats(db, &st), &err);
+        ok(cp_db_stats(db, &st, &err), &err);
         if (st.compact_pending == 0)
             break;
         usleep(20000);
@@ -230,7 +232,7 @@ static void test_pending_survives_restart(void **state)
     /* the leftover went at open; the compaction's own copy is renamed */
     assert_int_equal(access(path, F_OK), -1);
     assert_int_equal(count(db, "all"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -259,7 +261,9 @@ static void test_compact_waits_for_other_process(void **state)
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-            cp_open_options_t o = {.flags = CP_OPEN_READONLY, .map_size = 1ull << 27};
+            cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                                   .flags = CP_OPEN_READONLY,
+                                   .map_size = 1ull << 27};
             cp_db_t *r = NULL;
             char c = 0;
             if (cp_db_open(dir, &o, &r, NULL))
@@ -268,7 +272,7 @@ static void test_compact_waits_for_other_process(void **state)
                 _exit(3);
             uint64_t n = 0;
             int bad = cp_count(r, "all", &n, NULL) != CP_OK;
-            cp_db_close(r);
+            cp_db_close(r, NULL);
             _exit(bad ? 4 : (int)(n & 0x7f));
         }
         char c;
@@ -295,22 +299,24 @@ static void test_compact_waits_for_other_process(void **state)
         /* a process opening the compacted file sees the latest commit */
         pid = fork();
         if (pid == 0) {
-            cp_open_options_t o = {.flags = CP_OPEN_READONLY, .map_size = 1ull << 27};
+            cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                                   .flags = CP_OPEN_READONLY,
+                                   .map_size = 1ull << 27};
             cp_db_t *r = NULL;
             uint64_t n = 0;
             if (cp_db_open(dir, &o, &r, NULL) || cp_count(r, "all", &n, NULL))
                 _exit(2);
-            cp_db_close(r);
+            cp_db_close(r, NULL);
             _exit((int)(n & 0x7f));
         }
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), 30);
     }
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     assert_int_equal(count(db, "all"), 30);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -352,7 +358,7 @@ static void test_event_property_values_forgotten(void **state)
     assert_int_equal(count_as_of(db, "did(view, category = \"shared\") >= 1"), 1);
     assert_int_equal(count_as_of(db, "did(view) >= 1"), 1);
     ok(cp_db_compact(db, &err), &err);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     assert_int_equal(count_as_of(db, "did(view, category = \"only-v-55\") >= 1"), 0);
     assert_int_equal(count_as_of(db, "did(view, category = \"shared\") >= 1"), 1);
@@ -360,11 +366,11 @@ static void test_event_property_values_forgotten(void **state)
           "{\"userId\":\"c\",\"event\":\"view\",\"properties\":{\"category\":\"only-v-55\"},"
           "\"timestamp\":\"2024-06-03T00:00:00Z\"}");
     assert_int_equal(count_as_of(db, "did(view, category = \"only-v-55\") >= 1"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     assert_int_equal(count_as_of(db, "did(view, category = \"only-v-55\") >= 1"), 1);
     assert_int_equal(count_as_of(db, "did(view) >= 1"), 2);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -740,13 +746,13 @@ static void property_run(uint64_t seed, int steps)
         }
         if (getenv("CP_DELETE_TRACE"))
             fprintf(stderr, "step %d op %d: %s\n", step, op, buf);
-        cp_db_close(db);
+        cp_db_close(db, NULL);
         db = open_db(dir);
         check_all(db, m, step);
     }
-    cp_db_stats_t st;
-    ok(cp_db_stats(db, &st), &err);
-    cp_db_close(db);
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    ok(cp_db_stats(db, &st, &err), &err);
+    cp_db_close(db, NULL);
     free(m);
     test_rmtree(dir);
 }

@@ -26,8 +26,10 @@
 
 static cp_db_t *open_db(const char *dir)
 {
-    return test_open_db(
-        dir, &(cp_open_options_t){.flags = CP_OPEN_CREATE, .map_size = 1ull << 28, .threads = 1});
+    return test_open_db(dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                  .flags = CP_OPEN_CREATE,
+                                                  .map_size = 1ull << 28,
+                                                  .threads = 1});
 }
 
 static void ok(cp_status rc, const cp_error_t *err)
@@ -38,7 +40,7 @@ static void ok(cp_status rc, const cp_error_t *err)
 
 static cp_ingest_result_t send(cp_db_t *db, cp_event_type t, const char *json)
 {
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_error_t err = {0};
     cp_status rc = cp_ingest_segment(db, t, json, strlen(json), &r, &err);
     if (rc)
@@ -123,12 +125,12 @@ static void test_shared_payloads_and_retries(void **state)
     assert_int_equal(count(db, "did(buy) = 2", "2024-01-02"), 1);
     assert_int_equal(count(db, "did(buy) >= 3", "2024-01-02"), 0);
     /* ... also after a restart (the window is persisted). */
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     r = send(db, CP_EVENT_BATCH, batch);
     assert_int_equal(r.duplicates, 2);
     assert_int_equal(count(db, "did(buy) = 2", "2024-01-02"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -144,7 +146,7 @@ static void test_bad_requests_apply_nothing(void **state)
                         "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"age\":\"old\"}},"
                         "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"phone\":\"12\"}},"
                         "{\"type\":\"track\",\"event\":\"e\"}]}";
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_error_t err = {0};
     /* strict: all or nothing */
     assert_int_equal(
@@ -155,8 +157,8 @@ static void test_bad_requests_apply_nothing(void **state)
     assert_int_equal(r.rejected, 1);
     assert_null(r.warnings_json);
     cp_ingest_result_clear(&r);
-    cp_db_stats_t st;
-    ok(cp_db_stats(db, &st), &err);
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 0);
     /* a request where nothing is valid fails whole, strict or not */
     const char *none = "{\"batch\":[{\"type\":\"track\",\"event\":\"e\"},"
@@ -165,7 +167,7 @@ static void test_bad_requests_apply_nothing(void **state)
                      CP_EINVAL);
     j_check_rejects(r.errors_json, 2);
     cp_ingest_result_clear(&r);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 0);
 
     /* lenient (the default): the valid events go in, the rejected one is
@@ -191,7 +193,7 @@ static void test_bad_requests_apply_nothing(void **state)
     assert_string_equal(json_string_value(json_object_get(w, "reason")), "invalid");
     json_decref(j);
     cp_ingest_result_clear(&r);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 2);
     /* the odd age is kept unindexed, never in the index */
     char *who = NULL;
@@ -202,12 +204,12 @@ static void test_bad_requests_apply_nothing(void **state)
     assert_null(json_object_get(json_object_get(j, "attrs"), "age"));
     json_decref(j);
     cp_free(who);
-    cp_intake_counters_t ic;
-    ok(cp_intake_counters(db, &ic), &err);
+    cp_intake_counters_t ic = CP_INTAKE_COUNTERS_INIT;
+    ok(cp_intake_counters(db, &ic, &err), &err);
     assert_int_equal(ic.warn_type_mismatch, 1);
     assert_int_equal(ic.warn_invalid, 1);
     assert_int_equal(ic.rejected_events, 1 + 1 + 2);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -242,7 +244,7 @@ static void test_odd_values_lose_nothing(void **state)
                    "\"member_id\":\"test@example.com\",\"openid\":\"\"},"
                    "\"context\":{\"device\":{\"type\":\"ios\","
                    "\"advertisingId\":\"00000000-0000-0000-0000-000000000000\"}}}]}");
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     ok(cp_ingest_segment(db, CP_EVENT_BATCH, buf_cstr(&b), b.len, &r, &err), &err);
     assert_int_equal(r.applied, 10);
     assert_int_equal(r.rejected, 0);
@@ -259,8 +261,8 @@ static void test_odd_values_lose_nothing(void **state)
     cp_ingest_result_clear(&r);
     buf_free(&b);
     assert_int_equal(count(db, "did(buy) >= 1", "2024-01-02"), 9);
-    cp_db_stats_t st;
-    ok(cp_db_stats(db, &st), &err);
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 10);
     /* a second person with the same placeholders is not merged into the first */
     const char *other = "{\"anonymousId\":\"anon-2\",\"timestamp\":\"2024-01-02T00:00:00Z\","
@@ -270,7 +272,7 @@ static void test_odd_values_lose_nothing(void **state)
     ok(cp_ingest_segment(db, CP_EVENT_IDENTIFY, other, strlen(other), &r, &err), &err);
     assert_int_equal(r.merges, 0);
     cp_ingest_result_clear(&r);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 11);
 
     /* phones: a US national number under the +86 default becomes +1 with
@@ -305,14 +307,14 @@ static void test_odd_values_lose_nothing(void **state)
     cp_free(who);
 
     /* the same survives recovery from the log (replays are lenient too) */
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 14);
-    cp_intake_counters_t ic;
-    ok(cp_intake_counters(db, &ic), &err); /* counters are since open */
+    cp_intake_counters_t ic = CP_INTAKE_COUNTERS_INIT;
+    ok(cp_intake_counters(db, &ic, &err), &err); /* counters are since open */
     assert_int_equal(ic.warn_placeholder + ic.warn_invalid + ic.warn_type_mismatch, 0);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -344,14 +346,14 @@ static void test_groups_are_entities(void **state)
         "{\"type\":\"group\",\"userId\":\"carol\",\"groupId\":\"initech\","
         "\"traits\":{\"plan\":\"enterprise\"}}"
         "]}";
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     ok(cp_ingest_segment(db, CP_EVENT_BATCH, batch, strlen(batch), &r, &err), &err);
     assert_int_equal(r.applied, 6);
     assert_int_equal(r.merges, 0);
     cp_ingest_result_clear(&r);
     for (int pass = 0; pass < 2; pass++) { /* live, then after reopening */
-        cp_db_stats_t st;
-        ok(cp_db_stats(db, &st), &err);
+        cp_db_stats_t st = CP_DB_STATS_INIT;
+        ok(cp_db_stats(db, &st, &err), &err);
         assert_int_equal(st.users, 3);
         char *who = NULL;
         ok(cp_whois_json(db, "user_id", "alice", &who, &err), &err);
@@ -372,16 +374,16 @@ static void test_groups_are_entities(void **state)
         uint64_t n = 0;
         assert_int_equal(cp_count_as_of(db, "group:nosuch", NULL, &n, &err), CP_ENOTFOUND);
         assert_int_equal(cp_count_as_of(db, "group.nosuch = 1", NULL, &n, &err), CP_ENOTFOUND);
-        cp_db_close(db);
+        cp_db_close(db, NULL);
         db = open_db(dir);
     }
     /* deletion leaves the group but not the member */
     ok(cp_user_delete_by_identifier(db, "user_id", "bob", &err), &err);
     assert_int_equal(count(db, "group:acme", NULL), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     assert_int_equal(count(db, "group:acme", NULL), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -471,7 +473,7 @@ static void test_traits_behaviour_and_catalog(void **state)
     ok(cp_user_json(db, "u1", &s, &err), &err);
     assert_non_null(strstr(s, "\"age\":31"));
     cp_free(s);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -502,8 +504,8 @@ static void test_merge_unmerge(void **state)
          "\"timestamp\":\"2024-05-02T00:00:00Z\"}");
     const char *u = "{\"id\":\"member-7\",\"tags\":[\"vip\"]}";
     ok(cp_user_upsert_json(db, u, strlen(u), &err), &err);
-    cp_db_stats_t st;
-    ok(cp_db_stats(db, &st), &err);
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 2);
     assert_int_equal(count(db, "did(purchase, sku = \"x\") >= 3", "2024-05-31"), 0);
     /* The anonymous user logs in with the same phone: one person. */
@@ -512,7 +514,7 @@ static void test_merge_unmerge(void **state)
                                 "\"+8613800138000\"},\"messageId\":\"login-1\","
                                 "\"timestamp\":\"2024-05-03T00:00:00Z\"}");
     assert_int_equal(r.merges, 1);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 1);
     assert_int_equal(count(db, "did(purchase, sku = \"x\") >= 3", "2024-05-31"), 1);
     assert_int_equal(count(db, "tag:vip AND age = 20 AND country = \"CN\"", NULL), 1);
@@ -538,7 +540,7 @@ static void test_merge_unmerge(void **state)
     /* Undo: both sides get their own data back. */
     ok(cp_unmerge(db, mid, &s, &err), &err);
     cp_free(s);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 2);
     assert_int_equal(count(db, "did(purchase, sku = \"x\") = 2", "2024-05-31"), 1);
     assert_int_equal(count(db, "did(purchase, sku = \"x\") = 1", "2024-05-31"), 1);
@@ -552,12 +554,12 @@ static void test_merge_unmerge(void **state)
     cp_free(s);
     assert_int_equal(cp_unmerge(db, mid, NULL, &err), CP_ECONFLICT);
     /* and it survives a restart */
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     assert_int_equal(count(db, "did(purchase, sku = \"x\") = 2", "2024-05-31"), 1);
-    ok(cp_db_stats(db, &st), &err);
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 2);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -672,8 +674,8 @@ static void test_delete_leaves_nothing(void **state)
     assert_int_equal(cp_whois_json(db, "user_id", "victim-user-8271", &s, &err), CP_ENOTFOUND);
     assert_int_equal(cp_whois_json(db, "anonymous_id", "victim-device-7730", &s, &err),
                      CP_ENOTFOUND);
-    cp_db_stats_t st;
-    ok(cp_db_stats(db, &st), &err);
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    ok(cp_db_stats(db, &st, &err), &err);
     assert_int_equal(st.users, 1);
     assert_int_equal(count(db, "did(view)", "2024-01-31"), 0);
     const char *needles[] = {"victim-user-8271", "victim-anon-5512",          "victim-device-7730",
@@ -682,12 +684,12 @@ static void test_delete_leaves_nothing(void **state)
         if (dir_contains(dir, needles[k], strlen(needles[k])))
             fail_msg("\"%s\" is still in %s", needles[k], dir);
     /* the bystander is intact, also after reopening */
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     assert_int_equal(count(db, "age = 40", NULL), 1);
     for (size_t k = 0; k < (sizeof needles / sizeof needles[0]); k++)
         assert_false(dir_contains(dir, needles[k], strlen(needles[k])));
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 
@@ -703,12 +705,13 @@ static void test_recovery_after_crash(void **state)
     cp_error_t err = {0};
     const char *cfg = "{\"checkpoint\":{\"interval_ms\":3600000,\"records\":1000000}}";
     ok(cp_intake_config_set_json(db, cfg, strlen(cfg), &err), &err);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     int n = 50;
     pid_t pid = fork();
     if (pid == 0) {
         cp_db_t *c = NULL;
-        cp_open_options_t o = {.flags = 0, .map_size = 1ull << 28, .threads = 1};
+        cp_open_options_t o = {
+            .size = sizeof(cp_open_options_t), .flags = 0, .map_size = 1ull << 28, .threads = 1};
         if (cp_db_open(dir, &o, &c, NULL))
             _exit(2);
         for (int i = 0; i < n; i++) {
@@ -735,10 +738,10 @@ static void test_recovery_after_crash(void **state)
              "\"2024-06-01T00:00:00Z\"}");
     cp_ingest_result_t r = send(db, CP_EVENT_TRACK, body);
     assert_int_equal(r.duplicates, 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(dir);
     assert_int_equal(count(db, "did(tick) = 10", "2024-06-01"), 5);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     test_rmtree(dir);
 }
 

@@ -64,7 +64,8 @@ static cp_db_t *open_db(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-feed-XXXXXX");
     assert_non_null(mkdtemp(g_dir));
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1};
+    cp_open_options_t o = {
+        .size = sizeof o, .flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     if (cp_db_open(g_dir, &o, &db, &err))
@@ -74,7 +75,7 @@ static cp_db_t *open_db(void)
 
 static void close_db(cp_db_t *db)
 {
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 

@@ -49,8 +49,10 @@ static void ok(cp_status rc, const cp_error_t *err)
 
 static cp_db_t *open_db(const char *dir)
 {
-    return test_open_db(
-        dir, &(cp_open_options_t){.flags = CP_OPEN_CREATE, .map_size = 1ull << 28, .threads = 1});
+    return test_open_db(dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                  .flags = CP_OPEN_CREATE,
+                                                  .map_size = 1ull << 28,
+                                                  .threads = 1});
 }
 
 static const char mapping[] =
@@ -145,7 +147,7 @@ static void send_rows(cp_db_t *db, const row_t *r, size_t n, size_t base)
                               "sku", sku, "qty", r[i].qty, "context", "traits", ct);
         char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(j);
-        cp_ingest_result_t res;
+        cp_ingest_result_t res = CP_INGEST_RESULT_INIT;
         cp_error_t err = {0};
         cp_status rc = cp_ingest_segment(db, CP_EVENT_TRACK, s, strlen(s), &res, &err);
         if (rc)
@@ -157,11 +159,12 @@ static void send_rows(cp_db_t *db, const row_t *r, size_t n, size_t base)
 
 static void import_rows(cp_db_t *db, const char *path, uint64_t batch)
 {
-    cp_import_options_t o = {.format = CP_IMPORT_CSV,
+    cp_import_options_t o = {.size = sizeof(cp_import_options_t),
+                             .format = CP_IMPORT_CSV,
                              .mapping_json = mapping,
                              .mapping_len = strlen(mapping),
                              .batch_lines = batch};
-    cp_import_stats_t st;
+    cp_import_stats_t st = CP_IMPORT_STATS_INIT;
     cp_error_t err = {0};
     ok(cp_import_file(db, path, &o, &st, &err), &err);
     assert_int_equal(st.rejected, 0);
@@ -290,9 +293,9 @@ static void compare(cp_db_t *a, cp_db_t *b, const char *when)
                      (unsigned long long)na, (unsigned long long)nb);
     }
     compare_catalog(a, b, when);
-    cp_db_stats_t sa, sb;
-    assert_int_equal(cp_db_stats(a, &sa), CP_OK);
-    assert_int_equal(cp_db_stats(b, &sb), CP_OK);
+    cp_db_stats_t sa = CP_DB_STATS_INIT, sb = CP_DB_STATS_INIT;
+    assert_int_equal(cp_db_stats(a, &sa, NULL), CP_OK);
+    assert_int_equal(cp_db_stats(b, &sb, NULL), CP_OK);
     assert_int_equal(sa.users, sb.users);
 }
 
@@ -327,7 +330,7 @@ static void both_send(cp_db_t *a, cp_db_t *b, const char *json)
 {
     cp_db_t *dbs[2] = {a, b};
     for (int i = 0; i < 2; i++) {
-        cp_ingest_result_t res;
+        cp_ingest_result_t res = CP_INGEST_RESULT_INIT;
         cp_error_t err = {0};
         cp_status rc = cp_ingest_segment(dbs[i], CP_EVENT_TRACK, json, strlen(json), &res, &err);
         if (rc)
@@ -405,8 +408,8 @@ static void run(uint64_t seed)
     send_rows(b, r2, n2, n1);
     compare(a, b, "after the second import");
 
-    cp_db_close(a);
-    cp_db_close(b);
+    cp_db_close(a, NULL);
+    cp_db_close(b, NULL);
     free(r1);
     free(r2);
     test_rmtree(da);
@@ -470,8 +473,9 @@ static void test_many_properties(void **state)
         free(s);
     }
     fclose(out);
-    cp_import_options_t o = {.format = CP_IMPORT_NDJSON, .batch_lines = 7};
-    cp_import_stats_t st;
+    cp_import_options_t o = {
+        .size = sizeof(cp_import_options_t), .format = CP_IMPORT_NDJSON, .batch_lines = 7};
+    cp_import_stats_t st = CP_IMPORT_STATS_INIT;
     ok(cp_import_file(a, f, &o, &st, &err), &err);
     assert_int_equal(st.rejected, 0);
     assert_int_equal(st.events, 40);
@@ -487,8 +491,8 @@ static void test_many_properties(void **state)
         if (i < 2) /* against the naive count */
             assert_int_equal(na, (uint64_t)__builtin_popcount(want[i]));
     }
-    cp_db_close(a);
-    cp_db_close(b);
+    cp_db_close(a, NULL);
+    cp_db_close(b, NULL);
     test_rmtree(da);
     test_rmtree(db_);
     test_rmtree(fdir);

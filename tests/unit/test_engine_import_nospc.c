@@ -93,9 +93,11 @@ static void import_resumes_after_full_disk(void **state)
         skip();
     }
     write_events();
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .threads = 1};
-    cp_import_options_t io = {.format = CP_IMPORT_NDJSON, .batch_lines = 5000};
-    cp_import_stats_t s = {0};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE, .threads = 1};
+    cp_import_options_t io = {
+        .size = sizeof(cp_import_options_t), .format = CP_IMPORT_NDJSON, .batch_lines = 5000};
+    cp_import_stats_t s = CP_IMPORT_STATS_INIT;
     cp_error_t err = {0};
     cp_db_t *db = NULL;
 
@@ -105,7 +107,7 @@ static void import_resumes_after_full_disk(void **state)
     assert_int_equal(cp_import_file(db, events, &io, &s, &err), CP_OK);
     assert_int_equal(s.events, EVENTS);
     count3(db, &want_users, &want_thrice);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     /* Leave ~9 MiB free on the small disk: not enough for the import. */
     assert_int_equal(cp_db_open(data, &o, &db, &err), CP_OK);
@@ -120,6 +122,7 @@ static void import_resumes_after_full_disk(void **state)
     assert_int_equal(fclose(f), 0);
 
     memset(&s, 0, sizeof s);
+    s.size = sizeof s;
     cp_status rc = cp_import_file(db, events, &io, &s, &err);
     assert_int_equal(rc, CP_ENOSPC);
     assert_non_null(strstr(err.message, mnt));
@@ -131,13 +134,14 @@ static void import_resumes_after_full_disk(void **state)
     uint64_t users = 0, thrice = 0;
     count3(db, &users, &thrice);
     assert_true(users > 0 && users <= want_users);
-    cp_health_t h;
-    assert_int_equal(cp_db_health(db, &h), CP_OK);
+    cp_health_t h = CP_HEALTH_INIT;
+    assert_int_equal(cp_db_health(db, &h, NULL), CP_OK);
     assert_int_equal(h.readable, 1);
 
     /* Space returns: the same handle resumes after the committed lines. */
     assert_int_equal(unlink(filler), 0);
     memset(&s, 0, sizeof s);
+    s.size = sizeof s;
     memset(&err, 0, sizeof err);
     assert_int_equal(cp_import_file(db, events, &io, &s, &err), CP_OK);
     assert_true(s.resumed_at_line > 0);
@@ -145,7 +149,7 @@ static void import_resumes_after_full_disk(void **state)
     count3(db, &users, &thrice);
     assert_int_equal(users, want_users);
     assert_int_equal(thrice, want_thrice);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     /* Reopened: the same answers. */
     o.flags = 0;
@@ -153,7 +157,7 @@ static void import_resumes_after_full_disk(void **state)
     count3(db, &users, &thrice);
     assert_int_equal(users, want_users);
     assert_int_equal(thrice, want_thrice);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 int main(void)

@@ -55,7 +55,8 @@ static cp_db_t *open_db(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-member-XXXXXX");
     assert_non_null(mkdtemp(g_dir));
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1};
+    cp_open_options_t o = {
+        .size = sizeof o, .flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     if (cp_db_open(g_dir, &o, &db, &err))
@@ -191,8 +192,8 @@ static void test_lookup_matches_naive(void **state)
     uint64_t rng = 0xbeef;
     build(&w, &rng);
     cp_error_t err = {0};
-    cp_db_stats_t st;
-    ok(cp_db_stats(w.db, &st), NULL);
+    cp_db_stats_t st = CP_DB_STATS_INIT;
+    ok(cp_db_stats(w.db, &st, NULL), NULL);
     uint32_t crowds[NCROWDS], tags[NTAGS];
     size_t live = 0;
     for (uint32_t ord = 0; ord < st.ordinals + 5; ord++) {
@@ -253,7 +254,7 @@ static void test_lookup_matches_naive(void **state)
         roaring_bitmap_free(w.tag_bm[i]);
     for (int i = 0; i < NCROWDS; i++)
         roaring_bitmap_free(w.crowd_bm[i]);
-    cp_db_close(w.db);
+    cp_db_close(w.db, NULL);
     nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -318,7 +319,7 @@ static void test_contract(void **state)
     ok(cp_user_delete(db, "a", &err), &err);
     assert_int_equal(cp_member_lookup_ord(db, ord, &m, NULL), CP_ENOTFOUND);
     assert_int_equal(cp_user_ordinal(db, "user_id", "a", &ord, NULL), CP_ENOTFOUND);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 

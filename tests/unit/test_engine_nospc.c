@@ -83,13 +83,14 @@ static void full_disk_refuses_and_recovers(void **state)
         assert_int_equal(fwrite(mb, 1, sizeof mb, f), sizeof mb);
     fclose(f);
 
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .threads = 1};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE, .threads = 1};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     assert_int_equal(cp_db_open(data, &o, &db, &err), CP_OK);
     assert_int_equal(cp_attr_define(db, "k", CP_ATTR_INT, &err), CP_OK);
 
-    cp_health_t h;
+    cp_health_t h = CP_HEALTH_INIT;
     int acked = 0, i = 0;
     cp_status rc = CP_OK;
     for (; i < 2000; i++) {
@@ -101,7 +102,7 @@ static void full_disk_refuses_and_recovers(void **state)
     assert_int_equal(rc, CP_ENOSPC);
     assert_non_null(strstr(err.message, mnt));
     assert_non_null(strstr(err.message, "free"));
-    assert_int_equal(cp_db_health(db, &h), CP_OK);
+    assert_int_equal(cp_db_health(db, &h, NULL), CP_OK);
     assert_int_equal(h.writable, 0);
     assert_int_equal(h.readable, 1);
     assert_string_equal(h.reason, "storage_full");
@@ -121,18 +122,18 @@ static void full_disk_refuses_and_recovers(void **state)
     memset(&err, 0, sizeof err);
     assert_int_equal(identify(db, ++i, &err), CP_OK);
     acked++;
-    assert_int_equal(cp_db_health(db, &h), CP_OK);
+    assert_int_equal(cp_db_health(db, &h, NULL), CP_OK);
     assert_int_equal(h.writable, 1);
     assert_int_equal(cp_count(db, "k >= 0", &n, &err), CP_OK);
     assert_int_equal(n, (uint64_t)acked);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     /* Reopened, everything acknowledged is there. */
     o.flags = 0;
     assert_int_equal(cp_db_open(data, &o, &db, &err), CP_OK);
     assert_int_equal(cp_count(db, "k >= 0", &n, &err), CP_OK);
     assert_int_equal(n, (uint64_t)acked);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 int main(void)

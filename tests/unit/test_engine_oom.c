@@ -215,7 +215,10 @@ static void scenario(const char *dir, run_t *r)
 {
     cp_db_t *db = NULL;
     cp_error_t err = {0};
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1ull << 26, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1ull << 26,
+                           .threads = 1};
     const char *cfg = "{\"indexed_properties\":[\"category\"]}";
     uint64_t n = 0;
     STEP("open", cp_db_open(dir, &o, &db, &err));
@@ -223,7 +226,7 @@ static void scenario(const char *dir, run_t *r)
     STEP("attr age", cp_attr_define(db, "age", CP_ATTR_INT, &err));
     STEP("attr country", cp_attr_define(db, "country", CP_ATTR_STRING, &err));
     STEP("tag", cp_tag_create(db, "vip", "贵宾", NULL, &err));
-    cp_ingest_result_t res = {0};
+    cp_ingest_result_t res = CP_INGEST_RESULT_INIT;
     cp_status rc = cp_ingest_segment(db, CP_EVENT_BATCH, BATCH, strlen(BATCH), &res, &err);
     cp_ingest_result_clear(&res);
     STEP("ingest", rc);
@@ -244,10 +247,10 @@ static void scenario(const char *dir, run_t *r)
     cp_free(json);
 out:
     if (db != NULL && r->step != NULL) {
-        cp_health_t h;
-        r->handle_failed = cp_db_health(db, &h) == CP_OK && strcmp(h.reason, "failed") == 0;
+        cp_health_t h = CP_HEALTH_INIT;
+        r->handle_failed = cp_db_health(db, &h, NULL) == CP_OK && strcmp(h.reason, "failed") == 0;
     }
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 /* After a run, with real allocations: the directory opens, checks clean
@@ -258,7 +261,10 @@ static const char *verify(const char *dir, const run_t *r, char *why, size_t cap
         return NULL;
     cp_db_t *db = NULL;
     cp_error_t err = {0};
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1ull << 26, .threads = 1};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1ull << 26,
+                           .threads = 1};
     cp_status rc = cp_db_open(dir, &o, &db, &err);
     if (rc != CP_OK) {
         snprintf(why, cap, "reopen: %s: %s", cp_strerror(rc), err.message);
@@ -270,7 +276,7 @@ static const char *verify(const char *dir, const run_t *r, char *why, size_t cap
         if (rc != CP_OK || n != 2) {
             snprintf(why, cap, "acknowledged users lost: count %llu (%s)", (unsigned long long)n,
                      err.message);
-            cp_db_close(db);
+            cp_db_close(db, NULL);
             return why;
         }
     }
@@ -278,11 +284,11 @@ static const char *verify(const char *dir, const run_t *r, char *why, size_t cap
         rc = cp_count(db, "crowd:older", &n, &err);
         if (rc != CP_OK || n != 2) {
             snprintf(why, cap, "acknowledged crowd lost: %s", err.message);
-            cp_db_close(db);
+            cp_db_close(db, NULL);
             return why;
         }
     }
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     uint64_t problems = 0;
     rc = cp_db_check(dir, NULL, NULL, &problems, &err);
     if (rc != CP_OK || problems != 0) {

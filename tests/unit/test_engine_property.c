@@ -524,8 +524,10 @@ static uint64_t naive_count(const world_t *w, const node_t *n)
 
 static cp_db_t *open_db(unsigned flags)
 {
-    return test_open_db(g_dir,
-                        &(cp_open_options_t){.flags = flags, .map_size = 1u << 30, .threads = 2});
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = flags,
+                                                    .map_size = 1u << 30,
+                                                    .threads = 2});
 }
 
 static void check(cp_db_t *db, world_t *w, node_t **exprs, char **texts, int n)
@@ -589,7 +591,7 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
                        "{\"id\":\"dict\",\"attrs\":{\"seg\":\"d\"}}\n"
                        "{\"id\":\"dict\",\"attrs\":{\"seg\":\"e\"}}\n"
                        "{\"id\":\"dict\",\"attrs\":{\"seg\":\"zz\"}}\n";
-    cp_load_stats_t seeded;
+    cp_load_stats_t seeded = CP_LOAD_STATS_INIT;
     assert_int_equal(cp_load_ndjson_buf(db, dict, strlen(dict), NULL, &seeded, &err), CP_OK);
     /* A deletion removes the values nobody else holds (issue: deletion
      * leaves nothing) unless an alias stands for them: one each keeps
@@ -614,8 +616,9 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         random_tags(&w, u, &b);
         buf_printf(&b, "}\n");
     }
-    cp_load_options_t lo = {.batch_lines = (uint64_t)nusers / 3 + 1};
-    cp_load_stats_t st;
+    cp_load_options_t lo = {.size = sizeof(cp_load_options_t),
+                            .batch_lines = (uint64_t)nusers / 3 + 1};
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     assert_int_equal(cp_load_ndjson_buf(db, b.data, b.len, &lo, &st, &err), CP_OK);
     assert_int_equal(st.users_created, (uint64_t)nusers);
     assert_int_equal(st.rejected, 0);
@@ -644,7 +647,7 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         }
         if (nev > 0 && (nev >= 1500 || i == nusers - 1)) {
             buf_printf(&b, "]}");
-            cp_ingest_result_t r;
+            cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
             assert_int_equal(cp_ingest_segment(db, CP_EVENT_BATCH, b.data, b.len, &r, &err), CP_OK);
             assert_int_equal(r.applied, (uint64_t)nev);
             assert_int_equal(r.merges, 0); /* the groups' billing email merges nobody */
@@ -743,10 +746,10 @@ static void run_world(uint64_t seed, int nusers, int nexprs)
         texts[e] = t.data;
     }
     check(db, &w, exprs, texts, nexprs);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db(0);
     check(db, &w, exprs, texts, nexprs);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 
     for (int e = 0; e < nexprs; e++) {
         node_free(exprs[e]);

@@ -44,7 +44,10 @@ static uint64_t count(cp_db_t *db, const char *expr)
 static cp_db_t *seeded(void)
 {
     test_tmpdir(g_dir, sizeof g_dir, "values");
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .map_size = 1u << 28, .threads = 2};
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t),
+                           .flags = CP_OPEN_CREATE,
+                           .map_size = 1u << 28,
+                           .threads = 2};
     cp_db_t *db = NULL;
     cp_error_t err = {0};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
@@ -68,8 +71,8 @@ static cp_db_t *seeded(void)
         "{\"id\":\"u3\",\"attrs\":{\"city\":\"广州\"},\"tags\":[\"industry/finance\"]}\n"
         "{\"id\":\"u42\",\"attrs\":{\"city\":\"shenzhen\"},"
         "\"tags\":[\"interest/beauty\",\"interest/beauty/makeup\"]}\n";
-    cp_load_options_t lo = {0};
-    cp_load_stats_t st;
+    cp_load_options_t lo = CP_LOAD_OPTIONS_INIT;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     ok(cp_load_ndjson_buf(db, users, strlen(users), &lo, &st, &err), &err);
     assert_int_equal(st.rejected, 0);
     return db;
@@ -114,7 +117,7 @@ static void test_never_seen(void **state)
                      CP_ENOTFOUND);
     cp_result_t *r = NULL;
     assert_int_equal(cp_eval(db, "city = \"shenzen\"", &r, &err), CP_ENOTFOUND);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir();
 }
 
@@ -143,19 +146,19 @@ static void test_aliases(void **state)
     cp_free(j);
     /* Intake stores the alias as its value. */
     const char *more = "{\"id\":\"u9\",\"attrs\":{\"city\":\"广州\"}}\n";
-    cp_load_options_t lo = {0};
-    cp_load_stats_t st;
+    cp_load_options_t lo = CP_LOAD_OPTIONS_INIT;
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
     ok(cp_load_ndjson_buf(db, more, strlen(more), &lo, &st, &err), &err);
     assert_int_equal(count(db, "city = \"guangzhou\""), 3);
     /* Survives a restart. */
-    cp_db_close(db);
-    cp_open_options_t o = {.map_size = 1u << 28, .threads = 2};
+    cp_db_close(db, NULL);
+    cp_open_options_t o = {.size = sizeof(cp_open_options_t), .map_size = 1u << 28, .threads = 2};
     ok(cp_db_open(g_dir, &o, &db, &err), &err);
     assert_int_equal(count(db, "city = \"广州\""), 3);
     ok(cp_attr_alias_remove(db, "city", "广州", &err), &err);
     assert_int_equal(cp_attr_alias_remove(db, "city", "广州", &err), CP_ENOTFOUND);
     assert_int_equal(count(db, "city = \"guangzhou\""), 3);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir();
 }
 
@@ -197,7 +200,7 @@ static void test_tags_chinese(void **state)
     const char *beauty[] = {"interest/beauty"};
     ok(cp_user_remove_tags(db, "u42", beauty, 1, &err), &err);
     assert_int_equal(count(db, "tag:interest/beauty"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     rm_dir();
 }
 

@@ -28,8 +28,10 @@ static char g_dir[256];
 
 static cp_db_t *open_db(void)
 {
-    return test_open_db(
-        g_dir, &(cp_open_options_t){.flags = CP_OPEN_CREATE, .map_size = 1ull << 28, .threads = 1});
+    return test_open_db(g_dir, &(cp_open_options_t){.size = sizeof(cp_open_options_t),
+                                                    .flags = CP_OPEN_CREATE,
+                                                    .map_size = 1ull << 28,
+                                                    .threads = 1});
 }
 
 typedef struct sender {
@@ -60,7 +62,7 @@ static void *send_main(void *arg)
                 "\"messageId\":\"m%d-%d-%d\",\"timestamp\":\"2024-01-0%dT10:00:00Z\"}",
                 i ? "," : "", s->id, b * PER_BATCH / 2 + i / 2, s->id, b, i, 1 + b % 5);
         n += (size_t)snprintf(body + n, sizeof body - n, "]}");
-        cp_ingest_result_t r;
+        cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
         cp_error_t err = {0};
         if (cp_ingest_segment(s->db, CP_EVENT_BATCH, body, n, &r, &err) != CP_OK) {
             note(s, "ingest", &err);
@@ -135,7 +137,7 @@ static void test_senders_readers_checkpoints(void **state)
     /* One event first, so "buy" is a known event for the side's counts. */
     const char *seed = "{\"type\":\"track\",\"event\":\"buy\",\"userId\":\"seed\","
                        "\"timestamp\":\"2024-01-01T00:00:00Z\"}";
-    cp_ingest_result_t r;
+    cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
     cp_error_t e0 = {0};
     if (cp_ingest_segment(db, CP_EVENT_TRACK, seed, strlen(seed), &r, &e0))
         fail_msg("seed: %s", e0.message);
@@ -159,14 +161,14 @@ static void test_senders_readers_checkpoints(void **state)
     uint64_t users = (uint64_t)SENDERS * BATCHES * PER_BATCH / 2;
     assert_int_equal(count(db, "did(buy) >= 1"), users + 1);
     assert_int_equal(count(db, "did(buy) = 2"), users);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db();
     assert_int_equal(count(db, "did(buy) = 2"), users);
     char *json = NULL;
     cp_error_t err = {0};
     assert_int_equal(cp_whois_json(db, "user_id", "s3-0", &json, &err), CP_OK);
     free(json);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 /* Close right after acknowledged writes (the writer holds an open
@@ -178,7 +180,7 @@ static void test_close_with_open_transaction(void **state)
     const char *body = "{\"batch\":[{\"type\":\"track\",\"event\":\"open\",\"userId\":\"close-1\","
                        "\"timestamp\":\"2024-02-01T00:00:00Z\"}]}";
     for (int i = 0; i < 3; i++) {
-        cp_ingest_result_t r;
+        cp_ingest_result_t r = CP_INGEST_RESULT_INIT;
         cp_error_t err = {0};
         char b[512];
         snprintf(b, sizeof b, "%.*s,\"messageId\":\"c%d\"}]}", (int)(strlen(body) - 3), body, i);
@@ -186,10 +188,10 @@ static void test_close_with_open_transaction(void **state)
             fail_msg("ingest: %s", err.message);
         cp_ingest_result_clear(&r);
     }
-    cp_db_close(db);
+    cp_db_close(db, NULL);
     db = open_db();
     assert_int_equal(count(db, "did(open) = 3"), 1);
-    cp_db_close(db);
+    cp_db_close(db, NULL);
 }
 
 static int setup(void **state)

@@ -140,7 +140,8 @@ static int setup(void **state)
     fixture_t *f = calloc(1, sizeof *f);
     test_tmpdir(f->dir, sizeof f->dir, "server");
     strcat(f->dir, "/data");
-    cp_open_options_t o = {.flags = CP_OPEN_CREATE, .threads = 1};
+    cp_open_options_t o = {
+        .size = sizeof(cp_open_options_t), .flags = CP_OPEN_CREATE, .threads = 1};
     cp_error_t err = {0};
     if (cp_db_open(f->dir, &o, &f->db, &err) != CP_OK)
         fail_msg("cp_db_open: %s", err.message);
@@ -155,7 +156,7 @@ static int teardown(void **state)
 {
     fixture_t *f = *state;
     srv_metrics_free(&f->ctx.metrics);
-    cp_db_close(f->db);
+    cp_db_close(f->db, NULL);
     *strrchr(f->dir, '/') = '\0';
     test_rmtree(f->dir);
     free(f);
