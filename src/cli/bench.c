@@ -18,7 +18,6 @@
  * 5-term query, or the bench fails: the floor doubles as a check.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,15 +68,9 @@ typedef struct brun {
 
 /* ---------------------------------------------------------- helpers */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void percentiles(double *t, int n, double *p50, double *p99, double *mean)
 {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    qsort(t, (size_t)n, sizeof *t, cli_cmp_double);
     double s = 0;
     for (int i = 0; i < n; i++)
         s += t[i];
@@ -262,14 +255,6 @@ out:
     return rc;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p) != 0 ? -1 : 0;
-}
-
 static int run_engine(brun_t *r, uint64_t seed, const char *basedir, int keep, double *times)
 {
     char dir[4096];
@@ -412,7 +397,7 @@ out:
     free(tags);
     cp_db_close(db, NULL);
     if (!keep)
-        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        cli_rmtree(dir);
     else
         fprintf(stderr, "bench: kept the data directory %s\n", dir);
     return rc;

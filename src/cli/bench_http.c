@@ -71,12 +71,6 @@ static double thread_cpu_secs(const char *name)
     return secs;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(const double *sorted, size_t n, double p)
 {
     if (n == 0)
@@ -374,7 +368,7 @@ static int measure_fsync(http_run_t *h, const char *dir, int n)
     }
     h->fsync_secs = progress_now() - start;
     h->fsync_n = k;
-    qsort(t, (size_t)k, sizeof *t, cmp_double);
+    qsort(t, (size_t)k, sizeof *t, cli_cmp_double);
     h->fsync_p50 = pct(t, (size_t)k, 0.5);
     h->fsync_max = k ? t[k - 1] : 0;
 out:
@@ -584,7 +578,7 @@ int bench_http_run(http_run_t *h, const char *tmp, uint64_t users, uint64_t seed
             all[k++] = w[i].lat[j];
             sum += w[i].lat[j];
         }
-    qsort(all, nl, sizeof *all, cmp_double);
+    qsort(all, nl, sizeof *all, cli_cmp_double);
     h->p50 = pct(all, nl, 0.50);
     h->p99 = pct(all, nl, 0.99);
     h->max = nl ? all[nl - 1] : 0;

@@ -29,7 +29,6 @@
  * share one fsync to reach the rate measured.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,17 +62,9 @@ double bench_cpu_secs(int who)
     return tv_secs(ru.ru_utime) + tv_secs(ru.ru_stime);
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p) != 0 ? -1 : 0;
-}
-
 void bench_rm_tree(const char *dir)
 {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    cli_rmtree(dir);
 }
 
 static uint64_t file_size(const char *path)

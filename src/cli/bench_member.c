@@ -17,7 +17,6 @@
  * reference): a mismatch fails the bench.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,18 +34,12 @@ typedef struct bm_stats {
     double p50, p99, max, mean; /* microseconds */
 } bm_stats_t;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static bm_stats_t stats_of(double *t, size_t n)
 {
     bm_stats_t s = {0};
     if (n == 0)
         return s;
-    qsort(t, n, sizeof *t, cmp_double);
+    qsort(t, n, sizeof *t, cli_cmp_double);
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += t[i];
@@ -55,14 +48,6 @@ static bm_stats_t stats_of(double *t, size_t n)
     s.max = t[n - 1];
     s.mean = sum / (double)n;
     return s;
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
 }
 
 /* Paths of the demo taxonomy (level >= 2 keeps the crowds selective). */
@@ -364,7 +349,7 @@ out:
     free(paths);
     cp_db_close(db, NULL);
     if (!cli_has(&a, "keep"))
-        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        cli_rmtree(dir);
     else
         fprintf(stderr, "kept %s\n", dir);
     free(t_look);

@@ -262,4 +262,10 @@ typedef struct cli_sub {
 int cli_dispatch(const char *group, const char *summary, const cli_sub_t *subs, int argc,
                  char **argv);
 
+/* qsort comparator of doubles, ascending. */
+int cli_cmp_double(const void *a, const void *b);
+/* Removes dir and everything below it (no links followed); nftw's result:
+ * 0, or -1 with errno set. */
+int cli_rmtree(const char *dir);
+
 #endif /* CP_CLI_H */

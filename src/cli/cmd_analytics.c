@@ -856,12 +856,6 @@ static roaring_bitmap_t *random_bitmap(uint32_t n, double density, uint64_t *st,
     return bm;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median_ms(cp_db_t *db, cli_lib_fn fn, const char *req, int reps, int *ok)
 {
     double t[64];
@@ -879,7 +873,7 @@ static double median_ms(cp_db_t *db, cli_lib_fn fn, const char *req, int reps, i
             return 0;
         }
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    qsort(t, (size_t)reps, sizeof t[0], cli_cmp_double);
     return t[reps / 2];
 }
 
@@ -934,8 +928,8 @@ static cp_status core_and_floor(cp_db_t *db, int reps, double *core_ms, double *
         *bytes = nb;
     }
     (void)sink;
-    qsort(t1, (size_t)reps, sizeof t1[0], cmp_double);
-    qsort(t2, (size_t)reps, sizeof t2[0], cmp_double);
+    qsort(t1, (size_t)reps, sizeof t1[0], cli_cmp_double);
+    qsort(t2, (size_t)reps, sizeof t2[0], cli_cmp_double);
     *core_ms = t1[reps / 2];
     *floor_ms = t2[reps / 2];
 out:

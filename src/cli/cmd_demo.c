@@ -52,14 +52,6 @@ static int dir_state(const char *dir)
     return empty ? 0 : -1;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p) != 0 ? -1 : 0;
-}
-
 /* rm -rf, refusing paths whose loss would surely be a mistake. */
 static int remove_tree(const char *dir)
 {
@@ -70,7 +62,7 @@ static int remove_tree(const char *dir)
     if (strcmp(real, "/") == 0 || (getcwd(cwd, sizeof cwd) && strcmp(real, cwd) == 0) ||
         (home && strcmp(real, home) == 0))
         return cli_failf("refusing to delete %s with --force; choose another --data", real);
-    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+    if (cli_rmtree(dir) != 0)
         return cli_failf("cannot delete %s: %s", dir, strerror(errno));
     return CLI_OK;
 }

@@ -161,28 +161,6 @@ static void value_text(const json_t *v, char *buf, size_t cap)
     free(s);
 }
 
-static const char *json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "a value";
-}
-
 static cp_status type_err(cp_error_t *err, const char *uid, const schema_attr_t *a, const json_t *v,
                           const char *expects)
 {

@@ -30,28 +30,6 @@ static cp_status push_event(ingest_batch_t *b, const ingest_event_t *e)
     return CP_OK;
 }
 
-static const char *kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "a value";
-}
-
 /*
  * An id-like JSON value as text: a string, or an integer written in
  * decimal (some SDKs send numeric user ids). Absent and null give
@@ -76,7 +54,7 @@ static cp_status id_json(ingest_batch_t *b, const json_t *v, const char **s, siz
         return CP_OK;
     }
     if (!json_is_string(v)) {
-        *not_text = kind(v);
+        *not_text = json_kind(v);
         return CP_OK;
     }
     *s = json_string_value(v);
@@ -163,7 +141,8 @@ static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json
     const json_t *dev = json_object_get(ctx, "device");
     if (dev && !json_is_null(dev)) {
         if (!json_is_object(dev))
-            return CP_ERR(err, CP_ETYPE, "\"context.device\" must be an object, got %s", kind(dev));
+            return CP_ERR(err, CP_ETYPE, "\"context.device\" must be an object, got %s",
+                          json_kind(dev));
         if ((rc = ident(b, e, json_object_get(dev, "id"), RULE_ID_ELSEWHERE, "context.device.id",
                         "device_id", "context.device.id", NULL, err)))
             return rc;
@@ -182,7 +161,7 @@ static cp_status context_idents(ingest_batch_t *b, ingest_event_t *e, const json
     if (ext && !json_is_null(ext)) {
         if (!json_is_array(ext))
             return CP_ERR(err, CP_ETYPE, "\"context.externalIds\" must be an array, got %s",
-                          kind(ext));
+                          json_kind(ext));
         size_t i;
         json_t *x;
         json_array_foreach(ext, i, x)
@@ -215,7 +194,8 @@ static cp_status time_field(const json_t *j, const char *name, int64_t *out, int
     if (v == NULL || json_is_null(v))
         return CP_OK;
     if (!json_is_string(v))
-        return CP_ERR(err, CP_ETYPE, "\"%s\" must be an ISO 8601 string, got %s", name, kind(v));
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be an ISO 8601 string, got %s", name,
+                      json_kind(v));
     if (ingest_time_parse(v, out) != 0)
         return rule_time_bad(name, json_string_value(v), err);
     *given = 1;
@@ -230,7 +210,7 @@ static cp_status obj_field(const json_t *j, const char *name, const json_t **out
     if (v == NULL || json_is_null(v))
         return CP_OK;
     if (!json_is_object(v))
-        return CP_ERR(err, CP_ETYPE, "\"%s\" must be an object, got %s", name, kind(v));
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be an object, got %s", name, json_kind(v));
     *out = v;
     return CP_OK;
 }
@@ -247,7 +227,7 @@ static cp_status text_field(const json_t *j, const char *name, int required, siz
         return CP_OK;
     }
     if (!json_is_string(v))
-        return CP_ERR(err, CP_ETYPE, "\"%s\" must be a string, got %s", name, kind(v));
+        return CP_ERR(err, CP_ETYPE, "\"%s\" must be a string, got %s", name, json_kind(v));
     *s = json_string_value(v);
     *len = json_string_length(v);
     cp_status rc = rule_text(name, *s, *len, max, !required, 0, err);
@@ -377,7 +357,7 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         goto out;                                                                                  \
     } while (0)
     if (!json_is_object(j))
-        return_rc(CP_ERR(err, CP_ETYPE, "an event must be a JSON object, got %s", kind(j)));
+        return_rc(CP_ERR(err, CP_ETYPE, "an event must be a JSON object, got %s", json_kind(j)));
     /* The exact compact size only when a cheap upper bound is over. */
     size_t bytes = size_bound(j, 0);
     if (bytes > INGEST_EVENT_MAX)
@@ -389,7 +369,7 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     const json_t *jt = json_object_get(j, "type");
     if (jt && !json_is_null(jt)) {
         if (!json_is_string(jt))
-            return_rc(CP_ERR(err, CP_ETYPE, "\"type\" must be a string, got %s", kind(jt)));
+            return_rc(CP_ERR(err, CP_ETYPE, "\"type\" must be a string, got %s", json_kind(jt)));
         e.type = ingest_type_parse(json_string_value(jt), json_string_length(jt));
         if (e.type == ING_NONE)
             return_rc(CP_ERR(err, CP_EINVAL,
@@ -430,7 +410,7 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
         if (ct && !json_is_null(ct)) {
             if (!json_is_object(ct))
                 return_rc(CP_ERR(err, CP_ETYPE, "\"context.traits\" must be an object, got %s",
-                                 kind(ct)));
+                                 json_kind(ct)));
             e.ctx_traits = ct;
         }
     }
@@ -562,7 +542,8 @@ cp_status segment_parse(ingest_type endpoint, const char *body, size_t len, cons
     json_decref(b->root);
     b->root = root;
     if (!json_is_object(root))
-        return CP_ERR(err, CP_EINVAL, "the request body must be a JSON object, got %s", kind(root));
+        return CP_ERR(err, CP_EINVAL, "the request body must be a JSON object, got %s",
+                      json_kind(root));
     cp_error_t ee;
     if (endpoint != ING_NONE) {
         memset(&ee, 0, sizeof ee);
@@ -580,10 +561,10 @@ cp_status segment_parse(ingest_type endpoint, const char *body, size_t len, cons
     if (arr == NULL)
         return CP_ERR(err, CP_EINVAL, "missing \"batch\" (an array of events)");
     if (!json_is_array(arr))
-        return CP_ERR(err, CP_ETYPE, "\"batch\" must be an array, got %s", kind(arr));
+        return CP_ERR(err, CP_ETYPE, "\"batch\" must be an array, got %s", json_kind(arr));
     const json_t *ctx = json_object_get(root, "context");
     if (ctx && !json_is_null(ctx) && !json_is_object(ctx))
-        return CP_ERR(err, CP_ETYPE, "\"context\" must be an object, got %s", kind(ctx));
+        return CP_ERR(err, CP_ETYPE, "\"context\" must be an object, got %s", json_kind(ctx));
     if (ctx && json_is_null(ctx))
         ctx = NULL;
     int64_t sent = -1;

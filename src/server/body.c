@@ -166,28 +166,6 @@ cp_status srv_body_object(srv_req_t *req, srv_resp_t *resp, json_t **out)
     return CP_OK;
 }
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "a value";
-}
-
 cp_status srv_field_str(json_t *obj, const char *field, srv_resp_t *resp, const char **out)
 {
     *out = NULL;
@@ -196,8 +174,7 @@ cp_status srv_field_str(json_t *obj, const char *field, srv_resp_t *resp, const 
         return CP_OK;
     if (!json_is_string(v)) {
         srv_reply_error(resp, 400, "wrong_type", json_pack("{s:s}", "field", field),
-                        "request body: field \"%s\" must be a string, got %s", field,
-                        json_type_name(v));
+                        "request body: field \"%s\" must be a string, got %s", field, json_kind(v));
         return CP_EINVAL;
     }
     *out = json_string_value(v);

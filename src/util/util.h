@@ -168,4 +168,9 @@ static inline double rand_double(uint64_t *state)
     return (double)(rand_next(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* "an object", "an array", "a string", "an integer", "a number", "a boolean"
+ * or "null": what a JSON value is, for "expected X, got Y" messages. */
+struct json_t;
+const char *json_kind(const struct json_t *v);
+
 #endif /* CP_UTIL_H */
