@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +63,37 @@ static inline void test_rmtree(const char *path)
         return;
     if (nftw(path, test_rmtree_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
         fail_msg("test_rmtree: %s could not be removed", path);
+}
+
+/* A small file system for full-disk tests: a temporary directory `root`
+ * with a tmpfs of `size` ("16m") mounted at root/mnt (written to mnt).
+ * Needs root: otherwise, or when the mount fails, root[0] is '\0' and the
+ * test skips. test_tmpfs_free() unmounts and removes it. */
+static inline void test_tmpfs(char *root, size_t rcap, char *mnt, size_t mcap, const char *tag,
+                              const char *size)
+{
+    char opts[64];
+    root[0] = '\0';
+    if (geteuid() != 0)
+        return;
+    test_tmpdir(root, rcap, tag);
+    snprintf(mnt, mcap, "%s/mnt", root);
+    snprintf(opts, sizeof opts, "size=%s", size);
+    mkdir(mnt, 0755);
+    if (mount("tmpfs", mnt, "tmpfs", 0, opts) != 0) {
+        rmdir(mnt);
+        rmdir(root);
+        root[0] = '\0';
+    }
+}
+
+static inline void test_tmpfs_free(char *root, const char *mnt)
+{
+    if (root[0] == '\0')
+        return;
+    umount(mnt);
+    test_rmtree(root);
+    root[0] = '\0';
 }
 
 /* Opens (or with CP_OPEN_CREATE creates) the data directory dir with the

@@ -27,16 +27,9 @@ static char root[256], mnt[300], data[320];
 static int setup(void **state)
 {
     (void)state;
-    if (geteuid() != 0)
-        return 0;
-    test_tmpdir(root, sizeof root, "nospc");
-    snprintf(mnt, sizeof mnt, "%s/mnt", root);
-    snprintf(data, sizeof data, "%s/data", mnt);
-    mkdir(mnt, 0755);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=16m") != 0) {
-        rmdir(mnt);
-        rmdir(root);
-        root[0] = '\0';
+    test_tmpfs(root, sizeof root, mnt, sizeof mnt, "nospc", "16m");
+    if (root[0] != '\0') {
+        snprintf(data, sizeof data, "%s/data", mnt);
     }
     return 0;
 }
@@ -44,10 +37,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (root[0] == '\0')
-        return 0;
-    umount(mnt);
-    test_rmtree(root);
+    test_tmpfs_free(root, mnt);
     return 0;
 }
 

@@ -27,27 +27,14 @@ static char root[256], mnt[300];
 static int setup(void **state)
 {
     (void)state;
-    root[0] = '\0';
-    if (geteuid() != 0)
-        return 0;
-    test_tmpdir(root, sizeof root, "walnospc");
-    snprintf(mnt, sizeof mnt, "%s/mnt", root);
-    mkdir(mnt, 0755);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
-        rmdir(mnt);
-        rmdir(root);
-        root[0] = '\0';
-    }
+    test_tmpfs(root, sizeof root, mnt, sizeof mnt, "walnospc", "1m");
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    if (root[0] == '\0')
-        return 0;
-    umount(mnt);
-    test_rmtree(root);
+    test_tmpfs_free(root, mnt);
     return 0;
 }
 
