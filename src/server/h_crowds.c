@@ -484,6 +484,19 @@ void srv_h_crowd_sample(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     reply_lib(resp, 200, st, text, &err, 0);
 }
 
+/* The format of an id stream: ndjson (the default), csv, or with text_ok
+ * text; 0 for anything else. */
+static int id_format(const char *format, int text_ok)
+{
+    if (format == NULL || strcmp(format, "ndjson") == 0)
+        return CP_EXPORT_NDJSON;
+    if (strcmp(format, "csv") == 0)
+        return CP_EXPORT_CSV;
+    if (text_ok && strcmp(format, "text") == 0)
+        return SRV_FORMAT_TEXT;
+    return 0;
+}
+
 void srv_h_crowd_export(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {
     const char *format = NULL;
@@ -494,9 +507,7 @@ void srv_h_crowd_export(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         srv_reply_cp(resp, st, &err, 0);
         return;
     }
-    if (format != NULL && strcmp(format, "csv") == 0) {
-        fmt = CP_EXPORT_CSV;
-    } else if (format != NULL && strcmp(format, "ndjson") != 0) {
+    if ((fmt = (cp_export_format)id_format(format, 0)) == 0) {
         srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "parameter", "format"),
                         "query argument \"format\": expected ndjson or csv, got \"%s\"", format);
         return;
@@ -547,13 +558,7 @@ void srv_h_eval(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
         }
         limit = (uint64_t)json_integer_value(lim);
     }
-    if (format == NULL || strcmp(format, "ndjson") == 0) {
-        fmt = CP_EXPORT_NDJSON;
-    } else if (strcmp(format, "csv") == 0) {
-        fmt = CP_EXPORT_CSV;
-    } else if (strcmp(format, "text") == 0) {
-        fmt = SRV_FORMAT_TEXT;
-    } else {
+    if ((fmt = id_format(format, 1)) == 0) {
         srv_reply_error(resp, 400, "invalid", json_pack("{s:s}", "field", "format"),
                         "request body: field \"format\": expected ndjson, csv or text, got "
                         "\"%s\"",
