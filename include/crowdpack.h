@@ -1238,6 +1238,99 @@ cp_status cp_db_unsubscribe(cp_db_t *db, uint64_t id, cp_error_t *err);
  * wait for itself). */
 cp_status cp_feed_flush(cp_db_t *db, cp_error_t *err);
 
+/* =============================================================== activation
+ *
+ * Campaigns and the OpenRTB bidder over one handle (docs/activation.md,
+ * DESIGN.md §10). Their state lives in the directory given to
+ * cp_activate_open (the server uses DATA_DIR/activate): campaigns with
+ * every version, and a journal of notices (spend, caps) made durable before
+ * a notice is answered. Times: now_ms is UTC milliseconds, 0 = the wall
+ * clock (the simulator passes its own clock).
+ */
+typedef struct cp_activate cp_activate_t;
+
+enum {
+    /* No housekeeping thread: the caller calls cp_activate_tick (simulator,
+     * tests). */
+    CP_ACTIVATE_MANUAL_TICK = 1u << 0,
+};
+
+typedef struct cp_activate_options {
+    size_t size;             /* sizeof(cp_activate_options_t) */
+    unsigned flags;          /* CP_ACTIVATE_* */
+    const char *notice_base; /* base URL of notice and tracker URLs in bids,
+                                e.g. "https://bid.example.com"; NULL =
+                                "http://127.0.0.1:8080" */
+    const char *seat;        /* seatbid.seat; NULL = "crowdpack" */
+    int64_t refresh_ms;      /* targeting refresh after data changes; 0 = 1000 */
+} cp_activate_options_t;
+/* clang-format off */
+#define CP_ACTIVATE_OPTIONS_INIT {.size = sizeof(cp_activate_options_t)}
+/* clang-format on */
+
+/* Opens (creating) the activation state in `dir` over `db` (borrowed: close
+ * the activation handle first). opts may be NULL. */
+cp_status cp_activate_open(cp_db_t *db, const char *dir, const cp_activate_options_t *opts,
+                           cp_activate_t **out, cp_error_t *err);
+/* NULL fine. Stops housekeeping, makes the journal durable. */
+cp_status cp_activate_close(cp_activate_t *a, cp_error_t *err);
+/* Housekeeping at now_ms (pacing steps, reservation expiry, targeting
+ * refresh): call about once a second with CP_ACTIVATE_MANUAL_TICK. */
+cp_status cp_activate_tick(cp_activate_t *a, int64_t now_ms, cp_error_t *err);
+
+/* Creates or replaces campaign `id` from its JSON document (format in
+ * docs/activation.md), atomically and durably; *version (may be NULL) gets
+ * its new version (1, 2, ...). CP_EINVAL naming the field for a bad
+ * document (unknown tags, attributes or crowds included), CP_ELIMIT past a
+ * limit. */
+cp_status cp_campaign_put_json(cp_activate_t *a, const char *id, const char *json, size_t len,
+                               uint64_t *version, cp_error_t *err);
+cp_status cp_campaign_delete(cp_activate_t *a, const char *id, cp_error_t *err);
+/* JSON views; caller frees *out with cp_free. CP_ENOTFOUND for an unknown id. */
+cp_status cp_campaign_json(cp_activate_t *a, const char *id, char **out, cp_error_t *err);
+cp_status cp_campaigns_json(cp_activate_t *a, char **out, cp_error_t *err);
+cp_status cp_campaign_history_json(cp_activate_t *a, const char *id, char **out, cp_error_t *err);
+/* Spend today and in total, reservations, pacing, per line. */
+cp_status cp_campaign_delivery_json(cp_activate_t *a, const char *id, int64_t now_ms, char **out,
+                                    cp_error_t *err);
+
+enum { CP_BID_DEBUG = 1u << 0 };
+
+typedef struct cp_bid_reply {
+    size_t size; /* sizeof(cp_bid_reply_t) */
+    int status;  /* 200 (body is a BidResponse, or with CP_BID_DEBUG a no-bid
+                    explanation) or 204 (no bid, body NULL) */
+    char *body;  /* caller frees with cp_free */
+    size_t len;
+} cp_bid_reply_t;
+/* clang-format off */
+#define CP_BID_REPLY_INIT {.size = sizeof(cp_bid_reply_t)}
+/* clang-format on */
+
+/* Answers one OpenRTB 2.5/2.6 BidRequest. CP_EINVAL / CP_ELIMIT: refuse it
+ * with 400 and err's message. Thread-safe; many at once. */
+cp_status cp_rtb_bid(cp_activate_t *a, const char *body, size_t len, int64_t now_ms, unsigned flags,
+                     cp_bid_reply_t *out, cp_error_t *err);
+
+typedef enum cp_notice_kind {
+    CP_NOTICE_WIN = 1,        /* nurl */
+    CP_NOTICE_BILLING = 2,    /* burl */
+    CP_NOTICE_LOSS = 3,       /* lurl */
+    CP_NOTICE_IMPRESSION = 4, /* impression pixel */
+    CP_NOTICE_CLICK = 5,      /* click redirect */
+} cp_notice_kind;
+
+/* Records one notice of a bid this handle made: `token` from the notice
+ * URL, `price` the ${AUCTION_PRICE} text (NULL when none), loss_reason the
+ * lurl's code. Durable when it returns CP_OK; a repeat of a recorded
+ * notice is CP_OK and changes nothing (*duplicate = 1; may be NULL).
+ * CP_EINVAL for a forged or damaged token or a bad price. */
+cp_status cp_rtb_notice(cp_activate_t *a, cp_notice_kind kind, const char *token, const char *price,
+                        int loss_reason, int64_t now_ms, int *duplicate, cp_error_t *err);
+
+/* Result ordinals: 1 when user ordinal `ord` is in r (NULL r: 0). */
+int cp_result_contains(const cp_result_t *r, uint32_t ord);
+
 #ifdef __cplusplus
 }
 #endif

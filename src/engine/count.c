@@ -168,6 +168,11 @@ uint64_t cp_result_count(const cp_result_t *r)
     return r && r->bm ? roaring_bitmap_get_cardinality(r->bm) : 0;
 }
 
+int cp_result_contains(const cp_result_t *r, uint32_t ord)
+{
+    return r && r->bm && roaring_bitmap_contains(r->bm, ord);
+}
+
 void cp_result_free(cp_result_t *r)
 {
     if (r == NULL)
