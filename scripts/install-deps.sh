@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config libroaring-dev liblmdb-dev libmicrohttpd-dev \
 libjansson-dev libsodium-dev libxxhash-dev libcmocka-dev libcurl4-openssl-dev zlib1g-dev libdeflate-dev \
-python3 curl libsqlite3-dev libunistring-dev clang-format"
+python3 curl libsqlite3-dev libunistring-dev clang-format tzdata"
 # Fuzzing needs clang and its runtime; tests skip fuzzing when absent, but
 # install them so `make check` runs the fuzz targets on a fresh machine.
 PKGS="$PKGS clang libclang-rt-14-dev"
