@@ -12,8 +12,10 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -108,8 +110,9 @@ cp_status cp_activate_open(cp_db_t *db, const char *dir, const cp_activate_optio
     if (out == NULL || db == NULL || dir == NULL)
         return CP_ERR(err, CP_EINVAL, "cp_activate_open: NULL db, dir or out");
     *out = NULL;
-    if (opts && (st = sized_in(&o, sizeof o, opts, CP_SIZE_THROUGH(cp_activate_options_t, refresh_ms),
-                               "cp_activate_options_t", err)))
+    if (opts &&
+        (st = sized_in(&o, sizeof o, opts, CP_SIZE_THROUGH(cp_activate_options_t, refresh_ms),
+                       "cp_activate_options_t", err)))
         return st;
     if (o.flags & ~(unsigned)CP_ACTIVATE_MANUAL_TICK)
         return CP_ERR(err, CP_EINVAL, "cp_activate_open: unknown flags 0x%x", o.flags);
@@ -314,5 +317,81 @@ cp_status cp_rtb_notice(cp_activate_t *a, cp_notice_kind kind, const char *token
                                  now_ms, &res, err);
     if (st == CP_OK && duplicate)
         *duplicate = res.duplicate;
+    return st;
+}
+
+/* The host of an http(s) URL, [*host, *host + *n), or 0. */
+static int url_host(const char *url, const char **host, size_t *n)
+{
+    const char *p;
+    if (strncasecmp(url, "https://", 8) == 0)
+        p = url + 8;
+    else if (strncasecmp(url, "http://", 7) == 0)
+        p = url + 7;
+    else
+        return 0;
+    size_t k = strcspn(p, "/?#:@\\");
+    if (k == 0 || p[k] == '@' || p[k] == '\\')
+        return 0; /* userinfo or a backslash: browsers disagree on the host */
+    *host = p;
+    *n = k;
+    return 1;
+}
+
+/* Host [h, h+n) is `dom` or a subdomain of it. */
+static int host_in_domain(const char *h, size_t n, const char *dom)
+{
+    size_t nd = strlen(dom);
+    if (n < nd || strncasecmp(h + n - nd, dom, nd) != 0)
+        return 0;
+    return n == nd || h[n - nd - 1] == '.';
+}
+
+cp_status cp_rtb_click(cp_activate_t *a, const char *token, const char *url, int64_t now_ms,
+                       int *duplicate, char **location, cp_error_t *err)
+{
+    if (duplicate)
+        *duplicate = 0;
+    if (location == NULL)
+        return CP_ERR(err, CP_EINVAL, "cp_rtb_click: NULL location");
+    *location = NULL;
+    if (a == NULL || token == NULL)
+        return CP_ERR(err, CP_EINVAL, "cp_rtb_click: NULL handle or token");
+    if (now_ms == 0)
+        now_ms = time_now_ms();
+    ledger_notice_result_t res;
+    memset(&res, 0, sizeof res);
+    cp_status st = ledger_notice(a->ledger, LEDGER_CLICK, token, NULL, 0, now_ms, &res, err);
+    if (st != CP_OK)
+        return st;
+    if (duplicate)
+        *duplicate = res.duplicate;
+    act_snapshot_t *s = registry_snapshot(a->reg);
+    const act_line_t *line = NULL;
+    for (size_t i = 0; i < s->nlines && line == NULL; i++) {
+        if (strcmp(s->lines[i]->id, res.line_id) == 0 &&
+            strcmp(s->lines[i]->campaign->id, res.campaign_id) == 0)
+            line = s->lines[i];
+    }
+    const char *h;
+    size_t hn;
+    if (line && url && url_host(url, &h, &hn)) {
+        for (size_t c = 0; c < line->ncreatives && *location == NULL; c++) {
+            const act_creative_t *cr = &line->creatives[c];
+            for (size_t d = 0; d < cr->nadomain && *location == NULL; d++) {
+                if (host_in_domain(h, hn, cr->adomain[d]) && (*location = strdup(url)) == NULL)
+                    st = CP_ERR(err, CP_ENOMEM, "cp_rtb_click: out of memory");
+            }
+        }
+    }
+    if (st == CP_OK && line && *location == NULL && line->ncreatives > 0 &&
+        line->creatives[0].nadomain > 0) {
+        size_t n = strlen(line->creatives[0].adomain[0]) + 10;
+        if ((*location = malloc(n)) == NULL)
+            st = CP_ERR(err, CP_ENOMEM, "cp_rtb_click: out of memory");
+        else
+            snprintf(*location, n, "https://%s/", line->creatives[0].adomain[0]);
+    }
+    snapshot_release(s);
     return st;
 }
