@@ -159,10 +159,11 @@ int cmd_serve(int argc, char **argv)
         }
         cp_activate_options_t ao = CP_ACTIVATE_OPTIONS_INIT;
         ao.notice_base = pub;
-        if ((size_t)snprintf(dir, sizeof dir, "%s/activate", c.data_dir) >= sizeof dir)
-            st = CP_ERR(&err, CP_ELIMIT, "--data: path too long");
-        else
-            st = cp_activate_open(c.db, dir, &ao, &act, &err);
+        if ((size_t)snprintf(dir, sizeof dir, "%s/activate", c.data_dir) >= sizeof dir) {
+            cli_conn_close(&c);
+            return cli_usage_error(&serve_spec, "--data: path too long");
+        }
+        st = cp_activate_open(c.db, dir, &ao, &act, &err);
         o.act = act;
     }
     if (st == CP_OK)
