@@ -53,7 +53,8 @@ static const char FULL[] =
     "{\"id\":\"cps\",\"billing\":\"cps\",\"max_cpm\":5,\"goal\":5.5,\"creatives\":[{\"id\":\"a\","
     "\"format\":\"audio\",\"adomain\":[\"acme.com\"],\"mimes\":[\"audio/mp4\"],\"duration\":30,"
     "\"adm\":\"<VAST/>\"}]},"
-    "{\"id\":\"cpd\",\"billing\":\"cpd\",\"bid\":50000,\"max_cpm\":100,\"creatives\":[{\"id\":\"c\","
+    "{\"id\":\"cpd\",\"billing\":\"cpd\",\"bid\":50000,\"max_cpm\":100,\"creatives\":[{\"id\":"
+    "\"c\","
     "\"w\":1,\"h\":1,\"adomain\":[\"acme.com\"],\"adm\":\"x\"}]}]}";
 
 static act_campaign_t *parse_ok(const char *json, const char *id)
@@ -242,12 +243,17 @@ static void test_money(void **state)
         const char *text;
         int64_t fen; /* -1: refused */
     } cases[] = {
-        {"0.1", 10},        {"8.00", 800},       {"8", 800},           {"99.99", 9999},
-        {"0.07", 7},        {"0.29", 29},        {"1.15", 115},        {"0.01", 1},
-        {"1e2", 10000},     {"12345678.91", 1234567891},               {"0.005", -1},
-        {"1.005", -1},      {"0.001", -1},       {"99.999", -1},       {"0", -1},
-        {"0.00", -1},       {"-1", -1},          {"-0.5", -1},         {"1e-3", -1},
-        {"100000000000.01", -1},                 {"\"8.00\"", -1},     {"true", -1},
+        {"0.1", 10},      {"8.00", 800},
+        {"8", 800},       {"99.99", 9999},
+        {"0.07", 7},      {"0.29", 29},
+        {"1.15", 115},    {"0.01", 1},
+        {"1e2", 10000},   {"12345678.91", 1234567891},
+        {"0.005", -1},    {"1.005", -1},
+        {"0.001", -1},    {"99.999", -1},
+        {"0", -1},        {"0.00", -1},
+        {"-1", -1},       {"-0.5", -1},
+        {"1e-3", -1},     {"100000000000.01", -1},
+        {"\"8.00\"", -1}, {"true", -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int64_t fen;
@@ -337,8 +343,9 @@ static const struct bad {
     {"budget.totl", "1", CP_EINVAL, "budget.totl: unknown field"},
     {"id", NULL, CP_EINVAL, "id: required"},
     {"id", "\"a b\"", CP_EINVAL, "id: \"a b\" is not an id"},
-    {"id", "\"" /* 65 bytes */ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", CP_ELIMIT,
-     "id: longer than 64 bytes"},
+    {"id",
+     "\"" /* 65 bytes */ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+     CP_ELIMIT, "id: longer than 64 bytes"},
     {"id", "7", CP_EINVAL, "id: must be a string"},
     {"advertiser", NULL, CP_EINVAL, "advertiser: required"},
     {"advertiser", "\"\"", CP_EINVAL, "advertiser: must not be empty"},
@@ -368,7 +375,8 @@ static const struct bad {
     {"schedule.dayparting", "{\"mon\":[9,18]}", CP_EINVAL,
      "schedule.dayparting.mon[0]: must be an hour range"},
     {"pacing", "\"fast\"", CP_EINVAL, "pacing: \"fast\" is not one of \"even\", \"asap\""},
-    {"caps", "[{\"count\":0,\"per\":\"day\"}]", CP_EINVAL, "caps[0].count: must be a positive integer"},
+    {"caps", "[{\"count\":0,\"per\":\"day\"}]", CP_EINVAL,
+     "caps[0].count: must be a positive integer"},
     {"caps", "[{\"count\":1,\"per\":\"month\"}]", CP_EINVAL, "caps[0].per: \"month\" is not one"},
     {"caps", "[{\"count\":1,\"per\":\"day\"},{\"count\":2,\"per\":\"day\"}]", CP_EINVAL,
      "caps[1].per: a cap per day is already given"},
@@ -428,7 +436,8 @@ static const struct bad {
     {"lines[0].creatives[0].adomain", "[\"https://acme.com/\"]", CP_EINVAL,
      "lines[0].creatives[0].adomain[0]: \"https://acme.com/\" is not a domain"},
     {"lines[0].creatives[0].adm", NULL, CP_EINVAL, "lines[0].creatives[0].adm: required"},
-    {"lines[0].creatives[0].adm", "\"\"", CP_EINVAL, "lines[0].creatives[0].adm: must not be empty"},
+    {"lines[0].creatives[0].adm", "\"\"", CP_EINVAL,
+     "lines[0].creatives[0].adm: must not be empty"},
     {"lines[0].creatives[0].iurl", "\"cdn.acme.com/x.png\"", CP_EINVAL,
      "lines[0].creatives[0].iurl: \"cdn.acme.com/x.png\" is not an http(s) URL"},
     {"lines[0].creatives[0].format", "\"native\"", CP_EINVAL,
@@ -595,8 +604,7 @@ static void test_limits_and_syntax(void **state)
     text = json_dumps(doc, 0);
     c = NULL;
     assert_int_equal(campaign_parse(text, strlen(text), NULL, &c, &err), CP_EINVAL);
-    assert_int_equal(err.line, 1);
-    assert_true(err.column > 1);
+    assert_non_null(strstr(err.message, "lines[0].targeting: 1:"));
     free(text);
     json_decref(doc);
 }
@@ -604,10 +612,10 @@ static void test_limits_and_syntax(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example),         cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_full_document),   cmocka_unit_test(test_money),
-        cmocka_unit_test(test_bad_documents),   cmocka_unit_test(test_billing_models),
-        cmocka_unit_test(test_url_id),          cmocka_unit_test(test_limits_and_syntax),
+        cmocka_unit_test(test_example),       cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_full_document), cmocka_unit_test(test_money),
+        cmocka_unit_test(test_bad_documents), cmocka_unit_test(test_billing_models),
+        cmocka_unit_test(test_url_id),        cmocka_unit_test(test_limits_and_syntax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
