@@ -609,6 +609,43 @@ static void test_limits_and_syntax(void **state)
     json_decref(doc);
 }
 
+/* Documents with a few bytes changed: each is refused with a message or
+ * parses, and then its canonical form round-trips (ASan builds check the
+ * error paths free what they allocated). */
+static void test_mutations(void **state)
+{
+    (void)state;
+    const char *bases[] = {EXAMPLE, FULL};
+    static const char alphabet[] = "{}[]\",:0123456789.-eE \\ntfalsu";
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    size_t ok = 0;
+    for (int iter = 0; iter < 4000; iter++) {
+        const char *base = bases[iter % 2];
+        size_t n = strlen(base);
+        char *doc = malloc(n + 1);
+        memcpy(doc, base, n + 1);
+        int edits = 1 + (int)(seed % 3);
+        for (int e = 0; e < edits; e++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t at = (size_t)(seed >> 33) % n;
+            doc[at] = alphabet[(seed >> 13) % (sizeof alphabet - 1)];
+        }
+        act_campaign_t *c = NULL;
+        cp_error_t err = {0};
+        cp_status st = campaign_parse(doc, n, NULL, &c, &err);
+        if (st == CP_OK) {
+            round_trip(doc);
+            ok++;
+        } else {
+            assert_null(c);
+            assert_true(err.message[0] != '\0');
+        }
+        campaign_free(c);
+        free(doc);
+    }
+    assert_true(ok > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -616,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_full_document), cmocka_unit_test(test_money),
         cmocka_unit_test(test_bad_documents), cmocka_unit_test(test_billing_models),
         cmocka_unit_test(test_url_id),        cmocka_unit_test(test_limits_and_syntax),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
