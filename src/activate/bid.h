@@ -60,6 +60,10 @@ cp_status target_tick(target_t *t, int64_t now_ms, cp_error_t *err);
 
 target_view_t *target_acquire(target_t *t); /* never NULL after open */
 void target_release(target_view_t *v);      /* NULL fine */
+/* The campaign snapshot the view was built from (borrowed for the view's
+ * life; NULL before the first build): read lines through it so that line
+ * indexes and targeting agree. */
+const act_snapshot_t *target_view_snapshot(const target_view_t *v);
 /* 1 when user ordinal `ord` matches line `line_index`'s targeting (a line
  * with targeting "" matches every known person; unknown people, ord ==
  * UINT32_MAX, match only lines without targeting). */
