@@ -26,9 +26,9 @@
 /* Money: at most 10^11 yuan (10^13 fen) per amount, far below 2^53, so a
  * yuan amount and its fen are exact integers in a double. */
 #define MONEY_MAX_FEN 10000000000000LL
-#define MAX_NAME 128     /* advertiser, crowd, OS, region, city, deal ... */
-#define MAX_CAP 1000000  /* cap counts */
-#define MAX_SIZE 10000   /* creative and request sizes, pixels */
+#define MAX_NAME 128      /* advertiser, crowd, OS, region, city, deal ... */
+#define MAX_CAP 1000000   /* cap counts */
+#define MAX_SIZE 10000    /* creative and request sizes, pixels */
 #define MAX_DURATION 3600 /* video/audio seconds */
 #define DAY_MS 86400000LL
 
@@ -37,7 +37,8 @@ static const char *const DAYS[7] = {"mon", "tue", "wed", "thu", "fri", "sat", "s
 /* ------------------------------------------------------------ errors */
 
 /* CP_ERR with the message "PATH: reason". */
-#define FIELD_ERR(err, code, path, ...) field_err((err), (code), __FILE__, __func__, __LINE__, (path), __VA_ARGS__)
+#define FIELD_ERR(err, code, path, ...)                                                            \
+    field_err((err), (code), __FILE__, __func__, __LINE__, (path), __VA_ARGS__)
 
 static cp_status field_err(cp_error_t *err, cp_status code, const char *file, const char *func,
                            int line, const char *path, const char *fmt, ...)
@@ -138,8 +139,8 @@ static cp_status take_text(const json_t *v, const char *path, size_t max, char *
 
 static int id_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
 }
 
 /* Ids are [A-Za-z0-9_.-], 1..ACT_MAX_ID bytes: they appear in URLs and
@@ -168,8 +169,8 @@ static cp_status take_id(const json_t *v, const char *path, char **out, cp_error
     return *out ? CP_OK : CP_ERR(err, CP_ENOMEM, "out of memory copying %s", path);
 }
 
-static cp_status take_int(const json_t *v, const char *path, int64_t min, int64_t max,
-                          int64_t *out, cp_error_t *err)
+static cp_status take_int(const json_t *v, const char *path, int64_t min, int64_t max, int64_t *out,
+                          cp_error_t *err)
 {
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
         if (min == 1 && max >= MAX_SIZE)
@@ -329,15 +330,14 @@ static cp_status check_mime(char *s, const char *path, cp_error_t *err)
 {
     const char *slash = strchr(s, '/');
     if (slash == NULL || slash == s || slash[1] == '\0' || strchr(s, ' ') != NULL)
-        return FIELD_ERR(err, CP_EINVAL, path,
-                         "\"%s\" is not a MIME type (such as \"video/mp4\")", s);
+        return FIELD_ERR(err, CP_EINVAL, path, "\"%s\" is not a MIME type (such as \"video/mp4\")",
+                         s);
     return CP_OK;
 }
 
 static cp_status check_url(const char *s, const char *path, cp_error_t *err)
 {
-    if ((strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0) ||
-        strchr(s, ' ') != NULL)
+    if ((strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0) || strchr(s, ' ') != NULL)
         return FIELD_ERR(err, CP_EINVAL, path, "\"%s\" is not an http(s) URL", s);
     return CP_OK;
 }
@@ -498,8 +498,8 @@ static cp_status take_enum(const json_t *v, const char *path, const char *const 
             len += (size_t)snprintf(list + len, sizeof list - len, "%s\"%s\"", k > 1 ? ", " : "",
                                     names[k]);
         if (json_is_string(v))
-            return FIELD_ERR(err, CP_EINVAL, path, "\"%s\" is not one of %s",
-                             json_string_value(v), list);
+            return FIELD_ERR(err, CP_EINVAL, path, "\"%s\" is not one of %s", json_string_value(v),
+                             list);
         return FIELD_ERR(err, CP_EINVAL, path, "must be one of %s, not %s", list, json_kind(v));
     }
     *out = i;
@@ -524,8 +524,10 @@ static cp_status parse_caps(const json_t *obj, const char *path, act_cap_t **out
         json_t *e = json_array_get(a, i);
         join_index(p, sizeof p, lp, i);
         if (!json_is_object(e))
-            return FIELD_ERR(err, CP_EINVAL, p, "must be an object {\"count\":3,\"per\":\"day\"}, "
-                             "not %s", json_kind(e));
+            return FIELD_ERR(err, CP_EINVAL, p,
+                             "must be an object {\"count\":3,\"per\":\"day\"}, "
+                             "not %s",
+                             json_kind(e));
         if ((st = check_keys(e, p, known, err)) != CP_OK)
             return st;
         int64_t count;
@@ -610,7 +612,8 @@ static cp_status parse_schedule(const json_t *v, act_campaign_t *c, cp_error_t *
     cp_status st;
     memset(c->hours, 0xff, sizeof c->hours);
     if (v == NULL)
-        return FIELD_ERR(err, CP_EINVAL, "schedule", "required (at least {\"start\":\"YYYY-MM-DD\"})");
+        return FIELD_ERR(err, CP_EINVAL, "schedule",
+                         "required (at least {\"start\":\"YYYY-MM-DD\"})");
     if (!json_is_object(v))
         return FIELD_ERR(err, CP_EINVAL, "schedule", "must be an object, not %s", json_kind(v));
     if ((st = check_keys(v, "schedule", known, err)) != CP_OK)
@@ -636,10 +639,9 @@ static cp_status parse_schedule(const json_t *v, act_campaign_t *c, cp_error_t *
         if ((st = take_date(member(v, "end"), "schedule.end", &end, err)) != CP_OK)
             return st;
         if (end < start)
-            return FIELD_ERR(err, CP_EINVAL, "schedule.end",
-                             "\"%s\" is before schedule.start \"%s\"",
-                             json_string_value(member(v, "end")),
-                             json_string_value(member(v, "start")));
+            return FIELD_ERR(
+                err, CP_EINVAL, "schedule.end", "\"%s\" is before schedule.start \"%s\"",
+                json_string_value(member(v, "end")), json_string_value(member(v, "start")));
         c->end_ms = local_midnight_utc(c->tz, end + 1);
     }
     if (member(v, "dayparting") != NULL &&
@@ -660,13 +662,11 @@ static cp_status parse_budget(const json_t *v, act_campaign_t *c, cp_error_t *er
         return FIELD_ERR(err, CP_EINVAL, "budget", "must be an object, not %s", json_kind(v));
     if ((st = check_keys(v, "budget", known, err)) != CP_OK)
         return st;
-    if (member(v, "total") != NULL &&
-        (st = take_money(member(v, "total"), "budget.total", MONEY_MAX_FEN, &c->total_fen, err)) !=
-            CP_OK)
+    if (member(v, "total") != NULL && (st = take_money(member(v, "total"), "budget.total",
+                                                       MONEY_MAX_FEN, &c->total_fen, err)) != CP_OK)
         return st;
-    if (member(v, "daily") != NULL &&
-        (st = take_money(member(v, "daily"), "budget.daily", MONEY_MAX_FEN, &c->daily_fen, err)) !=
-            CP_OK)
+    if (member(v, "daily") != NULL && (st = take_money(member(v, "daily"), "budget.daily",
+                                                       MONEY_MAX_FEN, &c->daily_fen, err)) != CP_OK)
         return st;
     if (c->total_fen > 0 && c->daily_fen > c->total_fen)
         return FIELD_ERR(err, CP_EINVAL, "budget.daily", "more than budget.total");
@@ -685,8 +685,8 @@ static cp_status parse_budget(const json_t *v, act_campaign_t *c, cp_error_t *er
 static cp_status parse_request(const json_t *v, const char *path, act_reqtarget_t *q,
                                cp_error_t *err)
 {
-    static const char *const known[] = {"site_cats", "device_types", "os",      "countries",
-                                        "regions",   "cities",       "formats", "sizes",
+    static const char *const known[] = {"site_cats", "device_types", "os",        "countries",
+                                        "regions",   "cities",       "formats",   "sizes",
                                         "deals",     "app_only",     "site_only", NULL};
     cp_status st;
     if (!json_is_object(v))
@@ -758,8 +758,8 @@ static cp_status parse_request(const json_t *v, const char *path, act_reqtarget_
                 return st;
             for (size_t j = 0; j < i; j++)
                 if (q->sizes[j].w == w && q->sizes[j].h == h)
-                    return FIELD_ERR(err, CP_EINVAL, p, "[%lld,%lld] is listed twice",
-                                     (long long)w, (long long)h);
+                    return FIELD_ERR(err, CP_EINVAL, p, "[%lld,%lld] is listed twice", (long long)w,
+                                     (long long)h);
             q->sizes[i].w = (int32_t)w;
             q->sizes[i].h = (int32_t)h;
             q->nsizes = i + 1;
@@ -826,8 +826,8 @@ static cp_status parse_creative(const json_t *v, const char *path, act_creative_
         join(p, sizeof p, path, w != NULL ? "w" : "h");
         return FIELD_ERR(err, CP_EINVAL, p, "only for banner and video creatives");
     }
-    if ((st = get_strlist(v, "adomain", path, 253, check_domain, &k->adomain, &k->nadomain,
-                          err)) != CP_OK ||
+    if ((st = get_strlist(v, "adomain", path, 253, check_domain, &k->adomain, &k->nadomain, err)) !=
+            CP_OK ||
         (st = get_strlist(v, "cat", path, 32, check_cat, &k->cat, &k->ncat, err)) != CP_OK)
         return st;
     if (k->nadomain == 0) {
@@ -918,25 +918,26 @@ static cp_status parse_premiums(const json_t *v, const char *path, act_line_t *l
 }
 
 /* Money of a line: which of bid / max_cpm / goal each billing model takes. */
-static cp_status parse_line_money(const json_t *v, const char *path, act_line_t *l,
-                                  cp_error_t *err)
+static cp_status parse_line_money(const json_t *v, const char *path, act_line_t *l, cp_error_t *err)
 {
     char p[PATH_CAP];
     cp_status st;
     const char *bill = BILLING_NAMES[l->billing];
     json_t *bid = member(v, "bid"), *max = member(v, "max_cpm"), *goal = member(v, "goal");
-    int wants_bid = l->billing == ACT_BILL_CPM || l->billing == ACT_BILL_CPC ||
-                    l->billing == ACT_BILL_CPD;
-    int needs_max = l->billing == ACT_BILL_CPD || l->billing == ACT_BILL_CPA ||
-                    l->billing == ACT_BILL_CPS;
+    int wants_bid =
+        l->billing == ACT_BILL_CPM || l->billing == ACT_BILL_CPC || l->billing == ACT_BILL_CPD;
+    int needs_max =
+        l->billing == ACT_BILL_CPD || l->billing == ACT_BILL_CPA || l->billing == ACT_BILL_CPS;
     join(p, sizeof p, path, "bid");
     if (wants_bid) {
         if ((st = need(bid, p, err)) != CP_OK ||
             (st = take_money(bid, p, MONEY_MAX_FEN, &l->bid_fen, err)) != CP_OK)
             return st;
     } else if (bid != NULL) {
-        return FIELD_ERR(err, CP_EINVAL, p, "%s lines bid at max_cpm toward their goal: give "
-                         "\"goal\" and \"max_cpm\" instead", bill);
+        return FIELD_ERR(err, CP_EINVAL, p,
+                         "%s lines bid at max_cpm toward their goal: give "
+                         "\"goal\" and \"max_cpm\" instead",
+                         bill);
     }
     join(p, sizeof p, path, "max_cpm");
     if (max != NULL) {
@@ -962,9 +963,9 @@ static cp_status parse_line_money(const json_t *v, const char *path, act_line_t 
 
 static cp_status parse_line(const json_t *v, const char *path, act_line_t *l, cp_error_t *err)
 {
-    static const char *const known[] = {"id",      "paused",    "billing", "bid",   "max_cpm",
-                                        "goal",    "targeting", "request", "premiums", "caps",
-                                        "creatives", NULL};
+    static const char *const known[] = {"id",       "paused", "billing",   "bid",
+                                        "max_cpm",  "goal",   "targeting", "request",
+                                        "premiums", "caps",   "creatives", NULL};
     char p[PATH_CAP];
     cp_status st;
     if (!json_is_object(v))
@@ -1005,12 +1006,10 @@ static cp_status parse_line(const json_t *v, const char *path, act_line_t *l, cp
         cp_free(tree);
         if (st == CP_ENOMEM)
             return CP_ERR(err, CP_ENOMEM, "out of memory checking %s", p);
-        if (st != CP_OK) {
-            st = FIELD_ERR(err, st == CP_ELIMIT ? CP_ELIMIT : CP_EINVAL, p, "%s", e.message);
-            err->line = e.line;
-            err->column = e.column;
-            return st;
-        }
+        /* The position stays in the message ("L:C: ..."), not in
+         * err->line: the message must start with the field's path. */
+        if (st != CP_OK)
+            return FIELD_ERR(err, st == CP_ELIMIT ? CP_ELIMIT : CP_EINVAL, p, "%s", e.message);
     }
     json_t *req = member(v, "request");
     join(p, sizeof p, path, "request");
@@ -1057,9 +1056,9 @@ static cp_status parse_line(const json_t *v, const char *path, act_line_t *l, cp
 static cp_status parse_doc(const json_t *doc, const char *url_id, act_campaign_t *c,
                            cp_error_t *err)
 {
-    static const char *const known[] = {"id",     "advertiser", "version", "updated", "paused",
-                                        "budget", "schedule",   "pacing",  "caps",    "lines",
-                                        NULL};
+    static const char *const known[] = {"id",     "advertiser", "version",  "updated",
+                                        "paused", "budget",     "schedule", "pacing",
+                                        "caps",   "lines",      NULL};
     cp_status st;
     if (!json_is_object(doc))
         return CP_ERR(err, CP_EINVAL, "campaign document: must be a JSON object, not %s",
@@ -1082,8 +1081,8 @@ static cp_status parse_doc(const json_t *doc, const char *url_id, act_campaign_t
         return FIELD_ERR(err, CP_EINVAL, "id", "required");
     }
     if ((st = need(member(doc, "advertiser"), "advertiser", err)) != CP_OK ||
-        (st = take_text(member(doc, "advertiser"), "advertiser", MAX_NAME, &c->advertiser,
-                        err)) != CP_OK)
+        (st = take_text(member(doc, "advertiser"), "advertiser", MAX_NAME, &c->advertiser, err)) !=
+            CP_OK)
         return st;
     /* version and updated are the registry's: read back so that the
      * canonical form round-trips; registry_put replaces them. */
@@ -1183,13 +1182,27 @@ static cp_status w_str(buf_t *b, const char *s)
         char esc[7] = {'\\', 0};
         size_t n = 2;
         switch (ch) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
         default:
             memcpy(esc + 1, "u00", 3);
             esc[4] = hex[ch >> 4];
@@ -1350,8 +1363,9 @@ static cp_status w_line(buf_t *b, const act_line_t *l)
     if (st == CP_OK)
         st = w_str(b, l->id);
     if (st == CP_OK)
-        st = buf_printf(b, ",\"paused\":%s,\"billing\":\"%s\",\"bid\":",
-                        l->paused ? "true" : "false", BILLING_NAMES[l->billing]);
+        st = buf_printf(b,
+                        ",\"paused\":%s,\"billing\":\"%s\",\"bid\":", l->paused ? "true" : "false",
+                        BILLING_NAMES[l->billing]);
     if (st == CP_OK)
         st = w_money(b, l->bid_fen);
     if (st == CP_OK)

@@ -204,8 +204,7 @@ static cp_status reserve(registry_t *r, int found, size_t at, cp_error_t *err)
 }
 
 /* Inserts a new entry for id at `at` (room reserved). */
-static cp_status ent_insert(registry_t *r, size_t at, const char *id, size_t idlen,
-                            cp_error_t *err)
+static cp_status ent_insert(registry_t *r, size_t at, const char *id, size_t idlen, cp_error_t *err)
 {
     ent_t e = {0};
     e.id = strndup(id, idlen);
@@ -254,8 +253,7 @@ act_snapshot_t *registry_snapshot(registry_t *r)
  * reported with the campaign's id.
  */
 static cp_status snapshot_build(const char *const *ids, char *const *docs, const size_t *ndocs,
-                                size_t n, uint64_t version, act_snapshot_t **out,
-                                cp_error_t *err)
+                                size_t n, uint64_t version, act_snapshot_t **out, cp_error_t *err)
 {
     *out = NULL;
     act_snapshot_t *s = calloc(1, sizeof *s);
@@ -418,8 +416,8 @@ static cp_status rec_read(registry_t *r, uint64_t off, uint64_t size, unsigned c
         return CP_OK;
     }
     if (read_full(r->fd, h, REC_HDR, off) != 0)
-        return CP_ERR(err, CP_EIO, "%s: read at offset %llu: %s", r->path,
-                      (unsigned long long)off, strerror(errno));
+        return CP_ERR(err, CP_EIO, "%s: read at offset %llu: %s", r->path, (unsigned long long)off,
+                      strerror(errno));
     static const unsigned char zero[REC_HDR];
     if (memcmp(h, zero, REC_HDR) == 0) {
         /* Zeros to the end: space reserved by an append that never
@@ -434,8 +432,7 @@ static cp_status rec_read(registry_t *r, uint64_t off, uint64_t size, unsigned c
                 if (chunk[i] != 0)
                     return CP_ERR(err, CP_ECORRUPT,
                                   "%s: damaged: zeros at offset %llu followed by data at %llu",
-                                  r->path, (unsigned long long)off,
-                                  (unsigned long long)(at + i));
+                                  r->path, (unsigned long long)off, (unsigned long long)(at + i));
             at += n;
         }
         *torn = 1;
@@ -455,8 +452,8 @@ static cp_status rec_read(registry_t *r, uint64_t off, uint64_t size, unsigned c
         return CP_ERR(err, CP_ENOMEM, "out of memory reading %s", r->path);
     if (read_full(r->fd, p, len, off + REC_HDR) != 0) {
         free(p);
-        return CP_ERR(err, CP_EIO, "%s: read at offset %llu: %s", r->path,
-                      (unsigned long long)off, strerror(errno));
+        return CP_ERR(err, CP_EIO, "%s: read at offset %llu: %s", r->path, (unsigned long long)off,
+                      strerror(errno));
     }
     if (wal_crc32c(0, p, len) != get_u32(h + 8)) {
         free(p);
@@ -691,17 +688,18 @@ static cp_status check_names(cp_db_t *db, const act_campaign_t *c, cp_error_t *e
                                   st == CP_EINTERNAL || st == CP_ECORRUPT)
                                      ? st
                                      : CP_EINVAL;
-                st = CP_ERR(err, code, "lines[%zu].targeting: %s", i, e.message);
-                err->line = e.line;
-                err->column = e.column;
-                return st;
+                if (e.line > 0 && !(e.message[0] >= '0' && e.message[0] <= '9'))
+                    return CP_ERR(err, code, "lines[%zu].targeting: %d:%d: %s", i, e.line, e.column,
+                                  e.message);
+                return CP_ERR(err, code, "lines[%zu].targeting: %s", i, e.message);
             }
         }
         for (size_t j = 0; j < l->npremiums; j++) {
             uint32_t id;
             if ((st = cp_crowd_id(db, l->premiums[j].crowd, &id, &e)) == CP_ENOTFOUND)
-                return CP_ERR(err, CP_EINVAL, "lines[%zu].premiums[%zu].crowd: unknown crowd \"%s\"",
-                              i, j, l->premiums[j].crowd);
+                return CP_ERR(err, CP_EINVAL,
+                              "lines[%zu].premiums[%zu].crowd: unknown crowd \"%s\"", i, j,
+                              l->premiums[j].crowd);
             if (st != CP_OK)
                 return CP_ERR(err, st, "lines[%zu].premiums[%zu].crowd: %s", i, j, e.message);
         }
@@ -720,8 +718,10 @@ static cp_status change(registry_t *r, const char *id, act_campaign_t *c, int64_
     act_snapshot_t *s = NULL;
     cp_status st = CP_OK;
     if (r->broken) {
-        st = CP_ERR(err, CP_EIO, "%s: a failed write could not be undone; reopen the data "
-                    "directory", r->path);
+        st = CP_ERR(err, CP_EIO,
+                    "%s: a failed write could not be undone; reopen the data "
+                    "directory",
+                    r->path);
         goto out;
     }
     if (c == NULL && (!found || r->ents[at].doc == NULL)) {
@@ -818,8 +818,8 @@ cp_status registry_list_json(registry_t *r, char **out, cp_error_t *err)
     buf_t b;
     buf_init(&b, 0);
     pthread_mutex_lock(&r->mu);
-    cp_status st = buf_printf(&b, "{\"version\":%llu,\"campaigns\":[",
-                              (unsigned long long)r->version);
+    cp_status st =
+        buf_printf(&b, "{\"version\":%llu,\"campaigns\":[", (unsigned long long)r->version);
     for (size_t i = 0, n = 0; st == CP_OK && i < r->nents; i++) {
         if (r->ents[i].doc == NULL)
             continue;

@@ -40,12 +40,14 @@ static char *small_doc(const char *id, int nlines, size_t adm)
     char *markup = malloc(adm + 1);
     memset(markup, 'x', adm);
     markup[adm] = '\0';
-    buf_printf(&b, "{\"id\":\"%s\",\"advertiser\":\"a\",\"schedule\":{\"start\":\"2026-01-01\"},"
-                   "\"lines\":[",
+    buf_printf(&b,
+               "{\"id\":\"%s\",\"advertiser\":\"a\",\"schedule\":{\"start\":\"2026-01-01\"},"
+               "\"lines\":[",
                id);
     for (int i = 0; i < nlines; i++)
-        buf_printf(&b, "%s{\"id\":\"l%d\",\"bid\":1,\"creatives\":[{\"id\":\"c\",\"w\":1,\"h\":1,"
-                       "\"adomain\":[\"a.com\"],\"adm\":\"%s\"}]}",
+        buf_printf(&b,
+                   "%s{\"id\":\"l%d\",\"bid\":1,\"creatives\":[{\"id\":\"c\",\"w\":1,\"h\":1,"
+                   "\"adomain\":[\"a.com\"],\"adm\":\"%s\"}]}",
                    i ? "," : "", i, markup);
     buf_append(&b, "]}", 2);
     free(markup);
@@ -277,8 +279,7 @@ static void test_names_checked(void **state)
     cp_error_t err = {0};
     assert_int_equal(registry_history_json(r, "spring-sale", &out, &err), CP_ENOTFOUND);
     /* A bad document is the parser's 400; the URL id must agree. */
-    assert_int_equal(registry_put(r, w->db, "other", base, strlen(base), 0, NULL, &err),
-                     CP_EINVAL);
+    assert_int_equal(registry_put(r, w->db, "other", base, strlen(base), 0, NULL, &err), CP_EINVAL);
     assert_non_null(strstr(err.message, "id: "));
     assert_int_equal(put(r, w->db, "spring-sale", base, 0), 1);
     free(base);

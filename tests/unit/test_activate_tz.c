@@ -93,8 +93,12 @@ static void test_utc_epoch(void **state)
 static void test_bad_names(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"",          "Mars/Olympus_Mons", "../../etc/passwd",
-                                      "/etc/localtime", "Asia/Shang hai", "Asia/../Asia/Shanghai",
+    static const char *const bad[] = {"",
+                                      "Mars/Olympus_Mons",
+                                      "../../etc/passwd",
+                                      "/etc/localtime",
+                                      "Asia/Shang hai",
+                                      "Asia/../Asia/Shanghai",
                                       "posixrules/x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tz_t *tz = (tz_t *)1;
