@@ -585,11 +585,95 @@ static void test_caps_across_ids(void **state)
     test_rmtree(g_dir);
 }
 
+static int bid_status(cp_activate_t *a, const char *body, unsigned flags, char **out)
+{
+    cp_bid_reply_t rep = CP_BID_REPLY_INIT;
+    cp_error_t err = {0};
+    cp_status st = cp_rtb_bid(a, body, strlen(body), NOW_MS, flags, &rep, &err);
+    if (st != CP_OK)
+        fail_msg("bid: %s: %s", cp_strerror(st), err.message);
+    if (out)
+        *out = rep.body;
+    else
+        cp_free(rep.body);
+    return rep.status;
+}
+
+/* Targeting follows data changes through the change feed at the next tick
+ * past refresh_ms; COPPA and GDPR requests are anonymous; a request whose
+ * cur does not allow CNY gets no bid. */
+static void test_refresh_privacy_currency(void **state)
+{
+    (void)state;
+    test_tmpdir(g_dir, sizeof g_dir, "activate-refresh");
+    char data[600];
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
+    o.flags = CP_OPEN_CREATE;
+    cp_db_t *db = test_open_db(data, &o);
+    cp_error_t err = {0};
+    const char *tax = "{\"tags\":[{\"path\":\"interest/finance\"}]}";
+    assert_int_equal(cp_taxonomy_load_json(db, tax, strlen(tax), &err), CP_OK);
+    const char *u1 = "{\"id\":\"q1\",\"tags\":[\"interest/finance\"]}\n{\"id\":\"q2\"}\n";
+    assert_int_equal(cp_load_ndjson_buf(db, u1, strlen(u1), NULL, NULL, &err), CP_OK);
+    cp_activate_t *a = open_act(db);
+    const char *doc =
+        "{\"id\":\"fin\",\"advertiser\":\"acme\",\"schedule\":{\"start\":\"2026-01-01\"},"
+        "\"pacing\":\"asap\",\"lines\":[{\"id\":\"l\",\"billing\":\"cpm\",\"bid\":3.00,"
+        "\"targeting\":\"tag:interest/finance\",\"creatives\":[{\"id\":\"c\",\"w\":300,"
+        "\"h\":250,\"adomain\":[\"acme.com\"],\"adm\":\"x\"}]}]}";
+    cp_status st = cp_campaign_put_json(a, "fin", doc, strlen(doc), NULL, &err);
+    if (st != CP_OK)
+        fail_msg("put: %s", err.message);
+    const char *for_q1 = "{\"id\":\"r1\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                         "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q1\"}}";
+    const char *for_q2 = "{\"id\":\"r2\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                         "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q2\"}}";
+    assert_int_equal(bid_status(a, for_q1, 0, NULL), 200);
+    assert_int_equal(bid_status(a, for_q2, 0, NULL), 204);
+
+    /* q2 takes the tag: not seen until a tick past refresh_ms. */
+    const char *u2 = "{\"id\":\"q2\",\"tags\":[\"interest/finance\"]}\n";
+    assert_int_equal(cp_load_ndjson_buf(db, u2, strlen(u2), NULL, NULL, &err), CP_OK);
+    assert_int_equal(cp_feed_flush(db, &err), CP_OK);
+    assert_int_equal(bid_status(a, for_q2, 0, NULL), 204);
+    assert_int_equal(cp_activate_tick(a, time_now_ms() + 5000, &err), CP_OK);
+    assert_int_equal(bid_status(a, for_q2, 0, NULL), 200);
+
+    /* COPPA and GDPR: no OneID lookup, so no crowd targeting. */
+    const char *coppa = "{\"id\":\"r3\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                        "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q1\"},\"regs\":{"
+                        "\"coppa\":1}}";
+    const char *gdpr = "{\"id\":\"r4\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                       "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q1\"},\"regs\":{"
+                       "\"gdpr\":1}}";
+    assert_int_equal(bid_status(a, coppa, 0, NULL), 204);
+    assert_int_equal(bid_status(a, gdpr, 0, NULL), 204);
+    char *body = NULL;
+    assert_int_equal(bid_status(a, coppa, CP_BID_DEBUG, &body), 200);
+    assert_non_null(strstr(body, "\"reason\":\"crowd\""));
+    cp_free(body);
+
+    /* No cur means USD only: no bid, and debug says why. */
+    const char *usd = "{\"id\":\"r5\",\"imp\":[{\"id\":\"1\",\"banner\":{\"w\":300,"
+                      "\"h\":250}}],\"user\":{\"buyeruid\":\"q1\"}}";
+    assert_int_equal(bid_status(a, usd, 0, NULL), 204);
+    assert_int_equal(bid_status(a, usd, CP_BID_DEBUG, &body), 200);
+    assert_non_null(strstr(body, "\"reason\":\"floor\""));
+    assert_non_null(strstr(body, "CNY"));
+    cp_free(body);
+
+    assert_int_equal(cp_activate_close(a, &err), CP_OK);
+    assert_int_equal(cp_db_close(db, NULL), CP_OK);
+    test_rmtree(g_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_property),
         cmocka_unit_test(test_caps_across_ids),
+        cmocka_unit_test(test_refresh_privacy_currency),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
