@@ -621,7 +621,8 @@ static void test_refresh_privacy_currency(void **state)
         "{\"id\":\"fin\",\"advertiser\":\"acme\",\"schedule\":{\"start\":\"2026-01-01\"},"
         "\"pacing\":\"asap\",\"lines\":[{\"id\":\"l\",\"billing\":\"cpm\",\"bid\":3.00,"
         "\"targeting\":\"tag:interest/finance\",\"creatives\":[{\"id\":\"c\",\"w\":300,"
-        "\"h\":250,\"adomain\":[\"acme.com\"],\"adm\":\"x\"}]}]}";
+        "\"h\":250,\"adomain\":[\"acme.com\"],\"adm\":\"${AUCTION_ID}|${AUCTION_IMP_ID}|${AUCTION_"
+        "PRICE}|${OTHER}\"}]}]}";
     cp_status st = cp_campaign_put_json(a, "fin", doc, strlen(doc), NULL, &err);
     if (st != CP_OK)
         fail_msg("put: %s", err.message);
@@ -629,7 +630,11 @@ static void test_refresh_privacy_currency(void **state)
                          "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q1\"}}";
     const char *for_q2 = "{\"id\":\"r2\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
                          "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q2\"}}";
-    assert_int_equal(bid_status(a, for_q1, 0, NULL), 200);
+    char *body = NULL;
+    assert_int_equal(bid_status(a, for_q1, 0, &body), 200);
+    /* Our macros expanded, the exchange's left alone. */
+    assert_non_null(strstr(body, "r1|1|${AUCTION_PRICE}|${OTHER}"));
+    cp_free(body);
     assert_int_equal(bid_status(a, for_q2, 0, NULL), 204);
 
     /* q2 takes the tag: not seen until a tick past refresh_ms. */
@@ -649,7 +654,6 @@ static void test_refresh_privacy_currency(void **state)
                        "\"gdpr\":1}}";
     assert_int_equal(bid_status(a, coppa, 0, NULL), 204);
     assert_int_equal(bid_status(a, gdpr, 0, NULL), 204);
-    char *body = NULL;
     assert_int_equal(bid_status(a, coppa, CP_BID_DEBUG, &body), 200);
     assert_non_null(strstr(body, "\"reason\":\"crowd\""));
     cp_free(body);
