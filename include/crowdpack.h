@@ -1328,6 +1328,16 @@ typedef enum cp_notice_kind {
 cp_status cp_rtb_notice(cp_activate_t *a, cp_notice_kind kind, const char *token, const char *price,
                         int loss_reason, int64_t now_ms, int *duplicate, cp_error_t *err);
 
+/* Records a click (as cp_rtb_notice with CP_NOTICE_CLICK) and gives the
+ * landing page to redirect to in *location (caller frees with cp_free):
+ * `url` (may be NULL; the click URL's "u" argument) when it is http(s) on
+ * one of the advertiser domains (adomain) of the bid's line item or a
+ * subdomain, else "https://ADOMAIN/" of the line's first creative; NULL
+ * when the line item no longer exists. So the redirect never leads off
+ * the advertiser's domains. Errors as cp_rtb_notice. */
+cp_status cp_rtb_click(cp_activate_t *a, const char *token, const char *url, int64_t now_ms,
+                       int *duplicate, char **location, cp_error_t *err);
+
 /* Result ordinals: 1 when user ordinal `ord` is in r (NULL r: 0). */
 int cp_result_contains(const cp_result_t *r, uint32_t ord);
 

@@ -60,6 +60,10 @@ cp_status target_tick(target_t *t, int64_t now_ms, cp_error_t *err);
 
 target_view_t *target_acquire(target_t *t); /* never NULL after open */
 void target_release(target_view_t *v);      /* NULL fine */
+/* The campaign snapshot the view was built from (borrowed for the view's
+ * life; NULL before the first build): read lines through it so that line
+ * indexes and targeting agree. */
+const act_snapshot_t *target_view_snapshot(const target_view_t *v);
 /* 1 when user ordinal `ord` matches line `line_index`'s targeting (a line
  * with targeting "" matches every known person; unknown people, ord ==
  * UINT32_MAX, match only lines without targeting). */
@@ -102,7 +106,8 @@ typedef struct bidder {
 
 /*
  * Answers one BidRequest: *status 200 with a BidResponse in `out`, 204 with
- * `out` empty (no bid; with debug, 200 and {"nbr":..., "debug":...}), or
+ * `out` empty (no bid; with debug, 200 and {"id":...,"nbr":0,"ext":{"debug":
+ * [...]}}), or
  * CP_EINVAL / CP_ELIMIT for a request to refuse with 400 (err says why).
  * `debug` adds "ext":{"debug":[{imp, line, reason, ...}]}.
  */

@@ -14,9 +14,10 @@
  * Money is integer, never float: budgets in fen (1/100 CNY). A bid is a
  * price per thousand impressions (CPM) in fen, so the cost of ONE
  * impression at a CPM of P fen is exactly P millifen (1/1000 fen): the
- * ledger counts millifen. The document's decimal yuan ("bid": 8.00) are
- * parsed from their text (jansson's real is read back with "%.17g" and
- * rounded half-up to fen; more than 2 decimals is a 400).
+ * ledger counts millifen. The document's decimal yuan ("bid": 8.00) become
+ * fen exactly: a number is accepted only when it is the double nearest to
+ * some k/100 (k = llround(v * 100), checked by k / 100.0 == v), so no
+ * amount is ever rounded; more than 2 decimals is a 400 (campaign.c).
  */
 #ifndef CP_ACTIVATE_CAMPAIGN_H
 #define CP_ACTIVATE_CAMPAIGN_H
@@ -27,14 +28,14 @@
 
 #include "crowdpack.h"
 
-#define ACT_MAX_ID 64          /* bytes of a campaign, line or creative id: [A-Za-z0-9_.-] */
-#define ACT_MAX_LINES 256      /* per campaign */
-#define ACT_MAX_CREATIVES 64   /* per line */
-#define ACT_MAX_PREMIUMS 64    /* per line */
-#define ACT_MAX_LIST 256       /* entries of any list (categories, deals, sizes, ...) */
-#define ACT_MAX_ADM (64u << 10) /* bytes of one creative's markup */
-#define ACT_MAX_DOC (4u << 20)  /* bytes of one campaign document */
-#define ACT_PREMIUM_MAX_PCT 900 /* one premium: -90 .. +900 percent */
+#define ACT_MAX_ID 64            /* bytes of a campaign, line or creative id: [A-Za-z0-9_.-] */
+#define ACT_MAX_LINES 256        /* per campaign */
+#define ACT_MAX_CREATIVES 64     /* per line */
+#define ACT_MAX_PREMIUMS 64      /* per line */
+#define ACT_MAX_LIST 256         /* entries of any list (categories, deals, sizes, ...) */
+#define ACT_MAX_ADM (64u << 10)  /* bytes of one creative's markup */
+#define ACT_MAX_DOC (4u << 20)   /* bytes of one campaign document */
+#define ACT_PREMIUM_MAX_PCT 900  /* one premium: -90 .. +900 percent */
 #define ACT_FACTOR_MAX_BP 100000 /* combined premium factor capped at 10.0000x (basis points) */
 
 typedef enum act_billing {
@@ -77,16 +78,16 @@ typedef struct act_size {
 } act_size_t;
 
 typedef struct act_creative {
-    char *id;         /* crid */
+    char *id; /* crid */
     act_format format;
-    int32_t w, h;     /* banner/video size; 0 for native/audio */
-    char **adomain;   /* advertiser domains, >= 1 */
+    int32_t w, h;   /* banner/video size; 0 for native/audio */
+    char **adomain; /* advertiser domains, >= 1 */
     size_t nadomain;
-    char **cat;       /* IAB content categories of the ad (may be empty) */
+    char **cat; /* IAB content categories of the ad (may be empty) */
     size_t ncat;
-    char *iurl;       /* preview image URL or NULL */
-    char *adm;        /* markup with macros (${CLICK_URL}, ${AUCTION_PRICE}, ...) */
-    char **mimes;     /* video/audio: the creative's MIME types; else empty */
+    char *iurl;   /* preview image URL or NULL */
+    char *adm;    /* markup with macros (${CLICK_URL}, ${AUCTION_PRICE}, ...) */
+    char **mimes; /* video/audio: the creative's MIME types; else empty */
     size_t nmimes;
     int32_t duration; /* video/audio seconds; 0 otherwise */
 } act_creative_t;
@@ -106,7 +107,7 @@ typedef struct act_reqtarget {
     size_t nregions;
     char **cities; /* device.geo.city */
     size_t ncities;
-    unsigned formats; /* mask of 1u << act_format; 0 = any */
+    unsigned formats;  /* mask of 1u << act_format; 0 = any */
     act_size_t *sizes; /* banner/video sizes accepted; empty = the creatives' sizes */
     size_t nsizes;
     char **deals; /* deal ids: when non-empty, the line bids only on these deals */
@@ -131,7 +132,7 @@ typedef struct act_line {
     size_t ncreatives;
     int paused;
     /* Set by the registry when a snapshot is built. */
-    uint32_t index;           /* position in act_snapshot_t.lines */
+    uint32_t index;                /* position in act_snapshot_t.lines */
     struct act_campaign *campaign; /* owner */
 } act_line_t;
 
@@ -214,7 +215,10 @@ void registry_close(registry_t *r); /* NULL fine; snapshots held stay valid */
 /* Validates (campaign_parse, and every targeting expression and premium
  * crowd against db: unknown names are 400s) and stores a new version of a
  * campaign durably (fsync) before returning; atomic: a failed put changes
- * nothing. *version (may be NULL) gets the campaign's new version. */
+ * nothing (CP_ENOSPC on a full disk). *version (may be NULL) gets the
+ * campaign's new version. db may be NULL: names are then not checked
+ * (tests). now_ms 0 = the wall clock. A listener must not call
+ * registry_put or registry_delete (it runs under the writers' lock). */
 cp_status registry_put(registry_t *r, cp_db_t *db, const char *id, const char *json, size_t len,
                        int64_t now_ms, uint64_t *version, cp_error_t *err);
 /* CP_ENOTFOUND for an unknown id. The history keeps the deleted versions. */

@@ -39,7 +39,9 @@ typedef struct ortb_deal {
     const char *id;
     int64_t bidfloor_fen; /* CPM in fen (the request's currency) */
     ortb_strs_t wseat;
-    int at; /* 0 = inherit */
+    int at;                  /* 0 = inherit */
+    const char *bidfloorcur; /* "USD" default per spec */
+    const char *unbiddable;  /* NULL, or why no bid can meet this deal (see ortb_imp_t) */
 } ortb_deal_t;
 
 typedef struct ortb_imp {
@@ -55,10 +57,15 @@ typedef struct ortb_imp {
     const char *native_request; /* the native request string, NULL if absent */
     int has_audio;
     ortb_strs_t audio_mimes;
-    int64_t bidfloor_fen; /* CPM fen, converted to CNY fen when bidfloorcur differs
-                             and a rate is known, else the imp is skipped */
+    int64_t bidfloor_fen;    /* CPM in hundredths of bidfloorcur (fen when CNY),
+                                rounded up so a bid at it is never below it */
     const char *bidfloorcur; /* "USD" default per spec */
-    int private_auction;      /* pmp.private_auction */
+    /* NULL when a bid in CNY may be made; else why not, for ?debug: the
+     * request's `cur` does not list CNY (absent `cur` means USD only), or a
+     * floor > 0 is in another currency. No exchange rates are built in (a
+     * hard-coded rate would be wrong), so such an imp gets no bid. */
+    const char *unbiddable;
+    int private_auction; /* pmp.private_auction */
     ortb_deal_t *deals;
     size_t ndeals;
     const char *tagid;
@@ -72,7 +79,7 @@ typedef struct ortb_eid {
 
 typedef struct ortb_segment_data {
     const char *id, *name;
-    int segtax; /* ext.segtax, 0 if absent */
+    int segtax;           /* ext.segtax, 0 if absent */
     ortb_strs_t segments; /* segment[].id */
 } ortb_segment_data_t;
 
@@ -108,9 +115,11 @@ typedef struct ortb_request {
  * Parses a BidRequest. Allocates only from `arena` (the caller frees it
  * after the response is written). CP_EINVAL for malformed JSON, a missing
  * or empty `imp`, missing ids, and values the specification forbids
- * (negative or zero sizes, an empty `mimes`, a negative bidfloor, unknown
- * `at`, duplicate imp ids, ...): err names the field ("imp[0].banner.w:
- * must be positive"). CP_ELIMIT past the limits above.
+ * (negative sizes, an empty `mimes`, a negative bidfloor, unknown `at`,
+ * duplicate imp ids, a wrong JSON type, ...): err names the field by its
+ * path ("BidRequest imp[0].banner.w: must not be negative, got -3").
+ * Sizes of 0 mean "not given" (the 2.5 interstitial example). CP_ELIMIT
+ * past the limits above. The full list: docs/openrtb.md.
  */
 cp_status ortb_parse(const char *body, size_t len, arena_t *arena, ortb_request_t *out,
                      cp_error_t *err);
@@ -118,13 +127,13 @@ cp_status ortb_parse(const char *body, size_t len, arena_t *arena, ortb_request_
 /* One bid of a response (ortb_resp.c). */
 typedef struct ortb_bid {
     const char *imp_id;
-    int64_t price_fen;     /* CPM fen in the response currency */
-    const char *adm;       /* markup with the creative's macros expanded; NULL: served on win */
+    int64_t price_fen; /* CPM fen in the response currency */
+    const char *adm;   /* markup with the creative's macros expanded; NULL: served on win */
     const char *crid, *cid, *adid, *dealid, *iurl;
     ortb_strs_t adomain, cat;
     int32_t w, h;
     const char *nurl, *burl, *lurl; /* with ${AUCTION_PRICE} etc. left for the exchange */
-    int mtype; /* 2.6 markup type: 1 banner, 2 video, 3 audio, 4 native */
+    int mtype;                      /* 2.6 markup type: 1 banner, 2 video, 3 audio, 4 native */
 } ortb_bid_t;
 
 /* Appends a BidResponse with one seatbid holding `bids` to `out`

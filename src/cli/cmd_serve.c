@@ -2,6 +2,7 @@
  * cmd_serve.c — `crowdpack serve`: open a data directory for writing and
  * hand it to the HTTP server (src/server) until SIGINT/SIGTERM.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,9 @@ static const cli_opt_t serve_opts[] = {
      "open connections per client address (default 128; raise it behind a proxy)"},
     {"read-only", 0, OPT_FLAG, NULL,
      "open the data directory read-only: reads only, beside another writer"},
+    {"public-url", 0, OPT_VALUE, "URL",
+     "base URL exchanges and browsers reach this server at, for the notice and tracker URLs "
+     "of bids (default http://HOST:PORT of --listen)"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t serve_spec = {
@@ -142,9 +146,33 @@ int cmd_serve(int argc, char **argv)
         CLI_OK)
         return rc;
     cp_error_t err = {0};
-    cp_status st = server_run(c.db, &o, &err);
+    cp_status st = CP_OK;
+    /* Campaigns and the bidder live in DATA/activate; a read-only server
+     * serves neither (bidding writes the ledger). */
+    cp_activate_t *act = NULL;
+    if (!cli_has(&a, "read-only")) {
+        char dir[4096], base[512];
+        const char *pub = cli_get(&a, "public-url");
+        if (pub == NULL) {
+            snprintf(base, sizeof base, "http://%s", o.listen ? o.listen : "127.0.0.1:8080");
+            pub = base;
+        }
+        cp_activate_options_t ao = CP_ACTIVATE_OPTIONS_INIT;
+        ao.notice_base = pub;
+        if ((size_t)snprintf(dir, sizeof dir, "%s/activate", c.data_dir) >= sizeof dir) {
+            cli_conn_close(&c);
+            return cli_usage_error(&serve_spec, "--data: path too long");
+        }
+        st = cp_activate_open(c.db, dir, &ao, &act, &err);
+        o.act = act;
+    }
+    if (st == CP_OK)
+        st = server_run(c.db, &o, &err);
     if (st != CP_OK)
         rc = cli_fail(st, &err);
+    cp_error_t cerr = {0};
+    if (cp_activate_close(act, &cerr) != CP_OK && rc == CLI_OK)
+        rc = cli_fail(CP_EIO, &cerr);
     cli_conn_close(&c);
     return rc;
 }

@@ -8,12 +8,57 @@
 
 /* Statuses the server answers with; anything else lands in "other". */
 static const int status_codes[] = {200, 201, 204, 400, 401, 403, 404, 405, 408,
-                                   409, 413, 414, 415, 431, 500, 503, 507};
+                                   409, 413, 414, 415, 431, 500, 503, 507, 302};
 #define NSTATUS (CP_ARRAY_LEN(status_codes) + 1)
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
 static const double bucket_le[SRV_NBUCKETS - 1] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                    0.05,   0.1,   0.25,   0.5,   1.0};
+
+/* crowdpack_bid_seconds: fine below a millisecond, where the bidder's
+ * target (p99 under 1 ms) lies; the last bucket is +Inf. */
+static const double bid_le[SRV_NBID_BUCKETS - 1] = {0.00005, 0.0001,  0.00015, 0.0002, 0.0003,
+                                                    0.0005,  0.00075, 0.001,   0.0015, 0.0025,
+                                                    0.005,   0.01,    0.1};
+
+void srv_metrics_bid_observe(srv_metrics_t *m, uint64_t ns)
+{
+    double secs = (double)ns / 1e9;
+    size_t b = 0;
+    while (b < SRV_NBID_BUCKETS - 1 && secs > bid_le[b])
+        b++;
+    atomic_fetch_add_explicit(&m->bid_bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->bid_sum_ns, ns, memory_order_relaxed);
+}
+
+/* The bid histogram, once a bid request was handled. */
+static cp_status render_bid(srv_metrics_t *m, buf_t *b)
+{
+    uint64_t n = 0;
+    for (size_t k = 0; k < SRV_NBID_BUCKETS; k++)
+        n += atomic_load_explicit(&m->bid_bucket[k], memory_order_relaxed);
+    if (n == 0)
+        return CP_OK;
+    cp_status st = buf_printf(b, "# HELP crowdpack_bid_seconds OpenRTB bid requests: time in the "
+                                 "bidder, from the parsed HTTP request to the response body.\n"
+                                 "# TYPE crowdpack_bid_seconds histogram\n");
+    uint64_t cum = 0;
+    for (size_t k = 0; k < SRV_NBID_BUCKETS && st == CP_OK; k++) {
+        cum += atomic_load_explicit(&m->bid_bucket[k], memory_order_relaxed);
+        char le[32] = "+Inf";
+        if (k < SRV_NBID_BUCKETS - 1)
+            fmt_double(bid_le[k], le, sizeof le);
+        st = buf_printf(b, "crowdpack_bid_seconds_bucket{le=\"%s\"} %llu\n", le,
+                        (unsigned long long)cum);
+    }
+    uint64_t ns = atomic_load_explicit(&m->bid_sum_ns, memory_order_relaxed);
+    if (st == CP_OK)
+        st = buf_printf(b,
+                        "crowdpack_bid_seconds_sum %llu.%09llu\ncrowdpack_bid_seconds_count %llu\n",
+                        (unsigned long long)(ns / 1000000000u),
+                        (unsigned long long)(ns % 1000000000u), (unsigned long long)cum);
+    return st;
+}
 
 static size_t status_index(int status)
 {
@@ -137,6 +182,9 @@ cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *
         P("crowdpack_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
           method, pat, (unsigned long long)cum);
     }
+
+    if ((st = render_bid(m, &b)))
+        goto out;
 
     if (db != NULL) {
         cp_db_stats_t s = CP_DB_STATS_INIT;

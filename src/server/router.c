@@ -91,6 +91,16 @@ const srv_route_t srv_routes[] = {
     {SRV_GET, "/v1/keys", srv_h_keys_list, CP_ROLE_ADMIN},
     {SRV_POST, "/v1/keys", srv_h_keys_create, CP_ROLE_ADMIN},
     {SRV_DELETE, "/v1/keys/{id}", srv_h_key_delete, CP_ROLE_ADMIN},
+
+    /* OpenRTB (h_rtb.c): bid requests need a write key, or a loopback
+     * client when no key is configured; notices carry a MACed token and
+     * come from browsers and exchanges without a key. */
+    {SRV_POST, "/openrtb2/bid", srv_h_rtb_bid, CP_ROLE_WRITE},
+    {SRV_GET, "/openrtb2/win", srv_h_rtb_win, 0},
+    {SRV_GET, "/openrtb2/bill", srv_h_rtb_bill, 0},
+    {SRV_GET, "/openrtb2/loss", srv_h_rtb_loss, 0},
+    {SRV_GET, "/openrtb2/imp", srv_h_rtb_imp, 0},
+    {SRV_GET, "/openrtb2/click", srv_h_rtb_click, 0},
 };
 const size_t srv_nroutes = CP_ARRAY_LEN(srv_routes);
 
@@ -308,7 +318,10 @@ int srv_route_match(srv_req_t *req, int *status, const char **allow)
 
 static int needs_auth(const char *path)
 {
-    return strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0;
+    /* The bid route spends budget: it takes a key like /v1 (its notices
+     * are open, their tokens are MACed: h_rtb.c). */
+    return strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0 ||
+           strcmp(path, "/openrtb2/bid") == 0;
 }
 
 /* Grants req->role or replies 401. Returns 1 when the request may go on. */

@@ -200,6 +200,8 @@ static enum MHD_Result queue(struct MHD_Connection *c, conn_ctx_t *cc, srv_resp_
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, r->allow);
     if (r->disposition != NULL)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_DISPOSITION, r->disposition);
+    if (r->location != NULL)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_LOCATION, r->location);
     if (r->www_authenticate)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"crowdpack\"");
     if (r->cors_origin != NULL) {
@@ -687,6 +689,7 @@ cp_status server_run(cp_db_t *db, const server_options_t *opts, cp_error_t *err)
     srv->max_body = o.max_body != 0 ? o.max_body : SRV_DEFAULT_MAX_BODY;
     srv->allow_origins = o.allow_origins;
     srv->nallow_origins = o.nallow_origins;
+    srv->act = o.act;
     dc.conns.deadline_ns =
         (uint64_t)(o.request_timeout_s != 0 ? o.request_timeout_s : SRV_REQUEST_TIMEOUT_S) *
         1000000000u;

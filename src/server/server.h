@@ -24,6 +24,9 @@ typedef struct server_options {
     unsigned request_timeout_s; /* whole request (headers + body); 0 = 30 s */
     unsigned stall_timeout_s;   /* a streamed response taking nothing; 0 = 30 s */
     unsigned max_conns_per_ip;  /* open connections per client address; 0 = 128 */
+    /* Campaigns and the OpenRTB bidder (/openrtb2/...); borrowed for the
+     * server's life; NULL = those routes answer 503. */
+    cp_activate_t *act;
 } server_options_t;
 
 /*

@@ -114,6 +114,7 @@ typedef struct srv_resp {
     int www_authenticate;    /* add a WWW-Authenticate challenge (401) */
     const char *cors_origin; /* allow-listed Origin to echo in CORS headers (borrowed) */
     int cors_preflight;      /* add the preflight headers (OPTIONS) */
+    const char *location;    /* Location header (3xx; arena or static) */
 } srv_resp_t;
 
 void srv_resp_init(srv_resp_t *r);
@@ -289,6 +290,7 @@ int srv_intake_declared_too_large(int route, size_t declared, srv_resp_t *resp);
 /* -------------------------------------------------------------- metrics */
 
 #define SRV_NBUCKETS 12
+#define SRV_NBID_BUCKETS 14
 typedef struct srv_metrics {
     size_t nroutes;                /* routes + 1 for "unmatched" */
     _Atomic uint64_t *count;       /* [nroutes][SRV_NSTATUS] */
@@ -297,12 +299,18 @@ typedef struct srv_metrics {
     _Atomic uint64_t *total;       /* [nroutes] */
     _Atomic uint64_t cut_deadline; /* connections cut: request deadline passed */
     _Atomic uint64_t cut_stall;    /* streamed responses cut: the reader stalled */
+    /* crowdpack_bid_seconds: bid handling inside the server (h_rtb.c), with
+     * buckets below a millisecond, which the per-route histogram lacks. */
+    _Atomic uint64_t bid_bucket[SRV_NBID_BUCKETS];
+    _Atomic uint64_t bid_sum_ns;
 } srv_metrics_t;
 
 cp_status srv_metrics_init(srv_metrics_t *m, size_t nroutes);
 void srv_metrics_free(srv_metrics_t *m);
 /* route = -1 for unmatched */
 void srv_metrics_observe(srv_metrics_t *m, int route, int status, uint64_t ns);
+/* One bid request handled in `ns` (crowdpack_bid_seconds). */
+void srv_metrics_bid_observe(srv_metrics_t *m, uint64_t ns);
 /* Renders Prometheus text (0.0.4) including db gauges. Caller frees *out with free(). */
 cp_status srv_metrics_render(srv_metrics_t *m, cp_db_t *db, char **out, size_t *len);
 
@@ -314,6 +322,7 @@ struct srv_ctx {
     srv_metrics_t metrics;
     const char *const *allow_origins; /* borrowed from the options */
     size_t nallow_origins;
+    cp_activate_t *act; /* borrowed from the options; NULL: no bidder */
 };
 
 /* --------------------------------------------------------- cross-site */
@@ -437,5 +446,13 @@ void srv_h_attr_aliases_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
  * name alphabet. Caller frees *out with free(). */
 cp_status srv_setop_expr(const char *op, const char *const *names, size_t n, char **out,
                          cp_error_t *err);
+
+/* h_rtb.c: the OpenRTB bidder and its notices (docs/activation.md) */
+void srv_h_rtb_bid(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rtb_win(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rtb_bill(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rtb_loss(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rtb_imp(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rtb_click(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
 #endif /* CP_SRV_H */
