@@ -218,6 +218,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_expr(int argc, char **argv);
 int cmd_crowd(int argc, char **argv);
+int cmd_campaign(int argc, char **argv); /* cmd_campaign.c */
 int cmd_tags(int argc, char **argv);
 int cmd_attrs(int argc, char **argv);
 int cmd_user(int argc, char **argv);
