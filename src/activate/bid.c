@@ -507,15 +507,29 @@ static cp_status debug_write(buf_t *o, const ortb_request_t *r, const act_snapsh
     return st ? st : buf_append(o, "]", 1);
 }
 
-/* Expands our macros in a creative's markup: ${CLICK_URL}, ${IMP_URL}.
- * Exchange macros (${AUCTION_PRICE}, ${AUCTION_ID}, ...) are left for the
- * exchange. A banner also gets the impression pixel appended. */
-static char *adm_expand(arena_t *ar, const char *adm, const char *click, const char *imp, int pixel)
+/* One macro of a creative's markup and its value. */
+typedef struct macro {
+    const char *name; /* "${CLICK_URL}" */
+    size_t len;
+    const char *value;
+} macro_t;
+
+/*
+ * Expands the macros of docs/activation.md in a creative's markup:
+ * ${CLICK_URL}, ${IMP_URL} (our trackers), ${AUCTION_ID},
+ * ${AUCTION_IMP_ID}, ${AUCTION_BID_ID}, ${AUCTION_SEAT_ID},
+ * ${AUCTION_CURRENCY} (known at bid time, so expanded here for exchanges
+ * that do not). ${AUCTION_PRICE} and any other ${...} are left for the
+ * exchange. A banner also gets the impression pixel appended, so an
+ * impression is counted where the markup is rendered.
+ */
+static char *adm_expand(arena_t *ar, const char *adm, const macro_t *m, size_t nm, const char *imp,
+                        int pixel)
 {
-    static const char pix_a[] = "<img src=\"", pix_b[] =
-                                                   "\" width=\"1\" height=\"1\" alt=\"\" "
-                                                   "style=\"position:absolute;left:-9999px\">";
-    size_t nclick = strlen(click), nimp = strlen(imp), n = 0;
+    static const char pix_a[] = "<img src=\"";
+    static const char pix_b[] = "\" width=\"1\" height=\"1\" alt=\"\" "
+                                "style=\"position:absolute;left:-9999px\">";
+    size_t nimp = strlen(imp), n = 0;
     for (int pass = 0; pass < 2; pass++) {
         char *o = NULL;
         if (pass == 1 && (o = arena_alloc(ar, n + 1)) == NULL)
@@ -528,12 +542,14 @@ static char *adm_expand(arena_t *ar, const char *adm, const char *click, const c
         k += (len);                                                                                \
     } while (0)
         for (const char *q = adm; *q;) {
-            if (strncmp(q, "${CLICK_URL}", 12) == 0) {
-                PUT(click, nclick);
-                q += 12;
-            } else if (strncmp(q, "${IMP_URL}", 10) == 0) {
-                PUT(imp, nimp);
-                q += 10;
+            size_t i = nm;
+            if (q[0] == '$' && q[1] == '{') {
+                for (i = 0; i < nm && strncmp(q, m[i].name, m[i].len) != 0; i++)
+                    ;
+            }
+            if (i < nm) {
+                PUT(m[i].value, strlen(m[i].value));
+                q += m[i].len;
             } else {
                 PUT(q, 1);
                 q++;
@@ -701,8 +717,25 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
             bd->burl = url_make(&ar, b->notice_base, "bill", token, "&p=${AUCTION_PRICE}");
             bd->lurl = url_make(&ar, b->notice_base, "loss", token,
                                 "&p=${AUCTION_PRICE}&r=${AUCTION_LOSS}");
+            char bid_id[24];
+            snprintf(bid_id, sizeof bid_id, "%zu", nbids + 1); /* ortb_response_write's ids */
+#define M(name, value)                                                                             \
+    {                                                                                              \
+        name, sizeof name - 1, value                                                               \
+    }
+            const macro_t macros[] = {
+                M("${CLICK_URL}", click ? click : ""),
+                M("${IMP_URL}", impu ? impu : ""),
+                M("${AUCTION_ID}", req.id),
+                M("${AUCTION_IMP_ID}", imp->id),
+                M("${AUCTION_BID_ID}", bid_id),
+                M("${AUCTION_SEAT_ID}", b->seat),
+                M("${AUCTION_CURRENCY}", "CNY"),
+            };
+#undef M
             bd->adm = click && impu && c.cr->adm
-                          ? adm_expand(&ar, c.cr->adm, click, impu, c.cr->format == ACT_FMT_BANNER)
+                          ? adm_expand(&ar, c.cr->adm, macros, CP_ARRAY_LEN(macros), impu,
+                                       c.cr->format == ACT_FMT_BANNER)
                           : NULL;
             if (bd->nurl == NULL || bd->burl == NULL || bd->lurl == NULL || click == NULL ||
                 impu == NULL || (c.cr->adm && bd->adm == NULL)) {

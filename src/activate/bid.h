@@ -106,7 +106,8 @@ typedef struct bidder {
 
 /*
  * Answers one BidRequest: *status 200 with a BidResponse in `out`, 204 with
- * `out` empty (no bid; with debug, 200 and {"nbr":..., "debug":...}), or
+ * `out` empty (no bid; with debug, 200 and {"id":...,"nbr":0,"ext":{"debug":
+ * [...]}}), or
  * CP_EINVAL / CP_ELIMIT for a request to refuse with 400 (err says why).
  * `debug` adds "ext":{"debug":[{imp, line, reason, ...}]}.
  */

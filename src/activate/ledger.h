@@ -71,9 +71,12 @@ typedef struct ledger_bid {
     size_t ncrowds;
 } ledger_bid_t;
 
-/* Opens DIR/activate/ledger (creating it), replays it, and keeps a notice
- * key in DIR/activate/notice.key (created with 0600). `db` receives the
- * notice events; borrowed, must outlive the ledger. */
+/* Opens DIR/ledger (creating it), replays it, and keeps a notice key in
+ * DIR/notice.key (created with 0600); DIR is the activation directory
+ * (the server's DATA/activate). `db` receives the notice events (NULL:
+ * none); borrowed, must outlive the ledger. CP_ECORRUPT naming the file
+ * and offset for a damaged journal or snapshot, CP_ELOCKED when another
+ * handle has it open. */
 cp_status ledger_open(const char *dir, cp_db_t *db, ledger_t **out, cp_error_t *err);
 void ledger_close(ledger_t *l); /* NULL fine */
 

@@ -28,6 +28,10 @@
  * than this is refused (CP_EINVAL, "expired"), so no duplicate can be
  * counted twice whatever its delay. 96 x LEDGER_RESERVE_TTL_MS = 24 h. */
 #define LEDGER_DEDUP_WINDOW_MS (96LL * LEDGER_RESERVE_TTL_MS)
+/* Minutes of spend the pacing controller compares with their plan. */
+#ifndef LEDGER_PACE_WINDOW
+#define LEDGER_PACE_WINDOW 5
+#endif
 /* Reservation buckets per campaign: one per minute of the TTL, plus one. */
 #define LEDGER_RESV_SLOTS 16
 /* Campaign states the ledger can hold (a fixed table: lock-free lookups). */
@@ -147,7 +151,9 @@ typedef struct lcamp {
     int64_t pace_committed;    /* spent_day + reserved today at the last step */
     int64_t pace_alloc;        /* the last step's plan for one minute, millifen */
     int64_t pace_last;         /* spend + reservations of the last minute */
-    int paced;                 /* even pacing with a daily budget */
+    int64_t win_spent[LEDGER_PACE_WINDOW], win_plan[LEDGER_PACE_WINDOW]; /* last minutes */
+    size_t win_n, win_i;
+    int paced; /* even pacing with a daily budget */
 } lcamp_t;
 
 struct ledger {

@@ -14,6 +14,13 @@
  * spend plus live reservations of the day, so the controller sees a bid's
  * cost when it is made, not when its notice arrives minutes later.
  *
+ * One departure from the paper: the step is decided on the last
+ * LEDGER_PACE_WINDOW (5) minutes of spend against their plan, not on the
+ * last minute alone. A minute of a small campaign is tens of impressions,
+ * so its spend is mostly noise and p random-walks: in the simulated day of
+ * test_activate_pacing.c the worst hour was 17 % off plan with one minute
+ * and 7 % with five (10 minutes lagged into overshoot: 8 %).
+ *
  * `asap` campaigns and campaigns without a daily budget are not throttled.
  * Nothing here reads a clock: every step is driven by ledger_tick's now_ms,
  * so the simulator's clock works as the wall clock does.
@@ -96,11 +103,23 @@ void pacing_step(lcamp_t *c, const act_campaign_t *ac, int64_t now_ms)
          * spend is 0 by design and says nothing about the rate. */
         if (elapsed > 0 && elapsed <= 5 && hour_active(ac, now_ms - MIN_MS) &&
             now_ms - MIN_MS >= ac->start_ms) {
+            c->win_spent[c->win_i] = delta;
+            c->win_plan[c->win_i] = c->pace_alloc * elapsed;
+            c->win_i = (c->win_i + 1) % LEDGER_PACE_WINDOW;
+            if (c->win_n < LEDGER_PACE_WINDOW)
+                c->win_n++;
+            int64_t spent_w = 0, plan_w = 0;
+            for (size_t i = 0; i < c->win_n; i++) {
+                spent_w += c->win_spent[i];
+                plan_w += c->win_plan[i];
+            }
             double p = (double)atomic_load(&c->pass_ppm);
-            p *= delta > c->pace_alloc * elapsed ? PACE_DOWN : PACE_UP;
+            p *= spent_w > plan_w ? PACE_DOWN : PACE_UP;
             set_pass(c, p);
         }
         c->pace_last = delta;
+    } else {
+        c->win_n = c->win_i = 0; /* a new day: its own plan */
     }
     c->pace_day = day;
     c->pace_minute = minute;

@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -458,6 +459,68 @@ static void test_nospc(void **state)
     test_tmpfs_free(root, mnt);
 }
 
+/* Notices from several threads at once: each recorded once, the spend
+ * exact, and the fdatasyncs shared (group commit). */
+enum { CT_THREADS = 4, CT_EACH = 150 };
+typedef struct ct_arg {
+    ledger_t *l;
+    char (*toks)[LEDGER_TOKEN_MAX];
+    int fails;
+} ct_arg_t;
+
+static void *ct_run(void *p)
+{
+    ct_arg_t *a = p;
+    for (int i = 0; i < CT_EACH; i++) {
+        ledger_notice_result_t r;
+        if (ledger_notice(a->l, LEDGER_BILLING, a->toks[i], "3.21", 0, T0, &r, NULL) != CP_OK ||
+            r.charged_millifen != 321)
+            a->fails++;
+        /* and repeats one of its earlier ones */
+        if (ledger_notice(a->l, LEDGER_BILLING, a->toks[(i * 7) % (i + 1)], "3.21", 0, T0, &r,
+                          NULL) != CP_OK)
+            a->fails++;
+    }
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    (void)state;
+    char dir[256];
+    static char toks[CT_THREADS][CT_EACH][LEDGER_TOKEN_MAX];
+    fx_t f;
+    test_tmpdir(dir, sizeof dir, "lconc");
+    fx_init(&f, "spring-sale", 0, 0, ACT_PACE_ASAP);
+    ledger_t *l = open_l(dir, 0);
+    for (unsigned t = 0; t < CT_THREADS; t++)
+        for (unsigned i = 0; i < CT_EACH; i++)
+            fx_reserve(l, &f, 0, t * CT_EACH + i, 1, T0, 800, toks[t][i]);
+    pthread_t th[CT_THREADS];
+    ct_arg_t args[CT_THREADS];
+    for (int t = 0; t < CT_THREADS; t++) {
+        args[t] = (ct_arg_t){l, toks[t], 0};
+        assert_int_equal(pthread_create(&th[t], NULL, ct_run, &args[t]), 0);
+    }
+    for (int t = 0; t < CT_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(args[t].fails, 0);
+    }
+    lcamp_t *c = ledger_camp(l, "spring-sale", 11, 0);
+    assert_int_equal(atomic_load(&c->spent_total), CT_THREADS * CT_EACH * 321);
+    wal_stats_t ws;
+    wal_stats(l->wal, &ws);
+    assert_int_equal(ws.appends, CT_THREADS * CT_EACH);
+    assert_true(ws.fsyncs <= ws.appends);
+    ledger_close(l);
+    l = open_l(dir, 0);
+    c = ledger_camp(l, "spring-sale", 11, 0);
+    assert_int_equal(atomic_load(&c->spent_total), CT_THREADS * CT_EACH * 321);
+    ledger_close(l);
+    fx_free(&f);
+    test_rmtree(dir);
+}
+
 /* Impressions become "impression" events of the person, so the crowd
  * language sees them: did(impression, campaign = "spring-sale", ...). */
 static void test_events(void **state)
@@ -520,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_duplicates_once), cmocka_unit_test(test_replay_identical),
         cmocka_unit_test(test_kill9),           cmocka_unit_test(test_damaged),
         cmocka_unit_test(test_nospc),           cmocka_unit_test(test_events),
+        cmocka_unit_test(test_concurrent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
