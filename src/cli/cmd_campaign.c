@@ -76,8 +76,7 @@ static cp_status take(cp_status st, char *lib, char **out)
 typedef enum { GET_ONE, GET_HISTORY, GET_DELIVERY } get_kind;
 
 /* GET of one campaign's view, or the library call doing the same. */
-static cp_status camp_get(camp_conn_t *cc, get_kind k, const char *id, char **out,
-                          cp_error_t *err)
+static cp_status camp_get(camp_conn_t *cc, get_kind k, const char *id, char **out, cp_error_t *err)
 {
     char *lib = NULL;
     if (cc->c.http) {
@@ -241,18 +240,17 @@ static int campaign_list(int argc, char **argv)
         json_t *budget = json_object_get(c, "budget"), *sched = json_object_get(c, "schedule");
         json_t *total = json_object_get(budget, "total"), *daily = json_object_get(budget, "daily");
         snprintf(b[7], 64, "%zu", json_array_size(json_object_get(c, "lines")));
-        const char *cells[9] = {
-            cli_json_text(json_object_get(c, "id"), b[0], 64),
-            cli_json_text(json_object_get(c, "advertiser"), b[1], 64),
-            cli_json_text(json_object_get(c, "version"), b[2], 64),
-            cli_json_text(json_object_get(sched, "start"), b[3], 64),
-            json_is_null(json_object_get(sched, "end"))
-                ? "-"
-                : cli_json_text(json_object_get(sched, "end"), b[4], 64),
-            money_text(total, b[5], 64),
-            money_text(daily, b[6], 64),
-            b[7],
-            json_is_true(json_object_get(c, "paused")) ? "paused" : "active"};
+        const char *cells[9] = {cli_json_text(json_object_get(c, "id"), b[0], 64),
+                                cli_json_text(json_object_get(c, "advertiser"), b[1], 64),
+                                cli_json_text(json_object_get(c, "version"), b[2], 64),
+                                cli_json_text(json_object_get(sched, "start"), b[3], 64),
+                                json_is_null(json_object_get(sched, "end"))
+                                    ? "-"
+                                    : cli_json_text(json_object_get(sched, "end"), b[4], 64),
+                                money_text(total, b[5], 64),
+                                money_text(daily, b[6], 64),
+                                b[7],
+                                json_is_true(json_object_get(c, "paused")) ? "paused" : "active"};
         if (t)
             cli_table_row(t, cells);
     }
@@ -417,9 +415,9 @@ static int campaign_history(int argc, char **argv)
         char b[3][64];
         json_t *doc = json_object_get(v, "campaign");
         snprintf(b[2], 64, "%zu", json_array_size(json_object_get(doc, "lines")));
-        const char *state = json_is_true(json_object_get(v, "deleted")) ? "deleted"
+        const char *state = json_is_true(json_object_get(v, "deleted"))    ? "deleted"
                             : json_is_true(json_object_get(doc, "paused")) ? "paused"
-                                                                             : "active";
+                                                                           : "active";
         const char *cells[4] = {cli_json_text(json_object_get(v, "version"), b[0], 64),
                                 cli_json_time(json_object_get(v, "updated"), b[1], 64), state,
                                 json_is_null(doc) ? "-" : b[2]};
@@ -453,7 +451,6 @@ static const cli_sub_t subs[] = {
 
 int cmd_campaign(int argc, char **argv)
 {
-    return cli_dispatch("campaign",
-                        "Campaigns: line items bidding on crowds (docs/activation.md).", subs,
-                        argc, argv);
+    return cli_dispatch("campaign", "Campaigns: line items bidding on crowds (docs/activation.md).",
+                        subs, argc, argv);
 }

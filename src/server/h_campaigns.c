@@ -15,9 +15,9 @@
 static cp_activate_t *activation(srv_ctx_t *srv, srv_resp_t *resp)
 {
     if (srv->act == NULL)
-        srv_reply_error(resp, 503, "unavailable", NULL,
-                        "campaigns are not available on this server (read-only, or activation "
-                        "failed to open: see the server log)");
+        srv_reply_error(resp, 503, "activation_off", NULL,
+                        "campaigns are not available on this server (it was started --read-only; "
+                        "crowdpack serve opens them)");
     return srv->act;
 }
 
@@ -87,7 +87,8 @@ void srv_h_campaign_put(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     json_decref(body);
     cp_error_t err = {0};
     uint64_t version = 0;
-    cp_status st = cp_campaign_put_json(a, req->params[0], req->body, req->body_len, &version, &err);
+    cp_status st =
+        cp_campaign_put_json(a, req->params[0], req->body, req->body_len, &version, &err);
     if (st != CP_OK) {
         reply_campaign_error(resp, st, &err);
         return;
