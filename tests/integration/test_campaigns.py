@@ -214,7 +214,16 @@ def test():
         r = srv.call("GET", "/v1/campaigns/spring-sale")
         check(r.status == 200 and r.body["version"] == 6, "and the restart keeps it", r.body)
 
+    @section
+    def read_only_server():
+        ro = Server(tmp, data, "--read-only", name="ro", threads=1).start()
+        r = ro.call("GET", "/v1/campaigns")
+        check(r.status == 503 and r.body["error"]["code"] == "activation_off",
+              "a read-only server keeps no campaigns: 503", r.body)
+        ro.stop()
+
     put_get_history()
+    read_only_server()
     bad_documents()
     cli_with_server()
     curl_examples_run()
