@@ -222,12 +222,32 @@ def test():
               "a read-only server keeps no campaigns: 503", r.body)
         ro.stop()
 
+    @section
+    def damaged_log_refuses():
+        srv.stop()
+        log = os.path.join(data, "activate", "campaigns.log")
+        with open(log, "r+b") as f:
+            f.seek(200)
+            b = f.read(1)
+            f.seek(200)
+            f.write(bytes([b[0] ^ 0x20]))
+        res = srv.try_start()
+        check(res is not None and res[0] != 0 and "campaigns.log: damaged record" in res[1],
+              "a damaged campaigns.log stops the server, naming the file", res)
+        with open(log, "r+b") as f:
+            f.seek(200)
+            f.write(b)
+        srv.start()
+        r = srv.call("GET", "/v1/campaigns/spring-sale")
+        check(r.status == 200 and r.body["version"] == 6, "repaired, it starts again", r.body)
+
     put_get_history()
     read_only_server()
     bad_documents()
     cli_with_server()
     curl_examples_run()
     restart_keeps_everything()
+    damaged_log_refuses()
     srv.stop()
 
     @section
