@@ -54,6 +54,7 @@ static const command_t commands[] = {
     {"compact", cmd_compact, "--data DIR", "rewrite data.mdb with only its live pages"},
     {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
     {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},
+    {"rtb", cmd_rtb, "simulate --data DIR [--day]", "OpenRTB bidding: the replay simulator"},
     {"bench", cmd_bench, "[--users N[,N...]] [--synthetic]", "measure count latency and load rate"},
     {NULL, NULL, NULL, NULL},
 };
