@@ -46,7 +46,8 @@
 typedef struct target target_t;
 typedef struct target_view target_view_t; /* immutable, reference-counted */
 
-/* Subscribes to db's change feed (CP_FEED_ALL). `db` borrowed. */
+/* Subscribes to db's change feed (every commit marks the targeting dirty;
+ * the mask is CP_FEED_CROWDS, the cheapest for writers). `db` borrowed. */
 cp_status target_open(cp_db_t *db, int64_t refresh_ms, target_t **out, cp_error_t *err);
 void target_close(target_t *t); /* NULL fine; unsubscribes first */
 

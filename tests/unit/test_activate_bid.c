@@ -645,6 +645,27 @@ static void test_refresh_privacy_currency(void **state)
     assert_int_equal(cp_activate_tick(a, time_now_ms() + 5000, &err), CP_OK);
     assert_int_equal(bid_status(a, for_q2, 0, NULL), 200);
 
+    /* An attribute alone (no tag or crowd change in the commit) refreshes
+     * too. */
+    const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"}]}";
+    assert_int_equal(cp_schema_load_json(db, schema, strlen(schema), &err), CP_OK);
+    const char *old =
+        "{\"id\":\"old\",\"advertiser\":\"acme\",\"schedule\":{\"start\":\"2026-01-01\"},"
+        "\"lines\":[{\"id\":\"l\",\"billing\":\"cpm\",\"bid\":2.00,\"targeting\":\"age >= 50\","
+        "\"creatives\":[{\"id\":\"w\",\"w\":728,\"h\":90,\"adomain\":[\"acme.com\"],"
+        "\"adm\":\"x\"}]}]}";
+    st = cp_campaign_put_json(a, "old", old, strlen(old), NULL, &err);
+    if (st != CP_OK)
+        fail_msg("put: %s", err.message);
+    const char *wide = "{\"id\":\"r6\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                       "\"w\":728,\"h\":90}}],\"user\":{\"buyeruid\":\"q2\"}}";
+    assert_int_equal(bid_status(a, wide, 0, NULL), 204);
+    const char *aged = "{\"id\":\"q2\",\"attrs\":{\"age\":61}}\n";
+    assert_int_equal(cp_load_ndjson_buf(db, aged, strlen(aged), NULL, NULL, &err), CP_OK);
+    assert_int_equal(cp_feed_flush(db, &err), CP_OK);
+    assert_int_equal(cp_activate_tick(a, time_now_ms() + 10000, &err), CP_OK);
+    assert_int_equal(bid_status(a, wide, 0, NULL), 200);
+
     /* COPPA and GDPR: no OneID lookup, so no crowd targeting. */
     const char *coppa = "{\"id\":\"r3\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
                         "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q1\"},\"regs\":{"
