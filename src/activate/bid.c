@@ -622,6 +622,14 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
     if (nlines == 0 && !debug)
         goto out; /* nothing to bid with: the fast 204 */
 
+    /* No imp can be bid in CNY (the request's currencies, a floor in
+     * another one): answered before any identity lookup. */
+    size_t biddable = 0;
+    for (size_t i = 0; i < req.nimps; i++)
+        biddable += req.imps[i].unbiddable == NULL;
+    if (biddable == 0 && !debug)
+        goto out;
+
     uint64_t budget_ns = req.tmax > 0
                              ? (uint64_t)req.tmax * 1000000u * (100 - BID_TMAX_MARGIN_PCT) / 100
                              : UINT64_MAX;
