@@ -595,6 +595,22 @@ static int mtype_of(act_format f)
     return 0;
 }
 
+/* LEDGER_CAP_LINE / LEDGER_CAP_CAMPAIGN when a capped `line` (or a line of
+ * its capped campaign) already has one of the request's bids, else
+ * LEDGER_OK. Bids are few (one per imp): a scan. */
+static ledger_verdict won_capped(const act_line_t *const *lines, size_t nbids,
+                                 const act_line_t *line)
+{
+    for (size_t w = 0; w < nbids; w++) {
+        const act_line_t *won = lines[w];
+        if (won == line && line->ncaps > 0)
+            return LEDGER_CAP_LINE;
+        if (won->campaign == line->campaign && line->campaign->ncaps > 0)
+            return LEDGER_CAP_CAMPAIGN;
+    }
+    return LEDGER_OK;
+}
+
 static int cand_better(const cand_t *a, const cand_t *b)
 {
     return a->price_fen > b->price_fen ||
@@ -645,7 +661,8 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
     }
     cand_t *cands = arena_alloc(&ar, (nlines ? nlines : 1) * sizeof *cands);
     ortb_bid_t *bids = arena_alloc(&ar, req.nimps * sizeof *bids);
-    if (cands == NULL || bids == NULL) {
+    const act_line_t **won = arena_alloc(&ar, req.nimps * sizeof *won); /* line of bids[i] */
+    if (cands == NULL || bids == NULL || won == NULL) {
         st = CP_ERR(err, CP_ENOMEM, "bid: out of memory");
         goto out;
     }
@@ -690,6 +707,19 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
             }
             cand_t c = cands[best];
             cands[best] = cands[--ncands];
+            /* Caps count at impressions, which come after the answer: one
+             * request shows a capped line (or campaign) at most once, so
+             * several imps of a page cannot overshoot a cap together. */
+            ledger_verdict capped = won_capped(won, nbids, c.line);
+            if (capped != LEDGER_OK) {
+                for (size_t k = row0; rows && k < nrows; k++) {
+                    if (rows[k].line == c.line->index) {
+                        rows[k].reason = BID_LEDGER;
+                        rows[k].verdict = capped;
+                    }
+                }
+                continue;
+            }
             ledger_bid_t lb = {.auction_id = req.id,
                                .imp_id = imp->id,
                                .campaign = c.line->campaign,
@@ -760,7 +790,7 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
             bd->w = c.cr->w;
             bd->h = c.cr->h;
             bd->mtype = mtype_of(c.cr->format);
-            nbids++;
+            won[nbids++] = c.line;
             winner = c.line->index;
             break;
         }

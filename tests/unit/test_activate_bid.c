@@ -554,6 +554,25 @@ static void test_caps_across_ids(void **state)
     st = cp_campaign_put_json(a, "spring-sale", doc, strlen(doc), NULL, &err);
     if (st != CP_OK)
         fail_msg("put: %s", err.message);
+    /* Two imps of one page: a capped line bids on one of them only. */
+    const char *two = "{\"id\":\"two\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                      "\"w\":300,\"h\":250}},{\"id\":\"2\",\"banner\":{\"w\":300,\"h\":250}}],"
+                      "\"user\":{\"buyeruid\":\"p1\"}}";
+    cp_bid_reply_t two_rep = CP_BID_REPLY_INIT;
+    assert_int_equal(cp_rtb_bid(a, two, strlen(two), NOW_MS, CP_BID_DEBUG, &two_rep, &err), CP_OK);
+    assert_int_equal(two_rep.status, 200);
+    json_t *tj = json_loadb(two_rep.body, two_rep.len, 0, NULL);
+    assert_non_null(tj);
+    assert_int_equal(
+        json_array_size(json_object_get(json_array_get(json_object_get(tj, "seatbid"), 0), "bid")),
+        1);
+    json_t *dbg = json_object_get(json_object_get(tj, "ext"), "debug");
+    assert_int_equal(json_array_size(dbg), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(dbg, 1), "ledger")),
+                        "cap_line");
+    json_decref(tj);
+    cp_free(two_rep.body);
+
     /* Three impressions under two ids of one person, then the cap. */
     int64_t now = NOW_MS;
     assert_int_equal(bid_and_show(a, 0, 1, now), 1);
