@@ -323,7 +323,7 @@ static int32_t factor_bp(int32_t pct)
 }
 
 /* The CPM the line bids in fen (bid.h's price rule), before the floor. */
-static int64_t line_price(const act_line_t *line, int32_t fbp)
+static int64_t line_price(ledger_t *l, const act_line_t *line, int32_t fbp)
 {
     int64_t base;
     switch (line->billing) {
@@ -332,10 +332,15 @@ static int64_t line_price(const act_line_t *line, int32_t fbp)
         break;
     case ACT_BILL_CPC: {
         /* bid x pCTR x 1000 with pCTR = (clicks + A) / (impressions + A +
-         * B). The ledger does not report clicks and impressions per line x
-         * creative, so the prior alone applies: pCTR = 0.1 %. */
-        int64_t clicks = 0, imps = 0;
-        base = line->bid_fen * 1000 * (clicks + CTR_PRIOR_A) / (imps + CTR_PRIOR_A + CTR_PRIOR_B);
+         * B): the prior (0.1 %) until the line's own notices outweigh it.
+         * Per line: the ledger counts clicks per line, not per creative. */
+        uint64_t clicks, imps;
+        ledger_line_counts(l, line, &imps, &clicks);
+        if (clicks > imps)
+            clicks = imps; /* clicks without their impression pixel */
+        /* Integer money: 128 bits hold bid x 1000 x clicks. */
+        base = (int64_t)((__int128)line->bid_fen * 1000 * (__int128)(clicks + CTR_PRIOR_A) /
+                         (__int128)(imps + CTR_PRIOR_A + CTR_PRIOR_B));
         break;
     }
     default:
@@ -436,7 +441,7 @@ static bid_reason line_decide(bidder_t *b, const target_view_t *v, const ortb_re
 
     int32_t pct = target_premium_pct(v, line, p->ord, c->crowds, &c->ncrowds);
     c->factor_bp = factor_bp(c->ncrowds > 0 ? pct : 0);
-    c->price_fen = line_price(line, c->factor_bp);
+    c->price_fen = line_price(b->ledger, line, c->factor_bp);
     int64_t floor = imp->bidfloor_fen;
     if (c->deal && c->deal->bidfloor_fen > floor)
         floor = c->deal->bidfloor_fen;

@@ -23,8 +23,9 @@
  *   ties to the lower line index -> ledger_reserve -> response.
  *
  * Price (fen CPM): CPM lines bid_fen x factor; CPC lines bid_fen x pCTR x
- * 1000 x factor (pCTR smoothed per line x creative: (clicks + a) /
- * (impressions + a + b) with a prior of 0.1 %, a = 1, b = 999), capped at
+ * 1000 x factor (pCTR smoothed per line, the ledger counting clicks per
+ * line: (clicks + a) / (impressions + a + b) with a prior of 0.1 %, a = 1,
+ * b = 999), capped at
  * max_cpm_fen when set; CPD/CPA/CPS lines max_cpm_fen x factor.
  * Premium factor: of the line's premium crowds the person is in, the
  * HIGHEST pct wins (as 直通车/达摩盘 apply 人群溢价): factor = 1 + pct/100,

@@ -712,12 +712,63 @@ static void test_refresh_privacy_currency(void **state)
     test_rmtree(g_dir);
 }
 
+/* A CPC line bids bid x pCTR x 1000 with pCTR smoothed from its own
+ * impressions and clicks: the prior alone first (1.00 per click -> 1.00
+ * CPM), then (1 + 1) / (1 + 1000) after an impression with a click. */
+static void test_cpc_ctr(void **state)
+{
+    (void)state;
+    test_tmpdir(g_dir, sizeof g_dir, "activate-cpc");
+    char data[600];
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
+    o.flags = CP_OPEN_CREATE;
+    cp_db_t *db = test_open_db(data, &o);
+    cp_error_t err = {0};
+    const char *u = "{\"id\":\"c1\"}\n";
+    assert_int_equal(cp_load_ndjson_buf(db, u, strlen(u), NULL, NULL, &err), CP_OK);
+    cp_activate_t *a = open_act(db);
+    const char *doc =
+        "{\"id\":\"cpc\",\"advertiser\":\"acme\",\"schedule\":{\"start\":\"2026-01-01\"},"
+        "\"lines\":[{\"id\":\"l\",\"billing\":\"cpc\",\"bid\":1.00,\"creatives\":[{\"id\":"
+        "\"c\",\"w\":300,\"h\":250,\"adomain\":[\"acme.com\"],\"adm\":\"x\"}]}]}";
+    cp_status st = cp_campaign_put_json(a, "cpc", doc, strlen(doc), NULL, &err);
+    if (st != CP_OK)
+        fail_msg("put: %s", err.message);
+    const char *req = "{\"id\":\"r\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                      "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"c1\"}}";
+    int64_t prices[2];
+    for (int round = 0; round < 2; round++) {
+        cp_bid_reply_t rep = CP_BID_REPLY_INIT;
+        assert_int_equal(cp_rtb_bid(a, req, strlen(req), NOW_MS, 0, &rep, &err), CP_OK);
+        assert_int_equal(rep.status, 200);
+        json_t *j = json_loadb(rep.body, rep.len, 0, NULL);
+        json_t *bd = json_array_get(
+            json_object_get(json_array_get(json_object_get(j, "seatbid"), 0), "bid"), 0);
+        prices[round] = (int64_t)(json_real_value(json_object_get(bd, "price")) * 100 + 0.5);
+        char tok[LEDGER_TOKEN_MAX + 1];
+        url_token(json_string_value(json_object_get(bd, "nurl")), tok, sizeof tok);
+        assert_int_equal(cp_rtb_notice(a, CP_NOTICE_IMPRESSION, tok, NULL, 0, NOW_MS, NULL, &err),
+                         CP_OK);
+        assert_int_equal(cp_rtb_notice(a, CP_NOTICE_CLICK, tok, NULL, 0, NOW_MS, NULL, &err),
+                         CP_OK);
+        json_decref(j);
+        cp_free(rep.body);
+    }
+    assert_int_equal(prices[0], 100);
+    assert_int_equal(prices[1], 100 * 1000 * 2 / 1001); /* 199 fen */
+    assert_int_equal(cp_activate_close(a, &err), CP_OK);
+    assert_int_equal(cp_db_close(db, NULL), CP_OK);
+    test_rmtree(g_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_property),
         cmocka_unit_test(test_caps_across_ids),
         cmocka_unit_test(test_refresh_privacy_currency),
+        cmocka_unit_test(test_cpc_ctr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
