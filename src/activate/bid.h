@@ -81,27 +81,27 @@ int32_t target_premium_pct(const target_view_t *v, const act_line_t *line, uint3
 typedef enum bid_reason {
     BID_ELIGIBLE = 0,
     BID_PAUSED,
-    BID_SCHEDULE,   /* outside start/end */
-    BID_DAYPART,    /* hour of week off */
-    BID_FORMAT,     /* no creative of a format the imp takes */
-    BID_SIZE,       /* no creative of a size the imp takes */
-    BID_SITE,       /* site/app category, app/site only */
-    BID_DEVICE,     /* device type or OS */
+    BID_SCHEDULE, /* outside start/end */
+    BID_DAYPART,  /* hour of week off */
+    BID_FORMAT,   /* no creative of a format the imp takes */
+    BID_SIZE,     /* no creative of a size the imp takes */
+    BID_SITE,     /* site/app category, app/site only */
+    BID_DEVICE,   /* device type or OS */
     BID_GEO,
-    BID_DEAL,       /* line needs a deal the imp lacks, or private auction */
-    BID_BLOCKED,    /* bcat/badv/bapp */
-    BID_CROWD,      /* the person is not in the line's targeting */
-    BID_FLOOR,      /* price below bidfloor */
-    BID_LEDGER,     /* see the ledger verdict */
-    BID_OUTBID,     /* another line bid more */
+    BID_DEAL,    /* line needs a deal the imp lacks, or private auction */
+    BID_BLOCKED, /* bcat/badv/bapp */
+    BID_CROWD,   /* the person is not in the line's targeting */
+    BID_FLOOR,   /* price below bidfloor */
+    BID_LEDGER,  /* see the ledger verdict */
+    BID_OUTBID,  /* another line bid more */
 } bid_reason;
 const char *bid_reason_name(bid_reason r);
 
 typedef struct bidder {
-    cp_db_t *db;        /* borrowed */
-    registry_t *reg;    /* borrowed */
-    target_t *target;   /* borrowed */
-    ledger_t *ledger;   /* borrowed */
+    cp_db_t *db;             /* borrowed */
+    registry_t *reg;         /* borrowed */
+    target_t *target;        /* borrowed */
+    ledger_t *ledger;        /* borrowed */
     const char *notice_base; /* "http://127.0.0.1:8080": base of nurl/burl/lurl/trackers */
     const char *seat;
 } bidder_t;
