@@ -27,7 +27,6 @@
 
 #include "engine/engine_int.h"
 #include "engine/feed.h"
-#include "index/member_dir.h"
 
 #define FEED_MAX_SUBS 64
 #define FEED_MAX_RECORDS 1024
@@ -233,8 +232,6 @@ void feed_commit(cp_db_t *db, uint64_t seq)
 {
     struct feed *f = feed_of(db);
     ixchg_t *c = &db->ix->chg;
-    /* No reader holds a replaced lookup directory under the write lock. */
-    member_dir_reclaim(db->ix);
     if (f == NULL || f->want == 0) {
         ixchg_clear(c);
         return;

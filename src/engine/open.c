@@ -16,6 +16,7 @@
 
 #include "engine/engine_int.h"
 #include "engine/feed.h"
+#include "index/member_list.h"
 #include "model/codec.h"
 
 /* ---------------------------------------------------------------- open */
@@ -348,6 +349,10 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
     if ((rc = intake_recover(db, err)) || (rc = compact_open(db, err)))
         goto out;
     ixchg_clear(&db->ix->chg); /* loading is no change for the first write */
+    /* Each user's crowds and tags, for membership lookups. Out of memory
+     * is no failure: lookups answer from the sets, and the next commit
+     * tries again. */
+    member_list_repair(db->ix);
     *out = db;
     db = NULL;
 out:
