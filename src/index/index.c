@@ -499,15 +499,17 @@ cp_status index_crowd_set(index_t *ix, uint32_t crowd, roaring_bitmap_t *bm)
         if (x == NULL)
             return CP_ENOMEM;
         mark_all(&ix->crowd_dirty[crowd], x);
+        /* The same difference tells the members' lists what changed. */
+        member_list_apply_xor(ix, x, bm, MLIST_CODE(crowd, MLIST_CROWD));
         roaring_bitmap_free(x);
     } else {
         mark_all(&ix->crowd_dirty[crowd], bm);
+        member_list_set_all(ix, bm, MLIST_CODE(crowd, MLIST_CROWD), 1);
     }
     /* A new crowd is referenced by none yet: only a replaced one makes
      * the dynamic crowds built on it stale. */
     if (ix->crowds[crowd])
         ix->chg.crowds = 1;
-    member_list_diff(ix, ix->crowds[crowd], bm, MLIST_CODE(crowd, MLIST_CROWD));
     if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
         index_bm_free(ix->crowds[crowd]);
     ix->crowds[crowd] = bm;

@@ -16,10 +16,10 @@ typedef struct ml_row {
 } ml_row_t;
 
 typedef struct ml_chunk {
-    uint8_t *bytes;   /* arena: every list of the chunk's users */
-    uint32_t used;    /* bytes handed out to rows */
-    uint32_t cap;     /* bytes allocated */
-    uint32_t waste;   /* bytes of lists that moved away */
+    uint8_t *bytes; /* arena: every list of the chunk's users */
+    uint32_t used;  /* bytes handed out to rows */
+    uint32_t cap;   /* bytes allocated */
+    uint32_t waste; /* bytes of lists that moved away */
     ml_row_t row[ML_USERS];
 } ml_chunk_t;
 
@@ -278,6 +278,23 @@ void member_list_set_all(index_t *ix, const roaring_bitmap_t *bm, uint32_t code,
         }
 }
 
+void member_list_apply_xor(index_t *ix, const roaring_bitmap_t *x, const roaring_bitmap_t *after,
+                           uint32_t code)
+{
+    struct mlist *ml = ix->ml;
+    if (ml == NULL || !ml->ready || x == NULL)
+        return;
+    roaring_uint32_iterator_t it;
+    roaring_init_iterator(x, &it);
+    for (; it.has_value; roaring_advance_uint32_iterator(&it)) {
+        uint32_t ord = it.current_value;
+        if (list_set(ml, ord, code, after && roaring_bitmap_contains(after, ord))) {
+            broken(ml);
+            return;
+        }
+    }
+}
+
 void member_list_diff(index_t *ix, const roaring_bitmap_t *before, const roaring_bitmap_t *after,
                       uint32_t code)
 {
@@ -289,16 +306,11 @@ void member_list_diff(index_t *ix, const roaring_bitmap_t *before, const roaring
         member_list_set_all(ix, after, code, 1);
         return;
     }
-    roaring_bitmap_t *in = roaring_bitmap_andnot(after, before);
-    roaring_bitmap_t *out = roaring_bitmap_andnot(before, after);
-    if (in == NULL || out == NULL)
+    roaring_bitmap_t *x = roaring_bitmap_xor(before, after);
+    if (x == NULL)
         broken(ml);
-    else {
-        member_list_set_all(ix, out, code, 0);
-        member_list_set_all(ix, in, code, 1);
-    }
-    index_bm_free(in);
-    index_bm_free(out);
+    member_list_apply_xor(ix, x, after, code);
+    index_bm_free(x);
 }
 
 /* --------------------------------------------------------------- build */
@@ -408,8 +420,8 @@ static int build_chunk(struct mlist *ml, ml_build_t *b, uint32_t k)
         ml_row_t *r = &ch->row[u];
         r->off = at;
         for (uint32_t i = from; i < b->start[u]; i++)
-            at += (uint32_t)var_put(ch->bytes + at, gap_of(i == from, i > from ? b->sorted[i - 1] : 0,
-                                                           b->sorted[i]));
+            at += (uint32_t)var_put(
+                ch->bytes + at, gap_of(i == from, i > from ? b->sorted[i - 1] : 0, b->sorted[i]));
         r->len = r->room = at - r->off;
         from = b->start[u];
     }

@@ -60,6 +60,10 @@ void member_list_set_all(index_t *ix, const roaring_bitmap_t *bm, uint32_t code,
 /* A set's members go from `before` to `after` (either NULL = empty). */
 void member_list_diff(index_t *ix, const roaring_bitmap_t *before, const roaring_bitmap_t *after,
                       uint32_t code);
+/* The same when the caller has the difference already: the users of x
+ * (before XOR after) gain code if in `after` (NULL = empty), else lose it. */
+void member_list_apply_xor(index_t *ix, const roaring_bitmap_t *x, const roaring_bitmap_t *after,
+                           uint32_t code);
 
 /* Lists user ord's crowds (ids ascending) and tags (ids ascending; with
  * `direct`, only tags held directly) into crowds[crowds_cap] /
