@@ -145,8 +145,9 @@ static int chunk_repack(ml_chunk_t *ch, uint32_t extra)
 /* Stores list buf[len] as row r's. -1 on ENOMEM. */
 static int row_store(ml_chunk_t *ch, ml_row_t *r, const uint8_t *buf, uint32_t len)
 {
-    if (len <= r->room) {
-        memcpy(ch->bytes + r->off, buf, len);
+    if (len == 0 || len <= r->room) {
+        if (len)
+            memcpy(ch->bytes + r->off, buf, len);
         r->len = len;
         return 0;
     }
@@ -209,7 +210,9 @@ static int list_set(struct mlist *ml, uint32_t ord, uint32_t code, int present)
             return -1;
     }
     ml_row_t *r = &ch->row[ord & ML_MASK];
-    const uint8_t *p = ch->bytes + r->off, *end = p + r->len, *at = p, *next = p;
+    /* An empty list may have no arena behind it (no NULL + 0). */
+    static const uint8_t none[1];
+    const uint8_t *p = r->len ? ch->bytes + r->off : none, *end = p + r->len, *at = p, *next = p;
     uint32_t prev = 0, c = 0;
     int first = 1, found = 0;
     /* at: the first code >= code ([at, next) holds it), prev before it */
@@ -476,7 +479,7 @@ void member_list_lookup(const index_t *ix, uint32_t ord, int want_crowds, uint32
     size_t a = 0, b = 0;
     uint32_t k = ord >> ML_SHIFT;
     const ml_chunk_t *ch = k < ml->nchunks ? ml->chunk[k] : NULL;
-    if (ch) {
+    if (ch && ch->row[ord & ML_MASK].len) {
         const ml_row_t *r = &ch->row[ord & ML_MASK];
         const uint8_t *p = ch->bytes + r->off, *end = p + r->len;
         uint32_t code = 0;
