@@ -231,25 +231,39 @@ static int list_set(struct mlist *ml, uint32_t ord, uint32_t code, int present)
     int has = found && c == code;
     if (has == !!present)
         return 0;
-    if (scratch_room(ml, (size_t)r->len + 2 * ML_VARINT_MAX))
+    /* [at, rest) is replaced by mid: the new code's gap and the next
+     * code's gap from it (an insertion), or the next code's gap from the
+     * one before (a removal); what precedes and follows stays. */
+    uint8_t mid[2 * ML_VARINT_MAX];
+    size_t m = 0;
+    const uint8_t *rest = next;
+    if (present) {
+        m += var_put(mid + m, gap_of(first, prev, code));
+        if (found) /* c > code: its gap is now from code */
+            m += var_put(mid + m, c - code - 1);
+        else
+            rest = at; /* at == end */
+    } else if (next < end) {
+        uint32_t g;
+        rest = var_get(next, &g);
+        m += var_put(mid + m, gap_of(first, prev, c + 1 + g));
+    }
+    size_t head = (size_t)(at - p), tail = (size_t)(end - rest);
+    uint32_t n = (uint32_t)(head + m + tail);
+    if (n <= r->room) { /* in place (room > 0: the arena has the row) */
+        uint8_t *w = ch->bytes + r->off + head;
+        memmove(w + m, rest, tail);
+        memcpy(w, mid, m);
+        r->len = n;
+        return 0;
+    }
+    if (scratch_room(ml, n))
         return -1;
     uint8_t *s = ml->scratch;
-    size_t n = (size_t)(at - p);
-    memcpy(s, p, n);
-    const uint8_t *rest = next; /* what follows unchanged */
-    if (present) {
-        n += var_put(s + n, gap_of(first, prev, code));
-        if (found) /* c > code: its gap is now from code */
-            n += var_put(s + n, c - code - 1);
-    } else if (next < end) {
-        uint32_t g, after = 0;
-        rest = var_get(next, &g);
-        after = c + 1 + g;
-        n += var_put(s + n, gap_of(first, prev, after));
-    }
-    memcpy(s + n, rest, (size_t)(end - rest));
-    n += (size_t)(end - rest);
-    return row_store(ch, r, s, (uint32_t)n);
+    memcpy(s, p, head);
+    memcpy(s + head, mid, m);
+    memcpy(s + head + m, rest, tail);
+    return row_store(ch, r, s, n);
 }
 
 void member_list_set(index_t *ix, uint32_t ord, uint32_t code, int present)
