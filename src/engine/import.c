@@ -256,27 +256,13 @@ static void im_reset(importer_t *im)
  * document it borrows (NULL for typed CSV events). */
 static cp_status im_push(importer_t *im, json_t *doc, uint64_t line)
 {
-    if (im->b.n > im->cap) {
-        size_t nc = im->cap ? im->cap * 2 : 1024;
-        while (nc < im->b.n)
-            nc *= 2;
-        uint64_t *l = realloc(im->lines, nc * sizeof *l);
-        if (l == NULL)
-            return CP_ENOMEM;
-        im->lines = l;
-        im->cap = nc;
-    }
+    if (arr_grow((void **)&im->lines, &im->cap, im->b.n, sizeof *im->lines, 1024))
+        return CP_ENOMEM;
     im->lines[im->b.n - 1] = line;
     im->n = im->b.n;
     if (doc) {
-        if (im->ndocs == im->capdocs) {
-            size_t nc = im->capdocs ? im->capdocs * 2 : 1024;
-            json_t **d = realloc(im->docs, nc * sizeof *d);
-            if (d == NULL)
-                return CP_ENOMEM;
-            im->docs = d;
-            im->capdocs = nc;
-        }
+        if (arr_grow((void **)&im->docs, &im->capdocs, im->ndocs + 1, sizeof *im->docs, 1024))
+            return CP_ENOMEM;
         im->docs[im->ndocs++] = doc;
     }
     return CP_OK;
@@ -825,14 +811,8 @@ typedef struct ranges {
 
 static cp_status ranges_push(ranges_t *rs, const range_t *r, cp_error_t *err)
 {
-    if (rs->n == rs->cap) {
-        size_t nc = rs->cap ? rs->cap * 2 : 64;
-        range_t *p = realloc(rs->v, nc * sizeof *p);
-        if (p == NULL)
-            return CP_ERR(err, CP_ENOMEM, "out of memory");
-        rs->v = p;
-        rs->cap = nc;
-    }
+    if (arr_grow((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v, 64))
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
     rs->v[rs->n++] = *r;
     return CP_OK;
 }

@@ -90,6 +90,14 @@ cp_status buf_append(buf_t *b, const void *p, size_t n);
 cp_status buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
+ * Makes room for `need` elements of `size` bytes in the array *p, whose
+ * capacity is *cap elements: doubles from `first` (at least `need`).
+ * CP_ENOMEM, with the array and *cap unchanged, when the allocation fails
+ * or the size would overflow. The one growth rule of the tree's arrays.
+ */
+cp_status arr_grow(void **p, size_t *cap, size_t need, size_t size, size_t first);
+
+/*
  * Writes "KIND message\n" to fd as one line (newlines in the message become
  * spaces; cut at 1 KiB), retrying short writes and giving up silently on
  * errors: how a child process walking damaged files reports to its
