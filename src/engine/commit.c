@@ -41,7 +41,7 @@ static cp_status catalog_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
     if (!db->catalog_dirty || db->catalog == NULL)
         return CP_OK;
-    char *s = json_dumps(db->catalog, JSON_COMPACT);
+    char *s = json_dumps_checked(db->catalog, JSON_COMPACT);
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory saving the catalog");
     cp_status rc = store_put(txn, STORE_INTAKE, "catalog", 7, s, strlen(s), err);

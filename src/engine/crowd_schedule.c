@@ -139,7 +139,9 @@ cp_status crowd_settings_parse(const char *json, size_t len, crowd_settings_t *s
 {
     memset(s, 0, sizeof *s);
     json_error_t je;
-    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading crowd settings");
     if (!json_is_object(j)) {
         json_decref(j);
         return CP_ERR(err, CP_EINVAL, "crowd settings: expected a JSON object");

@@ -103,7 +103,7 @@ static cp_status describe(const expr_t *e, char **text, char **tree, strlist_t *
 {
     *text = expr_to_text(expr_root(e));
     json_t *j = expr_to_json(expr_root(e));
-    *tree = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    *tree = j ? json_dumps_checked(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (*text == NULL || *tree == NULL || collect_refs(expr_root(e), crowds, tags, 0))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -482,7 +482,7 @@ cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *e
         return rc;
     json_t *o = crowd_obj(db, c);
     json_error_t je;
-    json_t *tree = json_loads(c->tree, 0, &je);
+    json_t *tree = json_loads_checked(c->tree, 0, &je);
     if (o && tree) {
         if (json_object_set_new(o, "tree", tree) ||
             json_object_set_new(o, "references", strs(c->crowd_refs, c->ncrowd_refs)) ||

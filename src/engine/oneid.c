@@ -264,8 +264,16 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
     }
     json_t *snap = NULL;
     const identity_lineage_t *l = u.iu_lineage;
-    if (l && l->il_snapshot && l->il_snapshot_len)
-        snap = json_loadb(l->il_snapshot, l->il_snapshot_len, 0, NULL);
+    if (l && l->il_snapshot && l->il_snapshot_len) {
+        json_error_t je;
+        snap = json_loadb_checked(l->il_snapshot, l->il_snapshot_len, 0, &je);
+        if (snap == NULL && json_is_oom(&je)) { /* an unmerge without it would lose data */
+            identity_unmerge_free(&u);
+            db_write_abort(db, txn);
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading merge %llu's snapshot",
+                          (unsigned long long)merge_id);
+        }
+    }
     uint32_t a = u.iu_absorbed, s = u.iu_survivor_root;
     index_user_add(db->ix, a);
     if (snap) {
@@ -281,7 +289,7 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
     if (out) {
         json_t *j = json_pack("{s:I,s:I,s:I}", "merge_id", (json_int_t)merge_id, "survivor",
                               (json_int_t)s, "restored", (json_int_t)a);
-        char *str = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        char *str = j ? json_dumps_checked(j, JSON_COMPACT) : NULL;
         json_decref(j);
         *out = str;
     }

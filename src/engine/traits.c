@@ -251,7 +251,10 @@ cp_status traits_get(store_txn_t *txn, uint32_t ord, json_t **out, cp_error_t *e
     }
     if (rc)
         return rc;
-    *out = json_loadb(v, vl, 0, NULL);
+    json_error_t je;
+    *out = json_loadb_checked(v, vl, 0, &je);
+    if (*out == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading traits of user ordinal %u", ord);
     if (!json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
@@ -266,7 +269,7 @@ cp_status traits_put(store_txn_t *txn, uint32_t ord, json_t *t, cp_error_t *err)
     ut_key(k, ord);
     if (json_object_size(t) == 0)
         return store_del(txn, STORE_INTAKE, k, 7, err);
-    char *s = json_dumps(t, JSON_COMPACT | JSON_SORT_KEYS);
+    char *s = json_dumps_checked(t, JSON_COMPACT | JSON_SORT_KEYS);
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     size_t n = strlen(s);

@@ -136,7 +136,7 @@ static cp_status stage_tag(stage_t *s, uint32_t tag)
 /* A JSON value as short text for error messages. */
 static void value_text(const json_t *v, char *buf, size_t cap)
 {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *s = json_dumps_checked(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (s == NULL) {
         snprintf(buf, cap, "(value)");
         return;
@@ -250,7 +250,9 @@ static cp_status stage_json(cp_db_t *db, stage_t *s, const char *text, size_t le
     cp_status rc = CP_OK;
     if (len > CP_LINE_MAX)
         return CP_ERR(err, CP_ELIMIT, "user record longer than %u bytes", CP_LINE_MAX);
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the user document");
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "invalid JSON at column %d: %s", je.column, je.text);
     if (!json_is_object(j)) {
