@@ -323,7 +323,7 @@ static int32_t factor_bp(int32_t pct)
 }
 
 /* The CPM the line bids in fen (bid.h's price rule), before the floor. */
-static int64_t line_price(const act_line_t *line, int32_t fbp)
+static int64_t line_price(ledger_t *l, const act_line_t *line, int32_t fbp)
 {
     int64_t base;
     switch (line->billing) {
@@ -332,10 +332,15 @@ static int64_t line_price(const act_line_t *line, int32_t fbp)
         break;
     case ACT_BILL_CPC: {
         /* bid x pCTR x 1000 with pCTR = (clicks + A) / (impressions + A +
-         * B). The ledger does not report clicks and impressions per line x
-         * creative, so the prior alone applies: pCTR = 0.1 %. */
-        int64_t clicks = 0, imps = 0;
-        base = line->bid_fen * 1000 * (clicks + CTR_PRIOR_A) / (imps + CTR_PRIOR_A + CTR_PRIOR_B);
+         * B): the prior (0.1 %) until the line's own notices outweigh it.
+         * Per line: the ledger counts clicks per line, not per creative. */
+        uint64_t clicks, imps;
+        ledger_line_counts(l, line, &imps, &clicks);
+        if (clicks > imps)
+            clicks = imps; /* clicks without their impression pixel */
+        /* Integer money: 128 bits hold bid x 1000 x clicks. */
+        base = (int64_t)((__int128)line->bid_fen * 1000 * (__int128)(clicks + CTR_PRIOR_A) /
+                         (__int128)(imps + CTR_PRIOR_A + CTR_PRIOR_B));
         break;
     }
     default:
@@ -436,7 +441,7 @@ static bid_reason line_decide(bidder_t *b, const target_view_t *v, const ortb_re
 
     int32_t pct = target_premium_pct(v, line, p->ord, c->crowds, &c->ncrowds);
     c->factor_bp = factor_bp(c->ncrowds > 0 ? pct : 0);
-    c->price_fen = line_price(line, c->factor_bp);
+    c->price_fen = line_price(b->ledger, line, c->factor_bp);
     int64_t floor = imp->bidfloor_fen;
     if (c->deal && c->deal->bidfloor_fen > floor)
         floor = c->deal->bidfloor_fen;
@@ -595,6 +600,22 @@ static int mtype_of(act_format f)
     return 0;
 }
 
+/* LEDGER_CAP_LINE / LEDGER_CAP_CAMPAIGN when a capped `line` (or a line of
+ * its capped campaign) already has one of the request's bids, else
+ * LEDGER_OK. Bids are few (one per imp): a scan. */
+static ledger_verdict won_capped(const act_line_t *const *lines, size_t nbids,
+                                 const act_line_t *line)
+{
+    for (size_t w = 0; w < nbids; w++) {
+        const act_line_t *won = lines[w];
+        if (won == line && line->ncaps > 0)
+            return LEDGER_CAP_LINE;
+        if (won->campaign == line->campaign && line->campaign->ncaps > 0)
+            return LEDGER_CAP_CAMPAIGN;
+    }
+    return LEDGER_OK;
+}
+
 static int cand_better(const cand_t *a, const cand_t *b)
 {
     return a->price_fen > b->price_fen ||
@@ -622,6 +643,14 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
     if (nlines == 0 && !debug)
         goto out; /* nothing to bid with: the fast 204 */
 
+    /* No imp can be bid in CNY (the request's currencies, a floor in
+     * another one): answered before any identity lookup. */
+    size_t biddable = 0;
+    for (size_t i = 0; i < req.nimps; i++)
+        biddable += req.imps[i].unbiddable == NULL;
+    if (biddable == 0 && !debug)
+        goto out;
+
     uint64_t budget_ns = req.tmax > 0
                              ? (uint64_t)req.tmax * 1000000u * (100 - BID_TMAX_MARGIN_PCT) / 100
                              : UINT64_MAX;
@@ -637,7 +666,8 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
     }
     cand_t *cands = arena_alloc(&ar, (nlines ? nlines : 1) * sizeof *cands);
     ortb_bid_t *bids = arena_alloc(&ar, req.nimps * sizeof *bids);
-    if (cands == NULL || bids == NULL) {
+    const act_line_t **won = arena_alloc(&ar, req.nimps * sizeof *won); /* line of bids[i] */
+    if (cands == NULL || bids == NULL || won == NULL) {
         st = CP_ERR(err, CP_ENOMEM, "bid: out of memory");
         goto out;
     }
@@ -682,6 +712,19 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
             }
             cand_t c = cands[best];
             cands[best] = cands[--ncands];
+            /* Caps count at impressions, which come after the answer: one
+             * request shows a capped line (or campaign) at most once, so
+             * several imps of a page cannot overshoot a cap together. */
+            ledger_verdict capped = won_capped(won, nbids, c.line);
+            if (capped != LEDGER_OK) {
+                for (size_t k = row0; rows && k < nrows; k++) {
+                    if (rows[k].line == c.line->index) {
+                        rows[k].reason = BID_LEDGER;
+                        rows[k].verdict = capped;
+                    }
+                }
+                continue;
+            }
             ledger_bid_t lb = {.auction_id = req.id,
                                .imp_id = imp->id,
                                .campaign = c.line->campaign,
@@ -752,7 +795,7 @@ cp_status bid_request(bidder_t *b, const char *body, size_t len, int64_t now_ms,
             bd->w = c.cr->w;
             bd->h = c.cr->h;
             bd->mtype = mtype_of(c.cr->format);
-            nbids++;
+            won[nbids++] = c.line;
             winner = c.line->index;
             break;
         }

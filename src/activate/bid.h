@@ -23,8 +23,9 @@
  *   ties to the lower line index -> ledger_reserve -> response.
  *
  * Price (fen CPM): CPM lines bid_fen x factor; CPC lines bid_fen x pCTR x
- * 1000 x factor (pCTR smoothed per line x creative: (clicks + a) /
- * (impressions + a + b) with a prior of 0.1 %, a = 1, b = 999), capped at
+ * 1000 x factor (pCTR smoothed per line, the ledger counting clicks per
+ * line: (clicks + a) / (impressions + a + b) with a prior of 0.1 %, a = 1,
+ * b = 999), capped at
  * max_cpm_fen when set; CPD/CPA/CPS lines max_cpm_fen x factor.
  * Premium factor: of the line's premium crowds the person is in, the
  * HIGHEST pct wins (as 直通车/达摩盘 apply 人群溢价): factor = 1 + pct/100,
@@ -46,7 +47,8 @@
 typedef struct target target_t;
 typedef struct target_view target_view_t; /* immutable, reference-counted */
 
-/* Subscribes to db's change feed (CP_FEED_ALL). `db` borrowed. */
+/* Subscribes to db's change feed (every commit marks the targeting dirty;
+ * the mask is CP_FEED_CROWDS, the cheapest for writers). `db` borrowed. */
 cp_status target_open(cp_db_t *db, int64_t refresh_ms, target_t **out, cp_error_t *err);
 void target_close(target_t *t); /* NULL fine; unsubscribes first */
 
@@ -79,27 +81,27 @@ int32_t target_premium_pct(const target_view_t *v, const act_line_t *line, uint3
 typedef enum bid_reason {
     BID_ELIGIBLE = 0,
     BID_PAUSED,
-    BID_SCHEDULE,   /* outside start/end */
-    BID_DAYPART,    /* hour of week off */
-    BID_FORMAT,     /* no creative of a format the imp takes */
-    BID_SIZE,       /* no creative of a size the imp takes */
-    BID_SITE,       /* site/app category, app/site only */
-    BID_DEVICE,     /* device type or OS */
+    BID_SCHEDULE, /* outside start/end */
+    BID_DAYPART,  /* hour of week off */
+    BID_FORMAT,   /* no creative of a format the imp takes */
+    BID_SIZE,     /* no creative of a size the imp takes */
+    BID_SITE,     /* site/app category, app/site only */
+    BID_DEVICE,   /* device type or OS */
     BID_GEO,
-    BID_DEAL,       /* line needs a deal the imp lacks, or private auction */
-    BID_BLOCKED,    /* bcat/badv/bapp */
-    BID_CROWD,      /* the person is not in the line's targeting */
-    BID_FLOOR,      /* price below bidfloor */
-    BID_LEDGER,     /* see the ledger verdict */
-    BID_OUTBID,     /* another line bid more */
+    BID_DEAL,    /* line needs a deal the imp lacks, or private auction */
+    BID_BLOCKED, /* bcat/badv/bapp */
+    BID_CROWD,   /* the person is not in the line's targeting */
+    BID_FLOOR,   /* price below bidfloor */
+    BID_LEDGER,  /* see the ledger verdict */
+    BID_OUTBID,  /* another line bid more */
 } bid_reason;
 const char *bid_reason_name(bid_reason r);
 
 typedef struct bidder {
-    cp_db_t *db;        /* borrowed */
-    registry_t *reg;    /* borrowed */
-    target_t *target;   /* borrowed */
-    ledger_t *ledger;   /* borrowed */
+    cp_db_t *db;             /* borrowed */
+    registry_t *reg;         /* borrowed */
+    target_t *target;        /* borrowed */
+    ledger_t *ledger;        /* borrowed */
     const char *notice_base; /* "http://127.0.0.1:8080": base of nurl/burl/lurl/trackers */
     const char *seat;
 } bidder_t;

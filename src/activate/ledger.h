@@ -139,6 +139,12 @@ void ledger_tick(ledger_t *l, const act_snapshot_t *s, int64_t now_ms);
 cp_status ledger_delivery_json(ledger_t *l, const act_campaign_t *c, int64_t now_ms, char **out,
                                cp_error_t *err);
 
+/* Impressions and clicks recorded for `line` so far (every day), for the
+ * bidder's CPC click-through estimate (ledger_counts.c). Takes the
+ * campaign's lock briefly; 0 and 0 for a line with no notice yet. */
+void ledger_line_counts(ledger_t *l, const act_line_t *line, uint64_t *impressions,
+                        uint64_t *clicks);
+
 /* Global contact cap shared by bidding and journeys: at most `count` per
  * person per `per` across every campaign (0 = none). Persisted. */
 cp_status ledger_contact_cap_set(ledger_t *l, uint32_t count, act_period per, cp_error_t *err);

@@ -115,12 +115,14 @@ static void publish(target_t *t, target_view_t *v)
     target_release(old);
 }
 
-/* Feed thread: only remember that something changed. */
+/* Feed thread: only remember that something changed. Every commit counts,
+ * not only those listing tag or crowd changes: an attribute written by a
+ * user load changes "age BETWEEN 25 AND 40" without a change entry. */
 static void on_commit(void *ctx, const cp_commit_info_t *c)
 {
     target_t *t = ctx;
-    if (c->nchanges > 0 || c->nevents > 0 || c->incomplete)
-        atomic_store_explicit(&t->dirty, 1, memory_order_release);
+    CP_UNUSED(c);
+    atomic_store_explicit(&t->dirty, 1, memory_order_release);
 }
 
 /* An empty view (no lines, no snapshot): what readers see before the
@@ -149,7 +151,9 @@ cp_status target_open(cp_db_t *db, int64_t refresh_ms, target_t **out, cp_error_
         st = CP_ERR(err, CP_ENOMEM, "target_open: out of memory");
         goto out;
     }
-    if ((st = cp_db_subscribe(db, on_commit, t, CP_FEED_ALL, &t->sub_id, err)))
+    /* Every commit is delivered whatever the mask; crowds alone is the mask
+     * that costs writers least (no copies of tag members for us). */
+    if ((st = cp_db_subscribe(db, on_commit, t, CP_FEED_CROWDS, &t->sub_id, err)))
         goto out;
     t->subscribed = 1;
     *out = t;
@@ -292,6 +296,12 @@ cp_status target_rebuild(target_t *t, const act_snapshot_t *s, cp_error_t *err)
         return CP_ERR(err, CP_EINVAL, "target_rebuild: NULL target or snapshot");
     act_snapshot_t *snap = (act_snapshot_t *)s; /* references are counted, content is not changed */
     pthread_mutex_lock(&t->build_mu);
+    if (t->last != NULL && snap->version < t->last->version) {
+        /* A tick that took the previous snapshot lost the race with a
+         * campaign change: the newer view stays. */
+        pthread_mutex_unlock(&t->build_mu);
+        return CP_OK;
+    }
     /* Cleared before evaluating: a commit during the build marks it again. */
     atomic_store_explicit(&t->dirty, 0, memory_order_release);
     int64_t now = time_now_ms();
@@ -322,8 +332,8 @@ cp_status target_tick(target_t *t, int64_t now_ms, cp_error_t *err)
     act_snapshot_t *s = t->last;
     /* A clock behind the last build (a simulator's, while campaign puts
      * stamp the wall clock) counts as due: dirty is what matters then. */
-    int due = s != NULL &&
-              (now_ms - t->last_build_ms >= t->refresh_ms || now_ms < t->last_build_ms);
+    int due =
+        s != NULL && (now_ms - t->last_build_ms >= t->refresh_ms || now_ms < t->last_build_ms);
     if (due)
         atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&t->build_mu);

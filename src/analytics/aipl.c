@@ -41,7 +41,7 @@ static const char *const stage_display[4] = {"认知", "兴趣", "购买", "忠�
 static cp_status quote(buf_t *b, const char *s)
 {
     json_t *j = json_string(s);
-    char *q = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    char *q = j ? json_dumps_checked(j, JSON_ENCODE_ANY) : NULL;
     json_decref(j);
     if (q == NULL)
         return CP_ENOMEM;

@@ -20,7 +20,9 @@ cp_status ana_parse_request(const char *json, size_t len, json_t **out, cp_error
         return CP_ERR(err, CP_ELIMIT, "request is %zu bytes, longer than the limit of %u", len,
                       ANA_REQUEST_MAX);
     json_error_t je;
-    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the request");
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "request: invalid JSON at line %d, column %d: %s", je.line,
                       je.column, je.text);

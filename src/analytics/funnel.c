@@ -70,7 +70,7 @@ static cp_status group_add(group_t *g, size_t *n, const char *label, const char 
 static cp_status quote_into(char *buf, size_t cap, const char *s, size_t n)
 {
     json_t *j = json_stringn(s, n);
-    char *q = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    char *q = j ? json_dumps_checked(j, JSON_ENCODE_ANY) : NULL;
     json_decref(j);
     if (q == NULL)
         return CP_ENOMEM;

@@ -478,10 +478,14 @@ cp_status cp_rfm_schedule_json(cp_db_t *db, char **out, cp_error_t *err)
     db_read_end(db);
     if (rc)
         return rc;
-    json_t *j = s ? json_loads(s, 0, NULL) : json_pack("{s:i,s:{}}", "every_hours", 0, "request");
+    json_error_t je;
+    json_t *j =
+        s ? json_loads_checked(s, 0, &je) : json_pack("{s:i,s:{}}", "every_hours", 0, "request");
+    int oom = s == NULL || json_is_oom(&je);
     free(s);
     if (j == NULL)
-        return CP_ERR(err, CP_EIO, "corrupt RFM schedule setting");
+        return oom ? CP_ERR(err, CP_ENOMEM, "out of memory reading the RFM schedule")
+                   : CP_ERR(err, CP_EIO, "corrupt RFM schedule setting");
     if (last) {
         char b[48];
         time_format((int64_t)(last / 1000), b, sizeof b);
@@ -523,7 +527,7 @@ cp_status cp_rfm_schedule_set_json(cp_db_t *db, const char *json, size_t len, ch
     }
     json_t *save = json_pack("{s:I,s:O}", "every_hours", (json_int_t)hours, "request",
                              rq ? rq : json_object());
-    char *s = save ? json_dumps(save, JSON_COMPACT) : NULL;
+    char *s = save ? json_dumps_checked(save, JSON_COMPACT) : NULL;
     json_decref(save);
     if (s == NULL) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -566,14 +570,14 @@ cp_status cp_rfm_tick(cp_db_t *db, int64_t now_ms, int *ran, cp_error_t *err)
         free(s);
         return rc;
     }
-    json_t *j = json_loads(s, 0, NULL);
+    json_t *j = json_loads_checked(s, 0, NULL);
     free(s);
     json_int_t hours = json_integer_value(json_object_get(j, "every_hours"));
     if (j == NULL || hours <= 0 || (last && now_ms - (int64_t)last < hours * 3600000)) {
         json_decref(j);
         return CP_OK;
     }
-    char *body = json_dumps(json_object_get(j, "request"), JSON_COMPACT);
+    char *body = json_dumps_checked(json_object_get(j, "request"), JSON_COMPACT);
     json_decref(j);
     if (body == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");

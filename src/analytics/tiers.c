@@ -185,8 +185,10 @@ static cp_status tiers_load(cp_db_t *db, tiers_t *t, cp_error_t *err)
                       "no member tiers are configured; set them with PUT /v1/tiers or "
                       "`crowdpack tiers set`");
     json_error_t je;
-    json_t *j = json_loads(text, 0, &je);
+    json_t *j = json_loads_checked(text, 0, &je);
     free(text);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading tier settings");
     if (j == NULL)
         return CP_ERR(err, CP_EIO, "stored tier settings are corrupt: %s", je.text);
     rc = tiers_parse(db, j, t, err);
@@ -242,7 +244,7 @@ cp_status cp_tiers_set_json(cp_db_t *db, const char *json, size_t len, char **ou
         bad |= json_array_append_new(
             json_object_get(canon, "tiers"),
             json_pack("{s:s,s:I}", "name", t->name[i], "min", (json_int_t)t->min[i]));
-    text = canon && !bad ? json_dumps(canon, JSON_COMPACT) : NULL;
+    text = canon && !bad ? json_dumps_checked(canon, JSON_COMPACT) : NULL;
     if (text == NULL) {
         db_write_abort(db, txn);
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");

@@ -43,7 +43,7 @@ static cp_status do_merge(cp_db_t *db, store_txn_t *txn, uint32_t s, uint32_t a,
     idcache_clear(db);
     json_t *snap =
         json_pack("{s:i,s:o,s:o}", "v", 1, "a", user_own(db, txn, a), "s", user_own(db, txn, s));
-    char *blob = snap ? json_dumps(snap, JSON_COMPACT) : NULL;
+    char *blob = snap ? json_dumps_checked(snap, JSON_COMPACT) : NULL;
     json_decref(snap);
     if (blob == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");

@@ -145,15 +145,9 @@ static cp_status wal_names(const char *dir, char ***names, size_t *n, cp_error_t
             rc = CP_ERR(err, CP_ELIMIT, "%s holds more than %d segments", path, BK_MAX_SEGMENTS);
             break;
         }
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            char **v = realloc(*names, nc * sizeof *v);
-            if (v == NULL) {
-                rc = CP_ERR(err, CP_ENOMEM, "out of memory listing %s", path);
-                break;
-            }
-            *names = v;
-            cap = nc;
+        if (arr_grow((void **)names, &cap, *n + 1, sizeof **names, 16)) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory listing %s", path);
+            break;
         }
         if (((*names)[*n] = strdup(e->d_name)) == NULL) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory listing %s", path);

@@ -36,12 +36,13 @@
 
 #include "engine/engine_int.h"
 #include "engine/feed.h"
+#include "index/member_list.h"
 
 static cp_status catalog_persist(cp_db_t *db, store_txn_t *txn, cp_error_t *err)
 {
     if (!db->catalog_dirty || db->catalog == NULL)
         return CP_OK;
-    char *s = json_dumps(db->catalog, JSON_COMPACT);
+    char *s = json_dumps_checked(db->catalog, JSON_COMPACT);
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory saving the catalog");
     cp_status rc = store_put(txn, STORE_INTAKE, "catalog", 7, s, strlen(s), err);
@@ -118,6 +119,9 @@ static cp_status commit_locked(cp_db_t *db, store_txn_t *txn, int reeval, cp_err
             err->code = CP_EIO;
         return CP_EIO;
     }
+    /* Membership lists that an edit could not keep (out of memory) are
+     * rebuilt here; lookups answer from the sets meanwhile. */
+    member_list_repair(db->ix);
     /* The change feed's record of this commit (it clears the index's
      * record of the write either way). */
     feed_commit(db, atomic_fetch_add(&db->writes, 1) + 1);

@@ -245,7 +245,9 @@ cp_status cp_intake_config_set_json(cp_db_t *db, const char *json, size_t len, c
     if (json == NULL)
         return CP_ERR(err, CP_EINVAL, "no JSON given");
     json_error_t je;
-    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the intake config");
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "intake config: malformed JSON at line %d, column %d: %s",
                       je.line, je.column, je.text);
@@ -272,7 +274,7 @@ cp_status cp_intake_config_set_json(cp_db_t *db, const char *json, size_t len, c
     db->idc = idc;
     dedup_configure(db->dedup, c.dedup_window_ms, (size_t)c.dedup_max);
     json_t *all = cfg_to_json(db);
-    char *s = all ? json_dumps(all, JSON_COMPACT) : NULL;
+    char *s = all ? json_dumps_checked(all, JSON_COMPACT) : NULL;
     json_decref(all);
     json_decref(j);
     if (s == NULL)

@@ -139,7 +139,9 @@ cp_status crowd_settings_parse(const char *json, size_t len, crowd_settings_t *s
 {
     memset(s, 0, sizeof *s);
     json_error_t je;
-    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading crowd settings");
     if (!json_is_object(j)) {
         json_decref(j);
         return CP_ERR(err, CP_EINVAL, "crowd settings: expected a JSON object");
@@ -224,6 +226,38 @@ void crowd_settings_apply(crowd_rec_t *c, crowd_settings_t *s, int64_t now)
     }
 }
 
+/* Takes the write lock and finds crowd `name` for a change. On CP_OK the
+ * caller holds the lock through *txn and ends it with db_write_end, _fail
+ * or _abort; on any failure nothing is held. */
+cp_status crowd_write_find(cp_db_t *db, const char *name, store_txn_t **txn, crowd_rec_t **c,
+                           cp_error_t *err)
+{
+    cp_status rc = db_write_begin(db, txn, err);
+    if (rc)
+        return rc;
+    if ((*c = crowd_set_find(&db->crowds, name)) == NULL) {
+        db_write_abort(db, *txn);
+        *txn = NULL;
+        return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
+    }
+    return CP_OK;
+}
+
+/* Takes the read lock and finds crowd `name`. On CP_OK the caller holds
+ * the lock and ends it with db_read_end; *c is borrowed until then. On
+ * any failure nothing is held. */
+cp_status crowd_read_find(cp_db_t *db, const char *name, const crowd_rec_t **c, cp_error_t *err)
+{
+    cp_status rc = db_read_begin(db, err);
+    if (rc)
+        return rc;
+    if ((*c = crowd_set_find(&db->crowds, name)) == NULL) {
+        db_read_end(db);
+        return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
+    }
+    return CP_OK;
+}
+
 cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json, size_t len,
                                  cp_error_t *err)
 {
@@ -234,14 +268,9 @@ cp_status cp_crowd_settings_json(cp_db_t *db, const char *name, const char *json
     if (rc)
         return rc;
     store_txn_t *txn;
-    if ((rc = db_write_begin(db, &txn, err)))
+    crowd_rec_t *c;
+    if ((rc = crowd_write_find(db, name, &txn, &c, err)))
         goto out;
-    crowd_rec_t *c = crowd_set_find(&db->crowds, name);
-    if (c == NULL) {
-        db_write_abort(db, txn);
-        rc = CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
-        goto out;
-    }
     crowd_settings_apply(c, &set, time_now_ms());
     if ((rc = crowd_store_put(txn, c, err)))
         rc = db_write_fail(db, txn, rc, err);
@@ -259,14 +288,10 @@ cp_status cp_crowd_history_json(cp_db_t *db, const char *name, char **out, cp_er
     if (out == NULL || name == NULL)
         return CP_ERR(err, CP_EINVAL, "name or out is NULL");
     *out = NULL;
-    cp_status rc = db_read_begin(db, err);
+    const crowd_rec_t *c;
+    cp_status rc = crowd_read_find(db, name, &c, err);
     if (rc)
         return rc;
-    const crowd_rec_t *c = crowd_set_find(&db->crowds, name);
-    if (c == NULL) {
-        db_read_end(db);
-        return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
-    }
     json_t *pts = json_array();
     int bad = pts == NULL;
     for (size_t i = 0; !bad && i < c->nhist; i++)

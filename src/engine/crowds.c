@@ -25,14 +25,8 @@ static cp_status strlist_add_unique(strlist_t *l, const char *s)
     for (size_t i = 0; i < l->n; i++)
         if (strcmp(l->v[i], s) == 0)
             return CP_OK;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 8;
-        char **v = realloc(l->v, nc * sizeof *v);
-        if (v == NULL)
-            return CP_ENOMEM;
-        l->v = v;
-        l->cap = nc;
-    }
+    if (arr_grow((void **)&l->v, &l->cap, l->n + 1, sizeof *l->v, 8))
+        return CP_ENOMEM;
     if ((l->v[l->n] = strdup(s)) == NULL)
         return CP_ENOMEM;
     l->n++;
@@ -109,7 +103,7 @@ static cp_status describe(const expr_t *e, char **text, char **tree, strlist_t *
 {
     *text = expr_to_text(expr_root(e));
     json_t *j = expr_to_json(expr_root(e));
-    *tree = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    *tree = j ? json_dumps_checked(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (*text == NULL || *tree == NULL || collect_refs(expr_root(e), crowds, tags, 0))
         return CP_ERR(err, CP_ENOMEM, "out of memory");
@@ -359,15 +353,11 @@ cp_status cp_crowd_refresh(cp_db_t *db, const char *name, cp_error_t *err)
     store_txn_t *txn;
     if (name == NULL)
         return CP_ERR(err, CP_EINVAL, "no crowd name");
-    cp_status rc = db_write_begin(db, &txn, err);
+    crowd_rec_t *c;
+    roaring_bitmap_t *bm = NULL;
+    cp_status rc = crowd_write_find(db, name, &txn, &c, err);
     if (rc)
         return rc;
-    crowd_rec_t *c = crowd_set_find(&db->crowds, name);
-    roaring_bitmap_t *bm = NULL;
-    if (c == NULL) {
-        db_write_abort(db, txn);
-        return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
-    }
     if ((rc = eval_crowd(db, c, &bm, err))) {
         db_write_abort(db, txn);
         return rc;
@@ -394,14 +384,10 @@ cp_status cp_crowd_delete(cp_db_t *db, const char *name, cp_error_t *err)
     store_txn_t *txn;
     if (name == NULL)
         return CP_ERR(err, CP_EINVAL, "no crowd name");
-    cp_status rc = db_write_begin(db, &txn, err);
+    crowd_rec_t *c;
+    cp_status rc = crowd_write_find(db, name, &txn, &c, err);
     if (rc)
         return rc;
-    crowd_rec_t *c = crowd_set_find(&db->crowds, name);
-    if (c == NULL) {
-        db_write_abort(db, txn);
-        return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
-    }
     buf_t b;
     buf_init(&b, 4096);
     size_t nref = 0;
@@ -490,17 +476,13 @@ cp_status cp_crowd_json(cp_db_t *db, const char *name, char **out, cp_error_t *e
     if (out == NULL || name == NULL)
         return CP_ERR(err, CP_EINVAL, "name or out is NULL");
     *out = NULL;
-    cp_status rc = db_read_begin(db, err);
+    const crowd_rec_t *c;
+    cp_status rc = crowd_read_find(db, name, &c, err);
     if (rc)
         return rc;
-    const crowd_rec_t *c = crowd_set_find(&db->crowds, name);
-    if (c == NULL) {
-        db_read_end(db);
-        return CP_ERR(err, CP_ENOTFOUND, "crowd \"%s\" not found", name);
-    }
     json_t *o = crowd_obj(db, c);
     json_error_t je;
-    json_t *tree = json_loads(c->tree, 0, &je);
+    json_t *tree = json_loads_checked(c->tree, 0, &je);
     if (o && tree) {
         if (json_object_set_new(o, "tree", tree) ||
             json_object_set_new(o, "references", strs(c->crowd_refs, c->ncrowd_refs)) ||

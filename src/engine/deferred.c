@@ -166,16 +166,8 @@ void acc_free(cp_db_t *db)
 cp_status acc_beh(cp_db_t *db, const uint32_t *series, size_t n, int32_t day, uint32_t ord)
 {
     apply_acc_t *a = db->acc;
-    if (a->nrecs + n > a->caprecs) {
-        size_t nc = a->caprecs ? a->caprecs * 2 : 65536;
-        while (nc < a->nrecs + n)
-            nc *= 2;
-        beh_rec_t *r = realloc(a->recs, nc * sizeof *r);
-        if (r == NULL)
-            return CP_ENOMEM;
-        a->recs = r;
-        a->caprecs = nc;
-    }
+    if (arr_grow((void **)&a->recs, &a->caprecs, a->nrecs + n, sizeof *a->recs, 65536))
+        return CP_ENOMEM;
     for (size_t i = 0; i < n; i++)
         a->recs[a->nrecs++] = (beh_rec_t){series[i], day, ord};
     db->acc_stats.beh += n;
@@ -280,14 +272,8 @@ static cat_ent_t *cat_ent(cp_db_t *db, int kind, const char *name, size_t nlen)
     uint32_t idx;
     if (strmap_get(&a->cat, key, nlen + 2, &idx))
         return &a->ents[idx];
-    if (a->nents == a->capents) {
-        size_t nc = a->capents ? a->capents * 2 : 64;
-        cat_ent_t *e = realloc(a->ents, nc * sizeof *e);
-        if (e == NULL)
-            return NULL;
-        a->ents = e;
-        a->capents = nc;
-    }
+    if (arr_grow((void **)&a->ents, &a->capents, a->nents + 1, sizeof *a->ents, 64))
+        return NULL;
     if (strmap_put(&a->cat, key, nlen + 2, (uint32_t)a->nents))
         return NULL;
     cat_ent_t *e = &a->ents[a->nents++];
@@ -582,14 +568,8 @@ cp_status idraw_put(cp_db_t *db, size_t pos, const char *type, size_t tlen, cons
     *slot = UINT32_MAX;
     if (tlen >= INGEST_TYPE_MAX || vl > IDENT_MAX_VALUE || a->nids >= IDRAW_MAX)
         return CP_OK; /* not cached: the caller keeps its own copy */
-    if (a->nids == a->capids) {
-        size_t nc = a->capids ? a->capids * 2 : 1024;
-        idraw_t *n = realloc(a->ids, nc * sizeof *n);
-        if (n == NULL)
-            return CP_ENOMEM;
-        a->ids = n;
-        a->capids = nc;
-    }
+    if (arr_grow((void **)&a->ids, &a->capids, a->nids + 1, sizeof *a->ids, 1024))
+        return CP_ENOMEM;
     char *raw = arena_alloc(&a->idar, tlen + 1 + vl + 1 + klen + 1);
     if (raw == NULL)
         return CP_ENOMEM;

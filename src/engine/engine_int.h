@@ -249,7 +249,9 @@ int trait_value(const schema_attr_t *a, const ev_prop_t *v, const json_t *raw, t
 int trait_value_json(const schema_attr_t *a, const json_t *v, tval_t *o, char *why, size_t cap);
 cp_status set_value(cp_db_t *db, store_txn_t *txn, const schema_attr_t *a, uint32_t ord,
                     const tval_t *t, uint32_t *vid_out, cp_error_t *err);
-json_t *attr_json(const cp_db_t *db, const schema_attr_t *a, uint32_t ord, int typed);
+json_t *attr_json(const cp_db_t *db, const schema_attr_t *a, uint32_t ord, int typed, int *oom);
+int user_view_fill(const cp_db_t *db, uint32_t ord, int typed, json_t *attrs, json_t *tags,
+                   json_t *crowds);
 void ut_key(unsigned char k[7], uint32_t ord);
 cp_status traits_get(store_txn_t *txn, uint32_t ord, json_t **out, cp_error_t *err);
 cp_status traits_put(store_txn_t *txn, uint32_t ord, json_t *t, cp_error_t *err);
@@ -258,6 +260,11 @@ cp_status user_restore(cp_db_t *db, store_txn_t *txn, uint32_t ord, const json_t
                        cp_error_t *err);
 
 /* ---------------------------------------------------- other files */
+
+/* crowd_schedule.c: a crowd found under the write or read lock. */
+cp_status crowd_write_find(cp_db_t *db, const char *name, store_txn_t **txn, crowd_rec_t **c,
+                           cp_error_t *err);
+cp_status crowd_read_find(cp_db_t *db, const char *name, const crowd_rec_t **c, cp_error_t *err);
 
 void cfg_clear(intake_cfg_t *c);
 void cfg_defaults(intake_cfg_t *c);

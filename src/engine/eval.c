@@ -524,7 +524,9 @@ cp_status db_parse_json(const char *json, size_t len, expr_t **out, cp_error_t *
     if (len > CP_EXPR_MAX_LEN * 8)
         return CP_ERR(err, CP_ELIMIT, "expression JSON longer than %d bytes", CP_EXPR_MAX_LEN * 8);
     json_error_t je;
-    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the expression");
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line, je.column,
                       je.text);

@@ -82,7 +82,7 @@ static char *rejects_json(const ingest_batch_t *b)
             json_decref(a);
             a = NULL;
         }
-    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    char *s = a ? json_dumps_checked(a, JSON_COMPACT) : NULL;
     json_decref(a);
     return s;
 }
@@ -97,7 +97,7 @@ static char *warnings_json(const ingest_batch_t *b)
             json_decref(a);
             a = NULL;
         }
-    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    char *s = a ? json_dumps_checked(a, JSON_COMPACT) : NULL;
     json_decref(a);
     return s;
 }

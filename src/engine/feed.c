@@ -27,7 +27,6 @@
 
 #include "engine/engine_int.h"
 #include "engine/feed.h"
-#include "index/member_dir.h"
 
 #define FEED_MAX_SUBS 64
 #define FEED_MAX_RECORDS 1024
@@ -233,8 +232,6 @@ void feed_commit(cp_db_t *db, uint64_t seq)
 {
     struct feed *f = feed_of(db);
     ixchg_t *c = &db->ix->chg;
-    /* No reader holds a replaced lookup directory under the write lock. */
-    member_dir_reclaim(db->ix);
     if (f == NULL || f->want == 0) {
         ixchg_clear(c);
         return;
@@ -293,15 +290,9 @@ void feed_note_event(cp_db_t *db, const ingest_event_t *e, uint32_t ord)
     struct feed *f = feed_of(db);
     if (f == NULL || !(f->want & CP_FEED_EVENTS))
         return;
-    if (f->nev == f->capev) {
-        size_t n = f->capev ? f->capev * 2 : 256;
-        cp_feed_event_t *ev = realloc(f->ev, n * sizeof *ev);
-        if (ev == NULL) {
-            f->ev_lost = 1;
-            return;
-        }
-        f->ev = ev;
-        f->capev = n;
+    if (arr_grow((void **)&f->ev, &f->capev, f->nev + 1, sizeof *f->ev, 256)) {
+        f->ev_lost = 1;
+        return;
     }
     uintptr_t off = 0;
     if (e->event && e->event_len) {

@@ -256,27 +256,13 @@ static void im_reset(importer_t *im)
  * document it borrows (NULL for typed CSV events). */
 static cp_status im_push(importer_t *im, json_t *doc, uint64_t line)
 {
-    if (im->b.n > im->cap) {
-        size_t nc = im->cap ? im->cap * 2 : 1024;
-        while (nc < im->b.n)
-            nc *= 2;
-        uint64_t *l = realloc(im->lines, nc * sizeof *l);
-        if (l == NULL)
-            return CP_ENOMEM;
-        im->lines = l;
-        im->cap = nc;
-    }
+    if (arr_grow((void **)&im->lines, &im->cap, im->b.n, sizeof *im->lines, 1024))
+        return CP_ENOMEM;
     im->lines[im->b.n - 1] = line;
     im->n = im->b.n;
     if (doc) {
-        if (im->ndocs == im->capdocs) {
-            size_t nc = im->capdocs ? im->capdocs * 2 : 1024;
-            json_t **d = realloc(im->docs, nc * sizeof *d);
-            if (d == NULL)
-                return CP_ENOMEM;
-            im->docs = d;
-            im->capdocs = nc;
-        }
+        if (arr_grow((void **)&im->docs, &im->capdocs, im->ndocs + 1, sizeof *im->docs, 1024))
+            return CP_ENOMEM;
         im->docs[im->ndocs++] = doc;
     }
     return CP_OK;
@@ -341,7 +327,7 @@ static cp_status im_record(importer_t *im, store_txn_t *txn, uint64_t offset, ui
     json_t *pos = json_pack("{s:I,s:I,s:s,s:b,s:I,s:s}", "len", (json_int_t)offset, "line",
                             (json_int_t)line, "anchor", anchor, "done", done, "time",
                             (json_int_t)time_now_ms(), "name", im->name);
-    char *txt = pos ? json_dumps(pos, JSON_COMPACT) : NULL;
+    char *txt = pos ? json_dumps_checked(pos, JSON_COMPACT) : NULL;
     json_decref(pos);
     rc = txt ? store_put(txn, STORE_INTAKE, key, strlen(key), txt, strlen(txt), im->err)
              : CP_ERR(im->err, CP_ENOMEM, "out of memory");
@@ -456,7 +442,7 @@ static cp_status im_prepare_mapping(importer_t *im, const mapping_t *m)
         rc = CP_OK;
         if (added) {
             json_t *cfg = json_pack("{s:o}", "indexed_properties", list);
-            char *s = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+            char *s = cfg ? json_dumps_checked(cfg, JSON_COMPACT) : NULL;
             json_decref(cfg);
             rc = s ? cp_intake_config_set_json(im->db, s, strlen(s), im->err)
                    : CP_ERR(im->err, CP_ENOMEM, "out of memory");
@@ -777,8 +763,12 @@ static cp_status import_ndjson(importer_t *im, const char *path, uint64_t off0, 
                         content = XXH3_128bits(line.data, len);
                         k = im_ordinal(im, content, off);
                     }
-                    json_t *doc = json_loadb(line.data, len, JSON_REJECT_DUPLICATES, &je);
-                    if (doc == NULL) {
+                    json_t *doc = json_loadb_checked(line.data, len, JSON_REJECT_DUPLICATES, &je);
+                    if (doc == NULL && json_is_oom(&je)) {
+                        rc = CP_ERR(im->err, CP_ENOMEM, "out of memory reading line %llu",
+                                    (unsigned long long)lineno);
+                        goto out;
+                    } else if (doc == NULL) {
                         CP_ERR(&e, CP_EINVAL, "line %llu: malformed JSON at column %d: %s",
                                (unsigned long long)lineno, je.column, je.text);
                         reject(im, lineno, &e);
@@ -825,14 +815,8 @@ typedef struct ranges {
 
 static cp_status ranges_push(ranges_t *rs, const range_t *r, cp_error_t *err)
 {
-    if (rs->n == rs->cap) {
-        size_t nc = rs->cap ? rs->cap * 2 : 64;
-        range_t *p = realloc(rs->v, nc * sizeof *p);
-        if (p == NULL)
-            return CP_ERR(err, CP_ENOMEM, "out of memory");
-        rs->v = p;
-        rs->cap = nc;
-    }
+    if (arr_grow((void **)&rs->v, &rs->cap, rs->n + 1, sizeof *rs->v, 64))
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
     rs->v[rs->n++] = *r;
     return CP_OK;
 }
@@ -848,7 +832,10 @@ static cp_status range_collect(void *ud, const void *k, size_t klen, const void 
     hi[16] = '\0';
     memcpy(lo, (const char *)k + pl + 16, 16);
     lo[16] = '\0';
-    json_t *j = json_loadb(v, vlen, 0, NULL);
+    json_error_t je;
+    json_t *j = json_loadb_checked(v, vlen, 0, &je);
+    if (j == NULL && json_is_oom(&je)) /* not damaged: the position must not be lost */
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading import positions");
     const char *an = json_string_value(json_object_get(j, "anchor"));
     range_t r = {0};
     r.hash.high64 = strtoull(hi, NULL, 16);
@@ -895,7 +882,12 @@ static cp_status im_recognise(importer_t *im, const char *path, range_t *best)
     size_t vl;
     rc = store_get(t, STORE_INTAKE, im->key, strlen(im->key), &v, &vl, err);
     if (rc == CP_OK) {
-        json_t *j = json_loadb(v, vl, 0, NULL);
+        json_error_t je;
+        json_t *j = json_loadb_checked(v, vl, 0, &je);
+        if (j == NULL && json_is_oom(&je)) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory reading the import position");
+            goto out;
+        }
         range_t r = {0};
         r.len = (uint64_t)json_integer_value(json_object_get(j, "offset"));
         r.line = (uint64_t)json_integer_value(json_object_get(j, "line"));

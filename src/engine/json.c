@@ -66,7 +66,7 @@ cp_status db_json_out(json_t *j, char **out, cp_error_t *err)
         return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");
     /* 15 significant digits: reports say 0.201672, not 0.20167199999999999
      * (jansson's default of 17 shows the binary rounding). */
-    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    char *s = json_dumps_checked(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
     json_decref(j);
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory building JSON");

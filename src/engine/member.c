@@ -3,18 +3,16 @@
  * hot paths such as a bidder: the in-memory index under the shared lock,
  * no allocation, no I/O for an ordinal.
  *
- * Why a membership test per crowd and tag rather than a per-user list of
- * crowds: the crowds' members are materialised bitmaps already (static
- * crowds at refresh, dynamic ones after writes), kept current by the
- * commit path, and a roaring membership test is a binary search over at
- * most a few keys plus one container probe. A per-user inverted list would
- * cost memory per user and crowd (100M entries at 1M users in 100 crowds
- * each) and a second structure to keep true. `crowdpack bench --membership`
- * measures the choice at 1M users and 1,000 crowds against a floor (the
- * same probes over plain dense bit arrays). The probes go through the
- * index's container directory (index/member_dir.h), one contiguous row per
- * chunk of users, rather than through each bitmap's own structures; direct
- * tags, asked for rarely, use the bitmaps.
+ * Why a list per user rather than a membership test per crowd and tag:
+ * a test per set is ~1,700 cache-missing probes at 1,000 crowds, p99
+ * ~120 µs at 1M users even over plain bit arrays; the index keeps each
+ * user's crowds and tags as one short list (index/member_list.h, ~70
+ * bytes a user), true after every change of the sets, so a lookup decodes
+ * one list. `crowdpack bench --membership` measures it at 1M users and
+ * 1,000 crowds against the probing floor. Direct tags probe the direct
+ * bitmaps of the user's tags only. When the lists are not ready (memory
+ * ran out keeping them; the next commit rebuilds them), the lookup probes
+ * every set instead.
  *
  * Reads run under db_read_begin_mem: they never make the intake writer
  * commit (a lookup per bid request would otherwise commit LMDB at bid
@@ -24,7 +22,7 @@
 #include <string.h>
 
 #include "engine/engine_int.h"
-#include "index/member_dir.h"
+#include "index/member_list.h"
 
 /* The ordinal of an identifier: the identity cache (memory: current with
  * the events applied) and else data.mdb's identity rows, then the user
@@ -129,6 +127,34 @@ cp_status cp_tag_path(cp_db_t *db, uint32_t id, char *buf, size_t cap, cp_error_
     return rc;
 }
 
+/* The answer from the sets themselves: a probe per crowd and per tag.
+ * Only while the lists are not ready. */
+static void probe_sets(const index_t *ix, uint32_t ord, cp_membership_t *m, int want_c, int want_t)
+{
+    size_t n = 0;
+    for (uint32_t c = 0; want_c && c < ix->ncrowds; c++) {
+        const roaring_bitmap_t *bm = ix->crowds[c];
+        if (bm && roaring_bitmap_contains(bm, ord)) {
+            if (n < m->crowds_cap)
+                m->crowds[n] = c;
+            n++;
+        }
+    }
+    m->ncrowds = n;
+    int direct = (m->flags & CP_MEMBER_DIRECT_TAGS) != 0;
+    n = 0;
+    for (uint32_t t = 1; want_t && t < ix->ntags; t++) {
+        const idx_tag_t *it = &ix->tags[t];
+        const roaring_bitmap_t *bm = direct ? it->direct : it->eff;
+        if (bm && it->direct && roaring_bitmap_contains(bm, ord)) {
+            if (n < m->tags_cap)
+                m->tags[n] = t;
+            n++;
+        }
+    }
+    m->ntags = n;
+}
+
 /* Read lock held: fills m for a live user ord. */
 static cp_status lookup_locked(cp_db_t *db, uint32_t ord, cp_membership_t *m, cp_error_t *err)
 {
@@ -139,40 +165,13 @@ static cp_status lookup_locked(cp_db_t *db, uint32_t ord, cp_membership_t *m, cp
     m->crowds_stale = atomic_load(&db->crowds_stale) != 0;
     if (!roaring_bitmap_contains(ix->universe, ord))
         return CP_ERR(err, CP_ENOTFOUND, "no live user has ordinal %u", ord);
-    size_t n = 0;
     int want_c = !(m->flags & CP_MEMBER_NO_CROWDS), want_t = !(m->flags & CP_MEMBER_NO_TAGS);
-    if (!(m->flags & CP_MEMBER_DIRECT_TAGS) &&
-        member_dir_lookup(db->ix, ord, want_c, m->crowds, m->crowds_cap, &m->ncrowds, want_t,
-                          m->tags, m->tags_cap, &m->ntags))
-        goto done;
-    if (want_c) {
-        /* By id: ix->crowds is indexed by crowd id, so the answer comes
-         * out ascending with no sort. */
-        for (uint32_t c = 0; c < ix->ncrowds; c++) {
-            const roaring_bitmap_t *bm = ix->crowds[c];
-            if (bm && roaring_bitmap_contains(bm, ord)) {
-                if (n < m->crowds_cap)
-                    m->crowds[n] = c;
-                n++;
-            }
-        }
-        m->ncrowds = n;
-    }
-    if (want_t) {
-        int direct = (m->flags & CP_MEMBER_DIRECT_TAGS) != 0;
-        n = 0;
-        for (uint32_t t = 1; t < ix->ntags; t++) {
-            const idx_tag_t *it = &ix->tags[t];
-            const roaring_bitmap_t *bm = direct ? it->direct : it->eff;
-            if (bm && it->direct && roaring_bitmap_contains(bm, ord)) {
-                if (n < m->tags_cap)
-                    m->tags[n] = t;
-                n++;
-            }
-        }
-        m->ntags = n;
-    }
-done:
+    if (member_list_ready(ix))
+        member_list_lookup(ix, ord, want_c, m->crowds, m->crowds_cap, &m->ncrowds, want_t,
+                           (m->flags & CP_MEMBER_DIRECT_TAGS) != 0, m->tags, m->tags_cap,
+                           &m->ntags);
+    else
+        probe_sets(ix, ord, m, want_c, want_t);
     if (m->ncrowds > m->crowds_cap || m->ntags > m->tags_cap)
         return CP_ERR(err, CP_ELIMIT,
                       "user %u is in %zu crowds and %zu tags; the arrays hold %zu and %zu", ord,

@@ -115,7 +115,10 @@ cp_status cp_whois_json(cp_db_t *db, const char *type, const char *value, char *
     }
     json_t *idents = json_array(), *attrs = json_object(), *tags = json_array(),
            *crowds = json_array(), *lineage = json_array(), *traits = NULL;
-    if ((rc = traits_get(txn, ord, &traits, err)))
+    /* Damaged traits show as none; running out of memory is not hidden. */
+    if ((rc = traits_get(txn, ord, &traits, err)) == CP_ENOMEM)
+        traits = NULL;
+    else if (rc)
         traits = json_object();
     rc = CP_OK;
     o = json_pack("{s:{s:s%,s:I},s:o,s:o,s:o,s:o,s:o,s:o}", "user", "id", id, idl, "ordinal",
@@ -127,25 +130,7 @@ cp_status cp_whois_json(cp_db_t *db, const char *type, const char *value, char *
     }
     if ((rc = identity_each_key(txn, ord, 1, whois_key, idents, err)))
         goto out;
-    int bad = 0;
-    for (uint32_t i = 1; i <= db->sch.n; i++) {
-        const schema_attr_t *a = schema_get(&db->sch, i);
-        json_t *v = a ? attr_json(db, a, ord, 1) : NULL;
-        if (v)
-            bad |= json_object_set_new(attrs, a->name, v);
-    }
-    for (uint32_t t = 1; t < db->tax.next_id; t++) {
-        const idx_tag_t *it = index_tag(db->ix, t);
-        const tax_tag_t *g = tax_get(&db->tax, t);
-        if (it && g && roaring_bitmap_contains(it->direct, ord))
-            bad |= json_array_append_new(tags, json_string(g->path));
-    }
-    for (size_t c = 0; c < db->crowds.n; c++) {
-        const crowd_rec_t *cr = db->crowds.items[c];
-        const roaring_bitmap_t *bm = index_crowd(db->ix, cr->id);
-        if (bm && roaring_bitmap_contains(bm, ord))
-            bad |= json_array_append_new(crowds, json_string(cr->name));
-    }
+    int bad = user_view_fill(db, ord, 1, attrs, tags, crowds);
     if (bad) {
         rc = CP_ERR(err, CP_ENOMEM, "out of memory building the whois answer");
         goto out;
@@ -189,7 +174,10 @@ static cp_status survivor_strip(cp_db_t *db, store_txn_t *txn, uint32_t s, const
         const schema_attr_t *at = schema_find(&db->sch, k, strlen(k));
         if (at == NULL)
             continue;
-        json_t *now = attr_json(db, at, s, 0);
+        int oom = 0;
+        json_t *now = attr_json(db, at, s, 0, &oom);
+        if (oom)
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading attribute \"%s\"", at->name);
         const json_t *before = json_object_get(json_object_get(sb, "attrs"), k);
         int took = now && json_equal(now, v) && !(before && json_equal(before, v));
         json_decref(now);
@@ -276,8 +264,16 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
     }
     json_t *snap = NULL;
     const identity_lineage_t *l = u.iu_lineage;
-    if (l && l->il_snapshot && l->il_snapshot_len)
-        snap = json_loadb(l->il_snapshot, l->il_snapshot_len, 0, NULL);
+    if (l && l->il_snapshot && l->il_snapshot_len) {
+        json_error_t je;
+        snap = json_loadb_checked(l->il_snapshot, l->il_snapshot_len, 0, &je);
+        if (snap == NULL && json_is_oom(&je)) { /* an unmerge without it would lose data */
+            identity_unmerge_free(&u);
+            db_write_abort(db, txn);
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading merge %llu's snapshot",
+                          (unsigned long long)merge_id);
+        }
+    }
     uint32_t a = u.iu_absorbed, s = u.iu_survivor_root;
     index_user_add(db->ix, a);
     if (snap) {
@@ -293,7 +289,7 @@ cp_status cp_unmerge(cp_db_t *db, uint64_t merge_id, char **out, cp_error_t *err
     if (out) {
         json_t *j = json_pack("{s:I,s:I,s:I}", "merge_id", (json_int_t)merge_id, "survivor",
                               (json_int_t)s, "restored", (json_int_t)a);
-        char *str = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        char *str = j ? json_dumps_checked(j, JSON_COMPACT) : NULL;
         json_decref(j);
         *out = str;
     }

@@ -16,6 +16,7 @@
 
 #include "engine/engine_int.h"
 #include "engine/feed.h"
+#include "index/member_list.h"
 #include "model/codec.h"
 
 /* ---------------------------------------------------------------- open */
@@ -36,7 +37,9 @@ static cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
     rc = store_get(rtxn, STORE_META, "intake_config", 13, &v, &vl, err);
     if (rc == CP_OK) {
         json_error_t je;
-        json_t *j = json_loadb(v, vl, 0, &je);
+        json_t *j = json_loadb_checked(v, vl, 0, &je);
+        if (j == NULL && json_is_oom(&je))
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading intake_config");
         if (j == NULL)
             return CP_ERR(err, CP_EIO, "data directory %s: corrupt intake_config",
                           store_dir(db->st));
@@ -63,7 +66,10 @@ static cp_status intake_open(cp_db_t *db, store_txn_t *rtxn, cp_error_t *err)
         return rc;
     rc = store_get(rtxn, STORE_INTAKE, "catalog", 7, &v, &vl, err);
     if (rc == CP_OK) {
-        db->catalog = json_loadb(v, vl, 0, NULL);
+        json_error_t je;
+        db->catalog = json_loadb_checked(v, vl, 0, &je);
+        if (db->catalog == NULL && json_is_oom(&je))
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading the event catalog");
         if (!json_is_object(db->catalog))
             return CP_ERR(err, CP_EIO, "data directory %s: corrupt event catalog",
                           store_dir(db->st));
@@ -283,6 +289,10 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
     if (out == NULL)
         return CP_ERR(err, CP_EINVAL, "cp_db_open: out is NULL");
     *out = NULL;
+    /* Before anything is parsed or printed: jansson's allocations reported
+     * to the checked parse and print (util.h), so that running out of
+     * memory can never store or return JSON with a key missing. */
+    json_guard_install();
     cp_open_options_t o = {0};
     if (opts && (rc = sized_in(&o, sizeof o, opts, CP_SIZE_THROUGH(cp_open_options_t, threads),
                                "cp_open_options_t", err)))
@@ -348,6 +358,10 @@ cp_status cp_db_open(const char *dir, const cp_open_options_t *opts, cp_db_t **o
     if ((rc = intake_recover(db, err)) || (rc = compact_open(db, err)))
         goto out;
     ixchg_clear(&db->ix->chg); /* loading is no change for the first write */
+    /* Each user's crowds and tags, for membership lookups. Out of memory
+     * is no failure: lookups answer from the sets, and the next commit
+     * tries again. */
+    member_list_repair(db->ix);
     *out = db;
     db = NULL;
 out:

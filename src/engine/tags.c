@@ -249,7 +249,9 @@ cp_status parse_doc(const char *json, size_t len, const char *key, json_t **doc,
     if (len > CP_BODY_MAX)
         return CP_ERR(err, CP_ELIMIT, "JSON document larger than %u bytes", CP_BODY_MAX);
     json_error_t je;
-    json_t *j = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the request");
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "invalid JSON at line %d, column %d: %s", je.line, je.column,
                       je.text);

@@ -153,33 +153,79 @@ cp_status set_value(cp_db_t *db, store_txn_t *txn, const schema_attr_t *a, uint3
     return rc ? CP_ERR(err, rc, "setting attribute \"%s\": %s", a->name, cp_strerror(rc)) : CP_OK;
 }
 
-/* A user's value of an attribute as JSON (NULL if none). */
-json_t *attr_json(const cp_db_t *db, const schema_attr_t *a, uint32_t ord, int typed)
+/* A user's value of an attribute as JSON: NULL if the user has none, or
+ * if building it ran out of memory, which sets *oom (when not NULL) so
+ * that a caller can tell a missing value from a lost one. */
+json_t *attr_json(const cp_db_t *db, const schema_attr_t *a, uint32_t ord, int typed, int *oom)
 {
     int64_t x;
     double lat, lon;
+    json_t *v = NULL;
+    int has = 0;
     switch (a->type) {
     case CP_ATTR_INT:
-        return index_get_int(db->ix, a->id, ord, &x) ? json_integer(x) : NULL;
+        if ((has = index_get_int(db->ix, a->id, ord, &x)))
+            v = json_integer(x);
+        break;
     case CP_ATTR_TIMESTAMP:
-        if (!index_get_int(db->ix, a->id, ord, &x))
-            return NULL;
-        if (!typed)
-            return json_integer(x);
-        char buf[40];
-        time_format(x, buf, sizeof buf);
-        return json_string(buf);
+        if (!(has = index_get_int(db->ix, a->id, ord, &x)))
+            break;
+        if (typed) {
+            char buf[40];
+            time_format(x, buf, sizeof buf);
+            v = json_string(buf);
+        } else
+            v = json_integer(x);
+        break;
     case CP_ATTR_GEO:
-        return index_get_geo(db->ix, a->id, ord, &lat, &lon) ? json_pack("[f,f]", lat, lon) : NULL;
+        if ((has = index_get_geo(db->ix, a->id, ord, &lat, &lon)))
+            v = json_pack("[f,f]", lat, lon);
+        break;
     default: {
         uint32_t vid = index_get_value(db->ix, a->id, ord);
-        if (vid == 0 || vid > a->nvalues)
-            return NULL;
+        if (!(has = vid != 0 && vid <= a->nvalues))
+            break;
         if (a->type == CP_ATTR_BOOL && typed)
-            return json_boolean(strcmp(a->values[vid], "true") == 0);
-        return json_stringn(a->values[vid], a->value_lens[vid]);
+            v = json_boolean(strcmp(a->values[vid], "true") == 0);
+        else
+            v = json_stringn(a->values[vid], a->value_lens[vid]);
     }
     }
+    if (has && v == NULL && oom)
+        *oom = 1;
+    return v;
+}
+
+/* One walk over a user for every view of it, so that the views cannot
+ * drift apart: its attributes into `attrs` (typed: timestamps as text and
+ * booleans as JSON booleans, as cp_user_json and whois answer; untyped: as
+ * stored, for merge snapshots), the paths of its direct tags into `tags`
+ * and, when `crowds` is not NULL, the names of the crowds it is in.
+ * Returns nonzero when an allocation failed: the view then misses part of
+ * the user and must not be used. */
+int user_view_fill(const cp_db_t *db, uint32_t ord, int typed, json_t *attrs, json_t *tags,
+                   json_t *crowds)
+{
+    int bad = attrs == NULL || tags == NULL;
+    for (uint32_t i = 1; !bad && i <= db->sch.n; i++) {
+        const schema_attr_t *a = schema_get(&db->sch, i);
+        json_t *v = a ? attr_json(db, a, ord, typed, &bad) : NULL;
+        if (v)
+            bad |= json_object_set_new(attrs, a->name, v);
+    }
+    for (uint32_t t = 1; !bad && t < db->tax.next_id; t++) {
+        const idx_tag_t *it = index_tag(db->ix, t);
+        const tax_tag_t *g = tax_get(&db->tax, t);
+        if (it && g && roaring_bitmap_contains(it->direct, ord))
+            bad |= json_array_append_new(tags, json_string(g->path));
+    }
+    for (size_t c = 0; !bad && crowds && c < db->crowds.n; c++) {
+        const crowd_rec_t *cr = db->crowds.items[c];
+        const roaring_bitmap_t *bm = index_crowd(db->ix, cr->id);
+        if (bm && roaring_bitmap_contains(bm, ord))
+            bad |= json_array_append_new(crowds, json_string(cr->name));
+    }
+    return bad;
 }
 
 /* ------------------------------------------------------- per-user traits */
@@ -205,7 +251,10 @@ cp_status traits_get(store_txn_t *txn, uint32_t ord, json_t **out, cp_error_t *e
     }
     if (rc)
         return rc;
-    *out = json_loadb(v, vl, 0, NULL);
+    json_error_t je;
+    *out = json_loadb_checked(v, vl, 0, &je);
+    if (*out == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading traits of user ordinal %u", ord);
     if (!json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
@@ -220,7 +269,7 @@ cp_status traits_put(store_txn_t *txn, uint32_t ord, json_t *t, cp_error_t *err)
     ut_key(k, ord);
     if (json_object_size(t) == 0)
         return store_del(txn, STORE_INTAKE, k, 7, err);
-    char *s = json_dumps(t, JSON_COMPACT | JSON_SORT_KEYS);
+    char *s = json_dumps_checked(t, JSON_COMPACT | JSON_SORT_KEYS);
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory");
     size_t n = strlen(s);
@@ -240,21 +289,11 @@ json_t *user_own(cp_db_t *db, store_txn_t *txn, uint32_t ord)
 {
     json_t *attrs = json_object(), *tags = json_array(), *beh = json_array();
     json_t *traits = NULL;
-    int bad = 0;
-    if (traits_get(txn, ord, &traits, NULL))
-        traits = json_object();
-    for (uint32_t i = 1; i <= db->sch.n; i++) {
-        const schema_attr_t *a = schema_get(&db->sch, i);
-        json_t *v = a ? attr_json(db, a, ord, 0) : NULL;
-        if (v)
-            bad |= json_object_set_new(attrs, a->name, v);
-    }
-    for (uint32_t t = 1; t < db->tax.next_id; t++) {
-        const idx_tag_t *it = index_tag(db->ix, t);
-        const tax_tag_t *g = tax_get(&db->tax, t);
-        if (it && g && roaring_bitmap_contains(it->direct, ord))
-            bad |= json_array_append_new(tags, json_string(g->path));
-    }
+    cp_status trc = traits_get(txn, ord, &traits, NULL);
+    int bad = trc == CP_ENOMEM;
+    if (trc && !bad)
+        traits = json_object(); /* damaged traits: the snapshot has none */
+    bad |= user_view_fill(db, ord, 0, attrs, tags, NULL);
     beh_entry_t *e = NULL;
     size_t n = 0;
     if (beh_user_extract(db->beh, ord, &e, &n) == CP_OK)

@@ -88,22 +88,9 @@ static void stage_rollback(stage_t *s, stage_mark_t m)
     s->nusers = m.nusers;
 }
 
-static cp_status grow_arr(void **p, size_t *cap, size_t n, size_t size)
-{
-    if (n < *cap)
-        return CP_OK;
-    size_t nc = *cap ? *cap * 2 : 64;
-    void *q = realloc(*p, nc * size);
-    if (q == NULL)
-        return CP_ENOMEM;
-    *p = q;
-    *cap = nc;
-    return CP_OK;
-}
-
 static cp_status stage_user(stage_t *s, const char *id, size_t len)
 {
-    if (grow_arr((void **)&s->users, &s->capusers, s->nusers, sizeof *s->users))
+    if (arr_grow((void **)&s->users, &s->capusers, s->nusers + 1, sizeof *s->users, 64))
         return CP_ENOMEM;
     su_t *u = &s->users[s->nusers];
     u->idoff = s->str.len;
@@ -121,7 +108,7 @@ static cp_status stage_user(stage_t *s, const char *id, size_t len)
 
 static cp_status stage_sv(stage_t *s, const sv_t *v, const char *str, size_t slen)
 {
-    if (grow_arr((void **)&s->svs, &s->capsv, s->nsv, sizeof *s->svs))
+    if (arr_grow((void **)&s->svs, &s->capsv, s->nsv + 1, sizeof *s->svs, 64))
         return CP_ENOMEM;
     sv_t *d = &s->svs[s->nsv];
     *d = *v;
@@ -139,7 +126,7 @@ static cp_status stage_sv(stage_t *s, const sv_t *v, const char *str, size_t sle
 
 static cp_status stage_tag(stage_t *s, uint32_t tag)
 {
-    if (grow_arr((void **)&s->tags, &s->captag, s->ntag, sizeof *s->tags))
+    if (arr_grow((void **)&s->tags, &s->captag, s->ntag + 1, sizeof *s->tags, 64))
         return CP_ENOMEM;
     s->tags[s->ntag++] = tag;
     s->users[s->nusers - 1].ntags++;
@@ -149,7 +136,7 @@ static cp_status stage_tag(stage_t *s, uint32_t tag)
 /* A JSON value as short text for error messages. */
 static void value_text(const json_t *v, char *buf, size_t cap)
 {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *s = json_dumps_checked(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (s == NULL) {
         snprintf(buf, cap, "(value)");
         return;
@@ -263,7 +250,9 @@ static cp_status stage_json(cp_db_t *db, stage_t *s, const char *text, size_t le
     cp_status rc = CP_OK;
     if (len > CP_LINE_MAX)
         return CP_ERR(err, CP_ELIMIT, "user record longer than %u bytes", CP_LINE_MAX);
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the user document");
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "invalid JSON at column %d: %s", je.column, je.text);
     if (!json_is_object(j)) {
@@ -527,11 +516,28 @@ static cp_status ld_line(loader_t *ld, const char *line, size_t len, size_t cons
     return CP_OK;
 }
 
-static cp_status ld_init(loader_t *ld, cp_db_t *db, const cp_load_options_t *opts, cp_error_t *err)
+/* Starts a load, for both entry points: checks and zeroes the caller's
+ * stats, refuses a missing input (`noinput` names it; NULL when the input
+ * is there) and a read-only handle, and reads the options. */
+static cp_status ld_init(loader_t *ld, cp_db_t *db, const cp_load_options_t *opts,
+                         cp_load_stats_t *stats, const char *noinput, cp_error_t *err)
 {
     memset(ld, 0, sizeof *ld);
     ld->db = db;
     cp_status rc;
+    if (stats) {
+        cp_load_stats_t zero = {0};
+        if ((rc = sized_out_check(stats, CP_SIZE_THROUGH(cp_load_stats_t, bytes), "cp_load_stats_t",
+                                  err)))
+            return rc;
+        sized_out(stats, &zero, sizeof zero);
+    }
+    if (noinput)
+        return CP_ERR(err, CP_EINVAL, "%s", noinput);
+    if ((rc = db_check(db, err)))
+        return rc;
+    if (db->readonly)
+        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     if (opts &&
         (rc = sized_in(&ld->o, sizeof ld->o, opts, CP_SIZE_THROUGH(cp_load_options_t, batch_lines),
                        "cp_load_options_t", err)))
@@ -579,22 +585,10 @@ static cp_status ld_finish(loader_t *ld, cp_status rc, cp_load_stats_t *stats)
 cp_status cp_load_ndjson_buf(cp_db_t *db, const char *buf, size_t len,
                              const cp_load_options_t *opts, cp_load_stats_t *stats, cp_error_t *err)
 {
-    cp_status rc;
-    if (stats) {
-        cp_load_stats_t zero = {0};
-        if ((rc = sized_out_check(stats, CP_SIZE_THROUGH(cp_load_stats_t, bytes), "cp_load_stats_t",
-                                  err)))
-            return rc;
-        sized_out(stats, &zero, sizeof zero);
-    }
-    if (buf == NULL && len)
-        return CP_ERR(err, CP_EINVAL, "no buffer given");
-    if ((rc = db_check(db, err)))
-        return rc;
-    if (db->readonly)
-        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     loader_t ld;
-    if ((rc = ld_init(&ld, db, opts, err)))
+    cp_status rc =
+        ld_init(&ld, db, opts, stats, buf == NULL && len ? "no buffer given" : NULL, err);
+    if (rc)
         return rc;
     size_t pos = 0;
     while (rc == CP_OK && pos < len) {
@@ -614,22 +608,9 @@ cp_status cp_load_ndjson_buf(cp_db_t *db, const char *buf, size_t len,
 cp_status cp_load_ndjson(cp_db_t *db, FILE *in, const cp_load_options_t *opts,
                          cp_load_stats_t *stats, cp_error_t *err)
 {
-    cp_status rc;
-    if (stats) {
-        cp_load_stats_t zero = {0};
-        if ((rc = sized_out_check(stats, CP_SIZE_THROUGH(cp_load_stats_t, bytes), "cp_load_stats_t",
-                                  err)))
-            return rc;
-        sized_out(stats, &zero, sizeof zero);
-    }
-    if (in == NULL)
-        return CP_ERR(err, CP_EINVAL, "no input stream given");
-    if ((rc = db_check(db, err)))
-        return rc;
-    if (db->readonly)
-        return CP_ERR(err, CP_EREADONLY, "data directory %s is open read-only", store_dir(db->st));
     loader_t ld;
-    if ((rc = ld_init(&ld, db, opts, err)))
+    cp_status rc = ld_init(&ld, db, opts, stats, in == NULL ? "no input stream given" : NULL, err);
+    if (rc)
         return rc;
     buf_t line;
     buf_init(&line, CP_LINE_MAX);
@@ -946,56 +927,7 @@ cp_status cp_user_json(cp_db_t *db, const char *id, char **out, cp_error_t *err)
         rc = CP_ERR(err, CP_ENOMEM, "out of memory");
         goto out;
     }
-    int bad = 0;
-    for (uint32_t i = 1; i <= db->sch.n; i++) {
-        const schema_attr_t *a = schema_get(&db->sch, i);
-        if (a == NULL)
-            continue;
-        json_t *v = NULL;
-        int64_t x;
-        double lat, lon;
-        switch (a->type) {
-        case CP_ATTR_INT:
-            if (index_get_int(db->ix, i, ord, &x))
-                v = json_integer(x);
-            break;
-        case CP_ATTR_TIMESTAMP:
-            if (index_get_int(db->ix, i, ord, &x)) {
-                char buf[40];
-                time_format(x, buf, sizeof buf);
-                v = json_string(buf);
-            }
-            break;
-        case CP_ATTR_GEO:
-            if (index_get_geo(db->ix, i, ord, &lat, &lon))
-                v = json_pack("[f,f]", lat, lon);
-            break;
-        default: {
-            uint32_t vid = index_get_value(db->ix, i, ord);
-            if (vid && vid <= a->nvalues) {
-                if (a->type == CP_ATTR_BOOL)
-                    v = json_boolean(strcmp(a->values[vid], "true") == 0);
-                else
-                    v = json_stringn(a->values[vid], a->value_lens[vid]);
-            }
-        }
-        }
-        if (v)
-            bad |= json_object_set_new(attrs, a->name, v);
-    }
-    for (uint32_t t = 1; t < db->tax.next_id; t++) {
-        const idx_tag_t *it = index_tag(db->ix, t);
-        const tax_tag_t *g = tax_get(&db->tax, t);
-        if (it && g && roaring_bitmap_contains(it->direct, ord))
-            bad |= json_array_append_new(tags, json_string(g->path));
-    }
-    for (size_t c = 0; c < db->crowds.n; c++) {
-        const crowd_rec_t *cr = db->crowds.items[c];
-        const roaring_bitmap_t *bm = index_crowd(db->ix, cr->id);
-        if (bm && roaring_bitmap_contains(bm, ord))
-            bad |= json_array_append_new(crowds, json_string(cr->name));
-    }
-    if (bad)
+    if (user_view_fill(db, ord, 1, attrs, tags, crowds))
         rc = CP_ERR(err, CP_ENOMEM, "out of memory building user \"%s\"", id);
 out:
     store_txn_abort(txn);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "index/index.h"
-#include "index/member_dir.h"
+#include "index/member_list.h"
 #include "util/util.h"
 
 #define KEY_MAX 64
@@ -51,7 +51,6 @@ cp_status index_create(index_t **out)
         free(ix);
         return CP_ENOMEM;
     }
-    pthread_mutex_init(&ix->mdir_mu, NULL);
     *out = ix;
     return CP_OK;
 }
@@ -92,8 +91,7 @@ void index_free(index_t *ix)
     free(ix->crowds);
     free(ix->crowd_dirty);
     ixchg_free(&ix->chg);
-    member_dir_free(ix);
-    pthread_mutex_destroy(&ix->mdir_mu);
+    member_list_free(ix);
     free(ix);
 }
 
@@ -118,7 +116,6 @@ cp_status index_tag_add(index_t *ix, uint32_t tag)
 {
     if (grow((void **)&ix->tags, &ix->ntags, sizeof *ix->tags, tag))
         return CP_ENOMEM;
-    ix->gen++;
     idx_tag_t *t = &ix->tags[tag];
     if (t->direct == NULL)
         t->direct = roaring_bitmap_create();
@@ -153,7 +150,8 @@ cp_status index_tag_drop(index_t *ix, store_txn_t *txn, uint32_t tag, cp_error_t
 {
     if (tag < ix->ntags) {
         ix->chg.data = 1;
-        ix->gen++;
+        if (tag)
+            member_list_set_all(ix, ix->tags[tag].eff, MLIST_CODE(tag, MLIST_TAG), 0);
         if (ixchg_touch(&ix->chg, &ix->chg.tags, tag, ix->tags[tag].eff, 1))
             ix->tags[tag].eff = NULL; /* the before-image now */
         index_bm_free(ix->tags[tag].direct);
@@ -199,7 +197,8 @@ void index_user_add(index_t *ix, uint32_t ord)
 void index_user_delete(index_t *ix, const taxonomy_t *tax, uint32_t ord)
 {
     (void)tax;
-    ix->gen++;
+    /* Every set below loses the user: so does the user's list. */
+    member_list_clear_user(ix, ord);
     if (roaring_bitmap_remove_checked(ix->universe, ord)) {
         mark(&ix->universe_dirty, ord);
         ix->chg.data = 1;
@@ -234,7 +233,6 @@ int index_tag_assign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_t 
         return 0;
     mark(&ix->tags[tag].dirty, ord);
     ix->chg.data = 1;
-    ix->gen++;
     /* Members of a tag include its descendants': walk up the chain until an
      * ancestor already has the user (then all above it have it too). */
     for (uint32_t cur = tag; cur != 0;) {
@@ -245,6 +243,7 @@ int index_tag_assign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_t 
             ixchg_touch(&ix->chg, &ix->chg.tags, cur, eff, 0);
         if (!roaring_bitmap_add_checked(eff, ord))
             break;
+        member_list_set(ix, ord, MLIST_CODE(cur, MLIST_TAG), 1);
         const tax_tag_t *g = tax_get(tax, cur);
         cur = g ? g->parent : 0;
     }
@@ -259,7 +258,6 @@ int index_tag_unassign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_
         return 0;
     mark(&ix->tags[tag].dirty, ord);
     ix->chg.data = 1;
-    ix->gen++;
     /* Recompute the user's effective membership bottom-up along the chain;
      * stop at the first tag that still holds the user for another reason. */
     for (uint32_t cur = tag; cur != 0;) {
@@ -277,6 +275,7 @@ int index_tag_unassign(index_t *ix, const taxonomy_t *tax, uint32_t ord, uint32_
             break;
         ixchg_touch(&ix->chg, &ix->chg.tags, cur, t->eff, 0);
         roaring_bitmap_remove(t->eff, ord);
+        member_list_set(ix, ord, MLIST_CODE(cur, MLIST_TAG), 0);
         cur = g->parent;
     }
     return 1;
@@ -289,7 +288,6 @@ cp_status index_recompute_effective(index_t *ix, const taxonomy_t *tax)
     if (tax_subtree(tax, 0, &order, &n))
         return CP_ENOMEM;
     ix->chg.data = 1;
-    ix->gen++;
     /* Reverse pre-order visits children before their parents. */
     for (size_t i = n; i > 0; i--) {
         uint32_t id = order[i - 1];
@@ -312,6 +310,8 @@ cp_status index_recompute_effective(index_t *ix, const taxonomy_t *tax)
                 roaring_bitmap_or_inplace(eff, ix->tags[ch].eff);
         }
         roaring_bitmap_run_optimize(eff);
+        if (id) /* a move: only the users whose tags changed */
+            member_list_diff(ix, t->eff, eff, MLIST_CODE(id, MLIST_TAG));
         if (!ixchg_touch(&ix->chg, &ix->chg.tags, id, t->eff, 1))
             index_bm_free(t->eff);
         t->eff = eff;
@@ -499,15 +499,17 @@ cp_status index_crowd_set(index_t *ix, uint32_t crowd, roaring_bitmap_t *bm)
         if (x == NULL)
             return CP_ENOMEM;
         mark_all(&ix->crowd_dirty[crowd], x);
+        /* The same difference tells the members' lists what changed. */
+        member_list_apply_xor(ix, x, bm, MLIST_CODE(crowd, MLIST_CROWD));
         roaring_bitmap_free(x);
     } else {
         mark_all(&ix->crowd_dirty[crowd], bm);
+        member_list_set_all(ix, bm, MLIST_CODE(crowd, MLIST_CROWD), 1);
     }
     /* A new crowd is referenced by none yet: only a replaced one makes
      * the dynamic crowds built on it stale. */
     if (ix->crowds[crowd])
         ix->chg.crowds = 1;
-    ix->gen++;
     if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
         index_bm_free(ix->crowds[crowd]);
     ix->crowds[crowd] = bm;
@@ -523,7 +525,7 @@ cp_status index_crowd_drop(index_t *ix, store_txn_t *txn, uint32_t crowd, cp_err
 {
     if (crowd < ix->ncrowds) {
         /* No dirtiness: a crowd others reference cannot be dropped. */
-        ix->gen++;
+        member_list_set_all(ix, ix->crowds[crowd], MLIST_CODE(crowd, MLIST_CROWD), 0);
         if (!ixchg_touch(&ix->chg, &ix->chg.crowd, crowd, ix->crowds[crowd], 1))
             index_bm_free(ix->crowds[crowd]);
         index_bm_free(ix->crowd_dirty[crowd]);
@@ -996,5 +998,5 @@ void index_memory(const index_t *ix, uint64_t *bitmap_bytes, uint64_t *column_by
         if (ix->crowds[i])
             b += roaring_bitmap_portable_size_in_bytes(ix->crowds[i]);
     *bitmap_bytes = b;
-    *column_bytes = col;
+    *column_bytes = col + member_list_memory(ix);
 }

@@ -80,11 +80,9 @@ typedef struct index {
     roaring_bitmap_t **crowds; /* by crowd id */
     roaring_bitmap_t **crowd_dirty;
     uint32_t ncrowds;
-    int mark_failed;             /* a dirty set could not be allocated: persist fails */
-    ixchg_t chg;                 /* what the current write changed (index/change.h) */
-    uint64_t gen;                /* bumped by every change of a tag's or crowd's bitmaps */
-    _Atomic(struct mdir *) mdir; /* membership lookups' directory (index/member_dir.h) */
-    pthread_mutex_t mdir_mu;     /* its builders */
+    int mark_failed;  /* a dirty set could not be allocated: persist fails */
+    ixchg_t chg;      /* what the current write changed (index/change.h) */
+    struct mlist *ml; /* each user's crowds and tags (index/member_list.h) */
 } index_t;
 
 cp_status index_create(index_t **out);

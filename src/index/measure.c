@@ -378,7 +378,7 @@ cp_status meas_create(meas_t **out)
         meas_free(m);
         return CP_ENOMEM;
     }
-    json_t *j = json_loads(MEAS_DEFAULT_JSON, 0, NULL);
+    json_t *j = json_loads_checked(MEAS_DEFAULT_JSON, 0, NULL);
     cp_status rc = j ? config_parse(j, 0, m->defs, &m->nd, NULL) : CP_ENOMEM;
     json_decref(j);
     if (rc) {
@@ -1030,7 +1030,7 @@ cp_status meas_persist(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err
     buf_init(&b, 64u << 20);
     if (m->config_dirty) {
         json_t *j = config_json(m, 1);
-        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        char *s = j ? json_dumps_checked(j, JSON_COMPACT) : NULL;
         json_decref(j);
         if (s == NULL)
             return CP_ERR(err, CP_ENOMEM, "out of memory saving the measures configuration");
@@ -1150,7 +1150,10 @@ cp_status meas_load(meas_t *m, store_txn_t *txn, store_db db, cp_error_t *err)
     size_t vl;
     cp_status rc = store_get(txn, db, KEY_CONFIG, strlen(KEY_CONFIG), &v, &vl, err);
     if (rc == CP_OK) {
-        json_t *j = json_loadb(v, vl, 0, NULL);
+        json_error_t je;
+        json_t *j = json_loadb_checked(v, vl, 0, &je);
+        if (j == NULL && json_is_oom(&je))
+            return CP_ERR(err, CP_ENOMEM, "out of memory reading measures (meas/config)");
         mdef_t defs[MEAS_MAX];
         memset(defs, 0, sizeof defs);
         size_t n = 0;

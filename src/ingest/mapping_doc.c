@@ -421,7 +421,9 @@ cp_status mapping_parse(const char *text, size_t len, mapping_t **out, cp_error_
     *out = NULL;
     json_error_t je;
     cp_status rc = CP_OK;
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the mapping");
     if (j == NULL)
         return CP_ERR(err, CP_EINVAL, "mapping: malformed JSON at line %d, column %d: %s", je.line,
                       je.column, je.text);
@@ -633,7 +635,10 @@ cp_status mapping_resolve_files(const char *text, size_t len, const char *dir, c
     *out = NULL;
     *outlen = 0;
     cp_status rc = CP_OK;
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+    json_error_t je;
+    json_t *j = json_loadb_checked(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the mapping");
     json_t *tags = json_object_get(j, "tags");
     int changed = 0;
     char *path = NULL;
@@ -681,8 +686,12 @@ cp_status mapping_resolve_files(const char *text, size_t len, const char *dir, c
             goto out;
         }
         json_error_t je;
-        json_t *d = json_loadf(fp, JSON_REJECT_DUPLICATES, &je);
+        json_t *d = json_loadf_checked(fp, (size_t)size, JSON_REJECT_DUPLICATES, &je);
         fclose(fp);
+        if (d == NULL && json_is_oom(&je)) {
+            rc = CP_ERR(err, CP_ENOMEM, "out of memory reading %s", path);
+            goto out;
+        }
         if (!json_is_object(d)) {
             rc = d ? CP_ERR(err, CP_EINVAL,
                             "mapping: tags[%zu].dictionary_file %s must hold a JSON object of "
@@ -702,7 +711,7 @@ cp_status mapping_resolve_files(const char *text, size_t len, const char *dir, c
         changed = 1;
     }
     if (changed) {
-        if ((*out = json_dumps(j, JSON_COMPACT)) == NULL) {
+        if ((*out = json_dumps_checked(j, JSON_COMPACT)) == NULL) {
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
             goto out;
         }

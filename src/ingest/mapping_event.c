@@ -306,7 +306,7 @@ cp_status mapping_row_event(const mapping_t *m, const csv_field_t *f, size_t n, 
             rc = CP_ERR(err, CP_ENOMEM, "out of memory");
             goto out;
         }
-        size_t bytes = json_dumpb(doc, NULL, 0, JSON_COMPACT);
+        size_t bytes = json_dumpb_checked(doc, NULL, 0, JSON_COMPACT);
         json_decref(doc);
         if ((rc = at_line(rule_event_size(bytes, err), line, err)))
             goto out;

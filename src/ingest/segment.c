@@ -361,7 +361,7 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
     /* The exact compact size only when a cheap upper bound is over. */
     size_t bytes = size_bound(j, 0);
     if (bytes > INGEST_EVENT_MAX)
-        bytes = json_dumpb(j, NULL, 0, JSON_COMPACT);
+        bytes = json_dumpb_checked(j, NULL, 0, JSON_COMPACT);
     if ((rc = rule_event_size(bytes, err)))
         return_rc(rc);
 
@@ -494,7 +494,7 @@ static cp_status parse_event_at(json_t *j, ingest_type endpoint, const json_t *c
                          err)))
         return_rc(rc);
     if (e.message_id == NULL) {
-        char *canon = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        char *canon = json_dumps_checked(j, JSON_COMPACT | JSON_SORT_KEYS);
         if (canon == NULL)
             return_rc(CP_ERR(err, CP_ENOMEM, "out of memory"));
         size_t cl = strlen(canon);
@@ -535,7 +535,9 @@ cp_status segment_parse(ingest_type endpoint, const char *body, size_t len, cons
         return CP_ERR(err, CP_ELIMIT, "request body is %zu bytes; the limit is %zu bytes%s", len,
                       max, endpoint == ING_NONE ? " per batch" : " per event");
     json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb_checked(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading the events");
     if (root == NULL)
         return CP_ERR(err, CP_EINVAL, "malformed JSON at byte %d (line %d, column %d): %s",
                       je.position, je.line, je.column, je.text);

@@ -70,7 +70,7 @@ static cp_status key_put(store_txn_t *t, const apikey_t *k, cp_error_t *err)
     sodium_bin2hex(hash, sizeof hash, k->hash, sizeof k->hash);
     json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:s}", "role", cp_role_name(k->role), "label", k->label,
                           "created", (json_int_t)k->created, "salt", salt, "hash", hash);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? json_dumps_checked(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory storing an API key");
@@ -180,7 +180,9 @@ static cp_status load_one(void *ud, const void *kp, size_t kl, const void *v, si
     apikey_set_t *s = ud;
     apikey_t k = {0};
     json_error_t je;
-    json_t *j = json_loadb(v, vl, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(v, vl, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading API key records");
     const char *role = NULL, *label = NULL, *salt = NULL, *hash = NULL;
     json_int_t created = 0;
     size_t sb = 0, hb = 0;

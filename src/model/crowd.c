@@ -214,7 +214,7 @@ cp_status crowd_store_put(store_txn_t *t, const crowd_rec_t *c, cp_error_t *err)
         json_decref(crefs);
         json_decref(trefs);
     }
-    char *text = j && !put_extra(j, c) ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j && !put_extra(j, c) ? json_dumps_checked(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory encoding crowd \"%s\"", c->name);
@@ -303,7 +303,9 @@ static cp_status load_one(void *ud, const void *k, size_t kl, const void *v, siz
     crowd_set_t *s = ud;
     crowd_rec_t *c = NULL;
     json_error_t je;
-    json_t *j = json_loadb(v, vl, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(v, vl, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading crowd records");
     json_int_t id = 0, size = 0, version = 0, created = 0, updated = 0;
     const char *kind = NULL, *expr = NULL, *desc = NULL;
     json_t *tree = NULL, *crefs = NULL, *trefs = NULL;

@@ -92,7 +92,10 @@ static cp_status load_group(void *ud, const void *k, size_t klen, const void *v,
     group_set_t *s = ud;
     const char *id = (const char *)k + PREFIX_LEN;
     size_t len = klen - PREFIX_LEN;
-    json_t *t = json_loadb(v, vlen, 0, NULL);
+    json_error_t je;
+    json_t *t = json_loadb_checked(v, vlen, 0, &je);
+    if (t == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading a group record");
     if (len == 0 || len > GROUP_MAX_ID || !json_is_object(t)) {
         json_decref(t);
         return CP_ERR(err, CP_ECORRUPT, "group record \"%.*s\" does not decode",
@@ -141,7 +144,7 @@ static cp_status traits_put(store_txn_t *txn, const group_rec_t *g, cp_error_t *
     unsigned char k[PREFIX_LEN + GROUP_MAX_ID];
     memcpy(k, GRP_PREFIX, PREFIX_LEN);
     memcpy(k + PREFIX_LEN, g->id, g->idlen);
-    char *js = json_dumps(g->traits, JSON_COMPACT | JSON_SORT_KEYS);
+    char *js = json_dumps_checked(g->traits, JSON_COMPACT | JSON_SORT_KEYS);
     if (js == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory writing group \"%s\"", g->id);
     cp_status rc = store_put(txn, STORE_INTAKE, k, PREFIX_LEN + g->idlen, js, strlen(js), err);
@@ -179,7 +182,7 @@ cp_status group_join(group_set_t *s, store_txn_t *txn, const char *id, size_t le
                               g->id);
             }
         }
-        size_t bytes = json_dumpb(merged, NULL, 0, JSON_COMPACT);
+        size_t bytes = json_dumpb_checked(merged, NULL, 0, JSON_COMPACT);
         if (bytes > GROUP_MAX_TRAITS_BYTES) {
             json_decref(merged);
             return CP_ERR(err, CP_ELIMIT,

@@ -160,7 +160,7 @@ cp_status schema_define(schema_t *s, store_txn_t *txn, const char *name, cp_attr
     int64_t now = time_now_ms();
     json_t *j = json_pack("{s:s,s:s,s:I}", "name", name, "type", cp_attr_type_name(type), "created",
                           (json_int_t)now);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? json_dumps_checked(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory defining attribute \"%s\"", name);
@@ -419,7 +419,9 @@ static cp_status load_attr(void *ud, const void *k, size_t kl, const void *v, si
         return CP_ERR(err, CP_EIO, "corrupt attribute record key");
     uint32_t id = be32_get(k);
     json_error_t je;
-    json_t *j = json_loadb(v, vl, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(v, vl, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading attribute records");
     const char *name = NULL, *type = NULL;
     json_int_t created = 0;
     cp_status rc = CP_OK;

@@ -659,7 +659,7 @@ cp_status tax_store_put(store_txn_t *txn, const tax_tag_t *g, cp_error_t *err)
                   g->name, "description", g->description, "created", (json_int_t)g->created);
     if (j == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory encoding tag \"%s\"", g->path);
-    char *s = json_dumps(j, JSON_COMPACT);
+    char *s = json_dumps_checked(j, JSON_COMPACT);
     json_decref(j);
     if (s == NULL)
         return CP_ERR(err, CP_ENOMEM, "out of memory encoding tag \"%s\"", g->path);
@@ -695,7 +695,9 @@ static cp_status collect_tag(void *ud, const void *k, size_t kl, const void *v, 
         return CP_ERR(err, CP_EIO, "corrupt tag record key (%zu bytes)", kl);
     uint32_t id = be32_get(k);
     json_error_t je;
-    json_t *j = json_loadb(v, vl, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb_checked(v, vl, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL && json_is_oom(&je))
+        return CP_ERR(err, CP_ENOMEM, "out of memory reading tag records");
     json_int_t parent = -1;
     if (j == NULL || json_unpack(j, "{s:I}", "parent", &parent) != 0 || parent < 0 ||
         parent > UINT32_MAX || !json_is_string(json_object_get(j, "path")) ||

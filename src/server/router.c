@@ -70,6 +70,14 @@ const srv_route_t srv_routes[] = {
     {SRV_GET, "/v1/crowds/{name}/export", srv_h_crowd_export, CP_ROLE_READ},
     {SRV_POST, "/v1/expressions/parse", srv_h_expr_parse, CP_ROLE_READ},
 
+    /* Campaigns (h_campaigns.c, docs/activation.md). */
+    {SRV_GET, "/v1/campaigns", srv_h_campaigns_list, CP_ROLE_READ},
+    {SRV_GET, "/v1/campaigns/{id}", srv_h_campaign_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/campaigns/{id}", srv_h_campaign_put, CP_ROLE_WRITE},
+    {SRV_DELETE, "/v1/campaigns/{id}", srv_h_campaign_delete, CP_ROLE_WRITE},
+    {SRV_GET, "/v1/campaigns/{id}/history", srv_h_campaign_history, CP_ROLE_READ},
+    {SRV_GET, "/v1/campaigns/{id}/delivery", srv_h_campaign_delivery, CP_ROLE_READ},
+
     /* Analytics reports only read (clusters check "root" themselves). */
     {SRV_POST, "/v1/insight", srv_h_insight, CP_ROLE_READ},
     {SRV_POST, "/v1/overlap", srv_h_overlap, CP_ROLE_READ},

@@ -246,3 +246,23 @@ void fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
         o += (int)r;
     }
 }
+
+cp_status arr_grow(void **p, size_t *cap, size_t need, size_t size, size_t first)
+{
+    if (need <= *cap)
+        return CP_OK;
+    size_t nc = *cap ? *cap : (first ? first : 1);
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2)
+            return CP_ENOMEM;
+        nc *= 2;
+    }
+    if (size && nc > SIZE_MAX / size)
+        return CP_ENOMEM;
+    void *q = realloc(*p, nc * size);
+    if (q == NULL)
+        return CP_ENOMEM;
+    *p = q;
+    *cap = nc;
+    return CP_OK;
+}

@@ -90,6 +90,14 @@ cp_status buf_append(buf_t *b, const void *p, size_t n);
 cp_status buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
+ * Makes room for `need` elements of `size` bytes in the array *p, whose
+ * capacity is *cap elements: doubles from `first` (at least `need`).
+ * CP_ENOMEM, with the array and *cap unchanged, when the allocation fails
+ * or the size would overflow. The one growth rule of the tree's arrays.
+ */
+cp_status arr_grow(void **p, size_t *cap, size_t need, size_t size, size_t first);
+
+/*
  * Writes "KIND message\n" to fd as one line (newlines in the message become
  * spaces; cut at 1 KiB), retrying short writes and giving up silently on
  * errors: how a child process walking damaged files reports to its
@@ -171,6 +179,40 @@ static inline double rand_double(uint64_t *state)
 /* "an object", "an array", "a string", "an integer", "a number", "a boolean"
  * or "null": what a JSON value is, for "expected X, got Y" messages. */
 struct json_t;
+struct json_error_t;
 const char *json_kind(const struct json_t *v);
+
+/*
+ * jansson's parser and printer, safe when memory runs out. jansson 2.14 is
+ * not: a failed allocation inside json_dumps can leave a key out of the text
+ * it returns, and one inside the parser's token buffer drops a byte and can
+ * then write past the end of a string (heap corruption). These do the same
+ * job as json_loads / json_loadb / json_loadf / json_dumps / json_dumpb, with
+ * the same arguments and results, and:
+ * - a print that met a failed allocation returns NULL (0 for dumpb): never
+ *   text that is missing something;
+ * - a parse that met one returns NULL with json_error_code(e) ==
+ *   json_error_out_of_memory and the text "out of memory" (callers tell it
+ *   from malformed input with json_is_oom). Before parsing it sets aside
+ *   room (virtual memory, touched only after a failure) so that no
+ *   allocation of jansson's token buffer ever fails, and stops feeding
+ *   input once one has failed.
+ * They work through an allocator hook that chains to the functions
+ * installed before (json_set_alloc_funcs): json_guard_install() sets it
+ * once per process; cp_db_open calls it, and each function here does too.
+ * An application that installs its own jansson allocator after opening a
+ * database replaces the hook: these then still never corrupt memory but
+ * cannot see a failed allocation.
+ */
+void json_guard_install(void);
+struct json_t *json_loads_checked(const char *s, size_t flags, struct json_error_t *e);
+struct json_t *json_loadb_checked(const char *buf, size_t len, size_t flags,
+                                  struct json_error_t *e);
+/* Reads at most max_bytes of fp (the rest is an error, CP_ELIMIT-worthy). */
+struct json_t *json_loadf_checked(FILE *fp, size_t max_bytes, size_t flags, struct json_error_t *e);
+char *json_dumps_checked(const struct json_t *j, size_t flags);
+size_t json_dumpb_checked(const struct json_t *j, char *buf, size_t size, size_t flags);
+/* 1 if a parse failed for want of memory, not for what it was given. */
+int json_is_oom(const struct json_error_t *e);
 
 #endif /* CP_UTIL_H */

@@ -272,6 +272,8 @@ def image(model, rng, dest):
     for path, f in ns.items():
         if path in ("data.mdb-lock", "LOCK") or path == "":
             continue
+        if path == "activate" or path.startswith("activate/"):
+            continue  # the bidder's state (serve opens it): not the store's concern here
         with open(os.path.join(dest, path), "wb") as out:
             out.write(materialize(f, rng))
 

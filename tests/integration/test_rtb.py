@@ -229,6 +229,11 @@ def test():
               "debug names the cap: %r" % (rep.body,))
         after = delivery(srv)
         check(json.dumps(after) != json.dumps(before), "delivery moved: %r" % (after,))
+        line = (after.get("lines") or [{}])[0]
+        # Three wins at 5.00 CPM, the repeats not counted: 3 x 500 millifen.
+        check_eq((line.get("wins"), line.get("impressions")), (3, 3),
+                 "wins and impressions counted once each")
+        check_eq(after.get("today", {}).get("spent_millifen"), 1500, "spend of three wins")
         state["after"] = after
 
     notices_and_caps()

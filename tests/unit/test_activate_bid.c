@@ -554,6 +554,25 @@ static void test_caps_across_ids(void **state)
     st = cp_campaign_put_json(a, "spring-sale", doc, strlen(doc), NULL, &err);
     if (st != CP_OK)
         fail_msg("put: %s", err.message);
+    /* Two imps of one page: a capped line bids on one of them only. */
+    const char *two = "{\"id\":\"two\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                      "\"w\":300,\"h\":250}},{\"id\":\"2\",\"banner\":{\"w\":300,\"h\":250}}],"
+                      "\"user\":{\"buyeruid\":\"p1\"}}";
+    cp_bid_reply_t two_rep = CP_BID_REPLY_INIT;
+    assert_int_equal(cp_rtb_bid(a, two, strlen(two), NOW_MS, CP_BID_DEBUG, &two_rep, &err), CP_OK);
+    assert_int_equal(two_rep.status, 200);
+    json_t *tj = json_loadb(two_rep.body, two_rep.len, 0, NULL);
+    assert_non_null(tj);
+    assert_int_equal(
+        json_array_size(json_object_get(json_array_get(json_object_get(tj, "seatbid"), 0), "bid")),
+        1);
+    json_t *dbg = json_object_get(json_object_get(tj, "ext"), "debug");
+    assert_int_equal(json_array_size(dbg), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(dbg, 1), "ledger")),
+                        "cap_line");
+    json_decref(tj);
+    cp_free(two_rep.body);
+
     /* Three impressions under two ids of one person, then the cap. */
     int64_t now = NOW_MS;
     assert_int_equal(bid_and_show(a, 0, 1, now), 1);
@@ -645,6 +664,27 @@ static void test_refresh_privacy_currency(void **state)
     assert_int_equal(cp_activate_tick(a, time_now_ms() + 5000, &err), CP_OK);
     assert_int_equal(bid_status(a, for_q2, 0, NULL), 200);
 
+    /* An attribute alone (no tag or crowd change in the commit) refreshes
+     * too. */
+    const char *schema = "{\"attributes\":[{\"name\":\"age\",\"type\":\"int\"}]}";
+    assert_int_equal(cp_schema_load_json(db, schema, strlen(schema), &err), CP_OK);
+    const char *old =
+        "{\"id\":\"old\",\"advertiser\":\"acme\",\"schedule\":{\"start\":\"2026-01-01\"},"
+        "\"lines\":[{\"id\":\"l\",\"billing\":\"cpm\",\"bid\":2.00,\"targeting\":\"age >= 50\","
+        "\"creatives\":[{\"id\":\"w\",\"w\":728,\"h\":90,\"adomain\":[\"acme.com\"],"
+        "\"adm\":\"x\"}]}]}";
+    st = cp_campaign_put_json(a, "old", old, strlen(old), NULL, &err);
+    if (st != CP_OK)
+        fail_msg("put: %s", err.message);
+    const char *wide = "{\"id\":\"r6\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                       "\"w\":728,\"h\":90}}],\"user\":{\"buyeruid\":\"q2\"}}";
+    assert_int_equal(bid_status(a, wide, 0, NULL), 204);
+    const char *aged = "{\"id\":\"q2\",\"attrs\":{\"age\":61}}\n";
+    assert_int_equal(cp_load_ndjson_buf(db, aged, strlen(aged), NULL, NULL, &err), CP_OK);
+    assert_int_equal(cp_feed_flush(db, &err), CP_OK);
+    assert_int_equal(cp_activate_tick(a, time_now_ms() + 10000, &err), CP_OK);
+    assert_int_equal(bid_status(a, wide, 0, NULL), 200);
+
     /* COPPA and GDPR: no OneID lookup, so no crowd targeting. */
     const char *coppa = "{\"id\":\"r3\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
                         "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"q1\"},\"regs\":{"
@@ -672,12 +712,63 @@ static void test_refresh_privacy_currency(void **state)
     test_rmtree(g_dir);
 }
 
+/* A CPC line bids bid x pCTR x 1000 with pCTR smoothed from its own
+ * impressions and clicks: the prior alone first (1.00 per click -> 1.00
+ * CPM), then (1 + 1) / (1 + 1000) after an impression with a click. */
+static void test_cpc_ctr(void **state)
+{
+    (void)state;
+    test_tmpdir(g_dir, sizeof g_dir, "activate-cpc");
+    char data[600];
+    snprintf(data, sizeof data, "%s/data", g_dir);
+    cp_open_options_t o = CP_OPEN_OPTIONS_INIT;
+    o.flags = CP_OPEN_CREATE;
+    cp_db_t *db = test_open_db(data, &o);
+    cp_error_t err = {0};
+    const char *u = "{\"id\":\"c1\"}\n";
+    assert_int_equal(cp_load_ndjson_buf(db, u, strlen(u), NULL, NULL, &err), CP_OK);
+    cp_activate_t *a = open_act(db);
+    const char *doc =
+        "{\"id\":\"cpc\",\"advertiser\":\"acme\",\"schedule\":{\"start\":\"2026-01-01\"},"
+        "\"lines\":[{\"id\":\"l\",\"billing\":\"cpc\",\"bid\":1.00,\"creatives\":[{\"id\":"
+        "\"c\",\"w\":300,\"h\":250,\"adomain\":[\"acme.com\"],\"adm\":\"x\"}]}]}";
+    cp_status st = cp_campaign_put_json(a, "cpc", doc, strlen(doc), NULL, &err);
+    if (st != CP_OK)
+        fail_msg("put: %s", err.message);
+    const char *req = "{\"id\":\"r\",\"cur\":[\"CNY\"],\"imp\":[{\"id\":\"1\",\"banner\":{"
+                      "\"w\":300,\"h\":250}}],\"user\":{\"buyeruid\":\"c1\"}}";
+    int64_t prices[2];
+    for (int round = 0; round < 2; round++) {
+        cp_bid_reply_t rep = CP_BID_REPLY_INIT;
+        assert_int_equal(cp_rtb_bid(a, req, strlen(req), NOW_MS, 0, &rep, &err), CP_OK);
+        assert_int_equal(rep.status, 200);
+        json_t *j = json_loadb(rep.body, rep.len, 0, NULL);
+        json_t *bd = json_array_get(
+            json_object_get(json_array_get(json_object_get(j, "seatbid"), 0), "bid"), 0);
+        prices[round] = (int64_t)(json_real_value(json_object_get(bd, "price")) * 100 + 0.5);
+        char tok[LEDGER_TOKEN_MAX + 1];
+        url_token(json_string_value(json_object_get(bd, "nurl")), tok, sizeof tok);
+        assert_int_equal(cp_rtb_notice(a, CP_NOTICE_IMPRESSION, tok, NULL, 0, NOW_MS, NULL, &err),
+                         CP_OK);
+        assert_int_equal(cp_rtb_notice(a, CP_NOTICE_CLICK, tok, NULL, 0, NOW_MS, NULL, &err),
+                         CP_OK);
+        json_decref(j);
+        cp_free(rep.body);
+    }
+    assert_int_equal(prices[0], 100);
+    assert_int_equal(prices[1], 100 * 1000 * 2 / 1001); /* 199 fen */
+    assert_int_equal(cp_activate_close(a, &err), CP_OK);
+    assert_int_equal(cp_db_close(db, NULL), CP_OK);
+    test_rmtree(g_dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_property),
         cmocka_unit_test(test_caps_across_ids),
         cmocka_unit_test(test_refresh_privacy_currency),
+        cmocka_unit_test(test_cpc_ctr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
