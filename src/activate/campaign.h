@@ -228,7 +228,9 @@ cp_status registry_list_json(registry_t *r, char **out, cp_error_t *err);
 cp_status registry_history_json(registry_t *r, const char *id, char **out, cp_error_t *err);
 
 /* The current snapshot with a reference taken (never NULL once open);
- * drop it with snapshot_release. Lock-free for readers. */
+ * drop it with snapshot_release. Never waits for a put: the reference is
+ * taken under a spin lock held for one load and one increment (writers
+ * hold it only to swap the pointer), no allocation. */
 act_snapshot_t *registry_snapshot(registry_t *r);
 void snapshot_release(act_snapshot_t *s); /* NULL fine */
 

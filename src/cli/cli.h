@@ -218,6 +218,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_expr(int argc, char **argv);
 int cmd_crowd(int argc, char **argv);
+int cmd_campaign(int argc, char **argv); /* cmd_campaign.c */
 int cmd_tags(int argc, char **argv);
 int cmd_attrs(int argc, char **argv);
 int cmd_user(int argc, char **argv);
@@ -245,6 +246,7 @@ int cmd_unmerge(int argc, char **argv); /* cmd_identity.c */
 int cmd_check(int argc, char **argv);   /* cmd_check.c */
 int cmd_recover(int argc, char **argv); /* cmd_check.c */
 int cmd_intake(int argc, char **argv);  /* cmd_intake.c */
+int cmd_rtb(int argc, char **argv);     /* cmd_rtb.c */
 
 /* `user delete ID` on a data directory (cmd_identity.c): an ID of the form
  * TYPE:VALUE with a known identifier type deletes by identifier. */

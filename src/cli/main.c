@@ -22,6 +22,8 @@ static const command_t commands[] = {
     {"count", cmd_count, "--data DIR 'EXPR'", "count the users matching an expression"},
     {"eval", cmd_eval, "--data DIR 'EXPR'", "print the ids of the users matching an expression"},
     {"crowd", cmd_crowd, "COMMAND ...", "audience packs: create, list, show, export ..."},
+    {"campaign", cmd_campaign, "COMMAND ...",
+     "campaigns bidding on crowds: load, list, show, history, delete"},
     {"tags", cmd_tags, "COMMAND ...", "the tag tree: list, show, create, move ..."},
     {"attrs", cmd_attrs, "COMMAND ...", "the attribute schema: list, define, load"},
     {"user", cmd_user, "COMMAND ...", "one user: show, delete, untag"},
@@ -54,6 +56,7 @@ static const command_t commands[] = {
     {"compact", cmd_compact, "--data DIR", "rewrite data.mdb with only its live pages"},
     {"serve", cmd_serve, "--data DIR [--listen HOST:PORT]", "serve the HTTP API"},
     {"demo", cmd_demo, "[--data DIR] [--users N]", "generate a demo population"},
+    {"rtb", cmd_rtb, "simulate --data DIR [--day]", "OpenRTB bidding: the replay simulator"},
     {"bench", cmd_bench, "[--users N[,N...]] [--synthetic]", "measure count latency and load rate"},
     {NULL, NULL, NULL, NULL},
 };

@@ -70,6 +70,14 @@ const srv_route_t srv_routes[] = {
     {SRV_GET, "/v1/crowds/{name}/export", srv_h_crowd_export, CP_ROLE_READ},
     {SRV_POST, "/v1/expressions/parse", srv_h_expr_parse, CP_ROLE_READ},
 
+    /* Campaigns (h_campaigns.c, docs/activation.md). */
+    {SRV_GET, "/v1/campaigns", srv_h_campaigns_list, CP_ROLE_READ},
+    {SRV_GET, "/v1/campaigns/{id}", srv_h_campaign_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/campaigns/{id}", srv_h_campaign_put, CP_ROLE_WRITE},
+    {SRV_DELETE, "/v1/campaigns/{id}", srv_h_campaign_delete, CP_ROLE_WRITE},
+    {SRV_GET, "/v1/campaigns/{id}/history", srv_h_campaign_history, CP_ROLE_READ},
+    {SRV_GET, "/v1/campaigns/{id}/delivery", srv_h_campaign_delivery, CP_ROLE_READ},
+
     /* Analytics reports only read (clusters check "root" themselves). */
     {SRV_POST, "/v1/insight", srv_h_insight, CP_ROLE_READ},
     {SRV_POST, "/v1/overlap", srv_h_overlap, CP_ROLE_READ},
@@ -101,6 +109,9 @@ const srv_route_t srv_routes[] = {
     {SRV_GET, "/openrtb2/loss", srv_h_rtb_loss, 0},
     {SRV_GET, "/openrtb2/imp", srv_h_rtb_imp, 0},
     {SRV_GET, "/openrtb2/click", srv_h_rtb_click, 0},
+    /* The floor of `crowdpack bench --rtb`: the same requests through the
+     * same HTTP stack and auth, answered 204 without the bidder. */
+    {SRV_POST, "/openrtb2/nobid", srv_h_rtb_nobid, CP_ROLE_WRITE},
 };
 const size_t srv_nroutes = CP_ARRAY_LEN(srv_routes);
 
@@ -321,7 +332,7 @@ static int needs_auth(const char *path)
     /* The bid route spends budget: it takes a key like /v1 (its notices
      * are open, their tokens are MACed: h_rtb.c). */
     return strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0 ||
-           strcmp(path, "/openrtb2/bid") == 0;
+           strcmp(path, "/openrtb2/bid") == 0 || strcmp(path, "/openrtb2/nobid") == 0;
 }
 
 /* Grants req->role or replies 401. Returns 1 when the request may go on. */

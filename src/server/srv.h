@@ -393,6 +393,13 @@ void srv_h_crowd_schedule(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_sample(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_crowd_export(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+/* h_campaigns.c: /v1/campaigns (docs/activation.md) */
+void srv_h_campaigns_list(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_campaign_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_campaign_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_campaign_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_campaign_history(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_campaign_delivery(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_eval(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_expr_parse(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
@@ -454,5 +461,6 @@ void srv_h_rtb_bill(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rtb_loss(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rtb_imp(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rtb_click(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rtb_nobid(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
 #endif /* CP_SRV_H */
