@@ -163,7 +163,7 @@ def test_data_only(tmp):
 # server cannot init, check, recover, back up, restore, compact, serve or
 # generate its own directory, and `expr` and the benches touch no data.
 DATA_ONLY = {"init", "check", "recover", "backup", "restore", "compact", "serve", "demo",
-             "bench", "analytics bench", "expr parse", "expr format"}
+             "bench", "analytics bench", "expr parse", "expr format", "rtb simulate"}
 
 
 def commands():
