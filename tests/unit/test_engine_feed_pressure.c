@@ -105,8 +105,8 @@ static void test_import_waits_for_a_slow_feed(void **state)
      * plus its own commit is ever queued. Without the wait the queue grows
      * by a batch every fsync, far faster than 25 ms a commit. */
     if (b.peak_queued > FEED_LIMIT + 1)
-        fail_msg("the feed held %zu commits (limit %d): the import did not wait",
-                 b.peak_queued, FEED_LIMIT);
+        fail_msg("the feed held %zu commits (limit %d): the import did not wait", b.peak_queued,
+                 FEED_LIMIT);
     ok(cp_feed_flush(db, &err), &err);
     feed_backlog(db, &b);
     assert_int_equal(b.queued, 0);
@@ -233,8 +233,8 @@ static void check_replay(cp_db_t *db, const replay_t *r, const char *who)
         ok(cp_eval(db, expr, &res, &err), &err);
         for (uint32_t u = 0; u < MAXORD; u++)
             if ((s[u] != 0) != roaring_bitmap_contains(res->bm, u))
-                fail_msg("%s: %s: user %u is %s the engine's members but %s the replay", who,
-                         expr, u, s[u] ? "not in" : "in", s[u] ? "in" : "not in");
+                fail_msg("%s: %s: user %u is %s the engine's members but %s the replay", who, expr,
+                         u, s[u] ? "not in" : "in", s[u] ? "in" : "not in");
         cp_result_free(res);
     }
 }
