@@ -1216,9 +1216,10 @@ enum {
  * Order: every subscriber sees every commit once, in commit order (seq
  * without gaps), each commit to every subscriber before the next commit.
  * Slow callbacks: commits wait in memory for the feed thread; past 1,024
- * commits or 256 MiB waiting, new writes (cp_* writes and event requests,
- * not the feed thread's own) wait before they begin until the feed
- * catches up: a slow subscriber slows writers, it never loses a commit.
+ * commits or 256 MiB waiting, new writes (cp_* writes, each batch of
+ * cp_import_file and event requests, not the feed thread's own) wait
+ * before they begin until the feed catches up: a slow subscriber slows
+ * writers, it never loses a commit.
  * Not durable: a feed starts empty at each open (after a restart,
  * re-read what you follow).
  * Cost when nobody subscribes: nothing is recorded. While subscribed, a

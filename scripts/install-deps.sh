@@ -9,6 +9,8 @@ python3 curl libsqlite3-dev libunistring-dev clang-format tzdata"
 # install them so `make check` runs the fuzz targets on a fresh machine.
 PKGS="$PKGS clang libclang-rt-14-dev"
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS redis-server libhiredis-dev postgresql libpq-dev sqlite3 gnuplot-nox"
+# The load generator of `crowdpack bench --rtb` (keep-alive HTTP with a Lua script).
+PKGS="$PKGS wrk"
 
 missing=""
 for p in $PKGS; do

@@ -116,6 +116,7 @@ static uint64_t count_node(const pop_t *p, const node_t *n, uint64_t *dense_out)
 
 static const char *floor_skip(peer_sys_t *s, const query_t *q)
 {
+    (void)s;
     /* TGI: the crowd is materialised outside the timed loop, so any crowd
      * expression will do; the timed part is dense. */
     return q->kind == Q_TGI || is_dense(q->expr) ? NULL : "no dense form for attributes or geo";
@@ -172,6 +173,7 @@ static int floor_prepare(peer_sys_t *s, const pop_t *p, const query_t *q, char *
 static int floor_run(peer_sys_t *s, const pop_t *p, const query_t *q, int variant, answer_t *out,
                      char *err, size_t errlen)
 {
+    (void)variant; /* one way of answering each query */
     floor_ctx_t *c = s->ctx;
     uint64_t words = pop_words(p);
     memset(out, 0, sizeof *out);

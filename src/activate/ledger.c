@@ -206,19 +206,35 @@ static void str8(buf_t *b, const char *s, int *bad)
     *bad |= buf_append(b, s, n) != CP_OK;
 }
 
+/* A table's live entries, 16 little-endian bytes each, per stripe after
+ * its count: one append per stripe rather than three per entry, since
+ * the snapshot is built under ledger.mu (notices wait for it). */
 static void snap_table(buf_t *b, ltab_t *t, int *bad)
 {
-    for (size_t i = 0; i < LTAB_STRIPES; i++) {
+    for (size_t i = 0; i < LTAB_STRIPES && !*bad; i++) {
         ltab_stripe_t *s = &t->s[i];
         pthread_mutex_lock(&s->mu);
+        unsigned char *out = s->n ? malloc(s->n * 16) : NULL;
+        size_t o = 0;
         u64le(b, s->n, 8, bad);
-        for (size_t k = 0; k < s->cap; k++)
-            if (s->e[k].key) {
-                u64le(b, s->e[k].key, 8, bad);
-                u64le(b, s->e[k].a, 4, bad);
-                u64le(b, s->e[k].b, 4, bad);
+        if (s->n && out == NULL)
+            *bad = 1;
+        for (size_t k = 0; out && k < s->cap; k++) {
+            const ltab_ent_t *e = &s->e[k];
+            if (e->key == 0)
+                continue;
+            for (int j = 0; j < 8; j++)
+                out[o + (size_t)j] = (unsigned char)(e->key >> (8 * j));
+            for (int j = 0; j < 4; j++) {
+                out[o + 8 + (size_t)j] = (unsigned char)(e->a >> (8 * j));
+                out[o + 12 + (size_t)j] = (unsigned char)(e->b >> (8 * j));
             }
+            o += 16;
+        }
+        if (out)
+            *bad |= buf_append(b, out, o) != CP_OK;
         pthread_mutex_unlock(&s->mu);
+        free(out);
     }
 }
 

@@ -33,8 +33,8 @@
 #include "crowdpack.h"
 
 #define LEDGER_PERSON_KNOWN (1ull << 63)
-#define LEDGER_MAX_CROWDS 8   /* premium crowds remembered per impression */
-#define LEDGER_TOKEN_MAX 512  /* bytes of a notice token (URL-safe) */
+#define LEDGER_MAX_CROWDS 8  /* premium crowds remembered per impression */
+#define LEDGER_TOKEN_MAX 512 /* bytes of a notice token (URL-safe) */
 /* A reservation not settled by a notice within this time is released. */
 #define LEDGER_RESERVE_TTL_MS (15 * 60 * 1000)
 
@@ -43,13 +43,13 @@ typedef struct ledger ledger_t;
 /* Why a line may not bid now (also the ?debug=1 reasons of bid.c). */
 typedef enum ledger_verdict {
     LEDGER_OK = 0,
-    LEDGER_CAP_LINE = 1,      /* the person reached a cap of the line */
-    LEDGER_CAP_CAMPAIGN = 2,  /* ... of the campaign */
-    LEDGER_CAP_CONTACT = 3,   /* ... the global contact cap */
-    LEDGER_NO_PERSON = 4,     /* capped line, request without identifier */
-    LEDGER_BUDGET_DAILY = 5,  /* spend + reservations + this bid > daily budget */
+    LEDGER_CAP_LINE = 1,     /* the person reached a cap of the line */
+    LEDGER_CAP_CAMPAIGN = 2, /* ... of the campaign */
+    LEDGER_CAP_CONTACT = 3,  /* ... the global contact cap */
+    LEDGER_NO_PERSON = 4,    /* capped line, request without identifier */
+    LEDGER_BUDGET_DAILY = 5, /* spend + reservations + this bid > daily budget */
     LEDGER_BUDGET_TOTAL = 6,
-    LEDGER_PACING = 7,        /* throttled by the pacing controller */
+    LEDGER_PACING = 7, /* throttled by the pacing controller */
 } ledger_verdict;
 
 const char *ledger_verdict_name(ledger_verdict v); /* "cap_line", ... */
@@ -61,12 +61,12 @@ typedef struct ledger_bid {
     const act_campaign_t *campaign;
     const act_line_t *line;
     const act_creative_t *creative;
-    uint64_t person;         /* person key */
-    const char *id_type;     /* identifier that resolved the person ("idfa", "user_id", ...) */
-    const char *id_value;    /*   or NULL: events are recorded only for known ids */
+    uint64_t person;      /* person key */
+    const char *id_type;  /* identifier that resolved the person ("idfa", "user_id", ...) */
+    const char *id_value; /*   or NULL: events are recorded only for known ids */
     int64_t bid_ms;
-    int64_t price_fen;       /* the CPM bid, fen */
-    int32_t factor_bp;       /* premium factor applied, 10000 = none */
+    int64_t price_fen;                  /* the CPM bid, fen */
+    int32_t factor_bp;                  /* premium factor applied, 10000 = none */
     uint32_t crowds[LEDGER_MAX_CROWDS]; /* crowd ids whose premium matched */
     size_t ncrowds;
 } ledger_bid_t;
@@ -95,8 +95,8 @@ ledger_verdict ledger_check(ledger_t *l, const act_line_t *line, uint64_t person
  * durable (reservations live in memory; a restart forgets them, and the
  * notices that arrive later still settle). CP_ELIMIT when the budget no
  * longer has room (a concurrent bid took it). */
-cp_status ledger_reserve(ledger_t *l, const ledger_bid_t *b, int64_t cost_millifen,
-                         char *token, cp_error_t *err);
+cp_status ledger_reserve(ledger_t *l, const ledger_bid_t *b, int64_t cost_millifen, char *token,
+                         cp_error_t *err);
 
 typedef enum ledger_notice_kind {
     LEDGER_WIN = 1,        /* nurl: the bid won (price = clearing price) */
@@ -109,7 +109,7 @@ typedef enum ledger_notice_kind {
 } ledger_notice_kind;
 
 typedef struct ledger_notice_result {
-    int duplicate;         /* this (auction, imp, kind) was recorded before: nothing changed */
+    int duplicate; /* this (auction, imp, kind) was recorded before: nothing changed */
     int64_t charged_millifen;
     char campaign_id[ACT_MAX_ID + 1];
     char line_id[ACT_MAX_ID + 1];
@@ -124,9 +124,9 @@ typedef struct ledger_notice_result {
  * text (CPM in yuan, e.g. "5.37"), NULL when the kind has none;
  * `loss_reason` the lurl's ${AUCTION_LOSS} code (else 0).
  */
-cp_status ledger_notice(ledger_t *l, ledger_notice_kind kind, const char *token,
-                        const char *price, int loss_reason, int64_t now_ms,
-                        ledger_notice_result_t *out, cp_error_t *err);
+cp_status ledger_notice(ledger_t *l, ledger_notice_kind kind, const char *token, const char *price,
+                        int loss_reason, int64_t now_ms, ledger_notice_result_t *out,
+                        cp_error_t *err);
 
 /* Once a second or so (the bidder's housekeeping thread): pacing steps each
  * minute, reservations past their TTL released, a journal snapshot now and

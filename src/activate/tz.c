@@ -59,8 +59,10 @@ cp_status tz_load(const char *name, tz_t **out, cp_error_t *err)
 {
     *out = NULL;
     if (name == NULL || !name_ok(name))
-        return CP_ERR(err, CP_EINVAL, "unknown time zone \"%s\" (an IANA name such as "
-                      "\"Asia/Shanghai\")", name ? name : "");
+        return CP_ERR(err, CP_EINVAL,
+                      "unknown time zone \"%s\" (an IANA name such as "
+                      "\"Asia/Shanghai\")",
+                      name ? name : "");
     char path[128];
     snprintf(path, sizeof path, TZ_DIR "%s", name);
     unsigned char *d = NULL;

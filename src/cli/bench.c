@@ -26,6 +26,7 @@
 #include "bitmap/bitmap.h"
 #include "cli/bench_intake.h"
 #include "cli/bench_member.h"
+#include "cli/bench_rtb.h"
 #include "cli/cli.h"
 #include "cli/demo.h"
 #include "cli/progress.h"
@@ -773,6 +774,7 @@ static const cli_opt_t bench_opts[] = {
     {"intake", 0, OPT_FLAG, NULL, "measure intake instead (imports, HTTP): bench --intake --help"},
     {"membership", 0, OPT_FLAG, NULL,
      "measure the membership lookup instead: bench --membership --help"},
+    {"rtb", 0, OPT_FLAG, NULL, "measure the OpenRTB bidder instead: bench --rtb --help"},
     {NULL, 0, 0, NULL, NULL},
 };
 static const cli_spec_t bench_spec = {
@@ -798,6 +800,9 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < argc; i++)
         if (strcmp(argv[i], "--membership") == 0)
             return cmd_bench_membership(argc, argv); /* its own options (bench_member.c) */
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--rtb") == 0)
+            return cmd_bench_rtb(argc, argv); /* its own options (bench_rtb.c) */
     cli_args_t a;
     int rc = cli_parse(&bench_spec, argc, argv, &a);
     if (rc != CLI_OK || a.help)

@@ -979,14 +979,27 @@ static int analytics_bench(int argc, char **argv)
     uint64_t t0 = time_mono_ns(), seed = 1;
     uint64_t assignments = 0;
     if (ok) {
-        /* Bitmaps go straight into the index under the write lock, marked
-         * clean so nothing is persisted: a throwaway directory. */
+        /* Bitmaps go straight into the index under the write lock, past
+         * the index's change recorder (index/change.h), on purpose: this is
+         * the bench's own throwaway directory, opened above and removed
+         * below, so no change feed listens (chg.record is off: nothing to
+         * tell a subscriber) and the write's dirtiness stays unset, so the
+         * next commit neither persists these members nor re-evaluates
+         * crowds over them. A user's data directory must never be written
+         * this way: the check below refuses if a feed ever listened. */
         db_lock_wr(db);
-        roaring_bitmap_t *u = roaring_bitmap_create();
-        roaring_bitmap_add_range(u, 0, users);
-        index_bm_free(db->ix->universe);
-        db->ix->universe = u;
-        db->next_ordinal = (uint32_t)users;
+        if (db->ix->chg.record) {
+            fprintf(stderr, "crowdpack: bench: a change feed listens to the bench directory\n");
+            ok = 0;
+        }
+        roaring_bitmap_t *u = ok ? roaring_bitmap_create() : NULL;
+        ok = u != NULL;
+        if (ok) {
+            roaring_bitmap_add_range(u, 0, users);
+            index_bm_free(db->ix->universe);
+            db->ix->universe = u;
+            db->next_ordinal = (uint32_t)users;
+        }
         for (uint32_t id = 1; ok && id < db->tax.next_id; id++) {
             const tax_tag_t *g = tax_get(&db->tax, id);
             if (!g || g->nchildren)

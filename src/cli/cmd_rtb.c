@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/rtb_gen.h"
 #include "util/util.h"
 
 #define HOUR_MS 3600000LL
@@ -77,10 +78,6 @@ static double diurnal_rate(int m)
     double f = x - floor(x);
     return DIURNAL[a] * (1 - f) + DIURNAL[(a + 1) % 24] * f;
 }
-
-static const struct {
-    int w, h;
-} SIZES[] = {{300, 250}, {300, 250}, {728, 90}, {320, 50}};
 
 typedef struct line_info {
     char id[128];
@@ -385,31 +382,8 @@ static void one_request(sim_t *s, int64_t now_ms, hour_stat_t *h, int64_t day)
     else
         snprintf(person, sizeof person, "sim-stranger-%llu",
                  (unsigned long long)(rand_next(rng) % 100000));
-    int app = rand_double(rng) < 0.6, ios = rand_double(rng) < 0.35;
-    int si = (int)(rand_next(rng) % (sizeof SIZES / sizeof SIZES[0]));
-    int64_t floor_fen = rand_double(rng) < 0.3 ? 100 + (int64_t)(rand_next(rng) % 400) : 0;
-    uint64_t dev = rand_next(rng);
-    cp_status st = buf_printf(b,
-                              "{\"id\":\"sim-%llu\",\"at\":2,\"cur\":[\"CNY\"],\"imp\":[{\"id\":"
-                              "\"1\",\"bidfloor\":%lld.%02lld,\"bidfloorcur\":\"CNY\",\"banner\":"
-                              "{\"w\":%d,\"h\":%d}}],",
-                              (unsigned long long)++s->seq, (long long)(floor_fen / 100),
-                              (long long)(floor_fen % 100), SIZES[si].w, SIZES[si].h);
-    if (st == CP_OK && app)
-        st = buf_printf(b,
-                        "\"app\":{\"id\":\"app%d\",\"bundle\":\"com.example.app%d\",\"cat\":["
-                        "\"IAB%d\"]},\"device\":{\"devicetype\":4,\"os\":\"%s\",\"ifa\":\"%016llx-"
-                        "sim\",\"geo\":{\"country\":\"CHN\"}},",
-                        (int)(dev % 50), (int)(dev % 50), (int)(dev % 26) + 1,
-                        ios ? "iOS" : "Android", (unsigned long long)dev);
-    else if (st == CP_OK)
-        st = buf_printf(b,
-                        "\"site\":{\"id\":\"site%d\",\"domain\":\"site%d.example.cn\",\"cat\":["
-                        "\"IAB%d\"]},\"device\":{\"devicetype\":2,\"os\":\"Windows\",\"geo\":{"
-                        "\"country\":\"CHN\"}},",
-                        (int)(dev % 80), (int)(dev % 80), (int)(dev % 26) + 1);
-    if (st == CP_OK)
-        st = buf_printf(b, "\"user\":{\"buyeruid\":\"%s\"}}", person);
+    int64_t floor_fen;
+    cp_status st = rtb_gen_request(b, rng, "sim", ++s->seq, person, &floor_fen);
     cp_error_t err = {0};
     if (st != CP_OK) {
         CP_ERR(&err, st, "out of memory building a request");

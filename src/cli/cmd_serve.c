@@ -156,6 +156,14 @@ int cmd_serve(int argc, char **argv)
         if (pub == NULL) {
             snprintf(base, sizeof base, "http://%s", o.listen ? o.listen : "127.0.0.1:8080");
             pub = base;
+            /* A wildcard address is no place an exchange or a browser can
+             * send notices to. */
+            if (o.listen &&
+                (strncmp(o.listen, "0.0.0.0:", 8) == 0 || strncmp(o.listen, "[::]:", 5) == 0))
+                fprintf(stderr,
+                        "note: bids will carry notice URLs on %s; give --public-url "
+                        "with the address exchanges reach this server at\n",
+                        base);
         }
         cp_activate_options_t ao = CP_ACTIVATE_OPTIONS_INIT;
         ao.notice_base = pub;

@@ -62,6 +62,10 @@ struct feed {
     rec_t *head, *tail;
     size_t queued;
     uint64_t bytes;
+    size_t max_records; /* writers wait past these (FEED_MAX_*; tests lower them) */
+    uint64_t max_bytes;
+    size_t peak_queued; /* the most ever waiting, for feed_backlog */
+    uint64_t peak_bytes;
     uint64_t enq_seq, done_seq; /* last queued / last delivered */
     uint64_t running;           /* id of the subscription whose callback runs; 0 = none */
     pthread_t th;
@@ -272,6 +276,10 @@ void feed_commit(cp_db_t *db, uint64_t seq)
     f->tail = r;
     f->queued++;
     f->bytes += r->bytes;
+    if (f->queued > f->peak_queued)
+        f->peak_queued = f->queued;
+    if (f->bytes > f->peak_bytes)
+        f->peak_bytes = f->bytes;
     f->enq_seq = seq;
     pthread_cond_signal(&f->work);
     pthread_mutex_unlock(&f->mu);
@@ -382,8 +390,38 @@ void feed_wait_room(cp_db_t *db)
     if (f == NULL || on_feed_thread(f))
         return;
     pthread_mutex_lock(&f->mu);
-    while (!f->stop && (f->queued > FEED_MAX_RECORDS || f->bytes > FEED_MAX_BYTES))
+    while (!f->stop && (f->queued > f->max_records || f->bytes > f->max_bytes))
         pthread_cond_wait(&f->room, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void feed_backlog(cp_db_t *db, feed_backlog_t *out)
+{
+    struct feed *f = feed_of(db);
+    memset(out, 0, sizeof *out);
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->mu);
+    out->queued = f->queued;
+    out->bytes = f->bytes;
+    out->peak_queued = f->peak_queued;
+    out->peak_bytes = f->peak_bytes;
+    out->max_records = f->max_records;
+    out->max_bytes = f->max_bytes;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void feed_set_limits(cp_db_t *db, size_t max_records, uint64_t max_bytes)
+{
+    struct feed *f = feed_of(db);
+    if (f == NULL)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->max_records = max_records ? max_records : FEED_MAX_RECORDS;
+    f->max_bytes = max_bytes ? max_bytes : FEED_MAX_BYTES;
+    f->peak_queued = f->queued;
+    f->peak_bytes = f->bytes;
+    pthread_cond_broadcast(&f->room);
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -441,6 +479,8 @@ static cp_status feed_get(cp_db_t *db, struct feed **out, cp_error_t *err)
         pthread_cond_init(&f->work, NULL);
         pthread_cond_init(&f->room, NULL);
         f->next_id = 1;
+        f->max_records = FEED_MAX_RECORDS;
+        f->max_bytes = FEED_MAX_BYTES;
         f->spare = calloc(1, sizeof *f->spare);
         if (f->spare == NULL || pthread_create(&f->th, NULL, feed_main, f) != 0) {
             feed_free(f);

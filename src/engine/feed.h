@@ -25,6 +25,19 @@ void feed_note_event(cp_db_t *db, const ingest_event_t *e, uint32_t ord);
  * the feed is too far behind its writers. Returns at once on the feed
  * thread, when nobody subscribes, and while the handle closes. */
 void feed_wait_room(cp_db_t *db);
+/* How far the feed is behind its writers: records (commits) and bytes
+ * waiting for the feed thread now, the most ever waiting since the limits
+ * were last set, and the limits past which writers wait. All 0 when
+ * nobody ever subscribed. For tests and stats. */
+typedef struct feed_backlog {
+    size_t queued, peak_queued, max_records;
+    uint64_t bytes, peak_bytes, max_bytes;
+} feed_backlog_t;
+void feed_backlog(cp_db_t *db, feed_backlog_t *out);
+/* Lowers (or, with 0, restores) the limits of feed_wait_room and restarts
+ * the peaks: for tests, which cannot wait for 1,024 commits. No-op until
+ * the first subscription. */
+void feed_set_limits(cp_db_t *db, size_t max_records, uint64_t max_bytes);
 /* cp_db_close, after the last commit (intake closed), before the index is
  * freed: delivers what waits, stops the feed thread, frees the feed. */
 void feed_close(cp_db_t *db);

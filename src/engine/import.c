@@ -50,6 +50,7 @@
 #include <zlib.h>
 
 #include "engine/engine_int.h"
+#include "engine/feed.h"
 #include "ingest/csv.h"
 #include "ingest/mapping.h"
 
@@ -344,6 +345,10 @@ static cp_status im_commit(importer_t *im, uint64_t offset, uint64_t line, int d
 {
     cp_db_t *db = im->db;
     cp_status rc;
+    /* Like every write: a batch waits while the change feed is too far
+     * behind, so a slow subscriber slows the import instead of letting the
+     * feed's queue grow with every batch. */
+    feed_wait_room(db);
     db_lock_wr(db);
     if ((rc = db_check(db, im->err))) {
         pthread_rwlock_unlock(&db->lock);

@@ -706,11 +706,10 @@ cp_status maprow_build(const mapping_t *m, const csv_field_t *f, size_t n, uint6
             if ((rc = row_field(&m->props[i], f, n, line, r->pv, &r->npv, r->pslot, uniq, err)))
                 return rc;
     }
-    if (m->has_msgid) {
-        const csv_field_t *c = maprow_cell(&m->msgid_col, f, n);
-        if (c->len == 0)
-            return CP_ERR(err, CP_EINVAL, "line %llu: the message id column is empty",
-                          (unsigned long long)line);
+    /* An empty message id cell is an absent message id, as Segment treats
+     * "messageId":"": the row gets the id of a mapping without the column. */
+    const csv_field_t *c = m->has_msgid ? maprow_cell(&m->msgid_col, f, n) : NULL;
+    if (c != NULL && c->len > 0) {
         if (!c->plain && !utf8_valid(c->p, c->len))
             return bad_utf8(err, line, &m->msgid_col);
         r->msgid = c->p;

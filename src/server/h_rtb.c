@@ -191,3 +191,13 @@ void srv_h_rtb_click(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
     srv_reply_text(resp, 302, NULL, NULL);
     resp->location = loc;
 }
+
+/* POST /openrtb2/nobid: 204 at once, whatever the body. The floor that
+ * `crowdpack bench --rtb` measures in the same run as the bidder: what
+ * HTTP parsing, routing and auth cost before cp_rtb_bid is called. */
+void srv_h_rtb_nobid(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    (void)srv;
+    (void)req;
+    srv_reply_text(resp, 204, NULL, NULL);
+}

@@ -109,6 +109,9 @@ const srv_route_t srv_routes[] = {
     {SRV_GET, "/openrtb2/loss", srv_h_rtb_loss, 0},
     {SRV_GET, "/openrtb2/imp", srv_h_rtb_imp, 0},
     {SRV_GET, "/openrtb2/click", srv_h_rtb_click, 0},
+    /* The floor of `crowdpack bench --rtb`: the same requests through the
+     * same HTTP stack and auth, answered 204 without the bidder. */
+    {SRV_POST, "/openrtb2/nobid", srv_h_rtb_nobid, CP_ROLE_WRITE},
 };
 const size_t srv_nroutes = CP_ARRAY_LEN(srv_routes);
 
@@ -329,7 +332,7 @@ static int needs_auth(const char *path)
     /* The bid route spends budget: it takes a key like /v1 (its notices
      * are open, their tokens are MACed: h_rtb.c). */
     return strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0 ||
-           strcmp(path, "/openrtb2/bid") == 0;
+           strcmp(path, "/openrtb2/bid") == 0 || strcmp(path, "/openrtb2/nobid") == 0;
 }
 
 /* Grants req->role or replies 401. Returns 1 when the request may go on. */

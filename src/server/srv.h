@@ -461,5 +461,6 @@ void srv_h_rtb_bill(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rtb_loss(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rtb_imp(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_rtb_click(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_rtb_nobid(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 
 #endif /* CP_SRV_H */

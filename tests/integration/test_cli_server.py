@@ -163,7 +163,7 @@ def test_data_only(tmp):
 # server cannot init, check, recover, back up, restore, compact, serve or
 # generate its own directory, and `expr` and the benches touch no data.
 DATA_ONLY = {"init", "check", "recover", "backup", "restore", "compact", "serve", "demo",
-             "bench", "analytics bench", "expr parse", "expr format"}
+             "bench", "analytics bench", "expr parse", "expr format", "rtb simulate"}
 
 
 def commands():
@@ -206,7 +206,8 @@ def test_eval_stats(tmp):
     data = os.path.join(tmp, "ev")
     rc, out, err = run("demo", "--data", data, "--users", "3000", "--seed", "5")
     check(rc == 0, "demo", err)
-    srv = Server(tmp, data, threads=2).start()
+    # --max-body 64k: the bad-input checks send a body past it (413)
+    srv = Server(tmp, data, "--max-body", "64k", threads=2).start()
     try:
         S = ("--server", srv.base)
         expr = 'tag:interest/food AND NOT gender = "male"'
@@ -237,8 +238,40 @@ def test_eval_stats(tmp):
               "stats --server agrees with --data", "%r %r" % (remote_stats, local_stats))
         rc, out, err = run("stats", *S)
         check(rc == 0 and "3,000" in out, "stats --server, text", out + err)
+        eval_stats_bad_input(srv, expr)
     finally:
         srv.stop()
+
+
+def eval_stats_bad_input(srv, expr):
+    """POST /v1/eval and GET /v1/stats refuse what they cannot serve, with
+    the status and a message that names the culprit."""
+    def refused(r, status, code, words, what):
+        e = r.body.get("error", {}) if isinstance(r.body, dict) else {}
+        msg = e.get("message", "")
+        check(r.status == status and e.get("code") == code and all(w in msg for w in words),
+              what, "%d %r" % (r.status, r.body))
+
+    big = json.dumps({"expression": expr, "pad": "x" * (80 * 1024)})
+    refused(srv.call("POST", "/v1/eval", raw=big), 413, "body_too_large", ["limit"],
+            "POST /v1/eval: a body past --max-body is 413")
+    refused(srv.call("POST", "/v1/eval", {"expression": expr, "format": "xml"}), 400, "invalid",
+            ["format", "xml"], "POST /v1/eval: an unknown format is 400 naming it")
+    for lim in (-1, "ten", 2.5):
+        refused(srv.call("POST", "/v1/eval", {"expression": expr, "limit": lim}), 400,
+                "wrong_type", ["limit"], "POST /v1/eval: limit %r is 400" % (lim,))
+    r = srv.call("POST", "/v1/eval", {"expression": expr, "as_of": "last tuesday"})
+    check(r.status == 400 and "last tuesday" in json.dumps(r.body, ensure_ascii=False),
+          "POST /v1/eval: an as_of that is no date is 400 naming it", "%d %r" % (r.status, r.body))
+    r = srv.call("POST", "/v1/eval", raw="{\"expression\": ")
+    check(r.status == 400, "POST /v1/eval: malformed JSON is 400", "%d %r" % (r.status, r.body))
+    for method, path in (("GET", "/v1/eval"), ("PUT", "/v1/eval"), ("POST", "/v1/stats"),
+                         ("DELETE", "/v1/stats")):
+        refused(srv.call(method, path, {} if method != "GET" else None), 405,
+                "method_not_allowed", [], "%s %s is 405" % (method, path))
+    r = srv.call("GET", "/v1/stats")
+    check(r.status == 200 and r.body.get("users") == 3000, "GET /v1/stats still answers",
+          "%d %r" % (r.status, r.body))
 
 
 def test():

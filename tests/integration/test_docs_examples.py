@@ -128,7 +128,8 @@ def seed(srv, key, tmp, keyless=False):
                                 "tags": ["interest/finance/loans"]}) + "\n")
     crowds = [("customers", "vip = true"), ("women", 'gender = "female"'),
               ("young_finance", "tag:interest/finance AND age < 40"),
-              ("loyal", "points >= 5000"), ("vip", "vip = true")]
+              ("loyal", "points >= 5000"), ("vip", "vip = true"),
+              ("high_value", "points >= 5000")]  # the premium crowd of docs/activation.md
     if keyless:
         crowds += [("fin_young", "tag:interest/finance AND age < 35"),
                    ("reach", "crowd:fin_young OR crowd:women")]
@@ -160,6 +161,14 @@ def seed(srv, key, tmp, keyless=False):
         {"type": "group", "userId": "u%d" % n, "groupId": g, "messageId": "g-%d" % n,
          "traits": {"name": g.title() + " Inc", "plan": plan}}
         for n, (g, plan) in enumerate([("acme", "enterprise")] * 5 + [("globex", "free")] * 5, 1)]})
+
+
+def example_campaign():
+    """The example campaign of docs/activation.md (its first ```json block),
+    which the campaign examples send as spring-sale.json."""
+    with open(os.path.join(DOCS, "activation.md"), encoding="utf-8") as f:
+        m = re.search(r"```json\n(.*?)```", f.read(), re.S)
+    return m.group(1) if m else "{}"
 
 
 # ------------------------------------------------------- substitutions
@@ -202,6 +211,8 @@ def run_file(path):
                 continue
             sub = os.path.join(tmp, "keyed" if keyed else "open")
             os.mkdir(sub)
+            with open(os.path.join(sub, "spring-sale.json"), "w", encoding="utf-8") as f:
+                f.write(example_campaign())
             data = os.path.join(sub, "dmp")
             r = run("init", "--data", data)
             if not check(r.returncode == 0, "%s: init: %s" % (name, r.stderr)):

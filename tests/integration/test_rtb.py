@@ -16,6 +16,22 @@ import urllib.parse
 
 from harness import (Server, check, check_eq, main, must, section, shared, skip, tempdir)
 
+# The example exactly as written (accepted as is) ...
+EXAMPLE = {
+    "id": "spring-sale", "advertiser": "acme",
+    "budget": {"total": 100000, "daily": 5000, "currency": "CNY"},
+    "schedule": {"start": "2026-12-01", "end": "2026-12-31", "timezone": "Asia/Shanghai"},
+    "pacing": "even",
+    "lines": [{"id": "retarget", "billing": "cpm", "bid": 8.00,
+               "targeting": "tag:interest/finance AND age BETWEEN 25 AND 40",
+               "premiums": [{"crowd": "high_value", "pct": 50}],
+               "caps": [{"count": 3, "per": "day"}],
+               "creatives": [{"id": "c1", "w": 300, "h": 250, "adomain": ["acme.com"],
+                              "adm": "<a href=\"${CLICK_URL}\"><img "
+                                     "src=\"https://cdn.acme.com/c1.png\"></a>"}]}]}
+
+# ... and the version the test bids with: a schedule that holds whenever the
+# test runs, and asap pacing, whose answers do not depend on a throttle's draw.
 CAMPAIGN = {
     "id": "spring-sale", "advertiser": "acme",
     "budget": {"total": 100000, "daily": 5000, "currency": "CNY"},
@@ -98,10 +114,12 @@ def test():
     must("init", "--data", data)
     srv = Server(tmp, data, threads=2).start()
     setup(srv)
-    r = srv.call("PUT", "/v1/campaigns/spring-sale", CAMPAIGN)
+    r = srv.call("PUT", "/v1/campaigns/spring-sale", EXAMPLE)
     if r.status in (404, 405):
         skip("PUT /v1/campaigns/ID is not served by this build (the campaign routes)")
     check(r.status in (200, 201), "PUT the example campaign: %d %r" % (r.status, r.body))
+    r = srv.call("PUT", "/v1/campaigns/spring-sale", CAMPAIGN)
+    check(r.status in (200, 201), "PUT its test version: %d %r" % (r.status, r.body))
 
     @section
     def examples():

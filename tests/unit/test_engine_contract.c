@@ -4,7 +4,6 @@
  * by their size (old sizes served, unknown set bytes refused, output
  * written only as far as the caller's size), and `err` is filled by the
  * functions that used to take none. */
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,29 +15,23 @@
 
 #include <cmocka.h>
 
+#include "cp_test.h"
 #include "engine/engine.h"
 
-static char g_dir[64];
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
+static char g_dir[512];
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-contract-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    test_tmpdir(g_dir, sizeof g_dir, "contract");
+    return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    test_rmtree(g_dir);
+    return 0;
 }
 
 static void ok(cp_status rc, const cp_error_t *err)

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <roaring/roaring.h>
 
+#include "cp_test.h"
 #include "crowdpack.h"
 #include "util/util.h"
 
@@ -52,18 +53,9 @@ typedef struct model {
 
 static char g_dir[256];
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static cp_db_t *open_db(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-feed-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
+    test_tmpdir(g_dir, sizeof g_dir, "feed");
     cp_open_options_t o = {
         .size = sizeof o, .flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1};
     cp_db_t *db = NULL;
@@ -76,7 +68,7 @@ static cp_db_t *open_db(void)
 static void close_db(cp_db_t *db)
 {
     cp_db_close(db, NULL);
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_rmtree(g_dir);
 }
 
 static void ok(cp_status rc, const cp_error_t *err)

@@ -46,14 +46,6 @@ struct cp_result {
 static const char *TAGS[NTAGS] = {"a", "a/b", "a/c", "a/b/d", "e", "e/f", "g", "兴趣"};
 static char g_dir[256];
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void ok(cp_status rc, const cp_error_t *err)
 {
     if (rc)
@@ -62,8 +54,7 @@ static void ok(cp_status rc, const cp_error_t *err)
 
 static cp_db_t *open_db(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cp-test-member-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
+    test_tmpdir(g_dir, sizeof g_dir, "member");
     cp_open_options_t o = {
         .size = sizeof o, .flags = CP_OPEN_CREATE, .map_size = 1ull << 27, .threads = 1};
     cp_db_t *db = NULL;
@@ -264,7 +255,7 @@ static void test_lookup_matches_naive(void **state)
     for (int i = 0; i < NCROWDS; i++)
         roaring_bitmap_free(w.crowd_bm[i]);
     cp_db_close(w.db, NULL);
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_rmtree(g_dir);
 }
 
 static void test_contract(void **state)
@@ -329,7 +320,7 @@ static void test_contract(void **state)
     assert_int_equal(cp_member_lookup_ord(db, ord, &m, NULL), CP_ENOTFOUND);
     assert_int_equal(cp_user_ordinal(db, "user_id", "a", &ord, NULL), CP_ENOTFOUND);
     cp_db_close(db, NULL);
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_rmtree(g_dir);
 }
 
 /* ------------------------------------------------ lists follow every write */

@@ -339,13 +339,9 @@ static cp_status ref_mapping_row(const mapping_t *m, const csv_field_t *f, size_
         if (json_object_size(traits))
             json_object_set_new(ev, "context", json_pack("{s:O}", "traits", traits));
     }
-    if (m->has_msgid) {
-        const csv_field_t *c = ref_cell(&m->msgid_col, f, n);
-        if (c->len == 0) {
-            rc = CP_ERR(err, CP_EINVAL, "line %llu: the message id column is empty",
-                        (unsigned long long)line);
-            goto out;
-        }
+    const csv_field_t *mc = m->has_msgid ? ref_cell(&m->msgid_col, f, n) : NULL;
+    if (mc != NULL && mc->len > 0) { /* empty: absent, as in Segment */
+        const csv_field_t *c = mc;
         if (!utf8_valid(c->p, c->len)) {
             rc = ref_bad_utf8(err, line, &m->msgid_col);
             goto out;
@@ -863,6 +859,40 @@ static size_t split(char *line, csv_field_t *f)
     return n;
 }
 
+/* An empty message id cell is an absent message id, as "messageId":"" is
+ * in Segment: the row gets "<prefix>:<line>", the id of a mapping without
+ * the column, and the JSON path agrees. A non-empty cell is used as is. */
+static void test_empty_message_id_is_absent(void **state)
+{
+    (void)state;
+    mapping_t *m = parse_bound("{\"header\":false,\"identifiers\":[{\"column\":0,\"type\":"
+                               "\"user_id\"}],\"event\":{\"name\":\"e\",\"timestamp\":{"
+                               "\"column\":2},\"message_id\":{\"column\":1}}}",
+                               NULL);
+    const char *rows[] = {"u1,,2024-01-02T00:00:00Z", "u1,m-9,2024-01-02T00:00:00Z"};
+    const char *want[] = {"import:5", "m-9"};
+    for (size_t i = 0; i < 2; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "%s", rows[i]);
+        csv_field_t f[4];
+        size_t n = split(line, f);
+        ingest_batch_t b;
+        ingest_batch_init(&b);
+        segment_opts_t o = {.allow_other_ids = 1, .received_at_ms = 1700000000000};
+        map_result res;
+        cp_error_t err = {0};
+        if (mapping_row_event(m, f, n, 5, NULL, &o, &b, &res, &err) != CP_OK)
+            fail_msg("row \"%s\": %s", rows[i], err.message);
+        assert_int_equal(res, MAP_EVENT);
+        assert_int_equal(b.n, 1);
+        assert_string_equal(b.events[0].message_id, want[i]);
+        assert_int_equal(b.events[0].message_id_derived, 0);
+        compare_row(m, f, n, 5, &o, "message id");
+        ingest_batch_free(&b);
+    }
+    mapping_free(m);
+}
+
 static void test_online_retail_event(void **state)
 {
     (void)state;
@@ -956,11 +986,7 @@ static void test_bad_rows(void **state)
          CP_EINVAL, "line 5: missing \"userId\" and \"anonymousId\" (one is required)"},
         {"{\"header\":false,\"identifiers\":[{\"column\":0,\"type\":\"user_id\"}],\"event\":{"
          "\"name\":\"e\",\"properties\":[{\"name\":\"a\",\"type\":\"number\",\"product\":[1,2]}]}}",
-         NULL, "u1,1e200,1e200", CP_ETYPE, "line 5: column 2 (a): \"1e200\" is not a factor"},
-        {"{\"header\":false,\"identifiers\":[{\"column\":0,\"type\":\"user_id\"}],\"event\":{"
-         "\"name\":\"e\",\"message_id\":{\"column\":1}}}",
-         NULL, "u1,", CP_EINVAL, "line 5: the message id column is empty"},
-    };
+         NULL, "u1,1e200,1e200", CP_ETYPE, "line 5: column 2 (a): \"1e200\" is not a factor"}};
     for (size_t i = 0; i < CP_ARRAY_LEN(cases); i++) {
         mapping_t *m = parse_bound(cases[i].mapping, cases[i].hdr);
         char line[256];
@@ -1405,6 +1431,7 @@ int main(void)
         cmocka_unit_test(test_tags_dictionary_file),
         cmocka_unit_test(test_adjacent_fields_without_nul),
         cmocka_unit_test(test_online_retail_event),
+        cmocka_unit_test(test_empty_message_id_is_absent),
         cmocka_unit_test(test_bad_rows),
         cmocka_unit_test(test_event_size_limit),
         cmocka_unit_test(test_random_rows),
