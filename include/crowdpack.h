@@ -1341,6 +1341,12 @@ cp_status cp_rtb_click(cp_activate_t *a, const char *token, const char *url, int
 
 /* Result ordinals: 1 when user ordinal `ord` is in r (NULL r: 0). */
 int cp_result_contains(const cp_result_t *r, uint32_t ord);
+/* Copies the user ordinals of r in ascending order, from the `offset`-th
+ * (0-based) on, into out[cap]; *n gets
+ * how many were copied (0 past the end). CP_EINVAL for a NULL r or n,
+ * or a NULL out with cap > 0. Read in batches to walk a whole result. */
+cp_status cp_result_ordinals(const cp_result_t *r, uint64_t offset, uint32_t *out, size_t cap,
+                             size_t *n, cp_error_t *err);
 
 #ifdef __cplusplus
 }

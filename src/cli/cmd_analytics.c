@@ -17,6 +17,7 @@
 
 #include "analytics/analytics.h"
 #include "cli/cli.h"
+#include "index/member_list.h"
 
 #define CONN_ALL (CONN_DATA | CONN_SERVER | CONN_JSON)
 
@@ -1026,6 +1027,8 @@ static int analytics_bench(int argc, char **argv)
         }
         /* parents' effective sets */
         ok = ok && index_recompute_effective(db->ix, &db->tax) == CP_OK;
+        /* the per-user membership lists, past which the sets were written */
+        ok = ok && member_list_build(db->ix) == CP_OK;
         pthread_rwlock_unlock(&db->lock);
     }
     ok = ok &&

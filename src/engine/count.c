@@ -173,6 +173,22 @@ int cp_result_contains(const cp_result_t *r, uint32_t ord)
     return r && r->bm && roaring_bitmap_contains(r->bm, ord);
 }
 
+cp_status cp_result_ordinals(const cp_result_t *r, uint64_t offset, uint32_t *out, size_t cap,
+                             size_t *n, cp_error_t *err)
+{
+    if (n == NULL || r == NULL || (out == NULL && cap > 0))
+        return CP_ERR(err, CP_EINVAL, "cp_result_ordinals: NULL result, array or count");
+    *n = 0;
+    uint64_t card = r->bm ? roaring_bitmap_get_cardinality(r->bm) : 0;
+    if (offset >= card || cap == 0)
+        return CP_OK;
+    size_t take = card - offset < cap ? (size_t)(card - offset) : cap;
+    if (!roaring_bitmap_range_uint32_array(r->bm, (size_t)offset, take, out))
+        return CP_ERR(err, CP_ENOMEM, "cp_result_ordinals: out of memory");
+    *n = take;
+    return CP_OK;
+}
+
 void cp_result_free(cp_result_t *r)
 {
     if (r == NULL)

@@ -91,6 +91,46 @@ static void test_close_with_open_iterator(void **state)
     ok(cp_db_close(NULL, &err), &err);
 }
 
+/* cp_result_ordinals walks a result in batches, in order, agreeing with
+ * cp_result_contains; bad arguments are CP_EINVAL. */
+static void test_result_ordinals(void **state)
+{
+    (void)state;
+    cp_db_t *db = db_with_users();
+    cp_error_t err = {0};
+    ok(cp_tag_create(db, "s", NULL, NULL, &err), &err);
+    const char *more = "{\"id\":\"u4\"}\n{\"id\":\"u5\",\"tags\":[\"s\"]}\n";
+    cp_load_stats_t st = CP_LOAD_STATS_INIT;
+    ok(cp_load_ndjson_buf(db, more, strlen(more), NULL, &st, &err), &err);
+    cp_result_t *r = NULL;
+    ok(cp_eval(db, "tag:t OR tag:s", &r, &err), &err);
+    uint32_t all[8], one[1];
+    size_t n = 99;
+    ok(cp_result_ordinals(r, 0, all, 8, &n, &err), &err);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(cp_result_contains(r, all[i]));
+        if (i > 0)
+            assert_true(all[i] > all[i - 1]);
+        /* one at a time from each offset gives the same ordinals */
+        size_t m = 0;
+        ok(cp_result_ordinals(r, i, one, 1, &m, &err), &err);
+        assert_int_equal(m, 1);
+        assert_int_equal(one[0], all[i]);
+    }
+    ok(cp_result_ordinals(r, 4, all, 8, &n, &err), &err);
+    assert_int_equal(n, 0);
+    uint32_t u4 = 0;
+    ok(cp_user_ordinal(db, "user_id", "u4", &u4, &err), &err);
+    assert_false(cp_result_contains(r, u4));
+    assert_false(cp_result_contains(NULL, u4));
+    assert_int_equal(cp_result_ordinals(NULL, 0, all, 8, &n, &err), CP_EINVAL);
+    assert_int_equal(cp_result_ordinals(r, 0, NULL, 8, &n, &err), CP_EINVAL);
+    assert_int_equal(cp_result_ordinals(r, 0, all, 8, NULL, &err), CP_EINVAL);
+    cp_result_free(r);
+    ok(cp_db_close(db, &err), &err);
+}
+
 /* Output structs: written up to the caller's size, zeroed past ours. */
 static void test_output_sizes(void **state)
 {
@@ -200,6 +240,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_close_with_open_iterator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_result_ordinals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_input_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_err_everywhere, setup, teardown),
