@@ -73,7 +73,7 @@ cp_status cfg_apply_json(const json_t *j, intake_cfg_t *c, ident_config_t *idc, 
             strcmp(k, "clock_skew_correction"))
             return CP_ERR(err, CP_EINVAL, "intake config: unknown field \"%.64s\"", k);
     }
-    cp_status rc;
+    cp_status rc = CP_OK;
     const json_t *id = json_object_get(j, "identity");
     if (id) {
         const json_t *bl = json_object_get(id, "blocklist");
