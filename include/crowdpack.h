@@ -1295,6 +1295,15 @@ cp_status cp_campaign_history_json(cp_activate_t *a, const char *id, char **out,
 cp_status cp_campaign_delivery_json(cp_activate_t *a, const char *id, int64_t now_ms, char **out,
                                     cp_error_t *err);
 
+/* The global contact cap: at most `count` impressions per person per
+ * period across every campaign (bidding; journeys will share it), each
+ * period in the time zone of the campaign that bids. As JSON
+ * {"count":N,"per":"hour"|"day"|"week"|"lifetime"}; count 0 = none (the
+ * default). The set form is durable when it returns; CP_EINVAL naming the
+ * field for a bad document. */
+cp_status cp_contact_cap_json(cp_activate_t *a, char **out, cp_error_t *err);
+cp_status cp_contact_cap_set_json(cp_activate_t *a, const char *json, size_t len, cp_error_t *err);
+
 enum { CP_BID_DEBUG = 1u << 0 };
 
 typedef struct cp_bid_reply {

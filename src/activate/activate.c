@@ -11,6 +11,7 @@
  * the other way, so no callback ever sees a half-closed handle.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,6 +263,75 @@ cp_status cp_campaign_delivery_json(cp_activate_t *a, const char *id, int64_t no
     else
         st = ledger_delivery_json(a->ledger, c, now_ms, out, err);
     snapshot_release(s);
+    return st;
+}
+
+/* ---------------------------------------------------------- contact cap */
+
+static const char *const period_names[] = {NULL, "hour", "day", "week", "lifetime"};
+
+cp_status cp_contact_cap_json(cp_activate_t *a, char **out, cp_error_t *err)
+{
+    if (a == NULL || out == NULL)
+        return CP_ERR(err, CP_EINVAL, "cp_contact_cap_json: NULL handle or out");
+    uint32_t count;
+    act_period per;
+    ledger_contact_cap_get(a->ledger, &count, &per);
+    if (per < ACT_PER_HOUR || per > ACT_PER_LIFETIME)
+        per = ACT_PER_DAY;
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "{\"count\":%u,\"per\":\"%s\"}", count, period_names[per]);
+    if ((*out = malloc((size_t)n + 1)) == NULL)
+        return CP_ERR(err, CP_ENOMEM, "out of memory");
+    memcpy(*out, buf, (size_t)n + 1);
+    return CP_OK;
+}
+
+cp_status cp_contact_cap_set_json(cp_activate_t *a, const char *json, size_t len, cp_error_t *err)
+{
+    if (a == NULL || json == NULL)
+        return CP_ERR(err, CP_EINVAL, "cp_contact_cap_set_json: NULL handle or document");
+    json_error_t je;
+    json_t *doc = json_loadb_checked(json, len, JSON_REJECT_DUPLICATES, &je);
+    cp_status st = CP_OK;
+    if (doc == NULL)
+        return CP_ERR(err, CP_EINVAL, "contact cap: not JSON (%s at line %d)", je.text, je.line);
+    const char *key;
+    json_t *v;
+    json_t *count = json_object_get(doc, "count"), *per = json_object_get(doc, "per");
+    act_period p = ACT_PER_DAY;
+    if (!json_is_object(doc)) {
+        st = CP_ERR(err, CP_EINVAL, "contact cap: must be an object {\"count\":N,\"per\":\"day\"}");
+        goto out;
+    }
+    json_object_foreach(doc, key, v)
+    {
+        if (strcmp(key, "count") != 0 && strcmp(key, "per") != 0) {
+            st = CP_ERR(err, CP_EINVAL, "contact cap: unknown field \"%s\" (known: count, per)",
+                        key);
+            goto out;
+        }
+    }
+    if (!json_is_integer(count) || json_integer_value(count) < 0 ||
+        json_integer_value(count) > 1000000) {
+        st = CP_ERR(err, CP_EINVAL, "count: must be an integer 0..1000000 (0 = no contact cap)");
+        goto out;
+    }
+    if (per != NULL) {
+        const char *name = json_string_value(per);
+        p = 0;
+        for (int i = ACT_PER_HOUR; name != NULL && i <= ACT_PER_LIFETIME; i++) {
+            if (strcmp(name, period_names[i]) == 0)
+                p = (act_period)i;
+        }
+        if (p == 0) {
+            st = CP_ERR(err, CP_EINVAL, "per: must be \"hour\", \"day\", \"week\" or \"lifetime\"");
+            goto out;
+        }
+    }
+    st = ledger_contact_cap_set(a->ledger, (uint32_t)json_integer_value(count), p, err);
+out:
+    json_decref(doc);
     return st;
 }
 

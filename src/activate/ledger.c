@@ -767,6 +767,12 @@ cp_status ledger_contact_cap_set(ledger_t *l, uint32_t count, act_period per, cp
     return rc ? rc : wal_sync(l->wal, lsn, err);
 }
 
+void ledger_contact_cap_get(ledger_t *l, uint32_t *count, act_period *per)
+{
+    *count = atomic_load(&l->contact_count);
+    *per = (act_period)atomic_load(&l->contact_per);
+}
+
 /* ------------------------------------------------------------ report */
 
 /* Millifen as exact yuan text: 537 -> "0.00537", 123450000 -> "1234.5". */

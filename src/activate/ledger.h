@@ -148,5 +148,7 @@ void ledger_line_counts(ledger_t *l, const act_line_t *line, uint64_t *impressio
 /* Global contact cap shared by bidding and journeys: at most `count` per
  * person per `per` across every campaign (0 = none). Persisted. */
 cp_status ledger_contact_cap_set(ledger_t *l, uint32_t count, act_period per, cp_error_t *err);
+/* The contact cap in force (count 0 = none). */
+void ledger_contact_cap_get(ledger_t *l, uint32_t *count, act_period *per);
 
 #endif /* CP_ACTIVATE_LEDGER_H */

@@ -97,6 +97,37 @@ void srv_h_campaign_put(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
                    json_pack("{s:s,s:I}", "id", req->params[0], "version", (json_int_t)version));
 }
 
+/* GET /v1/contact-cap */
+void srv_h_contact_cap_get(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    cp_activate_t *a = activation(srv, resp);
+    if (a == NULL)
+        return;
+    cp_error_t err = {0};
+    char *text = NULL;
+    cp_status st = cp_contact_cap_json(a, &text, &err);
+    reply_lib(resp, st, text, &err);
+    (void)req;
+}
+
+/* PUT /v1/contact-cap {"count":N,"per":"day"}: answers the cap in force. */
+void srv_h_contact_cap_put(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
+{
+    cp_activate_t *a = activation(srv, resp);
+    if (a == NULL)
+        return;
+    json_t *body = NULL;
+    if (srv_body_object(req, resp, &body) != CP_OK)
+        return;
+    json_decref(body);
+    cp_error_t err = {0};
+    char *text = NULL;
+    cp_status st = cp_contact_cap_set_json(a, req->body, req->body_len, &err);
+    if (st == CP_OK)
+        st = cp_contact_cap_json(a, &text, &err);
+    reply_lib(resp, st, text, &err);
+}
+
 /* DELETE /v1/campaigns/{id}: the history keeps every version. */
 void srv_h_campaign_delete(srv_ctx_t *srv, srv_req_t *req, srv_resp_t *resp)
 {

@@ -77,6 +77,8 @@ const srv_route_t srv_routes[] = {
     {SRV_DELETE, "/v1/campaigns/{id}", srv_h_campaign_delete, CP_ROLE_WRITE},
     {SRV_GET, "/v1/campaigns/{id}/history", srv_h_campaign_history, CP_ROLE_READ},
     {SRV_GET, "/v1/campaigns/{id}/delivery", srv_h_campaign_delivery, CP_ROLE_READ},
+    {SRV_GET, "/v1/contact-cap", srv_h_contact_cap_get, CP_ROLE_READ},
+    {SRV_PUT, "/v1/contact-cap", srv_h_contact_cap_put, CP_ROLE_WRITE},
 
     /* Analytics reports only read (clusters check "root" themselves). */
     {SRV_POST, "/v1/insight", srv_h_insight, CP_ROLE_READ},

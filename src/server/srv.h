@@ -400,6 +400,8 @@ void srv_h_campaign_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_campaign_delete(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_campaign_history(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_campaign_delivery(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_contact_cap_get(srv_ctx_t *, srv_req_t *, srv_resp_t *);
+void srv_h_contact_cap_put(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_eval(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 void srv_h_expr_parse(srv_ctx_t *, srv_req_t *, srv_resp_t *);
 

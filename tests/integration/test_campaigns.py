@@ -215,6 +215,25 @@ def test():
         check(r.status == 200 and r.body["version"] == 6, "and the restart keeps it", r.body)
 
     @section
+    def contact_cap():
+        r = srv.call("GET", "/v1/contact-cap")
+        check_eq((r.status, r.body), (200, {"count": 0, "per": "day"}), "no contact cap at first")
+        r = srv.call("PUT", "/v1/contact-cap", raw='{"count":2,"per":"week"}')
+        check_eq((r.status, r.body), (200, {"count": 2, "per": "week"}), "PUT a contact cap")
+        for body, field in [('{"count":-1}', "count"), ('{"count":1.5}', "count"),
+                            ('{"per":"day"}', "count"), ('{"count":1,"per":"month"}', "per"),
+                            ('{"count":1,"every":"day"}', "every"), ('[1]', "object")]:
+            r = srv.call("PUT", "/v1/contact-cap", raw=body)
+            msg = r.body.get("error", {}).get("message", "") if isinstance(r.body, dict) else ""
+            check(r.status == 400 and field in msg, "contact cap %s: 400 naming %s" % (body, field),
+                  r.body)
+        srv.stop()
+        srv.start()
+        r = srv.call("GET", "/v1/contact-cap")
+        check_eq((r.status, r.body), (200, {"count": 2, "per": "week"}),
+                 "a restart keeps the contact cap")
+
+    @section
     def read_only_server():
         ro = Server(tmp, data, "--read-only", name="ro", threads=1).start()
         r = ro.call("GET", "/v1/campaigns")
@@ -247,6 +266,7 @@ def test():
     cli_with_server()
     curl_examples_run()
     restart_keeps_everything()
+    contact_cap()
     damaged_log_refuses()
     srv.stop()
 
