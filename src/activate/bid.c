@@ -467,16 +467,7 @@ static uint64_t request_rand(void)
  * anything). */
 static cp_status json_str(buf_t *o, const char *s)
 {
-    cp_status st = buf_append(o, "\"", 1);
-    for (const unsigned char *q = (const unsigned char *)s; *q && st == CP_OK; q++) {
-        if (*q == '"' || *q == '\\')
-            st = buf_printf(o, "\\%c", *q);
-        else if (*q < 0x20)
-            st = buf_printf(o, "\\u%04x", *q);
-        else
-            st = buf_append(o, q, 1);
-    }
-    return st ? st : buf_append(o, "\"", 1);
+    return json_buf_str(o, s, strlen(s));
 }
 
 static cp_status debug_write(buf_t *o, const ortb_request_t *r, const act_snapshot_t *s,

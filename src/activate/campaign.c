@@ -1170,52 +1170,7 @@ cp_status campaign_parse(const char *json, size_t len, const char *id, act_campa
  * everything else (UTF-8 included) as is, as jansson writes it. */
 static cp_status w_str(buf_t *b, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
-    cp_status st = buf_append(b, "\"", 1);
-    const char *run = s;
-    for (const char *p = s; st == CP_OK && *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        if (p > run)
-            st = buf_append(b, run, (size_t)(p - run));
-        char esc[7] = {'\\', 0};
-        size_t n = 2;
-        switch (ch) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[ch >> 4];
-            esc[5] = hex[ch & 15];
-            n = 6;
-        }
-        if (st == CP_OK)
-            st = buf_append(b, esc, n);
-        run = p + 1;
-    }
-    if (st == CP_OK && *run)
-        st = buf_append(b, run, strlen(run));
-    return st == CP_OK ? buf_append(b, "\"", 1) : st;
+    return json_buf_str(b, s, strlen(s));
 }
 
 /* Hundredths as a decimal with two places ("8.00"); 0 -> null. */

@@ -24,42 +24,7 @@ static cp_status put_str(buf_t *b, const char *s, cp_error_t *err, const char *w
     size_t n = strlen(s);
     if (!utf8_valid(s, n))
         return CP_ERR(err, CP_EINVAL, "BidResponse: %s is not valid UTF-8", what);
-    cp_status st = buf_append(b, "\"", 1);
-    size_t run = 0; /* bytes of s[run..i) copied as they are */
-    for (size_t i = 0; i < n && st == CP_OK; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        st = buf_append(b, s + run, i - run);
-        if (st != CP_OK)
-            break;
-        run = i + 1;
-        switch (ch) {
-        case '"':
-            st = buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            st = buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            st = buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            st = buf_append(b, "\\r", 2);
-            break;
-        case '\t':
-            st = buf_append(b, "\\t", 2);
-            break;
-        default:
-            st = buf_printf(b, "\\u%04x", ch);
-            break;
-        }
-    }
-    if (st == CP_OK)
-        st = buf_append(b, s + run, n - run);
-    if (st == CP_OK)
-        st = buf_append(b, "\"", 1);
-    return st;
+    return json_buf_str(b, s, n);
 }
 
 /* ,"key":"value" when value is not NULL. */

@@ -226,7 +226,6 @@ cp_status db_ensure_tag(cp_db_t *db, store_txn_t *txn, const char *path, const c
 /* -------------------------------------------------------------- JSON (json.c) */
 
 /* Appends a JSON string literal (escaped) to a buffer. CP_ENOMEM. */
-cp_status json_buf_str(buf_t *b, const char *s, size_t len);
 /* Serialises j (compact) into a malloc'ed string the caller frees; takes
  * j's reference (NULL, from a failed json_pack, is CP_ENOMEM). */
 cp_status db_json_out(json_t *j, char **out, cp_error_t *err);

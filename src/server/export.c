@@ -33,40 +33,7 @@ struct srv_stream {
 
 cp_status srv_json_quote(buf_t *b, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
-    cp_status st = buf_append(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; st == CP_OK && *p; p++) {
-        char esc[7];
-        switch (*p) {
-        case '"':
-            st = buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            st = buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            st = buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            st = buf_append(b, "\\r", 2);
-            break;
-        case '\t':
-            st = buf_append(b, "\\t", 2);
-            break;
-        default:
-            if (*p < 0x20) {
-                memcpy(esc, "\\u00", 4);
-                esc[4] = hex[*p >> 4];
-                esc[5] = hex[*p & 15];
-                st = buf_append(b, esc, 6);
-            } else {
-                st = buf_append(b, p, 1);
-            }
-        }
-    }
-    if (st == CP_OK)
-        st = buf_append(b, "\"", 1);
-    return st;
+    return json_buf_str(b, s, strlen(s));
 }
 
 cp_status srv_csv_field(buf_t *b, const char *s)

@@ -266,3 +266,52 @@ cp_status arr_grow(void **p, size_t *cap, size_t need, size_t size, size_t first
     *cap = nc;
     return CP_OK;
 }
+
+cp_status json_buf_str(buf_t *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    cp_status rc = buf_append(b, "\"", 1);
+    size_t start = 0; /* s[start..i) is copied as it is */
+    for (size_t i = 0; rc == CP_OK && i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (i > start && (rc = buf_append(b, s + start, i - start)))
+            break;
+        char esc[6] = {'\\', 0};
+        size_t n = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            esc[1] = (char)c;
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        rc = buf_append(b, esc, n);
+        start = i + 1;
+    }
+    if (rc == CP_OK && len > start)
+        rc = buf_append(b, s + start, len - start);
+    if (rc == CP_OK)
+        rc = buf_append(b, "\"", 1);
+    return rc;
+}

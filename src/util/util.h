@@ -107,6 +107,11 @@ void fd_line_v(int fd, const char *kind, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 /* NUL-terminates (not counted in len) and returns data. */
 const char *buf_cstr(buf_t *b);
+/* Appends s[0..len) as a JSON string literal, as jansson writes one: quotes,
+ * backslashes and control characters escaped (\b \f \n \r \t by name,
+ * the others \u00XX), everything else (UTF-8 included) as it is. The one
+ * JSON string writer of every layer. */
+cp_status json_buf_str(buf_t *b, const char *s, size_t len);
 
 /* ----------------------------------------------------------------- arena */
 /* A bump allocator; everything is freed at once by arena_free, or
